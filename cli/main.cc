@@ -1,0 +1,55 @@
+// romulus: continuous checkpoint replication for Xen guests.
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "cli/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* summary;
+};
+
+const Command kCommands[] = {
+    {"replicate", romulus::cli::RunReplicate, "protect a guest: stream checkpoints to a backup"},
+    {"restore", romulus::cli::RunRestore, "be the backup: receive checkpoints, fail over"},
+    {"demo", romulus::cli::RunDemo, "both sides over loopback TLS with a simulated guest, then a failover"},
+    {"bench", romulus::cli::RunBench, "benchmarks: bench codec | bench e2e"},
+};
+
+void PrintUsage(std::ostream& out) {
+  out << "Usage: romulus <command> [options]   (romulus <command> --help for details)\n\n"
+         "Commands:\n";
+  for (const auto& c : kCommands) {
+    out << "  " << c.name << std::string(12 - std::strlen(c.name), ' ') << c.summary << "\n";
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  if (argc < 2) {
+    PrintUsage(std::cerr);
+    return romulus::cli::kExitUsage;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    PrintUsage(std::cout);
+    return 0;
+  }
+  if (cmd == "--version") {
+    std::cout << "romulus 0.1.0\n";
+    return 0;
+  }
+  for (const auto& c : kCommands) {
+    if (cmd == c.name) return c.run(argc - 1, argv + 1);
+  }
+  std::cerr << "romulus: unknown command '" << cmd << "' (see romulus --help)\n";
+  return romulus::cli::kExitUsage;
+}
