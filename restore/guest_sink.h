@@ -1,0 +1,39 @@
+// GuestSink: where the backup puts checkpoints.
+//
+// The receiver decodes each epoch's frames and hands the sink pages and state
+// records in stream order (OnPage / OnState), all belonging to the epoch being
+// received, which is NOT yet committed: the sink stages them. When the whole
+// epoch has arrived and its digest verified, the receiver calls Commit(N) and
+// only then acks N to the primary. Commit must make N the state Activate()
+// resumes from, atomically: a partial epoch is never applied. Discard() drops
+// a staged, unverified epoch (connection lost or digest mismatch).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "common/status.h"
+
+namespace romulus::restore {
+
+class GuestSink {
+ public:
+  virtual ~GuestSink() = default;
+
+  // A new primary session (handshake accepted). guest_pages is the size the
+  // primary announced; identity names the guest. A sink may refuse a guest it
+  // cannot hold. resync = true when this session replaces an earlier one.
+  virtual Status BeginSession(uint64_t guest_pages, const std::string& identity) = 0;
+  virtual Status OnPage(uint64_t epoch, uint64_t pfn, const uint8_t* page) = 0;
+  virtual Status OnState(uint64_t epoch, std::span<const uint8_t> record) = 0;
+  virtual Status Commit(uint64_t epoch) = 0;
+  virtual void Discard() = 0;
+
+  // Failover: resume the guest from the last committed epoch.
+  virtual Status Activate(const std::string& reason) = 0;
+  virtual bool has_committed() const = 0;
+  virtual uint64_t last_committed_epoch() const = 0;
+};
+
+}  // namespace romulus::restore
