@@ -1,0 +1,98 @@
+// CheckpointSender: the primary's end of one connection to a backup.
+//
+// It owns the stream after the handshake, encodes each epoch's pages through
+// the page cache into the preallocated OutBuffer as PAGES frames, passes
+// state records through as STATE frames, closes each epoch with an EPOCH_END
+// frame (counts + memory digest), sends heartbeats, and collects the
+// backup's acks on a reader thread. Both the timer-driven EpochLoop (simulated
+// guest) and the Xen backend (libxenguest callbacks) drive it:
+//
+//   BeginEpoch(N); AddPage(...)*; AddState(...)*; EndEpoch(); ... WaitAck(N)
+//
+// Pages passed to AddPage must be snapshot bytes that stay unchanged for the
+// call (never live guest memory): the cache is updated from the same bytes.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "common/status.h"
+#include "compress/page_codec.h"
+
+namespace romulus::transport {
+class Stream;
+}
+
+namespace romulus::replicator {
+
+struct SenderOptions {
+  compress::CodecOptions codec;
+  size_t outbuf_bytes = 16u << 20;
+  size_t max_batch_bytes = 1u << 20;  // payload of one PAGES frame
+  std::chrono::milliseconds heartbeat_interval{100};
+  // No frame at all from the backup for this long: it is gone.
+  std::chrono::milliseconds peer_timeout{1000};
+};
+
+struct GuestInfo {
+  uint64_t guest_pages = 0;
+  std::string identity;
+};
+
+// What one epoch cost on the wire; filled by EndEpoch.
+struct EpochWireStats {
+  uint64_t epoch = 0;
+  uint64_t pages = 0;
+  uint64_t state_records = 0;
+  uint64_t raw_bytes = 0;   // pages * 4096 + state bytes
+  uint64_t wire_bytes = 0;  // every frame byte of the epoch, headers included
+  std::array<uint64_t, compress::kNumPageKinds> pages_by_kind{};
+  uint64_t cache_hits = 0, cache_misses = 0, cache_overflows = 0;
+  std::chrono::microseconds encode_time{0};  // CPU spent encoding pages
+  uint64_t digest = 0;
+  size_t outbuf_high_water = 0;
+};
+
+class CheckpointSender {
+ public:
+  // Performs the handshake on `stream` (HELLO / HELLO_ACK) and starts the
+  // heartbeat and ack-reader threads. Fails with a clear Status if the backup
+  // refuses (version, cache size, guest size) or does not answer in time.
+  static Result<std::unique_ptr<CheckpointSender>> Start(std::unique_ptr<transport::Stream> stream,
+                                                         const SenderOptions& opts,
+                                                         const GuestInfo& guest);
+  ~CheckpointSender();
+
+  Status BeginEpoch(uint64_t epoch);
+  Status AddPage(uint64_t pfn, const uint8_t* page);
+  Status AddState(std::span<const uint8_t> record);
+  // Flushes everything and sends EPOCH_END. Returns the epoch's wire stats.
+  Result<EpochWireStats> EndEpoch();
+
+  // Blocks until the backup acked `epoch` (or a later one). kTimeout after
+  // `timeout`, kClosed / kCorruption if the connection failed meanwhile.
+  Status WaitAck(uint64_t epoch, std::chrono::milliseconds timeout);
+  // Last acked epoch, or -1 if none yet. Thread-safe.
+  int64_t last_acked() const;
+  // Time from EndEpoch's last byte written to the ack's arrival for the last acked epoch.
+  std::chrono::microseconds last_ack_latency() const;
+  // False once the connection failed or the backup went silent.
+  bool healthy() const;
+  Status failure() const;  // why it is not healthy
+
+  // Clean stop: sends BYE ("stop replicating, don't fail over") and closes.
+  Status Stop();
+
+  const compress::PageCache& cache() const;
+
+ private:
+  CheckpointSender() = default;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace romulus::replicator

@@ -1,0 +1,62 @@
+// CheckpointReceiver: the backup's end of one primary connection.
+//
+// Serve() answers the handshake, then loops: read a frame into the reusable
+// ReceiveBuffer, decode PAGES against the mirror cache and hand pages to the
+// sink, pass STATE records through, and on EPOCH_END verify counts and the
+// memory digest, Commit the epoch in the sink, then ACK it. It sends
+// heartbeats and returns when the session ends, saying why: a clean BYE from
+// the primary, or a failure (EOF, error, corruption, silence longer than the
+// failover timeout) after which the caller decides on failover.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "compress/page_codec.h"
+#include "restore/guest_sink.h"
+
+namespace romulus::transport {
+class Stream;
+}
+
+namespace romulus::restore {
+
+struct ReceiverOptions {
+  uint64_t cache_pages = (64ull << 20) / 4096;  // must match the primary's
+  size_t max_frame_bytes = 8u << 20;
+  std::chrono::milliseconds heartbeat_interval{100};
+  std::chrono::milliseconds failover_timeout{1000};
+  uint64_t max_guest_pages = uint64_t{1} << 28;  // 1 TiB: refuse larger guests
+};
+
+struct CommitEvent {
+  uint64_t epoch = 0;
+  uint64_t digest = 0;
+  uint64_t pages = 0;
+  uint64_t wire_bytes = 0;
+};
+
+struct SessionEnd {
+  bool clean_stop = false;  // primary said BYE: do not fail over
+  Status reason;            // why the session ended otherwise
+  uint64_t epochs_committed = 0;
+  uint64_t receive_reallocations = 0;  // ReceiveBuffer growths after the first epoch
+};
+
+class CheckpointReceiver {
+ public:
+  using CommitCallback = std::function<void(const CommitEvent&)>;
+  explicit CheckpointReceiver(const ReceiverOptions& opts);
+  ~CheckpointReceiver();
+  SessionEnd Serve(transport::Stream& stream, GuestSink& sink, const CommitCallback& on_commit);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace romulus::restore
