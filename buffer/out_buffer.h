@@ -27,8 +27,11 @@ class OutBuffer {
   Result<uint8_t*> Reserve(size_t n);
   // Marks n bytes (n <= the last reservation) as written.
   void Commit(size_t n);
-  // Hands everything buffered to the flush callback.
+  // Hands everything buffered to the flush callback (nothing if empty). If the
+  // callback fails the bytes stay buffered and the error is returned.
   Status Flush();
+  // Drops everything buffered without flushing (e.g. after the link broke).
+  void Clear() { len_ = 0; reserved_ = 0; }
 
   size_t size() const { return len_; }
   size_t capacity() const { return cap_; }

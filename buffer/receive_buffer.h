@@ -35,6 +35,8 @@ class ReceiveBuffer {
   size_t capacity() const { return cap_; }
   size_t max_capacity() const { return max_; }
   std::span<const uint8_t> view() const { return {data_.get(), len_}; }
+  // Allocations made after construction (including the first one when
+  // initial was 0); constant once the high-water mark has been reached.
   uint64_t reallocations() const { return reallocs_; }
 
  private:
