@@ -2,7 +2,7 @@
 //
 // The primary and the backup each hold one; fed the same sequence of
 // OnSend() calls they stay byte-identical (the backup's is the "mirror").
-// Policy (docs/CODEC.md): true LRU over a fixed number of slots in one
+// Policy (docs/CACHE-AND-BATCH.md): true LRU over a fixed number of slots in one
 // preallocated slab; a page enters the cache only on its second send (the
 // first full-sync pass would only thrash it); every later send refreshes the
 // cached bytes and makes the page most recently used. No allocation after
@@ -35,6 +35,11 @@ class PageCache {
   // The cached copy of pfn, or nullptr. Counts a hit or a miss. Does not
   // change LRU order (OnSend does), so a lookup alone is policy-neutral.
   const uint8_t* Lookup(uint64_t pfn);
+  // Lookup without counting: for the encoder, which must be able to back out
+  // (batch full) without a trace and then records the outcome itself with
+  // CountLookup(). Peek + CountLookup(hit) == Lookup.
+  const uint8_t* Peek(uint64_t pfn) const;
+  void CountLookup(bool hit);
   // Records that `page` (kPageSize bytes) is now the receiver's copy of pfn.
   void OnSend(uint64_t pfn, const uint8_t* page);
   // Forgets everything (new connection, resync). Keeps the slab.
