@@ -1,0 +1,176 @@
+// Control messages (docs/PROTOCOL.md §3): explicit encode/decode of each
+// payload. PAGES and STATE payloads are opaque to this layer.
+//
+// Decode() functions take only the payload bytes and are total: any input
+// yields either a message or a Corruption status, never a crash or an
+// unbounded allocation (strings are bounded before they are copied). They
+// check syntax; semantic checks that depend on local policy (versions,
+// geometry) live in handshake.h.
+//
+// EncodeTo() clears *out and writes the payload. It validates the message
+// first (string bounds, reserved values) and returns InvalidArgument for a
+// message that could not be decoded on the other side. Reusing one vector
+// keeps steady-state encoding allocation-free.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "protocol/frame.h"
+
+namespace romulus::protocol {
+
+// HELLO magic: "ROMULUS" followed by a zero byte.
+inline constexpr uint8_t kHelloMagic[8] = {'R', 'O', 'M', 'U', 'L', 'U', 'S', 0};
+inline constexpr size_t kHelloFixedSize = 76;
+inline constexpr size_t kHelloAckFixedSize = 32;
+inline constexpr size_t kMaxIdentity = 256;
+inline constexpr size_t kMaxShortText = 256;   // HELLO_ACK, BYE
+inline constexpr size_t kMaxErrorText = 1024;  // ERROR
+inline constexpr size_t kEpochEndSize = 32;
+inline constexpr size_t kAckSize = 16;
+inline constexpr size_t kHeartbeatSize = 24;
+
+// Capability bits (docs/PROTOCOL.md §10).
+inline constexpr uint64_t kCapXenStream = uint64_t{1} << 0;
+inline constexpr uint64_t kCapLz4Pages = uint64_t{1} << 1;
+inline constexpr uint64_t kCapSimGuest = uint64_t{1} << 2;
+inline constexpr uint64_t kCapAllKnown = kCapXenStream | kCapLz4Pages | kCapSimGuest;
+
+enum class ResyncReason : uint8_t {
+  kInitial = 0,
+  kBackupReconnect = 1,  // backup came back after being lost
+  kLinkReset = 2,        // link failed, same backup
+  kPrimaryRestart = 3,   // the primary agent restarted while the guest ran on
+};
+const char* ResyncReasonName(ResyncReason r);
+
+// Codes carried by ERROR and by a refusing HELLO_ACK.
+enum class ErrorCode : uint16_t {
+  kNone = 0,
+  kProtocol = 1,
+  kChecksum = 2,
+  kVersion = 3,
+  kCapabilities = 4,
+  kGeometry = 5,
+  kResource = 6,
+  kDigestMismatch = 7,
+  kDecode = 8,
+  kBusy = 9,
+  kIdentity = 10,
+  kInternal = 11,
+  kShutdown = 12,
+};
+// "digest-mismatch"; "code-42" for unassigned values.
+std::string ErrorCodeName(uint16_t code);
+// The ERROR code that best describes a local failure status (for sending
+// ERROR before closing): Corruption -> kProtocol, OutOfRange -> kResource, ...
+ErrorCode ErrorCodeFor(const Status& status);
+
+enum class ByeReason : uint8_t {
+  kOperatorStop = 0,
+  kGuestShutdown = 1,
+  kBackupStopping = 2,
+  kHandover = 3,
+};
+const char* ByeReasonName(ByeReason r);
+
+struct Hello {
+  static constexpr FrameType kType = FrameType::kHello;
+  uint16_t version_min = kProtocolVersion;
+  uint16_t version_max = kProtocolVersion;
+  uint32_t page_size = kPageSize;
+  uint64_t capabilities = 0;
+  uint64_t required = 0;
+  uint64_t cache_pages = 0;
+  uint64_t guest_pages = 0;
+  uint64_t session_id = 0;
+  uint64_t first_epoch = 1;
+  uint32_t heartbeat_ms = 100;
+  uint32_t peer_timeout_ms = 1000;
+  ResyncReason resync_reason = ResyncReason::kInitial;
+  std::string identity;
+
+  Status EncodeTo(std::vector<uint8_t>* out) const;
+  // Syntax only: magic, identity length 1..256 and printable, reserved 0,
+  // resync reason known, required ⊆ capabilities. Trailing bytes after the
+  // identity are ignored (future extensions, PROTOCOL.md §3.1).
+  static Result<Hello> Decode(std::span<const uint8_t> payload);
+};
+
+struct HelloAck {
+  static constexpr FrameType kType = FrameType::kHelloAck;
+  bool accepted = false;
+  uint16_t version = kProtocolVersion;
+  ErrorCode error = ErrorCode::kNone;  // why, when refused
+  uint64_t capabilities = 0;
+  uint64_t session_id = 0;
+  uint64_t backup_epoch = 0;
+  std::string text;  // <= kMaxShortText
+
+  Status EncodeTo(std::vector<uint8_t>* out) const;
+  static Result<HelloAck> Decode(std::span<const uint8_t> payload);
+};
+
+struct EpochEnd {
+  static constexpr FrameType kType = FrameType::kEpochEnd;
+  uint64_t page_count = 0;
+  uint32_t state_count = 0;
+  uint32_t frame_count = 0;
+  uint64_t payload_bytes = 0;
+  uint64_t digest = 0;
+
+  Status EncodeTo(std::vector<uint8_t>* out) const;
+  static Result<EpochEnd> Decode(std::span<const uint8_t> payload);
+};
+
+struct Ack {
+  static constexpr FrameType kType = FrameType::kAck;
+  uint64_t epoch = 0;  // must equal the frame header's epoch (checked by DecodeAckFrame)
+  uint64_t digest = 0;
+
+  Status EncodeTo(std::vector<uint8_t>* out) const;
+  static Result<Ack> Decode(std::span<const uint8_t> payload);
+};
+
+struct Heartbeat {
+  static constexpr FrameType kType = FrameType::kHeartbeat;
+  uint64_t send_ns = 0;
+  uint64_t echo_ns = 0;
+  uint64_t committed = 0;
+
+  Status EncodeTo(std::vector<uint8_t>* out) const;
+  static Result<Heartbeat> Decode(std::span<const uint8_t> payload);
+};
+
+struct Bye {
+  static constexpr FrameType kType = FrameType::kBye;
+  ByeReason reason = ByeReason::kOperatorStop;
+  std::string text;  // <= kMaxShortText
+
+  Status EncodeTo(std::vector<uint8_t>* out) const;
+  static Result<Bye> Decode(std::span<const uint8_t> payload);
+};
+
+struct Error {
+  static constexpr FrameType kType = FrameType::kError;
+  uint16_t code = 0;  // an ErrorCode; unknown values are kept as received
+  std::string text;   // <= kMaxErrorText
+
+  // Builds an ERROR, truncating text to the bound (for sending any Status).
+  static Error Make(ErrorCode code, std::string text);
+  Status EncodeTo(std::vector<uint8_t>* out) const;
+  static Result<Error> Decode(std::span<const uint8_t> payload);
+};
+
+// Checks the Ack's epoch against the header epoch it arrived with.
+Result<Ack> DecodeAckFrame(uint64_t header_epoch, std::span<const uint8_t> payload);
+
+// Text received from the peer, made safe for a log line: control and
+// non-ASCII bytes become '?'.
+std::string Printable(std::string_view text);
+
+}  // namespace romulus::protocol
