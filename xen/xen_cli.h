@@ -1,0 +1,81 @@
+// Entry points of the Xen backend for the CLI. This header includes no Xen
+// header, so cli/ can include it; the implementations live in xen/ and exist
+// only when libxen-dev was found (ROMULUS_HAVE_XEN=1, set by xen/CMakeLists).
+//
+//   romulus replicate --domain NAME|DOMID --to HOST:PORT [--interval 100ms]
+//     -> xen::RunReplicateDomain(opts, connect, output, stop)
+//   romulus restore --xen [--domain-name NAME]
+//     -> xen::CreateXenSink(opts) gives the receiver its GuestSink
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "replicator/checkpoint_sender.h"
+#include "replicator/output_commit.h"
+#include "restore/guest_sink.h"
+
+namespace romulus::xen {
+
+struct XenReplicateOptions {
+  std::string domain;                               // name or numeric domid
+  std::chrono::milliseconds interval{100};          // counted from the previous suspend
+  std::chrono::milliseconds suspend_timeout{5000};  // "guest will not suspend" after this
+  // Waiting for epoch N's ack in the checkpoint callback; the first epoch
+  // (whole memory, live iterations) gets first_ack_timeout instead.
+  std::chrono::milliseconds ack_timeout{5000};
+  std::chrono::milliseconds first_ack_timeout{600000};
+  // Raw stream bytes staged between the pipe and the sender, so the guest's
+  // suspended window never waits on the network (blocks of 1 MiB, reused).
+  uint64_t staging_bytes = 256ull << 20;
+  uint64_t max_epochs = 0;                          // 0: until stopped
+  std::chrono::milliseconds duration{0};            // 0: until stopped
+  std::string stats_path;                           // per-epoch CSV ("" = none, "-" = stderr)
+  bool verbose = false;                             // libxenguest logging to stderr
+};
+
+// Connects to the backup and performs the handshake; called once the domain
+// is resolved, with its size (guest_pages = max gpfn + 1) and identity (name).
+using SenderFactory =
+    std::function<Result<std::unique_ptr<replicator::CheckpointSender>>(const replicator::GuestInfo&)>;
+
+struct ReplicateSummary {
+  uint64_t epochs = 0;           // checkpoints acked by the backup
+  uint64_t pages = 0;            // pages sent in all epochs
+  uint64_t wire_bytes = 0;
+  std::chrono::microseconds pause_median{0}, pause_max{0};  // suspend -> resumed
+};
+
+// Protects the domain until `*stop` becomes true (clean stop: BYE, the backup
+// does not fail over), max_epochs/duration is reached, or something fails (the
+// backup will fail over). Always leaves the primary running with log-dirty off.
+// `output` may be null (no output commit). Returns why it stopped.
+Status RunReplicateDomain(const XenReplicateOptions& opts, const SenderFactory& connect,
+                          replicator::OutputCommit* output, const std::atomic<bool>* stop,
+                          ReplicateSummary* summary);
+
+struct XenRestoreOptions {
+  // Name of the domain while it is a backup; default "<original>--incoming".
+  std::string domain_name;
+  // Name after failover; default: the primary's name (the session identity).
+  std::string final_name;
+  // After failover, how long to wait for the original name to become free
+  // (the primary domain destroyed) before giving up renaming.
+  std::chrono::milliseconds rename_wait{30000};
+  bool verbose = false;
+};
+
+// The backup's sink: a paused PV domain restored by xc_domain_restore from the
+// rebuilt stream; Activate() finishes it and unpauses it.
+Result<std::unique_ptr<restore::GuestSink>> CreateXenSink(const XenRestoreOptions& opts);
+
+// "Xen 4.17.5 (tools 4.17)" or a clear error (no privcmd, not dom0, version
+// mismatch between the hypervisor and the libraries we were built against).
+Result<std::string> ProbeXen();
+
+}  // namespace romulus::xen

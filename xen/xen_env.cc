@@ -1,0 +1,157 @@
+#include "xen/xen_env.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "xen/xen_cli.h"
+
+#ifndef ROMULUS_XEN_TOOLS_VERSION
+#define ROMULUS_XEN_TOOLS_VERSION "unknown"
+#endif
+
+namespace romulus::xen {
+
+Result<std::unique_ptr<XenHandles>> XenHandles::Open(bool verbose) {
+  std::unique_ptr<XenHandles> h(new XenHandles());
+  h->logger_ = reinterpret_cast<xentoollog_logger*>(
+      xtl_createlogger_stdiostream(stderr, verbose ? XTL_DEBUG : XTL_ERROR, 0));
+  h->xch_ = xc_interface_open(h->logger_, h->logger_, 0);
+  if (!h->xch_) {
+    int err = errno;
+    return Status::FromErrno(
+        "cannot open the hypervisor interface (xc_interface_open; run as root in dom0 with "
+        "/dev/xen/privcmd present — is the xen-privcmd module loaded?)", err);
+  }
+  h->xsh_ = xs_open(0);
+  if (!h->xsh_) {
+    int err = errno;
+    return Status::FromErrno("cannot connect to xenstored (xs_open; is xenstored running?)", err);
+  }
+  return h;
+}
+
+XenHandles::~XenHandles() {
+  if (xsh_) xs_close(xsh_);
+  if (xch_) xc_interface_close(xch_);
+  if (logger_) xtl_logger_destroy(logger_);
+}
+
+std::string FormatUuid(const uint8_t u[16]) {
+  char b[40];
+  snprintf(b, sizeof b, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+           u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
+  return b;
+}
+
+std::string XsRead(struct xs_handle* xsh, const std::string& path) {
+  unsigned int len = 0;
+  char* v = static_cast<char*>(xs_read(xsh, XBT_NULL, path.c_str(), &len));
+  if (!v) return "";
+  std::string s(v, len);
+  free(v);
+  return s;
+}
+
+Status XsWrite(struct xs_handle* xsh, xs_transaction_t t, const std::string& path, const std::string& value) {
+  if (!xs_write(xsh, t, path.c_str(), value.data(), unsigned(value.size()))) {
+    return Status::FromErrno("xenstore write " + path, errno);
+  }
+  return Status::Ok();
+}
+
+Result<xc_dominfo_t> GetDomainInfo(xc_interface* xch, uint32_t domid) {
+  xc_dominfo_t info;
+  memset(&info, 0, sizeof info);
+  int n = xc_domain_getinfo(xch, domid, 1, &info);
+  if (n < 0) return Status::FromErrno("xc_domain_getinfo(" + std::to_string(domid) + ")", errno);
+  if (n != 1 || info.domid != domid) {
+    return Status::InvalidArgument("domain " + std::to_string(domid) + " does not exist");
+  }
+  return info;
+}
+
+Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_or_id) {
+  if (name_or_id.empty()) return Status::InvalidArgument("no domain given (--domain NAME|DOMID)");
+  uint32_t domid = 0;
+  bool numeric = name_or_id.find_first_not_of("0123456789") == std::string::npos && name_or_id.size() < 6;
+  if (numeric) {
+    domid = uint32_t(std::stoul(name_or_id));
+  } else {
+    // Names live in xenstore only; several domains may transiently share one
+    // (a migration's incoming domain): take the lowest live domid.
+    unsigned int num = 0;
+    char** ents = xs_directory(h.xsh(), XBT_NULL, "/local/domain", &num);
+    bool found = false;
+    for (unsigned i = 0; ents && i < num && !found; i++) {
+      std::string n = XsRead(h.xsh(), std::string("/local/domain/") + ents[i] + "/name");
+      if (n == name_or_id) {
+        domid = uint32_t(strtoul(ents[i], nullptr, 10));
+        found = true;
+      }
+    }
+    free(ents);
+    if (!found) {
+      return Status::InvalidArgument("no domain named \"" + name_or_id + "\" (see `xl list`)");
+    }
+  }
+  if (domid == 0) return Status::InvalidArgument("refusing to replicate dom0");
+  auto info = GetDomainInfo(h.xch(), domid);
+  if (!info.ok()) return info.status();
+  DomainFacts f;
+  f.domid = domid;
+  f.name = XsRead(h.xsh(), "/local/domain/" + std::to_string(domid) + "/name");
+  if (f.name.empty()) f.name = "domain-" + std::to_string(domid);
+  memcpy(f.handle, info->handle, 16);
+  f.uuid = FormatUuid(f.handle);
+  f.hvm = info->hvm;
+  f.max_vcpus = info->max_vcpu_id + 1;
+  f.max_memkb = info->max_memkb;
+  std::string target = XsRead(h.xsh(), "/local/domain/" + std::to_string(domid) + "/memory/target");
+  f.target_kb = target.empty() ? f.max_memkb : strtoull(target.c_str(), nullptr, 10);
+  f.shutdown = info->shutdown;
+  f.shutdown_reason = info->shutdown_reason;
+  f.dying = info->dying;
+  xen_pfn_t gpfn = 0;
+  if (xc_domain_maximum_gpfn(h.xch(), domid, &gpfn) < 0) {
+    return Status::FromErrno("xc_domain_maximum_gpfn(" + std::to_string(domid) + ")", errno);
+  }
+  f.guest_pages = uint64_t(gpfn) + 1;
+  return f;
+}
+
+Result<std::string> HypervisorVersion(xc_interface* xch) {
+  int v = xc_version(xch, XENVER_version, nullptr);
+  if (v < 0) return Status::FromErrno("xc_version", errno);
+  xen_extraversion_t extra;
+  memset(extra, 0, sizeof extra);
+  xc_version(xch, XENVER_extraversion, &extra);
+  extra[sizeof extra - 1] = 0;
+  return std::to_string(v >> 16) + "." + std::to_string(v & 0xffff) + extra;
+}
+
+Status CheckVersionMatch(xc_interface* xch) {
+  int v = xc_version(xch, XENVER_version, nullptr);
+  if (v < 0) return Status::FromErrno("xc_version", errno);
+  std::string built = ROMULUS_XEN_TOOLS_VERSION;  // e.g. "4.17.0" from pkg-config
+  std::string running = std::to_string(v >> 16) + "." + std::to_string(v & 0xffff);
+  if (built != "unknown" && built.rfind(running + ".", 0) != 0 && built != running) {
+    return Status::Unsupported("Xen version mismatch: the hypervisor is " + running +
+                               " but Romulus was built against the Xen " + built +
+                               " tools; libxenctrl's domctl interface is version-locked, rebuild "
+                               "Romulus against this host's libxen-dev");
+  }
+  return Status::Ok();
+}
+
+Result<std::string> ProbeXen() {
+  auto h = XenHandles::Open(false);
+  if (!h.ok()) return h.status();
+  auto v = HypervisorVersion((*h)->xch());
+  if (!v.ok()) return v.status();
+  ROMULUS_RETURN_IF_ERROR(CheckVersionMatch((*h)->xch()));
+  return "Xen " + *v + " (tools " + ROMULUS_XEN_TOOLS_VERSION + ")";
+}
+
+}  // namespace romulus::xen
