@@ -1,0 +1,158 @@
+// PlugQdisc: output commit through the kernel's sch_plug queueing discipline,
+// the mechanism Remus introduced for exactly this job (Linux 3.4+,
+// CONFIG_NET_SCH_PLUG, module sch_plug).
+//
+// sch_plug queues every packet and only dequeues on command:
+//   TCQ_PLUG_BUFFER            close the open buffer: a boundary ("what is queued
+//                              so far is one epoch"); packets after it are the next
+//   TCQ_PLUG_RELEASE_ONE       let out the packets up to the oldest closed boundary
+//   TCQ_PLUG_RELEASE_INDEFINITE  stop buffering; everything flows
+// Checkpoint(N) places a boundary while the guest is paused, Release(N) (the
+// backup acked N) releases it, ReleaseAll() on a clean stop. Every command is a
+// synchronous netlink request: when Checkpoint() returns, the boundary is in the
+// kernel, before the engine resumes the guest.
+//
+// The kernel keeps ONE closed boundary (pkts_last_epoch) plus the open buffer
+// (see plug_epochs.h): when Checkpoint(N+1) comes while N is still unacked, no
+// boundary is placed; N+1's output stays in the open buffer and is released
+// with the next boundary placed (at Checkpoint(N+2) or later). Output is never
+// released early; with acks that lag past the next suspend it is released up to
+// one epoch late (counted in PlugStats::coalesced). Remus never hit this: it
+// waits for the ack before the next suspend.
+//
+// Where the plug sits:
+//   Create(dev)        the root egress qdisc of DEV: the simulated guest's device,
+//                      a veth or tap whose egress IS the guest's output.
+//   CreateForVif(vif)  a Xen netback vif: the guest's transmit arrives as the vif's
+//                      INGRESS, which has no queue to plug. As Remus did: an ingress
+//                      qdisc on the vif, a u32 match-all filter whose mirred action
+//                      redirects every packet to the egress of an IFB device that
+//                      Romulus creates, and the plug as that IFB's root qdisc. IFB
+//                      re-injects released packets into the vif's receive path,
+//                      so bridging/routing behind the vif is unchanged.
+//
+// Ownership and crash safety: everything installed is marked as Romulus'
+// (plug handle major 0x524d/0x524e, "RM"; IFB named rmb-<vif> with ifalias
+// "romulus-netbuf <vif>"; the filter at priority 0x524d). Close() removes it all;
+// after a crash (SIGKILL leaves the plug closed and the guest's network stalled)
+// the next Create*/CleanupStale* on the same device removes the leftovers first.
+// Something on the device that Romulus does not own is never touched: Create
+// refuses with a clear error instead.
+//
+// Not thread-compatible by accident: calls may come from the epoch thread and
+// the ack thread concurrently; a mutex orders them.
+//
+// Network namespaces: the netlink socket is opened in the caller's network
+// namespace at Create time; all later commands go to that namespace.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "common/status.h"
+#include "netbuf/plug_epochs.h"
+#include "replicator/output_commit.h"
+
+struct nl_sock;
+
+namespace romulus::netbuf {
+
+// Handles are major:minor; a qdisc handle has minor 0. Two majors so that
+// Discard() can atomically swap a fresh plug in place of the old one.
+inline constexpr uint32_t kPlugHandleA = 0x524d0000;  // "RM"
+inline constexpr uint32_t kPlugHandleB = 0x524e0000;
+inline constexpr uint16_t kFilterPrio = 0x524d;
+inline constexpr const char* kIfbPrefix = "rmb-";
+inline constexpr const char* kIfbAliasPrefix = "romulus-netbuf ";
+
+struct PlugOptions {
+  // Bytes the plug may hold before it drops (the kernel default is
+  // tx_queue_len * MTU: 48 KB on an IFB, far too little for a 100 ms epoch of
+  // a busy guest). Drops are visible in Stats::kernel_drops.
+  uint32_t limit_bytes = 16u << 20;
+  // On Close() after ReleaseAll(), wait up to this long for the queue to drain
+  // before deleting the qdisc (deleting drops what is still queued).
+  int drain_ms = 200;
+};
+
+struct PlugStats {
+  uint64_t boundaries = 0;      // TCQ_PLUG_BUFFER sent
+  uint64_t releases = 0;        // TCQ_PLUG_RELEASE_ONE sent
+  uint64_t coalesced = 0;       // checkpoints whose boundary was merged into a later one
+  uint64_t stale_removed = 0;   // leftovers of a crashed run removed at Create
+  // From the kernel (RTNL_TC_* statistics of the plug qdisc), at the time of Stats().
+  uint64_t kernel_qlen = 0;     // packets queued now
+  uint64_t kernel_backlog = 0;  // bytes queued now
+  uint64_t kernel_drops = 0;    // packets dropped by the plug (over limit_bytes)
+  uint64_t kernel_packets = 0;  // packets dequeued (released) so far
+};
+
+class PlugQdisc final : public replicator::OutputCommit {
+ public:
+  // Plugs DEV's egress (root qdisc). A stale Romulus plug on DEV is removed
+  // first; a foreign root qdisc (non-default, not ours) is refused.
+  static Result<std::unique_ptr<PlugQdisc>> Create(const std::string& dev,
+                                                   const PlugOptions& opts = {});
+  // Plugs the guest's transmit of a Xen vif through an IFB (see above).
+  static Result<std::unique_ptr<PlugQdisc>> CreateForVif(const std::string& vif,
+                                                         const PlugOptions& opts = {});
+
+  PlugQdisc(const PlugQdisc&) = delete;
+  PlugQdisc& operator=(const PlugQdisc&) = delete;
+  // Close(); errors are logged, not thrown.
+  ~PlugQdisc() override;
+
+  // OutputCommit.
+  Status Checkpoint(uint64_t epoch) override;
+  Status Release(uint64_t epoch) override;
+  Status ReleaseAll() override;
+  std::string Describe() const override;
+  bool commits_output() const override { return true; }
+
+  // Failover / fencing: every packet not yet released is dropped and never
+  // leaves; the device stays plugged (a fresh plug is swapped in atomically, so
+  // not even a packet sent during the swap escapes).
+  Status Discard();
+  // Removes everything Romulus installed. Output not released by then is
+  // dropped (after ReleaseAll, the queue gets opts.drain_ms to drain first).
+  // Idempotent.
+  Status Close();
+
+  // Device whose root qdisc is the plug (the IFB for a vif).
+  const std::string& plug_device() const { return plug_dev_; }
+  // Device the guest's output comes from (== plug_device() unless a vif).
+  const std::string& guest_device() const { return guest_dev_; }
+  // Counters plus a fresh read of the kernel's qdisc statistics.
+  Result<PlugStats> Stats();
+
+ private:
+  PlugQdisc() = default;
+  Status PlugCommand(int action);  // TCQ_PLUG_* on the live plug
+  Status CloseLocked();
+
+  mutable std::mutex mu_;
+  nl_sock* sock_ = nullptr;
+  std::string guest_dev_, plug_dev_;
+  int guest_ifindex_ = 0, plug_ifindex_ = 0;
+  bool vif_mode_ = false;
+  bool created_ingress_ = false;  // vif mode: we added the ingress qdisc
+  bool closed_ = false;
+  uint32_t handle_ = kPlugHandleA;
+  PlugOptions opts_;
+  uint64_t stale_removed_ = 0;
+  PlugEpochs epochs_;
+};
+
+// Remove leftovers of a crashed Romulus run on DEV (a plug with Romulus'
+// handle) / on VIF (our u32 filter, the ingress qdisc if it is then
+// empty, our IFB). Nothing found is not an error. Create*/CreateForVif call
+// these themselves; the CLI may call them for an explicit cleanup.
+Status CleanupStale(const std::string& dev, int* removed = nullptr);
+Status CleanupStaleVif(const std::string& vif, int* removed = nullptr);
+
+// The IFB name Romulus uses for VIF (IFNAMSIZ-bounded, deterministic).
+std::string IfbNameFor(const std::string& vif);
+
+}  // namespace romulus::netbuf
