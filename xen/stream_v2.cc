@@ -458,6 +458,11 @@ void WrapRecord(uint32_t type, std::span<const uint8_t> body, std::vector<uint8_
   if (!body.empty()) memcpy(p + kEnvelopeHeaderSize + kRecordHeaderSize, body.data(), body.size());
 }
 
+uint8_t EnvelopeKindOf(std::span<const uint8_t> blob) {
+  if (blob.size() < kEnvelopeHeaderSize || blob[0] != 'X' || blob[1] != '2' || blob[3] != 0) return 0;
+  return blob[2];
+}
+
 Status DispatchEnvelope(std::span<const uint8_t> blob, StreamVisitor* v) {
   if (blob.size() < kEnvelopeHeaderSize || blob[0] != 'X' || blob[1] != '2' || blob[3] != 0) {
     return Status::Corruption("STATE record is not a Xen stream envelope");
@@ -483,6 +488,8 @@ Status DispatchEnvelope(std::span<const uint8_t> blob, StreamVisitor* v) {
     }
     case EnvelopeKind::kSkeleton:
       return v->OnPageData(payload);
+    case EnvelopeKind::kDomainInfo:
+      return Status::Ok();
   }
   return Status::Corruption("envelope: unknown kind " + std::to_string(blob[2]));
 }

@@ -215,10 +215,13 @@ Result<std::vector<uint64_t>> SkeletonDataPfns(std::span<const uint8_t> skeleton
 //   u8 'X', u8 '2', u8 kind, u8 0, then the payload:
 //   kind 1 image header (24 B), 2 domain header (16 B),
 //   3 record: record header + body (no padding; body_length must match),
-//   4 PAGE_DATA skeleton: record header + count/reserved + pfn words.
+//   4 PAGE_DATA skeleton: record header + count/reserved + pfn words,
+//   5 Romulus domain info ("key=value\n" lines: name, uuid, max_vcpus,
+//     max_memkb, target_kb, ...), sent first in epoch 1 so the backup can
+//     create the domain before the stream starts; not part of the v2 stream.
 // CHECKPOINT is never shipped: the epoch end is the checkpoint, and the
 // backup writes the CHECKPOINT record itself when it commits the epoch.
-enum class EnvelopeKind : uint8_t { kImageHeader = 1, kDomainHeader = 2, kRecord = 3, kSkeleton = 4 };
+enum class EnvelopeKind : uint8_t { kImageHeader = 1, kDomainHeader = 2, kRecord = 3, kSkeleton = 4, kDomainInfo = 5 };
 constexpr size_t kEnvelopeHeaderSize = 4;
 
 // Appends the envelope for (kind, payload) to `out` (cleared first).
@@ -226,7 +229,11 @@ void WrapEnvelope(EnvelopeKind kind, std::span<const uint8_t> payload, std::vect
 // Same for a record given as type + body.
 void WrapRecord(uint32_t type, std::span<const uint8_t> body, std::vector<uint8_t>* out);
 // Decodes one envelope and passes it to the visitor (OnImageHeader, ...).
+// A domain-info envelope is valid and ignored (the caller handles it).
 Status DispatchEnvelope(std::span<const uint8_t> blob, StreamVisitor* visitor);
+
+// The kind of a well-formed envelope, or 0.
+uint8_t EnvelopeKindOf(std::span<const uint8_t> blob);
 
 // Little-endian / big-endian helpers (explicit, never raw struct casts).
 uint32_t LoadLe32(const uint8_t* p);

@@ -37,6 +37,7 @@ struct XenReplicateOptions {
   std::chrono::milliseconds duration{0};            // 0: until stopped
   std::string stats_path;                           // per-epoch CSV ("" = none, "-" = stderr)
   bool verbose = false;                             // libxenguest logging to stderr
+  std::string tee_path;  // also write libxenguest's raw v2 stream here (fixtures, debugging)
 };
 
 // Connects to the backup and performs the handshake; called once the domain

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <cstdarg>
 
 #include "xen/xen_cli.h"
 
@@ -13,11 +15,59 @@
 
 namespace romulus::xen {
 
+// libxentoollog calls back with a pointer to `hook.base`; `hook` is a plain C
+// struct (standard layout), so casting that pointer back to it is defined.
+struct LoggerHook {
+  xentoollog_logger base;
+  XenHandles::Logger* owner;
+};
+
+struct XenHandles::Logger {
+  LoggerHook hook;
+  xentoollog_level print_level;
+  mutable std::mutex mu;
+  std::deque<std::string> recent;
+
+  static void VMessage(xentoollog_logger* l, xentoollog_level level, int errnoval, const char* context,
+                       const char* format, va_list al) {
+    Logger* self = reinterpret_cast<LoggerHook*>(l)->owner;
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, format, al);
+    std::string line = std::string(context ? context : "xen") + ": " + msg;
+    if (errnoval >= 0) line += std::string(": ") + strerror(errnoval);
+    if (level >= self->print_level) fprintf(stderr, "%s\n", line.c_str());
+    if (level >= XTL_WARN) {
+      std::lock_guard<std::mutex> lock(self->mu);
+      self->recent.push_back(line);
+      if (self->recent.size() > 16) self->recent.pop_front();
+    }
+  }
+  static void Destroy(xentoollog_logger*) {}
+};
+
+std::string XenHandles::RecentErrors() const {
+  std::lock_guard<std::mutex> lock(logger_->mu);
+  std::string out;
+  for (auto& l : logger_->recent) out += (out.empty() ? "" : "; ") + l;
+  return out;
+}
+
+bool XenHandles::LogContains(const std::string& needle) const {
+  std::lock_guard<std::mutex> lock(logger_->mu);
+  for (auto& l : logger_->recent)
+    if (l.find(needle) != std::string::npos) return true;
+  return false;
+}
+
 Result<std::unique_ptr<XenHandles>> XenHandles::Open(bool verbose) {
   std::unique_ptr<XenHandles> h(new XenHandles());
-  h->logger_ = reinterpret_cast<xentoollog_logger*>(
-      xtl_createlogger_stdiostream(stderr, verbose ? XTL_DEBUG : XTL_ERROR, 0));
-  h->xch_ = xc_interface_open(h->logger_, h->logger_, 0);
+  h->logger_ = new Logger();
+  h->logger_->hook.base.vmessage = &Logger::VMessage;
+  h->logger_->hook.base.progress = nullptr;
+  h->logger_->hook.base.destroy = &Logger::Destroy;
+  h->logger_->hook.owner = h->logger_;
+  h->logger_->print_level = verbose ? XTL_DETAIL : XTL_ERROR;
+  h->xch_ = xc_interface_open(&h->logger_->hook.base, &h->logger_->hook.base, 0);
   if (!h->xch_) {
     int err = errno;
     return Status::FromErrno(
@@ -35,7 +85,7 @@ Result<std::unique_ptr<XenHandles>> XenHandles::Open(bool verbose) {
 XenHandles::~XenHandles() {
   if (xsh_) xs_close(xsh_);
   if (xch_) xc_interface_close(xch_);
-  if (logger_) xtl_logger_destroy(logger_);
+  delete logger_;
 }
 
 std::string FormatUuid(const uint8_t u[16]) {

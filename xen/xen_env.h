@@ -2,13 +2,17 @@
 // need. Includes Xen headers: only xen/*.cc may include this file.
 #pragma once
 
+// Some of Xen's tool headers lack extern "C" guards.
+extern "C" {
 #include <xenctrl.h>
 #include <xenguest.h>
 #include <xenstore.h>
+}
 
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,10 +28,16 @@ class XenHandles {
   ~XenHandles();
   xc_interface* xch() const { return xch_; }
   struct xs_handle* xsh() const { return xsh_; }
+  // The last warnings/errors libxenctrl/libxenguest logged (they explain a
+  // failure better than its return code: "Failed to enable logdirty: ...").
+  std::string RecentErrors() const;
+  bool LogContains(const std::string& needle) const;
+
+  struct Logger;  // a xentoollog_logger that also keeps recent errors
 
  private:
   XenHandles() = default;
-  xentoollog_logger* logger_ = nullptr;
+  Logger* logger_ = nullptr;
   xc_interface* xch_ = nullptr;
   struct xs_handle* xsh_ = nullptr;
 };

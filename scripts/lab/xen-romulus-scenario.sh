@@ -1,0 +1,153 @@
+#!/bin/sh
+# Scenario "romulus-scenario" (runs in the Xen lab's dom0; scripts/xen-lab --romulus PATH):
+# Romulus protecting a real PV guest, then a primary failure.
+#  1. create the counter guest guest1 (128 MiB, 1 vCPU, PV), wait until it counts;
+#  2. optionally (LAB_XEN_FIXTURE=1, needs romulus-xen) record 3 checkpoints of the raw
+#     v2 stream, check tap+rebuild is byte-identical, and print a cut fixture as LAB-DATA lines;
+#  3. the backup: `romulus restore --xen` listening on 127.0.0.1:$PORT;
+#  4. the primary: `romulus replicate --domain guest1 --to 127.0.0.1:$PORT --interval
+#     ${LAB_INTERVAL_MS}ms` for $LAB_DURATION s (>= 30 s) after its first checkpoint;
+#  5. kill the replicator (-9) and destroy the primary domain (= the primary host dies);
+#  6. the backup must resume the guest from the last committed checkpoint: its console
+#     counter continues from the last checkpointed value (never restarts from 1), and the
+#     domain is renamed guest1 once the primary is gone.
+# Which binary: /usr/bin/romulus when its `restore` knows --xen (the engine CLI); otherwise
+# romulus-xen (xen/tools: the Xen path over a bare TCP framing, no engine), found as
+# /usr/bin/romulus-xen, /lab/extra/romulus-xen, or /usr/bin/romulus itself.
+. /lab/dom0-lib.sh
+D=${LAB_DURATION:-30}
+[ "$D" -ge 30 ] 2>/dev/null || D=30
+I=${LAB_INTERVAL_MS:-100}
+PORT=${LAB_ROMULUS_PORT:-7300}
+W=$LAB_WORK
+
+TOOL=""
+for t in /usr/bin/romulus-xen /lab/extra/romulus-xen /usr/bin/romulus; do
+  [ -x "$t" ] && "$t" probe >/dev/null 2>&1 && "$t" 2>&1 | grep -q record-stream && { TOOL=$t; break; }
+done
+MODE=""
+if [ -x /usr/bin/romulus ] && [ -z "${LAB_ROMULUS_FORCE_TOOL:-}" ] && \
+   /usr/bin/romulus restore --help 2>&1 | grep -q -- '--xen'; then
+  MODE=cli
+elif [ -n "$TOOL" ]; then
+  MODE=tool
+else
+  lab_fail "no Romulus with the Xen backend (romulus restore --xen, or romulus-xen)"
+fi
+if [ "$MODE" = tool ]; then
+  lab_note "mode=tool ($TOOL: Xen path over bare TCP, engine not used); $("$TOOL" probe 2>&1)"
+else
+  lab_note "mode=cli (/usr/bin/romulus)"
+fi
+
+lab_guest_create guest1 128 1 >"$W/domid" || lab_fail "xl create guest1 failed"
+P=$(cat "$W/domid")
+C1=$(lab_console guest1)
+lab_wait_counter "$C1" 3 90 || { tail -n 20 "$C1"; lab_fail "guest1 never counted to 3"; }
+lab_note "guest1 domid=$P counting ($(lab_counter_last "$C1"))"
+
+# ---- 2. fixture: the raw stream of 3 checkpoints, verified, cut small
+if [ -n "${LAB_XEN_FIXTURE:-}" ] && [ -n "$TOOL" ]; then
+  if "$TOOL" record-stream --domain guest1 --out "$W/rec.bin" --checkpoints 3 --interval "$I" \
+       >"$W/record.log" 2>&1; then
+    lab_note "record-stream: $(grep 'recorded' "$W/record.log" | tail -n1)"
+    "$TOOL" cut-fixture "$W/rec.bin" "$W/fixture.bin" >"$W/cut.log" 2>&1 || lab_fail "cut-fixture: $(cat "$W/cut.log")"
+    "$TOOL" verify-stream "$W/fixture.bin" >"$W/verify.log" 2>&1 || lab_fail "fixture does not verify: $(cat "$W/verify.log")"
+    lab_note "fixture: $(cat "$W/cut.log"); $(cat "$W/verify.log")"
+    gzip -9 -c "$W/fixture.bin" | base64 | sed 's/^/LAB-DATA xen-stream-fixture /'
+    echo "LAB-DATA-END xen-stream-fixture"
+    rm -f "$W/rec.bin"
+  else
+    tail -n 20 "$W/record.log"
+    lab_fail "record-stream failed"
+  fi
+  lab_wait_counter "$C1" "$(( $(lab_counter_last "$C1") + 2 ))" 30 || lab_fail "guest1 stopped counting after recording"
+fi
+
+# ---- 3. backup
+if [ "$MODE" = cli ]; then
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
+  romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 1s \
+    >"$W/backup.log" 2>&1 &
+else
+  "$TOOL" restore --listen "$PORT" --timeout 1000 >"$W/backup.log" 2>&1 &
+fi
+BP=$!
+i=0
+until grep -q 'listening' "$W/backup.log" 2>/dev/null; do
+  i=$((i+1)); [ $i -le 100 ] || { cat "$W/backup.log"; lab_fail "backup never listened"; }
+  kill -0 $BP 2>/dev/null || { cat "$W/backup.log"; lab_fail "backup exited"; }
+  sleep 0.1
+done
+
+# ---- 4. primary
+T0=$(lab_now)
+if [ "$MODE" = cli ]; then
+  romulus replicate --domain guest1 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
+    --xen-stats "$W/stats.csv" >"$W/primary.log" 2>&1 &
+else
+  "$TOOL" replicate --domain guest1 --to "127.0.0.1:$PORT" --interval "$I" --stats "$W/stats.csv" \
+    >"$W/primary.log" 2>&1 &
+fi
+RP=$!
+i=0
+until grep -q '^1,' "$W/stats.csv" 2>/dev/null; do
+  i=$((i+1))
+  if [ $i -gt 900 ] || ! kill -0 $RP 2>/dev/null; then
+    tail -n 30 "$W/primary.log"; tail -n 20 "$W/backup.log"
+    lab_fail "no first checkpoint after $(lab_elapsed "$T0") s"
+  fi
+  sleep 0.2
+done
+T1=$(lab_now)
+lab_note "first checkpoint acked after $(lab_elapsed "$T0") s; replicating for $D s at $I ms"
+sleep "$D"
+kill -0 $RP 2>/dev/null || { tail -n 30 "$W/primary.log"; lab_fail "the replicator died during the run"; }
+kill -0 $BP 2>/dev/null || { tail -n 30 "$W/backup.log"; lab_fail "the backup died during the run"; }
+
+# ---- 5. the primary host dies
+LAST_PRIMARY=$(lab_counter_last "$C1")
+kill -9 $RP 2>/dev/null
+TK=$(lab_now)
+xl destroy "$P" >/dev/null 2>&1
+CKPTS=$(grep -c '^[0-9]' "$W/stats.csv")
+lab_note "replicator killed and primary destroyed after $(lab_elapsed "$T1") s; $CKPTS checkpoints acked; primary counter was $LAST_PRIMARY"
+
+# ---- 6. failover
+C2=$(lab_console guest1--incoming)
+i=0
+until [ "$(lab_counter_last "$C2")" -ge $((LAST_PRIMARY + 2)) ] 2>/dev/null; do
+  i=$((i+1))
+  if [ $i -gt 300 ]; then
+    xl list; tail -n 5 "$C2"; tail -n 30 "$W/backup.log"
+    lab_fail "backup did not resume counting (backup counter $(lab_counter_last "$C2"), primary was $LAST_PRIMARY)"
+  fi
+  sleep 0.2
+done
+RESUMED=$(lab_elapsed "$TK")
+FIRST_BACKUP=$(tr -d '\r' <"$C2" | awk '/COUNTER/ { if (m == "" || $2+0 < m) m = $2+0 } END { print m }')
+lab_note "backup console counters: $(tr -d '\r' <"$C2" | awk '/COUNTER/ {printf "%s ", $2}' | tail -c 120)"
+[ -n "$FIRST_BACKUP" ] && [ "$FIRST_BACKUP" -gt 1 ] || lab_fail "backup counter restarted (min $FIRST_BACKUP)"
+[ "$FIRST_BACKUP" -le $((LAST_PRIMARY + 1)) ] || lab_fail "backup counter skipped ahead ($FIRST_BACKUP > $LAST_PRIMARY + 1)"
+i=0
+until xl list 2>/dev/null | awk 'NR>1 {print $1}' | grep -qx guest1; do
+  i=$((i+1)); [ $i -le 100 ] || { xl list; tail -n 10 "$W/backup.log"; lab_fail "the backup domain was not renamed guest1"; }
+  sleep 0.1
+done
+grep -E 'failover|activat|renamed|FAILOVER' "$W/backup.log" | sed "s/^/LAB-NOTE $LAB_SCENARIO backup: /"
+xl list | sed "s/^/LAB-NOTE $LAB_SCENARIO xl-list: /"
+
+# ---- figures (stats.csv: epoch,suspend_us,pause_us,pages,state_records,raw_bytes,wire_bytes,ack_wait_us,encode_us)
+tail -n +2 "$W/stats.csv" | awk -F, -v s="$LAB_SCENARIO" -v i="$I" -v d="$D" -v r="$RESUMED" \
+  -v lp="$LAST_PRIMARY" -v fb="$FIRST_BACKUP" -v mode="$MODE" '
+  function med(a, n,   j, k, t) { for (j = 2; j <= n; j++) { t = a[j]; for (k = j - 1; k >= 1 && a[k] > t; k--) a[k+1] = a[k]; a[k+1] = t } return n ? a[int((n+1)/2)] : 0 }
+  function p90(a, n) { return n ? a[int(n*0.9) > 0 ? int(n*0.9) : 1] : 0 }
+  $1 == 1 { first_wire = $7; first_pages = $4; next }
+  { n++; w[n] = $7; p[n] = $3 / 1000; sl[n] = $2 / 1000; pg[n] = $4; tw += $7; tp += $4 }
+  END {
+    printf "LAB-FIGURE %s tool=romulus-%s interval_ms=%s duration_s=%s checkpoints=%d first_ckpt_bytes=%s first_ckpt_pages=%s", s, mode, i, d, n + 1, first_wire, first_pages
+    printf " bytes_per_ckpt_mean=%d bytes_per_ckpt_median=%d pages_per_ckpt_mean=%.0f\n", n ? tw / n : 0, med(w, n), n ? tp / n : 0
+    mp = med(p, n); pp = p90(p, n); ms = med(sl, n)
+    printf "LAB-FIGURE %s tool=romulus-%s pause_median_ms=%.1f pause_p90_ms=%.1f suspend_latency_median_ms=%.1f failover_s=%s failover_primary_counter=%s failover_backup_min_counter=%s\n", s, mode, mp, pp, ms, r, lp, fb
+  }'
+exit 0

@@ -1,0 +1,544 @@
+#include "xen/xen_primary.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "protocol/messages.h"
+#include "xen/stream_split.h"
+#include "xen/stream_v2.h"
+#include "xen/xen_cli.h"
+#include "xen/xen_env.h"
+
+namespace romulus::xen {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::duration_cast;
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+
+// ---- StagingQueue ---------------------------------------------------------------
+
+StagingQueue::StagingQueue(size_t block_bytes, size_t max_blocks)
+    : block_bytes_(block_bytes), max_blocks_(std::max<size_t>(max_blocks, 2)) {}
+
+StagingQueue::Block* StagingQueue::GetFree() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    if (aborted_) return nullptr;
+    if (!free_.empty()) {
+      Block* b = free_.back();
+      free_.pop_back();
+      return b;
+    }
+    if (all_.size() < max_blocks_) {
+      auto b = std::make_unique<Block>();
+      b->data.reset(new uint8_t[block_bytes_]);
+      all_.push_back(std::move(b));
+      return all_.back().get();
+    }
+    cv_.wait(lock);
+  }
+}
+
+void StagingQueue::PushFull(Block* b) {
+  std::lock_guard<std::mutex> lock(mu_);
+  full_.push_back(b);
+  high_water_ = std::max(high_water_, full_.size());
+  cv_.notify_all();
+}
+
+StagingQueue::Block* StagingQueue::PopFull() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return aborted_ || closed_ || !full_.empty(); });
+  if (aborted_ || full_.empty()) return nullptr;
+  Block* b = full_.front();
+  full_.pop_front();
+  return b;
+}
+
+void StagingQueue::Recycle(Block* b) {
+  std::lock_guard<std::mutex> lock(mu_);
+  b->len = 0;
+  free_.push_back(b);
+  cv_.notify_all();
+}
+
+void StagingQueue::Close() {
+  std::lock_guard<std::mutex> lock(mu_);
+  closed_ = true;
+  cv_.notify_all();
+}
+
+void StagingQueue::Abort() {
+  std::lock_guard<std::mutex> lock(mu_);
+  aborted_ = true;
+  cv_.notify_all();
+}
+
+size_t StagingQueue::allocated_blocks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return all_.size();
+}
+
+size_t StagingQueue::high_water_blocks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return high_water_;
+}
+
+// ---- The replication session ------------------------------------------------------
+
+namespace {
+
+const char* ShutdownReasonName(unsigned r) {
+  switch (r) {
+    case SHUTDOWN_poweroff: return "poweroff";
+    case SHUTDOWN_reboot: return "reboot";
+    case SHUTDOWN_suspend: return "suspend";
+    case SHUTDOWN_crash: return "crash";
+    case SHUTDOWN_watchdog: return "watchdog";
+    default: return "unknown";
+  }
+}
+
+struct EpochTimes {
+  Clock::time_point suspend_requested, suspended, resumed;
+};
+
+class Session : public EpochSink {
+ public:
+  Session(const XenReplicateOptions& opts, XenHandles* h, const DomainFacts& dom,
+          EpochTransport* sender, replicator::OutputCommit* output,
+          const std::atomic<bool>* stop)
+      : opts_(opts), h_(h), dom_(dom), sender_(sender), output_(output), stop_(stop),
+        queue_(1u << 20, std::max<uint64_t>(opts.staging_bytes >> 20, 4)),
+        splitter_(this), parser_(&splitter_) {}
+
+  Status Run(ReplicateSummary* summary);
+
+  // EpochSink (worker thread).
+  Status BeginEpoch(uint64_t epoch) override;
+  Status AddState(std::span<const uint8_t> blob) override { return sender_->AddState(blob); }
+  Status AddPage(uint64_t pfn, const uint8_t* page) override { return sender_->AddPage(pfn, page); }
+  Status EndEpoch(uint64_t epoch) override;
+
+ private:
+  static int SuspendCb(void* d) { return static_cast<Session*>(d)->Suspend(); }
+  static int PostcopyCb(void* d) { return static_cast<Session*>(d)->Postcopy(); }
+  static int CheckpointCb(void* d) { return static_cast<Session*>(d)->Checkpoint(); }
+  int Suspend();
+  int Postcopy();
+  int Checkpoint();
+
+  void ReaderLoop(int fd);
+  void WorkerLoop();
+  void SetError(Status s);
+  Status error() const;
+  void DrainWatch();
+  void RecordEpoch(uint64_t n, const replicator::EpochWireStats& w, microseconds ack_wait);
+  void Cleanup(bool guest_may_be_suspended);
+
+  const XenReplicateOptions& opts_;
+  XenHandles* h_;
+  DomainFacts dom_;
+  EpochTransport* sender_;
+  replicator::OutputCommit* output_;
+  const std::atomic<bool>* stop_;
+  struct xs_handle* watch_xsh_ = nullptr;
+  int tee_fd_ = -1;
+
+  StagingQueue queue_;
+  StreamSplitter splitter_;
+  StreamParser parser_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Status error_;                 // first failure anywhere
+  uint64_t epoch_ended_ = 0;     // last epoch the worker handed to EndEpoch
+  replicator::EpochWireStats last_wire_;
+  uint64_t read_bytes_ = 0;
+
+  // xc_domain_save thread only.
+  uint64_t checkpoints_ = 0;
+  EpochTimes cur_;
+  Clock::time_point started_;
+  bool clean_stop_ = false;
+  FILE* stats_ = nullptr;
+  std::vector<microseconds> pauses_;
+  ReplicateSummary sum_;
+};
+
+void Session::SetError(Status s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (error_.ok()) error_ = s;
+  cv_.notify_all();
+}
+
+Status Session::error() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return error_;
+}
+
+Status Session::BeginEpoch(uint64_t epoch) {
+  ROMULUS_RETURN_IF_ERROR(sender_->BeginEpoch(epoch));
+  if (epoch != 1) return Status::Ok();
+  // The backup creates its domain from this before the stream starts.
+  std::string info = "name=" + dom_.name + "\nuuid=" + dom_.uuid + "\nmax_vcpus=" +
+                     std::to_string(dom_.max_vcpus) + "\nmax_memkb=" + std::to_string(dom_.max_memkb) +
+                     "\ntarget_kb=" + std::to_string(dom_.target_kb) + "\nguest_pages=" +
+                     std::to_string(dom_.guest_pages) + "\nhvm=0\n";
+  std::vector<uint8_t> blob;
+  WrapEnvelope(EnvelopeKind::kDomainInfo,
+               std::span(reinterpret_cast<const uint8_t*>(info.data()), info.size()), &blob);
+  return sender_->AddState(blob);
+}
+
+Status Session::EndEpoch(uint64_t epoch) {
+  auto w = sender_->EndEpoch();
+  if (!w.ok()) return w.status();
+  std::lock_guard<std::mutex> lock(mu_);
+  epoch_ended_ = epoch;
+  last_wire_ = *w;
+  cv_.notify_all();
+  return Status::Ok();
+}
+
+// Drains the pipe at memory speed: read() into staging blocks, nothing else.
+void Session::ReaderLoop(int fd) {
+  for (;;) {
+    StagingQueue::Block* b = queue_.GetFree();
+    if (!b) break;
+    ssize_t n;
+    do {
+      n = read(fd, b->data.get(), queue_.block_bytes());
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+      if (n < 0) SetError(Status::FromErrno("reading the migration stream pipe", errno));
+      queue_.Recycle(b);
+      break;
+    }
+    b->len = size_t(n);
+    if (tee_fd_ >= 0 && write(tee_fd_, b->data.get(), b->len) != ssize_t(b->len)) {
+      SetError(Status::FromErrno("writing --tee-stream " + opts_.tee_path, errno));
+      close(tee_fd_);
+      tee_fd_ = -1;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      read_bytes_ += uint64_t(n);
+    }
+    queue_.PushFull(b);
+  }
+  queue_.Close();
+}
+
+// Parses and sends. After a failure it keeps draining so that
+// xc_domain_save never blocks on a full pipe.
+void Session::WorkerLoop() {
+  bool failed = false;
+  while (StagingQueue::Block* b = queue_.PopFull()) {
+    if (!failed) {
+      Status s = parser_.Feed(std::span<const uint8_t>(b->data.get(), b->len));
+      if (!s.ok()) {
+        failed = true;
+        SetError(s.With("replicating the migration stream"));
+      }
+    }
+    queue_.Recycle(b);
+  }
+}
+
+void Session::DrainWatch() {
+  for (;;) {
+    char** ev = xs_check_watch(watch_xsh_);
+    if (!ev) break;
+    free(ev);
+  }
+}
+
+int Session::Suspend() {
+  const uint64_t epoch = checkpoints_ + 1;
+  cur_ = EpochTimes{};
+  cur_.suspend_requested = Clock::now();
+  if (output_) {
+    Status s = output_->Checkpoint(epoch);
+    if (!s.ok()) {
+      SetError(s.With("output commit at suspend"));
+      return 0;
+    }
+  }
+  DrainWatch();
+  const std::string ctl = "/local/domain/" + std::to_string(dom_.domid) + "/control/shutdown";
+  Status w = XsWrite(h_->xsh(), XBT_NULL, ctl, "suspend");
+  if (!w.ok()) {
+    SetError(w.With("asking the guest to suspend"));
+    return 0;
+  }
+  const auto deadline = cur_.suspend_requested + opts_.suspend_timeout;
+  for (;;) {
+    auto info = GetDomainInfo(h_->xch(), dom_.domid);
+    if (!info.ok()) {
+      SetError(info.status().With("waiting for the guest to suspend (domain gone?)"));
+      return 0;
+    }
+    if (info->dying) {
+      SetError(Status::Closed("domain " + dom_.name + " is being destroyed"));
+      return 0;
+    }
+    if (info->shutdown) {
+      if (info->shutdown_reason == SHUTDOWN_suspend) break;
+      SetError(Status::Closed("domain " + dom_.name + " shut down (" +
+                              ShutdownReasonName(info->shutdown_reason) + ") instead of suspending"));
+      return 0;
+    }
+    auto now = Clock::now();
+    if (now >= deadline) {
+      // Withdraw the request so the guest does not suspend later on its own.
+      (void)XsWrite(h_->xsh(), XBT_NULL, ctl, "");
+      SetError(Status::Timeout(
+          "guest will not suspend: domain " + dom_.name + " did not reach SHUTDOWN_suspend within " +
+          std::to_string(opts_.suspend_timeout.count()) +
+          " ms of control/shutdown=suspend (does its kernel have Xen PV suspend support, is it "
+          "hung or busy?)"));
+      return 0;
+    }
+    // @releaseDomain fires when the domain changes shutdown state; the short
+    // poll bound is a safety net should a watch event be missed.
+    int ms = int(std::min<int64_t>(duration_cast<milliseconds>(deadline - now).count() + 1, 10));
+    struct pollfd p = {xs_fileno(watch_xsh_), POLLIN, 0};
+    poll(&p, 1, ms);
+    DrainWatch();
+  }
+  cur_.suspended = Clock::now();
+  return 1;
+}
+
+int Session::Postcopy() {
+  // Cooperative resume: the guest sees its suspend hypercall return "cancelled"
+  // and runs on with its devices connected.
+  if (xc_domain_resume(h_->xch(), dom_.domid, 1) != 0) {
+    SetError(Status::FromErrno("xc_domain_resume(" + std::to_string(dom_.domid) + ", fast)", errno));
+    return 0;
+  }
+  // Without XS_RESUME, xenstored would fire no @releaseDomain at the next suspend.
+  if (!xs_resume_domain(h_->xsh(), dom_.domid)) {
+    fprintf(stderr, "romulus: warning: xs_resume_domain(%u) failed: %s\n", dom_.domid, strerror(errno));
+  }
+  cur_.resumed = Clock::now();
+  return 1;
+}
+
+void Session::RecordEpoch(uint64_t n, const replicator::EpochWireStats& w, microseconds ack_wait) {
+  auto suspend_lat = duration_cast<microseconds>(cur_.suspended - cur_.suspend_requested);
+  auto pause = duration_cast<microseconds>(cur_.resumed - cur_.suspended);
+  pauses_.push_back(pause);
+  sum_.epochs = n;
+  sum_.pages += w.pages;
+  sum_.wire_bytes += w.wire_bytes;
+  if (stats_) {
+    fprintf(stats_, "%llu,%lld,%lld,%llu,%llu,%llu,%llu,%lld,%lld\n", (unsigned long long)n,
+            (long long)suspend_lat.count(), (long long)pause.count(), (unsigned long long)w.pages,
+            (unsigned long long)w.state_records, (unsigned long long)w.raw_bytes,
+            (unsigned long long)w.wire_bytes, (long long)ack_wait.count(),
+            (long long)duration_cast<microseconds>(w.encode_time).count());
+    fflush(stats_);
+  }
+}
+
+int Session::Checkpoint() {
+  const uint64_t n = ++checkpoints_;
+  const auto t0 = Clock::now();
+  const milliseconds budget = n == 1 ? opts_.first_ack_timeout : opts_.ack_timeout;
+  replicator::EpochWireStats wire;
+  {
+    // The CHECKPOINT record is in the pipe; wait for the worker to send it.
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!cv_.wait_until(lock, t0 + budget, [&] { return epoch_ended_ >= n || !error_.ok(); })) {
+      error_ = Status::Timeout("epoch " + std::to_string(n) + " not sent within " +
+                               std::to_string(budget.count()) + " ms (network too slow or stalled)");
+    }
+    if (!error_.ok()) return 0;
+    wire = last_wire_;
+  }
+  auto left = duration_cast<milliseconds>(t0 + budget - Clock::now());
+  Status s = sender_->WaitAck(n, std::max(left, milliseconds(1)));
+  if (!s.ok()) {
+    SetError(s.With("waiting for the backup's ack of epoch " + std::to_string(n)));
+    return 0;
+  }
+  if (output_) {
+    Status r = output_->Release(n);
+    if (!r.ok()) {
+      SetError(r.With("releasing output of epoch " + std::to_string(n)));
+      return 0;
+    }
+  }
+  RecordEpoch(n, wire, duration_cast<microseconds>(Clock::now() - t0));
+
+  bool done = (stop_ && stop_->load()) || (opts_.max_epochs && n >= opts_.max_epochs) ||
+              (opts_.duration.count() > 0 && Clock::now() - started_ >= opts_.duration);
+  if (done) {
+    clean_stop_ = true;
+    return 0;
+  }
+  // Fixed period, counted from the previous suspend request.
+  auto next = cur_.suspend_requested + opts_.interval;
+  while (Clock::now() < next) {
+    if (stop_ && stop_->load()) {
+      clean_stop_ = true;
+      return 0;
+    }
+    std::this_thread::sleep_for(std::min<Clock::duration>(next - Clock::now(), milliseconds(50)));
+  }
+  return 1;
+}
+
+void Session::Cleanup(bool guest_may_be_suspended) {
+  auto info = GetDomainInfo(h_->xch(), dom_.domid);
+  if (!info.ok()) return;  // domain gone: nothing to repair
+  if (guest_may_be_suspended && info->shutdown && info->shutdown_reason == SHUTDOWN_suspend) {
+    // LAB-NOTES pitfall 8: a save that died mid-checkpoint leaves the primary
+    // suspended (---ss-). Resume it so the guest keeps running unprotected.
+    if (xc_domain_resume(h_->xch(), dom_.domid, 1) == 0) {
+      xs_resume_domain(h_->xsh(), dom_.domid);
+      fprintf(stderr, "romulus: resumed domain %s, which the failed checkpoint left suspended\n",
+              dom_.name.c_str());
+    } else {
+      fprintf(stderr, "romulus: ERROR: domain %s is left suspended and xc_domain_resume failed: %s\n",
+              dom_.name.c_str(), strerror(errno));
+    }
+  }
+  // Log-dirty mode costs the guest a fault per first write; never leave it on.
+  xc_shadow_control(h_->xch(), dom_.domid, XEN_DOMCTL_SHADOW_OP_OFF, nullptr, 0);
+}
+
+Status Session::Run(ReplicateSummary* summary) {
+  started_ = Clock::now();
+  if (!opts_.stats_path.empty()) {
+    stats_ = opts_.stats_path == "-" ? stderr : fopen(opts_.stats_path.c_str(), "w");
+    if (!stats_) return Status::FromErrno("opening " + opts_.stats_path, errno);
+    fprintf(stats_, "epoch,suspend_us,pause_us,pages,state_records,raw_bytes,wire_bytes,ack_wait_us,encode_us\n");
+  }
+  watch_xsh_ = xs_open(0);
+  if (!watch_xsh_ || !xs_watch(watch_xsh_, "@releaseDomain", "romulus")) {
+    return Status::FromErrno("watching @releaseDomain in xenstore", errno);
+  }
+
+  if (!opts_.tee_path.empty()) {
+    tee_fd_ = open(opts_.tee_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (tee_fd_ < 0) return Status::FromErrno("opening " + opts_.tee_path, errno);
+  }
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return Status::FromErrno("pipe2", errno);
+  // A large pipe lets libxenguest write a batch (up to 4 MiB) without waiting
+  // for our reader to be scheduled. Try 4 MiB, settle for what is allowed.
+  for (int sz : {4 << 20, 1 << 20, 256 << 10}) {
+    if (fcntl(fds[1], F_SETPIPE_SZ, sz) >= 0) break;
+  }
+
+  std::thread reader([&] { ReaderLoop(fds[0]); });
+  std::thread worker([&] { WorkerLoop(); });
+
+  struct save_callbacks cb;
+  memset(&cb, 0, sizeof cb);
+  cb.suspend = &Session::SuspendCb;
+  cb.postcopy = &Session::PostcopyCb;
+  cb.checkpoint = &Session::CheckpointCb;
+  cb.data = this;
+  // XCFLAGS_LIVE is mandatory: without it log-dirty is never enabled and the
+  // checkpointed stream carries no PAGE_DATA at all (LAB-NOTES).
+  int rc = xc_domain_save(h_->xch(), fds[1], dom_.domid, XCFLAGS_LIVE, &cb, XC_STREAM_REMUS, -1);
+  int save_errno = errno;
+  close(fds[1]);  // the reader sees EOF once it drained everything
+  reader.join();
+  worker.join();
+  close(fds[0]);
+  if (tee_fd_ >= 0) close(tee_fd_);
+  xs_unwatch(watch_xsh_, "@releaseDomain", "romulus");
+  xs_close(watch_xsh_);
+  watch_xsh_ = nullptr;
+
+  Status err = error();
+  Cleanup(!clean_stop_);
+
+  // Summary.
+  if (!pauses_.empty()) {
+    auto p = pauses_;
+    std::sort(p.begin(), p.end());
+    sum_.pause_median = p[p.size() / 2];
+    sum_.pause_max = p.back();
+  }
+  if (summary) *summary = sum_;
+  if (stats_ && stats_ != stderr) fclose(stats_);
+
+  if (clean_stop_) {
+    if (output_) (void)output_->ReleaseAll();
+    // BYE: the backup stops without failing over.
+    return sender_->Stop();
+  }
+  // Not a clean stop: the backup will fail over (we never say BYE). Let the
+  // guest's output through: it is unprotected from now on.
+  if (output_) (void)output_->ReleaseAll();
+  if (!err.ok()) return err;
+  if (h_->LogContains("Failed to enable logdirty")) {
+    return Status::Unsupported(
+        "Failed to enable logdirty for domain " + dom_.name +
+        ": the hypervisor cannot track a PV guest's dirty pages. Debian's Xen 4.17.7+ security "
+        "build has no shadow paging (XSA-495); boot a hypervisor built with CONFIG_SHADOW_PAGING=y "
+        "(see docs/XEN-STREAM.md, \"Errors\") [" + h_->RecentErrors() + "]");
+  }
+  std::string why = h_->RecentErrors();
+  return Status::IoError("xc_domain_save failed (rc " + std::to_string(rc) + ", " + strerror(save_errno) +
+                         ")" + (why.empty() ? "" : ": " + why));
+}
+
+}  // namespace
+
+Status RunReplicateDomainWith(const XenReplicateOptions& opts, const TransportFactory& connect,
+                              replicator::OutputCommit* output, const std::atomic<bool>* stop,
+                              ReplicateSummary* summary) {
+  if (opts.interval.count() <= 0) return Status::InvalidArgument("--interval must be positive");
+  auto h = XenHandles::Open(opts.verbose);
+  if (!h.ok()) return h.status();
+  ROMULUS_RETURN_IF_ERROR(CheckVersionMatch((*h)->xch()));
+  auto dom = ResolveDomain(**h, opts.domain);
+  if (!dom.ok()) return dom.status();
+  if (dom->hvm) {
+    return Status::Unsupported("domain " + dom->name + " is HVM; Romulus replicates PV guests only for now");
+  }
+  if (dom->dying || (dom->shutdown && dom->shutdown_reason != SHUTDOWN_suspend)) {
+    return Status::InvalidArgument("domain " + dom->name + " is shutting down");
+  }
+  if (dom->shutdown && dom->shutdown_reason == SHUTDOWN_suspend) {
+    // A previous replicator died with the guest suspended: resume it first.
+    if (xc_domain_resume((*h)->xch(), dom->domid, 1) != 0) {
+      return Status::FromErrno("domain " + dom->name + " is suspended and cannot be resumed", errno);
+    }
+    xs_resume_domain((*h)->xsh(), dom->domid);
+  }
+
+  replicator::GuestInfo gi;
+  gi.guest_pages = dom->guest_pages;
+  gi.identity = dom->name;
+  gi.first_epoch = 1;
+  gi.capabilities = protocol::kCapXenStream;
+  auto sender = connect(gi);
+  if (!sender.ok()) return sender.status().With("connecting to the backup");
+
+  fprintf(stderr, "romulus: replicating domain %s (domid %u, %u vCPU, %llu pages) every %lld ms\n",
+          dom->name.c_str(), dom->domid, dom->max_vcpus, (unsigned long long)dom->guest_pages,
+          (long long)opts.interval.count());
+  Session session(opts, h->get(), *dom, sender->get(), output, stop);
+  Status s = session.Run(summary);
+  return s;
+}
+
+}  // namespace romulus::xen
