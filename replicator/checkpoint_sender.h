@@ -13,6 +13,7 @@
 // call (never live guest memory): the cache is updated from the same bytes.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -41,6 +42,9 @@ struct SenderOptions {
 struct GuestInfo {
   uint64_t guest_pages = 0;
   std::string identity;
+  uint64_t first_epoch = 1;    // number of the session's first epoch (>= 1)
+  uint64_t capabilities = 0;   // protocol::kCap* bits the session uses (e.g. kCapXenStream)
+  uint8_t resync_reason = 0;   // protocol::ResyncReason
 };
 
 // What one epoch cost on the wire; filled by EndEpoch.

@@ -1,0 +1,209 @@
+#include "cli/replicate_setup.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+
+#include "cli/commands.h"
+#include "common/units.h"
+#include "compress/page.h"
+#include "compress/xbzrle.h"
+#include "replicator/output_commit.h"
+
+namespace romulus::cli {
+
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+
+void AddReplicateTuningOptions(po::options_description* desc) {
+  desc->add_options()
+      ("interval", po::value<std::string>()->default_value("100ms"),
+       "checkpoint period, counted from the previous suspend (5ms .. 60s)")
+      ("cache-size", po::value<std::string>()->default_value("64M"), "page cache for deltas (0 disables)")
+      ("outbuf-size", po::value<std::string>()->default_value("16M"), "preallocated output buffer")
+      ("lz4-min-saving", po::value<std::string>()->default_value("0"),
+       "send raw pages LZ4-compressed when that saves at least this many bytes (0 = off)")
+      ("encoder", po::value<std::string>(), "delta encoder: scalar, avx2, avx512 (default: fastest)")
+      ("epochs", po::value<uint64_t>()->default_value(0), "stop cleanly after N checkpoints (0 = never)")
+      ("duration", po::value<std::string>(), "stop cleanly after this long (e.g. 30s)")
+      ("ack-timeout", po::value<std::string>()->default_value("1s"),
+       "backup lost when an epoch's ack takes longer")
+      ("heartbeat", po::value<std::string>()->default_value("100ms"), "heartbeat period")
+      ("stats-json", po::value<std::string>(), "write one JSON object per epoch to FILE")
+      ("netbuf-dev", po::value<std::string>(), "buffer this interface's egress until each epoch is acked (sch_plug)")
+      ("no-net-buffering", po::bool_switch(), "do not buffer guest output (stats say: output not committed)")
+      ("kill-at", po::value<std::string>(),
+       "drill: SIGKILL this process at PHASE[:EPOCH] (s, s2, r, r2, c, c2, m=mid-stream)");
+}
+
+bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, ReplicateSetup* out) {
+  microseconds interval{}, ack{}, hb{}, duration{};
+  uint64_t cache = 0, outbuf = 0, lz4 = 0;
+  if (!GetDuration(cmd, vm, "interval", &interval) || !GetDuration(cmd, vm, "ack-timeout", &ack) ||
+      !GetDuration(cmd, vm, "heartbeat", &hb) || !GetDuration(cmd, vm, "duration", &duration) ||
+      !GetSize(cmd, vm, "cache-size", &cache) || !GetSize(cmd, vm, "outbuf-size", &outbuf) ||
+      !GetSize(cmd, vm, "lz4-min-saving", &lz4)) {
+    return false;
+  }
+  if (!CheckRange(cmd, "interval", interval.count(), 5000, 60e6, "5ms", "60s") ||
+      !CheckRange(cmd, "ack-timeout", ack.count(), 10000, 600e6, "10ms", "10m") ||
+      !CheckRange(cmd, "heartbeat", hb.count(), 10000, 10e6, "10ms", "10s") ||
+      !CheckRange(cmd, "cache-size", static_cast<double>(cache), 0, 64.0 * (1ull << 30), "0", "64G") ||
+      !CheckRange(cmd, "outbuf-size", static_cast<double>(outbuf), 2 << 20, 1024.0 * (1 << 20), "2M", "1G") ||
+      !CheckRange(cmd, "lz4-min-saving", static_cast<double>(lz4), 0, 4095, "0", "4095")) {
+    return false;
+  }
+  if (cache % compress::kPageSize != 0) {
+    UsageError(cmd, "--cache-size: must be a multiple of 4K");
+    return false;
+  }
+  if (ack < 2 * hb) {
+    UsageError(cmd, "--ack-timeout must be at least twice --heartbeat");
+    return false;
+  }
+  out->loop.interval = interval;
+  out->loop.ack_timeout = std::chrono::duration_cast<milliseconds>(ack);
+  out->loop.max_epochs = vm["epochs"].as<uint64_t>();
+  out->loop.progress_bar = isatty(STDERR_FILENO);
+  out->duration = duration;
+  out->sender.codec.cache_pages = cache / compress::kPageSize;
+  out->sender.codec.lz4_min_saving = lz4;
+  out->sender.outbuf_bytes = outbuf;
+  out->sender.max_batch_bytes = std::min<size_t>(1 << 20, outbuf / 2);
+  out->sender.heartbeat_interval = std::chrono::duration_cast<milliseconds>(hb);
+  out->sender.peer_timeout = out->loop.ack_timeout;
+  if (vm.count("encoder")) {
+    const std::string name = vm["encoder"].as<std::string>();
+    out->sender.codec.encoder = compress::EncoderByName(name.c_str());
+    if (!out->sender.codec.encoder) {
+      UsageError(cmd, "--encoder: '" + name + "' is unknown or not supported by this CPU");
+      return false;
+    }
+  }
+  if (vm.count("stats-json")) out->stats_json = vm["stats-json"].as<std::string>();
+  out->no_net_buffering = vm["no-net-buffering"].as<bool>();
+  if (vm.count("netbuf-dev")) {
+    if (out->no_net_buffering) {
+      UsageError(cmd, "--netbuf-dev and --no-net-buffering contradict each other");
+      return false;
+    }
+    out->netbuf_dev = vm["netbuf-dev"].as<std::string>();
+  }
+  if (vm.count("kill-at")) {
+    std::string spec = vm["kill-at"].as<std::string>();
+    std::string phase = spec.substr(0, spec.find(':'));
+    if (!replicator::ParsePhase(phase, &out->kill_phase)) {
+      UsageError(cmd, "--kill-at: unknown phase '" + phase + "' (s, s2, r, r2, c, c2, m)");
+      return false;
+    }
+    if (spec.find(':') != std::string::npos) {
+      try {
+        size_t used = 0;
+        std::string num = spec.substr(spec.find(':') + 1);
+        out->kill_epoch = std::stoull(num, &used);
+        if (used != num.size() || out->kill_epoch == 0) throw std::invalid_argument(num);
+      } catch (const std::exception&) {
+        UsageError(cmd, "--kill-at: the epoch after ':' must be a positive integer");
+        return false;
+      }
+    }
+    out->kill_enabled = true;
+  }
+  return true;
+}
+
+namespace {
+std::atomic<bool> g_stop{false};
+}  // namespace
+
+const std::atomic<bool>& StopFlag() { return g_stop; }
+void RequestStop() { g_stop.store(true); }
+
+namespace {
+
+// Signals are taken by a thread with sigwait, so the stop request is an
+// ordinary atomic store, not async-signal-unsafe work in a handler.
+class SignalWatcher {
+ public:
+  SignalWatcher() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    thread_ = std::thread([set] {
+      int sig = 0;
+      sigwait(&set, &sig);
+      spdlog::info("{}: stopping replication after the current epoch", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      g_stop.store(true);
+    });
+    thread_.detach();
+  }
+
+ private:
+  std::thread thread_;
+};
+
+}  // namespace
+
+void StartSignalWatcher() { static SignalWatcher watcher; }
+
+int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
+                 const transport::HostPort& target, std::shared_ptr<const transport::SecurityContext> sec) {
+  StartSignalWatcher();
+  replicator::StatsWriter stats;
+  if (!setup.stats_json.empty() && !stats.OpenJson(setup.stats_json)) {
+    spdlog::error("cannot write --stats-json {}: {}", setup.stats_json, std::strerror(errno));
+    return kExitFailure;
+  }
+  stats.set_human(isatty(STDERR_FILENO));
+  auto output = MakeOutputCommit(setup);
+  if (!output.ok()) {
+    spdlog::error("output commit: {}", output.status().ToString());
+    return kExitFailure;
+  }
+  if (!(*output)->commits_output()) {
+    spdlog::warn("network output is NOT buffered: the outside world may see output of epochs the backup "
+                 "never received (use --netbuf-dev IFACE)");
+  }
+  replicator::EpochLoopOptions loop = setup.loop;
+  if (setup.kill_enabled) {
+    const auto phase = setup.kill_phase;
+    const uint64_t at = setup.kill_epoch;
+    loop.phase_hook = [phase, at](replicator::Phase p, uint64_t epoch) {
+      if (p == phase && (at == 0 || epoch == at)) {
+        spdlog::warn("drill: killing the primary at {} of epoch {}", replicator::PhaseName(p), epoch);
+        spdlog::default_logger()->flush();
+        kill(getpid(), SIGKILL);
+      }
+    };
+  }
+  auto connect = [target, sec]() {
+    return transport::Connect(target.host, target.port, sec, std::chrono::seconds(5));
+  };
+  replicator::EpochLoop engine(guest, **output, connect, setup.sender, loop, &stats);
+  std::thread timer;
+  if (setup.duration.count() > 0) {
+    timer = std::thread([d = setup.duration] {
+      auto until = std::chrono::steady_clock::now() + d;
+      while (!g_stop.load() && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      g_stop.store(true);
+    });
+  }
+  Status st = engine.Run(g_stop);
+  g_stop.store(true);
+  if (timer.joinable()) timer.join();
+  stats.Totals(engine.totals());
+  if (!st.ok()) {
+    spdlog::error("replication failed: {}", st.ToString());
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+}  // namespace romulus::cli

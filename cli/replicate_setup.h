@@ -1,0 +1,48 @@
+// What `replicate` and `demo` share: the tuning flags of the primary and the
+// code that runs the epoch loop with signals, stats and output commit.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "cli/options.h"
+#include "replicator/epoch_loop.h"
+#include "transport/security.h"
+#include "transport/tcp.h"
+
+namespace romulus::cli {
+
+struct ReplicateSetup {
+  replicator::SenderOptions sender;
+  replicator::EpochLoopOptions loop;
+  std::string stats_json;
+  std::chrono::microseconds duration{0};  // 0 = until stopped
+  std::string netbuf_dev;
+  bool no_net_buffering = false;
+  bool kill_enabled = false;
+  replicator::Phase kill_phase = replicator::Phase::kBeforeSuspend;
+  uint64_t kill_epoch = 0;  // 0 = the first epoch after protection
+};
+
+void AddReplicateTuningOptions(po::options_description* desc);
+bool ParseReplicateTuning(const std::string& command, const po::variables_map& vm, ReplicateSetup* out);
+
+// Blocks SIGINT/SIGTERM in this thread and every thread started after it and
+// turns them into a stop request. Call before starting any thread.
+void StartSignalWatcher();
+const std::atomic<bool>& StopFlag();
+void RequestStop();
+
+Result<std::unique_ptr<replicator::OutputCommit>> MakeOutputCommit(const ReplicateSetup& setup);
+
+// Runs the epoch loop until SIGINT/SIGTERM, --epochs or --duration. Exit code.
+int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
+                 const transport::HostPort& target, std::shared_ptr<const transport::SecurityContext> sec);
+// The Xen path (libxenguest drives the epochs); exits 1 with a clear message
+// when this build has no Xen support.
+int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain,
+                    const transport::HostPort& target, std::shared_ptr<const transport::SecurityContext> sec);
+
+}  // namespace romulus::cli

@@ -1,0 +1,501 @@
+#include "replicator/checkpoint_sender.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "buffer/out_buffer.h"
+#include "buffer/receive_buffer.h"
+#include "common/digest.h"
+#include "protocol/frame.h"
+#include "protocol/frame_io.h"
+#include "protocol/handshake.h"
+#include "protocol/messages.h"
+#include "transport/stream.h"
+
+namespace romulus::replicator {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::duration_cast;
+using std::chrono::microseconds;
+using protocol::FrameType;
+using protocol::kFrameHeaderSize;
+
+namespace {
+
+uint64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t RandomSessionId() {
+  uint64_t id = 0;
+  while (id == 0) {
+    if (getrandom(&id, sizeof id, 0) != sizeof id) id = MonotonicNs();
+  }
+  return id;
+}
+
+}  // namespace
+
+struct CheckpointSender::Impl {
+  std::unique_ptr<transport::Stream> stream;
+  SenderOptions opts;
+  GuestInfo guest;
+  std::unique_ptr<protocol::FrameWriter> writer;
+  std::unique_ptr<buffer::OutBuffer> out;
+  std::unique_ptr<compress::PageEncoder> encoder;
+  std::unique_ptr<MemoryDigest> digest;
+
+  // The PAGES frame being filled inside the OutBuffer: header space first.
+  uint8_t* frame = nullptr;
+  std::unique_ptr<compress::BatchWriter> batch;
+  uint64_t batch_last_pfn = 0;  // pfns must increase within one batch
+
+  // Epoch in progress (epoch thread only).
+  uint64_t epoch = 0;
+  bool in_epoch = false;
+  EpochWireStats cur;
+  uint64_t frames_in_epoch = 0, payload_in_epoch = 0;
+  uint64_t bytes_at_epoch_start = 0;
+  compress::KindCounters kinds_at_start;
+  compress::CacheCounters cache_at_start;
+  std::vector<uint8_t> scratch;
+
+  // Shared with the reader and heartbeat threads.
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  int64_t last_acked = -1;
+  uint64_t expected_ack_digest = 0;
+  uint64_t awaiting_epoch = 0;
+  Clock::time_point end_sent{};
+  microseconds ack_latency{0};
+  Status failure;  // first failure; healthy while ok()
+  bool stopping = false;
+  bool bye_received = false;
+  bool bye_sent = false;  // our BYE is out: the backup's BYE or EOF is expected
+  std::atomic<uint64_t> current_epoch{0};
+  std::thread reader, heartbeat;
+
+  void Fail(const Status& st) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!failure.ok() || stopping) return;
+      failure = st;
+    }
+    cv.notify_all();
+    stream->Shutdown();
+  }
+  Status CurrentFailure() {
+    std::lock_guard<std::mutex> lock(mu);
+    return failure;
+  }
+
+  Status Handshake();
+  void ReadLoop();
+  void HeartbeatLoop();
+  Status OpenBatch();
+  Status CloseBatch();
+  Status AppendFrame(FrameType type, std::span<const uint8_t> payload, uint8_t flags);
+};
+
+Status CheckpointSender::Impl::Handshake() {
+  protocol::Hello hello;
+  hello.capabilities = guest.capabilities | protocol::kCapSimGuest;
+  hello.required = guest.capabilities;
+  hello.cache_pages = opts.codec.cache_pages;
+  hello.guest_pages = guest.guest_pages;
+  hello.session_id = RandomSessionId();
+  hello.first_epoch = guest.first_epoch;
+  hello.heartbeat_ms = static_cast<uint32_t>(opts.heartbeat_interval.count());
+  hello.peer_timeout_ms = static_cast<uint32_t>(opts.peer_timeout.count());
+  hello.resync_reason = static_cast<protocol::ResyncReason>(guest.resync_reason);
+  hello.identity = guest.identity;
+  ROMULUS_RETURN_IF_ERROR(writer->Send(hello, 0));
+
+  buffer::ReceiveBuffer rb(1024, 64 * 1024);
+  protocol::FrameReader reader(stream.get(), &rb);
+  auto frame = reader.Next(transport::DeadlineIn(std::chrono::milliseconds(10000)));
+  if (!frame.ok()) return frame.status().With("waiting for the backup's HELLO_ACK");
+  if (frame->type() == FrameType::kError) {
+    auto err = protocol::Error::Decode(frame->payload);
+    return Status::Unsupported("backup refused: " +
+                               (err.ok() ? protocol::Printable(err->text) : "malformed ERROR"));
+  }
+  if (frame->type() != FrameType::kHelloAck) {
+    return Status::Corruption("expected HELLO_ACK, got " + protocol::FrameTypeName(frame->header.type));
+  }
+  auto ack = protocol::HelloAck::Decode(frame->payload);
+  if (!ack.ok()) return ack.status();
+  return protocol::CheckHelloAck(hello, *ack);
+}
+
+// Reads acks, heartbeats and errors from the backup. Any byte proves
+// liveness; silence longer than peer_timeout means the backup is gone.
+void CheckpointSender::Impl::ReadLoop() {
+  buffer::ReceiveBuffer rb(4096, 64 * 1024);
+  protocol::FrameReader reader(stream.get(), &rb);
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!failure.ok() || stopping) return;
+    }
+    auto frame = reader.Next(transport::DeadlineIn(opts.peer_timeout));
+    if (!frame.ok()) {
+      if (frame.status().code() == Code::kTimeout) {
+        if (Clock::now() - reader.last_byte_time() < opts.peer_timeout) continue;
+        Fail(Status::Timeout("backup silent for " + std::to_string(opts.peer_timeout.count()) + " ms"));
+      } else {
+        bool stop;
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          stop = stopping || bye_received || bye_sent;
+        }
+        if (!stop) Fail(frame.status().With("reading from backup"));
+      }
+      return;
+    }
+    switch (frame->type()) {
+      case FrameType::kAck: {
+        auto ack = protocol::DecodeAckFrame(frame->epoch(), frame->payload);
+        if (!ack.ok()) {
+          Fail(ack.status());
+          return;
+        }
+        std::unique_lock<std::mutex> lock(mu);
+        if (ack->epoch == awaiting_epoch && ack->digest != expected_ack_digest) {
+          lock.unlock();
+          Fail(Status::Corruption("backup's digest " + DigestHex(ack->digest) + " for epoch " +
+                                  std::to_string(ack->epoch) + " differs from ours " +
+                                  DigestHex(expected_ack_digest) + ": images diverged"));
+          return;
+        }
+        if (static_cast<int64_t>(ack->epoch) > last_acked) {
+          last_acked = static_cast<int64_t>(ack->epoch);
+          ack_latency = duration_cast<microseconds>(Clock::now() - end_sent);
+        }
+        lock.unlock();
+        cv.notify_all();
+        break;
+      }
+      case FrameType::kHeartbeat:
+        break;
+      case FrameType::kBye: {
+        auto bye = protocol::Bye::Decode(frame->payload);
+        std::lock_guard<std::mutex> lock(mu);
+        bye_received = true;
+        if (!stopping && !bye_sent) {
+          failure = Status::Closed("backup said goodbye (" +
+                                   (bye.ok() ? protocol::Printable(bye->text) : std::string("?")) + ")");
+        }
+        cv.notify_all();
+        return;
+      }
+      case FrameType::kError: {
+        auto err = protocol::Error::Decode(frame->payload);
+        Fail(Status::Corruption("backup reported an error: " +
+                                (err.ok() ? protocol::ErrorCodeName(err->code) + ": " +
+                                                protocol::Printable(err->text)
+                                          : std::string("malformed ERROR frame"))));
+        return;
+      }
+      default:
+        Fail(Status::Corruption("unexpected " + protocol::FrameTypeName(frame->header.type) +
+                                " frame from backup"));
+        return;
+    }
+  }
+}
+
+void CheckpointSender::Impl::HeartbeatLoop() {
+  std::unique_lock<std::mutex> lock(mu);
+  while (failure.ok() && !stopping) {
+    cv.wait_for(lock, opts.heartbeat_interval);
+    if (!failure.ok() || stopping) break;
+    protocol::Heartbeat hb;
+    hb.send_ns = MonotonicNs();
+    hb.committed = last_acked < 0 ? 0 : static_cast<uint64_t>(last_acked);
+    lock.unlock();
+    Status st = writer->Send(hb, current_epoch.load());
+    if (!st.ok()) Fail(st.With("sending heartbeat"));
+    lock.lock();
+  }
+}
+
+// Reserves a PAGES frame's worth of OutBuffer (flushing if needed) and points
+// a BatchWriter just past the header slot.
+Status CheckpointSender::Impl::OpenBatch() {
+  auto p = out->Reserve(kFrameHeaderSize + opts.max_batch_bytes);
+  if (!p.ok()) return p.status();
+  frame = *p;
+  batch = std::make_unique<compress::BatchWriter>(frame + kFrameHeaderSize, opts.max_batch_bytes);
+  return Status::Ok();
+}
+
+Status CheckpointSender::Impl::CloseBatch() {
+  if (!batch || batch->count() == 0) {
+    batch.reset();
+    return Status::Ok();
+  }
+  std::span<const uint8_t> payload(frame + kFrameHeaderSize, batch->size());
+  protocol::EncodeFrameHeader(frame, FrameType::kPages, epoch, payload);
+  out->Commit(kFrameHeaderSize + payload.size());
+  ++frames_in_epoch;
+  payload_in_epoch += payload.size();
+  batch.reset();
+  return Status::Ok();
+}
+
+Status CheckpointSender::Impl::AppendFrame(FrameType type, std::span<const uint8_t> payload,
+                                           uint8_t flags) {
+  auto p = out->Reserve(kFrameHeaderSize + payload.size());
+  if (!p.ok()) return p.status();
+  if (!payload.empty()) std::memcpy(*p + kFrameHeaderSize, payload.data(), payload.size());
+  protocol::EncodeFrameHeader(*p, type, epoch, {*p + kFrameHeaderSize, payload.size()}, flags);
+  out->Commit(kFrameHeaderSize + payload.size());
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<CheckpointSender>> CheckpointSender::Start(
+    std::unique_ptr<transport::Stream> stream, const SenderOptions& opts, const GuestInfo& guest) {
+  if (opts.max_batch_bytes < compress::kMaxEntryBytes ||
+      opts.max_batch_bytes > protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kPages)) ||
+      opts.outbuf_bytes < opts.max_batch_bytes + kFrameHeaderSize) {
+    return Status::InvalidArgument("sender: batch size must fit a page and the outbuf must fit a batch");
+  }
+  std::unique_ptr<CheckpointSender> s(new CheckpointSender());
+  s->impl_ = std::make_unique<Impl>();
+  Impl& im = *s->impl_;
+  im.stream = std::move(stream);
+  im.opts = opts;
+  im.guest = guest;
+  im.writer = std::make_unique<protocol::FrameWriter>(im.stream.get());
+  auto enc = compress::PageEncoder::Create(opts.codec, guest.guest_pages);
+  if (!enc.ok()) return enc.status();
+  im.encoder = std::move(*enc);
+  auto dig = MemoryDigest::Create(guest.guest_pages);
+  if (!dig.ok()) return dig.status();
+  im.digest = std::move(*dig);
+  protocol::FrameWriter* writer = im.writer.get();
+  auto out = buffer::OutBuffer::Create(opts.outbuf_bytes, [writer](std::span<const uint8_t> bytes) {
+    return writer->WriteFrames(bytes);
+  });
+  if (!out.ok()) return out.status();
+  im.out = std::move(*out);
+
+  Status hs = im.Handshake();
+  if (!hs.ok()) {
+    im.stream->Shutdown();
+    return hs.With("handshake with " + im.stream->Peer());
+  }
+  im.reader = std::thread([&im] { im.ReadLoop(); });
+  im.heartbeat = std::thread([&im] { im.HeartbeatLoop(); });
+  return s;
+}
+
+CheckpointSender::~CheckpointSender() {
+  if (!impl_) return;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  impl_->stream->Shutdown();
+  if (impl_->reader.joinable()) impl_->reader.join();
+  if (impl_->heartbeat.joinable()) impl_->heartbeat.join();
+}
+
+Status CheckpointSender::BeginEpoch(uint64_t epoch) {
+  Impl& im = *impl_;
+  ROMULUS_RETURN_IF_ERROR(im.CurrentFailure());
+  if (im.in_epoch) return Status::Internal("BeginEpoch while epoch " + std::to_string(im.epoch) + " is open");
+  im.epoch = epoch;
+  im.current_epoch.store(epoch);
+  im.in_epoch = true;
+  im.cur = EpochWireStats{};
+  im.cur.epoch = epoch;
+  im.frames_in_epoch = 0;
+  im.payload_in_epoch = 0;
+  im.bytes_at_epoch_start = im.writer->bytes_written() + im.out->size();
+  im.kinds_at_start = im.encoder->kinds();
+  im.cache_at_start = im.encoder->cache().counters();
+  return Status::Ok();
+}
+
+Status CheckpointSender::AddPage(uint64_t pfn, const uint8_t* page) {
+  Impl& im = *impl_;
+  if (!im.in_epoch) return Status::Internal("AddPage outside an epoch");
+  if (pfn >= im.guest.guest_pages) {
+    return Status::OutOfRange("pfn " + std::to_string(pfn) + " beyond the guest's " +
+                              std::to_string(im.guest.guest_pages) + " pages");
+  }
+  auto t0 = Clock::now();
+  // A page sent again in the same epoch (full sync, then the paused part)
+  // starts a new batch: pfns only increase within one.
+  if (im.batch && im.batch->count() > 0 && pfn <= im.batch_last_pfn) {
+    ROMULUS_RETURN_IF_ERROR(im.CloseBatch());
+  }
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    if (!im.batch) {
+      Status st = im.OpenBatch();
+      if (!st.ok()) {
+        im.Fail(st);
+        return st;
+      }
+    }
+    Status st = im.encoder->Encode(pfn, page, im.batch.get());
+    if (st.ok()) {
+      im.batch_last_pfn = pfn;
+      im.digest->Update(pfn, page);
+      ++im.cur.pages;
+      im.cur.encode_time += duration_cast<microseconds>(Clock::now() - t0);
+      return Status::Ok();
+    }
+    if (st.code() != Code::kOutOfRange) return st;
+    // Batch full (or pfn went backwards: a new batch restarts the pfn
+    // sequence): close it and open the next one.
+    ROMULUS_RETURN_IF_ERROR(im.CloseBatch());
+  }
+  return Status::Internal("page " + std::to_string(pfn) + " does not fit an empty batch");
+}
+
+Status CheckpointSender::AddState(std::span<const uint8_t> record) {
+  Impl& im = *impl_;
+  if (!im.in_epoch) return Status::Internal("AddState outside an epoch");
+  ROMULUS_RETURN_IF_ERROR(im.CloseBatch());
+  const size_t max = std::min(protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kState)),
+                              im.opts.max_batch_bytes);
+  size_t off = 0;
+  do {
+    size_t n = std::min(max, record.size() - off);
+    bool more = off + n < record.size();
+    Status st = im.AppendFrame(FrameType::kState, record.subspan(off, n), more ? protocol::kFlagMore : 0);
+    if (!st.ok()) {
+      im.Fail(st);
+      return st;
+    }
+    ++im.frames_in_epoch;
+    im.payload_in_epoch += n;
+    off += n;
+  } while (off < record.size());
+  ++im.cur.state_records;
+  im.cur.raw_bytes += record.size();
+  return Status::Ok();
+}
+
+Result<EpochWireStats> CheckpointSender::EndEpoch() {
+  Impl& im = *impl_;
+  if (!im.in_epoch) return Status::Internal("EndEpoch outside an epoch");
+  ROMULUS_RETURN_IF_ERROR(im.CloseBatch());
+  protocol::EpochEnd end;
+  end.page_count = im.cur.pages;
+  end.state_count = static_cast<uint32_t>(im.cur.state_records);
+  end.frame_count = static_cast<uint32_t>(im.frames_in_epoch);
+  end.payload_bytes = im.payload_in_epoch;
+  end.digest = im.digest->value();
+  ROMULUS_RETURN_IF_ERROR(end.EncodeTo(&im.scratch));
+  {
+    std::lock_guard<std::mutex> lock(im.mu);
+    im.awaiting_epoch = im.epoch;
+    im.expected_ack_digest = end.digest;
+  }
+  Status st = im.AppendFrame(FrameType::kEpochEnd, im.scratch, 0);
+  EpochWireStats& w = im.cur;
+  w.outbuf_high_water = im.out->high_water();
+  if (st.ok()) st = im.out->Flush();
+  im.in_epoch = false;
+  if (!st.ok()) {
+    im.Fail(st);
+    return st;
+  }
+  {
+    std::lock_guard<std::mutex> lock(im.mu);
+    im.end_sent = Clock::now();
+  }
+  w.digest = end.digest;
+  w.raw_bytes += w.pages * compress::kPageSize;
+  w.wire_bytes = im.writer->bytes_written() - im.bytes_at_epoch_start;
+  const auto& kinds = im.encoder->kinds();
+  for (int k = 0; k < compress::kNumPageKinds; ++k) {
+    w.pages_by_kind[k] = kinds.pages[k] - im.kinds_at_start.pages[k];
+  }
+  const auto& cc = im.encoder->cache().counters();
+  w.cache_hits = cc.hits - im.cache_at_start.hits;
+  w.cache_misses = cc.misses - im.cache_at_start.misses;
+  w.cache_overflows = cc.overflows - im.cache_at_start.overflows;
+  return w;
+}
+
+Status CheckpointSender::WaitAck(uint64_t epoch, std::chrono::milliseconds timeout) {
+  Impl& im = *impl_;
+  std::unique_lock<std::mutex> lock(im.mu);
+  bool done = im.cv.wait_for(lock, timeout, [&] {
+    return im.last_acked >= static_cast<int64_t>(epoch) || !im.failure.ok();
+  });
+  if (im.last_acked >= static_cast<int64_t>(epoch)) return Status::Ok();
+  if (!im.failure.ok()) return im.failure;
+  if (!done) {
+    Status st = Status::Timeout("no ack for epoch " + std::to_string(epoch) + " within " +
+                                std::to_string(timeout.count()) + " ms (backup stalled?)");
+    lock.unlock();
+    im.Fail(st);
+    return st;
+  }
+  return Status::Internal("ack wait ended without reason");
+}
+
+int64_t CheckpointSender::last_acked() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->last_acked;
+}
+
+std::chrono::microseconds CheckpointSender::last_ack_latency() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->ack_latency;
+}
+
+bool CheckpointSender::healthy() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->failure.ok();
+}
+
+Status CheckpointSender::failure() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->failure;
+}
+
+Status CheckpointSender::Stop() {
+  Impl& im = *impl_;
+  ROMULUS_RETURN_IF_ERROR(im.CurrentFailure());
+  protocol::Bye bye;
+  bye.reason = protocol::ByeReason::kOperatorStop;
+  bye.text = "replication stopped by operator";
+  int64_t last = last_acked();
+  {
+    std::lock_guard<std::mutex> lock(im.mu);
+    im.bye_sent = true;
+  }
+  Status st = im.writer->Send(bye, last < 0 ? 0 : static_cast<uint64_t>(last));
+  // Give the backup a moment to answer BYE so it logs a clean stop; the
+  // reader thread sees its BYE or EOF.
+  {
+    std::unique_lock<std::mutex> lock(im.mu);
+    im.cv.wait_for(lock, im.opts.peer_timeout, [&] { return im.bye_received || !im.failure.ok(); });
+    im.stopping = true;
+  }
+  im.cv.notify_all();
+  im.stream->Shutdown();
+  return st;
+}
+
+const compress::PageCache& CheckpointSender::cache() const { return impl_->encoder->cache(); }
+
+}  // namespace romulus::replicator

@@ -1,0 +1,288 @@
+#include "replicator/epoch_loop.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "buffer/receive_buffer.h"
+#include "common/units.h"
+#include "compress/page.h"
+#include "transport/stream.h"
+
+namespace romulus::replicator {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::duration_cast;
+using std::chrono::microseconds;
+using compress::kPageSize;
+
+const char* PhaseName(Phase p) {
+  switch (p) {
+    case Phase::kBeforeSuspend: return "before-suspend";
+    case Phase::kAfterSuspend: return "after-suspend";
+    case Phase::kBeforeResume: return "before-resume";
+    case Phase::kAfterResume: return "after-resume";
+    case Phase::kBeforeCommit: return "before-commit";
+    case Phase::kAfterCommit: return "after-commit";
+    case Phase::kStreaming: return "streaming";
+  }
+  return "?";
+}
+
+bool ParsePhase(const std::string& text, Phase* out) {
+  static const struct {
+    const char* shortname;
+    Phase phase;
+  } kNames[] = {{"s", Phase::kBeforeSuspend}, {"s2", Phase::kAfterSuspend},
+                {"r", Phase::kBeforeResume},  {"r2", Phase::kAfterResume},
+                {"c", Phase::kBeforeCommit},  {"c2", Phase::kAfterCommit},
+                {"m", Phase::kStreaming}};
+  for (const auto& n : kNames) {
+    if (text == n.shortname || text == PhaseName(n.phase)) {
+      *out = n.phase;
+      return true;
+    }
+  }
+  return false;
+}
+
+// The staging snapshot: dirty pages copied while the guest is paused. One
+// reusable buffer, bounded by the guest size; zero reallocations once it has
+// seen the largest dirty set.
+struct EpochLoop::Snapshot {
+  std::vector<uint64_t> pfns;
+  std::vector<uint8_t> state;
+  buffer::ReceiveBuffer pages;
+  explicit Snapshot(uint64_t guest_pages) : pages(0, guest_pages * kPageSize) {}
+};
+
+EpochLoop::EpochLoop(GuestSource& guest, OutputCommit& output, ConnectFn connect,
+                     SenderOptions sender, EpochLoopOptions opts, StatsWriter* stats)
+    : guest_(guest),
+      output_(output),
+      connect_(std::move(connect)),
+      sender_opts_(std::move(sender)),
+      opts_(std::move(opts)),
+      stats_(stats),
+      interval_us_(opts_.interval.count()),
+      backoff_(opts_.reconnect_min),
+      snap_(std::make_unique<Snapshot>(guest.guest_pages())) {
+  snap_->pfns.reserve(1024);
+}
+
+EpochLoop::~EpochLoop() = default;
+
+void EpochLoop::SetInterval(microseconds interval) { interval_us_.store(interval.count()); }
+microseconds EpochLoop::interval() const { return microseconds(interval_us_.load()); }
+
+void EpochLoop::LoseBackup(const Status& why) {
+  if (sender_) {
+    spdlog::error("backup lost: {} -- the guest keeps running UNPROTECTED; reconnecting",
+                  why.ToString());
+  }
+  sender_.reset();
+  protected_.store(false);
+  need_full_sync_ = true;
+  // Nobody can hold the speculative output any more: let it through rather
+  // than cut the guest off the network while it runs unprotected.
+  Status st = output_.ReleaseAll();
+  if (!st.ok()) spdlog::error("output commit: {}", st.ToString());
+}
+
+Status EpochLoop::EnsureConnected(const std::atomic<bool>& stop) {
+  if (sender_ && sender_->healthy()) return Status::Ok();
+  if (sender_) LoseBackup(sender_->failure());
+  auto stream = connect_();
+  if (stream.ok()) {
+    GuestInfo info;
+    info.guest_pages = guest_.guest_pages();
+    info.identity = guest_.identity();
+    info.first_epoch = epoch_.load() + 1;
+    info.resync_reason = totals_.epochs > 0 ? 1 : 0;
+    auto sender = CheckpointSender::Start(std::move(*stream), sender_opts_, info);
+    if (sender.ok()) {
+      sender_ = std::move(*sender);
+      backoff_ = opts_.reconnect_min;
+      need_full_sync_ = true;
+      if (totals_.epochs > 0) ++totals_.resyncs;
+      spdlog::info("connected to backup; full synchronisation of {} follows",
+                   FormatSize(guest_.guest_pages() * kPageSize));
+      return Status::Ok();
+    }
+    stream = sender.status();
+  }
+  spdlog::warn("UNPROTECTED: no backup ({}); retrying in {}", stream.status().ToString(),
+               FormatDuration(backoff_));
+  auto until = Clock::now() + backoff_;
+  while (!stop.load() && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  backoff_ = std::min(backoff_ * 2, opts_.reconnect_max);
+  return stream.status();
+}
+
+// Streams every page while the guest runs. The dirty log was cleared just
+// before, so whatever the guest writes meanwhile is sent again, consistently,
+// by the paused part of this epoch.
+Status EpochLoop::LiveSync(uint64_t epoch) {
+  ROMULUS_RETURN_IF_ERROR(guest_.Pause());
+  std::vector<uint64_t> all;
+  Status st = guest_.HarvestDirty(&all);  // every page: MarkAllDirty was called
+  Status resumed = guest_.Resume();
+  ROMULUS_RETURN_IF_ERROR(st);
+  ROMULUS_RETURN_IF_ERROR(resumed);
+  ROMULUS_RETURN_IF_ERROR(sender_->BeginEpoch(epoch));
+  alignas(64) static thread_local uint8_t page[kPageSize];
+  const bool bar = opts_.progress_bar;
+  const size_t step = std::max<size_t>(all.size() / 100, 1);
+  auto t0 = Clock::now();
+  for (size_t i = 0; i < all.size(); ++i) {
+    std::memcpy(page, guest_.PageData(all[i]), kPageSize);
+    ROMULUS_RETURN_IF_ERROR(sender_->AddPage(all[i], page));
+    if (i % step == 0 || i + 1 == all.size()) {
+      double pct = 100.0 * (i + 1) / all.size();
+      if (bar) {
+        int filled = static_cast<int>(pct / 2.5);
+        std::fprintf(stderr, "\rinitial sync [%-40s] %5.1f%%  %s / %s", std::string(filled, '#').c_str(),
+                     pct, FormatSize((i + 1) * kPageSize).c_str(),
+                     FormatSize(all.size() * kPageSize).c_str());
+      } else if (i == 0 || (i + 1) % (step * 25) == 0 || i + 1 == all.size()) {
+        spdlog::info("initial sync: {:.0f}% ({} of {})", pct, FormatSize((i + 1) * kPageSize),
+                     FormatSize(all.size() * kPageSize));
+      }
+    }
+  }
+  if (bar) std::fprintf(stderr, "\n");
+  auto secs = duration_cast<microseconds>(Clock::now() - t0).count() / 1e6;
+  spdlog::info("initial sync streamed {} pages in {:.2f} s", all.size(), secs);
+  return Status::Ok();
+}
+
+Status EpochLoop::Checkpoint(uint64_t epoch, EpochStats* st) {
+  Snapshot& s = *snap_;
+  auto t0 = Clock::now();
+  Hook(Phase::kBeforeSuspend, epoch);
+  ROMULUS_RETURN_IF_ERROR(guest_.Pause());
+  Status oc = output_.Checkpoint(epoch);
+  if (!oc.ok()) spdlog::error("output commit boundary for epoch {}: {}", epoch, oc.ToString());
+  Hook(Phase::kAfterSuspend, epoch);
+  Status gs = guest_.HarvestDirty(&s.pfns);
+  s.pages.Clear();
+  if (gs.ok()) {
+    auto dst = s.pages.Append(s.pfns.size() * kPageSize);
+    if (!dst.ok()) {
+      gs = dst.status();
+    } else {
+      uint8_t* p = *dst;
+      for (uint64_t pfn : s.pfns) {
+        std::memcpy(p, guest_.PageData(pfn), kPageSize);
+        p += kPageSize;
+      }
+      s.pages.Commit(s.pfns.size() * kPageSize);
+      s.state.clear();
+      gs = guest_.CaptureState(&s.state);
+    }
+  }
+  Hook(Phase::kBeforeResume, epoch);
+  Status resumed = guest_.Resume();
+  st->pause = duration_cast<microseconds>(Clock::now() - t0);
+  Hook(Phase::kAfterResume, epoch);
+  ROMULUS_RETURN_IF_ERROR(gs.With("taking checkpoint " + std::to_string(epoch)));
+  ROMULUS_RETURN_IF_ERROR(resumed.With("resuming the guest"));
+  st->dirty_pages = s.pfns.size();
+  return Status::Ok();
+}
+
+Status EpochLoop::Run(const std::atomic<bool>& stop) {
+  uint64_t epoch = 0;
+  uint64_t checkpoints = 0;
+  auto last_suspend = Clock::now();
+  while (!stop.load() && (opts_.max_epochs == 0 || checkpoints < opts_.max_epochs)) {
+    if (!EnsureConnected(stop).ok()) continue;
+    ++epoch;
+    epoch_.store(epoch);
+    EpochStats st;
+    st.epoch = epoch;
+    st.protected_ = protected_.load();
+    st.output_commit = output_.Describe();
+
+    // The sender sends while the guest runs; a failure here means the backup
+    // is gone (not the guest), so the loop carries on without it.
+    Status net;
+    bool full = need_full_sync_;
+    if (full) {
+      guest_.MarkAllDirty();
+      net = LiveSync(epoch);
+      need_full_sync_ = false;
+    } else {
+      net = sender_->BeginEpoch(epoch);
+    }
+
+    auto now = Clock::now();
+    st.period = duration_cast<microseconds>(now - last_suspend);
+    last_suspend = now;
+    ROMULUS_RETURN_IF_ERROR(Checkpoint(epoch, &st));
+    ++checkpoints;
+
+    if (net.ok()) {
+      const uint8_t* p = snap_->pages.data();
+      for (size_t i = 0; i < snap_->pfns.size() && net.ok(); ++i) {
+        net = sender_->AddPage(snap_->pfns[i], p + i * kPageSize);
+        if (i == snap_->pfns.size() / 2) Hook(Phase::kStreaming, epoch);
+      }
+    }
+    if (net.ok()) net = sender_->AddState(snap_->state);
+    if (net.ok()) {
+      auto wire = sender_->EndEpoch();
+      if (wire.ok()) {
+        st.pages_by_kind = wire->pages_by_kind;
+        st.raw_bytes = wire->raw_bytes;
+        st.wire_bytes = wire->wire_bytes;
+        st.cache_hits = wire->cache_hits;
+        st.cache_misses = wire->cache_misses;
+        st.cache_overflows = wire->cache_overflows;
+        st.encode_time = wire->encode_time;
+        st.outbuf_high_water = wire->outbuf_high_water;
+        st.digest = wire->digest;
+      } else {
+        net = wire.status();
+      }
+    }
+    if (net.ok()) {
+      Hook(Phase::kBeforeCommit, epoch);
+      net = sender_->WaitAck(epoch, opts_.ack_timeout);
+    }
+    if (net.ok()) {
+      st.acked = true;
+      st.ack_latency = sender_->last_ack_latency();
+      last_acked_.store(static_cast<int64_t>(epoch));
+      if (!protected_.exchange(true)) {
+        spdlog::info("PROTECTED: backup holds epoch {}", epoch);
+      }
+      Status rel = output_.Release(epoch);
+      if (!rel.ok()) spdlog::error("output release for epoch {}: {}", epoch, rel.ToString());
+      Hook(Phase::kAfterCommit, epoch);
+    } else {
+      LoseBackup(net);
+    }
+    totals_.Add(st);
+    if (stats_) stats_->Epoch(st);
+
+    // Fixed period: the next suspend is due `interval` after this one.
+    auto due = last_suspend + microseconds(interval_us_.load());
+    while (!stop.load() && Clock::now() < due) {
+      auto left = due - Clock::now();
+      std::this_thread::sleep_for(std::min<Clock::duration>(left, std::chrono::milliseconds(20)));
+    }
+  }
+  if (sender_) {
+    Status bye = sender_->Stop();
+    if (!bye.ok()) spdlog::warn("stopping replication: {}", bye.ToString());
+    else spdlog::info("replication stopped cleanly; the backup will not fail over");
+    sender_.reset();
+  }
+  return output_.ReleaseAll();
+}
+
+}  // namespace romulus::replicator

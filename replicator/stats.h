@@ -1,0 +1,64 @@
+// Per-epoch statistics of the primary: one JSON object per line for tools
+// (--stats-json FILE), one concise line for people (on a TTY), and totals at
+// exit. Keys are a stable contract (docs/STATS.md): every line has "epoch"
+// (integer), "digest" (hex string) and "acked" (bool).
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "compress/page.h"
+
+namespace romulus::replicator {
+
+struct EpochStats {
+  uint64_t epoch = 0;
+  bool acked = false;
+  bool protected_ = false;  // a backup held the previous epoch when this one began
+  std::chrono::microseconds pause{0};        // guest paused: suspend .. resume
+  std::chrono::microseconds period{0};       // this suspend - previous suspend
+  uint64_t dirty_pages = 0;
+  std::array<uint64_t, compress::kNumPageKinds> pages_by_kind{};
+  uint64_t raw_bytes = 0;
+  uint64_t wire_bytes = 0;
+  uint64_t cache_hits = 0, cache_misses = 0, cache_overflows = 0;
+  std::chrono::microseconds encode_time{0};
+  std::chrono::microseconds ack_latency{0};
+  size_t outbuf_high_water = 0;
+  uint64_t digest = 0;
+  std::string output_commit;  // "sch_plug on veth0" / "none (output not committed)"
+};
+
+struct TotalStats {
+  uint64_t epochs = 0, acked = 0, dirty_pages = 0, raw_bytes = 0, wire_bytes = 0;
+  std::chrono::microseconds pause_sum{0}, pause_max{0};
+  uint64_t resyncs = 0;
+  void Add(const EpochStats& e);
+};
+
+std::string EpochStatsJson(const EpochStats& e);
+std::string EpochStatsLine(const EpochStats& e);  // for people
+std::string TotalStatsJson(const TotalStats& t);
+std::string TotalStatsLine(const TotalStats& t);
+
+// Writes JSON lines to a file (flushed per line, so a killed process leaves
+// every completed epoch on disk) and/or human lines to stderr.
+class StatsWriter {
+ public:
+  StatsWriter() = default;
+  ~StatsWriter();
+  bool OpenJson(const std::string& path);  // false + errno on failure
+  void set_human(bool on) { human_ = on; }
+  void Epoch(const EpochStats& e);
+  void Totals(const TotalStats& t);
+  void Event(const std::string& json_line);  // any other object, one line
+
+ private:
+  FILE* json_ = nullptr;
+  bool human_ = false;
+};
+
+}  // namespace romulus::replicator

@@ -1,0 +1,305 @@
+#include "restore/checkpoint_receiver.h"
+
+#include <spdlog/spdlog.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstring>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "buffer/receive_buffer.h"
+#include "common/digest.h"
+#include "compress/page_batch.h"
+#include "protocol/frame.h"
+#include "protocol/frame_io.h"
+#include "protocol/handshake.h"
+#include "protocol/messages.h"
+#include "transport/stream.h"
+
+namespace romulus::restore {
+
+using Clock = std::chrono::steady_clock;
+using protocol::FrameType;
+
+namespace {
+
+uint64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// Upper bound of one state record reassembled from STATE pieces.
+constexpr size_t kMaxStateRecord = size_t{64} << 20;
+
+}  // namespace
+
+struct CheckpointReceiver::Impl {
+  ReceiverOptions opts;
+  // Kept across sessions: one frame at a time, capacity grows to the largest
+  // frame seen and stays there.
+  buffer::ReceiveBuffer frames{64 * 1024, protocol::kMaxPayload};
+  buffer::ReceiveBuffer state{0, kMaxStateRecord};
+  alignas(64) uint8_t page[4096];
+};
+
+CheckpointReceiver::CheckpointReceiver(const ReceiverOptions& opts) : impl_(std::make_unique<Impl>()) {
+  impl_->opts = opts;
+}
+CheckpointReceiver::~CheckpointReceiver() = default;
+
+namespace {
+
+// Sends heartbeats to the primary from its own thread while a session lasts.
+class HeartbeatSender {
+ public:
+  HeartbeatSender(protocol::FrameWriter* writer, std::chrono::milliseconds every,
+                  const std::atomic<uint64_t>* committed)
+      : writer_(writer), every_(every), committed_(committed), thread_([this] { Loop(); }) {}
+  ~HeartbeatSender() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      cv_.wait_for(lock, every_);
+      if (stop_) break;
+      protocol::Heartbeat hb;
+      hb.send_ns = MonotonicNs();
+      hb.committed = committed_->load();
+      lock.unlock();
+      Status st = writer_->Send(hb, hb.committed);
+      lock.lock();
+      if (!st.ok()) break;  // the read loop notices the broken connection
+    }
+  }
+  protocol::FrameWriter* writer_;
+  std::chrono::milliseconds every_;
+  const std::atomic<uint64_t>* committed_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace
+
+SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
+                                     const CommitCallback& on_commit) {
+  Impl& im = *impl_;
+  SessionEnd end;
+  protocol::FrameWriter writer(&stream);
+  protocol::FrameReader reader(&stream, &im.frames);
+  const std::string peer = stream.Peer();
+  bool first_committed = false;
+  uint64_t realloc_base = 0;
+  auto reallocs = [&] {
+    uint64_t total = im.frames.reallocations() + im.state.reallocations();
+    return first_committed ? total - realloc_base : 0;
+  };
+
+  auto fail = [&](Status why, protocol::ErrorCode code) {
+    end.receive_reallocations = reallocs();
+    if (code != protocol::ErrorCode::kNone) {
+      (void)writer.Send(protocol::Error::Make(code, why.message()), 0,
+                        transport::DeadlineIn(std::chrono::milliseconds(200)));
+    }
+    sink.Discard();
+    end.reason = std::move(why);
+    stream.Shutdown();
+    return end;
+  };
+
+  // Handshake.
+  auto first = reader.Next(transport::DeadlineIn(std::chrono::milliseconds(10000)));
+  if (!first.ok()) return fail(first.status().With("waiting for HELLO from " + peer), protocol::ErrorCode::kNone);
+  if (first->type() != FrameType::kHello) {
+    return fail(Status::Corruption("expected HELLO, got " + protocol::FrameTypeName(first->header.type)),
+                protocol::ErrorCode::kProtocol);
+  }
+  auto hello = protocol::Hello::Decode(first->payload);
+  if (!hello.ok()) return fail(hello.status(), protocol::ErrorCode::kProtocol);
+  protocol::BackupPolicy policy;
+  policy.max_cache_pages = im.opts.cache_pages;
+  policy.max_guest_pages = im.opts.max_guest_pages;
+  policy.committed_epoch = sink.has_committed() ? sink.last_committed_epoch() : 0;
+  protocol::HelloAck ack = protocol::Negotiate(*hello, policy);
+  std::unique_ptr<compress::PageDecoder> decoder;
+  std::unique_ptr<MemoryDigest> digest;
+  if (ack.accepted) {
+    Status st = sink.BeginSession(hello->guest_pages, hello->identity);
+    compress::CodecOptions codec;
+    codec.cache_pages = hello->cache_pages;
+    if (st.ok()) {
+      auto d = compress::PageDecoder::Create(codec, hello->guest_pages);
+      if (d.ok()) decoder = std::move(*d);
+      else st = d.status();
+    }
+    if (st.ok()) {
+      auto d = MemoryDigest::Create(hello->guest_pages);
+      if (d.ok()) digest = std::move(*d);
+      else st = d.status();
+    }
+    if (!st.ok()) {
+      ack.accepted = false;
+      ack.error = protocol::ErrorCode::kResource;
+      ack.text = st.message().substr(0, protocol::kMaxShortText);
+    }
+  }
+  Status sent = writer.Send(ack, 0);
+  if (!ack.accepted) {
+    spdlog::error("refused primary {} ({}): {}", peer, protocol::ErrorCodeName(static_cast<uint16_t>(ack.error)),
+                  ack.text);
+    return fail(Status::Unsupported("refused primary: " + ack.text), protocol::ErrorCode::kNone);
+  }
+  if (!sent.ok()) return fail(sent, protocol::ErrorCode::kNone);
+  spdlog::info("session with {}: guest '{}', {} pages, cache {} pages, first epoch {} ({})", peer,
+               protocol::Printable(hello->identity), hello->guest_pages, hello->cache_pages,
+               hello->first_epoch, protocol::ResyncReasonName(hello->resync_reason));
+
+  std::atomic<uint64_t> committed{policy.committed_epoch};
+  const auto peer_timeout = std::chrono::milliseconds(hello->peer_timeout_ms);
+  HeartbeatSender heartbeats(&writer, std::chrono::milliseconds(hello->heartbeat_ms), &committed);
+
+  uint64_t epoch = hello->first_epoch;
+  uint64_t pages = 0, states = 0, frames = 0, payload = 0, wire = 0;
+  bool state_open = false;
+  const uint64_t guest_pages = hello->guest_pages;
+
+  while (true) {
+    auto frame = reader.Next(transport::DeadlineIn(std::min(peer_timeout, std::chrono::milliseconds(100))));
+    if (!frame.ok()) {
+      const Status& st = frame.status();
+      if (st.code() == Code::kTimeout) {
+        auto silent = Clock::now() - reader.last_byte_time();
+        if (silent < peer_timeout) continue;
+        return fail(Status::Timeout("primary silent for " +
+                                    std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(silent).count()) +
+                                    " ms"),
+                    protocol::ErrorCode::kNone);
+      }
+      protocol::ErrorCode code = st.code() == Code::kClosed ? protocol::ErrorCode::kNone : protocol::ErrorCodeFor(st);
+      return fail(st, code);
+    }
+    const protocol::Frame& f = *frame;
+    wire += protocol::kFrameHeaderSize + f.payload.size();
+    switch (f.type()) {
+      case FrameType::kHeartbeat:
+        continue;
+      case FrameType::kBye: {
+        sink.Discard();
+        protocol::Bye bye;
+        bye.reason = protocol::ByeReason::kOperatorStop;
+        bye.text = "backup acknowledges the stop";
+        (void)writer.Send(bye, committed.load());
+        auto theirs = protocol::Bye::Decode(f.payload);
+        spdlog::info("primary stopped replication cleanly ({}); not failing over",
+                     theirs.ok() ? protocol::Printable(theirs->text) : "?");
+        end.clean_stop = true;
+        end.reason = Status::Ok();
+        end.receive_reallocations = reallocs();
+        stream.Shutdown();
+        return end;
+      }
+      case FrameType::kError: {
+        auto err = protocol::Error::Decode(f.payload);
+        return fail(Status::Corruption("primary reported an error: " +
+                                       (err.ok() ? protocol::ErrorCodeName(err->code) + ": " +
+                                                       protocol::Printable(err->text)
+                                                 : std::string("malformed ERROR"))),
+                    protocol::ErrorCode::kNone);
+      }
+      case FrameType::kPages:
+      case FrameType::kState:
+      case FrameType::kEpochEnd:
+        break;
+      default:
+        return fail(Status::Corruption("unexpected " + protocol::FrameTypeName(f.header.type) + " frame"),
+                    protocol::ErrorCode::kProtocol);
+    }
+    if (f.epoch() != epoch) {
+      return fail(Status::Corruption("frame for epoch " + std::to_string(f.epoch()) + " while epoch " +
+                                     std::to_string(epoch) + " is open"),
+                  protocol::ErrorCode::kProtocol);
+    }
+    if (f.type() == FrameType::kPages) {
+      ++frames;
+      payload += f.payload.size();
+      compress::BatchReader batch(f.payload, guest_pages);
+      compress::PageEntry entry;
+      while (true) {
+        auto more = batch.Next(&entry);
+        if (!more.ok()) return fail(more.status().With("epoch " + std::to_string(epoch)), protocol::ErrorCode::kDecode);
+        if (!*more) break;
+        Status st = decoder->Decode(entry, im.page);
+        if (!st.ok()) return fail(st.With("page " + std::to_string(entry.pfn)), protocol::ErrorCode::kDecode);
+        digest->Update(entry.pfn, im.page);
+        st = sink.OnPage(epoch, entry.pfn, im.page);
+        if (!st.ok()) return fail(st.With("staging page"), protocol::ErrorCode::kResource);
+        ++pages;
+      }
+      continue;
+    }
+    if (f.type() == FrameType::kState) {
+      ++frames;
+      payload += f.payload.size();
+      if (!state_open) im.state.Clear();
+      auto dst = im.state.Append(f.payload.size());
+      if (!dst.ok()) return fail(dst.status().With("state record"), protocol::ErrorCode::kResource);
+      if (!f.payload.empty()) std::memcpy(*dst, f.payload.data(), f.payload.size());
+      im.state.Commit(f.payload.size());
+      state_open = (f.header.flags & protocol::kFlagMore) != 0;
+      if (!state_open) {
+        Status st = sink.OnState(epoch, im.state.view());
+        if (!st.ok()) return fail(st.With("state record"), protocol::ErrorCode::kResource);
+        ++states;
+      }
+      continue;
+    }
+    // EPOCH_END: verify everything, then commit, then ack.
+    auto ee = protocol::EpochEnd::Decode(f.payload);
+    if (!ee.ok()) return fail(ee.status(), protocol::ErrorCode::kProtocol);
+    if (state_open || ee->page_count != pages || ee->state_count != states || ee->frame_count != frames ||
+        ee->payload_bytes != payload) {
+      return fail(Status::Corruption("epoch " + std::to_string(epoch) + " incomplete: got " +
+                                     std::to_string(pages) + " pages/" + std::to_string(states) +
+                                     " states/" + std::to_string(frames) + " frames, primary sent " +
+                                     std::to_string(ee->page_count) + "/" + std::to_string(ee->state_count) +
+                                     "/" + std::to_string(ee->frame_count)),
+                  protocol::ErrorCode::kProtocol);
+    }
+    if (ee->digest != digest->value()) {
+      return fail(Status::Corruption("epoch " + std::to_string(epoch) + " digest mismatch: primary " +
+                                     DigestHex(ee->digest) + ", backup " + DigestHex(digest->value()) +
+                                     "; keeping the last good epoch"),
+                  protocol::ErrorCode::kDigestMismatch);
+    }
+    Status st = sink.Commit(epoch);
+    if (!st.ok()) return fail(st.With("committing epoch " + std::to_string(epoch)), protocol::ErrorCode::kResource);
+    committed.store(epoch);
+    ++end.epochs_committed;
+    protocol::Ack a;
+    a.epoch = epoch;
+    a.digest = ee->digest;
+    Status acked = writer.Send(a, epoch);
+    if (on_commit) on_commit(CommitEvent{epoch, ee->digest, pages, wire});
+    if (!acked.ok()) return fail(acked.With("sending ack"), protocol::ErrorCode::kNone);
+    if (!first_committed) {  // steady state starts after the full sync
+      first_committed = true;
+      realloc_base = im.frames.reallocations() + im.state.reallocations();
+    }
+    ++epoch;
+    pages = states = frames = payload = wire = 0;
+  }
+}
+
+}  // namespace romulus::restore
