@@ -1,0 +1,352 @@
+#include "protocol/messages.h"
+
+#include <cstring>
+
+#include "protocol/wire.h"
+
+namespace romulus::protocol {
+namespace {
+
+std::string Str(size_t v) { return std::to_string(v); }
+
+// Peer-supplied names and texts: printable ASCII or UTF-8 bytes >= 0x80, no
+// control characters (they end up in log lines and file names).
+bool IsCleanText(std::string_view s) {
+  for (unsigned char c : s) {
+    if (c < 0x20 || c == 0x7f) return false;
+  }
+  return true;
+}
+
+Status Truncated(const char* what) {
+  return Status::Corruption(std::string(what) + " payload truncated");
+}
+
+Status ExactSize(const char* what, size_t got, size_t want) {
+  if (got == want) return Status::Ok();
+  return Status::Corruption(std::string(what) + " payload is " + Str(got) + " bytes, expected " +
+                            Str(want));
+}
+
+// Encodes with a Writer over a vector resized to exactly `size`.
+template <typename Fn>
+Status EncodeExact(std::vector<uint8_t>* out, size_t size, Fn fn) {
+  out->resize(size);
+  Writer w(*out);
+  fn(w);
+  if (!w.ok() || w.size() != size) return Status::Internal("message encoding size mismatch");
+  return Status::Ok();
+}
+
+}  // namespace
+
+const char* ResyncReasonName(ResyncReason r) {
+  switch (r) {
+    case ResyncReason::kInitial: return "initial";
+    case ResyncReason::kBackupReconnect: return "backup-reconnect";
+    case ResyncReason::kLinkReset: return "link-reset";
+    case ResyncReason::kPrimaryRestart: return "primary-restart";
+  }
+  return "unknown";
+}
+
+const char* ByeReasonName(ByeReason r) {
+  switch (r) {
+    case ByeReason::kOperatorStop: return "operator-stop";
+    case ByeReason::kGuestShutdown: return "guest-shutdown";
+    case ByeReason::kBackupStopping: return "backup-stopping";
+    case ByeReason::kHandover: return "handover";
+  }
+  return "unknown";
+}
+
+std::string ErrorCodeName(uint16_t code) {
+  switch (static_cast<ErrorCode>(code)) {
+    case ErrorCode::kNone: return "none";
+    case ErrorCode::kProtocol: return "protocol";
+    case ErrorCode::kChecksum: return "checksum";
+    case ErrorCode::kVersion: return "version";
+    case ErrorCode::kCapabilities: return "capabilities";
+    case ErrorCode::kGeometry: return "geometry";
+    case ErrorCode::kResource: return "resource";
+    case ErrorCode::kDigestMismatch: return "digest-mismatch";
+    case ErrorCode::kDecode: return "decode";
+    case ErrorCode::kBusy: return "busy";
+    case ErrorCode::kIdentity: return "identity";
+    case ErrorCode::kInternal: return "internal";
+    case ErrorCode::kShutdown: return "shutdown";
+  }
+  return "code-" + std::to_string(code);
+}
+
+ErrorCode ErrorCodeFor(const Status& status) {
+  switch (status.code()) {
+    case Code::kOk: return ErrorCode::kNone;
+    case Code::kCorruption:
+      return status.message().find("checksum") != std::string::npos ? ErrorCode::kChecksum
+                                                                     : ErrorCode::kProtocol;
+    case Code::kOutOfRange: return ErrorCode::kResource;
+    case Code::kUnsupported: return ErrorCode::kProtocol;
+    case Code::kInvalidArgument: return ErrorCode::kProtocol;
+    case Code::kInternal: return ErrorCode::kInternal;
+    default: return ErrorCode::kShutdown;
+  }
+}
+
+std::string Printable(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u >= 0x7f) c = '?';
+  }
+  return out;
+}
+
+// ---- HELLO ----------------------------------------------------------------
+
+Status Hello::EncodeTo(std::vector<uint8_t>* out) const {
+  if (identity.empty() || identity.size() > kMaxIdentity || !IsCleanText(identity)) {
+    return Status::InvalidArgument("guest identity must be 1.." + Str(kMaxIdentity) +
+                                   " bytes without control characters");
+  }
+  if ((required & ~capabilities) != 0) {
+    return Status::InvalidArgument("required capabilities are not a subset of offered ones");
+  }
+  return EncodeExact(out, kHelloFixedSize + identity.size(), [&](Writer& w) {
+    w.Bytes(std::span<const uint8_t>(kHelloMagic, sizeof kHelloMagic));
+    w.U16(version_min);
+    w.U16(version_max);
+    w.U32(page_size);
+    w.U64(capabilities);
+    w.U64(required);
+    w.U64(cache_pages);
+    w.U64(guest_pages);
+    w.U64(session_id);
+    w.U64(first_epoch);
+    w.U32(heartbeat_ms);
+    w.U32(peer_timeout_ms);
+    w.U8(static_cast<uint8_t>(resync_reason));
+    w.U8(0);
+    w.U16(static_cast<uint16_t>(identity.size()));
+    w.Bytes(identity);
+  });
+}
+
+Result<Hello> Hello::Decode(std::span<const uint8_t> payload) {
+  if (payload.size() > MaxPayloadFor(static_cast<uint8_t>(kType))) {
+    return Status::Corruption("HELLO payload too large");
+  }
+  Reader r(payload);
+  std::span<const uint8_t> magic;
+  if (!r.Bytes(sizeof kHelloMagic, &magic)) return Truncated("HELLO");
+  if (std::memcmp(magic.data(), kHelloMagic, sizeof kHelloMagic) != 0) {
+    return Status::Corruption("HELLO magic mismatch: peer is not a Romulus primary");
+  }
+  Hello h;
+  uint8_t reason = 0, reserved = 0;
+  uint16_t id_len = 0;
+  if (!(r.U16(&h.version_min) && r.U16(&h.version_max) && r.U32(&h.page_size) &&
+        r.U64(&h.capabilities) && r.U64(&h.required) && r.U64(&h.cache_pages) &&
+        r.U64(&h.guest_pages) && r.U64(&h.session_id) && r.U64(&h.first_epoch) &&
+        r.U32(&h.heartbeat_ms) && r.U32(&h.peer_timeout_ms) && r.U8(&reason) &&
+        r.U8(&reserved) && r.U16(&id_len))) {
+    return Truncated("HELLO");
+  }
+  if (reserved != 0) return Status::Corruption("HELLO reserved byte is not zero");
+  if (reason > static_cast<uint8_t>(ResyncReason::kPrimaryRestart)) {
+    return Status::Corruption("HELLO resync reason " + Str(reason) + " is unknown");
+  }
+  h.resync_reason = static_cast<ResyncReason>(reason);
+  if (id_len == 0 || id_len > kMaxIdentity) {
+    return Status::Corruption("HELLO identity length " + Str(id_len) + " outside 1.." +
+                              Str(kMaxIdentity));
+  }
+  if (!r.String(id_len, &h.identity)) return Truncated("HELLO");
+  if (!IsCleanText(h.identity)) {
+    return Status::Corruption("HELLO identity contains control characters");
+  }
+  if ((h.required & ~h.capabilities) != 0) {
+    return Status::Corruption("HELLO requires capabilities it does not offer");
+  }
+  // Bytes after the identity: extensions from later versions, ignored.
+  return h;
+}
+
+// ---- HELLO_ACK --------------------------------------------------------------
+
+Status HelloAck::EncodeTo(std::vector<uint8_t>* out) const {
+  if (text.size() > kMaxShortText) {
+    return Status::InvalidArgument("HELLO_ACK text longer than " + Str(kMaxShortText));
+  }
+  if (accepted != (error == ErrorCode::kNone)) {
+    return Status::InvalidArgument("HELLO_ACK: an error code is required exactly when refusing");
+  }
+  return EncodeExact(out, kHelloAckFixedSize + text.size(), [&](Writer& w) {
+    w.U8(accepted ? 0 : 1);
+    w.U8(0);
+    w.U16(version);
+    w.U16(static_cast<uint16_t>(error));
+    w.U16(static_cast<uint16_t>(text.size()));
+    w.U64(capabilities);
+    w.U64(session_id);
+    w.U64(backup_epoch);
+    w.Bytes(text);
+  });
+}
+
+Result<HelloAck> HelloAck::Decode(std::span<const uint8_t> payload) {
+  if (payload.size() > MaxPayloadFor(static_cast<uint8_t>(kType))) {
+    return Status::Corruption("HELLO_ACK payload too large");
+  }
+  Reader r(payload);
+  HelloAck a;
+  uint8_t result = 0, reserved = 0;
+  uint16_t error = 0, text_len = 0;
+  if (!(r.U8(&result) && r.U8(&reserved) && r.U16(&a.version) && r.U16(&error) &&
+        r.U16(&text_len) && r.U64(&a.capabilities) && r.U64(&a.session_id) &&
+        r.U64(&a.backup_epoch))) {
+    return Truncated("HELLO_ACK");
+  }
+  if (result > 1) return Status::Corruption("HELLO_ACK result " + Str(result) + " is unknown");
+  if (reserved != 0) return Status::Corruption("HELLO_ACK reserved byte is not zero");
+  a.accepted = result == 0;
+  if (a.accepted != (error == 0)) {
+    return Status::Corruption("HELLO_ACK error code inconsistent with its result");
+  }
+  a.error = static_cast<ErrorCode>(error);  // unknown refusal codes are kept as numbers
+  if (text_len > kMaxShortText) {
+    return Status::Corruption("HELLO_ACK text length " + Str(text_len) + " exceeds " +
+                              Str(kMaxShortText));
+  }
+  if (!r.String(text_len, &a.text)) return Truncated("HELLO_ACK");
+  return a;
+}
+
+// ---- EPOCH_END, ACK, HEARTBEAT ----------------------------------------------
+
+Status EpochEnd::EncodeTo(std::vector<uint8_t>* out) const {
+  return EncodeExact(out, kEpochEndSize, [&](Writer& w) {
+    w.U64(page_count);
+    w.U32(state_count);
+    w.U32(frame_count);
+    w.U64(payload_bytes);
+    w.U64(digest);
+  });
+}
+
+Result<EpochEnd> EpochEnd::Decode(std::span<const uint8_t> payload) {
+  ROMULUS_RETURN_IF_ERROR(ExactSize("EPOCH_END", payload.size(), kEpochEndSize));
+  Reader r(payload);
+  EpochEnd e;
+  if (!(r.U64(&e.page_count) && r.U32(&e.state_count) && r.U32(&e.frame_count) &&
+        r.U64(&e.payload_bytes) && r.U64(&e.digest))) {
+    return Truncated("EPOCH_END");
+  }
+  return e;
+}
+
+Status Ack::EncodeTo(std::vector<uint8_t>* out) const {
+  return EncodeExact(out, kAckSize, [&](Writer& w) {
+    w.U64(epoch);
+    w.U64(digest);
+  });
+}
+
+Result<Ack> Ack::Decode(std::span<const uint8_t> payload) {
+  ROMULUS_RETURN_IF_ERROR(ExactSize("ACK", payload.size(), kAckSize));
+  Reader r(payload);
+  Ack a;
+  if (!(r.U64(&a.epoch) && r.U64(&a.digest))) return Truncated("ACK");
+  return a;
+}
+
+Result<Ack> DecodeAckFrame(uint64_t header_epoch, std::span<const uint8_t> payload) {
+  auto a = Ack::Decode(payload);
+  if (!a.ok()) return a;
+  if (a->epoch != header_epoch) {
+    return Status::Corruption("ACK for epoch " + std::to_string(a->epoch) +
+                              " arrived in a frame of epoch " + std::to_string(header_epoch));
+  }
+  return a;
+}
+
+Status Heartbeat::EncodeTo(std::vector<uint8_t>* out) const {
+  return EncodeExact(out, kHeartbeatSize, [&](Writer& w) {
+    w.U64(send_ns);
+    w.U64(echo_ns);
+    w.U64(committed);
+  });
+}
+
+Result<Heartbeat> Heartbeat::Decode(std::span<const uint8_t> payload) {
+  ROMULUS_RETURN_IF_ERROR(ExactSize("HEARTBEAT", payload.size(), kHeartbeatSize));
+  Reader r(payload);
+  Heartbeat h;
+  if (!(r.U64(&h.send_ns) && r.U64(&h.echo_ns) && r.U64(&h.committed))) {
+    return Truncated("HEARTBEAT");
+  }
+  return h;
+}
+
+// ---- BYE, ERROR -------------------------------------------------------------
+
+Status Bye::EncodeTo(std::vector<uint8_t>* out) const {
+  if (text.size() > kMaxShortText) {
+    return Status::InvalidArgument("BYE text longer than " + Str(kMaxShortText));
+  }
+  return EncodeExact(out, 4 + text.size(), [&](Writer& w) {
+    w.U8(static_cast<uint8_t>(reason));
+    w.U8(0);
+    w.U16(static_cast<uint16_t>(text.size()));
+    w.Bytes(text);
+  });
+}
+
+Result<Bye> Bye::Decode(std::span<const uint8_t> payload) {
+  Reader r(payload);
+  Bye b;
+  uint8_t reason = 0, reserved = 0;
+  uint16_t len = 0;
+  if (!(r.U8(&reason) && r.U8(&reserved) && r.U16(&len))) return Truncated("BYE");
+  if (reason > static_cast<uint8_t>(ByeReason::kHandover)) {
+    return Status::Corruption("BYE reason " + Str(reason) + " is unknown");
+  }
+  if (reserved != 0) return Status::Corruption("BYE reserved byte is not zero");
+  if (len > kMaxShortText) return Status::Corruption("BYE text length " + Str(len) + " too long");
+  b.reason = static_cast<ByeReason>(reason);
+  if (!r.String(len, &b.text)) return Truncated("BYE");
+  if (r.remaining() != 0) return Status::Corruption("BYE payload has trailing bytes");
+  return b;
+}
+
+Error Error::Make(ErrorCode code, std::string text) {
+  Error e;
+  e.code = static_cast<uint16_t>(code);
+  if (text.size() > kMaxErrorText) text.resize(kMaxErrorText);
+  e.text = std::move(text);
+  return e;
+}
+
+Status Error::EncodeTo(std::vector<uint8_t>* out) const {
+  if (text.size() > kMaxErrorText) {
+    return Status::InvalidArgument("ERROR text longer than " + Str(kMaxErrorText));
+  }
+  return EncodeExact(out, 4 + text.size(), [&](Writer& w) {
+    w.U16(code);
+    w.U16(static_cast<uint16_t>(text.size()));
+    w.Bytes(text);
+  });
+}
+
+Result<Error> Error::Decode(std::span<const uint8_t> payload) {
+  Reader r(payload);
+  Error e;
+  uint16_t len = 0;
+  if (!(r.U16(&e.code) && r.U16(&len))) return Truncated("ERROR");
+  if (len > kMaxErrorText) return Status::Corruption("ERROR text length " + Str(len) + " too long");
+  if (!r.String(len, &e.text)) return Truncated("ERROR");
+  if (r.remaining() != 0) return Status::Corruption("ERROR payload has trailing bytes");
+  return e;
+}
+
+}  // namespace romulus::protocol

@@ -1,0 +1,294 @@
+#include "transport/tcp.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "transport/io_util.h"
+#include "transport/tcp_stream.h"
+
+namespace romulus::transport {
+namespace internal {
+namespace {
+
+class TcpStream final : public Stream {
+ public:
+  TcpStream(int fd, std::string peer) : fd_(fd), peer_("tcp " + std::move(peer)) {}
+  ~TcpStream() override { Close(); }
+
+  Status WriteAll(std::span<const uint8_t> data, Deadline deadline) override {
+    const std::span<const uint8_t> parts[1] = {data};
+    return WriteAllV(parts, deadline);
+  }
+
+  // One sendmsg for header + payload; loops on partial writes.
+  Status WriteAllV(std::span<const std::span<const uint8_t>> parts, Deadline deadline) override {
+    if (write_broken_) return Status::Closed("stream unusable after an earlier write failure");
+    constexpr size_t kMaxIov = 8;
+    iovec iov[kMaxIov];
+    size_t n = 0;
+    for (auto p : parts) {
+      if (p.empty()) continue;
+      if (n == kMaxIov) return Status::Internal("too many parts in WriteAllV");
+      iov[n++] = {const_cast<uint8_t*>(p.data()), p.size()};
+    }
+    size_t first = 0;
+    while (first < n) {
+      msghdr msg{};
+      msg.msg_iov = iov + first;
+      msg.msg_iovlen = n - first;
+      ssize_t w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          Status st = WaitFd(fd_, POLLOUT, -1, deadline, "writing");
+          if (!st.ok()) return Broken(st);
+          continue;
+        }
+        return Broken(Shut() ? Status::Closed("stream shut down locally")
+                             : IoErrno("send to " + peer_, errno));
+      }
+      size_t left = static_cast<size_t>(w);
+      while (first < n && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+      if (first < n) {
+        iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
+        iov[first].iov_len -= left;
+      }
+    }
+    return Status::Ok();
+  }
+
+  Result<size_t> ReadSome(std::span<uint8_t> out, Deadline deadline) override {
+    if (out.empty()) return size_t{0};
+    for (;;) {
+      ssize_t r = ::recv(fd_, out.data(), out.size(), 0);
+      if (r > 0) return static_cast<size_t>(r);
+      if (r == 0) {
+        return Shut() ? Status::Closed("stream shut down locally")
+                      : Status::Closed("peer closed the connection");
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return IoErrno("recv from " + peer_, errno);
+      ROMULUS_RETURN_IF_ERROR(WaitFd(fd_, POLLIN, -1, deadline, "waiting for data"));
+    }
+  }
+
+  void Shutdown() override {
+    shut_.store(true);
+    if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);  // wakes pollers in both directions
+  }
+  void Close() override {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  std::string Peer() const override { return peer_; }
+
+ private:
+  bool Shut() const { return shut_.load(); }
+  Status Broken(Status st) {
+    write_broken_ = true;
+    return st;
+  }
+  int fd_;
+  std::string peer_;
+  std::atomic<bool> shut_{false};
+  bool write_broken_ = false;  // writer thread only
+};
+
+}  // namespace
+
+std::unique_ptr<Stream> NewTcpStream(int fd, std::string peer) {
+  return std::make_unique<TcpStream>(fd, std::move(peer));
+}
+
+}  // namespace internal
+
+using internal::WaitFd;
+
+Result<HostPort> ParseHostPort(const std::string& text) {
+  HostPort hp;
+  std::string port;
+  if (!text.empty() && text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return Status::InvalidArgument("bad address '" + text + "' (expected [v6addr]:port)");
+    }
+    hp.host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string::npos || text.find(':') != colon) {
+      return Status::InvalidArgument("bad address '" + text +
+                                     "' (expected host:port, [v6addr]:port or :port)");
+    }
+    hp.host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port) > 65535) {
+    return Status::InvalidArgument("bad port in '" + text + "'");
+  }
+  hp.port = static_cast<uint16_t>(std::stoul(port));
+  if (hp.host == "*") hp.host.clear();
+  return hp;
+}
+
+namespace {
+
+Result<std::unique_ptr<Stream>> Finish(int fd, const SecurityContext& sec, bool server,
+                                       Deadline deadline) {
+  Status st = internal::TuneTcpSocket(fd);
+  if (!st.ok()) {
+    ::close(fd);
+    return st;
+  }
+  std::string peer = internal::PeerAddress(fd);
+  if (!sec.tls()) return internal::NewTcpStream(fd, peer);
+  return internal::NewTlsStream(fd, peer, sec, server, deadline);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Stream>> Connect(const std::string& host, uint16_t port,
+                                        std::shared_ptr<const SecurityContext> sec,
+                                        std::chrono::milliseconds timeout) {
+  if (!sec) return Status::InvalidArgument("Connect without a security context");
+  Deadline deadline = DeadlineIn(timeout);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  std::string port_text = std::to_string(port);
+  int gai = ::getaddrinfo(host.c_str(), port_text.c_str(), &hints, &res);
+  if (gai != 0) {
+    return Status::IoError("cannot resolve '" + host + "': " + ::gai_strerror(gai));
+  }
+  Status last = Status::IoError("no address for '" + host + "'");
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                      ai->ai_protocol);
+    if (fd < 0) {
+      last = Status::FromErrno("socket", errno);
+      continue;
+    }
+    std::string where = internal::SockaddrToString(ai->ai_addr, ai->ai_addrlen);
+    int r = ::connect(fd, ai->ai_addr, ai->ai_addrlen);
+    if (r < 0 && errno == EINPROGRESS) {
+      Status st = WaitFd(fd, POLLOUT, -1, deadline, "connecting");
+      if (!st.ok()) {
+        ::close(fd);
+        last = Status::Timeout("connecting to " + where + ": timed out");
+        continue;
+      }
+      int err = 0;
+      socklen_t len = sizeof err;
+      ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      r = err == 0 ? 0 : -1;
+      errno = err;
+    }
+    if (r < 0) {
+      last = Status::FromErrno("connecting to " + where, errno);
+      ::close(fd);
+      continue;
+    }
+    ::freeaddrinfo(res);
+    return Finish(fd, *sec, /*server=*/false, deadline);
+  }
+  ::freeaddrinfo(res);
+  return last;
+}
+
+// ---- Listener -----------------------------------------------------------------
+
+Listener::Listener(int fd, int wake_fd, uint16_t port, std::string addr,
+                   std::shared_ptr<const SecurityContext> sec)
+    : fd_(fd), wake_fd_(wake_fd), port_(port), addr_(std::move(addr)), sec_(std::move(sec)) {}
+
+Listener::~Listener() {
+  if (fd_ >= 0) ::close(fd_);
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+std::string Listener::address() const { return addr_; }
+
+void Listener::Shutdown() {
+  uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+Result<std::unique_ptr<Listener>> Listener::Bind(const std::string& addr, uint16_t port,
+                                                 std::shared_ptr<const SecurityContext> sec) {
+  if (!sec) return Status::InvalidArgument("Listener without a security context");
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  std::string port_text = std::to_string(port);
+  const char* node = addr.empty() || addr == "*" ? nullptr : addr.c_str();
+  int gai = ::getaddrinfo(node, port_text.c_str(), &hints, &res);
+  if (gai != 0) return Status::InvalidArgument("cannot resolve '" + addr + "': " + ::gai_strerror(gai));
+  Status last = Status::IoError("no address to bind for '" + addr + "'");
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                      ai->ai_protocol);
+    if (fd < 0) {
+      last = Status::FromErrno("socket", errno);
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    std::string where = internal::SockaddrToString(ai->ai_addr, ai->ai_addrlen);
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || ::listen(fd, 16) < 0) {
+      last = Status::FromErrno("binding " + where, errno);
+      ::close(fd);
+      continue;
+    }
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+    uint16_t bound = 0;
+    if (ss.ss_family == AF_INET) bound = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    if (ss.ss_family == AF_INET6) bound = ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+    int wake = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake < 0) {
+      ::close(fd);
+      ::freeaddrinfo(res);
+      return Status::FromErrno("eventfd", errno);
+    }
+    ::freeaddrinfo(res);
+    std::string name = internal::SockaddrToString(reinterpret_cast<sockaddr*>(&ss), len);
+    return std::unique_ptr<Listener>(new Listener(fd, wake, bound, name, std::move(sec)));
+  }
+  ::freeaddrinfo(res);
+  return last;
+}
+
+Result<std::unique_ptr<Stream>> Listener::Accept(Deadline deadline) {
+  for (;;) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      // The handshake gets its own bound so that a silent peer cannot hold
+      // the listener, whatever the caller's accept deadline is.
+      Deadline hs = DeadlineIn(std::chrono::milliseconds(sec_->config().handshake_timeout_ms));
+      return Finish(fd, *sec_, /*server=*/true, hs);
+    }
+    if (errno == EINTR || errno == ECONNABORTED) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return Status::FromErrno("accept", errno);
+    ROMULUS_RETURN_IF_ERROR(WaitFd(fd_, POLLIN, wake_fd_, deadline, "waiting for a connection"));
+  }
+}
+
+}  // namespace romulus::transport
