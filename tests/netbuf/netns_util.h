@@ -42,28 +42,53 @@ inline std::string ShOut(const std::string& cmd) {
   return out;
 }
 
+// The absolute path of iproute2's TOOL ("ip", "tc"). Commands run through
+// /bin/sh, and busybox's sh (the lab VM's) runs its own applets in preference
+// to PATH: busybox's ip has no `netns` and it has no tc. A path with a slash
+// is always exec'd.
+inline std::string Tool(const std::string& tool) {
+  for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"}) {
+    std::string path = dir + tool;
+    char target[256];
+    ssize_t n = readlink(path.c_str(), target, sizeof(target) - 1);
+    if (n > 0 && std::string(target, n).find("busybox") != std::string::npos) continue;
+    if (access(path.c_str(), X_OK) == 0) return path;
+  }
+  return tool;
+}
+inline const std::string& IpBin() {
+  static const std::string p = Tool("ip");
+  return p;
+}
+inline const std::string& TcBin() {
+  static const std::string p = Tool("tc");
+  return p;
+}
+
 // `ip netns add NAME` for the lifetime of the object; deleted on destruction
 // (which also destroys every device still inside it).
 class Netns {
  public:
   static std::unique_ptr<Netns> Create(const std::string& name) {
-    Sh("ip netns del " + name);  // a leftover of an interrupted run
-    if (Sh("ip netns add " + name) != 0) return nullptr;
+    Sh(IpBin() + " netns del " + name);  // a leftover of an interrupted run
+    if (Sh(IpBin() + " netns add " + name) != 0) return nullptr;
     int fd = open(("/run/netns/" + name).c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-      Sh("ip netns del " + name);
+      Sh(IpBin() + " netns del " + name);
       return nullptr;
     }
     return std::unique_ptr<Netns>(new Netns(name, fd));
   }
   ~Netns() {
     close(fd_);
-    Sh("ip netns del " + name_);
+    Sh(IpBin() + " netns del " + name_);
   }
   const std::string& name() const { return name_; }
   int fd() const { return fd_; }
   // "ip -n NAME " prefix for commands run in this namespace.
-  std::string ip() const { return "ip -n " + name_ + " "; }
+  std::string ip() const { return IpBin() + " -n " + name_ + " "; }
+  // "tc -n NAME " prefix.
+  std::string tc() const { return TcBin() + " -n " + name_ + " "; }
 
  private:
   Netns(std::string name, int fd) : name_(std::move(name)), fd_(fd) {}

@@ -40,6 +40,7 @@ constexpr const char* kPeerIp = "10.77.0.2";
 constexpr const char* kG = "rnbg0";
 constexpr const char* kP = "rnbp0";
 constexpr uint16_t kPort = 5001;
+constexpr int kPingIntervalMs = 37;  // prime, so sends drift across the epoch phase
 
 int g_pass = 0, g_fail = 0;
 
@@ -71,7 +72,11 @@ struct Lab {
   bool Setup() {
     guest = Netns::Create("rnb-guest");
     peer = Netns::Create("rnb-peer");
-    if (!guest || !peer) return false;
+    if (!guest || !peer) {
+      std::printf("setup failed: ip netns add: %s\n",
+                  ShOut(IpBin() + " netns add rnb-probe 2>&1; " + IpBin() + " netns del rnb-probe 2>&1").c_str());
+      return false;
+    }
     std::string g = guest->ip(), p = peer->ip();
     for (const std::string& cmd : {
              g + "link add " + kG + " type veth peer name " + kP + " netns " + peer->name(),
@@ -99,7 +104,7 @@ struct Lab {
     }
     // No IPv6 chatter (router solicitations, MLD) through the plug.
     for (auto* ns : {guest.get(), peer.get()}) {
-      Sh("ip netns exec " + ns->name() + " sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6'");
+      Sh(IpBin() + " netns exec " + ns->name() + " sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6'");
     }
     {
       InNetns in(*guest);
@@ -110,6 +115,7 @@ struct Lab {
       rx = UdpSocket(kPeerIp, kPort);
     }
     to = Addr(kPeerIp, kPort);
+    if (tx < 0 || rx < 0) std::printf("setup failed: UDP sockets (%d, %d)\n", tx, rx);
     return tx >= 0 && rx >= 0;
   }
 
@@ -160,9 +166,9 @@ struct Lab {
     Check(got == want, name, "expected " + Seqs(want) + " got " + Seqs(got));
   }
 
-  std::string GuestQdiscs() { return ShOut("tc -n " + guest->name() + " qdisc show dev " + kG); }
-  std::string PeerQdiscs() { return ShOut("tc -n " + peer->name() + " qdisc show"); }
-  std::string PeerLinks() { return ShOut("ip -n " + peer->name() + " link show"); }
+  std::string GuestQdiscs() { return ShOut(guest->tc() + "qdisc show dev " + kG); }
+  std::string PeerQdiscs() { return ShOut(peer->tc() + "qdisc show"); }
+  std::string PeerLinks() { return ShOut(peer->ip() + "link show"); }
 };
 
 bool Has(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
@@ -413,8 +419,10 @@ struct RttStats {
   }
 };
 
-// COUNT echo requests guest -> peer, one every INTERVAL_MS (+ a little jitter so
-// the sends sample every phase of the epoch); waits for each reply up to 1 s.
+// COUNT echo requests guest -> peer on a fixed schedule, one every INTERVAL_MS
+// whether or not the previous reply came (as ping(8) does): waiting for each
+// reply would phase-lock the sends to the epoch releases and bias the figure.
+// An interval prime to the epoch makes the sends sample every phase of it.
 RttStats Ping(Lab& lab, int count, int interval_ms) {
   RttStats r;
   int fd;
@@ -428,32 +436,39 @@ RttStats Ping(Lab& lab, int count, int interval_ms) {
   }
   sockaddr_in dst = Addr(kPeerIp, 0);
   uint16_t id = static_cast<uint16_t>(getpid());
-  for (int i = 0; i < count; ++i) {
-    char pkt[64] = {};
-    auto* icmp = reinterpret_cast<struct icmphdr*>(pkt);
-    icmp->type = ICMP_ECHO;
-    icmp->un.echo.id = htons(id);
-    icmp->un.echo.sequence = htons(static_cast<uint16_t>(i));
-    icmp->checksum = IcmpSum(pkt, sizeof(pkt));
-    auto t0 = Clock::now();
-    sendto(fd, pkt, sizeof(pkt), 0, reinterpret_cast<sockaddr*>(&dst), sizeof(dst));
-    bool got = false;
-    while (!got && Clock::now() - t0 < std::chrono::seconds(1)) {
-      if (!Readable(fd, 50)) continue;
-      char buf[512];
-      ssize_t n = recv(fd, buf, sizeof(buf), 0);
-      if (n < static_cast<ssize_t>(sizeof(struct iphdr) + sizeof(struct icmphdr))) continue;
-      auto* ip = reinterpret_cast<struct iphdr*>(buf);
-      auto* rep = reinterpret_cast<struct icmphdr*>(buf + ip->ihl * 4);
-      if (rep->type == ICMP_ECHOREPLY && ntohs(rep->un.echo.id) == id &&
-          ntohs(rep->un.echo.sequence) == i) {
-        r.ms.push_back(Ms(Clock::now() - t0));
-        got = true;
-      }
+  std::vector<Clock::time_point> sent(count);
+  std::vector<bool> answered(count, false);
+  auto start = Clock::now();
+  int next = 0;
+  auto deadline = start + std::chrono::milliseconds(interval_ms) * count + std::chrono::seconds(1);
+  while (Clock::now() < deadline && static_cast<int>(r.ms.size()) < count) {
+    auto now = Clock::now();
+    if (next < count && now >= start + std::chrono::milliseconds(interval_ms) * next) {
+      char pkt[64] = {};
+      auto* icmp = reinterpret_cast<struct icmphdr*>(pkt);
+      icmp->type = ICMP_ECHO;
+      icmp->un.echo.id = htons(id);
+      icmp->un.echo.sequence = htons(static_cast<uint16_t>(next));
+      icmp->checksum = IcmpSum(pkt, sizeof(pkt));
+      sent[next] = Clock::now();
+      sendto(fd, pkt, sizeof(pkt), 0, reinterpret_cast<sockaddr*>(&dst), sizeof(dst));
+      ++next;
+      continue;
     }
-    if (!got) ++r.lost;
-    std::this_thread::sleep_for(std::chrono::milliseconds(interval_ms + (i * 7) % 23));
+    if (!Readable(fd, 1)) continue;
+    char buf[512];
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    auto t = Clock::now();
+    if (n < static_cast<ssize_t>(sizeof(struct iphdr) + sizeof(struct icmphdr))) continue;
+    auto* ip = reinterpret_cast<struct iphdr*>(buf);
+    auto* rep = reinterpret_cast<struct icmphdr*>(buf + ip->ihl * 4);
+    int seq = ntohs(rep->un.echo.sequence);
+    if (rep->type == ICMP_ECHOREPLY && ntohs(rep->un.echo.id) == id && seq < next && !answered[seq]) {
+      answered[seq] = true;
+      r.ms.push_back(Ms(t - sent[seq]));
+    }
   }
+  r.lost = count - static_cast<int>(r.ms.size());
   close(fd);
   return r;
 }
@@ -492,7 +507,7 @@ struct EpochLoop {
 };
 
 void TestRtt(Lab& lab, int epoch_ms, int pings, std::string* result) {
-  RttStats unbuffered = Ping(lab, pings, 20);
+  RttStats unbuffered = Ping(lab, pings, kPingIntervalMs);
   std::printf("LAB-RTT unbuffered %s\n", unbuffered.Summary().c_str());
   Check(unbuffered.lost == 0, "rtt.unbuffered_all_replied", unbuffered.Summary());
 
@@ -513,7 +528,7 @@ void TestRtt(Lab& lab, int epoch_ms, int pings, std::string* result) {
     loop.plug = plug.get();
     loop.epoch_ms = epoch_ms;
     loop.Start();
-    RttStats r = Ping(lab, pings, 20);
+    RttStats r = Ping(lab, pings, kPingIntervalMs);
     loop.Stop();
     Check(loop.error.ok(), mode == 0 ? "rtt.epoch_loop" : "rtt.vif_epoch_loop", loop.error.ToString());
     (void)plug->ReleaseAll();

@@ -68,10 +68,10 @@ class NetnsFixture : public ::testing::Test {
       GTEST_SKIP() << "cannot create a veth pair (no veth support?)";
     }
   }
-  std::string Tc(const std::string& args) { return ShOut("tc -n " + ns_->name() + " " + args); }
+  std::string Tc(const std::string& args) { return ShOut(ns_->tc() + "" + args); }
   bool KernelHasPlug() {
-    if (Sh("tc -n " + ns_->name() + " qdisc add dev " + g_ + " root handle 7: plug") == 0) {
-      Sh("tc -n " + ns_->name() + " qdisc del dev " + g_ + " root");
+    if (Sh(ns_->tc() + "qdisc add dev " + g_ + " root handle 7: plug") == 0) {
+      Sh(ns_->tc() + "qdisc del dev " + g_ + " root");
       return true;
     }
     return false;
@@ -123,7 +123,7 @@ TEST_F(NetnsFixture, VifSetupFailureLeavesNothingBehind) {
 }
 
 TEST_F(NetnsFixture, ForeignRootQdiscIsRefused) {
-  ASSERT_EQ(Sh("tc -n " + ns_->name() + " qdisc add dev " + g_ + " root handle 1: pfifo limit 10"), 0);
+  ASSERT_EQ(Sh(ns_->tc() + "qdisc add dev " + g_ + " root handle 1: pfifo limit 10"), 0);
   InNetns in(*ns_);
   ASSERT_TRUE(in.ok());
   auto p = PlugQdisc::Create(g_);
@@ -139,12 +139,11 @@ TEST_F(NetnsFixture, ForeignRootQdiscIsRefused) {
 // all; the same tc commands Remus used build it here (sch_plug is not needed).
 TEST_F(NetnsFixture, StaleVifRedirectAndIfbAreRemoved) {
   const std::string ifb = IfbNameFor(p_);
-  const std::string n = ns_->name();
   if (Sh(ns_->ip() + "link add " + ifb + " type ifb") != 0) GTEST_SKIP() << "no ifb in this kernel";
   ASSERT_EQ(Sh(ns_->ip() + "link set " + ifb + " alias 'romulus-netbuf " + p_ + "'"), 0);
   ASSERT_EQ(Sh(ns_->ip() + "link set " + ifb + " up"), 0);
-  if (Sh("tc -n " + n + " qdisc add dev " + p_ + " ingress") != 0) GTEST_SKIP() << "no sch_ingress";
-  if (Sh("tc -n " + n + " filter add dev " + p_ + " parent ffff: protocol all prio " +
+  if (Sh(ns_->tc() + "qdisc add dev " + p_ + " ingress") != 0) GTEST_SKIP() << "no sch_ingress";
+  if (Sh(ns_->tc() + "filter add dev " + p_ + " parent ffff: protocol all prio " +
          std::to_string(kFilterPrio) + " u32 match u32 0 0 action mirred egress redirect dev " +
          ifb) != 0) {
     GTEST_SKIP() << "no cls_u32 / act_mirred in this kernel";
@@ -168,10 +167,9 @@ TEST_F(NetnsFixture, StaleVifRedirectAndIfbAreRemoved) {
 // A foreign filter on the same ingress survives the cleanup, and so does the
 // ingress qdisc it needs.
 TEST_F(NetnsFixture, StaleCleanupKeepsForeignIngressFilters) {
-  const std::string n = ns_->name();
-  if (Sh("tc -n " + n + " qdisc add dev " + p_ + " ingress") != 0) GTEST_SKIP() << "no sch_ingress";
-  if (Sh("tc -n " + n + " filter add dev " + p_ + " parent ffff: protocol all prio 7 u32 match u32 0 0 action mirred egress mirror dev " + g_) != 0 ||
-      Sh("tc -n " + n + " filter add dev " + p_ + " parent ffff: protocol all prio " +
+  if (Sh(ns_->tc() + "qdisc add dev " + p_ + " ingress") != 0) GTEST_SKIP() << "no sch_ingress";
+  if (Sh(ns_->tc() + "filter add dev " + p_ + " parent ffff: protocol all prio 7 u32 match u32 0 0 action mirred egress mirror dev " + g_) != 0 ||
+      Sh(ns_->tc() + "filter add dev " + p_ + " parent ffff: protocol all prio " +
          std::to_string(kFilterPrio) + " u32 match u32 0 0 flowid 1:1") != 0) {
     GTEST_SKIP() << "no cls_u32 / act_mirred in this kernel";
   }
@@ -197,7 +195,7 @@ TEST_F(NetnsFixture, ForeignDeviceWithOurIfbNameIsRefused) {
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
   EXPECT_TRUE(Contains(s.message(), "is not Romulus'")) << s.ToString();
-  EXPECT_TRUE(Contains(ShOut("ip -n " + ns_->name() + " link show"), ifb));
+  EXPECT_TRUE(Contains(ShOut(ns_->ip() + "link show"), ifb));
 }
 
 }  // namespace
