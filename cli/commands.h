@@ -15,5 +15,6 @@ int RunDemo(int argc, char** argv);        // cmd_demo.cc
 int RunBench(int argc, char** argv);       // cmd_bench.cc (bench codec | bench e2e)
 int RunBenchCodec(int argc, char** argv);  // bench_codec.cc
 int RunBenchE2e(int argc, char** argv);    // bench_e2e.cc
+int RunVerify(int argc, char** argv);      // cmd_verify.cc
 
 }  // namespace romulus::cli

@@ -19,6 +19,7 @@ const Command kCommands[] = {
     {"replicate", romulus::cli::RunReplicate, "protect a guest: stream checkpoints to a backup"},
     {"restore", romulus::cli::RunRestore, "be the backup: receive checkpoints, fail over"},
     {"demo", romulus::cli::RunDemo, "both sides over loopback TLS with a simulated guest, then a failover"},
+    {"verify", romulus::cli::RunVerify, "check a backup image of a simulated guest is a real checkpoint"},
     {"bench", romulus::cli::RunBench, "benchmarks: bench codec | bench e2e"},
 };
 
