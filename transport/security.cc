@@ -115,6 +115,12 @@ int PskFindSession(SSL* ssl, const unsigned char* id, size_t idlen, SSL_SESSION*
     for (char c : got.substr(0, 64)) printable += (c >= 0x20 && c < 0x7f) ? c : '?';
     spdlog::warn("TLS: peer uses a different pre-shared key (peer key id '{}', ours '{}')",
                  printable, impl->identity);
+    // Let the handshake's error say why, instead of OpenSSL's generic
+    // "no suitable signature algorithm".
+    if (auto* note = static_cast<std::string*>(SSL_get_app_data(ssl))) {
+      *note = "peer uses a different pre-shared key (peer key id '" + printable + "', ours '" +
+              impl->identity + "')";
+    }
     *sess = nullptr;  // no PSK match: the handshake fails (there is no certificate)
     return 1;
   }

@@ -51,6 +51,7 @@ class TlsStream final : public Stream {
   TlsStream(int fd, std::string peer, SSL* ssl, BIO* rbio, BIO* wbio)
       : fd_(fd), peer_(std::move(peer)), ssl_(ssl), rbio_(rbio), wbio_(wbio) {
     rx_.resize(kRecvChunk);
+    SSL_set_app_data(ssl_, &note_);  // the PSK callback explains a key mismatch here
   }
   ~TlsStream() override { Close(); }
 
@@ -82,7 +83,13 @@ class TlsStream final : public Stream {
         ROMULUS_RETURN_IF_ERROR(st);
         continue;
       }
+      if (!note_.empty()) return Status::Unauthenticated(note_);
       if (err == SSL_ERROR_SSL) {
+        if (detail.find("wrong version number") != std::string::npos ||
+            detail.find("packet length too long") != std::string::npos ||
+            detail.find("http request") != std::string::npos) {
+          detail += " (the peer does not speak TLS: is it running with --insecure?)";
+        }
         long vr = SSL_get_verify_result(ssl_);
         if (vr != X509_V_OK) detail += " (certificate: " + std::string(X509_verify_cert_error_string(vr)) + ")";
         return Status::Unauthenticated("TLS handshake failed: " + detail);
@@ -229,6 +236,7 @@ class TlsStream final : public Stream {
   BIO* rbio_;
   BIO* wbio_;
   bool psk_mode_ = false;
+  std::string note_;  // handshake only: why the PSK callback refused the peer
   std::mutex ssl_mu_;   // every SSL_* and BIO_* call
   std::mutex send_mu_;  // writes: SSL_write, draining wbio and sending, in order
   std::vector<uint8_t> tx_;  // guarded by send_mu_
@@ -264,7 +272,9 @@ Result<std::unique_ptr<Stream>> NewTlsStream(int fd, std::string peer, const Sec
   Status st = stream->Handshake(server, deadline);
   if (!st.ok()) {
     const char* hint = "";
-    if (st.code() == Code::kUnauthenticated) {
+    bool explained = st.message().find("different pre-shared key") != std::string::npos ||
+                     st.message().find("does not speak TLS") != std::string::npos;
+    if (st.code() == Code::kUnauthenticated && !explained) {
       hint = sec.mode() == Security::Mode::kPsk
                  ? " (is the peer using the same key file, and TLS rather than --insecure?)"
                  : " (is the peer's certificate signed by our CA, and is it using TLS?)";
