@@ -20,6 +20,9 @@
 #include "restore/checkpoint_receiver.h"
 #include "sim/image_sink.h"
 #include "transport/tcp.h"
+#if ROMULUS_HAVE_XEN
+#include "xen/xen_cli.h"
+#endif
 
 namespace romulus::cli {
 
@@ -73,6 +76,8 @@ int RunRestore(int argc, char** argv) {
   desc.add_options()
       ("listen", po::value<std::string>(), "address to listen on, ADDR:PORT (e.g. 0.0.0.0:7000)")
       ("image", po::value<std::string>(), "memory image file of the simulated guest's standby copy")
+      ("xen", po::bool_switch(), "receive a Xen domain: restore it paused with libxenguest, unpause on failover")
+      ("domain-name", po::value<std::string>(), "with --xen: name of the standby domain (default NAME--incoming)")
       ("start-over", po::bool_switch(), "discard whatever an existing --image holds")
       ("durable", po::bool_switch(), "fsync the image at every commit (survives host power loss)")
       ("failover-timeout", po::value<std::string>()->default_value("1s"),
@@ -112,23 +117,53 @@ int RunRestore(int argc, char** argv) {
     return kExitFailure;
   }
 
-  sim::ImageSinkOptions sink_opts;
-  sink_opts.path = vm->count("image") ? (*vm)["image"].as<std::string>() : "";
-  sink_opts.start_over = (*vm)["start-over"].as<bool>();
-  sink_opts.durable = (*vm)["durable"].as<bool>();
-  if (sink_opts.path.empty()) {
-    spdlog::warn("no --image: the standby copy lives in memory only");
+  const bool xen = (*vm)["xen"].as<bool>();
+  if (xen && vm->count("image")) {
+    UsageError(kCmd, "--xen and --image exclude each other");
+    return kExitUsage;
   }
   StartStopWatcher();
-  auto sink = sim::ImageSink::Open(sink_opts);
-  if (!sink.ok()) {
-    spdlog::error("{}", sink.status().ToString());
+  std::unique_ptr<restore::GuestSink> sink;
+  sim::ImageSink* image_sink = nullptr;  // the simulated guest's sink, when that is what we hold
+  uint64_t last_digest = 0;
+  if (xen) {
+#if ROMULUS_HAVE_XEN
+    auto probe = xen::ProbeXen();
+    if (!probe.ok()) {
+      spdlog::error("{}", probe.status().ToString());
+      return kExitFailure;
+    }
+    xen::XenRestoreOptions xopts;
+    if (vm->count("domain-name")) xopts.domain_name = (*vm)["domain-name"].as<std::string>();
+    auto xs = xen::CreateXenSink(xopts);
+    if (!xs.ok()) {
+      spdlog::error("{}", xs.status().ToString());
+      return kExitFailure;
+    }
+    sink = std::move(*xs);
+#else
+    spdlog::error("--xen: this romulus was built without the Xen backend");
     return kExitFailure;
-  }
-  if (!(*sink)->recovery_note().empty()) spdlog::warn("{}", (*sink)->recovery_note());
-  if ((*sink)->has_committed()) {
-    spdlog::info("image holds committed epoch {} (digest {})", (*sink)->last_committed_epoch(),
-                 DigestHex((*sink)->digest()));
+#endif
+  } else {
+    sim::ImageSinkOptions sink_opts;
+    sink_opts.path = vm->count("image") ? (*vm)["image"].as<std::string>() : "";
+    sink_opts.start_over = (*vm)["start-over"].as<bool>();
+    sink_opts.durable = (*vm)["durable"].as<bool>();
+    if (sink_opts.path.empty()) spdlog::warn("no --image: the standby copy lives in memory only");
+    auto is = sim::ImageSink::Open(sink_opts);
+    if (!is.ok()) {
+      spdlog::error("{}", is.status().ToString());
+      return kExitFailure;
+    }
+    image_sink = is->get();
+    if (!image_sink->recovery_note().empty()) spdlog::warn("{}", image_sink->recovery_note());
+    if (image_sink->has_committed()) {
+      last_digest = image_sink->digest();
+      spdlog::info("image holds committed epoch {} (digest {})", image_sink->last_committed_epoch(),
+                   DigestHex(last_digest));
+    }
+    sink = std::move(*is);
   }
 
   auto listener = transport::Listener::Bind(listen->host, listen->port, sec);
@@ -172,8 +207,9 @@ int RunRestore(int argc, char** argv) {
     }
     grace_until.reset();
     spdlog::info("primary connected: {}", (*stream)->Peer());
-    auto end = receiver.Serve(**stream, **sink, [&](const restore::CommitEvent& e) {
+    auto end = receiver.Serve(**stream, *sink, [&](const restore::CommitEvent& e) {
       events.Commit(e.epoch, e.digest);
+      last_digest = e.digest;
       spdlog::debug("committed epoch {} ({} pages, {} on the wire)", e.epoch, e.pages, FormatSize(e.wire_bytes));
     });
     {
@@ -184,11 +220,11 @@ int RunRestore(int argc, char** argv) {
                  end.epochs_committed, end.receive_reallocations);
     if (g_stop.load()) break;
     if (end.clean_stop) {
-      events.Stop((*sink)->last_committed_epoch(), (*sink)->digest());
+      events.Stop(sink->last_committed_epoch(), last_digest);
       return kExitOk;
     }
     spdlog::error("primary lost: {}", end.reason.ToString());
-    if (!(*sink)->has_committed()) {
+    if (!sink->has_committed()) {
       spdlog::warn("nothing committed yet: no checkpoint to fail over to; waiting for the primary");
       continue;
     }
@@ -198,7 +234,7 @@ int RunRestore(int argc, char** argv) {
       // The primary is alive (it just sent us bad bytes): it will reconnect
       // and resynchronise. Keep the last good epoch meanwhile.
       spdlog::warn("keeping epoch {}; waiting up to {} for the primary to resynchronise",
-                   (*sink)->last_committed_epoch(), FormatDuration(failover));
+                   sink->last_committed_epoch(), FormatDuration(failover));
       grace_until = std::chrono::steady_clock::now() + failover;
       continue;
     }
@@ -211,24 +247,24 @@ int RunRestore(int argc, char** argv) {
   if (g_stop.load()) return kExitOk;
 
   // Failover.
-  const uint64_t epoch = (*sink)->last_committed_epoch();
+  const uint64_t epoch = sink->last_committed_epoch();
   const std::string reason = why.ToString();
   spdlog::warn("FAILOVER: {}; activating the guest from epoch {} (digest {})", reason, epoch,
-               DigestHex((*sink)->digest()));
+               DigestHex(last_digest));
   if (!RunFence(fence, reason, epoch)) {
-    events.Failover(reason, epoch, (*sink)->digest(), false);
+    events.Failover(reason, epoch, last_digest, false);
     return kExitFailure;
   }
   auto t0 = std::chrono::steady_clock::now();
-  Status st = (*sink)->Activate(reason);
+  Status st = sink->Activate(reason);
   auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
-  events.Failover(reason, epoch, (*sink)->digest(), st.ok());
+  events.Failover(reason, epoch, last_digest, st.ok());
   if (!st.ok()) {
     spdlog::error("activation failed: {}", st.ToString());
     return kExitFailure;
   }
   spdlog::info("guest resumed from epoch {} in {}", epoch, FormatDuration(took));
-  if (auto* guest = (*sink)->activated_guest(); guest && run_after.count() > 0) {
+  if (auto* guest = image_sink ? image_sink->activated_guest() : nullptr; guest && run_after.count() > 0) {
     uint64_t before = guest->steps();
     auto until = std::chrono::steady_clock::now() + run_after;
     while (!g_stop.load() && std::chrono::steady_clock::now() < until) {

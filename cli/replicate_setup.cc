@@ -34,6 +34,7 @@ void AddReplicateTuningOptions(po::options_description* desc) {
       ("heartbeat", po::value<std::string>()->default_value("100ms"), "heartbeat period")
       ("stats-json", po::value<std::string>(), "write one JSON object per epoch to FILE")
       ("netbuf-dev", po::value<std::string>(), "buffer this interface's egress until each epoch is acked (sch_plug)")
+      ("netbuf-vif", po::value<std::string>(), "Xen: buffer the guest's transmit on this vif (e.g. vif3.0) via an IFB")
       ("no-net-buffering", po::bool_switch(), "do not buffer guest output (stats say: output not committed)")
       ("kill-at", po::value<std::string>(),
        "drill: SIGKILL this process at PHASE[:EPOCH] (s, s2, r, r2, c, c2, m=mid-stream)");
@@ -91,6 +92,13 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
       return false;
     }
     out->netbuf_dev = vm["netbuf-dev"].as<std::string>();
+  }
+  if (vm.count("netbuf-vif")) {
+    if (out->no_net_buffering || !out->netbuf_dev.empty()) {
+      UsageError(cmd, "--netbuf-vif cannot be combined with --netbuf-dev or --no-net-buffering");
+      return false;
+    }
+    out->netbuf_vif = vm["netbuf-vif"].as<std::string>();
   }
   if (vm.count("kill-at")) {
     std::string spec = vm["kill-at"].as<std::string>();

@@ -20,6 +20,7 @@ struct ReplicateSetup {
   std::string stats_json;
   std::chrono::microseconds duration{0};  // 0 = until stopped
   std::string netbuf_dev;
+  std::string netbuf_vif;  // Xen: buffer this vif's guest transmit through an IFB
   bool no_net_buffering = false;
   bool kill_enabled = false;
   replicator::Phase kill_phase = replicator::Phase::kBeforeSuspend;
