@@ -49,7 +49,7 @@ lab_die() { lab_log "ERROR: $*"; exit 1; }
 # Run a command quietly; on failure show its output and die.
 lab_quiet() {
   local out rc
-  if [ "${LAB_VERBOSE:-0}" = 1 ]; then "$@"; return; fi
+  if [ "${LAB_VERBOSE:-0}" = 1 ]; then "$@" >&2; return; fi
   out=$(mktemp)
   "$@" >"$out" 2>&1; rc=$?
   if [ $rc -ne 0 ]; then
@@ -80,6 +80,7 @@ _lab_sudo() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Make sure apt's lists exist (apt-get update once per day at most, by a stamp in the cache).
 lab_apt_ready() {
+  [ "${_LAB_APT_OK:-0}" = 1 ] && [ "${_LAB_APT_FORCE:-0}" != 1 ] && return 0
   mkdir -p "$LAB_CACHE"
   local stamp=$LAB_CACHE/.apt-updated
   if [ "${_LAB_APT_FORCE:-0}" = 1 ] || [ ! -e "$stamp" ] || [ -n "$(find "$stamp" -mmin +1440 2>/dev/null)" ] \
@@ -88,6 +89,7 @@ lab_apt_ready() {
     _lab_sudo apt-get update -qq >/dev/null 2>&1 || lab_log "warning: apt-get update failed"
     touch "$stamp"
   fi
+  _LAB_APT_OK=1
 }
 
 # Force one apt-get update (e.g. after adding a sources entry).
@@ -106,33 +108,55 @@ lab_need_host_pkgs() {
     >/dev/null 2>&1 || lab_die "apt-get install ${missing[*]} failed"
 }
 
-# lab_pkg_version PKG[=VER] -> prints the exact version apt would download (candidate,
-# or VER if that version is known to apt). Empty + status 1 if none.
+# lab_pkg_versions SPEC... -> prints "pkg=version" per SPEC (PKG or PKG=VER), in order.
+# Unversioned specs get apt's candidate, resolved in ONE apt-cache call (apt-cache is slow on
+# a loaded machine). Versioned specs are passed through (apt-get download checks them).
+lab_pkg_versions() {
+  local spec plain=() out
+  for spec in "$@"; do [ "$spec" = "${spec%%=*}" ] && plain+=("$spec"); done
+  out=""
+  if [ ${#plain[@]} -gt 0 ]; then
+    out=$(apt-cache policy "${plain[@]}" 2>/dev/null | awk '
+      /^[^ ].*:$/ { pkg = substr($0, 1, length($0) - 1) }
+      /^  Candidate:/ { if ($2 != "(none)") print pkg "=" $2 }')
+  fi
+  local pkg ver
+  for spec in "$@"; do
+    pkg=${spec%%=*}
+    if [ "$spec" != "$pkg" ]; then echo "$spec"; continue; fi
+    ver=$(awk -F= -v p="$pkg" '$1 == p { print $2; exit }' <<<"$out")
+    [ -n "$ver" ] || { lab_log "no candidate version of '$pkg' known to apt"; return 1; }
+    echo "$pkg=$ver"
+  done
+}
+
+# lab_pkg_version PKG[=VER] -> prints the version apt would download (candidate, or VER if
+# that exact version is known to apt). Status 1 if none.
 lab_pkg_version() {
-  local spec=$1 pkg ver
-  pkg=${spec%%=*}
+  local spec=$1 pkg=${1%%=*} ver
   if [ "$spec" != "$pkg" ]; then
     ver=${spec#*=}
     apt-cache madison "$pkg" 2>/dev/null | awk -F'|' '{gsub(/ /,"",$2); print $2}' | grep -xF "$ver" >/dev/null \
       && { echo "$ver"; return 0; }
     return 1
   fi
-  ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2; exit}')
-  [ -n "$ver" ] && [ "$ver" != "(none)" ] || return 1
-  echo "$ver"
+  spec=$(lab_pkg_versions "$pkg" 2>/dev/null) || return 1
+  echo "${spec#*=}"
 }
 
-# lab_debs_get PKG[=VER]... -> downloads into $LAB_CACHE/debs (skips files present), prints
-# the .deb paths, one per line, in argument order.
+_lab_deb_file() {  # _lab_deb_file DIR PKG VER -> existing .deb path or nothing
+  local fv=${3//:/%3a}
+  ls "$1/${2}_${fv}_"*.deb 2>/dev/null | head -n1 || true
+}
+
+# lab_debs_get PKG=VER... -> downloads into $LAB_CACHE/debs (skips files present), prints
+# the .deb paths, one per line, in argument order. Exact versions required (lab_pkg_versions).
 lab_debs_get() {
-  local d=$LAB_CACHE/debs spec pkg ver f fv want=() files=()
+  local d=$LAB_CACHE/debs spec pkg ver f want=() files=()
   mkdir -p "$d"; chmod 755 "$d" 2>/dev/null || true
   for spec in "$@"; do
-    pkg=${spec%%=*}
-    ver=$(lab_pkg_version "$spec") || { lab_log "no version of '$spec' known to apt"; return 1; }
-    fv=${ver//:/%3a}
-    f=$(ls "$d/${pkg}_${fv}_"*.deb 2>/dev/null | head -n1 || true)
-    if [ -z "$f" ]; then want+=("$pkg=$ver"); fi
+    pkg=${spec%%=*}; ver=${spec#*=}
+    [ -n "$(_lab_deb_file "$d" "$pkg" "$ver")" ] || want+=("$spec")
   done
   if [ ${#want[@]} -gt 0 ]; then
     lab_log "apt-get download ${want[*]}"
@@ -140,9 +164,9 @@ lab_debs_get() {
       || { grep -v '^W: Download is performed unsandboxed' "$d/.download.err" >&2; return 1; }
   fi
   for spec in "$@"; do
-    pkg=${spec%%=*}; ver=$(lab_pkg_version "$spec"); fv=${ver//:/%3a}
-    f=$(ls "$d/${pkg}_${fv}_"*.deb 2>/dev/null | head -n1 || true)
-    [ -n "$f" ] || { lab_log "download of $pkg=$ver produced no file"; return 1; }
+    pkg=${spec%%=*}; ver=${spec#*=}
+    f=$(_lab_deb_file "$d" "$pkg" "$ver")
+    [ -n "$f" ] || { lab_log "download of $spec produced no file"; return 1; }
     files+=("$f")
   done
   printf '%s\n' "${files[@]}"
@@ -152,21 +176,19 @@ lab_debs_get() {
 # together (dpkg-deb -x). Cached under $LAB_CACHE/roots/NAME-<hash of pkg=version list>.
 lab_pkg_root() {
   local name=$1; shift
-  local spec ver keys=() key root tmp f
+  local keys key root tmp f
   lab_apt_ready
-  for spec in "$@"; do
-    ver=$(lab_pkg_version "$spec") || { lab_log "no version of '$spec' known to apt"; return 1; }
-    keys+=("${spec%%=*}=$ver")
-  done
-  key=$(printf '%s\n' "${keys[@]}" | sort | sha256sum | cut -c1-16)
+  keys=$(lab_pkg_versions "$@") || return 1
+  key=$(sort <<<"$keys" | sha256sum | cut -c1-16)
   root=$LAB_CACHE/roots/$name-$key
   if [ -e "$root/.complete" ]; then echo "$root"; return 0; fi
   local debs
-  debs=$(lab_debs_get "${keys[@]}") || return 1
+  # shellcheck disable=SC2086
+  debs=$(lab_debs_get $keys) || return 1
   tmp=$root.tmp.$$
   rm -rf "$tmp"; mkdir -p "$tmp"
   while IFS= read -r f; do dpkg-deb -x "$f" "$tmp" || { rm -rf "$tmp"; return 1; }; done <<<"$debs"
-  printf '%s\n' "${keys[@]}" >"$tmp/.packages"
+  printf '%s\n' "$keys" >"$tmp/.packages"
   touch "$tmp/.complete"
   rm -rf "$root"; mv "$tmp" "$root"
   echo "$root"
@@ -363,7 +385,8 @@ lab_stage_pack() {
 
 # QEMU options every lab uses (TCG: /dev/kvm on these machines is not hardware KVM;
 # -smap/-smep: dom0 crashes in create_bounce_frame otherwise — LAB-NOTES pitfalls 2, 3).
-LAB_QEMU_BASE=(-accel tcg,thread=multi -cpu max,-smap,-smep -display none -monitor none
+# LAB_QEMU_CPU overrides the -cpu model.
+LAB_QEMU_BASE=(-accel tcg,thread=multi -cpu "${LAB_QEMU_CPU:-max,-smap,-smep}" -display none -monitor none
   -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04)
 
 # lab_qemu_start LOG ARGS... : start qemu-system-x86_64 in the background with the serial

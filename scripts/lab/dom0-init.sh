@@ -1,0 +1,47 @@
+#!/bin/sh
+# /init of the Xen lab's dom0 (busybox ash). Brings up the Xen toolstack (LAB-NOTES pitfall 6),
+# runs every scenario in /lab/scenarios (sorted), reports by serial-log markers, powers off
+# through isa-debug-exit. Markers: LAB-DOM0-INIT, LAB-DOM0-READY, LAB-SCENARIO-BEGIN <name>,
+# LAB-SCENARIO-END <name> rc=<n>, LAB-ALL-DONE, LAB-FATAL <reason>.
+export PATH=/usr/lib/xen-4.17/bin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -p /run/xen /run/xenstored /run/lab /var/log/xen/console /var/lib/xen /var/lib/xenstored
+echo "LAB-DOM0-INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
+
+fatal() { echo "LAB-FATAL $*"; sleep 1; lab-exit 2; }
+
+[ -f /lab/env ] && . /lab/env
+lab-load-modules || fatal "loading xen modules failed"
+mount -t xenfs xenfs /proc/xen || fatal "mount xenfs failed"
+ip link set lo up || fatal "loopback up failed"
+hostname dom0
+
+xenstored --pid-file=/run/xenstored.pid || fatal "xenstored failed"
+i=0; while [ ! -S /run/xenstored/socket ]; do i=$((i+1)); [ $i -lt 100 ] || fatal "no xenstored socket"; sleep 0.1; done
+xen-init-dom0 >/run/lab/xen-init-dom0.log 2>&1 || { cat /run/lab/xen-init-dom0.log; fatal "xen-init-dom0 failed"; }
+xenconsoled --log=guest --log-dir=/var/log/xen/console || fatal "xenconsoled failed"
+xl info >/run/lab/xl-info.txt 2>&1 || { cat /run/lab/xl-info.txt; fatal "xl info failed"; }
+echo "LAB-DOM0-READY uptime=$(cut -d' ' -f1 /proc/uptime) xen=$(sed -n 's/^xen_version *: //p' /run/lab/xl-info.txt) free_mb=$(sed -n 's/^free_memory *: //p' /run/lab/xl-info.txt) romulus=${LAB_ROMULUS:-none}"
+
+. /lab/dom0-lib.sh
+for s in /lab/scenarios/*.sh; do
+  [ -f "$s" ] || continue
+  name=$(basename "$s" .sh); name=${name#[0-9][0-9]-}
+  mkdir -p "/run/lab/$name"
+  echo "LAB-SCENARIO-BEGIN $name uptime=$(cut -d' ' -f1 /proc/uptime)"
+  ( cd "/run/lab/$name" && LAB_SCENARIO=$name LAB_WORK=/run/lab/$name \
+      timeout "${LAB_SCENARIO_TIMEOUT:-300}" sh "$s" ) 2>&1
+  rc=$?
+  echo "LAB-SCENARIO-END $name rc=$rc uptime=$(cut -d' ' -f1 /proc/uptime)"
+  dmesg | grep -aiE 'segfault|general protection|traps:' | tail -n 5 | sed "s/^/LAB-NOTE $name dmesg: /"
+  LAB_SCENARIO=cleanup lab_destroy_all
+done
+echo "LAB-ALL-DONE uptime=$(cut -d' ' -f1 /proc/uptime)"
+lab-exit 1

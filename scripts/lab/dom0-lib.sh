@@ -1,0 +1,86 @@
+# shellcheck shell=sh
+# /lab/dom0-lib.sh — helpers for scenarios running inside the lab's dom0 (busybox ash).
+# A scenario sources it:   . /lab/dom0-lib.sh
+#
+# Reporting (read by scripts/xen-lab from the serial log):
+#   lab_figure key=value ...   -> "LAB-FIGURE <scenario> key=value ..."  (measured figures)
+#   lab_note text              -> "LAB-NOTE <scenario> text"
+#   lab_fail reason            -> "LAB-FAIL <scenario> reason", exits 1
+#   exit status of the scenario: 0 = PASS, anything else = FAIL.
+
+LAB_SCENARIO=${LAB_SCENARIO:-adhoc}
+LAB_WORK=${LAB_WORK:-/run/lab/$LAB_SCENARIO}
+mkdir -p "$LAB_WORK"
+
+lab_figure() { echo "LAB-FIGURE $LAB_SCENARIO $*"; }
+lab_note()   { echo "LAB-NOTE $LAB_SCENARIO $*"; }
+lab_fail()   { echo "LAB-FAIL $LAB_SCENARIO $*"; exit 1; }
+
+# Seconds since dom0 boot, with centiseconds (from /proc/uptime).
+lab_now() { cut -d' ' -f1 /proc/uptime; }
+# lab_elapsed T0 -> seconds (2 decimals) since T0 (a lab_now value)
+lab_elapsed() { awk -v a="$1" -v b="$(lab_now)" 'BEGIN{printf "%.2f", b-a}'; }
+
+# lab_guest_cfg NAME [MEM_MIB] [VCPUS] [EXTRA_CMDLINE] -> writes $LAB_WORK/NAME.cfg, prints path.
+# The guest: the lab's Debian kernel as PV domU + the counter initramfs (see domu-init.sh).
+lab_guest_cfg() {
+  _n=$1; _m=${2:-128}; _v=${3:-1}; _x=${4:-}
+  cat >"$LAB_WORK/$_n.cfg" <<EOC
+name = "$_n"
+type = "pv"
+kernel = "$LAB_DOMU_KERNEL"
+ramdisk = "$LAB_DOMU_RAMDISK"
+extra = "console=hvc0 quiet $_x"
+memory = $_m
+maxmem = $_m
+vcpus = $_v
+on_crash = "preserve"
+EOC
+  echo "$LAB_WORK/$_n.cfg"
+}
+
+# lab_guest_create NAME [MEM_MIB] [VCPUS] [EXTRA_CMDLINE] : xl create; prints the domid.
+lab_guest_create() {
+  _cfg=$(lab_guest_cfg "$@")
+  xl create "$_cfg" >"$LAB_WORK/create-$1.log" 2>&1 || { cat "$LAB_WORK/create-$1.log"; return 1; }
+  lab_domid "$1"
+}
+
+# lab_domid NAME -> domid (empty if none)
+lab_domid() { xl domid "$1" 2>/dev/null; }
+
+# lab_console NAME -> xenconsoled's log file of a domain *as named when it was created*
+# (after a migration/failover it stays guest-NAME--incoming.log: LAB-NOTES pitfall 9).
+lab_console() { echo "/var/log/xen/console/guest-$1.log"; }
+
+# lab_counter_last FILE -> last COUNTER value in a console log (0 if none)
+lab_counter_last() {
+  _v=$(tr -d '\r' <"$1" 2>/dev/null | sed -n 's/.*COUNTER \([0-9][0-9]*\).*/\1/p' | tail -n1)
+  echo "${_v:-0}"
+}
+# lab_counter_first FILE -> first COUNTER value (0 if none)
+lab_counter_first() {
+  _v=$(tr -d '\r' <"$1" 2>/dev/null | sed -n 's/.*COUNTER \([0-9][0-9]*\).*/\1/p' | head -n1)
+  echo "${_v:-0}"
+}
+
+# lab_wait_counter FILE MIN TIMEOUT_S : wait until the console log shows COUNTER >= MIN.
+lab_wait_counter() {
+  _i=0
+  while [ "$(lab_counter_last "$1")" -lt "$2" ]; do
+    _i=$((_i+1)); [ $_i -le $(($3*5)) ] || return 1
+    sleep 0.2
+  done
+}
+
+# lab_destroy_all : destroy every domain but dom0 (also suspended leftovers: pitfall 8).
+lab_destroy_all() {
+  for _d in $(xl list 2>/dev/null | awk 'NR>1 && $2!=0 {print $2}'); do xl destroy "$_d" >/dev/null 2>&1; done
+}
+
+# lab_pids_by_arg STRING -> pids whose command line contains STRING
+lab_pids_by_arg() {
+  for _p in /proc/[0-9]*; do
+    tr '\0' ' ' <"$_p/cmdline" 2>/dev/null | grep -q -- "$1" && echo "${_p#/proc/}"
+  done
+}
