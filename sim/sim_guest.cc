@@ -1,0 +1,381 @@
+#include "sim/sim_guest.h"
+
+#include <sys/mman.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <new>
+#include <numeric>
+
+#include "common/digest.h"
+#include "compress/page.h"
+
+namespace romulus::sim {
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kSeedRegionPages = (uint64_t{16} << 20) / kPage;  // the seed's 16 MiB
+constexpr int kWritesPerStep = 64;                                      // sparse, hotset
+constexpr uint64_t kHotCluster = 16;                                    // hotset: pages per cluster
+constexpr uint64_t kHotSpacing = 160;                                   // one cluster every 160 pages
+
+// State blob, format version 1, little-endian, kStateBytes long:
+//   0  magic "RSIM"       4  u16 version, u8 workload, u8 zero
+//   8  u64 guest pages   16  u64 seed          24  u64 steps
+//  32  u64 rng[4]        64  u64 cursor        72  u64 XXH3 of bytes 0..71
+constexpr uint8_t kMagic[4] = {'R', 'S', 'I', 'M'};
+constexpr uint16_t kStateVersion = 1;
+
+void PutU64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+uint64_t GetU64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= uint64_t{p[i]} << (8 * i);
+  return v;
+}
+
+uint64_t SplitMix64(uint64_t* x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t Rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+}  // namespace
+
+SimGuest::SimGuest(const SimSpec& spec) : spec_(spec), pages_(spec.pages()) {
+  // The hot set's position depends on the seed only, so it needs no room in
+  // the state blob.
+  uint64_t x = spec_.seed ^ 0x686f74736574ull;  // "hotset"
+  hot_base_ = SplitMix64(&x) % pages_;
+  uint64_t s = spec_.seed;
+  for (auto& r : rng_) r = SplitMix64(&s);
+}
+
+SimGuest::~SimGuest() {
+  Stop();
+  if (mem_ != nullptr) munmap(mem_, spec_.size_bytes);
+}
+
+Status SimGuest::Map() {
+  void* p = mmap(nullptr, spec_.size_bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return Status::FromErrno("sim guest: mapping " + std::to_string(spec_.size_bytes) + " bytes", errno);
+  mem_ = static_cast<uint8_t*>(p);
+  dirty_words_ = (pages_ + 63) / 64;
+  dirty_.reset(new (std::nothrow) std::atomic<uint64_t>[dirty_words_]());
+  if (!dirty_) return Status::FromErrno("sim guest: allocating the dirty log", ENOMEM);
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<SimGuest>> SimGuest::Create(const SimSpec& spec) {
+  ROMULUS_RETURN_IF_ERROR(spec.Validate());
+  std::unique_ptr<SimGuest> g(new SimGuest(spec));
+  ROMULUS_RETURN_IF_ERROR(g->Map());
+  return g;
+}
+
+Result<std::unique_ptr<SimGuest>> SimGuest::Restore(const SimSpec& spec, std::span<const uint8_t> image,
+                                                     std::span<const uint8_t> state) {
+  ROMULUS_RETURN_IF_ERROR(spec.Validate());
+  if (image.size() != spec.size_bytes) {
+    return Status::InvalidArgument("sim guest: image of " + std::to_string(image.size()) +
+                                   " bytes for a guest of " + std::to_string(spec.size_bytes));
+  }
+  std::unique_ptr<SimGuest> g(new SimGuest(spec));
+  ROMULUS_RETURN_IF_ERROR(g->LoadState(state));
+  ROMULUS_RETURN_IF_ERROR(g->Map());
+  // Zero pages are already zero in the fresh mapping: skipping them keeps a
+  // mostly-empty guest mostly unbacked.
+  for (uint64_t pfn = 0; pfn < g->pages_; ++pfn) {
+    const uint8_t* src = image.data() + pfn * kPage;
+    if (!compress::IsZeroPage(src)) std::memcpy(g->mem_ + pfn * kPage, src, kPage);
+  }
+  return g;
+}
+
+Status SimGuest::LoadState(std::span<const uint8_t> state) {
+  if (state.size() != kStateBytes) {
+    return Status::Corruption("sim guest state: " + std::to_string(state.size()) + " bytes, expected " +
+                              std::to_string(kStateBytes));
+  }
+  const uint8_t* p = state.data();
+  if (std::memcmp(p, kMagic, 4) != 0) return Status::Corruption("sim guest state: bad magic");
+  uint16_t version = static_cast<uint16_t>(p[4] | (p[5] << 8));
+  if (version != kStateVersion) {
+    return Status::Corruption("sim guest state: unsupported version " + std::to_string(version));
+  }
+  if (GetU64(p + 72) != XXH3_64bits(p, 72)) return Status::Corruption("sim guest state: checksum mismatch");
+  if (p[6] != static_cast<uint8_t>(spec_.workload) || p[7] != 0) {
+    return Status::Corruption("sim guest state: taken from a different workload");
+  }
+  if (GetU64(p + 8) != pages_) {
+    return Status::Corruption("sim guest state: taken from a guest of " + std::to_string(GetU64(p + 8)) +
+                              " pages, this one has " + std::to_string(pages_));
+  }
+  if (GetU64(p + 16) != spec_.seed) return Status::Corruption("sim guest state: taken with a different seed");
+  uint64_t rng[4];
+  for (int i = 0; i < 4; ++i) rng[i] = GetU64(p + 32 + 8 * i);
+  if ((rng[0] | rng[1] | rng[2] | rng[3]) == 0) return Status::Corruption("sim guest state: RNG state is zero");
+  uint64_t cursor = GetU64(p + 64);
+  if (cursor >= pages_) return Status::Corruption("sim guest state: cursor beyond the guest");
+  std::memcpy(rng_, rng, sizeof rng_);
+  cursor_ = cursor;
+  steps_.store(GetU64(p + 24), std::memory_order_release);
+  return Status::Ok();
+}
+
+Status SimGuest::CaptureState(std::vector<uint8_t>* state) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!WriterStopped()) return Status::InvalidArgument("sim guest: CaptureState while the workload runs");
+  }
+  state->assign(kStateBytes, 0);
+  uint8_t* p = state->data();
+  std::memcpy(p, kMagic, 4);
+  p[4] = static_cast<uint8_t>(kStateVersion);
+  p[5] = static_cast<uint8_t>(kStateVersion >> 8);
+  p[6] = static_cast<uint8_t>(spec_.workload);
+  p[7] = 0;
+  PutU64(p + 8, pages_);
+  PutU64(p + 16, spec_.seed);
+  PutU64(p + 24, steps());
+  for (int i = 0; i < 4; ++i) PutU64(p + 32 + 8 * i, rng_[i]);
+  PutU64(p + 64, cursor_);
+  PutU64(p + 72, XXH3_64bits(p, 72));
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// Workloads
+
+uint64_t SimGuest::NextRandom() {  // xoshiro256**
+  const uint64_t result = Rotl(rng_[1] * 5, 7) * 9;
+  const uint64_t t = rng_[1] << 17;
+  rng_[2] ^= rng_[0];
+  rng_[3] ^= rng_[1];
+  rng_[1] ^= rng_[2];
+  rng_[0] ^= rng_[3];
+  rng_[2] ^= t;
+  rng_[3] = Rotl(rng_[3], 45);
+  return result;
+}
+
+uint64_t SimGuest::RandomBelow(uint64_t n) {
+  // Multiply-shift: a tiny bias for huge n is irrelevant here, and unlike
+  // rejection sampling it draws exactly one number per call.
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(NextRandom()) * n) >> 64);
+}
+
+uint64_t SimGuest::hot_pages() const {
+  return (pages_ / kHotSpacing) * kHotCluster + std::min(kHotCluster, pages_ % kHotSpacing);
+}
+
+uint64_t SimGuest::HotPfn(uint64_t k) const {
+  uint64_t d = (k / kHotCluster) * kHotSpacing + k % kHotCluster;  // < pages_ for k < hot_pages()
+  return (hot_base_ + d) % pages_;
+}
+
+bool SimGuest::IsHotPage(uint64_t pfn) const {
+  if (pfn >= pages_) return false;
+  uint64_t d = (pfn + pages_ - hot_base_) % pages_;
+  return d % kHotSpacing < kHotCluster;
+}
+
+void SimGuest::MarkDirty(uint64_t pfn) {
+  std::atomic<uint64_t>& w = dirty_[pfn >> 6];
+  const uint64_t bit = uint64_t{1} << (pfn & 63);
+  // Read first: re-dirtying a page (the common case) then costs no atomic RMW.
+  if ((w.load(std::memory_order_relaxed) & bit) == 0) w.fetch_or(bit, std::memory_order_relaxed);
+}
+
+void SimGuest::Write8(uint64_t pfn, uint64_t word, uint64_t value) {
+  std::memcpy(mem_ + pfn * kPage + word * 8, &value, 8);
+  MarkDirty(pfn);
+}
+
+void SimGuest::Step() {
+  switch (spec_.workload) {
+    case Workload::kSeed: {
+      const uint64_t region = std::min(pages_, kSeedRegionPages);
+      for (uint64_t pfn = 0; pfn < region; ++pfn) {
+        uint8_t* page = mem_ + pfn * kPage;
+        for (int i = 0; i < 4; ++i) page[i * 1024]++;
+        MarkDirty(pfn);
+      }
+      break;
+    }
+    case Workload::kSparse:
+      for (int i = 0; i < kWritesPerStep; ++i) {
+        uint64_t pfn = RandomBelow(pages_);
+        uint64_t word = RandomBelow(kPage / 8);
+        Write8(pfn, word, NextRandom());
+      }
+      break;
+    case Workload::kHotset: {
+      const uint64_t hot = hot_pages();
+      for (int i = 0; i < kWritesPerStep; ++i) {
+        uint64_t pfn = (NextRandom() & 15) == 0 ? RandomBelow(pages_) : HotPfn(RandomBelow(hot));
+        uint64_t word = RandomBelow(kPage / 8);
+        Write8(pfn, word, NextRandom());
+      }
+      break;
+    }
+    case Workload::kSequential: {
+      // Every word differs from what the previous lap left there, so each
+      // page is fully rewritten: the codec's worst case (RAW pages).
+      const uint64_t base = steps() * (kPage / 8) + 1;
+      uint8_t* page = mem_ + cursor_ * kPage;
+      for (uint64_t j = 0; j < kPage / 8; ++j) {
+        uint64_t v = base + j;
+        std::memcpy(page + j * 8, &v, 8);
+      }
+      MarkDirty(cursor_);
+      cursor_ = cursor_ + 1 == pages_ ? 0 : cursor_ + 1;
+      break;
+    }
+    case Workload::kIdle:
+      break;
+  }
+  steps_.store(steps_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+}
+
+Status SimGuest::RunSteps(uint64_t n) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (started_) return Status::InvalidArgument("sim guest: RunSteps while the workload thread exists");
+  }
+  for (uint64_t i = 0; i < n; ++i) Step();
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// Workload thread
+
+Status SimGuest::Start() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (started_) return Status::InvalidArgument("sim guest: workload already started");
+  started_ = true;
+  stop_ = false;
+  worker_ = std::thread([this] { WorkerLoop(); });
+  return Status::Ok();
+}
+
+void SimGuest::Stop() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!started_) return;
+    stop_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+  std::lock_guard<std::mutex> lk(mu_);
+  started_ = false;
+  stop_ = false;
+}
+
+void SimGuest::WorkerLoop() {
+  using Clock = std::chrono::steady_clock;
+  std::unique_lock<std::mutex> lk(mu_);
+  bool reanchor = true;
+  Clock::time_point anchor;
+  uint64_t anchor_steps = 0;
+  while (!stop_) {
+    if (paused_ || spec_.workload == Workload::kIdle) {
+      cv_.wait(lk);
+      reanchor = true;  // no catch-up burst for the time spent paused
+      continue;
+    }
+    if (spec_.rate != 0) {
+      if (reanchor) {
+        anchor = Clock::now();
+        anchor_steps = steps();
+        reanchor = false;
+      }
+      const double ahead = static_cast<double>(steps() - anchor_steps) / static_cast<double>(spec_.rate);
+      const auto due = anchor + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(ahead));
+      if (Clock::now() < due) {
+        cv_.wait_until(lk, due);  // Pause/Stop/Resume wake us; the loop re-checks
+        continue;
+      }
+    }
+    in_step_ = true;
+    lk.unlock();
+    Step();
+    lk.lock();
+    in_step_ = false;
+    if (paused_) cv_.notify_all();  // a Pause() is waiting for this step
+  }
+}
+
+bool SimGuest::WriterStopped() const { return !started_ || (paused_ && !in_step_); }
+
+bool SimGuest::paused() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return paused_;
+}
+
+Status SimGuest::Pause() {
+  std::unique_lock<std::mutex> lk(mu_);
+  paused_ = true;
+  cv_.wait(lk, [this] { return !in_step_; });
+  return Status::Ok();
+}
+
+Status SimGuest::Resume() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    paused_ = false;
+  }
+  cv_.notify_all();
+  return Status::Ok();
+}
+
+// ---------------------------------------------------------------------------
+// Dirty log and memory access
+
+Status SimGuest::HarvestDirty(std::vector<uint64_t>* pfns) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!WriterStopped()) return Status::InvalidArgument("sim guest: HarvestDirty while the workload runs");
+  }
+  pfns->clear();
+  if (all_dirty_.exchange(false)) {
+    for (uint64_t w = 0; w < dirty_words_; ++w) dirty_[w].store(0, std::memory_order_relaxed);
+    pfns->resize(pages_);
+    std::iota(pfns->begin(), pfns->end(), uint64_t{0});
+    return Status::Ok();
+  }
+  // Word scan: O(pages/64) plus one iteration per dirty page.
+  for (uint64_t w = 0; w < dirty_words_; ++w) {
+    if (dirty_[w].load(std::memory_order_relaxed) == 0) continue;
+    uint64_t bits = dirty_[w].exchange(0, std::memory_order_relaxed);
+    while (bits != 0) {
+      pfns->push_back(w * 64 + static_cast<uint64_t>(__builtin_ctzll(bits)));
+      bits &= bits - 1;
+    }
+  }
+  return Status::Ok();
+}
+
+const uint8_t* SimGuest::PageData(uint64_t pfn) {
+  if (pfn >= pages_) return nullptr;
+  return mem_ + pfn * kPage;
+}
+
+void SimGuest::MarkAllDirty() { all_dirty_.store(true); }
+
+uint64_t SimGuest::ComputeDigest() const {
+  uint64_t sum = 0;
+  for (uint64_t pfn = 0; pfn < pages_; ++pfn) sum += PageHash(pfn, mem_ + pfn * kPage);
+  return sum;
+}
+
+}  // namespace romulus::sim

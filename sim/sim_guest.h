@@ -1,0 +1,135 @@
+// SimGuest: a guest without a hypervisor, for tests, benchmarks and the demo.
+//
+// Memory is an anonymous MAP_NORESERVE mapping (zero-filled, lazily backed,
+// so a 1 GiB guest that writes 16 MiB costs 16 MiB), a software dirty log
+// (one atomic bit per page) records every page the workload writes, and a
+// workload (see sim_spec.h) writes memory in "steps".
+//
+// Determinism. The workload is a pure function of (memory, state): its whole
+// state is the step count, an xoshiro256** RNG and a cursor, serialised by
+// CaptureState into a small versioned little-endian blob. Restore() rebuilds
+// a guest from a memory image plus such a blob, and it then writes exactly
+// what the original would have written. This is what lets the backup resume
+// the simulated guest after failover from the last committed checkpoint, and
+// lets tests compare two guests byte for byte.
+//
+// Two ways to drive it:
+//   - Start(): a workload thread runs steps at spec.rate steps/s (0 =
+//     unthrottled). Pause() waits for the step in progress to finish, so the
+//     memory is always "after k whole steps" while paused: no torn writes.
+//     Resume() restarts it (the rate schedule restarts too: no catch-up
+//     burst after a long pause).
+//   - RunSteps(n): n steps on the caller's thread, for deterministic tests.
+//     Refused while the workload thread exists.
+//
+// GuestSource calls (HarvestDirty, PageData, CaptureState) need a stopped
+// writer: the guest paused, or no workload thread. HarvestDirty refuses
+// otherwise rather than return a racy answer.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "replicator/guest_source.h"
+#include "sim/sim_spec.h"
+
+namespace romulus::sim {
+
+class SimGuest : public replicator::GuestSource {
+ public:
+  // A fresh, zeroed guest at step 0. Does not start the workload thread.
+  static Result<std::unique_ptr<SimGuest>> Create(const SimSpec& spec);
+  // A guest resumed from image (exactly spec.size_bytes) and a CaptureState
+  // blob taken at the same point. Corruption if the blob is malformed or
+  // belongs to a different guest (size, workload, seed). The image is copied
+  // (zero pages are skipped, so the copy stays sparse). Every page is dirty.
+  static Result<std::unique_ptr<SimGuest>> Restore(const SimSpec& spec, std::span<const uint8_t> image,
+                                                   std::span<const uint8_t> state);
+  ~SimGuest() override;  // stops the workload thread, unmaps memory
+
+  SimGuest(const SimGuest&) = delete;
+  SimGuest& operator=(const SimGuest&) = delete;
+
+  // Starts the workload thread; it runs unless Pause() was called before (it
+  // then waits for Resume). InvalidArgument if already started.
+  Status Start();
+  // Joins the workload thread (after the step in progress); idempotent.
+  // RunSteps may be used again afterwards.
+  void Stop();
+  // Runs n steps synchronously. InvalidArgument while the thread exists.
+  Status RunSteps(uint64_t n);
+
+  // Steps completed so far (including those before a Restore).
+  uint64_t steps() const { return steps_.load(std::memory_order_acquire); }
+  bool paused() const;
+  const SimSpec& spec() const { return spec_; }
+  uint64_t size_bytes() const { return spec_.size_bytes; }
+  // The guest's memory (size_bytes()); stable only while no writer runs.
+  const uint8_t* memory() const { return mem_; }
+  // MemoryDigest value of the whole memory, computed from scratch: O(size).
+  // Needs a stopped writer like the GuestSource calls.
+  uint64_t ComputeDigest() const;
+  // The hotset workload's hot pages (also meaningful for tests of the other
+  // workloads, which ignore it).
+  bool IsHotPage(uint64_t pfn) const;
+  uint64_t hot_pages() const;
+
+  // GuestSource.
+  uint64_t guest_pages() const override { return pages_; }
+  std::string identity() const override { return spec_.ToString(); }
+  Status Pause() override;
+  Status HarvestDirty(std::vector<uint64_t>* pfns) override;
+  // nullptr if pfn is out of range.
+  const uint8_t* PageData(uint64_t pfn) override;
+  Status CaptureState(std::vector<uint8_t>* state) override;
+  Status Resume() override;
+  void MarkAllDirty() override;
+
+  // Size of a CaptureState blob (fixed for format version 1).
+  static constexpr size_t kStateBytes = 80;
+
+ private:
+  explicit SimGuest(const SimSpec& spec);
+  Status Map();
+  Status LoadState(std::span<const uint8_t> state);
+  void Step();  // one workload step: writes memory, marks pages dirty
+  void MarkDirty(uint64_t pfn);
+  void Write8(uint64_t pfn, uint64_t word, uint64_t value);
+  uint64_t NextRandom();
+  uint64_t RandomBelow(uint64_t n);
+  uint64_t HotPfn(uint64_t k) const;
+  void WorkerLoop();
+  bool WriterStopped() const;  // caller holds mu_
+
+  const SimSpec spec_;
+  const uint64_t pages_;
+  uint8_t* mem_ = nullptr;
+  std::unique_ptr<std::atomic<uint64_t>[]> dirty_;  // one bit per page
+  uint64_t dirty_words_ = 0;
+  std::atomic<bool> all_dirty_{true};
+
+  // Workload state (what CaptureState serialises). Touched only by the
+  // thread running steps, or by anyone while the writer is stopped.
+  std::atomic<uint64_t> steps_{0};
+  uint64_t rng_[4] = {};
+  uint64_t cursor_ = 0;     // sequential: next page to fill
+  uint64_t hot_base_ = 0;   // hotset: where the hot clusters start (from the seed)
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::thread worker_;
+  bool started_ = false;
+  bool stop_ = false;
+  bool paused_ = false;
+  bool in_step_ = false;
+};
+
+}  // namespace romulus::sim
