@@ -72,6 +72,19 @@ Status PlugQdisc::Close() { return Status::Ok(); }
 Result<PlugStats> PlugQdisc::Stats() { return Status::Unsupported("no libnl"); }
 Status PlugQdisc::PlugCommand(int) { return Status::Unsupported("no libnl"); }
 Status PlugQdisc::CloseLocked() { return Status::Ok(); }
+int PlugQdisc::DrainLocked(int max_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(max_ms);
+  for (;;) {
+    auto q = QdiscAt(sock_, plug_ifindex_, TC_H_ROOT);
+    if (!q.ok() || !*q) return 0;
+    int qlen = static_cast<int>(rtnl_tc_get_stat(TC_CAST(q->get()), RTNL_TC_QLEN));
+    if (qlen == 0 || std::chrono::steady_clock::now() >= deadline) return qlen;
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+}
+
+Status PlugQdisc::StartPassThrough() { return Status::Ok(); }
+int PlugQdisc::DrainLocked(int) { return 0; }
 Status CleanupStale(const std::string&, int*) { return Status::Ok(); }
 Status CleanupStaleVif(const std::string&, int*) { return Status::Ok(); }
 
@@ -423,6 +436,8 @@ Result<std::unique_ptr<PlugQdisc>> PlugQdisc::Create(const std::string& dev,
   p->handle_ = kPlugHandleA;
   p->opts_ = opts;
   p->stale_removed_ = removed;
+  Status s = p->StartPassThrough();
+  if (!s.ok()) return s;  // ~PlugQdisc removes the plug
   return p;
 }
 
@@ -453,6 +468,7 @@ Result<std::unique_ptr<PlugQdisc>> PlugQdisc::CreateForVif(const std::string& vi
   // Plug first, redirect last: no packet ever reaches an unplugged IFB.
   Status s = AddPlug(p->sock_, p->plug_ifindex_, ifb, kPlugHandleA, opts.limit_bytes,
                      NLM_F_CREATE | NLM_F_EXCL);
+  if (s.ok()) s = p->StartPassThrough();
   if (s.ok()) {
     auto scan = ScanIngress(p->sock_, p->guest_ifindex_);
     s = scan.status();
@@ -468,6 +484,24 @@ Result<std::unique_ptr<PlugQdisc>> PlugQdisc::CreateForVif(const std::string& vi
     return s;
   }
   return p;
+}
+
+int PlugQdisc::DrainLocked(int max_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(max_ms);
+  for (;;) {
+    auto q = QdiscAt(sock_, plug_ifindex_, TC_H_ROOT);
+    if (!q.ok() || !*q) return 0;
+    int qlen = static_cast<int>(rtnl_tc_get_stat(TC_CAST(q->get()), RTNL_TC_QLEN));
+    if (qlen == 0 || std::chrono::steady_clock::now() >= deadline) return qlen;
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+}
+
+Status PlugQdisc::StartPassThrough() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ROMULUS_RETURN_IF_ERROR(PlugCommand(TCQ_PLUG_RELEASE_INDEFINITE));
+  epochs_.CommitReleaseAll();
+  return Status::Ok();
 }
 
 PlugQdisc::~PlugQdisc() {
@@ -514,6 +548,20 @@ Status PlugQdisc::Checkpoint(uint64_t epoch) {
   std::lock_guard<std::mutex> lock(mu_);
   auto a = epochs_.OnCheckpoint(epoch);
   if (!a.ok()) return a.status();
+  if (*a == PlugAction::kBuffer && epochs_.released_all()) {
+    // Leaving RELEASE_INDEFINITE: packets enqueued in that mode are not counted
+    // by sch_plug, so any still queued when BUFFER closes the plug would sit
+    // at the head uncounted, and every later RELEASE_ONE would fall short by
+    // that many (late, never early, but for good). The guest is paused now: let
+    // the queue empty first.
+    int left = DrainLocked(kDrainAtPlugMs);
+    if (left > 0) {
+      ++stats_.undrained;
+      spdlog::warn("netbuf: {} packet(s) still queued on {} when plugging for epoch {}; "
+                   "released output lags by that many until the next ReleaseAll",
+                   left, plug_dev_, epoch);
+    }
+  }
   if (*a != PlugAction::kNone) ROMULUS_RETURN_IF_ERROR(PlugCommand(KernelAction(*a)));
   epochs_.CommitCheckpoint(epoch, *a);
   return Status::Ok();
@@ -560,12 +608,7 @@ Status PlugQdisc::CloseLocked() {
   if (epochs_.released_all() && opts_.drain_ms > 0) {
     // Released output is the guest's; give it the chance to leave before the
     // qdisc (and whatever it still holds) is deleted.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(opts_.drain_ms);
-    while (std::chrono::steady_clock::now() < deadline) {
-      auto q = QdiscAt(sock_, plug_ifindex_, TC_H_ROOT);
-      if (!q.ok() || !*q || rtnl_tc_get_stat(TC_CAST(q->get()), RTNL_TC_QLEN) == 0) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
+    (void)DrainLocked(opts_.drain_ms);
   }
   Status first;
   auto note = [&first](Status s) {
@@ -610,6 +653,7 @@ Result<PlugStats> PlugQdisc::Stats() {
   s.releases = epochs_.releases();
   s.coalesced = epochs_.coalesced();
   s.stale_removed = stale_removed_;
+  s.undrained = stats_.undrained;
   if (closed_ || !sock_) return s;
   auto q = QdiscAt(sock_, plug_ifindex_, TC_H_ROOT);
   if (!q.ok()) return q.status();

@@ -12,6 +12,15 @@
 // synchronous netlink request: when Checkpoint() returns, the boundary is in the
 // kernel, before the engine resumes the guest.
 //
+// Until the first Checkpoint() output flows: the plug is installed released
+// (RELEASE_INDEFINITE). No backup state exists yet that this output could
+// contradict, and holding it would cut the guest off the network for the whole
+// initial synchronisation (seconds to minutes). Output released before the
+// suspend of epoch N is part of N's history, so a failover to N is consistent.
+// The first Checkpoint() plugs (BUFFER ends RELEASE_INDEFINITE); from then on
+// output produced after the suspend of N leaves only after Release(N). The same
+// holds after ReleaseAll(): the next Checkpoint() plugs again (reconnection).
+//
 // The kernel keeps ONE closed boundary (pkts_last_epoch) plus the open buffer
 // (see plug_epochs.h): when Checkpoint(N+1) comes while N is still unacked, no
 // boundary is placed; N+1's output stays in the open buffer and is released
@@ -82,6 +91,7 @@ struct PlugStats {
   uint64_t releases = 0;        // TCQ_PLUG_RELEASE_ONE sent
   uint64_t coalesced = 0;       // checkpoints whose boundary was merged into a later one
   uint64_t stale_removed = 0;   // leftovers of a crashed run removed at Create
+  uint64_t undrained = 0;       // plugging after pass-through found packets still queued
   // From the kernel (RTNL_TC_* statistics of the plug qdisc), at the time of Stats().
   uint64_t kernel_qlen = 0;     // packets queued now
   uint64_t kernel_backlog = 0;  // bytes queued now
@@ -131,6 +141,10 @@ class PlugQdisc final : public replicator::OutputCommit {
   PlugQdisc() = default;
   Status PlugCommand(int action);  // TCQ_PLUG_* on the live plug
   Status CloseLocked();
+  Status StartPassThrough();  // RELEASE_INDEFINITE right after installing
+  // Waits up to MAX_MS for the plug's queue to empty; returns what is left.
+  int DrainLocked(int max_ms);
+  static constexpr int kDrainAtPlugMs = 20;
 
   mutable std::mutex mu_;
   nl_sock* sock_ = nullptr;
@@ -142,6 +156,7 @@ class PlugQdisc final : public replicator::OutputCommit {
   uint32_t handle_ = kPlugHandleA;
   PlugOptions opts_;
   uint64_t stale_removed_ = 0;
+  PlugStats stats_;  // only the counters PlugEpochs does not keep
   PlugEpochs epochs_;
 };
 

@@ -185,43 +185,50 @@ void TestDirect(Lab& lab) {
     plug = std::move(*p);
   }
   Check(Has(lab.GuestQdiscs(), "plug 524d:"), "direct.installed", lab.GuestQdiscs());
+  // Before the first checkpoint nothing is protected yet: output flows.
+  lab.Send(500, 504);
+  lab.ExpectExactly("direct.passthrough_before_first_checkpoint", 500, 504, 1000);
 
-  lab.Send(0, 19);
-  lab.ExpectNone("direct.unacked_output_held", 400);
   Status s = plug->Checkpoint(1);
   Check(s.ok(), "direct.checkpoint1", s.ToString());
-  lab.ExpectNone("direct.boundary_is_not_a_release", 250);
   s = plug->Release(1);
   Check(s.ok(), "direct.release1", s.ToString());
-  lab.ExpectExactly("direct.release1_delivers_all_in_order", 0, 19);
+  lab.Send(0, 19);  // epoch 2's output
+  lab.ExpectNone("direct.unacked_output_held", 400);
+  s = plug->Checkpoint(2);
+  Check(s.ok(), "direct.checkpoint2", s.ToString());
+  lab.ExpectNone("direct.boundary_is_not_a_release", 250);
+  s = plug->Release(2);
+  Check(s.ok(), "direct.release2", s.ToString());
+  lab.ExpectExactly("direct.release2_delivers_all_in_order", 0, 19);
 
-  // Acks lagging one epoch: checkpoint 3 while 2 is unacked.
+  // Acks lagging one epoch: checkpoint 4 while 3 is unacked.
   lab.Send(20, 29);
-  (void)plug->Checkpoint(2);
-  lab.Send(30, 39);
   (void)plug->Checkpoint(3);
-  lab.ExpectNone("direct.pipelined_nothing_before_ack", 250);
-  (void)plug->Release(2);
-  lab.ExpectExactly("direct.release2_exactly_epoch2", 20, 29);
-  (void)plug->Release(3);
-  lab.ExpectNone("direct.coalesced_epoch3_not_early", 250);
-  lab.Send(40, 44);
+  lab.Send(30, 39);
   (void)plug->Checkpoint(4);
+  lab.ExpectNone("direct.pipelined_nothing_before_ack", 250);
+  (void)plug->Release(3);
+  lab.ExpectExactly("direct.release3_exactly_epoch3", 20, 29);
   (void)plug->Release(4);
-  lab.ExpectExactly("direct.release4_delivers_epochs3_4", 30, 44);
+  lab.ExpectNone("direct.coalesced_epoch4_not_early", 250);
+  lab.Send(40, 44);
+  (void)plug->Checkpoint(5);
+  (void)plug->Release(5);
+  lab.ExpectExactly("direct.release5_delivers_epochs4_5", 30, 44);
   auto st = plug->Stats();
-  Check(st.ok() && st->kernel_drops == 0 && st->coalesced == 1 && st->boundaries == 3 &&
-            st->releases == 3 && st->kernel_qlen == 0,
+  Check(st.ok() && st->kernel_drops == 0 && st->coalesced == 1 && st->boundaries == 4 &&
+            st->releases == 4 && st->kernel_qlen == 0 && st->undrained == 0,
         "direct.stats",
         st.ok() ? "drops=" + std::to_string(st->kernel_drops) + " coalesced=" +
                       std::to_string(st->coalesced) + " boundaries=" + std::to_string(st->boundaries) +
                       " releases=" + std::to_string(st->releases) + " qlen=" +
-                      std::to_string(st->kernel_qlen)
+                      std::to_string(st->kernel_qlen) + " undrained=" + std::to_string(st->undrained)
                 : st.status().ToString());
 
-  // Failover: epoch 5 checkpointed but never acked, plus output after it.
+  // Failover: epoch 6 checkpointed but never acked, plus output after it.
   lab.Send(45, 54);
-  (void)plug->Checkpoint(5);
+  (void)plug->Checkpoint(6);
   lab.Send(55, 64);
   st = plug->Stats();
   Check(st.ok() && st->kernel_qlen == 20, "direct.held_in_kernel",
@@ -250,8 +257,10 @@ void TestReleaseAll(Lab& lab) {
     if (!p.ok()) return;
     plug = std::move(*p);
   }
-  lab.Send(80, 89);
   (void)plug->Checkpoint(1);
+  (void)plug->Release(1);
+  lab.Send(80, 89);
+  (void)plug->Checkpoint(2);
   lab.Send(90, 99);
   lab.ExpectNone("releaseall.held", 250);
   Status s = plug->ReleaseAll();
@@ -259,6 +268,15 @@ void TestReleaseAll(Lab& lab) {
   lab.ExpectExactly("releaseall.everything_in_order", 80, 99);
   lab.Send(100, 100);
   lab.ExpectExactly("releaseall.then_unbuffered", 100, 100, 1000);
+  // Plugging again after ReleaseAll (a reconnected backup) is exact too.
+  (void)plug->Checkpoint(3);
+  (void)plug->Release(3);
+  lab.Send(111, 115);
+  lab.ExpectNone("releaseall.replugged", 250);
+  (void)plug->Checkpoint(4);
+  (void)plug->Release(4);
+  lab.ExpectExactly("releaseall.replugged_release_exact", 111, 115);
+  (void)plug->ReleaseAll();
   lab.Send(101, 110);  // Close right after: the drain wait lets these leave
   s = plug->Close();
   Check(s.ok(), "releaseall.close", s.ToString());
@@ -361,18 +379,22 @@ void TestVif(Lab& lab) {
   }
   Check(Has(lab.PeerQdiscs(), "plug 524d:") && Has(lab.PeerQdiscs(), "ingress"), "vif.installed",
         lab.PeerQdiscs());
+  lab.Send(501, 501);
+  lab.ExpectExactly("vif.passthrough_before_first_checkpoint", 501, 501, 1000);
+  (void)plug->Checkpoint(1);
+  (void)plug->Release(1);
   lab.Send(300, 319);
   lab.ExpectNone("vif.unacked_output_held", 400);
-  (void)plug->Checkpoint(1);
+  (void)plug->Checkpoint(2);
   lab.ExpectNone("vif.boundary_is_not_a_release", 250);
   lab.Send(320, 329);
-  (void)plug->Release(1);
-  lab.ExpectExactly("vif.release1_delivers_epoch1_only", 300, 319);
-  (void)plug->Checkpoint(2);
   (void)plug->Release(2);
-  lab.ExpectExactly("vif.release2", 320, 329);
-  lab.Send(330, 339);
+  lab.ExpectExactly("vif.release2_delivers_epoch2_only", 300, 319);
   (void)plug->Checkpoint(3);
+  (void)plug->Release(3);
+  lab.ExpectExactly("vif.release3", 320, 329);
+  lab.Send(330, 339);
+  (void)plug->Checkpoint(4);
   lab.Send(340, 349);
   Status s = plug->Discard();
   Check(s.ok(), "vif.discard", s.ToString());
@@ -485,7 +507,7 @@ struct EpochLoop {
   void Start() {
     th = std::thread([this] {
       auto next = Clock::now();
-      for (uint64_t n = 1; !stop; ++n) {
+      for (uint64_t n = 2; !stop; ++n) {
         next += std::chrono::milliseconds(epoch_ms);
         std::this_thread::sleep_until(next);
         auto t0 = Clock::now();
@@ -524,6 +546,9 @@ void TestRtt(Lab& lab, int epoch_ms, int pings, std::string* result) {
       }
       plug = std::move(*p);
     }
+    // Plug before the first ping (output before the first checkpoint flows).
+    (void)plug->Checkpoint(1);
+    (void)plug->Release(1);
     EpochLoop loop;
     loop.plug = plug.get();
     loop.epoch_ms = epoch_ms;
