@@ -1,0 +1,280 @@
+// The engine end to end in one process: EpochLoop + CheckpointSender on one
+// end of a socketpair, CheckpointReceiver + ImageSink on the other, a running
+// simulated guest. Real threads, real frames, real codec and cache.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "buffer/receive_buffer.h"
+#include "common/digest.h"
+#include "compress/page_batch.h"
+#include "protocol/frame_io.h"
+#include "protocol/messages.h"
+#include "replicator/epoch_loop.h"
+#include "restore/checkpoint_receiver.h"
+#include "sim/image_sink.h"
+#include "sim/sim_guest.h"
+#include "transport/fd_stream.h"
+
+namespace romulus {
+namespace {
+
+using namespace std::chrono_literals;
+
+struct StreamPair {
+  std::unique_ptr<transport::Stream> primary, backup;
+};
+
+StreamPair MakePair() {
+  int sv[2];
+  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  auto a = transport::OpenFdStream(sv[0], sv[0], "primary-end", true);
+  auto b = transport::OpenFdStream(sv[1], sv[1], "backup-end", true);
+  EXPECT_TRUE(a.ok() && b.ok());
+  return {std::move(*a), std::move(*b)};
+}
+
+// Reads a --stats-json file: epoch -> digest of every acked epoch.
+std::map<uint64_t, std::string> AckedDigests(const std::string& path) {
+  std::map<uint64_t, std::string> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find("\"acked\":true") == std::string::npos) continue;
+    auto e = line.find("\"epoch\":");
+    auto d = line.find("\"digest\":\"");
+    if (e == std::string::npos || d == std::string::npos) continue;
+    out[std::stoull(line.substr(e + 8))] = line.substr(d + 10, 16);
+  }
+  return out;
+}
+
+class EngineTest : public ::testing::TestWithParam<sim::Workload> {};
+
+TEST_P(EngineTest, EveryAckedEpochIsAnExactCheckpointOnTheBackup) {
+  sim::SimSpec spec;
+  spec.size_bytes = 32 << 20;
+  spec.workload = GetParam();
+  spec.rate = sim::DefaultRate(spec.workload);
+  auto guest = sim::SimGuest::Create(spec);
+  ASSERT_TRUE(guest.ok());
+  sim::ImageSinkOptions sopts;
+  sopts.run_activated = false;
+  auto sink = sim::ImageSink::Open(sopts);
+  ASSERT_TRUE(sink.ok()) << sink.status().ToString();
+
+  auto pair = MakePair();
+  restore::ReceiverOptions ropts;
+  restore::CheckpointReceiver receiver(ropts);
+  std::map<uint64_t, std::string> committed;  // what the backup committed, by epoch
+  restore::SessionEnd end;
+  std::thread backup([&] {
+    end = receiver.Serve(*pair.backup, **sink, [&](const restore::CommitEvent& e) {
+      committed[e.epoch] = DigestHex(e.digest);
+      // The image really is at the committed digest, not just the counter.
+      EXPECT_EQ((*sink)->digest(), e.digest);
+    });
+  });
+
+  const std::string stats_path = ::testing::TempDir() + "/engine_stats_" +
+                                 sim::WorkloadName(spec.workload) + ".json";
+  replicator::StatsWriter stats;
+  ASSERT_TRUE(stats.OpenJson(stats_path));
+  replicator::NoOutputCommit output;
+  replicator::SenderOptions sopt;
+  sopt.codec.cache_pages = 2048;  // smaller than the guest: evictions happen
+  replicator::EpochLoopOptions lopt;
+  lopt.interval = 5ms;
+  lopt.max_epochs = 60;
+  lopt.ack_timeout = 5000ms;
+  std::unique_ptr<transport::Stream> primary_end = std::move(pair.primary);
+  auto connect = [&]() -> Result<std::unique_ptr<transport::Stream>> {
+    if (!primary_end) return Status::Closed("test: only one connection");
+    return std::move(primary_end);
+  };
+  ASSERT_TRUE((*guest)->Start().ok());
+  replicator::EpochLoop loop(**guest, output, connect, sopt, lopt, &stats);
+  std::atomic<bool> stop{false};
+  Status st = loop.Run(stop);
+  (*guest)->Stop();
+  backup.join();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(end.clean_stop) << end.reason.ToString();
+  EXPECT_EQ(end.epochs_committed, 60u);
+  EXPECT_EQ(loop.totals().acked, 60u);
+
+  auto acked = AckedDigests(stats_path);
+  ASSERT_EQ(acked.size(), 60u);
+  for (const auto& [epoch, digest] : acked) {
+    ASSERT_TRUE(committed.count(epoch)) << "epoch " << epoch << " acked but not committed";
+    EXPECT_EQ(committed[epoch], digest) << "epoch " << epoch;
+  }
+  // The final image is exactly the guest's memory at the last checkpoint:
+  // replay the deterministic workload to the committed step count.
+  auto resumed = sim::SimGuest::Restore(spec, {(*sink)->image(), spec.size_bytes}, (*sink)->committed_state());
+  ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
+  auto replay = sim::SimGuest::Create(spec);
+  ASSERT_TRUE(replay.ok());
+  ASSERT_TRUE((*replay)->RunSteps((*resumed)->steps()).ok());
+  EXPECT_EQ(std::memcmp((*replay)->memory(), (*sink)->image(), spec.size_bytes), 0);
+  EXPECT_EQ((*replay)->ComputeDigest(), (*sink)->digest());
+  EXPECT_GT((*resumed)->steps(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Workloads, EngineTest,
+                         ::testing::Values(sim::Workload::kSeed, sim::Workload::kSparse, sim::Workload::kHotset,
+                                           sim::Workload::kSequential),
+                         [](const auto& info) { return std::string(sim::WorkloadName(info.param)); });
+
+// A hand-driven primary: speaks the protocol frame by frame so a test can
+// send exactly the wrong thing.
+class RawPrimary {
+ public:
+  explicit RawPrimary(transport::Stream* s) : writer_(s), rb_(4096, 1 << 20), reader_(s, &rb_) {}
+  void Hello(uint64_t guest_pages) {
+    protocol::Hello h;
+    h.cache_pages = 64;
+    h.guest_pages = guest_pages;
+    h.session_id = 42;
+    h.identity = "sim:size=1M,workload=idle";
+    ASSERT_TRUE(writer_.Send(h, 0).ok());
+    auto f = reader_.Next(transport::DeadlineIn(5000ms));
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    ASSERT_EQ(f->type(), protocol::FrameType::kHelloAck);
+    auto ack = protocol::HelloAck::Decode(f->payload);
+    ASSERT_TRUE(ack.ok() && ack->accepted) << (ack.ok() ? ack->text : "");
+  }
+  // One RAW page filled with `fill` at pfn, then EPOCH_END with `digest`.
+  Status Epoch(uint64_t epoch, uint64_t pfn, uint8_t fill, uint64_t digest) {
+    uint8_t page[4096];
+    std::memset(page, fill, sizeof page);
+    uint8_t batch[8192];
+    compress::BatchWriter w(batch, sizeof batch);
+    ROMULUS_RETURN_IF_ERROR(w.Append({pfn, compress::PageKind::kRaw, {page, sizeof page}}));
+    ROMULUS_RETURN_IF_ERROR(writer_.Write(protocol::FrameType::kPages, epoch, {batch, w.size()}));
+    protocol::EpochEnd end;
+    end.page_count = 1;
+    end.frame_count = 1;
+    end.payload_bytes = w.size();
+    end.digest = digest;
+    return writer_.Send(end, epoch);
+  }
+  Result<protocol::Frame> Next() { return reader_.Next(transport::DeadlineIn(5000ms)); }
+  // Skips heartbeats.
+  Result<protocol::Frame> NextNonHeartbeat() {
+    while (true) {
+      auto f = Next();
+      if (!f.ok() || f->type() != protocol::FrameType::kHeartbeat) return f;
+    }
+  }
+
+ private:
+  protocol::FrameWriter writer_;
+  buffer::ReceiveBuffer rb_;
+  protocol::FrameReader reader_;
+};
+
+uint64_t DigestOfFilledPage(uint64_t pfn, uint8_t fill) {
+  uint8_t page[4096];
+  std::memset(page, fill, sizeof page);
+  return PageHash(pfn, page);
+}
+
+TEST(ReceiverTest, DigestMismatchNeverCommitsAndKeepsTheLastGoodEpoch) {
+  sim::ImageSinkOptions sopts;
+  auto sink = sim::ImageSink::Open(sopts);
+  ASSERT_TRUE(sink.ok());
+  auto pair = MakePair();
+  restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
+  restore::SessionEnd end;
+  std::thread backup([&] { end = receiver.Serve(*pair.backup, **sink, nullptr); });
+
+  RawPrimary p(pair.primary.get());
+  p.Hello(256);
+  const uint64_t good = DigestOfFilledPage(3, 0xab);
+  ASSERT_TRUE(p.Epoch(1, 3, 0xab, good).ok());
+  auto ack = p.NextNonHeartbeat();
+  ASSERT_TRUE(ack.ok()) << ack.status().ToString();
+  ASSERT_EQ(ack->type(), protocol::FrameType::kAck);
+  EXPECT_EQ(ack->epoch(), 1u);
+
+  // Epoch 2 claims a digest that does not match what it carries.
+  ASSERT_TRUE(p.Epoch(2, 7, 0xcd, good + 1).ok());
+  auto err = p.NextNonHeartbeat();
+  ASSERT_TRUE(err.ok()) << err.status().ToString();
+  EXPECT_EQ(err->type(), protocol::FrameType::kError);
+  backup.join();
+
+  EXPECT_EQ(end.reason.code(), Code::kCorruption);
+  EXPECT_NE(end.reason.message().find("digest mismatch"), std::string::npos) << end.reason.ToString();
+  EXPECT_FALSE(end.clean_stop);
+  EXPECT_EQ((*sink)->last_committed_epoch(), 1u);
+  EXPECT_EQ((*sink)->digest(), good);
+  const uint8_t* pfn7 = (*sink)->image() + 7 * 4096;
+  for (int i = 0; i < 4096; ++i) ASSERT_EQ(pfn7[i], 0) << "epoch 2 leaked into the image";
+  EXPECT_EQ((*sink)->image()[3 * 4096], 0xab);
+}
+
+TEST(ReceiverTest, FrameOfTheWrongEpochIsAProtocolError) {
+  auto sink = sim::ImageSink::Open({});
+  ASSERT_TRUE(sink.ok());
+  auto pair = MakePair();
+  restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
+  restore::SessionEnd end;
+  std::thread backup([&] { end = receiver.Serve(*pair.backup, **sink, nullptr); });
+  RawPrimary p(pair.primary.get());
+  p.Hello(256);
+  ASSERT_TRUE(p.Epoch(5, 1, 1, DigestOfFilledPage(1, 1)).ok());  // first_epoch is 1
+  backup.join();
+  EXPECT_EQ(end.reason.code(), Code::kCorruption);
+  EXPECT_FALSE((*sink)->has_committed());
+}
+
+TEST(ReceiverTest, SilentPrimaryEndsTheSessionAfterThePeerTimeout) {
+  auto sink = sim::ImageSink::Open({});
+  ASSERT_TRUE(sink.ok());
+  auto pair = MakePair();
+  restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
+  restore::SessionEnd end;
+  std::thread backup([&] { end = receiver.Serve(*pair.backup, **sink, nullptr); });
+  RawPrimary p(pair.primary.get());
+  p.Hello(256);  // peer_timeout 1000 ms by default; then silence
+  backup.join();
+  EXPECT_EQ(end.reason.code(), Code::kTimeout) << end.reason.ToString();
+}
+
+TEST(ReceiverTest, OversizedGuestIsRefusedAtTheHandshake) {
+  auto sink = sim::ImageSink::Open({});
+  ASSERT_TRUE(sink.ok());
+  auto pair = MakePair();
+  restore::ReceiverOptions ropts;
+  ropts.max_guest_pages = 1000;
+  restore::CheckpointReceiver receiver(ropts);
+  restore::SessionEnd end;
+  std::thread backup([&] { end = receiver.Serve(*pair.backup, **sink, nullptr); });
+  protocol::FrameWriter w(pair.primary.get());
+  protocol::Hello h;
+  h.cache_pages = 64;
+  h.guest_pages = uint64_t{1} << 40;  // a 4 PiB "guest": must be refused before any allocation
+  h.session_id = 1;
+  h.identity = "huge";
+  ASSERT_TRUE(w.Send(h, 0).ok());
+  buffer::ReceiveBuffer rb(4096, 1 << 20);
+  protocol::FrameReader r(pair.primary.get(), &rb);
+  auto f = r.Next(transport::DeadlineIn(5000ms));
+  ASSERT_TRUE(f.ok()) << f.status().ToString();
+  ASSERT_EQ(f->type(), protocol::FrameType::kHelloAck);
+  auto ack = protocol::HelloAck::Decode(f->payload);
+  ASSERT_TRUE(ack.ok());
+  EXPECT_FALSE(ack->accepted);
+  backup.join();
+  EXPECT_FALSE(end.reason.ok());
+}
+
+}  // namespace
+}  // namespace romulus
