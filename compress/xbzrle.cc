@@ -109,9 +109,9 @@ const std::vector<EncoderImpl>& Encoders() {
 std::span<const EncoderImpl> AvailableEncoders() { return Encoders(); }
 
 EncodeFn BestEncoder() {
-  // On this code the AVX-512 and AVX2 encoders run at the same speed on
-  // most pages (both are bound by loading the two pages); AVX-512 wins on
-  // pages with many short runs. Later entries are preferred.
+  // Entries are in increasing order of speed: on pages with few changes
+  // AVX2 and AVX-512 are both bound by loading the two pages; AVX-512 is
+  // ahead on busy pages (docs/benchmarks.md).
   static const EncodeFn best = Encoders().back().fn;
   return best;
 }

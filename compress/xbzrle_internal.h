@@ -119,4 +119,73 @@ class RunWalker {
   bool in_change_ = false;
 };
 
+// The SIMD encoders' walker. They first reduce the whole page to 64 "run
+// boundary" masks with no data-dependent branch (so the loads of both pages
+// stream at memory speed), then visit only the boundaries here.
+//
+// bounds[k] bit j is set iff byte 64k+j starts a new run, i.e. its changed-ness
+// differs from byte 64k+j-1 (byte -1 counts as unchanged). summary bit k is
+// set iff bounds[k] != 0. Runs alternate zero/change starting with a zero
+// run, so every boundary closes one run of known kind.
+[[gnu::always_inline]] inline int WalkBoundaries(const uint64_t* bounds, uint64_t summary,
+                                                 const uint8_t* new_page, uint8_t* out,
+                                                 size_t cap) {
+  // Fast-path room: a 2-byte varint plus a fixed 16-byte copy.
+  constexpr size_t kSlack = 2 + 16;
+  size_t d = 0;
+  uint32_t run_start = 0;
+  uint32_t change = 0;  // ~0u while the open run is a change run, else 0
+  while (summary != 0) {
+    const unsigned k = static_cast<unsigned>(__builtin_ctzll(summary));
+    summary &= summary - 1;
+    uint64_t t = bounds[k];
+    do {
+      const uint32_t pos = 64 * k + static_cast<unsigned>(__builtin_ctzll(t));
+      t &= t - 1;
+      const uint32_t len = pos - run_start;
+      const size_t vs = 1 + (len >= 0x80);
+      if (__builtin_expect(d + kSlack <= cap && run_start + 16 <= kPageSize, 1)) {
+        // Branch-free for the common short run: always write two varint
+        // bytes and 16 bytes of the new page; only the advance of d decides
+        // what counts. Stray bytes land in [out, out + cap) and are either
+        // overwritten by the next record or lie past the returned length.
+        out[d] = static_cast<uint8_t>(len | (len >= 0x80 ? 0x80 : 0));
+        out[d + 1] = static_cast<uint8_t>(len >> 7);
+        std::memcpy(out + d + vs, new_page + run_start, 16);
+        if ((change & len) > 16) {  // a long change run: copy it whole
+          if (d + vs + len > cap) return -1;
+          std::memcpy(out + d + vs, new_page + run_start, len);
+        }
+        d += vs + (change & len);
+      } else {
+        const size_t need = vs + (change & len);
+        if (d + need > cap) return -1;
+        d += PutRun(out + d, len);
+        std::memcpy(out + d, new_page + run_start, change & len);
+        d += change & len;
+      }
+      change = ~change;
+      run_start = pos;
+    } while (t != 0);
+  }
+  if (change != 0) {  // the last run is a change run reaching the page end
+    const uint32_t len = kPageSize - run_start;
+    if (d + RunLengthSize(len) + len > cap) return -1;
+    d += PutRun(out + d, len);
+    std::memcpy(out + d, new_page + run_start, len);
+    d += len;
+  }
+  // No boundary at all means no byte changed: 0. A trailing zero run is
+  // never emitted because the page end is not a boundary.
+  return static_cast<int>(d);
+}
+
+// Turns one 64-byte change mask into its boundary mask; `carry` holds the
+// changed-ness of the previous byte (bit 0) and is updated.
+[[gnu::always_inline]] inline uint64_t Boundaries(uint64_t diff, uint64_t* carry) {
+  const uint64_t b = diff ^ ((diff << 1) | *carry);
+  *carry = diff >> 63;
+  return b;
+}
+
 }  // namespace romulus::compress::internal
