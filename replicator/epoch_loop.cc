@@ -164,6 +164,7 @@ Status EpochLoop::Checkpoint(uint64_t epoch, EpochStats* st) {
   auto t0 = Clock::now();
   Hook(Phase::kBeforeSuspend, epoch);
   ROMULUS_RETURN_IF_ERROR(guest_.Pause());
+  st->suspend = duration_cast<microseconds>(Clock::now() - t0);
   Status oc = output_.Checkpoint(epoch);
   if (!oc.ok()) spdlog::error("output commit boundary for epoch {}: {}", epoch, oc.ToString());
   Hook(Phase::kAfterSuspend, epoch);
@@ -268,6 +269,7 @@ Status EpochLoop::Run(const std::atomic<bool>& stop) {
     }
     totals_.Add(st);
     if (stats_) stats_->Epoch(st);
+    if (opts_.on_epoch) opts_.on_epoch(st);
 
     // Fixed period: the next suspend is due `interval` after this one.
     auto due = last_suspend + microseconds(interval_us_.load());

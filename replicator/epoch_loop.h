@@ -57,6 +57,8 @@ struct EpochLoopOptions {
   bool progress_bar = false;  // initial sync progress on a TTY
   // Called at every phase (drills, tests). Must be cheap.
   std::function<void(Phase, uint64_t epoch)> phase_hook;
+  // Called with every epoch's statistics (benchmarks, control socket).
+  std::function<void(const EpochStats&)> on_epoch;
 };
 
 using ConnectFn = std::function<Result<std::unique_ptr<transport::Stream>>()>;

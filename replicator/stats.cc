@@ -36,7 +36,7 @@ std::string EpochStatsJson(const EpochStats& e) {
   std::snprintf(
       buf, sizeof buf,
       "{\"epoch\":%" PRIu64 ",\"digest\":\"%s\",\"acked\":%s,\"protected\":%s,"
-      "\"pause_us\":%lld,\"period_us\":%lld,\"dirty_pages\":%" PRIu64 ","
+      "\"pause_us\":%lld,\"suspend_us\":%lld,\"period_us\":%lld,\"dirty_pages\":%" PRIu64 ","
       "\"pages_zero\":%" PRIu64 ",\"pages_unchanged\":%" PRIu64 ",\"pages_delta\":%" PRIu64
       ",\"pages_raw\":%" PRIu64 ",\"pages_lz4\":%" PRIu64 ","
       "\"raw_bytes\":%" PRIu64 ",\"wire_bytes\":%" PRIu64 ",\"wire_bytes_per_page\":%.2f,"
@@ -45,6 +45,7 @@ std::string EpochStatsJson(const EpochStats& e) {
       "\"output_commit\":\"%s\"}",
       e.epoch, DigestHex(e.digest).c_str(), e.acked ? "true" : "false",
       e.protected_ ? "true" : "false", static_cast<long long>(e.pause.count()),
+      static_cast<long long>(e.suspend.count()),
       static_cast<long long>(e.period.count()), e.dirty_pages, e.pages_by_kind[0],
       e.pages_by_kind[1], e.pages_by_kind[2], e.pages_by_kind[3], e.pages_by_kind[4], e.raw_bytes,
       e.wire_bytes, Ratio(e.wire_bytes, e.dirty_pages), e.cache_hits, e.cache_misses,

@@ -19,6 +19,7 @@ struct EpochStats {
   bool acked = false;
   bool protected_ = false;  // a backup held the previous epoch when this one began
   std::chrono::microseconds pause{0};        // guest paused: suspend .. resume
+  std::chrono::microseconds suspend{0};      // part of pause spent waiting for the guest to stop
   std::chrono::microseconds period{0};       // this suspend - previous suspend
   uint64_t dirty_pages = 0;
   std::array<uint64_t, compress::kNumPageKinds> pages_by_kind{};
