@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# e2e: a damaged link and unwelcome peers.
+#
+# Through lib/faultproxy.py (plaintext, --insecure), once the backup has
+# committed a few epochs:
+#   flip (payload) one byte of a PAGES payload  -> payload checksum error
+#   flip (header)  the length byte of a header  -> header checksum error
+#   oversize       a header with a VALID check and a 64 MiB length -> OutOfRange
+#        For these three the primary is alive: the backup logs the reason, keeps
+#        its last epoch, the primary reconnects and resynchronises, commits
+#        resume with digests equal to the primary's acked digests, and the run
+#        ends with a clean stop (no failover).
+#   truncate       EOF in the middle of a frame  -> the backup cannot tell this
+#        from a dead primary: it fails over to its last complete epoch.
+#   stall          nothing forwarded for 4 s (sockets open) -> "primary silent":
+#        failover to the last complete epoch.
+# In every case: the backup names the reason in its log, never crashes, and
+# `romulus verify` proves its image is an exact checkpoint.
+#
+# Without the proxy, over TLS-PSK:
+#   wrong key   -> refused, both logs say Unauthenticated / different key; the
+#                  backup keeps serving and then accepts the right primary.
+#   plaintext primary against a TLS backup -> refused clearly on both ends.
+source "$(dirname "$0")/lib/common.sh"
+e2e_init "$@"
+
+PROXY="$E2E_LIB/faultproxy.py"
+GUEST="sim:size=16M,workload=hotset"
+python3 "$PROXY" --selftest --to x:0 >/dev/null || fail "faultproxy's XXH3 implementation fails its self-test"
+
+# proxy_case NAME EXPECT(resync|failover) BACKUP_LOG_REGEX PROXY_ARGS...
+proxy_case() {
+  local name=$1 expect=$2 reason_rx=$3
+  shift 3
+  local d="$T/$name" bport pport bpid ppid xpid
+  mkdir -p "$d"
+  bport=$(free_port)
+  start_backup bpid "$T/$name-backup.log" --listen "127.0.0.1:$bport" --insecure \
+    --image "$d/img" --events-json "$d/events.json" --failover-timeout 1s
+  bg xpid "$T/$name-proxy.log" python3 "$PROXY" --to "127.0.0.1:$bport" --port-file "$d/proxy.port" "$@"
+  wait_until 10 "$name: faultproxy listening" test -s "$d/proxy.port"
+  pport=$(cat "$d/proxy.port")
+  local epochs=60
+  bg ppid "$T/$name-primary.log" "$ROMULUS" replicate --guest "$GUEST" --to "127.0.0.1:$pport" \
+    --insecure --interval 20ms --epochs $epochs --stats-json "$d/stats.json"
+  wait_until 30 "$name: the proxy injects its fault" \
+    grep -Eq "FLIPPED|TRUNCATING|INJECTED|STALLING" "$T/$name-proxy.log"
+  log "$name: $(grep -E "FLIPPED|TRUNCATING|INJECTED|STALLING" "$T/$name-proxy.log")"
+  if grep -q "SELF-CHECK MISMATCH" "$T/$name-proxy.log"; then
+    check_fail "$name: faultproxy's XXH3 disagrees with the primary's header checks"
+  fi
+
+  if [[ $expect == resync ]]; then
+    # The primary finishes its epochs and stops cleanly; the backup follows.
+    wait_exit "$ppid" 45
+    [[ $EXIT_CODE -eq 0 ]] || check_fail "$name: primary exited $EXIT_CODE"
+    wait_exit "$bpid" 10
+    [[ $EXIT_CODE -eq 0 ]] || check_fail "$name: backup exited $EXIT_CODE"
+    assert_grep "$T/$name-backup.log" "$reason_rx" "$name: backup log names the fault"
+    assert_grep "$T/$name-backup.log" "keeping epoch [0-9]+; waiting" \
+      "$name: backup keeps its last epoch and waits for the primary"
+    assert_grep "$T/$name-primary.log" "backup lost: .*UNPROTECTED" "$name: primary notices the loss"
+    assert_grep "$T/$name-backup.log" "first epoch [0-9]+ \(backup-reconnect\)" \
+      "$name: primary reconnects and resynchronises"
+    local resyncs
+    resyncs=$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    j=json.loads(l)
+    if j.get("totals"): print(j["resyncs"])' "$d/stats.json")
+    [[ ${resyncs:-0} -ge 1 ]] || check_fail "$name: primary's totals say $resyncs resyncs, want >= 1"
+    # Commits resumed after the fault, and every acked digest matches.
+    local fault_epoch last
+    fault_epoch=$(grep -Eo "epoch ~?[0-9]+" "$T/$name-proxy.log" | grep -Eo "[0-9]+" | head -n1)
+    last=$(last_commit "$d/events.json")
+    [[ $last -gt $((fault_epoch + 5)) ]] ||
+      check_fail "$name: last commit $last, not well past the fault at epoch $fault_epoch"
+    local out
+    if out=$(jcheck join "$d/stats.json" "$d/events.json" --from "$fault_epoch" --require-stop); then
+      log "$name: after the fault: $out"
+    else
+      check_fail "$name: after the fault: $out"
+    fi
+    out=$(jcheck join "$d/stats.json" "$d/events.json" --require-stop) || check_fail "$name: whole run: $out"
+  else
+    # The backup fails over to its last complete epoch.
+    wait_exit "$bpid" 20
+    [[ $EXIT_CODE -eq 0 ]] || check_fail "$name: backup exited $EXIT_CODE after failover, expected 0"
+    kill9 "$ppid"
+    assert_grep "$T/$name-backup.log" "$reason_rx" "$name: backup log names the fault"
+    if has_event "$d/events.json" failover; then
+      local fo_epoch fo_digest cd out
+      fo_epoch=$(jcheck field "$d/events.json" failover last_committed_epoch)
+      fo_digest=$(jcheck field "$d/events.json" failover digest)
+      cd=$(jcheck commit-digest "$d/events.json" "$fo_epoch")
+      log "$name: failover at epoch $fo_epoch: $(jcheck field "$d/events.json" failover reason)"
+      [[ $fo_epoch -eq $(last_commit "$d/events.json") ]] ||
+        check_fail "$name: failover epoch $fo_epoch is not the last committed one"
+      [[ $fo_digest == "$cd" ]] || check_fail "$name: failover digest $fo_digest != commit digest $cd"
+      out=$(jcheck join "$d/stats.json" "$d/events.json") || check_fail "$name: $out"
+    else
+      check_fail "$name: no failover event"
+    fi
+  fi
+  kill9 "$xpid"
+  assert_no_crash "$T/$name-backup.log" "$T/$name-primary.log"
+  verify_image "$d/img"
+}
+
+proxy_case flip-payload resync "Corruption: frame payload checksum mismatch" \
+  --fault flip --after 200000 --min-epoch 5
+proxy_case flip-header resync "Corruption: frame header checksum mismatch" \
+  --fault flip --flip-in header --after 200000 --min-epoch 5
+proxy_case oversize resync "(OutOfRange|Out of range): frame length 67108864 exceeds limit 8388608" \
+  --fault oversize --after 200000 --min-epoch 5
+proxy_case truncate failover "truncated frame" \
+  --fault truncate --after 200000 --min-epoch 5
+proxy_case stall failover "primary silent for [0-9]+ ms" \
+  --fault stall --stall-for 4 --after 200000 --min-epoch 5
+
+# ---- wrong key, then the right one (TLS-PSK, no proxy) ----
+make_key "$T/key"
+make_key "$T/otherkey"
+d="$T/wrongkey"
+mkdir -p "$d"
+port=$(free_port)
+start_backup bpid "$T/wrongkey-backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
+  --image "$d/img" --events-json "$d/events.json"
+bg wpid "$T/wrongkey-primary.log" "$ROMULUS" replicate --guest "$GUEST" --to "127.0.0.1:$port" \
+  --psk-file "$T/otherkey" --interval 20ms --epochs 20
+wait_until 15 "wrong-key primary's log reports the refusal" \
+  grep -q "Unauthenticated" "$T/wrongkey-primary.log"
+wait_until 15 "backup's log reports the wrong key" grep -q "different pre-shared key" "$T/wrongkey-backup.log"
+kill9 "$wpid"
+log "wrong key, primary: $(grep -m1 Unauthenticated "$T/wrongkey-primary.log")"
+log "wrong key, backup:  $(grep -m1 "different pre-shared key" "$T/wrongkey-backup.log")"
+assert_grep "$T/wrongkey-backup.log" "Unauthenticated" "wrong key: backup reports Unauthenticated"
+has_event "$d/events.json" commit && check_fail "wrong key: the backup committed data from an unauthenticated primary"
+alive "$bpid" || check_fail "wrong key: the backup died after refusing a wrong key"
+# The right primary is accepted by the same backup process.
+bg ppid "$T/wrongkey-right-primary.log" "$ROMULUS" replicate --guest "$GUEST" --to "127.0.0.1:$port" \
+  --psk-file "$T/key" --interval 20ms --epochs 30 --stats-json "$d/stats.json"
+wait_exit "$ppid" 30
+[[ $EXIT_CODE -eq 0 ]] || check_fail "right key after a wrong one: primary exited $EXIT_CODE"
+wait_exit "$bpid" 10
+[[ $EXIT_CODE -eq 0 ]] || check_fail "right key after a wrong one: backup exited $EXIT_CODE"
+out=$(jcheck join "$d/stats.json" "$d/events.json" --min-acked 30 --require-stop) ||
+  check_fail "right key after a wrong one: $out"
+log "right key after a wrong one: $out"
+assert_no_crash "$T/wrongkey-backup.log" "$T/wrongkey-primary.log" "$T/wrongkey-right-primary.log"
+verify_image "$d/img"
+
+# ---- plaintext primary against a TLS backup ----
+d="$T/plaintext"
+mkdir -p "$d"
+port=$(free_port)
+start_backup bpid "$T/plaintext-backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
+  --image "$d/img" --events-json "$d/events.json"
+bg ppid "$T/plaintext-primary.log" "$ROMULUS" replicate --guest "$GUEST" --to "127.0.0.1:$port" \
+  --insecure --interval 20ms --epochs 20
+wait_until 15 "TLS backup's log reports the plaintext peer" \
+  grep -Eq "Unauthenticated|TLS handshake failed" "$T/plaintext-backup.log"
+wait_until 15 "plaintext primary's log reports the refusal" grep -q "UNPROTECTED" "$T/plaintext-primary.log"
+kill9 "$ppid"
+log "plaintext vs TLS, backup:  $(grep -Em1 "Unauthenticated|TLS handshake failed" "$T/plaintext-backup.log")"
+log "plaintext vs TLS, primary: $(grep -Em1 "UNPROTECTED|backup lost" "$T/plaintext-primary.log")"
+# The primary must say something actionable (TLS / authentication), not just
+# "peer closed the connection" (docs/PROTOCOL.md §1.2: both ends name the
+# reason). KNOWN ENGINE GAP at the time of writing: the TLS backup closes
+# without sending a TLS alert, so the plaintext primary only logs "waiting for
+# the backup's HELLO_ACK: peer closed the connection". This check stays strict.
+if ! grep -E "UNPROTECTED: no backup|backup lost" "$T/plaintext-primary.log" | grep -Eq "TLS|Unauthenticated"; then
+  check_fail "plaintext vs TLS: the primary does not say why it was refused (KNOWN ENGINE GAP, see above): $(grep -Em1 "UNPROTECTED: no backup" "$T/plaintext-primary.log")"
+fi
+has_event "$d/events.json" commit && check_fail "plaintext vs TLS: the backup committed data from a plaintext primary"
+alive "$bpid" || check_fail "plaintext vs TLS: the backup died"
+kill -TERM "$bpid" 2>/dev/null
+wait_exit "$bpid" 10
+assert_no_crash "$T/plaintext-backup.log" "$T/plaintext-primary.log"
+
+finish

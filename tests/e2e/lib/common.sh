@@ -1,0 +1,211 @@
+# Shared helpers for tests/e2e/*.sh (sourced, never run as a test).
+#
+#   source "$(dirname "$0")/lib/common.sh"; e2e_init "$@"
+#
+# Gives: $ROMULUS (absolute path of the binary), $T (a fresh temp dir, removed
+# at exit unless E2E_KEEP=1 or the test failed), $E2E_LIB, and helpers.
+# Every process started with `bg` is killed (SIGKILL, by pid) at exit.
+# Waits are bounded: `wait_until` polls a condition with a deadline and the
+# test FAILs when it expires.
+
+set -u
+set -o pipefail
+
+E2E_NAME=$(basename "$0" .sh)
+E2E_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+E2E_PIDS=()
+E2E_FAILED=0
+E2E_CHECK_FAILS=0
+
+_e2e_cleanup() {
+  local rc=$?
+  local p
+  for p in "${E2E_PIDS[@]}"; do
+    kill -9 "$p" 2>/dev/null
+  done
+  for p in "${E2E_PIDS[@]}"; do
+    { wait "$p"; } 2>/dev/null
+  done
+  if [[ $rc -ne 0 || $E2E_FAILED -ne 0 || ${E2E_KEEP:-0} == 1 ]]; then
+    echo "$E2E_NAME: logs kept in $T" >&2
+  else
+    rm -rf "$T"
+  fi
+}
+
+e2e_init() {
+  if [[ $# -lt 1 || ! -x "$1" ]]; then
+    echo "usage: bash $0 /path/to/romulus" >&2
+    exit 2
+  fi
+  ROMULUS=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+  T=$(mktemp -d "/tmp/e2e-$E2E_NAME.XXXXXX")
+  trap _e2e_cleanup EXIT
+  trap 'exit 130' INT TERM
+  E2E_T0=$(date +%s.%N)
+}
+
+log() { echo "[$E2E_NAME $(date +%H:%M:%S.%3N)] $*"; }
+
+# Print the tail of each named log (diagnostics on failure).
+show_logs() {
+  local f
+  for f in "$@"; do
+    [[ -f $f ]] || continue
+    echo "----- tail of $f -----"
+    tail -n 25 "$f"
+  done
+}
+
+# fail REASON: the test fails now.
+fail() {
+  E2E_FAILED=1
+  echo "FAIL: $E2E_NAME: $*"
+  show_logs "$T"/*.log
+  exit 1
+}
+
+# check_fail REASON: record a failed check but carry on (so one run shows
+# every broken check); `finish` turns it into a failing exit.
+check_fail() {
+  E2E_FAILED=1
+  E2E_CHECK_FAILS=$((E2E_CHECK_FAILS + 1))
+  echo "FAIL: $E2E_NAME: $*"
+}
+
+finish() {
+  local secs
+  secs=$(python3 -c "import time; print('%.1f' % (time.time() - $E2E_T0))")
+  if [[ $E2E_CHECK_FAILS -ne 0 ]]; then
+    echo "FAIL: $E2E_NAME: $E2E_CHECK_FAILS check(s) failed (${secs}s)"
+    exit 1
+  fi
+  echo "PASS: $E2E_NAME (${secs}s)"
+  exit 0
+}
+
+# A port nobody listens on right now (the kernel picks it). A race with
+# another process is possible but rare; start_backup retries on a bind error.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+make_key() {
+  (umask 077 && openssl rand -hex 32 >"$1") || fail "openssl rand failed"
+  chmod 600 "$1"
+}
+
+# bg VAR LOGFILE CMD...: start CMD in the background, stdout+stderr to LOGFILE,
+# its pid in VAR (and remembered for cleanup).
+bg() {
+  local _bg_var=$1 _bg_log=$2
+  shift 2
+  "$@" >"$_bg_log" 2>&1 &
+  local _bg_pid=$!
+  E2E_PIDS+=("$_bg_pid")
+  printf -v "$_bg_var" '%s' "$_bg_pid"
+}
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+# kill9 PID: SIGKILL a process we started and reap it (quietly).
+kill9() {
+  kill -9 "$1" 2>/dev/null
+  { wait "$1"; } 2>/dev/null
+  return 0
+}
+
+# wait_until SECONDS DESCRIPTION CMD...: poll CMD every 50 ms until it
+# succeeds; FAIL the test with DESCRIPTION when SECONDS pass first.
+wait_until() {
+  local secs=$1 what=$2
+  shift 2
+  local deadline
+  deadline=$(($(date +%s%N) + secs * 1000000000))
+  while ! "$@" >/dev/null 2>&1; do
+    if (($(date +%s%N) > deadline)); then
+      fail "timed out after ${secs}s waiting for: $what"
+    fi
+    sleep 0.05
+  done
+}
+
+# wait_exit PID SECONDS: wait for a process we started to exit; sets
+# EXIT_CODE. FAILs (after SIGKILLing it) if it is still running at the deadline.
+wait_exit() {
+  local pid=$1 secs=$2
+  local deadline
+  deadline=$(($(date +%s%N) + secs * 1000000000))
+  while alive "$pid"; do
+    if (($(date +%s%N) > deadline)); then
+      kill -9 "$pid" 2>/dev/null
+      { wait "$pid"; } 2>/dev/null
+      fail "process $pid did not exit within ${secs}s"
+    fi
+    sleep 0.05
+  done
+  { wait "$pid"; } 2>/dev/null
+  EXIT_CODE=$?
+}
+
+# JSON checks (python3; jq is not assumed).
+jcheck() { python3 "$E2E_LIB/check.py" "$@"; }
+
+# Highest committed epoch in an events file (0 if none yet).
+last_commit() { jcheck last-commit "$1"; }
+
+# commit_at_least EVENTS K: true once a commit with epoch >= K is logged.
+commit_at_least() { [[ $(last_commit "$1") -ge $2 ]]; }
+
+# has_event EVENTS TYPE: true once an event of that type is logged.
+has_event() { jcheck has-event "$1" "$2"; }
+
+# No sign of a crash in these logs.
+assert_no_crash() {
+  local f
+  for f in "$@"; do
+    if grep -Eq "AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:|Segmentation fault|Aborted|terminate called|core dumped|std::bad_alloc" "$f"; then
+      check_fail "crash signature in $f: $(grep -Em1 "AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:|Segmentation fault|Aborted|terminate called|core dumped|std::bad_alloc" "$f")"
+    fi
+  done
+}
+
+# assert_grep FILE REGEX WHAT: FILE must contain a line matching REGEX.
+assert_grep() {
+  if ! grep -Eq -- "$2" "$1"; then
+    check_fail "$3: no line matching /$2/ in $(basename "$1")"
+    return 1
+  fi
+  return 0
+}
+
+# verify_image IMG: `romulus verify` must prove the image is an exact checkpoint.
+verify_image() {
+  local out rc
+  out=$("$ROMULUS" verify --image "$1" 2>&1)
+  rc=$?
+  if [[ $rc -ne 0 ]]; then
+    check_fail "romulus verify --image $1 exited $rc: $out"
+    return 1
+  fi
+  log "verify: $out"
+  return 0
+}
+
+# start_backup VAR LOG ARGS...: start `romulus restore ARGS` and wait until it
+# listens (FAIL if it exits first or does not listen within 10 s).
+start_backup() {
+  local _sb_var=$1 _sb_log=$2
+  shift 2
+  local _sb_pid
+  bg _sb_pid "$_sb_log" "$ROMULUS" restore "$@"
+  local deadline=$(($(date +%s%N) + 10 * 1000000000))
+  until grep -q "backup listening on" "$_sb_log" 2>/dev/null; do
+    if ! alive "$_sb_pid"; then
+      fail "backup exited before listening (args: $*)"
+    fi
+    (($(date +%s%N) > deadline)) && fail "backup did not listen within 10 s"
+    sleep 0.05
+  done
+  printf -v "$_sb_var" '%s' "$_sb_pid"
+}
