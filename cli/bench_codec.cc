@@ -189,7 +189,9 @@ bool BenchXbzrle(const Images& im, const std::string& name, compress::EncodeFn f
   const size_t pages = im.pages();
   std::vector<uint8_t> stream(pages * max_delta + 64);
   std::vector<int> lens(pages);
-  const double enc = BestOf(repeat, [&] {
+  // One pass here makes the stream; the reported encode speed comes from the
+  // interleaved timing in RunBenchCodec.
+  const double enc = BestOf(1, [&] {
     size_t off = 0;
     for (size_t p = 0; p < pages; ++p) {
       const int n = fn(im.o(p), im.n(p), stream.data() + off, max_delta);
@@ -474,18 +476,39 @@ int RunBenchCodec(int argc, char** argv) {
 
   if (Wanted(filter, "read-both-ceiling")) {
     matched = true;
-    volatile bool sink = false;
-    const double t = BestOf(repeat, [&] {
-      bool any = false;
-      for (size_t p = 0; p < im.pages(); ++p) any |= compress::ReadBothPages(im.o(p), im.n(p));
-      sink = any;
-    });
-    (void)sink;
     Line line;
     line.name = "read-both-ceiling";
-    line.encode_gbps = Gbps(old_img.size(), t);
     line.note = "reads both pages, encodes nothing";
     lines.push_back(line);
+  }
+
+  // Encode speeds of the XBZRLE encoders and the ceiling are measured again
+  // here, round-robin: on a shared machine the memory bandwidth available
+  // drifts, and interleaving gives every implementation the same conditions.
+  {
+    std::vector<uint8_t> out(2 * kPageSize + 64);  // >= any --max-delta-len
+    volatile int sink = 0;
+    std::vector<double> best(lines.size(), 1e30);
+    for (int r = 0; r < repeat; ++r) {
+      for (size_t i = 0; i < lines.size(); ++i) {
+        compress::EncodeFn fn = nullptr;
+        for (const auto& [name, f] : xbzrle)
+          if (name == lines[i].name) fn = f;
+        const bool ceiling = lines[i].name == "read-both-ceiling";
+        if (!fn && !ceiling) continue;
+        const size_t cap = max_delta;
+        const double t0 = Now();
+        int acc = 0;
+        for (size_t p = 0; p < im.pages(); ++p)
+          acc += ceiling ? compress::ReadBothPages(im.o(p), im.n(p))
+                         : fn(im.o(p), im.n(p), out.data(), cap);
+        best[i] = std::min(best[i], Now() - t0);
+        sink = acc;
+      }
+    }
+    (void)sink;
+    for (size_t i = 0; i < lines.size(); ++i)
+      if (best[i] < 1e30) lines[i].encode_gbps = Gbps(old_img.size(), best[i]);
   }
   if (!matched) {
     UsageError(kCmd, "--encoder: no implementation named '" + filter + "' on this CPU");
