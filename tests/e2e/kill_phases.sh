@@ -36,7 +36,7 @@ for phase in s s2 r r2 m c c2; do
   port=$(free_port)
   start_backup bpid "$T/$phase-backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
     --image "$d/img" --events-json "$d/events.json" --failover-timeout 1s
-  bg ppid "$T/$phase-primary.log" "$ROMULUS" replicate --guest "sim:size=64M,workload=seed" \
+  bg ppid "$T/$phase-primary.log" "$ROMULUS" replicate --guest "sim:size=32M,workload=seed" \
     --to "127.0.0.1:$port" --psk-file "$T/key" --interval 20ms --stats-json "$d/stats.json" \
     --kill-at "$phase:$KILL_EPOCH"
   wait_exit "$ppid" 40

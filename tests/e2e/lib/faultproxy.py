@@ -171,6 +171,14 @@ class Proxy:
         while True:
             c, addr = ls.accept()
             self.conn_no += 1
+            if self.args.single:
+                # Serve this one connection, then refuse every later one
+                # (a primary that never gets back to the backup).
+                ls.close()
+                log("--single: no longer accepting connections")
+                self.handle(c, self.conn_no)
+                while True:
+                    time.sleep(3600)
             threading.Thread(target=self.handle, args=(c, self.conn_no), daemon=True).start()
 
     def handle(self, client, no):
@@ -325,6 +333,8 @@ def main():
     p.add_argument("--min-epoch", type=int, default=0,
                    help="and not before the primary streams a frame of this epoch or later")
     p.add_argument("--stall-for", type=float, default=5.0, help="seconds a stall lasts")
+    p.add_argument("--single", action="store_true",
+                   help="serve only the first connection; refuse later ones (the primary cannot come back)")
     p.add_argument("--selftest", action="store_true", help="check the XXH3 code and exit")
     args = p.parse_args()
     if args.selftest:
