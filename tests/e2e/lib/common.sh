@@ -134,16 +134,15 @@ wait_until() {
 # EXIT_CODE. FAILs (after SIGKILLing it) if it is still running at the deadline.
 wait_exit() {
   local pid=$1 secs=$2
-  local deadline
-  deadline=$(($(date +%s%N) + secs * 1000000000))
-  while alive "$pid"; do
-    if (($(date +%s%N) > deadline)); then
-      kill -9 "$pid" 2>/dev/null
-      { wait "$pid"; } 2>/dev/null
-      fail "process $pid did not exit within ${secs}s"
-    fi
-    sleep 0.05
-  done
+  # `tail --pid` returns when the process exits; `timeout` bounds it. The
+  # job notice ("Killed") of a child that died by a signal is silenced by
+  # reaping it inside a redirected block.
+  { timeout "$secs" tail --pid="$pid" -s 0.05 -f /dev/null; } 2>/dev/null
+  if [[ $? -eq 124 ]] && alive "$pid"; then
+    kill -9 "$pid" 2>/dev/null
+    { wait "$pid"; } 2>/dev/null
+    fail "process $pid did not exit within ${secs}s (killed)"
+  fi
   { wait "$pid"; } 2>/dev/null
   EXIT_CODE=$?
 }
