@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -49,6 +50,14 @@ void MemoryDigest::Update(uint64_t pfn, const uint8_t* page) {
 void MemoryDigest::Reset() {
   std::memset(hashes_.get(), 0, pages_ * sizeof(uint64_t));
   sum_ = 0;
+}
+
+uint64_t MemoryDigest::RangeSum(uint64_t first_pfn, uint64_t count) const {
+  if (first_pfn >= pages_) return 0;
+  const uint64_t end = first_pfn + std::min(count, pages_ - first_pfn);
+  uint64_t sum = 0;
+  for (uint64_t p = first_pfn; p < end; ++p) sum += hashes_[p];
+  return sum;
 }
 
 std::string DigestHex(uint64_t digest) {

@@ -26,6 +26,10 @@ class MemoryDigest {
   uint64_t value() const { return sum_; }
   uint64_t guest_pages() const { return pages_; }
   void Reset();  // back to an all-zero guest
+  // Sum (mod 2^64) of the page hashes of pfns [first_pfn, first_pfn + count),
+  // clamped to the guest: a per-region digest both ends can compare
+  // (romulus drill verify). O(count).
+  uint64_t RangeSum(uint64_t first_pfn, uint64_t count) const;
 
  private:
   explicit MemoryDigest(uint64_t pages);

@@ -4,6 +4,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -124,7 +125,17 @@ Status CheckpointSender::Impl::Handshake() {
   buffer::ReceiveBuffer rb(1024, 64 * 1024);
   protocol::FrameReader reader(stream.get(), &rb);
   auto frame = reader.Next(transport::DeadlineIn(std::chrono::milliseconds(10000)));
-  if (!frame.ok()) return frame.status().With("waiting for the backup's HELLO_ACK");
+  if (!frame.ok()) {
+    Status st = frame.status().With("waiting for the backup's HELLO_ACK");
+    if (st.code() == Code::kClosed) {
+      // A TLS backup drops a plaintext peer without a word (and the other
+      // way round), so say what the likely cause is.
+      return Status::Closed(st.message() +
+                            " (the backup closed the connection before answering: do both ends use the "
+                            "same security mode, --psk-file/--cert or --insecure?)");
+    }
+    return st;
+  }
   if (frame->type() == FrameType::kError) {
     auto err = protocol::Error::Decode(frame->payload);
     return Status::Unsupported("backup refused: " +
@@ -472,12 +483,13 @@ Status CheckpointSender::failure() const {
   return impl_->failure;
 }
 
-Status CheckpointSender::Stop() {
+Status CheckpointSender::Stop(protocol::ByeReason reason) {
   Impl& im = *impl_;
   ROMULUS_RETURN_IF_ERROR(im.CurrentFailure());
   protocol::Bye bye;
-  bye.reason = protocol::ByeReason::kOperatorStop;
-  bye.text = "replication stopped by operator";
+  bye.reason = reason;
+  bye.text = reason == protocol::ByeReason::kHandover ? "planned switchover: backup takes over"
+                                                       : "replication stopped by operator";
   int64_t last = last_acked();
   {
     std::lock_guard<std::mutex> lock(im.mu);
@@ -495,6 +507,20 @@ Status CheckpointSender::Stop() {
   im.stream->Shutdown();
   return st;
 }
+
+std::vector<uint64_t> CheckpointSender::RegionSums(uint32_t regions) const {
+  const uint64_t pages = impl_->digest->guest_pages();
+  regions = std::max<uint32_t>(1, regions);
+  const uint64_t per = pages / regions;
+  std::vector<uint64_t> out(regions);
+  for (uint32_t i = 0; i < regions; ++i) {
+    uint64_t first = i * per;
+    out[i] = impl_->digest->RangeSum(first, i + 1 == regions ? pages - first : per);
+  }
+  return out;
+}
+
+uint64_t CheckpointSender::guest_pages() const { return impl_->digest->guest_pages(); }
 
 const compress::PageCache& CheckpointSender::cache() const { return impl_->encoder->cache(); }
 

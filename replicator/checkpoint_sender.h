@@ -20,9 +20,11 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "compress/page_codec.h"
+#include "protocol/messages.h"
 
 namespace romulus::transport {
 class Stream;
@@ -89,7 +91,14 @@ class CheckpointSender {
   Status failure() const;  // why it is not healthy
 
   // Clean stop: sends BYE ("stop replicating, don't fail over") and closes.
-  Status Stop();
+  // kHandover (planned switchover) tells the backup to activate instead.
+  Status Stop(protocol::ByeReason reason = protocol::ByeReason::kOperatorStop);
+
+  // Digest of the guest as last sent, split into `regions` equal pfn ranges
+  // (the last one takes the remainder). Call only between epochs, from the
+  // thread driving the epochs (the digest is updated by AddPage).
+  std::vector<uint64_t> RegionSums(uint32_t regions) const;
+  uint64_t guest_pages() const;
 
   const compress::PageCache& cache() const;
 

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -71,12 +72,87 @@ EpochLoop::EpochLoop(GuestSource& guest, OutputCommit& output, ConnectFn connect
       backoff_(opts_.reconnect_min),
       snap_(std::make_unique<Snapshot>(guest.guest_pages())) {
   snap_->pfns.reserve(1024);
+  next_cache_pages_.store(sender_opts_.codec.cache_pages);
+  output_state_ = output_.Describe();
 }
 
 EpochLoop::~EpochLoop() = default;
 
 void EpochLoop::SetInterval(microseconds interval) { interval_us_.store(interval.count()); }
 microseconds EpochLoop::interval() const { return microseconds(interval_us_.load()); }
+
+void EpochLoop::SetCacheSize(uint64_t bytes) { next_cache_pages_.store(bytes / kPageSize); }
+
+void EpochLoop::SetPaused(bool paused) { paused_.store(paused); }
+
+std::string EpochLoop::output_state() const {
+  std::lock_guard<std::mutex> lock(ops_mu_);
+  return output_state_;
+}
+
+std::string EpochLoop::StatsJson() const {
+  std::lock_guard<std::mutex> lock(ops_mu_);
+  return "{\"last\":" + last_epoch_json_ + ",\"totals\":" + totals_json_ + "}";
+}
+
+Result<EpochLoop::RegionDigest> EpochLoop::RegionDigestsAt(uint64_t epoch, uint32_t regions,
+                                                           std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(ops_mu_);
+  if (region_req_.pending) return Status::Unsupported("another digest request is in progress");
+  region_req_ = RegionRequest{};
+  region_req_.pending = true;
+  region_req_.epoch = epoch;
+  region_req_.regions = std::clamp<uint32_t>(regions, 1, 4096);
+  bool done = ops_cv_.wait_for(lock, timeout, [&] { return region_req_.done; });
+  region_req_.pending = false;
+  if (!done) return Status::Timeout("epoch " + std::to_string(epoch) + " was not acked within " +
+                                    FormatDuration(timeout));
+  if (!region_req_.status.ok()) return region_req_.status;
+  return region_req_.result;
+}
+
+// Runs on the loop thread between epochs, when the sender's digest is
+// exactly the last epoch sent and nothing is being added to it.
+void EpochLoop::ServeOps() {
+  std::lock_guard<std::mutex> lock(ops_mu_);
+  RegionRequest& r = region_req_;
+  if (!r.pending || r.done) return;
+  const uint64_t started = epoch_.load();
+  const int64_t acked = last_acked_.load();
+  if (started < r.epoch) return;  // not there yet
+  if (started == r.epoch && acked == static_cast<int64_t>(r.epoch) && sender_) {
+    r.result.epoch = r.epoch;
+    r.result.regions = sender_->RegionSums(r.regions);
+    r.result.guest_pages = sender_->guest_pages();
+    r.result.digest = 0;
+    for (uint64_t v : r.result.regions) r.result.digest += v;
+  } else if (started == r.epoch) {
+    r.status = Status::Closed("epoch " + std::to_string(r.epoch) + " was not acked by the backup");
+  } else {
+    r.status = Status::OutOfRange("epoch " + std::to_string(r.epoch) + " already passed (now at " +
+                                  std::to_string(started) + "); ask for a later one");
+  }
+  r.done = true;
+  ops_cv_.notify_all();
+}
+
+Result<uint64_t> EpochLoop::Handover(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(ops_mu_);
+  if (handover_req_.pending && !handover_req_.done) {
+    return Status::Unsupported("a switchover is already in progress");
+  }
+  handover_req_ = HandoverRequest{};
+  handover_req_.pending = true;
+  bool done = ops_cv_.wait_for(lock, timeout, [&] { return handover_req_.done; });
+  if (!done) {
+    // Leave the request pending: the loop will still act on it, and a
+    // second Handover() must not start another one meanwhile.
+    return Status::Timeout("switchover did not complete within " + FormatDuration(timeout));
+  }
+  handover_req_.pending = false;
+  if (!handover_req_.status.ok()) return handover_req_.status;
+  return handover_req_.epoch;
+}
 
 void EpochLoop::LoseBackup(const Status& why) {
   if (sender_) {
@@ -102,9 +178,12 @@ Status EpochLoop::EnsureConnected(const std::atomic<bool>& stop) {
     info.identity = guest_.identity();
     info.first_epoch = epoch_.load() + 1;
     info.resync_reason = totals_.epochs > 0 ? 1 : 0;
+    // A cache size set live (SetCacheSize) applies from this session on.
+    sender_opts_.codec.cache_pages = next_cache_pages_.load();
     auto sender = CheckpointSender::Start(std::move(*stream), sender_opts_, info);
     if (sender.ok()) {
       sender_ = std::move(*sender);
+      active_cache_pages_.store(sender_opts_.codec.cache_pages);
       backoff_ = opts_.reconnect_min;
       need_full_sync_ = true;
       if (totals_.epochs > 0) ++totals_.resyncs;
@@ -159,7 +238,7 @@ Status EpochLoop::LiveSync(uint64_t epoch) {
   return Status::Ok();
 }
 
-Status EpochLoop::Checkpoint(uint64_t epoch, EpochStats* st) {
+Status EpochLoop::Checkpoint(uint64_t epoch, EpochStats* st, bool leave_paused) {
   Snapshot& s = *snap_;
   auto t0 = Clock::now();
   Hook(Phase::kBeforeSuspend, epoch);
@@ -186,7 +265,9 @@ Status EpochLoop::Checkpoint(uint64_t epoch, EpochStats* st) {
     }
   }
   Hook(Phase::kBeforeResume, epoch);
-  Status resumed = guest_.Resume();
+  // A handover's final checkpoint leaves the guest paused for good: nothing
+  // it could do afterwards would reach the backup.
+  Status resumed = leave_paused ? Status::Ok() : guest_.Resume();
   st->pause = duration_cast<microseconds>(Clock::now() - t0);
   Hook(Phase::kAfterResume, epoch);
   ROMULUS_RETURN_IF_ERROR(gs.With("taking checkpoint " + std::to_string(epoch)));
@@ -195,11 +276,138 @@ Status EpochLoop::Checkpoint(uint64_t epoch, EpochStats* st) {
   return Status::Ok();
 }
 
+Status EpochLoop::StreamAndCommit(uint64_t epoch, EpochStats* st) {
+  Status net;
+  const uint8_t* p = snap_->pages.data();
+  for (size_t i = 0; i < snap_->pfns.size() && net.ok(); ++i) {
+    net = sender_->AddPage(snap_->pfns[i], p + i * kPageSize);
+    if (i == snap_->pfns.size() / 2) Hook(Phase::kStreaming, epoch);
+  }
+  if (net.ok()) net = sender_->AddState(snap_->state);
+  if (net.ok()) {
+    auto wire = sender_->EndEpoch();
+    if (wire.ok()) {
+      st->pages_by_kind = wire->pages_by_kind;
+      st->raw_bytes = wire->raw_bytes;
+      st->wire_bytes = wire->wire_bytes;
+      st->cache_hits = wire->cache_hits;
+      st->cache_misses = wire->cache_misses;
+      st->cache_overflows = wire->cache_overflows;
+      st->encode_time = wire->encode_time;
+      st->outbuf_high_water = wire->outbuf_high_water;
+      st->digest = wire->digest;
+    } else {
+      net = wire.status();
+    }
+  }
+  if (net.ok()) {
+    Hook(Phase::kBeforeCommit, epoch);
+    net = sender_->WaitAck(epoch, opts_.ack_timeout);
+  }
+  if (!net.ok()) return net;
+  st->acked = true;
+  st->ack_latency = sender_->last_ack_latency();
+  last_acked_.store(static_cast<int64_t>(epoch));
+  if (!protected_.exchange(true)) {
+    spdlog::info("PROTECTED: backup holds epoch {}", epoch);
+  }
+  Status rel = output_.Release(epoch);
+  if (!rel.ok()) spdlog::error("output release for epoch {}: {}", epoch, rel.ToString());
+  Hook(Phase::kAfterCommit, epoch);
+  return Status::Ok();
+}
+
+void EpochLoop::Publish(const EpochStats& st) {
+  totals_.Add(st);
+  if (stats_) stats_->Epoch(st);
+  if (opts_.on_epoch) opts_.on_epoch(st);
+  std::lock_guard<std::mutex> lock(ops_mu_);
+  last_epoch_json_ = EpochStatsJson(st);
+  totals_json_ = TotalStatsJson(totals_);
+}
+
+// The final epoch of a planned switchover: like any epoch, except that the
+// guest is not resumed after the snapshot, and that on its ack the session
+// ends with BYE kHandover so the backup activates from exactly this epoch.
+Status EpochLoop::DoHandover(uint64_t* epoch) {
+  if (!sender_ || !sender_->healthy() || last_acked_.load() < 0 ||
+      last_acked_.load() != static_cast<int64_t>(*epoch)) {
+    return Status::Closed("no backup holds the current epoch (not PROTECTED): switchover refused");
+  }
+  const uint64_t e = *epoch + 1;
+  spdlog::warn("SWITCHOVER: final checkpoint {} with the guest left paused", e);
+  epoch_.store(e);
+  EpochStats st;
+  st.epoch = e;
+  st.protected_ = protected_.load();
+  st.output_commit = output_.Describe();
+  Status net = sender_->BeginEpoch(e);
+  ROMULUS_RETURN_IF_ERROR(Checkpoint(e, &st, /*leave_paused=*/true));
+  *epoch = e;
+  if (net.ok()) net = StreamAndCommit(e, &st);
+  Publish(st);
+  if (!net.ok()) {
+    Status resumed = guest_.Resume();
+    LoseBackup(net);
+    ROMULUS_RETURN_IF_ERROR(resumed.With("resuming the guest after a failed switchover"));
+    return net.With("switchover: final epoch " + std::to_string(e) + " not acked; guest resumed");
+  }
+  Status bye = sender_->Stop(protocol::ByeReason::kHandover);
+  sender_.reset();
+  protected_.store(false);
+  handed_over_.store(true);
+  ROMULUS_RETURN_IF_ERROR(bye.With("sending the handover"));
+  spdlog::warn("SWITCHOVER: the backup holds epoch {} and takes over; this guest stays paused", e);
+  return output_.ReleaseAll();
+}
+
 Status EpochLoop::Run(const std::atomic<bool>& stop) {
   uint64_t epoch = 0;
   uint64_t checkpoints = 0;
   auto last_suspend = Clock::now();
   while (!stop.load() && (opts_.max_epochs == 0 || checkpoints < opts_.max_epochs)) {
+    ServeOps();
+    bool handover = false;
+    {
+      std::lock_guard<std::mutex> lock(ops_mu_);
+      handover = handover_req_.pending && !handover_req_.done;
+    }
+    if (handover) {
+      uint64_t final_epoch = epoch;
+      Status hs = DoHandover(&final_epoch);
+      epoch = final_epoch;
+      {
+        std::lock_guard<std::mutex> lock(ops_mu_);
+        handover_req_.done = true;
+        handover_req_.status = hs;
+        handover_req_.epoch = final_epoch;
+      }
+      ops_cv_.notify_all();
+      if (hs.ok()) return Status::Ok();  // guest stays paused; the backup activates
+      last_suspend = Clock::now();
+      continue;
+    }
+    if (paused_.load()) {
+      // Operator pause: no checkpoints, guest running unprotected, output
+      // released (nobody will ever ack what it would wait for). The session
+      // stays up on heartbeats; the dirty log keeps accumulating, so the
+      // first epoch after resume carries everything written meanwhile.
+      if (!paused_logged_) {
+        paused_logged_ = true;
+        protected_.store(false);
+        spdlog::error("PAUSED by operator after epoch {}: the guest runs UNPROTECTED until `resume`", epoch);
+        Status rel = output_.ReleaseAll();
+        if (!rel.ok()) spdlog::error("output commit: {}", rel.ToString());
+        std::lock_guard<std::mutex> lock(ops_mu_);
+        output_state_ = output_.Describe() + " (released: paused)";
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      continue;
+    }
+    if (paused_logged_) {
+      paused_logged_ = false;
+      spdlog::warn("resumed by operator: the next checkpoint carries everything dirtied while paused");
+    }
     if (!EnsureConnected(stop).ok()) continue;
     ++epoch;
     epoch_.store(epoch);
@@ -207,6 +415,10 @@ Status EpochLoop::Run(const std::atomic<bool>& stop) {
     st.epoch = epoch;
     st.protected_ = protected_.load();
     st.output_commit = output_.Describe();
+    {
+      std::lock_guard<std::mutex> lock(ops_mu_);
+      output_state_ = st.output_commit;
+    }
 
     // The sender sends while the guest runs; a failure here means the backup
     // is gone (not the guest), so the loop carries on without it.
@@ -226,58 +438,36 @@ Status EpochLoop::Run(const std::atomic<bool>& stop) {
     ROMULUS_RETURN_IF_ERROR(Checkpoint(epoch, &st));
     ++checkpoints;
 
-    if (net.ok()) {
-      const uint8_t* p = snap_->pages.data();
-      for (size_t i = 0; i < snap_->pfns.size() && net.ok(); ++i) {
-        net = sender_->AddPage(snap_->pfns[i], p + i * kPageSize);
-        if (i == snap_->pfns.size() / 2) Hook(Phase::kStreaming, epoch);
-      }
-    }
-    if (net.ok()) net = sender_->AddState(snap_->state);
-    if (net.ok()) {
-      auto wire = sender_->EndEpoch();
-      if (wire.ok()) {
-        st.pages_by_kind = wire->pages_by_kind;
-        st.raw_bytes = wire->raw_bytes;
-        st.wire_bytes = wire->wire_bytes;
-        st.cache_hits = wire->cache_hits;
-        st.cache_misses = wire->cache_misses;
-        st.cache_overflows = wire->cache_overflows;
-        st.encode_time = wire->encode_time;
-        st.outbuf_high_water = wire->outbuf_high_water;
-        st.digest = wire->digest;
-      } else {
-        net = wire.status();
-      }
-    }
-    if (net.ok()) {
-      Hook(Phase::kBeforeCommit, epoch);
-      net = sender_->WaitAck(epoch, opts_.ack_timeout);
-    }
-    if (net.ok()) {
-      st.acked = true;
-      st.ack_latency = sender_->last_ack_latency();
-      last_acked_.store(static_cast<int64_t>(epoch));
-      if (!protected_.exchange(true)) {
-        spdlog::info("PROTECTED: backup holds epoch {}", epoch);
-      }
-      Status rel = output_.Release(epoch);
-      if (!rel.ok()) spdlog::error("output release for epoch {}: {}", epoch, rel.ToString());
-      Hook(Phase::kAfterCommit, epoch);
-    } else {
-      LoseBackup(net);
-    }
-    totals_.Add(st);
-    if (stats_) stats_->Epoch(st);
-    if (opts_.on_epoch) opts_.on_epoch(st);
+    if (net.ok()) net = StreamAndCommit(epoch, &st);
+    if (!net.ok()) LoseBackup(net);
+    Publish(st);
+    ServeOps();
 
     // Fixed period: the next suspend is due `interval` after this one.
     auto due = last_suspend + microseconds(interval_us_.load());
     while (!stop.load() && Clock::now() < due) {
+      ServeOps();
+      {
+        std::lock_guard<std::mutex> lock(ops_mu_);
+        if (handover_req_.pending && !handover_req_.done) break;  // act now, not at the next tick
+      }
       auto left = due - Clock::now();
       std::this_thread::sleep_for(std::min<Clock::duration>(left, std::chrono::milliseconds(20)));
     }
   }
+  {
+    // Nobody will serve a pending digest request any more.
+    std::lock_guard<std::mutex> lock(ops_mu_);
+    if (region_req_.pending && !region_req_.done) {
+      region_req_.status = Status::Closed("replication stopped");
+      region_req_.done = true;
+    }
+    if (handover_req_.pending && !handover_req_.done) {
+      handover_req_.status = Status::Closed("replication stopped before the switchover");
+      handover_req_.done = true;
+    }
+  }
+  ops_cv_.notify_all();
   if (sender_) {
     Status bye = sender_->Stop();
     if (!bye.ok()) spdlog::warn("stopping replication: {}", bye.ToString());

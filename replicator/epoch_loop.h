@@ -18,8 +18,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "replicator/checkpoint_sender.h"
@@ -79,6 +83,50 @@ class EpochLoop {
   void SetInterval(std::chrono::microseconds interval);
   std::chrono::microseconds interval() const;
 
+  // ---- Operations (control socket, docs/CONTROL.md). All thread-safe; each
+  // takes effect at an epoch boundary of the thread in Run(). ----
+
+  // Page-cache size for the NEXT session. The backup's mirror cache must
+  // match the primary's, so a running session keeps its cache; the new size
+  // applies from the next connect (a resync after a lost backup, or a
+  // restart). Bytes, multiple of 4 KiB.
+  void SetCacheSize(uint64_t bytes);
+  uint64_t cache_size_next() const { return next_cache_pages_.load() * 4096; }
+  uint64_t cache_size_active() const { return active_cache_pages_.load() * 4096; }
+
+  // Pause: no more checkpoints. The guest keeps running, UNPROTECTED, and
+  // its buffered output is released (nobody holds the checkpoint it would
+  // wait for); the session stays up (heartbeats). Resume: the next epoch
+  // carries everything dirtied meanwhile, no full resync needed.
+  void SetPaused(bool paused);
+  bool paused() const { return paused_.load(); }
+
+  // OutputCommit::Describe() as of the last epoch (Describe itself is only
+  // called from the loop thread).
+  std::string output_state() const;
+  // {"last":<last epoch's stats JSON>,"totals":<totals JSON>} ("null" before the first).
+  std::string StatsJson() const;
+
+  // Digest of the guest as checkpointed in `epoch`, whole and per region
+  // (regions equal pfn ranges), taken at the boundary right after `epoch`
+  // was acked. Blocks until then. Fails if that boundary already passed,
+  // the epoch was not acked, or `timeout` expires.
+  struct RegionDigest {
+    uint64_t epoch = 0;
+    uint64_t digest = 0;
+    uint64_t guest_pages = 0;
+    std::vector<uint64_t> regions;
+  };
+  Result<RegionDigest> RegionDigestsAt(uint64_t epoch, uint32_t regions, std::chrono::milliseconds timeout);
+
+  // Planned switchover: at the next boundary take a final checkpoint and
+  // leave the guest PAUSED, wait for its ack, release its output, send BYE
+  // kHandover (the backup activates) and make Run() return. Blocks until
+  // done; returns the final epoch. If the final epoch is not acked the guest
+  // is resumed and replication carries on (error returned).
+  Result<uint64_t> Handover(std::chrono::milliseconds timeout);
+  bool handed_over() const { return handed_over_.load(); }
+
   const TotalStats& totals() const { return totals_; }
   bool protected_now() const { return protected_.load(); }
   uint64_t current_epoch() const { return epoch_.load(); }
@@ -87,7 +135,13 @@ class EpochLoop {
  private:
   Status EnsureConnected(const std::atomic<bool>& stop);
   Status LiveSync(uint64_t epoch);
-  Status Checkpoint(uint64_t epoch, EpochStats* st);
+  Status Checkpoint(uint64_t epoch, EpochStats* st, bool leave_paused = false);
+  // Streams the snapshot of `epoch`, sends EPOCH_END, waits for the ack;
+  // fills the wire part of *st. The error is the backup's, not the guest's.
+  Status StreamAndCommit(uint64_t epoch, EpochStats* st);
+  void Publish(const EpochStats& st);  // totals, stats file, on_epoch, StatsJson
+  void ServeOps();                     // at a boundary: answer a pending RegionDigestsAt
+  Status DoHandover(uint64_t* epoch);
   void LoseBackup(const Status& why);
   void Hook(Phase p, uint64_t epoch) {
     if (opts_.phase_hook) opts_.phase_hook(p, epoch);
@@ -109,6 +163,30 @@ class EpochLoop {
   TotalStats totals_;
   struct Snapshot;
   std::unique_ptr<Snapshot> snap_;
+
+  // Operations state (see the public section above).
+  std::atomic<uint64_t> next_cache_pages_{0};
+  std::atomic<uint64_t> active_cache_pages_{0};
+  std::atomic<bool> paused_{false};
+  std::atomic<bool> handed_over_{false};
+  bool paused_logged_ = false;  // loop thread only
+  mutable std::mutex ops_mu_;
+  std::condition_variable ops_cv_;
+  std::string output_state_;                 // guarded by ops_mu_
+  std::string last_epoch_json_ = "null";     // guarded by ops_mu_
+  std::string totals_json_ = "null";         // guarded by ops_mu_
+  struct RegionRequest {
+    bool pending = false, done = false;
+    uint64_t epoch = 0;
+    uint32_t regions = 0;
+    Status status;
+    RegionDigest result;
+  } region_req_;  // guarded by ops_mu_
+  struct HandoverRequest {
+    bool pending = false, done = false;
+    Status status;
+    uint64_t epoch = 0;
+  } handover_req_;  // guarded by ops_mu_
 };
 
 }  // namespace romulus::replicator

@@ -205,6 +205,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
         spdlog::info("primary stopped replication cleanly ({}); not failing over",
                      theirs.ok() ? protocol::Printable(theirs->text) : "?");
         end.clean_stop = true;
+        if (theirs.ok()) end.bye_reason = theirs->reason;
         end.reason = Status::Ok();
         end.receive_reallocations = reallocs();
         stream.Shutdown();

@@ -17,6 +17,7 @@
 
 #include "common/status.h"
 #include "compress/page_codec.h"
+#include "protocol/messages.h"
 #include "restore/guest_sink.h"
 
 namespace romulus::transport {
@@ -42,6 +43,10 @@ struct CommitEvent {
 
 struct SessionEnd {
   bool clean_stop = false;  // primary said BYE: do not fail over
+  // With clean_stop: why. kHandover (planned switchover, `romulus
+  // switchover`) means the primary stopped its guest after the last epoch
+  // and the backup should activate.
+  protocol::ByeReason bye_reason = protocol::ByeReason::kOperatorStop;
   Status reason;            // why the session ended otherwise
   uint64_t epochs_committed = 0;
   uint64_t receive_reallocations = 0;  // ReceiveBuffer growths after the first epoch

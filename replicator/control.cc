@@ -1,0 +1,390 @@
+#include "replicator/control.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "common/digest.h"
+#include "common/units.h"
+#include "replicator/epoch_loop.h"
+
+namespace romulus::replicator {
+
+using std::chrono::milliseconds;
+
+Result<std::vector<std::string>> ParseControlRequest(std::string_view line) {
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  if (line.size() >= kMaxControlRequest) {
+    return Status::OutOfRange("request longer than " + std::to_string(kMaxControlRequest - 1) + " bytes");
+  }
+  std::vector<std::string> words;
+  std::string cur;
+  for (char c : line) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (c == ' ' || c == '\t') {
+      if (!cur.empty()) words.push_back(std::move(cur));
+      cur.clear();
+      continue;
+    }
+    if (u < 0x21 || u > 0x7e) return Status::InvalidArgument("request has a non-printable byte");
+    cur.push_back(c);
+  }
+  if (!cur.empty()) words.push_back(std::move(cur));
+  if (words.empty()) return Status::InvalidArgument("empty request");
+  if (words.size() > kMaxControlWords) return Status::InvalidArgument("too many words in the request");
+  return words;
+}
+
+std::string JsonString(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (u < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", u);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+std::string RenderControlReply(const ControlReply& r) {
+  if (r.ok) return r.members.empty() ? "{\"ok\":true}" : "{\"ok\":true," + r.members + "}";
+  return std::string("{\"ok\":false,\"error\":") + JsonString(r.error) + ",\"usage\":" +
+         (r.usage ? "true" : "false") + "}";
+}
+
+namespace {
+
+// Fills a sockaddr_un; false if the path does not fit.
+bool MakeAddr(const std::string& path, sockaddr_un* addr) {
+  std::memset(addr, 0, sizeof *addr);
+  addr->sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof addr->sun_path) return false;
+  std::memcpy(addr->sun_path, path.data(), path.size());
+  return true;
+}
+
+void SetTimeouts(int fd, milliseconds t) {
+  timeval tv{};
+  tv.tv_sec = t.count() / 1000;
+  tv.tv_usec = (t.count() % 1000) * 1000;
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+bool WriteAll(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+struct ControlServer::Impl {
+  int listen_fd = -1;
+  int wake[2] = {-1, -1};  // pipe: the destructor wakes the poll
+  std::thread thread;
+};
+
+Result<std::unique_ptr<ControlServer>> ControlServer::Start(const std::string& path, ControlHandler handler) {
+  sockaddr_un addr;
+  if (!MakeAddr(path, &addr)) {
+    return Status::InvalidArgument("control socket path '" + path + "' is empty or longer than " +
+                                   std::to_string(sizeof addr.sun_path - 1) + " bytes");
+  }
+  struct stat sb;
+  if (lstat(path.c_str(), &sb) == 0) {
+    if (!S_ISSOCK(sb.st_mode)) {
+      return Status::InvalidArgument("control socket path " + path + " exists and is not a socket");
+    }
+    // A socket file: live (someone accepts) or stale (left by a dead process).
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+      bool live = connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+      close(probe);
+      if (live) return Status::InvalidArgument("control socket " + path + " is in use by a running romulus");
+    }
+    if (unlink(path.c_str()) != 0) return Status::FromErrno("removing stale control socket " + path, errno);
+    spdlog::info("removed stale control socket {}", path);
+  }
+  std::unique_ptr<ControlServer> s(new ControlServer());
+  s->path_ = path;
+  s->handler_ = std::move(handler);
+  s->impl_ = std::make_unique<Impl>();
+  Impl& im = *s->impl_;
+  im.listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (im.listen_fd < 0) return Status::FromErrno("control socket", errno);
+  // 0600 from the start: no window in which others could connect.
+  mode_t old = umask(0177);
+  int rc = bind(im.listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int err = errno;
+  umask(old);
+  if (rc != 0) {
+    close(im.listen_fd);
+    im.listen_fd = -1;
+    return Status::FromErrno("binding control socket " + path, err);
+  }
+  chmod(path.c_str(), 0600);
+  if (listen(im.listen_fd, 8) != 0 || pipe2(im.wake, O_CLOEXEC) != 0) {
+    err = errno;
+    close(im.listen_fd);
+    im.listen_fd = -1;
+    unlink(path.c_str());
+    return Status::FromErrno("listening on control socket " + path, err);
+  }
+  ControlServer* raw = s.get();
+  im.thread = std::thread([raw] { raw->Loop(); });
+  spdlog::info("control socket {} (romulus ctl --socket {} status)", path, path);
+  return s;
+}
+
+ControlServer::~ControlServer() {
+  if (!impl_) return;
+  if (impl_->wake[1] >= 0) (void)!write(impl_->wake[1], "x", 1);
+  if (impl_->thread.joinable()) impl_->thread.join();
+  if (impl_->listen_fd >= 0) {
+    close(impl_->listen_fd);
+    unlink(path_.c_str());
+  }
+  for (int fd : impl_->wake) {
+    if (fd >= 0) close(fd);
+  }
+}
+
+std::string ControlServer::HandleLine(std::string_view line) const {
+  auto words = ParseControlRequest(line);
+  if (!words.ok()) return RenderControlReply(ControlReply::Usage(words.status().message()));
+  try {
+    return RenderControlReply(handler_(*words));
+  } catch (const std::exception& e) {
+    return RenderControlReply(ControlReply::Fail(std::string("internal error: ") + e.what()));
+  }
+}
+
+void ControlServer::Loop() {
+  Impl& im = *impl_;
+  while (true) {
+    pollfd fds[2] = {{im.listen_fd, POLLIN, 0}, {im.wake[0], POLLIN, 0}};
+    int n = poll(fds, 2, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 || (fds[1].revents & POLLIN)) return;
+    if (!(fds[0].revents & POLLIN)) continue;
+    int fd = accept4(im.listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    // One bounded line; a client that says nothing for 2 s is dropped.
+    SetTimeouts(fd, milliseconds(2000));
+    std::string req;
+    char buf[256];
+    bool too_long = false, complete = false;
+    while (!complete) {
+      ssize_t r = recv(fd, buf, sizeof buf, 0);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      req.append(buf, static_cast<size_t>(r));
+      complete = req.find('\n') != std::string::npos;
+      if (req.size() >= kMaxControlRequest && !complete) {
+        too_long = true;
+        break;
+      }
+    }
+    std::string reply;
+    if (too_long) {
+      reply = RenderControlReply(ControlReply::Usage("request longer than " +
+                                                     std::to_string(kMaxControlRequest - 1) + " bytes"));
+    } else if (!req.empty()) {
+      reply = HandleLine(std::string_view(req).substr(0, req.find('\n')));
+    }
+    if (!reply.empty()) {
+      SetTimeouts(fd, milliseconds(2000));
+      (void)WriteAll(fd, reply + "\n");
+    }
+    close(fd);
+  }
+}
+
+Result<std::string> ControlCall(const std::string& path, const std::string& request, milliseconds timeout) {
+  sockaddr_un addr;
+  if (!MakeAddr(path, &addr)) return Status::InvalidArgument("control socket path '" + path + "' is invalid");
+  if (request.size() + 1 > kMaxControlRequest) return Status::InvalidArgument("request too long");
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::FromErrno("socket", errno);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int err = errno;
+    close(fd);
+    if (err == ENOENT) return Status::Closed("no such socket " + path + " (is romulus running with --control-socket?)");
+    if (err == ECONNREFUSED) return Status::Closed("romulus is not running (stale control socket " + path + ")");
+    return Status::FromErrno("connecting to " + path, err);
+  }
+  SetTimeouts(fd, timeout);
+  if (!WriteAll(fd, request + "\n")) {
+    int err = errno;
+    close(fd);
+    return Status::FromErrno("sending to " + path, err);
+  }
+  std::string reply;
+  char buf[4096];
+  while (reply.size() < kMaxControlReply) {
+    ssize_t r = recv(fd, buf, sizeof buf, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      int err = errno;
+      close(fd);
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        return Status::Timeout("no answer from " + path + " within " +
+                               FormatDuration(std::chrono::duration_cast<std::chrono::microseconds>(timeout)));
+      }
+      return Status::FromErrno("reading from " + path, err);
+    }
+    if (r == 0) break;
+    reply.append(buf, static_cast<size_t>(r));
+    if (reply.find('\n') != std::string::npos) break;
+  }
+  close(fd);
+  auto nl = reply.find('\n');
+  if (nl == std::string::npos) return Status::Corruption("incomplete answer from " + path);
+  return reply.substr(0, nl);
+}
+
+std::string DefaultControlSocket(const std::string& guest_identity) {
+  const char* dir = "/run/romulus";
+  struct stat sb;
+  if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode) || access(dir, W_OK) != 0) return "";
+  std::string name;
+  for (char c : guest_identity) {
+    bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+                c == '_' || c == '.';
+    name.push_back(keep ? c : '_');
+  }
+  if (name.empty() || name[0] == '.') name = "guest" + name;
+  if (name.size() > 64) name.resize(64);
+  return std::string(dir) + "/" + name + ".sock";
+}
+
+namespace {
+
+ControlReply PrimaryStatus(EpochLoop* loop, const std::string& identity) {
+  std::string m = "\"role\":\"primary\",\"guest\":" + JsonString(identity) +
+                  ",\"epoch\":" + std::to_string(loop->current_epoch()) +
+                  ",\"last_acked\":" + std::to_string(loop->last_acked_epoch()) + ",\"protection\":" +
+                  (loop->protected_now() ? "\"PROTECTED\"" : "\"UNPROTECTED\"") +
+                  ",\"paused\":" + (loop->paused() ? "true" : "false") +
+                  ",\"output_commit\":" + JsonString(loop->output_state()) +
+                  ",\"interval_us\":" + std::to_string(loop->interval().count()) +
+                  ",\"interval\":" + JsonString(FormatDuration(loop->interval())) +
+                  ",\"cache_size\":" + std::to_string(loop->cache_size_active()) +
+                  ",\"cache_size_next_session\":" + std::to_string(loop->cache_size_next());
+  return ControlReply::Ok(m);
+}
+
+bool ParseU64(const std::string& s, uint64_t* out) {
+  if (s.empty() || s.size() > 19) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  *out = v;
+  return true;
+}
+
+}  // namespace
+
+ControlHandler PrimaryControlHandler(EpochLoop* loop, std::string identity, std::function<void()> on_switchover) {
+  return [loop, identity, on_switchover](const std::vector<std::string>& w) -> ControlReply {
+    const std::string& cmd = w[0];
+    auto arity = [&](size_t n) { return w.size() == n; };
+    if (cmd == "status" && arity(1)) return PrimaryStatus(loop, identity);
+    if (cmd == "stats" && arity(1)) {
+      std::string j = loop->StatsJson();  // {"last":...,"totals":...}
+      return ControlReply::Ok(j.substr(1, j.size() - 2));
+    }
+    if (cmd == "set" && w.size() == 3 && w[1] == "interval") {
+      auto d = ParseDuration(w[2]);
+      if (!d.ok()) return ControlReply::Usage("set interval: " + d.status().message());
+      if (d->count() < 5000 || d->count() > 60000000) {
+        return ControlReply::Usage("set interval: must be between 5ms and 60s");
+      }
+      loop->SetInterval(*d);
+      spdlog::info("control: checkpoint interval set to {} from the next epoch", FormatDuration(*d));
+      return ControlReply::Ok("\"interval_us\":" + std::to_string(d->count()) + ",\"applies\":\"next epoch\"");
+    }
+    if (cmd == "set" && w.size() == 3 && w[1] == "cache-size") {
+      auto sz = ParseSize(w[2]);
+      if (!sz.ok()) return ControlReply::Usage("set cache-size: " + sz.status().message());
+      if (*sz % 4096 != 0 || *sz > (uint64_t{64} << 30)) {
+        return ControlReply::Usage("set cache-size: must be a multiple of 4K, at most 64G");
+      }
+      loop->SetCacheSize(*sz);
+      spdlog::info("control: cache size {} from the next session (resync)", FormatSize(*sz));
+      return ControlReply::Ok("\"cache_size_next_session\":" + std::to_string(*sz) +
+                              ",\"applies\":\"next session (after the next resynchronisation)\"");
+    }
+    if (cmd == "set") return ControlReply::Usage("usage: set interval DURATION | set cache-size SIZE");
+    if ((cmd == "pause" || cmd == "resume") && arity(1)) {
+      bool pause = cmd == "pause";
+      loop->SetPaused(pause);
+      spdlog::warn("control: {} requested", cmd);
+      return ControlReply::Ok(std::string("\"paused\":") + (pause ? "true" : "false") +
+                              (pause ? ",\"warning\":\"the guest runs UNPROTECTED until resume\"" : ""));
+    }
+    if (cmd == "failover" && arity(1)) {
+      return ControlReply::Fail(
+          "this is the primary: failover is triggered on the backup (romulus ctl --socket BACKUP.sock "
+          "failover); for a planned move with no lost epoch use `romulus switchover`");
+    }
+    if (cmd == "digest" && (w.size() == 2 || w.size() == 3)) {
+      uint64_t epoch = 0, regions = 16;
+      if (!ParseU64(w[1], &epoch) || epoch == 0 || (w.size() == 3 && (!ParseU64(w[2], &regions) ||
+                                                                      regions == 0 || regions > 4096))) {
+        return ControlReply::Usage("usage: digest EPOCH [REGIONS 1..4096]");
+      }
+      auto r = loop->RegionDigestsAt(epoch, static_cast<uint32_t>(regions), milliseconds(20000));
+      if (!r.ok()) return ControlReply::Fail(r.status().message());
+      std::string m = "\"epoch\":" + std::to_string(r->epoch) + ",\"digest\":\"" + DigestHex(r->digest) +
+                      "\",\"guest_pages\":" + std::to_string(r->guest_pages) + ",\"regions\":[";
+      for (size_t i = 0; i < r->regions.size(); ++i) m += (i ? ",\"" : "\"") + DigestHex(r->regions[i]) + "\"";
+      return ControlReply::Ok(m + "]");
+    }
+    if (cmd == "switchover" && arity(1)) {
+      auto e = loop->Handover(milliseconds(60000));
+      if (!e.ok()) return ControlReply::Fail("switchover: " + e.status().message());
+      if (on_switchover) on_switchover();
+      return ControlReply::Ok("\"final_epoch\":" + std::to_string(*e) +
+                              ",\"guest\":\"paused here; the backup activates from final_epoch\"");
+    }
+    if (cmd == "help" && arity(1)) {
+      return ControlReply::Ok(
+          "\"commands\":[\"status\",\"stats\",\"set interval D\",\"set cache-size S\",\"pause\",\"resume\","
+          "\"digest EPOCH [REGIONS]\",\"switchover\"]");
+    }
+    return ControlReply::Usage("unknown or malformed command '" + cmd +
+                               "' (status, stats, set interval D, set cache-size S, pause, resume, "
+                               "failover, digest EPOCH [REGIONS], switchover, help)");
+  };
+}
+
+}  // namespace romulus::replicator

@@ -1,0 +1,93 @@
+// Live control of a running replication over a UNIX stream socket
+// (`--control-socket PATH`, `romulus ctl`). Protocol (docs/CONTROL.md):
+// the client connects, writes ONE request line — printable ASCII words
+// separated by spaces, at most kMaxControlRequest bytes, ending in '\n' —
+// and the server answers with ONE JSON line, then closes:
+//
+//   {"ok":true, ...}                       success, command-specific members
+//   {"ok":false,"error":"...","usage":B}   failure; usage=true: bad request
+//
+// The server is one thread that serves one connection at a time (requests
+// are rare and tiny; a handler may block, e.g. `switchover`), with a receive
+// timeout so a silent client cannot wedge it. The socket file is created
+// 0600 (only its owner, normally root, may control replication); a stale
+// file left by a dead process is removed at start, a live one is refused.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace romulus::replicator {
+
+class EpochLoop;
+
+inline constexpr size_t kMaxControlRequest = 512;   // bytes, newline included
+inline constexpr size_t kMaxControlWords = 8;
+inline constexpr size_t kMaxControlReply = 1 << 20;  // client side bound
+
+// Splits a request line (with or without its '\n') into words.
+// InvalidArgument for an empty, over-long or non-printable request.
+Result<std::vector<std::string>> ParseControlRequest(std::string_view line);
+
+struct ControlReply {
+  bool ok = true;
+  bool usage = false;   // with !ok: the request itself was wrong
+  std::string members;  // JSON members without braces: "\"epoch\":3,\"x\":true"
+  std::string error;
+
+  static ControlReply Ok(std::string members = "") { return {true, false, std::move(members), ""}; }
+  static ControlReply Fail(std::string error) { return {false, false, "", std::move(error)}; }
+  static ControlReply Usage(std::string error) { return {false, true, "", std::move(error)}; }
+};
+// One JSON line, without the trailing '\n'.
+std::string RenderControlReply(const ControlReply& r);
+// "\"...\"" with JSON escapes.
+std::string JsonString(std::string_view s);
+
+using ControlHandler = std::function<ControlReply(const std::vector<std::string>& words)>;
+
+class ControlServer {
+ public:
+  // Binds `path` and starts serving. Fails if the path is held by a live
+  // server, is not a socket, or cannot be created.
+  static Result<std::unique_ptr<ControlServer>> Start(const std::string& path, ControlHandler handler);
+  ~ControlServer();  // stops the thread (after the request in progress), unlinks the path
+
+  const std::string& path() const { return path_; }
+  // Answers one request line as the server would (tests, and the server itself).
+  std::string HandleLine(std::string_view line) const;
+
+ private:
+  ControlServer() = default;
+  void Loop();
+  struct Impl;
+  std::string path_;
+  ControlHandler handler_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Client: sends one request, returns the reply line. Clear errors for a
+// missing socket ("no such socket") and a dead daemon ("not running").
+Result<std::string> ControlCall(const std::string& path, const std::string& request,
+                                std::chrono::milliseconds timeout);
+
+// The default socket of a replication: /run/romulus/<sanitised guest>.sock
+// when /run/romulus is a writable directory, else "" (none).
+std::string DefaultControlSocket(const std::string& guest_identity);
+
+// The primary's command set bound to a running EpochLoop:
+//   status | stats | set interval D | set cache-size S | pause | resume |
+//   failover (refused: this is the primary) | digest EPOCH [REGIONS] | switchover
+// `identity` names the guest in status; `on_switchover` (may be empty) runs
+// after a successful handover (the replicate command stops then).
+ControlHandler PrimaryControlHandler(EpochLoop* loop, std::string identity,
+                                     std::function<void()> on_switchover = nullptr);
+
+}  // namespace romulus::replicator
