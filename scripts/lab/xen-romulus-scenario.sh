@@ -55,7 +55,14 @@ if [ -n "${LAB_XEN_FIXTURE:-}" ] && [ -n "$TOOL" ]; then
     "$TOOL" cut-fixture "$W/rec.bin" "$W/fixture.bin" >"$W/cut.log" 2>&1 || lab_fail "cut-fixture: $(cat "$W/cut.log")"
     "$TOOL" verify-stream "$W/fixture.bin" >"$W/verify.log" 2>&1 || lab_fail "fixture does not verify: $(cat "$W/verify.log")"
     lab_note "fixture: $(cat "$W/cut.log"); $(cat "$W/verify.log")"
-    gzip -9 -c "$W/fixture.bin" | base64 | sed 's/^/LAB-DATA xen-stream-fixture /'
+    # Through the serial console, slowly: Xen drops console output it cannot send.
+    gzip -9 -c "$W/fixture.bin" | base64 >"$W/fixture.b64"
+    lab_note "fixture: $(wc -c <"$W/fixture.bin") bytes, $(wc -l <"$W/fixture.b64") base64 lines"
+    n=0
+    while IFS= read -r l; do
+      echo "LAB-DATA xen-stream-fixture $l"
+      n=$((n+1)); [ $((n % 20)) -eq 0 ] && sleep 0.2
+    done <"$W/fixture.b64"
     echo "LAB-DATA-END xen-stream-fixture"
     rm -f "$W/rec.bin"
   else
@@ -74,7 +81,7 @@ if [ "$MODE" = cli ]; then
   romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 1s \
     >"$W/backup.log" 2>&1 &
 else
-  "$TOOL" restore --listen "$PORT" --timeout 5000 >"$W/backup.log" 2>&1 &
+  "$TOOL" restore --listen "$PORT" --timeout 5000 ${LAB_ROMULUS_VERBOSE:+--verbose 1} >"$W/backup.log" 2>&1 &
 fi
 BP=$!
 i=0
@@ -91,6 +98,7 @@ if [ "$MODE" = cli ]; then
     --xen-stats "$W/stats.csv" >"$W/primary.log" 2>&1 &
 else
   "$TOOL" replicate --domain guest1 --to "127.0.0.1:$PORT" --interval "$I" --stats "$W/stats.csv" \
+    --ack-timeout "${LAB_ROMULUS_ACK_TIMEOUT_MS:-5000}" \
     >"$W/primary.log" 2>&1 &
 fi
 RP=$!
@@ -98,7 +106,7 @@ i=0
 until grep -q '^1,' "$W/stats.csv" 2>/dev/null; do
   i=$((i+1))
   if [ $i -gt 900 ] || ! kill -0 $RP 2>/dev/null; then
-    tail -n 30 "$W/primary.log"; tail -n 20 "$W/backup.log"
+    tail -n 80 "$W/primary.log"; tail -n 20 "$W/backup.log"
     lab_fail "no first checkpoint after $(lab_elapsed "$T0") s"
   fi
   sleep 0.2
@@ -106,7 +114,7 @@ done
 T1=$(lab_now)
 lab_note "first checkpoint acked after $(lab_elapsed "$T0") s; replicating for $D s at $I ms"
 sleep "$D"
-kill -0 $RP 2>/dev/null || { tail -n 30 "$W/primary.log"; lab_fail "the replicator died during the run"; }
+kill -0 $RP 2>/dev/null || { tail -n 30 "$W/primary.log"; tail -n 40 "$W/backup.log"; lab_fail "the replicator died during the run"; }
 kill -0 $BP 2>/dev/null || { tail -n 30 "$W/backup.log"; lab_fail "the backup died during the run"; }
 
 # ---- 5. the primary host dies

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -106,9 +107,30 @@ Status Verify(const std::vector<uint8_t>& in, std::string* report) {
   return Status::Ok();
 }
 
-// Keeps, byte for byte: the headers, every non-page record, and in each
-// epoch the PAGE_DATA record carrying the fewest pages (so every page-type
-// mix libxenguest produced stays represented while the file stays small).
+// Appends the PAGE_DATA record at `off` cut to its first kFixturePfns pfn
+// words (count and length rewritten, the kept pfn words and page bytes are
+// the real ones).
+constexpr uint32_t kFixturePfns = 8;
+void AppendTruncatedPageData(const std::vector<uint8_t>& in, size_t off, std::vector<uint8_t>* out) {
+  uint32_t count = LoadLe32(&in[off + 8]);
+  uint32_t keep = std::min(count, kFixturePfns);
+  const uint8_t* words = &in[off + 16];
+  const uint8_t* data = words + 8ull * count;
+  size_t data_keep = 0;
+  for (uint32_t i = 0; i < keep; i++) data_keep += PageTypeHasData(uint32_t(LoadLe64(words + 8ull * i) >> 60));
+  uint8_t h[16];
+  StoreLe32(h, kRecPageData);
+  StoreLe32(h + 4, uint32_t(kPageDataHeaderSize + 8ull * keep + kXenPageSize * data_keep));
+  StoreLe32(h + 8, keep);
+  memcpy(h + 12, &in[off + 12], 4);
+  out->insert(out->end(), h, h + 16);
+  out->insert(out->end(), words, words + 8ull * keep);
+  out->insert(out->end(), data, data + kXenPageSize * data_keep);
+}
+
+// Keeps, byte for byte: the headers, every non-page record and CHECKPOINT;
+// and per epoch the PAGE_DATA record carrying the fewest pages, cut to its
+// first few pfns, so the fixture stays small (tens of KiB).
 Status CutFixture(const std::vector<uint8_t>& in, std::vector<uint8_t>* out) {
   size_t off = kImageHeaderSize + kDomainHeaderSize;
   if (in.size() < off) return Status::Corruption("too short");
@@ -124,7 +146,7 @@ Status CutFixture(const std::vector<uint8_t>& in, std::vector<uint8_t>* out) {
       size_t pages = (len - kPageDataHeaderSize - 8ull * LoadLe32(&in[off + 8])) / kXenPageSize;
       if (pages < best_pages) best_off = off, best_len = total, best_pages = pages;
     } else if (type == kRecCheckpoint) {
-      if (best_pages != SIZE_MAX) out->insert(out->end(), in.begin() + best_off, in.begin() + best_off + best_len);
+      if (best_pages != SIZE_MAX) AppendTruncatedPageData(in, best_off, out);
       out->insert(out->end(), epoch_nonpage.begin(), epoch_nonpage.end());
       out->insert(out->end(), in.begin() + off, in.begin() + off + total);
       epoch_nonpage.clear();
@@ -263,6 +285,8 @@ XenReplicateOptions PrimaryOpts(int argc, char** argv) {
   o.stats_path = Arg(argc, argv, "--stats");
   o.tee_path = Arg(argc, argv, "--tee-stream");
   o.verbose = !Arg(argc, argv, "--verbose").empty();
+  int ack = atoi(Arg(argc, argv, "--ack-timeout", "0").c_str());
+  if (ack > 0) o.ack_timeout = std::chrono::milliseconds(ack);
   return o;
 }
 
