@@ -23,10 +23,9 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/spawn.h"
 #include "common/units.h"
 #include "transport/security.h"
-
-extern char** environ;
 
 namespace romulus::cli {
 
@@ -34,61 +33,6 @@ namespace {
 
 const char kCmd[] = "demo";
 using Clock = std::chrono::steady_clock;
-
-std::string SelfExe() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return "romulus";
-  buf[n] = 0;
-  return buf;
-}
-
-pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  if (!log.empty()) {
-    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_APPEND, 0644);
-  }
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = -1;
-  posix_spawn_file_actions_destroy(&fa);
-  return pid;
-}
-
-// Last complete line of a file that contains `needle`.
-std::string LastLineWith(const std::string& path, const std::string& needle) {
-  std::ifstream in(path);
-  std::string line, found;
-  while (std::getline(in, line)) {
-    if (line.find(needle) != std::string::npos) found = line;
-  }
-  return found;
-}
-
-std::string JsonField(const std::string& line, const std::string& key) {
-  auto p = line.find("\"" + key + "\":");
-  if (p == std::string::npos) return "";
-  p += key.size() + 3;
-  if (p < line.size() && line[p] == '"') {
-    auto e = line.find('"', p + 1);
-    return line.substr(p + 1, e - p - 1);
-  }
-  auto e = line.find_first_of(",}", p);
-  return line.substr(p, e - p);
-}
-
-bool WaitExit(pid_t pid, std::chrono::milliseconds timeout, int* status) {
-  auto until = Clock::now() + timeout;
-  while (Clock::now() < until) {
-    if (waitpid(pid, status, WNOHANG) == pid) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
-}
 
 }  // namespace
 

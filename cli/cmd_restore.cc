@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <mutex>
 #include <thread>
@@ -17,6 +18,8 @@
 #include "cli/restore_events.h"
 #include "common/digest.h"
 #include "common/units.h"
+#include "replicator/control.h"
+#include "replicator/metrics.h"
 #include "restore/checkpoint_receiver.h"
 #include "sim/image_sink.h"
 #include "transport/tcp.h"
@@ -54,6 +57,127 @@ void StartStopWatcher() {
   }).detach();
 }
 
+// Live state for the control socket (docs/CONTROL.md), written by the
+// receiver thread, read by the control thread.
+struct BackupControlState {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string state = "waiting";  // waiting | receiving | failing-over | activated | stopped
+  std::string peer;
+  std::string failover_reason;
+  bool failover_requested = false;  // operator: `romulus ctl failover`
+  bool activation_done = false;
+  Status activation;
+  // `digest EPOCH REGIONS`: answered by the commit callback of EPOCH, when
+  // the image is exactly that epoch and nothing else touches it.
+  struct {
+    bool pending = false, done = false;
+    uint64_t epoch = 0;
+    uint32_t regions = 16;
+    Status status;
+    std::string members;
+  } digest;
+};
+BackupControlState g_ctl;
+
+void ShutdownConnections() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_listener) g_listener->Shutdown();
+  if (g_stream) g_stream->Shutdown();
+}
+
+std::string RegionDigestMembers(const sim::ImageSink& img, uint64_t epoch, uint32_t regions) {
+  const uint64_t pages = img.guest_pages();
+  const uint64_t per = pages / regions;
+  std::vector<uint64_t> sums(regions, 0);
+  for (uint32_t r = 0; r < regions; ++r) {
+    const uint64_t first = r * per, end = r + 1 == regions ? pages : first + per;
+    for (uint64_t pfn = first; pfn < end; ++pfn) sums[r] += PageHash(pfn, img.image() + pfn * 4096);
+  }
+  uint64_t total = 0;
+  std::string list;
+  for (uint32_t r = 0; r < regions; ++r) {
+    total += sums[r];
+    list += (r ? ",\"" : "\"") + DigestHex(sums[r]) + "\"";
+  }
+  return "\"epoch\":" + std::to_string(epoch) + ",\"digest\":\"" + DigestHex(total) +
+         "\",\"guest_pages\":" + std::to_string(pages) + ",\"regions\":[" + list + "]";
+}
+
+replicator::ControlHandler BackupControlHandler(restore::GuestSink* sink, sim::ImageSink* image,
+                                                std::atomic<uint64_t>* last_digest) {
+  using replicator::ControlReply;
+  return [sink, image, last_digest](const std::vector<std::string>& w) -> ControlReply {
+    const std::string& cmd = w[0];
+    if (cmd == "status" && w.size() == 1) {
+      std::lock_guard<std::mutex> lock(g_ctl.mu);
+      const bool held = sink->has_committed();
+      const bool protecting = held && g_ctl.state == "receiving";
+      return ControlReply::Ok(
+          "\"role\":\"backup\",\"state\":" + replicator::JsonString(g_ctl.state) +
+          ",\"epoch\":" + std::to_string(held ? sink->last_committed_epoch() : 0) +
+          ",\"committed_epoch\":" + std::to_string(held ? sink->last_committed_epoch() : 0) +
+          ",\"digest\":\"" + DigestHex(last_digest->load()) + "\",\"protection\":" +
+          (protecting ? "\"PROTECTED\"" : "\"UNPROTECTED\"") + ",\"primary\":" +
+          replicator::JsonString(g_ctl.peer) + ",\"failover\":" +
+          (g_ctl.state == "activated" ? "true" : "false") +
+          (g_ctl.failover_reason.empty() ? "" : ",\"failover_reason\":" + replicator::JsonString(g_ctl.failover_reason)) +
+          ",\"output_commit\":\"primary side\"");
+    }
+    if (cmd == "failover" && w.size() == 1) {
+      std::unique_lock<std::mutex> lock(g_ctl.mu);
+      if (g_ctl.state == "activated") return ControlReply::Fail("already activated");
+      if (!sink->has_committed()) return ControlReply::Fail("nothing committed yet: no checkpoint to activate");
+      g_ctl.failover_requested = true;
+      lock.unlock();
+      spdlog::warn("control: operator requested failover");
+      ShutdownConnections();
+      lock.lock();
+      if (!g_ctl.cv.wait_for(lock, std::chrono::seconds(60), [] { return g_ctl.activation_done; })) {
+        return ControlReply::Fail("activation did not finish within 60 s");
+      }
+      if (!g_ctl.activation.ok()) return ControlReply::Fail("activation failed: " + g_ctl.activation.message());
+      return ControlReply::Ok("\"activated\":true,\"epoch\":" + std::to_string(sink->last_committed_epoch()));
+    }
+    if (cmd == "digest" && (w.size() == 2 || w.size() == 3)) {
+      if (!image) return ControlReply::Fail("digest: only for a simulated guest's image (not --xen)");
+      uint64_t epoch = 0, regions = 16;
+      try {
+        size_t used = 0;
+        epoch = std::stoull(w[1], &used);
+        if (used != w[1].size()) throw std::invalid_argument(w[1]);
+        if (w.size() == 3) {
+          regions = std::stoull(w[2], &used);
+          if (used != w[2].size()) throw std::invalid_argument(w[2]);
+        }
+      } catch (const std::exception&) {
+        epoch = 0;
+      }
+      if (epoch == 0 || regions == 0 || regions > 4096) return ControlReply::Usage("usage: digest EPOCH [REGIONS 1..4096]");
+      std::unique_lock<std::mutex> lock(g_ctl.mu);
+      if (g_ctl.digest.pending) return ControlReply::Fail("another digest request is in progress");
+      if (sink->has_committed() && sink->last_committed_epoch() >= epoch) {
+        return ControlReply::Fail("epoch " + std::to_string(epoch) + " already passed (committed " +
+                                  std::to_string(sink->last_committed_epoch()) + "); ask for a later one");
+      }
+      g_ctl.digest = {};
+      g_ctl.digest.pending = true;
+      g_ctl.digest.epoch = epoch;
+      g_ctl.digest.regions = static_cast<uint32_t>(regions);
+      bool done = g_ctl.cv.wait_for(lock, std::chrono::seconds(20), [] { return g_ctl.digest.done; });
+      g_ctl.digest.pending = false;
+      if (!done) return ControlReply::Fail("epoch " + std::to_string(epoch) + " was not committed within 20 s");
+      if (!g_ctl.digest.status.ok()) return ControlReply::Fail(g_ctl.digest.status.message());
+      return ControlReply::Ok(g_ctl.digest.members);
+    }
+    if (cmd == "set" || cmd == "pause" || cmd == "resume" || cmd == "switchover" || cmd == "stats") {
+      return ControlReply::Fail("'" + cmd + "' is a primary command; this is the backup (romulus ctl --socket PRIMARY.sock ...)");
+    }
+    return ControlReply::Usage("unknown or malformed command '" + cmd +
+                               "' (backup: status, failover, digest EPOCH [REGIONS])");
+  };
+}
+
 // Runs the operator's fence hook; activation goes ahead only if it exits 0.
 bool RunFence(const std::string& cmd, const std::string& reason, uint64_t epoch) {
   if (cmd.empty()) return true;
@@ -88,7 +212,10 @@ int RunRestore(int argc, char** argv) {
       ("max-cache-size", po::value<std::string>()->default_value("1G"), "largest mirror cache a primary may ask for")
       ("max-guest-size", po::value<std::string>()->default_value("64G"), "largest guest a primary may send")
       ("run-after-failover", po::value<std::string>()->default_value("0s"),
-       "keep the activated simulated guest running this long before exiting");
+       "keep the activated simulated guest running this long before exiting")
+      ("control-socket", po::value<std::string>(), "live control (romulus ctl) on this UNIX socket")
+      ("metrics-textfile", po::value<std::string>(),
+       "write Prometheus metrics to FILE (textfile collector; atomic, at most once per second)");
   AddSecurityOptions(&desc);
   int code = 0;
   auto vm = ParseOptions(kCmd, "--listen ADDR:PORT --psk-file FILE --image PATH [options]", desc, argc, argv, &code);
@@ -121,6 +248,20 @@ int RunRestore(int argc, char** argv) {
   if (xen && vm->count("image")) {
     UsageError(kCmd, "--xen and --image exclude each other");
     return kExitUsage;
+  }
+  std::unique_ptr<replicator::MetricsTextfile> metrics;
+  if (vm->count("metrics-textfile")) {
+    auto m = replicator::MetricsTextfile::Open((*vm)["metrics-textfile"].as<std::string>(),
+                                               (*vm)["listen"].as<std::string>());
+    if (!m.ok()) {
+      spdlog::error("{}", m.status().ToString());
+      return kExitFailure;
+    }
+    metrics = std::move(*m);
+    metrics->Set("romulus_failover", "gauge", "1 once this backup activated the guest.", 0);
+    metrics->Set("romulus_committed_epoch", "gauge", "Last epoch committed by the backup.", 0);
+    metrics->Set("romulus_receive_reallocations", "gauge",
+                 "Receive-buffer reallocations in steady state (last session).", 0);
   }
   StartStopWatcher();
   std::unique_ptr<restore::GuestSink> sink;
@@ -177,6 +318,44 @@ int RunRestore(int argc, char** argv) {
   }
   spdlog::info("backup listening on {} ({})", (*listener)->address(), transport::ModeName(sec->mode()));
 
+  std::atomic<uint64_t> shared_digest{last_digest};
+  std::unique_ptr<replicator::ControlServer> control;
+  if (vm->count("control-socket") && (*vm)["control-socket"].as<std::string>() != "none") {
+    auto c = replicator::ControlServer::Start((*vm)["control-socket"].as<std::string>(),
+                                              BackupControlHandler(sink.get(), image_sink, &shared_digest));
+    if (!c.ok()) {
+      spdlog::error("{}", c.status().ToString());
+      return kExitFailure;
+    }
+    control = std::move(*c);
+  }
+  auto set_state = [](const std::string& state, const std::string& peer) {
+    std::lock_guard<std::mutex> lock(g_ctl.mu);
+    g_ctl.state = state;
+    g_ctl.peer = peer;
+  };
+  auto failover_requested = [] {
+    std::lock_guard<std::mutex> lock(g_ctl.mu);
+    return g_ctl.failover_requested;
+  };
+  // The activation outcome for a waiting `ctl failover` (and status).
+  auto activation_done = [&](const Status& st, const std::string& reason) {
+    {
+      std::lock_guard<std::mutex> lock(g_ctl.mu);
+      g_ctl.activation_done = true;
+      g_ctl.activation = st;
+      g_ctl.state = st.ok() ? "activated" : "stopped";
+      g_ctl.failover_reason = reason;
+      // Nobody will commit any more: fail a pending digest request.
+      if (g_ctl.digest.pending && !g_ctl.digest.done) {
+        g_ctl.digest.done = true;
+        g_ctl.digest.status = Status::Closed("the backup stopped receiving");
+      }
+    }
+    g_ctl.cv.notify_all();
+    if (metrics) metrics->Set("romulus_failover", "gauge", "1 once this backup activated the guest.", st.ok() ? 1 : 0);
+  };
+
   restore::ReceiverOptions ropts;
   ropts.cache_pages = max_cache / 4096;
   ropts.max_guest_pages = max_guest / 4096;
@@ -189,11 +368,16 @@ int RunRestore(int argc, char** argv) {
   // it before failing over.
   std::optional<std::chrono::steady_clock::time_point> grace_until;
   Status why;
+  bool handover = false;
   while (!g_stop.load()) {
     auto deadline = grace_until ? *grace_until : transport::NoDeadline();
     auto stream = (*listener)->Accept(deadline);
     if (!stream.ok()) {
       if (g_stop.load()) break;
+      if (failover_requested()) {
+        why = Status::Closed("failover requested by the operator (romulus ctl failover)");
+        break;
+      }
       if (stream.status().code() == Code::kTimeout && grace_until) {
         why = why.With("primary did not come back within " + FormatDuration(failover));
         break;
@@ -207,9 +391,28 @@ int RunRestore(int argc, char** argv) {
     }
     grace_until.reset();
     spdlog::info("primary connected: {}", (*stream)->Peer());
+    set_state("receiving", (*stream)->Peer());
+    if (failover_requested()) (*stream)->Shutdown();  // raced with `ctl failover`
     auto end = receiver.Serve(**stream, *sink, [&](const restore::CommitEvent& e) {
       events.Commit(e.epoch, e.digest);
       last_digest = e.digest;
+      shared_digest.store(e.digest);
+      if (metrics) {
+        metrics->Set("romulus_committed_epoch", "gauge", "Last epoch committed by the backup.", static_cast<double>(e.epoch));
+        metrics->Add("romulus_commits_total", "Epochs committed.", 1);
+        metrics->Add("romulus_wire_bytes_total", "Bytes received from the primary.", static_cast<double>(e.wire_bytes));
+      }
+      {
+        // Here, between Commit(N) and the next epoch, the image is exactly N.
+        std::lock_guard<std::mutex> lock(g_ctl.mu);
+        auto& d = g_ctl.digest;
+        if (d.pending && !d.done && e.epoch >= d.epoch) {
+          if (e.epoch == d.epoch && image_sink) d.members = RegionDigestMembers(*image_sink, e.epoch, d.regions);
+          else d.status = Status::OutOfRange("epoch " + std::to_string(d.epoch) + " was skipped (resync?)");
+          d.done = true;
+          g_ctl.cv.notify_all();
+        }
+      }
       spdlog::debug("committed epoch {} ({} pages, {} on the wire)", e.epoch, e.pages, FormatSize(e.wire_bytes));
     });
     {
@@ -218,9 +421,28 @@ int RunRestore(int argc, char** argv) {
     }
     spdlog::info("session ended after {} committed epochs; {} receive-buffer reallocations in steady state",
                  end.epochs_committed, end.receive_reallocations);
+    set_state("waiting", "");
+    if (metrics) {
+      metrics->Set("romulus_receive_reallocations", "gauge",
+                   "Receive-buffer reallocations in steady state (last session).",
+                   static_cast<double>(end.receive_reallocations));
+    }
     if (g_stop.load()) break;
+    if (failover_requested() && sink->has_committed()) {
+      why = Status::Closed("failover requested by the operator (romulus ctl failover)");
+      break;
+    }
+    if (end.clean_stop && end.bye_reason == protocol::ByeReason::kHandover) {
+      // Planned switchover: the primary stopped its guest right after the
+      // epoch we just committed and acked; take over from exactly there.
+      handover = true;
+      why = Status::Closed("planned switchover: the primary handed over after epoch " +
+                           std::to_string(sink->last_committed_epoch()));
+      break;
+    }
     if (end.clean_stop) {
       events.Stop(sink->last_committed_epoch(), last_digest);
+      activation_done(Status::Closed("the primary stopped replication cleanly"), "");
       return kExitOk;
     }
     spdlog::error("primary lost: {}", end.reason.ToString());
@@ -244,21 +466,28 @@ int RunRestore(int argc, char** argv) {
     std::lock_guard<std::mutex> lock(g_mu);
     g_listener = nullptr;
   }
-  if (g_stop.load()) return kExitOk;
+  if (g_stop.load()) {
+    activation_done(Status::Closed("backup stopped"), "");
+    return kExitOk;
+  }
 
   // Failover.
+  set_state("failing-over", "");
+  if (handover) spdlog::info("handover from the primary: activating (no epoch lost)");
   const uint64_t epoch = sink->last_committed_epoch();
   const std::string reason = why.ToString();
   spdlog::warn("FAILOVER: {}; activating the guest from epoch {} (digest {})", reason, epoch,
                DigestHex(last_digest));
   if (!RunFence(fence, reason, epoch)) {
     events.Failover(reason, epoch, last_digest, false);
+    activation_done(Status::Internal("the fence command refused activation"), reason);
     return kExitFailure;
   }
   auto t0 = std::chrono::steady_clock::now();
   Status st = sink->Activate(reason);
   auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
   events.Failover(reason, epoch, last_digest, st.ok());
+  activation_done(st, reason);
   if (!st.ok()) {
     spdlog::error("activation failed: {}", st.ToString());
     return kExitFailure;

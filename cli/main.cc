@@ -20,6 +20,9 @@ const Command kCommands[] = {
     {"restore", romulus::cli::RunRestore, "be the backup: receive checkpoints, fail over"},
     {"demo", romulus::cli::RunDemo, "both sides over loopback TLS with a simulated guest, then a failover"},
     {"verify", romulus::cli::RunVerify, "check a backup image of a simulated guest is a real checkpoint"},
+    {"ctl", romulus::cli::RunCtl, "control a running replicate/restore: status, stats, set, pause, failover"},
+    {"drill", romulus::cli::RunDrill, "failover drills with real processes; drill verify: compare both sides live"},
+    {"switchover", romulus::cli::RunSwitchover, "planned handover: final checkpoint, the backup takes over"},
     {"bench", romulus::cli::RunBench, "benchmarks: bench codec | bench e2e"},
 };
 

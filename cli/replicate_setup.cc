@@ -11,6 +11,8 @@
 #include "common/units.h"
 #include "compress/page.h"
 #include "compress/xbzrle.h"
+#include "replicator/control.h"
+#include "replicator/metrics.h"
 #include "replicator/output_commit.h"
 
 namespace romulus::cli {
@@ -36,6 +38,10 @@ void AddReplicateTuningOptions(po::options_description* desc) {
       ("netbuf-dev", po::value<std::string>(), "buffer this interface's egress until each epoch is acked (sch_plug)")
       ("netbuf-vif", po::value<std::string>(), "Xen: buffer the guest's transmit on this vif (e.g. vif3.0) via an IFB")
       ("no-net-buffering", po::bool_switch(), "do not buffer guest output (stats say: output not committed)")
+      ("control-socket", po::value<std::string>(),
+       "live control (romulus ctl) on this UNIX socket; default /run/romulus/GUEST.sock if writable, 'none' = off")
+      ("metrics-textfile", po::value<std::string>(),
+       "write Prometheus metrics to FILE (textfile collector; atomic, at most once per second)")
       ("kill-at", po::value<std::string>(),
        "drill: SIGKILL this process at PHASE[:EPOCH] (s, s2, r, r2, c, c2, m=mid-stream)");
 }
@@ -84,6 +90,14 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
       return false;
     }
   }
+  if (vm.count("control-socket")) {
+    out->control_socket = vm["control-socket"].as<std::string>();
+    if (out->control_socket.empty()) {
+      UsageError(cmd, "--control-socket: empty path (use 'none' to disable)");
+      return false;
+    }
+  }
+  if (vm.count("metrics-textfile")) out->metrics_textfile = vm["metrics-textfile"].as<std::string>();
   if (vm.count("stats-json")) out->stats_json = vm["stats-json"].as<std::string>();
   out->no_net_buffering = vm["no-net-buffering"].as<bool>();
   if (vm.count("netbuf-dev")) {
@@ -178,6 +192,23 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
                  "never received (use --netbuf-dev IFACE)");
   }
   replicator::EpochLoopOptions loop = setup.loop;
+  std::unique_ptr<replicator::MetricsTextfile> metrics;
+  if (!setup.metrics_textfile.empty()) {
+    auto m = replicator::MetricsTextfile::Open(setup.metrics_textfile, guest.identity());
+    if (!m.ok()) {
+      spdlog::error("{}", m.status().ToString());
+      return kExitFailure;
+    }
+    metrics = std::move(*m);
+  }
+  // The engine exists only below; on_epoch runs on its thread, after it.
+  replicator::EpochLoop* engine_ptr = nullptr;
+  if (metrics) {
+    const bool commits = (*output)->commits_output();
+    loop.on_epoch = [m = metrics.get(), commits, &engine_ptr](const replicator::EpochStats& e) {
+      m->OnEpoch(e, commits, engine_ptr ? engine_ptr->totals().resyncs : 0);
+    };
+  }
   if (setup.kill_enabled) {
     const auto phase = setup.kill_phase;
     const uint64_t at = setup.kill_epoch;
@@ -193,6 +224,24 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
     return transport::Connect(target.host, target.port, sec, std::chrono::seconds(5));
   };
   replicator::EpochLoop engine(guest, **output, connect, setup.sender, loop, &stats);
+  engine_ptr = &engine;
+  std::unique_ptr<replicator::ControlServer> control;
+  {
+    std::string path = setup.control_socket;
+    if (path.empty()) path = replicator::DefaultControlSocket(guest.identity());
+    if (!path.empty() && path != "none") {
+      auto c = replicator::ControlServer::Start(path, replicator::PrimaryControlHandler(&engine, guest.identity()));
+      if (c.ok()) {
+        control = std::move(*c);
+      } else if (setup.control_socket.empty()) {
+        // The default is a convenience: replicate without it rather than not at all.
+        spdlog::warn("no control socket: {}", c.status().ToString());
+      } else {
+        spdlog::error("{}", c.status().ToString());
+        return kExitFailure;
+      }
+    }
+  }
   std::thread timer;
   if (setup.duration.count() > 0) {
     timer = std::thread([d = setup.duration] {
@@ -205,6 +254,12 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
   }
   Status st = engine.Run(g_stop);
   g_stop.store(true);
+  control.reset();  // after Run: a switchover request is answered before the socket goes
+  if (metrics) metrics->Close();
+  if (engine.handed_over()) {
+    spdlog::warn("switchover complete: the backup runs the guest from epoch {}; this copy stays paused",
+                 engine.current_epoch());
+  }
   if (timer.joinable()) timer.join();
   stats.Totals(engine.totals());
   if (!st.ok()) {

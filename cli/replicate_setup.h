@@ -25,6 +25,10 @@ struct ReplicateSetup {
   bool kill_enabled = false;
   replicator::Phase kill_phase = replicator::Phase::kBeforeSuspend;
   uint64_t kill_epoch = 0;  // 0 = the first epoch after protection
+  // Operations (docs/CONTROL.md): "" = the default (/run/romulus/<guest>.sock
+  // when that directory is writable), "none" = no control socket.
+  std::string control_socket;
+  std::string metrics_textfile;  // Prometheus textfile collector; "" = off
 };
 
 void AddReplicateTuningOptions(po::options_description* desc);

@@ -1,0 +1,89 @@
+// romulus ctl: talk to a running `replicate` or `restore` over its control
+// socket (docs/CONTROL.md). One request, one JSON answer on stdout.
+#include <dirent.h>
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "replicator/control.h"
+
+namespace romulus::cli {
+
+namespace {
+
+const char kCmd[] = "ctl";
+
+// With no --socket: the only *.sock in /run/romulus, if there is exactly one.
+std::string GuessSocket(std::string* why) {
+  std::vector<std::string> found;
+  if (DIR* d = opendir("/run/romulus")) {
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n.size() > 5 && n.compare(n.size() - 5, 5, ".sock") == 0) found.push_back("/run/romulus/" + n);
+    }
+    closedir(d);
+  }
+  if (found.size() == 1) return found[0];
+  *why = found.empty() ? "no control socket in /run/romulus: give --socket PATH"
+                       : "several replications in /run/romulus: give --socket PATH";
+  return "";
+}
+
+}  // namespace
+
+int RunCtl(int argc, char** argv) {
+  po::options_description desc("Options");
+  desc.add_options()
+      ("socket", po::value<std::string>(), "control socket (default: the only one in /run/romulus)")
+      ("timeout", po::value<std::string>()->default_value("70s"), "give up waiting for the answer after this long")
+      ("words", po::value<std::vector<std::string>>(), "the request");
+  po::positional_options_description pos;
+  pos.add("words", -1);
+  int code = 0;
+  auto vm = ParseOptions(kCmd,
+                         "[--socket PATH] status | stats | set interval 50ms | set cache-size 128M | pause | resume"
+                         " | failover | digest EPOCH [REGIONS]",
+                         desc, argc, argv, &code, &pos);
+  if (!vm) return code;
+  if (!vm->count("words")) {
+    UsageError(kCmd, "what to ask? status, stats, set interval D, set cache-size S, pause, resume, failover");
+    return kExitUsage;
+  }
+  std::chrono::microseconds timeout{};
+  if (!GetDuration(kCmd, *vm, "timeout", &timeout)) return kExitUsage;
+  std::string request;
+  for (const auto& w : (*vm)["words"].as<std::vector<std::string>>()) request += (request.empty() ? "" : " ") + w;
+  auto words = replicator::ParseControlRequest(request);
+  if (!words.ok()) {
+    UsageError(kCmd, words.status().message());
+    return kExitUsage;
+  }
+  std::string path;
+  if (vm->count("socket")) {
+    path = (*vm)["socket"].as<std::string>();
+  } else {
+    std::string why;
+    path = GuessSocket(&why);
+    if (path.empty()) {
+      UsageError(kCmd, why);
+      return kExitUsage;
+    }
+  }
+  auto reply = replicator::ControlCall(path, request,
+                                       std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
+  if (!reply.ok()) {
+    std::cerr << "romulus ctl: " << reply.status().message() << "\n";
+    return kExitFailure;
+  }
+  std::cout << *reply << "\n";
+  if (reply->rfind("{\"ok\":true", 0) == 0) return kExitOk;
+  // The daemon's verdict: a malformed request is a usage error (2), a
+  // refused or failed one a runtime failure (1).
+  std::cerr << "romulus ctl: " << reply->substr(0, 400) << "\n";
+  return reply->find("\"usage\":true") != std::string::npos ? kExitUsage : kExitFailure;
+}
+
+}  // namespace romulus::cli

@@ -1,0 +1,145 @@
+#include "cli/spawn.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <thread>
+
+extern char** environ;
+
+namespace romulus::cli {
+
+using Clock = std::chrono::steady_clock;
+
+std::string SelfExe() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "romulus";
+  buf[n] = 0;
+  return buf;
+}
+
+pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (!log.empty()) {
+    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_APPEND, 0644);
+  }
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = -1;
+  posix_spawn_file_actions_destroy(&fa);
+  return pid;
+}
+
+bool WaitExit(pid_t pid, std::chrono::milliseconds timeout, int* status) {
+  auto until = Clock::now() + timeout;
+  while (true) {
+    pid_t r = waitpid(pid, status, WNOHANG);
+    if (r == pid || (r < 0 && errno == ECHILD)) return true;
+    if (Clock::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+void KillAndReap(pid_t pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGKILL);
+  int st = 0;
+  waitpid(pid, &st, 0);
+}
+
+int RunToExit(const std::vector<std::string>& args, const std::string& log) {
+  std::string tmp = log.empty() ? "" : log + ".part";
+  pid_t pid = Spawn(args, tmp);
+  if (pid < 0) return -1;
+  int st = 0;
+  waitpid(pid, &st, 0);
+  if (!log.empty()) {
+    std::ifstream in(tmp);
+    std::ofstream out(log, std::ios::app);
+    out << in.rdbuf();
+    unlink(tmp.c_str());
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+std::string LastLineWith(const std::string& path, const std::string& needle) {
+  std::ifstream in(path);
+  std::string line, found;
+  while (std::getline(in, line)) {
+    if (line.find(needle) != std::string::npos) found = line;
+  }
+  return found;
+}
+
+std::string JsonField(const std::string& line, const std::string& key) {
+  auto p = line.find("\"" + key + "\":");
+  if (p == std::string::npos) return "";
+  p += key.size() + 3;
+  if (p < line.size() && line[p] == '"') {
+    auto e = line.find('"', p + 1);
+    if (e == std::string::npos) return "";
+    return line.substr(p + 1, e - p - 1);
+  }
+  auto e = line.find_first_of(",}]", p);
+  return line.substr(p, e == std::string::npos ? std::string::npos : e - p);
+}
+
+long long LogLineTimeMs(const std::string& line) {
+  struct tm tm {};
+  int ms = 0;
+  if (line.size() < 23) return -1;
+  const char* rest = strptime(line.c_str(), "%Y-%m-%d %H:%M:%S", &tm);
+  if (!rest || *rest != '.' || std::sscanf(rest + 1, "%3d", &ms) != 1) return -1;
+  tm.tm_isdst = -1;
+  time_t t = mktime(&tm);
+  if (t == static_cast<time_t>(-1)) return -1;
+  return static_cast<long long>(t) * 1000 + ms;
+}
+
+long long NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int FreeLoopbackPort() {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return 0;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+std::string MakeTempDir(const std::string& prefix) {
+  std::string tmpl = "/tmp/" + prefix + "-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back(0);
+  if (!mkdtemp(buf.data())) return "";
+  return buf.data();
+}
+
+}  // namespace romulus::cli
