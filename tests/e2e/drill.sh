@@ -32,14 +32,17 @@ bg ppid "$T/primary.log" "$ROMULUS" replicate --guest "sim:size=64M,workload=hot
   --metrics-textfile "$T/primary.prom"
 protected() { "$ROMULUS" ctl --socket "$T/p.sock" status 2>/dev/null | grep -q '"protection":"PROTECTED"'; }
 wait_until 120 "primary PROTECTED via ctl status" protected
+# The stats file is written after each ack, so read it first: the live
+# answer that follows can only be at or after it, and the epoch in progress
+# is the last acked one or the next.
+stats_acked=$(jcheck last-acked "$T/stats.json")
 st=$("$ROMULUS" ctl --socket "$T/p.sock" status)
-log "ctl status: $st"
+log "ctl status: $st (stats file: last acked $stats_acked)"
 [[ $(j "$st" '["role"]') == primary ]] || check_fail "status role: $st"
 acked=$(j "$st" '["last_acked"]')
-stats_acked=$(jcheck last-acked "$T/stats.json")
-# The socket's epoch is at least the last acked one in the stats file
-# (the file is written after the ack, so it can only lag).
+epoch=$(j "$st" '["epoch"]')
 [[ $acked -ge $stats_acked && $acked -ge 1 ]] || check_fail "status last_acked $acked vs stats $stats_acked"
+[[ $epoch -eq $acked || $epoch -eq $((acked + 1)) ]] || check_fail "status epoch $epoch vs last_acked $acked"
 [[ $(j "$st" '["output_commit"]') == "none (output not committed)" ]] || check_fail "output_commit: $st"
 bst=$("$ROMULUS" ctl --socket "$T/b.sock" status)
 log "backup status: $bst"
