@@ -108,31 +108,35 @@ class TlsStream final : public Stream {
   void set_psk_mode(bool on) { psk_mode_ = on; }
 
   Status WriteAll(std::span<const uint8_t> data, Deadline deadline) override {
+    const std::span<const uint8_t> parts[1] = {data};
+    return WriteAllV(parts, deadline);
+  }
+
+  // Encrypts the parts in order and sends the ciphertext in batches of about
+  // kEncryptChunk, so a frame header and its payload share one send().
+  Status WriteAllV(std::span<const std::span<const uint8_t>> parts, Deadline deadline) override {
     std::lock_guard<std::mutex> send_lock(send_mu_);
     if (!write_status_.ok()) return write_status_;
-    size_t off = 0;
-    while (off < data.size()) {
-      size_t chunk = std::min(kEncryptChunk, data.size() - off);
-      {
-        std::lock_guard<std::mutex> lock(ssl_mu_);
-        if (shut_.load()) return Fail(Status::Closed("stream shut down locally"));
-        ERR_clear_error();
-        size_t written = 0;
-        // A memory BIO accepts everything: SSL_write_ex cannot want I/O.
-        if (SSL_write_ex(ssl_, data.data() + off, chunk, &written) != 1 || written != chunk) {
-          return Fail(Status::IoError("TLS write to " + peer_ + " failed: " + DrainOpenSslErrors()));
+    for (auto part : parts) {
+      size_t off = 0;
+      while (off < part.size()) {
+        size_t chunk = std::min(kEncryptChunk, part.size() - off);
+        {
+          std::lock_guard<std::mutex> lock(ssl_mu_);
+          if (shut_.load()) return Fail(Status::Closed("stream shut down locally"));
+          ERR_clear_error();
+          size_t written = 0;
+          // A memory BIO accepts everything: SSL_write_ex cannot want I/O.
+          if (SSL_write_ex(ssl_, part.data() + off, chunk, &written) != 1 || written != chunk) {
+            return Fail(Status::IoError("TLS write to " + peer_ + " failed: " + DrainOpenSslErrors()));
+          }
+          DrainLocked();
         }
-        DrainLocked();
-      }
-      off += chunk;
-      Status st = SendAll(fd_, tx_.data(), tx_.size(), -1, deadline);
-      tx_.clear();
-      if (!st.ok()) {
-        if (shut_.load()) st = Status::Closed("stream shut down locally");
-        return Fail(st);
+        off += chunk;
+        if (tx_.size() >= kEncryptChunk) ROMULUS_RETURN_IF_ERROR(SendTx(deadline));
       }
     }
-    return Status::Ok();
+    return SendTx(deadline);
   }
 
   Result<size_t> ReadSome(std::span<uint8_t> out, Deadline deadline) override {
@@ -196,6 +200,17 @@ class TlsStream final : public Stream {
   Status Fail(Status st) {
     write_status_ = st;
     return st;
+  }
+  // Sends tx_ (caller holds send_mu_).
+  Status SendTx(Deadline deadline) {
+    if (tx_.empty()) return Status::Ok();
+    Status st = SendAll(fd_, tx_.data(), tx_.size(), -1, deadline);
+    tx_.clear();
+    if (!st.ok()) {
+      if (shut_.load()) st = Status::Closed("stream shut down locally");
+      return Fail(st);
+    }
+    return Status::Ok();
   }
   void Drain() {
     std::lock_guard<std::mutex> lock(ssl_mu_);
