@@ -249,6 +249,8 @@ int RunRestore(int argc, char** argv) {
     UsageError(kCmd, "--xen and --image exclude each other");
     return kExitUsage;
   }
+  StartStopWatcher();
+  // After the watcher: the metrics thread must inherit the blocked SIGINT/SIGTERM.
   std::unique_ptr<replicator::MetricsTextfile> metrics;
   if (vm->count("metrics-textfile")) {
     auto m = replicator::MetricsTextfile::Open((*vm)["metrics-textfile"].as<std::string>(),
@@ -263,7 +265,6 @@ int RunRestore(int argc, char** argv) {
     metrics->Set("romulus_receive_reallocations", "gauge",
                  "Receive-buffer reallocations in steady state (last session).", 0);
   }
-  StartStopWatcher();
   std::unique_ptr<restore::GuestSink> sink;
   sim::ImageSink* image_sink = nullptr;  // the simulated guest's sink, when that is what we hold
   uint64_t last_digest = 0;
