@@ -124,5 +124,28 @@ assert_grep "$T/primary.log" "SWITCHOVER: the backup holds epoch $final" "primar
 kill -TERM "$bpid" 2>/dev/null
 wait_exit "$bpid" 30
 verify_image "$T/img"
+
+# 4. Operator-triggered failover on the backup (`ctl failover`): activates
+# now from the last committed epoch, says why, and the image verifies.
+port=$(free_port)
+start_backup b2pid "$T/backup2.log" --listen "127.0.0.1:$port" --psk-file "$T/key" --image "$T/img2" \
+  --events-json "$T/events2.json" --control-socket "$T/b2.sock"
+bg p2pid "$T/primary2.log" "$ROMULUS" replicate --guest "sim:size=32M,workload=hotset" --to "127.0.0.1:$port" \
+  --psk-file "$T/key" --interval 50ms --control-socket none
+b2protected() { "$ROMULUS" ctl --socket "$T/b2.sock" status 2>/dev/null | grep -q '"protection":"PROTECTED"'; }
+wait_until 120 "second backup PROTECTED" b2protected
+fo=$("$ROMULUS" ctl --socket "$T/b2.sock" failover)
+rc=$?
+log "ctl failover: $fo"
+[[ $rc -eq 0 && $(j "$fo" '["activated"]') == True ]] || check_fail "ctl failover: rc $rc, $fo"
+wait_exit "$b2pid" 30
+[[ $EXIT_CODE -eq 0 ]] || check_fail "backup exit $EXIT_CODE after ctl failover"
+[[ $(jcheck field "$T/events2.json" failover reason) == *"requested by the operator"* ]] ||
+  check_fail "failover reason: $(jcheck field "$T/events2.json" failover reason)"
+[[ $(jcheck field "$T/events2.json" failover last_committed_epoch) -eq $(j "$fo" '["epoch"]') ]] ||
+  check_fail "failover epoch differs from the ctl answer"
+kill -TERM "$p2pid" 2>/dev/null
+wait_exit "$p2pid" 30
+verify_image "$T/img2"
 assert_no_crash "$T"/*.log
 finish
