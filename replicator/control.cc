@@ -289,7 +289,8 @@ namespace {
 ControlReply PrimaryStatus(EpochLoop* loop, const std::string& identity) {
   std::string m = "\"role\":\"primary\",\"guest\":" + JsonString(identity) +
                   ",\"epoch\":" + std::to_string(loop->current_epoch()) +
-                  ",\"last_acked\":" + std::to_string(loop->last_acked_epoch()) + ",\"protection\":" +
+                  ",\"last_acked\":" + std::to_string(loop->last_acked_epoch()) +
+                  ",\"last_ack_age_ms\":" + std::to_string(loop->since_last_ack().count()) + ",\"protection\":" +
                   (loop->protected_now() ? "\"PROTECTED\"" : "\"UNPROTECTED\"") +
                   ",\"paused\":" + (loop->paused() ? "true" : "false") +
                   ",\"output_commit\":" + JsonString(loop->output_state()) +

@@ -81,6 +81,13 @@ EpochLoop::~EpochLoop() = default;
 void EpochLoop::SetInterval(microseconds interval) { interval_us_.store(interval.count()); }
 microseconds EpochLoop::interval() const { return microseconds(interval_us_.load()); }
 
+std::chrono::milliseconds EpochLoop::since_last_ack() const {
+  const int64_t at = last_ack_ns_.load();
+  if (at < 0) return std::chrono::milliseconds(-1);
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+  return std::chrono::milliseconds((now - at) / 1000000);
+}
+
 void EpochLoop::SetCacheSize(uint64_t bytes) { next_cache_pages_.store(bytes / kPageSize); }
 
 void EpochLoop::SetPaused(bool paused) { paused_.store(paused); }
@@ -308,6 +315,7 @@ Status EpochLoop::StreamAndCommit(uint64_t epoch, EpochStats* st) {
   st->acked = true;
   st->ack_latency = sender_->last_ack_latency();
   last_acked_.store(static_cast<int64_t>(epoch));
+  last_ack_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
   if (!protected_.exchange(true)) {
     spdlog::info("PROTECTED: backup holds epoch {}", epoch);
   }

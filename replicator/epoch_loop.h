@@ -131,6 +131,8 @@ class EpochLoop {
   bool protected_now() const { return protected_.load(); }
   uint64_t current_epoch() const { return epoch_.load(); }
   int64_t last_acked_epoch() const { return last_acked_.load(); }
+  // Time since the last ack arrived; negative before the first one.
+  std::chrono::milliseconds since_last_ack() const;
 
  private:
   Status EnsureConnected(const std::atomic<bool>& stop);
@@ -169,6 +171,7 @@ class EpochLoop {
   std::atomic<uint64_t> active_cache_pages_{0};
   std::atomic<bool> paused_{false};
   std::atomic<bool> handed_over_{false};
+  std::atomic<int64_t> last_ack_ns_{-1};  // steady_clock of the last ack
   bool paused_logged_ = false;  // loop thread only
   mutable std::mutex ops_mu_;
   std::condition_variable ops_cv_;

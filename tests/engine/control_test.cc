@@ -158,6 +158,7 @@ TEST(PrimaryControl, CommandsReachTheLoop) {
   EXPECT_NE(status.find("\"role\":\"primary\""), std::string::npos) << status;
   EXPECT_NE(status.find("\"interval_us\":20000"), std::string::npos) << status;
   EXPECT_NE(status.find("\"protection\":\"UNPROTECTED\""), std::string::npos) << status;
+  EXPECT_NE(status.find("\"last_ack_age_ms\":-1,"), std::string::npos) << status;
   EXPECT_NE(status.find("\"output_commit\":\"none (output not committed)\""), std::string::npos) << status;
 
   EXPECT_NE(call({"set", "interval", "1ms"}).find("\"usage\":true"), std::string::npos);
