@@ -13,6 +13,7 @@
 #include "protocol/messages.h"
 
 using namespace romulus::protocol;
+using romulus::Status;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
