@@ -390,8 +390,7 @@ int RunRestore(int argc, char** argv) {
       std::lock_guard<std::mutex> lock(g_mu);
       g_stream = stream->get();
     }
-    grace_until.reset();
-    spdlog::info("primary connected: {}", (*stream)->Peer());
+    spdlog::info("connection from {}", (*stream)->Peer());
     set_state("receiving", (*stream)->Peer());
     if (failover_requested()) (*stream)->Shutdown();  // raced with `ctl failover`
     auto end = receiver.Serve(**stream, *sink, [&](const restore::CommitEvent& e) {
@@ -429,6 +428,14 @@ int RunRestore(int argc, char** argv) {
                    static_cast<double>(end.receive_reallocations));
     }
     if (g_stop.load()) break;
+    if (!end.established && !failover_requested()) {
+      // Not our primary (a probe, a refused HELLO): keep serving, and keep
+      // any grace period that a real primary's loss started.
+      spdlog::warn("connection ended before a session began: {}; still waiting for the primary",
+                   end.reason.ToString());
+      continue;
+    }
+    grace_until.reset();
     if (failover_requested() && sink->has_committed()) {
       why = Status::Closed("failover requested by the operator (romulus ctl failover)");
       break;

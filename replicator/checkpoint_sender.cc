@@ -131,8 +131,8 @@ Status CheckpointSender::Impl::Handshake() {
       // A TLS backup drops a plaintext peer without a word (and the other
       // way round), so say what the likely cause is.
       return Status::Closed(st.message() +
-                            " (the backup closed the connection before answering: do both ends use the "
-                            "same security mode, --psk-file/--cert or --insecure?)");
+                            " (the backup hung up before answering: a backup that requires TLS drops a "
+                            "plaintext peer; both ends must use --psk-file/--cert, or both --insecure)");
     }
     return st;
   }

@@ -162,6 +162,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
     return fail(Status::Unsupported("refused primary: " + ack.text), protocol::ErrorCode::kNone);
   }
   if (!sent.ok()) return fail(sent, protocol::ErrorCode::kNone);
+  end.established = true;
   spdlog::info("session with {}: guest '{}', {} pages, cache {} pages, first epoch {} ({})", peer,
                protocol::Printable(hello->identity), hello->guest_pages, hello->cache_pages,
                hello->first_epoch, protocol::ResyncReasonName(hello->resync_reason));

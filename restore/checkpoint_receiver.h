@@ -42,6 +42,10 @@ struct CommitEvent {
 };
 
 struct SessionEnd {
+  // The handshake succeeded: a primary was really being served. A connection
+  // that ends before that (a port probe, a refused HELLO, a wrong guest) says
+  // nothing about the primary's health and must not cause a failover.
+  bool established = false;
   bool clean_stop = false;  // primary said BYE: do not fail over
   // With clean_stop: why. kHandover (planned switchover, `romulus
   // switchover`) means the primary stopped its guest after the last epoch
