@@ -284,26 +284,45 @@ void SimGuest::Stop() {
 void SimGuest::WorkerLoop() {
   using Clock = std::chrono::steady_clock;
   std::unique_lock<std::mutex> lk(mu_);
-  bool reanchor = true;
+  // The rate schedule: step anchor_steps + n is due at anchor + n / rate.
+  // Time spent paused is moved out of the schedule (anchor shifts by it), so
+  // the engine's per-epoch pauses neither cost steps nor cause a catch-up
+  // burst after a long pause.
+  bool anchored = false;
   Clock::time_point anchor;
   uint64_t anchor_steps = 0;
+  bool was_paused = false;
+  Clock::time_point paused_at;
   while (!stop_) {
     if (paused_ || spec_.workload == Workload::kIdle) {
+      if (!was_paused) {
+        was_paused = true;
+        paused_at = Clock::now();
+      }
       cv_.wait(lk);
-      reanchor = true;  // no catch-up burst for the time spent paused
       continue;
     }
+    if (was_paused) {
+      was_paused = false;
+      anchor += Clock::now() - paused_at;
+    }
     if (spec_.rate != 0) {
-      if (reanchor) {
+      if (!anchored) {
         anchor = Clock::now();
         anchor_steps = steps();
-        reanchor = false;
+        anchored = true;
       }
       const double ahead = static_cast<double>(steps() - anchor_steps) / static_cast<double>(spec_.rate);
       const auto due = anchor + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(ahead));
-      if (Clock::now() < due) {
+      const auto now = Clock::now();
+      if (now < due) {
         cv_.wait_until(lk, due);  // Pause/Stop/Resume wake us; the loop re-checks
         continue;
+      }
+      if (now - due > std::chrono::milliseconds(100)) {
+        // Starved of CPU: forget the backlog rather than burst to repay it.
+        anchor = now;
+        anchor_steps = steps();
       }
     }
     in_step_ = true;

@@ -17,8 +17,9 @@
 //   - Start(): a workload thread runs steps at spec.rate steps/s (0 =
 //     unthrottled). Pause() waits for the step in progress to finish, so the
 //     memory is always "after k whole steps" while paused: no torn writes.
-//     Resume() restarts it (the rate schedule restarts too: no catch-up
-//     burst after a long pause).
+//     Resume() restarts it. Time spent paused does not count against the
+//     rate, and a workload starved of CPU drops its backlog (beyond 100 ms)
+//     instead of bursting to repay it.
 //   - RunSteps(n): n steps on the caller's thread, for deterministic tests.
 //     Refused while the workload thread exists.
 //
