@@ -252,7 +252,17 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
       g_stop.store(true);
     });
   }
+  if (metrics) {
+    // Live gauges: a paused or disconnected primary has no epochs to report them.
+    metrics->SetRefresher([m = metrics.get(), &engine] {
+      m->Set("romulus_protected", "gauge", "1 while a backup holds the latest checkpoint.",
+             engine.protected_now() ? 1 : 0);
+      m->Set("romulus_paused", "gauge", "1 while checkpointing is paused by the operator (guest unprotected).",
+             engine.paused() ? 1 : 0);
+    });
+  }
   Status st = engine.Run(g_stop);
+  if (metrics) metrics->SetRefresher(nullptr);
   g_stop.store(true);
   control.reset();  // after Run: a switchover request is answered before the socket goes
   if (metrics) metrics->Close();

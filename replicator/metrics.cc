@@ -57,7 +57,14 @@ Result<std::unique_ptr<MetricsTextfile>> MetricsTextfile::Open(const std::string
     std::unique_lock<std::mutex> lock(raw->mu_);
     while (!raw->closed_) {
       raw->cv_.wait_for(lock, std::chrono::seconds(1));
-      if (raw->closed_ || !raw->dirty_) continue;
+      if (raw->closed_) break;
+      lock.unlock();
+      {
+        std::lock_guard<std::mutex> rl(raw->refresh_mu_);
+        if (raw->refresher_) raw->refresher_();
+      }
+      lock.lock();
+      if (!raw->dirty_) continue;
       lock.unlock();
       Status st = raw->WriteNow();
       if (!st.ok()) spdlog::warn("metrics: {}", st.ToString());
@@ -68,6 +75,11 @@ Result<std::unique_ptr<MetricsTextfile>> MetricsTextfile::Open(const std::string
 }
 
 MetricsTextfile::~MetricsTextfile() { Close(); }
+
+void MetricsTextfile::SetRefresher(std::function<void()> fn) {
+  std::lock_guard<std::mutex> lock(refresh_mu_);
+  refresher_ = std::move(fn);
+}
 
 void MetricsTextfile::Close() {
   {

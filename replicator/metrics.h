@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -39,6 +40,12 @@ class MetricsTextfile {
   // output_commits: the OutputCommit really holds output back (sch_plug).
   void OnEpoch(const EpochStats& e, bool output_commits, uint64_t resyncs);
 
+  // Called by the writer thread once a second (not under any lock of this
+  // class) to refresh gauges that change without an epoch, e.g. protected
+  // while paused. Set it before and clear it (nullptr) after the lifetime of
+  // what it reads: clearing waits for a refresh in progress.
+  void SetRefresher(std::function<void()> fn);
+
   // The text that would be written now (tests).
   std::string Render() const;
   void Close();
@@ -59,6 +66,8 @@ class MetricsTextfile {
   double pause_sum_ = 0;
   bool dirty_ = false, closed_ = false;
   std::thread writer_;
+  std::mutex refresh_mu_;
+  std::function<void()> refresher_;  // guarded by refresh_mu_
 };
 
 }  // namespace romulus::replicator

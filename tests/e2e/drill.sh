@@ -103,6 +103,8 @@ done
 "$ROMULUS" ctl --socket "$T/p.sock" pause >/dev/null || check_fail "pause"
 unprot() { "$ROMULUS" ctl --socket "$T/p.sock" status | grep -q '"protection":"UNPROTECTED"'; }
 wait_until 30 "UNPROTECTED while paused" unprot
+prom_paused() { grep -q '^romulus_protected{.*} 0$' "$T/primary.prom" && grep -q '^romulus_paused{.*} 1$' "$T/primary.prom"; }
+wait_until 30 "metrics say unprotected and paused" prom_paused
 "$ROMULUS" ctl --socket "$T/p.sock" resume >/dev/null || check_fail "resume"
 wait_until 60 "PROTECTED again after resume" protected
 
