@@ -16,6 +16,7 @@ int RunBench(int argc, char** argv);       // cmd_bench.cc (bench codec | bench 
 int RunBenchCodec(int argc, char** argv);  // bench_codec.cc
 int RunBenchE2e(int argc, char** argv);    // bench_e2e.cc
 int RunVerify(int argc, char** argv);      // cmd_verify.cc
+int RunKeygen(int argc, char** argv);      // cmd_keygen.cc
 int RunCtl(int argc, char** argv);         // cmd_ctl.cc
 int RunDrill(int argc, char** argv);       // cmd_drill.cc (drill | drill verify)
 int RunSwitchover(int argc, char** argv);  // cmd_switchover.cc

@@ -19,6 +19,7 @@ const Command kCommands[] = {
     {"replicate", romulus::cli::RunReplicate, "protect a guest: stream checkpoints to a backup"},
     {"restore", romulus::cli::RunRestore, "be the backup: receive checkpoints, fail over"},
     {"demo", romulus::cli::RunDemo, "both sides over loopback TLS with a simulated guest, then a failover"},
+    {"keygen", romulus::cli::RunKeygen, "write a fresh pre-shared key file for the TLS channel"},
     {"verify", romulus::cli::RunVerify, "check a backup image of a simulated guest is a real checkpoint"},
     {"ctl", romulus::cli::RunCtl, "control a running replicate/restore: status, stats, set, pause, failover"},
     {"drill", romulus::cli::RunDrill, "failover drills with real processes; drill verify: compare both sides live"},
