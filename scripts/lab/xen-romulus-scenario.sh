@@ -78,7 +78,9 @@ fi
 # ---- 3. backup
 if [ "$MODE" = cli ]; then
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
-  romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 1s \
+  chmod 600 "$W/psk"  # romulus refuses a key file others can read
+  romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" \
+    --failover-timeout "${LAB_ROMULUS_FAILOVER_TIMEOUT:-2s}" --log-level "${LAB_ROMULUS_LOG_LEVEL:-info}" \
     >"$W/backup.log" 2>&1 &
 else
   "$TOOL" restore --listen "$PORT" --timeout 5000 ${LAB_ROMULUS_VERBOSE:+--verbose 1} >"$W/backup.log" 2>&1 &
@@ -94,27 +96,32 @@ done
 # ---- 4. primary
 T0=$(lab_now)
 if [ "$MODE" = cli ]; then
+  # --stats-json FILE is, for a Xen domain, the backend's per-epoch CSV (header line first).
+  # Under TCG on a loaded host an ack can take seconds: the ack timeout is generous.
   romulus replicate --domain guest1 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
-    --xen-stats "$W/stats.csv" >"$W/primary.log" 2>&1 &
+    --ack-timeout "${LAB_ROMULUS_ACK_TIMEOUT:-15s}" --log-level "${LAB_ROMULUS_LOG_LEVEL:-info}" \
+    --stats-json "$W/stats.csv" >"$W/primary.log" 2>&1 &
 else
   "$TOOL" replicate --domain guest1 --to "127.0.0.1:$PORT" --interval "$I" --stats "$W/stats.csv" \
     --ack-timeout "${LAB_ROMULUS_ACK_TIMEOUT_MS:-5000}" \
     >"$W/primary.log" 2>&1 &
 fi
 RP=$!
-i=0
+FIRST_LIMIT=${LAB_ROMULUS_FIRST_TIMEOUT:-600}
 until grep -q '^1,' "$W/stats.csv" 2>/dev/null; do
-  i=$((i+1))
-  if [ $i -gt 900 ] || ! kill -0 $RP 2>/dev/null; then
+  if [ "$(lab_elapsed "$T0" | cut -d. -f1)" -ge "$FIRST_LIMIT" ] || ! kill -0 $RP 2>/dev/null; then
     tail -n 80 "$W/primary.log"; tail -n 20 "$W/backup.log"
     lab_fail "no first checkpoint after $(lab_elapsed "$T0") s"
   fi
+  # A sign of life every ~30 s (the first checkpoint is the whole memory: minutes under TCG).
+  PROG=$((${PROG:-0} + 1))
+  [ $((PROG % 150)) -eq 0 ] && lab_note "waiting for checkpoint 1, $(lab_elapsed "$T0") s: primary: $(tail -n1 "$W/primary.log" | cut -c1-120) | backup: $(tail -n1 "$W/backup.log" | cut -c1-120)"
   sleep 0.2
 done
 T1=$(lab_now)
 lab_note "first checkpoint acked after $(lab_elapsed "$T0") s; replicating for $D s at $I ms"
 sleep "$D"
-kill -0 $RP 2>/dev/null || { tail -n 30 "$W/primary.log"; tail -n 40 "$W/backup.log"; lab_fail "the replicator died during the run"; }
+kill -0 $RP 2>/dev/null || { tail -n 30 "$W/primary.log"; tail -n 40 "$W/backup.log"; head -n 6 "$W/stats.csv"; tail -n 4 "$W/stats.csv"; lab_fail "the replicator died during the run"; }
 kill -0 $BP 2>/dev/null || { tail -n 30 "$W/backup.log"; lab_fail "the backup died during the run"; }
 
 # ---- 5. the primary host dies
@@ -125,18 +132,23 @@ xl destroy "$P" >/dev/null 2>&1
 CKPTS=$(grep -c '^[0-9]' "$W/stats.csv")
 lab_note "replicator killed and primary destroyed after $(lab_elapsed "$T1") s; $CKPTS checkpoints acked; primary counter was $LAST_PRIMARY"
 
+head -n 4 "$W/stats.csv" | sed "s/^/LAB-NOTE $LAB_SCENARIO stats: /"
+tail -n 3 "$W/stats.csv" | sed "s/^/LAB-NOTE $LAB_SCENARIO stats: /"
+
 # ---- 6. failover
 C2=$(lab_console guest1--incoming)
-i=0
-until [ "$(lab_counter_last "$C2")" -ge $((LAST_PRIMARY + 2)) ] 2>/dev/null; do
-  i=$((i+1))
-  if [ $i -gt 300 ]; then
-    xl list; tail -n 5 "$C2"; tail -n 30 "$W/backup.log"
+FO_LIMIT=${LAB_ROMULUS_FAILOVER_LIMIT:-90}
+until [ -f "$C2" ] && [ "$(lab_counter_last "$C2")" -ge $((LAST_PRIMARY + 2)) ] 2>/dev/null; do
+  if [ "$(lab_elapsed "$TK" | cut -d. -f1)" -ge "$FO_LIMIT" ]; then
+    xl list; ls /var/log/xen/console/; [ -f "$C2" ] && tail -n 5 "$C2"; tail -n 30 "$W/backup.log"
     lab_fail "backup did not resume counting (backup counter $(lab_counter_last "$C2"), primary was $LAST_PRIMARY)"
   fi
+  # First output of the resumed guest: kill -> detection -> activation -> the guest runs.
+  [ -z "${FIRST_OUT:-}" ] && [ "$(lab_counter_last "$C2")" -gt 0 ] 2>/dev/null && FIRST_OUT=$(lab_elapsed "$TK")
   sleep 0.2
 done
 RESUMED=$(lab_elapsed "$TK")
+FIRST_OUT=${FIRST_OUT:-$RESUMED}
 FIRST_BACKUP=$(tr -d '\r' <"$C2" | awk '/COUNTER/ { if (m == "" || $2+0 < m) m = $2+0 } END { print m }')
 lab_note "backup console counters: $(tr -d '\r' <"$C2" | awk '/COUNTER/ {printf "%s ", $2}' | tail -c 120)"
 [ -n "$FIRST_BACKUP" ] && [ "$FIRST_BACKUP" -gt 1 ] || lab_fail "backup counter restarted (min $FIRST_BACKUP)"
@@ -150,7 +162,7 @@ grep -E 'failover|activat|renamed|FAILOVER' "$W/backup.log" | sed "s/^/LAB-NOTE 
 xl list | sed "s/^/LAB-NOTE $LAB_SCENARIO xl-list: /"
 
 # ---- figures (stats.csv: epoch,suspend_us,pause_us,pages,state_records,raw_bytes,wire_bytes,ack_wait_us,encode_us)
-tail -n +2 "$W/stats.csv" | awk -F, -v s="$LAB_SCENARIO" -v i="$I" -v d="$D" -v r="$RESUMED" \
+tail -n +2 "$W/stats.csv" | awk -F, -v s="$LAB_SCENARIO" -v i="$I" -v d="$D" -v r="$RESUMED" -v fo="$FIRST_OUT" \
   -v lp="$LAST_PRIMARY" -v fb="$FIRST_BACKUP" -v mode="$MODE" '
   function med(a, n,   j, k, t) { for (j = 2; j <= n; j++) { t = a[j]; for (k = j - 1; k >= 1 && a[k] > t; k--) a[k+1] = a[k]; a[k+1] = t } return n ? a[int((n+1)/2)] : 0 }
   function p90(a, n) { return n ? a[int(n*0.9) > 0 ? int(n*0.9) : 1] : 0 }
@@ -160,6 +172,6 @@ tail -n +2 "$W/stats.csv" | awk -F, -v s="$LAB_SCENARIO" -v i="$I" -v d="$D" -v 
     printf "LAB-FIGURE %s tool=romulus-%s interval_ms=%s duration_s=%s checkpoints=%d first_ckpt_bytes=%s first_ckpt_pages=%s", s, mode, i, d, n + 1, first_wire, first_pages
     printf " bytes_per_ckpt_mean=%d bytes_per_ckpt_median=%d pages_per_ckpt_mean=%.0f\n", n ? tw / n : 0, med(w, n), n ? tp / n : 0
     mp = med(p, n); pp = p90(p, n); ms = med(sl, n)
-    printf "LAB-FIGURE %s tool=romulus-%s pause_median_ms=%.1f pause_p90_ms=%.1f suspend_latency_median_ms=%.1f failover_s=%s failover_primary_counter=%s failover_backup_min_counter=%s\n", s, mode, mp, pp, ms, r, lp, fb
+    printf "LAB-FIGURE %s tool=romulus-%s pause_median_ms=%.1f pause_p90_ms=%.1f suspend_latency_median_ms=%.1f failover_first_output_s=%s failover_s=%s failover_primary_counter=%s failover_backup_min_counter=%s\n", s, mode, mp, pp, ms, fo, r, lp, fb
   }'
 exit 0
