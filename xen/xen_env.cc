@@ -1,5 +1,7 @@
 #include "xen/xen_env.h"
 
+#include <algorithm>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -167,7 +169,13 @@ Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_o
   if (xc_domain_maximum_gpfn(h.xch(), domid, &gpfn) < 0) {
     return Status::FromErrno("xc_domain_maximum_gpfn(" + std::to_string(domid) + ")", errno);
   }
-  f.guest_pages = uint64_t(gpfn) + 1;
+  // For a PV domain Xen answers with shared_info's arch.max_pfn, which the
+  // guest kernel itself writes while it sets up its p2m: 0 until then (seen in
+  // the lab on a guest still booting: "1 pages", then "pfn 1 beyond the
+  // guest's 1 pages" in the first PAGE_DATA). libxenguest sizes its p2m from
+  // the same field, but the pages of the static maximum always fit: take the
+  // larger of the two.
+  f.guest_pages = std::max<uint64_t>(uint64_t(gpfn) + 1, (f.max_memkb + 3) / 4);
   return f;
 }
 

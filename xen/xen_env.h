@@ -51,7 +51,7 @@ struct DomainFacts {
   unsigned max_vcpus = 1;      // max_vcpu_id + 1
   uint64_t max_memkb = 0;
   uint64_t target_kb = 0;      // xenstore memory/target (falls back to max)
-  uint64_t guest_pages = 0;    // max gpfn + 1
+  uint64_t guest_pages = 0;    // max(max gpfn + 1, max_memkb / 4)
   bool shutdown = false;
   unsigned shutdown_reason = 0;
   bool dying = false;
