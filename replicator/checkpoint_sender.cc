@@ -14,6 +14,7 @@
 
 #include "buffer/out_buffer.h"
 #include "buffer/receive_buffer.h"
+#include "common/clock.h"
 #include "common/digest.h"
 #include "protocol/frame.h"
 #include "protocol/frame_io.h"
@@ -30,12 +31,6 @@ using protocol::FrameType;
 using protocol::kFrameHeaderSize;
 
 namespace {
-
-uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 uint64_t RandomSessionId() {
   uint64_t id = 0;

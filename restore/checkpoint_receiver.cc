@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "buffer/receive_buffer.h"
+#include "common/clock.h"
 #include "common/digest.h"
 #include "compress/page_batch.h"
 #include "protocol/frame.h"
@@ -24,12 +25,6 @@ using Clock = std::chrono::steady_clock;
 using protocol::FrameType;
 
 namespace {
-
-uint64_t MonotonicNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
 
 // Upper bound of one state record reassembled from STATE pieces.
 constexpr size_t kMaxStateRecord = size_t{64} << 20;
