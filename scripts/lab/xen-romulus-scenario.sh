@@ -136,6 +136,7 @@ LAST_PRIMARY=$(lab_counter_last "$C1")
 kill -9 $RP 2>/dev/null
 TK=$(lab_now)
 xl destroy "$P" >/dev/null 2>&1
+C1N=$(wc -l <"$C1")  # the primary is gone: later lines of its log are the backup's (below)
 CKPTS=$(grep -c '^[0-9]' "$W/stats.csv")
 lab_note "replicator killed and primary destroyed after $(lab_elapsed "$T1") s; $CKPTS checkpoints acked; primary counter was $LAST_PRIMARY"
 
@@ -143,11 +144,19 @@ lab_note "replicator killed and primary destroyed after $(lab_elapsed "$T1") s; 
 sed "s/^/LAB-NOTE $LAB_SCENARIO stats: /" "$W/stats.csv"
 
 # ---- 6. failover
-C2=$(lab_console guest1--incoming)
+# xenconsoled names the log after the domain as it finds it: guest-guest1--incoming.log, or,
+# when romulus renamed the replica to guest1 before xenconsoled attached (the primary was
+# already destroyed), guest-guest1.log, appended after the primary's lines.
+CI=$(lab_console guest1--incoming)
+C2=$W/backup-console.log
+backup_console() {
+  { [ -f "$CI" ] && cat "$CI"; tail -n +$((C1N + 1)) "$C1" 2>/dev/null; } >"$C2"
+}
+backup_console
 FO_LIMIT=${LAB_ROMULUS_FAILOVER_LIMIT:-90}
-until [ -f "$C2" ] && [ "$(lab_counter_last "$C2")" -ge $((LAST_PRIMARY + 2)) ] 2>/dev/null; do
+until backup_console; [ "$(lab_counter_last "$C2")" -ge $((LAST_PRIMARY + 2)) ] 2>/dev/null; do
   if [ "$(lab_elapsed "$TK" | cut -d. -f1)" -ge "$FO_LIMIT" ]; then
-    xl list; ls /var/log/xen/console/; [ -f "$C2" ] && tail -n 5 "$C2"; tail -n 30 "$W/backup.log"
+    xl list; ls /var/log/xen/console/; tail -n 5 "$C2"; tail -n 30 "$W/backup.log"
     lab_fail "backup did not resume counting (backup counter $(lab_counter_last "$C2"), primary was $LAST_PRIMARY)"
   fi
   # First output of the resumed guest: kill -> detection -> activation -> the guest runs.
