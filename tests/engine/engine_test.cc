@@ -185,16 +185,35 @@ uint64_t DigestOfFilledPage(uint64_t pfn, uint8_t fill) {
   return PageHash(pfn, page);
 }
 
-TEST(ReceiverTest, DigestMismatchNeverCommitsAndKeepsTheLastGoodEpoch) {
-  sim::ImageSinkOptions sopts;
-  auto sink = sim::ImageSink::Open(sopts);
-  ASSERT_TRUE(sink.ok());
-  auto pair = MakePair();
-  restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
-  restore::SessionEnd end;
-  std::thread backup([&] { end = receiver.Serve(*pair.backup, **sink, nullptr); });
+// A backup (in-memory ImageSink + CheckpointReceiver) serving one end of a
+// socketpair on its own thread; the test plays the primary on the other end.
+class ReceiverTest : public ::testing::Test {
+ protected:
+  void StartBackup(restore::ReceiverOptions opts = {}) {
+    auto sink = sim::ImageSink::Open({});
+    ASSERT_TRUE(sink.ok());
+    sink_ = std::move(*sink);
+    pair_ = MakePair();
+    receiver_ = std::make_unique<restore::CheckpointReceiver>(opts);
+    backup_ = std::thread([this] { end_ = receiver_->Serve(*pair_.backup, *sink_, nullptr); });
+  }
+  // Waits for the session to end.
+  void JoinBackup() { backup_.join(); }
+  void TearDown() override {
+    if (backup_.joinable()) backup_.join();
+  }
+  transport::Stream* primary() { return pair_.primary.get(); }
 
-  RawPrimary p(pair.primary.get());
+  std::unique_ptr<sim::ImageSink> sink_;
+  StreamPair pair_;
+  std::unique_ptr<restore::CheckpointReceiver> receiver_;
+  restore::SessionEnd end_;
+  std::thread backup_;
+};
+
+TEST_F(ReceiverTest, DigestMismatchNeverCommitsAndKeepsTheLastGoodEpoch) {
+  StartBackup();
+  RawPrimary p(primary());
   p.Hello(256);
   const uint64_t good = DigestOfFilledPage(3, 0xab);
   ASSERT_TRUE(p.Epoch(1, 3, 0xab, good).ok());
@@ -208,56 +227,41 @@ TEST(ReceiverTest, DigestMismatchNeverCommitsAndKeepsTheLastGoodEpoch) {
   auto err = p.NextNonHeartbeat();
   ASSERT_TRUE(err.ok()) << err.status().ToString();
   EXPECT_EQ(err->type(), protocol::FrameType::kError);
-  backup.join();
+  JoinBackup();
 
-  EXPECT_EQ(end.reason.code(), Code::kCorruption);
-  EXPECT_NE(end.reason.message().find("digest mismatch"), std::string::npos) << end.reason.ToString();
-  EXPECT_FALSE(end.clean_stop);
-  EXPECT_EQ((*sink)->last_committed_epoch(), 1u);
-  EXPECT_EQ((*sink)->digest(), good);
-  const uint8_t* pfn7 = (*sink)->image() + 7 * 4096;
+  EXPECT_EQ(end_.reason.code(), Code::kCorruption);
+  EXPECT_NE(end_.reason.message().find("digest mismatch"), std::string::npos) << end_.reason.ToString();
+  EXPECT_FALSE(end_.clean_stop);
+  EXPECT_EQ(sink_->last_committed_epoch(), 1u);
+  EXPECT_EQ(sink_->digest(), good);
+  const uint8_t* pfn7 = sink_->image() + 7 * 4096;
   for (int i = 0; i < 4096; ++i) ASSERT_EQ(pfn7[i], 0) << "epoch 2 leaked into the image";
-  EXPECT_EQ((*sink)->image()[3 * 4096], 0xab);
+  EXPECT_EQ(sink_->image()[3 * 4096], 0xab);
 }
 
-TEST(ReceiverTest, FrameOfTheWrongEpochIsAProtocolError) {
-  auto sink = sim::ImageSink::Open({});
-  ASSERT_TRUE(sink.ok());
-  auto pair = MakePair();
-  restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
-  restore::SessionEnd end;
-  std::thread backup([&] { end = receiver.Serve(*pair.backup, **sink, nullptr); });
-  RawPrimary p(pair.primary.get());
+TEST_F(ReceiverTest, FrameOfTheWrongEpochIsAProtocolError) {
+  StartBackup();
+  RawPrimary p(primary());
   p.Hello(256);
   ASSERT_TRUE(p.Epoch(5, 1, 1, DigestOfFilledPage(1, 1)).ok());  // first_epoch is 1
-  backup.join();
-  EXPECT_EQ(end.reason.code(), Code::kCorruption);
-  EXPECT_FALSE((*sink)->has_committed());
+  JoinBackup();
+  EXPECT_EQ(end_.reason.code(), Code::kCorruption);
+  EXPECT_FALSE(sink_->has_committed());
 }
 
-TEST(ReceiverTest, SilentPrimaryEndsTheSessionAfterThePeerTimeout) {
-  auto sink = sim::ImageSink::Open({});
-  ASSERT_TRUE(sink.ok());
-  auto pair = MakePair();
-  restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
-  restore::SessionEnd end;
-  std::thread backup([&] { end = receiver.Serve(*pair.backup, **sink, nullptr); });
-  RawPrimary p(pair.primary.get());
+TEST_F(ReceiverTest, SilentPrimaryEndsTheSessionAfterThePeerTimeout) {
+  StartBackup();
+  RawPrimary p(primary());
   p.Hello(256);  // peer_timeout 1000 ms by default; then silence
-  backup.join();
-  EXPECT_EQ(end.reason.code(), Code::kTimeout) << end.reason.ToString();
+  JoinBackup();
+  EXPECT_EQ(end_.reason.code(), Code::kTimeout) << end_.reason.ToString();
 }
 
-TEST(ReceiverTest, OversizedGuestIsRefusedAtTheHandshake) {
-  auto sink = sim::ImageSink::Open({});
-  ASSERT_TRUE(sink.ok());
-  auto pair = MakePair();
+TEST_F(ReceiverTest, OversizedGuestIsRefusedAtTheHandshake) {
   restore::ReceiverOptions ropts;
   ropts.max_guest_pages = 1000;
-  restore::CheckpointReceiver receiver(ropts);
-  restore::SessionEnd end;
-  std::thread backup([&] { end = receiver.Serve(*pair.backup, **sink, nullptr); });
-  protocol::FrameWriter w(pair.primary.get());
+  StartBackup(ropts);
+  protocol::FrameWriter w(primary());
   protocol::Hello h;
   h.cache_pages = 64;
   h.guest_pages = uint64_t{1} << 40;  // a 4 PiB "guest": must be refused before any allocation
@@ -265,15 +269,15 @@ TEST(ReceiverTest, OversizedGuestIsRefusedAtTheHandshake) {
   h.identity = "huge";
   ASSERT_TRUE(w.Send(h, 0).ok());
   buffer::ReceiveBuffer rb(4096, 1 << 20);
-  protocol::FrameReader r(pair.primary.get(), &rb);
+  protocol::FrameReader r(primary(), &rb);
   auto f = r.Next(transport::DeadlineIn(5000ms));
   ASSERT_TRUE(f.ok()) << f.status().ToString();
   ASSERT_EQ(f->type(), protocol::FrameType::kHelloAck);
   auto ack = protocol::HelloAck::Decode(f->payload);
   ASSERT_TRUE(ack.ok());
   EXPECT_FALSE(ack->accepted);
-  backup.join();
-  EXPECT_FALSE(end.reason.ok());
+  JoinBackup();
+  EXPECT_FALSE(end_.reason.ok());
 }
 
 }  // namespace
