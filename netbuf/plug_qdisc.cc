@@ -72,17 +72,6 @@ Status PlugQdisc::Close() { return Status::Ok(); }
 Result<PlugStats> PlugQdisc::Stats() { return Status::Unsupported("no libnl"); }
 Status PlugQdisc::PlugCommand(int) { return Status::Unsupported("no libnl"); }
 Status PlugQdisc::CloseLocked() { return Status::Ok(); }
-int PlugQdisc::DrainLocked(int max_ms) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(max_ms);
-  for (;;) {
-    auto q = QdiscAt(sock_, plug_ifindex_, TC_H_ROOT);
-    if (!q.ok() || !*q) return 0;
-    int qlen = static_cast<int>(rtnl_tc_get_stat(TC_CAST(q->get()), RTNL_TC_QLEN));
-    if (qlen == 0 || std::chrono::steady_clock::now() >= deadline) return qlen;
-    std::this_thread::sleep_for(std::chrono::microseconds(500));
-  }
-}
-
 Status PlugQdisc::StartPassThrough() { return Status::Ok(); }
 int PlugQdisc::DrainLocked(int) { return 0; }
 Status CleanupStale(const std::string&, int*) { return Status::Ok(); }
