@@ -12,6 +12,8 @@
  *         summary checkpoints=<n> total_bytes=<b> first_bytes=<b> steady_mean_bytes=<b>
  *                 steady_median_bytes=<b> steady_mean_pages=<p> period_median_ms=<ms>
  *       ("steady" = every checkpoint but the first, which carries the whole memory).
+ *       xl's preamble before the libxl header (savefile magic and the domain config) is
+ *       skipped by searching for the "LibxlFmt" ident, and counted in checkpoint 1.
  *       If the stream cannot be parsed it keeps copying and reports parse=lost.
  *
  *   labstat pausemon DOMID LOG [POLL_US]
@@ -53,12 +55,14 @@ static int cmp_dbl(const void *a, const void *b)
 
 /* ------------------------------------------------------------------ tap */
 
-enum mode { M_LIBXL_HDR, M_LIBXL_REC, M_LIBXC_IHDR, M_LIBXC_REC, M_LOST };
+enum mode { M_SEEK, M_LIBXL_HDR, M_LIBXL_REC, M_LIBXC_IHDR, M_LIBXC_REC, M_LOST };
 
 struct tap {
     enum mode mode;
     int libxc_seen_header;     /* the libxc image+domain headers come only once */
     unsigned char hdr[40];     /* header being accumulated */
+    unsigned char win[8];      /* M_SEEK: the last 8 bytes seen */
+    uint64_t preamble;         /* bytes before the libxl header (xl's own preamble) */
     size_t need, have;         /* header bytes wanted / held */
     uint64_t skip;             /* body bytes still to pass over */
     int in_libxc;              /* the record whose header we read belongs to libxc */
@@ -101,6 +105,18 @@ static void tap_header(struct tap *t, uint64_t *pending_body_peek)
 {
     *pending_body_peek = 0;
     switch (t->mode) {
+    case M_SEEK:        /* one byte: slide the window until it reads "LibxlFmt" */
+        memmove(t->win, t->win + 1, 7);
+        t->win[7] = t->hdr[0];
+        t->preamble++;
+        if (t->preamble > (1u << 20)) { t->mode = M_LOST; return; }
+        if (t->preamble >= 8 && memcmp(t->win, "LibxlFmt", 8) == 0) {
+            memcpy(t->hdr, t->win, 8);
+            t->mode = M_LIBXL_HDR; t->need = 16; t->have = 8;
+        } else {
+            want(t, M_SEEK, 1);
+        }
+        return;
     case M_LIBXL_HDR:   /* "LibxlFmt" ident (BE u64), version, options */
         if (memcmp(t->hdr, "LibxlFmt", 8) != 0) { t->mode = M_LOST; return; }
         want(t, M_LIBXL_REC, 8);
@@ -190,7 +206,9 @@ static int cmd_tap(const char *logpath)
     memset(&t, 0, sizeof t);
     t.log = fopen(logpath, "w");
     if (!t.log) { perror(logpath); return 2; }
-    want(&t, M_LIBXL_HDR, 16);
+    /* xl sends its own preamble first (savefile magic, header, domain config): the libxl
+     * stream starts at the "LibxlFmt" ident. */
+    want(&t, M_SEEK, 1);
     signal(SIGPIPE, SIG_IGN);
     for (;;) {
         ssize_t r = read(0, buf, sizeof buf);
