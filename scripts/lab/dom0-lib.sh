@@ -22,7 +22,8 @@ lab_now() { cut -d' ' -f1 /proc/uptime; }
 lab_elapsed() { awk -v a="$1" -v b="$(lab_now)" 'BEGIN{printf "%.2f", b-a}'; }
 
 # lab_guest_cfg NAME [MEM_MIB] [VCPUS] [EXTRA_CMDLINE] -> writes $LAB_WORK/NAME.cfg, prints path.
-# The guest: the lab's Debian kernel as PV domU + the counter initramfs (see domu-init.sh).
+# The guest: the lab's Debian kernel as PV domU + the counter initramfs (see domu-init.sh);
+# with LAB_GUEST_VIF set, also one PV NIC (its xl vif spec).
 lab_guest_cfg() {
   _n=$1; _m=${2:-128}; _v=${3:-1}; _x=${4:-}
   cat >"$LAB_WORK/$_n.cfg" <<EOC
@@ -36,6 +37,8 @@ maxmem = $_m
 vcpus = $_v
 on_crash = "preserve"
 EOC
+  # LAB_GUEST_VIF: one PV NIC, e.g. "mac=00:16:3e:4c:00:02,script=/lab/vif-lab"
+  [ -n "${LAB_GUEST_VIF:-}" ] && echo "vif = [ '$LAB_GUEST_VIF' ]" >>"$LAB_WORK/$_n.cfg"
   echo "$LAB_WORK/$_n.cfg"
 }
 

@@ -3,16 +3,25 @@
 # Every second: prints "COUNTER <n>" on hvc0 and dirties memory in a tmpfs file:
 #   lab_rand_kb  KiB of fresh random data (incompressible), default 1024
 #   lab_same_kb  KiB rewritten in place with identical content (dirty but unchanged), default 3072
-# (both can be set on the guest's kernel command line). The counter lives only in the
+#   lab_ip       A.B.C.D/N for eth0 (PV NIC), default none
+# (all can be set on the guest's kernel command line). The counter lives only in the
 # guest's memory, so after a Remus failover it must continue, not restart from 1.
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 mount -t tmpfs -o size=32m tmpfs /mnt
-rand_kb=1024; same_kb=3072
+rand_kb=1024; same_kb=3072; ip=""
 for a in $(cat /proc/cmdline); do
-  case $a in lab_rand_kb=*) rand_kb=${a#*=};; lab_same_kb=*) same_kb=${a#*=};; esac
+  case $a in lab_rand_kb=*) rand_kb=${a#*=};; lab_same_kb=*) same_kb=${a#*=};; lab_ip=*) ip=${a#*=};; esac
 done
+# lab_ip=A.B.C.D/N: bring up the PV NIC (xen-netfront) with that address, so dom0 can
+# talk to the guest through its vif (the netbuf-vif scenario).
+if [ -n "$ip" ]; then
+  lab-load-modules
+  i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do i=$((i+1)); sleep 0.1; done
+  ip link set lo up; ip addr add "$ip" dev eth0 && ip link set eth0 up && echo "DOMU-NET eth0 $ip" \
+    || echo "DOMU-NET-FAILED"
+fi
 dd if=/dev/urandom of=/mnt/base bs=1k count=$same_kb 2>/dev/null
 cp /mnt/base /mnt/same
 echo "DOMU-UP rand_kb=$rand_kb same_kb=$same_kb"

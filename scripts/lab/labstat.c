@@ -23,6 +23,10 @@
  *       interval and a summary line:
  *         summary pauses=<n> steady_median_ms=<ms> steady_p90_ms=<ms> steady_max_ms=<ms>
  *                 steady_mean_ms=<ms> first_ms=<ms> poll_us=<us>
+ *
+ *   labstat killrunning DOMID PID
+ *       SIGKILLs PID (a replicator) while the domain is running, not inside a checkpoint's
+ *       suspend window. Exit 0 if the domain still runs after the kill, 1 if not, 2 on error.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -312,11 +316,47 @@ static int cmd_pausemon(uint32_t domid, const char *logpath, long poll_us)
     return 0;
 }
 
+/* ------------------------------------------------------------------ killrunning */
+
+/* SIGKILLs PID at a moment the domain is running, not suspended or paused: a replicator
+ * killed inside its suspend window would leave the guest suspended, and a test of what
+ * happens to the guest's output after the crash needs a guest that keeps producing it. */
+static int cmd_killrunning(uint32_t domid, pid_t pid)
+{
+    xc_interface *xch = xc_interface_open(NULL, NULL, 0);
+    if (!xch) { perror("xc_interface_open"); return 2; }
+    struct timespec slp = { 0, 200000 };
+    int up_polls = 0;
+    for (long i = 0; i < 50000; i++) {   /* at most ~10 s of polling */
+        xc_dominfo_t info;
+        if (xc_domain_getinfo(xch, domid, 1, &info) != 1 || info.domid != domid) {
+            fprintf(stderr, "killrunning: domain %u is gone\n", domid);
+            return 2;
+        }
+        /* running for two polls in a row: just resumed from a checkpoint, the longest
+         * stretch before the next suspend is ahead */
+        up_polls = (info.shutdown || info.paused) ? 0 : up_polls + 1;
+        if (up_polls == 2) {
+            if (kill(pid, SIGKILL) != 0) { perror("kill"); return 2; }
+            xc_domain_getinfo(xch, domid, 1, &info);
+            printf("killed %d; domain %u %s\n", (int)pid, domid,
+                   info.shutdown ? "suspended" : info.paused ? "paused" : "running");
+            xc_interface_close(xch);
+            return info.shutdown || info.paused ? 1 : 0;
+        }
+        nanosleep(&slp, NULL);
+    }
+    fprintf(stderr, "killrunning: domain %u never ran for two polls in a row\n", domid);
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 4 && !strcmp(argv[1], "killrunning"))
+        return cmd_killrunning((uint32_t)strtoul(argv[2], NULL, 0), (pid_t)atoi(argv[3]));
     if (argc >= 3 && !strcmp(argv[1], "tap")) return cmd_tap(argv[2]);
     if (argc >= 4 && !strcmp(argv[1], "pausemon"))
         return cmd_pausemon((uint32_t)strtoul(argv[2], NULL, 0), argv[3], argc > 4 ? atol(argv[4]) : 1000);
-    fprintf(stderr, "usage: labstat tap LOG | labstat pausemon DOMID LOG [POLL_US]\n");
+    fprintf(stderr, "usage: labstat tap LOG | labstat pausemon DOMID LOG [POLL_US] | labstat killrunning DOMID PID\n");
     return 2;
 }

@@ -14,7 +14,8 @@
 # Knobs (--env): LAB_ROMULUS_ACK_TIMEOUT (replicate --ack-timeout, 15s),
 # LAB_ROMULUS_FAILOVER_TIMEOUT (restore --failover-timeout, 2s), LAB_ROMULUS_LOG_LEVEL (info),
 # LAB_ROMULUS_REPLICATE_ARGS (extra replicate flags, e.g. "--encoder scalar"),
-# LAB_ROMULUS_FIRST_TIMEOUT (s to wait for checkpoint 1, 600), LAB_ROMULUS_FAILOVER_LIMIT (s, 90).
+# LAB_ROMULUS_FIRST_TIMEOUT (s to wait for checkpoint 1, 600), LAB_ROMULUS_FAILOVER_LIMIT (s, 90),
+# LAB_LIVE_STATS=1 (print the primary's latest epoch line every 2 s: the demo's live stats).
 # Which binary: /usr/bin/romulus when its `restore` knows --xen (the engine CLI); otherwise
 # romulus-xen (xen/tools: the Xen path over a bare TCP framing, no engine), found as
 # /usr/bin/romulus-xen, /lab/extra/romulus-xen, or /usr/bin/romulus itself.
@@ -101,6 +102,9 @@ until grep -q 'listening' "$W/backup.log" 2>/dev/null; do
 done
 
 # ---- 4. primary
+# The guest's pauses measured from outside, the same way as for xl remus (remus-baseline).
+labstat pausemon "$P" "$W/pause.log" 1000 &
+PM=$!
 T0=$(lab_now)
 if [ "$MODE" = cli ]; then
   # --stats-json FILE is, for a Xen domain, the backend's per-epoch CSV (header line first).
@@ -127,7 +131,19 @@ until grep -q '^1,' "$W/stats.csv" 2>/dev/null; do
 done
 T1=$(lab_now)
 lab_note "first checkpoint acked after $(lab_elapsed "$T0") s; replicating for $D s at $I ms"
-sleep "$D"
+# Live stats (LAB_LIVE_STATS=1, scripts/demo): the primary's latest per-epoch line every 2 s,
+# which scripts/xen-lab echoes to the terminal as it reads the serial log.
+TE=$(( $(cut -d. -f1 /proc/uptime) + D ))
+while [ "$(cut -d. -f1 /proc/uptime)" -lt "$TE" ]; do
+  if [ -n "${LAB_LIVE_STATS:-}" ]; then
+    l=$(grep -E '^epoch [0-9]' "$W/primary.log" 2>/dev/null | tail -n1)
+    [ -n "$l" ] || l=$(tail -n1 "$W/stats.csv" 2>/dev/null)
+    echo "LAB-STAT $(lab_elapsed "$T1")s $l" | cut -c1-200
+    sleep 2
+  else
+    sleep 1
+  fi
+done
 kill -0 $RP 2>/dev/null || { tail -n 30 "$W/primary.log"; tail -n 40 "$W/backup.log"; head -n 6 "$W/stats.csv"; tail -n 4 "$W/stats.csv"; lab_fail "the replicator died during the run"; }
 kill -0 $BP 2>/dev/null || { tail -n 30 "$W/backup.log"; lab_fail "the backup died during the run"; }
 
@@ -164,6 +180,7 @@ until backup_console; [ "$(lab_counter_last "$C2")" -ge $((LAST_PRIMARY + 2)) ] 
   sleep 0.2
 done
 RESUMED=$(lab_elapsed "$TK")
+kill $PM 2>/dev/null; wait $PM 2>/dev/null
 FIRST_OUT=${FIRST_OUT:-$RESUMED}
 FIRST_BACKUP=$(tr -d '\r' <"$C2" | awk '/COUNTER/ { if (m == "" || $2+0 < m) m = $2+0 } END { print m }')
 lab_note "backup console counters: $(tr -d '\r' <"$C2" | awk '/COUNTER/ {printf "%s ", $2}' | tail -c 120)"
@@ -176,6 +193,11 @@ until xl list 2>/dev/null | awk 'NR>1 {print $1}' | grep -qx guest1; do
 done
 grep -E 'failover|activat|renamed|FAILOVER' "$W/backup.log" | sed "s/^/LAB-NOTE $LAB_SCENARIO backup: /"
 xl list | sed "s/^/LAB-NOTE $LAB_SCENARIO xl-list: /"
+
+PS=$(grep '^summary' "$W/pause.log")
+v() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+lab_figure "tool=romulus-$MODE pausemon_median_ms=$(v "$PS" steady_median_ms) pausemon_p90_ms=$(v "$PS" steady_p90_ms)" \
+  "pausemon_max_ms=$(v "$PS" steady_max_ms) pausemon_mean_ms=$(v "$PS" steady_mean_ms) pausemon_pauses=$(v "$PS" pauses)"
 
 # ---- figures (stats.csv: epoch,suspend_us,pause_us,pages,state_records,raw_bytes,wire_bytes,ack_wait_us,encode_us)
 tail -n +2 "$W/stats.csv" | awk -F, -v s="$LAB_SCENARIO" -v i="$I" -v d="$D" -v r="$RESUMED" -v fo="$FIRST_OUT" \

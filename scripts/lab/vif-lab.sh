@@ -1,0 +1,16 @@
+#!/bin/sh
+# /lab/vif-lab — the lab's vif hotplug script (xl: vif = [ '...,script=/lab/vif-lab' ]).
+# libxl runs it with "online"/"offline" and the vif's name in $vif. No bridge: dom0 gets
+# 10.77.0.1/24 on the vif itself, the guest 10.77.0.2/24 (domu-init.sh, lab_ip=).
+# xen-netback connects the vif only once hotplug-status says "connected".
+case ${1:-} in
+  online)
+    ip link set "$vif" up || exit 1
+    ip addr add 10.77.0.1/24 dev "$vif" 2>/dev/null
+    xenstore-write "$XENBUS_PATH/hotplug-status" connected || exit 1
+    ;;
+  offline)
+    ip link set "$vif" down 2>/dev/null
+    ;;
+esac
+exit 0
