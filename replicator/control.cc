@@ -284,21 +284,68 @@ std::string DefaultControlSocket(const std::string& guest_identity) {
   return std::string(dir) + "/" + name + ".sock";
 }
 
+std::string PrimaryStatusMembers(const PrimaryStatusView& v) {
+  std::string m = "\"role\":\"primary\",\"guest\":" + JsonString(v.guest) +
+                  ",\"epoch\":" + std::to_string(v.epoch) +
+                  ",\"last_acked\":" + std::to_string(v.last_acked) +
+                  ",\"last_ack_age_ms\":" + std::to_string(v.last_ack_age.count()) + ",\"protection\":" +
+                  (v.protected_now ? "\"PROTECTED\"" : "\"UNPROTECTED\"") +
+                  ",\"paused\":" + (v.paused ? "true" : "false") +
+                  ",\"output_commit\":" + JsonString(v.output_commit) +
+                  ",\"interval_us\":" + std::to_string(v.interval.count()) +
+                  ",\"interval\":" + JsonString(FormatDuration(v.interval)) +
+                  ",\"cache_size\":" + std::to_string(v.cache_size);
+  if (v.cache_size_next_session) {
+    m += ",\"cache_size_next_session\":" + std::to_string(*v.cache_size_next_session);
+  }
+  if (!v.extra.empty()) m += "," + v.extra;
+  return m;
+}
+
+std::optional<std::chrono::microseconds> ParseControlInterval(const std::string& word, ControlReply* error) {
+  auto d = ParseDuration(word);
+  if (!d.ok()) {
+    *error = ControlReply::Usage("set interval: " + d.status().message());
+    return std::nullopt;
+  }
+  if (d->count() < 5000 || d->count() > 60000000) {
+    *error = ControlReply::Usage("set interval: must be between 5ms and 60s");
+    return std::nullopt;
+  }
+  return *d;
+}
+
+ControlReply IntervalSetReply(std::chrono::microseconds interval) {
+  spdlog::info("control: checkpoint interval set to {} from the next epoch", FormatDuration(interval));
+  return ControlReply::Ok("\"interval_us\":" + std::to_string(interval.count()) + ",\"applies\":\"next epoch\"");
+}
+
+ControlReply PauseReply(bool paused) {
+  spdlog::warn("control: {} requested", paused ? "pause" : "resume");
+  return ControlReply::Ok(std::string("\"paused\":") + (paused ? "true" : "false") +
+                          (paused ? ",\"warning\":\"the guest runs UNPROTECTED until resume\"" : ""));
+}
+
+ControlReply StatsReply(const std::string& stats_json) {
+  // {"last":...,"totals":...} -> its members.
+  return ControlReply::Ok(stats_json.substr(1, stats_json.size() - 2));
+}
+
 namespace {
 
 ControlReply PrimaryStatus(EpochLoop* loop, const std::string& identity) {
-  std::string m = "\"role\":\"primary\",\"guest\":" + JsonString(identity) +
-                  ",\"epoch\":" + std::to_string(loop->current_epoch()) +
-                  ",\"last_acked\":" + std::to_string(loop->last_acked_epoch()) +
-                  ",\"last_ack_age_ms\":" + std::to_string(loop->since_last_ack().count()) + ",\"protection\":" +
-                  (loop->protected_now() ? "\"PROTECTED\"" : "\"UNPROTECTED\"") +
-                  ",\"paused\":" + (loop->paused() ? "true" : "false") +
-                  ",\"output_commit\":" + JsonString(loop->output_state()) +
-                  ",\"interval_us\":" + std::to_string(loop->interval().count()) +
-                  ",\"interval\":" + JsonString(FormatDuration(loop->interval())) +
-                  ",\"cache_size\":" + std::to_string(loop->cache_size_active()) +
-                  ",\"cache_size_next_session\":" + std::to_string(loop->cache_size_next());
-  return ControlReply::Ok(m);
+  PrimaryStatusView v;
+  v.guest = identity;
+  v.epoch = loop->current_epoch();
+  v.last_acked = loop->last_acked_epoch();
+  v.last_ack_age = loop->since_last_ack();
+  v.protected_now = loop->protected_now();
+  v.paused = loop->paused();
+  v.output_commit = loop->output_state();
+  v.interval = loop->interval();
+  v.cache_size = loop->cache_size_active();
+  v.cache_size_next_session = loop->cache_size_next();
+  return ControlReply::Ok(PrimaryStatusMembers(v));
 }
 
 bool ParseU64(const std::string& s, uint64_t* out) {
@@ -319,19 +366,13 @@ ControlHandler PrimaryControlHandler(EpochLoop* loop, std::string identity, std:
     const std::string& cmd = w[0];
     auto arity = [&](size_t n) { return w.size() == n; };
     if (cmd == "status" && arity(1)) return PrimaryStatus(loop, identity);
-    if (cmd == "stats" && arity(1)) {
-      std::string j = loop->StatsJson();  // {"last":...,"totals":...}
-      return ControlReply::Ok(j.substr(1, j.size() - 2));
-    }
+    if (cmd == "stats" && arity(1)) return StatsReply(loop->StatsJson());
     if (cmd == "set" && w.size() == 3 && w[1] == "interval") {
-      auto d = ParseDuration(w[2]);
-      if (!d.ok()) return ControlReply::Usage("set interval: " + d.status().message());
-      if (d->count() < 5000 || d->count() > 60000000) {
-        return ControlReply::Usage("set interval: must be between 5ms and 60s");
-      }
+      ControlReply bad;
+      auto d = ParseControlInterval(w[2], &bad);
+      if (!d) return bad;
       loop->SetInterval(*d);
-      spdlog::info("control: checkpoint interval set to {} from the next epoch", FormatDuration(*d));
-      return ControlReply::Ok("\"interval_us\":" + std::to_string(d->count()) + ",\"applies\":\"next epoch\"");
+      return IntervalSetReply(*d);
     }
     if (cmd == "set" && w.size() == 3 && w[1] == "cache-size") {
       auto sz = ParseSize(w[2]);
@@ -348,9 +389,7 @@ ControlHandler PrimaryControlHandler(EpochLoop* loop, std::string identity, std:
     if ((cmd == "pause" || cmd == "resume") && arity(1)) {
       bool pause = cmd == "pause";
       loop->SetPaused(pause);
-      spdlog::warn("control: {} requested", cmd);
-      return ControlReply::Ok(std::string("\"paused\":") + (pause ? "true" : "false") +
-                              (pause ? ",\"warning\":\"the guest runs UNPROTECTED until resume\"" : ""));
+      return PauseReply(pause);
     }
     if (cmd == "failover" && arity(1)) {
       return ControlReply::Fail(

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -81,6 +82,38 @@ Result<std::string> ControlCall(const std::string& path, const std::string& requ
 // The default socket of a replication: /run/romulus/<sanitised guest>.sock
 // when /run/romulus is a writable directory, else "" (none).
 std::string DefaultControlSocket(const std::string& guest_identity);
+
+// ---- What every primary's handler shares (the engine's below, the Xen
+// path's in xen/xen_primary_state.h), so that both answer alike.
+
+// The members of a primary's `status` answer (docs/CONTROL.md), in order:
+// role, guest, epoch, last_acked, last_ack_age_ms, protection, paused,
+// output_commit, interval_us, interval, cache_size[, cache_size_next_session]
+// and then `extra`.
+struct PrimaryStatusView {
+  std::string guest;
+  uint64_t epoch = 0;                          // last started
+  int64_t last_acked = -1;                     // -1 before the first ack
+  std::chrono::milliseconds last_ack_age{-1};  // -1 before the first ack
+  bool protected_now = false;
+  bool paused = false;
+  std::string output_commit;
+  std::chrono::microseconds interval{0};
+  uint64_t cache_size = 0;
+  std::optional<uint64_t> cache_size_next_session;  // absent where it cannot change
+  std::string extra;  // further JSON members without braces ("\"domid\":3"), or ""
+};
+std::string PrimaryStatusMembers(const PrimaryStatusView& v);
+
+// `set interval D`: D parsed and within 5ms .. 60s, or nullopt with the usage
+// reply in *error.
+std::optional<std::chrono::microseconds> ParseControlInterval(const std::string& word, ControlReply* error);
+// The answer to an accepted `set interval` (and its log line).
+ControlReply IntervalSetReply(std::chrono::microseconds interval);
+// The answer to `pause` / `resume` (and its log line).
+ControlReply PauseReply(bool paused);
+// The answer to `stats` from {"last":...,"totals":...}.
+ControlReply StatsReply(const std::string& stats_json);
 
 // The primary's command set bound to a running EpochLoop:
 //   status | stats | set interval D | set cache-size S | pause | resume |

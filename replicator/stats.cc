@@ -52,7 +52,15 @@ std::string EpochStatsJson(const EpochStats& e) {
       e.cache_overflows, static_cast<long long>(e.encode_time.count()),
       static_cast<long long>(e.ack_latency.count()), e.outbuf_high_water,
       JsonEscape(e.output_commit).c_str());
-  return buf;
+  std::string out = buf;
+  if (!e.extra.empty()) {
+    out.pop_back();  // the closing brace
+    for (const auto& [key, value] : e.extra) {
+      out += ",\"" + JsonEscape(key) + "\":" + std::to_string(value);
+    }
+    out += '}';
+  }
+  return out;
 }
 
 std::string EpochStatsLine(const EpochStats& e) {
@@ -93,6 +101,13 @@ std::string TotalStatsLine(const TotalStats& t) {
   return buf;
 }
 
+bool EpochLineThrottle::Due(std::chrono::steady_clock::time_point now, bool acked) {
+  if (any_ && acked && now - last_ < gap_) return false;
+  any_ = true;
+  last_ = now;
+  return true;
+}
+
 StatsWriter::~StatsWriter() {
   if (json_) std::fclose(json_);
 }
@@ -107,7 +122,9 @@ void StatsWriter::Epoch(const EpochStats& e) {
     std::fprintf(json_, "%s\n", EpochStatsJson(e).c_str());
     std::fflush(json_);
   }
-  if (human_) std::fprintf(stderr, "%s\n", EpochStatsLine(e).c_str());
+  if (human_ && throttle_.Due(std::chrono::steady_clock::now(), e.acked)) {
+    std::fprintf(stderr, "%s\n", EpochStatsLine(e).c_str());
+  }
 }
 
 void StatsWriter::Totals(const TotalStats& t) {

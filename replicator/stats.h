@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "compress/page.h"
 
@@ -31,6 +33,10 @@ struct EpochStats {
   size_t outbuf_high_water = 0;
   uint64_t digest = 0;
   std::string output_commit;  // "sch_plug on veth0" / "none (output not committed)"
+  // Backend-specific integer members rendered after the stable keys, in this
+  // order (the Xen path: "state_records", ...; docs/STATS.md). Empty for the
+  // engine. Keys are plain identifiers.
+  std::vector<std::pair<std::string, uint64_t>> extra;
 };
 
 struct TotalStats {
@@ -45,6 +51,20 @@ std::string EpochStatsLine(const EpochStats& e);  // for people
 std::string TotalStatsJson(const TotalStats& t);
 std::string TotalStatsLine(const TotalStats& t);
 
+// Which epochs get a human line when epochs are frequent: at most one per
+// `gap` (the first epoch and every unacked epoch always get one). A zero gap
+// lets every epoch through. Pure: the caller passes the time.
+class EpochLineThrottle {
+ public:
+  explicit EpochLineThrottle(std::chrono::nanoseconds gap = std::chrono::nanoseconds(0)) : gap_(gap) {}
+  bool Due(std::chrono::steady_clock::time_point now, bool acked);
+
+ private:
+  std::chrono::nanoseconds gap_;
+  bool any_ = false;
+  std::chrono::steady_clock::time_point last_{};
+};
+
 // Writes JSON lines to a file (flushed per line, so a killed process leaves
 // every completed epoch on disk) and/or human lines to stderr.
 class StatsWriter {
@@ -53,6 +73,8 @@ class StatsWriter {
   ~StatsWriter();
   bool OpenJson(const std::string& path);  // false + errno on failure
   void set_human(bool on) { human_ = on; }
+  // Human lines at most once per `gap` (EpochLineThrottle); default: every epoch.
+  void set_human_min_gap(std::chrono::nanoseconds gap) { throttle_ = EpochLineThrottle(gap); }
   void Epoch(const EpochStats& e);
   void Totals(const TotalStats& t);
   void Event(const std::string& json_line);  // any other object, one line
@@ -60,6 +82,7 @@ class StatsWriter {
  private:
   FILE* json_ = nullptr;
   bool human_ = false;
+  EpochLineThrottle throttle_;
 };
 
 }  // namespace romulus::replicator
