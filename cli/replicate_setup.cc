@@ -173,6 +173,21 @@ class SignalWatcher {
 
 void StartSignalWatcher() { static SignalWatcher watcher; }
 
+Result<std::unique_ptr<replicator::ControlServer>> StartControlSocket(const ReplicateSetup& setup,
+                                                                      const std::string& identity,
+                                                                      replicator::ControlHandler handler) {
+  std::string path = setup.control_socket;
+  if (path.empty()) path = replicator::DefaultControlSocket(identity);
+  if (path.empty() || path == "none") return std::unique_ptr<replicator::ControlServer>();
+  auto c = replicator::ControlServer::Start(path, std::move(handler));
+  if (!c.ok() && setup.control_socket.empty()) {
+    // The default is a convenience: replicate without it rather than not at all.
+    spdlog::warn("no control socket: {}", c.status().ToString());
+    return std::unique_ptr<replicator::ControlServer>();
+  }
+  return c;
+}
+
 int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
                  const transport::HostPort& target, std::shared_ptr<const transport::SecurityContext> sec) {
   StartSignalWatcher();
@@ -227,20 +242,12 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
   engine_ptr = &engine;
   std::unique_ptr<replicator::ControlServer> control;
   {
-    std::string path = setup.control_socket;
-    if (path.empty()) path = replicator::DefaultControlSocket(guest.identity());
-    if (!path.empty() && path != "none") {
-      auto c = replicator::ControlServer::Start(path, replicator::PrimaryControlHandler(&engine, guest.identity()));
-      if (c.ok()) {
-        control = std::move(*c);
-      } else if (setup.control_socket.empty()) {
-        // The default is a convenience: replicate without it rather than not at all.
-        spdlog::warn("no control socket: {}", c.status().ToString());
-      } else {
-        spdlog::error("{}", c.status().ToString());
-        return kExitFailure;
-      }
+    auto c = StartControlSocket(setup, guest.identity(), replicator::PrimaryControlHandler(&engine, guest.identity()));
+    if (!c.ok()) {
+      spdlog::error("{}", c.status().ToString());
+      return kExitFailure;
     }
+    control = std::move(*c);
   }
   std::thread timer;
   if (setup.duration.count() > 0) {

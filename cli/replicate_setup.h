@@ -8,6 +8,7 @@
 #include <string>
 
 #include "cli/options.h"
+#include "replicator/control.h"
 #include "replicator/epoch_loop.h"
 #include "transport/security.h"
 #include "transport/tcp.h"
@@ -41,6 +42,14 @@ const std::atomic<bool>& StopFlag();
 void RequestStop();
 
 Result<std::unique_ptr<replicator::OutputCommit>> MakeOutputCommit(const ReplicateSetup& setup);
+
+// The primary's control socket (docs/CONTROL.md): --control-socket PATH, else
+// /run/romulus/<identity>.sock when that directory is writable (failing to
+// serve the default only warns: replicate without it), or none ("none").
+// nullptr when there is none; an error only for an explicit PATH.
+Result<std::unique_ptr<replicator::ControlServer>> StartControlSocket(const ReplicateSetup& setup,
+                                                                      const std::string& identity,
+                                                                      replicator::ControlHandler handler);
 
 // Runs the epoch loop until SIGINT/SIGTERM, --epochs or --duration. Exit code.
 int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,

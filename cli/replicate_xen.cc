@@ -1,12 +1,13 @@
 // `romulus replicate --domain`: the Xen path, where libxenguest drives the
 // epochs through callbacks (xen/) and the engine's CheckpointSender streams them.
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "cli/replicate_setup.h"
-#include "common/units.h"
 #if ROMULUS_HAVE_XEN
 #include "xen/xen_cli.h"
+#include "xen/xen_primary_state.h"
 #endif
 
 namespace romulus::cli {
@@ -29,13 +30,33 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
   if (!(*output)->commits_output()) {
     spdlog::warn("network output is NOT buffered (use --netbuf-vif vifD.0 to commit output on acks)");
   }
+  if (!setup.metrics_textfile.empty() || setup.kill_enabled) {
+    spdlog::warn("--metrics-textfile and --kill-at are not supported for Xen domains yet: ignored");
+  }
   xen::XenReplicateOptions opts;
   opts.domain = domain;
-  opts.interval = std::chrono::duration_cast<std::chrono::milliseconds>(setup.loop.interval);
+  opts.interval = setup.loop.interval;
   opts.ack_timeout = std::max(setup.loop.ack_timeout, std::chrono::milliseconds(1000));
   opts.max_epochs = setup.loop.max_epochs;
   opts.duration = std::chrono::duration_cast<std::chrono::milliseconds>(setup.duration);
   if (!setup.stats_json.empty()) opts.stats_path = setup.stats_json;
+  // Like the engine on a terminal, but epochs come ten a second: at most one
+  // human line a second, every epoch with --log-level debug.
+  opts.human_stats = isatty(STDERR_FILENO);
+  opts.human_min_gap = spdlog::get_level() <= spdlog::level::debug ? std::chrono::milliseconds(0)
+                                                                     : std::chrono::milliseconds(1000);
+  // Status, stats and live tuning over the control socket (docs/CONTROL.md);
+  // the default path needs the domain's name, known once it is resolved.
+  xen::XenPrimaryState live;
+  live.set_cache_size(setup.sender.codec.cache_pages * 4096);
+  std::unique_ptr<replicator::ControlServer> control;
+  opts.live = &live;
+  opts.on_domain = [&setup, &live, &control](const std::string& name) -> Status {
+    auto c = StartControlSocket(setup, name, xen::XenPrimaryControlHandler(&live));
+    if (!c.ok()) return c.status();
+    control = std::move(*c);
+    return Status::Ok();
+  };
   replicator::SenderOptions sender = setup.sender;
   auto connect = [target, sec, sender](const replicator::GuestInfo& info)
       -> Result<std::unique_ptr<replicator::CheckpointSender>> {
@@ -43,11 +64,9 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
     if (!stream.ok()) return stream.status();
     return replicator::CheckpointSender::Start(std::move(*stream), sender, info);
   };
-  xen::ReplicateSummary summary;
-  Status st = xen::RunReplicateDomain(opts, connect, output->get(), &StopFlag(), &summary);
-  spdlog::info("{} checkpoints acked, {} pages, {} on the wire, pause median {} max {}", summary.epochs,
-               summary.pages, FormatSize(summary.wire_bytes), FormatDuration(summary.pause_median),
-               FormatDuration(summary.pause_max));
+  // The totals line (and object in --stats-json) is written by the session.
+  Status st = xen::RunReplicateDomain(opts, connect, output->get(), &StopFlag(), nullptr);
+  control.reset();  // before `live`, which its handler reads
   if (!st.ok()) {
     spdlog::error("replication of domain {} ended: {}", domain, st.ToString());
     return kExitFailure;

@@ -22,9 +22,13 @@
 
 namespace romulus::xen {
 
+class XenPrimaryState;  // xen/xen_primary_state.h (Xen-free)
+
 struct XenReplicateOptions {
   std::string domain;                               // name or numeric domid
-  std::chrono::milliseconds interval{100};          // counted from the previous suspend
+  // Counted from the previous suspend; the session's XenPrimaryState holds
+  // the live value (`set interval` changes it from the next epoch).
+  std::chrono::microseconds interval{100000};
   std::chrono::milliseconds suspend_timeout{5000};  // "guest will not suspend" after this
   // Waiting for epoch N's ack in the checkpoint callback; the first epoch
   // (whole memory, live iterations) gets first_ack_timeout instead.
@@ -35,9 +39,22 @@ struct XenReplicateOptions {
   uint64_t staging_bytes = 256ull << 20;
   uint64_t max_epochs = 0;                          // 0: until stopped
   std::chrono::milliseconds duration{0};            // 0: until stopped
-  std::string stats_path;                           // per-epoch CSV ("" = none, "-" = stderr)
+  // --stats-json: one JSON line per epoch and the totals at exit, the
+  // engine's keys plus Xen-only extras (docs/STATS.md). "" = none.
+  std::string stats_path;
+  // The engine's human line per epoch on stderr, at most once per
+  // human_min_gap (epochs come ten a second); 0 = every epoch.
+  bool human_stats = false;
+  std::chrono::milliseconds human_min_gap{1000};
   bool verbose = false;                             // libxenguest logging to stderr
   std::string tee_path;  // also write libxenguest's raw v2 stream here (fixtures, debugging)
+  // Shared with a control socket (may be null: the session keeps its own).
+  // Must outlive the call.
+  XenPrimaryState* live = nullptr;
+  // Called once the domain is resolved (with its name) and `live` is set up,
+  // before connecting to the backup: the CLI starts its control socket here.
+  // An error ends the call with that error.
+  std::function<Status(const std::string& domain_name)> on_domain;
 };
 
 // Connects to the backup and performs the handshake; called once the domain

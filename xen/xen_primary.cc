@@ -12,11 +12,14 @@
 #include <cstring>
 #include <thread>
 
+#include "common/units.h"
 #include "protocol/messages.h"
+#include "replicator/stats.h"
 #include "xen/stream_split.h"
 #include "xen/stream_v2.h"
 #include "xen/xen_cli.h"
 #include "xen/xen_env.h"
+#include "xen/xen_primary_state.h"
 
 namespace romulus::xen {
 
@@ -111,14 +114,19 @@ const char* ShutdownReasonName(unsigned r) {
 
 struct EpochTimes {
   Clock::time_point suspend_requested, suspended, resumed;
+  bool protected_ = false;    // a backup held the previous epoch at this suspend
+  std::string output_commit;  // OutputCommit::Describe() at this suspend
 };
+
+const char kNoOutputCommit[] = "none (output not committed)";
 
 class Session : public EpochSink {
  public:
   Session(const XenReplicateOptions& opts, XenHandles* h, const DomainFacts& dom,
           EpochTransport* sender, replicator::OutputCommit* output,
-          const std::atomic<bool>* stop)
-      : opts_(opts), h_(h), dom_(dom), sender_(sender), output_(output), stop_(stop),
+          const std::atomic<bool>* stop, XenPrimaryState* live, replicator::StatsWriter* stats)
+      : opts_(opts), h_(h), dom_(dom), sender_(sender), output_(output), stop_(stop), live_(live),
+        stats_(stats),
         queue_(1u << 20, std::max<uint64_t>(opts.staging_bytes >> 20, 4)),
         splitter_(this), parser_(&splitter_) {}
 
@@ -143,7 +151,12 @@ class Session : public EpochSink {
   void SetError(Status s);
   Status error() const;
   void DrainWatch();
-  void RecordEpoch(uint64_t n, const replicator::EpochWireStats& w, microseconds ack_wait);
+  void RecordEpoch(uint64_t n, const replicator::EpochWireStats& w, bool acked, Clock::time_point t0);
+  bool StopRequested() const;
+  // Between epochs: sleeps to the next period, or while the operator paused
+  // checkpointing. False when the session should stop cleanly instead.
+  bool WaitForNextEpoch();
+  std::string OutputDescribe() const { return output_ ? output_->Describe() : kNoOutputCommit; }
   void Cleanup(bool guest_may_be_suspended);
 
   const XenReplicateOptions& opts_;
@@ -152,6 +165,8 @@ class Session : public EpochSink {
   EpochTransport* sender_;
   replicator::OutputCommit* output_;
   const std::atomic<bool>* stop_;
+  XenPrimaryState* live_;  // interval, pause, status and stats for the control socket
+  replicator::StatsWriter* stats_;  // --stats-json lines, human lines, totals
   struct xs_handle* watch_xsh_ = nullptr;
   int tee_fd_ = -1;
 
@@ -164,15 +179,17 @@ class Session : public EpochSink {
   Status error_;                 // first failure anywhere
   uint64_t epoch_ended_ = 0;     // last epoch the worker handed to EndEpoch
   replicator::EpochWireStats last_wire_;
+  Clock::time_point ended_at_;   // when EndEpoch (EPOCH_END written) returned for epoch_ended_
   uint64_t read_bytes_ = 0;
 
   // xc_domain_save thread only.
   uint64_t checkpoints_ = 0;
   EpochTimes cur_;
   Clock::time_point started_;
+  Clock::time_point previous_suspend_;  // suspend request of the previous epoch (epoch 1: start)
+  uint64_t stream_bytes_at_checkpoint_ = 0;  // read_bytes_ at the previous checkpoint
   bool clean_stop_ = false;
-  FILE* stats_ = nullptr;
-  std::vector<microseconds> pauses_;
+  std::vector<microseconds> pauses_;  // stopped time (suspended -> resumed), for the summary
   ReplicateSummary sum_;
 };
 
@@ -207,6 +224,7 @@ Status Session::EndEpoch(uint64_t epoch) {
   std::lock_guard<std::mutex> lock(mu_);
   epoch_ended_ = epoch;
   last_wire_ = *w;
+  ended_at_ = Clock::now();
   cv_.notify_all();
   return Status::Ok();
 }
@@ -268,6 +286,9 @@ int Session::Suspend() {
   const uint64_t epoch = checkpoints_ + 1;
   cur_ = EpochTimes{};
   cur_.suspend_requested = Clock::now();
+  cur_.protected_ = live_->protected_now();
+  cur_.output_commit = OutputDescribe();
+  live_->EpochStarted(epoch, cur_.output_commit);
   if (output_) {
     Status s = output_->Checkpoint(epoch);
     if (!s.ok()) {
@@ -336,20 +357,78 @@ int Session::Postcopy() {
   return 1;
 }
 
-void Session::RecordEpoch(uint64_t n, const replicator::EpochWireStats& w, microseconds ack_wait) {
-  auto suspend_lat = duration_cast<microseconds>(cur_.suspended - cur_.suspend_requested);
-  auto pause = duration_cast<microseconds>(cur_.resumed - cur_.suspended);
-  pauses_.push_back(pause);
-  sum_.epochs = n;
-  sum_.pages += w.pages;
-  sum_.wire_bytes += w.wire_bytes;
-  if (stats_) {
-    fprintf(stats_, "%llu,%lld,%lld,%llu,%llu,%llu,%llu,%lld,%lld\n", (unsigned long long)n,
-            (long long)suspend_lat.count(), (long long)pause.count(), (unsigned long long)w.pages,
-            (unsigned long long)w.state_records, (unsigned long long)w.raw_bytes,
-            (unsigned long long)w.wire_bytes, (long long)ack_wait.count(),
-            (long long)duration_cast<microseconds>(w.encode_time).count());
-    fflush(stats_);
+void Session::RecordEpoch(uint64_t n, const replicator::EpochWireStats& w, bool acked, Clock::time_point t0) {
+  const auto now = Clock::now();
+  XenEpochFacts f;
+  f.epoch = n;
+  f.acked = acked;
+  f.protected_ = cur_.protected_;
+  f.previous_suspend = previous_suspend_;
+  f.suspend_requested = cur_.suspend_requested;
+  f.suspended = cur_.suspended;
+  f.resumed = cur_.resumed;
+  f.ack_wait = duration_cast<microseconds>(now - t0);
+  f.output_commit = cur_.output_commit;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Measured here rather than in the transport, so any transport has it.
+    if (acked && epoch_ended_ == n) f.ack_latency = duration_cast<microseconds>(now - ended_at_);
+    // libxenguest writes nothing while the checkpoint callback runs, and the
+    // worker has consumed the CHECKPOINT record: read_bytes_ ends exactly at it.
+    f.stream_bytes = read_bytes_ - stream_bytes_at_checkpoint_;
+    stream_bytes_at_checkpoint_ = read_bytes_;
+  }
+  previous_suspend_ = cur_.suspend_requested;
+  replicator::EpochStats e = MakeXenEpochStats(w, f);
+  if (acked) {  // the summary counts acked checkpoints only
+    pauses_.push_back(duration_cast<microseconds>(cur_.resumed - cur_.suspended));
+    sum_.epochs = n;
+    sum_.pages += w.pages;
+    sum_.wire_bytes += w.wire_bytes;
+  }
+  stats_->Epoch(e);
+  live_->Published(e, now);
+}
+
+bool Session::StopRequested() const {
+  return (stop_ && stop_->load()) ||
+         (opts_.duration.count() > 0 && Clock::now() - started_ >= opts_.duration);
+}
+
+bool Session::WaitForNextEpoch() {
+  bool paused = false;
+  for (;;) {
+    if (StopRequested()) return false;
+    if (live_->paused()) {
+      if (!paused) {
+        // Like the engine's pause: the guest runs on UNPROTECTED, log-dirty
+        // stays on (the next epoch carries everything dirtied meanwhile), the
+        // session stays up on heartbeats, and held output is released (nobody
+        // will ack the epoch it would wait for).
+        paused = true;
+        std::string out = OutputDescribe();
+        if (output_) {
+          Status r = output_->ReleaseAll();
+          if (!r.ok()) fprintf(stderr, "romulus: output commit: %s\n", r.ToString().c_str());
+          out += " (released: paused)";
+        }
+        live_->Unprotected(out);
+        fprintf(stderr, "romulus: PAUSED by operator after epoch %llu: domain %s runs UNPROTECTED until `resume`\n",
+                (unsigned long long)checkpoints_, dom_.name.c_str());
+      }
+      std::this_thread::sleep_for(milliseconds(20));
+      continue;
+    }
+    if (paused) {
+      paused = false;
+      fprintf(stderr, "romulus: resumed by operator: the next checkpoint carries everything dirtied while paused\n");
+    }
+    // Fixed period, counted from the previous suspend request; the interval
+    // is read live, so `set interval` takes effect for this very wait.
+    const auto next = cur_.suspend_requested + live_->interval();
+    const auto now = Clock::now();
+    if (now >= next) return true;
+    std::this_thread::sleep_for(std::min<Clock::duration>(next - now, milliseconds(20)));
   }
 }
 
@@ -371,32 +450,21 @@ int Session::Checkpoint() {
   auto left = duration_cast<milliseconds>(t0 + budget - Clock::now());
   Status s = sender_->WaitAck(n, std::max(left, milliseconds(1)));
   if (!s.ok()) {
+    RecordEpoch(n, wire, /*acked=*/false, t0);
     SetError(s.With("waiting for the backup's ack of epoch " + std::to_string(n)));
     return 0;
   }
-  if (output_) {
-    Status r = output_->Release(n);
-    if (!r.ok()) {
-      SetError(r.With("releasing output of epoch " + std::to_string(n)));
-      return 0;
-    }
+  Status released = output_ ? output_->Release(n) : Status::Ok();
+  RecordEpoch(n, wire, /*acked=*/true, t0);
+  if (!released.ok()) {
+    SetError(released.With("releasing output of epoch " + std::to_string(n)));
+    return 0;
   }
-  RecordEpoch(n, wire, duration_cast<microseconds>(Clock::now() - t0));
 
-  bool done = (stop_ && stop_->load()) || (opts_.max_epochs && n >= opts_.max_epochs) ||
-              (opts_.duration.count() > 0 && Clock::now() - started_ >= opts_.duration);
+  bool done = StopRequested() || (opts_.max_epochs && n >= opts_.max_epochs) || !WaitForNextEpoch();
   if (done) {
     clean_stop_ = true;
     return 0;
-  }
-  // Fixed period, counted from the previous suspend request.
-  auto next = cur_.suspend_requested + opts_.interval;
-  while (Clock::now() < next) {
-    if (stop_ && stop_->load()) {
-      clean_stop_ = true;
-      return 0;
-    }
-    std::this_thread::sleep_for(std::min<Clock::duration>(next - Clock::now(), milliseconds(50)));
   }
   return 1;
 }
@@ -422,11 +490,9 @@ void Session::Cleanup(bool guest_may_be_suspended) {
 
 Status Session::Run(ReplicateSummary* summary) {
   started_ = Clock::now();
-  if (!opts_.stats_path.empty()) {
-    stats_ = opts_.stats_path == "-" ? stderr : fopen(opts_.stats_path.c_str(), "w");
-    if (!stats_) return Status::FromErrno("opening " + opts_.stats_path, errno);
-    fprintf(stats_, "epoch,suspend_us,pause_us,pages,state_records,raw_bytes,wire_bytes,ack_wait_us,encode_us\n");
-  }
+  previous_suspend_ = started_;
+  // Epoch 1 starts now: libxenguest's live pass is part of it.
+  live_->EpochStarted(1, OutputDescribe());
   watch_xsh_ = xs_open(0);
   if (!watch_xsh_ || !xs_watch(watch_xsh_, "@releaseDomain", "romulus")) {
     return Status::FromErrno("watching @releaseDomain in xenstore", errno);
@@ -468,6 +534,8 @@ Status Session::Run(ReplicateSummary* summary) {
 
   Status err = error();
   Cleanup(!clean_stop_);
+  live_->Unprotected(OutputDescribe() + (output_ ? " (released: replication ended)" : ""));
+  stats_->Totals(live_->totals());
 
   // Summary.
   if (!pauses_.empty()) {
@@ -477,7 +545,6 @@ Status Session::Run(ReplicateSummary* summary) {
     sum_.pause_max = p.back();
   }
   if (summary) *summary = sum_;
-  if (stats_ && stats_ != stderr) fclose(stats_);
 
   if (clean_stop_) {
     if (output_) (void)output_->ReleaseAll();
@@ -526,6 +593,19 @@ Status RunReplicateDomainWith(const XenReplicateOptions& opts, const TransportFa
     xs_resume_domain((*h)->xsh(), dom->domid);
   }
 
+  XenPrimaryState own;
+  XenPrimaryState* live = opts.live ? opts.live : &own;
+  live->Begin(dom->name, dom->domid, opts.interval,
+              output ? output->Describe() : std::string(kNoOutputCommit));
+  if (opts.on_domain) ROMULUS_RETURN_IF_ERROR(opts.on_domain(dom->name));
+  // Before connecting: a bad path must not cost the backup a session.
+  replicator::StatsWriter stats;
+  if (!opts.stats_path.empty() && !stats.OpenJson(opts.stats_path)) {
+    return Status::FromErrno("opening --stats-json " + opts.stats_path, errno);
+  }
+  stats.set_human(opts.human_stats);
+  stats.set_human_min_gap(opts.human_min_gap);
+
   replicator::GuestInfo gi;
   gi.guest_pages = dom->guest_pages;
   gi.identity = dom->name;
@@ -534,10 +614,10 @@ Status RunReplicateDomainWith(const XenReplicateOptions& opts, const TransportFa
   auto sender = connect(gi);
   if (!sender.ok()) return sender.status().With("connecting to the backup");
 
-  fprintf(stderr, "romulus: replicating domain %s (domid %u, %u vCPU, %llu pages) every %lld ms\n",
+  fprintf(stderr, "romulus: replicating domain %s (domid %u, %u vCPU, %llu pages) every %s\n",
           dom->name.c_str(), dom->domid, dom->max_vcpus, (unsigned long long)dom->guest_pages,
-          (long long)opts.interval.count());
-  Session session(opts, h->get(), *dom, sender->get(), output, stop);
+          FormatDuration(live->interval()).c_str());
+  Session session(opts, h->get(), *dom, sender->get(), output, stop, live, &stats);
   Status s = session.Run(summary);
   return s;
 }

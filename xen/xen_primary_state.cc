@@ -1,0 +1,148 @@
+#include "xen/xen_primary_state.h"
+
+#include <string>
+#include <vector>
+
+namespace romulus::xen {
+
+using std::chrono::duration_cast;
+using std::chrono::microseconds;
+
+namespace {
+microseconds Since(XenEpochFacts::Clock::time_point from, XenEpochFacts::Clock::time_point to) {
+  return to > from ? duration_cast<microseconds>(to - from) : microseconds(0);
+}
+}  // namespace
+
+replicator::EpochStats MakeXenEpochStats(const replicator::EpochWireStats& w, const XenEpochFacts& f) {
+  replicator::EpochStats e;
+  e.epoch = f.epoch;
+  e.acked = f.acked;
+  e.protected_ = f.protected_;
+  e.pause = Since(f.suspend_requested, f.resumed);
+  e.suspend = Since(f.suspend_requested, f.suspended);
+  e.period = Since(f.previous_suspend, f.suspend_requested);
+  e.dirty_pages = w.pages;
+  e.pages_by_kind = w.pages_by_kind;
+  e.raw_bytes = w.raw_bytes;
+  e.wire_bytes = w.wire_bytes;
+  e.cache_hits = w.cache_hits;
+  e.cache_misses = w.cache_misses;
+  e.cache_overflows = w.cache_overflows;
+  e.encode_time = w.encode_time;
+  e.ack_latency = f.acked ? f.ack_latency : microseconds(0);
+  e.outbuf_high_water = w.outbuf_high_water;
+  e.digest = w.digest;
+  e.output_commit = f.output_commit;
+  e.extra = {{"state_records", w.state_records},
+             {"ack_wait_us", static_cast<uint64_t>(f.ack_wait.count() > 0 ? f.ack_wait.count() : 0)},
+             {"xen_stream_bytes", f.stream_bytes}};
+  return e;
+}
+
+void XenPrimaryState::Begin(std::string domain, uint32_t domid, microseconds interval, std::string output_commit) {
+  interval_us_.store(interval.count());
+  domid_.store(domid);
+  std::lock_guard<std::mutex> lock(mu_);
+  domain_ = std::move(domain);
+  output_commit_ = std::move(output_commit);
+}
+
+replicator::PrimaryStatusView XenPrimaryState::StatusView(Clock::time_point now) const {
+  replicator::PrimaryStatusView v;
+  v.epoch = epoch_.load();
+  v.last_acked = last_acked_.load();
+  const int64_t at = last_ack_ns_.load();
+  const int64_t now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count();
+  v.last_ack_age = std::chrono::milliseconds(at < 0 ? -1 : (now_ns - at) / 1000000);
+  v.protected_now = protected_.load();
+  v.paused = paused_.load();
+  v.interval = interval();
+  v.cache_size = cache_size_.load();  // no cache_size_next_session: fixed for the session
+  std::lock_guard<std::mutex> lock(mu_);
+  v.guest = domain_;
+  v.output_commit = output_commit_;
+  v.extra = "\"backend\":\"xen\",\"domain\":" + replicator::JsonString(domain_) +
+            ",\"domid\":" + std::to_string(domid_.load());
+  if (v.paused) v.extra += ",\"note\":\"checkpointing paused: the guest runs UNPROTECTED until resume\"";
+  return v;
+}
+
+std::string XenPrimaryState::StatsJson() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return "{\"last\":" + last_json_ + ",\"totals\":" + totals_json_ + "}";
+}
+
+void XenPrimaryState::EpochStarted(uint64_t epoch, const std::string& output_commit) {
+  epoch_.store(epoch);
+  std::lock_guard<std::mutex> lock(mu_);
+  output_commit_ = output_commit;
+}
+
+void XenPrimaryState::Published(const replicator::EpochStats& e, Clock::time_point now) {
+  if (e.acked) {
+    last_acked_.store(static_cast<int64_t>(e.epoch));
+    last_ack_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count());
+  }
+  protected_.store(e.acked);
+  std::lock_guard<std::mutex> lock(mu_);
+  totals_.Add(e);
+  last_json_ = replicator::EpochStatsJson(e);
+  totals_json_ = replicator::TotalStatsJson(totals_);
+}
+
+void XenPrimaryState::Unprotected(const std::string& output_commit) {
+  protected_.store(false);
+  std::lock_guard<std::mutex> lock(mu_);
+  output_commit_ = output_commit;
+}
+
+replicator::TotalStats XenPrimaryState::totals() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return totals_;
+}
+
+replicator::ControlHandler XenPrimaryControlHandler(XenPrimaryState* state) {
+  using replicator::ControlReply;
+  return [state](const std::vector<std::string>& w) -> ControlReply {
+    const std::string& cmd = w[0];
+    const bool alone = w.size() == 1;
+    if (cmd == "status" && alone) {
+      return ControlReply::Ok(replicator::PrimaryStatusMembers(state->StatusView(XenPrimaryState::Clock::now())));
+    }
+    if (cmd == "stats" && alone) return replicator::StatsReply(state->StatsJson());
+    if (cmd == "set" && w.size() == 3 && w[1] == "interval") {
+      ControlReply bad;
+      auto d = replicator::ParseControlInterval(w[2], &bad);
+      if (!d) return bad;
+      state->SetInterval(*d);
+      return replicator::IntervalSetReply(*d);
+    }
+    if (cmd == "set" && w.size() == 3 && w[1] == "cache-size") {
+      return ControlReply::Fail(
+          "set cache-size is not supported for Xen domains: the page cache is fixed for the session "
+          "(restart romulus replicate with --cache-size)");
+    }
+    if (cmd == "set") return ControlReply::Usage("usage: set interval DURATION");
+    if ((cmd == "pause" || cmd == "resume") && alone) {
+      const bool pause = cmd == "pause";
+      state->SetPaused(pause);
+      return replicator::PauseReply(pause);
+    }
+    if (cmd == "failover" && alone) {
+      return ControlReply::Fail(
+          "failover is not supported on a Xen primary: it is the backup's command (romulus ctl --socket "
+          "BACKUP.sock failover)");
+    }
+    if (cmd == "digest" || cmd == "switchover") {
+      return ControlReply::Fail(cmd + " is not supported for Xen domains");
+    }
+    if (cmd == "help" && alone) {
+      return ControlReply::Ok("\"commands\":[\"status\",\"stats\",\"set interval D\",\"pause\",\"resume\"]");
+    }
+    return ControlReply::Usage("unknown or malformed command '" + cmd +
+                               "' (Xen primary: status, stats, set interval D, pause, resume, help)");
+  };
+}
+
+}  // namespace romulus::xen
