@@ -7,6 +7,7 @@
 #  2. protect it: `romulus restore --xen` + `romulus replicate --domain guest2
 #     --netbuf-vif vifD.0 --interval ${LAB_INTERVAL_MS}ms`; the IFB rmb-vifD.0 must exist;
 #     measure ping RTT again: every reply now waits for the ack of its epoch;
+#     `romulus ctl pause` must release the output (RTT back to unbuffered), `resume` hold it again;
 #  3. SIGKILL the replicator while the guest runs (a primary-side crash): no reply may reach dom0 afterwards — the
 #     guest keeps answering, but its output after the last acked epoch stays in the plug;
 #  4. crash-restart: a new `romulus replicate --netbuf-vif` on the same vif removes the dead
@@ -56,7 +57,8 @@ until grep -q 'listening' "$W/backup.log" 2>/dev/null; do
   sleep 0.1
 done
 romulus replicate --domain guest2 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
-  --ack-timeout 15s --netbuf-vif "$VIF" --stats-json "$W/stats" >"$W/primary.log" 2>&1 &
+  --ack-timeout 15s --netbuf-vif "$VIF" --stats-json "$W/stats" --control-socket "$W/ctl.sock" \
+  >"$W/primary.log" 2>&1 &
 RP=$!
 T0=$(lab_now)
 until grep -qE '^1,|"epoch":1[,}]' "$W/stats" 2>/dev/null; do
@@ -72,6 +74,28 @@ set -- $(rtt "$W/ping-buffered.txt"); N1=$1; RTT1=$2
 kill -0 $RP 2>/dev/null || { tail -n 20 "$W/primary.log"; lab_fail "the replicator died while buffering"; }
 lab_note "buffered at $I ms: $N1/30 replies, RTT median $RTT1 ms"
 [ "$N1" -ge 25 ] || { cat "$W/ping-buffered.txt"; lab_fail "buffered ping lost replies ($N1/30): output must be delayed, not dropped"; }
+
+# ---- 2b. live control (romulus ctl): pause = unprotected, held output released and new output
+# unbuffered; resume = checkpoints and buffering again
+ctl() { romulus ctl --socket "$W/ctl.sock" "$@" >"$W/ctl.out" 2>&1 || { cat "$W/ctl.out"; lab_fail "romulus ctl $*"; }; cat "$W/ctl.out"; }
+ctl status | grep -q '"backend":"xen"' || lab_fail "ctl status: $(cat "$W/ctl.out")"
+ctl pause | grep -q '"paused":true' || lab_fail "ctl pause: $(cat "$W/ctl.out")"
+ctl status | grep -q 'UNPROTECTED' || lab_fail "status while paused does not say UNPROTECTED: $(cat "$W/ctl.out")"
+ping -c 10 -i 0.2 -W 5 "$GIP" >"$W/ping-paused.txt" 2>&1
+set -- $(rtt "$W/ping-paused.txt"); NP=$1; RTTP=$2
+ACKED=$(grep -c '"acked":true' "$W/stats")
+ctl resume | grep -q '"paused":false' || lab_fail "ctl resume: $(cat "$W/ctl.out")"
+i=0
+until [ "$(grep -c '"acked":true' "$W/stats")" -ge $((ACKED + 3)) ]; do
+  i=$((i+1)); [ $i -le 300 ] || { tail -n 20 "$W/primary.log"; lab_fail "no checkpoints after ctl resume"; }
+  sleep 0.2
+done
+ping -c 10 -i 0.2 -W 5 "$GIP" >"$W/ping-resumed.txt" 2>&1
+set -- $(rtt "$W/ping-resumed.txt"); NR=$1; RTTR=$2
+lab_note "ctl pause: $NP/10 replies, RTT median $RTTP ms; after ctl resume: $NR/10, $RTTR ms"
+[ "$NP" -ge 8 ] && [ "$NR" -ge 8 ] || lab_fail "lost replies around pause/resume ($NP, $NR of 10)"
+awk -v p="$RTTP" -v b="$RTT1" -v r="$RTTR" 'BEGIN { exit !(p * 2 <= b && r >= 20) }' \
+  || lab_fail "pause/resume did not switch buffering (paused $RTTP ms, buffered $RTT1 ms, resumed $RTTR ms)"
 
 # ---- 3. primary-side crash: output after the last ack never appears
 ping -i 0.1 -W 1 "$GIP" >"$W/ping-crash.txt" 2>&1 &
@@ -110,5 +134,6 @@ set -- $(rtt "$W/ping-after.txt"); N2=$1; RTT2=$2
 awk -v b="$RTT1" -v u0="$RTT0" -v u2="$RTT2" 'BEGIN { u = u0 < u2 ? u0 : u2; exit !(b >= 20 && b >= 2 * u) }' \
   || lab_fail "buffered RTT $RTT1 ms is not clearly above unbuffered ($RTT0 / $RTT2 ms): output is not held until the ack"
 lab_figure "tool=romulus netbuf=vif interval_ms=$I rtt_unbuffered_median_ms=$RTT0 rtt_buffered_median_ms=$RTT1" \
+  "rtt_ctl_paused_median_ms=$RTTP rtt_ctl_resumed_median_ms=$RTTR" \
   "rtt_after_cleanup_median_ms=$RTT2 crash_escaped_replies=$((AFTER - AT_KILL))"
 exit 0

@@ -26,6 +26,9 @@ I=${LAB_INTERVAL_MS:-100}
 PORT=${LAB_ROMULUS_PORT:-7300}
 W=$LAB_WORK
 
+# awk prelude: g(KEY) -> the number after "KEY": in the current JSON line (flat objects only)
+JSON_GET='function g(k,   r) { if (!match($0, "\"" k "\":-?[0-9.]+")) return 0; r = substr($0, RSTART, RLENGTH); sub(/^[^:]*:/, "", r); return r + 0 }'
+
 TOOL=""
 for t in /usr/bin/romulus-xen /lab/extra/romulus-xen /usr/bin/romulus; do
   [ -x "$t" ] && timeout 10 "$t" 2>&1 | grep -q record-stream && { TOOL=$t; break; }
@@ -107,19 +110,19 @@ labstat pausemon "$P" "$W/pause.log" 1000 &
 PM=$!
 T0=$(lab_now)
 if [ "$MODE" = cli ]; then
-  # --stats-json FILE is, for a Xen domain, the backend's per-epoch CSV (header line first).
+  # --stats-json: one JSON line per epoch (docs/STATS.md), a totals line at exit.
   # Under TCG on a loaded host an ack can take seconds: the ack timeout is generous.
   romulus replicate --domain guest1 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
     --ack-timeout "${LAB_ROMULUS_ACK_TIMEOUT:-15s}" --log-level "${LAB_ROMULUS_LOG_LEVEL:-info}" \
-    --stats-json "$W/stats.csv" ${LAB_ROMULUS_REPLICATE_ARGS:-} >"$W/primary.log" 2>&1 &
+    --stats-json "$W/stats.jsonl" ${LAB_ROMULUS_REPLICATE_ARGS:-} >"$W/primary.log" 2>&1 &
 else
-  "$TOOL" replicate --domain guest1 --to "127.0.0.1:$PORT" --interval "$I" --stats "$W/stats.csv" \
+  "$TOOL" replicate --domain guest1 --to "127.0.0.1:$PORT" --interval "$I" --stats "$W/stats.jsonl" \
     --ack-timeout "${LAB_ROMULUS_ACK_TIMEOUT_MS:-5000}" \
     >"$W/primary.log" 2>&1 &
 fi
 RP=$!
 FIRST_LIMIT=${LAB_ROMULUS_FIRST_TIMEOUT:-600}
-until grep -q '^1,' "$W/stats.csv" 2>/dev/null; do
+until grep -q '^{"epoch":1,' "$W/stats.jsonl" 2>/dev/null; do
   if [ "$(lab_elapsed "$T0" | cut -d. -f1)" -ge "$FIRST_LIMIT" ] || ! kill -0 $RP 2>/dev/null; then
     tail -n 80 "$W/primary.log"; tail -n 20 "$W/backup.log"
     lab_fail "no first checkpoint after $(lab_elapsed "$T0") s"
@@ -136,15 +139,16 @@ lab_note "first checkpoint acked after $(lab_elapsed "$T0") s; replicating for $
 TE=$(( $(cut -d. -f1 /proc/uptime) + D ))
 while [ "$(cut -d. -f1 /proc/uptime)" -lt "$TE" ]; do
   if [ -n "${LAB_LIVE_STATS:-}" ]; then
-    l=$(grep -E '^epoch [0-9]' "$W/primary.log" 2>/dev/null | tail -n1)
-    [ -n "$l" ] || l=$(tail -n1 "$W/stats.csv" 2>/dev/null)
-    echo "LAB-STAT $(lab_elapsed "$T1")s $l" | cut -c1-200
+    grep '^{"epoch":' "$W/stats.jsonl" 2>/dev/null | tail -n1 | awk -v t="$(lab_elapsed "$T1")" "$JSON_GET"'
+      { printf "LAB-STAT %ss epoch %d  pause %.1f ms  dirty %d pages  wire %d B (%.1f B/page)  ack %.1f ms  %s\n",
+          t, g("epoch"), g("pause_us") / 1000, g("dirty_pages"), g("wire_bytes"), g("wire_bytes_per_page"),
+          g("ack_latency_us") / 1000, index($0, "\"acked\":true") ? "acked" : "NOT ACKED" }'
     sleep 2
   else
     sleep 1
   fi
 done
-kill -0 $RP 2>/dev/null || { tail -n 30 "$W/primary.log"; tail -n 40 "$W/backup.log"; head -n 6 "$W/stats.csv"; tail -n 4 "$W/stats.csv"; lab_fail "the replicator died during the run"; }
+kill -0 $RP 2>/dev/null || { tail -n 30 "$W/primary.log"; tail -n 40 "$W/backup.log"; head -n 3 "$W/stats.jsonl"; tail -n 2 "$W/stats.jsonl"; lab_fail "the replicator died during the run"; }
 kill -0 $BP 2>/dev/null || { tail -n 30 "$W/backup.log"; lab_fail "the backup died during the run"; }
 
 # ---- 5. the primary host dies
@@ -153,10 +157,16 @@ kill -9 $RP 2>/dev/null
 TK=$(lab_now)
 xl destroy "$P" >/dev/null 2>&1
 C1N=$(wc -l <"$C1")  # the primary is gone: later lines of its log are the backup's (below)
-CKPTS=$(grep -c '^[0-9]' "$W/stats.csv")
+CKPTS=$(grep -c '"acked":true' "$W/stats.jsonl")
 lab_note "replicator killed and primary destroyed after $(lab_elapsed "$T1") s; $CKPTS checkpoints acked; primary counter was $LAST_PRIMARY"
 
-# Every epoch (a few hundred short lines at most): the raw material of the figures.
+# The acked epochs as short CSV lines (stopped_us = pause_us - suspend_us: the guest fully
+# stopped, what labstat pausemon sees), a few hundred at most: the raw material of the figures.
+awk "$JSON_GET"'
+  BEGIN { print "epoch,suspend_us,stopped_us,pages,state_records,raw_bytes,wire_bytes,ack_wait_us,encode_us" }
+  /"acked":true/ { print g("epoch") "," g("suspend_us") "," g("pause_us") - g("suspend_us") "," g("dirty_pages") "," \
+    g("state_records") "," g("raw_bytes") "," g("wire_bytes") "," g("ack_wait_us") "," g("encode_us") }' \
+  "$W/stats.jsonl" >"$W/stats.csv"
 sed "s/^/LAB-NOTE $LAB_SCENARIO stats: /" "$W/stats.csv"
 
 # ---- 6. failover
@@ -199,7 +209,7 @@ v() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 lab_figure "tool=romulus-$MODE pausemon_median_ms=$(v "$PS" steady_median_ms) pausemon_p90_ms=$(v "$PS" steady_p90_ms)" \
   "pausemon_max_ms=$(v "$PS" steady_max_ms) pausemon_mean_ms=$(v "$PS" steady_mean_ms) pausemon_pauses=$(v "$PS" pauses)"
 
-# ---- figures (stats.csv: epoch,suspend_us,pause_us,pages,state_records,raw_bytes,wire_bytes,ack_wait_us,encode_us)
+# ---- figures (stats.csv: epoch,suspend_us,stopped_us,pages,state_records,raw_bytes,wire_bytes,ack_wait_us,encode_us)
 tail -n +2 "$W/stats.csv" | awk -F, -v s="$LAB_SCENARIO" -v i="$I" -v d="$D" -v r="$RESUMED" -v fo="$FIRST_OUT" \
   -v lp="$LAST_PRIMARY" -v fb="$FIRST_BACKUP" -v mode="$MODE" '
   function med(a, n,   j, k, t) { for (j = 2; j <= n; j++) { t = a[j]; for (k = j - 1; k >= 1 && a[k] > t; k--) a[k+1] = a[k]; a[k+1] = t } return n ? a[int((n+1)/2)] : 0 }
