@@ -25,8 +25,9 @@
  *                 steady_mean_ms=<ms> first_ms=<ms> poll_us=<us>
  *
  *   labstat killrunning DOMID PID
- *       SIGKILLs PID (a replicator) while the domain is running, not inside a checkpoint's
- *       suspend window. Exit 0 if the domain still runs after the kill, 1 if not, 2 on error.
+ *       SIGKILLs PID (a replicator) right after the domain resumes from a checkpoint: not
+ *       inside a suspend window, nor with a suspend request pending. Exit 0 if the domain
+ *       still runs after the kill, 1 if not, 2 on error.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -318,35 +319,38 @@ static int cmd_pausemon(uint32_t domid, const char *logpath, long poll_us)
 
 /* ------------------------------------------------------------------ killrunning */
 
-/* SIGKILLs PID at a moment the domain is running, not suspended or paused: a replicator
+/* SIGKILLs PID at a moment the domain is running and no suspend is pending: a replicator
  * killed inside its suspend window would leave the guest suspended, and a test of what
- * happens to the guest's output after the crash needs a guest that keeps producing it. */
+ * happens to the guest's output after the crash needs a guest that keeps producing it.
+ * "Running" is not enough: the suspend request (xenstore control/shutdown) precedes the
+ * guest's suspension by tens of ms, and a guest asked to suspend does so on its own after
+ * the replicator died. So kill right at a resume edge (suspended -> running): the replicator
+ * is then waiting for the backup's ack, and cannot request the next suspend before it. */
 static int cmd_killrunning(uint32_t domid, pid_t pid)
 {
     xc_interface *xch = xc_interface_open(NULL, NULL, 0);
     if (!xch) { perror("xc_interface_open"); return 2; }
     struct timespec slp = { 0, 200000 };
-    int up_polls = 0;
-    for (long i = 0; i < 50000; i++) {   /* at most ~10 s of polling */
+    int was_down = 0;
+    for (long i = 0; i < 100000; i++) {   /* at most ~20 s of polling */
         xc_dominfo_t info;
         if (xc_domain_getinfo(xch, domid, 1, &info) != 1 || info.domid != domid) {
             fprintf(stderr, "killrunning: domain %u is gone\n", domid);
             return 2;
         }
-        /* running for two polls in a row: just resumed from a checkpoint, the longest
-         * stretch before the next suspend is ahead */
-        up_polls = (info.shutdown || info.paused) ? 0 : up_polls + 1;
-        if (up_polls == 2) {
+        int down = info.shutdown || info.paused;
+        if (was_down && !down) {
             if (kill(pid, SIGKILL) != 0) { perror("kill"); return 2; }
             xc_domain_getinfo(xch, domid, 1, &info);
-            printf("killed %d; domain %u %s\n", (int)pid, domid,
+            printf("killed %d at a resume edge; domain %u %s\n", (int)pid, domid,
                    info.shutdown ? "suspended" : info.paused ? "paused" : "running");
             xc_interface_close(xch);
             return info.shutdown || info.paused ? 1 : 0;
         }
+        was_down = down;
         nanosleep(&slp, NULL);
     }
-    fprintf(stderr, "killrunning: domain %u never ran for two polls in a row\n", domid);
+    fprintf(stderr, "killrunning: domain %u never resumed from a checkpoint\n", domid);
     return 2;
 }
 
