@@ -27,6 +27,7 @@ bool IsKnownFrameType(uint8_t type) {
     case FrameType::kState:
     case FrameType::kEpochEnd:
     case FrameType::kAck:
+    case FrameType::kCacheResize:
     case FrameType::kHeartbeat:
     case FrameType::kBye:
     case FrameType::kError:
@@ -43,6 +44,7 @@ std::string FrameTypeName(uint8_t type) {
     case FrameType::kState: return "STATE";
     case FrameType::kEpochEnd: return "EPOCH_END";
     case FrameType::kAck: return "ACK";
+    case FrameType::kCacheResize: return "CACHE_RESIZE";
     case FrameType::kHeartbeat: return "HEARTBEAT";
     case FrameType::kBye: return "BYE";
     case FrameType::kError: return "ERROR";
@@ -61,6 +63,7 @@ size_t MaxPayloadFor(uint8_t type) {
     case FrameType::kState: return kMaxPayload;
     case FrameType::kEpochEnd: return 32;
     case FrameType::kAck: return 16;
+    case FrameType::kCacheResize: return 16;
     case FrameType::kHeartbeat: return 24;
     case FrameType::kBye: return 260;
     case FrameType::kError: return 1028;

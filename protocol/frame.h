@@ -29,6 +29,7 @@ enum class FrameType : uint8_t {
   kState = 0x11,
   kEpochEnd = 0x12,
   kAck = 0x13,
+  kCacheResize = 0x14,  // needs kCapCacheResize (docs/PROTOCOL.md §3.8)
   kHeartbeat = 0x20,
   kBye = 0x30,
   kError = 0x31,

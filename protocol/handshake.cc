@@ -111,6 +111,9 @@ HelloAck Negotiate(const Hello& hello, const BackupPolicy& policy) {
   a.capabilities = hello.capabilities & policy.supported_capabilities;
   a.session_id = hello.session_id;
   a.backup_epoch = policy.committed_epoch;
+  // Tells a primary that may resize the cache mid-session how far it may go,
+  // so it can refuse an oversized request before sending anything.
+  a.max_cache_pages = policy.max_cache_pages == 0 ? HelloAck::kNoCacheLimit : policy.max_cache_pages;
   return a;
 }
 

@@ -16,7 +16,7 @@ struct BackupPolicy {
   uint16_t version_min = kProtocolVersion;
   uint16_t version_max = kProtocolVersion;
   uint64_t supported_capabilities = kCapAllKnown;
-  uint64_t max_cache_pages = 0;   // 0 = no limit
+  uint64_t max_cache_pages = 0;   // 0 = no limit; also bounds CACHE_RESIZE (sent in HELLO_ACK)
   uint64_t max_guest_pages = 0;   // 0 = no limit
   std::string expected_identity;  // empty = accept any guest
   std::string busy_with;          // identity of a live session, empty if idle

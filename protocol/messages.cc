@@ -181,7 +181,8 @@ Status HelloAck::EncodeTo(std::vector<uint8_t>* out) const {
   if (accepted != (error == ErrorCode::kNone)) {
     return Status::InvalidArgument("HELLO_ACK: an error code is required exactly when refusing");
   }
-  return EncodeExact(out, kHelloAckFixedSize + text.size(), [&](Writer& w) {
+  const size_t ext = has_max_cache() ? 8 : 0;
+  return EncodeExact(out, kHelloAckFixedSize + text.size() + ext, [&](Writer& w) {
     w.U8(accepted ? 0 : 1);
     w.U8(0);
     w.U16(version);
@@ -191,6 +192,7 @@ Status HelloAck::EncodeTo(std::vector<uint8_t>* out) const {
     w.U64(session_id);
     w.U64(backup_epoch);
     w.Bytes(text);
+    if (ext != 0) w.U64(max_cache_pages);
   });
 }
 
@@ -219,6 +221,12 @@ Result<HelloAck> HelloAck::Decode(std::span<const uint8_t> payload) {
                               Str(kMaxShortText));
   }
   if (!r.String(text_len, &a.text)) return Truncated("HELLO_ACK");
+  // The kCapCacheResize extension; a backup that agrees to the capability
+  // must say how far the primary may grow the cache.
+  if (a.has_max_cache() && !r.U64(&a.max_cache_pages)) {
+    return Status::Corruption("HELLO_ACK agrees to cache resizing without the backup's cache limit");
+  }
+  // Anything further: extensions from later versions, ignored.
   return a;
 }
 
@@ -268,6 +276,23 @@ Result<Ack> DecodeAckFrame(uint64_t header_epoch, std::span<const uint8_t> paylo
                               " arrived in a frame of epoch " + std::to_string(header_epoch));
   }
   return a;
+}
+
+Status CacheResize::EncodeTo(std::vector<uint8_t>* out) const {
+  return EncodeExact(out, kCacheResizeSize, [&](Writer& w) {
+    w.U64(cache_pages);
+    w.U64(0);  // reserved
+  });
+}
+
+Result<CacheResize> CacheResize::Decode(std::span<const uint8_t> payload) {
+  ROMULUS_RETURN_IF_ERROR(ExactSize("CACHE_RESIZE", payload.size(), kCacheResizeSize));
+  Reader r(payload);
+  CacheResize c;
+  uint64_t reserved = 0;
+  if (!(r.U64(&c.cache_pages) && r.U64(&reserved))) return Truncated("CACHE_RESIZE");
+  if (reserved != 0) return Status::Corruption("CACHE_RESIZE reserved bytes are not zero");
+  return c;
 }
 
 Status Heartbeat::EncodeTo(std::vector<uint8_t>* out) const {

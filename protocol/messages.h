@@ -33,12 +33,16 @@ inline constexpr size_t kMaxErrorText = 1024;  // ERROR
 inline constexpr size_t kEpochEndSize = 32;
 inline constexpr size_t kAckSize = 16;
 inline constexpr size_t kHeartbeatSize = 24;
+inline constexpr size_t kCacheResizeSize = 16;
 
 // Capability bits (docs/PROTOCOL.md §10).
 inline constexpr uint64_t kCapXenStream = uint64_t{1} << 0;
 inline constexpr uint64_t kCapLz4Pages = uint64_t{1} << 1;
 inline constexpr uint64_t kCapSimGuest = uint64_t{1} << 2;
-inline constexpr uint64_t kCapAllKnown = kCapXenStream | kCapLz4Pages | kCapSimGuest;
+// The primary may resize the cache mid-session with CACHE_RESIZE; an
+// accepting HELLO_ACK then carries the backup's largest cache (§3.2, §3.8).
+inline constexpr uint64_t kCapCacheResize = uint64_t{1} << 3;
+inline constexpr uint64_t kCapAllKnown = kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize;
 
 enum class ResyncReason : uint8_t {
   kInitial = 0,
@@ -110,8 +114,17 @@ struct HelloAck {
   uint64_t session_id = 0;
   uint64_t backup_epoch = 0;
   std::string text;  // <= kMaxShortText
+  // Extension after `text`, on the wire exactly when the ack is accepted
+  // with kCapCacheResize in `capabilities`: the largest cache (pages) the
+  // backup accepts in a CACHE_RESIZE; kNoCacheLimit when it has no bound.
+  // Ignored (and not encoded) otherwise.
+  uint64_t max_cache_pages = 0;
+  static constexpr uint64_t kNoCacheLimit = UINT64_MAX;
 
+  bool has_max_cache() const { return accepted && (capabilities & kCapCacheResize) != 0; }
   Status EncodeTo(std::vector<uint8_t>* out) const;
+  // Bytes after `text` (after max_cache_pages when present) are ignored:
+  // future extensions. A missing max_cache_pages is Corruption.
   static Result<HelloAck> Decode(std::span<const uint8_t> payload);
 };
 
@@ -134,6 +147,17 @@ struct Ack {
 
   Status EncodeTo(std::vector<uint8_t>* out) const;
   static Result<Ack> Decode(std::span<const uint8_t> payload);
+};
+
+// CACHE_RESIZE (§3.8): the first frame of its epoch; both ends resize their
+// page cache to `cache_pages` before that epoch's first page. Syntax only
+// here; the bound (the backup's max) is the receiver's policy.
+struct CacheResize {
+  static constexpr FrameType kType = FrameType::kCacheResize;
+  uint64_t cache_pages = 0;
+
+  Status EncodeTo(std::vector<uint8_t>* out) const;
+  static Result<CacheResize> Decode(std::span<const uint8_t> payload);  // exactly 16 bytes, reserved 0
 };
 
 struct Heartbeat {

@@ -35,6 +35,7 @@ void DecodeAll(std::span<const uint8_t> payload) {
   DecodeReencode<EpochEnd>(payload);
   DecodeReencode<Ack>(payload);
   DecodeReencode<Heartbeat>(payload);
+  DecodeReencode<CacheResize>(payload);
   DecodeReencode<Bye>(payload);
   DecodeReencode<Error>(payload);
   (void)DecodeAckFrame(7, payload);

@@ -38,6 +38,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!back.ok()) std::abort();
     Status st = CheckHelloAck(*hello, *back);
     if (ack.accepted != st.ok()) std::abort();
+    // Cache resizing agreed: the backup's limit arrives intact.
+    if (back->has_max_cache() != ack.has_max_cache()) std::abort();
+    if (ack.has_max_cache() &&
+        (back->max_cache_pages != ack.max_cache_pages ||
+         ack.max_cache_pages != (policy.max_cache_pages ? policy.max_cache_pages : HelloAck::kNoCacheLimit))) {
+      std::abort();
+    }
   }
 
   // Primary side: an arbitrary HELLO_ACK against a fixed HELLO.
@@ -46,7 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Hello sent;
     sent.identity = "vm1";
     sent.guest_pages = 1024;
-    sent.capabilities = kCapSimGuest | kCapLz4Pages;
+    sent.capabilities = kCapSimGuest | kCapLz4Pages | kCapCacheResize;
     sent.required = kCapSimGuest;
     sent.session_id = ack->session_id;
     Status st = CheckHelloAck(sent, *ack);

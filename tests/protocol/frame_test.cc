@@ -35,8 +35,8 @@ TEST(Frame, HeaderLayoutIsExactlyAsDocumented) {
 
 TEST(Frame, RoundTripEveryKnownType) {
   for (FrameType t : {FrameType::kHello, FrameType::kHelloAck, FrameType::kPages, FrameType::kState,
-                      FrameType::kEpochEnd, FrameType::kAck, FrameType::kHeartbeat, FrameType::kBye,
-                      FrameType::kError}) {
+                      FrameType::kEpochEnd, FrameType::kAck, FrameType::kCacheResize, FrameType::kHeartbeat,
+                      FrameType::kBye, FrameType::kError}) {
     std::vector<uint8_t> payload(std::min<size_t>(MaxPayloadFor(uint8_t(t)), 16), 0x5a);
     auto f = MakeFrame(t, 42, payload);
     auto h = DecodeFrameHeader(f);
@@ -94,7 +94,7 @@ TEST(Frame, OversizeLengthRejectedFromHeaderAlone) {
 }
 
 TEST(Frame, ControlFramesHaveTinyLimits) {
-  for (auto [t, max] : {std::pair{FrameType::kAck, 16u}, {FrameType::kHeartbeat, 24u},
+  for (auto [t, max] : {std::pair{FrameType::kAck, 16u}, {FrameType::kCacheResize, 16u}, {FrameType::kHeartbeat, 24u},
                         {FrameType::kEpochEnd, 32u}, {FrameType::kHello, 1024u},
                         {FrameType::kError, 1028u}}) {
     uint8_t hdr[kFrameHeaderSize];

@@ -29,6 +29,28 @@ TEST(Handshake, AcceptsAndIntersectsCapabilities) {
   EXPECT_TRUE(CheckHelloAck(GoodHello(), a).ok());
 }
 
+// kCapCacheResize: offered and supported, the acceptance carries the
+// backup's cache limit (0 = none becomes kNoCacheLimit on the wire).
+TEST(Handshake, CacheResizeAgreementCarriesTheBackupsLimit) {
+  Hello h = GoodHello();
+  h.capabilities |= kCapCacheResize;
+  BackupPolicy p;
+  p.max_cache_pages = 5000;
+  HelloAck a = Negotiate(h, p);
+  ASSERT_TRUE(a.accepted) << a.text;
+  EXPECT_TRUE(a.has_max_cache());
+  EXPECT_EQ(a.max_cache_pages, 5000u);
+  EXPECT_TRUE(CheckHelloAck(h, a).ok());
+  p.max_cache_pages = 0;
+  EXPECT_EQ(Negotiate(h, p).max_cache_pages, HelloAck::kNoCacheLimit);
+  // An older backup (no such bit) does not agree: no limit is sent.
+  p.supported_capabilities = kCapAllKnown & ~kCapCacheResize;
+  EXPECT_FALSE(Negotiate(h, p).has_max_cache());
+  // Nor when the primary did not offer it.
+  p.supported_capabilities = kCapAllKnown;
+  EXPECT_FALSE(Negotiate(GoodHello(), p).has_max_cache());
+}
+
 TEST(Handshake, PicksHighestCommonVersion) {
   Hello h = GoodHello();
   h.version_min = 1;

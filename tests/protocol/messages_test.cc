@@ -168,6 +168,71 @@ TEST(Messages, HelloAckRoundTrip) {
   EXPECT_EQ(r.EncodeTo(&buf).code(), Code::kInvalidArgument);
 }
 
+// The kCapCacheResize extension: present exactly when accepted with the bit.
+TEST(Messages, HelloAckCacheLimitExtension) {
+  HelloAck a;
+  a.accepted = true;
+  a.capabilities = kCapSimGuest | kCapCacheResize;
+  a.session_id = 5;
+  a.text = "ok";
+  a.max_cache_pages = 262144;
+  std::vector<uint8_t> buf;
+  ASSERT_TRUE(a.EncodeTo(&buf).ok());
+  ASSERT_EQ(buf.size(), kHelloAckFixedSize + 2 + 8);
+  EXPECT_EQ(LoadLE64(&buf[kHelloAckFixedSize + 2]), 262144u);  // right after the text
+  HelloAck d = RoundTrip(a);
+  EXPECT_TRUE(d.has_max_cache());
+  EXPECT_EQ(d.max_cache_pages, 262144u);
+  EXPECT_EQ(d.text, "ok");
+  ExpectPrefixesRejected(a);  // includes the fixed part + text without the limit
+
+  // Later extensions after the limit are ignored.
+  buf.push_back(0xee);
+  auto longer = HelloAck::Decode(buf);
+  ASSERT_TRUE(longer.ok()) << longer.status().ToString();
+  EXPECT_EQ(longer->max_cache_pages, 262144u);
+
+  // Without the capability (or refused) the field is neither sent nor read:
+  // the same trailing bytes are just an unknown extension.
+  a.capabilities = kCapSimGuest;
+  ASSERT_TRUE(a.EncodeTo(&buf).ok());
+  EXPECT_EQ(buf.size(), kHelloAckFixedSize + 2);
+  buf.resize(buf.size() + 8, 0x11);
+  auto plain = HelloAck::Decode(buf);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->has_max_cache());
+  EXPECT_EQ(plain->max_cache_pages, 0u);
+
+  HelloAck r;
+  r.accepted = false;
+  r.error = ErrorCode::kResource;
+  r.capabilities = kCapAllKnown;  // a refusal lists what the backup supports
+  ASSERT_TRUE(r.EncodeTo(&buf).ok());
+  EXPECT_EQ(buf.size(), kHelloAckFixedSize);
+  EXPECT_TRUE(HelloAck::Decode(buf).ok());
+}
+
+TEST(Messages, CacheResizeRoundTripAndStrictDecode) {
+  CacheResize c;
+  c.cache_pages = 0x0123456789abcdefull;
+  std::vector<uint8_t> buf;
+  ASSERT_TRUE(c.EncodeTo(&buf).ok());
+  ASSERT_EQ(buf.size(), kCacheResizeSize);
+  EXPECT_EQ(LoadLE64(&buf[0]), c.cache_pages);
+  EXPECT_EQ(LoadLE64(&buf[8]), 0u);
+  EXPECT_EQ(RoundTrip(c).cache_pages, c.cache_pages);
+  EXPECT_EQ(RoundTrip(CacheResize{}).cache_pages, 0u);  // 0 disables the cache: legal syntax
+  ExpectPrefixesRejected(c);
+  for (size_t i = 8; i < 16; ++i) {  // any reserved byte set
+    std::vector<uint8_t> bad = buf;
+    bad[i] = 1;
+    auto d = CacheResize::Decode(bad);
+    EXPECT_EQ(d.status().code(), Code::kCorruption) << "byte " << i;
+  }
+  buf.push_back(0);
+  EXPECT_EQ(CacheResize::Decode(buf).status().code(), Code::kCorruption);  // too long
+}
+
 TEST(Messages, HelloAckInconsistentResultRejected) {
   HelloAck a;
   a.accepted = true;
