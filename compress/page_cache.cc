@@ -11,8 +11,11 @@
 //     An evicted page keeps its "sent once" bit, so its next send re-inserts
 //     it at once (rule c).
 //  3. Lookup/Peek never change any of this state.
+//  4. Resize(n): the n most recently used entries survive, in order; the
+//     rest are dropped as if evicted; the sent-once set is kept.
 //
-// Everything above is a pure function of the sequence of OnSend() arguments:
+// Everything above is a pure function of the sequence of OnSend() (and
+// Resize) arguments:
 // no clocks, no hashing with random seeds, no dependence on addresses or on
 // Lookup traffic. That is the whole determinism argument for the backup's
 // mirror: same capacity, same guest size, same OnSend sequence with the same
@@ -187,7 +190,49 @@ void PageCache::Reset() {
   m.head = m.tail = kNil;
 }
 
+Status PageCache::Resize(uint64_t capacity_pages) {
+  auto fresh = Create(capacity_pages, impl_->guest_pages);
+  if (!fresh.ok()) return fresh.status();
+  return ResizeInto(std::move(*fresh));
+}
+
+Status PageCache::ResizeInto(std::unique_ptr<PageCache> fresh) {
+  Impl& from = *impl_;
+  if (!fresh || fresh->impl_->guest_pages != from.guest_pages || fresh->impl_->size != 0) {
+    return Status::InvalidArgument("page cache resize: the new cache must be empty and for the same guest");
+  }
+  Impl& to = *fresh->impl_;
+  // Walk from the MRU end and give the i-th most recent entry slot i, so the
+  // new cache has slots [0, kept) in use (the fill rule's invariant) and the
+  // list 0 -> 1 -> ... -> kept-1 from MRU to LRU.
+  const uint64_t kept = std::min(from.size, to.capacity);
+  uint32_t s = from.head;
+  for (uint64_t i = 0; i < kept; ++i, s = from.next[s]) {
+    const auto slot = static_cast<uint32_t>(i);
+    const uint64_t pfn = from.slot_pfn[s];
+    std::memcpy(to.Slot(slot), from.Slot(s), kPageSize);
+    to.slot_pfn[slot] = pfn;
+    to.slot_of[pfn] = slot;
+    to.prev[slot] = i == 0 ? kNil : slot - 1;
+    to.next[slot] = i + 1 == kept ? kNil : slot + 1;
+  }
+  to.size = kept;
+  to.head = kept == 0 ? kNil : 0;
+  to.tail = kept == 0 ? kNil : static_cast<uint32_t>(kept - 1);
+  // A page sent before stays "sent once" (as after an eviction), so its next
+  // send re-enters the cache at once. A disabled cache keeps no set: the new
+  // one starts with an empty set (Create zeroed it), identically on both sides.
+  if (from.capacity != 0 && to.capacity != 0) {
+    std::copy_n(from.sent_once.get(), from.BitmapWords(), to.sent_once.get());
+  }
+  to.counters = from.counters;
+  to.counters.evictions += from.size - kept;
+  impl_.swap(fresh->impl_);  // the old state goes with `fresh`
+  return Status::Ok();
+}
+
 uint64_t PageCache::capacity_pages() const { return impl_->capacity; }
+uint64_t PageCache::guest_pages() const { return impl_->guest_pages; }
 uint64_t PageCache::size_pages() const { return impl_->size; }
 const CacheCounters& PageCache::counters() const { return impl_->counters; }
 void PageCache::CountOverflow() { ++impl_->counters.overflows; }

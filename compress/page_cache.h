@@ -5,8 +5,9 @@
 // Policy (docs/CACHE-AND-BATCH.md): true LRU over a fixed number of slots in one
 // preallocated slab; a page enters the cache only on its second send (the
 // first full-sync pass would only thrash it); every later send refreshes the
-// cached bytes and makes the page most recently used. No allocation after
-// construction.
+// cached bytes and makes the page most recently used. Memory is allocated
+// only at construction and by a resize (Resize / a fresh cache handed to
+// ResizeInto, allocated beforehand), never while pages flow.
 #pragma once
 
 #include <cstdint>
@@ -45,7 +46,23 @@ class PageCache {
   // Forgets everything (new connection, resync). Keeps the slab.
   void Reset();
 
+  // Changes the capacity, keeping as much state as fits: the min(size,
+  // new capacity) most recently used entries, in the same LRU order, with
+  // their bytes; the sent-once set; the counters (entries that no longer fit
+  // count as evictions). A pure function of the current state and the new
+  // capacity (clamped to guest_pages like Create), so two identical caches
+  // resized alike stay identical (docs/CACHE-AND-BATCH.md §1.6).
+  //
+  // Resize allocates the new slab, then moves the state into it; on failure
+  // nothing changes. ResizeInto is the second half alone, for a caller that
+  // must know the allocation succeeded before committing to the resize:
+  // `fresh` comes from Create(new capacity, same guest_pages) and is still
+  // empty (InvalidArgument otherwise, nothing changed). No allocation.
+  Status Resize(uint64_t capacity_pages);
+  Status ResizeInto(std::unique_ptr<PageCache> fresh);
+
   uint64_t capacity_pages() const;
+  uint64_t guest_pages() const;
   uint64_t size_pages() const;
   const CacheCounters& counters() const;
   void CountOverflow();

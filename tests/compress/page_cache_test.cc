@@ -59,6 +59,16 @@ class ModelCache {
     return it == map_.end() ? nullptr : &it->second;
   }
   const std::list<uint64_t>& lru() const { return lru_; }
+  // The documented resize: keep the `cap` most recently used entries; a
+  // disabled cache (before or after) has no sent-once memory.
+  void Resize(size_t cap) {
+    if (cap == 0 || cap_ == 0) sent_.clear();
+    while (lru_.size() > cap) {
+      map_.erase(lru_.back());
+      lru_.pop_back();
+    }
+    cap_ = cap;
+  }
 
  private:
   size_t cap_;
@@ -286,6 +296,141 @@ TEST(PageCacheTest, MirrorsStayIdenticalOnRandomSequences) {
     EXPECT_EQ(a->counters().inserts, b->counters().inserts);
     EXPECT_EQ(a->counters().evictions, b->counters().evictions);
     EXPECT_GT(a->counters().evictions, 0u);
+  }
+}
+
+// ---- Resize (docs/CACHE-AND-BATCH.md §1.6) ---------------------------------
+
+// Sends pfns 0..n-1 twice, in order: all cached, pfn n-1 most recent.
+void FillInOrder(PageCache* c, uint64_t n) {
+  for (int round = 0; round < 2; ++round)
+    for (uint64_t pfn = 0; pfn < n; ++pfn) c->OnSend(pfn, Fill(pfn, round).data());
+}
+
+TEST(PageCacheResize, ShrinkKeepsTheMostRecentlyUsedInOrder) {
+  auto c = Make(8, 64);
+  FillInOrder(c.get(), 8);
+  c->OnSend(2, Fill(2, 5).data());  // 2 becomes MRU: order 2,7,6,5,4,3,1,0
+  ASSERT_TRUE(c->Resize(3).ok());
+  EXPECT_EQ(c->capacity_pages(), 3u);
+  EXPECT_EQ(c->size_pages(), 3u);
+  EXPECT_TRUE(Holds(*c, 2, Fill(2, 5)));
+  EXPECT_TRUE(Holds(*c, 7, Fill(7, 1)));
+  EXPECT_TRUE(Holds(*c, 6, Fill(6, 1)));
+  for (uint64_t pfn : {0, 1, 3, 4, 5}) EXPECT_EQ(c->Peek(pfn), nullptr) << pfn;
+  EXPECT_EQ(c->counters().evictions, 5u);  // the dropped entries
+  // The LRU order survived: a new entry (0 was sent before, so it re-enters
+  // at once) evicts 6, the least recently used of the three kept.
+  c->OnSend(0, Fill(0, 9).data());
+  EXPECT_EQ(c->Peek(6), nullptr);
+  EXPECT_TRUE(Holds(*c, 0, Fill(0, 9)));
+  EXPECT_TRUE(Holds(*c, 2, Fill(2, 5)));
+  EXPECT_TRUE(Holds(*c, 7, Fill(7, 1)));
+}
+
+// LRU's stack property: a large cache shrunk to k is exactly the cache of
+// capacity k that saw the same sends all along.
+TEST(PageCacheResize, ShrunkCacheEqualsOneThatWasAlwaysThatSmall) {
+  constexpr uint64_t kGuest = 300;
+  auto big = Make(100, kGuest), small = Make(10, kGuest);
+  std::mt19937_64 rng(7);
+  for (int step = 0; step < 5000; ++step) {
+    uint64_t pfn = rng() % 2 ? rng() % 40 : rng() % kGuest;
+    Page p = Fill(pfn, step);
+    big->OnSend(pfn, p.data());
+    small->OnSend(pfn, p.data());
+  }
+  ASSERT_NE(big->StateDigest(), small->StateDigest());
+  ASSERT_TRUE(big->Resize(10).ok());
+  EXPECT_EQ(big->StateDigest(), small->StateDigest());
+}
+
+TEST(PageCacheResize, GrowKeepsEverythingAndFillsTheNewSlots) {
+  auto c = Make(3, 64);
+  FillInOrder(c.get(), 3);
+  const CacheCounters before = c->counters();
+  ASSERT_TRUE(c->Resize(6).ok());
+  EXPECT_EQ(c->capacity_pages(), 6u);
+  EXPECT_EQ(c->size_pages(), 3u);
+  for (uint64_t pfn = 0; pfn < 3; ++pfn) EXPECT_TRUE(Holds(*c, pfn, Fill(pfn, 1))) << pfn;
+  EXPECT_EQ(c->counters().inserts, before.inserts);
+  EXPECT_EQ(c->counters().evictions, before.evictions);
+  // Three more pages fit without evicting anything; a fourth evicts pfn 0,
+  // still the least recently used.
+  for (int round = 0; round < 2; ++round)
+    for (uint64_t pfn = 3; pfn < 6; ++pfn) c->OnSend(pfn, Fill(pfn, round).data());
+  EXPECT_EQ(c->size_pages(), 6u);
+  EXPECT_EQ(c->counters().evictions, 0u);
+  c->OnSend(10, Fill(10, 0).data());
+  c->OnSend(10, Fill(10, 1).data());
+  EXPECT_EQ(c->Peek(0), nullptr);
+  EXPECT_TRUE(Holds(*c, 1, Fill(1, 1)));
+  EXPECT_TRUE(Holds(*c, 10, Fill(10, 1)));
+}
+
+TEST(PageCacheResize, ToZeroDisablesAndBackStartsEmpty) {
+  auto c = Make(4, 32);
+  FillInOrder(c.get(), 4);
+  ASSERT_TRUE(c->Resize(0).ok());
+  EXPECT_EQ(c->capacity_pages(), 0u);
+  EXPECT_EQ(c->size_pages(), 0u);
+  EXPECT_EQ(c->Peek(3), nullptr);
+  ASSERT_TRUE(c->Resize(4).ok());
+  EXPECT_EQ(c->StateDigest(), Make(4, 32)->StateDigest()) << "nothing survives a disabled cache";
+  // Larger than the guest: clamped like Create.
+  ASSERT_TRUE(c->Resize(1000).ok());
+  EXPECT_EQ(c->capacity_pages(), 32u);
+}
+
+TEST(PageCacheResize, ResizeIntoRefusesAWrongFreshCacheAndChangesNothing) {
+  auto c = Make(4, 32);
+  FillInOrder(c.get(), 4);
+  const uint64_t digest = c->StateDigest();
+  EXPECT_EQ(c->ResizeInto(nullptr).code(), Code::kInvalidArgument);
+  EXPECT_EQ(c->ResizeInto(Make(8, 33)).code(), Code::kInvalidArgument);  // other guest
+  auto used = Make(8, 32);
+  FillInOrder(used.get(), 1);
+  EXPECT_EQ(c->ResizeInto(std::move(used)).code(), Code::kInvalidArgument);  // not empty
+  EXPECT_EQ(c->StateDigest(), digest);
+  EXPECT_EQ(c->capacity_pages(), 4u);
+  EXPECT_TRUE(c->ResizeInto(Make(8, 32)).ok());
+  EXPECT_EQ(c->capacity_pages(), 8u);
+  EXPECT_EQ(c->size_pages(), 4u);
+}
+
+// Two caches fed the same sends and the same resizes stay identical, and
+// agree with the model, across shrinks, grows, disabling and clamping.
+TEST(PageCacheResize, MirrorsResizedAlikeStayIdentical) {
+  constexpr uint64_t kGuest = 150;
+  auto a = Make(16, kGuest), b = Make(16, kGuest);
+  ModelCache model(16);
+  std::mt19937_64 rng(11);
+  const uint64_t sizes[] = {0, 1, 5, 16, 40, 149, 150, 400};
+  for (int step = 0; step < 20000; ++step) {
+    if (step % 500 == 499) {
+      const uint64_t cap = sizes[rng() % std::size(sizes)];
+      ASSERT_TRUE(a->Resize(cap).ok());
+      ASSERT_TRUE(b->Resize(cap).ok());
+      model.Resize(std::min(cap, kGuest));
+      ASSERT_EQ(a->StateDigest(), b->StateDigest()) << "step " << step;
+    }
+    uint64_t pfn = rng() % 3 ? rng() % 30 : rng() % kGuest;
+    Page p = Fill(pfn, step);
+    a->OnSend(pfn, p.data());
+    b->OnSend(pfn, p.data());
+    model.OnSend(pfn, p);
+    if (step % 89 == 0) {
+      ASSERT_EQ(a->StateDigest(), b->StateDigest()) << "step " << step;
+      ASSERT_EQ(a->size_pages(), model.lru().size()) << "step " << step;
+      for (uint64_t q = 0; q < kGuest; ++q) {
+        const Page* m = model.Find(q);
+        const uint8_t* pa = a->Peek(q);
+        ASSERT_EQ(m != nullptr, pa != nullptr) << "step " << step << " pfn " << q;
+        if (m) {
+          ASSERT_EQ(0, std::memcmp(pa, m->data(), kPageSize));
+        }
+      }
+    }
   }
 }
 
