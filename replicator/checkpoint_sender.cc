@@ -66,6 +66,10 @@ struct CheckpointSender::Impl {
   compress::CacheCounters cache_at_start;
   std::vector<uint8_t> scratch;
 
+  // From the HELLO_ACK; constant for the session.
+  bool can_resize = false;
+  uint64_t backup_max_cache_pages = 0;
+
   // Shared with the reader and heartbeat threads.
   mutable std::mutex mu;
   std::condition_variable cv;
@@ -105,7 +109,9 @@ struct CheckpointSender::Impl {
 
 Status CheckpointSender::Impl::Handshake() {
   protocol::Hello hello;
-  hello.capabilities = guest.capabilities | protocol::kCapSimGuest;
+  // Cache resizing is offered, never required: an older backup simply does
+  // not agree, and `set cache-size` then waits for the next session.
+  hello.capabilities = guest.capabilities | protocol::kCapSimGuest | protocol::kCapCacheResize;
   hello.required = guest.capabilities;
   hello.cache_pages = opts.codec.cache_pages;
   hello.guest_pages = guest.guest_pages;
@@ -141,7 +147,10 @@ Status CheckpointSender::Impl::Handshake() {
   }
   auto ack = protocol::HelloAck::Decode(frame->payload);
   if (!ack.ok()) return ack.status();
-  return protocol::CheckHelloAck(hello, *ack);
+  ROMULUS_RETURN_IF_ERROR(protocol::CheckHelloAck(hello, *ack));
+  can_resize = ack->has_max_cache();
+  backup_max_cache_pages = ack->max_cache_pages;
+  return Status::Ok();
 }
 
 // Reads acks, heartbeats and errors from the backup. Any byte proves
@@ -335,6 +344,39 @@ Status CheckpointSender::BeginEpoch(uint64_t epoch) {
   im.cache_at_start = im.encoder->cache().counters();
   return Status::Ok();
 }
+
+Status CheckpointSender::ResizeCache(uint64_t cache_pages, std::unique_ptr<compress::PageCache> fresh) {
+  Impl& im = *impl_;
+  if (!im.can_resize) return Status::Unsupported("the backup does not support live cache resizing");
+  if (cache_pages > im.backup_max_cache_pages) {
+    return Status::OutOfRange("cache of " + std::to_string(cache_pages) + " pages exceeds the backup's limit of " +
+                              std::to_string(im.backup_max_cache_pages));
+  }
+  // The backup applies the resize before the epoch's first page, so it must
+  // be the epoch's first frame.
+  if (!im.in_epoch || im.batch || im.frames_in_epoch != 0 || im.cur.pages != 0) {
+    return Status::Internal("ResizeCache must follow BeginEpoch directly");
+  }
+  compress::PageCache& cache = im.encoder->cache();
+  if (!fresh || fresh->guest_pages() != cache.guest_pages() || fresh->size_pages() != 0 ||
+      fresh->capacity_pages() != std::min(cache_pages, cache.guest_pages())) {
+    return Status::InvalidArgument("ResizeCache: the new cache must be PageCache::Create(cache_pages, guest_pages)");
+  }
+  protocol::CacheResize msg;
+  msg.cache_pages = cache_pages;
+  ROMULUS_RETURN_IF_ERROR(msg.EncodeTo(&im.scratch));
+  Status st = im.AppendFrame(FrameType::kCacheResize, im.scratch, 0);
+  if (!st.ok()) {
+    im.Fail(st);
+    return st;
+  }
+  // Same operation as the backup's PageCache::Resize, minus the allocation
+  // already done; checked above, so it cannot fail now.
+  return cache.ResizeInto(std::move(fresh));
+}
+
+bool CheckpointSender::can_resize_cache() const { return impl_->can_resize; }
+uint64_t CheckpointSender::backup_max_cache_pages() const { return impl_->backup_max_cache_pages; }
 
 Status CheckpointSender::AddPage(uint64_t pfn, const uint8_t* page) {
   Impl& im = *impl_;

@@ -7,7 +7,7 @@
 // backup's acks on a reader thread. Both the timer-driven EpochLoop (simulated
 // guest) and the Xen backend (libxenguest callbacks) drive it:
 //
-//   BeginEpoch(N); AddPage(...)*; AddState(...)*; EndEpoch(); ... WaitAck(N)
+//   BeginEpoch(N); [ResizeCache(...)]; AddPage(...)*; AddState(...)*; EndEpoch(); ... WaitAck(N)
 //
 // Pages passed to AddPage must be snapshot bytes that stay unchanged for the
 // call (never live guest memory): the cache is updated from the same bytes.
@@ -74,6 +74,18 @@ class CheckpointSender {
   ~CheckpointSender();
 
   Status BeginEpoch(uint64_t epoch);
+  // Live cache resize (docs/PROTOCOL.md §3.8): right after BeginEpoch, before
+  // any page or state of the epoch, sends CACHE_RESIZE(cache_pages) and
+  // moves the cache's state into `fresh` (PageCache::ResizeInto), exactly as
+  // the backup will on receiving it. `fresh` must come from
+  // PageCache::Create(cache_pages, guest_pages), so that the allocation was
+  // done (and could fail) before anything was sent. Unsupported if the
+  // backup did not agree to kCapCacheResize, OutOfRange above its limit;
+  // nothing is sent or changed then.
+  Status ResizeCache(uint64_t cache_pages, std::unique_ptr<compress::PageCache> fresh);
+  // What the handshake agreed (fixed for the session, any thread).
+  bool can_resize_cache() const;
+  uint64_t backup_max_cache_pages() const;  // HelloAck::kNoCacheLimit: unbounded
   Status AddPage(uint64_t pfn, const uint8_t* page);
   Status AddState(std::span<const uint8_t> record);
   // Flushes everything and sends EPOCH_END. Returns the epoch's wire stats.

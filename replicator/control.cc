@@ -380,10 +380,24 @@ ControlHandler PrimaryControlHandler(EpochLoop* loop, std::string identity, std:
       if (*sz % 4096 != 0 || *sz > (uint64_t{64} << 30)) {
         return ControlReply::Usage("set cache-size: must be a multiple of 4K, at most 64G");
       }
-      loop->SetCacheSize(*sz);
+      auto live = loop->SetCacheSize(*sz);
+      if (!live.ok()) {
+        // Above the backup's limit: the request was wrong for this pair.
+        if (live.status().code() == Code::kInvalidArgument) {
+          return ControlReply::Usage("set cache-size: " + live.status().message());
+        }
+        return ControlReply::Fail("set cache-size: " + live.status().message() + "; nothing changed");
+      }
+      const std::string size = std::to_string(*sz);
+      if (*live) {
+        spdlog::info("control: cache size {} from the next epoch, on both ends", FormatSize(*sz));
+        return ControlReply::Ok("\"cache_size\":" + size + ",\"cache_size_next_session\":" + size +
+                                ",\"applies\":\"next epoch\"");
+      }
       spdlog::info("control: cache size {} from the next session (resync)", FormatSize(*sz));
-      return ControlReply::Ok("\"cache_size_next_session\":" + std::to_string(*sz) +
-                              ",\"applies\":\"next session (after the next resynchronisation)\"");
+      return ControlReply::Ok("\"cache_size_next_session\":" + size +
+                              ",\"applies\":\"next session (after the next resynchronisation)\","
+                              "\"note\":\"no backup connected, or it cannot resize its cache live\"");
     }
     if (cmd == "set") return ControlReply::Usage("usage: set interval DURATION | set cache-size SIZE");
     if ((cmd == "pause" || cmd == "resume") && arity(1)) {

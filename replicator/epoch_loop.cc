@@ -88,7 +88,71 @@ std::chrono::milliseconds EpochLoop::since_last_ack() const {
   return std::chrono::milliseconds((now - at) / 1000000);
 }
 
-void EpochLoop::SetCacheSize(uint64_t bytes) { next_cache_pages_.store(bytes / kPageSize); }
+Result<bool> EpochLoop::SetCacheSize(uint64_t bytes) {
+  std::lock_guard<std::mutex> serial(cache_set_mu_);
+  const uint64_t pages = bytes / kPageSize;
+  // The session may change (loss, reconnect) while the cache is allocated
+  // without the lock; then decide again against the new one.
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    SessionInfo s;
+    {
+      std::lock_guard<std::mutex> lock(ops_mu_);
+      s = session_;
+      if (!s.live || !s.can_resize) {
+        next_cache_pages_.store(pages);  // the next handshake carries it
+        return false;
+      }
+    }
+    if (pages > s.max_cache_pages) {
+      return Status::InvalidArgument("cache of " + FormatSize(bytes) + " exceeds the backup's --max-cache-size " +
+                                     FormatSize(s.max_cache_pages * kPageSize));
+    }
+    // Allocated here, before anything is sent: if the memory cannot be had,
+    // the request fails and the session goes on unchanged.
+    auto fresh = compress::PageCache::Create(pages, guest_.guest_pages());
+    if (!fresh.ok()) return fresh.status().With("allocating the new page cache");
+    CacheResizeRequest replaced;  // freed after the lock is released
+    std::lock_guard<std::mutex> lock(ops_mu_);
+    if (session_.generation != s.generation) continue;
+    next_cache_pages_.store(pages);
+    replaced = std::move(cache_req_);
+    cache_req_ = CacheResizeRequest{s.generation, pages, std::move(*fresh)};
+    return true;
+  }
+  return Status::Unsupported("the backup connection kept changing; try again");
+}
+
+void EpochLoop::SetSession(CheckpointSender* sender) {
+  CacheResizeRequest stale;  // freed after the lock is released
+  std::lock_guard<std::mutex> lock(ops_mu_);
+  ++session_.generation;
+  session_.live = sender != nullptr;
+  session_.can_resize = sender != nullptr && sender->can_resize_cache();
+  session_.max_cache_pages = sender != nullptr ? sender->backup_max_cache_pages() : 0;
+  stale = std::move(cache_req_);
+  cache_req_ = CacheResizeRequest{};
+}
+
+// The epoch boundary where a live cache resize happens: CACHE_RESIZE is the
+// epoch's first frame, and the cache changes before its first page.
+Status EpochLoop::BeginEpoch(uint64_t epoch) {
+  ROMULUS_RETURN_IF_ERROR(sender_->BeginEpoch(epoch));
+  CacheResizeRequest req;
+  {
+    std::lock_guard<std::mutex> lock(ops_mu_);
+    if (!cache_req_.cache) return Status::Ok();
+    req = std::move(cache_req_);
+    cache_req_ = CacheResizeRequest{};
+    // Prepared for an earlier session: that one's successor already
+    // started with next_cache_pages_.
+    if (req.generation != session_.generation) return Status::Ok();
+  }
+  ROMULUS_RETURN_IF_ERROR(sender_->ResizeCache(req.pages, std::move(req.cache)).With("resizing the page cache"));
+  active_cache_pages_.store(req.pages);
+  spdlog::info("page cache resized to {} at epoch {} (primary and backup)", FormatSize(req.pages * kPageSize),
+               epoch);
+  return Status::Ok();
+}
 
 void EpochLoop::SetPaused(bool paused) { paused_.store(paused); }
 
@@ -167,6 +231,7 @@ void EpochLoop::LoseBackup(const Status& why) {
                   why.ToString());
   }
   sender_.reset();
+  SetSession(nullptr);
   protected_.store(false);
   need_full_sync_ = true;
   // Nobody can hold the speculative output any more: let it through rather
@@ -191,6 +256,7 @@ Status EpochLoop::EnsureConnected(const std::atomic<bool>& stop) {
     if (sender.ok()) {
       sender_ = std::move(*sender);
       active_cache_pages_.store(sender_opts_.codec.cache_pages);
+      SetSession(sender_.get());
       backoff_ = opts_.reconnect_min;
       need_full_sync_ = true;
       if (totals_.epochs > 0) ++totals_.resyncs;
@@ -218,7 +284,7 @@ Status EpochLoop::LiveSync(uint64_t epoch) {
   Status resumed = guest_.Resume();
   ROMULUS_RETURN_IF_ERROR(st);
   ROMULUS_RETURN_IF_ERROR(resumed);
-  ROMULUS_RETURN_IF_ERROR(sender_->BeginEpoch(epoch));
+  ROMULUS_RETURN_IF_ERROR(BeginEpoch(epoch));
   alignas(64) static thread_local uint8_t page[kPageSize];
   const bool bar = opts_.progress_bar;
   const size_t step = std::max<size_t>(all.size() / 100, 1);
@@ -362,6 +428,7 @@ Status EpochLoop::DoHandover(uint64_t* epoch) {
   }
   Status bye = sender_->Stop(protocol::ByeReason::kHandover);
   sender_.reset();
+  SetSession(nullptr);
   protected_.store(false);
   handed_over_.store(true);
   ROMULUS_RETURN_IF_ERROR(bye.With("sending the handover"));
@@ -437,7 +504,7 @@ Status EpochLoop::Run(const std::atomic<bool>& stop) {
       net = LiveSync(epoch);
       need_full_sync_ = false;
     } else {
-      net = sender_->BeginEpoch(epoch);
+      net = BeginEpoch(epoch);
     }
 
     auto now = Clock::now();
@@ -481,6 +548,7 @@ Status EpochLoop::Run(const std::atomic<bool>& stop) {
     if (!bye.ok()) spdlog::warn("stopping replication: {}", bye.ToString());
     else spdlog::info("replication stopped cleanly; the backup will not fail over");
     sender_.reset();
+    SetSession(nullptr);
   }
   return output_.ReleaseAll();
 }

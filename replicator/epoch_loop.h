@@ -86,13 +86,25 @@ class EpochLoop {
   // ---- Operations (control socket, docs/CONTROL.md). All thread-safe; each
   // takes effect at an epoch boundary of the thread in Run(). ----
 
-  // Page-cache size for the NEXT session. The backup's mirror cache must
-  // match the primary's, so a running session keeps its cache; the new size
-  // applies from the next connect (a resync after a lost backup, or a
-  // restart). Bytes, multiple of 4 KiB.
-  void SetCacheSize(uint64_t bytes);
+  // Page-cache size (bytes, multiple of 4 KiB). The backup's mirror must
+  // equal the primary's cache at all times, so the size changes either
+  //  - live: when the session's backup agreed to kCapCacheResize, the new
+  //    cache is allocated here (on the caller's thread) and the next epoch
+  //    starts with CACHE_RESIZE, both ends resizing before its first page
+  //    (docs/PROTOCOL.md §3.8); returns true. A size above the backup's
+  //    --max-cache-size is InvalidArgument and a failed allocation an
+  //    error; nothing changes then;
+  //  - or from the next session (no backup, or one without the capability);
+  //    returns false.
+  // Either way later sessions start with this size. A newer request made
+  // before the boundary replaces a pending one.
+  Result<bool> SetCacheSize(uint64_t bytes);
   uint64_t cache_size_next() const { return next_cache_pages_.load() * 4096; }
   uint64_t cache_size_active() const { return active_cache_pages_.load() * 4096; }
+  // The session's page cache, nullptr without a session. Only from the loop
+  // thread between epochs (on_epoch, phase hooks): tests compare its
+  // StateDigest with the backup's mirror.
+  const compress::PageCache* session_cache() const { return sender_ ? &sender_->cache() : nullptr; }
 
   // Pause: no more checkpoints. The guest keeps running, UNPROTECTED, and
   // its buffered output is released (nobody holds the checkpoint it would
@@ -137,6 +149,9 @@ class EpochLoop {
  private:
   Status EnsureConnected(const std::atomic<bool>& stop);
   Status LiveSync(uint64_t epoch);
+  // BeginEpoch, then a pending live cache resize of this session, if any.
+  Status BeginEpoch(uint64_t epoch);
+  void SetSession(CheckpointSender* sender);  // publishes what the control thread needs; nullptr: none
   Status Checkpoint(uint64_t epoch, EpochStats* st, bool leave_paused = false);
   // Streams the snapshot of `epoch`, sends EPOCH_END, waits for the ack;
   // fills the wire part of *st. The error is the backup's, not the guest's.
@@ -172,6 +187,20 @@ class EpochLoop {
   std::atomic<bool> paused_{false};
   std::atomic<bool> handed_over_{false};
   std::atomic<int64_t> last_ack_ns_{-1};  // steady_clock of the last ack
+  // The live session as the control thread sees it, and a resize waiting
+  // for the next boundary (its cache already allocated). Guarded by ops_mu_.
+  struct SessionInfo {
+    uint64_t generation = 0;  // bumped at every connect and loss
+    bool live = false;
+    bool can_resize = false;
+    uint64_t max_cache_pages = 0;
+  } session_;
+  struct CacheResizeRequest {
+    uint64_t generation = 0;  // the session it was prepared for
+    uint64_t pages = 0;
+    std::unique_ptr<compress::PageCache> cache;
+  } cache_req_;
+  std::mutex cache_set_mu_;  // one SetCacheSize at a time
   bool paused_logged_ = false;  // loop thread only
   mutable std::mutex ops_mu_;
   std::condition_variable ops_cv_;

@@ -125,6 +125,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
   if (!hello.ok()) return fail(hello.status(), protocol::ErrorCode::kProtocol);
   protocol::BackupPolicy policy;
   policy.max_cache_pages = im.opts.cache_pages;
+  policy.supported_capabilities = im.opts.capabilities;
   policy.max_guest_pages = im.opts.max_guest_pages;
   policy.committed_epoch = sink.has_committed() ? sink.last_committed_epoch() : 0;
   protocol::HelloAck ack = protocol::Negotiate(*hello, policy);
@@ -169,6 +170,8 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
   uint64_t epoch = hello->first_epoch;
   uint64_t pages = 0, states = 0, frames = 0, payload = 0, wire = 0;
   bool state_open = false;
+  bool resized = false;  // this epoch began with CACHE_RESIZE
+  const bool can_resize = (ack.capabilities & protocol::kCapCacheResize) != 0;
   const uint64_t guest_pages = hello->guest_pages;
 
   while (true) {
@@ -218,6 +221,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
       case FrameType::kPages:
       case FrameType::kState:
       case FrameType::kEpochEnd:
+      case FrameType::kCacheResize:
         break;
       default:
         return fail(Status::Corruption("unexpected " + protocol::FrameTypeName(f.header.type) + " frame"),
@@ -227,6 +231,37 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
       return fail(Status::Corruption("frame for epoch " + std::to_string(f.epoch()) + " while epoch " +
                                      std::to_string(epoch) + " is open"),
                   protocol::ErrorCode::kProtocol);
+    }
+    if (f.type() == FrameType::kCacheResize) {
+      // §3.8: only when agreed, only as the epoch's first frame (the mirror
+      // must change exactly where the primary's cache did: before page 1).
+      if (!can_resize) {
+        return fail(Status::Corruption("CACHE_RESIZE although cache resizing was not agreed"),
+                    protocol::ErrorCode::kProtocol);
+      }
+      if (resized || frames != 0 || pages != 0 || state_open) {
+        return fail(Status::Corruption("CACHE_RESIZE is not the first frame of epoch " + std::to_string(epoch)),
+                    protocol::ErrorCode::kProtocol);
+      }
+      auto req = protocol::CacheResize::Decode(f.payload);
+      if (!req.ok()) return fail(req.status(), protocol::ErrorCode::kProtocol);
+      // Refusals are OutOfRange: the primary is alive and resynchronises
+      // (with a size it then has to fit at HELLO), so no failover.
+      if (im.opts.cache_pages != 0 && req->cache_pages > im.opts.cache_pages) {
+        return fail(Status::OutOfRange("CACHE_RESIZE to " + std::to_string(req->cache_pages) +
+                                       " pages exceeds this backup's limit of " +
+                                       std::to_string(im.opts.cache_pages)),
+                    protocol::ErrorCode::kResource);
+      }
+      Status st = decoder->cache().Resize(req->cache_pages);
+      if (!st.ok()) {
+        return fail(Status::OutOfRange("CACHE_RESIZE to " + std::to_string(req->cache_pages) +
+                                       " pages: " + st.message()),
+                    protocol::ErrorCode::kResource);
+      }
+      resized = true;
+      spdlog::info("mirror cache resized to {} pages at epoch {}", decoder->cache().capacity_pages(), epoch);
+      continue;
     }
     if (f.type() == FrameType::kPages) {
       ++frames;
@@ -288,7 +323,11 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
     a.epoch = epoch;
     a.digest = ee->digest;
     Status acked = writer.Send(a, epoch);
-    if (on_commit) on_commit(CommitEvent{epoch, ee->digest, pages, wire});
+    if (on_commit) {
+      const compress::PageCache& cache = decoder->cache();
+      on_commit(CommitEvent{epoch, ee->digest, pages, wire, cache.capacity_pages(),
+                            im.opts.digest_cache_on_commit ? cache.StateDigest() : 0});
+    }
     if (!acked.ok()) return fail(acked.With("sending ack"), protocol::ErrorCode::kNone);
     if (!first_committed) {  // steady state starts after the full sync
       first_committed = true;
@@ -296,6 +335,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
     }
     ++epoch;
     pages = states = frames = payload = wire = 0;
+    resized = false;
   }
 }
 

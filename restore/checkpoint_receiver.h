@@ -27,7 +27,14 @@ class Stream;
 namespace romulus::restore {
 
 struct ReceiverOptions {
-  uint64_t cache_pages = (64ull << 20) / 4096;  // must match the primary's
+  // The largest page cache a primary may ask for, at HELLO and in a live
+  // CACHE_RESIZE (`restore --max-cache-size`); 0 = no limit.
+  uint64_t cache_pages = (64ull << 20) / 4096;
+  // Capabilities this backup agrees to (tests emulate an older backup).
+  uint64_t capabilities = protocol::kCapAllKnown;
+  // Fill CommitEvent::cache_digest (hashes the whole mirror cache at every
+  // commit: for tests and drills, not for production).
+  bool digest_cache_on_commit = false;
   size_t max_frame_bytes = 8u << 20;
   std::chrono::milliseconds heartbeat_interval{100};
   std::chrono::milliseconds failover_timeout{1000};
@@ -39,6 +46,8 @@ struct CommitEvent {
   uint64_t digest = 0;
   uint64_t pages = 0;
   uint64_t wire_bytes = 0;
+  uint64_t cache_pages = 0;   // the mirror cache's capacity after this epoch
+  uint64_t cache_digest = 0;  // its StateDigest, with digest_cache_on_commit
 };
 
 struct SessionEnd {
