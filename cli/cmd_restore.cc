@@ -1,6 +1,11 @@
 // romulus restore: the backup. Receives checkpoints, commits each one only
 // when complete and verified, and fails over to the last committed one when
 // the primary dies.
+//
+// With --reverse-to HOST:PORT (or `ctl set reverse-to HOST:PORT`), once the
+// simulated guest is activated here this process becomes its primary and
+// replicates it to HOST:PORT (a `romulus restore` on the old host), in
+// process, with the same channel security; see docs/CONTROL.md.
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
@@ -15,6 +20,7 @@
 #include "cli/commands.h"
 #include "cli/net_options.h"
 #include "cli/options.h"
+#include "cli/replicate_setup.h"
 #include "cli/restore_events.h"
 #include "common/digest.h"
 #include "common/units.h"
@@ -33,28 +39,45 @@ namespace {
 
 const char kCmd[] = "restore";
 
-std::atomic<bool> g_stop{false};
+// The stop request is replicate_setup's StopFlag(): one flag and one signal
+// watcher for the whole process, because after an activation with
+// --reverse-to this process runs the primary's epoch loop, which stops on
+// that same flag.
 std::mutex g_mu;
 transport::Listener* g_listener = nullptr;  // guarded by g_mu
 transport::Stream* g_stream = nullptr;      // guarded by g_mu
+std::atomic<bool> g_activated{false};       // the guest runs here now
+
+void ShutdownConnections() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_listener) g_listener->Shutdown();
+  if (g_stream) g_stream->Shutdown();
+}
 
 // SIGINT/SIGTERM: stop serving without failing over (an operator stopping
-// the backup is not a primary failure).
+// the backup is not a primary failure). Once activated, the same signal stops
+// the reverse replication cleanly (BYE: its backup does not fail over).
 void StartStopWatcher() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::thread([set] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    spdlog::info("{}: backup stopping; the guest is NOT activated", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    g_stop.store(true);
-    std::lock_guard<std::mutex> lock(g_mu);
-    if (g_listener) g_listener->Shutdown();
-    if (g_stream) g_stream->Shutdown();
-  }).detach();
+  StartSignalWatcher([](int sig) {
+    const char* name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    if (g_activated.load()) {
+      spdlog::info("{}: stopping the activated guest (and its reverse replication, cleanly)", name);
+    } else {
+      spdlog::info("{}: backup stopping; the guest is NOT activated", name);
+    }
+    ShutdownConnections();
+  });
+}
+
+// A --reverse-to / `set reverse-to` target: HOST:PORT that can be connected
+// to (a host and a non-zero port, unlike a listen address).
+Status CheckReverseTarget(const std::string& text) {
+  auto hp = transport::ParseHostPort(text);
+  if (!hp.ok()) return hp.status();
+  if (hp->host.empty() || hp->host == "*" || hp->port == 0) {
+    return Status::InvalidArgument("'" + text + "' needs a host and a port to connect to (HOST:PORT)");
+  }
+  return Status::Ok();
 }
 
 // Live state for the control socket (docs/CONTROL.md), written by the
@@ -68,6 +91,11 @@ struct BackupControlState {
   bool failover_requested = false;  // operator: `romulus ctl failover`
   bool activation_done = false;
   Status activation;
+  // After activation, replicate the guest to this HOST:PORT ("" = do not).
+  // Read once, right after a successful activation (reverse_decided); later
+  // `set reverse-to` requests are refused rather than silently ignored.
+  std::string reverse_to;
+  bool reverse_decided = false;
   // `digest EPOCH REGIONS`: answered by the commit callback of EPOCH, when
   // the image is exactly that epoch and nothing else touches it.
   struct {
@@ -79,12 +107,6 @@ struct BackupControlState {
   } digest;
 };
 BackupControlState g_ctl;
-
-void ShutdownConnections() {
-  std::lock_guard<std::mutex> lock(g_mu);
-  if (g_listener) g_listener->Shutdown();
-  if (g_stream) g_stream->Shutdown();
-}
 
 std::string RegionDigestMembers(const sim::ImageSink& img, uint64_t epoch, uint32_t regions) {
   const uint64_t pages = img.guest_pages();
@@ -122,6 +144,7 @@ replicator::ControlHandler BackupControlHandler(restore::GuestSink* sink, sim::I
           replicator::JsonString(g_ctl.peer) + ",\"failover\":" +
           (g_ctl.state == "activated" ? "true" : "false") +
           (g_ctl.failover_reason.empty() ? "" : ",\"failover_reason\":" + replicator::JsonString(g_ctl.failover_reason)) +
+          (g_ctl.reverse_to.empty() ? "" : ",\"reverse_to\":" + replicator::JsonString(g_ctl.reverse_to)) +
           ",\"output_commit\":\"primary side\"");
     }
     if (cmd == "failover" && w.size() == 1) {
@@ -170,11 +193,35 @@ replicator::ControlHandler BackupControlHandler(restore::GuestSink* sink, sim::I
       if (!g_ctl.digest.status.ok()) return ControlReply::Fail(g_ctl.digest.status.message());
       return ControlReply::Ok(g_ctl.digest.members);
     }
+    if (cmd == "set" && w.size() >= 2 && w[1] == "reverse-to") {
+      if (w.size() != 3) return ControlReply::Usage("usage: set reverse-to HOST:PORT|none");
+      if (!image) {
+        return ControlReply::Fail("set reverse-to: not supported with --xen (start `romulus replicate --domain` "
+                                  "on this host by hand after the activation)");
+      }
+      std::string target;
+      if (w[2] != "none") {
+        if (Status st = CheckReverseTarget(w[2]); !st.ok()) {
+          return ControlReply::Usage("set reverse-to: " + st.message());
+        }
+        target = w[2];
+      }
+      std::lock_guard<std::mutex> lock(g_ctl.mu);
+      if (g_ctl.reverse_decided) {
+        return ControlReply::Fail("too late: the guest is already activated" +
+                                  (g_ctl.reverse_to.empty() ? std::string(" (no reverse replication)")
+                                                            : " and replicates to " + g_ctl.reverse_to));
+      }
+      g_ctl.reverse_to = target;
+      spdlog::info("control: after activation, {}",
+                   target.empty() ? "no reverse replication" : "replicate the guest back to " + target);
+      return ControlReply::Ok("\"reverse_to\":" + replicator::JsonString(target));
+    }
     if (cmd == "set" || cmd == "pause" || cmd == "resume" || cmd == "switchover" || cmd == "stats") {
       return ControlReply::Fail("'" + cmd + "' is a primary command; this is the backup (romulus ctl --socket PRIMARY.sock ...)");
     }
     return ControlReply::Usage("unknown or malformed command '" + cmd +
-                               "' (backup: status, failover, digest EPOCH [REGIONS])");
+                               "' (backup: status, failover, digest EPOCH [REGIONS], set reverse-to HOST:PORT|none)");
   };
 }
 
@@ -214,6 +261,10 @@ int RunRestore(int argc, char** argv) {
       ("run-after-failover", po::value<std::string>()->default_value("0s"),
        "keep the activated simulated guest running this long before exiting")
       ("control-socket", po::value<std::string>(), "live control (romulus ctl) on this UNIX socket")
+      ("reverse-to", po::value<std::string>(),
+       "once the simulated guest is activated here, replicate it to HOST:PORT (a `romulus restore` there) with "
+       "this process's channel security and replicate's default tuning; runs until stopped, or "
+       "--run-after-failover if set (also `ctl set reverse-to`)")
       ("metrics-textfile", po::value<std::string>(),
        "write Prometheus metrics to FILE (textfile collector; atomic, at most once per second)");
   AddSecurityOptions(&desc);
@@ -248,6 +299,21 @@ int RunRestore(int argc, char** argv) {
   if (xen && vm->count("image")) {
     UsageError(kCmd, "--xen and --image exclude each other");
     return kExitUsage;
+  }
+  if (vm->count("reverse-to")) {
+    // The Xen sink does not hand the activated domain to this process, so
+    // there is nothing here to replicate from; say so now, not after a failover.
+    if (xen) {
+      UsageError(kCmd, "--reverse-to is not supported with --xen: after the activation run `romulus replicate "
+                       "--domain NAME --to HOST:PORT` on this host");
+      return kExitUsage;
+    }
+    const std::string target = (*vm)["reverse-to"].as<std::string>();
+    if (Status st = CheckReverseTarget(target); !st.ok()) {
+      UsageError(kCmd, "--reverse-to: " + st.message());
+      return kExitUsage;
+    }
+    g_ctl.reverse_to = target;
   }
   StartStopWatcher();
   // After the watcher: the metrics thread must inherit the blocked SIGINT/SIGTERM.
@@ -321,8 +387,9 @@ int RunRestore(int argc, char** argv) {
 
   std::atomic<uint64_t> shared_digest{last_digest};
   std::unique_ptr<replicator::ControlServer> control;
-  if (vm->count("control-socket") && (*vm)["control-socket"].as<std::string>() != "none") {
-    auto c = replicator::ControlServer::Start((*vm)["control-socket"].as<std::string>(),
+  const std::string control_path = vm->count("control-socket") ? (*vm)["control-socket"].as<std::string>() : "";
+  if (!control_path.empty() && control_path != "none") {
+    auto c = replicator::ControlServer::Start(control_path,
                                               BackupControlHandler(sink.get(), image_sink, &shared_digest));
     if (!c.ok()) {
       spdlog::error("{}", c.status().ToString());
@@ -370,11 +437,11 @@ int RunRestore(int argc, char** argv) {
   std::optional<std::chrono::steady_clock::time_point> grace_until;
   Status why;
   bool handover = false;
-  while (!g_stop.load()) {
+  while (!StopFlag().load()) {
     auto deadline = grace_until ? *grace_until : transport::NoDeadline();
     auto stream = (*listener)->Accept(deadline);
     if (!stream.ok()) {
-      if (g_stop.load()) break;
+      if (StopFlag().load()) break;
       if (failover_requested()) {
         why = Status::Closed("failover requested by the operator (romulus ctl failover)");
         break;
@@ -427,7 +494,7 @@ int RunRestore(int argc, char** argv) {
                    "Receive-buffer reallocations in steady state (last session).",
                    static_cast<double>(end.receive_reallocations));
     }
-    if (g_stop.load()) break;
+    if (StopFlag().load()) break;
     if (!end.established && !failover_requested()) {
       // Not our primary (a probe, a refused HELLO): keep serving, and keep
       // any grace period that a real primary's loss started.
@@ -474,7 +541,7 @@ int RunRestore(int argc, char** argv) {
     std::lock_guard<std::mutex> lock(g_mu);
     g_listener = nullptr;
   }
-  if (g_stop.load()) {
+  if (StopFlag().load()) {
     activation_done(Status::Closed("backup stopped"), "");
     return kExitOk;
   }
@@ -501,10 +568,39 @@ int RunRestore(int argc, char** argv) {
     return kExitFailure;
   }
   spdlog::info("guest resumed from epoch {} in {}", epoch, FormatDuration(took));
+  g_activated.store(true);
+  std::string reverse_to;
+  {
+    std::lock_guard<std::mutex> lock(g_ctl.mu);
+    g_ctl.reverse_decided = true;
+    reverse_to = g_ctl.reverse_to;
+  }
+  if (auto* guest = image_sink ? image_sink->activated_guest() : nullptr; guest && !reverse_to.empty()) {
+    // Become the guest's primary, in this process (the guest lives here).
+    // The backup's listener, control socket and metrics are replaced by the
+    // primary's: same control path (now answering the primary command set),
+    // same metrics file (now a primary's metrics).
+    auto target = transport::ParseHostPort(reverse_to);  // checked when it was set
+    listener->reset();
+    control.reset();
+    if (metrics) {
+      metrics->Close();
+      metrics.reset();
+    }
+    ReplicateSetup setup = DefaultReplicateSetup();
+    setup.control_socket = control_path.empty() ? "none" : control_path;  // restore has no default socket
+    if (vm->count("metrics-textfile")) setup.metrics_textfile = (*vm)["metrics-textfile"].as<std::string>();
+    setup.duration = run_after;  // 0: until SIGINT/SIGTERM or a switchover
+    setup.status_extra = "\"replicating_to\":" + replicator::JsonString(reverse_to) +
+                         ",\"activated_from_epoch\":" + std::to_string(epoch);
+    spdlog::info("replicating the activated guest to {} (the new backup; default tuning: interval {})", reverse_to,
+                 FormatDuration(setup.loop.interval));
+    return RunEpochLoop(setup, *guest, *target, sec);
+  }
   if (auto* guest = image_sink ? image_sink->activated_guest() : nullptr; guest && run_after.count() > 0) {
     uint64_t before = guest->steps();
     auto until = std::chrono::steady_clock::now() + run_after;
-    while (!g_stop.load() && std::chrono::steady_clock::now() < until) {
+    while (!StopFlag().load() && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     spdlog::info("resumed guest ran {} workload steps (from step {})", guest->steps() - before, before);

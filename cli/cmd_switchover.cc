@@ -9,8 +9,12 @@
 // exits. With --backup-socket we also wait until the backup reports the
 // guest activated at the final epoch.
 //
-// --reverse (replicate back from the new primary to the old host) is not
-// implemented: start `romulus replicate` on the new primary by hand.
+// --reverse HOST:PORT (needs --backup-socket): before the handover the
+// backup is told `set reverse-to HOST:PORT`, so once it has activated the
+// guest it becomes its primary and replicates it to HOST:PORT, where the
+// operator runs a `romulus restore --listen` on the old host (we do not start
+// it). Its control socket is then replaced by a primary's on the same path;
+// we wait until that answers PROTECTED.
 #include <iostream>
 #include <string>
 #include <thread>
@@ -19,12 +23,14 @@
 #include "cli/options.h"
 #include "cli/spawn.h"
 #include "replicator/control.h"
+#include "transport/tcp.h"
 
 namespace romulus::cli {
 
 namespace {
 const char kCmd[] = "switchover";
 using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
 }  // namespace
 
 int RunSwitchover(int argc, char** argv) {
@@ -32,19 +38,18 @@ int RunSwitchover(int argc, char** argv) {
   desc.add_options()
       ("socket", po::value<std::string>(), "the primary's control socket")
       ("backup-socket", po::value<std::string>(), "the backup's control socket: wait until it has activated")
-      ("timeout", po::value<std::string>()->default_value("60s"), "give up after this long")
+      ("timeout", po::value<std::string>()->default_value("60s"),
+       "give up after this long (for each wait: the handover, then the reverse replication)")
       ("json", po::bool_switch(), "one JSON object on stdout")
-      ("reverse", po::bool_switch(), "not implemented: replicate back afterwards");
+      ("reverse", po::value<std::string>(),
+       "HOST:PORT: afterwards the new primary replicates the guest back to a `romulus restore --listen HOST:PORT` "
+       "that you started on the old host (needs --backup-socket)");
   int code = 0;
-  auto vm = ParseOptions(kCmd, "--socket PRIMARY.sock [--backup-socket BACKUP.sock]", desc, argc, argv, &code);
+  auto vm = ParseOptions(kCmd, "--socket PRIMARY.sock [--backup-socket BACKUP.sock [--reverse HOST:PORT]]", desc,
+                         argc, argv, &code);
   if (!vm) return code;
   if (!vm->count("socket")) {
     UsageError(kCmd, "--socket PRIMARY.sock is required");
-    return kExitUsage;
-  }
-  if ((*vm)["reverse"].as<bool>()) {
-    UsageError(kCmd, "--reverse is not implemented yet: after the switchover, run `romulus replicate` on the new "
-                     "primary towards a `romulus restore` on the old host");
     return kExitUsage;
   }
   std::chrono::microseconds timeout{};
@@ -52,6 +57,20 @@ int RunSwitchover(int argc, char** argv) {
   const auto tmo = std::chrono::duration_cast<milliseconds>(timeout);
   const std::string psock = (*vm)["socket"].as<std::string>();
   const std::string bsock = vm->count("backup-socket") ? (*vm)["backup-socket"].as<std::string>() : "";
+  const std::string reverse = vm->count("reverse") ? (*vm)["reverse"].as<std::string>() : "";
+  if (vm->count("reverse")) {
+    // The reverse is configured and watched through the backup's socket.
+    if (bsock.empty()) {
+      UsageError(kCmd, "--reverse needs --backup-socket BACKUP.sock (the new primary is set up through it)");
+      return kExitUsage;
+    }
+    auto hp = transport::ParseHostPort(reverse);
+    if (!hp.ok() || hp->host.empty() || hp->host == "*" || hp->port == 0) {
+      UsageError(kCmd, "--reverse: '" + reverse + "' is not HOST:PORT of a `romulus restore --listen` to connect to" +
+                           (hp.ok() ? "" : " (" + hp.status().message() + ")"));
+      return kExitUsage;
+    }
+  }
 
   auto st = replicator::ControlCall(psock, "status", milliseconds(10000));
   if (!st.ok()) {
@@ -67,6 +86,24 @@ int RunSwitchover(int argc, char** argv) {
               << ": no backup holds its current epoch; refusing\n";
     return kExitFailure;
   }
+  std::string previous_reverse;  // the backup's own reverse_to (e.g. from --reverse-to), "" = none
+  if (!reverse.empty()) {
+    // Before the handover: if the backup cannot take the reverse (wrong
+    // socket, --xen, too old), nothing has happened yet and we stop here.
+    auto b = replicator::ControlCall(bsock, "status", milliseconds(10000));
+    if (!b.ok() || JsonField(*b, "role") != "backup") {
+      std::cerr << "romulus switchover: " << bsock << " is not a backup's control socket"
+                << (b.ok() ? "" : " (" + b.status().message() + ")") << "; nothing was handed over\n";
+      return kExitFailure;
+    }
+    previous_reverse = JsonField(*b, "reverse_to");
+    auto r = replicator::ControlCall(bsock, "set reverse-to " + reverse, milliseconds(10000));
+    if (!r.ok() || r->rfind("{\"ok\":true", 0) != 0) {
+      std::cerr << "romulus switchover: the backup refused `set reverse-to " << reverse
+                << "`: " << (r.ok() ? JsonField(*r, "error") : r.status().message()) << "; nothing was handed over\n";
+      return kExitFailure;
+    }
+  }
   auto reply = replicator::ControlCall(psock, "switchover", tmo + milliseconds(5000));
   if (!reply.ok()) {
     std::cerr << "romulus switchover: " << reply.status().message() << "\n";
@@ -74,6 +111,12 @@ int RunSwitchover(int argc, char** argv) {
   }
   if (reply->rfind("{\"ok\":true", 0) != 0) {
     std::cerr << "romulus switchover: " << JsonField(*reply, "error") << "\n";
+    if (!reverse.empty()) {
+      // Not handed over: put the backup's reverse setting back as it was, so
+      // that a later unplanned failover does not act on our request.
+      (void)replicator::ControlCall(bsock, "set reverse-to " + (previous_reverse.empty() ? "none" : previous_reverse),
+                                    milliseconds(5000));
+    }
     return kExitFailure;
   }
   const long long final_epoch = std::atoll(JsonField(*reply, "final_epoch").c_str());
@@ -82,13 +125,26 @@ int RunSwitchover(int argc, char** argv) {
   bool ok = true;
   if (!bsock.empty()) {
     // The backup activates on the BYE; it may exit right after (no
-    // --run-after-failover), taking its socket with it.
+    // --run-after-failover), taking its socket with it. With --reverse its
+    // socket is replaced by the new primary's, possibly before we see
+    // "activated": then the primary's `activated_from_epoch` tells the epoch,
+    // and a missing or refusing socket is the replacement in progress.
     ok = false;
-    auto until = std::chrono::steady_clock::now() + tmo;
-    while (std::chrono::steady_clock::now() < until) {
+    auto until = Clock::now() + tmo;
+    while (Clock::now() < until) {
       auto b = replicator::ControlCall(bsock, "status", milliseconds(5000));
       if (!b.ok()) {
         backup_state = "gone before it could be asked (" + b.status().message() + ")";
+        if (!reverse.empty()) {
+          std::this_thread::sleep_for(milliseconds(50));
+          continue;
+        }
+        break;
+      }
+      if (!reverse.empty() && JsonField(*b, "role") == "primary") {
+        backup_state = "activated";
+        backup_epoch = std::atoll(JsonField(*b, "activated_from_epoch").c_str());
+        ok = backup_epoch == final_epoch;
         break;
       }
       backup_state = JsonField(*b, "state");
@@ -100,11 +156,38 @@ int RunSwitchover(int argc, char** argv) {
       std::this_thread::sleep_for(milliseconds(50));
     }
   }
+  // The reverse replication: the new primary connects to the old host and
+  // sends it the whole guest first, so this wait gets its own full --timeout.
+  std::string rev_protection = "not started";
+  long long rev_epoch = -1;
+  bool rev_ok = reverse.empty();
+  if (ok && !reverse.empty()) {
+    auto until = Clock::now() + tmo;
+    while (Clock::now() < until) {
+      auto p = replicator::ControlCall(bsock, "status", milliseconds(5000));
+      if (p.ok() && JsonField(*p, "role") == "primary") {
+        rev_protection = JsonField(*p, "protection");
+        rev_epoch = std::atoll(JsonField(*p, "last_acked").c_str());
+        if (rev_protection == "PROTECTED") {
+          rev_ok = true;
+          break;
+        }
+      } else if (!p.ok()) {
+        rev_protection = "no answer (" + p.status().message() + ")";
+      }
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+  }
   if ((*vm)["json"].as<bool>()) {
     std::cout << "{\"final_epoch\":" << final_epoch << ",\"backup_state\":" << replicator::JsonString(backup_state)
               << ",\"backup_epoch\":" << backup_epoch << ",\"lost_epochs\":"
-              << (backup_epoch >= 0 ? final_epoch - backup_epoch : -1) << ",\"ok\":" << (ok ? "true" : "false")
-              << "}\n";
+              << (backup_epoch >= 0 ? final_epoch - backup_epoch : -1);
+    if (!reverse.empty()) {
+      std::cout << ",\"reverse_to\":" << replicator::JsonString(reverse)
+                << ",\"reverse_protection\":" << replicator::JsonString(rev_protection)
+                << ",\"reverse_epoch\":" << rev_epoch;
+    }
+    std::cout << ",\"ok\":" << (ok && rev_ok ? "true" : "false") << "}\n";
   } else {
     std::cout << "switchover: the primary took final checkpoint " << final_epoch
               << " with its guest paused and handed over\n";
@@ -112,8 +195,18 @@ int RunSwitchover(int argc, char** argv) {
       std::cout << "  backup: " << backup_state << (backup_epoch >= 0 ? " at epoch " + std::to_string(backup_epoch) : "")
                 << (ok ? " -- no epoch lost" : " -- NOT the final epoch") << "\n";
     }
+    if (!reverse.empty() && rev_ok) {
+      std::cout << "  replicating back to " << reverse << ": PROTECTED at epoch " << rev_epoch << "\n";
+    }
   }
-  return ok ? kExitOk : kExitFailure;
+  if (ok && !rev_ok) {
+    std::cerr << "romulus switchover: the guest runs on the new primary (activated at epoch " << backup_epoch
+              << ") but is NOT protected: replicating back to " << reverse << " did not become PROTECTED within "
+              << (*vm)["timeout"].as<std::string>() << " (last seen: " << rev_protection
+              << "). Is `romulus restore --listen " << reverse
+              << "` running on the old host with the same key? The new primary keeps retrying.\n";
+  }
+  return ok && rev_ok ? kExitOk : kExitFailure;
 }
 
 }  // namespace romulus::cli

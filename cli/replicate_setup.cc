@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <thread>
 
 #include "cli/commands.h"
@@ -137,6 +138,19 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
   return true;
 }
 
+ReplicateSetup DefaultReplicateSetup() {
+  po::options_description desc;
+  AddReplicateTuningOptions(&desc);
+  po::variables_map vm;
+  const char* argv[] = {"romulus"};
+  po::store(po::parse_command_line(1, argv, desc), vm);
+  po::notify(vm);
+  ReplicateSetup setup;
+  // The defaults are valid by construction; a failure here is a bug in them.
+  if (!ParseReplicateTuning("replicate", vm, &setup)) std::abort();
+  return setup;
+}
+
 namespace {
 std::atomic<bool> g_stop{false};
 }  // namespace
@@ -150,17 +164,20 @@ namespace {
 // ordinary atomic store, not async-signal-unsafe work in a handler.
 class SignalWatcher {
  public:
-  SignalWatcher() {
+  explicit SignalWatcher(std::function<void(int)> on_signal) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    thread_ = std::thread([set] {
+    thread_ = std::thread([set, on_signal = std::move(on_signal)] {
       int sig = 0;
       sigwait(&set, &sig);
-      spdlog::info("{}: stopping replication after the current epoch", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      if (!on_signal) {
+        spdlog::info("{}: stopping replication after the current epoch", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      }
       g_stop.store(true);
+      if (on_signal) on_signal(sig);
     });
     thread_.detach();
   }
@@ -171,7 +188,10 @@ class SignalWatcher {
 
 }  // namespace
 
-void StartSignalWatcher() { static SignalWatcher watcher; }
+void StartSignalWatcher(std::function<void(int)> on_signal) {
+  // A function-local static: constructed (thread started) by the first call only.
+  static SignalWatcher watcher(std::move(on_signal));
+}
 
 Result<std::unique_ptr<replicator::ControlServer>> StartControlSocket(const ReplicateSetup& setup,
                                                                       const std::string& identity,
@@ -242,7 +262,15 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
   engine_ptr = &engine;
   std::unique_ptr<replicator::ControlServer> control;
   {
-    auto c = StartControlSocket(setup, guest.identity(), replicator::PrimaryControlHandler(&engine, guest.identity()));
+    auto handler = replicator::PrimaryControlHandler(&engine, guest.identity());
+    if (!setup.status_extra.empty()) {
+      handler = [inner = std::move(handler), extra = setup.status_extra](const std::vector<std::string>& w) {
+        auto reply = inner(w);
+        if (reply.ok && w.size() == 1 && w[0] == "status") reply.members += "," + extra;
+        return reply;
+      };
+    }
+    auto c = StartControlSocket(setup, guest.identity(), std::move(handler));
     if (!c.ok()) {
       spdlog::error("{}", c.status().ToString());
       return kExitFailure;

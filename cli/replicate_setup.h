@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -30,14 +31,27 @@ struct ReplicateSetup {
   // when that directory is writable), "none" = no control socket.
   std::string control_socket;
   std::string metrics_textfile;  // Prometheus textfile collector; "" = off
+  // Extra JSON members (without braces, e.g. "\"x\":1") appended to the
+  // control socket's `status` answer: how a restore that became a primary
+  // (--reverse-to) says where its guest came from. "" = none.
+  std::string status_extra;
 };
 
 void AddReplicateTuningOptions(po::options_description* desc);
 bool ParseReplicateTuning(const std::string& command, const po::variables_map& vm, ReplicateSetup* out);
+// The setup `romulus replicate` gets with no tuning flag at all (its
+// defaults, parsed by the same code, so the two cannot drift apart).
+ReplicateSetup DefaultReplicateSetup();
 
 // Blocks SIGINT/SIGTERM in this thread and every thread started after it and
 // turns them into a stop request. Call before starting any thread.
-void StartSignalWatcher();
+// One watcher per process: only the first call starts it, later calls (e.g.
+// RunEpochLoop's, when `restore --reverse-to` turns a backup into a primary)
+// do nothing, so two sigwait threads never compete for one signal.
+// `on_signal`, if given, runs on the watcher thread right after the stop
+// flag is set (instead of the default log line): a caller that blocks in
+// accept/read shuts its sockets down there.
+void StartSignalWatcher(std::function<void(int sig)> on_signal = nullptr);
 const std::atomic<bool>& StopFlag();
 void RequestStop();
 

@@ -82,6 +82,19 @@ expect_usage "^romulus restore: --failover-timeout: .*between 20ms and 10m" \
 expect_usage "^romulus restore: --max-cache-size: " \
   restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --max-cache-size 1X --image "$T/img"
 expect_usage "^romulus restore: unrecognised option" restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --frobnicate
+expect_usage "^romulus restore: --reverse-to: " \
+  restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --image "$T/img" --reverse-to nohostport
+expect_usage "^romulus restore: --reverse-to: .*needs a host" \
+  restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --image "$T/img" --reverse-to ":$dead"
+expect_usage "^romulus restore: --reverse-to is not supported with --xen" \
+  restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --xen --reverse-to "127.0.0.1:$dead"
+# switchover (checked before any socket is contacted)
+expect_usage "^romulus switchover: --reverse needs --backup-socket" \
+  switchover --socket "$T/p.sock" --reverse "127.0.0.1:$dead"
+expect_usage "^romulus switchover: --reverse: 'nohostport' is not HOST:PORT" \
+  switchover --socket "$T/p.sock" --backup-socket "$T/b.sock" --reverse nohostport
+expect_usage "^romulus switchover: the required argument for option '--reverse' is missing" \
+  switchover --socket "$T/p.sock" --backup-socket "$T/b.sock" --reverse
 # others
 expect_usage "^romulus verify: --image PATH is required" verify
 expect_usage "^romulus: unknown command 'bogus-subcommand'" bogus-subcommand

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# e2e: `romulus switchover --reverse` and `romulus restore --reverse-to`.
+#
+# 1. Planned: primary P1 -> backup B1; B2 listens (standing in for the old
+#    host). `switchover --socket P1 --backup-socket B1 --reverse B2` hands
+#    over with no lost epoch, B1 becomes the guest's primary (its socket now
+#    answers role primary, PROTECTED) and replicates to B2; both ends agree
+#    per region (`drill verify`); B1 is SIGKILLed, B2 fails over and its
+#    image verifies.
+# 2. Reverse target not there yet: the switchover fails with a clear message
+#    after its --timeout, the new primary keeps retrying, and once a restore
+#    listens there it becomes PROTECTED.
+# 3. Unplanned: a backup started with --reverse-to re-protects the guest
+#    after its primary is SIGKILLed.
+# Every wait is a poll with a deadline; no timing thresholds.
+source "$(dirname "$0")/lib/common.sh"
+e2e_init "$@"
+
+j() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d'"$2"')' "$1"; }
+# ctl_field SOCK FIELD: FIELD of `ctl status` on SOCK ("" if it does not answer).
+ctl_field() {
+  local out
+  out=$("$ROMULUS" ctl --socket "$1" status 2>/dev/null) || return 0
+  j "$out" ".get('$2', '')"
+}
+is_primary_protected() {
+  [[ $(ctl_field "$1" role) == primary && $(ctl_field "$1" protection) == PROTECTED ]]
+}
+
+make_key "$T/key"
+p1=$(free_port)
+p2=$(free_port)
+
+# ---- 1. Planned switchover with --reverse.
+start_backup b1 "$T/b1.log" --listen "127.0.0.1:$p1" --psk-file "$T/key" --image "$T/b1.img" \
+  --events-json "$T/b1-events.json" --control-socket "$T/b1.sock"
+start_backup b2 "$T/b2.log" --listen "127.0.0.1:$p2" --psk-file "$T/key" --image "$T/b2.img" \
+  --events-json "$T/b2-events.json" --control-socket "$T/b2.sock"
+bg p1pid "$T/p1.log" "$ROMULUS" replicate --guest "sim:size=64M,workload=hotset" --to "127.0.0.1:$p1" \
+  --psk-file "$T/key" --interval 50ms --stats-json "$T/p1-stats.json" --control-socket "$T/p1.sock"
+wait_until 120 "P1 PROTECTED" is_primary_protected "$T/p1.sock"
+
+# The backup command: bad targets are usage errors (exit 2), `none` is accepted.
+"$ROMULUS" ctl --socket "$T/b1.sock" set reverse-to nohostport >/dev/null 2>&1
+[[ $? -eq 2 ]] || check_fail "ctl set reverse-to nohostport should exit 2"
+"$ROMULUS" ctl --socket "$T/b1.sock" set reverse-to ":$p2" >/dev/null 2>&1
+[[ $? -eq 2 ]] || check_fail "ctl set reverse-to :PORT (no host) should exit 2"
+"$ROMULUS" ctl --socket "$T/b1.sock" set reverse-to none >/dev/null || check_fail "ctl set reverse-to none"
+[[ -z $(ctl_field "$T/b1.sock" reverse_to) ]] || check_fail "reverse_to set after 'none'"
+
+sw=$("$ROMULUS" switchover --socket "$T/p1.sock" --backup-socket "$T/b1.sock" --reverse "127.0.0.1:$p2" \
+  --timeout 120s --json 2>"$T/sw1.err")
+rc=$?
+log "switchover --reverse: $sw $(cat "$T/sw1.err")"
+[[ $rc -eq 0 ]] || check_fail "switchover --reverse exited $rc: $sw $(cat "$T/sw1.err")"
+final=$(j "$sw" '["final_epoch"]')
+[[ $(j "$sw" '["backup_epoch"]') -eq $final ]] || check_fail "switchover: backup_epoch != final_epoch: $sw"
+[[ $(j "$sw" '["reverse_to"]') == "127.0.0.1:$p2" ]] || check_fail "switchover: reverse_to: $sw"
+[[ $(j "$sw" '["reverse_protection"]') == PROTECTED ]] || check_fail "switchover: reverse_protection: $sw"
+[[ $(j "$sw" '["reverse_epoch"]') -ge 1 ]] || check_fail "switchover: reverse_epoch: $sw"
+
+wait_exit "$p1pid" 30
+[[ $EXIT_CODE -eq 0 ]] || check_fail "P1 exit $EXIT_CODE after the switchover"
+[[ $(jcheck last-acked "$T/p1-stats.json") -eq $final ]] || check_fail "P1's last acked is not the final epoch $final"
+wait_until 30 "B1 failover event" has_event "$T/b1-events.json" failover
+[[ $(jcheck field "$T/b1-events.json" failover last_committed_epoch) -eq $final ]] ||
+  check_fail "B1 activated at $(jcheck field "$T/b1-events.json" failover last_committed_epoch), final was $final"
+[[ $(jcheck field "$T/b1-events.json" failover activated) == true ]] || check_fail "B1 not activated"
+[[ $(jcheck field "$T/b1-events.json" failover reason) == *"planned switchover"* ]] ||
+  check_fail "B1 failover reason: $(jcheck field "$T/b1-events.json" failover reason)"
+
+# B1's socket now serves the primary command set for the reverse replication.
+st=$("$ROMULUS" ctl --socket "$T/b1.sock" status)
+log "B1 status: $st"
+[[ $(j "$st" '["role"]') == primary ]] || check_fail "B1 role after switchover: $st"
+[[ $(j "$st" '["protection"]') == PROTECTED ]] || check_fail "B1 protection: $st"
+[[ $(j "$st" '["replicating_to"]') == "127.0.0.1:$p2" ]] || check_fail "B1 replicating_to: $st"
+[[ $(j "$st" '["activated_from_epoch"]') -eq $final ]] || check_fail "B1 activated_from_epoch: $st"
+"$ROMULUS" ctl --socket "$T/b1.sock" set reverse-to "127.0.0.1:$p2" >/dev/null 2>&1
+[[ $? -eq 2 ]] || check_fail "a backup command on the new primary's socket should be a usage error (exit 2)"
+
+# B2 commits B1's checkpoints, and keeps doing so.
+wait_until 60 "B2 commits from B1" commit_at_least "$T/b2-events.json" 1
+k=$(last_commit "$T/b2-events.json")
+wait_until 60 "B2 keeps committing" commit_at_least "$T/b2-events.json" $((k + 3))
+assert_grep "$T/b1.log" "replicating the activated guest to 127.0.0.1:$p2" "B1 logs the reverse replication"
+# Both ends of the reverse pair agree, whole and per region, at one epoch.
+v=$("$ROMULUS" drill verify --socket "$T/b1.sock" --backup-socket "$T/b2.sock" --regions 16 --json)
+rc=$?
+log "drill verify B1 -> B2: $v"
+[[ $rc -eq 0 && $(j "$v" '["match"]') == True ]] || check_fail "drill verify B1 -> B2: rc $rc, $v"
+
+# The new primary's host dies: B2 fails over from its last commit.
+kill9 "$b1"
+wait_until 60 "B2 failover event" has_event "$T/b2-events.json" failover
+wait_exit "$b2" 30
+[[ $EXIT_CODE -eq 0 ]] || check_fail "B2 exit $EXIT_CODE after failover"
+[[ $(jcheck field "$T/b2-events.json" failover activated) == true ]] || check_fail "B2 not activated"
+[[ $(jcheck field "$T/b2-events.json" failover last_committed_epoch) -eq $(last_commit "$T/b2-events.json") ]] ||
+  check_fail "B2 did not fail over from its last commit"
+verify_image "$T/b2.img"
+# B2 holds a continuation of the guest B1 activated at the final epoch (B1's
+# image stayed at that epoch): the same guest, further on.
+steps() { "$ROMULUS" verify --image "$1" 2>/dev/null | sed -n 's/.*the guest after \([0-9]*\) steps.*/\1/p'; }
+s1=$(steps "$T/b1.img")
+s2=$(steps "$T/b2.img")
+log "steps: B1's image (epoch $final) $s1, B2's image $s2"
+[[ -n $s1 && -n $s2 && $s2 -gt $s1 ]] || check_fail "B2's guest ($s2 steps) does not continue B1's ($s1 steps)"
+
+# ---- 2. Nothing listens at the reverse target yet.
+p3=$(free_port)
+p4=$(free_port)
+start_backup b3 "$T/b3.log" --listen "127.0.0.1:$p3" --psk-file "$T/key" --image "$T/b3.img" \
+  --events-json "$T/b3-events.json" --control-socket "$T/b3.sock"
+bg p3pid "$T/p3.log" "$ROMULUS" replicate --guest "sim:size=32M,workload=hotset" --to "127.0.0.1:$p3" \
+  --psk-file "$T/key" --interval 50ms --control-socket "$T/p3.sock"
+wait_until 120 "P3 PROTECTED" is_primary_protected "$T/p3.sock"
+"$ROMULUS" switchover --socket "$T/p3.sock" --backup-socket "$T/b3.sock" --reverse "127.0.0.1:$p4" \
+  --timeout 3s >"$T/sw2.out" 2>"$T/sw2.err"
+rc=$?
+log "switchover to a missing reverse target: rc $rc: $(cat "$T/sw2.out" "$T/sw2.err")"
+[[ $rc -eq 1 ]] || check_fail "switchover --reverse to a port nobody listens on exited $rc, expected 1"
+assert_grep "$T/sw2.err" "NOT protected.*did not become PROTECTED within 3s" "switchover says the reverse is unprotected"
+assert_grep "$T/sw2.err" "romulus restore --listen 127.0.0.1:$p4" "switchover names the restore to start"
+wait_exit "$p3pid" 30
+[[ $EXIT_CODE -eq 0 ]] || check_fail "P3 exit $EXIT_CODE after the switchover"
+[[ $(ctl_field "$T/b3.sock" role) == primary ]] || check_fail "B3 is not a primary after the switchover"
+# The operator starts the restore on the old host: the new primary, still
+# retrying, connects and the guest is protected again.
+start_backup b4 "$T/b4.log" --listen "127.0.0.1:$p4" --psk-file "$T/key" --image "$T/b4.img" \
+  --events-json "$T/b4-events.json"
+wait_until 120 "B3 PROTECTED once B4 listens" is_primary_protected "$T/b3.sock"
+wait_until 60 "B4 commits" commit_at_least "$T/b4-events.json" 1
+# SIGTERM: a clean stop of the reverse replication (BYE): B4 stops, no failover.
+kill -TERM "$b3"
+wait_exit "$b3" 30
+[[ $EXIT_CODE -eq 0 ]] || check_fail "B3 exit $EXIT_CODE after SIGTERM"
+wait_exit "$b4" 30
+[[ $EXIT_CODE -eq 0 ]] || check_fail "B4 exit $EXIT_CODE after B3's clean stop"
+has_event "$T/b4-events.json" stop || check_fail "B4 did not log a clean stop"
+has_event "$T/b4-events.json" failover && check_fail "B4 failed over on a clean stop"
+verify_image "$T/b4.img"
+
+# ---- 3. Unplanned failover with --reverse-to: the guest is re-protected.
+p5=$(free_port)
+p6=$(free_port)
+start_backup b6 "$T/b6.log" --listen "127.0.0.1:$p6" --psk-file "$T/key" --image "$T/b6.img" \
+  --events-json "$T/b6-events.json"
+start_backup b5 "$T/b5.log" --listen "127.0.0.1:$p5" --psk-file "$T/key" --image "$T/b5.img" \
+  --events-json "$T/b5-events.json" --control-socket "$T/b5.sock" --reverse-to "127.0.0.1:$p6"
+[[ $(ctl_field "$T/b5.sock" reverse_to) == "127.0.0.1:$p6" ]] || check_fail "B5 status does not show reverse_to"
+bg p5pid "$T/p5.log" "$ROMULUS" replicate --guest "sim:size=32M,workload=hotset" --to "127.0.0.1:$p5" \
+  --psk-file "$T/key" --interval 50ms --control-socket none
+wait_until 120 "B5 commits" commit_at_least "$T/b5-events.json" 3
+kill9 "$p5pid"
+wait_until 60 "B5 failover event" has_event "$T/b5-events.json" failover
+[[ $(jcheck field "$T/b5-events.json" failover activated) == true ]] || check_fail "B5 not activated"
+wait_until 120 "B5 replicates to B6, PROTECTED" is_primary_protected "$T/b5.sock"
+wait_until 60 "B6 commits" commit_at_least "$T/b6-events.json" 1
+kill9 "$b5"
+wait_until 60 "B6 failover event" has_event "$T/b6-events.json" failover
+wait_exit "$b6" 30
+[[ $EXIT_CODE -eq 0 ]] || check_fail "B6 exit $EXIT_CODE after failover"
+verify_image "$T/b6.img"
+
+assert_no_crash "$T"/*.log
+finish
