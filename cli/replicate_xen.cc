@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/kill_point.h"
 #include "cli/replicate_setup.h"
+#include "replicator/metrics.h"
 #if ROMULUS_HAVE_XEN
 #include "xen/xen_cli.h"
 #include "xen/xen_primary_state.h"
@@ -30,9 +32,6 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
   if (!(*output)->commits_output()) {
     spdlog::warn("network output is NOT buffered (use --netbuf-vif vifD.0 to commit output on acks)");
   }
-  if (!setup.metrics_textfile.empty() || setup.kill_enabled) {
-    spdlog::warn("--metrics-textfile and --kill-at are not supported for Xen domains yet: ignored");
-  }
   xen::XenReplicateOptions opts;
   opts.domain = domain;
   opts.interval = setup.loop.interval;
@@ -50,13 +49,28 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
   xen::XenPrimaryState live;
   live.set_cache_size(setup.sender.codec.cache_pages * 4096);
   std::unique_ptr<replicator::ControlServer> control;
+  std::unique_ptr<replicator::MetricsTextfile> metrics;
   opts.live = &live;
-  opts.on_domain = [&setup, &live, &control](const std::string& name) -> Status {
+  opts.on_domain = [&setup, &live, &control, &metrics](const std::string& name) -> Status {
+    if (!setup.metrics_textfile.empty()) {
+      // Labelled with the domain's name, also when it was given by domid.
+      auto m = replicator::MetricsTextfile::Open(setup.metrics_textfile, name);
+      if (!m.ok()) return m.status();
+      metrics = std::move(*m);
+      // A paused or disconnected primary has no epochs to report it.
+      metrics->SetRefresher([m = metrics.get(), &live] { m->SetLiveState(live.protected_now(), live.paused()); });
+    }
     auto c = StartControlSocket(setup, name, xen::XenPrimaryControlHandler(&live));
     if (!c.ok()) return c.status();
     control = std::move(*c);
     return Status::Ok();
   };
+  const bool commits = (*output)->commits_output();
+  opts.on_epoch = [&metrics, commits](const replicator::EpochStats& e) {
+    // A Xen session never resynchronises: a lost backup ends it.
+    if (metrics) metrics->OnEpoch(e, commits, 0);
+  };
+  if (setup.kill_enabled) opts.phase_hook = KillAtHook(setup.kill_phase, setup.kill_epoch);
   replicator::SenderOptions sender = setup.sender;
   auto connect = [target, sec, sender](const replicator::GuestInfo& info)
       -> Result<std::unique_ptr<replicator::CheckpointSender>> {
@@ -67,6 +81,11 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
   // The totals line (and object in --stats-json) is written by the session.
   Status st = xen::RunReplicateDomain(opts, connect, output->get(), &StopFlag(), nullptr);
   control.reset();  // before `live`, which its handler reads
+  if (metrics) {
+    metrics->SetRefresher(nullptr);  // before `live`, which it reads
+    metrics->SetLiveState(false, live.paused());
+    metrics->Close();
+  }
   if (!st.ok()) {
     spdlog::error("replication of domain {} ended: {}", domain, st.ToString());
     return kExitFailure;

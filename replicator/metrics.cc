@@ -142,6 +142,12 @@ void MetricsTextfile::OnEpoch(const EpochStats& e, bool output_commits, uint64_t
   ObservePause(e.pause);
 }
 
+void MetricsTextfile::SetLiveState(bool protected_now, bool paused) {
+  Set("romulus_protected", "gauge", "1 while a backup holds the latest checkpoint.", protected_now ? 1 : 0);
+  Set("romulus_paused", "gauge", "1 while checkpointing is paused by the operator (guest unprotected).",
+      paused ? 1 : 0);
+}
+
 std::string MetricsTextfile::Render() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::string out;

@@ -39,6 +39,9 @@ class MetricsTextfile {
   // Primary: fold one epoch in (call from EpochLoopOptions::on_epoch).
   // output_commits: the OutputCommit really holds output back (sch_plug).
   void OnEpoch(const EpochStats& e, bool output_commits, uint64_t resyncs);
+  // Primary: the gauges that change without an epoch (romulus_protected,
+  // romulus_paused); call from the refresher.
+  void SetLiveState(bool protected_now, bool paused);
 
   // Called by the writer thread once a second (not under any lock of this
   // class) to refresh gauges that change without an epoch, e.g. protected

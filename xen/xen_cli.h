@@ -17,6 +17,7 @@
 
 #include "common/status.h"
 #include "replicator/checkpoint_sender.h"
+#include "replicator/epoch_loop.h"  // Phase
 #include "replicator/output_commit.h"
 #include "restore/guest_sink.h"
 
@@ -55,6 +56,14 @@ struct XenReplicateOptions {
   // before connecting to the backup: the CLI starts its control socket here.
   // An error ends the call with that error.
   std::function<Status(const std::string& domain_name)> on_domain;
+  // Called with each epoch's stats after its --stats-json line (the metrics
+  // textfile); on libxenguest's thread, so it must not block.
+  std::function<void(const replicator::EpochStats&)> on_epoch;
+  // Failover drills (--kill-at): called at each kill-point of each epoch, on
+  // the thread that reaches it: s, s2, r, r2, c, c2 on libxenguest's callback
+  // thread, m on the stream worker right after the epoch's first page went to
+  // the sender. Where they fall in a Xen checkpoint: docs/XEN-STREAM.md.
+  std::function<void(replicator::Phase, uint64_t epoch)> phase_hook;
 };
 
 // Connects to the backup and performs the handshake; called once the domain

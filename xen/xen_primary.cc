@@ -135,7 +135,11 @@ class Session : public EpochSink {
   // EpochSink (worker thread).
   Status BeginEpoch(uint64_t epoch) override;
   Status AddState(std::span<const uint8_t> blob) override { return sender_->AddState(blob); }
-  Status AddPage(uint64_t pfn, const uint8_t* page) override { return sender_->AddPage(pfn, page); }
+  Status AddPage(uint64_t pfn, const uint8_t* page) override {
+    Status s = sender_->AddPage(pfn, page);
+    if (++worker_pages_ == 1) Hook(replicator::Phase::kStreaming, worker_epoch_);
+    return s;
+  }
   Status EndEpoch(uint64_t epoch) override;
 
  private:
@@ -156,6 +160,9 @@ class Session : public EpochSink {
   // Between epochs: sleeps to the next period, or while the operator paused
   // checkpointing. False when the session should stop cleanly instead.
   bool WaitForNextEpoch();
+  void Hook(replicator::Phase p, uint64_t epoch) const {
+    if (opts_.phase_hook) opts_.phase_hook(p, epoch);
+  }
   std::string OutputDescribe() const { return output_ ? output_->Describe() : kNoOutputCommit; }
   void Cleanup(bool guest_may_be_suspended);
 
@@ -182,6 +189,10 @@ class Session : public EpochSink {
   Clock::time_point ended_at_;   // when EndEpoch (EPOCH_END written) returned for epoch_ended_
   uint64_t read_bytes_ = 0;
 
+  // Worker thread only: the epoch being streamed and its pages so far.
+  uint64_t worker_epoch_ = 0;
+  uint64_t worker_pages_ = 0;
+
   // xc_domain_save thread only.
   uint64_t checkpoints_ = 0;
   EpochTimes cur_;
@@ -205,6 +216,8 @@ Status Session::error() const {
 }
 
 Status Session::BeginEpoch(uint64_t epoch) {
+  worker_epoch_ = epoch;
+  worker_pages_ = 0;
   ROMULUS_RETURN_IF_ERROR(sender_->BeginEpoch(epoch));
   if (epoch != 1) return Status::Ok();
   // The backup creates its domain from this before the stream starts.
@@ -284,6 +297,7 @@ void Session::DrainWatch() {
 
 int Session::Suspend() {
   const uint64_t epoch = checkpoints_ + 1;
+  Hook(replicator::Phase::kBeforeSuspend, epoch);
   cur_ = EpochTimes{};
   cur_.suspend_requested = Clock::now();
   cur_.protected_ = live_->protected_now();
@@ -339,10 +353,16 @@ int Session::Suspend() {
     DrainWatch();
   }
   cur_.suspended = Clock::now();
+  // libxenguest writes this epoch's dirty pages after we return, while the
+  // guest stays suspended.
+  Hook(replicator::Phase::kAfterSuspend, epoch);
   return 1;
 }
 
 int Session::Postcopy() {
+  const uint64_t epoch = checkpoints_ + 1;  // Checkpoint() counts it next
+  // The dirty pages are in the pipe (perhaps not yet on the wire).
+  Hook(replicator::Phase::kBeforeResume, epoch);
   // Cooperative resume: the guest sees its suspend hypercall return "cancelled"
   // and runs on with its devices connected.
   if (xc_domain_resume(h_->xch(), dom_.domid, 1) != 0) {
@@ -354,6 +374,7 @@ int Session::Postcopy() {
     fprintf(stderr, "romulus: warning: xs_resume_domain(%u) failed: %s\n", dom_.domid, strerror(errno));
   }
   cur_.resumed = Clock::now();
+  Hook(replicator::Phase::kAfterResume, epoch);
   return 1;
 }
 
@@ -388,6 +409,7 @@ void Session::RecordEpoch(uint64_t n, const replicator::EpochWireStats& w, bool 
   }
   stats_->Epoch(e);
   live_->Published(e, now);
+  if (opts_.on_epoch) opts_.on_epoch(e);
 }
 
 bool Session::StopRequested() const {
@@ -447,6 +469,7 @@ int Session::Checkpoint() {
     if (!error_.ok()) return 0;
     wire = last_wire_;
   }
+  Hook(replicator::Phase::kBeforeCommit, n);  // EPOCH_END n written, ack not yet read
   auto left = duration_cast<milliseconds>(t0 + budget - Clock::now());
   Status s = sender_->WaitAck(n, std::max(left, milliseconds(1)));
   if (!s.ok()) {
@@ -455,6 +478,7 @@ int Session::Checkpoint() {
     return 0;
   }
   Status released = output_ ? output_->Release(n) : Status::Ok();
+  Hook(replicator::Phase::kAfterCommit, n);  // acked and released, stats line not yet written
   RecordEpoch(n, wire, /*acked=*/true, t0);
   if (!released.ok()) {
     SetError(released.With("releasing output of epoch " + std::to_string(n)));

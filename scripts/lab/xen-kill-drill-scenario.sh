@@ -1,0 +1,101 @@
+#!/bin/sh
+# Scenario "kill-drill-scenario" (Xen lab dom0; scripts/xen-lab --romulus PATH): failover
+# drills with `romulus replicate --kill-at PHASE:EPOCH` on a real PV domain, one per phase in
+# $LAB_KILL_PHASES (default "s2 c": the guest suspended at the kill, and EPOCH_END written but
+# not acked). For each phase:
+#  1. create guest3-PHASE (128 MiB, PV counter guest), wait until it counts;
+#  2. `romulus restore --xen --events-json`, then `romulus replicate --domain ... --kill-at
+#     PHASE:$LAB_KILL_EPOCH --metrics-textfile`: the primary SIGKILLs itself at that phase;
+#  3. destroy the primary domain (the primary host is gone);
+#  4. the backup must fail over from exactly the right epoch: K-1 for s, s2, r, r2, m (epoch K
+#     never completed) and K for c, c2 (EPOCH_END K was sent: the backup commits it); the
+#     primary's last acked epoch in --stats-json must be K-1 (c2: the ack arrived, the stats
+#     line was not written); the resumed guest counts on from its checkpointed value;
+#  5. the metrics textfile written before the kill names the domain and its last acked epoch.
+# Knobs (--env): LAB_KILL_PHASES ("s2 c"), LAB_KILL_EPOCH (6), LAB_INTERVAL_MS (100).
+. /lab/dom0-lib.sh
+I=${LAB_INTERVAL_MS:-100}
+K=${LAB_KILL_EPOCH:-6}
+PORT=${LAB_KILL_PORT:-7400}
+W=$LAB_WORK
+timeout 10 romulus restore --help 2>&1 | grep -q -- '--xen' || lab_fail "/usr/bin/romulus has no Xen backend"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
+chmod 600 "$W/psk"
+
+# jget KEY FILE-LINE -> the number after "KEY": in a flat JSON line
+jget() { echo "$2" | sed -n "s/.*\"$1\":\(-\{0,1\}[0-9][0-9]*\).*/\1/p"; }
+
+for PH in ${LAB_KILL_PHASES:-s2 c}; do
+  case $PH in
+    c|c2) WANT=$K ;;
+    s|s2|r|r2|m) WANT=$((K - 1)) ;;
+    *) lab_fail "LAB_KILL_PHASES: unknown phase $PH" ;;
+  esac
+  G=guest3-$PH
+  rm -f "$(lab_console "$G")" "$(lab_console "$G--incoming")"
+  lab_guest_create "$G" 128 1 >"$W/domid-$PH" || lab_fail "xl create $G failed"
+  P=$(cat "$W/domid-$PH")
+  C=$(lab_console "$G")
+  lab_wait_counter "$C" 3 90 || { tail -n 20 "$C"; lab_fail "$G never counted to 3"; }
+
+  romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
+    --events-json "$W/events-$PH.jsonl" >"$W/backup-$PH.log" 2>&1 &
+  BP=$!
+  i=0
+  until grep -q 'listening' "$W/backup-$PH.log" 2>/dev/null; do
+    i=$((i+1)); [ $i -le 100 ] && kill -0 $BP 2>/dev/null || { cat "$W/backup-$PH.log"; lab_fail "backup never listened"; }
+    sleep 0.1
+  done
+  romulus replicate --domain "$G" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
+    --ack-timeout 15s --kill-at "$PH:$K" --stats-json "$W/stats-$PH.jsonl" \
+    --metrics-textfile "$W/metrics-$PH.prom" --control-socket none >"$W/primary-$PH.log" 2>&1 &
+  RP=$!
+  T0=$(lab_now)
+  while kill -0 $RP 2>/dev/null; do
+    [ "$(lab_elapsed "$T0" | cut -d. -f1)" -lt 600 ] || { tail -n 20 "$W/primary-$PH.log"; lab_fail "$PH: the primary never reached epoch $K"; }
+    sleep 0.2
+  done
+  wait $RP; RC=$?
+  TK=$(lab_now)
+  xl destroy "$P" >/dev/null 2>&1
+  CN=$(wc -l <"$C")  # later lines of this log are the backup's (renamed $G)
+  [ "$RC" -eq 137 ] || { tail -n 20 "$W/primary-$PH.log"; tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: the primary exited $RC, not by SIGKILL"; }
+  grep -q "drill: killing the primary at .* of epoch $K" "$W/primary-$PH.log" ||
+    { tail -n 20 "$W/primary-$PH.log"; lab_fail "$PH: no kill-point line for epoch $K"; }
+  ACKED=$(grep '"acked":true' "$W/stats-$PH.jsonl" | tail -n1)
+  LAST_ACKED=$(jget epoch "$ACKED")
+  [ "$LAST_ACKED" = $((K - 1)) ] || lab_fail "$PH: the primary's last acked epoch is ${LAST_ACKED:-none}, want $((K - 1))"
+
+  i=0
+  until grep -q '"event":"failover"' "$W/events-$PH.jsonl" 2>/dev/null; do
+    i=$((i+1)); [ $i -le 600 ] || { tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: the backup never failed over"; }
+    sleep 0.1
+  done
+  FO=$(grep '"event":"failover"' "$W/events-$PH.jsonl")
+  FO_EPOCH=$(jget last_committed_epoch "$FO")
+  echo "$FO" | grep -q '"activated":true' || { tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: activation failed: $FO"; }
+  [ "$FO_EPOCH" = "$WANT" ] || lab_fail "$PH: the backup resumed from epoch $FO_EPOCH, want $WANT"
+
+  # The resumed guest counts on (its console: see xen-romulus-scenario.sh, step 6).
+  CB=$W/backup-console-$PH.log
+  until { cat "$(lab_console "$G--incoming")" 2>/dev/null; tail -n +$((CN + 1)) "$C" 2>/dev/null; } >"$CB"
+        [ "$(lab_counter_last "$CB")" -ge 2 ] 2>/dev/null; do
+    [ "$(lab_elapsed "$TK" | cut -d. -f1)" -lt 90 ] || { xl list; tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: the resumed guest does not count"; }
+    sleep 0.2
+  done
+  RESUMED=$(lab_elapsed "$TK")
+  FIRST=$(lab_counter_first "$CB")
+  [ "$FIRST" -gt 1 ] || lab_fail "$PH: the resumed guest restarted its counter ($FIRST)"
+
+  M=$(cat "$W/metrics-$PH.prom" 2>/dev/null)
+  echo "$M" | grep -q "^romulus_last_acked_epoch{guest=\"$G\"} [1-9]" ||
+    { echo "$M" | head -n 20; lab_fail "$PH: the metrics textfile has no last acked epoch for $G"; }
+  echo "$M" | grep -q "^romulus_pause_seconds_count{guest=\"$G\"} [1-9]" || lab_fail "$PH: no pause histogram in the metrics"
+  lab_note "$PH: killed at epoch $K (primary last acked $LAST_ACKED), backup resumed from epoch $FO_EPOCH; counter $FIRST.. after ${RESUMED}s; $(grep -c . "$W/metrics-$PH.prom") metrics lines"
+  lab_figure "phase=$PH kill_epoch=$K resumed_epoch=$FO_EPOCH failover_to_output_s=$RESUMED"
+
+  kill $BP 2>/dev/null; wait $BP 2>/dev/null
+  lab_destroy_all
+  PORT=$((PORT + 1))
+done
+exit 0
