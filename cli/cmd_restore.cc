@@ -259,7 +259,8 @@ int RunRestore(int argc, char** argv) {
       ("max-cache-size", po::value<std::string>()->default_value("1G"), "largest mirror cache a primary may ask for")
       ("max-guest-size", po::value<std::string>()->default_value("64G"), "largest guest a primary may send")
       ("run-after-failover", po::value<std::string>()->default_value("0s"),
-       "keep the activated simulated guest running this long before exiting")
+       "keep the activated simulated guest running this long before exiting (with --reverse-to: replicate it "
+       "this long, then stop cleanly; 0 = until stopped)")
       ("control-socket", po::value<std::string>(), "live control (romulus ctl) on this UNIX socket")
       ("reverse-to", po::value<std::string>(),
        "once the simulated guest is activated here, replicate it to HOST:PORT (a `romulus restore` there) with "
