@@ -47,6 +47,7 @@ std::mutex g_mu;
 transport::Listener* g_listener = nullptr;  // guarded by g_mu
 transport::Stream* g_stream = nullptr;      // guarded by g_mu
 std::atomic<bool> g_activated{false};       // the guest runs here now
+std::atomic<bool> g_reversing{false};       // ... and this process replicates it (--reverse-to)
 
 void ShutdownConnections() {
   std::lock_guard<std::mutex> lock(g_mu);
@@ -60,8 +61,10 @@ void ShutdownConnections() {
 void StartStopWatcher() {
   StartSignalWatcher([](int sig) {
     const char* name = sig == SIGINT ? "SIGINT" : "SIGTERM";
-    if (g_activated.load()) {
-      spdlog::info("{}: stopping the activated guest (and its reverse replication, cleanly)", name);
+    if (g_reversing.load()) {
+      spdlog::info("{}: stopping the activated guest and its replication after the current epoch (clean stop)", name);
+    } else if (g_activated.load()) {
+      spdlog::info("{}: stopping the activated guest", name);
     } else {
       spdlog::info("{}: backup stopping; the guest is NOT activated", name);
     }
@@ -582,6 +585,7 @@ int RunRestore(int argc, char** argv) {
     // primary's: same control path (now answering the primary command set),
     // same metrics file (now a primary's metrics).
     auto target = transport::ParseHostPort(reverse_to);  // checked when it was set
+    g_reversing.store(true);
     listener->reset();
     control.reset();
     if (metrics) {

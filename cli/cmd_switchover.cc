@@ -14,7 +14,8 @@
 // guest it becomes its primary and replicates it to HOST:PORT, where the
 // operator runs a `romulus restore --listen` on the old host (we do not start
 // it). Its control socket is then replaced by a primary's on the same path;
-// we wait until that answers PROTECTED.
+// we give that primary the old primary's checkpoint interval (the rest of
+// its tuning is replicate's defaults) and wait until it answers PROTECTED.
 #include <iostream>
 #include <string>
 #include <thread>
@@ -161,11 +162,28 @@ int RunSwitchover(int argc, char** argv) {
   std::string rev_protection = "not started";
   long long rev_epoch = -1;
   bool rev_ok = reverse.empty();
+  long long rev_interval_us = -1;
   if (ok && !reverse.empty()) {
+    // The operator chose the old primary's interval for this guest; the new
+    // primary starts with replicate's default, so carry it over (live, from
+    // its next epoch). Not the cache size: the old host's restore may have a
+    // smaller --max-cache-size than this backup had.
+    const std::string old_interval_us = JsonField(*st, "interval_us");
+    bool interval_set = old_interval_us.empty();
     auto until = Clock::now() + tmo;
     while (Clock::now() < until) {
       auto p = replicator::ControlCall(bsock, "status", milliseconds(5000));
       if (p.ok() && JsonField(*p, "role") == "primary") {
+        if (!interval_set) {
+          interval_set = true;  // once: on failure warn, and go on with the default interval
+          auto r = replicator::ControlCall(bsock, "set interval " + old_interval_us + "us", milliseconds(5000));
+          if (!r.ok() || r->rfind("{\"ok\":true", 0) != 0) {
+            std::cerr << "romulus switchover: warning: could not give the new primary the old interval ("
+                      << (r.ok() ? JsonField(*r, "error") : r.status().message()) << ")\n";
+          }
+          continue;  // ask status again: it then shows the interval in force
+        }
+        rev_interval_us = std::atoll(JsonField(*p, "interval_us").c_str());
         rev_protection = JsonField(*p, "protection");
         rev_epoch = std::atoll(JsonField(*p, "last_acked").c_str());
         if (rev_protection == "PROTECTED") {
@@ -185,7 +203,7 @@ int RunSwitchover(int argc, char** argv) {
     if (!reverse.empty()) {
       std::cout << ",\"reverse_to\":" << replicator::JsonString(reverse)
                 << ",\"reverse_protection\":" << replicator::JsonString(rev_protection)
-                << ",\"reverse_epoch\":" << rev_epoch;
+                << ",\"reverse_epoch\":" << rev_epoch << ",\"reverse_interval_us\":" << rev_interval_us;
     }
     std::cout << ",\"ok\":" << (ok && rev_ok ? "true" : "false") << "}\n";
   } else {

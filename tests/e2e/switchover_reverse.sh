@@ -58,6 +58,8 @@ final=$(j "$sw" '["final_epoch"]')
 [[ $(j "$sw" '["reverse_to"]') == "127.0.0.1:$p2" ]] || check_fail "switchover: reverse_to: $sw"
 [[ $(j "$sw" '["reverse_protection"]') == PROTECTED ]] || check_fail "switchover: reverse_protection: $sw"
 [[ $(j "$sw" '["reverse_epoch"]') -ge 1 ]] || check_fail "switchover: reverse_epoch: $sw"
+# The new primary got P1's interval (50 ms), not replicate's default 100 ms.
+[[ $(j "$sw" '["reverse_interval_us"]') -eq 50000 ]] || check_fail "switchover: reverse_interval_us: $sw"
 
 wait_exit "$p1pid" 30
 [[ $EXIT_CODE -eq 0 ]] || check_fail "P1 exit $EXIT_CODE after the switchover"
@@ -76,6 +78,7 @@ log "B1 status: $st"
 [[ $(j "$st" '["protection"]') == PROTECTED ]] || check_fail "B1 protection: $st"
 [[ $(j "$st" '["replicating_to"]') == "127.0.0.1:$p2" ]] || check_fail "B1 replicating_to: $st"
 [[ $(j "$st" '["activated_from_epoch"]') -eq $final ]] || check_fail "B1 activated_from_epoch: $st"
+[[ $(j "$st" '["interval_us"]') -eq 50000 ]] || check_fail "B1 interval_us (P1's 50 ms carried over): $st"
 "$ROMULUS" ctl --socket "$T/b1.sock" set reverse-to "127.0.0.1:$p2" >/dev/null 2>&1
 [[ $? -eq 2 ]] || check_fail "a backup command on the new primary's socket should be a usage error (exit 2)"
 
