@@ -302,6 +302,19 @@ std::string PrimaryStatusMembers(const PrimaryStatusView& v) {
   return m;
 }
 
+std::optional<uint64_t> ParseControlCacheSize(const std::string& word, ControlReply* error) {
+  auto sz = ParseSize(word);
+  if (!sz.ok()) {
+    *error = ControlReply::Usage("set cache-size: " + sz.status().message());
+    return std::nullopt;
+  }
+  if (*sz % 4096 != 0 || *sz > (uint64_t{64} << 30)) {
+    *error = ControlReply::Usage("set cache-size: must be a multiple of 4K, at most 64G");
+    return std::nullopt;
+  }
+  return *sz;
+}
+
 std::optional<std::chrono::microseconds> ParseControlInterval(const std::string& word, ControlReply* error) {
   auto d = ParseDuration(word);
   if (!d.ok()) {
@@ -375,11 +388,9 @@ ControlHandler PrimaryControlHandler(EpochLoop* loop, std::string identity, std:
       return IntervalSetReply(*d);
     }
     if (cmd == "set" && w.size() == 3 && w[1] == "cache-size") {
-      auto sz = ParseSize(w[2]);
-      if (!sz.ok()) return ControlReply::Usage("set cache-size: " + sz.status().message());
-      if (*sz % 4096 != 0 || *sz > (uint64_t{64} << 30)) {
-        return ControlReply::Usage("set cache-size: must be a multiple of 4K, at most 64G");
-      }
+      ControlReply bad;
+      auto sz = ParseControlCacheSize(w[2], &bad);
+      if (!sz) return bad;
       auto live = loop->SetCacheSize(*sz);
       if (!live.ok()) {
         // Above the backup's limit: the request was wrong for this pair.

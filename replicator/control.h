@@ -108,6 +108,9 @@ std::string PrimaryStatusMembers(const PrimaryStatusView& v);
 // `set interval D`: D parsed and within 5ms .. 60s, or nullopt with the usage
 // reply in *error.
 std::optional<std::chrono::microseconds> ParseControlInterval(const std::string& word, ControlReply* error);
+// `set cache-size S`: S parsed, a multiple of 4 KiB and at most 64G, or
+// nullopt with the usage reply in *error.
+std::optional<uint64_t> ParseControlCacheSize(const std::string& word, ControlReply* error);
 // The answer to an accepted `set interval` (and its log line).
 ControlReply IntervalSetReply(std::chrono::microseconds interval);
 // The answer to `pause` / `resume` (and its log line).

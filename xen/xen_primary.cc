@@ -219,6 +219,15 @@ Status Session::BeginEpoch(uint64_t epoch) {
   worker_epoch_ = epoch;
   worker_pages_ = 0;
   ROMULUS_RETURN_IF_ERROR(sender_->BeginEpoch(epoch));
+  // A `set cache-size` from the control socket: CACHE_RESIZE must be the
+  // epoch's first frame, before its first page or state.
+  uint64_t cache_pages = 0;
+  if (auto fresh = live_->TakeCacheRequest(&cache_pages)) {
+    ROMULUS_RETURN_IF_ERROR(sender_->ResizeCache(cache_pages, std::move(fresh)));
+    live_->set_cache_size(cache_pages * 4096);
+    fprintf(stderr, "romulus: page cache resized to %s from epoch %llu, on both ends\n",
+            FormatSize(cache_pages * 4096).c_str(), (unsigned long long)epoch);
+  }
   if (epoch != 1) return Status::Ok();
   // The backup creates its domain from this before the stream starts.
   std::string info = "name=" + dom_.name + "\nuuid=" + dom_.uuid + "\nmax_vcpus=" +
@@ -637,6 +646,7 @@ Status RunReplicateDomainWith(const XenReplicateOptions& opts, const TransportFa
   gi.capabilities = protocol::kCapXenStream;
   auto sender = connect(gi);
   if (!sender.ok()) return sender.status().With("connecting to the backup");
+  live->SetCacheLimits((*sender)->CanResizeCache(), (*sender)->BackupMaxCachePages(), dom->guest_pages);
 
   fprintf(stderr, "romulus: replicating domain %s (domid %u, %u vCPU, %llu pages) every %s\n",
           dom->name.c_str(), dom->domid, dom->max_vcpus, (unsigned long long)dom->guest_pages,

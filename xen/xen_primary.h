@@ -43,6 +43,14 @@ class EpochTransport {
   virtual Result<replicator::EpochWireStats> EndEpoch() = 0;
   virtual Status WaitAck(uint64_t epoch, std::chrono::milliseconds timeout) = 0;
   virtual Status Stop() = 0;  // clean stop: the backup must not fail over
+  // Live cache resize (CheckpointSender::ResizeCache); transports without a
+  // page cache cannot.
+  virtual bool CanResizeCache() const { return false; }
+  virtual uint64_t BackupMaxCachePages() const { return 0; }
+  virtual Status ResizeCache(uint64_t cache_pages, std::unique_ptr<compress::PageCache> fresh) {
+    (void)cache_pages, (void)fresh;
+    return Status::Unsupported("this transport has no page cache");
+  }
 };
 
 using TransportFactory =

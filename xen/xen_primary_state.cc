@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "common/units.h"
+
 namespace romulus::xen {
 
 using std::chrono::duration_cast;
@@ -102,6 +104,47 @@ replicator::TotalStats XenPrimaryState::totals() const {
   return totals_;
 }
 
+void XenPrimaryState::SetCacheLimits(bool can_resize, uint64_t backup_max_pages, uint64_t guest_pages) {
+  std::lock_guard<std::mutex> lock(mu_);
+  can_resize_ = can_resize;
+  backup_max_pages_ = backup_max_pages;
+  guest_pages_ = guest_pages;
+}
+
+Status XenPrimaryState::RequestCacheSize(uint64_t bytes) {
+  std::lock_guard<std::mutex> serial(request_mu_);
+  const uint64_t pages = bytes / 4096;
+  uint64_t guest_pages = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (guest_pages_ == 0) return Status::Closed("not connected to the backup yet; try again in a moment");
+    if (!can_resize_) {
+      return Status::Unsupported("the backup cannot resize its cache live (an older romulus restore); "
+                                 "restart romulus replicate with --cache-size");
+    }
+    if (pages > backup_max_pages_) {
+      return Status::InvalidArgument("cache of " + FormatSize(bytes) + " exceeds the backup's --max-cache-size " +
+                                     FormatSize(backup_max_pages_ * 4096));
+    }
+    guest_pages = guest_pages_;
+  }
+  // Without the lock: the worker must not wait for an allocation.
+  auto fresh = compress::PageCache::Create(pages, guest_pages);
+  if (!fresh.ok()) return fresh.status().With("allocating the new page cache");
+  std::unique_ptr<compress::PageCache> replaced;  // freed after the lock is released
+  std::lock_guard<std::mutex> lock(mu_);
+  replaced = std::move(requested_);
+  requested_ = std::move(*fresh);
+  requested_pages_ = pages;
+  return Status::Ok();
+}
+
+std::unique_ptr<compress::PageCache> XenPrimaryState::TakeCacheRequest(uint64_t* pages) {
+  std::lock_guard<std::mutex> lock(mu_);
+  *pages = requested_pages_;
+  return std::move(requested_);
+}
+
 replicator::ControlHandler XenPrimaryControlHandler(XenPrimaryState* state) {
   using replicator::ControlReply;
   return [state](const std::vector<std::string>& w) -> ControlReply {
@@ -119,11 +162,15 @@ replicator::ControlHandler XenPrimaryControlHandler(XenPrimaryState* state) {
       return replicator::IntervalSetReply(*d);
     }
     if (cmd == "set" && w.size() == 3 && w[1] == "cache-size") {
-      return ControlReply::Fail(
-          "set cache-size is not supported for Xen domains: the page cache is fixed for the session "
-          "(restart romulus replicate with --cache-size)");
+      ControlReply bad;
+      auto sz = replicator::ParseControlCacheSize(w[2], &bad);
+      if (!sz) return bad;
+      Status st = state->RequestCacheSize(*sz);
+      if (st.code() == Code::kInvalidArgument) return ControlReply::Usage("set cache-size: " + st.message());
+      if (!st.ok()) return ControlReply::Fail("set cache-size: " + st.message() + "; nothing changed");
+      return ControlReply::Ok("\"cache_size\":" + std::to_string(*sz) + ",\"applies\":\"next epoch\"");
     }
-    if (cmd == "set") return ControlReply::Usage("usage: set interval DURATION");
+    if (cmd == "set") return ControlReply::Usage("usage: set interval DURATION | set cache-size SIZE");
     if ((cmd == "pause" || cmd == "resume") && alone) {
       const bool pause = cmd == "pause";
       state->SetPaused(pause);
@@ -138,10 +185,11 @@ replicator::ControlHandler XenPrimaryControlHandler(XenPrimaryState* state) {
       return ControlReply::Fail(cmd + " is not supported for Xen domains");
     }
     if (cmd == "help" && alone) {
-      return ControlReply::Ok("\"commands\":[\"status\",\"stats\",\"set interval D\",\"pause\",\"resume\"]");
+      return ControlReply::Ok(
+          "\"commands\":[\"status\",\"stats\",\"set interval D\",\"set cache-size S\",\"pause\",\"resume\"]");
     }
     return ControlReply::Usage("unknown or malformed command '" + cmd +
-                               "' (Xen primary: status, stats, set interval D, pause, resume, help)");
+                               "' (Xen primary: status, stats, set interval D, set cache-size S, pause, resume, help)");
   };
 }
 

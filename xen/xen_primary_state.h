@@ -13,8 +13,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
+
+#include "compress/page_cache.h"
 
 #include "replicator/checkpoint_sender.h"
 #include "replicator/control.h"
@@ -50,8 +53,13 @@ class XenPrimaryState {
 
   // Session start, before the first epoch and before a control socket serves it.
   void Begin(std::string domain, uint32_t domid, std::chrono::microseconds interval, std::string output_commit);
-  // The page cache of the session (status only; it cannot change for Xen).
+  // The page cache of the session now (status).
   void set_cache_size(uint64_t bytes) { cache_size_.store(bytes); }
+  uint64_t cache_size() const { return cache_size_.load(); }
+  // What the backup agreed to at the handshake (before the control socket
+  // serves `set cache-size`).
+  void SetCacheLimits(bool can_resize, uint64_t backup_max_pages, uint64_t guest_pages);
+  // Until then `set cache-size` is refused (Unavailable).
 
   // ---- control side (any thread) ----
   void SetInterval(std::chrono::microseconds interval) { interval_us_.store(interval.count()); }
@@ -62,6 +70,12 @@ class XenPrimaryState {
   replicator::PrimaryStatusView StatusView(Clock::time_point now) const;
   // {"last":<last epoch's JSON line>|null,"totals":<totals JSON>|null}
   std::string StatsJson() const;
+  // `set cache-size`: allocates the new cache here (so a failure changes
+  // nothing) and queues it for the next epoch boundary, where both ends
+  // resize (docs/PROTOCOL.md §3.8). InvalidArgument above the backup's
+  // --max-cache-size, Unsupported when the backup cannot resize live. A
+  // newer request replaces a pending one.
+  Status RequestCacheSize(uint64_t bytes);
 
   // ---- session side (the xc_domain_save thread) ----
   void EpochStarted(uint64_t epoch, const std::string& output_commit);
@@ -71,6 +85,9 @@ class XenPrimaryState {
   void Unprotected(const std::string& output_commit);
   bool protected_now() const { return protected_.load(); }
   replicator::TotalStats totals() const;
+  // The stream worker, right after BeginEpoch: the queued cache (nullptr
+  // when none) and its size in pages.
+  std::unique_ptr<compress::PageCache> TakeCacheRequest(uint64_t* pages);
 
  private:
   std::atomic<int64_t> interval_us_{100000};
@@ -87,12 +104,18 @@ class XenPrimaryState {
   std::string last_json_ = "null";
   std::string totals_json_ = "null";
   replicator::TotalStats totals_;  // guarded by mu_
+  bool can_resize_ = false;        // guarded by mu_
+  uint64_t backup_max_pages_ = 0;  // guarded by mu_
+  uint64_t guest_pages_ = 0;       // guarded by mu_
+  uint64_t requested_pages_ = 0;   // guarded by mu_, with:
+  std::unique_ptr<compress::PageCache> requested_;
+  std::mutex request_mu_;  // one RequestCacheSize at a time (it allocates unlocked)
 };
 
 // The control socket's command set for a Xen primary (docs/CONTROL.md):
-//   status | stats | set interval D | pause | resume | help
-// and, answered ok:false "not supported for Xen domains": set cache-size,
-// failover (the backup's command), digest, switchover.
+//   status | stats | set interval D | set cache-size S | pause | resume | help
+// and, answered ok:false: failover (the backup's command), digest,
+// switchover ("not supported for Xen domains").
 replicator::ControlHandler XenPrimaryControlHandler(XenPrimaryState* state);
 
 }  // namespace romulus::xen

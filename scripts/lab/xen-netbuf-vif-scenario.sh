@@ -8,6 +8,7 @@
 #     --netbuf-vif vifD.0 --interval ${LAB_INTERVAL_MS}ms`; the IFB rmb-vifD.0 must exist;
 #     measure ping RTT again: every reply now waits for the ack of its epoch;
 #     `romulus ctl pause` must release the output (RTT back to unbuffered), `resume` hold it again;
+#     `romulus ctl set cache-size 16M` resizes both ends' page cache live: checkpoints go on;
 #  3. SIGKILL the replicator while the guest runs (a primary-side crash): no reply may reach dom0 afterwards — the
 #     guest keeps answering, but its output after the last acked epoch stays in the plug;
 #  4. crash-restart: a new `romulus replicate --netbuf-vif` on the same vif removes the dead
@@ -96,6 +97,19 @@ lab_note "ctl pause: $NP/10 replies, RTT median $RTTP ms; after ctl resume: $NR/
 [ "$NP" -ge 8 ] && [ "$NR" -ge 8 ] || lab_fail "lost replies around pause/resume ($NP, $NR of 10)"
 awk -v p="$RTTP" -v b="$RTT1" -v r="$RTTR" 'BEGIN { exit !(p * 2 <= b && r >= 20) }' \
   || lab_fail "pause/resume did not switch buffering (paused $RTTP ms, buffered $RTT1 ms, resumed $RTTR ms)"
+
+# ---- 2c. live cache resize: CACHE_RESIZE opens the next epoch and both ends resize their page
+# cache before its first page; deltas against a mirror that differed would fail to decode.
+ctl set cache-size 16M | grep -q '"applies":"next epoch"' || lab_fail "ctl set cache-size: $(cat "$W/ctl.out")"
+ACKED=$(grep -c '"acked":true' "$W/stats")
+i=0
+until [ "$(grep -c '"acked":true' "$W/stats")" -ge $((ACKED + 5)) ]; do
+  i=$((i+1)); [ $i -le 300 ] && kill -0 $RP 2>/dev/null || { tail -n 20 "$W/primary.log"; tail -n 10 "$W/backup.log"; lab_fail "no checkpoints after ctl set cache-size"; }
+  sleep 0.2
+done
+grep -q 'page cache resized to 16 MiB' "$W/primary.log" || { tail -n 10 "$W/primary.log"; lab_fail "the cache was not resized"; }
+ctl status | grep -q '"cache_size":16777216' || lab_fail "status after the resize: $(cat "$W/ctl.out")"
+lab_note "ctl set cache-size 16M: $(grep -m1 'page cache resized' "$W/primary.log" | cut -c1-100); 5 more checkpoints acked"
 
 # ---- 3. primary-side crash: output after the last ack never appears
 ping -i 0.1 -W 1 "$GIP" >"$W/ping-crash.txt" 2>&1 &

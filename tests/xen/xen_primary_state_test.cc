@@ -219,8 +219,7 @@ TEST_F(XenStateTest, CommandsDriveTheStateOrAreRefusedClearly) {
   EXPECT_NE(stats.find("\"xen_stream_bytes\":1234567},\"totals\":{\"totals\":true,\"epochs\":1,"),
             std::string::npos) << stats;
 
-  for (std::vector<std::string> refused : {std::vector<std::string>{"set", "cache-size", "128M"},
-                                           std::vector<std::string>{"failover"},
+  for (std::vector<std::string> refused : {std::vector<std::string>{"failover"},
                                            std::vector<std::string>{"digest", "5"},
                                            std::vector<std::string>{"switchover"}}) {
     std::string r = call(refused);
@@ -231,6 +230,43 @@ TEST_F(XenStateTest, CommandsDriveTheStateOrAreRefusedClearly) {
   EXPECT_NE(call({"frobnicate"}).find("\"usage\":true"), std::string::npos);
   EXPECT_NE(call({"status", "now"}).find("\"usage\":true"), std::string::npos);
   EXPECT_NE(call({"set", "colour", "red"}).find("\"usage\":true"), std::string::npos);
+}
+
+// `set cache-size` queues a cache allocated on the control thread for the
+// stream worker, within what the backup agreed to at the handshake.
+TEST_F(XenStateTest, SetCacheSizeQueuesACacheForTheNextEpoch) {
+  auto handler = XenPrimaryControlHandler(&state);
+  auto call = [&](std::vector<std::string> w) { return replicator::RenderControlReply(handler(w)); };
+  uint64_t pages = 99;
+  std::string before = call({"set", "cache-size", "8M"});
+  EXPECT_NE(before.find("\"ok\":false"), std::string::npos) << before;
+  EXPECT_NE(before.find("not connected"), std::string::npos) << before;
+  EXPECT_EQ(state.TakeCacheRequest(&pages), nullptr);
+
+  state.SetCacheLimits(/*can_resize=*/true, /*backup_max_pages=*/4096, /*guest_pages=*/1 << 16);
+  std::string ok = call({"set", "cache-size", "8M"});
+  EXPECT_EQ(ok, "{\"ok\":true,\"cache_size\":8388608,\"applies\":\"next epoch\"}");
+  // A newer request replaces the pending one.
+  EXPECT_EQ(call({"set", "cache-size", "4M"}).rfind("{\"ok\":true", 0), 0u);
+  auto cache = state.TakeCacheRequest(&pages);
+  ASSERT_NE(cache, nullptr);
+  EXPECT_EQ(pages, 1024u);
+  EXPECT_EQ(cache->capacity_pages(), 1024u);
+  EXPECT_EQ(state.TakeCacheRequest(&pages), nullptr) << "taken once";
+
+  std::string over = call({"set", "cache-size", "32M"});  // > 4096 pages
+  EXPECT_NE(over.find("\"usage\":true"), std::string::npos) << over;
+  EXPECT_NE(over.find("max-cache-size"), std::string::npos) << over;
+  for (const char* bad : {"12345", "lots", "65G"}) {
+    std::string r = call({"set", "cache-size", bad});
+    EXPECT_NE(r.find("\"usage\":true"), std::string::npos) << bad << ": " << r;
+  }
+  EXPECT_EQ(state.TakeCacheRequest(&pages), nullptr) << "refused requests queue nothing";
+
+  state.SetCacheLimits(/*can_resize=*/false, 0, 1 << 16);
+  std::string old_backup = call({"set", "cache-size", "8M"});
+  EXPECT_NE(old_backup.find("\"usage\":false"), std::string::npos) << old_backup;
+  EXPECT_NE(old_backup.find("cannot resize"), std::string::npos) << old_backup;
 }
 
 TEST_F(XenStateTest, ServedOverAControlSocket) {
