@@ -9,7 +9,8 @@
 #    image verifies.
 # 2. Reverse target not there yet: the switchover fails with a clear message
 #    after its --timeout, the new primary keeps retrying, and once a restore
-#    listens there it becomes PROTECTED.
+#    listens there it becomes PROTECTED; then a switchover of that pair with
+#    its own --reverse (the way back), and a clean SIGTERM stop.
 # 3. Unplanned: a backup started with --reverse-to re-protects the guest
 #    after its primary is SIGKILLed.
 # Every wait is a poll with a deadline; no timing thresholds.
@@ -131,18 +132,33 @@ wait_exit "$p3pid" 30
 # The operator starts the restore on the old host: the new primary, still
 # retrying, connects and the guest is protected again.
 start_backup b4 "$T/b4.log" --listen "127.0.0.1:$p4" --psk-file "$T/key" --image "$T/b4.img" \
-  --events-json "$T/b4-events.json"
+  --events-json "$T/b4-events.json" --control-socket "$T/b4.sock"
 wait_until 120 "B3 PROTECTED once B4 listens" is_primary_protected "$T/b3.sock"
 wait_until 60 "B4 commits" commit_at_least "$T/b4-events.json" 1
-# SIGTERM: a clean stop of the reverse replication (BYE): B4 stops, no failover.
-kill -TERM "$b3"
+# And back again: a switchover of the reverse pair (text output), with its
+# own reverse to B7 (the host the guest just left).
+p7=$(free_port)
+start_backup b7 "$T/b7.log" --listen "127.0.0.1:$p7" --psk-file "$T/key" --image "$T/b7.img" \
+  --events-json "$T/b7-events.json"
+"$ROMULUS" switchover --socket "$T/b3.sock" --backup-socket "$T/b4.sock" --reverse "127.0.0.1:$p7" \
+  --timeout 120s >"$T/sw3.out" 2>"$T/sw3.err"
+rc=$?
+log "switchover back: rc $rc: $(cat "$T/sw3.out" "$T/sw3.err")"
+[[ $rc -eq 0 ]] || check_fail "switchover of the reverse pair exited $rc"
+assert_grep "$T/sw3.out" "^  replicating back to 127\.0\.0\.1:$p7: PROTECTED at epoch [0-9]+$" "switchover reports the reverse"
 wait_exit "$b3" 30
-[[ $EXIT_CODE -eq 0 ]] || check_fail "B3 exit $EXIT_CODE after SIGTERM"
+[[ $EXIT_CODE -eq 0 ]] || check_fail "B3 exit $EXIT_CODE after handing over"
+is_primary_protected "$T/b4.sock" || check_fail "B4 is not a PROTECTED primary after the switchover back"
+wait_until 60 "B7 commits" commit_at_least "$T/b7-events.json" 1
+# SIGTERM: a clean stop of the reverse replication (BYE): B7 stops, no failover.
+kill -TERM "$b4"
 wait_exit "$b4" 30
-[[ $EXIT_CODE -eq 0 ]] || check_fail "B4 exit $EXIT_CODE after B3's clean stop"
-has_event "$T/b4-events.json" stop || check_fail "B4 did not log a clean stop"
-has_event "$T/b4-events.json" failover && check_fail "B4 failed over on a clean stop"
-verify_image "$T/b4.img"
+[[ $EXIT_CODE -eq 0 ]] || check_fail "B4 exit $EXIT_CODE after SIGTERM"
+wait_exit "$b7" 30
+[[ $EXIT_CODE -eq 0 ]] || check_fail "B7 exit $EXIT_CODE after B4's clean stop"
+has_event "$T/b7-events.json" stop || check_fail "B7 did not log a clean stop"
+has_event "$T/b7-events.json" failover && check_fail "B7 failed over on a clean stop"
+verify_image "$T/b7.img"
 
 # ---- 3. Unplanned failover with --reverse-to: the guest is re-protected.
 p5=$(free_port)
