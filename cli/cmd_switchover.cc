@@ -23,6 +23,7 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "cli/spawn.h"
+#include "common/units.h"
 #include "replicator/control.h"
 #include "transport/tcp.h"
 
@@ -39,8 +40,10 @@ int RunSwitchover(int argc, char** argv) {
   desc.add_options()
       ("socket", po::value<std::string>(), "the primary's control socket")
       ("backup-socket", po::value<std::string>(), "the backup's control socket: wait until it has activated")
-      ("timeout", po::value<std::string>()->default_value("60s"),
-       "give up after this long (for each wait: the handover, then the reverse replication)")
+      ("timeout", po::value<std::string>()->default_value("60s"), "give up waiting for the handover after this long")
+      ("reverse-timeout", po::value<std::string>(),
+       "with --reverse: give up waiting for the reverse replication to be PROTECTED after this long (its first "
+       "epoch carries the whole guest; default: --timeout)")
       ("json", po::bool_switch(), "one JSON object on stdout")
       ("reverse", po::value<std::string>(),
        "HOST:PORT: afterwards the new primary replicates the guest back to a `romulus restore --listen HOST:PORT` "
@@ -56,6 +59,15 @@ int RunSwitchover(int argc, char** argv) {
   std::chrono::microseconds timeout{};
   if (!GetDuration(kCmd, *vm, "timeout", &timeout)) return kExitUsage;
   const auto tmo = std::chrono::duration_cast<milliseconds>(timeout);
+  std::chrono::microseconds reverse_timeout = timeout;
+  if (vm->count("reverse-timeout")) {
+    if (!vm->count("reverse")) {
+      UsageError(kCmd, "--reverse-timeout needs --reverse HOST:PORT");
+      return kExitUsage;
+    }
+    if (!GetDuration(kCmd, *vm, "reverse-timeout", &reverse_timeout)) return kExitUsage;
+  }
+  const auto reverse_tmo = std::chrono::duration_cast<milliseconds>(reverse_timeout);
   const std::string psock = (*vm)["socket"].as<std::string>();
   const std::string bsock = vm->count("backup-socket") ? (*vm)["backup-socket"].as<std::string>() : "";
   const std::string reverse = vm->count("reverse") ? (*vm)["reverse"].as<std::string>() : "";
@@ -158,7 +170,7 @@ int RunSwitchover(int argc, char** argv) {
     }
   }
   // The reverse replication: the new primary connects to the old host and
-  // sends it the whole guest first, so this wait gets its own full --timeout.
+  // sends it the whole guest first, so this wait has its own time limit.
   std::string rev_protection = "not started";
   long long rev_epoch = -1;
   bool rev_ok = reverse.empty();
@@ -170,7 +182,7 @@ int RunSwitchover(int argc, char** argv) {
     // smaller --max-cache-size than this backup had.
     const std::string old_interval_us = JsonField(*st, "interval_us");
     bool interval_set = old_interval_us.empty();
-    auto until = Clock::now() + tmo;
+    auto until = Clock::now() + reverse_tmo;
     while (Clock::now() < until) {
       auto p = replicator::ControlCall(bsock, "status", milliseconds(5000));
       if (p.ok() && JsonField(*p, "role") == "primary") {
@@ -220,7 +232,7 @@ int RunSwitchover(int argc, char** argv) {
   if (ok && !rev_ok) {
     std::cerr << "romulus switchover: the guest runs on the new primary (activated at epoch " << backup_epoch
               << ") but is NOT protected: replicating back to " << reverse << " did not become PROTECTED within "
-              << (*vm)["timeout"].as<std::string>() << " (last seen: " << rev_protection
+              << FormatDuration(reverse_timeout) << " (last seen: " << rev_protection
               << "). Is `romulus restore --listen " << reverse
               << "` running on the old host with the same key? The new primary keeps retrying.\n";
   }

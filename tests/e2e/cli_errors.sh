@@ -93,6 +93,10 @@ expect_usage "^romulus switchover: --reverse needs --backup-socket" \
   switchover --socket "$T/p.sock" --reverse "127.0.0.1:$dead"
 expect_usage "^romulus switchover: --reverse: 'nohostport' is not HOST:PORT" \
   switchover --socket "$T/p.sock" --backup-socket "$T/b.sock" --reverse nohostport
+expect_usage "^romulus switchover: --reverse-timeout needs --reverse" \
+  switchover --socket "$T/p.sock" --backup-socket "$T/b.sock" --reverse-timeout 10s
+expect_usage "^romulus switchover: --reverse-timeout: " \
+  switchover --socket "$T/p.sock" --backup-socket "$T/b.sock" --reverse "127.0.0.1:$dead" --reverse-timeout 10
 expect_usage "^romulus switchover: the required argument for option '--reverse' is missing" \
   switchover --socket "$T/p.sock" --backup-socket "$T/b.sock" --reverse
 # others
