@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/kill_point.h"
 #include "common/units.h"
 #include "compress/page.h"
 #include "compress/xbzrle.h"
@@ -245,15 +246,7 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
     };
   }
   if (setup.kill_enabled) {
-    const auto phase = setup.kill_phase;
-    const uint64_t at = setup.kill_epoch;
-    loop.phase_hook = [phase, at](replicator::Phase p, uint64_t epoch) {
-      if (p == phase && (at == 0 || epoch == at)) {
-        spdlog::warn("drill: killing the primary at {} of epoch {}", replicator::PhaseName(p), epoch);
-        spdlog::default_logger()->flush();
-        kill(getpid(), SIGKILL);
-      }
-    };
+    loop.phase_hook = KillAtHook(setup.kill_phase, setup.kill_epoch);
   }
   auto connect = [target, sec]() {
     return transport::Connect(target.host, target.port, sec, std::chrono::seconds(5));
@@ -289,12 +282,7 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
   }
   if (metrics) {
     // Live gauges: a paused or disconnected primary has no epochs to report them.
-    metrics->SetRefresher([m = metrics.get(), &engine] {
-      m->Set("romulus_protected", "gauge", "1 while a backup holds the latest checkpoint.",
-             engine.protected_now() ? 1 : 0);
-      m->Set("romulus_paused", "gauge", "1 while checkpointing is paused by the operator (guest unprotected).",
-             engine.paused() ? 1 : 0);
-    });
+    metrics->SetRefresher([m = metrics.get(), &engine] { m->SetLiveState(engine.protected_now(), engine.paused()); });
   }
   Status st = engine.Run(g_stop);
   if (metrics) metrics->SetRefresher(nullptr);

@@ -19,6 +19,7 @@ class SenderTransport final : public EpochTransport {
     return s_->WaitAck(epoch, timeout);
   }
   Status Stop() override { return s_->Stop(); }
+  Status Handover() override { return s_->Stop(protocol::ByeReason::kHandover); }
   bool CanResizeCache() const override { return s_->can_resize_cache(); }
   uint64_t BackupMaxCachePages() const override { return s_->backup_max_cache_pages(); }
   Status ResizeCache(uint64_t cache_pages, std::unique_ptr<compress::PageCache> fresh) override {

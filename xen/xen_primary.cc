@@ -200,6 +200,8 @@ class Session : public EpochSink {
   Clock::time_point previous_suspend_;  // suspend request of the previous epoch (epoch 1: start)
   uint64_t stream_bytes_at_checkpoint_ = 0;  // read_bytes_ at the previous checkpoint
   bool clean_stop_ = false;
+  bool final_ = false;        // planned switchover: this epoch is the last, the domain stays suspended
+  bool handed_over_ = false;  // the final epoch was acked
   std::vector<microseconds> pauses_;  // stopped time (suspended -> resumed), for the summary
   ReplicateSummary sum_;
 };
@@ -307,6 +309,11 @@ void Session::DrainWatch() {
 int Session::Suspend() {
   const uint64_t epoch = checkpoints_ + 1;
   Hook(replicator::Phase::kBeforeSuspend, epoch);
+  if (!final_ && live_->TakeSwitchover()) {
+    final_ = true;
+    fprintf(stderr, "romulus: SWITCHOVER: final checkpoint %llu; domain %s stays suspended after it\n",
+            (unsigned long long)epoch, dom_.name.c_str());
+  }
   cur_ = EpochTimes{};
   cur_.suspend_requested = Clock::now();
   cur_.protected_ = live_->protected_now();
@@ -372,6 +379,11 @@ int Session::Postcopy() {
   const uint64_t epoch = checkpoints_ + 1;  // Checkpoint() counts it next
   // The dirty pages are in the pipe (perhaps not yet on the wire).
   Hook(replicator::Phase::kBeforeResume, epoch);
+  if (final_) {
+    // Planned switchover: this copy must not run past the final checkpoint.
+    cur_.resumed = Clock::now();
+    return 1;
+  }
   // Cooperative resume: the guest sees its suspend hypercall return "cancelled"
   // and runs on with its devices connected.
   if (xc_domain_resume(h_->xch(), dom_.domid, 1) != 0) {
@@ -494,6 +506,12 @@ int Session::Checkpoint() {
     return 0;
   }
 
+  if (final_) {
+    // The backup holds the final epoch: end the save and hand over (Run).
+    handed_over_ = true;
+    clean_stop_ = true;
+    return 0;
+  }
   bool done = StopRequested() || (opts_.max_epochs && n >= opts_.max_epochs) || !WaitForNextEpoch();
   if (done) {
     clean_stop_ = true;
@@ -579,6 +597,26 @@ Status Session::Run(ReplicateSummary* summary) {
   }
   if (summary) *summary = sum_;
 
+  if (handed_over_) {
+    // All the guest's output is held by the backup now; BYE "handover" makes
+    // it activate from the final epoch. Without the BYE (a broken link) it
+    // fails over from that same epoch after its timeout: either way this
+    // copy must stay suspended.
+    if (output_) (void)output_->ReleaseAll();
+    Status bye = sender_->Handover();
+    live_->SwitchoverDone(bye.ok() ? Status::Ok()
+                                   : bye.With("the handover message was not delivered; the backup fails over "
+                                              "from the final epoch on its own"),
+                          checkpoints_);
+    fprintf(stderr, "romulus: SWITCHOVER: the backup holds epoch %llu and takes over; domain %s is left "
+            "suspended (destroy it once the backup runs the guest)\n",
+            (unsigned long long)checkpoints_, dom_.name.c_str());
+    return bye;
+  }
+  live_->SwitchoverDone(err.ok() ? Status::Closed("replication ended before the final checkpoint was acked; "
+                                                  "the domain was resumed")
+                                 : err.With("final checkpoint not acked; the domain was resumed"),
+                        checkpoints_);
   if (clean_stop_) {
     if (output_) (void)output_->ReleaseAll();
     if (!err.ok()) fprintf(stderr, "romulus: warning: %s\n", err.ToString().c_str());

@@ -43,6 +43,9 @@ class EpochTransport {
   virtual Result<replicator::EpochWireStats> EndEpoch() = 0;
   virtual Status WaitAck(uint64_t epoch, std::chrono::milliseconds timeout) = 0;
   virtual Status Stop() = 0;  // clean stop: the backup must not fail over
+  // Planned switchover: BYE "handover", the backup activates from the last
+  // acked epoch.
+  virtual Status Handover() { return Status::Unsupported("this transport cannot hand over"); }
   // Live cache resize (CheckpointSender::ResizeCache); transports without a
   // page cache cannot.
   virtual bool CanResizeCache() const { return false; }

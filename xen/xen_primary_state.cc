@@ -145,6 +145,47 @@ std::unique_ptr<compress::PageCache> XenPrimaryState::TakeCacheRequest(uint64_t*
   return std::move(requested_);
 }
 
+Result<uint64_t> XenPrimaryState::RequestSwitchover(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (switchover_.requested && !switchover_.done) return Status::Closed("a switchover is already in progress");
+  if (paused_.load()) return Status::Closed("checkpointing is paused: resume first (the final checkpoint needs it)");
+  if (!protected_.load()) {
+    return Status::Closed("no backup holds the current epoch (not PROTECTED): switchover refused");
+  }
+  switchover_ = Switchover{};
+  switchover_.requested = true;
+  const bool finished = switchover_cv_.wait_for(lock, timeout, [&] { return switchover_.done; });
+  if (!finished) {
+    if (!switchover_.taken) {
+      switchover_.requested = false;  // withdrawn: the session never saw it
+      return Status::Timeout("no checkpoint began within " + std::to_string(timeout.count()) +
+                             " ms; nothing changed");
+    }
+    return Status::Timeout("the final checkpoint did not complete within " + std::to_string(timeout.count()) +
+                           " ms; see the replicator's log");
+  }
+  if (!switchover_.status.ok()) return switchover_.status;
+  return switchover_.epoch;
+}
+
+bool XenPrimaryState::TakeSwitchover() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!switchover_.requested || switchover_.taken || switchover_.done) return false;
+  switchover_.taken = true;
+  return true;
+}
+
+void XenPrimaryState::SwitchoverDone(const Status& st, uint64_t final_epoch) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!switchover_.requested || switchover_.done) return;
+    switchover_.done = true;
+    switchover_.status = st;
+    switchover_.epoch = final_epoch;
+  }
+  switchover_cv_.notify_all();
+}
+
 replicator::ControlHandler XenPrimaryControlHandler(XenPrimaryState* state) {
   using replicator::ControlReply;
   return [state](const std::vector<std::string>& w) -> ControlReply {
@@ -181,15 +222,20 @@ replicator::ControlHandler XenPrimaryControlHandler(XenPrimaryState* state) {
           "failover is not supported on a Xen primary: it is the backup's command (romulus ctl --socket "
           "BACKUP.sock failover)");
     }
-    if (cmd == "digest" || cmd == "switchover") {
-      return ControlReply::Fail(cmd + " is not supported for Xen domains");
+    if (cmd == "switchover" && alone) {
+      auto e = state->RequestSwitchover(std::chrono::milliseconds(60000));
+      if (!e.ok()) return ControlReply::Fail("switchover: " + e.status().message());
+      return ControlReply::Ok("\"final_epoch\":" + std::to_string(*e) +
+                              ",\"guest\":\"domain left suspended here; the backup activates from final_epoch. "
+                              "Destroy this copy (xl destroy) once the backup runs the guest\"");
     }
+    if (cmd == "digest") return ControlReply::Fail("digest is not supported for Xen domains");
     if (cmd == "help" && alone) {
       return ControlReply::Ok(
-          "\"commands\":[\"status\",\"stats\",\"set interval D\",\"set cache-size S\",\"pause\",\"resume\"]");
+          "\"commands\":[\"status\",\"stats\",\"set interval D\",\"set cache-size S\",\"pause\",\"resume\",\"switchover\"]");
     }
     return ControlReply::Usage("unknown or malformed command '" + cmd +
-                               "' (Xen primary: status, stats, set interval D, set cache-size S, pause, resume, help)");
+                               "' (Xen primary: status, stats, set interval D, set cache-size S, pause, resume, switchover, help)");
   };
 }
 

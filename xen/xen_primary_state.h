@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -89,6 +90,17 @@ class XenPrimaryState {
   // when none) and its size in pages.
   std::unique_ptr<compress::PageCache> TakeCacheRequest(uint64_t* pages);
 
+  // ---- planned switchover (docs/CONTROL.md) ----
+  // Control thread: asks for a final checkpoint that leaves the domain
+  // suspended and hands over to the backup; blocks until the session
+  // reports the outcome or `timeout` passes. The final epoch, or why not.
+  // Refused at once unless PROTECTED and not paused.
+  Result<uint64_t> RequestSwitchover(std::chrono::milliseconds timeout);
+  // Session, before a suspend: true once per request (this epoch is final).
+  bool TakeSwitchover();
+  // Session: the outcome of a taken request (no-op without one).
+  void SwitchoverDone(const Status& st, uint64_t final_epoch);
+
  private:
   std::atomic<int64_t> interval_us_{100000};
   std::atomic<bool> paused_{false};
@@ -110,12 +122,19 @@ class XenPrimaryState {
   uint64_t requested_pages_ = 0;   // guarded by mu_, with:
   std::unique_ptr<compress::PageCache> requested_;
   std::mutex request_mu_;  // one RequestCacheSize at a time (it allocates unlocked)
+  struct Switchover {
+    bool requested = false, taken = false, done = false;
+    Status status;
+    uint64_t epoch = 0;
+  } switchover_;  // guarded by mu_
+  std::condition_variable switchover_cv_;
 };
 
 // The control socket's command set for a Xen primary (docs/CONTROL.md):
-//   status | stats | set interval D | set cache-size S | pause | resume | help
-// and, answered ok:false: failover (the backup's command), digest,
-// switchover ("not supported for Xen domains").
+//   status | stats | set interval D | set cache-size S | pause | resume |
+//   switchover | help
+// and, answered ok:false: failover (the backup's command), digest ("not
+// supported for Xen domains").
 replicator::ControlHandler XenPrimaryControlHandler(XenPrimaryState* state);
 
 }  // namespace romulus::xen

@@ -1,18 +1,22 @@
 #!/bin/sh
 # Scenario "kill-drill-scenario" (Xen lab dom0; scripts/xen-lab --romulus PATH): failover
-# drills with `romulus replicate --kill-at PHASE:EPOCH` on a real PV domain, one per phase in
-# $LAB_KILL_PHASES (default "s2 c": the guest suspended at the kill, and EPOCH_END written but
-# not acked). For each phase:
+# drills on a real PV domain, one per entry of $LAB_KILL_PHASES (default "s2 c switchover").
+# A kill-point (s, s2, r, r2, m, c, c2) runs `romulus replicate --kill-at PHASE:$LAB_KILL_EPOCH`
+# ("s2": the guest suspended at the kill; "c": EPOCH_END written but not acked):
 #  1. create guest3-PHASE (128 MiB, PV counter guest), wait until it counts;
 #  2. `romulus restore --xen --events-json`, then `romulus replicate --domain ... --kill-at
-#     PHASE:$LAB_KILL_EPOCH --metrics-textfile`: the primary SIGKILLs itself at that phase;
+#     PHASE:K --metrics-textfile`: the primary SIGKILLs itself at that phase;
 #  3. destroy the primary domain (the primary host is gone);
 #  4. the backup must fail over from exactly the right epoch: K-1 for s, s2, r, r2, m (epoch K
 #     never completed) and K for c, c2 (EPOCH_END K was sent: the backup commits it); the
 #     primary's last acked epoch in --stats-json must be K-1 (c2: the ack arrived, the stats
 #     line was not written); the resumed guest counts on from its checkpointed value;
 #  5. the metrics textfile written before the kill names the domain and its last acked epoch.
-# Knobs (--env): LAB_KILL_PHASES ("s2 c"), LAB_KILL_EPOCH (6), LAB_INTERVAL_MS (100).
+# "switchover" is the planned move instead: after epoch K-1 is acked, `romulus switchover
+# --socket P --json` must succeed with a final epoch F, the primary exit 0 leaving its domain
+# suspended, the backup activate from exactly F ("planned switchover": no lost epoch) and the
+# guest's counter go on from where the primary's stopped.
+# Knobs (--env): LAB_KILL_PHASES ("s2 c switchover"), LAB_KILL_EPOCH (6), LAB_INTERVAL_MS (100).
 . /lab/dom0-lib.sh
 I=${LAB_INTERVAL_MS:-100}
 K=${LAB_KILL_EPOCH:-6}
@@ -25,10 +29,11 @@ chmod 600 "$W/psk"
 # jget KEY FILE-LINE -> the number after "KEY": in a flat JSON line
 jget() { echo "$2" | sed -n "s/.*\"$1\":\(-\{0,1\}[0-9][0-9]*\).*/\1/p"; }
 
-for PH in ${LAB_KILL_PHASES:-s2 c}; do
+for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
   case $PH in
     c|c2) WANT=$K ;;
     s|s2|r|r2|m) WANT=$((K - 1)) ;;
+    switchover) WANT=final ;;
     *) lab_fail "LAB_KILL_PHASES: unknown phase $PH" ;;
   esac
   G=guest3-$PH
@@ -39,32 +44,60 @@ for PH in ${LAB_KILL_PHASES:-s2 c}; do
   lab_wait_counter "$C" 3 90 || { tail -n 20 "$C"; lab_fail "$G never counted to 3"; }
 
   romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
-    --events-json "$W/events-$PH.jsonl" >"$W/backup-$PH.log" 2>&1 &
+    --events-json "$W/events-$PH.jsonl" --control-socket "$W/bctl-$PH.sock" >"$W/backup-$PH.log" 2>&1 &
   BP=$!
   i=0
   until grep -q 'listening' "$W/backup-$PH.log" 2>/dev/null; do
     i=$((i+1)); [ $i -le 100 ] && kill -0 $BP 2>/dev/null || { cat "$W/backup-$PH.log"; lab_fail "backup never listened"; }
     sleep 0.1
   done
+  KILL="--kill-at $PH:$K"
+  [ "$PH" = switchover ] && KILL=""
   romulus replicate --domain "$G" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
-    --ack-timeout 15s --kill-at "$PH:$K" --stats-json "$W/stats-$PH.jsonl" \
-    --metrics-textfile "$W/metrics-$PH.prom" --control-socket none >"$W/primary-$PH.log" 2>&1 &
+    --ack-timeout 15s $KILL --stats-json "$W/stats-$PH.jsonl" \
+    --metrics-textfile "$W/metrics-$PH.prom" --control-socket "$W/ctl-$PH.sock" >"$W/primary-$PH.log" 2>&1 &
   RP=$!
   T0=$(lab_now)
+  if [ "$PH" = switchover ]; then
+    until [ "$(grep -c '"acked":true' "$W/stats-$PH.jsonl" 2>/dev/null)" -ge $((K - 1)) ]; do
+      [ "$(lab_elapsed "$T0" | cut -d. -f1)" -lt 600 ] && kill -0 $RP 2>/dev/null ||
+        { tail -n 20 "$W/primary-$PH.log"; lab_fail "$PH: the primary never reached epoch $((K - 1))"; }
+      sleep 0.2
+    done
+    # (no --backup-socket: a Xen backup exits once the domain is activated, taking its socket
+    # with it; the events file below proves the epoch it activated from)
+    romulus switchover --socket "$W/ctl-$PH.sock" --json >"$W/switchover.json" 2>"$W/switchover.err"
+    SRC=$?
+    SW=$(cat "$W/switchover.json")
+    [ "$SRC" -eq 0 ] && echo "$SW" | grep -q '"ok":true' ||
+      { cat "$W/switchover.err"; tail -n 20 "$W/primary-$PH.log"; tail -n 20 "$W/backup-$PH.log"; lab_fail "switchover: rc $SRC $SW"; }
+    WANT=$(jget final_epoch "$SW")
+  fi
   while kill -0 $RP 2>/dev/null; do
     [ "$(lab_elapsed "$T0" | cut -d. -f1)" -lt 600 ] || { tail -n 20 "$W/primary-$PH.log"; lab_fail "$PH: the primary never reached epoch $K"; }
     sleep 0.2
   done
   wait $RP; RC=$?
   TK=$(lab_now)
+  LAST_PRIMARY=$(lab_counter_last "$C")
+  if [ "$PH" = switchover ]; then
+    # The planned move leaves the old copy suspended (state "s"), never running.
+    xl list "$P" 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /s/) }' || { xl list; lab_fail "switchover: the primary domain is not left suspended"; }
+  fi
   xl destroy "$P" >/dev/null 2>&1
   CN=$(wc -l <"$C")  # later lines of this log are the backup's (renamed $G)
-  [ "$RC" -eq 137 ] || { tail -n 20 "$W/primary-$PH.log"; tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: the primary exited $RC, not by SIGKILL"; }
-  grep -q "drill: killing the primary at .* of epoch $K" "$W/primary-$PH.log" ||
-    { tail -n 20 "$W/primary-$PH.log"; lab_fail "$PH: no kill-point line for epoch $K"; }
-  ACKED=$(grep '"acked":true' "$W/stats-$PH.jsonl" | tail -n1)
-  LAST_ACKED=$(jget epoch "$ACKED")
-  [ "$LAST_ACKED" = $((K - 1)) ] || lab_fail "$PH: the primary's last acked epoch is ${LAST_ACKED:-none}, want $((K - 1))"
+  if [ "$PH" = switchover ]; then
+    [ "$RC" -eq 0 ] || { tail -n 20 "$W/primary-$PH.log"; lab_fail "switchover: the primary exited $RC"; }
+    LAST_ACKED=$(jget epoch "$(grep '"acked":true' "$W/stats-$PH.jsonl" | tail -n1)")
+    [ "$LAST_ACKED" = "$WANT" ] || lab_fail "switchover: the primary's last acked epoch is $LAST_ACKED, the final epoch $WANT"
+  else
+    [ "$RC" -eq 137 ] || { tail -n 20 "$W/primary-$PH.log"; tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: the primary exited $RC, not by SIGKILL"; }
+    grep -q "drill: killing the primary at .* of epoch $K" "$W/primary-$PH.log" ||
+      { tail -n 20 "$W/primary-$PH.log"; lab_fail "$PH: no kill-point line for epoch $K"; }
+    ACKED=$(grep '"acked":true' "$W/stats-$PH.jsonl" | tail -n1)
+    LAST_ACKED=$(jget epoch "$ACKED")
+    [ "$LAST_ACKED" = $((K - 1)) ] || lab_fail "$PH: the primary's last acked epoch is ${LAST_ACKED:-none}, want $((K - 1))"
+  fi
 
   i=0
   until grep -q '"event":"failover"' "$W/events-$PH.jsonl" 2>/dev/null; do
@@ -75,6 +108,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c}; do
   FO_EPOCH=$(jget last_committed_epoch "$FO")
   echo "$FO" | grep -q '"activated":true' || { tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: activation failed: $FO"; }
   [ "$FO_EPOCH" = "$WANT" ] || lab_fail "$PH: the backup resumed from epoch $FO_EPOCH, want $WANT"
+  [ "$PH" != switchover ] || echo "$FO" | grep -q 'planned switchover' || lab_fail "switchover: the backup's event is not a planned switchover: $FO"
 
   # The resumed guest counts on (its console: see xen-romulus-scenario.sh, step 6).
   CB=$W/backup-console-$PH.log
@@ -86,12 +120,21 @@ for PH in ${LAB_KILL_PHASES:-s2 c}; do
   RESUMED=$(lab_elapsed "$TK")
   FIRST=$(lab_counter_first "$CB")
   [ "$FIRST" -gt 1 ] || lab_fail "$PH: the resumed guest restarted its counter ($FIRST)"
+  if [ "$PH" = switchover ]; then
+    # Nothing ran after the final checkpoint: the backup's first line follows the primary's last.
+    [ "$FIRST" -ge "$LAST_PRIMARY" ] && [ "$FIRST" -le $((LAST_PRIMARY + 1)) ] ||
+      lab_fail "switchover: the primary's counter ended at $LAST_PRIMARY, the backup's began at $FIRST"
+  fi
 
   M=$(cat "$W/metrics-$PH.prom" 2>/dev/null)
   echo "$M" | grep -q "^romulus_last_acked_epoch{guest=\"$G\"} [1-9]" ||
     { echo "$M" | head -n 20; lab_fail "$PH: the metrics textfile has no last acked epoch for $G"; }
   echo "$M" | grep -q "^romulus_pause_seconds_count{guest=\"$G\"} [1-9]" || lab_fail "$PH: no pause histogram in the metrics"
-  lab_note "$PH: killed at epoch $K (primary last acked $LAST_ACKED), backup resumed from epoch $FO_EPOCH; counter $FIRST.. after ${RESUMED}s; $(grep -c . "$W/metrics-$PH.prom") metrics lines"
+  if [ "$PH" = switchover ]; then
+    lab_note "switchover: final epoch $WANT, backup activated from $FO_EPOCH; counter $LAST_PRIMARY -> $FIRST, first output ${RESUMED}s after the primary exited"
+  else
+    lab_note "$PH: killed at epoch $K (primary last acked $LAST_ACKED), backup resumed from epoch $FO_EPOCH; counter $LAST_PRIMARY -> $FIRST.. after ${RESUMED}s; $(grep -c . "$W/metrics-$PH.prom") metrics lines"
+  fi
   lab_figure "phase=$PH kill_epoch=$K resumed_epoch=$FO_EPOCH failover_to_output_s=$RESUMED"
 
   kill $BP 2>/dev/null; wait $BP 2>/dev/null

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "replicator/control.h"
@@ -220,8 +221,7 @@ TEST_F(XenStateTest, CommandsDriveTheStateOrAreRefusedClearly) {
             std::string::npos) << stats;
 
   for (std::vector<std::string> refused : {std::vector<std::string>{"failover"},
-                                           std::vector<std::string>{"digest", "5"},
-                                           std::vector<std::string>{"switchover"}}) {
+                                           std::vector<std::string>{"digest", "5"}}) {
     std::string r = call(refused);
     EXPECT_EQ(r.rfind("{\"ok\":false,", 0), 0u) << r;
     EXPECT_NE(r.find("not supported"), std::string::npos) << r;
@@ -267,6 +267,45 @@ TEST_F(XenStateTest, SetCacheSizeQueuesACacheForTheNextEpoch) {
   std::string old_backup = call({"set", "cache-size", "8M"});
   EXPECT_NE(old_backup.find("\"usage\":false"), std::string::npos) << old_backup;
   EXPECT_NE(old_backup.find("cannot resize"), std::string::npos) << old_backup;
+}
+
+// `switchover` is answered by the session: the control thread waits until
+// the final epoch's outcome is reported (here by a thread playing the
+// xc_domain_save side), and is refused outright when nothing is protected.
+TEST_F(XenStateTest, SwitchoverWaitsForTheSessionsOutcome) {
+  auto handler = XenPrimaryControlHandler(&state);
+  auto call = [&](std::vector<std::string> w) { return replicator::RenderControlReply(handler(w)); };
+  std::string unprotected = call({"switchover"});
+  EXPECT_NE(unprotected.find("not PROTECTED"), std::string::npos) << unprotected;
+  EXPECT_FALSE(state.TakeSwitchover()) << "a refused request leaves nothing for the session";
+
+  const auto t0 = Clock::now();
+  state.EpochStarted(4, "none");
+  state.Published(Epoch(4, true), t0);  // acked: PROTECTED
+  ASSERT_TRUE(state.protected_now());
+  state.SetPaused(true);
+  EXPECT_NE(call({"switchover"}).find("resume first"), std::string::npos);
+  state.SetPaused(false);
+
+  std::thread session([&] {
+    while (!state.TakeSwitchover()) std::this_thread::yield();
+    EXPECT_FALSE(state.TakeSwitchover()) << "taken once";
+    state.SwitchoverDone(Status::Ok(), 5);
+  });
+  std::string ok = call({"switchover"});
+  session.join();
+  EXPECT_EQ(ok.rfind("{\"ok\":true,\"final_epoch\":5,", 0), 0u) << ok;
+
+  std::thread failing([&] {
+    while (!state.TakeSwitchover()) std::this_thread::yield();
+    state.SwitchoverDone(Status::Timeout("no ack of epoch 6"), 6);
+  });
+  std::string failed = call({"switchover"});
+  failing.join();
+  EXPECT_NE(failed.find("\"ok\":false"), std::string::npos) << failed;
+  EXPECT_NE(failed.find("no ack of epoch 6"), std::string::npos) << failed;
+  state.SwitchoverDone(Status::Ok(), 7);  // no request: ignored
+  EXPECT_FALSE(state.TakeSwitchover());
 }
 
 TEST_F(XenStateTest, ServedOverAControlSocket) {
