@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -252,6 +254,9 @@ int RunRestore(int argc, char** argv) {
       ("image", po::value<std::string>(), "memory image file of the simulated guest's standby copy")
       ("xen", po::bool_switch(), "receive a Xen domain: restore it paused with libxenguest, unpause on failover")
       ("domain-name", po::value<std::string>(), "with --xen: name of the standby domain (default NAME--incoming)")
+      ("vif-script", po::value<std::string>(),
+       "with --xen: hotplug script for the guest's NICs recreated at activation (default /etc/xen/scripts/vif-bridge)")
+      ("no-vifs", po::bool_switch(), "with --xen: do not recreate the guest's NICs at activation")
       ("start-over", po::bool_switch(), "discard whatever an existing --image holds")
       ("durable", po::bool_switch(), "fsync the image at every commit (survives host power loss)")
       ("failover-timeout", po::value<std::string>()->default_value("1s"),
@@ -304,6 +309,15 @@ int RunRestore(int argc, char** argv) {
     UsageError(kCmd, "--xen and --image exclude each other");
     return kExitUsage;
   }
+  if (!xen && (vm->count("vif-script") || (*vm)["no-vifs"].as<bool>() || vm->count("domain-name"))) {
+    UsageError(kCmd, "--domain-name, --vif-script and --no-vifs need --xen");
+    return kExitUsage;
+  }
+  if (vm->count("vif-script") && access((*vm)["vif-script"].as<std::string>().c_str(), X_OK) != 0) {
+    UsageError(kCmd, "--vif-script " + (*vm)["vif-script"].as<std::string>() + ": " + std::strerror(errno) +
+                         " (an executable hotplug script is needed)");
+    return kExitUsage;
+  }
   if (vm->count("reverse-to")) {
     // The Xen sink does not hand the activated domain to this process, so
     // there is nothing here to replicate from; say so now, not after a failover.
@@ -347,6 +361,8 @@ int RunRestore(int argc, char** argv) {
     }
     xen::XenRestoreOptions xopts;
     if (vm->count("domain-name")) xopts.domain_name = (*vm)["domain-name"].as<std::string>();
+    xopts.create_vifs = !(*vm)["no-vifs"].as<bool>();
+    if (vm->count("vif-script")) xopts.vif_script = (*vm)["vif-script"].as<std::string>();
     auto xs = xen::CreateXenSink(xopts);
     if (!xs.ok()) {
       spdlog::error("{}", xs.status().ToString());

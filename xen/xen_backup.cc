@@ -1,6 +1,8 @@
 #include "xen/xen_backup.h"
 
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -191,6 +193,9 @@ Status XenSink::CreateDomain(const std::map<std::string, std::string>& info) {
   if (max_vcpus_ == 0 || max_vcpus_ > 512) return Status::Corruption("domain info: bad max_vcpus");
   if (max_memkb_ == 0 || max_memkb_ > (1ull << 40)) return Status::Corruption("domain info: bad max_memkb");
   if (target_kb_ == 0 || target_kb_ > max_memkb_) target_kb_ = max_memkb_;
+  auto vifs = VifSpecsFromInfo(info);
+  if (!vifs.ok()) return vifs.status();
+  vifs_ = std::move(*vifs);
 
   struct xen_domctl_createdomain cfg;
   memset(&cfg, 0, sizeof cfg);
@@ -353,6 +358,7 @@ Status XenSink::Activate(const std::string& reason) {
   if (!xs_introduce_domain(xs, domid_, store_mfn_, unsigned(store_port_))) {
     return Status::FromErrno("xs_introduce_domain(" + std::to_string(domid_) + ")", errno);
   }
+  CreateVifs();  // before the guest runs: its netfront reconnects on resume
   if (xc_domain_unpause(h_->xch(), domid_) != 0) return Status::FromErrno("xc_domain_unpause", errno);
   activated_ = true;
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
@@ -387,6 +393,122 @@ Status XenSink::Activate(const std::string& reason) {
   return Status::Ok();
 }
 
+// The nodes libxl writes for a PV NIC served by dom0: the frontend directory
+// owned by the guest, the backend directory owned by dom0, each readable by
+// the other side. netback creates vif<domid>.<devid> when it sees them.
+Status XenSink::WriteVifNodes(const VifSpec& v) {
+  struct xs_handle* xs = h_->xsh();
+  const std::string id = std::to_string(v.devid);
+  const std::string fe = "/local/domain/" + std::to_string(domid_) + "/device/vif/" + id;
+  const std::string be = "/local/domain/0/backend/vif/" + std::to_string(domid_) + "/" + id;
+  struct xs_permissions fe_perms[2] = {{domid_, XS_PERM_NONE}, {0, XS_PERM_READ}};
+  struct xs_permissions be_perms[2] = {{0, XS_PERM_NONE}, {domid_, XS_PERM_READ}};
+  for (int attempt = 0; attempt < 5; attempt++) {
+    xs_transaction_t t = xs_transaction_start(xs);
+    if (t == XBT_NULL) return Status::FromErrno("xenstore transaction", errno);
+    bool ok = true;
+    auto wr = [&](const std::string& p, const std::string& val) {
+      ok = ok && xs_write(xs, t, p.c_str(), val.data(), unsigned(val.size()));
+    };
+    xs_rm(xs, t, be.c_str());
+    ok = ok && xs_mkdir(xs, t, be.c_str()) && xs_set_permissions(xs, t, be.c_str(), be_perms, 2);
+    ok = ok && xs_mkdir(xs, t, fe.c_str()) && xs_set_permissions(xs, t, fe.c_str(), fe_perms, 2);
+    wr(be + "/frontend", fe);
+    wr(be + "/frontend-id", std::to_string(domid_));
+    wr(be + "/online", "1");
+    wr(be + "/state", "1");  // XenbusStateInitialising
+    wr(be + "/script", opts_.vif_script);
+    wr(be + "/mac", v.mac);
+    if (!v.bridge.empty()) wr(be + "/bridge", v.bridge);
+    wr(be + "/handle", id);
+    wr(be + "/type", "vif");
+    wr(fe + "/backend", be);
+    wr(fe + "/backend-id", "0");
+    wr(fe + "/state", "1");
+    wr(fe + "/handle", id);
+    wr(fe + "/mac", v.mac);
+    if (!ok) {
+      int err = errno;
+      xs_transaction_end(xs, t, true);
+      return Status::FromErrno("writing vif " + id + "'s xenstore nodes", err);
+    }
+    if (xs_transaction_end(xs, t, false)) return Status::Ok();
+    if (errno != EAGAIN) return Status::FromErrno("committing vif " + id + "'s xenstore nodes", errno);
+  }
+  return Status::IoError("xenstore transaction kept conflicting");
+}
+
+// Runs `vif_script online` as libxl would, once netback created the netdev,
+// and waits for the script's hotplug-status (netback connects only then).
+Status XenSink::RunVifHotplug(const VifSpec& v) {
+  const std::string vif = "vif" + std::to_string(domid_) + "." + std::to_string(v.devid);
+  const std::string be_rel = "backend/vif/" + std::to_string(domid_) + "/" + std::to_string(v.devid);
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (access(("/sys/class/net/" + vif).c_str(), F_OK) != 0) {
+    if (Clock::now() >= deadline) return Status::Timeout("netback did not create " + vif + " within 10 s (is xen-netback loaded?)");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::vector<std::string> env = {"vif=" + vif, "XENBUS_PATH=" + be_rel, "XENBUS_TYPE=vif",
+                                  "XENBUS_BASE_PATH=backend", "script=" + opts_.vif_script, "type_if=vif",
+                                  "PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string script = opts_.vif_script, arg = "online";
+  char* argv[] = {script.data(), arg.data(), nullptr};
+  pid_t pid = fork();
+  if (pid < 0) return Status::FromErrno("fork", errno);
+  if (pid == 0) {
+    execve(script.c_str(), argv, envp.data());
+    _exit(127);
+  }
+  int st = 0;
+  const auto script_deadline = Clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) return Status::FromErrno("waitpid", errno);
+    if (Clock::now() >= script_deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      return Status::Timeout(opts_.vif_script + " online " + vif + " took more than 30 s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    return Status::IoError(opts_.vif_script + " online " + vif + " failed (" +
+                           (WIFEXITED(st) ? "exit " + std::to_string(WEXITSTATUS(st)) : std::string("signal")) + ")");
+  }
+  const std::string hs = "/local/domain/0/" + be_rel + "/hotplug-status";
+  while (XsRead(h_->xsh(), hs) != "connected") {
+    if (Clock::now() >= deadline + std::chrono::seconds(30)) {
+      return Status::Timeout(opts_.vif_script + " did not write hotplug-status=connected for " + vif);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return Status::Ok();
+}
+
+void XenSink::CreateVifs() {
+  if (vifs_.empty()) return;
+  if (!opts_.create_vifs) {
+    fprintf(stderr, "romulus: warning: the guest had %zu vif(s); not recreated (--no-vifs): it has no network\n",
+            vifs_.size());
+    return;
+  }
+  for (const VifSpec& v : vifs_) {
+    Status s = WriteVifNodes(v);
+    if (s.ok()) s = RunVifHotplug(v);
+    if (s.ok()) {
+      fprintf(stderr, "romulus: vif%u.%u (mac %s%s%s) recreated for the activated guest\n", domid_, v.devid,
+              v.mac.c_str(), v.bridge.empty() ? "" : ", bridge ", v.bridge.c_str());
+    } else {
+      fprintf(stderr, "romulus: warning: vif %u (mac %s) of the activated guest: %s\n", v.devid, v.mac.c_str(),
+              s.ToString().c_str());
+    }
+  }
+}
+
 Result<std::unique_ptr<restore::GuestSink>> CreateXenSink(const XenRestoreOptions& opts) {
   if (!opts.domain_name.empty() && !ValidName(opts.domain_name)) {
     return Status::InvalidArgument("bad --domain-name \"" + opts.domain_name + "\"");
@@ -394,6 +516,11 @@ Result<std::unique_ptr<restore::GuestSink>> CreateXenSink(const XenRestoreOption
   auto h = XenHandles::Open(opts.verbose);
   if (!h.ok()) return h.status();
   ROMULUS_RETURN_IF_ERROR(CheckVersionMatch((*h)->xch()));
+  if (opts.create_vifs && access(opts.vif_script.c_str(), X_OK) != 0) {
+    // Said now, not at failover; the guest still fails over, without NICs.
+    fprintf(stderr, "romulus: warning: vif hotplug script %s: %s: a guest's network interfaces cannot be "
+            "recreated at failover (--vif-script PATH, or --no-vifs)\n", opts.vif_script.c_str(), strerror(errno));
+  }
   return std::unique_ptr<restore::GuestSink>(new XenSink(opts, std::move(*h)));
 }
 

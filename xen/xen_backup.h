@@ -22,6 +22,7 @@
 
 #include "restore/guest_sink.h"
 #include "xen/stream_split.h"
+#include "xen/vif_spec.h"
 #include "xen/xen_cli.h"
 #include "xen/xen_env.h"
 
@@ -52,6 +53,11 @@ class XenSink final : public restore::GuestSink {
   void StopRestore();    // EOF to libxenguest, wait for it
   void DestroyDomain();  // a replica we will never activate
   Status Rename(const std::string& name);
+  // The primary's NICs on the activated domain; failures only warn (a
+  // running guest without a NIC beats no guest).
+  void CreateVifs();
+  Status WriteVifNodes(const VifSpec& v);
+  Status RunVifHotplug(const VifSpec& v);
   static int CheckpointCb(void* data);
 
   XenRestoreOptions opts_;
@@ -67,6 +73,7 @@ class XenSink final : public restore::GuestSink {
   uint8_t handle_[16] = {};
   unsigned max_vcpus_ = 1;
   uint64_t max_memkb_ = 0, target_kb_ = 0;
+  std::vector<VifSpec> vifs_;  // from the domain info
   int store_port_ = -1, console_port_ = -1;
 
   // The restore thread and its input.

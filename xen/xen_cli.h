@@ -94,6 +94,11 @@ struct XenRestoreOptions {
   // After failover, how long to wait for the original name to become free
   // (the primary domain destroyed) before giving up renaming.
   std::chrono::milliseconds rename_wait{30000};
+  // The guest's PV NICs (from the primary's domain info) are recreated at
+  // activation, served by dom0's netback and brought up with this hotplug
+  // script ("online", libxl's environment). Never a path from the stream.
+  bool create_vifs = true;
+  std::string vif_script = "/etc/xen/scripts/vif-bridge";
   bool verbose = false;
 };
 

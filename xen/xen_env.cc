@@ -124,6 +124,40 @@ Result<xc_dominfo_t> GetDomainInfo(xc_interface* xch, uint32_t domid) {
   return info;
 }
 
+namespace {
+
+// The domain's PV NICs as its frontend directory names them.
+std::vector<VifSpec> ReadVifs(const XenHandles& h, uint32_t domid) {
+  std::vector<VifSpec> out;
+  const std::string dir = "/local/domain/" + std::to_string(domid) + "/device/vif";
+  unsigned int num = 0;
+  char** ents = xs_directory(h.xsh(), XBT_NULL, dir.c_str(), &num);
+  for (unsigned i = 0; ents && i < num; i++) {
+    const std::string fe = dir + "/" + ents[i];
+    VifSpec v;
+    v.devid = unsigned(strtoul(ents[i], nullptr, 10));
+    const std::string backend = XsRead(h.xsh(), fe + "/backend");
+    if (XsRead(h.xsh(), fe + "/backend-id") != "0" || backend.empty()) {
+      fprintf(stderr, "romulus: warning: vif %s of domain %u is not served by dom0: the backup will not recreate it\n",
+              ents[i], domid);
+      continue;
+    }
+    v.mac = XsRead(h.xsh(), backend + "/mac");
+    if (v.mac.empty()) v.mac = XsRead(h.xsh(), fe + "/mac");
+    v.bridge = XsRead(h.xsh(), backend + "/bridge");
+    if (!VifInfoLines({v}).ok() || out.size() == kMaxVifs) {
+      fprintf(stderr, "romulus: warning: vif %s of domain %u (mac \"%s\", bridge \"%s\") cannot be described to the "
+              "backup: it will not be recreated there\n", ents[i], domid, v.mac.c_str(), v.bridge.c_str());
+      continue;
+    }
+    out.push_back(v);
+  }
+  free(ents);
+  return out;
+}
+
+}  // namespace
+
 Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_or_id) {
   if (name_or_id.empty()) return Status::InvalidArgument("no domain given (--domain NAME|DOMID)");
   uint32_t domid = 0;
@@ -165,6 +199,7 @@ Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_o
   f.shutdown = info->shutdown;
   f.shutdown_reason = info->shutdown_reason;
   f.dying = info->dying;
+  f.vifs = ReadVifs(h, domid);
   xen_pfn_t gpfn = 0;
   if (xc_domain_maximum_gpfn(h.xch(), domid, &gpfn) < 0) {
     return Status::FromErrno("xc_domain_maximum_gpfn(" + std::to_string(domid) + ")", errno);

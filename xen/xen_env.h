@@ -17,6 +17,7 @@ extern "C" {
 #include <vector>
 
 #include "common/status.h"
+#include "xen/vif_spec.h"
 
 namespace romulus::xen {
 
@@ -55,6 +56,9 @@ struct DomainFacts {
   bool shutdown = false;
   unsigned shutdown_reason = 0;
   bool dying = false;
+  // PV NICs served by dom0 (device/vif/N with backend-id 0), for the backup
+  // to recreate; others are skipped with a warning on stderr.
+  std::vector<VifSpec> vifs;
 };
 
 // One domain's hypervisor info; kInvalidArgument if it does not exist.

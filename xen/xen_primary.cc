@@ -236,6 +236,8 @@ Status Session::BeginEpoch(uint64_t epoch) {
                      std::to_string(dom_.max_vcpus) + "\nmax_memkb=" + std::to_string(dom_.max_memkb) +
                      "\ntarget_kb=" + std::to_string(dom_.target_kb) + "\nguest_pages=" +
                      std::to_string(dom_.guest_pages) + "\nhvm=0\n";
+  // The NICs, for the backup to recreate at activation (validated by ReadVifs).
+  if (auto vifs = VifInfoLines(dom_.vifs); vifs.ok()) info += *vifs;
   std::vector<uint8_t> blob;
   WrapEnvelope(EnvelopeKind::kDomainInfo,
                std::span(reinterpret_cast<const uint8_t*>(info.data()), info.size()), &blob);

@@ -11,7 +11,9 @@
 #     never completed) and K for c, c2 (EPOCH_END K was sent: the backup commits it); the
 #     primary's last acked epoch in --stats-json must be K-1 (c2: the ack arrived, the stats
 #     line was not written); the resumed guest counts on from its checkpointed value;
-#  5. the metrics textfile written before the kill names the domain and its last acked epoch.
+#  5. the metrics textfile written before the kill names the domain and its last acked epoch;
+#  6. for "c" the guest has a PV NIC (lab_ip 10.77.0.3): the backup recreates it at activation
+#     (restore --vif-script /lab/vif-lab) and dom0 pings the resumed guest through the new vif.
 # "switchover" is the planned move instead: after epoch K-1 is acked, `romulus switchover
 # --socket P --json` must succeed with a final epoch F, the primary exit 0 leaving its domain
 # suspended, the backup activate from exactly F ("planned switchover": no lost epoch) and the
@@ -38,13 +40,20 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
   esac
   G=guest3-$PH
   rm -f "$(lab_console "$G")" "$(lab_console "$G--incoming")"
-  lab_guest_create "$G" 128 1 >"$W/domid-$PH" || lab_fail "xl create $G failed"
+  # The "c" guest has a PV NIC: the backup must recreate it at activation (restore --vif-script).
+  GIP=""; VIFSPEC=""
+  [ "$PH" = c ] && { GIP=10.77.0.3; VIFSPEC="mac=00:16:3e:4c:00:03,script=/lab/vif-lab"; }
+  LAB_GUEST_VIF=$VIFSPEC lab_guest_create "$G" 128 1 ${GIP:+"lab_ip=$GIP/24"} >"$W/domid-$PH" || lab_fail "xl create $G failed"
   P=$(cat "$W/domid-$PH")
   C=$(lab_console "$G")
   lab_wait_counter "$C" 3 90 || { tail -n 20 "$C"; lab_fail "$G never counted to 3"; }
+  if [ -n "$GIP" ]; then
+    ping -c 3 -i 0.2 -W 2 "$GIP" >"$W/ping-before-$PH.txt" 2>&1 || { cat "$W/ping-before-$PH.txt"; lab_fail "$PH: $G does not answer ping before the drill"; }
+  fi
 
   romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
-    --events-json "$W/events-$PH.jsonl" --control-socket "$W/bctl-$PH.sock" >"$W/backup-$PH.log" 2>&1 &
+    --events-json "$W/events-$PH.jsonl" --control-socket "$W/bctl-$PH.sock" --vif-script /lab/vif-lab \
+    >"$W/backup-$PH.log" 2>&1 &
   BP=$!
   i=0
   until grep -q 'listening' "$W/backup-$PH.log" 2>/dev/null; do
@@ -126,6 +135,18 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
       lab_fail "switchover: the primary's counter ended at $LAST_PRIMARY, the backup's began at $FIRST"
   fi
 
+  if [ -n "$GIP" ]; then
+    # The resumed guest's NIC, recreated by the backup: dom0 reaches it through the new vif.
+    NEWID=$(xl domid "$G" 2>/dev/null || xl domid "$G--incoming" 2>/dev/null)
+    [ -e "/sys/class/net/vif$NEWID.0" ] || { ls /sys/class/net; grep vif "$W/backup-$PH.log"; lab_fail "$PH: no vif$NEWID.0 for the activated guest"; }
+    i=0
+    until ping -c 1 -W 1 "$GIP" >/dev/null 2>&1; do
+      i=$((i+1)); [ $i -le 20 ] || { grep -i vif "$W/backup-$PH.log"; tail -n 5 "$CB"; lab_fail "$PH: the activated guest does not answer ping on its recreated vif"; }
+    done
+    ping -c 10 -i 0.2 -W 2 "$GIP" >"$W/ping-after-$PH.txt" 2>&1
+    NET="; network: $(grep -c 'time=' "$W/ping-after-$PH.txt")/10 ping replies through vif$NEWID.0"
+    lab_note "$PH: $(grep -m1 'recreated' "$W/backup-$PH.log" | cut -c1-120)"
+  fi
   M=$(cat "$W/metrics-$PH.prom" 2>/dev/null)
   echo "$M" | grep -q "^romulus_last_acked_epoch{guest=\"$G\"} [1-9]" ||
     { echo "$M" | head -n 20; lab_fail "$PH: the metrics textfile has no last acked epoch for $G"; }
@@ -133,7 +154,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
   if [ "$PH" = switchover ]; then
     lab_note "switchover: final epoch $WANT, backup activated from $FO_EPOCH; counter $LAST_PRIMARY -> $FIRST, first output ${RESUMED}s after the primary exited"
   else
-    lab_note "$PH: killed at epoch $K (primary last acked $LAST_ACKED), backup resumed from epoch $FO_EPOCH; counter $LAST_PRIMARY -> $FIRST.. after ${RESUMED}s; $(grep -c . "$W/metrics-$PH.prom") metrics lines"
+    lab_note "$PH: killed at epoch $K (primary last acked $LAST_ACKED), backup resumed from epoch $FO_EPOCH; counter $LAST_PRIMARY -> $FIRST.. after ${RESUMED}s; $(grep -c . "$W/metrics-$PH.prom") metrics lines${NET:-}"
   fi
   lab_figure "phase=$PH kill_epoch=$K resumed_epoch=$FO_EPOCH failover_to_output_s=$RESUMED"
 

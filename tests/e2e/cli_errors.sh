@@ -82,6 +82,10 @@ expect_usage "^romulus restore: --failover-timeout: .*between 20ms and 10m" \
 expect_usage "^romulus restore: --max-cache-size: " \
   restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --max-cache-size 1X --image "$T/img"
 expect_usage "^romulus restore: unrecognised option" restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --frobnicate
+expect_usage "^romulus restore: --domain-name, --vif-script and --no-vifs need --xen" \
+  restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --image "$T/img" --no-vifs
+expect_usage "^romulus restore: --vif-script $T/no-such-script: No such file" \
+  restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --xen --vif-script "$T/no-such-script"
 expect_usage "^romulus restore: --reverse-to: " \
   restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --image "$T/img" --reverse-to nohostport
 expect_usage "^romulus restore: --reverse-to: .*needs a host" \

@@ -1,0 +1,70 @@
+// The vif lines of Romulus' domain-info record (xen/vif_spec.h): what the
+// primary writes the backup reads back, and what a hostile or broken
+// primary could send is refused before it reaches xenstore.
+#include "xen/vif_spec.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace romulus::xen {
+namespace {
+
+std::map<std::string, std::string> ParseLines(const std::string& text) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto eq = line.find('=');
+    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return out;
+}
+
+TEST(VifSpecTest, RoundTripsInDevidOrder) {
+  std::vector<VifSpec> vifs = {{0, "00:16:3e:4c:00:03", "xenbr0"}, {2, "00:16:3E:AA:bb:0c", ""},
+                               {10, "00:16:3e:00:00:10", "br-lab.1"}};
+  auto lines = VifInfoLines(vifs);
+  ASSERT_TRUE(lines.ok()) << lines.status().ToString();
+  EXPECT_NE(lines->find("vif.0=00:16:3e:4c:00:03 xenbr0\n"), std::string::npos) << *lines;
+  EXPECT_NE(lines->find("vif.2=00:16:3e:aa:bb:0c\n"), std::string::npos) << "macs are lower-cased: " << *lines;
+  auto info = ParseLines("name=g\nuuid=x\n" + *lines + "hvm=0\n");
+  auto back = VifSpecsFromInfo(info);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  vifs[1].mac = "00:16:3e:aa:bb:0c";
+  EXPECT_EQ(*back, vifs);  // 10 after 2, although "vif.10" sorts before "vif.2"
+}
+
+TEST(VifSpecTest, NoVifsIsEmpty) {
+  auto back = VifSpecsFromInfo(ParseLines("name=g\nvifs=3\nvi=1\n"));
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->empty());
+}
+
+TEST(VifSpecTest, RefusesBadEntries) {
+  for (const char* bad : {"vif.0=00:16:3e:4c:00\n", "vif.0=00:16:3e:4c:00:0g\n", "vif.0=00-16-3e-4c-00-03\n",
+                          "vif.x=00:16:3e:4c:00:03\n", "vif.=00:16:3e:4c:00:03\n", "vif.256=00:16:3e:4c:00:03\n",
+                          "vif.0=00:16:3e:4c:00:03 br;rm -rf\n", "vif.0=00:16:3e:4c:00:03 \n",
+                          "vif.0=00:16:3e:4c:00:03 a-bridge-name-too-long\n", "vif.0=\n"}) {
+    auto r = VifSpecsFromInfo(ParseLines(bad));
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), Code::kCorruption) << bad;
+  }
+  std::string many;
+  for (int i = 0; i <= int(kMaxVifs); ++i) many += "vif." + std::to_string(i) + "=00:16:3e:00:00:01\n";
+  EXPECT_FALSE(VifSpecsFromInfo(ParseLines(many)).ok());
+}
+
+TEST(VifSpecTest, WriterRefusesWhatTheReaderWould) {
+  EXPECT_FALSE(VifInfoLines({{0, "not-a-mac", ""}}).ok());
+  EXPECT_FALSE(VifInfoLines({{0, "00:16:3e:4c:00:03", "bad bridge"}}).ok());
+  EXPECT_FALSE(VifInfoLines({{kMaxVifDevid + 1, "00:16:3e:4c:00:03", ""}}).ok());
+  EXPECT_FALSE(VifInfoLines(std::vector<VifSpec>(kMaxVifs + 1, {0, "00:16:3e:4c:00:03", ""})).ok());
+  EXPECT_TRUE(VifInfoLines({}).ok());
+}
+
+}  // namespace
+}  // namespace romulus::xen

@@ -1,0 +1,76 @@
+#include "xen/vif_spec.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+
+namespace romulus::xen {
+
+namespace {
+
+bool ValidMac(const std::string& m) {
+  if (m.size() != 17) return false;
+  for (size_t i = 0; i < m.size(); ++i) {
+    const bool colon = i % 3 == 2;
+    if (colon ? m[i] != ':' : !std::isxdigit(static_cast<unsigned char>(m[i]))) return false;
+  }
+  return true;
+}
+
+// Linux interface-name rules, narrowed to what a bridge name needs.
+bool ValidBridge(const std::string& b) {
+  if (b.empty() || b.size() > 15) return false;
+  for (char c : b) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '-')) return false;
+  }
+  return true;
+}
+
+std::string Lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+}  // namespace
+
+Result<std::string> VifInfoLines(const std::vector<VifSpec>& vifs) {
+  if (vifs.size() > kMaxVifs) return Status::InvalidArgument("more than " + std::to_string(kMaxVifs) + " vifs");
+  std::string out;
+  for (const VifSpec& v : vifs) {
+    if (v.devid > kMaxVifDevid) return Status::InvalidArgument("vif devid " + std::to_string(v.devid));
+    if (!ValidMac(v.mac)) return Status::InvalidArgument("vif " + std::to_string(v.devid) + ": bad mac \"" + v.mac + "\"");
+    if (!v.bridge.empty() && !ValidBridge(v.bridge)) {
+      return Status::InvalidArgument("vif " + std::to_string(v.devid) + ": bad bridge name \"" + v.bridge + "\"");
+    }
+    out += "vif." + std::to_string(v.devid) + "=" + Lower(v.mac) + (v.bridge.empty() ? "" : " " + v.bridge) + "\n";
+  }
+  return out;
+}
+
+Result<std::vector<VifSpec>> VifSpecsFromInfo(const std::map<std::string, std::string>& info) {
+  std::vector<VifSpec> out;
+  for (auto it = info.lower_bound("vif."); it != info.end() && it->first.rfind("vif.", 0) == 0; ++it) {
+    const std::string num = it->first.substr(4);
+    if (num.empty() || num.size() > 3 || num.find_first_not_of("0123456789") != std::string::npos ||
+        std::strtoul(num.c_str(), nullptr, 10) > kMaxVifDevid) {
+      return Status::Corruption("domain info: bad vif key \"" + it->first.substr(0, 16) + "\"");
+    }
+    if (out.size() == kMaxVifs) return Status::Corruption("domain info: more than " + std::to_string(kMaxVifs) + " vifs");
+    VifSpec v;
+    v.devid = unsigned(std::strtoul(num.c_str(), nullptr, 10));
+    const std::string& val = it->second;
+    const size_t sp = val.find(' ');
+    v.mac = Lower(val.substr(0, sp));
+    if (sp != std::string::npos) v.bridge = val.substr(sp + 1);
+    if (!ValidMac(v.mac)) return Status::Corruption("domain info: " + it->first + ": bad mac");
+    if (sp != std::string::npos && !ValidBridge(v.bridge)) {
+      return Status::Corruption("domain info: " + it->first + ": bad bridge name");
+    }
+    out.push_back(std::move(v));
+  }
+  // The map orders "vif.10" before "vif.2".
+  std::sort(out.begin(), out.end(), [](const VifSpec& a, const VifSpec& b) { return a.devid < b.devid; });
+  return out;
+}
+
+}  // namespace romulus::xen
