@@ -200,10 +200,6 @@ replicator::ControlHandler BackupControlHandler(restore::GuestSink* sink, sim::I
     }
     if (cmd == "set" && w.size() >= 2 && w[1] == "reverse-to") {
       if (w.size() != 3) return ControlReply::Usage("usage: set reverse-to HOST:PORT|none");
-      if (!image) {
-        return ControlReply::Fail("set reverse-to: not supported with --xen (start `romulus replicate --domain` "
-                                  "on this host by hand after the activation)");
-      }
       std::string target;
       if (w[2] != "none") {
         if (Status st = CheckReverseTarget(w[2]); !st.ok()) {
@@ -321,11 +317,6 @@ int RunRestore(int argc, char** argv) {
   if (vm->count("reverse-to")) {
     // The Xen sink does not hand the activated domain to this process, so
     // there is nothing here to replicate from; say so now, not after a failover.
-    if (xen) {
-      UsageError(kCmd, "--reverse-to is not supported with --xen: after the activation run `romulus replicate "
-                       "--domain NAME --to HOST:PORT` on this host");
-      return kExitUsage;
-    }
     const std::string target = (*vm)["reverse-to"].as<std::string>();
     if (Status st = CheckReverseTarget(target); !st.ok()) {
       UsageError(kCmd, "--reverse-to: " + st.message());
@@ -595,11 +586,17 @@ int RunRestore(int argc, char** argv) {
     g_ctl.reverse_decided = true;
     reverse_to = g_ctl.reverse_to;
   }
-  if (auto* guest = image_sink ? image_sink->activated_guest() : nullptr; guest && !reverse_to.empty()) {
-    // Become the guest's primary, in this process (the guest lives here).
-    // The backup's listener, control socket and metrics are replaced by the
-    // primary's: same control path (now answering the primary command set),
-    // same metrics file (now a primary's metrics).
+  auto* guest = image_sink ? image_sink->activated_guest() : nullptr;
+  std::string xen_domain;
+#if ROMULUS_HAVE_XEN
+  if (xen) xen_domain = xen::ActivatedDomainName(*sink);
+#endif
+  if ((guest || !xen_domain.empty()) && !reverse_to.empty()) {
+    // Become the guest's primary, in this process (a simulated guest lives
+    // here; a Xen domain is protected by the Xen path, as by replicate
+    // --domain). The backup's listener, control socket and metrics are
+    // replaced by the primary's: same control path (now answering the
+    // primary command set), same metrics file (now a primary's metrics).
     auto target = transport::ParseHostPort(reverse_to);  // checked when it was set
     g_reversing.store(true);
     listener->reset();
@@ -616,9 +613,10 @@ int RunRestore(int argc, char** argv) {
                          ",\"activated_from_epoch\":" + std::to_string(epoch);
     spdlog::info("replicating the activated guest to {} (the new backup; default tuning: interval {})", reverse_to,
                  FormatDuration(setup.loop.interval));
+    if (!xen_domain.empty()) return RunReplicateXen(setup, xen_domain, *target, sec);
     return RunEpochLoop(setup, *guest, *target, sec);
   }
-  if (auto* guest = image_sink ? image_sink->activated_guest() : nullptr; guest && run_after.count() > 0) {
+  if (guest && run_after.count() > 0) {
     uint64_t before = guest->steps();
     auto until = std::chrono::steady_clock::now() + run_after;
     while (!StopFlag().load() && std::chrono::steady_clock::now() < until) {

@@ -194,6 +194,15 @@ void StartSignalWatcher(std::function<void(int)> on_signal) {
   static SignalWatcher watcher(std::move(on_signal));
 }
 
+replicator::ControlHandler WithStatusExtra(replicator::ControlHandler handler, const std::string& extra) {
+  if (extra.empty()) return handler;
+  return [inner = std::move(handler), extra](const std::vector<std::string>& w) {
+    auto reply = inner(w);
+    if (reply.ok && w.size() == 1 && w[0] == "status") reply.members += "," + extra;
+    return reply;
+  };
+}
+
 Result<std::unique_ptr<replicator::ControlServer>> StartControlSocket(const ReplicateSetup& setup,
                                                                       const std::string& identity,
                                                                       replicator::ControlHandler handler) {
@@ -255,14 +264,7 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
   engine_ptr = &engine;
   std::unique_ptr<replicator::ControlServer> control;
   {
-    auto handler = replicator::PrimaryControlHandler(&engine, guest.identity());
-    if (!setup.status_extra.empty()) {
-      handler = [inner = std::move(handler), extra = setup.status_extra](const std::vector<std::string>& w) {
-        auto reply = inner(w);
-        if (reply.ok && w.size() == 1 && w[0] == "status") reply.members += "," + extra;
-        return reply;
-      };
-    }
+    auto handler = WithStatusExtra(replicator::PrimaryControlHandler(&engine, guest.identity()), setup.status_extra);
     auto c = StartControlSocket(setup, guest.identity(), std::move(handler));
     if (!c.ok()) {
       spdlog::error("{}", c.status().ToString());

@@ -65,6 +65,10 @@ Result<std::unique_ptr<replicator::ControlServer>> StartControlSocket(const Repl
                                                                       const std::string& identity,
                                                                       replicator::ControlHandler handler);
 
+// `handler` whose `status` answer ends with `extra` (JSON members, e.g. a
+// reverse replication's "replicating_to"); `handler` itself when extra is "".
+replicator::ControlHandler WithStatusExtra(replicator::ControlHandler handler, const std::string& extra);
+
 // Runs the epoch loop until SIGINT/SIGTERM, --epochs or --duration. Exit code.
 int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
                  const transport::HostPort& target, std::shared_ptr<const transport::SecurityContext> sec);

@@ -60,7 +60,7 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
       // A paused or disconnected primary has no epochs to report it.
       metrics->SetRefresher([m = metrics.get(), &live] { m->SetLiveState(live.protected_now(), live.paused()); });
     }
-    auto c = StartControlSocket(setup, name, xen::XenPrimaryControlHandler(&live));
+    auto c = StartControlSocket(setup, name, WithStatusExtra(xen::XenPrimaryControlHandler(&live), setup.status_extra));
     if (!c.ok()) return c.status();
     control = std::move(*c);
     return Status::Ok();

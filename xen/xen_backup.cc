@@ -509,6 +509,11 @@ void XenSink::CreateVifs() {
   }
 }
 
+std::string ActivatedDomainName(const restore::GuestSink& sink) {
+  auto* xs = dynamic_cast<const XenSink*>(&sink);
+  return xs && xs->activated() ? xs->domain_name() : "";
+}
+
 Result<std::unique_ptr<restore::GuestSink>> CreateXenSink(const XenRestoreOptions& opts) {
   if (!opts.domain_name.empty() && !ValidName(opts.domain_name)) {
     return Status::InvalidArgument("bad --domain-name \"" + opts.domain_name + "\"");

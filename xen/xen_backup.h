@@ -43,6 +43,8 @@ class XenSink final : public restore::GuestSink {
   uint64_t last_committed_epoch() const override { return last_epoch_; }
 
   uint32_t domid() const { return domid_; }
+  bool activated() const { return activated_; }
+  const std::string& domain_name() const { return name_; }
 
  private:
   Status CreateDomain(const std::map<std::string, std::string>& info);

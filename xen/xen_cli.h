@@ -105,6 +105,9 @@ struct XenRestoreOptions {
 // The backup's sink: a paused PV domain restored by xc_domain_restore from the
 // rebuilt stream; Activate() finishes it and unpauses it.
 Result<std::unique_ptr<restore::GuestSink>> CreateXenSink(const XenRestoreOptions& opts);
+// The name of the domain a Xen sink activated ("" for another sink, or
+// before the activation): what a reverse replication protects.
+std::string ActivatedDomainName(const restore::GuestSink& sink);
 
 // "Xen 4.17.5 (tools 4.17)" or a clear error (no privcmd, not dom0, version
 // mismatch between the hypervisor and the libraries we were built against).

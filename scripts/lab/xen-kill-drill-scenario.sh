@@ -15,9 +15,11 @@
 #  6. for "c" the guest has a PV NIC (lab_ip 10.77.0.3): the backup recreates it at activation
 #     (restore --vif-script /lab/vif-lab) and dom0 pings the resumed guest through the new vif.
 # "switchover" is the planned move instead: after epoch K-1 is acked, `romulus switchover
-# --socket P --json` must succeed with a final epoch F, the primary exit 0 leaving its domain
-# suspended, the backup activate from exactly F ("planned switchover": no lost epoch) and the
-# guest's counter go on from where the primary's stopped.
+# --socket P --backup-socket B --reverse OLD --json` must succeed with a final epoch F and no lost
+# epoch, the primary exit 0 leaving its domain suspended, the backup activate from exactly F
+# ("planned switchover") and the guest's counter go on from where the primary's stopped; then
+# the activated guest is replicated back to a second `restore --xen` (the old host's): when
+# the new primary dies, that backup takes over and the guest counts on again.
 # Knobs (--env): LAB_KILL_PHASES ("s2 c switchover"), LAB_KILL_EPOCH (6), LAB_INTERVAL_MS (100).
 . /lab/dom0-lib.sh
 I=${LAB_INTERVAL_MS:-100}
@@ -73,14 +75,17 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
         { tail -n 20 "$W/primary-$PH.log"; lab_fail "$PH: the primary never reached epoch $((K - 1))"; }
       sleep 0.2
     done
-    # (no --backup-socket: a Xen backup exits once the domain is activated, taking its socket
-    # with it; the events file below proves the epoch it activated from)
-    romulus switchover --socket "$W/ctl-$PH.sock" --json >"$W/switchover.json" 2>"$W/switchover.err"
-    SRC=$?
-    SW=$(cat "$W/switchover.json")
-    [ "$SRC" -eq 0 ] && echo "$SW" | grep -q '"ok":true' ||
-      { cat "$W/switchover.err"; tail -n 20 "$W/primary-$PH.log"; tail -n 20 "$W/backup-$PH.log"; lab_fail "switchover: rc $SRC $SW"; }
-    WANT=$(jget final_epoch "$SW")
+    # The old host's new backup (same dom0 here), for --reverse: the activated copy is
+    # replicated back to it.
+    RPORT=$((PORT + 50))
+    romulus restore --xen --listen "127.0.0.1:$RPORT" --psk-file "$W/psk" --failover-timeout 2s \
+      --events-json "$W/events-rev.jsonl" --domain-name "$G-back" >"$W/backup-rev.log" 2>&1 &
+    B2=$!
+    # In the background: it returns once the reverse replication is PROTECTED, and on this
+    # shared host the backup takes the guest's name only once the old domain is destroyed.
+    romulus switchover --socket "$W/ctl-$PH.sock" --backup-socket "$W/bctl-$PH.sock" \
+      --reverse "127.0.0.1:$RPORT" --timeout 300s --json >"$W/switchover.json" 2>"$W/switchover.err" &
+    SWP=$!
   fi
   while kill -0 $RP 2>/dev/null; do
     [ "$(lab_elapsed "$T0" | cut -d. -f1)" -lt 600 ] || { tail -n 20 "$W/primary-$PH.log"; lab_fail "$PH: the primary never reached epoch $K"; }
@@ -96,6 +101,12 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
   xl destroy "$P" >/dev/null 2>&1
   CN=$(wc -l <"$C")  # later lines of this log are the backup's (renamed $G)
   if [ "$PH" = switchover ]; then
+    wait $SWP; SRC=$?
+    SW=$(cat "$W/switchover.json")
+    [ "$SRC" -eq 0 ] && echo "$SW" | grep -q '"ok":true' && echo "$SW" | grep -q '"lost_epochs":0' &&
+      echo "$SW" | grep -q '"reverse_protection":"PROTECTED"' ||
+      { cat "$W/switchover.err"; tail -n 20 "$W/primary-$PH.log"; tail -n 20 "$W/backup-$PH.log"; tail -n 10 "$W/backup-rev.log"; lab_fail "switchover: rc $SRC $SW"; }
+    WANT=$(jget final_epoch "$SW")
     [ "$RC" -eq 0 ] || { tail -n 20 "$W/primary-$PH.log"; lab_fail "switchover: the primary exited $RC"; }
     LAST_ACKED=$(jget epoch "$(grep '"acked":true' "$W/stats-$PH.jsonl" | tail -n1)")
     [ "$LAST_ACKED" = "$WANT" ] || lab_fail "switchover: the primary's last acked epoch is $LAST_ACKED, the final epoch $WANT"
@@ -158,6 +169,30 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
   fi
   lab_figure "phase=$PH kill_epoch=$K resumed_epoch=$FO_EPOCH failover_to_output_s=$RESUMED"
 
+  if [ "$PH" = switchover ]; then
+    # The reverse replication: the new primary (the restore that activated the guest) dies
+    # with its host; the old host's backup takes over and the guest counts on.
+    grep -q '"event":"commit"' "$W/events-rev.jsonl" || lab_fail "switchover --reverse: the old host's backup committed nothing"
+    RC1=$(lab_counter_last "$CB")
+    kill -9 $BP 2>/dev/null; wait $BP 2>/dev/null
+    NEWID=$(xl domid "$G" 2>/dev/null)
+    [ -n "$NEWID" ] && xl destroy "$NEWID" >/dev/null 2>&1
+    TR=$(lab_now)
+    i=0
+    until grep -q '"event":"failover"' "$W/events-rev.jsonl" 2>/dev/null; do
+      i=$((i+1)); [ $i -le 600 ] || { tail -n 20 "$W/backup-rev.log"; lab_fail "switchover --reverse: the old host's backup never failed over"; }
+      sleep 0.1
+    done
+    CR=$(lab_console "$G-back")
+    until [ "$(lab_counter_last "$CR")" -ge 2 ] 2>/dev/null; do
+      [ "$(lab_elapsed "$TR" | cut -d. -f1)" -lt 90 ] || { xl list; tail -n 10 "$W/backup-rev.log"; lab_fail "switchover --reverse: the guest does not count on the old host"; }
+      sleep 0.2
+    done
+    FR=$(lab_counter_first "$CR")
+    [ "$FR" -gt "$FIRST" ] || lab_fail "switchover --reverse: the guest went back in time ($FR after $FIRST)"
+    lab_note "switchover --reverse: replicated back ($(grep -c '"event":"commit"' "$W/events-rev.jsonl") commits); new primary killed at counter $RC1, the old host's backup resumed at $FR (epoch $(jget last_committed_epoch "$(grep '"event":"failover"' "$W/events-rev.jsonl")"))"
+    kill $B2 2>/dev/null; wait $B2 2>/dev/null
+  fi
   kill $BP 2>/dev/null; wait $BP 2>/dev/null
   lab_destroy_all
   PORT=$((PORT + 1))

@@ -90,8 +90,8 @@ expect_usage "^romulus restore: --reverse-to: " \
   restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --image "$T/img" --reverse-to nohostport
 expect_usage "^romulus restore: --reverse-to: .*needs a host" \
   restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --image "$T/img" --reverse-to ":$dead"
-expect_usage "^romulus restore: --reverse-to is not supported with --xen" \
-  restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --xen --reverse-to "127.0.0.1:$dead"
+expect_usage "^romulus restore: --reverse-to: .*needs a host" \
+  restore --listen "127.0.0.1:$dead" --psk-file "$T/key" --xen --reverse-to ":$dead"
 # switchover (checked before any socket is contacted)
 expect_usage "^romulus switchover: --reverse needs --backup-socket" \
   switchover --socket "$T/p.sock" --reverse "127.0.0.1:$dead"

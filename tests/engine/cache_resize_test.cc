@@ -23,24 +23,15 @@
 #include "sim/image_sink.h"
 #include "sim/sim_guest.h"
 #include "transport/fd_stream.h"
+#include "tests/engine/stream_pair.h"
 
 namespace romulus {
 namespace {
 
 using namespace std::chrono_literals;
 
-struct Pair {
-  std::unique_ptr<transport::Stream> primary, backup;
-};
-
-Pair MakeSocketPair() {
-  int sv[2];
-  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  auto a = transport::OpenFdStream(sv[0], sv[0], "primary-end", true);
-  auto b = transport::OpenFdStream(sv[1], sv[1], "backup-end", true);
-  EXPECT_TRUE(a.ok() && b.ok());
-  return {std::move(*a), std::move(*b)};
-}
+using test_engine::MakeStreamPair;
+using Pair = test_engine::StreamPair;
 
 bool Has(const std::string& reply, const std::string& what) { return reply.find(what) != std::string::npos; }
 
@@ -74,7 +65,7 @@ struct PairRun {
     so.run_activated = false;
     auto sink = sim::ImageSink::Open(so);
     ASSERT_TRUE(sink.ok());
-    auto pair = MakeSocketPair();
+    auto pair = MakeStreamPair();
     ropts.digest_cache_on_commit = true;
     restore::CheckpointReceiver receiver(ropts);
     std::mutex mu;  // the maps are written by both threads
@@ -223,7 +214,7 @@ class RawResize : public ::testing::Test {
     auto sink = sim::ImageSink::Open({});
     ASSERT_TRUE(sink.ok());
     sink_ = std::move(*sink);
-    pair_ = MakeSocketPair();
+    pair_ = MakeStreamPair();
     restore::ReceiverOptions opts;
     opts.cache_pages = max_cache_pages;
     receiver_ = std::make_unique<restore::CheckpointReceiver>(opts);

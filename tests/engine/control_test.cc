@@ -24,6 +24,7 @@
 #include "sim/image_sink.h"
 #include "sim/sim_guest.h"
 #include "transport/fd_stream.h"
+#include "tests/engine/stream_pair.h"
 
 namespace romulus {
 namespace {
@@ -120,16 +121,7 @@ TEST(ControlServer, RemovesAStaleSocketFile) {
   EXPECT_TRUE(replicator::ControlCall(path, "x", 5000ms).ok());
 }
 
-struct Pair {
-  std::unique_ptr<transport::Stream> primary, backup;
-};
-Pair MakePair() {
-  int sv[2];
-  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  auto a = transport::OpenFdStream(sv[0], sv[0], "primary-end", true);
-  auto b = transport::OpenFdStream(sv[1], sv[1], "backup-end", true);
-  return {std::move(*a), std::move(*b)};
-}
+using test_engine::MakeStreamPair;
 
 sim::SimSpec SmallSpec() {
   sim::SimSpec spec;
@@ -203,7 +195,7 @@ TEST(PrimaryControl, RegionDigestsPauseAndHandoverOnARunningLoop) {
   so.run_activated = false;
   auto sink = sim::ImageSink::Open(so);
   ASSERT_TRUE(sink.ok());
-  auto pair = MakePair();
+  auto pair = MakeStreamPair();
   restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
   std::mutex mu;
   std::map<uint64_t, std::vector<uint64_t>> backup_regions;  // epoch -> regions, for wanted epochs

@@ -20,24 +20,15 @@
 #include "sim/image_sink.h"
 #include "sim/sim_guest.h"
 #include "transport/fd_stream.h"
+#include "tests/engine/stream_pair.h"
 
 namespace romulus {
 namespace {
 
 using namespace std::chrono_literals;
 
-struct StreamPair {
-  std::unique_ptr<transport::Stream> primary, backup;
-};
-
-StreamPair MakePair() {
-  int sv[2];
-  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-  auto a = transport::OpenFdStream(sv[0], sv[0], "primary-end", true);
-  auto b = transport::OpenFdStream(sv[1], sv[1], "backup-end", true);
-  EXPECT_TRUE(a.ok() && b.ok());
-  return {std::move(*a), std::move(*b)};
-}
+using test_engine::MakeStreamPair;
+using test_engine::StreamPair;
 
 // Reads a --stats-json file: epoch -> digest of every acked epoch.
 std::map<uint64_t, std::string> AckedDigests(const std::string& path) {
@@ -68,7 +59,7 @@ TEST_P(EngineTest, EveryAckedEpochIsAnExactCheckpointOnTheBackup) {
   auto sink = sim::ImageSink::Open(sopts);
   ASSERT_TRUE(sink.ok()) << sink.status().ToString();
 
-  auto pair = MakePair();
+  auto pair = MakeStreamPair();
   restore::ReceiverOptions ropts;
   restore::CheckpointReceiver receiver(ropts);
   std::map<uint64_t, std::string> committed;  // what the backup committed, by epoch
@@ -193,7 +184,7 @@ class ReceiverTest : public ::testing::Test {
     auto sink = sim::ImageSink::Open({});
     ASSERT_TRUE(sink.ok());
     sink_ = std::move(*sink);
-    pair_ = MakePair();
+    pair_ = MakeStreamPair();
     receiver_ = std::make_unique<restore::CheckpointReceiver>(opts);
     backup_ = std::thread([this] { end_ = receiver_->Serve(*pair_.backup, *sink_, nullptr); });
   }
