@@ -45,11 +45,12 @@ int RunCtl(int argc, char** argv) {
   int code = 0;
   auto vm = ParseOptions(kCmd,
                          "[--socket PATH] status | stats | set interval 50ms | set cache-size 128M | pause | resume"
-                         " | failover | digest EPOCH [REGIONS]",
+                         " | failover | digest EPOCH [REGIONS] | switchover | set reverse-to HOST:PORT|none",
                          desc, argc, argv, &code, &pos);
   if (!vm) return code;
   if (!vm->count("words")) {
-    UsageError(kCmd, "what to ask? status, stats, set interval D, set cache-size S, pause, resume, failover");
+    UsageError(kCmd, "what to ask? status, stats, set interval D, set cache-size S, pause, resume, failover, digest, "
+                     "switchover, set reverse-to (docs/CONTROL.md)");
     return kExitUsage;
   }
   std::chrono::microseconds timeout{};
