@@ -72,6 +72,8 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
   };
   if (setup.kill_enabled) opts.phase_hook = KillAtHook(setup.kill_phase, setup.kill_epoch);
   replicator::SenderOptions sender = setup.sender;
+  // Epoch 1 may wait for the backup's libxenguest as long as for its ack.
+  sender.first_epoch_write_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(opts.first_ack_timeout);
   auto connect = [target, sec, sender](const replicator::GuestInfo& info)
       -> Result<std::unique_ptr<replicator::CheckpointSender>> {
     auto stream = transport::Connect(target.host, target.port, sec, std::chrono::seconds(5));

@@ -300,8 +300,10 @@ Result<std::unique_ptr<CheckpointSender>> CheckpointSender::Start(
   if (!dig.ok()) return dig.status();
   im.digest = std::move(*dig);
   protocol::FrameWriter* writer = im.writer.get();
-  auto out = buffer::OutBuffer::Create(opts.outbuf_bytes, [writer](std::span<const uint8_t> bytes) {
-    return writer->WriteFrames(bytes);
+  auto out = buffer::OutBuffer::Create(opts.outbuf_bytes, [writer, &im](std::span<const uint8_t> bytes) {
+    const bool first = im.current_epoch.load() == im.guest.first_epoch;
+    return writer->WriteFrames(bytes, transport::DeadlineIn(first ? im.opts.first_epoch_write_timeout
+                                                                  : im.opts.write_timeout));
   });
   if (!out.ok()) return out.status();
   im.out = std::move(*out);

@@ -39,6 +39,14 @@ struct SenderOptions {
   std::chrono::milliseconds heartbeat_interval{100};
   // No frame at all from the backup for this long: it is gone.
   std::chrono::milliseconds peer_timeout{1000};
+  // A write of buffered frames that does not finish in this long: the backup
+  // is alive (heartbeats) but not reading. A silent backup is caught sooner
+  // by peer_timeout, which also aborts a blocked write.
+  std::chrono::milliseconds write_timeout{10000};
+  // The same during the session's first epoch, the whole guest: a Xen
+  // backup applies it as it streams, and libxenguest can take longer than
+  // write_timeout to drain a burst on a loaded host.
+  std::chrono::milliseconds first_epoch_write_timeout{10000};
 };
 
 struct GuestInfo {

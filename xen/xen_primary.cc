@@ -119,6 +119,9 @@ struct EpochTimes {
 };
 
 const char kNoOutputCommit[] = "none (output not committed)";
+// Under the domain's xenstore directory, written by a switchover: the epoch
+// the backup took over from.
+const char kHandedOverNode[] = "romulus-handed-over";
 
 class Session : public EpochSink {
  public:
@@ -605,6 +608,13 @@ Status Session::Run(ReplicateSummary* summary) {
     // fails over from that same epoch after its timeout: either way this
     // copy must stay suspended.
     if (output_) (void)output_->ReleaseAll();
+    // Marks this copy as stale for any later replicator, which would
+    // otherwise resume a suspended domain (two live copies). Only dom0 can
+    // read or change it; it goes with the domain's directory on destroy.
+    const std::string mark = "/local/domain/" + std::to_string(dom_.domid) + "/" + kHandedOverNode;
+    if (!XsWrite(h_->xsh(), XBT_NULL, mark, std::to_string(checkpoints_)).ok()) {
+      fprintf(stderr, "romulus: warning: could not mark domain %s as handed over (%s)\n", dom_.name.c_str(), mark.c_str());
+    }
     Status bye = sender_->Handover();
     live_->SwitchoverDone(bye.ok() ? Status::Ok()
                                    : bye.With("the handover message was not delivered; the backup fails over "
@@ -659,6 +669,12 @@ Status RunReplicateDomainWith(const XenReplicateOptions& opts, const TransportFa
     return Status::InvalidArgument("domain " + dom->name + " is shutting down");
   }
   if (dom->shutdown && dom->shutdown_reason == SHUTDOWN_suspend) {
+    const std::string handed = XsRead((*h)->xsh(), "/local/domain/" + std::to_string(dom->domid) + "/" + kHandedOverNode);
+    if (!handed.empty()) {
+      return Status::InvalidArgument("domain " + dom->name + " was handed over to its backup at epoch " + handed +
+                                     " (romulus switchover): it must not run here again; destroy it (xl destroy " +
+                                     std::to_string(dom->domid) + ")");
+    }
     // A previous replicator died with the guest suspended: resume it first.
     if (xc_domain_resume((*h)->xch(), dom->domid, 1) != 0) {
       return Status::FromErrno("domain " + dom->name + " is suspended and cannot be resumed", errno);

@@ -11,12 +11,14 @@
 #     never completed) and K for c, c2 (EPOCH_END K was sent: the backup commits it); the
 #     primary's last acked epoch in --stats-json must be K-1 (c2: the ack arrived, the stats
 #     line was not written); the resumed guest counts on from its checkpointed value;
-#  5. the metrics textfile written before the kill names the domain and its last acked epoch;
+#  5. (the metrics textfile is checked in the switchover, whose primary exits cleanly: it must
+#     name the domain, say the final epoch was the last acked and hold the pause histogram);
 #  6. for "c" the guest has a PV NIC (lab_ip 10.77.0.3): the backup recreates it at activation
 #     (restore --vif-script /lab/vif-lab) and dom0 pings the resumed guest through the new vif.
 # "switchover" is the planned move instead: after epoch K-1 is acked, `romulus switchover
 # --socket P --backup-socket B --reverse OLD --json` must succeed with a final epoch F and no lost
-# epoch, the primary exit 0 leaving its domain suspended, the backup activate from exactly F
+# epoch, the primary exit 0 leaving its domain suspended (a new `replicate --domain` of it must
+# refuse: it was handed over), the backup activate from exactly F
 # ("planned switchover") and the guest's counter go on from where the primary's stopped; then
 # the activated guest is replicated back to a second `restore --xen` (the old host's): when
 # the new primary dies, that backup takes over and the guest counts on again.
@@ -97,6 +99,12 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
   if [ "$PH" = switchover ]; then
     # The planned move leaves the old copy suspended (state "s"), never running.
     xl list "$P" 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /s/) }' || { xl list; lab_fail "switchover: the primary domain is not left suspended"; }
+    # ... and marked: a later replicator must refuse to resume it (two live copies).
+    if romulus replicate --domain "$P" --to "127.0.0.1:1" --psk-file "$W/psk" >"$W/stale.log" 2>&1; then
+      lab_fail "switchover: replicate --domain accepted the handed-over domain"
+    fi
+    grep -q "handed over to its backup" "$W/stale.log" || { cat "$W/stale.log"; lab_fail "switchover: no clear refusal for the handed-over domain"; }
+    xl list "$P" 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /s/) }' || lab_fail "switchover: the refused replicator resumed the old domain"
   fi
   xl destroy "$P" >/dev/null 2>&1
   CN=$(wc -l <"$C")  # later lines of this log are the backup's (renamed $G)
@@ -158,14 +166,19 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     NET="; network: $(grep -c 'time=' "$W/ping-after-$PH.txt")/10 ping replies through vif$NEWID.0"
     lab_note "$PH: $(grep -m1 'recreated' "$W/backup-$PH.log" | cut -c1-120)"
   fi
-  M=$(cat "$W/metrics-$PH.prom" 2>/dev/null)
-  echo "$M" | grep -q "^romulus_last_acked_epoch{guest=\"$G\"} [1-9]" ||
-    { echo "$M" | head -n 20; lab_fail "$PH: the metrics textfile has no last acked epoch for $G"; }
-  echo "$M" | grep -q "^romulus_pause_seconds_count{guest=\"$G\"} [1-9]" || lab_fail "$PH: no pause histogram in the metrics"
+  # The metrics textfile is rewritten at most once a second and at exit: after a SIGKILL it may
+  # predate the last epochs, so it is checked where the primary exits cleanly (the switchover).
+  if [ "$PH" = switchover ]; then
+    M=$(cat "$W/metrics-$PH.prom" 2>/dev/null)
+    echo "$M" | grep -q "^romulus_last_acked_epoch{guest=\"$G\"} $WANT\$" ||
+      { echo "$M" | head -n 20; lab_fail "$PH: the metrics textfile does not say epoch $WANT was the last acked for $G"; }
+    echo "$M" | grep -q "^romulus_pause_seconds_count{guest=\"$G\"} [1-9]" || lab_fail "$PH: no pause histogram in the metrics"
+    echo "$M" | grep -q "^romulus_protected{guest=\"$G\"} 0\$" || lab_fail "$PH: the metrics still say protected after the handover"
+  fi
   if [ "$PH" = switchover ]; then
     lab_note "switchover: final epoch $WANT, backup activated from $FO_EPOCH; counter $LAST_PRIMARY -> $FIRST, first output ${RESUMED}s after the primary exited"
   else
-    lab_note "$PH: killed at epoch $K (primary last acked $LAST_ACKED), backup resumed from epoch $FO_EPOCH; counter $LAST_PRIMARY -> $FIRST.. after ${RESUMED}s; $(grep -c . "$W/metrics-$PH.prom") metrics lines${NET:-}"
+    lab_note "$PH: killed at epoch $K (primary last acked $LAST_ACKED), backup resumed from epoch $FO_EPOCH; counter $LAST_PRIMARY -> $FIRST.. after ${RESUMED}s${NET:-}"
   fi
   lab_figure "phase=$PH kill_epoch=$K resumed_epoch=$FO_EPOCH failover_to_output_s=$RESUMED"
 
