@@ -87,3 +87,15 @@ lab_pids_by_arg() {
     tr '\0' ' ' <"$_p/cmdline" 2>/dev/null | grep -q -- "$1" && echo "${_p#/proc/}"
   done
 }
+
+# lab_wait_listening LOG PID : wait (10 s) until a `romulus restore` started in the background
+# with its output in LOG says it is listening; fail the scenario if it exits or never does.
+lab_wait_listening() {
+  _i=0
+  until grep -q 'listening' "$1" 2>/dev/null; do
+    _i=$((_i+1))
+    kill -0 "$2" 2>/dev/null || { cat "$1"; lab_fail "backup exited before listening"; }
+    [ $_i -le 100 ] || { cat "$1"; lab_fail "backup never listened"; }
+    sleep 0.1
+  done
+}

@@ -59,11 +59,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     --events-json "$W/events-$PH.jsonl" --control-socket "$W/bctl-$PH.sock" --vif-script /lab/vif-lab \
     >"$W/backup-$PH.log" 2>&1 &
   BP=$!
-  i=0
-  until grep -q 'listening' "$W/backup-$PH.log" 2>/dev/null; do
-    i=$((i+1)); [ $i -le 100 ] && kill -0 $BP 2>/dev/null || { cat "$W/backup-$PH.log"; lab_fail "backup never listened"; }
-    sleep 0.1
-  done
+  lab_wait_listening "$W/backup-$PH.log" $BP
   KILL="--kill-at $PH:$K"
   [ "$PH" = switchover ] && KILL=""
   romulus replicate --domain "$G" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \

@@ -54,11 +54,7 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"; chmod 600 "$W/psk
 romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 600s --no-vifs \
   >"$W/backup.log" 2>&1 &
 BP=$!
-i=0
-until grep -q 'listening' "$W/backup.log" 2>/dev/null; do
-  i=$((i+1)); [ $i -le 100 ] && kill -0 $BP 2>/dev/null || { cat "$W/backup.log"; lab_fail "backup never listened"; }
-  sleep 0.1
-done
+lab_wait_listening "$W/backup.log" $BP
 romulus replicate --domain guest2 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
   --ack-timeout 15s --netbuf-vif "$VIF" --stats-json "$W/stats" --control-socket "$W/ctl.sock" \
   >"$W/primary.log" 2>&1 &

@@ -97,12 +97,7 @@ else
   "$TOOL" restore --listen "$PORT" --timeout 5000 ${LAB_ROMULUS_VERBOSE:+--verbose 1} >"$W/backup.log" 2>&1 &
 fi
 BP=$!
-i=0
-until grep -q 'listening' "$W/backup.log" 2>/dev/null; do
-  i=$((i+1)); [ $i -le 100 ] || { cat "$W/backup.log"; lab_fail "backup never listened"; }
-  kill -0 $BP 2>/dev/null || { cat "$W/backup.log"; lab_fail "backup exited"; }
-  sleep 0.1
-done
+lab_wait_listening "$W/backup.log" $BP
 
 # ---- 4. primary
 # The guest's pauses measured from outside, the same way as for xl remus (remus-baseline).
