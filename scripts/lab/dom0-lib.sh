@@ -6,6 +6,7 @@
 #   lab_figure key=value ...   -> "LAB-FIGURE <scenario> key=value ..."  (measured figures)
 #   lab_note text              -> "LAB-NOTE <scenario> text"
 #   lab_fail reason            -> "LAB-FAIL <scenario> reason", exits 1
+#   "LAB-DATA <scenario> FILE line" (raw data) -> saved by the host in <out>/data/<scenario>-FILE
 #   exit status of the scenario: 0 = PASS, anything else = FAIL.
 
 LAB_SCENARIO=${LAB_SCENARIO:-adhoc}

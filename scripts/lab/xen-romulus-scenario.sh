@@ -162,7 +162,9 @@ awk "$JSON_GET"'
   /"acked":true/ { print g("epoch") "," g("suspend_us") "," g("pause_us") - g("suspend_us") "," g("dirty_pages") "," \
     g("state_records") "," g("raw_bytes") "," g("wire_bytes") "," g("ack_wait_us") "," g("encode_us") }' \
   "$W/stats.jsonl" >"$W/stats.csv"
-sed "s/^/LAB-NOTE $LAB_SCENARIO stats: /" "$W/stats.csv"
+# LAB-DATA lines are saved by the host (build/xen-lab/data/), not echoed: a failure must stay
+# readable in a short excerpt of the output.
+sed "s/^/LAB-DATA $LAB_SCENARIO stats.csv /" "$W/stats.csv"
 
 # ---- 6. failover
 # xenconsoled names the log after the domain as it finds it: guest-guest1--incoming.log, or,
