@@ -138,7 +138,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
   CB=$W/backup-console-$PH.log
   until { cat "$(lab_console "$G--incoming")" 2>/dev/null; tail -n +$((CN + 1)) "$C" 2>/dev/null; } >"$CB"
         [ "$(lab_counter_last "$CB")" -ge 2 ] 2>/dev/null; do
-    [ "$(lab_elapsed "$TK" | cut -d. -f1)" -lt 90 ] || { xl list; tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: the resumed guest does not count"; }
+    [ "$(lab_elapsed "$TK" | cut -d. -f1)" -lt 300 ] || { xl list; tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: the resumed guest does not count"; }
     sleep 0.2
   done
   RESUMED=$(lab_elapsed "$TK")
@@ -156,7 +156,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     [ -e "/sys/class/net/vif$NEWID.0" ] || { ls /sys/class/net; grep vif "$W/backup-$PH.log"; lab_fail "$PH: no vif$NEWID.0 for the activated guest"; }
     i=0
     until ping -c 1 -W 1 "$GIP" >/dev/null 2>&1; do
-      i=$((i+1)); [ $i -le 20 ] || { grep -i vif "$W/backup-$PH.log"; tail -n 5 "$CB"; lab_fail "$PH: the activated guest does not answer ping on its recreated vif"; }
+      i=$((i+1)); [ $i -le 60 ] || { grep -i vif "$W/backup-$PH.log"; tail -n 5 "$CB"; lab_fail "$PH: the activated guest does not answer ping on its recreated vif"; }
     done
     ping -c 10 -i 0.2 -W 2 "$GIP" >"$W/ping-after-$PH.txt" 2>&1
     NET="; network: $(grep -c 'time=' "$W/ping-after-$PH.txt")/10 ping replies through vif$NEWID.0"
@@ -194,7 +194,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     done
     CR=$(lab_console "$G-back")
     until [ "$(lab_counter_last "$CR")" -ge 2 ] 2>/dev/null; do
-      [ "$(lab_elapsed "$TR" | cut -d. -f1)" -lt 90 ] || { xl list; tail -n 10 "$W/backup-rev.log"; lab_fail "switchover --reverse: the guest does not count on the old host"; }
+      [ "$(lab_elapsed "$TR" | cut -d. -f1)" -lt 300 ] || { xl list; tail -n 10 "$W/backup-rev.log"; lab_fail "switchover --reverse: the guest does not count on the old host"; }
       sleep 0.2
     done
     FR=$(lab_counter_first "$CR")

@@ -176,7 +176,7 @@ backup_console() {
   { [ -f "$CI" ] && cat "$CI"; tail -n +$((C1N + 1)) "$C1" 2>/dev/null; } >"$C2"
 }
 backup_console
-FO_LIMIT=${LAB_ROMULUS_FAILOVER_LIMIT:-90}
+FO_LIMIT=${LAB_ROMULUS_FAILOVER_LIMIT:-180}
 until backup_console; [ "$(lab_counter_last "$C2")" -ge $((LAST_PRIMARY + 2)) ] 2>/dev/null; do
   if [ "$(lab_elapsed "$TK" | cut -d. -f1)" -ge "$FO_LIMIT" ]; then
     xl list; ls /var/log/xen/console/; tail -n 5 "$C2"; tail -n 30 "$W/backup.log"
