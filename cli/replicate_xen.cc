@@ -66,19 +66,21 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
     return Status::Ok();
   };
   const bool commits = (*output)->commits_output();
-  opts.on_epoch = [&metrics, commits](const replicator::EpochStats& e) {
-    // A Xen session never resynchronises: a lost backup ends it.
-    if (metrics) metrics->OnEpoch(e, commits, 0);
+  opts.on_epoch = [&metrics, &live, commits](const replicator::EpochStats& e) {
+    if (metrics) metrics->OnEpoch(e, commits, live.resyncs());
   };
   if (setup.kill_enabled) opts.phase_hook = KillAtHook(setup.kill_phase, setup.kill_epoch);
   replicator::SenderOptions sender = setup.sender;
   // Epoch 1 may wait for the backup's libxenguest as long as for its ack.
   sender.first_epoch_write_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(opts.first_ack_timeout);
-  auto connect = [target, sec, sender](const replicator::GuestInfo& info)
+  auto connect = [target, sec, sender, &live](const replicator::GuestInfo& info)
       -> Result<std::unique_ptr<replicator::CheckpointSender>> {
     auto stream = transport::Connect(target.host, target.port, sec, std::chrono::seconds(5));
     if (!stream.ok()) return stream.status();
-    return replicator::CheckpointSender::Start(std::move(*stream), sender, info);
+    // A reconnection keeps the cache size last set live (`set cache-size`).
+    replicator::SenderOptions s = sender;
+    s.codec.cache_pages = live.cache_size() / 4096;
+    return replicator::CheckpointSender::Start(std::move(*stream), s, info);
   };
   // The totals line (and object in --stats-json) is written by the session.
   Status st = xen::RunReplicateDomain(opts, connect, output->get(), &StopFlag(), nullptr);

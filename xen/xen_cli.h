@@ -64,6 +64,12 @@ struct XenReplicateOptions {
   // thread, m on the stream worker right after the epoch's first page went to
   // the sender. Where they fall in a Xen checkpoint: docs/XEN-STREAM.md.
   std::function<void(replicator::Phase, uint64_t epoch)> phase_hook;
+  // A lost backup (docs/PROTOCOL.md §6): the domain runs on unprotected while
+  // the call reconnects with back-off and starts a new session, a full
+  // resync whose epochs continue the numbering. false: the loss ends the call.
+  bool reconnect = true;
+  std::chrono::milliseconds reconnect_min{200};
+  std::chrono::milliseconds reconnect_max{5000};
 };
 
 // Connects to the backup and performs the handshake; called once the domain

@@ -127,13 +127,20 @@ class Session : public EpochSink {
  public:
   Session(const XenReplicateOptions& opts, XenHandles* h, const DomainFacts& dom,
           EpochTransport* sender, replicator::OutputCommit* output,
-          const std::atomic<bool>* stop, XenPrimaryState* live, replicator::StatsWriter* stats)
+          const std::atomic<bool>* stop, XenPrimaryState* live, replicator::StatsWriter* stats,
+          uint64_t epoch_base, Clock::time_point run_started)
       : opts_(opts), h_(h), dom_(dom), sender_(sender), output_(output), stop_(stop), live_(live),
-        stats_(stats),
+        stats_(stats), base_(epoch_base), run_started_(run_started),
         queue_(1u << 20, std::max<uint64_t>(opts.staging_bytes >> 20, 4)),
-        splitter_(this), parser_(&splitter_) {}
+        splitter_(this), parser_(&splitter_), checkpoints_(epoch_base) {}
 
   Status Run(ReplicateSummary* summary);
+  // After Run: the session ended on purpose (stop, duration, max epochs,
+  // switchover), not because something failed.
+  bool ended_cleanly() const { return clean_stop_; }
+  // The last epoch number used on the wire (begun, perhaps never ended): the
+  // next session must start after it.
+  uint64_t last_epoch() const { return std::max(checkpoints_, worker_epoch_); }
 
   // EpochSink (worker thread).
   Status BeginEpoch(uint64_t epoch) override;
@@ -179,6 +186,10 @@ class Session : public EpochSink {
   replicator::StatsWriter* stats_;  // --stats-json lines, human lines, totals
   struct xs_handle* watch_xsh_ = nullptr;
   int tee_fd_ = -1;
+  // Epochs are numbered across sessions: the v2 stream's checkpoint k of this
+  // session is epoch base_ + k on the wire, in stats and in hooks.
+  const uint64_t base_;
+  const Clock::time_point run_started_;  // the first session's start (--duration)
 
   StagingQueue queue_;
   StreamSplitter splitter_;
@@ -197,7 +208,7 @@ class Session : public EpochSink {
   uint64_t worker_pages_ = 0;
 
   // xc_domain_save thread only.
-  uint64_t checkpoints_ = 0;
+  uint64_t checkpoints_;  // the last epoch checkpointed (starts at base_)
   EpochTimes cur_;
   Clock::time_point started_;
   Clock::time_point previous_suspend_;  // suspend request of the previous epoch (epoch 1: start)
@@ -220,7 +231,8 @@ Status Session::error() const {
   return error_;
 }
 
-Status Session::BeginEpoch(uint64_t epoch) {
+Status Session::BeginEpoch(uint64_t stream_checkpoint) {
+  const uint64_t epoch = base_ + stream_checkpoint;
   worker_epoch_ = epoch;
   worker_pages_ = 0;
   ROMULUS_RETURN_IF_ERROR(sender_->BeginEpoch(epoch));
@@ -233,7 +245,7 @@ Status Session::BeginEpoch(uint64_t epoch) {
     fprintf(stderr, "romulus: page cache resized to %s from epoch %llu, on both ends\n",
             FormatSize(cache_pages * 4096).c_str(), (unsigned long long)epoch);
   }
-  if (epoch != 1) return Status::Ok();
+  if (stream_checkpoint != 1) return Status::Ok();
   // The backup creates its domain from this before the stream starts.
   std::string info = "name=" + dom_.name + "\nuuid=" + dom_.uuid + "\nmax_vcpus=" +
                      std::to_string(dom_.max_vcpus) + "\nmax_memkb=" + std::to_string(dom_.max_memkb) +
@@ -247,11 +259,11 @@ Status Session::BeginEpoch(uint64_t epoch) {
   return sender_->AddState(blob);
 }
 
-Status Session::EndEpoch(uint64_t epoch) {
+Status Session::EndEpoch(uint64_t stream_checkpoint) {
   auto w = sender_->EndEpoch();
   if (!w.ok()) return w.status();
   std::lock_guard<std::mutex> lock(mu_);
-  epoch_ended_ = epoch;
+  epoch_ended_ = base_ + stream_checkpoint;
   last_wire_ = *w;
   ended_at_ = Clock::now();
   cv_.notify_all();
@@ -440,7 +452,7 @@ void Session::RecordEpoch(uint64_t n, const replicator::EpochWireStats& w, bool 
 
 bool Session::StopRequested() const {
   return (stop_ && stop_->load()) ||
-         (opts_.duration.count() > 0 && Clock::now() - started_ >= opts_.duration);
+         (opts_.duration.count() > 0 && Clock::now() - run_started_ >= opts_.duration);
 }
 
 bool Session::WaitForNextEpoch() {
@@ -483,7 +495,8 @@ bool Session::WaitForNextEpoch() {
 int Session::Checkpoint() {
   const uint64_t n = ++checkpoints_;
   const auto t0 = Clock::now();
-  const milliseconds budget = n == 1 ? opts_.first_ack_timeout : opts_.ack_timeout;
+  // The session's first epoch carries the whole memory (live pass).
+  const milliseconds budget = n == base_ + 1 ? opts_.first_ack_timeout : opts_.ack_timeout;
   replicator::EpochWireStats wire;
   {
     // The CHECKPOINT record is in the pipe; wait for the worker to send it.
@@ -548,7 +561,7 @@ Status Session::Run(ReplicateSummary* summary) {
   started_ = Clock::now();
   previous_suspend_ = started_;
   // Epoch 1 starts now: libxenguest's live pass is part of it.
-  live_->EpochStarted(1, OutputDescribe());
+  live_->EpochStarted(base_ + 1, OutputDescribe());
   watch_xsh_ = xs_open(0);
   if (!watch_xsh_ || !xs_watch(watch_xsh_, "@releaseDomain", "romulus")) {
     return Status::FromErrno("watching @releaseDomain in xenstore", errno);
@@ -591,7 +604,6 @@ Status Session::Run(ReplicateSummary* summary) {
   Status err = error();
   Cleanup(!clean_stop_);
   live_->Unprotected(OutputDescribe() + (output_ ? " (released: replication ended)" : ""));
-  stats_->Totals(live_->totals());
 
   // Summary.
   if (!pauses_.empty()) {
@@ -702,13 +714,56 @@ Status RunReplicateDomainWith(const XenReplicateOptions& opts, const TransportFa
   gi.capabilities = protocol::kCapXenStream;
   auto sender = connect(gi);
   if (!sender.ok()) return sender.status().With("connecting to the backup");
-  live->SetCacheLimits((*sender)->CanResizeCache(), (*sender)->BackupMaxCachePages(), dom->guest_pages);
 
   fprintf(stderr, "romulus: replicating domain %s (domid %u, %u vCPU, %llu pages) every %s\n",
           dom->name.c_str(), dom->domid, dom->max_vcpus, (unsigned long long)dom->guest_pages,
           FormatDuration(live->interval()).c_str());
-  Session session(opts, h->get(), *dom, sender->get(), output, stop, live, &stats);
-  Status s = session.Run(summary);
+  const auto run_started = Clock::now();
+  uint64_t last_epoch = 0;
+  Status s;
+  for (;;) {
+    live->SetCacheLimits((*sender)->CanResizeCache(), (*sender)->BackupMaxCachePages(), dom->guest_pages);
+    Session session(opts, h->get(), *dom, sender->get(), output, stop, live, &stats, last_epoch, run_started);
+    s = session.Run(summary);
+    last_epoch = session.last_epoch();
+    if (!opts.reconnect || session.ended_cleanly() || (stop && stop->load())) break;
+    // Only a lost backup is worth a new session; a domain that is gone or
+    // shutting down ends the replication.
+    auto info = GetDomainInfo((*h)->xch(), dom->domid);
+    if (!info.ok() || info->dying || (info->shutdown && info->shutdown_reason != SHUTDOWN_suspend)) break;
+    fprintf(stderr, "romulus: backup lost after epoch %llu (%s): domain %s runs UNPROTECTED; reconnecting\n",
+            (unsigned long long)last_epoch, s.ToString().c_str(), dom->name.c_str());
+    sender->reset();  // closes the old connection
+    uint64_t dropped_pages = 0;
+    if (live->TakeCacheRequest(&dropped_pages)) {
+      fprintf(stderr, "romulus: a pending `set cache-size %s` was dropped with the lost session\n",
+              FormatSize(dropped_pages * 4096).c_str());
+    }
+    // A new session is a new v2 stream from the whole memory (libxenguest
+    // cannot splice onto the old one); its epochs continue the numbering.
+    gi.first_epoch = last_epoch + 1;
+    gi.resync_reason = 1;  // the backup reconnected after a loss
+    auto backoff = opts.reconnect_min;
+    for (;;) {
+      sender = connect(gi);
+      if (sender.ok() || (stop && stop->load())) break;
+      fprintf(stderr, "romulus: UNPROTECTED: no backup (%s); retrying in %s\n",
+              sender.status().ToString().c_str(), FormatDuration(backoff).c_str());
+      for (auto until = Clock::now() + backoff; Clock::now() < until && !(stop && stop->load());) {
+        std::this_thread::sleep_for(milliseconds(20));
+      }
+      backoff = std::min(backoff * 2, opts.reconnect_max);
+    }
+    if (stop && stop->load()) {  // stopped while unprotected
+      if (sender.ok()) (void)(*sender)->Stop();  // BYE: no failover of a session that never ran
+      s = Status::Ok();
+      break;
+    }
+    live->CountResync();
+    fprintf(stderr, "romulus: reconnected to the backup: session from epoch %llu, full resync of %s\n",
+            (unsigned long long)gi.first_epoch, FormatSize(dom->guest_pages * 4096).c_str());
+  }
+  stats.Totals(live->totals());
   return s;
 }
 

@@ -104,6 +104,16 @@ replicator::TotalStats XenPrimaryState::totals() const {
   return totals_;
 }
 
+void XenPrimaryState::CountResync() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++totals_.resyncs;
+}
+
+uint64_t XenPrimaryState::resyncs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return totals_.resyncs;
+}
+
 void XenPrimaryState::SetCacheLimits(bool can_resize, uint64_t backup_max_pages, uint64_t guest_pages) {
   std::lock_guard<std::mutex> lock(mu_);
   can_resize_ = can_resize;

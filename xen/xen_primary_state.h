@@ -86,6 +86,9 @@ class XenPrimaryState {
   void Unprotected(const std::string& output_commit);
   bool protected_now() const { return protected_.load(); }
   replicator::TotalStats totals() const;
+  // A new session after a lost backup (romulus_resyncs_total).
+  void CountResync();
+  uint64_t resyncs() const;
   // The stream worker, right after BeginEpoch: the queued cache (nullptr
   // when none) and its size in pages.
   std::unique_ptr<compress::PageCache> TakeCacheRequest(uint64_t* pages);

@@ -188,6 +188,12 @@ TEST_F(XenStateTest, StatsAreTheLastLineAndTheTotals) {
   EXPECT_EQ(state.totals().epochs, 2u);
   EXPECT_EQ(state.totals().acked, 1u);
   EXPECT_EQ(state.totals().dirty_pages, 600u);
+  // A session after a lost backup counts in the totals and in the next line's JSON.
+  state.CountResync();
+  EXPECT_EQ(state.resyncs(), 1u);
+  EXPECT_EQ(state.totals().resyncs, 1u);
+  state.Published(Epoch(3, true), t0);
+  EXPECT_NE(state.StatsJson().find("\"resyncs\":1"), std::string::npos) << state.StatsJson();
 }
 
 TEST_F(XenStateTest, CommandsDriveTheStateOrAreRefusedClearly) {

@@ -279,6 +279,7 @@ Result<int> Connect(const std::string& to) {
 XenReplicateOptions PrimaryOpts(int argc, char** argv) {
   XenReplicateOptions o;
   o.domain = Arg(argc, argv, "--domain");
+  o.reconnect = false;  // the lab tool proves one session; a loss ends it
   o.interval = std::chrono::milliseconds(atoi(Arg(argc, argv, "--interval", "100").c_str()));
   o.duration = std::chrono::milliseconds(int64_t(1000 * atof(Arg(argc, argv, "--duration", "0").c_str())));
   o.max_epochs = strtoull(Arg(argc, argv, "--checkpoints", "0").c_str(), nullptr, 10);

@@ -1,0 +1,101 @@
+#!/bin/sh
+# Scenario "reconnect-scenario" (Xen lab dom0; scripts/xen-lab --romulus PATH): the backup host
+# restarts under a running primary (docs/PROTOCOL.md §6, "Primary on peer death").
+#  1. create guest4 (128 MiB PV counter guest), protect it: `romulus restore --xen` (backup A) and
+#     `romulus replicate --domain guest4 --control-socket`; wait for 3 acked epochs;
+#  2. SIGKILL backup A and destroy its replica (its host is gone): the primary must say the
+#     backup is lost, keep the guest running UNPROTECTED (ctl status) and retry;
+#  3. start backup B on the same address: the primary reconnects by itself, a new session whose
+#     epochs continue the numbering (a full resync), and its epochs are acked by B;
+#  4. the primary host dies (SIGKILL + destroy): B fails over from an epoch of the new session,
+#     and the guest counts on from its checkpointed value.
+. /lab/dom0-lib.sh
+I=${LAB_INTERVAL_MS:-100}
+PORT=${LAB_RECONNECT_PORT:-7500}
+W=$LAB_WORK
+G=guest4
+timeout 10 romulus restore --help 2>&1 | grep -q -- '--xen' || lab_fail "/usr/bin/romulus has no Xen backend"
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
+chmod 600 "$W/psk"
+jget() { echo "$2" | sed -n "s/.*\"$1\":\(-\{0,1\}[0-9][0-9]*\).*/\1/p"; }
+acked() { grep -c '"acked":true' "$W/stats.jsonl" 2>/dev/null || true; }
+last_acked() { jget epoch "$(grep '"acked":true' "$W/stats.jsonl" | tail -n1)"; }
+backup() {  # backup NAME: a `romulus restore --xen` on $PORT, events in $W/events-NAME.jsonl
+  romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s --no-vifs \
+    --events-json "$W/events-$1.jsonl" >"$W/backup-$1.log" 2>&1 &
+  BP=$!
+  lab_wait_listening "$W/backup-$1.log" $BP
+}
+# wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds, or fail with WHAT (the primary alive)
+wait_for() {
+  _t=$(lab_now); _s=$1; _what=$2; shift 2
+  until "$@"; do
+    kill -0 $RP 2>/dev/null || { tail -n 20 "$W/primary.log"; lab_fail "the primary exited while waiting: $_what"; }
+    [ "$(lab_elapsed "$_t" | cut -d. -f1)" -lt "$_s" ] || { tail -n 20 "$W/primary.log"; lab_fail "$_what"; }
+    sleep 0.2
+  done
+}
+
+# ---- 1. protected
+rm -f "$(lab_console $G)" "$(lab_console $G--incoming)"
+lab_guest_create $G 128 1 >"$W/domid" || lab_fail "xl create $G failed"
+P=$(cat "$W/domid")
+C=$(lab_console $G)
+lab_wait_counter "$C" 3 90 || { tail -n 20 "$C"; lab_fail "$G never counted to 3"; }
+backup a
+romulus replicate --domain $G --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
+  --ack-timeout 15s --stats-json "$W/stats.jsonl" --control-socket "$W/ctl.sock" >"$W/primary.log" 2>&1 &
+RP=$!
+wait_for 600 "no 3 acked epochs with backup A" sh -c "[ \$(grep -c '\"acked\":true' $W/stats.jsonl 2>/dev/null) -ge 3 ]"
+
+# ---- 2. backup A's host dies
+kill -9 $BP; wait $BP 2>/dev/null
+xl destroy "$G--incoming" >/dev/null 2>&1
+wait_for 120 "the primary did not notice the lost backup" grep -q 'backup lost after epoch' "$W/primary.log"
+LOST_AT=$(last_acked)
+romulus ctl --socket "$W/ctl.sock" status >"$W/status-lost.json" 2>&1 || { cat "$W/status-lost.json"; lab_fail "ctl status while unprotected"; }
+grep -q 'UNPROTECTED' "$W/status-lost.json" || lab_fail "status after the loss does not say UNPROTECTED: $(cat "$W/status-lost.json")"
+CTR=$(lab_counter_last "$C")
+lab_wait_counter "$C" $((CTR + 2)) 60 || lab_fail "$G stopped running after its backup was lost"
+
+# ---- 3. backup B: the primary reconnects on its own
+backup b
+wait_for 120 "the primary did not reconnect to backup B" grep -q 'reconnected to the backup' "$W/primary.log"
+FIRST_B=$(sed -n 's/.*session from epoch \([0-9]*\).*/\1/p' "$W/primary.log" | tail -n1)
+[ -n "$FIRST_B" ] && [ "$FIRST_B" -gt "$LOST_AT" ] || lab_fail "the new session starts at epoch '$FIRST_B', not after $LOST_AT"
+wait_for 600 "no epochs of the new session acked by backup B" sh -c "grep -q '\"epoch\":$((FIRST_B + 2)),.*\"acked\":true' $W/stats.jsonl"
+grep -q '"event":"commit"' "$W/events-b.jsonl" || lab_fail "backup B committed nothing"
+romulus ctl --socket "$W/ctl.sock" status >"$W/status-b.json" 2>&1
+grep -q '"PROTECTED"' "$W/status-b.json" || lab_fail "status after the reconnection: $(cat "$W/status-b.json")"
+lab_note "backup A killed after epoch $LOST_AT; primary reconnected to B: session from epoch $FIRST_B, $(acked) epochs acked in all"
+
+# ---- 4. the primary host dies: B takes over
+LAST_PRIMARY=$(lab_counter_last "$C")
+kill -9 $RP; wait $RP 2>/dev/null
+TK=$(lab_now)
+xl destroy "$P" >/dev/null 2>&1
+CN=$(wc -l <"$C")
+LAST_ACKED=$(last_acked)
+i=0
+until grep -q '"event":"failover"' "$W/events-b.jsonl" 2>/dev/null; do
+  i=$((i+1)); [ $i -le 600 ] || { tail -n 20 "$W/backup-b.log"; lab_fail "backup B never failed over"; }
+  sleep 0.1
+done
+FO=$(grep '"event":"failover"' "$W/events-b.jsonl")
+FO_EPOCH=$(jget last_committed_epoch "$FO")
+echo "$FO" | grep -q '"activated":true' || { tail -n 20 "$W/backup-b.log"; lab_fail "activation failed: $FO"; }
+# The backup may hold one epoch more than the primary saw acked (the ack was on its way).
+[ "$FO_EPOCH" -ge "$LAST_ACKED" ] && [ "$FO_EPOCH" -le $((LAST_ACKED + 1)) ] ||
+  lab_fail "backup B resumed from epoch $FO_EPOCH; the primary's last acked was $LAST_ACKED"
+CB=$W/backup-console.log
+until { cat "$(lab_console "$G--incoming")" 2>/dev/null; tail -n +$((CN + 1)) "$C" 2>/dev/null; } >"$CB"
+      [ "$(lab_counter_last "$CB")" -ge 2 ] 2>/dev/null; do
+  [ "$(lab_elapsed "$TK" | cut -d. -f1)" -lt 300 ] || { xl list; tail -n 20 "$W/backup-b.log"; lab_fail "the resumed guest does not count"; }
+  sleep 0.2
+done
+FIRST=$(lab_counter_first "$CB")
+[ "$FIRST" -gt 1 ] || lab_fail "the resumed guest restarted its counter ($FIRST)"
+lab_note "primary killed (last acked epoch $LAST_ACKED, counter $LAST_PRIMARY); backup B resumed from epoch $FO_EPOCH, counter $FIRST.. after $(lab_elapsed "$TK")s"
+lab_figure "tool=romulus lost_after_epoch=$LOST_AT reconnect_first_epoch=$FIRST_B resumed_epoch=$FO_EPOCH"
+kill $BP 2>/dev/null; wait $BP 2>/dev/null
+exit 0
