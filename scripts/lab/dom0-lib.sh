@@ -100,3 +100,28 @@ lab_wait_listening() {
     sleep 0.1
   done
 }
+
+# lab_wait_failover EVENTS LOG : wait (60 s) for the failover event in a backup's
+# --events-json file EVENTS (LOG: its output, shown on failure); sets LAB_FO to the event's
+# line. Fails the scenario unless the guest was activated.
+lab_wait_failover() {
+  _i=0
+  until grep -q '"event":"failover"' "$1" 2>/dev/null; do
+    _i=$((_i+1)); [ $_i -le 600 ] || { tail -n 20 "$2"; lab_fail "the backup never failed over ($2)"; }
+    sleep 0.1
+  done
+  LAB_FO=$(grep '"event":"failover"' "$1")
+  echo "$LAB_FO" | grep -q '"activated":true' || { tail -n 20 "$2"; lab_fail "activation failed: $LAB_FO"; }
+}
+
+# lab_wait_resumed GUEST CONSOLE LINES T0 OUT LOG : wait (300 s from the lab_now value T0)
+# until the failed-over copy of GUEST counts, its console collected in OUT: GUEST--incoming's
+# log, or CONSOLE's lines after its first LINES once the copy took the name (see
+# xen-romulus-scenario.sh, step 6). LOG: the backup's output, shown on failure.
+lab_wait_resumed() {
+  until { cat "$(lab_console "$1--incoming")" 2>/dev/null; tail -n +$(($3 + 1)) "$2" 2>/dev/null; } >"$5"
+        [ "$(lab_counter_last "$5")" -ge 2 ] 2>/dev/null; do
+    [ "$(lab_elapsed "$4" | cut -d. -f1)" -lt 300 ] || { xl list; tail -n 20 "$6"; lab_fail "$1: the resumed guest does not count"; }
+    sleep 0.2
+  done
+}

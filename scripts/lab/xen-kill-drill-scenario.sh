@@ -123,24 +123,15 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     [ "$LAST_ACKED" = $((K - 1)) ] || lab_fail "$PH: the primary's last acked epoch is ${LAST_ACKED:-none}, want $((K - 1))"
   fi
 
-  i=0
-  until grep -q '"event":"failover"' "$W/events-$PH.jsonl" 2>/dev/null; do
-    i=$((i+1)); [ $i -le 600 ] || { tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: the backup never failed over"; }
-    sleep 0.1
-  done
-  FO=$(grep '"event":"failover"' "$W/events-$PH.jsonl")
+  lab_wait_failover "$W/events-$PH.jsonl" "$W/backup-$PH.log"
+  FO=$LAB_FO
   FO_EPOCH=$(jget last_committed_epoch "$FO")
-  echo "$FO" | grep -q '"activated":true' || { tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: activation failed: $FO"; }
   [ "$FO_EPOCH" = "$WANT" ] || lab_fail "$PH: the backup resumed from epoch $FO_EPOCH, want $WANT"
   [ "$PH" != switchover ] || echo "$FO" | grep -q 'planned switchover' || lab_fail "switchover: the backup's event is not a planned switchover: $FO"
 
-  # The resumed guest counts on (its console: see xen-romulus-scenario.sh, step 6).
+  # The resumed guest counts on.
   CB=$W/backup-console-$PH.log
-  until { cat "$(lab_console "$G--incoming")" 2>/dev/null; tail -n +$((CN + 1)) "$C" 2>/dev/null; } >"$CB"
-        [ "$(lab_counter_last "$CB")" -ge 2 ] 2>/dev/null; do
-    [ "$(lab_elapsed "$TK" | cut -d. -f1)" -lt 300 ] || { xl list; tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: the resumed guest does not count"; }
-    sleep 0.2
-  done
+  lab_wait_resumed "$G" "$C" "$CN" "$TK" "$CB" "$W/backup-$PH.log"
   RESUMED=$(lab_elapsed "$TK")
   FIRST=$(lab_counter_first "$CB")
   [ "$FIRST" -gt 1 ] || lab_fail "$PH: the resumed guest restarted its counter ($FIRST)"
@@ -187,11 +178,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     NEWID=$(xl domid "$G" 2>/dev/null)
     [ -n "$NEWID" ] && xl destroy "$NEWID" >/dev/null 2>&1
     TR=$(lab_now)
-    i=0
-    until grep -q '"event":"failover"' "$W/events-rev.jsonl" 2>/dev/null; do
-      i=$((i+1)); [ $i -le 600 ] || { tail -n 20 "$W/backup-rev.log"; lab_fail "switchover --reverse: the old host's backup never failed over"; }
-      sleep 0.1
-    done
+    lab_wait_failover "$W/events-rev.jsonl" "$W/backup-rev.log"
     CR=$(lab_console "$G-back")
     until [ "$(lab_counter_last "$CR")" -ge 2 ] 2>/dev/null; do
       [ "$(lab_elapsed "$TR" | cut -d. -f1)" -lt 300 ] || { xl list; tail -n 10 "$W/backup-rev.log"; lab_fail "switchover --reverse: the guest does not count on the old host"; }

@@ -76,23 +76,13 @@ TK=$(lab_now)
 xl destroy "$P" >/dev/null 2>&1
 CN=$(wc -l <"$C")
 LAST_ACKED=$(last_acked)
-i=0
-until grep -q '"event":"failover"' "$W/events-b.jsonl" 2>/dev/null; do
-  i=$((i+1)); [ $i -le 600 ] || { tail -n 20 "$W/backup-b.log"; lab_fail "backup B never failed over"; }
-  sleep 0.1
-done
-FO=$(grep '"event":"failover"' "$W/events-b.jsonl")
-FO_EPOCH=$(jget last_committed_epoch "$FO")
-echo "$FO" | grep -q '"activated":true' || { tail -n 20 "$W/backup-b.log"; lab_fail "activation failed: $FO"; }
+lab_wait_failover "$W/events-b.jsonl" "$W/backup-b.log"
+FO_EPOCH=$(jget last_committed_epoch "$LAB_FO")
 # The backup may hold one epoch more than the primary saw acked (the ack was on its way).
 [ "$FO_EPOCH" -ge "$LAST_ACKED" ] && [ "$FO_EPOCH" -le $((LAST_ACKED + 1)) ] ||
   lab_fail "backup B resumed from epoch $FO_EPOCH; the primary's last acked was $LAST_ACKED"
 CB=$W/backup-console.log
-until { cat "$(lab_console "$G--incoming")" 2>/dev/null; tail -n +$((CN + 1)) "$C" 2>/dev/null; } >"$CB"
-      [ "$(lab_counter_last "$CB")" -ge 2 ] 2>/dev/null; do
-  [ "$(lab_elapsed "$TK" | cut -d. -f1)" -lt 300 ] || { xl list; tail -n 20 "$W/backup-b.log"; lab_fail "the resumed guest does not count"; }
-  sleep 0.2
-done
+lab_wait_resumed $G "$C" "$CN" "$TK" "$CB" "$W/backup-b.log"
 FIRST=$(lab_counter_first "$CB")
 [ "$FIRST" -gt 1 ] || lab_fail "the resumed guest restarted its counter ($FIRST)"
 lab_note "primary killed (last acked epoch $LAST_ACKED, counter $LAST_PRIMARY); backup B resumed from epoch $FO_EPOCH, counter $FIRST.. after $(lab_elapsed "$TK")s"
