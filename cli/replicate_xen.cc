@@ -6,6 +6,7 @@
 #include "cli/commands.h"
 #include "cli/kill_point.h"
 #include "cli/replicate_setup.h"
+#include "common/units.h"
 #include "replicator/metrics.h"
 #if ROMULUS_HAVE_XEN
 #include "xen/xen_cli.h"
@@ -80,7 +81,21 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
     // A reconnection keeps the cache size last set live (`set cache-size`).
     replicator::SenderOptions s = sender;
     s.codec.cache_pages = live.cache_size() / 4096;
-    return replicator::CheckpointSender::Start(std::move(*stream), s, info);
+    auto started = replicator::CheckpointSender::Start(std::move(*stream), s, info);
+    if (started.ok() || started.status().code() != Code::kOutOfRange ||
+        s.codec.cache_pages == sender.codec.cache_pages) {
+      return started;
+    }
+    // This backup's --max-cache-size is below the size set live (a backup
+    // restarted with other flags, say): go back to the configured size
+    // rather than stay unprotected.
+    spdlog::warn("{}; retrying with the configured cache of {}", started.status().ToString(),
+                 FormatSize(sender.codec.cache_pages * 4096));
+    auto again = transport::Connect(target.host, target.port, sec, std::chrono::seconds(5));
+    if (!again.ok()) return again.status();
+    auto retried = replicator::CheckpointSender::Start(std::move(*again), sender, info);
+    if (retried.ok()) live.set_cache_size(sender.codec.cache_pages * 4096);
+    return retried;
   };
   // The totals line (and object in --stats-json) is written by the session.
   Status st = xen::RunReplicateDomain(opts, connect, output->get(), &StopFlag(), nullptr);

@@ -147,7 +147,13 @@ Status CheckpointSender::Impl::Handshake() {
   }
   auto ack = protocol::HelloAck::Decode(frame->payload);
   if (!ack.ok()) return ack.status();
-  ROMULUS_RETURN_IF_ERROR(protocol::CheckHelloAck(hello, *ack));
+  Status checked = protocol::CheckHelloAck(hello, *ack);
+  if (!ack->accepted && ack->error == protocol::ErrorCode::kResource) {
+    // One of the backup's bounds (cache or guest size): OutOfRange, so a
+    // primary whose cache grew live can retry with its configured size.
+    return Status::OutOfRange(checked.message());
+  }
+  ROMULUS_RETURN_IF_ERROR(checked);
   can_resize = ack->has_max_cache();
   backup_max_cache_pages = ack->max_cache_pages;
   return Status::Ok();

@@ -76,6 +76,8 @@ class CheckpointSender {
   // Performs the handshake on `stream` (HELLO / HELLO_ACK) and starts the
   // heartbeat and ack-reader threads. Fails with a clear Status if the backup
   // refuses (version, cache size, guest size) or does not answer in time.
+  // A refusal because of one of the backup's bounds (its --max-cache-size,
+  // --max-guest-size) is OutOfRange; other refusals are Unsupported.
   static Result<std::unique_ptr<CheckpointSender>> Start(std::unique_ptr<transport::Stream> stream,
                                                          const SenderOptions& opts,
                                                          const GuestInfo& guest);

@@ -73,6 +73,7 @@ EpochLoop::EpochLoop(GuestSource& guest, OutputCommit& output, ConnectFn connect
       snap_(std::make_unique<Snapshot>(guest.guest_pages())) {
   snap_->pfns.reserve(1024);
   next_cache_pages_.store(sender_opts_.codec.cache_pages);
+  configured_cache_pages_ = sender_opts_.codec.cache_pages;
   output_state_ = output_.Describe();
 }
 
@@ -253,6 +254,21 @@ Status EpochLoop::EnsureConnected(const std::atomic<bool>& stop) {
     // A cache size set live (SetCacheSize) applies from this session on.
     sender_opts_.codec.cache_pages = next_cache_pages_.load();
     auto sender = CheckpointSender::Start(std::move(*stream), sender_opts_, info);
+    if (!sender.ok() && sender.status().code() == Code::kOutOfRange &&
+        sender_opts_.codec.cache_pages != configured_cache_pages_) {
+      // A backup whose --max-cache-size is below the size set live (one
+      // restarted with other flags, say): go back to the configured size
+      // rather than stay unprotected.
+      spdlog::warn("{}; retrying with the configured cache of {}", sender.status().ToString(),
+                   FormatSize(configured_cache_pages_ * kPageSize));
+      sender_opts_.codec.cache_pages = configured_cache_pages_;
+      next_cache_pages_.store(configured_cache_pages_);
+      if (auto again = connect_(); again.ok()) {
+        sender = CheckpointSender::Start(std::move(*again), sender_opts_, info);
+      } else {
+        sender = again.status();
+      }
+    }
     if (sender.ok()) {
       sender_ = std::move(*sender);
       active_cache_pages_.store(sender_opts_.codec.cache_pages);

@@ -183,6 +183,7 @@ class EpochLoop {
 
   // Operations state (see the public section above).
   std::atomic<uint64_t> next_cache_pages_{0};
+  uint64_t configured_cache_pages_ = 0;  // --cache-size: the fallback when a backup refuses a live-set size
   std::atomic<uint64_t> active_cache_pages_{0};
   std::atomic<bool> paused_{false};
   std::atomic<bool> handed_over_{false};

@@ -5,8 +5,10 @@
 #     `romulus replicate --domain guest4 --control-socket`; wait for 3 acked epochs;
 #  2. SIGKILL backup A and destroy its replica (its host is gone): the primary must say the
 #     backup is lost, keep the guest running UNPROTECTED (ctl status) and retry;
-#  3. start backup B on the same address: the primary reconnects by itself, a new session whose
-#     epochs continue the numbering (a full resync), and its epochs are acked by B;
+#     Before that the operator grew the page cache live (`ctl set cache-size 96M`);
+#  3. start backup B on the same address, allowing at most 64M of cache: the primary reconnects by
+#     itself, is refused the 96M, falls back to its configured 64M (not stuck unprotected), and
+#     the new session (a full resync, epochs continuing the numbering) is acked by B;
 #  4. the primary host dies (SIGKILL + destroy): B fails over from an epoch of the new session,
 #     and the guest counts on from its checkpointed value.
 . /lab/dom0-lib.sh
@@ -20,11 +22,12 @@ chmod 600 "$W/psk"
 jget() { echo "$2" | sed -n "s/.*\"$1\":\(-\{0,1\}[0-9][0-9]*\).*/\1/p"; }
 acked() { grep -c '"acked":true' "$W/stats.jsonl" 2>/dev/null || true; }
 last_acked() { jget epoch "$(grep '"acked":true' "$W/stats.jsonl" | tail -n1)"; }
-backup() {  # backup NAME: a `romulus restore --xen` on $PORT, events in $W/events-NAME.jsonl
+backup() {  # backup NAME [FLAG...]: a `romulus restore --xen` on $PORT, events in $W/events-NAME.jsonl
+  _b=$1; shift
   romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s --no-vifs \
-    --events-json "$W/events-$1.jsonl" >"$W/backup-$1.log" 2>&1 &
+    --events-json "$W/events-$_b.jsonl" "$@" >"$W/backup-$_b.log" 2>&1 &
   BP=$!
-  lab_wait_listening "$W/backup-$1.log" $BP
+  lab_wait_listening "$W/backup-$_b.log" $BP
 }
 # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds, or fail with WHAT (the primary alive)
 wait_for() {
@@ -47,6 +50,8 @@ romulus replicate --domain $G --to "127.0.0.1:$PORT" --psk-file "$W/psk" --inter
   --ack-timeout 15s --stats-json "$W/stats.jsonl" --control-socket "$W/ctl.sock" >"$W/primary.log" 2>&1 &
 RP=$!
 wait_for 600 "no 3 acked epochs with backup A" sh -c "[ \$(grep -c '\"acked\":true' $W/stats.jsonl 2>/dev/null) -ge 3 ]"
+romulus ctl --socket "$W/ctl.sock" set cache-size 96M >"$W/ctl-cache.json" 2>&1 || lab_fail "ctl set cache-size 96M: $(cat "$W/ctl-cache.json")"
+wait_for 300 "the 96M cache was never applied" grep -q 'page cache resized to 96 MiB' "$W/primary.log"
 
 # ---- 2. backup A's host dies
 kill -9 $BP; wait $BP 2>/dev/null
@@ -59,15 +64,17 @@ CTR=$(lab_counter_last "$C")
 lab_wait_counter "$C" $((CTR + 2)) 60 || lab_fail "$G stopped running after its backup was lost"
 
 # ---- 3. backup B: the primary reconnects on its own
-backup b
+backup b --max-cache-size 64M
 wait_for 120 "the primary did not reconnect to backup B" grep -q 'reconnected to the backup' "$W/primary.log"
+grep -q 'retrying with the configured cache of 64 MiB' "$W/primary.log" || { tail -n 10 "$W/primary.log"; lab_fail "no fallback to the configured cache"; }
 FIRST_B=$(sed -n 's/.*session from epoch \([0-9]*\).*/\1/p' "$W/primary.log" | tail -n1)
 [ -n "$FIRST_B" ] && [ "$FIRST_B" -gt "$LOST_AT" ] || lab_fail "the new session starts at epoch '$FIRST_B', not after $LOST_AT"
 wait_for 600 "no epochs of the new session acked by backup B" sh -c "grep -q '\"epoch\":$((FIRST_B + 2)),.*\"acked\":true' $W/stats.jsonl"
 grep -q '"event":"commit"' "$W/events-b.jsonl" || lab_fail "backup B committed nothing"
 romulus ctl --socket "$W/ctl.sock" status >"$W/status-b.json" 2>&1
 grep -q '"PROTECTED"' "$W/status-b.json" || lab_fail "status after the reconnection: $(cat "$W/status-b.json")"
-lab_note "backup A killed after epoch $LOST_AT; primary reconnected to B: session from epoch $FIRST_B, $(acked) epochs acked in all"
+grep -q '"cache_size":67108864' "$W/status-b.json" || lab_fail "the cache after the fallback is not 64M: $(cat "$W/status-b.json")"
+lab_note "backup A killed after epoch $LOST_AT (cache set live to 96M); primary reconnected to B (max 64M): session from epoch $FIRST_B with the configured 64M cache, $(acked) epochs acked in all"
 
 # ---- 4. the primary host dies: B takes over
 LAST_PRIMARY=$(lab_counter_last "$C")
