@@ -663,6 +663,13 @@ Status Session::Run(ReplicateSummary* summary) {
                          ")" + (why.empty() ? "" : ": " + why));
 }
 
+// A domain worth protecting further: not gone, dying or shutting down (a
+// suspended one is resumed by the session's clean-up).
+bool DomainLives(XenHandles& h, uint32_t domid) {
+  auto info = GetDomainInfo(h.xch(), domid);
+  return info.ok() && !info->dying && !(info->shutdown && info->shutdown_reason != SHUTDOWN_suspend);
+}
+
 }  // namespace
 
 Status RunReplicateDomainWith(const XenReplicateOptions& opts, const TransportFactory& connect,
@@ -729,8 +736,7 @@ Status RunReplicateDomainWith(const XenReplicateOptions& opts, const TransportFa
     if (!opts.reconnect || session.ended_cleanly() || (stop && stop->load())) break;
     // Only a lost backup is worth a new session; a domain that is gone or
     // shutting down ends the replication.
-    auto info = GetDomainInfo((*h)->xch(), dom->domid);
-    if (!info.ok() || info->dying || (info->shutdown && info->shutdown_reason != SHUTDOWN_suspend)) break;
+    if (!DomainLives(**h, dom->domid)) break;
     fprintf(stderr, "romulus: backup lost after epoch %llu (%s): domain %s runs UNPROTECTED; reconnecting\n",
             (unsigned long long)last_epoch, s.ToString().c_str(), dom->name.c_str());
     sender->reset();  // closes the old connection
@@ -744,15 +750,21 @@ Status RunReplicateDomainWith(const XenReplicateOptions& opts, const TransportFa
     gi.first_epoch = last_epoch + 1;
     gi.resync_reason = 1;  // the backup reconnected after a loss
     auto backoff = opts.reconnect_min;
+    bool gone = false;
     for (;;) {
       sender = connect(gi);
       if (sender.ok() || (stop && stop->load())) break;
+      if ((gone = !DomainLives(**h, dom->domid))) break;  // nothing left to protect
       fprintf(stderr, "romulus: UNPROTECTED: no backup (%s); retrying in %s\n",
               sender.status().ToString().c_str(), FormatDuration(backoff).c_str());
       for (auto until = Clock::now() + backoff; Clock::now() < until && !(stop && stop->load());) {
         std::this_thread::sleep_for(milliseconds(20));
       }
       backoff = std::min(backoff * 2, opts.reconnect_max);
+    }
+    if (gone) {
+      s = Status::Closed("domain " + dom->name + " went away while unprotected; replication ends");
+      break;
     }
     if (stop && stop->load()) {  // stopped while unprotected
       if (sender.ok()) (void)(*sender)->Stop();  // BYE: no failover of a session that never ran

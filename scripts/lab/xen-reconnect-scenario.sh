@@ -10,7 +10,9 @@
 #     itself, is refused the 96M, falls back to its configured 64M (not stuck unprotected), and
 #     the new session (a full resync, epochs continuing the numbering) is acked by B;
 #  4. the primary host dies (SIGKILL + destroy): B fails over from an epoch of the new session,
-#     and the guest counts on from its checkpointed value.
+#     and the guest counts on from its checkpointed value;
+#  5. guest5, protected the same way, loses its backup and is then destroyed while unprotected:
+#     the primary must stop retrying and exit with an error (nothing left to protect).
 . /lab/dom0-lib.sh
 I=${LAB_INTERVAL_MS:-100}
 PORT=${LAB_RECONNECT_PORT:-7500}
@@ -95,4 +97,30 @@ FIRST=$(lab_counter_first "$CB")
 lab_note "primary killed (last acked epoch $LAST_ACKED, counter $LAST_PRIMARY); backup B resumed from epoch $FO_EPOCH, counter $FIRST.. after $(lab_elapsed "$TK")s"
 lab_figure "tool=romulus lost_after_epoch=$LOST_AT reconnect_first_epoch=$FIRST_B resumed_epoch=$FO_EPOCH"
 kill $BP 2>/dev/null; wait $BP 2>/dev/null
+
+# ---- 5. a domain destroyed while its primary looks for a backup
+G=guest5
+rm -f "$(lab_console $G)"
+lab_guest_create $G 128 1 >"$W/domid5" || lab_fail "xl create $G failed"
+P=$(cat "$W/domid5")
+lab_wait_counter "$(lab_console $G)" 3 90 || lab_fail "$G never counted to 3"
+PORT=$((PORT + 1))
+backup c
+romulus replicate --domain $G --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
+  --ack-timeout 15s --stats-json "$W/stats5.jsonl" >"$W/primary.log" 2>&1 &
+RP=$!
+wait_for 600 "no acked epoch for $G" grep -q '"acked":true' "$W/stats5.jsonl"
+kill -9 $BP; wait $BP 2>/dev/null
+xl destroy "$G--incoming" >/dev/null 2>&1
+wait_for 120 "the primary of $G did not notice the lost backup" grep -q 'backup lost after epoch' "$W/primary.log"
+xl destroy "$P" >/dev/null 2>&1
+TD=$(lab_now)
+while kill -0 $RP 2>/dev/null; do
+  [ "$(lab_elapsed "$TD" | cut -d. -f1)" -lt 60 ] || { tail -n 5 "$W/primary.log"; lab_fail "the primary kept looking for a backup for a destroyed domain"; }
+  sleep 0.2
+done
+wait $RP; RC=$?
+[ "$RC" -ne 0 ] && grep -q 'went away while unprotected' "$W/primary.log" ||
+  { tail -n 5 "$W/primary.log"; lab_fail "the primary of the destroyed $G exited $RC without saying why"; }
+lab_note "$G destroyed while unprotected: its primary exited $RC after $(lab_elapsed "$TD")s ($(grep -m1 'went away' "$W/primary.log" | cut -c1-80))"
 exit 0
