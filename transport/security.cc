@@ -71,6 +71,28 @@ Status CheckReadable(const std::string& what, const std::string& path) {
   return Status::Ok();
 }
 
+// A secret must be private to the user running romulus: owned by that user
+// (anyone else who owns it can rewrite or read it whatever its mode says)
+// and inaccessible to others. Group access is only warned about, for
+// deployments that share keys through a dedicated group.
+Status CheckPrivateKeyFile(const std::string& what, const std::string& path, const struct stat& st) {
+  const uid_t me = ::geteuid();
+  if (st.st_uid != me) {
+    return Status::InvalidArgument(what + " '" + path + "' is owned by uid " +
+                                   std::to_string(st.st_uid) + ", expected uid " +
+                                   std::to_string(me) + " (the user running romulus); run: chown " +
+                                   std::to_string(me) + " " + path);
+  }
+  if (st.st_mode & (S_IROTH | S_IWOTH)) {
+    return Status::InvalidArgument(what + " '" + path +
+                                   "' is accessible by other users; run: chmod 600 " + path);
+  }
+  if (st.st_mode & (S_IRGRP | S_IWGRP)) {
+    spdlog::warn("{} '{}' is group-accessible; consider: chmod 600 {}", what, path, path);
+  }
+  return Status::Ok();
+}
+
 // ---- PSK callbacks (TLS 1.3 external PSK) -------------------------------------
 
 const unsigned char kAes128GcmSha256[2] = {0x13, 0x01};
@@ -113,13 +135,15 @@ int PskFindSession(SSL* ssl, const unsigned char* id, size_t idlen, SSL_SESSION*
   if (got != impl->identity) {
     std::string printable;
     for (char c : got.substr(0, 64)) printable += (c >= 0x20 && c < 0x7f) ? c : '?';
-    spdlog::warn("TLS: peer uses a different pre-shared key (peer key id '{}', ours '{}')",
-                 printable, impl->identity);
     // Let the handshake's error say why, instead of OpenSSL's generic
-    // "no suitable signature algorithm".
+    // "no suitable signature algorithm". Whoever runs the handshake logs it
+    // (the listener rate-limited: anyone can send a ClientHello).
+    std::string why = "peer uses a different pre-shared key (peer key id '" + printable +
+                      "', ours '" + impl->identity + "')";
     if (auto* note = static_cast<std::string*>(SSL_get_app_data(ssl))) {
-      *note = "peer uses a different pre-shared key (peer key id '" + printable + "', ours '" +
-              impl->identity + "')";
+      *note = why;
+    } else {
+      spdlog::warn("TLS: {}", why);
     }
     *sess = nullptr;  // no PSK match: the handshake fails (there is no certificate)
     return 1;
@@ -166,13 +190,9 @@ Result<std::vector<uint8_t>> LoadPskFile(const std::string& path) {
     ::close(fd);
     return Status::InvalidArgument("key file '" + path + "' is not a regular file");
   }
-  if (st.st_mode & (S_IROTH | S_IWOTH)) {
+  if (Status priv = CheckPrivateKeyFile("key file", path, st); !priv.ok()) {
     ::close(fd);
-    return Status::InvalidArgument("key file '" + path +
-                                   "' is accessible by other users; run: chmod 600 " + path);
-  }
-  if (st.st_mode & (S_IRGRP | S_IWGRP)) {
-    spdlog::warn("key file '{}' is group-accessible; consider: chmod 600 {}", path, path);
+    return priv;
   }
   // Bounded read: a key file is small; anything big is not a key file.
   constexpr size_t kMaxFile = 16384;
@@ -266,9 +286,6 @@ SecurityContext::SecurityContext(Security config, std::unique_ptr<Impl> impl, st
 SecurityContext::~SecurityContext() = default;
 
 Result<std::shared_ptr<SecurityContext>> SecurityContext::Load(const Security& config) {
-  if (config.handshake_timeout_ms <= 0) {
-    return Status::InvalidArgument("handshake timeout must be positive");
-  }
   if (config.mode == Security::Mode::kInsecure) {
     return std::shared_ptr<SecurityContext>(new SecurityContext(config, nullptr, ""));
   }
@@ -307,11 +324,11 @@ Result<std::shared_ptr<SecurityContext>> SecurityContext::Load(const Security& c
     ROMULUS_RETURN_IF_ERROR(CheckReadable("private key", config.key_file));
     ROMULUS_RETURN_IF_ERROR(CheckReadable("CA", config.ca_file));
     struct stat st {};
-    if (::stat(config.key_file.c_str(), &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH))) {
+    if (::stat(config.key_file.c_str(), &st) != 0) {
       return Status::InvalidArgument("private key file '" + config.key_file +
-                                     "' is accessible by other users; run: chmod 600 " +
-                                     config.key_file);
+                                     "': " + std::strerror(errno));
     }
+    ROMULUS_RETURN_IF_ERROR(CheckPrivateKeyFile("private key file", config.key_file, st));
     for (SSL_CTX* ctx : {impl->client, impl->server}) {
       if (SSL_CTX_use_certificate_chain_file(ctx, config.cert_file.c_str()) != 1) {
         return Status::InvalidArgument("certificate file '" + config.cert_file +

@@ -5,7 +5,10 @@
 // PSK file format (docs/PROTOCOL.md §1.3): one line of hex, >= 64 digits
 // (32 bytes), '#' comments and blank lines ignored. Generate with
 //   openssl rand -hex 32 > romulus.key && chmod 600 romulus.key
-// World-readable/-writable files are refused; group-readable ones warned about.
+// Key files (the PSK file, the --key private key) must be owned by the user
+// running romulus; world-readable/-writable ones are refused, group-readable
+// ones warned about. (The listener's pre-authentication deadline is a
+// ListenerOptions field, transport/tcp.h.)
 #pragma once
 
 #include <cstdint>
@@ -25,7 +28,6 @@ struct Security {
   std::string key_file;   // kCertificate: our private key (PEM)
   std::string ca_file;    // kCertificate: CA that signs the peer (PEM)
   std::string peer_name;  // kCertificate, optional: peer cert must match this DNS name / IP
-  int handshake_timeout_ms = 10000;
 };
 
 const char* ModeName(Security::Mode mode);  // "tls-psk", "tls-cert", "insecure"

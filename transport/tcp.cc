@@ -1,9 +1,7 @@
 #include "transport/tcp.h"
 
-#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -15,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "transport/io_util.h"
+#include "transport/resolve.h"
 #include "transport/tcp_stream.h"
 
 namespace romulus::transport {
@@ -145,8 +144,9 @@ Result<HostPort> ParseHostPort(const std::string& text) {
 
 namespace {
 
-Result<std::unique_ptr<Stream>> Finish(int fd, const SecurityContext& sec, bool server,
-                                       Deadline deadline) {
+// Outgoing side: tunes the socket and runs the TLS handshake inline (the
+// Listener runs its handshakes concurrently instead, see listener.cc).
+Result<std::unique_ptr<Stream>> Finish(int fd, const SecurityContext& sec, Deadline deadline) {
   Status st = internal::TuneTcpSocket(fd);
   if (!st.ok()) {
     ::close(fd);
@@ -154,7 +154,7 @@ Result<std::unique_ptr<Stream>> Finish(int fd, const SecurityContext& sec, bool 
   }
   std::string peer = internal::PeerAddress(fd);
   if (!sec.tls()) return internal::NewTcpStream(fd, peer);
-  return internal::NewTlsStream(fd, peer, sec, server, deadline);
+  return internal::NewTlsStream(fd, peer, sec, /*server=*/false, deadline);
 }
 
 }  // namespace
@@ -164,25 +164,18 @@ Result<std::unique_ptr<Stream>> Connect(const std::string& host, uint16_t port,
                                         std::chrono::milliseconds timeout) {
   if (!sec) return Status::InvalidArgument("Connect without a security context");
   Deadline deadline = DeadlineIn(timeout);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  std::string port_text = std::to_string(port);
-  int gai = ::getaddrinfo(host.c_str(), port_text.c_str(), &hints, &res);
-  if (gai != 0) {
-    return Status::IoError("cannot resolve '" + host + "': " + ::gai_strerror(gai));
-  }
+  auto addrs = internal::ResolveWithin(host, port, timeout);
+  if (!addrs.ok()) return addrs.status();
   Status last = Status::IoError("no address for '" + host + "'");
-  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                      ai->ai_protocol);
+  for (const internal::ResolvedAddr& ai : *addrs) {
+    const sockaddr* sa = reinterpret_cast<const sockaddr*>(&ai.addr);
+    int fd = ::socket(ai.family, ai.socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai.protocol);
     if (fd < 0) {
       last = Status::FromErrno("socket", errno);
       continue;
     }
-    std::string where = internal::SockaddrToString(ai->ai_addr, ai->ai_addrlen);
-    int r = ::connect(fd, ai->ai_addr, ai->ai_addrlen);
+    std::string where = internal::SockaddrToString(sa, ai.len);
+    int r = ::connect(fd, sa, ai.len);
     if (r < 0 && errno == EINPROGRESS) {
       Status st = WaitFd(fd, POLLOUT, -1, deadline, "connecting");
       if (!st.ok()) {
@@ -201,94 +194,9 @@ Result<std::unique_ptr<Stream>> Connect(const std::string& host, uint16_t port,
       ::close(fd);
       continue;
     }
-    ::freeaddrinfo(res);
-    return Finish(fd, *sec, /*server=*/false, deadline);
+    return Finish(fd, *sec, deadline);
   }
-  ::freeaddrinfo(res);
   return last;
-}
-
-// ---- Listener -----------------------------------------------------------------
-
-Listener::Listener(int fd, int wake_fd, uint16_t port, std::string addr,
-                   std::shared_ptr<const SecurityContext> sec)
-    : fd_(fd), wake_fd_(wake_fd), port_(port), addr_(std::move(addr)), sec_(std::move(sec)) {}
-
-Listener::~Listener() {
-  if (fd_ >= 0) ::close(fd_);
-  if (wake_fd_ >= 0) ::close(wake_fd_);
-}
-
-std::string Listener::address() const { return addr_; }
-
-void Listener::Shutdown() {
-  uint64_t one = 1;
-  (void)!::write(wake_fd_, &one, sizeof one);
-}
-
-Result<std::unique_ptr<Listener>> Listener::Bind(const std::string& addr, uint16_t port,
-                                                 std::shared_ptr<const SecurityContext> sec) {
-  if (!sec) return Status::InvalidArgument("Listener without a security context");
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  std::string port_text = std::to_string(port);
-  const char* node = addr.empty() || addr == "*" ? nullptr : addr.c_str();
-  int gai = ::getaddrinfo(node, port_text.c_str(), &hints, &res);
-  if (gai != 0) return Status::InvalidArgument("cannot resolve '" + addr + "': " + ::gai_strerror(gai));
-  Status last = Status::IoError("no address to bind for '" + addr + "'");
-  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
-    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                      ai->ai_protocol);
-    if (fd < 0) {
-      last = Status::FromErrno("socket", errno);
-      continue;
-    }
-    int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    std::string where = internal::SockaddrToString(ai->ai_addr, ai->ai_addrlen);
-    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || ::listen(fd, 16) < 0) {
-      last = Status::FromErrno("binding " + where, errno);
-      ::close(fd);
-      continue;
-    }
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-    uint16_t bound = 0;
-    if (ss.ss_family == AF_INET) bound = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-    if (ss.ss_family == AF_INET6) bound = ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
-    int wake = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (wake < 0) {
-      ::close(fd);
-      ::freeaddrinfo(res);
-      return Status::FromErrno("eventfd", errno);
-    }
-    ::freeaddrinfo(res);
-    std::string name = internal::SockaddrToString(reinterpret_cast<sockaddr*>(&ss), len);
-    return std::unique_ptr<Listener>(new Listener(fd, wake, bound, name, std::move(sec)));
-  }
-  ::freeaddrinfo(res);
-  return last;
-}
-
-Result<std::unique_ptr<Stream>> Listener::Accept(Deadline deadline) {
-  for (;;) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-      // The handshake gets its own bound so that a silent peer cannot hold
-      // the listener, whatever the caller's accept deadline is.
-      Deadline hs = DeadlineIn(std::chrono::milliseconds(sec_->config().handshake_timeout_ms));
-      return Finish(fd, *sec_, /*server=*/true, hs);
-    }
-    if (errno == EINTR || errno == ECONNABORTED) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) return Status::FromErrno("accept", errno);
-    ROMULUS_RETURN_IF_ERROR(WaitFd(fd_, POLLIN, wake_fd_, deadline, "waiting for a connection"));
-  }
 }
 
 }  // namespace romulus::transport

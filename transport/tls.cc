@@ -55,55 +55,52 @@ class TlsStream final : public Stream {
   }
   ~TlsStream() override { Close(); }
 
-  // Single-threaded, before the stream is handed out.
-  Status Handshake(bool server, Deadline deadline) {
+  // Single-threaded, before the stream is handed out. Advances the
+  // handshake as far as it can without blocking: 0 when it is complete,
+  // POLLIN/POLLOUT for what to wait on, or why it failed. A failure's alert
+  // is flushed first (best effort) so the peer learns why.
+  Result<short> HandshakeStep() {
     for (;;) {
-      int r, err;
-      {
-        ERR_clear_error();
-        r = SSL_do_handshake(ssl_);
-        err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
+      if (!tx_.empty()) {
+        auto n = SendOnce(fd_, tx_.data(), tx_.size());
+        if (!n.ok()) return hs_error_.ok() ? n.status() : hs_error_;
+        tx_.erase(tx_.begin(), tx_.begin() + static_cast<std::ptrdiff_t>(*n));
+        if (!tx_.empty()) return static_cast<short>(POLLOUT);
       }
+      if (!hs_error_.ok()) return hs_error_;
+      if (hs_done_) return static_cast<short>(0);
+      ERR_clear_error();
+      int r = SSL_do_handshake(ssl_);
+      int err = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
       std::string detail = err == SSL_ERROR_SSL ? DrainOpenSslErrors() : "";
-      // Flush whatever the handshake produced (including a fatal alert, so
-      // the peer learns why).
       Drain();
-      Status sent = tx_.empty() ? Status::Ok() : SendAll(fd_, tx_.data(), tx_.size(), -1, deadline);
-      tx_.clear();
       if (r == 1) {
-        if (!sent.ok()) return sent;
-        break;
-      }
-      if (err == SSL_ERROR_WANT_READ) {
-        if (!sent.ok()) return sent;
-        Status st = RecvIntoBio(deadline, "during the TLS handshake");
-        if (st.code() == Code::kClosed) {
-          return Status::Unauthenticated("peer closed the connection during the TLS handshake");
+        // In PSK mode the session must have been keyed by our PSK: never
+        // accept a handshake that fell back to anything else.
+        if (psk_mode_ && !SSL_session_reused(ssl_)) {
+          hs_error_ = Status::Unauthenticated("TLS handshake completed without the pre-shared key");
+        } else {
+          hs_done_ = true;
         }
-        ROMULUS_RETURN_IF_ERROR(st);
+        continue;  // flush the last flight
+      }
+      if (err != SSL_ERROR_WANT_READ) {
+        hs_error_ = HandshakeError(err, detail);
         continue;
       }
-      if (!note_.empty()) return Status::Unauthenticated(note_);
-      if (err == SSL_ERROR_SSL) {
-        if (detail.find("wrong version number") != std::string::npos ||
-            detail.find("packet length too long") != std::string::npos ||
-            detail.find("http request") != std::string::npos) {
-          detail += " (the peer does not speak TLS: is it running with --insecure?)";
+      if (!tx_.empty()) continue;  // our flight goes out before we wait for theirs
+      auto got = RecvOnceIntoBio();
+      if (!got.ok()) {
+        if (got.status().code() == Code::kClosed) {
+          return Status::Unauthenticated("peer closed the connection during the TLS handshake");
         }
-        long vr = SSL_get_verify_result(ssl_);
-        if (vr != X509_V_OK) detail += " (certificate: " + std::string(X509_verify_cert_error_string(vr)) + ")";
-        return Status::Unauthenticated("TLS handshake failed: " + detail);
+        return got.status();
       }
-      return Status::Unauthenticated("TLS handshake failed (SSL error " + std::to_string(err) + ")");
+      if (!*got) return static_cast<short>(POLLIN);
     }
-    // In PSK mode the session must have been keyed by our PSK: never accept
-    // a handshake that fell back to anything else.
-    if (psk_mode_ && !SSL_session_reused(ssl_)) {
-      return Status::Unauthenticated("TLS handshake completed without the pre-shared key");
-    }
-    (void)server;
-    return Status::Ok();
   }
+
+  int fd() const { return fd_; }
 
   void set_psk_mode(bool on) { psk_mode_ = on; }
 
@@ -245,6 +242,36 @@ class TlsStream final : public Stream {
     }
   }
 
+  Status HandshakeError(int err, std::string detail) {
+    if (!note_.empty()) return Status::Unauthenticated(note_);
+    if (err != SSL_ERROR_SSL) {
+      return Status::Unauthenticated("TLS handshake failed (SSL error " + std::to_string(err) + ")");
+    }
+    if (detail.find("wrong version number") != std::string::npos ||
+        detail.find("packet length too long") != std::string::npos ||
+        detail.find("http request") != std::string::npos) {
+      detail += " (the peer does not speak TLS: is it running with --insecure?)";
+    }
+    long vr = SSL_get_verify_result(ssl_);
+    if (vr != X509_V_OK) detail += " (certificate: " + std::string(X509_verify_cert_error_string(vr)) + ")";
+    return Status::Unauthenticated("TLS handshake failed: " + detail);
+  }
+  // Handshake only: one non-blocking recv into rbio; false if nothing was there.
+  Result<bool> RecvOnceIntoBio() {
+    for (;;) {
+      ssize_t n = ::recv(fd_, rx_.data(), rx_.size(), 0);
+      if (n > 0) {
+        std::lock_guard<std::mutex> lock(ssl_mu_);
+        BIO_write(rbio_, rx_.data(), static_cast<int>(n));
+        return true;
+      }
+      if (n == 0) return Status::Closed("peer closed the connection");
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+      return IoErrno("recv from " + peer_, errno);
+    }
+  }
+
   int fd_;
   std::string peer_;
   SSL* ssl_;
@@ -252,6 +279,8 @@ class TlsStream final : public Stream {
   BIO* wbio_;
   bool psk_mode_ = false;
   std::string note_;  // handshake only: why the PSK callback refused the peer
+  bool hs_done_ = false;  // handshake only
+  Status hs_error_;       // handshake only: the failure, reported once the alert is out
   std::mutex ssl_mu_;   // every SSL_* and BIO_* call
   std::mutex send_mu_;  // writes: SSL_write, draining wbio and sending, in order
   std::vector<uint8_t> tx_;  // guarded by send_mu_
@@ -263,8 +292,24 @@ class TlsStream final : public Stream {
 
 }  // namespace
 
-Result<std::unique_ptr<Stream>> NewTlsStream(int fd, std::string peer, const SecurityContext& sec,
-                                             bool server, Deadline deadline) {
+namespace {
+
+class TlsHandshakeImpl final : public TlsHandshake {
+ public:
+  explicit TlsHandshakeImpl(std::unique_ptr<TlsStream> stream) : stream_(std::move(stream)) {}
+  int fd() const override { return stream_->fd(); }
+  Result<short> Step() override { return stream_->HandshakeStep(); }
+  std::unique_ptr<Stream> Release() override { return std::move(stream_); }
+  std::string Peer() const override { return stream_->Peer(); }
+
+ private:
+  std::unique_ptr<TlsStream> stream_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<TlsHandshake>> StartTls(int fd, std::string peer, const SecurityContext& sec,
+                                               bool server) {
   auto* impl = sec.impl();
   SSL* ssl = SSL_new(server ? impl->server : impl->client);
   BIO* rbio = BIO_new(BIO_s_mem());
@@ -284,22 +329,40 @@ Result<std::unique_ptr<Stream>> NewTlsStream(int fd, std::string peer, const Sec
   std::string name = std::string(ModeName(sec.mode())) + " " + peer;
   auto stream = std::make_unique<TlsStream>(fd, name, ssl, rbio, wbio);
   stream->set_psk_mode(impl->psk_mode);
-  Status st = stream->Handshake(server, deadline);
-  if (!st.ok()) {
-    const char* hint = "";
-    bool explained = st.message().find("different pre-shared key") != std::string::npos ||
-                     st.message().find("does not speak TLS") != std::string::npos;
-    if (st.code() == Code::kUnauthenticated && !explained) {
-      hint = sec.mode() == Security::Mode::kPsk
-                 ? " (is the peer using the same key file, and TLS rather than --insecure?)"
-                 : " (is the peer's certificate signed by our CA, and is it using TLS?)";
+  return std::unique_ptr<TlsHandshake>(new TlsHandshakeImpl(std::move(stream)));
+}
+
+Result<std::unique_ptr<Stream>> NewTlsStream(int fd, std::string peer, const SecurityContext& sec,
+                                             bool server, Deadline deadline) {
+  auto hs = StartTls(fd, peer, sec, server);
+  if (!hs.ok()) return hs.status();
+  Status st;
+  for (;;) {
+    auto events = (*hs)->Step();
+    if (!events.ok()) {
+      st = events.status();
+      break;
     }
+    if (*events == 0) break;
+    st = WaitFd((*hs)->fd(), *events, -1, deadline, "during the TLS handshake");
+    if (!st.ok()) break;
+  }
+  if (!st.ok()) {
     spdlog::warn("TLS handshake with {} ({}) failed: {}{}", peer, server ? "incoming" : "outgoing",
-                 st.message(), hint);
+                 st.message(), HandshakeHint(st, sec));
     return st.With("TLS handshake with " + peer);
   }
-  spdlog::debug("TLS 1.3 session with {} established ({})", peer, SSL_get_cipher_name(ssl));
-  return std::unique_ptr<Stream>(std::move(stream));
+  spdlog::debug("TLS 1.3 session with {} established", peer);
+  return (*hs)->Release();
+}
+
+std::string HandshakeHint(const Status& st, const SecurityContext& sec) {
+  bool explained = st.message().find("different pre-shared key") != std::string::npos ||
+                   st.message().find("does not speak TLS") != std::string::npos;
+  if (st.code() != Code::kUnauthenticated || explained) return "";
+  return sec.mode() == Security::Mode::kPsk
+             ? " (is the peer using the same key file, and TLS rather than --insecure?)"
+             : " (is the peer's certificate signed by our CA, and is it using TLS?)";
 }
 
 }  // namespace romulus::transport::internal

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "test_util.h"
 #include "transport/tcp.h"
@@ -53,6 +57,29 @@ TEST(PskFile, RejectsBadFiles) {
   EXPECT_FALSE(LoadPskFile(d.File("missing")).ok());
   EXPECT_FALSE(LoadPskFile("").ok());
   EXPECT_FALSE(LoadPskFile(d.path()).ok());  // a directory
+}
+
+// Tests run as root; a file handed to another user (nobody) must be refused
+// even though root can read it.
+TEST(PskFile, KeyOwnedByAnotherUserIsRefused) {
+  TempDir d;
+  auto path = WriteFile(d.File("k"), kHex64 + "\n");
+  if (::chown(path.c_str(), 65534, static_cast<gid_t>(-1)) != 0) {
+    GTEST_SKIP() << "cannot chown (not root): " << std::strerror(errno);
+  }
+  auto key = LoadPskFile(path);
+  ASSERT_FALSE(key.ok());
+  EXPECT_EQ(key.status().code(), Code::kInvalidArgument);
+  const std::string me = std::to_string(::geteuid());
+  EXPECT_NE(key.status().message().find("owned by uid 65534, expected uid " + me), std::string::npos)
+      << key.status().ToString();
+  EXPECT_NE(key.status().message().find("chown " + me), std::string::npos) << key.status().ToString();
+  Security s;
+  s.psk_file = path;
+  EXPECT_EQ(SecurityContext::Load(s).status().code(), Code::kInvalidArgument);
+  // Given back to us, the same file loads.
+  ASSERT_EQ(0, ::chown(path.c_str(), ::geteuid(), static_cast<gid_t>(-1)));
+  EXPECT_TRUE(LoadPskFile(path).ok());
 }
 
 TEST(PskFile, GroupReadableIsAcceptedWithAWarning) {

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <future>
 #include <string>
+#include <thread>
 
 #include "transport/security.h"
 #include "transport/tcp.h"
@@ -49,14 +50,12 @@ inline Security PskConfig(const std::string& file) {
   Security s;
   s.mode = Security::Mode::kPsk;
   s.psk_file = file;
-  s.handshake_timeout_ms = 5000;
   return s;
 }
 
 inline Security Insecure() {
   Security s;
   s.mode = Security::Mode::kInsecure;
-  s.handshake_timeout_ms = 5000;
   return s;
 }
 
@@ -85,7 +84,6 @@ inline Security CertConfig(const TempDir& dir, const std::string& node, const st
   s.cert_file = dir.File(node + "-node.pem");
   s.key_file = dir.File(node + "-node.key");
   s.ca_file = dir.File(ca + "-ca.pem");
-  s.handshake_timeout_ms = 5000;
   return s;
 }
 
@@ -94,17 +92,39 @@ struct Connected {
   Result<std::unique_ptr<Stream>> client = Status::Internal("not run");
 };
 
+// Polls the listener's counters until `done` holds or `timeout` passes;
+// returns the last counters seen (the caller asserts on them).
+template <typename Pred>
+ListenerStats WaitForStats(const Listener& l, Pred done, std::chrono::milliseconds timeout = 10s) {
+  Deadline until = DeadlineIn(timeout);
+  ListenerStats st = l.stats();
+  while (!done(st) && Clock::now() < until) {
+    std::this_thread::sleep_for(2ms);
+    st = l.stats();
+  }
+  return st;
+}
+
 // Listens on an ephemeral loopback port with `server_sec`, connects with
-// `client_sec`, returns both outcomes.
+// `client_sec`, returns both outcomes. The listener handshakes on its own
+// thread and never hands out a failed peer, so the server outcome is either
+// the accepted stream or the listener's record of why it dropped the peer.
 inline Connected ConnectPair(std::shared_ptr<const SecurityContext> server_sec,
                              std::shared_ptr<const SecurityContext> client_sec) {
   Connected c;
   auto listener = Listener::Bind("127.0.0.1", 0, server_sec);
   EXPECT_TRUE(listener.ok()) << listener.status().ToString();
   if (!listener.ok()) return c;
-  auto accepted = std::async(std::launch::async, [&] { return (*listener)->Accept(DeadlineIn(10s)); });
-  c.client = Connect("127.0.0.1", (*listener)->port(), client_sec, 10s);
-  c.server = accepted.get();
+  Listener& l = **listener;
+  c.client = Connect("127.0.0.1", l.port(), client_sec, 10s);
+  auto st = WaitForStats(l, [](const ListenerStats& s) { return s.authenticated + s.dropped > 0; });
+  if (st.authenticated > 0) {
+    c.server = l.Accept(DeadlineIn(10s));
+  } else if (st.dropped > 0) {
+    c.server = st.last_drop;
+  } else {
+    c.server = Status::Timeout("the listener neither accepted nor dropped the client in 10 s");
+  }
   return c;
 }
 

@@ -68,7 +68,6 @@ TEST_F(TlsPsk, WrongKeyRefusedOnBothSides) {
 TEST_F(TlsPsk, PlaintextClientRefusedByTlsServer) {
   auto listener = Listener::Bind("127.0.0.1", 0, key_a_);
   ASSERT_TRUE(listener.ok());
-  auto accepted = std::async(std::launch::async, [&] { return (*listener)->Accept(DeadlineIn(10s)); });
   auto client = Connect("127.0.0.1", (*listener)->port(), insecure_, 5s);
   ASSERT_TRUE(client.ok());  // plain TCP connects fine...
   // ...and speaks first, like a primary sending HELLO.
@@ -77,9 +76,13 @@ TEST_F(TlsPsk, PlaintextClientRefusedByTlsServer) {
   hello.identity = "vm";
   hello.guest_pages = 1;
   (void)w.Send(hello, 0);
-  auto server = accepted.get();
-  ASSERT_FALSE(server.ok());
-  EXPECT_EQ(server.status().code(), Code::kUnauthenticated) << server.status().ToString();
+  auto st = testing::WaitForStats(**listener, [](const ListenerStats& s) { return s.dropped > 0; });
+  ASSERT_EQ(st.dropped, 1u);
+  EXPECT_EQ(st.last_drop.code(), Code::kUnauthenticated) << st.last_drop.ToString();
+  EXPECT_NE(st.last_drop.message().find("does not speak TLS"), std::string::npos)
+      << st.last_drop.ToString();
+  // The refused peer never comes out of Accept.
+  EXPECT_EQ((*listener)->Accept(DeadlineIn(100ms)).status().code(), Code::kTimeout);
   // The plaintext client sees a refusal, never a HELLO_ACK.
   buffer::ReceiveBuffer buf(0, 1 << 20);
   protocol::FrameReader r(client->get(), &buf);
@@ -108,10 +111,9 @@ TEST_F(TlsPsk, TlsClientAgainstPlaintextServerIsNamed) {
 }
 
 TEST_F(TlsPsk, SilentPeerHitsHandshakeTimeout) {
-  Security s = testing::PskConfig(dir_.File("a.key"));
-  s.handshake_timeout_ms = 200;
-  auto sec = testing::LoadOrDie(s);
-  auto listener = Listener::Bind("127.0.0.1", 0, sec);
+  ListenerOptions opts;
+  opts.handshake_timeout = 200ms;
+  auto listener = Listener::Bind("127.0.0.1", 0, key_a_, opts);
   ASSERT_TRUE(listener.ok());
   // A raw TCP connection that never says anything.
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -120,10 +122,17 @@ TEST_F(TlsPsk, SilentPeerHitsHandshakeTimeout) {
   sa.sin_port = htons((*listener)->port());
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ASSERT_EQ(0, ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa));
-  auto server = (*listener)->Accept(DeadlineIn(10s));
+  timeval tv{10, 0};  // bounds the recv below should the listener never close it
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  auto st = testing::WaitForStats(**listener, [](const ListenerStats& s) { return s.dropped > 0; });
+  EXPECT_EQ(st.dropped, 1u);
+  EXPECT_EQ(st.last_drop.code(), Code::kTimeout) << st.last_drop.ToString();
+  EXPECT_EQ(st.pending, 0u);
+  // The listener closed it: the peer sees EOF.
+  char b;
+  EXPECT_EQ(::recv(fd, &b, 1, 0), 0);
   ::close(fd);
-  ASSERT_FALSE(server.ok());
-  EXPECT_EQ(server.status().code(), Code::kTimeout) << server.status().ToString();
+  EXPECT_EQ((*listener)->Accept(DeadlineIn(50ms)).status().code(), Code::kTimeout);
 }
 
 TEST_F(TlsPsk, TimeoutAndPeerClose) {
@@ -260,6 +269,20 @@ TEST_F(TlsCert, CertificateFromAnotherCaRefused) {
   } else {
     EXPECT_EQ(c.client.status().code(), Code::kUnauthenticated);
   }
+}
+
+TEST_F(TlsCert, PrivateKeyOwnedByAnotherUserIsRefused) {
+  Security s = testing::CertConfig(dir_, "one", "one");
+  if (::chown(s.key_file.c_str(), 65534, static_cast<gid_t>(-1)) != 0) {
+    GTEST_SKIP() << "cannot chown (not root)";
+  }
+  auto ctx = SecurityContext::Load(s);
+  ASSERT_FALSE(ctx.ok());
+  EXPECT_EQ(ctx.status().code(), Code::kInvalidArgument);
+  EXPECT_NE(ctx.status().message().find("private key file '" + s.key_file + "' is owned by uid 65534, expected uid " +
+                                        std::to_string(::geteuid())),
+            std::string::npos)
+      << ctx.status().ToString();
 }
 
 TEST_F(TlsCert, PskClientCannotTalkToCertServer) {
