@@ -75,6 +75,7 @@ std::string ErrorCodeName(uint16_t code) {
     case ErrorCode::kIdentity: return "identity";
     case ErrorCode::kInternal: return "internal";
     case ErrorCode::kShutdown: return "shutdown";
+    case ErrorCode::kResync: return "resync";
   }
   return "code-" + std::to_string(code);
 }

@@ -67,6 +67,10 @@ enum class ErrorCode : uint16_t {
   kIdentity = 10,
   kInternal = 11,
   kShutdown = 12,
+  // The sender abandons this session and will start a new one (it gave up
+  // on an ack, a write or a stalled peer, or decided to resynchronise); the
+  // peer must not treat this as a failure of the sender (PROTOCOL.md §6.3).
+  kResync = 13,
 };
 // "digest-mismatch"; "code-42" for unassigned values.
 std::string ErrorCodeName(uint16_t code);

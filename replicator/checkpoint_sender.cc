@@ -20,6 +20,7 @@
 #include "protocol/frame_io.h"
 #include "protocol/handshake.h"
 #include "protocol/messages.h"
+#include "replicator/checkpoint_sender_impl.h"
 #include "transport/stream.h"
 
 namespace romulus::replicator {
@@ -41,71 +42,6 @@ uint64_t RandomSessionId() {
 }
 
 }  // namespace
-
-struct CheckpointSender::Impl {
-  std::unique_ptr<transport::Stream> stream;
-  SenderOptions opts;
-  GuestInfo guest;
-  std::unique_ptr<protocol::FrameWriter> writer;
-  std::unique_ptr<buffer::OutBuffer> out;
-  std::unique_ptr<compress::PageEncoder> encoder;
-  std::unique_ptr<MemoryDigest> digest;
-
-  // The PAGES frame being filled inside the OutBuffer: header space first.
-  uint8_t* frame = nullptr;
-  std::unique_ptr<compress::BatchWriter> batch;
-  uint64_t batch_last_pfn = 0;  // pfns must increase within one batch
-
-  // Epoch in progress (epoch thread only).
-  uint64_t epoch = 0;
-  bool in_epoch = false;
-  EpochWireStats cur;
-  uint64_t frames_in_epoch = 0, payload_in_epoch = 0;
-  uint64_t bytes_at_epoch_start = 0;
-  compress::KindCounters kinds_at_start;
-  compress::CacheCounters cache_at_start;
-  std::vector<uint8_t> scratch;
-
-  // From the HELLO_ACK; constant for the session.
-  bool can_resize = false;
-  uint64_t backup_max_cache_pages = 0;
-
-  // Shared with the reader and heartbeat threads.
-  mutable std::mutex mu;
-  std::condition_variable cv;
-  int64_t last_acked = -1;
-  uint64_t expected_ack_digest = 0;
-  uint64_t awaiting_epoch = 0;
-  Clock::time_point end_sent{};
-  microseconds ack_latency{0};
-  Status failure;  // first failure; healthy while ok()
-  bool stopping = false;
-  bool bye_received = false;
-  bool bye_sent = false;  // our BYE is out: the backup's BYE or EOF is expected
-  std::atomic<uint64_t> current_epoch{0};
-  std::thread reader, heartbeat;
-
-  void Fail(const Status& st) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!failure.ok() || stopping) return;
-      failure = st;
-    }
-    cv.notify_all();
-    stream->Shutdown();
-  }
-  Status CurrentFailure() {
-    std::lock_guard<std::mutex> lock(mu);
-    return failure;
-  }
-
-  Status Handshake();
-  void ReadLoop();
-  void HeartbeatLoop();
-  Status OpenBatch();
-  Status CloseBatch();
-  Status AppendFrame(FrameType type, std::span<const uint8_t> payload, uint8_t flags);
-};
 
 Status CheckpointSender::Impl::Handshake() {
   protocol::Hello hello;
@@ -157,98 +93,6 @@ Status CheckpointSender::Impl::Handshake() {
   can_resize = ack->has_max_cache();
   backup_max_cache_pages = ack->max_cache_pages;
   return Status::Ok();
-}
-
-// Reads acks, heartbeats and errors from the backup. Any byte proves
-// liveness; silence longer than peer_timeout means the backup is gone.
-void CheckpointSender::Impl::ReadLoop() {
-  buffer::ReceiveBuffer rb(4096, 64 * 1024);
-  protocol::FrameReader reader(stream.get(), &rb);
-  while (true) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!failure.ok() || stopping) return;
-    }
-    auto frame = reader.Next(transport::DeadlineIn(opts.peer_timeout));
-    if (!frame.ok()) {
-      if (frame.status().code() == Code::kTimeout) {
-        if (Clock::now() - reader.last_byte_time() < opts.peer_timeout) continue;
-        Fail(Status::Timeout("backup silent for " + std::to_string(opts.peer_timeout.count()) + " ms"));
-      } else {
-        bool stop;
-        {
-          std::lock_guard<std::mutex> lock(mu);
-          stop = stopping || bye_received || bye_sent;
-        }
-        if (!stop) Fail(frame.status().With("reading from backup"));
-      }
-      return;
-    }
-    switch (frame->type()) {
-      case FrameType::kAck: {
-        auto ack = protocol::DecodeAckFrame(frame->epoch(), frame->payload);
-        if (!ack.ok()) {
-          Fail(ack.status());
-          return;
-        }
-        std::unique_lock<std::mutex> lock(mu);
-        if (ack->epoch == awaiting_epoch && ack->digest != expected_ack_digest) {
-          lock.unlock();
-          Fail(Status::Corruption("backup's digest " + DigestHex(ack->digest) + " for epoch " +
-                                  std::to_string(ack->epoch) + " differs from ours " +
-                                  DigestHex(expected_ack_digest) + ": images diverged"));
-          return;
-        }
-        if (static_cast<int64_t>(ack->epoch) > last_acked) {
-          last_acked = static_cast<int64_t>(ack->epoch);
-          ack_latency = duration_cast<microseconds>(Clock::now() - end_sent);
-        }
-        lock.unlock();
-        cv.notify_all();
-        break;
-      }
-      case FrameType::kHeartbeat:
-        break;
-      case FrameType::kBye: {
-        auto bye = protocol::Bye::Decode(frame->payload);
-        std::lock_guard<std::mutex> lock(mu);
-        bye_received = true;
-        if (!stopping && !bye_sent) {
-          failure = Status::Closed("backup said goodbye (" +
-                                   (bye.ok() ? protocol::Printable(bye->text) : std::string("?")) + ")");
-        }
-        cv.notify_all();
-        return;
-      }
-      case FrameType::kError: {
-        auto err = protocol::Error::Decode(frame->payload);
-        Fail(Status::Corruption("backup reported an error: " +
-                                (err.ok() ? protocol::ErrorCodeName(err->code) + ": " +
-                                                protocol::Printable(err->text)
-                                          : std::string("malformed ERROR frame"))));
-        return;
-      }
-      default:
-        Fail(Status::Corruption("unexpected " + protocol::FrameTypeName(frame->header.type) +
-                                " frame from backup"));
-        return;
-    }
-  }
-}
-
-void CheckpointSender::Impl::HeartbeatLoop() {
-  std::unique_lock<std::mutex> lock(mu);
-  while (failure.ok() && !stopping) {
-    cv.wait_for(lock, opts.heartbeat_interval);
-    if (!failure.ok() || stopping) break;
-    protocol::Heartbeat hb;
-    hb.send_ns = MonotonicNs();
-    hb.committed = last_acked < 0 ? 0 : static_cast<uint64_t>(last_acked);
-    lock.unlock();
-    Status st = writer->Send(hb, current_epoch.load());
-    if (!st.ok()) Fail(st.With("sending heartbeat"));
-    lock.lock();
-  }
 }
 
 // Reserves a PAGES frame's worth of OutBuffer (flushing if needed) and points
@@ -305,12 +149,10 @@ Result<std::unique_ptr<CheckpointSender>> CheckpointSender::Start(
   auto dig = MemoryDigest::Create(guest.guest_pages);
   if (!dig.ok()) return dig.status();
   im.digest = std::move(*dig);
-  protocol::FrameWriter* writer = im.writer.get();
-  auto out = buffer::OutBuffer::Create(opts.outbuf_bytes, [writer, &im](std::span<const uint8_t> bytes) {
-    const bool first = im.current_epoch.load() == im.guest.first_epoch;
-    return writer->WriteFrames(bytes, transport::DeadlineIn(first ? im.opts.first_epoch_write_timeout
-                                                                  : im.opts.write_timeout));
-  });
+  // Flushes go through the wire thread (sender_liveness.cc): the epoch
+  // thread can then give up on a stalled backup without cutting a frame.
+  auto out = buffer::OutBuffer::Create(opts.outbuf_bytes,
+                                       [&im](std::span<const uint8_t> bytes) { return im.FlushToWire(bytes); });
   if (!out.ok()) return out.status();
   im.out = std::move(*out);
 
@@ -319,21 +161,26 @@ Result<std::unique_ptr<CheckpointSender>> CheckpointSender::Start(
     im.stream->Shutdown();
     return hs.With("handshake with " + im.stream->Peer());
   }
-  im.reader = std::thread([&im] { im.ReadLoop(); });
-  im.heartbeat = std::thread([&im] { im.HeartbeatLoop(); });
+  im.StartThreads();
   return s;
 }
 
 CheckpointSender::~CheckpointSender() {
   if (!impl_) return;
+  bool clean = !impl_->reader.joinable();  // no session ever ran (handshake failed)
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->stopping = true;
+    clean = clean || impl_->stopping;  // Stop() ran: BYE sent and answered (or timed out)
   }
-  impl_->cv.notify_all();
-  impl_->stream->Shutdown();
-  if (impl_->reader.joinable()) impl_->reader.join();
-  if (impl_->heartbeat.joinable()) impl_->heartbeat.join();
+  if (clean) {
+    impl_->Cut();
+    impl_->JoinThreads();
+    return;
+  }
+  // Given up (or simply dropped): never vanish silently. The drain tells
+  // the backup (ERROR resync) and reads its connection to the end in the
+  // background, while the caller goes on (reconnects).
+  StartDrain(std::move(impl_));
 }
 
 Status CheckpointSender::BeginEpoch(uint64_t epoch) {
@@ -389,6 +236,7 @@ uint64_t CheckpointSender::backup_max_cache_pages() const { return impl_->backup
 Status CheckpointSender::AddPage(uint64_t pfn, const uint8_t* page) {
   Impl& im = *impl_;
   if (!im.in_epoch) return Status::Internal("AddPage outside an epoch");
+  if (im.failed.load(std::memory_order_relaxed)) return im.CurrentFailure();
   if (pfn >= im.guest.guest_pages) {
     return Status::OutOfRange("pfn " + std::to_string(pfn) + " beyond the guest's " +
                               std::to_string(im.guest.guest_pages) + " pages");
@@ -488,24 +336,6 @@ Result<EpochWireStats> CheckpointSender::EndEpoch() {
   w.cache_misses = cc.misses - im.cache_at_start.misses;
   w.cache_overflows = cc.overflows - im.cache_at_start.overflows;
   return w;
-}
-
-Status CheckpointSender::WaitAck(uint64_t epoch, std::chrono::milliseconds timeout) {
-  Impl& im = *impl_;
-  std::unique_lock<std::mutex> lock(im.mu);
-  bool done = im.cv.wait_for(lock, timeout, [&] {
-    return im.last_acked >= static_cast<int64_t>(epoch) || !im.failure.ok();
-  });
-  if (im.last_acked >= static_cast<int64_t>(epoch)) return Status::Ok();
-  if (!im.failure.ok()) return im.failure;
-  if (!done) {
-    Status st = Status::Timeout("no ack for epoch " + std::to_string(epoch) + " within " +
-                                std::to_string(timeout.count()) + " ms (backup stalled?)");
-    lock.unlock();
-    im.Fail(st);
-    return st;
-  }
-  return Status::Internal("ack wait ended without reason");
 }
 
 int64_t CheckpointSender::last_acked() const {

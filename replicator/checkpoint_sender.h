@@ -37,16 +37,24 @@ struct SenderOptions {
   size_t outbuf_bytes = 16u << 20;
   size_t max_batch_bytes = 1u << 20;  // payload of one PAGES frame
   std::chrono::milliseconds heartbeat_interval{100};
-  // No frame at all from the backup for this long: it is gone.
+  // No frame at all from the backup for this long: it is gone. This is the
+  // primary's only judge of the backup's life (docs/PROTOCOL.md §6).
   std::chrono::milliseconds peer_timeout{1000};
-  // A write of buffered frames that does not finish in this long: the backup
-  // is alive (heartbeats) but not reading. A silent backup is caught sooner
-  // by peer_timeout, which also aborts a blocked write.
+  // A write that makes no progress at all (not one frame accepted) for this
+  // long although the backup still heartbeats: its receive loop is stuck.
+  // A write that progresses, however slowly, waits: that is backpressure.
   std::chrono::milliseconds write_timeout{10000};
-  // The same during the session's first epoch, the whole guest: a Xen
-  // backup applies it as it streams, and libxenguest can take longer than
-  // write_timeout to drain a burst on a loaded host.
-  std::chrono::milliseconds first_epoch_write_timeout{10000};
+  // The same during the session's first epoch, the whole guest; 0: none.
+  // A backup applies the full sync as it streams (a disk-bound image,
+  // libxenguest) and may stop reading for long stretches (writeback, a
+  // loaded host): by default only its silence (peer_timeout) ends the wait.
+  std::chrono::milliseconds first_epoch_write_timeout{0};
+  // A session given up (ack timeout, silence, a stuck write, a resync) is
+  // not just closed: the backup is sent ERROR kResync, our side half-closes
+  // and keeps reading until the backup's EOF, at most this long, so that a
+  // backup that was only stalled reads "resync" rather than a reset it would
+  // take for our death. Must be at least the backup's --failover-timeout.
+  std::chrono::milliseconds drain_timeout{30000};
 };
 
 struct GuestInfo {
@@ -103,6 +111,10 @@ class CheckpointSender {
 
   // Blocks until the backup acked `epoch` (or a later one). kTimeout after
   // `timeout`, kClosed / kCorruption if the connection failed meanwhile.
+  // kWhileAlive: no timeout, as long as the backup is alive (heartbeats
+  // within peer_timeout) -- for the full sync, whose commit takes as long as
+  // the backup's disk needs. A timeout gives the session up.
+  static constexpr std::chrono::milliseconds kWhileAlive = std::chrono::milliseconds::max();
   Status WaitAck(uint64_t epoch, std::chrono::milliseconds timeout);
   // Last acked epoch, or -1 if none yet. Thread-safe.
   int64_t last_acked() const;
@@ -112,6 +124,9 @@ class CheckpointSender {
   bool healthy() const;
   Status failure() const;  // why it is not healthy
 
+  // Destroying a sender without a successful Stop() gives the session up:
+  // the connection is drained in the background (SenderOptions::drain_timeout)
+  // and the destructor returns at once.
   // Clean stop: sends BYE ("stop replicating, don't fail over") and closes.
   // kHandover (planned switchover) tells the backup to activate instead.
   Status Stop(protocol::ByeReason reason = protocol::ByeReason::kOperatorStop);
@@ -124,9 +139,10 @@ class CheckpointSender {
 
   const compress::PageCache& cache() const;
 
+  struct Impl;  // checkpoint_sender_impl.h (internal)
+
  private:
   CheckpointSender() = default;
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -290,6 +290,25 @@ Status EpochLoop::EnsureConnected(const std::atomic<bool>& stop) {
   return stream.status();
 }
 
+SyncProgress MeasureSync(uint64_t done, uint64_t total, std::chrono::nanoseconds elapsed) {
+  SyncProgress p;
+  p.done = done;
+  p.percent = total == 0 ? 100.0 : 100.0 * static_cast<double>(done) / static_cast<double>(total);
+  const double secs = std::chrono::duration<double>(elapsed).count();
+  if (secs <= 0 || done == 0) {
+    p.rate = "? MB/s";
+    p.eta = "?";
+    return p;
+  }
+  const double bytes_per_s = static_cast<double>(done) / secs;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.0f MB/s", bytes_per_s / 1e6);
+  p.rate = buf;
+  const double left_s = static_cast<double>(total - done) / bytes_per_s;
+  p.eta = FormatDuration(microseconds(static_cast<int64_t>(std::min(left_s, 1e9) * 1e6)));
+  return p;
+}
+
 // Streams every page while the guest runs. The dirty log was cleared just
 // before, so whatever the guest writes meanwhile is sent again, consistently,
 // by the paused part of this epoch.
@@ -303,27 +322,35 @@ Status EpochLoop::LiveSync(uint64_t epoch) {
   ROMULUS_RETURN_IF_ERROR(BeginEpoch(epoch));
   alignas(64) static thread_local uint8_t page[kPageSize];
   const bool bar = opts_.progress_bar;
-  const size_t step = std::max<size_t>(all.size() / 100, 1);
+  const size_t step = std::max<size_t>(all.size() / 1000, 1);
+  const uint64_t total = all.size() * kPageSize;
   auto t0 = Clock::now();
+  int logged_tenths = -1;
+  auto last_log = t0;
   for (size_t i = 0; i < all.size(); ++i) {
     std::memcpy(page, guest_.PageData(all[i]), kPageSize);
     ROMULUS_RETURN_IF_ERROR(sender_->AddPage(all[i], page));
-    if (i % step == 0 || i + 1 == all.size()) {
-      double pct = 100.0 * (i + 1) / all.size();
-      if (bar) {
-        int filled = static_cast<int>(pct / 2.5);
-        std::fprintf(stderr, "\rinitial sync [%-40s] %5.1f%%  %s / %s", std::string(filled, '#').c_str(),
-                     pct, FormatSize((i + 1) * kPageSize).c_str(),
-                     FormatSize(all.size() * kPageSize).c_str());
-      } else if (i == 0 || (i + 1) % (step * 25) == 0 || i + 1 == all.size()) {
-        spdlog::info("initial sync: {:.0f}% ({} of {})", pct, FormatSize((i + 1) * kPageSize),
-                     FormatSize(all.size() * kPageSize));
-      }
+    if (i % step != 0 && i + 1 != all.size()) continue;
+    const auto now = Clock::now();
+    const SyncProgress p = MeasureSync((i + 1) * kPageSize, total, now - t0);
+    if (bar) {
+      int filled = static_cast<int>(p.percent / 2.5);
+      std::fprintf(stderr, "\rinitial sync [%-40s] %5.1f%%  %s / %s  %s  ETA %s   ",
+                   std::string(filled, '#').c_str(), p.percent, FormatSize(p.done).c_str(),
+                   FormatSize(total).c_str(), p.rate.c_str(), p.eta.c_str());
+    } else if (static_cast<int>(p.percent / 10) > logged_tenths || now - last_log >= std::chrono::seconds(10) ||
+               i + 1 == all.size()) {
+      // Every 10 %, and every 10 s when the backup sets a slow pace.
+      logged_tenths = static_cast<int>(p.percent / 10);
+      last_log = now;
+      spdlog::info("initial sync: {:.0f}% ({} of {}), {}, ETA {}", p.percent, FormatSize(p.done),
+                   FormatSize(total), p.rate, p.eta);
     }
   }
   if (bar) std::fprintf(stderr, "\n");
   auto secs = duration_cast<microseconds>(Clock::now() - t0).count() / 1e6;
-  spdlog::info("initial sync streamed {} pages in {:.2f} s", all.size(), secs);
+  spdlog::info("initial sync streamed {} pages ({}) in {:.2f} s, {}; the backup commits it next", all.size(),
+               FormatSize(total), secs, MeasureSync(total, total, Clock::now() - t0).rate);
   return Status::Ok();
 }
 
@@ -391,7 +418,10 @@ Status EpochLoop::StreamAndCommit(uint64_t epoch, EpochStats* st) {
   }
   if (net.ok()) {
     Hook(Phase::kBeforeCommit, epoch);
-    net = sender_->WaitAck(epoch, opts_.ack_timeout);
+    // The full sync's commit takes as long as the backup's disk needs: wait
+    // while the backup is alive (heartbeats). Later epochs are small; an ack
+    // later than --ack-timeout there means a stuck receive loop (§6).
+    net = sender_->WaitAck(epoch, full_sync_epoch_ == epoch ? CheckpointSender::kWhileAlive : opts_.ack_timeout);
   }
   if (!net.ok()) return net;
   st->acked = true;
@@ -517,6 +547,7 @@ Status EpochLoop::Run(const std::atomic<bool>& stop) {
     bool full = need_full_sync_;
     if (full) {
       guest_.MarkAllDirty();
+      full_sync_epoch_ = epoch;
       net = LiveSync(epoch);
       need_full_sync_ = false;
     } else {

@@ -65,6 +65,16 @@ struct EpochLoopOptions {
   std::function<void(const EpochStats&)> on_epoch;
 };
 
+// Initial sync progress: guest bytes streamed so far, their rate (MB/s,
+// 10^6 bytes: what the wire carries) and the time left at that rate.
+struct SyncProgress {
+  uint64_t done = 0;
+  double percent = 0;
+  std::string rate;  // "512 MB/s"
+  std::string eta;   // "18 s", "?" before any progress
+};
+SyncProgress MeasureSync(uint64_t done, uint64_t total, std::chrono::nanoseconds elapsed);
+
 using ConnectFn = std::function<Result<std::unique_ptr<transport::Stream>>()>;
 
 class EpochLoop {
@@ -176,6 +186,7 @@ class EpochLoop {
   std::atomic<uint64_t> epoch_{0};
   std::atomic<int64_t> last_acked_{-1};
   bool need_full_sync_ = true;
+  uint64_t full_sync_epoch_ = 0;  // the epoch carrying the current session's full sync
   std::chrono::milliseconds backoff_;
   TotalStats totals_;
   struct Snapshot;

@@ -69,6 +69,10 @@ class FdStream final : public Stream {
     (void)!::write(wake_, &one, sizeof one);
   }
 
+  void ShutdownWrite() override {
+    if (wsock_) ::shutdown(wfd_, SHUT_WR);  // a socket half-closes; a pipe cannot without closing
+  }
+
   void Close() override {
     if (closed_) return;
     closed_ = true;

@@ -54,6 +54,12 @@ class Stream {
   // (they return Closed). Thread-safe, idempotent. Sends TLS close_notify
   // when it can do so without blocking.
   virtual void Shutdown() = 0;
+  // Half-close: ends our direction only (the peer reads EOF after what was
+  // written; TLS sends close_notify) while reads go on, so the peer's last
+  // words are read rather than answered with a reset. Call with no write in
+  // progress. Streams that cannot half-close (pipes, stdio) do nothing: the
+  // peer then sees EOF when the stream is shut down or closed.
+  virtual void ShutdownWrite() {}
   // Releases the descriptors. Not concurrent with other calls.
   virtual void Close() = 0;
 

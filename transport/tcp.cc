@@ -86,6 +86,9 @@ class TcpStream final : public Stream {
     shut_.store(true);
     if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);  // wakes pollers in both directions
   }
+  void ShutdownWrite() override {
+    if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);  // FIN after the queued data; reads go on
+  }
   void Close() override {
     if (fd_ >= 0) ::close(fd_);
     fd_ = -1;

@@ -184,6 +184,21 @@ class TlsStream final : public Stream {
     if (fd_ >= 0) ::shutdown(fd_, SHUT_RDWR);
   }
 
+  // close_notify, then FIN; SSL_read keeps working (TLS 1.3 half-close).
+  void ShutdownWrite() override {
+    std::lock_guard<std::mutex> send_lock(send_mu_);
+    if (shut_.load() || !write_status_.ok()) return;
+    {
+      std::lock_guard<std::mutex> lock(ssl_mu_);
+      ERR_clear_error();
+      SSL_shutdown(ssl_);
+      ERR_clear_error();
+      DrainLocked();
+    }
+    if (!SendTx(DeadlineIn(std::chrono::milliseconds(1000))).ok()) return;
+    if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+  }
+
   void Close() override {
     if (ssl_) SSL_free(ssl_);  // frees both BIOs
     ssl_ = nullptr;
