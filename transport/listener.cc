@@ -8,8 +8,12 @@
 // connections renewed every handshake_timeout (a trickle), and the real
 // primary, a newcomer, would be refused for as long as that goes on.
 // Evicting the oldest means a flood must open max_pending new connections
-// within the primary's handshake time (a few round trips, milliseconds) to
-// push it out: a rate, not a count, and a far harder one to sustain.
+// within the primary's handshake time to push it out: a rate, not a count.
+// And in PSK mode even that does not work: a handshake whose ClientHello
+// proved the key (its PSK binder verified, which takes the key) is never
+// evicted while an unproven one is pending, and the primary's ClientHello
+// arrives with its TCP handshake's last ACK, so it is proven on its first
+// step. Only its own deadline, or other key holders, can displace it.
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -161,8 +165,11 @@ void Listener::State::Admit(int fd, Clock::time_point now) {
     return;
   }
   if (pending.size() >= opts.max_pending) {
-    std::string victim = pending.front().peer;
-    pending.erase(pending.begin());  // closes its socket
+    auto it = std::find_if(pending.begin(), pending.end(),
+                           [](const Pending& p) { return !p.hs->KeyProven(); });
+    if (it == pending.end()) it = pending.begin();  // all hold the key: oldest
+    std::string victim = it->peer;
+    pending.erase(it);  // closes its socket
     {
       std::lock_guard<std::mutex> lock(mu);
       ++stats.evicted;

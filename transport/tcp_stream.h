@@ -27,6 +27,10 @@ class TlsHandshake {
   virtual Result<short> Step() = 0;
   // After Step() returned 0: the established stream.
   virtual std::unique_ptr<Stream> Release() = 0;
+  // True once the peer has proven it holds the pre-shared key (PSK mode,
+  // server side: its ClientHello's binder verified), before the handshake
+  // completes. Always false in certificate mode.
+  virtual bool KeyProven() const = 0;
 };
 
 // Takes ownership of fd (closes it on failure).

@@ -102,6 +102,15 @@ class TlsStream final : public Stream {
 
   int fd() const { return fd_; }
 
+  // PSK mode, during the handshake: the peer's ClientHello carried a valid
+  // binder for our key, i.e. the peer holds the key (a stranger cannot make
+  // OpenSSL accept the PSK).
+  bool KeyProven() {
+    if (!psk_mode_) return false;
+    std::lock_guard<std::mutex> lock(ssl_mu_);
+    return SSL_session_reused(ssl_) == 1;
+  }
+
   void set_psk_mode(bool on) { psk_mode_ = on; }
 
   Status WriteAll(std::span<const uint8_t> data, Deadline deadline) override {
@@ -315,6 +324,7 @@ class TlsHandshakeImpl final : public TlsHandshake {
   int fd() const override { return stream_->fd(); }
   Result<short> Step() override { return stream_->HandshakeStep(); }
   std::unique_ptr<Stream> Release() override { return std::move(stream_); }
+  bool KeyProven() const override { return stream_->KeyProven(); }
   std::string Peer() const override { return stream_->Peer(); }
 
  private:

@@ -17,6 +17,8 @@
 
 #include "test_util.h"
 #include "transport/drop_log.h"
+#include "transport/io_util.h"
+#include "transport/tcp_stream.h"
 
 namespace romulus::transport {
 namespace {
@@ -202,6 +204,60 @@ TEST_F(Listen, PendingHandshakesAreBoundedOldestEvicted) {
   ASSERT_TRUE(client.ok()) << client.status().ToString();
   EXPECT_TRUE((*l)->Accept(DeadlineIn(10s)).ok());
   EXPECT_EQ((*l)->stats().pending_high_water, 8u);
+}
+
+// A key holder whose handshake is under way (its ClientHello proved the key)
+// is not evicted by a flood of strangers, however many arrive, even when it
+// is the oldest pending handshake.
+TEST_F(Listen, KeyHolderMidHandshakeIsNeverEvictedByStrangers) {
+  ListenerOptions opts;
+  opts.max_pending = 8;
+  opts.handshake_timeout = 30s;
+  auto l = Listener::Bind("127.0.0.1", 0, psk_, opts);
+  ASSERT_TRUE(l.ok());
+  // Client side by hand: send the ClientHello, wait for the server's flight,
+  // then stall, so the connection sits pending with its key proven.
+  int fd = RawConnect((*l)->port());
+  pollfd pw{fd, POLLOUT, 0};
+  ASSERT_EQ(1, ::poll(&pw, 1, 10000));
+  auto hs = internal::StartTls(fd, "test client", *psk_, /*server=*/false);
+  ASSERT_TRUE(hs.ok()) << hs.status().ToString();
+  auto ev = (*hs)->Step();
+  ASSERT_TRUE(ev.ok()) << ev.status().ToString();
+  ASSERT_EQ(*ev, POLLIN);
+  pollfd pr{fd, POLLIN, 0};
+  ASSERT_EQ(1, ::poll(&pr, 1, 10000)) << "no ServerHello within 10 s";
+  EXPECT_EQ((*l)->stats().pending, 1u);
+
+  Strays strays;
+  strays.Idle((*l)->port(), 50);
+  auto st = testing::WaitForStats(**l, [](const ListenerStats& s) { return s.accepted >= 51; });
+  EXPECT_EQ(st.accepted, 51u);
+  EXPECT_EQ(st.evicted, 43u);  // 51 - 8, all of them strangers
+  EXPECT_EQ(st.pending, 8u);
+
+  // The stalled key holder finishes its handshake and is accepted.
+  Status done;
+  Deadline until = DeadlineIn(10s);
+  for (;;) {
+    auto e = (*hs)->Step();
+    if (!e.ok()) {
+      done = e.status();
+      break;
+    }
+    if (*e == 0) break;
+    done = internal::WaitFd(fd, *e, -1, until, "finishing the handshake");
+    if (!done.ok()) break;
+  }
+  ASSERT_TRUE(done.ok()) << done.ToString();
+  auto client = (*hs)->Release();
+  auto server = (*l)->Accept(DeadlineIn(10s));
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  const uint8_t msg[] = {7};
+  ASSERT_TRUE(client->WriteAll(msg, DeadlineIn(5s)).ok());
+  uint8_t got[1];
+  ASSERT_TRUE((*server)->ReadExact(got, DeadlineIn(5s)).ok());
+  EXPECT_EQ(got[0], 7);
 }
 
 TEST_F(Listen, WrongKeyIsDroppedNotReturned) {
