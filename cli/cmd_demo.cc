@@ -50,6 +50,7 @@ int RunDemo(int argc, char** argv) {
   std::chrono::microseconds run{};
   if (!GetDuration(kCmd, *vm, "run", &run)) return kExitUsage;
   if (!CheckRange(kCmd, "run", run.count(), 1e6, 3600e6, "1s", "1h")) return kExitUsage;
+  if (!CheckRange(kCmd, "port", (*vm)["port"].as<int>(), 0, 65535, "0", "65535")) return kExitUsage;
   std::string dir;
   if (vm->count("dir")) {
     dir = (*vm)["dir"].as<std::string>();
@@ -78,7 +79,9 @@ int RunDemo(int argc, char** argv) {
   std::printf("  files in %s\n\n", dir.c_str());
 
   pid_t backup = Spawn({self, "restore", "--listen", addr, "--psk-file", key, "--image", image, "--start-over",
-                        "--events-json", events, "--run-after-failover", "2s"},
+                        "--events-json", events, "--run-after-failover", "2s",
+                        // One host: the demo's own kill of the primary is the fence.
+                        "--no-fence"},
                        dir + "/backup.log");
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   pid_t primary = Spawn({self, "replicate", "--guest", (*vm)["guest"].as<std::string>(), "--to", addr,

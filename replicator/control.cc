@@ -12,6 +12,8 @@
 #include <atomic>
 #include <cstdio>
 #include <cstring>
+#include <list>
+#include <mutex>
 #include <thread>
 
 #include "common/digest.h"
@@ -108,6 +110,25 @@ struct ControlServer::Impl {
   int listen_fd = -1;
   int wake[2] = {-1, -1};  // pipe: the destructor wakes the poll
   std::thread thread;
+  // One thread per client, at most kMaxClients at once, so that a request
+  // that waits (digest, failover, switchover) never blocks `status`.
+  static constexpr size_t kMaxClients = 8;
+  std::mutex mu;
+  struct Client {
+    std::thread thread;
+    bool done = false;  // GUARDED_BY(mu)
+  };
+  std::list<std::shared_ptr<Client>> clients;  // GUARDED_BY(mu)
+  void Reap() {  // REQUIRES(mu)
+    for (auto it = clients.begin(); it != clients.end();) {
+      if ((*it)->done) {
+        (*it)->thread.join();
+        it = clients.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
 };
 
 Result<std::unique_ptr<ControlServer>> ControlServer::Start(const std::string& path, ControlHandler handler) {
@@ -166,6 +187,13 @@ ControlServer::~ControlServer() {
   if (!impl_) return;
   if (impl_->wake[1] >= 0) (void)!write(impl_->wake[1], "x", 1);
   if (impl_->thread.joinable()) impl_->thread.join();
+  // Requests in progress finish (each is bounded by its own timeout).
+  std::list<std::shared_ptr<Impl::Client>> clients;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    clients.swap(impl_->clients);
+  }
+  for (auto& c : clients) c->thread.join();
   if (impl_->listen_fd >= 0) {
     close(impl_->listen_fd);
     unlink(path_.c_str());
@@ -195,35 +223,55 @@ void ControlServer::Loop() {
     if (!(fds[0].revents & POLLIN)) continue;
     int fd = accept4(im.listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
-    // One bounded line; a client that says nothing for 2 s is dropped.
-    SetTimeouts(fd, milliseconds(2000));
-    std::string req;
-    char buf[256];
-    bool too_long = false, complete = false;
-    while (!complete) {
-      ssize_t r = recv(fd, buf, sizeof buf, 0);
-      if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) break;
-      req.append(buf, static_cast<size_t>(r));
-      complete = req.find('\n') != std::string::npos;
-      if (req.size() >= kMaxControlRequest && !complete) {
-        too_long = true;
-        break;
-      }
+    std::lock_guard<std::mutex> lock(im.mu);
+    im.Reap();
+    if (im.clients.size() >= Impl::kMaxClients) {
+      SetTimeouts(fd, milliseconds(500));
+      (void)WriteAll(fd, RenderControlReply(ControlReply::Fail("busy: " + std::to_string(Impl::kMaxClients) +
+                                                               " control requests in progress; try again")) +
+                             "\n");
+      close(fd);
+      continue;
     }
-    std::string reply;
-    if (too_long) {
-      reply = RenderControlReply(ControlReply::Usage("request longer than " +
-                                                     std::to_string(kMaxControlRequest - 1) + " bytes"));
-    } else if (!req.empty()) {
-      reply = HandleLine(std::string_view(req).substr(0, req.find('\n')));
-    }
-    if (!reply.empty()) {
-      SetTimeouts(fd, milliseconds(2000));
-      (void)WriteAll(fd, reply + "\n");
-    }
-    close(fd);
+    auto client = std::make_shared<Impl::Client>();
+    im.clients.push_back(client);
+    client->thread = std::thread([this, fd, client] {
+      Serve(fd);
+      std::lock_guard<std::mutex> done_lock(impl_->mu);
+      client->done = true;
+    });
   }
+}
+
+void ControlServer::Serve(int fd) const {
+  // One bounded line; a client that says nothing for 2 s is dropped.
+  SetTimeouts(fd, milliseconds(2000));
+  std::string req;
+  char buf[256];
+  bool too_long = false, complete = false;
+  while (!complete) {
+    ssize_t r = recv(fd, buf, sizeof buf, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    req.append(buf, static_cast<size_t>(r));
+    complete = req.find('\n') != std::string::npos;
+    if (req.size() >= kMaxControlRequest && !complete) {
+      too_long = true;
+      break;
+    }
+  }
+  std::string reply;
+  if (too_long) {
+    reply = RenderControlReply(ControlReply::Usage("request longer than " +
+                                                   std::to_string(kMaxControlRequest - 1) + " bytes"));
+  } else if (!req.empty()) {
+    reply = HandleLine(std::string_view(req).substr(0, req.find('\n')));
+  }
+  if (!reply.empty()) {
+    SetTimeouts(fd, milliseconds(2000));
+    (void)WriteAll(fd, reply + "\n");
+  }
+  close(fd);
 }
 
 Result<std::string> ControlCall(const std::string& path, const std::string& request, milliseconds timeout) {

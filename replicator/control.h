@@ -7,9 +7,10 @@
 //   {"ok":true, ...}                       success, command-specific members
 //   {"ok":false,"error":"...","usage":B}   failure; usage=true: bad request
 //
-// The server is one thread that serves one connection at a time (requests
-// are rare and tiny; a handler may block, e.g. `switchover`), with a receive
-// timeout so a silent client cannot wedge it. The socket file is created
+// The server accepts on one thread and serves each client on a thread of
+// its own (at most 8 at once; more get a "busy" reply), so a handler that
+// blocks (`digest`, `failover`, `switchover`) never delays `status`; a
+// receive timeout drops a silent client. Handlers must be thread-safe. The socket file is created
 // 0600 (only its owner, normally root, may control replication); a stale
 // file left by a dead process is removed at start, a live one is refused.
 #pragma once
@@ -68,6 +69,7 @@ class ControlServer {
  private:
   ControlServer() = default;
   void Loop();
+  void Serve(int fd) const;  // one client: read a line, answer, close
   struct Impl;
   std::string path_;
   ControlHandler handler_;

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "buffer/receive_buffer.h"
@@ -88,21 +89,82 @@ class HeartbeatSender {
 
 }  // namespace
 
-SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
-                                     const CommitCallback& on_commit) {
+Result<protocol::Hello> CheckpointReceiver::ReadHello(transport::Stream& stream, transport::Deadline deadline) {
+  // A HELLO is small: a bounded buffer of its own, nothing shared.
+  buffer::ReceiveBuffer rb(1024, 64 * 1024);
+  protocol::FrameReader reader(&stream, &rb);
+  auto first = reader.Next(deadline);
+  if (!first.ok()) return first.status().With("waiting for HELLO from " + stream.Peer());
+  if (first->type() != FrameType::kHello) {
+    return Status::Corruption("expected HELLO, got " + protocol::FrameTypeName(first->header.type));
+  }
+  return protocol::Hello::Decode(first->payload);
+}
+
+SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink, const CommitCallback& on_commit) {
+  auto hello = ReadHello(stream, transport::DeadlineIn(impl_->opts.hello_timeout));
+  if (!hello.ok()) {
+    SessionEnd end;
+    end.reason = hello.status();
+    if (hello.status().code() == Code::kCorruption) {
+      protocol::FrameWriter writer(&stream);
+      (void)writer.Send(protocol::Error::Make(protocol::ErrorCode::kProtocol, hello.status().message()), 0,
+                        transport::DeadlineIn(std::chrono::milliseconds(200)));
+    }
+    stream.Shutdown();
+    return end;
+  }
+  RunningClock clock(Clock::now());
+  return Serve(stream, *hello, sink, clock, on_commit);
+}
+
+namespace {
+
+// Which side a sink failure belongs to: bad data from the primary (it is
+// alive and will resynchronise) or this backup's own storage (never a
+// reason to activate: docs/FAILURE-MODEL.md §5).
+EndCause SinkFailureCause(const Status& st) {
+  switch (st.code()) {
+    case Code::kCorruption:
+    case Code::kOutOfRange:
+    case Code::kInvalidArgument:
+      return EndCause::kCorruptStream;
+    default:
+      return EndCause::kLocalFailure;
+  }
+}
+
+}  // namespace
+
+SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::Hello& hello_in, GuestSink& sink,
+                                     RunningClock& clock, const CommitCallback& on_commit,
+                                     const HeardCallback& on_heard) {
   Impl& im = *impl_;
   SessionEnd end;
   protocol::FrameWriter writer(&stream);
   protocol::FrameReader reader(&stream, &im.frames);
   const std::string peer = stream.Peer();
+  const protocol::Hello* hello = &hello_in;
   bool first_committed = false;
   uint64_t realloc_base = 0;
   auto reallocs = [&] {
     uint64_t total = im.frames.reallocations() + im.state.reallocations();
     return first_committed ? total - realloc_base : 0;
   };
+  // Running time of the last byte from the primary; the HELLO just came.
+  auto heard_real = reader.last_byte_time();
+  end.last_heard = clock.Advance(Clock::now());
+  auto note_bytes = [&] {
+    const auto now = clock.Advance(Clock::now());
+    if (reader.last_byte_time() != heard_real) {
+      heard_real = reader.last_byte_time();
+      end.last_heard = now;
+      if (on_heard) on_heard(now);
+    }
+    return now;
+  };
 
-  auto fail = [&](Status why, protocol::ErrorCode code) {
+  auto fail = [&](Status why, protocol::ErrorCode code, EndCause cause) {
     end.receive_reallocations = reallocs();
     if (code != protocol::ErrorCode::kNone) {
       (void)writer.Send(protocol::Error::Make(code, why.message()), 0,
@@ -110,19 +172,12 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
     }
     sink.Discard();
     end.reason = std::move(why);
+    end.cause = end.established ? cause : EndCause::kNotEstablished;
     stream.Shutdown();
     return end;
   };
 
   // Handshake.
-  auto first = reader.Next(transport::DeadlineIn(std::chrono::milliseconds(10000)));
-  if (!first.ok()) return fail(first.status().With("waiting for HELLO from " + peer), protocol::ErrorCode::kNone);
-  if (first->type() != FrameType::kHello) {
-    return fail(Status::Corruption("expected HELLO, got " + protocol::FrameTypeName(first->header.type)),
-                protocol::ErrorCode::kProtocol);
-  }
-  auto hello = protocol::Hello::Decode(first->payload);
-  if (!hello.ok()) return fail(hello.status(), protocol::ErrorCode::kProtocol);
   protocol::BackupPolicy policy;
   policy.max_cache_pages = im.opts.cache_pages;
   policy.supported_capabilities = im.opts.capabilities;
@@ -131,8 +186,10 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
   protocol::HelloAck ack = protocol::Negotiate(*hello, policy);
   std::unique_ptr<compress::PageDecoder> decoder;
   std::unique_ptr<MemoryDigest> digest;
+  bool local_refusal = false;
   if (ack.accepted) {
     Status st = sink.BeginSession(hello->guest_pages, hello->identity);
+    local_refusal = !st.ok() && SinkFailureCause(st) == EndCause::kLocalFailure;
     compress::CodecOptions codec;
     codec.cache_pages = hello->cache_pages;
     if (st.ok()) {
@@ -155,16 +212,21 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
   if (!ack.accepted) {
     spdlog::error("refused primary {} ({}): {}", peer, protocol::ErrorCodeName(static_cast<uint16_t>(ack.error)),
                   ack.text);
-    return fail(Status::Unsupported("refused primary: " + ack.text), protocol::ErrorCode::kNone);
+    // A refusal for this backup's own storage (ENOSPC at BeginSession) is
+    // a local failure of an established peer; any other refusal says the
+    // peer is not (yet) our primary.
+    if (local_refusal) end.established = true;
+    return fail(Status::Unsupported("refused primary: " + ack.text), protocol::ErrorCode::kNone,
+                EndCause::kLocalFailure);
   }
-  if (!sent.ok()) return fail(sent, protocol::ErrorCode::kNone);
+  if (!sent.ok()) return fail(sent, protocol::ErrorCode::kNone, EndCause::kConnectionLost);
   end.established = true;
   spdlog::info("session with {}: guest '{}', {} pages, cache {} pages, first epoch {} ({})", peer,
                protocol::Printable(hello->identity), hello->guest_pages, hello->cache_pages,
                hello->first_epoch, protocol::ResyncReasonName(hello->resync_reason));
 
   std::atomic<uint64_t> committed{policy.committed_epoch};
-  const auto peer_timeout = std::chrono::milliseconds(hello->peer_timeout_ms);
+  const auto silence_limit = std::chrono::duration_cast<std::chrono::nanoseconds>(im.opts.failover_timeout);
   HeartbeatSender heartbeats(&writer, std::chrono::milliseconds(hello->heartbeat_ms), &committed);
 
   uint64_t epoch = hello->first_epoch;
@@ -173,24 +235,41 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
   bool resized = false;  // this epoch began with CACHE_RESIZE
   const bool can_resize = (ack.capabilities & protocol::kCapCacheResize) != 0;
   const uint64_t guest_pages = hello->guest_pages;
+  // Once a write to the primary failed, only its ERROR or BYE may still be
+  // read, until this deadline.
+  std::optional<transport::Deadline> read_on_until;
+  Status write_failure;
 
   while (true) {
-    auto frame = reader.Next(transport::DeadlineIn(std::min(peer_timeout, std::chrono::milliseconds(100))));
+    const auto tick = std::chrono::duration_cast<std::chrono::milliseconds>(RunningClock::kTick);
+    auto deadline = transport::DeadlineIn(tick);
+    if (read_on_until) deadline = std::min(deadline, *read_on_until);
+    auto frame = reader.Next(deadline);
+    const auto now = note_bytes();
     if (!frame.ok()) {
       const Status& st = frame.status();
+      if (read_on_until) {
+        if (st.code() == Code::kTimeout && Clock::now() < *read_on_until) continue;
+        return fail(write_failure, protocol::ErrorCode::kNone, EndCause::kConnectionLost);
+      }
       if (st.code() == Code::kTimeout) {
-        auto silent = Clock::now() - reader.last_byte_time();
-        if (silent < peer_timeout) continue;
+        const auto silent = now - end.last_heard;
+        if (silent < silence_limit) continue;
         return fail(Status::Timeout("primary silent for " +
                                     std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(silent).count()) +
-                                    " ms"),
-                    protocol::ErrorCode::kNone);
+                                    " ms (running time; --failover-timeout " +
+                                    std::to_string(im.opts.failover_timeout.count()) + " ms)"),
+                    protocol::ErrorCode::kNone, EndCause::kSilence);
       }
-      protocol::ErrorCode code = st.code() == Code::kClosed ? protocol::ErrorCode::kNone : protocol::ErrorCodeFor(st);
-      return fail(st, code);
+      if (st.code() == Code::kClosed || st.code() == Code::kIoError || st.code() == Code::kTimeout) {
+        return fail(st, protocol::ErrorCode::kNone, EndCause::kConnectionLost);
+      }
+      // Bad bytes (checksum, oversize length): the primary sent them.
+      return fail(st, protocol::ErrorCodeFor(st), EndCause::kCorruptStream);
     }
     const protocol::Frame& f = *frame;
     wire += protocol::kFrameHeaderSize + f.payload.size();
+    if (read_on_until && f.type() != FrameType::kError && f.type() != FrameType::kBye) continue;
     switch (f.type()) {
       case FrameType::kHeartbeat:
         continue;
@@ -205,6 +284,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
                      theirs.ok() ? protocol::Printable(theirs->text) : "?");
         end.clean_stop = true;
         if (theirs.ok()) end.bye_reason = theirs->reason;
+        end.cause = end.bye_reason == protocol::ByeReason::kHandover ? EndCause::kByeHandover : EndCause::kByeStop;
         end.reason = Status::Ok();
         end.receive_reallocations = reallocs();
         stream.Shutdown();
@@ -212,11 +292,11 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
       }
       case FrameType::kError: {
         auto err = protocol::Error::Decode(f.payload);
-        return fail(Status::Corruption("primary reported an error: " +
-                                       (err.ok() ? protocol::ErrorCodeName(err->code) + ": " +
-                                                       protocol::Printable(err->text)
-                                                 : std::string("malformed ERROR"))),
-                    protocol::ErrorCode::kNone);
+        return fail(Status::Closed("primary reported an error: " +
+                                   (err.ok() ? protocol::ErrorCodeName(static_cast<uint16_t>(err->code)) + ": " +
+                                                   protocol::Printable(err->text)
+                                             : std::string("malformed ERROR"))),
+                    protocol::ErrorCode::kNone, EndCause::kPeerError);
       }
       case FrameType::kPages:
       case FrameType::kState:
@@ -225,39 +305,39 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
         break;
       default:
         return fail(Status::Corruption("unexpected " + protocol::FrameTypeName(f.header.type) + " frame"),
-                    protocol::ErrorCode::kProtocol);
+                    protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
     }
     if (f.epoch() != epoch) {
       return fail(Status::Corruption("frame for epoch " + std::to_string(f.epoch()) + " while epoch " +
                                      std::to_string(epoch) + " is open"),
-                  protocol::ErrorCode::kProtocol);
+                  protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
     }
     if (f.type() == FrameType::kCacheResize) {
       // §3.8: only when agreed, only as the epoch's first frame (the mirror
       // must change exactly where the primary's cache did: before page 1).
       if (!can_resize) {
         return fail(Status::Corruption("CACHE_RESIZE although cache resizing was not agreed"),
-                    protocol::ErrorCode::kProtocol);
+                    protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
       }
       if (resized || frames != 0 || pages != 0 || state_open) {
         return fail(Status::Corruption("CACHE_RESIZE is not the first frame of epoch " + std::to_string(epoch)),
-                    protocol::ErrorCode::kProtocol);
+                    protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
       }
       auto req = protocol::CacheResize::Decode(f.payload);
-      if (!req.ok()) return fail(req.status(), protocol::ErrorCode::kProtocol);
+      if (!req.ok()) return fail(req.status(), protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
       // Refusals are OutOfRange: the primary is alive and resynchronises
       // (with a size it then has to fit at HELLO), so no failover.
       if (im.opts.cache_pages != 0 && req->cache_pages > im.opts.cache_pages) {
         return fail(Status::OutOfRange("CACHE_RESIZE to " + std::to_string(req->cache_pages) +
                                        " pages exceeds this backup's limit of " +
                                        std::to_string(im.opts.cache_pages)),
-                    protocol::ErrorCode::kResource);
+                    protocol::ErrorCode::kResource, EndCause::kCorruptStream);
       }
       Status st = decoder->cache().Resize(req->cache_pages);
       if (!st.ok()) {
         return fail(Status::OutOfRange("CACHE_RESIZE to " + std::to_string(req->cache_pages) +
                                        " pages: " + st.message()),
-                    protocol::ErrorCode::kResource);
+                    protocol::ErrorCode::kResource, EndCause::kCorruptStream);
       }
       resized = true;
       spdlog::info("mirror cache resized to {} pages at epoch {}", decoder->cache().capacity_pages(), epoch);
@@ -270,13 +350,19 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
       compress::PageEntry entry;
       while (true) {
         auto more = batch.Next(&entry);
-        if (!more.ok()) return fail(more.status().With("epoch " + std::to_string(epoch)), protocol::ErrorCode::kDecode);
+        if (!more.ok()) {
+          return fail(more.status().With("epoch " + std::to_string(epoch)), protocol::ErrorCode::kDecode,
+                      EndCause::kCorruptStream);
+        }
         if (!*more) break;
         Status st = decoder->Decode(entry, im.page);
-        if (!st.ok()) return fail(st.With("page " + std::to_string(entry.pfn)), protocol::ErrorCode::kDecode);
+        if (!st.ok()) {
+          return fail(st.With("page " + std::to_string(entry.pfn)), protocol::ErrorCode::kDecode,
+                      EndCause::kCorruptStream);
+        }
         digest->Update(entry.pfn, im.page);
         st = sink.OnPage(epoch, entry.pfn, im.page);
-        if (!st.ok()) return fail(st.With("staging page"), protocol::ErrorCode::kResource);
+        if (!st.ok()) return fail(st.With("staging page"), protocol::ErrorCode::kResource, SinkFailureCause(st));
         ++pages;
       }
       continue;
@@ -286,20 +372,22 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
       payload += f.payload.size();
       if (!state_open) im.state.Clear();
       auto dst = im.state.Append(f.payload.size());
-      if (!dst.ok()) return fail(dst.status().With("state record"), protocol::ErrorCode::kResource);
+      if (!dst.ok()) {
+        return fail(dst.status().With("state record"), protocol::ErrorCode::kResource, EndCause::kCorruptStream);
+      }
       if (!f.payload.empty()) std::memcpy(*dst, f.payload.data(), f.payload.size());
       im.state.Commit(f.payload.size());
       state_open = (f.header.flags & protocol::kFlagMore) != 0;
       if (!state_open) {
         Status st = sink.OnState(epoch, im.state.view());
-        if (!st.ok()) return fail(st.With("state record"), protocol::ErrorCode::kResource);
+        if (!st.ok()) return fail(st.With("state record"), protocol::ErrorCode::kResource, SinkFailureCause(st));
         ++states;
       }
       continue;
     }
     // EPOCH_END: verify everything, then commit, then ack.
     auto ee = protocol::EpochEnd::Decode(f.payload);
-    if (!ee.ok()) return fail(ee.status(), protocol::ErrorCode::kProtocol);
+    if (!ee.ok()) return fail(ee.status(), protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
     if (state_open || ee->page_count != pages || ee->state_count != states || ee->frame_count != frames ||
         ee->payload_bytes != payload) {
       return fail(Status::Corruption("epoch " + std::to_string(epoch) + " incomplete: got " +
@@ -307,16 +395,23 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
                                      " states/" + std::to_string(frames) + " frames, primary sent " +
                                      std::to_string(ee->page_count) + "/" + std::to_string(ee->state_count) +
                                      "/" + std::to_string(ee->frame_count)),
-                  protocol::ErrorCode::kProtocol);
+                  protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
     }
     if (ee->digest != digest->value()) {
       return fail(Status::Corruption("epoch " + std::to_string(epoch) + " digest mismatch: primary " +
                                      DigestHex(ee->digest) + ", backup " + DigestHex(digest->value()) +
                                      "; keeping the last good epoch"),
-                  protocol::ErrorCode::kDigestMismatch);
+                  protocol::ErrorCode::kDigestMismatch, EndCause::kCorruptStream);
     }
     Status st = sink.Commit(epoch);
-    if (!st.ok()) return fail(st.With("committing epoch " + std::to_string(epoch)), protocol::ErrorCode::kResource);
+    if (!st.ok()) {
+      // Never activate on our own failure: the sink kept the last checkpoint;
+      // tell the primary (ERROR resource) so it reports UNPROTECTED and why.
+      spdlog::error("cannot commit epoch {}: {}; keeping epoch {} and telling the primary", epoch, st.ToString(),
+                    sink.has_committed() ? std::to_string(sink.last_committed_epoch()) : std::string("(none)"));
+      return fail(st.With("committing epoch " + std::to_string(epoch)), protocol::ErrorCode::kResource,
+                  SinkFailureCause(st));
+    }
     committed.store(epoch);
     ++end.epochs_committed;
     protocol::Ack a;
@@ -328,7 +423,14 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
       on_commit(CommitEvent{epoch, ee->digest, pages, wire, cache.capacity_pages(),
                             im.opts.digest_cache_on_commit ? cache.StateDigest() : 0});
     }
-    if (!acked.ok()) return fail(acked.With("sending ack"), protocol::ErrorCode::kNone);
+    if (!acked.ok()) {
+      // The primary may have given up on us (we were stalled) and said so:
+      // its ERROR may still be in our receive queue. Read on briefly for it.
+      write_failure = acked.With("sending ack");
+      read_on_until = transport::DeadlineIn(im.opts.read_on_after_write_failure);
+      spdlog::warn("{}; reading on for the primary's last word", write_failure.ToString());
+      continue;
+    }
     if (!first_committed) {  // steady state starts after the full sync
       first_committed = true;
       realloc_base = im.frames.reallocations() + im.state.reallocations();

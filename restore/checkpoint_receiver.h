@@ -18,11 +18,10 @@
 #include "common/status.h"
 #include "compress/page_codec.h"
 #include "protocol/messages.h"
+#include "restore/failover_judge.h"
 #include "restore/guest_sink.h"
-
-namespace romulus::transport {
-class Stream;
-}
+#include "restore/running_clock.h"
+#include "transport/stream.h"
 
 namespace romulus::restore {
 
@@ -37,7 +36,16 @@ struct ReceiverOptions {
   bool digest_cache_on_commit = false;
   size_t max_frame_bytes = 8u << 20;
   std::chrono::milliseconds heartbeat_interval{100};
+  // The primary is silent when no byte of it arrived for this long, counted
+  // in this process's running time (restore/running_clock.h). The backup's
+  // own `--failover-timeout`, never the primary's ack timeout.
   std::chrono::milliseconds failover_timeout{1000};
+  // A connection must deliver its HELLO this soon (pre-authentication bound
+  // on --insecure links; the TLS handshake bounds it before on TLS links).
+  std::chrono::milliseconds hello_timeout{2000};
+  // After a failed write (ACK), keep reading this long for the primary's
+  // ERROR or BYE, which says why it closed (docs/FAILURE-MODEL.md §2).
+  std::chrono::milliseconds read_on_after_write_failure{1000};
   uint64_t max_guest_pages = uint64_t{1} << 28;  // 1 TiB: refuse larger guests
 };
 
@@ -61,6 +69,10 @@ struct SessionEnd {
   // and the backup should activate.
   protocol::ByeReason bye_reason = protocol::ByeReason::kOperatorStop;
   Status reason;            // why the session ended otherwise
+  // What the failover decision needs to know (restore/failover_judge.h).
+  EndCause cause = EndCause::kNotEstablished;
+  // Running time (the clock passed to Serve) of the last byte from the primary.
+  std::chrono::nanoseconds last_heard{0};
   uint64_t epochs_committed = 0;
   uint64_t receive_reallocations = 0;  // ReceiveBuffer growths after the first epoch
 };
@@ -68,8 +80,24 @@ struct SessionEnd {
 class CheckpointReceiver {
  public:
   using CommitCallback = std::function<void(const CommitEvent&)>;
+  // Called with the running time whenever bytes of the primary arrived
+  // since the last call (at most every wake-up, ~100 ms).
+  using HeardCallback = std::function<void(std::chrono::nanoseconds running)>;
   explicit CheckpointReceiver(const ReceiverOptions& opts);
   ~CheckpointReceiver();
+
+  // Reads the connection's first frame, which must be a syntactically valid
+  // HELLO, within `deadline`. Needs no receiver: run it concurrently for
+  // every new connection so that a silent peer holds nothing (the backup
+  // service does).
+  static Result<protocol::Hello> ReadHello(transport::Stream& stream, transport::Deadline deadline);
+
+  // Serves one session whose HELLO was read: negotiate, answer HELLO_ACK,
+  // receive and commit epochs until the session ends. `clock` is advanced at
+  // every wake-up; silence is measured on it.
+  SessionEnd Serve(transport::Stream& stream, const protocol::Hello& hello, GuestSink& sink, RunningClock& clock,
+                   const CommitCallback& on_commit, const HeardCallback& on_heard = nullptr);
+  // The same, reading the HELLO first (hello_timeout) and with a clock of its own.
   SessionEnd Serve(transport::Stream& stream, GuestSink& sink, const CommitCallback& on_commit);
 
  private:

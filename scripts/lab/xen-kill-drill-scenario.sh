@@ -55,7 +55,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     ping -c 3 -i 0.2 -W 2 "$GIP" >"$W/ping-before-$PH.txt" 2>&1 || { cat "$W/ping-before-$PH.txt"; lab_fail "$PH: $G does not answer ping before the drill"; }
   fi
 
-  romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
+  romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
     --events-json "$W/events-$PH.jsonl" --control-socket "$W/bctl-$PH.sock" --vif-script /lab/vif-lab \
     >"$W/backup-$PH.log" 2>&1 &
   BP=$!
@@ -76,7 +76,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     # The old host's new backup (same dom0 here), for --reverse: the activated copy is
     # replicated back to it.
     RPORT=$((PORT + 50))
-    romulus restore --xen --listen "127.0.0.1:$RPORT" --psk-file "$W/psk" --failover-timeout 2s \
+    romulus restore --xen --no-fence --listen "127.0.0.1:$RPORT" --psk-file "$W/psk" --failover-timeout 2s \
       --events-json "$W/events-rev.jsonl" --domain-name "$G-back" >"$W/backup-rev.log" 2>&1 &
     B2=$!
     # In the background: it returns once the reverse replication is PROTECTED, and on this

@@ -66,7 +66,7 @@ lab_note "unbuffered: $N0/20 replies, RTT median $RTT0 ms"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"; chmod 600 "$W/psk"
 # --no-vifs: this backup activates a copy while the primary still runs (step 3 kills only the
 # replicator); a second vif answering for the same guest would blur what dom0 sees.
-romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 600s --no-vifs \
+romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 600s --no-vifs \
   >"$W/backup.log" 2>&1 &
 BP=$!
 lab_wait_listening "$W/backup.log" $BP

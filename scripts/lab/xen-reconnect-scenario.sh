@@ -26,7 +26,7 @@ acked() { grep -c '"acked":true' "$W/stats.jsonl" 2>/dev/null || true; }
 last_acked() { jget epoch "$(grep '"acked":true' "$W/stats.jsonl" | tail -n1)"; }
 backup() {  # backup NAME [FLAG...]: a `romulus restore --xen` on $PORT, events in $W/events-NAME.jsonl
   _b=$1; shift
-  romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s --no-vifs \
+  romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s --no-vifs \
     --events-json "$W/events-$_b.jsonl" "$@" >"$W/backup-$_b.log" 2>&1 &
   BP=$!
   lab_wait_listening "$W/backup-$_b.log" $BP
@@ -77,6 +77,27 @@ romulus ctl --socket "$W/ctl.sock" status >"$W/status-b.json" 2>&1
 grep -q '"PROTECTED"' "$W/status-b.json" || lab_fail "status after the reconnection: $(cat "$W/status-b.json")"
 grep -q '"cache_size":67108864' "$W/status-b.json" || lab_fail "the cache after the fallback is not 64M: $(cat "$W/status-b.json")"
 lab_note "backup A killed after epoch $LOST_AT (cache set live to 96M); primary reconnected to B (max 64M): session from epoch $FIRST_B with the configured 64M cache, $(acked) epochs acked in all"
+
+# ---- 3b. backup B stalls (SIGSTOP) past the primary's ack timeout, then continues: the
+# primary gives up on it and reconnects; B must never unpause its replica while the primary
+# runs (docs/FAILURE-MODEL.md §3), and must take the new session.
+LOSSES=$(grep -c 'backup lost after epoch' "$W/primary.log")
+RECONNECTS=$(grep -c 'reconnected to the backup' "$W/primary.log")
+kill -STOP $BP
+wait_for 120 "the primary did not give up on the stopped backup B" \
+  sh -c "[ \$(grep -c 'backup lost after epoch' $W/primary.log) -gt $LOSSES ]"
+sleep 2  # the stall goes on a little after the primary gave up
+kill -CONT $BP
+STALL_AT=$(last_acked)
+wait_for 300 "the primary did not reconnect to B after its stall" \
+  sh -c "[ \$(grep -c 'reconnected to the backup' $W/primary.log) -gt $RECONNECTS ]"
+wait_for 600 "no epoch acked by B after its stall" \
+  sh -c "[ \"\$(sed -n 's/.*\"epoch\":\([0-9]*\),.*\"acked\":true.*/\1/p' $W/stats.jsonl | tail -n1)\" -gt $((STALL_AT + 2)) ]"
+grep -q '"event":"failover"' "$W/events-b.jsonl" && lab_fail "backup B FAILED OVER after its stall while the primary ran"
+xl list "$G--incoming" 2>/dev/null | awk 'NR==2 {print $5}' | grep -q p ||
+  lab_fail "B's replica is not paused after the stall: $(xl list "$G--incoming" 2>&1 | tail -n1)"
+kill -0 $BP 2>/dev/null || lab_fail "backup B died after its stall"
+lab_note "backup B SIGSTOPped past the ack timeout at epoch $STALL_AT: the primary reconnected, B acked again, its replica stayed paused, no failover"
 
 # ---- 4. the primary host dies: B takes over
 LAST_PRIMARY=$(lab_counter_last "$C")

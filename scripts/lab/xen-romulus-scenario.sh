@@ -90,7 +90,7 @@ fi
 if [ "$MODE" = cli ]; then
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
   chmod 600 "$W/psk"  # romulus refuses a key file others can read
-  romulus restore --xen --listen "127.0.0.1:$PORT" --psk-file "$W/psk" \
+  romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" \
     --failover-timeout "${LAB_ROMULUS_FAILOVER_TIMEOUT:-2s}" --log-level "${LAB_ROMULUS_LOG_LEVEL:-info}" \
     >"$W/backup.log" 2>&1 &
 else

@@ -10,12 +10,16 @@
 #        its last epoch, the primary reconnects and resynchronises, commits
 #        resume with digests equal to the primary's acked digests, and the run
 #        ends with a clean stop (no failover).
-#   truncate       EOF in the middle of a frame  -> the backup cannot tell this
-#        from a dead primary: it fails over to its last complete epoch.
+#   truncate       EOF in the middle of a frame: EOF proves nothing about the
+#        primary (docs/FAILURE-MODEL.md §2), so the backup waits for it; the
+#        primary reconnects and resynchronises (no failover).
 #   flip, and the primary cannot reconnect (proxy --single) -> the backup
-#        waits --failover-timeout for it, then fails over.
-#   stall          nothing forwarded for 4 s (sockets open) -> "primary silent":
-#        failover to the last complete epoch.
+#        waits its --failover-timeout (2 s, not the primary's 1 s) of silence
+#        for it, fences (the fence SIGKILLs the primary), then fails over.
+#   stall          nothing forwarded for 4 s (sockets open): a partition.
+#        "primary silent" -> fence (SIGKILL the primary) -> failover to the
+#        last complete epoch. Without the fence this would be a split brain;
+#        with it exactly one copy lives.
 # In every case: the backup names the reason in its log, never crashes, and
 # `romulus verify` proves its image is an exact checkpoint.
 #
@@ -37,14 +41,19 @@ proxy_case() {
   local d="$T/$name" bport pport bpid ppid xpid
   mkdir -p "$d"
   bport=$(free_port)
+  # The fence is STONITH for the test: it kills the primary, so a failover
+  # never leaves two copies. In the resync cases it must never run.
+  local fence="kill -9 \$(cat $d/primary.pid)"
+  [[ $expect == resync ]] && fence="false"
   start_backup bpid "$T/$name-backup.log" --listen "127.0.0.1:$bport" --insecure \
-    --image "$d/img" --events-json "$d/events.json" --failover-timeout 1s
+    --image "$d/img" --events-json "$d/events.json" --failover-timeout 2s --fence-cmd "$fence"
   bg xpid "$T/$name-proxy.log" python3 "$PROXY" --to "127.0.0.1:$bport" --port-file "$d/proxy.port" "$@"
   wait_until 10 "$name: faultproxy listening" test -s "$d/proxy.port"
   pport=$(cat "$d/proxy.port")
   local epochs=60
   bg ppid "$T/$name-primary.log" "$ROMULUS" replicate --guest "$GUEST" --to "127.0.0.1:$pport" \
     --insecure --interval 20ms --epochs $epochs --stats-json "$d/stats.json"
+  echo "$ppid" >"$d/primary.pid"
   wait_until 30 "$name: the proxy injects its fault" \
     grep -Eq "FLIPPED|TRUNCATING|INJECTED|STALLING" "$T/$name-proxy.log"
   log "$name: $(grep -E "FLIPPED|TRUNCATING|INJECTED|STALLING" "$T/$name-proxy.log")"
@@ -87,6 +96,8 @@ for l in open(sys.argv[1]):
     # The backup fails over to its last complete epoch.
     wait_exit "$bpid" 20
     [[ $EXIT_CODE -eq 0 ]] || check_fail "$name: backup exited $EXIT_CODE after failover, expected 0"
+    alive "$ppid" && check_fail "$name: the primary lives on after the backup activated (two copies)"
+    assert_grep "$T/$name-backup.log" "fence command confirmed" "$name: the backup fenced before activating"
     kill9 "$ppid"
     assert_grep "$T/$name-backup.log" "$reason_rx" "$name: backup log names the fault"
     if has_event "$d/events.json" failover; then
@@ -114,14 +125,20 @@ proxy_case flip-header resync "Corruption: frame header checksum mismatch" \
   --fault flip --flip-in header --after 200000 --min-epoch 5
 proxy_case oversize resync "(OutOfRange|Out of range): frame length 67108864 exceeds limit 8388608" \
   --fault oversize --after 200000 --min-epoch 5
-proxy_case truncate failover "truncated frame" \
+proxy_case truncate resync "truncated frame" \
   --fault truncate --after 200000 --min-epoch 5
 # The primary is alive but cannot reach the backup again after the corrupt
 # frame: the backup keeps its epoch for --failover-timeout, then fails over.
-proxy_case flip-noreturn failover "primary did not come back within" \
+proxy_case flip-noreturn failover "primary silent for [0-9]+ ms .* after corrupt-stream" \
   --fault flip --after 200000 --min-epoch 5 --single
-proxy_case stall failover "primary silent for [0-9]+ ms" \
+# A stalled connection is not a partition: the primary gives up on it after
+# its 1 s ack timeout and reconnects; the backup takes the new session.
+proxy_case stall resync "supersedes the open one" \
   --fault stall --stall-for 4 --after 200000 --min-epoch 5
+# A partition (the stall, and no new connection gets through): the backup's
+# 2 s of silence, then the fence (STONITH), then exactly one copy.
+proxy_case partition failover "primary silent for [0-9]+ ms" \
+  --fault stall --stall-for 8 --after 200000 --min-epoch 5 --single
 
 # ---- wrong key, then the right one (TLS-PSK, no proxy) ----
 make_key "$T/key"
@@ -139,7 +156,7 @@ wait_until 15 "backup's log reports the wrong key" grep -q "different pre-shared
 kill9 "$wpid"
 log "wrong key, primary: $(grep -m1 Unauthenticated "$T/wrongkey-primary.log")"
 log "wrong key, backup:  $(grep -m1 "different pre-shared key" "$T/wrongkey-backup.log")"
-assert_grep "$T/wrongkey-backup.log" "Unauthenticated" "wrong key: backup reports Unauthenticated"
+assert_grep "$T/wrongkey-backup.log" "[Uu]nauthenticated" "wrong key: backup reports an unauthenticated peer"
 has_event "$d/events.json" commit && check_fail "wrong key: the backup committed data from an unauthenticated primary"
 alive "$bpid" || check_fail "wrong key: the backup died after refusing a wrong key"
 # The right primary is accepted by the same backup process.
@@ -164,10 +181,10 @@ start_backup bpid "$T/plaintext-backup.log" --listen "127.0.0.1:$port" --psk-fil
 bg ppid "$T/plaintext-primary.log" "$ROMULUS" replicate --guest "$GUEST" --to "127.0.0.1:$port" \
   --insecure --interval 20ms --epochs 20
 wait_until 15 "TLS backup's log reports the plaintext peer" \
-  grep -Eq "Unauthenticated|TLS handshake failed" "$T/plaintext-backup.log"
+  grep -Eq "[Uu]nauthenticated|TLS handshake failed" "$T/plaintext-backup.log"
 wait_until 15 "plaintext primary's log reports the refusal" grep -q "UNPROTECTED" "$T/plaintext-primary.log"
 kill9 "$ppid"
-log "plaintext vs TLS, backup:  $(grep -Em1 "Unauthenticated|TLS handshake failed" "$T/plaintext-backup.log")"
+log "plaintext vs TLS, backup:  $(grep -Em1 "[Uu]nauthenticated|TLS handshake failed" "$T/plaintext-backup.log")"
 log "plaintext vs TLS, primary: $(grep -Em1 "UNPROTECTED|backup lost" "$T/plaintext-primary.log")"
 # The primary must say something actionable (TLS / authentication), not just
 # "peer closed the connection" (docs/PROTOCOL.md §1.2: both ends name the

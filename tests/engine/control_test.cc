@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -119,6 +120,41 @@ TEST(ControlServer, RemovesAStaleSocketFile) {
   auto srv = replicator::ControlServer::Start(path, [](const std::vector<std::string>&) { return ControlReply::Ok(); });
   ASSERT_TRUE(srv.ok()) << srv.status().ToString();
   EXPECT_TRUE(replicator::ControlCall(path, "x", 5000ms).ok());
+}
+
+// A request that waits (digest, failover) must not hold up `status`.
+TEST(ControlServer, ASlowRequestDoesNotBlockOthers) {
+  const std::string path = TempSocket("slow");
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false, slow_started = false;
+  auto srv = replicator::ControlServer::Start(path, [&](const std::vector<std::string>& w) {
+    if (w[0] == "slow") {
+      std::unique_lock<std::mutex> lock(mu);
+      slow_started = true;
+      cv.notify_all();
+      cv.wait_for(lock, 30s, [&] { return release; });
+      return ControlReply::Ok("\"slow\":true");
+    }
+    return ControlReply::Ok("\"status\":true");
+  });
+  ASSERT_TRUE(srv.ok()) << srv.status().ToString();
+  std::thread slow([&] { EXPECT_TRUE(replicator::ControlCall(path, "slow", 40000ms).ok()); });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, 20s, [&] { return slow_started; }));
+  }
+  // While `slow` is still being handled, `status` is answered.
+  auto st = replicator::ControlCall(path, "status", 10000ms);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_NE(st->find("\"status\":true"), std::string::npos);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_FALSE(release) << "status was answered only after the slow request finished";
+    release = true;
+  }
+  cv.notify_all();
+  slow.join();
 }
 
 using test_engine::MakeStreamPair;

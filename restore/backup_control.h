@@ -1,0 +1,81 @@
+// BackupControl: the backup's command set on the control socket
+// (docs/CONTROL.md): status | failover | digest EPOCH [REGIONS] |
+// set reverse-to HOST:PORT|none. Primary commands are refused with one
+// message naming the primary's socket.
+//
+// It observes the BackupService (commit, state, activation) so that
+// `digest EPOCH` is answered exactly between Commit(EPOCH) and the next
+// epoch, and `failover` returns once the activation finished. Observer calls
+// are forwarded to `next` (events, metrics) after its own bookkeeping.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "replicator/control.h"
+#include "restore/backup_service.h"
+
+namespace romulus::restore {
+
+class BackupControl : public BackupObserver {
+ public:
+  // The members of a `digest` answer for the sink as it is now (it holds
+  // exactly `epoch`), or an error; empty function: `digest` unsupported.
+  using RegionDigestFn = std::function<Result<std::string>(uint64_t epoch, uint32_t regions)>;
+  // Checks a reverse-to target; Ok or the usage error.
+  using TargetCheckFn = std::function<Status(const std::string&)>;
+
+  BackupControl(GuestSink* sink, RegionDigestFn digest_fn, TargetCheckFn check_target, BackupObserver* next);
+  void Attach(BackupService* service) { service_ = service; }
+
+  replicator::ControlHandler Handler();
+
+  // The reverse-to target as decided at activation ("" = none); after this
+  // call `set reverse-to` is refused.
+  std::string DecideReverseTo();
+  void SetReverseTo(const std::string& target);  // --reverse-to at start
+
+  // Tells waiting `failover` requests how the activation went.
+  void ActivationDone(const Status& st, const std::string& reason);
+
+  // BackupObserver.
+  void OnState(const std::string& state, const std::string& peer) override;
+  void OnCommit(const CommitEvent& e) override;
+  void OnSessionEnd(const SessionEnd& end) override;
+  void OnDecision(const Decision& d) override;
+  void OnFence(const Status& result, const std::string& reason, uint64_t epoch, uint64_t digest) override;
+
+ private:
+  replicator::ControlReply Status_();
+  replicator::ControlReply Failover();
+  replicator::ControlReply Digest(const std::vector<std::string>& w);
+  replicator::ControlReply SetReverse(const std::vector<std::string>& w);
+
+  GuestSink* sink_;
+  RegionDigestFn digest_fn_;
+  TargetCheckFn check_target_;
+  BackupObserver* next_;
+  BackupService* service_ = nullptr;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string state_ = "waiting";  // GUARDED_BY(mu_)
+  bool activation_done_ = false;   // GUARDED_BY(mu_)
+  Status activation_;              // GUARDED_BY(mu_)
+  std::string failover_reason_;    // GUARDED_BY(mu_)
+  std::string reverse_to_;         // GUARDED_BY(mu_)
+  bool reverse_decided_ = false;   // GUARDED_BY(mu_)
+  struct {
+    bool pending = false, done = false;
+    uint64_t epoch = 0;
+    uint32_t regions = 16;
+    Status status;
+    std::string members;
+  } digest_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace romulus::restore

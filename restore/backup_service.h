@@ -1,0 +1,143 @@
+// BackupService: the backup's whole lifecycle (docs/FAILURE-MODEL.md).
+//
+//   accept ──▶ read HELLO (concurrently, bounded) ──▶ session ──▶ decide ──▶ fence ──▶ activate
+//      ▲                                                  │           │
+//      └──────────────────── wait / hold ◀────────────────┴───────────┘
+//
+// Threads: Run() is the service thread: it serves one session at a time
+// (CheckpointReceiver) and asks the FailoverJudge after every fact and at
+// every wake-up (~100 ms), measuring silence on its RunningClock. An
+// acceptor thread takes connections from the Listener (which completes TLS
+// handshakes concurrently, bounded) and reads each one's HELLO on a thread
+// of its own under a short deadline, at most `max_pending_hellos` at once;
+// only a valid HELLO reaches the service thread, so a stray can neither hold
+// the session slot nor move a deadline. A valid HELLO for the guest being
+// served while a session is open supersedes that session (the primary lost
+// it before we did; docs/PROTOCOL.md §4).
+//
+// What the service does not own: flags (cli/), the event file and metrics
+// (the observer), the control socket (restore/backup_control.h).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "common/status.h"
+#include "restore/checkpoint_receiver.h"
+#include "restore/failover_judge.h"
+#include "restore/guest_sink.h"
+#include "transport/tcp.h"
+
+namespace romulus::restore {
+
+struct BackupServiceOptions {
+  ReceiverOptions receiver;
+  JudgeConfig judge;
+  std::string fence_cmd;  // with judge.fencing == kCommand
+  std::chrono::milliseconds fence_timeout{30000};
+  size_t max_pending_hellos = 32;
+  uint64_t loaded_digest = 0;  // digest of the checkpoint the sink held at start
+};
+
+// Hooks for events, metrics and the control socket. Called from the service
+// thread unless said otherwise; must not block for long.
+class BackupObserver {
+ public:
+  virtual ~BackupObserver() = default;
+  // waiting | receiving | holding | fencing | activating | activated | stopped
+  virtual void OnState(const std::string& state, const std::string& peer) {}
+  // Between Commit(N) and the next epoch: the sink holds exactly N.
+  virtual void OnCommit(const CommitEvent& e) {}
+  virtual void OnSessionEnd(const SessionEnd& end) {}
+  // Each time the decision's kind or reason changes.
+  virtual void OnDecision(const Decision& d) {}
+  // The fence command ran for `reason`, before activating `epoch` (digest).
+  virtual void OnFence(const Status& result, const std::string& reason, uint64_t epoch, uint64_t digest) {}
+};
+
+struct BackupOutcome {
+  enum Kind {
+    kStopped,           // Stop() (a signal): the guest is not activated
+    kCleanStop,         // the primary said BYE: not activated
+    kActivated,         // the guest runs here now
+    kActivationFailed,  // the sink could not resume it
+  };
+  Kind kind = kStopped;
+  std::string reason;
+  uint64_t epoch = 0;     // the checkpoint activated (or held)
+  uint64_t digest = 0;    // its digest, as committed
+  bool handover = false;  // planned switchover
+  Status status;          // with kActivationFailed
+  std::chrono::microseconds activation_time{0};
+};
+
+class BackupService {
+ public:
+  BackupService(transport::Listener* listener, GuestSink* sink, const BackupServiceOptions& options,
+                BackupObserver* observer);
+  ~BackupService();
+
+  // Serves until activation, a clean stop or Stop(). Call once.
+  BackupOutcome Run();
+
+  // Thread-safe. Stop(): leave without activating. RequestFailover(): the
+  // operator's `ctl failover` (fence if configured, then activate).
+  void Stop();
+  void RequestFailover();
+
+  // Thread-safe snapshot for `ctl status`.
+  struct View {
+    std::string state = "waiting";
+    std::string peer;
+    std::string decision;  // DecisionName
+    std::string why;       // the judge's reason
+    uint64_t digest = 0;   // of the last committed epoch (0 if none)
+    uint64_t sessions = 0, strays = 0, superseded = 0;
+  };
+  View view() const;
+
+ private:
+  struct Pending;
+  void AcceptLoop();
+  void ReadHelloOf(std::shared_ptr<Pending> p);
+  void ReapPending();
+  void SetState(const std::string& state, const std::string& peer);
+  void Publish(const Decision& d);
+  BackupOutcome Activate(const Decision& d);
+
+  transport::Listener* listener_;
+  GuestSink* sink_;
+  BackupServiceOptions options_;
+  BackupObserver* observer_;
+  BackupObserver null_observer_;
+  CheckpointReceiver receiver_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;                 // GUARDED_BY(mu_)
+  bool failover_requested_ = false;   // GUARDED_BY(mu_)
+  struct Ready {
+    std::unique_ptr<transport::Stream> stream;
+    protocol::Hello hello;
+  };
+  std::deque<Ready> ready_;                            // GUARDED_BY(mu_): valid HELLOs waiting
+  std::list<std::shared_ptr<Pending>> pending_;        // GUARDED_BY(mu_): HELLO readers
+  transport::Stream* session_stream_ = nullptr;        // GUARDED_BY(mu_)
+  std::string session_identity_;                       // GUARDED_BY(mu_)
+  bool superseded_ = false;                            // GUARDED_BY(mu_)
+  View view_;                                          // GUARDED_BY(mu_)
+  std::chrono::steady_clock::time_point next_stray_log_{};  // GUARDED_BY(mu_)
+  uint64_t strays_since_log_ = 0;                      // GUARDED_BY(mu_)
+  std::thread acceptor_;
+  uint64_t last_digest_ = 0;  // service thread
+};
+
+}  // namespace romulus::restore

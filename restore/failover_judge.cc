@@ -1,0 +1,196 @@
+#include "restore/failover_judge.h"
+
+namespace romulus::restore {
+
+namespace {
+
+std::string Ms(std::chrono::nanoseconds d) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + " ms";
+}
+
+}  // namespace
+
+const char* EndCauseName(EndCause cause) {
+  switch (cause) {
+    case EndCause::kNotEstablished: return "not-established";
+    case EndCause::kByeStop: return "bye-stop";
+    case EndCause::kByeHandover: return "bye-handover";
+    case EndCause::kPeerError: return "primary-error";
+    case EndCause::kCorruptStream: return "corrupt-stream";
+    case EndCause::kConnectionLost: return "connection-lost";
+    case EndCause::kSilence: return "silence";
+    case EndCause::kSuperseded: return "superseded";
+    case EndCause::kLocalFailure: return "local-failure";
+    case EndCause::kShutdown: return "shutdown";
+  }
+  return "?";
+}
+
+const char* DecisionName(Decision::Kind kind) {
+  switch (kind) {
+    case Decision::kWait: return "wait";
+    case Decision::kActivate: return "activate";
+    case Decision::kStop: return "stop";
+    case Decision::kHold: return "hold";
+  }
+  return "?";
+}
+
+void FailoverJudge::CheckpointLoaded(uint64_t epoch) {
+  has_checkpoint_ = true;
+  checkpoint_epoch_ = epoch;
+  // Loaded from disk: whatever the primary did since that backup stopped is
+  // unknown, so it is trusted only once a session of ours commits on top.
+  trusted_ = false;
+  untrusted_why_ = "checkpoint " + std::to_string(epoch) +
+                   " was loaded from the image, and no session has committed since";
+}
+
+void FailoverJudge::SessionStarted(Duration now) {
+  in_session_ = true;
+  session_committed_ = false;
+  PrimaryHeard(now);
+  if (has_checkpoint_ && trusted_) {
+    // A new session means the primary lost the previous one and ran
+    // unprotected (its output released) until now: checkpoint N is older
+    // than what the world has seen, until this session commits.
+    trusted_ = false;
+    untrusted_why_ = "a new session began after checkpoint " + std::to_string(checkpoint_epoch_) +
+                     " and has not committed yet (the primary ran unprotected in between)";
+  }
+}
+
+void FailoverJudge::PrimaryHeard(Duration now) {
+  if (!heard_ || now > heard_at_) heard_at_ = now;
+  heard_ = true;
+}
+
+void FailoverJudge::Committed(uint64_t epoch, Duration now) {
+  has_checkpoint_ = true;
+  checkpoint_epoch_ = epoch;
+  trusted_ = true;
+  untrusted_why_.clear();
+  session_committed_ = true;
+  PrimaryHeard(now);
+}
+
+void FailoverJudge::SessionEnded(EndCause cause, const std::string& detail, Duration now) {
+  if (cause == EndCause::kNotEstablished) return;  // strays prove nothing and move nothing
+  in_session_ = false;
+  last_end_ = cause;
+  last_detail_ = detail;
+  switch (cause) {
+    case EndCause::kByeStop:
+      stopped_ = true;
+      break;
+    case EndCause::kByeHandover:
+      handover_ = true;
+      PrimaryHeard(now);
+      break;
+    case EndCause::kPeerError:
+    case EndCause::kCorruptStream:
+    case EndCause::kSuperseded:
+      // The primary sent these bytes just now: it is alive.
+      PrimaryHeard(now);
+      break;
+    case EndCause::kLocalFailure:
+      trusted_ = false;
+      untrusted_why_ = "this backup's storage failed (" + detail + "); the primary was told and runs unprotected" +
+                       (has_checkpoint_ ? ", so checkpoint " + std::to_string(checkpoint_epoch_) +
+                                              " is older than the guest's visible state"
+                                        : std::string());
+      break;
+    case EndCause::kConnectionLost:
+    case EndCause::kSilence:
+    case EndCause::kShutdown:
+    case EndCause::kNotEstablished:
+      break;  // no new evidence about the primary
+  }
+}
+
+void FailoverJudge::OperatorFailover() {
+  operator_failover_ = true;
+  fence_failed_.clear();
+}
+
+void FailoverJudge::FenceFailed(const std::string& detail) {
+  fence_failed_ = detail;
+  operator_failover_ = false;
+}
+
+Decision FailoverJudge::Decide(Duration now) const {
+  Decision d;
+  const std::string held = "checkpoint " + std::to_string(checkpoint_epoch_);
+  if (stopped_) {
+    d.kind = Decision::kStop;
+    d.why = "the primary stopped replication cleanly (BYE)";
+    return d;
+  }
+  if (!fence_failed_.empty()) {
+    d.kind = Decision::kHold;
+    d.why = "the fence command did not confirm (" + fence_failed_ +
+            "): not activating, the primary may still run; `romulus ctl failover` retries";
+    return d;
+  }
+  if (handover_ && has_checkpoint_) {
+    d.kind = Decision::kActivate;
+    d.why = "planned switchover: the primary handed over after epoch " + std::to_string(checkpoint_epoch_);
+    return d;  // the primary paused its guest for good and said so: no fence
+  }
+  if (operator_failover_) {
+    if (!has_checkpoint_) {
+      d.kind = Decision::kHold;
+      d.why = "failover requested by the operator, but nothing is committed: no checkpoint to activate";
+      return d;
+    }
+    d.kind = Decision::kActivate;
+    d.run_fence = config_.fencing == Fencing::kCommand;
+    d.why = "failover requested by the operator (romulus ctl failover)";
+    return d;
+  }
+  if (in_session_) {
+    d.kind = Decision::kWait;
+    d.deadline = heard_at_ + config_.failover_timeout;
+    d.why = "serving the primary";
+    return d;
+  }
+  if (!has_checkpoint_) {
+    d.kind = Decision::kHold;
+    d.why = "nothing committed yet: no checkpoint to fail over to; waiting for the primary";
+    return d;
+  }
+  if (!heard_) {
+    d.kind = Decision::kHold;
+    d.why = held + " held; waiting for the primary to connect (no session since this backup started, "
+                   "so its silence proves nothing)";
+    return d;
+  }
+  if (!trusted_) {
+    d.kind = Decision::kHold;
+    d.why = held + " is not activated on silence: " + untrusted_why_ +
+            "; `romulus ctl failover` activates it on the operator's word";
+    return d;
+  }
+  const Duration silent = now - heard_at_;
+  const std::string after = std::string(EndCauseName(last_end_)) + (last_detail_.empty() ? "" : ": " + last_detail_);
+  if (silent < config_.failover_timeout) {
+    d.kind = Decision::kWait;
+    d.deadline = heard_at_ + config_.failover_timeout;
+    d.why = "primary last heard " + Ms(silent) + " ago (running time) after " + after + "; waiting up to " +
+            Ms(config_.failover_timeout) + " for it to come back";
+    return d;
+  }
+  if (config_.fencing == Fencing::kUnset) {
+    d.kind = Decision::kHold;
+    d.why = "primary silent for " + Ms(silent) + " after " + after +
+            ", but no fencing choice was made (--fence-cmd or --no-fence): not activating";
+    return d;
+  }
+  d.kind = Decision::kActivate;
+  d.run_fence = config_.fencing == Fencing::kCommand;
+  d.why = "primary silent for " + Ms(silent) + " (running time; failover timeout " + Ms(config_.failover_timeout) +
+          ") after " + after;
+  return d;
+}
+
+}  // namespace romulus::restore

@@ -1,0 +1,198 @@
+// The backup's failover decision as a table: event sequences -> decision
+// (docs/FAILURE-MODEL.md §4). Times are running time in milliseconds.
+#include "restore/failover_judge.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "restore/running_clock.h"
+
+namespace romulus::restore {
+namespace {
+
+using std::chrono::milliseconds;
+
+struct Ev {
+  enum Kind { kLoad, kStart, kHeard, kCommit, kEnd, kOperator, kFenceFailed } kind;
+  long at_ms = 0;
+  uint64_t epoch = 0;
+  EndCause cause = EndCause::kConnectionLost;
+};
+Ev Load(uint64_t e) { return {Ev::kLoad, 0, e}; }
+Ev Start(long t) { return {Ev::kStart, t}; }
+Ev Heard(long t) { return {Ev::kHeard, t}; }
+Ev Commit(long t, uint64_t e) { return {Ev::kCommit, t, e}; }
+Ev End(long t, EndCause c) { return {Ev::kEnd, t, 0, c}; }
+Ev Operator() { return {Ev::kOperator}; }
+Ev FenceFailed() { return {Ev::kFenceFailed}; }
+
+struct Row {
+  const char* name;
+  Fencing fencing;
+  std::vector<Ev> events;
+  long ask_at_ms;
+  Decision::Kind want;
+  bool want_fence = false;
+  const char* why_contains = "";
+};
+
+Decision Judge(const Row& r) {
+  JudgeConfig cfg;
+  cfg.failover_timeout = milliseconds(1000);
+  cfg.fencing = r.fencing;
+  FailoverJudge j(cfg);
+  for (const Ev& e : r.events) {
+    const auto t = milliseconds(e.at_ms);
+    switch (e.kind) {
+      case Ev::kLoad: j.CheckpointLoaded(e.epoch); break;
+      case Ev::kStart: j.SessionStarted(t); break;
+      case Ev::kHeard: j.PrimaryHeard(t); break;
+      case Ev::kCommit: j.Committed(e.epoch, t); break;
+      case Ev::kEnd: j.SessionEnded(e.cause, "detail", t); break;
+      case Ev::kOperator: j.OperatorFailover(); break;
+      case Ev::kFenceFailed: j.FenceFailed("exit 1"); break;
+    }
+  }
+  return j.Decide(milliseconds(r.ask_at_ms));
+}
+
+const Fencing kCmd = Fencing::kCommand;
+const Fencing kNoFence = Fencing::kNone;
+
+TEST(FailoverJudgeTest, Table) {
+  const std::vector<Row> rows = {
+      // --- the primary dies: activation only after a full timeout of silence
+      {"eof, asked at once", kNoFence, {Start(0), Commit(10, 1), End(20, EndCause::kConnectionLost)}, 20,
+       Decision::kWait},
+      {"eof, timeout not yet reached", kNoFence, {Start(0), Commit(10, 1), End(20, EndCause::kConnectionLost)}, 1009,
+       Decision::kWait},
+      {"eof, timeout reached", kNoFence, {Start(0), Commit(10, 1), End(20, EndCause::kConnectionLost)}, 1010,
+       Decision::kActivate, false, "primary silent for 1000 ms"},
+      {"silence ends the session", kCmd, {Start(0), Commit(10, 7), End(1010, EndCause::kSilence)}, 1010,
+       Decision::kActivate, true, "after silence"},
+      {"fenced activation runs the fence", kCmd, {Start(0), Commit(10, 1), End(20, EndCause::kConnectionLost)}, 5000,
+       Decision::kActivate, true},
+      {"no fencing choice: hold", Fencing::kUnset,
+       {Start(0), Commit(10, 1), End(20, EndCause::kConnectionLost)}, 5000, Decision::kHold, false,
+       "no fencing choice"},
+      // --- the primary is alive: ERROR, corruption, supersession restart the wait
+      {"primary error: it is alive", kNoFence,
+       {Start(0), Commit(10, 1), End(900, EndCause::kPeerError)}, 1500, Decision::kWait},
+      {"corrupt stream: alive at the corruption", kNoFence,
+       {Start(0), Commit(10, 1), End(900, EndCause::kCorruptStream)}, 1899, Decision::kWait},
+      {"corrupt stream, never back", kNoFence,
+       {Start(0), Commit(10, 1), End(900, EndCause::kCorruptStream)}, 1900, Decision::kActivate},
+      {"bytes heard late in the session count", kNoFence,
+       {Start(0), Commit(10, 1), Heard(800), End(850, EndCause::kConnectionLost)}, 1700, Decision::kWait},
+      // --- strays never move anything
+      {"stray after eof does not reset the wait", kNoFence,
+       {Start(0), Commit(10, 1), End(20, EndCause::kConnectionLost), End(500, EndCause::kNotEstablished)}, 1020,
+       Decision::kActivate},
+      {"stray before any session: hold", kNoFence, {Load(4), End(500, EndCause::kNotEstablished)}, 99999,
+       Decision::kHold, false, "waiting for the primary to connect"},
+      // --- nothing to activate
+      {"nothing committed", kNoFence, {Start(0), End(20, EndCause::kConnectionLost)}, 99999, Decision::kHold,
+       false, "nothing committed"},
+      {"loaded checkpoint, never heard", kNoFence, {Load(9)}, 99999, Decision::kHold},
+      {"loaded checkpoint, session never committed", kNoFence,
+       {Load(9), Start(0), End(20, EndCause::kConnectionLost)}, 99999, Decision::kHold, false, "loaded"},
+      {"loaded checkpoint, session committed", kNoFence,
+       {Load(9), Start(0), Commit(5, 10), End(20, EndCause::kConnectionLost)}, 1020, Decision::kActivate},
+      // --- a new session that has not committed: the primary ran unprotected
+      {"resync session not committed", kNoFence,
+       {Start(0), Commit(10, 5), End(20, EndCause::kSuperseded), Start(30), End(40, EndCause::kConnectionLost)},
+       99999, Decision::kHold, false, "has not committed"},
+      {"resync session committed", kNoFence,
+       {Start(0), Commit(10, 5), End(20, EndCause::kSuperseded), Start(30), Commit(35, 9),
+        End(40, EndCause::kConnectionLost)},
+       1040, Decision::kActivate},
+      // --- local failures never activate on their own
+      {"local failure: hold", kNoFence, {Start(0), Commit(10, 37), End(20, EndCause::kLocalFailure)}, 99999,
+       Decision::kHold, false, "storage failed"},
+      {"local failure, then a session commits: trusted again", kNoFence,
+       {Start(0), Commit(10, 37), End(20, EndCause::kLocalFailure), Start(100), Commit(200, 40),
+        End(300, EndCause::kConnectionLost)},
+       1300, Decision::kActivate},
+      {"local failure: operator may still activate", kCmd,
+       {Start(0), Commit(10, 37), End(20, EndCause::kLocalFailure), Operator()}, 30, Decision::kActivate, true},
+      // --- in a session: wait, whatever the clock says (the receiver ends it on silence)
+      {"in session", kNoFence, {Start(0), Commit(10, 1)}, 99999, Decision::kWait},
+      // --- explicit words
+      {"bye stop", kNoFence, {Start(0), Commit(10, 1), End(20, EndCause::kByeStop)}, 99999, Decision::kStop},
+      {"bye handover activates at once, no fence", kCmd,
+       {Start(0), Commit(10, 3), End(20, EndCause::kByeHandover)}, 20, Decision::kActivate, false, "switchover"},
+      {"operator failover", kNoFence, {Start(0), Commit(10, 3), Operator()}, 11, Decision::kActivate},
+      {"operator failover with nothing committed", kNoFence, {Start(0), Operator()}, 11, Decision::kHold},
+      {"fence failed: hold", kCmd,
+       {Start(0), Commit(10, 1), End(20, EndCause::kConnectionLost), FenceFailed()}, 99999, Decision::kHold,
+       false, "fence"},
+      {"fence failed, operator retries", kCmd,
+       {Start(0), Commit(10, 1), End(20, EndCause::kConnectionLost), FenceFailed(), Operator()}, 99999,
+       Decision::kActivate, true},
+  };
+  for (const Row& r : rows) {
+    Decision d = Judge(r);
+    EXPECT_EQ(DecisionName(d.kind), std::string(DecisionName(r.want))) << r.name << ": " << d.why;
+    if (r.want == Decision::kActivate) EXPECT_EQ(d.run_fence, r.want_fence) << r.name;
+    EXPECT_NE(d.why.find(r.why_contains), std::string::npos) << r.name << ": why = " << d.why;
+    EXPECT_FALSE(d.why.empty()) << r.name;
+  }
+}
+
+TEST(FailoverJudgeTest, WaitDeadlineIsLastHeardPlusTimeout) {
+  JudgeConfig cfg;
+  cfg.failover_timeout = milliseconds(1000);
+  cfg.fencing = Fencing::kNone;
+  FailoverJudge j(cfg);
+  j.SessionStarted(milliseconds(0));
+  j.Committed(1, milliseconds(100));
+  j.SessionEnded(EndCause::kConnectionLost, "eof", milliseconds(400));
+  Decision d = j.Decide(milliseconds(400));
+  ASSERT_EQ(d.kind, Decision::kWait);
+  EXPECT_EQ(d.deadline, milliseconds(1100));
+}
+
+TEST(RunningClockTest, StallsAreNotCounted) {
+  using Tp = std::chrono::steady_clock::time_point;
+  Tp t0{};
+  RunningClock c(t0);
+  EXPECT_EQ(c.Advance(t0 + milliseconds(100)), milliseconds(100));
+  EXPECT_EQ(c.Advance(t0 + milliseconds(200)), milliseconds(200));
+  // Not scheduled for 5 s (SIGSTOP): only kMaxStep counts.
+  EXPECT_EQ(c.Advance(t0 + milliseconds(5200)), milliseconds(200) + RunningClock::kMaxStep);
+  EXPECT_EQ(c.stalls(), 1u);
+  EXPECT_EQ(c.stalled(), milliseconds(5000) - RunningClock::kMaxStep);
+  // Time never goes backwards.
+  EXPECT_EQ(c.Advance(t0 + milliseconds(5000)), milliseconds(200) + RunningClock::kMaxStep);
+}
+
+TEST(RunningClockTest, StalledBackupMustWaitAFullTimeoutAfterResuming) {
+  // The primary was last heard at running time 0; the backup is then stopped
+  // for 10 s. On resume, the judge must still wait (only kMaxStep passed).
+  using Tp = std::chrono::steady_clock::time_point;
+  Tp t0{};
+  RunningClock c(t0);
+  JudgeConfig cfg;
+  cfg.failover_timeout = milliseconds(1000);
+  cfg.fencing = Fencing::kNone;
+  FailoverJudge j(cfg);
+  j.SessionStarted(c.now());
+  j.Committed(3, c.now());
+  j.SessionEnded(EndCause::kConnectionLost, "reset", c.now());
+  EXPECT_EQ(j.Decide(c.Advance(t0 + milliseconds(10000))).kind, Decision::kWait);
+  // Then it runs, waking every 100 ms: activation once 1 s of running time passed.
+  auto t = t0 + milliseconds(10000);
+  int ticks = 0;
+  while (j.Decide(c.now()).kind == Decision::kWait && ticks < 100) {
+    t += milliseconds(100);
+    c.Advance(t);
+    ++ticks;
+  }
+  EXPECT_EQ(j.Decide(c.now()).kind, Decision::kActivate);
+  EXPECT_EQ(ticks, 8);  // 1000 - 250 ms counted for the stall = 750 ms -> 8 ticks of 100 ms
+}
+
+}  // namespace
+}  // namespace romulus::restore
