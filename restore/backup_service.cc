@@ -277,8 +277,10 @@ BackupOutcome BackupService::Run() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       session_stream_ = nullptr;
-      if (superseded_ && end.established && end.cause != EndCause::kByeStop &&
-          end.cause != EndCause::kByeHandover) {
+      // Our own Shutdown of the superseded stream shows as a lost
+      // connection; any cause the session found first (a local failure, the
+      // primary's ERROR) is the better evidence and stays.
+      if (superseded_ && end.established && end.cause == EndCause::kConnectionLost) {
         end.cause = EndCause::kSuperseded;
         end.reason = Status::Closed("superseded by a new session from the primary");
         ++view_.superseded;
