@@ -103,8 +103,11 @@ Result<std::string> RegionDigestMembers(const sim::ImageSink& img, uint64_t epoc
 class BackupRecorder : public restore::BackupObserver {
  public:
   BackupRecorder(EventLog* events, replicator::MetricsTextfile* metrics) : events_(events), metrics_(metrics) {}
+  std::function<void(uint64_t epoch)> on_commit;  // drills
+
   void OnCommit(const restore::CommitEvent& e) override {
     events_->Commit(e.epoch, e.digest);
+    if (on_commit) on_commit(e.epoch);
     if (metrics_) {
       metrics_->Set("romulus_committed_epoch", "gauge", "Last epoch committed by the backup.", static_cast<double>(e.epoch));
       metrics_->Add("romulus_commits_total", "Epochs committed.", 1);
@@ -170,7 +173,11 @@ int RunRestore(int argc, char** argv) {
        "this process's channel security and replicate's default tuning; runs until stopped, or "
        "--run-after-failover if set (also `ctl set reverse-to`)")
       ("metrics-textfile", po::value<std::string>(),
-       "write Prometheus metrics to FILE (textfile collector; atomic, at most once per second)");
+       "write Prometheus metrics to FILE (textfile collector; atomic, at most once per second)")
+      ("kill-at-commit", po::value<std::string>(),
+       "crash drill: SIGKILL this backup at STEP of the commit of EPOCH (STEP:EPOCH; steps: journal-pages, "
+       "journal-body, state-tmp, journal-marker, apply-half, applied, state-rename, journal-reset); "
+       "simulated guest images only");
   AddSecurityOptions(&desc);
   int code = 0;
   auto vm = ParseOptions(kCmd, "--listen ADDR:PORT --psk-file FILE --image PATH (--fence-cmd CMD | --no-fence) [options]",
@@ -240,6 +247,33 @@ int RunRestore(int argc, char** argv) {
                          " (an executable hotplug script is needed)");
     return kExitUsage;
   }
+  // --kill-at-commit STEP:EPOCH
+  sim::CommitStep kill_step = sim::CommitStep::kNone;
+  uint64_t kill_epoch = 0;
+  if (vm->count("kill-at-commit")) {
+    const std::string text = (*vm)["kill-at-commit"].as<std::string>();
+    const size_t colon = text.rfind(':');
+    bool ok = colon != std::string::npos && sim::ParseCommitStep(text.substr(0, colon), &kill_step);
+    if (ok) {
+      try {
+        size_t used = 0;
+        kill_epoch = std::stoull(text.substr(colon + 1), &used);
+        ok = used == text.size() - colon - 1 && kill_epoch >= 1 && text[colon + 1] != '-';
+      } catch (const std::exception&) {
+        ok = false;
+      }
+    }
+    if (!ok) {
+      std::string steps;
+      for (const auto& n : sim::CommitStepNames()) steps += (steps.empty() ? "" : ", ") + n;
+      UsageError(kCmd, "--kill-at-commit '" + text + "': expected STEP:EPOCH with EPOCH >= 1 and STEP one of " + steps);
+      return kExitUsage;
+    }
+    if ((*vm)["xen"].as<bool>()) {
+      UsageError(kCmd, "--kill-at-commit is for simulated guest images, not --xen");
+      return kExitUsage;
+    }
+  }
   std::string reverse_to_flag;
   if (vm->count("reverse-to")) {
     reverse_to_flag = (*vm)["reverse-to"].as<std::string>();
@@ -300,6 +334,7 @@ int RunRestore(int argc, char** argv) {
       return kExitFailure;
     }
     image_sink = is->get();
+    if (kill_epoch == 1) image_sink->set_crash_at(kill_step);
     if (!image_sink->recovery_note().empty()) spdlog::warn("{}", image_sink->recovery_note());
     if (image_sink->has_committed()) {
       loaded_digest = image_sink->digest();
@@ -328,6 +363,16 @@ int RunRestore(int argc, char** argv) {
   sopts.loaded_digest = loaded_digest;
 
   BackupRecorder recorder(&events, metrics.get());
+  if (image_sink && kill_epoch > 1) {
+    // Armed right after EPOCH-1 is committed, so the commit of EPOCH dies.
+    recorder.on_commit = [image_sink, kill_step, kill_epoch](uint64_t committed) {
+      if (committed + 1 == kill_epoch) {
+        spdlog::warn("drill: this backup dies at step {} of the commit of epoch {}", sim::CommitStepName(kill_step),
+                     kill_epoch);
+        image_sink->set_crash_at(kill_step);
+      }
+    };
+  }
   restore::BackupControl control_state(
       sink.get(),
       image_sink ? restore::BackupControl::RegionDigestFn(
