@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "tests/xen/fuzz_seeds.h"
 #include "tests/xen/stream_test_util.h"
 #include "xen/stream_split.h"
 
@@ -366,23 +367,24 @@ TEST(StreamSplitTest, BadEnvelopesAreRejected) {
   EXPECT_EQ(a3.OnState(std::vector<uint8_t>{'Q'}).code(), Code::kCorruption);
 }
 
-// Not a check: regenerates the fuzz seeds when asked
-// (ROMULUS_XEN_WRITE_SEEDS=tests/fuzz/corpus/xen_stream_fuzz test_xen).
-TEST(StreamV2Test, WriteFuzzSeeds) {
-  const char* dir = getenv("ROMULUS_XEN_WRITE_SEEDS");
-  if (!dir) GTEST_SKIP() << "set ROMULUS_XEN_WRITE_SEEDS=DIR to write fuzz seeds";
-  auto write = [&](const std::string& name, const std::vector<uint8_t>& bytes, uint8_t seed) {
-    FILE* f = fopen((std::string(dir) + "/" + name).c_str(), "wb");
-    ASSERT_NE(f, nullptr);
-    fputc(seed, f);
-    fwrite(bytes.data(), 1, bytes.size(), f);
+// The committed seed corpus is exactly what the xen_fuzz_seeds tool writes
+// (tests/xen/fuzz_seeds.h): reproducible from source, and regenerated when
+// the synthetic streams change (run build/<dir>/tests/xen_fuzz_seeds
+// tests/fuzz/corpus/xen_stream_fuzz).
+TEST(StreamV2Test, FuzzSeedsAreUpToDate) {
+  const auto seeds = testing::XenStreamFuzzSeeds();
+  ASSERT_FALSE(seeds.empty());
+  for (const auto& seed : seeds) {
+    const std::string path = std::string(ROMULUS_SOURCE_DIR) + "/tests/fuzz/corpus/xen_stream_fuzz/" + seed.name;
+    FILE* f = fopen(path.c_str(), "rb");
+    ASSERT_NE(f, nullptr) << path << " is missing: run xen_fuzz_seeds";
+    std::vector<uint8_t> got;
+    for (int c; (c = fgetc(f)) != EOF;) got.push_back(static_cast<uint8_t>(c));
     fclose(f);
-  };
-  write("remus-1", SampleRemusStream(1), 7);
-  write("remus-2", SampleRemusStream(2), 200);
-  auto b = StreamBuilder().ImageHeader().DomainHeader();
-  b.Record(kRecX86PvInfo, 8, 1).PageData({{0xF, 1}, {0x0, 2}}, 3).Record(kRecEnd, {});
-  write("plain-end", b.bytes, 1);
+    EXPECT_EQ(got, seed.bytes) << path << " differs from what xen_fuzz_seeds writes";
+    // Each seed is a stream the parser accepts whole (byte 0 is the fuzzer's chunking seed).
+    EXPECT_TRUE(ParseAll(std::vector<uint8_t>(seed.bytes.begin() + 1, seed.bytes.end())).ok()) << seed.name;
+  }
 }
 
 }  // namespace
