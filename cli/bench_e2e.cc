@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -160,6 +161,136 @@ Result<RunResult> RunOnce(const sim::SimSpec& spec, microseconds interval, micro
   return r;
 }
 
+// ---- First synchronisation per guest size (docs/benchmarks.md) ----
+
+struct FirstSyncResult {
+  uint64_t guest_bytes = 0, nonzero_bytes = 0, wire_bytes = 0;
+  double streamed_s = 0;   // connect to the last page of the full sync written
+  double protected_s = 0;  // connect to the first epoch's ack: PROTECTED
+};
+
+// Removes the image and the files the sink keeps next to it.
+void RemoveImageFiles(const std::string& path) {
+  for (const char* suffix : {"", ".state", ".state.tmp", ".journal", ".lock"}) ::unlink((path + suffix).c_str());
+}
+
+// One full sync of a fresh guest of spec.size_bytes into a fresh image file
+// under `dir`, the whole engine in this process over a socketpair: the time
+// to PROTECTED is what an operator waits for after `replicate` starts.
+Result<FirstSyncResult> RunFirstSync(const sim::SimSpec& spec, const std::string& dir, uint64_t cache_pages) {
+  auto guest = sim::SimGuest::Create(spec);
+  if (!guest.ok()) return guest.status();
+  sim::ImageSinkOptions so;
+  so.path = dir + "/romulus-bench-first-sync-" + std::to_string(::getpid()) + ".img";
+  so.start_over = true;
+  so.run_activated = false;
+  RemoveImageFiles(so.path);
+  auto sink = sim::ImageSink::Open(so);
+  if (!sink.ok()) return sink.status().With("opening the bench image " + so.path);
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return Status::FromErrno("socketpair", errno);
+  auto a = transport::OpenFdStream(sv[0], sv[0], "primary", true);
+  auto b = transport::OpenFdStream(sv[1], sv[1], "backup", true);
+  if (!a.ok() || !b.ok()) return Status::IoError("fd streams");
+  restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
+  std::thread backup([&] { (void)receiver.Serve(**b, **sink, nullptr); });
+
+  replicator::SenderOptions sopt;
+  sopt.codec.cache_pages = cache_pages;
+  replicator::EpochLoopOptions lopt;
+  lopt.max_epochs = 1;  // the full sync and its checkpoint
+  Clock::time_point t0{}, streamed{}, acked{};
+  FirstSyncResult r;
+  lopt.phase_hook = [&](replicator::Phase p, uint64_t) {
+    if (p == replicator::Phase::kBeforeSuspend && streamed == Clock::time_point{}) streamed = Clock::now();
+  };
+  lopt.on_epoch = [&](const replicator::EpochStats& e) {
+    if (!e.acked) return;
+    acked = Clock::now();
+    r.wire_bytes = e.wire_bytes;
+    uint64_t sent = 0;  // the full sync, then the paused part's pages again
+    for (uint64_t n : e.pages_by_kind) sent += n;
+    r.nonzero_bytes = (sent - e.pages_by_kind[static_cast<int>(compress::PageKind::kZero)]) * 4096;
+  };
+  std::unique_ptr<transport::Stream> primary_end = std::move(*a);
+  std::atomic<bool> stop{false};
+  auto connect = [&]() -> Result<std::unique_ptr<transport::Stream>> {
+    if (!primary_end) {
+      stop.store(true);
+      return Status::Closed("benchmark: one connection only");
+    }
+    t0 = Clock::now();
+    return std::move(primary_end);
+  };
+  replicator::NoOutputCommit output;
+  ROMULUS_RETURN_IF_ERROR((*guest)->Start());
+  replicator::EpochLoop loop(**guest, output, connect, sopt, lopt, nullptr);
+  Status st = loop.Run(stop);
+  (*guest)->Stop();
+  backup.join();
+  sink->reset();
+  RemoveImageFiles(so.path);
+  ROMULUS_RETURN_IF_ERROR(st);
+  if (acked == Clock::time_point{}) return Status::Closed("the first epoch was not acked");
+  r.guest_bytes = spec.size_bytes;
+  r.streamed_s = std::chrono::duration<double>(streamed - t0).count();
+  r.protected_s = std::chrono::duration<double>(acked - t0).count();
+  return r;
+}
+
+// --first-sync 1G,4G,16G: the guest spec's size replaced by each of these.
+int RunFirstSyncSizes(const sim::SimSpec& base, const std::string& sizes, const std::string& dir, uint64_t cache,
+                      bool json) {
+  const char kCmd[] = "bench e2e";
+  std::vector<uint64_t> list;
+  for (size_t pos = 0; pos <= sizes.size();) {
+    size_t comma = sizes.find(',', pos);
+    if (comma == std::string::npos) comma = sizes.size();
+    auto n = ParseSize(sizes.substr(pos, comma - pos));
+    sim::SimSpec spec = base;
+    if (n.ok()) spec.size_bytes = *n;
+    Status valid = n.ok() ? spec.Validate() : n.status();
+    if (!valid.ok()) {
+      UsageError(kCmd, "--first-sync: '" + sizes.substr(pos, comma - pos) + "': " + valid.message());
+      return kExitUsage;
+    }
+    list.push_back(*n);
+    pos = comma + 1;
+  }
+  if (!json) {
+    std::printf("romulus bench e2e --first-sync: %s, image files in %s\n", base.ToString().c_str(), dir.c_str());
+    std::printf("%8s %10s %10s %10s %12s %12s %12s\n", "guest", "non-zero", "wire", "streamed", "PROTECTED",
+                "guest rate", "data rate");
+  }
+  for (uint64_t size : list) {
+    sim::SimSpec spec = base;
+    spec.size_bytes = size;
+    auto r = RunFirstSync(spec, dir, cache / 4096);
+    if (!r.ok()) {
+      spdlog::error("bench e2e --first-sync {}: {}", FormatSize(size), r.status().ToString());
+      return kExitFailure;
+    }
+    const double guest_rate = r->guest_bytes / r->protected_s / 1e6;
+    const double data_rate = r->nonzero_bytes / r->protected_s / 1e6;
+    if (json) {
+      std::printf("{\"guest_bytes\":%llu,\"nonzero_bytes\":%llu,\"wire_bytes\":%llu,\"streamed_s\":%.2f,"
+                  "\"protected_s\":%.2f,\"guest_mb_per_s\":%.0f,\"data_mb_per_s\":%.0f}\n",
+                  static_cast<unsigned long long>(r->guest_bytes), static_cast<unsigned long long>(r->nonzero_bytes),
+                  static_cast<unsigned long long>(r->wire_bytes), r->streamed_s, r->protected_s, guest_rate, data_rate);
+    } else {
+      std::printf("%8s %10s %10s %9.2fs %11.2fs %7.0f MB/s %7.0f MB/s\n", FormatSize(r->guest_bytes).c_str(),
+                  FormatSize(r->nonzero_bytes).c_str(), FormatSize(r->wire_bytes).c_str(), r->streamed_s,
+                  r->protected_s, guest_rate, data_rate);
+    }
+    std::fflush(stdout);
+  }
+  if (!json) {
+    std::printf("streamed = connect to the full sync's last page written; PROTECTED = connect to the backup's ack\n"
+                "of the first epoch (its commit included); rates = bytes / PROTECTED time.\n");
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunBenchE2e(int argc, char** argv) {
@@ -170,9 +301,14 @@ int RunBenchE2e(int argc, char** argv) {
       ("intervals", po::value<std::string>()->default_value("25ms,10ms"), "comma-separated checkpoint intervals")
       ("measure", po::value<std::string>()->default_value("5s"), "measured time per interval (after the full sync)")
       ("cache-size", po::value<std::string>()->default_value("64M"), "page cache")
-      ("json", po::bool_switch(), "one JSON object per interval");
+      ("json", po::bool_switch(), "one JSON object per interval")
+      ("first-sync", po::value<std::string>(),
+       "instead: time the first synchronisation to PROTECTED for each guest size, e.g. 1G,4G,16G")
+      ("image-dir", po::value<std::string>()->default_value("/tmp"),
+       "with --first-sync: where the backup's image file is written (and removed)");
   int code = 0;
-  auto vm = ParseOptions(kCmd, "[--guest SPEC] [--intervals 25ms,10ms] [--measure 5s] [--json]", desc, argc, argv, &code);
+  auto vm = ParseOptions(kCmd, "[--guest SPEC] [--intervals 25ms,10ms] [--measure 5s] [--json] [--first-sync 1G,4G,16G]",
+                         desc, argc, argv, &code);
   if (!vm) return code;
   auto spec = sim::ParseSimSpec((*vm)["guest"].as<std::string>());
   if (!spec.ok()) {
@@ -197,6 +333,10 @@ int RunBenchE2e(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::warn);
   const bool json = (*vm)["json"].as<bool>();
+  if (vm->count("first-sync")) {
+    return RunFirstSyncSizes(*spec, (*vm)["first-sync"].as<std::string>(), (*vm)["image-dir"].as<std::string>(),
+                             cache, json);
+  }
   if (!json) {
     std::printf("romulus bench e2e: %s, cache %s, %s measured per interval\n", spec->ToString().c_str(),
                 FormatSize(cache).c_str(), FormatDuration(measure).c_str());
