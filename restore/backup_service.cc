@@ -323,6 +323,12 @@ BackupOutcome BackupService::Run() {
     if (listener_) listener_->Shutdown();
   }
   if (acceptor_.joinable()) acceptor_.join();
+  {
+    // The caller may now drop the listener (after an activation with
+    // --reverse-to it becomes a primary): never touch it again.
+    std::lock_guard<std::mutex> lock(mu_);
+    listener_ = nullptr;
+  }
   if (outcome.kind == BackupOutcome::kStopped) SetState("stopped", "");
   return outcome;
 }

@@ -113,7 +113,7 @@ class BackupService {
   void Publish(const Decision& d);
   BackupOutcome Activate(const Decision& d);
 
-  transport::Listener* listener_;
+  transport::Listener* listener_;  // GUARDED_BY(mu_) for Shutdown; nullptr once Run() returned
   GuestSink* sink_;
   BackupServiceOptions options_;
   BackupObserver* observer_;

@@ -1,7 +1,11 @@
 #include "xen/xen_backup.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -61,6 +65,50 @@ XenSink::~XenSink() {
   if (restore_.joinable()) restore_.join();
   if (out_fd_ >= 0) close(out_fd_);
   if (in_fd_ >= 0) close(in_fd_);
+  if (name_lock_fd_ >= 0) close(name_lock_fd_);
+}
+
+Status XenSink::ReclaimReplicaName() {
+  if (name_lock_fd_ < 0) {
+    ::mkdir("/run/lock", 0755);  // a minimal dom0 may not have it yet
+    const std::string path = "/run/lock/romulus-" + name_ + ".lock";
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return Status::FromErrno("replica name lock " + path, errno);
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      int err = errno;
+      ::close(fd);
+      if (err == EWOULDBLOCK) {
+        return Status::InvalidArgument("another romulus restore --xen on this host owns the replica name " + name_ +
+                                       " (lock " + path + "); give this one another --domain-name");
+      }
+      return Status::FromErrno("locking " + path, err);
+    }
+    name_lock_fd_ = fd;
+  }
+  // We own the name: any domain of that name was left by a predecessor that
+  // died (killed, crashed) before destroying it. It is paused and was never
+  // activated (activation renames it), so it holds nothing anyone runs.
+  struct xs_handle* xs = h_->xsh();
+  unsigned int num = 0;
+  char** ents = xs_directory(xs, XBT_NULL, "/local/domain", &num);
+  for (unsigned i = 0; ents && i < num; i++) {
+    const std::string dom = std::string("/local/domain/") + ents[i];
+    if (XsRead(xs, dom + "/name") != name_) continue;
+    const uint32_t old = static_cast<uint32_t>(strtoul(ents[i], nullptr, 10));
+    if (old == 0) continue;
+    spdlog::warn("a replica domain {} (domid {}) left by a stopped predecessor exists: destroying it", name_, old);
+    const std::string vm = XsRead(xs, dom + "/vm");
+    if (xc_domain_destroy(h_->xch(), old) != 0) {
+      int err = errno;
+      free(ents);
+      return Status::FromErrno("destroying the leftover replica " + name_ + " (domid " + std::to_string(old) + ")",
+                               err);
+    }
+    xs_rm(xs, XBT_NULL, dom.c_str());
+    if (vm.rfind("/vm/", 0) == 0) xs_rm(xs, XBT_NULL, vm.c_str());
+  }
+  free(ents);
+  return Status::Ok();
 }
 
 Status XenSink::BeginSession(uint64_t guest_pages, const std::string& identity) {
@@ -184,6 +232,7 @@ Status XenSink::CreateDomain(const std::map<std::string, std::string>& info) {
   if (!ValidName(orig)) orig = "romulus-replica";
   final_name_ = opts_.final_name.empty() ? orig : opts_.final_name;
   name_ = opts_.domain_name.empty() ? orig + "--incoming" : opts_.domain_name;
+  ROMULUS_RETURN_IF_ERROR(ReclaimReplicaName());
   uuid_ = get("uuid");
   if (!ParseUuid(uuid_, handle_)) memset(handle_, 0, sizeof handle_);
   uuid_ = FormatUuid(handle_);

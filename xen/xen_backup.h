@@ -55,6 +55,10 @@ class XenSink final : public restore::GuestSink {
   void StopRestore();    // EOF to libxenguest, wait for it
   void DestroyDomain();  // a replica we will never activate
   Status Rename(const std::string& name);
+  // Before creating the replica: take the replica name's lock file (another
+  // live `restore --xen` with the same name refuses), then destroy any
+  // domain of that name a killed predecessor left behind.
+  Status ReclaimReplicaName();
   // The primary's NICs on the activated domain; failures only warn (a
   // running guest without a NIC beats no guest).
   void CreateVifs();
@@ -80,6 +84,7 @@ class XenSink final : public restore::GuestSink {
 
   // The restore thread and its input.
   int out_fd_ = -1, in_fd_ = -1;
+  int name_lock_fd_ = -1;  // flock on /run/lock/romulus-NAME.lock while we own the name
   std::vector<uint8_t> out_buf_;
   std::thread restore_;
   std::mutex mu_;

@@ -3,10 +3,11 @@
 # restarts under a running primary (docs/PROTOCOL.md §6, "Primary on peer death").
 #  1. create guest4 (128 MiB PV counter guest), protect it: `romulus restore --xen` (backup A) and
 #     `romulus replicate --domain guest4 --control-socket`; wait for 3 acked epochs;
-#  2. SIGKILL backup A and destroy its replica (its host is gone): the primary must say the
-#     backup is lost, keep the guest running UNPROTECTED (ctl status) and retry;
+#  2. SIGKILL backup A, leaving its paused replica behind: the primary must say the backup is
+#     lost, keep the guest running UNPROTECTED (ctl status) and retry;
 #     Before that the operator grew the page cache live (`ctl set cache-size 96M`);
-#  3. start backup B on the same address, allowing at most 64M of cache: the primary reconnects by
+#  3. start backup B on the same address (it destroys A's leftover replica itself), allowing at
+#     most 64M of cache: the primary reconnects by
 #     itself, is refused the 96M, falls back to its configured 64M (not stuck unprotected), and
 #     the new session (a full resync, epochs continuing the numbering) is acked by B;
 #  4. the primary host dies (SIGKILL + destroy): B fails over from an epoch of the new session,
@@ -55,9 +56,10 @@ wait_for 600 "no 3 acked epochs with backup A" sh -c "[ \$(grep -c '\"acked\":tr
 romulus ctl --socket "$W/ctl.sock" set cache-size 96M >"$W/ctl-cache.json" 2>&1 || lab_fail "ctl set cache-size 96M: $(cat "$W/ctl-cache.json")"
 wait_for 300 "the 96M cache was never applied" grep -q 'page cache resized to 96 MiB' "$W/primary.log"
 
-# ---- 2. backup A's host dies
+# ---- 2. backup A dies (SIGKILL): its paused replica $G--incoming is left behind; backup B,
+# started on the same host, must reclaim the name and destroy that leftover itself.
 kill -9 $BP; wait $BP 2>/dev/null
-xl destroy "$G--incoming" >/dev/null 2>&1
+xl list "$G--incoming" >/dev/null 2>&1 || lab_fail "backup A left no replica behind (the step tests its cleanup)"
 wait_for 120 "the primary did not notice the lost backup" grep -q 'backup lost after epoch' "$W/primary.log"
 LOST_AT=$(last_acked)
 romulus ctl --socket "$W/ctl.sock" status >"$W/status-lost.json" 2>&1 || { cat "$W/status-lost.json"; lab_fail "ctl status while unprotected"; }
@@ -70,6 +72,10 @@ backup b --max-cache-size 64M
 wait_for 120 "the primary did not reconnect to backup B" grep -q 'reconnected to the backup' "$W/primary.log"
 grep -q 'retrying with the configured cache of 64 MiB' "$W/primary.log" || { tail -n 10 "$W/primary.log"; lab_fail "no fallback to the configured cache"; }
 FIRST_B=$(sed -n 's/.*session from epoch \([0-9]*\).*/\1/p' "$W/primary.log" | tail -n1)
+grep -q "left by a stopped predecessor exists: destroying it" "$W/backup-b.log" ||
+  lab_fail "backup B did not reclaim the replica backup A left: $(grep -i replica "$W/backup-b.log" | tail -n 3)"
+[ "$(xl list 2>/dev/null | grep -c "^$G--incoming ")" -eq 1 ] ||
+  lab_fail "more than one $G--incoming domain after backup B started: $(xl list 2>&1 | grep incoming)"
 [ -n "$FIRST_B" ] && [ "$FIRST_B" -gt "$LOST_AT" ] || lab_fail "the new session starts at epoch '$FIRST_B', not after $LOST_AT"
 wait_for 600 "no epochs of the new session acked by backup B" sh -c "grep -q '\"epoch\":$((FIRST_B + 2)),.*\"acked\":true' $W/stats.jsonl"
 grep -q '"event":"commit"' "$W/events-b.jsonl" || lab_fail "backup B committed nothing"
