@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -367,9 +368,17 @@ INSTANTIATE_TEST_SUITE_P(AllWorkloads, DeterminismTest,
 // Workload thread
 
 // Spins (yielding) until the guest has run at least n steps. Progress-based:
-// no assumption about how fast that happens.
-void WaitForSteps(const SimGuest& g, uint64_t n) {
-  while (g.steps() < n) std::this_thread::yield();
+// no assumption about how fast that happens, only a generous deadline (a
+// guest that stops stepping fails the test instead of hanging it).
+::testing::AssertionResult WaitForSteps(const SimGuest& g, uint64_t n) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (g.steps() < n) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return ::testing::AssertionFailure() << "the guest ran " << g.steps() << " steps in 60 s, waited for " << n;
+    }
+    std::this_thread::yield();
+  }
+  return ::testing::AssertionSuccess();
 }
 
 // Replays `steps` steps synchronously on a fresh guest of the same spec.
@@ -391,7 +400,7 @@ TEST(SimGuestThreadTest, PauseStopsAtAStepBoundaryAndResumeContinues) {
 
   uint64_t target = 50;
   for (int round = 0; round < 5; ++round) {
-    WaitForSteps(guest, target);
+    ASSERT_TRUE(WaitForSteps(guest, target));
     ASSERT_TRUE(guest.Pause().ok());
     EXPECT_TRUE(guest.paused());
     const uint64_t steps = guest.steps();
@@ -416,7 +425,7 @@ TEST(SimGuestThreadTest, GuestSourceCallsRefuseARunningWriter) {
   auto g = Make("sim:size=1M,workload=sparse,rate=max");
   ASSERT_TRUE(g);
   ASSERT_TRUE(g->Start().ok());
-  WaitForSteps(*g, 1);
+  ASSERT_TRUE(WaitForSteps(*g, 1));
   std::vector<uint64_t> pfns;
   EXPECT_EQ(g->HarvestDirty(&pfns).code(), Code::kInvalidArgument);
   std::vector<uint8_t> st;
@@ -438,7 +447,7 @@ TEST(SimGuestThreadTest, PausedBeforeStartDoesNotRunUntilResumed) {
   EXPECT_EQ(g->steps(), 0u);
   EXPECT_EQ(g->ComputeDigest(), 0u);
   ASSERT_TRUE(g->Resume().ok());
-  WaitForSteps(*g, 5);
+  ASSERT_TRUE(WaitForSteps(*g, 5));
   g->Stop();
   EXPECT_EQ(g->ComputeDigest(), ReplayDigest(g->spec(), g->steps()));
 }
@@ -447,10 +456,10 @@ TEST(SimGuestThreadTest, ThrottledGuestStillMakesProgress) {
   auto g = Make("sim:size=1M,workload=sequential,rate=2000");
   ASSERT_TRUE(g);
   ASSERT_TRUE(g->Start().ok());
-  WaitForSteps(*g, 20);  // terminates only if the throttle lets steps through
+  ASSERT_TRUE(WaitForSteps(*g, 20));  // fails at the deadline unless the throttle lets steps through
   ASSERT_TRUE(g->Pause().ok());
   ASSERT_TRUE(g->Resume().ok());
-  WaitForSteps(*g, g->steps() + 5);
+  ASSERT_TRUE(WaitForSteps(*g, g->steps() + 5));
   g->Stop();
 }
 
