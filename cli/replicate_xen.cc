@@ -72,7 +72,9 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
   };
   if (setup.kill_enabled) opts.phase_hook = KillAtHook(setup.kill_phase, setup.kill_epoch);
   replicator::SenderOptions sender = setup.sender;
-  // Epoch 1 may wait for the backup's libxenguest as long as for its ack.
+  // Epoch 1's writes may make no progress (the backup's libxenguest applying
+  // a burst) for as long as the epoch may wait for its ack; a write that
+  // progresses is never failed (PROTOCOL.md §6.1).
   sender.first_epoch_write_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(opts.first_ack_timeout);
   auto connect = [target, sec, sender, &live](const replicator::GuestInfo& info)
       -> Result<std::unique_ptr<replicator::CheckpointSender>> {
