@@ -3,6 +3,7 @@
 
   check.py last-commit EVENTS                highest committed epoch (0 if none)
   check.py has-event EVENTS TYPE             exit 0 iff an event of TYPE is logged
+  check.py count EVENTS TYPE                 number of events of TYPE logged
   check.py field EVENTS TYPE FIELD           FIELD of the last event of TYPE
   check.py commit-digest EVENTS EPOCH        digest of the commit of EPOCH ("" if none)
   check.py last-acked STATS                  highest epoch the primary saw acked (0 if none)
@@ -50,6 +51,8 @@ def main(argv):
         print(max([e["epoch"] for e in events(argv[2], "commit")] or [0]))
     elif cmd == "has-event":
         return 0 if events(argv[2], argv[3]) else 1
+    elif cmd == "count":
+        print(len(events(argv[2], argv[3])))
     elif cmd == "field":
         evs = events(argv[2], argv[3])
         if not evs:

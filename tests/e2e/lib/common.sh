@@ -7,6 +7,22 @@
 # Every process started with `bg` is killed (SIGKILL, by pid) at exit.
 # Waits are bounded: `wait_until` polls a condition with a deadline and the
 # test FAILs when it expires.
+#
+# Helpers (see each one's comment below):
+#   bg VAR LOG CMD...             start CMD in the background, pid in VAR
+#   wait_until SECS WHAT CMD...   poll CMD until true; FAIL after SECS
+#   wait_exit PID SECS            wait for PID to exit; EXIT_CODE = its status
+#   wait_event EVENTS TYPE SECS   wait until EVENTS logs an event of TYPE; FAIL after SECS
+#   has_event EVENTS TYPE         true once EVENTS logs an event of TYPE
+#   last_commit EVENTS, commit_at_least EVENTS K
+#   assert_no_crash LOG...        no crash signature (sanitizers, SIGSEGV/SIGBUS/
+#                                 SIGILL/SIGFPE/SIGKILL texts, abort, stack smashing)
+#   assert_exit_not_signal CODE WHAT
+#                                 CODE (e.g. $EXIT_CODE) is not "killed by a signal"
+#                                 (> 128) for a process expected to exit by itself
+#   assert_no_failover EVENTS WHY no "failover" event in EVENTS (the first law:
+#                                 no second live copy while the primary lives)
+#   assert_grep FILE REGEX WHAT, verify_image IMG, start_backup VAR LOG ARGS...
 
 set -u
 set -o pipefail
@@ -166,14 +182,62 @@ commit_at_least() { [[ $(last_commit "$1") -ge $2 ]]; }
 # has_event EVENTS TYPE: true once an event of that type is logged.
 has_event() { grep -qF "\"event\":\"$2\"" "$1" 2>/dev/null; }
 
+# wait_event EVENTS TYPE SECONDS: wait until an event of TYPE (commit,
+# failover, stop) is logged in EVENTS; FAIL the test when SECONDS pass first.
+wait_event() {
+  wait_until "$3" "a \"$2\" event in $(basename "$1")" has_event "$1" "$2"
+}
+
+# What a crashed process or the shell that reaped it leaves in a log:
+# sanitizers, the shell's job notices for fatal signals (SIGSEGV, SIGBUS,
+# SIGILL, SIGFPE, SIGABRT, SIGKILL), glibc's fortify/stack protector and
+# allocator aborts, C++ terminate.
+E2E_CRASH_RX='AddressSanitizer|UndefinedBehaviorSanitizer|ThreadSanitizer|LeakSanitizer|runtime error:'
+E2E_CRASH_RX+='|Segmentation fault|Bus error|Illegal instruction|Floating point exception|Aborted|Killed'
+E2E_CRASH_RX+='|core dumped|stack smashing detected|buffer overflow detected|terminate called'
+E2E_CRASH_RX+='|std::bad_alloc|double free|free\(\): invalid|malloc\(\): |corrupted size'
+
 # No sign of a crash in these logs.
 assert_no_crash() {
   local f
   for f in "$@"; do
-    if grep -Eq "AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:|Segmentation fault|Aborted|terminate called|core dumped|std::bad_alloc" "$f"; then
-      check_fail "crash signature in $f: $(grep -Em1 "AddressSanitizer|UndefinedBehaviorSanitizer|runtime error:|Segmentation fault|Aborted|terminate called|core dumped|std::bad_alloc" "$f")"
+    if grep -Eq -- "$E2E_CRASH_RX" "$f"; then
+      check_fail "crash signature in $f: $(grep -Em1 -- "$E2E_CRASH_RX" "$f")"
     fi
   done
+}
+
+# assert_exit_not_signal CODE WHAT: CODE (the status `wait_exit` left in
+# EXIT_CODE) must not be 128+N, i.e. the process was not killed by signal N
+# (SIGBUS = 135, SIGSEGV = 139, SIGABRT = 134, SIGKILL = 137). A process that
+# dies of a signal writes nothing to its own log, so assert_no_crash cannot see it.
+# For processes the test did not kill itself.
+assert_exit_not_signal() {
+  local code=$1 what=$2
+  if [[ ! $code =~ ^[0-9]+$ ]]; then
+    check_fail "$what: exit status '$code' is not a number"
+    return 1
+  fi
+  if ((code > 128)); then
+    local sig
+    sig=$(kill -l $((code - 128)) 2>/dev/null || echo "?")
+    check_fail "$what: killed by signal $((code - 128)) (SIG$sig), exit status $code"
+    return 1
+  fi
+  return 0
+}
+
+# assert_no_failover EVENTS WHY: EVENTS holds no "failover" event. For
+# scenarios where the primary stays alive: a failover there would make a
+# second live copy of the guest.
+assert_no_failover() {
+  local line
+  line=$(grep -F '"event":"failover"' "$1" 2>/dev/null | head -n 1)
+  if [[ -n $line ]]; then
+    check_fail "${2:-no failover expected}: the backup failed over while the primary was alive: $line"
+    return 1
+  fi
+  return 0
 }
 
 # assert_grep FILE REGEX WHAT: FILE must contain a line matching REGEX.
@@ -204,6 +268,12 @@ start_backup() {
   local _sb_var=$1 _sb_log=$2
   shift 2
   local _sb_pid
+  # Tests run both ends on one host, where no partition can happen: a test
+  # that does not choose a fence command runs the backup with --no-fence.
+  case " $* " in
+    *" --fence-cmd "* | *" --no-fence "*) ;;
+    *) set -- "$@" --no-fence ;;
+  esac
   bg _sb_pid "$_sb_log" "$ROMULUS" restore "$@"
   local deadline=$(($(date +%s%N) + 10 * 1000000000))
   until grep -q "backup listening on" "$_sb_log" 2>/dev/null; do
