@@ -22,7 +22,9 @@ for w in seed sparse hotset sequential; do
   t0=$(date +%s%N)
   bg ppid "$T/$w-primary.log" "$ROMULUS" replicate --guest "sim:size=64M,workload=$w" \
     --to "127.0.0.1:$port" --psk-file "$T/key" --interval 10ms --epochs "$EPOCHS" \
-    --stats-json "$d/stats.json"
+    --stats-json "$d/stats.json" --ack-timeout 10s
+  # (A generous ack timeout: this test is about digests, and a loaded CI host
+  # can take over 1 s for one commit; a missed ack would resync, not fail.)
   wait_exit "$ppid" 90
   prc=$EXIT_CODE
   wait_exit "$bpid" 10
