@@ -333,9 +333,11 @@ int RunGenerate(const po::variables_map& vm) {
     UsageError(kCmd, "--generate needs --out-old and --out-new");
     return kExitUsage;
   }
+  uint64_t seed = 1;
+  if (!GetCount(kCmd, vm, "seed", 0, 9999999999999999999ull, &seed)) return kExitUsage;
   const std::string kind = vm["generate"].as<std::string>();
   std::vector<uint8_t> old_img(size), new_img;
-  if (!Generate(kind, vm["seed"].as<uint64_t>(), &old_img, &new_img)) {
+  if (!Generate(kind, seed, &old_img, &new_img)) {
     UsageError(kCmd, "--generate: unknown workload '" + kind +
                          "' (seed, random8, random64, runs, rewrite, mixed)");
     return kExitUsage;
@@ -371,7 +373,7 @@ int RunBenchCodec(int argc, char** argv) {
       ("out-old", po::value<std::string>(), "with --generate: old image path")
       ("out-new", po::value<std::string>(), "with --generate: new image path")
       ("size", po::value<std::string>()->default_value("16M"), "with --generate: image size")
-      ("seed", po::value<uint64_t>()->default_value(1), "with --generate: random seed");
+      ("seed", po::value<std::string>()->default_value("1"), "with --generate: random seed");
   int code = 0;
   auto vm = ParseOptions(kCmd,
                          "--old OLD.img --new NEW.img [--json] [--encoder NAME] [--repeat N]\n"

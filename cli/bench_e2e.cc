@@ -317,15 +317,23 @@ int RunBenchE2e(int argc, char** argv) {
   }
   microseconds measure{};
   uint64_t cache = 0;
-  if (!GetDuration(kCmd, *vm, "measure", &measure) || !GetSize(kCmd, *vm, "cache-size", &cache)) return kExitUsage;
+  if (!GetDuration(kCmd, *vm, "measure", &measure) || !GetSize(kCmd, *vm, "cache-size", &cache) ||
+      !CheckRange(kCmd, "measure", static_cast<double>(measure.count()), 100e3, 3600e6, "100ms", "1h") ||
+      !CheckRange(kCmd, "cache-size", static_cast<double>(cache), 0, 64.0 * (1ull << 30), "0", "64G")) {
+    return kExitUsage;
+  }
+  if (cache % 4096 != 0) {
+    UsageError(kCmd, "--cache-size: must be a multiple of 4K");
+    return kExitUsage;
+  }
   std::vector<microseconds> intervals;
   std::string list = (*vm)["intervals"].as<std::string>();
   for (size_t pos = 0; pos <= list.size();) {
     size_t comma = list.find(',', pos);
     if (comma == std::string::npos) comma = list.size();
     auto d = ParseDuration(list.substr(pos, comma - pos));
-    if (!d.ok() || d->count() < 1000) {
-      UsageError(kCmd, "--intervals: '" + list.substr(pos, comma - pos) + "' is not a duration >= 1ms");
+    if (!d.ok() || d->count() < 1000 || d->count() > 60000000) {
+      UsageError(kCmd, "--intervals: '" + list.substr(pos, comma - pos) + "' is not a duration from 1ms to 60s");
       return kExitUsage;
     }
     intervals.push_back(*d);

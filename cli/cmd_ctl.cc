@@ -54,7 +54,11 @@ int RunCtl(int argc, char** argv) {
     return kExitUsage;
   }
   std::chrono::microseconds timeout{};
-  if (!GetDuration(kCmd, *vm, "timeout", &timeout)) return kExitUsage;
+  // 0 would fail every request at once; days would hang a script on a dead daemon.
+  if (!GetDuration(kCmd, *vm, "timeout", &timeout) ||
+      !CheckRange(kCmd, "timeout", static_cast<double>(timeout.count()), 1000, 86400e6, "1ms", "24h")) {
+    return kExitUsage;
+  }
   std::string request;
   for (const auto& w : (*vm)["words"].as<std::vector<std::string>>()) request += (request.empty() ? "" : " ") + w;
   auto words = replicator::ParseControlRequest(request);

@@ -46,15 +46,12 @@ int RunReplicate(int argc, char** argv) {
   }
   ReplicateSetup setup;
   if (!ParseReplicateTuning(kCmd, *vm, &setup)) return kExitUsage;
-  auto target = transport::ParseHostPort((*vm)["to"].as<std::string>());
-  if (!target.ok()) {
-    UsageError(kCmd, "--to: " + target.status().message());
-    return kExitUsage;
-  }
+  transport::HostPort target;
+  if (!ParsePeerAddress(kCmd, "to", (*vm)["to"].as<std::string>(), &target)) return kExitUsage;
   auto sec = LoadSecurity(kCmd, *vm);
   if (!sec) return kExitUsage;
 
-  if (vm->count("domain")) return RunReplicateXen(setup, (*vm)["domain"].as<std::string>(), *target, sec);
+  if (vm->count("domain")) return RunReplicateXen(setup, (*vm)["domain"].as<std::string>(), target, sec);
 
   StartSignalWatcher();
   auto spec = sim::ParseSimSpec((*vm)["guest"].as<std::string>());
@@ -73,7 +70,7 @@ int RunReplicate(int argc, char** argv) {
     return kExitFailure;
   }
   spdlog::info("simulated guest {} running", spec->ToString());
-  return RunEpochLoop(setup, **guest, *target, sec);
+  return RunEpochLoop(setup, **guest, target, sec);
 }
 
 }  // namespace romulus::cli

@@ -57,7 +57,10 @@ int RunSwitchover(int argc, char** argv) {
     return kExitUsage;
   }
   std::chrono::microseconds timeout{};
-  if (!GetDuration(kCmd, *vm, "timeout", &timeout)) return kExitUsage;
+  if (!GetDuration(kCmd, *vm, "timeout", &timeout) ||
+      !CheckRange(kCmd, "timeout", static_cast<double>(timeout.count()), 1e6, 86400e6, "1s", "24h")) {
+    return kExitUsage;
+  }
   const auto tmo = std::chrono::duration_cast<milliseconds>(timeout);
   std::chrono::microseconds reverse_timeout = timeout;
   if (vm->count("reverse-timeout")) {
@@ -65,7 +68,11 @@ int RunSwitchover(int argc, char** argv) {
       UsageError(kCmd, "--reverse-timeout needs --reverse HOST:PORT");
       return kExitUsage;
     }
-    if (!GetDuration(kCmd, *vm, "reverse-timeout", &reverse_timeout)) return kExitUsage;
+    if (!GetDuration(kCmd, *vm, "reverse-timeout", &reverse_timeout) ||
+        !CheckRange(kCmd, "reverse-timeout", static_cast<double>(reverse_timeout.count()), 1e6, 86400e6, "1s",
+                    "24h")) {
+      return kExitUsage;
+    }
   }
   const auto reverse_tmo = std::chrono::duration_cast<milliseconds>(reverse_timeout);
   const std::string psock = (*vm)["socket"].as<std::string>();

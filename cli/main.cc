@@ -1,4 +1,5 @@
 // romulus: continuous checkpoint replication for Xen guests.
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstring>
@@ -38,6 +39,10 @@ void PrintUsage(std::ostream& out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Every log line (info included) goes to stderr: spdlog's default logger
+  // writes to stdout, where it would mix with the answers that commands print
+  // for scripts (ctl's JSON, --json reports, --help). stdout carries only those.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("romulus"));
   spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   if (argc < 2) {
     PrintUsage(std::cerr);

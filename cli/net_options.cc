@@ -50,4 +50,23 @@ std::shared_ptr<transport::SecurityContext> LoadSecurity(const std::string& comm
   return *ctx;
 }
 
+bool ParsePeerAddress(const std::string& command, const std::string& flag, const std::string& text,
+                      transport::HostPort* out) {
+  auto hp = transport::ParseHostPort(text);
+  if (!hp.ok()) {
+    UsageError(command, "--" + flag + ": " + hp.status().message());
+    return false;
+  }
+  if (hp->host.empty()) {
+    UsageError(command, "--" + flag + ": '" + text + "' needs a host to connect to (HOST:PORT)");
+    return false;
+  }
+  if (hp->port == 0) {
+    UsageError(command, "--" + flag + ": '" + text + "' needs a non-zero port");
+    return false;
+  }
+  *out = *hp;
+  return true;
+}
+
 }  // namespace romulus::cli

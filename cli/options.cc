@@ -71,6 +71,39 @@ bool GetDuration(const std::string& command, const po::variables_map& vm, const 
   return true;
 }
 
+bool GetSizeAtLeast(const std::string& command, const po::variables_map& vm, const std::string& flag,
+                    uint64_t min, uint64_t* out) {
+  if (!vm.count(flag)) return true;
+  uint64_t v = 0;
+  if (!GetSize(command, vm, flag, &v)) return false;
+  if (v < min) {
+    UsageError(command, "--" + flag + ": must be at least " + FormatSize(min) + " (got '" +
+                            vm[flag].as<std::string>() + "')");
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
+bool GetCount(const std::string& command, const po::variables_map& vm, const std::string& flag, uint64_t lo,
+              uint64_t hi, uint64_t* out) {
+  if (!vm.count(flag)) return true;
+  const std::string text = vm[flag].as<std::string>();
+  const std::string range = "a whole number from " + std::to_string(lo) + " to " + std::to_string(hi);
+  // Digits only: no sign, no spaces, no exponent. 19 digits cannot overflow uint64_t.
+  if (text.empty() || text.size() > 19 || text.find_first_not_of("0123456789") != std::string::npos) {
+    UsageError(command, "--" + flag + ": '" + text + "' is not " + range);
+    return false;
+  }
+  const uint64_t v = std::stoull(text);
+  if (v < lo || v > hi) {
+    UsageError(command, "--" + flag + ": " + text + " is out of range (" + range + ")");
+    return false;
+  }
+  *out = v;
+  return true;
+}
+
 bool CheckRange(const std::string& command, const std::string& flag, double value, double lo,
                 double hi, const std::string& lo_text, const std::string& hi_text) {
   if (value < lo || value > hi) {

@@ -26,6 +26,15 @@ bool GetSize(const std::string& command, const po::variables_map& vm, const std:
              uint64_t* out);
 bool GetDuration(const std::string& command, const po::variables_map& vm, const std::string& flag,
                  std::chrono::microseconds* out);
+// A byte count that must be at least `min` (e.g. one page for a cache or a
+// guest): "0" or "100" is an error, never "no limit". Absent flag: *out kept.
+bool GetSizeAtLeast(const std::string& command, const po::variables_map& vm, const std::string& flag,
+                    uint64_t min, uint64_t* out);
+// A whole decimal number in [lo, hi], for flags declared as
+// po::value<std::string>: Boost would quietly wrap "-1" into 2^64-1 for an
+// unsigned option, so counts are parsed here instead. Absent flag: *out kept.
+bool GetCount(const std::string& command, const po::variables_map& vm, const std::string& flag, uint64_t lo,
+              uint64_t hi, uint64_t* out);
 // Range check with the same error style.
 bool CheckRange(const std::string& command, const std::string& flag, double value, double lo,
                 double hi, const std::string& lo_text, const std::string& hi_text);

@@ -22,6 +22,11 @@ namespace romulus::cli {
 using std::chrono::microseconds;
 using std::chrono::milliseconds;
 
+namespace {
+// 10^12 checkpoints: 158 years at the shortest interval, far from any wrap.
+constexpr uint64_t kMaxEpochsFlag = 1000000000000ull;
+}  // namespace
+
 void AddReplicateTuningOptions(po::options_description* desc) {
   desc->add_options()
       ("interval", po::value<std::string>()->default_value("100ms"),
@@ -31,7 +36,7 @@ void AddReplicateTuningOptions(po::options_description* desc) {
       ("lz4-min-saving", po::value<std::string>()->default_value("0"),
        "send raw pages LZ4-compressed when that saves at least this many bytes (0 = off)")
       ("encoder", po::value<std::string>(), "delta encoder: scalar, avx2, avx512 (default: fastest)")
-      ("epochs", po::value<uint64_t>()->default_value(0), "stop cleanly after N checkpoints (0 = never)")
+      ("epochs", po::value<std::string>()->default_value("0"), "stop cleanly after N checkpoints (0 = never)")
       ("duration", po::value<std::string>(), "stop cleanly after this long (e.g. 30s)")
       ("ack-timeout", po::value<std::string>()->default_value("1s"),
        "backup lost when an epoch's ack takes longer")
@@ -65,6 +70,14 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
       !CheckRange(cmd, "lz4-min-saving", static_cast<double>(lz4), 0, 4095, "0", "4095")) {
     return false;
   }
+  // An explicit --duration is a bound the operator asked for: 0 would
+  // silently mean "until stopped" (omit the flag for that).
+  if (vm.count("duration") && duration.count() <= 0) {
+    UsageError(cmd, "--duration: must be positive (omit it to run until stopped)");
+    return false;
+  }
+  uint64_t epochs = 0;
+  if (!GetCount(cmd, vm, "epochs", 0, kMaxEpochsFlag, &epochs)) return false;
   if (cache % compress::kPageSize != 0) {
     UsageError(cmd, "--cache-size: must be a multiple of 4K");
     return false;
@@ -75,7 +88,7 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
   }
   out->loop.interval = interval;
   out->loop.ack_timeout = std::chrono::duration_cast<milliseconds>(ack);
-  out->loop.max_epochs = vm["epochs"].as<uint64_t>();
+  out->loop.max_epochs = epochs;
   out->loop.progress_bar = isatty(STDERR_FILENO);
   out->duration = duration;
   out->sender.codec.cache_pages = cache / compress::kPageSize;
@@ -89,6 +102,14 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
     out->sender.codec.encoder = compress::EncoderByName(name.c_str());
     if (!out->sender.codec.encoder) {
       UsageError(cmd, "--encoder: '" + name + "' is unknown or not supported by this CPU");
+      return false;
+    }
+  }
+  // An empty path would quietly switch the feature off (no stats, no
+  // output buffering): say so instead.
+  for (const char* flag : {"stats-json", "metrics-textfile", "netbuf-dev", "netbuf-vif"}) {
+    if (vm.count(flag) && vm[flag].as<std::string>().empty()) {
+      UsageError(cmd, std::string("--") + flag + ": empty value");
       return false;
     }
   }
@@ -127,6 +148,10 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
       try {
         size_t used = 0;
         std::string num = spec.substr(spec.find(':') + 1);
+        // Digits only: stoull would take "-1" (wrapped to 2^64-1) and " 5".
+        if (num.empty() || num.size() > 19 || num.find_first_not_of("0123456789") != std::string::npos) {
+          throw std::invalid_argument(num);
+        }
         out->kill_epoch = std::stoull(num, &used);
         if (used != num.size() || out->kill_epoch == 0) throw std::invalid_argument(num);
       } catch (const std::exception&) {

@@ -1,6 +1,13 @@
 #include "cli/restore_events.h"
 
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 
 #include "common/digest.h"
 
@@ -23,35 +30,91 @@ long long NowMs() {
 }  // namespace
 
 EventLog::~EventLog() {
-  if (f_) std::fclose(f_);
+  if (fd_ >= 0) close(fd_);
 }
 
 bool EventLog::Open(const std::string& path) {
-  f_ = std::fopen(path.c_str(), "w");
-  return f_ != nullptr;
+  // O_APPEND: each line is one write() at the end of the file, so a restarted
+  // backup (or a reader tailing the file) never loses what was logged before.
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  std::lock_guard<std::mutex> lock(mu_);
+  fd_ = fd;
+  path_ = path;
+  // A predecessor killed mid-line left a torn last line: our first line must
+  // not be glued to it (readers skip the torn one, not ours).
+  struct stat st {};
+  char last = '\n';
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) != 1) {
+    last = '\n';
+  }
+  torn_ = last != '\n';
+  return true;
 }
 
-void EventLog::Line(const std::string& json) {
-  if (!f_) return;
-  std::fprintf(f_, "%s\n", json.c_str());
-  std::fflush(f_);
+bool EventLog::WriteAll(const std::string& data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = write(fd_, data.data() + done, data.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = EIO;
+      if (done > 0) torn_ = true;
+      return false;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
 }
 
-void EventLog::Commit(uint64_t epoch, uint64_t digest) {
-  if (!f_) return;
-  Line("{\"event\":\"commit\",\"epoch\":" + std::to_string(epoch) + ",\"digest\":\"" + DigestHex(digest) +
-       "\",\"time_ms\":" + std::to_string(NowMs()) + "}");
+bool EventLog::Line(const std::string& json) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fd_ < 0) return true;
+  const bool was_torn = torn_;
+  if (WriteAll((was_torn ? "\n" : "") + json + "\n")) {
+    torn_ = false;
+    if (failing_) {
+      spdlog::warn("--events-json {}: writing works again ({} event(s) lost)", path_, failed_writes_);
+      failing_ = false;
+    }
+    return true;
+  }
+  const int err = errno;
+  ++failed_writes_;
+  if (!failing_) {
+    // Once per run of failures: a full disk must not flood the log too.
+    spdlog::error("--events-json {}: cannot write an event: {} (the backup carries on; events are lost until "
+                  "writing works again)",
+                  path_, std::strerror(err));
+    failing_ = true;
+  }
+  return false;
 }
 
-void EventLog::Failover(const std::string& reason, uint64_t epoch, uint64_t digest, bool activated) {
-  Line("{\"event\":\"failover\",\"reason\":\"" + Escape(reason) + "\",\"last_committed_epoch\":" +
-       std::to_string(epoch) + ",\"digest\":\"" + DigestHex(digest) + "\",\"activated\":" +
-       (activated ? "true" : "false") + ",\"time_ms\":" + std::to_string(NowMs()) + "}");
+bool EventLog::healthy() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return !failing_;
 }
 
-void EventLog::Stop(uint64_t epoch, uint64_t digest) {
-  Line("{\"event\":\"stop\",\"last_committed_epoch\":" + std::to_string(epoch) + ",\"digest\":\"" +
-       DigestHex(digest) + "\",\"time_ms\":" + std::to_string(NowMs()) + "}");
+uint64_t EventLog::failed_writes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return failed_writes_;
+}
+
+bool EventLog::Commit(uint64_t epoch, uint64_t digest) {
+  return Line("{\"event\":\"commit\",\"epoch\":" + std::to_string(epoch) + ",\"digest\":\"" + DigestHex(digest) +
+              "\",\"time_ms\":" + std::to_string(NowMs()) + "}");
+}
+
+bool EventLog::Failover(const std::string& reason, uint64_t epoch, uint64_t digest, bool activated) {
+  return Line("{\"event\":\"failover\",\"reason\":\"" + Escape(reason) + "\",\"last_committed_epoch\":" +
+              std::to_string(epoch) + ",\"digest\":\"" + DigestHex(digest) + "\",\"activated\":" +
+              (activated ? "true" : "false") + ",\"time_ms\":" + std::to_string(NowMs()) + "}");
+}
+
+bool EventLog::Stop(uint64_t epoch, uint64_t digest) {
+  return Line("{\"event\":\"stop\",\"last_committed_epoch\":" + std::to_string(epoch) + ",\"digest\":\"" +
+              DigestHex(digest) + "\",\"time_ms\":" + std::to_string(NowMs()) + "}");
 }
 
 }  // namespace romulus::cli
