@@ -4,6 +4,11 @@
 // guest and compare byte for byte with the image. A partial epoch applied to
 // the image, a page from the wrong epoch, or a state blob that does not
 // match its pages all show up as a mismatch.
+//
+// Strictly read-only: the files are inspected through sim::ImageView, which
+// opens them O_RDONLY, creates nothing and applies a pending journal record
+// in memory only. Exit 0 iff exactly one committed checkpoint is recoverable
+// (the one a restarted backup would hold) and it verifies.
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -13,7 +18,7 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "common/digest.h"
-#include "sim/image_sink.h"
+#include "sim/image_view.h"
 #include "sim/sim_guest.h"
 #include "sim/sim_spec.h"
 
@@ -32,27 +37,26 @@ int RunVerify(int argc, char** argv) {
     UsageError(kCmd, "--image PATH is required");
     return kExitUsage;
   }
-  sim::ImageSinkOptions opts;
-  opts.path = (*vm)["image"].as<std::string>();
-  opts.run_activated = false;
-  auto sink = sim::ImageSink::Open(opts);
-  if (!sink.ok()) {
-    spdlog::error("{}", sink.status().ToString());
+  const std::string path = (*vm)["image"].as<std::string>();
+  auto view = sim::ImageView::Open(path);
+  if (!view.ok()) {
+    spdlog::error("{}", view.status().ToString());
     return kExitFailure;
   }
-  if (!(*sink)->has_committed()) {
-    spdlog::error("{} holds no committed checkpoint{}", opts.path,
-                  (*sink)->recovery_note().empty() ? "" : " (" + (*sink)->recovery_note() + ")");
-    return kExitFailure;
-  }
-  auto spec = sim::ParseSimSpec((*sink)->committed_identity());
+  const sim::ImageView& v = **view;
+  if (!v.note().empty()) spdlog::info("{}: {}", path, v.note());
+  auto spec = sim::ParseSimSpec(v.identity());
   if (!spec.ok()) {
-    spdlog::error("the image's guest '{}' is not a simulated guest: {}", (*sink)->committed_identity(),
+    spdlog::error("the image's guest '{}' is not a simulated guest: {}", v.identity(),
                   spec.status().ToString());
     return kExitFailure;
   }
-  const uint8_t* image = (*sink)->image();
-  auto restored = sim::SimGuest::Restore(*spec, {image, spec->size_bytes}, (*sink)->committed_state());
+  if (spec->pages() != v.guest_pages()) {
+    spdlog::error("the image's guest '{}' is not {} pages", v.identity(), v.guest_pages());
+    return kExitFailure;
+  }
+  const uint8_t* image = v.image();
+  auto restored = sim::SimGuest::Restore(*spec, {image, spec->size_bytes}, v.state());
   if (!restored.ok()) {
     spdlog::error("committed state does not load: {}", restored.status().ToString());
     return kExitFailure;
@@ -68,28 +72,29 @@ int RunVerify(int argc, char** argv) {
     spdlog::error("replay: {}", st.ToString());
     return kExitFailure;
   }
-  const uint64_t image_digest = (*sink)->ComputeImageDigest();
+  uint64_t image_digest = 0;
+  for (uint64_t pfn = 0; pfn < v.guest_pages(); ++pfn) image_digest += PageHash(pfn, image + pfn * 4096);
   const uint64_t replay_digest = (*replay)->ComputeDigest();
   uint64_t differing_pages = 0;
   for (uint64_t off = 0; off < spec->size_bytes; off += 4096) {
     if (std::memcmp(image + off, (*replay)->memory() + off, 4096) != 0) ++differing_pages;
   }
   const bool match = differing_pages == 0 && image_digest == replay_digest &&
-                     image_digest == (*sink)->digest();
+                     image_digest == v.recorded_digest();
   if ((*vm)["json"].as<bool>()) {
     std::printf("{\"epoch\":%llu,\"steps\":%llu,\"digest\":\"%s\",\"replay_digest\":\"%s\","
                 "\"recorded_digest\":\"%s\",\"differing_pages\":%llu,\"match\":%s}\n",
-                static_cast<unsigned long long>((*sink)->last_committed_epoch()),
+                static_cast<unsigned long long>(v.epoch()),
                 static_cast<unsigned long long>(steps), DigestHex(image_digest).c_str(),
-                DigestHex(replay_digest).c_str(), DigestHex((*sink)->digest()).c_str(),
+                DigestHex(replay_digest).c_str(), DigestHex(v.recorded_digest()).c_str(),
                 static_cast<unsigned long long>(differing_pages), match ? "true" : "false");
   } else if (match) {
     std::printf("%s: epoch %llu is a consistent checkpoint: the guest after %llu steps, digest %s\n",
-                opts.path.c_str(), static_cast<unsigned long long>((*sink)->last_committed_epoch()),
+                path.c_str(), static_cast<unsigned long long>(v.epoch()),
                 static_cast<unsigned long long>(steps), DigestHex(image_digest).c_str());
   } else {
     std::printf("%s: epoch %llu is NOT consistent: %llu pages differ from the guest after %llu steps\n",
-                opts.path.c_str(), static_cast<unsigned long long>((*sink)->last_committed_epoch()),
+                path.c_str(), static_cast<unsigned long long>(v.epoch()),
                 static_cast<unsigned long long>(differing_pages), static_cast<unsigned long long>(steps));
   }
   return match ? kExitOk : kExitFailure;

@@ -16,12 +16,17 @@ const char* CodeName(Code code) {
     case Code::kUnauthenticated: return "Unauthenticated";
     case Code::kUnsupported: return "Unsupported";
     case Code::kInternal: return "Internal error";
+    case Code::kStorage: return "Storage error";
   }
   return "Unknown";
 }
 
 Status Status::FromErrno(const std::string& what, int err) {
   return Status(Code::kIoError, what + ": " + std::strerror(err));
+}
+
+Status Status::StorageErrno(const std::string& what, int err) {
+  return Status(Code::kStorage, what + ": " + std::strerror(err));
 }
 
 std::string Status::ToString() const {

@@ -20,6 +20,7 @@ enum class Code {
   kUnauthenticated,  // peer failed TLS / key check
   kUnsupported,      // feature or platform not available
   kInternal,         // a bug: an invariant did not hold
+  kStorage,          // local storage failed (ENOSPC, EIO, a file that cannot grow): not the peer
 };
 
 const char* CodeName(Code code);
@@ -40,6 +41,11 @@ class [[nodiscard]] Status {
   static Status Unauthenticated(std::string m) { return {Code::kUnauthenticated, std::move(m)}; }
   static Status Unsupported(std::string m) { return {Code::kUnsupported, std::move(m)}; }
   static Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; }
+  // A local disk/file failure, distinct from kIoError (which network syscalls
+  // also return) so a backup can tell "my disk" from "my peer".
+  static Status Storage(std::string m) { return {Code::kStorage, std::move(m)}; }
+  // Storage with strerror(err) appended.
+  static Status StorageErrno(const std::string& what, int err);
 
   bool ok() const { return code_ == Code::kOk; }
   Code code() const { return code_; }

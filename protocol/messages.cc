@@ -87,6 +87,7 @@ ErrorCode ErrorCodeFor(const Status& status) {
       return status.message().find("checksum") != std::string::npos ? ErrorCode::kChecksum
                                                                      : ErrorCode::kProtocol;
     case Code::kOutOfRange: return ErrorCode::kResource;
+    case Code::kStorage: return ErrorCode::kResource;  // the backup's disk, not the stream
     case Code::kUnsupported: return ErrorCode::kProtocol;
     case Code::kInvalidArgument: return ErrorCode::kProtocol;
     case Code::kInternal: return ErrorCode::kInternal;

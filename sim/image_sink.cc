@@ -2,122 +2,27 @@
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <new>
 
+#include "sim/image_files.h"
 #include "sim/sim_spec.h"
 
 namespace romulus::sim {
 
 namespace {
 
-constexpr uint64_t kPage = 4096;
+constexpr uint64_t kPage = kImagePage;
 constexpr uint32_t kNoSlot = UINT32_MAX;
 // Slots are uint32_t; this is far beyond any guest the receiver accepts.
 constexpr uint64_t kMaxSinkPages = uint64_t{1} << 32;
-constexpr size_t kMaxIdentity = 4096;
-
-// PATH.state, format version 1, little-endian:
-//   0  "RIMGSTAT"   8 u32 version   12 u32 flags (bit 0: holds a committed epoch)
-//  16 u64 epoch    24 u64 guest pages   32 u64 image digest
-//  40 u32 identity length   44 u32 state length   48 identity, state
-//  then u64 XXH3 of every byte before it.
-constexpr char kStateMagic[8] = {'R', 'I', 'M', 'G', 'S', 'T', 'A', 'T'};
-constexpr uint32_t kStateFileVersion = 1;
-constexpr size_t kStateHeader = 48;
-constexpr uint32_t kFlagCommitted = 1;
-
-void PutU32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-void PutU64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint32_t GetU32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= uint32_t{p[i]} << (8 * i);
-  return v;
-}
-uint64_t GetU64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= uint64_t{p[i]} << (8 * i);
-  return v;
-}
-
-Status WriteAll(int fd, const uint8_t* p, size_t n, const std::string& what) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno(what, errno);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return Status::Ok();
-}
-
-struct StateFile {
-  bool committed = false;
-  uint64_t epoch = 0;
-  uint64_t pages = 0;
-  uint64_t digest = 0;
-  std::string identity;
-  std::vector<uint8_t> state;
-};
-
-// NotFound is reported as ok() with *exists = false.
-Status ReadStateFile(const std::string& path, size_t max_state, bool* exists, StateFile* out) {
-  *exists = false;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return Status::Ok();
-    return Status::FromErrno("opening " + path, errno);
-  }
-  *exists = true;
-  // Bounded read: never trust a length from the file before checking it.
-  const size_t limit = kStateHeader + kMaxIdentity + max_state + 8;
-  std::vector<uint8_t> buf(limit + 1);
-  size_t n = 0;
-  while (n < buf.size()) {
-    ssize_t r = ::read(fd, buf.data() + n, buf.size() - n);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      return Status::FromErrno("reading " + path, err);
-    }
-    if (r == 0) break;
-    n += static_cast<size_t>(r);
-  }
-  ::close(fd);
-  if (n > limit) return Status::Corruption(path + ": larger than any state file");
-  if (n < kStateHeader + 8) return Status::Corruption(path + ": truncated");
-  const uint8_t* p = buf.data();
-  if (std::memcmp(p, kStateMagic, 8) != 0) return Status::Corruption(path + ": bad magic");
-  if (GetU32(p + 8) != kStateFileVersion) {
-    return Status::Corruption(path + ": unsupported version " + std::to_string(GetU32(p + 8)));
-  }
-  const uint32_t id_len = GetU32(p + 40);
-  const uint32_t st_len = GetU32(p + 44);
-  if (id_len > kMaxIdentity || st_len > max_state || kStateHeader + id_len + st_len + 8 != n) {
-    return Status::Corruption(path + ": lengths do not match the file");
-  }
-  if (GetU64(p + n - 8) != XXH3_64bits(p, n - 8)) return Status::Corruption(path + ": checksum mismatch");
-  out->committed = (GetU32(p + 12) & kFlagCommitted) != 0;
-  out->epoch = GetU64(p + 16);
-  out->pages = GetU64(p + 24);
-  out->digest = GetU64(p + 32);
-  out->identity.assign(reinterpret_cast<const char*>(p + kStateHeader), id_len);
-  out->state.assign(p + kStateHeader + id_len, p + kStateHeader + id_len + st_len);
-  return Status::Ok();
-}
 
 }  // namespace
 
@@ -126,29 +31,47 @@ ImageSink::ImageSink(const ImageSinkOptions& options) : options_(options) {}
 ImageSink::~ImageSink() {
   activated_.reset();  // stops its workload thread
   UnmapImage();
-  if (fd_ >= 0) ::close(fd_);
+  if (journal_fd_ >= 0) ::close(journal_fd_);
+  if (fd_ >= 0) ::close(fd_);  // releases the lock
 }
 
 Result<std::unique_ptr<ImageSink>> ImageSink::Open(const ImageSinkOptions& options) {
   std::unique_ptr<ImageSink> sink(new ImageSink(options));
-  if (!options.path.empty()) ROMULUS_RETURN_IF_ERROR(sink->LoadExisting());
+  if (!options.path.empty()) {
+    ROMULUS_RETURN_IF_ERROR(sink->LockAndOpen());
+    ROMULUS_RETURN_IF_ERROR(sink->LoadExisting());
+  }
   return sink;
+}
+
+Status ImageSink::LockAndOpen() {
+  const std::string& path = options_.path;
+  // No O_TRUNC: nothing may change before the lock is ours. 0600: the image
+  // is a copy of the guest's memory.
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ < 0) return Status::StorageErrno("image " + path, errno);
+  ROMULUS_RETURN_IF_ERROR(LockImage(fd_, path));
+  // The journal is opened if it exists; it is created by the first commit
+  // that needs it, so a refused foreign file gets no neighbour.
+  journal_fd_ = ::open(journal_path().c_str(), O_RDWR | O_CLOEXEC);
+  if (journal_fd_ < 0 && errno != ENOENT) return Status::StorageErrno("opening " + journal_path(), errno);
+  if (!options_.start_over) return Status::Ok();
+  if (::ftruncate(fd_, 0) != 0) return Status::StorageErrno("truncating image " + path, errno);
+  if (journal_fd_ >= 0 && ::ftruncate(journal_fd_, 0) != 0) {
+    return Status::StorageErrno("truncating " + journal_path(), errno);
+  }
+  if (::unlink(state_path().c_str()) != 0 && errno != ENOENT) {
+    return Status::StorageErrno("removing " + state_path(), errno);
+  }
+  return Status::Ok();
 }
 
 Status ImageSink::LoadExisting() {
   const std::string& path = options_.path;
-  int flags = O_RDWR | O_CREAT | O_CLOEXEC | (options_.start_over ? O_TRUNC : 0);
-  // 0600: the image is a copy of the guest's memory.
-  fd_ = ::open(path.c_str(), flags, 0600);
-  if (fd_ < 0) return Status::FromErrno("image " + path, errno);
-  if (options_.start_over) {
-    if (::unlink(state_path().c_str()) != 0 && errno != ENOENT) {
-      return Status::FromErrno("removing " + state_path(), errno);
-    }
-    return Status::Ok();
-  }
+  if (options_.start_over) return Status::Ok();
+  ROMULUS_RETURN_IF_ERROR(RecoverJournal());
   struct stat st;
-  if (::fstat(fd_, &st) != 0) return Status::FromErrno("image " + path, errno);
+  if (::fstat(fd_, &st) != 0) return Status::StorageErrno("image " + path, errno);
   const uint64_t size = static_cast<uint64_t>(st.st_size);
 
   bool exists = false;
@@ -162,6 +85,7 @@ Status ImageSink::LoadExisting() {
                                    "(remove it or start over)");
   }
   if (!s.ok()) {
+    if (s.code() == Code::kStorage) return s;
     return Status::Corruption("image " + path + ": " + s.message() +
                               "; its committed epoch cannot be trusted (remove it or start over)");
   }
@@ -172,10 +96,10 @@ Status ImageSink::LoadExisting() {
                               " pages (remove it or start over)");
   }
   ROMULUS_RETURN_IF_ERROR(MapImage(sf.pages, /*zero=*/false));
-  ROMULUS_RETURN_IF_ERROR(ResetDigestFromImage());
+  ResetDigestFromImage();
   if (digest_->value() != sf.digest) {
-    // The previous backup stopped while applying an epoch: the image is a mix
-    // of two epochs and nothing in it may be resumed.
+    // Only a damaged disk or a foreign writer gets here: every commit is
+    // journaled. Nothing in such an image may be resumed.
     recovery_note_ = "image " + path + " does not match the digest of epoch " + std::to_string(sf.epoch) +
                      " in " + state_path() + " (a commit was interrupted): holding no committed epoch";
     spdlog::warn("{}", recovery_note_);
@@ -188,22 +112,46 @@ Status ImageSink::LoadExisting() {
   return Status::Ok();
 }
 
+Status ImageSink::RecoverJournal() {
+  if (journal_fd_ < 0) return Status::Ok();
+  JournalRecord rec;
+  ROMULUS_RETURN_IF_ERROR(ReadJournal(journal_fd_, kMaxSinkPages, options_.max_state_bytes, &rec));
+  if (!rec.present) return Status::Ok();
+  if (!rec.complete) {
+    // The commit point was never reached: the image and PATH.state are the
+    // previous checkpoint, untouched. Drop the record.
+    ROMULUS_RETURN_IF_ERROR(ResetJournal(journal_fd_, options_.durable));
+    recovery_note_ = "dropped an incomplete journal record of epoch " + std::to_string(rec.epoch) +
+                     " (that commit never reached its commit point)";
+    spdlog::warn("image {}: {}", options_.path, recovery_note_);
+    return Status::Ok();
+  }
+  ROMULUS_RETURN_IF_ERROR(ReplayJournalRecord(fd_, journal_fd_, rec, state_path(), options_.max_state_bytes,
+                                              options_.durable));
+  recovery_note_ = "replayed epoch " + std::to_string(rec.epoch) +
+                   " from the journal (its commit was interrupted after the commit point)";
+  spdlog::warn("image {}: {}", options_.path, recovery_note_);
+  return Status::Ok();
+}
+
 Status ImageSink::MapImage(uint64_t pages, bool zero) {
   const uint64_t bytes = pages * kPage;
   void* p;
   if (fd_ >= 0) {
     if (zero) {
       // Truncating to 0 and back gives a sparse all-zero file without
-      // writing a byte.
+      // writing a byte (the mapping is gone: UnmapImage came first).
       if (::ftruncate(fd_, 0) != 0 || ::ftruncate(fd_, static_cast<off_t>(bytes)) != 0) {
-        return Status::FromErrno("sizing image " + options_.path, errno);
+        return Status::StorageErrno("sizing image " + options_.path, errno);
       }
     }
-    p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+    // Read-only: every write goes through pwrite, so a block that cannot be
+    // allocated is an error return, never a SIGBUS.
+    p = ::mmap(nullptr, bytes, PROT_READ, MAP_SHARED, fd_, 0);
   } else {
     p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   }
-  if (p == MAP_FAILED) return Status::FromErrno("mapping a " + std::to_string(bytes) + "-byte image", errno);
+  if (p == MAP_FAILED) return Status::StorageErrno("mapping a " + std::to_string(bytes) + "-byte image", errno);
   image_ = static_cast<uint8_t*>(p);
 
   if (pages != pages_ || !digest_) {
@@ -219,6 +167,7 @@ Status ImageSink::MapImage(uint64_t pages, bool zero) {
   } else {
     digest_->Reset();
   }
+  if (zero || allocated_.size() != (pages + 63) / 64) allocated_.assign((pages + 63) / 64, 0);
   pages_ = pages;
   digest_value_.store(digest_->value(), std::memory_order_release);
   return Status::Ok();
@@ -229,16 +178,46 @@ void ImageSink::UnmapImage() {
   image_ = nullptr;
 }
 
-Status ImageSink::ResetDigestFromImage() {
+Status ImageSink::ReadPages(uint64_t pfn, uint64_t count, uint8_t* out) const {
+  if (fd_ < 0) {
+    std::memcpy(out, image_ + pfn * kPage, count * kPage);
+    return Status::Ok();
+  }
+  return PreadAll(fd_, out, count * kPage, pfn * kPage, "reading image " + options_.path);
+}
+
+void ImageSink::ResetDigestFromImage() {
   digest_->Reset();
-  for (uint64_t pfn = 0; pfn < pages_; ++pfn) digest_->Update(pfn, image_ + pfn * kPage);
+  // Holes are zero pages, whose hash is 0: only the data ranges are read,
+  // and they are what allocated_ starts from.
+  std::vector<uint8_t> buf(256 * kPage);
+  ForEachDataRange(fd_, pages_ * kPage, [&](uint64_t off, uint64_t len) {
+    for (uint64_t pfn = off / kPage; pfn < (off + len) / kPage;) {
+      const uint64_t n = std::min<uint64_t>(256, (off + len) / kPage - pfn);
+      if (!ReadPages(pfn, n, buf.data()).ok()) {
+        // Unreadable: leave the digest wrong so the image is not trusted.
+        digest_->Update(pfn, std::vector<uint8_t>(kPage, 0xff).data());
+        return;
+      }
+      for (uint64_t i = 0; i < n; ++i) {
+        digest_->Update(pfn + i, buf.data() + i * kPage);
+        SetBit(allocated_, pfn + i, true);
+      }
+      pfn += n;
+    }
+  });
   digest_value_.store(digest_->value(), std::memory_order_release);
-  return Status::Ok();
 }
 
 uint64_t ImageSink::ComputeImageDigest() const {
   uint64_t sum = 0;
-  for (uint64_t pfn = 0; pfn < pages_ && image_ != nullptr; ++pfn) sum += PageHash(pfn, image_ + pfn * kPage);
+  std::vector<uint8_t> buf(256 * kPage);
+  for (uint64_t pfn = 0; pfn < pages_ && image_ != nullptr;) {
+    const uint64_t n = std::min<uint64_t>(256, pages_ - pfn);
+    if (!ReadPages(pfn, n, buf.data()).ok()) return ~sum;  // unreadable never matches
+    for (uint64_t i = 0; i < n; ++i) sum += PageHash(pfn + i, buf.data() + i * kPage);
+    pfn += n;
+  }
   return sum;
 }
 
@@ -248,13 +227,30 @@ uint64_t ImageSink::staging_reallocations() const {
   return n;
 }
 
+Status ImageSink::EnsureApplied() {
+  if (!replay_pending_) return Status::Ok();
+  JournalRecord rec;
+  ROMULUS_RETURN_IF_ERROR(ReadJournal(journal_fd_, kMaxSinkPages, options_.max_state_bytes, &rec));
+  if (rec.complete) {
+    ROMULUS_RETURN_IF_ERROR(ReplayJournalRecord(fd_, journal_fd_, rec, state_path(), options_.max_state_bytes,
+                                                options_.durable)
+                                .With("re-applying epoch " + std::to_string(rec.epoch)));
+    for (uint64_t e : rec.pfns) {
+      if ((e & kJournalZeroPage) == 0 && e < pages_) SetBit(allocated_, e, true);
+    }
+  }
+  replay_pending_ = false;
+  return Status::Ok();
+}
+
 Status ImageSink::BeginSession(uint64_t guest_pages, const std::string& identity) {
   Discard();
   in_session_ = false;
   if (guest_pages == 0 || guest_pages >= kMaxSinkPages) {
     return Status::OutOfRange("image sink: a guest of " + std::to_string(guest_pages) + " pages is out of range");
   }
-  if (identity.size() > kMaxIdentity) return Status::InvalidArgument("image sink: guest identity too long");
+  if (identity.size() > kMaxImageIdentity) return Status::InvalidArgument("image sink: guest identity too long");
+  ROMULUS_RETURN_IF_ERROR(EnsureApplied());
 
   if (has_committed()) {
     if (guest_pages != pages_) {
@@ -273,8 +269,15 @@ Status ImageSink::BeginSession(uint64_t guest_pages, const std::string& identity
   }
   if (!has_committed()) {
     // Nothing to protect: start from an all-zero image of the right size, so
-    // leftovers of an unfinished first sync or of an interrupted commit can
-    // never mix with the new session's pages.
+    // leftovers of an unfinished first sync can never mix with the new
+    // session's pages. PATH.state says "no committed epoch" first, so a crash
+    // from here on never presents the half-written image as a checkpoint.
+    if (fd_ >= 0) {
+      StateFile sf;
+      sf.pages = guest_pages;
+      sf.identity = identity;
+      ROMULUS_RETURN_IF_ERROR(WriteStateFile(sf, /*committing=*/false));
+    }
     UnmapImage();
     ROMULUS_RETURN_IF_ERROR(MapImage(guest_pages, /*zero=*/true));
   }
@@ -282,7 +285,6 @@ Status ImageSink::BeginSession(uint64_t guest_pages, const std::string& identity
   session_committed_ = false;
   need_resync_ = false;
   session_identity_ = identity;
-  if (!has_committed() && fd_ >= 0) ROMULUS_RETURN_IF_ERROR(WriteStateFile(/*committed=*/false));
   return Status::Ok();
 }
 
@@ -308,6 +310,20 @@ Status ImageSink::CheckEpoch(uint64_t epoch, const char* what) {
   return Status::Ok();
 }
 
+Status ImageSink::WritePageDirect(uint64_t pfn, const uint8_t* page) {
+  if (fd_ < 0) {
+    std::memcpy(image_ + pfn * kPage, page, kPage);
+    return Status::Ok();
+  }
+  // The image was truncated at BeginSession: a zero page is already a hole,
+  // unless this epoch wrote the pfn before (sent twice).
+  const bool zero = IsZeroImagePage(page);
+  if (zero && !TestBit(allocated_, pfn)) return Status::Ok();
+  Status s = zero ? PunchImagePage(fd_, pfn) : PwriteAll(fd_, page, kPage, pfn * kPage, "writing image " + options_.path);
+  if (s.ok()) SetBit(allocated_, pfn, !zero);
+  return s;
+}
+
 Status ImageSink::OnPage(uint64_t epoch, uint64_t pfn, const uint8_t* page) {
   if (!in_session_) return Status::InvalidArgument("image sink: page outside a session");
   if (pfn >= pages_) {
@@ -316,7 +332,7 @@ Status ImageSink::OnPage(uint64_t epoch, uint64_t pfn, const uint8_t* page) {
   }
   ROMULUS_RETURN_IF_ERROR(CheckEpoch(epoch, "page"));
   if (direct_) {
-    std::memcpy(image_ + pfn * kPage, page, kPage);
+    ROMULUS_RETURN_IF_ERROR(WritePageDirect(pfn, page));
     digest_->Update(pfn, page);
     digest_value_.store(digest_->value(), std::memory_order_release);
     return Status::Ok();
@@ -353,15 +369,15 @@ Status ImageSink::OnState(uint64_t epoch, std::span<const uint8_t> record) {
 
 Status ImageSink::Commit(uint64_t epoch) {
   ROMULUS_RETURN_IF_ERROR(CheckEpoch(epoch, "commit"));
-  const uint8_t* bytes = staged_bytes_->data();
-  const uint8_t* pfns = staged_pfns_->data();
-  for (uint64_t i = 0; i < staged_count_; ++i) {
-    uint64_t pfn;
-    std::memcpy(&pfn, pfns + i * sizeof(uint64_t), sizeof pfn);
-    const uint8_t* page = bytes + i * kPage;
-    std::memcpy(image_ + pfn * kPage, page, kPage);
-    digest_->Update(pfn, page);
+  Status s = EnsureApplied();
+  if (!s.ok()) {
+    ClearStaging();
+    return s;
   }
+  return direct_ ? CommitDirect(epoch) : CommitStaged(epoch);
+}
+
+void ImageSink::FinishCommit(uint64_t epoch) {
   digest_value_.store(digest_->value(), std::memory_order_release);
   if (staged_has_state_) committed_state_.swap(staged_state_);  // capacity of both is kept
   committed_identity_ = session_identity_;
@@ -369,113 +385,44 @@ Status ImageSink::Commit(uint64_t epoch) {
   has_committed_.store(true, std::memory_order_release);
   session_committed_ = true;
   ClearStaging();
-  if (fd_ < 0) return Status::Ok();
-  if (options_.durable && ::msync(image_, pages_ * kPage, MS_SYNC) != 0) {
-    return Status::FromErrno("syncing image " + options_.path, errno);
-  }
-  return WriteStateFile(/*committed=*/true);
 }
 
-void ImageSink::ClearStaging() {
-  if (staged_pfns_) {
-    const uint8_t* pfns = staged_pfns_->data();
-    for (uint64_t i = 0; i < staged_count_; ++i) {
-      uint64_t pfn;
-      std::memcpy(&pfn, pfns + i * sizeof(uint64_t), sizeof pfn);
-      slot_[pfn] = kNoSlot;
+// The PATH.state contents of the epoch being committed, computed before
+// anything is committed (digest_ already includes its pages).
+StateFile ImageSink::StagedStateFile() const {
+  StateFile sf;
+  sf.committed = true;
+  sf.pages = pages_;
+  sf.identity = session_identity_;
+  sf.epoch = staging_epoch_;
+  sf.digest = digest_->value();
+  sf.state = staged_has_state_ ? staged_state_ : committed_state_;
+  return sf;
+}
+
+Status ImageSink::WriteStateFile(const StateFile& sf, bool committing) {
+  EncodeStateFile(sf, &state_file_buf_);
+  ROMULUS_RETURN_IF_ERROR(WriteStateTmp(state_path(), state_file_buf_, options_.durable));
+  if (committing) CrashIfAt(options_.crash_at, CommitStep::kStateTmp);
+  return InstallStateTmp(state_path(), options_.durable);
+}
+
+// First epoch: the pages are in the image already; the commit is PATH.state
+// saying so. Until that rename nothing was committed, so a failure commits
+// nothing and the session must resync (the image holds an unfinished epoch).
+Status ImageSink::CommitDirect(uint64_t epoch) {
+  if (fd_ >= 0) {
+    Status s;
+    if (options_.durable && ::fdatasync(fd_) != 0) s = Status::StorageErrno("syncing image " + options_.path, errno);
+    if (s.ok()) s = WriteStateFile(StagedStateFile(), /*committing=*/true);
+    if (!s.ok()) {
+      need_resync_ = true;
+      ClearStaging();
+      return s.With("committing epoch " + std::to_string(epoch));
     }
-    staged_pfns_->Clear();
-    staged_bytes_->Clear();
+    CrashIfAt(options_.crash_at, CommitStep::kStateRename);
   }
-  staged_count_ = 0;
-  staged_state_.clear();
-  staged_has_state_ = false;
-  staging_active_ = false;
-  direct_ = false;
-}
-
-void ImageSink::Discard() {
-  // A discarded first epoch has already been written into the image (the
-  // shortcut): the image is no longer a clean base for the session's later
-  // epochs, so only a new session, which resyncs everything, may continue.
-  if (staging_active_ && direct_) need_resync_ = true;
-  ClearStaging();
-}
-
-Status ImageSink::WriteStateFile(bool committed) {
-  const std::string& id = committed ? committed_identity_ : session_identity_;
-  const std::span<const uint8_t> st =
-      committed ? std::span<const uint8_t>(committed_state_) : std::span<const uint8_t>();
-  std::vector<uint8_t>& b = state_file_buf_;
-  b.resize(kStateHeader + id.size() + st.size() + 8);
-  uint8_t* p = b.data();
-  std::memcpy(p, kStateMagic, 8);
-  PutU32(p + 8, kStateFileVersion);
-  PutU32(p + 12, committed ? kFlagCommitted : 0);
-  PutU64(p + 16, committed ? last_committed_epoch() : 0);
-  PutU64(p + 24, pages_);
-  PutU64(p + 32, digest());
-  PutU32(p + 40, static_cast<uint32_t>(id.size()));
-  PutU32(p + 44, static_cast<uint32_t>(st.size()));
-  if (!id.empty()) std::memcpy(p + kStateHeader, id.data(), id.size());
-  if (!st.empty()) std::memcpy(p + kStateHeader + id.size(), st.data(), st.size());
-  PutU64(p + b.size() - 8, XXH3_64bits(p, b.size() - 8));
-
-  // Write to a temporary and rename over: a reader (or a restarted backup)
-  // sees the old file or the new one, never a mix.
-  const std::string tmp = state_path() + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::FromErrno("writing " + tmp, errno);
-  Status s = WriteAll(fd, b.data(), b.size(), "writing " + tmp);
-  if (s.ok() && options_.durable && ::fsync(fd) != 0) s = Status::FromErrno("syncing " + tmp, errno);
-  if (::close(fd) != 0 && s.ok()) s = Status::FromErrno("closing " + tmp, errno);
-  if (s.ok() && ::rename(tmp.c_str(), state_path().c_str()) != 0) {
-    s = Status::FromErrno("renaming " + tmp + " to " + state_path(), errno);
-  }
-  if (!s.ok()) {
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  if (options_.durable) {
-    // The rename itself is durable only once the directory is synced.
-    std::string dir = options_.path;
-    size_t slash = dir.rfind('/');
-    dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : dir.substr(0, slash));
-    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) return Status::FromErrno("syncing directory " + dir, errno);
-    int rc = ::fsync(dfd);
-    int err = errno;
-    ::close(dfd);
-    if (rc != 0) return Status::FromErrno("syncing directory " + dir, err);
-  }
-  return Status::Ok();
-}
-
-Status ImageSink::Activate(const std::string& reason) {
-  Discard();
-  if (!has_committed()) {
-    return Status::InvalidArgument("image sink: cannot activate (" + reason + "): no epoch was ever committed");
-  }
-  if (activated_) return Status::InvalidArgument("image sink: already activated");
-  Result<SimSpec> spec = ParseSimSpec(committed_identity_);
-  if (!spec.ok()) {
-    return Status::Unsupported("image sink: can only resume a simulated guest, not '" + committed_identity_ +
-                               "': " + spec.status().message());
-  }
-  if (spec->pages() != pages_) {
-    return Status::Corruption("image sink: committed identity '" + committed_identity_ +
-                              "' does not match the image's " + std::to_string(pages_) + " pages");
-  }
-  Result<std::unique_ptr<SimGuest>> guest =
-      SimGuest::Restore(*spec, std::span<const uint8_t>(image_, pages_ * kPage), committed_state_);
-  if (!guest.ok()) {
-    return guest.status().With("resuming the guest from epoch " + std::to_string(last_committed_epoch()));
-  }
-  if (options_.run_activated) ROMULUS_RETURN_IF_ERROR((*guest)->Start());
-  activated_ = std::move(*guest);
-  activation_reason_ = reason;
-  spdlog::warn("failover: resumed {} from epoch {} (digest {}): {}", committed_identity_, last_committed_epoch(),
-               DigestHex(digest()), reason);
+  FinishCommit(epoch);
   return Status::Ok();
 }
 

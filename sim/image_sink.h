@@ -1,32 +1,49 @@
 // ImageSink: the backup's GuestSink for the simulated guest (and any guest
 // whose checkpoint is "memory image + opaque state").
 //
-// The image is a file (--image PATH) mapped MAP_SHARED and sized to the
-// guest, or, with an empty path, anonymous memory (tests, benchmarks). Next
-// to it, PATH.state holds what the image is: the guest size, its identity,
-// the last committed epoch, the state blob of that epoch and the image's
-// memory digest. PATH.state is replaced atomically (write PATH.state.tmp,
-// rename) at every commit.
+// The image is a sparse file (--image PATH) sized to the guest, or, with an
+// empty path, anonymous memory (tests, benchmarks). Next to it, PATH.state
+// says what the image is (guest size, identity, last committed epoch, its
+// state blob and memory digest) and PATH.journal holds at most one redo
+// record. docs/IMAGE-FORMAT.md describes the three files, the commit protocol
+// step by step and the recovery at Open.
+//
+// Crash-atomic commit. Commit(N) appends N's pages and PATH.state bytes to
+// the journal, reserves the image blocks the apply needs (fallocate) and
+// writes PATH.state.tmp, then writes the commit marker: the commit point.
+// Only then are the pages applied to the image (pwrite, zero pages punched as
+// holes), PATH.state renamed into place and the journal reset. Open replays a
+// complete record (idempotent) and drops an incomplete one, so after a crash,
+// power loss (durable) or ENOSPC/EIO at any step the files hold exactly one
+// committed checkpoint: N-1 or N. A failure before the commit point leaves the
+// sink at N-1 in the process too (digest, Activate); one after it leaves N
+// committed in the journal and the sink re-applies it before its next use.
+// Local file failures are Status::Storage (Code::kStorage), never kIoError.
+//
+// No SIGBUS: the image is only ever written with pwrite/fallocate; the
+// mapping behind image() is read-only and never extends past the file.
+//
+// Lock: Open takes flock(LOCK_EX|LOCK_NB) on the image for the sink's life;
+// a second sink on the same path fails with "in use" before touching it.
 //
 // Staging. Pages of the epoch being received are copied into two reusable
 // ReceiveBuffers (pfns, page bytes) whose capacity is kept across epochs, so
 // after the largest epoch has been seen no further allocation happens
 // (staging_reallocations() stops moving). A pfn sent twice in one epoch
 // overwrites its staged slot (a per-pfn slot index, 4 bytes per guest page),
-// so staging never exceeds one copy of the guest: memory is bounded by one
-// epoch's dirty set, at most the guest size. Commit(N) copies the staged
-// pages into the image, installs the staged state, bumps the committed epoch
-// and updates the digest from the applied pages; Discard() drops staging and
-// leaves the image at the last commit.
+// so staging never exceeds one copy of the guest. Discard() drops staging
+// and leaves the image at the last commit.
 //
 // First-epoch shortcut. Until the first commit the image holds nothing anyone
-// could resume from (Activate refuses), so the pages of that epoch, the full
-// synchronisation, are written straight into the image: no guest-sized
-// staging for the largest epoch of all. Once anything is committed, every
-// later epoch (including a resync after a reconnect) is staged.
+// could resume from (Activate refuses, PATH.state says "no committed epoch"),
+// so the pages of that epoch, the full synchronisation, are written straight
+// into the freshly truncated image, all-zero pages skipped (they stay holes):
+// no guest-sized staging and no journal for the largest epoch of all. Once
+// anything is committed, every later epoch (including a resync after a
+// reconnect) goes through the journal.
 //
-// digest() is the MemoryDigest of the image as it is (always equal to a
-// from-scratch digest of the file), updated O(applied pages) per epoch; after
+// digest() is the MemoryDigest of the committed image (always equal to a
+// from-scratch digest of it), updated O(applied pages) per epoch; after
 // Commit(N) it equals the primary's digest at N.
 //
 // Sessions and sizes. BeginSession with the size the image already has keeps
@@ -35,13 +52,12 @@
 // unless options.start_over; without committed data the image is simply
 // resized (and zeroed). Open() refuses a non-empty existing file that has no
 // valid PATH.state (it is not ours: never overwrite an unknown file) unless
-// start_over. An image whose digest does not match PATH.state (the previous
-// backup stopped in the middle of applying a commit) is treated as holding
-// no committed data, and recovery_note() says so.
+// start_over. An image whose digest does not match PATH.state is treated as
+// holding no committed data, and recovery_note() says so.
 //
 // Durability: by default a commit survives the backup process dying (the
-// page cache holds the mapping); options.durable adds msync + fsync per
-// commit so it also survives the host losing power, at a cost per epoch.
+// page cache holds the writes); options.durable adds fsync/fdatasync at each
+// ordering point of the protocol so it also survives the host losing power.
 //
 // Activation resumes a simulated guest: the committed identity is parsed as a
 // SimSpec and a SimGuest is restored from the image and the committed state,
@@ -62,6 +78,7 @@
 #include "common/digest.h"
 #include "common/status.h"
 #include "restore/guest_sink.h"
+#include "sim/image_journal.h"
 #include "sim/sim_guest.h"
 
 namespace romulus::sim {
@@ -69,9 +86,10 @@ namespace romulus::sim {
 struct ImageSinkOptions {
   std::string path;          // "" = anonymous memory, no state file
   bool start_over = false;   // ignore/discard whatever an existing image holds
-  bool durable = false;      // msync the image and fsync PATH.state at every commit
+  bool durable = false;      // fsync/fdatasync at every ordering point of a commit
   bool run_activated = true; // Activate() starts the resumed guest's workload thread
   size_t max_state_bytes = size_t{1} << 20;  // per epoch; more is OutOfRange
+  CommitStep crash_at = CommitStep::kNone;   // raise(SIGKILL) at this step of a commit (tests)
 };
 
 class ImageSink : public restore::GuestSink {
@@ -90,9 +108,10 @@ class ImageSink : public restore::GuestSink {
   // The epoch's state is the concatenation of its state records; an epoch
   // without any keeps the previous epoch's state.
   Status OnState(uint64_t epoch, std::span<const uint8_t> record) override;
-  // The image is updated before PATH.state is written: if writing PATH.state
-  // fails, the epoch is committed in this process but not on disk, and the
-  // error is returned (the receiver must not ack it).
+  // Crash-atomic (see above). A failure returns Storage (local disk) and the
+  // receiver must not ack the epoch; before the commit point the sink stays
+  // at the previous epoch, after it the epoch is committed (journal) and
+  // re-applied at the sink's next use or Open.
   Status Commit(uint64_t epoch) override;
   void Discard() override;
   Status Activate(const std::string& reason) override;
@@ -101,12 +120,13 @@ class ImageSink : public restore::GuestSink {
 
   // MemoryDigest value of the image (see above).
   uint64_t digest() const { return digest_value_.load(std::memory_order_acquire); }
-  // From scratch, O(size): for verification.
+  // From scratch, O(size), read with pread: for verification.
   uint64_t ComputeImageDigest() const;
   uint64_t guest_pages() const { return pages_; }
   const uint8_t* image() const { return image_; }
   const std::string& path() const { return options_.path; }
   std::string state_path() const { return options_.path + ".state"; }
+  std::string journal_path() const { return options_.path + ".journal"; }
   // The committed epoch's identity and state blob.
   const std::string& committed_identity() const { return committed_identity_; }
   std::span<const uint8_t> committed_state() const { return committed_state_; }
@@ -114,25 +134,48 @@ class ImageSink : public restore::GuestSink {
   uint64_t staged_pages() const { return staged_count_; }
   // Growths of the staging buffers since Open (all sizes, all sessions).
   uint64_t staging_reallocations() const;
-  // Why an existing image was not taken as committed ("" if it was, or new).
+  // What Open recovered ("" for a clean image or a new one): a replayed or
+  // dropped journal record, or why an existing image was not taken as committed.
   const std::string& recovery_note() const { return recovery_note_; }
+  // A committed epoch whose apply failed is waiting to be re-applied.
+  bool replay_pending() const { return replay_pending_; }
+  // Changes the kill-point of later commits (tests; see ImageSinkOptions).
+  void set_crash_at(CommitStep step) { options_.crash_at = step; }
   // The guest Activate() resumed (nullptr before); owned by the sink.
   SimGuest* activated_guest() { return activated_.get(); }
   const std::string& activation_reason() const { return activation_reason_; }
 
  private:
   explicit ImageSink(const ImageSinkOptions& options);
+  Status LockAndOpen();
   Status LoadExisting();
+  Status RecoverJournal();
   Status MapImage(uint64_t pages, bool zero);
   void UnmapImage();
-  Status ResetDigestFromImage();
-  Status WriteStateFile(bool committed);
+  void ResetDigestFromImage();
+  // pread of whole pages (the memory image: memcpy). The sink never reads
+  // its own image through the mapping: on tmpfs a read fault on a hole
+  // allocates, and on a full tmpfs that is a SIGBUS.
+  Status ReadPages(uint64_t pfn, uint64_t count, uint8_t* out) const;
+  Status WriteStateFile(const StateFile& sf, bool committing);
+  StateFile StagedStateFile() const;
   Status CheckEpoch(uint64_t epoch, const char* what);
+  Status EnsureApplied();
+  Status WritePageDirect(uint64_t pfn, const uint8_t* page);
+  Status CommitDirect(uint64_t epoch);
+  Status CommitStaged(uint64_t epoch);
+  Status ReserveImageBlocks();
+  Status WriteRecord();
+  Status ApplyStaged();
+  Status FailBeforeCommitPoint(const Status& s, uint64_t epoch);
+  void FinishCommit(uint64_t epoch);
+  void RollBackDigest();
   void ClearStaging();
 
   ImageSinkOptions options_;
-  int fd_ = -1;
-  uint8_t* image_ = nullptr;
+  int fd_ = -1;          // the image, flock'ed for the sink's life
+  int journal_fd_ = -1;  // PATH.journal
+  uint8_t* image_ = nullptr;  // read-only shared mapping of fd_ (anonymous read-write without a path)
   uint64_t pages_ = 0;
   std::unique_ptr<MemoryDigest> digest_;
   std::atomic<uint64_t> digest_value_{0};
@@ -142,6 +185,7 @@ class ImageSink : public restore::GuestSink {
   std::atomic<uint64_t> last_committed_{0};
   std::string committed_identity_;
   std::vector<uint8_t> committed_state_;
+  bool replay_pending_ = false;  // journal holds the committed epoch, image not yet applied
 
   // Session.
   bool in_session_ = false;
@@ -160,8 +204,18 @@ class ImageSink : public restore::GuestSink {
   uint64_t retired_reallocations_ = 0;  // from staging buffers of earlier sizes
   std::vector<uint8_t> staged_state_;
   bool staged_has_state_ = false;
+  // Bitmap: pfns whose image block holds data we wrote (the others are holes,
+  // or blocks we do not know of). Decides which zero pages need a punch and
+  // which blocks a commit must reserve before its commit point.
+  std::vector<uint64_t> allocated_;
 
-  std::vector<uint8_t> state_file_buf_;  // reused at every commit
+  // Commit scratch, reused at every commit.
+  std::vector<uint64_t> record_pfns_;    // staged pfns, kJournalZeroPage on zero pages
+  std::vector<uint8_t> state_file_buf_;
+  JournalLayout layout_;
+  uint64_t record_hash_ = 0;        // XXH3 of the record's head and pages
+  bool reserve_supported_ = true;   // the filesystem has fallocate
+  std::vector<uint64_t> sorted_pfns_;
   std::string recovery_note_;
   std::unique_ptr<SimGuest> activated_;
   std::string activation_reason_;

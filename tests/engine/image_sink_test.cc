@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -552,7 +553,10 @@ TEST(ImageSinkActivateTest, ActivationStartsTheWorkloadWhenAsked) {
   ASSERT_TRUE(sink->Activate("drill").ok());
   SimGuest* b = sink->activated_guest();
   EXPECT_EQ(b->RunSteps(1).code(), Code::kInvalidArgument);  // its thread is running
-  while (b->steps() < 10) std::this_thread::yield();
+  // Bounded: a workload thread that never runs fails the test instead of hanging it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (b->steps() < 10 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  ASSERT_GE(b->steps(), 10u) << "the activated guest's workload did not run within 30 s";
   ASSERT_TRUE(b->Pause().ok());
   b->Stop();
 }

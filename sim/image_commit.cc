@@ -1,0 +1,240 @@
+// ImageSink: the journaled commit of a staged epoch, discard and activation.
+// The protocol, step by step, is in docs/IMAGE-FORMAT.md; the CommitStep
+// kill-points below mark its steps.
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "sim/image_files.h"
+#include "sim/image_sink.h"
+#include "sim/sim_spec.h"
+
+namespace romulus::sim {
+
+namespace {
+constexpr uint64_t kPage = kImagePage;
+constexpr uint32_t kNoSlot = UINT32_MAX;
+}  // namespace
+
+Status ImageSink::CommitStaged(uint64_t epoch) {
+  const uint8_t* bytes = staged_bytes_->data();
+  const uint8_t* pfns = staged_pfns_->data();
+  // The new digest is computed now (it goes into the record's PATH.state);
+  // before the commit point RollBackDigest undoes it from the untouched image.
+  for (uint64_t i = 0; i < staged_count_; ++i) {
+    uint64_t pfn;
+    std::memcpy(&pfn, pfns + i * sizeof(uint64_t), sizeof pfn);
+    digest_->Update(pfn, bytes + i * kPage);
+  }
+  if (fd_ < 0) {  // memory image: nothing to survive a crash
+    for (uint64_t i = 0; i < staged_count_; ++i) {
+      uint64_t pfn;
+      std::memcpy(&pfn, pfns + i * sizeof(uint64_t), sizeof pfn);
+      std::memcpy(image_ + pfn * kPage, bytes + i * kPage, kPage);
+    }
+    FinishCommit(epoch);
+    return Status::Ok();
+  }
+  // Up to the commit point, a failure leaves the previous checkpoint as it
+  // was, on disk and here.
+  Status s = WriteRecord();
+  if (s.ok()) s = ReserveImageBlocks();
+  if (s.ok()) {
+    s = WriteStateTmp(state_path(), state_file_buf_, options_.durable);
+    if (s.ok()) CrashIfAt(options_.crash_at, CommitStep::kStateTmp);
+  }
+  if (s.ok() && options_.durable && ::fdatasync(journal_fd_) != 0) s = Status::StorageErrno("syncing the journal", errno);
+  if (s.ok()) {
+    std::vector<uint8_t> marker = BuildJournalMarker(epoch, record_hash_);
+    s = PwriteAll(journal_fd_, marker.data(), marker.size(), layout_.marker_offset, "writing the commit marker");
+    if (s.ok() && options_.durable && ::fdatasync(journal_fd_) != 0) {
+      s = Status::StorageErrno("syncing the commit marker", errno);
+    }
+  }
+  if (!s.ok()) return FailBeforeCommitPoint(s, epoch);
+  CrashIfAt(options_.crash_at, CommitStep::kJournalMarker);
+
+  // Committed: the journal holds N. A failure from here on leaves N committed
+  // and its apply pending (re-run before the sink's next use, or at Open).
+  s = ApplyStaged();
+  if (s.ok()) CrashIfAt(options_.crash_at, CommitStep::kApplied);
+  if (s.ok()) s = InstallStateTmp(state_path(), options_.durable);
+  if (s.ok()) CrashIfAt(options_.crash_at, CommitStep::kStateRename);
+  if (s.ok()) s = ResetJournal(journal_fd_, options_.durable);
+  FinishCommit(epoch);
+  if (!s.ok()) {
+    replay_pending_ = true;
+    return s.With("epoch " + std::to_string(epoch) + " is committed in " + journal_path() +
+                  " but applying it failed (it is re-applied before the next commit or at restart)");
+  }
+  CrashIfAt(options_.crash_at, CommitStep::kJournalReset);
+  return Status::Ok();
+}
+
+// Appends the redo record (head, pages) to the empty journal; no marker yet.
+Status ImageSink::WriteRecord() {
+  if (journal_fd_ < 0) {
+    journal_fd_ = ::open(journal_path().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (journal_fd_ < 0) return Status::StorageErrno("creating " + journal_path(), errno);
+  }
+  const uint8_t* bytes = staged_bytes_->data();
+  const uint8_t* pfns = staged_pfns_->data();
+  record_pfns_.resize(staged_count_);
+  for (uint64_t i = 0; i < staged_count_; ++i) {
+    uint64_t pfn;
+    std::memcpy(&pfn, pfns + i * sizeof(uint64_t), sizeof pfn);
+    record_pfns_[i] = IsZeroImagePage(bytes + i * kPage) ? (pfn | kJournalZeroPage) : pfn;
+  }
+  EncodeStateFile(StagedStateFile(), &state_file_buf_);
+  BuildJournalHead(staging_epoch_, pages_, record_pfns_, state_file_buf_, &layout_);
+  {
+    XXH3_state_t* h = XXH3_createState();
+    if (h == nullptr) return Status::Internal("journal: XXH3 state");
+    XXH3_64bits_reset(h);
+    XXH3_64bits_update(h, layout_.head.data(), layout_.head.size());
+    XXH3_64bits_update(h, bytes, staged_count_ * kPage);
+    record_hash_ = XXH3_64bits_digest(h);
+    XXH3_freeState(h);
+  }
+  ROMULUS_RETURN_IF_ERROR(PwriteAll(journal_fd_, layout_.head.data(), layout_.head.size(), 0, "writing the journal"));
+  const uint64_t half = staged_count_ / 2;
+  ROMULUS_RETURN_IF_ERROR(PwriteAll(journal_fd_, bytes, half * kPage, layout_.pages_offset, "writing the journal"));
+  CrashIfAt(options_.crash_at, CommitStep::kJournalPages);
+  ROMULUS_RETURN_IF_ERROR(PwriteAll(journal_fd_, bytes + half * kPage, (staged_count_ - half) * kPage,
+                                    layout_.pages_offset + half * kPage, "writing the journal"));
+  CrashIfAt(options_.crash_at, CommitStep::kJournalBody);
+  return Status::Ok();
+}
+
+// Allocates, before the commit point, the image blocks the apply will write,
+// so running out of space is a failed commit, not a half-applied one. Blocks
+// we wrote before (allocated_) are overwritten in place; only the others are
+// reserved, in runs of adjacent pfns. (A copy-on-write filesystem allocates
+// on every overwrite: there the reservation cannot be complete.)
+Status ImageSink::ReserveImageBlocks() {
+  if (!reserve_supported_) return Status::Ok();
+  sorted_pfns_.clear();
+  for (uint64_t e : record_pfns_) {
+    if ((e & kJournalZeroPage) == 0 && !TestBit(allocated_, e)) sorted_pfns_.push_back(e);
+  }
+  std::sort(sorted_pfns_.begin(), sorted_pfns_.end());
+  for (size_t i = 0; i < sorted_pfns_.size() && reserve_supported_;) {
+    size_t j = i + 1;
+    while (j < sorted_pfns_.size() && sorted_pfns_[j] == sorted_pfns_[j - 1] + 1) ++j;
+    ROMULUS_RETURN_IF_ERROR(ReserveImageRange(fd_, sorted_pfns_[i] * kPage, (j - i) * kPage, &reserve_supported_)
+                                .With("image " + options_.path));
+    i = j;
+  }
+  return Status::Ok();
+}
+
+Status ImageSink::ApplyStaged() {
+  const uint8_t* bytes = staged_bytes_->data();
+  const uint64_t half = staged_count_ / 2;
+  for (uint64_t i = 0; i < staged_count_; ++i) {
+    if (i == half) CrashIfAt(options_.crash_at, CommitStep::kApplyHalf);
+    const uint64_t e = record_pfns_[i];
+    const uint64_t pfn = e & ~kJournalZeroPage;
+    const bool zero = (e & kJournalZeroPage) != 0;
+    if (zero && !TestBit(allocated_, pfn)) continue;  // already a hole
+    ROMULUS_RETURN_IF_ERROR(zero ? PunchImagePage(fd_, pfn)
+                                 : PwriteAll(fd_, bytes + i * kPage, kPage, pfn * kPage,
+                                             "applying to image " + options_.path));
+    SetBit(allocated_, pfn, !zero);
+  }
+  if (staged_count_ == 0) CrashIfAt(options_.crash_at, CommitStep::kApplyHalf);  // a state-only epoch
+  if (options_.durable && ::fdatasync(fd_) != 0) return Status::StorageErrno("syncing image " + options_.path, errno);
+  return Status::Ok();
+}
+
+Status ImageSink::FailBeforeCommitPoint(const Status& s, uint64_t epoch) {
+  RollBackDigest();
+  // The record has no marker, so it is already void; zeroing its header
+  // makes that obvious to the next Open (best effort: a failing disk may
+  // refuse this too, and the record stays void anyway).
+  if (journal_fd_ >= 0) (void)ResetJournal(journal_fd_, false);
+  ::unlink((state_path() + ".tmp").c_str());
+  ClearStaging();
+  spdlog::warn("image {}: commit of epoch {} failed before its commit point, still holding epoch {}: {}",
+               options_.path, epoch, last_committed_epoch(), s.ToString());
+  return s.With("committing epoch " + std::to_string(epoch) + " (still holding epoch " +
+                std::to_string(last_committed_epoch()) + ")");
+}
+
+// The image still holds the previous epoch: re-hash the staged pfns from it.
+// If even that read fails the digest is recomputed from scratch.
+void ImageSink::RollBackDigest() {
+  const uint8_t* pfns = staged_pfns_->data();
+  std::vector<uint8_t> page(kPage);
+  for (uint64_t i = 0; i < staged_count_; ++i) {
+    uint64_t pfn;
+    std::memcpy(&pfn, pfns + i * sizeof(uint64_t), sizeof pfn);
+    if (!ReadPages(pfn, 1, page.data()).ok()) {
+      ResetDigestFromImage();
+      return;
+    }
+    digest_->Update(pfn, page.data());
+  }
+}
+
+void ImageSink::ClearStaging() {
+  if (staged_pfns_) {
+    const uint8_t* pfns = staged_pfns_->data();
+    for (uint64_t i = 0; i < staged_count_; ++i) {
+      uint64_t pfn;
+      std::memcpy(&pfn, pfns + i * sizeof(uint64_t), sizeof pfn);
+      slot_[pfn] = kNoSlot;
+    }
+    staged_pfns_->Clear();
+    staged_bytes_->Clear();
+  }
+  staged_count_ = 0;
+  staged_state_.clear();
+  staged_has_state_ = false;
+  staging_active_ = false;
+  direct_ = false;
+}
+
+void ImageSink::Discard() {
+  // A discarded first epoch has already been written into the image (the
+  // shortcut): the image is no longer a clean base for the session's later
+  // epochs, so only a new session, which resyncs everything, may continue.
+  if (staging_active_ && direct_) need_resync_ = true;
+  ClearStaging();
+}
+
+Status ImageSink::Activate(const std::string& reason) {
+  Discard();
+  if (!has_committed()) {
+    return Status::InvalidArgument("image sink: cannot activate (" + reason + "): no epoch was ever committed");
+  }
+  if (activated_) return Status::InvalidArgument("image sink: already activated");
+  ROMULUS_RETURN_IF_ERROR(EnsureApplied().With("image sink: cannot activate (" + reason + ")"));
+  Result<SimSpec> spec = ParseSimSpec(committed_identity_);
+  if (!spec.ok()) {
+    return Status::Unsupported("image sink: can only resume a simulated guest, not '" + committed_identity_ +
+                               "': " + spec.status().message());
+  }
+  if (spec->pages() != pages_) {
+    return Status::Corruption("image sink: committed identity '" + committed_identity_ +
+                              "' does not match the image's " + std::to_string(pages_) + " pages");
+  }
+  Result<std::unique_ptr<SimGuest>> guest =
+      SimGuest::Restore(*spec, std::span<const uint8_t>(image_, pages_ * kPage), committed_state_);
+  if (!guest.ok()) {
+    return guest.status().With("resuming the guest from epoch " + std::to_string(last_committed_epoch()));
+  }
+  if (options_.run_activated) ROMULUS_RETURN_IF_ERROR((*guest)->Start());
+  activated_ = std::move(*guest);
+  activation_reason_ = reason;
+  spdlog::warn("failover: resumed {} from epoch {} (digest {}): {}", committed_identity_, last_committed_epoch(),
+               DigestHex(digest()), reason);
+  return Status::Ok();
+}
+
+}  // namespace romulus::sim

@@ -1,0 +1,125 @@
+#include "sim/image_files.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+namespace romulus::sim {
+
+namespace {
+
+// The pid holding a FLOCK on (dev, ino), from /proc/locks, or 0. Best effort:
+// it only makes the "in use" message more useful.
+long FlockHolder(dev_t dev, ino_t ino) {
+  std::ifstream in("/proc/locks");
+  std::string line;
+  while (std::getline(in, line)) {
+    // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" (blocked waiters
+    // have "->" before FLOCK and are skipped by the format).
+    char kind[16] = {};
+    long pid = 0;
+    unsigned maj = 0, min = 0;
+    unsigned long long inode = 0;
+    if (std::sscanf(line.c_str(), "%*d: %15s %*s %*s %ld %x:%x:%llu", kind, &pid, &maj, &min, &inode) == 5 &&
+        std::string(kind) == "FLOCK" && maj == major(dev) && min == minor(dev) && inode == ino) {
+      return pid;
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+Status LockImage(int fd, const std::string& path) {
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return Status::Ok();
+  const int err = errno;
+  if (err != EWOULDBLOCK) return Status::StorageErrno("locking image " + path, err);
+  struct stat st;
+  long pid = ::fstat(fd, &st) == 0 ? FlockHolder(st.st_dev, st.st_ino) : 0;
+  return Status::InvalidArgument("image " + path + " is in use by another romulus restore" +
+                                 (pid > 0 ? " (pid " + std::to_string(pid) + ")" : std::string()) +
+                                 "; refusing to touch it");
+}
+
+Status PunchImagePage(int fd, uint64_t pfn) {
+  const off_t off = static_cast<off_t>(pfn * kImagePage);
+  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, kImagePage) == 0) return Status::Ok();
+  if (errno != EOPNOTSUPP) return Status::StorageErrno("punching page " + std::to_string(pfn), errno);
+  static const std::vector<uint8_t> zero(kImagePage, 0);
+  return PwriteAll(fd, zero.data(), zero.size(), pfn * kImagePage, "zeroing page " + std::to_string(pfn));
+}
+
+Status ReserveImageRange(int fd, uint64_t off, uint64_t len, bool* supported) {
+  if (::fallocate(fd, 0, static_cast<off_t>(off), static_cast<off_t>(len)) == 0) return Status::Ok();
+  if (errno == EOPNOTSUPP) {
+    *supported = false;
+    return Status::Ok();
+  }
+  return Status::StorageErrno("reserving image space", errno);
+}
+
+void ForEachDataRange(int fd, uint64_t size, const std::function<void(uint64_t, uint64_t)>& fn) {
+  if (fd < 0) {
+    if (size > 0) fn(0, size);
+    return;
+  }
+  uint64_t pos = 0;
+  while (pos < size) {
+    off_t data = ::lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) return;  // only holes from pos on
+      fn(pos, size - pos);         // the filesystem cannot tell: read it all
+      return;
+    }
+    off_t hole = ::lseek(fd, data, SEEK_HOLE);
+    uint64_t end = hole < 0 ? size : std::min<uint64_t>(size, static_cast<uint64_t>(hole));
+    uint64_t start = static_cast<uint64_t>(data) / kImagePage * kImagePage;
+    end = std::min<uint64_t>(size, (end + kImagePage - 1) / kImagePage * kImagePage);
+    if (end <= start) return;
+    fn(start, end - start);
+    pos = end;
+  }
+}
+
+Status ReplayJournalRecord(int image_fd, int journal_fd, const JournalRecord& rec, const std::string& state_path,
+                           size_t max_state, bool durable) {
+  StateFile sf;
+  ROMULUS_RETURN_IF_ERROR(DecodeStateFile(rec.state_file, max_state, "journal record of epoch " +
+                                                                         std::to_string(rec.epoch), &sf));
+  struct stat st;
+  if (::fstat(image_fd, &st) != 0) return Status::StorageErrno("image", errno);
+  if (!sf.committed || sf.epoch != rec.epoch || sf.pages != rec.guest_pages ||
+      static_cast<uint64_t>(st.st_size) != rec.guest_pages * kImagePage) {
+    return Status::Corruption("journal record of epoch " + std::to_string(rec.epoch) +
+                              " does not fit the image (" + std::to_string(st.st_size) +
+                              " bytes); remove the image or start over");
+  }
+  std::vector<uint8_t> page(kImagePage);
+  for (size_t i = 0; i < rec.pfns.size(); ++i) {
+    const uint64_t pfn = rec.pfns[i] & ~kJournalZeroPage;
+    if (pfn >= rec.guest_pages) return Status::Corruption("journal record: page beyond the guest");
+    if (rec.pfns[i] & kJournalZeroPage) {
+      ROMULUS_RETURN_IF_ERROR(PunchImagePage(image_fd, pfn));
+      continue;
+    }
+    ROMULUS_RETURN_IF_ERROR(PreadAll(journal_fd, page.data(), kImagePage, rec.pages_offset + i * kImagePage,
+                                     "reading the journal"));
+    ROMULUS_RETURN_IF_ERROR(PwriteAll(image_fd, page.data(), kImagePage, pfn * kImagePage, "replaying the journal"));
+  }
+  if (durable && ::fdatasync(image_fd) != 0) return Status::StorageErrno("syncing the image", errno);
+  ROMULUS_RETURN_IF_ERROR(WriteStateTmp(state_path, rec.state_file, durable));
+  ROMULUS_RETURN_IF_ERROR(InstallStateTmp(state_path, durable));
+  return ResetJournal(journal_fd, durable);
+}
+
+}  // namespace romulus::sim

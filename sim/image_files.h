@@ -1,0 +1,53 @@
+// File operations on an image that the sink and the read-only inspector
+// share: locking, sparse writes, journal replay. All failures are
+// Status::Storage except a lock held by someone else (InvalidArgument: the
+// operator pointed two backups at one file).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "sim/image_journal.h"
+
+namespace romulus::sim {
+
+// flock(LOCK_EX|LOCK_NB) on the image. Held until fd is closed. When another
+// process holds it: "image PATH is in use by another romulus restore (pid N)"
+// (the pid when /proc/locks tells it), and nothing about the file changes.
+Status LockImage(int fd, const std::string& path);
+
+// Makes pfn an all-zero page without allocating: a hole punched in place
+// (or a written zero page where the filesystem cannot punch).
+Status PunchImagePage(int fd, uint64_t pfn);
+
+// Allocates the blocks of [off, off+len) (fallocate mode 0, data unchanged),
+// so a later pwrite there cannot hit ENOSPC. Filesystems without fallocate
+// are not an error: *supported is set false and the caller stops asking.
+Status ReserveImageRange(int fd, uint64_t off, uint64_t len, bool* supported);
+
+// Calls fn(offset, length) for each range of [0, size) that may hold data
+// (SEEK_DATA/SEEK_HOLE; the whole file when the filesystem cannot tell).
+// Ranges are page-aligned outward.
+void ForEachDataRange(int fd, uint64_t size, const std::function<void(uint64_t, uint64_t)>& fn);
+
+// Replays a complete journal record on disk: its pages into the image (holes
+// for zero pages), then its PATH.state bytes installed atomically, then the
+// journal reset. Idempotent: a crash during replay replays again at the next
+// Open. Refuses (Corruption) a record that does not fit the image.
+Status ReplayJournalRecord(int image_fd, int journal_fd, const JournalRecord& rec, const std::string& state_path,
+                           size_t max_state, bool durable);
+
+// Bitmaps of pfns (one bit each).
+inline bool TestBit(const std::vector<uint64_t>& bits, uint64_t i) { return (bits[i / 64] >> (i % 64)) & 1; }
+inline void SetBit(std::vector<uint64_t>& bits, uint64_t i, bool on) {
+  if (on) {
+    bits[i / 64] |= uint64_t{1} << (i % 64);
+  } else {
+    bits[i / 64] &= ~(uint64_t{1} << (i % 64));
+  }
+}
+
+}  // namespace romulus::sim

@@ -1,0 +1,100 @@
+#include "sim/image_view.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "sim/image_journal.h"
+
+namespace romulus::sim {
+
+namespace {
+
+constexpr uint64_t kMaxViewPages = uint64_t{1} << 32;
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+ImageView::~ImageView() {
+  if (image_ != nullptr) ::munmap(image_, pages_ * kImagePage);
+}
+
+Result<std::unique_ptr<ImageView>> ImageView::Open(const std::string& path, size_t max_state) {
+  std::unique_ptr<ImageView> v(new ImageView());
+  Fd image(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (image.get() < 0) {
+    if (errno == ENOENT) return Status::InvalidArgument("no image at " + path);
+    return Status::StorageErrno("opening image " + path, errno);
+  }
+  bool exists = false;
+  StateFile sf;
+  ROMULUS_RETURN_IF_ERROR(ReadStateFile(path + ".state", max_state, &exists, &sf));
+  if (!exists) return Status::InvalidArgument(path + " has no " + path + ".state: it is not a Romulus image");
+
+  // A pending journal record: complete means Open would replay it (its
+  // PATH.state becomes the checkpoint), incomplete means Open would drop it.
+  JournalRecord rec;
+  Fd journal(::open((path + ".journal").c_str(), O_RDONLY | O_CLOEXEC));
+  if (journal.get() < 0 && errno != ENOENT) return Status::StorageErrno("opening " + path + ".journal", errno);
+  if (journal.get() >= 0) ROMULUS_RETURN_IF_ERROR(ReadJournal(journal.get(), kMaxViewPages, max_state, &rec));
+  if (rec.complete) {
+    ROMULUS_RETURN_IF_ERROR(DecodeStateFile(rec.state_file, max_state, "journal record", &sf));
+    if (!sf.committed || sf.epoch != rec.epoch || sf.pages != rec.guest_pages) {
+      return Status::Corruption(path + ".journal: its record contradicts itself");
+    }
+    v->from_journal_ = true;
+    v->note_ = "epoch " + std::to_string(rec.epoch) + " is in a complete journal record a restart replays";
+  } else if (rec.present) {
+    v->note_ = "an incomplete journal record of epoch " + std::to_string(rec.epoch) + " is dropped at restart";
+  }
+  if (!sf.committed) {
+    return Status::InvalidArgument(path + " holds no committed checkpoint" +
+                                   (v->note_.empty() ? std::string() : " (" + v->note_ + ")"));
+  }
+  struct stat st;
+  if (::fstat(image.get(), &st) != 0) return Status::StorageErrno("image " + path, errno);
+  if (sf.pages == 0 || sf.pages >= kMaxViewPages || static_cast<uint64_t>(st.st_size) != sf.pages * kImagePage) {
+    return Status::Corruption(path + " is " + std::to_string(st.st_size) + " bytes but its checkpoint is a guest of " +
+                              std::to_string(sf.pages) + " pages");
+  }
+  // Private and copy-on-write: the journal's pages land in this process's
+  // copy only, never in the file.
+  void* p = ::mmap(nullptr, sf.pages * kImagePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE,
+                   image.get(), 0);
+  if (p == MAP_FAILED) return Status::StorageErrno("mapping image " + path, errno);
+  v->image_ = static_cast<uint8_t*>(p);
+  v->pages_ = sf.pages;
+  for (size_t i = 0; rec.complete && i < rec.pfns.size(); ++i) {
+    const uint64_t pfn = rec.pfns[i] & ~kJournalZeroPage;
+    if (pfn >= sf.pages) return Status::Corruption(path + ".journal: page beyond the guest");
+    uint8_t* dst = v->image_ + pfn * kImagePage;
+    if (rec.pfns[i] & kJournalZeroPage) {
+      std::memset(dst, 0, kImagePage);
+    } else {
+      ROMULUS_RETURN_IF_ERROR(PreadAll(journal.get(), dst, kImagePage, rec.pages_offset + i * kImagePage,
+                                       "reading " + path + ".journal"));
+    }
+  }
+  v->epoch_ = sf.epoch;
+  v->recorded_digest_ = sf.digest;
+  v->identity_ = std::move(sf.identity);
+  v->state_ = std::move(sf.state);
+  return v;
+}
+
+}  // namespace romulus::sim

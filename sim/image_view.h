@@ -1,0 +1,51 @@
+// ImageView: what an ImageSink's files recover to, computed without changing
+// them (romulus verify). Opens everything O_RDONLY, takes no lock, creates
+// nothing: a pending complete journal record is applied to a private
+// copy-on-write mapping of the image, exactly as the sink's Open would apply
+// it on disk; an incomplete one is ignored, as Open would drop it.
+//
+// A backup committing at the same moment may be caught mid-commit (the view
+// is then inconsistent and says so): inspect a stopped backup, or one whose
+// guest was activated.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace romulus::sim {
+
+class ImageView {
+ public:
+  ~ImageView();
+  ImageView(const ImageView&) = delete;
+  ImageView& operator=(const ImageView&) = delete;
+
+  // InvalidArgument when there is no image or it holds no committed
+  // checkpoint; Corruption when its files contradict each other.
+  static Result<std::unique_ptr<ImageView>> Open(const std::string& path, size_t max_state_bytes = size_t{1} << 20);
+
+  uint64_t epoch() const { return epoch_; }
+  uint64_t guest_pages() const { return pages_; }
+  uint64_t recorded_digest() const { return recorded_digest_; }  // from PATH.state (or the journal)
+  const std::string& identity() const { return identity_; }
+  const std::vector<uint8_t>& state() const { return state_; }
+  const uint8_t* image() const { return image_; }
+  // How the checkpoint was found: "" (clean), or a sentence about the journal.
+  const std::string& note() const { return note_; }
+  bool from_journal() const { return from_journal_; }
+
+ private:
+  ImageView() = default;
+  uint64_t epoch_ = 0, pages_ = 0, recorded_digest_ = 0;
+  std::string identity_;
+  std::vector<uint8_t> state_;
+  uint8_t* image_ = nullptr;
+  std::string note_;
+  bool from_journal_ = false;
+};
+
+}  // namespace romulus::sim
