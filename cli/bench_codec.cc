@@ -389,7 +389,9 @@ int RunBenchCodec(int argc, char** argv) {
   const int repeat = (*vm)["repeat"].as<int>();
   if (!CheckRange(kCmd, "repeat", repeat, 1, 1000, "1", "1000")) return kExitUsage;
   uint64_t max_delta = 0, max_size = 0;
-  if (!GetSize(kCmd, *vm, "max-delta-len", &max_delta) || !GetSize(kCmd, *vm, "max-size", &max_size))
+  // --max-size 0 would refuse every image: one page is the smallest image there is.
+  if (!GetSize(kCmd, *vm, "max-delta-len", &max_delta) ||
+      !GetSizeAtLeast(kCmd, *vm, "max-size", kPageSize, &max_size))
     return kExitUsage;
   if (!CheckRange(kCmd, "max-delta-len", static_cast<double>(max_delta), 3, 2 * kPageSize + 3, "3",
                   "8195"))

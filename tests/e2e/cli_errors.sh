@@ -104,6 +104,11 @@ expect_usage "^romulus restore: --failover-timeout: .*between 20ms and 10m" \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --failover-timeout 5ms --image "$T/img"
 expect_usage "^romulus restore: --max-cache-size: " \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --max-cache-size 1X --image "$T/img"
+# Byte limits below one page are refused (they used to mean "no limit").
+expect_usage "^romulus restore: --max-guest-size: must be at least 4 KiB \\(got '0'\\)" \
+  restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --max-guest-size 0 --image "$T/img"
+expect_usage "^romulus restore: --max-cache-size: must be at least 4 KiB \\(got '100'\\)" \
+  restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --max-cache-size 100 --image "$T/img"
 expect_usage "^romulus restore: unrecognised option" restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --frobnicate
 expect_usage "^romulus restore: --domain-name, --vif-script and --no-vifs need --xen" \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --image "$T/img" --no-vifs
@@ -140,6 +145,10 @@ expect_usage "^romulus bench e2e: --cache-size: must be between 0 and 64G" bench
 expect_usage "^romulus bench e2e: --intervals: '2m' is not a duration from 1ms to 60s" bench e2e --intervals 25ms,2m
 expect_usage "^romulus bench codec: --seed: '-1' is not a whole number" \
   bench codec --generate seed --out-old "$T/g.old" --out-new "$T/g.new" --seed -1
+expect_usage "^romulus bench codec: --max-size: must be at least 4 KiB \\(got '0'\\)" \
+  bench codec --old "$T/g.old" --new "$T/g.new" --max-size 0
+expect_usage "^romulus bench codec: --max-size: must be at least 4 KiB \\(got '4095'\\)" \
+  bench codec --old "$T/g.old" --new "$T/g.new" --max-size 4095
 expect_usage "^romulus demo: --port: must be between 0 and 65535" demo --port -1
 expect_usage "^romulus demo: --port: must be between 0 and 65535" demo --port 70000
 # others
