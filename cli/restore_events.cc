@@ -36,17 +36,20 @@ EventLog::~EventLog() {
 bool EventLog::Open(const std::string& path) {
   // O_APPEND: each line is one write() at the end of the file, so a restarted
   // backup (or a reader tailing the file) never loses what was logged before.
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  // Read access only to look at the last byte (below); a write-only file will do.
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == EACCES) fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return false;
   std::lock_guard<std::mutex> lock(mu_);
   fd_ = fd;
   path_ = path;
   // A predecessor killed mid-line left a torn last line: our first line must
-  // not be glued to it (readers skip the torn one, not ours).
+  // not be glued to it (readers skip the torn one, not ours). When the last
+  // byte cannot be read, assume torn: an empty line costs nothing.
   struct stat st {};
   char last = '\n';
   if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) != 1) {
-    last = '\n';
+    last = 0;
   }
   torn_ = last != '\n';
   return true;

@@ -196,6 +196,10 @@ run_pair 1 "$ev"
 has_event "$ev" stop || check_fail "run 1: no stop event in $ev"
 cp "$ev" "$T/events-run1.json"
 run1_lines=$(wc -l <"$T/events-run1.json")
+run1_commits=$(jcheck count "$ev" commit)
+# As if a backup had been killed in the middle of a line: the next one must
+# not be glued to the fragment (that would lose a whole event for readers).
+printf '{"event":"comm' >>"$ev"
 run_pair 2 "$ev"
 assert_no_failover "$ev" "two clean runs"
 if ! head -c "$(stat -c %s "$T/events-run1.json")" "$ev" | cmp -s - "$T/events-run1.json"; then
@@ -203,6 +207,8 @@ if ! head -c "$(stat -c %s "$T/events-run1.json")" "$ev" | cmp -s - "$T/events-r
 fi
 run2_commits=$(tail -n +$((run1_lines + 1)) "$ev" | grep -c '"event":"commit"')
 [[ $run2_commits -ge 5 ]] || check_fail "run 2 appended $run2_commits commit events, expected >= 5"
+[[ $(jcheck count "$ev" commit) -eq $((run1_commits + run2_commits)) ]] ||
+  check_fail "a commit event after the torn line does not parse: $(sed -n "$((run1_lines + 1)),+1p" "$ev")"
 [[ $(grep -c '"event":"stop"' "$ev") -eq 2 ]] || check_fail "expected one stop event per run in $ev"
 log "events file: $run1_lines lines from run 1 kept, run 2 appended $run2_commits commits"
 
