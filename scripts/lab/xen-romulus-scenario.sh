@@ -92,7 +92,7 @@ if [ "$MODE" = cli ]; then
   chmod 600 "$W/psk"  # romulus refuses a key file others can read
   romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" \
     --failover-timeout "${LAB_ROMULUS_FAILOVER_TIMEOUT:-2s}" --log-level "${LAB_ROMULUS_LOG_LEVEL:-info}" \
-    >"$W/backup.log" 2>&1 &
+    --events-json "$W/events.jsonl" >"$W/backup.log" 2>&1 &
 else
   "$TOOL" restore --listen "$PORT" --timeout 5000 ${LAB_ROMULUS_VERBOSE:+--verbose 1} >"$W/backup.log" 2>&1 &
 fi
@@ -193,6 +193,16 @@ FIRST_BACKUP=$(tr -d '\r' <"$C2" | awk '/COUNTER/ { if (m == "" || $2+0 < m) m =
 lab_note "backup console counters: $(tr -d '\r' <"$C2" | awk '/COUNTER/ {printf "%s ", $2}' | tail -c 120)"
 [ -n "$FIRST_BACKUP" ] && [ "$FIRST_BACKUP" -gt 1 ] || lab_fail "backup counter restarted (min $FIRST_BACKUP)"
 [ "$FIRST_BACKUP" -le $((LAST_PRIMARY + 1)) ] || lab_fail "backup counter skipped ahead ($FIRST_BACKUP > $LAST_PRIMARY + 1)"
+if [ "$MODE" = cli ]; then
+  # The exact checkpoint: the primary's last acked epoch, or the one after it (its ack was
+  # on the way when the replicator died), never an older one.
+  lab_wait_failover "$W/events.jsonl" "$W/backup.log"
+  FO_EPOCH=$(echo "$LAB_FO" | sed -n 's/.*"last_committed_epoch":\([0-9]*\).*/\1/p')
+  LAST_ACKED=$(grep '"acked":true' "$W/stats.jsonl" | tail -n1 | sed -n 's/.*"epoch":\([0-9]*\).*/\1/p')
+  [ -n "$FO_EPOCH" ] && [ "$FO_EPOCH" -ge "$LAST_ACKED" ] && [ "$FO_EPOCH" -le $((LAST_ACKED + 1)) ] ||
+    lab_fail "the backup resumed from epoch '$FO_EPOCH'; the primary's last acked epoch was $LAST_ACKED"
+  lab_note "failover from epoch $FO_EPOCH (primary's last acked: $LAST_ACKED)"
+fi
 i=0
 until xl list 2>/dev/null | awk 'NR>1 {print $1}' | grep -qx guest1; do
   i=$((i+1)); [ $i -le 100 ] || { xl list; tail -n 10 "$W/backup.log"; lab_fail "the backup domain was not renamed guest1"; }
