@@ -219,8 +219,8 @@ int RunDrillVerify(int argc, char** argv) {
   desc.add_options()
       ("socket", po::value<std::string>(), "the primary's control socket")
       ("backup-socket", po::value<std::string>(), "the backup's control socket")
-      ("regions", po::value<uint32_t>()->default_value(16), "compare this many per-region digests (1..4096)")
-      ("ahead", po::value<uint32_t>()->default_value(5), "compare at the epoch this many after the last acked one")
+      ("regions", po::value<std::string>()->default_value("16"), "compare this many per-region digests (1..4096)")
+      ("ahead", po::value<std::string>()->default_value("5"), "compare at the epoch this many after the last acked one")
       ("json", po::bool_switch(), "one JSON object on stdout");
   int code = 0;
   auto vm = ParseOptions(cmd, "--socket PRIMARY.sock --backup-socket BACKUP.sock [--regions 16]", desc, argc, argv,
@@ -230,16 +230,12 @@ int RunDrillVerify(int argc, char** argv) {
     UsageError(cmd, "--socket PRIMARY.sock and --backup-socket BACKUP.sock are required");
     return kExitUsage;
   }
-  const uint32_t regions = (*vm)["regions"].as<uint32_t>();
-  const uint32_t ahead = (*vm)["ahead"].as<uint32_t>();
-  if (regions == 0 || regions > 4096) {
-    UsageError(cmd, "--regions: must be between 1 and 4096");
+  // Parsed as text: Boost wraps a negative number given to an unsigned option.
+  uint64_t regions64 = 0, ahead64 = 0;
+  if (!GetCount(cmd, *vm, "regions", 1, 4096, &regions64) || !GetCount(cmd, *vm, "ahead", 1, 1000, &ahead64)) {
     return kExitUsage;
   }
-  if (ahead == 0 || ahead > 1000) {
-    UsageError(cmd, "--ahead: must be between 1 and 1000");
-    return kExitUsage;
-  }
+  const uint32_t regions = static_cast<uint32_t>(regions64), ahead = static_cast<uint32_t>(ahead64);
   const std::string psock = (*vm)["socket"].as<std::string>(), bsock = (*vm)["backup-socket"].as<std::string>();
   // Both sides answer at the boundary of the same future epoch N: the
   // primary right after N's ack, the backup right after committing N, each
@@ -309,7 +305,7 @@ int RunDrill(int argc, char** argv) {
   desc.add_options()
       ("kill-at", po::value<std::string>(), "phase to kill the primary at: s, s2, r, r2, m, c, c2")
       ("all", po::bool_switch(), "run every phase (s s2 r r2 m c c2) and print a table")
-      ("epoch", po::value<uint64_t>()->default_value(15), "kill in this epoch (>= 3)")
+      ("epoch", po::value<std::string>()->default_value("15"), "kill in this epoch (>= 3)")
       ("guest", po::value<std::string>()->default_value("sim:size=64M,workload=seed"), "simulated guest")
       ("interval", po::value<std::string>()->default_value("50ms"), "checkpoint interval")
       ("dir", po::value<std::string>(), "keep key, images, logs and stats here (default: a temp dir)")
@@ -337,11 +333,8 @@ int RunDrill(int argc, char** argv) {
     }
     phases = {ph};
   }
-  const uint64_t epoch = (*vm)["epoch"].as<uint64_t>();
-  if (epoch < 3 || epoch > 100000) {
-    UsageError(kCmd, "--epoch: must be between 3 and 100000");
-    return kExitUsage;
-  }
+  uint64_t epoch = 0;
+  if (!GetCount(kCmd, *vm, "epoch", 3, 100000, &epoch)) return kExitUsage;
   std::chrono::microseconds interval{};
   if (!GetDuration(kCmd, *vm, "interval", &interval) ||
       !CheckRange(kCmd, "interval", interval.count(), 5000, 10e6, "5ms", "10s")) {

@@ -137,9 +137,16 @@ expect_usage "^romulus switchover: --reverse-timeout: must be between 1s and 24h
 # ctl, drill, bench, demo (flags checked before any socket or file is touched)
 expect_usage "^romulus ctl: --timeout: must be between 1ms and 24h" ctl --socket "$T/p.sock" --timeout 0s status
 expect_usage "^romulus ctl: --timeout: must be between 1ms and 24h" ctl --socket "$T/p.sock" --timeout 1500m status
-expect_usage "^romulus drill verify: --regions: must be between 1 and 4096" \
+expect_usage "^romulus drill verify: --regions: '-1' is not a whole number from 1 to 4096" \
   drill verify --socket "$T/p.sock" --backup-socket "$T/b.sock" --regions -1
-expect_usage "^romulus drill: --epoch: must be between 3 and 100000" drill --kill-at c --epoch -1
+expect_usage "^romulus drill verify: --regions: '-4294967295' is not a whole number" \
+  drill verify --socket "$T/p.sock" --backup-socket "$T/b.sock" --regions=-4294967295
+expect_usage "^romulus drill verify: --regions: 0 is out of range" \
+  drill verify --socket "$T/p.sock" --backup-socket "$T/b.sock" --regions 0
+expect_usage "^romulus drill verify: --ahead: 1001 is out of range" \
+  drill verify --socket "$T/p.sock" --backup-socket "$T/b.sock" --ahead 1001
+expect_usage "^romulus drill: --epoch: '-1' is not a whole number from 3 to 100000" drill --kill-at c --epoch -1
+expect_usage "^romulus drill: --epoch: 2 is out of range" drill --kill-at c --epoch 2
 expect_usage "^romulus bench e2e: --measure: must be between 100ms and 1h" bench e2e --measure 0s
 expect_usage "^romulus bench e2e: --cache-size: must be between 0 and 64G" bench e2e --cache-size 1T
 expect_usage "^romulus bench e2e: --intervals: '2m' is not a duration from 1ms to 60s" bench e2e --intervals 25ms,2m
