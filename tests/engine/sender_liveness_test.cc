@@ -28,6 +28,7 @@
 #include "replicator/checkpoint_sender.h"
 #include "replicator/epoch_loop.h"
 #include "replicator/output_commit.h"
+#include "tests/transport/test_util.h"
 #include "transport/fd_stream.h"
 #include "transport/security.h"
 #include "transport/tcp.h"
@@ -250,8 +251,9 @@ void ExpectResyncThenEof(ScriptedBackup& b) {
   EXPECT_TRUE(hb.ok() || hb.code() == Code::kClosed) << hb.ToString();
 }
 
-TEST(SenderLiveness, StalledBackupReadsResyncAndEofNotReset) {
-  auto pair = MakeTcpPair();
+// The backup is SIGSTOPped between two epochs, the primary gives up on the
+// missing ack, then the backup resumes.
+void StallBetweenEpochsThenResume(TcpPair pair) {
   ScriptedBackup backup(std::move(pair.backup));
   const auto mem = RandomPages(64, 1);
   auto sender = StartSender(std::move(pair.primary), &backup, FastOptions(), 64);
@@ -276,6 +278,19 @@ TEST(SenderLiveness, StalledBackupReadsResyncAndEofNotReset) {
   Status hb = backup.SendHeartbeat();
   ASSERT_TRUE(hb.ok()) << hb.ToString();
   ExpectResyncThenEof(backup);
+}
+
+TEST(SenderLiveness, StalledBackupReadsResyncAndEofNotReset) { StallBetweenEpochsThenResume(MakeTcpPair()); }
+
+// The same over TLS 1.3 (PSK): the half-close is a close_notify, and the
+// primary keeps decrypting what the backup writes after it.
+TEST(SenderLiveness, StalledBackupOverTlsReadsResyncAndEof) {
+  transport::testing::TempDir dir;
+  ASSERT_TRUE(transport::WritePskFile(dir.File("psk")).ok());
+  auto sec = transport::testing::LoadOrDie(transport::testing::PskConfig(dir.File("psk")));
+  auto c = transport::testing::ConnectPair(sec, sec);
+  ASSERT_TRUE(c.client.ok() && c.server.ok());
+  StallBetweenEpochsThenResume(TcpPair{std::move(*c.client), std::move(*c.server)});
 }
 
 TEST(SenderLiveness, BackupStalledMidFrameStillGetsWholeFramesThenResync) {
