@@ -320,6 +320,12 @@ Status CheckpointSender::WaitAck(uint64_t epoch, milliseconds timeout) {
 
 void CheckpointSender::Impl::Drain() {
   const auto deadline = Clock::now() + opts.drain_timeout;
+  // The epoch thread let go of this session: its page cache and digest (tens
+  // of MiB for a large guest) are not needed to drain it. A flapping backup
+  // may leave a few drains running at once; they must stay small.
+  batch.reset();
+  encoder.reset();
+  digest.reset();
   Status why;
   bool idle;
   {
@@ -336,6 +342,7 @@ void CheckpointSender::Impl::Drain() {
   }
   Status told = Status::Timeout("the backup read nothing within the drain bound");
   if (idle) {
+    out.reset();  // nothing of it is on its way any more
     if (heartbeat.joinable()) heartbeat.join();  // it saw the failure and is not writing
     auto err = protocol::Error::Make(protocol::ErrorCode::kResync,
                                      "primary gives this session up and will start a new one: " + why.ToString());
