@@ -11,6 +11,8 @@
 // the backup's own disk, never the network.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <cstdint>
 #include <span>
 #include <string>
@@ -110,6 +112,8 @@ Status ResetJournal(int fd, bool durable);
 // Plumbing shared by the sink and the inspector.
 
 Status PwriteAll(int fd, const uint8_t* p, size_t n, uint64_t off, const std::string& what);
+// pwritev of whole buffers, resumed after short writes.
+Status PwritevAll(int fd, std::vector<struct iovec>& iov, uint64_t off, const std::string& what);
 Status PreadAll(int fd, uint8_t* p, size_t n, uint64_t off, const std::string& what);
 bool IsZeroImagePage(const uint8_t* page);
 

@@ -216,6 +216,7 @@ class ImageSink : public restore::GuestSink {
   uint64_t record_hash_ = 0;        // XXH3 of the record's head and pages
   bool reserve_supported_ = true;   // the filesystem has fallocate
   std::vector<uint64_t> sorted_pfns_;
+  std::vector<uint64_t> apply_order_;  // staged slots in pfn order
   std::string recovery_note_;
   std::unique_ptr<SimGuest> activated_;
   std::string activation_reason_;
