@@ -210,15 +210,20 @@ void ImageSink::ResetDigestFromImage() {
 }
 
 uint64_t ImageSink::ComputeImageDigest() const {
+  if (image_ == nullptr) return 0;
   uint64_t sum = 0;
+  bool readable = true;
   std::vector<uint8_t> buf(256 * kPage);
-  for (uint64_t pfn = 0; pfn < pages_ && image_ != nullptr;) {
-    const uint64_t n = std::min<uint64_t>(256, pages_ - pfn);
-    if (!ReadPages(pfn, n, buf.data()).ok()) return ~sum;  // unreadable never matches
-    for (uint64_t i = 0; i < n; ++i) sum += PageHash(pfn + i, buf.data() + i * kPage);
-    pfn += n;
-  }
-  return sum;
+  // A hole reads as a zero page, whose hash is 0: only data ranges count.
+  ForEachDataRange(fd_, pages_ * kPage, [&](uint64_t off, uint64_t len) {
+    for (uint64_t pfn = off / kPage; readable && pfn < (off + len) / kPage;) {
+      const uint64_t n = std::min<uint64_t>(256, (off + len) / kPage - pfn);
+      readable = ReadPages(pfn, n, buf.data()).ok();
+      for (uint64_t i = 0; readable && i < n; ++i) sum += PageHash(pfn + i, buf.data() + i * kPage);
+      pfn += n;
+    }
+  });
+  return readable ? sum : ~sum;  // unreadable never matches
 }
 
 uint64_t ImageSink::staging_reallocations() const {

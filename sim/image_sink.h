@@ -120,7 +120,8 @@ class ImageSink : public restore::GuestSink {
 
   // MemoryDigest value of the image (see above).
   uint64_t digest() const { return digest_value_.load(std::memory_order_acquire); }
-  // From scratch, O(size), read with pread: for verification.
+  // From scratch, read with pread (holes count as zero pages without being
+  // read): for verification.
   uint64_t ComputeImageDigest() const;
   uint64_t guest_pages() const { return pages_; }
   const uint8_t* image() const { return image_; }
