@@ -191,7 +191,9 @@ TEST_F(Listen, PendingHandshakesAreBoundedOldestEvicted) {
   ASSERT_TRUE(l.ok());
   Strays strays;
   strays.Idle((*l)->port(), 50);
-  auto st = testing::WaitForStats(**l, [](const ListenerStats& s) { return s.accepted >= 50; });
+  // accepted counts a connection before it evicts another: wait for both.
+  auto st = testing::WaitForStats(
+      **l, [](const ListenerStats& s) { return s.accepted >= 50 && s.evicted >= 42 && s.pending == 8; });
   EXPECT_EQ(st.accepted, 50u);
   EXPECT_EQ(st.pending, 8u);
   EXPECT_EQ(st.pending_high_water, 8u);
@@ -232,7 +234,8 @@ TEST_F(Listen, KeyHolderMidHandshakeIsNeverEvictedByStrangers) {
 
   Strays strays;
   strays.Idle((*l)->port(), 50);
-  auto st = testing::WaitForStats(**l, [](const ListenerStats& s) { return s.accepted >= 51; });
+  auto st = testing::WaitForStats(
+      **l, [](const ListenerStats& s) { return s.accepted >= 51 && s.evicted >= 43 && s.pending == 8; });
   EXPECT_EQ(st.accepted, 51u);
   EXPECT_EQ(st.evicted, 43u);  // 51 - 8, all of them strangers
   EXPECT_EQ(st.pending, 8u);
@@ -294,8 +297,8 @@ TEST_F(Listen, ReadyQueueIsBoundedNewestKept) {
   for (int i = 0; i < 5; ++i) {
     fds.push_back(RawConnect((*l)->port()));
     // One at a time, so "newest" is well defined.
-    auto st = testing::WaitForStats(**l, [&](const ListenerStats& s) { return s.accepted >= size_t(i + 1); });
-    ASSERT_EQ(st.accepted, size_t(i + 1));
+    auto st = testing::WaitForStats(**l, [&](const ListenerStats& s) { return s.authenticated >= size_t(i + 1); });
+    ASSERT_EQ(st.authenticated, size_t(i + 1));
   }
   auto st = (*l)->stats();
   EXPECT_EQ(st.ready, 2u);
