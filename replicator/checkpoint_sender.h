@@ -14,6 +14,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -114,8 +115,12 @@ class CheckpointSender {
   // kWhileAlive: no timeout, as long as the backup is alive (heartbeats
   // within peer_timeout) -- for the full sync, whose commit takes as long as
   // the backup's disk needs. A timeout gives the session up.
+  // `cancel` (optional, kWhileAlive only): once true, the wait ends with
+  // Closed("stop requested ...") and the session stays healthy, so the
+  // caller can still end it cleanly with Stop() (BYE).
   static constexpr std::chrono::milliseconds kWhileAlive = std::chrono::milliseconds::max();
-  Status WaitAck(uint64_t epoch, std::chrono::milliseconds timeout);
+  Status WaitAck(uint64_t epoch, std::chrono::milliseconds timeout,
+                 const std::atomic<bool>* cancel = nullptr);
   // Last acked epoch, or -1 if none yet. Thread-safe.
   int64_t last_acked() const;
   // Time from EndEpoch's last byte written to the ack's arrival for the last acked epoch.

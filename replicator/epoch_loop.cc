@@ -421,7 +421,9 @@ Status EpochLoop::StreamAndCommit(uint64_t epoch, EpochStats* st) {
     // The full sync's commit takes as long as the backup's disk needs: wait
     // while the backup is alive (heartbeats). Later epochs are small; an ack
     // later than --ack-timeout there means a stuck receive loop (§6).
-    net = sender_->WaitAck(epoch, full_sync_epoch_ == epoch ? CheckpointSender::kWhileAlive : opts_.ack_timeout);
+    // A stop requested meanwhile ends that wait; the session stays up for BYE.
+    net = full_sync_epoch_ == epoch ? sender_->WaitAck(epoch, CheckpointSender::kWhileAlive, stop_)
+                                    : sender_->WaitAck(epoch, opts_.ack_timeout);
   }
   if (!net.ok()) return net;
   st->acked = true;
@@ -483,6 +485,7 @@ Status EpochLoop::DoHandover(uint64_t* epoch) {
 }
 
 Status EpochLoop::Run(const std::atomic<bool>& stop) {
+  stop_ = &stop;
   uint64_t epoch = 0;
   uint64_t checkpoints = 0;
   auto last_suspend = Clock::now();
@@ -561,7 +564,9 @@ Status EpochLoop::Run(const std::atomic<bool>& stop) {
     ++checkpoints;
 
     if (net.ok()) net = StreamAndCommit(epoch, &st);
-    if (!net.ok()) LoseBackup(net);
+    // A stop during the full sync's commit leaves a healthy session: it ends
+    // below with BYE, not as a lost backup.
+    if (!net.ok() && !(stop.load() && sender_ && sender_->healthy())) LoseBackup(net);
     Publish(st);
     ServeOps();
 

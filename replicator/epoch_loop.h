@@ -187,6 +187,7 @@ class EpochLoop {
   std::atomic<int64_t> last_acked_{-1};
   bool need_full_sync_ = true;
   uint64_t full_sync_epoch_ = 0;  // the epoch carrying the current session's full sync
+  const std::atomic<bool>* stop_ = nullptr;  // Run()'s stop flag
   std::chrono::milliseconds backoff_;
   TotalStats totals_;
   struct Snapshot;

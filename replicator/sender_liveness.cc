@@ -291,7 +291,7 @@ Status CheckpointSender::Impl::FlushToWire(std::span<const uint8_t> bytes) {
 
 // ---- waiting for acks ---------------------------------------------------------
 
-Status CheckpointSender::WaitAck(uint64_t epoch, milliseconds timeout) {
+Status CheckpointSender::WaitAck(uint64_t epoch, milliseconds timeout, const std::atomic<bool>* cancel) {
   Impl& im = *impl_;
   std::unique_lock<std::mutex> lock(im.mu);
   auto settled = [&] { return im.last_acked >= static_cast<int64_t>(epoch) || !im.failure.ok(); };
@@ -299,9 +299,16 @@ Status CheckpointSender::WaitAck(uint64_t epoch, milliseconds timeout) {
     // The backup is alive (the reader fails the session on silence): its
     // commit may take as long as it takes. Say what we wait for.
     const auto t0 = Clock::now();
-    while (!im.cv.wait_for(lock, kWaitNoteEvery, settled)) {
-      spdlog::info("waiting for the backup to commit epoch {} ({} s so far; it is alive)", epoch,
-                   duration_cast<std::chrono::seconds>(Clock::now() - t0).count());
+    auto note = t0 + kWaitNoteEvery;
+    while (!im.cv.wait_for(lock, milliseconds(100), settled)) {
+      if (cancel && cancel->load()) {
+        return Status::Closed("stop requested while waiting for the backup's ack of epoch " + std::to_string(epoch));
+      }
+      if (Clock::now() >= note) {
+        note += kWaitNoteEvery;
+        spdlog::info("waiting for the backup to commit epoch {} ({} s so far; it is alive)", epoch,
+                     duration_cast<std::chrono::seconds>(Clock::now() - t0).count());
+      }
     }
   } else {
     im.cv.wait_for(lock, timeout, settled);

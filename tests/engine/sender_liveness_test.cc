@@ -448,5 +448,47 @@ TEST(SenderLiveness, EpochLoopFullSyncWaitsForASlowLiveBackup) {
   EXPECT_EQ(loop.last_acked_epoch(), 3);
 }
 
+// SIGTERM while the backup commits the full sync: the loop stops at once,
+// and the session ends with BYE (no failover), not as a lost backup.
+TEST(SenderLiveness, StopDuringTheFullSyncCommitEndsWithBye) {
+  RandomGuest guest(256);
+  auto pair = MakeTcpPair();
+  ScriptedBackup backup(std::move(pair.backup));
+  std::atomic<bool> stop{false};
+  auto primary = std::make_shared<std::unique_ptr<transport::Stream>>(std::move(pair.primary));
+  replicator::ConnectFn connect = [primary]() -> Result<std::unique_ptr<transport::Stream>> {
+    if (!*primary) return Status::Closed("test: one connection only");
+    return std::move(*primary);
+  };
+  std::promise<FrameType> after_epoch;  // what the backup reads after epoch 1: BYE expected
+  std::thread backup_thread([&] {
+    if (!backup.Handshake().ok()) return after_epoch.set_value(FrameType::kError);
+    backup.StartHeartbeats(50ms);
+    if (!backup.ReadEpoch().ok()) return after_epoch.set_value(FrameType::kError);
+    // Committing for ever (never acks), heartbeats running; the primary's
+    // heartbeats are skipped.
+    auto f = backup.Next();
+    while (f.ok() && f->type() == FrameType::kHeartbeat) f = backup.Next();
+    after_epoch.set_value(f.ok() ? f->type() : FrameType::kError);
+    backup.StopHeartbeats();
+  });
+  replicator::NoOutputCommit output;
+  replicator::EpochLoopOptions lo;
+  lo.interval = 20ms;
+  lo.ack_timeout = 300ms;
+  lo.phase_hook = [&](replicator::Phase p, uint64_t) {
+    if (p == replicator::Phase::kBeforeCommit) stop = true;  // the operator's SIGTERM, right then
+  };
+  replicator::EpochLoop loop(guest, output, connect, FastOptions(), lo, nullptr);
+  auto run = std::async(std::launch::async, [&] { return loop.Run(stop); });
+  auto seen = after_epoch.get_future();
+  ASSERT_EQ(run.wait_for(kBound), std::future_status::ready) << "stop was not honoured during the ack wait";
+  EXPECT_TRUE(run.get().ok());
+  ASSERT_EQ(seen.wait_for(kBound), std::future_status::ready);
+  EXPECT_EQ(seen.get(), FrameType::kBye);
+  backup.stream().Shutdown();
+  backup_thread.join();
+}
+
 }  // namespace
 }  // namespace romulus
