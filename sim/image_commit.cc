@@ -86,6 +86,8 @@ Status ImageSink::WriteRecord() {
   if (journal_fd_ < 0) {
     journal_fd_ = ::open(journal_path().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (journal_fd_ < 0) return Status::StorageErrno("creating " + journal_path(), errno);
+    // A record in a file whose name is lost at power-off protects nothing.
+    if (options_.durable) ROMULUS_RETURN_IF_ERROR(SyncDirOf(journal_path()));
   }
   const uint8_t* bytes = staged_bytes_->data();
   const uint8_t* pfns = staged_pfns_->data();

@@ -258,6 +258,10 @@ Status InstallStateTmp(const std::string& path, bool durable) {
   }
   if (!durable) return Status::Ok();
   // The rename itself is durable only once the directory is synced.
+  return SyncDirOf(path);
+}
+
+Status SyncDirOf(const std::string& path) {
   const std::string dir = DirOf(path);
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return Status::StorageErrno("syncing directory " + dir, errno);

@@ -74,6 +74,8 @@ Status ReadStateFile(const std::string& path, size_t max_state, bool* exists, St
 Status WriteStateTmp(const std::string& path, std::span<const uint8_t> bytes, bool durable);
 // rename(path.tmp, path), then fsync of the directory if durable.
 Status InstallStateTmp(const std::string& path, bool durable);
+// fsync of the directory holding path (a new or renamed name is durable).
+Status SyncDirOf(const std::string& path);
 
 // ---------------------------------------------------------------------------
 // PATH.journal: at most one redo record, at offset 0.
