@@ -124,7 +124,7 @@ TEST_F(TlsPsk, SilentPeerHitsHandshakeTimeout) {
   ASSERT_EQ(0, ::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa));
   timeval tv{10, 0};  // bounds the recv below should the listener never close it
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  auto st = testing::WaitForStats(**listener, [](const ListenerStats& s) { return s.dropped > 0; });
+  auto st = testing::WaitForStats(**listener, [](const ListenerStats& s) { return s.dropped > 0 && s.pending == 0; });
   EXPECT_EQ(st.dropped, 1u);
   EXPECT_EQ(st.last_drop.code(), Code::kTimeout) << st.last_drop.ToString();
   EXPECT_EQ(st.pending, 0u);
