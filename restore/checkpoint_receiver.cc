@@ -404,6 +404,14 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
                   protocol::ErrorCode::kDigestMismatch, EndCause::kCorruptStream);
     }
     Status st = sink.Commit(epoch);
+    if (!st.ok() && sink.has_committed() && sink.last_committed_epoch() == epoch && on_commit) {
+      // The sink failed after its commit point: epoch N is what it holds now
+      // (and what it would activate), so record it as committed, with its
+      // digest, but never ack it (the primary must not release N's output
+      // on a commit we could not finish).
+      const compress::PageCache& cache = decoder->cache();
+      on_commit(CommitEvent{epoch, ee->digest, pages, wire, cache.capacity_pages(), 0});
+    }
     if (!st.ok()) {
       // Never activate on our own failure: the sink kept the last checkpoint;
       // tell the primary (ERROR resource) so it reports UNPROTECTED and why.
