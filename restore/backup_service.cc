@@ -91,7 +91,12 @@ void BackupService::AcceptLoop() {
     if (stop_) return;
     if (!s.ok()) {
       if (s.status().code() == Code::kClosed) return;  // the listener was shut down
-      continue;  // a failed transport handshake: the listener logs those, rate-limited
+      if (s.status().code() == Code::kTimeout) continue;
+      // The listening socket itself failed (it repeats on every call): say
+      // so, and retry at a calm pace rather than spin.
+      spdlog::error("cannot accept connections: {}; retrying in 1 s", s.status().ToString());
+      cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stop_; });
+      continue;
     }
     ReapPending();
     if (pending_.size() >= options_.max_pending_hellos) {
