@@ -12,6 +12,7 @@
 
 #include "common/digest.h"
 #include "compress/page.h"
+#include "protocol/wire.h"
 
 namespace romulus::sim {
 
@@ -30,14 +31,6 @@ constexpr uint64_t kHotSpacing = 160;                                   // one c
 constexpr uint8_t kMagic[4] = {'R', 'S', 'I', 'M'};
 constexpr uint16_t kStateVersion = 1;
 
-void PutU64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-uint64_t GetU64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= uint64_t{p[i]} << (8 * i);
-  return v;
-}
 
 uint64_t SplitMix64(uint64_t* x) {
   uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
@@ -112,23 +105,23 @@ Status SimGuest::LoadState(std::span<const uint8_t> state) {
   if (version != kStateVersion) {
     return Status::Corruption("sim guest state: unsupported version " + std::to_string(version));
   }
-  if (GetU64(p + 72) != XXH3_64bits(p, 72)) return Status::Corruption("sim guest state: checksum mismatch");
+  if (protocol::LoadLE64(p + 72) != XXH3_64bits(p, 72)) return Status::Corruption("sim guest state: checksum mismatch");
   if (p[6] != static_cast<uint8_t>(spec_.workload) || p[7] != 0) {
     return Status::Corruption("sim guest state: taken from a different workload");
   }
-  if (GetU64(p + 8) != pages_) {
-    return Status::Corruption("sim guest state: taken from a guest of " + std::to_string(GetU64(p + 8)) +
+  if (protocol::LoadLE64(p + 8) != pages_) {
+    return Status::Corruption("sim guest state: taken from a guest of " + std::to_string(protocol::LoadLE64(p + 8)) +
                               " pages, this one has " + std::to_string(pages_));
   }
-  if (GetU64(p + 16) != spec_.seed) return Status::Corruption("sim guest state: taken with a different seed");
+  if (protocol::LoadLE64(p + 16) != spec_.seed) return Status::Corruption("sim guest state: taken with a different seed");
   uint64_t rng[4];
-  for (int i = 0; i < 4; ++i) rng[i] = GetU64(p + 32 + 8 * i);
+  for (int i = 0; i < 4; ++i) rng[i] = protocol::LoadLE64(p + 32 + 8 * i);
   if ((rng[0] | rng[1] | rng[2] | rng[3]) == 0) return Status::Corruption("sim guest state: RNG state is zero");
-  uint64_t cursor = GetU64(p + 64);
+  uint64_t cursor = protocol::LoadLE64(p + 64);
   if (cursor >= pages_) return Status::Corruption("sim guest state: cursor beyond the guest");
   std::memcpy(rng_, rng, sizeof rng_);
   cursor_ = cursor;
-  steps_.store(GetU64(p + 24), std::memory_order_release);
+  steps_.store(protocol::LoadLE64(p + 24), std::memory_order_release);
   return Status::Ok();
 }
 
@@ -144,12 +137,12 @@ Status SimGuest::CaptureState(std::vector<uint8_t>* state) {
   p[5] = static_cast<uint8_t>(kStateVersion >> 8);
   p[6] = static_cast<uint8_t>(spec_.workload);
   p[7] = 0;
-  PutU64(p + 8, pages_);
-  PutU64(p + 16, spec_.seed);
-  PutU64(p + 24, steps());
-  for (int i = 0; i < 4; ++i) PutU64(p + 32 + 8 * i, rng_[i]);
-  PutU64(p + 64, cursor_);
-  PutU64(p + 72, XXH3_64bits(p, 72));
+  protocol::StoreLE64(p + 8, pages_);
+  protocol::StoreLE64(p + 16, spec_.seed);
+  protocol::StoreLE64(p + 24, steps());
+  for (int i = 0; i < 4; ++i) protocol::StoreLE64(p + 32 + 8 * i, rng_[i]);
+  protocol::StoreLE64(p + 64, cursor_);
+  protocol::StoreLE64(p + 72, XXH3_64bits(p, 72));
   return Status::Ok();
 }
 
