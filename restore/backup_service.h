@@ -53,14 +53,15 @@ class BackupObserver {
  public:
   virtual ~BackupObserver() = default;
   // waiting | receiving | holding | fencing | activating | activated | stopped
-  virtual void OnState(const std::string& state, const std::string& peer) {}
+  virtual void OnState(const std::string& /*state*/, const std::string& /*peer*/) {}
   // Between Commit(N) and the next epoch: the sink holds exactly N.
-  virtual void OnCommit(const CommitEvent& e) {}
-  virtual void OnSessionEnd(const SessionEnd& end) {}
+  virtual void OnCommit(const CommitEvent& /*e*/) {}
+  virtual void OnSessionEnd(const SessionEnd& /*end*/) {}
   // Each time the decision's kind or reason changes.
-  virtual void OnDecision(const Decision& d) {}
+  virtual void OnDecision(const Decision& /*d*/) {}
   // The fence command ran for `reason`, before activating `epoch` (digest).
-  virtual void OnFence(const Status& result, const std::string& reason, uint64_t epoch, uint64_t digest) {}
+  virtual void OnFence(const Status& /*result*/, const std::string& /*reason*/, uint64_t /*epoch*/,
+                       uint64_t /*digest*/) {}
 };
 
 struct BackupOutcome {
