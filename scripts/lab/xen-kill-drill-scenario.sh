@@ -178,9 +178,18 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     NEWID=$(xl domid "$G" 2>/dev/null)
     [ -n "$NEWID" ] && xl destroy "$NEWID" >/dev/null 2>&1
     TR=$(lab_now)
+    # The old host's replica ($G-back) takes the name $G once it is free. xenconsoled names
+    # the log after the domain as it finds it: $G-back's log, or, when the rename came first
+    # (the backup activates a failover timeout after the kill, the dead copy already
+    # destroyed), $G's log after the lines written so far (the destroyed copy writes no more).
+    CGN=$(wc -l <"$(lab_console "$G")" 2>/dev/null || echo 0)
     lab_wait_failover "$W/events-rev.jsonl" "$W/backup-rev.log"
-    CR=$(lab_console "$G-back")
-    until [ "$(lab_counter_last "$CR")" -ge 2 ] 2>/dev/null; do
+    CR=$W/back-console.log
+    back_console() {
+      { [ -f "$(lab_console "$G-back")" ] && cat "$(lab_console "$G-back")"
+        tail -n +$((CGN + 1)) "$(lab_console "$G")" 2>/dev/null; } >"$CR"
+    }
+    until back_console; [ "$(lab_counter_last "$CR")" -ge 2 ] 2>/dev/null; do
       [ "$(lab_elapsed "$TR" | cut -d. -f1)" -lt 300 ] || { xl list; tail -n 10 "$W/backup-rev.log"; lab_fail "switchover --reverse: the guest does not count on the old host"; }
       sleep 0.2
     done
