@@ -15,6 +15,7 @@
 #include <cstring>
 #include <iostream>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "cli/commands.h"
@@ -70,6 +71,17 @@ std::vector<uint64_t> WrittenPages(const uint8_t* mem, uint64_t guest_pages, uin
   return out;
 }
 
+// The two ends of the in-process link between the primary and the backup.
+using StreamPair = std::pair<std::unique_ptr<transport::Stream>, std::unique_ptr<transport::Stream>>;
+Result<StreamPair> MakeStreamPair() {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return Status::FromErrno("socketpair", errno);
+  auto a = transport::OpenFdStream(sv[0], sv[0], "primary", true);
+  auto b = transport::OpenFdStream(sv[1], sv[1], "backup", true);
+  if (!a.ok() || !b.ok()) return Status::IoError("fd streams");
+  return StreamPair(std::move(*a), std::move(*b));
+}
+
 Result<RunResult> RunOnce(const sim::SimSpec& spec, microseconds interval, microseconds measure, uint64_t cache_pages) {
   auto guest = sim::SimGuest::Create(spec);
   if (!guest.ok()) return guest.status();
@@ -77,14 +89,12 @@ Result<RunResult> RunOnce(const sim::SimSpec& spec, microseconds interval, micro
   so.run_activated = false;
   auto sink = sim::ImageSink::Open(so);
   if (!sink.ok()) return sink.status();
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return Status::FromErrno("socketpair", errno);
-  auto a = transport::OpenFdStream(sv[0], sv[0], "primary", true);
-  auto b = transport::OpenFdStream(sv[1], sv[1], "backup", true);
-  if (!a.ok() || !b.ok()) return Status::IoError("fd streams");
+  auto pair = MakeStreamPair();
+  if (!pair.ok()) return pair.status();
+  auto& [a, b] = *pair;
   restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
   restore::SessionEnd end;
-  std::thread backup([&] { end = receiver.Serve(**b, **sink, nullptr); });
+  std::thread backup([&] { end = receiver.Serve(*b, **sink, nullptr); });
 
   replicator::SenderOptions sopt;
   sopt.codec.cache_pages = cache_pages;
@@ -108,7 +118,7 @@ Result<RunResult> RunOnce(const sim::SimSpec& spec, microseconds interval, micro
     pages += e.dirty_pages;
     if (Clock::now() - measure_start >= measure) stop.store(true);
   };
-  std::unique_ptr<transport::Stream> primary_end = std::move(*a);
+  std::unique_ptr<transport::Stream> primary_end = std::move(a);
   auto connect = [&]() -> Result<std::unique_ptr<transport::Stream>> {
     if (!primary_end) {
       stop.store(true);
@@ -187,13 +197,11 @@ Result<FirstSyncResult> RunFirstSync(const sim::SimSpec& spec, const std::string
   RemoveImageFiles(so.path);
   auto sink = sim::ImageSink::Open(so);
   if (!sink.ok()) return sink.status().With("opening the bench image " + so.path);
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return Status::FromErrno("socketpair", errno);
-  auto a = transport::OpenFdStream(sv[0], sv[0], "primary", true);
-  auto b = transport::OpenFdStream(sv[1], sv[1], "backup", true);
-  if (!a.ok() || !b.ok()) return Status::IoError("fd streams");
+  auto pair = MakeStreamPair();
+  if (!pair.ok()) return pair.status();
+  auto& [a, b] = *pair;
   restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
-  std::thread backup([&] { (void)receiver.Serve(**b, **sink, nullptr); });
+  std::thread backup([&] { (void)receiver.Serve(*b, **sink, nullptr); });
 
   replicator::SenderOptions sopt;
   sopt.codec.cache_pages = cache_pages;
@@ -212,7 +220,7 @@ Result<FirstSyncResult> RunFirstSync(const sim::SimSpec& spec, const std::string
     for (uint64_t n : e.pages_by_kind) sent += n;
     r.nonzero_bytes = (sent - e.pages_by_kind[static_cast<int>(compress::PageKind::kZero)]) * 4096;
   };
-  std::unique_ptr<transport::Stream> primary_end = std::move(*a);
+  std::unique_ptr<transport::Stream> primary_end = std::move(a);
   std::atomic<bool> stop{false};
   auto connect = [&]() -> Result<std::unique_ptr<transport::Stream>> {
     if (!primary_end) {

@@ -214,7 +214,7 @@ int RunRestore(int argc, char** argv) {
                "or --no-fence (activate on silence alone; a partition then makes two live copies)");
     return kExitUsage;
   }
-  if (!fence.empty() || vm->count("fence-cmd")) {
+  if (vm->count("fence-cmd")) {
     if (Status st = restore::CheckFenceCommand(fence); !st.ok()) {
       UsageError(kCmd, st.message());
       return kExitUsage;
