@@ -91,7 +91,9 @@ Result<RunResult> RunOnce(const sim::SimSpec& spec, microseconds interval, micro
   if (!sink.ok()) return sink.status();
   auto pair = MakeStreamPair();
   if (!pair.ok()) return pair.status();
-  auto& [a, b] = *pair;
+  // Named variables, not a structured binding: clang 14 cannot capture one in a lambda.
+  std::unique_ptr<transport::Stream> a = std::move(pair->first);
+  std::unique_ptr<transport::Stream> b = std::move(pair->second);
   restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
   restore::SessionEnd end;
   std::thread backup([&] { end = receiver.Serve(*b, **sink, nullptr); });
@@ -199,7 +201,9 @@ Result<FirstSyncResult> RunFirstSync(const sim::SimSpec& spec, const std::string
   if (!sink.ok()) return sink.status().With("opening the bench image " + so.path);
   auto pair = MakeStreamPair();
   if (!pair.ok()) return pair.status();
-  auto& [a, b] = *pair;
+  // Named variables, not a structured binding: clang 14 cannot capture one in a lambda.
+  std::unique_ptr<transport::Stream> a = std::move(pair->first);
+  std::unique_ptr<transport::Stream> b = std::move(pair->second);
   restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
   std::thread backup([&] { (void)receiver.Serve(*b, **sink, nullptr); });
 
