@@ -55,7 +55,9 @@ port=$(free_port)
 start_backup bpid "$T/mid-backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
   --image "$MNT/mid.img" --events-json "$T/mid-events.json" --control-socket "$T/mid.sock" \
   --failover-timeout 1s
-bg ppid "$T/mid-primary.log" "$ROMULUS" replicate --guest "sim:size=32M,workload=seed" \
+# A workload that keeps touching pages never written before, so every commit
+# needs new blocks (a fixed working set could live in blocks already allocated).
+bg ppid "$T/mid-primary.log" "$ROMULUS" replicate --guest "sim:size=48M,workload=sequential" \
   --to "127.0.0.1:$port" --psk-file "$T/key" --interval 50ms
 wait_until 60 "midrun: 10 commits" commit_at_least "$T/mid-events.json" 10
 # Fill what is left of the tmpfs.
