@@ -82,6 +82,9 @@ struct CheckpointSender::Impl {
   std::thread reader, heartbeat, wire;
 
   void Fail(const Status& st);
+  // Fail() after a failed write, once the reader had a moment to bring the
+  // backup's own reason (sender_liveness.cc).
+  void FailAfterWriteError(const Status& st);
   Status CurrentFailure() {
     std::lock_guard<std::mutex> lock(mu);
     return failure;

@@ -36,6 +36,9 @@ namespace {
 constexpr size_t kWireGroupBytes = 256 << 10;
 // How often a long ack wait says what it is waiting for.
 constexpr auto kWaitNoteEvery = std::chrono::seconds(10);
+// How long a failed write waits for the reader to bring the backup's last
+// word (its ERROR or BYE) before the write's own error is the reason.
+constexpr auto kPeerLastWordWait = std::chrono::seconds(1);
 
 std::string Ms(milliseconds d) { return std::to_string(d.count()) + " ms"; }
 
@@ -51,6 +54,18 @@ void CheckpointSender::Impl::Fail(const Status& st) {
   // No Shutdown here: a write under way is finished by the drain, and the
   // reader keeps reading, so the backup is told why instead of being reset.
   cv.notify_all();
+}
+
+// A write to the backup failed (EPIPE, reset): the backup usually closed
+// after saying why (ERROR resource on a full disk, BYE), and the reader is
+// about to read that. Its word names the cause; "Broken pipe" does not. So
+// wait, briefly and bounded, for the reader to record it or reach EOF.
+void CheckpointSender::Impl::FailAfterWriteError(const Status& st) {
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, kPeerLastWordWait, [&] { return !failure.ok() || reader_done || stopping; });
+  }
+  Fail(st);
 }
 
 void CheckpointSender::Impl::StartThreads() {
@@ -207,7 +222,7 @@ void CheckpointSender::Impl::HeartbeatLoop() {
     cv.notify_all();
     if (!st.ok()) {
       lock.unlock();
-      Fail(st.With("sending heartbeat"));
+      FailAfterWriteError(st.With("sending heartbeat"));
       lock.lock();
     }
   }
@@ -283,8 +298,8 @@ Status CheckpointSender::Impl::FlushToWire(std::span<const uint8_t> bytes) {
   if (!job.result.ok()) {
     Status st = job.result;
     lock.unlock();
-    Fail(st);
-    return st;
+    FailAfterWriteError(st);
+    return CurrentFailure();  // the backup's reason, when it gave one
   }
   return Status::Ok();
 }

@@ -95,7 +95,7 @@ class ScriptedBackup {
       : stream_(std::move(stream)), writer_(stream_.get()), rb_(4096, 16u << 20), reader_(stream_.get(), &rb_) {}
   ~ScriptedBackup() {
     StopHeartbeats();
-    stream_->Shutdown();
+    if (stream_) stream_->Shutdown();
   }
 
   Status Handshake() {
@@ -140,6 +140,15 @@ class ScriptedBackup {
     a.epoch = epoch;
     a.digest = digest;
     return writer_.Send(a, epoch, DeadlineIn(kBound));
+  }
+  Status SendError(protocol::ErrorCode code, std::string text) {
+    return writer_.Send(protocol::Error::Make(code, std::move(text)), 0, DeadlineIn(kBound));
+  }
+  // Closes with unread data queued: the kernel answers the primary's next
+  // write with a reset, as a backup that refused and exited does.
+  void Close() {
+    StopHeartbeats();
+    stream_.reset();
   }
   Result<protocol::Frame> Next() { return reader_.Next(DeadlineIn(kBound)); }
   // Reads up to and including EPOCH_END; returns its digest.
@@ -291,6 +300,31 @@ TEST(SenderLiveness, StalledBackupOverTlsReadsResyncAndEof) {
   auto c = transport::testing::ConnectPair(sec, sec);
   ASSERT_TRUE(c.client.ok() && c.server.ok());
   StallBetweenEpochsThenResume(TcpPair{std::move(*c.client), std::move(*c.server)});
+}
+
+// The backup's disk is full: it says ERROR resource and closes while the
+// primary is mid-write. The primary's write fails (EPIPE or reset), but the
+// reason it reports is the backup's, not "Broken pipe": an operator must
+// see "resource: No space left", and the judge of a later session too.
+TEST(SenderLiveness, AWriteFailureReportsTheBackupsLastWord) {
+  const auto mem = RandomPages(8192, 3);  // 32 MiB: the write is under way when the backup closes
+  for (int round = 0; round < 5; ++round) {
+    auto pair = MakeTcpPair();
+    ScriptedBackup backup(std::move(pair.backup));
+    auto sender = StartSender(std::move(pair.primary), &backup, FastOptions(), 8192);
+    ASSERT_TRUE(sender.ok()) << sender.status().ToString();
+    auto sent = std::async(std::launch::async, [&] { return SendEpoch(**sender, 1, mem); });
+    auto first = backup.Next();  // the primary is writing
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+    ASSERT_TRUE(backup.SendError(protocol::ErrorCode::kResource, "writing img.tmp: No space left on device").ok());
+    backup.Close();
+    ASSERT_EQ(sent.wait_for(kBound), std::future_status::ready);
+    Status st = sent.get();
+    ASSERT_FALSE(st.ok()) << "round " << round << ": the epoch went out to a closed backup";
+    EXPECT_NE(st.message().find("resource: writing img.tmp: No space left"), std::string::npos)
+        << "round " << round << ": " << st.ToString();
+    AbandonPromptly(std::move(*sender));
+  }
 }
 
 TEST(SenderLiveness, BackupStalledMidFrameStillGetsWholeFramesThenResync) {
