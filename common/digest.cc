@@ -41,10 +41,16 @@ Result<std::unique_ptr<MemoryDigest>> MemoryDigest::Create(uint64_t guest_pages)
   return d;
 }
 
-void MemoryDigest::Update(uint64_t pfn, const uint8_t* page) {
-  uint64_t h = PageHash(pfn, page);
-  sum_ = sum_ - hashes_[pfn] + h;
-  hashes_[pfn] = h;
+void MemoryDigest::Update(uint64_t pfn, const uint8_t* page) { SetHash(pfn, PageHash(pfn, page)); }
+
+Status MemoryDigest::CopyFrom(const MemoryDigest& other) {
+  if (other.pages_ != pages_) {
+    return Status::InvalidArgument("digest: copying a " + std::to_string(other.pages_) + "-page digest into a " +
+                                   std::to_string(pages_) + "-page one");
+  }
+  std::memcpy(hashes_.get(), other.hashes_.get(), pages_ * sizeof(uint64_t));
+  sum_ = other.sum_;
+  return Status::Ok();
 }
 
 void MemoryDigest::Reset() {

@@ -23,6 +23,14 @@ class MemoryDigest {
   static Result<std::unique_ptr<MemoryDigest>> Create(uint64_t guest_pages);
   // page must be 4096 bytes; pfn < guest_pages.
   void Update(uint64_t pfn, const uint8_t* page);
+  // The same with the page's PageHash already known (pfn < guest_pages).
+  void SetHash(uint64_t pfn, uint64_t hash) {
+    sum_ = sum_ - hashes_[pfn] + hash;
+    hashes_[pfn] = hash;
+  }
+  uint64_t hash(uint64_t pfn) const { return hashes_[pfn]; }
+  // Becomes a copy of `other` (same guest size, else InvalidArgument).
+  Status CopyFrom(const MemoryDigest& other);
   uint64_t value() const { return sum_; }
   uint64_t guest_pages() const { return pages_; }
   void Reset();  // back to an all-zero guest

@@ -28,6 +28,7 @@ bool IsKnownFrameType(uint8_t type) {
     case FrameType::kEpochEnd:
     case FrameType::kAck:
     case FrameType::kCacheResize:
+    case FrameType::kHeld:
     case FrameType::kHeartbeat:
     case FrameType::kBye:
     case FrameType::kError:
@@ -45,6 +46,7 @@ std::string FrameTypeName(uint8_t type) {
     case FrameType::kEpochEnd: return "EPOCH_END";
     case FrameType::kAck: return "ACK";
     case FrameType::kCacheResize: return "CACHE_RESIZE";
+    case FrameType::kHeld: return "HELD";
     case FrameType::kHeartbeat: return "HEARTBEAT";
     case FrameType::kBye: return "BYE";
     case FrameType::kError: return "ERROR";
@@ -64,6 +66,7 @@ size_t MaxPayloadFor(uint8_t type) {
     case FrameType::kEpochEnd: return 32;
     case FrameType::kAck: return 16;
     case FrameType::kCacheResize: return 16;
+    case FrameType::kHeld: return 16 + 8 * 8192;  // Held::kMaxHashes
     case FrameType::kHeartbeat: return 24;
     case FrameType::kBye: return 260;
     case FrameType::kError: return 1028;

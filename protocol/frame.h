@@ -30,6 +30,7 @@ enum class FrameType : uint8_t {
   kEpochEnd = 0x12,
   kAck = 0x13,
   kCacheResize = 0x14,  // needs kCapCacheResize (docs/PROTOCOL.md §3.8)
+  kHeld = 0x15,         // needs kCapHeldPages (docs/PROTOCOL.md §3.9)
   kHeartbeat = 0x20,
   kBye = 0x30,
   kError = 0x31,

@@ -297,6 +297,48 @@ Result<CacheResize> CacheResize::Decode(std::span<const uint8_t> payload) {
   return c;
 }
 
+// ---- HELD -------------------------------------------------------------------
+
+Status Held::EncodeTo(std::vector<uint8_t>* out) const {
+  if (last() ? !hashes.empty() : (hashes.empty() || hashes.size() > kMaxHashes)) {
+    return Status::InvalidArgument("HELD: " + std::to_string(hashes.size()) + " hashes in a " +
+                                   (last() ? "last" : "range") + " frame");
+  }
+  if ((flags & ~kLast) != 0) return Status::InvalidArgument("HELD: unknown flags");
+  const size_t size = 16 + (last() ? 8 : 8 * hashes.size());
+  return EncodeExact(out, size, [&](Writer& w) {
+    w.U64(first_pfn);
+    w.U32(last() ? 0 : static_cast<uint32_t>(hashes.size()));
+    w.U32(flags);
+    if (last()) {
+      w.U64(digest);
+    } else {
+      for (uint64_t h : hashes) w.U64(h);
+    }
+  });
+}
+
+Result<Held> Held::Decode(std::span<const uint8_t> payload) {
+  Reader r(payload);
+  Held h;
+  uint32_t count = 0;
+  if (!(r.U64(&h.first_pfn) && r.U32(&count) && r.U32(&h.flags))) return Truncated("HELD");
+  if ((h.flags & ~kLast) != 0) return Status::Corruption("HELD: unknown flags " + std::to_string(h.flags));
+  if (h.last()) {
+    if (count != 0) return Status::Corruption("HELD: the last frame carries hashes");
+    ROMULUS_RETURN_IF_ERROR(ExactSize("HELD", payload.size(), 24));
+    r.U64(&h.digest);
+    return h;
+  }
+  if (count == 0 || count > kMaxHashes) {
+    return Status::Corruption("HELD: " + std::to_string(count) + " hashes (1.." + std::to_string(kMaxHashes) + ")");
+  }
+  ROMULUS_RETURN_IF_ERROR(ExactSize("HELD", payload.size(), 16 + 8 * size_t{count}));
+  h.hashes.resize(count);
+  for (auto& v : h.hashes) r.U64(&v);
+  return h;
+}
+
 Status Heartbeat::EncodeTo(std::vector<uint8_t>* out) const {
   return EncodeExact(out, kHeartbeatSize, [&](Writer& w) {
     w.U64(send_ns);

@@ -42,7 +42,12 @@ inline constexpr uint64_t kCapSimGuest = uint64_t{1} << 2;
 // The primary may resize the cache mid-session with CACHE_RESIZE; an
 // accepting HELLO_ACK then carries the backup's largest cache (§3.2, §3.8).
 inline constexpr uint64_t kCapCacheResize = uint64_t{1} << 3;
-inline constexpr uint64_t kCapAllKnown = kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize;
+// After an accepting HELLO_ACK the backup sends HELD frames: what its image
+// holds, as page hashes; the session's first epoch then carries only the
+// pages that differ (§3.9). Offered by the primary, never required.
+inline constexpr uint64_t kCapHeldPages = uint64_t{1} << 4;
+inline constexpr uint64_t kCapAllKnown =
+    kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize | kCapHeldPages;
 
 enum class ResyncReason : uint8_t {
   kInitial = 0,
@@ -162,6 +167,25 @@ struct CacheResize {
 
   Status EncodeTo(std::vector<uint8_t>* out) const;
   static Result<CacheResize> Decode(std::span<const uint8_t> payload);  // exactly 16 bytes, reserved 0
+};
+
+// One HELD frame (§3.9): the page hashes of pfns [first_pfn, first_pfn +
+// hashes.size()), or, with kLast, the end of the table and the sum of every
+// hash in it (the backup's image digest). Pfns no frame names hold a zero page.
+struct Held {
+  static constexpr FrameType kType = FrameType::kHeld;
+  static constexpr uint32_t kMaxHashes = 8192;
+  static constexpr uint32_t kLast = 1;  // flags: the table ends here
+  uint64_t first_pfn = 0;
+  uint32_t flags = 0;
+  std::vector<uint64_t> hashes;  // 1..kMaxHashes; none with kLast
+  uint64_t digest = 0;           // with kLast only
+
+  bool last() const { return (flags & kLast) != 0; }
+  Status EncodeTo(std::vector<uint8_t>* out) const;
+  // Corruption for unknown flags, a count out of range, or a size that does
+  // not match the count.
+  static Result<Held> Decode(std::span<const uint8_t> payload);
 };
 
 struct Heartbeat {

@@ -19,6 +19,7 @@
 #include "protocol/frame.h"
 #include "protocol/frame_io.h"
 #include "protocol/handshake.h"
+#include "protocol/held_pages.h"
 #include "protocol/messages.h"
 #include "replicator/checkpoint_sender_impl.h"
 #include "transport/stream.h"
@@ -47,7 +48,13 @@ Status CheckpointSender::Impl::Handshake() {
   protocol::Hello hello;
   // Cache resizing is offered, never required: an older backup simply does
   // not agree, and `set cache-size` then waits for the next session.
+  //
+  // HELD is offered where the backup applies pages to an image it can
+  // describe; a Xen stream needs every page for libxenguest's restore.
   hello.capabilities = guest.capabilities | protocol::kCapSimGuest | protocol::kCapCacheResize;
+  if ((guest.capabilities & protocol::kCapXenStream) == 0 && opts.use_held_pages) {
+    hello.capabilities |= protocol::kCapHeldPages;
+  }
   hello.required = guest.capabilities;
   hello.cache_pages = opts.codec.cache_pages;
   hello.guest_pages = guest.guest_pages;
@@ -59,7 +66,7 @@ Status CheckpointSender::Impl::Handshake() {
   hello.identity = guest.identity;
   ROMULUS_RETURN_IF_ERROR(writer->Send(hello, 0));
 
-  buffer::ReceiveBuffer rb(1024, 64 * 1024);
+  buffer::ReceiveBuffer rb(1024, protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kHeld)));
   protocol::FrameReader reader(stream.get(), &rb);
   auto frame = reader.Next(transport::DeadlineIn(std::chrono::milliseconds(10000)));
   if (!frame.ok()) {
@@ -92,6 +99,14 @@ Status CheckpointSender::Impl::Handshake() {
   ROMULUS_RETURN_IF_ERROR(checked);
   can_resize = ack->has_max_cache();
   backup_max_cache_pages = ack->max_cache_pages;
+  if ((ack->capabilities & protocol::kCapHeldPages) != 0) {
+    // Our digest starts as the backup's image: the first epoch then sends
+    // only the pages whose hash differs (AddPage), and its EPOCH_END digest
+    // covers the kept pages too.
+    ROMULUS_RETURN_IF_ERROR(protocol::ReceiveHeldPages(&reader, digest.get(), std::chrono::milliseconds(10000)));
+    held_epoch = guest.first_epoch;
+    for (uint64_t pfn = 0; pfn < guest.guest_pages; ++pfn) held_pages += digest->hash(pfn) != 0;
+  }
   return Status::Ok();
 }
 
@@ -232,6 +247,9 @@ Status CheckpointSender::ResizeCache(uint64_t cache_pages, std::unique_ptr<compr
 
 bool CheckpointSender::can_resize_cache() const { return impl_->can_resize; }
 uint64_t CheckpointSender::backup_max_cache_pages() const { return impl_->backup_max_cache_pages; }
+bool CheckpointSender::backup_sent_held() const { return impl_->held_epoch != 0; }
+uint64_t CheckpointSender::backup_held_pages() const { return impl_->held_pages; }
+uint64_t CheckpointSender::epoch_pages_kept() const { return impl_->cur.pages_kept; }
 
 Status CheckpointSender::AddPage(uint64_t pfn, const uint8_t* page) {
   Impl& im = *impl_;
@@ -242,6 +260,13 @@ Status CheckpointSender::AddPage(uint64_t pfn, const uint8_t* page) {
                               std::to_string(im.guest.guest_pages) + " pages");
   }
   auto t0 = Clock::now();
+  const uint64_t hash = PageHash(pfn, page);
+  if (im.epoch == im.held_epoch && im.digest->hash(pfn) == hash) {
+    // The backup holds this page already (its HELD table, or this epoch's
+    // earlier copy): nothing to send, and the digest counts it as it is.
+    ++im.cur.pages_kept;
+    return Status::Ok();
+  }
   // A page sent again in the same epoch (full sync, then the paused part)
   // starts a new batch: pfns only increase within one.
   if (im.batch && im.batch->count() > 0 && pfn <= im.batch_last_pfn) {
@@ -258,7 +283,7 @@ Status CheckpointSender::AddPage(uint64_t pfn, const uint8_t* page) {
     Status st = im.encoder->Encode(pfn, page, im.batch.get());
     if (st.ok()) {
       im.batch_last_pfn = pfn;
-      im.digest->Update(pfn, page);
+      im.digest->SetHash(pfn, hash);
       ++im.cur.pages;
       im.cur.encode_time += duration_cast<microseconds>(Clock::now() - t0);
       return Status::Ok();

@@ -56,6 +56,10 @@ struct SenderOptions {
   // backup that was only stalled reads "resync" rather than a reset it would
   // take for our death. Must be at least the backup's --failover-timeout.
   std::chrono::milliseconds drain_timeout{30000};
+  // Offer kCapHeldPages (docs/PROTOCOL.md §3.9): a backup that can describe
+  // its image sends its page hashes, and the session's first epoch carries
+  // only the pages that differ. Off: every page is sent (as before HELD).
+  bool use_held_pages = true;
 };
 
 struct GuestInfo {
@@ -70,6 +74,7 @@ struct GuestInfo {
 struct EpochWireStats {
   uint64_t epoch = 0;
   uint64_t pages = 0;
+  uint64_t pages_kept = 0;  // first epoch with HELD: pages the backup held already, not sent
   uint64_t state_records = 0;
   uint64_t raw_bytes = 0;   // pages * 4096 + state bytes
   uint64_t wire_bytes = 0;  // every frame byte of the epoch, headers included
@@ -105,6 +110,11 @@ class CheckpointSender {
   // What the handshake agreed (fixed for the session, any thread).
   bool can_resize_cache() const;
   uint64_t backup_max_cache_pages() const;  // HelloAck::kNoCacheLimit: unbounded
+  // The backup sent its HELD table (§3.9): the first epoch sends only what differs.
+  bool backup_sent_held() const;
+  uint64_t backup_held_pages() const;  // non-zero pages in that table
+  // Pages of the epoch in progress not sent because the backup held them.
+  uint64_t epoch_pages_kept() const;
   Status AddPage(uint64_t pfn, const uint8_t* page);
   Status AddState(std::span<const uint8_t> record);
   // Flushes everything and sends EPOCH_END. Returns the epoch's wire stats.

@@ -50,6 +50,8 @@ struct CheckpointSender::Impl {
   std::vector<uint8_t> scratch;
 
   // From the HELLO_ACK; constant for the session.
+  uint64_t held_epoch = 0;  // the first epoch, when the backup sent its HELD table (0: none)
+  uint64_t held_pages = 0;  // non-zero pages the backup said it holds
   bool can_resize = false;
   uint64_t backup_max_cache_pages = 0;
 

@@ -276,8 +276,13 @@ Status EpochLoop::EnsureConnected(const std::atomic<bool>& stop) {
       backoff_ = opts_.reconnect_min;
       need_full_sync_ = true;
       if (totals_.epochs > 0) ++totals_.resyncs;
-      spdlog::info("connected to backup; full synchronisation of {} follows",
-                   FormatSize(guest_.guest_pages() * kPageSize));
+      if (sender_->backup_sent_held()) {
+        spdlog::info("connected to backup; it holds {} non-zero pages: synchronising the pages of {} that differ",
+                     sender_->backup_held_pages(), FormatSize(guest_.guest_pages() * kPageSize));
+      } else {
+        spdlog::info("connected to backup; full synchronisation of {} follows",
+                     FormatSize(guest_.guest_pages() * kPageSize));
+      }
       return Status::Ok();
     }
     stream = sender.status();
@@ -349,8 +354,11 @@ Status EpochLoop::LiveSync(uint64_t epoch) {
   }
   if (bar) std::fprintf(stderr, "\n");
   auto secs = duration_cast<microseconds>(Clock::now() - t0).count() / 1e6;
-  spdlog::info("initial sync streamed {} pages ({}) in {:.2f} s, {}; the backup commits it next", all.size(),
-               FormatSize(total), secs, MeasureSync(total, total, Clock::now() - t0).rate);
+  const uint64_t kept = sender_->epoch_pages_kept();
+  spdlog::info("initial sync went through {} pages ({}) in {:.2f} s, {}: {} sent, {} held by the backup already; "
+               "the backup commits it next",
+               all.size(), FormatSize(total), secs, MeasureSync(total, total, Clock::now() - t0).rate,
+               all.size() - kept, kept);
   return Status::Ok();
 }
 

@@ -17,6 +17,7 @@
 #include "protocol/frame.h"
 #include "protocol/frame_io.h"
 #include "protocol/handshake.h"
+#include "protocol/held_pages.h"
 #include "protocol/messages.h"
 #include "transport/stream.h"
 
@@ -180,7 +181,8 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   // Handshake.
   protocol::BackupPolicy policy;
   policy.max_cache_pages = im.opts.cache_pages;
-  policy.supported_capabilities = im.opts.capabilities;
+  // HELD (§3.9) whenever the sink can describe its image; dropped below if not.
+  policy.supported_capabilities = im.opts.capabilities | protocol::kCapHeldPages;
   policy.max_guest_pages = im.opts.max_guest_pages;
   policy.committed_epoch = sink.has_committed() ? sink.last_committed_epoch() : 0;
   protocol::HelloAck ack = protocol::Negotiate(*hello, policy);
@@ -202,6 +204,16 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       if (d.ok()) digest = std::move(*d);
       else st = d.status();
     }
+    if (st.ok() && (ack.capabilities & protocol::kCapHeldPages) != 0) {
+      // The session's first epoch applies on top of what the sink holds
+      // now: that is the HELD table, and where this session's digest starts.
+      const MemoryDigest* held = sink.held_pages();
+      if (held == nullptr) {
+        ack.capabilities &= ~protocol::kCapHeldPages;
+      } else {
+        st = digest->CopyFrom(*held);
+      }
+    }
     if (!st.ok()) {
       ack.accepted = false;
       ack.error = protocol::ErrorCode::kResource;
@@ -221,6 +233,10 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   }
   if (!sent.ok()) return fail(sent, protocol::ErrorCode::kNone, EndCause::kConnectionLost);
   end.established = true;
+  if ((ack.capabilities & protocol::kCapHeldPages) != 0) {
+    Status held = protocol::SendHeldPages(&writer, *digest, std::chrono::milliseconds(10000));
+    if (!held.ok()) return fail(held, protocol::ErrorCode::kNone, EndCause::kConnectionLost);
+  }
   spdlog::info("session with {}: guest '{}', {} pages, cache {} pages, first epoch {} ({})", peer,
                protocol::Printable(hello->identity), hello->guest_pages, hello->cache_pages,
                hello->first_epoch, protocol::ResyncReasonName(hello->resync_reason));

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 
+#include "common/digest.h"
 #include "common/status.h"
 
 namespace romulus::restore {
@@ -33,6 +34,11 @@ class GuestSink {
   // Failover: resume the guest from the last committed epoch.
   virtual Status Activate(const std::string& reason) = 0;
   virtual bool has_committed() const = 0;
+  // After BeginSession: what the sink holds now, as per-page hashes (the
+  // base the session's first epoch is applied on, committed or not), so the
+  // primary sends only the pages that differ (docs/PROTOCOL.md §3.9).
+  // nullptr: the sink cannot say, and every page must be sent.
+  virtual const MemoryDigest* held_pages() const { return nullptr; }
   virtual uint64_t last_committed_epoch() const = 0;
 };
 

@@ -89,7 +89,16 @@ Status ImageSink::LoadExisting() {
     return Status::Corruption("image " + path + ": " + s.message() +
                               "; its committed epoch cannot be trusted (remove it or start over)");
   }
-  if (!sf.committed) return Status::Ok();  // ours, but no epoch was ever committed
+  if (!sf.committed) {
+    // Ours, but no epoch was ever committed: what an unfinished first sync
+    // left. Its pages are known by their hashes (read from the data ranges
+    // only), so a new session of the same size resumes instead of starting
+    // over (BeginSession, HELD); nothing in it can ever be activated.
+    if (sf.pages == 0 || sf.pages >= kMaxSinkPages || sf.pages * kPage != size) return Status::Ok();
+    ROMULUS_RETURN_IF_ERROR(MapImage(sf.pages, /*zero=*/false));
+    ResetDigestFromImage();
+    return Status::Ok();
+  }
   if (sf.pages == 0 || sf.pages >= kMaxSinkPages || sf.pages * kPage != size) {
     return Status::Corruption("image " + path + " is " + std::to_string(size) + " bytes but " + state_path() +
                               " describes a guest of " + std::to_string(sf.pages) +
@@ -170,6 +179,9 @@ Status ImageSink::MapImage(uint64_t pages, bool zero) {
   if (zero || allocated_.size() != (pages + 63) / 64) allocated_.assign((pages + 63) / 64, 0);
   pages_ = pages;
   digest_value_.store(digest_->value(), std::memory_order_release);
+  // A fresh mapping of zeros is described by an all-zero digest; an
+  // existing file only once ResetDigestFromImage has read it.
+  digest_known_ = zero || fd_ < 0;
   return Status::Ok();
 }
 
@@ -188,6 +200,7 @@ Status ImageSink::ReadPages(uint64_t pfn, uint64_t count, uint8_t* out) const {
 
 void ImageSink::ResetDigestFromImage() {
   digest_->Reset();
+  digest_known_ = true;
   // Holes are zero pages, whose hash is 0: only the data ranges are read,
   // and they are what allocated_ starts from.
   std::vector<uint8_t> buf(256 * kPage);
@@ -197,6 +210,7 @@ void ImageSink::ResetDigestFromImage() {
       if (!ReadPages(pfn, n, buf.data()).ok()) {
         // Unreadable: leave the digest wrong so the image is not trusted.
         digest_->Update(pfn, std::vector<uint8_t>(kPage, 0xff).data());
+        digest_known_ = false;
         return;
       }
       for (uint64_t i = 0; i < n; ++i) {
@@ -273,18 +287,28 @@ Status ImageSink::BeginSession(uint64_t guest_pages, const std::string& identity
     }
   }
   if (!has_committed()) {
-    // Nothing to protect: start from an all-zero image of the right size, so
-    // leftovers of an unfinished first sync can never mix with the new
-    // session's pages. PATH.state says "no committed epoch" first, so a crash
-    // from here on never presents the half-written image as a checkpoint.
+    // Nothing to protect. PATH.state says "no committed epoch" first, so a
+    // crash from here on never presents the half-written image as a
+    // checkpoint. What an unfinished first sync of the same size left stays:
+    // the digest knows every page of it (held_pages()), so the primary sends
+    // only what differs and overwrites the rest; the first epoch's digest
+    // check covers the pages kept. Otherwise start from an all-zero image.
     if (fd_ >= 0) {
       StateFile sf;
       sf.pages = guest_pages;
       sf.identity = identity;
       ROMULUS_RETURN_IF_ERROR(WriteStateFile(sf, /*committing=*/false));
     }
-    UnmapImage();
-    ROMULUS_RETURN_IF_ERROR(MapImage(guest_pages, /*zero=*/true));
+    const bool resume = image_ != nullptr && pages_ == guest_pages && digest_known_;
+    if (resume) {
+      uint64_t held = 0;
+      for (uint64_t pfn = 0; pfn < pages_; ++pfn) held += digest_->hash(pfn) != 0;
+      spdlog::info("image sink: resuming an unfinished first sync: the image holds {} non-zero pages of {}", held,
+                   pages_);
+    } else {
+      UnmapImage();
+      ROMULUS_RETURN_IF_ERROR(MapImage(guest_pages, /*zero=*/true));
+    }
   }
   in_session_ = true;
   session_committed_ = false;
@@ -320,12 +344,18 @@ Status ImageSink::WritePageDirect(uint64_t pfn, const uint8_t* page) {
     std::memcpy(image_ + pfn * kPage, page, kPage);
     return Status::Ok();
   }
-  // The image was truncated at BeginSession: a zero page is already a hole,
-  // unless this epoch wrote the pfn before (sent twice).
+  // A zero page needs a punch only where the image has data: what this
+  // epoch wrote (a pfn sent twice), or what an unfinished sync left.
   const bool zero = IsZeroImagePage(page);
   if (zero && !TestBit(allocated_, pfn)) return Status::Ok();
   Status s = zero ? PunchImagePage(fd_, pfn) : PwriteAll(fd_, page, kPage, pfn * kPage, "writing image " + options_.path);
-  if (s.ok()) SetBit(allocated_, pfn, !zero);
+  if (s.ok()) {
+    SetBit(allocated_, pfn, !zero);
+  } else {
+    // The block may hold part of the page now: the digest no longer
+    // describes the image, so no later session may skip pages by it.
+    digest_known_ = false;
+  }
   return s;
 }
 

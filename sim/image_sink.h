@@ -37,10 +37,16 @@
 // First-epoch shortcut. Until the first commit the image holds nothing anyone
 // could resume from (Activate refuses, PATH.state says "no committed epoch"),
 // so the pages of that epoch, the full synchronisation, are written straight
-// into the freshly truncated image, all-zero pages skipped (they stay holes):
-// no guest-sized staging and no journal for the largest epoch of all. Once
+// into the image, all-zero pages skipped where the image has a hole: no
+// guest-sized staging and no journal for the largest epoch of all. Once
 // anything is committed, every later epoch (including a resync after a
 // reconnect) goes through the journal.
+//
+// Resumable sync. held_pages() is the digest: one PageHash per page of what
+// the image holds, committed or left by an unfinished first sync (kept by
+// BeginSession for a guest of the same size, also across a restart: Open
+// reads it from the data ranges). The receiver sends it to the primary
+// (HELD, docs/PROTOCOL.md §3.9), which then sends only the pages that differ.
 //
 // digest() is the MemoryDigest of the committed image (always equal to a
 // from-scratch digest of it), updated O(applied pages) per epoch; after
@@ -116,6 +122,9 @@ class ImageSink : public restore::GuestSink {
   void Discard() override;
   Status Activate(const std::string& reason) override;
   bool has_committed() const override { return has_committed_.load(std::memory_order_acquire); }
+  // The digest, while it describes the image page by page (always, but after
+  // a failed direct write: then nullptr until the next zeroed image).
+  const MemoryDigest* held_pages() const override { return digest_known_ ? digest_.get() : nullptr; }
   uint64_t last_committed_epoch() const override { return last_committed_.load(std::memory_order_acquire); }
 
   // MemoryDigest value of the image (see above).
@@ -180,6 +189,9 @@ class ImageSink : public restore::GuestSink {
   uint64_t pages_ = 0;
   std::unique_ptr<MemoryDigest> digest_;
   std::atomic<uint64_t> digest_value_{0};
+  // digest_ holds the PageHash of every page of the image (what HELD tells
+  // the primary); false after a direct write failed half-way.
+  bool digest_known_ = false;
 
   // Committed.
   std::atomic<bool> has_committed_{false};

@@ -215,9 +215,13 @@ TEST(ImageSinkTest, FirstEpochIsWrittenDirectlyLaterOnesAreStaged) {
   EXPECT_EQ(sink->image()[10 * kPage + 100], 0x77);  // nothing to protect yet
   EXPECT_EQ(sink->digest(), sink->ComputeImageDigest());
   EXPECT_EQ(sink->Activate("too early").code(), Code::kInvalidArgument);
-  ASSERT_TRUE(sink->BeginSession(kPages, kIdentity).ok());  // new session: image restarts at zero
-  EXPECT_EQ(sink->image()[10 * kPage + 100], 0);
-  EXPECT_EQ(sink->digest(), 0u);
+  // A new session keeps what the unfinished first sync wrote, and says so
+  // page by page (the HELD table): the primary resends only what differs.
+  ASSERT_TRUE(sink->BeginSession(kPages, kIdentity).ok());
+  EXPECT_EQ(sink->image()[10 * kPage + 100], 0x77);
+  ASSERT_NE(sink->held_pages(), nullptr);
+  EXPECT_EQ(sink->held_pages()->hash(10), PageHash(10, p.data()));
+  EXPECT_EQ(sink->held_pages()->value(), sink->ComputeImageDigest());
   ASSERT_TRUE(sink->OnPage(1, 10, p.data()).ok());
   ASSERT_TRUE(sink->Commit(1).ok());
   ASSERT_TRUE(sink->OnPage(2, 11, p.data()).ok());
@@ -235,9 +239,27 @@ TEST(ImageSinkTest, DiscardedDirectEpochRequiresANewSession) {
   EXPECT_EQ(sink->Commit(2).code(), Code::kCorruption);
   EXPECT_FALSE(sink->has_committed());
   ASSERT_TRUE(sink->BeginSession(kPages, kIdentity).ok());
+  // The discarded epoch's page stayed in the image, and the new session's
+  // base says so: a primary whose page 10 differs sends it, one whose page
+  // matches skips it, and the epoch digest checks the result either way.
+  ASSERT_NE(sink->held_pages(), nullptr);
+  EXPECT_EQ(sink->held_pages()->hash(10), PageHash(10, p.data()));
   ASSERT_TRUE(sink->OnPage(1, 11, p.data()).ok());
   ASSERT_TRUE(sink->Commit(1).ok());
-  EXPECT_EQ(sink->image()[10 * kPage + 100], 0);  // the discarded page is gone
+  EXPECT_EQ(sink->image()[10 * kPage + 100], 0x77);
+  EXPECT_EQ(sink->digest(), sink->ComputeImageDigest());
+}
+
+TEST(ImageSinkTest, AnotherGuestSizeStartsFromZero) {
+  auto sink = MemorySink();
+  ASSERT_TRUE(sink->BeginSession(kPages, kIdentity).ok());
+  auto p = PageOf(0x77, 1);
+  ASSERT_TRUE(sink->OnPage(1, 10, p.data()).ok());
+  sink->Discard();
+  ASSERT_TRUE(sink->BeginSession(kPages * 2, kIdentity).ok());
+  ASSERT_NE(sink->held_pages(), nullptr);
+  EXPECT_EQ(sink->held_pages()->value(), 0u);
+  EXPECT_EQ(sink->image()[10 * kPage + 100], 0);
 }
 
 TEST(ImageSinkTest, NoStagingReallocationsAfterWarmUp) {
@@ -407,10 +429,50 @@ TEST(ImageSinkFileTest, InterruptedCommitIsDetectedOnReopen) {
   EXPECT_FALSE(sink->has_committed());
   EXPECT_NE(sink->recovery_note().find("interrupted"), std::string::npos) << sink->recovery_note();
   EXPECT_EQ(sink->Activate("primary lost").code(), Code::kInvalidArgument);
-  // It is still ours: a new session starts from zero on it.
+  // It is still ours: a new session resumes on it. Nothing in it is
+  // trusted as a checkpoint, but every page is described by its hash.
   ASSERT_TRUE(sink->BeginSession(kPages, kIdentity).ok());
-  EXPECT_EQ(sink->digest(), 0u);
-  EXPECT_EQ(sink->ComputeImageDigest(), 0u);
+  ASSERT_NE(sink->held_pages(), nullptr);
+  EXPECT_EQ(sink->held_pages()->value(), sink->ComputeImageDigest());
+  auto p = PageOf(0x99, 2);
+  EXPECT_EQ(sink->held_pages()->hash(17), PageHash(17, p.data()));
+}
+
+// The backup dies during its first sync and is started again: the image has
+// no committed epoch, but what the sync wrote is read back (data ranges
+// only) so the next session resumes rather than starting over.
+TEST(ImageSinkFileTest, AnUnfinishedFirstSyncSurvivesARestart) {
+  TempDir dir;
+  ImageSinkOptions o;
+  o.path = dir.File("guest.img");
+  std::vector<uint64_t> hashes;
+  {
+    auto sink = OpenSink(o);
+    ASSERT_TRUE(sink->BeginSession(kPages, kIdentity).ok());
+    for (uint64_t pfn = 0; pfn < kPages / 2; ++pfn) {
+      auto p = PageOf(static_cast<uint8_t>(pfn), pfn);
+      ASSERT_TRUE(sink->OnPage(1, pfn, p.data()).ok());
+    }
+    // The process dies here: no Commit, no Discard.
+  }
+  auto sink = OpenSink(o);
+  ASSERT_TRUE(sink);
+  EXPECT_FALSE(sink->has_committed());
+  EXPECT_EQ(sink->Activate("primary lost").code(), Code::kInvalidArgument);
+  ASSERT_TRUE(sink->BeginSession(kPages, kIdentity).ok());
+  ASSERT_NE(sink->held_pages(), nullptr);
+  for (uint64_t pfn = 0; pfn < kPages; ++pfn) {
+    auto p = PageOf(static_cast<uint8_t>(pfn), pfn);
+    const uint64_t want = pfn < kPages / 2 ? PageHash(pfn, p.data()) : 0;
+    ASSERT_EQ(sink->held_pages()->hash(pfn), want) << "pfn " << pfn;
+  }
+  // Finish the sync with the other half; the result is the whole guest.
+  for (uint64_t pfn = kPages / 2; pfn < kPages; ++pfn) {
+    auto p = PageOf(static_cast<uint8_t>(pfn), pfn);
+    ASSERT_TRUE(sink->OnPage(1, pfn, p.data()).ok());
+  }
+  ASSERT_TRUE(sink->Commit(1).ok());
+  EXPECT_EQ(sink->digest(), sink->ComputeImageDigest());
 }
 
 TEST(ImageSinkFileTest, SizeChangeIsRefusedWhileCommittedUnlessStartingOver) {

@@ -36,6 +36,7 @@ void DecodeAll(std::span<const uint8_t> payload) {
   DecodeReencode<Ack>(payload);
   DecodeReencode<Heartbeat>(payload);
   DecodeReencode<CacheResize>(payload);
+  DecodeReencode<Held>(payload);
   DecodeReencode<Bye>(payload);
   DecodeReencode<Error>(payload);
   (void)DecodeAckFrame(7, payload);
