@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# e2e: a resync costs what the backup lacks, not the guest's size
+# (docs/PROTOCOL.md §3.9 and §6.3; issue 10, observation 7).
+#
+#   fresh    a 1 GiB guest with 16 MiB of data against a fresh backup: the
+#            backup's HELD table is empty, the first sync sends only the
+#            non-zero pages (the live pass and the paused part: at most twice
+#            4096), not 262144.
+#   stall    after commits, the backup is SIGSTOPped past the primary's ack
+#            timeout: the primary reconnects, the backup tells it what its
+#            committed image holds, and the resync sends only the pages that
+#            changed (again at most twice the 4096 the workload rewrites),
+#            keeping every other page: no full resync, no guest-sized staging.
+#   restart  the backup is killed inside the commit of the first sync (after
+#            the pages were written, before the commit): restarted on the same
+#            image, it reads back what that sync wrote, never activates it,
+#            and the primary's new first sync continues from it.
+# Each case ends with a clean stop, no failover, no digest mismatch, and an
+# image `romulus verify` accepts.
+source "$(dirname "$0")/lib/common.sh"
+e2e_init "$@"
+
+make_key "$T/key"
+GUEST="sim:size=1G,workload=seed"  # seed rewrites the first 16 MiB (4096 pages), nothing else
+PAGES=262144
+
+# synced LOG N: fields of the Nth "initial sync went through" line: "SENT KEPT"
+synced() {
+  grep -E "initial sync went through" "$1" | sed -n "${2}p" |
+    sed -E 's/.*: ([0-9]+) sent, ([0-9]+) held by the backup already.*/\1 \2/'
+}
+syncs() { grep -c "initial sync went through" "$1" 2>/dev/null || true; }
+
+finish_case() {  # finish_case NAME PPID BPID IMG EVENTS
+  local name=$1 ppid=$2 bpid=$3
+  alive "$ppid" || check_fail "$name: the primary died"
+  grep -q "digest .* differs" "$T/$name-primary.log" && check_fail "$name: the primary saw a digest mismatch"
+  kill -TERM "$ppid"
+  wait_exit "$ppid" 30
+  [[ $EXIT_CODE -eq 0 ]] || check_fail "$name: primary exited $EXIT_CODE after SIGTERM"
+  wait_exit "$bpid" 30
+  [[ $EXIT_CODE -eq 0 ]] || check_fail "$name: backup exited $EXIT_CODE after the clean stop"
+  has_event "$5" failover && check_fail "$name: the backup failed over while the primary lived"
+  assert_no_crash "$T/$name-backup.log" "$T/$name-primary.log"
+  verify_image "$4"
+}
+
+# ---- fresh + stall (one primary, one backup)
+port=$(free_port)
+start_backup bpid "$T/stall-backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
+  --image "$T/stall.img" --events-json "$T/stall-events.json" --failover-timeout 10s
+bg ppid "$T/stall-primary.log" "$ROMULUS" replicate --guest "$GUEST" --to "127.0.0.1:$port" \
+  --psk-file "$T/key" --interval 50ms --ack-timeout 300ms
+wait_until 60 "fresh: 10 commits" commit_at_least "$T/stall-events.json" 10
+assert_grep "$T/stall-primary.log" "it holds 0 non-zero pages" "fresh: the fresh backup's table is empty"
+read -r sent kept <<<"$(synced "$T/stall-primary.log" 1)"
+log "fresh: first sync sent $sent pages, kept $kept (guest: $PAGES pages, 4096 written)"
+[[ -n ${sent:-} && $sent -le 8192 && $sent -ge 1 ]] || check_fail "fresh: the first sync sent '${sent:-?}' pages, expected 1..8192"
+[[ $((sent + kept)) -ge $PAGES ]] || check_fail "fresh: sent + kept = $((sent + kept)), below the guest's $PAGES pages"
+
+before=$(syncs "$T/stall-primary.log")
+kill -STOP "$bpid"
+wait_until 30 "stall: the primary declares the backup lost" grep -q "backup lost" "$T/stall-primary.log"
+sleep 1  # the stall itself (not a wait for a result)
+kill -CONT "$bpid"
+wait_until 60 "stall: the resync went through" sh -c "[ \$(grep -c 'initial sync went through' '$T/stall-primary.log') -gt $before ]"
+held=$(grep -Eo "it holds [0-9]+ non-zero pages" "$T/stall-primary.log" | tail -n1 | grep -Eo "[0-9]+")
+read -r sent kept <<<"$(synced "$T/stall-primary.log" $((before + 1)))"
+log "stall: the backup held $held non-zero pages; the resync sent $sent, kept $kept"
+[[ ${held:-0} -ge 4096 ]] || check_fail "stall: the backup said it holds ${held:-?} non-zero pages, expected its committed 4096"
+[[ -n ${sent:-} && $sent -le 8192 ]] || check_fail "stall: the resync sent '${sent:-?}' pages: a full resync, not what changed"
+[[ ${kept:-0} -ge $((PAGES - 8192)) ]] || check_fail "stall: the resync kept only ${kept:-?} pages"
+n=$(last_commit "$T/stall-events.json")
+wait_until 60 "stall: commits continue after the resync" commit_at_least "$T/stall-events.json" $((n + 5))
+finish_case stall "$ppid" "$bpid" "$T/stall.img" "$T/stall-events.json"
+
+# ---- restart: the backup dies inside the first sync's commit
+port=$(free_port)
+start_backup bpid "$T/restart-backup1.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
+  --image "$T/restart.img" --events-json "$T/restart-events1.json" --kill-at-commit state-tmp:1
+bg ppid "$T/restart-primary.log" "$ROMULUS" replicate --guest "$GUEST" --to "127.0.0.1:$port" \
+  --psk-file "$T/key" --interval 50ms
+wait_exit "$bpid" 60
+[[ $EXIT_CODE -eq 137 ]] || check_fail "restart: the backup exited $EXIT_CODE, expected 137 (killed in the commit)"
+has_event "$T/restart-events1.json" commit && check_fail "restart: the killed backup recorded a commit"
+out=$("$ROMULUS" verify --image "$T/restart.img" 2>&1)
+rc=$?
+log "restart: verify of the unfinished image (exit $rc): $out"
+[[ $rc -ne 0 ]] || check_fail "restart: verify accepted an image whose first sync never committed: $out"
+# The primary keeps running UNPROTECTED and reconnects to the restarted backup.
+start_backup bpid "$T/restart-backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
+  --image "$T/restart.img" --events-json "$T/restart-events.json"
+wait_until 60 "restart: commits after the restart" commit_at_least "$T/restart-events.json" 5
+assert_grep "$T/restart-backup.log" "resuming an unfinished first sync: the image holds [1-9][0-9]* non-zero pages" \
+  "restart: the backup kept what the interrupted sync wrote"
+held=$(grep -Eo "it holds [0-9]+ non-zero pages" "$T/restart-primary.log" | tail -n1 | grep -Eo "[0-9]+")
+log "restart: the restarted backup held $held non-zero pages of the unfinished sync"
+[[ ${held:-0} -ge 1 ]] || check_fail "restart: the primary was not told what the restarted backup holds"
+finish_case restart "$ppid" "$bpid" "$T/restart.img" "$T/restart-events.json"
+finish
