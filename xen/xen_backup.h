@@ -1,30 +1,37 @@
-// The backup's Xen sink: a PV domain created with libxenctrl (route (a) of
-// LAB-NOTES: no libxl framing to fake), restored continuously by
+// The backup's Xen sink: PV replica domains created with libxenctrl (route
+// (a) of LAB-NOTES: no libxl framing to fake), restored continuously by
 // xc_domain_restore(XC_STREAM_REMUS) from the byte-identical v2 stream that
-// StreamAssembler rebuilds from the engine's events.
+// StreamAssembler rebuilds from the engine's events. One replica domain's
+// lifecycle is xen/xen_replica.h; this class decides which replicas exist.
 //
-//   OnState/OnPage -> StreamAssembler -> socketpair -> restore thread
+//   OnState/OnPage -> StreamAssembler -> the current replica's restore
 //   Commit(N)      -> writes CHECKPOINT, returns once libxenguest's
 //                     checkpoint callback saw it (epoch N is libxenguest's)
 //   Activate       -> EOF: libxenguest applies the last complete checkpoint,
 //                     then store/console wiring, xs_introduce_domain,
 //                     rename, unpause
 //
+// A new primary session (a resync after a stall or a lost link) starts a
+// new migration stream, which libxenguest cannot splice onto the old one:
+// the sink needs a new replica domain. Until that replica's first epoch
+// commits (a whole-memory sync), the old one is kept as the *held replica*
+// (EOF applied: it holds the previous session's last checkpoint, paused,
+// named NAME--held), so the backup always has a checkpoint to activate
+// (docs/FAILURE-MODEL.md, first law; docs/XEN-STREAM.md §4).
+//
 // Created through CreateXenSink (xen/xen_cli.h).
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
 
 #include "restore/guest_sink.h"
 #include "xen/stream_split.h"
-#include "xen/vif_spec.h"
 #include "xen/xen_cli.h"
 #include "xen/xen_env.h"
+#include "xen/xen_replica.h"
 
 namespace romulus::xen {
 
@@ -39,32 +46,30 @@ class XenSink final : public restore::GuestSink {
   Status Commit(uint64_t epoch) override;
   void Discard() override;
   Status Activate(const std::string& reason) override;
-  bool has_committed() const override { return committed_ > 0; }
-  uint64_t last_committed_epoch() const override { return last_epoch_; }
+  // The current session's replica once it committed, else the held replica.
+  // Read by the control socket's thread too, hence the atomics.
+  bool has_committed() const override { return committed_.load() > 0 || has_held_.load(); }
+  uint64_t last_committed_epoch() const override {
+    return committed_.load() > 0 ? last_epoch_.load() : held_epoch_.load();
+  }
 
-  uint32_t domid() const { return domid_; }
-  bool activated() const { return activated_; }
-  const std::string& domain_name() const { return name_; }
+  bool activated() const { return activated_.load(); }
+  const std::string& domain_name() const { return activated_name_; }
 
  private:
-  Status CreateDomain(const std::map<std::string, std::string>& info);
-  Status WriteXenstoreSkeleton();
-  Status StartRestore();
-  Status WriteOut(std::span<const uint8_t> b);
-  Status FlushOut();
-  void StopRestore();    // EOF to libxenguest, wait for it
-  void DestroyDomain();  // a replica we will never activate
-  Status Rename(const std::string& name);
-  // Before creating the replica: take the replica name's lock file (another
+  // The replica for the session's domain-info record.
+  Status CreateReplica(const std::map<std::string, std::string>& info);
+  // Refuses (kStorage) when the hypervisor lacks the memory for one more
+  // copy of the guest: never destroy a checkpoint to make room.
+  Status CheckFreeMemory(uint64_t need_kb) const;
+  // Before creating a replica: take the replica name's lock file (another
   // live `restore --xen` with the same name refuses), then destroy any
-  // domain of that name a killed predecessor left behind.
+  // domain named NAME--incoming or NAME--held a killed predecessor left
+  // behind (never our own held replica).
   Status ReclaimReplicaName();
-  // The primary's NICs on the activated domain; failures only warn (a
-  // running guest without a NIC beats no guest).
-  void CreateVifs();
-  Status WriteVifNodes(const VifSpec& v);
-  Status RunVifHotplug(const VifSpec& v);
-  static int CheckpointCb(void* data);
+  // The current replica will never be activated: EOF, wait, destroy.
+  void DropCurrent(const char* why);
+  void DropHeld(const char* why);
 
   XenRestoreOptions opts_;
   std::unique_ptr<XenHandles> h_;
@@ -72,31 +77,20 @@ class XenSink final : public restore::GuestSink {
   std::string identity_;
   uint64_t guest_pages_ = 0;
 
-  // The domain.
-  uint32_t domid_ = 0;
-  bool created_ = false, activated_ = false;
-  std::string name_, final_name_, uuid_;
-  uint8_t handle_[16] = {};
-  unsigned max_vcpus_ = 1;
-  uint64_t max_memkb_ = 0, target_kb_ = 0;
-  std::vector<VifSpec> vifs_;  // from the domain info
-  int store_port_ = -1, console_port_ = -1;
-
-  // The restore thread and its input.
-  int out_fd_ = -1, in_fd_ = -1;
+  // Names: the current replica's (NAME--incoming, or --domain-name D), the
+  // held replica's (NAME--held, or D--held), the one taken after failover,
+  // and the one the activated domain has.
+  std::string name_, held_name_, final_name_, activated_name_;
   int name_lock_fd_ = -1;  // flock on /run/lock/romulus-NAME.lock while we own the name
-  std::vector<uint8_t> out_buf_;
-  std::thread restore_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  uint64_t restore_checkpoints_ = 0;  // CHECKPOINT records libxenguest took
-  bool restore_done_ = false;
-  int restore_rc_ = 0;
-  int restore_errno_ = 0;
-  unsigned long store_mfn_ = 0, console_mfn_ = 0;
 
-  uint64_t committed_ = 0;      // checkpoints committed in this stream
-  uint64_t last_epoch_ = 0;
+  std::unique_ptr<XenReplica> cur_;   // fed by the current session
+  std::unique_ptr<XenReplica> held_;  // the previous session's last checkpoint
+
+  std::atomic<uint64_t> committed_{0};   // checkpoints committed in the current stream
+  std::atomic<uint64_t> last_epoch_{0};  // the last of them
+  std::atomic<uint64_t> held_epoch_{0};  // the held replica's epoch
+  std::atomic<bool> has_held_{false};    // held_ exists (or was activated)
+  std::atomic<bool> activated_{false};
 };
 
 }  // namespace romulus::xen

@@ -10,8 +10,15 @@
 #     most 64M of cache: the primary reconnects by
 #     itself, is refused the 96M, falls back to its configured 64M (not stuck unprotected), and
 #     the new session (a full resync, epochs continuing the numbering) is acked by B;
+#     B keeps its replica of the last epoch as NAME--held until the new session commits, then
+#     destroys it (docs/XEN-STREAM.md §4);
 #  4. the primary host dies (SIGKILL + destroy): B fails over from an epoch of the new session,
 #     and the guest counts on from its checkpointed value;
+#  4b. guest6, protected by backup D (with a control socket): D stalls past the primary's ack
+#     timeout, and the primary dies while the resync's first (whole-memory) epoch is streaming:
+#     D must hold (no automatic activation: the primary ran unprotected in between) with its
+#     replica of the last epoch kept as guest6--held, and `ctl failover` must resume the guest
+#     from exactly that epoch;
 #  5. guest5, protected the same way, loses its backup and is then destroyed while unprotected:
 #     the primary must stop retrying and exit with an error (nothing left to protect).
 . /lab/dom0-lib.sh
@@ -32,12 +39,14 @@ backup() {  # backup NAME [FLAG...]: a `romulus restore --xen` on $PORT, events 
   BP=$!
   lab_wait_listening "$W/backup-$_b.log" $BP
 }
-# wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds, or fail with WHAT (the primary alive)
+# wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds, or fail with WHAT (the primary $RP,
+# logging to $PLOG, alive)
+PLOG=$W/primary.log
 wait_for() {
   _t=$(lab_now); _s=$1; _what=$2; shift 2
   until "$@"; do
-    kill -0 $RP 2>/dev/null || { tail -n 20 "$W/primary.log"; lab_fail "the primary exited while waiting: $_what"; }
-    [ "$(lab_elapsed "$_t" | cut -d. -f1)" -lt "$_s" ] || { tail -n 20 "$W/primary.log"; lab_fail "$_what"; }
+    kill -0 $RP 2>/dev/null || { tail -n 20 "$PLOG"; lab_fail "the primary exited while waiting: $_what"; }
+    [ "$(lab_elapsed "$_t" | cut -d. -f1)" -lt "$_s" ] || { tail -n 20 "$PLOG"; lab_fail "$_what"; }
     sleep 0.2
   done
 }
@@ -104,7 +113,14 @@ grep -q '"event":"failover"' "$W/events-b.jsonl" && lab_fail "backup B FAILED OV
 xl list "$G--incoming" 2>/dev/null | awk 'NR==2 {print $5}' | grep -q p ||
   lab_fail "B's replica is not paused after the stall: $(xl list "$G--incoming" 2>&1 | tail -n1)"
 kill -0 $BP 2>/dev/null || lab_fail "backup B died after its stall"
-lab_note "backup B SIGSTOPped past the ack timeout at epoch $STALL_AT: the primary reconnected, B acked again, its replica stayed paused, no failover"
+# The resync needs a new replica; until its first epoch committed, B kept the old one (EOF
+# applied: it holds B's last epoch) as $G--held, and destroyed it once the new session committed.
+HELD_B=$(sed -n "s/.*as the held replica $G--held (epoch \([0-9]*\)).*/\1/p" "$W/backup-b.log" | tail -n1)
+[ -n "$HELD_B" ] || { tail -n 20 "$W/backup-b.log"; lab_fail "B did not keep its replica as $G--held during the resync"; }
+grep -q "destroying the held replica $G--held (domid [0-9]*, epoch $HELD_B)" "$W/backup-b.log" ||
+  { tail -n 20 "$W/backup-b.log"; lab_fail "B did not destroy the held replica (epoch $HELD_B) after the new session committed"; }
+xl list "$G--held" >/dev/null 2>&1 && lab_fail "$G--held still exists after the new session committed"
+lab_note "backup B SIGSTOPped past the ack timeout at epoch $STALL_AT: the primary reconnected, B acked again, its replica stayed paused, no failover; epoch $HELD_B held as $G--held until the new session committed"
 
 # ---- 4. the primary host dies: B takes over
 LAST_PRIMARY=$(lab_counter_last "$C")
@@ -125,6 +141,99 @@ FIRST=$(lab_counter_first "$CB")
 lab_note "primary killed (last acked epoch $LAST_ACKED, counter $LAST_PRIMARY); backup B resumed from epoch $FO_EPOCH, counter $FIRST.. after $(lab_elapsed "$TK")s"
 lab_figure "tool=romulus lost_after_epoch=$LOST_AT reconnect_first_epoch=$FIRST_B resumed_epoch=$FO_EPOCH"
 kill $BP 2>/dev/null; wait $BP 2>/dev/null
+xl destroy "$G" >/dev/null 2>&1  # the failed-over copy: its CPU and memory go to the next steps
+
+# ---- 4b. the primary dies during a resync's first sync: the backup holds its held replica
+G=guest6
+rm -f "$(lab_console $G)" "$(lab_console $G--incoming)" "$(lab_console $G--held)"
+lab_guest_create $G 128 1 >"$W/domid6" || lab_fail "xl create $G failed"
+P=$(cat "$W/domid6")
+C=$(lab_console $G)
+lab_wait_counter "$C" 3 90 || { tail -n 20 "$C"; lab_fail "$G never counted to 3"; }
+PORT6=$((PORT + 2))
+romulus restore --xen --no-fence --listen "127.0.0.1:$PORT6" --psk-file "$W/psk" --failover-timeout 2s --no-vifs \
+  --events-json "$W/events-d.jsonl" --control-socket "$W/ctl-d.sock" >"$W/backup-d.log" 2>&1 &
+DP=$!
+lab_wait_listening "$W/backup-d.log" $DP
+PLOG=$W/primary6.log
+# A short ack timeout: the primary gives up on the stopped backup quickly.
+romulus replicate --domain $G --to "127.0.0.1:$PORT6" --psk-file "$W/psk" --interval "${I}ms" \
+  --ack-timeout 3s --stats-json "$W/stats6.jsonl" >"$PLOG" 2>&1 &
+RP=$!
+wait_for 600 "no 3 acked epochs of $G" sh -c "[ \$(grep -c '\"acked\":true' $W/stats6.jsonl 2>/dev/null) -ge 3 ]"
+ACKED6=$(jget epoch "$(grep '"acked":true' "$W/stats6.jsonl" | tail -n1)")
+kill -STOP $DP
+wait_for 120 "the primary of $G did not give up on the stopped backup D" grep -q 'backup lost after epoch' "$PLOG"
+kill -CONT $DP
+# D keeps its replica as $G--held as soon as the primary's new session begins (before its
+# HELLO_ACK); the primary then streams the whole memory, which takes seconds under TCG. Kill it
+# at once: the host of the primary dies in the middle of the resync.
+TH=$(lab_now)
+until grep -q "as the held replica $G--held" "$W/backup-d.log"; do
+  kill -0 $RP 2>/dev/null || { tail -n 20 "$PLOG"; lab_fail "the primary of $G exited before the resync began"; }
+  kill -0 $DP 2>/dev/null || { tail -n 20 "$W/backup-d.log"; lab_fail "backup D exited after its stall"; }
+  [ "$(lab_elapsed "$TH" | cut -d. -f1)" -lt 300 ] ||
+    { tail -n 20 "$W/backup-d.log"; lab_fail "backup D never kept a held replica (no new session within 300 s)"; }
+  sleep 0.1
+done
+CTR_HELD=$(lab_counter_last "$C")
+kill -9 $RP; wait $RP 2>/dev/null
+HELD_S=$(lab_elapsed "$TH")
+xl destroy "$P" >/dev/null 2>&1
+HELD=$(sed -n "s/.*as the held replica $G--held (epoch \([0-9]*\)).*/\1/p" "$W/backup-d.log" | tail -n1)
+NEW_FIRST=$(sed -n 's/.*session from epoch \([0-9]*\).*/\1/p' "$PLOG" | tail -n1)
+# D must end the session (the connection died with the primary) and hold.
+ctl_d() { romulus ctl --socket "$W/ctl-d.sock" "$@" 2>&1; }
+TD=$(lab_now)
+until ctl_d status >"$W/status-d.json" && grep -q '"decision":"hold"' "$W/status-d.json"; do
+  if grep -q "destroying the held replica $G--held" "$W/backup-d.log" || grep -q '"event":"failover"' "$W/events-d.jsonl"; then
+    tail -n 20 "$W/backup-d.log"
+    lab_fail "the primary was killed too late: the new session committed its first epoch before it died (the provocation missed; rerun)"
+  fi
+  [ "$(lab_elapsed "$TD" | cut -d. -f1)" -lt 60 ] || { cat "$W/status-d.json"; tail -n 20 "$W/backup-d.log"; lab_fail "backup D does not hold after the primary died mid-resync"; }
+  sleep 0.2
+done
+# Hold means hold: give the judge more than its failover timeout (2 s of running time) to
+# get it wrong, then look again.
+sleep 5
+ctl_d status >"$W/status-d.json" || { cat "$W/status-d.json"; lab_fail "ctl status of backup D"; }
+grep -q '"decision":"hold"' "$W/status-d.json" || lab_fail "backup D stopped holding: $(cat "$W/status-d.json")"
+grep -q '"event":"failover"' "$W/events-d.jsonl" && lab_fail "backup D activated on its own after the primary died mid-resync"
+grep -q "destroying the held replica $G--held" "$W/backup-d.log" &&
+  { tail -n 20 "$W/backup-d.log"; lab_fail "the new session committed before the primary died (the provocation missed; rerun)"; }
+[ -n "$HELD" ] && [ "$(jget epoch "$(cat "$W/status-d.json")")" = "$HELD" ] ||
+  lab_fail "backup D holds epoch $HELD but reports: $(cat "$W/status-d.json")"
+[ "$HELD" -ge "$ACKED6" ] && [ -n "$NEW_FIRST" ] && [ "$HELD" -lt "$NEW_FIRST" ] ||
+  lab_fail "held epoch '$HELD' is not between the last acked before the stall ($ACKED6) and the new session ($NEW_FIRST)"
+xl list "$G--held" 2>/dev/null | awk 'NR==2 {print $5}' | grep -q p ||
+  lab_fail "no paused $G--held while D holds: $(xl list 2>&1 | grep "$G")"
+# The operator's word activates the held checkpoint.
+ctl_d failover >"$W/failover-d.json" || { cat "$W/failover-d.json"; lab_fail "ctl failover on backup D"; }
+grep -q "\"activated\":true,\"epoch\":$HELD[,}]" "$W/failover-d.json" || lab_fail "ctl failover: $(cat "$W/failover-d.json")"
+lab_wait_failover "$W/events-d.jsonl" "$W/backup-d.log"
+[ "$(jget last_committed_epoch "$LAB_FO")" = "$HELD" ] || lab_fail "D activated epoch $(jget last_committed_epoch "$LAB_FO"), not the held $HELD"
+# Its console: xenconsoled names the log after the name at activation ($G--incoming, the held
+# replica takes it back); $G--held's and the dead primary's later lines are looked at too.
+CB=$W/backup6-console.log
+CN=$(wc -l <"$C")
+TR=$(lab_now)
+until { cat "$(lab_console $G--incoming)" "$(lab_console $G--held)" 2>/dev/null; tail -n +$((CN + 1)) "$C"; } >"$CB"
+      [ "$(lab_counter_last "$CB")" -ge 2 ] 2>/dev/null; do
+  [ "$(lab_elapsed "$TR" | cut -d. -f1)" -lt 300 ] || { xl list; tail -n 20 "$W/backup-d.log"; lab_fail "$G: the guest resumed from the held replica does not count"; }
+  sleep 0.2
+done
+FIRST=$(lab_counter_first "$CB")
+# The held checkpoint predates the resync: the guest counts on from a value the primary had
+# shown by then (+1 for the line it was printing, +1 for the console's lag), never from 1.
+[ "$FIRST" -gt 1 ] && [ "$FIRST" -le $((CTR_HELD + 2)) ] ||
+  lab_fail "the guest resumed from the held replica counts from $FIRST (the primary showed $CTR_HELD when the resync began)"
+[ "$(xl list 2>/dev/null | grep -c "^$G")" -eq 1 ] ||
+  lab_fail "more than the activated $G is left (the half-built replica must go): $(xl list 2>&1 | grep "$G")"
+lab_note "$G: backup D stalled after epoch $ACKED6 acked; $HELD_S s after SIGCONT it kept epoch $HELD as $G--held for the resync (session from epoch $NEW_FIRST), and the primary was killed at once; D held, then ctl failover resumed epoch $HELD, counter $FIRST.. (primary showed $CTR_HELD)"
+lab_figure "tool=romulus held_epoch=$HELD held_resumed_counter=$FIRST"
+kill $DP 2>/dev/null; wait $DP 2>/dev/null
+xl destroy "$G" >/dev/null 2>&1
+PLOG=$W/primary.log
 
 # ---- 5. a domain destroyed while its primary looks for a backup
 G=guest5

@@ -1,0 +1,427 @@
+#include "xen/xen_replica.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+namespace romulus::xen {
+
+using Clock = std::chrono::steady_clock;
+
+XenReplica::~XenReplica() {
+  if (!activated_) {
+    (void)Finish();
+    Destroy();
+  }
+  if (restore_.joinable()) restore_.join();
+  if (out_fd_ >= 0) close(out_fd_);
+  if (in_fd_ >= 0) close(in_fd_);
+}
+
+Status XenReplica::Create(const ReplicaSpec& spec) {
+  spec_ = spec;
+  struct xen_domctl_createdomain cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.ssidref = 0;
+  // The primary's UUID. The hypervisor does not require handles to be unique
+  // (libxl does, we do not go through it): while a held replica exists, it
+  // and the new one carry the same handle.
+  memcpy(cfg.handle, spec_.handle, sizeof spec_.handle);
+  cfg.flags = 0;  // PV
+  cfg.max_vcpus = spec_.max_vcpus;
+  cfg.max_evtchn_port = 1023;
+  cfg.max_grant_frames = -1;
+  cfg.max_maptrack_frames = -1;
+  cfg.grant_opts = XEN_DOMCTL_GRANT_version(1);  // 0 is rejected
+  uint32_t domid = 0;                            // Xen chooses
+  if (xc_domain_create(h_->xch(), &domid, &cfg) != 0) {
+    return Status::FromErrno("xc_domain_create (" + h_->RecentErrors() + ")", errno);
+  }
+  domid_ = domid;
+  created_ = true;  // from here on Destroy cleans up
+  vm_path_ = "/vm/" + spec_.uuid + "-" + std::to_string(domid_);
+  if (xc_domain_max_vcpus(h_->xch(), domid_, spec_.max_vcpus) != 0) {
+    return Status::FromErrno("xc_domain_max_vcpus", errno);
+  }
+  // libxl's slack: the guest's balloon driver and the restore need headroom.
+  if (xc_domain_setmaxmem(h_->xch(), domid_, spec_.max_memkb + 1024) != 0) {
+    return Status::FromErrno("xc_domain_setmaxmem", errno);
+  }
+  store_port_ = xc_evtchn_alloc_unbound(h_->xch(), domid_, 0);
+  console_port_ = xc_evtchn_alloc_unbound(h_->xch(), domid_, 0);
+  if (store_port_ < 0 || console_port_ < 0) return Status::FromErrno("xc_evtchn_alloc_unbound", errno);
+  return WriteXenstoreSkeleton();
+}
+
+// The nodes libxl__domain_make writes for a PV domain, minus devices.
+Status XenReplica::WriteXenstoreSkeleton() {
+  struct xs_handle* xs = h_->xsh();
+  const std::string dom = "/local/domain/" + std::to_string(domid_);
+  const std::string& vm = vm_path_;
+  struct xs_permissions ro[2] = {{0, XS_PERM_NONE}, {domid_, XS_PERM_READ}};
+  struct xs_permissions rw[1] = {{domid_, XS_PERM_NONE}};
+  for (int attempt = 0; attempt < 5; attempt++) {
+    xs_transaction_t t = xs_transaction_start(xs);
+    if (t == XBT_NULL) return Status::FromErrno("xenstore transaction", errno);
+    bool ok = true;
+    auto mk = [&](const std::string& p, struct xs_permissions* perms, unsigned n) {
+      ok = ok && xs_mkdir(xs, t, p.c_str()) && xs_set_permissions(xs, t, p.c_str(), perms, n);
+    };
+    auto wr = [&](const std::string& p, const std::string& v) {
+      ok = ok && xs_write(xs, t, p.c_str(), v.data(), unsigned(v.size()));
+    };
+    xs_rm(xs, t, dom.c_str());
+    mk(dom, ro, 2);
+    mk(vm, ro, 2);
+    wr(dom + "/vm", vm);
+    wr(dom + "/name", spec_.name);
+    wr(dom + "/domid", std::to_string(domid_));
+    wr(vm + "/name", spec_.name);
+    wr(vm + "/uuid", spec_.uuid);
+    for (const char* d : {"control", "data", "drivers", "feature", "attr", "error"}) mk(dom + "/" + d, rw, 1);
+    wr(dom + "/control/shutdown", "");
+    wr(dom + "/control/sysrq", "");
+    mk(dom + "/control/shutdown", rw, 1);
+    mk(dom + "/control/sysrq", rw, 1);
+    mk(dom + "/device", ro, 2);
+    mk(dom + "/memory", ro, 2);
+    wr(dom + "/memory/static-max", std::to_string(spec_.max_memkb));
+    wr(dom + "/memory/target", std::to_string(spec_.target_kb));
+    for (unsigned i = 0; i < spec_.max_vcpus; i++) wr(dom + "/cpu/" + std::to_string(i) + "/availability", "online");
+    if (!ok) {
+      int err = errno;
+      xs_transaction_end(xs, t, true);
+      return Status::FromErrno("writing the replica's xenstore skeleton", err);
+    }
+    if (xs_transaction_end(xs, t, false)) return Status::Ok();
+    if (errno != EAGAIN) return Status::FromErrno("committing the replica's xenstore skeleton", errno);
+  }
+  return Status::IoError("xenstore transaction kept conflicting");
+}
+
+Status XenReplica::StartRestore() {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return Status::FromErrno("socketpair", errno);
+  out_fd_ = sv[0];
+  in_fd_ = sv[1];
+  int sz = 4 << 20;
+  setsockopt(out_fd_, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+  setsockopt(in_fd_, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+  restore_ = std::thread([this] {
+    struct restore_callbacks cb;
+    memset(&cb, 0, sizeof cb);
+    cb.checkpoint = &XenReplica::CheckpointCb;
+    cb.data = this;
+    unsigned long store_mfn = 0, console_mfn = 0;
+    // No receive timeout here: failure detection lives in the engine, which
+    // calls Activate; the EOF we then give libxenguest ends the restore.
+    int rc = xc_domain_restore(h_->xch(), in_fd_, domid_, unsigned(store_port_), &store_mfn, 0,
+                               unsigned(console_port_), &console_mfn, 0, XC_STREAM_REMUS, &cb, -1);
+    int err = errno;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      restore_done_ = true;
+      restore_rc_ = rc;
+      restore_errno_ = err;
+      store_mfn_ = store_mfn;
+      console_mfn_ = console_mfn;
+    }
+    cv_.notify_all();
+    // Nobody reads any more: a writer blocked on the full socketpair (a
+    // restore that failed mid-epoch, e.g. out of memory) gets EPIPE instead
+    // of waiting for ever. restore_done_ is set first, so Flush can say why.
+    shutdown(in_fd_, SHUT_RDWR);
+  });
+  return Status::Ok();
+}
+
+Status XenReplica::RestoreEnded(const std::string& what) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::string why = "xc_domain_restore ended (rc " + std::to_string(restore_rc_) + ", " +
+                          strerror(restore_errno_) + ") " + what + ": " + h_->RecentErrors();
+  if (restore_errno_ == ENOMEM) {
+    return Status::Storage("not enough free hypervisor memory for replica " + spec_.name + ": " + why);
+  }
+  return Status::IoError(why);
+}
+
+Status XenReplica::Write(std::span<const uint8_t> b) {
+  // Coalesce the many small writes (8-byte headers, 4 KiB pages) into large
+  // ones; Commit flushes.
+  if (out_buf_.size() + b.size() > (1u << 20)) ROMULUS_RETURN_IF_ERROR(Flush());
+  out_buf_.insert(out_buf_.end(), b.begin(), b.end());
+  if (out_buf_.size() >= (1u << 20)) return Flush();
+  return Status::Ok();
+}
+
+Status XenReplica::Flush() {
+  if (out_fd_ < 0) return Status::Internal("replica " + spec_.name + ": no restore running");
+  size_t off = 0;
+  while (off < out_buf_.size()) {
+    ssize_t n = send(out_fd_, out_buf_.data() + off, out_buf_.size() - off, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      out_buf_.clear();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!restore_done_) {
+          return Status::FromErrno("writing the rebuilt stream to xc_domain_restore (" + h_->RecentErrors() + ")",
+                                   err);
+        }
+      }
+      return RestoreEnded("while the stream was being written");
+    }
+    off += size_t(n);
+  }
+  out_buf_.clear();
+  return Status::Ok();
+}
+
+Status XenReplica::WaitCheckpoint(uint64_t count, uint64_t epoch) {
+  // libxenguest calls its checkpoint callback when it reads the CHECKPOINT
+  // record: from then on an EOF restores this epoch. (The first checkpoint's
+  // records were applied as they streamed; later ones are buffered and
+  // applied right after the callback.)
+  std::unique_lock<std::mutex> lock(mu_);
+  bool ok = cv_.wait_for(lock, std::chrono::seconds(120),
+                         [&] { return restore_checkpoints_ >= count || restore_done_; });
+  if (restore_checkpoints_ >= count) return Status::Ok();
+  if (restore_done_) {
+    lock.unlock();
+    return RestoreEnded("before taking checkpoint " + std::to_string(epoch));
+  }
+  (void)ok;
+  return Status::Timeout("libxenguest did not take checkpoint " + std::to_string(epoch) + " in 120 s");
+}
+
+int XenReplica::CheckpointCb(void* data) {
+  auto* self = static_cast<XenReplica*>(data);
+  {
+    std::lock_guard<std::mutex> lock(self->mu_);
+    self->restore_checkpoints_++;
+  }
+  self->cv_.notify_all();
+  return XGR_CHECKPOINT_SUCCESS;
+}
+
+Status XenReplica::Finish() {
+  if (out_fd_ >= 0 && !finished_) {
+    out_buf_.clear();  // whatever is unflushed belongs to an uncommitted epoch
+    shutdown(out_fd_, SHUT_WR);
+  }
+  finished_ = true;
+  if (restore_.joinable()) restore_.join();
+  if (!created_) return Status::Internal("replica " + spec_.name + " was never created");
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!restore_done_ || restore_rc_ != 0 || restore_checkpoints_ == 0) {
+    return Status::IoError("xc_domain_restore did not complete a checkpoint on " + spec_.name + " (rc " +
+                           std::to_string(restore_rc_) + ", " + strerror(restore_errno_) + ", " +
+                           std::to_string(restore_checkpoints_) + " checkpoints): " + h_->RecentErrors());
+  }
+  return Status::Ok();
+}
+
+void XenReplica::Destroy() {
+  if (!created_) return;
+  xc_domain_destroy(h_->xch(), domid_);
+  std::string dom = "/local/domain/" + std::to_string(domid_);
+  xs_rm(h_->xsh(), XBT_NULL, dom.c_str());
+  xs_rm(h_->xsh(), XBT_NULL, vm_path_.c_str());
+  created_ = false;
+}
+
+Status XenReplica::Rename(const std::string& name) {
+  std::string dom = "/local/domain/" + std::to_string(domid_);
+  ROMULUS_RETURN_IF_ERROR(XsWrite(h_->xsh(), XBT_NULL, dom + "/name", name));
+  ROMULUS_RETURN_IF_ERROR(XsWrite(h_->xsh(), XBT_NULL, vm_path_ + "/name", name));
+  spec_.name = name;
+  return Status::Ok();
+}
+
+Status XenReplica::Resume() {
+  if (activated_) return Status::Ok();
+  if (!finished_) ROMULUS_RETURN_IF_ERROR(Finish());
+  unsigned long store_mfn, console_mfn;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (restore_rc_ != 0 || !restore_done_) {
+      return Status::IoError("xc_domain_restore failed at failover (rc " + std::to_string(restore_rc_) + ", " +
+                             strerror(restore_errno_) + "): " + h_->RecentErrors());
+    }
+    store_mfn = store_mfn_;
+    console_mfn = console_mfn_;
+  }
+  struct xs_handle* xs = h_->xsh();
+  const std::string dom = "/local/domain/" + std::to_string(domid_);
+  ROMULUS_RETURN_IF_ERROR(XsWrite(xs, XBT_NULL, dom + "/store/port", std::to_string(store_port_)));
+  ROMULUS_RETURN_IF_ERROR(XsWrite(xs, XBT_NULL, dom + "/store/ring-ref", std::to_string(store_mfn)));
+  ROMULUS_RETURN_IF_ERROR(XsWrite(xs, XBT_NULL, dom + "/console/port", std::to_string(console_port_)));
+  ROMULUS_RETURN_IF_ERROR(XsWrite(xs, XBT_NULL, dom + "/console/ring-ref", std::to_string(console_mfn)));
+  ROMULUS_RETURN_IF_ERROR(XsWrite(xs, XBT_NULL, dom + "/console/type", "xenconsoled"));
+  ROMULUS_RETURN_IF_ERROR(XsWrite(xs, XBT_NULL, dom + "/console/limit", "1048576"));
+  // Without the introduction xenstored ignores the guest's ring and
+  // xenconsoled never attaches.
+  if (!xs_introduce_domain(xs, domid_, store_mfn, unsigned(store_port_))) {
+    return Status::FromErrno("xs_introduce_domain(" + std::to_string(domid_) + ")", errno);
+  }
+  CreateVifs();  // before the guest runs: its netfront reconnects on resume
+  if (xc_domain_unpause(h_->xch(), domid_) != 0) return Status::FromErrno("xc_domain_unpause", errno);
+  activated_ = true;
+  return Status::Ok();
+}
+
+Status XenReplica::TakeName(const std::string& final_name) {
+  // The original name, once no other domain holds it (the primary is gone).
+  struct xs_handle* xs = h_->xsh();
+  if (final_name != spec_.name) {
+    auto deadline = Clock::now() + opts_.rename_wait;
+    for (;;) {
+      bool taken = false;
+      unsigned int num = 0;
+      char** ents = xs_directory(xs, XBT_NULL, "/local/domain", &num);
+      for (unsigned i = 0; ents && i < num; i++) {
+        if (strtoul(ents[i], nullptr, 10) == domid_) continue;
+        if (XsRead(xs, std::string("/local/domain/") + ents[i] + "/name") == final_name) taken = true;
+      }
+      free(ents);
+      if (!taken) {
+        Status s = Rename(final_name);
+        if (s.ok()) fprintf(stderr, "romulus: domain %u renamed to %s\n", domid_, final_name.c_str());
+        return s;
+      }
+      if (Clock::now() >= deadline) {
+        fprintf(stderr, "romulus: warning: a domain named %s still exists; the replica keeps the name %s\n",
+                final_name.c_str(), spec_.name.c_str());
+        return Status::Ok();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  return Status::Ok();
+}
+
+// The nodes libxl writes for a PV NIC served by dom0: the frontend directory
+// owned by the guest, the backend directory owned by dom0, each readable by
+// the other side. netback creates vif<domid>.<devid> when it sees them.
+Status XenReplica::WriteVifNodes(const VifSpec& v) {
+  struct xs_handle* xs = h_->xsh();
+  const std::string id = std::to_string(v.devid);
+  const std::string fe = "/local/domain/" + std::to_string(domid_) + "/device/vif/" + id;
+  const std::string be = "/local/domain/0/backend/vif/" + std::to_string(domid_) + "/" + id;
+  struct xs_permissions fe_perms[2] = {{domid_, XS_PERM_NONE}, {0, XS_PERM_READ}};
+  struct xs_permissions be_perms[2] = {{0, XS_PERM_NONE}, {domid_, XS_PERM_READ}};
+  for (int attempt = 0; attempt < 5; attempt++) {
+    xs_transaction_t t = xs_transaction_start(xs);
+    if (t == XBT_NULL) return Status::FromErrno("xenstore transaction", errno);
+    bool ok = true;
+    auto wr = [&](const std::string& p, const std::string& val) {
+      ok = ok && xs_write(xs, t, p.c_str(), val.data(), unsigned(val.size()));
+    };
+    xs_rm(xs, t, be.c_str());
+    ok = ok && xs_mkdir(xs, t, be.c_str()) && xs_set_permissions(xs, t, be.c_str(), be_perms, 2);
+    ok = ok && xs_mkdir(xs, t, fe.c_str()) && xs_set_permissions(xs, t, fe.c_str(), fe_perms, 2);
+    wr(be + "/frontend", fe);
+    wr(be + "/frontend-id", std::to_string(domid_));
+    wr(be + "/online", "1");
+    wr(be + "/state", "1");  // XenbusStateInitialising
+    wr(be + "/script", opts_.vif_script);
+    wr(be + "/mac", v.mac);
+    if (!v.bridge.empty()) wr(be + "/bridge", v.bridge);
+    wr(be + "/handle", id);
+    wr(be + "/type", "vif");
+    wr(fe + "/backend", be);
+    wr(fe + "/backend-id", "0");
+    wr(fe + "/state", "1");
+    wr(fe + "/handle", id);
+    wr(fe + "/mac", v.mac);
+    if (!ok) {
+      int err = errno;
+      xs_transaction_end(xs, t, true);
+      return Status::FromErrno("writing vif " + id + "'s xenstore nodes", err);
+    }
+    if (xs_transaction_end(xs, t, false)) return Status::Ok();
+    if (errno != EAGAIN) return Status::FromErrno("committing vif " + id + "'s xenstore nodes", errno);
+  }
+  return Status::IoError("xenstore transaction kept conflicting");
+}
+
+// Runs `vif_script online` as libxl would, once netback created the netdev,
+// and waits for the script's hotplug-status (netback connects only then).
+Status XenReplica::RunVifHotplug(const VifSpec& v) {
+  const std::string vif = "vif" + std::to_string(domid_) + "." + std::to_string(v.devid);
+  const std::string be_rel = "backend/vif/" + std::to_string(domid_) + "/" + std::to_string(v.devid);
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (access(("/sys/class/net/" + vif).c_str(), F_OK) != 0) {
+    if (Clock::now() >= deadline) return Status::Timeout("netback did not create " + vif + " within 10 s (is xen-netback loaded?)");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::vector<std::string> env = {"vif=" + vif, "XENBUS_PATH=" + be_rel, "XENBUS_TYPE=vif",
+                                  "XENBUS_BASE_PATH=backend", "script=" + opts_.vif_script, "type_if=vif",
+                                  "PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string script = opts_.vif_script, arg = "online";
+  char* argv[] = {script.data(), arg.data(), nullptr};
+  pid_t pid = fork();
+  if (pid < 0) return Status::FromErrno("fork", errno);
+  if (pid == 0) {
+    execve(script.c_str(), argv, envp.data());
+    _exit(127);
+  }
+  int st = 0;
+  const auto script_deadline = Clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) return Status::FromErrno("waitpid", errno);
+    if (Clock::now() >= script_deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+      return Status::Timeout(opts_.vif_script + " online " + vif + " took more than 30 s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+    return Status::IoError(opts_.vif_script + " online " + vif + " failed (" +
+                           (WIFEXITED(st) ? "exit " + std::to_string(WEXITSTATUS(st)) : std::string("signal")) + ")");
+  }
+  const std::string hs = "/local/domain/0/" + be_rel + "/hotplug-status";
+  while (XsRead(h_->xsh(), hs) != "connected") {
+    if (Clock::now() >= deadline + std::chrono::seconds(30)) {
+      return Status::Timeout(opts_.vif_script + " did not write hotplug-status=connected for " + vif);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return Status::Ok();
+}
+
+void XenReplica::CreateVifs() {
+  if (spec_.vifs.empty()) return;
+  if (!opts_.create_vifs) {
+    fprintf(stderr, "romulus: warning: the guest had %zu vif(s); not recreated (--no-vifs): it has no network\n",
+            spec_.vifs.size());
+    return;
+  }
+  for (const VifSpec& v : spec_.vifs) {
+    Status s = WriteVifNodes(v);
+    if (s.ok()) s = RunVifHotplug(v);
+    if (s.ok()) {
+      fprintf(stderr, "romulus: vif%u.%u (mac %s%s%s) recreated for the activated guest\n", domid_, v.devid,
+              v.mac.c_str(), v.bridge.empty() ? "" : ", bridge ", v.bridge.c_str());
+    } else {
+      fprintf(stderr, "romulus: warning: vif %u (mac %s) of the activated guest: %s\n", v.devid, v.mac.c_str(),
+              s.ToString().c_str());
+    }
+  }
+}
+
+}  // namespace romulus::xen

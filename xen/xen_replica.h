@@ -1,0 +1,109 @@
+// One replica domain on the backup and its lifecycle: created paused with
+// libxenctrl, restored continuously by xc_domain_restore(XC_STREAM_REMUS)
+// from a socketpair, finished by an EOF (libxenguest then applies the last
+// complete checkpoint and returns), and then either activated (store/console
+// wiring, xs_introduce_domain, NICs, unpause) or destroyed.
+//
+// XenSink (xen/xen_backup.h) owns one or two of these: the replica the
+// current primary session feeds, and during a resync the *held* replica,
+// which keeps the previous session's last checkpoint until the new session
+// commits (docs/XEN-STREAM.md §4).
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "xen/vif_spec.h"
+#include "xen/xen_cli.h"
+#include "xen/xen_env.h"
+
+namespace romulus::xen {
+
+// What the primary's domain-info record says the replica must look like.
+struct ReplicaSpec {
+  std::string name;  // xenstore name while it is a backup (NAME--incoming)
+  std::string uuid;  // 8-4-4-4-12, the primary's handle
+  uint8_t handle[16] = {};
+  unsigned max_vcpus = 1;
+  uint64_t max_memkb = 0, target_kb = 0;
+  std::vector<VifSpec> vifs;
+};
+
+class XenReplica {
+ public:
+  XenReplica(XenHandles* h, const XenRestoreOptions& opts) : h_(h), opts_(opts) {}
+  // Destroys the domain unless it was activated.
+  ~XenReplica();
+  XenReplica(const XenReplica&) = delete;
+  XenReplica& operator=(const XenReplica&) = delete;
+
+  // The domain (paused, no memory yet) and its xenstore skeleton. On failure
+  // whatever was created is destroyed by the destructor.
+  Status Create(const ReplicaSpec& spec);
+  // The restore thread, reading what Write/Flush send.
+  Status StartRestore();
+  // Coalesced writes of the rebuilt stream; Flush pushes them out.
+  Status Write(std::span<const uint8_t> b);
+  Status Flush();
+  // Waits until libxenguest took its `count`-th CHECKPOINT record (epoch:
+  // for messages).
+  Status WaitCheckpoint(uint64_t count, uint64_t epoch);
+  // EOF to libxenguest and wait for xc_domain_restore to return. Ok when it
+  // applied the last complete checkpoint: the paused domain then holds
+  // exactly that checkpoint, and Activate may run it later.
+  Status Finish();
+  // Destroys the domain and its xenstore nodes (a replica never activated).
+  void Destroy();
+  Status Rename(const std::string& name);
+  // After Finish: store/console, xs_introduce_domain, NICs, unpause.
+  Status Resume();
+  // After Resume: take `final_name` once no other domain holds it (waits up
+  // to opts.rename_wait; still held then: a warning, the old name stays).
+  Status TakeName(const std::string& final_name);
+
+  uint32_t domid() const { return domid_; }
+  bool created() const { return created_; }
+  bool activated() const { return activated_; }
+  const std::string& name() const { return spec_.name; }
+
+ private:
+  Status WriteXenstoreSkeleton();
+  // Why the restore ended early, as a Status (ENOMEM: kStorage, this host's
+  // resource, never the primary's fault).
+  Status RestoreEnded(const std::string& what);
+  void CreateVifs();
+  Status WriteVifNodes(const VifSpec& v);
+  Status RunVifHotplug(const VifSpec& v);
+  static int CheckpointCb(void* data);
+
+  XenHandles* h_;
+  XenRestoreOptions opts_;
+  ReplicaSpec spec_;
+  uint32_t domid_ = 0;
+  bool created_ = false, activated_ = false, finished_ = false;
+  // /vm/UUID-DOMID, not /vm/UUID: the held replica, the new one and (on a
+  // shared host) the primary carry the same UUID, and each must be able to
+  // go away without removing another's node. libxl and xl follow
+  // /local/domain/D/vm, whatever it names.
+  std::string vm_path_;
+  int store_port_ = -1, console_port_ = -1;
+
+  int out_fd_ = -1, in_fd_ = -1;
+  std::vector<uint8_t> out_buf_;
+  std::thread restore_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t restore_checkpoints_ = 0;  // CHECKPOINT records libxenguest took
+  bool restore_done_ = false;
+  int restore_rc_ = 0;
+  int restore_errno_ = 0;
+  unsigned long store_mfn_ = 0, console_mfn_ = 0;
+};
+
+}  // namespace romulus::xen
