@@ -251,6 +251,15 @@ bool CheckpointSender::backup_sent_held() const { return impl_->held_epoch != 0;
 uint64_t CheckpointSender::backup_held_pages() const { return impl_->held_pages; }
 uint64_t CheckpointSender::epoch_pages_kept() const { return impl_->cur.pages_kept; }
 
+bool CheckpointSender::SkipKnownZeroPage(uint64_t pfn) {
+  Impl& im = *impl_;
+  if (!im.in_epoch || im.epoch != im.held_epoch || pfn >= im.guest.guest_pages || im.digest->hash(pfn) != 0) {
+    return false;
+  }
+  ++im.cur.pages_kept;
+  return true;
+}
+
 Status CheckpointSender::AddPage(uint64_t pfn, const uint8_t* page) {
   Impl& im = *impl_;
   if (!im.in_epoch) return Status::Internal("AddPage outside an epoch");

@@ -115,6 +115,10 @@ class CheckpointSender {
   uint64_t backup_held_pages() const;  // non-zero pages in that table
   // Pages of the epoch in progress not sent because the backup held them.
   uint64_t epoch_pages_kept() const;
+  // For a page the caller knows to be all zero without reading it (never
+  // written): true, and counted as kept, when the backup holds a zero page
+  // there in this epoch (its HELD table); false: AddPage it as usual.
+  bool SkipKnownZeroPage(uint64_t pfn);
   Status AddPage(uint64_t pfn, const uint8_t* page);
   Status AddState(std::span<const uint8_t> record);
   // Flushes everything and sends EPOCH_END. Returns the epoch's wire stats.

@@ -346,6 +346,10 @@ std::string PrimaryStatusMembers(const PrimaryStatusView& v) {
   if (v.cache_size_next_session) {
     m += ",\"cache_size_next_session\":" + std::to_string(*v.cache_size_next_session);
   }
+  if (!v.protected_now || v.paused) {
+    m += ",\"unprotected_reason\":" +
+         JsonString(v.unprotected_reason.empty() ? std::string("unknown") : v.unprotected_reason);
+  }
   if (!v.extra.empty()) m += "," + v.extra;
   return m;
 }
@@ -406,6 +410,7 @@ ControlReply PrimaryStatus(EpochLoop* loop, const std::string& identity) {
   v.interval = loop->interval();
   v.cache_size = loop->cache_size_active();
   v.cache_size_next_session = loop->cache_size_next();
+  v.unprotected_reason = loop->unprotected_reason();
   return ControlReply::Ok(PrimaryStatusMembers(v));
 }
 

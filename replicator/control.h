@@ -91,7 +91,7 @@ std::string DefaultControlSocket(const std::string& guest_identity);
 // The members of a primary's `status` answer (docs/CONTROL.md), in order:
 // role, guest, epoch, last_acked, last_ack_age_ms, protection, paused,
 // output_commit, interval_us, interval, cache_size[, cache_size_next_session]
-// and then `extra`.
+// [, unprotected_reason] and then `extra`.
 struct PrimaryStatusView {
   std::string guest;
   uint64_t epoch = 0;                          // last started
@@ -103,6 +103,7 @@ struct PrimaryStatusView {
   std::chrono::microseconds interval{0};
   uint64_t cache_size = 0;
   std::optional<uint64_t> cache_size_next_session;  // absent where it cannot change
+  std::string unprotected_reason;  // why not PROTECTED; rendered only when unprotected
   std::string extra;  // further JSON members without braces ("\"domid\":3"), or ""
 };
 std::string PrimaryStatusMembers(const PrimaryStatusView& v);

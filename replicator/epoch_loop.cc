@@ -157,6 +157,18 @@ Status EpochLoop::BeginEpoch(uint64_t epoch) {
 
 void EpochLoop::SetPaused(bool paused) { paused_.store(paused); }
 
+void EpochLoop::SetUnprotected(std::string why) {
+  std::lock_guard<std::mutex> lock(ops_mu_);
+  unprotected_why_ = std::move(why);
+}
+
+std::string EpochLoop::unprotected_reason() const {
+  if (paused_.load()) return "checkpointing paused by the operator (until resume)";
+  if (protected_.load()) return "";
+  std::lock_guard<std::mutex> lock(ops_mu_);
+  return unprotected_why_;
+}
+
 std::string EpochLoop::output_state() const {
   std::lock_guard<std::mutex> lock(ops_mu_);
   return output_state_;
@@ -234,6 +246,7 @@ void EpochLoop::LoseBackup(const Status& why) {
   sender_.reset();
   SetSession(nullptr);
   protected_.store(false);
+  SetUnprotected("backup lost: " + why.ToString());
   need_full_sync_ = true;
   // Nobody can hold the speculative output any more: let it through rather
   // than cut the guest off the network while it runs unprotected.
@@ -275,6 +288,7 @@ Status EpochLoop::EnsureConnected(const std::atomic<bool>& stop) {
       SetSession(sender_.get());
       backoff_ = opts_.reconnect_min;
       need_full_sync_ = true;
+      SetUnprotected("connected: the backup does not hold a checkpoint of this session yet (first sync)");
       if (totals_.epochs > 0) ++totals_.resyncs;
       if (sender_->backup_sent_held()) {
         spdlog::info("connected to backup; it holds {} non-zero pages: synchronising the pages of {} that differ",
@@ -287,6 +301,7 @@ Status EpochLoop::EnsureConnected(const std::atomic<bool>& stop) {
     }
     stream = sender.status();
   }
+  SetUnprotected("no backup: " + stream.status().ToString());
   spdlog::warn("UNPROTECTED: no backup ({}); retrying in {}", stream.status().ToString(),
                FormatDuration(backoff_));
   auto until = Clock::now() + backoff_;
@@ -333,8 +348,12 @@ Status EpochLoop::LiveSync(uint64_t epoch) {
   int logged_tenths = -1;
   auto last_log = t0;
   for (size_t i = 0; i < all.size(); ++i) {
-    std::memcpy(page, guest_.PageData(all[i]), kPageSize);
-    ROMULUS_RETURN_IF_ERROR(sender_->AddPage(all[i], page));
+    // A page never written, where the backup holds zeros too, is not even
+    // read: the first sync then costs the guest's data, not its size.
+    if (guest_.MayHoldData(all[i]) || !sender_->SkipKnownZeroPage(all[i])) {
+      std::memcpy(page, guest_.PageData(all[i]), kPageSize);
+      ROMULUS_RETURN_IF_ERROR(sender_->AddPage(all[i], page));
+    }
     if (i % step != 0 && i + 1 != all.size()) continue;
     const auto now = Clock::now();
     const SyncProgress p = MeasureSync((i + 1) * kPageSize, total, now - t0);

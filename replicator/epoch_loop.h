@@ -122,6 +122,9 @@ class EpochLoop {
   // carries everything dirtied meanwhile, no full resync needed.
   void SetPaused(bool paused);
   bool paused() const { return paused_.load(); }
+  // Why the guest runs UNPROTECTED now ("" while PROTECTED): the lost
+  // backup's reason, the failed connection's, or the operator's pause.
+  std::string unprotected_reason() const;
 
   // OutputCommit::Describe() as of the last epoch (Describe itself is only
   // called from the loop thread).
@@ -220,6 +223,8 @@ class EpochLoop {
   std::string output_state_;                 // guarded by ops_mu_
   std::string last_epoch_json_ = "null";     // guarded by ops_mu_
   std::string totals_json_ = "null";         // guarded by ops_mu_
+  std::string unprotected_why_ = "not connected to the backup yet";  // guarded by ops_mu_
+  void SetUnprotected(std::string why);
   struct RegionRequest {
     bool pending = false, done = false;
     uint64_t epoch = 0;

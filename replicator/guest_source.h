@@ -35,6 +35,13 @@ class GuestSource {
   virtual Status Resume() = 0;
   // The next harvest returns every page (full resynchronisation).
   virtual void MarkAllDirty() = 0;
+  // false: pfn has never been written, so it reads as zeros and need not be
+  // read at all (a first sync then skips it without touching it, when the
+  // backup holds a zero page there too). true when unsure. Any thread.
+  virtual bool MayHoldData(uint64_t pfn) const {
+    (void)pfn;
+    return true;
+  }
 };
 
 }  // namespace romulus::replicator

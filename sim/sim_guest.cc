@@ -64,7 +64,8 @@ Status SimGuest::Map() {
   mem_ = static_cast<uint8_t*>(p);
   dirty_words_ = (pages_ + 63) / 64;
   dirty_.reset(new (std::nothrow) std::atomic<uint64_t>[dirty_words_]());
-  if (!dirty_) return Status::FromErrno("sim guest: allocating the dirty log", ENOMEM);
+  written_.reset(new (std::nothrow) std::atomic<uint64_t>[dirty_words_]());
+  if (!dirty_ || !written_) return Status::FromErrno("sim guest: allocating the dirty log", ENOMEM);
   return Status::Ok();
 }
 
@@ -89,7 +90,10 @@ Result<std::unique_ptr<SimGuest>> SimGuest::Restore(const SimSpec& spec, std::sp
   // mostly-empty guest mostly unbacked.
   for (uint64_t pfn = 0; pfn < g->pages_; ++pfn) {
     const uint8_t* src = image.data() + pfn * kPage;
-    if (!compress::IsZeroPage(src)) std::memcpy(g->mem_ + pfn * kPage, src, kPage);
+    if (!compress::IsZeroPage(src)) {
+      std::memcpy(g->mem_ + pfn * kPage, src, kPage);
+      g->written_[pfn >> 6].fetch_or(uint64_t{1} << (pfn & 63), std::memory_order_relaxed);
+    }
   }
   return g;
 }
@@ -187,6 +191,13 @@ void SimGuest::MarkDirty(uint64_t pfn) {
   const uint64_t bit = uint64_t{1} << (pfn & 63);
   // Read first: re-dirtying a page (the common case) then costs no atomic RMW.
   if ((w.load(std::memory_order_relaxed) & bit) == 0) w.fetch_or(bit, std::memory_order_relaxed);
+  std::atomic<uint64_t>& e = written_[pfn >> 6];
+  if ((e.load(std::memory_order_relaxed) & bit) == 0) e.fetch_or(bit, std::memory_order_relaxed);
+}
+
+bool SimGuest::MayHoldData(uint64_t pfn) const {
+  if (pfn >= pages_) return false;
+  return (written_[pfn >> 6].load(std::memory_order_relaxed) & (uint64_t{1} << (pfn & 63))) != 0;
 }
 
 void SimGuest::Write8(uint64_t pfn, uint64_t word, uint64_t value) {

@@ -93,6 +93,7 @@ class SimGuest : public replicator::GuestSource {
   Status CaptureState(std::vector<uint8_t>* state) override;
   Status Resume() override;
   void MarkAllDirty() override;
+  bool MayHoldData(uint64_t pfn) const override;
 
   // Size of a CaptureState blob (fixed for format version 1).
   static constexpr size_t kStateBytes = 80;
@@ -114,6 +115,9 @@ class SimGuest : public replicator::GuestSource {
   const uint64_t pages_;
   uint8_t* mem_ = nullptr;
   std::unique_ptr<std::atomic<uint64_t>[]> dirty_;  // one bit per page
+  // One bit per page ever written (or restored with data): the pages a
+  // first sync must read; the others are zero without looking.
+  std::unique_ptr<std::atomic<uint64_t>[]> written_;
   uint64_t dirty_words_ = 0;
   std::atomic<bool> all_dirty_{true};
 

@@ -737,6 +737,7 @@ Status RunReplicateDomainWith(const XenReplicateOptions& opts, const TransportFa
     // Only a lost backup is worth a new session; a domain that is gone or
     // shutting down ends the replication.
     if (!DomainLives(**h, dom->domid)) break;
+    live->SetUnprotectedReason("backup lost after epoch " + std::to_string(last_epoch) + ": " + s.ToString());
     fprintf(stderr, "romulus: backup lost after epoch %llu (%s): domain %s runs UNPROTECTED; reconnecting\n",
             (unsigned long long)last_epoch, s.ToString().c_str(), dom->name.c_str());
     sender->reset();  // closes the old connection
@@ -755,6 +756,7 @@ Status RunReplicateDomainWith(const XenReplicateOptions& opts, const TransportFa
       sender = connect(gi);
       if (sender.ok() || (stop && stop->load())) break;
       if ((gone = !DomainLives(**h, dom->domid))) break;  // nothing left to protect
+      live->SetUnprotectedReason("no backup: " + sender.status().ToString());
       fprintf(stderr, "romulus: UNPROTECTED: no backup (%s); retrying in %s\n",
               sender.status().ToString().c_str(), FormatDuration(backoff).c_str());
       for (auto until = Clock::now() + backoff; Clock::now() < until && !(stop && stop->load());) {

@@ -64,6 +64,7 @@ replicator::PrimaryStatusView XenPrimaryState::StatusView(Clock::time_point now)
   std::lock_guard<std::mutex> lock(mu_);
   v.guest = domain_;
   v.output_commit = output_commit_;
+  v.unprotected_reason = v.paused ? "checkpointing paused by the operator (until resume)" : unprotected_why_;
   v.extra = "\"backend\":\"xen\",\"domain\":" + replicator::JsonString(domain_) +
             ",\"domid\":" + std::to_string(domid_.load());
   if (v.paused) v.extra += ",\"note\":\"checkpointing paused: the guest runs UNPROTECTED until resume\"";
@@ -88,9 +89,15 @@ void XenPrimaryState::Published(const replicator::EpochStats& e, Clock::time_poi
   }
   protected_.store(e.acked);
   std::lock_guard<std::mutex> lock(mu_);
+  if (e.acked) unprotected_why_.clear();
   totals_.Add(e);
   last_json_ = replicator::EpochStatsJson(e);
   totals_json_ = replicator::TotalStatsJson(totals_);
+}
+
+void XenPrimaryState::SetUnprotectedReason(std::string why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  unprotected_why_ = std::move(why);
 }
 
 void XenPrimaryState::Unprotected(const std::string& output_commit) {

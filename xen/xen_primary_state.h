@@ -84,6 +84,9 @@ class XenPrimaryState {
   void Published(const replicator::EpochStats& e, Clock::time_point now);
   // Checkpointing stopped (operator pause, or the session ended): unprotected.
   void Unprotected(const std::string& output_commit);
+  // Why the domain runs UNPROTECTED (status: unprotected_reason); the next
+  // acked epoch clears it.
+  void SetUnprotectedReason(std::string why);
   bool protected_now() const { return protected_.load(); }
   replicator::TotalStats totals() const;
   // A new session after a lost backup (romulus_resyncs_total).
@@ -113,6 +116,7 @@ class XenPrimaryState {
   std::atomic<int64_t> last_ack_ns_{-1};  // steady_clock time of the last ack
   std::atomic<uint64_t> cache_size_{0};
   std::atomic<uint32_t> domid_{0};
+  std::string unprotected_why_ = "not connected to the backup yet";  // guarded by mu_
   mutable std::mutex mu_;
   std::string domain_;             // guarded by mu_
   std::string output_commit_;      // guarded by mu_

@@ -186,6 +186,7 @@ TEST(PrimaryControl, CommandsReachTheLoop) {
   EXPECT_NE(status.find("\"role\":\"primary\""), std::string::npos) << status;
   EXPECT_NE(status.find("\"interval_us\":20000"), std::string::npos) << status;
   EXPECT_NE(status.find("\"protection\":\"UNPROTECTED\""), std::string::npos) << status;
+  EXPECT_NE(status.find("\"unprotected_reason\":\"not connected to the backup yet\""), std::string::npos) << status;
   EXPECT_NE(status.find("\"last_ack_age_ms\":-1,"), std::string::npos) << status;
   EXPECT_NE(status.find("\"output_commit\":\"none (output not committed)\""), std::string::npos) << status;
 
@@ -199,6 +200,7 @@ TEST(PrimaryControl, CommandsReachTheLoop) {
 
   EXPECT_EQ(call({"pause"}).rfind("{\"ok\":true", 0), 0u);
   EXPECT_TRUE(loop.paused());
+  EXPECT_NE(call({"status"}).find("\"unprotected_reason\":\"checkpointing paused by the operator"), std::string::npos);
   EXPECT_EQ(call({"resume"}).rfind("{\"ok\":true", 0), 0u);
   EXPECT_FALSE(loop.paused());
 

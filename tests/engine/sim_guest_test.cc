@@ -8,6 +8,8 @@
 #include <thread>
 #include <vector>
 
+#include "compress/page.h"
+
 #include "common/digest.h"
 #include "sim/sim_spec.h"
 
@@ -191,6 +193,33 @@ TEST(SimGuestTest, SeedWorkloadChangesExactlyFourBytesPerPageOfSixteenMiB) {
     std::vector<uint64_t> dirty = Harvest(*g);
     ASSERT_EQ(dirty.size(), region);
     for (uint64_t i = 0; i < region; ++i) ASSERT_EQ(dirty[i], i);
+  }
+}
+
+// MayHoldData: false exactly for pages never written (a first sync skips
+// them unread), also for a guest restored from an image.
+TEST(SimGuestTest, MayHoldDataIsFalseExactlyForNeverWrittenPages) {
+  auto g = Make("sim:size=64M,workload=sparse,seed=3");
+  ASSERT_TRUE(g);
+  for (uint64_t pfn = 0; pfn < g->guest_pages(); ++pfn) ASSERT_FALSE(g->MayHoldData(pfn)) << pfn;
+  ASSERT_TRUE(g->RunSteps(20).ok());  // 1280 random writes
+  uint64_t with_data = 0;
+  for (uint64_t pfn = 0; pfn < g->guest_pages(); ++pfn) {
+    const bool zero = compress::IsZeroPage(g->memory() + pfn * kPage);
+    // Never "no data" for a page that has some (a missed write would be lost).
+    if (!zero) ASSERT_TRUE(g->MayHoldData(pfn)) << "pfn " << pfn << " holds data";
+    with_data += g->MayHoldData(pfn);
+  }
+  EXPECT_GT(with_data, 1000u);
+  EXPECT_LT(with_data, g->guest_pages() / 2);
+  EXPECT_FALSE(g->MayHoldData(g->guest_pages()));  // out of range
+  // Restored from an image: the pages with data, and only those.
+  std::vector<uint8_t> state;
+  ASSERT_TRUE(g->CaptureState(&state).ok());
+  auto r = SimGuest::Restore(g->spec(), {g->memory(), g->spec().size_bytes}, state);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (uint64_t pfn = 0; pfn < g->guest_pages(); ++pfn) {
+    ASSERT_EQ((*r)->MayHoldData(pfn), !compress::IsZeroPage(g->memory() + pfn * kPage)) << pfn;
   }
 }
 
