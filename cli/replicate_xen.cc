@@ -72,10 +72,10 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
   };
   if (setup.kill_enabled) opts.phase_hook = KillAtHook(setup.kill_phase, setup.kill_epoch);
   replicator::SenderOptions sender = setup.sender;
-  // Epoch 1's writes may make no progress (the backup's libxenguest applying
-  // a burst) for as long as the epoch may wait for its ack; a write that
-  // progresses is never failed (PROTOCOL.md §6.1).
-  sender.first_epoch_write_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(opts.first_ack_timeout);
+  // Epoch 1's writes may make no progress for long (the backup's libxenguest
+  // applying a burst): only the backup's silence ends them, as for any
+  // guest (SenderOptions::first_epoch_write_timeout = 0; PROTOCOL.md §6.1).
+  sender.first_epoch_write_timeout = std::chrono::milliseconds(0);
   auto connect = [target, sec, sender, &live](const replicator::GuestInfo& info)
       -> Result<std::unique_ptr<replicator::CheckpointSender>> {
     auto stream = transport::Connect(target.host, target.port, sec, std::chrono::seconds(5));

@@ -15,8 +15,8 @@ class SenderTransport final : public EpochTransport {
   Status AddState(std::span<const uint8_t> blob) override { return s_->AddState(blob); }
   Status AddPage(uint64_t pfn, const uint8_t* page) override { return s_->AddPage(pfn, page); }
   Result<replicator::EpochWireStats> EndEpoch() override { return s_->EndEpoch(); }
-  Status WaitAck(uint64_t epoch, std::chrono::milliseconds timeout) override {
-    return s_->WaitAck(epoch, timeout);
+  Status WaitAck(uint64_t epoch, std::chrono::milliseconds timeout, const std::atomic<bool>* cancel) override {
+    return s_->WaitAck(epoch, timeout, cancel);
   }
   Status Stop() override { return s_->Stop(); }
   Status Handover() override { return s_->Stop(protocol::ByeReason::kHandover); }

@@ -31,10 +31,10 @@ struct XenReplicateOptions {
   // the live value (`set interval` changes it from the next epoch).
   std::chrono::microseconds interval{100000};
   std::chrono::milliseconds suspend_timeout{5000};  // "guest will not suspend" after this
-  // Waiting for epoch N's ack in the checkpoint callback; the first epoch
-  // (whole memory, live iterations) gets first_ack_timeout instead.
+  // Waiting for epoch N's ack in the checkpoint callback. The first epoch
+  // of a session (whole memory, live iterations) waits as long as the
+  // backup is alive (heartbeats; PROTOCOL.md §6.1), with no fixed budget.
   std::chrono::milliseconds ack_timeout{5000};
-  std::chrono::milliseconds first_ack_timeout{600000};
   // Raw stream bytes staged between the pipe and the sender, so the guest's
   // suspended window never waits on the network (blocks of 1 MiB, reused).
   uint64_t staging_bytes = 256ull << 20;

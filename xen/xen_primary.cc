@@ -495,13 +495,25 @@ bool Session::WaitForNextEpoch() {
 int Session::Checkpoint() {
   const uint64_t n = ++checkpoints_;
   const auto t0 = Clock::now();
-  // The session's first epoch carries the whole memory (live pass).
-  const milliseconds budget = n == base_ + 1 ? opts_.first_ack_timeout : opts_.ack_timeout;
+  // The session's first epoch carries the whole memory (live pass): it may
+  // take as long as the backup (libxenguest applying the burst) needs, while
+  // the backup is alive; the sender fails the session on its silence
+  // (PROTOCOL.md §6.1). Later epochs are small and get --ack-timeout.
+  const bool first = n == base_ + 1;
+  const milliseconds budget = opts_.ack_timeout;
   replicator::EpochWireStats wire;
   {
     // The CHECKPOINT record is in the pipe; wait for the worker to send it.
     std::unique_lock<std::mutex> lock(mu_);
-    if (!cv_.wait_until(lock, t0 + budget, [&] { return epoch_ended_ >= n || !error_.ok(); })) {
+    auto sent = [&] { return epoch_ended_ >= n || !error_.ok(); };
+    if (first) {
+      while (!cv_.wait_for(lock, milliseconds(100), sent)) {
+        if (stop_ && stop_->load()) {
+          error_ = Status::Closed("stop requested during the first epoch of the session");
+          break;
+        }
+      }
+    } else if (!cv_.wait_until(lock, t0 + budget, sent)) {
       error_ = Status::Timeout("epoch " + std::to_string(n) + " not sent within " +
                                std::to_string(budget.count()) + " ms (network too slow or stalled)");
     }
@@ -510,7 +522,8 @@ int Session::Checkpoint() {
   }
   Hook(replicator::Phase::kBeforeCommit, n);  // EPOCH_END n written, ack not yet read
   auto left = duration_cast<milliseconds>(t0 + budget - Clock::now());
-  Status s = sender_->WaitAck(n, std::max(left, milliseconds(1)));
+  Status s = first ? sender_->WaitAck(n, replicator::CheckpointSender::kWhileAlive, stop_)
+                   : sender_->WaitAck(n, std::max(left, milliseconds(1)));
   if (!s.ok()) {
     RecordEpoch(n, wire, /*acked=*/false, t0);
     SetError(s.With("waiting for the backup's ack of epoch " + std::to_string(n)));

@@ -41,7 +41,10 @@ class EpochTransport {
   virtual Status AddState(std::span<const uint8_t> blob) = 0;
   virtual Status AddPage(uint64_t pfn, const uint8_t* page) = 0;
   virtual Result<replicator::EpochWireStats> EndEpoch() = 0;
-  virtual Status WaitAck(uint64_t epoch, std::chrono::milliseconds timeout) = 0;
+  // timeout may be CheckpointSender::kWhileAlive (no budget while the backup
+  // is alive); `cancel` (may be null) ends such a wait.
+  virtual Status WaitAck(uint64_t epoch, std::chrono::milliseconds timeout,
+                         const std::atomic<bool>* cancel = nullptr) = 0;
   virtual Status Stop() = 0;  // clean stop: the backup must not fail over
   // Planned switchover: BYE "handover", the backup activates from the last
   // acked epoch.

@@ -142,7 +142,9 @@ TEST_F(XenStateTest, StatusFollowsEpochsAcksAndProtection) {
   auto m = ParseFlatObject(StatusLine(t0));
   EXPECT_EQ(Keys(m), (std::vector<std::string>{"role", "guest", "epoch", "last_acked", "last_ack_age_ms",
                                                "protection", "paused", "output_commit", "interval_us",
-                                               "interval", "cache_size", "backend", "domain", "domid"}));
+                                               "interval", "cache_size", "unprotected_reason", "backend",
+                                               "domain", "domid"}));
+  EXPECT_EQ(Value(m, "unprotected_reason"), "\"not connected to the backup yet\"");
   EXPECT_EQ(Value(m, "role"), "\"primary\"");
   EXPECT_EQ(Value(m, "guest"), "\"guest1\"");
   EXPECT_EQ(Value(m, "domain"), "\"guest1\"");
@@ -163,11 +165,15 @@ TEST_F(XenStateTest, StatusFollowsEpochsAcksAndProtection) {
   EXPECT_EQ(Value(m, "last_acked"), "1");
   EXPECT_EQ(Value(m, "last_ack_age_ms"), "250");
   EXPECT_EQ(Value(m, "protection"), "\"PROTECTED\"");
+  EXPECT_EQ(StatusLine(t0 + 250ms).find("unprotected_reason"), std::string::npos) << "no reason while PROTECTED";
   EXPECT_EQ(Value(m, "output_commit"), "\"sch_plug on ifb-vif3.0\"");
 
   state.Published(Epoch(2, false), t0 + 300ms);
   m = ParseFlatObject(StatusLine(t0 + 300ms));
   EXPECT_EQ(Value(m, "protection"), "\"UNPROTECTED\"") << "an unacked epoch loses protection";
+  state.SetUnprotectedReason("backup lost after epoch 2: Timeout: no ack");
+  m = ParseFlatObject(StatusLine(t0 + 300ms));
+  EXPECT_EQ(Value(m, "unprotected_reason"), "\"backup lost after epoch 2: Timeout: no ack\"");
   EXPECT_EQ(Value(m, "last_acked"), "1");
 
   state.Published(Epoch(3, true), t0 + 400ms);

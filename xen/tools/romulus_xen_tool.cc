@@ -219,10 +219,13 @@ class BareTransport final : public EpochTransport {
     ROMULUS_RETURN_IF_ERROR(Flush());
     return stats_;
   }
-  Status WaitAck(uint64_t epoch, std::chrono::milliseconds timeout) override {
+  Status WaitAck(uint64_t epoch, std::chrono::milliseconds timeout, const std::atomic<bool>*) override {
+    // This bare lab transport has no heartbeats to tell a live backup from a
+    // dead one: "while alive" becomes a 10-minute bound here.
+    const int ms = int(std::min<int64_t>(timeout.count(), 600000));
     while (acked_ < epoch) {
       uint8_t b[8];
-      ROMULUS_RETURN_IF_ERROR(ReadAll(fd_, b, 8, int(timeout.count())));
+      ROMULUS_RETURN_IF_ERROR(ReadAll(fd_, b, 8, ms));
       acked_ = LoadLe64(b);
     }
     return Status::Ok();
@@ -327,7 +330,7 @@ int CmdRecord(int argc, char** argv) {
       st.wire_bytes = st.raw_bytes;
       return st;
     }
-    Status WaitAck(uint64_t, std::chrono::milliseconds) override { return Status::Ok(); }
+    Status WaitAck(uint64_t, std::chrono::milliseconds, const std::atomic<bool>*) override { return Status::Ok(); }
     Status Stop() override { return Status::Ok(); }
   };
   Local* local = nullptr;
