@@ -15,10 +15,12 @@
 #  4. the primary host dies (SIGKILL + destroy): B fails over from an epoch of the new session,
 #     and the guest counts on from its checkpointed value;
 #  4b. guest6, protected by backup D (with a control socket): D stalls past the primary's ack
-#     timeout, and the primary dies while the resync's first (whole-memory) epoch is streaming:
-#     D must hold (no automatic activation: the primary ran unprotected in between) with its
-#     replica of the last epoch kept as guest6--held, and `ctl failover` must resume the guest
-#     from exactly that epoch;
+#     timeout; its replica of the last epoch is kept as guest6--held for the resync. A paused
+#     domain first uses up the free memory: D must refuse the session (ERROR resource, the
+#     primary told why) and keep guest6--held. With the memory back, the primary dies while the
+#     resync's first (whole-memory) epoch is streaming: D must hold (no automatic activation:
+#     the primary ran unprotected in between), and `ctl failover` must resume the guest from
+#     exactly the held epoch;
 #  5. guest5, protected the same way, loses its backup and is then destroyed while unprotected:
 #     the primary must stop retrying and exit with an error (nothing left to protect).
 . /lab/dom0-lib.sh
@@ -164,26 +166,53 @@ wait_for 600 "no 3 acked epochs of $G" sh -c "[ \$(grep -c '\"acked\":true' $W/s
 ACKED6=$(jget epoch "$(grep '"acked":true' "$W/stats6.jsonl" | tail -n1)")
 kill -STOP $DP
 wait_for 120 "the primary of $G did not give up on the stopped backup D" grep -q 'backup lost after epoch' "$PLOG"
+# Every epoch D can hold was captured before the primary gave up on it: the held checkpoint's
+# counter is at most what the guest showed by now.
+CTR_LOST=$(lab_counter_last "$C")
+# A resync needs room for two copies of the guest on the backup host (the held replica and the
+# new one). Take that room away first: a paused domain holding all but 64 MiB of the free memory.
+FREE=$(xl info | sed -n 's/^free_memory *: *//p')
+xl create -p "$(lab_guest_cfg memhog $((FREE - 64)))" >"$W/create-memhog.log" 2>&1 ||
+  { cat "$W/create-memhog.log"; lab_fail "could not create a paused $((FREE - 64)) MiB domain to use up the free memory"; }
 kill -CONT $DP
-# D keeps its replica as $G--held as soon as the primary's new session begins (before its
-# HELLO_ACK); the primary then streams the whole memory, which takes seconds under TCG. Kill it
-# at once: the host of the primary dies in the middle of the resync.
+ctl_d() { romulus ctl --socket "$W/ctl-d.sock" "$@" 2>&1; }
+# D keeps its replica as $G--held as soon as the primary's new session begins, then finds no room
+# for the new replica: it must refuse the session as its own resource failure (the primary is
+# told why and retries), and keep the held replica.
+wait_for 300 "backup D did not refuse the new replica for lack of memory" \
+  grep -q 'not enough free hypervisor memory for a replica' "$W/backup-d.log"
+HELD=$(sed -n "s/.*as the held replica $G--held (epoch \([0-9]*\)).*/\1/p" "$W/backup-d.log" | tail -n1)
+[ -n "$HELD" ] || { tail -n 20 "$W/backup-d.log"; lab_fail "D did not keep its replica as $G--held for the resync"; }
+grep -q "held replica $G--held (epoch $HELD) is kept" "$W/backup-d.log" ||
+  { tail -n 20 "$W/backup-d.log"; lab_fail "D's refusal does not say it keeps the held replica"; }
+wait_for 120 "the primary of $G was not told why the backup refused" \
+  grep -q 'resource.*not enough free hypervisor memory' "$PLOG"
+xl list "$G--held" 2>/dev/null | awk 'NR==2 {print $5}' | grep -q p ||
+  lab_fail "no paused $G--held after the refusal: $(xl list 2>&1 | grep "$G")"
+ctl_d status >"$W/status-d.json" || { cat "$W/status-d.json"; lab_fail "ctl status of backup D"; }
+[ "$(jget epoch "$(cat "$W/status-d.json")")" = "$HELD" ] ||
+  lab_fail "backup D keeps epoch $HELD but reports: $(cat "$W/status-d.json")"
+grep -q '"event":"failover"' "$W/events-d.jsonl" && lab_fail "backup D activated after refusing a session"
+lab_note "$G: backup D stalled after epoch $ACKED6 acked; the resync found no room for a second copy: session refused ($(grep -m1 -o 'not enough free hypervisor memory[^;]*' "$W/backup-d.log")), epoch $HELD kept as $G--held"
+# Room again: the primary's next retry builds the new replica, whose first epoch streams the
+# whole memory (seconds under TCG). Kill the primary as soon as that replica exists: the host
+# of the primary dies in the middle of the resync.
+CREATED=$(grep -c "created replica domain $G--incoming" "$W/backup-d.log")
+xl destroy memhog >/dev/null 2>&1 || lab_fail "xl destroy memhog"
 TH=$(lab_now)
-until grep -q "as the held replica $G--held" "$W/backup-d.log"; do
+until [ "$(grep -c "created replica domain $G--incoming" "$W/backup-d.log")" -gt "$CREATED" ]; do
   kill -0 $RP 2>/dev/null || { tail -n 20 "$PLOG"; lab_fail "the primary of $G exited before the resync began"; }
   kill -0 $DP 2>/dev/null || { tail -n 20 "$W/backup-d.log"; lab_fail "backup D exited after its stall"; }
   [ "$(lab_elapsed "$TH" | cut -d. -f1)" -lt 300 ] ||
-    { tail -n 20 "$W/backup-d.log"; lab_fail "backup D never kept a held replica (no new session within 300 s)"; }
+    { tail -n 20 "$W/backup-d.log"; lab_fail "backup D built no new replica within 300 s of the memory coming back"; }
   sleep 0.1
 done
 CTR_HELD=$(lab_counter_last "$C")
 kill -9 $RP; wait $RP 2>/dev/null
 HELD_S=$(lab_elapsed "$TH")
 xl destroy "$P" >/dev/null 2>&1
-HELD=$(sed -n "s/.*as the held replica $G--held (epoch \([0-9]*\)).*/\1/p" "$W/backup-d.log" | tail -n1)
 NEW_FIRST=$(sed -n 's/.*session from epoch \([0-9]*\).*/\1/p' "$PLOG" | tail -n1)
 # D must end the session (the connection died with the primary) and hold.
-ctl_d() { romulus ctl --socket "$W/ctl-d.sock" "$@" 2>&1; }
 TD=$(lab_now)
 until ctl_d status >"$W/status-d.json" && grep -q '"decision":"hold"' "$W/status-d.json"; do
   if grep -q "destroying the held replica $G--held" "$W/backup-d.log" || grep -q '"event":"failover"' "$W/events-d.jsonl"; then
@@ -223,13 +252,14 @@ until { cat "$(lab_console $G--incoming)" "$(lab_console $G--held)" 2>/dev/null;
   sleep 0.2
 done
 FIRST=$(lab_counter_first "$CB")
-# The held checkpoint predates the resync: the guest counts on from a value the primary had
-# shown by then (+1 for the line it was printing, +1 for the console's lag), never from 1.
-[ "$FIRST" -gt 1 ] && [ "$FIRST" -le $((CTR_HELD + 2)) ] ||
-  lab_fail "the guest resumed from the held replica counts from $FIRST (the primary showed $CTR_HELD when the resync began)"
+# The held checkpoint predates the primary giving up on D: the guest counts on from a value it
+# had shown by then (+1 for the line it was printing, +1 for the console's lag), never from 1,
+# and not from the state it reached while unprotected afterwards.
+[ "$FIRST" -gt 1 ] && [ "$FIRST" -le $((CTR_LOST + 2)) ] ||
+  lab_fail "the guest resumed from the held replica counts from $FIRST (the primary showed $CTR_LOST when it gave up on D, $CTR_HELD at its death)"
 [ "$(xl list 2>/dev/null | grep -c "^$G")" -eq 1 ] ||
   lab_fail "more than the activated $G is left (the half-built replica must go): $(xl list 2>&1 | grep "$G")"
-lab_note "$G: backup D stalled after epoch $ACKED6 acked; $HELD_S s after SIGCONT it kept epoch $HELD as $G--held for the resync (session from epoch $NEW_FIRST), and the primary was killed at once; D held, then ctl failover resumed epoch $HELD, counter $FIRST.. (primary showed $CTR_HELD)"
+lab_note "$G: with room again, D built the new replica $HELD_S s later (session from epoch $NEW_FIRST) and the primary was killed at once; D held epoch $HELD, then ctl failover resumed it, counter $FIRST.. (the primary showed $CTR_LOST when it gave up on D, $CTR_HELD at its death)"
 lab_figure "tool=romulus held_epoch=$HELD held_resumed_counter=$FIRST"
 kill $DP 2>/dev/null; wait $DP 2>/dev/null
 xl destroy "$G" >/dev/null 2>&1
