@@ -21,7 +21,7 @@
 #include "cli/net_options.h"
 #include "cli/options.h"
 #include "cli/replicate_setup.h"
-#include "cli/restore_events.h"
+#include "events/catalog.h"
 #include "common/digest.h"
 #include "common/units.h"
 #include "replicator/control.h"
@@ -102,11 +102,17 @@ Result<std::string> RegionDigestMembers(const sim::ImageSink& img, uint64_t epoc
 // Events file and metrics: what the service observes, written down.
 class BackupRecorder : public restore::BackupObserver {
  public:
-  BackupRecorder(EventLog* events, replicator::MetricsTextfile* metrics) : events_(events), metrics_(metrics) {}
+  BackupRecorder(events::EventLog* events, replicator::MetricsTextfile* metrics) : events_(events), metrics_(metrics) {}
   std::function<void(uint64_t epoch)> on_commit;  // drills
 
+  void OnState(const std::string& state, const std::string& peer) override {
+    if (state == "receiving") events::SessionStart(events_, peer);
+  }
+  void OnDecision(const restore::Decision& d) override {
+    events::Decision(events_, restore::DecisionName(d.kind), d.why);
+  }
   void OnCommit(const restore::CommitEvent& e) override {
-    events_->Commit(e.epoch, e.digest);
+    events::Commit(events_, e.epoch, e.digest);
     if (on_commit) on_commit(e.epoch);
     if (metrics_) {
       metrics_->Set("romulus_committed_epoch", "gauge", "Last epoch committed by the backup.", static_cast<double>(e.epoch));
@@ -116,6 +122,9 @@ class BackupRecorder : public restore::BackupObserver {
     spdlog::debug("committed epoch {} ({} pages, {} on the wire)", e.epoch, e.pages, FormatSize(e.wire_bytes));
   }
   void OnSessionEnd(const restore::SessionEnd& end) override {
+    if (end.established) {
+      events::SessionEnd(events_, restore::EndCauseName(end.cause), end.reason.ToString(), end.epochs_committed);
+    }
     if (metrics_ && end.established) {
       metrics_->Set("romulus_receive_reallocations", "gauge",
                     "Receive-buffer reallocations in steady state (last session).",
@@ -124,14 +133,15 @@ class BackupRecorder : public restore::BackupObserver {
   }
   void OnFence(const Status& result, const std::string& reason, uint64_t epoch, uint64_t digest) override {
     if (metrics_) metrics_->Add("romulus_fence_runs_total", "Fence command runs.", 1);
+    events::Fence(events_, result.ok(), result.ok() ? "confirmed" : result.message(), epoch);
     if (result.ok()) return;
     if (metrics_) metrics_->Add("romulus_fence_failures_total", "Fence command refusals.", 1);
     // A failover that was decided and not carried out.
-    events_->Failover(reason + " (fence: " + result.message() + ")", epoch, digest, false);
+    events::Failover(events_, reason + " (fence: " + result.message() + ")", epoch, digest, false);
   }
 
  private:
-  EventLog* events_;
+  events::EventLog* events_;
   replicator::MetricsTextfile* metrics_;
 };
 
@@ -161,7 +171,7 @@ int RunRestore(int argc, char** argv) {
        "the guest; use only where a partition cannot happen or a human watches")
       ("fence-timeout", po::value<std::string>()->default_value("30s"),
        "a fence command that has not exited after this long counts as failed")
-      ("events-json", po::value<std::string>(), "append commit and failover events to FILE, one JSON object per line")
+      ("events-json", po::value<std::string>(), "append events (sessions, commits, decisions, fence, failover) to FILE, one JSON object per line (docs/EVENTS.md)")
       ("max-cache-size", po::value<std::string>()->default_value("1G"), "largest mirror cache a primary may ask for")
       ("max-guest-size", po::value<std::string>()->default_value("64G"), "largest guest a primary may send")
       ("run-after-failover", po::value<std::string>()->default_value("0s"),
@@ -227,7 +237,7 @@ int RunRestore(int argc, char** argv) {
   }
   auto sec = LoadSecurity(kCmd, *vm);
   if (!sec) return kExitUsage;
-  EventLog events;
+  events::EventLog events("backup");
   if (vm->count("events-json") && !events.Open((*vm)["events-json"].as<std::string>())) {
     spdlog::error("cannot write --events-json: {}", std::strerror(errno));
     return kExitFailure;
@@ -410,18 +420,18 @@ int RunRestore(int argc, char** argv) {
       control_state.ActivationDone(Status::Closed("backup stopped"), "");
       return kExitOk;
     case restore::BackupOutcome::kCleanStop:
-      events.Stop(out.epoch, out.digest);
+      events::BackupStop(&events, out.epoch, out.digest);
       control_state.ActivationDone(Status::Closed("the primary stopped replication cleanly"), "");
       return kExitOk;
     case restore::BackupOutcome::kActivationFailed:
-      events.Failover(out.reason, out.epoch, out.digest, false);
+      events::Failover(&events, out.reason, out.epoch, out.digest, false);
       control_state.ActivationDone(out.status, out.reason);
       spdlog::error("activation failed: {}", out.status.ToString());
       return kExitFailure;
     case restore::BackupOutcome::kActivated:
       break;
   }
-  events.Failover(out.reason, out.epoch, out.digest, true);
+  events::Failover(&events, out.reason, out.epoch, out.digest, true);
   control_state.ActivationDone(Status::Ok(), out.reason);
   if (metrics) metrics->Set("romulus_failover", "gauge", "1 once this backup activated the guest.", 1);
   spdlog::info("guest resumed from epoch {} in {}", out.epoch, FormatDuration(out.activation_time));

@@ -13,6 +13,7 @@
 #include "common/units.h"
 #include "compress/page.h"
 #include "compress/xbzrle.h"
+#include "events/catalog.h"
 #include "replicator/control.h"
 #include "replicator/metrics.h"
 #include "replicator/output_commit.h"
@@ -42,6 +43,9 @@ void AddReplicateTuningOptions(po::options_description* desc) {
        "backup lost when an epoch's ack takes longer")
       ("heartbeat", po::value<std::string>()->default_value("100ms"), "heartbeat period")
       ("stats-json", po::value<std::string>(), "write one JSON object per epoch to FILE")
+      ("events-json", po::value<std::string>(),
+       "append events (session, protected/unprotected and why, pause, switchover, stop) to FILE, one JSON "
+       "object per line (docs/EVENTS.md)")
       ("netbuf-dev", po::value<std::string>(), "buffer this interface's egress until each epoch is acked (sch_plug)")
       ("netbuf-vif", po::value<std::string>(), "Xen: buffer the guest's transmit on this vif (e.g. vif3.0) via an IFB")
       ("no-net-buffering", po::bool_switch(), "do not buffer guest output (stats say: output not committed)")
@@ -107,7 +111,7 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
   }
   // An empty path would quietly switch the feature off (no stats, no
   // output buffering): say so instead.
-  for (const char* flag : {"stats-json", "metrics-textfile", "netbuf-dev", "netbuf-vif"}) {
+  for (const char* flag : {"stats-json", "events-json", "metrics-textfile", "netbuf-dev", "netbuf-vif"}) {
     if (vm.count(flag) && vm[flag].as<std::string>().empty()) {
       UsageError(cmd, std::string("--") + flag + ": empty value");
       return false;
@@ -122,6 +126,7 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
   }
   if (vm.count("metrics-textfile")) out->metrics_textfile = vm["metrics-textfile"].as<std::string>();
   if (vm.count("stats-json")) out->stats_json = vm["stats-json"].as<std::string>();
+  if (vm.count("events-json")) out->events_json = vm["events-json"].as<std::string>();
   out->no_net_buffering = vm["no-net-buffering"].as<bool>();
   if (vm.count("netbuf-dev")) {
     if (out->no_net_buffering) {
@@ -262,6 +267,14 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
                  "never received (use --netbuf-dev IFACE)");
   }
   replicator::EpochLoopOptions loop = setup.loop;
+  events::EventLog events("primary");
+  if (!setup.events_json.empty()) {
+    if (!events.Open(setup.events_json)) {
+      spdlog::error("cannot write --events-json {}: {}", setup.events_json, std::strerror(errno));
+      return kExitFailure;
+    }
+    loop.events = &events;
+  }
   std::unique_ptr<replicator::MetricsTextfile> metrics;
   if (!setup.metrics_textfile.empty()) {
     auto m = replicator::MetricsTextfile::Open(setup.metrics_textfile, guest.identity());
@@ -322,6 +335,8 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
   }
   if (timer.joinable()) timer.join();
   stats.Totals(engine.totals());
+  events::PrimaryStop(loop.events, engine.last_acked_epoch(),
+                      st.ok() ? (engine.handed_over() ? "switchover" : "stopped") : st.ToString());
   if (!st.ok()) {
     spdlog::error("replication failed: {}", st.ToString());
     return kExitFailure;

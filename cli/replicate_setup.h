@@ -20,6 +20,7 @@ struct ReplicateSetup {
   replicator::SenderOptions sender;
   replicator::EpochLoopOptions loop;
   std::string stats_json;
+  std::string events_json;  // --events-json (docs/EVENTS.md); "" = none
   std::chrono::microseconds duration{0};  // 0 = until stopped
   std::string netbuf_dev;
   std::string netbuf_vif;  // Xen: buffer this vif's guest transmit through an IFB

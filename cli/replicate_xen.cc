@@ -3,10 +3,14 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include "cli/commands.h"
 #include "cli/kill_point.h"
 #include "cli/replicate_setup.h"
 #include "common/units.h"
+#include "events/event_log.h"
 #include "replicator/metrics.h"
 #if ROMULUS_HAVE_XEN
 #include "xen/xen_cli.h"
@@ -40,6 +44,14 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
   opts.max_epochs = setup.loop.max_epochs;
   opts.duration = std::chrono::duration_cast<std::chrono::milliseconds>(setup.duration);
   if (!setup.stats_json.empty()) opts.stats_path = setup.stats_json;
+  events::EventLog events("primary");
+  if (!setup.events_json.empty()) {
+    if (!events.Open(setup.events_json)) {
+      spdlog::error("cannot write --events-json {}: {}", setup.events_json, std::strerror(errno));
+      return kExitFailure;
+    }
+    opts.events = &events;
+  }
   // Like the engine on a terminal, but epochs come ten a second: at most one
   // human line a second, every epoch with --log-level debug.
   opts.human_stats = isatty(STDERR_FILENO);

@@ -11,6 +11,7 @@
 #include "buffer/receive_buffer.h"
 #include "common/units.h"
 #include "compress/page.h"
+#include "events/catalog.h"
 #include "transport/stream.h"
 
 namespace romulus::replicator {
@@ -155,9 +156,17 @@ Status EpochLoop::BeginEpoch(uint64_t epoch) {
   return Status::Ok();
 }
 
-void EpochLoop::SetPaused(bool paused) { paused_.store(paused); }
+void EpochLoop::SetPaused(bool paused) {
+  if (paused_.exchange(paused) != paused) events::Paused(opts_.events, paused);
+}
 
+// Epoch thread. One "unprotected" event per loss of protection, with the
+// first reason; the status keeps the latest one.
 void EpochLoop::SetUnprotected(std::string why) {
+  if (!unprotected_event_) {
+    unprotected_event_ = true;
+    events::Unprotected(opts_.events, why);
+  }
   std::lock_guard<std::mutex> lock(ops_mu_);
   unprotected_why_ = std::move(why);
 }
@@ -290,6 +299,7 @@ Status EpochLoop::EnsureConnected(const std::atomic<bool>& stop) {
       need_full_sync_ = true;
       SetUnprotected("connected: the backup does not hold a checkpoint of this session yet (first sync)");
       if (totals_.epochs > 0) ++totals_.resyncs;
+      events::Connected(opts_.events, epoch_.load() + 1, sender_->backup_sent_held(), sender_->backup_held_pages());
       if (sender_->backup_sent_held()) {
         spdlog::info("connected to backup; it holds {} non-zero pages: synchronising the pages of {} that differ",
                      sender_->backup_held_pages(), FormatSize(guest_.guest_pages() * kPageSize));
@@ -459,6 +469,8 @@ Status EpochLoop::StreamAndCommit(uint64_t epoch, EpochStats* st) {
   last_ack_ns_.store(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
   if (!protected_.exchange(true)) {
     spdlog::info("PROTECTED: backup holds epoch {}", epoch);
+    unprotected_event_ = false;
+    events::Protected(opts_.events, epoch);
   }
   Status rel = output_.Release(epoch);
   if (!rel.ok()) spdlog::error("output release for epoch {}: {}", epoch, rel.ToString());
@@ -526,6 +538,7 @@ Status EpochLoop::Run(const std::atomic<bool>& stop) {
     if (handover) {
       uint64_t final_epoch = epoch;
       Status hs = DoHandover(&final_epoch);
+      events::Switchover(opts_.events, final_epoch, hs.ok(), hs.ok() ? "handed over" : hs.ToString());
       epoch = final_epoch;
       {
         std::lock_guard<std::mutex> lock(ops_mu_);

@@ -34,6 +34,9 @@
 namespace romulus::transport {
 class Stream;
 }
+namespace romulus::events {
+class EventLog;
+}
 
 namespace romulus::replicator {
 
@@ -63,6 +66,9 @@ struct EpochLoopOptions {
   std::function<void(Phase, uint64_t epoch)> phase_hook;
   // Called with every epoch's statistics (benchmarks, control socket).
   std::function<void(const EpochStats&)> on_epoch;
+  // Structured events (docs/EVENTS.md): session_start, protected,
+  // unprotected, paused/resumed, switchover, stop. Not owned; may be null.
+  events::EventLog* events = nullptr;
 };
 
 // Initial sync progress: guest bytes streamed so far, their rate (MB/s,
@@ -224,6 +230,7 @@ class EpochLoop {
   std::string last_epoch_json_ = "null";     // guarded by ops_mu_
   std::string totals_json_ = "null";         // guarded by ops_mu_
   std::string unprotected_why_ = "not connected to the backup yet";  // guarded by ops_mu_
+  bool unprotected_event_ = false;  // an "unprotected" event since the last "protected" (epoch thread)
   void SetUnprotected(std::string why);
   struct RegionRequest {
     bool pending = false, done = false;

@@ -21,6 +21,10 @@
 #include "replicator/output_commit.h"
 #include "restore/guest_sink.h"
 
+namespace romulus::events {
+class EventLog;
+}
+
 namespace romulus::xen {
 
 class XenPrimaryState;  // xen/xen_primary_state.h (Xen-free)
@@ -52,6 +56,8 @@ struct XenReplicateOptions {
   // Shared with a control socket (may be null: the session keeps its own).
   // Must outlive the call.
   XenPrimaryState* live = nullptr;
+  // Structured events (docs/EVENTS.md); not owned, may be null.
+  events::EventLog* events = nullptr;
   // Called once the domain is resolved (with its name) and `live` is set up,
   // before connecting to the backup: the CLI starts its control socket here.
   // An error ends the call with that error.

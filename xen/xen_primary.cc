@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "common/units.h"
+#include "events/catalog.h"
 #include "protocol/messages.h"
 #include "replicator/stats.h"
 #include "xen/stream_split.h"
@@ -446,7 +447,11 @@ void Session::RecordEpoch(uint64_t n, const replicator::EpochWireStats& w, bool 
     sum_.wire_bytes += w.wire_bytes;
   }
   stats_->Epoch(e);
+  // Events on the transitions only: every epoch is in the stats already.
+  const bool was_protected = live_->protected_now();
   live_->Published(e, now);
+  if (acked && !was_protected) events::Protected(opts_.events, n);
+  if (!acked && was_protected) events::Unprotected(opts_.events, "epoch " + std::to_string(n) + " was not acked");
   if (opts_.on_epoch) opts_.on_epoch(e);
 }
 
@@ -473,6 +478,7 @@ bool Session::WaitForNextEpoch() {
           out += " (released: paused)";
         }
         live_->Unprotected(out);
+        events::Paused(opts_.events, true);
         fprintf(stderr, "romulus: PAUSED by operator after epoch %llu: domain %s runs UNPROTECTED until `resume`\n",
                 (unsigned long long)checkpoints_, dom_.name.c_str());
       }
@@ -481,6 +487,7 @@ bool Session::WaitForNextEpoch() {
     }
     if (paused) {
       paused = false;
+      events::Paused(opts_.events, false);
       fprintf(stderr, "romulus: resumed by operator: the next checkpoint carries everything dirtied while paused\n");
     }
     // Fixed period, counted from the previous suspend request; the interval
@@ -751,6 +758,7 @@ Status RunReplicateDomainWith(const XenReplicateOptions& opts, const TransportFa
     // shutting down ends the replication.
     if (!DomainLives(**h, dom->domid)) break;
     live->SetUnprotectedReason("backup lost after epoch " + std::to_string(last_epoch) + ": " + s.ToString());
+    events::Unprotected(opts.events, "backup lost after epoch " + std::to_string(last_epoch) + ": " + s.ToString());
     fprintf(stderr, "romulus: backup lost after epoch %llu (%s): domain %s runs UNPROTECTED; reconnecting\n",
             (unsigned long long)last_epoch, s.ToString().c_str(), dom->name.c_str());
     sender->reset();  // closes the old connection
