@@ -1,5 +1,6 @@
 // romulus ctl: talk to a running `replicate` or `restore` over its control
-// socket (docs/CONTROL.md). One request, one JSON answer on stdout.
+// socket (docs/CONTROL.md). One request, one answer: rendered for people
+// (control/human.h) by default, the raw JSON line with --json (for tools).
 #include <dirent.h>
 
 #include <iostream>
@@ -8,6 +9,8 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "control/human.h"
+#include "control/reply.h"
 #include "replicator/control.h"
 
 namespace romulus::cli {
@@ -39,12 +42,13 @@ int RunCtl(int argc, char** argv) {
   desc.add_options()
       ("socket", po::value<std::string>(), "control socket (default: the only one in /run/romulus)")
       ("timeout", po::value<std::string>()->default_value("70s"), "give up waiting for the answer after this long")
+      ("json", po::bool_switch(), "print the answer as the one JSON line the daemon sent (for scripts)")
       ("words", po::value<std::vector<std::string>>(), "the request");
   po::positional_options_description pos;
   pos.add("words", -1);
   int code = 0;
   auto vm = ParseOptions(kCmd,
-                         "[--socket PATH] status | stats | set interval 50ms | set cache-size 128M | pause | resume"
+                         "[--socket PATH] [--json] status | stats | set interval 50ms | set cache-size 128M | pause | resume"
                          " | failover | digest EPOCH [REGIONS] | switchover | set reverse-to HOST:PORT|none",
                          desc, argc, argv, &code, &pos);
   if (!vm) return code;
@@ -61,9 +65,10 @@ int RunCtl(int argc, char** argv) {
   }
   std::string request;
   for (const auto& w : (*vm)["words"].as<std::vector<std::string>>()) request += (request.empty() ? "" : " ") + w;
-  auto words = replicator::ParseControlRequest(request);
-  if (!words.ok()) {
-    UsageError(kCmd, words.status().message());
+  // Parsed here too, so that a mistake is reported before any socket is opened.
+  auto parsed = control::ParseRequestLine(request);
+  if (!parsed.ok()) {
+    UsageError(kCmd, parsed.status().message());
     return kExitUsage;
   }
   std::string path;
@@ -83,12 +88,23 @@ int RunCtl(int argc, char** argv) {
     std::cerr << "romulus ctl: " << reply.status().message() << "\n";
     return kExitFailure;
   }
-  std::cout << *reply << "\n";
-  if (reply->rfind("{\"ok\":true", 0) == 0) return kExitOk;
+  const bool json = (*vm)["json"].as<bool>();
+  auto answer = control::ParseReply(*reply);
+  if (!answer.ok()) {
+    // Not an answer of ours: show it as it came.
+    if (json) std::cout << *reply << "\n";
+    std::cerr << "romulus ctl: " << answer.status().message() << ": " << reply->substr(0, 400) << "\n";
+    return kExitFailure;
+  }
+  if (json) std::cout << *reply << "\n";
+  if (answer->ok) {
+    if (!json) std::cout << control::RenderHuman(*parsed, answer->body);
+    return kExitOk;
+  }
   // The daemon's verdict: a malformed request is a usage error (2), a
   // refused or failed one a runtime failure (1).
-  std::cerr << "romulus ctl: " << reply->substr(0, 400) << "\n";
-  return reply->find("\"usage\":true") != std::string::npos ? kExitUsage : kExitFailure;
+  std::cerr << "romulus ctl: " << (json ? reply->substr(0, 400) : answer->error) << "\n";
+  return answer->usage ? kExitUsage : kExitFailure;
 }
 
 }  // namespace romulus::cli

@@ -226,9 +226,12 @@ void StartSignalWatcher(std::function<void(int)> on_signal) {
 
 replicator::ControlHandler WithStatusExtra(replicator::ControlHandler handler, const std::string& extra) {
   if (extra.empty()) return handler;
-  return [inner = std::move(handler), extra](const std::vector<std::string>& w) {
-    auto reply = inner(w);
-    if (reply.ok && w.size() == 1 && w[0] == "status") reply.members += "," + extra;
+  // `extra` is JSON members text ("\"k\":v,..."), read once here.
+  control::Json members = control::Json::parse("{" + extra + "}", nullptr, /*allow_exceptions=*/false);
+  if (members.is_discarded()) members = control::Json::object();
+  return [inner = std::move(handler), members](const control::Request& r) {
+    auto reply = inner(r);
+    if (reply.ok && std::holds_alternative<control::StatusReq>(r)) reply.members.update(members);
     return reply;
   };
 }

@@ -16,62 +16,31 @@
 #include <mutex>
 #include <thread>
 
-#include "common/digest.h"
 #include "common/units.h"
+#include "control/replies.h"
 #include "replicator/epoch_loop.h"
 
 namespace romulus::replicator {
 
 using std::chrono::milliseconds;
 
-Result<std::vector<std::string>> ParseControlRequest(std::string_view line) {
-  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  if (line.size() >= kMaxControlRequest) {
-    return Status::OutOfRange("request longer than " + std::to_string(kMaxControlRequest - 1) + " bytes");
-  }
-  std::vector<std::string> words;
-  std::string cur;
-  for (char c : line) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (c == ' ' || c == '\t') {
-      if (!cur.empty()) words.push_back(std::move(cur));
-      cur.clear();
-      continue;
-    }
-    if (u < 0x21 || u > 0x7e) return Status::InvalidArgument("request has a non-printable byte");
-    cur.push_back(c);
-  }
-  if (!cur.empty()) words.push_back(std::move(cur));
-  if (words.empty()) return Status::InvalidArgument("empty request");
-  if (words.size() > kMaxControlWords) return Status::InvalidArgument("too many words in the request");
-  return words;
+ControlHandler ForRole(control::Role role, ControlHandler dispatch) {
+  return [role, dispatch = std::move(dispatch)](const control::Request& r) -> ControlReply {
+    if (!control::Supports(role, r)) return control::Refusal(role, r);
+    if (std::holds_alternative<control::HelpReq>(r)) return control::HelpReply(role);
+    return dispatch(r);
+  };
 }
 
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (u < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", u);
-      out += buf;
-    } else {
-      out += c;
-    }
+ControlReply HandleWords(const ControlHandler& handler, const std::vector<std::string>& words) {
+  auto req = control::ParseRequest(words);
+  if (!req.ok()) return ControlReply::Usage(req.status().message());
+  try {
+    return handler(*req);
+  } catch (const std::exception& e) {
+    // A handler bug must not take the replication down with it.
+    return ControlReply::Fail(std::string("internal error: ") + e.what());
   }
-  return out + "\"";
-}
-
-std::string RenderControlReply(const ControlReply& r) {
-  if (r.ok) return r.members.empty() ? "{\"ok\":true}" : "{\"ok\":true," + r.members + "}";
-  return std::string("{\"ok\":false,\"error\":") + JsonString(r.error) + ",\"usage\":" +
-         (r.usage ? "true" : "false") + "}";
 }
 
 namespace {
@@ -204,13 +173,9 @@ ControlServer::~ControlServer() {
 }
 
 std::string ControlServer::HandleLine(std::string_view line) const {
-  auto words = ParseControlRequest(line);
+  auto words = control::SplitRequestLine(line);
   if (!words.ok()) return RenderControlReply(ControlReply::Usage(words.status().message()));
-  try {
-    return RenderControlReply(handler_(*words));
-  } catch (const std::exception& e) {
-    return RenderControlReply(ControlReply::Fail(std::string("internal error: ") + e.what()));
-  }
+  return RenderControlReply(HandleWords(handler_, *words));
 }
 
 void ControlServer::Loop() {
@@ -332,177 +297,105 @@ std::string DefaultControlSocket(const std::string& guest_identity) {
   return std::string(dir) + "/" + name + ".sock";
 }
 
-std::string PrimaryStatusMembers(const PrimaryStatusView& v) {
-  std::string m = "\"role\":\"primary\",\"guest\":" + JsonString(v.guest) +
-                  ",\"epoch\":" + std::to_string(v.epoch) +
-                  ",\"last_acked\":" + std::to_string(v.last_acked) +
-                  ",\"last_ack_age_ms\":" + std::to_string(v.last_ack_age.count()) + ",\"protection\":" +
-                  (v.protected_now ? "\"PROTECTED\"" : "\"UNPROTECTED\"") +
-                  ",\"paused\":" + (v.paused ? "true" : "false") +
-                  ",\"output_commit\":" + JsonString(v.output_commit) +
-                  ",\"interval_us\":" + std::to_string(v.interval.count()) +
-                  ",\"interval\":" + JsonString(FormatDuration(v.interval)) +
-                  ",\"cache_size\":" + std::to_string(v.cache_size);
-  if (v.cache_size_next_session) {
-    m += ",\"cache_size_next_session\":" + std::to_string(*v.cache_size_next_session);
-  }
-  if (!v.protected_now || v.paused) {
-    m += ",\"unprotected_reason\":" +
-         JsonString(v.unprotected_reason.empty() ? std::string("unknown") : v.unprotected_reason);
-  }
-  if (!v.extra.empty()) m += "," + v.extra;
-  return m;
-}
-
-std::optional<uint64_t> ParseControlCacheSize(const std::string& word, ControlReply* error) {
-  auto sz = ParseSize(word);
-  if (!sz.ok()) {
-    *error = ControlReply::Usage("set cache-size: " + sz.status().message());
-    return std::nullopt;
-  }
-  if (*sz % 4096 != 0 || *sz > (uint64_t{64} << 30)) {
-    *error = ControlReply::Usage("set cache-size: must be a multiple of 4K, at most 64G");
-    return std::nullopt;
-  }
-  return *sz;
-}
-
-std::optional<std::chrono::microseconds> ParseControlInterval(const std::string& word, ControlReply* error) {
-  auto d = ParseDuration(word);
-  if (!d.ok()) {
-    *error = ControlReply::Usage("set interval: " + d.status().message());
-    return std::nullopt;
-  }
-  if (d->count() < 5000 || d->count() > 60000000) {
-    *error = ControlReply::Usage("set interval: must be between 5ms and 60s");
-    return std::nullopt;
-  }
-  return *d;
-}
-
 ControlReply IntervalSetReply(std::chrono::microseconds interval) {
   spdlog::info("control: checkpoint interval set to {} from the next epoch", FormatDuration(interval));
-  return ControlReply::Ok("\"interval_us\":" + std::to_string(interval.count()) + ",\"applies\":\"next epoch\"");
+  return ControlReply::Ok(control::IntervalSetJson(interval));
 }
 
 ControlReply PauseReply(bool paused) {
   spdlog::warn("control: {} requested", paused ? "pause" : "resume");
-  return ControlReply::Ok(std::string("\"paused\":") + (paused ? "true" : "false") +
-                          (paused ? ",\"warning\":\"the guest runs UNPROTECTED until resume\"" : ""));
+  return ControlReply::Ok(control::PausedJson(paused));
 }
 
-ControlReply StatsReply(const std::string& stats_json) {
-  // {"last":...,"totals":...} -> its members.
-  return ControlReply::Ok(stats_json.substr(1, stats_json.size() - 2));
+ControlReply StatsReply(const std::string& stats_text) {
+  auto j = control::StatsJson(stats_text);
+  if (!j.ok()) return ControlReply::Fail("stats: " + j.status().message());
+  return ControlReply::Ok(std::move(*j));
+}
+
+ControlReply CacheSizeReply(uint64_t bytes, const Result<bool>& applied_live) {
+  if (!applied_live.ok()) {
+    // Above the backup's limit: the request was wrong for this pair.
+    if (applied_live.status().code() == Code::kInvalidArgument) {
+      return ControlReply::Usage("set cache-size: " + applied_live.status().message());
+    }
+    return ControlReply::Fail("set cache-size: " + applied_live.status().message() + "; nothing changed");
+  }
+  if (*applied_live) {
+    spdlog::info("control: cache size {} from the next epoch, on both ends", FormatSize(bytes));
+    return ControlReply::Ok(control::CacheSizeLiveJson(bytes));
+  }
+  spdlog::info("control: cache size {} from the next session (resync)", FormatSize(bytes));
+  return ControlReply::Ok(control::CacheSizeNextSessionJson(bytes));
 }
 
 namespace {
 
-ControlReply PrimaryStatus(EpochLoop* loop, const std::string& identity) {
-  PrimaryStatusView v;
-  v.guest = identity;
-  v.epoch = loop->current_epoch();
-  v.last_acked = loop->last_acked_epoch();
-  v.last_ack_age = loop->since_last_ack();
-  v.protected_now = loop->protected_now();
-  v.paused = loop->paused();
-  v.output_commit = loop->output_state();
-  v.interval = loop->interval();
-  v.cache_size = loop->cache_size_active();
-  v.cache_size_next_session = loop->cache_size_next();
-  v.unprotected_reason = loop->unprotected_reason();
-  return ControlReply::Ok(PrimaryStatusMembers(v));
-}
+// The engine's dispatcher (control::Role::kPrimary): every request here is
+// one the role has (ForRole refused the others).
+struct PrimaryDispatch {
+  EpochLoop* loop;
+  const std::string& identity;
+  const std::function<void()>& on_switchover;
 
-bool ParseU64(const std::string& s, uint64_t* out) {
-  if (s.empty() || s.size() > 19) return false;
-  uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
+  ControlReply operator()(const control::StatusReq&) const {
+    control::PrimaryStatus v;
+    v.guest = identity;
+    v.epoch = loop->current_epoch();
+    v.last_acked = loop->last_acked_epoch();
+    v.last_ack_age = loop->since_last_ack();
+    v.protected_now = loop->protected_now();
+    v.paused = loop->paused();
+    v.output_commit = loop->output_state();
+    v.interval = loop->interval();
+    v.cache_size = loop->cache_size_active();
+    v.cache_size_next_session = loop->cache_size_next();
+    v.unprotected_reason = loop->unprotected_reason();
+    v.backend = "sim";
+    return ControlReply::Ok(control::ToJson(v));
   }
-  *out = v;
-  return true;
-}
+  ControlReply operator()(const control::StatsReq&) const { return StatsReply(loop->StatsJson()); }
+  ControlReply operator()(const control::SetIntervalReq& r) const {
+    loop->SetInterval(r.interval);
+    return IntervalSetReply(r.interval);
+  }
+  ControlReply operator()(const control::SetCacheSizeReq& r) const {
+    return CacheSizeReply(r.bytes, loop->SetCacheSize(r.bytes));
+  }
+  ControlReply operator()(const control::PauseReq&) const {
+    loop->SetPaused(true);
+    return PauseReply(true);
+  }
+  ControlReply operator()(const control::ResumeReq&) const {
+    loop->SetPaused(false);
+    return PauseReply(false);
+  }
+  ControlReply operator()(const control::DigestReq& r) const {
+    auto d = loop->RegionDigestsAt(r.epoch, r.regions, milliseconds(20000));
+    if (!d.ok()) return ControlReply::Fail(d.status().message());
+    return ControlReply::Ok(control::ToJson(control::DigestAnswer{d->epoch, d->digest, d->guest_pages, d->regions}));
+  }
+  ControlReply operator()(const control::SwitchoverReq&) const {
+    auto e = loop->Handover(milliseconds(60000));
+    if (!e.ok()) return ControlReply::Fail("switchover: " + e.status().message());
+    if (on_switchover) on_switchover();
+    return ControlReply::Ok(control::SwitchoverJson(*e, "paused here; the backup activates from final_epoch"));
+  }
+  // Not commands of a primary: ForRole answers them first.
+  template <typename Other>
+  ControlReply operator()(const Other& r) const {
+    return control::Refusal(control::Role::kPrimary, control::Request(r));
+  }
+};
 
 }  // namespace
 
 ControlHandler PrimaryControlHandler(EpochLoop* loop, std::string identity, std::function<void()> on_switchover) {
-  return [loop, identity, on_switchover](const std::vector<std::string>& w) -> ControlReply {
-    const std::string& cmd = w[0];
-    auto arity = [&](size_t n) { return w.size() == n; };
-    if (cmd == "status" && arity(1)) return PrimaryStatus(loop, identity);
-    if (cmd == "stats" && arity(1)) return StatsReply(loop->StatsJson());
-    if (cmd == "set" && w.size() == 3 && w[1] == "interval") {
-      ControlReply bad;
-      auto d = ParseControlInterval(w[2], &bad);
-      if (!d) return bad;
-      loop->SetInterval(*d);
-      return IntervalSetReply(*d);
-    }
-    if (cmd == "set" && w.size() == 3 && w[1] == "cache-size") {
-      ControlReply bad;
-      auto sz = ParseControlCacheSize(w[2], &bad);
-      if (!sz) return bad;
-      auto live = loop->SetCacheSize(*sz);
-      if (!live.ok()) {
-        // Above the backup's limit: the request was wrong for this pair.
-        if (live.status().code() == Code::kInvalidArgument) {
-          return ControlReply::Usage("set cache-size: " + live.status().message());
-        }
-        return ControlReply::Fail("set cache-size: " + live.status().message() + "; nothing changed");
-      }
-      const std::string size = std::to_string(*sz);
-      if (*live) {
-        spdlog::info("control: cache size {} from the next epoch, on both ends", FormatSize(*sz));
-        return ControlReply::Ok("\"cache_size\":" + size + ",\"cache_size_next_session\":" + size +
-                                ",\"applies\":\"next epoch\"");
-      }
-      spdlog::info("control: cache size {} from the next session (resync)", FormatSize(*sz));
-      return ControlReply::Ok("\"cache_size_next_session\":" + size +
-                              ",\"applies\":\"next session (after the next resynchronisation)\","
-                              "\"note\":\"no backup connected, or it cannot resize its cache live\"");
-    }
-    if (cmd == "set") return ControlReply::Usage("usage: set interval DURATION | set cache-size SIZE");
-    if ((cmd == "pause" || cmd == "resume") && arity(1)) {
-      bool pause = cmd == "pause";
-      loop->SetPaused(pause);
-      return PauseReply(pause);
-    }
-    if (cmd == "failover" && arity(1)) {
-      return ControlReply::Fail(
-          "this is the primary: failover is triggered on the backup (romulus ctl --socket BACKUP.sock "
-          "failover); for a planned move with no lost epoch use `romulus switchover`");
-    }
-    if (cmd == "digest" && (w.size() == 2 || w.size() == 3)) {
-      uint64_t epoch = 0, regions = 16;
-      if (!ParseU64(w[1], &epoch) || epoch == 0 || (w.size() == 3 && (!ParseU64(w[2], &regions) ||
-                                                                      regions == 0 || regions > 4096))) {
-        return ControlReply::Usage("usage: digest EPOCH [REGIONS 1..4096]");
-      }
-      auto r = loop->RegionDigestsAt(epoch, static_cast<uint32_t>(regions), milliseconds(20000));
-      if (!r.ok()) return ControlReply::Fail(r.status().message());
-      std::string m = "\"epoch\":" + std::to_string(r->epoch) + ",\"digest\":\"" + DigestHex(r->digest) +
-                      "\",\"guest_pages\":" + std::to_string(r->guest_pages) + ",\"regions\":[";
-      for (size_t i = 0; i < r->regions.size(); ++i) m += (i ? ",\"" : "\"") + DigestHex(r->regions[i]) + "\"";
-      return ControlReply::Ok(m + "]");
-    }
-    if (cmd == "switchover" && arity(1)) {
-      auto e = loop->Handover(milliseconds(60000));
-      if (!e.ok()) return ControlReply::Fail("switchover: " + e.status().message());
-      if (on_switchover) on_switchover();
-      return ControlReply::Ok("\"final_epoch\":" + std::to_string(*e) +
-                              ",\"guest\":\"paused here; the backup activates from final_epoch\"");
-    }
-    if (cmd == "help" && arity(1)) {
-      return ControlReply::Ok(
-          "\"commands\":[\"status\",\"stats\",\"set interval D\",\"set cache-size S\",\"pause\",\"resume\","
-          "\"digest EPOCH [REGIONS]\",\"switchover\"]");
-    }
-    return ControlReply::Usage("unknown or malformed command '" + cmd +
-                               "' (status, stats, set interval D, set cache-size S, pause, resume, "
-                               "failover, digest EPOCH [REGIONS], switchover, help)");
-  };
+  return ForRole(control::Role::kPrimary,
+                 [loop, identity = std::move(identity),
+                  on_switchover = std::move(on_switchover)](const control::Request& r) -> ControlReply {
+                   return std::visit(PrimaryDispatch{loop, identity, on_switchover}, r);
+                 });
 }
 
 }  // namespace romulus::replicator

@@ -7,12 +7,15 @@
 //   {"ok":true, ...}                       success, command-specific members
 //   {"ok":false,"error":"...","usage":B}   failure; usage=true: bad request
 //
-// The server accepts on one thread and serves each client on a thread of
-// its own (at most 8 at once; more get a "busy" reply), so a handler that
-// blocks (`digest`, `failover`, `switchover`) never delays `status`; a
-// receive timeout drops a silent client. Handlers must be thread-safe. The socket file is created
-// 0600 (only its owner, normally root, may control replication); a stale
-// file left by a dead process is removed at start, a live one is refused.
+// The request is parsed once (control/request.h) into a typed request; a
+// line that does not parse is answered with the usage error and never
+// reaches a handler. The server accepts on one thread and serves each
+// client on a thread of its own (at most 8 at once; more get a "busy"
+// reply), so a handler that blocks (`digest`, `failover`, `switchover`)
+// never delays `status`; a receive timeout drops a silent client. Handlers
+// must be thread-safe. The socket file is created 0600 (only its owner,
+// normally root, may control replication); a stale file left by a dead
+// process is removed at start, a live one is refused.
 #pragma once
 
 #include <chrono>
@@ -25,35 +28,33 @@
 #include <vector>
 
 #include "common/status.h"
+#include "control/reply.h"
+#include "control/request.h"
 
 namespace romulus::replicator {
 
 class EpochLoop;
 
-inline constexpr size_t kMaxControlRequest = 512;   // bytes, newline included
-inline constexpr size_t kMaxControlWords = 8;
+inline constexpr size_t kMaxControlRequest = control::kMaxRequestBytes;  // bytes, newline included
+inline constexpr size_t kMaxControlWords = control::kMaxRequestWords;
 inline constexpr size_t kMaxControlReply = 1 << 20;  // client side bound
 
-// Splits a request line (with or without its '\n') into words.
-// InvalidArgument for an empty, over-long or non-printable request.
-Result<std::vector<std::string>> ParseControlRequest(std::string_view line);
+using ControlReply = control::Reply;
+inline std::string RenderControlReply(const ControlReply& r) { return control::Render(r); }
+// "\"...\"" with JSON escapes (control::Quote), for text that embeds a string.
+inline std::string JsonString(std::string_view s) { return control::Quote(s); }
 
-struct ControlReply {
-  bool ok = true;
-  bool usage = false;   // with !ok: the request itself was wrong
-  std::string members;  // JSON members without braces: "\"epoch\":3,\"x\":true"
-  std::string error;
+// A role's dispatcher: takes a parsed request (control/request.h).
+using ControlHandler = std::function<ControlReply(const control::Request&)>;
 
-  static ControlReply Ok(std::string members = "") { return {true, false, std::move(members), ""}; }
-  static ControlReply Fail(std::string error) { return {false, false, "", std::move(error)}; }
-  static ControlReply Usage(std::string error) { return {false, true, "", std::move(error)}; }
-};
-// One JSON line, without the trailing '\n'.
-std::string RenderControlReply(const ControlReply& r);
-// "\"...\"" with JSON escapes.
-std::string JsonString(std::string_view s);
+// Wraps a role's dispatcher with the rules every role shares: `help` lists
+// the role's commands, and a command the role does not have is refused by
+// control::Refusal before `dispatch` sees it.
+ControlHandler ForRole(control::Role role, ControlHandler dispatch);
 
-using ControlHandler = std::function<ControlReply(const std::vector<std::string>& words)>;
+// Parses `words` and answers them with `handler` (a usage error if they do
+// not parse); what the server does after splitting a line. Tests use it.
+ControlReply HandleWords(const ControlHandler& handler, const std::vector<std::string>& words);
 
 class ControlServer {
  public:
@@ -85,45 +86,23 @@ Result<std::string> ControlCall(const std::string& path, const std::string& requ
 // when /run/romulus is a writable directory, else "" (none).
 std::string DefaultControlSocket(const std::string& guest_identity);
 
-// ---- What every primary's handler shares (the engine's below, the Xen
-// path's in xen/xen_primary_state.h), so that both answer alike.
-
-// The members of a primary's `status` answer (docs/CONTROL.md), in order:
-// role, guest, epoch, last_acked, last_ack_age_ms, protection, paused,
-// output_commit, interval_us, interval, cache_size[, cache_size_next_session]
-// [, unprotected_reason] and then `extra`.
-struct PrimaryStatusView {
-  std::string guest;
-  uint64_t epoch = 0;                          // last started
-  int64_t last_acked = -1;                     // -1 before the first ack
-  std::chrono::milliseconds last_ack_age{-1};  // -1 before the first ack
-  bool protected_now = false;
-  bool paused = false;
-  std::string output_commit;
-  std::chrono::microseconds interval{0};
-  uint64_t cache_size = 0;
-  std::optional<uint64_t> cache_size_next_session;  // absent where it cannot change
-  std::string unprotected_reason;  // why not PROTECTED; rendered only when unprotected
-  std::string extra;  // further JSON members without braces ("\"domid\":3"), or ""
-};
-std::string PrimaryStatusMembers(const PrimaryStatusView& v);
-
-// `set interval D`: D parsed and within 5ms .. 60s, or nullopt with the usage
-// reply in *error.
-std::optional<std::chrono::microseconds> ParseControlInterval(const std::string& word, ControlReply* error);
-// `set cache-size S`: S parsed, a multiple of 4 KiB and at most 64G, or
-// nullopt with the usage reply in *error.
-std::optional<uint64_t> ParseControlCacheSize(const std::string& word, ControlReply* error);
-// The answer to an accepted `set interval` (and its log line).
+// ---- What both primaries' dispatchers share (the engine's below, the Xen
+// path's in xen/xen_primary_state.h), so that both answer and log alike.
+// `set interval` accepted (logs it).
 ControlReply IntervalSetReply(std::chrono::microseconds interval);
-// The answer to `pause` / `resume` (and its log line).
+// `pause` / `resume` done (logs it).
 ControlReply PauseReply(bool paused);
-// The answer to `stats` from {"last":...,"totals":...}.
-ControlReply StatsReply(const std::string& stats_json);
+// `stats` from the engine's {"last":...,"totals":...} text.
+ControlReply StatsReply(const std::string& stats_text);
+// `set cache-size` after the role tried it: `applied_live` is its outcome
+// (true: next epoch on both ends, false: next session) or why not —
+// InvalidArgument (above the backup's limit) is the operator's mistake
+// (usage), anything else a failure that changed nothing.
+ControlReply CacheSizeReply(uint64_t bytes, const Result<bool>& applied_live);
 
 // The primary's command set bound to a running EpochLoop:
 //   status | stats | set interval D | set cache-size S | pause | resume |
-//   failover (refused: this is the primary) | digest EPOCH [REGIONS] | switchover
+//   digest EPOCH [REGIONS] | switchover | help (control::Role::kPrimary)
 // `identity` names the guest in status; `on_switchover` (may be empty) runs
 // after a successful handover (the replicate command stops then).
 ControlHandler PrimaryControlHandler(EpochLoop* loop, std::string identity,

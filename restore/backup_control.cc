@@ -2,50 +2,49 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/digest.h"
+#include "control/replies.h"
 
 namespace romulus::restore {
 
 using replicator::ControlReply;
-using replicator::JsonString;
 
 BackupControl::BackupControl(GuestSink* sink, RegionDigestFn digest_fn, TargetCheckFn check_target,
                              BackupObserver* next)
     : sink_(sink), digest_fn_(std::move(digest_fn)), check_target_(std::move(check_target)), next_(next) {}
 
 replicator::ControlHandler BackupControl::Handler() {
-  return [this](const std::vector<std::string>& w) -> ControlReply {
-    const std::string& cmd = w[0];
-    if (cmd == "status" && w.size() == 1) return Status_();
-    if (cmd == "failover" && w.size() == 1) return Failover();
-    if (cmd == "digest" && (w.size() == 2 || w.size() == 3)) return Digest(w);
-    if (cmd == "set" && w.size() >= 2 && w[1] == "reverse-to") return SetReverse(w);
-    if (cmd == "set" || cmd == "pause" || cmd == "resume" || cmd == "switchover" || cmd == "stats") {
-      return ControlReply::Fail("'" + cmd +
-                                "' is a primary command; this is the backup (romulus ctl --socket PRIMARY.sock ...)");
-    }
-    return ControlReply::Usage("unknown or malformed command '" + cmd +
-                               "' (backup: status, failover, digest EPOCH [REGIONS], set reverse-to HOST:PORT|none)");
-  };
+  const control::Role role = digest_fn_ ? control::Role::kBackup : control::Role::kXenBackup;
+  return replicator::ForRole(role, [this](const control::Request& r) { return Dispatch(r); });
+}
+
+ControlReply BackupControl::Dispatch(const control::Request& r) {
+  if (std::holds_alternative<control::StatusReq>(r)) return Status_();
+  if (std::holds_alternative<control::FailoverReq>(r)) return Failover();
+  if (const auto* d = std::get_if<control::DigestReq>(&r)) return Digest(*d);
+  if (const auto* t = std::get_if<control::SetReverseToReq>(&r)) return SetReverse(*t);
+  // ForRole refused everything else already; kept for a future command.
+  return control::Refusal(digest_fn_ ? control::Role::kBackup : control::Role::kXenBackup, r);
 }
 
 ControlReply BackupControl::Status_() {
   BackupService::View v;
   if (service_) v = service_->view();
   std::lock_guard<std::mutex> lock(mu_);
+  control::BackupStatus s;
   const bool held = sink_->has_committed();
-  const uint64_t epoch = held ? sink_->last_committed_epoch() : 0;
-  const bool protecting = held && state_ == "receiving";
-  std::string m = "\"role\":\"backup\",\"state\":" + JsonString(state_) + ",\"epoch\":" + std::to_string(epoch) +
-                  ",\"committed_epoch\":" + std::to_string(epoch) + ",\"digest\":\"" + DigestHex(v.digest) +
-                  "\",\"protection\":" + (protecting ? "\"PROTECTED\"" : "\"UNPROTECTED\"") +
-                  ",\"primary\":" + JsonString(v.peer) + ",\"failover\":" + (state_ == "activated" ? "true" : "false") +
-                  ",\"decision\":" + JsonString(v.decision) + ",\"decision_reason\":" + JsonString(v.why) +
-                  ",\"sessions\":" + std::to_string(v.sessions) + ",\"strays\":" + std::to_string(v.strays);
-  if (!failover_reason_.empty()) m += ",\"failover_reason\":" + JsonString(failover_reason_);
-  if (!reverse_to_.empty()) m += ",\"reverse_to\":" + JsonString(reverse_to_);
-  m += ",\"output_commit\":\"primary side\"";
-  return ControlReply::Ok(m);
+  s.state = state_;
+  s.committed_epoch = held ? sink_->last_committed_epoch() : 0;
+  s.digest = v.digest;
+  s.protecting = held && state_ == "receiving";
+  s.primary = v.peer;
+  s.failed_over = state_ == "activated";
+  s.decision = v.decision;
+  s.decision_reason = v.why;
+  s.sessions = v.sessions;
+  s.strays = v.strays;
+  s.failover_reason = failover_reason_;
+  s.reverse_to = reverse_to_;
+  return ControlReply::Ok(control::ToJson(s));
 }
 
 ControlReply BackupControl::Failover() {
@@ -60,24 +59,11 @@ ControlReply BackupControl::Failover() {
     return ControlReply::Fail("activation did not finish within 60 s");
   }
   if (!activation_.ok()) return ControlReply::Fail("activation failed: " + activation_.message());
-  return ControlReply::Ok("\"activated\":true,\"epoch\":" + std::to_string(sink_->last_committed_epoch()));
+  return ControlReply::Ok(control::FailoverJson(sink_->last_committed_epoch()));
 }
 
-ControlReply BackupControl::Digest(const std::vector<std::string>& w) {
-  if (!digest_fn_) return ControlReply::Fail("digest: only for a simulated guest's image (not --xen)");
-  uint64_t epoch = 0, regions = 16;
-  try {
-    size_t used = 0;
-    epoch = std::stoull(w[1], &used);
-    if (used != w[1].size()) throw std::invalid_argument(w[1]);
-    if (w.size() == 3) {
-      regions = std::stoull(w[2], &used);
-      if (used != w[2].size()) throw std::invalid_argument(w[2]);
-    }
-  } catch (const std::exception&) {
-    epoch = 0;
-  }
-  if (epoch == 0 || regions == 0 || regions > 4096) return ControlReply::Usage("usage: digest EPOCH [REGIONS 1..4096]");
+ControlReply BackupControl::Digest(const control::DigestReq& r) {
+  const uint64_t epoch = r.epoch;
   std::unique_lock<std::mutex> lock(mu_);
   if (digest_.pending) return ControlReply::Fail("another digest request is in progress");
   if (sink_->has_committed() && sink_->last_committed_epoch() >= epoch) {
@@ -87,22 +73,23 @@ ControlReply BackupControl::Digest(const std::vector<std::string>& w) {
   digest_ = {};
   digest_.pending = true;
   digest_.epoch = epoch;
-  digest_.regions = static_cast<uint32_t>(regions);
+  digest_.regions = r.regions;
   bool done = cv_.wait_for(lock, std::chrono::seconds(20), [&] { return digest_.done; });
   digest_.pending = false;
   if (!done) return ControlReply::Fail("epoch " + std::to_string(epoch) + " was not committed within 20 s");
   if (!digest_.status.ok()) return ControlReply::Fail(digest_.status.message());
-  return ControlReply::Ok(digest_.members);
+  // The sink's members text, read back into the reply (one writer on the wire).
+  control::Json members = control::Json::parse("{" + digest_.members + "}", nullptr, /*allow_exceptions=*/false);
+  if (members.is_discarded()) return ControlReply::Fail("digest: the image's answer is not JSON");
+  return ControlReply::Ok(std::move(members));
 }
 
-ControlReply BackupControl::SetReverse(const std::vector<std::string>& w) {
-  if (w.size() != 3) return ControlReply::Usage("usage: set reverse-to HOST:PORT|none");
-  std::string target;
-  if (w[2] != "none") {
-    if (Status st = check_target_ ? check_target_(w[2]) : Status::Ok(); !st.ok()) {
+ControlReply BackupControl::SetReverse(const control::SetReverseToReq& r) {
+  const std::string& target = r.target;
+  if (!target.empty()) {
+    if (Status st = check_target_ ? check_target_(target) : Status::Ok(); !st.ok()) {
       return ControlReply::Usage("set reverse-to: " + st.message());
     }
-    target = w[2];
   }
   std::lock_guard<std::mutex> lock(mu_);
   if (reverse_decided_) {
@@ -113,7 +100,7 @@ ControlReply BackupControl::SetReverse(const std::vector<std::string>& w) {
   reverse_to_ = target;
   spdlog::info("control: after activation, {}",
                target.empty() ? "no reverse replication" : "replicate the guest back to " + target);
-  return ControlReply::Ok("\"reverse_to\":" + JsonString(target));
+  return ControlReply::Ok(control::ReverseToJson(target));
 }
 
 std::string BackupControl::DecideReverseTo() {

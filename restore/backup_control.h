@@ -1,7 +1,8 @@
 // BackupControl: the backup's command set on the control socket
 // (docs/CONTROL.md): status | failover | digest EPOCH [REGIONS] |
-// set reverse-to HOST:PORT|none. Primary commands are refused with one
-// message naming the primary's socket.
+// set reverse-to HOST:PORT|none | help, as control::Role::kBackup (with a
+// digest function) or kXenBackup (without: no digest). Primary commands are
+// refused by control::Refusal, naming the primary's socket.
 //
 // It observes the BackupService (commit, state, activation) so that
 // `digest EPOCH` is answered exactly between Commit(EPOCH) and the next
@@ -50,10 +51,11 @@ class BackupControl : public BackupObserver {
   void OnFence(const Status& result, const std::string& reason, uint64_t epoch, uint64_t digest) override;
 
  private:
+  replicator::ControlReply Dispatch(const control::Request& r);
   replicator::ControlReply Status_();
   replicator::ControlReply Failover();
-  replicator::ControlReply Digest(const std::vector<std::string>& w);
-  replicator::ControlReply SetReverse(const std::vector<std::string>& w);
+  replicator::ControlReply Digest(const control::DigestReq& r);
+  replicator::ControlReply SetReverse(const control::SetReverseToReq& r);
 
   GuestSink* sink_;
   RegionDigestFn digest_fn_;

@@ -50,8 +50,8 @@ void XenPrimaryState::Begin(std::string domain, uint32_t domid, microseconds int
   output_commit_ = std::move(output_commit);
 }
 
-replicator::PrimaryStatusView XenPrimaryState::StatusView(Clock::time_point now) const {
-  replicator::PrimaryStatusView v;
+control::PrimaryStatus XenPrimaryState::StatusView(Clock::time_point now) const {
+  control::PrimaryStatus v;
   v.epoch = epoch_.load();
   v.last_acked = last_acked_.load();
   const int64_t at = last_ack_ns_.load();
@@ -60,14 +60,16 @@ replicator::PrimaryStatusView XenPrimaryState::StatusView(Clock::time_point now)
   v.protected_now = protected_.load();
   v.paused = paused_.load();
   v.interval = interval();
-  v.cache_size = cache_size_.load();  // no cache_size_next_session: fixed for the session
+  v.cache_size = cache_size_.load();
+  // A new session (after a lost backup) starts with the size last applied.
+  v.cache_size_next_session = v.cache_size;
+  v.backend = "xen";
+  v.domid = domid_.load();
   std::lock_guard<std::mutex> lock(mu_);
   v.guest = domain_;
+  v.domain = domain_;
   v.output_commit = output_commit_;
   v.unprotected_reason = v.paused ? "checkpointing paused by the operator (until resume)" : unprotected_why_;
-  v.extra = "\"backend\":\"xen\",\"domain\":" + replicator::JsonString(domain_) +
-            ",\"domid\":" + std::to_string(domid_.load());
-  if (v.paused) v.extra += ",\"note\":\"checkpointing paused: the guest runs UNPROTECTED until resume\"";
   return v;
 }
 
@@ -203,57 +205,55 @@ void XenPrimaryState::SwitchoverDone(const Status& st, uint64_t final_epoch) {
   switchover_cv_.notify_all();
 }
 
+namespace {
+
+// The Xen primary's dispatcher (control::Role::kXenPrimary): every request
+// here is one the role has (ForRole refused the others).
+struct XenDispatch {
+  XenPrimaryState* state;
+
+  replicator::ControlReply operator()(const control::StatusReq&) const {
+    return replicator::ControlReply::Ok(control::ToJson(state->StatusView(XenPrimaryState::Clock::now())));
+  }
+  replicator::ControlReply operator()(const control::StatsReq&) const {
+    return replicator::StatsReply(state->StatsJson());
+  }
+  replicator::ControlReply operator()(const control::SetIntervalReq& r) const {
+    state->SetInterval(r.interval);
+    return replicator::IntervalSetReply(r.interval);
+  }
+  replicator::ControlReply operator()(const control::SetCacheSizeReq& r) const {
+    // Always live or refused: a Xen session has no next-session fallback.
+    Status st = state->RequestCacheSize(r.bytes);
+    return replicator::CacheSizeReply(r.bytes, st.ok() ? Result<bool>(true) : Result<bool>(st));
+  }
+  replicator::ControlReply operator()(const control::PauseReq&) const {
+    state->SetPaused(true);
+    return replicator::PauseReply(true);
+  }
+  replicator::ControlReply operator()(const control::ResumeReq&) const {
+    state->SetPaused(false);
+    return replicator::PauseReply(false);
+  }
+  replicator::ControlReply operator()(const control::SwitchoverReq&) const {
+    auto e = state->RequestSwitchover(std::chrono::milliseconds(60000));
+    if (!e.ok()) return replicator::ControlReply::Fail("switchover: " + e.status().message());
+    return replicator::ControlReply::Ok(control::SwitchoverJson(
+        *e, "domain left suspended here; the backup activates from final_epoch. "
+            "Destroy this copy (xl destroy) once the backup runs the guest"));
+  }
+  template <typename Other>
+  replicator::ControlReply operator()(const Other& r) const {
+    return control::Refusal(control::Role::kXenPrimary, control::Request(r));
+  }
+};
+
+}  // namespace
+
 replicator::ControlHandler XenPrimaryControlHandler(XenPrimaryState* state) {
-  using replicator::ControlReply;
-  return [state](const std::vector<std::string>& w) -> ControlReply {
-    const std::string& cmd = w[0];
-    const bool alone = w.size() == 1;
-    if (cmd == "status" && alone) {
-      return ControlReply::Ok(replicator::PrimaryStatusMembers(state->StatusView(XenPrimaryState::Clock::now())));
-    }
-    if (cmd == "stats" && alone) return replicator::StatsReply(state->StatsJson());
-    if (cmd == "set" && w.size() == 3 && w[1] == "interval") {
-      ControlReply bad;
-      auto d = replicator::ParseControlInterval(w[2], &bad);
-      if (!d) return bad;
-      state->SetInterval(*d);
-      return replicator::IntervalSetReply(*d);
-    }
-    if (cmd == "set" && w.size() == 3 && w[1] == "cache-size") {
-      ControlReply bad;
-      auto sz = replicator::ParseControlCacheSize(w[2], &bad);
-      if (!sz) return bad;
-      Status st = state->RequestCacheSize(*sz);
-      if (st.code() == Code::kInvalidArgument) return ControlReply::Usage("set cache-size: " + st.message());
-      if (!st.ok()) return ControlReply::Fail("set cache-size: " + st.message() + "; nothing changed");
-      return ControlReply::Ok("\"cache_size\":" + std::to_string(*sz) + ",\"applies\":\"next epoch\"");
-    }
-    if (cmd == "set") return ControlReply::Usage("usage: set interval DURATION | set cache-size SIZE");
-    if ((cmd == "pause" || cmd == "resume") && alone) {
-      const bool pause = cmd == "pause";
-      state->SetPaused(pause);
-      return replicator::PauseReply(pause);
-    }
-    if (cmd == "failover" && alone) {
-      return ControlReply::Fail(
-          "failover is not supported on a Xen primary: it is the backup's command (romulus ctl --socket "
-          "BACKUP.sock failover)");
-    }
-    if (cmd == "switchover" && alone) {
-      auto e = state->RequestSwitchover(std::chrono::milliseconds(60000));
-      if (!e.ok()) return ControlReply::Fail("switchover: " + e.status().message());
-      return ControlReply::Ok("\"final_epoch\":" + std::to_string(*e) +
-                              ",\"guest\":\"domain left suspended here; the backup activates from final_epoch. "
-                              "Destroy this copy (xl destroy) once the backup runs the guest\"");
-    }
-    if (cmd == "digest") return ControlReply::Fail("digest is not supported for Xen domains");
-    if (cmd == "help" && alone) {
-      return ControlReply::Ok(
-          "\"commands\":[\"status\",\"stats\",\"set interval D\",\"set cache-size S\",\"pause\",\"resume\",\"switchover\"]");
-    }
-    return ControlReply::Usage("unknown or malformed command '" + cmd +
-                               "' (Xen primary: status, stats, set interval D, set cache-size S, pause, resume, switchover, help)");
-  };
+  return replicator::ForRole(control::Role::kXenPrimary, [state](const control::Request& r) {
+    return std::visit(XenDispatch{state}, r);
+  });
 }
 
 }  // namespace romulus::xen

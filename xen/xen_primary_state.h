@@ -21,6 +21,7 @@
 #include "compress/page_cache.h"
 
 #include "replicator/checkpoint_sender.h"
+#include "control/replies.h"
 #include "replicator/control.h"
 #include "replicator/stats.h"
 
@@ -68,7 +69,9 @@ class XenPrimaryState {
   // Paused: the session takes no checkpoint after the current one until resumed.
   void SetPaused(bool paused) { paused_.store(paused); }
   bool paused() const { return paused_.load(); }
-  replicator::PrimaryStatusView StatusView(Clock::time_point now) const;
+  // The `status` answer's fields (the same struct, hence the same schema, as
+  // a simulated guest's: backend "xen", domain and domid set).
+  control::PrimaryStatus StatusView(Clock::time_point now) const;
   // {"last":<last epoch's JSON line>|null,"totals":<totals JSON>|null}
   std::string StatsJson() const;
   // `set cache-size`: allocates the new cache here (so a failure changes
@@ -137,11 +140,10 @@ class XenPrimaryState {
   std::condition_variable switchover_cv_;
 };
 
-// The control socket's command set for a Xen primary (docs/CONTROL.md):
-//   status | stats | set interval D | set cache-size S | pause | resume |
-//   switchover | help
-// and, answered ok:false: failover (the backup's command), digest ("not
-// supported for Xen domains").
+// The control socket's command set for a Xen primary (docs/CONTROL.md,
+// control::Role::kXenPrimary): status | stats | set interval D |
+// set cache-size S | pause | resume | switchover | help; the others (failover,
+// digest, set reverse-to) are refused by control::Refusal.
 replicator::ControlHandler XenPrimaryControlHandler(XenPrimaryState* state);
 
 }  // namespace romulus::xen

@@ -128,7 +128,7 @@ struct PairRun {
 };
 
 std::string Call(const replicator::ControlHandler& h, std::vector<std::string> words) {
-  return replicator::RenderControlReply(h(words));
+  return replicator::RenderControlReply(replicator::HandleWords(h, words));
 }
 
 TEST(LiveCacheResize, BothEndsResizeAtTheSameBoundaryAndStayIdentical) {

@@ -114,46 +114,13 @@ TEST(EpochLineThrottle, ZeroGapLetsEveryEpochThrough) {
   for (int i = 0; i < 5; ++i) EXPECT_TRUE(th.Due(t0, true)) << i;
 }
 
-TEST(PrimaryStatus, SharedMembersInOrderWithOptionalNextSessionAndExtras) {
-  replicator::PrimaryStatusView v;
-  v.guest = "guest1";
-  v.epoch = 9;
-  v.last_acked = 8;
-  v.last_ack_age = 12ms;
-  v.protected_now = true;
-  v.output_commit = "none (output not committed)";
-  v.interval = 50ms;
-  v.cache_size = 64ull << 20;
-  v.cache_size_next_session = 128ull << 20;
-  auto m = ParseFlatObject("{" + replicator::PrimaryStatusMembers(v) + "}");
-  EXPECT_EQ(Keys(m), (std::vector<std::string>{"role", "guest", "epoch", "last_acked", "last_ack_age_ms",
-                                               "protection", "paused", "output_commit", "interval_us",
-                                               "interval", "cache_size", "cache_size_next_session"}));
-  EXPECT_EQ(Value(m, "protection"), "\"PROTECTED\"");
-  EXPECT_EQ(Value(m, "interval_us"), "50000");
-  EXPECT_EQ(Value(m, "cache_size_next_session"), "134217728");
-
-  v.cache_size_next_session.reset();
-  v.extra = "\"domid\":3";
-  m = ParseFlatObject("{" + replicator::PrimaryStatusMembers(v) + "}");
-  EXPECT_EQ(Value(m, "cache_size_next_session"), "<missing>");
-  EXPECT_EQ(Keys(m).back(), "domid");
-  EXPECT_EQ(Value(m, "domid"), "3");
-}
-
 TEST(PrimaryStatus, IntervalRequestsAreBounded) {
-  replicator::ControlReply bad;
-  auto d = replicator::ParseControlInterval("50ms", &bad);
-  ASSERT_TRUE(d.has_value());
+  auto d = control::ParseInterval("50ms");
+  ASSERT_TRUE(d.ok());
   EXPECT_EQ(*d, 50ms);
-  EXPECT_FALSE(replicator::ParseControlInterval("4ms", &bad).has_value());
-  EXPECT_TRUE(bad.usage);
-  bad = {};
-  EXPECT_FALSE(replicator::ParseControlInterval("61s", &bad).has_value());
-  EXPECT_TRUE(bad.usage);
-  bad = {};
-  EXPECT_FALSE(replicator::ParseControlInterval("soon", &bad).has_value());
-  EXPECT_TRUE(bad.usage);
+  EXPECT_FALSE(control::ParseInterval("4ms").ok());
+  EXPECT_FALSE(control::ParseInterval("61s").ok());
+  EXPECT_FALSE(control::ParseInterval("soon").ok());
   EXPECT_EQ(replicator::RenderControlReply(replicator::IntervalSetReply(20ms)),
             "{\"ok\":true,\"interval_us\":20000,\"applies\":\"next epoch\"}");
 }

@@ -1,0 +1,249 @@
+// Golden schemas of the control replies (docs/CONTROL.md): for every command
+// and role, the reply's keys in order and the JSON type of each. The two
+// primaries (a simulated guest's EpochLoop, a Xen domain's XenPrimaryState)
+// are checked against the SAME table, so `status` and every other answer
+// have one schema whatever the guest type. Refusals (a command a role does
+// not have) follow one rule with one wording.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "control/replies.h"
+#include "control/reply.h"
+#include "replicator/control.h"
+#include "replicator/epoch_loop.h"
+#include "replicator/output_commit.h"
+#include "restore/backup_control.h"
+#include "sim/image_sink.h"
+#include "sim/sim_guest.h"
+#ifdef ROMULUS_HAVE_XEN
+#include "xen/xen_primary_state.h"
+#endif
+
+namespace romulus {
+namespace {
+
+using namespace std::chrono_literals;
+using control::Json;
+
+// "s" string, "i" integer, "b" boolean, "o" object, "a" array, "n" null;
+// "s|n": either.
+using Schema = std::vector<std::pair<std::string, std::string>>;
+
+std::string TypeOf(const Json& v) {
+  if (v.is_string()) return "s";
+  if (v.is_number_integer()) return "i";
+  if (v.is_boolean()) return "b";
+  if (v.is_object()) return "o";
+  if (v.is_array()) return "a";
+  if (v.is_null()) return "n";
+  return "?";
+}
+
+// Checks a reply line against a schema: same keys, same order, allowed types.
+void ExpectSchema(const std::string& line, const Schema& want, const std::string& what) {
+  auto p = control::ParseReply(line);
+  ASSERT_TRUE(p.ok()) << what << ": " << line;
+  std::vector<std::string> keys, want_keys;
+  for (const auto& [k, v] : p->body.items()) keys.push_back(k);
+  for (const auto& [k, t] : want) want_keys.push_back(k);
+  EXPECT_EQ(keys, want_keys) << what << ": " << line;
+  for (const auto& [k, types] : want) {
+    if (!p->body.contains(k)) continue;
+    const std::string t = TypeOf(p->body[k]);
+    EXPECT_NE(("|" + types + "|").find("|" + t + "|"), std::string::npos)
+        << what << ": key " << k << " is of type " << t << ", want " << types << ": " << line;
+  }
+}
+
+const Schema kError = {{"ok", "b"}, {"error", "s"}, {"usage", "b"}};
+
+// The one table both primaries answer from.
+const Schema kPrimaryStatus = {
+    {"ok", "b"},          {"role", "s"},         {"guest", "s"},     {"epoch", "i"},
+    {"last_acked", "i"},  {"last_ack_age_ms", "i"}, {"protection", "s"}, {"paused", "b"},
+    {"output_commit", "s"}, {"interval_us", "i"}, {"interval", "s"},  {"cache_size", "i"},
+    {"cache_size_next_session", "i"}, {"unprotected_reason", "s|n"}, {"backend", "s"},
+    {"domain", "s|n"},    {"domid", "i|n"}};
+const Schema kStats = {{"ok", "b"}, {"last", "o|n"}, {"totals", "o|n"}};
+const Schema kSetInterval = {{"ok", "b"}, {"interval_us", "i"}, {"applies", "s"}};
+const Schema kCacheLive = {{"ok", "b"}, {"cache_size", "i"}, {"cache_size_next_session", "i"}, {"applies", "s"}};
+const Schema kCacheNextSession = {{"ok", "b"}, {"cache_size_next_session", "i"}, {"applies", "s"}, {"note", "s"}};
+const Schema kPause = {{"ok", "b"}, {"paused", "b"}, {"warning", "s"}};
+const Schema kResume = {{"ok", "b"}, {"paused", "b"}};
+const Schema kHelp = {{"ok", "b"}, {"role", "s"}, {"commands", "a"}};
+const Schema kSwitchover = {{"ok", "b"}, {"final_epoch", "i"}, {"guest", "s"}};
+const Schema kDigest = {{"ok", "b"}, {"epoch", "i"}, {"digest", "s"}, {"guest_pages", "i"}, {"regions", "a"}};
+
+// One row per primary command whose answer does not depend on a backup.
+struct Row {
+  std::vector<std::string> words;
+  const Schema* schema;
+};
+const std::vector<Row>& PrimaryTable() {
+  static const std::vector<Row> rows = {
+      {{"status"}, &kPrimaryStatus},        {{"stats"}, &kStats},   {{"set", "interval", "50ms"}, &kSetInterval},
+      {{"pause"}, &kPause},                 {{"status"}, &kPrimaryStatus}, {{"resume"}, &kResume},
+      {{"help"}, &kHelp},                   {{"failover"}, &kError}, {{"set", "reverse-to", "h:1"}, &kError},
+      {{"set", "interval", "1ms"}, &kError}, {{"frobnicate"}, &kError},
+  };
+  return rows;
+}
+
+std::string Call(const replicator::ControlHandler& h, std::vector<std::string> w) {
+  return replicator::RenderControlReply(replicator::HandleWords(h, w));
+}
+
+sim::SimSpec SmallSpec() {
+  sim::SimSpec spec;
+  spec.size_bytes = 4 << 20;
+  spec.workload = sim::Workload::kHotset;
+  spec.rate = sim::DefaultRate(spec.workload);
+  return spec;
+}
+
+struct SimPrimary {
+  SimPrimary() {
+    guest = std::move(*sim::SimGuest::Create(SmallSpec()));
+    replicator::SenderOptions sopt;
+    sopt.codec.cache_pages = 1024;
+    replicator::EpochLoopOptions lopt;
+    lopt.interval = 100ms;
+    loop = std::make_unique<replicator::EpochLoop>(
+        *guest, output, [] { return Result<std::unique_ptr<transport::Stream>>(Status::Closed("none")); }, sopt,
+        lopt, nullptr);
+    handler = replicator::PrimaryControlHandler(loop.get(), "sim:golden");
+  }
+  std::unique_ptr<sim::SimGuest> guest;
+  replicator::NoOutputCommit output;
+  std::unique_ptr<replicator::EpochLoop> loop;
+  replicator::ControlHandler handler;
+};
+
+TEST(GoldenPrimary, SimulatedGuestAnswersTheTable) {
+  SimPrimary p;
+  for (const Row& row : PrimaryTable()) ExpectSchema(Call(p.handler, row.words), *row.schema, "sim " + row.words[0]);
+  // No backup: the new size waits for the next session.
+  ExpectSchema(Call(p.handler, {"set", "cache-size", "8M"}), kCacheNextSession, "sim set cache-size");
+  // digest blocks until epoch N is acked, so it needs a running pair: its
+  // answer is written by control::ToJson(DigestAnswer) (SharedWritersHaveTheTableSchemas)
+  // and checked end to end in tests/engine/control_test.cc.
+  auto st = control::ParseReply(Call(p.handler, {"status"}));
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->body["backend"], "sim");
+  EXPECT_TRUE(st->body["domain"].is_null());
+  EXPECT_TRUE(st->body["domid"].is_null());
+}
+
+#ifdef ROMULUS_HAVE_XEN
+TEST(GoldenPrimary, XenDomainAnswersTheSameTable) {
+  xen::XenPrimaryState state;
+  state.Begin("guest1", 3, 100ms, "none (output not committed)");
+  state.set_cache_size(64ull << 20);
+  auto handler = xen::XenPrimaryControlHandler(&state);
+  for (const Row& row : PrimaryTable()) ExpectSchema(Call(handler, row.words), *row.schema, "xen " + row.words[0]);
+  // Connected to a backup that resizes live.
+  state.SetCacheLimits(true, 1 << 16, 1 << 16);
+  ExpectSchema(Call(handler, {"set", "cache-size", "8M"}), kCacheLive, "xen set cache-size");
+  ExpectSchema(Call(handler, {"digest", "1"}), kError, "xen digest");
+  // Switchover, its session played by a thread.
+  replicator::EpochStats e;
+  e.epoch = 1;
+  e.acked = true;
+  state.Published(e, std::chrono::steady_clock::now());
+  std::thread session([&] {
+    while (!state.TakeSwitchover()) std::this_thread::yield();
+    state.SwitchoverDone(Status::Ok(), 2);
+  });
+  std::string so = Call(handler, {"switchover"});
+  session.join();
+  ExpectSchema(so, kSwitchover, "xen switchover");
+}
+
+TEST(GoldenPrimary, StatusKeysAreIdenticalForBothGuestTypes) {
+  SimPrimary p;
+  xen::XenPrimaryState state;
+  state.Begin("guest1", 3, 100ms, "none");
+  auto sim_status = control::ParseReply(Call(p.handler, {"status"}));
+  auto xen_status = control::ParseReply(Call(xen::XenPrimaryControlHandler(&state), {"status"}));
+  ASSERT_TRUE(sim_status.ok() && xen_status.ok());
+  std::vector<std::string> a, b;
+  for (const auto& [k, v] : sim_status->body.items()) a.push_back(k);
+  for (const auto& [k, v] : xen_status->body.items()) b.push_back(k);
+  EXPECT_EQ(a, b);
+}
+#endif
+
+// The switchover answer's schema for a simulated guest comes from the same
+// writer; its running-loop behaviour is tested in tests/engine/control_test.cc.
+TEST(GoldenPrimary, SharedWritersHaveTheTableSchemas) {
+  ExpectSchema(control::Render(control::Reply::Ok(control::SwitchoverJson(5, "x"))), kSwitchover, "switchover");
+  ExpectSchema(control::Render(control::Reply::Ok(control::ToJson(control::DigestAnswer{3, 9, 10, {1, 2}}))),
+               kDigest, "digest");
+  ExpectSchema(control::Render(control::Reply::Ok(control::CacheSizeLiveJson(4096))), kCacheLive, "cache live");
+}
+
+// Refusals: one rule, one wording, usage:false (exit 1), for every role.
+TEST(GoldenRefusal, OneRuleOneWording) {
+  struct Case {
+    control::Role role;
+    std::vector<std::string> words;
+    std::string starts;
+  };
+  const std::vector<Case> cases = {
+      {control::Role::kPrimary, {"failover"}, "'failover' is not a command of this primary: failover is the backup's"},
+      {control::Role::kXenPrimary, {"failover"}, "'failover' is not a command of this Xen primary: failover is the"},
+      {control::Role::kXenPrimary, {"digest", "3"}, "'digest' is not a command of this Xen primary: region digests"},
+      {control::Role::kPrimary, {"set", "reverse-to", "h:1"}, "'set reverse-to' is not a command of this primary:"},
+      {control::Role::kBackup, {"pause"}, "'pause' is not a command of this backup: it is a primary command"},
+      {control::Role::kBackup, {"set", "interval", "1s"}, "'set interval' is not a command of this backup:"},
+      {control::Role::kXenBackup, {"digest", "3"}, "'digest' is not a command of this Xen backup: region digests"},
+      {control::Role::kXenBackup, {"switchover"}, "'switchover' is not a command of this Xen backup:"},
+  };
+  for (const Case& c : cases) {
+    auto h = replicator::ForRole(c.role, [](const control::Request&) { return control::Reply::Ok(); });
+    const std::string line = Call(h, c.words);
+    ExpectSchema(line, kError, c.words[0]);
+    auto p = control::ParseReply(line);
+    ASSERT_TRUE(p.ok());
+    EXPECT_FALSE(p->usage) << line;
+    EXPECT_EQ(p->error.rfind(c.starts, 0), 0u) << line;
+  }
+}
+
+// The backup's commands and answers.
+TEST(GoldenBackup, CommandsAndTheirSchemas) {
+  sim::ImageSinkOptions so;
+  so.run_activated = false;
+  auto sink = sim::ImageSink::Open(so);
+  ASSERT_TRUE(sink.ok()) << sink.status().ToString();
+  restore::BackupControl control(
+      sink->get(), [](uint64_t, uint32_t) { return Result<std::string>(std::string("\"epoch\":1")); },
+      [](const std::string& t) { return t == "bad" ? Status::InvalidArgument("needs HOST:PORT") : Status::Ok(); },
+      nullptr);
+  auto h = control.Handler();
+  const Schema status = {{"ok", "b"},       {"role", "s"},     {"state", "s"},         {"epoch", "i"},
+                         {"committed_epoch", "i"}, {"digest", "s"}, {"protection", "s"}, {"primary", "s"},
+                         {"failover", "b"}, {"decision", "s"}, {"decision_reason", "s"}, {"sessions", "i"},
+                         {"strays", "i"},   {"output_commit", "s"}};
+  ExpectSchema(Call(h, {"status"}), status, "backup status");
+  ExpectSchema(Call(h, {"set", "reverse-to", "old:7000"}), {{"ok", "b"}, {"reverse_to", "s"}}, "reverse-to");
+  Schema with_reverse = status;
+  with_reverse.insert(with_reverse.end() - 1, {"reverse_to", "s"});
+  ExpectSchema(Call(h, {"status"}), with_reverse, "backup status with reverse_to");
+  ExpectSchema(Call(h, {"set", "reverse-to", "bad"}), kError, "bad reverse-to");
+  ExpectSchema(Call(h, {"failover"}), kError, "failover with nothing committed");
+  ExpectSchema(Call(h, {"help"}), kHelp, "backup help");
+  auto help = control::ParseReply(Call(h, {"help"}));
+  ASSERT_TRUE(help.ok());
+  EXPECT_EQ(help->body["commands"].size(), 5u) << help->body.dump();
+  for (std::vector<std::string> w : {std::vector<std::string>{"stats"}, {"pause"}, {"switchover"}}) {
+    ExpectSchema(Call(h, w), kError, "backup " + w[0]);
+  }
+}
+
+}  // namespace
+}  // namespace romulus
