@@ -91,7 +91,7 @@ lab_note "buffered at $I ms: $N1 replies, $L1 lost, RTT median $RTT1 ms"
 
 # ---- 2b. live control (romulus ctl): pause = unprotected, held output released and new output
 # unbuffered; resume = checkpoints and buffering again
-ctl() { romulus ctl --socket "$W/ctl.sock" "$@" >"$W/ctl.out" 2>&1 || { cat "$W/ctl.out"; lab_fail "romulus ctl $*"; }; cat "$W/ctl.out"; }
+ctl() { romulus ctl --json --socket "$W/ctl.sock" "$@" >"$W/ctl.out" 2>&1 || { cat "$W/ctl.out"; lab_fail "romulus ctl $*"; }; cat "$W/ctl.out"; }
 ctl status | grep -q '"backend":"xen"' || lab_fail "ctl status: $(cat "$W/ctl.out")"
 ctl pause | grep -q '"paused":true' || lab_fail "ctl pause: $(cat "$W/ctl.out")"
 ctl status | grep -q 'UNPROTECTED' || lab_fail "status while paused does not say UNPROTECTED: $(cat "$W/ctl.out")"

@@ -21,7 +21,7 @@ start_backup bpid "$T/backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key"
   --events-json "$T/events.json" --max-cache-size 16M
 bg ppid "$T/primary.log" "$ROMULUS" replicate --guest "sim:size=64M,workload=hotset" --to "127.0.0.1:$port" \
   --psk-file "$T/key" --interval 20ms --cache-size 4M --stats-json "$T/stats.json" --control-socket "$T/p.sock"
-ctl() { "$ROMULUS" ctl --socket "$T/p.sock" "$@"; }
+ctl() { "$ROMULUS" ctl --json --socket "$T/p.sock" "$@"; }
 protected() { ctl status 2>/dev/null | grep -q '"protection":"PROTECTED"'; }
 wait_until 120 "primary PROTECTED via ctl status" protected
 [[ $(j "$(ctl status)" '["cache_size"]') -eq $((4 << 20)) ]] || check_fail "initial cache_size: $(ctl status)"

@@ -17,7 +17,7 @@ start_backup b1 "$T/backup1.log" --listen "127.0.0.1:$port" --psk-file "$T/key" 
   --events-json "$T/events1.json" --max-cache-size 16M
 bg ppid "$T/primary.log" "$ROMULUS" replicate --guest "sim:size=32M,workload=hotset" --to "127.0.0.1:$port" \
   --psk-file "$T/key" --interval 20ms --cache-size 4M --stats-json "$T/stats.json" --control-socket "$T/p.sock"
-ctl() { "$ROMULUS" ctl --socket "$T/p.sock" "$@"; }
+ctl() { "$ROMULUS" ctl --json --socket "$T/p.sock" "$@"; }
 protected() { ctl status 2>/dev/null | grep -q '"protection":"PROTECTED"'; }
 wait_until 120 "primary PROTECTED" protected
 out=$(ctl set cache-size 12M 2>&1) || check_fail "set cache-size 12M: $out"

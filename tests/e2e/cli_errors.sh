@@ -135,8 +135,8 @@ expect_usage "^romulus switchover: --timeout: must be between 1s and 24h" switch
 expect_usage "^romulus switchover: --reverse-timeout: must be between 1s and 24h" \
   switchover --socket "$T/p.sock" --backup-socket "$T/b.sock" --reverse "127.0.0.1:$dead" --reverse-timeout 0ms
 # ctl, drill, bench, demo (flags checked before any socket or file is touched)
-expect_usage "^romulus ctl: --timeout: must be between 1ms and 24h" ctl --socket "$T/p.sock" --timeout 0s status
-expect_usage "^romulus ctl: --timeout: must be between 1ms and 24h" ctl --socket "$T/p.sock" --timeout 1500m status
+expect_usage "^romulus ctl: --timeout: must be between 1ms and 24h" ctl --json --socket "$T/p.sock" --timeout 0s status
+expect_usage "^romulus ctl: --timeout: must be between 1ms and 24h" ctl --json --socket "$T/p.sock" --timeout 1500m status
 expect_usage "^romulus drill verify: --regions: '-1' is not a whole number from 1 to 4096" \
   drill verify --socket "$T/p.sock" --backup-socket "$T/b.sock" --regions -1
 expect_usage "^romulus drill verify: --regions: '-4294967295' is not a whole number" \

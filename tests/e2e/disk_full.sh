@@ -26,8 +26,7 @@ trap 'umount -l "$MNT" 2>/dev/null; _e2e_cleanup' EXIT
 make_key "$T/key"
 
 status_has() {  # status_has SOCKET REGEX
-  "$ROMULUS" ctl --socket "$1" status --json 2>/dev/null | grep -Eq "$2" ||
-    "$ROMULUS" ctl --socket "$1" status 2>/dev/null | grep -Eq "$2"
+  "$ROMULUS" ctl --json --socket "$1" status 2>/dev/null | grep -Eq "$2"
 }
 
 # ---- firstsync: 4 MiB of disk for a guest with 16 MiB of data
@@ -72,7 +71,7 @@ alive "$bpid" || check_fail "midrun: the backup died on a full disk"
 # The primary dies now. The backup must hold, and say why.
 kill9 "$ppid"
 wait_until 30 "midrun: the backup holds (status decision)" status_has "$T/mid.sock" '"decision":"hold"'
-reason=$("$ROMULUS" ctl --socket "$T/mid.sock" status --json 2>/dev/null || "$ROMULUS" ctl --socket "$T/mid.sock" status)
+reason=$("$ROMULUS" ctl --json --socket "$T/mid.sock" status)
 log "midrun: backup status: $reason"
 [[ $reason == *storage* ]] || check_fail "midrun: the hold reason does not name the storage failure"
 has_event "$T/mid-events.json" failover && check_fail "midrun: the backup ACTIVATED after a local failure"

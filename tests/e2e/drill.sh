@@ -30,13 +30,13 @@ start_backup bpid "$T/backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key"
 bg ppid "$T/primary.log" "$ROMULUS" replicate --guest "sim:size=64M,workload=hotset" --to "127.0.0.1:$port" \
   --psk-file "$T/key" --interval 50ms --stats-json "$T/stats.json" --control-socket "$T/p.sock" \
   --metrics-textfile "$T/primary.prom"
-protected() { "$ROMULUS" ctl --socket "$T/p.sock" status 2>/dev/null | grep -q '"protection":"PROTECTED"'; }
+protected() { "$ROMULUS" ctl --json --socket "$T/p.sock" status 2>/dev/null | grep -q '"protection":"PROTECTED"'; }
 wait_until 120 "primary PROTECTED via ctl status" protected
 # The stats file is written after each ack, so read it first: the live
 # answer that follows can only be at or after it, and the epoch in progress
 # is the last acked one or the next.
 stats_acked=$(jcheck last-acked "$T/stats.json")
-st=$("$ROMULUS" ctl --socket "$T/p.sock" status)
+st=$("$ROMULUS" ctl --json --socket "$T/p.sock" status)
 log "ctl status: $st (stats file: last acked $stats_acked)"
 [[ $(j "$st" '["role"]') == primary ]] || check_fail "status role: $st"
 acked=$(j "$st" '["last_acked"]')
@@ -44,26 +44,26 @@ epoch=$(j "$st" '["epoch"]')
 [[ $acked -ge $stats_acked && $acked -ge 1 ]] || check_fail "status last_acked $acked vs stats $stats_acked"
 [[ $epoch -eq $acked || $epoch -eq $((acked + 1)) ]] || check_fail "status epoch $epoch vs last_acked $acked"
 [[ $(j "$st" '["output_commit"]') == "none (output not committed)" ]] || check_fail "output_commit: $st"
-bst=$("$ROMULUS" ctl --socket "$T/b.sock" status)
+bst=$("$ROMULUS" ctl --json --socket "$T/b.sock" status)
 log "backup status: $bst"
 [[ $(j "$bst" '["role"]') == backup && $(j "$bst" '["protection"]') == PROTECTED ]] || check_fail "backup status: $bst"
 
 # Bad requests: exit 2, and the daemon keeps serving.
-"$ROMULUS" ctl --socket "$T/p.sock" frobnicate >/dev/null 2>&1
+"$ROMULUS" ctl --json --socket "$T/p.sock" frobnicate >/dev/null 2>&1
 [[ $? -eq 2 ]] || check_fail "ctl frobnicate should exit 2"
-"$ROMULUS" ctl --socket "$T/p.sock" set interval 1ms >/dev/null 2>&1
+"$ROMULUS" ctl --json --socket "$T/p.sock" set interval 1ms >/dev/null 2>&1
 [[ $? -eq 2 ]] || check_fail "ctl set interval 1ms should exit 2"
-"$ROMULUS" ctl --socket "$T/p.sock" failover >/dev/null 2>&1
+"$ROMULUS" ctl --json --socket "$T/p.sock" failover >/dev/null 2>&1
 [[ $? -eq 1 ]] || check_fail "ctl failover on the primary should be refused (exit 1)"
-"$ROMULUS" ctl --socket "$T/nope.sock" status >/dev/null 2>"$T/nosock.err"
+"$ROMULUS" ctl --json --socket "$T/nope.sock" status >/dev/null 2>"$T/nosock.err"
 [[ $? -ne 0 ]] && grep -q "no such socket" "$T/nosock.err" || check_fail "missing socket: $(cat "$T/nosock.err")"
 
 # set interval 20ms: the achieved period in the stats follows. Three
 # consecutive epochs after the change all have a period under the old
 # interval's 50 ms (20 ms target; polled, no threshold on speed: under load
 # we just wait longer for such a run).
-"$ROMULUS" ctl --socket "$T/p.sock" set interval 20ms >/dev/null || check_fail "set interval 20ms"
-from=$(j "$("$ROMULUS" ctl --socket "$T/p.sock" status)" '["epoch"]')
+"$ROMULUS" ctl --json --socket "$T/p.sock" set interval 20ms >/dev/null || check_fail "set interval 20ms"
+from=$(j "$("$ROMULUS" ctl --json --socket "$T/p.sock" status)" '["epoch"]')
 short_periods() {
   python3 - "$T/stats.json" "$from" <<'PY'
 import json, sys
@@ -78,7 +78,7 @@ sys.exit(1)
 PY
 }
 wait_until 120 "periods near the new 20 ms interval in the stats" short_periods
-st=$("$ROMULUS" ctl --socket "$T/p.sock" status)
+st=$("$ROMULUS" ctl --json --socket "$T/p.sock" status)
 [[ $(j "$st" '["interval_us"]') -eq 20000 ]] || check_fail "status interval after set: $st"
 
 # drill verify: both ends agree at one epoch, per region.
@@ -100,12 +100,12 @@ for m in romulus_committed_epoch romulus_failover romulus_receive_reallocations;
 done
 
 # pause / resume.
-"$ROMULUS" ctl --socket "$T/p.sock" pause >/dev/null || check_fail "pause"
-unprot() { "$ROMULUS" ctl --socket "$T/p.sock" status | grep -q '"protection":"UNPROTECTED"'; }
+"$ROMULUS" ctl --json --socket "$T/p.sock" pause >/dev/null || check_fail "pause"
+unprot() { "$ROMULUS" ctl --json --socket "$T/p.sock" status | grep -q '"protection":"UNPROTECTED"'; }
 wait_until 30 "UNPROTECTED while paused" unprot
 prom_paused() { grep -q '^romulus_protected{.*} 0$' "$T/primary.prom" && grep -q '^romulus_paused{.*} 1$' "$T/primary.prom"; }
 wait_until 30 "metrics say unprotected and paused" prom_paused
-"$ROMULUS" ctl --socket "$T/p.sock" resume >/dev/null || check_fail "resume"
+"$ROMULUS" ctl --json --socket "$T/p.sock" resume >/dev/null || check_fail "resume"
 wait_until 60 "PROTECTED again after resume" protected
 
 # 3. Planned switchover: no lost epoch.
@@ -134,9 +134,9 @@ start_backup b2pid "$T/backup2.log" --listen "127.0.0.1:$port" --psk-file "$T/ke
   --events-json "$T/events2.json" --control-socket "$T/b2.sock"
 bg p2pid "$T/primary2.log" "$ROMULUS" replicate --guest "sim:size=32M,workload=hotset" --to "127.0.0.1:$port" \
   --psk-file "$T/key" --interval 50ms --control-socket none
-b2protected() { "$ROMULUS" ctl --socket "$T/b2.sock" status 2>/dev/null | grep -q '"protection":"PROTECTED"'; }
+b2protected() { "$ROMULUS" ctl --json --socket "$T/b2.sock" status 2>/dev/null | grep -q '"protection":"PROTECTED"'; }
 wait_until 120 "second backup PROTECTED" b2protected
-fo=$("$ROMULUS" ctl --socket "$T/b2.sock" failover)
+fo=$("$ROMULUS" ctl --json --socket "$T/b2.sock" failover)
 rc=$?
 log "ctl failover: $fo"
 [[ $rc -eq 0 && $(j "$fo" '["activated"]') == True ]] || check_fail "ctl failover: rc $rc, $fo"

@@ -33,7 +33,7 @@ run_pair() {  # run_pair NAME FENCE_CMD [WAIT]: replicate until epoch 10 is comm
 held() {
   local name=$1 st
   wait_until 30 "$name: a failover event (activated:false)" has_event "$T/$name-events.json" failover
-  st=$("$ROMULUS" ctl --socket "$T/$name.sock" status --json 2>/dev/null || "$ROMULUS" ctl --socket "$T/$name.sock" status)
+  st=$("$ROMULUS" ctl --json --socket "$T/$name.sock" status)
   log "$name: status: $st"
   [[ $st == *'"decision":"hold"'* && $st == *fence* ]] || check_fail "$name: status does not say hold because of the fence: $st"
   alive "$bpid" || check_fail "$name: the backup exited instead of holding"

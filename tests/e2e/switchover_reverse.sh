@@ -21,7 +21,7 @@ j() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d'"$2"')' "$
 # ctl_field SOCK FIELD: FIELD of `ctl status` on SOCK ("" if it does not answer).
 ctl_field() {
   local out
-  out=$("$ROMULUS" ctl --socket "$1" status 2>/dev/null) || return 0
+  out=$("$ROMULUS" ctl --json --socket "$1" status 2>/dev/null) || return 0
   j "$out" ".get('$2', '')"
 }
 is_primary_protected() {
@@ -42,11 +42,11 @@ bg p1pid "$T/p1.log" "$ROMULUS" replicate --guest "sim:size=64M,workload=hotset"
 wait_until 120 "P1 PROTECTED" is_primary_protected "$T/p1.sock"
 
 # The backup command: bad targets are usage errors (exit 2), `none` is accepted.
-"$ROMULUS" ctl --socket "$T/b1.sock" set reverse-to nohostport >/dev/null 2>&1
+"$ROMULUS" ctl --json --socket "$T/b1.sock" set reverse-to nohostport >/dev/null 2>&1
 [[ $? -eq 2 ]] || check_fail "ctl set reverse-to nohostport should exit 2"
-"$ROMULUS" ctl --socket "$T/b1.sock" set reverse-to ":$p2" >/dev/null 2>&1
+"$ROMULUS" ctl --json --socket "$T/b1.sock" set reverse-to ":$p2" >/dev/null 2>&1
 [[ $? -eq 2 ]] || check_fail "ctl set reverse-to :PORT (no host) should exit 2"
-"$ROMULUS" ctl --socket "$T/b1.sock" set reverse-to none >/dev/null || check_fail "ctl set reverse-to none"
+"$ROMULUS" ctl --json --socket "$T/b1.sock" set reverse-to none >/dev/null || check_fail "ctl set reverse-to none"
 [[ -z $(ctl_field "$T/b1.sock" reverse_to) ]] || check_fail "reverse_to set after 'none'"
 
 sw=$("$ROMULUS" switchover --socket "$T/p1.sock" --backup-socket "$T/b1.sock" --reverse "127.0.0.1:$p2" \
@@ -73,15 +73,18 @@ wait_until 30 "B1 failover event" has_event "$T/b1-events.json" failover
   check_fail "B1 failover reason: $(jcheck field "$T/b1-events.json" failover reason)"
 
 # B1's socket now serves the primary command set for the reverse replication.
-st=$("$ROMULUS" ctl --socket "$T/b1.sock" status)
+st=$("$ROMULUS" ctl --json --socket "$T/b1.sock" status)
 log "B1 status: $st"
 [[ $(j "$st" '["role"]') == primary ]] || check_fail "B1 role after switchover: $st"
 [[ $(j "$st" '["protection"]') == PROTECTED ]] || check_fail "B1 protection: $st"
 [[ $(j "$st" '["replicating_to"]') == "127.0.0.1:$p2" ]] || check_fail "B1 replicating_to: $st"
 [[ $(j "$st" '["activated_from_epoch"]') -eq $final ]] || check_fail "B1 activated_from_epoch: $st"
 [[ $(j "$st" '["interval_us"]') -eq 50000 ]] || check_fail "B1 interval_us (P1's 50 ms carried over): $st"
-"$ROMULUS" ctl --socket "$T/b1.sock" set reverse-to "127.0.0.1:$p2" >/dev/null 2>&1
-[[ $? -eq 2 ]] || check_fail "a backup command on the new primary's socket should be a usage error (exit 2)"
+"$ROMULUS" ctl --socket "$T/b1.sock" set reverse-to "127.0.0.1:$p2" >/dev/null 2>"$T/rev-on-primary.err"
+rc=$?
+# A command this role does not have: refused by the one rule (exit 1), not a malformed request.
+[[ $rc -eq 1 ]] || check_fail "a backup command on the new primary's socket should be refused (exit 1), got $rc"
+assert_grep "$T/rev-on-primary.err" "'set reverse-to' is not a command of this primary" "the refusal names the role"
 
 # B2 commits B1's checkpoints, and keeps doing so.
 wait_until 60 "B2 commits from B1" commit_at_least "$T/b2-events.json" 1
