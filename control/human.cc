@@ -67,8 +67,13 @@ std::string PrimaryStatus(const Json& b) {
   }
   l.Add("role", role);
   l.Add("guest", Text(b, "guest"));
+  // The reason only with UNPROTECTED: right after `pause` the answer can
+  // still say PROTECTED (the epoch in flight) while already giving the pause
+  // as the reason; the "paused" line says that part.
   std::string prot = Text(b, "protection");
-  if (!Text(b, "unprotected_reason").empty()) prot += " (" + Text(b, "unprotected_reason") + ")";
+  if (prot != "PROTECTED" && !Text(b, "unprotected_reason").empty()) {
+    prot += " (" + Text(b, "unprotected_reason") + ")";
+  }
   l.Add("protection", prot);
   const int64_t acked = Int(b, "last_acked", -1);
   const int64_t age = Int(b, "last_ack_age_ms", -1);

@@ -55,6 +55,16 @@ TEST(CtlHuman, PrimaryStatusSaysWhatMatters) {
   EXPECT_TRUE(Has(t, "last acked:    none yet")) << t;
   EXPECT_TRUE(Has(t, "cache:         64 MiB\n")) << t;
 
+  // Paused a moment ago, the epoch in flight still acked: no contradiction shown.
+  s.protected_now = true;
+  s.paused = true;
+  s.unprotected_reason = "checkpointing paused by the operator (until resume)";
+  t = RenderHuman(StatusReq{}, Answer(ToJson(s)));
+  EXPECT_TRUE(Has(t, "protection:    PROTECTED\n")) << t;
+  EXPECT_TRUE(Has(t, "paused:        yes")) << t;
+  s.paused = false;
+  s.protected_now = false;
+
   // A reverse primary's extras are shown, not dropped.
   Json j = Answer(ToJson(s));
   j["replicating_to"] = "old:7000";
