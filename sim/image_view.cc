@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 
+#include "sim/image_files.h"
 #include "sim/image_journal.h"
 
 namespace romulus::sim {
@@ -79,9 +81,16 @@ Result<std::unique_ptr<ImageView>> ImageView::Open(const std::string& path, size
   if (p == MAP_FAILED) return Status::StorageErrno("mapping image " + path, errno);
   v->image_ = static_cast<uint8_t*>(p);
   v->pages_ = sf.pages;
+  v->maybe_data_.assign((sf.pages + 63) / 64, 0);
+  auto mark = [&v](uint64_t pfn) { v->maybe_data_[pfn >> 6] |= uint64_t{1} << (pfn & 63); };
+  ForEachDataRange(image.get(), sf.pages * kImagePage, [&](uint64_t off, uint64_t len) {
+    const uint64_t end = std::min(sf.pages, (off + len + kImagePage - 1) / kImagePage);
+    for (uint64_t pfn = off / kImagePage; pfn < end; ++pfn) mark(pfn);
+  });
   for (size_t i = 0; rec.complete && i < rec.pfns.size(); ++i) {
     const uint64_t pfn = rec.pfns[i] & ~kJournalZeroPage;
     if (pfn >= sf.pages) return Status::Corruption(path + ".journal: page beyond the guest");
+    mark(pfn);
     uint8_t* dst = v->image_ + pfn * kImagePage;
     if (rec.pfns[i] & kJournalZeroPage) {
       std::memset(dst, 0, kImagePage);

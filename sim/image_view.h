@@ -34,6 +34,12 @@ class ImageView {
   const std::string& identity() const { return identity_; }
   const std::vector<uint8_t>& state() const { return state_; }
   const uint8_t* image() const { return image_; }
+  // false: pfn is a hole of the image file the journal does not touch, so it
+  // reads as zeros; checking it needs no read (a sparse 64 GiB image is
+  // verified at the cost of its data).
+  bool MayHoldData(uint64_t pfn) const {
+    return pfn < pages_ && ((maybe_data_[pfn >> 6] >> (pfn & 63)) & 1) != 0;
+  }
   // How the checkpoint was found: "" (clean), or a sentence about the journal.
   const std::string& note() const { return note_; }
   bool from_journal() const { return from_journal_; }
@@ -44,6 +50,7 @@ class ImageView {
   std::string identity_;
   std::vector<uint8_t> state_;
   uint8_t* image_ = nullptr;
+  std::vector<uint64_t> maybe_data_;  // one bit per page: a data range of the file, or a journal page
   std::string note_;
   bool from_journal_ = false;
 };

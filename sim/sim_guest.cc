@@ -77,7 +77,8 @@ Result<std::unique_ptr<SimGuest>> SimGuest::Create(const SimSpec& spec) {
 }
 
 Result<std::unique_ptr<SimGuest>> SimGuest::Restore(const SimSpec& spec, std::span<const uint8_t> image,
-                                                     std::span<const uint8_t> state) {
+                                                     std::span<const uint8_t> state,
+                                                     const std::function<bool(uint64_t)>& may_hold_data) {
   ROMULUS_RETURN_IF_ERROR(spec.Validate());
   if (image.size() != spec.size_bytes) {
     return Status::InvalidArgument("sim guest: image of " + std::to_string(image.size()) +
@@ -89,6 +90,7 @@ Result<std::unique_ptr<SimGuest>> SimGuest::Restore(const SimSpec& spec, std::sp
   // Zero pages are already zero in the fresh mapping: skipping them keeps a
   // mostly-empty guest mostly unbacked.
   for (uint64_t pfn = 0; pfn < g->pages_; ++pfn) {
+    if (may_hold_data && !may_hold_data(pfn)) continue;
     const uint8_t* src = image.data() + pfn * kPage;
     if (!compress::IsZeroPage(src)) {
       std::memcpy(g->mem_ + pfn * kPage, src, kPage);

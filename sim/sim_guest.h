@@ -31,6 +31,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -52,8 +53,11 @@ class SimGuest : public replicator::GuestSource {
   // blob taken at the same point. Corruption if the blob is malformed or
   // belongs to a different guest (size, workload, seed). The image is copied
   // (zero pages are skipped, so the copy stays sparse). Every page is dirty.
+  // `may_hold_data` (optional): false for a pfn the image holds as zeros
+  // without looking (a hole): it is not read at all.
   static Result<std::unique_ptr<SimGuest>> Restore(const SimSpec& spec, std::span<const uint8_t> image,
-                                                   std::span<const uint8_t> state);
+                                                   std::span<const uint8_t> state,
+                                                   const std::function<bool(uint64_t)>& may_hold_data = nullptr);
   ~SimGuest() override;  // stops the workload thread, unmaps memory
 
   SimGuest(const SimGuest&) = delete;

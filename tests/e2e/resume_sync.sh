@@ -2,6 +2,9 @@
 # e2e: a resync costs what the backup lacks, not the guest's size
 # (docs/PROTOCOL.md §3.9 and §6.3; issue 10, observation 7).
 #
+#   big      a 16 GiB guest with 16 MiB of data reaches PROTECTED, its first
+#            sync sending only the written pages (issue 10, observation 7:
+#            it used to stream every page and never get protected);
 #   fresh    a 1 GiB guest with 16 MiB of data against a fresh backup: the
 #            backup's HELD table is empty, the first sync sends only the
 #            non-zero pages (the live pass and the paused part: at most twice
@@ -21,7 +24,10 @@ source "$(dirname "$0")/lib/common.sh"
 e2e_init "$@"
 
 make_key "$T/key"
-GUEST="sim:size=1G,workload=seed"  # seed rewrites the first 16 MiB (4096 pages), nothing else
+# seed rewrites the first 16 MiB (4096 pages), nothing else. (Its counters wrap:
+# every 256 passes those pages are all zero again, so "how many non-zero pages
+# the backup holds" is not asserted exactly; what is sent and kept is.)
+GUEST="sim:size=1G,workload=seed"
 PAGES=262144
 
 # synced LOG N: fields of the Nth "initial sync went through" line: "SENT KEPT"
@@ -45,12 +51,27 @@ finish_case() {  # finish_case NAME PPID BPID IMG EVENTS
   verify_image "$4"
 }
 
+# ---- big: 16 GiB, sparse image, PROTECTED
+port=$(free_port)
+start_backup bpid "$T/big-backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
+  --image "$T/big.img" --events-json "$T/big-events.json"
+bg ppid "$T/big-primary.log" "$ROMULUS" replicate --guest "sim:size=16G,workload=seed" --to "127.0.0.1:$port" \
+  --psk-file "$T/key" --interval 50ms --events-json "$T/big-primary-events.json"
+wait_event "$T/big-primary-events.json" protected 120
+read -r sent kept <<<"$(synced "$T/big-primary.log" 1)"
+log "big: the 16 GiB guest's first sync sent $sent pages, kept $kept; $(du -h "$T/big.img" | cut -f1) of image on disk"
+[[ -n ${sent:-} && $sent -le 8192 ]] || check_fail "big: the first sync sent '${sent:-?}' pages, expected at most 8192"
+wait_until 60 "big: 5 commits" commit_at_least "$T/big-events.json" 5
+finish_case big "$ppid" "$bpid" "$T/big.img" "$T/big-events.json"
+has_event "$T/big-primary-events.json" stop || check_fail "big: the primary wrote no stop event"
+rm -f "$T"/big.img*
+
 # ---- fresh + stall (one primary, one backup)
 port=$(free_port)
 start_backup bpid "$T/stall-backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
   --image "$T/stall.img" --events-json "$T/stall-events.json" --failover-timeout 10s
 bg ppid "$T/stall-primary.log" "$ROMULUS" replicate --guest "$GUEST" --to "127.0.0.1:$port" \
-  --psk-file "$T/key" --interval 50ms --ack-timeout 300ms
+  --psk-file "$T/key" --interval 50ms --ack-timeout 300ms --events-json "$T/stall-primary-events.json"
 wait_until 60 "fresh: 10 commits" commit_at_least "$T/stall-events.json" 10
 assert_grep "$T/stall-primary.log" "it holds 0 non-zero pages" "fresh: the fresh backup's table is empty"
 read -r sent kept <<<"$(synced "$T/stall-primary.log" 1)"
@@ -67,11 +88,20 @@ wait_until 60 "stall: the resync went through" sh -c "[ \$(grep -c 'initial sync
 held=$(grep -Eo "it holds [0-9]+ non-zero pages" "$T/stall-primary.log" | tail -n1 | grep -Eo "[0-9]+")
 read -r sent kept <<<"$(synced "$T/stall-primary.log" $((before + 1)))"
 log "stall: the backup held $held non-zero pages; the resync sent $sent, kept $kept"
-[[ ${held:-0} -ge 4096 ]] || check_fail "stall: the backup said it holds ${held:-?} non-zero pages, expected its committed 4096"
 [[ -n ${sent:-} && $sent -le 8192 ]] || check_fail "stall: the resync sent '${sent:-?}' pages: a full resync, not what changed"
 [[ ${kept:-0} -ge $((PAGES - 8192)) ]] || check_fail "stall: the resync kept only ${kept:-?} pages"
 n=$(last_commit "$T/stall-events.json")
 wait_until 60 "stall: commits continue after the resync" commit_at_least "$T/stall-events.json" $((n + 5))
+# The primary's events tell the same story (docs/EVENTS.md).
+why=$(jcheck field "$T/stall-primary-events.json" unprotected reason)
+[[ $why == "backup lost"* ]] || check_fail "stall: the primary's unprotected event says '$why', not the lost backup"
+[[ $(jcheck count "$T/stall-primary-events.json" session_start) -ge 2 ]] || check_fail "stall: no second session_start event"
+[[ $(jcheck field "$T/stall-primary-events.json" session_start held_table) == true ]] ||
+  check_fail "stall: the resync's session_start says the backup sent no HELD table"
+[[ $(jcheck count "$T/stall-primary-events.json" protected) -ge 2 ]] || check_fail "stall: no protected event after the resync"
+# And the backup's: the first session ended, a new one started.
+[[ $(jcheck count "$T/stall-events.json" session_start) -ge 2 ]] || check_fail "stall: the backup logged no second session"
+has_event "$T/stall-events.json" session_end || check_fail "stall: the backup logged no session_end"
 finish_case stall "$ppid" "$bpid" "$T/stall.img" "$T/stall-events.json"
 
 # ---- restart: the backup dies inside the first sync's commit
@@ -91,10 +121,12 @@ log "restart: verify of the unfinished image (exit $rc): $out"
 start_backup bpid "$T/restart-backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
   --image "$T/restart.img" --events-json "$T/restart-events.json"
 wait_until 60 "restart: commits after the restart" commit_at_least "$T/restart-events.json" 5
-assert_grep "$T/restart-backup.log" "resuming an unfinished first sync: the image holds [1-9][0-9]* non-zero pages" \
+assert_grep "$T/restart-backup.log" "resuming an unfinished first sync: the image holds [0-9]+ non-zero pages" \
   "restart: the backup kept what the interrupted sync wrote"
-held=$(grep -Eo "it holds [0-9]+ non-zero pages" "$T/restart-primary.log" | tail -n1 | grep -Eo "[0-9]+")
-log "restart: the restarted backup held $held non-zero pages of the unfinished sync"
-[[ ${held:-0} -ge 1 ]] || check_fail "restart: the primary was not told what the restarted backup holds"
+# The primary's second connection (the first to the restarted backup) was
+# told what that image holds.
+held=$(grep -Eo "it holds [0-9]+ non-zero pages" "$T/restart-primary.log" | sed -n 2p | grep -Eo "[0-9]+")
+log "restart: the restarted backup held ${held:-?} non-zero pages of the unfinished sync"
+[[ -n ${held:-} ]] || check_fail "restart: the primary was not told what the restarted backup holds"
 finish_case restart "$ppid" "$bpid" "$T/restart.img" "$T/restart-events.json"
 finish

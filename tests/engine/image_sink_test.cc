@@ -473,6 +473,14 @@ TEST(ImageSinkFileTest, AnUnfinishedFirstSyncSurvivesARestart) {
   }
   ASSERT_TRUE(sink->Commit(1).ok());
   EXPECT_EQ(sink->digest(), sink->ComputeImageDigest());
+  // A later epoch (staged), then a new session: its table is the checkpoint.
+  auto p = PageOf(0x5a, 99);
+  ASSERT_TRUE(sink->OnPage(2, 3, p.data()).ok());
+  ASSERT_TRUE(sink->Commit(2).ok());
+  ASSERT_TRUE(sink->BeginSession(kPages, kIdentity).ok());
+  ASSERT_NE(sink->held_pages(), nullptr);
+  EXPECT_EQ(sink->held_pages()->value(), sink->ComputeImageDigest());
+  EXPECT_EQ(sink->held_pages()->hash(3), PageHash(3, p.data()));
 }
 
 TEST(ImageSinkFileTest, SizeChangeIsRefusedWhileCommittedUnlessStartingOver) {
