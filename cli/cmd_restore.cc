@@ -79,9 +79,9 @@ Status CheckReverseTarget(const std::string& text) {
   return Status::Ok();
 }
 
-// `digest EPOCH REGIONS` members for a simulated guest's image, which holds
-// exactly EPOCH when this is called (from the commit callback).
-Result<std::string> RegionDigestMembers(const sim::ImageSink& img, uint64_t epoch, uint32_t regions) {
+// `digest EPOCH REGIONS` for a simulated guest's image, which holds exactly
+// EPOCH when this is called (from the commit callback).
+Result<control::DigestAnswer> RegionDigest(const sim::ImageSink& img, uint64_t epoch, uint32_t regions) {
   const uint64_t pages = img.guest_pages();
   const uint64_t per = pages / regions;
   std::vector<uint64_t> sums(regions, 0);
@@ -89,14 +89,12 @@ Result<std::string> RegionDigestMembers(const sim::ImageSink& img, uint64_t epoc
     const uint64_t first = r * per, end = r + 1 == regions ? pages : first + per;
     for (uint64_t pfn = first; pfn < end; ++pfn) sums[r] += PageHash(pfn, img.image() + pfn * 4096);
   }
-  uint64_t total = 0;
-  std::string list;
-  for (uint32_t r = 0; r < regions; ++r) {
-    total += sums[r];
-    list += (r ? ",\"" : "\"") + DigestHex(sums[r]) + "\"";
-  }
-  return "\"epoch\":" + std::to_string(epoch) + ",\"digest\":\"" + DigestHex(total) +
-         "\",\"guest_pages\":" + std::to_string(pages) + ",\"regions\":[" + list + "]";
+  control::DigestAnswer a;
+  a.epoch = epoch;
+  a.guest_pages = pages;
+  for (uint64_t sum : sums) a.digest += sum;
+  a.regions = std::move(sums);
+  return a;
 }
 
 // Events file and metrics: what the service observes, written down.
@@ -387,7 +385,7 @@ int RunRestore(int argc, char** argv) {
       sink.get(),
       image_sink ? restore::BackupControl::RegionDigestFn(
                        [image_sink](uint64_t epoch, uint32_t regions) {
-                         return RegionDigestMembers(*image_sink, epoch, regions);
+                         return RegionDigest(*image_sink, epoch, regions);
                        })
                  : nullptr,
       CheckReverseTarget, &recorder);

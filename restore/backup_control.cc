@@ -78,10 +78,7 @@ ControlReply BackupControl::Digest(const control::DigestReq& r) {
   digest_.pending = false;
   if (!done) return ControlReply::Fail("epoch " + std::to_string(epoch) + " was not committed within 20 s");
   if (!digest_.status.ok()) return ControlReply::Fail(digest_.status.message());
-  // The sink's members text, read back into the reply (one writer on the wire).
-  control::Json members = control::Json::parse("{" + digest_.members + "}", nullptr, /*allow_exceptions=*/false);
-  if (members.is_discarded()) return ControlReply::Fail("digest: the image's answer is not JSON");
-  return ControlReply::Ok(std::move(members));
+  return ControlReply::Ok(control::ToJson(digest_.answer));
 }
 
 ControlReply BackupControl::SetReverse(const control::SetReverseToReq& r) {
@@ -145,7 +142,7 @@ void BackupControl::OnCommit(const CommitEvent& e) {
     if (digest_.pending && !digest_.done && e.epoch >= digest_.epoch) {
       if (e.epoch == digest_.epoch) {
         auto m = digest_fn_(e.epoch, digest_.regions);
-        if (m.ok()) digest_.members = *m;
+        if (m.ok()) digest_.answer = *m;
         else digest_.status = m.status();
       } else {
         digest_.status = Status::OutOfRange("epoch " + std::to_string(digest_.epoch) + " was skipped (resync?)");

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "control/replies.h"
 #include "replicator/control.h"
 #include "restore/backup_service.h"
 
@@ -24,9 +25,9 @@ namespace romulus::restore {
 
 class BackupControl : public BackupObserver {
  public:
-  // The members of a `digest` answer for the sink as it is now (it holds
+  // The `digest` answer for the sink as it is now (it holds
   // exactly `epoch`), or an error; empty function: `digest` unsupported.
-  using RegionDigestFn = std::function<Result<std::string>(uint64_t epoch, uint32_t regions)>;
+  using RegionDigestFn = std::function<Result<control::DigestAnswer>(uint64_t epoch, uint32_t regions)>;
   // Checks a reverse-to target; Ok or the usage error.
   using TargetCheckFn = std::function<Status(const std::string&)>;
 
@@ -76,7 +77,7 @@ class BackupControl : public BackupObserver {
     uint64_t epoch = 0;
     uint32_t regions = 16;
     Status status;
-    std::string members;
+    control::DigestAnswer answer;
   } digest_;  // GUARDED_BY(mu_)
 };
 

@@ -6,6 +6,7 @@
 // not have) follow one rule with one wording.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <string>
 #include <thread>
 #include <utility>
@@ -221,7 +222,7 @@ TEST(GoldenBackup, CommandsAndTheirSchemas) {
   auto sink = sim::ImageSink::Open(so);
   ASSERT_TRUE(sink.ok()) << sink.status().ToString();
   restore::BackupControl control(
-      sink->get(), [](uint64_t, uint32_t) { return Result<std::string>(std::string("\"epoch\":1")); },
+      sink->get(), [](uint64_t e, uint32_t) { return Result<control::DigestAnswer>(control::DigestAnswer{e, 0, 1, {0}}); },
       [](const std::string& t) { return t == "bad" ? Status::InvalidArgument("needs HOST:PORT") : Status::Ok(); },
       nullptr);
   auto h = control.Handler();
@@ -243,6 +244,36 @@ TEST(GoldenBackup, CommandsAndTheirSchemas) {
   for (std::vector<std::string> w : {std::vector<std::string>{"stats"}, {"pause"}, {"switchover"}}) {
     ExpectSchema(Call(h, w), kError, "backup " + w[0]);
   }
+  // digest: answered at the commit of its epoch (played here by OnCommit,
+  // repeated until the waiting request has registered).
+  std::string digest;
+  std::atomic<bool> answered{false};
+  std::thread asker([&] {
+    digest = Call(h, {"digest", "3", "1"});
+    answered = true;
+  });
+  std::thread committer([&] {
+    for (int i = 0; i < 20000 && !answered; ++i) {
+      restore::CommitEvent e;
+      e.epoch = 3;
+      control.OnCommit(e);
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  asker.join();
+  committer.join();
+  ExpectSchema(digest, kDigest, "backup digest");
+}
+
+TEST(GoldenBackup, XenBackupRefusesDigestByTheRule) {
+  sim::ImageSinkOptions so;
+  so.run_activated = false;
+  auto sink = sim::ImageSink::Open(so);
+  ASSERT_TRUE(sink.ok()) << sink.status().ToString();
+  restore::BackupControl control(sink->get(), nullptr, nullptr, nullptr);  // no digest function: restore --xen
+  const std::string r = Call(control.Handler(), {"digest", "3"});
+  ExpectSchema(r, kError, "xen backup digest");
+  EXPECT_NE(r.find("is not a command of this Xen backup"), std::string::npos) << r;
 }
 
 }  // namespace
