@@ -14,7 +14,8 @@
 #     destroys it (docs/XEN-STREAM.md §4);
 #  4. the primary host dies (SIGKILL + destroy): B fails over from an epoch of the new session,
 #     and the guest counts on from its checkpointed value;
-#  4b. guest6, protected by backup D (with a control socket): D stalls past the primary's ack
+#  4b. guest6, protected by backup D (with a control socket; it first destroys a leftover
+#     guest6--held, as a killed predecessor leaves it): D stalls past the primary's ack
 #     timeout; its replica of the last epoch is kept as guest6--held for the resync. A paused
 #     domain first uses up the free memory: D must refuse the session (ERROR resource, the
 #     primary told why) and keep guest6--held. With the memory back, the primary dies while the
@@ -153,6 +154,11 @@ P=$(cat "$W/domid6")
 C=$(lab_console $G)
 lab_wait_counter "$C" 3 90 || { tail -n 20 "$C"; lab_fail "$G never counted to 3"; }
 PORT6=$((PORT + 2))
+# A leftover under the held name, as a backup killed during a resync leaves it (made here by xl,
+# paused): D owns NAME--incoming and NAME--held through its name lock and must destroy it when it
+# builds its first replica.
+xl create -p "$(lab_guest_cfg $G--held 128)" >"$W/create-leftover.log" 2>&1 ||
+  { cat "$W/create-leftover.log"; lab_fail "could not create a leftover $G--held"; }
 romulus restore --xen --no-fence --listen "127.0.0.1:$PORT6" --psk-file "$W/psk" --failover-timeout 2s --no-vifs \
   --events-json "$W/events-d.jsonl" --control-socket "$W/ctl-d.sock" >"$W/backup-d.log" 2>&1 &
 DP=$!
@@ -164,6 +170,9 @@ romulus replicate --domain $G --to "127.0.0.1:$PORT6" --psk-file "$W/psk" --inte
 RP=$!
 wait_for 600 "no 3 acked epochs of $G" sh -c "[ \$(grep -c '\"acked\":true' $W/stats6.jsonl 2>/dev/null) -ge 3 ]"
 ACKED6=$(jget epoch "$(grep '"acked":true' "$W/stats6.jsonl" | tail -n1)")
+grep -q "a replica domain $G--held (domid [0-9]*) left by a stopped predecessor exists: destroying it" "$W/backup-d.log" ||
+  { tail -n 20 "$W/backup-d.log"; lab_fail "backup D did not reclaim the leftover $G--held"; }
+xl list "$G--held" >/dev/null 2>&1 && lab_fail "the leftover $G--held still exists after D's first epochs"
 kill -STOP $DP
 wait_for 120 "the primary of $G did not give up on the stopped backup D" grep -q 'backup lost after epoch' "$PLOG"
 # Every epoch D can hold was captured before the primary gave up on it: the held checkpoint's
