@@ -122,6 +122,38 @@ INSTANTIATE_TEST_SUITE_P(Workloads, EngineTest,
                                            sim::Workload::kSequential),
                          [](const auto& info) { return std::string(sim::WorkloadName(info.param)); });
 
+// One session of the engine against `sink` over a socketpair: `epochs`
+// checkpoints, then a clean stop (BYE). on_epoch sees every epoch's stats.
+struct SessionResult {
+  Status status;
+  restore::SessionEnd end;
+};
+SessionResult RunOneSession(replicator::GuestSource& guest, restore::GuestSink& sink, uint64_t epochs,
+                            std::function<void(const replicator::EpochStats&)> on_epoch) {
+  auto pair = MakeStreamPair();
+  restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
+  SessionResult r;
+  std::thread backup([&] { r.end = receiver.Serve(*pair.backup, sink, nullptr); });
+  replicator::NoOutputCommit output;
+  replicator::SenderOptions sopt;
+  sopt.codec.cache_pages = 2048;
+  replicator::EpochLoopOptions lopt;
+  lopt.interval = 5ms;
+  lopt.max_epochs = epochs;
+  lopt.ack_timeout = 5000ms;
+  lopt.on_epoch = std::move(on_epoch);
+  std::unique_ptr<transport::Stream> primary_end = std::move(pair.primary);
+  auto connect = [&]() -> Result<std::unique_ptr<transport::Stream>> {
+    if (!primary_end) return Status::Closed("test: only one connection");
+    return std::move(primary_end);
+  };
+  replicator::EpochLoop loop(guest, output, connect, sopt, lopt, nullptr);
+  std::atomic<bool> stop{false};
+  r.status = loop.Run(stop);
+  backup.join();
+  return r;
+}
+
 // A resync (new session, same backup) sends only the pages the backup does
 // not hold (HELD, docs/PROTOCOL.md §3.9), not the whole guest again; a fresh
 // backup gets only the non-zero pages. The image is still exact.
@@ -142,34 +174,14 @@ TEST(EngineResync, ASecondSessionSendsOnlyWhatTheBackupLacks) {
 
   std::vector<replicator::EpochStats> first_epochs;  // the first epoch of each session
   auto run_session = [&](uint64_t epochs) {
-    auto pair = MakeStreamPair();
-    restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
-    restore::SessionEnd end;
-    std::thread backup([&] { end = receiver.Serve(*pair.backup, **sink, nullptr); });
-    replicator::NoOutputCommit output;
-    replicator::SenderOptions sopt;
-    sopt.codec.cache_pages = 2048;
-    replicator::EpochLoopOptions lopt;
-    lopt.interval = 5ms;
-    lopt.max_epochs = epochs;
-    lopt.ack_timeout = 5000ms;
     bool first = true;
-    lopt.on_epoch = [&](const replicator::EpochStats& st) {
+    SessionResult r = RunOneSession(**guest, **sink, epochs, [&](const replicator::EpochStats& st) {
       if (first) first_epochs.push_back(st);
       first = false;
-    };
-    std::unique_ptr<transport::Stream> primary_end = std::move(pair.primary);
-    auto connect = [&]() -> Result<std::unique_ptr<transport::Stream>> {
-      if (!primary_end) return Status::Closed("test: only one connection");
-      return std::move(primary_end);
-    };
-    replicator::EpochLoop loop(**guest, output, connect, sopt, lopt, nullptr);
-    std::atomic<bool> stop{false};
-    Status st = loop.Run(stop);
-    backup.join();
-    ASSERT_TRUE(st.ok()) << st.ToString();
-    EXPECT_TRUE(end.clean_stop) << end.reason.ToString();
-    EXPECT_EQ(end.epochs_committed, epochs);
+    });
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    EXPECT_TRUE(r.end.clean_stop) << r.end.reason.ToString();
+    EXPECT_EQ(r.end.epochs_committed, epochs);
   };
   run_session(5);
   ASSERT_FALSE(HasFatalFailure());
@@ -218,31 +230,12 @@ TEST(EngineResync, AFreshBackupGetsOnlyTheNonZeroPages) {
   sopts.run_activated = false;
   auto sink = sim::ImageSink::Open(sopts);
   ASSERT_TRUE(sink.ok());
-  auto pair = MakeStreamPair();
-  restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
-  restore::SessionEnd end;
-  std::thread backup([&] { end = receiver.Serve(*pair.backup, **sink, nullptr); });
-  replicator::NoOutputCommit output;
-  replicator::SenderOptions sopt;
-  replicator::EpochLoopOptions lopt;
-  lopt.interval = 5ms;
-  lopt.max_epochs = 3;
-  lopt.ack_timeout = 5000ms;
   std::vector<replicator::EpochStats> epochs;
-  lopt.on_epoch = [&](const replicator::EpochStats& st) { epochs.push_back(st); };
-  std::unique_ptr<transport::Stream> primary_end = std::move(pair.primary);
-  auto connect = [&]() -> Result<std::unique_ptr<transport::Stream>> {
-    if (!primary_end) return Status::Closed("test: only one connection");
-    return std::move(primary_end);
-  };
   ASSERT_TRUE((*guest)->Start().ok());
-  replicator::EpochLoop loop(**guest, output, connect, sopt, lopt, nullptr);
-  std::atomic<bool> stop{false};
-  Status st = loop.Run(stop);
+  SessionResult r = RunOneSession(**guest, **sink, 3, [&](const replicator::EpochStats& st) { epochs.push_back(st); });
   (*guest)->Stop();
-  backup.join();
-  ASSERT_TRUE(st.ok()) << st.ToString();
-  ASSERT_EQ(end.epochs_committed, 3u);
+  ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+  ASSERT_EQ(r.end.epochs_committed, 3u);
   ASSERT_FALSE(epochs.empty());
   uint64_t sent = 0;
   for (uint64_t k : epochs[0].pages_by_kind) sent += k;
