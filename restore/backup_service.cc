@@ -261,7 +261,11 @@ BackupOutcome BackupService::Run() {
     const auto started_at = clock.Advance(Clock::now());
     bool started = false;
     auto start_once = [&] {
-      if (!started) judge.SessionStarted(started_at);
+      if (!started) {
+        judge.SessionStarted(started_at);
+        std::lock_guard<std::mutex> lock(mu_);
+        ++view_.sessions;
+      }
       started = true;
     };
     SessionEnd end = receiver_.Serve(
@@ -275,6 +279,9 @@ BackupOutcome BackupService::Run() {
             view_.digest = e.digest;
           }
           observer_->OnCommit(e);
+          // `ctl status` and the events follow the session as it goes,
+          // not only when it ends.
+          Publish(judge.Decide(clock.now()));
         },
         [&](std::chrono::nanoseconds heard) {
           if (started) judge.PrimaryHeard(heard);
@@ -290,7 +297,6 @@ BackupOutcome BackupService::Run() {
         end.reason = Status::Closed("superseded by a new session from the primary");
         ++view_.superseded;
       }
-      if (end.established) ++view_.sessions;
       if ((stop_ || failover_requested_) && end.established && end.cause == EndCause::kConnectionLost) {
         end.cause = EndCause::kShutdown;
       }

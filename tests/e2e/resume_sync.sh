@@ -69,10 +69,14 @@ rm -f "$T"/big.img*
 # ---- fresh + stall (one primary, one backup)
 port=$(free_port)
 start_backup bpid "$T/stall-backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
-  --image "$T/stall.img" --events-json "$T/stall-events.json" --failover-timeout 10s
+  --image "$T/stall.img" --events-json "$T/stall-events.json" --failover-timeout 10s --control-socket "$T/stall-b.sock"
 bg ppid "$T/stall-primary.log" "$ROMULUS" replicate --guest "$GUEST" --to "127.0.0.1:$port" \
   --psk-file "$T/key" --interval 50ms --ack-timeout 300ms --events-json "$T/stall-primary-events.json"
 wait_until 60 "fresh: 10 commits" commit_at_least "$T/stall-events.json" 10
+# The backup's status follows the live session (not only its end).
+st=$("$ROMULUS" ctl --json --socket "$T/stall-b.sock" status 2>&1)
+[[ $st == *'"decision":"wait"'* && $st == *'"sessions":1'* ]] ||
+  check_fail "fresh: the backup's status during its first session: $st"
 assert_grep "$T/stall-primary.log" "it holds 0 non-zero pages" "fresh: the fresh backup's table is empty"
 read -r sent kept <<<"$(synced "$T/stall-primary.log" 1)"
 log "fresh: first sync sent $sent pages, kept $kept (guest: $PAGES pages, 4096 written)"
