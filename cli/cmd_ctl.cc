@@ -3,6 +3,9 @@
 // (control/human.h) by default, the raw JSON line with --json (for tools).
 #include <dirent.h>
 
+#include <algorithm>
+#include <variant>
+
 #include <iostream>
 #include <string>
 #include <vector>
@@ -49,12 +52,13 @@ int RunCtl(int argc, char** argv) {
   int code = 0;
   auto vm = ParseOptions(kCmd,
                          "[--socket PATH] [--json] status | stats | set interval 50ms | set cache-size 128M | pause | resume"
-                         " | failover | digest EPOCH [REGIONS] | switchover | set reverse-to HOST:PORT|none",
+                         " | failover | digest EPOCH [REGIONS] | switchover | set reverse-to HOST:PORT|none"
+                         " | wait EVENT [after SEQ] [within D]",
                          desc, argc, argv, &code, &pos);
   if (!vm) return code;
   if (!vm->count("words")) {
     UsageError(kCmd, "what to ask? status, stats, set interval D, set cache-size S, pause, resume, failover, digest, "
-                     "switchover, set reverse-to (docs/CONTROL.md)");
+                     "switchover, set reverse-to, wait EVENT (docs/CONTROL.md)");
     return kExitUsage;
   }
   std::chrono::microseconds timeout{};
@@ -70,6 +74,11 @@ int RunCtl(int argc, char** argv) {
   if (!parsed.ok()) {
     UsageError(kCmd, parsed.status().message());
     return kExitUsage;
+  }
+  // A wait answers when its event happens, up to `within`: give the answer
+  // that long, and a little more, to arrive.
+  if (const auto* w = std::get_if<control::WaitReq>(&*parsed)) {
+    timeout = std::max<std::chrono::microseconds>(timeout, w->within + std::chrono::seconds(5));
   }
   std::string path;
   if (vm->count("socket")) {

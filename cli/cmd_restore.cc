@@ -399,7 +399,8 @@ int RunRestore(int argc, char** argv) {
   std::unique_ptr<replicator::ControlServer> control;
   const std::string control_path = vm->count("control-socket") ? (*vm)["control-socket"].as<std::string>() : "";
   if (!control_path.empty() && control_path != "none") {
-    auto c = replicator::ControlServer::Start(control_path, control_state.Handler());
+    auto c = replicator::ControlServer::Start(control_path,
+                                              replicator::WithEventWaits(control_state.Handler(), &events, &StopFlag()));
     if (!c.ok()) {
       spdlog::error("{}", c.status().ToString());
       return kExitFailure;

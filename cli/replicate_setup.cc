@@ -270,14 +270,13 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
                  "never received (use --netbuf-dev IFACE)");
   }
   replicator::EpochLoopOptions loop = setup.loop;
+  // Kept in memory always (`ctl wait`); written to a file with --events-json.
   events::EventLog events("primary");
-  if (!setup.events_json.empty()) {
-    if (!events.Open(setup.events_json)) {
-      spdlog::error("cannot write --events-json {}: {}", setup.events_json, std::strerror(errno));
-      return kExitFailure;
-    }
-    loop.events = &events;
+  if (!setup.events_json.empty() && !events.Open(setup.events_json)) {
+    spdlog::error("cannot write --events-json {}: {}", setup.events_json, std::strerror(errno));
+    return kExitFailure;
   }
+  loop.events = &events;
   std::unique_ptr<replicator::MetricsTextfile> metrics;
   if (!setup.metrics_textfile.empty()) {
     auto m = replicator::MetricsTextfile::Open(setup.metrics_textfile, guest.identity());
@@ -305,7 +304,9 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
   engine_ptr = &engine;
   std::unique_ptr<replicator::ControlServer> control;
   {
-    auto handler = WithStatusExtra(replicator::PrimaryControlHandler(&engine, guest.identity()), setup.status_extra);
+    auto handler = replicator::WithEventWaits(
+        WithStatusExtra(replicator::PrimaryControlHandler(&engine, guest.identity()), setup.status_extra), &events,
+        &g_stop);
     auto c = StartControlSocket(setup, guest.identity(), std::move(handler));
     if (!c.ok()) {
       spdlog::error("{}", c.status().ToString());

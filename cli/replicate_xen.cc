@@ -44,14 +44,13 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
   opts.max_epochs = setup.loop.max_epochs;
   opts.duration = std::chrono::duration_cast<std::chrono::milliseconds>(setup.duration);
   if (!setup.stats_json.empty()) opts.stats_path = setup.stats_json;
+  // Kept in memory always (`ctl wait`); written to a file with --events-json.
   events::EventLog events("primary");
-  if (!setup.events_json.empty()) {
-    if (!events.Open(setup.events_json)) {
-      spdlog::error("cannot write --events-json {}: {}", setup.events_json, std::strerror(errno));
-      return kExitFailure;
-    }
-    opts.events = &events;
+  if (!setup.events_json.empty() && !events.Open(setup.events_json)) {
+    spdlog::error("cannot write --events-json {}: {}", setup.events_json, std::strerror(errno));
+    return kExitFailure;
   }
+  opts.events = &events;
   // Like the engine on a terminal, but epochs come ten a second: at most one
   // human line a second, every epoch with --log-level debug.
   opts.human_stats = isatty(STDERR_FILENO);
@@ -64,7 +63,7 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
   std::unique_ptr<replicator::ControlServer> control;
   std::unique_ptr<replicator::MetricsTextfile> metrics;
   opts.live = &live;
-  opts.on_domain = [&setup, &live, &control, &metrics](const std::string& name) -> Status {
+  opts.on_domain = [&setup, &live, &control, &metrics, &events](const std::string& name) -> Status {
     if (!setup.metrics_textfile.empty()) {
       // Labelled with the domain's name, also when it was given by domid.
       auto m = replicator::MetricsTextfile::Open(setup.metrics_textfile, name);
@@ -73,7 +72,10 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
       // A paused or disconnected primary has no epochs to report it.
       metrics->SetRefresher([m = metrics.get(), &live] { m->SetLiveState(live.protected_now(), live.paused()); });
     }
-    auto c = StartControlSocket(setup, name, WithStatusExtra(xen::XenPrimaryControlHandler(&live), setup.status_extra));
+    auto c = StartControlSocket(setup, name,
+                                replicator::WithEventWaits(
+                                    WithStatusExtra(xen::XenPrimaryControlHandler(&live), setup.status_extra),
+                                    &events, &StopFlag()));
     if (!c.ok()) return c.status();
     control = std::move(*c);
     return Status::Ok();

@@ -172,6 +172,11 @@ struct Human {
     return t.empty() ? "ok: no reverse replication after activation\n"
                      : "ok: after activation, replicate the guest back to " + t + "\n";
   }
+  std::string operator()(const WaitReq&) const {
+    auto e = b.find("event");
+    if (e == b.end() || !e->is_object()) return Dump(b) + "\n";
+    return Text(*e, "event") + " (seq " + Text(*e, "seq") + "): " + Dump(*e) + "\n";
+  }
   std::string operator()(const HelpReq&) const {
     std::string list;
     if (auto c = b.find("commands"); c != b.end() && c->is_array()) {

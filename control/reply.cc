@@ -56,8 +56,8 @@ struct Entry {
   Request sample;     // its type
   bool primary, xen_primary, backup, xen_backup;
 };
-const std::array<Entry, 11>& Table() {
-  static const std::array<Entry, 11> table = {{
+const std::array<Entry, 12>& Table() {
+  static const std::array<Entry, 12> table = {{
       {"status", StatusReq{}, true, true, true, true},
       {"stats", StatsReq{}, true, true, false, false},
       {"set interval D", SetIntervalReq{}, true, true, false, false},
@@ -69,6 +69,7 @@ const std::array<Entry, 11>& Table() {
       {"switchover", SwitchoverReq{}, true, true, false, false},
       {"set reverse-to HOST:PORT|none", SetReverseToReq{}, false, false, true, true},
       {"help", HelpReq{}, true, true, true, true},
+      {"wait EVENT [after SEQ] [within D]", WaitReq{}, true, true, true, true},
   }};
   return table;
 }

@@ -9,7 +9,7 @@ namespace {
 // Every command, for the message about an unknown one.
 constexpr const char kAllCommands[] =
     "status, stats, set interval D, set cache-size S, pause, resume, failover, digest EPOCH [REGIONS], "
-    "switchover, set reverse-to HOST:PORT|none, help";
+    "switchover, set reverse-to HOST:PORT|none, help, wait EVENT [after SEQ] [within D]";
 
 Status Usage(std::string msg) { return Status::InvalidArgument(std::move(msg)); }
 
@@ -62,6 +62,34 @@ Result<Request> ParseDigest(const std::vector<std::string>& w) {
   return Request(d);
 }
 
+Result<Request> ParseWait(const std::vector<std::string>& w) {
+  static constexpr char kWaitUsage[] = "usage: wait EVENT [after SEQ] [within DURATION] (EVENT: docs/EVENTS.md)";
+  if (w.size() < 2 || w.size() % 2 != 0) return Usage(kWaitUsage);
+  WaitReq r;
+  r.event = w[1];
+  if (r.event.size() > 32) return Usage(kWaitUsage);
+  for (char c : r.event) {
+    if (!((c >= 'a' && c <= 'z') || c == '_')) return Usage(kWaitUsage);
+  }
+  bool seen_after = false, seen_within = false;
+  for (size_t i = 2; i + 1 < w.size(); i += 2) {
+    if (w[i] == "after" && !seen_after) {
+      seen_after = true;
+      if (!ParseDecimal(w[i + 1], &r.after)) return Usage("wait: after: not a sequence number: '" + w[i + 1].substr(0, 20) + "'");
+    } else if (w[i] == "within" && !seen_within) {
+      seen_within = true;
+      auto d = ParseDuration(w[i + 1]);
+      if (!d.ok()) return Usage("wait: within: " + d.status().message());
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*d);
+      if (ms.count() < 1 || ms > kMaxWaitWithin) return Usage("wait: within: must be between 1ms and 60m");
+      r.within = ms;
+    } else {
+      return Usage(kWaitUsage);
+    }
+  }
+  return Request(std::move(r));
+}
+
 }  // namespace
 
 std::string_view CommandName(const Request& r) {
@@ -77,6 +105,7 @@ std::string_view CommandName(const Request& r) {
     std::string_view operator()(const SwitchoverReq&) const { return "switchover"; }
     std::string_view operator()(const SetReverseToReq&) const { return "set reverse-to"; }
     std::string_view operator()(const HelpReq&) const { return "help"; }
+    std::string_view operator()(const WaitReq&) const { return "wait"; }
   };
   return std::visit(Namer{}, r);
 }
@@ -121,6 +150,7 @@ Result<Request> ParseRequest(const std::vector<std::string>& w) {
   if (cmd == "help") return alone(HelpReq{});
   if (cmd == "set") return ParseSet(w);
   if (cmd == "digest") return ParseDigest(w);
+  if (cmd == "wait") return ParseWait(w);
   // The word is echoed back: bound it so that the answer stays one short line.
   std::string shown = cmd.size() > 40 ? cmd.substr(0, 40) + "..." : cmd;
   return Usage("unknown command '" + shown + "' (" + kAllCommands + ")");

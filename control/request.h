@@ -41,9 +41,19 @@ struct SetReverseToReq {
   std::string target;  // HOST:PORT as given (checked by the backup), "" for `none`
 };
 struct HelpReq {};
+// `wait EVENT [after SEQ] [within D]`: the first event of that type
+// (docs/EVENTS.md) with seq > SEQ (default 0: any since the process
+// started), waiting up to D (default 60s, at most 60m) for one to happen.
+inline constexpr std::chrono::milliseconds kDefaultWaitWithin{60000};
+inline constexpr std::chrono::milliseconds kMaxWaitWithin{3600000};
+struct WaitReq {
+  std::string event;  // [a-z_]{1,32}
+  uint64_t after = 0;
+  std::chrono::milliseconds within = kDefaultWaitWithin;
+};
 
 using Request = std::variant<StatusReq, StatsReq, SetIntervalReq, SetCacheSizeReq, PauseReq, ResumeReq, FailoverReq,
-                             DigestReq, SwitchoverReq, SetReverseToReq, HelpReq>;
+                             DigestReq, SwitchoverReq, SetReverseToReq, HelpReq, WaitReq>;
 
 // The command as an operator types it: "status", "set interval", "digest"...
 std::string_view CommandName(const Request& r);

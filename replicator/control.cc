@@ -18,6 +18,7 @@
 
 #include "common/units.h"
 #include "control/replies.h"
+#include "events/event_log.h"
 #include "replicator/epoch_loop.h"
 
 namespace romulus::replicator {
@@ -29,6 +30,20 @@ ControlHandler ForRole(control::Role role, ControlHandler dispatch) {
     if (!control::Supports(role, r)) return control::Refusal(role, r);
     if (std::holds_alternative<control::HelpReq>(r)) return control::HelpReply(role);
     return dispatch(r);
+  };
+}
+
+ControlHandler WithEventWaits(ControlHandler inner, const events::EventLog* log, const std::atomic<bool>* cancel) {
+  return [inner = std::move(inner), log, cancel](const control::Request& r) -> ControlReply {
+    const auto* w = std::get_if<control::WaitReq>(&r);
+    if (w == nullptr) return inner(r);
+    if (log == nullptr) return ControlReply::Fail("wait: this process keeps no events");
+    auto e = log->WaitFor(w->event, w->after, w->within, cancel);
+    if (!e) {
+      return ControlReply::Fail("wait: no '" + w->event + "' event after seq " + std::to_string(w->after) +
+                                " within " + FormatDuration(std::chrono::duration_cast<std::chrono::microseconds>(w->within)));
+    }
+    return ControlReply::Ok(control::Json{{"event", *e}});
   };
 }
 

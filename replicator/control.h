@@ -18,6 +18,7 @@
 // process is removed at start, a live one is refused.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -30,6 +31,10 @@
 #include "common/status.h"
 #include "control/reply.h"
 #include "control/request.h"
+
+namespace romulus::events {
+class EventLog;
+}
 
 namespace romulus::replicator {
 
@@ -51,6 +56,10 @@ using ControlHandler = std::function<ControlReply(const control::Request&)>;
 // the role's commands, and a command the role does not have is refused by
 // control::Refusal before `dispatch` sees it.
 ControlHandler ForRole(control::Role role, ControlHandler dispatch);
+// Answers `wait EVENT [after SEQ] [within D]` from `log` (every role keeps its
+// events in memory, docs/EVENTS.md) and passes everything else to `inner`.
+// The wait ends early, unanswered, once `cancel` (may be null) is set.
+ControlHandler WithEventWaits(ControlHandler inner, const events::EventLog* log, const std::atomic<bool>* cancel);
 
 // Parses `words` and answers them with `handler` (a usage error if they do
 // not parse); what the server does after splitting a line. Tests use it.

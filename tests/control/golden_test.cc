@@ -240,7 +240,7 @@ TEST(GoldenBackup, CommandsAndTheirSchemas) {
   ExpectSchema(Call(h, {"help"}), kHelp, "backup help");
   auto help = control::ParseReply(Call(h, {"help"}));
   ASSERT_TRUE(help.ok());
-  EXPECT_EQ(help->body["commands"].size(), 5u) << help->body.dump();
+  EXPECT_EQ(help->body["commands"].size(), 6u) << help->body.dump();
   for (std::vector<std::string> w : {std::vector<std::string>{"stats"}, {"pause"}, {"switchover"}}) {
     ExpectSchema(Call(h, w), kError, "backup " + w[0]);
   }

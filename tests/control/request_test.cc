@@ -106,6 +106,33 @@ TEST(ControlRequest, EveryUsageMistakeHasItsMessage) {
   EXPECT_EQ(UsageOf(std::string("st\xc3\xa9")), "request has a non-printable byte");
 }
 
+TEST(ControlRequest, WaitTakesAnEventAndOptionallyASeqAndADeadline) {
+  auto w = std::get<WaitReq>(Parsed("wait protected"));
+  EXPECT_EQ(w.event, "protected");
+  EXPECT_EQ(w.after, 0u);
+  EXPECT_EQ(w.within, kDefaultWaitWithin);
+  w = std::get<WaitReq>(Parsed("wait session_start after 12 within 5s"));
+  EXPECT_EQ(w.event, "session_start");
+  EXPECT_EQ(w.after, 12u);
+  EXPECT_EQ(w.within, 5000ms);
+  w = std::get<WaitReq>(Parsed("wait failover within 60m after 3"));
+  EXPECT_EQ(w.after, 3u);
+  EXPECT_EQ(w.within, kMaxWaitWithin);
+  EXPECT_EQ(CommandName(w), "wait");
+  const std::string kWait = "usage: wait EVENT [after SEQ] [within DURATION] (EVENT: docs/EVENTS.md)";
+  EXPECT_EQ(UsageOf("wait"), kWait);
+  EXPECT_EQ(UsageOf("wait Protected"), kWait);
+  EXPECT_EQ(UsageOf("wait a-b"), kWait);
+  EXPECT_EQ(UsageOf("wait " + std::string(33, 'x')), kWait);
+  EXPECT_EQ(UsageOf("wait protected after"), kWait);
+  EXPECT_EQ(UsageOf("wait protected before 3"), kWait);
+  EXPECT_EQ(UsageOf("wait protected after 1 after 2"), kWait);
+  EXPECT_EQ(UsageOf("wait protected after -1").rfind("wait: after: not a sequence number", 0), 0u);
+  EXPECT_EQ(UsageOf("wait protected after 99999999999999999999").rfind("wait: after:", 0), 0u);
+  EXPECT_EQ(UsageOf("wait protected within 61m"), "wait: within: must be between 1ms and 60m");
+  EXPECT_EQ(UsageOf("wait protected within soon").rfind("wait: within: ", 0), 0u);
+}
+
 TEST(ControlRequest, HostileInputIsAUsageErrorNeverACrash) {
   // Numbers far beyond 64 bits.
   EXPECT_EQ(UsageOf("digest 99999999999999999999999999"), "usage: digest EPOCH [REGIONS 1..4096]");

@@ -71,7 +71,8 @@ port=$(free_port)
 start_backup bpid "$T/stall-backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
   --image "$T/stall.img" --events-json "$T/stall-events.json" --failover-timeout 10s --control-socket "$T/stall-b.sock"
 bg ppid "$T/stall-primary.log" "$ROMULUS" replicate --guest "$GUEST" --to "127.0.0.1:$port" \
-  --psk-file "$T/key" --interval 50ms --ack-timeout 300ms --events-json "$T/stall-primary-events.json"
+  --psk-file "$T/key" --interval 50ms --ack-timeout 300ms --events-json "$T/stall-primary-events.json" \
+  --control-socket "$T/stall-p.sock"
 wait_until 60 "fresh: 10 commits" commit_at_least "$T/stall-events.json" 10
 # The backup's status follows the live session (not only its end).
 st=$("$ROMULUS" ctl --json --socket "$T/stall-b.sock" status 2>&1)
@@ -96,6 +97,17 @@ log "stall: the backup held $held non-zero pages; the resync sent $sent, kept $k
 [[ ${kept:-0} -ge $((PAGES - 8192)) ]] || check_fail "stall: the resync kept only ${kept:-?} pages"
 n=$(last_commit "$T/stall-events.json")
 wait_until 60 "stall: commits continue after the resync" commit_at_least "$T/stall-events.json" $((n + 5))
+# `ctl wait` blocks on an event: the primary is PROTECTED again after its
+# loss (an event after the unprotected one), and the backup never failed over
+# (no such event within a short wait: exit 1 with the reason).
+lost_seq=$(jcheck field "$T/stall-primary-events.json" unprotected seq)
+out=$("$ROMULUS" ctl --json --socket "$T/stall-p.sock" wait protected after "${lost_seq:-0}" within 30s 2>&1)
+[[ $out == *'"event":"protected"'* ]] || check_fail "stall: ctl wait protected after the loss: $out"
+out=$("$ROMULUS" ctl --socket "$T/stall-b.sock" wait failover within 200ms 2>&1)
+rc=$?
+[[ $rc -eq 1 && $out == *"no 'failover' event"* ]] || check_fail "stall: ctl wait failover (none expected) exited $rc: $out"
+"$ROMULUS" ctl --socket "$T/stall-b.sock" wait Bad-Name >/dev/null 2>&1
+[[ $? -eq 2 ]] || check_fail "stall: ctl wait with a malformed event name is not a usage error"
 # The primary's events tell the same story (docs/EVENTS.md).
 why=$(jcheck field "$T/stall-primary-events.json" unprotected reason)
 [[ $why == "backup lost"* ]] || check_fail "stall: the primary's unprotected event says '$why', not the lost backup"
