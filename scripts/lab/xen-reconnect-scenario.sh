@@ -148,6 +148,7 @@ xl destroy "$G" >/dev/null 2>&1  # the failed-over copy: its CPU and memory go t
 
 # ---- 4b. the primary dies during a resync's first sync: the backup holds its held replica
 G=guest6
+T4B=$(lab_now)
 rm -f "$(lab_console $G)" "$(lab_console $G--incoming)" "$(lab_console $G--held)"
 lab_guest_create $G 128 1 >"$W/domid6" || lab_fail "xl create $G failed"
 P=$(cat "$W/domid6")
@@ -170,6 +171,7 @@ romulus replicate --domain $G --to "127.0.0.1:$PORT6" --psk-file "$W/psk" --inte
 RP=$!
 wait_for 600 "no 3 acked epochs of $G" sh -c "[ \$(grep -c '\"acked\":true' $W/stats6.jsonl 2>/dev/null) -ge 3 ]"
 ACKED6=$(jget epoch "$(grep '"acked":true' "$W/stats6.jsonl" | tail -n1)")
+T4B_SYNC=$(lab_elapsed "$T4B")
 grep -q "a replica domain $G--held (domid [0-9]*) left by a stopped predecessor exists: destroying it" "$W/backup-d.log" ||
   { tail -n 20 "$W/backup-d.log"; lab_fail "backup D did not reclaim the leftover $G--held"; }
 xl list "$G--held" >/dev/null 2>&1 && lab_fail "the leftover $G--held still exists after D's first epochs"
@@ -269,6 +271,7 @@ FIRST=$(lab_counter_first "$CB")
 [ "$(xl list 2>/dev/null | grep -c "^$G")" -eq 1 ] ||
   lab_fail "more than the activated $G is left (the half-built replica must go): $(xl list 2>&1 | grep "$G")"
 lab_note "$G: with room again, D built the new replica $HELD_S s later (session from epoch $NEW_FIRST) and the primary was killed at once; D held epoch $HELD, then ctl failover resumed it, counter $FIRST.. (the primary showed $CTR_LOST when it gave up on D, $CTR_HELD at its death)"
+lab_note "step 4b took $(lab_elapsed "$T4B")s ($T4B_SYNC s to boot $G and ack 3 epochs)"
 lab_figure "tool=romulus held_epoch=$HELD held_resumed_counter=$FIRST"
 kill $DP 2>/dev/null; wait $DP 2>/dev/null
 xl destroy "$G" >/dev/null 2>&1
