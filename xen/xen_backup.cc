@@ -136,16 +136,18 @@ Status XenSink::BeginSession(uint64_t guest_pages, const std::string& identity) 
     // be built. Its first epoch is a whole-memory sync (seconds to minutes);
     // until it commits, the old replica is the only checkpoint there is.
     if (committed_ > 0) {
-      // A held replica is dropped by the first commit of a session, so none
-      // can exist here; if one did, the current replica is the newer one.
-      DropHeld("a newer checkpoint exists");
       const uint64_t epoch = last_epoch_;
       // EOF: libxenguest applies the last complete checkpoint and returns;
       // the paused domain then holds exactly epoch N.
       Status fin = cur_->Finish();
+      // A held replica is dropped by the first commit of a session, so none
+      // can exist here; if one did, a completed current replica is newer
+      // (and a failed one leaves the held one as the newest checkpoint).
+      if (fin.ok()) DropHeld("a newer checkpoint exists");
       if (!fin.ok()) {
-        fprintf(stderr, "romulus: error: the replica of epoch %llu could not be completed (%s); no checkpoint is "
-                "left until the new session commits\n", (unsigned long long)epoch, fin.ToString().c_str());
+        fprintf(stderr, "romulus: error: the replica of epoch %llu could not be completed (%s); %s\n",
+                (unsigned long long)epoch, fin.ToString().c_str(),
+                held_ ? "the held replica stays the newest checkpoint" : "no checkpoint is left until the new session commits");
         DropCurrent("its restore failed");
       } else {
         // Renamed so the new replica can take NAME--incoming. A failed
