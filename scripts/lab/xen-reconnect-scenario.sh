@@ -65,7 +65,7 @@ romulus replicate --domain $G --to "127.0.0.1:$PORT" --psk-file "$W/psk" --inter
   --ack-timeout 15s --stats-json "$W/stats.jsonl" --control-socket "$W/ctl.sock" >"$W/primary.log" 2>&1 &
 RP=$!
 wait_for 600 "no 3 acked epochs with backup A" sh -c "[ \$(grep -c '\"acked\":true' $W/stats.jsonl 2>/dev/null) -ge 3 ]"
-romulus ctl --socket "$W/ctl.sock" set cache-size 96M >"$W/ctl-cache.json" 2>&1 || lab_fail "ctl set cache-size 96M: $(cat "$W/ctl-cache.json")"
+romulus ctl --json --socket "$W/ctl.sock" set cache-size 96M >"$W/ctl-cache.json" 2>&1 || lab_fail "ctl set cache-size 96M: $(cat "$W/ctl-cache.json")"
 wait_for 300 "the 96M cache was never applied" grep -q 'page cache resized to 96 MiB' "$W/primary.log"
 
 # ---- 2. backup A dies (SIGKILL): its paused replica $G--incoming is left behind; backup B,
@@ -74,7 +74,7 @@ kill -9 $BP; wait $BP 2>/dev/null
 xl list "$G--incoming" >/dev/null 2>&1 || lab_fail "backup A left no replica behind (the step tests its cleanup)"
 wait_for 120 "the primary did not notice the lost backup" grep -q 'backup lost after epoch' "$W/primary.log"
 LOST_AT=$(last_acked)
-romulus ctl --socket "$W/ctl.sock" status >"$W/status-lost.json" 2>&1 || { cat "$W/status-lost.json"; lab_fail "ctl status while unprotected"; }
+romulus ctl --json --socket "$W/ctl.sock" status >"$W/status-lost.json" 2>&1 || { cat "$W/status-lost.json"; lab_fail "ctl status while unprotected"; }
 grep -q 'UNPROTECTED' "$W/status-lost.json" || lab_fail "status after the loss does not say UNPROTECTED: $(cat "$W/status-lost.json")"
 CTR=$(lab_counter_last "$C")
 lab_wait_counter "$C" $((CTR + 2)) 60 || lab_fail "$G stopped running after its backup was lost"
@@ -92,7 +92,7 @@ wait_for 300 "backup B did not reclaim the replica backup A left" \
 [ -n "$FIRST_B" ] && [ "$FIRST_B" -gt "$LOST_AT" ] || lab_fail "the new session starts at epoch '$FIRST_B', not after $LOST_AT"
 wait_for 600 "no epochs of the new session acked by backup B" sh -c "grep -q '\"epoch\":$((FIRST_B + 2)),.*\"acked\":true' $W/stats.jsonl"
 grep -q '"event":"commit"' "$W/events-b.jsonl" || lab_fail "backup B committed nothing"
-romulus ctl --socket "$W/ctl.sock" status >"$W/status-b.json" 2>&1
+romulus ctl --json --socket "$W/ctl.sock" status >"$W/status-b.json" 2>&1
 grep -q '"PROTECTED"' "$W/status-b.json" || lab_fail "status after the reconnection: $(cat "$W/status-b.json")"
 grep -q '"cache_size":67108864' "$W/status-b.json" || lab_fail "the cache after the fallback is not 64M: $(cat "$W/status-b.json")"
 lab_note "backup A killed after epoch $LOST_AT (cache set live to 96M); primary reconnected to B (max 64M): session from epoch $FIRST_B with the configured 64M cache, $(acked) epochs acked in all"
@@ -186,7 +186,7 @@ FREE=$(xl info | sed -n 's/^free_memory *: *//p')
 xl create -p "$(lab_guest_cfg memhog $((FREE - 64)))" >"$W/create-memhog.log" 2>&1 ||
   { cat "$W/create-memhog.log"; lab_fail "could not create a paused $((FREE - 64)) MiB domain to use up the free memory"; }
 kill -CONT $DP
-ctl_d() { romulus ctl --socket "$W/ctl-d.sock" "$@" 2>&1; }
+ctl_d() { romulus ctl --json --socket "$W/ctl-d.sock" "$@" 2>&1; }
 # D keeps its replica as $G--held as soon as the primary's new session begins, then finds no room
 # for the new replica: it must refuse the session as its own resource failure (the primary is
 # told why and retries), and keep the held replica.
