@@ -95,7 +95,7 @@ void FailoverJudge::SessionEnded(EndCause cause, const std::string& detail, Dura
       break;
     case EndCause::kLocalFailure:
       trusted_ = false;
-      untrusted_why_ = "this backup's storage failed (" + detail + "); the primary was told and runs unprotected" +
+      untrusted_why_ = "this backup's own resources failed: storage or memory (" + detail + "); the primary was told and runs unprotected" +
                        (has_checkpoint_ ? ", so checkpoint " + std::to_string(checkpoint_epoch_) +
                                               " is older than the guest's visible state"
                                         : std::string());

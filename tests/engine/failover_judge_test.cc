@@ -110,7 +110,7 @@ TEST(FailoverJudgeTest, Table) {
        1040, Decision::kActivate},
       // --- local failures never activate on their own
       {"local failure: hold", kNoFence, {Start(0), Commit(10, 37), End(20, EndCause::kLocalFailure)}, 99999,
-       Decision::kHold, false, "storage failed"},
+       Decision::kHold, false, "own resources failed"},
       {"local failure, then a session commits: trusted again", kNoFence,
        {Start(0), Commit(10, 37), End(20, EndCause::kLocalFailure), Start(100), Commit(200, 40),
         End(300, EndCause::kConnectionLost)},
