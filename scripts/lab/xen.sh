@@ -2,17 +2,27 @@
 # scripts/lab/xen.sh — getting a Xen 4.17 hypervisor image WITH shadow paging (sourced after
 # lib.sh). PV log-dirty (live migration, Remus) needs shadow paging; the current Debian
 # security build of the hypervisor has it disabled (LAB-NOTES pitfall 1), so:
-#   source : build only the hypervisor from Debian's source package (`apt-get source xen`,
-#            newest version the mirror actually serves), debian/xen-kconfig +
-#            CONFIG_SHADOW_PAGING=y CONFIG_XEN_SHSTK=n CONFIG_XEN_IBT=n; cached by
-#            source version + overrides + compiler version.
+#   source : build only the hypervisor from Debian's source package (`apt-get source xen=V`),
+#            debian/xen-kconfig + CONFIG_SHADOW_PAGING=y CONFIG_XEN_SHSTK=n CONFIG_XEN_IBT=n;
+#            cached by source version + overrides + compiler version. The versions, in
+#            order: LAB_XEN_SOURCE_PINS (what is known to build and run here), then at most
+#            LAB_XEN_SOURCE_OTHERS further versions the Sources index lists, newest first —
+#            a point release that leaves the archive (on 2026-12-03 the security pool's
+#            4.17.7 source answered 404 while the index still listed it) costs one failed
+#            download, not the lab.
 #   binary : a packaged hypervisor whose config has CONFIG_SHADOW_PAGING=y: the pinned
 #            bookworm point release first, then the current candidate.
-#   auto   : cached source build, else source build, else binary (default).
-# lab_xen_image MODE  -> sets LAB_XEN_IMAGE (uncompressed multiboot ELF for QEMU -kernel)
-#                        and LAB_XEN_ORIGIN (a one-line description).
+#   auto   : a cached build of a candidate, else source build, else binary (default).
+# lab_xen_image MODE  -> sets LAB_XEN_IMAGE (uncompressed multiboot ELF for QEMU -kernel),
+#                        LAB_XEN_VERSION (the Debian version that runs), LAB_XEN_ORIGIN
+#                        ("xen VERSION (how: cached source build, ...)") and LAB_XEN_SKIPPED
+#                        (the versions tried before it and why they were passed over).
 
 LAB_XEN_PINNED_BINARY=${LAB_XEN_PINNED_BINARY:-xen-hypervisor-4.17-amd64=4.17.5+72-g01140da4e8-1}
+# 4.17.5+72-g01140da4e8-1: the bookworm point release's source (main pool); built and ran every
+# lab scenario on 2026-12-03. Space-separated, tried in order.
+LAB_XEN_SOURCE_PINS=${LAB_XEN_SOURCE_PINS:-4.17.5+72-g01140da4e8-1}
+LAB_XEN_SOURCE_OTHERS=${LAB_XEN_SOURCE_OTHERS:-2}
 LAB_XEN_KCONFIG_OVERRIDES=${LAB_XEN_KCONFIG_OVERRIDES:-"CONFIG_SHADOW_PAGING=y CONFIG_XEN_SHSTK=n CONFIG_XEN_IBT=n"}
 LAB_XEN_BUILD_DEPS=(gcc make libc6-dev binutils flex bison python3 dpkg-dev xz-utils)
 LAB_DEBSRC_FILE=${LAB_DEBSRC_FILE:-/etc/apt/sources.list.d/romulus-deb-src.sources}
@@ -51,52 +61,77 @@ _lab_xen_key() {
   printf '%s\n%s\n%s\n' "$1" "$LAB_XEN_KCONFIG_OVERRIDES" "$(gcc --version 2>/dev/null | head -n1)" | sha256sum | cut -c1-12
 }
 
-# lab_xen_cached_build -> prints a cached source-built image if one exists for a version apt knows.
+# The source versions to try, in order: the pins (known to build and run in this lab), then
+# at most LAB_XEN_SOURCE_OTHERS (2) further versions the Sources index lists, newest first.
+# Without apt lists only the pins are known, which is all the cache lookup needs.
+_lab_xen_source_candidates() {
+  local v n=0 listed
+  for v in $LAB_XEN_SOURCE_PINS; do echo "$v"; done
+  listed=$(apt-cache showsrc xen 2>/dev/null | sed -n 's/^Version: //p' | sort -Vr | uniq)
+  for v in $listed; do
+    case " $LAB_XEN_SOURCE_PINS " in *" $v "*) continue ;; esac
+    [ "$n" -lt "$LAB_XEN_SOURCE_OTHERS" ] || break
+    echo "$v"; n=$((n + 1))
+  done
+}
+
+# _lab_xen_use IMG VERSION HOW : the image to boot (sets _LAB_XEN_IMG, LAB_XEN_VERSION, _LAB_XEN_HOW).
+_lab_xen_use() { _LAB_XEN_IMG=$1; LAB_XEN_VERSION=$2; _LAB_XEN_HOW=$3; }
+
+# lab_xen_cached_build : the first candidate with a cached build (same version, overrides and
+# compiler: a build with other overrides is never taken). Status 1 if none.
 lab_xen_cached_build() {
   local v img
-  for v in $(apt-cache showsrc xen 2>/dev/null | sed -n 's/^Version: //p' | sort -Vr | uniq); do
+  for v in $(_lab_xen_source_candidates); do
     img=$LAB_CACHE/xen-build/$v-$(_lab_xen_key "$v")/xen
-    [ -s "$img" ] && { echo "$img"; return 0; }
+    if [ -s "$img" ]; then
+      _lab_xen_use "$img" "$v" "built from Debian source, cached $(date -u -r "$img" +%Y-%m-%d)"
+      return 0
+    fi
   done
-  # apt lists may be gone (fresh apt state): accept any cached build
-  img=$(ls -t "$LAB_CACHE"/xen-build/*/xen 2>/dev/null | head -n1)
-  [ -n "$img" ] && { echo "$img"; return 0; }
   return 1
 }
 
-# lab_xen_build_source -> builds (or reuses) the hypervisor from the newest downloadable
-# source version; prints the image path.
+# lab_xen_build_source : builds (or reuses) the hypervisor from the first candidate whose
+# source apt can download and which builds with the overrides. Each version that fails is
+# named in LAB_XEN_SKIPPED ("VERSION: why; ...").
 lab_xen_build_source() {
   lab_xen_debsrc
   lab_need_host_pkgs "${LAB_XEN_BUILD_DEPS[@]}"
-  local v key out src t0
-  for v in $(apt-cache showsrc xen 2>/dev/null | sed -n 's/^Version: //p' | sort -Vr | uniq); do
+  local v key out src t0 why
+  for v in $(_lab_xen_source_candidates); do
     key=$(_lab_xen_key "$v")
     out=$LAB_CACHE/xen-build/$v-$key
-    if [ -s "$out/xen" ]; then echo "$out/xen"; return 0; fi
+    if [ -s "$out/xen" ]; then
+      _lab_xen_use "$out/xen" "$v" "built from Debian source, cached $(date -u -r "$out/xen" +%Y-%m-%d)"; return 0
+    fi
     src=$LAB_CACHE/xen-src/$v
     rm -rf "$src"; mkdir -p "$src"; chmod 755 "$src"
     lab_log "apt-get source xen=$v"
     if ! ( cd "$src" && apt-get source -qq "xen=$v" ) >"$src.log" 2>&1; then
-      lab_log "xen source $v not downloadable: $(grep -m1 '^E:' "$src.log")"
+      # the reason without the mirror's address: "E: Failed to fetch xen_V.dsc  404  Not Found"
+      why=$(grep -m1 '^E:' "$src.log" | sed -e 's/ \[IP: [^]]*\]//' -e 's#[a-z]*://[^ ]*/##' | cut -c1-160)
+      lab_log "xen source $v not downloadable: ${why:-see $src.log}"
+      LAB_XEN_SKIPPED+="$v: source not downloadable (${why:-?}); "
       rm -rf "$src"; continue
     fi
     local tree
     tree=$(ls -d "$src"/xen-*/ 2>/dev/null | head -n1)
-    [ -n "$tree" ] && [ -f "$tree/debian/xen-kconfig" ] || { lab_log "unexpected source layout in $src"; continue; }
+    [ -n "$tree" ] && [ -f "$tree/debian/xen-kconfig" ] || {
+      lab_log "unexpected source layout in $src"; LAB_XEN_SKIPPED+="$v: unexpected source layout; "; continue; }
     t0=$(date +%s)
     lab_log "building the hypervisor $v (shadow paging on) with $(nproc) jobs"
     cp "$tree/debian/xen-kconfig" "$tree/xen/.config"
     tr ' ' '\n' <<<"$LAB_XEN_KCONFIG_OVERRIDES" >>"$tree/xen/.config"
     if ! lab_quiet make -C "$tree/xen" olddefconfig || ! lab_quiet make -j"$(nproc)" -C "$tree/xen"; then
-      lab_log "hypervisor build of $v failed"; continue
+      lab_log "hypervisor build of $v failed"; LAB_XEN_SKIPPED+="$v: build failed; "; continue
     fi
     local o
     for o in $LAB_XEN_KCONFIG_OVERRIDES; do
       case $o in
         *=y) grep -qx "${o}" "$tree/xen/.config" ;;
         *=n) ! grep -qx "${o%=n}=y" "$tree/xen/.config" ;;
-      esac || { lab_log "kconfig override $o did not stick"; continue 2; }
+      esac || { lab_log "kconfig override $o did not stick"; LAB_XEN_SKIPPED+="$v: $o did not stick; "; continue 2; }
     done
     mkdir -p "$out.tmp"
     cp "$tree/xen/xen" "$out.tmp/xen"
@@ -105,7 +140,7 @@ lab_xen_build_source() {
     rm -rf "$out"; mv "$out.tmp" "$out"
     rm -rf "$src" "$src.log"   # the source tree is large; the image is what we keep
     lab_log "hypervisor built in $(( $(date +%s) - t0 )) s"
-    echo "$out/xen"; return 0
+    _lab_xen_use "$out/xen" "$v" "built from Debian source just now"; return 0
   done
   return 1
 }
@@ -114,37 +149,45 @@ lab_xen_build_source() {
 lab_xen_binary() {
   local spec root ver out
   for spec in "$LAB_XEN_PINNED_BINARY" xen-hypervisor-4.17-amd64; do
-    ver=$(lab_pkg_version "$spec") || continue
+    ver=$(lab_pkg_version "$spec") || { LAB_XEN_SKIPPED+="$spec: not known to apt; "; continue; }
     out=$LAB_CACHE/xen-bin/$ver/xen
-    if [ -s "$out" ]; then echo "$out"; return 0; fi
+    if [ -s "$out" ]; then _lab_xen_use "$out" "$ver" "Debian binary package, cached"; return 0; fi
     root=$(lab_pkg_root xen-hyp "xen-hypervisor-4.17-amd64=$ver" 2>/dev/null) || continue
     if ! grep -qx 'CONFIG_SHADOW_PAGING=y' "$root"/boot/xen-*.config 2>/dev/null; then
-      lab_log "xen-hypervisor $ver has no shadow paging: not usable for log-dirty"; continue
+      lab_log "xen-hypervisor $ver has no shadow paging: not usable for log-dirty"
+      LAB_XEN_SKIPPED+="binary $ver: no shadow paging; "; continue
     fi
     mkdir -p "$(dirname "$out")"
     zcat "$root"/boot/xen-4.17-amd64.gz >"$out.tmp" && mv "$out.tmp" "$out" || continue
     echo "xen $ver Debian binary package" >"$(dirname "$out")/origin"
-    echo "$out"; return 0
+    _lab_xen_use "$out" "$ver" "Debian binary package"; return 0
   done
   return 1
 }
 
 lab_xen_image() {
-  local mode=${1:-auto} img=""
+  local mode=${1:-auto}
+  _LAB_XEN_IMG=""; LAB_XEN_VERSION=""; _LAB_XEN_HOW=""; LAB_XEN_SKIPPED=""
   case $mode in
-    auto)   img=$(lab_xen_cached_build) || img=$(lab_xen_build_source) || img=$(lab_xen_binary) ;;
-    source) img=$(lab_xen_build_source) ;;
-    binary) img=$(lab_xen_binary) ;;
-    /*|./*) img=$mode; [ -s "$img" ] || img="" ;;
+    auto)   lab_xen_cached_build || lab_xen_build_source || lab_xen_binary ;;
+    source) lab_xen_build_source ;;
+    binary) lab_xen_binary ;;
+    /*|./*) [ -s "$mode" ] && _lab_xen_use "$mode" "" "given with --xen" ;;
     *) lab_die "unknown --xen mode '$mode' (auto|source|binary|PATH)" ;;
   esac
+  local img=$_LAB_XEN_IMG
   [ -n "$img" ] || return 1
   LAB_XEN_IMAGE=$img
-  LAB_XEN_ORIGIN=$(cat "$(dirname "$img")/origin" 2>/dev/null || echo "$img")
+  # what ran, for the log and the lab's summary: "xen VERSION (HOW)"
+  if [ -n "$LAB_XEN_VERSION" ]; then
+    LAB_XEN_ORIGIN="xen $LAB_XEN_VERSION ($_LAB_XEN_HOW)"
+  else
+    LAB_XEN_ORIGIN="$img ($_LAB_XEN_HOW)"
+  fi
   # a gzip'd image (e.g. from /boot) must be unpacked for QEMU's multiboot loader
   if [ "$(head -c2 "$img" | od -An -tx1 | tr -d ' ')" = 1f8b ]; then
     mkdir -p "$LAB_CACHE/xen-user"
     zcat "$img" >"$LAB_CACHE/xen-user/xen" && LAB_XEN_IMAGE=$LAB_CACHE/xen-user/xen
   fi
-  export LAB_XEN_IMAGE LAB_XEN_ORIGIN
+  export LAB_XEN_IMAGE LAB_XEN_ORIGIN LAB_XEN_VERSION LAB_XEN_SKIPPED
 }
