@@ -57,6 +57,25 @@ lab_domid() { xl domid "$1" 2>/dev/null; }
 # (after a migration/failover it stays guest-NAME--incoming.log: LAB-NOTES pitfall 9).
 lab_console() { echo "/var/log/xen/console/guest-$1.log"; }
 
+# lab_lines FILE -> number of lines in FILE (0 if none)
+lab_lines() { _v=$(wc -l <"$1" 2>/dev/null); echo "${_v:-0}"; }
+
+# lab_replica_console NAME MARK OUT : the console of NAME's failed-over copy into OUT.
+# xenconsoled names a log after the domain's name when it attaches to the console, which
+# races with the rename of NAME--incoming to NAME once the primary is gone (LAB-NOTES
+# pitfall 9): the copy's output is in guest-NAME--incoming.log, or appended to
+# guest-NAME.log after the primary's lines. MARK: the primary log's line count once the
+# primary was destroyed (lab_lines). Sets LAB_REPLICA_LOGS to the log(s) that had lines.
+lab_replica_console() {
+  LAB_REPLICA_LOGS=""
+  _ci=$(lab_console "$1--incoming"); _cp=$(lab_console "$1")
+  : >"$3"
+  if [ -s "$_ci" ]; then cat "$_ci" >>"$3"; LAB_REPLICA_LOGS="$_ci"; fi
+  if [ "$(lab_lines "$_cp")" -gt "$2" ]; then
+    tail -n +$(($2 + 1)) "$_cp" >>"$3"; LAB_REPLICA_LOGS="$LAB_REPLICA_LOGS${LAB_REPLICA_LOGS:+ + }$_cp after line $2"
+  fi
+}
+
 # lab_counter_last FILE -> last COUNTER value in a console log (0 if none)
 lab_counter_last() {
   _v=$(tr -d '\r' <"$1" 2>/dev/null | sed -n 's/.*COUNTER \([0-9][0-9]*\).*/\1/p' | tail -n1)
@@ -115,12 +134,11 @@ lab_wait_failover() {
 }
 
 # lab_wait_resumed GUEST CONSOLE LINES T0 OUT LOG : wait (300 s from the lab_now value T0)
-# until the failed-over copy of GUEST counts, its console collected in OUT: GUEST--incoming's
-# log, or CONSOLE's lines after its first LINES once the copy took the name (see
-# xen-romulus-scenario.sh, step 6). LOG: the backup's output, shown on failure.
+# until the failed-over copy of GUEST counts, its console collected in OUT by
+# lab_replica_console (CONSOLE: GUEST's log, LINES: its line count when the primary was
+# destroyed). LOG: the backup's output, shown on failure.
 lab_wait_resumed() {
-  until { cat "$(lab_console "$1--incoming")" 2>/dev/null; tail -n +$(($3 + 1)) "$2" 2>/dev/null; } >"$5"
-        [ "$(lab_counter_last "$5")" -ge 2 ] 2>/dev/null; do
+  until lab_replica_console "$1" "$3" "$5"; [ "$(lab_counter_last "$5")" -ge 2 ] 2>/dev/null; do
     [ "$(lab_elapsed "$4" | cut -d. -f1)" -lt 300 ] || { xl list; tail -n 20 "$6"; lab_fail "$1: the resumed guest does not count"; }
     sleep 0.2
   done
