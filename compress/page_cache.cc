@@ -34,6 +34,8 @@
 #include <new>
 #include <string>
 
+#include "common/little_endian.h"
+
 namespace romulus::compress {
 
 namespace {
@@ -50,10 +52,6 @@ std::unique_ptr<T[]> TryAllocArray(uint64_t n) {
   if (n > std::numeric_limits<size_t>::max() / sizeof(T)) return nullptr;
   if (n == 0) n = 1;  // keep the pointer non-null so "nullptr" only means failure
   return std::unique_ptr<T[]>(new (std::nothrow) T[n]);
-}
-
-void PutLe64(uint8_t* out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<uint8_t>(v >> (8 * i));
 }
 
 }  // namespace
@@ -247,20 +245,20 @@ uint64_t PageCache::StateDigest() const {
   // which LRU order, with which bytes) and what drives future insertions
   // (the sent-once set) is state.
   uint8_t le[8];
-  PutLe64(le, m.capacity);
+  StoreLE64(le, m.capacity);
   XXH3_64bits_update(&st, le, 8);
-  PutLe64(le, m.guest_pages);
+  StoreLE64(le, m.guest_pages);
   XXH3_64bits_update(&st, le, 8);
-  PutLe64(le, m.size);
+  StoreLE64(le, m.size);
   XXH3_64bits_update(&st, le, 8);
   for (uint32_t s = m.head; s != kNil; s = m.next[s]) {
-    PutLe64(le, m.slot_pfn[s]);
+    StoreLE64(le, m.slot_pfn[s]);
     XXH3_64bits_update(&st, le, 8);
     XXH3_64bits_update(&st, m.Slot(s), kPageSize);
   }
   if (m.capacity != 0) {
     for (uint64_t i = 0; i < m.BitmapWords(); ++i) {
-      PutLe64(le, m.sent_once[i]);
+      StoreLE64(le, m.sent_once[i]);
       XXH3_64bits_update(&st, le, 8);
     }
   }

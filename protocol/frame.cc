@@ -5,7 +5,7 @@
 #include <cassert>
 #include <cstdio>
 
-#include "protocol/wire.h"
+#include "common/little_endian.h"
 
 namespace romulus::protocol {
 namespace {

@@ -1,6 +1,7 @@
 // Explicit little-endian serialization. Everything Romulus puts on the wire
-// goes through these helpers (never a raw struct), so the byte layout is the
-// one docs/PROTOCOL.md describes on every host, and every read is bounds
+// goes through Writer and Reader (or common/little_endian.h for fixed
+// offsets; never a raw struct), so the byte layout is the one
+// docs/PROTOCOL.md describes on every host, and every read is bounds
 // checked: a short or hostile input makes Reader return false, never read
 // past the end.
 #pragma once
@@ -12,31 +13,9 @@
 #include <string>
 #include <string_view>
 
-namespace romulus::protocol {
+#include "common/little_endian.h"
 
-inline void StoreLE16(uint8_t* p, uint16_t v) {
-  p[0] = static_cast<uint8_t>(v);
-  p[1] = static_cast<uint8_t>(v >> 8);
-}
-inline void StoreLE32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-inline void StoreLE64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-inline uint16_t LoadLE16(const uint8_t* p) {
-  return static_cast<uint16_t>(p[0] | (static_cast<uint16_t>(p[1]) << 8));
-}
-inline uint32_t LoadLE32(const uint8_t* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-inline uint64_t LoadLE64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
+namespace romulus::protocol {
 
 // Appends to a fixed span. Overflow does not write and makes ok() false
 // (sticky), so a sequence of Put calls can be checked once at the end.

@@ -11,7 +11,7 @@
 #include <cstring>
 #include <memory>
 
-#include "protocol/wire.h"
+#include "common/little_endian.h"
 
 namespace romulus::sim {
 
@@ -158,16 +158,16 @@ void EncodeStateFile(const StateFile& sf, std::vector<uint8_t>* out) {
   b.resize(kStateHeader + sf.identity.size() + sf.state.size() + 8);
   uint8_t* p = b.data();
   std::memcpy(p, kStateMagic, 8);
-  protocol::StoreLE32(p + 8, kStateFileVersion);
-  protocol::StoreLE32(p + 12, sf.committed ? kFlagCommitted : 0);
-  protocol::StoreLE64(p + 16, sf.epoch);
-  protocol::StoreLE64(p + 24, sf.pages);
-  protocol::StoreLE64(p + 32, sf.digest);
-  protocol::StoreLE32(p + 40, static_cast<uint32_t>(sf.identity.size()));
-  protocol::StoreLE32(p + 44, static_cast<uint32_t>(sf.state.size()));
+  StoreLE32(p + 8, kStateFileVersion);
+  StoreLE32(p + 12, sf.committed ? kFlagCommitted : 0);
+  StoreLE64(p + 16, sf.epoch);
+  StoreLE64(p + 24, sf.pages);
+  StoreLE64(p + 32, sf.digest);
+  StoreLE32(p + 40, static_cast<uint32_t>(sf.identity.size()));
+  StoreLE32(p + 44, static_cast<uint32_t>(sf.state.size()));
   if (!sf.identity.empty()) std::memcpy(p + kStateHeader, sf.identity.data(), sf.identity.size());
   if (!sf.state.empty()) std::memcpy(p + kStateHeader + sf.identity.size(), sf.state.data(), sf.state.size());
-  protocol::StoreLE64(p + b.size() - 8, XXH3_64bits(p, b.size() - 8));
+  StoreLE64(p + b.size() - 8, XXH3_64bits(p, b.size() - 8));
 }
 
 Status DecodeStateFile(std::span<const uint8_t> bytes, size_t max_state, const std::string& what, StateFile* out) {
@@ -178,19 +178,19 @@ Status DecodeStateFile(std::span<const uint8_t> bytes, size_t max_state, const s
   if (n < kStateHeader + 8) return Status::Corruption(what + ": truncated");
   const uint8_t* p = bytes.data();
   if (std::memcmp(p, kStateMagic, 8) != 0) return Status::Corruption(what + ": bad magic");
-  if (protocol::LoadLE32(p + 8) != kStateFileVersion) {
-    return Status::Corruption(what + ": unsupported version " + std::to_string(protocol::LoadLE32(p + 8)));
+  if (LoadLE32(p + 8) != kStateFileVersion) {
+    return Status::Corruption(what + ": unsupported version " + std::to_string(LoadLE32(p + 8)));
   }
-  const uint32_t id_len = protocol::LoadLE32(p + 40);
-  const uint32_t st_len = protocol::LoadLE32(p + 44);
+  const uint32_t id_len = LoadLE32(p + 40);
+  const uint32_t st_len = LoadLE32(p + 44);
   if (id_len > kMaxImageIdentity || st_len > max_state || kStateHeader + id_len + st_len + 8 != n) {
     return Status::Corruption(what + ": lengths do not match the file");
   }
-  if (protocol::LoadLE64(p + n - 8) != XXH3_64bits(p, n - 8)) return Status::Corruption(what + ": checksum mismatch");
-  out->committed = (protocol::LoadLE32(p + 12) & kFlagCommitted) != 0;
-  out->epoch = protocol::LoadLE64(p + 16);
-  out->pages = protocol::LoadLE64(p + 24);
-  out->digest = protocol::LoadLE64(p + 32);
+  if (LoadLE64(p + n - 8) != XXH3_64bits(p, n - 8)) return Status::Corruption(what + ": checksum mismatch");
+  out->committed = (LoadLE32(p + 12) & kFlagCommitted) != 0;
+  out->epoch = LoadLE64(p + 16);
+  out->pages = LoadLE64(p + 24);
+  out->digest = LoadLE64(p + 32);
   out->identity.assign(reinterpret_cast<const char*>(p + kStateHeader), id_len);
   out->state.assign(p + kStateHeader + id_len, p + kStateHeader + id_len + st_len);
   return Status::Ok();
@@ -269,13 +269,13 @@ void BuildJournalHead(uint64_t epoch, uint64_t guest_pages, std::span<const uint
   h.assign(RoundUpPage(body), 0);
   uint8_t* p = h.data();
   std::memcpy(p, kJournalMagic, 8);
-  protocol::StoreLE32(p + 8, kJournalVersion);
-  protocol::StoreLE64(p + 16, epoch);
-  protocol::StoreLE64(p + 24, guest_pages);
-  protocol::StoreLE64(p + 32, n);
-  protocol::StoreLE64(p + 40, state_file.size());
-  protocol::StoreLE64(p + 48, XXH3_64bits(p, 48));
-  for (uint64_t i = 0; i < n; ++i) protocol::StoreLE64(p + kImagePage + i * 8, pfns[i]);
+  StoreLE32(p + 8, kJournalVersion);
+  StoreLE64(p + 16, epoch);
+  StoreLE64(p + 24, guest_pages);
+  StoreLE64(p + 32, n);
+  StoreLE64(p + 40, state_file.size());
+  StoreLE64(p + 48, XXH3_64bits(p, 48));
+  for (uint64_t i = 0; i < n; ++i) StoreLE64(p + kImagePage + i * 8, pfns[i]);
   if (!state_file.empty()) std::memcpy(p + kImagePage + n * 8, state_file.data(), state_file.size());
   out->pages_offset = h.size();
   out->marker_offset = out->pages_offset + n * kImagePage;
@@ -284,9 +284,9 @@ void BuildJournalHead(uint64_t epoch, uint64_t guest_pages, std::span<const uint
 std::vector<uint8_t> BuildJournalMarker(uint64_t epoch, uint64_t body_hash) {
   std::vector<uint8_t> m(kMarkerSize);
   std::memcpy(m.data(), kMarkerMagic, 8);
-  protocol::StoreLE64(m.data() + 8, epoch);
-  protocol::StoreLE64(m.data() + 16, body_hash);
-  protocol::StoreLE64(m.data() + 24, XXH3_64bits(m.data(), 24));
+  StoreLE64(m.data() + 8, epoch);
+  StoreLE64(m.data() + 16, body_hash);
+  StoreLE64(m.data() + 24, XXH3_64bits(m.data(), 24));
   return m;
 }
 
@@ -298,18 +298,18 @@ Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* 
   if (size < kImagePage) return Status::Ok();  // empty (or never begun)
   uint8_t hdr[kJournalHeader];
   ROMULUS_RETURN_IF_ERROR(PreadAll(fd, hdr, sizeof hdr, 0, "reading the journal header"));
-  if (std::memcmp(hdr, kJournalMagic, 8) != 0 || protocol::LoadLE32(hdr + 8) != kJournalVersion ||
-      protocol::LoadLE64(hdr + 48) != XXH3_64bits(hdr, 48)) {
+  if (std::memcmp(hdr, kJournalMagic, 8) != 0 || LoadLE32(hdr + 8) != kJournalVersion ||
+      LoadLE64(hdr + 48) != XXH3_64bits(hdr, 48)) {
     return Status::Ok();  // reset, or a header that never fully reached the disk
   }
-  const uint64_t n = protocol::LoadLE64(hdr + 32);
-  const uint64_t state_len = protocol::LoadLE64(hdr + 40);
+  const uint64_t n = LoadLE64(hdr + 32);
+  const uint64_t state_len = LoadLE64(hdr + 40);
   const size_t state_limit = 64 + kMaxImageIdentity + max_state;
   // Bounds first: a damaged header must not size an allocation.
   if (n > max_pages || state_len > state_limit) return Status::Ok();
   out->present = true;
-  out->epoch = protocol::LoadLE64(hdr + 16);
-  out->guest_pages = protocol::LoadLE64(hdr + 24);
+  out->epoch = LoadLE64(hdr + 16);
+  out->guest_pages = LoadLE64(hdr + 24);
   const uint64_t head_len = RoundUpPage(kImagePage + n * 8 + state_len);
   out->pages_offset = head_len;
   const uint64_t marker_off = head_len + n * kImagePage;
@@ -317,8 +317,8 @@ Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* 
 
   uint8_t marker[kMarkerSize];
   ROMULUS_RETURN_IF_ERROR(PreadAll(fd, marker, sizeof marker, marker_off, "reading the journal marker"));
-  if (std::memcmp(marker, kMarkerMagic, 8) != 0 || protocol::LoadLE64(marker + 8) != out->epoch ||
-      protocol::LoadLE64(marker + 24) != XXH3_64bits(marker, 24)) {
+  if (std::memcmp(marker, kMarkerMagic, 8) != 0 || LoadLE64(marker + 8) != out->epoch ||
+      LoadLE64(marker + 24) != XXH3_64bits(marker, 24)) {
     return Status::Ok();  // no commit marker: the commit point was never reached
   }
   // The body hash covers head and pages: a torn write (power loss between
@@ -336,9 +336,9 @@ Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* 
     XXH3_64bits_update(h.get(), chunk.data(), len);
     off += len;
   }
-  if (XXH3_64bits_digest(h.get()) != protocol::LoadLE64(marker + 16)) return Status::Ok();
+  if (XXH3_64bits_digest(h.get()) != LoadLE64(marker + 16)) return Status::Ok();
   out->pfns.resize(n);
-  for (uint64_t i = 0; i < n; ++i) out->pfns[i] = protocol::LoadLE64(head.data() + kImagePage + i * 8);
+  for (uint64_t i = 0; i < n; ++i) out->pfns[i] = LoadLE64(head.data() + kImagePage + i * 8);
   out->state_file.assign(head.data() + kImagePage + n * 8, head.data() + kImagePage + n * 8 + state_len);
   out->complete = true;
   return Status::Ok();

@@ -11,8 +11,8 @@
 #include <numeric>
 
 #include "common/digest.h"
+#include "common/little_endian.h"
 #include "compress/page.h"
-#include "protocol/wire.h"
 
 namespace romulus::sim {
 
@@ -107,27 +107,27 @@ Status SimGuest::LoadState(std::span<const uint8_t> state) {
   }
   const uint8_t* p = state.data();
   if (std::memcmp(p, kMagic, 4) != 0) return Status::Corruption("sim guest state: bad magic");
-  uint16_t version = static_cast<uint16_t>(p[4] | (p[5] << 8));
+  uint16_t version = LoadLE16(p + 4);
   if (version != kStateVersion) {
     return Status::Corruption("sim guest state: unsupported version " + std::to_string(version));
   }
-  if (protocol::LoadLE64(p + 72) != XXH3_64bits(p, 72)) return Status::Corruption("sim guest state: checksum mismatch");
+  if (LoadLE64(p + 72) != XXH3_64bits(p, 72)) return Status::Corruption("sim guest state: checksum mismatch");
   if (p[6] != static_cast<uint8_t>(spec_.workload) || p[7] != 0) {
     return Status::Corruption("sim guest state: taken from a different workload");
   }
-  if (protocol::LoadLE64(p + 8) != pages_) {
-    return Status::Corruption("sim guest state: taken from a guest of " + std::to_string(protocol::LoadLE64(p + 8)) +
+  if (LoadLE64(p + 8) != pages_) {
+    return Status::Corruption("sim guest state: taken from a guest of " + std::to_string(LoadLE64(p + 8)) +
                               " pages, this one has " + std::to_string(pages_));
   }
-  if (protocol::LoadLE64(p + 16) != spec_.seed) return Status::Corruption("sim guest state: taken with a different seed");
+  if (LoadLE64(p + 16) != spec_.seed) return Status::Corruption("sim guest state: taken with a different seed");
   uint64_t rng[4];
-  for (int i = 0; i < 4; ++i) rng[i] = protocol::LoadLE64(p + 32 + 8 * i);
+  for (int i = 0; i < 4; ++i) rng[i] = LoadLE64(p + 32 + 8 * i);
   if ((rng[0] | rng[1] | rng[2] | rng[3]) == 0) return Status::Corruption("sim guest state: RNG state is zero");
-  uint64_t cursor = protocol::LoadLE64(p + 64);
+  uint64_t cursor = LoadLE64(p + 64);
   if (cursor >= pages_) return Status::Corruption("sim guest state: cursor beyond the guest");
   std::memcpy(rng_, rng, sizeof rng_);
   cursor_ = cursor;
-  steps_.store(protocol::LoadLE64(p + 24), std::memory_order_release);
+  steps_.store(LoadLE64(p + 24), std::memory_order_release);
   return Status::Ok();
 }
 
@@ -139,16 +139,15 @@ Status SimGuest::CaptureState(std::vector<uint8_t>* state) {
   state->assign(kStateBytes, 0);
   uint8_t* p = state->data();
   std::memcpy(p, kMagic, 4);
-  p[4] = static_cast<uint8_t>(kStateVersion);
-  p[5] = static_cast<uint8_t>(kStateVersion >> 8);
+  StoreLE16(p + 4, kStateVersion);
   p[6] = static_cast<uint8_t>(spec_.workload);
   p[7] = 0;
-  protocol::StoreLE64(p + 8, pages_);
-  protocol::StoreLE64(p + 16, spec_.seed);
-  protocol::StoreLE64(p + 24, steps());
-  for (int i = 0; i < 4; ++i) protocol::StoreLE64(p + 32 + 8 * i, rng_[i]);
-  protocol::StoreLE64(p + 64, cursor_);
-  protocol::StoreLE64(p + 72, XXH3_64bits(p, 72));
+  StoreLE64(p + 8, pages_);
+  StoreLE64(p + 16, spec_.seed);
+  StoreLE64(p + 24, steps());
+  for (int i = 0; i < 4; ++i) StoreLE64(p + 32 + 8 * i, rng_[i]);
+  StoreLE64(p + 64, cursor_);
+  StoreLE64(p + 72, XXH3_64bits(p, 72));
   return Status::Ok();
 }
 

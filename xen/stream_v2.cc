@@ -3,18 +3,10 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/little_endian.h"
+
 namespace romulus::xen {
 
-uint32_t LoadLe32(const uint8_t* p) {
-  return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
-}
-uint64_t LoadLe64(const uint8_t* p) { return uint64_t(LoadLe32(p)) | uint64_t(LoadLe32(p + 4)) << 32; }
-void StoreLe32(uint8_t* p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = uint8_t(v >> (8 * i));
-}
-void StoreLe64(uint8_t* p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = uint8_t(v >> (8 * i));
-}
 uint32_t LoadBe32(const uint8_t* p) {
   return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | uint32_t(p[3]);
 }
@@ -132,7 +124,7 @@ Status StreamParser::Feed(std::span<const uint8_t> data) {
             }
             break;
           case State::kPageHeader: {
-            count_ = LoadLe32(buf_.data() + kRecordHeaderSize);
+            count_ = LoadLE32(buf_.data() + kRecordHeaderSize);
             if (count_ == 0) {
               s = Status::Corruption("PAGE_DATA record with count 0");
             } else if (count_ > limits_.max_pfns_per_record) {
@@ -179,10 +171,10 @@ Status StreamParser::OnHeaderComplete() {
     return Status::Ok();
   }
   const uint8_t* h = buf_.data();
-  domain_type_ = LoadLe32(h);
-  uint32_t page_shift = LoadLe32(h + 4) & 0xffff;
-  xen_major_ = uint16_t(LoadLe32(h + 8));
-  xen_minor_ = uint16_t(LoadLe32(h + 12));
+  domain_type_ = LoadLE32(h);
+  uint32_t page_shift = LoadLE32(h + 4) & 0xffff;
+  xen_major_ = uint16_t(LoadLE32(h + 8));
+  xen_minor_ = uint16_t(LoadLE32(h + 12));
   if (domain_type_ != 1 && domain_type_ != 2) {
     return Status::Unsupported("domain type " + std::to_string(domain_type_) +
                                " in the domain header (1 = x86 PV, 2 = x86 HVM)");
@@ -199,8 +191,8 @@ Status StreamParser::OnHeaderComplete() {
 }
 
 Status StreamParser::OnRecordHeader() {
-  rec_type_ = LoadLe32(buf_.data());
-  rec_len_ = LoadLe32(buf_.data() + 4);
+  rec_type_ = LoadLE32(buf_.data());
+  rec_len_ = LoadLE32(buf_.data() + 4);
   std::string what = std::string(RecordTypeName(rec_type_)) + " record (type " + Hex(rec_type_) +
                      ") of " + std::to_string(rec_len_) + " bytes";
   if (rec_len_ > limits_.max_record_length) {
@@ -273,7 +265,7 @@ Status StreamParser::OnPfnsComplete() {
 Status StreamParser::NextDataPage() {
   const uint8_t* words = buf_.data() + kRecordHeaderSize + kPageDataHeaderSize;
   while (next_pfn_ < count_) {
-    uint64_t w = LoadLe64(words + 8ull * next_pfn_++);
+    uint64_t w = LoadLE64(words + 8ull * next_pfn_++);
     if (PageTypeHasData(uint32_t(w >> kPfnTypeShift))) {
       page_pfn_ = w & kPfnMask;
       state_ = State::kPages;
@@ -305,9 +297,9 @@ Result<std::vector<uint64_t>> SkeletonDataPfns(std::span<const uint8_t> sk, cons
   if (sk.size() < kRecordHeaderSize + kPageDataHeaderSize) {
     return Status::Corruption("PAGE_DATA skeleton too short");
   }
-  if (LoadLe32(sk.data()) != kRecPageData) return Status::Corruption("skeleton is not a PAGE_DATA record");
-  uint32_t len = LoadLe32(sk.data() + 4);
-  uint32_t count = LoadLe32(sk.data() + 8);
+  if (LoadLE32(sk.data()) != kRecPageData) return Status::Corruption("skeleton is not a PAGE_DATA record");
+  uint32_t len = LoadLE32(sk.data() + 4);
+  uint32_t count = LoadLE32(sk.data() + 8);
   if (count == 0) return Status::Corruption("PAGE_DATA record with count 0");
   if (count > limits.max_pfns_per_record) return Status::OutOfRange("PAGE_DATA skeleton with too many pfns");
   if (len > limits.max_record_length) return Status::OutOfRange("PAGE_DATA record too long");
@@ -317,7 +309,7 @@ Result<std::vector<uint64_t>> SkeletonDataPfns(std::span<const uint8_t> sk, cons
   std::vector<uint64_t> out;
   const uint8_t* words = sk.data() + kRecordHeaderSize + kPageDataHeaderSize;
   for (uint32_t i = 0; i < count; i++) {
-    uint64_t w = LoadLe64(words + 8ull * i);
+    uint64_t w = LoadLE64(words + 8ull * i);
     uint32_t type = uint32_t(w >> kPfnTypeShift);
     // Bits 59-52 are reserved; libxc ignores them and so do we (they are
     // carried through byte for byte).
@@ -404,8 +396,8 @@ Status StreamReconstructor::OnRecord(uint32_t type, std::span<const uint8_t> bod
   if (type == kRecPageData) return Status::Corruption("PAGE_DATA passed as a plain record");
   if (body.size() > limits_.max_state_record_length) return Status::OutOfRange("record too long");
   std::vector<uint8_t> rec(kRecordHeaderSize + body.size());
-  StoreLe32(rec.data(), type);
-  StoreLe32(rec.data() + 4, uint32_t(body.size()));
+  StoreLE32(rec.data(), type);
+  StoreLE32(rec.data() + 4, uint32_t(body.size()));
   if (!body.empty()) memcpy(rec.data() + kRecordHeaderSize, body.data(), body.size());
   return Enqueue(Item::kRaw, rec, PadOf(uint32_t(body.size())));
 }
@@ -431,8 +423,8 @@ Status StreamReconstructor::OnPage(uint64_t pfn, const uint8_t* page) {
 
 Status StreamReconstructor::OnCheckpoint() {
   uint8_t rec[kRecordHeaderSize];
-  StoreLe32(rec, kRecCheckpoint);
-  StoreLe32(rec + 4, 0);
+  StoreLE32(rec, kRecCheckpoint);
+  StoreLE32(rec + 4, 0);
   return Enqueue(Item::kCheckpoint, rec, 0);
 }
 
@@ -453,8 +445,8 @@ void WrapRecord(uint32_t type, std::span<const uint8_t> body, std::vector<uint8_
   out->resize(kEnvelopeHeaderSize + kRecordHeaderSize + body.size());
   uint8_t* p = out->data();
   p[0] = 'X', p[1] = '2', p[2] = uint8_t(EnvelopeKind::kRecord), p[3] = 0;
-  StoreLe32(p + 4, type);
-  StoreLe32(p + 8, uint32_t(body.size()));
+  StoreLE32(p + 4, type);
+  StoreLE32(p + 8, uint32_t(body.size()));
   if (!body.empty()) memcpy(p + kEnvelopeHeaderSize + kRecordHeaderSize, body.data(), body.size());
 }
 
@@ -477,8 +469,8 @@ Status DispatchEnvelope(std::span<const uint8_t> blob, StreamVisitor* v) {
       return v->OnDomainHeader(payload);
     case EnvelopeKind::kRecord: {
       if (payload.size() < kRecordHeaderSize) return Status::Corruption("envelope: truncated record");
-      uint32_t type = LoadLe32(payload.data());
-      uint32_t len = LoadLe32(payload.data() + 4);
+      uint32_t type = LoadLE32(payload.data());
+      uint32_t len = LoadLE32(payload.data() + 4);
       if (len != payload.size() - kRecordHeaderSize) {
         return Status::Corruption("envelope: record length does not match its body");
       }

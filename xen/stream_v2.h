@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/little_endian.h"
 #include "common/status.h"
 
 namespace romulus::xen {
@@ -235,12 +236,17 @@ Status DispatchEnvelope(std::span<const uint8_t> blob, StreamVisitor* visitor);
 // The kind of a well-formed envelope, or 0.
 uint8_t EnvelopeKindOf(std::span<const uint8_t> blob);
 
-// Little-endian / big-endian helpers (explicit, never raw struct casts).
-uint32_t LoadLe32(const uint8_t* p);
-uint64_t LoadLe64(const uint8_t* p);
-void StoreLe32(uint8_t* p, uint32_t v);
-void StoreLe64(uint8_t* p, uint64_t v);
+// Big-endian loads: only the image header is big-endian (Xen's
+// docs/specs/libxc-migration-stream.pandoc); every record after it is
+// little-endian, read with common/little_endian.h.
 uint32_t LoadBe32(const uint8_t* p);
 uint64_t LoadBe64(const uint8_t* p);
+
+// The former spellings of common/little_endian.h, kept only while
+// xen/tools/romulus_xen_tool.cc still calls them; new code uses LoadLE32...
+inline uint32_t LoadLe32(const uint8_t* p) { return LoadLE32(p); }
+inline uint64_t LoadLe64(const uint8_t* p) { return LoadLE64(p); }
+inline void StoreLe32(uint8_t* p, uint32_t v) { StoreLE32(p, v); }
+inline void StoreLe64(uint8_t* p, uint64_t v) { StoreLE64(p, v); }
 
 }  // namespace romulus::xen

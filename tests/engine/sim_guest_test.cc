@@ -11,6 +11,7 @@
 #include "compress/page.h"
 
 #include "common/digest.h"
+#include "common/little_endian.h"
 #include "sim/sim_spec.h"
 
 namespace romulus::sim {
@@ -324,9 +325,7 @@ TEST(SimGuestTest, CapturedStateIsSmallVersionedAndChecked) {
   EXPECT_EQ(std::memcmp(st.data(), "RSIM", 4), 0);
   EXPECT_EQ(st[4], 1);  // version 1, little-endian
   EXPECT_EQ(st[5], 0);
-  uint64_t steps = 0;
-  for (int i = 0; i < 8; ++i) steps |= uint64_t{st[24 + i]} << (8 * i);
-  EXPECT_EQ(steps, 5u);
+  EXPECT_EQ(LoadLE64(st.data() + 24), 5u);
 
   std::span<const uint8_t> img(g->memory(), g->size_bytes());
   EXPECT_TRUE(SimGuest::Restore(g->spec(), img, st).ok());

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "common/little_endian.h"
 #include "compress/page.h"
 #include "compress/xbzrle.h"
 #include "compress/xbzrle_reference.h"
@@ -54,7 +55,7 @@ void RoundTripMode(const uint8_t* data, size_t size) {
   b = a;
   // Each 3-byte group: 12-bit offset, new value; long inputs make busy pages.
   for (size_t i = 0; i + 3 <= size; i += 3) {
-    const size_t off = (data[i] | (size_t{data[i + 1]} << 8)) % kPageSize;
+    const size_t off = romulus::LoadLE16(data + i) % kPageSize;
     b[off] = data[i + 2];
   }
   std::vector<uint8_t> want(2 * kPageSize + 16);

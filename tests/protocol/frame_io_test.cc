@@ -8,7 +8,7 @@
 
 #include <thread>
 
-#include "protocol/wire.h"
+#include "common/little_endian.h"
 #include "transport/fd_stream.h"
 
 namespace romulus::protocol {

@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "protocol/wire.h"
+#include "common/little_endian.h"
 
 namespace romulus::protocol {
 namespace {

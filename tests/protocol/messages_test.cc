@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "protocol/wire.h"
+#include "common/little_endian.h"
 
 namespace romulus::protocol {
 namespace {

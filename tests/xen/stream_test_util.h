@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/little_endian.h"
 #include "xen/stream_v2.h"
 
 namespace romulus::xen::testing {
@@ -61,8 +62,14 @@ class StreamBuilder {
     return *this;
   }
 
-  void PutLe32(uint32_t v) { for (int i = 0; i < 4; i++) bytes.push_back(uint8_t(v >> (8 * i))); }
-  void PutLe64(uint64_t v) { for (int i = 0; i < 8; i++) bytes.push_back(uint8_t(v >> (8 * i))); }
+  void PutLe32(uint32_t v) {
+    bytes.resize(bytes.size() + 4);
+    StoreLE32(bytes.data() + bytes.size() - 4, v);
+  }
+  void PutLe64(uint64_t v) {
+    bytes.resize(bytes.size() + 8);
+    StoreLE64(bytes.data() + bytes.size() - 8, v);
+  }
   void PutBe32(uint32_t v) { for (int i = 3; i >= 0; i--) bytes.push_back(uint8_t(v >> (8 * i))); }
   void PutBe64(uint64_t v) { for (int i = 7; i >= 0; i--) bytes.push_back(uint8_t(v >> (8 * i))); }
 };
