@@ -38,7 +38,12 @@
 //                      redirects every packet to the egress of an IFB device that
 //                      Romulus creates, and the plug as that IFB's root qdisc. IFB
 //                      re-injects released packets into the vif's receive path,
-//                      so bridging/routing behind the vif is unchanged.
+//                      so bridging/routing behind the vif is unchanged
+//                      (ifb_redirect.h).
+//
+// Files: this class is the output-commit state machine (which command when,
+// under one mutex, with PlugEpochs deciding); ifb_redirect.{h,cc} the vif's
+// IFB redirect; rtnl.{h,cc} the libnl plumbing both use.
 //
 // Ownership and crash safety: everything installed is marked as Romulus'
 // (plug handle major 0x524d/0x524e, "RM"; IFB named rmb-<vif> with ifalias
@@ -58,9 +63,11 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
+#include "netbuf/ifb_redirect.h"
 #include "netbuf/plug_epochs.h"
 #include "replicator/output_commit.h"
 
@@ -72,9 +79,6 @@ namespace romulus::netbuf {
 // Discard() can atomically swap a fresh plug in place of the old one.
 inline constexpr uint32_t kPlugHandleA = 0x524d0000;  // "RM"
 inline constexpr uint32_t kPlugHandleB = 0x524e0000;
-inline constexpr uint16_t kFilterPrio = 0x524d;
-inline constexpr const char* kIfbPrefix = "rmb-";
-inline constexpr const char* kIfbAliasPrefix = "romulus-netbuf ";
 
 struct PlugOptions {
   // Bytes the plug may hold before it drops (the kernel default is
@@ -149,9 +153,8 @@ class PlugQdisc final : public replicator::OutputCommit {
   mutable std::mutex mu_;
   nl_sock* sock_ = nullptr;
   std::string guest_dev_, plug_dev_;
-  int guest_ifindex_ = 0, plug_ifindex_ = 0;
-  bool vif_mode_ = false;
-  bool created_ingress_ = false;  // vif mode: we added the ingress qdisc
+  int plug_ifindex_ = 0;
+  std::optional<IfbRedirect> redirect_;  // vif mode only
   bool closed_ = false;
   uint32_t handle_ = kPlugHandleA;
   PlugOptions opts_;
@@ -161,13 +164,9 @@ class PlugQdisc final : public replicator::OutputCommit {
 };
 
 // Remove leftovers of a crashed Romulus run on DEV (a plug with Romulus'
-// handle) / on VIF (our u32 filter, the ingress qdisc if it is then
-// empty, our IFB). Nothing found is not an error. Create*/CreateForVif call
-// these themselves; the CLI may call them for an explicit cleanup.
+// handle). Nothing found is not an error. Create calls it itself; the CLI
+// may call it for an explicit cleanup. (For a vif: CleanupStaleVif,
+// ifb_redirect.h.)
 Status CleanupStale(const std::string& dev, int* removed = nullptr);
-Status CleanupStaleVif(const std::string& vif, int* removed = nullptr);
-
-// The IFB name Romulus uses for VIF (IFNAMSIZ-bounded, deterministic).
-std::string IfbNameFor(const std::string& vif);
 
 }  // namespace romulus::netbuf
