@@ -1,21 +1,42 @@
 # shellcheck shell=sh
 # /lab/dom0-lib.sh — helpers for scenarios running inside the lab's dom0 (busybox ash).
 # A scenario sources it:   . /lab/dom0-lib.sh
+# and describes itself in its first lines, read by scripts/xen-lab on the host:
+#   #@ title: what it shows          #@ runs: baseline | romulus      #@ order: 30
+#   #@ skip-if: LAB_NO_...  (optional)   #@ gate: no ... (optional: a comparison, never fails the lab)
 #
 # Reporting (read by scripts/xen-lab from the serial log):
 #   lab_figure key=value ...   -> "LAB-FIGURE <scenario> key=value ..."  (measured figures)
 #   lab_note text              -> "LAB-NOTE <scenario> text"
-#   lab_fail reason            -> "LAB-FAIL <scenario> reason", exits 1
+#   lab_summary text           -> "LAB-SUMMARY <scenario> text": its part of the lab's last line
+#   lab_evidence FILE...       files shown when the scenario fails: events files (*.jsonl,
+#                              as short event lines: rj_evidence) and logs (their tails)
+#   lab_fail reason            -> prints the evidence, "LAB-FAIL <scenario> reason", exits 1
 #   "LAB-DATA <scenario> FILE line" (raw data) -> saved by the host in <out>/data/<scenario>-FILE
 #   exit status of the scenario: 0 = PASS, anything else = FAIL.
 
 LAB_SCENARIO=${LAB_SCENARIO:-adhoc}
 LAB_WORK=${LAB_WORK:-/run/lab/$LAB_SCENARIO}
 mkdir -p "$LAB_WORK"
+# Romulus' events, stats lines and `ctl --json` answers are read with rj_* (the library
+# tests/e2e use too: scripts/lib/romulus-json.sh).
+. /lab/romulus-json.sh
 
-lab_figure() { echo "LAB-FIGURE $LAB_SCENARIO $*"; }
-lab_note()   { echo "LAB-NOTE $LAB_SCENARIO $*"; }
-lab_fail()   { echo "LAB-FAIL $LAB_SCENARIO $*"; exit 1; }
+LAB_EVIDENCE=""
+lab_figure()   { echo "LAB-FIGURE $LAB_SCENARIO $*"; }
+lab_note()     { echo "LAB-NOTE $LAB_SCENARIO $*"; }
+lab_summary()  { echo "LAB-SUMMARY $LAB_SCENARIO $*"; }
+lab_evidence() { for _f in "$@"; do case " $LAB_EVIDENCE " in *" $_f "*) ;; *) LAB_EVIDENCE="$LAB_EVIDENCE $_f" ;; esac; done; }
+lab_show_evidence() {
+  for _f in $LAB_EVIDENCE; do
+    [ -e "$_f" ] || { echo "--- $_f: (none)"; continue; }
+    case $_f in
+      *events*.jsonl) echo "--- events $_f (last 15):"; rj_evidence "$_f" 15 ;;
+      *) echo "--- $_f (last 15 lines):"; tail -n 15 "$_f" | cut -c1-240 ;;
+    esac
+  done
+}
+lab_fail() { lab_show_evidence; echo "LAB-FAIL $LAB_SCENARIO $*"; exit 1; }
 
 # Seconds since dom0 boot, with centiseconds (from /proc/uptime).
 lab_now() { cut -d' ' -f1 /proc/uptime; }
@@ -124,13 +145,9 @@ lab_wait_listening() {
 # --events-json file EVENTS (LOG: its output, shown on failure); sets LAB_FO to the event's
 # line. Fails the scenario unless the guest was activated.
 lab_wait_failover() {
-  _i=0
-  until grep -q '"event":"failover"' "$1" 2>/dev/null; do
-    _i=$((_i+1)); [ $_i -le 600 ] || { tail -n 20 "$2"; lab_fail "the backup never failed over ($2)"; }
-    sleep 0.1
-  done
-  LAB_FO=$(grep '"event":"failover"' "$1")
-  echo "$LAB_FO" | grep -q '"activated":true' || { tail -n 20 "$2"; lab_fail "activation failed: $LAB_FO"; }
+  lab_evidence "$1" "$2"
+  LAB_FO=$(rj_wait_event "$1" failover 60) || lab_fail "the backup never failed over ($2)"
+  [ "$(rj_get "$LAB_FO" activated)" = true ] || lab_fail "activation failed: $LAB_FO"
 }
 
 # lab_wait_resumed GUEST CONSOLE LINES T0 OUT LOG : wait (300 s from the lab_now value T0)

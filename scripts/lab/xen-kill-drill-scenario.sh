@@ -1,4 +1,8 @@
 #!/bin/sh
+#@ title: kill-points (suspended, EPOCH_END unacked) and a planned switchover --reverse on real domains: the backup resumes from exactly the right epoch
+#@ runs: romulus
+#@ order: 40
+#@ skip-if: LAB_NO_KILL_DRILL
 # Scenario "kill-drill-scenario" (Xen lab dom0; scripts/xen-lab --romulus PATH): failover
 # drills on a real PV domain, one per entry of $LAB_KILL_PHASES (default "s2 c switchover").
 # A kill-point (s, s2, r, r2, m, c, c2) runs `romulus replicate --kill-at PHASE:$LAB_KILL_EPOCH`
@@ -22,6 +26,9 @@
 # ("planned switchover") and the guest's counter go on from where the primary's stopped; then
 # the activated guest is replicated back to a second `restore --xen` (the old host's): when
 # the new primary dies, that backup takes over and the guest counts on again.
+# Epochs are read from the backup's failover event, the primary's stats lines and the
+# switchover's --json answer (scripts/lib/romulus-json.sh); the kill-point is known from the
+# primary's "drill: killing the primary at ..." line (no event marks it: the process dies).
 # Knobs (--env): LAB_KILL_PHASES ("s2 c switchover"), LAB_KILL_EPOCH (6), LAB_INTERVAL_MS (100).
 . /lab/dom0-lib.sh
 I=${LAB_INTERVAL_MS:-100}
@@ -32,9 +39,7 @@ timeout 10 romulus restore --help 2>&1 | grep -q -- '--xen' || lab_fail "/usr/bi
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
 chmod 600 "$W/psk"
 
-# jget KEY FILE-LINE -> the number after "KEY": in a flat JSON line
-jget() { echo "$2" | sed -n "s/.*\"$1\":\(-\{0,1\}[0-9][0-9]*\).*/\1/p"; }
-
+DONE=""
 for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
   case $PH in
     c|c2) WANT=$K ;;
@@ -59,6 +64,8 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     --events-json "$W/events-$PH.jsonl" --control-socket "$W/bctl-$PH.sock" --vif-script /lab/vif-lab \
     >"$W/backup-$PH.log" 2>&1 &
   BP=$!
+  LAB_EVIDENCE=""
+  lab_evidence "$W/backup-$PH.log" "$W/events-$PH.jsonl" "$W/primary-$PH.log"
   lab_wait_listening "$W/backup-$PH.log" $BP
   KILL="--kill-at $PH:$K"
   [ "$PH" = switchover ] && KILL=""
@@ -68,9 +75,9 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
   RP=$!
   T0=$(lab_now)
   if [ "$PH" = switchover ]; then
-    until [ "$(grep -c '"acked":true' "$W/stats-$PH.jsonl" 2>/dev/null)" -ge $((K - 1)) ]; do
+    until [ "$(rj_count "$W/stats-$PH.jsonl" acked true)" -ge $((K - 1)) ]; do
       [ "$(lab_elapsed "$T0" | cut -d. -f1)" -lt 600 ] && kill -0 $RP 2>/dev/null ||
-        { tail -n 20 "$W/primary-$PH.log"; lab_fail "$PH: the primary never reached epoch $((K - 1))"; }
+        lab_fail "$PH: the primary never reached epoch $((K - 1))"
       sleep 0.2
     done
     # The old host's new backup (same dom0 here), for --reverse: the activated copy is
@@ -79,6 +86,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     romulus restore --xen --no-fence --listen "127.0.0.1:$RPORT" --psk-file "$W/psk" --failover-timeout 2s \
       --events-json "$W/events-rev.jsonl" --domain-name "$G-back" >"$W/backup-rev.log" 2>&1 &
     B2=$!
+    lab_evidence "$W/backup-rev.log" "$W/events-rev.jsonl" "$W/switchover.err"
     # In the background: it returns once the reverse replication is PROTECTED, and on this
     # shared host the backup takes the guest's name only once the old domain is destroyed.
     romulus switchover --socket "$W/ctl-$PH.sock" --backup-socket "$W/bctl-$PH.sock" \
@@ -86,7 +94,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     SWP=$!
   fi
   while kill -0 $RP 2>/dev/null; do
-    [ "$(lab_elapsed "$T0" | cut -d. -f1)" -lt 600 ] || { tail -n 20 "$W/primary-$PH.log"; lab_fail "$PH: the primary never reached epoch $K"; }
+    [ "$(lab_elapsed "$T0" | cut -d. -f1)" -lt 600 ] || lab_fail "$PH: the primary never reached epoch $K"
     sleep 0.2
   done
   wait $RP; RC=$?
@@ -103,31 +111,30 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     xl list "$P" 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /s/) }' || lab_fail "switchover: the refused replicator resumed the old domain"
   fi
   xl destroy "$P" >/dev/null 2>&1
-  CN=$(wc -l <"$C")  # later lines of this log are the backup's (renamed $G)
+  CN=$(lab_lines "$C")  # later lines of this log are the backup's (renamed $G)
   if [ "$PH" = switchover ]; then
     wait $SWP; SRC=$?
-    SW=$(cat "$W/switchover.json")
-    [ "$SRC" -eq 0 ] && echo "$SW" | grep -q '"ok":true' && echo "$SW" | grep -q '"lost_epochs":0' &&
-      echo "$SW" | grep -q '"reverse_protection":"PROTECTED"' ||
-      { cat "$W/switchover.err"; tail -n 20 "$W/primary-$PH.log"; tail -n 20 "$W/backup-$PH.log"; tail -n 10 "$W/backup-rev.log"; lab_fail "switchover: rc $SRC $SW"; }
-    WANT=$(jget final_epoch "$SW")
-    [ "$RC" -eq 0 ] || { tail -n 20 "$W/primary-$PH.log"; lab_fail "switchover: the primary exited $RC"; }
-    LAST_ACKED=$(jget epoch "$(grep '"acked":true' "$W/stats-$PH.jsonl" | tail -n1)")
+    SW=$(tail -n1 "$W/switchover.json")
+    [ "$SRC" -eq 0 ] && [ "$(rj_get "$SW" ok)" = true ] && [ "$(rj_get "$SW" lost_epochs)" = 0 ] &&
+      [ "$(rj_get "$SW" reverse_protection)" = PROTECTED ] || lab_fail "switchover: rc $SRC $SW"
+    WANT=$(rj_get "$SW" final_epoch)
+    [ "$RC" -eq 0 ] || lab_fail "switchover: the primary exited $RC"
+    LAST_ACKED=$(rj_last_acked "$W/stats-$PH.jsonl")
     [ "$LAST_ACKED" = "$WANT" ] || lab_fail "switchover: the primary's last acked epoch is $LAST_ACKED, the final epoch $WANT"
   else
-    [ "$RC" -eq 137 ] || { tail -n 20 "$W/primary-$PH.log"; tail -n 20 "$W/backup-$PH.log"; lab_fail "$PH: the primary exited $RC, not by SIGKILL"; }
+    [ "$RC" -eq 137 ] || lab_fail "$PH: the primary exited $RC, not by SIGKILL"
     grep -q "drill: killing the primary at .* of epoch $K" "$W/primary-$PH.log" ||
-      { tail -n 20 "$W/primary-$PH.log"; lab_fail "$PH: no kill-point line for epoch $K"; }
-    ACKED=$(grep '"acked":true' "$W/stats-$PH.jsonl" | tail -n1)
-    LAST_ACKED=$(jget epoch "$ACKED")
-    [ "$LAST_ACKED" = $((K - 1)) ] || lab_fail "$PH: the primary's last acked epoch is ${LAST_ACKED:-none}, want $((K - 1))"
+      lab_fail "$PH: no kill-point line for epoch $K"
+    LAST_ACKED=$(rj_last_acked "$W/stats-$PH.jsonl")
+    [ "$LAST_ACKED" = $((K - 1)) ] || lab_fail "$PH: the primary's last acked epoch is $LAST_ACKED, want $((K - 1))"
   fi
 
   lab_wait_failover "$W/events-$PH.jsonl" "$W/backup-$PH.log"
   FO=$LAB_FO
-  FO_EPOCH=$(jget last_committed_epoch "$FO")
+  FO_EPOCH=$(rj_get "$FO" last_committed_epoch)
   [ "$FO_EPOCH" = "$WANT" ] || lab_fail "$PH: the backup resumed from epoch $FO_EPOCH, want $WANT"
-  [ "$PH" != switchover ] || echo "$FO" | grep -q 'planned switchover' || lab_fail "switchover: the backup's event is not a planned switchover: $FO"
+  [ "$PH" != switchover ] || rj_get "$FO" reason | grep -q 'planned switchover' ||
+    lab_fail "switchover: the backup's failover event is not a planned switchover: $FO"
 
   # The resumed guest counts on.
   CB=$W/backup-console-$PH.log
@@ -144,10 +151,10 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
   if [ -n "$GIP" ]; then
     # The resumed guest's NIC, recreated by the backup: dom0 reaches it through the new vif.
     NEWID=$(xl domid "$G" 2>/dev/null || xl domid "$G--incoming" 2>/dev/null)
-    [ -e "/sys/class/net/vif$NEWID.0" ] || { ls /sys/class/net; grep vif "$W/backup-$PH.log"; lab_fail "$PH: no vif$NEWID.0 for the activated guest"; }
+    [ -e "/sys/class/net/vif$NEWID.0" ] || { ls /sys/class/net; lab_fail "$PH: no vif$NEWID.0 for the activated guest"; }
     i=0
     until ping -c 1 -W 1 "$GIP" >/dev/null 2>&1; do
-      i=$((i+1)); [ $i -le 60 ] || { grep -i vif "$W/backup-$PH.log"; tail -n 5 "$CB"; lab_fail "$PH: the activated guest does not answer ping on its recreated vif"; }
+      i=$((i+1)); [ $i -le 60 ] || { tail -n 5 "$CB"; lab_fail "$PH: the activated guest does not answer ping on its recreated vif"; }
     done
     ping -c 10 -i 0.2 -W 2 "$GIP" >"$W/ping-after-$PH.txt" 2>&1
     NET="; network: $(grep -c 'time=' "$W/ping-after-$PH.txt")/10 ping replies through vif$NEWID.0"
@@ -168,11 +175,12 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     lab_note "$PH: killed at epoch $K (primary last acked $LAST_ACKED), backup resumed from epoch $FO_EPOCH; counter $LAST_PRIMARY -> $FIRST.. after ${RESUMED}s${NET:-}"
   fi
   lab_figure "phase=$PH kill_epoch=$K resumed_epoch=$FO_EPOCH failover_to_output_s=$RESUMED"
+  DONE="$DONE${DONE:+ }$PH"
 
   if [ "$PH" = switchover ]; then
     # The reverse replication: the new primary (the restore that activated the guest) dies
     # with its host; the old host's backup takes over and the guest counts on.
-    grep -q '"event":"commit"' "$W/events-rev.jsonl" || lab_fail "switchover --reverse: the old host's backup committed nothing"
+    [ "$(rj_event_count "$W/events-rev.jsonl" commit)" -gt 0 ] || lab_fail "switchover --reverse: the old host's backup committed nothing"
     RC1=$(lab_counter_last "$CB")
     kill -9 $BP 2>/dev/null; wait $BP 2>/dev/null
     NEWID=$(xl domid "$G" 2>/dev/null)
@@ -182,7 +190,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     # the log after the domain as it finds it: $G-back's log, or, when the rename came first
     # (the backup activates a failover timeout after the kill, the dead copy already
     # destroyed), $G's log after the lines written so far (the destroyed copy writes no more).
-    CGN=$(wc -l <"$(lab_console "$G")" 2>/dev/null || echo 0)
+    CGN=$(lab_lines "$(lab_console "$G")")
     lab_wait_failover "$W/events-rev.jsonl" "$W/backup-rev.log"
     CR=$W/back-console.log
     back_console() {
@@ -190,16 +198,17 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
         tail -n +$((CGN + 1)) "$(lab_console "$G")" 2>/dev/null; } >"$CR"
     }
     until back_console; [ "$(lab_counter_last "$CR")" -ge 2 ] 2>/dev/null; do
-      [ "$(lab_elapsed "$TR" | cut -d. -f1)" -lt 300 ] || { xl list; tail -n 10 "$W/backup-rev.log"; lab_fail "switchover --reverse: the guest does not count on the old host"; }
+      [ "$(lab_elapsed "$TR" | cut -d. -f1)" -lt 300 ] || { xl list; lab_fail "switchover --reverse: the guest does not count on the old host"; }
       sleep 0.2
     done
     FR=$(lab_counter_first "$CR")
     [ "$FR" -gt "$FIRST" ] || lab_fail "switchover --reverse: the guest went back in time ($FR after $FIRST)"
-    lab_note "switchover --reverse: replicated back ($(grep -c '"event":"commit"' "$W/events-rev.jsonl") commits); new primary killed at counter $RC1, the old host's backup resumed at $FR (epoch $(jget last_committed_epoch "$(grep '"event":"failover"' "$W/events-rev.jsonl")"))"
+    lab_note "switchover --reverse: replicated back ($(rj_event_count "$W/events-rev.jsonl" commit) commits); new primary killed at counter $RC1, the old host's backup resumed at $FR (epoch $(rj_get "$LAB_FO" last_committed_epoch))"
     kill $B2 2>/dev/null; wait $B2 2>/dev/null
   fi
   kill $BP 2>/dev/null; wait $BP 2>/dev/null
   lab_destroy_all
   PORT=$((PORT + 1))
 done
+lab_summary "kill drills: $DONE ok"
 exit 0

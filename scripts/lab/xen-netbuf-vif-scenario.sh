@@ -1,4 +1,8 @@
 #!/bin/sh
+#@ title: output commit on a real vif: ping replies held in sch_plug until the ack, ctl pause/resume/set cache-size, nothing escapes after a crash
+#@ runs: romulus
+#@ order: 30
+#@ skip-if: LAB_NO_NETBUF_VIF
 # Scenario "netbuf-vif-scenario" (runs in the Xen lab's dom0; scripts/xen-lab --romulus PATH):
 # output commit on a real Xen vif — sch_plug on an IFB fed by the vif's ingress (the guest's
 # transmit), released only when the backup acks an epoch.
@@ -14,6 +18,9 @@
 #  4. crash-restart: a new `romulus replicate --netbuf-vif` on the same vif removes the dead
 #     run's redirect and IFB (their held output with them) and, failing to reach a backup,
 #     exits leaving nothing behind: no rmb-* device, and ping reaches the guest unbuffered.
+# Romulus is read through its control socket (`ctl --json`, `ctl wait`: protected, paused,
+# resumed; scripts/lib/romulus-json.sh); the restart's clean-up of the dead run's IFB is known
+# from its "stale" log line only (it exits before any session, so no event says so).
 . /lab/dom0-lib.sh
 I=${LAB_INTERVAL_MS:-100}
 PORT=${LAB_NETBUF_PORT:-7310}
@@ -69,18 +76,16 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"; chmod 600 "$W/psk
 romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 600s --no-vifs \
   >"$W/backup.log" 2>&1 &
 BP=$!
+lab_evidence "$W/backup.log" "$W/primary.log" "$W/events.jsonl"
 lab_wait_listening "$W/backup.log" $BP
 romulus replicate --domain guest2 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
   --ack-timeout 15s --netbuf-vif "$VIF" --stats-json "$W/stats" --control-socket "$W/ctl.sock" \
-  >"$W/primary.log" 2>&1 &
+  --events-json "$W/events.jsonl" >"$W/primary.log" 2>&1 &
 RP=$!
 T0=$(lab_now)
-until grep -qE '^1,|"epoch":1[,}]' "$W/stats" 2>/dev/null; do
-  if [ "$(lab_elapsed "$T0" | cut -d. -f1)" -ge 600 ] || ! kill -0 $RP 2>/dev/null; then
-    tail -n 30 "$W/primary.log"; tail -n 10 "$W/backup.log"; lab_fail "no first checkpoint of guest2"
-  fi
-  sleep 0.2
-done
+# the first ack: `ctl wait protected` blocks in the primary (it ends early if the primary dies)
+rj_wait_ctl "$W/ctl.sock" 60 || lab_fail "the primary's control socket never answered: $RJ_ERROR"
+rj_ctl_wait "$W/ctl.sock" protected 600 >/dev/null || lab_fail "no first checkpoint of guest2 acked (ctl wait protected)"
 lab_note "first checkpoint acked after $(lab_elapsed "$T0") s; $(grep -m1 'output commit' "$W/primary.log" | cut -c1-160)"
 [ -e "/sys/class/net/rmb-$VIF" ] || { ls /sys/class/net; lab_fail "no IFB rmb-$VIF while protecting with --netbuf-vif"; }
 pings "$W/ping-buffered.txt" 30 120
@@ -91,17 +96,24 @@ lab_note "buffered at $I ms: $N1 replies, $L1 lost, RTT median $RTT1 ms"
 
 # ---- 2b. live control (romulus ctl): pause = unprotected, held output released and new output
 # unbuffered; resume = checkpoints and buffering again
-ctl() { romulus ctl --json --socket "$W/ctl.sock" "$@" >"$W/ctl.out" 2>&1 || { cat "$W/ctl.out"; lab_fail "romulus ctl $*"; }; cat "$W/ctl.out"; }
-ctl status | grep -q '"backend":"xen"' || lab_fail "ctl status: $(cat "$W/ctl.out")"
-ctl pause | grep -q '"paused":true' || lab_fail "ctl pause: $(cat "$W/ctl.out")"
-ctl status | grep -q 'UNPROTECTED' || lab_fail "status while paused does not say UNPROTECTED: $(cat "$W/ctl.out")"
+# ctl COMMAND...: one request, failing the scenario on a refusal; the answer in RJ_REPLY, whose
+# members `got MEMBER` prints
+ctl() { rj_ctl "$W/ctl.sock" "$@" >/dev/null || lab_fail "romulus ctl $*: $RJ_REPLY $RJ_ERROR"; }
+got() { rj_get "$RJ_REPLY" "$1"; }
+ctl status; [ "$(got backend)" = xen ] || lab_fail "ctl status: $RJ_REPLY"
+ctl pause; [ "$(got paused)" = true ] || lab_fail "ctl pause: $RJ_REPLY"
+PE=$(rj_ctl_wait "$W/ctl.sock" paused 30) || lab_fail "no paused event after ctl pause"
+ctl status; [ "$(got protection)" = UNPROTECTED ] || lab_fail "status while paused does not say UNPROTECTED: $RJ_REPLY"
 pings "$W/ping-paused.txt" 10 60
 set -- $(rtt "$W/ping-paused.txt"); NP=$1; RTTP=$2; LP=$(lost "$W/ping-paused.txt")
-ACKED=$(grep -c '"acked":true' "$W/stats")
-ctl resume | grep -q '"paused":false' || lab_fail "ctl resume: $(cat "$W/ctl.out")"
+ctl resume; [ "$(got paused)" = false ] || lab_fail "ctl resume: $RJ_REPLY"
+# protected again: the first ack after the resume (its event comes after the resumed event)
+RE=$(rj_ctl_wait "$W/ctl.sock" resumed 30 "$(rj_get "$PE" seq)") || lab_fail "no resumed event after ctl resume"
+rj_ctl_wait "$W/ctl.sock" protected 60 "$(rj_get "$RE" seq)" >/dev/null || lab_fail "no protected event after ctl resume"
+ACKED=$(rj_count "$W/stats" acked true)
 i=0
-until [ "$(grep -c '"acked":true' "$W/stats")" -ge $((ACKED + 3)) ]; do
-  i=$((i+1)); [ $i -le 300 ] || { tail -n 20 "$W/primary.log"; lab_fail "no checkpoints after ctl resume"; }
+until [ "$(rj_count "$W/stats" acked true)" -ge $((ACKED + 3)) ]; do
+  i=$((i+1)); [ $i -le 300 ] || lab_fail "no checkpoints after ctl resume"
   sleep 0.2
 done
 pings "$W/ping-resumed.txt" 10 60
@@ -114,16 +126,16 @@ awk -v p="$RTTP" -v b="$RTT1" -v r="$RTTR" 'BEGIN { exit !(p * 2 <= b && r >= 20
 
 # ---- 2c. live cache resize: CACHE_RESIZE opens the next epoch and both ends resize their page
 # cache before its first page; deltas against a mirror that differed would fail to decode.
-ctl set cache-size 16M | grep -q '"applies":"next epoch"' || lab_fail "ctl set cache-size: $(cat "$W/ctl.out")"
-ACKED=$(grep -c '"acked":true' "$W/stats")
+ctl set cache-size 16M; [ "$(got applies)" = "next epoch" ] || lab_fail "ctl set cache-size: $RJ_REPLY"
+ACKED=$(rj_count "$W/stats" acked true)
 i=0
-until [ "$(grep -c '"acked":true' "$W/stats")" -ge $((ACKED + 5)) ]; do
-  i=$((i+1)); [ $i -le 300 ] && kill -0 $RP 2>/dev/null || { tail -n 20 "$W/primary.log"; tail -n 10 "$W/backup.log"; lab_fail "no checkpoints after ctl set cache-size"; }
+until [ "$(rj_count "$W/stats" acked true)" -ge $((ACKED + 5)) ]; do
+  i=$((i+1)); [ $i -le 300 ] && kill -0 $RP 2>/dev/null || lab_fail "no checkpoints after ctl set cache-size"
   sleep 0.2
 done
-grep -q 'page cache resized to 16 MiB' "$W/primary.log" || { tail -n 10 "$W/primary.log"; lab_fail "the cache was not resized"; }
-ctl status | grep -q '"cache_size":16777216' || lab_fail "status after the resize: $(cat "$W/ctl.out")"
-lab_note "ctl set cache-size 16M: $(grep -m1 'page cache resized' "$W/primary.log" | cut -c1-100); 5 more checkpoints acked"
+# status' cache_size is the size in use: the new one once its epoch has begun (docs/CONTROL.md)
+ctl status; [ "$(got cache_size)" = 16777216 ] || lab_fail "the cache was not resized to 16M: $RJ_REPLY"
+lab_note "ctl set cache-size 16M: cache_size $(rj_get "$RJ_REPLY" cache_size) in use; 5 more checkpoints acked"
 
 # ---- 3. primary-side crash: output after the last ack never appears
 # Each reply waits for its epoch's ack: on a loaded TCG host that is seconds, so the kill waits
@@ -168,6 +180,7 @@ set -- $(rtt "$W/ping-after.txt"); N2=$1; RTT2=$2
 # path (measured before and after; TCG makes either one noisy, so the faster one counts).
 awk -v b="$RTT1" -v u0="$RTT0" -v u2="$RTT2" 'BEGIN { u = u0 < u2 ? u0 : u2; exit !(b >= 20 && b >= 2 * u) }' \
   || lab_fail "buffered RTT $RTT1 ms is not clearly above unbuffered ($RTT0 / $RTT2 ms): output is not held until the ack"
+lab_summary "vif ping RTT $RTT0 ms unbuffered, $RTT1 ms buffered"
 lab_figure "tool=romulus netbuf=vif interval_ms=$I rtt_unbuffered_median_ms=$RTT0 rtt_buffered_median_ms=$RTT1" \
   "rtt_ctl_paused_median_ms=$RTTP rtt_ctl_resumed_median_ms=$RTTR" \
   "rtt_after_cleanup_median_ms=$RTT2 crash_escaped_replies=$((AFTER - AT_KILL))"

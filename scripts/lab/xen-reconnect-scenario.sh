@@ -1,4 +1,8 @@
 #!/bin/sh
+#@ title: the backup host restarts, stalls, runs out of memory under a running primary: reconnection, resync, held replica, failover
+#@ runs: romulus
+#@ order: 50
+#@ skip-if: LAB_NO_RECONNECT
 # Scenario "reconnect-scenario" (Xen lab dom0; scripts/xen-lab --romulus PATH): the backup host
 # restarts under a running primary (docs/PROTOCOL.md §6, "Primary on peer death").
 #  1. create guest4 (128 MiB PV counter guest), protect it: `romulus restore --xen` (backup A) and
@@ -24,6 +28,13 @@
 #     exactly the held epoch;
 #  5. guest5, protected the same way, loses its backup and is then destroyed while unprotected:
 #     the primary must stop retrying and exit with an error (nothing left to protect).
+# Read from events and `ctl --json` (scripts/lib/romulus-json.sh): the primary's loss of its
+# backup is its "unprotected" event ("backup lost ..."), the reconnection its next
+# "protected", cache sizes and the backup's decision come from `ctl status`, epochs from the
+# stats lines and failover events. No event says (so their log lines are read): the first
+# epoch of a Xen primary's new session (no session_start from the Xen path yet: read from the
+# event when there is one), the cache fallback, a backup reclaiming or keeping a replica
+# (NAME--incoming/--held), a refusal for lack of memory, a primary exiting for a vanished domain.
 . /lab/dom0-lib.sh
 I=${LAB_INTERVAL_MS:-100}
 PORT=${LAB_RECONNECT_PORT:-7500}
@@ -32,14 +43,32 @@ G=guest4
 timeout 10 romulus restore --help 2>&1 | grep -q -- '--xen' || lab_fail "/usr/bin/romulus has no Xen backend"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
 chmod 600 "$W/psk"
-jget() { echo "$2" | sed -n "s/.*\"$1\":\(-\{0,1\}[0-9][0-9]*\).*/\1/p"; }
-acked() { grep -c '"acked":true' "$W/stats.jsonl" 2>/dev/null || true; }
-last_acked() { jget epoch "$(grep '"acked":true' "$W/stats.jsonl" | tail -n1)"; }
+acked() { rj_count "$W/stats.jsonl" acked true; }
+last_acked() { rj_last_acked "$W/stats.jsonl"; }
+# acked_at_least N STATS: N epochs of STATS acked
+acked_at_least() { [ "$(rj_count "$2" acked true)" -ge "$1" ]; }
+# lost_since EVENTS SEQ: the primary wrote an "unprotected" event after SEQ saying its backup
+# is lost (an epoch not acked comes first, with its own reason)
+lost_since() {
+  rj_events "$1" unprotected "$2" | { while IFS= read -r _l; do
+    case $(rj_get "$_l" reason) in "backup lost"*) exit 0 ;; esac; done; exit 1; }
+}
+# protected_since EVENTS SEQ: a "protected" event after SEQ (an ack after a time without)
+protected_since() { rj_first_event "$1" protected "$2" >/dev/null; }
+# status_is SOCKET MEMBER VALUE: `ctl status` answers MEMBER = VALUE
+status_is() { [ "$(rj_status "$1" "$2")" = "$3" ]; }
+# new_session_epoch EVENTS LOG: the first epoch of the primary's latest session: its
+# session_start event, else (the Xen primary writes none yet) its "session from epoch N" line
+new_session_epoch() {
+  _e=$(rj_last_event "$1" session_start) && { rj_get "$_e" first_epoch; return; }
+  sed -n 's/.*session from epoch \([0-9]*\).*/\1/p' "$2" | tail -n1
+}
 backup() {  # backup NAME [FLAG...]: a `romulus restore --xen` on $PORT, events in $W/events-NAME.jsonl
   _b=$1; shift
   romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s --no-vifs \
     --events-json "$W/events-$_b.jsonl" "$@" >"$W/backup-$_b.log" 2>&1 &
   BP=$!
+  lab_evidence "$W/backup-$_b.log" "$W/events-$_b.jsonl"
   lab_wait_listening "$W/backup-$_b.log" $BP
 }
 # wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds, or fail with WHAT (the primary $RP,
@@ -48,8 +77,8 @@ PLOG=$W/primary.log
 wait_for() {
   _t=$(lab_now); _s=$1; _what=$2; shift 2
   until "$@"; do
-    kill -0 $RP 2>/dev/null || { tail -n 20 "$PLOG"; lab_fail "the primary exited while waiting: $_what"; }
-    [ "$(lab_elapsed "$_t" | cut -d. -f1)" -lt "$_s" ] || { tail -n 20 "$PLOG"; lab_fail "$_what"; }
+    kill -0 $RP 2>/dev/null || lab_fail "the primary exited while waiting: $_what"
+    [ "$(lab_elapsed "$_t" | cut -d. -f1)" -lt "$_s" ] || lab_fail "$_what"
     sleep 0.2
   done
 }
@@ -61,67 +90,72 @@ P=$(cat "$W/domid")
 C=$(lab_console $G)
 lab_wait_counter "$C" 3 90 || { tail -n 20 "$C"; lab_fail "$G never counted to 3"; }
 backup a
+PEV=$W/pevents.jsonl
+lab_evidence "$PLOG" "$PEV"
 romulus replicate --domain $G --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
-  --ack-timeout 15s --stats-json "$W/stats.jsonl" --control-socket "$W/ctl.sock" >"$W/primary.log" 2>&1 &
+  --ack-timeout 15s --stats-json "$W/stats.jsonl" --control-socket "$W/ctl.sock" --events-json "$PEV" \
+  >"$W/primary.log" 2>&1 &
 RP=$!
-wait_for 600 "no 3 acked epochs with backup A" sh -c "[ \$(grep -c '\"acked\":true' $W/stats.jsonl 2>/dev/null) -ge 3 ]"
-romulus ctl --json --socket "$W/ctl.sock" set cache-size 96M >"$W/ctl-cache.json" 2>&1 || lab_fail "ctl set cache-size 96M: $(cat "$W/ctl-cache.json")"
-wait_for 300 "the 96M cache was never applied" grep -q 'page cache resized to 96 MiB' "$W/primary.log"
+wait_for 600 "no 3 acked epochs with backup A" acked_at_least 3 "$W/stats.jsonl"
+rj_ctl "$W/ctl.sock" set cache-size 96M >/dev/null || lab_fail "ctl set cache-size 96M: $RJ_REPLY $RJ_ERROR"
+# status' cache_size is the size in use: 96M once the resize's epoch has begun
+wait_for 300 "the 96M cache was never applied" status_is "$W/ctl.sock" cache_size 100663296
 
 # ---- 2. backup A dies (SIGKILL): its paused replica $G--incoming is left behind; backup B,
 # started on the same host, must reclaim the name and destroy that leftover itself.
 kill -9 $BP; wait $BP 2>/dev/null
 xl list "$G--incoming" >/dev/null 2>&1 || lab_fail "backup A left no replica behind (the step tests its cleanup)"
-wait_for 120 "the primary did not notice the lost backup" grep -q 'backup lost after epoch' "$W/primary.log"
+wait_for 120 "the primary did not notice the lost backup (no unprotected event: backup lost)" lost_since "$PEV" 0
+LOST_SEQ=$(rj_last_seq "$PEV")
 LOST_AT=$(last_acked)
-romulus ctl --json --socket "$W/ctl.sock" status >"$W/status-lost.json" 2>&1 || { cat "$W/status-lost.json"; lab_fail "ctl status while unprotected"; }
-grep -q 'UNPROTECTED' "$W/status-lost.json" || lab_fail "status after the loss does not say UNPROTECTED: $(cat "$W/status-lost.json")"
+rj_ctl "$W/ctl.sock" status >/dev/null || lab_fail "ctl status while unprotected: $RJ_ERROR"
+[ "$(rj_get "$RJ_REPLY" protection)" = UNPROTECTED ] || lab_fail "status after the loss does not say UNPROTECTED: $RJ_REPLY"
 CTR=$(lab_counter_last "$C")
 lab_wait_counter "$C" $((CTR + 2)) 60 || lab_fail "$G stopped running after its backup was lost"
 
 # ---- 3. backup B: the primary reconnects on its own
 backup b --max-cache-size 64M
-wait_for 120 "the primary did not reconnect to backup B" grep -q 'reconnected to the backup' "$W/primary.log"
-grep -q 'retrying with the configured cache of 64 MiB' "$W/primary.log" || { tail -n 10 "$W/primary.log"; lab_fail "no fallback to the configured cache"; }
-FIRST_B=$(sed -n 's/.*session from epoch \([0-9]*\).*/\1/p' "$W/primary.log" | tail -n1)
+# reconnected: protected again (the new session's first epoch, the whole memory, acked)
+wait_for 600 "the primary did not reconnect to backup B (no protected event after the loss)" protected_since "$PEV" "$LOST_SEQ"
+grep -q 'retrying with the configured cache of 64 MiB' "$W/primary.log" || lab_fail "no fallback to the configured cache"
+FIRST_B=$(new_session_epoch "$PEV" "$W/primary.log")
 # B reclaims the name when the new session's domain record arrives (its first epoch).
 wait_for 300 "backup B did not reclaim the replica backup A left" \
   grep -q "left by a stopped predecessor exists: destroying it" "$W/backup-b.log"
 [ "$(xl list 2>/dev/null | grep -c "^$G--incoming ")" -eq 1 ] ||
   lab_fail "more than one $G--incoming domain after backup B started: $(xl list 2>&1 | grep incoming)"
 [ -n "$FIRST_B" ] && [ "$FIRST_B" -gt "$LOST_AT" ] || lab_fail "the new session starts at epoch '$FIRST_B', not after $LOST_AT"
-wait_for 600 "no epochs of the new session acked by backup B" sh -c "grep -q '\"epoch\":$((FIRST_B + 2)),.*\"acked\":true' $W/stats.jsonl"
-grep -q '"event":"commit"' "$W/events-b.jsonl" || lab_fail "backup B committed nothing"
-romulus ctl --json --socket "$W/ctl.sock" status >"$W/status-b.json" 2>&1
-grep -q '"PROTECTED"' "$W/status-b.json" || lab_fail "status after the reconnection: $(cat "$W/status-b.json")"
-grep -q '"cache_size":67108864' "$W/status-b.json" || lab_fail "the cache after the fallback is not 64M: $(cat "$W/status-b.json")"
+b_acked() { [ "$(last_acked)" -ge $((FIRST_B + 2)) ]; }
+wait_for 600 "no epochs of the new session acked by backup B" b_acked
+[ "$(rj_event_count "$W/events-b.jsonl" commit)" -gt 0 ] || lab_fail "backup B committed nothing"
+rj_ctl "$W/ctl.sock" status >/dev/null
+[ "$(rj_get "$RJ_REPLY" protection)" = PROTECTED ] || lab_fail "status after the reconnection: $RJ_REPLY"
+[ "$(rj_get "$RJ_REPLY" cache_size)" = 67108864 ] || lab_fail "the cache after the fallback is not 64M: $RJ_REPLY"
 lab_note "backup A killed after epoch $LOST_AT (cache set live to 96M); primary reconnected to B (max 64M): session from epoch $FIRST_B with the configured 64M cache, $(acked) epochs acked in all"
 
 # ---- 3b. backup B stalls (SIGSTOP) past the primary's ack timeout, then continues: the
 # primary gives up on it and reconnects; B must never unpause its replica while the primary
 # runs (docs/FAILURE-MODEL.md §3), and must take the new session.
-LOSSES=$(grep -c 'backup lost after epoch' "$W/primary.log")
-RECONNECTS=$(grep -c 'reconnected to the backup' "$W/primary.log")
+S0=$(rj_last_seq "$PEV")
 kill -STOP $BP
-wait_for 120 "the primary did not give up on the stopped backup B" \
-  sh -c "[ \$(grep -c 'backup lost after epoch' $W/primary.log) -gt $LOSSES ]"
+wait_for 120 "the primary did not give up on the stopped backup B" lost_since "$PEV" "$S0"
+LOST_SEQ=$(rj_last_seq "$PEV")
 sleep 2  # the stall goes on a little after the primary gave up
 kill -CONT $BP
 STALL_AT=$(last_acked)
-wait_for 300 "the primary did not reconnect to B after its stall" \
-  sh -c "[ \$(grep -c 'reconnected to the backup' $W/primary.log) -gt $RECONNECTS ]"
-wait_for 600 "no epoch acked by B after its stall" \
-  sh -c "[ \"\$(sed -n 's/.*\"epoch\":\([0-9]*\),.*\"acked\":true.*/\1/p' $W/stats.jsonl | tail -n1)\" -gt $((STALL_AT + 2)) ]"
-grep -q '"event":"failover"' "$W/events-b.jsonl" && lab_fail "backup B FAILED OVER after its stall while the primary ran"
+wait_for 600 "the primary did not reconnect to B after its stall (no protected event)" protected_since "$PEV" "$LOST_SEQ"
+stall_acked() { [ "$(last_acked)" -gt $((STALL_AT + 2)) ]; }
+wait_for 600 "no epoch acked by B after its stall" stall_acked
+[ "$(rj_event_count "$W/events-b.jsonl" failover)" -eq 0 ] || lab_fail "backup B FAILED OVER after its stall while the primary ran"
 xl list "$G--incoming" 2>/dev/null | awk 'NR==2 {print $5}' | grep -q p ||
   lab_fail "B's replica is not paused after the stall: $(xl list "$G--incoming" 2>&1 | tail -n1)"
 kill -0 $BP 2>/dev/null || lab_fail "backup B died after its stall"
 # The resync needs a new replica; until its first epoch committed, B kept the old one (EOF
 # applied: it holds B's last epoch) as $G--held, and destroyed it once the new session committed.
 HELD_B=$(sed -n "s/.*as the held replica $G--held (epoch \([0-9]*\)).*/\1/p" "$W/backup-b.log" | tail -n1)
-[ -n "$HELD_B" ] || { tail -n 20 "$W/backup-b.log"; lab_fail "B did not keep its replica as $G--held during the resync"; }
+[ -n "$HELD_B" ] || lab_fail "B did not keep its replica as $G--held during the resync"
 grep -q "destroying the held replica $G--held (domid [0-9]*, epoch $HELD_B)" "$W/backup-b.log" ||
-  { tail -n 20 "$W/backup-b.log"; lab_fail "B did not destroy the held replica (epoch $HELD_B) after the new session committed"; }
+  lab_fail "B did not destroy the held replica (epoch $HELD_B) after the new session committed"
 xl list "$G--held" >/dev/null 2>&1 && lab_fail "$G--held still exists after the new session committed"
 lab_note "backup B SIGSTOPped past the ack timeout at epoch $STALL_AT: the primary reconnected, B acked again, its replica stayed paused, no failover; epoch $HELD_B held as $G--held until the new session committed"
 
@@ -130,10 +164,10 @@ LAST_PRIMARY=$(lab_counter_last "$C")
 kill -9 $RP; wait $RP 2>/dev/null
 TK=$(lab_now)
 xl destroy "$P" >/dev/null 2>&1
-CN=$(wc -l <"$C")
+CN=$(lab_lines "$C")
 LAST_ACKED=$(last_acked)
 lab_wait_failover "$W/events-b.jsonl" "$W/backup-b.log"
-FO_EPOCH=$(jget last_committed_epoch "$LAB_FO")
+FO_EPOCH=$(rj_get "$LAB_FO" last_committed_epoch)
 # The backup may hold one epoch more than the primary saw acked (the ack was on its way).
 [ "$FO_EPOCH" -ge "$LAST_ACKED" ] && [ "$FO_EPOCH" -le $((LAST_ACKED + 1)) ] ||
   lab_fail "backup B resumed from epoch $FO_EPOCH; the primary's last acked was $LAST_ACKED"
@@ -143,6 +177,7 @@ FIRST=$(lab_counter_first "$CB")
 [ "$FIRST" -gt 1 ] || lab_fail "the resumed guest restarted its counter ($FIRST)"
 lab_note "primary killed (last acked epoch $LAST_ACKED, counter $LAST_PRIMARY); backup B resumed from epoch $FO_EPOCH, counter $FIRST.. after $(lab_elapsed "$TK")s"
 lab_figure "tool=romulus lost_after_epoch=$LOST_AT reconnect_first_epoch=$FIRST_B resumed_epoch=$FO_EPOCH"
+lab_summary "backup restart: reconnected from epoch $FIRST_B, failover from $FO_EPOCH"
 kill $BP 2>/dev/null; wait $BP 2>/dev/null
 xl destroy "$G" >/dev/null 2>&1  # the failed-over copy: its CPU and memory go to the next steps
 
@@ -163,20 +198,24 @@ xl create -p "$(lab_guest_cfg $G--held 128)" >"$W/create-leftover.log" 2>&1 ||
 romulus restore --xen --no-fence --listen "127.0.0.1:$PORT6" --psk-file "$W/psk" --failover-timeout 2s --no-vifs \
   --events-json "$W/events-d.jsonl" --control-socket "$W/ctl-d.sock" >"$W/backup-d.log" 2>&1 &
 DP=$!
+LAB_EVIDENCE=""
+lab_evidence "$W/backup-d.log" "$W/events-d.jsonl"
 lab_wait_listening "$W/backup-d.log" $DP
 PLOG=$W/primary6.log
+PEV6=$W/pevents6.jsonl
+lab_evidence "$PLOG" "$PEV6"
 # A short ack timeout: the primary gives up on the stopped backup quickly.
 romulus replicate --domain $G --to "127.0.0.1:$PORT6" --psk-file "$W/psk" --interval "${I}ms" \
-  --ack-timeout 3s --stats-json "$W/stats6.jsonl" >"$PLOG" 2>&1 &
+  --ack-timeout 3s --stats-json "$W/stats6.jsonl" --events-json "$PEV6" >"$PLOG" 2>&1 &
 RP=$!
-wait_for 600 "no 3 acked epochs of $G" sh -c "[ \$(grep -c '\"acked\":true' $W/stats6.jsonl 2>/dev/null) -ge 3 ]"
-ACKED6=$(jget epoch "$(grep '"acked":true' "$W/stats6.jsonl" | tail -n1)")
+wait_for 600 "no 3 acked epochs of $G" acked_at_least 3 "$W/stats6.jsonl"
+ACKED6=$(rj_last_acked "$W/stats6.jsonl")
 T4B_SYNC=$(lab_elapsed "$T4B")
 grep -q "a replica domain $G--held (domid [0-9]*) left by a stopped predecessor exists: destroying it" "$W/backup-d.log" ||
-  { tail -n 20 "$W/backup-d.log"; lab_fail "backup D did not reclaim the leftover $G--held"; }
+  lab_fail "backup D did not reclaim the leftover $G--held"
 xl list "$G--held" >/dev/null 2>&1 && lab_fail "the leftover $G--held still exists after D's first epochs"
 kill -STOP $DP
-wait_for 120 "the primary of $G did not give up on the stopped backup D" grep -q 'backup lost after epoch' "$PLOG"
+wait_for 120 "the primary of $G did not give up on the stopped backup D" lost_since "$PEV6" 0
 # Every epoch D can hold was captured before the primary gave up on it: the held checkpoint's
 # counter is at most what the guest showed by now.
 CTR_LOST=$(lab_counter_last "$C")
@@ -186,24 +225,23 @@ FREE=$(xl info | sed -n 's/^free_memory *: *//p')
 xl create -p "$(lab_guest_cfg memhog $((FREE - 64)))" >"$W/create-memhog.log" 2>&1 ||
   { cat "$W/create-memhog.log"; lab_fail "could not create a paused $((FREE - 64)) MiB domain to use up the free memory"; }
 kill -CONT $DP
-ctl_d() { romulus ctl --json --socket "$W/ctl-d.sock" "$@" 2>&1; }
+CTLD=$W/ctl-d.sock
 # D keeps its replica as $G--held as soon as the primary's new session begins, then finds no room
 # for the new replica: it must refuse the session as its own resource failure (the primary is
 # told why and retries), and keep the held replica.
 wait_for 300 "backup D did not refuse the new replica for lack of memory" \
   grep -q 'not enough free hypervisor memory for a replica' "$W/backup-d.log"
 HELD=$(sed -n "s/.*as the held replica $G--held (epoch \([0-9]*\)).*/\1/p" "$W/backup-d.log" | tail -n1)
-[ -n "$HELD" ] || { tail -n 20 "$W/backup-d.log"; lab_fail "D did not keep its replica as $G--held for the resync"; }
+[ -n "$HELD" ] || lab_fail "D did not keep its replica as $G--held for the resync"
 grep -q "held replica $G--held (epoch $HELD) is kept" "$W/backup-d.log" ||
-  { tail -n 20 "$W/backup-d.log"; lab_fail "D's refusal does not say it keeps the held replica"; }
+  lab_fail "D's refusal does not say it keeps the held replica"
 wait_for 120 "the primary of $G was not told why the backup refused" \
   grep -q 'resource.*not enough free hypervisor memory' "$PLOG"
 xl list "$G--held" 2>/dev/null | awk 'NR==2 {print $5}' | grep -q p ||
   lab_fail "no paused $G--held after the refusal: $(xl list 2>&1 | grep "$G")"
-ctl_d status >"$W/status-d.json" || { cat "$W/status-d.json"; lab_fail "ctl status of backup D"; }
-[ "$(jget epoch "$(cat "$W/status-d.json")")" = "$HELD" ] ||
-  lab_fail "backup D keeps epoch $HELD but reports: $(cat "$W/status-d.json")"
-grep -q '"event":"failover"' "$W/events-d.jsonl" && lab_fail "backup D activated after refusing a session"
+rj_ctl "$CTLD" status >/dev/null || lab_fail "ctl status of backup D: $RJ_ERROR"
+[ "$(rj_get "$RJ_REPLY" epoch)" = "$HELD" ] || lab_fail "backup D keeps epoch $HELD but reports: $RJ_REPLY"
+[ "$(rj_event_count "$W/events-d.jsonl" failover)" -eq 0 ] || lab_fail "backup D activated after refusing a session"
 lab_note "$G: backup D stalled after epoch $ACKED6 acked; the resync found no room for a second copy: session refused ($(grep -m1 -o 'not enough free hypervisor memory[^;]*' "$W/backup-d.log")), epoch $HELD kept as $G--held"
 # Room again: the primary's next retry builds the new replica, whose first epoch streams the
 # whole memory (seconds under TCG). Kill the primary as soon as that replica exists: the host
@@ -212,54 +250,52 @@ CREATED=$(grep -c "created replica domain $G--incoming" "$W/backup-d.log")
 xl destroy memhog >/dev/null 2>&1 || lab_fail "xl destroy memhog"
 TH=$(lab_now)
 until [ "$(grep -c "created replica domain $G--incoming" "$W/backup-d.log")" -gt "$CREATED" ]; do
-  kill -0 $RP 2>/dev/null || { tail -n 20 "$PLOG"; lab_fail "the primary of $G exited before the resync began"; }
-  kill -0 $DP 2>/dev/null || { tail -n 20 "$W/backup-d.log"; lab_fail "backup D exited after its stall"; }
+  kill -0 $RP 2>/dev/null || lab_fail "the primary of $G exited before the resync began"
+  kill -0 $DP 2>/dev/null || lab_fail "backup D exited after its stall"
   [ "$(lab_elapsed "$TH" | cut -d. -f1)" -lt 300 ] ||
-    { tail -n 20 "$W/backup-d.log"; lab_fail "backup D built no new replica within 300 s of the memory coming back"; }
+    lab_fail "backup D built no new replica within 300 s of the memory coming back"
   sleep 0.1
 done
 CTR_HELD=$(lab_counter_last "$C")
 kill -9 $RP; wait $RP 2>/dev/null
 HELD_S=$(lab_elapsed "$TH")
 xl destroy "$P" >/dev/null 2>&1
-NEW_FIRST=$(sed -n 's/.*session from epoch \([0-9]*\).*/\1/p' "$PLOG" | tail -n1)
+NEW_FIRST=$(new_session_epoch "$PEV6" "$PLOG")
 # D must end the session (the connection died with the primary) and hold.
 TD=$(lab_now)
-until ctl_d status >"$W/status-d.json" && grep -q '"decision":"hold"' "$W/status-d.json"; do
-  if grep -q "destroying the held replica $G--held" "$W/backup-d.log" || grep -q '"event":"failover"' "$W/events-d.jsonl"; then
-    tail -n 20 "$W/backup-d.log"
+until status_is "$CTLD" decision hold; do
+  if grep -q "destroying the held replica $G--held" "$W/backup-d.log" || [ "$(rj_event_count "$W/events-d.jsonl" failover)" -gt 0 ]; then
     lab_fail "the primary was killed too late: the new session committed its first epoch before it died (the provocation missed; rerun)"
   fi
-  [ "$(lab_elapsed "$TD" | cut -d. -f1)" -lt 60 ] || { cat "$W/status-d.json"; tail -n 20 "$W/backup-d.log"; lab_fail "backup D does not hold after the primary died mid-resync"; }
+  [ "$(lab_elapsed "$TD" | cut -d. -f1)" -lt 60 ] || lab_fail "backup D does not hold after the primary died mid-resync: $RJ_REPLY"
   sleep 0.2
 done
 # Hold means hold: give the judge more than its failover timeout (2 s of running time) to
 # get it wrong, then look again.
 sleep 5
-ctl_d status >"$W/status-d.json" || { cat "$W/status-d.json"; lab_fail "ctl status of backup D"; }
-grep -q '"decision":"hold"' "$W/status-d.json" || lab_fail "backup D stopped holding: $(cat "$W/status-d.json")"
-grep -q '"event":"failover"' "$W/events-d.jsonl" && lab_fail "backup D activated on its own after the primary died mid-resync"
+rj_ctl "$CTLD" status >/dev/null || lab_fail "ctl status of backup D: $RJ_ERROR"
+[ "$(rj_get "$RJ_REPLY" decision)" = hold ] || lab_fail "backup D stopped holding: $RJ_REPLY"
+[ "$(rj_event_count "$W/events-d.jsonl" failover)" -eq 0 ] || lab_fail "backup D activated on its own after the primary died mid-resync"
 grep -q "destroying the held replica $G--held" "$W/backup-d.log" &&
-  { tail -n 20 "$W/backup-d.log"; lab_fail "the new session committed before the primary died (the provocation missed; rerun)"; }
-[ -n "$HELD" ] && [ "$(jget epoch "$(cat "$W/status-d.json")")" = "$HELD" ] ||
-  lab_fail "backup D holds epoch $HELD but reports: $(cat "$W/status-d.json")"
+  lab_fail "the new session committed before the primary died (the provocation missed; rerun)"
+[ -n "$HELD" ] && [ "$(rj_get "$RJ_REPLY" epoch)" = "$HELD" ] || lab_fail "backup D holds epoch $HELD but reports: $RJ_REPLY"
 [ "$HELD" -ge "$ACKED6" ] && [ -n "$NEW_FIRST" ] && [ "$HELD" -lt "$NEW_FIRST" ] ||
   lab_fail "held epoch '$HELD' is not between the last acked before the stall ($ACKED6) and the new session ($NEW_FIRST)"
 xl list "$G--held" 2>/dev/null | awk 'NR==2 {print $5}' | grep -q p ||
   lab_fail "no paused $G--held while D holds: $(xl list 2>&1 | grep "$G")"
 # The operator's word activates the held checkpoint.
-ctl_d failover >"$W/failover-d.json" || { cat "$W/failover-d.json"; lab_fail "ctl failover on backup D"; }
-grep -q "\"activated\":true,\"epoch\":$HELD[,}]" "$W/failover-d.json" || lab_fail "ctl failover: $(cat "$W/failover-d.json")"
+rj_ctl "$CTLD" failover >/dev/null || lab_fail "ctl failover on backup D: $RJ_REPLY $RJ_ERROR"
+[ "$(rj_get "$RJ_REPLY" activated)" = true ] && [ "$(rj_get "$RJ_REPLY" epoch)" = "$HELD" ] || lab_fail "ctl failover: $RJ_REPLY"
 lab_wait_failover "$W/events-d.jsonl" "$W/backup-d.log"
-[ "$(jget last_committed_epoch "$LAB_FO")" = "$HELD" ] || lab_fail "D activated epoch $(jget last_committed_epoch "$LAB_FO"), not the held $HELD"
+[ "$(rj_get "$LAB_FO" last_committed_epoch)" = "$HELD" ] || lab_fail "D activated epoch $(rj_get "$LAB_FO" last_committed_epoch), not the held $HELD"
 # Its console: xenconsoled names the log after the name at activation ($G--incoming, the held
 # replica takes it back); $G--held's and the dead primary's later lines are looked at too.
 CB=$W/backup6-console.log
-CN=$(wc -l <"$C")
+CN=$(lab_lines "$C")
 TR=$(lab_now)
 until { cat "$(lab_console $G--incoming)" "$(lab_console $G--held)" 2>/dev/null; tail -n +$((CN + 1)) "$C"; } >"$CB"
       [ "$(lab_counter_last "$CB")" -ge 2 ] 2>/dev/null; do
-  [ "$(lab_elapsed "$TR" | cut -d. -f1)" -lt 300 ] || { xl list; tail -n 20 "$W/backup-d.log"; lab_fail "$G: the guest resumed from the held replica does not count"; }
+  [ "$(lab_elapsed "$TR" | cut -d. -f1)" -lt 300 ] || { xl list; lab_fail "$G: the guest resumed from the held replica does not count"; }
   sleep 0.2
 done
 FIRST=$(lab_counter_first "$CB")
@@ -285,21 +321,24 @@ P=$(cat "$W/domid5")
 lab_wait_counter "$(lab_console $G)" 3 90 || lab_fail "$G never counted to 3"
 PORT=$((PORT + 1))
 backup c
+PLOG=$W/primary5.log
+PEV5=$W/pevents5.jsonl
+lab_evidence "$PLOG" "$PEV5"
 romulus replicate --domain $G --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
-  --ack-timeout 15s --stats-json "$W/stats5.jsonl" >"$W/primary.log" 2>&1 &
+  --ack-timeout 15s --stats-json "$W/stats5.jsonl" --events-json "$PEV5" >"$PLOG" 2>&1 &
 RP=$!
-wait_for 600 "no acked epoch for $G" grep -q '"acked":true' "$W/stats5.jsonl"
+wait_for 600 "no acked epoch for $G" acked_at_least 1 "$W/stats5.jsonl"
 kill -9 $BP; wait $BP 2>/dev/null
 xl destroy "$G--incoming" >/dev/null 2>&1
-wait_for 120 "the primary of $G did not notice the lost backup" grep -q 'backup lost after epoch' "$W/primary.log"
+wait_for 120 "the primary of $G did not notice the lost backup" lost_since "$PEV5" 0
 xl destroy "$P" >/dev/null 2>&1
 TD=$(lab_now)
 while kill -0 $RP 2>/dev/null; do
-  [ "$(lab_elapsed "$TD" | cut -d. -f1)" -lt 60 ] || { tail -n 5 "$W/primary.log"; lab_fail "the primary kept looking for a backup for a destroyed domain"; }
+  [ "$(lab_elapsed "$TD" | cut -d. -f1)" -lt 60 ] || lab_fail "the primary kept looking for a backup for a destroyed domain"
   sleep 0.2
 done
 wait $RP; RC=$?
-[ "$RC" -ne 0 ] && grep -q 'went away while unprotected' "$W/primary.log" ||
-  { tail -n 5 "$W/primary.log"; lab_fail "the primary of the destroyed $G exited $RC without saying why"; }
-lab_note "$G destroyed while unprotected: its primary exited $RC after $(lab_elapsed "$TD")s ($(grep -m1 'went away' "$W/primary.log" | cut -c1-80))"
+[ "$RC" -ne 0 ] && grep -q 'went away while unprotected' "$PLOG" ||
+  lab_fail "the primary of the destroyed $G exited $RC without saying why"
+lab_note "$G destroyed while unprotected: its primary exited $RC after $(lab_elapsed "$TD")s ($(grep -m1 'went away' "$PLOG" | cut -c1-80))"
 exit 0

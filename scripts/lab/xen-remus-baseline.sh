@@ -1,5 +1,7 @@
 #!/bin/sh
 #@ title: xl remus, the reference Romulus is compared to (same guest, interval and boot)
+#@ runs: baseline
+#@ order: 10
 #@ gate: no — a comparison: when xl remus fails, that is its result in the side-by-side table
 # Scenario "remus-baseline" (runs in dom0):
 #  1. create the counter guest (128 MiB, 1 vCPU, PV), wait until it counts;
@@ -88,6 +90,7 @@ lab_figure "tool=xl-remus interval_ms=$I duration_s=$D checkpoints=$(v "$S" chec
 lab_figure "tool=xl-remus pause_median_ms=$(v "$PS" steady_median_ms) pause_p90_ms=$(v "$PS" steady_p90_ms)" \
   "pause_max_ms=$(v "$PS" steady_max_ms) pause_mean_ms=$(v "$PS" steady_mean_ms) pauses=$(v "$PS" pauses)" \
   "first_pause_ms=$(v "$PS" first_ms)"
+lab_summary "xl remus ${I}ms: $(v "$S" checkpoints) ckpts, $(v "$S" steady_mean_bytes) B/ckpt mean, pause median $(v "$PS" steady_median_ms) ms"
 [ "$(v "$S" checkpoints)" -ge 5 ] 2>/dev/null || { evidence; lab_fail "too few checkpoints: $(v "$S" checkpoints)"; }
 
 # ---- 4. the backup resumes
@@ -123,5 +126,6 @@ lab_note "receiver: $(grep -E 'Failover|rename|unpause' "$W/remus.log" | tr '\n'
 xl list | sed 's/^/LAB-NOTE remus-baseline xl-list: /'
 lab_figure "tool=xl-remus failover_primary_counter=$LAST_PRIMARY failover_backup_min_counter=$FIRST_BACKUP" \
   "failover_resume_s=$RESUMED"
+lab_summary "failover counter $LAST_PRIMARY->$FIRST_BACKUP"
 echo "remus-baseline: OK"
 exit 0

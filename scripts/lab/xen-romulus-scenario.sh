@@ -1,4 +1,8 @@
 #!/bin/sh
+#@ title: Romulus protects guest1 at the baseline's interval, the primary host dies, the backup resumes it
+#@ runs: romulus
+#@ order: 20
+#@ skip-if: LAB_NO_ROMULUS_SCENARIO
 # Scenario "romulus-scenario" (runs in the Xen lab's dom0; scripts/xen-lab --romulus PATH):
 # Romulus protecting a real PV guest, then a primary failure.
 #  1. create the counter guest guest1 (128 MiB, 1 vCPU, PV), wait until it counts;
@@ -9,8 +13,11 @@
 #     ${LAB_INTERVAL_MS}ms` for $LAB_DURATION s (>= 30 s) after its first checkpoint;
 #  5. kill the replicator (-9) and destroy the primary domain (= the primary host dies);
 #  6. the backup must resume the guest from the last committed checkpoint: its console
-#     counter continues from the last checkpointed value (never restarts from 1), and the
-#     domain is renamed guest1 once the primary is gone.
+#     counter continues from the last checkpointed value (never restarts from 1), its failover
+#     event names the primary's last acked epoch (or the next), and the domain is renamed
+#     guest1 once the primary is gone.
+# Read from Romulus' events and stats lines (scripts/lib/romulus-json.sh): the first ack is the
+# primary's "protected" event, the failover the backup's "failover" event.
 # Knobs (--env): LAB_ROMULUS_ACK_TIMEOUT (replicate --ack-timeout, 15s),
 # LAB_ROMULUS_FAILOVER_TIMEOUT (restore --failover-timeout, 2s), LAB_ROMULUS_LOG_LEVEL (info),
 # LAB_ROMULUS_REPLICATE_ARGS (extra replicate flags, e.g. "--encoder scalar"),
@@ -25,9 +32,6 @@ D=${LAB_DURATION:-30}
 I=${LAB_INTERVAL_MS:-100}
 PORT=${LAB_ROMULUS_PORT:-7300}
 W=$LAB_WORK
-
-# awk prelude: g(KEY) -> the number after "KEY": in the current JSON line (flat objects only)
-JSON_GET='function g(k,   r) { if (!match($0, "\"" k "\":-?[0-9.]+")) return 0; r = substr($0, RSTART, RLENGTH); sub(/^[^:]*:/, "", r); return r + 0 }'
 
 TOOL=""
 for t in /usr/bin/romulus-xen /lab/extra/romulus-xen /usr/bin/romulus; do
@@ -51,7 +55,7 @@ fi
 
 # xenconsoled appends to a log named after the domain: a guest1 of an earlier scenario
 # (the baseline) would make the new guest look booted and counting before it is.
-rm -f /var/log/xen/console/guest-guest1.log /var/log/xen/console/guest-guest1--incoming.log
+rm -f "$(lab_console guest1)" "$(lab_console guest1--incoming)"
 lab_guest_create guest1 128 1 >"$W/domid" || lab_fail "xl create guest1 failed"
 P=$(cat "$W/domid")
 C1=$(lab_console guest1)
@@ -97,6 +101,7 @@ else
   "$TOOL" restore --listen "$PORT" --timeout 5000 ${LAB_ROMULUS_VERBOSE:+--verbose 1} >"$W/backup.log" 2>&1 &
 fi
 BP=$!
+lab_evidence "$W/backup.log" "$W/events.jsonl" "$W/primary.log" "$W/pevents.jsonl" "$W/stats.jsonl"
 lab_wait_listening "$W/backup.log" $BP
 
 # ---- 4. primary
@@ -109,7 +114,8 @@ if [ "$MODE" = cli ]; then
   # Under TCG on a loaded host an ack can take seconds: the ack timeout is generous.
   romulus replicate --domain guest1 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
     --ack-timeout "${LAB_ROMULUS_ACK_TIMEOUT:-15s}" --log-level "${LAB_ROMULUS_LOG_LEVEL:-info}" \
-    --stats-json "$W/stats.jsonl" ${LAB_ROMULUS_REPLICATE_ARGS:-} >"$W/primary.log" 2>&1 &
+    --stats-json "$W/stats.jsonl" --events-json "$W/pevents.jsonl" ${LAB_ROMULUS_REPLICATE_ARGS:-} \
+    >"$W/primary.log" 2>&1 &
 else
   "$TOOL" replicate --domain guest1 --to "127.0.0.1:$PORT" --interval "$I" --stats "$W/stats.jsonl" \
     --ack-timeout "${LAB_ROMULUS_ACK_TIMEOUT_MS:-5000}" \
@@ -117,9 +123,13 @@ else
 fi
 RP=$!
 FIRST_LIMIT=${LAB_ROMULUS_FIRST_TIMEOUT:-600}
-until grep -q '^{"epoch":1,' "$W/stats.jsonl" 2>/dev/null; do
+# acked: the primary's "protected" event (romulus-xen writes no events: its stats line of epoch 1)
+first_acked() {
+  if [ "$MODE" = cli ]; then rj_first_event "$W/pevents.jsonl" protected >/dev/null
+  else [ "$(rj_count "$W/stats.jsonl" epoch 1)" -gt 0 ]; fi
+}
+until first_acked; do
   if [ "$(lab_elapsed "$T0" | cut -d. -f1)" -ge "$FIRST_LIMIT" ] || ! kill -0 $RP 2>/dev/null; then
-    tail -n 80 "$W/primary.log"; tail -n 20 "$W/backup.log"
     lab_fail "no first checkpoint after $(lab_elapsed "$T0") s"
   fi
   # A sign of life every ~30 s (the first checkpoint is the whole memory: minutes under TCG).
@@ -134,34 +144,35 @@ lab_note "first checkpoint acked after $(lab_elapsed "$T0") s; replicating for $
 TE=$(( $(cut -d. -f1 /proc/uptime) + D ))
 while [ "$(cut -d. -f1 /proc/uptime)" -lt "$TE" ]; do
   if [ -n "${LAB_LIVE_STATS:-}" ]; then
-    grep '^{"epoch":' "$W/stats.jsonl" 2>/dev/null | tail -n1 | awk -v t="$(lab_elapsed "$T1")" "$JSON_GET"'
+    grep '^{"epoch":' "$W/stats.jsonl" 2>/dev/null | tail -n1 >"$W/stats-last.jsonl"
+    rj_csv "$W/stats-last.jsonl" '' '' epoch pause_us dirty_pages wire_bytes wire_bytes_per_page ack_latency_us acked |
+      awk -F, -v t="$(lab_elapsed "$T1")" '
       { printf "LAB-STAT %ss epoch %d  pause %.1f ms  dirty %d pages  wire %d B (%.1f B/page)  ack %.1f ms  %s\n",
-          t, g("epoch"), g("pause_us") / 1000, g("dirty_pages"), g("wire_bytes"), g("wire_bytes_per_page"),
-          g("ack_latency_us") / 1000, index($0, "\"acked\":true") ? "acked" : "NOT ACKED" }'
+          t, $1, $2 / 1000, $3, $4, $5, $6 / 1000, $7 == "true" ? "acked" : "NOT ACKED" }'
     sleep 2
   else
     sleep 1
   fi
 done
-kill -0 $RP 2>/dev/null || { tail -n 30 "$W/primary.log"; tail -n 40 "$W/backup.log"; head -n 3 "$W/stats.jsonl"; tail -n 2 "$W/stats.jsonl"; lab_fail "the replicator died during the run"; }
-kill -0 $BP 2>/dev/null || { tail -n 30 "$W/backup.log"; lab_fail "the backup died during the run"; }
+kill -0 $RP 2>/dev/null || lab_fail "the replicator died during the run"
+kill -0 $BP 2>/dev/null || lab_fail "the backup died during the run"
 
 # ---- 5. the primary host dies
 LAST_PRIMARY=$(lab_counter_last "$C1")
 kill -9 $RP 2>/dev/null
 TK=$(lab_now)
 xl destroy "$P" >/dev/null 2>&1
-C1N=$(wc -l <"$C1")  # the primary is gone: later lines of its log are the backup's (below)
-CKPTS=$(grep -c '"acked":true' "$W/stats.jsonl")
+C1N=$(lab_lines "$C1")  # the primary is gone: later lines of its log are the backup's (below)
+CKPTS=$(rj_count "$W/stats.jsonl" acked true)
 lab_note "replicator killed and primary destroyed after $(lab_elapsed "$T1") s; $CKPTS checkpoints acked; primary counter was $LAST_PRIMARY"
 
 # The acked epochs as short CSV lines (stopped_us = pause_us - suspend_us: the guest fully
 # stopped, what labstat pausemon sees), a few hundred at most: the raw material of the figures.
-awk "$JSON_GET"'
-  BEGIN { print "epoch,suspend_us,stopped_us,pages,state_records,raw_bytes,wire_bytes,ack_wait_us,encode_us" }
-  /"acked":true/ { print g("epoch") "," g("suspend_us") "," g("pause_us") - g("suspend_us") "," g("dirty_pages") "," \
-    g("state_records") "," g("raw_bytes") "," g("wire_bytes") "," g("ack_wait_us") "," g("encode_us") }' \
-  "$W/stats.jsonl" >"$W/stats.csv"
+{
+  echo "epoch,suspend_us,stopped_us,pages,state_records,raw_bytes,wire_bytes,ack_wait_us,encode_us"
+  rj_csv "$W/stats.jsonl" acked true epoch suspend_us pause_us dirty_pages state_records raw_bytes wire_bytes \
+    ack_wait_us encode_us | awk -F, -v OFS=, '{ for (i = 1; i <= NF; i++) $i += 0; $3 = $3 - $2; print }'
+} >"$W/stats.csv"
 # LAB-DATA lines are saved by the host (build/xen-lab/data/), not echoed: a failure must stay
 # readable in a short excerpt of the output.
 sed "s/^/LAB-DATA $LAB_SCENARIO stats.csv /" "$W/stats.csv"
@@ -170,16 +181,12 @@ sed "s/^/LAB-DATA $LAB_SCENARIO stats.csv /" "$W/stats.csv"
 # xenconsoled names the log after the domain as it finds it: guest-guest1--incoming.log, or,
 # when romulus renamed the replica to guest1 before xenconsoled attached (the primary was
 # already destroyed), guest-guest1.log, appended after the primary's lines.
-CI=$(lab_console guest1--incoming)
 C2=$W/backup-console.log
-backup_console() {
-  { [ -f "$CI" ] && cat "$CI"; tail -n +$((C1N + 1)) "$C1" 2>/dev/null; } >"$C2"
-}
-backup_console
+lab_evidence "$C2"
 FO_LIMIT=${LAB_ROMULUS_FAILOVER_LIMIT:-180}
-until backup_console; [ "$(lab_counter_last "$C2")" -ge $((LAST_PRIMARY + 2)) ] 2>/dev/null; do
+until lab_replica_console guest1 "$C1N" "$C2"; [ "$(lab_counter_last "$C2")" -ge $((LAST_PRIMARY + 2)) ] 2>/dev/null; do
   if [ "$(lab_elapsed "$TK" | cut -d. -f1)" -ge "$FO_LIMIT" ]; then
-    xl list; ls /var/log/xen/console/; tail -n 5 "$C2"; tail -n 30 "$W/backup.log"
+    xl list; ls /var/log/xen/console/
     lab_fail "backup did not resume counting (backup counter $(lab_counter_last "$C2"), primary was $LAST_PRIMARY)"
   fi
   # First output of the resumed guest: kill -> detection -> activation -> the guest runs.
@@ -190,25 +197,29 @@ RESUMED=$(lab_elapsed "$TK")
 kill $PM 2>/dev/null; wait $PM 2>/dev/null
 FIRST_OUT=${FIRST_OUT:-$RESUMED}
 FIRST_BACKUP=$(tr -d '\r' <"$C2" | awk '/COUNTER/ { if (m == "" || $2+0 < m) m = $2+0 } END { print m }')
-lab_note "backup console counters: $(tr -d '\r' <"$C2" | awk '/COUNTER/ {printf "%s ", $2}' | tail -c 120)"
+lab_note "backup console ($LAB_REPLICA_LOGS) counters: $(tr -d '\r' <"$C2" | awk '/COUNTER/ {printf "%s ", $2}' | tail -c 120)"
 [ -n "$FIRST_BACKUP" ] && [ "$FIRST_BACKUP" -gt 1 ] || lab_fail "backup counter restarted (min $FIRST_BACKUP)"
 [ "$FIRST_BACKUP" -le $((LAST_PRIMARY + 1)) ] || lab_fail "backup counter skipped ahead ($FIRST_BACKUP > $LAST_PRIMARY + 1)"
 if [ "$MODE" = cli ]; then
   # The exact checkpoint: the primary's last acked epoch, or the one after it (its ack was
   # on the way when the replicator died), never an older one.
   lab_wait_failover "$W/events.jsonl" "$W/backup.log"
-  FO_EPOCH=$(echo "$LAB_FO" | sed -n 's/.*"last_committed_epoch":\([0-9]*\).*/\1/p')
-  LAST_ACKED=$(grep '"acked":true' "$W/stats.jsonl" | tail -n1 | sed -n 's/.*"epoch":\([0-9]*\).*/\1/p')
+  FO_EPOCH=$(rj_get "$LAB_FO" last_committed_epoch)
+  LAST_ACKED=$(rj_last_acked "$W/stats.jsonl")
   [ -n "$FO_EPOCH" ] && [ "$FO_EPOCH" -ge "$LAST_ACKED" ] && [ "$FO_EPOCH" -le $((LAST_ACKED + 1)) ] ||
     lab_fail "the backup resumed from epoch '$FO_EPOCH'; the primary's last acked epoch was $LAST_ACKED"
   lab_note "failover from epoch $FO_EPOCH (primary's last acked: $LAST_ACKED)"
 fi
 i=0
 until xl list 2>/dev/null | awk 'NR>1 {print $1}' | grep -qx guest1; do
-  i=$((i+1)); [ $i -le 100 ] || { xl list; tail -n 10 "$W/backup.log"; lab_fail "the backup domain was not renamed guest1"; }
+  i=$((i+1)); [ $i -le 100 ] || { xl list; lab_fail "the backup domain was not renamed guest1"; }
   sleep 0.1
 done
-grep -E 'failover|activat|renamed|FAILOVER' "$W/backup.log" | sed "s/^/LAB-NOTE $LAB_SCENARIO backup: /"
+if [ "$MODE" = cli ]; then
+  rj_evidence "$W/events.jsonl" 4 | sed "s/^/LAB-NOTE $LAB_SCENARIO backup event: /"
+else
+  grep -E 'failover|activat|renamed|FAILOVER' "$W/backup.log" | sed "s/^/LAB-NOTE $LAB_SCENARIO backup: /"
+fi
 xl list | sed "s/^/LAB-NOTE $LAB_SCENARIO xl-list: /"
 
 PS=$(grep '^summary' "$W/pause.log")
@@ -217,7 +228,7 @@ lab_figure "tool=romulus-$MODE pausemon_median_ms=$(v "$PS" steady_median_ms) pa
   "pausemon_max_ms=$(v "$PS" steady_max_ms) pausemon_mean_ms=$(v "$PS" steady_mean_ms) pausemon_pauses=$(v "$PS" pauses)"
 
 # ---- figures (stats.csv: epoch,suspend_us,stopped_us,pages,state_records,raw_bytes,wire_bytes,ack_wait_us,encode_us)
-tail -n +2 "$W/stats.csv" | awk -F, -v s="$LAB_SCENARIO" -v i="$I" -v d="$D" -v r="$RESUMED" -v fo="$FIRST_OUT" \
+FIG=$(tail -n +2 "$W/stats.csv" | awk -F, -v s="$LAB_SCENARIO" -v i="$I" -v d="$D" -v r="$RESUMED" -v fo="$FIRST_OUT" \
   -v lp="$LAST_PRIMARY" -v fb="$FIRST_BACKUP" -v mode="$MODE" '
   function med(a, n,   j, k, t) { for (j = 2; j <= n; j++) { t = a[j]; for (k = j - 1; k >= 1 && a[k] > t; k--) a[k+1] = a[k]; a[k+1] = t } return n ? a[int((n+1)/2)] : 0 }
   function p90(a, n) { return n ? a[int(n*0.9) > 0 ? int(n*0.9) : 1] : 0 }
@@ -228,5 +239,8 @@ tail -n +2 "$W/stats.csv" | awk -F, -v s="$LAB_SCENARIO" -v i="$I" -v d="$D" -v 
     printf " bytes_per_ckpt_mean=%d bytes_per_ckpt_median=%d pages_per_ckpt_mean=%.0f\n", n ? tw / n : 0, med(w, n), n ? tp / n : 0
     mp = med(p, n); pp = p90(p, n); ms = med(sl, n)
     printf "LAB-FIGURE %s tool=romulus-%s pause_median_ms=%.1f pause_p90_ms=%.1f suspend_latency_median_ms=%.1f failover_first_output_s=%s failover_s=%s failover_primary_counter=%s failover_backup_min_counter=%s\n", s, mode, mp, pp, ms, fo, r, lp, fb
-  }'
+  }')
+echo "$FIG"
+f() { echo "$FIG" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n1; }
+lab_summary "romulus ${I}ms: $(f checkpoints) ckpts, $(f bytes_per_ckpt_mean) B/ckpt mean, pause median $(v "$PS" steady_median_ms) ms, failover counter $LAST_PRIMARY->$FIRST_BACKUP"
 exit 0

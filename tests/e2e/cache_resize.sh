@@ -13,7 +13,6 @@
 source "$(dirname "$0")/lib/common.sh"
 e2e_init "$@"
 
-j() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d'"$2"')' "$1"; }
 
 make_key "$T/key"
 port=$(free_port)
@@ -22,9 +21,9 @@ start_backup bpid "$T/backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key"
 bg ppid "$T/primary.log" "$ROMULUS" replicate --guest "sim:size=64M,workload=hotset" --to "127.0.0.1:$port" \
   --psk-file "$T/key" --interval 20ms --cache-size 4M --stats-json "$T/stats.json" --control-socket "$T/p.sock"
 ctl() { "$ROMULUS" ctl --json --socket "$T/p.sock" "$@"; }
-protected() { ctl status 2>/dev/null | grep -q '"protection":"PROTECTED"'; }
+protected() { [[ $(rj_status "$T/p.sock" protection) == PROTECTED ]]; }
 wait_until 120 "primary PROTECTED via ctl status" protected
-[[ $(j "$(ctl status)" '["cache_size"]') -eq $((4 << 20)) ]] || check_fail "initial cache_size: $(ctl status)"
+[[ $(rj_status "$T/p.sock" cache_size) -eq $((4 << 20)) ]] || check_fail "initial cache_size: $RJ_REPLY"
 
 # Above the backup's limit: refused before anything is sent.
 out=$(ctl set cache-size 32M 2>&1)
@@ -32,15 +31,15 @@ rc=$?
 log "set cache-size 32M -> exit $rc: $out"
 [[ $rc -eq 2 ]] || check_fail "set cache-size 32M above the backup's 16M should exit 2 (got $rc)"
 grep -q "max-cache-size" <<<"$out" || check_fail "refusal should name --max-cache-size: $out"
-[[ $(j "$(ctl status)" '["cache_size_next_session"]') -eq $((4 << 20)) ]] || check_fail "a refused size changed the next session's"
+[[ $(rj_status "$T/p.sock" cache_size_next_session) -eq $((4 << 20)) ]] || check_fail "a refused size changed the next session's: $RJ_REPLY"
 
 # Grow live, then shrink live.
 for size in 12M 2M; do
   out=$(ctl set cache-size "$size" 2>&1) || check_fail "set cache-size $size failed: $out"
   log "set cache-size $size: $out"
-  [[ $(j "$out" '["applies"]') == "next epoch" ]] || check_fail "set cache-size $size should apply at the next epoch: $out"
-  bytes=$(j "$out" '["cache_size"]')
-  applied() { [[ $(j "$(ctl status)" '["cache_size"]') -eq $bytes ]]; }
+  [[ $(rj_get "$out" applies) == "next epoch" ]] || check_fail "set cache-size $size should apply at the next epoch: $out"
+  bytes=$(rj_get "$out" cache_size)
+  applied() { [[ $(rj_status "$T/p.sock" cache_size) -eq $bytes ]]; }
   wait_until 60 "status cache_size $bytes" applied
   pages=$((bytes / 4096))
   has_resize() { grep -q "mirror cache resized to $pages pages" "$T/backup.log"; }

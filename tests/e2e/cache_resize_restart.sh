@@ -9,7 +9,6 @@
 source "$(dirname "$0")/lib/common.sh"
 e2e_init "$@"
 
-j() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); print(d'"$2"')' "$1"; }
 
 make_key "$T/key"
 port=$(free_port)
@@ -18,10 +17,10 @@ start_backup b1 "$T/backup1.log" --listen "127.0.0.1:$port" --psk-file "$T/key" 
 bg ppid "$T/primary.log" "$ROMULUS" replicate --guest "sim:size=32M,workload=hotset" --to "127.0.0.1:$port" \
   --psk-file "$T/key" --interval 20ms --cache-size 4M --stats-json "$T/stats.json" --control-socket "$T/p.sock"
 ctl() { "$ROMULUS" ctl --json --socket "$T/p.sock" "$@"; }
-protected() { ctl status 2>/dev/null | grep -q '"protection":"PROTECTED"'; }
+protected() { [[ $(rj_status "$T/p.sock" protection) == PROTECTED ]]; }
 wait_until 120 "primary PROTECTED" protected
 out=$(ctl set cache-size 12M 2>&1) || check_fail "set cache-size 12M: $out"
-grown() { [[ $(j "$(ctl status)" '["cache_size"]') -eq $((12 << 20)) ]]; }
+grown() { [[ $(rj_status "$T/p.sock" cache_size) -eq $((12 << 20)) ]]; }
 wait_until 60 "the 12M cache applied live" grown
 
 # The backup host restarts, its operator now allowing at most 8M.
@@ -32,7 +31,7 @@ start_backup b2 "$T/backup2.log" --listen "127.0.0.1:$port" --psk-file "$T/key" 
 wait_until 60 "the primary falls back to its configured cache" \
   grep -q "retrying with the configured cache of 4 MiB" "$T/primary.log"
 wait_until 120 "primary PROTECTED again" protected
-[[ $(j "$(ctl status)" '["cache_size"]') -eq $((4 << 20)) ]] || check_fail "cache after the fallback: $(ctl status)"
+[[ $(rj_status "$T/p.sock" cache_size) -eq $((4 << 20)) ]] || check_fail "cache after the fallback: $RJ_REPLY"
 assert_grep "$T/primary.log" "exceeds this backup's limit" "the refusal names the backup's limit"
 assert_grep "$T/backup2.log" "cache 1024 pages" "the new session uses the configured 4M cache"
 from=$(jcheck last-acked "$T/stats.json")

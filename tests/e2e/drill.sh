@@ -30,7 +30,7 @@ start_backup bpid "$T/backup.log" --listen "127.0.0.1:$port" --psk-file "$T/key"
 bg ppid "$T/primary.log" "$ROMULUS" replicate --guest "sim:size=64M,workload=hotset" --to "127.0.0.1:$port" \
   --psk-file "$T/key" --interval 50ms --stats-json "$T/stats.json" --control-socket "$T/p.sock" \
   --metrics-textfile "$T/primary.prom"
-protected() { "$ROMULUS" ctl --json --socket "$T/p.sock" status 2>/dev/null | grep -q '"protection":"PROTECTED"'; }
+protected() { [[ $(rj_status "$T/p.sock" protection) == PROTECTED ]]; }
 wait_until 120 "primary PROTECTED via ctl status" protected
 # The stats file is written after each ack, so read it first: the live
 # answer that follows can only be at or after it, and the epoch in progress
@@ -101,7 +101,7 @@ done
 
 # pause / resume.
 "$ROMULUS" ctl --json --socket "$T/p.sock" pause >/dev/null || check_fail "pause"
-unprot() { "$ROMULUS" ctl --json --socket "$T/p.sock" status | grep -q '"protection":"UNPROTECTED"'; }
+unprot() { [[ $(rj_status "$T/p.sock" protection) == UNPROTECTED ]]; }
 wait_until 30 "UNPROTECTED while paused" unprot
 prom_paused() { grep -q '^romulus_protected{.*} 0$' "$T/primary.prom" && grep -q '^romulus_paused{.*} 1$' "$T/primary.prom"; }
 wait_until 30 "metrics say unprotected and paused" prom_paused
@@ -134,7 +134,7 @@ start_backup b2pid "$T/backup2.log" --listen "127.0.0.1:$port" --psk-file "$T/ke
   --events-json "$T/events2.json" --control-socket "$T/b2.sock"
 bg p2pid "$T/primary2.log" "$ROMULUS" replicate --guest "sim:size=32M,workload=hotset" --to "127.0.0.1:$port" \
   --psk-file "$T/key" --interval 50ms --control-socket none
-b2protected() { "$ROMULUS" ctl --json --socket "$T/b2.sock" status 2>/dev/null | grep -q '"protection":"PROTECTED"'; }
+b2protected() { [[ $(rj_status "$T/b2.sock" protection) == PROTECTED ]]; }
 wait_until 120 "second backup PROTECTED" b2protected
 fo=$("$ROMULUS" ctl --json --socket "$T/b2.sock" failover)
 rc=$?

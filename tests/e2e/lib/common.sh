@@ -15,6 +15,8 @@
 #   wait_event EVENTS TYPE SECS   wait until EVENTS logs an event of TYPE; FAIL after SECS
 #   has_event EVENTS TYPE         true once EVENTS logs an event of TYPE
 #   last_commit EVENTS, commit_at_least EVENTS K
+#   rj_*                          scripts/lib/romulus-json.sh: JSON values, events,
+#                                 stats lines, `ctl --json` (rj_status, rj_ctl_wait)
 #   assert_no_crash LOG...        no crash signature (sanitizers, SIGSEGV/SIGBUS/
 #                                 SIGILL/SIGFPE/SIGKILL texts, abort, stack smashing)
 #   assert_exit_not_signal CODE WHAT
@@ -55,6 +57,7 @@ e2e_init() {
     exit 2
   fi
   ROMULUS=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+  RJ_ROMULUS=$ROMULUS   # rj_ctl, rj_status, rj_ctl_wait
   T=$(mktemp -d "/tmp/e2e-$E2E_NAME.XXXXXX")
   trap _e2e_cleanup EXIT
   trap 'exit 130' INT TERM
@@ -166,21 +169,23 @@ wait_exit() {
 # JSON checks (python3; jq is not assumed).
 jcheck() { python3 "$E2E_LIB/check.py" "$@"; }
 
-# Highest committed epoch in an events file (0 if none yet). Commits are
-# logged in increasing order; grep/sed keep polling loops cheap (no python).
+# Events, stats lines and `ctl --json` answers are read through the library
+# the Xen lab's dom0 uses too (rj_* functions: scripts/lib/romulus-json.sh).
+# shellcheck source=../../../scripts/lib/romulus-json.sh
+. "$E2E_LIB/../../../scripts/lib/romulus-json.sh"
+
+# Highest committed epoch in an events file (0 if none yet).
 last_commit() {
-  local line
-  line=$(grep -F '"event":"commit"' "$1" 2>/dev/null | tail -n 1)
-  line=${line#*\"epoch\":}
-  line=${line%%[!0-9]*}
-  echo "${line:-0}"
+  local e
+  e=$(rj_max "$1" epoch event commit) || e=0
+  echo "$e"
 }
 
 # commit_at_least EVENTS K: true once a commit with epoch >= K is logged.
 commit_at_least() { [[ $(last_commit "$1") -ge $2 ]]; }
 
 # has_event EVENTS TYPE: true once an event of that type is logged.
-has_event() { grep -qF "\"event\":\"$2\"" "$1" 2>/dev/null; }
+has_event() { [[ $(rj_event_count "$1" "$2") -gt 0 ]]; }
 
 # wait_event EVENTS TYPE SECONDS: wait until an event of TYPE (commit,
 # failover, stop) is logged in EVENTS; FAIL the test when SECONDS pass first.
