@@ -181,6 +181,20 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
     # The reverse replication: the new primary (the restore that activated the guest) dies
     # with its host; the old host's backup takes over and the guest counts on.
     [ "$(rj_event_count "$W/events-rev.jsonl" commit)" -gt 0 ] || lab_fail "switchover --reverse: the old host's backup committed nothing"
+    # Kill the new primary only while the old host's backup holds a commit of the session in
+    # progress: a backup whose newest session has committed nothing holds its older checkpoint
+    # instead of activating it (the primary ran unprotected in between, docs/FAILURE-MODEL.md),
+    # which is right, and a loaded host can lose the reverse session and resync it (seen
+    # 2026-12-03, load 8: "epoch 2 not sent within 1000 ms", killed mid-resync, the backup held).
+    rev_committed() {
+      _ss=$(rj_last_event "$W/events-rev.jsonl" session_start) &&
+        rj_last_event "$W/events-rev.jsonl" commit "$(rj_get "$_ss" seq)" >/dev/null
+    }
+    i=0
+    until rev_committed && [ "$(rj_status "$W/bctl-$PH.sock" protection)" = PROTECTED ]; do
+      i=$((i+1)); [ $i -le 1500 ] || lab_fail "switchover --reverse: the reverse session never committed while protected (300 s)"
+      sleep 0.2
+    done
     RC1=$(lab_counter_last "$CB")
     kill -9 $BP 2>/dev/null; wait $BP 2>/dev/null
     NEWID=$(xl domid "$G" 2>/dev/null)
