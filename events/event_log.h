@@ -27,6 +27,8 @@
 #include <string>
 #include <string_view>
 
+#include "common/thread_annotations.h"
+
 namespace romulus::events {
 
 using Json = nlohmann::ordered_json;
@@ -60,19 +62,19 @@ class EventLog {
   uint64_t failed_writes() const;
 
  private:
-  bool WriteLine(const std::string& line);  // REQUIRES(mu_)
-  bool WriteAll(const std::string& data);   // REQUIRES(mu_)
+  bool WriteLine(const std::string& line) REQUIRES(mu_);
+  bool WriteAll(const std::string& data) REQUIRES(mu_);
 
   const std::string role_;
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
-  uint64_t seq_ = 0;        // GUARDED_BY(mu_)
-  std::deque<Json> kept_;   // GUARDED_BY(mu_): the last kKeep events
-  int fd_ = -1;             // GUARDED_BY(mu_)
-  std::string path_;        // GUARDED_BY(mu_)
-  bool failing_ = false;    // GUARDED_BY(mu_): inside a run of failed writes (logged once)
-  bool torn_ = false;       // GUARDED_BY(mu_): the file may end in a partial line
-  uint64_t failed_writes_ = 0;  // GUARDED_BY(mu_)
+  uint64_t seq_ GUARDED_BY(mu_) = 0;
+  std::deque<Json> kept_ GUARDED_BY(mu_);  // the last kKeep events
+  int fd_ GUARDED_BY(mu_) = -1;
+  std::string path_ GUARDED_BY(mu_);
+  bool failing_ GUARDED_BY(mu_) = false;  // inside a run of failed writes (logged once)
+  bool torn_ GUARDED_BY(mu_) = false;     // the file may end in a partial line
+  uint64_t failed_writes_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace romulus::events

@@ -105,8 +105,10 @@ Status CleanupStale(const std::string& dev, int* removed) {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<PlugQdisc>> PlugQdisc::Create(const std::string& dev,
-                                                     const PlugOptions& opts) {
+// Create and CreateForVif fill in a PlugQdisc no other thread can see yet,
+// so they set its guarded members without taking mu_.
+Result<std::unique_ptr<PlugQdisc>> PlugQdisc::Create(const std::string& dev, const PlugOptions& opts)
+    NO_THREAD_SAFETY_ANALYSIS {
   auto sock = rtnl::Connect();
   if (!sock.ok()) return sock.status();
   auto ifindex = rtnl::IfindexOf(sock->get(), dev);
@@ -140,8 +142,8 @@ Result<std::unique_ptr<PlugQdisc>> PlugQdisc::Create(const std::string& dev,
   return p;
 }
 
-Result<std::unique_ptr<PlugQdisc>> PlugQdisc::CreateForVif(const std::string& vif,
-                                                           const PlugOptions& opts) {
+Result<std::unique_ptr<PlugQdisc>> PlugQdisc::CreateForVif(const std::string& vif, const PlugOptions& opts)
+    NO_THREAD_SAFETY_ANALYSIS {
   auto sock = rtnl::Connect();
   if (!sock.ok()) return sock.status();
   auto vif_index = rtnl::IfindexOf(sock->get(), vif);

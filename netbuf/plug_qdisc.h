@@ -67,6 +67,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "netbuf/ifb_redirect.h"
 #include "netbuf/plug_epochs.h"
 #include "replicator/output_commit.h"
@@ -143,24 +144,29 @@ class PlugQdisc final : public replicator::OutputCommit {
 
  private:
   PlugQdisc() = default;
-  Status PlugCommand(int action);  // TCQ_PLUG_* on the live plug
-  Status CloseLocked();
-  Status StartPassThrough();  // RELEASE_INDEFINITE right after installing
+  Status PlugCommand(int action) REQUIRES(mu_);  // TCQ_PLUG_* on the live plug
+  Status CloseLocked() REQUIRES(mu_);
+  Status StartPassThrough() EXCLUDES(mu_);  // RELEASE_INDEFINITE right after installing
   // Waits up to MAX_MS for the plug's queue to empty; returns what is left.
-  int DrainLocked(int max_ms);
+  int DrainLocked(int max_ms) REQUIRES(mu_);
   static constexpr int kDrainAtPlugMs = 20;
 
-  mutable std::mutex mu_;
-  nl_sock* sock_ = nullptr;
+  // Set by Create*, before the object is shared, and constant afterwards:
+  // the devices, the options, what the cleanup found, the redirect (whose
+  // Remove() runs under mu_).
   std::string guest_dev_, plug_dev_;
   int plug_ifindex_ = 0;
   std::optional<IfbRedirect> redirect_;  // vif mode only
-  bool closed_ = false;
-  uint32_t handle_ = kPlugHandleA;
   PlugOptions opts_;
   uint64_t stale_removed_ = 0;
-  PlugStats stats_;  // only the counters PlugEpochs does not keep
-  PlugEpochs epochs_;
+
+  // Changed by the epoch and ack threads (and Close).
+  mutable std::mutex mu_;
+  nl_sock* sock_ GUARDED_BY(mu_) = nullptr;
+  bool closed_ GUARDED_BY(mu_) = false;
+  uint32_t handle_ GUARDED_BY(mu_) = kPlugHandleA;
+  PlugStats stats_ GUARDED_BY(mu_);  // only the counters PlugEpochs does not keep
+  PlugEpochs epochs_ GUARDED_BY(mu_);
 };
 
 // Remove leftovers of a crashed Romulus run on DEV (a plug with Romulus'

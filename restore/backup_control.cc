@@ -55,7 +55,7 @@ ControlReply BackupControl::Failover() {
   lock.unlock();
   if (service_) service_->RequestFailover();
   lock.lock();
-  if (!cv_.wait_for(lock, std::chrono::seconds(60), [&] { return activation_done_; })) {
+  if (!cv_.wait_for(lock, std::chrono::seconds(60), [&]() REQUIRES(mu_) { return activation_done_; })) {
     return ControlReply::Fail("activation did not finish within 60 s");
   }
   if (!activation_.ok()) return ControlReply::Fail("activation failed: " + activation_.message());
@@ -74,7 +74,7 @@ ControlReply BackupControl::Digest(const control::DigestReq& r) {
   digest_.pending = true;
   digest_.epoch = epoch;
   digest_.regions = r.regions;
-  bool done = cv_.wait_for(lock, std::chrono::seconds(20), [&] { return digest_.done; });
+  bool done = cv_.wait_for(lock, std::chrono::seconds(20), [&]() REQUIRES(mu_) { return digest_.done; });
   digest_.pending = false;
   if (!done) return ControlReply::Fail("epoch " + std::to_string(epoch) + " was not committed within 20 s");
   if (!digest_.status.ok()) return ControlReply::Fail(digest_.status.message());

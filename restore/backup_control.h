@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "common/thread_annotations.h"
 #include "control/replies.h"
 #include "replicator/control.h"
 #include "restore/backup_service.h"
@@ -66,19 +67,19 @@ class BackupControl : public BackupObserver {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::string state_ = "waiting";  // GUARDED_BY(mu_)
-  bool activation_done_ = false;   // GUARDED_BY(mu_)
-  Status activation_;              // GUARDED_BY(mu_)
-  std::string failover_reason_;    // GUARDED_BY(mu_)
-  std::string reverse_to_;         // GUARDED_BY(mu_)
-  bool reverse_decided_ = false;   // GUARDED_BY(mu_)
+  std::string state_ GUARDED_BY(mu_) = "waiting";
+  bool activation_done_ GUARDED_BY(mu_) = false;
+  Status activation_ GUARDED_BY(mu_);
+  std::string failover_reason_ GUARDED_BY(mu_);
+  std::string reverse_to_ GUARDED_BY(mu_);
+  bool reverse_decided_ GUARDED_BY(mu_) = false;
   struct {
     bool pending = false, done = false;
     uint64_t epoch = 0;
     uint32_t regions = 16;
     Status status;
     control::DigestAnswer answer;
-  } digest_;  // GUARDED_BY(mu_)
+  } digest_ GUARDED_BY(mu_);
 };
 
 }  // namespace romulus::restore

@@ -16,7 +16,9 @@ struct BackupService::Pending {
   transport::Stream* raw = nullptr;           // for Shutdown while the reader holds it
   std::thread thread;
   Clock::time_point since;
-  bool done = false;  // GUARDED_BY(BackupService::mu_): the thread is finishing
+  // The thread is finishing. Guarded by BackupService::mu_ (another object's
+  // mutex, which an annotation on this struct cannot name).
+  bool done = false;
 };
 
 BackupService::BackupService(transport::Listener* listener, GuestSink* sink, const BackupServiceOptions& options,
@@ -72,7 +74,7 @@ void BackupService::SetState(const std::string& state, const std::string& peer) 
   observer_->OnState(state, peer);
 }
 
-// Joins the HELLO readers that have finished. REQUIRES(mu_).
+// Joins the HELLO readers that have finished.
 void BackupService::ReapPending() {
   for (auto it = pending_.begin(); it != pending_.end();) {
     if ((*it)->done) {
@@ -95,7 +97,7 @@ void BackupService::AcceptLoop() {
       // The listening socket itself failed (it repeats on every call): say
       // so, and retry at a calm pace rather than spin.
       spdlog::error("cannot accept connections: {}; retrying in 1 s", s.status().ToString());
-      cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stop_; });
+      cv_.wait_for(lock, std::chrono::seconds(1), [&]() REQUIRES(mu_) { return stop_; });
       continue;
     }
     ReapPending();
@@ -245,7 +247,7 @@ BackupOutcome BackupService::Run() {
     Ready next;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, tick, [&] { return stop_ || failover_requested_ || !ready_.empty(); });
+      cv_.wait_for(lock, tick, [&]() REQUIRES(mu_) { return stop_ || failover_requested_ || !ready_.empty(); });
       if (stop_ || failover_requested_ || ready_.empty()) continue;
       next = std::move(ready_.front());
       ready_.pop_front();

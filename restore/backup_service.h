@@ -31,6 +31,7 @@
 #include <thread>
 
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "restore/checkpoint_receiver.h"
 #include "restore/failover_judge.h"
 #include "restore/guest_sink.h"
@@ -109,12 +110,15 @@ class BackupService {
   struct Pending;
   void AcceptLoop();
   void ReadHelloOf(std::shared_ptr<Pending> p);
-  void ReapPending();
+  void ReapPending() REQUIRES(mu_);
   void SetState(const std::string& state, const std::string& peer);
   void Publish(const Decision& d);
   BackupOutcome Activate(const Decision& d);
 
-  transport::Listener* listener_;  // GUARDED_BY(mu_) for Shutdown; nullptr once Run() returned
+  // Written under mu_ (nullptr once Run() returned, so Stop() never touches a
+  // dropped listener); the acceptor reads it without mu_, which is safe as it
+  // is joined before that write. Hence no GUARDED_BY.
+  transport::Listener* listener_;
   GuestSink* sink_;
   BackupServiceOptions options_;
   BackupObserver* observer_;
@@ -123,20 +127,20 @@ class BackupService {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;                 // GUARDED_BY(mu_)
-  bool failover_requested_ = false;   // GUARDED_BY(mu_)
+  bool stop_ GUARDED_BY(mu_) = false;
+  bool failover_requested_ GUARDED_BY(mu_) = false;
   struct Ready {
     std::unique_ptr<transport::Stream> stream;
     protocol::Hello hello;
   };
-  std::deque<Ready> ready_;                            // GUARDED_BY(mu_): valid HELLOs waiting
-  std::list<std::shared_ptr<Pending>> pending_;        // GUARDED_BY(mu_): HELLO readers
-  transport::Stream* session_stream_ = nullptr;        // GUARDED_BY(mu_)
-  std::string session_identity_;                       // GUARDED_BY(mu_)
-  bool superseded_ = false;                            // GUARDED_BY(mu_)
-  View view_;                                          // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point next_stray_log_{};  // GUARDED_BY(mu_)
-  uint64_t strays_since_log_ = 0;                      // GUARDED_BY(mu_)
+  std::deque<Ready> ready_ GUARDED_BY(mu_);                      // valid HELLOs waiting
+  std::list<std::shared_ptr<Pending>> pending_ GUARDED_BY(mu_);  // HELLO readers
+  transport::Stream* session_stream_ GUARDED_BY(mu_) = nullptr;
+  std::string session_identity_ GUARDED_BY(mu_);
+  bool superseded_ GUARDED_BY(mu_) = false;
+  View view_ GUARDED_BY(mu_);
+  std::chrono::steady_clock::time_point next_stray_log_ GUARDED_BY(mu_) = {};
+  uint64_t strays_since_log_ GUARDED_BY(mu_) = 0;
   std::thread acceptor_;
   uint64_t last_digest_ = 0;  // service thread
 };

@@ -13,6 +13,7 @@
 #include "buffer/receive_buffer.h"
 #include "common/clock.h"
 #include "common/digest.h"
+#include "common/thread_annotations.h"
 #include "compress/page_batch.h"
 #include "protocol/frame.h"
 #include "protocol/frame_io.h"
@@ -84,7 +85,7 @@ class HeartbeatSender {
   const std::atomic<uint64_t>* committed_;
   std::mutex mu_;
   std::condition_variable cv_;
-  bool stop_ = false;
+  bool stop_ GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

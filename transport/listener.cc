@@ -33,6 +33,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/thread_annotations.h"
 #include "transport/drop_log.h"
 #include "transport/io_util.h"
 #include "transport/tcp.h"
@@ -82,10 +83,10 @@ struct Listener::State {
 
   mutable std::mutex mu;
   std::condition_variable cv;
-  std::deque<std::unique_ptr<Stream>> ready;  // guarded by mu
-  bool shut = false;                          // guarded by mu
-  Status failure;                             // guarded by mu: the acceptor died of this
-  ListenerStats stats;                        // guarded by mu
+  std::deque<std::unique_ptr<Stream>> ready GUARDED_BY(mu);
+  bool shut GUARDED_BY(mu) = false;
+  Status failure GUARDED_BY(mu);  // the acceptor died of this
+  ListenerStats stats GUARDED_BY(mu);
 
   // Acceptor thread only. Oldest first.
   std::vector<Pending> pending;
@@ -291,7 +292,7 @@ ListenerStats Listener::stats() const {
 Result<std::unique_ptr<Stream>> Listener::Accept(Deadline deadline) {
   State& s = *state_;
   std::unique_lock<std::mutex> lock(s.mu);
-  auto done = [&] { return s.shut || !s.ready.empty() || !s.failure.ok(); };
+  auto done = [&]() REQUIRES(s.mu) { return s.shut || !s.ready.empty() || !s.failure.ok(); };
   if (deadline == NoDeadline()) {
     s.cv.wait(lock, done);
   } else {

@@ -10,6 +10,8 @@
 #include <optional>
 #include <thread>
 
+#include "common/thread_annotations.h"
+
 namespace romulus::transport::internal {
 namespace {
 
@@ -47,7 +49,7 @@ Result<AddrList> GetAddrInfo(const std::string& host, uint16_t port, int flags) 
 struct Lookup {
   std::mutex mu;
   std::condition_variable cv;
-  std::optional<Result<AddrList>> answer;
+  std::optional<Result<AddrList>> answer GUARDED_BY(mu);
 };
 
 }  // namespace
@@ -85,7 +87,7 @@ Result<AddrList> ResolveWithin(const std::string& host, uint16_t port,
     return Status::IoError("resolving '" + host + "': cannot start a resolver thread: " + e.what());
   }
   std::unique_lock<std::mutex> lock(lookup->mu);
-  if (!lookup->cv.wait_for(lock, timeout, [&] { return lookup->answer.has_value(); })) {
+  if (!lookup->cv.wait_for(lock, timeout, [&]() REQUIRES(lookup->mu) { return lookup->answer.has_value(); })) {
     return Status::Timeout("resolving '" + host + "' took longer than " +
                            std::to_string(timeout.count()) + " ms (is the DNS resolver reachable?)");
   }

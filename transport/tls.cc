@@ -25,6 +25,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/thread_annotations.h"
 #include "transport/io_util.h"
 #include "transport/tcp_stream.h"
 #include "transport/tls_context.h"
@@ -59,7 +60,9 @@ class TlsStream final : public Stream {
   // handshake as far as it can without blocking: 0 when it is complete,
   // POLLIN/POLLOUT for what to wait on, or why it failed. A failure's alert
   // is flushed first (best effort) so the peer learns why.
-  Result<short> HandshakeStep() {
+  // Outside the lock analysis: no other thread can see the stream yet, so
+  // tx_ is used without send_mu_.
+  Result<short> HandshakeStep() NO_THREAD_SAFETY_ANALYSIS {
     for (;;) {
       if (!tx_.empty()) {
         auto n = SendOnce(fd_, tx_.data(), tx_.size());
@@ -218,12 +221,12 @@ class TlsStream final : public Stream {
   std::string Peer() const override { return peer_; }
 
  private:
-  Status Fail(Status st) {
+  Status Fail(Status st) REQUIRES(send_mu_) {
     write_status_ = st;
     return st;
   }
-  // Sends tx_ (caller holds send_mu_).
-  Status SendTx(Deadline deadline) {
+  // Sends tx_.
+  Status SendTx(Deadline deadline) REQUIRES(send_mu_) {
     if (tx_.empty()) return Status::Ok();
     Status st = SendAll(fd_, tx_.data(), tx_.size(), -1, deadline);
     tx_.clear();
@@ -233,13 +236,14 @@ class TlsStream final : public Stream {
     }
     return Status::Ok();
   }
-  void Drain() {
+  // Handshake only (HandshakeStep): send_mu_ is not needed yet.
+  void Drain() NO_THREAD_SAFETY_ANALYSIS {
     std::lock_guard<std::mutex> lock(ssl_mu_);
     DrainLocked();
   }
-  // Appends everything SSL has produced to tx_. Caller holds ssl_mu_ and
-  // (after the handshake) send_mu_, which is what keeps records in order.
-  void DrainLocked() {
+  // Appends everything SSL has produced to tx_. Holding both (send_mu_
+  // only after the handshake) is what keeps records in order.
+  void DrainLocked() REQUIRES(ssl_mu_, send_mu_) {
     size_t pending = BIO_ctrl_pending(wbio_);
     if (pending == 0) return;
     size_t old = tx_.size();
@@ -305,12 +309,14 @@ class TlsStream final : public Stream {
   std::string note_;  // handshake only: why the PSK callback refused the peer
   bool hs_done_ = false;  // handshake only
   Status hs_error_;       // handshake only: the failure, reported once the alert is out
-  std::mutex ssl_mu_;   // every SSL_* and BIO_* call
-  std::mutex send_mu_;  // writes: SSL_write, draining wbio and sending, in order
-  std::vector<uint8_t> tx_;  // guarded by send_mu_
+  std::mutex ssl_mu_;  // every SSL_* and BIO_* call
+  // Writes: SSL_write, draining wbio and sending, in order. Taken before
+  // ssl_mu_, never while holding it.
+  std::mutex send_mu_ ACQUIRED_BEFORE(ssl_mu_);
+  std::vector<uint8_t> tx_ GUARDED_BY(send_mu_);
   std::vector<uint8_t> rx_;  // reader thread only
   bool eof_ = false;         // reader thread only
-  Status write_status_;      // guarded by send_mu_: sticky write failure
+  Status write_status_ GUARDED_BY(send_mu_);  // sticky write failure
   std::atomic<bool> shut_{false};
 };
 
