@@ -25,7 +25,11 @@ std::string Num(double v) {
   return buf;
 }
 
-// Label values: escape backslash, quote and newline (exposition format).
+// Label values: escape backslash, quote and newline, the only escapes of the
+// Prometheus text exposition format. Deliberately not a JSON string: JSON
+// would also escape tab, CR and other control characters (\t, \u0001),
+// which the exposition parser rejects, and node_exporter then drops the whole
+// file. Everything else passes as it is (UTF-8 included).
 std::string LabelValue(const std::string& s) {
   std::string out;
   for (char c : s) {

@@ -1,23 +1,24 @@
 #include "replicator/stats.h"
 
 #include <cinttypes>
+#include <cmath>
 
 #include "common/digest.h"
 #include "common/units.h"
+#include "control/reply.h"
 
 namespace romulus::replicator {
 
 namespace {
 double Ratio(uint64_t a, uint64_t b) { return b ? static_cast<double>(a) / b : 0.0; }
 
-std::string JsonEscape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) continue;
-    out += c;
-  }
-  return out;
+// A ratio as the stats lines give it: rounded to `decimals` places, so a
+// reader gets 263.37 rather than 263.3720930232558. The library prints the
+// shortest text that reads back as the same double, hence 25.0, not 25.00
+// (docs/STATS.md, "Numbers").
+double Rounded(double v, int decimals) {
+  const double scale = std::pow(10.0, decimals);
+  return std::round(v * scale) / scale;
 }
 }  // namespace
 
@@ -32,35 +33,37 @@ void TotalStats::Add(const EpochStats& e) {
 }
 
 std::string EpochStatsJson(const EpochStats& e) {
-  char buf[1024];
-  std::snprintf(
-      buf, sizeof buf,
-      "{\"epoch\":%" PRIu64 ",\"digest\":\"%s\",\"acked\":%s,\"protected\":%s,"
-      "\"pause_us\":%lld,\"suspend_us\":%lld,\"period_us\":%lld,\"dirty_pages\":%" PRIu64 ","
-      "\"pages_zero\":%" PRIu64 ",\"pages_unchanged\":%" PRIu64 ",\"pages_delta\":%" PRIu64
-      ",\"pages_raw\":%" PRIu64 ",\"pages_lz4\":%" PRIu64 ","
-      "\"raw_bytes\":%" PRIu64 ",\"wire_bytes\":%" PRIu64 ",\"wire_bytes_per_page\":%.2f,"
-      "\"cache_hits\":%" PRIu64 ",\"cache_misses\":%" PRIu64 ",\"cache_overflows\":%" PRIu64 ","
-      "\"encode_us\":%lld,\"ack_latency_us\":%lld,\"outbuf_high_water\":%zu,"
-      "\"output_commit\":\"%s\"}",
-      e.epoch, DigestHex(e.digest).c_str(), e.acked ? "true" : "false",
-      e.protected_ ? "true" : "false", static_cast<long long>(e.pause.count()),
-      static_cast<long long>(e.suspend.count()),
-      static_cast<long long>(e.period.count()), e.dirty_pages, e.pages_by_kind[0],
-      e.pages_by_kind[1], e.pages_by_kind[2], e.pages_by_kind[3], e.pages_by_kind[4], e.raw_bytes,
-      e.wire_bytes, Ratio(e.wire_bytes, e.dirty_pages), e.cache_hits, e.cache_misses,
-      e.cache_overflows, static_cast<long long>(e.encode_time.count()),
-      static_cast<long long>(e.ack_latency.count()), e.outbuf_high_water,
-      JsonEscape(e.output_commit).c_str());
-  std::string out = buf;
-  if (!e.extra.empty()) {
-    out.pop_back();  // the closing brace
-    for (const auto& [key, value] : e.extra) {
-      out += ",\"" + JsonEscape(key) + "\":" + std::to_string(value);
-    }
-    out += '}';
-  }
-  return out;
+  // Keys in the order docs/STATS.md lists them (ordered_json keeps insertion
+  // order); durations as signed integers, as before.
+  control::Json j;
+  j["epoch"] = e.epoch;
+  j["digest"] = DigestHex(e.digest);
+  j["acked"] = e.acked;
+  j["protected"] = e.protected_;
+  j["pause_us"] = static_cast<int64_t>(e.pause.count());
+  j["suspend_us"] = static_cast<int64_t>(e.suspend.count());
+  j["period_us"] = static_cast<int64_t>(e.period.count());
+  j["dirty_pages"] = e.dirty_pages;
+  static_assert(compress::kNumPageKinds == 5, "one pages_* key per page kind");
+  j["pages_zero"] = e.pages_by_kind[0];
+  j["pages_unchanged"] = e.pages_by_kind[1];
+  j["pages_delta"] = e.pages_by_kind[2];
+  j["pages_raw"] = e.pages_by_kind[3];
+  j["pages_lz4"] = e.pages_by_kind[4];
+  j["raw_bytes"] = e.raw_bytes;
+  j["wire_bytes"] = e.wire_bytes;
+  j["wire_bytes_per_page"] = Rounded(Ratio(e.wire_bytes, e.dirty_pages), 2);
+  j["cache_hits"] = e.cache_hits;
+  j["cache_misses"] = e.cache_misses;
+  j["cache_overflows"] = e.cache_overflows;
+  j["encode_us"] = static_cast<int64_t>(e.encode_time.count());
+  j["ack_latency_us"] = static_cast<int64_t>(e.ack_latency.count());
+  j["outbuf_high_water"] = static_cast<uint64_t>(e.outbuf_high_water);
+  j["output_commit"] = e.output_commit;
+  // Backend extras after the stable keys; a key that repeats a stable one
+  // would overwrite it in place, which no backend does.
+  for (const auto& [key, value] : e.extra) j[key] = value;
+  return control::Dump(j);
 }
 
 std::string EpochStatsLine(const EpochStats& e) {
@@ -77,17 +80,18 @@ std::string EpochStatsLine(const EpochStats& e) {
 }
 
 std::string TotalStatsJson(const TotalStats& t) {
-  char buf[512];
-  std::snprintf(buf, sizeof buf,
-                "{\"totals\":true,\"epochs\":%" PRIu64 ",\"acked\":%" PRIu64
-                ",\"dirty_pages\":%" PRIu64 ",\"raw_bytes\":%" PRIu64 ",\"wire_bytes\":%" PRIu64
-                ",\"compression_ratio\":%.2f,\"pause_mean_us\":%.1f,\"pause_max_us\":%lld,"
-                "\"resyncs\":%" PRIu64 "}",
-                t.epochs, t.acked, t.dirty_pages, t.raw_bytes, t.wire_bytes,
-                Ratio(t.raw_bytes, t.wire_bytes),
-                t.epochs ? static_cast<double>(t.pause_sum.count()) / t.epochs : 0.0,
-                static_cast<long long>(t.pause_max.count()), t.resyncs);
-  return buf;
+  control::Json j;
+  j["totals"] = true;
+  j["epochs"] = t.epochs;
+  j["acked"] = t.acked;
+  j["dirty_pages"] = t.dirty_pages;
+  j["raw_bytes"] = t.raw_bytes;
+  j["wire_bytes"] = t.wire_bytes;
+  j["compression_ratio"] = Rounded(Ratio(t.raw_bytes, t.wire_bytes), 2);
+  j["pause_mean_us"] = Rounded(t.epochs ? static_cast<double>(t.pause_sum.count()) / t.epochs : 0.0, 1);
+  j["pause_max_us"] = static_cast<int64_t>(t.pause_max.count());
+  j["resyncs"] = t.resyncs;
+  return control::Dump(j);
 }
 
 std::string TotalStatsLine(const TotalStats& t) {
