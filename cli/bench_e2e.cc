@@ -22,7 +22,8 @@
 #include "cli/options.h"
 #include "common/units.h"
 #include "compress/page.h"
-#include "replicator/epoch_loop.h"
+#include "replicator/primary_controller.h"
+#include "replicator/timer_driver.h"
 #include "restore/checkpoint_receiver.h"
 #include "sim/image_sink.h"
 #include "sim/sim_guest.h"
@@ -100,7 +101,7 @@ Result<RunResult> RunOnce(const sim::SimSpec& spec, microseconds interval, micro
 
   replicator::SenderOptions sopt;
   sopt.codec.cache_pages = cache_pages;
-  replicator::EpochLoopOptions lopt;
+  replicator::ControllerOptions lopt;
   lopt.interval = interval;
   lopt.ack_timeout = std::chrono::seconds(30);
   std::vector<double> pauses, copies, dirty;
@@ -130,7 +131,7 @@ Result<RunResult> RunOnce(const sim::SimSpec& spec, microseconds interval, micro
   };
   replicator::NoOutputCommit output;
   ROMULUS_RETURN_IF_ERROR((*guest)->Start());
-  replicator::EpochLoop loop(**guest, output, connect, sopt, lopt, nullptr);
+  replicator::PrimaryController loop(replicator::MakeTimerDriver(**guest), output, connect, sopt, lopt, nullptr);
   Status st = loop.Run(stop);
   auto elapsed = Clock::now() - measure_start;
   (*guest)->Stop();
@@ -209,7 +210,7 @@ Result<FirstSyncResult> RunFirstSync(const sim::SimSpec& spec, const std::string
 
   replicator::SenderOptions sopt;
   sopt.codec.cache_pages = cache_pages;
-  replicator::EpochLoopOptions lopt;
+  replicator::ControllerOptions lopt;
   lopt.max_epochs = 1;  // the full sync and its checkpoint
   Clock::time_point t0{}, streamed{}, acked{};
   FirstSyncResult r;
@@ -236,7 +237,7 @@ Result<FirstSyncResult> RunFirstSync(const sim::SimSpec& spec, const std::string
   };
   replicator::NoOutputCommit output;
   ROMULUS_RETURN_IF_ERROR((*guest)->Start());
-  replicator::EpochLoop loop(**guest, output, connect, sopt, lopt, nullptr);
+  replicator::PrimaryController loop(replicator::MakeTimerDriver(**guest), output, connect, sopt, lopt, nullptr);
   Status st = loop.Run(stop);
   (*guest)->Stop();
   backup.join();

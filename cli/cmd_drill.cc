@@ -39,7 +39,8 @@
 #include "cli/options.h"
 #include "cli/spawn.h"
 #include "replicator/control.h"
-#include "replicator/epoch_loop.h"
+#include "replicator/primary_controller.h"
+#include "replicator/timer_driver.h"
 #include "transport/security.h"
 
 namespace romulus::cli {

@@ -12,8 +12,8 @@
 #include "cli/net_options.h"
 #include "cli/options.h"
 #include "cli/replicate_setup.h"
+#include "replicator/timer_driver.h"
 #include "common/units.h"
-#include "replicator/epoch_loop.h"
 #include "sim/sim_guest.h"
 #include "sim/sim_spec.h"
 #include "transport/tcp.h"
@@ -70,7 +70,7 @@ int RunReplicate(int argc, char** argv) {
     return kExitFailure;
   }
   spdlog::info("simulated guest {} running", spec->ToString());
-  return RunEpochLoop(setup, **guest, target, sec);
+  return RunPrimary(setup, replicator::MakeTimerDriver(**guest, {setup.progress_bar}), target, sec);
 }
 
 }  // namespace romulus::cli

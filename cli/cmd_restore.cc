@@ -21,6 +21,7 @@
 #include "cli/net_options.h"
 #include "cli/options.h"
 #include "cli/replicate_setup.h"
+#include "replicator/timer_driver.h"
 #include "events/catalog.h"
 #include "common/digest.h"
 #include "common/units.h"
@@ -32,7 +33,7 @@
 #include "sim/image_sink.h"
 #include "transport/tcp.h"
 #if ROMULUS_HAVE_XEN
-#include "xen/xen_cli.h"
+#include "xen/xen_facade.h"
 #endif
 
 namespace romulus::cli {
@@ -465,7 +466,7 @@ int RunRestore(int argc, char** argv) {
     spdlog::info("replicating the activated guest to {} (the new backup; default tuning: interval {})", reverse_to,
                  FormatDuration(setup.loop.interval));
     if (!xen_domain.empty()) return RunReplicateXen(setup, xen_domain, *target, sec);
-    return RunEpochLoop(setup, *guest, *target, sec);
+    return RunPrimary(setup, replicator::MakeTimerDriver(*guest, {setup.progress_bar}), *target, sec);
   }
   if (guest && run_after.count() > 0) {
     uint64_t before = guest->steps();

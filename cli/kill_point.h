@@ -1,12 +1,12 @@
 // --kill-at PHASE[:EPOCH]: the primary SIGKILLs itself at a kill-point, so a
 // failover drill rehearses a primary that dies at exactly that phase. Shared
-// by the engine path and the Xen path (both take an EpochLoop-style hook).
+// by the engine path and the Xen path (ControllerOptions::phase_hook).
 #pragma once
 
 #include <cstdint>
 #include <functional>
 
-#include "replicator/epoch_loop.h"
+#include "replicator/phase.h"
 
 namespace romulus::cli {
 

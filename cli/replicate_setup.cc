@@ -93,7 +93,7 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
   out->loop.interval = interval;
   out->loop.ack_timeout = std::chrono::duration_cast<milliseconds>(ack);
   out->loop.max_epochs = epochs;
-  out->loop.progress_bar = isatty(STDERR_FILENO);
+  out->progress_bar = isatty(STDERR_FILENO);
   out->duration = duration;
   out->sender.codec.cache_pages = cache / compress::kPageSize;
   out->sender.codec.lz4_min_saving = lz4;
@@ -251,15 +251,20 @@ Result<std::unique_ptr<replicator::ControlServer>> StartControlSocket(const Repl
   return c;
 }
 
-int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
-                 const transport::HostPort& target, std::shared_ptr<const transport::SecurityContext> sec) {
+int RunPrimary(const ReplicateSetup& setup, std::unique_ptr<replicator::CheckpointDriver> driver,
+               const transport::HostPort& target, std::shared_ptr<const transport::SecurityContext> sec) {
   StartSignalWatcher();
+  const replicator::GuestFacts facts = driver->facts();
   replicator::StatsWriter stats;
   if (!setup.stats_json.empty() && !stats.OpenJson(setup.stats_json)) {
     spdlog::error("cannot write --stats-json {}: {}", setup.stats_json, std::strerror(errno));
     return kExitFailure;
   }
+  // Epochs come ten a second: at most one human line a second on a
+  // terminal, every epoch with --log-level debug.
   stats.set_human(isatty(STDERR_FILENO));
+  stats.set_human_min_gap(spdlog::get_level() <= spdlog::level::debug ? std::chrono::milliseconds(0)
+                                                                        : std::chrono::milliseconds(1000));
   auto output = MakeOutputCommit(setup);
   if (!output.ok()) {
     spdlog::error("output commit: {}", output.status().ToString());
@@ -267,53 +272,59 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
   }
   if (!(*output)->commits_output()) {
     spdlog::warn("network output is NOT buffered: the outside world may see output of epochs the backup "
-                 "never received (use --netbuf-dev IFACE)");
+                 "never received (use {})",
+                 facts.backend == "xen" ? "--netbuf-vif vifD.0" : "--netbuf-dev IFACE");
   }
-  replicator::EpochLoopOptions loop = setup.loop;
+  replicator::ControllerOptions opts = setup.loop;
   // Kept in memory always (`ctl wait`); written to a file with --events-json.
   events::EventLog events("primary");
   if (!setup.events_json.empty() && !events.Open(setup.events_json)) {
     spdlog::error("cannot write --events-json {}: {}", setup.events_json, std::strerror(errno));
     return kExitFailure;
   }
-  loop.events = &events;
+  opts.events = &events;
   std::unique_ptr<replicator::MetricsTextfile> metrics;
   if (!setup.metrics_textfile.empty()) {
-    auto m = replicator::MetricsTextfile::Open(setup.metrics_textfile, guest.identity());
+    auto m = replicator::MetricsTextfile::Open(setup.metrics_textfile, facts.identity);
     if (!m.ok()) {
       spdlog::error("{}", m.status().ToString());
       return kExitFailure;
     }
     metrics = std::move(*m);
   }
-  // The engine exists only below; on_epoch runs on its thread, after it.
-  replicator::EpochLoop* engine_ptr = nullptr;
+  // The controller exists only below; on_epoch runs on its thread, after it.
+  replicator::PrimaryController* engine_ptr = nullptr;
   if (metrics) {
     const bool commits = (*output)->commits_output();
-    loop.on_epoch = [m = metrics.get(), commits, &engine_ptr](const replicator::EpochStats& e) {
+    opts.on_epoch = [m = metrics.get(), commits, &engine_ptr](const replicator::EpochStats& e) {
       m->OnEpoch(e, commits, engine_ptr ? engine_ptr->totals().resyncs : 0);
     };
   }
-  if (setup.kill_enabled) {
-    loop.phase_hook = KillAtHook(setup.kill_phase, setup.kill_epoch);
-  }
+  if (setup.kill_enabled) opts.phase_hook = KillAtHook(setup.kill_phase, setup.kill_epoch);
   auto connect = [target, sec]() {
     return transport::Connect(target.host, target.port, sec, std::chrono::seconds(5));
   };
-  replicator::EpochLoop engine(guest, **output, connect, setup.sender, loop, &stats);
+  replicator::PrimaryController engine(std::move(driver), **output, connect, setup.sender, opts, &stats);
   engine_ptr = &engine;
   std::unique_ptr<replicator::ControlServer> control;
   {
     auto handler = replicator::WithEventWaits(
-        WithStatusExtra(replicator::PrimaryControlHandler(&engine, guest.identity()), setup.status_extra), &events,
-        &g_stop);
-    auto c = StartControlSocket(setup, guest.identity(), std::move(handler));
+        WithStatusExtra(replicator::PrimaryControlHandler(&engine), setup.status_extra), &events, &g_stop);
+    auto c = StartControlSocket(setup, facts.identity, std::move(handler));
     if (!c.ok()) {
       spdlog::error("{}", c.status().ToString());
       return kExitFailure;
     }
     control = std::move(*c);
   }
+  if (metrics) {
+    // Live gauges: a paused or disconnected primary has no epochs to report them.
+    metrics->SetRefresher([m = metrics.get(), &engine] { m->SetLiveState(engine.protected_now(), engine.paused()); });
+  }
+  spdlog::info("replicating {} ({}) every {}", facts.identity, FormatSize(facts.guest_pages * compress::kPageSize),
+               FormatDuration(engine.interval()));
+  // --duration is a stop request like SIGTERM: it also ends a wait for the
+  // first sync's commit.
   std::thread timer;
   if (setup.duration.count() > 0) {
     timer = std::thread([d = setup.duration] {
@@ -324,25 +335,24 @@ int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
       g_stop.store(true);
     });
   }
-  if (metrics) {
-    // Live gauges: a paused or disconnected primary has no epochs to report them.
-    metrics->SetRefresher([m = metrics.get(), &engine] { m->SetLiveState(engine.protected_now(), engine.paused()); });
-  }
   Status st = engine.Run(g_stop);
   if (metrics) metrics->SetRefresher(nullptr);
   g_stop.store(true);
+  if (timer.joinable()) timer.join();
   control.reset();  // after Run: a switchover request is answered before the socket goes
-  if (metrics) metrics->Close();
+  if (metrics) {
+    metrics->SetLiveState(false, engine.paused());
+    metrics->Close();
+  }
   if (engine.handed_over()) {
     spdlog::warn("switchover complete: the backup runs the guest from epoch {}; this copy stays paused",
                  engine.current_epoch());
   }
-  if (timer.joinable()) timer.join();
   stats.Totals(engine.totals());
-  events::PrimaryStop(loop.events, engine.last_acked_epoch(),
+  events::PrimaryStop(opts.events, engine.last_acked_epoch(),
                       st.ok() ? (engine.handed_over() ? "switchover" : "stopped") : st.ToString());
   if (!st.ok()) {
-    spdlog::error("replication failed: {}", st.ToString());
+    spdlog::error("replication of {} ended: {}", facts.identity, st.ToString());
     return kExitFailure;
   }
   return kExitOk;

@@ -10,7 +10,9 @@
 
 #include "cli/options.h"
 #include "replicator/control.h"
-#include "replicator/epoch_loop.h"
+#include "replicator/checkpoint_driver.h"
+#include "replicator/phase.h"
+#include "replicator/primary_controller.h"
 #include "transport/security.h"
 #include "transport/tcp.h"
 
@@ -18,7 +20,8 @@ namespace romulus::cli {
 
 struct ReplicateSetup {
   replicator::SenderOptions sender;
-  replicator::EpochLoopOptions loop;
+  replicator::ControllerOptions loop;
+  bool progress_bar = false;  // the first sync of a simulated guest as a bar (stderr is a TTY)
   std::string stats_json;
   std::string events_json;  // --events-json (docs/EVENTS.md); "" = none
   std::chrono::microseconds duration{0};  // 0 = until stopped
@@ -47,7 +50,7 @@ ReplicateSetup DefaultReplicateSetup();
 // Blocks SIGINT/SIGTERM in this thread and every thread started after it and
 // turns them into a stop request. Call before starting any thread.
 // One watcher per process: only the first call starts it, later calls (e.g.
-// RunEpochLoop's, when `restore --reverse-to` turns a backup into a primary)
+// RunPrimary's, when `restore --reverse-to` turns a backup into a primary)
 // do nothing, so two sigwait threads never compete for one signal.
 // `on_signal`, if given, runs on the watcher thread right after the stop
 // flag is set (instead of the default log line): a caller that blocks in
@@ -70,11 +73,13 @@ Result<std::unique_ptr<replicator::ControlServer>> StartControlSocket(const Repl
 // reverse replication's "replicating_to"); `handler` itself when extra is "".
 replicator::ControlHandler WithStatusExtra(replicator::ControlHandler handler, const std::string& extra);
 
-// Runs the epoch loop until SIGINT/SIGTERM, --epochs or --duration. Exit code.
-int RunEpochLoop(const ReplicateSetup& setup, replicator::GuestSource& guest,
-                 const transport::HostPort& target, std::shared_ptr<const transport::SecurityContext> sec);
-// The Xen path (libxenguest drives the epochs); exits 1 with a clear message
-// when this build has no Xen support.
+// Runs the primary controller over `driver` until SIGINT/SIGTERM, --epochs,
+// --duration or a switchover, with stats, events, metrics, output commit and
+// the control socket. Exit code.
+int RunPrimary(const ReplicateSetup& setup, std::unique_ptr<replicator::CheckpointDriver> driver,
+               const transport::HostPort& target, std::shared_ptr<const transport::SecurityContext> sec);
+// The Xen path: opens the domain's driver (xen/xen_facade.h) and runs it;
+// exits 1 with a clear message when this build has no Xen support.
 int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain,
                     const transport::HostPort& target, std::shared_ptr<const transport::SecurityContext> sec);
 

@@ -39,7 +39,6 @@ Result<ParsedReply> ParseReply(std::string_view line) {
 const char* RoleName(Role role) {
   switch (role) {
     case Role::kPrimary: return "primary";
-    case Role::kXenPrimary: return "Xen primary";
     case Role::kBackup: return "backup";
     case Role::kXenBackup: return "Xen backup";
   }
@@ -48,28 +47,28 @@ const char* RoleName(Role role) {
 
 namespace {
 
-bool IsPrimary(Role role) { return role == Role::kPrimary || role == Role::kXenPrimary; }
+bool IsPrimary(Role role) { return role == Role::kPrimary; }
 
 // The command set, in the order `help` lists it; one table for every role.
 struct Entry {
   const char* usage;  // as `help` shows it
   Request sample;     // its type
-  bool primary, xen_primary, backup, xen_backup;
+  bool primary, backup, xen_backup;
 };
 const std::array<Entry, 12>& Table() {
   static const std::array<Entry, 12> table = {{
-      {"status", StatusReq{}, true, true, true, true},
-      {"stats", StatsReq{}, true, true, false, false},
-      {"set interval D", SetIntervalReq{}, true, true, false, false},
-      {"set cache-size S", SetCacheSizeReq{}, true, true, false, false},
-      {"pause", PauseReq{}, true, true, false, false},
-      {"resume", ResumeReq{}, true, true, false, false},
-      {"failover", FailoverReq{}, false, false, true, true},
-      {"digest EPOCH [REGIONS]", DigestReq{}, true, false, true, false},
-      {"switchover", SwitchoverReq{}, true, true, false, false},
-      {"set reverse-to HOST:PORT|none", SetReverseToReq{}, false, false, true, true},
-      {"help", HelpReq{}, true, true, true, true},
-      {"wait EVENT [after SEQ] [within D]", WaitReq{}, true, true, true, true},
+      {"status", StatusReq{}, true, true, true},
+      {"stats", StatsReq{}, true, false, false},
+      {"set interval D", SetIntervalReq{}, true, false, false},
+      {"set cache-size S", SetCacheSizeReq{}, true, false, false},
+      {"pause", PauseReq{}, true, false, false},
+      {"resume", ResumeReq{}, true, false, false},
+      {"failover", FailoverReq{}, false, true, true},
+      {"digest EPOCH [REGIONS]", DigestReq{}, true, true, false},
+      {"switchover", SwitchoverReq{}, true, false, false},
+      {"set reverse-to HOST:PORT|none", SetReverseToReq{}, false, true, true},
+      {"help", HelpReq{}, true, true, true},
+      {"wait EVENT [after SEQ] [within D]", WaitReq{}, true, true, true},
   }};
   return table;
 }
@@ -77,7 +76,6 @@ const std::array<Entry, 12>& Table() {
 bool Has(const Entry& e, Role role) {
   switch (role) {
     case Role::kPrimary: return e.primary;
-    case Role::kXenPrimary: return e.xen_primary;
     case Role::kBackup: return e.backup;
     case Role::kXenBackup: return e.xen_backup;
   }
@@ -101,8 +99,8 @@ Reply Refusal(Role role, const Request& r) {
             "with no lost epoch use `romulus switchover`";
   } else if (std::holds_alternative<SetReverseToReq>(r)) {
     where = "it is the backup's command (romulus ctl --socket BACKUP.sock set reverse-to HOST:PORT)";
-  } else if (std::holds_alternative<DigestReq>(r) && (role == Role::kXenPrimary || role == Role::kXenBackup)) {
-    where = "region digests exist for simulated guests only, not for Xen domains";
+  } else if (std::holds_alternative<DigestReq>(r) && role == Role::kXenBackup) {
+    where = "a Xen backup keeps no region digests (its libxenguest holds the memory); each epoch's digest is in its commit events";
   } else if (!IsPrimary(role)) {
     where = "it is a primary command (romulus ctl --socket PRIMARY.sock ...)";
   } else {

@@ -53,12 +53,11 @@ Result<ParsedReply> ParseReply(std::string_view line);
 
 // Who answers on a control socket; decides the command set.
 enum class Role {
-  kPrimary,     // replicate --guest sim:... (and a simulated guest's reverse primary)
-  kXenPrimary,  // replicate --domain (and a Xen reverse primary)
+  kPrimary,     // replicate, any guest type (and a reverse primary)
   kBackup,      // restore with an image (simulated guest)
   kXenBackup,   // restore --xen
 };
-const char* RoleName(Role role);  // "primary", "Xen primary", "backup", "Xen backup"
+const char* RoleName(Role role);  // "primary", "backup", "Xen backup"
 
 // Whether `role` has the command `r`.
 bool Supports(Role role, const Request& r);

@@ -19,7 +19,7 @@
 #include "common/units.h"
 #include "control/replies.h"
 #include "events/event_log.h"
-#include "replicator/epoch_loop.h"
+#include "replicator/primary_controller.h"
 
 namespace romulus::replicator {
 
@@ -312,25 +312,14 @@ std::string DefaultControlSocket(const std::string& guest_identity) {
   return std::string(dir) + "/" + name + ".sock";
 }
 
-ControlReply IntervalSetReply(std::chrono::microseconds interval) {
-  spdlog::info("control: checkpoint interval set to {} from the next epoch", FormatDuration(interval));
-  return ControlReply::Ok(control::IntervalSetJson(interval));
-}
+namespace {
 
-ControlReply PauseReply(bool paused) {
-  spdlog::warn("control: {} requested", paused ? "pause" : "resume");
-  return ControlReply::Ok(control::PausedJson(paused));
-}
-
-ControlReply StatsReply(const std::string& stats_text) {
-  auto j = control::StatsJson(stats_text);
-  if (!j.ok()) return ControlReply::Fail("stats: " + j.status().message());
-  return ControlReply::Ok(std::move(*j));
-}
-
+// `set cache-size` after the controller tried it: `applied_live` is its
+// outcome (true: next epoch on both ends, false: next session) or why not —
+// InvalidArgument (above the backup's limit) is the operator's mistake
+// (usage), anything else a failure that changed nothing.
 ControlReply CacheSizeReply(uint64_t bytes, const Result<bool>& applied_live) {
   if (!applied_live.ok()) {
-    // Above the backup's limit: the request was wrong for this pair.
     if (applied_live.status().code() == Code::kInvalidArgument) {
       return ControlReply::Usage("set cache-size: " + applied_live.status().message());
     }
@@ -344,54 +333,36 @@ ControlReply CacheSizeReply(uint64_t bytes, const Result<bool>& applied_live) {
   return ControlReply::Ok(control::CacheSizeNextSessionJson(bytes));
 }
 
-namespace {
-
-// The engine's dispatcher (control::Role::kPrimary): every request here is
-// one the role has (ForRole refused the others).
+// Every request here is one the role has (ForRole refused the others).
 struct PrimaryDispatch {
-  EpochLoop* loop;
-  const std::string& identity;
+  PrimaryController* primary;
   const std::function<void()>& on_switchover;
 
   ControlReply operator()(const control::StatusReq&) const {
-    control::PrimaryStatus v;
-    v.guest = identity;
-    v.epoch = loop->current_epoch();
-    v.last_acked = loop->last_acked_epoch();
-    v.last_ack_age = loop->since_last_ack();
-    v.protected_now = loop->protected_now();
-    v.paused = loop->paused();
-    v.output_commit = loop->output_state();
-    v.interval = loop->interval();
-    v.cache_size = loop->cache_size_active();
-    v.cache_size_next_session = loop->cache_size_next();
-    v.unprotected_reason = loop->unprotected_reason();
-    v.backend = "sim";
-    return ControlReply::Ok(control::ToJson(v));
+    return ControlReply::Ok(control::ToJson(primary->StatusView()));
   }
-  ControlReply operator()(const control::StatsReq&) const { return StatsReply(loop->StatsJson()); }
+  ControlReply operator()(const control::StatsReq&) const {
+    auto j = control::StatsJson(primary->StatsJson());
+    if (!j.ok()) return ControlReply::Fail("stats: " + j.status().message());
+    return ControlReply::Ok(std::move(*j));
+  }
   ControlReply operator()(const control::SetIntervalReq& r) const {
-    loop->SetInterval(r.interval);
-    return IntervalSetReply(r.interval);
+    primary->SetInterval(r.interval);
+    spdlog::info("control: checkpoint interval set to {} from the next epoch", FormatDuration(r.interval));
+    return ControlReply::Ok(control::IntervalSetJson(r.interval));
   }
   ControlReply operator()(const control::SetCacheSizeReq& r) const {
-    return CacheSizeReply(r.bytes, loop->SetCacheSize(r.bytes));
+    return CacheSizeReply(r.bytes, primary->SetCacheSize(r.bytes));
   }
-  ControlReply operator()(const control::PauseReq&) const {
-    loop->SetPaused(true);
-    return PauseReply(true);
-  }
-  ControlReply operator()(const control::ResumeReq&) const {
-    loop->SetPaused(false);
-    return PauseReply(false);
-  }
+  ControlReply operator()(const control::PauseReq&) const { return Pause(true); }
+  ControlReply operator()(const control::ResumeReq&) const { return Pause(false); }
   ControlReply operator()(const control::DigestReq& r) const {
-    auto d = loop->RegionDigestsAt(r.epoch, r.regions, milliseconds(20000));
+    auto d = primary->RegionDigestsAt(r.epoch, r.regions, milliseconds(20000));
     if (!d.ok()) return ControlReply::Fail(d.status().message());
     return ControlReply::Ok(control::ToJson(control::DigestAnswer{d->epoch, d->digest, d->guest_pages, d->regions}));
   }
   ControlReply operator()(const control::SwitchoverReq&) const {
-    auto e = loop->Handover(milliseconds(60000));
+    auto e = primary->Handover(milliseconds(60000));
     if (!e.ok()) return ControlReply::Fail("switchover: " + e.status().message());
     if (on_switchover) on_switchover();
     return ControlReply::Ok(control::SwitchoverJson(*e, "paused here; the backup activates from final_epoch"));
@@ -401,15 +372,20 @@ struct PrimaryDispatch {
   ControlReply operator()(const Other& r) const {
     return control::Refusal(control::Role::kPrimary, control::Request(r));
   }
+
+  ControlReply Pause(bool paused) const {
+    primary->SetPaused(paused);
+    spdlog::warn("control: {} requested", paused ? "pause" : "resume");
+    return ControlReply::Ok(control::PausedJson(paused));
+  }
 };
 
 }  // namespace
 
-ControlHandler PrimaryControlHandler(EpochLoop* loop, std::string identity, std::function<void()> on_switchover) {
+ControlHandler PrimaryControlHandler(PrimaryController* primary, std::function<void()> on_switchover) {
   return ForRole(control::Role::kPrimary,
-                 [loop, identity = std::move(identity),
-                  on_switchover = std::move(on_switchover)](const control::Request& r) -> ControlReply {
-                   return std::visit(PrimaryDispatch{loop, identity, on_switchover}, r);
+                 [primary, on_switchover = std::move(on_switchover)](const control::Request& r) -> ControlReply {
+                   return std::visit(PrimaryDispatch{primary, on_switchover}, r);
                  });
 }
 

@@ -38,7 +38,7 @@ class EventLog;
 
 namespace romulus::replicator {
 
-class EpochLoop;
+class PrimaryController;
 
 inline constexpr size_t kMaxControlRequest = control::kMaxRequestBytes;  // bytes, newline included
 inline constexpr size_t kMaxControlWords = control::kMaxRequestWords;
@@ -95,26 +95,11 @@ Result<std::string> ControlCall(const std::string& path, const std::string& requ
 // when /run/romulus is a writable directory, else "" (none).
 std::string DefaultControlSocket(const std::string& guest_identity);
 
-// ---- What both primaries' dispatchers share (the engine's below, the Xen
-// path's in xen/xen_primary_state.h), so that both answer and log alike.
-// `set interval` accepted (logs it).
-ControlReply IntervalSetReply(std::chrono::microseconds interval);
-// `pause` / `resume` done (logs it).
-ControlReply PauseReply(bool paused);
-// `stats` from the engine's {"last":...,"totals":...} text.
-ControlReply StatsReply(const std::string& stats_text);
-// `set cache-size` after the role tried it: `applied_live` is its outcome
-// (true: next epoch on both ends, false: next session) or why not —
-// InvalidArgument (above the backup's limit) is the operator's mistake
-// (usage), anything else a failure that changed nothing.
-ControlReply CacheSizeReply(uint64_t bytes, const Result<bool>& applied_live);
-
-// The primary's command set bound to a running EpochLoop:
+// The primary's command set, for every guest type (control::Role::kPrimary):
 //   status | stats | set interval D | set cache-size S | pause | resume |
-//   digest EPOCH [REGIONS] | switchover | help (control::Role::kPrimary)
-// `identity` names the guest in status; `on_switchover` (may be empty) runs
-// after a successful handover (the replicate command stops then).
-ControlHandler PrimaryControlHandler(EpochLoop* loop, std::string identity,
-                                     std::function<void()> on_switchover = nullptr);
+//   digest EPOCH [REGIONS] | switchover | help
+// `on_switchover` (may be empty) runs after a successful handover (the
+// replicate command stops then).
+ControlHandler PrimaryControlHandler(PrimaryController* primary, std::function<void()> on_switchover = nullptr);
 
 }  // namespace romulus::replicator

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "replicator/stats.h"
 
 namespace romulus::replicator {
@@ -63,14 +64,15 @@ class MetricsTextfile {
   std::string path_, guest_label_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::map<std::string, Metric> metrics_;  // guarded by mu_
-  std::vector<uint64_t> pause_buckets_;    // guarded by mu_; counts per kPauseBuckets bound
-  uint64_t pause_count_ = 0;
-  double pause_sum_ = 0;
-  bool dirty_ = false, closed_ = false;
+  std::map<std::string, Metric> metrics_ GUARDED_BY(mu_);
+  std::vector<uint64_t> pause_buckets_ GUARDED_BY(mu_);  // counts per kPauseBuckets bound
+  uint64_t pause_count_ GUARDED_BY(mu_) = 0;
+  double pause_sum_ GUARDED_BY(mu_) = 0;
+  bool dirty_ GUARDED_BY(mu_) = false;
+  bool closed_ GUARDED_BY(mu_) = false;
   std::thread writer_;
   std::mutex refresh_mu_;
-  std::function<void()> refresher_;  // guarded by refresh_mu_
+  std::function<void()> refresher_ GUARDED_BY(refresh_mu_);
 };
 
 }  // namespace romulus::replicator

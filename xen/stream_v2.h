@@ -242,11 +242,4 @@ uint8_t EnvelopeKindOf(std::span<const uint8_t> blob);
 uint32_t LoadBe32(const uint8_t* p);
 uint64_t LoadBe64(const uint8_t* p);
 
-// The former spellings of common/little_endian.h, kept only while
-// xen/tools/romulus_xen_tool.cc still calls them; new code uses LoadLE32...
-inline uint32_t LoadLe32(const uint8_t* p) { return LoadLE32(p); }
-inline uint64_t LoadLe64(const uint8_t* p) { return LoadLE64(p); }
-inline void StoreLe32(uint8_t* p, uint32_t v) { StoreLE32(p, v); }
-inline void StoreLe64(uint8_t* p, uint64_t v) { StoreLE64(p, v); }
-
 }  // namespace romulus::xen

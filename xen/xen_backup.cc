@@ -113,7 +113,7 @@ Status XenSink::ReclaimReplicaName() {
 void XenSink::DropCurrent(const char* why) {
   if (!cur_) return;
   if (cur_->created()) {
-    fprintf(stderr, "romulus: %s: destroying replica domain %s (domid %u)\n", why, cur_->name().c_str(),
+    spdlog::info("{}: destroying replica domain {} (domid {})", why, cur_->name(),
             cur_->domid());
   }
   cur_.reset();  // EOF, wait for libxenguest, destroy
@@ -121,8 +121,8 @@ void XenSink::DropCurrent(const char* why) {
 
 void XenSink::DropHeld(const char* why) {
   if (!held_) return;
-  fprintf(stderr, "romulus: %s: destroying the held replica %s (domid %u, epoch %llu)\n", why,
-          held_->name().c_str(), held_->domid(), (unsigned long long)held_epoch_.load());
+  spdlog::info("{}: destroying the held replica {} (domid {}, epoch {})", why,
+          held_->name(), held_->domid(), held_epoch_.load());
   has_held_ = false;
   held_.reset();
   held_epoch_ = 0;
@@ -145,18 +145,17 @@ Status XenSink::BeginSession(uint64_t guest_pages, const std::string& identity) 
       // (and a failed one leaves the held one as the newest checkpoint).
       if (fin.ok()) DropHeld("a newer checkpoint exists");
       if (!fin.ok()) {
-        fprintf(stderr, "romulus: error: the replica of epoch %llu could not be completed (%s); %s\n",
-                (unsigned long long)epoch, fin.ToString().c_str(),
-                held_ ? "the held replica stays the newest checkpoint" : "no checkpoint is left until the new session commits");
+        spdlog::error("the replica of epoch {} could not be completed ({}); {}", epoch, fin.ToString(),
+                      held_ ? "the held replica stays the newest checkpoint"
+                            : "no checkpoint is left until the new session commits");
         DropCurrent("its restore failed");
       } else {
         // Renamed so the new replica can take NAME--incoming. A failed
         // rename only costs a name: the checkpoint is kept all the same.
         Status rn = cur_->Rename(held_name_);
-        if (!rn.ok()) fprintf(stderr, "romulus: warning: renaming the held replica: %s\n", rn.ToString().c_str());
-        fprintf(stderr, "romulus: new session from the primary: keeping replica domain %u as the held replica %s "
-                "(epoch %llu) until the new session commits\n", cur_->domid(), cur_->name().c_str(),
-                (unsigned long long)epoch);
+        if (!rn.ok()) spdlog::warn("renaming the held replica: {}", rn.ToString());
+        spdlog::info("new session from the primary: keeping replica domain {} as the held replica {} (epoch {}) until the new session commits", cur_->domid(), cur_->name(),
+                epoch);
         held_epoch_ = epoch;  // before committed_ drops: has_committed() never blinks
         has_held_ = true;
         held_ = std::move(cur_);
@@ -164,8 +163,8 @@ Status XenSink::BeginSession(uint64_t guest_pages, const std::string& identity) 
     } else {
       DropCurrent("new session from the primary: the replica being built committed nothing");
       if (held_) {
-        fprintf(stderr, "romulus: keeping the held replica %s (epoch %llu): still the newest checkpoint\n",
-                held_->name().c_str(), (unsigned long long)held_epoch_.load());
+        spdlog::info("keeping the held replica {} (epoch {}): still the newest checkpoint",
+                held_->name(), held_epoch_.load());
       }
     }
   }
@@ -276,8 +275,8 @@ Status XenSink::CreateReplica(const std::map<std::string, std::string>& info) {
     cur_.reset();
     return st;
   }
-  fprintf(stderr, "romulus: created replica domain %s (domid %u, %u vCPU, %llu KiB) for %s\n", name_.c_str(),
-          cur_->domid(), spec.max_vcpus, (unsigned long long)spec.max_memkb, orig.c_str());
+  spdlog::info("created replica domain {} (domid {}, {} vCPU, {} KiB) for {}", name_,
+          cur_->domid(), spec.max_vcpus, spec.max_memkb, orig);
   return Status::Ok();
 }
 
@@ -295,15 +294,15 @@ Status XenSink::Activate(const std::string& reason) {
     return Status::InvalidArgument("cannot activate the Xen replica: no checkpoint was committed");
   }
   auto t0 = Clock::now();
-  fprintf(stderr, "romulus: failover (%s): activating domain %s from epoch %llu%s\n", reason.c_str(),
-          r->name().c_str(), (unsigned long long)epoch,
+  spdlog::info("failover ({}): activating domain {} from epoch {}{}", reason,
+          r->name(), epoch,
           r == held_.get() ? " (the held replica: the new session had committed nothing)" : "");
   if (r == held_.get()) {
     DropCurrent("failover to the held replica: the new session's replica is half-built");
     // Back to the replica name, as any activated replica has until it takes
     // the original name (xenconsoled names the log after it at activation).
     Status rn = held_->Rename(name_);
-    if (!rn.ok()) fprintf(stderr, "romulus: warning: renaming the held replica: %s\n", rn.ToString().c_str());
+    if (!rn.ok()) spdlog::warn("renaming the held replica: {}", rn.ToString());
   } else {
     DropHeld("failover to a newer checkpoint");
   }
@@ -314,8 +313,8 @@ Status XenSink::Activate(const std::string& reason) {
   activated_name_ = r->name();
   activated_ = true;
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
-  fprintf(stderr, "romulus: domain %s (domid %u) running from epoch %llu, activation took %lld ms\n",
-          r->name().c_str(), r->domid(), (unsigned long long)epoch, (long long)ms);
+  spdlog::info("domain {} (domid {}) running from epoch {}, activation took {} ms",
+          r->name(), r->domid(), epoch, ms);
   Status s = r->TakeName(final_name_);
   activated_name_ = r->name();
   return s;
@@ -335,8 +334,7 @@ Result<std::unique_ptr<restore::GuestSink>> CreateXenSink(const XenRestoreOption
   ROMULUS_RETURN_IF_ERROR(CheckVersionMatch((*h)->xch()));
   if (opts.create_vifs && access(opts.vif_script.c_str(), X_OK) != 0) {
     // Said now, not at failover; the guest still fails over, without NICs.
-    fprintf(stderr, "romulus: warning: vif hotplug script %s: %s: a guest's network interfaces cannot be "
-            "recreated at failover (--vif-script PATH, or --no-vifs)\n", opts.vif_script.c_str(), strerror(errno));
+    spdlog::warn("vif hotplug script {}: {}: a guest's network interfaces cannot be recreated at failover (--vif-script PATH, or --no-vifs)", opts.vif_script, strerror(errno));
   }
   return std::unique_ptr<restore::GuestSink>(new XenSink(opts, std::move(*h)));
 }

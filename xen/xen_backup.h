@@ -19,7 +19,7 @@
 // named NAME--held), so the backup always has a checkpoint to activate
 // (docs/FAILURE-MODEL.md, first law; docs/XEN-STREAM.md §4).
 //
-// Created through CreateXenSink (xen/xen_cli.h).
+// Created through CreateXenSink (xen/xen_facade.h).
 #pragma once
 
 #include <atomic>
@@ -29,7 +29,7 @@
 
 #include "restore/guest_sink.h"
 #include "xen/stream_split.h"
-#include "xen/xen_cli.h"
+#include "xen/xen_facade.h"
 #include "xen/xen_env.h"
 #include "xen/xen_replica.h"
 

@@ -1,5 +1,6 @@
 #include "xen/xen_env.h"
 
+#include <spdlog/spdlog.h>
 #include <algorithm>
 
 #include <cerrno>
@@ -9,7 +10,7 @@
 #include <deque>
 #include <cstdarg>
 
-#include "xen/xen_cli.h"
+#include "xen/xen_facade.h"
 
 #ifndef ROMULUS_XEN_TOOLS_VERSION
 #define ROMULUS_XEN_TOOLS_VERSION "unknown"
@@ -37,7 +38,12 @@ struct XenHandles::Logger {
     vsnprintf(msg, sizeof msg, format, al);
     std::string line = std::string(context ? context : "xen") + ": " + msg;
     if (errnoval >= 0) line += std::string(": ") + strerror(errnoval);
-    if (level >= self->print_level) fprintf(stderr, "%s\n", line.c_str());
+    if (level >= self->print_level) {
+      spdlog::log(level >= XTL_ERROR  ? spdlog::level::err
+                  : level >= XTL_WARN ? spdlog::level::warn
+                                      : spdlog::level::debug,
+                  "{}", line);
+    }
     if (level >= XTL_WARN) {
       std::lock_guard<std::mutex> lock(self->mu);
       self->recent.push_back(line);
@@ -138,7 +144,7 @@ std::vector<VifSpec> ReadVifs(const XenHandles& h, uint32_t domid) {
     v.devid = unsigned(strtoul(ents[i], nullptr, 10));
     const std::string backend = XsRead(h.xsh(), fe + "/backend");
     if (XsRead(h.xsh(), fe + "/backend-id") != "0" || backend.empty()) {
-      fprintf(stderr, "romulus: warning: vif %s of domain %u is not served by dom0: the backup will not recreate it\n",
+      spdlog::warn("vif {} of domain {} is not served by dom0: the backup will not recreate it",
               ents[i], domid);
       continue;
     }
@@ -146,8 +152,7 @@ std::vector<VifSpec> ReadVifs(const XenHandles& h, uint32_t domid) {
     if (v.mac.empty()) v.mac = XsRead(h.xsh(), fe + "/mac");
     v.bridge = XsRead(h.xsh(), backend + "/bridge");
     if (!VifInfoLines({v}).ok() || out.size() == kMaxVifs) {
-      fprintf(stderr, "romulus: warning: vif %s of domain %u (mac \"%s\", bridge \"%s\") cannot be described to the "
-              "backup: it will not be recreated there\n", ents[i], domid, v.mac.c_str(), v.bridge.c_str());
+      spdlog::warn("vif {} of domain {} (mac \"{}\", bridge \"{}\") cannot be described to the backup: it will not be recreated there", ents[i], domid, v.mac, v.bridge);
       continue;
     }
     out.push_back(v);

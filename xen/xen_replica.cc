@@ -1,5 +1,6 @@
 #include "xen/xen_replica.h"
 
+#include <spdlog/spdlog.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -294,12 +295,11 @@ Status XenReplica::TakeName(const std::string& final_name) {
       free(ents);
       if (!taken) {
         Status s = Rename(final_name);
-        if (s.ok()) fprintf(stderr, "romulus: domain %u renamed to %s\n", domid_, final_name.c_str());
+        if (s.ok()) spdlog::info("domain {} renamed to {}", domid_, final_name);
         return s;
       }
       if (Clock::now() >= deadline) {
-        fprintf(stderr, "romulus: warning: a domain named %s still exists; the replica keeps the name %s\n",
-                final_name.c_str(), spec_.name.c_str());
+        spdlog::warn("a domain named {} still exists; the replica keeps the name {}", final_name, spec_.name);
         return Status::Ok();
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -407,19 +407,18 @@ Status XenReplica::RunVifHotplug(const VifSpec& v) {
 void XenReplica::CreateVifs() {
   if (spec_.vifs.empty()) return;
   if (!opts_.create_vifs) {
-    fprintf(stderr, "romulus: warning: the guest had %zu vif(s); not recreated (--no-vifs): it has no network\n",
-            spec_.vifs.size());
+    spdlog::warn("the guest had {} vif(s); not recreated (--no-vifs): it has no network", spec_.vifs.size());
     return;
   }
   for (const VifSpec& v : spec_.vifs) {
     Status s = WriteVifNodes(v);
     if (s.ok()) s = RunVifHotplug(v);
     if (s.ok()) {
-      fprintf(stderr, "romulus: vif%u.%u (mac %s%s%s) recreated for the activated guest\n", domid_, v.devid,
-              v.mac.c_str(), v.bridge.empty() ? "" : ", bridge ", v.bridge.c_str());
+      spdlog::info("vif{}.{} (mac {}{}{}) recreated for the activated guest", domid_, v.devid,
+              v.mac, v.bridge.empty() ? "" : ", bridge ", v.bridge);
     } else {
-      fprintf(stderr, "romulus: warning: vif %u (mac %s) of the activated guest: %s\n", v.devid, v.mac.c_str(),
-              s.ToString().c_str());
+      spdlog::warn("vif {} (mac {}) of the activated guest: {}", v.devid, v.mac,
+              s.ToString());
     }
   }
 }

@@ -20,7 +20,7 @@
 
 #include "common/status.h"
 #include "xen/vif_spec.h"
-#include "xen/xen_cli.h"
+#include "xen/xen_facade.h"
 #include "xen/xen_env.h"
 
 namespace romulus::xen {

@@ -23,9 +23,9 @@
 # LAB_ROMULUS_REPLICATE_ARGS (extra replicate flags, e.g. "--encoder scalar"),
 # LAB_ROMULUS_FIRST_TIMEOUT (s to wait for checkpoint 1, 600), LAB_ROMULUS_FAILOVER_LIMIT (s, 90),
 # LAB_LIVE_STATS=1 (print the primary's latest epoch line every 2 s: the demo's live stats).
-# Which binary: /usr/bin/romulus when its `restore` knows --xen (the engine CLI); otherwise
-# romulus-xen (xen/tools: the Xen path over a bare TCP framing, no engine), found as
-# /usr/bin/romulus-xen, /lab/extra/romulus-xen, or /usr/bin/romulus itself.
+# The binary: /usr/bin/romulus, whose `restore` must know --xen. romulus-xen (xen/tools: the
+# Xen driver alone), found as /usr/bin/romulus-xen or /lab/extra/romulus-xen, records the
+# fixture (step 2) when asked.
 . /lab/dom0-lib.sh
 D=${LAB_DURATION:-30}
 [ "$D" -ge 30 ] 2>/dev/null || D=30
@@ -37,21 +37,10 @@ TOOL=""
 for t in /usr/bin/romulus-xen /lab/extra/romulus-xen /usr/bin/romulus; do
   [ -x "$t" ] && timeout 10 "$t" 2>&1 | grep -q record-stream && { TOOL=$t; break; }
 done
-MODE=""
-# (never run `restore` on romulus-xen: it would start listening)
-if [ -x /usr/bin/romulus ] && [ -z "${LAB_ROMULUS_FORCE_TOOL:-}" ] && [ "$TOOL" != /usr/bin/romulus ] && \
-   timeout 10 /usr/bin/romulus restore --help 2>&1 | grep -q -- '--xen'; then
-  MODE=cli
-elif [ -n "$TOOL" ]; then
-  MODE=tool
-else
-  lab_fail "no Romulus with the Xen backend (romulus restore --xen, or romulus-xen)"
-fi
-if [ "$MODE" = tool ]; then
-  lab_note "mode=tool ($TOOL: Xen path over bare TCP, engine not used); $("$TOOL" probe 2>&1)"
-else
-  lab_note "mode=cli (/usr/bin/romulus)"
-fi
+MODE=cli
+[ -x /usr/bin/romulus ] && timeout 10 /usr/bin/romulus restore --help 2>&1 | grep -q -- '--xen' ||
+  lab_fail "no Romulus with the Xen backend (/usr/bin/romulus restore --xen)"
+lab_note "mode=cli (/usr/bin/romulus)"
 
 # xenconsoled appends to a log named after the domain: a guest1 of an earlier scenario
 # (the baseline) would make the new guest look booted and counting before it is.
@@ -91,15 +80,11 @@ if [ -n "${LAB_XEN_FIXTURE:-}" ] && [ -n "$TOOL" ]; then
 fi
 
 # ---- 3. backup
-if [ "$MODE" = cli ]; then
-  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
-  chmod 600 "$W/psk"  # romulus refuses a key file others can read
-  romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" \
-    --failover-timeout "${LAB_ROMULUS_FAILOVER_TIMEOUT:-2s}" --log-level "${LAB_ROMULUS_LOG_LEVEL:-info}" \
-    --events-json "$W/events.jsonl" >"$W/backup.log" 2>&1 &
-else
-  "$TOOL" restore --listen "$PORT" --timeout 5000 ${LAB_ROMULUS_VERBOSE:+--verbose 1} >"$W/backup.log" 2>&1 &
-fi
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
+chmod 600 "$W/psk"  # romulus refuses a key file others can read
+romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" \
+  --failover-timeout "${LAB_ROMULUS_FAILOVER_TIMEOUT:-2s}" --log-level "${LAB_ROMULUS_LOG_LEVEL:-info}" \
+  --events-json "$W/events.jsonl" >"$W/backup.log" 2>&1 &
 BP=$!
 lab_evidence "$W/backup.log" "$W/events.jsonl" "$W/primary.log" "$W/pevents.jsonl" "$W/stats.jsonl"
 lab_wait_listening "$W/backup.log" $BP
@@ -109,25 +94,16 @@ lab_wait_listening "$W/backup.log" $BP
 labstat pausemon "$P" "$W/pause.log" 1000 &
 PM=$!
 T0=$(lab_now)
-if [ "$MODE" = cli ]; then
-  # --stats-json: one JSON line per epoch (docs/STATS.md), a totals line at exit.
-  # Under TCG on a loaded host an ack can take seconds: the ack timeout is generous.
-  romulus replicate --domain guest1 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
-    --ack-timeout "${LAB_ROMULUS_ACK_TIMEOUT:-15s}" --log-level "${LAB_ROMULUS_LOG_LEVEL:-info}" \
-    --stats-json "$W/stats.jsonl" --events-json "$W/pevents.jsonl" ${LAB_ROMULUS_REPLICATE_ARGS:-} \
-    >"$W/primary.log" 2>&1 &
-else
-  "$TOOL" replicate --domain guest1 --to "127.0.0.1:$PORT" --interval "$I" --stats "$W/stats.jsonl" \
-    --ack-timeout "${LAB_ROMULUS_ACK_TIMEOUT_MS:-5000}" \
-    >"$W/primary.log" 2>&1 &
-fi
+# --stats-json: one JSON line per epoch (docs/STATS.md), a totals line at exit.
+# Under TCG on a loaded host an ack can take seconds: the ack timeout is generous.
+romulus replicate --domain guest1 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval "${I}ms" \
+  --ack-timeout "${LAB_ROMULUS_ACK_TIMEOUT:-15s}" --log-level "${LAB_ROMULUS_LOG_LEVEL:-info}" \
+  --stats-json "$W/stats.jsonl" --events-json "$W/pevents.jsonl" ${LAB_ROMULUS_REPLICATE_ARGS:-} \
+  >"$W/primary.log" 2>&1 &
 RP=$!
 FIRST_LIMIT=${LAB_ROMULUS_FIRST_TIMEOUT:-600}
-# acked: the primary's "protected" event (romulus-xen writes no events: its stats line of epoch 1)
-first_acked() {
-  if [ "$MODE" = cli ]; then rj_first_event "$W/pevents.jsonl" protected >/dev/null
-  else [ "$(rj_count "$W/stats.jsonl" epoch 1)" -gt 0 ]; fi
-}
+# acked: the primary's "protected" event
+first_acked() { rj_first_event "$W/pevents.jsonl" protected >/dev/null; }
 until first_acked; do
   if [ "$(lab_elapsed "$T0" | cut -d. -f1)" -ge "$FIRST_LIMIT" ] || ! kill -0 $RP 2>/dev/null; then
     lab_fail "no first checkpoint after $(lab_elapsed "$T0") s"
@@ -215,11 +191,7 @@ until xl list 2>/dev/null | awk 'NR>1 {print $1}' | grep -qx guest1; do
   i=$((i+1)); [ $i -le 100 ] || { xl list; lab_fail "the backup domain was not renamed guest1"; }
   sleep 0.1
 done
-if [ "$MODE" = cli ]; then
-  rj_evidence "$W/events.jsonl" 4 | sed "s/^/LAB-NOTE $LAB_SCENARIO backup event: /"
-else
-  grep -E 'failover|activat|renamed|FAILOVER' "$W/backup.log" | sed "s/^/LAB-NOTE $LAB_SCENARIO backup: /"
-fi
+rj_evidence "$W/events.jsonl" 4 | sed "s/^/LAB-NOTE $LAB_SCENARIO backup event: /"
 xl list | sed "s/^/LAB-NOTE $LAB_SCENARIO xl-list: /"
 
 PS=$(grep '^summary' "$W/pause.log")

@@ -1,8 +1,9 @@
 // Golden schemas of the control replies (docs/CONTROL.md): for every command
-// and role, the reply's keys in order and the JSON type of each. The two
-// primaries (a simulated guest's EpochLoop, a Xen domain's XenPrimaryState)
-// are checked against the SAME table, so `status` and every other answer
-// have one schema whatever the guest type. Refusals (a command a role does
+// and role, the reply's keys in order and the JSON type of each. The one
+// PrimaryController answers for every guest type; it is checked with a
+// simulated guest's driver and with a driver that has a Xen domain's facts
+// against the SAME table, so `status` and every other answer have one
+// schema whatever the guest type. Refusals (a command a role does
 // not have) follow one rule with one wording.
 #include <gtest/gtest.h>
 
@@ -15,14 +16,13 @@
 #include "control/replies.h"
 #include "control/reply.h"
 #include "replicator/control.h"
-#include "replicator/epoch_loop.h"
+#include "replicator/primary_controller.h"
+#include "replicator/timer_driver.h"
 #include "replicator/output_commit.h"
 #include "restore/backup_control.h"
 #include "sim/image_sink.h"
 #include "sim/sim_guest.h"
-#ifdef ROMULUS_HAVE_XEN
-#include "xen/xen_primary_state.h"
-#endif
+#include "tests/engine/fake_driver.h"
 
 namespace romulus {
 namespace {
@@ -106,22 +106,32 @@ sim::SimSpec SmallSpec() {
   return spec;
 }
 
-struct SimPrimary {
-  SimPrimary() {
-    guest = std::move(*sim::SimGuest::Create(SmallSpec()));
+// A primary with no backup (every connection refused), over `driver`.
+struct Primary {
+  explicit Primary(std::unique_ptr<replicator::CheckpointDriver> driver) {
     replicator::SenderOptions sopt;
     sopt.codec.cache_pages = 1024;
-    replicator::EpochLoopOptions lopt;
+    replicator::ControllerOptions lopt;
     lopt.interval = 100ms;
-    loop = std::make_unique<replicator::EpochLoop>(
-        *guest, output, [] { return Result<std::unique_ptr<transport::Stream>>(Status::Closed("none")); }, sopt,
-        lopt, nullptr);
-    handler = replicator::PrimaryControlHandler(loop.get(), "sim:golden");
+    loop = std::make_unique<replicator::PrimaryController>(
+        std::move(driver), output, [] { return Result<std::unique_ptr<transport::Stream>>(Status::Closed("none")); },
+        sopt, lopt, nullptr);
+    handler = replicator::PrimaryControlHandler(loop.get());
   }
-  std::unique_ptr<sim::SimGuest> guest;
   replicator::NoOutputCommit output;
-  std::unique_ptr<replicator::EpochLoop> loop;
+  std::unique_ptr<replicator::PrimaryController> loop;
   replicator::ControlHandler handler;
+};
+
+struct SimPrimary : Primary {
+  SimPrimary() : SimPrimary(std::move(*sim::SimGuest::Create(SmallSpec()))) {}
+  explicit SimPrimary(std::unique_ptr<sim::SimGuest> g)
+      : Primary(replicator::MakeTimerDriver(*g)), guest(std::move(g)) {}
+  std::unique_ptr<sim::SimGuest> guest;
+};
+
+struct XenPrimary : Primary {
+  XenPrimary() : Primary(std::make_unique<testing::FakeDriver>(testing::FakeDriver::XenLike())) {}
 };
 
 TEST(GoldenPrimary, SimulatedGuestAnswersTheTable) {
@@ -139,44 +149,37 @@ TEST(GoldenPrimary, SimulatedGuestAnswersTheTable) {
   EXPECT_TRUE(st->body["domid"].is_null());
 }
 
-#ifdef ROMULUS_HAVE_XEN
 TEST(GoldenPrimary, XenDomainAnswersTheSameTable) {
-  xen::XenPrimaryState state;
-  state.Begin("guest1", 3, 100ms, "none (output not committed)");
-  state.set_cache_size(64ull << 20);
-  auto handler = xen::XenPrimaryControlHandler(&state);
-  for (const Row& row : PrimaryTable()) ExpectSchema(Call(handler, row.words), *row.schema, "xen " + row.words[0]);
-  // Connected to a backup that resizes live.
-  state.SetCacheLimits(true, 1 << 16, 1 << 16);
-  ExpectSchema(Call(handler, {"set", "cache-size", "8M"}), kCacheLive, "xen set cache-size");
-  ExpectSchema(Call(handler, {"digest", "1"}), kError, "xen digest");
-  // Switchover, its session played by a thread.
-  replicator::EpochStats e;
-  e.epoch = 1;
-  e.acked = true;
-  state.Published(e, std::chrono::steady_clock::now());
-  std::thread session([&] {
-    while (!state.TakeSwitchover()) std::this_thread::yield();
-    state.SwitchoverDone(Status::Ok(), 2);
-  });
-  std::string so = Call(handler, {"switchover"});
-  session.join();
-  ExpectSchema(so, kSwitchover, "xen switchover");
+  XenPrimary p;
+  for (const Row& row : PrimaryTable()) ExpectSchema(Call(p.handler, row.words), *row.schema, "xen " + row.words[0]);
+  ExpectSchema(Call(p.handler, {"set", "cache-size", "8M"}), kCacheNextSession, "xen set cache-size");
+  auto st = control::ParseReply(Call(p.handler, {"status"}));
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->body["backend"], "xen");
+  EXPECT_EQ(st->body["domain"], "fake-domain");
+  EXPECT_EQ(st->body["domid"], 7);
+  // Not PROTECTED: refused at once, with the same words as for a simulated guest.
+  auto sim_so = control::ParseReply(Call(SimPrimary().handler, {"switchover"}));
+  auto xen_so = control::ParseReply(Call(p.handler, {"switchover"}));
+  ASSERT_TRUE(sim_so.ok() && xen_so.ok());
+  EXPECT_FALSE(xen_so->ok);
+  EXPECT_EQ(sim_so->error, xen_so->error);
 }
 
 TEST(GoldenPrimary, StatusKeysAreIdenticalForBothGuestTypes) {
-  SimPrimary p;
-  xen::XenPrimaryState state;
-  state.Begin("guest1", 3, 100ms, "none");
-  auto sim_status = control::ParseReply(Call(p.handler, {"status"}));
-  auto xen_status = control::ParseReply(Call(xen::XenPrimaryControlHandler(&state), {"status"}));
-  ASSERT_TRUE(sim_status.ok() && xen_status.ok());
-  std::vector<std::string> a, b;
-  for (const auto& [k, v] : sim_status->body.items()) a.push_back(k);
-  for (const auto& [k, v] : xen_status->body.items()) b.push_back(k);
-  EXPECT_EQ(a, b);
+  SimPrimary sim;
+  XenPrimary xen;
+  for (const auto& words : {std::vector<std::string>{"status"}, {"stats"}, {"help"}, {"pause"}, {"resume"}}) {
+    auto a = control::ParseReply(Call(sim.handler, words));
+    auto b = control::ParseReply(Call(xen.handler, words));
+    ASSERT_TRUE(a.ok() && b.ok());
+    std::vector<std::string> ka, kb;
+    for (const auto& [k, v] : a->body.items()) ka.push_back(k);
+    for (const auto& [k, v] : b->body.items()) kb.push_back(k);
+    EXPECT_EQ(ka, kb) << words[0];
+    if (words[0] == "help") EXPECT_EQ(a->body["commands"], b->body["commands"]);
+  }
 }
-#endif
 
 // The switchover answer's schema for a simulated guest comes from the same
 // writer; its running-loop behaviour is tested in tests/engine/control_test.cc.
@@ -196,12 +199,10 @@ TEST(GoldenRefusal, OneRuleOneWording) {
   };
   const std::vector<Case> cases = {
       {control::Role::kPrimary, {"failover"}, "'failover' is not a command of this primary: failover is the backup's"},
-      {control::Role::kXenPrimary, {"failover"}, "'failover' is not a command of this Xen primary: failover is the"},
-      {control::Role::kXenPrimary, {"digest", "3"}, "'digest' is not a command of this Xen primary: region digests"},
       {control::Role::kPrimary, {"set", "reverse-to", "h:1"}, "'set reverse-to' is not a command of this primary:"},
       {control::Role::kBackup, {"pause"}, "'pause' is not a command of this backup: it is a primary command"},
       {control::Role::kBackup, {"set", "interval", "1s"}, "'set interval' is not a command of this backup:"},
-      {control::Role::kXenBackup, {"digest", "3"}, "'digest' is not a command of this Xen backup: region digests"},
+      {control::Role::kXenBackup, {"digest", "3"}, "'digest' is not a command of this Xen backup: a Xen backup keeps"},
       {control::Role::kXenBackup, {"switchover"}, "'switchover' is not a command of this Xen backup:"},
   };
   for (const Case& c : cases) {

@@ -62,9 +62,9 @@ if ! out=$(jcheck join "$T/stats.json" "$T/events.json" --min-acked 20 --require
 else
   log "$out"
 fi
-# One session from start to end (one "connected to backup" line, whatever the
-# first sync sends): the resizes were live, not resyncs.
-syncs=$(grep -c "connected to backup;" "$T/primary.log")
+# One session from start to end (the backup's session_start events): the
+# resizes were live, not resyncs.
+syncs=$(grep -c '"event":"session_start"' "$T/events.json")
 [[ $syncs -eq 1 ]] || check_fail "expected one session (one first sync), saw $syncs"
 grep -q "backup lost" "$T/primary.log" && check_fail "the primary lost its backup"
 assert_grep "$T/primary.log" "page cache resized to 12.*at epoch" "primary logs the grow"

@@ -18,7 +18,8 @@
 #include "protocol/frame_io.h"
 #include "protocol/messages.h"
 #include "replicator/control.h"
-#include "replicator/epoch_loop.h"
+#include "replicator/primary_controller.h"
+#include "replicator/timer_driver.h"
 #include "restore/checkpoint_receiver.h"
 #include "sim/image_sink.h"
 #include "sim/sim_guest.h"
@@ -83,11 +84,11 @@ struct PairRun {
     replicator::NoOutputCommit output;
     replicator::SenderOptions sopt;
     sopt.codec.cache_pages = cache_pages;
-    replicator::EpochLoopOptions lopt;
+    replicator::ControllerOptions lopt;
     lopt.interval = 5ms;
     lopt.max_epochs = epochs;
     lopt.ack_timeout = 10000ms;
-    replicator::EpochLoop* loop_ptr = nullptr;
+    replicator::PrimaryController* loop_ptr = nullptr;
     replicator::ControlHandler handle;
     lopt.on_epoch = [&](const replicator::EpochStats& st) {
       const compress::PageCache* cache = loop_ptr->session_cache();
@@ -106,9 +107,9 @@ struct PairRun {
       return std::move(primary_end);
     };
     ASSERT_TRUE((*guest)->Start().ok());
-    replicator::EpochLoop loop(**guest, output, connect, sopt, lopt, nullptr);
+    replicator::PrimaryController loop(replicator::MakeTimerDriver(**guest), output, connect, sopt, lopt, nullptr);
     loop_ptr = &loop;
-    handle = replicator::PrimaryControlHandler(&loop, "sim:resize");
+    handle = replicator::PrimaryControlHandler(&loop);
     std::atomic<bool> stop{false};
     status = loop.Run(stop);
     (*guest)->Stop();

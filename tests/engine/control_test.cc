@@ -19,7 +19,8 @@
 
 #include "common/digest.h"
 #include "replicator/control.h"
-#include "replicator/epoch_loop.h"
+#include "replicator/primary_controller.h"
+#include "replicator/timer_driver.h"
 #include "replicator/metrics.h"
 #include "restore/checkpoint_receiver.h"
 #include "sim/image_sink.h"
@@ -163,11 +164,11 @@ TEST(PrimaryControl, CommandsReachTheLoop) {
   replicator::NoOutputCommit output;
   replicator::SenderOptions sopt;
   sopt.codec.cache_pages = 1024;
-  replicator::EpochLoopOptions lopt;
+  replicator::ControllerOptions lopt;
   lopt.interval = 100ms;
-  replicator::EpochLoop loop(**guest, output, [] { return Result<std::unique_ptr<transport::Stream>>(Status::Closed("none")); },
+  replicator::PrimaryController loop(replicator::MakeTimerDriver(**guest), output, [] { return Result<std::unique_ptr<transport::Stream>>(Status::Closed("none")); },
                              sopt, lopt, nullptr);
-  auto handle = replicator::PrimaryControlHandler(&loop, "sim:test");
+  auto handle = replicator::PrimaryControlHandler(&loop);
   auto call = [&](std::vector<std::string> w) {
     return replicator::RenderControlReply(replicator::HandleWords(handle, w));
   };
@@ -242,7 +243,7 @@ TEST(PrimaryControl, RegionDigestsPauseAndHandoverOnARunningLoop) {
   replicator::NoOutputCommit output;
   replicator::SenderOptions sopt;
   sopt.codec.cache_pages = 1024;
-  replicator::EpochLoopOptions lopt;
+  replicator::ControllerOptions lopt;
   lopt.interval = 10ms;
   lopt.ack_timeout = 10000ms;
   std::unique_ptr<transport::Stream> primary_end = std::move(pair.primary);
@@ -251,7 +252,7 @@ TEST(PrimaryControl, RegionDigestsPauseAndHandoverOnARunningLoop) {
     return std::move(primary_end);
   };
   ASSERT_TRUE((*guest)->Start().ok());
-  replicator::EpochLoop loop(**guest, output, connect, sopt, lopt, nullptr);
+  replicator::PrimaryController loop(replicator::MakeTimerDriver(**guest), output, connect, sopt, lopt, nullptr);
   std::atomic<bool> stop{false};
   Status run_status;
   std::thread runner([&] { run_status = loop.Run(stop); });
@@ -261,7 +262,7 @@ TEST(PrimaryControl, RegionDigestsPauseAndHandoverOnARunningLoop) {
   ASSERT_GE(loop.last_acked_epoch(), 2);
 
   // Region digests at a future epoch (registered on the backup side first).
-  Result<replicator::EpochLoop::RegionDigest> rd = Status::Internal("unset");
+  Result<replicator::PrimaryController::RegionDigest> rd = Status::Internal("unset");
   for (int attempt = 0; attempt < 5; ++attempt) {
     uint64_t n = static_cast<uint64_t>(loop.last_acked_epoch()) + 4 + 4 * attempt;
     want_epoch.store(n);

@@ -15,7 +15,8 @@
 #include "compress/page_batch.h"
 #include "protocol/frame_io.h"
 #include "protocol/messages.h"
-#include "replicator/epoch_loop.h"
+#include "replicator/primary_controller.h"
+#include "replicator/timer_driver.h"
 #include "restore/checkpoint_receiver.h"
 #include "sim/image_sink.h"
 #include "sim/sim_guest.h"
@@ -79,7 +80,7 @@ TEST_P(EngineTest, EveryAckedEpochIsAnExactCheckpointOnTheBackup) {
   replicator::NoOutputCommit output;
   replicator::SenderOptions sopt;
   sopt.codec.cache_pages = 2048;  // smaller than the guest: evictions happen
-  replicator::EpochLoopOptions lopt;
+  replicator::ControllerOptions lopt;
   lopt.interval = 5ms;
   lopt.max_epochs = 60;
   lopt.ack_timeout = 5000ms;
@@ -89,7 +90,7 @@ TEST_P(EngineTest, EveryAckedEpochIsAnExactCheckpointOnTheBackup) {
     return std::move(primary_end);
   };
   ASSERT_TRUE((*guest)->Start().ok());
-  replicator::EpochLoop loop(**guest, output, connect, sopt, lopt, &stats);
+  replicator::PrimaryController loop(replicator::MakeTimerDriver(**guest), output, connect, sopt, lopt, &stats);
   std::atomic<bool> stop{false};
   Status st = loop.Run(stop);
   (*guest)->Stop();
@@ -137,7 +138,7 @@ SessionResult RunOneSession(replicator::GuestSource& guest, restore::GuestSink& 
   replicator::NoOutputCommit output;
   replicator::SenderOptions sopt;
   sopt.codec.cache_pages = 2048;
-  replicator::EpochLoopOptions lopt;
+  replicator::ControllerOptions lopt;
   lopt.interval = 5ms;
   lopt.max_epochs = epochs;
   lopt.ack_timeout = 5000ms;
@@ -147,7 +148,7 @@ SessionResult RunOneSession(replicator::GuestSource& guest, restore::GuestSink& 
     if (!primary_end) return Status::Closed("test: only one connection");
     return std::move(primary_end);
   };
-  replicator::EpochLoop loop(guest, output, connect, sopt, lopt, nullptr);
+  replicator::PrimaryController loop(replicator::MakeTimerDriver(guest), output, connect, sopt, lopt, nullptr);
   std::atomic<bool> stop{false};
   r.status = loop.Run(stop);
   backup.join();

@@ -26,7 +26,8 @@
 #include "protocol/frame_io.h"
 #include "protocol/messages.h"
 #include "replicator/checkpoint_sender.h"
-#include "replicator/epoch_loop.h"
+#include "replicator/primary_controller.h"
+#include "replicator/timer_driver.h"
 #include "replicator/output_commit.h"
 #include "tests/transport/test_util.h"
 #include "transport/fd_stream.h"
@@ -462,11 +463,11 @@ TEST(SenderLiveness, EpochLoopFullSyncWaitsForASlowLiveBackup) {
     backup.stream().Shutdown();
   });
   replicator::NoOutputCommit output;
-  replicator::EpochLoopOptions lo;
+  replicator::ControllerOptions lo;
   lo.interval = 20ms;
   lo.max_epochs = 3;
   lo.ack_timeout = 300ms;
-  replicator::EpochLoop loop(guest, output, connect, FastOptions(), lo, nullptr);
+  replicator::PrimaryController loop(replicator::MakeTimerDriver(guest), output, connect, FastOptions(), lo, nullptr);
   auto run = std::async(std::launch::async, [&] { return loop.Run(stop); });
   if (run.wait_for(kBound) != std::future_status::ready) {
     stop = true;
@@ -507,13 +508,13 @@ TEST(SenderLiveness, StopDuringTheFullSyncCommitEndsWithBye) {
     backup.StopHeartbeats();
   });
   replicator::NoOutputCommit output;
-  replicator::EpochLoopOptions lo;
+  replicator::ControllerOptions lo;
   lo.interval = 20ms;
   lo.ack_timeout = 300ms;
   lo.phase_hook = [&](replicator::Phase p, uint64_t) {
     if (p == replicator::Phase::kBeforeCommit) stop = true;  // the operator's SIGTERM, right then
   };
-  replicator::EpochLoop loop(guest, output, connect, FastOptions(), lo, nullptr);
+  replicator::PrimaryController loop(replicator::MakeTimerDriver(guest), output, connect, FastOptions(), lo, nullptr);
   auto run = std::async(std::launch::async, [&] { return loop.Run(stop); });
   auto seen = after_epoch.get_future();
   ASSERT_EQ(run.wait_for(kBound), std::future_status::ready) << "stop was not honoured during the ack wait";

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "control/replies.h"
 #include "replicator/control.h"
 #include "replicator/stats.h"
 #include "tests/common/flat_json.h"
@@ -58,7 +59,7 @@ TEST(StatsJson, EngineLineHasExactlyTheStableKeysInOrder) {
   EXPECT_EQ(Value(m, "digest"), "\"0123456789abcdef\"");
   EXPECT_EQ(Value(m, "pause_us"), "1500");
   EXPECT_EQ(Value(m, "pages_delta"), "150");
-  EXPECT_EQ(Value(m, "wire_bytes_per_page"), "25.00");
+  EXPECT_EQ(Value(m, "wire_bytes_per_page"), "25.0");  // shortest form (docs/STATS.md, Numbers)
   EXPECT_EQ(Value(m, "output_commit"), "\"sch_plug on vif3.0\"");
 }
 
@@ -121,7 +122,7 @@ TEST(PrimaryStatus, IntervalRequestsAreBounded) {
   EXPECT_FALSE(control::ParseInterval("4ms").ok());
   EXPECT_FALSE(control::ParseInterval("61s").ok());
   EXPECT_FALSE(control::ParseInterval("soon").ok());
-  EXPECT_EQ(replicator::RenderControlReply(replicator::IntervalSetReply(20ms)),
+  EXPECT_EQ(replicator::RenderControlReply(replicator::ControlReply::Ok(control::IntervalSetJson(20ms))),
             "{\"ok\":true,\"interval_us\":20000,\"applies\":\"next epoch\"}");
 }
 

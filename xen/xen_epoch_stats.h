@@ -1,0 +1,31 @@
+// What the Xen driver measured about one epoch, as the engine's EpochStats.
+// Xen-free (no Xen header), so it is unit-tested without a hypervisor.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+#include "replicator/checkpoint_sender.h"
+#include "replicator/stats.h"
+
+namespace romulus::xen {
+
+struct XenEpochFacts {
+  using Clock = std::chrono::steady_clock;
+  uint64_t epoch = 0;
+  Clock::time_point suspend_requested;  // control/shutdown=suspend written
+  Clock::time_point suspended;          // the domain reached SHUTDOWN_suspend
+  Clock::time_point resumed;            // xc_domain_resume returned (or the final epoch's postcopy)
+  std::chrono::microseconds ack_wait{0};  // checkpoint callback entered -> ack (or its failure)
+  uint64_t stream_bytes = 0;            // libxenguest's v2 stream bytes of this epoch
+};
+
+// The engine's per-epoch record of a Xen epoch: pause_us from the suspend
+// request to the guest running again (suspend_us is the part until the
+// guest stopped), dirty_pages the pages libxenguest sent, and the Xen-only
+// extras state_records, ack_wait_us and xen_stream_bytes (docs/STATS.md).
+// The controller adds what it knows (acked, ack latency, protected,
+// output_commit, period).
+replicator::EpochStats MakeXenEpochStats(const replicator::EpochWireStats& wire, const XenEpochFacts& facts);
+
+}  // namespace romulus::xen

@@ -1,0 +1,68 @@
+// The Xen backend as the rest of Romulus sees it: the primary's checkpoint
+// driver, the backup's sink, and a probe. This header includes no Xen
+// header, so cli/ can include it; the implementations live in xen/ and exist
+// only when libxen-dev was found (ROMULUS_HAVE_XEN=1, set by xen/CMakeLists).
+//
+//   romulus replicate --domain NAME|DOMID --to HOST:PORT
+//     -> xen::OpenXenDriver(opts) gives the PrimaryController its driver
+//   romulus restore --xen [--domain-name NAME]
+//     -> xen::CreateXenSink(opts) gives the receiver its GuestSink
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "replicator/checkpoint_driver.h"
+#include "restore/guest_sink.h"
+
+namespace romulus::xen {
+
+struct XenDriverOptions {
+  std::string domain;                               // name or numeric domid
+  std::chrono::milliseconds suspend_timeout{5000};  // "guest will not suspend" after this
+  // Raw stream bytes staged between the pipe and the sender, so the guest's
+  // suspended window never waits on the network (blocks of 1 MiB, reused).
+  uint64_t staging_bytes = 256ull << 20;
+  bool verbose = false;  // libxenguest logging to stderr
+  std::string tee_path;  // also write libxenguest's raw v2 stream here (fixtures, debugging)
+};
+
+// Opens the hypervisor, resolves the domain and checks it can be protected:
+// a PV domain that is not shutting down, not handed over to a backup by an
+// earlier switchover (a domain left suspended by a dead replicator is
+// resumed). The driver runs xc_domain_save(XC_STREAM_REMUS) per session and
+// taps its v2 stream into the session's page path; the domain is left
+// running with log-dirty off after each session.
+Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDriverOptions& opts);
+
+struct XenRestoreOptions {
+  // Name of the domain while it is a backup; default "<original>--incoming".
+  std::string domain_name;
+  // Name after failover; default: the primary's name (the session identity).
+  std::string final_name;
+  // After failover, how long to wait for the original name to become free
+  // (the primary domain destroyed) before giving up renaming.
+  std::chrono::milliseconds rename_wait{30000};
+  // The guest's PV NICs (from the primary's domain info) are recreated at
+  // activation, served by dom0's netback and brought up with this hotplug
+  // script ("online", libxl's environment). Never a path from the stream.
+  bool create_vifs = true;
+  std::string vif_script = "/etc/xen/scripts/vif-bridge";
+  bool verbose = false;
+};
+
+// The backup's sink: a paused PV domain restored by xc_domain_restore from the
+// rebuilt stream; Activate() finishes it and unpauses it.
+Result<std::unique_ptr<restore::GuestSink>> CreateXenSink(const XenRestoreOptions& opts);
+// The name of the domain a Xen sink activated ("" for another sink, or
+// before the activation): what a reverse replication protects.
+std::string ActivatedDomainName(const restore::GuestSink& sink);
+
+// "Xen 4.17.5 (tools 4.17)" or a clear error (no privcmd, not dom0, version
+// mismatch between the hypervisor and the libraries we were built against).
+Result<std::string> ProbeXen();
+
+}  // namespace romulus::xen
