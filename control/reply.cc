@@ -64,7 +64,7 @@ const std::array<Entry, 12>& Table() {
       {"pause", PauseReq{}, true, false, false},
       {"resume", ResumeReq{}, true, false, false},
       {"failover", FailoverReq{}, false, true, true},
-      {"digest EPOCH [REGIONS]", DigestReq{}, true, true, false},
+      {"digest EPOCH [REGIONS]", DigestReq{}, true, true, true},
       {"switchover", SwitchoverReq{}, true, false, false},
       {"set reverse-to HOST:PORT|none", SetReverseToReq{}, false, true, true},
       {"help", HelpReq{}, true, true, true},
@@ -99,8 +99,6 @@ Reply Refusal(Role role, const Request& r) {
             "with no lost epoch use `romulus switchover`";
   } else if (std::holds_alternative<SetReverseToReq>(r)) {
     where = "it is the backup's command (romulus ctl --socket BACKUP.sock set reverse-to HOST:PORT)";
-  } else if (std::holds_alternative<DigestReq>(r) && role == Role::kXenBackup) {
-    where = "a Xen backup keeps no region digests (its libxenguest holds the memory); each epoch's digest is in its commit events";
   } else if (!IsPrimary(role)) {
     where = "it is a primary command (romulus ctl --socket PRIMARY.sock ...)";
   } else {

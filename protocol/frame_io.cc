@@ -86,7 +86,7 @@ Status FrameWriter::WriteFrames(std::span<const uint8_t> frames, transport::Dead
 
 // ---- FrameReader --------------------------------------------------------------
 
-FrameReader::FrameReader(transport::Stream* stream, buffer::ReceiveBuffer* buffer)
+FrameReader::FrameReader(transport::Stream* stream, buffer::ReusableBuffer* buffer)
     : stream_(stream), buf_(buffer) {}
 
 Status FrameReader::Fail(Status st) {

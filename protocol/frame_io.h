@@ -7,7 +7,7 @@
 //
 // FrameReader is owned by the single reading thread. It validates each
 // header before reserving any memory (PROTOCOL.md §2.2), reads the payload
-// into the caller's ReceiveBuffer (capacity kept across frames: no
+// into the caller's ReusableBuffer (capacity kept across frames: no
 // allocation in steady state), verifies it and returns a view of it.
 #pragma once
 
@@ -18,7 +18,7 @@
 #include <span>
 #include <vector>
 
-#include "buffer/receive_buffer.h"
+#include "buffer/reusable_buffer.h"
 #include "common/status.h"
 #include "protocol/frame.h"
 #include "protocol/messages.h"
@@ -80,7 +80,7 @@ class FrameWriter {
 
 struct Frame {
   FrameHeader header;
-  // The verified payload, inside the ReceiveBuffer: valid until the next
+  // The verified payload, inside the ReusableBuffer: valid until the next
   // Next() call or any change to the buffer.
   std::span<const uint8_t> payload;
   // Offset of the payload within the buffer (stays meaningful if the buffer
@@ -100,7 +100,7 @@ class FrameReader {
 
   // Neither pointer is owned. The buffer's max_capacity is the bound on what
   // one frame (kReplace) or an accumulated epoch (kAppend) may occupy.
-  FrameReader(transport::Stream* stream, buffer::ReceiveBuffer* buffer);
+  FrameReader(transport::Stream* stream, buffer::ReusableBuffer* buffer);
 
   // Next frame, verified. Errors:
   //   Timeout          nothing complete by the deadline; the partial frame
@@ -125,7 +125,7 @@ class FrameReader {
  private:
   Status Fail(Status st);
   transport::Stream* stream_;
-  buffer::ReceiveBuffer* buf_;
+  buffer::ReusableBuffer* buf_;
   Status broken_;
   // Resumable state of the frame in progress.
   uint8_t header_bytes_[kFrameHeaderSize];

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "buffer/out_buffer.h"
-#include "buffer/receive_buffer.h"
+#include "buffer/reusable_buffer.h"
 #include "common/clock.h"
 #include "common/digest.h"
 #include "protocol/frame.h"
@@ -66,7 +66,7 @@ Status CheckpointSender::Impl::Handshake() {
   hello.identity = guest.identity;
   ROMULUS_RETURN_IF_ERROR(writer->Send(hello, 0));
 
-  buffer::ReceiveBuffer rb(1024, protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kHeld)));
+  buffer::ReusableBuffer rb(1024, protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kHeld)));
   protocol::FrameReader reader(stream.get(), &rb);
   auto frame = reader.Next(transport::DeadlineIn(std::chrono::milliseconds(10000)));
   if (!frame.ok()) {

@@ -104,7 +104,7 @@ void CheckpointSender::Impl::ReadLoop() {
 // byte proves liveness; silence longer than peer_timeout means the backup
 // is gone. Returns false on a clean stop (nothing left to read).
 bool CheckpointSender::Impl::ReadFrames() {
-  buffer::ReceiveBuffer rb(4096, 64 * 1024);
+  buffer::ReusableBuffer rb(4096, 64 * 1024);
   protocol::FrameReader reader(stream.get(), &rb);
   while (true) {
     {

@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "buffer/receive_buffer.h"
+#include "buffer/reusable_buffer.h"
 #include "replicator/checkpoint_driver.h"
 #include "replicator/guest_source.h"
 
@@ -56,7 +56,7 @@ class TimerDriver final : public CheckpointDriver {
   // seen the largest dirty set.
   std::vector<uint64_t> pfns_;
   std::vector<uint8_t> state_;
-  buffer::ReceiveBuffer pages_;
+  buffer::ReusableBuffer pages_;
 };
 
 // Convenience for callers that hold a GuestSource.

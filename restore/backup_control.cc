@@ -140,10 +140,20 @@ void BackupControl::OnCommit(const CommitEvent& e) {
     // Here, between Commit(N) and the next epoch, the sink holds exactly N.
     std::lock_guard<std::mutex> lock(mu_);
     if (digest_.pending && !digest_.done && e.epoch >= digest_.epoch) {
-      if (e.epoch == digest_.epoch) {
+      if (e.epoch == digest_.epoch && digest_fn_) {
         auto m = digest_fn_(e.epoch, digest_.regions);
         if (m.ok()) digest_.answer = *m;
         else digest_.status = m.status();
+      } else if (e.epoch == digest_.epoch) {
+        // No image to split into regions (a Xen backup: libxenguest holds
+        // the memory): the epoch's stream digest, the receiver's mirror of
+        // every page as committed, is the one region there is.
+        if (digest_.regions == 1) {
+          digest_.answer = control::DigestAnswer{e.epoch, e.digest, e.guest_pages, {e.digest}};
+        } else {
+          digest_.status = Status::InvalidArgument(
+              "a Xen backup keeps one digest per epoch (its stream digest): ask for 1 region");
+        }
       } else {
         digest_.status = Status::OutOfRange("epoch " + std::to_string(digest_.epoch) + " was skipped (resync?)");
       }

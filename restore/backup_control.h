@@ -1,8 +1,9 @@
 // BackupControl: the backup's command set on the control socket
 // (docs/CONTROL.md): status | failover | digest EPOCH [REGIONS] |
 // set reverse-to HOST:PORT|none | help, as control::Role::kBackup (with a
-// digest function) or kXenBackup (without: no digest). Primary commands are
-// refused by control::Refusal, naming the primary's socket.
+// region digest function: an image to split into regions) or kXenBackup
+// (without: `digest N 1` answers the epoch's stream digest). Primary
+// commands are refused by control::Refusal, naming the primary's socket.
 //
 // It observes the BackupService (commit, state, activation) so that
 // `digest EPOCH` is answered exactly between Commit(EPOCH) and the next
@@ -26,8 +27,9 @@ namespace romulus::restore {
 
 class BackupControl : public BackupObserver {
  public:
-  // The `digest` answer for the sink as it is now (it holds
-  // exactly `epoch`), or an error; empty function: `digest` unsupported.
+  // The `digest` answer for the sink as it is now (it holds exactly
+  // `epoch`), or an error; empty function: one region only, the epoch's
+  // stream digest (CommitEvent::digest).
   using RegionDigestFn = std::function<Result<control::DigestAnswer>(uint64_t epoch, uint32_t regions)>;
   // Checks a reverse-to target; Ok or the usage error.
   using TargetCheckFn = std::function<Status(const std::string&)>;

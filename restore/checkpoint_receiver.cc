@@ -10,7 +10,7 @@
 #include <optional>
 #include <thread>
 
-#include "buffer/receive_buffer.h"
+#include "buffer/reusable_buffer.h"
 #include "common/clock.h"
 #include "common/digest.h"
 #include "common/thread_annotations.h"
@@ -38,8 +38,8 @@ struct CheckpointReceiver::Impl {
   ReceiverOptions opts;
   // Kept across sessions: one frame at a time, capacity grows to the largest
   // frame seen and stays there.
-  buffer::ReceiveBuffer frames{64 * 1024, protocol::kMaxPayload};
-  buffer::ReceiveBuffer state{0, kMaxStateRecord};
+  buffer::ReusableBuffer frames{64 * 1024, protocol::kMaxPayload};
+  buffer::ReusableBuffer state{0, kMaxStateRecord};
   alignas(64) uint8_t page[4096];
 };
 
@@ -93,7 +93,7 @@ class HeartbeatSender {
 
 Result<protocol::Hello> CheckpointReceiver::ReadHello(transport::Stream& stream, transport::Deadline deadline) {
   // A HELLO is small: a bounded buffer of its own, nothing shared.
-  buffer::ReceiveBuffer rb(1024, 64 * 1024);
+  buffer::ReusableBuffer rb(1024, 64 * 1024);
   protocol::FrameReader reader(&stream, &rb);
   auto first = reader.Next(deadline);
   if (!first.ok()) return first.status().With("waiting for HELLO from " + stream.Peer());
@@ -427,7 +427,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       // digest, but never ack it (the primary must not release N's output
       // on a commit we could not finish).
       const compress::PageCache& cache = decoder->cache();
-      on_commit(CommitEvent{epoch, ee->digest, pages, wire, cache.capacity_pages(), 0});
+      on_commit(CommitEvent{epoch, ee->digest, pages, wire, cache.capacity_pages(), 0, guest_pages});
     }
     if (!st.ok()) {
       // Never activate on our own failure: the sink kept the last checkpoint;
@@ -446,7 +446,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
     if (on_commit) {
       const compress::PageCache& cache = decoder->cache();
       on_commit(CommitEvent{epoch, ee->digest, pages, wire, cache.capacity_pages(),
-                            im.opts.digest_cache_on_commit ? cache.StateDigest() : 0});
+                            im.opts.digest_cache_on_commit ? cache.StateDigest() : 0, guest_pages});
     }
     if (!acked.ok()) {
       // The primary may have given up on us (we were stalled) and said so:

@@ -1,7 +1,7 @@
 // CheckpointReceiver: the backup's end of one primary connection.
 //
 // Serve() answers the handshake, then loops: read a frame into the reusable
-// ReceiveBuffer, decode PAGES against the mirror cache and hand pages to the
+// ReusableBuffer, decode PAGES against the mirror cache and hand pages to the
 // sink, pass STATE records through, and on EPOCH_END verify counts and the
 // memory digest, Commit the epoch in the sink, then ACK it. It sends
 // heartbeats and returns when the session ends, saying why: a clean BYE from
@@ -56,6 +56,7 @@ struct CommitEvent {
   uint64_t wire_bytes = 0;
   uint64_t cache_pages = 0;   // the mirror cache's capacity after this epoch
   uint64_t cache_digest = 0;  // its StateDigest, with digest_cache_on_commit
+  uint64_t guest_pages = 0;   // the session's guest size (HELLO)
 };
 
 struct SessionEnd {
@@ -74,7 +75,7 @@ struct SessionEnd {
   // Running time (the clock passed to Serve) of the last byte from the primary.
   std::chrono::nanoseconds last_heard{0};
   uint64_t epochs_committed = 0;
-  uint64_t receive_reallocations = 0;  // ReceiveBuffer growths after the first epoch
+  uint64_t receive_reallocations = 0;  // ReusableBuffer growths after the first epoch
 };
 
 class CheckpointReceiver {

@@ -171,8 +171,8 @@ Status ImageSink::MapImage(uint64_t pages, bool zero) {
     if (!slot_) return Status::FromErrno("image sink: allocating the staging index", ENOMEM);
     std::memset(slot_.get(), 0xff, pages * sizeof(uint32_t));
     if (staged_pfns_) retired_reallocations_ += staged_pfns_->reallocations() + staged_bytes_->reallocations();
-    staged_pfns_ = std::make_unique<buffer::ReceiveBuffer>(0, pages * sizeof(uint64_t));
-    staged_bytes_ = std::make_unique<buffer::ReceiveBuffer>(0, pages * kPage);
+    staged_pfns_ = std::make_unique<buffer::ReusableBuffer>(0, pages * sizeof(uint64_t));
+    staged_bytes_ = std::make_unique<buffer::ReusableBuffer>(0, pages * kPage);
   } else {
     digest_->Reset();
   }

@@ -27,7 +27,7 @@
 // a second sink on the same path fails with "in use" before touching it.
 //
 // Staging. Pages of the epoch being received are copied into two reusable
-// ReceiveBuffers (pfns, page bytes) whose capacity is kept across epochs, so
+// ReusableBuffers (pfns, page bytes) whose capacity is kept across epochs, so
 // after the largest epoch has been seen no further allocation happens
 // (staging_reallocations() stops moving). A pfn sent twice in one epoch
 // overwrites its staged slot (a per-pfn slot index, 4 bytes per guest page),
@@ -80,7 +80,7 @@
 #include <string>
 #include <vector>
 
-#include "buffer/receive_buffer.h"
+#include "buffer/reusable_buffer.h"
 #include "common/digest.h"
 #include "common/status.h"
 #include "restore/guest_sink.h"
@@ -210,8 +210,8 @@ class ImageSink : public restore::GuestSink {
   bool staging_active_ = false;
   bool direct_ = false;  // first-epoch shortcut in use for this epoch
   uint64_t staging_epoch_ = 0;
-  std::unique_ptr<buffer::ReceiveBuffer> staged_pfns_;   // uint64_t per staged page
-  std::unique_ptr<buffer::ReceiveBuffer> staged_bytes_;  // 4096 bytes per staged page
+  std::unique_ptr<buffer::ReusableBuffer> staged_pfns_;   // uint64_t per staged page
+  std::unique_ptr<buffer::ReusableBuffer> staged_bytes_;  // 4096 bytes per staged page
   std::unique_ptr<uint32_t[]> slot_;                     // pfn -> staged slot, or kNoSlot
   uint64_t staged_count_ = 0;
   uint64_t retired_reallocations_ = 0;  // from staging buffers of earlier sizes

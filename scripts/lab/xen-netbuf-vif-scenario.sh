@@ -13,6 +13,7 @@
 #     measure ping RTT again: every reply now waits for the ack of its epoch;
 #     `romulus ctl pause` must release the output (RTT back to unbuffered), `resume` hold it again;
 #     `romulus ctl set cache-size 16M` resizes both ends' page cache live: checkpoints go on;
+#     `romulus drill verify`: primary and backup digests of the same future epoch are equal;
 #  3. SIGKILL the replicator while the guest runs (a primary-side crash): no reply may reach dom0 afterwards — the
 #     guest keeps answering, but its output after the last acked epoch stays in the plug;
 #  4. crash-restart: a new `romulus replicate --netbuf-vif` on the same vif removes the dead
@@ -74,7 +75,7 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"; chmod 600 "$W/psk
 # --no-vifs: this backup activates a copy while the primary still runs (step 3 kills only the
 # replicator); a second vif answering for the same guest would blur what dom0 sees.
 romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 600s --no-vifs \
-  >"$W/backup.log" 2>&1 &
+  --control-socket "$W/bctl.sock" >"$W/backup.log" 2>&1 &
 BP=$!
 lab_evidence "$W/backup.log" "$W/primary.log" "$W/events.jsonl"
 lab_wait_listening "$W/backup.log" $BP
@@ -136,6 +137,13 @@ done
 # status' cache_size is the size in use: the new one once its epoch has begun (docs/CONTROL.md)
 ctl status; [ "$(got cache_size)" = 16777216 ] || lab_fail "the cache was not resized to 16M: $RJ_REPLY"
 lab_note "ctl set cache-size 16M: cache_size $(rj_get "$RJ_REPLY" cache_size) in use; 5 more checkpoints acked"
+
+# ---- 2c. drill verify: both ends answer the digest of the same future epoch (a Xen backup
+# has one, the epoch's stream digest: docs/CONTROL.md), and they must be equal
+romulus drill verify --socket "$W/ctl.sock" --backup-socket "$W/bctl.sock" --json >"$W/verify.json" 2>"$W/verify.err" ||
+  lab_fail "romulus drill verify: $(cat "$W/verify.json" "$W/verify.err")"
+[ "$(rj_get "$(cat "$W/verify.json")" match)" = true ] || lab_fail "drill verify: no match: $(cat "$W/verify.json")"
+lab_note "drill verify: $(cat "$W/verify.json")"
 
 # ---- 3. primary-side crash: output after the last ack never appears
 # Each reply waits for its epoch's ack: on a loaded TCG host that is seconds, so the kill waits

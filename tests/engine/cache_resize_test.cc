@@ -12,7 +12,7 @@
 #include <mutex>
 #include <thread>
 
-#include "buffer/receive_buffer.h"
+#include "buffer/reusable_buffer.h"
 #include "common/digest.h"
 #include "compress/page_batch.h"
 #include "protocol/frame_io.h"
@@ -287,7 +287,7 @@ class RawResize : public ::testing::Test {
   restore::SessionEnd end_;
   std::atomic<uint64_t> commit_cache_pages_{0};
   std::thread backup_;
-  buffer::ReceiveBuffer rb_{4096, 1 << 20};
+  buffer::ReusableBuffer rb_{4096, 1 << 20};
   std::unique_ptr<protocol::FrameWriter> writer_;
   std::unique_ptr<protocol::FrameReader> reader_;
 };

@@ -10,7 +10,7 @@
 #include <map>
 #include <thread>
 
-#include "buffer/receive_buffer.h"
+#include "buffer/reusable_buffer.h"
 #include "common/digest.h"
 #include "compress/page_batch.h"
 #include "protocol/frame_io.h"
@@ -306,7 +306,7 @@ class RawPrimary {
 
  private:
   protocol::FrameWriter writer_;
-  buffer::ReceiveBuffer rb_;
+  buffer::ReusableBuffer rb_;
   protocol::FrameReader reader_;
 };
 
@@ -399,7 +399,7 @@ TEST_F(ReceiverTest, OversizedGuestIsRefusedAtTheHandshake) {
   h.session_id = 1;
   h.identity = "huge";
   ASSERT_TRUE(w.Send(h, 0).ok());
-  buffer::ReceiveBuffer rb(4096, 1 << 20);
+  buffer::ReusableBuffer rb(4096, 1 << 20);
   protocol::FrameReader r(primary(), &rb);
   auto f = r.Next(transport::DeadlineIn(5000ms));
   ASSERT_TRUE(f.ok()) << f.status().ToString();

@@ -22,7 +22,7 @@
 #include <random>
 #include <thread>
 
-#include "buffer/receive_buffer.h"
+#include "buffer/reusable_buffer.h"
 #include "protocol/frame_io.h"
 #include "protocol/messages.h"
 #include "replicator/checkpoint_sender.h"
@@ -175,7 +175,7 @@ class ScriptedBackup {
  private:
   std::unique_ptr<transport::Stream> stream_;
   protocol::FrameWriter writer_;
-  buffer::ReceiveBuffer rb_;
+  buffer::ReusableBuffer rb_;
   protocol::FrameReader reader_;
   protocol::Hello hello_;
   std::mutex mu_;

@@ -41,7 +41,7 @@ std::vector<uint8_t> Bytes(size_t n, uint8_t seed) {
 TEST(FrameIo, RoundTripsDataAndControlFrames) {
   Pair p = MakePair();
   FrameWriter w(p.a.get());
-  buffer::ReceiveBuffer buf(0, 16 << 20);
+  buffer::ReusableBuffer buf(0, 16 << 20);
   FrameReader r(p.b.get(), &buf);
 
   std::thread writer([&] {
@@ -81,7 +81,7 @@ TEST(FrameIo, RoundTripsDataAndControlFrames) {
 TEST(FrameIo, AppendPlacementAccumulatesAnEpoch) {
   Pair p = MakePair();
   FrameWriter w(p.a.get());
-  buffer::ReceiveBuffer buf(0, 1 << 20);
+  buffer::ReusableBuffer buf(0, 1 << 20);
   FrameReader r(p.b.get(), &buf);
   ASSERT_TRUE(w.Write(FrameType::kPages, 1, Bytes(1000, 1)).ok());
   ASSERT_TRUE(w.Write(FrameType::kPages, 1, Bytes(2000, 2)).ok());
@@ -119,7 +119,7 @@ TEST(FrameIo, WriteFramesSendsEngineBuiltBuffer) {
   EXPECT_EQ(w.WriteFrames(bad).code(), Code::kInternal);
   EXPECT_EQ(w.frames_written(), 2u);
 
-  buffer::ReceiveBuffer buf(0, 1 << 20);
+  buffer::ReusableBuffer buf(0, 1 << 20);
   FrameReader r(p.b.get(), &buf);
   auto f = r.Next(DeadlineIn(5s));
   ASSERT_TRUE(f.ok());
@@ -151,7 +151,7 @@ TEST(FrameIo, OversizeLengthFromPeerRejectedBeforeAllocation) {
   StoreLE32(hdr + 4, 0xfffffff0u);
   StoreLE32(hdr + 20, Check32({hdr, 20}));
   ASSERT_TRUE(p.a->WriteAll(hdr, DeadlineIn(5s)).ok());
-  buffer::ReceiveBuffer buf(0, 64 << 20);
+  buffer::ReusableBuffer buf(0, 64 << 20);
   FrameReader r(p.b.get(), &buf);
   auto f = r.Next(DeadlineIn(5s));
   EXPECT_EQ(f.status().code(), Code::kOutOfRange);
@@ -161,11 +161,11 @@ TEST(FrameIo, OversizeLengthFromPeerRejectedBeforeAllocation) {
   EXPECT_EQ(r.Next(DeadlineIn(1s)).status().code(), Code::kOutOfRange);
 }
 
-TEST(FrameIo, ReceiveBufferBoundEnforcedBeforeAllocation) {
+TEST(FrameIo, ReusableBufferBoundEnforcedBeforeAllocation) {
   Pair p = MakePair();
   FrameWriter w(p.a.get());
   ASSERT_TRUE(w.Write(FrameType::kPages, 1, Bytes(5000, 0)).ok());
-  buffer::ReceiveBuffer buf(0, 4096);
+  buffer::ReusableBuffer buf(0, 4096);
   FrameReader r(p.b.get(), &buf);
   auto f = r.Next(DeadlineIn(5s));
   EXPECT_EQ(f.status().code(), Code::kOutOfRange);
@@ -180,7 +180,7 @@ TEST(FrameIo, CorruptPayloadDetected) {
   EncodeFrameHeader(frame.data(), FrameType::kState, 2, {frame.data() + kFrameHeaderSize, 64});
   frame[kFrameHeaderSize + 10] ^= 0x40;
   ASSERT_TRUE(p.a->WriteAll(frame, DeadlineIn(5s)).ok());
-  buffer::ReceiveBuffer buf(0, 1 << 20);
+  buffer::ReusableBuffer buf(0, 1 << 20);
   FrameReader r(p.b.get(), &buf);
   auto f = r.Next(DeadlineIn(5s));
   EXPECT_EQ(f.status().code(), Code::kCorruption);
@@ -198,7 +198,7 @@ TEST(FrameIo, UnknownTypeErrorsAndIgnorableIsSkipped) {
     ASSERT_TRUE(p.a->WriteAll(hdr, DeadlineIn(5s)).ok());
     FrameWriter w(p.a.get());
     ASSERT_TRUE(w.Send(Heartbeat{4, 5, 6}, 1).ok());
-    buffer::ReceiveBuffer buf(0, 1 << 20);
+    buffer::ReusableBuffer buf(0, 1 << 20);
     FrameReader r(p.b.get(), &buf);
     auto f = r.Next(DeadlineIn(5s));
     if (!ignorable) {
@@ -215,7 +215,7 @@ TEST(FrameIo, EofAtBoundaryAndTruncation) {
   {
     Pair p = MakePair();
     p.a->Close();
-    buffer::ReceiveBuffer buf(0, 1 << 20);
+    buffer::ReusableBuffer buf(0, 1 << 20);
     FrameReader r(p.b.get(), &buf);
     auto f = r.Next(DeadlineIn(5s));
     EXPECT_EQ(f.status().code(), Code::kClosed);
@@ -227,7 +227,7 @@ TEST(FrameIo, EofAtBoundaryAndTruncation) {
     EncodeFrameHeader(frame.data(), FrameType::kPages, 1, {frame.data() + kFrameHeaderSize, 20});
     ASSERT_TRUE(p.a->WriteAll({frame.data(), cut}, DeadlineIn(5s)).ok());
     p.a->Close();
-    buffer::ReceiveBuffer buf(0, 1 << 20);
+    buffer::ReusableBuffer buf(0, 1 << 20);
     FrameReader r(p.b.get(), &buf);
     auto f = r.Next(DeadlineIn(5s));
     EXPECT_EQ(f.status().code(), Code::kClosed) << cut;
@@ -241,7 +241,7 @@ TEST(FrameIo, TimeoutMidFrameResumes) {
   auto pl = Bytes(1000, 3);
   std::copy(pl.begin(), pl.end(), frame.begin() + kFrameHeaderSize);
   EncodeFrameHeader(frame.data(), FrameType::kPages, 4, {frame.data() + kFrameHeaderSize, 1000});
-  buffer::ReceiveBuffer buf(0, 1 << 20);
+  buffer::ReusableBuffer buf(0, 1 << 20);
   FrameReader r(p.b.get(), &buf);
 
   EXPECT_EQ(r.Next(DeadlineIn(20ms)).status().code(), Code::kTimeout);  // nothing yet
@@ -267,7 +267,7 @@ TEST(FrameIo, ConcurrentWritersNeverInterleaveFrames) {
   std::thread small([&] {
     for (int i = 0; i < kPerThread; ++i) ASSERT_TRUE(w.Send(Heartbeat{uint64_t(i), 0, 0}, i).ok());
   });
-  buffer::ReceiveBuffer buf(0, 1 << 20);
+  buffer::ReusableBuffer buf(0, 1 << 20);
   FrameReader r(p.b.get(), &buf);
   int pages = 0, beats = 0;
   for (int n = 0; n < 2 * kPerThread; ++n) {

@@ -8,7 +8,7 @@
 
 #include <thread>
 
-#include "buffer/receive_buffer.h"
+#include "buffer/reusable_buffer.h"
 #include "protocol/frame.h"
 #include "protocol/messages.h"
 #include "transport/fd_stream.h"
@@ -40,7 +40,7 @@ Status Transfer(const MemoryDigest& held, MemoryDigest* into) {
   FrameWriter w(p.backup.get());
   Status sent;
   std::thread t([&] { sent = SendHeldPages(&w, held, 5s); });
-  buffer::ReceiveBuffer rb(0, MaxPayloadFor(static_cast<uint8_t>(FrameType::kHeld)));
+  buffer::ReusableBuffer rb(0, MaxPayloadFor(static_cast<uint8_t>(FrameType::kHeld)));
   FrameReader r(p.primary.get(), &rb);
   Status got = ReceiveHeldPages(&r, into, 5s);
   t.join();
@@ -55,7 +55,7 @@ Status Receive(const std::vector<Held>& frames, uint64_t guest_pages) {
   FrameWriter w(p.backup.get());
   for (const Held& h : frames) EXPECT_TRUE(w.Send(h, 0).ok());
   p.backup.reset();  // EOF after the frames
-  buffer::ReceiveBuffer rb(0, MaxPayloadFor(static_cast<uint8_t>(FrameType::kHeld)));
+  buffer::ReusableBuffer rb(0, MaxPayloadFor(static_cast<uint8_t>(FrameType::kHeld)));
   FrameReader r(p.primary.get(), &rb);
   auto into = Digest(guest_pages);
   return ReceiveHeldPages(&r, into.get(), 5s);
@@ -136,7 +136,7 @@ TEST(HeldPages, AnAllZeroImageIsOneFrame) {
   FrameWriter w(p.backup.get());
   ASSERT_TRUE(SendHeldPages(&w, *held, 5s).ok());
   EXPECT_EQ(w.frames_written(), 1u);
-  buffer::ReceiveBuffer rb(0, 1 << 17);
+  buffer::ReusableBuffer rb(0, 1 << 17);
   FrameReader r(p.primary.get(), &rb);
   ASSERT_TRUE(ReceiveHeldPages(&r, into.get(), 5s).ok());
   EXPECT_EQ(into->value(), 0u);
@@ -161,7 +161,7 @@ TEST(HeldPages, AnErrorInsteadOfTheTableIsReportedWithItsText) {
   Pair p = MakePair();
   FrameWriter w(p.backup.get());
   ASSERT_TRUE(w.Send(Error::Make(ErrorCode::kResource, "disk full"), 0).ok());
-  buffer::ReceiveBuffer rb(0, 1 << 17);
+  buffer::ReusableBuffer rb(0, 1 << 17);
   FrameReader r(p.primary.get(), &rb);
   auto into = Digest(10);
   Status st = ReceiveHeldPages(&r, into.get(), 5s);
@@ -171,7 +171,7 @@ TEST(HeldPages, AnErrorInsteadOfTheTableIsReportedWithItsText) {
 
 TEST(HeldPages, ASilentBackupTimesOut) {
   Pair p = MakePair();
-  buffer::ReceiveBuffer rb(0, 1 << 17);
+  buffer::ReusableBuffer rb(0, 1 << 17);
   FrameReader r(p.primary.get(), &rb);
   auto into = Digest(10);
   EXPECT_EQ(ReceiveHeldPages(&r, into.get(), 50ms).code(), Code::kTimeout);

@@ -8,7 +8,7 @@
 #include <atomic>
 #include <thread>
 
-#include "buffer/receive_buffer.h"
+#include "buffer/reusable_buffer.h"
 #include "protocol/frame_io.h"
 #include "test_util.h"
 
@@ -84,7 +84,7 @@ TEST_F(TlsPsk, PlaintextClientRefusedByTlsServer) {
   // The refused peer never comes out of Accept.
   EXPECT_EQ((*listener)->Accept(DeadlineIn(100ms)).status().code(), Code::kTimeout);
   // The plaintext client sees a refusal, never a HELLO_ACK.
-  buffer::ReceiveBuffer buf(0, 1 << 20);
+  buffer::ReusableBuffer buf(0, 1 << 20);
   protocol::FrameReader r(client->get(), &buf);
   auto f = r.Next(DeadlineIn(10s));
   ASSERT_FALSE(f.ok());
@@ -100,7 +100,7 @@ TEST_F(TlsPsk, TlsClientAgainstPlaintextServerIsNamed) {
   });
   auto server = (*listener)->Accept(DeadlineIn(10s));
   ASSERT_TRUE(server.ok());
-  buffer::ReceiveBuffer buf(0, 1 << 20);
+  buffer::ReusableBuffer buf(0, 1 << 20);
   protocol::FrameReader r(server->get(), &buf);
   auto f = r.Next(DeadlineIn(10s));
   EXPECT_EQ(f.status().code(), Code::kUnauthenticated) << f.status().ToString();
@@ -192,7 +192,7 @@ TEST_F(TlsPsk, ConcurrentReaderAndWritersBothDirections) {
         ASSERT_TRUE(w.Write(protocol::FrameType::kPages, i, payload(i, side)).ok());
       }
     });
-    buffer::ReceiveBuffer buf(0, 1 << 20);
+    buffer::ReusableBuffer buf(0, 1 << 20);
     protocol::FrameReader r(s, &buf);
     int pages = 0;
     while (pages < kFrames) {

@@ -1,9 +1,9 @@
-// ReceiveBuffer growth policy: capacity doubles (from at least kMinGrow) until
+// ReusableBuffer growth policy: capacity doubles (from at least kMinGrow) until
 // it covers the request, clipped to max_capacity. Because capacity is never
 // given back, a backup that has seen its largest checkpoint once does no
 // further allocation: the reallocation count stops moving.
 
-#include "buffer/receive_buffer.h"
+#include "buffer/reusable_buffer.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -19,7 +19,7 @@ namespace {
 constexpr size_t kMinGrow = 4096;
 }  // namespace
 
-ReceiveBuffer::ReceiveBuffer(size_t initial, size_t max_capacity) : max_(max_capacity) {
+ReusableBuffer::ReusableBuffer(size_t initial, size_t max_capacity) : max_(max_capacity) {
   initial = std::min(initial, max_capacity);
   if (initial > 0) {
     // A constructor cannot return a Status; if this fails the buffer simply
@@ -32,10 +32,10 @@ ReceiveBuffer::ReceiveBuffer(size_t initial, size_t max_capacity) : max_(max_cap
   }
 }
 
-Result<uint8_t*> ReceiveBuffer::Append(size_t n) {
+Result<uint8_t*> ReusableBuffer::Append(size_t n) {
   // Written as a subtraction so a hostile n near SIZE_MAX cannot wrap.
   if (n > max_ || len_ > max_ - n) {
-    return Status::OutOfRange("receive buffer: " + std::to_string(len_) + " + " + std::to_string(n) +
+    return Status::OutOfRange("buffer: " + std::to_string(len_) + " + " + std::to_string(n) +
                               " bytes exceeds the maximum of " + std::to_string(max_));
   }
   const size_t need = len_ + n;
@@ -43,22 +43,22 @@ Result<uint8_t*> ReceiveBuffer::Append(size_t n) {
   return data_.get() + len_;
 }
 
-void ReceiveBuffer::Commit(size_t n) {
+void ReusableBuffer::Commit(size_t n) {
   // Clamped: committing beyond the capacity is a caller bug, and must not
   // turn into reading uninitialised or foreign memory later.
   len_ += std::min(n, cap_ - len_);
 }
 
-Status ReceiveBuffer::Reserve(size_t n) {
+Status ReusableBuffer::Reserve(size_t n) {
   if (n > max_) {
-    return Status::OutOfRange("receive buffer: reserve of " + std::to_string(n) +
+    return Status::OutOfRange("buffer: reserve of " + std::to_string(n) +
                               " bytes exceeds the maximum of " + std::to_string(max_));
   }
   if (n > cap_) return Grow(n);
   return Status::Ok();
 }
 
-Status ReceiveBuffer::Grow(size_t need) {
+Status ReusableBuffer::Grow(size_t need) {
   // Callers have checked need <= max_.
   size_t cap = std::max(cap_, std::min(kMinGrow, max_));
   while (cap < need) {
@@ -66,7 +66,7 @@ Status ReceiveBuffer::Grow(size_t need) {
   }
   uint8_t* mem = new (std::nothrow) uint8_t[cap];
   if (mem == nullptr) {
-    return Status::FromErrno("receive buffer: growing to " + std::to_string(cap) + " bytes", ENOMEM);
+    return Status::FromErrno("buffer: growing to " + std::to_string(cap) + " bytes", ENOMEM);
   }
   if (len_ > 0) std::memcpy(mem, data_.get(), len_);
   data_.reset(mem);

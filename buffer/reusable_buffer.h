@@ -1,4 +1,6 @@
-// ReceiveBuffer: the backup's reusable buffer. Capacity is kept separate from
+// ReusableBuffer: a byte buffer reused from epoch to epoch — the backup's
+// receive buffer (frames, an epoch's state), the primary's staging snapshot
+// (TimerDriver) and the sink's. Capacity is kept separate from
 // length (Xen's Remus compression reset its size each round and realloc'ed
 // per chunk): Clear() forgets the contents but keeps the memory, growth is
 // geometric up to a hard maximum, and a length asked for by the network is
@@ -15,10 +17,10 @@
 
 namespace romulus::buffer {
 
-class ReceiveBuffer {
+class ReusableBuffer {
  public:
   // initial may be 0; max_capacity is the hard bound on capacity().
-  ReceiveBuffer(size_t initial, size_t max_capacity);
+  ReusableBuffer(size_t initial, size_t max_capacity);
 
   // Makes room for n more bytes after size() and returns a pointer to them
   // (not yet counted in size(): call Commit). OutOfRange, with nothing

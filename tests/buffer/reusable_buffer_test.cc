@@ -1,4 +1,4 @@
-#include "buffer/receive_buffer.h"
+#include "buffer/reusable_buffer.h"
 
 #include <gtest/gtest.h>
 
@@ -21,7 +21,7 @@ namespace {
 
 constexpr size_t kMax = std::numeric_limits<size_t>::max();
 
-Status AppendBytes(ReceiveBuffer* rb, const uint8_t* p, size_t n) {
+Status AppendBytes(ReusableBuffer* rb, const uint8_t* p, size_t n) {
   auto dst = rb->Append(n);
   if (!dst.ok()) return dst.status();
   if (n) std::memcpy(*dst, p, n);
@@ -29,8 +29,8 @@ Status AppendBytes(ReceiveBuffer* rb, const uint8_t* p, size_t n) {
   return Status::Ok();
 }
 
-TEST(ReceiveBufferTest, InitialCapacityAndClearKeepsIt) {
-  ReceiveBuffer rb(1000, 1 << 20);
+TEST(ReusableBufferTest, InitialCapacityAndClearKeepsIt) {
+  ReusableBuffer rb(1000, 1 << 20);
   EXPECT_EQ(rb.capacity(), 1000u);
   EXPECT_EQ(rb.size(), 0u);
   std::vector<uint8_t> v(700, 3);
@@ -42,14 +42,14 @@ TEST(ReceiveBufferTest, InitialCapacityAndClearKeepsIt) {
   EXPECT_EQ(rb.capacity(), 1000u);
 }
 
-TEST(ReceiveBufferTest, InitialIsClippedToMax) {
-  ReceiveBuffer rb(1 << 20, 100);
+TEST(ReusableBufferTest, InitialIsClippedToMax) {
+  ReusableBuffer rb(1 << 20, 100);
   EXPECT_EQ(rb.capacity(), 100u);
   EXPECT_EQ(rb.max_capacity(), 100u);
 }
 
-TEST(ReceiveBufferTest, GrowsGeometricallyAndKeepsContents) {
-  ReceiveBuffer rb(0, 1 << 24);
+TEST(ReusableBufferTest, GrowsGeometricallyAndKeepsContents) {
+  ReusableBuffer rb(0, 1 << 24);
   EXPECT_EQ(rb.capacity(), 0u);
   std::vector<uint8_t> all;
   std::vector<size_t> caps;
@@ -69,8 +69,8 @@ TEST(ReceiveBufferTest, GrowsGeometricallyAndKeepsContents) {
   EXPECT_EQ(rb.view().size(), all.size());
 }
 
-TEST(ReceiveBufferTest, GrowthIsClippedAtMaxAndMaxIsReachable) {
-  ReceiveBuffer rb(0, 10000);
+TEST(ReusableBufferTest, GrowthIsClippedAtMaxAndMaxIsReachable) {
+  ReusableBuffer rb(0, 10000);
   ASSERT_TRUE(rb.Append(9000).ok());
   EXPECT_EQ(rb.capacity(), 10000u);  // 4096 -> 8192 would not do, 16384 is clipped
   rb.Commit(9000);
@@ -83,8 +83,8 @@ TEST(ReceiveBufferTest, GrowthIsClippedAtMaxAndMaxIsReachable) {
   EXPECT_EQ(rb.capacity(), 10000u);
 }
 
-TEST(ReceiveBufferTest, BoundRejectedBeforeAllocating) {
-  ReceiveBuffer rb(0, 1 << 20);
+TEST(ReusableBufferTest, BoundRejectedBeforeAllocating) {
+  ReusableBuffer rb(0, 1 << 20);
   auto r = rb.Append((1 << 20) + 1);
   EXPECT_EQ(r.status().code(), Code::kOutOfRange);
   EXPECT_EQ(rb.capacity(), 0u);
@@ -96,8 +96,8 @@ TEST(ReceiveBufferTest, BoundRejectedBeforeAllocating) {
 
 // size() + n must not wrap: with max = SIZE_MAX any n near SIZE_MAX would
 // pass a naive `size + n > max` check after wrapping around.
-TEST(ReceiveBufferTest, OverflowArithmeticIsRejected) {
-  ReceiveBuffer rb(0, kMax);
+TEST(ReusableBufferTest, OverflowArithmeticIsRejected) {
+  ReusableBuffer rb(0, kMax);
   ASSERT_TRUE(rb.Append(100).ok());
   rb.Commit(100);
   const uint64_t before = rb.reallocations();
@@ -109,18 +109,18 @@ TEST(ReceiveBufferTest, OverflowArithmeticIsRejected) {
   EXPECT_EQ(rb.size(), 100u);
   EXPECT_EQ(rb.capacity(), 4096u);
   // With a small max, n == max with a non-empty buffer is rejected too.
-  ReceiveBuffer small(0, 64);
+  ReusableBuffer small(0, 64);
   ASSERT_TRUE(small.Append(1).ok());
   small.Commit(1);
   EXPECT_EQ(small.Append(64).status().code(), Code::kOutOfRange);
   EXPECT_TRUE(small.Append(63).ok());
 }
 
-TEST(ReceiveBufferTest, AllocationFailureIsAStatus) {
+TEST(ReusableBufferTest, AllocationFailureIsAStatus) {
 #ifdef ROMULUS_TEST_ASAN
   GTEST_SKIP() << "ASan aborts on impossible allocations instead of returning null";
 #else
-  ReceiveBuffer rb(0, kMax);
+  ReusableBuffer rb(0, kMax);
   // Far more than any machine's address space: the allocator must say no.
   auto r = rb.Append(kMax / 4);
   EXPECT_FALSE(r.ok());
@@ -132,15 +132,15 @@ TEST(ReceiveBufferTest, AllocationFailureIsAStatus) {
 #endif
 }
 
-TEST(ReceiveBufferTest, CommitIsClampedToCapacity) {
-  ReceiveBuffer rb(16, 16);
+TEST(ReusableBufferTest, CommitIsClampedToCapacity) {
+  ReusableBuffer rb(16, 16);
   ASSERT_TRUE(rb.Append(8).ok());
   rb.Commit(1000);
   EXPECT_EQ(rb.size(), 16u);
 }
 
-TEST(ReceiveBufferTest, ReserveDoesNotChangeSize) {
-  ReceiveBuffer rb(0, 1 << 20);
+TEST(ReusableBufferTest, ReserveDoesNotChangeSize) {
+  ReusableBuffer rb(0, 1 << 20);
   ASSERT_TRUE(rb.Append(10).ok());
   rb.Commit(10);
   ASSERT_TRUE(rb.Reserve(50000).ok());
@@ -154,8 +154,8 @@ TEST(ReceiveBufferTest, ReserveDoesNotChangeSize) {
 // The Remus round: each epoch receives a checkpoint in chunks of varying size
 // and clears the buffer at the end. After the largest checkpoint has been
 // seen once, no epoch allocates again.
-TEST(ReceiveBufferTest, ZeroReallocationsAfterWarmUp) {
-  ReceiveBuffer rb(0, 64 << 20);
+TEST(ReusableBufferTest, ZeroReallocationsAfterWarmUp) {
+  ReusableBuffer rb(0, 64 << 20);
   std::mt19937_64 rng(7);
   std::vector<uint8_t> chunk(1 << 16);
   for (size_t i = 0; i < chunk.size(); ++i) chunk[i] = static_cast<uint8_t>(i * 31);
@@ -189,8 +189,8 @@ TEST(ReceiveBufferTest, ZeroReallocationsAfterWarmUp) {
   EXPECT_EQ(rb.capacity(), cap);
 }
 
-TEST(ReceiveBufferTest, ZeroMaxAcceptsOnlyEmpty) {
-  ReceiveBuffer rb(10, 0);
+TEST(ReusableBufferTest, ZeroMaxAcceptsOnlyEmpty) {
+  ReusableBuffer rb(10, 0);
   EXPECT_EQ(rb.capacity(), 0u);
   EXPECT_TRUE(rb.Append(0).ok());
   EXPECT_EQ(rb.Append(1).status().code(), Code::kOutOfRange);
