@@ -180,9 +180,10 @@ romulus replicate --domain guest2 --to "127.0.0.1:$((PORT + 1))" --psk-file "$W/
   --netbuf-vif "$VIF" --events-json "$W/restart-events.jsonl" --control-socket none >"$W/restart.log" 2>&1 &
 RR=$!
 lab_evidence "$W/restart.log" "$W/restart-events.jsonl"
+# (the loop runs in a subshell: its exit 1 is the answer when no line matched)
 no_backup() {
-  rj_events "$W/restart-events.jsonl" unprotected | while IFS= read -r _l; do
-    case $(rj_get "$_l" reason) in "no backup"*) exit 0 ;; esac; done
+  rj_events "$W/restart-events.jsonl" unprotected | { while IFS= read -r _l; do
+    case $(rj_get "$_l" reason) in "no backup"*) exit 0 ;; esac; done; exit 1; }
 }
 i=0
 until no_backup; do
