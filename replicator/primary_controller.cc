@@ -402,8 +402,12 @@ Status PrimaryController::Suspended(uint64_t epoch) {
   UseEpoch(epoch);
   ++checkpoints_;
   Status oc = output_.Checkpoint(epoch);
-  std::lock_guard<std::mutex> lock(ops_mu_);
-  output_state_ = output_.Describe();
+  {
+    // The guest is paused: no second Describe(), no message unless it failed.
+    std::lock_guard<std::mutex> lock(ops_mu_);
+    output_state_ = cur_output_;
+  }
+  if (oc.ok()) return oc;
   return oc.With("output commit boundary of epoch " + std::to_string(epoch));
 }
 
