@@ -175,7 +175,7 @@ Status StreamParser::OnHeaderComplete() {
   uint32_t page_shift = LoadLE32(h + 4) & 0xffff;
   xen_major_ = uint16_t(LoadLE32(h + 8));
   xen_minor_ = uint16_t(LoadLE32(h + 12));
-  if (domain_type_ != 1 && domain_type_ != 2) {
+  if (domain_type_ != kDomainTypeX86Pv && domain_type_ != kDomainTypeX86Hvm) {
     return Status::Unsupported("domain type " + std::to_string(domain_type_) +
                                " in the domain header (1 = x86 PV, 2 = x86 HVM)");
   }

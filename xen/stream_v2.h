@@ -25,6 +25,9 @@ namespace romulus::xen {
 // ---- Format constants (spec revision 3, Xen 4.17) --------------------------
 constexpr size_t kImageHeaderSize = 24;   // big-endian
 constexpr size_t kDomainHeaderSize = 16;  // little-endian
+// The domain header's type (u32 at offset 0). libxenguest streams PVH as HVM.
+constexpr uint32_t kDomainTypeX86Pv = 1;
+constexpr uint32_t kDomainTypeX86Hvm = 2;
 constexpr size_t kRecordHeaderSize = 8;   // {u32 type, u32 body_length}
 constexpr size_t kPageDataHeaderSize = 8; // {u32 count, u32 reserved}
 constexpr size_t kXenPageSize = 4096;

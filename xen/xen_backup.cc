@@ -6,28 +6,21 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
 
+#include "common/little_endian.h"
+#include "protocol/messages.h"
+
 namespace romulus::xen {
 
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-std::map<std::string, std::string> ParseInfo(std::span<const uint8_t> payload) {
-  std::map<std::string, std::string> out;
-  std::istringstream in(std::string(payload.begin(), payload.end()));
-  std::string line;
-  while (std::getline(in, line)) {
-    auto eq = line.find('=');
-    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
-  }
-  return out;
-}
 
 bool ValidName(const std::string& n) {
   if (n.empty() || n.size() > 64) return false;
@@ -36,20 +29,28 @@ bool ValidName(const std::string& n) {
   return true;
 }
 
-bool ParseUuid(const std::string& s, uint8_t out[16]) {
-  std::string hex;
-  for (char c : s)
-    if (c != '-') hex += c;
-  if (hex.size() != 32) return false;
-  for (int i = 0; i < 16; i++) {
-    unsigned v;
-    if (sscanf(hex.c_str() + 2 * i, "%2x", &v) != 1) return false;
-    out[i] = uint8_t(v);
-  }
-  return true;
-}
-
 }  // namespace
+
+Status XenSink::CheckHostCanRestore(GuestType type, ReplicaSpec* spec) const {
+  auto caps = GetHostCaps(h_->xch());
+  if (!caps.ok()) return caps.status();
+  if (!caps->hvm) {
+    return Status::Unsupported(std::string("this host cannot run ") + GuestTypeName(type) +
+                               " guests (no hardware virtualisation: xl info virt_caps has no hvm)");
+  }
+  if (spec->hap && !caps->hap) {
+    if (!caps->shadow) return Status::Unsupported("this host has neither HAP nor shadow paging for a PVH guest");
+    spdlog::warn("the primary runs the guest with HAP, this host has none: the replica uses shadow paging");
+    spec->hap = false;
+  }
+  if (!spec->hap && !caps->shadow) {
+    // The primary ran the guest on shadow paging, which this host lacks.
+    if (!caps->hap) return Status::Unsupported("this host has neither HAP nor shadow paging for a PVH guest");
+    spdlog::warn("the primary runs the guest with shadow paging, this host has none: the replica uses HAP");
+    spec->hap = true;
+  }
+  return Status::Ok();
+}
 
 XenSink::XenSink(const XenRestoreOptions& opts, std::unique_ptr<XenHandles> h)
     : opts_(opts), h_(std::move(h)) {}
@@ -182,7 +183,7 @@ Status XenSink::OnState(uint64_t epoch, std::span<const uint8_t> record) {
   if (!asm_) return Status::Internal("Xen sink: state before BeginSession");
   if (EnvelopeKindOf(record) == uint8_t(EnvelopeKind::kDomainInfo)) {
     if (cur_) return Status::Corruption("Xen sink: a second domain-info record in one session");
-    ROMULUS_RETURN_IF_ERROR(CreateReplica(ParseInfo(record.subspan(kEnvelopeHeaderSize))));
+    ROMULUS_RETURN_IF_ERROR(CreateReplica(ParseDomainInfo(record.subspan(kEnvelopeHeaderSize))));
     Status st = cur_->StartRestore();
     if (!st.ok()) DropCurrent("its restore did not start");
     return st;
@@ -192,6 +193,18 @@ Status XenSink::OnState(uint64_t epoch, std::span<const uint8_t> record) {
                               "(is the primary replicating a Xen domain?)");
   }
   (void)epoch;
+  if (EnvelopeKindOf(record) == uint8_t(EnvelopeKind::kDomainHeader) &&
+      record.size() >= kEnvelopeHeaderSize + kDomainHeaderSize) {
+    // libxenguest restores with the ops of the *target* domain's type and
+    // fails deep inside on a stream of the other type: say it here.
+    const uint32_t stream_type = LoadLE32(record.data() + kEnvelopeHeaderSize);
+    const uint32_t want = cur_->type() == GuestType::kPv ? kDomainTypeX86Pv : kDomainTypeX86Hvm;
+    if (stream_type != want) {
+      return Status::Corruption("the migration stream is of domain type " + std::to_string(stream_type) +
+                                " but the domain info says a " + GuestTypeName(cur_->type()) +
+                                " guest (type " + std::to_string(want) + ")");
+    }
+  }
   return asm_->OnState(record);
 }
 
@@ -241,7 +254,9 @@ Status XenSink::CreateReplica(const std::map<std::string, std::string>& info) {
     auto it = info.find(k);
     return it == info.end() ? "" : it->second;
   };
-  if (get("hvm") == "1") return Status::Unsupported("HVM guests are not supported by the Xen sink yet");
+  auto parsed = ReplicaSpecFromInfo(info);
+  if (!parsed.ok()) return parsed.status();
+  ReplicaSpec spec = std::move(*parsed);
   std::string orig = get("name").empty() ? identity_ : get("name");
   if (!ValidName(orig)) orig = "romulus-replica";
   if (name_.empty()) {
@@ -252,22 +267,11 @@ Status XenSink::CreateReplica(const std::map<std::string, std::string>& info) {
     held_name_ = (opts_.domain_name.empty() ? orig : opts_.domain_name) + "--held";
   }
   ROMULUS_RETURN_IF_ERROR(ReclaimReplicaName());
-  ReplicaSpec spec;
   spec.name = name_;
-  if (!ParseUuid(get("uuid"), spec.handle)) memset(spec.handle, 0, sizeof spec.handle);
-  spec.uuid = FormatUuid(spec.handle);
-  spec.max_vcpus = unsigned(strtoul(get("max_vcpus").c_str(), nullptr, 10));
-  spec.max_memkb = strtoull(get("max_memkb").c_str(), nullptr, 10);
-  spec.target_kb = strtoull(get("target_kb").c_str(), nullptr, 10);
-  if (spec.max_vcpus == 0 || spec.max_vcpus > 512) return Status::Corruption("domain info: bad max_vcpus");
-  if (spec.max_memkb == 0 || spec.max_memkb > (1ull << 40)) return Status::Corruption("domain info: bad max_memkb");
-  if (spec.target_kb == 0 || spec.target_kb > spec.max_memkb) spec.target_kb = spec.max_memkb;
-  auto vifs = VifSpecsFromInfo(info);
-  if (!vifs.ok()) return vifs.status();
-  spec.vifs = std::move(*vifs);
+  if (spec.type != GuestType::kPv) ROMULUS_RETURN_IF_ERROR(CheckHostCanRestore(spec.type, &spec));
   // The restore populates the guest's pages as they stream in: check now
   // that they fit, rather than fail deep in libxenguest mid-sync.
-  ROMULUS_RETURN_IF_ERROR(CheckFreeMemory(spec.target_kb));
+  ROMULUS_RETURN_IF_ERROR(CheckFreeMemory(ReplicaMemoryKb(spec)));
 
   cur_ = std::make_unique<XenReplica>(h_.get(), opts_);
   Status st = cur_->Create(spec);
@@ -275,8 +279,9 @@ Status XenSink::CreateReplica(const std::map<std::string, std::string>& info) {
     cur_.reset();
     return st;
   }
-  spdlog::info("created replica domain {} (domid {}, {} vCPU, {} KiB) for {}", name_,
-          cur_->domid(), spec.max_vcpus, spec.max_memkb, orig);
+  spdlog::info("created replica domain {} (domid {}, {}{}, {} vCPU, {} KiB) for {}", name_, cur_->domid(),
+               GuestTypeName(spec.type), spec.type == GuestType::kPv ? "" : (spec.hap ? " hap" : " shadow"),
+               spec.max_vcpus, spec.max_memkb, orig);
   return Status::Ok();
 }
 

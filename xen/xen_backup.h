@@ -62,6 +62,9 @@ class XenSink final : public restore::GuestSink {
   // Refuses (kStorage) when the hypervisor lacks the memory for one more
   // copy of the guest: never destroy a checkpoint to make room.
   Status CheckFreeMemory(uint64_t need_kb) const;
+  // This host can build the container (HVM, HAP or shadow); may switch
+  // spec->hap to what the host has.
+  Status CheckHostCanRestore(GuestType type, ReplicaSpec* spec) const;
   // Before creating a replica: take the replica name's lock file (another
   // live `restore --xen` with the same name refuses), then destroy any
   // domain named NAME--incoming or NAME--held a killed predecessor left

@@ -101,6 +101,10 @@ class Session : public EpochSink {
   static int SuspendCb(void* d) { return static_cast<Session*>(d)->Suspend(); }
   static int PostcopyCb(void* d) { return static_cast<Session*>(d)->Postcopy(); }
   static int CheckpointCb(void* d) { return static_cast<Session*>(d)->Checkpoint(); }
+  // libxenguest's HVM save asks the device model to start and stop tracking
+  // its own writes to guest memory. A PVH guest has no device model: there
+  // is nothing to switch (libxl answers the same way).
+  static int SwitchQemuLogdirtyCb(uint32_t, unsigned, void*) { return 0; }
   int Suspend();
   int Postcopy();
   int Checkpoint();
@@ -164,10 +168,18 @@ Status Session::BeginEpoch(uint64_t stream_checkpoint) {
   ROMULUS_RETURN_IF_ERROR(s_.BeginEpoch(epoch));
   if (stream_checkpoint != 1) return Status::Ok();
   // The backup creates its domain from this before the stream starts.
+  // "hvm=1" comes first among the type keys on purpose: a backup too old to
+  // know PVH refuses it cleanly instead of building a PV domain.
   std::string info = "name=" + dom_.name + "\nuuid=" + dom_.uuid + "\nmax_vcpus=" +
                      std::to_string(dom_.max_vcpus) + "\nmax_memkb=" + std::to_string(dom_.max_memkb) +
                      "\ntarget_kb=" + std::to_string(dom_.target_kb) + "\nguest_pages=" +
-                     std::to_string(dom_.guest_pages) + "\nhvm=0\n";
+                     std::to_string(dom_.guest_pages) + "\nhvm=" + (dom_.type == GuestType::kPv ? "0" : "1") +
+                     "\ntype=" + GuestTypeName(dom_.type) + "\n";
+  if (dom_.type != GuestType::kPv) {
+    info += "hap=" + std::to_string(dom_.hap ? 1 : 0) + "\nemu_flags=" + std::to_string(dom_.emulation_flags) +
+            "\nmisc_flags=" + std::to_string(dom_.misc_flags) + "\ntimer_mode=" + std::to_string(dom_.timer_mode) +
+            "\npaging_pool_kb=" + std::to_string(dom_.paging_pool_kb) + "\n";
+  }
   // The NICs, for the backup to recreate at activation (validated by ReadVifs).
   if (auto vifs = VifInfoLines(dom_.vifs); vifs.ok()) info += *vifs;
   std::vector<uint8_t> blob;
@@ -441,6 +453,7 @@ Status Session::Run() {
   cb.suspend = &Session::SuspendCb;
   cb.postcopy = &Session::PostcopyCb;
   cb.checkpoint = &Session::CheckpointCb;
+  if (dom_.type == GuestType::kPvh) cb.switch_qemu_logdirty = &Session::SwitchQemuLogdirtyCb;
   cb.data = this;
   // XCFLAGS_LIVE is mandatory: without it log-dirty is never enabled and the
   // checkpointed stream carries no PAGE_DATA at all (LAB-NOTES).
@@ -473,11 +486,13 @@ Status Session::Run() {
   }
   if (!err.ok()) return err;
   if (h_->LogContains("Failed to enable logdirty")) {
+    // OpenXenDriver checks the host's paging capabilities first; this is
+    // what is left: a hypervisor that claims them and still refuses.
     return Status::Unsupported(
-        "Failed to enable logdirty for domain " + dom_.name +
-        ": the hypervisor cannot track a PV guest's dirty pages. Debian's Xen 4.17.7+ security "
-        "build has no shadow paging (XSA-495); boot a hypervisor built with CONFIG_SHADOW_PAGING=y "
-        "(see docs/XEN-STREAM.md, \"Errors\") [" + h_->RecentErrors() + "]");
+        "Failed to enable logdirty for domain " + dom_.name + " (a " + GuestTypeName(dom_.type) +
+        " guest): the hypervisor cannot track its dirty pages" +
+        (dom_.type == GuestType::kPv ? " (PV guests need shadow paging: CONFIG_SHADOW_PAGING=y)" : "") + " [" +
+        h_->RecentErrors() + "]");
   }
   std::string why = h_->RecentErrors();
   return Status::IoError("xc_domain_save failed (rc " + std::to_string(rc) + ", " + strerror(save_errno) + ")" +
@@ -526,8 +541,19 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
   ROMULUS_RETURN_IF_ERROR(CheckVersionMatch((*h)->xch()));
   auto dom = ResolveDomain(**h, opts.domain);
   if (!dom.ok()) return dom.status();
-  if (dom->hvm) {
-    return Status::Unsupported("domain " + dom->name + " is HVM; Romulus replicates PV guests only for now");
+  if (dom->type == GuestType::kHvm) {
+    char flags[16];
+    snprintf(flags, sizeof flags, "0x%x", dom->emulation_flags);
+    return Status::Unsupported(
+        "domain " + dom->name + " is an HVM guest (emulation flags " + flags +
+        "): Romulus protects PV and PVH guests. An HVM guest's checkpoint must also carry its device "
+        "model's state (QEMU xen-save-devices-state) and QEMU's own writes to guest memory "
+        "(xen-set-global-dirty-log), which are not implemented yet (docs/XEN-STREAM.md, \"Guest types\")");
+  }
+  {
+    auto caps = GetHostCaps((*h)->xch());
+    if (!caps.ok()) return caps.status();
+    ROMULUS_RETURN_IF_ERROR(CheckCanProtect(*caps, dom->type, dom->hap, dom->name));
   }
   if (dom->dying || (dom->shutdown && dom->shutdown_reason != SHUTDOWN_suspend)) {
     return Status::InvalidArgument("domain " + dom->name + " is shutting down");
@@ -545,8 +571,8 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
     }
     xs_resume_domain((*h)->xsh(), dom->domid);
   }
-  spdlog::info("protecting domain {} (domid {}, {} vCPU, {} pages)", dom->name, dom->domid, dom->max_vcpus,
-               dom->guest_pages);
+  spdlog::info("protecting domain {} (domid {}, {}, {} vCPU, {} pages)", dom->name, dom->domid,
+               GuestTypeName(dom->type), dom->max_vcpus, dom->guest_pages);
   return std::unique_ptr<replicator::CheckpointDriver>(new XenDriver(opts, std::move(*h), std::move(*dom)));
 }
 

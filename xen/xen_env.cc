@@ -119,15 +119,76 @@ Status XsWrite(struct xs_handle* xsh, xs_transaction_t t, const std::string& pat
   return Status::Ok();
 }
 
-Result<xc_dominfo_t> GetDomainInfo(xc_interface* xch, uint32_t domid) {
-  xc_dominfo_t info;
-  memset(&info, 0, sizeof info);
-  int n = xc_domain_getinfo(xch, domid, 1, &info);
-  if (n < 0) return Status::FromErrno("xc_domain_getinfo(" + std::to_string(domid) + ")", errno);
-  if (n != 1 || info.domid != domid) {
+const char* GuestTypeName(GuestType t) {
+  switch (t) {
+    case GuestType::kPv: return "pv";
+    case GuestType::kPvh: return "pvh";
+    case GuestType::kHvm: return "hvm";
+  }
+  return "?";
+}
+
+GuestType DomInfo::type() const {
+  if (!hvm) return GuestType::kPv;
+  // Xen accepts exactly LAPIC-only emulation for a PVH domU
+  // (emulation_flags_ok): that is what makes it PVH, not a libxl label.
+  return emulation_flags == XEN_X86_EMU_LAPIC ? GuestType::kPvh : GuestType::kHvm;
+}
+
+Result<DomInfo> GetDomainInfo(xc_interface* xch, uint32_t domid) {
+  xc_domaininfo_t raw;
+  memset(&raw, 0, sizeof raw);
+  int n = xc_domain_getinfolist(xch, domid, 1, &raw);
+  if (n < 0) return Status::FromErrno("xc_domain_getinfolist(" + std::to_string(domid) + ")", errno);
+  // The call lists domains from `domid` upwards: a gone domain answers with
+  // the next one.
+  if (n != 1 || raw.domain != domid) {
     return Status::InvalidArgument("domain " + std::to_string(domid) + " does not exist");
   }
-  return info;
+  DomInfo d;
+  d.domid = raw.domain;
+  d.dying = raw.flags & XEN_DOMINF_dying;
+  d.shutdown = raw.flags & XEN_DOMINF_shutdown;
+  d.shutdown_reason = (raw.flags >> XEN_DOMINF_shutdownshift) & XEN_DOMINF_shutdownmask;
+  d.paused = raw.flags & XEN_DOMINF_paused;
+  d.hvm = raw.flags & XEN_DOMINF_hvm_guest;
+  d.hap = raw.flags & XEN_DOMINF_hap;
+  d.max_vcpu_id = raw.max_vcpu_id;
+  d.max_memkb = uint64_t(raw.max_pages) * (XC_PAGE_SIZE / 1024);
+  memcpy(d.handle, raw.handle, sizeof d.handle);
+  d.emulation_flags = raw.arch_config.emulation_flags;
+  d.misc_flags = raw.arch_config.misc_flags;
+  return d;
+}
+
+Result<HostCaps> GetHostCaps(xc_interface* xch) {
+  xc_physinfo_t info;
+  memset(&info, 0, sizeof info);
+  if (xc_physinfo(xch, &info) != 0) return Status::FromErrno("xc_physinfo", errno);
+  HostCaps c;
+  c.hvm = info.capabilities & XEN_SYSCTL_PHYSCAP_hvm;
+  c.hap = info.capabilities & XEN_SYSCTL_PHYSCAP_hap;
+  c.shadow = info.capabilities & XEN_SYSCTL_PHYSCAP_shadow;
+  return c;
+}
+
+Status CheckCanProtect(const HostCaps& caps, GuestType type, bool hap, const std::string& domain) {
+  if (type == GuestType::kPv && !caps.shadow) {
+    return Status::Unsupported(
+        "domain " + domain + " is a PV guest and this hypervisor has no shadow paging, which Xen needs "
+        "to track a PV guest's dirty pages (Debian's Xen 4.17.7+ security builds are compiled without it, "
+        "XSA-495). Run PVH guests (type=\"pvh\": their dirty pages are tracked by HAP), or boot a "
+        "hypervisor built with CONFIG_SHADOW_PAGING=y (docs/XEN-STREAM.md, \"Guest types\")");
+  }
+  if (type != GuestType::kPv && !hap && !caps.shadow) {
+    return Status::Unsupported("domain " + domain + " runs without hardware-assisted paging and this "
+                               "hypervisor has no shadow paging to track its dirty pages");
+  }
+  return Status::Ok();
+}
+
+uint64_t MinPagingPoolKb(uint64_t max_memkb, unsigned vcpus) {
+  return 4 * (256 * uint64_t(vcpus) + 2 * (max_memkb / 1024));
 }
 
 namespace {
@@ -196,7 +257,10 @@ Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_o
   if (f.name.empty()) f.name = "domain-" + std::to_string(domid);
   memcpy(f.handle, info->handle, 16);
   f.uuid = FormatUuid(f.handle);
-  f.hvm = info->hvm;
+  f.type = info->type();
+  f.hap = info->hap;
+  f.emulation_flags = info->emulation_flags;
+  f.misc_flags = info->misc_flags;
   f.max_vcpus = info->max_vcpu_id + 1;
   f.max_memkb = info->max_memkb;
   std::string target = XsRead(h.xsh(), "/local/domain/" + std::to_string(domid) + "/memory/target");
@@ -204,11 +268,20 @@ Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_o
   f.shutdown = info->shutdown;
   f.shutdown_reason = info->shutdown_reason;
   f.dying = info->dying;
+  if (info->hvm) {
+    uint64_t v = 0;
+    if (xc_hvm_param_get(h.xch(), domid, HVM_PARAM_TIMER_MODE, &v) == 0) f.timer_mode = v;
+    uint64_t pool = 0;
+    if (xc_get_paging_mempool_size(h.xch(), domid, &pool) == 0) f.paging_pool_kb = pool / 1024;
+  }
   f.vifs = ReadVifs(h, domid);
   xen_pfn_t gpfn = 0;
   if (xc_domain_maximum_gpfn(h.xch(), domid, &gpfn) < 0) {
     return Status::FromErrno("xc_domain_maximum_gpfn(" + std::to_string(domid) + ")", errno);
   }
+  // For an HVM container it is the highest populated gfn: with PVH the
+  // special pages (store, console, ...) sit just below 4 GiB, so a small
+  // guest still spans about a million pfns (8 MiB of per-page digest).
   // For a PV domain Xen answers with shared_info's arch.max_pfn, which the
   // guest kernel itself writes while it sets up its p2m: 0 until then (seen in
   // the lab on a guest still booting: "1 pages", then "pfn 1 beyond the
@@ -249,7 +322,18 @@ Result<std::string> ProbeXen() {
   auto v = HypervisorVersion((*h)->xch());
   if (!v.ok()) return v.status();
   ROMULUS_RETURN_IF_ERROR(CheckVersionMatch((*h)->xch()));
-  return "Xen " + *v + " (tools " + ROMULUS_XEN_TOOLS_VERSION + ")";
+  std::string out = "Xen " + *v + " (tools " + ROMULUS_XEN_TOOLS_VERSION + ")";
+  auto caps = GetHostCaps((*h)->xch());
+  if (caps.ok()) {
+    // What the operator wants to know first: which guests this host can protect.
+    std::string can;
+    if (caps->shadow) can += "pv ";
+    if (caps->hvm && (caps->hap || caps->shadow)) can += "pvh ";
+    out += "; paging:" + std::string(caps->hap ? " hap" : "") + (caps->shadow ? " shadow" : "") +
+           "; protects: " + (can.empty() ? "none" : can.substr(0, can.size() - 1));
+    if (!caps->shadow) out += " (no shadow paging: PV guests cannot be protected on this hypervisor)";
+  }
+  return out;
 }
 
 }  // namespace romulus::xen

@@ -43,12 +43,44 @@ class XenHandles {
   struct xs_handle* xsh_ = nullptr;
 };
 
+// What kind of x86 guest a domain is, as the hypervisor sees it (never
+// libxl's /libxl/D/type: a replica Romulus activated has no libxl node).
+//   PV   no XEN_DOMINF_hvm_guest;
+//   PVH  an HVM container whose only emulated device is the local APIC;
+//   HVM  anything else (a device model emulates the platform).
+enum class GuestType { kPv, kPvh, kHvm };
+const char* GuestTypeName(GuestType t);  // "pv", "pvh", "hvm"
+
+// One domain as XEN_DOMCTL_getdomaininfo reports it. Read through
+// xc_domain_getinfolist, which Xen 4.17 and 4.20 both have
+// (xc_domain_getinfo and xc_dominfo_t are gone from 4.18 on).
+struct DomInfo {
+  uint32_t domid = 0;
+  bool dying = false;
+  bool shutdown = false;
+  unsigned shutdown_reason = 0;  // SHUTDOWN_* when shutdown
+  bool paused = false;
+  bool hvm = false;
+  bool hap = false;
+  unsigned max_vcpu_id = 0;
+  uint64_t max_memkb = 0;
+  uint8_t handle[16] = {};
+  uint32_t emulation_flags = 0;  // XEN_X86_EMU_*
+  uint32_t misc_flags = 0;       // XEN_X86_MSR_RELAXED ...
+  GuestType type() const;
+};
+
 struct DomainFacts {
   uint32_t domid = 0;
   std::string name;
   std::string uuid;            // xen_domain_handle_t as 8-4-4-4-12 hex
   uint8_t handle[16] = {};
-  bool hvm = false;
+  GuestType type = GuestType::kPv;
+  bool hap = false;               // hardware-assisted paging (HVM containers)
+  uint32_t emulation_flags = 0;   // XEN_X86_EMU_*: what Xen emulates for it
+  uint32_t misc_flags = 0;        // XEN_X86_MSR_RELAXED ...
+  uint64_t timer_mode = 0;        // HVM_PARAM_TIMER_MODE (HVM containers)
+  uint64_t paging_pool_kb = 0;    // HAP/shadow pool (xc_get_paging_mempool_size)
   unsigned max_vcpus = 1;      // max_vcpu_id + 1
   uint64_t max_memkb = 0;
   uint64_t target_kb = 0;      // xenstore memory/target (falls back to max)
@@ -62,7 +94,21 @@ struct DomainFacts {
 };
 
 // One domain's hypervisor info; kInvalidArgument if it does not exist.
-Result<xc_dominfo_t> GetDomainInfo(xc_interface* xch, uint32_t domid);
+Result<DomInfo> GetDomainInfo(xc_interface* xch, uint32_t domid);
+
+// What this host's hypervisor can do for log-dirty tracking: PV guests need
+// shadow paging (Debian's recent 4.17 security builds have none); PVH and
+// HVM guests need HAP or shadow.
+struct HostCaps {
+  bool hvm = false, hap = false, shadow = false;
+};
+Result<HostCaps> GetHostCaps(xc_interface* xch);
+// Ok when this host can track `type` guests' dirty pages; else a clear
+// kUnsupported saying what is missing.
+Status CheckCanProtect(const HostCaps& caps, GuestType type, bool hap, const std::string& domain);
+// libxl's floor for an HVM container's paging pool, in KiB: 1 MiB per vCPU
+// plus a page per MiB of RAM for the p2m and one more for shadow.
+uint64_t MinPagingPoolKb(uint64_t max_memkb, unsigned vcpus);
 // Resolves "guest1" or "7" (a name is looked up in xenstore /local/domain/*/name).
 Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_or_id);
 

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -36,6 +37,13 @@ Status XenReplica::Create(const ReplicaSpec& spec) {
   // and the new one carry the same handle.
   memcpy(cfg.handle, spec_.handle, sizeof spec_.handle);
   cfg.flags = 0;  // PV
+  if (spec_.type != GuestType::kPv) {
+    // libxenguest picks its restore ops from the target domain's type: a
+    // PVH stream needs an HVM container, with HAP when the primary had it.
+    cfg.flags = XEN_DOMCTL_CDF_hvm | (spec_.hap ? XEN_DOMCTL_CDF_hap : 0);
+    cfg.arch.emulation_flags = spec_.emulation_flags;
+    cfg.arch.misc_flags = spec_.misc_flags;
+  }
   cfg.max_vcpus = spec_.max_vcpus;
   cfg.max_evtchn_port = 1023;
   cfg.max_grant_frames = -1;
@@ -58,7 +66,23 @@ Status XenReplica::Create(const ReplicaSpec& spec) {
   store_port_ = xc_evtchn_alloc_unbound(h_->xch(), domid_, 0);
   console_port_ = xc_evtchn_alloc_unbound(h_->xch(), domid_, 0);
   if (store_port_ < 0 || console_port_ < 0) return Status::FromErrno("xc_evtchn_alloc_unbound", errno);
+  if (spec_.type != GuestType::kPv) ROMULUS_RETURN_IF_ERROR(PrepareHvmContainer());
   return WriteXenstoreSkeleton();
+}
+
+Status XenReplica::PrepareHvmContainer() {
+  // The HAP (or shadow) pool holds the container's p2m: Xen's own default
+  // (256 pages) is too small for any real guest, and the restore would fail
+  // deep in populate_physmap. The primary's size, never below libxl's floor.
+  const uint64_t pool_kb = std::max(spec_.paging_pool_kb, MinPagingPoolKb(spec_.max_memkb, spec_.max_vcpus));
+  if (xc_set_paging_mempool_size(h_->xch(), domid_, pool_kb * 1024) != 0) {
+    return Status::FromErrno("xc_set_paging_mempool_size(" + std::to_string(pool_kb) + " KiB)", errno);
+  }
+  // Not in the migration stream (libxl sets it before every restore).
+  if (xc_hvm_param_set(h_->xch(), domid_, HVM_PARAM_TIMER_MODE, spec_.timer_mode) != 0) {
+    return Status::FromErrno("setting HVM_PARAM_TIMER_MODE", errno);
+  }
+  return Status::Ok();
 }
 
 // The nodes libxl__domain_make writes for a PV domain, minus devices.

@@ -19,21 +19,11 @@
 #include <vector>
 
 #include "common/status.h"
-#include "xen/vif_spec.h"
+#include "xen/replica_spec.h"
 #include "xen/xen_facade.h"
 #include "xen/xen_env.h"
 
 namespace romulus::xen {
-
-// What the primary's domain-info record says the replica must look like.
-struct ReplicaSpec {
-  std::string name;  // xenstore name while it is a backup (NAME--incoming)
-  std::string uuid;  // 8-4-4-4-12, the primary's handle
-  uint8_t handle[16] = {};
-  unsigned max_vcpus = 1;
-  uint64_t max_memkb = 0, target_kb = 0;
-  std::vector<VifSpec> vifs;
-};
 
 class XenReplica {
  public:
@@ -71,8 +61,12 @@ class XenReplica {
   bool created() const { return created_; }
   bool activated() const { return activated_; }
   const std::string& name() const { return spec_.name; }
+  GuestType type() const { return spec_.type; }
 
  private:
+  // The HVM container's settings libxl makes before a restore and the
+  // stream does not carry.
+  Status PrepareHvmContainer();
   Status WriteXenstoreSkeleton();
   // Why the restore ended early, as a Status (ENOMEM: kStorage, this host's
   // resource, never the primary's fault).

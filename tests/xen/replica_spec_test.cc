@@ -1,0 +1,135 @@
+// The backup's reading of the primary's domain-info record: the replica it
+// builds for PV and PVH guests, and the records it must refuse.
+#include "xen/replica_spec.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace romulus::xen {
+namespace {
+
+std::map<std::string, std::string> Info(const std::string& text) {
+  return ParseDomainInfo(std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+}
+
+const std::string kPv =
+    "name=g1\nuuid=0011aabb-ccdd-eeff-0011-223344556677\nmax_vcpus=2\nmax_memkb=131072\ntarget_kb=65536\n"
+    "guest_pages=32768\nhvm=0\ntype=pv\n";
+const std::string kPvh =
+    "name=g2\nuuid=0011aabb-ccdd-eeff-0011-223344556677\nmax_vcpus=1\nmax_memkb=131072\ntarget_kb=131072\n"
+    "guest_pages=1044480\nhvm=1\ntype=pvh\nhap=1\nemu_flags=1\nmisc_flags=0\ntimer_mode=1\npaging_pool_kb=2048\n";
+
+TEST(ReplicaSpecTest, PvGuest) {
+  auto s = ReplicaSpecFromInfo(Info(kPv));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->type, GuestType::kPv);
+  EXPECT_EQ(s->max_vcpus, 2u);
+  EXPECT_EQ(s->max_memkb, 131072u);
+  EXPECT_EQ(s->target_kb, 65536u);
+  EXPECT_EQ(s->uuid, "0011aabb-ccdd-eeff-0011-223344556677");
+  EXPECT_EQ(ReplicaMemoryKb(*s), 65536u);  // no paging pool for PV
+}
+
+TEST(ReplicaSpecTest, PrimaryWithoutTypeKeyIsPv) {
+  // What a primary released before PVH support sends.
+  auto s = ReplicaSpecFromInfo(Info("name=g\nuuid=x\nmax_vcpus=1\nmax_memkb=1024\ntarget_kb=1024\nhvm=0\n"));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->type, GuestType::kPv);
+  EXPECT_EQ(s->uuid, "00000000-0000-0000-0000-000000000000");  // a bad UUID costs only the identity
+}
+
+TEST(ReplicaSpecTest, PvhGuestBuildsItsContainer) {
+  auto s = ReplicaSpecFromInfo(Info(kPvh));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->type, GuestType::kPvh);
+  EXPECT_TRUE(s->hap);
+  EXPECT_EQ(s->emulation_flags, uint32_t(XEN_X86_EMU_LAPIC));
+  EXPECT_EQ(s->timer_mode, 1u);
+  // The primary's 2 MiB pool is below libxl's floor for 128 MiB and 1 vCPU
+  // (4 * (256 + 2 * 128) = 2048 KiB: equal here), so the floor holds.
+  EXPECT_EQ(MinPagingPoolKb(131072, 1), 2048u);
+  EXPECT_EQ(ReplicaMemoryKb(*s), 131072u + 2048u);
+}
+
+TEST(ReplicaSpecTest, PagingPoolNeverBelowTheFloor) {
+  std::string t = kPvh;
+  t.replace(t.find("paging_pool_kb=2048"), 19, "paging_pool_kb=4");
+  auto s = ReplicaSpecFromInfo(Info(t));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(ReplicaMemoryKb(*s), 131072u + MinPagingPoolKb(131072, 1));
+}
+
+TEST(ReplicaSpecTest, HvmIsRefusedWithAReason) {
+  std::string t = kPvh;
+  t.replace(t.find("type=pvh"), 8, "type=hvm");
+  auto s = ReplicaSpecFromInfo(Info(t));
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Code::kUnsupported);
+  EXPECT_NE(s.status().ToString().find("device model"), std::string::npos) << s.status().ToString();
+}
+
+TEST(ReplicaSpecTest, DamagedRecordsAreRefused) {
+  struct Case {
+    std::string from, to;
+  } cases[] = {
+      {"type=pvh", "type=pvx"},          // unknown type
+      {"hvm=1", "hvm=0"},                // type and hvm disagree
+      {"emu_flags=1", "emu_flags=1023"},  // an HVM guest posing as PVH
+      {"emu_flags=1", "emu_flags=-1"},
+      {"hap=1", "hap=2"},
+      {"hap=1\n", ""},                   // missing key
+      {"timer_mode=1", "timer_mode=99"},
+      {"misc_flags=0", "misc_flags=6"},
+      {"paging_pool_kb=2048", "paging_pool_kb=99999999999999999999999"},
+      {"max_vcpus=1", "max_vcpus=0"},
+      {"max_vcpus=1", "max_vcpus=100000"},
+      {"max_memkb=131072", "max_memkb=abc"},
+  };
+  for (const Case& c : cases) {
+    std::string t = kPvh;
+    auto at = t.find(c.from);
+    ASSERT_NE(at, std::string::npos) << c.from;
+    t.replace(at, c.from.size(), c.to);
+    auto s = ReplicaSpecFromInfo(Info(t));
+    EXPECT_FALSE(s.ok()) << c.from << " -> " << c.to;
+  }
+}
+
+TEST(ReplicaSpecTest, TargetAboveMaximumIsTheMaximum) {
+  std::string t = kPv;
+  t.replace(t.find("target_kb=65536"), 15, "target_kb=999999999");
+  auto s = ReplicaSpecFromInfo(Info(t));
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->target_kb, s->max_memkb);
+}
+
+TEST(GuestTypeTest, FromTheHypervisorsFlags) {
+  DomInfo d;
+  EXPECT_EQ(d.type(), GuestType::kPv);
+  d.hvm = true;
+  d.emulation_flags = XEN_X86_EMU_LAPIC;
+  EXPECT_EQ(d.type(), GuestType::kPvh);
+  d.emulation_flags = XEN_X86_EMU_ALL;
+  EXPECT_EQ(d.type(), GuestType::kHvm);
+  d.emulation_flags = 0;  // an HVM container without even a LAPIC is no PVH guest
+  EXPECT_EQ(d.type(), GuestType::kHvm);
+  EXPECT_STREQ(GuestTypeName(GuestType::kPvh), "pvh");
+}
+
+TEST(GuestTypeTest, WhatEachHostCanProtect) {
+  HostCaps stock{.hvm = true, .hap = true, .shadow = false};  // Debian's 4.17.7+ hypervisor
+  HostCaps shadow{.hvm = true, .hap = true, .shadow = true};
+  HostCaps nohap{.hvm = true, .hap = false, .shadow = false};
+  Status pv = CheckCanProtect(stock, GuestType::kPv, false, "g");
+  EXPECT_EQ(pv.code(), Code::kUnsupported);
+  EXPECT_NE(pv.ToString().find("shadow paging"), std::string::npos);
+  EXPECT_NE(pv.ToString().find("PVH"), std::string::npos);  // says what does work
+  EXPECT_TRUE(CheckCanProtect(stock, GuestType::kPvh, true, "g").ok());
+  EXPECT_TRUE(CheckCanProtect(shadow, GuestType::kPv, false, "g").ok());
+  EXPECT_TRUE(CheckCanProtect(shadow, GuestType::kPvh, false, "g").ok());
+  EXPECT_FALSE(CheckCanProtect(nohap, GuestType::kPvh, false, "g").ok());
+}
+
+}  // namespace
+}  // namespace romulus::xen

@@ -1,0 +1,142 @@
+#include "xen/replica_spec.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "protocol/messages.h"
+
+namespace romulus::xen {
+
+namespace {
+
+bool ParseUuid(const std::string& s, uint8_t out[16]) {
+  std::string hex;
+  for (char c : s)
+    if (c != '-') hex += c;
+  if (hex.size() != 32 || hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) return false;
+  for (int i = 0; i < 16; i++) {
+    unsigned v;
+    if (sscanf(hex.c_str() + 2 * i, "%2x", &v) != 1) return false;
+    out[i] = uint8_t(v);
+  }
+  return true;
+}
+
+std::string Get(const std::map<std::string, std::string>& info, const char* key) {
+  auto it = info.find(key);
+  return it == info.end() ? "" : it->second;
+}
+
+// A decimal number no larger than `max`, or kCorruption naming the key.
+Result<uint64_t> Number(const std::map<std::string, std::string>& info, const char* key, uint64_t max) {
+  const std::string v = Get(info, key);
+  if (v.empty() || v.size() > 20 || v.find_first_not_of("0123456789") != std::string::npos) {
+    return Status::Corruption(std::string("domain info: missing or bad ") + key + " \"" + protocol::Printable(v) + "\"");
+  }
+  errno = 0;
+  const unsigned long long n = strtoull(v.c_str(), nullptr, 10);
+  if (errno == ERANGE || n > max) {
+    return Status::Corruption(std::string("domain info: ") + key + " " + v + " out of range (at most " +
+                              std::to_string(max) + ")");
+  }
+  return uint64_t(n);
+}
+
+Result<GuestType> TypeFromInfo(const std::map<std::string, std::string>& info) {
+  const std::string hvm = Get(info, "hvm");
+  // A primary that predates "type" sends hvm=0 and protects PV guests only.
+  const std::string name = Get(info, "type").empty() && hvm != "1" ? "pv" : Get(info, "type");
+  GuestType t;
+  if (name == "pv") {
+    t = GuestType::kPv;
+  } else if (name == "pvh") {
+    t = GuestType::kPvh;
+  } else if (name == "hvm") {
+    return Status::Unsupported("the primary protects an HVM guest, which this backup cannot restore (an HVM "
+                               "guest's checkpoint needs its device model's state: not implemented)");
+  } else {
+    return Status::Unsupported("domain info: unknown guest type \"" + protocol::Printable(name) +
+                               "\" (a newer primary? this backup restores pv and pvh guests)");
+  }
+  if ((t == GuestType::kPv) != (hvm != "1")) {
+    return Status::Corruption("domain info: guest type " + name + " with hvm=\"" + protocol::Printable(hvm) + "\"");
+  }
+  return t;
+}
+
+// A PVH guest's HVM-container settings.
+Status ContainerFromInfo(const std::map<std::string, std::string>& info, ReplicaSpec* spec) {
+  auto hap = Number(info, "hap", 1);
+  if (!hap.ok()) return hap.status();
+  auto emu = Number(info, "emu_flags", UINT32_MAX);
+  if (!emu.ok()) return emu.status();
+  auto misc = Number(info, "misc_flags", UINT32_MAX);
+  if (!misc.ok()) return misc.status();
+  // HVM_PARAM_TIMER_MODE: 0..3 are defined (HVMPTM_*).
+  auto timer = Number(info, "timer_mode", 3);
+  if (!timer.ok()) return timer.status();
+  // A pool over 1 TiB is a damaged record, not a guest.
+  auto pool = Number(info, "paging_pool_kb", uint64_t{1} << 30);
+  if (!pool.ok()) return pool.status();
+  // Xen accepts exactly LAPIC emulation for a PVH domU; anything else is an
+  // HVM guest or a damaged record.
+  if (*emu != XEN_X86_EMU_LAPIC) {
+    return Status::Corruption("domain info: a PVH guest with emulation flags " + std::to_string(*emu) +
+                              " (PVH emulates the local APIC only, flags " + std::to_string(XEN_X86_EMU_LAPIC) + ")");
+  }
+  if (*misc & ~uint64_t(XEN_X86_MSR_RELAXED)) {
+    return Status::Unsupported("domain info: misc flags " + std::to_string(*misc) + " unknown to this backup");
+  }
+  spec->hap = *hap == 1;
+  spec->emulation_flags = uint32_t(*emu);
+  spec->misc_flags = uint32_t(*misc);
+  spec->timer_mode = *timer;
+  spec->paging_pool_kb = *pool;
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::map<std::string, std::string> ParseDomainInfo(std::span<const uint8_t> payload) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(std::string(payload.begin(), payload.end()));
+  std::string line;
+  while (std::getline(in, line)) {
+    auto eq = line.find('=');
+    if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return out;
+}
+
+Result<ReplicaSpec> ReplicaSpecFromInfo(const std::map<std::string, std::string>& info) {
+  ReplicaSpec spec;
+  auto type = TypeFromInfo(info);
+  if (!type.ok()) return type.status();
+  spec.type = *type;
+  // A bad UUID costs only the replica's identity, never the checkpoint.
+  if (!ParseUuid(Get(info, "uuid"), spec.handle)) memset(spec.handle, 0, sizeof spec.handle);
+  spec.uuid = FormatUuid(spec.handle);
+  auto vcpus = Number(info, "max_vcpus", 512);
+  if (!vcpus.ok() || *vcpus == 0) return Status::Corruption("domain info: bad max_vcpus");
+  auto max_kb = Number(info, "max_memkb", uint64_t{1} << 40);
+  if (!max_kb.ok() || *max_kb == 0) return Status::Corruption("domain info: bad max_memkb");
+  spec.max_vcpus = unsigned(*vcpus);
+  spec.max_memkb = *max_kb;
+  auto target = Number(info, "target_kb", spec.max_memkb);
+  spec.target_kb = target.ok() && *target != 0 ? *target : spec.max_memkb;
+  auto vifs = VifSpecsFromInfo(info);
+  if (!vifs.ok()) return vifs.status();
+  spec.vifs = std::move(*vifs);
+  if (spec.type != GuestType::kPv) ROMULUS_RETURN_IF_ERROR(ContainerFromInfo(info, &spec));
+  return spec;
+}
+
+uint64_t ReplicaMemoryKb(const ReplicaSpec& spec) {
+  if (spec.type == GuestType::kPv) return spec.target_kb;
+  return spec.target_kb + std::max(spec.paging_pool_kb, MinPagingPoolKb(spec.max_memkb, spec.max_vcpus));
+}
+
+}  // namespace romulus::xen

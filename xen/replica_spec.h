@@ -1,0 +1,49 @@
+// The replica a backup builds, as the primary's domain-info record
+// describes it (docs/XEN-STREAM.md §3): parsed and validated here, apart
+// from the hypervisor calls that build it (xen/xen_replica.*), so hostile
+// or damaged records are unit-tested and fuzzed without a Xen host.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "xen/vif_spec.h"
+#include "xen/xen_env.h"
+
+namespace romulus::xen {
+
+// What the primary's domain-info record says the replica must look like.
+struct ReplicaSpec {
+  std::string name;  // xenstore name while it is a backup (NAME--incoming); set by the sink
+  std::string uuid;  // 8-4-4-4-12, the primary's handle
+  uint8_t handle[16] = {};
+  unsigned max_vcpus = 1;
+  uint64_t max_memkb = 0, target_kb = 0;
+  std::vector<VifSpec> vifs;
+  // PV, or an HVM container for a PVH guest (never HVM: refused before).
+  GuestType type = GuestType::kPv;
+  // HVM containers only: built as the primary's was.
+  bool hap = true;
+  uint32_t emulation_flags = 0, misc_flags = 0;
+  uint64_t timer_mode = 1;      // HVM_PARAM_TIMER_MODE (the stream does not carry it)
+  uint64_t paging_pool_kb = 0;  // at least MinPagingPoolKb
+};
+
+// The record's "key=value" lines (later keys win; lines without '=' are
+// skipped).
+std::map<std::string, std::string> ParseDomainInfo(std::span<const uint8_t> payload);
+
+// Everything but the name: uuid, vCPUs, memory, NICs, guest type and (PVH)
+// the HVM container's settings. kCorruption for a damaged record,
+// kUnsupported for a guest type this backup cannot restore (HVM, unknown).
+Result<ReplicaSpec> ReplicaSpecFromInfo(const std::map<std::string, std::string>& info);
+
+// Free hypervisor memory the replica needs: its pages plus, for an HVM
+// container, its paging pool.
+uint64_t ReplicaMemoryKb(const ReplicaSpec& spec);
+
+}  // namespace romulus::xen
