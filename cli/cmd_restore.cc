@@ -317,6 +317,7 @@ int RunRestore(int argc, char** argv) {
       spdlog::error("{}", probe.status().ToString());
       return kExitFailure;
     }
+    spdlog::info("{}", *probe);
     xen::XenRestoreOptions xopts;
     if (vm->count("domain-name")) xopts.domain_name = (*vm)["domain-name"].as<std::string>();
     xopts.create_vifs = !(*vm)["no-vifs"].as<bool>();
