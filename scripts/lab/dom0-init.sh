@@ -28,7 +28,14 @@ i=0; while [ ! -S /run/xenstored/socket ]; do i=$((i+1)); [ $i -lt 100 ] || fata
 xen-init-dom0 >/run/lab/xen-init-dom0.log 2>&1 || { cat /run/lab/xen-init-dom0.log; fatal "xen-init-dom0 failed"; }
 xenconsoled --log=guest --log-dir=/var/log/xen/console || fatal "xenconsoled failed"
 xl info >/run/lab/xl-info.txt 2>&1 || { cat /run/lab/xl-info.txt; fatal "xl info failed"; }
-echo "LAB-DOM0-READY uptime=$(cut -d' ' -f1 /proc/uptime) xen=$(sed -n 's/^xen_version *: //p' /run/lab/xl-info.txt) free_mb=$(sed -n 's/^free_memory *: //p' /run/lab/xl-info.txt) romulus=${LAB_ROMULUS:-none}"
+# virt_caps: "pv hvm hap shadow" on the lab's shadow build, "pv hvm hap" on Debian's stock
+# hypervisor (TCG's -cpu max has SVM + NPT). PVH guests need hvm; PV log-dirty needs shadow.
+caps=$(sed -n 's/^virt_caps *: *//p' /run/lab/xl-info.txt)
+echo "LAB-DOM0-READY uptime=$(cut -d' ' -f1 /proc/uptime) xen=$(sed -n 's/^xen_version *: //p' /run/lab/xl-info.txt) free_mb=$(sed -n 's/^free_memory *: //p' /run/lab/xl-info.txt) romulus=${LAB_ROMULUS:-none} guest=${LAB_GUEST_TYPE:-pv} virt_caps=$(echo $caps | tr ' ' ,)"
+case ${LAB_GUEST_TYPE:-pv} in
+  pvh) case " $caps " in *" hvm "*) ;; *) fatal "PVH guests need HVM support; this hypervisor has virt_caps '$caps'" ;; esac ;;
+  pv) case " $caps " in *" shadow "*) ;; *) echo "LAB-NOTE dom0 no shadow paging (virt_caps '$caps'): PV log-dirty (xl remus, romulus) will fail" ;; esac ;;
+esac
 
 . /lab/dom0-lib.sh
 for s in /lab/scenarios/*.sh; do

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# scripts/lab/xen.sh — getting a Xen 4.17 hypervisor image WITH shadow paging (sourced after
-# lib.sh). PV log-dirty (live migration, Remus) needs shadow paging; the current Debian
-# security build of the hypervisor has it disabled (LAB-NOTES pitfall 1), so:
+# scripts/lab/xen.sh — getting the Xen 4.17 hypervisor image the lab boots (sourced after
+# lib.sh). Which one depends on the guest type:
+# - PV guests need shadow paging for log-dirty (live migration, Remus), which the current
+#   Debian security build of the hypervisor has disabled (LAB-NOTES pitfall 1), so:
 #   source : build only the hypervisor from Debian's source package (`apt-get source xen=V`),
 #            debian/xen-kconfig + CONFIG_SHADOW_PAGING=y CONFIG_XEN_SHSTK=n CONFIG_XEN_IBT=n;
 #            cached by source version + overrides + compiler version. The versions, in
@@ -12,11 +13,19 @@
 #            download, not the lab.
 #   binary : a packaged hypervisor whose config has CONFIG_SHADOW_PAGING=y: the pinned
 #            bookworm point release first, then the current candidate.
-#   auto   : a cached build of a candidate, else source build, else binary (default).
+#   auto   : a cached build of a candidate, else source build, else binary (default for PV).
+# - PVH (and HVM) guests log-dirty through HAP (TCG's -cpu max has SVM + NPT), so they run on
+#   the hypervisor Debian ships as it is (LAB-NOTES "PVH and HVM guests under TCG"):
+#   stock  : apt's candidate of xen-hypervisor-4.17-amd64, unpacked, no config requirement
+#            (default for PVH); cached by version in xen-stock/. When that candidate cannot
+#            be downloaded: the binary mode (the pinned point release), then a source build —
+#            both also boot PVH — and LAB_XEN_ORIGIN says it fell back.
 # lab_xen_image MODE  -> sets LAB_XEN_IMAGE (uncompressed multiboot ELF for QEMU -kernel),
 #                        LAB_XEN_VERSION (the Debian version that runs), LAB_XEN_ORIGIN
-#                        ("xen VERSION (how: cached source build, ...)") and LAB_XEN_SKIPPED
-#                        (the versions tried before it and why they were passed over).
+#                        ("xen VERSION (how: stock Debian package, cached source build, ...)"),
+#                        LAB_XEN_SHADOW (yes|no|unknown: CONFIG_SHADOW_PAGING of that image)
+#                        and LAB_XEN_SKIPPED (the versions tried before it and why they were
+#                        passed over).
 
 LAB_XEN_PINNED_BINARY=${LAB_XEN_PINNED_BINARY:-xen-hypervisor-4.17-amd64=4.17.5+72-g01140da4e8-1}
 # 4.17.5+72-g01140da4e8-1: the bookworm point release's source (main pool); built and ran every
@@ -77,6 +86,13 @@ _lab_xen_source_candidates() {
 
 # _lab_xen_use IMG VERSION HOW : the image to boot (sets _LAB_XEN_IMG, LAB_XEN_VERSION, _LAB_XEN_HOW).
 _lab_xen_use() { _LAB_XEN_IMG=$1; LAB_XEN_VERSION=$2; _LAB_XEN_HOW=$3; }
+
+# _lab_xen_shadow CONFIG -> yes|no|unknown: whether that hypervisor config has shadow paging.
+_lab_xen_shadow() {
+  if [ ! -s "$1" ]; then echo unknown
+  elif grep -qx 'CONFIG_SHADOW_PAGING=y' "$1"; then echo yes
+  else echo no; fi
+}
 
 # lab_xen_cached_build : the first candidate with a cached build (same version, overrides and
 # compiler: a build with other overrides is never taken). Status 1 if none.
@@ -152,32 +168,72 @@ lab_xen_binary() {
     ver=$(lab_pkg_version "$spec") || { LAB_XEN_SKIPPED+="$spec: not known to apt; "; continue; }
     out=$LAB_CACHE/xen-bin/$ver/xen
     if [ -s "$out" ]; then _lab_xen_use "$out" "$ver" "Debian binary package, cached"; return 0; fi
-    root=$(lab_pkg_root xen-hyp "xen-hypervisor-4.17-amd64=$ver" 2>/dev/null) || continue
+    root=$(lab_pkg_root xen-hyp "xen-hypervisor-4.17-amd64=$ver" 2>/dev/null) ||
+      { LAB_XEN_SKIPPED+="binary $ver: not downloadable; "; continue; }
     if ! grep -qx 'CONFIG_SHADOW_PAGING=y' "$root"/boot/xen-*.config 2>/dev/null; then
-      lab_log "xen-hypervisor $ver has no shadow paging: not usable for log-dirty"
+      lab_log "xen-hypervisor $ver has no shadow paging: not usable for PV log-dirty"
       LAB_XEN_SKIPPED+="binary $ver: no shadow paging; "; continue
     fi
     mkdir -p "$(dirname "$out")"
     zcat "$root"/boot/xen-4.17-amd64.gz >"$out.tmp" && mv "$out.tmp" "$out" || continue
     echo "xen $ver Debian binary package" >"$(dirname "$out")/origin"
+    cp "$(ls "$root"/boot/xen-*.config | head -n1)" "$(dirname "$out")/config"
     _lab_xen_use "$out" "$ver" "Debian binary package"; return 0
   done
   return 1
 }
 
+# lab_xen_stock -> Debian's current hypervisor package as it is (apt's candidate of
+# xen-hypervisor-4.17-amd64; on 2026-12-03 the security update 4.17.7+13-g2445b30a44-0+deb12u1,
+# built without shadow paging). Whether it has shadow paging is recorded, never required.
+# Status 1 (the reason in LAB_XEN_SKIPPED) when apt knows no candidate or cannot download it.
+lab_xen_stock() {
+  local pkg=xen-hypervisor-4.17-amd64 ver out root
+  ver=$(lab_pkg_version "$pkg") || { LAB_XEN_SKIPPED+="stock $pkg: no candidate known to apt; "; return 1; }
+  out=$LAB_CACHE/xen-stock/$ver
+  if [ -s "$out/xen" ]; then
+    _lab_xen_use "$out/xen" "$ver" "Debian's stock $pkg, apt's candidate, cached"; return 0
+  fi
+  if ! root=$(lab_pkg_root xen-hyp "$pkg=$ver"); then
+    lab_log "the stock hypervisor $ver could not be downloaded"
+    LAB_XEN_SKIPPED+="stock $ver: not downloadable; "; return 1
+  fi
+  rm -rf "$out.tmp"; mkdir -p "$out.tmp"
+  if ! zcat "$root"/boot/xen-4.17-amd64.gz >"$out.tmp/xen" 2>/dev/null || [ ! -s "$out.tmp/xen" ]; then
+    lab_log "no boot/xen-4.17-amd64.gz in $pkg $ver"
+    LAB_XEN_SKIPPED+="stock $ver: no hypervisor image in the package; "; rm -rf "$out.tmp"; return 1
+  fi
+  cp "$(ls "$root"/boot/xen-*.config 2>/dev/null | head -n1)" "$out.tmp/config" 2>/dev/null || true
+  echo "xen $ver Debian's stock package (apt's candidate)" >"$out.tmp/origin"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  _lab_xen_use "$out/xen" "$ver" "Debian's stock $pkg, apt's candidate"
+}
+
 lab_xen_image() {
   local mode=${1:-auto}
-  _LAB_XEN_IMG=""; LAB_XEN_VERSION=""; _LAB_XEN_HOW=""; LAB_XEN_SKIPPED=""
+  _LAB_XEN_IMG=""; LAB_XEN_VERSION=""; _LAB_XEN_HOW=""; LAB_XEN_SKIPPED=""; LAB_XEN_SHADOW=unknown
   case $mode in
     auto)   lab_xen_cached_build || lab_xen_build_source || lab_xen_binary ;;
     source) lab_xen_build_source ;;
     binary) lab_xen_binary ;;
+    stock)
+      # The stock package, else what boots PVH too (every other image here has shadow
+      # paging, and HAP): the pinned binary, a cached or fresh source build.
+      if ! lab_xen_stock; then
+        lab_log "falling back from the stock hypervisor (${LAB_XEN_SKIPPED% ; }) to the pinned binary or a source build"
+        if lab_xen_binary || lab_xen_cached_build || lab_xen_build_source; then
+          _LAB_XEN_HOW="$_LAB_XEN_HOW; FALLBACK: the stock candidate was not usable"
+        fi
+      fi ;;
     /*|./*) [ -s "$mode" ] && _lab_xen_use "$mode" "" "given with --xen" ;;
-    *) lab_die "unknown --xen mode '$mode' (auto|source|binary|PATH)" ;;
+    *) lab_die "unknown --xen mode '$mode' (auto|source|binary|stock|PATH)" ;;
   esac
   local img=$_LAB_XEN_IMG
   [ -n "$img" ] || return 1
   LAB_XEN_IMAGE=$img
+  # every image this file caches has its .config next to it (xen-build: config, xen-bin and
+  # xen-stock: config); a --xen PATH image's is unknown
+  LAB_XEN_SHADOW=$(_lab_xen_shadow "$(dirname "$img")/config")
   # what ran, for the log and the lab's summary: "xen VERSION (HOW)"
   if [ -n "$LAB_XEN_VERSION" ]; then
     LAB_XEN_ORIGIN="xen $LAB_XEN_VERSION ($_LAB_XEN_HOW)"
@@ -189,5 +245,5 @@ lab_xen_image() {
     mkdir -p "$LAB_CACHE/xen-user"
     zcat "$img" >"$LAB_CACHE/xen-user/xen" && LAB_XEN_IMAGE=$LAB_CACHE/xen-user/xen
   fi
-  export LAB_XEN_IMAGE LAB_XEN_ORIGIN LAB_XEN_VERSION LAB_XEN_SKIPPED
+  export LAB_XEN_IMAGE LAB_XEN_ORIGIN LAB_XEN_VERSION LAB_XEN_SKIPPED LAB_XEN_SHADOW
 }
