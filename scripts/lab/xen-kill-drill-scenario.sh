@@ -1,13 +1,16 @@
 #!/bin/sh
 #@ title: kill-points (suspended, EPOCH_END unacked) and a planned switchover --reverse on real domains: the backup resumes from exactly the right epoch
 #@ runs: romulus
+#@ guests: pv pvh
 #@ order: 40
 #@ skip-if: LAB_NO_KILL_DRILL
 # Scenario "kill-drill-scenario" (Xen lab dom0; scripts/xen-lab --romulus PATH): failover
-# drills on a real PV domain, one per entry of $LAB_KILL_PHASES (default "s2 c switchover").
+# drills on a real domain ($LAB_GUEST_TYPE: PV or PVH), one per entry of $LAB_KILL_PHASES
+# (default "s2 c switchover" for PV; "s2 c" for PVH, whose boot keeps to what the PVH issue
+# asks for — LAB_KILL_PHASES adds the switchover).
 # A kill-point (s, s2, r, r2, m, c, c2) runs `romulus replicate --kill-at PHASE:$LAB_KILL_EPOCH`
 # ("s2": the guest suspended at the kill; "c": EPOCH_END written but not acked):
-#  1. create guest3-PHASE (128 MiB, PV counter guest), wait until it counts;
+#  1. create guest3-PHASE (128 MiB counter guest of the boot's type), wait until it counts;
 #  2. `romulus restore --xen --events-json`, then `romulus replicate --domain ... --kill-at
 #     PHASE:K --metrics-textfile`: the primary SIGKILLs itself at that phase;
 #  3. destroy the primary domain (the primary host is gone);
@@ -29,7 +32,7 @@
 # Epochs are read from the backup's failover event, the primary's stats lines and the
 # switchover's --json answer (scripts/lib/romulus-json.sh); the kill-point is known from the
 # primary's "drill: killing the primary at ..." line (no event marks it: the process dies).
-# Knobs (--env): LAB_KILL_PHASES ("s2 c switchover"), LAB_KILL_EPOCH (6), LAB_INTERVAL_MS (100).
+# Knobs (--env): LAB_KILL_PHASES ("s2 c switchover"; PVH "s2 c"), LAB_KILL_EPOCH (6), LAB_INTERVAL_MS (100).
 . /lab/dom0-lib.sh
 I=${LAB_INTERVAL_MS:-100}
 K=${LAB_KILL_EPOCH:-6}
@@ -39,8 +42,9 @@ timeout 10 romulus restore --help 2>&1 | grep -q -- '--xen' || lab_fail "/usr/bi
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
 chmod 600 "$W/psk"
 
+case ${LAB_GUEST_TYPE:-pv} in pvh) PHASES_DEFAULT="s2 c" ;; *) PHASES_DEFAULT="s2 c switchover" ;; esac
 DONE=""
-for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
+for PH in ${LAB_KILL_PHASES:-$PHASES_DEFAULT}; do
   case $PH in
     c|c2) WANT=$K ;;
     s|s2|r|r2|m) WANT=$((K - 1)) ;;
@@ -55,7 +59,7 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
   LAB_GUEST_VIF=$VIFSPEC lab_guest_create "$G" 128 1 ${GIP:+"lab_ip=$GIP/24"} >"$W/domid-$PH" || lab_fail "xl create $G failed"
   P=$(cat "$W/domid-$PH")
   C=$(lab_console "$G")
-  lab_wait_counter "$C" 3 90 || { tail -n 20 "$C"; lab_fail "$G never counted to 3"; }
+  lab_wait_counter "$C" 3 240 || { tail -n 20 "$C"; lab_fail "$G never counted to 3"; }
   if [ -n "$GIP" ]; then
     ping -c 3 -i 0.2 -W 2 "$GIP" >"$W/ping-before-$PH.txt" 2>&1 || { cat "$W/ping-before-$PH.txt"; lab_fail "$PH: $G does not answer ping before the drill"; }
   fi
@@ -224,5 +228,5 @@ for PH in ${LAB_KILL_PHASES:-s2 c switchover}; do
   lab_destroy_all
   PORT=$((PORT + 1))
 done
-lab_summary "kill drills: $DONE ok"
+lab_summary "kill drills (${LAB_GUEST_TYPE:-pv}): $DONE ok"
 exit 0

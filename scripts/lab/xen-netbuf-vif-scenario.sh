@@ -1,12 +1,14 @@
 #!/bin/sh
 #@ title: output commit on a real vif: ping replies held in sch_plug until the ack, ctl pause/resume/set cache-size, nothing escapes after a crash
 #@ runs: romulus
+#@ guests: pv pvh
 #@ order: 30
 #@ skip-if: LAB_NO_NETBUF_VIF
 # Scenario "netbuf-vif-scenario" (runs in the Xen lab's dom0; scripts/xen-lab --romulus PATH):
 # output commit on a real Xen vif — sch_plug on an IFB fed by the vif's ingress (the guest's
 # transmit), released only when the backup acks an epoch.
-#  1. create guest2 with one PV NIC (vif script /lab/vif-lab: dom0 10.77.0.1, guest 10.77.0.2)
+#  1. create guest2 ($LAB_GUEST_TYPE: PV or PVH) with one PV NIC (xen-netfront in either; vif
+#     script /lab/vif-lab: dom0 10.77.0.1, guest 10.77.0.2)
 #     and measure ping RTT dom0 -> guest unbuffered (the reply is the guest's output);
 #  2. protect it: `romulus restore --xen` + `romulus replicate --domain guest2
 #     --netbuf-vif vifD.0 --interval ${LAB_INTERVAL_MS}ms`; the IFB rmb-vifD.0 must exist;
@@ -59,7 +61,7 @@ LAB_GUEST_VIF="mac=00:16:3e:4c:00:02,script=/lab/vif-lab" \
 P=$(cat "$W/domid")
 VIF=vif$P.0
 C=$(lab_console guest2)
-lab_wait_counter "$C" 3 90 || { tail -n 20 "$C"; lab_fail "guest2 never counted to 3"; }
+lab_wait_counter "$C" 3 240 || { tail -n 20 "$C"; lab_fail "guest2 never counted to 3"; }
 grep -q 'DOMU-NET eth0' "$C" || { tail -n 20 "$C"; lab_fail "guest2 did not bring up eth0"; }
 [ -e "/sys/class/net/$VIF" ] || { ls /sys/class/net; lab_fail "no $VIF in dom0"; }
 [ -z "$(ifbs)" ] || lab_fail "romulus IFBs present before the test: $(ifbs)"

@@ -1,10 +1,12 @@
 #!/bin/sh
 #@ title: xl remus, the reference Romulus is compared to (same guest, interval and boot)
 #@ runs: baseline
+#@ guests: pv pvh
 #@ order: 10
 #@ gate: no — a comparison: when xl remus fails, that is its result in the side-by-side table
 # Scenario "remus-baseline" (runs in dom0):
-#  1. create the counter guest (128 MiB, 1 vCPU, PV), wait until it counts;
+#  1. create the counter guest (128 MiB, 1 vCPU, $LAB_GUEST_TYPE: PV, or PVH on the stock
+#     hypervisor, where log-dirty goes through HAP), wait until it counts;
 #  2. `xl remus -F -n -d -e -i $LAB_INTERVAL_MS -s "" guest1 "<tap> | xl migrate-receive -r -e"`
 #     to localhost for $LAB_DURATION s; the stream goes through `labstat tap`, which counts
 #     wire bytes per checkpoint; `labstat pausemon` samples the primary's state every 1 ms
@@ -32,11 +34,12 @@ cleanup() {
 trap cleanup EXIT
 
 rm -f "$(lab_console guest1)" "$(lab_console guest1--incoming)"
+TC=$(lab_now)
 lab_guest_create guest1 128 1 >"$W/domid" || lab_fail "xl create guest1 failed"
 P=$(cat "$W/domid")
 C1=$(lab_console guest1)
 lab_wait_counter "$C1" 3 240 || { tail -n 20 "$C1"; lab_fail "guest1 never counted to 3"; }
-lab_note "guest1 domid=$P counting ($(lab_counter_last "$C1"))"
+lab_note "guest1 (${LAB_GUEST_TYPE:-pv}) domid=$P counting ($(lab_counter_last "$C1")) $(lab_elapsed "$TC") s after xl create"
 
 labstat pausemon "$P" "$W/pause.log" 1000 &
 PM=$!
@@ -73,9 +76,10 @@ LAST_PRIMARY=$(lab_counter_last "$C1")
 SAVE_HELPERS=$(lab_pids_by_arg --save-domain)
 kill -9 $RP $SAVE_HELPERS 2>/dev/null
 TK=$(lab_now)
+RAN=$(lab_elapsed "$T1")
 xl destroy "$P" >/dev/null 2>&1
 C1N=$(lab_lines "$C1")  # later lines of guest1's log are the copy's (lab_replica_console)
-lab_note "sender killed after $(lab_elapsed "$T1") s of checkpointing; primary counter was $LAST_PRIMARY"
+lab_note "sender killed after $RAN s of checkpointing (xl destroy of the primary took $(lab_elapsed "$TK") s); primary counter was $LAST_PRIMARY"
 kill $PM 2>/dev/null; wait $PM 2>/dev/null; PM=""
 i=0  # the tap writes its summary line at the end of its stream
 until grep -q '^summary' "$W/stream.log" 2>/dev/null || [ $i -ge 50 ]; do i=$((i+1)); sleep 0.2; done
@@ -83,7 +87,7 @@ until grep -q '^summary' "$W/stream.log" 2>/dev/null || [ $i -ge 50 ]; do i=$((i
 S=$(grep '^summary' "$W/stream.log")
 PS=$(grep '^summary' "$W/pause.log")
 v() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-lab_figure "tool=xl-remus interval_ms=$I duration_s=$D checkpoints=$(v "$S" checkpoints)" \
+lab_figure "tool=xl-remus guest=${LAB_GUEST_TYPE:-pv} interval_ms=$I duration_s=$D checkpoints=$(v "$S" checkpoints)" \
   "first_ckpt_bytes=$(v "$S" first_bytes) bytes_per_ckpt_mean=$(v "$S" steady_mean_bytes)" \
   "bytes_per_ckpt_median=$(v "$S" steady_median_bytes) pages_per_ckpt_mean=$(v "$S" steady_mean_pages)" \
   "period_median_ms=$(v "$S" period_median_ms) total_bytes=$(v "$S" total_bytes) parse=$(v "$S" parse)"
