@@ -61,7 +61,9 @@ std::string PrimaryStatus(const Json& b) {
   Lines l;
   std::string role = "primary";
   if (Text(b, "backend") == "xen") {
-    role += " (Xen domain " + Text(b, "domain") + ", domid " + Text(b, "domid") + ")";
+    const std::string type = Text(b, "guest_type");
+    role += " (Xen " + (type.empty() ? std::string() : type == "pv" ? "PV " : type == "pvh" ? "PVH " : type + " ") +
+            "domain " + Text(b, "domain") + ", domid " + Text(b, "domid") + ")";
   } else if (!Text(b, "backend").empty()) {
     role += " (" + Text(b, "backend") + ")";
   }
@@ -91,7 +93,7 @@ std::string PrimaryStatus(const Json& b) {
   AddRest(b,
           {"role", "guest", "epoch", "last_acked", "last_ack_age_ms", "protection", "paused", "output_commit",
            "interval_us", "interval", "cache_size", "cache_size_next_session", "unprotected_reason", "backend",
-           "domain", "domid"},
+           "domain", "domid", "guest_type"},
           &l);
   return l.Done();
 }

@@ -29,6 +29,7 @@ Json ToJson(const PrimaryStatus& s) {
   j["backend"] = s.backend;
   j["domain"] = s.domain ? Json(*s.domain) : Json(nullptr);
   j["domid"] = s.domid ? Json(*s.domid) : Json(nullptr);
+  j["guest_type"] = s.guest_type ? Json(*s.guest_type) : Json(nullptr);
   return j;
 }
 

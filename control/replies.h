@@ -17,7 +17,7 @@ namespace romulus::control {
 // role, guest, epoch, last_acked, last_ack_age_ms, protection, paused,
 // output_commit, interval_us, interval, cache_size, cache_size_next_session,
 // unprotected_reason (null while PROTECTED and not paused), backend ("sim" or
-// "xen"), domain and domid (null for a simulated guest); then `extra`'s
+// "xen"), domain, domid and guest_type (null for a simulated guest); then `extra`'s
 // members (a reverse primary's replicating_to, activated_from_epoch).
 struct PrimaryStatus {
   std::string guest;
@@ -34,6 +34,7 @@ struct PrimaryStatus {
   std::string backend = "sim";
   std::optional<std::string> domain;
   std::optional<uint32_t> domid;
+  std::optional<std::string> guest_type;  // "pv", "pvh"
 };
 Json ToJson(const PrimaryStatus& s);
 

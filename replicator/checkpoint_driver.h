@@ -102,6 +102,7 @@ struct GuestFacts {
   uint64_t capabilities = 0;           // protocol::kCap* the sessions use
   std::optional<std::string> domain;   // Xen: the domain's name
   std::optional<uint32_t> domid;
+  std::optional<std::string> guest_type;  // Xen: "pv" or "pvh" (xen::GuestTypeName)
   // The first epoch writes the whole guest and may make no progress for
   // long while the backup applies it (libxenguest): only the backup's
   // silence ends it (SenderOptions::first_epoch_write_timeout = 0).

@@ -120,6 +120,7 @@ control::PrimaryStatus PrimaryController::StatusView() const {
   v.backend = facts_.backend;
   v.domain = facts_.domain;
   v.domid = facts_.domid;
+  v.guest_type = facts_.guest_type;
   return v;
 }
 

@@ -512,6 +512,7 @@ class XenDriver final : public replicator::CheckpointDriver {
     f.capabilities = protocol::kCapXenStream;
     f.domain = dom_.name;
     f.domid = dom_.domid;
+    f.guest_type = GuestTypeName(dom_.type);
     // Epoch 1's writes may make no progress for long while the backup's
     // libxenguest applies a burst: only the backup's silence ends them.
     f.unbounded_first_epoch_writes = true;

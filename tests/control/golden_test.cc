@@ -68,7 +68,7 @@ const Schema kPrimaryStatus = {
     {"last_acked", "i"},  {"last_ack_age_ms", "i"}, {"protection", "s"}, {"paused", "b"},
     {"output_commit", "s"}, {"interval_us", "i"}, {"interval", "s"},  {"cache_size", "i"},
     {"cache_size_next_session", "i"}, {"unprotected_reason", "s|n"}, {"backend", "s"},
-    {"domain", "s|n"},    {"domid", "i|n"}};
+    {"domain", "s|n"},    {"domid", "i|n"},    {"guest_type", "s|n"}};
 const Schema kStats = {{"ok", "b"}, {"last", "o|n"}, {"totals", "o|n"}};
 const Schema kSetInterval = {{"ok", "b"}, {"interval_us", "i"}, {"applies", "s"}};
 const Schema kCacheLive = {{"ok", "b"}, {"cache_size", "i"}, {"cache_size_next_session", "i"}, {"applies", "s"}};
@@ -147,6 +147,7 @@ TEST(GoldenPrimary, SimulatedGuestAnswersTheTable) {
   EXPECT_EQ(st->body["backend"], "sim");
   EXPECT_TRUE(st->body["domain"].is_null());
   EXPECT_TRUE(st->body["domid"].is_null());
+  EXPECT_TRUE(st->body["guest_type"].is_null());
 }
 
 TEST(GoldenPrimary, XenDomainAnswersTheSameTable) {
@@ -158,6 +159,7 @@ TEST(GoldenPrimary, XenDomainAnswersTheSameTable) {
   EXPECT_EQ(st->body["backend"], "xen");
   EXPECT_EQ(st->body["domain"], "fake-domain");
   EXPECT_EQ(st->body["domid"], 7);
+  EXPECT_EQ(st->body["guest_type"], "pvh");
   // Not PROTECTED: refused at once, with the same words as for a simulated guest.
   auto sim_so = control::ParseReply(Call(SimPrimary().handler, {"switchover"}));
   auto xen_so = control::ParseReply(Call(p.handler, {"switchover"}));
@@ -177,7 +179,9 @@ TEST(GoldenPrimary, StatusKeysAreIdenticalForBothGuestTypes) {
     for (const auto& [k, v] : a->body.items()) ka.push_back(k);
     for (const auto& [k, v] : b->body.items()) kb.push_back(k);
     EXPECT_EQ(ka, kb) << words[0];
-    if (words[0] == "help") EXPECT_EQ(a->body["commands"], b->body["commands"]);
+    if (words[0] == "help") {
+      EXPECT_EQ(a->body["commands"], b->body["commands"]);
+    }
   }
 }
 

@@ -275,7 +275,9 @@ TEST_P(ControllerTest, KillPointsComeInOrderInEveryEpoch) {
     EXPECT_EQ(got, order) << "epoch " << e;
     // m is reached in every epoch that streams pages: the first (the whole
     // guest) always does; later ones when the guest wrote something.
-    if (e == 1 || dirty[e] > 0) EXPECT_TRUE(streaming) << "epoch " << e << " streamed pages: m is reached";
+    if (e == 1 || dirty[e] > 0) {
+      EXPECT_TRUE(streaming) << "epoch " << e << " streamed pages: m is reached";
+    }
   }
   EXPECT_EQ(backups.sink.Committed(), (std::vector<uint64_t>{1, 2, 3, 4}));
   ASSERT_EQ(backups.Ends().size(), 1u);

@@ -33,6 +33,7 @@ class FakeDriver final : public replicator::CheckpointDriver {
     f.identity = "fake-domain";
     f.domain = "fake-domain";
     f.domid = 7;
+    f.guest_type = "pvh";
     f.unbounded_first_epoch_writes = true;
     return f;
   }
