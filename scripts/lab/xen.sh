@@ -220,7 +220,7 @@ lab_xen_image() {
       # The stock package, else what boots PVH too (every other image here has shadow
       # paging, and HAP): the pinned binary, a cached or fresh source build.
       if ! lab_xen_stock; then
-        lab_log "falling back from the stock hypervisor (${LAB_XEN_SKIPPED% ; }) to the pinned binary or a source build"
+        lab_log "falling back from the stock hypervisor (${LAB_XEN_SKIPPED%; }) to the pinned binary or a source build"
         if lab_xen_binary || lab_xen_cached_build || lab_xen_build_source; then
           _LAB_XEN_HOW="$_LAB_XEN_HOW; FALLBACK: the stock candidate was not usable"
         fi
