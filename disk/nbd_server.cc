@@ -1,0 +1,406 @@
+#include "disk/nbd_server.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "transport/fd_stream.h"
+#include "transport/stream.h"
+
+namespace romulus::disk {
+namespace {
+
+using transport::Deadline;
+using transport::DeadlineIn;
+using transport::NoDeadline;
+
+// An option reply: header, plus the largest payload we send (NBD_REP_SERVER
+// or NBD_INFO_NAME with a 4096-byte name, or an error message).
+constexpr size_t kReplyBufSize = nbd::kOptionReplyHeaderSize + 8 + nbd::kMaxStringLength;
+// Payloads of refused WRITEs are read and dropped through this, whatever
+// length the client claimed.
+constexpr size_t kDiscardBufSize = 64 * 1024;
+
+// The epoch tag of one request, released exactly once: after the report, or
+// when the request is abandoned (the client vanished, a refused request).
+class TagGuard {
+ public:
+  TagGuard(EpochClock* clock, uint64_t tag) : clock_(clock), tag_(tag) {}
+  ~TagGuard() { Release(); }
+  TagGuard(const TagGuard&) = delete;
+  TagGuard& operator=(const TagGuard&) = delete;
+  void Release() {
+    if (held_) clock_->Release(tag_);
+    held_ = false;
+  }
+  uint64_t tag() const { return tag_; }
+
+ private:
+  EpochClock* clock_;
+  uint64_t tag_;
+  bool held_ = true;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<NbdServer>> NbdServer::Create(BackingStore* store, EpochClock* clock,
+                                                     DiskWriteSink* sink, NbdServerOptions options) {
+  if (!store || !clock || !sink) return Status::InvalidArgument("NBD server: store, clock and sink are required");
+  if (options.export_name.size() > nbd::kMaxStringLength ||
+      options.description.size() > nbd::kMaxStringLength - options.export_name.size()) {
+    return Status::InvalidArgument("NBD server: export name and description must fit 4096 bytes");
+  }
+  if (options.handshake_timeout.count() <= 0 || options.payload_timeout.count() <= 0 ||
+      options.reply_timeout.count() <= 0 || options.max_options == 0) {
+    return Status::InvalidArgument("NBD server: timeouts and max_options must be positive");
+  }
+  return std::unique_ptr<NbdServer>(new NbdServer(store, clock, sink, std::move(options)));
+}
+
+NbdServer::NbdServer(BackingStore* store, EpochClock* clock, DiskWriteSink* sink,
+                     NbdServerOptions options)
+    : store_(store), clock_(clock), sink_(sink), options_(std::move(options)),
+      option_buf_(new uint8_t[nbd::kMaxOptionData]),
+      reply_buf_(new uint8_t[kReplyBufSize]),
+      discard_buf_(new uint8_t[kDiscardBufSize]) {
+  tx_flags_ = nbd::kTxHasFlags | nbd::kTxSendFlush;
+  if (store_->read_only()) {
+    tx_flags_ |= nbd::kTxReadOnly;
+  } else {
+    tx_flags_ |= nbd::kTxSendFua | nbd::kTxSendTrim | nbd::kTxSendWriteZeroes;
+  }
+}
+
+NbdServerStats NbdServer::stats() const {
+  NbdServerStats s;
+  s.reads = stats_.reads.load();
+  s.writes = stats_.writes.load();
+  s.zeroes = stats_.zeroes.load();
+  s.trims = stats_.trims.load();
+  s.flushes = stats_.flushes.load();
+  s.bytes_read = stats_.bytes_read.load();
+  s.bytes_written = stats_.bytes_written.load();
+  s.refused = stats_.refused.load();
+  s.local_errors = stats_.local_errors.load();
+  s.trims_ignored = stats_.trims_ignored.load();
+  return s;
+}
+
+void NbdServer::Stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stopped_ = true;
+  if (active_) active_->Shutdown();
+}
+
+Status NbdServer::Serve(int fd) {
+  auto opened = transport::OpenFdStream(fd, fd, "nbd client of " + options_.export_name, true);
+  if (!opened.ok()) {
+    ::close(fd);
+    return opened.status();
+  }
+  std::unique_ptr<transport::Stream> stream = std::move(*opened);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return Status::Closed("NBD server stopped");
+    active_ = stream.get();
+  }
+  Status st;
+  handshake_deadline_ = std::chrono::steady_clock::now() + options_.handshake_timeout;
+  auto go = Handshake(stream.get());
+  if (!go.ok()) {
+    st = go.status().With("NBD handshake");
+  } else if (*go) {
+    st = ServeTransmission(stream.get());
+  }
+  bool stopped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active_ = nullptr;
+    stopped = stopped_;
+  }
+  stream->Close();
+  // A stop wakes the reader as if the client had closed: say which it was.
+  if (stopped) return Status::Closed("NBD server stopped");
+  return st;
+}
+
+bool NbdServer::NameMatches(std::string_view name) const {
+  return name.empty() || name == options_.export_name;
+}
+
+Status NbdServer::SendOptionReply(transport::Stream* s, uint32_t option, uint32_t type,
+                                  std::span<const uint8_t> payload) {
+  uint8_t header[nbd::kOptionReplyHeaderSize];
+  nbd::EncodeOptionReplyHeader(header, option, type, static_cast<uint32_t>(payload.size()));
+  std::span<const uint8_t> parts[2] = {header, payload};
+  return s->WriteAllV(parts, handshake_deadline_);
+}
+
+Status NbdServer::SendOptionError(transport::Stream* s, uint32_t option, uint32_t type,
+                                  const std::string& message) {
+  // Error replies may carry a message for humans (libnbd prints it).
+  size_t n = std::min(message.size(), kReplyBufSize);
+  return SendOptionReply(s, option, type,
+                         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(message.data()), n));
+}
+
+Status NbdServer::AnswerInfo(transport::Stream* s, uint32_t option, std::span<const uint8_t> data,
+                             bool* go) {
+  *go = false;
+  auto req = nbd::ParseInfoRequest(data);
+  if (!req.ok()) return SendOptionError(s, option, nbd::kRepErrInvalid, req.status().message());
+  if (!NameMatches(req->name)) {
+    return SendOptionError(s, option, nbd::kRepErrUnknown,
+                           "no export named '" + std::string(req->name.substr(0, 256)) + "'");
+  }
+  std::span<uint8_t> buf(reply_buf_.get(), kReplyBufSize);
+  // NBD_INFO_EXPORT is always sent (the spec requires it before the ACK).
+  size_t n = nbd::EncodeInfoExport(buf, store_->size(), tx_flags_);
+  ROMULUS_RETURN_IF_ERROR(SendOptionReply(s, option, nbd::kRepInfo, buf.first(n)));
+  if (req->Wants(nbd::kInfoName)) {
+    n = nbd::EncodeInfoName(buf, options_.export_name);
+    ROMULUS_RETURN_IF_ERROR(SendOptionReply(s, option, nbd::kRepInfo, buf.first(n)));
+  }
+  if (req->Wants(nbd::kInfoBlockSize)) {
+    // Minimum 1: the store does read-modify-write for unaligned requests,
+    // so any byte range is correct; preferred is what avoids that.
+    uint32_t preferred = std::max<uint32_t>(4096, store_->alignment());
+    n = nbd::EncodeInfoBlockSize(buf, 1, preferred, store_->max_request());
+    ROMULUS_RETURN_IF_ERROR(SendOptionReply(s, option, nbd::kRepInfo, buf.first(n)));
+  }
+  ROMULUS_RETURN_IF_ERROR(SendOptionReply(s, option, nbd::kRepAck, {}));
+  *go = option == nbd::kOptGo;
+  return Status::Ok();
+}
+
+Result<bool> NbdServer::Handshake(transport::Stream* s) {
+  const uint16_t hs_flags = nbd::kFlagFixedNewstyle | nbd::kFlagNoZeroes;
+  uint8_t greeting[nbd::kGreetingSize];
+  nbd::EncodeGreeting(greeting, hs_flags);
+  ROMULUS_RETURN_IF_ERROR(s->WriteAll(greeting, handshake_deadline_));
+
+  uint8_t cflags_bytes[nbd::kClientFlagsSize];
+  ROMULUS_RETURN_IF_ERROR(s->ReadExact(cflags_bytes, handshake_deadline_).With("reading client flags"));
+  auto cflags = nbd::DecodeClientFlags(cflags_bytes, hs_flags);
+  if (!cflags.ok()) return cflags.status();
+  const bool no_zeroes = (*cflags & nbd::kClientNoZeroes) != 0;
+  // A client without FIXED_NEWSTYLE can only send EXPORT_NAME; the spec lets
+  // a server answer it as fixed newstyle anyway, which is what happens below.
+
+  for (uint32_t i = 0; i < options_.max_options; ++i) {
+    uint8_t hdr_bytes[nbd::kOptionHeaderSize];
+    ROMULUS_RETURN_IF_ERROR(s->ReadExact(hdr_bytes, handshake_deadline_).With("reading an option"));
+    auto hdr = nbd::DecodeOptionHeader(hdr_bytes);
+    if (!hdr.ok()) return hdr.status();
+    if (hdr->length > nbd::kMaxOptionData) {
+      // Never allocated, never read: a hostile length ends the connection.
+      return Status::OutOfRange(std::string(nbd::OptionName(hdr->option)) + " carries " +
+                                std::to_string(hdr->length) + " bytes of data (at most " +
+                                std::to_string(nbd::kMaxOptionData) + ")");
+    }
+    std::span<uint8_t> data(option_buf_.get(), hdr->length);
+    ROMULUS_RETURN_IF_ERROR(s->ReadExact(data, handshake_deadline_).With("reading option data"));
+
+    switch (hdr->option) {
+      case nbd::kOptExportName: {
+        std::string_view name(reinterpret_cast<const char*>(data.data()), data.size());
+        if (!NameMatches(name)) {
+          // EXPORT_NAME has no error reply: the spec says to drop.
+          return Status::InvalidArgument("client asked for export '" + std::string(name.substr(0, 256)) +
+                                         "', this server has '" + options_.export_name + "'");
+        }
+        uint8_t reply[nbd::kExportNameReplySize + nbd::kExportNameZeroes];
+        size_t n = nbd::EncodeExportNameReply(reply, store_->size(), tx_flags_, no_zeroes);
+        ROMULUS_RETURN_IF_ERROR(s->WriteAll(std::span<const uint8_t>(reply, n), handshake_deadline_));
+        return true;
+      }
+      case nbd::kOptAbort:
+        // The spec asks for an ACK; the client may already be gone, which is fine.
+        (void)SendOptionReply(s, hdr->option, nbd::kRepAck, {});
+        return false;
+      case nbd::kOptList: {
+        if (hdr->length != 0) {
+          ROMULUS_RETURN_IF_ERROR(SendOptionError(s, hdr->option, nbd::kRepErrInvalid,
+                                                  "NBD_OPT_LIST carries no data"));
+          break;
+        }
+        std::span<uint8_t> buf(reply_buf_.get(), kReplyBufSize);
+        size_t n = nbd::EncodeRepServer(buf, options_.export_name);
+        // The rest of an NBD_REP_SERVER is a description for humans.
+        size_t d = std::min(options_.description.size(), kReplyBufSize - n);
+        std::memcpy(buf.data() + n, options_.description.data(), d);
+        ROMULUS_RETURN_IF_ERROR(SendOptionReply(s, hdr->option, nbd::kRepServer, buf.first(n + d)));
+        ROMULUS_RETURN_IF_ERROR(SendOptionReply(s, hdr->option, nbd::kRepAck, {}));
+        break;
+      }
+      case nbd::kOptInfo:
+      case nbd::kOptGo: {
+        bool go = false;
+        ROMULUS_RETURN_IF_ERROR(AnswerInfo(s, hdr->option, data, &go));
+        if (go) return true;
+        break;
+      }
+      default:
+        // STARTTLS (the socket is local), STRUCTURED_REPLY, meta contexts and
+        // anything unknown: the client goes on without them.
+        ROMULUS_RETURN_IF_ERROR(SendOptionError(s, hdr->option, nbd::kRepErrUnsup,
+                                                std::string(nbd::OptionName(hdr->option)) +
+                                                    " is not supported by this server"));
+        break;
+    }
+  }
+  return Status::OutOfRange("client sent " + std::to_string(options_.max_options) +
+                            " options without choosing an export");
+}
+
+Status NbdServer::Reply(transport::Stream* s, uint32_t error, uint64_t cookie,
+                        std::span<const uint8_t> data) {
+  uint8_t header[nbd::kSimpleReplySize];
+  nbd::EncodeSimpleReply(header, error, cookie);
+  std::span<const uint8_t> parts[2] = {header, data};
+  return s->WriteAllV(parts, DeadlineIn(options_.reply_timeout)).With("writing a reply");
+}
+
+Status NbdServer::Discard(transport::Stream* s, uint64_t bytes) {
+  Deadline deadline = DeadlineIn(options_.payload_timeout);
+  while (bytes > 0) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(bytes, kDiscardBufSize));
+    ROMULUS_RETURN_IF_ERROR(s->ReadExact(std::span<uint8_t>(discard_buf_.get(), n), deadline));
+    bytes -= n;
+  }
+  return Status::Ok();
+}
+
+Status NbdServer::ServeTransmission(transport::Stream* s) {
+  spdlog::info("nbd export '{}': client in transmission, {} bytes, {}", options_.export_name,
+               store_->size(), store_->io_mode());
+  for (;;) {
+    uint8_t hdr_bytes[nbd::kRequestSize];
+    size_t got = 0;
+    // No deadline between requests: the kernel client idles for hours.
+    Status st = s->ReadExact(hdr_bytes, NoDeadline(), &got);
+    if (!st.ok()) {
+      if (st.code() == Code::kClosed && got == 0) return Status::Ok();  // closed between requests
+      return st.With("reading a request header (" + std::to_string(got) + " of 28 bytes)");
+    }
+    // The tag is taken now, before anything of the request is done: the
+    // consistency argument (docs/DISK.md §4) depends on it.
+    TagGuard tag(clock_, clock_->Acquire());
+    auto req = nbd::DecodeRequest(hdr_bytes);
+    if (!req.ok()) return req.status();
+    const nbd::Request& r = *req;
+    if (r.type == nbd::kCmdDisc) return Status::Ok();
+
+    const uint32_t refusal = nbd::ValidateRequest(r, store_->size(), store_->max_request(), tx_flags_);
+    const bool fua = (r.flags & nbd::kCmdFlagFua) != 0;
+    if (refusal != 0) {
+      stats_.refused.fetch_add(1);
+      if (r.type == nbd::kCmdWrite) {
+        // The payload follows whatever we think of it; read and drop it in
+        // bounded chunks so the stream stays in step.
+        Status d = Discard(s, r.length);
+        if (!d.ok()) {
+          return d.With("client went away in the middle of a refused WRITE payload of " +
+                        std::to_string(r.length) + " bytes");
+        }
+      }
+      tag.Release();
+      ROMULUS_RETURN_IF_ERROR(Reply(s, refusal, r.cookie));
+      continue;
+    }
+
+    uint32_t error = 0;
+    switch (r.type) {
+      case nbd::kCmdRead: {
+        auto data = store_->Read(r.offset, r.length);
+        tag.Release();
+        if (!data.ok()) {
+          stats_.local_errors.fetch_add(1);
+          spdlog::warn("nbd export '{}': {}", options_.export_name, data.status().ToString());
+          ROMULUS_RETURN_IF_ERROR(Reply(s, nbd::ErrorFromErrno(store_->last_errno()), r.cookie));
+          continue;
+        }
+        stats_.reads.fetch_add(1);
+        stats_.bytes_read.fetch_add(r.length);
+        ROMULUS_RETURN_IF_ERROR(Reply(s, 0, r.cookie, *data));
+        continue;
+      }
+      case nbd::kCmdWrite: {
+        std::span<uint8_t> buf = store_->WriteBuffer(r.offset, r.length);
+        size_t have = 0;
+        Status rd = s->ReadExact(buf, DeadlineIn(options_.payload_timeout), &have);
+        if (!rd.ok()) {
+          // Nothing was written and nothing is reported; the tag is released
+          // by the guard.
+          return rd.With("client went away in the middle of a WRITE payload (" + std::to_string(have) +
+                         " of " + std::to_string(r.length) + " bytes at offset " +
+                         std::to_string(r.offset) + "): nothing written");
+        }
+        if (r.length == 0) break;
+        Status w = store_->Write(r.offset, r.length, fua);
+        if (w.ok()) {
+          sink_->OnWrite(tag.tag(), r.offset, buf, fua);
+          stats_.writes.fetch_add(1);
+          stats_.bytes_written.fetch_add(r.length);
+        } else {
+          spdlog::warn("nbd export '{}': {}", options_.export_name, w.ToString());
+          sink_->OnWriteFailed(tag.tag(), r.offset, r.length);
+          error = nbd::ErrorFromErrno(store_->last_errno());
+        }
+        break;
+      }
+      case nbd::kCmdFlush: {
+        Status f = store_->Flush();
+        if (f.ok()) {
+          sink_->OnFlush(tag.tag());
+          stats_.flushes.fetch_add(1);
+        } else {
+          spdlog::warn("nbd export '{}': {}", options_.export_name, f.ToString());
+          error = nbd::ErrorFromErrno(store_->last_errno());
+        }
+        break;
+      }
+      case nbd::kCmdTrim: {
+        if (r.length == 0) break;
+        auto t = store_->Trim(r.offset, r.length, fua);
+        if (!t.ok()) {
+          spdlog::warn("nbd export '{}': {}", options_.export_name, t.status().ToString());
+          sink_->OnWriteFailed(tag.tag(), r.offset, r.length);
+          error = nbd::ErrorFromErrno(store_->last_errno());
+        } else if (*t) {
+          sink_->OnZero(tag.tag(), r.offset, r.length, /*trim=*/true, fua);
+          stats_.trims.fetch_add(1);
+        } else {
+          stats_.trims_ignored.fetch_add(1);  // the data is still there, on both sides
+        }
+        break;
+      }
+      case nbd::kCmdWriteZeroes: {
+        if (r.length == 0) break;
+        const bool may_punch = (r.flags & nbd::kCmdFlagNoHole) == 0;
+        Status z = store_->WriteZeroes(r.offset, r.length, may_punch, fua);
+        if (z.ok()) {
+          sink_->OnZero(tag.tag(), r.offset, r.length, /*trim=*/false, fua);
+          stats_.zeroes.fetch_add(1);
+        } else {
+          spdlog::warn("nbd export '{}': {}", options_.export_name, z.ToString());
+          sink_->OnWriteFailed(tag.tag(), r.offset, r.length);
+          error = nbd::ErrorFromErrno(store_->last_errno());
+        }
+        break;
+      }
+      default:
+        return Status::Internal("NBD request type " + std::to_string(r.type) + " passed validation");
+    }
+    if (error != 0) stats_.local_errors.fetch_add(1);
+    // Reported (or not), so the epoch may be sealed; only then the client
+    // hears that the request completed.
+    tag.Release();
+    ROMULUS_RETURN_IF_ERROR(Reply(s, error, r.cookie));
+  }
+}
+
+}  // namespace romulus::disk
