@@ -1,5 +1,5 @@
 #!/bin/sh
-#@ title: kill-points (suspended, EPOCH_END unacked) and a planned switchover --reverse on real domains: the backup resumes from exactly the right epoch
+#@ title: kill-points (suspended, EPOCH_END unacked) on real domains, and (PV) a planned switchover --reverse: the backup resumes from exactly the right epoch
 #@ runs: romulus
 #@ guests: pv pvh
 #@ order: 40
