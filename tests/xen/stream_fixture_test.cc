@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <vector>
 
 #include "xen/stream_split.h"
@@ -67,13 +68,46 @@ TEST(StreamFixtureTest, RealStreamsRebuildByteIdentical) {
       }
       EXPECT_TRUE(parser.Finish().ok());
       EXPECT_EQ(parser.version(), 3u);
-      EXPECT_EQ(parser.domain_type(), 1u);  // x86 PV
+      // pv-*: x86 PV (1); pvh-*: libxenguest streams PVH as x86 HVM (2).
+      const bool pvh = path.filename().string().rfind("pvh-", 0) == 0;
+      EXPECT_EQ(parser.domain_type(), pvh ? kDomainTypeX86Hvm : kDomainTypeX86Pv);
       EXPECT_EQ(parser.xen_major(), 4);
       EXPECT_GE(bridge.epochs, 2u);
       ASSERT_EQ(out.size(), in.size());
       EXPECT_TRUE(out == in);
     }
   }
+}
+
+// Which record types a stream carries (pages and checkpoints aside).
+struct RecordCounter : StreamVisitor {
+  std::map<uint32_t, int> records;
+  Status OnImageHeader(std::span<const uint8_t>) override { return Status::Ok(); }
+  Status OnDomainHeader(std::span<const uint8_t>) override { return Status::Ok(); }
+  Status OnRecord(uint32_t type, std::span<const uint8_t>) override {
+    records[type]++;
+    return Status::Ok();
+  }
+  Status OnPageData(std::span<const uint8_t>) override { return Status::Ok(); }
+  Status OnPage(uint64_t, const uint8_t*) override { return Status::Ok(); }
+  Status OnCheckpoint() override { return Status::Ok(); }
+};
+
+// The PVH recording is what docs/XEN-STREAM.md §3.1 says a PVH stream is:
+// per checkpoint TSC, HVM context and HVM params, and none of PV's records.
+TEST(StreamFixtureTest, PvhStreamCarriesHvmState) {
+  const auto path = std::filesystem::path(ROMULUS_SOURCE_DIR) / "tests/xen/fixtures/pvh-remus-3ckpt.v2.zst";
+  auto in = Decompress(path);
+  ASSERT_FALSE(in.empty()) << path;
+  RecordCounter c;
+  StreamParser parser(&c);
+  ASSERT_TRUE(parser.Feed(in).ok());
+  const uint64_t checkpoints = parser.stats().checkpoints;
+  EXPECT_EQ(checkpoints, 3u);
+  for (uint32_t t : {kRecX86TscInfo, kRecHvmContext, kRecHvmParams}) {
+    EXPECT_EQ(uint64_t(c.records[t]), checkpoints) << RecordTypeName(t) << " once per checkpoint";
+  }
+  EXPECT_EQ(c.records.count(kRecX86PvInfo), 0u) << "no PV records in a PVH stream";
 }
 
 }  // namespace
