@@ -105,6 +105,8 @@ Status NbdServer::Serve(int fd) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return Status::Closed("NBD server stopped");
+    // One client at a time: the buffers and the store are single-threaded.
+    if (active_) return Status::InvalidArgument("NBD server already serves a client");
     active_ = stream.get();
   }
   Status st;

@@ -70,7 +70,9 @@ class NbdServer {
   // until it is done. Ok: NBD_CMD_DISC, NBD_OPT_ABORT, or a close between
   // requests. Closed: the client vanished in the middle of a request (nothing
   // of that request was written or reported), or Stop(). Timeout, Corruption,
-  // OutOfRange: a silent, malformed or hostile client, dropped.
+  // OutOfRange: a silent, malformed or hostile client, dropped. One Serve at
+  // a time (a second concurrent call is refused, its fd closed); call it
+  // again for the next client.
   Status Serve(int fd);
   // From any thread: ends the Serve in progress (and any later one at once).
   void Stop();

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
@@ -179,10 +180,13 @@ class RawClient {
     out.resize(done);
     return out;
   }
-  // True when the server has closed its end (EOF, nothing more).
+  // True when the server has closed its end: EOF, or a reset when it closed
+  // with bytes of ours still unread (AF_UNIX reports that as ECONNRESET).
+  // False when a byte arrives or nothing does before the receive timeout.
   bool AtEof() {
     uint8_t b;
-    return ::recv(fd_, &b, 1, 0) == 0;
+    ssize_t r = ::recv(fd_, &b, 1, 0);
+    return r == 0 || (r < 0 && errno == ECONNRESET);
   }
 
   // Greeting (18 bytes) checked, then the client flags.

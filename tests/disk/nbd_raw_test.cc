@@ -318,3 +318,21 @@ TEST_F(NbdRawTest, ZeroLengthRequestsDoNothing) {
 
 }  // namespace
 }  // namespace romulus::disk
+
+namespace romulus::disk {
+namespace {
+
+TEST_F(NbdRawTest, ASecondConcurrentServeIsRefused) {
+  EXPECT_EQ(client_->Recv(18).size(), 18u);  // the first Serve is in its handshake
+  int sv[2];
+  ASSERT_EQ(0, ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv));
+  Status st = server_->Serve(sv[0]);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
+  RawClient other(sv[1]);
+  EXPECT_TRUE(other.AtEof());  // its fd was closed, nothing sent
+  client_->Close();
+  EXPECT_EQ(Join().code(), Code::kClosed);
+}
+
+}  // namespace
+}  // namespace romulus::disk
