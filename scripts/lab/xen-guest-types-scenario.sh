@@ -40,9 +40,11 @@ rc=$?
 lab_evidence "$W/replicate.log"
 [ "$rc" -ne 124 ] || lab_fail "romulus replicate of a PV guest without shadow paging did not exit within 60 s"
 [ "$rc" -ne 0 ] || lab_fail "romulus replicate of a PV guest without shadow paging exited 0"
-grep -q 'no shadow paging' "$W/replicate.log" || lab_fail "the refusal does not name the missing shadow paging"
+# the refusal itself, not the probe line (which also says "no shadow paging")
+grep -q 'cannot protect domain pvguest: .*is a PV guest and this hypervisor has no shadow paging' "$W/replicate.log" ||
+  lab_fail "the refusal does not name the missing shadow paging"
 grep -q 'protects: pvh' "$W/replicate.log" || lab_fail "the probe line does not say this host protects PVH guests"
-lab_note "refused (exit $rc): $(grep -m1 'no shadow paging' "$W/replicate.log" | cut -c1-200)"
+lab_note "refused (exit $rc): $(grep -m1 'cannot protect domain pvguest' "$W/replicate.log" | cut -c1-240)"
 
 before=$(lab_counter_last "$C")
 lab_wait_counter "$C" $((before + 2)) 60 || { xl list; lab_fail "pvguest stopped counting after the refusal (at $before)"; }
