@@ -1,13 +1,12 @@
 #!/bin/sh
-#@ title: kill-points (suspended, EPOCH_END unacked) on real domains, and (PV) a planned switchover --reverse: the backup resumes from exactly the right epoch
+#@ title: kill-points (suspended, EPOCH_END unacked) on real domains, and a planned switchover --reverse: the backup resumes from exactly the right epoch
 #@ runs: romulus
 #@ guests: pv pvh
 #@ order: 40
 #@ skip-if: LAB_NO_KILL_DRILL
 # Scenario "kill-drill-scenario" (Xen lab dom0; scripts/xen-lab --romulus PATH): failover
 # drills on a real domain ($LAB_GUEST_TYPE: PV or PVH), one per entry of $LAB_KILL_PHASES
-# (default "s2 c switchover" for PV; "s2 c" for PVH, whose boot keeps to what the PVH issue
-# asks for — LAB_KILL_PHASES adds the switchover).
+# (default "s2 c switchover" for both guest types).
 # A kill-point (s, s2, r, r2, m, c, c2) runs `romulus replicate --kill-at PHASE:$LAB_KILL_EPOCH`
 # ("s2": the guest suspended at the kill; "c": EPOCH_END written but not acked):
 #  1. create guest3-PHASE (128 MiB counter guest of the boot's type), wait until it counts;
@@ -32,7 +31,7 @@
 # Epochs are read from the backup's failover event, the primary's stats lines and the
 # switchover's --json answer (scripts/lib/romulus-json.sh); the kill-point is known from the
 # primary's "drill: killing the primary at ..." line (no event marks it: the process dies).
-# Knobs (--env): LAB_KILL_PHASES ("s2 c switchover"; PVH "s2 c"), LAB_KILL_EPOCH (6), LAB_INTERVAL_MS (100).
+# Knobs (--env): LAB_KILL_PHASES ("s2 c switchover"), LAB_KILL_EPOCH (6), LAB_INTERVAL_MS (100).
 . /lab/dom0-lib.sh
 I=${LAB_INTERVAL_MS:-100}
 K=${LAB_KILL_EPOCH:-6}
@@ -42,7 +41,7 @@ timeout 10 romulus restore --help 2>&1 | grep -q -- '--xen' || lab_fail "/usr/bi
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
 chmod 600 "$W/psk"
 
-case ${LAB_GUEST_TYPE:-pv} in pvh) PHASES_DEFAULT="s2 c" ;; *) PHASES_DEFAULT="s2 c switchover" ;; esac
+PHASES_DEFAULT="s2 c switchover"
 DONE=""
 for PH in ${LAB_KILL_PHASES:-$PHASES_DEFAULT}; do
   case $PH in
