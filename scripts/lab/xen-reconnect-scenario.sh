@@ -1,6 +1,7 @@
 #!/bin/sh
 #@ title: the backup host restarts, stalls, runs out of memory under a running primary: reconnection, resync, held replica, failover
 #@ runs: romulus
+#@ guests: pv pvh
 #@ order: 50
 #@ skip-if: LAB_NO_RECONNECT
 # Scenario "reconnect-scenario" (Xen lab dom0; scripts/xen-lab --romulus PATH): the backup host
