@@ -135,7 +135,9 @@ TEST(FailoverJudgeTest, Table) {
   for (const Row& r : rows) {
     Decision d = Judge(r);
     EXPECT_EQ(DecisionName(d.kind), std::string(DecisionName(r.want))) << r.name << ": " << d.why;
-    if (r.want == Decision::kActivate) EXPECT_EQ(d.run_fence, r.want_fence) << r.name;
+    if (r.want == Decision::kActivate) {
+      EXPECT_EQ(d.run_fence, r.want_fence) << r.name;
+    }
     EXPECT_NE(d.why.find(r.why_contains), std::string::npos) << r.name << ": why = " << d.why;
     EXPECT_FALSE(d.why.empty()) << r.name;
   }

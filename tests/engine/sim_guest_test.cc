@@ -208,7 +208,9 @@ TEST(SimGuestTest, MayHoldDataIsFalseExactlyForNeverWrittenPages) {
   for (uint64_t pfn = 0; pfn < g->guest_pages(); ++pfn) {
     const bool zero = compress::IsZeroPage(g->memory() + pfn * kPage);
     // Never "no data" for a page that has some (a missed write would be lost).
-    if (!zero) ASSERT_TRUE(g->MayHoldData(pfn)) << "pfn " << pfn << " holds data";
+    if (!zero) {
+      ASSERT_TRUE(g->MayHoldData(pfn)) << "pfn " << pfn << " holds data";
+    }
     with_data += g->MayHoldData(pfn);
   }
   EXPECT_GT(with_data, 1000u);

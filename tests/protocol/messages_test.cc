@@ -43,7 +43,9 @@ void ExpectPrefixesRejected(const M& m) {
   for (size_t n = 0; n < buf.size(); ++n) {
     auto d = M::Decode({buf.data(), n});
     EXPECT_FALSE(d.ok()) << "prefix of " << n << " bytes accepted";
-    if (!d.ok()) EXPECT_EQ(d.status().code(), Code::kCorruption);
+    if (!d.ok()) {
+      EXPECT_EQ(d.status().code(), Code::kCorruption);
+    }
   }
 }
 
