@@ -18,6 +18,8 @@ echo "LAB-DOM0-INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
 fatal() { echo "LAB-FATAL $*"; sleep 1; lab-exit 2; }
 
 [ -f /lab/env ] && . /lab/env
+# the Xen tools' directory: /usr/lib/xen-4.17/bin (Debian 12) or /usr/lib/xen-4.20/bin (Debian 13)
+[ -n "${LAB_XENBIN:-}" ] && export PATH=$LAB_XENBIN:$PATH
 lab-load-modules || fatal "loading xen modules failed"
 mount -t xenfs xenfs /proc/xen || fatal "mount xenfs failed"
 ip link set lo up || fatal "loopback up failed"

@@ -1,6 +1,9 @@
 /*
  * labstat — measuring helpers for the Xen lab, run inside dom0.
- * Built on the host by scripts/xen-lab (gcc, libxen-dev); not part of Romulus itself.
+ * Built by scripts/xen-lab against the libxenctrl the dom0 runs: on the host (Debian 12,
+ * Xen 4.17) or inside the trixie root (Xen 4.20); not part of Romulus itself. Uses only
+ * xc_domain_getinfolist / xc_domaininfo_t, which both versions have (xc_domain_getinfo and
+ * xc_dominfo_t were removed in Xen 4.18).
  *
  *   labstat tap LOG
  *       Copies stdin to stdout unchanged (put it in front of `xl migrate-receive`) and parses
@@ -17,7 +20,7 @@
  *       If the stream cannot be parsed it keeps copying and reports parse=lost.
  *
  *   labstat pausemon DOMID LOG [POLL_US]
- *       Polls the domain's state (xc_domain_getinfo) every POLL_US (default 1000) µs and
+ *       Polls the domain's state (xc_domain_getinfolist) every POLL_US (default 1000) µs and
  *       records every interval in which it is not running (suspended for a checkpoint, or
  *       paused). Stops when the domain disappears or on SIGTERM/SIGINT; writes one line per
  *       interval and a summary line:
@@ -268,6 +271,25 @@ out:
     return 0;
 }
 
+/* ------------------------------------------------------------------ domain state */
+
+/* The state of one domain, from xc_domain_getinfolist (Xen 4.17 and 4.20 alike). */
+struct domstate { int exists, dying, shutdown, paused; unsigned shutdown_reason; };
+
+static struct domstate dom_state(xc_interface *xch, uint32_t domid)
+{
+    struct domstate st = { 0, 0, 0, 0, 0 };
+    xc_domaininfo_t info;
+    /* getinfolist returns the domains with id >= domid: check it is ours */
+    if (xc_domain_getinfolist(xch, domid, 1, &info) != 1 || info.domain != domid) return st;
+    st.exists = 1;
+    st.dying = !!(info.flags & XEN_DOMINF_dying);
+    st.shutdown = !!(info.flags & XEN_DOMINF_shutdown);
+    st.paused = !!(info.flags & XEN_DOMINF_paused);
+    st.shutdown_reason = (info.flags >> XEN_DOMINF_shutdownshift) & XEN_DOMINF_shutdownmask;
+    return st;
+}
+
 /* ------------------------------------------------------------------ pausemon */
 
 static volatile sig_atomic_t stop_flag;
@@ -286,9 +308,8 @@ static int cmd_pausemon(uint32_t domid, const char *logpath, long poll_us)
     double t_down = 0, t0 = now_ms();
     struct timespec slp = { poll_us / 1000000, (poll_us % 1000000) * 1000 };
     while (!stop_flag) {
-        xc_dominfo_t info;
-        int r = xc_domain_getinfo(xch, domid, 1, &info);
-        if (r != 1 || info.domid != domid || info.dying) break;
+        struct domstate info = dom_state(xch, domid);
+        if (!info.exists || info.dying) break;
         int is_down = info.shutdown || info.paused;
         double t = now_ms();
         if (is_down && !down) { down = 1; t_down = t; }
@@ -333,15 +354,15 @@ static int cmd_killrunning(uint32_t domid, pid_t pid)
     struct timespec slp = { 0, 200000 };
     int was_down = 0;
     for (long i = 0; i < 100000; i++) {   /* at most ~20 s of polling */
-        xc_dominfo_t info;
-        if (xc_domain_getinfo(xch, domid, 1, &info) != 1 || info.domid != domid) {
+        struct domstate info = dom_state(xch, domid);
+        if (!info.exists) {
             fprintf(stderr, "killrunning: domain %u is gone\n", domid);
             return 2;
         }
         int down = info.shutdown || info.paused;
         if (was_down && !down) {
             if (kill(pid, SIGKILL) != 0) { perror("kill"); return 2; }
-            xc_domain_getinfo(xch, domid, 1, &info);
+            info = dom_state(xch, domid);
             printf("killed %d at a resume edge; domain %u %s\n", (int)pid, domid,
                    info.shutdown ? "suspended" : info.paused ? "paused" : "running");
             xc_interface_close(xch);

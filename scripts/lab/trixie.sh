@@ -36,6 +36,7 @@
 #                                     LAB_KROOT, LAB_VMLINUZ, LAB_MODDIR, so lab_module_files and
 #                                     lab_stage_add_modules work on it unchanged.
 #   lab_trixie_stage_add_libs STAGE FILE [LIBROOT...], lab_trixie_stage_add_bin STAGE SRC [DEST] [LIBROOT...]
+#   lab_trixie_stage_add_tree STAGE ROOT PATH...  (lab_stage_add_tree, trixie closures)
 #                                  -> lab_stage_add_libs/_bin for binaries linked against trixie's
 #                                     glibc 2.41 (Xen 4.20's xl needs GLIBC_2.38): the closure is
 #                                     resolved by the root's ld.so, the libraries come from trixie.
@@ -375,4 +376,20 @@ lab_trixie_stage_add_bin() {
   lab_stage_add_file "$s" "$src" "$dst" || return 1
   chmod 755 "$s/$dst"
   lab_trixie_stage_add_libs "$s" "$src" "$@"
+}
+
+# lab_trixie_stage_add_tree STAGE ROOT PATH... : lab_stage_add_tree for trixie trees (e.g. the
+# Xen 4.20 tools from lab_trixie_pkg_root): PATHs copied at the same relative paths, symlinks
+# kept, every ELF file's closure resolved by trixie's ld.so, ROOT's libraries first.
+lab_trixie_stage_add_tree() {
+  local s=$1 root=$2; shift 2
+  local p f
+  for p in "$@"; do
+    p=${p#/}
+    [ -e "$root/$p" ] || [ -L "$root/$p" ] || { lab_log "lab_trixie_stage_add_tree: missing $root/$p"; return 1; }
+    ( cd "$root" && cp -a --parents "$p" "$s/" ) || return 1
+    while IFS= read -r f; do
+      if [ "$(head -c4 "$f" 2>/dev/null | tr -d '\177')" = ELF ]; then lab_trixie_stage_add_libs "$s" "$f" "$root" || return 1; fi
+    done < <(find "$root/$p" -type f 2>/dev/null)
+  done
 }

@@ -20,6 +20,9 @@
 #            (default for PVH); cached by version in xen-stock/. When that candidate cannot
 #            be downloaded: the binary mode (the pinned point release), then a source build —
 #            both also boot PVH — and LAB_XEN_ORIGIN says it fell back.
+# - Xen 4.20 (Debian 13; scripts/xen-lab --xen-version 4.20):
+#   stock-4.20 : trixie's xen-hypervisor-4.20-amd64 as it is (no shadow paging: PVH only),
+#            fetched through the trixie root (scripts/lab/trixie.sh sourced). No fallback.
 # lab_xen_image MODE  -> sets LAB_XEN_IMAGE (uncompressed multiboot ELF for QEMU -kernel),
 #                        LAB_XEN_VERSION (the Debian version that runs), LAB_XEN_ORIGIN
 #                        ("xen VERSION (how: stock Debian package, cached source build, ...)"),
@@ -209,6 +212,29 @@ lab_xen_stock() {
   _lab_xen_use "$out/xen" "$ver" "Debian's stock $pkg, apt's candidate"
 }
 
+# lab_xen_stock_420 -> Debian 13 (trixie)'s stock xen-hypervisor-4.20-amd64, fetched by the
+# trixie root's apt (scripts/lab/trixie.sh, which must be sourced): the candidate there, as it
+# is (built without shadow paging: PVH guests only). Cached by version in xen-stock/4.20-VER.
+lab_xen_stock_420() {
+  local pkg=xen-hypervisor-4.20-amd64 spec ver out root
+  declare -F lab_trixie_pkg_root >/dev/null || { LAB_XEN_SKIPPED+="stock 4.20: scripts/lab/trixie.sh not sourced; "; return 1; }
+  spec=$(lab_trixie_pkg_versions "$pkg") || { LAB_XEN_SKIPPED+="stock $pkg: no candidate in trixie; "; return 1; }
+  ver=${spec#*=}
+  out=$LAB_CACHE/xen-stock/4.20-$ver
+  if [ -s "$out/xen" ]; then
+    _lab_xen_use "$out/xen" "$ver" "Debian 13's stock $pkg, trixie's candidate, cached"; return 0
+  fi
+  root=$(lab_trixie_pkg_root xen-hyp "$spec") || { LAB_XEN_SKIPPED+="stock $ver: not downloadable; "; return 1; }
+  rm -rf "$out.tmp"; mkdir -p "$out.tmp"
+  if ! zcat "$root"/boot/xen-4.20-amd64.gz >"$out.tmp/xen" 2>/dev/null || [ ! -s "$out.tmp/xen" ]; then
+    LAB_XEN_SKIPPED+="stock $ver: no boot/xen-4.20-amd64.gz in the package; "; rm -rf "$out.tmp"; return 1
+  fi
+  cp "$(ls "$root"/boot/xen-*.config 2>/dev/null | head -n1)" "$out.tmp/config" 2>/dev/null || true
+  echo "xen $ver Debian 13's stock package (trixie's candidate)" >"$out.tmp/origin"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  _lab_xen_use "$out/xen" "$ver" "Debian 13's stock $pkg, trixie's candidate"
+}
+
 lab_xen_image() {
   local mode=${1:-auto}
   _LAB_XEN_IMG=""; LAB_XEN_VERSION=""; _LAB_XEN_HOW=""; LAB_XEN_SKIPPED=""; LAB_XEN_SHADOW=unknown
@@ -216,6 +242,7 @@ lab_xen_image() {
     auto)   lab_xen_cached_build || lab_xen_build_source || lab_xen_binary ;;
     source) lab_xen_build_source ;;
     binary) lab_xen_binary ;;
+    stock-4.20) lab_xen_stock_420 ;;
     stock)
       # The stock package, else what boots PVH too (every other image here has shadow
       # paging, and HAP): the pinned binary, a cached or fresh source build.
@@ -226,7 +253,7 @@ lab_xen_image() {
         fi
       fi ;;
     /*|./*) [ -s "$mode" ] && _lab_xen_use "$mode" "" "given with --xen" ;;
-    *) lab_die "unknown --xen mode '$mode' (auto|source|binary|stock|PATH)" ;;
+    *) lab_die "unknown --xen mode '$mode' (auto|source|binary|stock|stock-4.20|PATH)" ;;
   esac
   local img=$_LAB_XEN_IMG
   [ -n "$img" ] || return 1
