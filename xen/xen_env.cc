@@ -176,8 +176,8 @@ Status CheckCanProtect(const HostCaps& caps, GuestType type, bool hap, const std
   if (type == GuestType::kPv && !caps.shadow) {
     return Status::Unsupported(
         "domain " + domain + " is a PV guest and this hypervisor has no shadow paging, which Xen needs "
-        "to track a PV guest's dirty pages (Debian's Xen 4.17.7+ security builds are compiled without it, "
-        "XSA-495). Run PVH guests (type=\"pvh\": their dirty pages are tracked by HAP), or boot a "
+        "to track a PV guest's dirty pages (Debian's stock hypervisors, 4.17.7+ and 4.20, are compiled "
+        "without it: XSA-495). Run PVH guests (type=\"pvh\": their dirty pages are tracked by HAP), or boot a "
         "hypervisor built with CONFIG_SHADOW_PAGING=y (docs/XEN-STREAM.md, \"Guest types\")");
   }
   if (type != GuestType::kPv && !hap && !caps.shadow) {
