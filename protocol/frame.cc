@@ -29,6 +29,8 @@ bool IsKnownFrameType(uint8_t type) {
     case FrameType::kAck:
     case FrameType::kCacheResize:
     case FrameType::kHeld:
+    case FrameType::kDisk:
+    case FrameType::kDiskEnd:
     case FrameType::kHeartbeat:
     case FrameType::kBye:
     case FrameType::kError:
@@ -47,6 +49,8 @@ std::string FrameTypeName(uint8_t type) {
     case FrameType::kAck: return "ACK";
     case FrameType::kCacheResize: return "CACHE_RESIZE";
     case FrameType::kHeld: return "HELD";
+    case FrameType::kDisk: return "DISK";
+    case FrameType::kDiskEnd: return "DISK_END";
     case FrameType::kHeartbeat: return "HEARTBEAT";
     case FrameType::kBye: return "BYE";
     case FrameType::kError: return "ERROR";
@@ -67,6 +71,8 @@ size_t MaxPayloadFor(uint8_t type) {
     case FrameType::kAck: return 16;
     case FrameType::kCacheResize: return 16;
     case FrameType::kHeld: return 16 + 8 * 8192;  // Held::kMaxHashes
+    case FrameType::kDisk: return kMaxPayload;
+    case FrameType::kDiskEnd: return 32;
     case FrameType::kHeartbeat: return 24;
     case FrameType::kBye: return 260;
     case FrameType::kError: return 1028;

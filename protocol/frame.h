@@ -31,6 +31,8 @@ enum class FrameType : uint8_t {
   kAck = 0x13,
   kCacheResize = 0x14,  // needs kCapCacheResize (docs/PROTOCOL.md §3.8)
   kHeld = 0x15,         // needs kCapHeldPages (docs/PROTOCOL.md §3.9)
+  kDisk = 0x16,         // needs kCapDisk (docs/PROTOCOL.md §3.10)
+  kDiskEnd = 0x17,      // needs kCapDisk
   kHeartbeat = 0x20,
   kBye = 0x30,
   kError = 0x31,

@@ -18,6 +18,30 @@ bool IsCleanText(std::string_view s) {
   return true;
 }
 
+// id, size, name length: the fixed part of one HELLO disk entry.
+constexpr size_t kDiskEntryFixed = 4 + 8 + 1;
+
+Status CheckDiskList(const std::vector<DiskInfo>& disks) {
+  if (disks.size() > kMaxDisks) {
+    return Status::Corruption("HELLO lists " + Str(disks.size()) + " disks, at most " + Str(kMaxDisks));
+  }
+  for (size_t i = 0; i < disks.size(); ++i) {
+    const DiskInfo& d = disks[i];
+    if (d.name.empty() || d.name.size() > kMaxDiskName || !IsCleanText(d.name)) {
+      return Status::Corruption("HELLO disk name must be 1.." + Str(kMaxDiskName) +
+                                " bytes without control characters");
+    }
+    if (d.size_bytes == 0 || d.size_bytes % kDiskSectorSize != 0) {
+      return Status::Corruption("HELLO disk " + d.name + " size " + Str(d.size_bytes) +
+                                " is not a non-zero multiple of " + Str(kDiskSectorSize));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (disks[j].id == d.id) return Status::Corruption("HELLO disk id " + Str(d.id) + " listed twice");
+    }
+  }
+  return Status::Ok();
+}
+
 Status Truncated(const char* what) {
   return Status::Corruption(std::string(what) + " payload truncated");
 }
@@ -114,7 +138,17 @@ Status Hello::EncodeTo(std::vector<uint8_t>* out) const {
   if ((required & ~capabilities) != 0) {
     return Status::InvalidArgument("required capabilities are not a subset of offered ones");
   }
-  return EncodeExact(out, kHelloFixedSize + identity.size(), [&](Writer& w) {
+  const bool with_disks = (capabilities & kCapDisk) != 0;
+  if (!with_disks && !disks.empty()) {
+    return Status::InvalidArgument("HELLO lists disks without offering the disk capability");
+  }
+  size_t disk_bytes = 0;
+  if (with_disks) {
+    if (Status s = CheckDiskList(disks); !s.ok()) return Status::InvalidArgument(s.message());
+    disk_bytes = 2;
+    for (const DiskInfo& d : disks) disk_bytes += kDiskEntryFixed + d.name.size();
+  }
+  return EncodeExact(out, kHelloFixedSize + identity.size() + disk_bytes, [&](Writer& w) {
     w.Bytes(std::span<const uint8_t>(kHelloMagic, sizeof kHelloMagic));
     w.U16(version_min);
     w.U16(version_max);
@@ -131,6 +165,15 @@ Status Hello::EncodeTo(std::vector<uint8_t>* out) const {
     w.U8(0);
     w.U16(static_cast<uint16_t>(identity.size()));
     w.Bytes(identity);
+    if (with_disks) {
+      w.U16(static_cast<uint16_t>(disks.size()));
+      for (const DiskInfo& d : disks) {
+        w.U32(d.id);
+        w.U64(d.size_bytes);
+        w.U8(static_cast<uint8_t>(d.name.size()));
+        w.Bytes(d.name);
+      }
+    }
   });
 }
 
@@ -170,7 +213,25 @@ Result<Hello> Hello::Decode(std::span<const uint8_t> payload) {
   if ((h.required & ~h.capabilities) != 0) {
     return Status::Corruption("HELLO requires capabilities it does not offer");
   }
-  // Bytes after the identity: extensions from later versions, ignored.
+  if ((h.capabilities & kCapDisk) != 0) {
+    uint16_t count = 0;
+    if (!r.U16(&count)) return Truncated("HELLO disk list");
+    if (count > kMaxDisks) {
+      return Status::Corruption("HELLO lists " + Str(count) + " disks, at most " + Str(kMaxDisks));
+    }
+    h.disks.resize(count);
+    for (DiskInfo& d : h.disks) {
+      uint8_t name_len = 0;
+      if (!(r.U32(&d.id) && r.U64(&d.size_bytes) && r.U8(&name_len))) return Truncated("HELLO disk list");
+      if (name_len == 0 || name_len > kMaxDiskName) {
+        return Status::Corruption("HELLO disk name length " + Str(name_len) + " outside 1.." +
+                                  Str(kMaxDiskName));
+      }
+      if (!r.String(name_len, &d.name)) return Truncated("HELLO disk list");
+    }
+    if (Status s = CheckDiskList(h.disks); !s.ok()) return s;
+  }
+  // Bytes after the last known field: extensions from later versions, ignored.
   return h;
 }
 

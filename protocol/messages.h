@@ -46,8 +46,24 @@ inline constexpr uint64_t kCapCacheResize = uint64_t{1} << 3;
 // holds, as page hashes; the session's first epoch then carries only the
 // pages that differ (§3.9). Offered by the primary, never required.
 inline constexpr uint64_t kCapHeldPages = uint64_t{1} << 4;
+// The guest's disks are replicated with its memory: the HELLO lists them
+// (Hello::disks), and every epoch carries DISK frames and one DISK_END per
+// disk (§3.10, docs/DISK.md §5). A primary with disks requires it.
+inline constexpr uint64_t kCapDisk = uint64_t{1} << 5;
+// kCapDisk joins this set when the backup's receiver applies DISK frames.
 inline constexpr uint64_t kCapAllKnown =
     kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize | kCapHeldPages;
+
+// One protected disk, as the HELLO announces it (§3.1 disk list).
+inline constexpr size_t kMaxDisks = 8;
+inline constexpr size_t kMaxDiskName = 64;
+inline constexpr uint64_t kDiskSectorSize = 512;  // sizes, offsets, lengths: multiples of this
+struct DiskInfo {
+  uint32_t id = 0;          // unique within the HELLO; names the disk in DISK frames
+  uint64_t size_bytes = 0;  // > 0, a multiple of kDiskSectorSize
+  std::string name;         // 1..kMaxDiskName clean bytes ("xvda")
+  bool operator==(const DiskInfo&) const = default;
+};
 
 enum class ResyncReason : uint8_t {
   kInitial = 0,
@@ -106,11 +122,16 @@ struct Hello {
   uint32_t peer_timeout_ms = 1000;
   ResyncReason resync_reason = ResyncReason::kInitial;
   std::string identity;
+  // Extension after the identity, on the wire exactly when `capabilities`
+  // has kCapDisk: the disks replicated with the guest (0..kMaxDisks).
+  std::vector<DiskInfo> disks;
 
   Status EncodeTo(std::vector<uint8_t>* out) const;
   // Syntax only: magic, identity length 1..256 and printable, reserved 0,
-  // resync reason known, required ⊆ capabilities. Trailing bytes after the
-  // identity are ignored (future extensions, PROTOCOL.md §3.1).
+  // resync reason known, required ⊆ capabilities; with kCapDisk a disk list
+  // of unique ids, sizes that are non-zero sector multiples, clean names.
+  // Trailing bytes after the last known field are ignored (future
+  // extensions, PROTOCOL.md §3.1).
   static Result<Hello> Decode(std::span<const uint8_t> payload);
 };
 

@@ -1,0 +1,149 @@
+// The disk part of an epoch on the wire (docs/PROTOCOL.md §3.10, the design
+// in docs/DISK.md §5): DISK frames carry a batch of one disk's records, and
+// one DISK_END per disk closes the disk's records of the epoch with their
+// count, size and digest. This file is the one home of that encoding.
+//
+// A record is what the primary's disk front end reported (disk/write_sink.h):
+// a write with its bytes, a range that now reads as zeros (WRITE_ZEROES, or a
+// punched TRIM), or a flush marker. Records apply in stream order.
+//
+// DiskFrameBuilder fills one DISK payload into a caller-owned buffer (no
+// allocation once the buffer has its capacity); DiskFrameParser validates a
+// received payload against the disk sizes of the session before it yields
+// anything, so a frame is either applied whole or refused whole, and nothing
+// it says (lengths, offsets, compressed sizes) can make the receiver
+// allocate or read beyond its bounds.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "common/status.h"
+#include "protocol/messages.h"
+
+namespace romulus::protocol {
+
+// Record kinds as they travel. kWriteLz4 is a kWrite whose data is LZ4
+// compressed; the parser yields it as kWrite with the decompressed bytes.
+enum class DiskRecordKind : uint8_t {
+  kWrite = 1,
+  kWriteLz4 = 2,
+  kZero = 3,
+  kFlush = 5,
+};
+inline constexpr uint8_t kDiskFlagFua = 0x01;
+inline constexpr uint8_t kDiskFlagTrim = 0x02;  // kZero only: it was a TRIM
+
+inline constexpr size_t kDiskFrameHeadSize = 8;    // disk_id u32, record_count u32
+inline constexpr size_t kDiskRecordHeadSize = 20;  // kind, flags, reserved u16, length u32, offset u64, data_len u32
+// The largest write one record carries: longer writes are split into several
+// records (writes are positional, so splitting changes nothing). Also the
+// receiver's decompression bound.
+inline constexpr uint32_t kMaxDiskWriteChunk = uint32_t{1} << 20;
+// The largest ZERO range one record carries (a u32 length).
+inline constexpr uint64_t kMaxDiskZeroChunk = uint64_t{1} << 31;
+inline constexpr size_t kDiskEndSize = 32;
+
+// A record as applied (never kWriteLz4: data is the uncompressed bytes).
+struct DiskRecord {
+  DiskRecordKind kind = DiskRecordKind::kFlush;
+  uint8_t flags = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;              // bytes; 0 for kFlush
+  std::span<const uint8_t> data;    // kWrite: `length` bytes
+  bool fua() const { return (flags & kDiskFlagFua) != 0; }
+  bool trim() const { return (flags & kDiskFlagTrim) != 0; }
+};
+
+// XXH3-64 over the records of one disk in one epoch, as applied: the same
+// value whether a write travelled raw or LZ4-compressed. Both ends feed it
+// the records in stream order; DISK_END carries the primary's.
+class DiskRecordDigest {
+ public:
+  DiskRecordDigest();
+  ~DiskRecordDigest();
+  DiskRecordDigest(const DiskRecordDigest&) = delete;
+  DiskRecordDigest& operator=(const DiskRecordDigest&) = delete;
+  void Reset();
+  void Add(const DiskRecord& record);
+  uint64_t value() const;
+  uint64_t records() const { return records_; }
+  uint64_t data_bytes() const { return data_bytes_; }
+
+ private:
+  void* state_;  // XXH3_state_t, opaque here
+  uint64_t records_ = 0;
+  uint64_t data_bytes_ = 0;
+};
+
+// Builds one DISK payload. Every Add is all-or-nothing: false when the
+// record does not fit in what is left of `capacity` (send the frame, Reset,
+// add again). The caller splits writes at kMaxDiskWriteChunk and zero ranges
+// at kMaxDiskZeroChunk.
+class DiskFrameBuilder {
+ public:
+  // capacity: the payload's bound (at most kMaxPayload).
+  explicit DiskFrameBuilder(size_t capacity = kMaxPayload);
+  void Reset(uint32_t disk_id);
+  // try_lz4: compress when that makes the record smaller (zero-filled and
+  // text-like blocks); else raw.
+  bool AddWrite(uint64_t offset, std::span<const uint8_t> bytes, bool fua, bool try_lz4);
+  bool AddZero(uint64_t offset, uint64_t length, bool trim, bool fua);
+  bool AddFlush();
+  uint32_t record_count() const { return count_; }
+  bool empty() const { return count_ == 0; }
+  // The payload so far (head patched with the count): valid until the next call.
+  std::span<const uint8_t> payload();
+  // Bytes of LZ4 output saved so far in this frame (stats).
+  uint64_t lz4_saved() const { return lz4_saved_; }
+
+ private:
+  bool Head(DiskRecordKind kind, uint8_t flags, uint64_t offset, uint32_t length, uint32_t data_len);
+  size_t capacity_;
+  std::vector<uint8_t> buf_;  // capacity_ bytes, allocated once
+  std::vector<uint8_t> lz4_;  // LZ4_compressBound(kMaxDiskWriteChunk), allocated once
+  size_t pos_ = 0;
+  uint32_t count_ = 0;
+  uint64_t lz4_saved_ = 0;
+};
+
+// Reads one received DISK payload. Open() validates every record first
+// (kinds, flags, reserved bits, bounds against the disk's size, data
+// lengths inside the frame, LZ4 data that decompresses to exactly `length`)
+// and only then does Next() yield them; a bad frame is Corruption, with
+// nothing yielded.
+class DiskFrameParser {
+ public:
+  DiskFrameParser();
+  // disks: the session's disks (HELLO). Corruption for an unknown disk id.
+  Status Open(std::span<const uint8_t> payload, std::span<const DiskInfo> disks);
+  uint32_t disk_id() const { return disk_id_; }
+  uint32_t record_count() const { return count_; }
+  // false at the end. The record's data stays valid until the next call.
+  bool Next(DiskRecord* out);
+
+ private:
+  Status Validate();
+  std::span<const uint8_t> payload_;
+  uint64_t disk_size_ = 0;
+  uint32_t disk_id_ = 0;
+  uint32_t count_ = 0;
+  uint32_t yielded_ = 0;
+  size_t pos_ = 0;
+  std::vector<uint8_t> scratch_;  // kMaxDiskWriteChunk, for decompression; allocated once
+};
+
+// DISK_END (§3.10): the epoch's records of one disk are complete.
+struct DiskEnd {
+  static constexpr FrameType kType = FrameType::kDiskEnd;
+  uint32_t disk_id = 0;
+  uint64_t record_count = 0;
+  uint64_t data_bytes = 0;  // uncompressed bytes of the epoch's writes
+  uint64_t digest = 0;      // DiskRecordDigest of the epoch's records
+
+  Status EncodeTo(std::vector<uint8_t>* out) const;
+  static Result<DiskEnd> Decode(std::span<const uint8_t> payload);  // exactly 32 bytes, reserved 0
+};
+
+}  // namespace romulus::protocol
