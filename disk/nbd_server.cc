@@ -24,26 +24,6 @@ constexpr size_t kReplyBufSize = nbd::kOptionReplyHeaderSize + 8 + nbd::kMaxStri
 // length the client claimed.
 constexpr size_t kDiscardBufSize = 64 * 1024;
 
-// The epoch tag of one request, released exactly once: after the report, or
-// when the request is abandoned (the client vanished, a refused request).
-class TagGuard {
- public:
-  TagGuard(EpochClock* clock, uint64_t tag) : clock_(clock), tag_(tag) {}
-  ~TagGuard() { Release(); }
-  TagGuard(const TagGuard&) = delete;
-  TagGuard& operator=(const TagGuard&) = delete;
-  void Release() {
-    if (held_) clock_->Release(tag_);
-    held_ = false;
-  }
-  uint64_t tag() const { return tag_; }
-
- private:
-  EpochClock* clock_;
-  uint64_t tag_;
-  bool held_ = true;
-};
-
 }  // namespace
 
 Result<std::unique_ptr<NbdServer>> NbdServer::Create(BackingStore* store, EpochClock* clock,
@@ -62,7 +42,7 @@ Result<std::unique_ptr<NbdServer>> NbdServer::Create(BackingStore* store, EpochC
 
 NbdServer::NbdServer(BackingStore* store, EpochClock* clock, DiskWriteSink* sink,
                      NbdServerOptions options)
-    : store_(store), clock_(clock), sink_(sink), options_(std::move(options)),
+    : store_(store), clock_(clock), sink_(sink), exec_(store, clock, sink), options_(std::move(options)),
       option_buf_(new uint8_t[nbd::kMaxOptionData]),
       reply_buf_(new uint8_t[kReplyBufSize]),
       discard_buf_(new uint8_t[kDiscardBufSize]) {
@@ -290,7 +270,7 @@ Status NbdServer::ServeTransmission(transport::Stream* s) {
     }
     // The tag is taken now, before anything of the request is done: the
     // consistency argument (docs/DISK.md §4) depends on it.
-    TagGuard tag(clock_, clock_->Acquire());
+    RequestExecutor::Ticket tag = exec_.Begin();
     auto req = nbd::DecodeRequest(hdr_bytes);
     if (!req.ok()) return req.status();
     const nbd::Request& r = *req;
@@ -314,7 +294,7 @@ Status NbdServer::ServeTransmission(transport::Stream* s) {
       continue;
     }
 
-    uint32_t error = 0;
+    DiskOutcome outcome = DiskOutcome::kDone;
     switch (r.type) {
       case nbd::kCmdRead: {
         auto data = store_->Read(r.offset, r.length);
@@ -336,68 +316,45 @@ Status NbdServer::ServeTransmission(transport::Stream* s) {
         Status rd = s->ReadExact(buf, DeadlineIn(options_.payload_timeout), &have);
         if (!rd.ok()) {
           // Nothing was written and nothing is reported; the tag is released
-          // by the guard.
+          // by the ticket.
           return rd.With("client went away in the middle of a WRITE payload (" + std::to_string(have) +
                          " of " + std::to_string(r.length) + " bytes at offset " +
                          std::to_string(r.offset) + "): nothing written");
         }
         if (r.length == 0) break;
-        Status w = store_->Write(r.offset, r.length, fua);
-        if (w.ok()) {
-          sink_->OnWrite(tag.tag(), r.offset, buf, fua);
+        outcome = exec_.Write(tag, r.offset, buf, fua);
+        if (outcome == DiskOutcome::kDone) {
           stats_.writes.fetch_add(1);
           stats_.bytes_written.fetch_add(r.length);
-        } else {
-          spdlog::warn("nbd export '{}': {}", options_.export_name, w.ToString());
-          sink_->OnWriteFailed(tag.tag(), r.offset, r.length);
-          error = nbd::ErrorFromErrno(store_->last_errno());
         }
         break;
       }
-      case nbd::kCmdFlush: {
-        Status f = store_->Flush();
-        if (f.ok()) {
-          sink_->OnFlush(tag.tag());
-          stats_.flushes.fetch_add(1);
-        } else {
-          spdlog::warn("nbd export '{}': {}", options_.export_name, f.ToString());
-          error = nbd::ErrorFromErrno(store_->last_errno());
-        }
+      case nbd::kCmdFlush:
+        outcome = exec_.Flush(tag);
+        if (outcome == DiskOutcome::kDone) stats_.flushes.fetch_add(1);
         break;
-      }
-      case nbd::kCmdTrim: {
+      case nbd::kCmdTrim:
         if (r.length == 0) break;
-        auto t = store_->Trim(r.offset, r.length, fua);
-        if (!t.ok()) {
-          spdlog::warn("nbd export '{}': {}", options_.export_name, t.status().ToString());
-          sink_->OnWriteFailed(tag.tag(), r.offset, r.length);
-          error = nbd::ErrorFromErrno(store_->last_errno());
-        } else if (*t) {
-          sink_->OnZero(tag.tag(), r.offset, r.length, /*trim=*/true, fua);
-          stats_.trims.fetch_add(1);
-        } else {
-          stats_.trims_ignored.fetch_add(1);  // the data is still there, on both sides
-        }
+        outcome = exec_.Trim(tag, r.offset, r.length, fua);
+        if (outcome == DiskOutcome::kDone) stats_.trims.fetch_add(1);
+        if (outcome == DiskOutcome::kTrimIgnored) stats_.trims_ignored.fetch_add(1);
         break;
-      }
       case nbd::kCmdWriteZeroes: {
         if (r.length == 0) break;
         const bool may_punch = (r.flags & nbd::kCmdFlagNoHole) == 0;
-        Status z = store_->WriteZeroes(r.offset, r.length, may_punch, fua);
-        if (z.ok()) {
-          sink_->OnZero(tag.tag(), r.offset, r.length, /*trim=*/false, fua);
-          stats_.zeroes.fetch_add(1);
-        } else {
-          spdlog::warn("nbd export '{}': {}", options_.export_name, z.ToString());
-          sink_->OnWriteFailed(tag.tag(), r.offset, r.length);
-          error = nbd::ErrorFromErrno(store_->last_errno());
-        }
+        outcome = exec_.WriteZeroes(tag, r.offset, r.length, may_punch, fua);
+        if (outcome == DiskOutcome::kDone) stats_.zeroes.fetch_add(1);
         break;
       }
       default:
         return Status::Internal("NBD request type " + std::to_string(r.type) + " passed validation");
     }
-    if (error != 0) stats_.local_errors.fetch_add(1);
+    uint32_t error = 0;
+    if (outcome == DiskOutcome::kFailed) {
+      spdlog::warn("nbd export '{}': {}", options_.export_name, exec_.last_failure().ToString());
+      error = nbd::ErrorFromErrno(exec_.last_errno());
+      stats_.local_errors.fetch_add(1);
+    }
     // Reported (or not), so the epoch may be sealed; only then the client
     // hears that the request completed.
     tag.Release();

@@ -26,6 +26,7 @@
 #include "disk/backing_store.h"
 #include "disk/epoch_clock.h"
 #include "disk/nbd_wire.h"
+#include "disk/request_executor.h"
 #include "disk/write_sink.h"
 
 namespace romulus::transport {
@@ -100,6 +101,7 @@ class NbdServer {
   BackingStore* store_;
   EpochClock* clock_;
   DiskWriteSink* sink_;
+  RequestExecutor exec_;  // the write path: tag, store, report (request_executor.h)
   NbdServerOptions options_;
   uint16_t tx_flags_ = 0;
   std::chrono::steady_clock::time_point handshake_deadline_;

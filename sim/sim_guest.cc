@@ -4,6 +4,9 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -13,6 +16,9 @@
 #include "common/digest.h"
 #include "common/little_endian.h"
 #include "compress/page.h"
+#include "disk/backing_store.h"
+#include "disk/request_executor.h"
+#include "sim/sim_disk.h"
 
 namespace romulus::sim {
 
@@ -28,8 +34,39 @@ constexpr uint64_t kHotSpacing = 160;                                   // one c
 //   0  magic "RSIM"       4  u16 version, u8 workload, u8 zero
 //   8  u64 guest pages   16  u64 seed          24  u64 steps
 //  32  u64 rng[4]        64  u64 cursor        72  u64 XXH3 of bytes 0..71
+// Format version 2 (a guest with a disk, kStateBytesWithDisk long): bytes
+// 0..71 as version 1, then
+//  72  u64 disk records written   80  u64 disk bytes   88  u64 XXH3 of 0..87
+// A guest without a disk keeps writing version 1, so its blobs (and what a
+// backup of an older build reads) do not change.
 constexpr uint8_t kMagic[4] = {'R', 'S', 'I', 'M'};
 constexpr uint16_t kStateVersion = 1;
+constexpr uint16_t kStateVersionDisk = 2;
+
+// Checks the framing of a blob (size for its version, magic, checksum);
+// returns its version.
+Result<uint16_t> CheckStateFrame(std::span<const uint8_t> state) {
+  if (state.size() < 8) return Status::Corruption("sim guest state: " + std::to_string(state.size()) + " bytes");
+  const uint8_t* p = state.data();
+  if (std::memcmp(p, kMagic, 4) != 0) return Status::Corruption("sim guest state: bad magic");
+  uint16_t version = LoadLE16(p + 4);
+  size_t want = 0;
+  if (version == kStateVersion) {
+    want = SimGuest::kStateBytes;
+  } else if (version == kStateVersionDisk) {
+    want = SimGuest::kStateBytesWithDisk;
+  } else {
+    return Status::Corruption("sim guest state: unsupported version " + std::to_string(version));
+  }
+  if (state.size() != want) {
+    return Status::Corruption("sim guest state: " + std::to_string(state.size()) + " bytes, expected " +
+                              std::to_string(want) + " for version " + std::to_string(version));
+  }
+  if (LoadLE64(p + want - 8) != XXH3_64bits(p, want - 8)) {
+    return Status::Corruption("sim guest state: checksum mismatch");
+  }
+  return version;
+}
 
 
 uint64_t SplitMix64(uint64_t* x) {
@@ -55,6 +92,63 @@ SimGuest::SimGuest(const SimSpec& spec) : spec_(spec), pages_(spec.pages()) {
 SimGuest::~SimGuest() {
   Stop();
   if (mem_ != nullptr) munmap(mem_, spec_.size_bytes);
+}
+
+Status SimGuest::CreateDiskFile(const std::string& path, uint64_t bytes) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno("sim disk: creating " + path, errno);
+  Status st = ::ftruncate(fd, static_cast<off_t>(bytes)) == 0
+                  ? Status::Ok()
+                  : Status::FromErrno("sim disk: sizing " + path + " to " + std::to_string(bytes) + " bytes", errno);
+  ::close(fd);
+  return st;
+}
+
+Status SimGuest::OpenDisk(const std::string& path, disk::EpochClock* clock, disk::DiskWriteSink* sink) {
+  if (spec_.disk_bytes == 0) return Status::InvalidArgument("sim guest " + spec_.ToString() + " has no disk");
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (started_) return Status::InvalidArgument("sim guest: OpenDisk after Start");
+  }
+  if (disk_store_) return Status::InvalidArgument("sim guest: disk already open");
+  disk::BackingStoreOptions o;
+  o.max_request = 1u << 20;  // the full copy reads in 1 MiB chunks; records are 4 KiB
+  auto store = disk::BackingStore::Open(path, o);
+  if (!store.ok()) return store.status().With("sim guest disk");
+  if ((*store)->size() < spec_.disk_bytes) {
+    return Status::InvalidArgument("sim guest disk " + path + " has " + std::to_string((*store)->size()) +
+                                   " bytes, the spec needs " + std::to_string(spec_.disk_bytes));
+  }
+  disk_store_ = std::move(*store);
+  disk_exec_ = std::make_unique<disk::RequestExecutor>(disk_store_.get(), clock, sink);
+  disk_block_.assign(kSimDiskBlock, 0);
+  return Status::Ok();
+}
+
+void SimGuest::WriteDiskRecord() {
+  const uint64_t k = disk_records_;
+  const uint64_t off = SimDiskOffsetOf(spec_, k);
+  Status st;
+  switch (SimDiskKindOf(k)) {
+    case SimDiskRecordKind::kData:
+      FillSimDiskRecord(spec_.seed, k, disk_block_);
+      st = disk_exec_->WriteBytes(off, disk_block_, SimDiskFuaOf(k));
+      break;
+    case SimDiskRecordKind::kZero:
+      st = disk_exec_->Zero(off, kSimDiskBlock, /*trim=*/false, /*fua=*/false);
+      break;
+    case SimDiskRecordKind::kTrim:
+      st = disk_exec_->Zero(off, kSimDiskBlock, /*trim=*/true, /*fua=*/false);
+      break;
+  }
+  if (st.ok() && SimDiskFlushAfter(k)) st = disk_exec_->FlushAll();
+  if (!st.ok()) {
+    // Like a guest that saw EIO: the record is not counted, it is written
+    // again at the next opportunity (the writes are idempotent).
+    disk_errors_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  disk_records_ = k + 1;
 }
 
 Status SimGuest::Map() {
@@ -100,18 +194,32 @@ Result<std::unique_ptr<SimGuest>> SimGuest::Restore(const SimSpec& spec, std::sp
   return g;
 }
 
+Result<uint64_t> SimDiskRecordsInState(std::span<const uint8_t> state) {
+  Result<uint16_t> version = CheckStateFrame(state);
+  if (!version.ok()) return version.status();
+  if (*version == kStateVersion) return uint64_t{0};
+  return LoadLE64(state.data() + 72);
+}
+
 Status SimGuest::LoadState(std::span<const uint8_t> state) {
-  if (state.size() != kStateBytes) {
-    return Status::Corruption("sim guest state: " + std::to_string(state.size()) + " bytes, expected " +
-                              std::to_string(kStateBytes));
-  }
+  Result<uint16_t> frame = CheckStateFrame(state);
+  if (!frame.ok()) return frame.status();
+  const uint16_t version = *frame;
   const uint8_t* p = state.data();
-  if (std::memcmp(p, kMagic, 4) != 0) return Status::Corruption("sim guest state: bad magic");
-  uint16_t version = LoadLE16(p + 4);
-  if (version != kStateVersion) {
-    return Status::Corruption("sim guest state: unsupported version " + std::to_string(version));
+  const bool has_disk = spec_.disk_bytes != 0;
+  if (has_disk != (version == kStateVersionDisk)) {
+    return Status::Corruption(has_disk ? "sim guest state: taken from a guest without a disk"
+                                       : "sim guest state: taken from a guest with a disk");
   }
-  if (LoadLE64(p + 72) != XXH3_64bits(p, 72)) return Status::Corruption("sim guest state: checksum mismatch");
+  uint64_t disk_records = 0;
+  if (has_disk) {
+    if (LoadLE64(p + 80) != spec_.disk_bytes) {
+      return Status::Corruption("sim guest state: taken from a guest with a disk of " +
+                                std::to_string(LoadLE64(p + 80)) + " bytes, this one has " +
+                                std::to_string(spec_.disk_bytes));
+    }
+    disk_records = LoadLE64(p + 72);
+  }
   if (p[6] != static_cast<uint8_t>(spec_.workload) || p[7] != 0) {
     return Status::Corruption("sim guest state: taken from a different workload");
   }
@@ -127,6 +235,7 @@ Status SimGuest::LoadState(std::span<const uint8_t> state) {
   if (cursor >= pages_) return Status::Corruption("sim guest state: cursor beyond the guest");
   std::memcpy(rng_, rng, sizeof rng_);
   cursor_ = cursor;
+  disk_records_ = disk_records;
   steps_.store(LoadLE64(p + 24), std::memory_order_release);
   return Status::Ok();
 }
@@ -136,10 +245,11 @@ Status SimGuest::CaptureState(std::vector<uint8_t>* state) {
     std::lock_guard<std::mutex> lk(mu_);
     if (!WriterStopped()) return Status::InvalidArgument("sim guest: CaptureState while the workload runs");
   }
-  state->assign(kStateBytes, 0);
+  const bool has_disk = spec_.disk_bytes != 0;
+  state->assign(has_disk ? kStateBytesWithDisk : kStateBytes, 0);
   uint8_t* p = state->data();
   std::memcpy(p, kMagic, 4);
-  StoreLE16(p + 4, kStateVersion);
+  StoreLE16(p + 4, has_disk ? kStateVersionDisk : kStateVersion);
   p[6] = static_cast<uint8_t>(spec_.workload);
   p[7] = 0;
   StoreLE64(p + 8, pages_);
@@ -147,7 +257,13 @@ Status SimGuest::CaptureState(std::vector<uint8_t>* state) {
   StoreLE64(p + 24, steps());
   for (int i = 0; i < 4; ++i) StoreLE64(p + 32 + 8 * i, rng_[i]);
   StoreLE64(p + 64, cursor_);
-  StoreLE64(p + 72, XXH3_64bits(p, 72));
+  if (has_disk) {
+    StoreLE64(p + 72, disk_records_);
+    StoreLE64(p + 80, spec_.disk_bytes);
+    StoreLE64(p + 88, XXH3_64bits(p, 88));
+  } else {
+    StoreLE64(p + 72, XXH3_64bits(p, 72));
+  }
   return Status::Ok();
 }
 
@@ -249,6 +365,12 @@ void SimGuest::Step() {
     case Workload::kIdle:
       break;
   }
+  // The disk writer: one record every kSimDiskStepsPerRecord steps, so its
+  // rate follows the workload's and Pause lands between records.
+  if (disk_exec_ && spec_.workload != Workload::kIdle &&
+      (steps_.load(std::memory_order_relaxed) + 1) % kSimDiskStepsPerRecord == 0) {
+    WriteDiskRecord();
+  }
   steps_.store(steps_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
 }
 
@@ -257,6 +379,7 @@ Status SimGuest::RunSteps(uint64_t n) {
     std::lock_guard<std::mutex> lk(mu_);
     if (started_) return Status::InvalidArgument("sim guest: RunSteps while the workload thread exists");
   }
+  if (spec_.disk_bytes != 0 && !disk_exec_) return Status::InvalidArgument("sim guest: the disk is not open (OpenDisk)");
   for (uint64_t i = 0; i < n; ++i) Step();
   return Status::Ok();
 }
@@ -267,6 +390,7 @@ Status SimGuest::RunSteps(uint64_t n) {
 Status SimGuest::Start() {
   std::lock_guard<std::mutex> lk(mu_);
   if (started_) return Status::InvalidArgument("sim guest: workload already started");
+  if (spec_.disk_bytes != 0 && !disk_exec_) return Status::InvalidArgument("sim guest: the disk is not open (OpenDisk)");
   started_ = true;
   stop_ = false;
   worker_ = std::thread([this] { WorkerLoop(); });

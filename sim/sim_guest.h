@@ -43,6 +43,13 @@
 #include "replicator/guest_source.h"
 #include "sim/sim_spec.h"
 
+namespace romulus::disk {
+class BackingStore;
+class DiskWriteSink;
+class EpochClock;
+class RequestExecutor;
+}  // namespace romulus::disk
+
 namespace romulus::sim {
 
 class SimGuest : public replicator::GuestSource {
@@ -63,8 +70,25 @@ class SimGuest : public replicator::GuestSource {
   SimGuest(const SimGuest&) = delete;
   SimGuest& operator=(const SimGuest&) = delete;
 
+  // ---- The simulated disk (spec.disk_bytes > 0; sim/sim_disk.h) ----
+  // Creates (or truncates) a sparse, zero-filled disk file of `bytes` bytes.
+  static Status CreateDiskFile(const std::string& path, uint64_t bytes);
+  // Opens the file the guest's disk writer writes to (at least
+  // spec.disk_bytes; only that much is used). Every record goes through a
+  // disk::RequestExecutor: tagged by `clock`, reported to `sink` (both may be
+  // null: a disk that is not replicated, e.g. the backup's activated guest).
+  // A restored guest continues with record SimDiskRecordsInState(state).
+  // REQUIRES: called before Start/RunSteps, at most once; clock and sink
+  // outlive the guest. InvalidArgument for a spec without a disk.
+  Status OpenDisk(const std::string& path, disk::EpochClock* clock = nullptr, disk::DiskWriteSink* sink = nullptr);
+  // The disk's store (null before OpenDisk): the engine's full copy reads it.
+  disk::BackingStore* disk_store() const { return disk_store_.get(); }
+  // Disk requests that failed locally (the writer retries the record).
+  uint64_t disk_errors() const { return disk_errors_.load(std::memory_order_relaxed); }
+
   // Starts the workload thread; it runs unless Pause() was called before (it
-  // then waits for Resume). InvalidArgument if already started.
+  // then waits for Resume). InvalidArgument if already started, or if the
+  // spec has a disk and OpenDisk was not called.
   Status Start();
   // Joins the workload thread (after the step in progress); idempotent.
   // RunSteps may be used again afterwards.
@@ -101,12 +125,17 @@ class SimGuest : public replicator::GuestSource {
 
   // Size of a CaptureState blob (fixed for format version 1).
   static constexpr size_t kStateBytes = 80;
+  // Format version 2, a guest with a disk (adds the disk records written).
+  static constexpr size_t kStateBytesWithDisk = 96;
+  // Disk records written so far (sim/sim_disk.h); 0 without a disk.
+  uint64_t disk_records() const { return disk_records_; }
 
  private:
   explicit SimGuest(const SimSpec& spec);
   Status Map();
   Status LoadState(std::span<const uint8_t> state);
   void Step();  // one workload step: writes memory, marks pages dirty
+  void WriteDiskRecord();  // the disk writer's next record (inside a step)
   void MarkDirty(uint64_t pfn);
   void Write8(uint64_t pfn, uint64_t word, uint64_t value);
   uint64_t NextRandom();
@@ -131,6 +160,11 @@ class SimGuest : public replicator::GuestSource {
   uint64_t rng_[4] = {};
   uint64_t cursor_ = 0;     // sequential: next page to fill
   uint64_t hot_base_ = 0;   // hotset: where the hot clusters start (from the seed)
+  uint64_t disk_records_ = 0;  // disk: records the guest believes written
+  std::unique_ptr<disk::BackingStore> disk_store_;
+  std::unique_ptr<disk::RequestExecutor> disk_exec_;
+  std::vector<uint8_t> disk_block_;  // one record, reused
+  std::atomic<uint64_t> disk_errors_{0};
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

@@ -68,6 +68,7 @@ std::string SimSpec::ToString() const {
   std::string out = "sim:size=" + SizeText(size_bytes) + ",workload=" + WorkloadName(workload) +
                     ",seed=" + std::to_string(seed) + ",rate=";
   out += rate == 0 ? std::string("max") : std::to_string(rate);
+  if (disk_bytes != 0) out += ",disk=" + SizeText(disk_bytes);
   return out;
 }
 
@@ -87,6 +88,10 @@ Status SimSpec::Validate() const {
     return Status::InvalidArgument("sim guest rate " + std::to_string(rate) +
                                    " steps/s is above the maximum of " + std::to_string(kMaxRate) +
                                    " (use rate=max for unthrottled)");
+  }
+  if (disk_bytes != 0 && (disk_bytes % 4096 != 0 || disk_bytes < kMinSimDiskBytes || disk_bytes > kMaxSimDiskBytes)) {
+    return Status::InvalidArgument("sim guest disk size " + std::to_string(disk_bytes) +
+                                   " is not a multiple of 4 KiB in [64 KiB, 64 GiB]");
   }
   return Status::Ok();
 }
@@ -160,8 +165,19 @@ Result<SimSpec> ParseSimSpec(std::string_view text) {
         }
         spec.rate = r;
       }
+    } else if (key == "disk") {
+      if (value == "0") {
+        spec.disk_bytes = 0;
+      } else {
+        Result<uint64_t> size = ParseSize(value);
+        if (!size.ok()) return Bad(text, "disk: " + size.status().message());
+        if (*size % 4096 != 0) return Bad(text, "disk " + std::string(value) + " is not a multiple of 4 KiB");
+        if (*size < kMinSimDiskBytes) return Bad(text, "disk " + std::string(value) + " is below 64 KiB");
+        if (*size > kMaxSimDiskBytes) return Bad(text, "disk " + std::string(value) + " is above 64 GiB");
+        spec.disk_bytes = *size;
+      }
     } else {
-      return Bad(text, "unknown key '" + std::string(key) + "' (known: size, workload, seed, rate)");
+      return Bad(text, "unknown key '" + std::string(key) + "' (known: size, workload, seed, rate, disk)");
     }
     if (comma == std::string_view::npos) break;
     rest = rest.substr(comma + 1);

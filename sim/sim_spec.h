@@ -1,6 +1,6 @@
 // SimSpec: the simulated guest as named on the command line (--guest):
 //
-//   sim:size=1G,workload=seed[,seed=42][,rate=200|max]
+//   sim:size=1G,workload=seed[,seed=42][,rate=200|max][,disk=16M]
 //
 // "sim" alone means every default. Keys may come in any order, each at most
 // once. Parsing is strict (unknown key, duplicate key, empty item, bad
@@ -22,6 +22,11 @@
 //   sequential  fill one whole page with a counter pattern, the next page at
 //               the next step, wrapping at the end; 4096 steps/s (16 MiB/s)
 //   idle        nothing (a guest that never writes; rate is ignored)
+// disk=SIZE gives the guest a simulated disk (sim/sim_disk.h): a multiple of
+// 4 KiB in [64 KiB, 64 GiB]; 0 or absent: no disk. Its writer appends one
+// numbered 4 KiB record every kSimDiskStepsPerRecord workload steps (so the
+// record rate follows the workload's; idle writes none), between steps like
+// the memory writes.
 // rate=max runs unthrottled (benchmarks); the defaults keep a test machine's
 // cores mostly free.
 #pragma once
@@ -58,6 +63,9 @@ constexpr uint64_t DefaultRate(Workload w) {
 
 inline constexpr uint64_t kMinGuestBytes = uint64_t{1} << 20;   // 1 MiB
 inline constexpr uint64_t kMaxGuestBytes = uint64_t{64} << 30;  // 64 GiB
+inline constexpr uint64_t kMinSimDiskBytes = uint64_t{64} << 10;  // 64 KiB
+inline constexpr uint64_t kMaxSimDiskBytes = uint64_t{64} << 30;  // 64 GiB
+inline constexpr uint64_t kSimDiskStepsPerRecord = 4;
 inline constexpr uint64_t kMaxRate = 100'000'000;               // steps per second
 
 struct SimSpec {
@@ -67,10 +75,13 @@ struct SimSpec {
   // Steps per second; 0 = unthrottled (rate=max). Absent from the string =
   // DefaultRate(workload), filled in by ParseSimSpec.
   uint64_t rate = DefaultRate(Workload::kSeed);
+  // The simulated disk's size in bytes; 0: no disk.
+  uint64_t disk_bytes = 0;
 
   uint64_t pages() const { return size_bytes >> 12; }
   // Canonical form, parseable by ParseSimSpec and equal for equal specs:
-  // "sim:size=1G,workload=seed,seed=1,rate=200".
+  // "sim:size=1G,workload=seed,seed=1,rate=200" (",disk=16M" appended only
+  // with a disk, so the identity of a guest without one is unchanged).
   std::string ToString() const;
   // The same spec with every field valid? (For specs built in code.)
   Status Validate() const;
