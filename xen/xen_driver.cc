@@ -33,6 +33,7 @@
 
 #include "buffer/staging_queue.h"
 #include "protocol/messages.h"
+#include "xen/hypervisor_log.h"
 #include "xen/stream_split.h"
 #include "xen/stream_v2.h"
 #include "xen/xen_env.h"
@@ -74,6 +75,15 @@ std::string HandedOverPath(uint32_t domid) {
 bool DomainLives(XenHandles& h, uint32_t domid) {
   auto info = GetDomainInfo(h.xch(), domid);
   return info.ok() && !info->dying && !(info->shutdown && info->shutdown_reason != SHUTDOWN_suspend);
+}
+
+// A domain that shut down when it was asked to suspend: what the hypervisor
+// logged about it (its lines go to the log, the gist into the error), e.g. a
+// PVH guest's triple fault, which Xen reports as SHUTDOWN_reboot.
+std::string HypervisorSaysAbout(XenHandles& h, const DomainFacts& dom, const char* reason) {
+  DomainLogExcerpt ex = ExcerptForDomain(ReadConsoleRing(h.xch()), dom.domid);
+  for (const std::string& l : ex.lines) spdlog::error("hypervisor log, d{}: {}", dom.domid, l);
+  return ExplainUnexpectedShutdown(ex, dom.domid, reason);
 }
 
 // One xc_domain_save run: one backup session.
@@ -275,17 +285,20 @@ int Session::Suspend() {
   for (;;) {
     auto info = GetDomainInfo(h_->xch(), dom_.domid);
     if (!info.ok()) {
-      SetError(info.status().With("waiting for the guest to suspend (domain gone?)"));
+      // (xl's monitor destroys a domain that shut down with reason reboot to restart it)
+      SetError(info.status().With("waiting for the guest to suspend (domain gone?" +
+                                  HypervisorSaysAbout(*h_, dom_, "") + ")"));
       return 0;
     }
     if (info->dying) {
-      SetError(Status::Closed("domain " + dom_.name + " is being destroyed"));
+      SetError(Status::Closed("domain " + dom_.name + " is being destroyed" + HypervisorSaysAbout(*h_, dom_, "")));
       return 0;
     }
     if (info->shutdown) {
       if (info->shutdown_reason == SHUTDOWN_suspend) break;
-      SetError(Status::Closed("domain " + dom_.name + " shut down (" +
-                              ShutdownReasonName(info->shutdown_reason) + ") instead of suspending"));
+      const char* reason = ShutdownReasonName(info->shutdown_reason);
+      SetError(Status::Closed("domain " + dom_.name + " shut down (" + reason + ") instead of suspending" +
+                              HypervisorSaysAbout(*h_, dom_, reason)));
       return 0;
     }
     auto now = Clock::now();

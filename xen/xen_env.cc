@@ -119,6 +119,23 @@ Status XsWrite(struct xs_handle* xsh, xs_transaction_t t, const std::string& pat
   return Status::Ok();
 }
 
+std::string ReadConsoleRing(xc_interface* xch, size_t max_bytes) {
+  // XEN_SYSCTL_readconsole copies from the ring's oldest byte on; incremental
+  // reads continue from the index the previous one returned (Xen restarts at
+  // the oldest byte should the ring have overtaken it). Never cleared.
+  std::string tail;
+  std::vector<char> buf(64u << 10);
+  uint32_t index = 0;
+  for (int i = 0; i < 1024; ++i) {  // bound: 64 MiB of log
+    unsigned int n = unsigned(buf.size());
+    if (xc_readconsolering(xch, buf.data(), &n, 0, i > 0 ? 1 : 0, &index) != 0 || n == 0) break;
+    tail.append(buf.data(), std::min<size_t>(n, buf.size()));
+    if (tail.size() > max_bytes) tail.erase(0, tail.size() - max_bytes);
+    if (n < buf.size()) break;
+  }
+  return tail;
+}
+
 const char* GuestTypeName(GuestType t) {
   switch (t) {
     case GuestType::kPv: return "pv";

@@ -116,6 +116,10 @@ Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_o
 std::string XsRead(struct xs_handle* xsh, const std::string& path);
 Status XsWrite(struct xs_handle* xsh, xs_transaction_t t, const std::string& path, const std::string& value);
 
+// The hypervisor's console ring (`xl dmesg`), its last max_bytes; "" when it
+// cannot be read. Read-only: the ring is not cleared.
+std::string ReadConsoleRing(xc_interface* xch, size_t max_bytes = 256u << 10);
+
 // The hypervisor's "major.minor", and a check that it matches the 4.x series
 // the libraries and headers we were built with speak (same major.minor).
 Result<std::string> HypervisorVersion(xc_interface* xch);
