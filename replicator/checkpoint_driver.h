@@ -18,7 +18,7 @@
 // in order (the data-path calls may come from another thread than the
 // others, but never concurrently with each other):
 //
-//   [NextEpoch]  Reached(s)  Suspended(N)  Reached(s2)  ... Reached(r)
+//   [NextEpoch]  Reached(s)  Suspended(N)  GuestPaused(N)  Reached(s2)  ... Reached(r)
 //   [resume]  Reached(r2)                              checkpoint thread
 //   BeginEpoch(N)  AddPage/AddState*  EndEpoch(N)      data path
 //   Commit(N, &st)  Publish(st)  NextEpoch()           checkpoint thread
@@ -30,8 +30,10 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
+#include "protocol/messages.h"
 #include "replicator/checkpoint_sender.h"
 #include "replicator/phase.h"
 #include "replicator/stats.h"
@@ -61,6 +63,17 @@ class EpochSession {
   // The guest of `epoch` is paused: the output-commit boundary. Must come
   // before anything the guest does after the pause can leave the host.
   virtual Status Suspended(uint64_t epoch) = 0;
+  // The guest of `epoch` is paused and can complete no more disk requests
+  // (docs/DISK.md §3): the disks' epoch clocks advance here, so the disk
+  // cut is the memory cut. Not at Suspended for Xen: that precedes the
+  // suspend request; a Xen driver calls this once the domain is seen
+  // suspended. The TimerDriver calls it right after its pause. An error
+  // ends the session (a disk that cannot be captured needs a resync).
+  // Default: nothing (a controller without disks).
+  virtual Status GuestPaused(uint64_t epoch) {
+    (void)epoch;
+    return Status::Ok();
+  }
   // A kill-point (docs/FAILURE-MODEL.md): drills and tests act here.
   virtual void Reached(Phase phase, uint64_t epoch) = 0;
   // A stop was requested: a driver blocked on its guest gives up waiting.
@@ -76,6 +89,8 @@ class EpochSession {
   virtual bool SkipKnownZeroPage(uint64_t pfn) = 0;
   // Pages of the open epoch the backup held already (first sync).
   virtual uint64_t epoch_pages_kept() const = 0;
+  // The epoch's disk part (DISK frames, one DISK_END per disk; the
+  // controller's, after waiting for the epoch's disk requests), then
   // EPOCH_END: the epoch's wire statistics.
   virtual Result<EpochWireStats> EndEpoch() = 0;
 
@@ -103,6 +118,9 @@ struct GuestFacts {
   std::optional<std::string> domain;   // Xen: the domain's name
   std::optional<uint32_t> domid;
   std::optional<std::string> guest_type;  // Xen: "pv" or "pvh" (xen::GuestTypeName)
+  // The guest's disks, replicated with its memory (docs/DISK.md). Non-empty
+  // needs ControllerOptions::disks for the same disks.
+  std::vector<protocol::DiskInfo> disks;
   // The first epoch writes the whole guest and may make no progress for
   // long while the backup applies it (libxenguest): only the backup's
   // silence ends it (SenderOptions::first_epoch_write_timeout = 0).

@@ -64,6 +64,12 @@ Status CheckpointSender::Impl::Handshake() {
   hello.peer_timeout_ms = static_cast<uint32_t>(opts.peer_timeout.count());
   hello.resync_reason = static_cast<protocol::ResyncReason>(guest.resync_reason);
   hello.identity = guest.identity;
+  if (!guest.disks.empty()) {
+    // Required: memory without its disk is not a checkpoint (DISK.md §4).
+    hello.capabilities |= protocol::kCapDisk;
+    hello.required |= protocol::kCapDisk;
+    hello.disks = guest.disks;
+  }
   ROMULUS_RETURN_IF_ERROR(writer->Send(hello, 0));
 
   buffer::ReusableBuffer rb(1024, protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kHeld)));
@@ -326,6 +332,37 @@ Status CheckpointSender::AddState(std::span<const uint8_t> record) {
   } while (off < record.size());
   ++im.cur.state_records;
   im.cur.raw_bytes += record.size();
+  return Status::Ok();
+}
+
+Status CheckpointSender::AddDiskFrame(std::span<const uint8_t> payload) {
+  Impl& im = *impl_;
+  if (!im.in_epoch) return Status::Internal("AddDiskFrame outside an epoch");
+  if (im.guest.disks.empty()) return Status::InvalidArgument("DISK frame in a session without disks");
+  ROMULUS_RETURN_IF_ERROR(im.CloseBatch());
+  Status st = im.AppendFrame(FrameType::kDisk, payload, 0);
+  if (!st.ok()) {
+    im.Fail(st);
+    return st;
+  }
+  im.cur.disk_wire_bytes += kFrameHeaderSize + payload.size();
+  return Status::Ok();
+}
+
+Status CheckpointSender::AddDiskEnd(const protocol::DiskEnd& end) {
+  Impl& im = *impl_;
+  if (!im.in_epoch) return Status::Internal("AddDiskEnd outside an epoch");
+  if (im.guest.disks.empty()) return Status::InvalidArgument("DISK_END in a session without disks");
+  ROMULUS_RETURN_IF_ERROR(im.CloseBatch());
+  ROMULUS_RETURN_IF_ERROR(end.EncodeTo(&im.scratch));
+  Status st = im.AppendFrame(FrameType::kDiskEnd, im.scratch, 0);
+  if (!st.ok()) {
+    im.Fail(st);
+    return st;
+  }
+  im.cur.disk_wire_bytes += kFrameHeaderSize + im.scratch.size();
+  im.cur.disk_records += end.record_count;
+  im.cur.disk_bytes += end.data_bytes;
   return Status::Ok();
 }
 

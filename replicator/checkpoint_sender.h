@@ -25,6 +25,7 @@
 
 #include "common/status.h"
 #include "compress/page_codec.h"
+#include "protocol/disk_records.h"
 #include "protocol/messages.h"
 
 namespace romulus::transport {
@@ -68,6 +69,11 @@ struct GuestInfo {
   uint64_t first_epoch = 1;    // number of the session's first epoch (>= 1)
   uint64_t capabilities = 0;   // protocol::kCap* bits the session uses (e.g. kCapXenStream)
   uint8_t resync_reason = 0;   // protocol::ResyncReason
+  // The guest's disks (docs/PROTOCOL.md §3.10). Non-empty: the HELLO lists
+  // them and offers AND requires kCapDisk, so a backup that cannot keep the
+  // disks refuses the session (Start fails: Unsupported) instead of
+  // replicating memory alone.
+  std::vector<protocol::DiskInfo> disks;
 };
 
 // What one epoch cost on the wire; filled by EndEpoch.
@@ -81,6 +87,12 @@ struct EpochWireStats {
   std::array<uint64_t, compress::kNumPageKinds> pages_by_kind{};
   uint64_t cache_hits = 0, cache_misses = 0, cache_overflows = 0;
   std::chrono::microseconds encode_time{0};  // CPU spent encoding pages
+  // The disk part (AddDiskFrame/AddDiskEnd): records and uncompressed data
+  // bytes (from the DISK_ENDs), and the wire bytes of DISK + DISK_END frames
+  // (headers included; also counted in wire_bytes).
+  uint64_t disk_records = 0;
+  uint64_t disk_bytes = 0;
+  uint64_t disk_wire_bytes = 0;
   uint64_t digest = 0;
   size_t outbuf_high_water = 0;
 };
@@ -121,6 +133,12 @@ class CheckpointSender {
   bool SkipKnownZeroPage(uint64_t pfn);
   Status AddPage(uint64_t pfn, const uint8_t* page);
   Status AddState(std::span<const uint8_t> record);
+  // The disk part of the epoch (§3.10), only in a session with disks:
+  // one DISK payload (protocol::DiskFrameBuilder's), and one DISK_END per
+  // disk after its last DISK frame, before EndEpoch. InvalidArgument
+  // without disks in the session.
+  Status AddDiskFrame(std::span<const uint8_t> payload);
+  Status AddDiskEnd(const protocol::DiskEnd& end);
   // Flushes everything and sends EPOCH_END. Returns the epoch's wire stats.
   Result<EpochWireStats> EndEpoch();
 

@@ -33,6 +33,9 @@ void ApplyWireStats(const EpochWireStats& wire, EpochStats* st) {
   st->encode_time = wire.encode_time;
   st->outbuf_high_water = wire.outbuf_high_water;
   st->digest = wire.digest;
+  st->disk_records = wire.disk_records;
+  st->disk_bytes = wire.disk_bytes;
+  st->disk_wire_bytes = wire.disk_wire_bytes;
 }
 
 PrimaryController::PrimaryController(std::unique_ptr<CheckpointDriver> driver, OutputCommit& output,
@@ -115,6 +118,14 @@ Status PrimaryController::Connect() {
   info.capabilities = facts_.capabilities;
   info.first_epoch = last_epoch_used_.load() + 1;
   info.resync_reason = last_epoch_used_.load() > 0 ? 1 : 0;
+  if (opts_.disks != nullptr) info.disks = opts_.disks->infos();
+  if (info.disks != facts_.disks) {
+    // Replicating memory without the disks the guest has (or the other way
+    // round) would give the backup an inconsistent machine: refuse.
+    return Status::InvalidArgument("the guest has " + std::to_string(facts_.disks.size()) +
+                                   " disk(s) but disk replication is set up for " +
+                                   std::to_string(info.disks.size()));
+  }
   // A cache size set live (SetCacheSize) applies from this session on.
   sender_opts_.codec.cache_pages = next_cache_pages_.load();
   Status st = StartSender(info);
@@ -411,6 +422,17 @@ Status PrimaryController::Suspended(uint64_t epoch) {
   return oc.With("output commit boundary of epoch " + std::to_string(epoch));
 }
 
+Status PrimaryController::GuestPaused(uint64_t epoch) {
+  if (opts_.disks == nullptr) return Status::Ok();
+  Status st = opts_.disks->Paused(epoch, epoch == session_first_epoch_);
+  if (!st.ok()) {
+    // Not the backup's fault, but the session cannot go on: a resync.
+    backup_failed_.store(true);
+    spdlog::warn("epoch {}: {}; ending the session (the backup resynchronises)", epoch, st.ToString());
+  }
+  return st;
+}
+
 void PrimaryController::Reached(Phase phase, uint64_t epoch) {
   if (opts_.phase_hook) opts_.phase_hook(phase, epoch);
 }
@@ -425,6 +447,7 @@ void PrimaryController::UseEpoch(uint64_t epoch) {
 
 Status PrimaryController::BeginEpoch(uint64_t epoch) {
   UseEpoch(epoch);
+  open_epoch_ = epoch;
   ROMULUS_RETURN_IF_ERROR(BackupError(sender_->BeginEpoch(epoch)));
   // A `set cache-size` from the control socket: CACHE_RESIZE must be the
   // epoch's first frame, before its first page or state.
@@ -457,6 +480,18 @@ bool PrimaryController::SkipKnownZeroPage(uint64_t pfn) { return sender_->SkipKn
 uint64_t PrimaryController::epoch_pages_kept() const { return sender_->epoch_pages_kept(); }
 
 Result<EpochWireStats> PrimaryController::EndEpoch() {
+  if (opts_.disks != nullptr) {
+    // Disk N is complete once no request tagged <= N is in flight: at most
+    // one local I/O per disk, off the guest's pause, bounded like a small
+    // epoch's send.
+    Status d = opts_.disks->SendEpoch(open_epoch_, *sender_, Clock::now() + opts_.ack_timeout, nullptr);
+    if (!d.ok()) {
+      backup_failed_.store(true);
+      spdlog::warn("epoch {}: disk part: {}; ending the session (the backup resynchronises)", open_epoch_,
+                   d.ToString());
+      return d;
+    }
+  }
   auto w = sender_->EndEpoch();
   if (!w.ok()) backup_failed_.store(true);
   return w;
@@ -502,6 +537,7 @@ void PrimaryController::Publish(const EpochStats& taken) {
     st.output_commit = cur_output_;
     st.period = cur_period_;
   }
+  st.has_disks = opts_.disks != nullptr && !opts_.disks->empty();
   if (stats_) stats_->Epoch(st);
   // An unacked epoch ends its session: LoseBackup says why, with the
   // backup's reason rather than "not acked".

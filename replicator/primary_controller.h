@@ -31,6 +31,7 @@
 #include "common/thread_annotations.h"
 #include "control/replies.h"
 #include "replicator/checkpoint_driver.h"
+#include "replicator/disk_replicator.h"
 #include "replicator/checkpoint_sender.h"
 #include "replicator/output_commit.h"
 #include "replicator/phase.h"
@@ -61,6 +62,8 @@ struct ControllerOptions {
   std::function<void(const EpochStats&)> on_epoch;
   // Structured events (docs/EVENTS.md). Not owned; may be null.
   events::EventLog* events = nullptr;
+  // The guest's disks (replicator/disk_replicator.h). Not owned; null: none.
+  DiskReplicator* disks = nullptr;
 };
 
 using ConnectFn = std::function<Result<std::unique_ptr<transport::Stream>>()>;
@@ -173,6 +176,7 @@ class PrimaryController final : private EpochSession {
   uint64_t first_epoch() const override { return session_first_epoch_; }
   Next NextEpoch() override;
   Status Suspended(uint64_t epoch) override;
+  Status GuestPaused(uint64_t epoch) override;
   void Reached(Phase phase, uint64_t epoch) override;
   bool stopping() const override { return stop_ && stop_->load(); }
   Status BeginEpoch(uint64_t epoch) override;
@@ -214,6 +218,7 @@ class PrimaryController final : private EpochSession {
   // Checkpoint thread (and the data path, which the driver serialises with it).
   std::unique_ptr<CheckpointSender> sender_;
   uint64_t session_first_epoch_ = 1;
+  uint64_t open_epoch_ = 0;  // data path: the epoch BeginEpoch opened
   // The highest epoch number begun so far: written by the checkpoint thread
   // (Suspended) and the data path (BeginEpoch), which may be two threads.
   std::atomic<uint64_t> last_epoch_used_{0};

@@ -60,6 +60,11 @@ std::string EpochStatsJson(const EpochStats& e) {
   j["ack_latency_us"] = static_cast<int64_t>(e.ack_latency.count());
   j["outbuf_high_water"] = static_cast<uint64_t>(e.outbuf_high_water);
   j["output_commit"] = e.output_commit;
+  if (e.has_disks) {
+    j["disk_records"] = e.disk_records;
+    j["disk_bytes"] = e.disk_bytes;
+    j["disk_wire_bytes"] = e.disk_wire_bytes;
+  }
   // Backend extras after the stable keys; a key that repeats a stable one
   // would overwrite it in place, which no backend does.
   for (const auto& [key, value] : e.extra) j[key] = value;

@@ -33,6 +33,10 @@ struct EpochStats {
   size_t outbuf_high_water = 0;
   uint64_t digest = 0;
   std::string output_commit;  // "sch_plug on veth0" / "none (output not committed)"
+  // The disk part (docs/DISK.md), shown when has_disks: records, their
+  // uncompressed write bytes, wire bytes of DISK + DISK_END frames.
+  bool has_disks = false;
+  uint64_t disk_records = 0, disk_bytes = 0, disk_wire_bytes = 0;
   // Backend-specific integer members rendered after the stable keys, in this
   // order (the Xen path: "state_records", ...; docs/STATS.md). Empty for the
   // engine. Keys are plain identifiers.

@@ -30,6 +30,7 @@ GuestFacts TimerDriver::facts() const {
   f.backend = "sim";
   f.identity = guest_.identity();
   f.guest_pages = guest_.guest_pages();
+  f.disks = opts_.disks;
   return f;
 }
 
@@ -151,6 +152,8 @@ Status TimerDriver::Snapshot(EpochSession& s, uint64_t epoch, bool final, EpochS
   ROMULUS_RETURN_IF_ERROR(GuestError(guest_.Pause()));
   st->suspend = duration_cast<microseconds>(Clock::now() - t0);
   Status oc = s.Suspended(epoch);
+  // Inside the pause: the disks' cut is this instant (docs/DISK.md §3).
+  if (oc.ok()) oc = s.GuestPaused(epoch);
   s.Reached(Phase::kAfterSuspend, epoch);
   Status gs = oc.ok() ? guest_.HarvestDirty(&pfns_) : Status::Ok();
   pages_.Clear();

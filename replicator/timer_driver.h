@@ -26,6 +26,9 @@ namespace romulus::replicator {
 
 struct TimerDriverOptions {
   bool progress_bar = false;  // the first sync's progress as a bar (a TTY) rather than log lines
+  // The guest's disks (GuestFacts::disks); replicated by the controller's
+  // DiskReplicator, which this driver serves by calling GuestPaused.
+  std::vector<protocol::DiskInfo> disks;
 };
 
 class TimerDriver final : public CheckpointDriver {

@@ -1,0 +1,259 @@
+#include "disk/epoch_disk_log.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace romulus::disk {
+
+namespace {
+
+using protocol::DiskRecordKind;
+
+constexpr uint64_t kSector = 512;
+constexpr uint64_t kBlock = 4096;
+
+bool AllZero(std::span<const uint8_t> b) {
+  // Word at a time: this runs on the guest's I/O path.
+  size_t i = 0;
+  for (; i + 8 <= b.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, b.data() + i, 8);
+    if (w != 0) return false;
+  }
+  for (; i < b.size(); ++i) {
+    if (b[i] != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+EpochDiskLog::EpochDiskLog(uint32_t disk_id, BackingStore* store, EpochDiskLogOptions options)
+    : disk_id_(disk_id), store_(store), options_(options) {
+  // Entries are small; a modest reserve keeps the common epoch from growing them.
+  std::lock_guard<std::mutex> lk(mu_);
+  open_.reserve(1024);
+  sealed_.reserve(1024);
+}
+
+void EpochDiskLog::LostLocked(uint64_t epoch, std::string why) {
+  if (lost_epoch_ == 0 || epoch < lost_epoch_) {
+    lost_epoch_ = epoch;
+    lost_why_ = std::move(why);
+  }
+}
+
+void EpochDiskLog::AppendLocked(uint64_t epoch, DiskRecordKind kind, uint8_t flags, uint64_t offset,
+                                uint64_t length, std::span<const uint8_t> data) {
+  if (lost_epoch_ != 0) return;  // the session needs a resync: keeping more is pointless
+  const size_t at = open_data_.size();
+  if (!data.empty()) {
+    if (at + data.size() > options_.budget_bytes) {
+      LostLocked(epoch, "disk " + std::to_string(disk_id_) + ": the writes of epoch " + std::to_string(epoch) +
+                            " exceed the disk log's budget of " + std::to_string(options_.budget_bytes) +
+                            " bytes; the backup needs a resync of the disk");
+      return;
+    }
+    if (at + data.size() > open_data_.capacity()) {
+      size_t want = std::max<size_t>(open_data_.capacity() * 2, at + data.size());
+      want = std::max<size_t>(want, size_t{1} << 20);
+      open_data_.reserve(std::min<uint64_t>(want, options_.budget_bytes));
+      ++stats_.reallocations;
+    }
+    open_data_.insert(open_data_.end(), data.begin(), data.end());
+    stats_.write_bytes += data.size();
+    stats_.high_water = std::max<uint64_t>(stats_.high_water, open_data_.size());
+  }
+  if (open_.size() == open_.capacity()) ++stats_.reallocations;
+  open_.push_back(Entry{epoch, kind, flags, offset, length, at});
+  ++stats_.records;
+}
+
+void EpochDiskLog::OnWrite(uint64_t epoch, uint64_t offset, std::span<const uint8_t> bytes, bool fua) {
+  if (bytes.empty()) return;
+  if (offset % kSector != 0 || bytes.size() % kSector != 0) {
+    // The wire carries whole sectors: re-read the sectors around it (the
+    // store holds exactly this write's result now, see OnWriteFailed).
+    OnWriteFailed(epoch, offset, bytes.size());
+    return;
+  }
+  const uint8_t flags = fua ? protocol::kDiskFlagFua : 0;
+  std::lock_guard<std::mutex> lk(mu_);
+  if (AllZero(bytes)) {
+    ++stats_.zero_writes;
+    AppendLocked(epoch, DiskRecordKind::kZero, flags, offset, bytes.size(), {});
+    return;
+  }
+  AppendLocked(epoch, DiskRecordKind::kWrite, flags, offset, bytes.size(), bytes);
+}
+
+void EpochDiskLog::OnZero(uint64_t epoch, uint64_t offset, uint64_t length, bool trim, bool fua) {
+  if (length == 0) return;
+  if (offset % kSector != 0 || length % kSector != 0) {
+    OnWriteFailed(epoch, offset, length);
+    return;
+  }
+  uint8_t flags = (fua ? protocol::kDiskFlagFua : 0) | (trim ? protocol::kDiskFlagTrim : 0);
+  std::lock_guard<std::mutex> lk(mu_);
+  AppendLocked(epoch, DiskRecordKind::kZero, flags, offset, length, {});
+}
+
+void EpochDiskLog::OnFlush(uint64_t epoch) {
+  std::lock_guard<std::mutex> lk(mu_);
+  AppendLocked(epoch, DiskRecordKind::kFlush, 0, 0, 0, {});
+}
+
+void EpochDiskLog::OnWriteFailed(uint64_t epoch, uint64_t offset, uint64_t length) {
+  // Widened to whole sectors, clipped to the disk.
+  uint64_t begin = offset / kSector * kSector;
+  uint64_t end = offset + length;
+  end = (end + kSector - 1) / kSector * kSector;
+  if (store_ != nullptr) end = std::min(end, store_->size());
+  if (store_ == nullptr || begin >= end) {
+    std::lock_guard<std::mutex> lk(mu_);
+    LostLocked(epoch, "disk " + std::to_string(disk_id_) + ": a failed write at " + std::to_string(offset) +
+                          " left its range unknown and there is no store to re-read it from");
+    return;
+  }
+  // Read now, on the front end's thread, before the request's tag is
+  // released: nothing of a later epoch can be in the store yet.
+  uint64_t pos = begin;
+  while (pos < end) {
+    uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(end - pos, std::min<uint64_t>(store_->max_request(), protocol::kMaxDiskWriteChunk)));
+    Result<std::span<const uint8_t>> data = store_->Read(pos, n);
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!data.ok()) {
+      LostLocked(epoch, "disk " + std::to_string(disk_id_) + ": a failed write at " + std::to_string(offset) +
+                            " could not be re-read (" + data.status().ToString() + ")");
+      return;
+    }
+    ++stats_.failed_rereads;
+    if (AllZero(*data)) {
+      AppendLocked(epoch, DiskRecordKind::kZero, 0, pos, n, {});
+    } else {
+      AppendLocked(epoch, DiskRecordKind::kWrite, 0, pos, n, *data);
+    }
+    pos += n;
+  }
+}
+
+void EpochDiskLog::Reset() {
+  std::lock_guard<std::mutex> lk(mu_);
+  open_.clear();
+  open_data_.clear();
+  lost_epoch_ = 0;
+  lost_why_.clear();
+  sealed_.clear();
+  sealed_data_.clear();
+}
+
+void EpochDiskLog::AppendZeroRunLocked(uint64_t epoch, uint64_t from, uint64_t to) {
+  // Bounded by the wire's ZERO record length.
+  while (from < to) {
+    uint64_t len = std::min<uint64_t>(to - from, protocol::kMaxDiskZeroChunk);
+    AppendLocked(epoch, DiskRecordKind::kZero, 0, from, len, {});
+    from += len;
+  }
+}
+
+Status EpochDiskLog::CaptureFullCopy(uint64_t epoch, BackingStore* store) {
+  if (store == nullptr) return Status::InvalidArgument("disk full copy without a store");
+  const uint64_t size = store->size();
+  const uint64_t chunk = std::min<uint64_t>(store->max_request(), protocol::kMaxDiskWriteChunk) / kBlock * kBlock;
+  uint64_t pos = 0;
+  uint64_t zero_from = 0;
+  bool in_zero = false;
+  while (pos < size) {
+    uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(size - pos, chunk));
+    Result<std::span<const uint8_t>> data = store->Read(pos, n);
+    if (!data.ok()) return data.status().With("disk " + std::to_string(disk_id_) + ": reading for the full copy");
+    std::lock_guard<std::mutex> lk(mu_);
+    // Runs of zero blocks become one ZERO record, runs of data one WRITE.
+    uint64_t run_at = 0;
+    bool run_data = false;
+    for (uint64_t b = 0; b < n; b += kBlock) {
+      const uint64_t len = std::min<uint64_t>(kBlock, n - b);
+      const bool zero = AllZero(data->subspan(b, len));
+      if (zero) {
+        if (run_data) AppendLocked(epoch, DiskRecordKind::kWrite, 0, pos + run_at, b - run_at, data->subspan(run_at, b - run_at));
+        run_data = false;
+        if (!in_zero) {
+          in_zero = true;
+          zero_from = pos + b;
+        }
+      } else {
+        if (in_zero) AppendZeroRunLocked(epoch, zero_from, pos + b);
+        in_zero = false;
+        if (!run_data) {
+          run_data = true;
+          run_at = b;
+        }
+      }
+    }
+    if (run_data) AppendLocked(epoch, DiskRecordKind::kWrite, 0, pos + run_at, n - run_at, data->subspan(run_at, n - run_at));
+    if (lost_epoch_ != 0) return Status::OutOfRange(lost_why_ + " (full copy)");
+    pos += n;
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  if (in_zero) AppendZeroRunLocked(epoch, zero_from, size);
+  if (lost_epoch_ != 0) return Status::OutOfRange(lost_why_ + " (full copy)");
+  return Status::Ok();
+}
+
+Status EpochDiskLog::Seal(uint64_t epoch) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (lost_epoch_ != 0 && lost_epoch_ <= epoch) return Status::OutOfRange(lost_why_);
+  // Tags are non-decreasing in report order (one request at a time, tagged
+  // when read), so epoch's records are a prefix of the open log.
+  size_t p = 0;
+  while (p < open_.size() && open_[p].epoch <= epoch) ++p;
+  for (size_t i = p; i < open_.size(); ++i) {
+    if (open_[i].epoch <= epoch) {
+      return Status::Internal("disk " + std::to_string(disk_id_) + ": a record of epoch " +
+                              std::to_string(open_[i].epoch) + " follows one of a later epoch");
+    }
+  }
+  // The sealed arena takes the open one whole; what belongs to later
+  // epochs (usually little: reported since the advance) moves back.
+  sealed_.swap(open_);
+  sealed_data_.swap(open_data_);
+  open_.clear();
+  open_data_.clear();
+  for (size_t i = p; i < sealed_.size(); ++i) {
+    Entry e = sealed_[i];
+    if (e.kind == DiskRecordKind::kWrite) {
+      const size_t at = open_data_.size();
+      if (at + e.length > open_data_.capacity()) {
+        open_data_.reserve(std::min<uint64_t>(std::max<size_t>(open_data_.capacity() * 2, at + e.length),
+                                              options_.budget_bytes));
+        ++stats_.reallocations;
+      }
+      open_data_.insert(open_data_.end(), sealed_data_.begin() + e.data_at,
+                        sealed_data_.begin() + e.data_at + e.length);
+      e.data_at = at;
+    }
+    open_.push_back(e);
+  }
+  sealed_.resize(p);
+  return Status::Ok();
+}
+
+void EpochDiskLog::ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const {
+  for (const Entry& e : sealed_) {
+    protocol::DiskRecord r;
+    r.kind = e.kind;
+    r.flags = e.flags;
+    r.offset = e.offset;
+    r.length = e.length;
+    if (e.kind == DiskRecordKind::kWrite) r.data = std::span<const uint8_t>(sealed_data_.data() + e.data_at, e.length);
+    fn(r);
+  }
+}
+
+EpochDiskLogStats EpochDiskLog::stats() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return stats_;
+}
+
+}  // namespace romulus::disk

@@ -1,0 +1,136 @@
+#include "replicator/disk_replicator.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "replicator/checkpoint_sender.h"
+
+namespace romulus::replicator {
+
+namespace {
+// One DISK frame holds at least one whole 1 MiB write record; 2 MiB keeps the
+// frames large enough to amortise their headers and well under the 8 MiB bound.
+constexpr size_t kDiskFrameCapacity = size_t{2} << 20;
+}  // namespace
+
+DiskReplicator::DiskReplicator(std::vector<ReplicatedDisk> disks)
+    : disks_(std::move(disks)), builder_(kDiskFrameCapacity) {}
+
+std::vector<protocol::DiskInfo> DiskReplicator::infos() const {
+  std::vector<protocol::DiskInfo> out;
+  for (const auto& d : disks_) out.push_back(d.info);
+  return out;
+}
+
+Status DiskReplicator::Paused(uint64_t epoch, bool first) {
+  if (disks_.empty()) return Status::Ok();
+  if (first) pending_.clear();
+  Pending p;
+  p.epoch = epoch;
+  for (auto& d : disks_) {
+    if (first) {
+      // The backup's copy may be anything (none, an old one): the first
+      // epoch carries the whole disk as it is at this pause, and what the
+      // log held from before is superseded by it.
+      d.log->Reset();
+      Status st = d.log->CaptureFullCopy(d.clock->current(), d.store);
+      if (!st.ok()) return st.With("disk '" + d.info.name + "': the first epoch's full copy");
+    }
+    p.tags.push_back(d.clock->Advance());
+  }
+  pending_.push_back(std::move(p));
+  return Status::Ok();
+}
+
+Status DiskReplicator::SendEpoch(uint64_t epoch, CheckpointSender& sender,
+                                 std::chrono::steady_clock::time_point deadline, DiskEpochStats* st) {
+  if (disks_.empty()) return Status::Ok();
+  auto it = std::find_if(pending_.begin(), pending_.end(), [&](const Pending& p) { return p.epoch == epoch; });
+  if (it == pending_.end()) {
+    return Status::Internal("disk part of epoch " + std::to_string(epoch) + " sent without its pause");
+  }
+  const std::vector<uint64_t> tags = it->tags;
+  pending_.erase(pending_.begin(), it + 1);
+  for (size_t i = 0; i < disks_.size(); ++i) {
+    ReplicatedDisk& d = disks_[i];
+    // A request read before the advance may still be executing: its report
+    // belongs to this epoch (DISK.md §3).
+    Status drained = d.clock->WaitDrained(tags[i], deadline);
+    if (!drained.ok()) {
+      return drained.With("disk '" + d.info.name + "': waiting for the requests of epoch " + std::to_string(epoch));
+    }
+    ROMULUS_RETURN_IF_ERROR(d.log->Seal(tags[i]).With("disk '" + d.info.name + "', epoch " + std::to_string(epoch)));
+    digest_.Reset();
+    builder_.Reset(d.info.id);
+    Status failed;
+    auto flush = [&]() -> Status {
+      if (builder_.empty()) return Status::Ok();
+      if (st) st->lz4_saved += builder_.lz4_saved();
+      Status s = sender.AddDiskFrame(builder_.payload());
+      builder_.Reset(d.info.id);
+      return s;
+    };
+    // One record as it travels: writes split at the wire's 1 MiB, zero
+    // ranges at 2 GiB (positional, so splitting changes nothing).
+    auto add = [&](const protocol::DiskRecord& r) -> Status {
+      for (int attempt = 0; attempt < 2; ++attempt) {
+        bool ok = false;
+        switch (r.kind) {
+          case protocol::DiskRecordKind::kWrite:
+            ok = builder_.AddWrite(r.offset, r.data, r.fua(), /*try_lz4=*/true);
+            break;
+          case protocol::DiskRecordKind::kZero:
+            ok = builder_.AddZero(r.offset, r.length, r.trim(), r.fua());
+            break;
+          case protocol::DiskRecordKind::kFlush:
+            ok = builder_.AddFlush();
+            break;
+          default:
+            return Status::Internal("disk log yielded record kind " + std::to_string(static_cast<int>(r.kind)));
+        }
+        if (ok) {
+          digest_.Add(r);
+          return Status::Ok();
+        }
+        ROMULUS_RETURN_IF_ERROR(flush());
+      }
+      return Status::Internal("a disk record does not fit an empty DISK frame");
+    };
+    d.log->ForEachSealed([&](const protocol::DiskRecord& r) {
+      if (!failed.ok()) return;
+      if (r.kind == protocol::DiskRecordKind::kWrite) {
+        for (uint64_t at = 0; at < r.length && failed.ok(); at += protocol::kMaxDiskWriteChunk) {
+          protocol::DiskRecord c = r;
+          c.offset = r.offset + at;
+          c.length = std::min<uint64_t>(protocol::kMaxDiskWriteChunk, r.length - at);
+          c.data = r.data.subspan(at, c.length);
+          failed = add(c);
+        }
+      } else if (r.kind == protocol::DiskRecordKind::kZero) {
+        for (uint64_t at = 0; at < r.length && failed.ok(); at += protocol::kMaxDiskZeroChunk) {
+          protocol::DiskRecord c = r;
+          c.offset = r.offset + at;
+          c.length = std::min<uint64_t>(protocol::kMaxDiskZeroChunk, r.length - at);
+          failed = add(c);
+        }
+      } else {
+        failed = add(r);
+      }
+    });
+    ROMULUS_RETURN_IF_ERROR(failed);
+    ROMULUS_RETURN_IF_ERROR(flush());
+    protocol::DiskEnd end;
+    end.disk_id = d.info.id;
+    end.record_count = digest_.records();
+    end.data_bytes = digest_.data_bytes();
+    end.digest = digest_.value();
+    ROMULUS_RETURN_IF_ERROR(sender.AddDiskEnd(end));
+    if (st) {
+      st->records += end.record_count;
+      st->data_bytes += end.data_bytes;
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace romulus::replicator

@@ -1,0 +1,84 @@
+// DiskReplicator: the engine's half of disk replication on the primary
+// (docs/DISK.md §3–§5, docs/PROTOCOL.md §3.10), written once for every
+// guest type. The controller calls it at two points of each epoch N:
+//
+//   Paused(N)     right after the guest of N is paused (checkpoint thread):
+//                 advances every disk's epoch clock, so requests read from
+//                 now on belong to N+1. In the session's first epoch it
+//                 first captures a full copy of every disk (the backup's
+//                 copy is synchronised by the first epoch, like memory).
+//   SendEpoch(N)  before EPOCH_END N (data path): waits until no request
+//                 tagged <= N is in flight (bounded by the deadline), seals
+//                 N in each disk's EpochDiskLog and writes its records as
+//                 DISK frames (LZ4 where it pays) and one DISK_END per disk.
+//
+// An epoch that could not be captured (a log over its budget, a failed
+// write that could not be re-read, the full copy of a disk larger than the
+// budget) fails SendEpoch/Paused with OutOfRange naming the cause: the
+// controller ends the session (the backup hears kResync), and the next
+// session starts over from a full copy. Nothing partial is ever sent.
+//
+// Limits (documented in DISK.md §7): the full copy is taken inside the
+// first epoch's pause and must fit the log's budget; it needs a quiescent
+// front end (the simulated guest, whose writer runs between steps; an NBD
+// front end would have to be held — not implemented).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include "common/status.h"
+#include "disk/backing_store.h"
+#include "disk/epoch_clock.h"
+#include "disk/epoch_disk_log.h"
+#include "protocol/disk_records.h"
+#include "protocol/messages.h"
+
+namespace romulus::replicator {
+
+class CheckpointSender;
+
+struct ReplicatedDisk {
+  protocol::DiskInfo info;
+  disk::BackingStore* store = nullptr;  // the full copy reads it
+  disk::EpochCounter* clock = nullptr;  // the front end's clock
+  disk::EpochDiskLog* log = nullptr;    // the front end's sink
+};
+
+// What the disks cost in one epoch (EpochStats' disk fields).
+struct DiskEpochStats {
+  uint64_t records = 0;
+  uint64_t data_bytes = 0;
+  uint64_t lz4_saved = 0;
+};
+
+class DiskReplicator {
+ public:
+  // Every pointer outlives the replicator. At most protocol::kMaxDisks.
+  explicit DiskReplicator(std::vector<ReplicatedDisk> disks);
+
+  std::vector<protocol::DiskInfo> infos() const;
+  bool empty() const { return disks_.empty(); }
+
+  // REQUIRES: the guest of `epoch` is paused. first: the session's first epoch.
+  Status Paused(uint64_t epoch, bool first);
+  // REQUIRES: Paused(epoch) happened; the sender's epoch `epoch` is open.
+  Status SendEpoch(uint64_t epoch, CheckpointSender& sender, std::chrono::steady_clock::time_point deadline,
+                   DiskEpochStats* st);
+
+ private:
+  std::vector<ReplicatedDisk> disks_;
+  // Per epoch paused and not yet sent: each disk's clock tag of it. Two
+  // entries at most in practice (N being sent, N+1 paused already is not a
+  // thing for the drivers today, but the list does not assume it).
+  struct Pending {
+    uint64_t epoch = 0;
+    std::vector<uint64_t> tags;
+  };
+  std::vector<Pending> pending_;
+  protocol::DiskFrameBuilder builder_;
+  protocol::DiskRecordDigest digest_;
+};
+
+}  // namespace romulus::replicator
