@@ -38,7 +38,39 @@ lab_show_evidence() {
     esac
   done
 }
-lab_fail() { lab_show_evidence; echo "LAB-FAIL $LAB_SCENARIO $*"; exit 1; }
+lab_fail() { lab_show_evidence; lab_show_guest_evidence; echo "LAB-FAIL $LAB_SCENARIO $*"; exit 1; }
+
+# lab_guest_evidence NAME... : guests whose console tail lab_fail prints, with the hypervisor's
+# word on them (lab_guest_create names every guest it creates). A guest that died under a
+# checkpoint (e.g. "shut down (reboot) instead of suspending": Xen turns an HVM/PVH guest's
+# triple fault into SHUTDOWN_reboot, see docs/XEN-LAB.md) is diagnosable only from its console
+# and `xl dmesg`, which a CI log does not otherwise show: the (XEN) lines on the serial console
+# scroll away under the save records, and the host's excerpt of a failure leaves them out.
+LAB_GUEST_EVIDENCE=""
+lab_guest_evidence() { for _g in "$@"; do case " $LAB_GUEST_EVIDENCE " in *" $_g "*) ;; *) LAB_GUEST_EVIDENCE="$LAB_GUEST_EVIDENCE $_g" ;; esac; done; }
+lab_show_guest_evidence() {
+  [ -n "$LAB_GUEST_EVIDENCE" ] || return 0
+  for _g in $LAB_GUEST_EVIDENCE; do
+    for _c in "$(lab_console "$_g")" "$(lab_console "$_g--incoming")"; do
+      [ -s "$_c" ] || continue
+      echo "--- guest console $_c (last 25 lines, COUNTER lines folded):"
+      # the counter prints a line a second: keep only the last of each run of them
+      tr -d '\r' <"$_c" | awk '/^COUNTER / { c = $0; next } { if (c != "") print c; c = ""; print } END { if (c != "") print c }' |
+        tail -n 25 | cut -c1-240
+    done
+  done
+  echo "--- xl list:"; xl list 2>&1 | head -n 12
+  # The hypervisor's own account: shutdowns, crashes, triple faults and vCPU dumps, then its
+  # last lines without the per-checkpoint HVM save/restore records.
+  xl dmesg >"$LAB_WORK/xl-dmesg.txt" 2>&1
+  echo "--- xl dmesg: guest deaths (last 30 matching lines):"
+  # (prefixed: the host's excerpt of a failed scenario drops lines that begin with "(XEN)")
+  grep -E -i -A14 'triple fault|crash|shutdown action|unexpected|domain_crash|Dumping Dom' "$LAB_WORK/xl-dmesg.txt" |
+    grep -v -E '^--$|HVM[0-9]+ restore: |HVM d[0-9]+(v[0-9]+)? save: ' | tail -n 30 | cut -c1-200 | sed 's/^/dmesg| /'
+  echo "--- xl dmesg (last 20 lines, HVM save/restore records left out):"
+  grep -v -E 'HVM[0-9]+ restore: |HVM d[0-9]+(v[0-9]+)? save: ' "$LAB_WORK/xl-dmesg.txt" | tail -n 20 | cut -c1-200 |
+    sed 's/^/dmesg| /'
+}
 
 # Seconds since dom0 boot, with centiseconds (from /proc/uptime).
 lab_now() { cut -d' ' -f1 /proc/uptime; }
@@ -63,6 +95,9 @@ memory = $_m
 maxmem = $_m
 vcpus = $_v
 on_crash = "preserve"
+# An HVM/PVH guest that triple-faults is shut down with reason reboot: keep it (state "s" in
+# xl list) for the evidence instead of having xl's monitor recreate it under the same name.
+on_reboot = "preserve"
 EOC
   if [ "$_t" = pvh ]; then
     cat >>"$LAB_WORK/$_n.cfg" <<'EOC'
@@ -80,8 +115,10 @@ EOC
 }
 
 # lab_guest_create NAME [MEM_MIB] [VCPUS] [EXTRA_CMDLINE] : xl create; prints the domid.
+# (NAME is named for lab_guest_evidence: lab_fail shows its console and Xen's word on it.)
 lab_guest_create() {
   _cfg=$(lab_guest_cfg "$@")
+  lab_guest_evidence "$1"  # a failing scenario shows its console tail and the hypervisor's log
   xl create "$_cfg" >"$LAB_WORK/create-$1.log" 2>&1 || { cat "$LAB_WORK/create-$1.log"; return 1; }
   lab_domid "$1"
 }

@@ -31,6 +31,14 @@
  *       SIGKILLs PID (a replicator) right after the domain resumes from a checkpoint: not
  *       inside a suspend window, nor with a suspend request pending. Exit 0 if the domain
  *       still runs after the kill, 1 if not, 2 on error.
+ *
+ *   labstat triplefault DOMID
+ *       Makes a running HVM/PVH guest triple-fault, the way a guest kernel that dies hard does:
+ *       with the domain paused (and not suspended), vCPU0's IDT limit is set to 0 and its RIP
+ *       to 0 (xc_domain_hvm_getcontext/setcontext); once unpaused the fetch faults, no
+ *       exception can be delivered, and Xen logs "dNv0 Triple fault - invoking HVM shutdown
+ *       action 1" and shuts the domain down with reason reboot. Exit 0 when done, 3 when the
+ *       domain had already shut down by itself (reason other than suspend), 2 on error.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -42,6 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <xenctrl.h>
+#include <xen/hvm/save.h>
 
 static double now_ms(void)
 {
@@ -375,13 +384,66 @@ static int cmd_killrunning(uint32_t domid, pid_t pid)
     return 2;
 }
 
+/* A guest death on demand (the lab's guest-death scenario): see the header. */
+static int cmd_triplefault(uint32_t domid)
+{
+    xc_interface *xch = xc_interface_open(NULL, NULL, 0);
+    if (!xch) { perror("xc_interface_open"); return 2; }
+    struct timespec slp = { 0, 1000000 };
+    int paused = 0;
+    for (int i = 0; i < 20000 && !paused; i++) {   /* a running moment, within ~20 s */
+        if (xc_domain_pause(xch, domid) != 0) { perror("xc_domain_pause"); return 2; }
+        struct domstate st = dom_state(xch, domid);
+        if (!st.exists) { fprintf(stderr, "triplefault: domain %u is gone\n", domid); return 2; }
+        if (!st.shutdown) { paused = 1; break; }
+        xc_domain_unpause(xch, domid);   /* suspended for a checkpoint: wait for its resume */
+        if (st.shutdown_reason != SHUTDOWN_suspend) {
+            printf("domain %u already shut down by itself (reason %u)\n", domid, st.shutdown_reason);
+            return 3;
+        }
+        nanosleep(&slp, NULL);
+    }
+    if (!paused) { fprintf(stderr, "triplefault: domain %u never ran\n", domid); return 2; }
+    int rc = 2;
+    int size = xc_domain_hvm_getcontext(xch, domid, NULL, 0);
+    uint8_t *buf = size > 0 ? malloc((size_t)size) : NULL;
+    int len = buf ? xc_domain_hvm_getcontext(xch, domid, buf, (uint32_t)size) : -1;
+    if (len <= 0) {
+        perror("xc_domain_hvm_getcontext (an HVM/PVH domain?)");
+    } else {
+        int found = 0;
+        for (size_t off = 0; off + sizeof(struct hvm_save_descriptor) <= (size_t)len;) {
+            struct hvm_save_descriptor *d = (struct hvm_save_descriptor *)(buf + off);
+            off += sizeof *d;
+            if (d->typecode == HVM_SAVE_CODE(END) || off + d->length > (size_t)len) break;
+            if (d->typecode == HVM_SAVE_CODE(CPU) && d->instance == 0 && d->length >= sizeof(struct hvm_hw_cpu)) {
+                struct hvm_hw_cpu *c = (struct hvm_hw_cpu *)(buf + off);
+                c->idtr_limit = 0;
+                c->rip = 0;
+                found = 1;
+            }
+            off += d->length;
+        }
+        if (!found) fprintf(stderr, "triplefault: no CPU record for vCPU0\n");
+        else if (xc_domain_hvm_setcontext(xch, domid, buf, (uint32_t)len) != 0) perror("xc_domain_hvm_setcontext");
+        else rc = 0;
+    }
+    free(buf);
+    xc_domain_unpause(xch, domid);
+    xc_interface_close(xch);
+    if (rc == 0) printf("domain %u: vCPU0 has no IDT and runs at 0: it triple-faults\n", domid);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 3 && !strcmp(argv[1], "triplefault")) return cmd_triplefault((uint32_t)strtoul(argv[2], NULL, 0));
     if (argc >= 4 && !strcmp(argv[1], "killrunning"))
         return cmd_killrunning((uint32_t)strtoul(argv[2], NULL, 0), (pid_t)atoi(argv[3]));
     if (argc >= 3 && !strcmp(argv[1], "tap")) return cmd_tap(argv[2]);
     if (argc >= 4 && !strcmp(argv[1], "pausemon"))
         return cmd_pausemon((uint32_t)strtoul(argv[2], NULL, 0), argv[3], argc > 4 ? atol(argv[4]) : 1000);
-    fprintf(stderr, "usage: labstat tap LOG | labstat pausemon DOMID LOG [POLL_US] | labstat killrunning DOMID PID\n");
+    fprintf(stderr, "usage: labstat tap LOG | labstat pausemon DOMID LOG [POLL_US] | labstat killrunning DOMID PID"
+                    " | labstat triplefault DOMID\n");
     return 2;
 }

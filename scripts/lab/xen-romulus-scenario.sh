@@ -127,6 +127,9 @@ lab_note "first checkpoint acked after $(lab_elapsed "$T0") s; replicating for $
 # which scripts/xen-lab echoes to the terminal as it reads the serial log.
 TE=$(( $(cut -d. -f1 /proc/uptime) + D ))
 while [ "$(cut -d. -f1 /proc/uptime)" -lt "$TE" ]; do
+  # A replicator that stops early (e.g. its guest shut down instead of suspending) is
+  # reported at once, while the hypervisor's console ring still holds why.
+  kill -0 $RP 2>/dev/null || break
   if [ -n "${LAB_LIVE_STATS:-}" ]; then
     grep '^{"epoch":' "$W/stats.jsonl" 2>/dev/null | tail -n1 >"$W/stats-last.jsonl"
     rj_csv "$W/stats-last.jsonl" '' '' epoch pause_us dirty_pages wire_bytes wire_bytes_per_page ack_latency_us acked |
@@ -138,7 +141,10 @@ while [ "$(cut -d. -f1 /proc/uptime)" -lt "$TE" ]; do
     sleep 1
   fi
 done
-kill -0 $RP 2>/dev/null || lab_fail "the replicator died during the run"
+if ! kill -0 $RP 2>/dev/null; then
+  wait $RP; RC=$?
+  lab_fail "the replicator died during the run after $(lab_elapsed "$T1") s (exit $RC, $(rj_count "$W/stats.jsonl" acked true) epochs acked): $(grep -E ' (error|critical) ' "$W/primary.log" | tail -n1 | cut -c1-200)"
+fi
 kill -0 $BP 2>/dev/null || lab_fail "the backup died during the run"
 
 # ---- 5. the primary host dies
