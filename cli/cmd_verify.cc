@@ -19,6 +19,7 @@
 #include "cli/options.h"
 #include "common/digest.h"
 #include "sim/image_view.h"
+#include "sim/sim_disk.h"
 #include "sim/sim_guest.h"
 #include "sim/sim_spec.h"
 
@@ -91,23 +92,64 @@ int RunVerify(int argc, char** argv) {
     if (in_replay) replay_digest += PageHash(pfn, b);
     if (std::memcmp(in_image ? a : kZeroPage, in_replay ? b : kZeroPage, 4096) != 0) ++differing_pages;
   }
-  const bool match = differing_pages == 0 && image_digest == replay_digest &&
-                     image_digest == v.recorded_digest();
+  bool match = differing_pages == 0 && image_digest == replay_digest &&
+               image_digest == v.recorded_digest();
+  // Disks (issue 13): each disk as the checkpoint has it must match its
+  // recorded digest, and the simulated guest's disk must hold exactly the
+  // records its committed memory says were written (never one from beyond
+  // the checkpoint, never a hole before it).
+  std::string disk_report;
+  for (const sim::DiskState& d : v.disks()) {
+    if (!d.has_digest) continue;
+    auto dg = v.DiskDigest(d.id);
+    if (!dg.ok() || *dg != d.digest) {
+      match = false;
+      disk_report += " disk " + std::to_string(d.id) + " (" + d.name + ") does not match its recorded digest" +
+                     (dg.ok() ? "" : ": " + dg.status().ToString()) + ";";
+    }
+  }
+  uint64_t disk_records = 0;
+  if (spec->disk_bytes > 0) {
+    auto records = sim::SimDiskRecordsInState(v.state());
+    if (!records.ok()) {
+      match = false;
+      disk_report += " " + records.status().ToString() + ";";
+    } else if (v.disks().empty()) {
+      match = false;
+      disk_report += " the guest has a disk but the checkpoint holds none;";
+    } else {
+      disk_records = *records;
+      const uint32_t id = v.disks().front().id;
+      Status ds = sim::CheckSimDisk(*spec, disk_records, [&](uint64_t off, std::span<uint8_t> out) {
+        return v.ReadDisk(id, off, out);
+      });
+      if (!ds.ok()) {
+        match = false;
+        disk_report += " disk: " + ds.ToString() + ";";
+      }
+    }
+  }
   if ((*vm)["json"].as<bool>()) {
     std::printf("{\"epoch\":%llu,\"steps\":%llu,\"digest\":\"%s\",\"replay_digest\":\"%s\","
-                "\"recorded_digest\":\"%s\",\"differing_pages\":%llu,\"match\":%s}\n",
+                "\"recorded_digest\":\"%s\",\"differing_pages\":%llu,\"disks\":%zu,\"disk_records\":%llu,"
+                "\"match\":%s}\n",
                 static_cast<unsigned long long>(v.epoch()),
                 static_cast<unsigned long long>(steps), DigestHex(image_digest).c_str(),
                 DigestHex(replay_digest).c_str(), DigestHex(v.recorded_digest()).c_str(),
-                static_cast<unsigned long long>(differing_pages), match ? "true" : "false");
+                static_cast<unsigned long long>(differing_pages), v.disks().size(),
+                static_cast<unsigned long long>(disk_records), match ? "true" : "false");
   } else if (match) {
-    std::printf("%s: epoch %llu is a consistent checkpoint: the guest after %llu steps, digest %s\n",
+    std::printf("%s: epoch %llu is a consistent checkpoint: the guest after %llu steps, digest %s%s\n",
                 path.c_str(), static_cast<unsigned long long>(v.epoch()),
-                static_cast<unsigned long long>(steps), DigestHex(image_digest).c_str());
+                static_cast<unsigned long long>(steps), DigestHex(image_digest).c_str(),
+                spec->disk_bytes > 0 ? (", its disk holding exactly its " + std::to_string(disk_records) +
+                                        " records").c_str()
+                                     : "");
   } else {
-    std::printf("%s: epoch %llu is NOT consistent: %llu pages differ from the guest after %llu steps\n",
+    std::printf("%s: epoch %llu is NOT consistent: %llu pages differ from the guest after %llu steps;%s\n",
                 path.c_str(), static_cast<unsigned long long>(v.epoch()),
-                static_cast<unsigned long long>(differing_pages), static_cast<unsigned long long>(steps));
+                static_cast<unsigned long long>(differing_pages), static_cast<unsigned long long>(steps),
+                disk_report.c_str());
   }
   return match ? kExitOk : kExitFailure;
 }

@@ -50,9 +50,10 @@ inline constexpr uint64_t kCapHeldPages = uint64_t{1} << 4;
 // (Hello::disks), and every epoch carries DISK frames and one DISK_END per
 // disk (§3.10, docs/DISK.md §5). A primary with disks requires it.
 inline constexpr uint64_t kCapDisk = uint64_t{1} << 5;
-// kCapDisk joins this set when the backup's receiver applies DISK frames.
+// kCapDisk: the receiver applies DISK frames (restore/checkpoint_receiver.cc),
+// agreed only when its sink holds disks (GuestSink::supports_disks).
 inline constexpr uint64_t kCapAllKnown =
-    kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize | kCapHeldPages;
+    kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize | kCapHeldPages | kCapDisk;
 
 // One protected disk, as the HELLO announces it (§3.1 disk list).
 inline constexpr size_t kMaxDisks = 8;

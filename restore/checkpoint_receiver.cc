@@ -15,6 +15,7 @@
 #include "common/digest.h"
 #include "common/thread_annotations.h"
 #include "compress/page_batch.h"
+#include "protocol/disk_records.h"
 #include "protocol/frame.h"
 #include "protocol/frame_io.h"
 #include "protocol/handshake.h"
@@ -125,6 +126,14 @@ namespace {
 // Which side a sink failure belongs to: bad data from the primary (it is
 // alive and will resynchronise) or this backup's own storage (never a
 // reason to activate: docs/FAILURE-MODEL.md §5).
+// Position of disk `id` in the HELLO's list; disks.size() if unknown.
+size_t DiskIndex(const std::vector<protocol::DiskInfo>& disks, uint32_t id) {
+  for (size_t i = 0; i < disks.size(); ++i) {
+    if (disks[i].id == id) return i;
+  }
+  return disks.size();
+}
+
 EndCause SinkFailureCause(const Status& st) {
   switch (st.code()) {
     case Code::kCorruption:
@@ -184,14 +193,27 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   policy.max_cache_pages = im.opts.cache_pages;
   // HELD (§3.9) whenever the sink can describe its image; dropped below if not.
   policy.supported_capabilities = im.opts.capabilities | protocol::kCapHeldPages;
+  // Disks only where the sink keeps them: a primary that requires kCapDisk
+  // must not replicate memory whose disk this backup would drop.
+  if (!sink.supports_disks()) policy.supported_capabilities &= ~protocol::kCapDisk;
   policy.max_guest_pages = im.opts.max_guest_pages;
   policy.committed_epoch = sink.has_committed() ? sink.last_committed_epoch() : 0;
   protocol::HelloAck ack = protocol::Negotiate(*hello, policy);
+  if (!ack.accepted && ack.error == protocol::ErrorCode::kCapabilities &&
+      (hello->required & protocol::kCapDisk) != 0 && (policy.supported_capabilities & protocol::kCapDisk) == 0) {
+    ack.text = std::string("this backup cannot keep the guest's disks (kCapDisk required): ") +
+               (sink.supports_disks() ? "disk replication is disabled on this backup"
+                                      : "its guest sink replicates memory only");
+  }
+  const bool with_disks = ack.accepted && (ack.capabilities & protocol::kCapDisk) != 0;
+  const std::vector<protocol::DiskInfo> no_disks;
+  const std::vector<protocol::DiskInfo>& disks = with_disks ? hello->disks : no_disks;
   std::unique_ptr<compress::PageDecoder> decoder;
   std::unique_ptr<MemoryDigest> digest;
   bool local_refusal = false;
   if (ack.accepted) {
-    Status st = sink.BeginSession(hello->guest_pages, hello->identity);
+    Status st = with_disks ? sink.BeginSessionWithDisks(hello->guest_pages, hello->identity, disks)
+                           : sink.BeginSession(hello->guest_pages, hello->identity);
     local_refusal = !st.ok() && SinkFailureCause(st) == EndCause::kLocalFailure;
     compress::CodecOptions codec;
     codec.cache_pages = hello->cache_pages;
@@ -256,6 +278,12 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   // read, until this deadline.
   std::optional<transport::Deadline> read_on_until;
   Status write_failure;
+  // Disks (PROTOCOL.md §3.10): per disk of the HELLO, the digest of what was
+  // staged in the open epoch and whether its DISK_END arrived.
+  protocol::DiskFrameParser disk_parser;
+  std::vector<std::unique_ptr<protocol::DiskRecordDigest>> disk_digests;
+  for (size_t d = 0; d < disks.size(); ++d) disk_digests.push_back(std::make_unique<protocol::DiskRecordDigest>());
+  std::vector<bool> disk_ended(disks.size(), false);
 
   while (true) {
     const auto tick = std::chrono::duration_cast<std::chrono::milliseconds>(RunningClock::kTick);
@@ -320,6 +348,11 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       case FrameType::kEpochEnd:
       case FrameType::kCacheResize:
         break;
+      case FrameType::kDisk:
+      case FrameType::kDiskEnd:
+        if (with_disks) break;
+        return fail(Status::Corruption(protocol::FrameTypeName(f.header.type) + " frame although disks were not agreed"),
+                    protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
       default:
         return fail(Status::Corruption("unexpected " + protocol::FrameTypeName(f.header.type) + " frame"),
                     protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
@@ -358,6 +391,55 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       }
       resized = true;
       spdlog::info("mirror cache resized to {} pages at epoch {}", decoder->cache().capacity_pages(), epoch);
+      continue;
+    }
+    if (f.type() == FrameType::kDisk) {
+      // The whole frame is validated (bounds against the disk's size, LZ4,
+      // lengths) before any record of it reaches the sink.
+      Status st = disk_parser.Open(f.payload, disks);
+      if (!st.ok()) {
+        return fail(st.With("DISK frame of epoch " + std::to_string(epoch)), protocol::ErrorCode::kProtocol,
+                    EndCause::kCorruptStream);
+      }
+      const size_t d = DiskIndex(disks, disk_parser.disk_id());
+      if (disk_ended[d]) {
+        return fail(Status::Corruption("DISK frame for disk " + std::to_string(disk_parser.disk_id()) +
+                                       " after its DISK_END in epoch " + std::to_string(epoch)),
+                    protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
+      }
+      protocol::DiskRecord rec;
+      while (disk_parser.Next(&rec)) {
+        disk_digests[d]->Add(rec);
+        st = sink.OnDisk(epoch, disk_parser.disk_id(), rec);
+        if (!st.ok()) return fail(st.With("staging disk record"), protocol::ErrorCode::kResource, SinkFailureCause(st));
+      }
+      continue;
+    }
+    if (f.type() == FrameType::kDiskEnd) {
+      auto de = protocol::DiskEnd::Decode(f.payload);
+      if (!de.ok()) return fail(de.status(), protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
+      const size_t d = DiskIndex(disks, de->disk_id);
+      if (d == disks.size()) {
+        return fail(Status::Corruption("DISK_END for unknown disk " + std::to_string(de->disk_id)),
+                    protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
+      }
+      if (disk_ended[d]) {
+        return fail(Status::Corruption("second DISK_END for disk " + std::to_string(de->disk_id) + " in epoch " +
+                                       std::to_string(epoch)),
+                    protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
+      }
+      const protocol::DiskRecordDigest& dd = *disk_digests[d];
+      if (de->record_count != dd.records() || de->data_bytes != dd.data_bytes() || de->digest != dd.value()) {
+        return fail(Status::Corruption("epoch " + std::to_string(epoch) + " disk " + std::to_string(de->disk_id) +
+                                       " (" + protocol::Printable(disks[d].name) + ") mismatch: primary " +
+                                       std::to_string(de->record_count) + " records/" +
+                                       std::to_string(de->data_bytes) + " bytes/" + DigestHex(de->digest) +
+                                       ", backup staged " + std::to_string(dd.records()) + "/" +
+                                       std::to_string(dd.data_bytes()) + "/" + DigestHex(dd.value()) +
+                                       "; keeping the last good epoch"),
+                    protocol::ErrorCode::kDigestMismatch, EndCause::kCorruptStream);
+      }
+      disk_ended[d] = true;
       continue;
     }
     if (f.type() == FrameType::kPages) {
@@ -414,6 +496,14 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
                                      "/" + std::to_string(ee->frame_count)),
                   protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
     }
+    for (size_t d = 0; d < disks.size(); ++d) {
+      if (!disk_ended[d]) {
+        return fail(Status::Corruption("epoch " + std::to_string(epoch) + " ended without DISK_END for disk " +
+                                       std::to_string(disks[d].id) + " (" + protocol::Printable(disks[d].name) +
+                                       ")"),
+                    protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
+      }
+    }
     if (ee->digest != digest->value()) {
       return fail(Status::Corruption("epoch " + std::to_string(epoch) + " digest mismatch: primary " +
                                      DigestHex(ee->digest) + ", backup " + DigestHex(digest->value()) +
@@ -463,6 +553,10 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
     ++epoch;
     pages = states = frames = payload = wire = 0;
     resized = false;
+    for (size_t d = 0; d < disks.size(); ++d) {
+      disk_ended[d] = false;
+      disk_digests[d]->Reset();
+    }
   }
 }
 

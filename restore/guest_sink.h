@@ -15,6 +15,8 @@
 
 #include "common/digest.h"
 #include "common/status.h"
+#include "protocol/disk_records.h"
+#include "protocol/messages.h"
 
 namespace romulus::restore {
 
@@ -26,6 +28,28 @@ class GuestSink {
   // primary announced; identity names the guest. A sink may refuse a guest it
   // cannot hold. resync = true when this session replaces an earlier one.
   virtual Status BeginSession(uint64_t guest_pages, const std::string& identity) = 0;
+
+  // Disks (docs/DISK.md §6, PROTOCOL.md §3.10). The receiver agrees kCapDisk
+  // only when supports_disks(); a primary that requires it is refused
+  // otherwise. With kCapDisk it starts the session with
+  // BeginSessionWithDisks (the HELLO's disk list, possibly empty) instead of
+  // BeginSession; a sink that holds disks overrides both.
+  virtual bool supports_disks() const { return false; }
+  virtual Status BeginSessionWithDisks(uint64_t guest_pages, const std::string& identity,
+                                       std::span<const protocol::DiskInfo> disks) {
+    if (!disks.empty()) return Status::Unsupported("this backup's guest sink cannot hold disks");
+    return BeginSession(guest_pages, identity);
+  }
+  // One record of a validated DISK frame, in stream order, staged with the
+  // epoch's pages (never applied before Commit(epoch)). disk_id is one of the
+  // session's disks; the record lies inside it; record.data is only valid
+  // during the call.
+  virtual Status OnDisk(uint64_t epoch, uint32_t disk_id, const protocol::DiskRecord& record) {
+    (void)epoch;
+    (void)disk_id;
+    (void)record;
+    return Status::Unsupported("this backup's guest sink cannot hold disks");
+  }
   virtual Status OnPage(uint64_t epoch, uint64_t pfn, const uint8_t* page) = 0;
   virtual Status OnState(uint64_t epoch, std::span<const uint8_t> record) = 0;
   virtual Status Commit(uint64_t epoch) = 0;

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 
 #include "sim/image_files.h"
 #include "sim/image_sink.h"
@@ -42,8 +43,12 @@ Status ImageSink::CommitStaged(uint64_t epoch) {
       std::memcpy(&pfn, pfns + i * sizeof(uint64_t), sizeof pfn);
       std::memcpy(image_ + pfn * kPage, bytes + i * kPage, kPage);
     }
+    // In-memory disks (memfds): applied with the pages; only memory
+    // exhaustion can fail here, and then the digest check of the next
+    // verify would tell.
+    Status s = ApplyDiskSection();
     FinishCommit(epoch);
-    return Status::Ok();
+    return s;
   }
   // Up to the commit point, a failure leaves the previous checkpoint as it
   // was, on disk and here.
@@ -98,13 +103,16 @@ Status ImageSink::WriteRecord() {
     record_pfns_[i] = IsZeroImagePage(bytes + i * kPage) ? (pfn | kJournalZeroPage) : pfn;
   }
   EncodeStateFile(StagedStateFile(), &state_file_buf_);
-  BuildJournalHead(staging_epoch_, pages_, record_pfns_, state_file_buf_, &layout_);
+  const size_t disk_bytes = disk_staged_ ? disk_staged_->size() : 0;
+  BuildJournalHead(staging_epoch_, pages_, record_pfns_, state_file_buf_, &layout_, disk_bytes,
+                   !session_disks_.empty());
   {
     XXH3_state_t* h = XXH3_createState();
     if (h == nullptr) return Status::Internal("journal: XXH3 state");
     XXH3_64bits_reset(h);
     XXH3_64bits_update(h, layout_.head.data(), layout_.head.size());
     XXH3_64bits_update(h, bytes, staged_count_ * kPage);
+    if (disk_bytes > 0) XXH3_64bits_update(h, disk_staged_->data(), disk_bytes);
     record_hash_ = XXH3_64bits_digest(h);
     XXH3_freeState(h);
   }
@@ -114,6 +122,11 @@ Status ImageSink::WriteRecord() {
   CrashIfAt(options_.crash_at, CommitStep::kJournalPages);
   ROMULUS_RETURN_IF_ERROR(PwriteAll(journal_fd_, bytes + half * kPage, (staged_count_ - half) * kPage,
                                     layout_.pages_offset + half * kPage, "writing the journal"));
+  if (disk_bytes > 0) {
+    // The epoch's disk records: the same record, the same marker.
+    ROMULUS_RETURN_IF_ERROR(
+        PwriteAll(journal_fd_, disk_staged_->data(), disk_bytes, layout_.disk_offset, "writing the journal"));
+  }
   CrashIfAt(options_.crash_at, CommitStep::kJournalBody);
   return Status::Ok();
 }
@@ -129,13 +142,22 @@ Status ImageSink::ReserveImageBlocks() {
   for (uint64_t e : record_pfns_) {
     if ((e & kJournalZeroPage) == 0 && !TestBit(allocated_, e)) sorted_pfns_.push_back(e);
   }
-  if (sorted_pfns_.empty()) return Status::Ok();
+  // Disk writes need their blocks too (those already allocated cost
+  // nothing to reserve again).
+  uint64_t disk_need = 0;
+  const std::span<const uint8_t> section =
+      disk_staged_ ? disk_staged_->view() : std::span<const uint8_t>();
+  (void)ForEachDiskEntry(section, [&](const DiskEntry& e) {
+    if (e.kind == kDiskEntryWrite) disk_need += e.length;
+    return Status::Ok();
+  });
+  if (sorted_pfns_.empty() && disk_need == 0) return Status::Ok();
   // Plenty of free space: the apply cannot run out, skip the fallocate calls
   // (each costs an extent update). Should another writer eat the margin
   // anyway, the apply fails after the commit point: N stays committed in the
   // journal and is re-applied, still one checkpoint.
   struct statvfs vfs;
-  const uint64_t need = sorted_pfns_.size() * kPage;
+  const uint64_t need = sorted_pfns_.size() * kPage + disk_need;
   if (::fstatvfs(fd_, &vfs) == 0 && uint64_t{vfs.f_bavail} * vfs.f_frsize > 2 * need + kReserveMargin) {
     return Status::Ok();
   }
@@ -146,6 +168,13 @@ Status ImageSink::ReserveImageBlocks() {
     ROMULUS_RETURN_IF_ERROR(ReserveImageRange(fd_, sorted_pfns_[i] * kPage, (j - i) * kPage, &reserve_supported_)
                                 .With("image " + options_.path));
     i = j;
+  }
+  if (disk_need > 0 && reserve_supported_) {
+    ROMULUS_RETURN_IF_ERROR(ForEachDiskEntry(section, [&](const DiskEntry& e) -> Status {
+      if (e.kind != kDiskEntryWrite || !reserve_supported_) return Status::Ok();
+      return ReserveImageRange(disk_fd(e.disk_id), e.offset, e.length, &reserve_supported_)
+          .With("disk " + disk_path(e.disk_id));
+    }));
   }
   return Status::Ok();
 }
@@ -186,7 +215,76 @@ Status ImageSink::ApplyStaged() {
     i = j;
   }
   if (!crashed_half) CrashIfAt(options_.crash_at, CommitStep::kApplyHalf);  // a state-only epoch
+  // The disk records, after the pages, in stream order (what the replay does).
+  ROMULUS_RETURN_IF_ERROR(ApplyDiskSection());
   if (options_.durable && ::fdatasync(fd_) != 0) return Status::StorageErrno("syncing image " + options_.path, errno);
+  if (options_.durable) ROMULUS_RETURN_IF_ERROR(SyncDisks());
+  return Status::Ok();
+}
+
+Status ImageSink::ApplyDiskSection() {
+  if (!disk_staged_ || disk_staged_->size() == 0) return Status::Ok();
+  return ForEachDiskEntry(disk_staged_->view(), [&](const DiskEntry& e) {
+    return ApplyDiskEntry(disk_fd(e.disk_id), e, "applying to disk " + disk_path(e.disk_id));
+  });
+}
+
+Status ImageSink::SyncDisks() {
+  for (const DiskState& d : session_disks_) {
+    if (::fdatasync(disk_fd(d.id)) != 0) return Status::StorageErrno("syncing disk " + disk_path(d.id), errno);
+  }
+  return Status::Ok();
+}
+
+// What PATH.state will say about the disks once the staged epoch commits,
+// computed before the commit point without touching a disk file: the first
+// epoch (written directly) is hashed whole; a journaled epoch changes each
+// digest by the blocks it touches, whose old bytes are read from the file
+// and whose new bytes are the records replayed on them in order. Memory: at
+// most one 4 KiB copy per touched block of a digested disk (bounded by
+// kMaxDigestedDisk per disk).
+Status ImageSink::PrepareDiskDigests() {
+  staged_disks_ = session_disks_;
+  if (session_disks_.empty()) return Status::Ok();
+  if (direct_) {
+    for (DiskState& d : staged_disks_) {
+      if (!d.has_digest) continue;
+      Result<uint64_t> dg = DiskFileDigest(disk_fd(d.id), d.size);
+      if (!dg.ok()) return dg.status().With("disk " + disk_path(d.id));
+      d.digest = *dg;
+    }
+    return Status::Ok();
+  }
+  if (!disk_staged_ || disk_staged_->size() == 0) return Status::Ok();
+  std::map<std::pair<size_t, uint64_t>, std::vector<uint8_t>> work;
+  std::vector<uint64_t> delta(staged_disks_.size(), 0);  // mod 2^64, like the digest
+  ROMULUS_RETURN_IF_ERROR(ForEachDiskEntry(disk_staged_->view(), [&](const DiskEntry& e) -> Status {
+    size_t idx = 0;
+    while (idx < staged_disks_.size() && staged_disks_[idx].id != e.disk_id) ++idx;
+    if (idx == staged_disks_.size()) return Status::Corruption("staged record for unknown disk");
+    const DiskState& d = staged_disks_[idx];
+    if (!d.has_digest) return Status::Ok();
+    const uint64_t end = e.offset + e.length;
+    for (uint64_t b = e.offset / kPage; b * kPage < end; ++b) {
+      auto [it, fresh] = work.try_emplace({idx, b});
+      std::vector<uint8_t>& blk = it->second;
+      if (fresh) {
+        blk.assign(kPage, 0);
+        const uint64_t n = std::min<uint64_t>(kPage, d.size - b * kPage);
+        ROMULUS_RETURN_IF_ERROR(PreadAll(disk_fd(d.id), blk.data(), n, b * kPage, "reading disk " + disk_path(d.id)));
+        delta[idx] -= DiskBlockHash(b, blk.data());
+      }
+      const uint64_t lo = std::max(e.offset, b * kPage), hi = std::min(end, (b + 1) * kPage);
+      if (e.kind == kDiskEntryWrite) {
+        std::memcpy(blk.data() + (lo - b * kPage), e.data + (lo - e.offset), hi - lo);
+      } else {
+        std::memset(blk.data() + (lo - b * kPage), 0, hi - lo);
+      }
+    }
+    return Status::Ok();
+  }));
+  for (const auto& [key, blk] : work) delta[key.first] += DiskBlockHash(key.second, blk.data());
+  for (size_t i = 0; i < staged_disks_.size(); ++i) staged_disks_[i].digest += delta[i];
   return Status::Ok();
 }
 
@@ -232,6 +330,7 @@ void ImageSink::ClearStaging() {
     staged_bytes_->Clear();
   }
   staged_count_ = 0;
+  if (disk_staged_) disk_staged_->Clear();
   staged_state_.clear();
   staged_has_state_ = false;
   staging_active_ = false;
@@ -266,6 +365,18 @@ Status ImageSink::Activate(const std::string& reason) {
       SimGuest::Restore(*spec, std::span<const uint8_t>(image_, pages_ * kPage), committed_state_);
   if (!guest.ok()) {
     return guest.status().With("resuming the guest from epoch " + std::to_string(last_committed_epoch()));
+  }
+  if (spec->disk_bytes > 0) {
+    // The guest continues on its disk as of the same checkpoint (the
+    // journal was applied above): the first committed disk is its disk.
+    if (committed_disks_.empty()) {
+      return Status::Corruption("image sink: guest '" + committed_identity_ +
+                                "' has a disk but the committed checkpoint holds none");
+    }
+    const uint32_t id = committed_disks_.front().id;
+    const std::string where =
+        options_.path.empty() ? "/proc/self/fd/" + std::to_string(disk_fd(id)) : disk_path(id);
+    ROMULUS_RETURN_IF_ERROR((*guest)->OpenDisk(where).With("resuming the guest's disk"));
   }
   if (options_.run_activated) ROMULUS_RETURN_IF_ERROR((*guest)->Start());
   activated_ = std::move(*guest);

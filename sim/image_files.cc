@@ -1,5 +1,7 @@
 #include "sim/image_files.h"
 
+#include "common/digest.h"
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <sys/file.h>
@@ -10,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -92,7 +95,7 @@ void ForEachDataRange(int fd, uint64_t size, const std::function<void(uint64_t, 
 }
 
 Status ReplayJournalRecord(int image_fd, int journal_fd, const JournalRecord& rec, const std::string& state_path,
-                           size_t max_state, bool durable) {
+                           size_t max_state, bool durable, const std::function<int(uint32_t disk_id)>& disk_fd) {
   StateFile sf;
   ROMULUS_RETURN_IF_ERROR(DecodeStateFile(rec.state_file, max_state, "journal record of epoch " +
                                                                          std::to_string(rec.epoch), &sf));
@@ -117,9 +120,62 @@ Status ReplayJournalRecord(int image_fd, int journal_fd, const JournalRecord& re
     ROMULUS_RETURN_IF_ERROR(PwriteAll(image_fd, page.data(), kImagePage, pfn * kImagePage, "replaying the journal"));
   }
   if (durable && ::fdatasync(image_fd) != 0) return Status::StorageErrno("syncing the image", errno);
+  if (!rec.disk_section.empty()) {
+    std::vector<int> touched;
+    ROMULUS_RETURN_IF_ERROR(ForEachDiskEntry(rec.disk_section, [&](const DiskEntry& e) -> Status {
+      const int fd = disk_fd ? disk_fd(e.disk_id) : -1;
+      if (fd < 0) {
+        return Status::Corruption("journal record of epoch " + std::to_string(rec.epoch) + " writes disk " +
+                                  std::to_string(e.disk_id) + ", which this image does not have");
+      }
+      if (std::find(touched.begin(), touched.end(), fd) == touched.end()) touched.push_back(fd);
+      return ApplyDiskEntry(fd, e, "replaying the journal to disk " + std::to_string(e.disk_id));
+    }));
+    for (int fd : touched) {
+      if (durable && ::fdatasync(fd) != 0) return Status::StorageErrno("syncing a disk", errno);
+    }
+  }
   ROMULUS_RETURN_IF_ERROR(WriteStateTmp(state_path, rec.state_file, durable));
   ROMULUS_RETURN_IF_ERROR(InstallStateTmp(state_path, durable));
   return ResetJournal(journal_fd, durable);
+}
+
+Status ApplyDiskEntry(int fd, const DiskEntry& e, const std::string& what) {
+  if (e.kind == kDiskEntryWrite) return PwriteAll(fd, e.data, e.length, e.offset, what);
+  // The range must read as zeros: a hole where the filesystem punches (no
+  // space needed), else zero-range, else plain zero writes.
+  const off_t off = static_cast<off_t>(e.offset), len = static_cast<off_t>(e.length);
+  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) == 0) return Status::Ok();
+  if (errno != EOPNOTSUPP) return Status::StorageErrno(what + ": punching", errno);
+  if (::fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len) == 0) return Status::Ok();
+  static const std::vector<uint8_t> zeros(1 << 20, 0);
+  for (uint64_t done = 0; done < e.length;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), e.length - done));
+    ROMULUS_RETURN_IF_ERROR(PwriteAll(fd, zeros.data(), n, e.offset + done, what));
+    done += n;
+  }
+  return Status::Ok();
+}
+
+uint64_t DiskBlockHash(uint64_t block, const uint8_t* bytes4k) { return PageHash(block, bytes4k); }
+
+Result<uint64_t> DiskFileDigest(int fd, uint64_t size) {
+  uint64_t sum = 0;
+  Status err;
+  std::vector<uint8_t> buf(256 * kImagePage);
+  ForEachDataRange(fd, size, [&](uint64_t off, uint64_t len) {
+    for (uint64_t pos = off; err.ok() && pos < off + len;) {
+      const uint64_t n = std::min<uint64_t>(buf.size(), off + len - pos);
+      std::memset(buf.data(), 0, buf.size());
+      err = PreadAll(fd, buf.data(), static_cast<size_t>(n), pos, "reading a disk");
+      for (uint64_t b = 0; err.ok() && b * kImagePage < n; ++b) {
+        sum += DiskBlockHash(pos / kImagePage + b, buf.data() + b * kImagePage);
+      }
+      pos += n;
+    }
+  });
+  if (!err.ok()) return err;
+  return sum;
 }
 
 }  // namespace romulus::sim

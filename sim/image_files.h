@@ -37,8 +37,26 @@ void ForEachDataRange(int fd, uint64_t size, const std::function<void(uint64_t, 
 // for zero pages), then its PATH.state bytes installed atomically, then the
 // journal reset. Idempotent: a crash during replay replays again at the next
 // Open. Refuses (Corruption) a record that does not fit the image.
+// A version-2 record's disk section is applied after the pages, in order,
+// to disk_fd(id) (-1 for a disk the caller does not have: Corruption);
+// re-applying a sequence of positional writes and zero ranges from its start
+// gives the same bytes however much of it ran before, so replay stays
+// idempotent with disks.
 Status ReplayJournalRecord(int image_fd, int journal_fd, const JournalRecord& rec, const std::string& state_path,
-                           size_t max_state, bool durable);
+                           size_t max_state, bool durable,
+                           const std::function<int(uint32_t disk_id)>& disk_fd = nullptr);
+
+// Applies one disk entry to the disk file fd: pwrite, or a zero range
+// (a punched hole, else FALLOC_FL_ZERO_RANGE, else written zeros).
+Status ApplyDiskEntry(int fd, const DiskEntry& e, const std::string& what);
+
+// The whole-disk digest of [0, size) of fd: the memory digest's rule over
+// 4 KiB blocks (block number as seed, all-zero block 0), the last partial
+// block padded with zeros. Reads only the data ranges. Storage on a read error.
+Result<uint64_t> DiskFileDigest(int fd, uint64_t size);
+// PageHash of one 4 KiB block of a disk (block may be partial at the end:
+// the caller pads it).
+uint64_t DiskBlockHash(uint64_t block, const uint8_t* bytes4k);
 
 // Bitmaps of pfns (one bit each).
 inline bool TestBit(const std::vector<uint64_t>& bits, uint64_t i) { return (bits[i / 64] >> (i % 64)) & 1; }

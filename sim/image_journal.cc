@@ -23,7 +23,13 @@ namespace {
 //  40 u32 identity length   44 u32 state length   48 identity, state
 //  then u64 XXH3 of every byte before it.
 constexpr char kStateMagic[8] = {'R', 'I', 'M', 'G', 'S', 'T', 'A', 'T'};
+// Version 2 (written when the guest has disks) appends, after the state:
+//   u32 disk count, per disk: u32 id, u32 flags (bit 0: digest kept),
+//   u64 size, u64 digest, u32 name length, name.
 constexpr uint32_t kStateFileVersion = 1;
+constexpr uint32_t kStateFileVersionDisks = 2;
+constexpr size_t kDiskStateHead = 28;
+constexpr size_t kMaxDiskSection = 4 + kMaxImageDisks * (kDiskStateHead + kMaxImageDiskName);
 constexpr size_t kStateHeader = 48;
 constexpr uint32_t kFlagCommitted = 1;
 
@@ -31,12 +37,16 @@ constexpr uint32_t kFlagCommitted = 1;
 //   0 "RIMGJRNL"  8 u32 version  12 u32 reserved  16 u64 epoch
 //  24 u64 guest pages  32 u64 page count  40 u64 state file length
 //  48 u64 XXH3 of bytes 0..48
+// Version 2 (a guest with disks): 48 u64 disk section length, 56 u64 XXH3
+// of bytes 0..56; the disk section follows the pages, the marker follows it
+// (the body hash covers head, pages and disk section).
 // Commit marker (32 bytes at marker_offset):
 //   0 "RIMGCMIT"  8 u64 epoch  16 u64 body hash  24 u64 XXH3 of bytes 0..24
 constexpr char kJournalMagic[8] = {'R', 'I', 'M', 'G', 'J', 'R', 'N', 'L'};
 constexpr char kMarkerMagic[8] = {'R', 'I', 'M', 'G', 'C', 'M', 'I', 'T'};
 constexpr uint32_t kJournalVersion = 1;
-constexpr size_t kJournalHeader = 56;
+constexpr uint32_t kJournalVersionDisks = 2;
+constexpr size_t kJournalHeaderV2 = 64;
 constexpr size_t kMarkerSize = 32;
 
 const std::vector<std::pair<CommitStep, std::string>>& Steps() {
@@ -155,10 +165,15 @@ bool IsZeroImagePage(const uint8_t* page) {
 
 void EncodeStateFile(const StateFile& sf, std::vector<uint8_t>* out) {
   std::vector<uint8_t>& b = *out;
-  b.resize(kStateHeader + sf.identity.size() + sf.state.size() + 8);
+  size_t disk_bytes = 0;
+  if (!sf.disks.empty()) {
+    disk_bytes = 4;
+    for (const DiskState& d : sf.disks) disk_bytes += kDiskStateHead + d.name.size();
+  }
+  b.resize(kStateHeader + sf.identity.size() + sf.state.size() + disk_bytes + 8);
   uint8_t* p = b.data();
   std::memcpy(p, kStateMagic, 8);
-  StoreLE32(p + 8, kStateFileVersion);
+  StoreLE32(p + 8, sf.disks.empty() ? kStateFileVersion : kStateFileVersionDisks);
   StoreLE32(p + 12, sf.committed ? kFlagCommitted : 0);
   StoreLE64(p + 16, sf.epoch);
   StoreLE64(p + 24, sf.pages);
@@ -167,26 +182,66 @@ void EncodeStateFile(const StateFile& sf, std::vector<uint8_t>* out) {
   StoreLE32(p + 44, static_cast<uint32_t>(sf.state.size()));
   if (!sf.identity.empty()) std::memcpy(p + kStateHeader, sf.identity.data(), sf.identity.size());
   if (!sf.state.empty()) std::memcpy(p + kStateHeader + sf.identity.size(), sf.state.data(), sf.state.size());
+  if (!sf.disks.empty()) {
+    uint8_t* q = p + kStateHeader + sf.identity.size() + sf.state.size();
+    StoreLE32(q, static_cast<uint32_t>(sf.disks.size()));
+    q += 4;
+    for (const DiskState& d : sf.disks) {
+      StoreLE32(q, d.id);
+      StoreLE32(q + 4, d.has_digest ? 1 : 0);
+      StoreLE64(q + 8, d.size);
+      StoreLE64(q + 16, d.digest);
+      StoreLE32(q + 24, static_cast<uint32_t>(d.name.size()));
+      std::memcpy(q + kDiskStateHead, d.name.data(), d.name.size());
+      q += kDiskStateHead + d.name.size();
+    }
+  }
   StoreLE64(p + b.size() - 8, XXH3_64bits(p, b.size() - 8));
 }
 
 Status DecodeStateFile(std::span<const uint8_t> bytes, size_t max_state, const std::string& what, StateFile* out) {
   const size_t n = bytes.size();
-  if (n > kStateHeader + kMaxImageIdentity + max_state + 8) {
+  if (n > kStateHeader + kMaxImageIdentity + max_state + kMaxDiskSection + 8) {
     return Status::Corruption(what + ": larger than any state file");
   }
   if (n < kStateHeader + 8) return Status::Corruption(what + ": truncated");
   const uint8_t* p = bytes.data();
   if (std::memcmp(p, kStateMagic, 8) != 0) return Status::Corruption(what + ": bad magic");
-  if (LoadLE32(p + 8) != kStateFileVersion) {
-    return Status::Corruption(what + ": unsupported version " + std::to_string(LoadLE32(p + 8)));
+  const uint32_t version = LoadLE32(p + 8);
+  if (version != kStateFileVersion && version != kStateFileVersionDisks) {
+    return Status::Corruption(what + ": unsupported version " + std::to_string(version));
   }
   const uint32_t id_len = LoadLE32(p + 40);
   const uint32_t st_len = LoadLE32(p + 44);
-  if (id_len > kMaxImageIdentity || st_len > max_state || kStateHeader + id_len + st_len + 8 != n) {
+  if (id_len > kMaxImageIdentity || st_len > max_state ||
+      (version == kStateFileVersion ? kStateHeader + id_len + st_len + 8 != n
+                                    : kStateHeader + id_len + st_len + 4 + 8 > n)) {
     return Status::Corruption(what + ": lengths do not match the file");
   }
   if (LoadLE64(p + n - 8) != XXH3_64bits(p, n - 8)) return Status::Corruption(what + ": checksum mismatch");
+  out->disks.clear();
+  if (version == kStateFileVersionDisks) {
+    size_t pos = kStateHeader + id_len + st_len;
+    const size_t end = n - 8;
+    const uint32_t count = LoadLE32(p + pos);
+    pos += 4;
+    if (count == 0 || count > kMaxImageDisks) return Status::Corruption(what + ": bad disk count");
+    for (uint32_t i = 0; i < count; ++i) {
+      if (end - pos < kDiskStateHead) return Status::Corruption(what + ": truncated disk list");
+      DiskState d;
+      d.id = LoadLE32(p + pos);
+      d.has_digest = (LoadLE32(p + pos + 4) & 1) != 0;
+      d.size = LoadLE64(p + pos + 8);
+      d.digest = LoadLE64(p + pos + 16);
+      const uint32_t name_len = LoadLE32(p + pos + 24);
+      pos += kDiskStateHead;
+      if (name_len > kMaxImageDiskName || end - pos < name_len) return Status::Corruption(what + ": bad disk name");
+      d.name.assign(reinterpret_cast<const char*>(p + pos), name_len);
+      pos += name_len;
+      out->disks.push_back(std::move(d));
+    }
+    if (pos != end) return Status::Corruption(what + ": lengths do not match the file");
+  }
   out->committed = (LoadLE32(p + 12) & kFlagCommitted) != 0;
   out->epoch = LoadLE64(p + 16);
   out->pages = LoadLE64(p + 24);
@@ -205,7 +260,7 @@ Status ReadStateFile(const std::string& path, size_t max_state, bool* exists, St
   }
   *exists = true;
   // Bounded read: never trust a length from the file before checking it.
-  const size_t limit = kStateHeader + kMaxImageIdentity + max_state + 8;
+  const size_t limit = kStateHeader + kMaxImageIdentity + max_state + kMaxDiskSection + 8;
   std::vector<uint8_t> buf(limit + 1);
   size_t n = 0;
   while (n < buf.size()) {
@@ -262,23 +317,30 @@ Status SyncDirOf(const std::string& path) {
 // PATH.journal
 
 void BuildJournalHead(uint64_t epoch, uint64_t guest_pages, std::span<const uint64_t> pfns,
-                      std::span<const uint8_t> state_file, JournalLayout* out) {
+                      std::span<const uint8_t> state_file, JournalLayout* out, uint64_t disk_bytes, bool with_disks) {
+  const bool v2 = with_disks || disk_bytes > 0;
   const uint64_t n = pfns.size();
   const uint64_t body = kImagePage + n * 8 + state_file.size();
   std::vector<uint8_t>& h = out->head;
   h.assign(RoundUpPage(body), 0);
   uint8_t* p = h.data();
   std::memcpy(p, kJournalMagic, 8);
-  StoreLE32(p + 8, kJournalVersion);
+  StoreLE32(p + 8, v2 ? kJournalVersionDisks : kJournalVersion);
   StoreLE64(p + 16, epoch);
   StoreLE64(p + 24, guest_pages);
   StoreLE64(p + 32, n);
   StoreLE64(p + 40, state_file.size());
-  StoreLE64(p + 48, XXH3_64bits(p, 48));
+  if (v2) {
+    StoreLE64(p + 48, disk_bytes);
+    StoreLE64(p + 56, XXH3_64bits(p, 56));
+  } else {
+    StoreLE64(p + 48, XXH3_64bits(p, 48));
+  }
   for (uint64_t i = 0; i < n; ++i) StoreLE64(p + kImagePage + i * 8, pfns[i]);
   if (!state_file.empty()) std::memcpy(p + kImagePage + n * 8, state_file.data(), state_file.size());
   out->pages_offset = h.size();
-  out->marker_offset = out->pages_offset + n * kImagePage;
+  out->disk_offset = out->pages_offset + n * kImagePage;
+  out->marker_offset = out->disk_offset + disk_bytes;
 }
 
 std::vector<uint8_t> BuildJournalMarker(uint64_t epoch, uint64_t body_hash) {
@@ -290,29 +352,33 @@ std::vector<uint8_t> BuildJournalMarker(uint64_t epoch, uint64_t body_hash) {
   return m;
 }
 
-Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* out) {
+Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* out, uint64_t max_disk) {
   *out = JournalRecord{};
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::StorageErrno("journal", errno);
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < kImagePage) return Status::Ok();  // empty (or never begun)
-  uint8_t hdr[kJournalHeader];
+  uint8_t hdr[kJournalHeaderV2];
   ROMULUS_RETURN_IF_ERROR(PreadAll(fd, hdr, sizeof hdr, 0, "reading the journal header"));
-  if (std::memcmp(hdr, kJournalMagic, 8) != 0 || LoadLE32(hdr + 8) != kJournalVersion ||
-      LoadLE64(hdr + 48) != XXH3_64bits(hdr, 48)) {
+  const uint32_t version = LoadLE32(hdr + 8);
+  const bool v2 = version == kJournalVersionDisks;
+  if (std::memcmp(hdr, kJournalMagic, 8) != 0 || (version != kJournalVersion && !v2) ||
+      (v2 ? LoadLE64(hdr + 56) != XXH3_64bits(hdr, 56) : LoadLE64(hdr + 48) != XXH3_64bits(hdr, 48))) {
     return Status::Ok();  // reset, or a header that never fully reached the disk
   }
   const uint64_t n = LoadLE64(hdr + 32);
   const uint64_t state_len = LoadLE64(hdr + 40);
-  const size_t state_limit = 64 + kMaxImageIdentity + max_state;
+  const uint64_t disk_len = v2 ? LoadLE64(hdr + 48) : 0;
+  const size_t state_limit = 64 + kMaxImageIdentity + max_state + kMaxDiskSection;
   // Bounds first: a damaged header must not size an allocation.
-  if (n > max_pages || state_len > state_limit) return Status::Ok();
+  if (n > max_pages || state_len > state_limit || disk_len > max_disk) return Status::Ok();
   out->present = true;
   out->epoch = LoadLE64(hdr + 16);
   out->guest_pages = LoadLE64(hdr + 24);
   const uint64_t head_len = RoundUpPage(kImagePage + n * 8 + state_len);
   out->pages_offset = head_len;
-  const uint64_t marker_off = head_len + n * kImagePage;
+  const uint64_t disk_off = head_len + n * kImagePage;
+  const uint64_t marker_off = disk_off + disk_len;
   if (size < marker_off + kMarkerSize) return Status::Ok();  // the body never fully arrived
 
   uint8_t marker[kMarkerSize];
@@ -340,12 +406,49 @@ Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* 
   out->pfns.resize(n);
   for (uint64_t i = 0; i < n; ++i) out->pfns[i] = LoadLE64(head.data() + kImagePage + i * 8);
   out->state_file.assign(head.data() + kImagePage + n * 8, head.data() + kImagePage + n * 8 + state_len);
+  if (disk_len > 0) {
+    out->disk_section.resize(disk_len);
+    ROMULUS_RETURN_IF_ERROR(PreadAll(fd, out->disk_section.data(), disk_len, disk_off, "reading the journal"));
+  }
   out->complete = true;
   return Status::Ok();
 }
 
+void EncodeDiskEntryHead(const DiskEntry& e, uint8_t* out) {
+  StoreLE32(out, e.disk_id);
+  out[4] = e.kind;
+  out[5] = e.flags;
+  out[6] = out[7] = 0;
+  StoreLE64(out + 8, e.offset);
+  StoreLE64(out + 16, e.length);
+}
+
+Status ForEachDiskEntry(std::span<const uint8_t> section, const std::function<Status(const DiskEntry&)>& fn) {
+  size_t pos = 0;
+  while (pos < section.size()) {
+    if (section.size() - pos < kDiskEntryHead) return Status::Corruption("disk section: truncated entry");
+    const uint8_t* p = section.data() + pos;
+    DiskEntry e;
+    e.disk_id = LoadLE32(p);
+    e.kind = p[4];
+    e.flags = p[5];
+    e.offset = LoadLE64(p + 8);
+    e.length = LoadLE64(p + 16);
+    pos += kDiskEntryHead;
+    if (e.kind == kDiskEntryWrite) {
+      if (section.size() - pos < e.length) return Status::Corruption("disk section: truncated write");
+      e.data = section.data() + pos;
+      pos += e.length;
+    } else if (e.kind != kDiskEntryZero) {
+      return Status::Corruption("disk section: unknown entry kind " + std::to_string(e.kind));
+    }
+    ROMULUS_RETURN_IF_ERROR(fn(e));
+  }
+  return Status::Ok();
+}
+
 Status ResetJournal(int fd, bool durable) {
-  uint8_t zero[kJournalHeader] = {};
+  uint8_t zero[kJournalHeaderV2] = {};
   ROMULUS_RETURN_IF_ERROR(PwriteAll(fd, zero, sizeof zero, 0, "resetting the journal"));
   if (durable && ::fdatasync(fd) != 0) return Status::StorageErrno("syncing the journal", errno);
   return Status::Ok();

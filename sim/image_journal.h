@@ -14,6 +14,7 @@
 #include <sys/uio.h>
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -55,6 +56,19 @@ void CrashIfAt(CommitStep at, CommitStep step);
 // ---------------------------------------------------------------------------
 // PATH.state
 
+// A disk kept next to the image (PATH.disk<id>, docs/IMAGE-FORMAT.md).
+struct DiskState {
+  uint32_t id = 0;
+  uint64_t size = 0;
+  std::string name;
+  // The whole-disk digest of the committed disk (DiskFileDigest's rule);
+  // only kept for disks up to kMaxDigestedDisk (see image_sink.h).
+  bool has_digest = false;
+  uint64_t digest = 0;
+};
+inline constexpr size_t kMaxImageDisks = 8;
+inline constexpr size_t kMaxImageDiskName = 64;
+
 struct StateFile {
   bool committed = false;
   uint64_t epoch = 0;
@@ -62,6 +76,7 @@ struct StateFile {
   uint64_t digest = 0;
   std::string identity;
   std::vector<uint8_t> state;
+  std::vector<DiskState> disks;  // format version 2 when not empty
 };
 
 // Serialises into *out (capacity reused).
@@ -88,17 +103,45 @@ struct JournalRecord {
   std::vector<uint64_t> pfns;       // with kJournalZeroPage flags
   std::vector<uint8_t> state_file;  // the PATH.state bytes of the epoch
   uint64_t pages_offset = 0;        // file offset of page i = pages_offset + i * 4096
+  // Version 2: the epoch's disk records (the DiskEntry encoding below),
+  // after the pages, applied in order after them.
+  std::vector<uint8_t> disk_section;
 };
+
+// ---------------------------------------------------------------------------
+// Disk records as staged and journaled: per record a 24-byte head (u32
+// disk_id, u8 kind = protocol DiskRecordKind kWrite or kZero, u8 flags,
+// u16 0, u64 offset, u64 length) and, for a write, its `length` bytes.
+// Flush records are not kept: the backup's unit of durability is the commit.
+inline constexpr size_t kDiskEntryHead = 24;
+inline constexpr uint8_t kDiskEntryWrite = 1;
+inline constexpr uint8_t kDiskEntryZero = 3;
+struct DiskEntry {
+  uint32_t disk_id = 0;
+  uint8_t kind = 0;
+  uint8_t flags = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  const uint8_t* data = nullptr;  // kDiskEntryWrite: length bytes
+};
+void EncodeDiskEntryHead(const DiskEntry& e, uint8_t* out);
+// Walks a section; Corruption for a truncated or unknown entry (nothing of
+// a damaged section is trusted: a complete record's hash already checked it).
+Status ForEachDiskEntry(std::span<const uint8_t> section, const std::function<Status(const DiskEntry&)>& fn);
 
 // Lays out one record. The caller writes the head, then the pages, then the
 // marker, at the offsets given (see docs/IMAGE-FORMAT.md).
 struct JournalLayout {
   std::vector<uint8_t> head;  // header block + pfn table + state file, padded to a page
   uint64_t pages_offset = 0;
+  uint64_t disk_offset = 0;
   uint64_t marker_offset = 0;
 };
+// disk_bytes > 0 (or with_disks) writes a version-2 record whose disk
+// section of disk_bytes follows the pages (disk_offset); the marker follows it.
 void BuildJournalHead(uint64_t epoch, uint64_t guest_pages, std::span<const uint64_t> pfns,
-                      std::span<const uint8_t> state_file, JournalLayout* out);
+                      std::span<const uint8_t> state_file, JournalLayout* out, uint64_t disk_bytes = 0,
+                      bool with_disks = false);
 // The 32-byte commit marker; body_hash is XXH3 over head and pages.
 std::vector<uint8_t> BuildJournalMarker(uint64_t epoch, uint64_t body_hash);
 
@@ -106,7 +149,9 @@ std::vector<uint8_t> BuildJournalMarker(uint64_t epoch, uint64_t body_hash);
 // invalid header is present = false; a record whose marker or body hash does
 // not check out is present, not complete. Bounded by max_pages/max_state
 // before anything is allocated.
-Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* out);
+// max_disk bounds the disk section read into memory (larger: not present).
+Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* out,
+                   uint64_t max_disk = uint64_t{1} << 30);
 // Invalidates the record in place (zeroes its header), fdatasync if durable.
 Status ResetJournal(int fd, bool durable);
 

@@ -4,12 +4,14 @@
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <new>
 
 #include "sim/image_files.h"
@@ -32,6 +34,7 @@ ImageSink::~ImageSink() {
   activated_.reset();  // stops its workload thread
   UnmapImage();
   if (journal_fd_ >= 0) ::close(journal_fd_);
+  for (const auto& [id, fd] : disk_fds_) ::close(fd);
   if (fd_ >= 0) ::close(fd_);  // releases the lock
 }
 
@@ -114,6 +117,29 @@ Status ImageSink::LoadExisting() {
     spdlog::warn("{}", recovery_note_);
     return Status::Ok();
   }
+  // The disks are part of the checkpoint: each must be there, of its size,
+  // and (where kept) match its digest, or nothing committed is trusted.
+  for (const DiskState& d : sf.disks) {
+    Result<int> dfd = OpenDisk(d.id, false);
+    std::string problem;
+    struct stat dst;
+    if (!dfd.ok()) {
+      problem = dfd.status().message();
+    } else if (::fstat(*dfd, &dst) != 0 || static_cast<uint64_t>(dst.st_size) != d.size) {
+      problem = disk_path(d.id) + " is not " + std::to_string(d.size) + " bytes";
+    } else if (d.has_digest) {
+      Result<uint64_t> dg = DiskFileDigest(*dfd, d.size);
+      if (!dg.ok()) return dg.status();
+      if (*dg != d.digest) problem = disk_path(d.id) + " does not match its digest in " + state_path();
+    }
+    if (!problem.empty()) {
+      recovery_note_ = "image " + path + ": disk " + std::to_string(d.id) + " of epoch " + std::to_string(sf.epoch) +
+                       ": " + problem + ": holding no committed epoch";
+      spdlog::warn("{}", recovery_note_);
+      return Status::Ok();
+    }
+  }
+  committed_disks_ = std::move(sf.disks);
   committed_identity_ = std::move(sf.identity);
   committed_state_ = std::move(sf.state);
   last_committed_.store(sf.epoch, std::memory_order_release);
@@ -136,7 +162,10 @@ Status ImageSink::RecoverJournal() {
     return Status::Ok();
   }
   ROMULUS_RETURN_IF_ERROR(ReplayJournalRecord(fd_, journal_fd_, rec, state_path(), options_.max_state_bytes,
-                                              options_.durable));
+                                              options_.durable, [this](uint32_t id) {
+                                                Result<int> fd = OpenDisk(id, false);
+                                                return fd.ok() ? *fd : -1;
+                                              }));
   recovery_note_ = "replayed epoch " + std::to_string(rec.epoch) +
                    " from the journal (its commit was interrupted after the commit point)";
   spdlog::warn("image {}: {}", options_.path, recovery_note_);
@@ -252,7 +281,7 @@ Status ImageSink::EnsureApplied() {
   ROMULUS_RETURN_IF_ERROR(ReadJournal(journal_fd_, kMaxSinkPages, options_.max_state_bytes, &rec));
   if (rec.complete) {
     ROMULUS_RETURN_IF_ERROR(ReplayJournalRecord(fd_, journal_fd_, rec, state_path(), options_.max_state_bytes,
-                                                options_.durable)
+                                                options_.durable, [this](uint32_t id) { return disk_fd(id); })
                                 .With("re-applying epoch " + std::to_string(rec.epoch)));
     for (uint64_t e : rec.pfns) {
       if ((e & kJournalZeroPage) == 0 && e < pages_) SetBit(allocated_, e, true);
@@ -263,8 +292,50 @@ Status ImageSink::EnsureApplied() {
 }
 
 Status ImageSink::BeginSession(uint64_t guest_pages, const std::string& identity) {
+  return BeginSessionWithDisks(guest_pages, identity, {});
+}
+
+int ImageSink::disk_fd(uint32_t id) const {
+  for (const auto& [i, fd] : disk_fds_) {
+    if (i == id) return fd;
+  }
+  return -1;
+}
+
+// The fd of disk `id`, opened once (created if asked; an anonymous memfd
+// without a path).
+Result<int> ImageSink::OpenDisk(uint32_t id, bool create) {
+  if (int fd = disk_fd(id); fd >= 0) return fd;
+  int fd;
+  if (options_.path.empty()) {
+    if (!create) return Status::InvalidArgument("no disk " + std::to_string(id));
+    fd = ::memfd_create(("romulus-disk" + std::to_string(id)).c_str(), MFD_CLOEXEC);
+    if (fd < 0) return Status::StorageErrno("creating an in-memory disk", errno);
+  } else {
+    fd = ::open(disk_path(id).c_str(), O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+    if (fd < 0) return Status::StorageErrno("opening " + disk_path(id), errno);
+    if (create && options_.durable) {
+      Status s = SyncDirOf(disk_path(id));
+      if (!s.ok()) {
+        ::close(fd);
+        return s;
+      }
+    }
+  }
+  disk_fds_.emplace_back(id, fd);
+  return fd;
+}
+
+Status ImageSink::BeginSessionWithDisks(uint64_t guest_pages, const std::string& identity,
+                                        std::span<const protocol::DiskInfo> disks) {
   Discard();
   in_session_ = false;
+  if (disks.size() > kMaxImageDisks) return Status::OutOfRange("image sink: too many disks");
+  for (const protocol::DiskInfo& d : disks) {
+    if (d.name.size() > kMaxImageDiskName || d.size_bytes == 0) {
+      return Status::InvalidArgument("image sink: disk " + std::to_string(d.id) + " is malformed");
+    }
+  }
   if (guest_pages == 0 || guest_pages >= kMaxSinkPages) {
     return Status::OutOfRange("image sink: a guest of " + std::to_string(guest_pages) + " pages is out of range");
   }
@@ -284,8 +355,62 @@ Status ImageSink::BeginSession(uint64_t guest_pages, const std::string& identity
       has_committed_.store(false, std::memory_order_release);
       committed_identity_.clear();
       committed_state_.clear();
+      committed_disks_.clear();
     }
   }
+  if (has_committed() && !committed_disks_.empty()) {
+    // The committed disks are part of the checkpoint failover would use:
+    // a session with other disks (ids or sizes) must not overwrite them.
+    bool same = committed_disks_.size() == disks.size();
+    for (size_t i = 0; same && i < disks.size(); ++i) {
+      same = committed_disks_[i].id == disks[i].id && committed_disks_[i].size == disks[i].size_bytes;
+    }
+    if (!same) {
+      std::string had;
+      for (const DiskState& d : committed_disks_) {
+        had += (had.empty() ? "" : ", ") + std::to_string(d.id) + ":" + std::to_string(d.size);
+      }
+      if (!options_.start_over) {
+        return Status::InvalidArgument("image " + (options_.path.empty() ? std::string("(memory)") : options_.path) +
+                                       " holds epoch " + std::to_string(last_committed_epoch()) +
+                                       " with disks (id:bytes) " + had + "; refusing a session with " +
+                                       std::to_string(disks.size()) +
+                                       " other disk(s) (start over to replace it)");
+      }
+      spdlog::warn("image sink: dropping committed epoch {} (disks {}) for a session with other disks",
+                   last_committed_epoch(), had);
+      has_committed_.store(false, std::memory_order_release);
+      committed_identity_.clear();
+      committed_state_.clear();
+      committed_disks_.clear();
+    }
+  }
+  // The session's disk files: a disk with committed data is kept as it is
+  // (the size matched above); any other is made an all-zero sparse file.
+  session_disks_.clear();
+  for (const protocol::DiskInfo& d : disks) {
+    DiskState ds;
+    ds.id = d.id;
+    ds.size = d.size_bytes;
+    ds.name = d.name;
+    ds.has_digest = d.size_bytes <= kMaxDigestedDisk;
+    const DiskState* kept = nullptr;
+    if (has_committed()) {
+      for (const DiskState& c : committed_disks_) {
+        if (c.id == d.id) kept = &c;
+      }
+    }
+    Result<int> fd = OpenDisk(d.id, true);
+    if (!fd.ok()) return fd.status();
+    if (kept != nullptr) {
+      ds.has_digest = kept->has_digest;
+      ds.digest = kept->digest;
+    } else if (::ftruncate(*fd, 0) != 0 || ::ftruncate(*fd, static_cast<off_t>(d.size_bytes)) != 0) {
+      return Status::StorageErrno("sizing disk " + disk_path(d.id), errno);
+    }
+    session_disks_.push_back(std::move(ds));
+  }
+  if (!disk_staged_) disk_staged_ = std::make_unique<buffer::ReusableBuffer>(0, options_.max_disk_staging_bytes);
   if (!has_committed()) {
     // Nothing to protect. PATH.state says "no committed epoch" first, so a
     // crash from here on never presents the half-written image as a
@@ -402,12 +527,59 @@ Status ImageSink::OnState(uint64_t epoch, std::span<const uint8_t> record) {
   return Status::Ok();
 }
 
+Status ImageSink::OnDisk(uint64_t epoch, uint32_t disk_id, const protocol::DiskRecord& record) {
+  ROMULUS_RETURN_IF_ERROR(CheckEpoch(epoch, "disk record"));
+  const DiskState* disk = nullptr;
+  for (const DiskState& d : session_disks_) {
+    if (d.id == disk_id) disk = &d;
+  }
+  if (disk == nullptr) return Status::Corruption("image sink: record for unknown disk " + std::to_string(disk_id));
+  if (record.kind == protocol::DiskRecordKind::kFlush) return Status::Ok();
+  const bool write = record.kind == protocol::DiskRecordKind::kWrite;
+  if ((!write && record.kind != protocol::DiskRecordKind::kZero) || record.length == 0 ||
+      record.offset > disk->size || record.length > disk->size - record.offset ||
+      (write && record.data.size() != record.length)) {
+    return Status::Corruption("image sink: disk " + std::to_string(disk_id) + " record at " +
+                              std::to_string(record.offset) + "+" + std::to_string(record.length) +
+                              " does not fit the disk of " + std::to_string(disk->size) + " bytes");
+  }
+  DiskEntry e;
+  e.disk_id = disk_id;
+  e.kind = write ? kDiskEntryWrite : kDiskEntryZero;
+  e.flags = record.flags;
+  e.offset = record.offset;
+  e.length = record.length;
+  e.data = write ? record.data.data() : nullptr;
+  if (direct_) {
+    // First epoch: nothing committed can be hurt (Discard forces a resync).
+    return ApplyDiskEntry(disk_fd(disk_id), e, "writing disk " + disk_path(disk_id));
+  }
+  const size_t need = kDiskEntryHead + (write ? record.length : 0);
+  if (need > disk_staged_->max_capacity() - disk_staged_->size()) {
+    return Status::OutOfRange("image sink: epoch " + std::to_string(epoch) + " carries more disk data than the " +
+                              std::to_string(disk_staged_->max_capacity()) +
+                              "-byte staging bound of this backup (max_disk_staging_bytes); refusing the epoch");
+  }
+  Result<uint8_t*> dst = disk_staged_->Append(need);
+  if (!dst.ok()) return dst.status().With("staging a disk record");
+  EncodeDiskEntryHead(e, *dst);
+  if (write) std::memcpy(*dst + kDiskEntryHead, record.data.data(), record.length);
+  disk_staged_->Commit(need);
+  return Status::Ok();
+}
+
 Status ImageSink::Commit(uint64_t epoch) {
   ROMULUS_RETURN_IF_ERROR(CheckEpoch(epoch, "commit"));
   Status s = EnsureApplied();
   if (!s.ok()) {
     ClearStaging();
     return s;
+  }
+  s = PrepareDiskDigests();
+  if (!s.ok()) {
+    if (direct_) need_resync_ = true;
+    ClearStaging();
+    return s.With("committing epoch " + std::to_string(epoch));
   }
   return direct_ ? CommitDirect(epoch) : CommitStaged(epoch);
 }
@@ -416,6 +588,8 @@ void ImageSink::FinishCommit(uint64_t epoch) {
   digest_value_.store(digest_->value(), std::memory_order_release);
   if (staged_has_state_) committed_state_.swap(staged_state_);  // capacity of both is kept
   committed_identity_ = session_identity_;
+  session_disks_ = staged_disks_;
+  committed_disks_ = staged_disks_;
   last_committed_.store(epoch, std::memory_order_release);
   has_committed_.store(true, std::memory_order_release);
   session_committed_ = true;
@@ -432,6 +606,7 @@ StateFile ImageSink::StagedStateFile() const {
   sf.epoch = staging_epoch_;
   sf.digest = digest_->value();
   sf.state = staged_has_state_ ? staged_state_ : committed_state_;
+  sf.disks = staged_disks_;
   return sf;
 }
 
@@ -449,6 +624,7 @@ Status ImageSink::CommitDirect(uint64_t epoch) {
   if (fd_ >= 0) {
     Status s;
     if (options_.durable && ::fdatasync(fd_) != 0) s = Status::StorageErrno("syncing image " + options_.path, errno);
+    if (s.ok() && options_.durable) s = SyncDisks();
     if (s.ok()) s = WriteStateFile(StagedStateFile(), /*committing=*/true);
     if (!s.ok()) {
       need_resync_ = true;

@@ -69,6 +69,20 @@
 // SimSpec and a SimGuest is restored from the image and the committed state,
 // then (options.run_activated) its workload thread started.
 //
+// Disks (docs/DISK.md §6, docs/IMAGE-FORMAT.md). Each disk of the session
+// is a sparse file PATH.disk<id> (anonymous memfds without a path), sized at
+// BeginSession; a different disk list or size while committed data exists
+// is refused unless start_over, as for memory. An epoch's disk records are
+// staged in one reusable buffer bounded by max_disk_staging_bytes (beyond
+// it the epoch is refused, OutOfRange → ERROR resource: memory stays bounded
+// whatever the primary sends), journaled in the SAME record as the epoch's
+// pages (a version-2 record with a disk section), committed by the same
+// marker and applied after the pages. The first-epoch shortcut writes disk
+// records straight into the disk files too (nothing committed can be lost).
+// PATH.state lists the disks with the whole-disk digest of each committed
+// disk up to kMaxDigestedDisk bytes (computed per commit from the old and new
+// contents of the blocks the epoch touched: O(touched bytes) reads).
+//
 // Threading: the GuestSink calls come from one thread (the receiver);
 // has_committed(), last_committed_epoch() and digest() may be read from any.
 #pragma once
@@ -83,6 +97,7 @@
 #include "buffer/reusable_buffer.h"
 #include "common/digest.h"
 #include "common/status.h"
+#include "protocol/disk_records.h"
 #include "restore/guest_sink.h"
 #include "sim/image_journal.h"
 #include "sim/sim_guest.h"
@@ -96,7 +111,13 @@ struct ImageSinkOptions {
   bool run_activated = true; // Activate() starts the resumed guest's workload thread
   size_t max_state_bytes = size_t{1} << 20;  // per epoch; more is OutOfRange
   CommitStep crash_at = CommitStep::kNone;   // raise(SIGKILL) at this step of a commit (tests)
+  // Staged disk records of one epoch (heads + write bytes); more is refused.
+  size_t max_disk_staging_bytes = size_t{64} << 20;
 };
+
+// Disks up to this size keep a whole-disk digest in PATH.state (its
+// per-commit cost is bounded by the disk's size; larger disks: none kept).
+inline constexpr uint64_t kMaxDigestedDisk = uint64_t{64} << 20;
 
 class ImageSink : public restore::GuestSink {
  public:
@@ -108,6 +129,13 @@ class ImageSink : public restore::GuestSink {
 
   // GuestSink.
   Status BeginSession(uint64_t guest_pages, const std::string& identity) override;
+  bool supports_disks() const override { return true; }
+  Status BeginSessionWithDisks(uint64_t guest_pages, const std::string& identity,
+                               std::span<const protocol::DiskInfo> disks) override;
+  // Staged (or written directly in the first epoch); FLUSH records are not
+  // kept (the commit is the unit of durability). Corruption for an unknown
+  // disk or a range beyond it; OutOfRange beyond max_disk_staging_bytes.
+  Status OnDisk(uint64_t epoch, uint32_t disk_id, const protocol::DiskRecord& record) override;
   // Corruption for pfn >= guest pages, an epoch at or below the last one
   // committed in this session, or pages of two epochs mixed in one staging.
   Status OnPage(uint64_t epoch, uint64_t pfn, const uint8_t* page) override;
@@ -149,6 +177,14 @@ class ImageSink : public restore::GuestSink {
   const std::string& recovery_note() const { return recovery_note_; }
   // A committed epoch whose apply failed is waiting to be re-applied.
   bool replay_pending() const { return replay_pending_; }
+  // PATH.disk<id> (the disk files next to the image).
+  std::string disk_path(uint32_t id) const { return options_.path + ".disk" + std::to_string(id); }
+  // The committed disks (ids, sizes, names, whole-disk digests).
+  const std::vector<DiskState>& committed_disks() const { return committed_disks_; }
+  // An open fd of the session's or the committed disk `id`, or -1.
+  int disk_fd(uint32_t id) const;
+  // Bytes of disk records staged for the epoch in progress.
+  uint64_t staged_disk_bytes() const { return disk_staged_ ? disk_staged_->size() : 0; }
   // Changes the kill-point of later commits (tests; see ImageSinkOptions).
   void set_crash_at(CommitStep step) { options_.crash_at = step; }
   // The guest Activate() resumed (nullptr before); owned by the sink.
@@ -181,6 +217,10 @@ class ImageSink : public restore::GuestSink {
   void FinishCommit(uint64_t epoch);
   void RollBackDigest();
   void ClearStaging();
+  Result<int> OpenDisk(uint32_t id, bool create);
+  Status PrepareDiskDigests();
+  Status ApplyDiskSection();
+  Status SyncDisks();
 
   ImageSinkOptions options_;
   int fd_ = -1;          // the image, flock'ed for the sink's life
@@ -230,6 +270,14 @@ class ImageSink : public restore::GuestSink {
   bool reserve_supported_ = true;   // the filesystem has fallocate
   std::vector<uint64_t> sorted_pfns_;
   std::vector<uint64_t> apply_order_;  // staged slots in pfn order
+  // Disks: open fds by id (kept for the sink's life), the session's disks
+  // (digests: what the files hold as of the last commit), the committed
+  // list, the list the staged epoch would commit, and the staged records.
+  std::vector<std::pair<uint32_t, int>> disk_fds_;
+  std::vector<DiskState> session_disks_;
+  std::vector<DiskState> committed_disks_;
+  std::vector<DiskState> staged_disks_;
+  std::unique_ptr<buffer::ReusableBuffer> disk_staged_;
   std::string recovery_note_;
   std::unique_ptr<SimGuest> activated_;
   std::string activation_reason_;

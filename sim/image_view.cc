@@ -99,11 +99,68 @@ Result<std::unique_ptr<ImageView>> ImageView::Open(const std::string& path, size
                                        "reading " + path + ".journal"));
     }
   }
+  if (rec.complete) v->disk_section_ = std::move(rec.disk_section);
+  v->disks_ = sf.disks;
+  v->path_ = path;
+  for (const DiskState& d : v->disks_) {
+    struct stat dst;
+    const std::string dp = path + ".disk" + std::to_string(d.id);
+    if (::stat(dp.c_str(), &dst) != 0) return Status::Corruption("the checkpoint's disk " + dp + " is missing");
+    if (static_cast<uint64_t>(dst.st_size) != d.size) {
+      return Status::Corruption(dp + " is " + std::to_string(dst.st_size) + " bytes, its checkpoint says " +
+                                std::to_string(d.size));
+    }
+  }
   v->epoch_ = sf.epoch;
   v->recorded_digest_ = sf.digest;
   v->identity_ = std::move(sf.identity);
   v->state_ = std::move(sf.state);
   return v;
+}
+
+Status ImageView::ReadDisk(uint32_t id, uint64_t offset, std::span<uint8_t> out) const {
+  const DiskState* d = nullptr;
+  for (const DiskState& x : disks_) {
+    if (x.id == id) d = &x;
+  }
+  if (d == nullptr) return Status::InvalidArgument("the checkpoint has no disk " + std::to_string(id));
+  if (offset > d->size || out.size() > d->size - offset) {
+    return Status::InvalidArgument("read beyond disk " + std::to_string(id));
+  }
+  const std::string dp = path_ + ".disk" + std::to_string(id);
+  Fd fd(::open(dp.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return Status::StorageErrno("opening " + dp, errno);
+  ROMULUS_RETURN_IF_ERROR(PreadAll(fd.get(), out.data(), out.size(), offset, "reading " + dp));
+  // What a restart's replay would write, in its order, over this range.
+  const uint64_t end = offset + out.size();
+  return ForEachDiskEntry(disk_section_, [&](const DiskEntry& e) {
+    if (e.disk_id != id) return Status::Ok();
+    const uint64_t lo = std::max(offset, e.offset), hi = std::min(end, e.offset + e.length);
+    if (lo >= hi) return Status::Ok();
+    if (e.kind == kDiskEntryWrite) {
+      std::memcpy(out.data() + (lo - offset), e.data + (lo - e.offset), hi - lo);
+    } else {
+      std::memset(out.data() + (lo - offset), 0, hi - lo);
+    }
+    return Status::Ok();
+  });
+}
+
+Result<uint64_t> ImageView::DiskDigest(uint32_t id) const {
+  const DiskState* d = nullptr;
+  for (const DiskState& x : disks_) {
+    if (x.id == id) d = &x;
+  }
+  if (d == nullptr) return Status::InvalidArgument("the checkpoint has no disk " + std::to_string(id));
+  uint64_t sum = 0;
+  std::vector<uint8_t> buf(256 * kImagePage);
+  for (uint64_t pos = 0; pos < d->size; pos += buf.size()) {
+    const uint64_t n = std::min<uint64_t>(buf.size(), d->size - pos);
+    std::memset(buf.data(), 0, buf.size());
+    ROMULUS_RETURN_IF_ERROR(ReadDisk(id, pos, {buf.data(), static_cast<size_t>(n)}));
+    for (uint64_t b = 0; b * kImagePage < n; ++b) sum += DiskBlockHash(pos / kImagePage + b, buf.data() + b * kImagePage);
+  }
+  return sum;
 }
 
 }  // namespace romulus::sim

@@ -11,10 +11,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "sim/image_journal.h"
 
 namespace romulus::sim {
 
@@ -44,6 +46,16 @@ class ImageView {
   const std::string& note() const { return note_; }
   bool from_journal() const { return from_journal_; }
 
+  // The checkpoint's disks (PATH.state, or the pending journal record's).
+  const std::vector<DiskState>& disks() const { return disks_; }
+  // Reads [offset, offset + out.size()) of disk `id` as the checkpoint has
+  // it: PATH.disk<id>, with a pending complete journal record's disk
+  // records laid over it in order (in this process only). InvalidArgument
+  // for an unknown disk or a range outside it.
+  Status ReadDisk(uint32_t id, uint64_t offset, std::span<uint8_t> out) const;
+  // The whole-disk digest (DiskFileDigest's rule) of disk `id` as ReadDisk sees it.
+  Result<uint64_t> DiskDigest(uint32_t id) const;
+
  private:
   ImageView() = default;
   uint64_t epoch_ = 0, pages_ = 0, recorded_digest_ = 0;
@@ -53,6 +65,9 @@ class ImageView {
   std::vector<uint64_t> maybe_data_;  // one bit per page: a data range of the file, or a journal page
   std::string note_;
   bool from_journal_ = false;
+  std::string path_;
+  std::vector<DiskState> disks_;
+  std::vector<uint8_t> disk_section_;  // of a complete pending record
 };
 
 }  // namespace romulus::sim

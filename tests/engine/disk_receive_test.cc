@@ -1,0 +1,466 @@
+// The backup's half of disk replication (docs/DISK.md §6, PROTOCOL.md
+// §3.10): hand-built DISK/DISK_END frames through a real CheckpointReceiver
+// over a socketpair into a file-backed ImageSink. A good epoch is staged,
+// committed with its memory and acked once; every broken epoch ends in ERROR
+// with nothing of it applied: the previous checkpoint's image, disk and state
+// files are byte-identical afterwards.
+#include <gtest/gtest.h>
+#include <xxhash.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "buffer/reusable_buffer.h"
+#include "common/digest.h"
+#include "common/little_endian.h"
+#include "compress/page_batch.h"
+#include "protocol/disk_records.h"
+#include "protocol/frame_io.h"
+#include "protocol/messages.h"
+#include "restore/checkpoint_receiver.h"
+#include "sim/image_files.h"
+#include "sim/image_sink.h"
+#include "tests/engine/stream_pair.h"
+
+namespace romulus {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using protocol::ErrorCode;
+using protocol::FrameType;
+
+constexpr uint32_t kDiskId = 7;
+constexpr uint64_t kDiskSize = 1 << 20;
+
+uint64_t FileHash(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return 0;
+  std::vector<char> b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return XXH3_64bits(b.data(), b.size()) ^ (b.size() << 1) ^ 1;
+}
+
+std::map<std::string, uint64_t> DirHashes(const std::string& dir) {
+  std::map<std::string, uint64_t> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() != ".journal") out[e.path().filename()] = FileHash(e.path());
+  }
+  return out;
+}
+
+std::vector<uint8_t> Block(uint8_t fill, size_t n = 4096) { return std::vector<uint8_t>(n, fill); }
+
+class DiskReceive : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (fs::temp_directory_path() / "disk_recv.XXXXXX").string();
+    ASSERT_NE(mkdtemp(dir_.data()), nullptr);
+    path_ = dir_ + "/g.img";
+  }
+  void TearDown() override {
+    if (backup_.joinable()) {
+      pair_.primary->Shutdown();
+      backup_.join();
+    }
+    sink_.reset();
+    fs::remove_all(dir_);
+  }
+  void StartBackup(restore::ReceiverOptions ro = {}) {
+    sim::ImageSinkOptions so;
+    so.path = path_;
+    so.run_activated = false;
+    so.max_disk_staging_bytes = staging_;
+    auto s = sim::ImageSink::Open(so);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    sink_ = std::move(*s);
+    dd_.Reset();  // a test may start over with a new backup
+    pair_ = test_engine::MakeStreamPair();
+    ro.failover_timeout = 5000ms;
+    receiver_ = std::make_unique<restore::CheckpointReceiver>(ro);
+    backup_ = std::thread([this] { end_ = receiver_->Serve(*pair_.backup, *sink_, nullptr); });
+    writer_ = std::make_unique<protocol::FrameWriter>(pair_.primary.get());
+    reader_ = std::make_unique<protocol::FrameReader>(pair_.primary.get(), &rb_);
+  }
+  protocol::HelloAck Hello(uint64_t caps, uint64_t required, bool expect_accept = true) {
+    protocol::Hello h;
+    h.capabilities = caps;
+    h.required = required;
+    h.cache_pages = 16;
+    h.guest_pages = 16;
+    h.session_id = 3;
+    h.identity = "sim:size=64K,disk=1M";
+    if ((caps & protocol::kCapDisk) != 0) h.disks = {{kDiskId, kDiskSize, "xvda"}};
+    EXPECT_TRUE(writer_->Send(h, 0).ok());
+    auto f = Next();
+    EXPECT_TRUE(f.ok() && f->type() == FrameType::kHelloAck);
+    if (!f.ok()) return {};
+    auto ack = protocol::HelloAck::Decode(f->payload);
+    EXPECT_TRUE(ack.ok());
+    EXPECT_EQ(ack->accepted, expect_accept) << ack->text;
+    return *ack;
+  }
+  Result<protocol::Frame> Next() {
+    while (true) {
+      auto f = reader_->Next(transport::DeadlineIn(5000ms));
+      if (!f.ok() || f->type() != FrameType::kHeartbeat) return f;
+    }
+  }
+  // One page (pfn 1, filled with `fill`) in a PAGES frame; the memory digest
+  // of the epoch's image follows the page.
+  void Page(uint64_t epoch, uint8_t fill) {
+    std::vector<uint8_t> page = Block(fill);
+    uint8_t batch[8192];
+    compress::BatchWriter w(batch, sizeof batch);
+    ASSERT_TRUE(w.Append({1, compress::PageKind::kRaw, {page.data(), page.size()}}).ok());
+    ASSERT_TRUE(writer_->Write(FrameType::kPages, epoch, {batch, w.size()}).ok());
+    pages_ = 1;
+    payload_ = w.size();
+    digest_ = PageHash(1, page.data());
+  }
+  // A DISK frame from a builder; its records also feed the test's digest.
+  void Disk(uint64_t epoch, protocol::DiskFrameBuilder& b) {
+    auto p = b.payload();
+    ASSERT_TRUE(writer_->Write(FrameType::kDisk, epoch, p).ok());
+    protocol::DiskFrameParser parser;
+    std::vector<protocol::DiskInfo> disks = {{kDiskId, kDiskSize, "xvda"}};
+    if (parser.Open(p, disks).ok()) {
+      protocol::DiskRecord r;
+      while (parser.Next(&r)) dd_.Add(r);
+    }
+  }
+  void DiskEnd(uint64_t epoch, uint32_t id = kDiskId, uint64_t digest_xor = 0) {
+    protocol::DiskEnd e;
+    e.disk_id = id;
+    e.record_count = dd_.records();
+    e.data_bytes = dd_.data_bytes();
+    e.digest = dd_.value() ^ digest_xor;
+    ASSERT_TRUE(writer_->Send(e, epoch).ok());
+  }
+  void EpochEnd(uint64_t epoch) {
+    protocol::EpochEnd e;
+    e.page_count = pages_;
+    e.frame_count = pages_ ? 1 : 0;
+    e.payload_bytes = payload_;
+    e.digest = digest_;
+    ASSERT_TRUE(writer_->Send(e, epoch).ok());
+    dd_.Reset();
+  }
+  void ExpectAck(uint64_t epoch) {
+    auto f = Next();
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    ASSERT_EQ(f->type(), FrameType::kAck);
+    auto a = protocol::Ack::Decode(f->payload);
+    ASSERT_TRUE(a.ok());
+    EXPECT_EQ(a->epoch, epoch);
+  }
+  void ExpectError(ErrorCode code) {
+    auto f = Next();
+    ASSERT_TRUE(f.ok()) << f.status().ToString();
+    ASSERT_EQ(f->type(), FrameType::kError);
+    auto err = protocol::Error::Decode(f->payload);
+    ASSERT_TRUE(err.ok());
+    EXPECT_EQ(err->code, static_cast<uint16_t>(code)) << err->text;
+    error_text_ = err->text;
+    backup_.join();
+  }
+  // Epoch 1 (the direct first epoch): blocks 0..3 = 0x11, block 8 = 0x22; acked.
+  void CommitEpoch1() {
+    Hello(protocol::kCapDisk, protocol::kCapDisk);
+    Page(1, 0x51);
+    protocol::DiskFrameBuilder b;
+    b.Reset(kDiskId);
+    auto d = Block(0x11, 4 * 4096);
+    ASSERT_TRUE(b.AddWrite(0, d, false, false));
+    auto e = Block(0x22);
+    ASSERT_TRUE(b.AddWrite(8 * 4096, e, true, true));
+    ASSERT_TRUE(b.AddFlush());
+    Disk(1, b);
+    DiskEnd(1);
+    EpochEnd(1);
+    ExpectAck(1);
+    // The sink commits before it acks, so the files are settled now.
+    committed_files_ = DirHashes(dir_);
+  }
+  // After a refused epoch 2: still epoch 1, files untouched.
+  void ExpectEpoch1Kept() {
+    EXPECT_EQ(sink_->last_committed_epoch(), 1u);
+    EXPECT_EQ(sink_->digest(), PageHash(1, Block(0x51).data()));
+    EXPECT_EQ(DirHashes(dir_), committed_files_) << "a refused epoch changed the checkpoint's files";
+    sink_.reset();  // and a restarted backup finds epoch 1 too
+    sim::ImageSinkOptions so;
+    so.path = path_;
+    auto s = sim::ImageSink::Open(so);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    EXPECT_EQ((*s)->last_committed_epoch(), 1u) << (*s)->recovery_note();
+    ASSERT_EQ((*s)->committed_disks().size(), 1u);
+  }
+
+  std::string dir_, path_;
+  size_t staging_ = size_t{64} << 20;
+  std::unique_ptr<sim::ImageSink> sink_;
+  test_engine::StreamPair pair_;
+  std::unique_ptr<restore::CheckpointReceiver> receiver_;
+  restore::SessionEnd end_;
+  std::thread backup_;
+  buffer::ReusableBuffer rb_{4096, 1 << 20};
+  std::unique_ptr<protocol::FrameWriter> writer_;
+  std::unique_ptr<protocol::FrameReader> reader_;
+  protocol::DiskRecordDigest dd_;
+  uint64_t pages_ = 0, payload_ = 0, digest_ = 0;
+  std::map<std::string, uint64_t> committed_files_;
+  std::string error_text_;
+};
+
+std::vector<uint8_t> ReadDisk(const std::string& path, uint64_t off, size_t n) {
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(static_cast<std::streamoff>(off));
+  std::vector<uint8_t> b(n);
+  in.read(reinterpret_cast<char*>(b.data()), static_cast<std::streamsize>(n));
+  return b;
+}
+
+TEST_F(DiskReceive, EpochsAreCommittedWithMemoryAndAckedOnce) {
+  StartBackup();
+  CommitEpoch1();
+  EXPECT_EQ(ReadDisk(path_ + ".disk7", 0, 4 * 4096), Block(0x11, 4 * 4096));
+  EXPECT_EQ(ReadDisk(path_ + ".disk7", 8 * 4096, 4096), Block(0x22));
+  // Epoch 2, journaled: a partial overwrite, a zero range, a write in two
+  // frames, interleaved with the page.
+  protocol::DiskFrameBuilder b;
+  b.Reset(kDiskId);
+  auto w = Block(0x33, 1024);
+  ASSERT_TRUE(b.AddWrite(4096 + 512, w, false, false));
+  ASSERT_TRUE(b.AddZero(2 * 4096, 2 * 4096, true, false));
+  Disk(2, b);
+  Page(2, 0x52);
+  b.Reset(kDiskId);
+  auto x = Block(0x44);
+  ASSERT_TRUE(b.AddWrite(kDiskSize - 4096, x, false, true));
+  Disk(2, b);
+  DiskEnd(2);
+  EpochEnd(2);
+  ExpectAck(2);
+  ASSERT_TRUE(writer_->Send(protocol::Bye{}, 2).ok());
+  auto bye = Next();
+  ASSERT_TRUE(bye.ok() && bye->type() == FrameType::kBye);
+  backup_.join();
+  EXPECT_EQ(end_.epochs_committed, 2u);
+
+  std::vector<uint8_t> want = Block(0x11, 2 * 4096);
+  std::memset(want.data() + 4096 + 512, 0x33, 1024);
+  EXPECT_EQ(ReadDisk(path_ + ".disk7", 0, 2 * 4096), want);
+  EXPECT_EQ(ReadDisk(path_ + ".disk7", 2 * 4096, 2 * 4096), Block(0, 2 * 4096));
+  EXPECT_EQ(ReadDisk(path_ + ".disk7", 8 * 4096, 4096), Block(0x22));
+  EXPECT_EQ(ReadDisk(path_ + ".disk7", kDiskSize - 4096, 4096), Block(0x44));
+  // PATH.state records the disk and a digest that is the file's.
+  ASSERT_EQ(sink_->committed_disks().size(), 1u);
+  const sim::DiskState& d = sink_->committed_disks()[0];
+  EXPECT_EQ(d.id, kDiskId);
+  EXPECT_EQ(d.size, kDiskSize);
+  EXPECT_EQ(d.name, "xvda");
+  ASSERT_TRUE(d.has_digest);
+  auto fd_digest = sim::DiskFileDigest(sink_->disk_fd(kDiskId), kDiskSize);
+  ASSERT_TRUE(fd_digest.ok());
+  EXPECT_EQ(d.digest, *fd_digest);
+  EXPECT_NE(d.digest, 0u);
+}
+
+TEST_F(DiskReceive, AMissingDiskEndIsAProtocolErrorAndNothingIsApplied) {
+  StartBackup();
+  CommitEpoch1();
+  protocol::DiskFrameBuilder b;
+  b.Reset(kDiskId);
+  auto w = Block(0x99);
+  ASSERT_TRUE(b.AddWrite(0, w, false, false));
+  Disk(2, b);
+  Page(2, 0x52);
+  EpochEnd(2);
+  ExpectError(ErrorCode::kProtocol);
+  EXPECT_NE(error_text_.find("without DISK_END"), std::string::npos) << error_text_;
+  ExpectEpoch1Kept();
+}
+
+TEST_F(DiskReceive, AWrongDiskDigestIsADigestMismatch) {
+  StartBackup();
+  CommitEpoch1();
+  protocol::DiskFrameBuilder b;
+  b.Reset(kDiskId);
+  auto w = Block(0x99);
+  ASSERT_TRUE(b.AddWrite(0, w, false, false));
+  Disk(2, b);
+  DiskEnd(2, kDiskId, /*digest_xor=*/1);
+  ExpectError(ErrorCode::kDigestMismatch);
+  ExpectEpoch1Kept();
+}
+
+TEST_F(DiskReceive, UnknownDiskBeyondTheEndOversizeAndCorruptFramesAreRefused) {
+  // Raw DISK payloads the builder would not make: each must be refused
+  // whole with ERROR protocol, nothing of epoch 2 applied.
+  auto record = [](uint8_t kind, uint8_t flags, uint32_t length, uint64_t offset, uint32_t data_len) {
+    std::vector<uint8_t> p(8 + protocol::kDiskRecordHeadSize + data_len, 0x5a);
+    StoreLE32(p.data(), kDiskId);
+    StoreLE32(p.data() + 4, 1);
+    uint8_t* r = p.data() + 8;
+    r[0] = kind;
+    r[1] = flags;
+    r[2] = r[3] = 0;
+    StoreLE32(r + 4, length);
+    StoreLE64(r + 8, offset);
+    StoreLE32(r + 16, data_len);
+    return p;
+  };
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> cases;
+  auto unknown = record(1, 0, 4096, 0, 4096);
+  StoreLE32(unknown.data(), 99);
+  cases.push_back({"unknown disk", unknown});
+  cases.push_back({"beyond the end", record(1, 0, 4096, kDiskSize, 4096)});
+  cases.push_back({"straddling the end", record(3, 0, 8192, kDiskSize - 4096, 0)});
+  cases.push_back({"oversize write", record(1, 0, protocol::kMaxDiskWriteChunk + 512, 0,
+                                            protocol::kMaxDiskWriteChunk + 512)});
+  auto reserved = record(1, 0, 4096, 0, 4096);
+  reserved[8 + 2] = 1;
+  cases.push_back({"reserved bits", reserved});
+  cases.push_back({"unknown kind", record(9, 0, 4096, 0, 0)});
+  auto truncated = record(1, 0, 4096, 0, 4096);
+  truncated.pop_back();
+  cases.push_back({"truncated data", truncated});
+  for (const auto& [name, payload] : cases) {
+    SCOPED_TRACE(name);
+    TearDown();
+    SetUp();
+    StartBackup();
+    CommitEpoch1();
+    Page(2, 0x52);
+    ASSERT_TRUE(writer_->Write(FrameType::kDisk, 2, payload).ok());
+    ExpectError(ErrorCode::kProtocol);
+    ExpectEpoch1Kept();
+  }
+}
+
+TEST_F(DiskReceive, DiskFramesAfterTheirDiskEndOrTwoDiskEndsAreRefused) {
+  for (bool second_end : {false, true}) {
+    SCOPED_TRACE(second_end ? "second DISK_END" : "DISK after DISK_END");
+    TearDown();
+    SetUp();
+    StartBackup();
+    CommitEpoch1();
+    DiskEnd(2);
+    if (second_end) {
+      DiskEnd(2);
+    } else {
+      protocol::DiskFrameBuilder b;
+      b.Reset(kDiskId);
+      auto w = Block(0x99);
+      ASSERT_TRUE(b.AddWrite(0, w, false, false));
+      Disk(2, b);
+    }
+    ExpectError(ErrorCode::kProtocol);
+    ExpectEpoch1Kept();
+  }
+}
+
+TEST_F(DiskReceive, AnEpochBeyondTheStagingBoundIsAResourceError) {
+  staging_ = 64 * 1024;  // the first epoch is written directly: not bounded
+  StartBackup();
+  CommitEpoch1();
+  protocol::DiskFrameBuilder b;
+  b.Reset(kDiskId);
+  auto w = Block(0x77, 128 * 1024);
+  ASSERT_TRUE(b.AddWrite(0, w, false, false));
+  Disk(2, b);
+  ExpectError(ErrorCode::kResource);
+  EXPECT_NE(error_text_.find("staging bound"), std::string::npos) << error_text_;
+  EXPECT_EQ(end_.cause, restore::EndCause::kCorruptStream) << "the backup is fine: no failover on this";
+  ExpectEpoch1Kept();
+}
+
+TEST_F(DiskReceive, DiskFramesWithoutTheCapabilityAreAProtocolError) {
+  StartBackup();
+  Hello(0, 0);
+  protocol::DiskFrameBuilder b;
+  b.Reset(kDiskId);
+  ASSERT_TRUE(b.AddFlush());
+  ASSERT_TRUE(writer_->Write(FrameType::kDisk, 1, b.payload()).ok());
+  ExpectError(ErrorCode::kProtocol);
+}
+
+// A sink that keeps memory only (the Xen backup's, for now).
+class MemoryOnlySink : public restore::GuestSink {
+ public:
+  Status BeginSession(uint64_t, const std::string&) override { return Status::Ok(); }
+  Status OnPage(uint64_t, uint64_t, const uint8_t*) override { return Status::Ok(); }
+  Status OnState(uint64_t, std::span<const uint8_t>) override { return Status::Ok(); }
+  Status Commit(uint64_t) override { return Status::Ok(); }
+  void Discard() override {}
+  Status Activate(const std::string&) override { return Status::Ok(); }
+  bool has_committed() const override { return false; }
+  uint64_t last_committed_epoch() const override { return 0; }
+};
+
+TEST(DiskCapability, ABackupThatCannotKeepDisksRefusesAPrimaryThatRequiresThem) {
+  for (bool sink_can : {false, true}) {
+    SCOPED_TRACE(sink_can ? "disks disabled by options" : "memory-only sink");
+    auto pair = test_engine::MakeStreamPair();
+    restore::ReceiverOptions ro;
+    if (sink_can) ro.capabilities &= ~protocol::kCapDisk;
+    restore::CheckpointReceiver receiver(ro);
+    MemoryOnlySink memory_only;
+    auto image = sim::ImageSink::Open({});
+    ASSERT_TRUE(image.ok());
+    restore::GuestSink& sink = sink_can ? static_cast<restore::GuestSink&>(**image) : memory_only;
+    restore::SessionEnd end;
+    std::thread backup([&] { end = receiver.Serve(*pair.backup, sink, nullptr); });
+    protocol::FrameWriter w(pair.primary.get());
+    protocol::Hello h;
+    h.capabilities = h.required = protocol::kCapDisk;
+    h.cache_pages = 16;
+    h.guest_pages = 16;
+    h.identity = "g";
+    h.disks = {{1, kDiskSize, "xvda"}};
+    ASSERT_TRUE(w.Send(h, 0).ok());
+    buffer::ReusableBuffer rb(4096, 1 << 20);
+    protocol::FrameReader r(pair.primary.get(), &rb);
+    auto f = r.Next(transport::DeadlineIn(5000ms));
+    ASSERT_TRUE(f.ok() && f->type() == FrameType::kHelloAck);
+    auto ack = protocol::HelloAck::Decode(f->payload);
+    ASSERT_TRUE(ack.ok());
+    EXPECT_FALSE(ack->accepted);
+    EXPECT_EQ(ack->error, ErrorCode::kCapabilities);
+    EXPECT_NE(ack->text.find("cannot keep the guest's disks"), std::string::npos) << ack->text;
+    EXPECT_EQ(ack->capabilities & protocol::kCapDisk, 0u);
+    backup.join();
+    EXPECT_FALSE(end.established);
+  }
+}
+
+TEST(DiskCapability, AnImageSinkAgreesDisksWhenOffered) {
+  auto pair = test_engine::MakeStreamPair();
+  restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
+  auto image = sim::ImageSink::Open({});
+  ASSERT_TRUE(image.ok());
+  std::thread backup([&] { (void)receiver.Serve(*pair.backup, **image, nullptr); });
+  protocol::FrameWriter w(pair.primary.get());
+  protocol::Hello h;
+  h.capabilities = h.required = protocol::kCapDisk;
+  h.cache_pages = 16;
+  h.guest_pages = 16;
+  h.identity = "g";
+  h.disks = {{1, kDiskSize, "xvda"}};
+  ASSERT_TRUE(w.Send(h, 0).ok());
+  buffer::ReusableBuffer rb(4096, 1 << 20);
+  protocol::FrameReader r(pair.primary.get(), &rb);
+  auto f = r.Next(transport::DeadlineIn(5000ms));
+  ASSERT_TRUE(f.ok() && f->type() == FrameType::kHelloAck);
+  auto ack = protocol::HelloAck::Decode(f->payload);
+  ASSERT_TRUE(ack.ok());
+  EXPECT_TRUE(ack->accepted) << ack->text;
+  EXPECT_NE(ack->capabilities & protocol::kCapDisk, 0u);
+  pair.primary->Shutdown();
+  backup.join();
+}
+
+}  // namespace
+}  // namespace romulus

@@ -1,0 +1,301 @@
+// ImageSink disks (docs/DISK.md §6, docs/IMAGE-FORMAT.md): staged records
+// are not applied before the commit; a crash at every commit step recovers
+// memory AND disk to the same epoch (N-1 before the marker, N from it on);
+// an old version-1 journal still recovers; a disk that does not match its
+// recorded digest is not trusted.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "common/digest.h"
+#include "protocol/disk_records.h"
+#include "sim/image_files.h"
+#include "sim/image_sink.h"
+
+namespace romulus::sim {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kPages = 16;
+constexpr uint32_t kId = 3;
+constexpr uint64_t kDiskBytes = 256 * 1024;
+const std::string kIdentity = "sim:size=64K";
+
+std::string MakeTempDir() {
+  std::string dir = (fs::temp_directory_path() / "image_disk.XXXXXX").string();
+  EXPECT_NE(mkdtemp(dir.data()), nullptr);
+  return dir;
+}
+
+const std::vector<protocol::DiskInfo>& Disks() {
+  static const std::vector<protocol::DiskInfo> d = {{kId, kDiskBytes, "xvdb"}};
+  return d;
+}
+
+// The model: epoch e writes page e%kPages with e, and on the disk a 4 KiB
+// block of byte e at block (e*5)%64, a 1 KiB write of e+100 at a block
+// edge, and zeroes block (e*3)%64.
+struct Model {
+  std::vector<uint8_t> memory = std::vector<uint8_t>(kPages * kPage, 0);
+  std::vector<uint8_t> disk = std::vector<uint8_t>(kDiskBytes, 0);
+};
+
+std::vector<Model> BuildModel(uint64_t epochs) {
+  std::vector<Model> m(epochs + 1);
+  for (uint64_t e = 1; e <= epochs; ++e) {
+    m[e] = m[e - 1];
+    std::memset(m[e].memory.data() + (e % kPages) * kPage, static_cast<int>(e), kPage);
+    std::memset(m[e].disk.data() + (e * 5 % 64) * kPage, static_cast<int>(e), kPage);
+    std::memset(m[e].disk.data() + (e * 7 % 64) * kPage + 3072, static_cast<int>(e + 100), 1024);
+    std::memset(m[e].disk.data() + (e * 3 % 64) * kPage, 0, kPage);
+  }
+  return m;
+}
+
+Status SendEpoch(ImageSink& sink, const std::vector<Model>& m, uint64_t e) {
+  ROMULUS_RETURN_IF_ERROR(sink.OnPage(e, e % kPages, m[e].memory.data() + (e % kPages) * kPage));
+  protocol::DiskRecord r;
+  r.kind = protocol::DiskRecordKind::kWrite;
+  r.offset = (e * 5 % 64) * kPage;
+  r.length = kPage;
+  // The records of e in the order the model applied them.
+  std::vector<uint8_t> full(kPage, static_cast<uint8_t>(e));
+  r.data = full;
+  ROMULUS_RETURN_IF_ERROR(sink.OnDisk(e, kId, r));
+  std::vector<uint8_t> part(1024, static_cast<uint8_t>(e + 100));
+  r.offset = (e * 7 % 64) * kPage + 3072;
+  r.length = 1024;
+  r.data = part;
+  ROMULUS_RETURN_IF_ERROR(sink.OnDisk(e, kId, r));
+  protocol::DiskRecord z;
+  z.kind = protocol::DiskRecordKind::kZero;
+  z.offset = (e * 3 % 64) * kPage;
+  z.length = kPage;
+  ROMULUS_RETURN_IF_ERROR(sink.OnDisk(e, kId, z));
+  protocol::DiskRecord f;  // a flush: an ordering marker, nothing to store
+  ROMULUS_RETURN_IF_ERROR(sink.OnDisk(e, kId, f));
+  return sink.Commit(e);
+}
+
+std::vector<uint8_t> ReadFile(const std::string& path) {
+  std::vector<uint8_t> b;
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return b;
+  b.resize(kDiskBytes + 1);
+  ssize_t n = ::pread(fd, b.data(), b.size(), 0);
+  ::close(fd);
+  b.resize(n < 0 ? 0 : static_cast<size_t>(n));
+  return b;
+}
+
+uint64_t DigestOf(const std::vector<uint8_t>& bytes) {
+  uint64_t sum = 0;
+  for (uint64_t i = 0; i < bytes.size() / kPage; ++i) sum += PageHash(i, bytes.data() + i * kPage);
+  return sum;
+}
+
+void ExpectRecoversTo(const std::string& path, const std::vector<Model>& m, uint64_t e) {
+  ImageSinkOptions o;
+  o.path = path;
+  o.run_activated = false;
+  auto r = ImageSink::Open(o);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ImageSink& sink = **r;
+  ASSERT_TRUE(sink.has_committed()) << sink.recovery_note();
+  EXPECT_EQ(sink.last_committed_epoch(), e);
+  EXPECT_EQ(std::memcmp(sink.image(), m[e].memory.data(), kPages * kPage), 0) << "memory of epoch " << e;
+  EXPECT_EQ(ReadFile(path + ".disk3"), m[e].disk) << "disk of epoch " << e;
+  ASSERT_EQ(sink.committed_disks().size(), 1u);
+  EXPECT_EQ(sink.committed_disks()[0].digest, DigestOf(m[e].disk));
+}
+
+TEST(ImageDiskTest, StagedRecordsAreAppliedOnlyAtCommitAndTheDigestFollows) {
+  const std::vector<Model> m = BuildModel(6);
+  const std::string dir = MakeTempDir();
+  const std::string path = dir + "/g.img";
+  ImageSinkOptions o;
+  o.path = path;
+  auto r = ImageSink::Open(o);
+  ASSERT_TRUE(r.ok());
+  ImageSink& sink = **r;
+  ASSERT_TRUE(sink.BeginSessionWithDisks(kPages, kIdentity, Disks()).ok());
+  EXPECT_EQ(fs::file_size(path + ".disk3"), kDiskBytes);
+  ASSERT_TRUE(SendEpoch(sink, m, 1).ok());  // direct
+  EXPECT_EQ(ReadFile(path + ".disk3"), m[1].disk);
+  for (uint64_t e = 2; e <= 6; ++e) {
+    // Stage without committing: the disk file is the previous epoch's.
+    std::vector<uint8_t> block(kPage, 0xab);
+    protocol::DiskRecord w;
+    w.kind = protocol::DiskRecordKind::kWrite;
+    w.offset = 0;
+    w.length = kPage;
+    w.data = block;
+    ASSERT_TRUE(sink.OnDisk(e, kId, w).ok());
+    EXPECT_GT(sink.staged_disk_bytes(), 0u);
+    EXPECT_EQ(ReadFile(path + ".disk3"), m[e - 1].disk);
+    sink.Discard();
+    EXPECT_EQ(sink.staged_disk_bytes(), 0u);
+    ASSERT_TRUE(SendEpoch(sink, m, e).ok());
+    EXPECT_EQ(ReadFile(path + ".disk3"), m[e].disk);
+    ASSERT_EQ(sink.committed_disks().size(), 1u);
+    EXPECT_EQ(sink.committed_disks()[0].digest, DigestOf(m[e].disk)) << "epoch " << e;
+  }
+  // Out-of-range records and unknown disks are refused, nothing staged.
+  protocol::DiskRecord bad;
+  bad.kind = protocol::DiskRecordKind::kZero;
+  bad.offset = kDiskBytes - 512;
+  bad.length = 1024;
+  EXPECT_EQ(sink.OnDisk(7, kId, bad).code(), Code::kCorruption);
+  bad.offset = 0;
+  EXPECT_EQ(sink.OnDisk(7, kId + 1, bad).code(), Code::kCorruption);
+  r->reset();
+  ExpectRecoversTo(path, m, 6);
+  fs::remove_all(dir);
+}
+
+TEST(ImageDiskTest, ADifferentDiskListIsRefusedWhileCommittedUnlessStartingOver) {
+  const std::vector<Model> m = BuildModel(1);
+  const std::string dir = MakeTempDir();
+  ImageSinkOptions o;
+  o.path = dir + "/g.img";
+  {
+    auto r = ImageSink::Open(o);
+    ASSERT_TRUE(r.ok());
+    ASSERT_TRUE((*r)->BeginSessionWithDisks(kPages, kIdentity, Disks()).ok());
+    ASSERT_TRUE(SendEpoch(**r, m, 1).ok());
+    std::vector<protocol::DiskInfo> bigger = {{kId, kDiskBytes * 2, "xvdb"}};
+    Status s = (*r)->BeginSessionWithDisks(kPages, kIdentity, bigger);
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
+    EXPECT_NE(s.message().find("other disk"), std::string::npos) << s.ToString();
+    EXPECT_FALSE((*r)->BeginSession(kPages, kIdentity).ok()) << "a session without the committed disk";
+    ASSERT_TRUE((*r)->BeginSessionWithDisks(kPages, kIdentity, Disks()).ok()) << "the same disks: kept";
+    EXPECT_EQ((*r)->last_committed_epoch(), 1u);
+  }
+  ExpectRecoversTo(o.path, m, 1);
+  o.start_over = true;
+  auto r = ImageSink::Open(o);
+  ASSERT_TRUE(r.ok());
+  std::vector<protocol::DiskInfo> bigger = {{kId, kDiskBytes * 2, "xvdb"}};
+  ASSERT_TRUE((*r)->BeginSessionWithDisks(kPages, kIdentity, bigger).ok());
+  EXPECT_EQ(fs::file_size(o.path + ".disk3"), kDiskBytes * 2);
+  fs::remove_all(dir);
+}
+
+// Forks a backup that commits epochs 1..k with disks, then dies at `step`
+// inside the commit of k+1.
+void CrashChild(const std::string& path, const std::vector<Model>& m, uint64_t k, CommitStep step, bool durable) {
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ImageSinkOptions o;
+    o.path = path;
+    o.durable = durable;
+    o.run_activated = false;
+    auto r = ImageSink::Open(o);
+    if (!r.ok() || !(*r)->BeginSessionWithDisks(kPages, kIdentity, Disks()).ok()) _exit(2);
+    for (uint64_t e = 1; e <= k; ++e) {
+      if (!SendEpoch(**r, m, e).ok()) _exit(3);
+    }
+    (*r)->set_crash_at(step);
+    Status s = SendEpoch(**r, m, k + 1);
+    _exit(s.ok() ? 4 : 5);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+      << CommitStepName(step) << ": child ended with status " << status;
+}
+
+TEST(ImageDiskTest, ACrashAtEveryCommitStepRecoversMemoryAndDiskToTheSameEpoch) {
+  const uint64_t k = 3;
+  const std::vector<Model> m = BuildModel(k + 2);
+  for (bool durable : {false, true}) {
+    for (const std::string& name : CommitStepNames()) {
+      SCOPED_TRACE(name + (durable ? " (durable)" : ""));
+      CommitStep step;
+      ASSERT_TRUE(ParseCommitStep(name, &step));
+      const std::string dir = MakeTempDir();
+      const std::string path = dir + "/g.img";
+      CrashChild(path, m, k, step, durable);
+      const uint64_t expect = step < CommitStep::kJournalMarker ? k : k + 1;
+      ExpectRecoversTo(path, m, expect);
+      // Replay is idempotent: a second Open (nothing left to replay) agrees.
+      ExpectRecoversTo(path, m, expect);
+      {
+        ImageSinkOptions o;
+        o.path = path;
+        o.run_activated = false;
+        auto r = ImageSink::Open(o);
+        ASSERT_TRUE(r.ok());
+        ASSERT_TRUE((*r)->BeginSessionWithDisks(kPages, kIdentity, Disks()).ok());
+        for (uint64_t e = expect + 1; e <= k + 2; ++e) ASSERT_TRUE(SendEpoch(**r, m, e).ok());
+      }
+      ExpectRecoversTo(path, m, k + 2);
+      fs::remove_all(dir);
+    }
+  }
+}
+
+TEST(ImageDiskTest, ACrashInTheFirstCommitLeavesNothingOrEpochOneWithItsDisk) {
+  const std::vector<Model> m = BuildModel(1);
+  for (CommitStep step : {CommitStep::kStateTmp, CommitStep::kStateRename}) {
+    SCOPED_TRACE(CommitStepName(step));
+    const std::string dir = MakeTempDir();
+    CrashChild(dir + "/g.img", m, 0, step, false);
+    if (step == CommitStep::kStateRename) {
+      ExpectRecoversTo(dir + "/g.img", m, 1);
+    } else {
+      ImageSinkOptions o;
+      o.path = dir + "/g.img";
+      auto r = ImageSink::Open(o);
+      ASSERT_TRUE(r.ok());
+      EXPECT_FALSE((*r)->has_committed());
+    }
+    fs::remove_all(dir);
+  }
+}
+
+TEST(ImageDiskTest, ADamagedDiskFileIsNotTrusted) {
+  const std::vector<Model> m = BuildModel(2);
+  const std::string dir = MakeTempDir();
+  ImageSinkOptions o;
+  o.path = dir + "/g.img";
+  {
+    auto r = ImageSink::Open(o);
+    ASSERT_TRUE(r.ok());
+    ASSERT_TRUE((*r)->BeginSessionWithDisks(kPages, kIdentity, Disks()).ok());
+    ASSERT_TRUE(SendEpoch(**r, m, 1).ok());
+    ASSERT_TRUE(SendEpoch(**r, m, 2).ok());
+  }
+  int fd = ::open((o.path + ".disk3").c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const uint8_t junk = 0x5f;
+  ASSERT_EQ(::pwrite(fd, &junk, 1, 40 * kPage + 17), 1);
+  ::close(fd);
+  auto r = ImageSink::Open(o);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE((*r)->has_committed());
+  EXPECT_NE((*r)->recovery_note().find("digest"), std::string::npos) << (*r)->recovery_note();
+  fs::remove_all(dir);
+}
+
+TEST(ImageDiskTest, AnInMemorySinkKeepsDisksToo) {
+  const std::vector<Model> m = BuildModel(4);
+  auto r = ImageSink::Open({});
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->BeginSessionWithDisks(kPages, kIdentity, Disks()).ok());
+  for (uint64_t e = 1; e <= 4; ++e) ASSERT_TRUE(SendEpoch(**r, m, e).ok());
+  std::vector<uint8_t> disk(kDiskBytes);
+  ASSERT_EQ(::pread((*r)->disk_fd(kId), disk.data(), disk.size(), 0), static_cast<ssize_t>(kDiskBytes));
+  EXPECT_EQ(disk, m[4].disk);
+  EXPECT_EQ((*r)->committed_disks()[0].digest, DigestOf(m[4].disk));
+}
+
+}  // namespace
+}  // namespace romulus::sim
