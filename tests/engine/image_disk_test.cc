@@ -5,6 +5,8 @@
 // recorded digest is not trusted.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include "protocol/disk_records.h"
 #include "sim/image_files.h"
 #include "sim/image_sink.h"
+#include "sim/image_view.h"
 
 namespace romulus::sim {
 namespace {
@@ -282,6 +285,99 @@ TEST(ImageDiskTest, ADamagedDiskFileIsNotTrusted) {
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE((*r)->has_committed());
   EXPECT_NE((*r)->recovery_note().find("digest"), std::string::npos) << (*r)->recovery_note();
+  fs::remove_all(dir);
+}
+
+TEST(ImageDiskTest, VerifysViewSeesTheDiskOfAPendingJournalRecord) {
+  // Crash after the marker, before the apply: the disk file is still N-1,
+  // the journal holds N; the read-only view must show N (what a restart
+  // replays) without writing anything.
+  const std::vector<Model> m = BuildModel(3);
+  const std::string dir = MakeTempDir();
+  const std::string path = dir + "/g.img";
+  CrashChild(path, m, 2, CommitStep::kJournalMarker, false);
+  EXPECT_EQ(ReadFile(path + ".disk3"), m[2].disk) << "not applied yet";
+  auto v = ImageView::Open(path);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ((*v)->epoch(), 3u);
+  ASSERT_EQ((*v)->disks().size(), 1u);
+  std::vector<uint8_t> disk(kDiskBytes);
+  ASSERT_TRUE((*v)->ReadDisk(kId, 0, disk).ok());
+  EXPECT_EQ(disk, m[3].disk);
+  auto dg = (*v)->DiskDigest(kId);
+  ASSERT_TRUE(dg.ok());
+  EXPECT_EQ(*dg, (*v)->disks()[0].digest);
+  EXPECT_EQ(*dg, DigestOf(m[3].disk));
+  EXPECT_EQ(ReadFile(path + ".disk3"), m[2].disk) << "the view wrote to the disk file";
+  std::vector<uint8_t> one(512);
+  EXPECT_FALSE((*v)->ReadDisk(kId, kDiskBytes - 256, one).ok());
+  EXPECT_FALSE((*v)->ReadDisk(kId + 1, 0, one).ok());
+  fs::remove_all(dir);
+}
+
+// A full filesystem under the disk files: every failed commit keeps N-1
+// (memory and disk, in the process and after a restart), and the next
+// commit with space succeeds.
+TEST(ImageDiskTest, DiskFullDuringACommitKeepsThePreviousEpoch) {
+  std::string dir = MakeTempDir();
+  if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=2097152") != 0) {
+    fs::remove_all(dir);
+    GTEST_SKIP() << "cannot mount a tmpfs here (" << strerror(errno) << "): needs root";
+  }
+  const std::string path = dir + "/g.img";
+  const std::vector<Model> m = BuildModel(1);
+  ImageSinkOptions o;
+  o.path = path;
+  o.run_activated = false;
+  auto r = ImageSink::Open(o);
+  ASSERT_TRUE(r.ok());
+  std::unique_ptr<ImageSink> sink = std::move(*r);
+  ASSERT_TRUE(sink->BeginSessionWithDisks(kPages, kIdentity, Disks()).ok());
+  ASSERT_TRUE(SendEpoch(*sink, m, 1).ok());
+  // Fill the filesystem, then stage an epoch whose disk write needs more
+  // blocks than are left (the disk is sparse: its holes need space).
+  const std::string filler = dir + "/filler";
+  int fd = ::open(filler.c_str(), O_RDWR | O_CREAT, 0600);
+  ASSERT_GE(fd, 0);
+  struct statvfs v;
+  ASSERT_EQ(::statvfs(dir.c_str(), &v), 0);
+  const uint64_t free_bytes = uint64_t{v.f_bavail} * v.f_frsize;
+  ASSERT_EQ(::fallocate(fd, 0, 0, static_cast<off_t>(free_bytes - 8 * kPage)), 0) << strerror(errno);
+  ::close(fd);
+  const auto disk_before = ReadFile(path + ".disk3");
+  std::vector<uint8_t> big(kDiskBytes / 2, 0x6b);
+  protocol::DiskRecord w;
+  w.kind = protocol::DiskRecordKind::kWrite;
+  w.offset = kDiskBytes / 2;
+  w.length = big.size();
+  w.data = big;
+  ASSERT_TRUE(sink->OnDisk(2, kId, w).ok());
+  Status s = sink->Commit(2);
+  ASSERT_EQ(s.code(), Code::kStorage) << s.ToString();
+  EXPECT_NE(s.message().find("still holding epoch 1"), std::string::npos) << s.ToString();
+  EXPECT_EQ(sink->last_committed_epoch(), 1u);
+  EXPECT_FALSE(sink->replay_pending());
+  EXPECT_EQ(ReadFile(path + ".disk3"), disk_before);
+  EXPECT_EQ(sink->committed_disks()[0].digest, DigestOf(m[1].disk));
+  sink.reset();
+  // Space again first: ExpectRecoversTo compares through the image's
+  // mapping, and a read fault on a tmpfs hole allocates (SIGBUS when full).
+  ::unlink(filler.c_str());
+  ExpectRecoversTo(path, m, 1);
+  // With space the same epoch commits.
+  {
+    auto again = ImageSink::Open(o);
+    ASSERT_TRUE(again.ok());
+    ASSERT_TRUE((*again)->BeginSessionWithDisks(kPages, kIdentity, Disks()).ok());
+    ASSERT_TRUE((*again)->OnDisk(2, kId, w).ok());
+    ASSERT_TRUE((*again)->Commit(2).ok());
+    EXPECT_EQ((*again)->last_committed_epoch(), 2u);
+    std::vector<uint8_t> want = m[1].disk;
+    std::memcpy(want.data() + kDiskBytes / 2, big.data(), big.size());
+    EXPECT_EQ(ReadFile(path + ".disk3"), want);
+    EXPECT_EQ((*again)->committed_disks()[0].digest, DigestOf(want));
+  }
+  ::umount2(dir.c_str(), MNT_DETACH);
   fs::remove_all(dir);
 }
 
