@@ -172,6 +172,9 @@ int RunRestore(int argc, char** argv) {
        "a fence command that has not exited after this long counts as failed")
       ("events-json", po::value<std::string>(), "append events (sessions, commits, decisions, fence, failover) to FILE, one JSON object per line (docs/EVENTS.md)")
       ("max-cache-size", po::value<std::string>()->default_value("1G"), "largest mirror cache a primary may ask for")
+      ("max-disk-staging", po::value<std::string>()->default_value("64M"),
+       "largest disk data one epoch may carry, staged in memory until its commit (a larger epoch is refused; "
+       "the first epoch of a new image is written directly and not bounded)")
       ("max-guest-size", po::value<std::string>()->default_value("64G"), "largest guest a primary may send")
       ("run-after-failover", po::value<std::string>()->default_value("0s"),
        "keep the activated simulated guest running this long before exiting (with --reverse-to: replicate it "
@@ -197,11 +200,12 @@ int RunRestore(int argc, char** argv) {
     return kExitUsage;
   }
   std::chrono::microseconds failover{}, run_after{}, fence_timeout{};
-  uint64_t max_cache = 0, max_guest = 0;
+  uint64_t max_cache = 0, max_guest = 0, max_disk_staging = 0;
   if (!GetDuration(kCmd, *vm, "failover-timeout", &failover) || !GetDuration(kCmd, *vm, "run-after-failover", &run_after) ||
       !GetDuration(kCmd, *vm, "fence-timeout", &fence_timeout) ||
       !GetSizeAtLeast(kCmd, *vm, "max-cache-size", 4096, &max_cache) ||
-      !GetSizeAtLeast(kCmd, *vm, "max-guest-size", 4096, &max_guest)) {
+      !GetSizeAtLeast(kCmd, *vm, "max-guest-size", 4096, &max_guest) ||
+      !GetSizeAtLeast(kCmd, *vm, "max-disk-staging", 1 << 20, &max_disk_staging)) {
     return kExitUsage;
   }
   if (!CheckRange(kCmd, "failover-timeout", failover.count(), 20000, 600e6, "20ms", "10m")) return kExitUsage;
@@ -337,6 +341,7 @@ int RunRestore(int argc, char** argv) {
     sink_opts.path = vm->count("image") ? (*vm)["image"].as<std::string>() : "";
     sink_opts.start_over = (*vm)["start-over"].as<bool>();
     sink_opts.durable = (*vm)["durable"].as<bool>();
+    sink_opts.max_disk_staging_bytes = static_cast<size_t>(max_disk_staging);
     if (sink_opts.path.empty()) spdlog::warn("no --image: the standby copy lives in memory only");
     auto is = sim::ImageSink::Open(sink_opts);
     if (!is.ok()) {
