@@ -2,6 +2,7 @@
 // The protocol, step by step, is in docs/IMAGE-FORMAT.md; the CommitStep
 // kill-points below mark its steps.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <spdlog/spdlog.h>
@@ -373,10 +374,22 @@ Status ImageSink::Activate(const std::string& reason) {
       return Status::Corruption("image sink: guest '" + committed_identity_ +
                                 "' has a disk but the committed checkpoint holds none");
     }
+    // It runs on a copy (PATH.disk<id>.live, or an anonymous file): the
+    // checkpoint's files stay exactly epoch N, as the memory image does while
+    // the resumed guest runs in its own memory, so a drill's checkpoint stays
+    // verifiable after the failover. (A real guest's disk is its backup copy
+    // itself: docs/DISK.md §8.)
     const uint32_t id = committed_disks_.front().id;
-    const std::string where =
-        options_.path.empty() ? "/proc/self/fd/" + std::to_string(disk_fd(id)) : disk_path(id);
-    ROMULUS_RETURN_IF_ERROR((*guest)->OpenDisk(where).With("resuming the guest's disk"));
+    const uint64_t size = committed_disks_.front().size;
+    int live = options_.path.empty()
+                   ? ::memfd_create("romulus-live-disk", MFD_CLOEXEC)
+                   : ::open((disk_path(id) + ".live").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (live < 0) return Status::Storage("image sink: creating the resumed guest's disk: " + std::string(std::strerror(errno)));
+    Status copied = CopySparse(disk_fd(id), live, size, "image sink: copying the checkpoint's disk for the resumed guest");
+    const std::string where = options_.path.empty() ? "/proc/self/fd/" + std::to_string(live) : disk_path(id) + ".live";
+    if (copied.ok()) copied = (*guest)->OpenDisk(where).With("resuming the guest's disk");
+    ::close(live);  // OpenDisk has its own descriptor
+    ROMULUS_RETURN_IF_ERROR(copied);
   }
   if (options_.run_activated) ROMULUS_RETURN_IF_ERROR((*guest)->Start());
   activated_ = std::move(*guest);

@@ -179,3 +179,34 @@ Result<uint64_t> DiskFileDigest(int fd, uint64_t size) {
 }
 
 }  // namespace romulus::sim
+
+namespace romulus::sim {
+
+Status CopySparse(int from, int to, uint64_t size, const std::string& what) {
+  if (::ftruncate(to, 0) != 0 || ::ftruncate(to, static_cast<off_t>(size)) != 0) {
+    return Status::Storage(what + ": truncate: " + std::strerror(errno));
+  }
+  std::vector<uint8_t> buf(uint64_t{1} << 20);
+  off_t pos = 0;
+  while (static_cast<uint64_t>(pos) < size) {
+    off_t data = ::lseek(from, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // no data after pos: the rest is a hole
+      return Status::Storage(what + ": seek data: " + std::strerror(errno));
+    }
+    if (static_cast<uint64_t>(data) >= size) break;
+    off_t hole = ::lseek(from, data, SEEK_HOLE);
+    if (hole < 0) return Status::Storage(what + ": seek hole: " + std::strerror(errno));
+    const uint64_t end = std::min<uint64_t>(static_cast<uint64_t>(hole), size);
+    for (uint64_t off = static_cast<uint64_t>(data); off < end;) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - off));
+      ROMULUS_RETURN_IF_ERROR(PreadAll(from, buf.data(), n, off, what));
+      ROMULUS_RETURN_IF_ERROR(PwriteAll(to, buf.data(), n, off, what));
+      off += n;
+    }
+    pos = static_cast<off_t>(end);
+  }
+  return Status::Ok();
+}
+
+}  // namespace romulus::sim

@@ -54,6 +54,9 @@ Status ApplyDiskEntry(int fd, const DiskEntry& e, const std::string& what);
 // 4 KiB blocks (block number as seed, all-zero block 0), the last partial
 // block padded with zeros. Reads only the data ranges. Storage on a read error.
 Result<uint64_t> DiskFileDigest(int fd, uint64_t size);
+// Copies the first `size` bytes of `from` into `to` (truncated to `size`),
+// data ranges only (SEEK_DATA/SEEK_HOLE): holes stay holes. Storage on failure.
+Status CopySparse(int from, int to, uint64_t size, const std::string& what);
 // PageHash of one 4 KiB block of a disk (block may be partial at the end:
 // the caller pads it).
 uint64_t DiskBlockHash(uint64_t block, const uint8_t* bytes4k);

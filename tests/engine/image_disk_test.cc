@@ -447,13 +447,20 @@ TEST(ImageDiskTest, ActivationResumesTheSimGuestOnItsDisk) {
   auto more = SimDiskRecordsInState(after);
   ASSERT_TRUE(more.ok());
   EXPECT_GT(*more, *records);
-  // The resumed writer wrote to the backup's disk file.
-  EXPECT_TRUE(CheckSimDisk(*spec, *more, [&](uint64_t off, std::span<uint8_t> out) -> Status {
-                int fd = ::open(sink.disk_path(0).c_str(), O_RDONLY);
-                ssize_t n = ::pread(fd, out.data(), out.size(), static_cast<off_t>(off));
-                ::close(fd);
-                return n == static_cast<ssize_t>(out.size()) ? Status::Ok() : Status::Storage("short read");
-              }).ok());
+  // The resumed writer continues on a copy of the checkpoint's disk
+  // (PATH.disk<id>.live), which holds every record it wrote...
+  auto read_file = [&](const std::string& path) {
+    return [path](uint64_t off, std::span<uint8_t> out) -> Status {
+      int fd = ::open(path.c_str(), O_RDONLY);
+      ssize_t n = fd < 0 ? -1 : ::pread(fd, out.data(), out.size(), static_cast<off_t>(off));
+      if (fd >= 0) ::close(fd);
+      return n == static_cast<ssize_t>(out.size()) ? Status::Ok() : Status::Storage("short read");
+    };
+  };
+  EXPECT_TRUE(CheckSimDisk(*spec, *more, read_file(sink.disk_path(0) + ".live")).ok());
+  // ...while the checkpoint's own disk stays exactly epoch 1, verifiable.
+  EXPECT_TRUE(CheckSimDisk(*spec, *records, read_file(sink.disk_path(0))).ok());
+  EXPECT_FALSE(CheckSimDisk(*spec, *more, read_file(sink.disk_path(0))).ok());
   r->reset();
   fs::remove_all(dir);
 }
