@@ -81,7 +81,7 @@ lab_elapsed() { awk -v a="$1" -v b="$(lab_now)" 'BEGIN{printf "%.2f", b-a}'; }
 # The guest: the lab's Debian kernel + the counter initramfs (see domu-init.sh), as a
 # $LAB_GUEST_TYPE guest (scripts/xen-lab --guest): pv (default), or pvh (the same bzImage
 # booted directly through its PVH entry point; console hvc0 and xen-netfront as for PV);
-# with LAB_GUEST_VIF set, also one PV NIC (its xl vif spec).
+# with LAB_GUEST_VIF set, also one PV NIC (its xl vif spec); with LAB_GUEST_DISK, one disk.
 lab_guest_cfg() {
   _n=$1; _m=${2:-128}; _v=${3:-1}; _x=${4:-}; _t=${LAB_GUEST_TYPE:-pv}
   case $_t in pv|pvh) ;; *) echo "lab_guest_cfg: LAB_GUEST_TYPE=$_t (pv or pvh)" >&2; return 1 ;; esac
@@ -111,6 +111,9 @@ EOC
   fi
   # LAB_GUEST_VIF: one PV NIC, e.g. "mac=00:16:3e:4c:00:02,script=/lab/vif-lab"
   [ -n "${LAB_GUEST_VIF:-}" ] && echo "vif = [ '$LAB_GUEST_VIF' ]" >>"$LAB_WORK/$_n.cfg"
+  # LAB_GUEST_DISK: one xl disk spec, e.g. "vdev=xvdb, access=rw, script=/lab/block-lab,
+  # target=/dev/nbd0" (blkback in dom0, xen-blkfront in the guest: domu-init.sh lab_disk=)
+  [ -n "${LAB_GUEST_DISK:-}" ] && echo "disk = [ '$LAB_GUEST_DISK' ]" >>"$LAB_WORK/$_n.cfg"
   echo "$LAB_WORK/$_n.cfg"
 }
 

@@ -4,15 +4,20 @@
 #   lab_rand_kb  KiB of fresh random data (incompressible), default 1024
 #   lab_same_kb  KiB rewritten in place with identical content (dirty but unchanged), default 3072
 #   lab_ip       A.B.C.D/N for eth0 (PV NIC), default none
+#   lab_disk     a data disk (e.g. /dev/xvdb, xen-blkfront) for `labdisk write`: a numbered,
+#                checksummed 4 KiB record every lab_disk_ms (default 300) ms, each followed by
+#                "DISKREC <n>" once its write returned (labdisk.c); default none
+#   lab_disk_max stop the writer after record n (it prints "DISKDONE <n>"), default 0: never
 # (all can be set on the guest's kernel command line). The counter lives only in the
 # guest's memory, so after a Remus failover it must continue, not restart from 1.
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 mount -t tmpfs -o size=32m tmpfs /mnt
-rand_kb=1024; same_kb=3072; ip=""
+rand_kb=1024; same_kb=3072; ip=""; disk=""; disk_ms=300; disk_max=0
 for a in $(cat /proc/cmdline); do
-  case $a in lab_rand_kb=*) rand_kb=${a#*=};; lab_same_kb=*) same_kb=${a#*=};; lab_ip=*) ip=${a#*=};; esac
+  case $a in lab_rand_kb=*) rand_kb=${a#*=};; lab_same_kb=*) same_kb=${a#*=};; lab_ip=*) ip=${a#*=};;
+    lab_disk=*) disk=${a#*=};; lab_disk_ms=*) disk_ms=${a#*=};; lab_disk_max=*) disk_max=${a#*=};; esac
 done
 # lab_ip=A.B.C.D/N: bring up the PV NIC (xen-netfront) with that address, so dom0 can
 # talk to the guest through its vif (the netbuf-vif scenario).
@@ -21,6 +26,17 @@ if [ -n "$ip" ]; then
   i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do i=$((i+1)); sleep 0.1; done
   ip link set lo up; ip addr add "$ip" dev eth0 && ip link set eth0 up && echo "DOMU-NET eth0 $ip" \
     || echo "DOMU-NET-FAILED"
+fi
+# lab_disk=DEV: the disk writer runs beside the counter, from its own memory (a resumed guest
+# continues its loop); its lines go to the console as the counter's do.
+if [ -n "$disk" ]; then
+  lab-load-modules
+  i=0; while [ ! -b "$disk" ] && [ $i -lt 300 ]; do i=$((i+1)); sleep 0.1; done
+  if [ -b "$disk" ]; then
+    ( labdisk write "$disk" 1 "$disk_ms" "" "$disk_max"; echo "DISKWRITER-EXIT rc=$?" ) &
+  else
+    echo "DISKERR no $disk after 30 s"
+  fi
 fi
 dd if=/dev/urandom of=/mnt/base bs=1k count=$same_kb 2>/dev/null
 cp /mnt/base /mnt/same
