@@ -19,6 +19,7 @@
 #include "cli/replicate_setup.h"
 #include "disk/epoch_clock.h"
 #include "disk/epoch_disk_log.h"
+#include "disk/local_disk_tap.h"
 #include "replicator/disk_replicator.h"
 #include "replicator/timer_driver.h"
 #include "common/units.h"
@@ -111,6 +112,7 @@ int RunReplicate(int argc, char** argv) {
   TempFile temp_disk;
   disk::EpochCounter disk_clock;
   disk::EpochDiskLog disk_log(0, nullptr);
+  std::unique_ptr<disk::LocalDiskTap> disk_tap;
   std::unique_ptr<replicator::DiskReplicator> disks;
   replicator::TimerDriverOptions topts{setup.progress_bar, {}};
   if (spec->disk_bytes != 0) {
@@ -134,8 +136,8 @@ int RunReplicate(int argc, char** argv) {
     disk_log.AttachStore((*guest)->disk_store());
     protocol::DiskInfo info{0, spec->disk_bytes, "xvda"};
     topts.disks = {info};
-    disks = std::make_unique<replicator::DiskReplicator>(
-        std::vector<replicator::ReplicatedDisk>{{info, (*guest)->disk_store(), &disk_clock, &disk_log}});
+    disk_tap = std::make_unique<disk::LocalDiskTap>(info, (*guest)->disk_store(), &disk_clock, &disk_log);
+    disks = std::make_unique<replicator::DiskReplicator>(std::vector<disk::DiskTap*>{disk_tap.get()});
     setup.loop.disks = disks.get();
     spdlog::info("simulated disk xvda: {} in {}{}", FormatSize(spec->disk_bytes), path,
                  vm->count("sim-disk") ? "" : " (temporary)");

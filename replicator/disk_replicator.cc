@@ -13,12 +13,12 @@ namespace {
 constexpr size_t kDiskFrameCapacity = size_t{2} << 20;
 }  // namespace
 
-DiskReplicator::DiskReplicator(std::vector<ReplicatedDisk> disks)
+DiskReplicator::DiskReplicator(std::vector<disk::DiskTap*> disks)
     : disks_(std::move(disks)), builder_(kDiskFrameCapacity) {}
 
 std::vector<protocol::DiskInfo> DiskReplicator::infos() const {
   std::vector<protocol::DiskInfo> out;
-  for (const auto& d : disks_) out.push_back(d.info);
+  for (const disk::DiskTap* d : disks_) out.push_back(d->info());
   return out;
 }
 
@@ -27,16 +27,14 @@ Status DiskReplicator::Paused(uint64_t epoch, bool first) {
   if (first) pending_.clear();
   Pending p;
   p.epoch = epoch;
-  for (auto& d : disks_) {
-    if (first) {
-      // The backup's copy may be anything (none, an old one): the first
-      // epoch carries the whole disk as it is at this pause, and what the
-      // log held from before is superseded by it.
-      d.log->Reset();
-      Status st = d.log->CaptureFullCopy(d.clock->current(), d.store);
-      if (!st.ok()) return st.With("disk '" + d.info.name + "': the first epoch's full copy");
+  for (disk::DiskTap* d : disks_) {
+    // first: the backup's copy may be anything (none, an old one), so the
+    // first epoch carries the whole disk as it is at this pause.
+    Result<uint64_t> tag = d->Pause(first);
+    if (!tag.ok()) {
+      return tag.status().With("disk '" + d->info().name + "'" + (first ? ": the first epoch's full copy" : ""));
     }
-    p.tags.push_back(d.clock->Advance());
+    p.tags.push_back(*tag);
   }
   pending_.push_back(std::move(p));
   return Status::Ok();
@@ -52,22 +50,18 @@ Status DiskReplicator::SendEpoch(uint64_t epoch, CheckpointSender& sender,
   const std::vector<uint64_t> tags = it->tags;
   pending_.erase(pending_.begin(), it + 1);
   for (size_t i = 0; i < disks_.size(); ++i) {
-    ReplicatedDisk& d = disks_[i];
-    // A request read before the advance may still be executing: its report
-    // belongs to this epoch (DISK.md §3).
-    Status drained = d.clock->WaitDrained(tags[i], deadline);
-    if (!drained.ok()) {
-      return drained.With("disk '" + d.info.name + "': waiting for the requests of epoch " + std::to_string(epoch));
-    }
-    ROMULUS_RETURN_IF_ERROR(d.log->Seal(tags[i]).With("disk '" + d.info.name + "', epoch " + std::to_string(epoch)));
+    disk::DiskTap& d = *disks_[i];
+    const protocol::DiskInfo& info = d.info();
+    ROMULUS_RETURN_IF_ERROR(
+        d.Seal(tags[i], deadline).With("disk '" + info.name + "': sealing epoch " + std::to_string(epoch)));
     digest_.Reset();
-    builder_.Reset(d.info.id);
+    builder_.Reset(info.id);
     Status failed;
     auto flush = [&]() -> Status {
       if (builder_.empty()) return Status::Ok();
       if (st) st->lz4_saved += builder_.lz4_saved();
       Status s = sender.AddDiskFrame(builder_.payload());
-      builder_.Reset(d.info.id);
+      builder_.Reset(info.id);
       return s;
     };
     // One record as it travels: writes split at the wire's 1 MiB, zero
@@ -96,7 +90,7 @@ Status DiskReplicator::SendEpoch(uint64_t epoch, CheckpointSender& sender,
       }
       return Status::Internal("a disk record does not fit an empty DISK frame");
     };
-    d.log->ForEachSealed([&](const protocol::DiskRecord& r) {
+    d.ForEachSealed([&](const protocol::DiskRecord& r) {
       if (!failed.ok()) return;
       if (r.kind == protocol::DiskRecordKind::kWrite) {
         for (uint64_t at = 0; at < r.length && failed.ok(); at += protocol::kMaxDiskWriteChunk) {
@@ -120,7 +114,7 @@ Status DiskReplicator::SendEpoch(uint64_t epoch, CheckpointSender& sender,
     ROMULUS_RETURN_IF_ERROR(failed);
     ROMULUS_RETURN_IF_ERROR(flush());
     protocol::DiskEnd end;
-    end.disk_id = d.info.id;
+    end.disk_id = info.id;
     end.record_count = digest_.records();
     end.data_bytes = digest_.data_bytes();
     end.digest = digest_.value();

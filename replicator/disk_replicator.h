@@ -3,14 +3,18 @@
 // guest type. The controller calls it at two points of each epoch N:
 //
 //   Paused(N)     right after the guest of N is paused (checkpoint thread):
-//                 advances every disk's epoch clock, so requests read from
-//                 now on belong to N+1. In the session's first epoch it
-//                 first captures a full copy of every disk (the backup's
-//                 copy is synchronised by the first epoch, like memory).
-//   SendEpoch(N)  before EPOCH_END N (data path): waits until no request
-//                 tagged <= N is in flight (bounded by the deadline), seals
-//                 N in each disk's EpochDiskLog and writes its records as
-//                 DISK frames (LZ4 where it pays) and one DISK_END per disk.
+//                 pauses every disk's tap (disk/disk_tap.h), so requests
+//                 read from now on belong to N+1. In the session's first
+//                 epoch each tap first captures a full copy of its disk (the
+//                 backup's copy is synchronised by the first epoch, like
+//                 memory).
+//   SendEpoch(N)  before EPOCH_END N (data path): seals N in each tap
+//                 (bounded by the deadline) and writes its records as DISK
+//                 frames (LZ4 where it pays) and one DISK_END per disk.
+//
+// A tap is in this process (LocalDiskTap: the simulated guest) or in a
+// long-lived `romulus disk-export` (RemoteDiskTap: a kernel NBD client's
+// server); the replicator does not care which.
 //
 // An epoch that could not be captured (a log over its budget, a failed
 // write that could not be re-read, the full copy of a disk larger than the
@@ -19,9 +23,7 @@
 // session starts over from a full copy. Nothing partial is ever sent.
 //
 // Limits (documented in DISK.md §7): the full copy is taken inside the
-// first epoch's pause and must fit the log's budget; it needs a quiescent
-// front end (the simulated guest, whose writer runs between steps; an NBD
-// front end would have to be held — not implemented).
+// first epoch's pause and must fit the log's budget.
 #pragma once
 
 #include <chrono>
@@ -29,9 +31,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "disk/backing_store.h"
-#include "disk/epoch_clock.h"
-#include "disk/epoch_disk_log.h"
+#include "disk/disk_tap.h"
 #include "protocol/disk_records.h"
 #include "protocol/messages.h"
 
@@ -39,12 +39,6 @@ namespace romulus::replicator {
 
 class CheckpointSender;
 
-struct ReplicatedDisk {
-  protocol::DiskInfo info;
-  disk::BackingStore* store = nullptr;  // the full copy reads it
-  disk::EpochCounter* clock = nullptr;  // the front end's clock
-  disk::EpochDiskLog* log = nullptr;    // the front end's sink
-};
 
 // What the disks cost in one epoch (EpochStats' disk fields).
 struct DiskEpochStats {
@@ -55,8 +49,8 @@ struct DiskEpochStats {
 
 class DiskReplicator {
  public:
-  // Every pointer outlives the replicator. At most protocol::kMaxDisks.
-  explicit DiskReplicator(std::vector<ReplicatedDisk> disks);
+  // Every tap outlives the replicator. At most protocol::kMaxDisks.
+  explicit DiskReplicator(std::vector<disk::DiskTap*> disks);
 
   std::vector<protocol::DiskInfo> infos() const;
   bool empty() const { return disks_.empty(); }
@@ -68,8 +62,8 @@ class DiskReplicator {
                    DiskEpochStats* st);
 
  private:
-  std::vector<ReplicatedDisk> disks_;
-  // Per epoch paused and not yet sent: each disk's clock tag of it. Two
+  std::vector<disk::DiskTap*> disks_;
+  // Per epoch paused and not yet sent: each disk's tag of it. Two
   // entries at most in practice (N being sent, N+1 paused already is not a
   // thing for the drivers today, but the list does not assume it).
   struct Pending {

@@ -320,6 +320,16 @@ int Session::Suspend() {
     DrainWatch();
   }
   cur_.suspended = Clock::now();
+  // The guest's vCPUs are stopped: nothing it does can complete a disk
+  // request in this epoch any more, so the disks' epoch clocks advance here
+  // and the disk cut is the memory cut (docs/DISK.md §3, §4). A request
+  // still in the ring is part of this epoch's memory image and blkfront
+  // re-issues it after a failover.
+  Status gp = s_.GuestPaused(epoch);
+  if (!gp.ok()) {
+    SetError(gp);
+    return 0;
+  }
   // libxenguest writes this epoch's dirty pages after we return, while the
   // guest stays suspended.
   s_.Reached(Phase::kAfterSuspend, epoch);
@@ -526,6 +536,7 @@ class XenDriver final : public replicator::CheckpointDriver {
     f.domain = dom_.name;
     f.domid = dom_.domid;
     f.guest_type = GuestTypeName(dom_.type);
+    f.disks = opts_.disks;
     // Epoch 1's writes may make no progress for long while the backup's
     // libxenguest applies a burst: only the backup's silence ends them.
     f.unbounded_first_epoch_writes = true;

@@ -28,6 +28,9 @@ struct XenDriverOptions {
   uint64_t staging_bytes = 256ull << 20;
   bool verbose = false;  // libxenguest logging to stderr
   std::string tee_path;  // also write libxenguest's raw v2 stream here (fixtures, debugging)
+  // The guest's disks replicated with its memory (GuestFacts::disks): the
+  // same list the controller's DiskReplicator serves (`--disk-tap`).
+  std::vector<protocol::DiskInfo> disks;
 };
 
 // Opens the hypervisor, resolves the domain and checks it can be protected:

@@ -17,6 +17,7 @@
 #include "buffer/reusable_buffer.h"
 #include "disk/epoch_clock.h"
 #include "disk/epoch_disk_log.h"
+#include "disk/local_disk_tap.h"
 #include "protocol/disk_records.h"
 #include "protocol/frame_io.h"
 #include "protocol/messages.h"
@@ -174,6 +175,7 @@ struct Primary {
   disk::EpochCounter clock;
   disk::EpochDiskLog log{0, nullptr};
   std::unique_ptr<sim::SimGuest> guest;
+  std::unique_ptr<disk::LocalDiskTap> tap;
   std::unique_ptr<DiskReplicator> disks;
   protocol::DiskInfo info;
 
@@ -190,8 +192,8 @@ struct Primary {
     EXPECT_TRUE(st.ok()) << st.ToString();
     log.AttachStore(guest->disk_store());
     info = protocol::DiskInfo{3, spec.disk_bytes, "xvdb"};
-    disks = std::make_unique<DiskReplicator>(
-        std::vector<ReplicatedDisk>{{info, guest->disk_store(), &clock, &log}});
+    tap = std::make_unique<disk::LocalDiskTap>(info, guest->disk_store(), &clock, &log);
+    disks = std::make_unique<DiskReplicator>(std::vector<disk::DiskTap*>{tap.get()});
   }
 };
 
@@ -282,7 +284,8 @@ TEST(DiskReplicator, OverBudgetEpochEndsTheSessionWithoutPartialData) {
   ASSERT_TRUE(sim::SimGuest::CreateDiskFile(dir.path() + "/d", s->disk_bytes).ok());
   ASSERT_TRUE((*g)->OpenDisk(dir.path() + "/d", &clock, &log).ok());
   protocol::DiskInfo info{0, s->disk_bytes, "xvda"};
-  DiskReplicator disks({{info, (*g)->disk_store(), &clock, &log}});
+  disk::LocalDiskTap tap(info, (*g)->disk_store(), &clock, &log);
+  DiskReplicator disks({&tap});
   // The first epoch's full copy (an empty disk: zeros only) fits.
   ASSERT_TRUE(disks.Paused(1, true).ok());
   auto pair = test_engine::MakeStreamPair();
