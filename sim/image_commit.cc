@@ -113,7 +113,7 @@ Status ImageSink::WriteRecord() {
     XXH3_64bits_reset(h);
     XXH3_64bits_update(h, layout_.head.data(), layout_.head.size());
     XXH3_64bits_update(h, bytes, staged_count_ * kPage);
-    if (disk_bytes > 0) XXH3_64bits_update(h, disk_staged_->data(), disk_bytes);
+    if (disk_bytes > 0) XXH3_64bits_update(h, disk_staged_->view().data(), disk_bytes);
     record_hash_ = XXH3_64bits_digest(h);
     XXH3_freeState(h);
   }
@@ -126,7 +126,7 @@ Status ImageSink::WriteRecord() {
   if (disk_bytes > 0) {
     // The epoch's disk records: the same record, the same marker.
     ROMULUS_RETURN_IF_ERROR(
-        PwriteAll(journal_fd_, disk_staged_->data(), disk_bytes, layout_.disk_offset, "writing the journal"));
+        PwriteAll(journal_fd_, disk_staged_->view().data(), disk_bytes, layout_.disk_offset, "writing the journal"));
   }
   CrashIfAt(options_.crash_at, CommitStep::kJournalBody);
   return Status::Ok();

@@ -140,23 +140,6 @@ Status ReplayJournalRecord(int image_fd, int journal_fd, const JournalRecord& re
   return ResetJournal(journal_fd, durable);
 }
 
-Status ApplyDiskEntry(int fd, const DiskEntry& e, const std::string& what) {
-  if (e.kind == kDiskEntryWrite) return PwriteAll(fd, e.data, e.length, e.offset, what);
-  // The range must read as zeros: a hole where the filesystem punches (no
-  // space needed), else zero-range, else plain zero writes.
-  const off_t off = static_cast<off_t>(e.offset), len = static_cast<off_t>(e.length);
-  if (::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) == 0) return Status::Ok();
-  if (errno != EOPNOTSUPP) return Status::StorageErrno(what + ": punching", errno);
-  if (::fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, off, len) == 0) return Status::Ok();
-  static const std::vector<uint8_t> zeros(1 << 20, 0);
-  for (uint64_t done = 0; done < e.length;) {
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), e.length - done));
-    ROMULUS_RETURN_IF_ERROR(PwriteAll(fd, zeros.data(), n, e.offset + done, what));
-    done += n;
-  }
-  return Status::Ok();
-}
-
 uint64_t DiskBlockHash(uint64_t block, const uint8_t* bytes4k) { return PageHash(block, bytes4k); }
 
 Result<uint64_t> DiskFileDigest(int fd, uint64_t size) {

@@ -46,9 +46,8 @@ Status ReplayJournalRecord(int image_fd, int journal_fd, const JournalRecord& re
                            size_t max_state, bool durable,
                            const std::function<int(uint32_t disk_id)>& disk_fd = nullptr);
 
-// Applies one disk entry to the disk file fd: pwrite, or a zero range
-// (a punched hole, else FALLOC_FL_ZERO_RANGE, else written zeros).
-Status ApplyDiskEntry(int fd, const DiskEntry& e, const std::string& what);
+// Applying one disk entry: restore::ApplyDiskEntry (restore/disk_staging.h).
+using restore::ApplyDiskEntry;
 
 // The whole-disk digest of [0, size) of fd: the memory digest's rule over
 // 4 KiB blocks (block number as seed, all-zero block 0), the last partial

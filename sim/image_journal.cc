@@ -414,39 +414,6 @@ Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* 
   return Status::Ok();
 }
 
-void EncodeDiskEntryHead(const DiskEntry& e, uint8_t* out) {
-  StoreLE32(out, e.disk_id);
-  out[4] = e.kind;
-  out[5] = e.flags;
-  out[6] = out[7] = 0;
-  StoreLE64(out + 8, e.offset);
-  StoreLE64(out + 16, e.length);
-}
-
-Status ForEachDiskEntry(std::span<const uint8_t> section, const std::function<Status(const DiskEntry&)>& fn) {
-  size_t pos = 0;
-  while (pos < section.size()) {
-    if (section.size() - pos < kDiskEntryHead) return Status::Corruption("disk section: truncated entry");
-    const uint8_t* p = section.data() + pos;
-    DiskEntry e;
-    e.disk_id = LoadLE32(p);
-    e.kind = p[4];
-    e.flags = p[5];
-    e.offset = LoadLE64(p + 8);
-    e.length = LoadLE64(p + 16);
-    pos += kDiskEntryHead;
-    if (e.kind == kDiskEntryWrite) {
-      if (section.size() - pos < e.length) return Status::Corruption("disk section: truncated write");
-      e.data = section.data() + pos;
-      pos += e.length;
-    } else if (e.kind != kDiskEntryZero) {
-      return Status::Corruption("disk section: unknown entry kind " + std::to_string(e.kind));
-    }
-    ROMULUS_RETURN_IF_ERROR(fn(e));
-  }
-  return Status::Ok();
-}
-
 Status ResetJournal(int fd, bool durable) {
   uint8_t zero[kJournalHeaderV2] = {};
   ROMULUS_RETURN_IF_ERROR(PwriteAll(fd, zero, sizeof zero, 0, "resetting the journal"));

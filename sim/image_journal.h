@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "restore/disk_staging.h"
 
 namespace romulus::sim {
 
@@ -109,25 +110,15 @@ struct JournalRecord {
 };
 
 // ---------------------------------------------------------------------------
-// Disk records as staged and journaled: per record a 24-byte head (u32
-// disk_id, u8 kind = protocol DiskRecordKind kWrite or kZero, u8 flags,
-// u16 0, u64 offset, u64 length) and, for a write, its `length` bytes.
-// Flush records are not kept: the backup's unit of durability is the commit.
-inline constexpr size_t kDiskEntryHead = 24;
-inline constexpr uint8_t kDiskEntryWrite = 1;
-inline constexpr uint8_t kDiskEntryZero = 3;
-struct DiskEntry {
-  uint32_t disk_id = 0;
-  uint8_t kind = 0;
-  uint8_t flags = 0;
-  uint64_t offset = 0;
-  uint64_t length = 0;
-  const uint8_t* data = nullptr;  // kDiskEntryWrite: length bytes
-};
-void EncodeDiskEntryHead(const DiskEntry& e, uint8_t* out);
-// Walks a section; Corruption for a truncated or unknown entry (nothing of
-// a damaged section is trusted: a complete record's hash already checked it).
-Status ForEachDiskEntry(std::span<const uint8_t> section, const std::function<Status(const DiskEntry&)>& fn);
+// Disk records as staged and journaled: the encoding is restore/disk_staging.h
+// (shared with the Xen backup's disks). Flush records are never journaled:
+// the image's unit of durability is the commit.
+using restore::DiskEntry;
+using restore::EncodeDiskEntryHead;
+using restore::ForEachDiskEntry;
+using restore::kDiskEntryHead;
+using restore::kDiskEntryWrite;
+using restore::kDiskEntryZero;
 
 // Lays out one record. The caller writes the head, then the pages, then the
 // marker, at the offsets given (see docs/IMAGE-FORMAT.md).

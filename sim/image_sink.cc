@@ -410,7 +410,7 @@ Status ImageSink::BeginSessionWithDisks(uint64_t guest_pages, const std::string&
     }
     session_disks_.push_back(std::move(ds));
   }
-  if (!disk_staged_) disk_staged_ = std::make_unique<buffer::ReusableBuffer>(0, options_.max_disk_staging_bytes);
+  if (!disk_staged_) disk_staged_ = std::make_unique<restore::DiskStaging>(options_.max_disk_staging_bytes);
   if (!has_committed()) {
     // Nothing to protect. PATH.state says "no committed epoch" first, so a
     // crash from here on never presents the half-written image as a
@@ -534,38 +534,15 @@ Status ImageSink::OnDisk(uint64_t epoch, uint32_t disk_id, const protocol::DiskR
     if (d.id == disk_id) disk = &d;
   }
   if (disk == nullptr) return Status::Corruption("image sink: record for unknown disk " + std::to_string(disk_id));
+  // FLUSH records are not kept: the commit is the image's unit of durability.
   if (record.kind == protocol::DiskRecordKind::kFlush) return Status::Ok();
-  const bool write = record.kind == protocol::DiskRecordKind::kWrite;
-  if ((!write && record.kind != protocol::DiskRecordKind::kZero) || record.length == 0 ||
-      record.offset > disk->size || record.length > disk->size - record.offset ||
-      (write && record.data.size() != record.length)) {
-    return Status::Corruption("image sink: disk " + std::to_string(disk_id) + " record at " +
-                              std::to_string(record.offset) + "+" + std::to_string(record.length) +
-                              " does not fit the disk of " + std::to_string(disk->size) + " bytes");
-  }
-  DiskEntry e;
-  e.disk_id = disk_id;
-  e.kind = write ? kDiskEntryWrite : kDiskEntryZero;
-  e.flags = record.flags;
-  e.offset = record.offset;
-  e.length = record.length;
-  e.data = write ? record.data.data() : nullptr;
+  Result<restore::DiskEntry> e = restore::DiskEntryFromRecord(disk_id, disk->size, record);
+  if (!e.ok()) return e.status().With("image sink");
   if (direct_) {
     // First epoch: nothing committed can be hurt (Discard forces a resync).
-    return ApplyDiskEntry(disk_fd(disk_id), e, "writing disk " + disk_path(disk_id));
+    return ApplyDiskEntry(disk_fd(disk_id), *e, "writing disk " + disk_path(disk_id));
   }
-  const size_t need = kDiskEntryHead + (write ? record.length : 0);
-  if (need > disk_staged_->max_capacity() - disk_staged_->size()) {
-    return Status::OutOfRange("image sink: epoch " + std::to_string(epoch) + " carries more disk data than the " +
-                              std::to_string(disk_staged_->max_capacity()) +
-                              "-byte staging bound of this backup (max_disk_staging_bytes); refusing the epoch");
-  }
-  Result<uint8_t*> dst = disk_staged_->Append(need);
-  if (!dst.ok()) return dst.status().With("staging a disk record");
-  EncodeDiskEntryHead(e, *dst);
-  if (write) std::memcpy(*dst + kDiskEntryHead, record.data.data(), record.length);
-  disk_staged_->Commit(need);
-  return Status::Ok();
+  return disk_staged_->Stage(epoch, *e).With("image sink");
 }
 
 Status ImageSink::Commit(uint64_t epoch) {

@@ -98,6 +98,7 @@
 #include "common/digest.h"
 #include "common/status.h"
 #include "protocol/disk_records.h"
+#include "restore/disk_staging.h"
 #include "restore/guest_sink.h"
 #include "sim/image_journal.h"
 #include "sim/sim_guest.h"
@@ -277,7 +278,7 @@ class ImageSink : public restore::GuestSink {
   std::vector<DiskState> session_disks_;
   std::vector<DiskState> committed_disks_;
   std::vector<DiskState> staged_disks_;
-  std::unique_ptr<buffer::ReusableBuffer> disk_staged_;
+  std::unique_ptr<restore::DiskStaging> disk_staged_;
   std::string recovery_note_;
   std::unique_ptr<SimGuest> activated_;
   std::string activation_reason_;
