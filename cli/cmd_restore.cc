@@ -156,6 +156,10 @@ int RunRestore(int argc, char** argv) {
       ("vif-script", po::value<std::string>(),
        "with --xen: hotplug script for the guest's NICs recreated at activation (default /etc/xen/scripts/vif-bridge)")
       ("no-vifs", po::bool_switch(), "with --xen: do not recreate the guest's NICs at activation")
+      ("disk-dir", po::value<std::string>(),
+       "with --xen: keep the guest's replicated disks here, one sparse image per disk (DIR/REPLICA.xvdb.img, "
+       "committed with memory); at activation each is attached to a loop device and given to the guest as its "
+       "VBD. Without it a primary that replicates disks is refused")
       ("start-over", po::bool_switch(), "discard whatever an existing --image holds")
       ("durable", po::bool_switch(), "fsync the image at every commit (survives host power loss)")
       ("failover-timeout", po::value<std::string>()->default_value("1s"),
@@ -251,8 +255,9 @@ int RunRestore(int argc, char** argv) {
     UsageError(kCmd, "--xen and --image exclude each other");
     return kExitUsage;
   }
-  if (!xen && (vm->count("vif-script") || (*vm)["no-vifs"].as<bool>() || vm->count("domain-name"))) {
-    UsageError(kCmd, "--domain-name, --vif-script and --no-vifs need --xen");
+  if (!xen && (vm->count("vif-script") || (*vm)["no-vifs"].as<bool>() || vm->count("domain-name") ||
+               vm->count("disk-dir"))) {
+    UsageError(kCmd, "--domain-name, --vif-script, --no-vifs and --disk-dir need --xen");
     return kExitUsage;
   }
   if (vm->count("vif-script") && access((*vm)["vif-script"].as<std::string>().c_str(), X_OK) != 0) {
@@ -326,6 +331,8 @@ int RunRestore(int argc, char** argv) {
     if (vm->count("domain-name")) xopts.domain_name = (*vm)["domain-name"].as<std::string>();
     xopts.create_vifs = !(*vm)["no-vifs"].as<bool>();
     if (vm->count("vif-script")) xopts.vif_script = (*vm)["vif-script"].as<std::string>();
+    if (vm->count("disk-dir")) xopts.disk_dir = (*vm)["disk-dir"].as<std::string>();
+    xopts.max_disk_staging = static_cast<size_t>(max_disk_staging);
     auto xs = xen::CreateXenSink(xopts);
     if (!xs.ok()) {
       spdlog::error("{}", xs.status().ToString());

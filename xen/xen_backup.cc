@@ -53,7 +53,7 @@ Status XenSink::CheckHostCanRestore(GuestType type, ReplicaSpec* spec) const {
 }
 
 XenSink::XenSink(const XenRestoreOptions& opts, std::unique_ptr<XenHandles> h)
-    : opts_(opts), h_(std::move(h)) {}
+    : opts_(opts), h_(std::move(h)), disks_(XenDiskOptions{opts.disk_dir, opts.max_disk_staging}) {}
 
 XenSink::~XenSink() {
   // A replica never activated is destroyed by its destructor (EOF, wait,
@@ -63,7 +63,7 @@ XenSink::~XenSink() {
   if (name_lock_fd_ >= 0) close(name_lock_fd_);
 }
 
-Status XenSink::ReclaimReplicaName() {
+Status XenSink::LockReplicaName() {
   if (name_lock_fd_ < 0) {
     ::mkdir("/run/lock", 0755);  // a minimal dom0 may not have it yet
     const std::string path = "/run/lock/romulus-" + name_ + ".lock";
@@ -80,6 +80,11 @@ Status XenSink::ReclaimReplicaName() {
     }
     name_lock_fd_ = fd;
   }
+  return Status::Ok();
+}
+
+Status XenSink::ReclaimReplicaName() {
+  ROMULUS_RETURN_IF_ERROR(LockReplicaName());
   // We own the name (and the held name derived from it): any domain of
   // either name that is not ours was left by a predecessor that died
   // (killed, crashed) before destroying it. It is paused and was never
@@ -130,7 +135,23 @@ void XenSink::DropHeld(const char* why) {
 }
 
 Status XenSink::BeginSession(uint64_t guest_pages, const std::string& identity) {
+  return BeginSessionWithDisks(guest_pages, identity, {});
+}
+
+Status XenSink::BeginSessionWithDisks(uint64_t guest_pages, const std::string& identity,
+                                      std::span<const protocol::DiskInfo> disks) {
   if (activated_) return Status::InvalidArgument("the Xen replica was already activated");
+  // The disks first: a refusal (no --disk-dir, a bad name, other disks than
+  // the checkpoint's) leaves the replicas as they are. A checkpoint that
+  // exists now (committed here and kept below as the held replica, or held
+  // already) stays the one to activate until this session commits: so its
+  // images are kept, and the new session's first epoch (a full copy) is
+  // staged and applied only at that first commit, not written as it comes.
+  if (!disks.empty() && name_.empty()) {
+    FixNames(ValidName(identity) ? identity : "romulus-replica");
+  }
+  if (!disks.empty()) ROMULUS_RETURN_IF_ERROR(LockReplicaName());
+  ROMULUS_RETURN_IF_ERROR(disks_.BeginSession(name_, disks, has_committed()));
   if (cur_) {
     // A new primary session starts a new migration stream (new image
     // header): libxenguest cannot continue the old one, a new replica must
@@ -216,21 +237,41 @@ Status XenSink::OnPage(uint64_t epoch, uint64_t pfn, const uint8_t* page) {
 
 Status XenSink::Commit(uint64_t epoch) {
   if (!cur_ || !asm_) return Status::Corruption("Xen sink: commit before the domain-info record");
-  ROMULUS_RETURN_IF_ERROR(asm_->Commit());
-  ROMULUS_RETURN_IF_ERROR(cur_->Flush());
-  ROMULUS_RETURN_IF_ERROR(cur_->WaitCheckpoint(committed_ + 1, epoch));
-  last_epoch_ = epoch;  // before committed_: a reader never sees the count without its epoch
-  committed_ = committed_ + 1;
-  // The new session's replica holds a checkpoint now, newer than the held one.
-  if (held_) {
+  // Memory first, then the disks (docs/DISK.md §6): the disk records of N
+  // are applied only once libxenguest took memory N, so a failed memory
+  // commit leaves the images at the previous checkpoint; a failed disk
+  // apply after it is reported, and the sink refuses to activate from then.
+  bool memory_taken = false;
+  Status st = CommitMemoryThenDisks(
+      epoch,
+      [&]() -> Status {
+        ROMULUS_RETURN_IF_ERROR(asm_->Commit());
+        ROMULUS_RETURN_IF_ERROR(cur_->Flush());
+        ROMULUS_RETURN_IF_ERROR(cur_->WaitCheckpoint(committed_ + 1, epoch));
+        last_epoch_ = epoch;  // before committed_: a reader never sees the count without its epoch
+        committed_ = committed_ + 1;
+        memory_taken = true;
+        return Status::Ok();
+      },
+      &disks_);
+  // The new session's replica holds a checkpoint now, newer than the held
+  // one. (After a failed disk apply the held replica's images are partly
+  // overwritten too: it could not be activated either.)
+  if (memory_taken && held_) {
     const std::string why = "the new session committed epoch " + std::to_string(epoch);
     DropHeld(why.c_str());
   }
-  return Status::Ok();
+  return st;
+}
+
+Status XenSink::OnDisk(uint64_t epoch, uint32_t disk_id, const protocol::DiskRecord& record) {
+  if (!asm_) return Status::Internal("Xen sink: disk record before BeginSession");
+  return disks_.OnDisk(epoch, disk_id, record);
 }
 
 void XenSink::Discard() {
   if (asm_) asm_->Discard();
+  disks_.Discard();
 }
 
 Status XenSink::CheckFreeMemory(uint64_t need_kb) const {
@@ -249,6 +290,12 @@ Status XenSink::CheckFreeMemory(uint64_t need_kb) const {
   return Status::Storage(m);
 }
 
+void XenSink::FixNames(const std::string& orig) {
+  final_name_ = opts_.final_name.empty() ? orig : opts_.final_name;
+  name_ = opts_.domain_name.empty() ? orig + "--incoming" : opts_.domain_name;
+  held_name_ = (opts_.domain_name.empty() ? orig : opts_.domain_name) + "--held";
+}
+
 Status XenSink::CreateReplica(const std::map<std::string, std::string>& info) {
   auto get = [&](const char* k) -> std::string {
     auto it = info.find(k);
@@ -262,9 +309,7 @@ Status XenSink::CreateReplica(const std::map<std::string, std::string>& info) {
   if (name_.empty()) {
     // Fixed by the first session: the lock and the held replica's name
     // follow from it.
-    final_name_ = opts_.final_name.empty() ? orig : opts_.final_name;
-    name_ = opts_.domain_name.empty() ? orig + "--incoming" : opts_.domain_name;
-    held_name_ = (opts_.domain_name.empty() ? orig : opts_.domain_name) + "--held";
+    FixNames(orig);
   }
   ROMULUS_RETURN_IF_ERROR(ReclaimReplicaName());
   spec.name = name_;
@@ -298,6 +343,13 @@ Status XenSink::Activate(const std::string& reason) {
   } else {
     return Status::InvalidArgument("cannot activate the Xen replica: no checkpoint was committed");
   }
+  // The open epoch's disk records are never applied; the images are the
+  // checkpoint's disks, unless applying one failed.
+  disks_.Discard();
+  if (const std::string why = disks_.activation_refusal(); !why.empty()) {
+    return Status::Storage("cannot activate the Xen replica " + r->name() + " (epoch " + std::to_string(epoch) +
+                           "): " + why);
+  }
   auto t0 = Clock::now();
   spdlog::info("failover ({}): activating domain {} from epoch {}{}", reason,
           r->name(), epoch,
@@ -314,7 +366,15 @@ Status XenSink::Activate(const std::string& reason) {
   // EOF (done already for a held replica): libxenguest applies the last
   // complete checkpoint (a partial epoch in its buffer is dropped) and returns.
   ROMULUS_RETURN_IF_ERROR(r->Finish());
-  ROMULUS_RETURN_IF_ERROR(r->Resume());
+  std::vector<VbdDevice> vbds;
+  for (const XenDiskImage& im : disks_.images()) {
+    VbdDevice v;
+    v.vdev = im.name;
+    v.devid = im.devid;
+    v.params = im.path;
+    vbds.push_back(std::move(v));
+  }
+  ROMULUS_RETURN_IF_ERROR(r->Resume(vbds));
   activated_name_ = r->name();
   activated_ = true;
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
@@ -333,6 +393,17 @@ std::string ActivatedDomainName(const restore::GuestSink& sink) {
 Result<std::unique_ptr<restore::GuestSink>> CreateXenSink(const XenRestoreOptions& opts) {
   if (!opts.domain_name.empty() && !ValidName(opts.domain_name)) {
     return Status::InvalidArgument("bad --domain-name \"" + opts.domain_name + "\"");
+  }
+  if (!opts.disk_dir.empty()) {
+    // Said now, not when the primary connects: the images live there.
+    struct stat st;
+    if (::stat(opts.disk_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return Status::InvalidArgument("--disk-dir " + opts.disk_dir + ": not a directory");
+    }
+    if (access(opts.disk_dir.c_str(), W_OK | X_OK) != 0) {
+      return Status::InvalidArgument("--disk-dir " + opts.disk_dir + ": " + strerror(errno) +
+                                     " (the disk images are created there)");
+    }
   }
   auto h = XenHandles::Open(opts.verbose);
   if (!h.ok()) return h.status();

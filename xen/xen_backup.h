@@ -5,11 +5,14 @@
 // lifecycle is xen/xen_replica.h; this class decides which replicas exist.
 //
 //   OnState/OnPage -> StreamAssembler -> the current replica's restore
+//   OnDisk         -> the disks' images (xen/xen_disks.h): staged
 //   Commit(N)      -> writes CHECKPOINT, returns once libxenguest's
-//                     checkpoint callback saw it (epoch N is libxenguest's)
+//                     checkpoint callback saw it (epoch N is libxenguest's);
+//                     only then applies N's staged disk records (memory
+//                     first: docs/DISK.md §6)
 //   Activate       -> EOF: libxenguest applies the last complete checkpoint,
-//                     then store/console wiring, xs_introduce_domain,
-//                     rename, unpause
+//                     then store/console wiring, xs_introduce_domain, VBDs
+//                     on loop devices over the images, NICs, rename, unpause
 //
 // A new primary session (a resync after a stall or a lost link) starts a
 // new migration stream, which libxenguest cannot splice onto the old one:
@@ -29,6 +32,7 @@
 
 #include "restore/guest_sink.h"
 #include "xen/stream_split.h"
+#include "xen/xen_disks.h"
 #include "xen/xen_facade.h"
 #include "xen/xen_env.h"
 #include "xen/xen_replica.h"
@@ -41,6 +45,12 @@ class XenSink final : public restore::GuestSink {
   ~XenSink() override;
 
   Status BeginSession(uint64_t guest_pages, const std::string& identity) override;
+  // Disks need restore --xen --disk-dir; without it a primary with disks is
+  // refused at BeginSessionWithDisks with a sentence naming the flag.
+  bool supports_disks() const override { return true; }
+  Status BeginSessionWithDisks(uint64_t guest_pages, const std::string& identity,
+                               std::span<const protocol::DiskInfo> disks) override;
+  Status OnDisk(uint64_t epoch, uint32_t disk_id, const protocol::DiskRecord& record) override;
   Status OnPage(uint64_t epoch, uint64_t pfn, const uint8_t* page) override;
   Status OnState(uint64_t epoch, std::span<const uint8_t> record) override;
   Status Commit(uint64_t epoch) override;
@@ -65,8 +75,13 @@ class XenSink final : public restore::GuestSink {
   // This host can build the container (HVM, HAP or shadow); may switch
   // spec->hap to what the host has.
   Status CheckHostCanRestore(GuestType type, ReplicaSpec* spec) const;
-  // Before creating a replica: take the replica name's lock file (another
-  // live `restore --xen` with the same name refuses), then destroy any
+  // Fixes the replica's names from the guest's (once, by the first session).
+  void FixNames(const std::string& orig);
+  // The replica name's lock file: another live `restore --xen` with the
+  // same name refuses. The name also names the disk images, so it is taken
+  // before they are touched.
+  Status LockReplicaName();
+  // Before creating a replica: LockReplicaName, then destroy any
   // domain named NAME--incoming or NAME--held a killed predecessor left
   // behind (never our own held replica).
   Status ReclaimReplicaName();
@@ -85,6 +100,11 @@ class XenSink final : public restore::GuestSink {
   // and the one the activated domain has.
   std::string name_, held_name_, final_name_, activated_name_;
   int name_lock_fd_ = -1;  // flock on /run/lock/romulus-NAME.lock while we own the name
+
+  // The disks' images: those of the checkpoint Activate would use (the
+  // current replica's once it committed, else the held replica's), plus
+  // the open epoch's staged records.
+  XenDiskSet disks_;
 
   std::unique_ptr<XenReplica> cur_;   // fed by the current session
   std::unique_ptr<XenReplica> held_;  // the previous session's last checkpoint

@@ -54,6 +54,11 @@ struct XenRestoreOptions {
   // script ("online", libxl's environment). Never a path from the stream.
   bool create_vifs = true;
   std::string vif_script = "/etc/xen/scripts/vif-bridge";
+  // The guest's replicated disks (docs/DISK.md §6, §8): one sparse image per
+  // disk in this directory; "" refuses a primary with disks. Staged disk
+  // data of one epoch is bounded by max_disk_staging.
+  std::string disk_dir;
+  size_t max_disk_staging = size_t{64} << 20;
   bool verbose = false;
 };
 

@@ -271,7 +271,7 @@ Status XenReplica::Rename(const std::string& name) {
   return Status::Ok();
 }
 
-Status XenReplica::Resume() {
+Status XenReplica::Resume(const std::vector<VbdDevice>& disks) {
   if (activated_) return Status::Ok();
   if (!finished_) ROMULUS_RETURN_IF_ERROR(Finish());
   unsigned long store_mfn, console_mfn;
@@ -297,7 +297,10 @@ Status XenReplica::Resume() {
   if (!xs_introduce_domain(xs, domid_, store_mfn, unsigned(store_port_))) {
     return Status::FromErrno("xs_introduce_domain(" + std::to_string(domid_) + ")", errno);
   }
-  CreateVifs();  // before the guest runs: its netfront reconnects on resume
+  // Before the guest runs: its blkfront and netfront reconnect on resume
+  // (blkfront re-issues the requests it had outstanding, docs/DISK.md §4).
+  ROMULUS_RETURN_IF_ERROR(CreateVbds(disks));
+  CreateVifs();
   if (xc_domain_unpause(h_->xch(), domid_) != 0) return Status::FromErrno("xc_domain_unpause", errno);
   activated_ = true;
   return Status::Ok();
@@ -328,6 +331,55 @@ Status XenReplica::TakeName(const std::string& final_name) {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+  }
+  return Status::Ok();
+}
+
+// The nodes of one disk (xen/vbd_spec.h) in one transaction: the frontend
+// directory owned by the guest, the backend directory owned by dom0, each
+// readable by the other side, as for a vif. blkback opens the device named
+// by physical-device itself: no hotplug script runs.
+Status XenReplica::WriteVbdNodes(const VbdDevice& d) {
+  struct xs_handle* xs = h_->xsh();
+  const std::string be = VbdBackendPath(domid_, d.devid);
+  const std::string fe = VbdFrontendPath(domid_, d.devid);
+  const XsNodes be_nodes = VbdBackendNodes(domid_, d);
+  const XsNodes fe_nodes = VbdFrontendNodes(domid_, d);
+  struct xs_permissions fe_perms[2] = {{domid_, XS_PERM_NONE}, {0, XS_PERM_READ}};
+  struct xs_permissions be_perms[2] = {{0, XS_PERM_NONE}, {domid_, XS_PERM_READ}};
+  for (int attempt = 0; attempt < 5; attempt++) {
+    xs_transaction_t t = xs_transaction_start(xs);
+    if (t == XBT_NULL) return Status::FromErrno("xenstore transaction", errno);
+    bool ok = true;
+    xs_rm(xs, t, be.c_str());
+    ok = ok && xs_mkdir(xs, t, be.c_str()) && xs_set_permissions(xs, t, be.c_str(), be_perms, 2);
+    ok = ok && xs_mkdir(xs, t, fe.c_str()) && xs_set_permissions(xs, t, fe.c_str(), fe_perms, 2);
+    for (const XsNodes* nodes : {&be_nodes, &fe_nodes}) {
+      for (const auto& [path, val] : *nodes) {
+        ok = ok && xs_write(xs, t, path.c_str(), val.data(), unsigned(val.size()));
+      }
+    }
+    if (!ok) {
+      int err = errno;
+      xs_transaction_end(xs, t, true);
+      return Status::FromErrno("writing disk " + d.vdev + "'s xenstore nodes", err);
+    }
+    if (xs_transaction_end(xs, t, false)) return Status::Ok();
+    if (errno != EAGAIN) return Status::FromErrno("committing disk " + d.vdev + "'s xenstore nodes", errno);
+  }
+  return Status::IoError("xenstore transaction kept conflicting");
+}
+
+Status XenReplica::CreateVbds(const std::vector<VbdDevice>& disks) {
+  for (VbdDevice d : disks) {
+    auto loop = LoopDevice::Attach(d.params);
+    if (!loop.ok()) return loop.status().With("disk " + d.vdev + " of the activated guest");
+    d.major = (*loop)->dev_major();
+    d.minor = (*loop)->dev_minor();
+    loops_.push_back(std::move(*loop));
+    ROMULUS_RETURN_IF_ERROR(WriteVbdNodes(d).With("disk " + d.vdev + " of the activated guest"));
+    spdlog::info("disk {} (devid {}) of domain {}: {} on {} ({}:{}), served by blkback", d.vdev, d.devid, domid_,
+                 d.params, loops_.back()->path(), d.major, d.minor);
   }
   return Status::Ok();
 }

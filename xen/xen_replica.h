@@ -12,6 +12,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <string>
@@ -19,7 +20,9 @@
 #include <vector>
 
 #include "common/status.h"
+#include "xen/loop_device.h"
 #include "xen/replica_spec.h"
+#include "xen/vbd_spec.h"
 #include "xen/xen_facade.h"
 #include "xen/xen_env.h"
 
@@ -51,8 +54,11 @@ class XenReplica {
   // Destroys the domain and its xenstore nodes (a replica never activated).
   void Destroy();
   Status Rename(const std::string& name);
-  // After Finish: store/console, xs_introduce_domain, NICs, unpause.
-  Status Resume();
+  // After Finish: store/console, xs_introduce_domain, the disks (each image
+  // on a loop device served by blkback: a failure leaves the domain paused
+  // and fails the activation, a guest must not run without its disks), the
+  // NICs (best effort), unpause.
+  Status Resume(const std::vector<VbdDevice>& disks = {});
   // After Resume: take `final_name` once no other domain holds it (waits up
   // to opts.rename_wait; still held then: a warning, the old name stays).
   Status TakeName(const std::string& final_name);
@@ -71,6 +77,9 @@ class XenReplica {
   // Why the restore ended early, as a Status (ENOMEM: kStorage, this host's
   // resource, never the primary's fault).
   Status RestoreEnded(const std::string& what);
+  // Each disk: a loop device over its image, then its blkback nodes.
+  Status CreateVbds(const std::vector<VbdDevice>& disks);
+  Status WriteVbdNodes(const VbdDevice& d);
   void CreateVifs();
   Status WriteVifNodes(const VifSpec& v);
   Status RunVifHotplug(const VifSpec& v);
@@ -98,6 +107,10 @@ class XenReplica {
   int restore_rc_ = 0;
   int restore_errno_ = 0;
   unsigned long store_mfn_ = 0, console_mfn_ = 0;
+  // Held open until the replica object goes (the process's end for the
+  // activated one): by then blkback holds each device, which autoclear
+  // then detaches when the guest's disk goes away.
+  std::vector<std::unique_ptr<LoopDevice>> loops_;
 };
 
 }  // namespace romulus::xen

@@ -1,0 +1,294 @@
+// The Xen backup's disks (xen/xen_disks.h), without a hypervisor: the image
+// files, the direct first epoch, staging and its bound, the order memory →
+// disks, the held replica's images kept until the new session commits, and
+// a failed apply (ENOSPC on a small tmpfs) that must refuse activation.
+#include "xen/xen_disks.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace romulus::xen {
+namespace {
+
+namespace fs = std::filesystem;
+using protocol::DiskInfo;
+using protocol::DiskRecord;
+using protocol::DiskRecordKind;
+
+std::string MakeTempDir(const char* tag) {
+  std::string t = std::string("/tmp/romulus-") + tag + "-XXXXXX";
+  char* d = ::mkdtemp(t.data());
+  EXPECT_NE(d, nullptr);
+  return t;
+}
+
+DiskRecord Write(uint64_t off, const std::vector<uint8_t>& data) {
+  DiskRecord r;
+  r.kind = DiskRecordKind::kWrite;
+  r.offset = off;
+  r.length = data.size();
+  r.data = data;
+  return r;
+}
+
+DiskRecord Zero(uint64_t off, uint64_t len) {
+  DiskRecord r;
+  r.kind = DiskRecordKind::kZero;
+  r.offset = off;
+  r.length = len;
+  return r;
+}
+
+DiskRecord Flush() {
+  DiskRecord r;
+  r.kind = DiskRecordKind::kFlush;
+  return r;
+}
+
+std::vector<uint8_t> ReadFile(const std::string& path, uint64_t off, size_t n) {
+  std::vector<uint8_t> out(n, 0xee);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(fd, 0) << path;
+  if (fd >= 0) {
+    EXPECT_EQ(::pread(fd, out.data(), n, static_cast<off_t>(off)), static_cast<ssize_t>(n));
+    ::close(fd);
+  }
+  return out;
+}
+
+uint64_t FileSize(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
+class XenDisksTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = MakeTempDir("xendisks"); }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  XenDiskOptions Opts(size_t staging = size_t{64} << 20) { return XenDiskOptions{dir_, staging}; }
+  std::string Image(const std::string& disk) const { return XenDiskSet::ImagePath(dir_, "g1--incoming", disk); }
+
+  std::string dir_;
+  const std::vector<DiskInfo> disks_ = {{1, 1 << 20, "xvdb"}, {2, 2 << 20, "xvdc"}};
+};
+
+TEST_F(XenDisksTest, WithoutADiskDirAPrimaryWithDisksIsRefusedNamingTheFlag) {
+  XenDiskSet set(XenDiskOptions{"", 1 << 20});
+  Status st = set.BeginSession("g1--incoming", disks_, false);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_NE(st.message().find("--disk-dir"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("xvdb"), std::string::npos) << st.message();
+  // A guest without disks needs none.
+  EXPECT_TRUE(set.BeginSession("g1--incoming", {}, false).ok());
+  EXPECT_FALSE(set.has_disks());
+}
+
+TEST_F(XenDisksTest, RefusesBadNamesSizesAndRepeatsBeforeCreatingAnything) {
+  XenDiskSet set(Opts());
+  const std::vector<std::vector<DiskInfo>> bad = {
+      {{1, 1 << 20, "../../etc/passwd"}},
+      {{1, 1 << 20, "xvdb1"}},
+      {{1, 1 << 20, "xvdb"}, {2, 1 << 20, "xvdb"}},  // one vdev twice
+      {{1, 1 << 20, "xvdb"}, {1, 1 << 20, "xvdc"}},  // one id twice
+      {{1, 1000, "xvdb"}},                           // not whole sectors
+  };
+  for (const auto& d : bad) {
+    Status st = set.BeginSession("g1--incoming", d, false);
+    EXPECT_EQ(st.code(), Code::kInvalidArgument) << d[0].name << ": " << st.ToString();
+  }
+  EXPECT_EQ(set.BeginSession("../g1", disks_, false).code(), Code::kInvalidArgument);
+  EXPECT_TRUE(fs::is_empty(dir_)) << "a refused session created files";
+}
+
+TEST_F(XenDisksTest, FirstEpochWithoutACheckpointIsWrittenAsItArrives) {
+  XenDiskSet set(Opts());
+  ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
+  EXPECT_TRUE(set.direct());
+  ASSERT_EQ(set.images().size(), 2u);
+  EXPECT_EQ(set.images()[0].path, dir_ + "/g1--incoming.xvdb.img");
+  EXPECT_EQ(set.images()[0].devid, 51728u);
+  EXPECT_EQ(FileSize(Image("xvdb")), 1u << 20);
+  EXPECT_EQ(FileSize(Image("xvdc")), 2u << 20);
+  const std::vector<uint8_t> a(8192, 0xa1);
+  ASSERT_TRUE(set.OnDisk(1, 1, Write(4096, a)).ok());
+  EXPECT_EQ(ReadFile(Image("xvdb"), 4096, a.size()), a) << "the direct first epoch is not in the image";
+  EXPECT_EQ(set.staged_bytes(), 0u);
+  // Until it commits, a guest must not run on images holding it.
+  EXPECT_FALSE(set.activation_refusal().empty());
+  ASSERT_TRUE(set.Commit(1).ok());
+  EXPECT_EQ(set.activation_refusal(), "");
+  // Later epochs are staged: nothing reaches the image before Commit.
+  const std::vector<uint8_t> b(4096, 0xb2);
+  ASSERT_TRUE(set.OnDisk(2, 1, Write(4096, b)).ok());
+  EXPECT_EQ(ReadFile(Image("xvdb"), 4096, 4096), std::vector<uint8_t>(4096, 0xa1));
+  EXPECT_GT(set.staged_bytes(), 4096u);
+}
+
+TEST_F(XenDisksTest, CommitAppliesInStreamOrderAndDiscardDropsTheEpoch) {
+  XenDiskSet set(Opts());
+  ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
+  ASSERT_TRUE(set.Commit(1).ok());
+  const std::vector<uint8_t> x(8192, 0x11), y(4096, 0x22);
+  ASSERT_TRUE(set.OnDisk(2, 2, Write(0, x)).ok());
+  ASSERT_TRUE(set.OnDisk(2, 2, Zero(0, 4096)).ok());
+  ASSERT_TRUE(set.OnDisk(2, 2, Flush()).ok());
+  ASSERT_TRUE(set.OnDisk(2, 2, Write(4096, y)).ok());
+  ASSERT_TRUE(set.Commit(2).ok());
+  EXPECT_EQ(ReadFile(Image("xvdc"), 0, 4096), std::vector<uint8_t>(4096, 0));
+  EXPECT_EQ(ReadFile(Image("xvdc"), 4096, 4096), y);
+  // A discarded epoch never reaches the image, nor a later commit.
+  ASSERT_TRUE(set.OnDisk(3, 2, Write(0, x)).ok());
+  set.Discard();
+  ASSERT_TRUE(set.Commit(3).ok());
+  EXPECT_EQ(ReadFile(Image("xvdc"), 0, 4096), std::vector<uint8_t>(4096, 0));
+  // Records outside a disk, or for an unknown one, are refused.
+  EXPECT_EQ(set.OnDisk(4, 1, Write((1 << 20) - 4096, x)).code(), Code::kCorruption);
+  EXPECT_EQ(set.OnDisk(4, 9, Write(0, y)).code(), Code::kCorruption);
+}
+
+TEST_F(XenDisksTest, MemoryFirstThenDisks) {
+  XenDiskSet set(Opts());
+  ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
+  ASSERT_TRUE(set.Commit(1).ok());
+  const std::vector<uint8_t> x(4096, 0x33);
+  ASSERT_TRUE(set.OnDisk(2, 1, Write(0, x)).ok());
+  // A memory commit that fails: the images stay the previous checkpoint's
+  // and the epoch's records are gone.
+  bool image_untouched_during_memory = false;
+  Status st = CommitMemoryThenDisks(
+      2,
+      [&] {
+        image_untouched_during_memory = ReadFile(Image("xvdb"), 0, 4096) == std::vector<uint8_t>(4096, 0);
+        return Status::IoError("xc_domain_restore ended");
+      },
+      &set);
+  EXPECT_EQ(st.code(), Code::kIoError);
+  EXPECT_TRUE(image_untouched_during_memory);
+  EXPECT_EQ(ReadFile(Image("xvdb"), 0, 4096), std::vector<uint8_t>(4096, 0));
+  EXPECT_EQ(set.staged_bytes(), 0u);
+  EXPECT_EQ(set.activation_refusal(), "");
+  // Memory taken: only then the disks.
+  ASSERT_TRUE(set.OnDisk(3, 1, Write(0, x)).ok());
+  image_untouched_during_memory = false;
+  st = CommitMemoryThenDisks(
+      3,
+      [&] {
+        image_untouched_during_memory = ReadFile(Image("xvdb"), 0, 4096) == std::vector<uint8_t>(4096, 0);
+        return Status::Ok();
+      },
+      &set);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(image_untouched_during_memory) << "disk records were applied before memory was taken";
+  EXPECT_EQ(ReadFile(Image("xvdb"), 0, 4096), x);
+}
+
+TEST_F(XenDisksTest, StagingIsBounded) {
+  XenDiskSet set(Opts(1 << 20));
+  ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
+  ASSERT_TRUE(set.Commit(1).ok());
+  const std::vector<uint8_t> big(600 << 10, 0x44);
+  ASSERT_TRUE(set.OnDisk(2, 2, Write(0, big)).ok());
+  Status st = set.OnDisk(2, 2, Write(1 << 20, big));
+  EXPECT_EQ(st.code(), Code::kOutOfRange);
+  EXPECT_NE(st.message().find("--max-disk-staging"), std::string::npos) << st.message();
+  EXPECT_LE(set.staged_bytes(), size_t{1} << 20);
+}
+
+// A resync while a held replica exists: the images are its disks until the
+// new session's first commit, so its first epoch (a full copy) is staged.
+TEST_F(XenDisksTest, HeldReplicasImagesAreKeptUntilTheNewSessionCommits) {
+  XenDiskSet set(Opts());
+  ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
+  const std::vector<uint8_t> old_data(4096, 0x55), new_data(4096, 0x66);
+  ASSERT_TRUE(set.OnDisk(1, 1, Write(0, old_data)).ok());
+  ASSERT_TRUE(set.Commit(1).ok());
+
+  // Other disks than the checkpoint's: refused, images untouched.
+  const std::vector<DiskInfo> other = {{1, 4 << 20, "xvdb"}};
+  Status st = set.BeginSession("g1--incoming", other, /*checkpoint=*/true);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_NE(st.message().find("only checkpoint"), std::string::npos) << st.message();
+  EXPECT_EQ(FileSize(Image("xvdb")), 1u << 20);
+  EXPECT_EQ(set.BeginSession("g1--incoming", {}, true).code(), Code::kInvalidArgument);
+
+  ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, /*checkpoint=*/true).ok());
+  EXPECT_FALSE(set.direct());
+  ASSERT_TRUE(set.OnDisk(7, 1, Write(0, new_data)).ok());
+  EXPECT_EQ(ReadFile(Image("xvdb"), 0, 4096), old_data) << "the held replica's disk changed before the new commit";
+  EXPECT_EQ(set.activation_refusal(), "");
+  set.Discard();  // the primary died mid-sync: failover to the held replica
+  EXPECT_EQ(ReadFile(Image("xvdb"), 0, 4096), old_data);
+  EXPECT_EQ(set.activation_refusal(), "");
+  ASSERT_TRUE(set.OnDisk(7, 1, Write(0, new_data)).ok());
+  ASSERT_TRUE(set.Commit(7).ok());
+  EXPECT_EQ(ReadFile(Image("xvdb"), 0, 4096), new_data);
+}
+
+std::string MountSmallTmpfs(uint64_t bytes) {
+  std::string dir = MakeTempDir("xendisks-enospc");
+  const std::string opts = "size=" + std::to_string(bytes);
+  if (::mount("tmpfs", dir.c_str(), "tmpfs", 0, opts.c_str()) != 0) {
+    fs::remove_all(dir);
+    return "";
+  }
+  return dir;
+}
+
+// ENOSPC while applying epoch N after memory N was taken: memory and disk
+// differ, so Commit fails (no ACK) and activation is refused with the
+// reason, until a new session's first epoch (a full copy) commits whole.
+TEST(XenDisksEnospcTest, AFailedApplyRefusesActivationUntilAFullCopyCommits) {
+  const std::string dir = MountSmallTmpfs(2 << 20);
+  if (dir.empty()) GTEST_SKIP() << "cannot mount a tmpfs here (" << std::strerror(errno) << "): needs root";
+  {
+    XenDiskSet set(XenDiskOptions{dir, size_t{64} << 20});
+    const std::vector<DiskInfo> disks = {{1, 8 << 20, "xvdb"}};
+    ASSERT_TRUE(set.BeginSession("g1--incoming", disks, false).ok());
+    const std::vector<uint8_t> small(4096, 0x77);
+    ASSERT_TRUE(set.OnDisk(1, 1, Write(0, small)).ok());
+    ASSERT_TRUE(set.Commit(1).ok());
+
+    const std::vector<uint8_t> big(3 << 20, 0x88);  // more than the tmpfs holds
+    ASSERT_TRUE(set.OnDisk(2, 1, Write(1 << 20, big)).ok());
+    Status st = CommitMemoryThenDisks(2, [] { return Status::Ok(); }, &set);
+    ASSERT_FALSE(st.ok());
+    EXPECT_EQ(st.code(), Code::kStorage);
+    EXPECT_NE(st.message().find("disk xvdb failed to apply epoch 2"), std::string::npos) << st.message();
+    const std::string why = set.activation_refusal();
+    EXPECT_NE(why.find("disk xvdb failed to apply epoch 2"), std::string::npos) << why;
+    EXPECT_NE(why.find("will not resume a guest whose disk and memory differ"), std::string::npos) << why;
+    EXPECT_NE(why.find("No space left"), std::string::npos) << why;
+
+    // A later epoch of the same session does not repair it.
+    ASSERT_TRUE(set.OnDisk(3, 1, Write(0, small)).ok());
+    ASSERT_TRUE(set.Commit(3).ok());
+    EXPECT_FALSE(set.activation_refusal().empty());
+
+    // A new session (held replica: a checkpoint exists, but its images are
+    // broken, so its first epoch is written directly): its full copy, zero
+    // ranges punching the space back, commits and the images are whole.
+    ASSERT_TRUE(set.BeginSession("g1--incoming", disks, /*checkpoint=*/true).ok());
+    EXPECT_TRUE(set.direct());
+    ASSERT_TRUE(set.OnDisk(1, 1, Write(0, small)).ok());
+    ASSERT_TRUE(set.OnDisk(1, 1, Zero(4096, (8 << 20) - 4096)).ok());
+    ASSERT_TRUE(set.Commit(1).ok());
+    EXPECT_EQ(set.activation_refusal(), "");
+  }
+  ::umount2(dir.c_str(), MNT_DETACH);
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace romulus::xen

@@ -1,0 +1,221 @@
+#include "xen/xen_disks.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+
+#include "common/units.h"
+
+namespace romulus::xen {
+
+namespace {
+
+// The replica name is part of a file name: the sink's own rules
+// (alphanumerics, '-', '_', '.'), and never "." or "..".
+bool ValidFilePart(const std::string& n) {
+  if (n.empty() || n.size() > 64 || n == "." || n == "..") return false;
+  for (char c : n) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  }
+  return true;
+}
+
+std::string DiskList(std::span<const protocol::DiskInfo> disks) {
+  std::string s;
+  for (const protocol::DiskInfo& d : disks) {
+    s += (s.empty() ? "" : ", ") + protocol::Printable(d.name) + " (id " + std::to_string(d.id) + ", " +
+         FormatSize(d.size_bytes) + ")";
+  }
+  return s.empty() ? "none" : s;
+}
+
+}  // namespace
+
+XenDiskSet::XenDiskSet(XenDiskOptions options)
+    : options_(std::move(options)), staging_(options_.max_staging_bytes) {}
+
+XenDiskSet::~XenDiskSet() { CloseAll(); }
+
+void XenDiskSet::CloseAll() {
+  for (XenDiskImage& im : images_) {
+    if (im.fd >= 0) ::close(im.fd);
+    im.fd = -1;
+  }
+  images_.clear();
+}
+
+std::string XenDiskSet::ImagePath(const std::string& dir, const std::string& replica_name, const std::string& disk) {
+  return dir + "/" + replica_name + "." + disk + ".img";
+}
+
+XenDiskImage* XenDiskSet::Find(uint32_t id) {
+  for (XenDiskImage& im : images_) {
+    if (im.id == id) return &im;
+  }
+  return nullptr;
+}
+
+Status XenDiskSet::BeginSession(const std::string& replica_name, std::span<const protocol::DiskInfo> disks,
+                                bool checkpoint) {
+  staging_.Clear();
+  // The images hold a checkpoint's disks only when one exists and nothing
+  // since broke them (a failed apply, a direct epoch never committed).
+  const bool keep = checkpoint && refusal_.empty() && !dirty_direct_;
+  if (disks.empty()) {
+    if (keep && !images_.empty()) {
+      return Status::InvalidArgument("this backup holds a checkpoint with disks (" + std::to_string(images_.size()) +
+                                     " image(s) in " + options_.dir +
+                                     "); refusing a session of the same guest without disks");
+    }
+    CloseAll();
+    direct_ = false;
+    session_committed_ = false;
+    return Status::Ok();
+  }
+  if (options_.dir.empty()) {
+    return Status::InvalidArgument("the primary replicates the guest's disks (" + DiskList(disks) +
+                                   ") but this backup has no place for them: restart it with restore --xen "
+                                   "--disk-dir DIR");
+  }
+  if (!ValidFilePart(replica_name)) {
+    return Status::InvalidArgument("replica name \"" + replica_name + "\" cannot name a disk image file");
+  }
+  std::vector<XenDiskImage> want;
+  for (const protocol::DiskInfo& d : disks) {
+    Result<uint32_t> devid = VbdDevid(d.name);
+    if (!devid.ok()) return devid.status();
+    if (d.size_bytes == 0 || d.size_bytes % 512 != 0) {
+      return Status::InvalidArgument("disk " + d.name + ": a size of " + std::to_string(d.size_bytes) +
+                                     " bytes is not a whole number of 512-byte sectors");
+    }
+    for (const XenDiskImage& w : want) {
+      if (w.id == d.id || w.devid == *devid) {
+        return Status::InvalidArgument("the primary lists disk " + d.name + " (id " + std::to_string(d.id) +
+                                       ") twice, or with another disk's id or device number");
+      }
+    }
+    XenDiskImage im;
+    im.id = d.id;
+    im.size = d.size_bytes;
+    im.name = d.name;
+    im.devid = *devid;
+    im.path = ImagePath(options_.dir, replica_name, d.name);
+    want.push_back(std::move(im));
+  }
+  if (keep && !images_.empty()) {
+    // The images are the checkpoint failover would use until this session
+    // commits: a session with other disks must not touch them.
+    bool same = want.size() == images_.size();
+    for (size_t i = 0; same && i < want.size(); ++i) {
+      same = want[i].id == images_[i].id && want[i].size == images_[i].size && want[i].name == images_[i].name &&
+             want[i].path == images_[i].path;
+    }
+    if (!same) {
+      std::string had;
+      for (const XenDiskImage& im : images_) {
+        had += (had.empty() ? "" : ", ") + im.name + " (id " + std::to_string(im.id) + ", " + FormatSize(im.size) + ")";
+      }
+      return Status::InvalidArgument("this backup's checkpoint has the disks " + had + " in " + options_.dir +
+                                     "; refusing a session with the disks " + DiskList(disks) +
+                                     " (they would overwrite the only checkpoint)");
+    }
+    direct_ = false;
+    session_committed_ = false;
+    return Status::Ok();
+  }
+  // No checkpoint to protect: (re)open and size every image. What an image
+  // held before is overwritten by the first epoch's full copy.
+  CloseAll();
+  for (XenDiskImage& im : want) {
+    im.fd = ::open(im.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    Status s;
+    if (im.fd < 0) {
+      s = Status::StorageErrno("creating disk image " + im.path, errno);
+    } else if (::ftruncate(im.fd, static_cast<off_t>(im.size)) != 0) {
+      s = Status::StorageErrno("sizing disk image " + im.path + " to " + std::to_string(im.size) + " bytes", errno);
+    }
+    if (!s.ok()) {
+      for (XenDiskImage& o : want) {
+        if (o.fd >= 0) ::close(o.fd);
+      }
+      return s;
+    }
+  }
+  images_ = std::move(want);
+  direct_ = true;
+  session_committed_ = false;
+  spdlog::info("disks of the session: {} image(s) in {}, first epoch written directly (no checkpoint to keep)",
+               images_.size(), options_.dir);
+  return Status::Ok();
+}
+
+Status XenDiskSet::OnDisk(uint64_t epoch, uint32_t disk_id, const protocol::DiskRecord& record) {
+  XenDiskImage* im = Find(disk_id);
+  if (im == nullptr) return Status::Corruption("Xen sink: record for unknown disk " + std::to_string(disk_id));
+  Result<restore::DiskEntry> e = restore::DiskEntryFromRecord(disk_id, im->size, record);
+  if (!e.ok()) return e.status().With("Xen sink");
+  if (direct_ && !session_committed_) {
+    dirty_direct_ = true;  // the images hold an uncommitted epoch from now on
+    return restore::ApplyDiskEntry(im->fd, *e, "writing disk " + im->name + " (" + im->path + ")");
+  }
+  return staging_.Stage(epoch, *e).With("Xen sink");
+}
+
+void XenDiskSet::Discard() { staging_.Clear(); }
+
+std::string XenDiskSet::activation_refusal() const {
+  if (!refusal_.empty()) return refusal_;
+  if (dirty_direct_) {
+    return "the disk images hold part of an epoch that never committed; the backup will not resume a guest whose "
+           "disk and memory differ";
+  }
+  return "";
+}
+
+Status XenDiskSet::Commit(uint64_t epoch) {
+  std::string failed;
+  Status s = restore::ForEachDiskEntry(staging_.view(), [&](const restore::DiskEntry& e) -> Status {
+    XenDiskImage* im = Find(e.disk_id);
+    if (im == nullptr) return Status::Internal("a staged record for unknown disk " + std::to_string(e.disk_id));
+    failed = im->name;
+    return restore::ApplyDiskEntry(im->fd, e, im->path);
+  });
+  staging_.Clear();
+  for (size_t i = 0; s.ok() && i < images_.size(); ++i) {
+    failed = images_[i].name;
+    if (::fdatasync(images_[i].fd) != 0) s = Status::StorageErrno("syncing " + images_[i].path, errno);
+  }
+  if (!s.ok()) {
+    refusal_ = "disk " + failed + " failed to apply epoch " + std::to_string(epoch) + ": " + s.message() +
+               "; the backup will not resume a guest whose disk and memory differ";
+    spdlog::error("{} (until a new session's first epoch, a full copy, commits)", refusal_);
+    return Status::Storage(refusal_);
+  }
+  if (!session_committed_) {
+    // The session's first epoch carries a full copy of every disk
+    // (docs/DISK.md §5.1), so the images are exactly this checkpoint's
+    // disks now, whatever an earlier failure left in them. (An incremental
+    // resync, §7, must keep this true or keep the refusal.)
+    if (!refusal_.empty()) spdlog::info("the disks are consistent again with epoch {}", epoch);
+    refusal_.clear();
+    dirty_direct_ = false;
+  }
+  session_committed_ = true;
+  return Status::Ok();
+}
+
+Status CommitMemoryThenDisks(uint64_t epoch, const std::function<Status()>& memory, XenDiskSet* disks) {
+  Status m = memory();
+  if (!m.ok()) {
+    // Memory N was not taken: the images must stay the previous checkpoint's.
+    disks->Discard();
+    return m;
+  }
+  return disks->Commit(epoch);
+}
+
+}  // namespace romulus::xen

@@ -1,0 +1,114 @@
+// The Xen backup's disks (docs/DISK.md §6, §8): one sparse raw image per
+// disk of the session, DIR/<replica name>.<disk name>.img (restore --xen
+// --disk-dir DIR), holding the disk as of the checkpoint the sink would
+// activate. Xen-free: XenSink (xen/xen_backup.cc) drives it, tests drive it
+// alone (tests/xen/xen_disks_test.cc).
+//
+// Staging. The open epoch's records are staged in memory
+// (restore::DiskStaging, bounded by restore --max-disk-staging: an epoch
+// over it is refused OutOfRange → ERROR resource) and applied only by
+// Commit, which XenSink calls after libxenguest took the memory checkpoint
+// (CommitMemoryThenDisks). Discard drops them.
+//
+// Direct first epoch. While the sink has no checkpoint its disks could
+// belong to (nothing committed, no held replica, or the images are known to
+// differ from the checkpoint's memory), nothing can be lost by writing into
+// the images at once: the session's first epoch, a full copy of each disk,
+// is then written as it arrives, unbounded by the staging limit, and Commit
+// only syncs. Otherwise (a resync while a held replica exists) the first
+// epoch is staged like any other, so until the new session's first commit
+// the images still hold the held replica's checkpoint.
+//
+// When applying fails after the memory checkpoint was taken (EIO, ENOSPC),
+// memory N and the images are no longer one checkpoint: Commit returns the
+// error (no ACK) and activation_refusal() says why from then on, until a
+// later session's first epoch (a full copy of every disk) commits whole.
+//
+// Threading: every call comes from the sink's one caller thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "protocol/messages.h"
+#include "restore/disk_staging.h"
+#include "xen/vbd_spec.h"
+
+namespace romulus::xen {
+
+struct XenDiskOptions {
+  std::string dir;  // --disk-dir; "" = this backup refuses a primary with disks
+  size_t max_staging_bytes = size_t{64} << 20;  // --max-disk-staging
+};
+
+struct XenDiskImage {
+  uint32_t id = 0;
+  uint64_t size = 0;
+  std::string name;  // vdev, "xvdb"
+  uint32_t devid = 0;
+  std::string path;
+  int fd = -1;
+};
+
+class XenDiskSet {
+ public:
+  explicit XenDiskSet(XenDiskOptions options);
+  ~XenDiskSet();
+  XenDiskSet(const XenDiskSet&) = delete;
+  XenDiskSet& operator=(const XenDiskSet&) = delete;
+
+  // A new session's disks. replica_name names the files (validated again
+  // here: it becomes part of a path). checkpoint: the sink holds a
+  // checkpoint (committed or held) whose disks the images are. Refuses:
+  // disks without a --disk-dir, a bad or repeated disk name, and, while a
+  // checkpoint whose images are consistent exists, a disk list other than
+  // the images' (they are that checkpoint's disks). Creates each image or
+  // sizes it (only while no such checkpoint exists: a kept image is left
+  // as it is).
+  Status BeginSession(const std::string& replica_name, std::span<const protocol::DiskInfo> disks,
+                      bool checkpoint);
+  // One record of the open epoch: written at once (direct first epoch) or
+  // staged. Corruption for an unknown disk or a range beyond it.
+  Status OnDisk(uint64_t epoch, uint32_t disk_id, const protocol::DiskRecord& record);
+  // Drops the staged records (the images are untouched).
+  void Discard();
+  // After the memory checkpoint `epoch` was taken: applies the staged
+  // records in order (FLUSH: fdatasync of that image), then fdatasync of
+  // each image. Storage on failure, and from then on activation_refusal().
+  Status Commit(uint64_t epoch);
+
+  // "" when the images are the checkpoint's disks; else why a guest must
+  // not be resumed on them.
+  std::string activation_refusal() const;
+  // The session's images, in HELLO order.
+  const std::vector<XenDiskImage>& images() const { return images_; }
+  bool has_disks() const { return !images_.empty(); }
+  bool direct() const { return direct_; }
+  size_t staged_bytes() const { return staging_.size(); }
+  static std::string ImagePath(const std::string& dir, const std::string& replica_name, const std::string& disk);
+
+ private:
+  void CloseAll();
+  XenDiskImage* Find(uint32_t id);
+
+  XenDiskOptions options_;
+  std::vector<XenDiskImage> images_;
+  restore::DiskStaging staging_;
+  bool direct_ = false;             // this session's first epoch is written as it arrives
+  bool session_committed_ = false;  // a commit happened in this session
+  bool dirty_direct_ = false;       // a direct epoch was written and not committed
+  std::string refusal_;
+};
+
+// Commit(N) of a sink with disks, in the one order that keeps memory and
+// disk one checkpoint: memory first (libxenguest's checkpoint callback);
+// only when that succeeded, the disks. A failed memory commit drops the
+// staged records and leaves the images as they were (the previous
+// checkpoint's); a failed disk apply is reported by disks->Commit.
+Status CommitMemoryThenDisks(uint64_t epoch, const std::function<Status()>& memory, XenDiskSet* disks);
+
+}  // namespace romulus::xen
