@@ -4,7 +4,9 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
+#include <new>
 #include <string>
 
 #include "common/little_endian.h"
@@ -143,12 +145,16 @@ std::span<const uint8_t> DiskFrameBuilder::payload() {
 
 // ---- DiskFrameParser ---------------------------------------------------------
 
-DiskFrameParser::DiskFrameParser() : scratch_(kMaxDiskWriteChunk) {}
+DiskFrameParser::DiskFrameParser(size_t arena_max)
+    : arena_max_(std::max<size_t>(arena_max, kMaxDiskWriteChunk)) {}
 
 Status DiskFrameParser::Open(std::span<const uint8_t> payload, std::span<const DiskInfo> disks) {
   payload_ = {};
   count_ = yielded_ = 0;
   pos_ = 0;
+  use_arena_ = false;
+  arena_pos_ = 0;
+  ++stats_.frames;
   if (payload.size() < kDiskFrameHeadSize) return Status::Corruption("DISK payload truncated");
   if (payload.size() > kMaxPayload) return Status::Corruption("DISK payload too large");
   disk_id_ = LoadLE32(payload.data());
@@ -159,17 +165,31 @@ Status DiskFrameParser::Open(std::span<const uint8_t> payload, std::span<const D
   disk_size_ = it->size_bytes;
   payload_ = payload;
   count_ = count;
-  if (Status s = Validate(); !s.ok()) {
+  // Two passes: every record's head and bounds first (cheap: the data is
+  // skipped), which also says how much arena the LZ4 records need; then the
+  // LZ4 records are decompressed, once, where Next will yield them from.
+  uint64_t need = 0;
+  Status s = CheckRecords(&need);
+  // Without the memory for the arena every record goes through scratch_.
+  const bool use_arena = s.ok() && Reserve(need);
+  if (s.ok()) s = DecodeLz4(use_arena);
+  if (!s.ok()) {
     payload_ = {};
     count_ = 0;
     return s;
   }
+  use_arena_ = use_arena;
   pos_ = kDiskFrameHeadSize;
   return Status::Ok();
 }
 
-Status DiskFrameParser::Validate() {
+bool DiskFrameParser::ToArena(uint64_t used, uint32_t length, uint32_t data_len) const {
+  return used + length <= arena_max_ && length <= uint64_t{data_len} * kDiskArenaMaxRatio;
+}
+
+Status DiskFrameParser::CheckRecords(uint64_t* arena_need) {
   Reader r(payload_.subspan(kDiskFrameHeadSize));
+  uint64_t need = 0;
   for (uint32_t i = 0; i < count_; ++i) {
     const std::string at = "DISK record " + Str(i) + " of disk " + Str(disk_id_);
     uint8_t kind_raw = 0, flags = 0;
@@ -210,20 +230,14 @@ Status DiskFrameParser::Validate() {
         }
         if (!r.Bytes(data_len, &data)) return Status::Corruption(at + ": data beyond the frame");
         break;
-      case DiskRecordKind::kWriteLz4: {
+      case DiskRecordKind::kWriteLz4:
         if (length > kMaxDiskWriteChunk || data_len == 0 || data_len >= length) {
           return Status::Corruption(at + ": compressed write of " + Str(length) + " bytes with " + Str(data_len) +
                                     " data bytes");
         }
         if (!r.Bytes(data_len, &data)) return Status::Corruption(at + ": data beyond the frame");
-        const int n = LZ4_decompress_safe(reinterpret_cast<const char*>(data.data()),
-                                          reinterpret_cast<char*>(scratch_.data()), static_cast<int>(data_len),
-                                          static_cast<int>(length));
-        if (n < 0 || static_cast<uint32_t>(n) != length) {
-          return Status::Corruption(at + ": LZ4 data does not decompress to " + Str(length) + " bytes");
-        }
+        if (ToArena(need, length, data_len)) need += length;
         break;
-      }
       case DiskRecordKind::kZero:
         if (data_len != 0) return Status::Corruption(at + ": ZERO with data");
         break;
@@ -234,6 +248,58 @@ Status DiskFrameParser::Validate() {
     return Status::Corruption("DISK frame of disk " + Str(disk_id_) + ": " + Str(r.remaining()) +
                               " bytes after its " + Str(count_) + " records");
   }
+  *arena_need = need;
+  return Status::Ok();
+}
+
+// Grows the arena to `need` (a power of two, so a slowly growing need does
+// not reallocate every frame; at most arena_max_). Its old bytes are not
+// kept: nothing in it is yielded any more.
+bool DiskFrameParser::Reserve(uint64_t need) {
+  if (need <= arena_cap_) return true;
+  const size_t cap = std::min<size_t>(arena_max_, std::bit_ceil(static_cast<size_t>(need)));
+  arena_.reset();
+  arena_cap_ = 0;
+  arena_.reset(new (std::nothrow) uint8_t[cap]);
+  if (!arena_) return false;
+  arena_cap_ = cap;
+  ++stats_.allocations;
+  return true;
+}
+
+Status DiskFrameParser::DecodeLz4(bool use_arena) {
+  // The heads were checked: walk them again without checks.
+  size_t pos = kDiskFrameHeadSize;
+  size_t arena_pos = 0;
+  uint32_t lz4 = 0;
+  for (uint32_t i = 0; i < count_; ++i) {
+    const uint8_t* p = payload_.data() + pos;
+    const uint32_t length = LoadLE32(p + 4);
+    const uint32_t data_len = LoadLE32(p + 16);
+    pos += kDiskRecordHeadSize + data_len;
+    if (static_cast<DiskRecordKind>(p[0]) != DiskRecordKind::kWriteLz4) continue;
+    uint8_t* out;
+    // The same choice, in the same order, as CheckRecords and Next make.
+    if (use_arena && ToArena(arena_pos, length, data_len)) {
+      out = arena_.get() + arena_pos;
+      arena_pos += length;
+    } else {
+      if (scratch_.empty()) {
+        scratch_.resize(kMaxDiskWriteChunk);
+        ++stats_.allocations;
+      }
+      out = scratch_.data();
+    }
+    ++lz4;
+    const int n = LZ4_decompress_safe(reinterpret_cast<const char*>(p + kDiskRecordHeadSize),
+                                      reinterpret_cast<char*>(out), static_cast<int>(data_len),
+                                      static_cast<int>(length));
+    if (n < 0 || static_cast<uint32_t>(n) != length) {
+      return Status::Corruption("DISK record " + Str(i) + " of disk " + Str(disk_id_) +
+                                ": LZ4 data does not decompress to " + Str(length) + " bytes");
+    }
+  }
+  stats_.lz4_records += lz4;
   return Status::Ok();
 }
 
@@ -250,12 +316,19 @@ bool DiskFrameParser::Next(DiskRecord* out) {
   out->length = length;
   switch (kind) {
     case DiskRecordKind::kWriteLz4:
-      // Validated already; decompressed again here so scratch_ holds this
-      // record (Validate walked every record through the same buffer).
-      LZ4_decompress_safe(reinterpret_cast<const char*>(data), reinterpret_cast<char*>(scratch_.data()),
-                          static_cast<int>(data_len), static_cast<int>(length));
       out->kind = DiskRecordKind::kWrite;
-      out->data = {scratch_.data(), length};
+      if (use_arena_ && ToArena(arena_pos_, length, data_len)) {
+        // Decompressed by Open, in stream order.
+        out->data = {arena_.get() + arena_pos_, length};
+        arena_pos_ += length;
+      } else {
+        // Beyond the arena's bound, or cheap to decompress: Open validated
+        // it through scratch_, which a later record overwrote; again.
+        LZ4_decompress_safe(reinterpret_cast<const char*>(data), reinterpret_cast<char*>(scratch_.data()),
+                            static_cast<int>(data_len), static_cast<int>(length));
+        out->data = {scratch_.data(), length};
+        ++stats_.lz4_redecoded;
+      }
       break;
     case DiskRecordKind::kWrite:
       out->kind = DiskRecordKind::kWrite;

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -44,6 +45,23 @@ inline constexpr uint32_t kMaxDiskWriteChunk = uint32_t{1} << 20;
 // The largest ZERO range one record carries (a u32 length).
 inline constexpr uint64_t kMaxDiskZeroChunk = uint64_t{1} << 31;
 inline constexpr size_t kDiskEndSize = 32;
+
+// The bound of DiskFrameParser's decompression arena: LZ4 records of one
+// frame are decompressed once, at validation, into the arena while their
+// total fits, and yielded from there. A frame is at most kMaxPayload (8 MiB)
+// but LZ4 can expand it ~250-fold (zero-filled blocks), so a frame cannot be
+// promised to fit in any bounded arena; 4 x kMaxPayload holds a full frame of
+// writes that compress up to 4:1 (filesystem data, text). A record beyond the
+// bound is validated through a 1 MiB scratch buffer and decompressed again
+// when yielded (DiskFrameParser::Stats::lz4_redecoded counts them).
+inline constexpr size_t kMaxDiskDecodeArena = 4 * kMaxPayload;
+// ...and so is a record compressed more than this many times: such data
+// (mostly zero blocks) decompresses at memset speed, and decompressing it
+// again into the cache-resident scratch buffer costs less than writing it to
+// the arena and reading it back from memory (docs/benchmarks.md, "Disk
+// frames": text at 2.2:1 parses 2.3x faster from the arena, blocks at 39:1
+// were 10-15% slower from it than decompressed twice).
+inline constexpr uint32_t kDiskArenaMaxRatio = 8;
 
 // A record as applied (never kWriteLz4: data is the uncompressed bytes).
 struct DiskRecord {
@@ -112,26 +130,59 @@ class DiskFrameBuilder {
 // (kinds, flags, reserved bits, bounds against the disk's size, data
 // lengths inside the frame, LZ4 data that decompresses to exactly `length`)
 // and only then does Next() yield them; a bad frame is Corruption, with
-// nothing yielded.
+// nothing yielded (not even what a previous frame had left unread).
+//
+// Each LZ4 record is decompressed once: Open() decompresses it into the
+// parser's arena (reused across frames, grown to a frame's need up to
+// `arena_max`, never shrunk), and Next() yields a span of the arena. Only
+// records past `arena_max` (a frame that expands beyond it) and records
+// compressed more than kDiskArenaMaxRatio:1 (cheaper to decompress twice)
+// are validated through a scratch buffer and decompressed again by Next.
+// No allocation once the arena and, if ever needed, the scratch buffer have
+// reached what the frames need.
 class DiskFrameParser {
  public:
-  DiskFrameParser();
+  struct Stats {
+    uint64_t frames = 0;          // frames opened (validated or not)
+    uint64_t lz4_records = 0;     // LZ4 records of validated frames
+    uint64_t lz4_redecoded = 0;   // of those, decompressed again by Next (beyond the arena, or > 8:1)
+    uint64_t allocations = 0;     // arena (re)allocations plus the scratch buffer's one
+  };
+  // arena_max: the arena's bound (kMaxDiskDecodeArena; tests use less). At
+  // least kMaxDiskWriteChunk.
+  explicit DiskFrameParser(size_t arena_max = kMaxDiskDecodeArena);
   // disks: the session's disks (HELLO). Corruption for an unknown disk id.
   Status Open(std::span<const uint8_t> payload, std::span<const DiskInfo> disks);
   uint32_t disk_id() const { return disk_id_; }
   uint32_t record_count() const { return count_; }
   // false at the end. The record's data stays valid until the next call.
   bool Next(DiskRecord* out);
+  const Stats& stats() const { return stats_; }
+  size_t arena_capacity() const { return arena_cap_; }
 
  private:
-  Status Validate();
+  // Every record's head and bounds; sums what the LZ4 records that go to
+  // the arena need.
+  Status CheckRecords(uint64_t* arena_need);
+  // Decompresses every LZ4 record (those that go to the arena into it).
+  Status DecodeLz4(bool use_arena);
+  // Whether the LZ4 record of `length` bytes from `data_len` goes to the
+  // arena, given that `used` bytes of it are taken by earlier records.
+  bool ToArena(uint64_t used, uint32_t length, uint32_t data_len) const;
+  bool Reserve(uint64_t need);
   std::span<const uint8_t> payload_;
   uint64_t disk_size_ = 0;
   uint32_t disk_id_ = 0;
   uint32_t count_ = 0;
   uint32_t yielded_ = 0;
   size_t pos_ = 0;
-  std::vector<uint8_t> scratch_;  // kMaxDiskWriteChunk, for decompression; allocated once
+  size_t arena_max_;
+  std::unique_ptr<uint8_t[]> arena_;  // arena_cap_ bytes, uninitialised
+  size_t arena_cap_ = 0;
+  bool use_arena_ = false;      // this frame's records that ToArena() picks are in the arena
+  size_t arena_pos_ = 0;       // Next: where the next arena record starts
+  std::vector<uint8_t> scratch_;  // kMaxDiskWriteChunk once a record falls beyond the arena
+  Stats stats_;
 };
 
 // DISK_END (§3.10): the epoch's records of one disk are complete.

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "common/little_endian.h"
@@ -253,6 +254,190 @@ TEST(DiskRecords, ParserRefusesLyingLz4) {
   // Either refused, or (if the damaged stream still decodes to the same
   // length) exactly one record: never more, never a read outside the frame.
   EXPECT_LE(recs.size(), 1u);
+}
+
+// Text-like bytes that LZ4 shrinks about 2:1 (below kDiskArenaMaxRatio):
+// "block id: " and six random hex digits, over and over.
+Bytes Compressible(size_t n, uint32_t seed) {
+  Bytes b(n);
+  std::mt19937 rng(seed);
+  for (size_t i = 0; i < n; ++i) b[i] = i % 16 < 10 ? "block id: "[i % 16] : "0123456789abcdef"[rng() % 16];
+  return b;
+}
+
+// A frame whose LZ4 record after a valid one (and after a raw write) does not
+// decompress is refused whole: nothing is yielded, neither from it nor from
+// the frame the parser read before.
+TEST(DiskRecords, CorruptLz4AfterAValidOneYieldsNothing) {
+  const Bytes first = Compressible(65536, 1), second = Compressible(65536, 2);
+  const Bytes raw = Pattern(4096, 3);
+  DiskFrameBuilder b;
+  b.Reset(7);
+  ASSERT_TRUE(b.AddWrite(0, first, false, true));
+  ASSERT_TRUE(b.AddWrite(1 << 20, raw, false, true));
+  ASSERT_TRUE(b.AddWrite(2 << 20, second, false, true));
+  ASSERT_TRUE(b.AddFlush());
+  const auto sp = b.payload();
+  const Bytes good(sp.begin(), sp.end());
+  const size_t r0 = kDiskFrameHeadSize;
+  ASSERT_EQ(good[r0], static_cast<uint8_t>(DiskRecordKind::kWriteLz4));
+  const size_t r1 = r0 + kDiskRecordHeadSize + LoadLE32(&good[r0 + 16]);
+  ASSERT_EQ(good[r1], static_cast<uint8_t>(DiskRecordKind::kWrite));
+  const size_t r2 = r1 + kDiskRecordHeadSize + raw.size();
+  ASSERT_EQ(good[r2], static_cast<uint8_t>(DiskRecordKind::kWriteLz4));
+  const uint32_t r2_len = LoadLE32(&good[r2 + 16]);
+
+  auto check = [&](const char* what, auto mutate) {
+    SCOPED_TRACE(what);
+    Bytes bad = good;
+    mutate(bad);
+    DiskFrameParser p;
+    // The parser first reads a good frame, partly: its records must not leak
+    // into what the refused frame yields.
+    ASSERT_TRUE(p.Open(good, TwoDisks()).ok());
+    DiskRecord r;
+    ASSERT_TRUE(p.Next(&r));
+    Status s = p.Open(bad, TwoDisks());
+    EXPECT_EQ(s.code(), Code::kCorruption) << s.ToString();
+    EXPECT_NE(s.message().find("DISK record 2 "), std::string::npos) << s.ToString();
+    EXPECT_FALSE(p.Next(&r));
+    EXPECT_EQ(p.record_count(), 0u);
+    // And the parser is still good for the next frame.
+    ASSERT_TRUE(p.Open(good, TwoDisks()).ok());
+    uint32_t n = 0;
+    while (p.Next(&r)) ++n;
+    EXPECT_EQ(n, 4u);
+  };
+  check("garbage stream", [&](Bytes& f) {
+    for (size_t i = 0; i < r2_len; ++i) f[r2 + kDiskRecordHeadSize + i] = 0xFF;  // literal run beyond the input
+  });
+  check("claims more than it decompresses to", [&](Bytes& f) { StoreLE32(&f[r2 + 4], 65536 + 512); });
+  check("claims less than it decompresses to", [&](Bytes& f) { StoreLE32(&f[r2 + 4], 65536 - 512); });
+  // Sanity: the good frame yields both compressed writes intact.
+  auto recs = ParseAll(good);
+  ASSERT_EQ(recs.size(), 4u);
+  EXPECT_EQ(recs[0].data, first);
+  EXPECT_EQ(recs[1].data, raw);
+  EXPECT_EQ(recs[2].data, second);
+}
+
+// LZ4 records are decompressed once, at validation, into an arena that is
+// reused: no allocation after the first frame, and nothing decompressed
+// twice while the frame fits the arena's bound.
+TEST(DiskRecords, Lz4IsDecodedOnceIntoAReusedArena) {
+  DiskFrameParser p;
+  DiskFrameBuilder b(size_t{2} << 20);
+  std::vector<Bytes> frames;
+  std::vector<std::vector<Bytes>> writes;
+  for (uint32_t f = 0; f < 6; ++f) {
+    b.Reset(7);
+    writes.emplace_back();
+    for (uint32_t i = 0; i < 20; ++i) {
+      writes.back().push_back(Compressible(65536, f * 100 + i));
+      ASSERT_TRUE(b.AddWrite(uint64_t{i} << 16, writes.back().back(), false, true));
+    }
+    const auto sp = b.payload();
+    frames.emplace_back(sp.begin(), sp.end());
+  }
+  uint64_t allocations_after_first = 0;
+  for (size_t f = 0; f < frames.size(); ++f) {
+    ASSERT_TRUE(p.Open(frames[f], TwoDisks()).ok());
+    if (f == 0) allocations_after_first = p.stats().allocations;
+    DiskRecord r;
+    size_t i = 0;
+    while (p.Next(&r)) {
+      ASSERT_LT(i, writes[f].size());
+      EXPECT_TRUE(std::equal(r.data.begin(), r.data.end(), writes[f][i].begin(), writes[f][i].end())) << f << "/" << i;
+      ++i;
+    }
+    EXPECT_EQ(i, writes[f].size());
+  }
+  EXPECT_EQ(allocations_after_first, 1u) << "one arena for the first frame";
+  EXPECT_EQ(p.stats().allocations, allocations_after_first) << "no allocation in steady state";
+  EXPECT_EQ(p.stats().lz4_records, 6u * 20u);
+  EXPECT_EQ(p.stats().lz4_redecoded, 0u);
+  EXPECT_LE(p.arena_capacity(), size_t{2} << 20);  // 20 x 64 KiB, rounded to a power of two
+
+  // Zero blocks compress ~250:1: cheaper to decompress again than to keep
+  // (kDiskArenaMaxRatio), so they go through the scratch buffer instead.
+  b.Reset(7);
+  const Bytes zeros(65536, 0), text = Compressible(65536, 9);
+  ASSERT_TRUE(b.AddWrite(0, zeros, false, true));
+  ASSERT_TRUE(b.AddWrite(65536, text, false, true));
+  ASSERT_TRUE(b.AddWrite(131072, zeros, false, true));
+  auto recs = ParseAll(b.payload());
+  ASSERT_EQ(recs.size(), 3u);
+  EXPECT_EQ(recs[0].data, zeros);
+  EXPECT_EQ(recs[1].data, text);
+  EXPECT_EQ(recs[2].data, zeros);
+  const uint64_t before = p.stats().lz4_redecoded;
+  ASSERT_TRUE(p.Open(b.payload(), TwoDisks()).ok());
+  DiskRecord r;
+  while (p.Next(&r)) {
+  }
+  EXPECT_EQ(p.stats().lz4_redecoded, before + 2);
+}
+
+// A frame that expands beyond the arena's bound: the records that fit come
+// from the arena, the rest are decompressed again when yielded; the bytes
+// are the same either way, and the data stays within the bound.
+TEST(DiskRecords, BeyondTheArenaBoundRecordsAreDecodedAgain) {
+  DiskFrameBuilder b;
+  b.Reset(7);
+  std::vector<Bytes> writes;
+  for (uint32_t i = 0; i < 8; ++i) {
+    writes.push_back(Compressible(65536, i));
+    ASSERT_TRUE(b.AddWrite(uint64_t{i} << 16, writes.back(), i % 2 == 1, true));
+  }
+  ASSERT_TRUE(b.AddZero(1 << 20, 4096, false, false));
+  const auto sp = b.payload();
+  const Bytes frame(sp.begin(), sp.end());
+
+  DiskFrameParser small(kMaxDiskWriteChunk);  // the least bound: 1 MiB, 16 of these writes
+  DiskFrameParser tiny(0);                    // raised to kMaxDiskWriteChunk as well
+  DiskFrameParser big;
+  for (auto* p : {&small, &tiny, &big}) {
+    ASSERT_TRUE(p->Open(frame, TwoDisks()).ok());
+    DiskRecord r;
+    size_t i = 0;
+    while (p->Next(&r) && i < writes.size()) {
+      EXPECT_EQ(r.kind, DiskRecordKind::kWrite);
+      EXPECT_EQ(r.fua(), i % 2 == 1);
+      EXPECT_TRUE(std::equal(r.data.begin(), r.data.end(), writes[i].begin(), writes[i].end())) << i;
+      ++i;
+    }
+    EXPECT_EQ(i, writes.size());
+    EXPECT_EQ(r.kind, DiskRecordKind::kZero);
+    EXPECT_EQ(p->stats().lz4_redecoded, 0u) << "8 x 64 KiB fit in 1 MiB";
+  }
+
+  // 24 writes of 64 KiB = 1.5 MiB: the first 16 fit in a 1 MiB arena.
+  b.Reset(7);
+  writes.clear();
+  for (uint32_t i = 0; i < 24; ++i) {
+    writes.push_back(Compressible(65536, 50 + i));
+    ASSERT_TRUE(b.AddWrite(uint64_t{i} << 16, writes.back(), false, true));
+  }
+  const auto sp2 = b.payload();
+  const Bytes large(sp2.begin(), sp2.end());
+  uint64_t allocations = 0;
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_TRUE(small.Open(large, TwoDisks()).ok());
+    if (round == 0) allocations = small.stats().allocations;
+    DiskRecord r;
+    size_t i = 0;
+    while (small.Next(&r)) {
+      ASSERT_LT(i, writes.size());
+      EXPECT_TRUE(std::equal(r.data.begin(), r.data.end(), writes[i].begin(), writes[i].end())) << i;
+      ++i;
+    }
+    EXPECT_EQ(i, writes.size());
+  }
+  EXPECT_EQ(small.arena_capacity(), size_t{kMaxDiskWriteChunk});
+  EXPECT_EQ(small.stats().lz4_redecoded, 3u * 8u);
+  // 512 KiB for the first frame, 1 MiB for this one, and the scratch buffer.
+  EXPECT_EQ(allocations, 3u);
+  EXPECT_EQ(small.stats().allocations, allocations) << "no allocation in steady state";
 }
 
 TEST(DiskRecords, DiskEndRoundTrip) {
