@@ -20,5 +20,6 @@ int RunKeygen(int argc, char** argv);      // cmd_keygen.cc
 int RunCtl(int argc, char** argv);         // cmd_ctl.cc
 int RunDrill(int argc, char** argv);       // cmd_drill.cc (drill | drill verify)
 int RunSwitchover(int argc, char** argv);  // cmd_switchover.cc
+int RunDiskExport(int argc, char** argv);  // cmd_disk_export.cc
 
 }  // namespace romulus::cli

@@ -25,6 +25,7 @@ const Command kCommands[] = {
     {"ctl", romulus::cli::RunCtl, "control a running replicate/restore: status, stats, set, pause, failover"},
     {"drill", romulus::cli::RunDrill, "failover drills with real processes; drill verify: compare both sides live"},
     {"switchover", romulus::cli::RunSwitchover, "planned handover: final checkpoint, the backup takes over"},
+    {"disk-export", romulus::cli::RunDiskExport, "serve a guest disk over NBD for its lifetime; a replicator taps it"},
     {"bench", romulus::cli::RunBench, "benchmarks: bench codec | bench e2e"},
 };
 

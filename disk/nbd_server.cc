@@ -66,8 +66,20 @@ NbdServerStats NbdServer::stats() const {
   s.refused = stats_.refused.load();
   s.local_errors = stats_.local_errors.load();
   s.trims_ignored = stats_.trims_ignored.load();
+  s.held = stats_.held.load();
+  s.waiting_on_hold = stats_.waiting_on_hold.load();
   return s;
 }
+
+Status NbdServer::Hold(std::chrono::steady_clock::time_point deadline) {
+  if (!exec_mu_.try_lock_until(deadline)) {
+    return Status::Timeout("NBD export '" + options_.export_name +
+                           "': a request was still executing at the hold's deadline");
+  }
+  return Status::Ok();
+}
+
+void NbdServer::Unhold() { exec_mu_.unlock(); }
 
 void NbdServer::Stop() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -268,6 +280,15 @@ Status NbdServer::ServeTransmission(transport::Stream* s) {
       if (st.code() == Code::kClosed && got == 0) return Status::Ok();  // closed between requests
       return st.With("reading a request header (" + std::to_string(got) + " of 28 bytes)");
     }
+    // A Hold (the export's full copy) keeps the request from starting; the
+    // lock is released with the tag, before the reply (Hold's contract).
+    std::unique_lock<std::timed_mutex> executing(exec_mu_, std::try_to_lock);
+    if (!executing.owns_lock()) {
+      stats_.held.fetch_add(1);
+      stats_.waiting_on_hold.fetch_add(1);
+      executing.lock();
+      stats_.waiting_on_hold.fetch_sub(1);
+    }
     // The tag is taken now, before anything of the request is done: the
     // consistency argument (docs/DISK.md §4) depends on it.
     RequestExecutor::Ticket tag = exec_.Begin();
@@ -290,6 +311,7 @@ Status NbdServer::ServeTransmission(transport::Stream* s) {
         }
       }
       tag.Release();
+      executing.unlock();
       ROMULUS_RETURN_IF_ERROR(Reply(s, refusal, r.cookie));
       continue;
     }
@@ -299,6 +321,9 @@ Status NbdServer::ServeTransmission(transport::Stream* s) {
       case nbd::kCmdRead: {
         auto data = store_->Read(r.offset, r.length);
         tag.Release();
+        // The data is in the store's bounce buffer, which only this thread
+        // uses (a full copy reads through a store of its own).
+        executing.unlock();
         if (!data.ok()) {
           stats_.local_errors.fetch_add(1);
           spdlog::warn("nbd export '{}': {}", options_.export_name, data.status().ToString());
@@ -358,6 +383,7 @@ Status NbdServer::ServeTransmission(transport::Stream* s) {
     // Reported (or not), so the epoch may be sealed; only then the client
     // hears that the request completed.
     tag.Release();
+    executing.unlock();
     ROMULUS_RETURN_IF_ERROR(Reply(s, error, r.cookie));
   }
 }

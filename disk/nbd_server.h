@@ -59,6 +59,8 @@ struct NbdServerStats {
   uint64_t refused = 0;       // requests answered with an error before touching the store
   uint64_t local_errors = 0;  // requests the store failed
   uint64_t trims_ignored = 0; // TRIMs the store could not punch (data kept, nothing reported)
+  uint64_t held = 0;          // requests that waited for a Hold to end before taking their tag
+  uint64_t waiting_on_hold = 0;  // gauge: a request read and waiting for a Hold now (0 or 1)
 };
 
 class NbdServer {
@@ -77,6 +79,18 @@ class NbdServer {
   Status Serve(int fd);
   // From any thread: ends the Serve in progress (and any later one at once).
   void Stop();
+
+  // Holds the front end still (docs/DISK.md §8a, the export's full copy):
+  // returns once no request is executing — none is between taking its
+  // epoch tag and releasing it — and keeps the next one from taking its tag
+  // until Unhold(). A request's reply is written after its release, and the
+  // wait for the next request's header happens outside the hold, so a client
+  // that stops reading or sends nothing never blocks a Hold; the longest a
+  // Hold can wait is one request's execution, including a WRITE payload
+  // still arriving (bounded by payload_timeout). Timeout if the deadline
+  // passes first (then nothing is held). From any thread but the serving one.
+  Status Hold(std::chrono::steady_clock::time_point deadline);
+  void Unhold();
 
   uint16_t transmission_flags() const { return tx_flags_; }
   NbdServerStats stats() const;
@@ -106,6 +120,10 @@ class NbdServer {
   uint16_t tx_flags_ = 0;
   std::chrono::steady_clock::time_point handshake_deadline_;
 
+  // Taken by the serve loop from a request's tag (Begin) to its release, and
+  // by Hold. Never held while waiting for a client's next header.
+  std::timed_mutex exec_mu_;
+
   std::mutex mu_;
   transport::Stream* active_ GUARDED_BY(mu_) = nullptr;
   bool stopped_ GUARDED_BY(mu_) = false;
@@ -119,6 +137,7 @@ class NbdServer {
     std::atomic<uint64_t> reads{0}, writes{0}, zeroes{0}, trims{0}, flushes{0};
     std::atomic<uint64_t> bytes_read{0}, bytes_written{0};
     std::atomic<uint64_t> refused{0}, local_errors{0}, trims_ignored{0};
+    std::atomic<uint64_t> held{0}, waiting_on_hold{0};
   } stats_;
 };
 

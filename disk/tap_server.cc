@@ -1,0 +1,366 @@
+#include "disk/tap_server.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "disk/export_socket.h"
+#include "transport/fd_stream.h"
+#include "transport/stream.h"
+
+namespace romulus::disk {
+namespace {
+
+using transport::Deadline;
+using transport::DeadlineIn;
+using transport::NoDeadline;
+
+// One RECORDS message holds at least one whole 1 MiB write; 2 MiB keeps the
+// messages large enough to amortise their headers (as the engine's frames).
+constexpr size_t kRecordsCapacity = size_t{2} << 20;
+
+Status WriteMessage(transport::Stream* s, tap::MsgType type, std::span<const uint8_t> payload, Deadline deadline) {
+  uint8_t header[tap::kHeaderSize];
+  tap::EncodeHeader(header, type, static_cast<uint32_t>(payload.size()));
+  std::span<const uint8_t> parts[2] = {header, payload};
+  return s->WriteAllV(parts, deadline);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TapServer>> TapServer::Create(TapTarget target, TapServerOptions options) {
+  if (!target.nbd || !target.copy_store || !target.clock || !target.log || !target.gate) {
+    return Status::InvalidArgument("tap server: NBD server, copy store, clock, log and gate are required");
+  }
+  if (!tap::IsCleanName(target.name)) {
+    return Status::InvalidArgument("tap server: export name '" + target.name + "' is not 1.." +
+                                   std::to_string(tap::kMaxName) + " bytes of [A-Za-z0-9._-]");
+  }
+  if (options.message_timeout.count() <= 0 || options.reply_timeout.count() <= 0 ||
+      options.hold_timeout.count() <= 0) {
+    return Status::InvalidArgument("tap server: timeouts must be positive");
+  }
+  return std::unique_ptr<TapServer>(new TapServer(std::move(target), options));
+}
+
+TapServer::TapServer(TapTarget target, TapServerOptions options)
+    : t_(std::move(target)), options_(options), builder_(kRecordsCapacity) {}
+
+bool TapServer::attached() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return active_ != nullptr;
+}
+
+TapServerStats TapServer::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void TapServer::Stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stopped_ = true;
+  if (active_) active_->Shutdown();
+}
+
+Status TapServer::SendError(transport::Stream* s, const Status& why, Deadline deadline) {
+  uint8_t buf[tap::kErrorFixed + tap::kMaxErrorText];
+  const Code code = why.ok() ? Code::kInternal : why.code();
+  const size_t n = tap::EncodeError(buf, code, why.message());
+  return WriteMessage(s, tap::MsgType::kError, std::span<const uint8_t>(buf, n), deadline);
+}
+
+Status TapServer::Serve(int fd) {
+  const std::string peer = PeerName(fd);
+  auto opened = transport::OpenFdStream(fd, fd, "tap client " + peer, true);
+  if (!opened.ok()) {
+    ::close(fd);
+    return opened.status();
+  }
+  std::unique_ptr<transport::Stream> stream = std::move(*opened);
+  const Deadline refusal_deadline = DeadlineIn(std::chrono::milliseconds(1000));
+  Status cred = CheckPeer(fd, "tap socket of export '" + t_.name + "'");
+  if (!cred.ok()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.refused;
+    }
+    spdlog::warn("disk export '{}': {}", t_.name, cred.message());
+    (void)SendError(stream.get(), cred, refusal_deadline);
+    stream->Close();
+    return cred;
+  }
+  std::string holder;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) {
+      stream->Close();
+      return Status::Closed("tap server stopped");
+    }
+    if (active_) {
+      holder = active_peer_;
+      ++stats_.refused;
+    } else {
+      active_ = stream.get();
+      active_peer_ = peer;
+      ++stats_.attaches;
+    }
+  }
+  if (!holder.empty()) {
+    // One replicator at a time: the log has one reader. The first keeps
+    // working; this one hears why.
+    Status busy = Status::InvalidArgument("disk export '" + t_.name + "' already has a replicator attached (" +
+                                          holder + "); one replicator at a time");
+    spdlog::warn("disk export '{}': refused a second tap client ({}): a replicator ({}) is attached", t_.name,
+                 peer, holder);
+    (void)SendError(stream.get(), busy, refusal_deadline);
+    stream->Close();
+    return busy;
+  }
+  spdlog::info("disk export '{}': replicator attached ({}); logging starts with its full copy", t_.name, peer);
+  need_full_copy_ = true;
+  last_sealed_ = 0;
+  Status st = ServeAttached(stream.get());
+  Detach(st);
+  bool stopped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active_ = nullptr;
+    active_peer_.clear();
+    ++stats_.detaches;
+    if (!st.ok() && st.code() != Code::kClosed) ++stats_.dropped;
+    stopped = stopped_;
+  }
+  stream->Close();
+  if (stopped) return Status::Closed("tap server stopped");
+  return st;
+}
+
+void TapServer::Detach(const Status& why) {
+  // Back to not logging, an empty log: the guest goes on as if no replicator
+  // had ever been attached. Held so no request is half-reported meanwhile;
+  // if the hold times out (a request stuck on its payload), a report racing
+  // in is discarded by the next attach's Reset.
+  const bool held = t_.nbd->Hold(DeadlineIn(options_.hold_timeout)).ok();
+  t_.gate->set_logging(false);
+  t_.log->Reset();
+  if (held) t_.nbd->Unhold();
+  if (why.ok() || why.code() == Code::kClosed) {
+    spdlog::info("disk export '{}': replicator detached ({}); serving on, not logging", t_.name,
+                 why.ok() ? "closed" : why.message());
+  } else {
+    spdlog::warn("disk export '{}': tap client dropped: {}; serving on, not logging", t_.name, why.ToString());
+  }
+}
+
+Status TapServer::ServeAttached(transport::Stream* s) {
+  {
+    uint8_t buf[tap::kHelloFixed + tap::kMaxName];
+    tap::Hello h;
+    h.instance_id = t_.instance_id;
+    h.disk_size = t_.copy_store->size();
+    h.log_budget = t_.log_budget;
+    h.next_tag = t_.clock->current();
+    h.name = t_.name;
+    const size_t n = tap::EncodeHello(h, buf);
+    ROMULUS_RETURN_IF_ERROR(WriteMessage(s, tap::MsgType::kHello, std::span<const uint8_t>(buf, n),
+                                         DeadlineIn(options_.reply_timeout))
+                                .With("sending HELLO"));
+  }
+  for (;;) {
+    uint8_t hdr[tap::kHeaderSize];
+    // Idle between messages is fine; once a message has begun, all of it
+    // must arrive within message_timeout.
+    auto first = s->ReadSome(std::span<uint8_t>(hdr, 1), NoDeadline());
+    if (!first.ok()) {
+      if (first.status().code() == Code::kClosed) return Status::Ok();  // closed between messages
+      return first.status();
+    }
+    const Deadline deadline = DeadlineIn(options_.message_timeout);
+    size_t got = 0;
+    Status rd = s->ReadExact(std::span<uint8_t>(hdr + 1, tap::kHeaderSize - 1), deadline, &got);
+    if (!rd.ok()) return rd.With("reading a tap message header (" + std::to_string(got + 1) + " of 16 bytes)");
+    auto header = tap::DecodeHeader(std::span<const uint8_t, tap::kHeaderSize>(hdr));
+    if (!header.ok()) return header.status();
+    // Only PAUSE and SEAL travel this way; their payloads are tiny and fixed,
+    // so nothing else is ever read (or allocated) for a hostile length.
+    if (header->type != tap::MsgType::kPause && header->type != tap::MsgType::kSeal) {
+      return Status::Corruption(std::string("tap client sent ") + tap::MsgTypeName(header->type) +
+                                ", which only the export sends");
+    }
+    uint8_t payload[tap::kSealSize];
+    rd = s->ReadExact(std::span<uint8_t>(payload, header->length), deadline, &got);
+    if (!rd.ok()) {
+      return rd.With(std::string("reading a tap ") + tap::MsgTypeName(header->type) + " payload (" +
+                     std::to_string(got) + " of " + std::to_string(header->length) + " bytes)");
+    }
+    std::span<const uint8_t> body(payload, header->length);
+    if (header->type == tap::MsgType::kPause) {
+      auto p = tap::DecodePause(body);
+      if (!p.ok()) return p.status();
+      ROMULUS_RETURN_IF_ERROR(HandlePause(s, *p));
+    } else {
+      auto p = tap::DecodeSeal(body);
+      if (!p.ok()) return p.status();
+      ROMULUS_RETURN_IF_ERROR(HandleSeal(s, *p));
+    }
+  }
+}
+
+Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
+  const Deadline reply_deadline = DeadlineIn(options_.reply_timeout);
+  if (need_full_copy_ && !p.full_copy) {
+    // The engine starts every session with a full copy (DISK.md §5.1): a
+    // replicator that does not has lost track; tell it, keep the connection.
+    return SendError(s,
+                     Status::InvalidArgument("disk export '" + t_.name +
+                                             "': the first PAUSE after attaching must be a full copy "
+                                             "(nothing is logged before it)"),
+                     reply_deadline);
+  }
+  uint64_t tag = 0;
+  if (p.full_copy) {
+    // The front end is held still for the copy: a request read meanwhile
+    // waits, then is tagged with the next epoch (after the advance below).
+    Status held = t_.nbd->Hold(DeadlineIn(options_.hold_timeout));
+    if (!held.ok()) return SendError(s, held.With("full copy"), reply_deadline);
+    t_.gate->set_logging(false);
+    t_.log->Reset();
+    Status copied = t_.log->CaptureFullCopy(t_.clock->current(), t_.copy_store);
+    if (copied.ok()) {
+      if (options_.during_full_copy) options_.during_full_copy();
+      t_.gate->set_logging(true);
+      tag = t_.clock->Advance();
+    } else {
+      t_.log->Reset();
+    }
+    t_.nbd->Unhold();
+    if (!copied.ok()) {
+      need_full_copy_ = true;
+      spdlog::warn("disk export '{}': full copy failed: {}", t_.name, copied.ToString());
+      return SendError(s, copied.With("disk export '" + t_.name + "'"), reply_deadline);
+    }
+    need_full_copy_ = false;
+    last_sealed_ = 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.full_copies;
+  } else {
+    tag = t_.clock->Advance();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.pauses;
+  }
+  uint8_t buf[tap::kPausedSize];
+  tap::EncodePaused(buf, tap::Paused{tag});
+  return WriteMessage(s, tap::MsgType::kPaused, buf, reply_deadline);
+}
+
+Status TapServer::HandleSeal(transport::Stream* s, const tap::Seal& p) {
+  const Deadline wait_deadline = DeadlineIn(std::chrono::milliseconds(p.timeout_ms));
+  auto refuse = [&](Status why) { return SendError(s, why, DeadlineIn(options_.reply_timeout)); };
+  if (need_full_copy_) {
+    return refuse(Status::InvalidArgument("disk export '" + t_.name + "': SEAL before the attachment's full copy"));
+  }
+  if (p.tag >= t_.clock->current()) {
+    return refuse(Status::InvalidArgument("disk export '" + t_.name + "': SEAL of tag " + std::to_string(p.tag) +
+                                          ", which has not been paused (requests are tagged " +
+                                          std::to_string(t_.clock->current()) + " now)"));
+  }
+  if (p.tag <= last_sealed_) {
+    return refuse(Status::InvalidArgument("disk export '" + t_.name + "': tag " + std::to_string(p.tag) +
+                                          " was sealed already (last sealed " + std::to_string(last_sealed_) + ")"));
+  }
+  // A request read before the pause may still be executing: its report
+  // belongs to this epoch (DISK.md §3).
+  Status drained = t_.clock->WaitDrained(p.tag, wait_deadline);
+  if (!drained.ok()) return refuse(drained.With("disk export '" + t_.name + "'"));
+  Status sealed = t_.log->Seal(p.tag);
+  if (!sealed.ok()) {
+    // The epoch could not be captured: the replicator ends its session and
+    // starts the next with a full copy (which resets the log).
+    need_full_copy_ = true;
+    return refuse(sealed.With("disk export '" + t_.name + "'"));
+  }
+  last_sealed_ = p.tag;
+  return SendRecords(s, p.tag, DeadlineIn(options_.reply_timeout));
+}
+
+Status TapServer::SendRecords(transport::Stream* s, uint64_t tag, Deadline deadline) {
+  digest_.Reset();
+  builder_.Reset(0);
+  uint64_t wire = 0;
+  Status failed;
+  auto flush = [&]() -> Status {
+    if (builder_.empty()) return Status::Ok();
+    std::span<const uint8_t> payload = builder_.payload();
+    wire += tap::kHeaderSize + payload.size();
+    Status st = WriteMessage(s, tap::MsgType::kRecords, payload, deadline).With("sending sealed records");
+    builder_.Reset(0);
+    return st;
+  };
+  auto add = [&](const protocol::DiskRecord& r) -> Status {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      bool ok = false;
+      switch (r.kind) {
+        case protocol::DiskRecordKind::kWrite:
+          // Plain over the local socket: the engine compresses for the wire.
+          ok = builder_.AddWrite(r.offset, r.data, r.fua(), /*try_lz4=*/false);
+          break;
+        case protocol::DiskRecordKind::kZero:
+          ok = builder_.AddZero(r.offset, r.length, r.trim(), r.fua());
+          break;
+        case protocol::DiskRecordKind::kFlush:
+          ok = builder_.AddFlush();
+          break;
+        default:
+          return Status::Internal("disk log yielded record kind " + std::to_string(static_cast<int>(r.kind)));
+      }
+      if (ok) {
+        digest_.Add(r);
+        return Status::Ok();
+      }
+      ROMULUS_RETURN_IF_ERROR(flush());
+    }
+    return Status::Internal("a disk record does not fit an empty RECORDS message");
+  };
+  // Records as the wire carries them: writes split at 1 MiB, zero ranges at
+  // 2 GiB (positional, so splitting changes nothing).
+  t_.log->ForEachSealed([&](const protocol::DiskRecord& r) {
+    if (!failed.ok()) return;
+    if (r.kind == protocol::DiskRecordKind::kWrite) {
+      for (uint64_t at = 0; at < r.length && failed.ok(); at += protocol::kMaxDiskWriteChunk) {
+        protocol::DiskRecord c = r;
+        c.offset = r.offset + at;
+        c.length = std::min<uint64_t>(protocol::kMaxDiskWriteChunk, r.length - at);
+        c.data = r.data.subspan(at, c.length);
+        failed = add(c);
+      }
+    } else if (r.kind == protocol::DiskRecordKind::kZero) {
+      for (uint64_t at = 0; at < r.length && failed.ok(); at += protocol::kMaxDiskZeroChunk) {
+        protocol::DiskRecord c = r;
+        c.offset = r.offset + at;
+        c.length = std::min<uint64_t>(protocol::kMaxDiskZeroChunk, r.length - at);
+        failed = add(c);
+      }
+    } else {
+      failed = add(r);
+    }
+  });
+  ROMULUS_RETURN_IF_ERROR(failed);
+  ROMULUS_RETURN_IF_ERROR(flush());
+  tap::Sealed end{tag, digest_.records(), digest_.data_bytes(), digest_.value()};
+  uint8_t buf[tap::kSealedSize];
+  tap::EncodeSealed(buf, end);
+  wire += tap::kHeaderSize + tap::kSealedSize;
+  ROMULUS_RETURN_IF_ERROR(WriteMessage(s, tap::MsgType::kSealed, buf, deadline).With("sending SEALED"));
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.seals;
+  stats_.records += end.record_count;
+  stats_.data_bytes += end.data_bytes;
+  stats_.wire_bytes += wire;
+  return Status::Ok();
+}
+
+}  // namespace romulus::disk

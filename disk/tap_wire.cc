@@ -1,0 +1,231 @@
+#include "disk/tap_wire.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "common/little_endian.h"
+
+namespace romulus::disk::tap {
+namespace {
+
+std::string Str(uint64_t v) { return std::to_string(v); }
+
+bool AllZero(const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (p[i] != 0) return false;
+  }
+  return true;
+}
+
+Status ExactSize(const char* what, std::span<const uint8_t> payload, size_t want) {
+  if (payload.size() != want) {
+    return Status::Corruption(std::string("tap ") + what + " payload is " + Str(payload.size()) +
+                              " bytes, not " + Str(want));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+const char* MsgTypeName(MsgType t) {
+  switch (t) {
+    case MsgType::kHello: return "HELLO";
+    case MsgType::kPause: return "PAUSE";
+    case MsgType::kPaused: return "PAUSED";
+    case MsgType::kSeal: return "SEAL";
+    case MsgType::kRecords: return "RECORDS";
+    case MsgType::kSealed: return "SEALED";
+    case MsgType::kError: return "ERROR";
+  }
+  return "unknown";
+}
+
+size_t MaxPayload(MsgType t) {
+  switch (t) {
+    case MsgType::kHello: return kHelloFixed + kMaxName;
+    case MsgType::kPause: return kPauseSize;
+    case MsgType::kPaused: return kPausedSize;
+    case MsgType::kSeal: return kSealSize;
+    case MsgType::kRecords: return kMaxRecordsPayload;
+    case MsgType::kSealed: return kSealedSize;
+    case MsgType::kError: return kErrorFixed + kMaxErrorText;
+  }
+  return 0;
+}
+
+size_t MinPayload(MsgType t) {
+  switch (t) {
+    case MsgType::kHello: return kHelloFixed + 1;
+    case MsgType::kPause: return kPauseSize;
+    case MsgType::kPaused: return kPausedSize;
+    case MsgType::kSeal: return kSealSize;
+    case MsgType::kRecords: return 8;  // a DISK payload's head
+    case MsgType::kSealed: return kSealedSize;
+    case MsgType::kError: return kErrorFixed;
+  }
+  return 0;
+}
+
+void EncodeHeader(std::span<uint8_t, kHeaderSize> out, MsgType type, uint32_t length) {
+  StoreLE32(out.data(), kMagic);
+  StoreLE16(out.data() + 4, kVersion);
+  StoreLE16(out.data() + 6, static_cast<uint16_t>(type));
+  StoreLE32(out.data() + 8, length);
+  StoreLE32(out.data() + 12, 0);
+}
+
+Result<Header> DecodeHeader(std::span<const uint8_t, kHeaderSize> in) {
+  const uint32_t magic = LoadLE32(in.data());
+  if (magic != kMagic) {
+    return Status::Corruption("not a tap message (magic 0x" + [&] {
+      char b[9];
+      std::snprintf(b, sizeof b, "%08x", magic);
+      return std::string(b);
+    }() + ", want \"RTAP\")");
+  }
+  const uint16_t version = LoadLE16(in.data() + 4);
+  if (version != kVersion) {
+    return Status::Corruption("tap protocol version " + Str(version) + ", this side speaks " + Str(kVersion));
+  }
+  if (LoadLE32(in.data() + 12) != 0) return Status::Corruption("tap header reserved bytes are not zero");
+  const uint16_t raw_type = LoadLE16(in.data() + 6);
+  const MsgType type = static_cast<MsgType>(raw_type);
+  const size_t max = MaxPayload(type);
+  if (max == 0) return Status::Corruption("unknown tap message type " + Str(raw_type));
+  const uint32_t length = LoadLE32(in.data() + 8);
+  if (length > max || length < MinPayload(type)) {
+    return Status::OutOfRange(std::string("tap ") + MsgTypeName(type) + " of " + Str(length) +
+                              " bytes (allowed " + Str(MinPayload(type)) + ".." + Str(max) + ")");
+  }
+  return Header{type, length};
+}
+
+bool IsCleanName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxName) return false;
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+size_t EncodeHello(const Hello& h, std::span<uint8_t> out) {
+  const size_t n = std::min(h.name.size(), kMaxName);
+  std::memset(out.data(), 0, kHelloFixed);
+  StoreLE64(out.data(), h.instance_id);
+  StoreLE64(out.data() + 8, h.disk_size);
+  StoreLE64(out.data() + 16, h.log_budget);
+  StoreLE64(out.data() + 24, h.next_tag);
+  StoreLE16(out.data() + 32, static_cast<uint16_t>(n));
+  std::memcpy(out.data() + kHelloFixed, h.name.data(), n);
+  return kHelloFixed + n;
+}
+
+Result<Hello> DecodeHello(std::span<const uint8_t> p) {
+  if (p.size() < kHelloFixed) return Status::Corruption("tap HELLO shorter than its fixed part");
+  Hello h;
+  h.instance_id = LoadLE64(p.data());
+  h.disk_size = LoadLE64(p.data() + 8);
+  h.log_budget = LoadLE64(p.data() + 16);
+  h.next_tag = LoadLE64(p.data() + 24);
+  const size_t n = LoadLE16(p.data() + 32);
+  if (!AllZero(p.data() + 34, 6)) return Status::Corruption("tap HELLO reserved bytes are not zero");
+  if (p.size() != kHelloFixed + n) {
+    return Status::Corruption("tap HELLO name of " + Str(n) + " bytes in a payload of " + Str(p.size()));
+  }
+  h.name.assign(reinterpret_cast<const char*>(p.data() + kHelloFixed), n);
+  if (!IsCleanName(h.name)) {
+    return Status::Corruption("tap HELLO export name is not 1.." + Str(kMaxName) + " bytes of [A-Za-z0-9._-]");
+  }
+  if (h.disk_size == 0 || h.disk_size % 512 != 0) {
+    return Status::Corruption("tap HELLO disk size " + Str(h.disk_size) + " is not a non-zero multiple of 512");
+  }
+  if (h.next_tag == 0) return Status::Corruption("tap HELLO next tag is 0");
+  return h;
+}
+
+void EncodePause(std::span<uint8_t, kPauseSize> out, const Pause& p) {
+  std::memset(out.data(), 0, kPauseSize);
+  out[0] = p.full_copy ? 1 : 0;
+}
+
+Result<Pause> DecodePause(std::span<const uint8_t> p) {
+  ROMULUS_RETURN_IF_ERROR(ExactSize("PAUSE", p, kPauseSize));
+  if (p[0] > 1 || !AllZero(p.data() + 1, kPauseSize - 1)) {
+    return Status::Corruption("tap PAUSE: full_copy must be 0 or 1 and the rest zero");
+  }
+  return Pause{p[0] == 1};
+}
+
+void EncodePaused(std::span<uint8_t, kPausedSize> out, const Paused& p) { StoreLE64(out.data(), p.tag); }
+
+Result<Paused> DecodePaused(std::span<const uint8_t> p) {
+  ROMULUS_RETURN_IF_ERROR(ExactSize("PAUSED", p, kPausedSize));
+  Paused r{LoadLE64(p.data())};
+  if (r.tag == 0) return Status::Corruption("tap PAUSED tag is 0");
+  return r;
+}
+
+void EncodeSeal(std::span<uint8_t, kSealSize> out, const Seal& s) {
+  StoreLE64(out.data(), s.tag);
+  StoreLE32(out.data() + 8, s.timeout_ms);
+  StoreLE32(out.data() + 12, 0);
+}
+
+Result<Seal> DecodeSeal(std::span<const uint8_t> p) {
+  ROMULUS_RETURN_IF_ERROR(ExactSize("SEAL", p, kSealSize));
+  Seal s{LoadLE64(p.data()), LoadLE32(p.data() + 8)};
+  if (LoadLE32(p.data() + 12) != 0) return Status::Corruption("tap SEAL reserved bytes are not zero");
+  if (s.tag == 0) return Status::Corruption("tap SEAL tag is 0");
+  if (s.timeout_ms == 0 || s.timeout_ms > kMaxSealTimeoutMs) {
+    return Status::OutOfRange("tap SEAL timeout " + Str(s.timeout_ms) + " ms (allowed 1.." +
+                              Str(kMaxSealTimeoutMs) + ")");
+  }
+  return s;
+}
+
+void EncodeSealed(std::span<uint8_t, kSealedSize> out, const Sealed& s) {
+  StoreLE64(out.data(), s.tag);
+  StoreLE64(out.data() + 8, s.record_count);
+  StoreLE64(out.data() + 16, s.data_bytes);
+  StoreLE64(out.data() + 24, s.digest);
+}
+
+Result<Sealed> DecodeSealed(std::span<const uint8_t> p) {
+  ROMULUS_RETURN_IF_ERROR(ExactSize("SEALED", p, kSealedSize));
+  Sealed s{LoadLE64(p.data()), LoadLE64(p.data() + 8), LoadLE64(p.data() + 16), LoadLE64(p.data() + 24)};
+  if (s.tag == 0) return Status::Corruption("tap SEALED tag is 0");
+  return s;
+}
+
+size_t EncodeError(std::span<uint8_t> out, Code code, std::string_view text) {
+  const size_t n = std::min(text.size(), kMaxErrorText);
+  StoreLE16(out.data(), static_cast<uint16_t>(code));
+  StoreLE16(out.data() + 2, 0);
+  std::memcpy(out.data() + kErrorFixed, text.data(), n);
+  return kErrorFixed + n;
+}
+
+Result<ErrorMsg> DecodeError(std::span<const uint8_t> p) {
+  if (p.size() < kErrorFixed || p.size() > kErrorFixed + kMaxErrorText) {
+    return Status::Corruption("tap ERROR of " + Str(p.size()) + " bytes");
+  }
+  const uint16_t code = LoadLE16(p.data());
+  if (code == 0 || code > static_cast<uint16_t>(Code::kStorage)) {
+    return Status::Corruption("tap ERROR with unknown status code " + Str(code));
+  }
+  if (LoadLE16(p.data() + 2) != 0) return Status::Corruption("tap ERROR reserved bytes are not zero");
+  ErrorMsg e;
+  e.code = static_cast<Code>(code);
+  // Printable for log lines: control and non-ASCII bytes become '?'.
+  e.text.reserve(p.size() - kErrorFixed);
+  for (size_t i = kErrorFixed; i < p.size(); ++i) {
+    const uint8_t c = p[i];
+    e.text.push_back(c >= 0x20 && c < 0x7f ? static_cast<char>(c) : '?');
+  }
+  return e;
+}
+
+}  // namespace romulus::disk::tap

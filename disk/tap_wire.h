@@ -1,0 +1,123 @@
+// The tap protocol between a `romulus disk-export` process and the one
+// replicator attached to it (docs/DISK.md §8a, normative). This file is the
+// one home of its encoding: pure functions over byte spans, no I/O.
+//
+// Every message is a 16-byte header followed by `length` bytes of payload:
+//
+//   magic u32 "RTAP" | version u16 (1) | type u16 | length u32 | reserved u32 (0)
+//
+// all little-endian. A header is validated whole (magic, version, known
+// type, reserved zero, length within the type's bound) before a byte of its
+// payload is read, so nothing a peer says can make the reader allocate more
+// than the type's fixed bound. The records of a SEAL travel as DISK frame
+// payloads (docs/PROTOCOL.md §3.10, protocol/disk_records.h), disk id 0.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+
+namespace romulus::disk::tap {
+
+inline constexpr uint32_t kMagic = 0x50415452;  // "RTAP" little-endian
+inline constexpr uint16_t kVersion = 1;
+inline constexpr size_t kHeaderSize = 16;
+
+enum class MsgType : uint16_t {
+  kHello = 1,    // export → replicator, first message on a connection
+  kPause = 2,    // replicator → export
+  kPaused = 3,   // export → replicator: the ending epoch's tag
+  kSeal = 4,     // replicator → export
+  kRecords = 5,  // export → replicator: one DISK frame payload of the sealed epoch
+  kSealed = 6,   // export → replicator: the sealed epoch's records are complete
+  kError = 7,    // export → replicator: a request failed (or the connection is refused)
+};
+const char* MsgTypeName(MsgType t);
+
+// Payload sizes and bounds.
+inline constexpr size_t kMaxName = 64;                   // = protocol::kMaxDiskName
+inline constexpr size_t kHelloFixed = 40;                // before the name
+inline constexpr size_t kPauseSize = 8;
+inline constexpr size_t kPausedSize = 8;
+inline constexpr size_t kSealSize = 16;
+inline constexpr size_t kSealedSize = 32;
+inline constexpr size_t kErrorFixed = 4;                 // code u16, reserved u16
+inline constexpr size_t kMaxErrorText = 1024;
+inline constexpr size_t kMaxRecordsPayload = size_t{8} << 20;  // = protocol::kMaxPayload
+// The longest SEAL wait the export grants (a larger timeout is refused).
+inline constexpr uint32_t kMaxSealTimeoutMs = 600'000;
+
+// The largest payload a message of this type may carry; 0 for unknown types.
+size_t MaxPayload(MsgType t);
+// The smallest payload a message of this type may carry.
+size_t MinPayload(MsgType t);
+
+struct Header {
+  MsgType type = MsgType::kHello;
+  uint32_t length = 0;
+};
+void EncodeHeader(std::span<uint8_t, kHeaderSize> out, MsgType type, uint32_t length);
+// Corruption: bad magic, version, reserved bits, unknown type; OutOfRange: a
+// length outside [MinPayload, MaxPayload] of its type.
+Result<Header> DecodeHeader(std::span<const uint8_t, kHeaderSize> in);
+
+// HELLO: who the export is. instance_id is drawn at the export's start: a
+// different one means the export restarted (its log, its clock are new).
+struct Hello {
+  uint64_t instance_id = 0;
+  uint64_t disk_size = 0;    // > 0, a multiple of 512
+  uint64_t log_budget = 0;   // the export's log budget, bytes of write data per epoch
+  uint64_t next_tag = 0;     // the tag requests get now
+  std::string name;          // 1..kMaxName bytes of [A-Za-z0-9._-]
+};
+// A clean export name: 1..kMaxName bytes of [A-Za-z0-9._-] (it appears on
+// nbd-client command lines, in file names and in the HELLO to the backup).
+bool IsCleanName(std::string_view name);
+// Returns the payload's size. REQUIRES: out.size() >= kHelloFixed + kMaxName.
+size_t EncodeHello(const Hello& h, std::span<uint8_t> out);
+Result<Hello> DecodeHello(std::span<const uint8_t> payload);
+
+struct Pause {
+  bool full_copy = false;
+};
+void EncodePause(std::span<uint8_t, kPauseSize> out, const Pause& p);
+Result<Pause> DecodePause(std::span<const uint8_t> payload);
+
+struct Paused {
+  uint64_t tag = 0;
+};
+void EncodePaused(std::span<uint8_t, kPausedSize> out, const Paused& p);
+Result<Paused> DecodePaused(std::span<const uint8_t> payload);
+
+struct Seal {
+  uint64_t tag = 0;
+  uint32_t timeout_ms = 0;  // 1..kMaxSealTimeoutMs: how long the export waits for the epoch's requests
+};
+void EncodeSeal(std::span<uint8_t, kSealSize> out, const Seal& s);
+Result<Seal> DecodeSeal(std::span<const uint8_t> payload);
+
+struct Sealed {
+  uint64_t tag = 0;
+  uint64_t record_count = 0;
+  uint64_t data_bytes = 0;  // uncompressed bytes of the epoch's writes
+  uint64_t digest = 0;      // protocol::DiskRecordDigest of the records, in order
+};
+void EncodeSealed(std::span<uint8_t, kSealedSize> out, const Sealed& s);
+Result<Sealed> DecodeSealed(std::span<const uint8_t> payload);
+
+// ERROR: a Status as it travels. The code is romulus::Code's value (1..);
+// the text is made printable by the reader.
+struct ErrorMsg {
+  Code code = Code::kInternal;
+  std::string text;
+  Status ToStatus() const { return Status::Error(code, text); }
+};
+// out >= kErrorFixed + kMaxErrorText; the text is cut at kMaxErrorText.
+size_t EncodeError(std::span<uint8_t> out, Code code, std::string_view text);
+Result<ErrorMsg> DecodeError(std::span<const uint8_t> payload);
+
+}  // namespace romulus::disk::tap

@@ -1,0 +1,191 @@
+// The tap protocol's encoding (disk/tap_wire.h, docs/DISK.md §8a): every
+// message round-trips, and every malformed header or payload is refused
+// with a clear status before anything is read or allocated for it. The
+// expected bytes are written by hand, not by the encoder under test.
+#include "disk/tap_wire.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace romulus::disk::tap {
+namespace {
+
+std::vector<uint8_t> Le(std::initializer_list<std::pair<uint64_t, int>> fields) {
+  std::vector<uint8_t> v;
+  for (auto [x, n] : fields) {
+    for (int i = 0; i < n; ++i) v.push_back(static_cast<uint8_t>(x >> (8 * i)));
+  }
+  return v;
+}
+
+Result<Header> Decode(const std::vector<uint8_t>& b) {
+  EXPECT_EQ(b.size(), kHeaderSize);
+  return DecodeHeader(std::span<const uint8_t, kHeaderSize>(b.data(), kHeaderSize));
+}
+
+TEST(TapWire, HeaderLayoutIsTheDocumentedOne) {
+  uint8_t h[kHeaderSize];
+  EncodeHeader(h, MsgType::kSeal, 16);
+  const auto want = Le({{0x50415452, 4}, {1, 2}, {4, 2}, {16, 4}, {0, 4}});
+  EXPECT_EQ(std::vector<uint8_t>(h, h + kHeaderSize), want);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(h), 4), "RTAP");
+  auto d = Decode(want);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->type, MsgType::kSeal);
+  EXPECT_EQ(d->length, 16u);
+}
+
+TEST(TapWire, HeaderRefusals) {
+  // Bad magic.
+  auto st = Decode(Le({{0x50415453, 4}, {1, 2}, {2, 2}, {8, 4}, {0, 4}}));
+  EXPECT_EQ(st.status().code(), Code::kCorruption);
+  EXPECT_NE(st.status().message().find("not a tap message"), std::string::npos);
+  // Another version.
+  st = Decode(Le({{0x50415452, 4}, {2, 2}, {2, 2}, {8, 4}, {0, 4}}));
+  EXPECT_EQ(st.status().code(), Code::kCorruption);
+  EXPECT_NE(st.status().message().find("version 2"), std::string::npos);
+  // Reserved bytes.
+  st = Decode(Le({{0x50415452, 4}, {1, 2}, {2, 2}, {8, 4}, {1, 4}}));
+  EXPECT_EQ(st.status().code(), Code::kCorruption);
+  // Unknown types, 0 and 8.
+  for (uint64_t type : {0, 8, 0xffff}) {
+    st = Decode(Le({{0x50415452, 4}, {1, 2}, {type, 2}, {8, 4}, {0, 4}}));
+    EXPECT_EQ(st.status().code(), Code::kCorruption) << type;
+    EXPECT_NE(st.status().message().find("unknown tap message type"), std::string::npos);
+  }
+  // Lengths outside the type's bounds: oversize (a hostile 4 GiB), undersize.
+  st = Decode(Le({{0x50415452, 4}, {1, 2}, {5, 2}, {0xffffffff, 4}, {0, 4}}));
+  EXPECT_EQ(st.status().code(), Code::kOutOfRange);
+  st = Decode(Le({{0x50415452, 4}, {1, 2}, {5, 2}, {(8u << 20) + 1, 4}, {0, 4}}));
+  EXPECT_EQ(st.status().code(), Code::kOutOfRange);
+  EXPECT_TRUE(Decode(Le({{0x50415452, 4}, {1, 2}, {5, 2}, {8u << 20, 4}, {0, 4}})).ok());
+  st = Decode(Le({{0x50415452, 4}, {1, 2}, {2, 2}, {9, 4}, {0, 4}}));  // PAUSE is 8
+  EXPECT_EQ(st.status().code(), Code::kOutOfRange);
+  st = Decode(Le({{0x50415452, 4}, {1, 2}, {2, 2}, {7, 4}, {0, 4}}));
+  EXPECT_EQ(st.status().code(), Code::kOutOfRange);
+  st = Decode(Le({{0x50415452, 4}, {1, 2}, {1, 2}, {40, 4}, {0, 4}}));  // HELLO without a name
+  EXPECT_EQ(st.status().code(), Code::kOutOfRange);
+  st = Decode(Le({{0x50415452, 4}, {1, 2}, {7, 2}, {4 + 1025, 4}, {0, 4}}));  // ERROR text too long
+  EXPECT_EQ(st.status().code(), Code::kOutOfRange);
+}
+
+TEST(TapWire, HelloRoundTripAndRefusals) {
+  Hello h{0x1122334455667788ull, 4u << 20, 64u << 20, 7, "xvda-1.root_2"};
+  uint8_t buf[kHelloFixed + kMaxName];
+  size_t n = EncodeHello(h, buf);
+  ASSERT_EQ(n, kHelloFixed + h.name.size());
+  auto want = Le({{h.instance_id, 8}, {h.disk_size, 8}, {h.log_budget, 8}, {7, 8}, {13, 2}, {0, 2}, {0, 4}});
+  want.insert(want.end(), h.name.begin(), h.name.end());
+  EXPECT_EQ(std::vector<uint8_t>(buf, buf + n), want);
+  auto d = DecodeHello(want);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->instance_id, h.instance_id);
+  EXPECT_EQ(d->disk_size, h.disk_size);
+  EXPECT_EQ(d->log_budget, h.log_budget);
+  EXPECT_EQ(d->next_tag, 7u);
+  EXPECT_EQ(d->name, h.name);
+
+  auto bad = want;
+  bad.pop_back();  // truncated name
+  EXPECT_EQ(DecodeHello(bad).status().code(), Code::kCorruption);
+  bad = want;
+  bad.push_back('x');  // trailing byte
+  EXPECT_EQ(DecodeHello(bad).status().code(), Code::kCorruption);
+  bad = want;
+  bad[kHelloFixed] = '/';  // not a clean name
+  EXPECT_EQ(DecodeHello(bad).status().code(), Code::kCorruption);
+  bad = want;
+  bad[8] = 1;  // size 4 MiB + 1: not a sector multiple
+  EXPECT_EQ(DecodeHello(bad).status().code(), Code::kCorruption);
+  bad = want;
+  bad[35] = 1;  // reserved
+  EXPECT_EQ(DecodeHello(bad).status().code(), Code::kCorruption);
+  bad = want;
+  std::fill(bad.begin() + 24, bad.begin() + 32, 0);  // next tag 0
+  EXPECT_EQ(DecodeHello(bad).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodeHello(std::vector<uint8_t>(10)).status().code(), Code::kCorruption);
+}
+
+TEST(TapWire, CleanNames) {
+  EXPECT_TRUE(IsCleanName("xvda"));
+  EXPECT_TRUE(IsCleanName(std::string(64, 'a')));
+  EXPECT_FALSE(IsCleanName(std::string(65, 'a')));
+  EXPECT_FALSE(IsCleanName(""));
+  EXPECT_FALSE(IsCleanName("a b"));
+  EXPECT_FALSE(IsCleanName("a/b"));
+  EXPECT_FALSE(IsCleanName("a\nb"));
+  EXPECT_FALSE(IsCleanName("\xc3\xa9"));
+}
+
+TEST(TapWire, PausePausedSealSealed) {
+  uint8_t p[kPauseSize];
+  EncodePause(p, Pause{true});
+  EXPECT_EQ(std::vector<uint8_t>(p, p + kPauseSize), Le({{1, 1}, {0, 7}}));
+  ASSERT_TRUE(DecodePause(p).ok());
+  EXPECT_TRUE(DecodePause(p)->full_copy);
+  EXPECT_FALSE(DecodePause(Le({{0, 8}}))->full_copy);
+  EXPECT_EQ(DecodePause(Le({{2, 1}, {0, 7}})).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodePause(Le({{1, 1}, {1, 7}})).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodePause(Le({{1, 1}, {0, 6}})).status().code(), Code::kCorruption);  // truncated
+
+  uint8_t q[kPausedSize];
+  EncodePaused(q, Paused{42});
+  EXPECT_EQ(DecodePaused(q)->tag, 42u);
+  EXPECT_EQ(DecodePaused(Le({{0, 8}})).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodePaused(Le({{1, 4}})).status().code(), Code::kCorruption);
+
+  uint8_t s[kSealSize];
+  EncodeSeal(s, Seal{9, 1500});
+  EXPECT_EQ(std::vector<uint8_t>(s, s + kSealSize), Le({{9, 8}, {1500, 4}, {0, 4}}));
+  auto sd = DecodeSeal(s);
+  ASSERT_TRUE(sd.ok());
+  EXPECT_EQ(sd->tag, 9u);
+  EXPECT_EQ(sd->timeout_ms, 1500u);
+  EXPECT_EQ(DecodeSeal(Le({{9, 8}, {0, 4}, {0, 4}})).status().code(), Code::kOutOfRange);
+  EXPECT_EQ(DecodeSeal(Le({{9, 8}, {kMaxSealTimeoutMs + 1, 4}, {0, 4}})).status().code(), Code::kOutOfRange);
+  EXPECT_EQ(DecodeSeal(Le({{0, 8}, {10, 4}, {0, 4}})).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodeSeal(Le({{9, 8}, {10, 4}, {1, 4}})).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodeSeal(Le({{9, 8}, {10, 4}})).status().code(), Code::kCorruption);
+
+  uint8_t e[kSealedSize];
+  EncodeSealed(e, Sealed{3, 4, 5, 6});
+  EXPECT_EQ(std::vector<uint8_t>(e, e + kSealedSize), Le({{3, 8}, {4, 8}, {5, 8}, {6, 8}}));
+  auto ed = DecodeSealed(e);
+  ASSERT_TRUE(ed.ok());
+  EXPECT_EQ(ed->record_count, 4u);
+  EXPECT_EQ(ed->data_bytes, 5u);
+  EXPECT_EQ(ed->digest, 6u);
+  EXPECT_EQ(DecodeSealed(Le({{3, 8}, {4, 8}, {5, 8}})).status().code(), Code::kCorruption);
+}
+
+TEST(TapWire, ErrorCarriesAStatusMadePrintable) {
+  uint8_t buf[kErrorFixed + kMaxErrorText];
+  size_t n = EncodeError(buf, Code::kOutOfRange, "over budget\n\x01");
+  auto d = DecodeError(std::span<const uint8_t>(buf, n));
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->code, Code::kOutOfRange);
+  EXPECT_EQ(d->text, "over budget??");
+  EXPECT_EQ(d->ToStatus().code(), Code::kOutOfRange);
+  // Cut at the bound.
+  n = EncodeError(buf, Code::kInternal, std::string(5000, 'x'));
+  EXPECT_EQ(n, kErrorFixed + kMaxErrorText);
+  // Unknown codes, reserved bytes, truncation.
+  EXPECT_EQ(DecodeError(Le({{0, 2}, {0, 2}})).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodeError(Le({{99, 2}, {0, 2}})).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodeError(Le({{3, 2}, {1, 2}})).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodeError(Le({{3, 2}})).status().code(), Code::kCorruption);
+}
+
+TEST(TapWire, EveryTypeHasBoundsAndAName) {
+  for (uint16_t t = 1; t <= 7; ++t) {
+    auto type = static_cast<MsgType>(t);
+    EXPECT_GT(MaxPayload(type), 0u);
+    EXPECT_LE(MinPayload(type), MaxPayload(type));
+    EXPECT_STRNE(MsgTypeName(type), "unknown");
+  }
+  EXPECT_EQ(MaxPayload(static_cast<MsgType>(8)), 0u);
+}
+
+}  // namespace
+}  // namespace romulus::disk::tap
