@@ -239,7 +239,7 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
     if (!copied.ok()) {
       need_full_copy_ = true;
       spdlog::warn("disk export '{}': full copy failed: {}", t_.name, copied.ToString());
-      return SendError(s, copied.With("disk export '" + t_.name + "'"), reply_deadline);
+      return SendError(s, copied.With("disk export '" + t_.name + "'"), DeadlineIn(options_.reply_timeout));
     }
     need_full_copy_ = false;
     last_sealed_ = 0;
@@ -254,7 +254,9 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
   }
   uint8_t buf[tap::kPausedSize];
   tap::EncodePaused(buf, tap::Paused{tag});
-  return WriteMessage(s, tap::MsgType::kPaused, buf, reply_deadline);
+  // From now: a full copy of a large disk may have taken longer than the
+  // reply timeout itself.
+  return WriteMessage(s, tap::MsgType::kPaused, buf, DeadlineIn(options_.reply_timeout));
 }
 
 Status TapServer::HandleSeal(transport::Stream* s, const tap::Seal& p) {
