@@ -76,6 +76,13 @@ Status XenDiskSet::BeginSession(const std::string& replica_name, std::span<const
     session_committed_ = false;
     return Status::Ok();
   }
+  if (keep && images_.empty()) {
+    // The checkpoint has no disks: images written now would be given to it
+    // at activation, and a first epoch written into them would make it
+    // refuse. Like any other disk list, wait until it is not the only one.
+    return Status::InvalidArgument("this backup's checkpoint has no disks; refusing a session with the disks " +
+                                   DiskList(disks) + " while it is the only checkpoint");
+  }
   if (options_.dir.empty()) {
     return Status::InvalidArgument("the primary replicates the guest's disks (" + DiskList(disks) +
                                    ") but this backup has no place for them: restart it with restore --xen "

@@ -66,7 +66,8 @@ class XenDiskSet {
   // checkpoint (committed or held) whose disks the images are. Refuses:
   // disks without a --disk-dir, a bad or repeated disk name, and, while a
   // checkpoint whose images are consistent exists, a disk list other than
-  // the images' (they are that checkpoint's disks). Creates each image or
+  // the images' (they are that checkpoint's disks; a checkpoint without
+  // disks gets none added either). Creates each image or
   // sizes it (only while no such checkpoint exists: a kept image is left
   // as it is).
   Status BeginSession(const std::string& replica_name, std::span<const protocol::DiskInfo> disks,

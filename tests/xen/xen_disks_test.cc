@@ -95,6 +95,21 @@ TEST_F(XenDisksTest, WithoutADiskDirAPrimaryWithDisksIsRefusedNamingTheFlag) {
   EXPECT_FALSE(set.has_disks());
 }
 
+// A checkpoint without disks (a diskless session committed) is never given
+// images it did not have: a session with disks waits until it is not the
+// only checkpoint.
+TEST_F(XenDisksTest, ADisklessCheckpointIsNotGivenNewDisks) {
+  XenDiskSet set(Opts());
+  ASSERT_TRUE(set.BeginSession("g1--incoming", {}, false).ok());
+  ASSERT_TRUE(set.Commit(1).ok());
+  Status st = set.BeginSession("g1--incoming", disks_, /*checkpoint=*/true);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument);
+  EXPECT_NE(st.message().find("has no disks"), std::string::npos) << st.message();
+  EXPECT_FALSE(set.has_disks());
+  EXPECT_EQ(set.activation_refusal(), "");
+  EXPECT_TRUE(fs::is_empty(dir_));
+}
+
 TEST_F(XenDisksTest, RefusesBadNamesSizesAndRepeatsBeforeCreatingAnything) {
   XenDiskSet set(Opts());
   const std::vector<std::vector<DiskInfo>> bad = {
