@@ -429,13 +429,26 @@ Status CheckpointSender::failure() const {
   return impl_->failure;
 }
 
-Status CheckpointSender::Stop(protocol::ByeReason reason) {
+Status CheckpointSender::Stop(protocol::ByeReason reason, std::string text) {
   Impl& im = *impl_;
   ROMULUS_RETURN_IF_ERROR(im.CurrentFailure());
   protocol::Bye bye;
   bye.reason = reason;
-  bye.text = reason == protocol::ByeReason::kHandover ? "planned switchover: backup takes over"
-                                                       : "replication stopped by operator";
+  if (text.empty()) {
+    switch (reason) {
+      case protocol::ByeReason::kHandover: text = "planned switchover: backup takes over"; break;
+      case protocol::ByeReason::kGuestShutdown: text = "the guest stopped"; break;
+      default: text = "replication stopped by operator"; break;
+    }
+  }
+  if (text.size() > protocol::kMaxShortText) {
+    // Cut at a character boundary, with an ellipsis ("..." fits: 253 + 3).
+    size_t cut = protocol::kMaxShortText - 3;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+    text.resize(cut);
+    text += "...";
+  }
+  bye.text = std::move(text);
   int64_t last = last_acked();
   {
     std::lock_guard<std::mutex> lock(im.mu);

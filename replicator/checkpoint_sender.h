@@ -165,8 +165,10 @@ class CheckpointSender {
   // the connection is drained in the background (SenderOptions::drain_timeout)
   // and the destructor returns at once.
   // Clean stop: sends BYE ("stop replicating, don't fail over") and closes.
-  // kHandover (planned switchover) tells the backup to activate instead.
-  Status Stop(protocol::ByeReason reason = protocol::ByeReason::kOperatorStop);
+  // kHandover (planned switchover) tells the backup to activate instead;
+  // kGuestShutdown that the guest itself ended, `text` saying how (cut to
+  // the BYE's 256 bytes). An empty text gives the reason's usual words.
+  Status Stop(protocol::ByeReason reason = protocol::ByeReason::kOperatorStop, std::string text = {});
 
   // Digest of the guest as last sent, split into `regions` equal pfn ranges
   // (the last one takes the remainder). Call only between epochs, from the

@@ -185,6 +185,7 @@ Status PrimaryController::Run(const std::atomic<bool>& stop) {
   last_suspend_ = Clock::now();
   milliseconds backoff = opts_.reconnect_min;
   Status result;
+  bool guest_ended = false;  // the guest shut down or died: the BYE says so, not "operator"
   while (!EndDue()) {
     if (paused_.load()) {
       ServeOps();
@@ -241,6 +242,7 @@ Status PrimaryController::Run(const std::atomic<bool>& stop) {
     const bool backup = backup_failed_ || (sender_ && !sender_->healthy());
     if (!backup && !driver_->GuestLives()) {
       result = s;  // the guest failed: nothing left to protect
+      guest_ended = true;
       break;
     }
     LoseBackup(s);
@@ -255,7 +257,7 @@ Status PrimaryController::Run(const std::atomic<bool>& stop) {
   }
   FailPendingOps(Status::Closed("replication stopped"));
   if (sender_) {
-    Status bye = sender_->Stop();
+    Status bye = guest_ended ? sender_->Stop(protocol::ByeReason::kGuestShutdown, result.message()) : sender_->Stop();
     if (!bye.ok()) {
       spdlog::warn("stopping replication: {}", bye.ToString());
     } else {

@@ -307,15 +307,15 @@ BackupOutcome BackupService::Run() {
     next.stream.reset();
     if (end.established) start_once();
     if (end.established) judge.PrimaryHeard(end.last_heard);
-    judge.SessionEnded(end.cause, end.reason.ToString(), clock.Advance(Clock::now()));
+    // A BYE's evidence is its text (the primary's words), not the OK status.
+    judge.SessionEnded(end.cause, end.clean_stop ? end.bye_text : end.reason.ToString(), clock.Advance(Clock::now()));
     observer_->OnSessionEnd(end);
     spdlog::info("session ended ({}) after {} committed epochs; {} receive-buffer reallocations in steady state",
                  EndCauseName(end.cause), end.epochs_committed, end.receive_reallocations);
     if (!end.established) {
       spdlog::warn("connection ended before a session began: {}; still waiting for the primary",
                    end.reason.ToString());
-    } else if (end.cause != EndCause::kByeStop && end.cause != EndCause::kByeHandover &&
-               end.cause != EndCause::kShutdown) {
+    } else if (!end.clean_stop && end.cause != EndCause::kShutdown) {
       spdlog::error("primary connection lost ({}): {}", EndCauseName(end.cause), end.reason.ToString());
       if (sink_->has_committed()) {
         spdlog::warn("keeping epoch {}; waiting up to {} ms (running time) for the primary",

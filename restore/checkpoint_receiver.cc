@@ -320,16 +320,25 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
         continue;
       case FrameType::kBye: {
         sink.Discard();
+        auto theirs = protocol::Bye::Decode(f.payload);
+        if (theirs.ok()) end.bye_reason = theirs->reason;
+        end.bye_text = theirs.ok() ? protocol::Printable(theirs->text) : "?";
         protocol::Bye bye;
         bye.reason = protocol::ByeReason::kOperatorStop;
         bye.text = "backup acknowledges the stop";
         (void)writer.Send(bye, committed.load());
-        auto theirs = protocol::Bye::Decode(f.payload);
-        spdlog::info("primary stopped replication cleanly ({}); not failing over",
-                     theirs.ok() ? protocol::Printable(theirs->text) : "?");
         end.clean_stop = true;
-        if (theirs.ok()) end.bye_reason = theirs->reason;
-        end.cause = end.bye_reason == protocol::ByeReason::kHandover ? EndCause::kByeHandover : EndCause::kByeStop;
+        if (end.bye_reason == protocol::ByeReason::kGuestShutdown) {
+          // Not "stopped by the operator": the primary's guest ended on its
+          // own (shut down, or died), and the BYE's text says how.
+          end.cause = EndCause::kByeGuestStopped;
+          spdlog::warn("the primary reports that its guest stopped ({}); not failing over: the last checkpoint "
+                       "is of a guest that was about to shut down or die",
+                       end.bye_text);
+        } else {
+          end.cause = end.bye_reason == protocol::ByeReason::kHandover ? EndCause::kByeHandover : EndCause::kByeStop;
+          spdlog::info("primary stopped replication cleanly ({}); not failing over", end.bye_text);
+        }
         end.reason = Status::Ok();
         end.receive_reallocations = reallocs();
         stream.Shutdown();

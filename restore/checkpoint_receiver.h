@@ -69,6 +69,7 @@ struct SessionEnd {
   // switchover`) means the primary stopped its guest after the last epoch
   // and the backup should activate.
   protocol::ByeReason bye_reason = protocol::ByeReason::kOperatorStop;
+  std::string bye_text;     // with clean_stop: the BYE's text (printable), "?" if it did not decode
   Status reason;            // why the session ended otherwise
   // What the failover decision needs to know (restore/failover_judge.h).
   EndCause cause = EndCause::kNotEstablished;

@@ -14,6 +14,7 @@ const char* EndCauseName(EndCause cause) {
   switch (cause) {
     case EndCause::kNotEstablished: return "not-established";
     case EndCause::kByeStop: return "bye-stop";
+    case EndCause::kByeGuestStopped: return "bye-guest-stopped";
     case EndCause::kByeHandover: return "bye-handover";
     case EndCause::kPeerError: return "primary-error";
     case EndCause::kCorruptStream: return "corrupt-stream";
@@ -81,7 +82,10 @@ void FailoverJudge::SessionEnded(EndCause cause, const std::string& detail, Dura
   last_detail_ = detail;
   switch (cause) {
     case EndCause::kByeStop:
+    case EndCause::kByeGuestStopped:
       stopped_ = true;
+      guest_stopped_ = cause == EndCause::kByeGuestStopped;
+      stop_detail_ = detail;
       break;
     case EndCause::kByeHandover:
       handover_ = true;
@@ -123,7 +127,18 @@ Decision FailoverJudge::Decide(Duration now) const {
   const std::string held = "checkpoint " + std::to_string(checkpoint_epoch_);
   if (stopped_) {
     d.kind = Decision::kStop;
-    d.why = "the primary stopped replication cleanly (BYE)";
+    if (guest_stopped_) {
+      // Not the operator's stop: the guest itself ended (a poweroff, or a
+      // crash the primary saw instead of a suspend). Its last checkpoint is
+      // of a guest on its way out; running it again is for a person to decide.
+      d.why = "the primary reports that its guest stopped (" +
+              (stop_detail_.empty() ? std::string("no reason given") : stop_detail_) + "); not failing over: " +
+              (has_checkpoint_ ? held + " is of a guest that was about to shut down or die, so whether to start "
+                                        "it again is the operator's decision"
+                               : std::string("nothing was committed"));
+    } else {
+      d.why = "the primary stopped replication cleanly (BYE)";
+    }
     return d;
   }
   if (!fence_failed_.empty()) {

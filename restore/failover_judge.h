@@ -19,6 +19,7 @@ namespace romulus::restore {
 enum class EndCause {
   kNotEstablished,  // ended before an accepted HELLO: a stray, a probe, a refused peer
   kByeStop,         // BYE operator-stop: replication stopped on purpose
+  kByeGuestStopped, // BYE guest-shutdown: the primary's guest shut down or died (the detail says how)
   kByeHandover,     // BYE handover: planned switchover, activate now
   kPeerError,       // ERROR from the primary (e.g. resync): it is alive
   kCorruptStream,   // bad bytes, digest mismatch, protocol violation: it is alive
@@ -45,7 +46,7 @@ struct Decision {
   enum Kind {
     kWait,      // keep serving; re-ask by `deadline` (running time) at the latest
     kActivate,  // fence (if configured), then activate the last checkpoint
-    kStop,      // exit without activating (BYE operator-stop)
+    kStop,      // exit without activating (BYE operator-stop or guest-shutdown)
     kHold,      // do not activate on our own; keep serving; `why` says why
   };
   Kind kind = kWait;
@@ -94,6 +95,8 @@ class FailoverJudge {
   bool operator_failover_ = false;
   bool handover_ = false;
   bool stopped_ = false;
+  bool guest_stopped_ = false;  // with stopped_: BYE guest-shutdown, not the operator's stop
+  std::string stop_detail_;     // with stopped_: what the primary said
   std::string fence_failed_;  // non-empty once the fence refused
   EndCause last_end_ = EndCause::kNotEstablished;
   std::string last_detail_;

@@ -449,5 +449,75 @@ TEST(ControllerXen, AGuestThatIsGoneEndsTheReplication) {
   EXPECT_EQ(backups.sink.Sessions(), 1) << "no reconnection for a guest that is gone";
 }
 
+// A guest that dies under protection (issue 12): the primary ends the session
+// with BYE guest-shutdown carrying why, not the operator's stop, and the
+// backup records that its guest stopped.
+TEST(ControllerXen, AGuestThatDiesTellsTheBackupWhy) {
+  auto fake = std::make_unique<testing::FakeDriver>(testing::FakeDriver::XenLike());
+  const std::string why =
+      "domain fake-domain shut down (reboot) instead of suspending; the hypervisor logged \"d7v0 Triple fault\"";
+  fake->DieAt(4, why);
+  Backups backups;
+  replicator::NoOutputCommit output;
+  replicator::PrimaryController c(std::move(fake), output, backups.Connect(), FastSender(), FastController(),
+                                  nullptr);
+  std::atomic<bool> stop{false};
+  Status st = c.Run(stop);
+  backups.JoinAll();
+  EXPECT_FALSE(st.ok()) << "a guest that died is not a clean end of replication";
+  EXPECT_NE(st.message().find("Triple fault"), std::string::npos) << st.ToString();
+  EXPECT_EQ(backups.sink.last_committed_epoch(), 3u);
+  EXPECT_EQ(backups.sink.Sessions(), 1) << "no reconnection for a guest that died";
+  const std::vector<restore::SessionEnd> ends = backups.Ends();
+  ASSERT_EQ(ends.size(), 1u);
+  const restore::SessionEnd& end = ends[0];
+  EXPECT_TRUE(end.clean_stop);
+  EXPECT_EQ(end.bye_reason, protocol::ByeReason::kGuestShutdown);
+  EXPECT_EQ(end.cause, restore::EndCause::kByeGuestStopped);
+  EXPECT_NE(end.bye_text.find(why), std::string::npos) << end.bye_text;
+  EXPECT_EQ(end.bye_text.find("operator"), std::string::npos) << end.bye_text;
+}
+
+// A longer account than BYE's 256 bytes is cut (at a character boundary),
+// not dropped: without its BYE the backup would see EOF and fail over.
+TEST(ControllerXen, AGuestThatDiesWithALongStoryStillSaysBye) {
+  auto fake = std::make_unique<testing::FakeDriver>(testing::FakeDriver::XenLike());
+  std::string why = "domain fake-domain shut down (crash) instead of suspending; the hypervisor logged ";
+  while (why.size() < 250) why += "x";
+  why += "\u00e9\u00e9\u00e9";  // two-byte characters across the cut
+  while (why.size() < 600) why += "y";
+  fake->DieAt(3, why);
+  Backups backups;
+  replicator::NoOutputCommit output;
+  replicator::PrimaryController c(std::move(fake), output, backups.Connect(), FastSender(), FastController(),
+                                  nullptr);
+  std::atomic<bool> stop{false};
+  EXPECT_FALSE(c.Run(stop).ok());
+  backups.JoinAll();
+  const std::vector<restore::SessionEnd> ends = backups.Ends();
+  ASSERT_EQ(ends.size(), 1u);
+  const restore::SessionEnd& end = ends[0];
+  EXPECT_EQ(end.cause, restore::EndCause::kByeGuestStopped);
+  EXPECT_EQ(end.bye_text.rfind("domain fake-domain shut down (crash)", 0), 0u) << end.bye_text;
+  EXPECT_EQ(end.bye_text.substr(end.bye_text.size() - 3), "...");
+}
+
+// An operator's stop still says so.
+TEST(ControllerXen, AnOperatorStopIsAnOperatorStop) {
+  auto fake = std::make_unique<testing::FakeDriver>(testing::FakeDriver::XenLike());
+  Backups backups;
+  replicator::NoOutputCommit output;
+  replicator::PrimaryController c(std::move(fake), output, backups.Connect(), FastSender(), FastController(),
+                                  nullptr);
+  Running r(c);
+  ASSERT_TRUE(Running::WaitFor([&] { return c.last_acked_epoch() >= 2; }));
+  ASSERT_TRUE(r.Stop().ok());
+  backups.JoinAll();
+  ASSERT_EQ(backups.Ends().size(), 1u);
+  EXPECT_EQ(backups.Ends()[0].bye_reason, protocol::ByeReason::kOperatorStop);
+  EXPECT_EQ(backups.Ends()[0].cause, restore::EndCause::kByeStop);
+  EXPECT_EQ(backups.Ends()[0].bye_text, "replication stopped by operator");
+}
+
 }  // namespace
 }  // namespace romulus

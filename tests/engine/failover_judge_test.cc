@@ -120,7 +120,15 @@ TEST(FailoverJudgeTest, Table) {
       // --- in a session: wait, whatever the clock says (the receiver ends it on silence)
       {"in session", kNoFence, {Start(0), Commit(10, 1)}, 99999, Decision::kWait},
       // --- explicit words
-      {"bye stop", kNoFence, {Start(0), Commit(10, 1), End(20, EndCause::kByeStop)}, 99999, Decision::kStop},
+      {"bye stop", kNoFence, {Start(0), Commit(10, 1), End(20, EndCause::kByeStop)}, 99999, Decision::kStop, false,
+       "stopped replication cleanly"},
+      // issue 12: the guest died (or shut down) on the primary: no failover, and the why says so
+      {"bye guest stopped", kNoFence, {Start(0), Commit(10, 5), End(20, EndCause::kByeGuestStopped)}, 99999,
+       Decision::kStop, false,
+       "the primary reports that its guest stopped (detail); not failing over: checkpoint 5 is of a guest that was "
+       "about to shut down or die"},
+      {"bye guest stopped, nothing committed", kCmd, {Start(0), End(20, EndCause::kByeGuestStopped)}, 99999,
+       Decision::kStop, false, "nothing was committed"},
       {"bye handover activates at once, no fence", kCmd,
        {Start(0), Commit(10, 3), End(20, EndCause::kByeHandover)}, 20, Decision::kActivate, false, "switchover"},
       {"operator failover", kNoFence, {Start(0), Commit(10, 3), Operator()}, 11, Decision::kActivate},
@@ -141,6 +149,23 @@ TEST(FailoverJudgeTest, Table) {
     EXPECT_NE(d.why.find(r.why_contains), std::string::npos) << r.name << ": why = " << d.why;
     EXPECT_FALSE(d.why.empty()) << r.name;
   }
+}
+
+TEST(FailoverJudgeTest, AGuestThatDiedIsNotAnOperatorStop) {
+  FailoverJudge j(JudgeConfig{});
+  j.SessionStarted(milliseconds(0));
+  j.Committed(12, milliseconds(10));
+  j.SessionEnded(EndCause::kByeGuestStopped,
+                 "domain guest3 shut down (reboot) instead of suspending; the hypervisor logged \"d5v0 Triple fault\"",
+                 milliseconds(20));
+  Decision d = j.Decide(milliseconds(20));
+  EXPECT_EQ(d.kind, Decision::kStop);
+  EXPECT_EQ(d.why,
+            "the primary reports that its guest stopped (domain guest3 shut down (reboot) instead of suspending; the "
+            "hypervisor logged \"d5v0 Triple fault\"); not failing over: checkpoint 12 is of a guest that was about to "
+            "shut down or die, so whether to start it again is the operator's decision");
+  EXPECT_EQ(d.why.find("stopped replication cleanly"), std::string::npos);
+  EXPECT_EQ(std::string(EndCauseName(EndCause::kByeGuestStopped)), "bye-guest-stopped");
 }
 
 TEST(FailoverJudgeTest, WaitDeadlineIsLastHeardPlusTimeout) {

@@ -12,6 +12,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -57,6 +58,12 @@ class FakeDriver final : public replicator::CheckpointDriver {
     for (;;) {
       paused_.store(true);
       s.Reached(replicator::Phase::kBeforeSuspend, epoch);
+      if (die_at_.load() == epoch) {
+        // As the Xen driver sees a guest that crashed: asked to suspend, it
+        // shut down instead, and the domain does not live any more.
+        lives_.store(false);
+        return Status::Closed(die_why_);
+      }
       Status oc = s.Suspended(epoch);
       if (!oc.ok()) {
         paused_.store(false);
@@ -116,6 +123,12 @@ class FakeDriver final : public replicator::CheckpointDriver {
   bool paused() const { return paused_.load(); }
   bool handed_over() const { return handed_over_.load(); }
   void set_lives(bool lives) { lives_.store(lives); }
+  // The guest dies when epoch `epoch` asks it to suspend: the session ends
+  // with `why`, and GuestLives() is false from then on.
+  void DieAt(uint64_t epoch, std::string why) {
+    die_why_ = std::move(why);
+    die_at_.store(epoch);
+  }
 
  private:
   struct Page {
@@ -199,6 +212,8 @@ class FakeDriver final : public replicator::CheckpointDriver {
   std::vector<uint8_t> mem_;
   std::vector<uint64_t> dirty_;
   std::atomic<bool> paused_{false}, handed_over_{false}, lives_{true};
+  std::atomic<uint64_t> die_at_{0};  // 0: never
+  std::string die_why_;
   uint64_t committed_ = 0;
 };
 
