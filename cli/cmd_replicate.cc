@@ -68,6 +68,9 @@ int RunReplicate(int argc, char** argv) {
        "the simulated guest's disk file (with disk=SIZE in --guest): created or truncated to SIZE, "
        "kept at exit; default: a temporary file removed at exit")
       ("domain", po::value<std::string>(), "Xen domain name or id to protect (needs dom0)")
+      ("disk-tap", po::value<std::vector<std::string>>()->composing(),
+       "with --domain: the tap socket of a `romulus disk-export` serving one of the guest's disks; its "
+       "writes are replicated with the guest's memory, in the same epochs (repeat for each disk, at most 8)")
       ("to", po::value<std::string>(), "backup address HOST:PORT");
   AddSecurityOptions(&desc);
   AddReplicateTuningOptions(&desc);
@@ -90,7 +93,17 @@ int RunReplicate(int argc, char** argv) {
   auto sec = LoadSecurity(kCmd, *vm);
   if (!sec) return kExitUsage;
 
-  if (vm->count("domain")) return RunReplicateXen(setup, (*vm)["domain"].as<std::string>(), target, sec);
+  std::vector<std::string> disk_taps;
+  if (vm->count("disk-tap")) disk_taps = (*vm)["disk-tap"].as<std::vector<std::string>>();
+  if (!disk_taps.empty() && !vm->count("domain")) {
+    UsageError(kCmd, "--disk-tap is for --domain (a simulated guest's disk is disk=SIZE in --guest)");
+    return kExitUsage;
+  }
+  if (disk_taps.size() > protocol::kMaxDisks) {
+    UsageError(kCmd, "--disk-tap: at most " + std::to_string(protocol::kMaxDisks) + " disks");
+    return kExitUsage;
+  }
+  if (vm->count("domain")) return RunReplicateXen(setup, (*vm)["domain"].as<std::string>(), disk_taps, target, sec);
 
   StartSignalWatcher();
   auto spec = sim::ParseSimSpec((*vm)["guest"].as<std::string>());

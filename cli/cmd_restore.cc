@@ -478,7 +478,9 @@ int RunRestore(int argc, char** argv) {
                          ",\"activated_from_epoch\":" + std::to_string(epoch);
     spdlog::info("replicating the activated guest to {} (the new backup; default tuning: interval {})", reverse_to,
                  FormatDuration(setup.loop.interval));
-    if (!xen_domain.empty()) return RunReplicateXen(setup, xen_domain, *target, sec);
+    // A guest activated with disks is protected again without them until
+    // --reverse-to learns to serve its images (docs/DISK.md §8).
+    if (!xen_domain.empty()) return RunReplicateXen(setup, xen_domain, {}, *target, sec);
     return RunPrimary(setup, replicator::MakeTimerDriver(*guest, {setup.progress_bar}), *target, sec);
   }
   if (guest && run_after.count() > 0) {

@@ -80,7 +80,9 @@ int RunPrimary(const ReplicateSetup& setup, std::unique_ptr<replicator::Checkpoi
                const transport::HostPort& target, std::shared_ptr<const transport::SecurityContext> sec);
 // The Xen path: opens the domain's driver (xen/xen_facade.h) and runs it;
 // exits 1 with a clear message when this build has no Xen support.
-int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain,
+// disk_taps: the tap sockets of the `romulus disk-export`s serving the
+// guest's disks, replicated with its memory (docs/DISK.md §8).
+int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, const std::vector<std::string>& disk_taps,
                     const transport::HostPort& target, std::shared_ptr<const transport::SecurityContext> sec);
 
 }  // namespace romulus::cli

@@ -7,17 +7,23 @@
 // holds exactly the records the guest's state says it wrote.
 #include "replicator/disk_replicator.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <libnbd.h>
+#include <unistd.h>
 
 #include <cstring>
+#include <random>
 #include <future>
 #include <map>
 #include <thread>
 
 #include "buffer/reusable_buffer.h"
+#include "disk/disk_export.h"
 #include "disk/epoch_clock.h"
 #include "disk/epoch_disk_log.h"
 #include "disk/local_disk_tap.h"
+#include "disk/remote_disk_tap.h"
 #include "protocol/disk_records.h"
 #include "protocol/frame_io.h"
 #include "protocol/messages.h"
@@ -255,6 +261,107 @@ TEST(DiskReplicator, EveryEpochsDiskArrivesWhole) {
   EXPECT_GT(backup.kinds_[kind(protocol::DiskRecordKind::kZero, false, false)], 0u);
   EXPECT_GT(backup.kinds_[kind(protocol::DiskRecordKind::kZero, false, true)], 0u);
   EXPECT_GT(backup.kinds_[kind(protocol::DiskRecordKind::kFlush, false, false)], 0u);
+}
+
+// The Xen guest's path: a `romulus disk-export` (in process here) serves
+// the disk to an NBD client (libnbd standing in for the kernel's), the
+// replicator reaches it through RemoteDiskTap, and the backup's copy after
+// each epoch is exactly the disk as it was at that epoch's pause: every
+// write completed before the pause, none after it.
+TEST(DiskReplicator, ThroughADiskExportEachEpochIsTheDiskAtItsPause) {
+  disk::testing::TempDir dir;
+  const std::string path = dir.path() + "/disk.img";
+  constexpr uint64_t kSize = 1 << 20;
+  {
+    // Data already on the disk before replication: the full copy carries it.
+    std::vector<uint8_t> init(kSize, 0);
+    for (size_t i = 0; i < 64 * 1024; ++i) init[i] = static_cast<uint8_t>(i * 7 + 1);
+    int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, init.data(), init.size(), 0), static_cast<ssize_t>(init.size()));
+    ::close(fd);
+  }
+  disk::DiskExportOptions eo;
+  eo.store_path = path;
+  eo.name = "xvdb";
+  eo.nbd_socket = dir.path() + "/nbd.sock";
+  eo.tap_socket = dir.path() + "/tap.sock";
+  auto ex = disk::DiskExport::Open(eo);
+  ASSERT_TRUE(ex.ok()) << ex.status().ToString();
+  ASSERT_TRUE((*ex)->Start().ok());
+  nbd_handle* h = nbd_create();
+  ASSERT_NE(h, nullptr);
+  ASSERT_EQ(nbd_set_export_name(h, "xvdb"), 0);
+  ASSERT_EQ(nbd_connect_unix(h, eo.nbd_socket.c_str()), 0) << nbd_get_error();
+  disk::RemoteDiskTapOptions to;
+  to.disk_id = 2;
+  auto tap = disk::RemoteDiskTap::Connect(eo.tap_socket, to);
+  ASSERT_TRUE(tap.ok()) << tap.status().ToString();
+  EXPECT_EQ((*tap)->info(), (protocol::DiskInfo{2, kSize, "xvdb"}));
+  DiskReplicator disks({tap->get()});
+
+  auto pair = test_engine::MakeStreamPair();
+  DiskBackup backup(std::move(pair.backup));
+  GuestInfo gi;
+  gi.guest_pages = 16;
+  gi.identity = "export-test";
+  gi.disks = disks.infos();
+  auto hs = std::async(std::launch::async, [&] { return backup.Handshake(true); });
+  auto sender = CheckpointSender::Start(std::move(pair.primary), Options(), gi);
+  ASSERT_TRUE(hs.get().ok());
+  ASSERT_TRUE(sender.ok()) << sender.status().ToString();
+
+  auto file_now = [&] {
+    std::vector<uint8_t> img(kSize);
+    int fd = ::open(path.c_str(), O_RDONLY);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(::pread(fd, img.data(), img.size(), 0), static_cast<ssize_t>(img.size()));
+    ::close(fd);
+    return img;
+  };
+  std::mt19937_64 rng(11);
+  std::vector<uint8_t> block(4096);
+  auto write_some = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      const uint64_t off = (rng() % (kSize / 4096)) * 4096;
+      switch (rng() % 5) {
+        case 0:  // a block of zeros travels as a ZERO record
+          std::fill(block.begin(), block.end(), 0);
+          ASSERT_EQ(nbd_pwrite(h, block.data(), block.size(), off, 0), 0) << nbd_get_error();
+          break;
+        case 1:
+          ASSERT_EQ(nbd_trim(h, 8192, off & ~uint64_t{8191}, 0), 0) << nbd_get_error();
+          break;
+        case 2:
+          ASSERT_EQ(nbd_flush(h, 0), 0) << nbd_get_error();
+          break;
+        default:
+          for (auto& b : block) b = static_cast<uint8_t>(rng());
+          ASSERT_EQ(nbd_pwrite(h, block.data(), block.size(), off, (rng() & 1) ? LIBNBD_CMD_FLAG_FUA : 0), 0)
+              << nbd_get_error();
+      }
+    }
+  };
+  write_some(8);  // before the session: part of the first epoch's full copy
+  for (uint64_t epoch = 1; epoch <= 10; ++epoch) {
+    ASSERT_TRUE((*sender)->BeginEpoch(epoch).ok());
+    write_some(static_cast<int>(epoch % 4) * 5);  // some epochs write nothing
+    const std::vector<uint8_t> at_pause = file_now();
+    Status paused = disks.Paused(epoch, epoch == 1);
+    ASSERT_TRUE(paused.ok()) << paused.ToString();
+    write_some(3);  // after the pause: the next epoch's
+    const std::vector<uint8_t> state = {1, 2, 3};
+    ASSERT_TRUE((*sender)->AddState(state).ok());
+    Status st = disks.SendEpoch(epoch, **sender, std::chrono::steady_clock::now() + kBound, nullptr);
+    ASSERT_TRUE(st.ok()) << "epoch " << epoch << ": " << st.ToString();
+    auto w = (*sender)->EndEpoch();
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    Status got = backup.ReadEpoch();
+    ASSERT_TRUE(got.ok()) << "epoch " << epoch << ": " << got.ToString();
+    ASSERT_TRUE(backup.image(2) == at_pause) << "epoch " << epoch << ": the backup's disk is not the disk at the pause";
+  }
+  (void)nbd_shutdown(h, 0);
+  nbd_close(h);
 }
 
 TEST(DiskReplicator, ABackupWithoutDisksRefusesTheSession) {
