@@ -453,10 +453,20 @@ int RunRestore(int argc, char** argv) {
   const std::string reverse_to = control_state.DecideReverseTo();
   auto* guest = image_sink ? image_sink->activated_guest() : nullptr;
   std::string xen_domain;
+  bool reverse_refused = false;
 #if ROMULUS_HAVE_XEN
   if (xen) xen_domain = xen::ActivatedDomainName(*sink);
+  if (!xen_domain.empty() && !reverse_to.empty() && xen::ActivatedWithDisks(*sink)) {
+    // Replicating its memory alone would give the new backup checkpoints
+    // whose disk is not the guest's: a failover there would corrupt it.
+    spdlog::error("not replicating {} to {}: the guest runs on its replicated disks (loop devices on the "
+                  "--disk-dir images) and --reverse-to cannot replicate disks yet; it runs UNPROTECTED "
+                  "(docs/DISK.md §8)",
+                  xen_domain, reverse_to);
+    reverse_refused = true;
+  }
 #endif
-  if ((guest || !xen_domain.empty()) && !reverse_to.empty()) {
+  if ((guest || !xen_domain.empty()) && !reverse_to.empty() && !reverse_refused) {
     // Become the guest's primary, in this process (a simulated guest lives
     // here; a Xen domain is protected by the Xen path, as by replicate
     // --domain). The backup's listener, control socket and metrics are
@@ -478,8 +488,7 @@ int RunRestore(int argc, char** argv) {
                          ",\"activated_from_epoch\":" + std::to_string(epoch);
     spdlog::info("replicating the activated guest to {} (the new backup; default tuning: interval {})", reverse_to,
                  FormatDuration(setup.loop.interval));
-    // A guest activated with disks is protected again without them until
-    // --reverse-to learns to serve its images (docs/DISK.md §8).
+    // (A guest activated with disks never gets here: refused above.)
     if (!xen_domain.empty()) return RunReplicateXen(setup, xen_domain, {}, *target, sec);
     return RunPrimary(setup, replicator::MakeTimerDriver(*guest, {setup.progress_bar}), *target, sec);
   }

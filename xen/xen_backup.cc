@@ -390,6 +390,11 @@ std::string ActivatedDomainName(const restore::GuestSink& sink) {
   return xs && xs->activated() ? xs->domain_name() : "";
 }
 
+bool ActivatedWithDisks(const restore::GuestSink& sink) {
+  auto* xs = dynamic_cast<const XenSink*>(&sink);
+  return xs && xs->activated() && xs->has_disks();
+}
+
 Result<std::unique_ptr<restore::GuestSink>> CreateXenSink(const XenRestoreOptions& opts) {
   if (!opts.domain_name.empty() && !ValidName(opts.domain_name)) {
     return Status::InvalidArgument("bad --domain-name \"" + opts.domain_name + "\"");

@@ -64,6 +64,7 @@ class XenSink final : public restore::GuestSink {
   }
 
   bool activated() const { return activated_.load(); }
+  bool has_disks() const { return disks_.has_disks(); }
   const std::string& domain_name() const { return activated_name_; }
 
  private:

@@ -68,6 +68,10 @@ Result<std::unique_ptr<restore::GuestSink>> CreateXenSink(const XenRestoreOption
 // The name of the domain a Xen sink activated ("" for another sink, or
 // before the activation): what a reverse replication protects.
 std::string ActivatedDomainName(const restore::GuestSink& sink);
+// The activated guest runs on replicated disks (VBDs on the --disk-dir
+// images): --reverse-to cannot protect it yet (memory alone would give the
+// new backup checkpoints whose disk is not the guest's).
+bool ActivatedWithDisks(const restore::GuestSink& sink);
 
 // "Xen 4.17.5 (tools 4.17)" or a clear error (no privcmd, not dom0, version
 // mismatch between the hypervisor and the libraries we were built against).
