@@ -74,7 +74,7 @@ Status RemoteDiskTap::Open() {
   if (!hdr.ok()) return Break(hdr.status().With("disk tap " + path_ + ": waiting for the export's HELLO"));
   if (hdr->type == tap::MsgType::kError) {
     // Refused (another replicator attached, wrong uid): say the export's words.
-    return Break(RemoteError(rx_).With("disk tap " + path_));
+    return Break(RemoteError(std::span<const uint8_t>(rx_.data(), hdr->length)).With("disk tap " + path_));
   }
   if (hdr->type != tap::MsgType::kHello) {
     return Break(Status::Corruption("disk tap " + path_ + ": the export sent " + tap::MsgTypeName(hdr->type) +
@@ -151,9 +151,9 @@ Result<uint64_t> RemoteDiskTap::Pause(bool full_copy) {
   if (!hdr.ok()) return Break(hdr.status().With("disk tap " + path_ + ": waiting for PAUSED"));
   std::span<const uint8_t> body(rx_.data(), hdr->length);
   if (hdr->type == tap::MsgType::kError) {
-    Status e = RemoteError(body);
-    if (e.code() == Code::kCorruption && e.message().rfind("the export says", 0) != 0) return Break(e);
-    return e.With("disk tap " + path_ + ": PAUSE");
+    auto e = tap::DecodeError(body);
+    if (!e.ok()) return Break(e.status().With("disk tap " + path_ + ": ERROR answering PAUSE"));
+    return RemoteError(body).With("disk tap " + path_ + ": PAUSE");
   }
   if (hdr->type != tap::MsgType::kPaused) {
     return Break(Status::Corruption("disk tap " + path_ + ": the export answered PAUSE with " +
@@ -200,6 +200,8 @@ Status RemoteDiskTap::Receive(uint64_t tag, Deadline deadline) {
       case tap::MsgType::kError: {
         // Before any record: the export refused (requests still in flight,
         // the epoch over its budget…); the connection stays in step.
+        auto decoded = tap::DecodeError(body);
+        if (!decoded.ok()) return Break(decoded.status().With("disk tap " + path_ + ": ERROR answering SEAL"));
         Status e = RemoteError(body);
         if (!sealed_.empty() || digest_.records() > 0) {
           return Break(Status::Corruption("disk tap " + path_ + ": ERROR in the middle of an epoch's records: " +

@@ -592,6 +592,27 @@ TEST(RemoteDiskTapTest, RefusesWhatTheExportMustNotSend) {
   // A bad header.
   st = SealAgainst(dir.path(), std::vector<uint8_t>(16, 0x41));
   EXPECT_EQ(st.code(), Code::kCorruption) << st.ToString();
+  // A well-formed ERROR is the export's refusal: its code, and the connection
+  // stays in step. A malformed one (reserved bytes set) breaks it.
+  {
+    std::vector<uint8_t> err;
+    PutLe(&err, static_cast<uint64_t>(Code::kTimeout), 2);
+    PutLe(&err, 0, 2);
+    for (char c : std::string("still in flight")) err.push_back(static_cast<uint8_t>(c));
+    ScriptedExport fake(dir.path() + "/fake.sock", Msg(7, err));
+    auto tap = RemoteDiskTap::Connect(dir.path() + "/fake.sock");
+    ASSERT_TRUE(tap.ok());
+    ASSERT_TRUE((*tap)->Pause(true).ok());
+    st = (*tap)->Seal(1, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    EXPECT_EQ(st.code(), Code::kTimeout) << st.ToString();
+    EXPECT_NE(st.message().find("still in flight"), std::string::npos);
+    EXPECT_TRUE((*tap)->connected());
+    (*tap)->Disconnect();
+    ::unlink((dir.path() + "/fake.sock").c_str());
+    err[3] = 1;
+    st = SealAgainst(dir.path(), Msg(7, err));
+    EXPECT_EQ(st.code(), Code::kCorruption) << st.ToString();
+  }
   // The export closing mid-reply.
   auto cut = Msg(5, OneWrite(0, 4096));
   cut.resize(cut.size() - 100);
