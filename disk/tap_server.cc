@@ -38,7 +38,7 @@ Result<std::unique_ptr<TapServer>> TapServer::Create(TapTarget target, TapServer
     return Status::InvalidArgument("tap server: export name '" + target.name + "' is not 1.." +
                                    std::to_string(tap::kMaxName) + " bytes of [A-Za-z0-9._-]");
   }
-  if (options.message_timeout.count() <= 0 || options.reply_timeout.count() <= 0 ||
+  if (options.message_timeout.count() <= 0 || options.reply_timeout.count() <= 0 || options.idle_timeout.count() <= 0 ||
       options.hold_timeout.count() <= 0) {
     return Status::InvalidArgument("tap server: timeouts must be positive");
   }
@@ -170,11 +170,15 @@ Status TapServer::ServeAttached(transport::Stream* s) {
   }
   for (;;) {
     uint8_t hdr[tap::kHeaderSize];
-    // Idle between messages is fine; once a message has begun, all of it
-    // must arrive within message_timeout.
-    auto first = s->ReadSome(std::span<uint8_t>(hdr, 1), NoDeadline());
+    // Idle between messages up to idle_timeout; once a message has begun,
+    // all of it must arrive within message_timeout.
+    auto first = s->ReadSome(std::span<uint8_t>(hdr, 1), DeadlineIn(options_.idle_timeout));
     if (!first.ok()) {
       if (first.status().code() == Code::kClosed) return Status::Ok();  // closed between messages
+      if (first.status().code() == Code::kTimeout) {
+        return Status::Timeout("the replicator sent nothing for " + std::to_string(options_.idle_timeout.count()) +
+                               " ms (stopped or hung?); detached, so another can attach");
+      }
       return first.status();
     }
     const Deadline deadline = DeadlineIn(options_.message_timeout);

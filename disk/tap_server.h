@@ -67,9 +67,15 @@ class LoggingGate final : public DiskWriteSink {
 
 struct TapServerOptions {
   // Once a message's first byte has arrived, the rest must follow within
-  // this; a client idle mid-message is dropped. (Between messages there is
-  // no bound: a replicator whose backup is away may not pause for long.)
+  // this; a client idle mid-message is dropped.
   std::chrono::milliseconds message_timeout{10000};
+  // Between messages: a replicator that sends nothing for this long is
+  // detached (the log is reset), so a stopped (SIGSTOP) or hung replicator
+  // cannot lock every other one out of the disk for ever. Harmless to a
+  // live one: RemoteDiskTap reconnects at its next session's full copy,
+  // and a session pauses at least every --interval (≤ 60 s). An operator
+  // pause longer than this costs the disks a resync (a full copy).
+  std::chrono::milliseconds idle_timeout{120000};
   // Writing one reply — for SEAL all of its records — must finish within this.
   std::chrono::milliseconds reply_timeout{30000};
   // PAUSE{full_copy}: the front end's request in progress must finish within this.

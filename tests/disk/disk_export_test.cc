@@ -341,6 +341,41 @@ TEST_F(DiskExportTest, AnIdleTapClientMidMessageTimesOut) {
   Write(0, Pattern(4096, 1));
 }
 
+// A replicator that stops talking (SIGSTOPped, hung) between messages is
+// detached after idle_timeout, so another can attach; the stalled one, when
+// it wakes, finds its tap broken (its session ends) and is refused while the
+// other is attached: never two replicators of one disk.
+TEST_F(DiskExportTest, AStalledReplicatorIsDetachedAndAnotherAttaches) {
+  TapServerOptions to;
+  to.idle_timeout = std::chrono::milliseconds(300);
+  Start(to);
+  auto stalled = Attach();
+  ASSERT_TRUE(stalled);
+  auto t1 = stalled->Pause(true);
+  ASSERT_TRUE(t1.ok());
+  // ... and now it sends nothing.
+  ASSERT_TRUE(Eventually([&] { return !exp_->tap()->attached(); }));
+  Write(0, Pattern(4096, 5));  // the guest's disk is unaffected
+  auto next = Attach();
+  ASSERT_TRUE(next);
+  auto t2 = next->Pause(true);
+  ASSERT_TRUE(t2.ok()) << t2.status().ToString();
+  ASSERT_TRUE(next->Seal(*t2, Soon()).ok());
+  // The stalled one wakes up: its tap is gone, and it cannot take over.
+  EXPECT_FALSE(stalled->Seal(*t1, Soon()).ok());
+  EXPECT_FALSE(stalled->Pause(false).ok());
+  auto retake = stalled->Pause(true);
+  ASSERT_FALSE(retake.ok());
+  EXPECT_NE(retake.status().message().find("already has a replicator attached"), std::string::npos)
+      << retake.status().ToString();
+  // The attached one is untouched: its next epoch carries the write after it.
+  Write(8192, Pattern(4096, 6));
+  auto t3 = next->Pause(false);
+  ASSERT_TRUE(t3.ok()) << t3.status().ToString();
+  ASSERT_TRUE(next->Seal(*t3, Soon()).ok());
+  EXPECT_EQ(Sealed(*next).size(), 1u);
+}
+
 TEST_F(DiskExportTest, AnEpochOverTheTapBudgetIsRefusedAndTheNextFullCopyReconnects) {
   Start();
   RemoteDiskTapOptions o;
