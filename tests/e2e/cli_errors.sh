@@ -110,7 +110,7 @@ expect_usage "^romulus restore: --max-guest-size: must be at least 4 KiB \\(got 
 expect_usage "^romulus restore: --max-cache-size: must be at least 4 KiB \\(got '100'\\)" \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --max-cache-size 100 --image "$T/img"
 expect_usage "^romulus restore: unrecognised option" restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --frobnicate
-expect_usage "^romulus restore: --domain-name, --vif-script and --no-vifs need --xen" \
+expect_usage "^romulus restore: --domain-name, --vif-script, --no-vifs and --disk-dir need --xen" \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --image "$T/img" --no-vifs
 expect_usage "^romulus restore: --vif-script $T/no-such-script: No such file" \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --xen --vif-script "$T/no-such-script"
