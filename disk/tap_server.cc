@@ -298,7 +298,8 @@ Status TapServer::SendRecords(transport::Stream* s, uint64_t tag, Deadline deadl
   builder_.Reset(0);
   uint64_t wire = 0;
   Status failed;
-  auto flush = [&]() -> Status {
+  // One std::function for the whole epoch (not one conversion per record).
+  const std::function<Status()> flush = [&]() -> Status {
     if (builder_.empty()) return Status::Ok();
     std::span<const uint8_t> payload = builder_.payload();
     wire += tap::kHeaderSize + payload.size();
@@ -306,53 +307,9 @@ Status TapServer::SendRecords(transport::Stream* s, uint64_t tag, Deadline deadl
     builder_.Reset(0);
     return st;
   };
-  auto add = [&](const protocol::DiskRecord& r) -> Status {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      bool ok = false;
-      switch (r.kind) {
-        case protocol::DiskRecordKind::kWrite:
-          // Plain over the local socket: the engine compresses for the wire.
-          ok = builder_.AddWrite(r.offset, r.data, r.fua(), /*try_lz4=*/false);
-          break;
-        case protocol::DiskRecordKind::kZero:
-          ok = builder_.AddZero(r.offset, r.length, r.trim(), r.fua());
-          break;
-        case protocol::DiskRecordKind::kFlush:
-          ok = builder_.AddFlush();
-          break;
-        default:
-          return Status::Internal("disk log yielded record kind " + std::to_string(static_cast<int>(r.kind)));
-      }
-      if (ok) {
-        digest_.Add(r);
-        return Status::Ok();
-      }
-      ROMULUS_RETURN_IF_ERROR(flush());
-    }
-    return Status::Internal("a disk record does not fit an empty RECORDS message");
-  };
-  // Records as the wire carries them: writes split at 1 MiB, zero ranges at
-  // 2 GiB (positional, so splitting changes nothing).
+  // Plain over the local socket: the engine compresses for the wire.
   t_.log->ForEachSealed([&](const protocol::DiskRecord& r) {
-    if (!failed.ok()) return;
-    if (r.kind == protocol::DiskRecordKind::kWrite) {
-      for (uint64_t at = 0; at < r.length && failed.ok(); at += protocol::kMaxDiskWriteChunk) {
-        protocol::DiskRecord c = r;
-        c.offset = r.offset + at;
-        c.length = std::min<uint64_t>(protocol::kMaxDiskWriteChunk, r.length - at);
-        c.data = r.data.subspan(at, c.length);
-        failed = add(c);
-      }
-    } else if (r.kind == protocol::DiskRecordKind::kZero) {
-      for (uint64_t at = 0; at < r.length && failed.ok(); at += protocol::kMaxDiskZeroChunk) {
-        protocol::DiskRecord c = r;
-        c.offset = r.offset + at;
-        c.length = std::min<uint64_t>(protocol::kMaxDiskZeroChunk, r.length - at);
-        failed = add(c);
-      }
-    } else {
-      failed = add(r);
-    }
+    if (failed.ok()) failed = protocol::AddDiskRecordSplit(builder_, r, /*try_lz4=*/false, digest_, flush);
   });
   ROMULUS_RETURN_IF_ERROR(failed);
   ROMULUS_RETURN_IF_ERROR(flush());

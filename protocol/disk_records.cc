@@ -373,4 +373,45 @@ Result<DiskEnd> DiskEnd::Decode(std::span<const uint8_t> payload) {
   return e;
 }
 
+Status AddDiskRecordSplit(DiskFrameBuilder& builder, const DiskRecord& r, bool try_lz4, DiskRecordDigest& digest,
+                          const std::function<Status()>& flush) {
+  auto add = [&](const DiskRecord& piece) -> Status {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      bool ok = false;
+      switch (piece.kind) {
+        case DiskRecordKind::kWrite:
+          ok = builder.AddWrite(piece.offset, piece.data, piece.fua(), try_lz4);
+          break;
+        case DiskRecordKind::kZero:
+          ok = builder.AddZero(piece.offset, piece.length, piece.trim(), piece.fua());
+          break;
+        case DiskRecordKind::kFlush:
+          ok = builder.AddFlush();
+          break;
+        default:
+          return Status::Internal("disk record kind " + std::to_string(static_cast<int>(piece.kind)) +
+                                  " cannot be encoded");
+      }
+      if (ok) {
+        digest.Add(piece);
+        return Status::Ok();
+      }
+      ROMULUS_RETURN_IF_ERROR(flush());
+    }
+    return Status::Internal("a disk record does not fit an empty DISK frame");
+  };
+  const uint64_t chunk = r.kind == DiskRecordKind::kWrite  ? kMaxDiskWriteChunk
+                         : r.kind == DiskRecordKind::kZero ? kMaxDiskZeroChunk
+                                                           : 0;
+  if (chunk == 0) return add(r);
+  for (uint64_t at = 0; at < r.length; at += chunk) {
+    DiskRecord c = r;
+    c.offset = r.offset + at;
+    c.length = std::min<uint64_t>(chunk, r.length - at);
+    if (r.kind == DiskRecordKind::kWrite) c.data = r.data.subspan(at, c.length);
+    ROMULUS_RETURN_IF_ERROR(add(c));
+  }
+  return Status::Ok();
+}
+
 }  // namespace romulus::protocol

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -184,6 +185,15 @@ class DiskFrameParser {
   std::vector<uint8_t> scratch_;  // kMaxDiskWriteChunk once a record falls beyond the arena
   Stats stats_;
 };
+
+// Adds one record to `builder` as the wire carries it: a write split at
+// kMaxDiskWriteChunk, a zero range at kMaxDiskZeroChunk (positional, so the
+// split changes nothing), each piece counted in `digest`. When the builder
+// is full, flush() must send its payload and Reset it; the piece is then
+// added again. The one home of this loop for every DISK frame producer (the
+// engine's wire, the disk export's tap).
+Status AddDiskRecordSplit(DiskFrameBuilder& builder, const DiskRecord& r, bool try_lz4, DiskRecordDigest& digest,
+                          const std::function<Status()>& flush);
 
 // DISK_END (§3.10): the epoch's records of one disk are complete.
 struct DiskEnd {

@@ -57,59 +57,16 @@ Status DiskReplicator::SendEpoch(uint64_t epoch, CheckpointSender& sender,
     digest_.Reset();
     builder_.Reset(info.id);
     Status failed;
-    auto flush = [&]() -> Status {
+    // One std::function for the whole disk (not one conversion per record).
+    const std::function<Status()> flush = [&]() -> Status {
       if (builder_.empty()) return Status::Ok();
       if (st) st->lz4_saved += builder_.lz4_saved();
       Status s = sender.AddDiskFrame(builder_.payload());
       builder_.Reset(info.id);
       return s;
     };
-    // One record as it travels: writes split at the wire's 1 MiB, zero
-    // ranges at 2 GiB (positional, so splitting changes nothing).
-    auto add = [&](const protocol::DiskRecord& r) -> Status {
-      for (int attempt = 0; attempt < 2; ++attempt) {
-        bool ok = false;
-        switch (r.kind) {
-          case protocol::DiskRecordKind::kWrite:
-            ok = builder_.AddWrite(r.offset, r.data, r.fua(), /*try_lz4=*/true);
-            break;
-          case protocol::DiskRecordKind::kZero:
-            ok = builder_.AddZero(r.offset, r.length, r.trim(), r.fua());
-            break;
-          case protocol::DiskRecordKind::kFlush:
-            ok = builder_.AddFlush();
-            break;
-          default:
-            return Status::Internal("disk log yielded record kind " + std::to_string(static_cast<int>(r.kind)));
-        }
-        if (ok) {
-          digest_.Add(r);
-          return Status::Ok();
-        }
-        ROMULUS_RETURN_IF_ERROR(flush());
-      }
-      return Status::Internal("a disk record does not fit an empty DISK frame");
-    };
     d.ForEachSealed([&](const protocol::DiskRecord& r) {
-      if (!failed.ok()) return;
-      if (r.kind == protocol::DiskRecordKind::kWrite) {
-        for (uint64_t at = 0; at < r.length && failed.ok(); at += protocol::kMaxDiskWriteChunk) {
-          protocol::DiskRecord c = r;
-          c.offset = r.offset + at;
-          c.length = std::min<uint64_t>(protocol::kMaxDiskWriteChunk, r.length - at);
-          c.data = r.data.subspan(at, c.length);
-          failed = add(c);
-        }
-      } else if (r.kind == protocol::DiskRecordKind::kZero) {
-        for (uint64_t at = 0; at < r.length && failed.ok(); at += protocol::kMaxDiskZeroChunk) {
-          protocol::DiskRecord c = r;
-          c.offset = r.offset + at;
-          c.length = std::min<uint64_t>(protocol::kMaxDiskZeroChunk, r.length - at);
-          failed = add(c);
-        }
-      } else {
-        failed = add(r);
-      }
+      if (failed.ok()) failed = protocol::AddDiskRecordSplit(builder_, r, /*try_lz4=*/true, digest_, flush);
     });
     ROMULUS_RETURN_IF_ERROR(failed);
     ROMULUS_RETURN_IF_ERROR(flush());
