@@ -3,7 +3,7 @@
 // one replicator at a time over a tap socket (docs/DISK.md §8, §8a). The
 // guest's disk is `phy:/dev/nbdN` through the kernel client:
 //
-//   romulus disk-export --store /dev/vg/guest1-root --name xvda \
+//   romulus disk-export --store /dev/vg/guest1-root --name xvda
 //       --nbd-socket /run/romulus/guest1-xvda.nbd --tap-socket /run/romulus/guest1-xvda.tap &
 //   nbd-client -unix /run/romulus/guest1-xvda.nbd /dev/nbd0 -N xvda
 //

@@ -1,6 +1,7 @@
 #include "xen/loop_device.h"
 
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -100,6 +101,12 @@ Result<std::unique_ptr<LoopDevice>> LoopDevice::Attach(const std::string& image)
     return d;
   }
   return Status::Storage("attaching " + image + ": every free loop device was taken by someone else, 16 times");
+}
+
+Result<uint64_t> LoopDevice::Sectors() const {
+  uint64_t bytes = 0;
+  if (::ioctl(fd_, BLKGETSIZE64, &bytes) != 0) return Status::StorageErrno("BLKGETSIZE64 on " + path_, errno);
+  return bytes / 512;
 }
 
 LoopDevice::~LoopDevice() {

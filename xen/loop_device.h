@@ -7,7 +7,9 @@
 // opener closes it. The LoopDevice keeps it open until it is destroyed, so
 // it stays attached until blkback has opened it (blkback then holds it for
 // the guest's life, and the device goes away with the guest's disk); a
-// device blkback never opened goes away with the LoopDevice.
+// device blkback never opened goes away with the LoopDevice. The owner must
+// therefore see blkback open it before letting go (XenReplica waits for
+// blkback's physical_device attribute before it unpauses the guest).
 #pragma once
 
 #include <cstdint>
@@ -32,6 +34,9 @@ class LoopDevice {
   uint32_t dev_major() const { return major_; }
   uint32_t dev_minor() const { return minor_; }
   int fd() const { return fd_; }
+  // The device's size now (BLKGETSIZE64), in 512-byte sectors: 0 once it
+  // lost its image.
+  Result<uint64_t> Sectors() const;
 
  private:
   LoopDevice() = default;

@@ -97,3 +97,44 @@ XsNodes VbdFrontendNodes(uint32_t domid, const VbdDevice& d) {
 }
 
 }  // namespace romulus::xen
+
+namespace romulus::xen {
+
+std::string VbdBackendSysfsPhysicalDevice(uint32_t domid, uint32_t devid) {
+  return "/sys/bus/xen-backend/devices/vbd-" + std::to_string(domid) + "-" + std::to_string(devid) +
+         "/physical_device";
+}
+
+std::string VbdBackendErrorPath(uint32_t domid, uint32_t devid) {
+  return "/local/domain/0/error/backend/vbd/" + std::to_string(domid) + "/" + std::to_string(devid) + "/error";
+}
+
+VbdBackendProgress JudgeVbdBackend(const VbdDevice& d, const VbdBackendLook& look, std::string* why) {
+  char expected[32];
+  std::snprintf(expected, sizeof expected, "%x:%x", d.major, d.minor);
+  // xenbus states 5 and 6 (Closing, Closed): blkback called the device
+  // fatal (it writes why under /local/domain/0/error) and will not serve it.
+  if (look.state == "5" || look.state == "6") {
+    *why = "blkback closed the disk (backend state " + look.state + ")";
+    return VbdBackendProgress::kFailed;
+  }
+  if (look.device_sectors == 0) {
+    *why = "the loop device over the image has 0 sectors";
+    return VbdBackendProgress::kFailed;
+  }
+  if (!look.sysfs_present) {
+    *why = "blkback has not opened " + std::string(expected) + " (backend state " +
+           (look.state.empty() ? std::string("unreadable") : look.state) + ")";
+    return VbdBackendProgress::kWaiting;
+  }
+  std::string got = look.sysfs_physical;
+  while (!got.empty() && (got.back() == '\n' || got.back() == ' ')) got.pop_back();
+  if (got != expected) {
+    *why = "blkback holds device " + got + ", not " + expected;
+    return VbdBackendProgress::kFailed;
+  }
+  why->clear();
+  return VbdBackendProgress::kServed;
+}
+
+}  // namespace romulus::xen

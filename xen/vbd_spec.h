@@ -58,4 +58,31 @@ XsNodes VbdFrontendNodes(uint32_t domid, const VbdDevice& d);
 std::string VbdBackendPath(uint32_t domid, uint32_t devid);
 std::string VbdFrontendPath(uint32_t domid, uint32_t devid);
 
+// blkback has opened a disk's block device once it has published the
+// device's sysfs attribute /sys/bus/xen-backend/devices/vbd-<domid>-<devid>/
+// physical_device ("<major hex>:<minor hex>"). Until then the only opener of
+// the loop device is the backup, and an autoclear loop device detaches
+// when the backup lets go: blkback would then open an unbound device and
+// announce 0 sectors, and the resumed guest's blkfront would shrink the
+// disk to nothing (every write ENOSPC; found in the lab, docs/DISK.md §8).
+std::string VbdBackendSysfsPhysicalDevice(uint32_t domid, uint32_t devid);
+// Where blkback writes why it gave up on a disk (xenbus' fatal-error node).
+std::string VbdBackendErrorPath(uint32_t domid, uint32_t devid);
+
+// What the backup makes of one look at a new disk's backend while it
+// waits for blkback, before it lets the guest run.
+enum class VbdBackendProgress {
+  kWaiting,  // blkback has not opened the device yet
+  kServed,   // blkback holds the device it was given
+  kFailed,   // blkback gave up (state Closing/Closed), holds another device, or the device is empty
+};
+struct VbdBackendLook {
+  std::string state;            // the backend's xenstore state node, "" when unreadable
+  bool sysfs_present = false;   // VbdBackendSysfsPhysicalDevice exists
+  std::string sysfs_physical;   // its contents when present
+  uint64_t device_sectors = 0;  // the size of the device the backup attached
+};
+// Why, in words, when kFailed (and for the timeout message otherwise).
+VbdBackendProgress JudgeVbdBackend(const VbdDevice& d, const VbdBackendLook& look, std::string* why);
+
 }  // namespace romulus::xen

@@ -119,6 +119,43 @@ Status XsWrite(struct xs_handle* xsh, xs_transaction_t t, const std::string& pat
   return Status::Ok();
 }
 
+void XsTxn::Fail() {
+  ok_ = false;
+  errno_ = errno;
+}
+
+void XsTxn::Remove(const std::string& path) {
+  if (ok_) xs_rm(xs_, t_, path.c_str());
+}
+
+void XsTxn::MakeDir(const std::string& path, std::initializer_list<struct xs_permissions> perms) {
+  if (!ok_) return;
+  std::vector<struct xs_permissions> p(perms);
+  if (!xs_mkdir(xs_, t_, path.c_str()) || !xs_set_permissions(xs_, t_, path.c_str(), p.data(), unsigned(p.size()))) {
+    Fail();
+  }
+}
+
+void XsTxn::Write(const std::string& path, const std::string& value) {
+  if (ok_ && !xs_write(xs_, t_, path.c_str(), value.data(), unsigned(value.size()))) Fail();
+}
+
+Status XsTransact(struct xs_handle* xsh, const std::string& what, const std::function<void(XsTxn&)>& body) {
+  for (int attempt = 0; attempt < 5; attempt++) {
+    xs_transaction_t t = xs_transaction_start(xsh);
+    if (t == XBT_NULL) return Status::FromErrno("xenstore transaction for " + what, errno);
+    XsTxn txn(xsh, t);
+    body(txn);
+    if (!txn.ok()) {
+      xs_transaction_end(xsh, t, true);
+      return Status::FromErrno("writing " + what, txn.error());
+    }
+    if (xs_transaction_end(xsh, t, false)) return Status::Ok();
+    if (errno != EAGAIN) return Status::FromErrno("committing " + what, errno);
+  }
+  return Status::IoError("writing " + what + ": the xenstore transaction conflicted with other writers 5 times");
+}
+
 std::string ReadConsoleRing(xc_interface* xch, size_t max_bytes) {
   // XEN_SYSCTL_readconsole copies from the ring's oldest byte on; incremental
   // reads continue from the index the previous one returned (Xen restarts at

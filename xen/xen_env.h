@@ -11,6 +11,8 @@ extern "C" {
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -115,6 +117,30 @@ Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_o
 // xenstore helpers: "" when the key is missing.
 std::string XsRead(struct xs_handle* xsh, const std::string& path);
 Status XsWrite(struct xs_handle* xsh, xs_transaction_t t, const std::string& path, const std::string& value);
+
+// The edits of one xenstore transaction. The first failing edit records
+// errno and turns the rest into no-ops, so a body reads as a plain list.
+class XsTxn {
+ public:
+  XsTxn(struct xs_handle* xs, xs_transaction_t t) : xs_(xs), t_(t) {}
+  void Remove(const std::string& path);  // a missing node is fine
+  // The directory, readable per `perms` (owner first, as xs_set_permissions).
+  void MakeDir(const std::string& path, std::initializer_list<struct xs_permissions> perms);
+  void Write(const std::string& path, const std::string& value);
+  bool ok() const { return ok_; }
+  int error() const { return errno_; }
+
+ private:
+  void Fail();
+  struct xs_handle* xs_;
+  xs_transaction_t t_;
+  bool ok_ = true;
+  int errno_ = 0;
+};
+// Runs body in a transaction and commits it; a commit that conflicts with
+// another writer (EAGAIN) runs the body again, up to 5 times. `what` names
+// the edits for the error ("disk xvdb's xenstore nodes").
+Status XsTransact(struct xs_handle* xsh, const std::string& what, const std::function<void(XsTxn&)>& body);
 
 // The hypervisor's console ring (`xl dmesg`), its last max_bytes; "" when it
 // cannot be read. Read-only: the ring is not cleared.

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 
 namespace romulus::xen {
 
@@ -90,45 +91,28 @@ Status XenReplica::WriteXenstoreSkeleton() {
   struct xs_handle* xs = h_->xsh();
   const std::string dom = "/local/domain/" + std::to_string(domid_);
   const std::string& vm = vm_path_;
-  struct xs_permissions ro[2] = {{0, XS_PERM_NONE}, {domid_, XS_PERM_READ}};
-  struct xs_permissions rw[1] = {{domid_, XS_PERM_NONE}};
-  for (int attempt = 0; attempt < 5; attempt++) {
-    xs_transaction_t t = xs_transaction_start(xs);
-    if (t == XBT_NULL) return Status::FromErrno("xenstore transaction", errno);
-    bool ok = true;
-    auto mk = [&](const std::string& p, struct xs_permissions* perms, unsigned n) {
-      ok = ok && xs_mkdir(xs, t, p.c_str()) && xs_set_permissions(xs, t, p.c_str(), perms, n);
-    };
-    auto wr = [&](const std::string& p, const std::string& v) {
-      ok = ok && xs_write(xs, t, p.c_str(), v.data(), unsigned(v.size()));
-    };
-    xs_rm(xs, t, dom.c_str());
-    mk(dom, ro, 2);
-    mk(vm, ro, 2);
-    wr(dom + "/vm", vm);
-    wr(dom + "/name", spec_.name);
-    wr(dom + "/domid", std::to_string(domid_));
-    wr(vm + "/name", spec_.name);
-    wr(vm + "/uuid", spec_.uuid);
-    for (const char* d : {"control", "data", "drivers", "feature", "attr", "error"}) mk(dom + "/" + d, rw, 1);
-    wr(dom + "/control/shutdown", "");
-    wr(dom + "/control/sysrq", "");
-    mk(dom + "/control/shutdown", rw, 1);
-    mk(dom + "/control/sysrq", rw, 1);
-    mk(dom + "/device", ro, 2);
-    mk(dom + "/memory", ro, 2);
-    wr(dom + "/memory/static-max", std::to_string(spec_.max_memkb));
-    wr(dom + "/memory/target", std::to_string(spec_.target_kb));
-    for (unsigned i = 0; i < spec_.max_vcpus; i++) wr(dom + "/cpu/" + std::to_string(i) + "/availability", "online");
-    if (!ok) {
-      int err = errno;
-      xs_transaction_end(xs, t, true);
-      return Status::FromErrno("writing the replica's xenstore skeleton", err);
-    }
-    if (xs_transaction_end(xs, t, false)) return Status::Ok();
-    if (errno != EAGAIN) return Status::FromErrno("committing the replica's xenstore skeleton", errno);
-  }
-  return Status::IoError("xenstore transaction kept conflicting");
+  const struct xs_permissions owner{0, XS_PERM_NONE}, guest_reads{domid_, XS_PERM_READ};
+  const struct xs_permissions guest_owns{domid_, XS_PERM_NONE};
+  return XsTransact(xs, "the replica's xenstore skeleton", [&](XsTxn& t) {
+    t.Remove(dom);
+    t.MakeDir(dom, {owner, guest_reads});
+    t.MakeDir(vm, {owner, guest_reads});
+    t.Write(dom + "/vm", vm);
+    t.Write(dom + "/name", spec_.name);
+    t.Write(dom + "/domid", std::to_string(domid_));
+    t.Write(vm + "/name", spec_.name);
+    t.Write(vm + "/uuid", spec_.uuid);
+    for (const char* d : {"control", "data", "drivers", "feature", "attr", "error"}) t.MakeDir(dom + "/" + d, {guest_owns});
+    t.Write(dom + "/control/shutdown", "");
+    t.Write(dom + "/control/sysrq", "");
+    t.MakeDir(dom + "/control/shutdown", {guest_owns});
+    t.MakeDir(dom + "/control/sysrq", {guest_owns});
+    t.MakeDir(dom + "/device", {owner, guest_reads});
+    t.MakeDir(dom + "/memory", {owner, guest_reads});
+    t.Write(dom + "/memory/static-max", std::to_string(spec_.max_memkb));
+    t.Write(dom + "/memory/target", std::to_string(spec_.target_kb));
+    for (unsigned i = 0; i < spec_.max_vcpus; i++) t.Write(dom + "/cpu/" + std::to_string(i) + "/availability", "online");
+  });
 }
 
 Status XenReplica::StartRestore() {
@@ -345,32 +329,18 @@ Status XenReplica::WriteVbdNodes(const VbdDevice& d) {
   const std::string fe = VbdFrontendPath(domid_, d.devid);
   const XsNodes be_nodes = VbdBackendNodes(domid_, d);
   const XsNodes fe_nodes = VbdFrontendNodes(domid_, d);
-  struct xs_permissions fe_perms[2] = {{domid_, XS_PERM_NONE}, {0, XS_PERM_READ}};
-  struct xs_permissions be_perms[2] = {{0, XS_PERM_NONE}, {domid_, XS_PERM_READ}};
-  for (int attempt = 0; attempt < 5; attempt++) {
-    xs_transaction_t t = xs_transaction_start(xs);
-    if (t == XBT_NULL) return Status::FromErrno("xenstore transaction", errno);
-    bool ok = true;
-    xs_rm(xs, t, be.c_str());
-    ok = ok && xs_mkdir(xs, t, be.c_str()) && xs_set_permissions(xs, t, be.c_str(), be_perms, 2);
-    ok = ok && xs_mkdir(xs, t, fe.c_str()) && xs_set_permissions(xs, t, fe.c_str(), fe_perms, 2);
+  return XsTransact(xs, "disk " + d.vdev + "'s xenstore nodes", [&](XsTxn& t) {
+    t.Remove(be);
+    t.MakeDir(be, {{0, XS_PERM_NONE}, {domid_, XS_PERM_READ}});
+    t.MakeDir(fe, {{domid_, XS_PERM_NONE}, {0, XS_PERM_READ}});
     for (const XsNodes* nodes : {&be_nodes, &fe_nodes}) {
-      for (const auto& [path, val] : *nodes) {
-        ok = ok && xs_write(xs, t, path.c_str(), val.data(), unsigned(val.size()));
-      }
+      for (const auto& [path, val] : *nodes) t.Write(path, val);
     }
-    if (!ok) {
-      int err = errno;
-      xs_transaction_end(xs, t, true);
-      return Status::FromErrno("writing disk " + d.vdev + "'s xenstore nodes", err);
-    }
-    if (xs_transaction_end(xs, t, false)) return Status::Ok();
-    if (errno != EAGAIN) return Status::FromErrno("committing disk " + d.vdev + "'s xenstore nodes", errno);
-  }
-  return Status::IoError("xenstore transaction kept conflicting");
+  });
 }
 
 Status XenReplica::CreateVbds(const std::vector<VbdDevice>& disks) {
+  std::vector<VbdDevice> attached;
   for (VbdDevice d : disks) {
     auto loop = LoopDevice::Attach(d.params);
     if (!loop.ok()) return loop.status().With("disk " + d.vdev + " of the activated guest");
@@ -378,8 +348,46 @@ Status XenReplica::CreateVbds(const std::vector<VbdDevice>& disks) {
     d.minor = (*loop)->dev_minor();
     loops_.push_back(std::move(*loop));
     ROMULUS_RETURN_IF_ERROR(WriteVbdNodes(d).With("disk " + d.vdev + " of the activated guest"));
-    spdlog::info("disk {} (devid {}) of domain {}: {} on {} ({}:{}), served by blkback", d.vdev, d.devid, domid_,
-                 d.params, loops_.back()->path(), d.major, d.minor);
+    attached.push_back(d);
+  }
+  return WaitVbdsServed(attached);
+}
+
+Status XenReplica::WaitVbdsServed(const std::vector<VbdDevice>& disks) {
+  struct xs_handle* xs = h_->xsh();
+  const auto start = Clock::now();
+  const auto deadline = start + opts_.vbd_wait;
+  for (size_t i = 0; i < disks.size(); ++i) {
+    const VbdDevice& d = disks[i];
+    const std::string sysfs = VbdBackendSysfsPhysicalDevice(domid_, d.devid);
+    const std::string where = "disk " + d.vdev + " of the activated guest";
+    for (;;) {
+      VbdBackendLook look;
+      look.state = XsRead(xs, VbdBackendPath(domid_, d.devid) + "/state");
+      std::ifstream in(sysfs);
+      look.sysfs_present = bool(in);
+      if (in) std::getline(in, look.sysfs_physical);
+      auto sectors = loops_[i]->Sectors();
+      if (!sectors.ok()) return sectors.status().With(where);
+      look.device_sectors = *sectors;
+      std::string why;
+      const VbdBackendProgress p = JudgeVbdBackend(d, look, &why);
+      if (p == VbdBackendProgress::kServed) {
+        spdlog::info("disk {} (devid {}) of domain {}: {} on {} ({}:{}, {} sectors), opened by blkback after {} ms",
+                     d.vdev, d.devid, domid_, d.params, loops_[i]->path(), d.major, d.minor, look.device_sectors,
+                     std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
+        break;
+      }
+      if (p == VbdBackendProgress::kFailed) {
+        const std::string err = XsRead(xs, VbdBackendErrorPath(domid_, d.devid));
+        return Status::IoError(where + ": " + why + (err.empty() ? "" : ": " + err) + "; the guest stays paused");
+      }
+      if (Clock::now() >= deadline) {
+        return Status::Timeout(where + ": " + why + " after " + std::to_string(opts_.vbd_wait.count()) +
+                               " ms (is xen-blkback loaded?); the guest stays paused");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
   }
   return Status::Ok();
 }
@@ -392,41 +400,25 @@ Status XenReplica::WriteVifNodes(const VifSpec& v) {
   const std::string id = std::to_string(v.devid);
   const std::string fe = "/local/domain/" + std::to_string(domid_) + "/device/vif/" + id;
   const std::string be = "/local/domain/0/backend/vif/" + std::to_string(domid_) + "/" + id;
-  struct xs_permissions fe_perms[2] = {{domid_, XS_PERM_NONE}, {0, XS_PERM_READ}};
-  struct xs_permissions be_perms[2] = {{0, XS_PERM_NONE}, {domid_, XS_PERM_READ}};
-  for (int attempt = 0; attempt < 5; attempt++) {
-    xs_transaction_t t = xs_transaction_start(xs);
-    if (t == XBT_NULL) return Status::FromErrno("xenstore transaction", errno);
-    bool ok = true;
-    auto wr = [&](const std::string& p, const std::string& val) {
-      ok = ok && xs_write(xs, t, p.c_str(), val.data(), unsigned(val.size()));
-    };
-    xs_rm(xs, t, be.c_str());
-    ok = ok && xs_mkdir(xs, t, be.c_str()) && xs_set_permissions(xs, t, be.c_str(), be_perms, 2);
-    ok = ok && xs_mkdir(xs, t, fe.c_str()) && xs_set_permissions(xs, t, fe.c_str(), fe_perms, 2);
-    wr(be + "/frontend", fe);
-    wr(be + "/frontend-id", std::to_string(domid_));
-    wr(be + "/online", "1");
-    wr(be + "/state", "1");  // XenbusStateInitialising
-    wr(be + "/script", opts_.vif_script);
-    wr(be + "/mac", v.mac);
-    if (!v.bridge.empty()) wr(be + "/bridge", v.bridge);
-    wr(be + "/handle", id);
-    wr(be + "/type", "vif");
-    wr(fe + "/backend", be);
-    wr(fe + "/backend-id", "0");
-    wr(fe + "/state", "1");
-    wr(fe + "/handle", id);
-    wr(fe + "/mac", v.mac);
-    if (!ok) {
-      int err = errno;
-      xs_transaction_end(xs, t, true);
-      return Status::FromErrno("writing vif " + id + "'s xenstore nodes", err);
-    }
-    if (xs_transaction_end(xs, t, false)) return Status::Ok();
-    if (errno != EAGAIN) return Status::FromErrno("committing vif " + id + "'s xenstore nodes", errno);
-  }
-  return Status::IoError("xenstore transaction kept conflicting");
+  return XsTransact(xs, "vif " + id + "'s xenstore nodes", [&](XsTxn& t) {
+    t.Remove(be);
+    t.MakeDir(be, {{0, XS_PERM_NONE}, {domid_, XS_PERM_READ}});
+    t.MakeDir(fe, {{domid_, XS_PERM_NONE}, {0, XS_PERM_READ}});
+    t.Write(be + "/frontend", fe);
+    t.Write(be + "/frontend-id", std::to_string(domid_));
+    t.Write(be + "/online", "1");
+    t.Write(be + "/state", "1");  // XenbusStateInitialising
+    t.Write(be + "/script", opts_.vif_script);
+    t.Write(be + "/mac", v.mac);
+    if (!v.bridge.empty()) t.Write(be + "/bridge", v.bridge);
+    t.Write(be + "/handle", id);
+    t.Write(be + "/type", "vif");
+    t.Write(fe + "/backend", be);
+    t.Write(fe + "/backend-id", "0");
+    t.Write(fe + "/state", "1");
+    t.Write(fe + "/handle", id);
+    t.Write(fe + "/mac", v.mac);
+  });
 }
 
 // Runs `vif_script online` as libxl would, once netback created the netdev,

@@ -80,6 +80,9 @@ class XenReplica {
   // Each disk: a loop device over its image, then its blkback nodes.
   Status CreateVbds(const std::vector<VbdDevice>& disks);
   Status WriteVbdNodes(const VbdDevice& d);
+  // Until blkback holds every disk's loop device (bounded by opts.vbd_wait):
+  // only then may the loop devices be let go and the guest run.
+  Status WaitVbdsServed(const std::vector<VbdDevice>& disks);
   void CreateVifs();
   Status WriteVifNodes(const VifSpec& v);
   Status RunVifHotplug(const VifSpec& v);

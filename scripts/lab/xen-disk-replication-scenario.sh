@@ -1,9 +1,7 @@
 #!/bin/sh
 #@ title: a guest with a replicated data disk fails over: its disk on the backup ends exactly where its memory says, and it writes on
 #@ guests: pv pvh
-# NOT discovered (no "#@ runs:" line) and not in CI yet: it fails today, at the resumed
-# guest's first write (ENOSPC on the VBD the backup recreates; docs/DISK.md status, §8).
-# Run it by name: scripts/xen-lab --romulus BIN --no-baseline --scenario scripts/lab/xen-disk-replication-scenario.sh
+#@ runs: romulus
 # The chain: disk-export + nbd-client + blkback on the primary (as disk-scenario), restore
 # --xen --disk-dir on the backup, replicate --domain --disk-tap; 8 acked epochs, then SIGKILL
 # the replicator and destroy the primary; the backup fails over; the resumed guest must write

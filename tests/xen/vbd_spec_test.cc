@@ -100,5 +100,44 @@ TEST(VbdSpecTest, PhysicalDeviceIsHex) {
   EXPECT_EQ(nodes["/local/domain/0/backend/vbd/1/51712/physical-device"], "103:1a");
 }
 
+// The backup lets the activated guest run only once blkback holds the very
+// device it was given, with a non-zero size (the ENOSPC found in the lab).
+TEST(VbdSpecTest, JudgesBlkbackBeforeTheGuestRuns) {
+  VbdDevice d;
+  d.vdev = "xvdb";
+  d.devid = 51728;
+  d.major = 7;
+  d.minor = 26;
+  EXPECT_EQ(VbdBackendSysfsPhysicalDevice(3, 51728), "/sys/bus/xen-backend/devices/vbd-3-51728/physical_device");
+  EXPECT_EQ(VbdBackendErrorPath(3, 51728), "/local/domain/0/error/backend/vbd/3/51728/error");
+  std::string why;
+  VbdBackendLook look;
+  look.state = "1";
+  look.device_sectors = 2048;
+  EXPECT_EQ(JudgeVbdBackend(d, look, &why), VbdBackendProgress::kWaiting);
+  EXPECT_NE(why.find("7:1a"), std::string::npos) << why;
+  look.state = "2";
+  look.sysfs_present = true;
+  look.sysfs_physical = "7:1a\n";
+  EXPECT_EQ(JudgeVbdBackend(d, look, &why), VbdBackendProgress::kServed);
+  EXPECT_TRUE(why.empty());
+  look.sysfs_physical = "7:1b\n";  // somebody else's device
+  EXPECT_EQ(JudgeVbdBackend(d, look, &why), VbdBackendProgress::kFailed);
+  EXPECT_NE(why.find("7:1b"), std::string::npos) << why;
+  look.sysfs_physical = "7:1a\n";
+  look.device_sectors = 0;  // the loop device lost its image
+  EXPECT_EQ(JudgeVbdBackend(d, look, &why), VbdBackendProgress::kFailed);
+  look.device_sectors = 2048;
+  for (const char* closed : {"5", "6"}) {
+    look.state = closed;
+    EXPECT_EQ(JudgeVbdBackend(d, look, &why), VbdBackendProgress::kFailed) << closed;
+    EXPECT_NE(why.find("state"), std::string::npos) << why;
+  }
+  look.state = "";
+  look.sysfs_present = false;
+  EXPECT_EQ(JudgeVbdBackend(d, look, &why), VbdBackendProgress::kWaiting);
+  EXPECT_NE(why.find("unreadable"), std::string::npos) << why;
+}
+
 }  // namespace
 }  // namespace romulus::xen
