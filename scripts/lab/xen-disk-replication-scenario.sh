@@ -2,6 +2,7 @@
 #@ title: a guest with a replicated data disk fails over: its disk on the backup ends exactly where its memory says, and it writes on
 #@ guests: pv pvh
 #@ runs: romulus
+#@ skip-if: LAB_NO_DISK
 # The chain: disk-export + nbd-client + blkback on the primary (as disk-scenario), restore
 # --xen --disk-dir on the backup, replicate --domain --disk-tap; 8 acked epochs, then SIGKILL
 # the replicator and destroy the primary; the backup fails over; the resumed guest must write
