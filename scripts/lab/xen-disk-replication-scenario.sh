@@ -3,6 +3,7 @@
 #@ guests: pv pvh
 #@ runs: romulus
 #@ skip-if: LAB_NO_DISK
+#@ order: 47
 # The chain: disk-export + nbd-client + blkback on the primary (as disk-scenario), restore
 # --xen --disk-dir on the backup, replicate --domain --disk-tap; 8 acked epochs, then SIGKILL
 # the replicator and destroy the primary; the backup fails over; the resumed guest must write
