@@ -385,8 +385,9 @@ lab_stage_pack() {
 
 # QEMU options every lab uses (TCG: /dev/kvm on these machines is not hardware KVM;
 # -smap/-smep: dom0 crashes in create_bounce_frame otherwise — LAB-NOTES pitfalls 2, 3).
-# LAB_QEMU_CPU overrides the -cpu model.
-LAB_QEMU_BASE=(-accel tcg,thread=multi -cpu "${LAB_QEMU_CPU:-max,-smap,-smep}" -display none -monitor none
+# LAB_QEMU_CPU overrides the -cpu model, LAB_QEMU_ACCEL the accelerator (tcg,thread=single:
+# one host thread for every vCPU, for experiments with TCG's multi-threaded artefacts).
+LAB_QEMU_BASE=(-accel "${LAB_QEMU_ACCEL:-tcg,thread=multi}" -cpu "${LAB_QEMU_CPU:-max,-smap,-smep}" -display none -monitor none
   -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04)
 
 # lab_qemu_start LOG ARGS... : start qemu-system-x86_64 in the background with the serial
