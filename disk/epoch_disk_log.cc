@@ -157,48 +157,84 @@ void EpochDiskLog::AppendZeroRunLocked(uint64_t epoch, uint64_t from, uint64_t t
   }
 }
 
+// Runs of zero blocks become one ZERO record, runs of data one WRITE; a
+// zero run may span calls (the full copy's chunks) and is closed by Finish.
+struct EpochDiskLog::CaptureCursor {
+  bool in_zero = false;
+  uint64_t zero_from = 0;
+};
+
+Status EpochDiskLog::CaptureChunk(uint64_t epoch, BackingStore* store, uint64_t pos, uint32_t n, CaptureCursor& c,
+                                  const char* what) {
+  Result<std::span<const uint8_t>> data = store->Read(pos, n);
+  if (!data.ok()) return data.status().With("disk " + std::to_string(disk_id_) + ": reading for the " + what);
+  std::lock_guard<std::mutex> lk(mu_);
+  uint64_t run_at = 0;
+  bool run_data = false;
+  for (uint64_t b = 0; b < n; b += kBlock) {
+    const uint64_t len = std::min<uint64_t>(kBlock, n - b);
+    const bool zero = AllZero(data->subspan(b, len));
+    if (zero) {
+      if (run_data) AppendLocked(epoch, DiskRecordKind::kWrite, 0, pos + run_at, b - run_at, data->subspan(run_at, b - run_at));
+      run_data = false;
+      if (!c.in_zero) {
+        c.in_zero = true;
+        c.zero_from = pos + b;
+      }
+    } else {
+      if (c.in_zero) AppendZeroRunLocked(epoch, c.zero_from, pos + b);
+      c.in_zero = false;
+      if (!run_data) {
+        run_data = true;
+        run_at = b;
+      }
+    }
+  }
+  if (run_data) AppendLocked(epoch, DiskRecordKind::kWrite, 0, pos + run_at, n - run_at, data->subspan(run_at, n - run_at));
+  if (lost_epoch_ != 0) return Status::OutOfRange(lost_why_ + " (" + what + ")");
+  return Status::Ok();
+}
+
+Status EpochDiskLog::CaptureFinish(uint64_t epoch, uint64_t end, CaptureCursor& c, const char* what) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (c.in_zero) AppendZeroRunLocked(epoch, c.zero_from, end);
+  c.in_zero = false;
+  if (lost_epoch_ != 0) return Status::OutOfRange(lost_why_ + " (" + what + ")");
+  return Status::Ok();
+}
+
+uint64_t EpochDiskLog::CaptureChunkBytes(const BackingStore& store) {
+  return std::min<uint64_t>(store.max_request(), protocol::kMaxDiskWriteChunk) / kBlock * kBlock;
+}
+
 Status EpochDiskLog::CaptureFullCopy(uint64_t epoch, BackingStore* store) {
   if (store == nullptr) return Status::InvalidArgument("disk full copy without a store");
   const uint64_t size = store->size();
-  const uint64_t chunk = std::min<uint64_t>(store->max_request(), protocol::kMaxDiskWriteChunk) / kBlock * kBlock;
-  uint64_t pos = 0;
-  uint64_t zero_from = 0;
-  bool in_zero = false;
-  while (pos < size) {
-    uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(size - pos, chunk));
-    Result<std::span<const uint8_t>> data = store->Read(pos, n);
-    if (!data.ok()) return data.status().With("disk " + std::to_string(disk_id_) + ": reading for the full copy");
-    std::lock_guard<std::mutex> lk(mu_);
-    // Runs of zero blocks become one ZERO record, runs of data one WRITE.
-    uint64_t run_at = 0;
-    bool run_data = false;
-    for (uint64_t b = 0; b < n; b += kBlock) {
-      const uint64_t len = std::min<uint64_t>(kBlock, n - b);
-      const bool zero = AllZero(data->subspan(b, len));
-      if (zero) {
-        if (run_data) AppendLocked(epoch, DiskRecordKind::kWrite, 0, pos + run_at, b - run_at, data->subspan(run_at, b - run_at));
-        run_data = false;
-        if (!in_zero) {
-          in_zero = true;
-          zero_from = pos + b;
-        }
-      } else {
-        if (in_zero) AppendZeroRunLocked(epoch, zero_from, pos + b);
-        in_zero = false;
-        if (!run_data) {
-          run_data = true;
-          run_at = b;
-        }
-      }
-    }
-    if (run_data) AppendLocked(epoch, DiskRecordKind::kWrite, 0, pos + run_at, n - run_at, data->subspan(run_at, n - run_at));
-    if (lost_epoch_ != 0) return Status::OutOfRange(lost_why_ + " (full copy)");
+  const uint64_t chunk = CaptureChunkBytes(*store);
+  CaptureCursor c;
+  for (uint64_t pos = 0; pos < size;) {
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(size - pos, chunk));
+    ROMULUS_RETURN_IF_ERROR(CaptureChunk(epoch, store, pos, n, c, "full copy"));
     pos += n;
   }
-  std::lock_guard<std::mutex> lk(mu_);
-  if (in_zero) AppendZeroRunLocked(epoch, zero_from, size);
-  if (lost_epoch_ != 0) return Status::OutOfRange(lost_why_ + " (full copy)");
-  return Status::Ok();
+  return CaptureFinish(epoch, size, c, "full copy");
+}
+
+Status EpochDiskLog::CaptureRange(uint64_t epoch, BackingStore* store, uint64_t offset, uint64_t length) {
+  if (store == nullptr) return Status::InvalidArgument("disk copy without a store");
+  if (offset > store->size() || length > store->size() - offset) {
+    return Status::InvalidArgument("disk " + std::to_string(disk_id_) + ": copy of " + std::to_string(length) +
+                                   " bytes at " + std::to_string(offset) + " is beyond the disk's " +
+                                   std::to_string(store->size()) + " bytes");
+  }
+  const uint64_t chunk = CaptureChunkBytes(*store);
+  CaptureCursor c;
+  for (uint64_t pos = offset; pos < offset + length;) {
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(offset + length - pos, chunk));
+    ROMULUS_RETURN_IF_ERROR(CaptureChunk(epoch, store, pos, n, c, "sync copy"));
+    pos += n;
+  }
+  return CaptureFinish(epoch, offset + length, c, "sync copy");
 }
 
 Status EpochDiskLog::Seal(uint64_t epoch) {
@@ -254,6 +290,15 @@ void EpochDiskLog::ForEachSealed(const std::function<void(const protocol::DiskRe
 EpochDiskLogStats EpochDiskLog::stats() const {
   std::lock_guard<std::mutex> lk(mu_);
   return stats_;
+}
+
+}  // namespace romulus::disk
+
+namespace romulus::disk {
+
+uint64_t EpochDiskLog::open_bytes() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return open_data_.size();
 }
 
 }  // namespace romulus::disk

@@ -83,6 +83,19 @@ class EpochDiskLog final : public DiskWriteSink {
   // an NBD front end would have to be held — not provided yet). Fails like
   // Seal (resync) when the disk does not fit the budget.
   Status CaptureFullCopy(uint64_t epoch, BackingStore* store);
+  // Appends [offset, offset+length) of the disk as records of `epoch`, as
+  // CaptureFullCopy does the whole disk: one step of the streaming sync
+  // (DISK.md §7.1). REQUIRES: no request of this disk executes until it
+  // returns (the caller holds the front end), and `epoch` is the clock's
+  // current tag taken under that hold: every write that executed before
+  // has a tag <= epoch, every later one a tag >= epoch, so replaying the
+  // log in order never lets the copy overwrite a later write. Any thread.
+  // InvalidArgument for a range beyond the disk; fails like Seal (resync)
+  // when the records do not fit the budget.
+  Status CaptureRange(uint64_t epoch, BackingStore* store, uint64_t offset, uint64_t length);
+  // Data bytes the open epochs hold now (the copier's pacing reads it).
+  uint64_t open_bytes() const;
+  uint64_t budget_bytes() const { return options_.budget_bytes; }
   // Moves the records tagged <= epoch out of the open log. REQUIRES:
   // Drained(epoch) on the disk's clock. Errors: the epoch could not be
   // captured (budget, failed re-read): the session needs a resync.
@@ -109,6 +122,11 @@ class EpochDiskLog final : public DiskWriteSink {
                     uint64_t length, std::span<const uint8_t> data) REQUIRES(mu_);
   void AppendZeroRunLocked(uint64_t epoch, uint64_t from, uint64_t to) REQUIRES(mu_);
   void LostLocked(uint64_t epoch, std::string why) REQUIRES(mu_);
+  struct CaptureCursor;
+  Status CaptureChunk(uint64_t epoch, BackingStore* store, uint64_t pos, uint32_t n, CaptureCursor& c,
+                      const char* what);
+  Status CaptureFinish(uint64_t epoch, uint64_t end, CaptureCursor& c, const char* what);
+  static uint64_t CaptureChunkBytes(const BackingStore& store);
 
   const uint32_t disk_id_;
   BackingStore* store_;  // set before the front end starts, then only read

@@ -1,0 +1,47 @@
+#include "disk/sync_copier.h"
+
+#include <algorithm>
+
+namespace romulus::disk {
+
+bool SyncMayCopy(uint64_t open_bytes, uint64_t budget, uint64_t copied_this_epoch, uint64_t allowance,
+                 uint64_t chunk) {
+  if (chunk == 0) return false;
+  // Overflow-free forms of open + chunk <= budget / 2 and copied + chunk <= allowance.
+  const uint64_t half = budget / 2;
+  if (open_bytes > half || chunk > half - open_bytes) return false;
+  if (copied_this_epoch > allowance || chunk > allowance - copied_this_epoch) return false;
+  return true;
+}
+
+SyncCopier::SyncCopier(EpochDiskLog* log, EpochCounter* clock, BackingStore* store, FrontEndHold* hold,
+                       SyncCopierOptions options)
+    : log_(log), clock_(clock), store_(store), hold_(hold), options_(options), total_(store->size()) {}
+
+uint32_t SyncCopier::permille() const {
+  if (total_ == 0) return 1000;
+  return static_cast<uint32_t>(std::min<uint64_t>(1000, next_ * 1000 / total_));  // exact below 16 PiB
+}
+
+Result<bool> SyncCopier::Step(std::chrono::steady_clock::time_point hold_deadline) {
+  if (done()) return false;
+  const uint64_t n = std::min<uint64_t>(options_.chunk_bytes, total_ - next_);
+  // Data bytes the chunk may add at most (zero blocks add none).
+  if (!SyncMayCopy(log_->open_bytes(), log_->budget_bytes(), copied_this_epoch_, options_.epoch_allowance, n)) {
+    return false;
+  }
+  ROMULUS_RETURN_IF_ERROR(hold_->Hold(hold_deadline).With("disk sync copy"));
+  // Under the hold no request holds a tag: this one is the newest, so every
+  // write before it is tagged <= it and every write after it >= it.
+  const uint64_t tag = clock_->Acquire();
+  Status st = log_->CaptureRange(tag, store_, next_, n);
+  clock_->Release(tag);
+  hold_->Unhold();
+  ROMULUS_RETURN_IF_ERROR(st);
+  next_ += n;
+  copied_this_epoch_ += n;
+  if (done()) complete_epoch_ = tag;
+  return true;
+}
+
+}  // namespace romulus::disk
