@@ -8,16 +8,20 @@
 #                checksummed 4 KiB record every lab_disk_ms (default 300) ms, each followed by
 #                "DISKREC <n>" once its write returned (labdisk.c); default none
 #   lab_disk_max stop the writer after record n (it prints "DISKDONE <n>"), default 0: never
+#   lab_fs       a disk holding an ext4 filesystem: mounted on /fs, `labdisk fswrite /fs/records`
+#                appends a record every lab_fs_ms (default 200) ms with fsync ("FSREC <n>"),
+#                up to lab_fs_max (default 60), then the filesystem is unmounted ("FSUMOUNTED")
 # (all can be set on the guest's kernel command line). The counter lives only in the
 # guest's memory, so after a Remus failover it must continue, not restart from 1.
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 mount -t tmpfs -o size=32m tmpfs /mnt
-rand_kb=1024; same_kb=3072; ip=""; disk=""; disk_ms=300; disk_max=0
+rand_kb=1024; same_kb=3072; ip=""; disk=""; disk_ms=300; disk_max=0; fs=""; fs_ms=200; fs_max=60
 for a in $(cat /proc/cmdline); do
   case $a in lab_rand_kb=*) rand_kb=${a#*=};; lab_same_kb=*) same_kb=${a#*=};; lab_ip=*) ip=${a#*=};;
-    lab_disk=*) disk=${a#*=};; lab_disk_ms=*) disk_ms=${a#*=};; lab_disk_max=*) disk_max=${a#*=};; esac
+    lab_disk=*) disk=${a#*=};; lab_disk_ms=*) disk_ms=${a#*=};; lab_disk_max=*) disk_max=${a#*=};;
+    lab_fs=*) fs=${a#*=};; lab_fs_ms=*) fs_ms=${a#*=};; lab_fs_max=*) fs_max=${a#*=};; esac
 done
 # lab_ip=A.B.C.D/N: bring up the PV NIC (xen-netfront) with that address, so dom0 can
 # talk to the guest through its vif (the netbuf-vif scenario).
@@ -36,6 +40,19 @@ if [ -n "$disk" ]; then
     ( labdisk write "$disk" 1 "$disk_ms" "" "$disk_max"; echo "DISKWRITER-EXIT rc=$?" ) &
   else
     echo "DISKERR no $disk after 30 s"
+  fi
+fi
+# lab_fs=DEV: the same through ext4 with fsync; a clean unmount at the end, so that the
+# backup's copy must then pass a strict fsck.
+if [ -n "$fs" ]; then
+  lab-load-modules
+  i=0; while [ ! -b "$fs" ] && [ $i -lt 300 ]; do i=$((i+1)); sleep 0.1; done
+  mkdir -p /fs
+  if mount -t ext4 "$fs" /fs; then
+    ( labdisk fswrite /fs/records 1 "$fs_ms" "" "$fs_max"; rc=$?
+      if umount /fs; then echo "FSUMOUNTED rc=$rc"; else echo "FSERR umount failed"; fi ) &
+  else
+    echo "FSERR mount $fs failed"
   fi
 fi
 dd if=/dev/urandom of=/mnt/base bs=1k count=$same_kb 2>/dev/null

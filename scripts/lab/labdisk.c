@@ -19,6 +19,11 @@
  *       with nothing in flight; at the end of the device it prints "DISKFULL <n>" and exits 0
  *       (record n not written). Block 0 is never written.
  *
+ *   labdisk fswrite FILE [START [PERIOD_MS [SEED [MAX]]]]
+ *       The same records into FILE on a mounted filesystem (created if missing), each
+ *       pwrite() followed by fsync(), printing FSREC / FSERR / FSDONE / FSFULL (at most 16 MiB
+ *       of records); FILE is closed before FSDONE.
+ *
  *   labdisk check FILE|DEV [SEED]
  *       Reads every 4096-byte block from 1 to the end and prints one line
  *           last=<n> holes=<k> bad=<k> records=<k> blocks=<k>
@@ -146,9 +151,16 @@ static void say(const char *fmt, ...)
     (void)w;
 }
 
-static int do_write(int argc, char **argv)
+/* fs = 0: DEV, O_DIRECT|O_DSYNC, DISK* lines; fs = 1: a FILE on a mounted filesystem, each
+ * record pwrite() then fsync(), FS* lines (the record is durable once FSREC is printed). */
+static int do_write(int argc, char **argv, int fs)
 {
-    if (argc < 3) { fprintf(stderr, "usage: labdisk write DEV [START [PERIOD_MS [SEED [MAX]]]]\n"); return 2; }
+    const char *p = fs ? "FS" : "DISK";
+    if (argc < 3) {
+        fprintf(stderr, "usage: labdisk %s %s [START [PERIOD_MS [SEED [MAX]]]]\n", fs ? "fswrite" : "write",
+                fs ? "FILE" : "DEV");
+        return 2;
+    }
     const char *dev = argv[2];
     uint64_t n = argc > 3 && *argv[3] ? strtoull(argv[3], NULL, 0) : 1;
     long period_ms = argc > 4 && *argv[4] ? strtol(argv[4], NULL, 0) : 300;
@@ -156,29 +168,35 @@ static int do_write(int argc, char **argv)
     uint64_t max = argc > 6 && *argv[6] ? strtoull(argv[6], NULL, 0) : 0;
     if (n == 0) n = 1;
     if (period_ms < 0) period_ms = 0;
-    int fd = open(dev, O_RDWR | O_DIRECT | O_DSYNC);
-    if (fd < 0) { say("DISKERR open %s errno=%d %s\n", dev, errno, strerror(errno)); return 2; }
-    uint64_t size = dev_size(fd);
+    int fd = fs ? open(dev, O_RDWR | O_CREAT, 0644) : open(dev, O_RDWR | O_DIRECT | O_DSYNC);
+    if (fd < 0) { say("%sERR open %s errno=%d %s\n", p, dev, errno, strerror(errno)); return 2; }
+    /* a file grows as it is written: at most 16 MiB of records */
+    uint64_t size = fs ? (uint64_t)16 << 20 : dev_size(fd);
     unsigned char *b;
-    if (posix_memalign((void **)&b, REC, REC) != 0) { say("DISKERR no memory\n"); return 2; }
-    say("DISKWRITER dev=%s size=%" PRIu64 " start=%" PRIu64 " period_ms=%ld seed=%#" PRIx64 " max=%" PRIu64 "\n", dev,
-        size, n, period_ms, seed, max);
+    if (posix_memalign((void **)&b, REC, REC) != 0) { say("%sERR no memory\n", p); return 2; }
+    say("%sWRITER %s=%s size=%" PRIu64 " start=%" PRIu64 " period_ms=%ld seed=%#" PRIx64 " max=%" PRIu64 "\n", p,
+        fs ? "file" : "dev", dev, size, n, period_ms, seed, max);
     double last_err = 0;
     for (;;) {
-        if (max != 0 && n > max) { say("DISKDONE %" PRIu64 "\n", max); return 0; }
-        if ((n + 1) * (uint64_t)REC > size) { say("DISKFULL %" PRIu64 "\n", n); return 0; }
+        if (max != 0 && n > max) {
+            if (fs && close(fd) != 0) { say("FSERR close errno=%d %s\n", errno, strerror(errno)); return 1; }
+            say("%sDONE %" PRIu64 "\n", p, max);
+            return 0;
+        }
+        if ((n + 1) * (uint64_t)REC > size) { say("%sFULL %" PRIu64 "\n", p, n); return 0; }
         make_record(b, n, seed);
         double t0 = mono_us();
         ssize_t w = pwrite(fd, b, REC, (off_t)(n * REC));
+        int synced = w == REC && (!fs || fsync(fd) == 0);
         double t1 = mono_us();
-        if (w == REC) {
-            say("DISKREC %" PRIu64 " us=%.0f\n", n, t1 - t0);
+        if (synced) {
+            say("%sREC %" PRIu64 " us=%.0f\n", p, n, t1 - t0);
             n++;
         } else {
-            int e = w < 0 ? errno : EIO;
+            int e = w < 0 || (w == REC && fs) ? errno : EIO;
             if (t1 - last_err >= 1e6) {
-                say("DISKERR %" PRIu64 " errno=%d %s (%s after %.0f us)\n", n, e, strerror(e),
-                    w < 0 ? "failed" : "short write", t1 - t0);
+                say("%sERR %" PRIu64 " errno=%d %s (%s after %.0f us)\n", p, n, e, strerror(e),
+                    w < 0 ? "failed" : w == REC ? "fsync failed" : "short write", t1 - t0);
                 last_err = t1;
             }
         }
@@ -222,8 +240,10 @@ static int do_check(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "write") == 0) return do_write(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "write") == 0) return do_write(argc, argv, 0);
+    if (argc >= 2 && strcmp(argv[1], "fswrite") == 0) return do_write(argc, argv, 1);
     if (argc >= 2 && strcmp(argv[1], "check") == 0) return do_check(argc, argv);
-    fprintf(stderr, "usage: labdisk write DEV [START [PERIOD_MS [SEED [MAX]]]] | labdisk check FILE|DEV [SEED]\n");
+    fprintf(stderr, "usage: labdisk write DEV [START [PERIOD_MS [SEED [MAX]]]] | labdisk fswrite FILE [same] | "
+                    "labdisk check FILE|DEV [SEED]\n");
     return 2;
 }

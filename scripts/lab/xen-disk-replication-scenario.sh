@@ -1,32 +1,42 @@
 #!/bin/sh
-#@ title: a guest with a replicated data disk fails over (SIGKILL at a random epoch, kill-points s2 and c): its disk on the backup ends where its memory says, and it writes on
+#@ title: a guest with a replicated data disk fails over (SIGKILL at a random epoch, kill-points s2 and c, ext4 with fsync): its disk on the backup ends where its memory says, it writes on, fsck is clean
 #@ guests: pv pvh
 #@ runs: romulus
 #@ skip-if: LAB_NO_DISK
 #@ order: 47
 # The chain: disk-export + nbd-client + blkback on the primary (as disk-scenario), restore
 # --xen --disk-dir on the backup, replicate --domain --disk-tap. One drill per entry of
-# $LAB_DISK_KILLS (default "random s2 c"), each with a fresh guest, image and backup:
+# $LAB_DISK_KILLS (default "random s2 c fs"), each with a fresh guest, image and backup:
 #   random  SIGKILL the replicator after a random number (6..13) of acked epochs, then destroy
 #           the primary: the backup fails over from an epoch ≥ the last acked one;
 #   s2, c   `replicate --kill-at PHASE:K` (K = 8): the primary dies with the guest suspended
-#           (s2: the backup resumes from K-1) or after EPOCH_END K, unacked (c: from K).
+#           (s2: the backup resumes from K-1) or after EPOCH_END K, unacked (c: from K);
+#   fs      as random, but the disk holds ext4 and the guest appends the records to a file with
+#           fsync (labdisk fswrite), 120 at 300 ms, then unmounts: the resumed guest must finish and
+#           unmount, the backup's image must pass `e2fsck -fn` (no journal to replay, no error)
+#           and its file hold exactly records 1..120 (read out with debugfs).
 # Then, for each: the resumed guest must write on (DISKREC past the primary's last, never a
 # DISKERR), its first DISKREC be at most the primary's last + 1 (its memory never believes
 # less than the checkpoint holds), and the backup's image hold records 1..L with no hole, no
 # bad record, nothing beyond L or L+1 (L: the resumed guest's last DISKREC; +1: a write in
 # flight when it was destroyed).
 . /lab/dom0-lib.sh
-W=$LAB_WORK; NBD=/dev/nbd0; K=8
-dl() { _v=$(tr -d '\r' <"$1" 2>/dev/null | sed -n 's/.*DISKREC \([0-9][0-9]*\).*/\1/p' | tail -n1); echo "${_v:-0}"; }
+W=$LAB_WORK; NBD=/dev/nbd0; K=8; FSMAX=120
+dl() { _v=$(tr -d '\r' <"$1" 2>/dev/null | sed -n "s/.*${REC}REC \([0-9][0-9]*\).*/\1/p" | tail -n1); echo "${_v:-0}"; }
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"; chmod 600 "$W/psk"
 PORT=7310
-for KILL in ${LAB_DISK_KILLS:-random s2 c}; do
-  case $KILL in random|s2|c) ;; *) lab_fail "LAB_DISK_KILLS: unknown drill $KILL (random, s2, c)" ;; esac
+for KILL in ${LAB_DISK_KILLS:-random s2 c fs}; do
+  case $KILL in random|s2|c) REC=DISK ;; fs) REC=FS ;; *) lab_fail "LAB_DISK_KILLS: unknown drill $KILL (random, s2, c, fs)" ;; esac
   G=guest7-$KILL; D=$W/$KILL; PORT=$((PORT + 1))
   mkdir -p "$D/disks"
   IMG=$D/xvdb.img; SOCK=$D/nbd.sock; TAP=$D/tap.sock
   truncate -s 64M "$IMG"
+  if [ $REC = FS ]; then
+    /lab/e2fs/mke2fs -F -q -t ext4 "$IMG" >"$D/mkfs.log" 2>&1 || lab_fail "fs: mke2fs: $(cat "$D/mkfs.log")"
+    WORK="lab_fs=/dev/xvdb lab_fs_ms=300 lab_fs_max=$FSMAX"
+  else
+    WORK="lab_disk=/dev/xvdb lab_disk_ms=300 lab_disk_max=0"
+  fi
   romulus disk-export --store "$IMG" --name xvdb --nbd-socket "$SOCK" --tap-socket "$TAP" >"$D/export.log" 2>&1 &
   EP=$!
   LAB_EVIDENCE=""
@@ -35,7 +45,7 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c}; do
   nbd-client -unix "$SOCK" "$NBD" -N xvdb >"$D/nbdc.log" 2>&1 || lab_fail "$KILL: nbd-client: $(cat "$D/nbdc.log")"
   rm -f "$(lab_console $G)" "$(lab_console $G--incoming)"
   LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=xvdb, access=rw, script=/lab/block-lab, target=$NBD" \
-    lab_guest_create $G 128 1 "lab_disk=/dev/xvdb lab_disk_ms=300 lab_disk_max=0" >"$D/domid" || lab_fail "$KILL: create"
+    lab_guest_create $G 128 1 "$WORK" >"$D/domid" || lab_fail "$KILL: create"
   P=$(cat "$D/domid"); C1=$(lab_console $G)
   i=0; until [ "$(dl "$C1")" -ge 5 ]; do i=$((i+1)); [ $i -le 1200 ] || lab_fail "$KILL: no 5 records"; sleep 0.2; done
   romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
@@ -43,12 +53,12 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c}; do
   BP=$!
   lab_evidence "$D/backup.log" "$D/events.jsonl" "$D/primary.log"
   lab_wait_listening "$D/backup.log" $BP
-  KILLAT=""; [ "$KILL" = random ] || KILLAT="--kill-at $KILL:$K"
+  KILLAT=""; case $KILL in s2|c) KILLAT="--kill-at $KILL:$K" ;; esac
   romulus replicate --domain $G --disk-tap "$TAP" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 100ms \
     --ack-timeout 15s $KILLAT --stats-json "$D/stats.jsonl" >"$D/primary.log" 2>&1 &
   RP=$!
   T0=$(lab_now)
-  if [ "$KILL" = random ]; then
+  if [ "$KILL" = random ] || [ "$KILL" = fs ]; then
     N=$((6 + $(od -An -N1 -tu1 /dev/urandom) % 8))
     until [ "$(rj_count "$D/stats.jsonl" acked true)" -ge $N ] 2>/dev/null; do
       kill -0 $RP 2>/dev/null || lab_fail "$KILL: replicator exited: $(grep -E ' (error|critical) ' "$D/primary.log" | tail -n1 | cut -c1-300)"
@@ -73,34 +83,49 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c}; do
   lab_wait_failover "$D/events.jsonl" "$D/backup.log"
   FO_EPOCH=$(rj_get "$LAB_FO" last_committed_epoch)
   case $KILL in
-    random) [ "$FO_EPOCH" -ge "$ACKED" ] || lab_fail "random: the backup resumed from epoch $FO_EPOCH, before the acked $ACKED" ;;
+    random|fs) [ "$FO_EPOCH" -ge "$ACKED" ] || lab_fail "$KILL: the backup resumed from epoch $FO_EPOCH, before the acked $ACKED" ;;
     s2) [ "$FO_EPOCH" = $((K - 1)) ] || lab_fail "s2: the backup resumed from epoch $FO_EPOCH, want $((K - 1))" ;;
     c) [ "$FO_EPOCH" = $K ] || lab_fail "c: the backup resumed from epoch $FO_EPOCH, want $K" ;;
   esac
-  lab_note "$KILL: primary dead after $ACKED acked epochs, last DISKREC $LASTP; backup resumed from epoch $FO_EPOCH"
+  lab_note "$KILL: primary dead after $ACKED acked epochs, last ${REC}REC $LASTP; backup resumed from epoch $FO_EPOCH"
   C2=$D/backup-console.log; T=$(lab_now)
-  until lab_replica_console $G "$C1N" "$C2"; [ "$(dl "$C2")" -ge $((LASTP + 5)) ]; do
-    [ "$(lab_elapsed "$T" | cut -d. -f1)" -lt 240 ] || { tail -n 20 "$C2"; lab_fail "$KILL: resumed guest: DISKREC $(dl "$C2")"; }
+  # The resumed guest writes 5 more records (fs: writes them all and unmounts).
+  until lab_replica_console $G "$C1N" "$C2"
+    if [ $REC = FS ]; then grep -q FSUMOUNTED "$C2" || grep -q FSERR "$C2"; else [ "$(dl "$C2")" -ge $((LASTP + 5)) ]; fi; do
+    [ "$(lab_elapsed "$T" | cut -d. -f1)" -lt 240 ] || { tail -n 20 "$C2"; lab_fail "$KILL: resumed guest: ${REC}REC $(dl "$C2")"; }
     sleep 0.5
   done
-  FIRST=$(tr -d '\r' <"$C2" | sed -n 's/.*DISKREC \([0-9][0-9]*\).*/\1/p' | head -n1)
+  FIRST=$(tr -d '\r' <"$C2" | sed -n "s/.*${REC}REC \([0-9][0-9]*\).*/\1/p" | head -n1)
   grep -iE 'opened by blkback' "$D/backup.log" | tail -n 2 | cut -c1-250 | sed "s/^/LAB-NOTE $LAB_SCENARIO $KILL backup: /"
   xl destroy $G >/dev/null 2>&1
   L2=$(dl "$C2")
-  [ "$(grep -c DISKERR "$C2")" -eq 0 ] || lab_fail "$KILL: resumed guest: $(grep -m1 DISKERR "$C2" | tr -d '\r')"
-  [ "$FIRST" -le $((LASTP + 1)) ] || lab_fail "$KILL: resumed guest's first DISKREC $FIRST is beyond the primary's last $LASTP + 1"
+  [ "$(grep -c ${REC}ERR "$C2")" -eq 0 ] || lab_fail "$KILL: resumed guest: $(grep -m1 ${REC}ERR "$C2" | tr -d '\r')"
+  [ -n "$FIRST" ] && [ "$FIRST" -le $((LASTP + 1)) ] || lab_fail "$KILL: resumed guest's first ${REC}REC '$FIRST' is not within the primary's last $LASTP + 1"
   n=0
   for f in "$D"/disks/*.img; do
     n=$((n + 1))
+    if [ $REC = FS ]; then
+      grep -q "FSUMOUNTED rc=0" "$C2" || lab_fail "fs: the resumed guest did not finish and unmount: $(grep -m1 FSUMOUNTED "$C2")"
+      /lab/e2fs/e2fsck -fn "$f" >"$D/fsck.log" 2>&1; rc=$?
+      [ $rc -eq 0 ] || { cat "$D/fsck.log"; lab_fail "fs: e2fsck -fn of the backup's image: exit $rc"; }
+      lab_note "fs: e2fsck -fn: $(tail -n1 "$D/fsck.log")"
+      /lab/e2fs/debugfs -R "dump /records $D/records" "$f" >"$D/debugfs.log" 2>&1 && [ -s "$D/records" ] ||
+        lab_fail "fs: no /records in the backup's image: $(cat "$D/debugfs.log")"
+      f=$D/records
+    fi
     out=$(labdisk check "$f" 2>&1) || lab_fail "$KILL: backup image $f: $out"
     last=$(echo "$out" | sed -n 's/.*last=\([0-9]*\).*/\1/p')
-    case $last in "$L2"|"$((L2 + 1))") ;; *) lab_fail "$KILL: backup image $f: last=$last, the resumed guest's last DISKREC $L2" ;; esac
-    lab_note "$KILL: resumed guest's DISKREC $FIRST..$L2; backup image: $out"
+    if [ $REC = FS ]; then
+      [ "$last" = $FSMAX ] && [ "$L2" = $FSMAX ] || lab_fail "fs: the file's last record is $last, the guest's last FSREC $L2, want $FSMAX"
+    else
+      case $last in "$L2"|"$((L2 + 1))") ;; *) lab_fail "$KILL: backup image $f: last=$last, the resumed guest's last DISKREC $L2" ;; esac
+    fi
+    lab_note "$KILL: resumed guest's ${REC}REC $FIRST..$L2; backup image: $out"
   done
   [ $n -eq 1 ] || lab_fail "$KILL: $n images in $D/disks, want 1"
   kill $BP 2>/dev/null; wait $BP 2>/dev/null
   nbd-client -d $NBD >/dev/null 2>&1
   kill $EP 2>/dev/null; wait $EP 2>/dev/null
-  lab_figure "drill=$KILL failover_epoch=$FO_EPOCH first_diskrec=$FIRST primary_last_diskrec=$LASTP"
+  lab_figure "drill=$KILL failover_epoch=$FO_EPOCH first_rec=$FIRST primary_last_rec=$LASTP resumed_last_rec=$L2"
 done
 exit 0
