@@ -108,6 +108,9 @@ EOC
 # On real hardware leave tsc_mode at its default.
 tsc_mode = "native"
 EOC
+    # LAB_GUEST_HAP=0: shadow paging instead of nested paging for the guest (needs a
+    # hypervisor built with shadow paging, --xen auto/source).
+    [ "${LAB_GUEST_HAP:-}" = 0 ] && echo "hap = 0" >>"$LAB_WORK/$_n.cfg"
   fi
   # LAB_GUEST_VIF: one PV NIC, e.g. "mac=00:16:3e:4c:00:02,script=/lab/vif-lab"
   [ -n "${LAB_GUEST_VIF:-}" ] && echo "vif = [ '$LAB_GUEST_VIF' ]" >>"$LAB_WORK/$_n.cfg"
