@@ -121,6 +121,11 @@ TEST(SyncCopierTest, TheImageMatchesEveryPauseWhileAWriterHammersTheDisk) {
   std::vector<uint8_t> backup(kSize, 0xA5);
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> writes{0};
+  // Writes the writer may still do in this epoch: a fixed number per epoch
+  // (40 of at most 64 KiB), so an epoch's log never nears its budget however
+  // the threads are scheduled.
+  constexpr int kWritesPerEpoch = 40;
+  std::atomic<int> credit{0};
   // The chunk the copier is about to read: half the writes aim at it, so a
   // copy that read without holding the front end would race with them.
   std::atomic<uint64_t> hot{0};
@@ -128,6 +133,10 @@ TEST(SyncCopierTest, TheImageMatchesEveryPauseWhileAWriterHammersTheDisk) {
     std::mt19937 rng(7);
     std::vector<uint8_t> buf(16 * kBlock);
     while (!stop.load()) {
+      if (credit.load() <= 0) {
+        std::this_thread::yield();
+        continue;
+      }
       // Mostly small writes, some large, some zeroes; biased to the first
       // quarter so already-copied chunks are rewritten again and again.
       const uint64_t blocks = 1 + rng() % 16;
@@ -143,20 +152,35 @@ TEST(SyncCopierTest, TheImageMatchesEveryPauseWhileAWriterHammersTheDisk) {
         ASSERT_TRUE(exec.WriteBytes(at, std::span<const uint8_t>(buf.data(), blocks * kBlock), false).ok());
       }
       writes.fetch_add(1);
+      credit.fetch_sub(1);
     }
   });
+  // Joined on every way out, a failed ASSERT included.
+  struct Joiner {
+    std::atomic<bool>& stop;
+    std::thread& t;
+    ~Joiner() {
+      stop = true;
+      if (t.joinable()) t.join();
+    }
+  } joiner{stop, writer};
 
   uint64_t checked_whole = 0;
   for (int epoch_steps = 0; epoch_steps < 200 && checked_whole < 3; ++epoch_steps) {
-    // The epoch runs: the copier copies what the pacing allows.
+    // The epoch runs: the writer writes its share while the copier copies
+    // what the pacing allows.
+    credit = kWritesPerEpoch;
     for (;;) {
       hot = copier.copied_bytes();
       auto stepped = copier.Step(Clock::now() + std::chrono::seconds(10));
       ASSERT_TRUE(stepped.ok()) << stepped.status().ToString();
       if (!*stepped) break;
     }
-    const uint64_t before = writes.load();
-    while (writes.load() < before + 20) std::this_thread::yield();
+    const auto writer_deadline = Clock::now() + std::chrono::seconds(30);
+    while (credit.load() > 0) {
+      ASSERT_LT(Clock::now(), writer_deadline) << "the writer stopped writing";
+      std::this_thread::yield();
+    }
     // The pause: the front end held, the disk as the guest's memory sees it.
     ASSERT_TRUE(hold.Hold(Clock::now() + std::chrono::seconds(10)).ok());
     const std::vector<uint8_t> at_pause = ReadAll(d.copy_store.get());
