@@ -207,17 +207,21 @@ uint64_t EpochDiskLog::CaptureChunkBytes(const BackingStore& store) {
   return std::min<uint64_t>(store.max_request(), protocol::kMaxDiskWriteChunk) / kBlock * kBlock;
 }
 
-Status EpochDiskLog::CaptureFullCopy(uint64_t epoch, BackingStore* store) {
-  if (store == nullptr) return Status::InvalidArgument("disk full copy without a store");
-  const uint64_t size = store->size();
+Status EpochDiskLog::CaptureSpan(uint64_t epoch, BackingStore* store, uint64_t offset, uint64_t length,
+                                 const char* what) {
   const uint64_t chunk = CaptureChunkBytes(*store);
   CaptureCursor c;
-  for (uint64_t pos = 0; pos < size;) {
-    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(size - pos, chunk));
-    ROMULUS_RETURN_IF_ERROR(CaptureChunk(epoch, store, pos, n, c, "full copy"));
+  for (uint64_t pos = offset; pos < offset + length;) {
+    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(offset + length - pos, chunk));
+    ROMULUS_RETURN_IF_ERROR(CaptureChunk(epoch, store, pos, n, c, what));
     pos += n;
   }
-  return CaptureFinish(epoch, size, c, "full copy");
+  return CaptureFinish(epoch, offset + length, c, what);
+}
+
+Status EpochDiskLog::CaptureFullCopy(uint64_t epoch, BackingStore* store) {
+  if (store == nullptr) return Status::InvalidArgument("disk full copy without a store");
+  return CaptureSpan(epoch, store, 0, store->size(), "full copy");
 }
 
 Status EpochDiskLog::CaptureRange(uint64_t epoch, BackingStore* store, uint64_t offset, uint64_t length) {
@@ -227,14 +231,12 @@ Status EpochDiskLog::CaptureRange(uint64_t epoch, BackingStore* store, uint64_t 
                                    " bytes at " + std::to_string(offset) + " is beyond the disk's " +
                                    std::to_string(store->size()) + " bytes");
   }
-  const uint64_t chunk = CaptureChunkBytes(*store);
-  CaptureCursor c;
-  for (uint64_t pos = offset; pos < offset + length;) {
-    const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(offset + length - pos, chunk));
-    ROMULUS_RETURN_IF_ERROR(CaptureChunk(epoch, store, pos, n, c, "sync copy"));
-    pos += n;
-  }
-  return CaptureFinish(epoch, offset + length, c, "sync copy");
+  return CaptureSpan(epoch, store, offset, length, "sync copy");
+}
+
+uint64_t EpochDiskLog::open_bytes() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return open_data_.size();
 }
 
 Status EpochDiskLog::Seal(uint64_t epoch) {
@@ -290,15 +292,6 @@ void EpochDiskLog::ForEachSealed(const std::function<void(const protocol::DiskRe
 EpochDiskLogStats EpochDiskLog::stats() const {
   std::lock_guard<std::mutex> lk(mu_);
   return stats_;
-}
-
-}  // namespace romulus::disk
-
-namespace romulus::disk {
-
-uint64_t EpochDiskLog::open_bytes() const {
-  std::lock_guard<std::mutex> lk(mu_);
-  return open_data_.size();
 }
 
 }  // namespace romulus::disk

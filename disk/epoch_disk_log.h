@@ -126,6 +126,8 @@ class EpochDiskLog final : public DiskWriteSink {
   Status CaptureChunk(uint64_t epoch, BackingStore* store, uint64_t pos, uint32_t n, CaptureCursor& c,
                       const char* what);
   Status CaptureFinish(uint64_t epoch, uint64_t end, CaptureCursor& c, const char* what);
+  // The one copy loop of CaptureFullCopy and CaptureRange (arguments checked).
+  Status CaptureSpan(uint64_t epoch, BackingStore* store, uint64_t offset, uint64_t length, const char* what);
   static uint64_t CaptureChunkBytes(const BackingStore& store);
 
   const uint32_t disk_id_;
