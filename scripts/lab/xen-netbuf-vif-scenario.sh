@@ -68,7 +68,7 @@ grep -q 'DOMU-NET eth0' "$C" || { tail -n 20 "$C"; lab_fail "guest2 did not brin
 
 # ---- 1. unbuffered (after a warm-up: ARP, and the freshly booted guest settling)
 ping -c 5 -i 0.2 -W 2 "$GIP" >/dev/null 2>&1
-ping -c 20 -i 0.2 -W 2 "$GIP" >"$W/ping-unbuffered.txt" 2>&1
+pings "$W/ping-unbuffered.txt" 20 30
 set -- $(rtt "$W/ping-unbuffered.txt"); N0=$1; RTT0=$2
 [ "$N0" -ge 15 ] || { cat "$W/ping-unbuffered.txt"; lab_fail "guest2 does not answer ping on $VIF ($N0/20)"; }
 lab_note "unbuffered: $N0/20 replies, RTT median $RTT0 ms"
@@ -194,17 +194,20 @@ until no_backup; do
 done
 grep -E 'stale|netbuf' "$W/restart.log" | cut -c1-200 | sed "s/^/LAB-NOTE $LAB_SCENARIO restart: /"
 grep -q 'stale' "$W/restart.log" || lab_fail "the restart did not report removing the stale redirect/IFB"
-ping -c 10 -i 0.2 -W 2 "$GIP" >"$W/ping-unprotected.txt" 2>&1
+# Unprotected output is never held, so all 10 replies come; a plug left closed would hold every
+# one of them for good, so 20 s is no timing bet (a loaded TCG dom0 delays single replies by
+# seconds, which `ping -c` would count as lost: CI saw 7/10 that way).
+pings "$W/ping-unprotected.txt" 10 20
 set -- $(rtt "$W/ping-unprotected.txt")
-[ "$1" -ge 8 ] || { cat "$W/ping-unprotected.txt"; lab_fail "guest2's output is held while no backup could ever ack it ($1/10 replies)"; }
+[ "$1" -ge 9 ] || { cat "$W/ping-unprotected.txt"; lab_fail "guest2's output is held while no backup could ever ack it ($1/10 replies)"; }
 kill -TERM $RR
 wait $RR
 rc=$?
 [ "$rc" -eq 0 ] || lab_fail "replicate without a backup ended with $rc on SIGTERM (want a clean stop, 0)"
 [ -z "$(ifbs)" ] || lab_fail "romulus IFBs left behind after the restart's stop: $(ifbs)"
-ping -c 10 -i 0.2 -W 2 "$GIP" >"$W/ping-after.txt" 2>&1
+pings "$W/ping-after.txt" 10 20
 set -- $(rtt "$W/ping-after.txt"); N2=$1; RTT2=$2
-[ "$N2" -ge 8 ] || { cat "$W/ping-after.txt"; lab_fail "guest2 unreachable after clean-up ($N2/10): a redirect was left behind"; }
+[ "$N2" -ge 9 ] || { cat "$W/ping-after.txt"; lab_fail "guest2 unreachable after clean-up ($N2/10): a redirect was left behind"; }
 
 # Each reply waited for its epoch's ack: tens of ms at a 100 ms epoch, well above the unbuffered
 # path (measured before and after; TCG makes either one noisy, so the faster one counts).
