@@ -348,28 +348,31 @@ bool DiskFrameParser::Next(DiskRecord* out) {
 Status DiskEnd::EncodeTo(std::vector<uint8_t>* out) const {
   out->resize(kDiskEndSize);
   Writer w(*out);
+  if (sync_state > kMaxSyncState) return Status::InvalidArgument("DISK_END sync state " + Str(sync_state) + " > 1001");
   w.U32(disk_id);
-  w.U32(0);
+  w.U32(sync_state);
   w.U64(record_count);
   w.U64(data_bytes);
   w.U64(digest);
   return w.ok() && w.size() == kDiskEndSize ? Status::Ok() : Status::Internal("DISK_END encoding size mismatch");
 }
 
-Result<DiskEnd> DiskEnd::Decode(std::span<const uint8_t> payload) {
+Result<DiskEnd> DiskEnd::Decode(std::span<const uint8_t> payload, bool sync_agreed) {
   if (payload.size() != kDiskEndSize) {
     return Status::Corruption("DISK_END payload is " + Str(payload.size()) + " bytes, expected " +
                               Str(kDiskEndSize));
   }
   Reader r(payload);
   DiskEnd e;
-  uint32_t reserved = 0;
   r.U32(&e.disk_id);
-  r.U32(&reserved);
+  r.U32(&e.sync_state);
   r.U64(&e.record_count);
   r.U64(&e.data_bytes);
   r.U64(&e.digest);
-  if (reserved != 0) return Status::Corruption("DISK_END reserved field is not zero");
+  if (!sync_agreed && e.sync_state != 0) return Status::Corruption("DISK_END reserved field is not zero");
+  if (e.sync_state > kMaxSyncState) {
+    return Status::Corruption("DISK_END sync state " + Str(e.sync_state) + " is above 1001");
+  }
   return e;
 }
 

@@ -202,9 +202,18 @@ struct DiskEnd {
   uint64_t record_count = 0;
   uint64_t data_bytes = 0;  // uncompressed bytes of the epoch's writes
   uint64_t digest = 0;      // DiskRecordDigest of the epoch's records
+  // With kCapDiskSync (the word reserved before it): 0 = once this epoch is
+  // applied the backup's copy of the disk is whole; 1 + p (p = 0..1000) = a
+  // streaming copy (docs/DISK.md §7.1) is in progress, p permille of the
+  // disk copied. A checkpoint whose disk is not whole cannot be resumed.
+  uint32_t sync_state = 0;
+  static constexpr uint32_t kMaxSyncState = 1001;
+  bool whole() const { return sync_state == 0; }
 
   Status EncodeTo(std::vector<uint8_t>* out) const;
-  static Result<DiskEnd> Decode(std::span<const uint8_t> payload);  // exactly 32 bytes, reserved 0
+  // Exactly 32 bytes. Without kCapDiskSync agreed (`sync_agreed` false) the
+  // sync word must be 0, as the reserved word it was; with it, <= 1001.
+  static Result<DiskEnd> Decode(std::span<const uint8_t> payload, bool sync_agreed = false);
 };
 
 }  // namespace romulus::protocol

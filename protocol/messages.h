@@ -50,10 +50,14 @@ inline constexpr uint64_t kCapHeldPages = uint64_t{1} << 4;
 // (Hello::disks), and every epoch carries DISK frames and one DISK_END per
 // disk (§3.10, docs/DISK.md §5). A primary with disks requires it.
 inline constexpr uint64_t kCapDisk = uint64_t{1} << 5;
+// DISK_END carries the disk's sync state (§3.10): a primary may stream a
+// disk's first copy over several epochs (docs/DISK.md §7.1), and the backup
+// keeps such checkpoints but never resumes one whose disk is not whole.
+inline constexpr uint64_t kCapDiskSync = uint64_t{1} << 6;
 // kCapDisk: the receiver applies DISK frames (restore/checkpoint_receiver.cc),
 // agreed only when its sink holds disks (GuestSink::supports_disks).
 inline constexpr uint64_t kCapAllKnown =
-    kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize | kCapHeldPages | kCapDisk;
+    kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize | kCapHeldPages | kCapDisk | kCapDiskSync;
 
 // One protected disk, as the HELLO announces it (§3.1 disk list).
 inline constexpr size_t kMaxDisks = 8;

@@ -274,7 +274,7 @@ BackupOutcome BackupService::Run() {
         *next.stream, next.hello, *sink_, clock,
         [&](const CommitEvent& e) {
           start_once();
-          judge.Committed(e.epoch, clock.now());
+          judge.Committed(e.epoch, clock.now(), e.incomplete);
           last_digest_ = e.digest;
           {
             std::lock_guard<std::mutex> lock(mu_);

@@ -206,6 +206,14 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
                                       : "its guest sink replicates memory only");
   }
   const bool with_disks = ack.accepted && (ack.capabilities & protocol::kCapDisk) != 0;
+  // A disk's sync state means nothing without disks.
+  if (!with_disks) ack.capabilities &= ~protocol::kCapDiskSync;
+  const bool sync_agreed = (ack.capabilities & protocol::kCapDiskSync) != 0;
+  // The checkpoint the sink held when this session began. Until the
+  // held-replica images of docs/DISK.md §7.1 exist, a streaming copy must
+  // not replace it: its first commit would trade a resumable checkpoint
+  // for one whose disk is partial.
+  const bool held_at_start = sink.has_committed();
   const std::vector<protocol::DiskInfo> no_disks;
   const std::vector<protocol::DiskInfo>& disks = with_disks ? hello->disks : no_disks;
   std::unique_ptr<compress::PageDecoder> decoder;
@@ -284,6 +292,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   std::vector<std::unique_ptr<protocol::DiskRecordDigest>> disk_digests;
   for (size_t d = 0; d < disks.size(); ++d) disk_digests.push_back(std::make_unique<protocol::DiskRecordDigest>());
   std::vector<bool> disk_ended(disks.size(), false);
+  std::vector<uint32_t> disk_sync(disks.size(), 0);  // DISK_END's sync state, this epoch
 
   while (true) {
     const auto tick = std::chrono::duration_cast<std::chrono::milliseconds>(RunningClock::kTick);
@@ -425,7 +434,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       continue;
     }
     if (f.type() == FrameType::kDiskEnd) {
-      auto de = protocol::DiskEnd::Decode(f.payload);
+      auto de = protocol::DiskEnd::Decode(f.payload, sync_agreed);
       if (!de.ok()) return fail(de.status(), protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
       const size_t d = DiskIndex(disks, de->disk_id);
       if (d == disks.size()) {
@@ -449,6 +458,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
                     protocol::ErrorCode::kDigestMismatch, EndCause::kCorruptStream);
       }
       disk_ended[d] = true;
+      disk_sync[d] = de->sync_state;
       continue;
     }
     if (f.type() == FrameType::kPages) {
@@ -519,6 +529,24 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
                                      "; keeping the last good epoch"),
                   protocol::ErrorCode::kDigestMismatch, EndCause::kCorruptStream);
     }
+    // kCapDiskSync: which disks are still being copied after this epoch.
+    std::string incomplete;
+    for (size_t d = 0; d < disks.size(); ++d) {
+      if (disk_sync[d] == 0) continue;
+      incomplete += std::string(incomplete.empty() ? "" : ", ") + "disk " + protocol::Printable(disks[d].name) +
+                    " is still being copied (" + std::to_string((disk_sync[d] - 1) / 10) + "%)";
+    }
+    if (!incomplete.empty() && held_at_start) {
+      return fail(Status::Unsupported("epoch " + std::to_string(epoch) + ": " + incomplete +
+                                      ", and committing it would replace checkpoint " +
+                                      std::to_string(sink.last_committed_epoch()) +
+                                      ", whose disks are whole: a streaming resync over a kept checkpoint is not "
+                                      "supported yet (docs/DISK.md §7.3); keeping it"),
+                  // As a local failure: the primary is told and runs on
+                  // unprotected, so the kept checkpoint is older than what
+                  // the guest has shown and is not activated on silence.
+                  protocol::ErrorCode::kResource, EndCause::kLocalFailure);
+    }
     Status st = sink.Commit(epoch);
     if (!st.ok() && sink.has_committed() && sink.last_committed_epoch() == epoch && on_commit) {
       // The sink failed after its commit point: epoch N is what it holds now
@@ -526,7 +554,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       // digest, but never ack it (the primary must not release N's output
       // on a commit we could not finish).
       const compress::PageCache& cache = decoder->cache();
-      on_commit(CommitEvent{epoch, ee->digest, pages, wire, cache.capacity_pages(), 0, guest_pages});
+      on_commit(CommitEvent{epoch, ee->digest, pages, wire, cache.capacity_pages(), 0, guest_pages, incomplete});
     }
     if (!st.ok()) {
       // Never activate on our own failure: the sink kept the last checkpoint;
@@ -545,7 +573,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
     if (on_commit) {
       const compress::PageCache& cache = decoder->cache();
       on_commit(CommitEvent{epoch, ee->digest, pages, wire, cache.capacity_pages(),
-                            im.opts.digest_cache_on_commit ? cache.StateDigest() : 0, guest_pages});
+                            im.opts.digest_cache_on_commit ? cache.StateDigest() : 0, guest_pages, incomplete});
     }
     if (!acked.ok()) {
       // The primary may have given up on us (we were stalled) and said so:
@@ -564,6 +592,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
     resized = false;
     for (size_t d = 0; d < disks.size(); ++d) {
       disk_ended[d] = false;
+      disk_sync[d] = 0;
       disk_digests[d]->Reset();
     }
   }

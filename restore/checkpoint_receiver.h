@@ -57,6 +57,11 @@ struct CommitEvent {
   uint64_t cache_pages = 0;   // the mirror cache's capacity after this epoch
   uint64_t cache_digest = 0;  // its StateDigest, with digest_cache_on_commit
   uint64_t guest_pages = 0;   // the session's guest size (HELLO)
+  // kCapDiskSync: empty when every disk is whole at this epoch; otherwise
+  // why the checkpoint cannot be resumed ("disk xvdb is still being copied
+  // (37%)"). It is committed and acked all the same (the copy goes on), but
+  // never activated.
+  std::string incomplete;
 };
 
 struct SessionEnd {

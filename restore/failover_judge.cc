@@ -66,7 +66,8 @@ void FailoverJudge::PrimaryHeard(Duration now) {
   heard_ = true;
 }
 
-void FailoverJudge::Committed(uint64_t epoch, Duration now) {
+void FailoverJudge::Committed(uint64_t epoch, Duration now, const std::string& incomplete) {
+  incomplete_ = incomplete;
   has_checkpoint_ = true;
   checkpoint_epoch_ = epoch;
   trusted_ = true;
@@ -145,6 +146,17 @@ Decision FailoverJudge::Decide(Duration now) const {
     d.kind = Decision::kHold;
     d.why = "the fence command did not confirm (" + fence_failed_ +
             "): not activating, the primary may still run; `romulus ctl failover` retries";
+    return d;
+  }
+  if (has_checkpoint_ && !incomplete_.empty()) {
+    // Resuming memory on a partial disk would run a second, corrupt guest.
+    d.kind = Decision::kHold;
+    d.why = held + " cannot be resumed: " + incomplete_ +
+            "; the backup holds no disk to resume the guest on until the copy completes";
+    if (in_session_) {
+      d.kind = Decision::kWait;
+      d.deadline = heard_at_ + config_.failover_timeout;
+    }
     return d;
   }
   if (handover_ && has_checkpoint_) {

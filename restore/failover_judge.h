@@ -67,7 +67,10 @@ class FailoverJudge {
   void SessionStarted(Duration now);
   // Bytes arrived from the primary on the session.
   void PrimaryHeard(Duration now);
-  void Committed(uint64_t epoch, Duration now);
+  // `incomplete`: empty when the checkpoint can be resumed; otherwise why
+  // not (a disk still being copied, docs/DISK.md §7.1). Such a checkpoint is
+  // never activated, not even on the operator's word or at a handover.
+  void Committed(uint64_t epoch, Duration now, const std::string& incomplete = "");
   void SessionEnded(EndCause cause, const std::string& detail, Duration now);
   // `romulus ctl failover`.
   void OperatorFailover();
@@ -101,6 +104,7 @@ class FailoverJudge {
   EndCause last_end_ = EndCause::kNotEstablished;
   std::string last_detail_;
   std::string untrusted_why_;
+  std::string incomplete_;  // the checkpoint cannot be resumed, and why
 };
 
 }  // namespace romulus::restore

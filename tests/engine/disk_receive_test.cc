@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "buffer/reusable_buffer.h"
@@ -80,12 +81,18 @@ class DiskReceive : public ::testing::Test {
     pair_ = test_engine::MakeStreamPair();
     ro.failover_timeout = 5000ms;
     receiver_ = std::make_unique<restore::CheckpointReceiver>(ro);
-    backup_ = std::thread([this] { end_ = receiver_->Serve(*pair_.backup, *sink_, nullptr); });
+    backup_ = std::thread([this] {
+      end_ = receiver_->Serve(*pair_.backup, *sink_, [this](const restore::CommitEvent& e) {
+        std::lock_guard<std::mutex> lk(commits_mu_);
+        commits_.push_back({e.epoch, e.incomplete});
+      });
+    });
     writer_ = std::make_unique<protocol::FrameWriter>(pair_.primary.get());
     reader_ = std::make_unique<protocol::FrameReader>(pair_.primary.get(), &rb_);
   }
-  protocol::HelloAck Hello(uint64_t caps, uint64_t required, bool expect_accept = true) {
+  protocol::HelloAck Hello(uint64_t caps, uint64_t required, bool expect_accept = true, uint64_t first_epoch = 1) {
     protocol::Hello h;
+    h.first_epoch = first_epoch;
     h.capabilities = caps;
     h.required = required;
     h.cache_pages = 16;
@@ -131,9 +138,10 @@ class DiskReceive : public ::testing::Test {
       while (parser.Next(&r)) dd_.Add(r);
     }
   }
-  void DiskEnd(uint64_t epoch, uint32_t id = kDiskId, uint64_t digest_xor = 0) {
+  void DiskEnd(uint64_t epoch, uint32_t id = kDiskId, uint64_t digest_xor = 0, uint32_t sync_state = 0) {
     protocol::DiskEnd e;
     e.disk_id = id;
+    e.sync_state = sync_state;
     e.record_count = dd_.records();
     e.data_bytes = dd_.data_bytes();
     e.digest = dd_.value() ^ digest_xor;
@@ -212,6 +220,8 @@ class DiskReceive : public ::testing::Test {
   uint64_t pages_ = 0, payload_ = 0, digest_ = 0;
   std::map<std::string, uint64_t> committed_files_;
   std::string error_text_;
+  std::mutex commits_mu_;
+  std::vector<std::pair<uint64_t, std::string>> commits_;  // (epoch, incomplete) as the service sees them
 };
 
 std::vector<uint8_t> ReadDisk(const std::string& path, uint64_t off, size_t n) {
@@ -385,6 +395,86 @@ TEST_F(DiskReceive, DiskFramesWithoutTheCapabilityAreAProtocolError) {
   ASSERT_TRUE(b.AddFlush());
   ASSERT_TRUE(writer_->Write(FrameType::kDisk, 1, b.payload()).ok());
   ExpectError(ErrorCode::kProtocol);
+}
+
+// kCapDiskSync (docs/DISK.md §7.1): a disk streamed over several epochs.
+// Each such epoch is committed and acked (the copy goes on) but reported
+// incomplete, with the disk and its progress; the first whole one is not.
+TEST_F(DiskReceive, EpochsOfAStreamingCopyAreCommittedButNotResumable) {
+  StartBackup();
+  auto ack = Hello(protocol::kCapDisk | protocol::kCapDiskSync, protocol::kCapDisk);
+  ASSERT_NE(ack.capabilities & protocol::kCapDiskSync, 0u);
+  for (uint64_t epoch = 1; epoch <= 3; ++epoch) {
+    Page(epoch, static_cast<uint8_t>(0x50 + epoch));
+    protocol::DiskFrameBuilder b;
+    b.Reset(kDiskId);
+    auto w = Block(static_cast<uint8_t>(epoch), 4096);
+    ASSERT_TRUE(b.AddWrite((epoch - 1) * 4096, w, false, false));
+    Disk(epoch, b);
+    // 37% after epoch 1, 99.9% after epoch 2, whole after epoch 3.
+    DiskEnd(epoch, kDiskId, 0, epoch == 1 ? 1 + 370 : epoch == 2 ? 1 + 999 : 0);
+    EpochEnd(epoch);
+    ExpectAck(epoch);
+  }
+  ASSERT_TRUE(writer_->Send(protocol::Bye{}, 3).ok());
+  auto bye = Next();
+  ASSERT_TRUE(bye.ok() && bye->type() == FrameType::kBye);
+  backup_.join();
+  ASSERT_EQ(commits_.size(), 3u);
+  EXPECT_EQ(commits_[0].second, "disk xvda is still being copied (37%)");
+  EXPECT_EQ(commits_[1].second, "disk xvda is still being copied (99%)");
+  EXPECT_EQ(commits_[2].second, "");
+  EXPECT_EQ(sink_->last_committed_epoch(), 3u);
+}
+
+TEST_F(DiskReceive, ASyncStateWithoutTheCapabilityOrOutOfRangeIsAProtocolError) {
+  for (uint32_t state : {1u, 1002u}) {
+    sink_.reset();
+    StartBackup();
+    const uint64_t caps = state == 1 ? protocol::kCapDisk : protocol::kCapDisk | protocol::kCapDiskSync;
+    Hello(caps, protocol::kCapDisk);
+    Page(1, 0x51);
+    // By hand: the encoder refuses a state above 1001.
+    protocol::DiskEnd e;
+    e.disk_id = kDiskId;
+    std::vector<uint8_t> payload;
+    ASSERT_TRUE(e.EncodeTo(&payload).ok());
+    StoreLE32(payload.data() + 4, state);
+    ASSERT_TRUE(writer_->Write(FrameType::kDiskEnd, 1, payload).ok());
+    ExpectError(ErrorCode::kProtocol);
+    EXPECT_FALSE(sink_->has_committed()) << state;
+  }
+}
+
+// Until the held-replica images exist, a streaming copy must not replace a
+// checkpoint whose disks are whole: the session is refused, the checkpoint
+// kept, and (the primary runs on unprotected) not trusted on silence.
+TEST_F(DiskReceive, AStreamingCopyNeverReplacesAWholeCheckpoint) {
+  StartBackup();
+  CommitEpoch1();
+  ASSERT_TRUE(writer_->Send(protocol::Bye{}, 1).ok());
+  ASSERT_TRUE(Next().ok());
+  backup_.join();
+  pair_.primary->Shutdown();
+  // A new session, as after a reconnect: same backup, same sink.
+  pair_ = test_engine::MakeStreamPair();
+  backup_ = std::thread([this] { end_ = receiver_->Serve(*pair_.backup, *sink_, nullptr); });
+  writer_ = std::make_unique<protocol::FrameWriter>(pair_.primary.get());
+  reader_ = std::make_unique<protocol::FrameReader>(pair_.primary.get(), &rb_);
+  Hello(protocol::kCapDisk | protocol::kCapDiskSync, protocol::kCapDisk, true, /*first_epoch=*/2);
+  Page(2, 0x52);
+  protocol::DiskFrameBuilder b;
+  b.Reset(kDiskId);
+  auto w = Block(0x66, 4096);
+  ASSERT_TRUE(b.AddWrite(0, w, false, false));
+  Disk(2, b);
+  DiskEnd(2, kDiskId, 0, 1 + 500);
+  EpochEnd(2);
+  ExpectError(ErrorCode::kResource);
+  EXPECT_NE(error_text_.find("still being copied (50%)"), std::string::npos) << error_text_;
+  EXPECT_NE(error_text_.find("checkpoint 1"), std::string::npos) << error_text_;
+  EXPECT_EQ(end_.cause, restore::EndCause::kLocalFailure);
+  ExpectEpoch1Kept();
 }
 
 // A sink that keeps memory only (the Xen backup's, for now).

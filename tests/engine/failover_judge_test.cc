@@ -168,6 +168,42 @@ TEST(FailoverJudgeTest, AGuestThatDiedIsNotAnOperatorStop) {
   EXPECT_EQ(std::string(EndCauseName(EndCause::kByeGuestStopped)), "bye-guest-stopped");
 }
 
+// A checkpoint whose disk is still being copied (docs/DISK.md §7.1) is
+// never resumed: not on silence, not on the operator's word, not at a
+// handover; the first whole one is.
+TEST(FailoverJudgeTest, ACheckpointWithAPartialDiskIsNeverActivated) {
+  JudgeConfig cfg;
+  cfg.failover_timeout = std::chrono::seconds(1);
+  cfg.fencing = Fencing::kNone;
+  for (int how = 0; how < 3; ++how) {
+    FailoverJudge j(cfg);
+    j.SessionStarted(std::chrono::seconds(0));
+    j.Committed(4, std::chrono::seconds(1), "disk xvda is still being copied (37%)");
+    Decision d = j.Decide(std::chrono::seconds(1));
+    EXPECT_EQ(d.kind, Decision::kWait) << "in session: serving, and saying why it could not resume";
+    EXPECT_NE(d.why.find("37%"), std::string::npos) << d.why;
+    if (how == 0) j.SessionEnded(EndCause::kConnectionLost, "eof", std::chrono::seconds(2));
+    if (how == 1) {
+      j.SessionEnded(EndCause::kConnectionLost, "eof", std::chrono::seconds(2));
+      j.OperatorFailover();
+    }
+    if (how == 2) j.SessionEnded(EndCause::kByeHandover, "", std::chrono::seconds(2));
+    d = j.Decide(std::chrono::seconds(60));
+    EXPECT_EQ(d.kind, Decision::kHold) << how << ": " << d.why;
+    EXPECT_NE(d.why.find("checkpoint 4 cannot be resumed: disk xvda is still being copied (37%)"),
+              std::string::npos)
+        << d.why;
+  }
+  // Once an epoch commits whole, the ordinary rules apply again.
+  FailoverJudge j(cfg);
+  j.SessionStarted(std::chrono::seconds(0));
+  j.Committed(4, std::chrono::seconds(1), "disk xvda is still being copied (99%)");
+  j.Committed(5, std::chrono::seconds(2));
+  j.SessionEnded(EndCause::kConnectionLost, "eof", std::chrono::seconds(3));
+  Decision d = j.Decide(std::chrono::seconds(10));
+  EXPECT_EQ(d.kind, Decision::kActivate) << d.why;
+}
+
 TEST(FailoverJudgeTest, WaitDeadlineIsLastHeardPlusTimeout) {
   JudgeConfig cfg;
   cfg.failover_timeout = milliseconds(1000);

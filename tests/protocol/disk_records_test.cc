@@ -450,8 +450,24 @@ TEST(DiskRecords, DiskEndRoundTrip) {
   EXPECT_EQ(d->disk_id, 7u);
   EXPECT_EQ(d->record_count, 12u);
   EXPECT_EQ(d->digest, e.digest);
+  EXPECT_EQ(d->sync_state, 0u);
+  EXPECT_TRUE(d->whole());
   buf[5] = 1;
+  EXPECT_FALSE(DiskEnd::Decode(buf).ok()) << "the sync word without kCapDiskSync";
+  // With kCapDiskSync the word is the sync state, 0..1001.
+  e.sync_state = 1 + 370;
+  ASSERT_TRUE(e.EncodeTo(&buf).ok());
+  d = DiskEnd::Decode(buf, /*sync_agreed=*/true);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->sync_state, 371u);
+  EXPECT_FALSE(d->whole());
   EXPECT_FALSE(DiskEnd::Decode(buf).ok());
+  e.sync_state = DiskEnd::kMaxSyncState + 1;
+  EXPECT_FALSE(e.EncodeTo(&buf).ok());
+  e.sync_state = DiskEnd::kMaxSyncState;
+  ASSERT_TRUE(e.EncodeTo(&buf).ok());
+  buf[4] = 0xEA;  // 1002 = 0x3EA
+  EXPECT_FALSE(DiskEnd::Decode(buf, true).ok());
   buf.pop_back();
   EXPECT_FALSE(DiskEnd::Decode(buf).ok());
   EXPECT_EQ(MaxPayloadFor(static_cast<uint8_t>(FrameType::kDiskEnd)), kDiskEndSize);
