@@ -149,7 +149,8 @@ int RunReplicate(int argc, char** argv) {
     disk_log.AttachStore((*guest)->disk_store());
     protocol::DiskInfo info{0, spec->disk_bytes, "xvda"};
     topts.disks = {info};
-    disk_tap = std::make_unique<disk::LocalDiskTap>(info, (*guest)->disk_store(), &disk_clock, &disk_log);
+    disk_tap = std::make_unique<disk::LocalDiskTap>(info, (*guest)->disk_store(), &disk_clock, &disk_log,
+                                                    (*guest)->disk_hold());
     disks = std::make_unique<replicator::DiskReplicator>(std::vector<disk::DiskTap*>{disk_tap.get()});
     setup.loop.disks = disks.get();
     spdlog::info("simulated disk xvda: {} in {}{}", FormatSize(spec->disk_bytes), path,
@@ -162,7 +163,9 @@ int RunReplicate(int argc, char** argv) {
   }
   spdlog::info("simulated guest {} running", spec->ToString());
   int rc = RunPrimary(setup, replicator::MakeTimerDriver(**guest, topts), target, sec);
-  // The guest's writer uses the disk's clock and log: stop it before they go.
+  // The copy and the guest's writer use the disk's clock and log: stop them
+  // before they go.
+  if (disk_tap) disk_tap->StopSync();
   (*guest)->Stop();
   return rc;
 }

@@ -111,7 +111,8 @@ class BackupRecorder : public restore::BackupObserver {
     events::Decision(events_, restore::DecisionName(d.kind), d.why);
   }
   void OnCommit(const restore::CommitEvent& e) override {
-    events::Commit(events_, e.epoch, e.digest);
+    events::Commit(events_, e.epoch, e.digest, e.incomplete);
+    LogSyncProgress(e);
     if (on_commit) on_commit(e.epoch);
     if (metrics_) {
       metrics_->Set("romulus_committed_epoch", "gauge", "Last epoch committed by the backup.", static_cast<double>(e.epoch));
@@ -119,6 +120,20 @@ class BackupRecorder : public restore::BackupObserver {
       metrics_->Add("romulus_wire_bytes_total", "Bytes received from the primary.", static_cast<double>(e.wire_bytes));
     }
     spdlog::debug("committed epoch {} ({} pages, {} on the wire)", e.epoch, e.pages, FormatSize(e.wire_bytes));
+  }
+  // The backup's side of a streaming disk copy: a line per 10%, one when
+  // its checkpoints become resumable.
+  void LogSyncProgress(const restore::CommitEvent& e) {
+    if (e.incomplete.empty()) {
+      if (syncing_) spdlog::info("epoch {}: the disks are whole: this checkpoint can be resumed", e.epoch);
+      syncing_ = false;
+      sync_logged_ = 0;
+      return;
+    }
+    syncing_ = true;
+    if (++sync_logged_ % 50 == 1) {
+      spdlog::info("epoch {} committed but not resumable: {}", e.epoch, e.incomplete);
+    }
   }
   void OnSessionEnd(const restore::SessionEnd& end) override {
     if (end.established) {
@@ -140,6 +155,8 @@ class BackupRecorder : public restore::BackupObserver {
   }
 
  private:
+  bool syncing_ = false;
+  uint64_t sync_logged_ = 0;
   events::EventLog* events_;
   replicator::MetricsTextfile* metrics_;
 };

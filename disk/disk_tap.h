@@ -11,12 +11,13 @@
 //
 // One epoch, as the engine drives it:
 //
-//   Pause(full_copy)   the guest of the ending epoch is paused: returns that
+//   Pause(copy)        the guest of the ending epoch is paused: returns that
 //                      epoch's tag; requests read from now on get the next.
 //   Seal(tag, …)       before EPOCH_END: waits until no request tagged <= tag
 //                      is in flight, then makes that epoch's records the
 //                      sealed set;
-//   ForEachSealed(fn)  yields them in stream order.
+//   ForEachSealed(fn)  yields them in stream order;
+//   sealed_sync_state() says whether they leave the backup's disk whole.
 //
 // Engine thread only; implementations are not thread-safe across these calls.
 #pragma once
@@ -31,6 +32,18 @@
 
 namespace romulus::disk {
 
+// How a pause starts a session's copy of the disk (docs/DISK.md §7).
+enum class CopyMode : uint8_t {
+  kNone,     // an ordinary epoch
+  kInPause,  // the session's first epoch: the whole disk, read inside this
+             // pause, as records of the ending epoch (bounded by the log's
+             // budget)
+  kStream,   // the session's first epoch: forget the open records and start
+             // the streaming copy (§7.1); it runs while the guest does, and
+             // sealed_sync_state() says when the backup's disk is whole.
+             // REQUIRES: can_stream()
+};
+
 class DiskTap {
  public:
   virtual ~DiskTap() = default;
@@ -38,15 +51,20 @@ class DiskTap {
   // The disk as the HELLO announces it (id, size, name).
   virtual const protocol::DiskInfo& info() const = 0;
 
+  // Whether CopyMode::kStream is available (the backup must agree
+  // kCapDiskSync too).
+  virtual bool can_stream() const { return false; }
+
   // REQUIRES: the guest of the ending epoch is paused.
-  // full_copy (a session's first epoch): forget every open record, then
-  // capture the whole disk as records of the ending epoch, with the front end
-  // held still while it is read (no request executes meanwhile). Then advance
-  // the clock. Returns the ending epoch's tag (the front end's own numbering;
+  // kInPause: forget every open record, then capture the whole disk as
+  // records of the ending epoch, with the front end held still while it is
+  // read (no request executes meanwhile). kStream: forget every open record
+  // and start the streaming copy with the next epoch. Then advance the
+  // clock. Returns the ending epoch's tag (the front end's own numbering;
   // the engine maps its epochs to tags).
   // Errors: OutOfRange (the copy does not fit the log's budget: the session
   // needs a resync), Closed/IoError (a remote export went away).
-  virtual Result<uint64_t> Pause(bool full_copy) = 0;
+  virtual Result<uint64_t> Pause(CopyMode copy) = 0;
 
   // Waits (bounded by deadline) until no request tagged <= tag is in flight,
   // then seals the records tagged <= tag; ForEachSealed yields them until the
@@ -58,6 +76,11 @@ class DiskTap {
   // The records of the last successful Seal, in stream order; each record's
   // data is valid until the next Seal.
   virtual void ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const = 0;
+
+  // DISK_END's sync state of the last successful Seal: protocol::kSyncWhole
+  // when the backup's copy of the disk is whole once that epoch commits,
+  // else protocol::SyncStateOfPermille(the streaming copy's progress).
+  virtual uint32_t sealed_sync_state() const { return protocol::kSyncWhole; }
 };
 
 }  // namespace romulus::disk

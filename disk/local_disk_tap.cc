@@ -2,23 +2,57 @@
 
 namespace romulus::disk {
 
-Result<uint64_t> LocalDiskTap::Pause(bool full_copy) {
-  if (full_copy) {
-    // The backup's copy may be anything (none, an old one): the first epoch
-    // carries the whole disk as it is at this pause, and what the log held
-    // from before is superseded by it.
+LocalDiskTap::LocalDiskTap(protocol::DiskInfo info, BackingStore* store, EpochCounter* clock, EpochDiskLog* log,
+                           FrontEndHold* hold, SyncCopierOptions sync)
+    : info_(std::move(info)), store_(store), clock_(clock), log_(log) {
+  if (hold != nullptr) sync_ = std::make_unique<SyncRunner>(log, clock, store, hold, sync);
+}
+
+void LocalDiskTap::StopSync() {
+  if (sync_) sync_->Stop();
+}
+
+Result<uint64_t> LocalDiskTap::Pause(CopyMode copy) {
+  if (copy == CopyMode::kStream && !sync_) {
+    return Status::Unsupported("disk " + info_.name + ": no streaming copy without a front-end hold");
+  }
+  if (copy != CopyMode::kNone) {
+    // The backup's copy may be anything (none, an old one): what the log
+    // held from before is superseded by the new session's copy. A copy
+    // still running for an earlier session is abandoned first (its chunks
+    // are in the log being forgotten).
+    StopSync();
     log_->Reset();
+  }
+  if (copy == CopyMode::kInPause) {
+    // The whole disk as it is at this pause.
     Status st = log_->CaptureFullCopy(clock_->current(), store_);
     if (!st.ok()) return st;
   }
-  return clock_->Advance();
+  const uint64_t tag = clock_->Advance();
+  // The copy's chunks are tagged from the next epoch on (the ending one
+  // carries no record of this session: its log was just forgotten).
+  if (copy == CopyMode::kStream) {
+    sync_->Start();
+  } else if (sync_) {
+    sync_->EpochAdvanced();
+  }
+  return tag;
 }
 
 Status LocalDiskTap::Seal(uint64_t tag, std::chrono::steady_clock::time_point deadline) {
   // A request read before the advance may still be executing: its report
-  // belongs to this epoch (DISK.md §3).
+  // belongs to this epoch (DISK.md §3); so may a chunk of the copy.
   ROMULUS_RETURN_IF_ERROR(clock_->WaitDrained(tag, deadline));
-  return log_->Seal(tag);
+  ROMULUS_RETURN_IF_ERROR(log_->Seal(tag));
+  sealed_sync_state_ = protocol::kSyncWhole;
+  if (sync_) {
+    Result<uint32_t> state = sync_->SyncStateAt(tag);
+    if (!state.ok()) return state.status();
+    sealed_sync_state_ = *state;
+    sync_->Kick();
+  }
+  return Status::Ok();
 }
 
 void LocalDiskTap::ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const {

@@ -2,36 +2,50 @@
 // (the simulated guest's writer, sim/sim_guest.h): the engine reaches the
 // front end's EpochCounter and EpochDiskLog directly.
 //
-// The full copy needs a quiescent front end, which the caller provides: the
-// simulated guest's writer runs between the guest's steps, so nothing is in
-// flight while the guest is paused. (A front end that keeps executing
-// requests while the guest is paused, like the NBD server, lives behind
-// RemoteDiskTap in `romulus disk-export`, which holds its server still.)
+// The in-pause full copy needs a quiescent front end, which the caller
+// provides: the simulated guest's writer runs between the guest's steps, so
+// nothing is in flight while the guest is paused. (A front end that keeps
+// executing requests while the guest is paused, like the NBD server, lives
+// behind RemoteDiskTap in `romulus disk-export`, which holds its server
+// still.) The streaming copy (CopyMode::kStream) runs beside the guest on a
+// SyncRunner thread of the tap's own and excludes the writer through `hold`
+// (the writer's RequestGate); without a hold the tap cannot stream.
 #pragma once
 
 #include "disk/backing_store.h"
 #include "disk/disk_tap.h"
 #include "disk/epoch_clock.h"
 #include "disk/epoch_disk_log.h"
+#include "disk/sync_runner.h"
+
+#include <memory>
 
 namespace romulus::disk {
 
 class LocalDiskTap final : public DiskTap {
  public:
   // Every pointer outlives the tap.
-  LocalDiskTap(protocol::DiskInfo info, BackingStore* store, EpochCounter* clock, EpochDiskLog* log)
-      : info_(std::move(info)), store_(store), clock_(clock), log_(log) {}
+  LocalDiskTap(protocol::DiskInfo info, BackingStore* store, EpochCounter* clock, EpochDiskLog* log,
+               FrontEndHold* hold = nullptr, SyncCopierOptions sync = {});
 
   const protocol::DiskInfo& info() const override { return info_; }
-  Result<uint64_t> Pause(bool full_copy) override;
+  bool can_stream() const override { return sync_ != nullptr; }
+  Result<uint64_t> Pause(CopyMode copy) override;
   Status Seal(uint64_t tag, std::chrono::steady_clock::time_point deadline) override;
   void ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const override;
+  uint32_t sealed_sync_state() const override { return sealed_sync_state_; }
+
+  // Stops a streaming copy in progress (before the guest's writer and the
+  // log go away).
+  void StopSync();
 
  private:
   const protocol::DiskInfo info_;
   BackingStore* const store_;
   EpochCounter* const clock_;
   EpochDiskLog* const log_;
+  std::unique_ptr<SyncRunner> sync_;  // null without a hold
+  uint32_t sealed_sync_state_ = protocol::kSyncWhole;
 };
 
 }  // namespace romulus::disk

@@ -137,7 +137,11 @@ Status RemoteDiskTap::RemoteError(std::span<const uint8_t> payload) {
   return Status::Error(e->code, "the export says: " + e->text);
 }
 
-Result<uint64_t> RemoteDiskTap::Pause(bool full_copy) {
+Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy) {
+  if (copy == CopyMode::kStream) {
+    return Status::Unsupported("disk tap " + path_ + ": the export's streaming copy is not built yet (docs/DISK.md §7.3)");
+  }
+  const bool full_copy = copy == CopyMode::kInPause;
   if (!connected()) {
     // A session starts with a full copy: the moment to come back.
     if (!full_copy) return broken_.ok() ? Status::Closed("disk tap " + path_ + ": not connected") : broken_;

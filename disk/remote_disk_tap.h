@@ -12,7 +12,7 @@
 // state allocates nothing, and every growth is counted.
 //
 // A broken connection (EOF, timeout, anything invalid) makes every call fail
-// with that status until the next Pause(full_copy=true), which reconnects
+// with that status until the next Pause(CopyMode::kInPause), which reconnects
 // (a session's first epoch is a full copy anyway). Engine thread only.
 #pragma once
 
@@ -62,7 +62,7 @@ class RemoteDiskTap final : public DiskTap {
   ~RemoteDiskTap() override;
 
   const protocol::DiskInfo& info() const override { return info_; }
-  Result<uint64_t> Pause(bool full_copy) override;
+  Result<uint64_t> Pause(CopyMode copy) override;
   Status Seal(uint64_t tag, std::chrono::steady_clock::time_point deadline) override;
   void ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const override;
 

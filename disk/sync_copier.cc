@@ -40,6 +40,7 @@ Result<bool> SyncCopier::Step(std::chrono::steady_clock::time_point hold_deadlin
   ROMULUS_RETURN_IF_ERROR(st);
   next_ += n;
   copied_this_epoch_ += n;
+  last_tag_ = tag;
   if (done()) complete_epoch_ = tag;
   return true;
 }

@@ -28,18 +28,9 @@
 #include "disk/backing_store.h"
 #include "disk/epoch_clock.h"
 #include "disk/epoch_disk_log.h"
+#include "disk/front_end_hold.h"
 
 namespace romulus::disk {
-
-// The front end the copy must exclude while it reads (NbdServer::Hold).
-class FrontEndHold {
- public:
-  virtual ~FrontEndHold() = default;
-  // Returns once no request executes and none can start; Timeout when the
-  // request executing does not finish by the deadline.
-  virtual Status Hold(std::chrono::steady_clock::time_point deadline) = 0;
-  virtual void Unhold() = 0;
-};
 
 struct SyncCopierOptions {
   uint64_t chunk_bytes = uint64_t{1} << 20;
@@ -76,6 +67,8 @@ class SyncCopier {
   uint64_t total_bytes() const { return total_; }
   // 0..1000, for progress reports.
   uint32_t permille() const;
+  // The tag of the last chunk copied (0 before the first).
+  uint64_t last_tag() const { return last_tag_; }
   // The epoch whose commit completes the copy. REQUIRES: done().
   uint64_t complete_epoch() const { return complete_epoch_; }
 
@@ -89,6 +82,7 @@ class SyncCopier {
   uint64_t next_ = 0;
   uint64_t copied_this_epoch_ = 0;
   uint64_t complete_epoch_ = 0;
+  uint64_t last_tag_ = 0;
 };
 
 }  // namespace romulus::disk

@@ -11,8 +11,15 @@
 namespace romulus::events {
 
 // ---- backup ----
-inline void Commit(EventLog* log, uint64_t epoch, uint64_t digest) {
-  if (log) log->Emit("commit", {{"epoch", epoch}, {"digest", DigestHex(digest)}});
+// incomplete: empty for a resumable checkpoint; otherwise why it is not (a
+// disk still being copied), as `not_resumable`.
+inline void Commit(EventLog* log, uint64_t epoch, uint64_t digest, const std::string& incomplete = "") {
+  if (!log) return;
+  if (incomplete.empty()) {
+    log->Emit("commit", {{"epoch", epoch}, {"digest", DigestHex(digest)}});
+  } else {
+    log->Emit("commit", {{"epoch", epoch}, {"digest", DigestHex(digest)}, {"not_resumable", incomplete}});
+  }
 }
 inline void Failover(EventLog* log, const std::string& reason, uint64_t epoch, uint64_t digest, bool activated) {
   if (log) {

@@ -195,6 +195,13 @@ class DiskFrameParser {
 Status AddDiskRecordSplit(DiskFrameBuilder& builder, const DiskRecord& r, bool try_lz4, DiskRecordDigest& digest,
                           const std::function<Status()>& flush);
 
+// DISK_END's sync state (§3.10, kCapDiskSync): whole, or a streaming copy's
+// progress.
+inline constexpr uint32_t kSyncWhole = 0;
+inline constexpr uint32_t SyncStateOfPermille(uint32_t permille) { return 1 + (permille > 1000 ? 1000 : permille); }
+// The percentage a sync state that is not whole reports (0..100).
+inline constexpr uint32_t SyncPercent(uint32_t sync_state) { return sync_state == 0 ? 100 : (sync_state - 1) / 10; }
+
 // DISK_END (§3.10): the epoch's records of one disk are complete.
 struct DiskEnd {
   static constexpr FrameType kType = FrameType::kDiskEnd;

@@ -69,6 +69,9 @@ Status CheckpointSender::Impl::Handshake() {
     hello.capabilities |= protocol::kCapDisk;
     hello.required |= protocol::kCapDisk;
     hello.disks = guest.disks;
+    // Offered, never required: a backup that holds a checkpoint, or keeps
+    // its disks where a partial copy cannot live, gets the in-pause copy.
+    if (guest.offer_disk_sync) hello.capabilities |= protocol::kCapDiskSync;
   }
   ROMULUS_RETURN_IF_ERROR(writer->Send(hello, 0));
 
@@ -104,6 +107,7 @@ Status CheckpointSender::Impl::Handshake() {
   }
   ROMULUS_RETURN_IF_ERROR(checked);
   can_resize = ack->has_max_cache();
+  disk_sync = ack->accepted && (ack->capabilities & protocol::kCapDiskSync) != 0;
   backup_max_cache_pages = ack->max_cache_pages;
   if ((ack->capabilities & protocol::kCapHeldPages) != 0) {
     // Our digest starts as the backup's image: the first epoch then sends
@@ -252,6 +256,7 @@ Status CheckpointSender::ResizeCache(uint64_t cache_pages, std::unique_ptr<compr
 }
 
 bool CheckpointSender::can_resize_cache() const { return impl_->can_resize; }
+bool CheckpointSender::disk_sync_agreed() const { return impl_->disk_sync; }
 uint64_t CheckpointSender::backup_max_cache_pages() const { return impl_->backup_max_cache_pages; }
 bool CheckpointSender::backup_sent_held() const { return impl_->held_epoch != 0; }
 uint64_t CheckpointSender::backup_held_pages() const { return impl_->held_pages; }

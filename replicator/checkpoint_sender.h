@@ -74,6 +74,8 @@ struct GuestInfo {
   // disks refuses the session (Start fails: Unsupported) instead of
   // replicating memory alone.
   std::vector<protocol::DiskInfo> disks;
+  // Offer kCapDiskSync (docs/DISK.md §7.1): every disk can stream its copy.
+  bool offer_disk_sync = false;
 };
 
 // What one epoch cost on the wire; filled by EndEpoch.
@@ -121,6 +123,8 @@ class CheckpointSender {
   Status ResizeCache(uint64_t cache_pages, std::unique_ptr<compress::PageCache> fresh);
   // What the handshake agreed (fixed for the session, any thread).
   bool can_resize_cache() const;
+  // The backup agreed kCapDiskSync: the disks' copy may be streamed.
+  bool disk_sync_agreed() const;
   uint64_t backup_max_cache_pages() const;  // HelloAck::kNoCacheLimit: unbounded
   // The backup sent its HELD table (§3.9): the first epoch sends only what differs.
   bool backup_sent_held() const;

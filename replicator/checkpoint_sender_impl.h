@@ -53,6 +53,7 @@ struct CheckpointSender::Impl {
   uint64_t held_epoch = 0;  // the first epoch, when the backup sent its HELD table (0: none)
   uint64_t held_pages = 0;  // non-zero pages the backup said it holds
   bool can_resize = false;
+  bool disk_sync = false;
   uint64_t backup_max_cache_pages = 0;
 
   // Shared with the reader, heartbeat and wire threads (and the drain).

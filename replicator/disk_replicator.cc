@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <utility>
 
+#include <spdlog/spdlog.h>
+
+#include "common/units.h"
 #include "replicator/checkpoint_sender.h"
 
 namespace romulus::replicator {
@@ -22,17 +25,41 @@ std::vector<protocol::DiskInfo> DiskReplicator::infos() const {
   return out;
 }
 
-Status DiskReplicator::Paused(uint64_t epoch, bool first) {
+bool DiskReplicator::can_stream() const {
+  for (const disk::DiskTap* d : disks_) {
+    if (!d->can_stream()) return false;
+  }
+  return !disks_.empty();
+}
+
+bool DiskReplicator::WholeAt(uint64_t epoch) const {
+  if (disks_.empty()) return true;
+  const uint64_t w = first_whole_.load(std::memory_order_acquire);
+  return w != 0 && epoch >= w;
+}
+
+Status DiskReplicator::Paused(uint64_t epoch, bool first, bool stream) {
   if (disks_.empty()) return Status::Ok();
-  if (first) pending_.clear();
+  if (first) {
+    pending_.clear();
+    first_whole_.store(0, std::memory_order_release);
+    logged_percent_.assign(disks_.size(), 0);
+  }
   Pending p;
   p.epoch = epoch;
   for (disk::DiskTap* d : disks_) {
     // first: the backup's copy may be anything (none, an old one), so the
-    // first epoch carries the whole disk as it is at this pause.
-    Result<uint64_t> tag = d->Pause(first);
+    // session starts by copying the whole disk: streamed beside the guest,
+    // or captured as it is at this pause.
+    const disk::CopyMode copy = !first ? disk::CopyMode::kNone
+                                : stream ? disk::CopyMode::kStream
+                                         : disk::CopyMode::kInPause;
+    Result<uint64_t> tag = d->Pause(copy);
     if (!tag.ok()) {
-      return tag.status().With("disk '" + d->info().name + "'" + (first ? ": the first epoch's full copy" : ""));
+      return tag.status().With("disk '" + d->info().name + "'" +
+                               (copy == disk::CopyMode::kInPause   ? ": the first epoch's full copy"
+                                : copy == disk::CopyMode::kStream ? ": starting its copy"
+                                                                   : ""));
     }
     p.tags.push_back(*tag);
   }
@@ -49,6 +76,8 @@ Status DiskReplicator::SendEpoch(uint64_t epoch, CheckpointSender& sender,
   }
   const std::vector<uint64_t> tags = it->tags;
   pending_.erase(pending_.begin(), it + 1);
+  bool all_whole = true;
+  uint32_t least = 1000;
   for (size_t i = 0; i < disks_.size(); ++i) {
     disk::DiskTap& d = *disks_[i];
     const protocol::DiskInfo& info = d.info();
@@ -75,13 +104,45 @@ Status DiskReplicator::SendEpoch(uint64_t epoch, CheckpointSender& sender,
     end.record_count = digest_.records();
     end.data_bytes = digest_.data_bytes();
     end.digest = digest_.value();
+    end.sync_state = d.sealed_sync_state();
     ROMULUS_RETURN_IF_ERROR(sender.AddDiskEnd(end));
+    LogSyncProgress(i, epoch, end.sync_state);
+    if (!end.whole()) {
+      all_whole = false;
+      least = std::min(least, (end.sync_state - 1));
+    }
     if (st) {
       st->records += end.record_count;
       st->data_bytes += end.data_bytes;
     }
   }
+  sync_permille_.store(least, std::memory_order_relaxed);
+  if (all_whole) {
+    uint64_t none = 0;
+    first_whole_.compare_exchange_strong(none, epoch, std::memory_order_acq_rel);
+  }
   return Status::Ok();
+}
+
+void DiskReplicator::LogSyncProgress(size_t i, uint64_t epoch, uint32_t sync_state) {
+  if (logged_percent_.size() != disks_.size()) logged_percent_.assign(disks_.size(), 0);
+  const protocol::DiskInfo& info = disks_[i]->info();
+  if (sync_state == protocol::kSyncWhole) {
+    if (logged_percent_[i] != 0) {
+      spdlog::info("disk {}: copy to the backup complete with epoch {}: checkpoints from it on include the disk",
+                   info.name, epoch);
+      logged_percent_[i] = 0;
+    }
+    return;
+  }
+  // A line per 10%, and one when the copy starts (logged_percent_ 0 = none).
+  const uint32_t pct = protocol::SyncPercent(sync_state);
+  const uint32_t step = pct / 10 * 10 + 1;  // 1, 11, 21, …: never 0
+  if (step == logged_percent_[i]) return;
+  logged_percent_[i] = step;
+  spdlog::info("disk {}: copying to the backup: {}% of {} (epoch {}); the backup cannot resume the guest until "
+               "it completes",
+               info.name, pct, FormatSize(info.size_bytes), epoch);
 }
 
 }  // namespace romulus::replicator

@@ -5,9 +5,11 @@
 //   Paused(N)     right after the guest of N is paused (checkpoint thread):
 //                 pauses every disk's tap (disk/disk_tap.h), so requests
 //                 read from now on belong to N+1. In the session's first
-//                 epoch each tap first captures a full copy of its disk (the
-//                 backup's copy is synchronised by the first epoch, like
-//                 memory).
+//                 epoch each tap starts the backup's copy of its disk: with
+//                 kCapDiskSync agreed, a streaming copy that runs while the
+//                 guest does (DISK.md §7.1; the backup's checkpoints are not
+//                 resumable until it completes); otherwise a full copy
+//                 captured inside this pause, bounded by the log's budget.
 //   SendEpoch(N)  before EPOCH_END N (data path): seals N in each tap
 //                 (bounded by the deadline) and writes its records as DISK
 //                 frames (LZ4 where it pays) and one DISK_END per disk.
@@ -22,10 +24,12 @@
 // controller ends the session (the backup hears kResync), and the next
 // session starts over from a full copy. Nothing partial is ever sent.
 //
-// Limits (documented in DISK.md §7): the full copy is taken inside the
+// Limits (documented in DISK.md §7): without kCapDiskSync (a backup that
+// holds a checkpoint, a remote export) the full copy is taken inside the
 // first epoch's pause and must fit the log's budget.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <vector>
@@ -55,13 +59,26 @@ class DiskReplicator {
   std::vector<protocol::DiskInfo> infos() const;
   bool empty() const { return disks_.empty(); }
 
-  // REQUIRES: the guest of `epoch` is paused. first: the session's first epoch.
-  Status Paused(uint64_t epoch, bool first);
+  // Whether every disk can stream its copy (the HELLO offers kCapDiskSync).
+  bool can_stream() const;
+
+  // REQUIRES: the guest of `epoch` is paused. first: the session's first
+  // epoch; stream: the backup agreed kCapDiskSync (REQUIRES can_stream()).
+  Status Paused(uint64_t epoch, bool first, bool stream = false);
   // REQUIRES: Paused(epoch) happened; the sender's epoch `epoch` is open.
   Status SendEpoch(uint64_t epoch, CheckpointSender& sender, std::chrono::steady_clock::time_point deadline,
                    DiskEpochStats* st);
 
+  // Whether the backup's disks are whole once `epoch` (sent) commits: the
+  // checkpoint is resumable. Any thread.
+  bool WholeAt(uint64_t epoch) const;
+  // The session's copy of its disks: 1000 when whole, else the least
+  // progress of any disk (permille). Any thread.
+  uint32_t sync_permille() const { return sync_permille_.load(std::memory_order_relaxed); }
+
  private:
+  void LogSyncProgress(size_t i, uint64_t epoch, uint32_t sync_state);
+
   std::vector<disk::DiskTap*> disks_;
   // Per epoch paused and not yet sent: each disk's tag of it. Two
   // entries at most in practice (N being sent, N+1 paused already is not a
@@ -71,6 +88,10 @@ class DiskReplicator {
     std::vector<uint64_t> tags;
   };
   std::vector<Pending> pending_;
+  // The session's first epoch whose disks are all whole (0: none sent yet).
+  std::atomic<uint64_t> first_whole_{0};
+  std::atomic<uint32_t> sync_permille_{1000};
+  std::vector<uint32_t> logged_percent_;  // per disk: the copy's progress last logged
   protocol::DiskFrameBuilder builder_;
   protocol::DiskRecordDigest digest_;
 };

@@ -118,7 +118,10 @@ Status PrimaryController::Connect() {
   info.capabilities = facts_.capabilities;
   info.first_epoch = last_epoch_used_.load() + 1;
   info.resync_reason = last_epoch_used_.load() > 0 ? 1 : 0;
-  if (opts_.disks != nullptr) info.disks = opts_.disks->infos();
+  if (opts_.disks != nullptr) {
+    info.disks = opts_.disks->infos();
+    info.offer_disk_sync = opts_.disks->can_stream();
+  }
   if (info.disks != facts_.disks) {
     // Replicating memory without the disks the guest has (or the other way
     // round) would give the backup an inconsistent machine: refuse.
@@ -426,7 +429,7 @@ Status PrimaryController::Suspended(uint64_t epoch) {
 
 Status PrimaryController::GuestPaused(uint64_t epoch) {
   if (opts_.disks == nullptr) return Status::Ok();
-  Status st = opts_.disks->Paused(epoch, epoch == session_first_epoch_);
+  Status st = opts_.disks->Paused(epoch, epoch == session_first_epoch_, sender_ && sender_->disk_sync_agreed());
   if (!st.ok()) {
     // Not the backup's fault, but the session cannot go on: a resync.
     backup_failed_.store(true);
@@ -520,7 +523,14 @@ Status PrimaryController::Commit(uint64_t epoch, EpochStats* st) {
   last_acked_.store(static_cast<int64_t>(epoch));
   last_ack_ns_.store(NowNs());
   if (final_taken_) final_committed_ = true;
-  if (!protected_.exchange(true)) {
+  if (opts_.disks != nullptr && !opts_.disks->WholeAt(epoch)) {
+    // The backup holds this epoch, but its disks are still being copied
+    // (DISK.md §7.1): it could not resume the guest. The output is
+    // released as an unprotected guest's is.
+    const uint32_t pm = opts_.disks->sync_permille();
+    SetUnprotected("the backup's copy of the disks is being made (" + std::to_string(pm / 10) +
+                   "%): it holds no checkpoint it could resume yet");
+  } else if (!protected_.exchange(true)) {
     spdlog::info("PROTECTED: backup holds epoch {}", epoch);
     unprotected_event_ = false;
     events::Protected(opts_.events, epoch);

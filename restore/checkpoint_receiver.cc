@@ -196,6 +196,14 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   // Disks only where the sink keeps them: a primary that requires kCapDisk
   // must not replicate memory whose disk this backup would drop.
   if (!sink.supports_disks()) policy.supported_capabilities &= ~protocol::kCapDisk;
+  // A streaming disk copy (docs/DISK.md §7.1) only where the sink keeps a
+  // partial copy as what it is, a first sync in progress that is never
+  // resumed, and only while it holds no checkpoint that the partial copy
+  // would overwrite; otherwise the primary copies each disk inside the
+  // first epoch's pause.
+  if (!sink.supports_disk_sync() || sink.has_committed()) {
+    policy.supported_capabilities &= ~protocol::kCapDiskSync;
+  }
   policy.max_guest_pages = im.opts.max_guest_pages;
   policy.committed_epoch = sink.has_committed() ? sink.last_committed_epoch() : 0;
   protocol::HelloAck ack = protocol::Negotiate(*hello, policy);
@@ -209,11 +217,6 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   // A disk's sync state means nothing without disks.
   if (!with_disks) ack.capabilities &= ~protocol::kCapDiskSync;
   const bool sync_agreed = (ack.capabilities & protocol::kCapDiskSync) != 0;
-  // The checkpoint the sink held when this session began. Until the
-  // held-replica images of docs/DISK.md §7.1 exist, a streaming copy must
-  // not replace it: its first commit would trade a resumable checkpoint
-  // for one whose disk is partial.
-  const bool held_at_start = sink.has_committed();
   const std::vector<protocol::DiskInfo> no_disks;
   const std::vector<protocol::DiskInfo>& disks = with_disks ? hello->disks : no_disks;
   std::unique_ptr<compress::PageDecoder> decoder;
@@ -536,18 +539,9 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       incomplete += std::string(incomplete.empty() ? "" : ", ") + "disk " + protocol::Printable(disks[d].name) +
                     " is still being copied (" + std::to_string((disk_sync[d] - 1) / 10) + "%)";
     }
-    if (!incomplete.empty() && held_at_start) {
-      return fail(Status::Unsupported("epoch " + std::to_string(epoch) + ": " + incomplete +
-                                      ", and committing it would replace checkpoint " +
-                                      std::to_string(sink.last_committed_epoch()) +
-                                      ", whose disks are whole: a streaming resync over a kept checkpoint is not "
-                                      "supported yet (docs/DISK.md §7.3); keeping it"),
-                  // As a local failure: the primary is told and runs on
-                  // unprotected, so the kept checkpoint is older than what
-                  // the guest has shown and is not activated on silence.
-                  protocol::ErrorCode::kResource, EndCause::kLocalFailure);
-    }
-    Status st = sink.Commit(epoch);
+    // An epoch whose disks are not whole is applied (the copy goes on) but
+    // never becomes the sink's resumable checkpoint.
+    Status st = incomplete.empty() ? sink.Commit(epoch) : sink.CommitIncomplete(epoch);
     if (!st.ok() && sink.has_committed() && sink.last_committed_epoch() == epoch && on_commit) {
       // The sink failed after its commit point: epoch N is what it holds now
       // (and what it would activate), so record it as committed, with its

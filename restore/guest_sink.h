@@ -50,6 +50,18 @@ class GuestSink {
     (void)record;
     return Status::Unsupported("this backup's guest sink cannot hold disks");
   }
+  // Streaming disk copies (kCapDiskSync, docs/DISK.md §7.1): the receiver
+  // agrees to them only when supports_disk_sync() and nothing is committed.
+  // An epoch whose disks are not whole yet is applied with
+  // CommitIncomplete(epoch) instead of Commit: its data is kept like a
+  // first sync in progress (the next epochs build on it), but it is not a
+  // checkpoint: has_committed() stays false, nothing activates it, and a
+  // restart finds no committed epoch. The first whole epoch is Commit()ed.
+  virtual bool supports_disk_sync() const { return false; }
+  virtual Status CommitIncomplete(uint64_t epoch) {
+    (void)epoch;
+    return Status::Unsupported("this backup's guest sink cannot keep a partial disk copy");
+  }
   virtual Status OnPage(uint64_t epoch, uint64_t pfn, const uint8_t* page) = 0;
   virtual Status OnState(uint64_t epoch, std::span<const uint8_t> record) = 0;
   virtual Status Commit(uint64_t epoch) = 0;

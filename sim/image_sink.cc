@@ -561,6 +561,26 @@ Status ImageSink::Commit(uint64_t epoch) {
   return direct_ ? CommitDirect(epoch) : CommitStaged(epoch);
 }
 
+Status ImageSink::CommitIncomplete(uint64_t epoch) {
+  ROMULUS_RETURN_IF_ERROR(CheckEpoch(epoch, "commit"));
+  if (!direct_) {
+    // The receiver agrees to streaming copies only while nothing is
+    // committed; a partial disk must never overwrite a checkpoint.
+    ClearStaging();
+    return Status::Corruption("image sink: epoch " + std::to_string(epoch) +
+                              " leaves a disk partial, but the image holds committed epoch " +
+                              std::to_string(last_committed_epoch()));
+  }
+  // A first sync in progress: the epoch's pages and disk records are in the
+  // files already (the direct shortcut) and PATH.state still says "nothing
+  // committed", which is what a restart must find. Its state blob is kept
+  // for the first whole epoch, which may carry none.
+  if (staged_has_state_) committed_state_.swap(staged_state_);
+  ++incomplete_commits_;
+  ClearStaging();
+  return Status::Ok();
+}
+
 void ImageSink::FinishCommit(uint64_t epoch) {
   digest_value_.store(digest_->value(), std::memory_order_release);
   if (staged_has_state_) committed_state_.swap(staged_state_);  // capacity of both is kept

@@ -148,6 +148,11 @@ class ImageSink : public restore::GuestSink {
   // at the previous epoch, after it the epoch is committed (journal) and
   // re-applied at the sink's next use or Open.
   Status Commit(uint64_t epoch) override;
+  // kCapDiskSync: agreed only while nothing is committed (direct mode).
+  bool supports_disk_sync() const override { return true; }
+  Status CommitIncomplete(uint64_t epoch) override;
+  // Epochs applied by CommitIncomplete (a disk still being copied).
+  uint64_t incomplete_commits() const { return incomplete_commits_; }
   void Discard() override;
   Status Activate(const std::string& reason) override;
   bool has_committed() const override { return has_committed_.load(std::memory_order_acquire); }
@@ -243,7 +248,8 @@ class ImageSink : public restore::GuestSink {
 
   // Session.
   bool in_session_ = false;
-  bool session_committed_ = false;  // a commit happened in this session
+  bool session_committed_ = false;
+  uint64_t incomplete_commits_ = 0;  // a commit happened in this session
   bool need_resync_ = false;        // a directly written first epoch was discarded
   std::string session_identity_;
 

@@ -129,6 +129,8 @@ void SimGuest::WriteDiskRecord() {
   const uint64_t k = disk_records_;
   const uint64_t off = SimDiskOffsetOf(spec_, k);
   Status st;
+  // One whole record at a time against a streaming copy (docs/DISK.md §7.1).
+  disk_gate_.Enter();
   switch (SimDiskKindOf(k)) {
     case SimDiskRecordKind::kData:
       FillSimDiskRecord(spec_.seed, k, disk_block_);
@@ -142,6 +144,7 @@ void SimGuest::WriteDiskRecord() {
       break;
   }
   if (st.ok() && SimDiskFlushAfter(k)) st = disk_exec_->FlushAll();
+  disk_gate_.Leave();
   if (!st.ok()) {
     // Like a guest that saw EIO: the record is not counted, it is written
     // again at the next opportunity (the writes are idempotent).

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "disk/front_end_hold.h"
 #include "replicator/guest_source.h"
 #include "sim/sim_spec.h"
 
@@ -83,6 +84,9 @@ class SimGuest : public replicator::GuestSource {
   Status OpenDisk(const std::string& path, disk::EpochClock* clock = nullptr, disk::DiskWriteSink* sink = nullptr);
   // The disk's store (null before OpenDisk): the engine's full copy reads it.
   disk::BackingStore* disk_store() const { return disk_store_.get(); }
+  // Holds the disk writer still between records (the streaming copy's
+  // FrontEndHold, disk/sync_copier.h).
+  disk::FrontEndHold* disk_hold() { return &disk_gate_; }
   // Disk requests that failed locally (the writer retries the record).
   uint64_t disk_errors() const { return disk_errors_.load(std::memory_order_relaxed); }
 
@@ -163,6 +167,7 @@ class SimGuest : public replicator::GuestSource {
   uint64_t disk_records_ = 0;  // disk: records the guest believes written
   std::unique_ptr<disk::BackingStore> disk_store_;
   std::unique_ptr<disk::RequestExecutor> disk_exec_;
+  disk::RequestGate disk_gate_;
   std::vector<uint8_t> disk_block_;  // one record, reused
   std::atomic<uint64_t> disk_errors_{0};
 

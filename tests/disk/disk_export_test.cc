@@ -142,7 +142,7 @@ TEST_F(DiskExportTest, SealedRecordsAreEachEpochsWritesExactly) {
   auto tap = Attach();
   ASSERT_TRUE(tap);
   // The first epoch: the full copy, which rebuilds the disk from nothing.
-  auto t1 = tap->Pause(true);
+  auto t1 = tap->Pause(disk::CopyMode::kInPause);
   ASSERT_TRUE(t1.ok()) << t1.status().ToString();
   ASSERT_TRUE(tap->Seal(*t1, Soon()).ok());
   std::vector<uint8_t> backup(kDiskSize, 0xee);
@@ -167,7 +167,7 @@ TEST_F(DiskExportTest, SealedRecordsAreEachEpochsWritesExactly) {
     ASSERT_EQ(nbd_zero(h_, 65536, 3u << 20, LIBNBD_CMD_FLAG_NO_HOLE), 0);
     std::fill(model_.begin() + (3 << 20), model_.begin() + (3 << 20) + 65536, 0);
     want.push_back(Rec{DiskRecordKind::kZero, 3u << 20, 65536, {}});
-    auto tag = tap->Pause(false);
+    auto tag = tap->Pause(disk::CopyMode::kNone);
     ASSERT_TRUE(tag.ok()) << tag.status().ToString();
     EXPECT_EQ(*tag, *t1 + 1 + epoch);
     ASSERT_TRUE(tap->Seal(*tag, Soon()).ok());
@@ -176,7 +176,7 @@ TEST_F(DiskExportTest, SealedRecordsAreEachEpochsWritesExactly) {
     EXPECT_EQ(backup, model_) << "epoch " << epoch;
   }
   // An epoch with no writes seals empty.
-  auto tag = tap->Pause(false);
+  auto tag = tap->Pause(disk::CopyMode::kNone);
   ASSERT_TRUE(tag.ok());
   ASSERT_TRUE(tap->Seal(*tag, Soon()).ok());
   EXPECT_TRUE(Sealed(*tap).empty());
@@ -185,7 +185,7 @@ TEST_F(DiskExportTest, SealedRecordsAreEachEpochsWritesExactly) {
   for (uint32_t epoch = 0; epoch < 4; ++epoch) {
     Write(0, Pattern(8192, 300 + epoch));
     Write(2 << 20, Pattern(1536 << 10, 400 + epoch));
-    auto t = tap->Pause(false);
+    auto t = tap->Pause(disk::CopyMode::kNone);
     ASSERT_TRUE(t.ok());
     ASSERT_TRUE(tap->Seal(*t, Soon()).ok());
     EXPECT_EQ(Sealed(*tap).size(), 3u);
@@ -210,7 +210,7 @@ TEST_F(DiskExportTest, FullCopyHoldsTheFrontEnd) {
   Start(to);
   auto tap = Attach();
   ASSERT_TRUE(tap);
-  auto t1 = tap->Pause(true);
+  auto t1 = tap->Pause(disk::CopyMode::kInPause);
   ASSERT_TRUE(t1.ok()) << t1.status().ToString();
   ASSERT_GE(cookie, 0);
   // The write completes once the hold is released.
@@ -228,7 +228,7 @@ TEST_F(DiskExportTest, FullCopyHoldsTheFrontEnd) {
   std::copy(original.begin() + 8192, original.begin() + 8192 + 4096, before.begin() + 8192);
   ASSERT_NE(before, model_);
   EXPECT_EQ(backup, before) << "the held write is in the copy's epoch";
-  auto t2 = tap->Pause(false);
+  auto t2 = tap->Pause(disk::CopyMode::kNone);
   ASSERT_TRUE(t2.ok());
   ASSERT_TRUE(tap->Seal(*t2, Soon()).ok());
   std::vector<Rec> want = {Rec{DiskRecordKind::kWrite, 8192, 4096, late}};
@@ -241,11 +241,11 @@ TEST_F(DiskExportTest, ReplicatorGoneMidEpochTheGuestWritesOn) {
   {
     auto tap = Attach();
     ASSERT_TRUE(tap);
-    auto t1 = tap->Pause(true);
+    auto t1 = tap->Pause(disk::CopyMode::kInPause);
     ASSERT_TRUE(t1.ok());
     ASSERT_TRUE(tap->Seal(*t1, Soon()).ok());
     Write(0, Pattern(4096, 1));
-    ASSERT_TRUE(tap->Pause(false).ok());
+    ASSERT_TRUE(tap->Pause(disk::CopyMode::kNone).ok());
     Write(4096, Pattern(4096, 2));  // the next epoch, open when the replicator vanishes
   }
   ASSERT_TRUE(Eventually([&] { return !exp_->tap()->attached(); }));
@@ -259,12 +259,12 @@ TEST_F(DiskExportTest, ReplicatorGoneMidEpochTheGuestWritesOn) {
   // A new replicator must start with a full copy, and gets the disk as it is.
   auto tap = Attach();
   ASSERT_TRUE(tap);
-  auto refused = tap->Pause(false);
+  auto refused = tap->Pause(disk::CopyMode::kNone);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), Code::kInvalidArgument);
   EXPECT_NE(refused.status().message().find("must be a full copy"), std::string::npos) << refused.status().ToString();
   EXPECT_TRUE(tap->connected());  // a refusal, not a broken connection
-  auto t = tap->Pause(true);
+  auto t = tap->Pause(disk::CopyMode::kInPause);
   ASSERT_TRUE(t.ok()) << t.status().ToString();
   ASSERT_TRUE(tap->Seal(*t, Soon()).ok());
   std::vector<uint8_t> backup(kDiskSize, 0);
@@ -276,7 +276,7 @@ TEST_F(DiskExportTest, ASecondReplicatorIsRefusedTheFirstWorksOn) {
   Start();
   auto first = Attach();
   ASSERT_TRUE(first);
-  auto t1 = first->Pause(true);
+  auto t1 = first->Pause(disk::CopyMode::kInPause);
   ASSERT_TRUE(t1.ok());
   auto second = RemoteDiskTap::Connect(dir_.path() + "/tap.sock");
   ASSERT_FALSE(second.ok());
@@ -284,7 +284,7 @@ TEST_F(DiskExportTest, ASecondReplicatorIsRefusedTheFirstWorksOn) {
       << second.status().ToString();
   ASSERT_TRUE(first->Seal(*t1, Soon()).ok());
   Write(0, Pattern(4096, 3));
-  auto t2 = first->Pause(false);
+  auto t2 = first->Pause(disk::CopyMode::kNone);
   ASSERT_TRUE(t2.ok());
   ASSERT_TRUE(first->Seal(*t2, Soon()).ok());
   EXPECT_EQ(Sealed(*first).size(), 1u);
@@ -324,7 +324,7 @@ TEST_F(DiskExportTest, GarbageTapClientsAreDroppedNbdGoesOn) {
   // And a real replicator attaches after them.
   auto tap = Attach();
   ASSERT_TRUE(tap);
-  ASSERT_TRUE(tap->Pause(true).ok());
+  ASSERT_TRUE(tap->Pause(disk::CopyMode::kInPause).ok());
 }
 
 TEST_F(DiskExportTest, AnIdleTapClientMidMessageTimesOut) {
@@ -351,26 +351,26 @@ TEST_F(DiskExportTest, AStalledReplicatorIsDetachedAndAnotherAttaches) {
   Start(to);
   auto stalled = Attach();
   ASSERT_TRUE(stalled);
-  auto t1 = stalled->Pause(true);
+  auto t1 = stalled->Pause(disk::CopyMode::kInPause);
   ASSERT_TRUE(t1.ok());
   // ... and now it sends nothing.
   ASSERT_TRUE(Eventually([&] { return !exp_->tap()->attached(); }));
   Write(0, Pattern(4096, 5));  // the guest's disk is unaffected
   auto next = Attach();
   ASSERT_TRUE(next);
-  auto t2 = next->Pause(true);
+  auto t2 = next->Pause(disk::CopyMode::kInPause);
   ASSERT_TRUE(t2.ok()) << t2.status().ToString();
   ASSERT_TRUE(next->Seal(*t2, Soon()).ok());
   // The stalled one wakes up: its tap is gone, and it cannot take over.
   EXPECT_FALSE(stalled->Seal(*t1, Soon()).ok());
-  EXPECT_FALSE(stalled->Pause(false).ok());
-  auto retake = stalled->Pause(true);
+  EXPECT_FALSE(stalled->Pause(disk::CopyMode::kNone).ok());
+  auto retake = stalled->Pause(disk::CopyMode::kInPause);
   ASSERT_FALSE(retake.ok());
   EXPECT_NE(retake.status().message().find("already has a replicator attached"), std::string::npos)
       << retake.status().ToString();
   // The attached one is untouched: its next epoch carries the write after it.
   Write(8192, Pattern(4096, 6));
-  auto t3 = next->Pause(false);
+  auto t3 = next->Pause(disk::CopyMode::kNone);
   ASSERT_TRUE(t3.ok()) << t3.status().ToString();
   ASSERT_TRUE(next->Seal(*t3, Soon()).ok());
   EXPECT_EQ(Sealed(*next).size(), 1u);
@@ -383,17 +383,17 @@ TEST_F(DiskExportTest, AnEpochOverTheTapBudgetIsRefusedAndTheNextFullCopyReconne
   auto tap = Attach(o);
   ASSERT_TRUE(tap);
   // The full copy of a 4 MiB disk does not fit a 1 MiB budget.
-  auto t1 = tap->Pause(true);
+  auto t1 = tap->Pause(disk::CopyMode::kInPause);
   ASSERT_TRUE(t1.ok());
   Status st = tap->Seal(*t1, Soon());
   EXPECT_EQ(st.code(), Code::kOutOfRange) << st.ToString();
   EXPECT_NE(st.message().find("resync"), std::string::npos);
   EXPECT_TRUE(Sealed(*tap).empty());
   EXPECT_FALSE(tap->connected());
-  EXPECT_FALSE(tap->Pause(false).ok());
+  EXPECT_FALSE(tap->Pause(disk::CopyMode::kNone).ok());
   ASSERT_TRUE(Eventually([&] { return !exp_->tap()->attached(); }));
   // A session's full copy reconnects (and still does not fit: same refusal).
-  auto t2 = tap->Pause(true);
+  auto t2 = tap->Pause(disk::CopyMode::kInPause);
   ASSERT_TRUE(t2.ok()) << t2.status().ToString();
   EXPECT_EQ(tap->stats().connects, 2u);
   EXPECT_EQ(tap->stats().export_restarts, 0u);
@@ -407,7 +407,7 @@ TEST_F(DiskExportTest, AFullBudgetEpochSealsWhole) {
   auto tap = Attach();
   ASSERT_TRUE(tap);
   auto t0 = std::chrono::steady_clock::now();
-  auto t1 = tap->Pause(true);
+  auto t1 = tap->Pause(disk::CopyMode::kInPause);
   ASSERT_TRUE(t1.ok());
   ASSERT_TRUE(tap->Seal(*t1, Soon()).ok());
   auto copy_us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
@@ -416,7 +416,7 @@ TEST_F(DiskExportTest, AFullBudgetEpochSealsWhole) {
     writes.push_back(Pattern(kDiskSize, 500 + i));
     Write(0, writes.back());
   }
-  auto tag = tap->Pause(false);
+  auto tag = tap->Pause(disk::CopyMode::kNone);
   ASSERT_TRUE(tag.ok());
   auto s0 = std::chrono::steady_clock::now();
   ASSERT_TRUE(tap->Seal(*tag, Soon()).ok());
@@ -438,7 +438,7 @@ TEST_F(DiskExportTest, SealRefusalsKeepTheConnection) {
   Start();
   auto tap = Attach();
   ASSERT_TRUE(tap);
-  auto t1 = tap->Pause(true);
+  auto t1 = tap->Pause(disk::CopyMode::kInPause);
   ASSERT_TRUE(t1.ok());
   Status st = tap->Seal(*t1 + 1, Soon());  // not paused yet
   EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
@@ -570,7 +570,7 @@ Status SealAgainst(const std::string& dir, std::vector<uint8_t> reply) {
   ScriptedExport fake(dir + "/fake.sock", std::move(reply));
   auto tap = RemoteDiskTap::Connect(dir + "/fake.sock");
   if (!tap.ok()) return tap.status();
-  auto tag = (*tap)->Pause(true);
+  auto tag = (*tap)->Pause(disk::CopyMode::kInPause);
   if (!tag.ok()) return tag.status();
   Status st = (*tap)->Seal(*tag, std::chrono::steady_clock::now() + std::chrono::seconds(5));
   bool nothing_yielded = true;
@@ -637,7 +637,7 @@ TEST(RemoteDiskTapTest, RefusesWhatTheExportMustNotSend) {
     ScriptedExport fake(dir.path() + "/fake.sock", Msg(7, err));
     auto tap = RemoteDiskTap::Connect(dir.path() + "/fake.sock");
     ASSERT_TRUE(tap.ok());
-    ASSERT_TRUE((*tap)->Pause(true).ok());
+    ASSERT_TRUE((*tap)->Pause(disk::CopyMode::kInPause).ok());
     st = (*tap)->Seal(1, std::chrono::steady_clock::now() + std::chrono::seconds(5));
     EXPECT_EQ(st.code(), Code::kTimeout) << st.ToString();
     EXPECT_NE(st.message().find("still in flight"), std::string::npos);

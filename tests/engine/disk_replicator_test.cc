@@ -51,7 +51,8 @@ class DiskBackup {
   explicit DiskBackup(std::unique_ptr<transport::Stream> s)
       : stream_(std::move(s)), writer_(stream_.get()), rb_(4096, 16u << 20), reader_(stream_.get(), &rb_) {}
 
-  Status Handshake(bool agree_disk) {
+  Status Handshake(bool agree_disk, bool agree_sync = false) {
+    sync_agreed_ = agree_sync;
     auto f = reader_.Next(DeadlineIn(kBound));
     if (!f.ok()) return f.status();
     auto hello = protocol::Hello::Decode(f->payload);
@@ -61,6 +62,7 @@ class DiskBackup {
     protocol::HelloAck ack;
     ack.accepted = true;
     ack.capabilities = (hello->required | protocol::kCapSimGuest) & (agree_disk ? ~uint64_t{0} : ~protocol::kCapDisk);
+    if (agree_sync) ack.capabilities |= hello->capabilities & protocol::kCapDiskSync;
     ack.session_id = hello->session_id;
     return writer_.Send(ack, 0);
   }
@@ -94,8 +96,9 @@ class DiskBackup {
           break;
         }
         case FrameType::kDiskEnd: {
-          auto end = protocol::DiskEnd::Decode(f->payload);
+          auto end = protocol::DiskEnd::Decode(f->payload, sync_agreed_);
           if (!end.ok()) return end.status();
+          sync_state_[end->disk_id] = end->sync_state;
           protocol::DiskRecordDigest& d = digests_[end->disk_id];
           if (end->record_count != d.records() || end->data_bytes != d.data_bytes() || end->digest != d.value()) {
             return Status::Corruption("DISK_END of disk " + std::to_string(end->disk_id) + " disagrees: " +
@@ -148,6 +151,8 @@ class DiskBackup {
 
   const protocol::Hello& hello() const { return hello_; }
   const std::vector<uint8_t>& image(uint32_t id) { return image_[id]; }
+  // The last DISK_END's sync state of a disk.
+  uint32_t sync_state(uint32_t id) { return sync_state_[id]; }
   // Records seen per (kind, fua, trim).
   std::map<int, uint64_t> kinds_;
 
@@ -162,6 +167,8 @@ class DiskBackup {
   uint64_t epoch_ = 0, epoch_digest_ = 0;
   std::map<uint32_t, std::vector<uint8_t>> image_;
   std::map<uint32_t, protocol::DiskRecordDigest> digests_;
+  std::map<uint32_t, uint32_t> sync_state_;
+  bool sync_agreed_ = false;
 };
 
 SenderOptions Options() {
@@ -185,7 +192,8 @@ struct Primary {
   std::unique_ptr<DiskReplicator> disks;
   protocol::DiskInfo info;
 
-  explicit Primary(const std::string& text) {
+  // stream: the tap can stream its copy (the writer's gate is its hold).
+  explicit Primary(const std::string& text, bool stream = false, disk::SyncCopierOptions sync = {}) {
     auto s = sim::ParseSimSpec(text);
     EXPECT_TRUE(s.ok());
     spec = *s;
@@ -198,10 +206,87 @@ struct Primary {
     EXPECT_TRUE(st.ok()) << st.ToString();
     log.AttachStore(guest->disk_store());
     info = protocol::DiskInfo{3, spec.disk_bytes, "xvdb"};
-    tap = std::make_unique<disk::LocalDiskTap>(info, guest->disk_store(), &clock, &log);
+    tap = std::make_unique<disk::LocalDiskTap>(info, guest->disk_store(), &clock, &log,
+                                               stream ? guest->disk_hold() : nullptr, sync);
     disks = std::make_unique<DiskReplicator>(std::vector<disk::DiskTap*>{tap.get()});
   }
+  ~Primary() { tap->StopSync(); }
 };
+
+// kCapDiskSync (DISK.md §7.1): the first epoch starts a streaming copy that
+// runs beside the guest. Every epoch says how far it got; the backup's copy
+// is exactly the disk at an epoch's pause from the first epoch that says
+// "whole" on, and WholeAt agrees. The copy is paced (64 KiB chunks, 256 KiB
+// per epoch), so it spans many epochs.
+TEST(DiskReplicator, AStreamedCopyIsTheDiskAtThePauseFromItsFirstWholeEpoch) {
+  disk::SyncCopierOptions sync;
+  sync.chunk_bytes = 64 << 10;
+  sync.epoch_allowance = 256 << 10;
+  Primary p("sim:size=1M,workload=sequential,seed=9,disk=4M", /*stream=*/true, sync);
+  ASSERT_TRUE(p.disks->can_stream());
+  auto pair = test_engine::MakeStreamPair();
+  DiskBackup backup(std::move(pair.backup));
+  GuestInfo gi;
+  gi.guest_pages = p.guest->guest_pages();
+  gi.identity = p.spec.ToString();
+  gi.disks = p.disks->infos();
+  gi.offer_disk_sync = p.disks->can_stream();
+  auto hs = std::async(std::launch::async, [&] { return backup.Handshake(true, /*agree_sync=*/true); });
+  auto sender = CheckpointSender::Start(std::move(pair.primary), Options(), gi);
+  ASSERT_TRUE(hs.get().ok());
+  ASSERT_TRUE(sender.ok()) << sender.status().ToString();
+  EXPECT_NE(backup.hello().capabilities & protocol::kCapDiskSync, 0u);
+  EXPECT_EQ(backup.hello().required & protocol::kCapDiskSync, 0u);  // offered, never required
+  ASSERT_TRUE((*sender)->disk_sync_agreed());
+
+  // Data on the disk before the session: only the copy can carry it.
+  ASSERT_TRUE(p.guest->RunSteps(4 * 300).ok());
+  uint64_t first_whole = 0;
+  uint32_t last_state = 1;
+  const auto deadline = std::chrono::steady_clock::now() + kBound;
+  uint64_t epoch = 1;
+  for (; first_whole == 0 || epoch <= first_whole + 3; ++epoch) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the copy never completed (epoch " << epoch << ")";
+    ASSERT_TRUE((*sender)->BeginEpoch(epoch).ok());
+    ASSERT_TRUE(p.guest->RunSteps(4 * (1 + epoch % 5)).ok());
+    std::vector<uint8_t> state;
+    ASSERT_TRUE(p.guest->CaptureState(&state).ok());
+    ASSERT_TRUE(p.disks->Paused(epoch, epoch == 1, /*stream=*/true).ok());
+    ASSERT_TRUE(p.guest->RunSteps(4).ok());  // after the pause: the next epoch's
+    ASSERT_TRUE((*sender)->AddState(state).ok());
+    // Read while it is sent: an epoch of the copy outgrows the socket's buffer.
+    auto got = std::async(std::launch::async, [&] { return backup.ReadEpoch(); });
+    Status st = p.disks->SendEpoch(epoch, **sender, std::chrono::steady_clock::now() + kBound, nullptr);
+    if (st.ok()) st = (*sender)->EndEpoch().status();
+    if (!st.ok()) backup.Close();  // so the reader ends
+    Status read = got.get();
+    ASSERT_TRUE(st.ok()) << "epoch " << epoch << ": " << st.ToString();
+    ASSERT_TRUE(read.ok()) << "epoch " << epoch << ": " << read.ToString();
+    const uint32_t s = backup.sync_state(p.info.id);
+    if (epoch == 1) EXPECT_EQ(s, protocol::SyncStateOfPermille(0)) << "the first epoch carries nothing of the copy";
+    if (first_whole != 0) {
+      EXPECT_EQ(s, protocol::kSyncWhole) << "epoch " << epoch << ": whole once, whole for the session";
+    } else if (s == protocol::kSyncWhole) {
+      first_whole = epoch;
+    } else {
+      EXPECT_GE(s, last_state) << "epoch " << epoch << ": the copy went backwards";
+      last_state = s;
+    }
+    EXPECT_EQ(p.disks->WholeAt(epoch), first_whole != 0) << epoch;
+    if (first_whole == 0) continue;
+    auto n = sim::SimDiskRecordsInState(state);
+    ASSERT_TRUE(n.ok());
+    const std::vector<uint8_t>& img = backup.image(p.info.id);
+    Status check = sim::CheckSimDisk(p.spec, *n, [&](uint64_t off, std::span<uint8_t> out) {
+      std::memcpy(out.data(), img.data() + off, out.size());
+      return Status::Ok();
+    });
+    ASSERT_TRUE(check.ok()) << "epoch " << epoch << " (" << *n << " records): " << check.ToString();
+  }
+  // 4 MiB at no more than 256 KiB an epoch: at least 16 epochs of copy.
+  EXPECT_GE(first_whole, 17u);
+  EXPECT_EQ(p.disks->sync_permille(), 1000u);
+}
 
 TEST(DiskReplicator, EveryEpochsDiskArrivesWhole) {
   Primary p("sim:size=1M,workload=sequential,seed=5,disk=64K");  // 16 blocks: the writer wraps

@@ -107,7 +107,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   o.transfer_timeout = std::chrono::milliseconds(2000);
   auto tap = RemoteDiskTap::Connect(env.path, o);
   if (!tap.ok()) std::abort();
-  auto tag = (*tap)->Pause(true);
+  auto tag = (*tap)->Pause(disk::CopyMode::kInPause);
   if (!tag.ok() || *tag != 1) std::abort();
   Status st = (*tap)->Seal(1, std::chrono::steady_clock::now() + std::chrono::seconds(1));
   uint64_t n = 0, bytes = 0;
