@@ -25,6 +25,7 @@
 #include "common/thread_annotations.h"
 #include "disk/backing_store.h"
 #include "disk/epoch_clock.h"
+#include "disk/front_end_hold.h"
 #include "disk/nbd_wire.h"
 #include "disk/request_executor.h"
 #include "disk/write_sink.h"
@@ -63,7 +64,7 @@ struct NbdServerStats {
   uint64_t waiting_on_hold = 0;  // gauge: a request read and waiting for a Hold now (0 or 1)
 };
 
-class NbdServer {
+class NbdServer final : public FrontEndHold {
  public:
   // store, clock and sink must outlive the server.
   static Result<std::unique_ptr<NbdServer>> Create(BackingStore* store, EpochClock* clock,
@@ -89,8 +90,8 @@ class NbdServer {
   // Hold can wait is one request's execution, including a WRITE payload
   // still arriving (bounded by payload_timeout). Timeout if the deadline
   // passes first (then nothing is held). From any thread but the serving one.
-  Status Hold(std::chrono::steady_clock::time_point deadline);
-  void Unhold();
+  Status Hold(std::chrono::steady_clock::time_point deadline) override;
+  void Unhold() override;
 
   uint16_t transmission_flags() const { return tx_flags_; }
   NbdServerStats stats() const;

@@ -138,17 +138,20 @@ Status RemoteDiskTap::RemoteError(std::span<const uint8_t> payload) {
 }
 
 Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy) {
-  if (copy == CopyMode::kStream) {
-    return Status::Unsupported("disk tap " + path_ + ": the export's streaming copy is not built yet (docs/DISK.md §7.3)");
-  }
   const bool full_copy = copy == CopyMode::kInPause;
+  const bool stream = copy == CopyMode::kStream;
   if (!connected()) {
-    // A session starts with a full copy: the moment to come back.
-    if (!full_copy) return broken_.ok() ? Status::Closed("disk tap " + path_ + ": not connected") : broken_;
+    // A session starts with a copy: the moment to come back.
+    if (copy == CopyMode::kNone) return broken_.ok() ? Status::Closed("disk tap " + path_ + ": not connected") : broken_;
     ROMULUS_RETURN_IF_ERROR(Open());
   }
+  if (stream && !can_stream()) {
+    return Status::Unsupported("disk tap " + path_ + ": export '" + hello_.name +
+                               "' cannot stream its copy (an older romulus disk-export)");
+  }
+  sealed_sync_state_ = protocol::kSyncWhole;
   uint8_t buf[tap::kPauseSize];
-  tap::EncodePause(buf, tap::Pause{full_copy});
+  tap::EncodePause(buf, tap::Pause{full_copy, stream});
   const Deadline deadline = DeadlineIn(full_copy ? options_.full_copy_timeout : options_.pause_timeout);
   ROMULUS_RETURN_IF_ERROR(Send(tap::MsgType::kPause, buf, deadline));
   auto hdr = ReadMessage(deadline);
@@ -254,6 +257,7 @@ Status RemoteDiskTap::Receive(uint64_t tag, Deadline deadline) {
               Str(tag) + ": " + Str(digest_.records()) + " records, " + Str(digest_.data_bytes()) +
               " bytes, digest " + Str(digest_.value())));
         }
+        sealed_sync_state_ = end->with_sync ? end->sync_state : protocol::kSyncWhole;
         ++stats_.seals;
         stats_.records += end->record_count;
         stats_.data_bytes += end->data_bytes;

@@ -62,9 +62,12 @@ class RemoteDiskTap final : public DiskTap {
   ~RemoteDiskTap() override;
 
   const protocol::DiskInfo& info() const override { return info_; }
+  // The export streams its copy (its HELLO's kFeatureStream).
+  bool can_stream() const override { return (hello_.features & tap::kFeatureStream) != 0; }
   Result<uint64_t> Pause(CopyMode copy) override;
   Status Seal(uint64_t tag, std::chrono::steady_clock::time_point deadline) override;
   void ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const override;
+  uint32_t sealed_sync_state() const override { return sealed_sync_state_; }
 
   // The export's HELLO on the current connection.
   const tap::Hello& hello() const { return hello_; }
@@ -105,6 +108,7 @@ class RemoteDiskTap final : public DiskTap {
   std::vector<Entry> sealed_;
   std::vector<uint8_t> sealed_data_;
   RemoteDiskTapStats stats_;
+  uint32_t sealed_sync_state_ = protocol::kSyncWhole;
 };
 
 }  // namespace romulus::disk

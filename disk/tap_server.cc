@@ -137,7 +137,14 @@ Status TapServer::Serve(int fd) {
   return st;
 }
 
+void TapServer::StopSync() {
+  if (sync_) sync_->Stop();
+  streaming_ = false;
+}
+
 void TapServer::Detach(const Status& why) {
+  // Before the hold below: the copier may be waiting for one itself.
+  StopSync();
   // Back to not logging, an empty log: the guest goes on as if no replicator
   // had ever been attached. Held so no request is half-reported meanwhile;
   // if the hold times out (a request stuck on its payload), a report racing
@@ -162,6 +169,7 @@ Status TapServer::ServeAttached(transport::Stream* s) {
     h.disk_size = t_.copy_store->size();
     h.log_budget = t_.log_budget;
     h.next_tag = t_.clock->current();
+    h.features = tap::kFeatureStream;
     h.name = t_.name;
     const size_t n = tap::EncodeHello(h, buf);
     ROMULUS_RETURN_IF_ERROR(WriteMessage(s, tap::MsgType::kHello, std::span<const uint8_t>(buf, n),
@@ -214,7 +222,7 @@ Status TapServer::ServeAttached(transport::Stream* s) {
 
 Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
   const Deadline reply_deadline = DeadlineIn(options_.reply_timeout);
-  if (need_full_copy_ && !p.full_copy) {
+  if (need_full_copy_ && !p.full_copy && !p.stream) {
     // The engine starts every session with a full copy (DISK.md §5.1): a
     // replicator that does not has lost track; tell it, keep the connection.
     return SendError(s,
@@ -224,7 +232,26 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
                      reply_deadline);
   }
   uint64_t tag = 0;
-  if (p.full_copy) {
+  if (p.full_copy || p.stream) StopSync();  // an earlier session's copy: superseded
+  if (p.stream) {
+    // The log starts empty with the next epoch; the copier's chunks, taken
+    // under holds of their own, follow the guest's writes in it.
+    Status held = t_.nbd->Hold(DeadlineIn(options_.hold_timeout));
+    if (!held.ok()) return SendError(s, held.With("starting the streaming copy"), reply_deadline);
+    t_.gate->set_logging(false);
+    t_.log->Reset();
+    t_.gate->set_logging(true);
+    tag = t_.clock->Advance();
+    t_.nbd->Unhold();
+    if (!sync_) sync_ = std::make_unique<SyncRunner>(t_.log, t_.clock, t_.copy_store, t_.nbd, options_.sync);
+    sync_->Start();
+    streaming_ = true;
+    need_full_copy_ = false;
+    last_sealed_ = 0;
+    spdlog::info("disk export '{}': streaming copy of {} started", t_.name, t_.copy_store->size());
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.streamed_copies;
+  } else if (p.full_copy) {
     // The front end is held still for the copy: a request read meanwhile
     // waits, then is tagged with the next epoch (after the advance below).
     Status held = t_.nbd->Hold(DeadlineIn(options_.hold_timeout));
@@ -251,6 +278,7 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
     ++stats_.full_copies;
   } else {
     tag = t_.clock->Advance();
+    if (streaming_) sync_->EpochAdvanced();
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -287,13 +315,27 @@ Status TapServer::HandleSeal(transport::Stream* s, const tap::Seal& p) {
     // The epoch could not be captured: the replicator ends its session and
     // starts the next with a full copy (which resets the log).
     need_full_copy_ = true;
+    StopSync();
     return refuse(sealed.With("disk export '" + t_.name + "'"));
   }
   last_sealed_ = p.tag;
-  return SendRecords(s, p.tag, DeadlineIn(options_.reply_timeout));
+  uint32_t sync_state = protocol::kSyncWhole;
+  if (streaming_) {
+    Result<uint32_t> st = sync_->SyncStateAt(p.tag);
+    if (!st.ok()) {
+      // The copy cannot go on consistently (a read failed, the log broke):
+      // the next session starts over.
+      need_full_copy_ = true;
+      StopSync();
+      return refuse(st.status().With("disk export '" + t_.name + "'"));
+    }
+    sync_state = *st;
+    sync_->Kick();
+  }
+  return SendRecords(s, p.tag, sync_state, DeadlineIn(options_.reply_timeout));
 }
 
-Status TapServer::SendRecords(transport::Stream* s, uint64_t tag, Deadline deadline) {
+Status TapServer::SendRecords(transport::Stream* s, uint64_t tag, uint32_t sync_state, Deadline deadline) {
   digest_.Reset();
   builder_.Reset(0);
   uint64_t wire = 0;
@@ -313,11 +355,12 @@ Status TapServer::SendRecords(transport::Stream* s, uint64_t tag, Deadline deadl
   });
   ROMULUS_RETURN_IF_ERROR(failed);
   ROMULUS_RETURN_IF_ERROR(flush());
-  tap::Sealed end{tag, digest_.records(), digest_.data_bytes(), digest_.value()};
-  uint8_t buf[tap::kSealedSize];
-  tap::EncodeSealed(buf, end);
-  wire += tap::kHeaderSize + tap::kSealedSize;
-  ROMULUS_RETURN_IF_ERROR(WriteMessage(s, tap::MsgType::kSealed, buf, deadline).With("sending SEALED"));
+  tap::Sealed end{tag, digest_.records(), digest_.data_bytes(), digest_.value(), streaming_, sync_state};
+  uint8_t buf[tap::kSealedSyncSize];
+  const size_t n = tap::EncodeSealed(buf, end);
+  wire += tap::kHeaderSize + n;
+  ROMULUS_RETURN_IF_ERROR(WriteMessage(s, tap::MsgType::kSealed, std::span<const uint8_t>(buf, n), deadline)
+                              .With("sending SEALED"));
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.seals;
   stats_.records += end.record_count;

@@ -30,6 +30,7 @@
 #include "disk/epoch_clock.h"
 #include "disk/epoch_disk_log.h"
 #include "disk/nbd_server.h"
+#include "disk/sync_runner.h"
 #include "disk/tap_wire.h"
 #include "disk/write_sink.h"
 #include "protocol/disk_records.h"
@@ -80,6 +81,8 @@ struct TapServerOptions {
   std::chrono::milliseconds reply_timeout{30000};
   // PAUSE{full_copy}: the front end's request in progress must finish within this.
   std::chrono::milliseconds hold_timeout{10000};
+  // The streaming copy's chunking and pacing (disk/sync_copier.h).
+  SyncCopierOptions sync;
   // Tests only: runs inside a full copy, with the front end held, after the
   // copy is captured and before the clock advances.
   std::function<void()> during_full_copy;
@@ -87,13 +90,14 @@ struct TapServerOptions {
 
 struct TapServerStats {
   uint64_t attaches = 0, detaches = 0, refused = 0, dropped = 0;
-  uint64_t pauses = 0, full_copies = 0, seals = 0, records = 0, data_bytes = 0, wire_bytes = 0;
+  uint64_t pauses = 0, full_copies = 0, streamed_copies = 0, seals = 0, records = 0, data_bytes = 0,
+           wire_bytes = 0;
 };
 
 // What the tap drives. Every pointer outlives the server.
 struct TapTarget {
-  NbdServer* nbd = nullptr;           // Hold/Unhold around a full copy
-  BackingStore* copy_store = nullptr; // read by the full copy: not the front end's (its bounce buffer is busy)
+  NbdServer* nbd = nullptr;           // Hold/Unhold around a full copy and each streamed chunk
+  BackingStore* copy_store = nullptr; // read by the copies: not the front end's (its bounce buffer is busy)
   EpochCounter* clock = nullptr;
   EpochDiskLog* log = nullptr;
   LoggingGate* gate = nullptr;
@@ -124,8 +128,10 @@ class TapServer {
   Status SendError(transport::Stream* s, const Status& why, transport::Deadline deadline);
   Status HandlePause(transport::Stream* s, const tap::Pause& p);
   Status HandleSeal(transport::Stream* s, const tap::Seal& p);
-  Status SendRecords(transport::Stream* s, uint64_t tag, transport::Deadline deadline);
+  Status SendRecords(transport::Stream* s, uint64_t tag, uint32_t sync_state, transport::Deadline deadline);
   void Detach(const Status& why);
+  // Ends a streaming copy in progress (joins its thread).
+  void StopSync();
 
   const TapTarget t_;
   const TapServerOptions options_;
@@ -137,7 +143,9 @@ class TapServer {
   TapServerStats stats_ GUARDED_BY(mu_);
 
   // The attached connection's thread only.
-  bool need_full_copy_ = true;  // no PAUSE{full_copy} yet on this attachment
+  bool need_full_copy_ = true;  // no PAUSE{full_copy or stream} yet on this attachment
+  bool streaming_ = false;      // this attachment's copy was streamed: SEALED says how far
+  std::unique_ptr<SyncRunner> sync_;
   uint64_t last_sealed_ = 0;
   protocol::DiskFrameBuilder builder_;
   protocol::DiskRecordDigest digest_;

@@ -1,10 +1,13 @@
 #include "disk/tap_wire.h"
 
+#include "protocol/disk_records.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
 
 #include "common/little_endian.h"
+#include "protocol/disk_records.h"
 
 namespace romulus::disk::tap {
 namespace {
@@ -48,7 +51,7 @@ size_t MaxPayload(MsgType t) {
     case MsgType::kPaused: return kPausedSize;
     case MsgType::kSeal: return kSealSize;
     case MsgType::kRecords: return kMaxRecordsPayload;
-    case MsgType::kSealed: return kSealedSize;
+    case MsgType::kSealed: return kSealedSyncSize;
     case MsgType::kError: return kErrorFixed + kMaxErrorText;
   }
   return 0;
@@ -119,6 +122,7 @@ size_t EncodeHello(const Hello& h, std::span<uint8_t> out) {
   StoreLE64(out.data() + 16, h.log_budget);
   StoreLE64(out.data() + 24, h.next_tag);
   StoreLE16(out.data() + 32, static_cast<uint16_t>(n));
+  out[34] = h.features;
   std::memcpy(out.data() + kHelloFixed, h.name.data(), n);
   return kHelloFixed + n;
 }
@@ -131,7 +135,8 @@ Result<Hello> DecodeHello(std::span<const uint8_t> p) {
   h.log_budget = LoadLE64(p.data() + 16);
   h.next_tag = LoadLE64(p.data() + 24);
   const size_t n = LoadLE16(p.data() + 32);
-  if (!AllZero(p.data() + 34, 6)) return Status::Corruption("tap HELLO reserved bytes are not zero");
+  h.features = p[34];
+  if (!AllZero(p.data() + 35, 5)) return Status::Corruption("tap HELLO reserved bytes are not zero");
   if (p.size() != kHelloFixed + n) {
     return Status::Corruption("tap HELLO name of " + Str(n) + " bytes in a payload of " + Str(p.size()));
   }
@@ -148,15 +153,15 @@ Result<Hello> DecodeHello(std::span<const uint8_t> p) {
 
 void EncodePause(std::span<uint8_t, kPauseSize> out, const Pause& p) {
   std::memset(out.data(), 0, kPauseSize);
-  out[0] = p.full_copy ? 1 : 0;
+  out[0] = p.stream ? 2 : p.full_copy ? 1 : 0;
 }
 
 Result<Pause> DecodePause(std::span<const uint8_t> p) {
   ROMULUS_RETURN_IF_ERROR(ExactSize("PAUSE", p, kPauseSize));
-  if (p[0] > 1 || !AllZero(p.data() + 1, kPauseSize - 1)) {
-    return Status::Corruption("tap PAUSE: full_copy must be 0 or 1 and the rest zero");
+  if (p[0] > 2 || !AllZero(p.data() + 1, kPauseSize - 1)) {
+    return Status::Corruption("tap PAUSE: the mode must be 0, 1 or 2 and the rest zero");
   }
-  return Pause{p[0] == 1};
+  return Pause{p[0] == 1, p[0] == 2};
 }
 
 void EncodePaused(std::span<uint8_t, kPausedSize> out, const Paused& p) { StoreLE64(out.data(), p.tag); }
@@ -186,17 +191,35 @@ Result<Seal> DecodeSeal(std::span<const uint8_t> p) {
   return s;
 }
 
-void EncodeSealed(std::span<uint8_t, kSealedSize> out, const Sealed& s) {
+size_t EncodeSealed(std::span<uint8_t, kSealedSyncSize> out, const Sealed& s) {
   StoreLE64(out.data(), s.tag);
   StoreLE64(out.data() + 8, s.record_count);
   StoreLE64(out.data() + 16, s.data_bytes);
   StoreLE64(out.data() + 24, s.digest);
+  if (!s.with_sync) return kSealedSize;
+  StoreLE32(out.data() + 32, s.sync_state);
+  StoreLE32(out.data() + 36, 0);
+  return kSealedSyncSize;
 }
 
 Result<Sealed> DecodeSealed(std::span<const uint8_t> p) {
-  ROMULUS_RETURN_IF_ERROR(ExactSize("SEALED", p, kSealedSize));
-  Sealed s{LoadLE64(p.data()), LoadLE64(p.data() + 8), LoadLE64(p.data() + 16), LoadLE64(p.data() + 24)};
+  if (p.size() != kSealedSize && p.size() != kSealedSyncSize) {
+    return Status::Corruption("tap SEALED of " + Str(p.size()) + " bytes (32 or 40)");
+  }
+  Sealed s;
+  s.tag = LoadLE64(p.data());
+  s.record_count = LoadLE64(p.data() + 8);
+  s.data_bytes = LoadLE64(p.data() + 16);
+  s.digest = LoadLE64(p.data() + 24);
   if (s.tag == 0) return Status::Corruption("tap SEALED tag is 0");
+  if (p.size() == kSealedSyncSize) {
+    s.with_sync = true;
+    s.sync_state = LoadLE32(p.data() + 32);
+    if (LoadLE32(p.data() + 36) != 0) return Status::Corruption("tap SEALED reserved bytes are not zero");
+    if (s.sync_state > protocol::DiskEnd::kMaxSyncState) {
+      return Status::Corruption("tap SEALED sync state " + Str(s.sync_state) + " is above 1001");
+    }
+  }
   return s;
 }
 

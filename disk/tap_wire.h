@@ -45,6 +45,7 @@ inline constexpr size_t kPauseSize = 8;
 inline constexpr size_t kPausedSize = 8;
 inline constexpr size_t kSealSize = 16;
 inline constexpr size_t kSealedSize = 32;
+inline constexpr size_t kSealedSyncSize = 40;  // with the sync state (a streaming attachment)
 inline constexpr size_t kErrorFixed = 4;                 // code u16, reserved u16
 inline constexpr size_t kMaxErrorText = 1024;
 inline constexpr size_t kMaxRecordsPayload = size_t{8} << 20;  // = protocol::kMaxPayload
@@ -67,11 +68,15 @@ Result<Header> DecodeHeader(std::span<const uint8_t, kHeaderSize> in);
 
 // HELLO: who the export is. instance_id is drawn at the export's start: a
 // different one means the export restarted (its log, its clock are new).
+// HELLO feature bits (byte 34; a replicator ignores bits it does not know).
+inline constexpr uint8_t kFeatureStream = 1;  // PAUSE{stream}: the export's streaming copy (DISK.md §7.1)
+
 struct Hello {
   uint64_t instance_id = 0;
   uint64_t disk_size = 0;    // > 0, a multiple of 512
   uint64_t log_budget = 0;   // the export's log budget, bytes of write data per epoch
   uint64_t next_tag = 0;     // the tag requests get now
+  uint8_t features = 0;      // kFeature* bits
   std::string name;          // 1..kMaxName bytes of [A-Za-z0-9._-]
 };
 // A clean export name: 1..kMaxName bytes of [A-Za-z0-9._-] (it appears on
@@ -81,8 +86,12 @@ bool IsCleanName(std::string_view name);
 size_t EncodeHello(const Hello& h, std::span<uint8_t> out);
 Result<Hello> DecodeHello(std::span<const uint8_t> payload);
 
+// PAUSE's mode byte: 0 an ordinary epoch, 1 the in-pause full copy, 2 the
+// start of a streaming copy (only to an export whose HELLO has
+// kFeatureStream). Either copy starts an attachment's logging.
 struct Pause {
   bool full_copy = false;
+  bool stream = false;  // never both
 };
 void EncodePause(std::span<uint8_t, kPauseSize> out, const Pause& p);
 Result<Pause> DecodePause(std::span<const uint8_t> payload);
@@ -105,8 +114,14 @@ struct Sealed {
   uint64_t record_count = 0;
   uint64_t data_bytes = 0;  // uncompressed bytes of the epoch's writes
   uint64_t digest = 0;      // protocol::DiskRecordDigest of the records, in order
+  // Sent (40-byte SEALED) on an attachment whose copy was streamed: DISK_END's
+  // sync state (protocol::kSyncWhole or SyncStateOfPermille). A 32-byte
+  // SEALED means whole.
+  bool with_sync = false;
+  uint32_t sync_state = 0;
 };
-void EncodeSealed(std::span<uint8_t, kSealedSize> out, const Sealed& s);
+// Returns the payload's size (kSealedSize, or kSealedSyncSize with_sync).
+size_t EncodeSealed(std::span<uint8_t, kSealedSyncSize> out, const Sealed& s);
 Result<Sealed> DecodeSealed(std::span<const uint8_t> payload);
 
 // ERROR: a Status as it travels. The code is romulus::Code's value (1..);

@@ -71,11 +71,11 @@ TEST(TapWire, HeaderRefusals) {
 }
 
 TEST(TapWire, HelloRoundTripAndRefusals) {
-  Hello h{0x1122334455667788ull, 4u << 20, 64u << 20, 7, "xvda-1.root_2"};
+  Hello h{0x1122334455667788ull, 4u << 20, 64u << 20, 7, kFeatureStream, "xvda-1.root_2"};
   uint8_t buf[kHelloFixed + kMaxName];
   size_t n = EncodeHello(h, buf);
   ASSERT_EQ(n, kHelloFixed + h.name.size());
-  auto want = Le({{h.instance_id, 8}, {h.disk_size, 8}, {h.log_budget, 8}, {7, 8}, {13, 2}, {0, 2}, {0, 4}});
+  auto want = Le({{h.instance_id, 8}, {h.disk_size, 8}, {h.log_budget, 8}, {7, 8}, {13, 2}, {1, 1}, {0, 1}, {0, 4}});
   want.insert(want.end(), h.name.begin(), h.name.end());
   EXPECT_EQ(std::vector<uint8_t>(buf, buf + n), want);
   auto d = DecodeHello(want);
@@ -85,8 +85,12 @@ TEST(TapWire, HelloRoundTripAndRefusals) {
   EXPECT_EQ(d->log_budget, h.log_budget);
   EXPECT_EQ(d->next_tag, 7u);
   EXPECT_EQ(d->name, h.name);
+  EXPECT_EQ(d->features, kFeatureStream);
 
   auto bad = want;
+  bad[35] = 1;  // reserved, after the features byte
+  EXPECT_EQ(DecodeHello(bad).status().code(), Code::kCorruption);
+  bad = want;
   bad.pop_back();  // truncated name
   EXPECT_EQ(DecodeHello(bad).status().code(), Code::kCorruption);
   bad = want;
@@ -125,7 +129,12 @@ TEST(TapWire, PausePausedSealSealed) {
   ASSERT_TRUE(DecodePause(p).ok());
   EXPECT_TRUE(DecodePause(p)->full_copy);
   EXPECT_FALSE(DecodePause(Le({{0, 8}}))->full_copy);
-  EXPECT_EQ(DecodePause(Le({{2, 1}, {0, 7}})).status().code(), Code::kCorruption);
+  EncodePause(p, Pause{false, true});
+  EXPECT_EQ(std::vector<uint8_t>(p, p + kPauseSize), Le({{2, 1}, {0, 7}}));
+  ASSERT_TRUE(DecodePause(p).ok());
+  EXPECT_TRUE(DecodePause(p)->stream);
+  EXPECT_FALSE(DecodePause(p)->full_copy);
+  EXPECT_EQ(DecodePause(Le({{3, 1}, {0, 7}})).status().code(), Code::kCorruption);
   EXPECT_EQ(DecodePause(Le({{1, 1}, {1, 7}})).status().code(), Code::kCorruption);
   EXPECT_EQ(DecodePause(Le({{1, 1}, {0, 6}})).status().code(), Code::kCorruption);  // truncated
 
@@ -148,15 +157,27 @@ TEST(TapWire, PausePausedSealSealed) {
   EXPECT_EQ(DecodeSeal(Le({{9, 8}, {10, 4}, {1, 4}})).status().code(), Code::kCorruption);
   EXPECT_EQ(DecodeSeal(Le({{9, 8}, {10, 4}})).status().code(), Code::kCorruption);
 
-  uint8_t e[kSealedSize];
-  EncodeSealed(e, Sealed{3, 4, 5, 6});
+  uint8_t e[kSealedSyncSize];
+  EXPECT_EQ(EncodeSealed(e, Sealed{3, 4, 5, 6}), kSealedSize);
   EXPECT_EQ(std::vector<uint8_t>(e, e + kSealedSize), Le({{3, 8}, {4, 8}, {5, 8}, {6, 8}}));
-  auto ed = DecodeSealed(e);
+  auto ed = DecodeSealed(std::span<const uint8_t>(e, kSealedSize));
   ASSERT_TRUE(ed.ok());
   EXPECT_EQ(ed->record_count, 4u);
   EXPECT_EQ(ed->data_bytes, 5u);
   EXPECT_EQ(ed->digest, 6u);
+  EXPECT_FALSE(ed->with_sync);
   EXPECT_EQ(DecodeSealed(Le({{3, 8}, {4, 8}, {5, 8}})).status().code(), Code::kCorruption);
+  // A streaming attachment's SEALED carries the sync state.
+  Sealed with{3, 4, 5, 6, true, 1 + 375};
+  EXPECT_EQ(EncodeSealed(e, with), kSealedSyncSize);
+  EXPECT_EQ(std::vector<uint8_t>(e, e + kSealedSyncSize), Le({{3, 8}, {4, 8}, {5, 8}, {6, 8}, {376, 4}, {0, 4}}));
+  auto ws = DecodeSealed(e);
+  ASSERT_TRUE(ws.ok());
+  EXPECT_TRUE(ws->with_sync);
+  EXPECT_EQ(ws->sync_state, 376u);
+  EXPECT_EQ(DecodeSealed(Le({{3, 8}, {4, 8}, {5, 8}, {6, 8}, {1002, 4}, {0, 4}})).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodeSealed(Le({{3, 8}, {4, 8}, {5, 8}, {6, 8}, {1, 4}, {1, 4}})).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodeSealed(Le({{3, 8}, {4, 8}, {5, 8}, {6, 8}, {1, 4}})).status().code(), Code::kCorruption);
 }
 
 TEST(TapWire, ErrorCarriesAStatusMadePrintable) {

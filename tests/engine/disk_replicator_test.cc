@@ -353,7 +353,11 @@ TEST(DiskReplicator, EveryEpochsDiskArrivesWhole) {
 // replicator reaches it through RemoteDiskTap, and the backup's copy after
 // each epoch is exactly the disk as it was at that epoch's pause: every
 // write completed before the pause, none after it.
-TEST(DiskReplicator, ThroughADiskExportEachEpochIsTheDiskAtItsPause) {
+// stream: the session's copy is the export's streaming copy (64 KiB chunks,
+// 128 KiB an epoch, so 1 MiB takes 8 epochs after the first): the backup's
+// disk is the disk at the pause from the first epoch whose SEALED says whole,
+// and the earlier epochs say how far the copy got.
+void ThroughADiskExport(bool stream) {
   disk::testing::TempDir dir;
   const std::string path = dir.path() + "/disk.img";
   constexpr uint64_t kSize = 1 << 20;
@@ -371,6 +375,8 @@ TEST(DiskReplicator, ThroughADiskExportEachEpochIsTheDiskAtItsPause) {
   eo.name = "xvdb";
   eo.nbd_socket = dir.path() + "/nbd.sock";
   eo.tap_socket = dir.path() + "/tap.sock";
+  eo.tap.sync.chunk_bytes = 64 << 10;
+  eo.tap.sync.epoch_allowance = 128 << 10;
   auto ex = disk::DiskExport::Open(eo);
   ASSERT_TRUE(ex.ok()) << ex.status().ToString();
   ASSERT_TRUE((*ex)->Start().ok());
@@ -384,6 +390,7 @@ TEST(DiskReplicator, ThroughADiskExportEachEpochIsTheDiskAtItsPause) {
   ASSERT_TRUE(tap.ok()) << tap.status().ToString();
   EXPECT_EQ((*tap)->info(), (protocol::DiskInfo{2, kSize, "xvdb"}));
   DiskReplicator disks({tap->get()});
+  ASSERT_TRUE(disks.can_stream());
 
   auto pair = test_engine::MakeStreamPair();
   DiskBackup backup(std::move(pair.backup));
@@ -391,10 +398,12 @@ TEST(DiskReplicator, ThroughADiskExportEachEpochIsTheDiskAtItsPause) {
   gi.guest_pages = 16;
   gi.identity = "export-test";
   gi.disks = disks.infos();
-  auto hs = std::async(std::launch::async, [&] { return backup.Handshake(true); });
+  gi.offer_disk_sync = disks.can_stream();
+  auto hs = std::async(std::launch::async, [&] { return backup.Handshake(true, stream); });
   auto sender = CheckpointSender::Start(std::move(pair.primary), Options(), gi);
   ASSERT_TRUE(hs.get().ok());
   ASSERT_TRUE(sender.ok()) << sender.status().ToString();
+  ASSERT_EQ((*sender)->disk_sync_agreed(), stream);
 
   auto file_now = [&] {
     std::vector<uint8_t> img(kSize);
@@ -427,12 +436,13 @@ TEST(DiskReplicator, ThroughADiskExportEachEpochIsTheDiskAtItsPause) {
       }
     }
   };
-  write_some(8);  // before the session: part of the first epoch's full copy
-  for (uint64_t epoch = 1; epoch <= 10; ++epoch) {
+  write_some(8);  // before the session: part of the session's copy
+  uint64_t first_whole = 0;
+  for (uint64_t epoch = 1; epoch <= 14; ++epoch) {
     ASSERT_TRUE((*sender)->BeginEpoch(epoch).ok());
     write_some(static_cast<int>(epoch % 4) * 5);  // some epochs write nothing
     const std::vector<uint8_t> at_pause = file_now();
-    Status paused = disks.Paused(epoch, epoch == 1);
+    Status paused = disks.Paused(epoch, epoch == 1, stream);
     ASSERT_TRUE(paused.ok()) << paused.ToString();
     write_some(3);  // after the pause: the next epoch's
     const std::vector<uint8_t> state = {1, 2, 3};
@@ -443,11 +453,29 @@ TEST(DiskReplicator, ThroughADiskExportEachEpochIsTheDiskAtItsPause) {
     ASSERT_TRUE(w.ok()) << w.status().ToString();
     Status got = backup.ReadEpoch();
     ASSERT_TRUE(got.ok()) << "epoch " << epoch << ": " << got.ToString();
-    ASSERT_TRUE(backup.image(2) == at_pause) << "epoch " << epoch << ": the backup's disk is not the disk at the pause";
+    const bool whole = backup.sync_state(2) == protocol::kSyncWhole;
+    if (!stream) ASSERT_TRUE(whole);
+    if (whole && first_whole == 0) first_whole = epoch;
+    if (first_whole != 0) {
+      ASSERT_TRUE(whole) << "epoch " << epoch << ": whole once, whole for the session";
+      ASSERT_TRUE(backup.image(2) == at_pause) << "epoch " << epoch << ": the backup's disk is not the disk at the pause";
+    }
+    EXPECT_EQ(disks.WholeAt(epoch), first_whole != 0) << epoch;
   }
+  // 1 MiB at 128 KiB an epoch: whole at epoch 9 at the earliest.
+  if (stream) {
+    EXPECT_GE(first_whole, 9u);
+    EXPECT_EQ((*ex)->stats().tap.streamed_copies, 1u);
+  } else {
+    EXPECT_EQ(first_whole, 1u);
+  }
+  ASSERT_NE(first_whole, 0u) << "the copy never completed";
   (void)nbd_shutdown(h, 0);
   nbd_close(h);
 }
+
+TEST(DiskReplicator, ThroughADiskExportEachEpochIsTheDiskAtItsPause) { ThroughADiskExport(false); }
+TEST(DiskReplicator, ThroughADiskExportAStreamedCopyIsTheDiskAtThePauseOnceWhole) { ThroughADiskExport(true); }
 
 TEST(DiskReplicator, ABackupWithoutDisksRefusesTheSession) {
   Primary p("sim:size=1M,workload=seed,disk=64K");

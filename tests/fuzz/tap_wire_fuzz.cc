@@ -49,9 +49,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (std::memcmp(back, p.data(), kSealSize) != 0) std::abort();
   }
   if (auto sealed = DecodeSealed(p); sealed.ok()) {
-    uint8_t back[kSealedSize];
-    EncodeSealed(back, *sealed);
-    if (std::memcmp(back, p.data(), kSealedSize) != 0) std::abort();
+    uint8_t back[kSealedSyncSize];
+    const size_t n = EncodeSealed(back, *sealed);
+    if (n != p.size() || std::memcmp(back, p.data(), n) != 0) std::abort();
   }
   if (auto err = DecodeError(p); err.ok()) {
     if (err->text.size() > kMaxErrorText) std::abort();
