@@ -25,8 +25,8 @@
 // session starts over from a full copy. Nothing partial is ever sent.
 //
 // Limits (documented in DISK.md §7): without kCapDiskSync (a backup that
-// holds a checkpoint, a remote export) the full copy is taken inside the
-// first epoch's pause and must fit the log's budget.
+// holds a checkpoint, an export too old to stream) the full copy is taken
+// inside the first epoch's pause and must fit the log's budget.
 #pragma once
 
 #include <atomic>

@@ -157,7 +157,10 @@ Status XenSink::BeginSessionWithDisks(uint64_t guest_pages, const std::string& i
     // header): libxenguest cannot continue the old one, a new replica must
     // be built. Its first epoch is a whole-memory sync (seconds to minutes);
     // until it commits, the old replica is the only checkpoint there is.
-    if (committed_ > 0) {
+    if (committed_ > 0 && disks_partial_) {
+      // Its disks were still being copied: no checkpoint to keep.
+      DropCurrent("new session from the primary: the replica's disks were never copied whole");
+    } else if (committed_ > 0) {
       const uint64_t epoch = last_epoch_;
       // EOF: libxenguest applies the last complete checkpoint and returns;
       // the paused domain then holds exactly epoch N.
@@ -191,6 +194,7 @@ Status XenSink::BeginSessionWithDisks(uint64_t guest_pages, const std::string& i
     }
   }
   committed_ = 0;
+  disks_partial_ = false;
   last_epoch_ = 0;
   guest_pages_ = guest_pages;
   identity_ = identity;
@@ -235,7 +239,9 @@ Status XenSink::OnPage(uint64_t epoch, uint64_t pfn, const uint8_t* page) {
   return asm_->OnPage(pfn, page);
 }
 
-Status XenSink::Commit(uint64_t epoch) {
+Status XenSink::Commit(uint64_t epoch) { return CommitEpoch(epoch, /*disks_partial=*/false); }
+
+Status XenSink::CommitEpoch(uint64_t epoch, bool disks_partial) {
   if (!cur_ || !asm_) return Status::Corruption("Xen sink: commit before the domain-info record");
   // Memory first, then the disks (docs/DISK.md §6): the disk records of N
   // are applied only once libxenguest took memory N, so a failed memory
@@ -249,7 +255,12 @@ Status XenSink::Commit(uint64_t epoch) {
         ROMULUS_RETURN_IF_ERROR(cur_->Flush());
         ROMULUS_RETURN_IF_ERROR(cur_->WaitCheckpoint(committed_ + 1, epoch));
         last_epoch_ = epoch;  // before committed_: a reader never sees the count without its epoch
+        // Before committed_ too: a partial epoch never shows as a checkpoint.
+        if (disks_partial) disks_partial_ = true;
         committed_ = committed_ + 1;
+        if (!disks_partial && disks_partial_.exchange(false)) {
+          spdlog::info("epoch {}: the disks' copy is complete: the replica holds a checkpoint from now on", epoch);
+        }
         memory_taken = true;
         return Status::Ok();
       },
@@ -257,11 +268,21 @@ Status XenSink::Commit(uint64_t epoch) {
   // The new session's replica holds a checkpoint now, newer than the held
   // one. (After a failed disk apply the held replica's images are partly
   // overwritten too: it could not be activated either.)
-  if (memory_taken && held_) {
+  if (memory_taken && held_ && !disks_partial) {
     const std::string why = "the new session committed epoch " + std::to_string(epoch);
     DropHeld(why.c_str());
   }
   return st;
+}
+
+Status XenSink::CommitIncomplete(uint64_t epoch) {
+  if (held_ || (committed_ > 0 && !disks_partial_)) {
+    // A partial disk copy must never overwrite a checkpoint.
+    Discard();
+    return Status::Corruption("Xen sink: epoch " + std::to_string(epoch) +
+                              " leaves a disk partial, but this backup holds a checkpoint");
+  }
+  return CommitEpoch(epoch, /*disks_partial=*/true);
 }
 
 Status XenSink::OnDisk(uint64_t epoch, uint32_t disk_id, const protocol::DiskRecord& record) {
@@ -342,6 +363,11 @@ Status XenSink::Activate(const std::string& reason) {
     epoch = held_epoch_;
   } else {
     return Status::InvalidArgument("cannot activate the Xen replica: no checkpoint was committed");
+  }
+  if (r == cur_.get() && disks_partial_) {
+    return Status::InvalidArgument("cannot activate the Xen replica " + r->name() + " (epoch " +
+                                   std::to_string(epoch) +
+                                   "): its disks are still being copied, so it holds no checkpoint to resume");
   }
   // The open epoch's disk records are never applied; the images are the
   // checkpoint's disks, unless applying one failed.

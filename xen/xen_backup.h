@@ -54,11 +54,20 @@ class XenSink final : public restore::GuestSink {
   Status OnPage(uint64_t epoch, uint64_t pfn, const uint8_t* page) override;
   Status OnState(uint64_t epoch, std::span<const uint8_t> record) override;
   Status Commit(uint64_t epoch) override;
+  // kCapDiskSync (docs/DISK.md §7.1): an epoch whose disks are still being
+  // copied is taken like any (memory into the replica, disk records onto
+  // the images) but is no checkpoint: has_committed() stays false and
+  // Activate refuses until a whole epoch commits. Only while no replica is
+  // held (the receiver agrees to streaming only then).
+  bool supports_disk_sync() const override { return !opts_.disk_dir.empty(); }
+  Status CommitIncomplete(uint64_t epoch) override;
   void Discard() override;
   Status Activate(const std::string& reason) override;
   // The current session's replica once it committed, else the held replica.
   // Read by the control socket's thread too, hence the atomics.
-  bool has_committed() const override { return committed_.load() > 0 || has_held_.load(); }
+  bool has_committed() const override {
+    return (committed_.load() > 0 && !disks_partial_.load()) || has_held_.load();
+  }
   uint64_t last_committed_epoch() const override {
     return committed_.load() > 0 ? last_epoch_.load() : held_epoch_.load();
   }
@@ -68,6 +77,7 @@ class XenSink final : public restore::GuestSink {
   const std::string& domain_name() const { return activated_name_; }
 
  private:
+  Status CommitEpoch(uint64_t epoch, bool disks_partial);
   // The replica for the session's domain-info record.
   Status CreateReplica(const std::map<std::string, std::string>& info);
   // Refuses (kStorage) when the hypervisor lacks the memory for one more
@@ -111,6 +121,9 @@ class XenSink final : public restore::GuestSink {
   std::unique_ptr<XenReplica> held_;  // the previous session's last checkpoint
 
   std::atomic<uint64_t> committed_{0};   // checkpoints committed in the current stream
+  // The current replica's disks are still being copied: its epochs are not
+  // checkpoints (CommitIncomplete).
+  std::atomic<bool> disks_partial_{false};
   std::atomic<uint64_t> last_epoch_{0};  // the last of them
   std::atomic<uint64_t> held_epoch_{0};  // the held replica's epoch
   std::atomic<bool> has_held_{false};    // held_ exists (or was activated)

@@ -1,16 +1,24 @@
 #!/bin/sh
-#@ title: a guest with a replicated data disk fails over (SIGKILL at a random epoch, kill-points s2 and c, ext4 with fsync): its disk on the backup ends where its memory says, it writes on, fsck is clean
+#@ title: a guest with a replicated data disk fails over (SIGKILL at a random epoch, kill-points s2 and c, ext4 with fsync): its disk on the backup ends where its memory says, it writes on, fsck is clean; killed while its 1 GiB disk is still being copied, the backup does not activate
 #@ guests: pv pvh
 #@ runs: romulus
 #@ skip-if: LAB_NO_DISK
 #@ order: 47
 # The chain: disk-export + nbd-client + blkback on the primary (as disk-scenario), restore
 # --xen --disk-dir on the backup, replicate --domain --disk-tap. One drill per entry of
-# $LAB_DISK_KILLS (default "random s2 c fs"), each with a fresh guest, image and backup:
-#   random  SIGKILL the replicator after a random number (6..13) of acked epochs, then destroy
-#           the primary: the backup fails over from an epoch ≥ the last acked one;
-#   s2, c   `replicate --kill-at PHASE:K` (K = 8): the primary dies with the guest suspended
-#           (s2: the backup resumes from K-1) or after EPOCH_END K, unacked (c: from K);
+# $LAB_DISK_KILLS (default "random s2 c fs sync"), each with a fresh guest, image and backup.
+# Each session's first copy of the disk is streamed beside the running guest (DISK.md §7.1:
+# at most 64 MiB an epoch; the backup's checkpoints are not resumable until it completes):
+#   random  a 256 MiB disk (four times the export's log budget, so only the streaming copy
+#           can carry it); SIGKILL the replicator once the copy completed and a random
+#           number (6..13) of epochs were acked, then destroy the primary: the backup fails
+#           over from an epoch ≥ the last acked one;
+#   s2, c   `replicate --kill-at PHASE:K` (K = 20, after the 64 MiB copy completed): the
+#           primary dies with the guest suspended (s2: the backup resumes from K-1) or after
+#           EPOCH_END K, unacked (c: from K);
+#   sync    a 1 GiB disk; SIGKILL the replicator after 2 acked epochs (at most 64 MiB of the
+#           copy), destroy the primary: the first law, the backup must hold (no failover, its
+#           decision naming the copy) and run no copy of the guest;
 #   fs      as random, but the disk holds ext4 and the guest appends the records to a file with
 #           fsync (labdisk fswrite), 120 at 300 ms, then unmounts: the resumed guest must finish and
 #           unmount, the backup's image must pass `e2fsck -fn` (no journal to replay, no error)
@@ -21,16 +29,31 @@
 # bad record, nothing beyond L or L+1 (L: the resumed guest's last DISKREC; +1: a write in
 # flight when it was destroyed).
 . /lab/dom0-lib.sh
-W=$LAB_WORK; NBD=/dev/nbd0; K=8; FSMAX=120
+W=$LAB_WORK; NBD=/dev/nbd0; K=20; FSMAX=120
 dl() { _v=$(tr -d '\r' <"$1" 2>/dev/null | sed -n "s/.*${REC}REC \([0-9][0-9]*\).*/\1/p" | tail -n1); echo "${_v:-0}"; }
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"; chmod 600 "$W/psk"
 PORT=7310
-for KILL in ${LAB_DISK_KILLS:-random s2 c fs}; do
-  case $KILL in random|s2|c) REC=DISK ;; fs) REC=FS ;; *) lab_fail "LAB_DISK_KILLS: unknown drill $KILL (random, s2, c, fs)" ;; esac
+# The epoch whose commit completed the primary's copy of the disk (empty before).
+copied() { sed -n 's/.*copy to the backup complete with epoch \([0-9]*\).*/\1/p' "$1" | head -n1; }
+# kill_after_acked N [copied]: SIGKILL the replicator once N epochs were acked (with
+# "copied": and its copy of the disk completed).
+kill_after_acked() {
+  until [ "$(rj_count "$D/stats.jsonl" acked true)" -ge "$1" ] 2>/dev/null &&
+    { [ -z "${2:-}" ] || [ -n "$(copied "$D/primary.log")" ]; }; do
+    kill -0 $RP 2>/dev/null || lab_fail "$KILL: replicator exited: $(grep -E ' (error|critical) ' "$D/primary.log" | tail -n1 | cut -c1-300)"
+    [ "$(lab_elapsed "$T0" | cut -d. -f1)" -lt 600 ] || lab_fail "$KILL: no $1 acked epochs${2:+ with the disk copied}"
+    sleep 0.2
+  done
+  kill -9 $RP
+  wait $RP
+}
+for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync}; do
+  case $KILL in random|s2|c|sync) REC=DISK ;; fs) REC=FS ;; *) lab_fail "LAB_DISK_KILLS: unknown drill $KILL (random, s2, c, fs, sync)" ;; esac
+  case $KILL in random) SIZE=256M ;; sync) SIZE=1G ;; *) SIZE=64M ;; esac
   G=guest7-$KILL; D=$W/$KILL; PORT=$((PORT + 1))
   mkdir -p "$D/disks"
   IMG=$D/xvdb.img; SOCK=$D/nbd.sock; TAP=$D/tap.sock
-  truncate -s 64M "$IMG"
+  truncate -s $SIZE "$IMG"
   if [ $REC = FS ]; then
     /lab/e2fs/mke2fs -F -q -t ext4 "$IMG" >"$D/mkfs.log" 2>&1 || lab_fail "fs: mke2fs: $(cat "$D/mkfs.log")"
     WORK="lab_fs=/dev/xvdb lab_fs_ms=300 lab_fs_max=$FSMAX"
@@ -58,15 +81,29 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs}; do
     --ack-timeout 15s $KILLAT --stats-json "$D/stats.jsonl" >"$D/primary.log" 2>&1 &
   RP=$!
   T0=$(lab_now)
-  if [ "$KILL" = random ] || [ "$KILL" = fs ]; then
-    N=$((6 + $(od -An -N1 -tu1 /dev/urandom) % 8))
-    until [ "$(rj_count "$D/stats.jsonl" acked true)" -ge $N ] 2>/dev/null; do
-      kill -0 $RP 2>/dev/null || lab_fail "$KILL: replicator exited: $(grep -E ' (error|critical) ' "$D/primary.log" | tail -n1 | cut -c1-300)"
-      [ "$(lab_elapsed "$T0" | cut -d. -f1)" -lt 600 ] || lab_fail "$KILL: no $N acked epochs"
+  if [ "$KILL" = sync ]; then
+    # ---- the first law while the copy runs: 2 acked epochs carry at most 64 MiB of 1 GiB
+    kill_after_acked 2
+    [ -z "$(copied "$D/primary.log")" ] || lab_fail "sync: the 1 GiB copy completed within 2 epochs (epoch $(copied "$D/primary.log")): the drill proves nothing"
+    xl destroy "$P" >/dev/null 2>&1
+    lab_evidence "$D/events.jsonl"
+    i=0
+    until rj_events "$D/events.jsonl" decision | grep '"decision":"hold"' | grep -q 'still being copied'; do
+      i=$((i+1)); [ $i -le 300 ] || lab_fail "sync: the backup never decided to hold, naming the copy"
       sleep 0.2
     done
-    kill -9 $RP
-    wait $RP
+    [ "$(rj_event_count "$D/events.jsonl" failover)" -eq 0 ] || lab_fail "sync: the backup failed over with a partial disk: $(rj_first_event "$D/events.jsonl" failover)"
+    xl list | grep -E "^$G( |--)" | grep -v -- '--incoming' | grep -q . && lab_fail "sync: a copy of $G runs on the backup: $(xl list | grep "$G")"
+    WHY=$(rj_events "$D/events.jsonl" decision | grep '"decision":"hold"' | grep 'still being copied' | head -n1)
+    lab_note "sync: killed after 2 acked epochs of a 1 GiB copy; the backup holds: $(rj_get "$WHY" why | cut -c1-200)"
+    lab_figure "drill=sync activated=0 commits_not_resumable=$(grep -c not_resumable "$D/events.jsonl")"
+    kill $BP 2>/dev/null; wait $BP 2>/dev/null
+    xl destroy $G--incoming >/dev/null 2>&1
+    nbd-client -d $NBD >/dev/null 2>&1
+    kill $EP 2>/dev/null; wait $EP 2>/dev/null
+    continue
+  elif [ "$KILL" = random ] || [ "$KILL" = fs ]; then
+    kill_after_acked $((6 + $(od -An -N1 -tu1 /dev/urandom) % 8)) copied
   else
     while kill -0 $RP 2>/dev/null; do
       [ "$(lab_elapsed "$T0" | cut -d. -f1)" -lt 600 ] || lab_fail "$KILL: the primary never reached epoch $K"
@@ -76,6 +113,9 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs}; do
     [ "$RC" -eq 137 ] || lab_fail "$KILL: the primary exited $RC, not by its kill-point"
     grep -q "drill: killing the primary at .* of epoch $K" "$D/primary.log" || lab_fail "$KILL: no kill-point line for epoch $K"
   fi
+  W_COPY=$(copied "$D/primary.log")
+  [ -n "$W_COPY" ] || lab_fail "$KILL: the primary never completed its copy of the disk: $(grep -m1 'copying to the backup' "$D/primary.log" | cut -c1-200)"
+  case $KILL in s2|c) [ "$W_COPY" -lt $((K - 1)) ] || lab_fail "$KILL: the copy completed only with epoch $W_COPY, not before the kill-point's epoch $K" ;; esac
   xl destroy "$P" >/dev/null 2>&1
   C1N=$(lab_lines "$C1")
   LASTP=$(dl "$C1")
@@ -87,7 +127,7 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs}; do
     s2) [ "$FO_EPOCH" = $((K - 1)) ] || lab_fail "s2: the backup resumed from epoch $FO_EPOCH, want $((K - 1))" ;;
     c) [ "$FO_EPOCH" = $K ] || lab_fail "c: the backup resumed from epoch $FO_EPOCH, want $K" ;;
   esac
-  lab_note "$KILL: primary dead after $ACKED acked epochs, last ${REC}REC $LASTP; backup resumed from epoch $FO_EPOCH"
+  lab_note "$KILL: $SIZE disk copied by epoch $W_COPY; primary dead after $ACKED acked epochs, last ${REC}REC $LASTP; backup resumed from epoch $FO_EPOCH"
   C2=$D/backup-console.log; T=$(lab_now)
   # The resumed guest writes 5 more records (fs: writes them all and unmounts).
   until lab_replica_console $G "$C1N" "$C2"
@@ -126,6 +166,6 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs}; do
   kill $BP 2>/dev/null; wait $BP 2>/dev/null
   nbd-client -d $NBD >/dev/null 2>&1
   kill $EP 2>/dev/null; wait $EP 2>/dev/null
-  lab_figure "drill=$KILL failover_epoch=$FO_EPOCH first_rec=$FIRST primary_last_rec=$LASTP resumed_last_rec=$L2"
+  lab_figure "drill=$KILL disk=$SIZE copy_complete_epoch=$W_COPY failover_epoch=$FO_EPOCH first_rec=$FIRST primary_last_rec=$LASTP resumed_last_rec=$L2"
 done
 exit 0
