@@ -150,9 +150,12 @@ Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy) {
                                "' cannot stream its copy (an older romulus disk-export)");
   }
   sealed_sync_state_ = protocol::kSyncWhole;
+  if (copy != CopyMode::kNone) streaming_ = stream;
   uint8_t buf[tap::kPauseSize];
   tap::EncodePause(buf, tap::Pause{full_copy, stream});
-  const Deadline deadline = DeadlineIn(full_copy ? options_.full_copy_timeout : options_.pause_timeout);
+  // A copy's PAUSE may wait for the export to stop an earlier copy and to
+  // hold its front end: the longer bound.
+  const Deadline deadline = DeadlineIn(copy != CopyMode::kNone ? options_.full_copy_timeout : options_.pause_timeout);
   ROMULUS_RETURN_IF_ERROR(Send(tap::MsgType::kPause, buf, deadline));
   auto hdr = ReadMessage(deadline);
   if (!hdr.ok()) return Break(hdr.status().With("disk tap " + path_ + ": waiting for PAUSED"));
@@ -256,6 +259,12 @@ Status RemoteDiskTap::Receive(uint64_t tag, Deadline deadline) {
               " records, " + Str(end->data_bytes) + " bytes, digest " + Str(end->digest) + "; received for tag " +
               Str(tag) + ": " + Str(digest_.records()) + " records, " + Str(digest_.data_bytes()) +
               " bytes, digest " + Str(digest_.value())));
+        }
+        if (end->with_sync != streaming_) {
+          // A streamed copy is whole only when the export says so.
+          return Break(Status::Corruption("disk tap " + path_ + ": SEALED of tag " + Str(end->tag) +
+                                          (streaming_ ? " lacks the sync state of a streaming copy"
+                                                      : " carries a sync state, but no copy is streamed")));
         }
         sealed_sync_state_ = end->with_sync ? end->sync_state : protocol::kSyncWhole;
         ++stats_.seals;

@@ -109,6 +109,7 @@ class RemoteDiskTap final : public DiskTap {
   std::vector<uint8_t> sealed_data_;
   RemoteDiskTapStats stats_;
   uint32_t sealed_sync_state_ = protocol::kSyncWhole;
+  bool streaming_ = false;  // this attachment's copy was started with PAUSE mode 2
 };
 
 }  // namespace romulus::disk

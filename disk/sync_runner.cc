@@ -42,6 +42,8 @@ void SyncRunner::Stop() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
     active_ = false;
+    // An abandoned copy's failure is not the next session's.
+    error_ = Status::Ok();
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
@@ -133,7 +135,14 @@ void SyncRunner::Run() {
       complete_tag_ = copier.complete_epoch();
       return;
     }
-    if (!*stepped) cv_.wait_for(lock, kIdleWait, [&] { return stop_ || kicked_; });
+    if (!*stepped) {
+      cv_.wait_for(lock, kIdleWait, [&] { return stop_ || kicked_; });
+    } else {
+      // Let a request that waited for this chunk's hold run before the next
+      // chunk takes the hold again (the holds are not fair).
+      lock.unlock();
+      std::this_thread::yield();
+    }
   }
 }
 

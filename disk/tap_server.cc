@@ -237,7 +237,12 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
     // The log starts empty with the next epoch; the copier's chunks, taken
     // under holds of their own, follow the guest's writes in it.
     Status held = t_.nbd->Hold(DeadlineIn(options_.hold_timeout));
-    if (!held.ok()) return SendError(s, held.With("starting the streaming copy"), reply_deadline);
+    if (!held.ok()) {
+      // Whatever copy this attachment had is gone (StopSync): nothing may be
+      // sealed as whole until a new one starts.
+      need_full_copy_ = true;
+      return SendError(s, held.With("starting the streaming copy"), reply_deadline);
+    }
     t_.gate->set_logging(false);
     t_.log->Reset();
     t_.gate->set_logging(true);

@@ -1,7 +1,5 @@
 #include "disk/tap_wire.h"
 
-#include "protocol/disk_records.h"
-
 #include <algorithm>
 #include <cstdio>
 #include <cstring>

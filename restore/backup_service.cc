@@ -212,7 +212,9 @@ BackupOutcome BackupService::Run() {
       if (failover_requested_) {
         failover_requested_ = false;
         spdlog::warn("control: operator requested failover");
-        judge.OperatorFailover();
+        if (const std::string refused = judge.OperatorFailover(); !refused.empty()) {
+          spdlog::warn("control: operator failover refused: {}", refused);
+        }
       }
     }
     Decision d = judge.Decide(now);

@@ -49,6 +49,9 @@ void FailoverJudge::CheckpointLoaded(uint64_t epoch) {
 
 void FailoverJudge::SessionStarted(Duration now) {
   in_session_ = true;
+  // A handover the judge could not honour (a checkpoint that could not be
+  // resumed) is over once the primary is back.
+  handover_ = false;
   session_committed_ = false;
   PrimaryHeard(now);
   if (has_checkpoint_ && trusted_) {
@@ -68,6 +71,9 @@ void FailoverJudge::PrimaryHeard(Duration now) {
 
 void FailoverJudge::Committed(uint64_t epoch, Duration now, const std::string& incomplete) {
   incomplete_ = incomplete;
+  // An operator's request taken for a whole checkpoint does not carry over
+  // to one that cannot be resumed.
+  if (!incomplete_.empty()) operator_failover_ = false;
   has_checkpoint_ = true;
   checkpoint_epoch_ = epoch;
   trusted_ = true;
@@ -113,9 +119,16 @@ void FailoverJudge::SessionEnded(EndCause cause, const std::string& detail, Dura
   }
 }
 
-void FailoverJudge::OperatorFailover() {
+std::string FailoverJudge::OperatorFailover() {
+  // A refused request is not remembered: it must never fire later, when a
+  // checkpoint appears and a session ends for some other reason.
+  if (!has_checkpoint_) return "nothing is committed: no checkpoint to activate";
+  if (!incomplete_.empty()) {
+    return "checkpoint " + std::to_string(checkpoint_epoch_) + " cannot be resumed: " + incomplete_;
+  }
   operator_failover_ = true;
   fence_failed_.clear();
+  return "";
 }
 
 void FailoverJudge::FenceFailed(const std::string& detail) {
@@ -164,12 +177,7 @@ Decision FailoverJudge::Decide(Duration now) const {
     d.why = "planned switchover: the primary handed over after epoch " + std::to_string(checkpoint_epoch_);
     return d;  // the primary paused its guest for good and said so: no fence
   }
-  if (operator_failover_) {
-    if (!has_checkpoint_) {
-      d.kind = Decision::kHold;
-      d.why = "failover requested by the operator, but nothing is committed: no checkpoint to activate";
-      return d;
-    }
+  if (operator_failover_) {  // taken only with a checkpoint to resume
     d.kind = Decision::kActivate;
     d.run_fence = config_.fencing == Fencing::kCommand;
     d.why = "failover requested by the operator (romulus ctl failover)";

@@ -73,7 +73,10 @@ class FailoverJudge {
   void Committed(uint64_t epoch, Duration now, const std::string& incomplete = "");
   void SessionEnded(EndCause cause, const std::string& detail, Duration now);
   // `romulus ctl failover`.
-  void OperatorFailover();
+  // Returns "" when taken (the next Decide activates, fence permitting);
+  // otherwise why not (nothing committed, a checkpoint that cannot be
+  // resumed), and nothing is remembered.
+  std::string OperatorFailover();
   // The fence command did not confirm (non-zero exit, timeout, not runnable).
   void FenceFailed(const std::string& detail);
 

@@ -248,8 +248,8 @@ class ImageSink : public restore::GuestSink {
 
   // Session.
   bool in_session_ = false;
-  bool session_committed_ = false;
-  uint64_t incomplete_commits_ = 0;  // a commit happened in this session
+  bool session_committed_ = false;  // a commit happened in this session
+  uint64_t incomplete_commits_ = 0;
   bool need_resync_ = false;        // a directly written first epoch was discarded
   std::string session_identity_;
 

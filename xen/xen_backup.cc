@@ -264,7 +264,7 @@ Status XenSink::CommitEpoch(uint64_t epoch, bool disks_partial) {
         memory_taken = true;
         return Status::Ok();
       },
-      &disks_);
+      &disks_, /*whole=*/!disks_partial);
   // The new session's replica holds a checkpoint now, newer than the held
   // one. (After a failed disk apply the held replica's images are partly
   // overwritten too: it could not be activated either.)

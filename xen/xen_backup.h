@@ -69,7 +69,8 @@ class XenSink final : public restore::GuestSink {
     return (committed_.load() > 0 && !disks_partial_.load()) || has_held_.load();
   }
   uint64_t last_committed_epoch() const override {
-    return committed_.load() > 0 ? last_epoch_.load() : held_epoch_.load();
+    // A partial replica's epoch is no checkpoint (disks_partial_).
+    return committed_.load() > 0 && !disks_partial_.load() ? last_epoch_.load() : held_epoch_.load();
   }
 
   bool activated() const { return activated_.load(); }

@@ -183,7 +183,7 @@ std::string XenDiskSet::activation_refusal() const {
   return "";
 }
 
-Status XenDiskSet::Commit(uint64_t epoch) {
+Status XenDiskSet::Commit(uint64_t epoch, bool whole) {
   std::string failed;
   Status s = restore::ForEachDiskEntry(staging_.view(), [&](const restore::DiskEntry& e) -> Status {
     XenDiskImage* im = Find(e.disk_id);
@@ -202,6 +202,7 @@ Status XenDiskSet::Commit(uint64_t epoch) {
     spdlog::error("{} (until a new session's first epoch, a full copy, commits)", refusal_);
     return Status::Storage(refusal_);
   }
+  if (!whole) return Status::Ok();  // still a first sync: direct, refused
   if (!session_committed_) {
     // The session's first epoch carries a full copy of every disk
     // (docs/DISK.md §5.1), so the images are exactly this checkpoint's
@@ -215,14 +216,15 @@ Status XenDiskSet::Commit(uint64_t epoch) {
   return Status::Ok();
 }
 
-Status CommitMemoryThenDisks(uint64_t epoch, const std::function<Status()>& memory, XenDiskSet* disks) {
+Status CommitMemoryThenDisks(uint64_t epoch, const std::function<Status()>& memory, XenDiskSet* disks,
+                             bool whole) {
   Status m = memory();
   if (!m.ok()) {
     // Memory N was not taken: the images must stay the previous checkpoint's.
     disks->Discard();
     return m;
   }
-  return disks->Commit(epoch);
+  return disks->Commit(epoch, whole);
 }
 
 }  // namespace romulus::xen

@@ -80,7 +80,11 @@ class XenDiskSet {
   // After the memory checkpoint `epoch` was taken: applies the staged
   // records in order (FLUSH: fdatasync of that image), then fdatasync of
   // each image. Storage on failure, and from then on activation_refusal().
-  Status Commit(uint64_t epoch);
+  // whole = false: an epoch of a streaming copy whose disks are not whole
+  // yet (docs/DISK.md §7.1): nothing is a checkpoint yet, so the session
+  // keeps writing its records as they arrive (no staging, no bound) and the
+  // images stay refused until the first whole epoch commits.
+  Status Commit(uint64_t epoch, bool whole = true);
 
   // "" when the images are the checkpoint's disks; else why a guest must
   // not be resumed on them.
@@ -110,6 +114,7 @@ class XenDiskSet {
 // only when that succeeded, the disks. A failed memory commit drops the
 // staged records and leaves the images as they were (the previous
 // checkpoint's); a failed disk apply is reported by disks->Commit.
-Status CommitMemoryThenDisks(uint64_t epoch, const std::function<Status()>& memory, XenDiskSet* disks);
+Status CommitMemoryThenDisks(uint64_t epoch, const std::function<Status()>& memory, XenDiskSet* disks,
+                             bool whole = true);
 
 }  // namespace romulus::xen

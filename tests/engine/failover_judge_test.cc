@@ -132,7 +132,8 @@ TEST(FailoverJudgeTest, Table) {
       {"bye handover activates at once, no fence", kCmd,
        {Start(0), Commit(10, 3), End(20, EndCause::kByeHandover)}, 20, Decision::kActivate, false, "switchover"},
       {"operator failover", kNoFence, {Start(0), Commit(10, 3), Operator()}, 11, Decision::kActivate},
-      {"operator failover with nothing committed", kNoFence, {Start(0), Operator()}, 11, Decision::kHold},
+      // Refused (OperatorFailover says why) and not remembered: still serving.
+      {"operator failover with nothing committed", kNoFence, {Start(0), Operator()}, 11, Decision::kWait},
       {"fence failed: hold", kCmd,
        {Start(0), Commit(10, 1), End(20, EndCause::kConnectionLost), FenceFailed()}, 99999, Decision::kHold,
        false, "fence"},
@@ -185,7 +186,7 @@ TEST(FailoverJudgeTest, ACheckpointWithAPartialDiskIsNeverActivated) {
     if (how == 0) j.SessionEnded(EndCause::kConnectionLost, "eof", std::chrono::seconds(2));
     if (how == 1) {
       j.SessionEnded(EndCause::kConnectionLost, "eof", std::chrono::seconds(2));
-      j.OperatorFailover();
+      EXPECT_NE(j.OperatorFailover().find("still being copied (37%)"), std::string::npos);
     }
     if (how == 2) j.SessionEnded(EndCause::kByeHandover, "", std::chrono::seconds(2));
     d = j.Decide(std::chrono::seconds(60));
@@ -193,6 +194,26 @@ TEST(FailoverJudgeTest, ACheckpointWithAPartialDiskIsNeverActivated) {
     EXPECT_NE(d.why.find("checkpoint 4 cannot be resumed: disk xvda is still being copied (37%)"),
               std::string::npos)
         << d.why;
+  }
+  // A refused operator request, or a handover that could not be honoured,
+  // is not remembered: once a later session commits whole and then ends
+  // with the primary just heard (alive), nothing activates.
+  for (int how = 0; how < 2; ++how) {
+    FailoverJudge j(cfg);
+    j.SessionStarted(std::chrono::seconds(0));
+    j.Committed(4, std::chrono::seconds(1), "disk xvda is still being copied (37%)");
+    if (how == 0) {
+      j.SessionEnded(EndCause::kConnectionLost, "eof", std::chrono::seconds(2));
+      EXPECT_FALSE(j.OperatorFailover().empty());
+    } else {
+      j.SessionEnded(EndCause::kByeHandover, "", std::chrono::seconds(2));
+    }
+    EXPECT_EQ(j.Decide(std::chrono::seconds(3)).kind, Decision::kHold);
+    j.SessionStarted(std::chrono::seconds(4));
+    j.Committed(5, std::chrono::seconds(5));
+    j.SessionEnded(EndCause::kPeerError, "the primary said so", std::chrono::seconds(6));
+    Decision d = j.Decide(std::chrono::seconds(6));
+    EXPECT_NE(d.kind, Decision::kActivate) << how << ": a stale request fired: " << d.why;
   }
   // Once an epoch commits whole, the ordinary rules apply again.
   FailoverJudge j(cfg);

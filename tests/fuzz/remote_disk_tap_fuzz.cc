@@ -87,7 +87,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (c < 0) std::abort();
     timeval tv{5, 0};
     ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    tap::Hello h{42, kDisk, 64 << 20, 1, "xvda"};
+    tap::Hello h{42, kDisk, 64 << 20, 1, 0, "xvda"};
     uint8_t hb[tap::kHelloFixed + tap::kMaxName];
     SendAll(c, Msg(tap::MsgType::kHello, std::span<const uint8_t>(hb, tap::EncodeHello(h, hb))));
     if (RecvN(c, tap::kHeaderSize + tap::kPauseSize)) {

@@ -151,6 +151,31 @@ TEST_F(XenDisksTest, FirstEpochWithoutACheckpointIsWrittenAsItArrives) {
   EXPECT_GT(set.staged_bytes(), 4096u);
 }
 
+// A streaming copy (docs/DISK.md §7.1): its epochs before the disks are
+// whole are no checkpoint, so they keep being written as they arrive (no
+// staging bound: a copy epoch may carry the whole allowance) and the
+// images stay refused; the first whole epoch makes them a checkpoint.
+TEST_F(XenDisksTest, EpochsOfAStreamingCopyStayDirectUntilTheFirstWholeOne) {
+  XenDiskSet set(Opts());
+  ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
+  const std::vector<uint8_t> a(8192, 0xa1), b(4096, 0xb2), c(4096, 0xc3);
+  ASSERT_TRUE(set.OnDisk(1, 1, Write(0, a)).ok());
+  ASSERT_TRUE(set.Commit(1, /*whole=*/false).ok());
+  EXPECT_FALSE(set.activation_refusal().empty()) << "a partial copy is no checkpoint";
+  ASSERT_TRUE(set.OnDisk(2, 1, Write(8192, b)).ok());
+  EXPECT_EQ(ReadFile(Image("xvdb"), 8192, 4096), b) << "a later epoch of the copy is not written as it arrives";
+  EXPECT_EQ(set.staged_bytes(), 0u);
+  ASSERT_TRUE(set.Commit(2, /*whole=*/false).ok());
+  EXPECT_FALSE(set.activation_refusal().empty());
+  ASSERT_TRUE(set.OnDisk(3, 1, Write(12288, c)).ok());
+  ASSERT_TRUE(set.Commit(3).ok());  // whole
+  EXPECT_EQ(set.activation_refusal(), "");
+  // From here on, staged as usual.
+  ASSERT_TRUE(set.OnDisk(4, 1, Write(0, c)).ok());
+  EXPECT_EQ(ReadFile(Image("xvdb"), 0, 4096), std::vector<uint8_t>(4096, 0xa1));
+  EXPECT_GT(set.staged_bytes(), 0u);
+}
+
 TEST_F(XenDisksTest, CommitAppliesInStreamOrderAndDiscardDropsTheEpoch) {
   XenDiskSet set(Opts());
   ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
