@@ -537,7 +537,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
     for (size_t d = 0; d < disks.size(); ++d) {
       if (disk_sync[d] == 0) continue;
       incomplete += std::string(incomplete.empty() ? "" : ", ") + "disk " + protocol::Printable(disks[d].name) +
-                    " is still being copied (" + std::to_string((disk_sync[d] - 1) / 10) + "%)";
+                    " is still being copied (" + std::to_string(protocol::SyncPercent(disk_sync[d])) + "%)";
     }
     // An epoch whose disks are not whole is applied (the copy goes on) but
     // never becomes the sink's resumable checkpoint.

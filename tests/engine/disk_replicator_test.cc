@@ -213,6 +213,18 @@ struct Primary {
   ~Primary() { tap->StopSync(); }
 };
 
+// The backup's copy of the disk is exactly what the guest's state (captured
+// at the pause) says it wrote: every record up to it, none beyond.
+Status CheckBackupDisk(const Primary& p, DiskBackup& backup, std::span<const uint8_t> state) {
+  auto n = sim::SimDiskRecordsInState(state);
+  if (!n.ok()) return n.status();
+  const std::vector<uint8_t>& img = backup.image(p.info.id);
+  return sim::CheckSimDisk(p.spec, *n, [&](uint64_t off, std::span<uint8_t> out) {
+           std::memcpy(out.data(), img.data() + off, out.size());
+           return Status::Ok();
+         }).With(std::to_string(*n) + " records");
+}
+
 // kCapDiskSync (DISK.md §7.1): the first epoch starts a streaming copy that
 // runs beside the guest. Every epoch says how far it got; the backup's copy
 // is exactly the disk at an epoch's pause from the first epoch that says
@@ -274,14 +286,8 @@ TEST(DiskReplicator, AStreamedCopyIsTheDiskAtThePauseFromItsFirstWholeEpoch) {
     }
     EXPECT_EQ(p.disks->WholeAt(epoch), first_whole != 0) << epoch;
     if (first_whole == 0) continue;
-    auto n = sim::SimDiskRecordsInState(state);
-    ASSERT_TRUE(n.ok());
-    const std::vector<uint8_t>& img = backup.image(p.info.id);
-    Status check = sim::CheckSimDisk(p.spec, *n, [&](uint64_t off, std::span<uint8_t> out) {
-      std::memcpy(out.data(), img.data() + off, out.size());
-      return Status::Ok();
-    });
-    ASSERT_TRUE(check.ok()) << "epoch " << epoch << " (" << *n << " records): " << check.ToString();
+    Status check = CheckBackupDisk(p, backup, state);
+    ASSERT_TRUE(check.ok()) << "epoch " << epoch << ": " << check.ToString();
   }
   // 4 MiB at no more than 256 KiB an epoch: at least 16 epochs of copy.
   EXPECT_GE(first_whole, 17u);
@@ -329,14 +335,8 @@ TEST(DiskReplicator, EveryEpochsDiskArrivesWhole) {
     Status got = backup.ReadEpoch(&frames);
     ASSERT_TRUE(got.ok()) << "epoch " << epoch << ": " << got.ToString();
     // The backup's copy is exactly what the guest's state says it wrote.
-    auto n = sim::SimDiskRecordsInState(state);
-    ASSERT_TRUE(n.ok());
-    const std::vector<uint8_t>& img = backup.image(p.info.id);
-    Status check = sim::CheckSimDisk(p.spec, *n, [&](uint64_t off, std::span<uint8_t> out) {
-      std::memcpy(out.data(), img.data() + off, out.size());
-      return Status::Ok();
-    });
-    ASSERT_TRUE(check.ok()) << "epoch " << epoch << " (" << *n << " records): " << check.ToString();
+    Status check = CheckBackupDisk(p, backup, state);
+    ASSERT_TRUE(check.ok()) << "epoch " << epoch << ": " << check.ToString();
   }
   EXPECT_GT(frames, 0u);
   // Every record kind travelled: WRITE (+FUA), ZERO, ZERO+TRIM, FLUSH.
