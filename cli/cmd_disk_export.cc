@@ -30,9 +30,11 @@ int RunDiskExport(int argc, char** argv) {
       ("nbd-socket", po::value<std::string>(), "UNIX socket the kernel NBD client connects to (nbd-client -unix)")
       ("tap-socket", po::value<std::string>(), "UNIX socket the replicator attaches to (replicate --disk-tap)")
       ("budget", po::value<std::string>()->default_value("64M"),
-       "write data one epoch may hold while a replicator is attached (more: the replicator resyncs)");
+       "write data one epoch may hold while a replicator is attached (more: the replicator resyncs)")
+      ("sync-rate", po::value<std::string>()->default_value("64M"),
+       "data the streaming copy of a new backup may add to one epoch (at least 1M; holes are free)");
   int code = 0;
-  auto vm = ParseOptions(kCmd, "--store PATH --name NAME --nbd-socket SOCK --tap-socket TAPSOCK [--budget SIZE]",
+  auto vm = ParseOptions(kCmd, "--store PATH --name NAME --nbd-socket SOCK --tap-socket TAPSOCK [--budget SIZE] [--sync-rate SIZE]",
                          desc, argc, argv, &code);
   if (!vm) return code;
   for (const char* flag : {"store", "name", "nbd-socket", "tap-socket"}) {
@@ -52,6 +54,10 @@ int RunDiskExport(int argc, char** argv) {
     return kExitUsage;
   }
   if (!GetSizeAtLeast(kCmd, *vm, "budget", protocol::kMaxDiskWriteChunk, &o.budget_bytes)) return kExitUsage;
+  // At least one chunk, or the copy could never take a step.
+  if (!GetSizeAtLeast(kCmd, *vm, "sync-rate", o.tap.sync.chunk_bytes, &o.tap.sync.epoch_allowance)) {
+    return kExitUsage;
+  }
 
   // SIGTERM/SIGINT are taken by sigwait below; blocked before any thread
   // starts so that every thread inherits the mask.

@@ -292,4 +292,11 @@ Status BackingStore::Flush() {
   return Status::Ok();
 }
 
+uint64_t BackingStore::DataFrom(uint64_t offset) const {
+  if (offset >= size_) return size_;
+  const off_t at = ::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
+  if (at < 0) return errno == ENXIO ? size_ : offset;  // ENXIO: a hole up to the end
+  return std::min<uint64_t>(static_cast<uint64_t>(at), size_);
+}
+
 }  // namespace romulus::disk

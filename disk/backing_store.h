@@ -44,6 +44,12 @@ class BackingStore {
   BackingStore& operator=(const BackingStore&) = delete;
 
   uint64_t size() const { return size_; }
+  // The first offset >= `offset` that may hold data (SEEK_DATA): size()
+  // when only a hole follows. A store that cannot tell (a block device, a
+  // file system without SEEK_DATA) answers `offset`: all of it may be data.
+  // Any thread (it moves only the descriptor's file offset, which no
+  // pread/pwrite uses).
+  uint64_t DataFrom(uint64_t offset) const;
   bool direct() const { return direct_; }
   bool read_only() const { return options_.read_only; }
   bool is_block_device() const { return block_device_; }

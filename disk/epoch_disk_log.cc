@@ -212,6 +212,17 @@ Status EpochDiskLog::CaptureSpan(uint64_t epoch, BackingStore* store, uint64_t o
   const uint64_t chunk = CaptureChunkBytes(*store);
   CaptureCursor c;
   for (uint64_t pos = offset; pos < offset + length;) {
+    // A hole reads as zeros: it joins the zero run without being read.
+    const uint64_t data_at = std::min(store->DataFrom(pos), offset + length);
+    if (data_at > pos) {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (!c.in_zero) {
+        c.in_zero = true;
+        c.zero_from = pos;
+      }
+      pos = data_at;
+      continue;
+    }
     const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(offset + length - pos, chunk));
     ROMULUS_RETURN_IF_ERROR(CaptureChunk(epoch, store, pos, n, c, what));
     pos += n;

@@ -78,7 +78,7 @@ class EpochDiskLog final : public DiskWriteSink {
   // copy of the disk).
   void Reset();
   // Appends the whole disk as records of `epoch`: WRITE for data, ZERO for
-  // 4 KiB blocks that read as zeros. REQUIRES: no request of this disk is in
+  // 4 KiB blocks that read as zeros and for the store's holes (not read). REQUIRES: no request of this disk is in
   // flight or can start until it returns (the simulated guest is paused;
   // an NBD front end would have to be held — not provided yet). Fails like
   // Seal (resync) when the disk does not fit the budget.

@@ -34,12 +34,20 @@ Result<bool> SyncCopier::Step(std::chrono::steady_clock::time_point hold_deadlin
   // Under the hold no request holds a tag: this one is the newest, so every
   // write before it is tagged <= it and every write after it >= it.
   const uint64_t tag = clock_->Acquire();
-  Status st = log_->CaptureRange(tag, store_, next_, n);
+  // Under the hold the store's holes are stable: a hole, however long, is
+  // one ZERO record, read from nowhere and charged nothing (it adds no data).
+  uint64_t len = n, charged = n;
+  const uint64_t data_at = store_->DataFrom(next_);
+  if (data_at > next_) {
+    len = std::min(data_at, total_) - next_;
+    charged = 0;
+  }
+  Status st = log_->CaptureRange(tag, store_, next_, len);
   clock_->Release(tag);
   hold_->Unhold();
   ROMULUS_RETURN_IF_ERROR(st);
-  next_ += n;
-  copied_this_epoch_ += n;
+  next_ += len;
+  copied_this_epoch_ += charged;
   last_tag_ = tag;
   if (done()) complete_epoch_ = tag;
   return true;

@@ -9,16 +9,17 @@
 # $LAB_DISK_KILLS (default "random s2 c fs sync"), each with a fresh guest, image and backup.
 # Each session's first copy of the disk is streamed beside the running guest (DISK.md §7.1:
 # at most 64 MiB an epoch; the backup's checkpoints are not resumable until it completes):
-#   random  a 256 MiB disk (four times the export's log budget, so only the streaming copy
-#           can carry it); SIGKILL the replicator once the copy completed and a random
+#   random  a 256 MiB disk (four times the export's log budget; sparse, so its holes travel as
+#           ZERO records); SIGKILL the replicator once the copy completed and a random
 #           number (6..13) of epochs were acked, then destroy the primary: the backup fails
 #           over from an epoch ≥ the last acked one;
 #   s2, c   `replicate --kill-at PHASE:K` (K = 20, after the 64 MiB copy completed): the
 #           primary dies with the guest suspended (s2: the backup resumes from K-1) or after
 #           EPOCH_END K, unacked (c: from K);
-#   sync    a 1 GiB disk; SIGKILL the replicator after 2 acked epochs (at most 64 MiB of the
-#           copy), destroy the primary: the first law, the backup must hold (no failover, its
-#           decision naming the copy) and run no copy of the guest;
+#   sync    a 1 GiB disk holding 64 MiB of data, copied at `--sync-rate 1M` (so over 64
+#           epochs at least); SIGKILL the replicator after 2 acked epochs and destroy the
+#           primary; the first law: the backup must hold (no failover, its decision naming
+#           the copy) and run no copy of the guest;
 #   fs      as random, but the disk holds ext4 and the guest appends the records to a file with
 #           fsync (labdisk fswrite), 120 at 300 ms, then unmounts: the resumed guest must finish and
 #           unmount, the backup's image must pass `e2fsck -fn` (no journal to replay, no error)
@@ -54,13 +55,20 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync}; do
   mkdir -p "$D/disks"
   IMG=$D/xvdb.img; SOCK=$D/nbd.sock; TAP=$D/tap.sock
   truncate -s $SIZE "$IMG"
+  RATE=64M
+  if [ $KILL = sync ]; then
+    # Data the copy must read (holes are free): 64 MiB at 1 MiB an epoch.
+    dd if=/dev/urandom of="$IMG" bs=1M count=64 conv=notrunc >/dev/null 2>&1 || lab_fail "sync: filling the image"
+    RATE=1M
+  fi
   if [ $REC = FS ]; then
     /lab/e2fs/mke2fs -F -q -t ext4 "$IMG" >"$D/mkfs.log" 2>&1 || lab_fail "fs: mke2fs: $(cat "$D/mkfs.log")"
     WORK="lab_fs=/dev/xvdb lab_fs_ms=300 lab_fs_max=$FSMAX"
   else
     WORK="lab_disk=/dev/xvdb lab_disk_ms=300 lab_disk_max=0"
   fi
-  romulus disk-export --store "$IMG" --name xvdb --nbd-socket "$SOCK" --tap-socket "$TAP" >"$D/export.log" 2>&1 &
+  romulus disk-export --store "$IMG" --name xvdb --nbd-socket "$SOCK" --tap-socket "$TAP" --sync-rate $RATE \
+    >"$D/export.log" 2>&1 &
   EP=$!
   LAB_EVIDENCE=""
   lab_evidence "$D/export.log"
@@ -82,9 +90,9 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync}; do
   RP=$!
   T0=$(lab_now)
   if [ "$KILL" = sync ]; then
-    # ---- the first law while the copy runs: 2 acked epochs carry at most 64 MiB of 1 GiB
+    # ---- the first law while the copy runs: 2 acked epochs carry at most 2 of its 64 MiB
     kill_after_acked 2
-    [ -z "$(copied "$D/primary.log")" ] || lab_fail "sync: the 1 GiB copy completed within 2 epochs (epoch $(copied "$D/primary.log")): the drill proves nothing"
+    [ -z "$(copied "$D/primary.log")" ] || lab_fail "sync: the copy completed with epoch $(copied "$D/primary.log"), before the kill: the drill proves nothing"
     xl destroy "$P" >/dev/null 2>&1
     lab_evidence "$D/events.jsonl"
     i=0
@@ -95,7 +103,7 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync}; do
     [ "$(rj_event_count "$D/events.jsonl" failover)" -eq 0 ] || lab_fail "sync: the backup failed over with a partial disk: $(rj_first_event "$D/events.jsonl" failover)"
     xl list | grep -E "^$G( |--)" | grep -v -- '--incoming' | grep -q . && lab_fail "sync: a copy of $G runs on the backup: $(xl list | grep "$G")"
     WHY=$(rj_events "$D/events.jsonl" decision | grep '"decision":"hold"' | grep 'still being copied' | head -n1)
-    lab_note "sync: killed after 2 acked epochs of a 1 GiB copy; the backup holds: $(rj_get "$WHY" why | cut -c1-200)"
+    lab_note "sync: killed after 2 acked epochs of a 1 GiB copy (64 MiB of data at 1 MiB an epoch); the backup holds: $(rj_get "$WHY" why | cut -c1-200)"
     lab_figure "drill=sync activated=0 commits_not_resumable=$(grep -c not_resumable "$D/events.jsonl")"
     kill $BP 2>/dev/null; wait $BP 2>/dev/null
     xl destroy $G--incoming >/dev/null 2>&1

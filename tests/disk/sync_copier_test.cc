@@ -8,6 +8,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -231,6 +234,48 @@ TEST(SyncCopierTest, PacedOutUntilTheNextEpochAndProgressIsExact) {
   EXPECT_EQ(copier.complete_epoch(), 6u);  // the tag of the last chunk
   EXPECT_FALSE(*copier.Step(Clock::now() + std::chrono::seconds(1)));
   EXPECT_EQ(clock.in_flight(), 0u);
+}
+
+// A hole (SEEK_DATA) is copied as one ZERO record in one step, read from
+// nowhere and charged nothing against the epoch's allowance: a sparse disk
+// is not paced like a full one. Only the data chunk counts.
+TEST(SyncCopierTest, AHoleIsOneZeroRecordAndCostsNoAllowance) {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/sparse.img";
+  constexpr uint64_t kSize = 64u << 20;
+  {
+    int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, kSize), 0);
+    std::vector<uint8_t> blk(kBlock, 0x5a);
+    ASSERT_EQ(::pwrite(fd, blk.data(), blk.size(), kSize - kBlock), static_cast<ssize_t>(kBlock));
+    ::close(fd);
+  }
+  BackingStoreOptions o;
+  o.max_request = 1u << 20;
+  o.read_only = true;
+  auto store = BackingStore::Open(path, o);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  if ((*store)->DataFrom(0) == 0) GTEST_SKIP() << "this file system does not report holes (SEEK_DATA)";
+  EpochCounter clock(1);
+  EpochDiskLog log(0, store->get());
+  MutexHold hold;
+  SyncCopierOptions co;
+  co.chunk_bytes = 1u << 20;
+  co.epoch_allowance = 1u << 20;  // one data chunk an epoch
+  SyncCopier copier(&log, &clock, store->get(), &hold, co);
+  ASSERT_TRUE(*copier.Step(Clock::now() + std::chrono::seconds(1)));
+  EXPECT_GE(copier.copied_bytes(), kSize - (1u << 20)) << "the hole was not taken in one step";
+  EXPECT_TRUE(*copier.Step(Clock::now() + std::chrono::seconds(1)));  // the data: the allowance is untouched
+  EXPECT_TRUE(copier.done());
+  ASSERT_TRUE(log.Seal(clock.current()).ok());
+  uint64_t zero = 0, written = 0;
+  log.ForEachSealed([&](const protocol::DiskRecord& r) {
+    if (r.kind == DiskRecordKind::kZero) zero += r.length;
+    if (r.kind == DiskRecordKind::kWrite) written += r.length;
+  });
+  EXPECT_EQ(zero, kSize - kBlock);
+  EXPECT_EQ(written, kBlock);
 }
 
 // The whole copy step (tag, read, log, release) happens inside the hold:

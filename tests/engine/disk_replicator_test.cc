@@ -229,7 +229,7 @@ Status CheckBackupDisk(const Primary& p, DiskBackup& backup, std::span<const uin
 // runs beside the guest. Every epoch says how far it got; the backup's copy
 // is exactly the disk at an epoch's pause from the first epoch that says
 // "whole" on, and WholeAt agrees. The copy is paced (64 KiB chunks, 256 KiB
-// per epoch), so it spans many epochs.
+// of data per epoch; holes are free), so it spans several epochs.
 TEST(DiskReplicator, AStreamedCopyIsTheDiskAtThePauseFromItsFirstWholeEpoch) {
   disk::SyncCopierOptions sync;
   sync.chunk_bytes = 64 << 10;
@@ -289,8 +289,10 @@ TEST(DiskReplicator, AStreamedCopyIsTheDiskAtThePauseFromItsFirstWholeEpoch) {
     Status check = CheckBackupDisk(p, backup, state);
     ASSERT_TRUE(check.ok()) << "epoch " << epoch << ": " << check.ToString();
   }
-  // 4 MiB at no more than 256 KiB an epoch: at least 16 epochs of copy.
-  EXPECT_GE(first_whole, 17u);
+  // About 1.2 MiB of data (300 records) at no more than 256 KiB an epoch,
+  // after a first epoch that carries none of the copy; the rest of the
+  // 4 MiB is a hole, which costs no allowance.
+  EXPECT_GE(first_whole, 5u);
   EXPECT_EQ(p.disks->sync_permille(), 1000u);
 }
 
