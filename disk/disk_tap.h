@@ -42,6 +42,9 @@ enum class CopyMode : uint8_t {
              // the streaming copy (§7.1); it runs while the guest does, and
              // sealed_sync_state() says when the backup's disk is whole.
              // REQUIRES: can_stream()
+  kChanged,  // the session's first epoch, the backup holding this disk as of
+             // one of the tap's own tags (§7.2): as kInPause, but only the
+             // regions written after that tag. REQUIRES: lineage() != 0
 };
 
 class DiskTap {
@@ -55,16 +58,30 @@ class DiskTap {
   // kCapDiskSync too).
   virtual bool can_stream() const { return false; }
 
+  // Non-zero when the tap tracks which regions each of its tags wrote
+  // (CopyMode::kChanged): names the front end whose tags these are, random
+  // per front end instance, so a backup's "as of tag T" is only believed
+  // for the front end that numbered T (docs/DISK.md §7.2).
+  virtual uint64_t lineage() const { return 0; }
+  // The backup committed the epoch of `tag`: the tap may forget what
+  // changed up to it. Any thread.
+  virtual void Acked(uint64_t tag) { (void)tag; }
+  // After a successful Pause(kChanged): how many regions it copied.
+  virtual uint64_t copied_regions() const { return 0; }
+
   // REQUIRES: the guest of the ending epoch is paused.
   // kInPause: forget every open record, then capture the whole disk as
   // records of the ending epoch, with the front end held still while it is
   // read (no request executes meanwhile). kStream: forget every open record
   // and start the streaming copy with the next epoch. Then advance the
   // clock. Returns the ending epoch's tag (the front end's own numbering;
-  // the engine maps its epochs to tags).
+  // the engine maps its epochs to tags). kChanged: as kInPause, but only the
+  // regions written after tag `since` (the backup holds the disk as of it).
   // Errors: OutOfRange (the copy does not fit the log's budget: the session
-  // needs a resync), Closed/IoError (a remote export went away).
-  virtual Result<uint64_t> Pause(CopyMode copy) = 0;
+  // needs a resync), Unsupported (kChanged: the tap cannot tell what changed
+  // since `since`; nothing was paused, copy the whole disk), Closed/IoError
+  // (a remote export went away).
+  virtual Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0) = 0;
 
   // Waits (bounded by deadline) until no request tagged <= tag is in flight,
   // then seals the records tagged <= tag; ForEachSealed yields them until the

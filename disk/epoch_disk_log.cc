@@ -80,6 +80,7 @@ void EpochDiskLog::OnWrite(uint64_t epoch, uint64_t offset, std::span<const uint
   }
   const uint8_t flags = fua ? protocol::kDiskFlagFua : 0;
   std::lock_guard<std::mutex> lk(mu_);
+  MarkLocked(epoch, offset, bytes.size());
   if (AllZero(bytes)) {
     ++stats_.zero_writes;
     AppendLocked(epoch, DiskRecordKind::kZero, flags, offset, bytes.size(), {});
@@ -96,6 +97,7 @@ void EpochDiskLog::OnZero(uint64_t epoch, uint64_t offset, uint64_t length, bool
   }
   uint8_t flags = (fua ? protocol::kDiskFlagFua : 0) | (trim ? protocol::kDiskFlagTrim : 0);
   std::lock_guard<std::mutex> lk(mu_);
+  MarkLocked(epoch, offset, length);
   AppendLocked(epoch, DiskRecordKind::kZero, flags, offset, length, {});
 }
 
@@ -110,6 +112,11 @@ void EpochDiskLog::OnWriteFailed(uint64_t epoch, uint64_t offset, uint64_t lengt
   uint64_t end = offset + length;
   end = (end + kSector - 1) / kSector * kSector;
   if (store_ != nullptr) end = std::min(end, store_->size());
+  {
+    // Changed, whatever the re-read finds.
+    std::lock_guard<std::mutex> lk(mu_);
+    MarkLocked(epoch, offset, length);
+  }
   if (store_ == nullptr || begin >= end) {
     std::lock_guard<std::mutex> lk(mu_);
     LostLocked(epoch, "disk " + std::to_string(disk_id_) + ": a failed write at " + std::to_string(offset) +
@@ -140,6 +147,10 @@ void EpochDiskLog::OnWriteFailed(uint64_t epoch, uint64_t offset, uint64_t lengt
 
 void EpochDiskLog::Reset() {
   std::lock_guard<std::mutex> lk(mu_);
+  ResetLocked();
+}
+
+void EpochDiskLog::ResetLocked() {
   open_.clear();
   open_data_.clear();
   lost_epoch_ = 0;
@@ -243,6 +254,41 @@ Status EpochDiskLog::CaptureRange(uint64_t epoch, BackingStore* store, uint64_t 
                                    std::to_string(store->size()) + " bytes");
   }
   return CaptureSpan(epoch, store, offset, length, "sync copy");
+}
+
+void EpochDiskLog::TrackChanges(uint64_t disk_bytes) {
+  std::lock_guard<std::mutex> lk(mu_);
+  changes_ = std::make_unique<DirtyRegions>(disk_bytes);
+}
+
+void EpochDiskLog::ForgetChangesThrough(uint64_t tag) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (changes_) changes_->Forget(tag);
+}
+
+Result<uint64_t> EpochDiskLog::CaptureChangedSince(uint64_t epoch, BackingStore* store, uint64_t since) {
+  if (store == nullptr) return Status::InvalidArgument("disk copy without a store");
+  std::optional<std::vector<std::pair<uint64_t, uint64_t>>> ranges;
+  uint64_t regions = 0;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (changes_ == nullptr) return Status::Unsupported("disk " + std::to_string(disk_id_) + ": changes are not tracked");
+    ranges = changes_->ChangedSince(since);
+    if (!ranges) {
+      return Status::Unsupported("disk " + std::to_string(disk_id_) + ": changes since tag " + std::to_string(since) +
+                              " are no longer known (kept from tag " +
+                              std::to_string(changes_->forgotten_through()) + ")");
+    }
+    regions = changes_->RegionsSince(since);
+    ResetLocked();
+  }
+  for (const auto& [offset, length] : *ranges) {
+    if (offset > store->size() || length > store->size() - offset) {
+      return Status::Internal("disk " + std::to_string(disk_id_) + ": a changed region lies beyond the store");
+    }
+    ROMULUS_RETURN_IF_ERROR(CaptureSpan(epoch, store, offset, length, "copy of the changed regions"));
+  }
+  return regions;
 }
 
 uint64_t EpochDiskLog::open_bytes() const {

@@ -29,6 +29,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <span>
 #include <string>
@@ -37,6 +38,7 @@
 #include "common/status.h"
 #include "common/thread_annotations.h"
 #include "disk/backing_store.h"
+#include "disk/dirty_regions.h"
 #include "disk/write_sink.h"
 #include "protocol/disk_records.h"
 
@@ -72,6 +74,13 @@ class EpochDiskLog final : public DiskWriteSink {
   // after the log (the simulated guest opens its store with the log as its
   // sink). REQUIRES: before the front end's first request.
   void AttachStore(BackingStore* store) { store_ = store; }
+  // Keeps, beside the records, which regions of a disk of `disk_bytes` each
+  // tag wrote (DirtyRegions), whatever happens to the records (Reset, a
+  // lost epoch), so that a backup holding the disk as of a tag can be
+  // brought up to date with the regions changed since (docs/DISK.md §7.2).
+  // REQUIRES: before the front end's first request.
+  void TrackChanges(uint64_t disk_bytes);
+  bool tracks_changes() const { return changes_ != nullptr; }
 
   // ---- Engine thread ----
   // Forgets everything (a new session: its first epoch starts from a full
@@ -93,6 +102,15 @@ class EpochDiskLog final : public DiskWriteSink {
   // InvalidArgument for a range beyond the disk; fails like Seal (resync)
   // when the records do not fit the budget.
   Status CaptureRange(uint64_t epoch, BackingStore* store, uint64_t offset, uint64_t length);
+  // A new session's copy of only the regions the front end wrote with a
+  // tag > `since` (its backup holds the disk as of `since`): forgets every
+  // record (as Reset) and appends those regions as CaptureFullCopy does the
+  // whole disk. Returns how many regions were captured. Same REQUIRES as
+  // CaptureFullCopy. Unsupported, capturing nothing, when no changes are
+  // tracked or marks after `since` were forgotten (copy the whole disk).
+  Result<uint64_t> CaptureChangedSince(uint64_t epoch, BackingStore* store, uint64_t since);
+  // The backup committed `tag`: change marks of tags <= tag are dropped.
+  void ForgetChangesThrough(uint64_t tag);
   // Data bytes the open epochs hold now (the copier's pacing reads it).
   uint64_t open_bytes() const;
   uint64_t budget_bytes() const { return options_.budget_bytes; }
@@ -122,6 +140,7 @@ class EpochDiskLog final : public DiskWriteSink {
                     uint64_t length, std::span<const uint8_t> data) REQUIRES(mu_);
   void AppendZeroRunLocked(uint64_t epoch, uint64_t from, uint64_t to) REQUIRES(mu_);
   void LostLocked(uint64_t epoch, std::string why) REQUIRES(mu_);
+  void ResetLocked() REQUIRES(mu_);
   struct CaptureCursor;
   Status CaptureChunk(uint64_t epoch, BackingStore* store, uint64_t pos, uint32_t n, CaptureCursor& c,
                       const char* what);
@@ -141,6 +160,11 @@ class EpochDiskLog final : public DiskWriteSink {
   uint64_t lost_epoch_ GUARDED_BY(mu_) = 0;
   std::string lost_why_ GUARDED_BY(mu_);
   EpochDiskLogStats stats_ GUARDED_BY(mu_);
+  // Set by TrackChanges before the front end starts; its content under mu_.
+  std::unique_ptr<DirtyRegions> changes_;
+  void MarkLocked(uint64_t epoch, uint64_t offset, uint64_t length) REQUIRES(mu_) {
+    if (changes_) changes_->Mark(epoch, offset, length);
+  }
 
   // Engine thread only.
   std::vector<Entry> sealed_;

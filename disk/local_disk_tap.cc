@@ -1,10 +1,13 @@
 #include "disk/local_disk_tap.h"
 
+#include "common/random_id.h"
+
 namespace romulus::disk {
 
 LocalDiskTap::LocalDiskTap(protocol::DiskInfo info, BackingStore* store, EpochCounter* clock, EpochDiskLog* log,
                            FrontEndHold* hold, SyncCopierOptions sync)
-    : info_(std::move(info)), store_(store), clock_(clock), log_(log) {
+    : info_(std::move(info)), store_(store), clock_(clock), log_(log), lineage_(RandomNonZeroId()) {
+  if (!log_->tracks_changes()) log_->TrackChanges(info_.size_bytes);
   if (hold != nullptr) sync_ = std::make_unique<SyncRunner>(log, clock, store, hold, sync);
 }
 
@@ -12,11 +15,18 @@ void LocalDiskTap::StopSync() {
   if (sync_) sync_->Stop();
 }
 
-Result<uint64_t> LocalDiskTap::Pause(CopyMode copy) {
+Result<uint64_t> LocalDiskTap::Pause(CopyMode copy, uint64_t since) {
   if (copy == CopyMode::kStream && !sync_) {
     return Status::Unsupported("disk " + info_.name + ": no streaming copy without a front-end hold");
   }
-  if (copy != CopyMode::kNone) {
+  if (copy == CopyMode::kChanged) {
+    // Nothing changes unless the changes since `since` are known: a refusal
+    // leaves the log as it was, for a whole copy instead.
+    StopSync();
+    Result<uint64_t> regions = log_->CaptureChangedSince(clock_->current(), store_, since);
+    if (!regions.ok()) return regions.status();
+    copied_regions_ = *regions;
+  } else if (copy != CopyMode::kNone) {
     // The backup's copy may be anything (none, an old one): what the log
     // held from before is superseded by the new session's copy. A copy
     // still running for an earlier session is abandoned first (its chunks

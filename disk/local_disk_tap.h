@@ -24,13 +24,17 @@ namespace romulus::disk {
 
 class LocalDiskTap final : public DiskTap {
  public:
-  // Every pointer outlives the tap.
+  // Every pointer outlives the tap. REQUIRES: the front end has not written
+  // yet (the tap makes `log` track changes, for CopyMode::kChanged).
   LocalDiskTap(protocol::DiskInfo info, BackingStore* store, EpochCounter* clock, EpochDiskLog* log,
                FrontEndHold* hold = nullptr, SyncCopierOptions sync = {});
 
   const protocol::DiskInfo& info() const override { return info_; }
   bool can_stream() const override { return sync_ != nullptr; }
-  Result<uint64_t> Pause(CopyMode copy) override;
+  uint64_t lineage() const override { return lineage_; }
+  void Acked(uint64_t tag) override { log_->ForgetChangesThrough(tag); }
+  uint64_t copied_regions() const override { return copied_regions_; }
+  Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0) override;
   Status Seal(uint64_t tag, std::chrono::steady_clock::time_point deadline) override;
   void ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const override;
   uint32_t sealed_sync_state() const override { return sealed_sync_state_; }
@@ -46,6 +50,8 @@ class LocalDiskTap final : public DiskTap {
   EpochDiskLog* const log_;
   std::unique_ptr<SyncRunner> sync_;  // null without a hold
   uint32_t sealed_sync_state_ = protocol::kSyncWhole;
+  const uint64_t lineage_;
+  uint64_t copied_regions_ = 0;
 };
 
 }  // namespace romulus::disk

@@ -137,7 +137,11 @@ Status RemoteDiskTap::RemoteError(std::span<const uint8_t> payload) {
   return Status::Error(e->code, "the export says: " + e->text);
 }
 
-Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy) {
+Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy, uint64_t since) {
+  (void)since;
+  // The export does not track changes yet (lineage() is 0): the engine
+  // never asks it for one.
+  if (copy == CopyMode::kChanged) return Status::Unsupported("disk tap " + path_ + ": no copy of changes only");
   const bool full_copy = copy == CopyMode::kInPause;
   const bool stream = copy == CopyMode::kStream;
   if (!connected()) {

@@ -64,7 +64,7 @@ class RemoteDiskTap final : public DiskTap {
   const protocol::DiskInfo& info() const override { return info_; }
   // The export streams its copy (its HELLO's kFeatureStream).
   bool can_stream() const override { return (hello_.features & tap::kFeatureStream) != 0; }
-  Result<uint64_t> Pause(CopyMode copy) override;
+  Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0) override;
   Status Seal(uint64_t tag, std::chrono::steady_clock::time_point deadline) override;
   void ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const override;
   uint32_t sealed_sync_state() const override { return sealed_sync_state_; }

@@ -346,7 +346,8 @@ bool DiskFrameParser::Next(DiskRecord* out) {
 // ---- DISK_END ----------------------------------------------------------------
 
 Status DiskEnd::EncodeTo(std::vector<uint8_t>* out) const {
-  out->resize(kDiskEndSize);
+  const size_t size = has_tag ? kDiskEndTaggedSize : kDiskEndSize;
+  out->resize(size);
   Writer w(*out);
   if (sync_state > kMaxSyncState) return Status::InvalidArgument("DISK_END sync state " + Str(sync_state) + " > 1001");
   w.U32(disk_id);
@@ -354,13 +355,14 @@ Status DiskEnd::EncodeTo(std::vector<uint8_t>* out) const {
   w.U64(record_count);
   w.U64(data_bytes);
   w.U64(digest);
-  return w.ok() && w.size() == kDiskEndSize ? Status::Ok() : Status::Internal("DISK_END encoding size mismatch");
+  if (has_tag) w.U64(tag);
+  return w.ok() && w.size() == size ? Status::Ok() : Status::Internal("DISK_END encoding size mismatch");
 }
 
-Result<DiskEnd> DiskEnd::Decode(std::span<const uint8_t> payload, bool sync_agreed) {
-  if (payload.size() != kDiskEndSize) {
-    return Status::Corruption("DISK_END payload is " + Str(payload.size()) + " bytes, expected " +
-                              Str(kDiskEndSize));
+Result<DiskEnd> DiskEnd::Decode(std::span<const uint8_t> payload, bool sync_agreed, bool delta_agreed) {
+  const size_t want = delta_agreed ? kDiskEndTaggedSize : kDiskEndSize;
+  if (payload.size() != want) {
+    return Status::Corruption("DISK_END payload is " + Str(payload.size()) + " bytes, expected " + Str(want));
   }
   Reader r(payload);
   DiskEnd e;
@@ -369,6 +371,10 @@ Result<DiskEnd> DiskEnd::Decode(std::span<const uint8_t> payload, bool sync_agre
   r.U64(&e.record_count);
   r.U64(&e.data_bytes);
   r.U64(&e.digest);
+  if (delta_agreed) {
+    e.has_tag = true;
+    r.U64(&e.tag);
+  }
   if (!sync_agreed && e.sync_state != 0) return Status::Corruption("DISK_END reserved field is not zero");
   if (e.sync_state > kMaxSyncState) {
     return Status::Corruption("DISK_END sync state " + Str(e.sync_state) + " is above 1001");

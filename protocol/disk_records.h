@@ -46,6 +46,7 @@ inline constexpr uint32_t kMaxDiskWriteChunk = uint32_t{1} << 20;
 // The largest ZERO range one record carries (a u32 length).
 inline constexpr uint64_t kMaxDiskZeroChunk = uint64_t{1} << 31;
 inline constexpr size_t kDiskEndSize = 32;
+inline constexpr size_t kDiskEndTaggedSize = 40;  // with kCapDiskDelta: + the epoch's tag
 
 // The bound of DiskFrameParser's decompression arena: LZ4 records of one
 // frame are decompressed once, at validation, into the arena while their
@@ -216,11 +217,18 @@ struct DiskEnd {
   uint32_t sync_state = 0;
   static constexpr uint32_t kMaxSyncState = 1001;
   bool whole() const { return sync_state == 0; }
+  // With kCapDiskDelta (`has_tag`; 8 more bytes): the front end's tag of
+  // this epoch, so the backup can say which tag its copy holds
+  // (docs/DISK.md §7.2).
+  bool has_tag = false;
+  uint64_t tag = 0;
 
   Status EncodeTo(std::vector<uint8_t>* out) const;
-  // Exactly 32 bytes. Without kCapDiskSync agreed (`sync_agreed` false) the
-  // sync word must be 0, as the reserved word it was; with it, <= 1001.
-  static Result<DiskEnd> Decode(std::span<const uint8_t> payload, bool sync_agreed = false);
+  // Exactly 32 bytes, 40 with `delta_agreed` (then has_tag). Without
+  // kCapDiskSync agreed (`sync_agreed` false) the sync word must be 0, as
+  // the reserved word it was; with it, <= 1001.
+  static Result<DiskEnd> Decode(std::span<const uint8_t> payload, bool sync_agreed = false,
+                                bool delta_agreed = false);
 };
 
 }  // namespace romulus::protocol

@@ -72,7 +72,7 @@ size_t MaxPayloadFor(uint8_t type) {
     case FrameType::kCacheResize: return 16;
     case FrameType::kHeld: return 16 + 8 * 8192;  // Held::kMaxHashes
     case FrameType::kDisk: return kMaxPayload;
-    case FrameType::kDiskEnd: return 32;
+    case FrameType::kDiskEnd: return 40;  // kDiskEndTaggedSize
     case FrameType::kHeartbeat: return 24;
     case FrameType::kBye: return 260;
     case FrameType::kError: return 1028;

@@ -20,6 +20,8 @@ bool IsCleanText(std::string_view s) {
 
 // id, size, name length: the fixed part of one HELLO disk entry.
 constexpr size_t kDiskEntryFixed = 4 + 8 + 1;
+// disk id, lineage, tag: one HELLO_ACK held-disk entry.
+constexpr size_t kDiskHeldSize = 4 + 8 + 8;
 
 Status CheckDiskList(const std::vector<DiskInfo>& disks) {
   if (disks.size() > kMaxDisks) {
@@ -37,6 +39,31 @@ Status CheckDiskList(const std::vector<DiskInfo>& disks) {
     }
     for (size_t j = 0; j < i; ++j) {
       if (disks[j].id == d.id) return Status::Corruption("HELLO disk id " + Str(d.id) + " listed twice");
+    }
+  }
+  return Status::Ok();
+}
+
+Status CheckLineages(const std::vector<uint64_t>& lineages, size_t disks) {
+  if (lineages.size() != disks) {
+    return Status::Corruption("HELLO names " + Str(lineages.size()) + " disk lineages for " + Str(disks) + " disks");
+  }
+  for (uint64_t l : lineages) {
+    if (l == 0) return Status::Corruption("HELLO disk lineage 0 (reserved for none)");
+  }
+  return Status::Ok();
+}
+
+Status CheckDisksHeld(const std::vector<DiskHeld>& held) {
+  if (held.size() > kMaxDisks) {
+    return Status::Corruption("HELLO_ACK lists " + Str(held.size()) + " held disks, at most " + Str(kMaxDisks));
+  }
+  for (size_t i = 0; i < held.size(); ++i) {
+    if (held[i].lineage == 0) return Status::Corruption("HELLO_ACK held disk lineage 0 (reserved for none)");
+    for (size_t j = 0; j < i; ++j) {
+      if (held[j].disk_id == held[i].disk_id) {
+        return Status::Corruption("HELLO_ACK held disk id " + Str(held[i].disk_id) + " listed twice");
+      }
     }
   }
   return Status::Ok();
@@ -142,11 +169,22 @@ Status Hello::EncodeTo(std::vector<uint8_t>* out) const {
   if (!with_disks && !disks.empty()) {
     return Status::InvalidArgument("HELLO lists disks without offering the disk capability");
   }
+  const bool with_lineages = (capabilities & kCapDiskDelta) != 0;
+  if (with_lineages && !with_disks) {
+    return Status::InvalidArgument("HELLO offers disk lineages without the disk capability");
+  }
+  if (!with_lineages && !disk_lineages.empty()) {
+    return Status::InvalidArgument("HELLO names disk lineages without offering kCapDiskDelta");
+  }
   size_t disk_bytes = 0;
   if (with_disks) {
     if (Status s = CheckDiskList(disks); !s.ok()) return Status::InvalidArgument(s.message());
     disk_bytes = 2;
     for (const DiskInfo& d : disks) disk_bytes += kDiskEntryFixed + d.name.size();
+  }
+  if (with_lineages) {
+    if (Status s = CheckLineages(disk_lineages, disks.size()); !s.ok()) return Status::InvalidArgument(s.message());
+    disk_bytes += 8 * disk_lineages.size();
   }
   return EncodeExact(out, kHelloFixedSize + identity.size() + disk_bytes, [&](Writer& w) {
     w.Bytes(std::span<const uint8_t>(kHelloMagic, sizeof kHelloMagic));
@@ -173,6 +211,9 @@ Status Hello::EncodeTo(std::vector<uint8_t>* out) const {
         w.U8(static_cast<uint8_t>(d.name.size()));
         w.Bytes(d.name);
       }
+    }
+    if (with_lineages) {
+      for (uint64_t l : disk_lineages) w.U64(l);
     }
   });
 }
@@ -231,6 +272,14 @@ Result<Hello> Hello::Decode(std::span<const uint8_t> payload) {
     }
     if (Status s = CheckDiskList(h.disks); !s.ok()) return s;
   }
+  if ((h.capabilities & kCapDiskDelta) != 0) {
+    if ((h.capabilities & kCapDisk) == 0) return Status::Corruption("HELLO offers disk lineages without disks");
+    h.disk_lineages.resize(h.disks.size());
+    for (uint64_t& l : h.disk_lineages) {
+      if (!r.U64(&l)) return Truncated("HELLO disk lineages");
+    }
+    if (Status s = CheckLineages(h.disk_lineages, h.disks.size()); !s.ok()) return s;
+  }
   // Bytes after the last known field: extensions from later versions, ignored.
   return h;
 }
@@ -244,7 +293,13 @@ Status HelloAck::EncodeTo(std::vector<uint8_t>* out) const {
   if (accepted != (error == ErrorCode::kNone)) {
     return Status::InvalidArgument("HELLO_ACK: an error code is required exactly when refusing");
   }
-  const size_t ext = has_max_cache() ? 8 : 0;
+  size_t ext = has_max_cache() ? 8 : 0;
+  if (has_disks_held()) {
+    if (Status s = CheckDisksHeld(disks_held); !s.ok()) return Status::InvalidArgument(s.message());
+    ext += 2 + kDiskHeldSize * disks_held.size();
+  } else if (!disks_held.empty()) {
+    return Status::InvalidArgument("HELLO_ACK lists held disks without accepting kCapDiskDelta");
+  }
   return EncodeExact(out, kHelloAckFixedSize + text.size() + ext, [&](Writer& w) {
     w.U8(accepted ? 0 : 1);
     w.U8(0);
@@ -255,7 +310,15 @@ Status HelloAck::EncodeTo(std::vector<uint8_t>* out) const {
     w.U64(session_id);
     w.U64(backup_epoch);
     w.Bytes(text);
-    if (ext != 0) w.U64(max_cache_pages);
+    if (has_max_cache()) w.U64(max_cache_pages);
+    if (has_disks_held()) {
+      w.U16(static_cast<uint16_t>(disks_held.size()));
+      for (const DiskHeld& d : disks_held) {
+        w.U32(d.disk_id);
+        w.U64(d.lineage);
+        w.U64(d.tag);
+      }
+    }
   });
 }
 
@@ -288,6 +351,18 @@ Result<HelloAck> HelloAck::Decode(std::span<const uint8_t> payload) {
   // must say how far the primary may grow the cache.
   if (a.has_max_cache() && !r.U64(&a.max_cache_pages)) {
     return Status::Corruption("HELLO_ACK agrees to cache resizing without the backup's cache limit");
+  }
+  if (a.has_disks_held()) {
+    uint16_t count = 0;
+    if (!r.U16(&count)) return Status::Corruption("HELLO_ACK agrees to disk lineages without its held disks");
+    if (count > kMaxDisks) {
+      return Status::Corruption("HELLO_ACK lists " + Str(count) + " held disks, at most " + Str(kMaxDisks));
+    }
+    a.disks_held.resize(count);
+    for (DiskHeld& d : a.disks_held) {
+      if (!(r.U32(&d.disk_id) && r.U64(&d.lineage) && r.U64(&d.tag))) return Truncated("HELLO_ACK held disks");
+    }
+    if (Status s = CheckDisksHeld(a.disks_held); !s.ok()) return s;
   }
   // Anything further: extensions from later versions, ignored.
   return a;

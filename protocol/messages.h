@@ -54,10 +54,17 @@ inline constexpr uint64_t kCapDisk = uint64_t{1} << 5;
 // disk's first copy over several epochs (docs/DISK.md §7.1), and the backup
 // keeps such checkpoints but never resumes one whose disk is not whole.
 inline constexpr uint64_t kCapDiskSync = uint64_t{1} << 6;
+// A reconnect copies only what changed (docs/DISK.md §7.2): the HELLO names
+// each disk's lineage (the front end whose tags number its epochs), DISK_END
+// carries the epoch's tag, and an accepting HELLO_ACK says which lineage and
+// tag each of the backup's committed disks holds. Offered by the primary,
+// never required.
+inline constexpr uint64_t kCapDiskDelta = uint64_t{1} << 7;
 // kCapDisk: the receiver applies DISK frames (restore/checkpoint_receiver.cc),
 // agreed only when its sink holds disks (GuestSink::supports_disks).
 inline constexpr uint64_t kCapAllKnown =
-    kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize | kCapHeldPages | kCapDisk | kCapDiskSync;
+    kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize | kCapHeldPages | kCapDisk | kCapDiskSync |
+    kCapDiskDelta;
 
 // One protected disk, as the HELLO announces it (§3.1 disk list).
 inline constexpr size_t kMaxDisks = 8;
@@ -68,6 +75,15 @@ struct DiskInfo {
   uint64_t size_bytes = 0;  // > 0, a multiple of kDiskSectorSize
   std::string name;         // 1..kMaxDiskName clean bytes ("xvda")
   bool operator==(const DiskInfo&) const = default;
+};
+
+// kCapDiskDelta: what the backup's committed copy of one disk is (§3.2):
+// the content the front end `lineage` had at its tag `tag`.
+struct DiskHeld {
+  uint32_t disk_id = 0;
+  uint64_t lineage = 0;  // non-zero
+  uint64_t tag = 0;
+  bool operator==(const DiskHeld&) const = default;
 };
 
 enum class ResyncReason : uint8_t {
@@ -130,6 +146,10 @@ struct Hello {
   // Extension after the identity, on the wire exactly when `capabilities`
   // has kCapDisk: the disks replicated with the guest (0..kMaxDisks).
   std::vector<DiskInfo> disks;
+  // Extension after the disk list, on the wire exactly when `capabilities`
+  // has kCapDiskDelta (which needs kCapDisk): one non-zero lineage per disk,
+  // in the list's order (docs/DISK.md §7.2).
+  std::vector<uint64_t> disk_lineages;
 
   Status EncodeTo(std::vector<uint8_t>* out) const;
   // Syntax only: magic, identity length 1..256 and printable, reserved 0,
@@ -155,8 +175,14 @@ struct HelloAck {
   // Ignored (and not encoded) otherwise.
   uint64_t max_cache_pages = 0;
   static constexpr uint64_t kNoCacheLimit = UINT64_MAX;
+  // Extension after max_cache_pages (or `text`), on the wire exactly when
+  // the ack is accepted with kCapDiskDelta: the backup's committed disks
+  // whose lineage it knows (u16 count <= kMaxDisks, then per disk u32 id,
+  // u64 lineage, u64 tag); ids unique, lineages non-zero.
+  std::vector<DiskHeld> disks_held;
 
   bool has_max_cache() const { return accepted && (capabilities & kCapCacheResize) != 0; }
+  bool has_disks_held() const { return accepted && (capabilities & kCapDiskDelta) != 0; }
   Status EncodeTo(std::vector<uint8_t>* out) const;
   // Bytes after `text` (after max_cache_pages when present) are ignored:
   // future extensions. A missing max_cache_pages is Corruption.

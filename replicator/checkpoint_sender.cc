@@ -1,7 +1,6 @@
 #include "replicator/checkpoint_sender.h"
 
 #include <spdlog/spdlog.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include <algorithm>
@@ -16,6 +15,7 @@
 #include "buffer/reusable_buffer.h"
 #include "common/clock.h"
 #include "common/digest.h"
+#include "common/random_id.h"
 #include "protocol/frame.h"
 #include "protocol/frame_io.h"
 #include "protocol/handshake.h"
@@ -32,18 +32,6 @@ using std::chrono::microseconds;
 using protocol::FrameType;
 using protocol::kFrameHeaderSize;
 
-namespace {
-
-uint64_t RandomSessionId() {
-  uint64_t id = 0;
-  while (id == 0) {
-    if (getrandom(&id, sizeof id, 0) != sizeof id) id = MonotonicNs();
-  }
-  return id;
-}
-
-}  // namespace
-
 Status CheckpointSender::Impl::Handshake() {
   protocol::Hello hello;
   // Cache resizing is offered, never required: an older backup simply does
@@ -58,7 +46,7 @@ Status CheckpointSender::Impl::Handshake() {
   hello.required = guest.capabilities;
   hello.cache_pages = opts.codec.cache_pages;
   hello.guest_pages = guest.guest_pages;
-  hello.session_id = RandomSessionId();
+  hello.session_id = RandomNonZeroId();
   hello.first_epoch = guest.first_epoch;
   hello.heartbeat_ms = static_cast<uint32_t>(opts.heartbeat_interval.count());
   hello.peer_timeout_ms = static_cast<uint32_t>(opts.peer_timeout.count());
@@ -72,6 +60,12 @@ Status CheckpointSender::Impl::Handshake() {
     // Offered, never required: a backup that holds a checkpoint, or keeps
     // its disks where a partial copy cannot live, gets the in-pause copy.
     if (guest.offer_disk_sync) hello.capabilities |= protocol::kCapDiskSync;
+    // Offered, never required: a backup that cannot name what its disks
+    // hold gets a whole copy (DISK.md §7.2).
+    if (guest.disk_lineages.size() == guest.disks.size()) {
+      hello.capabilities |= protocol::kCapDiskDelta;
+      hello.disk_lineages = guest.disk_lineages;
+    }
   }
   ROMULUS_RETURN_IF_ERROR(writer->Send(hello, 0));
 
@@ -108,6 +102,8 @@ Status CheckpointSender::Impl::Handshake() {
   ROMULUS_RETURN_IF_ERROR(checked);
   can_resize = ack->has_max_cache();
   disk_sync = ack->accepted && (ack->capabilities & protocol::kCapDiskSync) != 0;
+  disk_delta = ack->has_disks_held();
+  disks_held = ack->disks_held;
   backup_max_cache_pages = ack->max_cache_pages;
   if ((ack->capabilities & protocol::kCapHeldPages) != 0) {
     // Our digest starts as the backup's image: the first epoch then sends
@@ -257,6 +253,8 @@ Status CheckpointSender::ResizeCache(uint64_t cache_pages, std::unique_ptr<compr
 
 bool CheckpointSender::can_resize_cache() const { return impl_->can_resize; }
 bool CheckpointSender::disk_sync_agreed() const { return impl_->disk_sync; }
+bool CheckpointSender::disk_delta_agreed() const { return impl_->disk_delta; }
+const std::vector<protocol::DiskHeld>& CheckpointSender::backup_disks_held() const { return impl_->disks_held; }
 uint64_t CheckpointSender::backup_max_cache_pages() const { return impl_->backup_max_cache_pages; }
 bool CheckpointSender::backup_sent_held() const { return impl_->held_epoch != 0; }
 uint64_t CheckpointSender::backup_held_pages() const { return impl_->held_pages; }

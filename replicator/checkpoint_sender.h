@@ -76,6 +76,9 @@ struct GuestInfo {
   std::vector<protocol::DiskInfo> disks;
   // Offer kCapDiskSync (docs/DISK.md §7.1): every disk can stream its copy.
   bool offer_disk_sync = false;
+  // Offer kCapDiskDelta (docs/DISK.md §7.2) with these lineages, one per
+  // disk (empty: not offered).
+  std::vector<uint64_t> disk_lineages;
 };
 
 // What one epoch cost on the wire; filled by EndEpoch.
@@ -125,6 +128,10 @@ class CheckpointSender {
   bool can_resize_cache() const;
   // The backup agreed kCapDiskSync: the disks' copy may be streamed.
   bool disk_sync_agreed() const;
+  // kCapDiskDelta agreed: DISK_END carries tags, and the backup named what
+  // its committed disks hold (as of which tag of which lineage).
+  bool disk_delta_agreed() const;
+  const std::vector<protocol::DiskHeld>& backup_disks_held() const;
   uint64_t backup_max_cache_pages() const;  // HelloAck::kNoCacheLimit: unbounded
   // The backup sent its HELD table (§3.9): the first epoch sends only what differs.
   bool backup_sent_held() const;

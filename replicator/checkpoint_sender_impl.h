@@ -54,6 +54,8 @@ struct CheckpointSender::Impl {
   uint64_t held_pages = 0;  // non-zero pages the backup said it holds
   bool can_resize = false;
   bool disk_sync = false;
+  bool disk_delta = false;                     // kCapDiskDelta agreed
+  std::vector<protocol::DiskHeld> disks_held;  // its HELLO_ACK's held disks
   uint64_t backup_max_cache_pages = 0;
 
   // Shared with the reader, heartbeat and wire threads (and the drain).

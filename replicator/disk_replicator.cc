@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/units.h"
+#include "disk/dirty_regions.h"
 #include "replicator/checkpoint_sender.h"
 
 namespace romulus::replicator {
@@ -32,39 +33,94 @@ bool DiskReplicator::can_stream() const {
   return !disks_.empty();
 }
 
+std::vector<uint64_t> DiskReplicator::lineages() const {
+  std::vector<uint64_t> out;
+  for (const disk::DiskTap* d : disks_) {
+    if (d->lineage() == 0) return {};
+    out.push_back(d->lineage());
+  }
+  return out;
+}
+
 bool DiskReplicator::WholeAt(uint64_t epoch) const {
   if (disks_.empty()) return true;
   const uint64_t w = first_whole_.load(std::memory_order_acquire);
   return w != 0 && epoch >= w;
 }
 
-Status DiskReplicator::Paused(uint64_t epoch, bool first, bool stream) {
+Status DiskReplicator::Paused(uint64_t epoch, bool first, const DiskSessionCopy& copy) {
   if (disks_.empty()) return Status::Ok();
   if (first) {
     pending_.clear();
+    {
+      std::lock_guard<std::mutex> lk(unacked_mu_);
+      unacked_.clear();
+    }
     first_whole_.store(0, std::memory_order_release);
     logged_percent_.assign(disks_.size(), 0);
+    resync_regions_.store(0, std::memory_order_relaxed);
+    disks_copied_whole_.store(0, std::memory_order_relaxed);
   }
   Pending p;
   p.epoch = epoch;
   for (disk::DiskTap* d : disks_) {
-    // first: the backup's copy may be anything (none, an old one), so the
-    // session starts by copying the whole disk: streamed beside the guest,
-    // or captured as it is at this pause.
-    const disk::CopyMode copy = !first ? disk::CopyMode::kNone
-                                : stream ? disk::CopyMode::kStream
-                                         : disk::CopyMode::kInPause;
-    Result<uint64_t> tag = d->Pause(copy);
+    const protocol::DiskInfo& info = d->info();
+    Result<uint64_t> tag = Status::Ok();
+    disk::CopyMode mode = disk::CopyMode::kNone;
+    if (first) {
+      // The backup's copy may be anything (none, an old one): the session
+      // starts by bringing it up to date. What it holds as of one of this
+      // tap's tags needs only the regions changed since; else the whole
+      // disk, streamed beside the guest or captured as it is at this pause.
+      const protocol::DiskHeld* held = nullptr;
+      for (const protocol::DiskHeld& h : copy.held) {
+        if (h.disk_id == info.id && d->lineage() != 0 && h.lineage == d->lineage()) held = &h;
+      }
+      if (held != nullptr && !copy.stream) {
+        mode = disk::CopyMode::kChanged;
+        tag = d->Pause(mode, held->tag);
+        if (tag.ok()) {
+          const uint64_t regions = d->copied_regions();
+          resync_regions_.fetch_add(regions, std::memory_order_relaxed);
+          spdlog::info("disk {}: the backup holds it as of tag {}: copying the {} region(s) of {} changed since "
+                       "({} of {})",
+                       info.name, held->tag, regions, FormatSize(disk::DirtyRegions::kRegionBytes),
+                       FormatSize(regions * disk::DirtyRegions::kRegionBytes), FormatSize(info.size_bytes));
+        } else if (tag.status().code() == Code::kUnsupported) {
+          spdlog::info("disk {}: the backup holds it as of tag {}, but {}: copying it whole", info.name, held->tag,
+                       tag.status().message());
+          mode = disk::CopyMode::kNone;  // fall through to a whole copy
+        }
+      }
+      if (mode != disk::CopyMode::kChanged) {
+        mode = copy.stream ? disk::CopyMode::kStream : disk::CopyMode::kInPause;
+        tag = d->Pause(mode);
+        if (tag.ok()) disks_copied_whole_.fetch_add(1, std::memory_order_relaxed);
+      }
+    } else {
+      tag = d->Pause(mode);
+    }
     if (!tag.ok()) {
-      return tag.status().With("disk '" + d->info().name + "'" +
-                               (copy == disk::CopyMode::kInPause   ? ": the first epoch's full copy"
-                                : copy == disk::CopyMode::kStream ? ": starting its copy"
+      return tag.status().With("disk '" + info.name + "'" +
+                               (mode == disk::CopyMode::kInPause   ? ": the first epoch's full copy"
+                                : mode == disk::CopyMode::kChanged ? ": the first epoch's copy of what changed"
+                                : mode == disk::CopyMode::kStream  ? ": starting its copy"
                                                                    : ""));
     }
     p.tags.push_back(*tag);
   }
   pending_.push_back(std::move(p));
   return Status::Ok();
+}
+
+void DiskReplicator::Acked(uint64_t epoch) {
+  std::lock_guard<std::mutex> lk(unacked_mu_);
+  size_t n = 0;
+  const std::vector<uint64_t>* tags = nullptr;
+  for (; n < unacked_.size() && unacked_[n].epoch <= epoch; ++n) tags = &unacked_[n].tags;
+  if (tags == nullptr) return;
+  for (size_t i = 0; i < disks_.size() && i < tags->size(); ++i) disks_[i]->Acked((*tags)[i]);
+  unacked_.erase(unacked_.begin(), unacked_.begin() + static_cast<std::ptrdiff_t>(n));
 }
 
 Status DiskReplicator::SendEpoch(uint64_t epoch, CheckpointSender& sender,
@@ -76,6 +132,12 @@ Status DiskReplicator::SendEpoch(uint64_t epoch, CheckpointSender& sender,
   }
   const std::vector<uint64_t> tags = it->tags;
   pending_.erase(pending_.begin(), it + 1);
+  // Kept until acked (a few epochs: the sender bounds what is in flight).
+  {
+    std::lock_guard<std::mutex> lk(unacked_mu_);
+    unacked_.push_back(Pending{epoch, tags});
+  }
+  const bool tagged = sender.disk_delta_agreed();
   bool all_whole = true;
   uint32_t least = 1000;
   for (size_t i = 0; i < disks_.size(); ++i) {
@@ -105,6 +167,8 @@ Status DiskReplicator::SendEpoch(uint64_t epoch, CheckpointSender& sender,
     end.data_bytes = digest_.data_bytes();
     end.digest = digest_.value();
     end.sync_state = d.sealed_sync_state();
+    end.has_tag = tagged;
+    end.tag = tags[i];
     ROMULUS_RETURN_IF_ERROR(sender.AddDiskEnd(end));
     LogSyncProgress(i, epoch, end.sync_state);
     if (!end.whole()) {

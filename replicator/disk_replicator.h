@@ -9,7 +9,10 @@
 //                 kCapDiskSync agreed, a streaming copy that runs while the
 //                 guest does (DISK.md §7.1; the backup's checkpoints are not
 //                 resumable until it completes); otherwise a full copy
-//                 captured inside this pause, bounded by the log's budget.
+//                 captured inside this pause, bounded by the log's budget;
+//                 or, when the backup holds the disk as of one of the tap's
+//                 own tags (kCapDiskDelta, DISK.md §7.2), only the regions
+//                 written since, captured inside this pause.
 //   SendEpoch(N)  before EPOCH_END N (data path): seals N in each tap
 //                 (bounded by the deadline) and writes its records as DISK
 //                 frames (LZ4 where it pays) and one DISK_END per disk.
@@ -32,9 +35,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "disk/disk_tap.h"
 #include "protocol/disk_records.h"
 #include "protocol/messages.h"
@@ -51,6 +56,16 @@ struct DiskEpochStats {
   uint64_t lz4_saved = 0;
 };
 
+// How the session's first epoch copies the disks: `stream` when the backup
+// agreed kCapDiskSync (REQUIRES DiskReplicator::can_stream()); `held`: what
+// the backup's committed disks are (HELLO_ACK, kCapDiskDelta), so a disk
+// held as of one of its tap's tags is brought up to date with the regions
+// changed since.
+struct DiskSessionCopy {
+  bool stream = false;
+  std::vector<protocol::DiskHeld> held;
+};
+
 class DiskReplicator {
  public:
   // Every tap outlives the replicator. At most protocol::kMaxDisks.
@@ -61,10 +76,13 @@ class DiskReplicator {
 
   // Whether every disk can stream its copy (the HELLO offers kCapDiskSync).
   bool can_stream() const;
+  // Each disk's lineage (disk/disk_tap.h), in infos() order; empty unless
+  // every disk has one (the HELLO offers kCapDiskDelta).
+  std::vector<uint64_t> lineages() const;
 
   // REQUIRES: the guest of `epoch` is paused. first: the session's first
-  // epoch; stream: the backup agreed kCapDiskSync (REQUIRES can_stream()).
-  Status Paused(uint64_t epoch, bool first, bool stream = false);
+  // epoch (then `copy` says how it copies the disks).
+  Status Paused(uint64_t epoch, bool first, const DiskSessionCopy& copy = {});
   // REQUIRES: Paused(epoch) happened; the sender's epoch `epoch` is open.
   Status SendEpoch(uint64_t epoch, CheckpointSender& sender, std::chrono::steady_clock::time_point deadline,
                    DiskEpochStats* st);
@@ -72,6 +90,13 @@ class DiskReplicator {
   // Whether the backup's disks are whole once `epoch` (sent) commits: the
   // checkpoint is resumable. Any thread.
   bool WholeAt(uint64_t epoch) const;
+  // The backup acked `epoch` (committed it): each tap may forget what
+  // changed up to that epoch's tag. Data path (with SendEpoch).
+  void Acked(uint64_t epoch);
+  // The session's first copy: regions copied because they changed since
+  // the backup's copy (kChanged disks), and disks copied whole. Any thread.
+  uint64_t resync_regions() const { return resync_regions_.load(std::memory_order_relaxed); }
+  uint64_t disks_copied_whole() const { return disks_copied_whole_.load(std::memory_order_relaxed); }
   // The session's copy of its disks: 1000 when whole, else the least
   // progress of any disk (permille). Any thread.
   uint32_t sync_permille() const { return sync_permille_.load(std::memory_order_relaxed); }
@@ -88,6 +113,11 @@ class DiskReplicator {
     std::vector<uint64_t> tags;
   };
   std::vector<Pending> pending_;
+  // Epochs sent and not yet acked, with their tags (Acked forgets them).
+  std::mutex unacked_mu_;
+  std::vector<Pending> unacked_ GUARDED_BY(unacked_mu_);
+  std::atomic<uint64_t> resync_regions_{0};
+  std::atomic<uint64_t> disks_copied_whole_{0};
   // The session's first epoch whose disks are all whole (0: none sent yet).
   std::atomic<uint64_t> first_whole_{0};
   std::atomic<uint32_t> sync_permille_{1000};

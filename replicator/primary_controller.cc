@@ -121,6 +121,7 @@ Status PrimaryController::Connect() {
   if (opts_.disks != nullptr) {
     info.disks = opts_.disks->infos();
     info.offer_disk_sync = opts_.disks->can_stream();
+    info.disk_lineages = opts_.disks->lineages();
   }
   if (info.disks != facts_.disks) {
     // Replicating memory without the disks the guest has (or the other way
@@ -429,7 +430,13 @@ Status PrimaryController::Suspended(uint64_t epoch) {
 
 Status PrimaryController::GuestPaused(uint64_t epoch) {
   if (opts_.disks == nullptr) return Status::Ok();
-  Status st = opts_.disks->Paused(epoch, epoch == session_first_epoch_, sender_ && sender_->disk_sync_agreed());
+  const bool first = epoch == session_first_epoch_;
+  DiskSessionCopy copy;
+  if (first && sender_) {
+    copy.stream = sender_->disk_sync_agreed();
+    copy.held = sender_->backup_disks_held();
+  }
+  Status st = opts_.disks->Paused(epoch, first, copy);
   if (!st.ok()) {
     // Not the backup's fault, but the session cannot go on: a resync.
     backup_failed_.store(true);
@@ -522,6 +529,7 @@ Status PrimaryController::Commit(uint64_t epoch, EpochStats* st) {
   st->ack_latency = sender_->last_ack_latency();
   last_acked_.store(static_cast<int64_t>(epoch));
   last_ack_ns_.store(NowNs());
+  if (opts_.disks != nullptr) opts_.disks->Acked(epoch);
   if (final_taken_) final_committed_ = true;
   if (opts_.disks != nullptr && !opts_.disks->WholeAt(epoch)) {
     // The backup holds this epoch, but its disks are still being copied

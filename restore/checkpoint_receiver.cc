@@ -204,6 +204,9 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   if (!sink.supports_disk_sync() || sink.has_committed()) {
     policy.supported_capabilities &= ~protocol::kCapDiskSync;
   }
+  // A copy of only the changed regions (docs/DISK.md §7.2) where the sink
+  // can say what its committed disks hold.
+  if (!sink.supports_disk_delta()) policy.supported_capabilities &= ~protocol::kCapDiskDelta;
   policy.max_guest_pages = im.opts.max_guest_pages;
   policy.committed_epoch = sink.has_committed() ? sink.last_committed_epoch() : 0;
   protocol::HelloAck ack = protocol::Negotiate(*hello, policy);
@@ -215,8 +218,9 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   }
   const bool with_disks = ack.accepted && (ack.capabilities & protocol::kCapDisk) != 0;
   // A disk's sync state means nothing without disks.
-  if (!with_disks) ack.capabilities &= ~protocol::kCapDiskSync;
+  if (!with_disks) ack.capabilities &= ~(protocol::kCapDiskSync | protocol::kCapDiskDelta);
   const bool sync_agreed = (ack.capabilities & protocol::kCapDiskSync) != 0;
+  const bool delta_agreed = (ack.capabilities & protocol::kCapDiskDelta) != 0;
   const std::vector<protocol::DiskInfo> no_disks;
   const std::vector<protocol::DiskInfo>& disks = with_disks ? hello->disks : no_disks;
   std::unique_ptr<compress::PageDecoder> decoder;
@@ -238,6 +242,9 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       if (d.ok()) digest = std::move(*d);
       else st = d.status();
     }
+    // What the session's first epoch applies on: the committed disks the
+    // sink can name (the primary copies only what changed since).
+    if (st.ok() && delta_agreed) ack.disks_held = sink.held_disks();
     if (st.ok() && (ack.capabilities & protocol::kCapHeldPages) != 0) {
       // The session's first epoch applies on top of what the sink holds
       // now: that is the HELD table, and where this session's digest starts.
@@ -296,6 +303,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   for (size_t d = 0; d < disks.size(); ++d) disk_digests.push_back(std::make_unique<protocol::DiskRecordDigest>());
   std::vector<bool> disk_ended(disks.size(), false);
   std::vector<uint32_t> disk_sync(disks.size(), 0);  // DISK_END's sync state, this epoch
+  std::vector<uint64_t> disk_tag(disks.size(), 0);   // DISK_END's tag (kCapDiskDelta), this epoch
 
   while (true) {
     const auto tick = std::chrono::duration_cast<std::chrono::milliseconds>(RunningClock::kTick);
@@ -437,7 +445,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       continue;
     }
     if (f.type() == FrameType::kDiskEnd) {
-      auto de = protocol::DiskEnd::Decode(f.payload, sync_agreed);
+      auto de = protocol::DiskEnd::Decode(f.payload, sync_agreed, delta_agreed);
       if (!de.ok()) return fail(de.status(), protocol::ErrorCode::kProtocol, EndCause::kCorruptStream);
       const size_t d = DiskIndex(disks, de->disk_id);
       if (d == disks.size()) {
@@ -462,6 +470,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       }
       disk_ended[d] = true;
       disk_sync[d] = de->sync_state;
+      disk_tag[d] = de->tag;
       continue;
     }
     if (f.type() == FrameType::kPages) {
@@ -538,6 +547,11 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       if (disk_sync[d] == 0) continue;
       incomplete += std::string(incomplete.empty() ? "" : ", ") + "disk " + protocol::Printable(disks[d].name) +
                     " is still being copied (" + std::to_string(protocol::SyncPercent(disk_sync[d])) + "%)";
+    }
+    // What each disk holds once this epoch commits: the primary's tag of
+    // it (kCapDiskDelta), else nothing the sink could name.
+    for (size_t d = 0; d < disks.size(); ++d) {
+      sink.StageDiskLineage(disks[d].id, delta_agreed ? hello->disk_lineages[d] : 0, delta_agreed ? disk_tag[d] : 0);
     }
     // An epoch whose disks are not whole is applied (the copy goes on) but
     // never becomes the sink's resumable checkpoint.

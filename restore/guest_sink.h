@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "common/digest.h"
 #include "common/status.h"
@@ -61,6 +62,21 @@ class GuestSink {
   virtual Status CommitIncomplete(uint64_t epoch) {
     (void)epoch;
     return Status::Unsupported("this backup's guest sink cannot keep a partial disk copy");
+  }
+  // Copies of only what changed (kCapDiskDelta, docs/DISK.md §7.2): the
+  // receiver agrees only when supports_disk_delta(). held_disks(), after
+  // BeginSessionWithDisks: what each committed disk of the session holds
+  // (the content front end `lineage` had at its tag `tag`), the base the
+  // first epoch applies on; disks it cannot name are left out (they are
+  // copied whole). StageDiskLineage, before each Commit/CommitIncomplete:
+  // what the disk holds once that epoch is applied (lineage 0: nothing
+  // nameable); a sink records it with a whole (Commit) epoch only.
+  virtual bool supports_disk_delta() const { return false; }
+  virtual std::vector<protocol::DiskHeld> held_disks() const { return {}; }
+  virtual void StageDiskLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag) {
+    (void)disk_id;
+    (void)lineage;
+    (void)tag;
   }
   virtual Status OnPage(uint64_t epoch, uint64_t pfn, const uint8_t* page) = 0;
   virtual Status OnState(uint64_t epoch, std::span<const uint8_t> record) = 0;

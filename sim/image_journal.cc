@@ -26,9 +26,14 @@ constexpr char kStateMagic[8] = {'R', 'I', 'M', 'G', 'S', 'T', 'A', 'T'};
 // Version 2 (written when the guest has disks) appends, after the state:
 //   u32 disk count, per disk: u32 id, u32 flags (bit 0: digest kept),
 //   u64 size, u64 digest, u32 name length, name.
+// Version 3 (written when the guest has disks; 2 is still read) adds to
+// each disk, after the name length: u64 lineage, u64 tag (what the disk
+// holds, docs/DISK.md §7.2; 0, 0: not known).
 constexpr uint32_t kStateFileVersion = 1;
 constexpr uint32_t kStateFileVersionDisks = 2;
-constexpr size_t kDiskStateHead = 28;
+constexpr uint32_t kStateFileVersionLineage = 3;
+constexpr size_t kDiskStateHeadV2 = 28;
+constexpr size_t kDiskStateHead = 44;
 constexpr size_t kMaxDiskSection = 4 + kMaxImageDisks * (kDiskStateHead + kMaxImageDiskName);
 constexpr size_t kStateHeader = 48;
 constexpr uint32_t kFlagCommitted = 1;
@@ -173,7 +178,7 @@ void EncodeStateFile(const StateFile& sf, std::vector<uint8_t>* out) {
   b.resize(kStateHeader + sf.identity.size() + sf.state.size() + disk_bytes + 8);
   uint8_t* p = b.data();
   std::memcpy(p, kStateMagic, 8);
-  StoreLE32(p + 8, sf.disks.empty() ? kStateFileVersion : kStateFileVersionDisks);
+  StoreLE32(p + 8, sf.disks.empty() ? kStateFileVersion : kStateFileVersionLineage);
   StoreLE32(p + 12, sf.committed ? kFlagCommitted : 0);
   StoreLE64(p + 16, sf.epoch);
   StoreLE64(p + 24, sf.pages);
@@ -192,6 +197,8 @@ void EncodeStateFile(const StateFile& sf, std::vector<uint8_t>* out) {
       StoreLE64(q + 8, d.size);
       StoreLE64(q + 16, d.digest);
       StoreLE32(q + 24, static_cast<uint32_t>(d.name.size()));
+      StoreLE64(q + 28, d.lineage);
+      StoreLE64(q + 36, d.tag);
       std::memcpy(q + kDiskStateHead, d.name.data(), d.name.size());
       q += kDiskStateHead + d.name.size();
     }
@@ -208,7 +215,7 @@ Status DecodeStateFile(std::span<const uint8_t> bytes, size_t max_state, const s
   const uint8_t* p = bytes.data();
   if (std::memcmp(p, kStateMagic, 8) != 0) return Status::Corruption(what + ": bad magic");
   const uint32_t version = LoadLE32(p + 8);
-  if (version != kStateFileVersion && version != kStateFileVersionDisks) {
+  if (version != kStateFileVersion && version != kStateFileVersionDisks && version != kStateFileVersionLineage) {
     return Status::Corruption(what + ": unsupported version " + std::to_string(version));
   }
   const uint32_t id_len = LoadLE32(p + 40);
@@ -220,21 +227,26 @@ Status DecodeStateFile(std::span<const uint8_t> bytes, size_t max_state, const s
   }
   if (LoadLE64(p + n - 8) != XXH3_64bits(p, n - 8)) return Status::Corruption(what + ": checksum mismatch");
   out->disks.clear();
-  if (version == kStateFileVersionDisks) {
+  if (version != kStateFileVersion) {
+    const size_t head = version == kStateFileVersionDisks ? kDiskStateHeadV2 : kDiskStateHead;
     size_t pos = kStateHeader + id_len + st_len;
     const size_t end = n - 8;
     const uint32_t count = LoadLE32(p + pos);
     pos += 4;
     if (count == 0 || count > kMaxImageDisks) return Status::Corruption(what + ": bad disk count");
     for (uint32_t i = 0; i < count; ++i) {
-      if (end - pos < kDiskStateHead) return Status::Corruption(what + ": truncated disk list");
+      if (end - pos < head) return Status::Corruption(what + ": truncated disk list");
       DiskState d;
       d.id = LoadLE32(p + pos);
       d.has_digest = (LoadLE32(p + pos + 4) & 1) != 0;
       d.size = LoadLE64(p + pos + 8);
       d.digest = LoadLE64(p + pos + 16);
       const uint32_t name_len = LoadLE32(p + pos + 24);
-      pos += kDiskStateHead;
+      if (head == kDiskStateHead) {
+        d.lineage = LoadLE64(p + pos + 28);
+        d.tag = LoadLE64(p + pos + 36);
+      }
+      pos += head;
       if (name_len > kMaxImageDiskName || end - pos < name_len) return Status::Corruption(what + ": bad disk name");
       d.name.assign(reinterpret_cast<const char*>(p + pos), name_len);
       pos += name_len;

@@ -66,6 +66,10 @@ struct DiskState {
   // only kept for disks up to kMaxDigestedDisk (see image_sink.h).
   bool has_digest = false;
   uint64_t digest = 0;
+  // What the disk holds (docs/DISK.md §7.2): the content front end
+  // `lineage` had at its tag `tag`; 0, 0 when not known.
+  uint64_t lineage = 0;
+  uint64_t tag = 0;
 };
 inline constexpr size_t kMaxImageDisks = 8;
 inline constexpr size_t kMaxImageDiskName = 64;

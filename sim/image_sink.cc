@@ -405,6 +405,8 @@ Status ImageSink::BeginSessionWithDisks(uint64_t guest_pages, const std::string&
     if (kept != nullptr) {
       ds.has_digest = kept->has_digest;
       ds.digest = kept->digest;
+      ds.lineage = kept->lineage;
+      ds.tag = kept->tag;
     } else if (::ftruncate(*fd, 0) != 0 || ::ftruncate(*fd, static_cast<off_t>(d.size_bytes)) != 0) {
       return Status::StorageErrno("sizing disk " + disk_path(d.id), errno);
     }
@@ -579,6 +581,26 @@ Status ImageSink::CommitIncomplete(uint64_t epoch) {
   ++incomplete_commits_;
   ClearStaging();
   return Status::Ok();
+}
+
+std::vector<protocol::DiskHeld> ImageSink::held_disks() const {
+  std::vector<protocol::DiskHeld> out;
+  if (!has_committed()) return out;
+  for (const DiskState& d : committed_disks_) {
+    if (d.lineage != 0) out.push_back({d.id, d.lineage, d.tag});
+  }
+  return out;
+}
+
+void ImageSink::StageDiskLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag) {
+  // Into the session's view of the disks, which the next commit stages
+  // (PrepareDiskDigests) and, once committed, PATH.state records.
+  for (DiskState& d : session_disks_) {
+    if (d.id == disk_id) {
+      d.lineage = lineage;
+      d.tag = lineage != 0 ? tag : 0;
+    }
+  }
 }
 
 void ImageSink::FinishCommit(uint64_t epoch) {

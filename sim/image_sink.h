@@ -150,6 +150,11 @@ class ImageSink : public restore::GuestSink {
   Status Commit(uint64_t epoch) override;
   // kCapDiskSync: agreed only while nothing is committed (direct mode).
   bool supports_disk_sync() const override { return true; }
+  // kCapDiskDelta: each committed disk's lineage and tag are kept in
+  // PATH.state (version 3) with the commit that made them true.
+  bool supports_disk_delta() const override { return true; }
+  std::vector<protocol::DiskHeld> held_disks() const override;
+  void StageDiskLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag) override;
   Status CommitIncomplete(uint64_t epoch) override;
   // Epochs applied by CommitIncomplete (a disk still being copied).
   uint64_t incomplete_commits() const { return incomplete_commits_; }

@@ -298,5 +298,59 @@ TEST(EpochDiskLog, FullCopyCoversTheDiskWithZeroRuns) {
   EXPECT_EQ(small.CaptureFullCopy(1, store.get()).code(), Code::kOutOfRange);
 }
 
+TEST(EpochDiskLog, ACopyOfChangesCarriesExactlyTheRegionsWrittenAfterTheTag) {
+  TempDir dir;
+  constexpr uint64_t R = DirtyRegions::kRegionBytes;
+  auto store = OpenStore(dir, 16 * R);
+  ASSERT_TRUE(store);
+  EpochDiskLog log(0, store.get());
+  log.TrackChanges(store->size());
+  auto write = [&](uint64_t tag, uint64_t off, uint8_t seed) {
+    std::vector<uint8_t> d = Pattern(4096, seed);
+    auto buf = store->WriteBuffer(off, 4096);
+    std::copy(d.begin(), d.end(), buf.begin());
+    ASSERT_TRUE(store->Write(off, 4096, false).ok());
+    log.OnWrite(tag, off, d, false);
+  };
+  write(1, 0, 1);
+  write(2, 5 * R + 8192, 2);
+  write(3, 9 * R, 3);
+  log.OnZero(3, 12 * R, 4096, /*trim=*/false, false);
+  // The backup holds tag 1: regions 5, 9 and 12 changed since; region 0 did not.
+  auto n = log.CaptureChangedSince(4, store.get(), 1);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 3u);
+  ASSERT_TRUE(log.Seal(4).ok());
+  uint64_t covered = 0;
+  for (const Rec& r : Sealed(log)) {
+    // Only the changed regions, each whole, and nothing of the log from
+    // before (the copy supersedes it).
+    EXPECT_TRUE(r.offset / R == 5 || r.offset / R == 9 || r.offset / R == 12) << r.offset;
+    EXPECT_EQ((r.offset + r.length - 1) / R, r.offset / R) << "a record beyond its region";
+    covered += r.length;
+    if (r.kind == DiskRecordKind::kWrite) {
+      auto back = store->Read(r.offset, static_cast<uint32_t>(r.length));
+      ASSERT_TRUE(back.ok());
+      EXPECT_TRUE(std::equal(r.data.begin(), r.data.end(), back->begin()));
+    }
+  }
+  EXPECT_EQ(covered, 3 * R);
+  // The backup acked tag 2: a copy as of 1 can no longer be brought up,
+  // and says so without touching the log; as of 2, region 9 and 12 only.
+  log.ForgetChangesThrough(2);
+  EXPECT_EQ(log.CaptureChangedSince(4, store.get(), 1).status().code(), Code::kUnsupported);
+  auto m = log.CaptureChangedSince(4, store.get(), 2);
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(*m, 2u);
+  // Marks survive Reset (a new session forgets records, not changes).
+  log.Reset();
+  auto k = log.CaptureChangedSince(4, store.get(), 2);
+  ASSERT_TRUE(k.ok());
+  EXPECT_EQ(*k, 2u);
+  // Without tracking there is nothing to answer with.
+  EpochDiskLog plain(0, store.get());
+  EXPECT_EQ(plain.CaptureChangedSince(1, store.get(), 0).status().code(), Code::kUnsupported);
+}
+
 }  // namespace
 }  // namespace romulus::disk

@@ -263,7 +263,7 @@ TEST(DiskReplicator, AStreamedCopyIsTheDiskAtThePauseFromItsFirstWholeEpoch) {
     ASSERT_TRUE(p.guest->RunSteps(4 * (1 + epoch % 5)).ok());
     std::vector<uint8_t> state;
     ASSERT_TRUE(p.guest->CaptureState(&state).ok());
-    ASSERT_TRUE(p.disks->Paused(epoch, epoch == 1, /*stream=*/true).ok());
+    ASSERT_TRUE(p.disks->Paused(epoch, epoch == 1, replicator::DiskSessionCopy{/*stream=*/true, {}}).ok());
     ASSERT_TRUE(p.guest->RunSteps(4).ok());  // after the pause: the next epoch's
     ASSERT_TRUE((*sender)->AddState(state).ok());
     // Read while it is sent: an epoch of the copy outgrows the socket's buffer.
@@ -444,7 +444,7 @@ void ThroughADiskExport(bool stream) {
     ASSERT_TRUE((*sender)->BeginEpoch(epoch).ok());
     write_some(static_cast<int>(epoch % 4) * 5);  // some epochs write nothing
     const std::vector<uint8_t> at_pause = file_now();
-    Status paused = disks.Paused(epoch, epoch == 1, stream);
+    Status paused = disks.Paused(epoch, epoch == 1, replicator::DiskSessionCopy{stream, {}});
     ASSERT_TRUE(paused.ok()) << paused.ToString();
     write_some(3);  // after the pause: the next epoch's
     const std::vector<uint8_t> state = {1, 2, 3};

@@ -165,6 +165,53 @@ TEST(ImageDiskTest, StagedRecordsAreAppliedOnlyAtCommitAndTheDigestFollows) {
   fs::remove_all(dir);
 }
 
+TEST(ImageDiskTest, TheLineageOfACommittedDiskIsKeptAcrossARestartAndOnlyWithAWholeCommit) {
+  const std::vector<Model> m = BuildModel(4);
+  const std::string dir = MakeTempDir();
+  const std::string path = dir + "/g.img";
+  ImageSinkOptions o;
+  o.path = path;
+  {
+    auto r = ImageSink::Open(o);
+    ASSERT_TRUE(r.ok());
+    ImageSink& sink = **r;
+    EXPECT_TRUE(sink.supports_disk_delta());
+    ASSERT_TRUE(sink.BeginSessionWithDisks(kPages, kIdentity, Disks()).ok());
+    EXPECT_TRUE(sink.held_disks().empty()) << "nothing committed, nothing held";
+    sink.StageDiskLineage(kId, 0xABCD, 11);
+    ASSERT_TRUE(SendEpoch(sink, m, 1).ok());
+    ASSERT_EQ(sink.held_disks().size(), 1u);
+    EXPECT_EQ(sink.held_disks()[0], (protocol::DiskHeld{kId, 0xABCD, 11}));
+    sink.StageDiskLineage(kId, 0xABCD, 12);
+    ASSERT_TRUE(SendEpoch(sink, m, 2).ok());  // journaled
+    EXPECT_EQ(sink.held_disks()[0].tag, 12u);
+    // Staged but discarded: the committed lineage stays.
+    sink.StageDiskLineage(kId, 0xABCD, 13);
+    sink.Discard();
+    EXPECT_EQ(sink.held_disks()[0].tag, 12u);
+  }
+  {
+    // PATH.state keeps it: a restarted backup names what it holds.
+    auto r = ImageSink::Open(o);
+    ASSERT_TRUE(r.ok());
+    ImageSink& sink = **r;
+    ASSERT_TRUE(sink.BeginSessionWithDisks(kPages, kIdentity, Disks()).ok());
+    ASSERT_EQ(sink.held_disks().size(), 1u);
+    EXPECT_EQ(sink.held_disks()[0], (protocol::DiskHeld{kId, 0xABCD, 12}));
+    // A commit from a session that cannot name it forgets it.
+    sink.StageDiskLineage(kId, 0, 0);
+    ASSERT_TRUE(SendEpoch(sink, m, 3).ok());
+    EXPECT_TRUE(sink.held_disks().empty());
+  }
+  {
+    auto r = ImageSink::Open(o);
+    ASSERT_TRUE(r.ok());
+    ASSERT_TRUE((*r)->BeginSessionWithDisks(kPages, kIdentity, Disks()).ok());
+    EXPECT_TRUE((*r)->held_disks().empty());
+  }
+  fs::remove_all(dir);
+}
+
 TEST(ImageDiskTest, ADifferentDiskListIsRefusedWhileCommittedUnlessStartingOver) {
   const std::vector<Model> m = BuildModel(1);
   const std::string dir = MakeTempDir();

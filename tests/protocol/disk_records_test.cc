@@ -75,6 +75,69 @@ TEST(DiskRecords, HelloCarriesTheDiskList) {
   EXPECT_TRUE(Hello::Decode(buf).ok());
 }
 
+TEST(DiskRecords, LineagesAndHeldDisksTravelOnlyWithKCapDiskDelta) {
+  Hello h;
+  h.identity = "g";
+  h.capabilities = kCapDisk | kCapDiskDelta;
+  h.disks = TwoDisks();
+  h.disk_lineages = {0xAAAA, 0xBBBB};
+  Bytes buf;
+  ASSERT_TRUE(h.EncodeTo(&buf).ok());
+  auto d = Hello::Decode(buf);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->disk_lineages, h.disk_lineages);
+  // Truncated lineages, a zero lineage, one lineage too few: refused.
+  Bytes cut(buf.begin(), buf.end() - 4);
+  EXPECT_FALSE(Hello::Decode(cut).ok());
+  Bytes zero = buf;
+  std::fill(zero.end() - 8, zero.end(), 0);
+  EXPECT_FALSE(Hello::Decode(zero).ok());
+  h.disk_lineages = {0xAAAA};
+  EXPECT_FALSE(h.EncodeTo(&buf).ok());
+  h.capabilities = kCapDisk;
+  h.disk_lineages = {0xAAAA, 0xBBBB};
+  EXPECT_FALSE(h.EncodeTo(&buf).ok()) << "lineages without the capability";
+  // The largest HELLO with lineages still fits its frame bound.
+  Hello big = h;
+  big.capabilities = kCapDisk | kCapDiskDelta;
+  big.identity.assign(kMaxIdentity, 'i');
+  big.disks.clear();
+  big.disk_lineages.clear();
+  for (uint32_t i = 0; i < kMaxDisks; ++i) {
+    big.disks.push_back({i, 512, std::string(kMaxDiskName, 'd')});
+    big.disk_lineages.push_back(i + 1);
+  }
+  ASSERT_TRUE(big.EncodeTo(&buf).ok());
+  EXPECT_LE(buf.size(), MaxPayloadFor(static_cast<uint8_t>(FrameType::kHello)));
+  EXPECT_TRUE(Hello::Decode(buf).ok());
+
+  HelloAck a;
+  a.accepted = true;
+  a.capabilities = kCapDisk | kCapDiskDelta | kCapCacheResize;
+  a.max_cache_pages = 77;
+  a.disks_held = {{1, 0xAAAA, 40}, {2, 0xBBBB, 41}};
+  ASSERT_TRUE(a.EncodeTo(&buf).ok());
+  auto ad = HelloAck::Decode(buf);
+  ASSERT_TRUE(ad.ok()) << ad.status().ToString();
+  EXPECT_EQ(ad->max_cache_pages, 77u);
+  EXPECT_EQ(ad->disks_held, a.disks_held);
+  Bytes acut(buf.begin(), buf.end() - 1);
+  EXPECT_FALSE(HelloAck::Decode(acut).ok());
+  a.disks_held = {{1, 0xAAAA, 40}, {1, 0xBBBB, 41}};
+  EXPECT_FALSE(a.EncodeTo(&buf).ok()) << "an id twice";
+  a.disks_held = {{1, 0, 40}};
+  EXPECT_FALSE(a.EncodeTo(&buf).ok()) << "lineage 0";
+  // An empty list is a valid answer (the backup holds nothing it can name).
+  a.disks_held.clear();
+  ASSERT_TRUE(a.EncodeTo(&buf).ok());
+  ad = HelloAck::Decode(buf);
+  ASSERT_TRUE(ad.ok());
+  EXPECT_TRUE(ad->disks_held.empty());
+  a.capabilities = kCapDisk;
+  a.disks_held = {{1, 0xAAAA, 40}};
+  EXPECT_FALSE(a.EncodeTo(&buf).ok()) << "held disks without the capability";
+}
+
 TEST(DiskRecords, HelloRejectsBadDiskLists) {
   Hello h;
   h.identity = "g";
@@ -470,8 +533,28 @@ TEST(DiskRecords, DiskEndRoundTrip) {
   EXPECT_FALSE(DiskEnd::Decode(buf, true).ok());
   buf.pop_back();
   EXPECT_FALSE(DiskEnd::Decode(buf).ok());
-  EXPECT_EQ(MaxPayloadFor(static_cast<uint8_t>(FrameType::kDiskEnd)), kDiskEndSize);
+  EXPECT_EQ(MaxPayloadFor(static_cast<uint8_t>(FrameType::kDiskEnd)), kDiskEndTaggedSize);
   EXPECT_EQ(FrameTypeName(0x16), "DISK");
+}
+
+TEST(DiskRecords, DiskEndCarriesTheTagOnlyWithKCapDiskDelta) {
+  DiskEnd e{3, 1, 4096, 99};
+  e.has_tag = true;
+  e.tag = 0x0102030405060708ULL;
+  Bytes buf;
+  ASSERT_TRUE(e.EncodeTo(&buf).ok());
+  ASSERT_EQ(buf.size(), kDiskEndTaggedSize);
+  auto d = DiskEnd::Decode(buf, false, /*delta_agreed=*/true);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_TRUE(d->has_tag);
+  EXPECT_EQ(d->tag, e.tag);
+  EXPECT_EQ(d->digest, 99u);
+  // A tagged DISK_END where none was agreed, or an untagged one where it
+  // was: the size is wrong, nothing is guessed.
+  EXPECT_FALSE(DiskEnd::Decode(buf).ok());
+  e.has_tag = false;
+  ASSERT_TRUE(e.EncodeTo(&buf).ok());
+  EXPECT_FALSE(DiskEnd::Decode(buf, false, true).ok());
 }
 
 }  // namespace

@@ -1,0 +1,90 @@
+#include "disk/dirty_regions.h"
+
+#include <algorithm>
+#include <bit>
+
+namespace romulus::disk {
+
+DirtyRegions::DirtyRegions(uint64_t disk_bytes)
+    : disk_bytes_(disk_bytes), regions_((disk_bytes + kRegionBytes - 1) / kRegionBytes) {}
+
+DirtyRegions::Bucket& DirtyRegions::BucketFor(uint64_t tag) {
+  // The first bucket whose range holds `tag`; a tag past the last bucket
+  // opens a new one. (A tag at or before forgotten_ cannot come from a
+  // front end that waits for its requests before sealing; it goes to the
+  // oldest bucket, which only makes answers larger.)
+  auto it = std::lower_bound(buckets_.begin(), buckets_.end(), tag,
+                             [](const Bucket& b, uint64_t t) { return b.last_tag < t; });
+  if (it != buckets_.end()) return *it;
+  if (buckets_.size() > kMaxBuckets) {
+    // Merge the two oldest: the merged bucket ends at the later's tag, so
+    // it is in every answer either was in.
+    Bucket& a = buckets_[0];
+    Bucket& b = buckets_[1];
+    if (b.bits.empty()) {
+      b.bits = std::move(a.bits);
+    } else if (!a.bits.empty()) {
+      for (size_t i = 0; i < b.bits.size(); ++i) b.bits[i] |= a.bits[i];
+    }
+    buckets_.erase(buckets_.begin());
+  }
+  buckets_.push_back(Bucket{tag, {}});
+  return buckets_.back();
+}
+
+void DirtyRegions::Mark(uint64_t tag, uint64_t offset, uint64_t length) {
+  if (length == 0 || offset >= disk_bytes_) return;
+  const uint64_t end = std::min(disk_bytes_, offset + std::min(length, disk_bytes_ - offset));
+  Bucket& b = BucketFor(tag);
+  if (b.bits.empty()) b.bits.assign((regions_ + 63) / 64, 0);
+  for (uint64_t r = offset / kRegionBytes; r <= (end - 1) / kRegionBytes; ++r) {
+    b.bits[r / 64] |= uint64_t{1} << (r % 64);
+  }
+}
+
+void DirtyRegions::Forget(uint64_t tag) {
+  if (tag <= forgotten_) return;
+  forgotten_ = tag;
+  auto keep = std::find_if(buckets_.begin(), buckets_.end(), [&](const Bucket& b) { return b.last_tag > tag; });
+  buckets_.erase(buckets_.begin(), keep);
+}
+
+std::vector<uint64_t> DirtyRegions::UnionSince(uint64_t since) const {
+  std::vector<uint64_t> out;
+  for (const Bucket& b : buckets_) {
+    if (b.last_tag <= since || b.bits.empty()) continue;
+    if (out.empty()) {
+      out = b.bits;
+    } else {
+      for (size_t i = 0; i < out.size(); ++i) out[i] |= b.bits[i];
+    }
+  }
+  return out;
+}
+
+std::optional<std::vector<std::pair<uint64_t, uint64_t>>> DirtyRegions::ChangedSince(uint64_t since) const {
+  if (since < forgotten_) return std::nullopt;
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  const std::vector<uint64_t> bits = UnionSince(since);
+  for (uint64_t r = 0; r < regions_ && !bits.empty();) {
+    if ((bits[r / 64] >> (r % 64) & 1) == 0) {
+      ++r;
+      continue;
+    }
+    uint64_t e = r;
+    while (e < regions_ && (bits[e / 64] >> (e % 64) & 1) != 0) ++e;
+    const uint64_t from = r * kRegionBytes;
+    out.emplace_back(from, std::min(disk_bytes_, e * kRegionBytes) - from);
+    r = e;
+  }
+  return out;
+}
+
+uint64_t DirtyRegions::RegionsSince(uint64_t since) const {
+  if (since < forgotten_) return 0;
+  uint64_t n = 0;
+  for (uint64_t w : UnionSince(since)) n += static_cast<uint64_t>(std::popcount(w));
+  return n;
+}
+
+}  // namespace romulus::disk
