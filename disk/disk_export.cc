@@ -73,7 +73,11 @@ Result<std::unique_ptr<DiskExport>> DiskExport::Open(DiskExportOptions options) 
   EpochDiskLogOptions lo;
   lo.budget_bytes = o.budget_bytes;
   e->log_ = std::make_unique<EpochDiskLog>(0, e->store_.get(), lo);
-  e->gate_ = std::make_unique<LoggingGate>(e->log_.get());
+  // What each tag wrote, kept while no replicator is attached too, so a
+  // backup that holds the disk as of a tag gets only what changed since
+  // (DISK.md §7.2): before the front end serves its first request.
+  e->log_->TrackChanges(e->store_->size());
+  e->gate_ = std::make_unique<LoggingGate>(e->log_.get(), e->log_.get());
   auto nbd = NbdServer::Create(e->store_.get(), &e->clock_, e->gate_.get(), o.nbd);
   if (!nbd.ok()) return nbd.status();
   e->nbd_ = std::move(*nbd);

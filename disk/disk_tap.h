@@ -76,12 +76,13 @@ class DiskTap {
   // and start the streaming copy with the next epoch. Then advance the
   // clock. Returns the ending epoch's tag (the front end's own numbering;
   // the engine maps its epochs to tags). kChanged: as kInPause, but only the
-  // regions written after tag `since` (the backup holds the disk as of it).
+  // regions written after tag `since` of lineage `lineage` (the backup holds
+  // the disk as of it); another lineage than the tap's is Unsupported.
   // Errors: OutOfRange (the copy does not fit the log's budget: the session
   // needs a resync), Unsupported (kChanged: the tap cannot tell what changed
   // since `since`; nothing was paused, copy the whole disk), Closed/IoError
   // (a remote export went away).
-  virtual Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0) = 0;
+  virtual Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0, uint64_t lineage = 0) = 0;
 
   // Waits (bounded by deadline) until no request tagged <= tag is in flight,
   // then seals the records tagged <= tag; ForEachSealed yields them until the

@@ -261,6 +261,11 @@ void EpochDiskLog::TrackChanges(uint64_t disk_bytes) {
   changes_ = std::make_unique<DirtyRegions>(disk_bytes);
 }
 
+void EpochDiskLog::MarkChanged(uint64_t tag, uint64_t offset, uint64_t length) {
+  std::lock_guard<std::mutex> lk(mu_);
+  MarkLocked(tag, offset, length);
+}
+
 void EpochDiskLog::ForgetChangesThrough(uint64_t tag) {
   std::lock_guard<std::mutex> lk(mu_);
   if (changes_) changes_->Forget(tag);

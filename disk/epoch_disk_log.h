@@ -81,6 +81,10 @@ class EpochDiskLog final : public DiskWriteSink {
   // REQUIRES: before the front end's first request.
   void TrackChanges(uint64_t disk_bytes);
   bool tracks_changes() const { return changes_ != nullptr; }
+  // Marks [offset, offset+length) as written with tag `tag` without logging
+  // a record: a front end whose records are not wanted (no replicator
+  // attached) still says what changed. Any thread; no-op unless tracking.
+  void MarkChanged(uint64_t tag, uint64_t offset, uint64_t length);
 
   // ---- Engine thread ----
   // Forgets everything (a new session: its first epoch starts from a full

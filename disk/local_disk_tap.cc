@@ -15,9 +15,12 @@ void LocalDiskTap::StopSync() {
   if (sync_) sync_->Stop();
 }
 
-Result<uint64_t> LocalDiskTap::Pause(CopyMode copy, uint64_t since) {
+Result<uint64_t> LocalDiskTap::Pause(CopyMode copy, uint64_t since, uint64_t lineage) {
   if (copy == CopyMode::kStream && !sync_) {
     return Status::Unsupported("disk " + info_.name + ": no streaming copy without a front-end hold");
+  }
+  if (copy == CopyMode::kChanged && lineage != lineage_) {
+    return Status::Unsupported("disk " + info_.name + ": the backup's copy is of another front end");
   }
   if (copy == CopyMode::kChanged) {
     // Nothing changes unless the changes since `since` are known: a refusal

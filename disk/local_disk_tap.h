@@ -34,7 +34,7 @@ class LocalDiskTap final : public DiskTap {
   uint64_t lineage() const override { return lineage_; }
   void Acked(uint64_t tag) override { log_->ForgetChangesThrough(tag); }
   uint64_t copied_regions() const override { return copied_regions_; }
-  Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0) override;
+  Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0, uint64_t lineage = 0) override;
   Status Seal(uint64_t tag, std::chrono::steady_clock::time_point deadline) override;
   void ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const override;
   uint32_t sealed_sync_state() const override { return sealed_sync_state_; }

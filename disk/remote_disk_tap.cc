@@ -90,11 +90,14 @@ Status RemoteDiskTap::Open() {
                                            Str(hello_.disk_size) + " bytes)"));
     }
     if (hello->instance_id != hello_.instance_id) {
+      // The old instance's tags mean nothing to this one.
+      ack_pending_.store(0, std::memory_order_relaxed);
       ++stats_.export_restarts;
       spdlog::warn("disk tap {}: the export of '{}' restarted since the last connection", path_, hello->name);
     }
   }
   hello_ = std::move(*hello);
+  ack_sent_ = 0;  // tell this connection again
   info_.id = options_.disk_id;
   info_.size_bytes = hello_.disk_size;
   info_.name = hello_.name;
@@ -118,7 +121,7 @@ Result<tap::Header> RemoteDiskTap::ReadMessage(Deadline deadline) {
   ROMULUS_RETURN_IF_ERROR(stream_->ReadExact(hdr, deadline));
   auto h = tap::DecodeHeader(std::span<const uint8_t, tap::kHeaderSize>(hdr));
   if (!h.ok()) return h.status();
-  if (h->type == tap::MsgType::kPause || h->type == tap::MsgType::kSeal) {
+  if (h->type == tap::MsgType::kPause || h->type == tap::MsgType::kSeal || h->type == tap::MsgType::kAcked) {
     return Status::Corruption(std::string("the export sent ") + tap::MsgTypeName(h->type) +
                               ", which only the replicator sends");
   }
@@ -137,13 +140,16 @@ Status RemoteDiskTap::RemoteError(std::span<const uint8_t> payload) {
   return Status::Error(e->code, "the export says: " + e->text);
 }
 
-Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy, uint64_t since) {
-  (void)since;
-  // The export does not track changes yet (lineage() is 0): the engine
-  // never asks it for one.
-  if (copy == CopyMode::kChanged) return Status::Unsupported("disk tap " + path_ + ": no copy of changes only");
+void RemoteDiskTap::Acked(uint64_t tag) {
+  uint64_t seen = ack_pending_.load(std::memory_order_relaxed);
+  while (seen < tag && !ack_pending_.compare_exchange_weak(seen, tag, std::memory_order_relaxed)) {
+  }
+}
+
+Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy, uint64_t since, uint64_t lineage) {
   const bool full_copy = copy == CopyMode::kInPause;
   const bool stream = copy == CopyMode::kStream;
+  const bool changed = copy == CopyMode::kChanged;
   if (!connected()) {
     // A session starts with a copy: the moment to come back.
     if (copy == CopyMode::kNone) return broken_.ok() ? Status::Closed("disk tap " + path_ + ": not connected") : broken_;
@@ -153,14 +159,25 @@ Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy, uint64_t since) {
     return Status::Unsupported("disk tap " + path_ + ": export '" + hello_.name +
                                "' cannot stream its copy (an older romulus disk-export)");
   }
-  sealed_sync_state_ = protocol::kSyncWhole;
-  if (copy != CopyMode::kNone) streaming_ = stream;
-  uint8_t buf[tap::kPauseSize];
-  tap::EncodePause(buf, tap::Pause{full_copy, stream});
+  if (changed && this->lineage() == 0) {
+    return Status::Unsupported("disk tap " + path_ + ": export '" + hello_.name +
+                               "' does not track its changes (an older romulus disk-export)");
+  }
   // A copy's PAUSE may wait for the export to stop an earlier copy and to
   // hold its front end: the longer bound.
   const Deadline deadline = DeadlineIn(copy != CopyMode::kNone ? options_.full_copy_timeout : options_.pause_timeout);
-  ROMULUS_RETURN_IF_ERROR(Send(tap::MsgType::kPause, buf, deadline));
+  const uint64_t ack = ack_pending_.load(std::memory_order_relaxed);
+  if (ack > ack_sent_ && this->lineage() != 0) {
+    uint8_t a[tap::kAckedSize];
+    tap::EncodeAcked(a, ack);
+    ROMULUS_RETURN_IF_ERROR(Send(tap::MsgType::kAcked, a, deadline));
+    ack_sent_ = ack;
+  }
+  sealed_sync_state_ = protocol::kSyncWhole;
+  if (copy != CopyMode::kNone) streaming_ = stream;
+  uint8_t buf[tap::kPauseChangedSize];
+  const size_t n = tap::EncodePause(buf, tap::Pause{full_copy, stream, changed, since, lineage});
+  ROMULUS_RETURN_IF_ERROR(Send(tap::MsgType::kPause, std::span<const uint8_t>(buf, n), deadline));
   auto hdr = ReadMessage(deadline);
   if (!hdr.ok()) return Break(hdr.status().With("disk tap " + path_ + ": waiting for PAUSED"));
   std::span<const uint8_t> body(rx_.data(), hdr->length);
@@ -175,6 +192,11 @@ Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy, uint64_t since) {
   }
   auto p = tap::DecodePaused(body);
   if (!p.ok()) return Break(p.status().With("disk tap " + path_));
+  if (p->with_regions != changed) {
+    return Break(Status::Corruption("disk tap " + path_ + ": PAUSED " +
+                                    (changed ? "without" : "with") + " a region count"));
+  }
+  copied_regions_ = p->regions;
   return p->tag;
 }
 

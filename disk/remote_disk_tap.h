@@ -16,6 +16,7 @@
 // (a session's first epoch is a full copy anyway). Engine thread only.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -64,7 +65,16 @@ class RemoteDiskTap final : public DiskTap {
   const protocol::DiskInfo& info() const override { return info_; }
   // The export streams its copy (its HELLO's kFeatureStream).
   bool can_stream() const override { return (hello_.features & tap::kFeatureStream) != 0; }
-  Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0) override;
+  // The export's instance id when it tracks changes (HELLO
+  // kFeatureChanges), else 0. After a reconnect it names the new instance.
+  uint64_t lineage() const override {
+    return (hello_.features & tap::kFeatureChanges) != 0 ? hello_.instance_id : 0;
+  }
+  // Sent as ACKED before the next PAUSE (never from this call: the tap's
+  // connection is used by the engine's own sequence of calls only).
+  void Acked(uint64_t tag) override;
+  uint64_t copied_regions() const override { return copied_regions_; }
+  Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0, uint64_t lineage = 0) override;
   Status Seal(uint64_t tag, std::chrono::steady_clock::time_point deadline) override;
   void ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const override;
   uint32_t sealed_sync_state() const override { return sealed_sync_state_; }
@@ -108,6 +118,10 @@ class RemoteDiskTap final : public DiskTap {
   std::vector<Entry> sealed_;
   std::vector<uint8_t> sealed_data_;
   RemoteDiskTapStats stats_;
+  // ACKED: the latest tag the backup committed, and the latest sent.
+  std::atomic<uint64_t> ack_pending_{0};
+  uint64_t ack_sent_ = 0;
+  uint64_t copied_regions_ = 0;
   uint32_t sealed_sync_state_ = protocol::kSyncWhole;
   bool streaming_ = false;  // this attachment's copy was started with PAUSE mode 2
 };

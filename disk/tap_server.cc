@@ -169,7 +169,7 @@ Status TapServer::ServeAttached(transport::Stream* s) {
     h.disk_size = t_.copy_store->size();
     h.log_budget = t_.log_budget;
     h.next_tag = t_.clock->current();
-    h.features = tap::kFeatureStream;
+    h.features = tap::kFeatureStream | (t_.log->tracks_changes() ? tap::kFeatureChanges : 0);
     h.name = t_.name;
     const size_t n = tap::EncodeHello(h, buf);
     ROMULUS_RETURN_IF_ERROR(WriteMessage(s, tap::MsgType::kHello, std::span<const uint8_t>(buf, n),
@@ -195,13 +195,14 @@ Status TapServer::ServeAttached(transport::Stream* s) {
     if (!rd.ok()) return rd.With("reading a tap message header (" + std::to_string(got + 1) + " of 16 bytes)");
     auto header = tap::DecodeHeader(std::span<const uint8_t, tap::kHeaderSize>(hdr));
     if (!header.ok()) return header.status();
-    // Only PAUSE and SEAL travel this way; their payloads are tiny and fixed,
-    // so nothing else is ever read (or allocated) for a hostile length.
-    if (header->type != tap::MsgType::kPause && header->type != tap::MsgType::kSeal) {
+    // Only PAUSE, SEAL and ACKED travel this way; their payloads are tiny and
+    // bounded, so nothing else is ever read (or allocated) for a hostile length.
+    if (header->type != tap::MsgType::kPause && header->type != tap::MsgType::kSeal &&
+        header->type != tap::MsgType::kAcked) {
       return Status::Corruption(std::string("tap client sent ") + tap::MsgTypeName(header->type) +
                                 ", which only the export sends");
     }
-    uint8_t payload[tap::kSealSize];
+    uint8_t payload[std::max({tap::kSealSize, tap::kPauseChangedSize, tap::kAckedSize})];
     rd = s->ReadExact(std::span<uint8_t>(payload, header->length), deadline, &got);
     if (!rd.ok()) {
       return rd.With(std::string("reading a tap ") + tap::MsgTypeName(header->type) + " payload (" +
@@ -212,6 +213,14 @@ Status TapServer::ServeAttached(transport::Stream* s) {
       auto p = tap::DecodePause(body);
       if (!p.ok()) return p.status();
       ROMULUS_RETURN_IF_ERROR(HandlePause(s, *p));
+    } else if (header->type == tap::MsgType::kAcked) {
+      auto tag = tap::DecodeAcked(body);
+      if (!tag.ok()) return tag.status();
+      // The backup holds this tag: what changed up to it is not needed
+      // again. No reply.
+      t_.log->ForgetChangesThrough(*tag);
+      std::lock_guard<std::mutex> lock(mu_);
+      ++stats_.acks;
     } else {
       auto p = tap::DecodeSeal(body);
       if (!p.ok()) return p.status();
@@ -222,7 +231,17 @@ Status TapServer::ServeAttached(transport::Stream* s) {
 
 Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
   const Deadline reply_deadline = DeadlineIn(options_.reply_timeout);
-  if (need_full_copy_ && !p.full_copy && !p.stream) {
+  if (p.changed && !t_.log->tracks_changes()) {
+    return SendError(s, Status::Unsupported("disk export '" + t_.name + "' does not track its changes"),
+                     reply_deadline);
+  }
+  if (p.changed && p.lineage != t_.instance_id) {
+    // The backup's copy came from another instance of this export (or
+    // another export): its tags are not ours.
+    return SendError(s, Status::Unsupported("disk export '" + t_.name + "': the backup's copy is of another export instance"),
+                     reply_deadline);
+  }
+  if (need_full_copy_ && !p.full_copy && !p.stream && !p.changed) {
     // The engine starts every session with a full copy (DISK.md §5.1): a
     // replicator that does not has lost track; tell it, keep the connection.
     return SendError(s,
@@ -232,8 +251,44 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
                      reply_deadline);
   }
   uint64_t tag = 0;
-  if (p.full_copy || p.stream) StopSync();  // an earlier session's copy: superseded
-  if (p.stream) {
+  uint64_t regions = 0;
+  if (p.full_copy || p.stream || p.changed) StopSync();  // an earlier session's copy: superseded
+  if (p.changed) {
+    // As the full copy, but only the regions written after `since` (the
+    // backup holds the disk as of it). If the changes since are not known
+    // the log is left alone and the replicator asks for a full copy.
+    Status held = t_.nbd->Hold(DeadlineIn(options_.hold_timeout));
+    if (!held.ok()) {
+      need_full_copy_ = true;
+      return SendError(s, held.With("copy of the changed regions"), reply_deadline);
+    }
+    const bool was_logging = t_.gate->logging();
+    t_.gate->set_logging(false);
+    Result<uint64_t> copied = t_.log->CaptureChangedSince(t_.clock->current(), t_.copy_store, p.since);
+    if (copied.ok()) {
+      t_.gate->set_logging(true);
+      tag = t_.clock->Advance();
+    } else if (copied.status().code() == Code::kUnsupported) {
+      t_.gate->set_logging(was_logging);  // nothing was touched
+    } else {
+      t_.log->Reset();
+      need_full_copy_ = true;
+    }
+    t_.nbd->Unhold();
+    if (!copied.ok()) {
+      spdlog::info("disk export '{}': no copy of the changes since tag {}: {}", t_.name, p.since,
+                   copied.status().message());
+      return SendError(s, copied.status().With("disk export '" + t_.name + "'"), DeadlineIn(options_.reply_timeout));
+    }
+    regions = *copied;
+    need_full_copy_ = false;
+    streaming_ = false;
+    last_sealed_ = 0;
+    spdlog::info("disk export '{}': copied the {} region(s) changed since tag {}", t_.name, regions, p.since);
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.changed_copies;
+    stats_.changed_regions += regions;
+  } else if (p.stream) {
     // The log starts empty with the next epoch; the copier's chunks, taken
     // under holds of their own, follow the guest's writes in it.
     Status held = t_.nbd->Hold(DeadlineIn(options_.hold_timeout));
@@ -289,11 +344,12 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.pauses;
   }
-  uint8_t buf[tap::kPausedSize];
-  tap::EncodePaused(buf, tap::Paused{tag});
+  uint8_t buf[tap::kPausedChangedSize];
+  const size_t n = tap::EncodePaused(buf, tap::Paused{tag, p.changed, regions});
   // From now: a full copy of a large disk may have taken longer than the
   // reply timeout itself.
-  return WriteMessage(s, tap::MsgType::kPaused, buf, DeadlineIn(options_.reply_timeout));
+  return WriteMessage(s, tap::MsgType::kPaused, std::span<const uint8_t>(buf, n),
+                      DeadlineIn(options_.reply_timeout));
 }
 
 Status TapServer::HandleSeal(transport::Stream* s, const tap::Seal& p) {

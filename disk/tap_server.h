@@ -42,27 +42,37 @@ namespace romulus::disk {
 // Forwards the front end's reports to the log only while a replicator is
 // attached. Flipped only while the front end is held (or, at detach, with
 // at worst a report racing in that the next attach's Reset discards).
+// While shut, what changed still reaches `changes` (DISK.md §7.2): a
+// backup that held the disk before the replicator went away is brought up
+// to date with those regions when one attaches again.
 class LoggingGate final : public DiskWriteSink {
  public:
-  explicit LoggingGate(DiskWriteSink* inner) : inner_(inner) {}
+  explicit LoggingGate(DiskWriteSink* inner, EpochDiskLog* changes = nullptr) : inner_(inner), changes_(changes) {}
   void set_logging(bool on) { on_.store(on, std::memory_order_release); }
   bool logging() const { return on_.load(std::memory_order_acquire); }
 
   void OnWrite(uint64_t epoch, uint64_t offset, std::span<const uint8_t> bytes, bool fua) override {
     if (logging()) inner_->OnWrite(epoch, offset, bytes, fua);
+    else Mark(epoch, offset, bytes.size());
   }
   void OnZero(uint64_t epoch, uint64_t offset, uint64_t length, bool trim, bool fua) override {
     if (logging()) inner_->OnZero(epoch, offset, length, trim, fua);
+    else Mark(epoch, offset, length);
   }
   void OnFlush(uint64_t epoch) override {
     if (logging()) inner_->OnFlush(epoch);
   }
   void OnWriteFailed(uint64_t epoch, uint64_t offset, uint64_t length) override {
     if (logging()) inner_->OnWriteFailed(epoch, offset, length);
+    else Mark(epoch, offset, length);
   }
 
  private:
+  void Mark(uint64_t epoch, uint64_t offset, uint64_t length) {
+    if (changes_ != nullptr) changes_->MarkChanged(epoch, offset, length);
+  }
   DiskWriteSink* inner_;
+  EpochDiskLog* changes_;
   std::atomic<bool> on_{false};
 };
 
@@ -92,6 +102,7 @@ struct TapServerStats {
   uint64_t attaches = 0, detaches = 0, refused = 0, dropped = 0;
   uint64_t pauses = 0, full_copies = 0, streamed_copies = 0, seals = 0, records = 0, data_bytes = 0,
            wire_bytes = 0;
+  uint64_t changed_copies = 0, changed_regions = 0, acks = 0;  // DISK.md §7.2
 };
 
 // What the tap drives. Every pointer outlives the server.

@@ -38,6 +38,7 @@ const char* MsgTypeName(MsgType t) {
     case MsgType::kRecords: return "RECORDS";
     case MsgType::kSealed: return "SEALED";
     case MsgType::kError: return "ERROR";
+    case MsgType::kAcked: return "ACKED";
   }
   return "unknown";
 }
@@ -45,12 +46,13 @@ const char* MsgTypeName(MsgType t) {
 size_t MaxPayload(MsgType t) {
   switch (t) {
     case MsgType::kHello: return kHelloFixed + kMaxName;
-    case MsgType::kPause: return kPauseSize;
-    case MsgType::kPaused: return kPausedSize;
+    case MsgType::kPause: return kPauseChangedSize;
+    case MsgType::kPaused: return kPausedChangedSize;
     case MsgType::kSeal: return kSealSize;
     case MsgType::kRecords: return kMaxRecordsPayload;
     case MsgType::kSealed: return kSealedSyncSize;
     case MsgType::kError: return kErrorFixed + kMaxErrorText;
+    case MsgType::kAcked: return kAckedSize;
   }
   return 0;
 }
@@ -64,6 +66,7 @@ size_t MinPayload(MsgType t) {
     case MsgType::kRecords: return 8;  // a DISK payload's head
     case MsgType::kSealed: return kSealedSize;
     case MsgType::kError: return kErrorFixed;
+    case MsgType::kAcked: return kAckedSize;
   }
   return 0;
 }
@@ -149,26 +152,54 @@ Result<Hello> DecodeHello(std::span<const uint8_t> p) {
   return h;
 }
 
-void EncodePause(std::span<uint8_t, kPauseSize> out, const Pause& p) {
-  std::memset(out.data(), 0, kPauseSize);
-  out[0] = p.stream ? 2 : p.full_copy ? 1 : 0;
+size_t EncodePause(std::span<uint8_t, kPauseChangedSize> out, const Pause& p) {
+  std::memset(out.data(), 0, kPauseChangedSize);
+  out[0] = p.changed ? 3 : p.stream ? 2 : p.full_copy ? 1 : 0;
+  if (!p.changed) return kPauseSize;
+  StoreLE64(out.data() + 8, p.since);
+  StoreLE64(out.data() + 16, p.lineage);
+  return kPauseChangedSize;
 }
 
 Result<Pause> DecodePause(std::span<const uint8_t> p) {
-  ROMULUS_RETURN_IF_ERROR(ExactSize("PAUSE", p, kPauseSize));
-  if (p[0] > 2 || !AllZero(p.data() + 1, kPauseSize - 1)) {
-    return Status::Corruption("tap PAUSE: the mode must be 0, 1 or 2 and the rest zero");
+  if (p.empty()) return Status::Corruption("tap PAUSE is empty");
+  const bool changed = p[0] == 3;
+  ROMULUS_RETURN_IF_ERROR(ExactSize("PAUSE", p, changed ? kPauseChangedSize : kPauseSize));
+  if (p[0] > 3 || !AllZero(p.data() + 1, kPauseSize - 1)) {
+    return Status::Corruption("tap PAUSE: the mode must be 0, 1, 2 or 3 and the reserved bytes zero");
   }
-  return Pause{p[0] == 1, p[0] == 2};
+  Pause r{p[0] == 1, p[0] == 2, changed, 0, 0};
+  if (changed) {
+    r.since = LoadLE64(p.data() + 8);
+    r.lineage = LoadLE64(p.data() + 16);
+  }
+  return r;
 }
 
-void EncodePaused(std::span<uint8_t, kPausedSize> out, const Paused& p) { StoreLE64(out.data(), p.tag); }
+size_t EncodePaused(std::span<uint8_t, kPausedChangedSize> out, const Paused& p) {
+  StoreLE64(out.data(), p.tag);
+  if (!p.with_regions) return kPausedSize;
+  StoreLE64(out.data() + 8, p.regions);
+  return kPausedChangedSize;
+}
 
 Result<Paused> DecodePaused(std::span<const uint8_t> p) {
-  ROMULUS_RETURN_IF_ERROR(ExactSize("PAUSED", p, kPausedSize));
-  Paused r{LoadLE64(p.data())};
+  if (p.size() != kPausedSize && p.size() != kPausedChangedSize) {
+    return Status::Corruption("tap PAUSED is " + Str(p.size()) + " bytes, not 8 or 16");
+  }
+  Paused r{LoadLE64(p.data()), p.size() == kPausedChangedSize, 0};
+  if (r.with_regions) r.regions = LoadLE64(p.data() + 8);
   if (r.tag == 0) return Status::Corruption("tap PAUSED tag is 0");
   return r;
+}
+
+void EncodeAcked(std::span<uint8_t, kAckedSize> out, uint64_t tag) { StoreLE64(out.data(), tag); }
+
+Result<uint64_t> DecodeAcked(std::span<const uint8_t> p) {
+  ROMULUS_RETURN_IF_ERROR(ExactSize("ACKED", p, kAckedSize));
+  const uint64_t tag = LoadLE64(p.data());
+  if (tag == 0) return Status::Corruption("tap ACKED tag is 0");
+  return tag;
 }
 
 void EncodeSeal(std::span<uint8_t, kSealSize> out, const Seal& s) {

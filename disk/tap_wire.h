@@ -35,6 +35,7 @@ enum class MsgType : uint16_t {
   kRecords = 5,  // export → replicator: one DISK frame payload of the sealed epoch
   kSealed = 6,   // export → replicator: the sealed epoch's records are complete
   kError = 7,    // export → replicator: a request failed (or the connection is refused)
+  kAcked = 8,    // replicator → export: the backup committed this tag (no reply)
 };
 const char* MsgTypeName(MsgType t);
 
@@ -42,7 +43,10 @@ const char* MsgTypeName(MsgType t);
 inline constexpr size_t kMaxName = 64;                   // = protocol::kMaxDiskName
 inline constexpr size_t kHelloFixed = 40;                // before the name
 inline constexpr size_t kPauseSize = 8;
+inline constexpr size_t kPauseChangedSize = 24;  // mode 3: + since, lineage
 inline constexpr size_t kPausedSize = 8;
+inline constexpr size_t kPausedChangedSize = 16;  // answering mode 3: + regions
+inline constexpr size_t kAckedSize = 8;
 inline constexpr size_t kSealSize = 16;
 inline constexpr size_t kSealedSize = 32;
 inline constexpr size_t kSealedSyncSize = 40;  // with the sync state (a streaming attachment)
@@ -70,6 +74,9 @@ Result<Header> DecodeHeader(std::span<const uint8_t, kHeaderSize> in);
 // different one means the export restarted (its log, its clock are new).
 // HELLO feature bits (byte 34; a replicator ignores bits it does not know).
 inline constexpr uint8_t kFeatureStream = 1;  // PAUSE{stream}: the export's streaming copy (DISK.md §7.1)
+// PAUSE{changed} and ACKED: the export tracks which regions each tag wrote,
+// and its instance_id is the disk's lineage (DISK.md §7.2).
+inline constexpr uint8_t kFeatureChanges = 2;
 
 struct Hello {
   uint64_t instance_id = 0;
@@ -88,19 +95,35 @@ Result<Hello> DecodeHello(std::span<const uint8_t> payload);
 
 // PAUSE's mode byte: 0 an ordinary epoch, 1 the in-pause full copy, 2 the
 // start of a streaming copy (only to an export whose HELLO has
-// kFeatureStream). Either copy starts an attachment's logging.
+// kFeatureStream), 3 the in-pause copy of the regions written after tag
+// `since` of the export instance `lineage` (24 bytes: `since` u64 at 8,
+// `lineage` u64 at 16; only with kFeatureChanges; an export of another
+// instance refuses it, Unsupported). Any copy starts an attachment's logging.
 struct Pause {
   bool full_copy = false;
-  bool stream = false;  // never both
+  bool stream = false;   // never two of these
+  bool changed = false;
+  uint64_t since = 0;    // changed only
+  uint64_t lineage = 0;  // changed only
 };
-void EncodePause(std::span<uint8_t, kPauseSize> out, const Pause& p);
+// Returns the payload's size (kPauseSize, kPauseChangedSize for mode 3).
+size_t EncodePause(std::span<uint8_t, kPauseChangedSize> out, const Pause& p);
 Result<Pause> DecodePause(std::span<const uint8_t> payload);
 
+// PAUSED: the ending epoch's tag; answering a mode-3 PAUSE, also how many
+// regions it copied (16 bytes).
 struct Paused {
   uint64_t tag = 0;
+  bool with_regions = false;
+  uint64_t regions = 0;
 };
-void EncodePaused(std::span<uint8_t, kPausedSize> out, const Paused& p);
+size_t EncodePaused(std::span<uint8_t, kPausedChangedSize> out, const Paused& p);
 Result<Paused> DecodePaused(std::span<const uint8_t> payload);
+
+// ACKED: the backup committed the epoch of this tag; the export may forget
+// the changes up to it. Tag > 0.
+void EncodeAcked(std::span<uint8_t, kAckedSize> out, uint64_t tag);
+Result<uint64_t> DecodeAcked(std::span<const uint8_t> payload);
 
 struct Seal {
   uint64_t tag = 0;

@@ -55,6 +55,7 @@ Status DiskReplicator::Paused(uint64_t epoch, bool first, const DiskSessionCopy&
     {
       std::lock_guard<std::mutex> lk(unacked_mu_);
       unacked_.clear();
+      prev_acked_tags_.clear();
     }
     first_whole_.store(0, std::memory_order_release);
     logged_percent_.assign(disks_.size(), 0);
@@ -63,7 +64,8 @@ Status DiskReplicator::Paused(uint64_t epoch, bool first, const DiskSessionCopy&
   }
   Pending p;
   p.epoch = epoch;
-  for (disk::DiskTap* d : disks_) {
+  for (size_t i = 0; i < disks_.size(); ++i) {
+    disk::DiskTap* d = disks_[i];
     const protocol::DiskInfo& info = d->info();
     Result<uint64_t> tag = Status::Ok();
     disk::CopyMode mode = disk::CopyMode::kNone;
@@ -76,9 +78,11 @@ Status DiskReplicator::Paused(uint64_t epoch, bool first, const DiskSessionCopy&
       for (const protocol::DiskHeld& h : copy.held) {
         if (h.disk_id == info.id && d->lineage() != 0 && h.lineage == d->lineage()) held = &h;
       }
-      if (held != nullptr && !copy.stream) {
+      if (held != nullptr) {
+        // Even where a streaming copy was agreed: the changes fit one pause
+        // far more often than the disk does.
         mode = disk::CopyMode::kChanged;
-        tag = d->Pause(mode, held->tag);
+        tag = d->Pause(mode, held->tag, held->lineage);
         if (tag.ok()) {
           const uint64_t regions = d->copied_regions();
           resync_regions_.fetch_add(regions, std::memory_order_relaxed);
@@ -86,16 +90,26 @@ Status DiskReplicator::Paused(uint64_t epoch, bool first, const DiskSessionCopy&
                        "({} of {})",
                        info.name, held->tag, regions, FormatSize(disk::DirtyRegions::kRegionBytes),
                        FormatSize(regions * disk::DirtyRegions::kRegionBytes), FormatSize(info.size_bytes));
-        } else if (tag.status().code() == Code::kUnsupported) {
+        } else if (tag.status().code() == Code::kUnsupported || tag.status().code() == Code::kOutOfRange) {
+          // Not known (an older copy than the marks reach), or more than a
+          // pause can carry: the whole disk, as for any other backup.
           spdlog::info("disk {}: the backup holds it as of tag {}, but {}: copying it whole", info.name, held->tag,
                        tag.status().message());
-          mode = disk::CopyMode::kNone;  // fall through to a whole copy
+          mode = disk::CopyMode::kNone;
         }
       }
       if (mode != disk::CopyMode::kChanged) {
         mode = copy.stream ? disk::CopyMode::kStream : disk::CopyMode::kInPause;
         tag = d->Pause(mode);
         if (tag.ok()) disks_copied_whole_.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (tag.ok() && i < copy.lineages.size() && copy.lineages[i] != d->lineage()) {
+        // The front end restarted since the session's HELLO named its
+        // lineage (a disk-export that was restarted and reconnected): the
+        // tags this session would send belong to another lineage. End the
+        // session; the next HELLO names the new one.
+        return Status::Closed("disk '" + info.name + "': its front end restarted since the session began (lineage " +
+                              std::to_string(copy.lineages[i]) + " is now " + std::to_string(d->lineage()) + ")");
       }
     } else {
       tag = d->Pause(mode);
@@ -119,7 +133,11 @@ void DiskReplicator::Acked(uint64_t epoch) {
   const std::vector<uint64_t>* tags = nullptr;
   for (; n < unacked_.size() && unacked_[n].epoch <= epoch; ++n) tags = &unacked_[n].tags;
   if (tags == nullptr) return;
-  for (size_t i = 0; i < disks_.size() && i < tags->size(); ++i) disks_[i]->Acked((*tags)[i]);
+  // One ack behind: a backup may name the tag of the epoch before its
+  // last commit (the Xen sink writes its claim without a sync of its own,
+  // DISK.md §7.2), so the changes since that one are kept too.
+  for (size_t i = 0; i < disks_.size() && i < prev_acked_tags_.size(); ++i) disks_[i]->Acked(prev_acked_tags_[i]);
+  prev_acked_tags_ = *tags;
   unacked_.erase(unacked_.begin(), unacked_.begin() + static_cast<std::ptrdiff_t>(n));
 }
 

@@ -61,9 +61,13 @@ struct DiskEpochStats {
 // the backup's committed disks are (HELLO_ACK, kCapDiskDelta), so a disk
 // held as of one of its tap's tags is brought up to date with the regions
 // changed since.
+// `lineages`: what the session's HELLO named (empty: none), checked after
+// each disk's first pause: a front end that restarted meanwhile ends the
+// session rather than tag its epochs under another's lineage.
 struct DiskSessionCopy {
   bool stream = false;
   std::vector<protocol::DiskHeld> held;
+  std::vector<uint64_t> lineages;
 };
 
 class DiskReplicator {
@@ -91,7 +95,8 @@ class DiskReplicator {
   // checkpoint is resumable. Any thread.
   bool WholeAt(uint64_t epoch) const;
   // The backup acked `epoch` (committed it): each tap may forget what
-  // changed up to that epoch's tag. Data path (with SendEpoch).
+  // changed up to the tag of the epoch acked before it (one behind: the Xen
+  // sink names its last commit but one). Data path (with SendEpoch).
   void Acked(uint64_t epoch);
   // The session's first copy: regions copied because they changed since
   // the backup's copy (kChanged disks), and disks copied whole. Any thread.
@@ -116,6 +121,7 @@ class DiskReplicator {
   // Epochs sent and not yet acked, with their tags (Acked forgets them).
   std::mutex unacked_mu_;
   std::vector<Pending> unacked_ GUARDED_BY(unacked_mu_);
+  std::vector<uint64_t> prev_acked_tags_ GUARDED_BY(unacked_mu_);  // the ack before the last
   std::atomic<uint64_t> resync_regions_{0};
   std::atomic<uint64_t> disks_copied_whole_{0};
   // The session's first epoch whose disks are all whole (0: none sent yet).

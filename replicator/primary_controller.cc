@@ -123,6 +123,7 @@ Status PrimaryController::Connect() {
     info.offer_disk_sync = opts_.disks->can_stream();
     info.disk_lineages = opts_.disks->lineages();
   }
+  session_disk_lineages_ = info.disk_lineages;
   if (info.disks != facts_.disks) {
     // Replicating memory without the disks the guest has (or the other way
     // round) would give the backup an inconsistent machine: refuse.
@@ -435,6 +436,7 @@ Status PrimaryController::GuestPaused(uint64_t epoch) {
   if (first && sender_) {
     copy.stream = sender_->disk_sync_agreed();
     copy.held = sender_->backup_disks_held();
+    if (sender_->disk_delta_agreed()) copy.lineages = session_disk_lineages_;
   }
   Status st = opts_.disks->Paused(epoch, first, copy);
   if (!st.ok()) {

@@ -218,6 +218,7 @@ class PrimaryController final : private EpochSession {
   // Checkpoint thread (and the data path, which the driver serialises with it).
   std::unique_ptr<CheckpointSender> sender_;
   uint64_t session_first_epoch_ = 1;
+  std::vector<uint64_t> session_disk_lineages_;  // what the session's HELLO named
   uint64_t open_epoch_ = 0;  // data path: the epoch BeginEpoch opened
   // The highest epoch number begun so far: written by the checkpoint thread
   // (Suspended) and the data path (BeginEpoch), which may be two threads.

@@ -68,11 +68,18 @@ class GuestSink {
   // BeginSessionWithDisks: what each committed disk of the session holds
   // (the content front end `lineage` had at its tag `tag`), the base the
   // first epoch applies on; disks it cannot name are left out (they are
-  // copied whole). StageDiskLineage, before each Commit/CommitIncomplete:
+  // copied whole). SetSessionDiskLineages, after held_disks() and before any
+  // record: the session's lineage of each disk in HELLO order (0: none), so
+  // a sink whose claims are not crash-atomic with its commits voids the
+  // claims of other lineages first. StageDiskLineage, before each Commit/CommitIncomplete:
   // what the disk holds once that epoch is applied (lineage 0: nothing
   // nameable); a sink records it with a whole (Commit) epoch only.
   virtual bool supports_disk_delta() const { return false; }
   virtual std::vector<protocol::DiskHeld> held_disks() const { return {}; }
+  virtual Status SetSessionDiskLineages(std::span<const uint64_t> lineages) {
+    (void)lineages;
+    return Status::Ok();
+  }
   virtual void StageDiskLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag) {
     (void)disk_id;
     (void)lineage;

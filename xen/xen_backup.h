@@ -60,6 +60,16 @@ class XenSink final : public restore::GuestSink {
   // Activate refuses until a whole epoch commits. Only while no replica is
   // held (the receiver agrees to streaming only then).
   bool supports_disk_sync() const override { return !opts_.disk_dir.empty(); }
+  // kCapDiskDelta (docs/DISK.md §7.2): each image's lineage claim
+  // (xen/xen_disks.h), so a restarted backup gets only what changed.
+  bool supports_disk_delta() const override { return !opts_.disk_dir.empty(); }
+  std::vector<protocol::DiskHeld> held_disks() const override { return disks_.held(); }
+  Status SetSessionDiskLineages(std::span<const uint64_t> lineages) override {
+    return disks_.SetSessionLineages(lineages);
+  }
+  void StageDiskLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag) override {
+    disks_.StageLineage(disk_id, lineage, tag);
+  }
   Status CommitIncomplete(uint64_t epoch) override;
   void Discard() override;
   Status Activate(const std::string& reason) override;

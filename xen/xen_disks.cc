@@ -5,9 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include <cctype>
 #include <cerrno>
+#include <cstring>
 
+#include "common/little_endian.h"
 #include "common/units.h"
 
 namespace romulus::xen {
@@ -33,7 +37,79 @@ std::string DiskList(std::span<const protocol::DiskInfo> disks) {
   return s.empty() ? "none" : s;
 }
 
+constexpr char kClaimMagic[8] = {'R', 'L', 'I', 'N', 'E', 'A', 'G', 'E'};
+constexpr size_t kClaimSize = 40;
+
 }  // namespace
+
+void XenDiskSet::LoadClaim(XenDiskImage& im) {
+  im.claim_lineage = im.claim_tag = 0;
+  int fd = ::open(ClaimPath(im.path).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  uint8_t b[kClaimSize + 1];
+  const ssize_t n = ::pread(fd, b, sizeof b, 0);
+  ::close(fd);
+  if (n != static_cast<ssize_t>(kClaimSize) || std::memcmp(b, kClaimMagic, 8) != 0 ||
+      LoadLE64(b + 32) != XXH3_64bits(b, 32) || LoadLE64(b + 24) != im.size) {
+    return;  // none, voided, torn, or of another size: no claim
+  }
+  im.claim_lineage = LoadLE64(b + 8);
+  im.claim_tag = im.claim_lineage != 0 ? LoadLE64(b + 16) : 0;
+}
+
+Status XenDiskSet::WriteClaim(XenDiskImage& im, uint64_t lineage, uint64_t tag, bool sync) {
+  uint8_t b[kClaimSize] = {};
+  if (lineage != 0) {
+    std::memcpy(b, kClaimMagic, 8);
+    StoreLE64(b + 8, lineage);
+    StoreLE64(b + 16, tag);
+    StoreLE64(b + 24, im.size);
+    StoreLE64(b + 32, XXH3_64bits(b, 32));
+  }
+  const std::string path = ClaimPath(im.path);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::StorageErrno("opening " + path, errno);
+  Status s;
+  if (::pwrite(fd, b, sizeof b, 0) != static_cast<ssize_t>(sizeof b)) {
+    s = Status::StorageErrno("writing " + path, errno);
+  } else if (sync && ::fdatasync(fd) != 0) {
+    s = Status::StorageErrno("syncing " + path, errno);
+  }
+  ::close(fd);
+  if (s.ok()) {
+    im.claim_lineage = lineage;
+    im.claim_tag = lineage != 0 ? tag : 0;
+  }
+  return s;
+}
+
+std::vector<protocol::DiskHeld> XenDiskSet::held() const {
+  std::vector<protocol::DiskHeld> out;
+  if (!refusal_.empty()) return out;
+  for (const XenDiskImage& im : images_) {
+    if (im.claim_lineage != 0) out.push_back({im.id, im.claim_lineage, im.claim_tag});
+  }
+  return out;
+}
+
+Status XenDiskSet::SetSessionLineages(std::span<const uint64_t> lineages) {
+  for (size_t i = 0; i < images_.size(); ++i) {
+    XenDiskImage& im = images_[i];
+    im.session_lineage = i < lineages.size() ? lineages[i] : 0;
+    im.staged_tag = im.committed_tag = 0;
+    if (im.claim_lineage != 0 && im.claim_lineage != im.session_lineage) {
+      // Rule 1: this session's writes are not of the claimed front end.
+      ROMULUS_RETURN_IF_ERROR(WriteClaim(im, 0, 0, /*sync=*/true).With("voiding the lineage claim of " + im.name));
+    }
+  }
+  return Status::Ok();
+}
+
+void XenDiskSet::StageLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag) {
+  XenDiskImage* im = Find(disk_id);
+  if (im == nullptr) return;
+  im->staged_tag = lineage != 0 && lineage == im->session_lineage ? tag : 0;
+}
 
 XenDiskSet::XenDiskSet(XenDiskOptions options)
     : options_(std::move(options)), staging_(options_.max_staging_bytes) {}
@@ -132,6 +208,7 @@ Status XenDiskSet::BeginSession(const std::string& replica_name, std::span<const
     }
     direct_ = false;
     session_committed_ = false;
+    for (XenDiskImage& im : images_) LoadClaim(im);
     return Status::Ok();
   }
   // No checkpoint to protect: (re)open and size every image. What an image
@@ -153,6 +230,7 @@ Status XenDiskSet::BeginSession(const std::string& replica_name, std::span<const
     }
   }
   images_ = std::move(want);
+  for (XenDiskImage& im : images_) LoadClaim(im);
   direct_ = true;
   session_committed_ = false;
   spdlog::info("disks of the session: {} image(s) in {}, first epoch written directly (no checkpoint to keep)",
@@ -197,12 +275,23 @@ Status XenDiskSet::Commit(uint64_t epoch, bool whole) {
     if (::fdatasync(images_[i].fd) != 0) s = Status::StorageErrno("syncing " + images_[i].path, errno);
   }
   if (!s.ok()) {
+    // When in doubt, no claim: the next session copies the disks whole.
+    for (XenDiskImage& im : images_) (void)WriteClaim(im, 0, 0, /*sync=*/true);
     refusal_ = "disk " + failed + " failed to apply epoch " + std::to_string(epoch) + ": " + s.message() +
                "; the backup will not resume a guest whose disk and memory differ";
     spdlog::error("{} (until a new session's first epoch, a full copy, commits)", refusal_);
     return Status::Storage(refusal_);
   }
   if (!whole) return Status::Ok();  // still a first sync: direct, refused
+  // Rule 2: the claim names the session's previous whole commit (synced
+  // above, in that commit), never this one.
+  for (XenDiskImage& im : images_) {
+    if (im.session_lineage != 0 && im.committed_tag != 0) {
+      Status c = WriteClaim(im, im.session_lineage, im.committed_tag, /*sync=*/false);
+      if (!c.ok()) spdlog::warn("{} (the next session copies {} whole)", c.ToString(), im.name);
+    }
+    im.committed_tag = im.staged_tag;
+  }
   if (!session_committed_) {
     // The session's first epoch carries a full copy of every disk
     // (docs/DISK.md §5.1), so the images are exactly this checkpoint's

@@ -24,6 +24,19 @@
 // error (no ACK) and activation_refusal() says why from then on, until a
 // later session's first epoch (a full copy of every disk) commits whole.
 //
+// Lineage claims (docs/DISK.md §7.2). Beside each image, IMAGE.lineage
+// says "this image holds at least what front end L had at its tag T"
+// (40 bytes: "RLINEAGE", u64 lineage, u64 tag, u64 image size, u64 XXH3 of
+// the 32 before; anything else is no claim), so a restarted backup can be
+// brought up to date with only the regions changed since T. It is kept
+// true by two rules: (1) before anything of a session whose lineage is not
+// L touches an image, the claim is voided (zeros, fdatasync); (2) a whole
+// commit N writes the claim of the session's commit before it (N-1), in
+// place and without a sync: whatever version of the file survives a crash
+// names a tag whose content was synced before, and everything written over
+// it since came from L's later tags, in regions L changed after T (which
+// the copy since T rewrites). A failed apply voids the claim too.
+//
 // Threading: every call comes from the sink's one caller thread.
 #pragma once
 
@@ -52,6 +65,11 @@ struct XenDiskImage {
   uint32_t devid = 0;
   std::string path;
   int fd = -1;
+  // What the lineage file claims (0: nothing), the session's lineage for
+  // this disk (0: none), the tag staged for the open epoch, and the tag of
+  // the session's last whole commit (written as the claim at the next).
+  uint64_t claim_lineage = 0, claim_tag = 0;
+  uint64_t session_lineage = 0, staged_tag = 0, committed_tag = 0;
 };
 
 class XenDiskSet {
@@ -86,6 +104,15 @@ class XenDiskSet {
   // images stay refused until the first whole epoch commits.
   Status Commit(uint64_t epoch, bool whole = true);
 
+  // Lineage claims (see above). After BeginSession: each image's valid
+  // claim. SetSessionLineages (one per disk of the session, 0: none; before
+  // any record) voids the claims of other lineages durably.
+  // StageLineage: the open epoch's tag of the disk.
+  std::vector<protocol::DiskHeld> held() const;
+  Status SetSessionLineages(std::span<const uint64_t> lineages);
+  void StageLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag);
+  static std::string ClaimPath(const std::string& image_path) { return image_path + ".lineage"; }
+
   // "" when the images are the checkpoint's disks; else why a guest must
   // not be resumed on them.
   std::string activation_refusal() const;
@@ -99,6 +126,8 @@ class XenDiskSet {
  private:
   void CloseAll();
   XenDiskImage* Find(uint32_t id);
+  void LoadClaim(XenDiskImage& im);
+  Status WriteClaim(XenDiskImage& im, uint64_t lineage, uint64_t tag, bool sync);
 
   XenDiskOptions options_;
   std::vector<XenDiskImage> images_;

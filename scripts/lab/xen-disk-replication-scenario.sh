@@ -1,12 +1,12 @@
 #!/bin/sh
-#@ title: a guest with a replicated data disk fails over (SIGKILL at a random epoch, kill-points s2 and c, ext4 with fsync): its disk on the backup ends where its memory says, it writes on, fsck is clean; killed while its 1 GiB disk is still being copied, the backup does not activate
+#@ title: a guest with a replicated data disk fails over (SIGKILL at a random epoch, kill-points s2 and c, ext4 with fsync, after a backup restart that resynced only the changed regions): its disk on the backup ends where its memory says, it writes on, fsck is clean; killed while its 1 GiB disk is still being copied, the backup does not activate
 #@ guests: pv pvh
 #@ runs: romulus
 #@ skip-if: LAB_NO_DISK
 #@ order: 47
 # The chain: disk-export + nbd-client + blkback on the primary (as disk-scenario), restore
 # --xen --disk-dir on the backup, replicate --domain --disk-tap. One drill per entry of
-# $LAB_DISK_KILLS (default "random s2 c fs sync"), each with a fresh guest, image and backup.
+# $LAB_DISK_KILLS (default "random s2 c fs sync restart"), each with a fresh guest, image and backup.
 # Each session's first copy of the disk is streamed beside the running guest (DISK.md §7.1:
 # at most 64 MiB an epoch; the backup's checkpoints are not resumable until it completes):
 #   random  a 256 MiB disk (four times the export's log budget; sparse, so its holes travel as
@@ -20,6 +20,11 @@
 #           epochs at least); SIGKILL the replicator after 2 acked epochs and destroy the
 #           primary; the first law: the backup must hold (no failover, its decision naming
 #           the copy) and run no copy of the guest;
+#   restart as random, but first the backup is SIGKILLed (after the copy and 6 acked epochs) and
+#           started again on its images while the guest writes on: the restarted backup holds
+#           no replica (memory comes whole) but names what its image holds (DISK.md §7.2), and
+#           the primary must copy only the regions changed since: at least one (the guest
+#           wrote meanwhile), at most 256 of the disk's 1024, never the whole disk;
 #   fs      as random, but the disk holds ext4 and the guest appends the records to a file with
 #           fsync (labdisk fswrite), 120 at 300 ms, then unmounts: the resumed guest must finish and
 #           unmount, the backup's image must pass `e2fsck -fn` (no journal to replay, no error)
@@ -36,20 +41,30 @@ head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"; chmod 600 "$W/psk
 PORT=7310
 # The epoch whose commit completed the primary's copy of the disk (empty before).
 copied() { sed -n 's/.*copy to the backup complete with epoch \([0-9]*\).*/\1/p' "$1" | head -n1; }
-# kill_after_acked N [copied]: SIGKILL the replicator once N epochs were acked (with
-# "copied": and its copy of the disk completed).
+# wait_acked N [copied]: until N epochs were acked (with "copied": and the primary's copy
+# of the disk completed); kill_after_acked N [copied]: then SIGKILL the replicator.
 kill_after_acked() {
+  wait_acked "$@"
+  kill -9 $RP
+  wait $RP
+}
+wait_acked() {
   until [ "$(rj_count "$D/stats.jsonl" acked true)" -ge "$1" ] 2>/dev/null &&
     { [ -z "${2:-}" ] || [ -n "$(copied "$D/primary.log")" ]; }; do
     kill -0 $RP 2>/dev/null || lab_fail "$KILL: replicator exited: $(grep -E ' (error|critical) ' "$D/primary.log" | tail -n1 | cut -c1-300)"
     [ "$(lab_elapsed "$T0" | cut -d. -f1)" -lt 600 ] || lab_fail "$KILL: no $1 acked epochs${2:+ with the disk copied}"
     sleep 0.2
   done
-  kill -9 $RP
-  wait $RP
 }
-for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync}; do
-  case $KILL in random|s2|c|sync) REC=DISK ;; fs) REC=FS ;; *) lab_fail "LAB_DISK_KILLS: unknown drill $KILL (random, s2, c, fs, sync)" ;; esac
+start_backup() {
+  romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
+    --disk-dir "$D/disks" --events-json "$D/events.jsonl" >"$D/backup.log" 2>&1 &
+  BP=$!
+  lab_evidence "$D/backup.log" "$D/events.jsonl" "$D/primary.log"
+  lab_wait_listening "$D/backup.log" $BP
+}
+for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart}; do
+  case $KILL in random|s2|c|sync|restart) REC=DISK ;; fs) REC=FS ;; *) lab_fail "LAB_DISK_KILLS: unknown drill $KILL (random, s2, c, fs, sync, restart)" ;; esac
   case $KILL in random) SIZE=256M ;; sync) SIZE=1G ;; *) SIZE=64M ;; esac
   G=guest7-$KILL; D=$W/$KILL; PORT=$((PORT + 1))
   mkdir -p "$D/disks"
@@ -79,11 +94,7 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync}; do
     lab_guest_create $G 128 1 "$WORK" >"$D/domid" || lab_fail "$KILL: create"
   P=$(cat "$D/domid"); C1=$(lab_console $G)
   i=0; until [ "$(dl "$C1")" -ge 5 ]; do i=$((i+1)); [ $i -le 1200 ] || lab_fail "$KILL: no 5 records"; sleep 0.2; done
-  romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
-    --disk-dir "$D/disks" --events-json "$D/events.jsonl" >"$D/backup.log" 2>&1 &
-  BP=$!
-  lab_evidence "$D/backup.log" "$D/events.jsonl" "$D/primary.log"
-  lab_wait_listening "$D/backup.log" $BP
+  start_backup
   KILLAT=""; case $KILL in s2|c) KILLAT="--kill-at $KILL:$K" ;; esac
   romulus replicate --domain $G --disk-tap "$TAP" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 100ms \
     --ack-timeout 15s $KILLAT --stats-json "$D/stats.jsonl" >"$D/primary.log" 2>&1 &
@@ -110,6 +121,32 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync}; do
     nbd-client -d $NBD >/dev/null 2>&1
     kill $EP 2>/dev/null; wait $EP 2>/dev/null
     continue
+  elif [ "$KILL" = restart ]; then
+    # ---- a backup restarted under the running primary: only the changed regions
+    wait_acked 6 copied
+    kill -9 $BP; wait $BP 2>/dev/null
+    mv "$D/backup.log" "$D/backup1.log"; mv "$D/events.jsonl" "$D/events1.jsonl"
+    LAST1=$(dl "$C1"); i=0
+    until [ "$(dl "$C1")" -ge $((LAST1 + 3)) ]; do i=$((i+1)); [ $i -le 600 ] || lab_fail "restart: the guest stopped writing"; sleep 0.2; done
+    ACK1=$(rj_count "$D/stats.jsonl" acked true)
+    start_backup
+    i=0
+    until grep -qE "disk xvdb: the backup holds it as of tag|copying it whole" "$D/primary.log"; do
+      i=$((i+1)); [ $i -le 1200 ] || lab_fail "restart: the primary never resynced the restarted backup: $(tail -n 3 "$D/primary.log" | cut -c1-200)"
+      kill -0 $RP 2>/dev/null || lab_fail "restart: replicator exited: $(grep -E ' (error|critical) ' "$D/primary.log" | tail -n1 | cut -c1-300)"
+      sleep 0.2
+    done
+    grep -q "copying it whole" "$D/primary.log" && lab_fail "restart: the disk was copied whole: $(grep -m1 'copying it whole' "$D/primary.log" | cut -c1-300)"
+    LINE=$(grep -m1 "disk xvdb: the backup holds it as of tag" "$D/primary.log")
+    REGIONS=$(echo "$LINE" | sed -n 's/.*copying the \([0-9]*\) region.*/\1/p')
+    [ -n "$REGIONS" ] && [ "$REGIONS" -ge 1 ] && [ "$REGIONS" -le 256 ] ||
+      lab_fail "restart: $REGIONS regions resynced (want 1..256 of 1024): $(echo "$LINE" | cut -c1-250)"
+    lab_note "restart: $(echo "$LINE" | sed 's/.*disk xvdb: //' | cut -c1-200)"
+    lab_figure "drill=restart resync_regions=$REGIONS of=1024"
+    kill_after_acked $((ACK1 + 6))
+    # The second session carried no streaming copy: one completed copy in the log, the first.
+    [ "$(grep -c 'copy to the backup complete' "$D/primary.log")" -eq 1 ] ||
+      lab_fail "restart: the restarted backup got a streaming copy: $(grep 'copy to the backup complete' "$D/primary.log" | tail -n1 | cut -c1-200)"
   elif [ "$KILL" = random ] || [ "$KILL" = fs ]; then
     kill_after_acked $((6 + $(od -An -N1 -tu1 /dev/urandom) % 8)) copied
   else
@@ -131,7 +168,7 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync}; do
   lab_wait_failover "$D/events.jsonl" "$D/backup.log"
   FO_EPOCH=$(rj_get "$LAB_FO" last_committed_epoch)
   case $KILL in
-    random|fs) [ "$FO_EPOCH" -ge "$ACKED" ] || lab_fail "$KILL: the backup resumed from epoch $FO_EPOCH, before the acked $ACKED" ;;
+    random|fs|restart) [ "$FO_EPOCH" -ge "$ACKED" ] || lab_fail "$KILL: the backup resumed from epoch $FO_EPOCH, before the acked $ACKED" ;;
     s2) [ "$FO_EPOCH" = $((K - 1)) ] || lab_fail "s2: the backup resumed from epoch $FO_EPOCH, want $((K - 1))" ;;
     c) [ "$FO_EPOCH" = $K ] || lab_fail "c: the backup resumed from epoch $FO_EPOCH, want $K" ;;
   esac

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <thread>
 
+#include "disk/dirty_regions.h"
 #include "disk/export_socket.h"
 #include "disk/remote_disk_tap.h"
 #include "disk/tap_wire.h"
@@ -270,6 +271,77 @@ TEST_F(DiskExportTest, ReplicatorGoneMidEpochTheGuestWritesOn) {
   std::vector<uint8_t> backup(kDiskSize, 0);
   Apply(Sealed(*tap), &backup);
   EXPECT_EQ(backup, model_);
+}
+
+TEST_F(DiskExportTest, AReplicatorBackAfterItsBackupAckedGetsOnlyTheRegionsChangedSince) {
+  // DISK.md §7.2: the backup holds tag T (acked); the replicator goes away,
+  // the guest writes on (nothing logged, but marked), a replicator attaches
+  // again and asks for what changed since T: exactly those regions, which
+  // bring the backup's copy to the disk as it is.
+  Start();
+  constexpr uint64_t R = DirtyRegions::kRegionBytes;
+  std::vector<uint8_t> backup(kDiskSize, 0);
+  uint64_t held = 0, lineage = 0;
+  {
+    auto tap = Attach();
+    ASSERT_TRUE(tap);
+    lineage = tap->lineage();
+    EXPECT_EQ(lineage, exp_->instance_id()) << "the export's instance is the disk's lineage";
+    auto t1 = tap->Pause(disk::CopyMode::kInPause);
+    ASSERT_TRUE(t1.ok());
+    ASSERT_TRUE(tap->Seal(*t1, Soon()).ok());
+    Apply(Sealed(*tap), &backup);
+    Write(0, Pattern(4096, 1));
+    auto t2 = tap->Pause(disk::CopyMode::kNone);
+    ASSERT_TRUE(t2.ok());
+    ASSERT_TRUE(tap->Seal(*t2, Soon()).ok());
+    Apply(Sealed(*tap), &backup);
+    held = *t2;
+    tap->Acked(held);
+    // The ACKED travels with the next PAUSE; that epoch never reaches the
+    // backup (the replicator dies with it open).
+    ASSERT_TRUE(tap->Pause(disk::CopyMode::kNone).ok());
+    Write(5 * R + 512, Pattern(1024, 2));
+  }
+  ASSERT_TRUE(Eventually([&] { return !exp_->tap()->attached(); }));
+  EXPECT_EQ(exp_->stats().tap.acks, 1u);
+  // Detached: not logged, but marked.
+  Write(9 * R, Pattern(2 * R, 3));  // regions 9 and 10
+  ASSERT_EQ(nbd_zero(h_, 4096, 40 * R, 0), 0);
+  std::fill(model_.begin() + 40 * R, model_.begin() + 40 * R + 4096, 0);
+  ASSERT_NE(backup, model_);
+
+  auto tap = Attach();
+  ASSERT_TRUE(tap);
+  // Another lineage, or a tag older than the ack: not known, nothing done,
+  // the connection stays usable.
+  auto other = tap->Pause(disk::CopyMode::kChanged, held, lineage + 1);
+  EXPECT_EQ(other.status().code(), Code::kUnsupported) << other.status().ToString();
+  auto older = tap->Pause(disk::CopyMode::kChanged, held - 1, lineage);
+  EXPECT_EQ(older.status().code(), Code::kUnsupported) << older.status().ToString();
+  EXPECT_TRUE(tap->connected());
+  auto t = tap->Pause(disk::CopyMode::kChanged, held, lineage);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(tap->copied_regions(), 4u) << "regions 5, 9, 10 and 40";
+  ASSERT_TRUE(tap->Seal(*t, Soon()).ok());
+  uint64_t bytes = 0;
+  for (const Rec& r : Sealed(*tap)) {
+    const uint64_t region = r.offset / R;
+    EXPECT_TRUE(region == 5 || region == 9 || region == 10 || region == 40) << r.offset;
+    bytes += r.length;
+  }
+  EXPECT_EQ(bytes, 4 * R);
+  Apply(Sealed(*tap), &backup);
+  EXPECT_EQ(backup, model_);
+  // The session goes on as any other.
+  Write(0, Pattern(4096, 4));
+  auto t2 = tap->Pause(disk::CopyMode::kNone);
+  ASSERT_TRUE(t2.ok());
+  ASSERT_TRUE(tap->Seal(*t2, Soon()).ok());
+  Apply(Sealed(*tap), &backup);
+  EXPECT_EQ(backup, model_);
+  EXPECT_EQ(exp_->stats().tap.changed_copies, 1u);
+  EXPECT_EQ(exp_->stats().tap.changed_regions, 4u);
 }
 
 TEST_F(DiskExportTest, ASecondReplicatorIsRefusedTheFirstWorksOn) {

@@ -48,8 +48,8 @@ TEST(TapWire, HeaderRefusals) {
   // Reserved bytes.
   st = Decode(Le({{0x50415452, 4}, {1, 2}, {2, 2}, {8, 4}, {1, 4}}));
   EXPECT_EQ(st.status().code(), Code::kCorruption);
-  // Unknown types, 0 and 8.
-  for (uint64_t type : {0, 8, 0xffff}) {
+  // Unknown types, 0 and 9.
+  for (uint64_t type : {0, 9, 0xffff}) {
     st = Decode(Le({{0x50415452, 4}, {1, 2}, {type, 2}, {8, 4}, {0, 4}}));
     EXPECT_EQ(st.status().code(), Code::kCorruption) << type;
     EXPECT_NE(st.status().message().find("unknown tap message type"), std::string::npos);
@@ -60,7 +60,7 @@ TEST(TapWire, HeaderRefusals) {
   st = Decode(Le({{0x50415452, 4}, {1, 2}, {5, 2}, {(8u << 20) + 1, 4}, {0, 4}}));
   EXPECT_EQ(st.status().code(), Code::kOutOfRange);
   EXPECT_TRUE(Decode(Le({{0x50415452, 4}, {1, 2}, {5, 2}, {8u << 20, 4}, {0, 4}})).ok());
-  st = Decode(Le({{0x50415452, 4}, {1, 2}, {2, 2}, {9, 4}, {0, 4}}));  // PAUSE is 8
+  st = Decode(Le({{0x50415452, 4}, {1, 2}, {2, 2}, {25, 4}, {0, 4}}));  // PAUSE is 8 or 24
   EXPECT_EQ(st.status().code(), Code::kOutOfRange);
   st = Decode(Le({{0x50415452, 4}, {1, 2}, {2, 2}, {7, 4}, {0, 4}}));
   EXPECT_EQ(st.status().code(), Code::kOutOfRange);
@@ -123,24 +123,48 @@ TEST(TapWire, CleanNames) {
 }
 
 TEST(TapWire, PausePausedSealSealed) {
-  uint8_t p[kPauseSize];
-  EncodePause(p, Pause{true});
-  EXPECT_EQ(std::vector<uint8_t>(p, p + kPauseSize), Le({{1, 1}, {0, 7}}));
+  uint8_t pb[kPauseChangedSize];
+  ASSERT_EQ(EncodePause(pb, Pause{true}), kPauseSize);
+  std::span<const uint8_t> p(pb, kPauseSize);
+  EXPECT_EQ(std::vector<uint8_t>(p.begin(), p.end()), Le({{1, 1}, {0, 7}}));
   ASSERT_TRUE(DecodePause(p).ok());
   EXPECT_TRUE(DecodePause(p)->full_copy);
   EXPECT_FALSE(DecodePause(Le({{0, 8}}))->full_copy);
-  EncodePause(p, Pause{false, true});
-  EXPECT_EQ(std::vector<uint8_t>(p, p + kPauseSize), Le({{2, 1}, {0, 7}}));
+  ASSERT_EQ(EncodePause(pb, Pause{false, true}), kPauseSize);
+  EXPECT_EQ(std::vector<uint8_t>(p.begin(), p.end()), Le({{2, 1}, {0, 7}}));
   ASSERT_TRUE(DecodePause(p).ok());
   EXPECT_TRUE(DecodePause(p)->stream);
   EXPECT_FALSE(DecodePause(p)->full_copy);
-  EXPECT_EQ(DecodePause(Le({{3, 1}, {0, 7}})).status().code(), Code::kCorruption);
+  // Mode 3: the copy of what changed since a tag, 16 bytes.
+  ASSERT_EQ(EncodePause(pb, Pause{false, false, true, 0x1234, 0x99}), kPauseChangedSize);
+  EXPECT_EQ(std::vector<uint8_t>(pb, pb + kPauseChangedSize), Le({{3, 1}, {0, 7}, {0x1234, 8}, {0x99, 8}}));
+  auto ch = DecodePause(std::span<const uint8_t>(pb, kPauseChangedSize));
+  ASSERT_TRUE(ch.ok());
+  EXPECT_TRUE(ch->changed);
+  EXPECT_EQ(ch->since, 0x1234u);
+  EXPECT_EQ(ch->lineage, 0x99u);
+  EXPECT_EQ(DecodePause(Le({{3, 1}, {0, 7}})).status().code(), Code::kCorruption) << "mode 3 without since";
+  EXPECT_EQ(DecodePause(Le({{3, 1}, {0, 7}, {5, 8}})).status().code(), Code::kCorruption) << "mode 3 without lineage";
+  EXPECT_EQ(DecodePause(Le({{1, 1}, {0, 7}, {5, 8}, {5, 8}})).status().code(), Code::kCorruption) << "since on mode 1";
+  EXPECT_EQ(DecodePause(Le({{4, 1}, {0, 7}})).status().code(), Code::kCorruption);
   EXPECT_EQ(DecodePause(Le({{1, 1}, {1, 7}})).status().code(), Code::kCorruption);
   EXPECT_EQ(DecodePause(Le({{1, 1}, {0, 6}})).status().code(), Code::kCorruption);  // truncated
 
-  uint8_t q[kPausedSize];
-  EncodePaused(q, Paused{42});
-  EXPECT_EQ(DecodePaused(q)->tag, 42u);
+  uint8_t q[kPausedChangedSize];
+  ASSERT_EQ(EncodePaused(q, Paused{42}), kPausedSize);
+  EXPECT_EQ(DecodePaused(std::span<const uint8_t>(q, kPausedSize))->tag, 42u);
+  EXPECT_FALSE(DecodePaused(std::span<const uint8_t>(q, kPausedSize))->with_regions);
+  ASSERT_EQ(EncodePaused(q, Paused{42, true, 7}), kPausedChangedSize);
+  auto pr = DecodePaused(q);
+  ASSERT_TRUE(pr.ok());
+  EXPECT_TRUE(pr->with_regions);
+  EXPECT_EQ(pr->regions, 7u);
+  EXPECT_EQ(DecodePaused(Le({{1, 12}})).status().code(), Code::kCorruption);
+  uint8_t a[kAckedSize];
+  EncodeAcked(a, 77);
+  EXPECT_EQ(*DecodeAcked(a), 77u);
+  EXPECT_EQ(DecodeAcked(Le({{0, 8}})).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodeAcked(Le({{1, 4}})).status().code(), Code::kCorruption);
   EXPECT_EQ(DecodePaused(Le({{0, 8}})).status().code(), Code::kCorruption);
   EXPECT_EQ(DecodePaused(Le({{1, 4}})).status().code(), Code::kCorruption);
 
@@ -199,13 +223,13 @@ TEST(TapWire, ErrorCarriesAStatusMadePrintable) {
 }
 
 TEST(TapWire, EveryTypeHasBoundsAndAName) {
-  for (uint16_t t = 1; t <= 7; ++t) {
+  for (uint16_t t = 1; t <= 8; ++t) {
     auto type = static_cast<MsgType>(t);
     EXPECT_GT(MaxPayload(type), 0u);
     EXPECT_LE(MinPayload(type), MaxPayload(type));
     EXPECT_STRNE(MsgTypeName(type), "unknown");
   }
-  EXPECT_EQ(MaxPayload(static_cast<MsgType>(8)), 0u);
+  EXPECT_EQ(MaxPayload(static_cast<MsgType>(9)), 0u);
 }
 
 }  // namespace

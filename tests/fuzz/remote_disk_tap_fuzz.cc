@@ -91,9 +91,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     uint8_t hb[tap::kHelloFixed + tap::kMaxName];
     SendAll(c, Msg(tap::MsgType::kHello, std::span<const uint8_t>(hb, tap::EncodeHello(h, hb))));
     if (RecvN(c, tap::kHeaderSize + tap::kPauseSize)) {
-      uint8_t p[tap::kPausedSize];
-      tap::EncodePaused(p, tap::Paused{1});
-      SendAll(c, Msg(tap::MsgType::kPaused, p));
+      uint8_t p[tap::kPausedChangedSize];
+      const size_t pn = tap::EncodePaused(p, tap::Paused{1});
+      SendAll(c, Msg(tap::MsgType::kPaused, std::span<const uint8_t>(p, pn)));
       if (RecvN(c, tap::kHeaderSize + tap::kSealSize)) SendAll(c, reply);
     }
     ::shutdown(c, SHUT_WR);

@@ -33,14 +33,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (n != p.size() || std::memcmp(back, p.data(), n) != 0) std::abort();
   }
   if (auto pause = DecodePause(p); pause.ok()) {
-    uint8_t back[kPauseSize];
-    EncodePause(back, *pause);
-    if (std::memcmp(back, p.data(), kPauseSize) != 0) std::abort();
+    uint8_t back[kPauseChangedSize];
+    const size_t n = EncodePause(back, *pause);
+    if (n != p.size() || std::memcmp(back, p.data(), n) != 0) std::abort();
   }
   if (auto paused = DecodePaused(p); paused.ok()) {
-    uint8_t back[kPausedSize];
-    EncodePaused(back, *paused);
-    if (std::memcmp(back, p.data(), kPausedSize) != 0) std::abort();
+    uint8_t back[kPausedChangedSize];
+    const size_t n = EncodePaused(back, *paused);
+    if (n != p.size() || std::memcmp(back, p.data(), n) != 0) std::abort();
+  }
+  if (auto acked = DecodeAcked(p); acked.ok()) {
+    uint8_t back[kAckedSize];
+    EncodeAcked(back, *acked);
+    if (*acked == 0 || std::memcmp(back, p.data(), kAckedSize) != 0) std::abort();
   }
   if (auto seal = DecodeSeal(p); seal.ok()) {
     if (seal->timeout_ms == 0 || seal->timeout_ms > kMaxSealTimeoutMs) std::abort();

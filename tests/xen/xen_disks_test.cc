@@ -151,6 +151,63 @@ TEST_F(XenDisksTest, FirstEpochWithoutACheckpointIsWrittenAsItArrives) {
   EXPECT_GT(set.staged_bytes(), 4096u);
 }
 
+// Lineage claims (docs/DISK.md §7.2): a whole commit N writes the claim of
+// the session's commit N-1; a restarted backup (a new set, no checkpoint)
+// names it; a session of another lineage voids it before writing anything;
+// a failed apply voids it too (tested with ENOSPC below).
+TEST_F(XenDisksTest, ALineageClaimNamesTheCommitBeforeTheLastAndIsVoidedForAnotherLineage) {
+  const uint64_t L = 0x1111, M = 0x2222;
+  {
+    XenDiskSet set(Opts());
+    ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
+    EXPECT_TRUE(set.held().empty());
+    const uint64_t lineages[] = {L, L};
+    ASSERT_TRUE(set.SetSessionLineages(lineages).ok());
+    for (uint64_t e = 1; e <= 3; ++e) {
+      ASSERT_TRUE(set.OnDisk(e, 1, Write(4096 * e, std::vector<uint8_t>(4096, static_cast<uint8_t>(e)))).ok());
+      set.StageLineage(1, L, 100 + e);
+      set.StageLineage(2, L, 200 + e);
+      ASSERT_TRUE(set.Commit(e).ok());
+      if (e == 1) EXPECT_TRUE(set.held().empty()) << "nothing is claimed by a session's first commit";
+    }
+    // After commit 3 the claim names commit 2's tags.
+    ASSERT_EQ(set.held().size(), 2u);
+    EXPECT_EQ(set.held()[0], (protocol::DiskHeld{1, L, 102}));
+    EXPECT_EQ(set.held()[1], (protocol::DiskHeld{2, L, 202}));
+    // An epoch of a streaming copy changes no claim.
+    set.StageLineage(1, L, 104);
+    ASSERT_TRUE(set.Commit(4, /*whole=*/false).ok());
+    EXPECT_EQ(set.held()[0].tag, 102u);
+  }
+  {
+    // A restarted backup: the files say what the images hold.
+    XenDiskSet set(Opts());
+    ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
+    ASSERT_EQ(set.held().size(), 2u);
+    EXPECT_EQ(set.held()[0], (protocol::DiskHeld{1, L, 102}));
+    // The same lineage keeps it; another voids it at once, on disk.
+    const uint64_t same_then_other[] = {L, M};
+    ASSERT_TRUE(set.SetSessionLineages(same_then_other).ok());
+    ASSERT_EQ(set.held().size(), 1u);
+    EXPECT_EQ(set.held()[0].disk_id, 1u);
+  }
+  {
+    XenDiskSet set(Opts());
+    ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
+    ASSERT_EQ(set.held().size(), 1u) << "the voided claim stays void";
+    // A claim file of another size, or damaged, is no claim.
+    std::vector<uint8_t> bytes = ReadFile(XenDiskSet::ClaimPath(Image("xvdb")), 0, 40);
+    bytes[20] ^= 1;
+    int fd = ::open(XenDiskSet::ClaimPath(Image("xvdb")).c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), 0), 40);
+    ::close(fd);
+  }
+  XenDiskSet set(Opts());
+  ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
+  EXPECT_TRUE(set.held().empty());
+}
+
 // A streaming copy (docs/DISK.md §7.1): its epochs before the disks are
 // whole are no checkpoint, so they keep being written as they arrive (no
 // staging bound: a copy epoch may carry the whole allowance) and the
@@ -296,9 +353,15 @@ TEST(XenDisksEnospcTest, AFailedApplyRefusesActivationUntilAFullCopyCommits) {
     XenDiskSet set(XenDiskOptions{dir, size_t{64} << 20});
     const std::vector<DiskInfo> disks = {{1, 8 << 20, "xvdb"}};
     ASSERT_TRUE(set.BeginSession("g1--incoming", disks, false).ok());
+    const uint64_t lineage[] = {0x77};
+    ASSERT_TRUE(set.SetSessionLineages(lineage).ok());
     const std::vector<uint8_t> small(4096, 0x77);
     ASSERT_TRUE(set.OnDisk(1, 1, Write(0, small)).ok());
+    set.StageLineage(1, 0x77, 5);
     ASSERT_TRUE(set.Commit(1).ok());
+    set.StageLineage(1, 0x77, 6);
+    ASSERT_TRUE(set.Commit(1).ok());
+    ASSERT_EQ(set.held().size(), 1u);
 
     const std::vector<uint8_t> big(3 << 20, 0x88);  // more than the tmpfs holds
     ASSERT_TRUE(set.OnDisk(2, 1, Write(1 << 20, big)).ok());
@@ -310,6 +373,10 @@ TEST(XenDisksEnospcTest, AFailedApplyRefusesActivationUntilAFullCopyCommits) {
     EXPECT_NE(why.find("disk xvdb failed to apply epoch 2"), std::string::npos) << why;
     EXPECT_NE(why.find("will not resume a guest whose disk and memory differ"), std::string::npos) << why;
     EXPECT_NE(why.find("No space left"), std::string::npos) << why;
+    // When in doubt, no claim: a restarted backup would get the disk whole.
+    EXPECT_TRUE(set.held().empty());
+    EXPECT_EQ(ReadFile(XenDiskSet::ClaimPath(set.images()[0].path), 0, 40), std::vector<uint8_t>(40, 0))
+        << "the claim file was not voided";
 
     // A later epoch of the same session does not repair it.
     ASSERT_TRUE(set.OnDisk(3, 1, Write(0, small)).ok());
