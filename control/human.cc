@@ -90,10 +90,18 @@ std::string PrimaryStatus(const Json& b) {
   }
   l.Add("cache", cache);
   if (Bool(b, "paused")) l.Add("paused", "yes: no checkpoints until `romulus ctl resume`");
+  if (b.contains("disks") && b["disks"].is_object()) {
+    const Json& d = b["disks"];
+    const int64_t pm = Int(d, "copy_permille", 1000);
+    std::string disks = pm >= 1000 ? "copied to the backup" : "being copied: " + std::to_string(pm / 10) + "%";
+    disks += " (this session: " + std::to_string(Int(d, "copied_whole")) + " copied whole, " +
+             std::to_string(Int(d, "resync_regions")) + " changed region(s) resynced)";
+    l.Add("disks", disks);
+  }
   AddRest(b,
           {"role", "guest", "epoch", "last_acked", "last_ack_age_ms", "protection", "paused", "output_commit",
            "interval_us", "interval", "cache_size", "cache_size_next_session", "unprotected_reason", "backend",
-           "domain", "domid", "guest_type"},
+           "domain", "domid", "guest_type", "disks"},
           &l);
   return l.Done();
 }

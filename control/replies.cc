@@ -30,6 +30,15 @@ Json ToJson(const PrimaryStatus& s) {
   j["domain"] = s.domain ? Json(*s.domain) : Json(nullptr);
   j["domid"] = s.domid ? Json(*s.domid) : Json(nullptr);
   j["guest_type"] = s.guest_type ? Json(*s.guest_type) : Json(nullptr);
+  if (s.disks) {
+    Json d = Json::object();
+    d["copy_permille"] = s.disks->copy_permille;
+    d["resync_regions"] = s.disks->resync_regions;
+    d["copied_whole"] = s.disks->copied_whole;
+    j["disks"] = d;
+  } else {
+    j["disks"] = nullptr;
+  }
   return j;
 }
 

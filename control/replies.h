@@ -35,6 +35,14 @@ struct PrimaryStatus {
   std::optional<std::string> domain;
   std::optional<uint32_t> domid;
   std::optional<std::string> guest_type;  // "pv", "pvh"
+  // The session's copy of the guest's disks (docs/DISK.md §7); absent
+  // without disks.
+  struct Disks {
+    uint32_t copy_permille = 1000;  // the least progress of any disk's copy; 1000 = whole
+    uint64_t resync_regions = 0;    // regions copied because they changed since the backup's copy (§7.2)
+    uint64_t copied_whole = 0;      // disks this session copied whole
+  };
+  std::optional<Disks> disks;
 };
 Json ToJson(const PrimaryStatus& s);
 

@@ -121,6 +121,13 @@ control::PrimaryStatus PrimaryController::StatusView() const {
   v.domain = facts_.domain;
   v.domid = facts_.domid;
   v.guest_type = facts_.guest_type;
+  if (opts_.disks != nullptr && !opts_.disks->empty()) {
+    control::PrimaryStatus::Disks d;
+    d.copy_permille = opts_.disks->sync_permille();
+    d.resync_regions = opts_.disks->resync_regions();
+    d.copied_whole = opts_.disks->disks_copied_whole();
+    v.disks = d;
+  }
   return v;
 }
 

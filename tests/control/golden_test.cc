@@ -68,7 +68,7 @@ const Schema kPrimaryStatus = {
     {"last_acked", "i"},  {"last_ack_age_ms", "i"}, {"protection", "s"}, {"paused", "b"},
     {"output_commit", "s"}, {"interval_us", "i"}, {"interval", "s"},  {"cache_size", "i"},
     {"cache_size_next_session", "i"}, {"unprotected_reason", "s|n"}, {"backend", "s"},
-    {"domain", "s|n"},    {"domid", "i|n"},    {"guest_type", "s|n"}};
+    {"domain", "s|n"},    {"domid", "i|n"},    {"guest_type", "s|n"}, {"disks", "o|n"}};
 const Schema kStats = {{"ok", "b"}, {"last", "o|n"}, {"totals", "o|n"}};
 const Schema kSetInterval = {{"ok", "b"}, {"interval_us", "i"}, {"applies", "s"}};
 const Schema kCacheLive = {{"ok", "b"}, {"cache_size", "i"}, {"cache_size_next_session", "i"}, {"applies", "s"}};

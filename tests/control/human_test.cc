@@ -41,6 +41,16 @@ TEST(CtlHuman, PrimaryStatusSaysWhatMatters) {
   EXPECT_TRUE(Has(t, "output commit: none (output not committed)\n")) << t;
   EXPECT_TRUE(Has(t, "cache:         64 MiB (next session: 128 MiB)\n")) << t;
   EXPECT_FALSE(Has(t, "{")) << "no JSON for people: " << t;
+  EXPECT_FALSE(Has(t, "disks:")) << "a guest without disks shows none: " << t;
+  s.disks = PrimaryStatus::Disks{375, 0, 1};
+  t = RenderHuman(StatusReq{}, Answer(ToJson(s)));
+  EXPECT_TRUE(Has(t, "disks:         being copied: 37% (this session: 1 copied whole, 0 changed region(s) resynced)\n"))
+      << t;
+  s.disks = PrimaryStatus::Disks{1000, 12, 0};
+  t = RenderHuman(StatusReq{}, Answer(ToJson(s)));
+  EXPECT_TRUE(Has(t, "disks:         copied to the backup (this session: 0 copied whole, 12 changed region(s) resynced)\n"))
+      << t;
+  s.disks.reset();
 
   s.protected_now = false;
   s.last_acked = -1;

@@ -31,7 +31,7 @@ regions_line() { grep -E "disk xvda: the backup holds it as of tag [0-9]+: copyi
 start_backup b1 "$T/backup1.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
   --image "$T/img" --events-json "$T/events1.json"
 bg ppid "$T/primary.log" "$ROMULUS" replicate --guest "$GUEST" --sim-disk "$T/primary.disk" \
-  --to "127.0.0.1:$port" --psk-file "$T/key" --interval 20ms --control-socket none
+  --to "127.0.0.1:$port" --psk-file "$T/key" --interval 20ms --control-socket "$T/p.sock"
 wait_until 60 "the first copy completes" grep -q "copy to the backup complete" "$T/primary.log"
 wait_until 30 "b1 commits 20 epochs" commit_at_least "$T/events1.json" 20
 kill9 "$b1"
@@ -54,6 +54,10 @@ regions=$(sed -E 's/.*copying the ([0-9]+) region.*/\1/' <<<"$line")
 log "b2: $line"
 [[ $regions -ge 1 ]] || check_fail "b2: $regions regions copied, but the writer wrote while b2 was down"
 [[ $regions -le 256 ]] || check_fail "b2: $regions of 1024 regions copied: not a resync of what changed"
+# The status says the same, for an operator's tools.
+rj_ctl "$T/p.sock" status >/dev/null || check_fail "ctl status: $RJ_ERROR"
+st_regions="$(rj_get "$RJ_REPLY" disks.resync_regions) $(rj_get "$RJ_REPLY" disks.copied_whole) $(rj_get "$RJ_REPLY" disks.copy_permille)"
+[[ $st_regions == "$regions 0 1000" ]] || check_fail "b2: ctl status disks says '$st_regions', want '$regions 0 1000'"
 grep -q "copying it whole" "$T/primary.log" && check_fail "b2: a disk was copied whole: $(grep 'copying it whole' "$T/primary.log")"
 first2=$(grep -m1 -F '"event":"commit"' "$T/events2.json")
 grep -qF not_resumable <<<"$first2" && check_fail "b2's first commit is not resumable: $first2"
