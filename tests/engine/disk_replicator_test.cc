@@ -610,5 +610,82 @@ TEST(DiskReplicator, TheControllerReplicatesTheDiskWithEveryEpoch) {
   EXPECT_NE(EpochStatsJson(seen.back()).find("\"disk_wire_bytes\""), std::string::npos);
 }
 
+// A tap that records how it was paused; its lineage can change under the
+// engine (a disk-export restarted and reconnected to).
+class ScriptedTap final : public disk::DiskTap {
+ public:
+  explicit ScriptedTap(uint64_t lineage) : lineage_(lineage) {}
+  const protocol::DiskInfo& info() const override { return info_; }
+  uint64_t lineage() const override { return lineage_; }
+  uint64_t copied_regions() const override { return 7; }
+  Result<uint64_t> Pause(disk::CopyMode copy, uint64_t since, uint64_t lineage) override {
+    calls.push_back({copy, since, lineage});
+    if (restart_at_pause) lineage_ = 0xBEEF;
+    if (copy == disk::CopyMode::kChanged && refuse_changed) return Status::Unsupported("changes since 3 forgotten");
+    return ++tag_;
+  }
+  Status Seal(uint64_t, std::chrono::steady_clock::time_point) override { return Status::Ok(); }
+  void ForEachSealed(const std::function<void(const protocol::DiskRecord&)>&) const override {}
+
+  struct Call {
+    disk::CopyMode copy;
+    uint64_t since, lineage;
+  };
+  std::vector<Call> calls;
+  bool restart_at_pause = false;
+  bool refuse_changed = false;
+
+ private:
+  protocol::DiskInfo info_{4, 1 << 20, "xvdb"};
+  uint64_t lineage_;
+  uint64_t tag_ = 10;
+};
+
+TEST(DiskReplicatorDelta, ABackupHoldingTheTapsLineageGetsTheChangesElseTheWholeDisk) {
+  ScriptedTap tap(0xAA);
+  DiskReplicator r({&tap});
+  EXPECT_EQ(r.lineages(), std::vector<uint64_t>{0xAA});
+  // The backup holds disk 4 as of tag 3 of lineage 0xAA: changes since 3.
+  DiskSessionCopy copy{/*stream=*/true, {{4, 0xAA, 3}}, {0xAA}};
+  ASSERT_TRUE(r.Paused(1, true, copy).ok());
+  ASSERT_EQ(tap.calls.size(), 1u);
+  EXPECT_EQ(tap.calls[0].copy, disk::CopyMode::kChanged) << "preferred even where a stream was agreed";
+  EXPECT_EQ(tap.calls[0].since, 3u);
+  EXPECT_EQ(tap.calls[0].lineage, 0xAAu);
+  EXPECT_EQ(r.resync_regions(), 7u);
+  EXPECT_EQ(r.disks_copied_whole(), 0u);
+  // Another lineage's copy, or another disk's: the whole disk.
+  tap.calls.clear();
+  copy.held = {{4, 0xBB, 3}, {5, 0xAA, 3}};
+  ASSERT_TRUE(r.Paused(2, true, copy).ok());
+  ASSERT_EQ(tap.calls.size(), 1u);
+  EXPECT_EQ(tap.calls[0].copy, disk::CopyMode::kStream);
+  EXPECT_EQ(r.disks_copied_whole(), 1u);
+  // The tap cannot tell what changed: the whole disk, in the same pause.
+  tap.calls.clear();
+  tap.refuse_changed = true;
+  copy = DiskSessionCopy{false, {{4, 0xAA, 3}}, {0xAA}};
+  ASSERT_TRUE(r.Paused(3, true, copy).ok());
+  ASSERT_EQ(tap.calls.size(), 2u);
+  EXPECT_EQ(tap.calls[0].copy, disk::CopyMode::kChanged);
+  EXPECT_EQ(tap.calls[1].copy, disk::CopyMode::kInPause);
+  EXPECT_EQ(r.resync_regions(), 0u);
+}
+
+TEST(DiskReplicatorDelta, AFrontEndRestartedSinceTheHelloEndsTheSession) {
+  ScriptedTap tap(0xAA);
+  DiskReplicator r({&tap});
+  tap.restart_at_pause = true;  // the pause reconnects to a new export instance
+  DiskSessionCopy copy{false, {}, {0xAA}};
+  Status st = r.Paused(1, true, copy);
+  EXPECT_EQ(st.code(), Code::kClosed) << st.ToString();
+  EXPECT_NE(st.message().find("restarted since the session began"), std::string::npos) << st.ToString();
+  // Without lineages in the HELLO there is nothing to mix up.
+  ScriptedTap plain(0xAA);
+  DiskReplicator r2({&plain});
+  plain.restart_at_pause = true;
+  EXPECT_TRUE(r2.Paused(1, true, DiskSessionCopy{}).ok());
+}
+
 }  // namespace
 }  // namespace romulus::replicator
