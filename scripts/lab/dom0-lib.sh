@@ -6,6 +6,8 @@
 #   #@ guests: pv pvh (optional, default pv: the guest types it is written for; it runs only
 #              in a boot of one of them, scripts/xen-lab --guest)
 #   #@ skip-if: LAB_NO_...  (optional)   #@ gate: no ... (optional: a comparison, never fails the lab)
+#   #@ only-if: VAR (optional: opt-in, runs only when VAR is set on the host or with --env VAR=...,
+#              e.g. the disk benchmark's LAB_DISK_BENCH; no default run sets it)
 #
 # Reporting (read by scripts/xen-lab from the serial log):
 #   lab_figure key=value ...   -> "LAB-FIGURE <scenario> key=value ..."  (measured figures)
