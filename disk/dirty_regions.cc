@@ -37,9 +37,12 @@ void DirtyRegions::Mark(uint64_t tag, uint64_t offset, uint64_t length) {
   const uint64_t end = std::min(disk_bytes_, offset + std::min(length, disk_bytes_ - offset));
   Bucket& b = BucketFor(tag);
   if (b.bits.empty()) b.bits.assign((regions_ + 63) / 64, 0);
-  for (uint64_t r = offset / kRegionBytes; r <= (end - 1) / kRegionBytes; ++r) {
-    b.bits[r / 64] |= uint64_t{1} << (r % 64);
-  }
+  // Whole words at a time: a TRIM of the whole disk is regions/64 stores.
+  uint64_t r = offset / kRegionBytes;
+  const uint64_t last = (end - 1) / kRegionBytes;
+  for (; r <= last && r % 64 != 0; ++r) b.bits[r / 64] |= uint64_t{1} << (r % 64);
+  for (; r + 63 <= last; r += 64) b.bits[r / 64] = ~uint64_t{0};
+  for (; r <= last; ++r) b.bits[r / 64] |= uint64_t{1} << (r % 64);
 }
 
 void DirtyRegions::Forget(uint64_t tag) {

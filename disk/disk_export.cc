@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/random_id.h"
 #include "disk/export_socket.h"
 #include "disk/tap_wire.h"
 
@@ -21,15 +21,6 @@ namespace {
 // Connections served at once (both sockets): the legitimate peers are one
 // kernel client and one replicator; beyond this, a connection is closed at once.
 constexpr size_t kMaxConnections = 16;
-
-uint64_t NewInstanceId() {
-  uint64_t id = 0;
-  if (getrandom(&id, sizeof id, 0) != sizeof id || id == 0) {
-    id = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
-         (static_cast<uint64_t>(getpid()) << 32);
-  }
-  return id;
-}
 
 }  // namespace
 
@@ -52,7 +43,7 @@ Result<std::unique_ptr<DiskExport>> DiskExport::Open(DiskExportOptions options) 
   options.nbd.export_name = options.name;
   std::unique_ptr<DiskExport> e(new DiskExport(std::move(options)));
   const DiskExportOptions& o = e->options_;
-  e->instance_id_ = NewInstanceId();
+  e->instance_id_ = RandomNonZeroId();  // also the disk's lineage (DISK.md §7.2)
 
   auto store = BackingStore::Open(o.store_path, o.store);
   if (!store.ok()) return store.status();

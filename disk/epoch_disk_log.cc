@@ -261,6 +261,11 @@ void EpochDiskLog::TrackChanges(uint64_t disk_bytes) {
   changes_ = std::make_unique<DirtyRegions>(disk_bytes);
 }
 
+bool EpochDiskLog::ChangesKnownSince(uint64_t since) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return changes_ != nullptr && since >= changes_->forgotten_through();
+}
+
 void EpochDiskLog::MarkChanged(uint64_t tag, uint64_t offset, uint64_t length) {
   std::lock_guard<std::mutex> lk(mu_);
   MarkLocked(tag, offset, length);

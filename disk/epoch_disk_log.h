@@ -113,6 +113,9 @@ class EpochDiskLog final : public DiskWriteSink {
   // CaptureFullCopy. Unsupported, capturing nothing, when no changes are
   // tracked or marks after `since` were forgotten (copy the whole disk).
   Result<uint64_t> CaptureChangedSince(uint64_t epoch, BackingStore* store, uint64_t since);
+  // Whether CaptureChangedSince(since) could answer now (changes tracked,
+  // none after `since` forgotten).
+  bool ChangesKnownSince(uint64_t since) const;
   // The backup committed `tag`: change marks of tags <= tag are dropped.
   void ForgetChangesThrough(uint64_t tag);
   // Data bytes the open epochs hold now (the copier's pacing reads it).

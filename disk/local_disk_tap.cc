@@ -22,9 +22,13 @@ Result<uint64_t> LocalDiskTap::Pause(CopyMode copy, uint64_t since, uint64_t lin
   if (copy == CopyMode::kChanged && lineage != lineage_) {
     return Status::Unsupported("disk " + info_.name + ": the backup's copy is of another front end");
   }
+  if (copy == CopyMode::kChanged && (since >= clock_->current() || !log_->ChangesKnownSince(since))) {
+    // Refused before anything (a copy in progress included) is touched: the
+    // engine copies the whole disk instead.
+    return Status::Unsupported("disk " + info_.name + ": the changes since tag " + std::to_string(since) +
+                               " are not known");
+  }
   if (copy == CopyMode::kChanged) {
-    // Nothing changes unless the changes since `since` are known: a refusal
-    // leaves the log as it was, for a whole copy instead.
     StopSync();
     Result<uint64_t> regions = log_->CaptureChangedSince(clock_->current(), store_, since);
     if (!regions.ok()) return regions.status();

@@ -12,8 +12,9 @@
 // state allocates nothing, and every growth is counted.
 //
 // A broken connection (EOF, timeout, anything invalid) makes every call fail
-// with that status until the next Pause(CopyMode::kInPause), which reconnects
-// (a session's first epoch is a full copy anyway). Engine thread only.
+// with that status until the next Pause with a copy (any mode but kNone),
+// which reconnects (a session's first epoch is a copy anyway). Engine
+// thread only, except Acked (any thread: it only records the tag).
 #pragma once
 
 #include <atomic>

@@ -217,8 +217,9 @@ Status TapServer::ServeAttached(transport::Stream* s) {
       auto tag = tap::DecodeAcked(body);
       if (!tag.ok()) return tag.status();
       // The backup holds this tag: what changed up to it is not needed
-      // again. No reply.
-      t_.log->ForgetChangesThrough(*tag);
+      // again. No reply. A tag never paused cannot have been committed:
+      // ignored (forgetting it would only cost full copies).
+      if (*tag < t_.clock->current()) t_.log->ForgetChangesThrough(*tag);
       std::lock_guard<std::mutex> lock(mu_);
       ++stats_.acks;
     } else {
@@ -239,6 +240,14 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
     // The backup's copy came from another instance of this export (or
     // another export): its tags are not ours.
     return SendError(s, Status::Unsupported("disk export '" + t_.name + "': the backup's copy is of another export instance"),
+                     reply_deadline);
+  }
+  if (p.changed && (p.since >= t_.clock->current() || !t_.log->ChangesKnownSince(p.since))) {
+    // A tag never paused (a client's bug or lie), or one whose changes were
+    // forgotten: refused before anything (a copy in progress included) is
+    // touched; the replicator asks for a full copy next.
+    return SendError(s, Status::Unsupported("disk export '" + t_.name + "': the changes since tag " +
+                                            std::to_string(p.since) + " are not known"),
                      reply_deadline);
   }
   if (need_full_copy_ && !p.full_copy && !p.stream && !p.changed) {
@@ -262,17 +271,17 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
       need_full_copy_ = true;
       return SendError(s, held.With("copy of the changed regions"), reply_deadline);
     }
-    const bool was_logging = t_.gate->logging();
     t_.gate->set_logging(false);
     Result<uint64_t> copied = t_.log->CaptureChangedSince(t_.clock->current(), t_.copy_store, p.since);
     if (copied.ok()) {
       t_.gate->set_logging(true);
       tag = t_.clock->Advance();
-    } else if (copied.status().code() == Code::kUnsupported) {
-      t_.gate->set_logging(was_logging);  // nothing was touched
     } else {
+      // (Known just above, so not Unsupported.) Whatever this attachment
+      // had, a copy in progress included, is gone: a copy must come next.
       t_.log->Reset();
       need_full_copy_ = true;
+      streaming_ = false;
     }
     t_.nbd->Unhold();
     if (!copied.ok()) {

@@ -9,7 +9,8 @@
 //
 // While no replicator is attached the gate is shut: the guest's writes are
 // executed and answered as always and nothing is logged, so the log cannot
-// fill up. A replicator's first PAUSE must be a full copy; it opens the gate.
+// fill up. A replicator's first PAUSE must be a copy (full, streamed,
+// or of the changes since a tag); it opens the gate.
 // When the replicator goes away (EOF, error, SIGKILL, a garbage message) the
 // gate shuts, the log is reset, and the guest never notices: a replication
 // problem never becomes a guest I/O error (write_sink.h).

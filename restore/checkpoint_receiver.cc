@@ -244,12 +244,14 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
     }
     // What the session's first epoch applies on: the committed disks the
     // sink can name (the primary copies only what changed since).
-    if (st.ok() && delta_agreed) ack.disks_held = sink.held_disks();
+    // (After the sink learnt the session's lineages: what it voided for
+    // another front end is not named.)
     if (st.ok() && with_disks) {
       const std::vector<uint64_t> none(disks.size(), 0);
       st = sink.SetSessionDiskLineages(delta_agreed ? std::span<const uint64_t>(hello->disk_lineages)
                                                     : std::span<const uint64_t>(none));
     }
+    if (st.ok() && delta_agreed) ack.disks_held = sink.held_disks();
     if (st.ok() && (ack.capabilities & protocol::kCapHeldPages) != 0) {
       // The session's first epoch applies on top of what the sink holds
       // now: that is the HELD table, and where this session's digest starts.

@@ -68,10 +68,10 @@ class GuestSink {
   // BeginSessionWithDisks: what each committed disk of the session holds
   // (the content front end `lineage` had at its tag `tag`), the base the
   // first epoch applies on; disks it cannot name are left out (they are
-  // copied whole). SetSessionDiskLineages, after held_disks() and before any
-  // record: the session's lineage of each disk in HELLO order (0: none), so
-  // a sink whose claims are not crash-atomic with its commits voids the
-  // claims of other lineages first. StageDiskLineage, before each Commit/CommitIncomplete:
+  // copied whole). SetSessionDiskLineages, right after BeginSessionWithDisks
+  // (before held_disks() and any record): the session's lineage of each disk
+  // in HELLO order (0: none), so a sink whose claims are not crash-atomic
+  // with its commits voids the claims of other lineages first. StageDiskLineage, before each Commit/CommitIncomplete:
   // what the disk holds once that epoch is applied (lineage 0: nothing
   // nameable); a sink records it with a whole (Commit) epoch only.
   virtual bool supports_disk_delta() const { return false; }

@@ -587,7 +587,11 @@ std::vector<protocol::DiskHeld> ImageSink::held_disks() const {
   std::vector<protocol::DiskHeld> out;
   if (!has_committed()) return out;
   for (const DiskState& d : committed_disks_) {
-    if (d.lineage != 0) out.push_back({d.id, d.lineage, d.tag});
+    // Only a disk known to hold what PATH.state says: synced with every
+    // commit (--durable), or checked against its whole-disk digest at Open.
+    // Without either a power loss could have undone writes a copy of the
+    // changes would never repair; the whole copy does.
+    if (d.lineage != 0 && (options_.durable || d.has_digest)) out.push_back({d.id, d.lineage, d.tag});
   }
   return out;
 }

@@ -376,6 +376,12 @@ Status XenSink::Activate(const std::string& reason) {
     return Status::Storage("cannot activate the Xen replica " + r->name() + " (epoch " + std::to_string(epoch) +
                            "): " + why);
   }
+  // The guest will write its images from now on: they stop being any
+  // front end's content as of a tag (DISK.md §7.2). Durably, before it runs.
+  if (Status v = disks_.VoidClaims(); !v.ok()) {
+    return Status::Storage("cannot activate the Xen replica " + r->name() + " (epoch " + std::to_string(epoch) +
+                           "): " + v.message());
+  }
   auto t0 = Clock::now();
   spdlog::info("failover ({}): activating domain {} from epoch {}{}", reason,
           r->name(), epoch,

@@ -38,20 +38,24 @@ std::string DiskList(std::span<const protocol::DiskInfo> disks) {
 }
 
 constexpr char kClaimMagic[8] = {'R', 'L', 'I', 'N', 'E', 'A', 'G', 'E'};
-constexpr size_t kClaimSize = 40;
+constexpr size_t kClaimSize = 56;
 
 }  // namespace
 
-void XenDiskSet::LoadClaim(XenDiskImage& im) {
+void XenDiskSet::LoadClaim(XenDiskImage& im, bool created, uint64_t found_size) {
   im.claim_lineage = im.claim_tag = 0;
   int fd = ::open(ClaimPath(im.path).c_str(), O_RDONLY | O_CLOEXEC);
+  im.claim_file = fd >= 0;
   if (fd < 0) return;
   uint8_t b[kClaimSize + 1];
   const ssize_t n = ::pread(fd, b, sizeof b, 0);
   ::close(fd);
-  if (n != static_cast<ssize_t>(kClaimSize) || std::memcmp(b, kClaimMagic, 8) != 0 ||
-      LoadLE64(b + 32) != XXH3_64bits(b, 32) || LoadLE64(b + 24) != im.size) {
-    return;  // none, voided, torn, or of another size: no claim
+  // The claim belongs to the image it was written for: one created anew,
+  // resized, or another file under the same name is not that image.
+  if (created || found_size != im.size || n != static_cast<ssize_t>(kClaimSize) ||
+      std::memcmp(b, kClaimMagic, 8) != 0 || LoadLE64(b + 48) != XXH3_64bits(b, 48) ||
+      LoadLE64(b + 24) != im.size || LoadLE64(b + 32) != im.dev || LoadLE64(b + 40) != im.ino) {
+    return;
   }
   im.claim_lineage = LoadLE64(b + 8);
   im.claim_tag = im.claim_lineage != 0 ? LoadLE64(b + 16) : 0;
@@ -64,7 +68,9 @@ Status XenDiskSet::WriteClaim(XenDiskImage& im, uint64_t lineage, uint64_t tag, 
     StoreLE64(b + 8, lineage);
     StoreLE64(b + 16, tag);
     StoreLE64(b + 24, im.size);
-    StoreLE64(b + 32, XXH3_64bits(b, 32));
+    StoreLE64(b + 32, im.dev);
+    StoreLE64(b + 40, im.ino);
+    StoreLE64(b + 48, XXH3_64bits(b, 48));
   }
   const std::string path = ClaimPath(im.path);
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
@@ -77,10 +83,21 @@ Status XenDiskSet::WriteClaim(XenDiskImage& im, uint64_t lineage, uint64_t tag, 
   }
   ::close(fd);
   if (s.ok()) {
+    im.claim_file = true;
     im.claim_lineage = lineage;
     im.claim_tag = lineage != 0 ? tag : 0;
   }
   return s;
+}
+
+Status XenDiskSet::VoidClaims() {
+  for (XenDiskImage& im : images_) {
+    im.session_lineage = im.staged_tag = im.committed_tag = 0;
+    if (im.claim_file) {
+      ROMULUS_RETURN_IF_ERROR(WriteClaim(im, 0, 0, /*sync=*/true).With("voiding the lineage claim of " + im.name));
+    }
+  }
+  return Status::Ok();
 }
 
 std::vector<protocol::DiskHeld> XenDiskSet::held() const {
@@ -97,8 +114,9 @@ Status XenDiskSet::SetSessionLineages(std::span<const uint64_t> lineages) {
     XenDiskImage& im = images_[i];
     im.session_lineage = i < lineages.size() ? lineages[i] : 0;
     im.staged_tag = im.committed_tag = 0;
-    if (im.claim_lineage != 0 && im.claim_lineage != im.session_lineage) {
-      // Rule 1: this session's writes are not of the claimed front end.
+    if (im.claim_file && (im.claim_lineage == 0 || im.claim_lineage != im.session_lineage)) {
+      // Rule 1: this session's writes are not of the claimed front end (or
+      // the file claims nothing valid: it must not come back to life).
       ROMULUS_RETURN_IF_ERROR(WriteClaim(im, 0, 0, /*sync=*/true).With("voiding the lineage claim of " + im.name));
     }
   }
@@ -208,17 +226,30 @@ Status XenDiskSet::BeginSession(const std::string& replica_name, std::span<const
     }
     direct_ = false;
     session_committed_ = false;
-    for (XenDiskImage& im : images_) LoadClaim(im);
+    for (XenDiskImage& im : images_) {
+      // The same open images: a new session starts with no lineage state.
+      im.session_lineage = im.staged_tag = im.committed_tag = 0;
+      LoadClaim(im, /*created=*/false, im.size);
+    }
     return Status::Ok();
   }
   // No checkpoint to protect: (re)open and size every image. What an image
   // held before is overwritten by the first epoch's full copy.
   CloseAll();
+  std::vector<std::pair<bool, uint64_t>> found;  // per image: created now, size as found
   for (XenDiskImage& im : want) {
-    im.fd = ::open(im.path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    bool created = false;
+    im.fd = ::open(im.path.c_str(), O_RDWR | O_CLOEXEC);
+    if (im.fd < 0 && errno == ENOENT) {
+      im.fd = ::open(im.path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      created = true;
+    }
     Status s;
+    struct stat st {};
     if (im.fd < 0) {
       s = Status::StorageErrno("creating disk image " + im.path, errno);
+    } else if (::fstat(im.fd, &st) != 0) {
+      s = Status::StorageErrno("examining disk image " + im.path, errno);
     } else if (::ftruncate(im.fd, static_cast<off_t>(im.size)) != 0) {
       s = Status::StorageErrno("sizing disk image " + im.path + " to " + std::to_string(im.size) + " bytes", errno);
     }
@@ -228,9 +259,12 @@ Status XenDiskSet::BeginSession(const std::string& replica_name, std::span<const
       }
       return s;
     }
+    im.dev = static_cast<uint64_t>(st.st_dev);
+    im.ino = static_cast<uint64_t>(st.st_ino);
+    found.emplace_back(created, static_cast<uint64_t>(st.st_size));
   }
   images_ = std::move(want);
-  for (XenDiskImage& im : images_) LoadClaim(im);
+  for (size_t i = 0; i < images_.size(); ++i) LoadClaim(images_[i], found[i].first, found[i].second);
   direct_ = true;
   session_committed_ = false;
   spdlog::info("disks of the session: {} image(s) in {}, first epoch written directly (no checkpoint to keep)",
@@ -275,8 +309,12 @@ Status XenDiskSet::Commit(uint64_t epoch, bool whole) {
     if (::fdatasync(images_[i].fd) != 0) s = Status::StorageErrno("syncing " + images_[i].path, errno);
   }
   if (!s.ok()) {
-    // When in doubt, no claim: the next session copies the disks whole.
-    for (XenDiskImage& im : images_) (void)WriteClaim(im, 0, 0, /*sync=*/true);
+    // When in doubt, no claim: the next session copies the disks whole
+    // (and this one writes none again).
+    for (XenDiskImage& im : images_) {
+      (void)WriteClaim(im, 0, 0, /*sync=*/true);
+      im.session_lineage = im.committed_tag = 0;
+    }
     refusal_ = "disk " + failed + " failed to apply epoch " + std::to_string(epoch) + ": " + s.message() +
                "; the backup will not resume a guest whose disk and memory differ";
     spdlog::error("{} (until a new session's first epoch, a full copy, commits)", refusal_);

@@ -25,12 +25,15 @@
 // later session's first epoch (a full copy of every disk) commits whole.
 //
 // Lineage claims (docs/DISK.md §7.2). Beside each image, IMAGE.lineage
-// says "this image holds at least what front end L had at its tag T"
-// (40 bytes: "RLINEAGE", u64 lineage, u64 tag, u64 image size, u64 XXH3 of
-// the 32 before; anything else is no claim), so a restarted backup can be
-// brought up to date with only the regions changed since T. It is kept
-// true by two rules: (1) before anything of a session whose lineage is not
-// L touches an image, the claim is voided (zeros, fdatasync); (2) a whole
+// says "this image holds what front end L had at its tag T, except in
+// regions L changed after T" (56 bytes: "RLINEAGE", u64 lineage, u64 tag,
+// u64 image size, u64 st_dev, u64 st_ino of the image, u64 XXH3 of the 48
+// before; anything else, or an image that was created anew or has another
+// size or inode, is no claim), so a restarted backup can be brought up to
+// date with only the regions changed since T. It is kept true by these
+// rules: (1) before anything of a session whose lineage is not L touches an
+// image, any claim file is voided (zeros, fdatasync); so it is before an
+// activated guest runs on the images (VoidClaims); (2) a whole
 // commit N writes the claim of the session's commit before it (N-1), in
 // place and without a sync: whatever version of the file survives a crash
 // names a tag whose content was synced before, and everything written over
@@ -69,6 +72,8 @@ struct XenDiskImage {
   // this disk (0: none), the tag staged for the open epoch, and the tag of
   // the session's last whole commit (written as the claim at the next).
   uint64_t claim_lineage = 0, claim_tag = 0;
+  bool claim_file = false;  // a claim file exists (valid or not)
+  uint64_t dev = 0, ino = 0;  // the image file's identity
   uint64_t session_lineage = 0, staged_tag = 0, committed_tag = 0;
 };
 
@@ -110,6 +115,8 @@ class XenDiskSet {
   // StageLineage: the open epoch's tag of the disk.
   std::vector<protocol::DiskHeld> held() const;
   Status SetSessionLineages(std::span<const uint64_t> lineages);
+  // Voids every image's claim durably (an activated guest writes them).
+  Status VoidClaims();
   void StageLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag);
   static std::string ClaimPath(const std::string& image_path) { return image_path + ".lineage"; }
 
@@ -126,7 +133,7 @@ class XenDiskSet {
  private:
   void CloseAll();
   XenDiskImage* Find(uint32_t id);
-  void LoadClaim(XenDiskImage& im);
+  void LoadClaim(XenDiskImage& im, bool created, uint64_t found_size);
   Status WriteClaim(XenDiskImage& im, uint64_t lineage, uint64_t tag, bool sync);
 
   XenDiskOptions options_;

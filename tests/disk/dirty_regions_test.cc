@@ -59,6 +59,18 @@ TEST(DirtyRegions, MergedBucketsOnlyEverAnswerMore) {
   }
 }
 
+TEST(DirtyRegions, LargeRangesMarkEveryRegionAndNoOther) {
+  DirtyRegions d(1000 * R);
+  d.Mark(1, 3 * R + 5, 700 * R);  // regions 3..703, across word boundaries
+  auto got = d.ChangedSince(0);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(*got, (Ranges{{3 * R, 701 * R}}));
+  EXPECT_EQ(d.RegionsSince(0), 701u);
+  d.Mark(2, 0, 1000 * R);  // the whole disk (a TRIM)
+  EXPECT_EQ(d.ChangedSince(1), (Ranges{{0, 1000 * R}}));
+  EXPECT_EQ(d.RegionsSince(1), 1000u);
+}
+
 TEST(DirtyRegions, AnEmptyDiskAndZeroLengthsMarkNothing) {
   DirtyRegions d(0);
   d.Mark(1, 0, 4096);

@@ -71,7 +71,7 @@ start_backup b3 "$T/backup3.log" --listen "127.0.0.1:$port" --psk-file "$T/key" 
   --image "$T/img" --events-json "$T/events3.json" --failover-timeout 1s
 assert_grep "$T/backup3.log" "image holds committed epoch $b1_epoch " "b3 finds b1's epoch $b1_epoch"
 wait_until 30 "b3 commits 10 epochs" bash -c "[[ \$(grep -c '\"event\":\"commit\"' '$T/events3.json') -ge 10 ]]"
-assert_grep "$T/primary.log" "disk xvda: the backup holds it as of tag [0-9]+, but .*no longer known.*copying it whole" \
+assert_grep "$T/primary.log" "disk xvda: the backup holds it as of tag [0-9]+, but .*are not known.*copying it whole" \
   "b3 (older than the primary's changes reach) gets the whole disk"
 [[ $(regions_line | wc -l) -eq 1 ]] || check_fail "b3 got a copy of changed regions: $(regions_line | tail -n1)"
 

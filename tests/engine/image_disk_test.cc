@@ -212,6 +212,29 @@ TEST(ImageDiskTest, TheLineageOfACommittedDiskIsKeptAcrossARestartAndOnlyWithAWh
   fs::remove_all(dir);
 }
 
+TEST(ImageDiskTest, ALargeDiskIsNamedOnlyWhenItsCommitsAreDurable) {
+  // Above kMaxDigestedDisk nothing checks the disk at Open: without
+  // --durable a power loss could have undone writes PATH.state counts, and
+  // a copy of only the changes would never repair them.
+  const std::vector<protocol::DiskInfo> big = {{kId, kMaxDigestedDisk + (1 << 20), "xvdb"}};
+  for (bool durable : {false, true}) {
+    const std::string dir = MakeTempDir();
+    ImageSinkOptions o;
+    o.path = dir + "/g.img";
+    o.durable = durable;
+    auto r = ImageSink::Open(o);
+    ASSERT_TRUE(r.ok());
+    ImageSink& sink = **r;
+    ASSERT_TRUE(sink.BeginSessionWithDisks(kPages, kIdentity, big).ok());
+    std::vector<uint8_t> page(kPage, 1);
+    ASSERT_TRUE(sink.OnPage(1, 0, page.data()).ok());
+    sink.StageDiskLineage(kId, 0xABCD, 5);
+    ASSERT_TRUE(sink.Commit(1).ok());
+    EXPECT_EQ(sink.held_disks().size(), durable ? 1u : 0u) << "durable " << durable;
+    fs::remove_all(dir);
+  }
+}
+
 TEST(ImageDiskTest, ADifferentDiskListIsRefusedWhileCommittedUnlessStartingOver) {
   const std::vector<Model> m = BuildModel(1);
   const std::string dir = MakeTempDir();

@@ -196,16 +196,75 @@ TEST_F(XenDisksTest, ALineageClaimNamesTheCommitBeforeTheLastAndIsVoidedForAnoth
     ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
     ASSERT_EQ(set.held().size(), 1u) << "the voided claim stays void";
     // A claim file of another size, or damaged, is no claim.
-    std::vector<uint8_t> bytes = ReadFile(XenDiskSet::ClaimPath(Image("xvdb")), 0, 40);
+    std::vector<uint8_t> bytes = ReadFile(XenDiskSet::ClaimPath(Image("xvdb")), 0, 56);
     bytes[20] ^= 1;
     int fd = ::open(XenDiskSet::ClaimPath(Image("xvdb")).c_str(), O_WRONLY | O_CLOEXEC);
     ASSERT_GE(fd, 0);
-    ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), 0), 40);
+    ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), 0), 56);
     ::close(fd);
   }
   XenDiskSet set(Opts());
   ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
   EXPECT_TRUE(set.held().empty());
+}
+
+// The claim belongs to its image and to no running guest: a deleted and
+// recreated image, a resized one, an activated guest (VoidClaims) end it;
+// a claim file that claims nothing valid is voided by the next session of
+// any lineage, so it can never come back to life.
+TEST_F(XenDisksTest, AClaimEndsWithItsImageAndWhenAGuestRunsOnIt) {
+  const uint64_t L = 0x1111;
+  const std::vector<DiskInfo> one = {{1, 1 << 20, "xvdb"}};
+  auto claim = [&](XenDiskSet& set) {
+    const uint64_t l[] = {L};
+    ASSERT_TRUE(set.SetSessionLineages(l).ok());
+    for (uint64_t e = 1; e <= 2; ++e) {
+      set.StageLineage(1, L, 10 + e);
+      ASSERT_TRUE(set.Commit(e).ok());
+    }
+    ASSERT_EQ(set.held().size(), 1u);
+  };
+  auto reopened_held = [&](size_t want) {
+    XenDiskSet set(Opts());
+    ASSERT_TRUE(set.BeginSession("g1--incoming", one, false).ok());
+    EXPECT_EQ(set.held().size(), want);
+  };
+  {
+    XenDiskSet set(Opts());
+    ASSERT_TRUE(set.BeginSession("g1--incoming", one, false).ok());
+    claim(set);
+  }
+  reopened_held(1);
+  // Deleted (an operator freeing space): the new all-zero image is not it.
+  fs::remove(Image("xvdb"));
+  reopened_held(0);
+  {
+    XenDiskSet set(Opts());
+    ASSERT_TRUE(set.BeginSession("g1--incoming", one, false).ok());
+    claim(set);
+  }
+  // Resized behind our back.
+  ASSERT_EQ(::truncate(Image("xvdb").c_str(), 512 << 10), 0);
+  reopened_held(0);
+  {
+    // Of another size when found, so no claim; a session of lineage M then
+    // writes it: the stale file is voided on disk first, never revived.
+    XenDiskSet set(Opts());
+    ASSERT_TRUE(set.BeginSession("g1--incoming", one, false).ok());
+    const uint64_t m[] = {0x2222};
+    ASSERT_TRUE(set.SetSessionLineages(m).ok());
+    EXPECT_EQ(ReadFile(XenDiskSet::ClaimPath(Image("xvdb")), 0, 56), std::vector<uint8_t>(56, 0));
+    claim(set);  // and L's again
+  }
+  {
+    // An activated guest writes the images: no claim from then on.
+    XenDiskSet set(Opts());
+    ASSERT_TRUE(set.BeginSession("g1--incoming", one, false).ok());
+    ASSERT_EQ(set.held().size(), 1u);
+    ASSERT_TRUE(set.VoidClaims().ok());
+    EXPECT_TRUE(set.held().empty());
+  }
+  reopened_held(0);
 }
 
 // A streaming copy (docs/DISK.md §7.1): its epochs before the disks are
@@ -375,7 +434,7 @@ TEST(XenDisksEnospcTest, AFailedApplyRefusesActivationUntilAFullCopyCommits) {
     EXPECT_NE(why.find("No space left"), std::string::npos) << why;
     // When in doubt, no claim: a restarted backup would get the disk whole.
     EXPECT_TRUE(set.held().empty());
-    EXPECT_EQ(ReadFile(XenDiskSet::ClaimPath(set.images()[0].path), 0, 40), std::vector<uint8_t>(40, 0))
+    EXPECT_EQ(ReadFile(XenDiskSet::ClaimPath(set.images()[0].path), 0, 56), std::vector<uint8_t>(56, 0))
         << "the claim file was not voided";
 
     // A later epoch of the same session does not repair it.
