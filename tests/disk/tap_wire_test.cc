@@ -14,7 +14,7 @@ namespace {
 std::vector<uint8_t> Le(std::initializer_list<std::pair<uint64_t, int>> fields) {
   std::vector<uint8_t> v;
   for (auto [x, n] : fields) {
-    for (int i = 0; i < n; ++i) v.push_back(static_cast<uint8_t>(x >> (8 * i)));
+    for (int i = 0; i < n; ++i) v.push_back(static_cast<uint8_t>(i < 8 ? x >> (8 * i) : 0));  // wider fields: zero-extended
   }
   return v;
 }
@@ -159,7 +159,7 @@ TEST(TapWire, PausePausedSealSealed) {
   ASSERT_TRUE(pr.ok());
   EXPECT_TRUE(pr->with_regions);
   EXPECT_EQ(pr->regions, 7u);
-  EXPECT_EQ(DecodePaused(Le({{1, 12}})).status().code(), Code::kCorruption);
+  EXPECT_EQ(DecodePaused(Le({{1, 8}, {0, 4}})).status().code(), Code::kCorruption);  // 12 bytes
   uint8_t a[kAckedSize];
   EncodeAcked(a, 77);
   EXPECT_EQ(*DecodeAcked(a), 77u);
