@@ -7,7 +7,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "transport/fd_stream.h"
 #include "transport/stream.h"
 
 namespace romulus::disk {
@@ -15,7 +14,6 @@ namespace {
 
 using transport::Deadline;
 using transport::DeadlineIn;
-using transport::NoDeadline;
 
 // An option reply: header, plus the largest payload we send (NBD_REP_SERVER
 // or NBD_INFO_NAME with a 4096-byte name, or an error message).
@@ -88,26 +86,26 @@ void NbdServer::Stop() {
 }
 
 Status NbdServer::Serve(int fd) {
-  auto opened = transport::OpenFdStream(fd, fd, "nbd client of " + options_.export_name, true);
-  if (!opened.ok()) {
-    ::close(fd);
-    return opened.status();
-  }
-  std::unique_ptr<transport::Stream> stream = std::move(*opened);
+  auto adopted = NbdSocket::Adopt(fd, "nbd client of " + options_.export_name);
+  if (!adopted.ok()) return adopted.status();
+  std::unique_ptr<NbdSocket> socket = std::move(*adopted);
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopped_) return Status::Closed("NBD server stopped");
     // One client at a time: the buffers and the store are single-threaded.
     if (active_) return Status::InvalidArgument("NBD server already serves a client");
-    active_ = stream.get();
+    active_ = socket.get();
   }
   Status st;
   handshake_deadline_ = std::chrono::steady_clock::now() + options_.handshake_timeout;
-  auto go = Handshake(stream.get());
+  auto go = socket->SetTimeouts(options_.handshake_timeout, options_.handshake_timeout).ok()
+                ? Handshake(socket.get())
+                : Result<bool>(Status::Internal("setting the handshake's socket timeouts"));
   if (!go.ok()) {
     st = go.status().With("NBD handshake");
   } else if (*go) {
-    st = ServeTransmission(stream.get());
+    st = socket->SetTimeouts(options_.payload_timeout, options_.reply_timeout);
+    if (st.ok()) st = ServeTransmission(socket.get());
   }
   bool stopped;
   {
@@ -115,7 +113,7 @@ Status NbdServer::Serve(int fd) {
     active_ = nullptr;
     stopped = stopped_;
   }
-  stream->Close();
+  socket.reset();  // closes the connection
   // A stop wakes the reader as if the client had closed: say which it was.
   if (stopped) return Status::Closed("NBD server stopped");
   return st;
@@ -125,15 +123,15 @@ bool NbdServer::NameMatches(std::string_view name) const {
   return name.empty() || name == options_.export_name;
 }
 
-Status NbdServer::SendOptionReply(transport::Stream* s, uint32_t option, uint32_t type,
+Status NbdServer::SendOptionReply(NbdSocket* s, uint32_t option, uint32_t type,
                                   std::span<const uint8_t> payload) {
   uint8_t header[nbd::kOptionReplyHeaderSize];
   nbd::EncodeOptionReplyHeader(header, option, type, static_cast<uint32_t>(payload.size()));
   std::span<const uint8_t> parts[2] = {header, payload};
-  return s->WriteAllV(parts, handshake_deadline_);
+  return s->WriteAll(parts, handshake_deadline_);
 }
 
-Status NbdServer::SendOptionError(transport::Stream* s, uint32_t option, uint32_t type,
+Status NbdServer::SendOptionError(NbdSocket* s, uint32_t option, uint32_t type,
                                   const std::string& message) {
   // Error replies may carry a message for humans (libnbd prints it).
   size_t n = std::min(message.size(), kReplyBufSize);
@@ -141,7 +139,7 @@ Status NbdServer::SendOptionError(transport::Stream* s, uint32_t option, uint32_
                          std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(message.data()), n));
 }
 
-Status NbdServer::AnswerInfo(transport::Stream* s, uint32_t option, std::span<const uint8_t> data,
+Status NbdServer::AnswerInfo(NbdSocket* s, uint32_t option, std::span<const uint8_t> data,
                              bool* go) {
   *go = false;
   auto req = nbd::ParseInfoRequest(data);
@@ -170,11 +168,12 @@ Status NbdServer::AnswerInfo(transport::Stream* s, uint32_t option, std::span<co
   return Status::Ok();
 }
 
-Result<bool> NbdServer::Handshake(transport::Stream* s) {
+Result<bool> NbdServer::Handshake(NbdSocket* s) {
   const uint16_t hs_flags = nbd::kFlagFixedNewstyle | nbd::kFlagNoZeroes;
   uint8_t greeting[nbd::kGreetingSize];
   nbd::EncodeGreeting(greeting, hs_flags);
-  ROMULUS_RETURN_IF_ERROR(s->WriteAll(greeting, handshake_deadline_));
+  std::span<const uint8_t> greeting_part[1] = {greeting};
+  ROMULUS_RETURN_IF_ERROR(s->WriteAll(greeting_part, handshake_deadline_));
 
   uint8_t cflags_bytes[nbd::kClientFlagsSize];
   ROMULUS_RETURN_IF_ERROR(s->ReadExact(cflags_bytes, handshake_deadline_).With("reading client flags"));
@@ -208,7 +207,8 @@ Result<bool> NbdServer::Handshake(transport::Stream* s) {
         }
         uint8_t reply[nbd::kExportNameReplySize + nbd::kExportNameZeroes];
         size_t n = nbd::EncodeExportNameReply(reply, store_->size(), tx_flags_, no_zeroes);
-        ROMULUS_RETURN_IF_ERROR(s->WriteAll(std::span<const uint8_t>(reply, n), handshake_deadline_));
+        std::span<const uint8_t> reply_part[1] = {std::span<const uint8_t>(reply, n)};
+        ROMULUS_RETURN_IF_ERROR(s->WriteAll(reply_part, handshake_deadline_));
         return true;
       }
       case nbd::kOptAbort:
@@ -250,15 +250,15 @@ Result<bool> NbdServer::Handshake(transport::Stream* s) {
                             " options without choosing an export");
 }
 
-Status NbdServer::Reply(transport::Stream* s, uint32_t error, uint64_t cookie,
+Status NbdServer::Reply(NbdSocket* s, uint32_t error, uint64_t cookie,
                         std::span<const uint8_t> data) {
   uint8_t header[nbd::kSimpleReplySize];
   nbd::EncodeSimpleReply(header, error, cookie);
   std::span<const uint8_t> parts[2] = {header, data};
-  return s->WriteAllV(parts, DeadlineIn(options_.reply_timeout)).With("writing a reply");
+  return s->WriteAll(parts, DeadlineIn(options_.reply_timeout)).With("writing a reply");
 }
 
-Status NbdServer::Discard(transport::Stream* s, uint64_t bytes) {
+Status NbdServer::Discard(NbdSocket* s, uint64_t bytes) {
   Deadline deadline = DeadlineIn(options_.payload_timeout);
   while (bytes > 0) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(bytes, kDiscardBufSize));
@@ -268,15 +268,18 @@ Status NbdServer::Discard(transport::Stream* s, uint64_t bytes) {
   return Status::Ok();
 }
 
-Status NbdServer::ServeTransmission(transport::Stream* s) {
+Status NbdServer::ServeTransmission(NbdSocket* s) {
   spdlog::info("nbd export '{}': client in transmission, {} bytes, {}", options_.export_name,
                store_->size(), store_->io_mode());
   for (;;) {
     uint8_t hdr_bytes[nbd::kRequestSize];
     size_t got = 0;
-    // No deadline between requests: the kernel client idles for hours.
-    Status st = s->ReadExact(hdr_bytes, NoDeadline(), &got);
+    // The kernel client idles for hours between requests: a read timeout
+    // with nothing read just means "still idle". A header that has begun
+    // must finish within payload_timeout.
+    Status st = s->ReadExact(hdr_bytes, DeadlineIn(options_.payload_timeout), &got);
     if (!st.ok()) {
+      if (got == 0 && st.code() == Code::kTimeout) continue;
       if (st.code() == Code::kClosed && got == 0) return Status::Ok();  // closed between requests
       return st.With("reading a request header (" + std::to_string(got) + " of 28 bytes)");
     }

@@ -26,13 +26,10 @@
 #include "disk/backing_store.h"
 #include "disk/epoch_clock.h"
 #include "disk/front_end_hold.h"
+#include "disk/nbd_socket.h"
 #include "disk/nbd_wire.h"
 #include "disk/request_executor.h"
 #include "disk/write_sink.h"
-
-namespace romulus::transport {
-class Stream;
-}
 
 namespace romulus::disk {
 
@@ -46,6 +43,8 @@ struct NbdServerOptions {
   std::chrono::milliseconds handshake_timeout{10000};
   // A WRITE's payload must follow its header within this (the kernel client
   // sends them back to back); past it the client is dropped, nothing written.
+  // A request header that has begun must be complete within it too. A
+  // client may idle between requests for as long as it likes.
   std::chrono::milliseconds payload_timeout{30000};
   // A reply the client does not read within this drops it.
   std::chrono::milliseconds reply_timeout{30000};
@@ -100,18 +99,18 @@ class NbdServer final : public FrontEndHold {
   NbdServer(BackingStore* store, EpochClock* clock, DiskWriteSink* sink, NbdServerOptions options);
 
   // Result: true to enter transmission, false when the client aborted.
-  Result<bool> Handshake(transport::Stream* s);
-  Status SendOptionReply(transport::Stream* s, uint32_t option, uint32_t type,
+  Result<bool> Handshake(NbdSocket* s);
+  Status SendOptionReply(NbdSocket* s, uint32_t option, uint32_t type,
                          std::span<const uint8_t> payload);
-  Status SendOptionError(transport::Stream* s, uint32_t option, uint32_t type,
+  Status SendOptionError(NbdSocket* s, uint32_t option, uint32_t type,
                          const std::string& message);
-  Status AnswerInfo(transport::Stream* s, uint32_t option, std::span<const uint8_t> data, bool* go);
+  Status AnswerInfo(NbdSocket* s, uint32_t option, std::span<const uint8_t> data, bool* go);
   bool NameMatches(std::string_view name) const;
 
-  Status ServeTransmission(transport::Stream* s);
-  Status Reply(transport::Stream* s, uint32_t error, uint64_t cookie,
+  Status ServeTransmission(NbdSocket* s);
+  Status Reply(NbdSocket* s, uint32_t error, uint64_t cookie,
                std::span<const uint8_t> data = {});
-  Status Discard(transport::Stream* s, uint64_t bytes);
+  Status Discard(NbdSocket* s, uint64_t bytes);
 
   BackingStore* store_;
   EpochClock* clock_;
@@ -126,7 +125,7 @@ class NbdServer final : public FrontEndHold {
   std::timed_mutex exec_mu_;
 
   std::mutex mu_;
-  transport::Stream* active_ GUARDED_BY(mu_) = nullptr;
+  NbdSocket* active_ GUARDED_BY(mu_) = nullptr;
   bool stopped_ GUARDED_BY(mu_) = false;
 
   // Preallocated: one option's data, one option reply, a discard buffer.

@@ -253,6 +253,57 @@ TEST_F(NbdRawTest, ClientVanishingInARequestHeader) {
   EXPECT_NE(st.message().find("10 of 28"), std::string::npos) << st.message();
 }
 
+TEST_F(NbdRawTest, ClientStallingInARequestHeaderTimesOut) {
+  Connect();
+  std::vector<uint8_t> part;
+  PutBE(&part, 0x25609513, 4);
+  PutBE(&part, 0, 6);
+  ASSERT_TRUE(client_->Send(part));
+  Status st = Join();  // connected, 10 of 28 bytes sent, then silent
+  EXPECT_EQ(st.code(), Code::kTimeout) << st.ToString();
+  EXPECT_NE(st.message().find("10 of 28"), std::string::npos) << st.message();
+  ExpectUntouched();
+}
+
+TEST_F(NbdRawTest, AClientIdleLongerThanThePayloadTimeoutIsKept) {
+  Connect();
+  // Idle between requests is not a stall: the server's read times out with
+  // nothing read and it waits again. Three payload timeouts of silence.
+  std::this_thread::sleep_for(3 * 300ms);
+  auto data = Pattern(100, 8);
+  client_->SendRequest(0, kWrite, 21, 300, 100, data);
+  EXPECT_EQ(client_->RecvReply(21), 0u);
+  client_->SendRequest(0, kDisc, 22, 0, 0);
+  EXPECT_TRUE(Join().ok()) << status_.ToString();
+  std::copy(data.begin(), data.end(), model_.begin() + 300);
+  EXPECT_EQ(ReadFile(path_), model_);
+}
+
+TEST_F(NbdRawTest, AWritePayloadArrivingPageByPageLandsWhole) {
+  Connect();
+  // As Linux's nbd.ko sends it: the header, then one send per 4 KiB page,
+  // with a pause in the middle so the server's read waits across arrivals.
+  auto data = Pattern(kMaxRequest, 9);
+  std::vector<uint8_t> hdr;
+  PutBE(&hdr, 0x25609513, 4);
+  PutBE(&hdr, 0, 2);
+  PutBE(&hdr, kWrite, 2);
+  PutBE(&hdr, 23, 8);
+  PutBE(&hdr, 4096, 8);
+  PutBE(&hdr, kMaxRequest, 4);
+  ASSERT_TRUE(client_->Send(hdr));
+  for (size_t off = 0; off < data.size(); off += 4096) {
+    if (off == data.size() / 2) std::this_thread::sleep_for(50ms);
+    ASSERT_TRUE(client_->Send(std::vector<uint8_t>(data.begin() + off, data.begin() + off + 4096)));
+  }
+  EXPECT_EQ(client_->RecvReply(23), 0u);
+  client_->SendRequest(0, kDisc, 24, 0, 0);
+  EXPECT_TRUE(Join().ok()) << status_.ToString();
+  ASSERT_EQ(sink_.events().size(), 1u);
+  std::copy(data.begin(), data.end(), model_.begin() + 4096);
+  EXPECT_EQ(ReadFile(path_), model_);
+}
+
 TEST_F(NbdRawTest, BadRequestMagicDrops) {
   Connect();
   std::vector<uint8_t> q(28, 0);

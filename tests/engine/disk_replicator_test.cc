@@ -275,7 +275,9 @@ TEST(DiskReplicator, AStreamedCopyIsTheDiskAtThePauseFromItsFirstWholeEpoch) {
     ASSERT_TRUE(st.ok()) << "epoch " << epoch << ": " << st.ToString();
     ASSERT_TRUE(read.ok()) << "epoch " << epoch << ": " << read.ToString();
     const uint32_t s = backup.sync_state(p.info.id);
-    if (epoch == 1) EXPECT_EQ(s, protocol::SyncStateOfPermille(0)) << "the first epoch carries nothing of the copy";
+    if (epoch == 1) {
+      EXPECT_EQ(s, protocol::SyncStateOfPermille(0)) << "the first epoch carries nothing of the copy";
+    }
     if (first_whole != 0) {
       EXPECT_EQ(s, protocol::kSyncWhole) << "epoch " << epoch << ": whole once, whole for the session";
     } else if (s == protocol::kSyncWhole) {
@@ -456,7 +458,9 @@ void ThroughADiskExport(bool stream) {
     Status got = backup.ReadEpoch();
     ASSERT_TRUE(got.ok()) << "epoch " << epoch << ": " << got.ToString();
     const bool whole = backup.sync_state(2) == protocol::kSyncWhole;
-    if (!stream) ASSERT_TRUE(whole);
+    if (!stream) {
+      ASSERT_TRUE(whole);
+    }
     if (whole && first_whole == 0) first_whole = epoch;
     if (first_whole != 0) {
       ASSERT_TRUE(whole) << "epoch " << epoch << ": whole once, whole for the session";

@@ -1,0 +1,135 @@
+#include "disk/nbd_socket.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+namespace romulus::disk {
+namespace {
+
+timeval ToTimeval(std::chrono::milliseconds d) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(d.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((d.count() % 1000) * 1000);
+  return tv;
+}
+
+bool Passed(transport::Deadline d) { return transport::Clock::now() >= d; }
+
+// A reply is a header plus at most one data span: two parts, more is a bug.
+constexpr size_t kMaxParts = 4;
+
+}  // namespace
+
+Result<std::unique_ptr<NbdSocket>> NbdSocket::Adopt(int fd, std::string name) {
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) {
+    Status st = Status::FromErrno(name + ": getsockopt(SO_TYPE)", errno);
+    ::close(fd);
+    return st;
+  }
+  if (type != SOCK_STREAM) {
+    ::close(fd);
+    return Status::InvalidArgument(name + ": not a stream socket");
+  }
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+    Status st = Status::FromErrno(name + ": fcntl", errno);
+    ::close(fd);
+    return st;
+  }
+  return std::unique_ptr<NbdSocket>(new NbdSocket(fd, std::move(name)));
+}
+
+NbdSocket::~NbdSocket() { ::close(fd_); }
+
+Status NbdSocket::SetTimeouts(std::chrono::milliseconds read, std::chrono::milliseconds write) {
+  if (read.count() <= 0 || write.count() <= 0) {
+    return Status::InvalidArgument(name_ + ": socket timeouts must be positive");
+  }
+  timeval r = ToTimeval(read), w = ToTimeval(write);
+  if (::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &r, sizeof r) != 0 ||
+      ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &w, sizeof w) != 0) {
+    return Status::FromErrno(name_ + ": setsockopt(SO_RCVTIMEO/SO_SNDTIMEO)", errno);
+  }
+  return Status::Ok();
+}
+
+Status NbdSocket::Errno(const char* what, int err) const {
+  if (err == EAGAIN || err == EWOULDBLOCK) return Status::Timeout(name_ + ": timed out " + what);
+  if (err == EPIPE || err == ECONNRESET || err == ENOTCONN || err == ESHUTDOWN) {
+    return Status::Closed(name_ + ": " + what + ": " + std::strerror(err));
+  }
+  return Status::FromErrno(name_ + ": " + what, err);
+}
+
+Status NbdSocket::ReadExact(std::span<uint8_t> out, transport::Deadline give_up, size_t* got) {
+  size_t done = 0;
+  Status st;
+  while (done < out.size()) {
+    // MSG_WAITALL: the kernel collects the page-sized pieces a WRITE payload
+    // arrives in and returns once all are there (or the timeout, a signal, a
+    // close or Shutdown cuts it short).
+    ssize_t n = ::recv(fd_, out.data() + done, out.size() - done, MSG_WAITALL);
+    if (n > 0) {
+      done += static_cast<size_t>(n);
+      if (done < out.size() && Passed(give_up)) {
+        st = Status::Timeout(name_ + ": timed out reading (" + std::to_string(done) + " of " +
+                             std::to_string(out.size()) + " bytes)");
+        break;
+      }
+      continue;
+    }
+    if (n == 0) {
+      st = Status::Closed(name_ + ": the connection was closed");
+      break;
+    }
+    if (errno == EINTR && !Passed(give_up)) continue;
+    st = Errno("reading", errno == EINTR ? EAGAIN : errno);
+    break;
+  }
+  if (got) *got = done;
+  return st;
+}
+
+Status NbdSocket::WriteAll(std::span<const std::span<const uint8_t>> parts, transport::Deadline give_up) {
+  if (parts.size() > kMaxParts) return Status::Internal(name_ + ": too many parts in one write");
+  std::array<iovec, kMaxParts> iov{};
+  size_t count = 0;
+  for (const auto& p : parts) {
+    if (p.empty()) continue;
+    iov[count++] = iovec{const_cast<uint8_t*>(p.data()), p.size()};
+  }
+  size_t first = 0;
+  while (first < count) {
+    msghdr msg{};
+    msg.msg_iov = iov.data() + first;
+    msg.msg_iovlen = count - first;
+    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR && !Passed(give_up)) continue;
+      return Errno("writing", errno == EINTR ? EAGAIN : errno);
+    }
+    // Drop what was sent: whole parts, then the front of a partial one.
+    size_t left = static_cast<size_t>(n);
+    while (first < count && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+    if (first < count) {
+      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
+      iov[first].iov_len -= left;
+      if (Passed(give_up)) return Status::Timeout(name_ + ": timed out writing");
+    }
+  }
+  return Status::Ok();
+}
+
+void NbdSocket::Shutdown() { ::shutdown(fd_, SHUT_RDWR); }
+
+}  // namespace romulus::disk
