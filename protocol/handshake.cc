@@ -80,6 +80,17 @@ HelloAck Negotiate(const Hello& hello, const BackupPolicy& policy) {
     return Refuse(hello, policy, ErrorCode::kCapabilities,
                   "backup lacks required capabilities " + Hex(missing), policy.version_max);
   }
+  // A stream this backup's Xen could not restore at failover would make every
+  // "committed" checkpoint a false promise: refuse now, while the primary
+  // still runs and the operator can act.
+  if ((hello.capabilities & kCapXenRelease) != 0 && policy.xen_release != 0 &&
+      hello.xen_release > policy.xen_release) {
+    return Refuse(hello, policy, ErrorCode::kVersion,
+                  "the primary saves the guest with Xen " + XenReleaseName(hello.xen_release) +
+                      ", this backup restores with Xen " + XenReleaseName(policy.xen_release) +
+                      ": Xen cannot restore a guest saved by a newer release; upgrade the backup first",
+                  policy.version_max);
+  }
   if (policy.max_guest_pages != 0 && hello.guest_pages > policy.max_guest_pages) {
     return Refuse(hello, policy, ErrorCode::kResource,
                   "guest of " + std::to_string(hello.guest_pages) +

@@ -21,6 +21,9 @@ struct BackupPolicy {
   std::string expected_identity;  // empty = accept any guest
   std::string busy_with;          // identity of a live session, empty if idle
   uint64_t committed_epoch = 0;   // reported back in HELLO_ACK
+  // The Xen release (XenRelease) this backup restores with; 0 = not a Xen
+  // backup. A HELLO naming a newer release is refused (kCapXenRelease).
+  uint32_t xen_release = 0;
 };
 
 // Decides on a decoded HELLO: returns the HELLO_ACK to send, accepted or

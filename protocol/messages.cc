@@ -186,6 +186,11 @@ Status Hello::EncodeTo(std::vector<uint8_t>* out) const {
     if (Status s = CheckLineages(disk_lineages, disks.size()); !s.ok()) return Status::InvalidArgument(s.message());
     disk_bytes += 8 * disk_lineages.size();
   }
+  const bool with_release = (capabilities & kCapXenRelease) != 0;
+  if (with_release != (xen_release != 0)) {
+    return Status::InvalidArgument("HELLO: a Xen release is sent exactly when kCapXenRelease is offered");
+  }
+  if (with_release) disk_bytes += 4;
   return EncodeExact(out, kHelloFixedSize + identity.size() + disk_bytes, [&](Writer& w) {
     w.Bytes(std::span<const uint8_t>(kHelloMagic, sizeof kHelloMagic));
     w.U16(version_min);
@@ -214,6 +219,9 @@ Status Hello::EncodeTo(std::vector<uint8_t>* out) const {
     }
     if (with_lineages) {
       for (uint64_t l : disk_lineages) w.U64(l);
+    }
+    if (with_release) {
+      w.U32(xen_release);
     }
   });
 }
@@ -280,8 +288,16 @@ Result<Hello> Hello::Decode(std::span<const uint8_t> payload) {
     }
     if (Status s = CheckLineages(h.disk_lineages, h.disks.size()); !s.ok()) return s;
   }
+  if ((h.capabilities & kCapXenRelease) != 0) {
+    if (!r.U32(&h.xen_release)) return Truncated("HELLO Xen release");
+    if (h.xen_release == 0) return Status::Corruption("HELLO offers kCapXenRelease with release 0");
+  }
   // Bytes after the last known field: extensions from later versions, ignored.
   return h;
+}
+
+std::string XenReleaseName(uint32_t release) {
+  return Str(release >> 16) + "." + Str(release & 0xffff);
 }
 
 // ---- HELLO_ACK --------------------------------------------------------------

@@ -60,11 +60,21 @@ inline constexpr uint64_t kCapDiskSync = uint64_t{1} << 6;
 // tag each of the backup's committed disks holds. Offered by the primary,
 // never required.
 inline constexpr uint64_t kCapDiskDelta = uint64_t{1} << 7;
+// The HELLO says which Xen saves the guest (Hello::xen_release), so a backup
+// whose Xen is older refuses the session at once: Xen restores a stream from
+// its own or an older release, not from a newer one (4.20's records carry
+// fields 4.17 does not know), and a checkpoint the backup could not restore
+// at failover is no checkpoint. Offered by a Xen primary, never required.
+inline constexpr uint64_t kCapXenRelease = uint64_t{1} << 8;
 // kCapDisk: the receiver applies DISK frames (restore/checkpoint_receiver.cc),
 // agreed only when its sink holds disks (GuestSink::supports_disks).
 inline constexpr uint64_t kCapAllKnown =
     kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize | kCapHeldPages | kCapDisk | kCapDiskSync |
-    kCapDiskDelta;
+    kCapDiskDelta | kCapXenRelease;
+
+// A Xen release as xc_version(XENVER_version) gives it: major << 16 | minor.
+constexpr uint32_t XenRelease(uint16_t major, uint16_t minor) { return uint32_t{major} << 16 | minor; }
+std::string XenReleaseName(uint32_t release);  // "4.20"
 
 // One protected disk, as the HELLO announces it (§3.1 disk list).
 inline constexpr size_t kMaxDisks = 8;
@@ -150,6 +160,10 @@ struct Hello {
   // has kCapDiskDelta (which needs kCapDisk): one non-zero lineage per disk,
   // in the list's order (docs/DISK.md §7.2).
   std::vector<uint64_t> disk_lineages;
+  // Extension after the lineages (or the disk list, or the identity), on the
+  // wire exactly when `capabilities` has kCapXenRelease: the Xen release
+  // (XenRelease) whose libxenguest saves the guest; non-zero.
+  uint32_t xen_release = 0;
 
   Status EncodeTo(std::vector<uint8_t>* out) const;
   // Syntax only: magic, identity length 1..256 and printable, reserved 0,

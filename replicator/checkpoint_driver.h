@@ -118,6 +118,9 @@ struct GuestFacts {
   std::optional<std::string> domain;   // Xen: the domain's name
   std::optional<uint32_t> domid;
   std::optional<std::string> guest_type;  // Xen: "pv" or "pvh" (xen::GuestTypeName)
+  // Xen: the release that saves the guest (protocol::XenRelease), named in
+  // the HELLO so an older backup refuses (kCapXenRelease); 0 otherwise.
+  uint32_t xen_release = 0;
   // The guest's disks, replicated with its memory (docs/DISK.md). Non-empty
   // needs ControllerOptions::disks for the same disks.
   std::vector<protocol::DiskInfo> disks;

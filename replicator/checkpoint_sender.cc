@@ -67,6 +67,12 @@ Status CheckpointSender::Impl::Handshake() {
       hello.disk_lineages = guest.disk_lineages;
     }
   }
+  // Offered, never required: an older backup does not know the bit and
+  // compares nothing (as before it existed).
+  if (guest.xen_release != 0) {
+    hello.capabilities |= protocol::kCapXenRelease;
+    hello.xen_release = guest.xen_release;
+  }
   ROMULUS_RETURN_IF_ERROR(writer->Send(hello, 0));
 
   buffer::ReusableBuffer rb(1024, protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kHeld)));

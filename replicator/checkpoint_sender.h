@@ -79,6 +79,8 @@ struct GuestInfo {
   // Offer kCapDiskDelta (docs/DISK.md §7.2) with these lineages, one per
   // disk (empty: not offered).
   std::vector<uint64_t> disk_lineages;
+  // Offer kCapXenRelease with this release (0: not offered).
+  uint32_t xen_release = 0;
 };
 
 // What one epoch cost on the wire; filled by EndEpoch.

@@ -116,6 +116,7 @@ Status PrimaryController::Connect() {
   info.guest_pages = facts_.guest_pages;
   info.identity = facts_.identity;
   info.capabilities = facts_.capabilities;
+  info.xen_release = facts_.xen_release;
   info.first_epoch = last_epoch_used_.load() + 1;
   info.resync_reason = last_epoch_used_.load() > 0 ? 1 : 0;
   if (opts_.disks != nullptr) {

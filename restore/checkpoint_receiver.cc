@@ -208,6 +208,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   // can say what its committed disks hold.
   if (!sink.supports_disk_delta()) policy.supported_capabilities &= ~protocol::kCapDiskDelta;
   policy.max_guest_pages = im.opts.max_guest_pages;
+  policy.xen_release = sink.xen_release();
   policy.committed_epoch = sink.has_committed() ? sink.last_committed_epoch() : 0;
   protocol::HelloAck ack = protocol::Negotiate(*hello, policy);
   if (!ack.accepted && ack.error == protocol::ErrorCode::kCapabilities &&

@@ -75,6 +75,9 @@ class GuestSink {
   // what the disk holds once that epoch is applied (lineage 0: nothing
   // nameable); a sink records it with a whole (Commit) epoch only.
   virtual bool supports_disk_delta() const { return false; }
+  // The Xen release (protocol::XenRelease) this sink restores with; 0: not
+  // a Xen sink. A primary naming a newer one is refused (kCapXenRelease).
+  virtual uint32_t xen_release() const { return 0; }
   virtual std::vector<protocol::DiskHeld> held_disks() const { return {}; }
   virtual Status SetSessionDiskLineages(std::span<const uint64_t> lineages) {
     (void)lineages;

@@ -52,8 +52,8 @@ Status XenSink::CheckHostCanRestore(GuestType type, ReplicaSpec* spec) const {
   return Status::Ok();
 }
 
-XenSink::XenSink(const XenRestoreOptions& opts, std::unique_ptr<XenHandles> h)
-    : opts_(opts), h_(std::move(h)), disks_(XenDiskOptions{opts.disk_dir, opts.max_disk_staging}) {}
+XenSink::XenSink(const XenRestoreOptions& opts, std::unique_ptr<XenHandles> h, uint32_t xen_release)
+    : opts_(opts), h_(std::move(h)), xen_release_(xen_release), disks_(XenDiskOptions{opts.disk_dir, opts.max_disk_staging}) {}
 
 XenSink::~XenSink() {
   // A replica never activated is destroyed by its destructor (EOF, wait,
@@ -445,11 +445,13 @@ Result<std::unique_ptr<restore::GuestSink>> CreateXenSink(const XenRestoreOption
   auto h = XenHandles::Open(opts.verbose);
   if (!h.ok()) return h.status();
   ROMULUS_RETURN_IF_ERROR(CheckVersionMatch((*h)->xch()));
+  auto release = HypervisorRelease((*h)->xch());
+  if (!release.ok()) return release.status();
   if (opts.create_vifs && access(opts.vif_script.c_str(), X_OK) != 0) {
     // Said now, not at failover; the guest still fails over, without NICs.
     spdlog::warn("vif hotplug script {}: {}: a guest's network interfaces cannot be recreated at failover (--vif-script PATH, or --no-vifs)", opts.vif_script, strerror(errno));
   }
-  return std::unique_ptr<restore::GuestSink>(new XenSink(opts, std::move(*h)));
+  return std::unique_ptr<restore::GuestSink>(new XenSink(opts, std::move(*h), *release));
 }
 
 }  // namespace romulus::xen

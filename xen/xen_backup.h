@@ -41,7 +41,7 @@ namespace romulus::xen {
 
 class XenSink final : public restore::GuestSink {
  public:
-  XenSink(const XenRestoreOptions& opts, std::unique_ptr<XenHandles> h);
+  XenSink(const XenRestoreOptions& opts, std::unique_ptr<XenHandles> h, uint32_t xen_release);
   ~XenSink() override;
 
   Status BeginSession(uint64_t guest_pages, const std::string& identity) override;
@@ -64,6 +64,7 @@ class XenSink final : public restore::GuestSink {
   // (xen/xen_disks.h), so a restarted backup gets only what changed.
   bool supports_disk_delta() const override { return !opts_.disk_dir.empty(); }
   std::vector<protocol::DiskHeld> held_disks() const override { return disks_.held(); }
+  uint32_t xen_release() const override { return xen_release_; }
   Status SetSessionDiskLineages(std::span<const uint64_t> lineages) override {
     return disks_.SetSessionLineages(lineages);
   }
@@ -113,6 +114,7 @@ class XenSink final : public restore::GuestSink {
 
   XenRestoreOptions opts_;
   std::unique_ptr<XenHandles> h_;
+  const uint32_t xen_release_;
   std::unique_ptr<StreamAssembler> asm_;
   std::string identity_;
   uint64_t guest_pages_ = 0;

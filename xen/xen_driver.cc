@@ -524,8 +524,8 @@ Status Session::Run() {
 
 class XenDriver final : public replicator::CheckpointDriver {
  public:
-  XenDriver(XenDriverOptions opts, std::unique_ptr<XenHandles> h, DomainFacts dom)
-      : opts_(std::move(opts)), h_(std::move(h)), dom_(std::move(dom)) {}
+  XenDriver(XenDriverOptions opts, std::unique_ptr<XenHandles> h, DomainFacts dom, uint32_t xen_release)
+      : opts_(std::move(opts)), h_(std::move(h)), dom_(std::move(dom)), xen_release_(xen_release) {}
 
   replicator::GuestFacts facts() const override {
     replicator::GuestFacts f;
@@ -533,6 +533,7 @@ class XenDriver final : public replicator::CheckpointDriver {
     f.identity = dom_.name;
     f.guest_pages = dom_.guest_pages;
     f.capabilities = protocol::kCapXenStream;
+    f.xen_release = xen_release_;
     f.domain = dom_.name;
     f.domid = dom_.domid;
     f.guest_type = GuestTypeName(dom_.type);
@@ -556,6 +557,7 @@ class XenDriver final : public replicator::CheckpointDriver {
   const XenDriverOptions opts_;
   std::unique_ptr<XenHandles> h_;
   const DomainFacts dom_;
+  const uint32_t xen_release_;
 };
 
 }  // namespace
@@ -564,6 +566,8 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
   auto h = XenHandles::Open(opts.verbose);
   if (!h.ok()) return h.status();
   ROMULUS_RETURN_IF_ERROR(CheckVersionMatch((*h)->xch()));
+  auto release = HypervisorRelease((*h)->xch());
+  if (!release.ok()) return release.status();
   auto dom = ResolveDomain(**h, opts.domain);
   if (!dom.ok()) return dom.status();
   if (dom->type == GuestType::kHvm) {
@@ -598,7 +602,7 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
   }
   spdlog::info("protecting domain {} (domid {}, {}, {} vCPU, {} pages)", dom->name, dom->domid,
                GuestTypeName(dom->type), dom->max_vcpus, dom->guest_pages);
-  return std::unique_ptr<replicator::CheckpointDriver>(new XenDriver(opts, std::move(*h), std::move(*dom)));
+  return std::unique_ptr<replicator::CheckpointDriver>(new XenDriver(opts, std::move(*h), std::move(*dom), *release));
 }
 
 }  // namespace romulus::xen

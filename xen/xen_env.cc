@@ -356,6 +356,12 @@ Result<std::string> HypervisorVersion(xc_interface* xch) {
   return std::to_string(v >> 16) + "." + std::to_string(v & 0xffff) + extra;
 }
 
+Result<uint32_t> HypervisorRelease(xc_interface* xch) {
+  int v = xc_version(xch, XENVER_version, nullptr);
+  if (v <= 0) return Status::FromErrno("xc_version", v < 0 ? errno : EINVAL);
+  return static_cast<uint32_t>(v);
+}
+
 Status CheckVersionMatch(xc_interface* xch) {
   int v = xc_version(xch, XENVER_version, nullptr);
   if (v < 0) return Status::FromErrno("xc_version", errno);

@@ -150,6 +150,10 @@ std::string ReadConsoleRing(xc_interface* xch, size_t max_bytes = 256u << 10);
 // the libraries and headers we were built with speak (same major.minor).
 Result<std::string> HypervisorVersion(xc_interface* xch);
 Status CheckVersionMatch(xc_interface* xch);
+// The running hypervisor's release as protocol::XenRelease (major << 16 |
+// minor): what the primary's HELLO names and the backup compares with
+// (kCapXenRelease). After CheckVersionMatch it is also the tools' release.
+Result<uint32_t> HypervisorRelease(xc_interface* xch);
 
 std::string FormatUuid(const uint8_t handle[16]);
 

@@ -97,9 +97,11 @@ TEST(DiskRecords, LineagesAndHeldDisksTravelOnlyWithKCapDiskDelta) {
   h.capabilities = kCapDisk;
   h.disk_lineages = {0xAAAA, 0xBBBB};
   EXPECT_FALSE(h.EncodeTo(&buf).ok()) << "lineages without the capability";
-  // The largest HELLO with lineages still fits its frame bound.
+  // The largest HELLO with lineages (and the Xen release) still fits its
+  // frame bound.
   Hello big = h;
-  big.capabilities = kCapDisk | kCapDiskDelta;
+  big.capabilities = kCapDisk | kCapDiskDelta | kCapXenRelease;
+  big.xen_release = XenRelease(4, 20);
   big.identity.assign(kMaxIdentity, 'i');
   big.disks.clear();
   big.disk_lineages.clear();

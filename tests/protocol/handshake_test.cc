@@ -128,5 +128,41 @@ TEST(Handshake, PrimaryRejectsMalformedAcceptance) {
   EXPECT_EQ(CheckHelloAck(h, bad).code(), Code::kCorruption);
 }
 
+TEST(Handshake, AnOlderXenBackupRefusesANewerPrimary) {
+  Hello h = GoodHello();
+  h.capabilities |= kCapXenStream | kCapXenRelease;
+  h.required |= kCapXenStream;
+  h.xen_release = XenRelease(4, 20);
+  BackupPolicy p;
+  p.xen_release = XenRelease(4, 17);
+  HelloAck a = Negotiate(h, p);
+  EXPECT_FALSE(a.accepted);
+  EXPECT_EQ(a.error, ErrorCode::kVersion);
+  EXPECT_NE(a.text.find("Xen 4.20"), std::string::npos) << a.text;
+  EXPECT_NE(a.text.find("Xen 4.17"), std::string::npos) << a.text;
+  EXPECT_LE(a.text.size(), kMaxShortText);
+
+  // The same release, or an older primary: accepted, the bit agreed.
+  for (uint32_t primary : {XenRelease(4, 17), XenRelease(4, 16)}) {
+    h.xen_release = primary;
+    a = Negotiate(h, p);
+    EXPECT_TRUE(a.accepted) << XenReleaseName(primary) << ": " << a.text;
+    EXPECT_NE(a.capabilities & kCapXenRelease, 0u);
+  }
+  // 4.17 backup, 5.0 primary: the major counts first.
+  h.xen_release = XenRelease(5, 0);
+  EXPECT_FALSE(Negotiate(h, p).accepted);
+  p.xen_release = XenRelease(4, 99);
+  EXPECT_FALSE(Negotiate(h, p).accepted);
+  // A backup that knows no release (not a Xen sink), or a primary that names
+  // none (an older binary): nothing to compare, accepted as before.
+  p.xen_release = 0;
+  EXPECT_TRUE(Negotiate(h, p).accepted);
+  p.xen_release = XenRelease(4, 17);
+  h.capabilities &= ~kCapXenRelease;
+  h.xen_release = 0;
+  EXPECT_TRUE(Negotiate(h, p).accepted);
+}
+
 }  // namespace
 }  // namespace romulus::protocol

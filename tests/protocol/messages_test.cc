@@ -334,3 +334,50 @@ TEST(Messages, PrintableSanitises) {
 
 }  // namespace
 }  // namespace romulus::protocol
+
+namespace romulus::protocol {
+namespace {
+
+TEST(Messages, HelloXenReleaseExtension) {
+  Hello h = SampleHello();
+  h.capabilities |= kCapXenRelease;
+  h.xen_release = XenRelease(4, 20);
+  std::vector<uint8_t> buf;
+  ASSERT_TRUE(h.EncodeTo(&buf).ok());
+  auto d = Hello::Decode(buf);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->xen_release, XenRelease(4, 20));
+  EXPECT_EQ(XenReleaseName(d->xen_release), "4.20");
+  // The last 4 bytes are the release, little-endian, after the identity.
+  ASSERT_EQ(buf.size(), kHelloFixedSize + h.identity.size() + 4);
+  EXPECT_EQ(buf[buf.size() - 4], 20);
+  EXPECT_EQ(buf[buf.size() - 2], 4);
+
+  // Truncated: the capability promises 4 bytes that are not there.
+  auto cut = buf;
+  cut.resize(cut.size() - 2);
+  EXPECT_EQ(Hello::Decode(cut).status().code(), Code::kCorruption);
+  // Release 0 with the capability is malformed.
+  auto zero = buf;
+  std::fill(zero.end() - 4, zero.end(), 0);
+  EXPECT_EQ(Hello::Decode(zero).status().code(), Code::kCorruption);
+  // Without the capability the bytes are a future extension: ignored.
+  Hello plain = SampleHello();
+  std::vector<uint8_t> pbuf;
+  ASSERT_TRUE(plain.EncodeTo(&pbuf).ok());
+  pbuf.insert(pbuf.end(), {20, 0, 4, 0});
+  auto p = Hello::Decode(pbuf);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->xen_release, 0u);
+
+  // Encoding refuses a release without the bit and the bit without a release.
+  Hello bad = SampleHello();
+  bad.xen_release = XenRelease(4, 17);
+  EXPECT_EQ(bad.EncodeTo(&buf).code(), Code::kInvalidArgument);
+  bad.xen_release = 0;
+  bad.capabilities |= kCapXenRelease;
+  EXPECT_EQ(bad.EncodeTo(&buf).code(), Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace romulus::protocol

@@ -168,7 +168,9 @@ TEST_F(XenDisksTest, ALineageClaimNamesTheCommitBeforeTheLastAndIsVoidedForAnoth
       set.StageLineage(1, L, 100 + e);
       set.StageLineage(2, L, 200 + e);
       ASSERT_TRUE(set.Commit(e).ok());
-      if (e == 1) EXPECT_TRUE(set.held().empty()) << "nothing is claimed by a session's first commit";
+      if (e == 1) {
+        EXPECT_TRUE(set.held().empty()) << "nothing is claimed by a session's first commit";
+      }
     }
     // After commit 3 the claim names commit 2's tags.
     ASSERT_EQ(set.held().size(), 2u);
