@@ -278,6 +278,14 @@ Status NbdServer::ServeTransmission(NbdSocket* s) {
     // with nothing read just means "still idle". A header that has begun
     // must finish within payload_timeout.
     Status st = s->ReadExact(hdr_bytes, DeadlineIn(options_.payload_timeout), &got);
+    if (st.code() == Code::kTimeout && got > 0) {
+      // The socket's timeout runs from the start of the idle wait, so a
+      // header that began near its end gets a whole payload_timeout of its
+      // own before it counts as stalled.
+      size_t more = 0;
+      st = s->ReadExact(std::span<uint8_t>(hdr_bytes).subspan(got), DeadlineIn(options_.payload_timeout), &more);
+      got += more;
+    }
     if (!st.ok()) {
       if (got == 0 && st.code() == Code::kTimeout) continue;
       if (st.code() == Code::kClosed && got == 0) return Status::Ok();  // closed between requests

@@ -43,8 +43,9 @@ struct NbdServerOptions {
   std::chrono::milliseconds handshake_timeout{10000};
   // A WRITE's payload must follow its header within this (the kernel client
   // sends them back to back); past it the client is dropped, nothing written.
-  // A request header that has begun must be complete within it too. A
-  // client may idle between requests for as long as it likes.
+  // A request header that has begun must be complete within it too (at
+  // most twice it: the socket's timeout counts from the idle wait the header
+  // began in). A client may idle between requests for as long as it likes.
   std::chrono::milliseconds payload_timeout{30000};
   // A reply the client does not read within this drops it.
   std::chrono::milliseconds reply_timeout{30000};
