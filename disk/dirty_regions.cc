@@ -65,21 +65,53 @@ std::vector<uint64_t> DirtyRegions::UnionSince(uint64_t since) const {
   return out;
 }
 
-std::optional<std::vector<std::pair<uint64_t, uint64_t>>> DirtyRegions::ChangedSince(uint64_t since) const {
-  if (since < forgotten_) return std::nullopt;
-  std::vector<std::pair<uint64_t, uint64_t>> out;
-  const std::vector<uint64_t> bits = UnionSince(since);
-  for (uint64_t r = 0; r < regions_ && !bits.empty();) {
-    if ((bits[r / 64] >> (r % 64) & 1) == 0) {
+RegionSet::RegionSet(std::vector<uint64_t> bits, uint64_t regions, uint64_t disk_bytes, uint64_t region_bytes)
+    : bits_(std::move(bits)), regions_(regions), disk_bytes_(disk_bytes), region_bytes_(region_bytes) {
+  for (uint64_t w : bits_) count_ += static_cast<uint64_t>(std::popcount(w));
+}
+
+bool RegionSet::Next(uint64_t* cursor, std::pair<uint64_t, uint64_t>* range) const {
+  if (bits_.empty()) return false;
+  auto set = [&](uint64_t r) { return (bits_[r / 64] >> (r % 64) & 1) != 0; };
+  uint64_t r = *cursor;
+  // Skip clear regions a word at a time where the word is empty.
+  while (r < regions_ && !set(r)) {
+    if (r % 64 == 0 && bits_[r / 64] == 0) {
+      r += 64;
+    } else {
       ++r;
-      continue;
     }
-    uint64_t e = r;
-    while (e < regions_ && (bits[e / 64] >> (e % 64) & 1) != 0) ++e;
-    const uint64_t from = r * kRegionBytes;
-    out.emplace_back(from, std::min(disk_bytes_, e * kRegionBytes) - from);
-    r = e;
   }
+  if (r >= regions_) {
+    *cursor = regions_;
+    return false;
+  }
+  uint64_t e = r;
+  while (e < regions_ && set(e)) {
+    if (e % 64 == 0 && e + 64 <= regions_ && bits_[e / 64] == ~uint64_t{0}) {
+      e += 64;
+    } else {
+      ++e;
+    }
+  }
+  const uint64_t from = r * region_bytes_;
+  *range = {from, std::min(disk_bytes_, e * region_bytes_) - from};
+  *cursor = e;
+  return true;
+}
+
+std::optional<RegionSet> DirtyRegions::ChangedSetSince(uint64_t since) const {
+  if (since < forgotten_) return std::nullopt;
+  return RegionSet(UnionSince(since), regions_, disk_bytes_, kRegionBytes);
+}
+
+std::optional<std::vector<std::pair<uint64_t, uint64_t>>> DirtyRegions::ChangedSince(uint64_t since) const {
+  std::optional<RegionSet> set = ChangedSetSince(since);
+  if (!set) return std::nullopt;
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  uint64_t cursor = 0;
+  std::pair<uint64_t, uint64_t> range;
+  while (set->Next(&cursor, &range)) out.push_back(range);
   return out;
 }
 

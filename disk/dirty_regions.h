@@ -27,6 +27,29 @@
 
 namespace romulus::disk {
 
+// A snapshot of the regions that changed, as one bitmap (one bit per region:
+// 2 MiB for a 1 TiB disk, whatever the pattern), iterated as byte ranges
+// without ever listing them all: a scattered 1 TiB disk would otherwise
+// need a list of up to 8 M ranges, built under the log's mutex.
+class RegionSet {
+ public:
+  RegionSet() = default;
+  // Regions named, ascending ranges: call with cursor 0, then with what it
+  // returns until it returns false. *range is [offset, offset+length) of a
+  // run of adjacent regions, clipped to the disk.
+  bool Next(uint64_t* cursor, std::pair<uint64_t, uint64_t>* range) const;
+  uint64_t count() const { return count_; }
+
+ private:
+  friend class DirtyRegions;
+  RegionSet(std::vector<uint64_t> bits, uint64_t regions, uint64_t disk_bytes, uint64_t region_bytes);
+  std::vector<uint64_t> bits_;
+  uint64_t regions_ = 0;
+  uint64_t disk_bytes_ = 0;
+  uint64_t region_bytes_ = 0;
+  uint64_t count_ = 0;
+};
+
 class DirtyRegions {
  public:
   static constexpr uint64_t kRegionBytes = uint64_t{64} << 10;
@@ -46,6 +69,9 @@ class DirtyRegions {
   // nullopt when marks before `since` were forgotten (the tracker cannot
   // tell what changed: copy everything).
   std::optional<std::vector<std::pair<uint64_t, uint64_t>>> ChangedSince(uint64_t since) const;
+  // The same answer as a snapshot to iterate (what a copy uses): memory is
+  // one bitmap, whatever the number of ranges.
+  std::optional<RegionSet> ChangedSetSince(uint64_t since) const;
 
   // How many regions ChangedSince(since) would name (0 when it cannot say).
   uint64_t RegionsSince(uint64_t since) const;
