@@ -98,9 +98,8 @@ Status NbdServer::Serve(int fd) {
   }
   Status st;
   handshake_deadline_ = std::chrono::steady_clock::now() + options_.handshake_timeout;
-  auto go = socket->SetTimeouts(options_.handshake_timeout, options_.handshake_timeout).ok()
-                ? Handshake(socket.get())
-                : Result<bool>(Status::Internal("setting the handshake's socket timeouts"));
+  Status timeouts = socket->SetTimeouts(options_.handshake_timeout, options_.handshake_timeout);
+  auto go = timeouts.ok() ? Handshake(socket.get()) : Result<bool>(timeouts);
   if (!go.ok()) {
     st = go.status().With("NBD handshake");
   } else if (*go) {
@@ -317,8 +316,8 @@ Status NbdServer::ServeTransmission(NbdSocket* s) {
         // bounded chunks so the stream stays in step.
         Status d = Discard(s, r.length);
         if (!d.ok()) {
-          return d.With("client went away in the middle of a refused WRITE payload of " +
-                        std::to_string(r.length) + " bytes");
+          return d.With("discarding a refused WRITE payload of " + std::to_string(r.length) +
+                        " bytes (all of it within payload_timeout)");
         }
       }
       tag.Release();

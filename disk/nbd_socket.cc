@@ -1,6 +1,7 @@
 #include "disk/nbd_socket.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -75,25 +76,29 @@ Status NbdSocket::ReadExact(std::span<uint8_t> out, transport::Deadline give_up,
   size_t done = 0;
   Status st;
   while (done < out.size()) {
+    // Checked before every call, the first included: a caller that reads in
+    // chunks under one give-up time (a refused payload discarded, the
+    // handshake's options) is bounded by it, not by a timeout per chunk.
+    if (Passed(give_up)) {
+      st = Status::Timeout(name_ + ": timed out reading (" + std::to_string(done) + " of " +
+                           std::to_string(out.size()) + " bytes)");
+      break;
+    }
     // MSG_WAITALL: the kernel collects the page-sized pieces a WRITE payload
     // arrives in and returns once all are there (or the timeout, a signal, a
-    // close or Shutdown cuts it short).
+    // close or Shutdown cuts it short). On a UNIX socket the timeout counts
+    // for the whole call, not per piece.
     ssize_t n = ::recv(fd_, out.data() + done, out.size() - done, MSG_WAITALL);
     if (n > 0) {
       done += static_cast<size_t>(n);
-      if (done < out.size() && Passed(give_up)) {
-        st = Status::Timeout(name_ + ": timed out reading (" + std::to_string(done) + " of " +
-                             std::to_string(out.size()) + " bytes)");
-        break;
-      }
       continue;
     }
     if (n == 0) {
       st = Status::Closed(name_ + ": the connection was closed");
       break;
     }
-    if (errno == EINTR && !Passed(give_up)) continue;
-    st = Errno("reading", errno == EINTR ? EAGAIN : errno);
+    if (errno == EINTR) continue;
+    st = Errno("reading", errno);
     break;
   }
   if (got) *got = done;
@@ -110,13 +115,22 @@ Status NbdSocket::WriteAll(std::span<const std::span<const uint8_t>> parts, tran
   }
   size_t first = 0;
   while (first < count) {
+    // Non-blocking sends and a poll bounded by what is left: a blocking
+    // send's SO_SNDTIMEO restarts for every socket buffer it waits for, so a
+    // client reading a large READ reply slowly could stretch one call far
+    // past give_up. A client that keeps up costs one sendmsg.
     msghdr msg{};
     msg.msg_iov = iov.data() + first;
     msg.msg_iovlen = count - first;
-    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
-      if (errno == EINTR && !Passed(give_up)) continue;
-      return Errno("writing", errno == EINTR ? EAGAIN : errno);
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) return Errno("writing", errno);
+      const int wait_ms = transport::PollTimeoutMs(give_up);
+      if (wait_ms == 0) return Status::Timeout(name_ + ": timed out writing");
+      pollfd pfd{fd_, POLLOUT, 0};
+      if (::poll(&pfd, 1, wait_ms) < 0 && errno != EINTR) return Status::FromErrno(name_ + ": poll", errno);
+      continue;  // ready, timed out (caught above next time) or hung up (sendmsg says which)
     }
     // Drop what was sent: whole parts, then the front of a partial one.
     size_t left = static_cast<size_t>(n);
@@ -124,7 +138,6 @@ Status NbdSocket::WriteAll(std::span<const std::span<const uint8_t>> parts, tran
     if (first < count) {
       iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
       iov[first].iov_len -= left;
-      if (Passed(give_up)) return Status::Timeout(name_ + ": timed out writing");
     }
   }
   return Status::Ok();

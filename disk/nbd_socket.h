@@ -34,18 +34,21 @@ class NbdSocket {
   NbdSocket(const NbdSocket&) = delete;
   NbdSocket& operator=(const NbdSocket&) = delete;
 
-  // Bounds every later system call: a read that gets nothing for `read`, a
-  // write that can send nothing for `write`, fails with Timeout. Positive.
+  // Bounds every later blocking read: one that gets nothing for `read`
+  // fails with Timeout. (`write` bounds a blocking send, which WriteAll does
+  // not make; set for any other use of the fd.) Positive.
   Status SetTimeouts(std::chrono::milliseconds read, std::chrono::milliseconds write);
 
   // Exactly out.size() bytes. Closed: the peer closed or Shutdown(); Timeout:
-  // the read timeout passed inside a call, or `give_up` passed between calls
-  // (a call cut short by a signal), so a read lasts at most its timeout after
-  // `give_up`. *got (if given) is how many bytes arrived either way.
+  // the read timeout passed inside a call, or `give_up` had passed before a
+  // call (checked before each, the first included), so a sequence of reads
+  // under one give_up lasts at most give_up plus one read timeout. *got (if
+  // given) is how many bytes arrived either way.
   Status ReadExact(std::span<uint8_t> out, transport::Deadline give_up, size_t* got = nullptr);
 
   // All of `parts`, in order, as one stream of bytes (one sendmsg when the
-  // socket has room). Errors as ReadExact's.
+  // socket has room), by `give_up` at the latest (poll, not SO_SNDTIMEO).
+  // Errors as ReadExact's.
   Status WriteAll(std::span<const std::span<const uint8_t>> parts, transport::Deadline give_up);
 
   // From any thread, while the owner may be blocked in a call: that call and

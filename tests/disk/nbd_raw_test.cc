@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <thread>
 
 #include "disk/nbd_server.h"
@@ -340,6 +341,26 @@ TEST_F(NbdRawTest, OversizeWritePayloadIsDiscardedAndTheStreamStaysInStep) {
   ASSERT_EQ(sink_.events().size(), 1u);
   std::copy(good.begin(), good.end(), model_.begin() + 200);
   EXPECT_EQ(ReadFile(path_), model_);
+}
+
+TEST_F(NbdRawTest, ARefusedPayloadTrickledChunkByChunkIsDroppedAfterThePayloadTimeout) {
+  Connect();
+  // A refused WRITE (too long) whose payload arrives 64 KiB at a time, each
+  // chunk well inside the socket's read timeout: the discard as a whole is
+  // bounded by one payload_timeout (it holds the request's tag and lock).
+  client_->SendRequest(0, kWrite, 18, 0, kMaxRequest * 8);
+  std::atomic<bool> stop{false};
+  std::thread trickle([&] {
+    const std::vector<uint8_t> chunk(64 * 1024, 0x5a);
+    while (!stop.load() && client_->Send(chunk)) std::this_thread::sleep_for(100ms);
+  });
+  Status st = Join();
+  stop.store(true);
+  client_->Close();  // ends the trickler's next send
+  trickle.join();
+  EXPECT_EQ(st.code(), Code::kTimeout) << st.ToString();
+  EXPECT_NE(st.message().find("refused WRITE"), std::string::npos) << st.message();
+  ExpectUntouched();
 }
 
 TEST_F(NbdRawTest, HostileWriteLengthIsNeverAllocated) {
