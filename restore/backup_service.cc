@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/digest.h"
+#include "protocol/messages.h"
 #include "restore/fence.h"
 #include "restore/running_clock.h"
 
@@ -309,6 +310,15 @@ BackupOutcome BackupService::Run() {
     next.stream.reset();
     if (end.established) start_once();
     if (end.established) judge.PrimaryHeard(end.last_heard);
+    if (end.established) held_identity_ = next.hello.identity;
+    if (!end.established && !end.refused_identity.empty() && end.refused_identity == held_identity_) {
+      // Refused, but it is our guest's primary: alive, and from now on
+      // unprotected. Its silence must not activate what we hold.
+      spdlog::error("refused the primary of guest '{}', whose checkpoint this backup holds: it runs unprotected; "
+                    "not failing over on its silence ({})",
+                    protocol::Printable(held_identity_), end.reason.ToString());
+      judge.PrimaryRefused(clock.Advance(Clock::now()), end.reason.ToString());
+    }
     // A BYE's evidence is its text (the primary's words), not the OK status.
     judge.SessionEnded(end.cause, end.clean_stop ? end.bye_text : end.reason.ToString(), clock.Advance(Clock::now()));
     observer_->OnSessionEnd(end);

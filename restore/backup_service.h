@@ -143,6 +143,9 @@ class BackupService {
   uint64_t strays_since_log_ GUARDED_BY(mu_) = 0;
   std::thread acceptor_;
   uint64_t last_digest_ = 0;  // service thread
+  // The guest of the last session that was established (service thread): a
+  // refused HELLO naming it came from our guest's primary.
+  std::string held_identity_;
 };
 
 }  // namespace romulus::restore

@@ -276,7 +276,11 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
     // A refusal for this backup's own storage (ENOSPC at BeginSession) is
     // a local failure of an established peer; any other refusal says the
     // peer is not (yet) our primary.
-    if (local_refusal) end.established = true;
+    if (local_refusal) {
+      end.established = true;
+    } else {
+      end.refused_identity = hello->identity;
+    }
     return fail(Status::Unsupported("refused primary: " + ack.text), protocol::ErrorCode::kNone,
                 EndCause::kLocalFailure);
   }

@@ -82,6 +82,10 @@ struct SessionEnd {
   std::chrono::nanoseconds last_heard{0};
   uint64_t epochs_committed = 0;
   uint64_t receive_reallocations = 0;  // ReusableBuffer growths after the first epoch
+  // This backup refused the HELLO (any reason but its own storage): the
+  // identity it named, else empty. The caller decides whether that was the
+  // primary of the guest it holds (FailoverJudge::PrimaryRefused).
+  std::string refused_identity;
 };
 
 class CheckpointReceiver {

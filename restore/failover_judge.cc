@@ -64,6 +64,15 @@ void FailoverJudge::SessionStarted(Duration now) {
   }
 }
 
+void FailoverJudge::PrimaryRefused(Duration now, const std::string& why) {
+  PrimaryHeard(now);
+  if (!has_checkpoint_) return;
+  trusted_ = false;
+  untrusted_why_ = "the guest's primary connected again and this backup refused it (" + why +
+                   "), so it runs unprotected and checkpoint " + std::to_string(checkpoint_epoch_) +
+                   " is older than the guest's visible state";
+}
+
 void FailoverJudge::PrimaryHeard(Duration now) {
   if (!heard_ || now > heard_at_) heard_at_ = now;
   heard_ = true;

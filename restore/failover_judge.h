@@ -67,6 +67,11 @@ class FailoverJudge {
   void SessionStarted(Duration now);
   // Bytes arrived from the primary on the session.
   void PrimaryHeard(Duration now);
+  // An authenticated HELLO for the guest this backup holds was refused (the
+  // primary's Xen is newer than ours, the guest outgrew a limit, ...): the
+  // primary is alive, and runs unprotected from now on, so the checkpoint is
+  // older than what the world has seen and is never activated on silence.
+  void PrimaryRefused(Duration now, const std::string& why);
   // `incomplete`: empty when the checkpoint can be resumed; otherwise why
   // not (a disk still being copied, docs/DISK.md §7.1). Such a checkpoint is
   // never activated, not even on the operator's word or at a handover.

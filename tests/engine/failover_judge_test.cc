@@ -15,7 +15,7 @@ namespace {
 using std::chrono::milliseconds;
 
 struct Ev {
-  enum Kind { kLoad, kStart, kHeard, kCommit, kEnd, kOperator, kFenceFailed } kind;
+  enum Kind { kLoad, kStart, kHeard, kCommit, kEnd, kOperator, kFenceFailed, kRefused } kind;
   long at_ms = 0;
   uint64_t epoch = 0;
   EndCause cause = EndCause::kConnectionLost;
@@ -27,6 +27,7 @@ Ev Commit(long t, uint64_t e) { return {Ev::kCommit, t, e}; }
 Ev End(long t, EndCause c) { return {Ev::kEnd, t, 0, c}; }
 Ev Operator() { return {Ev::kOperator}; }
 Ev FenceFailed() { return {Ev::kFenceFailed}; }
+Ev Refused(long t) { return {Ev::kRefused, t}; }
 
 struct Row {
   const char* name;
@@ -53,6 +54,7 @@ Decision Judge(const Row& r) {
       case Ev::kEnd: j.SessionEnded(e.cause, "detail", t); break;
       case Ev::kOperator: j.OperatorFailover(); break;
       case Ev::kFenceFailed: j.FenceFailed("exit 1"); break;
+      case Ev::kRefused: j.PrimaryRefused(t, "Xen 4.20 > 4.17"); break;
     }
   }
   return j.Decide(milliseconds(r.ask_at_ms));
@@ -108,6 +110,19 @@ TEST(FailoverJudgeTest, Table) {
        {Start(0), Commit(10, 5), End(20, EndCause::kSuperseded), Start(30), Commit(35, 9),
         End(40, EndCause::kConnectionLost)},
        1040, Decision::kActivate},
+      // --- our guest's primary came back and was refused: alive, unprotected
+      {"refused primary after eof: hold, not activate on its silence", kNoFence,
+       {Start(0), Commit(10, 5), End(20, EndCause::kConnectionLost), Refused(500)}, 99999, Decision::kHold, false,
+       "refused it (Xen 4.20 > 4.17)"},
+      {"refused primary: the operator may still activate", kCmd,
+       {Start(0), Commit(10, 5), End(20, EndCause::kConnectionLost), Refused(500), Operator()}, 600,
+       Decision::kActivate, true},
+      {"refused primary, then an accepted session commits: trusted again", kNoFence,
+       {Start(0), Commit(10, 5), End(20, EndCause::kConnectionLost), Refused(500), Start(600), Commit(700, 9),
+        End(800, EndCause::kConnectionLost)},
+       1800, Decision::kActivate},
+      {"refused before anything was committed: nothing to hold", kNoFence, {Refused(500)}, 99999, Decision::kHold,
+       false, "nothing committed"},
       // --- local failures never activate on their own
       {"local failure: hold", kNoFence, {Start(0), Commit(10, 37), End(20, EndCause::kLocalFailure)}, 99999,
        Decision::kHold, false, "own resources failed"},
