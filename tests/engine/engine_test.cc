@@ -2,6 +2,7 @@
 // end of a socketpair, CheckpointReceiver + ImageSink on the other, a running
 // simulated guest. Real threads, real frames, real codec and cache.
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -73,8 +74,9 @@ TEST_P(EngineTest, EveryAckedEpochIsAnExactCheckpointOnTheBackup) {
     });
   });
 
+  // Per process: the release and ASan builds run this case too, maybe at once.
   const std::string stats_path = ::testing::TempDir() + "/engine_stats_" +
-                                 sim::WorkloadName(spec.workload) + ".json";
+                                 sim::WorkloadName(spec.workload) + "." + std::to_string(::getpid()) + ".json";
   replicator::StatsWriter stats;
   ASSERT_TRUE(stats.OpenJson(stats_path));
   replicator::NoOutputCommit output;
