@@ -24,6 +24,7 @@
 #include "restore/checkpoint_receiver.h"
 #include "sim/image_files.h"
 #include "sim/image_sink.h"
+#include "tests/engine/memory_only_sink.h"
 #include "tests/engine/stream_pair.h"
 
 namespace romulus {
@@ -482,18 +483,7 @@ TEST_F(DiskReceive, AStreamingCopyIsNotAgreedOverAWholeCheckpoint) {
   ExpectEpoch1Kept();
 }
 
-// A sink that keeps memory only (the Xen backup's, for now).
-class MemoryOnlySink : public restore::GuestSink {
- public:
-  Status BeginSession(uint64_t, const std::string&) override { return Status::Ok(); }
-  Status OnPage(uint64_t, uint64_t, const uint8_t*) override { return Status::Ok(); }
-  Status OnState(uint64_t, std::span<const uint8_t>) override { return Status::Ok(); }
-  Status Commit(uint64_t) override { return Status::Ok(); }
-  void Discard() override {}
-  Status Activate(const std::string&) override { return Status::Ok(); }
-  bool has_committed() const override { return false; }
-  uint64_t last_committed_epoch() const override { return 0; }
-};
+using test_engine::MemoryOnlySink;  // keeps memory only, no disks
 
 TEST(DiskCapability, ABackupThatCannotKeepDisksRefusesAPrimaryThatRequiresThem) {
   for (bool sink_can : {false, true}) {

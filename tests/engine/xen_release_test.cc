@@ -6,13 +6,12 @@
 // receiver asks of it.
 #include <gtest/gtest.h>
 
-#include <atomic>
 #include <thread>
 
 #include "protocol/messages.h"
 #include "replicator/checkpoint_sender.h"
 #include "restore/checkpoint_receiver.h"
-#include "restore/guest_sink.h"
+#include "tests/engine/memory_only_sink.h"
 #include "tests/engine/stream_pair.h"
 
 namespace romulus {
@@ -20,23 +19,11 @@ namespace {
 
 using namespace std::chrono_literals;
 
-class ReleaseSink : public restore::GuestSink {
+// Stands in for the Xen backup: it restores with `release`.
+class ReleaseSink : public test_engine::MemoryOnlySink {
  public:
   explicit ReleaseSink(uint32_t release) : release_(release) {}
-  Status BeginSession(uint64_t, const std::string&) override {
-    began.store(true);
-    return Status::Ok();
-  }
-  Status OnPage(uint64_t, uint64_t, const uint8_t*) override { return Status::Ok(); }
-  Status OnState(uint64_t, std::span<const uint8_t>) override { return Status::Ok(); }
-  Status Commit(uint64_t) override { return Status::Ok(); }
-  void Discard() override {}
-  Status Activate(const std::string&) override { return Status::Ok(); }
-  bool has_committed() const override { return false; }
-  uint64_t last_committed_epoch() const override { return 0; }
   uint32_t xen_release() const override { return release_; }
-
-  std::atomic<bool> began{false};
 
  private:
   uint32_t release_;
