@@ -63,6 +63,11 @@ class DiskTap {
   // per front end instance, so a backup's "as of tag T" is only believed
   // for the front end that numbered T (docs/DISK.md §7.2).
   virtual uint64_t lineage() const { return 0; }
+  // Before a session's HELLO names lineage(): a front end reached over a
+  // connection that broke reconnects now, so the lineage is the instance the
+  // session's pauses will reach (an export restarted meanwhile has a new
+  // one). Failures are kept for the first Pause to report.
+  virtual void Refresh() {}
   // The backup committed the epoch of `tag`: the tap may forget what
   // changed up to it. Any thread.
   virtual void Acked(uint64_t tag) { (void)tag; }

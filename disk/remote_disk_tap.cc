@@ -146,6 +146,21 @@ void RemoteDiskTap::Acked(uint64_t tag) {
   }
 }
 
+void RemoteDiskTap::Refresh() {
+  if (connected()) {
+    // Nothing is due from the export between our requests: a readable
+    // connection is one the export closed (it restarted, or detached us) or
+    // one it misuses. Silent means alive.
+    uint8_t b = 0;
+    auto r = stream_->ReadSome(std::span<uint8_t>(&b, 1), transport::Clock::now());
+    if (!r.ok() && r.status().code() == Code::kTimeout) return;
+    (void)Break(r.ok() ? Status::Corruption("disk tap " + path_ + ": the export sent bytes between requests")
+                       : r.status().With("disk tap " + path_));
+  }
+  Status st = Open();
+  if (!st.ok()) spdlog::warn("disk tap {}: {} (the session's first pause tries again)", path_, st.ToString());
+}
+
 Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy, uint64_t since, uint64_t lineage) {
   const bool full_copy = copy == CopyMode::kInPause;
   const bool stream = copy == CopyMode::kStream;

@@ -71,6 +71,11 @@ class RemoteDiskTap final : public DiskTap {
   uint64_t lineage() const override {
     return (hello_.features & tap::kFeatureChanges) != 0 ? hello_.instance_id : 0;
   }
+  // Reconnects a broken connection (its HELLO names the export's instance
+  // now): a restarted export is known before the session's HELLO, not at
+  // its first pause, which would copy the disk whole twice (once for the
+  // stale lineage's session, ended at once, once for the next).
+  void Refresh() override;
   // Sent as ACKED before the next PAUSE (never from this call: the tap's
   // connection is used by the engine's own sequence of calls only).
   void Acked(uint64_t tag) override;

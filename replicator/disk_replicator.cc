@@ -33,6 +33,10 @@ bool DiskReplicator::can_stream() const {
   return !disks_.empty();
 }
 
+void DiskReplicator::Refresh() {
+  for (disk::DiskTap* d : disks_) d->Refresh();
+}
+
 std::vector<uint64_t> DiskReplicator::lineages() const {
   std::vector<uint64_t> out;
   for (const disk::DiskTap* d : disks_) {

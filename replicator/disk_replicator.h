@@ -83,6 +83,9 @@ class DiskReplicator {
   // Each disk's lineage (disk/disk_tap.h), in infos() order; empty unless
   // every disk has one (the HELLO offers kCapDiskDelta).
   std::vector<uint64_t> lineages() const;
+  // Before lineages() for a session's HELLO: every tap reconnects what
+  // broke (DiskTap::Refresh).
+  void Refresh();
 
   // REQUIRES: the guest of `epoch` is paused. first: the session's first
   // epoch (then `copy` says how it copies the disks).

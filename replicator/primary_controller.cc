@@ -122,6 +122,7 @@ Status PrimaryController::Connect() {
   if (opts_.disks != nullptr) {
     info.disks = opts_.disks->infos();
     info.offer_disk_sync = opts_.disks->can_stream();
+    opts_.disks->Refresh();
     info.disk_lineages = opts_.disks->lineages();
   }
   session_disk_lineages_ = info.disk_lineages;

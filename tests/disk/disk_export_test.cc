@@ -344,6 +344,44 @@ TEST_F(DiskExportTest, AReplicatorBackAfterItsBackupAckedGetsOnlyTheRegionsChang
   EXPECT_EQ(exp_->stats().tap.changed_regions, 4u);
 }
 
+TEST_F(DiskExportTest, ARestartedExportIsKnownBeforeTheNextSessionsHello) {
+  Start();
+  auto tap = Attach();
+  ASSERT_TRUE(tap);
+  auto t1 = tap->Pause(disk::CopyMode::kInPause);
+  ASSERT_TRUE(t1.ok()) << t1.status().ToString();
+  ASSERT_TRUE(tap->Seal(*t1, Soon()).ok());
+  const uint64_t before = tap->lineage();
+  ASSERT_NE(before, 0u);
+  // Alive and silent: Refresh keeps the connection and the lineage.
+  tap->Refresh();
+  EXPECT_TRUE(tap->connected());
+  EXPECT_EQ(tap->lineage(), before);
+  EXPECT_EQ(tap->stats().connects, 1u);
+
+  // The export restarts (a new instance, so a new lineage) while the
+  // replicator is between sessions and has not touched the tap.
+  (void)nbd_shutdown(h_, 0);
+  nbd_close(h_);
+  h_ = nullptr;
+  exp_.reset();
+  Start();
+  // The next session's HELLO is built after Refresh: it names the new
+  // lineage, so the backup's claim of the old one is not believed and the
+  // session copies once (not a whole copy for a session ended at once, then
+  // another).
+  tap->Refresh();
+  EXPECT_TRUE(tap->connected());
+  EXPECT_NE(tap->lineage(), before);
+  EXPECT_NE(tap->lineage(), 0u);
+  EXPECT_EQ(tap->stats().export_restarts, 1u);
+  const uint64_t after = tap->lineage();
+  auto t2 = tap->Pause(disk::CopyMode::kInPause);
+  ASSERT_TRUE(t2.ok()) << t2.status().ToString();
+  EXPECT_EQ(tap->lineage(), after) << "the first pause reached the instance the HELLO named";
+  ASSERT_TRUE(tap->Seal(*t2, Soon()).ok());
+}
+
 TEST_F(DiskExportTest, ASecondReplicatorIsRefusedTheFirstWorksOn) {
   Start();
   auto first = Attach();
