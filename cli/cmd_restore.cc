@@ -14,6 +14,8 @@
 
 #include <atomic>
 #include <cstdio>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -21,6 +23,8 @@
 #include "cli/net_options.h"
 #include "cli/options.h"
 #include "cli/replicate_setup.h"
+#include "cli/spawn.h"
+#include "disk/exported_disk.h"
 #include "replicator/timer_driver.h"
 #include "events/catalog.h"
 #include "common/digest.h"
@@ -202,9 +206,10 @@ int RunRestore(int argc, char** argv) {
        "this long, then stop cleanly; 0 = until stopped)")
       ("control-socket", po::value<std::string>(), "live control (romulus ctl) on this UNIX socket")
       ("reverse-to", po::value<std::string>(),
-       "once the simulated guest is activated here, replicate it to HOST:PORT (a `romulus restore` there) with "
+       "once the guest is activated here, replicate it to HOST:PORT (a `romulus restore` there) with "
        "this process's channel security and replicate's default tuning; runs until stopped, or "
-       "--run-after-failover if set (also `ctl set reverse-to`)")
+       "--run-after-failover if set (also `ctl set reverse-to`). A Xen guest's disks are then served by "
+       "`romulus disk-export` processes through nbd-client (/dev/nbdK), which outlive this one")
       ("metrics-textfile", po::value<std::string>(),
        "write Prometheus metrics to FILE (textfile collector; atomic, at most once per second)")
       ("kill-at-commit", po::value<std::string>(),
@@ -335,6 +340,13 @@ int RunRestore(int argc, char** argv) {
   }
   std::unique_ptr<restore::GuestSink> sink;
   sim::ImageSink* image_sink = nullptr;  // the simulated guest's sink, when that is what we hold
+  // A Xen guest with disks and a reverse target (docs/DISK.md §8b): at the
+  // activation, when blkback is given each disk, the reverse target is
+  // decided; with one, each image is served by a disk export (its tap is
+  // what the reverse replication attaches to), else by a loop device. Per
+  // disk name: the export's tap, or "" where it could not be made.
+  std::function<bool()> reverse_wanted;
+  std::map<std::string, std::string> reverse_taps;
   uint64_t loaded_digest = 0;
   if (xen) {
 #if ROMULUS_HAVE_XEN
@@ -350,6 +362,26 @@ int RunRestore(int argc, char** argv) {
     if (vm->count("vif-script")) xopts.vif_script = (*vm)["vif-script"].as<std::string>();
     if (vm->count("disk-dir")) xopts.disk_dir = (*vm)["disk-dir"].as<std::string>();
     xopts.max_disk_staging = static_cast<size_t>(max_disk_staging);
+    xopts.disk_device = [&reverse_wanted, &reverse_taps](const std::string& image,
+                                                         const std::string& vdev) -> std::unique_ptr<disk::BlockDevice> {
+      if (!reverse_wanted || !reverse_wanted()) return nullptr;
+      disk::ExportedDiskOptions eo;
+      // This very binary, even after a package upgrade replaced the file.
+      eo.romulus = "/proc/self/exe";
+      auto d = disk::ExportedDisk::Start(image, vdev, eo);
+      if (!d.ok()) {
+        // The guest runs on a loop device instead: its disk matters more
+        // than its protection.
+        spdlog::error("disk {}: cannot serve {} through a disk export for the reverse replication: {}", vdev, image,
+                      d.status().ToString());
+        reverse_taps[vdev] = "";
+        return nullptr;
+      }
+      spdlog::info("disk {}: {} served by a disk export (pid {}) on {}; replicator tap {} (log {})", vdev, image,
+                   (*d)->export_pid(), (*d)->path(), (*d)->tap_socket(), (*d)->log());
+      reverse_taps[vdev] = (*d)->tap_socket();
+      return std::move(*d);
+    };
     auto xs = xen::CreateXenSink(xopts);
     if (!xs.ok()) {
       spdlog::error("{}", xs.status().ToString());
@@ -421,6 +453,7 @@ int RunRestore(int argc, char** argv) {
                  : nullptr,
       CheckReverseTarget, &recorder);
   if (!reverse_to_flag.empty()) control_state.SetReverseTo(reverse_to_flag);
+  reverse_wanted = [&control_state] { return !control_state.DecideReverseTo().empty(); };
   restore::BackupService service(listener->get(), sink.get(), sopts, &control_state);
   control_state.Attach(&service);
   {
@@ -471,16 +504,23 @@ int RunRestore(int argc, char** argv) {
   auto* guest = image_sink ? image_sink->activated_guest() : nullptr;
   std::string xen_domain;
   bool reverse_refused = false;
+  std::vector<std::string> disk_taps;
 #if ROMULUS_HAVE_XEN
   if (xen) xen_domain = xen::ActivatedDomainName(*sink);
   if (!xen_domain.empty() && !reverse_to.empty() && xen::ActivatedWithDisks(*sink)) {
-    // Replicating its memory alone would give the new backup checkpoints
-    // whose disk is not the guest's: a failover there would corrupt it.
-    spdlog::error("not replicating {} to {}: the guest runs on its replicated disks (loop devices on the "
-                  "--disk-dir images) and --reverse-to cannot replicate disks yet; it runs UNPROTECTED "
-                  "(docs/DISK.md §8)",
-                  xen_domain, reverse_to);
-    reverse_refused = true;
+    for (const auto& [vdev, tap] : reverse_taps) {
+      if (tap.empty()) reverse_refused = true;
+      disk_taps.push_back(tap);
+    }
+    if (reverse_taps.empty()) reverse_refused = true;
+    if (reverse_refused) {
+      // Replicating its memory alone would give the new backup checkpoints
+      // whose disk is not the guest's: a failover there would corrupt it.
+      spdlog::error("not replicating {} to {}: not every disk of the guest is served through a disk export (see "
+                    "above), so its writes cannot be replicated; it runs UNPROTECTED (docs/DISK.md §8b)",
+                    xen_domain, reverse_to);
+      disk_taps.clear();
+    }
   }
 #endif
   if ((guest || !xen_domain.empty()) && !reverse_to.empty() && !reverse_refused) {
@@ -505,8 +545,8 @@ int RunRestore(int argc, char** argv) {
                          ",\"activated_from_epoch\":" + std::to_string(epoch);
     spdlog::info("replicating the activated guest to {} (the new backup; default tuning: interval {})", reverse_to,
                  FormatDuration(setup.loop.interval));
-    // (A guest activated with disks never gets here: refused above.)
-    if (!xen_domain.empty()) return RunReplicateXen(setup, xen_domain, {}, *target, sec);
+    // A guest with disks gets here only with every disk behind an export.
+    if (!xen_domain.empty()) return RunReplicateXen(setup, xen_domain, disk_taps, *target, sec);
     return RunPrimary(setup, replicator::MakeTimerDriver(*guest, {setup.progress_bar}), *target, sec);
   }
   if (guest && run_after.count() > 0) {

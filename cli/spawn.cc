@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -16,11 +15,7 @@
 #include <fstream>
 #include <thread>
 
-extern char** environ;
-
 namespace romulus::cli {
-
-using Clock = std::chrono::steady_clock;
 
 std::string SelfExe() {
   char buf[4096];
@@ -28,54 +23,6 @@ std::string SelfExe() {
   if (n <= 0) return "romulus";
   buf[n] = 0;
   return buf;
-}
-
-pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  if (!log.empty()) {
-    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_APPEND, 0644);
-  }
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = -1;
-  posix_spawn_file_actions_destroy(&fa);
-  return pid;
-}
-
-bool WaitExit(pid_t pid, std::chrono::milliseconds timeout, int* status) {
-  auto until = Clock::now() + timeout;
-  while (true) {
-    pid_t r = waitpid(pid, status, WNOHANG);
-    if (r == pid || (r < 0 && errno == ECHILD)) return true;
-    if (Clock::now() >= until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-}
-
-void KillAndReap(pid_t pid) {
-  if (pid <= 0) return;
-  kill(pid, SIGKILL);
-  int st = 0;
-  waitpid(pid, &st, 0);
-}
-
-int RunToExit(const std::vector<std::string>& args, const std::string& log) {
-  std::string tmp = log.empty() ? "" : log + ".part";
-  pid_t pid = Spawn(args, tmp);
-  if (pid < 0) return -1;
-  int st = 0;
-  waitpid(pid, &st, 0);
-  if (!log.empty()) {
-    std::ifstream in(tmp);
-    std::ofstream out(log, std::ios::app);
-    out << in.rdbuf();
-    unlink(tmp.c_str());
-  }
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 std::string LastLineWith(const std::string& path, const std::string& needle) {

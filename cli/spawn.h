@@ -10,20 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "common/subprocess.h"
+
 namespace romulus::cli {
 
 // /proc/self/exe (the running romulus), or "romulus" from PATH.
 std::string SelfExe();
-// posix_spawn args[0] with args; stdout+stderr to `log` (truncated) if not
-// empty. -1 on failure.
-pid_t Spawn(const std::vector<std::string>& args, const std::string& log);
-// waitpid with a deadline; false (child still running) on timeout.
-bool WaitExit(pid_t pid, std::chrono::milliseconds timeout, int* status);
-// SIGKILL + reap, for cleanup paths; ignores pid <= 0.
-void KillAndReap(pid_t pid);
-// Runs args to completion; returns its exit code (-1 if it could not run or
-// was killed) and appends its output to `log`.
-int RunToExit(const std::vector<std::string>& args, const std::string& log);
+// Spawn, WaitExit, KillAndReap, StopAndReap, RunToExit: common/subprocess.h.
 
 // Last complete line of a file that contains `needle` ("" if none).
 std::string LastLineWith(const std::string& path, const std::string& needle);

@@ -17,26 +17,27 @@
 #include <string>
 
 #include "common/status.h"
+#include "disk/block_device.h"
 
 namespace romulus::xen {
 
-class LoopDevice {
+class LoopDevice final : public disk::BlockDevice {
  public:
   // Attaches image (read-write) to a free loop device. Storage on failure
   // (no /dev/loop-control, no free device, the image cannot be opened).
   static Result<std::unique_ptr<LoopDevice>> Attach(const std::string& image);
-  ~LoopDevice();
+  ~LoopDevice() override;
   LoopDevice(const LoopDevice&) = delete;
   LoopDevice& operator=(const LoopDevice&) = delete;
 
-  const std::string& path() const { return path_; }  // "/dev/loop3"
+  const std::string& path() const override { return path_; }  // "/dev/loop3"
   int number() const { return number_; }
-  uint32_t dev_major() const { return major_; }
-  uint32_t dev_minor() const { return minor_; }
+  uint32_t dev_major() const override { return major_; }
+  uint32_t dev_minor() const override { return minor_; }
   int fd() const { return fd_; }
   // The device's size now (BLKGETSIZE64), in 512-byte sectors: 0 once it
   // lost its image.
-  Result<uint64_t> Sectors() const;
+  Result<uint64_t> Sectors() const override;
 
  private:
   LoopDevice() = default;

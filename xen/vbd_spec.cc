@@ -119,7 +119,7 @@ VbdBackendProgress JudgeVbdBackend(const VbdDevice& d, const VbdBackendLook& loo
     return VbdBackendProgress::kFailed;
   }
   if (look.device_sectors == 0) {
-    *why = "the loop device over the image has 0 sectors";
+    *why = "the device over the image (" + d.params + ") has 0 sectors";
     return VbdBackendProgress::kFailed;
   }
   if (!look.sysfs_present) {

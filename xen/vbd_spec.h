@@ -34,7 +34,7 @@ namespace romulus::xen {
 Result<uint32_t> VbdDevid(std::string_view vdev);
 
 // One disk of the activated guest, served by blkback from a block device
-// (the loop device over the backup's image).
+// (disk/block_device.h: a loop device over the backup's image, or its disk export).
 struct VbdDevice {
   std::string vdev;        // "xvdb"
   uint32_t devid = 0;      // VbdDevid(vdev)

@@ -12,7 +12,9 @@
 //                     first: docs/DISK.md §6)
 //   Activate       -> EOF: libxenguest applies the last complete checkpoint,
 //                     then store/console wiring, xs_introduce_domain, VBDs
-//                     on loop devices over the images, NICs, rename, unpause
+//                     on block devices over the images (loop devices, or
+//                     disk exports: XenRestoreOptions::disk_device), NICs,
+//                     unpause, rename
 //
 // A new primary session (a resync after a stall or a lost link) starts a
 // new migration stream, which libxenguest cannot splice onto the old one:

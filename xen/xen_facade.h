@@ -17,6 +17,7 @@
 #include "common/status.h"
 #include "replicator/checkpoint_driver.h"
 #include "restore/guest_sink.h"
+#include "disk/block_device.h"
 
 namespace romulus::xen {
 
@@ -63,6 +64,9 @@ struct XenRestoreOptions {
   // before the activation fails with the guest still paused (a guest that
   // ran without its disk would see it empty).
   std::chrono::milliseconds vbd_wait{20000};
+  // At activation, the block device each disk image is served from; null
+  // (or a factory returning null): a loop device over the image.
+  disk::BlockDeviceFactory disk_device;
   bool verbose = false;
 };
 
@@ -73,8 +77,9 @@ Result<std::unique_ptr<restore::GuestSink>> CreateXenSink(const XenRestoreOption
 // before the activation): what a reverse replication protects.
 std::string ActivatedDomainName(const restore::GuestSink& sink);
 // The activated guest runs on replicated disks (VBDs on the --disk-dir
-// images): --reverse-to cannot protect it yet (memory alone would give the
-// new backup checkpoints whose disk is not the guest's).
+// images): --reverse-to can protect it only if every disk was served
+// through a disk export (XenRestoreOptions::disk_device); memory alone would
+// give the new backup checkpoints whose disk is not the guest's.
 bool ActivatedWithDisks(const restore::GuestSink& sink);
 
 // "Xen 4.17.5 (tools 4.17)" or a clear error (no privcmd, not dom0, version

@@ -1,5 +1,7 @@
 #include "xen/xen_replica.h"
 
+#include "xen/loop_device.h"
+
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -287,6 +289,10 @@ Status XenReplica::Resume(const std::vector<VbdDevice>& disks) {
   CreateVifs();
   if (xc_domain_unpause(h_->xch(), domid_) != 0) return Status::FromErrno("xc_domain_unpause", errno);
   activated_ = true;
+  // Only now does a running guest depend on its disks' devices: whatever
+  // serves them must outlive this process (a failed activation above tears
+  // them down with the replica).
+  for (auto& d : devices_) d->Served();
   return Status::Ok();
 }
 
@@ -342,11 +348,15 @@ Status XenReplica::WriteVbdNodes(const VbdDevice& d) {
 Status XenReplica::CreateVbds(const std::vector<VbdDevice>& disks) {
   std::vector<VbdDevice> attached;
   for (VbdDevice d : disks) {
-    auto loop = LoopDevice::Attach(d.params);
-    if (!loop.ok()) return loop.status().With("disk " + d.vdev + " of the activated guest");
-    d.major = (*loop)->dev_major();
-    d.minor = (*loop)->dev_minor();
-    loops_.push_back(std::move(*loop));
+    std::unique_ptr<disk::BlockDevice> dev = opts_.disk_device ? opts_.disk_device(d.params, d.vdev) : nullptr;
+    if (!dev) {
+      auto loop = LoopDevice::Attach(d.params);
+      if (!loop.ok()) return loop.status().With("disk " + d.vdev + " of the activated guest");
+      dev = std::move(*loop);
+    }
+    d.major = dev->dev_major();
+    d.minor = dev->dev_minor();
+    devices_.push_back(std::move(dev));
     ROMULUS_RETURN_IF_ERROR(WriteVbdNodes(d).With("disk " + d.vdev + " of the activated guest"));
     attached.push_back(d);
   }
@@ -367,14 +377,14 @@ Status XenReplica::WaitVbdsServed(const std::vector<VbdDevice>& disks) {
       std::ifstream in(sysfs);
       look.sysfs_present = bool(in);
       if (in) std::getline(in, look.sysfs_physical);
-      auto sectors = loops_[i]->Sectors();
+      auto sectors = devices_[i]->Sectors();
       if (!sectors.ok()) return sectors.status().With(where);
       look.device_sectors = *sectors;
       std::string why;
       const VbdBackendProgress p = JudgeVbdBackend(d, look, &why);
       if (p == VbdBackendProgress::kServed) {
         spdlog::info("disk {} (devid {}) of domain {}: {} on {} ({}:{}, {} sectors), opened by blkback after {} ms",
-                     d.vdev, d.devid, domid_, d.params, loops_[i]->path(), d.major, d.minor, look.device_sectors,
+                     d.vdev, d.devid, domid_, d.params, devices_[i]->path(), d.major, d.minor, look.device_sectors,
                      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
         break;
       }

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "xen/loop_device.h"
+#include "disk/block_device.h"
 #include "xen/replica_spec.h"
 #include "xen/vbd_spec.h"
 #include "xen/xen_facade.h"
@@ -55,7 +55,8 @@ class XenReplica {
   void Destroy();
   Status Rename(const std::string& name);
   // After Finish: store/console, xs_introduce_domain, the disks (each image
-  // on a loop device served by blkback: a failure leaves the domain paused
+  // on a block device served by blkback, from opts.disk_device or a loop
+  // device: a failure leaves the domain paused
   // and fails the activation, a guest must not run without its disks), the
   // NICs (best effort), unpause.
   Status Resume(const std::vector<VbdDevice>& disks = {});
@@ -77,11 +78,12 @@ class XenReplica {
   // Why the restore ended early, as a Status (ENOMEM: kStorage, this host's
   // resource, never the primary's fault).
   Status RestoreEnded(const std::string& what);
-  // Each disk: a loop device over its image, then its blkback nodes.
+  // Each disk: a block device over its image (opts.disk_device, else a
+  // loop device), then its blkback nodes.
   Status CreateVbds(const std::vector<VbdDevice>& disks);
   Status WriteVbdNodes(const VbdDevice& d);
-  // Until blkback holds every disk's loop device (bounded by opts.vbd_wait):
-  // only then may the loop devices be let go and the guest run.
+  // Until blkback holds every disk's device (bounded by opts.vbd_wait):
+  // only then may the devices be let go and the guest run.
   Status WaitVbdsServed(const std::vector<VbdDevice>& disks);
   void CreateVifs();
   Status WriteVifNodes(const VifSpec& v);
@@ -110,10 +112,11 @@ class XenReplica {
   int restore_rc_ = 0;
   int restore_errno_ = 0;
   unsigned long store_mfn_ = 0, console_mfn_ = 0;
-  // Held open until the replica object goes (the process's end for the
-  // activated one): by then blkback holds each device, which autoclear
-  // then detaches when the guest's disk goes away.
-  std::vector<std::unique_ptr<LoopDevice>> loops_;
+  // Held until the replica object goes (the process's end for the
+  // activated one): by then blkback holds each device (a loop device's
+  // autoclear then detaches it when the guest's disk goes away; an exported
+  // disk was told Served() and outlives this process).
+  std::vector<std::unique_ptr<disk::BlockDevice>> devices_;
 };
 
 }  // namespace romulus::xen

@@ -1,12 +1,13 @@
 #!/bin/sh
-#@ title: a guest with a replicated data disk fails over (SIGKILL at a random epoch, kill-points s2 and c, ext4 with fsync, after a backup restart that resynced only the changed regions): its disk on the backup ends where its memory says, it writes on, fsck is clean; killed while its 1 GiB disk is still being copied, the backup does not activate
+#@ title: a guest with a replicated data disk fails over (SIGKILL at a random epoch, kill-points s2 and c, ext4 with fsync, after a backup restart that resynced only the changed regions, and back again from the activated guest with --reverse-to): its disk on the backup ends where its memory says, it writes on, fsck is clean; killed while its 1 GiB disk is still being copied, the backup does not activate
 #@ guests: pv pvh
 #@ runs: romulus
 #@ skip-if: LAB_NO_DISK
 #@ order: 47
 # The chain: disk-export + nbd-client + blkback on the primary (as disk-scenario), restore
 # --xen --disk-dir on the backup, replicate --domain --disk-tap. One drill per entry of
-# $LAB_DISK_KILLS (default "random s2 c fs sync restart"), each with a fresh guest, image and backup.
+# $LAB_DISK_KILLS (default "random s2 c fs sync restart reverse"), each with a fresh guest, image and
+# backup.
 # Each session's first copy of the disk is streamed beside the running guest (DISK.md §7.1:
 # at most 64 MiB an epoch; the backup's checkpoints are not resumable until it completes):
 #   random  a 256 MiB disk (four times the export's log budget; sparse, so its holes travel as
@@ -25,6 +26,14 @@
 #           no replica (memory comes whole) but names what its image holds (DISK.md §7.2), and
 #           the primary must copy only the regions changed since: at least one (the guest
 #           wrote meanwhile), at most 256 of the disk's 1024, never the whole disk;
+#   reverse as random, but the backup runs with --reverse-to a second backup (restore --xen
+#           --disk-dir DIR2 --domain-name G--back): at the activation it serves the image through
+#           its own disk export and nbd-client (DISK.md §8b) and replicates the guest, disk
+#           included, to the second backup (a whole streaming copy: the old image is of another
+#           lineage). After 6 resumable commits there the reversed primary is SIGKILLed (its
+#           export must live on) and the guest destroyed: the second backup, fenced until
+#           then, fails over. The checks below then apply to that second failover
+#           (its resumed guest, its image);
 #   fs      as random, but the disk holds ext4 and the guest appends the records to a file with
 #           fsync (labdisk fswrite), 120 at 300 ms, then unmounts: the resumed guest must finish and
 #           unmount, the backup's image must pass `e2fsck -fn` (no journal to replay, no error)
@@ -58,15 +67,66 @@ wait_acked() {
 }
 start_backup() {
   romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
-    --disk-dir "$D/disks" --events-json "$D/events.jsonl" >"$D/backup.log" 2>&1 &
+    --disk-dir "$D/disks" --events-json "$D/events.jsonl" $REVERSE >"$D/backup.log" 2>&1 &
   BP=$!
   lab_evidence "$D/backup.log" "$D/events.jsonl" "$D/primary.log"
   lab_wait_listening "$D/backup.log" $BP
 }
-for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart}; do
-  case $KILL in random|s2|c|sync|restart) REC=DISK ;; fs) REC=FS ;; *) lab_fail "LAB_DISK_KILLS: unknown drill $KILL (random, s2, c, fs, sync, restart)" ;; esac
+# The reverse drill's second hop: see the header. Leaves C2, LASTP, FIRST, IMGDIR and BP
+# describing the second failover, for the checks that follow.
+reverse_hop() {
+  [ -n "$FIRST" ] && [ "$FIRST" -le $((LASTP + 1)) ] || lab_fail "reverse: first hop: resumed guest's first DISKREC '$FIRST' is not within the primary's last $LASTP + 1"
+  SERVED=$(grep -m1 'served by a disk export' "$D/backup.log")
+  [ -n "$SERVED" ] || lab_fail "reverse: the backup did not serve the disk through an export: $(grep -E ' (error|warning) ' "$D/backup.log" | tail -n 2 | cut -c1-300)"
+  XP=$(echo "$SERVED" | sed -n 's/.*served by a disk export (pid \([0-9]*\)) on \(\/dev\/nbd[0-9]*\).*/\1/p')
+  XDEV=$(echo "$SERVED" | sed -n 's/.*served by a disk export (pid [0-9]*) on \(\/dev\/nbd[0-9]*\).*/\1/p')
+  [ -n "$XP" ] && [ -n "$XDEV" ] || lab_fail "reverse: cannot read the export's pid and device: $(echo "$SERVED" | cut -c1-300)"
+  lab_note "reverse: $(echo "$SERVED" | sed 's/.*\] //' | cut -c1-250)"
+  T=$(lab_now)
+  until [ "$(grep '"event":"commit"' "$D/events2.jsonl" 2>/dev/null | grep -vc not_resumable)" -ge 6 ]; do
+    kill -0 $BP 2>/dev/null || lab_fail "reverse: the reversed primary exited: $(grep -E ' (error|critical) ' "$D/backup.log" | tail -n1 | cut -c1-300)"
+    [ "$(lab_elapsed "$T" | cut -d. -f1)" -lt 240 ] || lab_fail "reverse: no 6 resumable commits on the second backup: $(tail -n 2 "$D/backup2.log" | cut -c1-300)"
+    sleep 0.2
+  done
+  grep -q "copy to the backup complete" "$D/backup.log" || lab_fail "reverse: the reversed primary never completed its copy of the disk"
+  COMMITTED2=$(grep '"event":"commit"' "$D/events2.jsonl" | grep -v not_resumable | tail -n1 | sed -n 's/.*"epoch":\([0-9]*\).*/\1/p')
+  D1ID=$(sed -n 's/.*(domid \([0-9]*\)) running from epoch.*/\1/p' "$D/backup.log" | head -n1)
+  [ -n "$D1ID" ] || lab_fail "reverse: no activated domid in the first backup's log"
+  kill -9 $BP; wait $BP 2>/dev/null
+  # The guest's disk must not die with its replicator. (Whether the guest runs on is not
+  # asked: a replicator killed inside a checkpoint leaves it suspended, to be resumed by the
+  # next replicate. It is destroyed at once, as in every drill; the second backup's fence
+  # waits for that.)
+  kill -0 "$XP" 2>/dev/null || lab_fail "reverse: the disk export (pid $XP) died with the reversed primary"
+  lab_replica_console $G "$C1N" "$C2"
+  [ "$(grep -c DISKERR "$C2")" -eq 0 ] || lab_fail "reverse: first hop: $(grep -m1 DISKERR "$C2" | tr -d '\r')"
+  xl destroy "$D1ID" >/dev/null 2>&1
+  xl list "$D1ID" >/dev/null 2>&1 && lab_fail "reverse: the first hop's guest (domid $D1ID) survived xl destroy"
+  rm -f "$D/hop1-alive"
+  lab_replica_console $G "$C1N" "$C2"; LASTP=$(dl "$C2")
+  MP=$(lab_lines "$(lab_console $G)")
+  lab_wait_failover "$D/events2.jsonl" "$D/backup2.log"
+  FO2=$(rj_get "$LAB_FO" last_committed_epoch)
+  [ "$FO2" -ge "$COMMITTED2" ] || lab_fail "reverse: the second backup resumed from epoch $FO2, before its committed $COMMITTED2"
+  lab_note "reverse: second backup committed $(grep -c '"event":"commit"' "$D/events2.jsonl") epochs ($(grep -c not_resumable "$D/events2.jsonl") during the copy); first hop's guest last DISKREC $LASTP; resumed from epoch $FO2"
+  # The second copy's console: its own log before the rename, then G's log after line MP.
+  C2=$D/backup2-console.log; T=$(lab_now)
+  until : >"$C2"; cat "$(lab_console $G--back)" >>"$C2" 2>/dev/null
+    [ "$(lab_lines "$(lab_console $G)")" -le "$MP" ] || tail -n +$((MP + 1)) "$(lab_console $G)" >>"$C2"
+    [ "$(dl "$C2")" -ge $((LASTP + 5)) ]; do
+    [ "$(lab_elapsed "$T" | cut -d. -f1)" -lt 240 ] || { tail -n 20 "$C2"; lab_fail "reverse: second resumed guest: DISKREC $(dl "$C2")"; }
+    sleep 0.5
+  done
+  FIRST=$(tr -d '\r' <"$C2" | sed -n "s/.*DISKREC \([0-9][0-9]*\).*/\1/p" | head -n1)
+  IMGDIR=$D/disks2
+  BP=$BP2
+  FO_EPOCH=$FO2
+  lab_figure "drill=reverse export_device=$XDEV second_commits=$(grep -c '"event":"commit"' "$D/events2.jsonl") second_failover_epoch=$FO2"
+}
+for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart reverse}; do
+  case $KILL in random|s2|c|sync|restart|reverse) REC=DISK ;; fs) REC=FS ;; *) lab_fail "LAB_DISK_KILLS: unknown drill $KILL (random, s2, c, fs, sync, restart, reverse)" ;; esac
   case $KILL in random) SIZE=256M ;; sync) SIZE=1G ;; *) SIZE=64M ;; esac
-  G=guest7-$KILL; D=$W/$KILL; PORT=$((PORT + 1))
+  G=guest7-$KILL; D=$W/$KILL; PORT=$((PORT + 1)); IMGDIR=$D/disks; REVERSE=""; BP2=""
   mkdir -p "$D/disks"
   IMG=$D/xvdb.img; SOCK=$D/nbd.sock; TAP=$D/tap.sock
   truncate -s $SIZE "$IMG"
@@ -89,11 +149,25 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart}; do
   lab_evidence "$D/export.log"
   i=0; until grep -q ready "$D/export.log"; do i=$((i+1)); [ $i -le 300 ] || lab_fail "$KILL: export not ready"; sleep 0.1; done
   nbd-client -unix "$SOCK" "$NBD" -N xvdb >"$D/nbdc.log" 2>&1 || lab_fail "$KILL: nbd-client: $(cat "$D/nbdc.log")"
-  rm -f "$(lab_console $G)" "$(lab_console $G--incoming)"
+  rm -f "$(lab_console $G)" "$(lab_console $G--incoming)" "$(lab_console $G--back)"
   LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=xvdb, access=rw, script=/lab/block-lab, target=$NBD" \
     lab_guest_create $G 128 1 "$WORK" >"$D/domid" || lab_fail "$KILL: create"
   P=$(cat "$D/domid"); C1=$(lab_console $G)
   i=0; until [ "$(dl "$C1")" -ge 5 ]; do i=$((i+1)); [ $i -le 1200 ] || lab_fail "$KILL: no 5 records"; sleep 0.2; done
+  if [ $KILL = reverse ]; then
+    # The second backup (the old primary's host, in a real pair) listens from the start.
+    mkdir -p "$D/disks2"; PORT2=$((PORT + 50)); REVERSE="--reverse-to 127.0.0.1:$PORT2"
+    # Its fence: the first hop's guest gone (the drill removes HOP1 once it destroyed it), so
+    # it never runs a second live copy, however the kill and the destroy are timed.
+    : >"$D/hop1-alive"
+    printf '#!/bin/sh\nwhile [ -e %s/hop1-alive ]; do sleep 0.2; done\n' "$D" >"$D/fence.sh"; chmod +x "$D/fence.sh"
+    romulus restore --xen --fence-cmd "$D/fence.sh" --fence-timeout 120s \
+      --listen "127.0.0.1:$PORT2" --psk-file "$W/psk" --failover-timeout 2s \
+      --disk-dir "$D/disks2" --domain-name $G--back --events-json "$D/events2.jsonl" >"$D/backup2.log" 2>&1 &
+    BP2=$!
+    lab_evidence "$D/backup2.log" "$D/events2.jsonl"
+    lab_wait_listening "$D/backup2.log" $BP2
+  fi
   start_backup
   KILLAT=""; case $KILL in s2|c) KILLAT="--kill-at $KILL:$K" ;; esac
   romulus replicate --domain $G --disk-tap "$TAP" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 100ms \
@@ -147,7 +221,7 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart}; do
     # The second session carried no streaming copy: one completed copy in the log, the first.
     [ "$(grep -c 'copy to the backup complete' "$D/primary.log")" -eq 1 ] ||
       lab_fail "restart: the restarted backup got a streaming copy: $(grep 'copy to the backup complete' "$D/primary.log" | tail -n1 | cut -c1-200)"
-  elif [ "$KILL" = random ] || [ "$KILL" = fs ]; then
+  elif [ "$KILL" = random ] || [ "$KILL" = fs ] || [ "$KILL" = reverse ]; then
     kill_after_acked $((6 + $(od -An -N1 -tu1 /dev/urandom) % 8)) copied
   else
     while kill -0 $RP 2>/dev/null; do
@@ -168,7 +242,7 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart}; do
   lab_wait_failover "$D/events.jsonl" "$D/backup.log"
   FO_EPOCH=$(rj_get "$LAB_FO" last_committed_epoch)
   case $KILL in
-    random|fs|restart) [ "$FO_EPOCH" -ge "$ACKED" ] || lab_fail "$KILL: the backup resumed from epoch $FO_EPOCH, before the acked $ACKED" ;;
+    random|fs|restart|reverse) [ "$FO_EPOCH" -ge "$ACKED" ] || lab_fail "$KILL: the backup resumed from epoch $FO_EPOCH, before the acked $ACKED" ;;
     s2) [ "$FO_EPOCH" = $((K - 1)) ] || lab_fail "s2: the backup resumed from epoch $FO_EPOCH, want $((K - 1))" ;;
     c) [ "$FO_EPOCH" = $K ] || lab_fail "c: the backup resumed from epoch $FO_EPOCH, want $K" ;;
   esac
@@ -182,12 +256,14 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart}; do
   done
   FIRST=$(tr -d '\r' <"$C2" | sed -n "s/.*${REC}REC \([0-9][0-9]*\).*/\1/p" | head -n1)
   grep -iE 'opened by blkback' "$D/backup.log" | tail -n 2 | cut -c1-250 | sed "s/^/LAB-NOTE $LAB_SCENARIO $KILL backup: /"
+  [ $KILL = reverse ] && reverse_hop
   xl destroy $G >/dev/null 2>&1
+  [ $KILL = reverse ] && xl destroy $G--back >/dev/null 2>&1
   L2=$(dl "$C2")
   [ "$(grep -c ${REC}ERR "$C2")" -eq 0 ] || lab_fail "$KILL: resumed guest: $(grep -m1 ${REC}ERR "$C2" | tr -d '\r')"
   [ -n "$FIRST" ] && [ "$FIRST" -le $((LASTP + 1)) ] || lab_fail "$KILL: resumed guest's first ${REC}REC '$FIRST' is not within the primary's last $LASTP + 1"
   n=0
-  for f in "$D"/disks/*.img; do
+  for f in "$IMGDIR"/*.img; do
     n=$((n + 1))
     if [ $REC = FS ]; then
       grep -q "FSUMOUNTED rc=0" "$C2" || lab_fail "fs: the resumed guest did not finish and unmount: $(grep -m1 FSUMOUNTED "$C2")"
@@ -207,10 +283,15 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart}; do
     fi
     lab_note "$KILL: resumed guest's ${REC}REC $FIRST..$L2; backup image: $out"
   done
-  [ $n -eq 1 ] || lab_fail "$KILL: $n images in $D/disks, want 1"
+  [ $n -eq 1 ] || lab_fail "$KILL: $n images in $IMGDIR, want 1"
   kill $BP 2>/dev/null; wait $BP 2>/dev/null
   nbd-client -d $NBD >/dev/null 2>&1
   kill $EP 2>/dev/null; wait $EP 2>/dev/null
+  if [ $KILL = reverse ]; then
+    # The first backup's export outlives every romulus process: the operator's to stop.
+    nbd-client -d "$XDEV" >/dev/null 2>&1
+    kill "$XP" 2>/dev/null
+  fi
   lab_figure "drill=$KILL disk=$SIZE copy_complete_epoch=$W_COPY failover_epoch=$FO_EPOCH first_rec=$FIRST primary_last_rec=$LASTP resumed_last_rec=$L2"
 done
 exit 0
