@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "transport/iovec_cursor.h"
+
 namespace romulus::disk {
 namespace {
 
@@ -106,22 +108,14 @@ Status NbdSocket::ReadExact(std::span<uint8_t> out, transport::Deadline give_up,
 }
 
 Status NbdSocket::WriteAll(std::span<const std::span<const uint8_t>> parts, transport::Deadline give_up) {
-  if (parts.size() > kMaxParts) return Status::Internal(name_ + ": too many parts in one write");
-  std::array<iovec, kMaxParts> iov{};
-  size_t count = 0;
-  for (const auto& p : parts) {
-    if (p.empty()) continue;
-    iov[count++] = iovec{const_cast<uint8_t*>(p.data()), p.size()};
-  }
-  size_t first = 0;
-  while (first < count) {
+  transport::IovecCursor<kMaxParts> left;
+  if (!left.Init(parts)) return Status::Internal(name_ + ": too many parts in one write");
+  while (!left.done()) {
     // Non-blocking sends and a poll bounded by what is left: a blocking
     // send's SO_SNDTIMEO restarts for every socket buffer it waits for, so a
     // client reading a large READ reply slowly could stretch one call far
     // past give_up. A client that keeps up costs one sendmsg.
-    msghdr msg{};
-    msg.msg_iov = iov.data() + first;
-    msg.msg_iovlen = count - first;
+    msghdr msg = left.Message();
     ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -132,13 +126,7 @@ Status NbdSocket::WriteAll(std::span<const std::span<const uint8_t>> parts, tran
       if (::poll(&pfd, 1, wait_ms) < 0 && errno != EINTR) return Status::FromErrno(name_ + ": poll", errno);
       continue;  // ready, timed out (caught above next time) or hung up (sendmsg says which)
     }
-    // Drop what was sent: whole parts, then the front of a partial one.
-    size_t left = static_cast<size_t>(n);
-    while (first < count && left >= iov[first].iov_len) left -= iov[first++].iov_len;
-    if (first < count) {
-      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
-      iov[first].iov_len -= left;
-    }
+    left.Advance(static_cast<size_t>(n));
   }
   return Status::Ok();
 }

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "transport/io_util.h"
+#include "transport/iovec_cursor.h"
 #include "transport/resolve.h"
 #include "transport/tcp_stream.h"
 
@@ -33,19 +34,10 @@ class TcpStream final : public Stream {
   // One sendmsg for header + payload; loops on partial writes.
   Status WriteAllV(std::span<const std::span<const uint8_t>> parts, Deadline deadline) override {
     if (write_broken_) return Status::Closed("stream unusable after an earlier write failure");
-    constexpr size_t kMaxIov = 8;
-    iovec iov[kMaxIov];
-    size_t n = 0;
-    for (auto p : parts) {
-      if (p.empty()) continue;
-      if (n == kMaxIov) return Status::Internal("too many parts in WriteAllV");
-      iov[n++] = {const_cast<uint8_t*>(p.data()), p.size()};
-    }
-    size_t first = 0;
-    while (first < n) {
-      msghdr msg{};
-      msg.msg_iov = iov + first;
-      msg.msg_iovlen = n - first;
+    IovecCursor<8> left;
+    if (!left.Init(parts)) return Status::Internal("too many parts in WriteAllV");
+    while (!left.done()) {
+      msghdr msg = left.Message();
       ssize_t w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
       if (w < 0) {
         if (errno == EINTR) continue;
@@ -57,12 +49,7 @@ class TcpStream final : public Stream {
         return Broken(Shut() ? Status::Closed("stream shut down locally")
                              : IoErrno("send to " + peer_, errno));
       }
-      size_t left = static_cast<size_t>(w);
-      while (first < n && left >= iov[first].iov_len) left -= iov[first++].iov_len;
-      if (first < n) {
-        iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
-        iov[first].iov_len -= left;
-      }
+      left.Advance(static_cast<size_t>(w));
     }
     return Status::Ok();
   }
