@@ -24,7 +24,11 @@
 #include "cli/options.h"
 #include "cli/replicate_setup.h"
 #include "cli/spawn.h"
+#include "disk/epoch_clock.h"
+#include "disk/epoch_disk_log.h"
 #include "disk/exported_disk.h"
+#include "disk/local_disk_tap.h"
+#include "replicator/disk_replicator.h"
 #include "replicator/timer_driver.h"
 #include "events/catalog.h"
 #include "common/digest.h"
@@ -347,6 +351,11 @@ int RunRestore(int argc, char** argv) {
   // disk name: the export's tap, or "" where it could not be made.
   std::function<bool()> reverse_wanted;
   std::map<std::string, std::string> reverse_taps;
+  // A simulated guest's disk, likewise: with a reverse target its writes
+  // are tagged by this clock and logged here from the activation on.
+  disk::EpochCounter sim_disk_clock;
+  disk::EpochDiskLog sim_disk_log(0, nullptr);
+  bool sim_disk_logged = false;
   uint64_t loaded_digest = 0;
   if (xen) {
 #if ROMULUS_HAVE_XEN
@@ -398,6 +407,13 @@ int RunRestore(int argc, char** argv) {
     sink_opts.start_over = (*vm)["start-over"].as<bool>();
     sink_opts.durable = (*vm)["durable"].as<bool>();
     sink_opts.max_disk_staging_bytes = static_cast<size_t>(max_disk_staging);
+    sink_opts.open_activated_disk = [&](sim::SimGuest& guest, const std::string& path) -> Status {
+      if (!reverse_wanted || !reverse_wanted()) return guest.OpenDisk(path);
+      ROMULUS_RETURN_IF_ERROR(guest.OpenDisk(path, &sim_disk_clock, &sim_disk_log));
+      sim_disk_log.AttachStore(guest.disk_store());
+      sim_disk_logged = true;
+      return Status::Ok();
+    };
     if (sink_opts.path.empty()) spdlog::warn("no --image: the standby copy lives in memory only");
     auto is = sim::ImageSink::Open(sink_opts);
     if (!is.ok()) {
@@ -523,6 +539,13 @@ int RunRestore(int argc, char** argv) {
     }
   }
 #endif
+  if (guest && guest->spec().disk_bytes != 0 && !reverse_to.empty() && !sim_disk_logged) {
+    // (The decision is latched at the activation, so this is a guard.)
+    spdlog::error("not replicating the activated guest to {}: its disk's writes since the activation were not "
+                  "logged, so its disk cannot be replicated with its memory; it runs UNPROTECTED",
+                  reverse_to);
+    reverse_refused = true;
+  }
   if ((guest || !xen_domain.empty()) && !reverse_to.empty() && !reverse_refused) {
     // Become the guest's primary, in this process (a simulated guest lives
     // here; a Xen domain is protected by the Xen path, as by replicate
@@ -547,7 +570,21 @@ int RunRestore(int argc, char** argv) {
                  FormatDuration(setup.loop.interval));
     // A guest with disks gets here only with every disk behind an export.
     if (!xen_domain.empty()) return RunReplicateXen(setup, xen_domain, disk_taps, *target, sec);
-    return RunPrimary(setup, replicator::MakeTimerDriver(*guest, {setup.progress_bar}), *target, sec);
+    replicator::TimerDriverOptions topts{setup.progress_bar};
+    std::unique_ptr<disk::LocalDiskTap> sim_tap;
+    std::unique_ptr<replicator::DiskReplicator> sim_disks;
+    if (guest->spec().disk_bytes != 0) {
+      // Its disk travels with its memory, as under replicate --guest; a
+      // session's first epoch copies it whole (the new backup's is of
+      // another front end).
+      protocol::DiskInfo info{0, guest->spec().disk_bytes, "xvda"};
+      topts.disks = {info};
+      sim_tap = std::make_unique<disk::LocalDiskTap>(info, guest->disk_store(), &sim_disk_clock, &sim_disk_log,
+                                                     guest->disk_hold());
+      sim_disks = std::make_unique<replicator::DiskReplicator>(std::vector<disk::DiskTap*>{sim_tap.get()});
+      setup.loop.disks = sim_disks.get();
+    }
+    return RunPrimary(setup, replicator::MakeTimerDriver(*guest, topts), *target, sec);
   }
   if (guest && run_after.count() > 0) {
     uint64_t before = guest->steps();

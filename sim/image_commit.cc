@@ -387,7 +387,10 @@ Status ImageSink::Activate(const std::string& reason) {
     if (live < 0) return Status::Storage("image sink: creating the resumed guest's disk: " + std::string(std::strerror(errno)));
     Status copied = CopySparse(disk_fd(id), live, size, "image sink: copying the checkpoint's disk for the resumed guest");
     const std::string where = options_.path.empty() ? "/proc/self/fd/" + std::to_string(live) : disk_path(id) + ".live";
-    if (copied.ok()) copied = (*guest)->OpenDisk(where).With("resuming the guest's disk");
+    if (copied.ok()) {
+      copied = (options_.open_activated_disk ? options_.open_activated_disk(**guest, where) : (*guest)->OpenDisk(where))
+                   .With("resuming the guest's disk");
+    }
     ::close(live);  // OpenDisk has its own descriptor
     ROMULUS_RETURN_IF_ERROR(copied);
   }

@@ -89,6 +89,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -110,6 +111,12 @@ struct ImageSinkOptions {
   bool start_over = false;   // ignore/discard whatever an existing image holds
   bool durable = false;      // fsync/fdatasync at every ordering point of a commit
   bool run_activated = true; // Activate() starts the resumed guest's workload thread
+  // Opens the resumed guest's disk (a copy of the checkpoint's, at `path`),
+  // before its workload starts; null: guest.OpenDisk(path), its writes
+  // untagged. A reverse replication needs them tagged and logged, so it
+  // passes its epoch clock and log here (docs/DISK.md §8b), decided at the
+  // activation as the Xen backup decides its disks' devices.
+  std::function<Status(SimGuest& guest, const std::string& path)> open_activated_disk;
   size_t max_state_bytes = size_t{1} << 20;  // per epoch; more is OutOfRange
   CommitStep crash_at = CommitStep::kNone;   // raise(SIGKILL) at this step of a commit (tests)
   // Staged disk records of one epoch (heads + write bytes); more is refused.

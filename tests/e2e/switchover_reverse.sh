@@ -13,6 +13,7 @@
 #    its own --reverse (the way back), and a clean SIGTERM stop.
 # 3. Unplanned: a backup started with --reverse-to re-protects the guest
 #    after its primary is SIGKILLed.
+# 4. As 3. with a simulated disk: replicated back with the memory, verified.
 # Every wait is a poll with a deadline; no timing thresholds.
 source "$(dirname "$0")/lib/common.sh"
 e2e_init "$@"
@@ -186,6 +187,39 @@ wait_until 60 "B6 failover event" has_event "$T/b6-events.json" failover
 wait_exit "$b6" 30
 [[ $EXIT_CODE -eq 0 ]] || check_fail "B6 exit $EXIT_CODE after failover"
 verify_image "$T/b6.img"
+
+# ---- 4. The same with a disk: the activated guest's disk is replicated back
+#      with its memory (docs/DISK.md §8b), never memory alone: the new backup's
+#      first epoch carries a copy of it (not resumable until whole), and the
+#      image it fails over to verifies memory and disk as one checkpoint, the
+#      disk's records included.
+p9=$(free_port)
+p10=$(free_port)
+start_backup b10 "$T/b10.log" --listen "127.0.0.1:$p10" --psk-file "$T/key" --image "$T/b10.img" \
+  --events-json "$T/b10-events.json"
+start_backup b9 "$T/b9.log" --listen "127.0.0.1:$p9" --psk-file "$T/key" --image "$T/b9.img" \
+  --events-json "$T/b9-events.json" --control-socket "$T/b9.sock" --reverse-to "127.0.0.1:$p10"
+bg p9pid "$T/p9.log" "$ROMULUS" replicate --guest "sim:size=32M,workload=hotset,disk=16M" \
+  --sim-disk "$T/p9.disk" --to "127.0.0.1:$p9" --psk-file "$T/key" --interval 50ms --control-socket none
+wait_until 120 "B9 commits" commit_at_least "$T/b9-events.json" 3
+kill9 "$p9pid"
+wait_until 60 "B9 failover event" has_event "$T/b9-events.json" failover
+[[ $(jcheck field "$T/b9-events.json" failover activated) == true ]] || check_fail "B9 not activated"
+wait_until 120 "B9 replicates to B10, PROTECTED" is_primary_protected "$T/b9.sock"
+assert_grep "$T/b10-events.json" '"event":"commit".*"not_resumable":"disk xvda is still being copied' \
+  "B10's first epoch did not carry the activated guest's disk (memory alone was replicated)"
+wait_until 60 "B10 commits" commit_at_least "$T/b10-events.json" 4
+kill9 "$b9"
+wait_until 60 "B10 failover event" has_event "$T/b10-events.json" failover
+wait_exit "$b10" 30
+[[ $EXIT_CODE -eq 0 ]] || check_fail "B10 exit $EXIT_CODE after failover"
+if v=$("$ROMULUS" verify --image "$T/b10.img" --json 2>&1); then
+  recs=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("disk_records","none"))' "$v")
+  [[ $recs =~ ^[0-9]+$ && $recs -gt 0 ]] || check_fail "B10: verify did not check the disk's records ($recs): $v"
+  log "B10 verify: $v"
+else
+  check_fail "B10: romulus verify failed: $v"
+fi
 
 assert_no_crash "$T"/*.log
 finish
