@@ -26,9 +26,10 @@ constexpr char kStateMagic[8] = {'R', 'I', 'M', 'G', 'S', 'T', 'A', 'T'};
 // Version 2 (written when the guest has disks) appends, after the state:
 //   u32 disk count, per disk: u32 id, u32 flags (bit 0: digest kept),
 //   u64 size, u64 digest, u32 name length, name.
-// Version 3 (written when the guest has disks; 2 is still read) adds to
-// each disk, after the name length: u64 lineage, u64 tag (what the disk
-// holds, docs/DISK.md §7.2; 0, 0: not known).
+// Version 3 (written when some disk's lineage or tag is known; else version
+// 2, which older readers know) adds to each disk, after the name length:
+// u64 lineage, u64 tag (what the disk holds, docs/DISK.md §7.2; 0, 0: not
+// known).
 constexpr uint32_t kStateFileVersion = 1;
 constexpr uint32_t kStateFileVersionDisks = 2;
 constexpr uint32_t kStateFileVersionLineage = 3;
@@ -170,15 +171,23 @@ bool IsZeroImagePage(const uint8_t* page) {
 
 void EncodeStateFile(const StateFile& sf, std::vector<uint8_t>* out) {
   std::vector<uint8_t>& b = *out;
+  // The oldest version that says it all, so an image a newer romulus wrote
+  // stays readable by an older one unless it needs the newer fields:
+  // version 3 only when some disk's lineage or tag is known.
+  const bool lineage = std::any_of(sf.disks.begin(), sf.disks.end(),
+                                   [](const DiskState& d) { return d.lineage != 0 || d.tag != 0; });
+  const uint32_t version =
+      sf.disks.empty() ? kStateFileVersion : lineage ? kStateFileVersionLineage : kStateFileVersionDisks;
+  const size_t head = lineage ? kDiskStateHead : kDiskStateHeadV2;
   size_t disk_bytes = 0;
   if (!sf.disks.empty()) {
     disk_bytes = 4;
-    for (const DiskState& d : sf.disks) disk_bytes += kDiskStateHead + d.name.size();
+    for (const DiskState& d : sf.disks) disk_bytes += head + d.name.size();
   }
   b.resize(kStateHeader + sf.identity.size() + sf.state.size() + disk_bytes + 8);
   uint8_t* p = b.data();
   std::memcpy(p, kStateMagic, 8);
-  StoreLE32(p + 8, sf.disks.empty() ? kStateFileVersion : kStateFileVersionLineage);
+  StoreLE32(p + 8, version);
   StoreLE32(p + 12, sf.committed ? kFlagCommitted : 0);
   StoreLE64(p + 16, sf.epoch);
   StoreLE64(p + 24, sf.pages);
@@ -197,10 +206,12 @@ void EncodeStateFile(const StateFile& sf, std::vector<uint8_t>* out) {
       StoreLE64(q + 8, d.size);
       StoreLE64(q + 16, d.digest);
       StoreLE32(q + 24, static_cast<uint32_t>(d.name.size()));
-      StoreLE64(q + 28, d.lineage);
-      StoreLE64(q + 36, d.tag);
-      std::memcpy(q + kDiskStateHead, d.name.data(), d.name.size());
-      q += kDiskStateHead + d.name.size();
+      if (lineage) {
+        StoreLE64(q + 28, d.lineage);
+        StoreLE64(q + 36, d.tag);
+      }
+      std::memcpy(q + head, d.name.data(), d.name.size());
+      q += head + d.name.size();
     }
   }
   StoreLE64(p + b.size() - 8, XXH3_64bits(p, b.size() - 8));

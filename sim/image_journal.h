@@ -81,7 +81,7 @@ struct StateFile {
   uint64_t digest = 0;
   std::string identity;
   std::vector<uint8_t> state;
-  std::vector<DiskState> disks;  // format version 2 when not empty
+  std::vector<DiskState> disks;  // format version 2 (3 with a lineage or tag) when not empty
 };
 
 // Serialises into *out (capacity reused).

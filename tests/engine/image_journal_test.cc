@@ -448,3 +448,55 @@ TEST(ImageSinkBench, SteadyStateCommitCost) {
 
 }  // namespace
 }  // namespace romulus::sim
+
+namespace romulus::sim {
+namespace {
+
+// PATH.state's version is the oldest that holds what it says: an image with
+// disks but no lineage stays readable by a romulus that predates lineages
+// (version 2); one with a lineage or tag needs version 3. Both round-trip.
+TEST(StateFileVersion, TheOldestVersionThatSaysItAll) {
+  StateFile sf;
+  sf.committed = true;
+  sf.epoch = 7;
+  sf.pages = 16;
+  sf.digest = 0x1234;
+  sf.identity = "sim:size=64K,disk=1M";
+  sf.state = {1, 2, 3};
+  std::vector<uint8_t> bytes;
+  EncodeStateFile(sf, &bytes);
+  EXPECT_EQ(bytes[8], 1) << "no disks: version 1";
+
+  DiskState d;
+  d.id = 0;
+  d.size = 1 << 20;
+  d.name = "xvda";
+  d.has_digest = true;
+  d.digest = 99;
+  sf.disks = {d};
+  EncodeStateFile(sf, &bytes);
+  EXPECT_EQ(bytes[8], 2) << "disks, no lineage: version 2";
+  StateFile back;
+  ASSERT_TRUE(DecodeStateFile(bytes, 1 << 20, "state", &back).ok());
+  ASSERT_EQ(back.disks.size(), 1u);
+  EXPECT_EQ(back.disks[0].name, "xvda");
+  EXPECT_EQ(back.disks[0].digest, 99u);
+  EXPECT_EQ(back.disks[0].lineage, 0u);
+
+  for (auto [lineage, tag] : {std::pair<uint64_t, uint64_t>{0xabcdef, 42}, {0, 5}, {3, 0}}) {
+    sf.disks[0].lineage = lineage;
+    sf.disks[0].tag = tag;
+    EncodeStateFile(sf, &bytes);
+    EXPECT_EQ(bytes[8], 3) << "a lineage or tag: version 3";
+    StateFile v3;
+    ASSERT_TRUE(DecodeStateFile(bytes, 1 << 20, "state", &v3).ok());
+    ASSERT_EQ(v3.disks.size(), 1u);
+    EXPECT_EQ(v3.disks[0].lineage, lineage);
+    EXPECT_EQ(v3.disks[0].tag, tag);
+    EXPECT_EQ(v3.disks[0].name, "xvda");
+    EXPECT_EQ(v3.epoch, 7u);
+  }
+}
+
+}  // namespace
+}  // namespace romulus::sim
