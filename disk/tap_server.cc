@@ -266,33 +266,18 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
     // As the full copy, but only the regions written after `since` (the
     // backup holds the disk as of it). If the changes since are not known
     // the log is left alone and the replicator asks for a full copy.
-    Status held = t_.nbd->Hold(DeadlineIn(options_.hold_timeout));
+    Result<uint64_t> held = AdvanceUnderHold("copy of the changed regions", [&] {
+      Result<uint64_t> copied = t_.log->CaptureChangedSince(t_.clock->current(), t_.copy_store, p.since);
+      if (copied.ok()) regions = *copied;
+      return copied.status();
+    });
     if (!held.ok()) {
-      need_full_copy_ = true;
-      return SendError(s, held.With("copy of the changed regions"), reply_deadline);
-    }
-    t_.gate->set_logging(false);
-    Result<uint64_t> copied = t_.log->CaptureChangedSince(t_.clock->current(), t_.copy_store, p.since);
-    if (copied.ok()) {
-      t_.gate->set_logging(true);
-      tag = t_.clock->Advance();
-    } else {
-      // (Known just above, so not Unsupported.) Whatever this attachment
-      // had, a copy in progress included, is gone: a copy must come next.
-      t_.log->Reset();
-      need_full_copy_ = true;
-      streaming_ = false;
-    }
-    t_.nbd->Unhold();
-    if (!copied.ok()) {
       spdlog::info("disk export '{}': no copy of the changes since tag {}: {}", t_.name, p.since,
-                   copied.status().message());
-      return SendError(s, copied.status().With("disk export '" + t_.name + "'"), DeadlineIn(options_.reply_timeout));
+                   held.status().message());
+      return SendError(s, held.status().With("disk export '" + t_.name + "'"), DeadlineIn(options_.reply_timeout));
     }
-    regions = *copied;
-    need_full_copy_ = false;
+    tag = *held;
     streaming_ = false;
-    last_sealed_ = 0;
     spdlog::info("disk export '{}': copied the {} region(s) changed since tag {}", t_.name, regions, p.since);
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.changed_copies;
@@ -300,49 +285,28 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
   } else if (p.stream) {
     // The log starts empty with the next epoch; the copier's chunks, taken
     // under holds of their own, follow the guest's writes in it.
-    Status held = t_.nbd->Hold(DeadlineIn(options_.hold_timeout));
-    if (!held.ok()) {
-      // Whatever copy this attachment had is gone (StopSync): nothing may be
-      // sealed as whole until a new one starts.
-      need_full_copy_ = true;
-      return SendError(s, held.With("starting the streaming copy"), reply_deadline);
-    }
-    t_.gate->set_logging(false);
-    t_.log->Reset();
-    t_.gate->set_logging(true);
-    tag = t_.clock->Advance();
-    t_.nbd->Unhold();
+    Result<uint64_t> held = AdvanceUnderHold("starting the streaming copy", [&] { return Status::Ok(); });
+    if (!held.ok()) return SendError(s, held.status(), reply_deadline);
+    tag = *held;
     if (!sync_) sync_ = std::make_unique<SyncRunner>(t_.log, t_.clock, t_.copy_store, t_.nbd, options_.sync);
     sync_->Start();
     streaming_ = true;
-    need_full_copy_ = false;
-    last_sealed_ = 0;
     spdlog::info("disk export '{}': streaming copy of {} started", t_.name, t_.copy_store->size());
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.streamed_copies;
   } else if (p.full_copy) {
     // The front end is held still for the copy: a request read meanwhile
-    // waits, then is tagged with the next epoch (after the advance below).
-    Status held = t_.nbd->Hold(DeadlineIn(options_.hold_timeout));
-    if (!held.ok()) return SendError(s, held.With("full copy"), reply_deadline);
-    t_.gate->set_logging(false);
-    t_.log->Reset();
-    Status copied = t_.log->CaptureFullCopy(t_.clock->current(), t_.copy_store);
-    if (copied.ok()) {
-      if (options_.during_full_copy) options_.during_full_copy();
-      t_.gate->set_logging(true);
-      tag = t_.clock->Advance();
-    } else {
-      t_.log->Reset();
+    // waits, then is tagged with the next epoch (after the advance).
+    Result<uint64_t> held = AdvanceUnderHold("full copy", [&] {
+      Status copied = t_.log->CaptureFullCopy(t_.clock->current(), t_.copy_store);
+      if (copied.ok() && options_.during_full_copy) options_.during_full_copy();
+      return copied;
+    });
+    if (!held.ok()) {
+      spdlog::warn("disk export '{}': full copy failed: {}", t_.name, held.status().ToString());
+      return SendError(s, held.status().With("disk export '" + t_.name + "'"), DeadlineIn(options_.reply_timeout));
     }
-    t_.nbd->Unhold();
-    if (!copied.ok()) {
-      need_full_copy_ = true;
-      spdlog::warn("disk export '{}': full copy failed: {}", t_.name, copied.ToString());
-      return SendError(s, copied.With("disk export '" + t_.name + "'"), DeadlineIn(options_.reply_timeout));
-    }
-    need_full_copy_ = false;
-    last_sealed_ = 0;
+    tag = *held;
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.full_copies;
   } else {
@@ -359,6 +323,39 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
   // reply timeout itself.
   return WriteMessage(s, tap::MsgType::kPaused, std::span<const uint8_t>(buf, n),
                       DeadlineIn(options_.reply_timeout));
+}
+
+// Every copy's first step, in one place: the front end held still (a
+// request read meanwhile waits, then is tagged with the next epoch), the
+// log emptied, `work` done with logging off, logging on again and the
+// clock advanced: the new tag's records are exactly the writes after the
+// copy. A failed hold or `work` leaves the log empty and a copy owed
+// (nothing of this attachment may be sealed as whole until one succeeds).
+Result<uint64_t> TapServer::AdvanceUnderHold(const char* what, const std::function<Status()>& work) {
+  Status held = t_.nbd->Hold(DeadlineIn(options_.hold_timeout));
+  if (!held.ok()) {
+    need_full_copy_ = true;
+    return held.With(what);
+  }
+  t_.gate->set_logging(false);
+  t_.log->Reset();
+  Status done = work();
+  uint64_t tag = 0;
+  if (done.ok()) {
+    t_.gate->set_logging(true);
+    tag = t_.clock->Advance();
+  } else {
+    t_.log->Reset();
+  }
+  t_.nbd->Unhold();
+  if (!done.ok()) {
+    need_full_copy_ = true;
+    streaming_ = false;
+    return done;
+  }
+  need_full_copy_ = false;
+  last_sealed_ = 0;
+  return tag;
 }
 
 Status TapServer::HandleSeal(transport::Stream* s, const tap::Seal& p) {

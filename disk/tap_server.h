@@ -139,6 +139,9 @@ class TapServer {
   Status ServeAttached(transport::Stream* s);
   Status SendError(transport::Stream* s, const Status& why, transport::Deadline deadline);
   Status HandlePause(transport::Stream* s, const tap::Pause& p);
+  // Holds the front end, empties the log, runs `work` unlogged, then logs
+  // again and advances the clock: the new tag (see tap_server.cc).
+  Result<uint64_t> AdvanceUnderHold(const char* what, const std::function<Status()>& work);
   Status HandleSeal(transport::Stream* s, const tap::Seal& p);
   Status SendRecords(transport::Stream* s, uint64_t tag, uint32_t sync_state, transport::Deadline deadline);
   void Detach(const Status& why);
