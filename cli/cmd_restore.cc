@@ -342,6 +342,13 @@ int RunRestore(int argc, char** argv) {
     metrics->Set("romulus_receive_reallocations", "gauge",
                  "Receive-buffer reallocations in steady state (last session).", 0);
   }
+  // A simulated guest's disk, like a Xen guest's below: with a reverse
+  // target its writes are tagged by this clock and logged here from the
+  // activation on. Declared before the sink, whose resumed guest writes
+  // through them until it is stopped.
+  disk::EpochCounter sim_disk_clock;
+  disk::EpochDiskLog sim_disk_log(0, nullptr);
+  bool sim_disk_logged = false;
   std::unique_ptr<restore::GuestSink> sink;
   sim::ImageSink* image_sink = nullptr;  // the simulated guest's sink, when that is what we hold
   // A Xen guest with disks and a reverse target (docs/DISK.md §8b): at the
@@ -351,11 +358,6 @@ int RunRestore(int argc, char** argv) {
   // disk name: the export's tap, or "" where it could not be made.
   std::function<bool()> reverse_wanted;
   std::map<std::string, std::string> reverse_taps;
-  // A simulated guest's disk, likewise: with a reverse target its writes
-  // are tagged by this clock and logged here from the activation on.
-  disk::EpochCounter sim_disk_clock;
-  disk::EpochDiskLog sim_disk_log(0, nullptr);
-  bool sim_disk_logged = false;
   uint64_t loaded_digest = 0;
   if (xen) {
 #if ROMULUS_HAVE_XEN
@@ -409,6 +411,9 @@ int RunRestore(int argc, char** argv) {
     sink_opts.max_disk_staging_bytes = static_cast<size_t>(max_disk_staging);
     sink_opts.open_activated_disk = [&](sim::SimGuest& guest, const std::string& path) -> Status {
       if (!reverse_wanted || !reverse_wanted()) return guest.OpenDisk(path);
+      // Changes tracked from the guest's first write (the tap would start it
+      // only later, when the reverse primary is built).
+      sim_disk_log.TrackChanges(guest.spec().disk_bytes);
       ROMULUS_RETURN_IF_ERROR(guest.OpenDisk(path, &sim_disk_clock, &sim_disk_log));
       sim_disk_log.AttachStore(guest.disk_store());
       sim_disk_logged = true;
@@ -584,7 +589,12 @@ int RunRestore(int argc, char** argv) {
       sim_disks = std::make_unique<replicator::DiskReplicator>(std::vector<disk::DiskTap*>{sim_tap.get()});
       setup.loop.disks = sim_disks.get();
     }
-    return RunPrimary(setup, replicator::MakeTimerDriver(*guest, topts), *target, sec);
+    int rc = RunPrimary(setup, replicator::MakeTimerDriver(*guest, topts), *target, sec);
+    // The copy and the guest's writer use the disk's tap, clock and log:
+    // stopped before those go.
+    if (sim_tap) sim_tap->StopSync();
+    guest->Stop();
+    return rc;
   }
   if (guest && run_after.count() > 0) {
     uint64_t before = guest->steps();

@@ -14,6 +14,7 @@
 # 3. Unplanned: a backup started with --reverse-to re-protects the guest
 #    after its primary is SIGKILLed.
 # 4. As 3. with a simulated disk: replicated back with the memory, verified.
+# 5. Such a reversed primary stops cleanly on SIGTERM.
 # Every wait is a poll with a deadline; no timing thresholds.
 source "$(dirname "$0")/lib/common.sh"
 e2e_init "$@"
@@ -200,7 +201,9 @@ start_backup b10 "$T/b10.log" --listen "127.0.0.1:$p10" --psk-file "$T/key" --im
 start_backup b9 "$T/b9.log" --listen "127.0.0.1:$p9" --psk-file "$T/key" --image "$T/b9.img" \
   --events-json "$T/b9-events.json" --control-socket "$T/b9.sock" --reverse-to "127.0.0.1:$p10"
 bg p9pid "$T/p9.log" "$ROMULUS" replicate --guest "sim:size=32M,workload=hotset,disk=16M" \
-  --sim-disk "$T/p9.disk" --to "127.0.0.1:$p9" --psk-file "$T/key" --interval 50ms --control-socket none
+  --sim-disk "$T/p9.disk" --to "127.0.0.1:$p9" --psk-file "$T/key" --interval 50ms --control-socket "$T/p9.sock"
+# PROTECTED: B9's checkpoints are resumable (the disk's first copy is done).
+wait_until 120 "P9 PROTECTED" is_primary_protected "$T/p9.sock"
 wait_until 120 "B9 commits" commit_at_least "$T/b9-events.json" 3
 kill9 "$p9pid"
 wait_until 60 "B9 failover event" has_event "$T/b9-events.json" failover
@@ -214,12 +217,33 @@ wait_until 60 "B10 failover event" has_event "$T/b10-events.json" failover
 wait_exit "$b10" 30
 [[ $EXIT_CODE -eq 0 ]] || check_fail "B10 exit $EXIT_CODE after failover"
 if v=$("$ROMULUS" verify --image "$T/b10.img" --json 2>&1); then
-  recs=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("disk_records","none"))' "$v")
+  read -r vepoch recs < <(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(j["epoch"], j.get("disk_records","none"))' "$v")
   [[ $recs =~ ^[0-9]+$ && $recs -gt 0 ]] || check_fail "B10: verify did not check the disk's records ($recs): $v"
+  [[ $vepoch -eq $(jcheck field "$T/b10-events.json" failover last_committed_epoch) ]] ||
+    check_fail "B10: verify checked epoch $vepoch, not the failover's: $v"
   log "B10 verify: $v"
 else
   check_fail "B10: romulus verify failed: $v"
 fi
+
+# ---- 5. A reversed primary whose guest has a disk stops cleanly on SIGTERM
+#      (its guest writes through the disk's clock and log until stopped: they
+#      must outlive it).
+p11=$(free_port)
+p12=$(free_port)
+start_backup b12 "$T/b12.log" --listen "127.0.0.1:$p12" --psk-file "$T/key" --image "$T/b12.img"
+start_backup b11 "$T/b11.log" --listen "127.0.0.1:$p11" --psk-file "$T/key" --image "$T/b11.img" \
+  --events-json "$T/b11-events.json" --control-socket "$T/b11.sock" --reverse-to "127.0.0.1:$p12"
+bg p11pid "$T/p11.log" "$ROMULUS" replicate --guest "sim:size=16M,workload=hotset,disk=4M" \
+  --sim-disk "$T/p11.disk" --to "127.0.0.1:$p11" --psk-file "$T/key" --interval 50ms --control-socket "$T/p11.sock"
+wait_until 120 "P11 PROTECTED" is_primary_protected "$T/p11.sock"
+kill9 "$p11pid"
+wait_until 60 "B11 failover event" has_event "$T/b11-events.json" failover
+wait_until 120 "B11 replicates to B12, PROTECTED" is_primary_protected "$T/b11.sock"
+kill -TERM "$b11"
+wait_exit "$b11" 30
+[[ $EXIT_CODE -eq 0 ]] || check_fail "the reversed primary exited $EXIT_CODE on SIGTERM (want 0)"
+kill -TERM "$b12" 2>/dev/null
 
 assert_no_crash "$T"/*.log
 finish
