@@ -25,8 +25,10 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 
 #include "common/status.h"
+#include "protocol/disk_digests.h"
 #include "protocol/disk_records.h"
 #include "protocol/messages.h"
 
@@ -73,6 +75,15 @@ class DiskTap {
   virtual void Acked(uint64_t tag) { (void)tag; }
   // After a successful Pause(kChanged): how many regions it copied.
   virtual uint64_t copied_regions() const { return 0; }
+  // Whether a whole copy (kInPause, kStream) can leave out the chunks the
+  // backup's copy holds already (Pause's `backup`; the HELLO offers
+  // kCapDiskDigests, docs/DISK.md §7.4).
+  virtual bool can_compare() const { return false; }
+  // Of the session's whole copy: bytes of disk walked and, of those, left
+  // out because the backup held them (kInPause: after Pause; kStream: so
+  // far).
+  virtual uint64_t walked_bytes() const { return 0; }
+  virtual uint64_t skipped_bytes() const { return 0; }
 
   // REQUIRES: the guest of the ending epoch is paused.
   // kInPause: forget every open record, then capture the whole disk as
@@ -83,11 +94,15 @@ class DiskTap {
   // the engine maps its epochs to tags). kChanged: as kInPause, but only the
   // regions written after tag `since` of lineage `lineage` (the backup holds
   // the disk as of it); another lineage than the tap's is Unsupported.
+  // `backup` (kInPause, kStream; may be null; REQUIRES can_compare()): one
+  // hash per chunk of what the backup's copy holds (DISK_DIGESTS): a chunk
+  // whose content matches is left out of the copy.
   // Errors: OutOfRange (the copy does not fit the log's budget: the session
   // needs a resync), Unsupported (kChanged: the tap cannot tell what changed
   // since `since`; nothing was paused, copy the whole disk), Closed/IoError
   // (a remote export went away).
-  virtual Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0, uint64_t lineage = 0) = 0;
+  virtual Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0, uint64_t lineage = 0,
+                                 std::shared_ptr<const protocol::DiskChunkTable> backup = nullptr) = 0;
 
   // Waits (bounded by deadline) until no request tagged <= tag is in flight,
   // then seals the records tagged <= tag; ForEachSealed yields them until the

@@ -179,14 +179,20 @@ Status EpochDiskLog::CaptureChunk(uint64_t epoch, BackingStore* store, uint64_t 
                                   const char* what) {
   Result<std::span<const uint8_t>> data = store->Read(pos, n);
   if (!data.ok()) return data.status().With("disk " + std::to_string(disk_id_) + ": reading for the " + what);
+  return CaptureData(epoch, pos, *data, c, what);
+}
+
+Status EpochDiskLog::CaptureData(uint64_t epoch, uint64_t pos, std::span<const uint8_t> bytes, CaptureCursor& c,
+                                 const char* what) {
+  const uint64_t n = bytes.size();
   std::lock_guard<std::mutex> lk(mu_);
   uint64_t run_at = 0;
   bool run_data = false;
   for (uint64_t b = 0; b < n; b += kBlock) {
     const uint64_t len = std::min<uint64_t>(kBlock, n - b);
-    const bool zero = AllZero(data->subspan(b, len));
+    const bool zero = AllZero(bytes.subspan(b, len));
     if (zero) {
-      if (run_data) AppendLocked(epoch, DiskRecordKind::kWrite, 0, pos + run_at, b - run_at, data->subspan(run_at, b - run_at));
+      if (run_data) AppendLocked(epoch, DiskRecordKind::kWrite, 0, pos + run_at, b - run_at, bytes.subspan(run_at, b - run_at));
       run_data = false;
       if (!c.in_zero) {
         c.in_zero = true;
@@ -201,7 +207,7 @@ Status EpochDiskLog::CaptureChunk(uint64_t epoch, BackingStore* store, uint64_t 
       }
     }
   }
-  if (run_data) AppendLocked(epoch, DiskRecordKind::kWrite, 0, pos + run_at, n - run_at, data->subspan(run_at, n - run_at));
+  if (run_data) AppendLocked(epoch, DiskRecordKind::kWrite, 0, pos + run_at, n - run_at, bytes.subspan(run_at, n - run_at));
   if (lost_epoch_ != 0) return Status::OutOfRange(lost_why_ + " (" + what + ")");
   return Status::Ok();
 }
@@ -239,6 +245,57 @@ Status EpochDiskLog::CaptureSpan(uint64_t epoch, BackingStore* store, uint64_t o
     pos += n;
   }
   return CaptureFinish(epoch, offset + length, c, what);
+}
+
+Status EpochDiskLog::CaptureUnlike(uint64_t epoch, BackingStore* store, uint64_t offset, uint64_t length,
+                                   const protocol::DiskChunkTable& backup, uint64_t* skipped) {
+  if (store == nullptr) return Status::InvalidArgument("disk copy without a store");
+  const uint64_t size = store->size();
+  if (offset > size || length > size - offset || offset % protocol::kDiskChunkBytes != 0 ||
+      backup.size() != protocol::DiskChunks(size)) {
+    return Status::InvalidArgument("disk " + std::to_string(disk_id_) + ": comparing copy of " +
+                                   std::to_string(length) + " bytes at " + std::to_string(offset) + " against " +
+                                   std::to_string(backup.size()) + " chunk hashes of a " + std::to_string(size) +
+                                   "-byte disk");
+  }
+  const char* what = "copy of what the backup lacks";
+  const uint64_t end = offset + length;
+  for (uint64_t pos = offset; pos < end;) {
+    const uint64_t n = std::min(protocol::kDiskChunkBytes, size - pos);
+    const uint64_t until = std::min(end, pos + n);  // a range may end inside its last chunk
+    const protocol::ChunkHash& theirs = backup[pos / protocol::kDiskChunkBytes];
+    if (store->DataFrom(pos) >= pos + n) {
+      // A hole reads as zeros without being read.
+      if (theirs == protocol::ZeroChunkHash(n)) {
+        *skipped += until - pos;
+      } else {
+        ROMULUS_RETURN_IF_ERROR(CaptureSpan(epoch, store, pos, until - pos, what));
+      }
+      pos = until;
+      continue;
+    }
+    if (n > store->max_request()) {
+      // Cannot be hashed in one read: copied as it is.
+      ROMULUS_RETURN_IF_ERROR(CaptureSpan(epoch, store, pos, until - pos, what));
+      pos = until;
+      continue;
+    }
+    Result<std::span<const uint8_t>> data = store->Read(pos, static_cast<uint32_t>(n));
+    if (!data.ok()) return data.status().With("disk " + std::to_string(disk_id_) + ": reading for the " + what);
+    if (protocol::DiskChunkHash(*data) == theirs) {
+      *skipped += until - pos;
+    } else {
+      // Records of at most kMaxDiskWriteChunk each, as CaptureSpan makes.
+      const uint64_t piece = CaptureChunkBytes(*store);
+      CaptureCursor c;
+      for (uint64_t at = pos; at < until; at += std::min(piece, until - at)) {
+        ROMULUS_RETURN_IF_ERROR(CaptureData(epoch, at, data->subspan(at - pos, std::min(piece, until - at)), c, what));
+      }
+      ROMULUS_RETURN_IF_ERROR(CaptureFinish(epoch, until, c, what));
+    }
+    pos = until;
+  }
+  return Status::Ok();
 }
 
 Status EpochDiskLog::CaptureFullCopy(uint64_t epoch, BackingStore* store) {

@@ -40,6 +40,7 @@
 #include "disk/backing_store.h"
 #include "disk/dirty_regions.h"
 #include "disk/write_sink.h"
+#include "protocol/disk_digests.h"
 #include "protocol/disk_records.h"
 
 namespace romulus::disk {
@@ -106,6 +107,14 @@ class EpochDiskLog final : public DiskWriteSink {
   // InvalidArgument for a range beyond the disk; fails like Seal (resync)
   // when the records do not fit the budget.
   Status CaptureRange(uint64_t epoch, BackingStore* store, uint64_t offset, uint64_t length);
+  // As CaptureRange, but each chunk (protocol::kDiskChunkBytes, aligned)
+  // whose content hashes to `backup`'s entry for it is left out: the
+  // backup's copy holds it already (DISK_DIGESTS, docs/DISK.md §7.4).
+  // Adds the bytes left out to *skipped. REQUIRES as CaptureRange, offset
+  // chunk-aligned, `backup` one entry per chunk of the disk (else
+  // InvalidArgument, nothing captured).
+  Status CaptureUnlike(uint64_t epoch, BackingStore* store, uint64_t offset, uint64_t length,
+                       const protocol::DiskChunkTable& backup, uint64_t* skipped);
   // A new session's copy of only the regions the front end wrote with a
   // tag > `since` (its backup holds the disk as of `since`): forgets every
   // record (as Reset) and appends those regions as CaptureFullCopy does the
@@ -151,6 +160,9 @@ class EpochDiskLog final : public DiskWriteSink {
   struct CaptureCursor;
   Status CaptureChunk(uint64_t epoch, BackingStore* store, uint64_t pos, uint32_t n, CaptureCursor& c,
                       const char* what);
+  // CaptureChunk's second half: `data` (read from pos) as records.
+  Status CaptureData(uint64_t epoch, uint64_t pos, std::span<const uint8_t> data, CaptureCursor& c,
+                     const char* what);
   Status CaptureFinish(uint64_t epoch, uint64_t end, CaptureCursor& c, const char* what);
   // The one copy loop of CaptureFullCopy and CaptureRange (arguments checked).
   Status CaptureSpan(uint64_t epoch, BackingStore* store, uint64_t offset, uint64_t length, const char* what);

@@ -15,7 +15,11 @@ void LocalDiskTap::StopSync() {
   if (sync_) sync_->Stop();
 }
 
-Result<uint64_t> LocalDiskTap::Pause(CopyMode copy, uint64_t since, uint64_t lineage) {
+uint64_t LocalDiskTap::walked_bytes() const { return streamed_ ? sync_->walked_bytes() : walked_; }
+uint64_t LocalDiskTap::skipped_bytes() const { return streamed_ ? sync_->skipped_bytes() : skipped_; }
+
+Result<uint64_t> LocalDiskTap::Pause(CopyMode copy, uint64_t since, uint64_t lineage,
+                                     std::shared_ptr<const protocol::DiskChunkTable> backup) {
   if (copy == CopyMode::kStream && !sync_) {
     return Status::Unsupported("disk " + info_.name + ": no streaming copy without a front-end hold");
   }
@@ -42,15 +46,20 @@ Result<uint64_t> LocalDiskTap::Pause(CopyMode copy, uint64_t since, uint64_t lin
     log_->Reset();
   }
   if (copy == CopyMode::kInPause) {
-    // The whole disk as it is at this pause.
-    Status st = log_->CaptureFullCopy(clock_->current(), store_);
+    // The whole disk as it is at this pause, less what the backup holds.
+    walked_ = skipped_ = 0;
+    streamed_ = false;
+    Status st = backup ? log_->CaptureUnlike(clock_->current(), store_, 0, store_->size(), *backup, &skipped_)
+                       : log_->CaptureFullCopy(clock_->current(), store_);
     if (!st.ok()) return st;
+    walked_ = store_->size();
   }
   const uint64_t tag = clock_->Advance();
   // The copy's chunks are tagged from the next epoch on (the ending one
   // carries no record of this session: its log was just forgotten).
   if (copy == CopyMode::kStream) {
-    sync_->Start();
+    streamed_ = true;
+    sync_->Start(std::move(backup));
   } else if (sync_) {
     sync_->EpochAdvanced();
   }

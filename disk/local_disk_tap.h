@@ -34,7 +34,11 @@ class LocalDiskTap final : public DiskTap {
   uint64_t lineage() const override { return lineage_; }
   void Acked(uint64_t tag) override { log_->ForgetChangesThrough(tag); }
   uint64_t copied_regions() const override { return copied_regions_; }
-  Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0, uint64_t lineage = 0) override;
+  bool can_compare() const override { return true; }
+  uint64_t walked_bytes() const override;
+  uint64_t skipped_bytes() const override;
+  Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0, uint64_t lineage = 0,
+                         std::shared_ptr<const protocol::DiskChunkTable> backup = nullptr) override;
   Status Seal(uint64_t tag, std::chrono::steady_clock::time_point deadline) override;
   void ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const override;
   uint32_t sealed_sync_state() const override { return sealed_sync_state_; }
@@ -52,6 +56,9 @@ class LocalDiskTap final : public DiskTap {
   uint32_t sealed_sync_state_ = protocol::kSyncWhole;
   const uint64_t lineage_;
   uint64_t copied_regions_ = 0;
+  // The last in-pause copy's (a streaming copy's are its runner's).
+  uint64_t walked_ = 0, skipped_ = 0;
+  bool streamed_ = false;  // the last whole copy was streamed
 };
 
 }  // namespace romulus::disk

@@ -121,7 +121,8 @@ Result<tap::Header> RemoteDiskTap::ReadMessage(Deadline deadline) {
   ROMULUS_RETURN_IF_ERROR(stream_->ReadExact(hdr, deadline));
   auto h = tap::DecodeHeader(std::span<const uint8_t, tap::kHeaderSize>(hdr));
   if (!h.ok()) return h.status();
-  if (h->type == tap::MsgType::kPause || h->type == tap::MsgType::kSeal || h->type == tap::MsgType::kAcked) {
+  if (h->type == tap::MsgType::kPause || h->type == tap::MsgType::kSeal || h->type == tap::MsgType::kAcked ||
+      h->type == tap::MsgType::kDigests) {
     return Status::Corruption(std::string("the export sent ") + tap::MsgTypeName(h->type) +
                               ", which only the replicator sends");
   }
@@ -161,7 +162,8 @@ void RemoteDiskTap::Refresh() {
   if (!st.ok()) spdlog::warn("disk tap {}: {} (the session's first pause tries again)", path_, st.ToString());
 }
 
-Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy, uint64_t since, uint64_t lineage) {
+Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy, uint64_t since, uint64_t lineage,
+                                      std::shared_ptr<const protocol::DiskChunkTable> backup) {
   const bool full_copy = copy == CopyMode::kInPause;
   const bool stream = copy == CopyMode::kStream;
   const bool changed = copy == CopyMode::kChanged;
@@ -190,6 +192,21 @@ Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy, uint64_t since, uint64_t li
   }
   sealed_sync_state_ = protocol::kSyncWhole;
   if (copy != CopyMode::kNone) streaming_ = stream;
+  if (backup && (full_copy || stream) && can_compare() && backup->size() == protocol::DiskChunks(hello_.disk_size)) {
+    // The backup's table, whole, right before the copy PAUSE that uses it.
+    tap::Digests d;
+    std::vector<uint8_t> msg(tap::MaxPayload(tap::MsgType::kDigests));
+    for (uint64_t at = 0; at < backup->size();) {
+      const uint64_t n = std::min<uint64_t>(tap::kMaxDigestsPerMessage, backup->size() - at);
+      d.first_chunk = at;
+      d.hashes.assign(backup->begin() + static_cast<std::ptrdiff_t>(at),
+                      backup->begin() + static_cast<std::ptrdiff_t>(at + n));
+      at += n;
+      d.last = at == backup->size();
+      const size_t len = tap::EncodeDigests(d, msg);
+      ROMULUS_RETURN_IF_ERROR(Send(tap::MsgType::kDigests, std::span<const uint8_t>(msg.data(), len), deadline));
+    }
+  }
   uint8_t buf[tap::kPauseChangedSize];
   const size_t n = tap::EncodePause(buf, tap::Pause{full_copy, stream, changed, since, lineage});
   ROMULUS_RETURN_IF_ERROR(Send(tap::MsgType::kPause, std::span<const uint8_t>(buf, n), deadline));

@@ -66,6 +66,7 @@ class RemoteDiskTap final : public DiskTap {
   const protocol::DiskInfo& info() const override { return info_; }
   // The export streams its copy (its HELLO's kFeatureStream).
   bool can_stream() const override { return (hello_.features & tap::kFeatureStream) != 0; }
+  bool can_compare() const override { return (hello_.features & tap::kFeatureDigests) != 0; }
   // The export's instance id when it tracks changes (HELLO
   // kFeatureChanges), else 0. After a reconnect it names the new instance.
   uint64_t lineage() const override {
@@ -80,7 +81,8 @@ class RemoteDiskTap final : public DiskTap {
   // connection is used by the engine's own sequence of calls only).
   void Acked(uint64_t tag) override;
   uint64_t copied_regions() const override { return copied_regions_; }
-  Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0, uint64_t lineage = 0) override;
+  Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0, uint64_t lineage = 0,
+                         std::shared_ptr<const protocol::DiskChunkTable> backup = nullptr) override;
   Status Seal(uint64_t tag, std::chrono::steady_clock::time_point deadline) override;
   void ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const override;
   uint32_t sealed_sync_state() const override { return sealed_sync_state_; }

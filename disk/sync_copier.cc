@@ -15,8 +15,16 @@ bool SyncMayCopy(uint64_t open_bytes, uint64_t budget, uint64_t copied_this_epoc
 }
 
 SyncCopier::SyncCopier(EpochDiskLog* log, EpochCounter* clock, BackingStore* store, FrontEndHold* hold,
-                       SyncCopierOptions options)
-    : log_(log), clock_(clock), store_(store), hold_(hold), options_(options), total_(store->size()) {}
+                       SyncCopierOptions options, std::shared_ptr<const protocol::DiskChunkTable> backup)
+    : log_(log),
+      clock_(clock),
+      store_(store),
+      hold_(hold),
+      options_(options),
+      total_(store->size()),
+      // A table that does not describe this disk is not used (the receiver
+      // checked it against the same size: this is a belt, not a rule).
+      backup_(backup && backup->size() == protocol::DiskChunks(total_) ? std::move(backup) : nullptr) {}
 
 uint32_t SyncCopier::permille() const {
   if (total_ == 0) return 1000;
@@ -25,6 +33,7 @@ uint32_t SyncCopier::permille() const {
 
 Result<bool> SyncCopier::Step(std::chrono::steady_clock::time_point hold_deadline) {
   if (done()) return false;
+  if (backup_) return StepCompared(hold_deadline);
   const uint64_t n = std::min<uint64_t>(options_.chunk_bytes, total_ - next_);
   // Data bytes the chunk may add at most (zero blocks add none).
   if (!SyncMayCopy(log_->open_bytes(), log_->budget_bytes(), copied_this_epoch_, options_.epoch_allowance, n)) {
@@ -47,6 +56,42 @@ Result<bool> SyncCopier::Step(std::chrono::steady_clock::time_point hold_deadlin
   hold_->Unhold();
   ROMULUS_RETURN_IF_ERROR(st);
   next_ += len;
+  copied_this_epoch_ += charged;
+  last_tag_ = tag;
+  if (done()) complete_epoch_ = tag;
+  return true;
+}
+
+// With the backup's table: one table chunk per step (the table's grain), and
+// under the same hold a run of further chunks the backup holds already, so
+// an unchanged disk is walked in few holds. Paced as a full chunk: whether
+// it is left out is known only once read.
+Result<bool> SyncCopier::StepCompared(std::chrono::steady_clock::time_point hold_deadline) {
+  const uint64_t n = std::min<uint64_t>(protocol::kDiskChunkBytes, total_ - next_);
+  if (!SyncMayCopy(log_->open_bytes(), log_->budget_bytes(), copied_this_epoch_, options_.epoch_allowance, n)) {
+    return false;
+  }
+  ROMULUS_RETURN_IF_ERROR(hold_->Hold(hold_deadline).With("disk sync copy"));
+  const uint64_t tag = clock_->Acquire();
+  Status st;
+  uint64_t charged = 0;
+  // At most this many chunks per hold: the guest's requests wait meanwhile.
+  constexpr int kMaxChunksPerHold = 64;
+  for (int k = 0; k < kMaxChunksPerHold && next_ < total_ && st.ok(); ++k) {
+    const uint64_t len = std::min<uint64_t>(protocol::kDiskChunkBytes, total_ - next_);
+    uint64_t skipped = 0;
+    st = log_->CaptureUnlike(tag, store_, next_, len, *backup_, &skipped);
+    if (!st.ok()) break;
+    next_ += len;
+    skipped_ += skipped;
+    if (skipped != len) {
+      charged = len;  // this one carried records: the step ends with it
+      break;
+    }
+  }
+  clock_->Release(tag);
+  hold_->Unhold();
+  ROMULUS_RETURN_IF_ERROR(st);
   copied_this_epoch_ += charged;
   last_tag_ = tag;
   if (done()) complete_epoch_ = tag;

@@ -23,12 +23,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 
 #include "common/status.h"
 #include "disk/backing_store.h"
 #include "disk/epoch_clock.h"
 #include "disk/epoch_disk_log.h"
 #include "disk/front_end_hold.h"
+#include "protocol/disk_digests.h"
 
 namespace romulus::disk {
 
@@ -50,8 +52,11 @@ class SyncCopier {
   // Copies [0, store->size()). All must outlive the copier; `store` is the
   // copier's own handle on the disk (it reads while the front end is held,
   // never through the front end's buffers).
+  // `backup` (may be null): what the backup's copy holds, one hash per
+  // chunk (DISK_DIGESTS, docs/DISK.md §7.4); a chunk whose content matches
+  // it is stepped over, logging nothing.
   SyncCopier(EpochDiskLog* log, EpochCounter* clock, BackingStore* store, FrontEndHold* hold,
-             SyncCopierOptions options = {});
+             SyncCopierOptions options = {}, std::shared_ptr<const protocol::DiskChunkTable> backup = nullptr);
 
   // Copies one chunk if pacing allows: true if it did, false if paced out
   // (call again after the next epoch began) or done. Errors: the hold timed
@@ -63,7 +68,8 @@ class SyncCopier {
   void OnEpochAdvanced() { copied_this_epoch_ = 0; }
 
   bool done() const { return next_ >= total_; }
-  uint64_t copied_bytes() const { return next_; }
+  uint64_t copied_bytes() const { return next_; }  // of the disk, walked so far (skipped included)
+  uint64_t skipped_bytes() const { return skipped_; }  // of those, held by the backup already
   uint64_t total_bytes() const { return total_; }
   // 0..1000, for progress reports.
   uint32_t permille() const;
@@ -73,6 +79,8 @@ class SyncCopier {
   uint64_t complete_epoch() const { return complete_epoch_; }
 
  private:
+  Result<bool> StepCompared(std::chrono::steady_clock::time_point hold_deadline);
+
   EpochDiskLog* log_;
   EpochCounter* clock_;
   BackingStore* store_;
@@ -83,6 +91,8 @@ class SyncCopier {
   uint64_t copied_this_epoch_ = 0;
   uint64_t complete_epoch_ = 0;
   uint64_t last_tag_ = 0;
+  const std::shared_ptr<const protocol::DiskChunkTable> backup_;
+  uint64_t skipped_ = 0;
 };
 
 }  // namespace romulus::disk

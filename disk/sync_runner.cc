@@ -19,10 +19,13 @@ SyncRunner::SyncRunner(EpochDiskLog* log, EpochCounter* clock, BackingStore* sto
 
 SyncRunner::~SyncRunner() { Stop(); }
 
-void SyncRunner::Start() {
+void SyncRunner::Start(std::shared_ptr<const protocol::DiskChunkTable> backup) {
   Stop();
   {
     std::lock_guard<std::mutex> lock(mu_);
+    backup_ = std::move(backup);
+    walked_ = 0;
+    skipped_ = 0;
     stop_ = false;
     kicked_ = false;
     advanced_ = false;
@@ -76,6 +79,16 @@ uint32_t SyncRunner::permille() const {
   return permille_;
 }
 
+uint64_t SyncRunner::walked_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return walked_;
+}
+
+uint64_t SyncRunner::skipped_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return skipped_;
+}
+
 Result<uint32_t> SyncRunner::SyncStateAt(uint64_t tag) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!error_.ok()) {
@@ -99,7 +112,12 @@ Result<uint32_t> SyncRunner::SyncStateAt(uint64_t tag) {
 }
 
 void SyncRunner::Run() {
-  SyncCopier copier(log_, clock_, store_, hold_, options_);
+  std::shared_ptr<const protocol::DiskChunkTable> backup;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    backup = backup_;
+  }
+  SyncCopier copier(log_, clock_, store_, hold_, options_, std::move(backup));
   while (true) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -113,6 +131,8 @@ void SyncRunner::Run() {
     Result<bool> stepped = copier.Step(std::chrono::steady_clock::now() + kHoldWait);
     std::unique_lock<std::mutex> lock(mu_);
     permille_ = copier.permille();
+    walked_ = copier.copied_bytes();
+    skipped_ = copier.skipped_bytes();
     if (stepped.ok() && *stepped) {
       if (!marks_.empty() && marks_.back().tag == copier.last_tag()) {
         marks_.back().permille = permille_;

@@ -21,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -41,8 +42,9 @@ class SyncRunner {
   SyncRunner& operator=(const SyncRunner&) = delete;
 
   // Starts a copy of the whole disk from its first byte (stopping one in
-  // progress first). Engine thread.
-  void Start();
+  // progress first), leaving out the chunks `backup` (may be null) says
+  // the backup holds (SyncCopier). Engine thread.
+  void Start(std::shared_ptr<const protocol::DiskChunkTable> backup = nullptr);
   // Abandons a copy in progress and joins the thread. Idempotent.
   void Stop();
   // A new epoch began (the clock advanced): the copy's allowance is fresh.
@@ -62,6 +64,10 @@ class SyncRunner {
 
   bool active() const;
   uint32_t permille() const;
+  // Of the copy started last: bytes of disk walked, and of those left out
+  // (the backup held them).
+  uint64_t walked_bytes() const;
+  uint64_t skipped_bytes() const;
 
  private:
   void Run();
@@ -81,6 +87,9 @@ class SyncRunner {
   bool done_ GUARDED_BY(mu_) = false;
   uint64_t complete_tag_ GUARDED_BY(mu_) = 0;
   uint32_t permille_ GUARDED_BY(mu_) = 0;
+  uint64_t walked_ GUARDED_BY(mu_) = 0;
+  uint64_t skipped_ GUARDED_BY(mu_) = 0;
+  std::shared_ptr<const protocol::DiskChunkTable> backup_ GUARDED_BY(mu_);
   // Progress as the backup will see it: after the last chunk of each tag
   // copied but not yet sealed (tags ascend; a few entries at most), and as
   // of the last sealed tag.

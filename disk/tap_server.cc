@@ -162,6 +162,9 @@ void TapServer::Detach(const Status& why) {
 }
 
 Status TapServer::ServeAttached(transport::Stream* s) {
+  // A table belongs to the connection that sent it.
+  table_.reset();
+  table_whole_ = false;
   {
     uint8_t buf[tap::kHelloFixed + tap::kMaxName];
     tap::Hello h;
@@ -169,7 +172,7 @@ Status TapServer::ServeAttached(transport::Stream* s) {
     h.disk_size = t_.copy_store->size();
     h.log_budget = t_.log_budget;
     h.next_tag = t_.clock->current();
-    h.features = tap::kFeatureStream | (t_.log->tracks_changes() ? tap::kFeatureChanges : 0);
+    h.features = tap::kFeatureStream | tap::kFeatureDigests | (t_.log->tracks_changes() ? tap::kFeatureChanges : 0);
     h.name = t_.name;
     const size_t n = tap::EncodeHello(h, buf);
     ROMULUS_RETURN_IF_ERROR(WriteMessage(s, tap::MsgType::kHello, std::span<const uint8_t>(buf, n),
@@ -195,8 +198,18 @@ Status TapServer::ServeAttached(transport::Stream* s) {
     if (!rd.ok()) return rd.With("reading a tap message header (" + std::to_string(got + 1) + " of 16 bytes)");
     auto header = tap::DecodeHeader(std::span<const uint8_t, tap::kHeaderSize>(hdr));
     if (!header.ok()) return header.status();
-    // Only PAUSE, SEAL and ACKED travel this way; their payloads are tiny and
-    // bounded, so nothing else is ever read (or allocated) for a hostile length.
+    // Only PAUSE, SEAL, ACKED and DIGESTS travel this way; their payloads are
+    // bounded (DIGESTS by 64 KiB, read into one reused buffer), so nothing
+    // else is ever read (or allocated) for a hostile length.
+    if (header->type == tap::MsgType::kDigests) {
+      digests_buf_.resize(tap::MaxPayload(tap::MsgType::kDigests));
+      rd = s->ReadExact(std::span<uint8_t>(digests_buf_.data(), header->length), deadline, &got);
+      if (!rd.ok()) return rd.With("reading a tap DIGESTS payload");
+      auto d = tap::DecodeDigests(std::span<const uint8_t>(digests_buf_.data(), header->length));
+      if (!d.ok()) return d.status();
+      ROMULUS_RETURN_IF_ERROR(TakeDigests(*d));
+      continue;
+    }
     if (header->type != tap::MsgType::kPause && header->type != tap::MsgType::kSeal &&
         header->type != tap::MsgType::kAcked) {
       return Status::Corruption(std::string("tap client sent ") + tap::MsgTypeName(header->type) +
@@ -212,7 +225,15 @@ Status TapServer::ServeAttached(transport::Stream* s) {
     if (header->type == tap::MsgType::kPause) {
       auto p = tap::DecodePause(body);
       if (!p.ok()) return p.status();
-      ROMULUS_RETURN_IF_ERROR(HandlePause(s, *p));
+      // A table is for the copy PAUSE right after it, and only whole.
+      if (table_ && !table_whole_) {
+        return Status::Corruption("tap PAUSE after an incomplete DIGESTS table (" + std::to_string(table_->size()) +
+                                  " chunks)");
+      }
+      std::shared_ptr<const protocol::DiskChunkTable> backup = std::move(table_);
+      table_.reset();
+      table_whole_ = false;
+      ROMULUS_RETURN_IF_ERROR(HandlePause(s, *p, (p->full_copy || p->stream) ? std::move(backup) : nullptr));
     } else if (header->type == tap::MsgType::kAcked) {
       auto tag = tap::DecodeAcked(body);
       if (!tag.ok()) return tag.status();
@@ -230,7 +251,31 @@ Status TapServer::ServeAttached(transport::Stream* s) {
   }
 }
 
-Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
+Status TapServer::TakeDigests(const tap::Digests& d) {
+  const uint64_t chunks = protocol::DiskChunks(t_.copy_store->size());
+  if (d.first_chunk == 0) {
+    // A new table (replacing one never used).
+    if (chunks > protocol::kMaxDiskChunks) {
+      return Status::Corruption("tap DIGESTS for a disk of " + std::to_string(chunks) + " chunks (at most " +
+                                std::to_string(protocol::kMaxDiskChunks) + " are compared)");
+    }
+    table_ = std::make_shared<protocol::DiskChunkTable>();
+    table_->reserve(chunks);
+    table_whole_ = false;
+  }
+  if (!table_ || table_whole_ || d.first_chunk != table_->size() || d.hashes.size() > chunks - d.first_chunk ||
+      d.last != (d.first_chunk + d.hashes.size() == chunks)) {
+    return Status::Corruption("tap DIGESTS of " + std::to_string(d.hashes.size()) + " hashes at chunk " +
+                              std::to_string(d.first_chunk) + (d.last ? " (last)" : "") + " does not continue a table of " +
+                              std::to_string(chunks) + " chunks");
+  }
+  table_->insert(table_->end(), d.hashes.begin(), d.hashes.end());
+  table_whole_ = d.last;
+  return Status::Ok();
+}
+
+Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p,
+                              std::shared_ptr<const protocol::DiskChunkTable> backup) {
   const Deadline reply_deadline = DeadlineIn(options_.reply_timeout);
   if (p.changed && !t_.log->tracks_changes()) {
     return SendError(s, Status::Unsupported("disk export '" + t_.name + "' does not track its changes"),
@@ -289,16 +334,22 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
     if (!held.ok()) return SendError(s, held.status(), reply_deadline);
     tag = *held;
     if (!sync_) sync_ = std::make_unique<SyncRunner>(t_.log, t_.clock, t_.copy_store, t_.nbd, options_.sync);
-    sync_->Start();
+    const bool compared = backup != nullptr;
+    sync_->Start(std::move(backup));
     streaming_ = true;
-    spdlog::info("disk export '{}': streaming copy of {} started", t_.name, t_.copy_store->size());
+    copy_reported_ = false;
+    spdlog::info("disk export '{}': streaming copy of {} started{}", t_.name, t_.copy_store->size(),
+                 compared ? ", leaving out the chunks the backup holds" : "");
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.streamed_copies;
   } else if (p.full_copy) {
     // The front end is held still for the copy: a request read meanwhile
     // waits, then is tagged with the next epoch (after the advance).
+    uint64_t skipped = 0;
     Result<uint64_t> held = AdvanceUnderHold("full copy", [&] {
-      Status copied = t_.log->CaptureFullCopy(t_.clock->current(), t_.copy_store);
+      Status copied = backup ? t_.log->CaptureUnlike(t_.clock->current(), t_.copy_store, 0, t_.copy_store->size(),
+                                                     *backup, &skipped)
+                             : t_.log->CaptureFullCopy(t_.clock->current(), t_.copy_store);
       if (copied.ok() && options_.during_full_copy) options_.during_full_copy();
       return copied;
     });
@@ -307,8 +358,16 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p) {
       return SendError(s, held.status().With("disk export '" + t_.name + "'"), DeadlineIn(options_.reply_timeout));
     }
     tag = *held;
+    if (backup) {
+      spdlog::info("disk export '{}': full copy: {} of {} left out (the backup held them already)", t_.name,
+                   skipped, t_.copy_store->size());
+    }
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.full_copies;
+    if (backup) {
+      ++stats_.compared_copies;
+      stats_.skipped_bytes += skipped;
+    }
   } else {
     tag = t_.clock->Advance();
     if (streaming_) sync_->EpochAdvanced();
@@ -397,6 +456,12 @@ Status TapServer::HandleSeal(transport::Stream* s, const tap::Seal& p) {
       return refuse(st.status().With("disk export '" + t_.name + "'"));
     }
     sync_state = *st;
+    if (sync_state == protocol::kSyncWhole && !sync_->active() && !copy_reported_) {
+      copy_reported_ = true;
+      spdlog::info("disk export '{}': streaming copy complete with tag {}: {} of {} left out (the backup held "
+                   "them already)",
+                   t_.name, p.tag, sync_->skipped_bytes(), sync_->walked_bytes());
+    }
     sync_->Kick();
   }
   return SendRecords(s, p.tag, sync_state, DeadlineIn(options_.reply_timeout));

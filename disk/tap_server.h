@@ -104,6 +104,7 @@ struct TapServerStats {
   uint64_t pauses = 0, full_copies = 0, streamed_copies = 0, seals = 0, records = 0, data_bytes = 0,
            wire_bytes = 0;
   uint64_t changed_copies = 0, changed_regions = 0, acks = 0;  // DISK.md §7.2
+  uint64_t compared_copies = 0, skipped_bytes = 0;              // DISK.md §7.4 (in-pause copies' skips)
 };
 
 // What the tap drives. Every pointer outlives the server.
@@ -138,7 +139,10 @@ class TapServer {
 
   Status ServeAttached(transport::Stream* s);
   Status SendError(transport::Stream* s, const Status& why, transport::Deadline deadline);
-  Status HandlePause(transport::Stream* s, const tap::Pause& p);
+  Status HandlePause(transport::Stream* s, const tap::Pause& p,
+                     std::shared_ptr<const protocol::DiskChunkTable> backup);
+  // One DIGESTS message into table_ (Corruption for one out of order).
+  Status TakeDigests(const tap::Digests& d);
   // Holds the front end, empties the log, runs `work` unlogged, then logs
   // again and advances the clock: the new tag (see tap_server.cc).
   Result<uint64_t> AdvanceUnderHold(const char* what, const std::function<Status()>& work);
@@ -160,8 +164,14 @@ class TapServer {
   // The attached connection's thread only.
   bool need_full_copy_ = true;  // no PAUSE{full_copy or stream} yet on this attachment
   bool streaming_ = false;      // this attachment's copy was streamed: SEALED says how far
+  bool copy_reported_ = false;  // the streamed copy's completion was logged
   std::unique_ptr<SyncRunner> sync_;
   uint64_t last_sealed_ = 0;
+  // The backup's chunk hashes for the next copy PAUSE (DIGESTS), and
+  // whether the table is whole; dropped by every PAUSE.
+  std::shared_ptr<protocol::DiskChunkTable> table_;
+  bool table_whole_ = false;
+  std::vector<uint8_t> digests_buf_;  // one DIGESTS payload, allocated on first use
   protocol::DiskFrameBuilder builder_;
   protocol::DiskRecordDigest digest_;
 };

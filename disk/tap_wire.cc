@@ -39,6 +39,7 @@ const char* MsgTypeName(MsgType t) {
     case MsgType::kSealed: return "SEALED";
     case MsgType::kError: return "ERROR";
     case MsgType::kAcked: return "ACKED";
+    case MsgType::kDigests: return "DIGESTS";
   }
   return "unknown";
 }
@@ -53,6 +54,7 @@ size_t MaxPayload(MsgType t) {
     case MsgType::kSealed: return kSealedSyncSize;
     case MsgType::kError: return kErrorFixed + kMaxErrorText;
     case MsgType::kAcked: return kAckedSize;
+    case MsgType::kDigests: return kDigestsFixed + 16 * kMaxDigestsPerMessage;
   }
   return 0;
 }
@@ -67,6 +69,7 @@ size_t MinPayload(MsgType t) {
     case MsgType::kSealed: return kSealedSize;
     case MsgType::kError: return kErrorFixed;
     case MsgType::kAcked: return kAckedSize;
+    case MsgType::kDigests: return kDigestsFixed + 16;
   }
   return 0;
 }
@@ -200,6 +203,37 @@ Result<uint64_t> DecodeAcked(std::span<const uint8_t> p) {
   const uint64_t tag = LoadLE64(p.data());
   if (tag == 0) return Status::Corruption("tap ACKED tag is 0");
   return tag;
+}
+
+size_t EncodeDigests(const Digests& d, std::span<uint8_t> out) {
+  const size_t n = kDigestsFixed + 16 * d.hashes.size();
+  StoreLE64(out.data(), d.first_chunk);
+  StoreLE32(out.data() + 8, static_cast<uint32_t>(d.hashes.size()));
+  StoreLE32(out.data() + 12, d.last ? 1 : 0);
+  for (size_t i = 0; i < d.hashes.size(); ++i) {
+    StoreLE64(out.data() + kDigestsFixed + 16 * i, d.hashes[i].lo);
+    StoreLE64(out.data() + kDigestsFixed + 16 * i + 8, d.hashes[i].hi);
+  }
+  return n;
+}
+
+Result<Digests> DecodeDigests(std::span<const uint8_t> p) {
+  if (p.size() < kDigestsFixed) return Status::Corruption("tap DIGESTS of " + Str(p.size()) + " bytes");
+  Digests d;
+  d.first_chunk = LoadLE64(p.data());
+  const uint32_t count = LoadLE32(p.data() + 8);
+  const uint32_t flags = LoadLE32(p.data() + 12);
+  if ((flags & ~1u) != 0) return Status::Corruption("tap DIGESTS flags " + Str(flags));
+  d.last = (flags & 1) != 0;
+  if (count == 0 || count > kMaxDigestsPerMessage || p.size() != kDigestsFixed + 16 * size_t{count}) {
+    return Status::Corruption("tap DIGESTS of " + Str(p.size()) + " bytes for " + Str(count) + " hashes");
+  }
+  d.hashes.resize(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    d.hashes[i].lo = LoadLE64(p.data() + kDigestsFixed + 16 * size_t{i});
+    d.hashes[i].hi = LoadLE64(p.data() + kDigestsFixed + 16 * size_t{i} + 8);
+  }
+  return d;
 }
 
 void EncodeSeal(std::span<uint8_t, kSealSize> out, const Seal& s) {

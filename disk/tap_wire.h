@@ -18,8 +18,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/status.h"
+#include "protocol/disk_digests.h"
 
 namespace romulus::disk::tap {
 
@@ -36,6 +38,7 @@ enum class MsgType : uint16_t {
   kSealed = 6,   // export → replicator: the sealed epoch's records are complete
   kError = 7,    // export → replicator: a request failed (or the connection is refused)
   kAcked = 8,    // replicator → export: the backup committed this tag (no reply)
+  kDigests = 9,  // replicator → export: the backup's chunk hashes, before a copy PAUSE (no reply)
 };
 const char* MsgTypeName(MsgType t);
 
@@ -77,6 +80,9 @@ inline constexpr uint8_t kFeatureStream = 1;  // PAUSE{stream}: the export's str
 // PAUSE{changed} and ACKED: the export tracks which regions each tag wrote,
 // and its instance_id is the disk's lineage (DISK.md §7.2).
 inline constexpr uint8_t kFeatureChanges = 2;
+// DIGESTS: the export's whole copies (PAUSE mode 1 and 2) leave out the
+// chunks the backup's copy holds already (DISK.md §7.4).
+inline constexpr uint8_t kFeatureDigests = 4;
 
 struct Hello {
   uint64_t instance_id = 0;
@@ -119,6 +125,22 @@ struct Paused {
 };
 size_t EncodePaused(std::span<uint8_t, kPausedChangedSize> out, const Paused& p);
 Result<Paused> DecodePaused(std::span<const uint8_t> payload);
+
+// DIGESTS: hashes (protocol::DiskChunkHash) of the backup's chunks
+// [first_chunk, first_chunk + hashes.size()); `last` ends the table. The
+// replicator sends a whole table, chunk 0 first, right before the copy
+// PAUSE that uses it (docs/DISK.md §8a).
+inline constexpr size_t kDigestsFixed = 16;  // first_chunk u64, count u32, flags u32
+inline constexpr uint32_t kMaxDigestsPerMessage = 4096;
+struct Digests {
+  uint64_t first_chunk = 0;
+  bool last = false;
+  std::vector<protocol::ChunkHash> hashes;  // 1..kMaxDigestsPerMessage
+};
+// Returns the payload's size. REQUIRES: 1..kMaxDigestsPerMessage hashes,
+// out.size() >= kDigestsFixed + 16 * hashes.
+size_t EncodeDigests(const Digests& d, std::span<uint8_t> out);
+Result<Digests> DecodeDigests(std::span<const uint8_t> payload);
 
 // ACKED: the backup committed the epoch of this tag; the export may forget
 // the changes up to it. Tag > 0.

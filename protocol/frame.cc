@@ -31,6 +31,7 @@ bool IsKnownFrameType(uint8_t type) {
     case FrameType::kHeld:
     case FrameType::kDisk:
     case FrameType::kDiskEnd:
+    case FrameType::kDiskDigests:
     case FrameType::kHeartbeat:
     case FrameType::kBye:
     case FrameType::kError:
@@ -51,6 +52,7 @@ std::string FrameTypeName(uint8_t type) {
     case FrameType::kHeld: return "HELD";
     case FrameType::kDisk: return "DISK";
     case FrameType::kDiskEnd: return "DISK_END";
+    case FrameType::kDiskDigests: return "DISK_DIGESTS";
     case FrameType::kHeartbeat: return "HEARTBEAT";
     case FrameType::kBye: return "BYE";
     case FrameType::kError: return "ERROR";
@@ -73,6 +75,7 @@ size_t MaxPayloadFor(uint8_t type) {
     case FrameType::kHeld: return 16 + 8 * 8192;  // Held::kMaxHashes
     case FrameType::kDisk: return kMaxPayload;
     case FrameType::kDiskEnd: return 40;  // kDiskEndTaggedSize
+    case FrameType::kDiskDigests: return 24 + 16 * 4096;  // DiskDigests, kMaxChunkHashesPerFrame
     case FrameType::kHeartbeat: return 24;
     case FrameType::kBye: return 260;
     case FrameType::kError: return 1028;

@@ -33,6 +33,7 @@ enum class FrameType : uint8_t {
   kHeld = 0x15,         // needs kCapHeldPages (docs/PROTOCOL.md §3.9)
   kDisk = 0x16,         // needs kCapDisk (docs/PROTOCOL.md §3.10)
   kDiskEnd = 0x17,      // needs kCapDisk
+  kDiskDigests = 0x18,  // needs kCapDiskDigests (docs/PROTOCOL.md §3.11)
   kHeartbeat = 0x20,
   kBye = 0x30,
   kError = 0x31,

@@ -66,11 +66,17 @@ inline constexpr uint64_t kCapDiskDelta = uint64_t{1} << 7;
 // fields 4.17 does not know), and a checkpoint the backup could not restore
 // at failover is no checkpoint. Offered by a Xen primary, never required.
 inline constexpr uint64_t kCapXenRelease = uint64_t{1} << 8;
+// After an accepting HELLO_ACK (and the HELD table, if any) the backup sends
+// DISK_DIGESTS: one hash per 1 MiB chunk of what its copy of each disk holds,
+// so that a disk copied whole carries only the chunks that differ
+// (§3.11, docs/DISK.md §7.4). Offered by a primary whose disks can compare,
+// never required.
+inline constexpr uint64_t kCapDiskDigests = uint64_t{1} << 9;
 // kCapDisk: the receiver applies DISK frames (restore/checkpoint_receiver.cc),
 // agreed only when its sink holds disks (GuestSink::supports_disks).
 inline constexpr uint64_t kCapAllKnown =
     kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize | kCapHeldPages | kCapDisk | kCapDiskSync |
-    kCapDiskDelta | kCapXenRelease;
+    kCapDiskDelta | kCapXenRelease | kCapDiskDigests;
 
 // A Xen release as xc_version(XENVER_version) gives it: major << 16 | minor.
 constexpr uint32_t XenRelease(uint16_t major, uint16_t minor) { return uint32_t{major} << 16 | minor; }

@@ -19,6 +19,7 @@
 #include "protocol/frame.h"
 #include "protocol/frame_io.h"
 #include "protocol/handshake.h"
+#include "protocol/disk_digests.h"
 #include "protocol/held_pages.h"
 #include "protocol/messages.h"
 #include "replicator/checkpoint_sender_impl.h"
@@ -60,6 +61,9 @@ Status CheckpointSender::Impl::Handshake() {
     // Offered, never required: a backup that holds a checkpoint, or keeps
     // its disks where a partial copy cannot live, gets the in-pause copy.
     if (guest.offer_disk_sync) hello.capabilities |= protocol::kCapDiskSync;
+    // Offered, never required: without it a disk copied whole is sent
+    // whole (DISK.md §7.4).
+    if (guest.offer_disk_digests) hello.capabilities |= protocol::kCapDiskDigests;
     // Offered, never required: a backup that cannot name what its disks
     // hold gets a whole copy (DISK.md §7.2).
     if (guest.disk_lineages.size() == guest.disks.size()) {
@@ -75,7 +79,8 @@ Status CheckpointSender::Impl::Handshake() {
   }
   ROMULUS_RETURN_IF_ERROR(writer->Send(hello, 0));
 
-  buffer::ReusableBuffer rb(1024, protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kHeld)));
+  buffer::ReusableBuffer rb(1024, std::max(protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kHeld)),
+                                           protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kDiskDigests))));
   protocol::FrameReader reader(stream.get(), &rb);
   auto frame = reader.Next(transport::DeadlineIn(std::chrono::milliseconds(10000)));
   if (!frame.ok()) {
@@ -118,6 +123,13 @@ Status CheckpointSender::Impl::Handshake() {
     ROMULUS_RETURN_IF_ERROR(protocol::ReceiveHeldPages(&reader, digest.get(), std::chrono::milliseconds(10000)));
     held_epoch = guest.first_epoch;
     for (uint64_t pfn = 0; pfn < guest.guest_pages; ++pfn) held_pages += digest->hash(pfn) != 0;
+  }
+  disk_digests.clear();
+  if ((ack->capabilities & protocol::kCapDiskDigests) != 0) {
+    // The backup reads its disks for this: up to 256 MiB of disk per frame.
+    auto tables = protocol::ReceiveDiskDigests(&reader, hello.disks, std::chrono::seconds(30));
+    if (!tables.ok()) return tables.status();
+    disk_digests = std::move(*tables);
   }
   return Status::Ok();
 }
@@ -261,6 +273,9 @@ bool CheckpointSender::can_resize_cache() const { return impl_->can_resize; }
 bool CheckpointSender::disk_sync_agreed() const { return impl_->disk_sync; }
 bool CheckpointSender::disk_delta_agreed() const { return impl_->disk_delta; }
 const std::vector<protocol::DiskHeld>& CheckpointSender::backup_disks_held() const { return impl_->disks_held; }
+const std::vector<std::shared_ptr<const protocol::DiskChunkTable>>& CheckpointSender::backup_disk_digests() const {
+  return impl_->disk_digests;
+}
 uint64_t CheckpointSender::backup_max_cache_pages() const { return impl_->backup_max_cache_pages; }
 bool CheckpointSender::backup_sent_held() const { return impl_->held_epoch != 0; }
 uint64_t CheckpointSender::backup_held_pages() const { return impl_->held_pages; }

@@ -26,6 +26,7 @@
 #include "common/status.h"
 #include "compress/page_codec.h"
 #include "protocol/disk_records.h"
+#include "protocol/disk_digests.h"
 #include "protocol/messages.h"
 
 namespace romulus::transport {
@@ -76,6 +77,9 @@ struct GuestInfo {
   std::vector<protocol::DiskInfo> disks;
   // Offer kCapDiskSync (docs/DISK.md §7.1): every disk can stream its copy.
   bool offer_disk_sync = false;
+  // Offer kCapDiskDigests (docs/DISK.md §7.4): every disk can leave out
+  // the chunks its backup holds already.
+  bool offer_disk_digests = false;
   // Offer kCapDiskDelta (docs/DISK.md §7.2) with these lineages, one per
   // disk (empty: not offered).
   std::vector<uint64_t> disk_lineages;
@@ -134,6 +138,9 @@ class CheckpointSender {
   // its committed disks hold (as of which tag of which lineage).
   bool disk_delta_agreed() const;
   const std::vector<protocol::DiskHeld>& backup_disks_held() const;
+  // kCapDiskDigests agreed: what the backup's copy of each disk holds, in
+  // HELLO order (null: not described); empty when not agreed.
+  const std::vector<std::shared_ptr<const protocol::DiskChunkTable>>& backup_disk_digests() const;
   uint64_t backup_max_cache_pages() const;  // HelloAck::kNoCacheLimit: unbounded
   // The backup sent its HELD table (§3.9): the first epoch sends only what differs.
   bool backup_sent_held() const;

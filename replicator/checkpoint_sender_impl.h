@@ -56,6 +56,7 @@ struct CheckpointSender::Impl {
   bool disk_sync = false;
   bool disk_delta = false;                     // kCapDiskDelta agreed
   std::vector<protocol::DiskHeld> disks_held;  // its HELLO_ACK's held disks
+  std::vector<std::shared_ptr<const protocol::DiskChunkTable>> disk_digests;  // kCapDiskDigests
   uint64_t backup_max_cache_pages = 0;
 
   // Shared with the reader, heartbeat and wire threads (and the drain).

@@ -26,6 +26,13 @@ std::vector<protocol::DiskInfo> DiskReplicator::infos() const {
   return out;
 }
 
+bool DiskReplicator::can_compare() const {
+  for (const disk::DiskTap* d : disks_) {
+    if (!d->can_compare()) return false;
+  }
+  return !disks_.empty();
+}
+
 bool DiskReplicator::can_stream() const {
   for (const disk::DiskTap* d : disks_) {
     if (!d->can_stream()) return false;
@@ -104,8 +111,22 @@ Status DiskReplicator::Paused(uint64_t epoch, bool first, const DiskSessionCopy&
       }
       if (mode != disk::CopyMode::kChanged) {
         mode = copy.stream ? disk::CopyMode::kStream : disk::CopyMode::kInPause;
-        tag = d->Pause(mode);
+        // What the backup's copy holds, where it said (DISK.md §7.4): only
+        // the chunks that differ are copied.
+        std::shared_ptr<const protocol::DiskChunkTable> backup;
+        if (i < copy.digests.size() && d->can_compare()) backup = copy.digests[i];
+        tag = d->Pause(mode, 0, 0, backup);
         if (tag.ok()) disks_copied_whole_.fetch_add(1, std::memory_order_relaxed);
+        if (tag.ok() && backup && mode == disk::CopyMode::kInPause && d->walked_bytes() > 0) {
+          spdlog::info("disk {}: the backup's copy held {} of its {} already: copied the rest in the first epoch",
+                       info.name, FormatSize(d->skipped_bytes()), FormatSize(info.size_bytes));
+        } else if (tag.ok() && backup && mode == disk::CopyMode::kInPause) {
+          spdlog::info("disk {}: copied what the backup's copy lacks in the first epoch (its export logs how much)",
+                       info.name);
+        } else if (tag.ok() && backup) {
+          spdlog::info("disk {}: copying what the backup's copy lacks, chunk by chunk ({} chunks of {} compared)",
+                       info.name, backup->size(), FormatSize(protocol::kDiskChunkBytes));
+        }
       }
       if (tag.ok() && i < copy.lineages.size() && copy.lineages[i] != d->lineage()) {
         // The front end restarted since the session's HELLO named its
@@ -215,8 +236,12 @@ void DiskReplicator::LogSyncProgress(size_t i, uint64_t epoch, uint32_t sync_sta
   const protocol::DiskInfo& info = disks_[i]->info();
   if (sync_state == protocol::kSyncWhole) {
     if (logged_percent_[i] != 0) {
-      spdlog::info("disk {}: copy to the backup complete with epoch {}: checkpoints from it on include the disk",
-                   info.name, epoch);
+      const uint64_t skipped = disks_[i]->skipped_bytes();
+      spdlog::info("disk {}: copy to the backup complete with epoch {}: checkpoints from it on include the disk{}",
+                   info.name, epoch,
+                   skipped == 0 ? std::string()
+                                : " (" + FormatSize(skipped) + " of " + FormatSize(disks_[i]->walked_bytes()) +
+                                      " left out: the backup held them already)");
       logged_percent_[i] = 0;
     }
     return;

@@ -35,12 +35,14 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <vector>
 
 #include "common/status.h"
 #include "common/thread_annotations.h"
 #include "disk/disk_tap.h"
+#include "protocol/disk_digests.h"
 #include "protocol/disk_records.h"
 #include "protocol/messages.h"
 
@@ -68,6 +70,10 @@ struct DiskSessionCopy {
   bool stream = false;
   std::vector<protocol::DiskHeld> held;
   std::vector<uint64_t> lineages;
+  // kCapDiskDigests: what the backup's copy of each disk holds, in infos()
+  // order (null: not described); a disk copied whole leaves out the chunks
+  // that match (DISK.md §7.4).
+  std::vector<std::shared_ptr<const protocol::DiskChunkTable>> digests;
 };
 
 class DiskReplicator {
@@ -80,6 +86,9 @@ class DiskReplicator {
 
   // Whether every disk can stream its copy (the HELLO offers kCapDiskSync).
   bool can_stream() const;
+  // Whether every disk can leave out what the backup holds (the HELLO
+  // offers kCapDiskDigests).
+  bool can_compare() const;
   // Each disk's lineage (disk/disk_tap.h), in infos() order; empty unless
   // every disk has one (the HELLO offers kCapDiskDelta).
   std::vector<uint64_t> lineages() const;

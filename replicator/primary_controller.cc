@@ -124,6 +124,7 @@ Status PrimaryController::Connect() {
     info.offer_disk_sync = opts_.disks->can_stream();
     opts_.disks->Refresh();
     info.disk_lineages = opts_.disks->lineages();
+    info.offer_disk_digests = opts_.disks->can_compare();
   }
   session_disk_lineages_ = info.disk_lineages;
   if (info.disks != facts_.disks) {
@@ -438,6 +439,7 @@ Status PrimaryController::GuestPaused(uint64_t epoch) {
   if (first && sender_) {
     copy.stream = sender_->disk_sync_agreed();
     copy.held = sender_->backup_disks_held();
+    copy.digests = sender_->backup_disk_digests();
     if (sender_->disk_delta_agreed()) copy.lineages = session_disk_lineages_;
   }
   Status st = opts_.disks->Paused(epoch, first, copy);

@@ -14,11 +14,13 @@
 #include "common/clock.h"
 #include "common/digest.h"
 #include "common/thread_annotations.h"
+#include "common/units.h"
 #include "compress/page_batch.h"
 #include "protocol/disk_records.h"
 #include "protocol/frame.h"
 #include "protocol/frame_io.h"
 #include "protocol/handshake.h"
+#include "protocol/disk_digests.h"
 #include "protocol/held_pages.h"
 #include "protocol/messages.h"
 #include "transport/stream.h"
@@ -207,6 +209,9 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   // A copy of only the changed regions (docs/DISK.md §7.2) where the sink
   // can say what its committed disks hold.
   if (!sink.supports_disk_delta()) policy.supported_capabilities &= ~protocol::kCapDiskDelta;
+  // A disk copied whole carries only the chunks that differ from what the
+  // sink holds (docs/DISK.md §7.4) where the sink can describe its disks.
+  if (!sink.supports_disk_digests()) policy.supported_capabilities &= ~protocol::kCapDiskDigests;
   policy.max_guest_pages = im.opts.max_guest_pages;
   policy.xen_release = sink.xen_release();
   policy.committed_epoch = sink.has_committed() ? sink.last_committed_epoch() : 0;
@@ -219,7 +224,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   }
   const bool with_disks = ack.accepted && (ack.capabilities & protocol::kCapDisk) != 0;
   // A disk's sync state means nothing without disks.
-  if (!with_disks) ack.capabilities &= ~(protocol::kCapDiskSync | protocol::kCapDiskDelta);
+  if (!with_disks) ack.capabilities &= ~(protocol::kCapDiskSync | protocol::kCapDiskDelta | protocol::kCapDiskDigests);
   const bool sync_agreed = (ack.capabilities & protocol::kCapDiskSync) != 0;
   const bool delta_agreed = (ack.capabilities & protocol::kCapDiskDelta) != 0;
   const std::vector<protocol::DiskInfo> no_disks;
@@ -289,6 +294,31 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   if ((ack.capabilities & protocol::kCapHeldPages) != 0) {
     Status held = protocol::SendHeldPages(&writer, *digest, std::chrono::milliseconds(10000));
     if (!held.ok()) return fail(held, protocol::ErrorCode::kNone, EndCause::kConnectionLost);
+  }
+  if ((ack.capabilities & protocol::kCapDiskDigests) != 0) {
+    // What each disk holds, chunk by chunk, except a disk held as of the
+    // session's own lineage: the primary copies only its changed regions
+    // (§7.2) and needs no table for it.
+    uint64_t described = 0;
+    auto describe = [&](size_t i, uint64_t first_chunk, std::span<protocol::ChunkHash> out) -> Status {
+      for (const protocol::DiskHeld& h : ack.disks_held) {
+        if (h.disk_id == disks[i].id && i < hello->disk_lineages.size() && h.lineage == hello->disk_lineages[i]) {
+          return Status::Unsupported("held as of the session's lineage");
+        }
+      }
+      Status st = sink.DescribeDisk(disks[i].id, first_chunk, out);
+      if (st.ok()) described += out.size();
+      return st;
+    };
+    Status sent_digests = protocol::SendDiskDigests(&writer, disks, describe, std::chrono::seconds(30));
+    if (!sent_digests.ok()) {
+      // A disk this backup cannot read is its own failure (the primary
+      // hears ERROR resource); anything else is the connection's.
+      const bool local = sent_digests.code() == Code::kStorage;
+      return fail(sent_digests, local ? protocol::ErrorCode::kResource : protocol::ErrorCode::kNone,
+                  local ? EndCause::kLocalFailure : EndCause::kConnectionLost);
+    }
+    spdlog::info("described {} chunk(s) of {} of its disks to the primary", described, FormatSize(protocol::kDiskChunkBytes));
   }
   spdlog::info("session with {}: guest '{}', {} pages, cache {} pages, first epoch {} ({})", peer,
                protocol::Printable(hello->identity), hello->guest_pages, hello->cache_pages,

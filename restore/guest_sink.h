@@ -17,6 +17,7 @@
 #include "common/digest.h"
 #include "common/status.h"
 #include "protocol/disk_records.h"
+#include "protocol/disk_digests.h"
 #include "protocol/messages.h"
 
 namespace romulus::restore {
@@ -87,6 +88,18 @@ class GuestSink {
     (void)disk_id;
     (void)lineage;
     (void)tag;
+  }
+  // DISK_DIGESTS (kCapDiskDigests, docs/DISK.md §7.4): after
+  // BeginSessionWithDisks, the hashes (protocol::DiskChunkHash) of disk
+  // `disk_id`'s chunks from `first_chunk`, as the disk is now: the base the
+  // session's first epoch applies on, so a disk copied whole carries only
+  // the chunks that differ. Unsupported: this sink cannot describe it.
+  virtual bool supports_disk_digests() const { return false; }
+  virtual Status DescribeDisk(uint32_t disk_id, uint64_t first_chunk, std::span<protocol::ChunkHash> out) {
+    (void)disk_id;
+    (void)first_chunk;
+    (void)out;
+    return Status::Unsupported("this backup's guest sink cannot describe its disks");
   }
   virtual Status OnPage(uint64_t epoch, uint64_t pfn, const uint8_t* page) = 0;
   virtual Status OnState(uint64_t epoch, std::span<const uint8_t> record) = 0;

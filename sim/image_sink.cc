@@ -14,6 +14,7 @@
 #include <map>
 #include <new>
 
+#include "restore/image_chunk_hashes.h"
 #include "sim/image_files.h"
 #include "sim/sim_spec.h"
 
@@ -594,6 +595,14 @@ std::vector<protocol::DiskHeld> ImageSink::held_disks() const {
     if (d.lineage != 0 && (options_.durable || d.has_digest)) out.push_back({d.id, d.lineage, d.tag});
   }
   return out;
+}
+
+Status ImageSink::DescribeDisk(uint32_t disk_id, uint64_t first_chunk, std::span<protocol::ChunkHash> out) {
+  for (const DiskState& d : session_disks_) {
+    const int fd = disk_fd(disk_id);
+    if (d.id == disk_id && fd >= 0) return restore::HashImageChunks(fd, d.size, first_chunk, out);
+  }
+  return Status::Unsupported("image sink: disk " + std::to_string(disk_id) + " is not open");
 }
 
 void ImageSink::StageDiskLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag) {

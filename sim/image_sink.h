@@ -162,6 +162,10 @@ class ImageSink : public restore::GuestSink {
   bool supports_disk_delta() const override { return true; }
   std::vector<protocol::DiskHeld> held_disks() const override;
   void StageDiskLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag) override;
+  // kCapDiskDigests: the session's disk file as it is (the committed disk,
+  // or what an unfinished first sync wrote), chunk by chunk.
+  bool supports_disk_digests() const override { return true; }
+  Status DescribeDisk(uint32_t disk_id, uint64_t first_chunk, std::span<protocol::ChunkHash> out) override;
   Status CommitIncomplete(uint64_t epoch) override;
   // Epochs applied by CommitIncomplete (a disk still being copied).
   uint64_t incomplete_commits() const { return incomplete_commits_; }

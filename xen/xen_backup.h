@@ -73,6 +73,12 @@ class XenSink final : public restore::GuestSink {
   void StageDiskLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag) override {
     disks_.StageLineage(disk_id, lineage, tag);
   }
+  // kCapDiskDigests (docs/DISK.md §7.4): the images as they are (the held
+  // replica's, or what a first sync left), chunk by chunk.
+  bool supports_disk_digests() const override { return !opts_.disk_dir.empty(); }
+  Status DescribeDisk(uint32_t disk_id, uint64_t first_chunk, std::span<protocol::ChunkHash> out) override {
+    return disks_.Describe(disk_id, first_chunk, out);
+  }
   Status CommitIncomplete(uint64_t epoch) override;
   void Discard() override;
   Status Activate(const std::string& reason) override;

@@ -13,6 +13,7 @@
 
 #include "common/little_endian.h"
 #include "common/units.h"
+#include "restore/image_chunk_hashes.h"
 
 namespace romulus::xen {
 
@@ -144,6 +145,12 @@ void XenDiskSet::CloseAll() {
 
 std::string XenDiskSet::ImagePath(const std::string& dir, const std::string& replica_name, const std::string& disk) {
   return dir + "/" + replica_name + "." + disk + ".img";
+}
+
+Status XenDiskSet::Describe(uint32_t id, uint64_t first_chunk, std::span<protocol::ChunkHash> out) {
+  XenDiskImage* im = Find(id);
+  if (im == nullptr || im->fd < 0) return Status::Unsupported("disk " + std::to_string(id) + " is not open");
+  return restore::HashImageChunks(im->fd, im->size, first_chunk, out);
 }
 
 XenDiskImage* XenDiskSet::Find(uint32_t id) {

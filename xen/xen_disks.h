@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "protocol/disk_digests.h"
 #include "protocol/messages.h"
 #include "restore/disk_staging.h"
 #include "xen/vbd_spec.h"
@@ -119,6 +120,10 @@ class XenDiskSet {
   Status VoidClaims();
   void StageLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag);
   static std::string ClaimPath(const std::string& image_path) { return image_path + ".lineage"; }
+  // After BeginSession: the hashes of disk `id`'s chunks from first_chunk,
+  // as its image is now (DISK_DIGESTS, docs/DISK.md §7.4). Unsupported for
+  // a disk the session does not have.
+  Status Describe(uint32_t id, uint64_t first_chunk, std::span<protocol::ChunkHash> out);
 
   // "" when the images are the checkpoint's disks; else why a guest must
   // not be resumed on them.

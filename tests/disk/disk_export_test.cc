@@ -17,6 +17,7 @@
 #include "disk/dirty_regions.h"
 #include "disk/export_socket.h"
 #include "disk/remote_disk_tap.h"
+#include "protocol/disk_digests.h"
 #include "disk/tap_wire.h"
 #include "tests/disk/disk_test_util.h"
 
@@ -122,6 +123,62 @@ class DiskExportTest : public ::testing::Test {
   std::unique_ptr<DiskExport> exp_;
   nbd_handle* h_ = nullptr;
 };
+
+// The backup's copy as DIGESTS would describe it.
+std::shared_ptr<protocol::DiskChunkTable> TableOf(const std::vector<uint8_t>& image) {
+  auto t = std::make_shared<protocol::DiskChunkTable>();
+  for (uint64_t at = 0; at < image.size(); at += protocol::kDiskChunkBytes) {
+    const uint64_t n = std::min<uint64_t>(protocol::kDiskChunkBytes, image.size() - at);
+    t->push_back(protocol::DiskChunkHash(std::span<const uint8_t>(image).subspan(at, n)));
+  }
+  return t;
+}
+
+// DISK.md §7.4 through the tap protocol (DIGESTS, feature bit 2): both
+// whole copies leave out the chunks whose hash the backup's table matches
+// and copy the rest, so the backup's old copy plus the records is the disk;
+// a write to a chunk left out reaches the backup as a record of its epoch.
+TEST_F(DiskExportTest, AWholeCopyLeavesOutWhatTheBackupHolds) {
+  Start();
+  constexpr uint64_t C = protocol::kDiskChunkBytes;
+  auto tap = Attach();
+  ASSERT_TRUE(tap);
+  EXPECT_TRUE(tap->can_compare());
+  {
+    // In-pause: the backup's copy differs in chunk 2 only (one byte).
+    std::vector<uint8_t> backup = model_;
+    backup[2 * C + 4097] ^= 0x10;
+    auto t1 = tap->Pause(disk::CopyMode::kInPause, 0, 0, TableOf(backup));
+    ASSERT_TRUE(t1.ok()) << t1.status().ToString();
+    ASSERT_TRUE(tap->Seal(*t1, Soon()).ok());
+    for (const Rec& r : Sealed(*tap)) EXPECT_EQ(r.offset / C, 2u) << "a record at " << r.offset;
+    Apply(Sealed(*tap), &backup);
+    EXPECT_EQ(backup, model_);
+    EXPECT_EQ(exp_->stats().tap.skipped_bytes, kDiskSize - C);
+  }
+  {
+    // Streamed: the backup's copy lacks chunk 0 (garbage); the guest
+    // writes to chunk 3, which the copy leaves out, while it runs.
+    std::vector<uint8_t> backup = model_;
+    std::fill(backup.begin(), backup.begin() + C, 0xee);
+    auto t = tap->Pause(disk::CopyMode::kStream, 0, 0, TableOf(backup));
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    ASSERT_TRUE(tap->Seal(*t, Soon()).ok());
+    Apply(Sealed(*tap), &backup);
+    Write(3 * C + 8192, Pattern(4096, 77));
+    bool whole = false;
+    for (int i = 0; i < 200 && !whole; ++i) {
+      auto n = tap->Pause(disk::CopyMode::kNone);
+      ASSERT_TRUE(n.ok()) << n.status().ToString();
+      ASSERT_TRUE(tap->Seal(*n, Soon()).ok());
+      Apply(Sealed(*tap), &backup);
+      whole = tap->sealed_sync_state() == protocol::kSyncWhole;
+      if (!whole) std::this_thread::sleep_for(std::chrono::milliseconds(5));  // the copier's turn
+    }
+    ASSERT_TRUE(whole) << "the streaming copy never completed";
+    EXPECT_EQ(backup, model_);
+  }
+}
 
 TEST_F(DiskExportTest, HelloDescribesTheExport) {
   Start();
@@ -418,6 +475,16 @@ TEST_F(DiskExportTest, GarbageTapClientsAreDroppedNbdGoesOn) {
       {0x52, 0x54, 0x41, 0x50, 1, 0, 2, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0},
       // A PAUSE whose full_copy byte is 7.
       {0x52, 0x54, 0x41, 0x50, 1, 0, 2, 0, 8, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0},
+      // DIGESTS that do not start a table at chunk 0 (first_chunk 1, one hash).
+      {0x52, 0x54, 0x41, 0x50, 1, 0, 9, 0, 32, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0,
+       1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
+      // DIGESTS of one hash for a 4-chunk disk, marked last; then nothing.
+      {0x52, 0x54, 0x41, 0x50, 1, 0, 9, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0,
+       1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
+      // DIGESTS of one hash (not last), then a PAUSE{full copy}: an incomplete table.
+      {0x52, 0x54, 0x41, 0x50, 1, 0, 9, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0,
+       1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+       0x52, 0x54, 0x41, 0x50, 1, 0, 2, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0},
   };
   for (size_t i = 0; i < garbage.size(); ++i) {
     RawClient c(RawTap(dir_.path() + "/tap.sock"));

@@ -21,6 +21,7 @@
 #include "disk/epoch_clock.h"
 #include "disk/epoch_disk_log.h"
 #include "disk/request_executor.h"
+#include "protocol/disk_digests.h"
 #include "protocol/disk_records.h"
 #include "tests/disk/disk_test_util.h"
 
@@ -105,9 +106,32 @@ TEST(SyncMayCopyTest, KeepsHalfTheBudgetAndTheEpochAllowance) {
 
 // The writer runs on its own thread through the front end's lock while the
 // copier and the "engine" (pause, advance, seal, apply) run on this one.
-TEST(SyncCopierTest, TheImageMatchesEveryPauseWhileAWriterHammersTheDisk) {
+// The backup's copy at the start of the session, and whether the copier is
+// told what it holds (DISK_DIGESTS, docs/DISK.md §7.4).
+enum class BackupStart { kGarbage, kOldCopyCompared };
+
+// *skipped: the bytes the copier left out.
+void HammerWhileCopying(BackupStart start, uint64_t* skipped) {
   constexpr uint64_t kSize = 8u << 20;
   Disk d = MakeDisk(kSize, 1);
+  // The backup starts from nothing: an image of garbage, so a byte the
+  // copy never reached cannot match by luck. Or from an old copy of this
+  // disk that differs in a few chunks (one byte, one block, a whole chunk
+  // zeroed, the disk's last byte), which the copier is told about.
+  std::vector<uint8_t> backup(kSize, 0xA5);
+  std::shared_ptr<protocol::DiskChunkTable> table;
+  if (start == BackupStart::kOldCopyCompared) {
+    backup = ReadAll(d.copy_store.get());
+    backup[2 * protocol::kDiskChunkBytes + 17] ^= 1;
+    std::memset(backup.data() + 5 * protocol::kDiskChunkBytes + 8 * kBlock, 0x5A, kBlock);
+    std::memset(backup.data() + 6 * protocol::kDiskChunkBytes, 0, protocol::kDiskChunkBytes);
+    backup[kSize - 1] ^= 0x80;
+    table = std::make_shared<protocol::DiskChunkTable>();
+    for (uint64_t c = 0; c < protocol::DiskChunks(kSize); ++c) {
+      table->push_back(protocol::DiskChunkHash(
+          std::span<const uint8_t>(backup).subspan(c * protocol::kDiskChunkBytes, protocol::kDiskChunkBytes)));
+    }
+  }
   EpochCounter clock(1);
   EpochDiskLogOptions lo;
   lo.budget_bytes = 16u << 20;
@@ -117,11 +141,8 @@ TEST(SyncCopierTest, TheImageMatchesEveryPauseWhileAWriterHammersTheDisk) {
   SyncCopierOptions co;
   co.chunk_bytes = 512u << 10;
   co.epoch_allowance = 1u << 20;  // two chunks an epoch: the copy spans many epochs
-  SyncCopier copier(&log, &clock, d.copy_store.get(), &hold, co);
+  SyncCopier copier(&log, &clock, d.copy_store.get(), &hold, co, table);
 
-  // The backup starts from nothing: an image of garbage, so a byte the
-  // copy never reached cannot match by luck.
-  std::vector<uint8_t> backup(kSize, 0xA5);
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> writes{0};
   // Writes the writer may still do in this epoch: a fixed number per epoch
@@ -209,7 +230,27 @@ TEST(SyncCopierTest, TheImageMatchesEveryPauseWhileAWriterHammersTheDisk) {
   EXPECT_EQ(copier.permille(), 1000u);
   EXPECT_EQ(checked_whole, 3u);
   EXPECT_GT(writes.load(), 100u);
-  EXPECT_GE(hold.holds, static_cast<int>(kSize / co.chunk_bytes));
+  if (start == BackupStart::kGarbage) EXPECT_GE(hold.holds, static_cast<int>(kSize / co.chunk_bytes));
+  *skipped = copier.skipped_bytes();
+}
+
+TEST(SyncCopierTest, TheImageMatchesEveryPauseWhileAWriterHammersTheDisk) {
+  uint64_t skipped = 0;
+  HammerWhileCopying(BackupStart::kGarbage, &skipped);
+  EXPECT_EQ(skipped, 0u);
+}
+
+// The same invariants when the backup holds an old copy and the copier
+// leaves out the chunks whose hash matches it: a left-out chunk plus the
+// guest's earlier writes to it is the disk as it is, so every pause still
+// matches byte for byte (a chunk wrongly left out fails the memcmp).
+TEST(SyncCopierTest, LeavingOutWhatTheBackupHoldsKeepsEveryPauseExact) {
+  uint64_t skipped = 0;
+  HammerWhileCopying(BackupStart::kOldCopyCompared, &skipped);
+  // The four perturbed chunks are never left out; most others are (the
+  // writer rewrote some before the copier reached them).
+  EXPECT_LE(skipped, (8u << 20) - 4 * protocol::kDiskChunkBytes);
+  EXPECT_GT(skipped, 0u);
 }
 
 TEST(SyncCopierTest, PacedOutUntilTheNextEpochAndProgressIsExact) {
@@ -234,6 +275,60 @@ TEST(SyncCopierTest, PacedOutUntilTheNextEpochAndProgressIsExact) {
   EXPECT_EQ(copier.complete_epoch(), 6u);  // the tag of the last chunk
   EXPECT_FALSE(*copier.Step(Clock::now() + std::chrono::seconds(1)));
   EXPECT_EQ(clock.in_flight(), 0u);
+}
+
+// The in-pause copy against the backup's table (EpochDiskLog::CaptureUnlike)
+// on a sparse disk: a hole the backup holds as zeros and a data chunk it
+// holds alike are left out; a data chunk that differs is copied as it is
+// now; a hole where the backup holds data becomes a ZERO record; a table of
+// the wrong size is refused before anything is captured.
+TEST(CaptureUnlikeTest, LeavesOutExactlyTheChunksTheBackupHolds) {
+  testing::TempDir dir;
+  const std::string path = dir.path() + "/sparse.img";
+  constexpr uint64_t kChunk = protocol::kDiskChunkBytes;
+  constexpr uint64_t kSize = 5 * kChunk + 8 * kBlock;  // a short last chunk
+  std::vector<uint8_t> disk(kSize, 0);
+  {
+    int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_RDWR, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::ftruncate(fd, kSize), 0);
+    // Chunks 1 and 3 and the last hold data; 0, 2 and 4 are holes.
+    for (uint64_t at : {kChunk + 3 * kBlock, 3 * kChunk, 5 * kChunk + kBlock}) {
+      std::vector<uint8_t> blk(kBlock, static_cast<uint8_t>(at / kBlock + 1));
+      ASSERT_EQ(::pwrite(fd, blk.data(), blk.size(), static_cast<off_t>(at)), static_cast<ssize_t>(kBlock));
+      std::memcpy(disk.data() + at, blk.data(), kBlock);
+    }
+    ::close(fd);
+  }
+  BackingStoreOptions o;
+  o.max_request = 1u << 20;
+  o.read_only = true;
+  auto store = BackingStore::Open(path, o);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  // The backup: chunk 1 alike, chunk 3 one byte off, chunk 4 holds data
+  // where the disk has a hole, the last chunk alike.
+  std::vector<uint8_t> backup = disk;
+  backup[3 * kChunk + 100] ^= 1;
+  backup[4 * kChunk + 5] = 9;
+  protocol::DiskChunkTable table;
+  for (uint64_t c = 0; c < protocol::DiskChunks(kSize); ++c) {
+    const uint64_t n = std::min(kChunk, kSize - c * kChunk);
+    table.push_back(protocol::DiskChunkHash(std::span<const uint8_t>(backup).subspan(c * kChunk, n)));
+  }
+  EpochDiskLog log(0, store->get());
+  uint64_t skipped = 0;
+  protocol::DiskChunkTable short_table(table.begin(), table.end() - 1);
+  EXPECT_EQ(log.CaptureUnlike(1, store->get(), 0, kSize, short_table, &skipped).code(), Code::kInvalidArgument);
+  EXPECT_EQ(log.CaptureUnlike(1, store->get(), kBlock, kChunk, table, &skipped).code(), Code::kInvalidArgument)
+      << "an unaligned range";
+  ASSERT_TRUE(log.CaptureUnlike(1, store->get(), 0, kSize, table, &skipped).ok());
+  EXPECT_EQ(skipped, kSize - 2 * kChunk);
+  ASSERT_TRUE(log.Seal(1).ok());
+  std::vector<uint64_t> touched;
+  log.ForEachSealed([&](const protocol::DiskRecord& r) { touched.push_back(r.offset / kChunk); });
+  for (uint64_t c : touched) EXPECT_TRUE(c == 3 || c == 4) << "a record in chunk " << c;
+  ApplySealed(log, &backup);
+  EXPECT_EQ(backup, disk);
 }
 
 // A hole (SEEK_DATA) is copied as one ZERO record in one step, read from

@@ -48,8 +48,8 @@ TEST(TapWire, HeaderRefusals) {
   // Reserved bytes.
   st = Decode(Le({{0x50415452, 4}, {1, 2}, {2, 2}, {8, 4}, {1, 4}}));
   EXPECT_EQ(st.status().code(), Code::kCorruption);
-  // Unknown types, 0 and 9.
-  for (uint64_t type : {0, 9, 0xffff}) {
+  // Unknown types, 0 and 10.
+  for (uint64_t type : {0, 10, 0xffff}) {
     st = Decode(Le({{0x50415452, 4}, {1, 2}, {type, 2}, {8, 4}, {0, 4}}));
     EXPECT_EQ(st.status().code(), Code::kCorruption) << type;
     EXPECT_NE(st.status().message().find("unknown tap message type"), std::string::npos);
@@ -222,14 +222,35 @@ TEST(TapWire, ErrorCarriesAStatusMadePrintable) {
   EXPECT_EQ(DecodeError(Le({{3, 2}})).status().code(), Code::kCorruption);
 }
 
+TEST(TapWire, DigestsRoundTripAndRefusals) {
+  Digests d;
+  d.first_chunk = 4096;
+  d.last = true;
+  d.hashes = {protocol::ChunkHash{1, 2}, protocol::ChunkHash{~0ull, 3}};
+  std::vector<uint8_t> out(kDigestsFixed + 32);
+  ASSERT_EQ(EncodeDigests(d, out), out.size());
+  auto back = DecodeDigests(out);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->first_chunk, 4096u);
+  EXPECT_TRUE(back->last);
+  EXPECT_EQ(back->hashes, d.hashes);
+  // A count that does not match the size, zero hashes, unknown flags.
+  EXPECT_FALSE(DecodeDigests(std::span<const uint8_t>(out).first(out.size() - 16)).ok());
+  std::vector<uint8_t> none(out.begin(), out.begin() + kDigestsFixed);
+  none[8] = 0;
+  EXPECT_FALSE(DecodeDigests(none).ok());
+  out[12] = 3;
+  EXPECT_FALSE(DecodeDigests(out).ok());
+}
+
 TEST(TapWire, EveryTypeHasBoundsAndAName) {
-  for (uint16_t t = 1; t <= 8; ++t) {
+  for (uint16_t t = 1; t <= 9; ++t) {
     auto type = static_cast<MsgType>(t);
     EXPECT_GT(MaxPayload(type), 0u);
     EXPECT_LE(MinPayload(type), MaxPayload(type));
     EXPECT_STRNE(MsgTypeName(type), "unknown");
   }
-  EXPECT_EQ(MaxPayload(static_cast<MsgType>(9)), 0u);
+  EXPECT_EQ(MaxPayload(static_cast<MsgType>(10)), 0u);
 }
 
 }  // namespace

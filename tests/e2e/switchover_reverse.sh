@@ -14,7 +14,8 @@
 # 3. Unplanned: a backup started with --reverse-to re-protects the guest
 #    after its primary is SIGKILLed.
 # 4. As 3. with a simulated disk: replicated back with the memory, verified.
-# 5. Such a reversed primary stops cleanly on SIGTERM.
+# 5. Such a reversed primary, with a disk, stops cleanly on SIGTERM.
+# 6. The old primary's disk as the new backup's copy: only what differs is copied.
 # Every wait is a poll with a deadline; no timing thresholds.
 source "$(dirname "$0")/lib/common.sh"
 e2e_init "$@"
@@ -244,6 +245,45 @@ kill -TERM "$b11"
 wait_exit "$b11" 30
 [[ $EXIT_CODE -eq 0 ]] || check_fail "the reversed primary exited $EXIT_CODE on SIGTERM (want 0)"
 kill -TERM "$b12" 2>/dev/null
+
+# ---- 6. The old primary comes back as the backup with its old disk
+#      (docs/DISK.md §7.4): the reversed primary's copy leaves out the chunks
+#      that disk holds already (DISK_DIGESTS), and copies the rest, the old
+#      primary's writes from beyond the checkpoint included: the image it
+#      fails over to verifies (a record beyond its memory's last, left in a
+#      chunk wrongly left out, fails verify).
+p13=$(free_port)
+p14=$(free_port)
+start_backup b13 "$T/b13.log" --listen "127.0.0.1:$p13" --psk-file "$T/key" --image "$T/b13.img" \
+  --events-json "$T/b13-events.json" --control-socket "$T/b13.sock" --reverse-to "127.0.0.1:$p14"
+bg p13pid "$T/p13.log" "$ROMULUS" replicate --guest "sim:size=16M,workload=hotset,disk=24M" \
+  --sim-disk "$T/p13.disk" --to "127.0.0.1:$p13" --psk-file "$T/key" --interval 50ms --control-socket "$T/p13.sock"
+wait_until 120 "P13 PROTECTED" is_primary_protected "$T/p13.sock"
+wait_until 120 "B13 commits" commit_at_least "$T/b13-events.json" 5
+kill9 "$p13pid"
+wait_until 60 "B13 failover event" has_event "$T/b13-events.json" failover
+# The old primary's disk, as its host would keep it, becomes the new
+# backup's starting copy (no checkpoint: PATH.state absent).
+cp --sparse=always "$T/p13.disk" "$T/b14.img.disk0"
+start_backup b14 "$T/b14.log" --listen "127.0.0.1:$p14" --psk-file "$T/key" --image "$T/b14.img" \
+  --events-json "$T/b14-events.json"
+wait_until 120 "B13 replicates to B14, PROTECTED" is_primary_protected "$T/b13.sock"
+assert_grep "$T/b14.log" "described [0-9]+ chunk\(s\) of 1 MiB of its disks" "B14 did not describe its disk to B13"
+assert_grep "$T/b13.log" "disk xvda: copy to the backup complete with epoch [0-9]+: .*left out: the backup held them" \
+  "B13's copy left nothing out of what B14 held"
+log "B13: $(grep -o 'disk xvda: copy to the backup complete.*' "$T/b13.log" | head -n1)"
+wait_until 60 "B14 commits" commit_at_least "$T/b14-events.json" 4
+kill9 "$b13"
+wait_until 60 "B14 failover event" has_event "$T/b14-events.json" failover
+wait_exit "$b14" 30
+[[ $EXIT_CODE -eq 0 ]] || check_fail "B14 exit $EXIT_CODE after failover"
+if v=$("$ROMULUS" verify --image "$T/b14.img" --json 2>&1); then
+  recs=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get("disk_records","none"))' "$v")
+  [[ $recs =~ ^[0-9]+$ && $recs -gt 0 ]] || check_fail "B14: verify did not check the disk's records ($recs): $v"
+  log "B14 verify: $v"
+else
+  check_fail "B14: romulus verify failed: $v"
+fi
 
 assert_no_crash "$T"/*.log
 finish

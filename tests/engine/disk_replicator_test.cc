@@ -622,7 +622,9 @@ class ScriptedTap final : public disk::DiskTap {
   const protocol::DiskInfo& info() const override { return info_; }
   uint64_t lineage() const override { return lineage_; }
   uint64_t copied_regions() const override { return 7; }
-  Result<uint64_t> Pause(disk::CopyMode copy, uint64_t since, uint64_t lineage) override {
+  Result<uint64_t> Pause(disk::CopyMode copy, uint64_t since, uint64_t lineage,
+                         std::shared_ptr<const protocol::DiskChunkTable> backup) override {
+    (void)backup;
     calls.push_back({copy, since, lineage});
     if (restart_at_pause) lineage_ = 0xBEEF;
     if (copy == disk::CopyMode::kChanged && refuse_changed) return Status::Unsupported("changes since 3 forgotten");

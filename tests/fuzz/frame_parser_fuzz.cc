@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "protocol/frame.h"
+#include "protocol/disk_digests.h"
 #include "protocol/messages.h"
 
 using namespace romulus::protocol;
@@ -37,6 +38,7 @@ void DecodeAll(std::span<const uint8_t> payload) {
   DecodeReencode<Heartbeat>(payload);
   DecodeReencode<CacheResize>(payload);
   DecodeReencode<Held>(payload);
+  DecodeReencode<DiskDigests>(payload);
   DecodeReencode<Bye>(payload);
   DecodeReencode<Error>(payload);
   (void)DecodeAckFrame(7, payload);

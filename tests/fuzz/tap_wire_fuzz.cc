@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 #include <span>
 
 #include "disk/tap_wire.h"
@@ -46,6 +47,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     uint8_t back[kAckedSize];
     EncodeAcked(back, *acked);
     if (*acked == 0 || std::memcmp(back, p.data(), kAckedSize) != 0) std::abort();
+  }
+  if (auto digests = DecodeDigests(p); digests.ok()) {
+    if (digests->hashes.empty() || digests->hashes.size() > kMaxDigestsPerMessage) std::abort();
+    std::vector<uint8_t> back(kDigestsFixed + 16 * digests->hashes.size());
+    const size_t n = EncodeDigests(*digests, back);
+    if (n != p.size() || std::memcmp(back.data(), p.data(), n) != 0) std::abort();
   }
   if (auto seal = DecodeSeal(p); seal.ok()) {
     if (seal->timeout_ms == 0 || seal->timeout_ms > kMaxSealTimeoutMs) std::abort();
