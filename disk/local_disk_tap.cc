@@ -20,6 +20,9 @@ uint64_t LocalDiskTap::skipped_bytes() const { return streamed_ ? sync_->skipped
 
 Result<uint64_t> LocalDiskTap::Pause(CopyMode copy, uint64_t since, uint64_t lineage,
                                      std::shared_ptr<const protocol::DiskChunkTable> backup) {
+  // A table that does not describe this disk is not used (the copy is whole),
+  // as the export and the copier do.
+  if (backup && backup->size() != protocol::DiskChunks(info_.size_bytes)) backup.reset();
   if (copy == CopyMode::kStream && !sync_) {
     return Status::Unsupported("disk " + info_.name + ": no streaming copy without a front-end hold");
   }

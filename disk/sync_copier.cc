@@ -63,8 +63,10 @@ Result<bool> SyncCopier::Step(std::chrono::steady_clock::time_point hold_deadlin
 }
 
 // With the backup's table: one table chunk per step (the table's grain), and
-// under the same hold a run of further chunks the backup holds already, so
-// an unchanged disk is walked in few holds. Paced as a full chunk: whether
+// under the same hold a run of further hole chunks the backup holds as
+// zeros (read from nowhere), so an empty disk is walked in few holds. At most
+// one chunk is read per hold: the hold keeps the guest's requests waiting
+// and its tag keeps the epoch from sealing. Paced as a full chunk: whether
 // it is left out is known only once read.
 Result<bool> SyncCopier::StepCompared(std::chrono::steady_clock::time_point hold_deadline) {
   const uint64_t n = std::min<uint64_t>(protocol::kDiskChunkBytes, total_ - next_);
@@ -79,6 +81,7 @@ Result<bool> SyncCopier::StepCompared(std::chrono::steady_clock::time_point hold
   constexpr int kMaxChunksPerHold = 64;
   for (int k = 0; k < kMaxChunksPerHold && next_ < total_ && st.ok(); ++k) {
     const uint64_t len = std::min<uint64_t>(protocol::kDiskChunkBytes, total_ - next_);
+    if (k > 0 && store_->DataFrom(next_) < next_ + len) break;  // would be read: the next hold's
     uint64_t skipped = 0;
     st = log_->CaptureUnlike(tag, store_, next_, len, *backup_, &skipped);
     if (!st.ok()) break;

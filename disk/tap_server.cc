@@ -338,6 +338,7 @@ Status TapServer::HandlePause(transport::Stream* s, const tap::Pause& p,
     sync_->Start(std::move(backup));
     streaming_ = true;
     copy_reported_ = false;
+    copy_compared_ = compared;
     spdlog::info("disk export '{}': streaming copy of {} started{}", t_.name, t_.copy_store->size(),
                  compared ? ", leaving out the chunks the backup holds" : "");
     std::lock_guard<std::mutex> lock(mu_);
@@ -456,7 +457,7 @@ Status TapServer::HandleSeal(transport::Stream* s, const tap::Seal& p) {
       return refuse(st.status().With("disk export '" + t_.name + "'"));
     }
     sync_state = *st;
-    if (sync_state == protocol::kSyncWhole && !sync_->active() && !copy_reported_) {
+    if (sync_state == protocol::kSyncWhole && !sync_->active() && !copy_reported_ && copy_compared_) {
       copy_reported_ = true;
       spdlog::info("disk export '{}': streaming copy complete with tag {}: {} of {} left out (the backup held "
                    "them already)",

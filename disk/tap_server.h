@@ -165,6 +165,7 @@ class TapServer {
   bool need_full_copy_ = true;  // no PAUSE{full_copy or stream} yet on this attachment
   bool streaming_ = false;      // this attachment's copy was streamed: SEALED says how far
   bool copy_reported_ = false;  // the streamed copy's completion was logged
+  bool copy_compared_ = false;  // the streamed copy had the backup's table
   std::unique_ptr<SyncRunner> sync_;
   uint64_t last_sealed_ = 0;
   // The backup's chunk hashes for the next copy PAUSE (DIGESTS), and

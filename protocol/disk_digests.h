@@ -77,8 +77,9 @@ struct DiskDigests {
 // first_chunk, out)` fills out.size() hashes of disk i's chunks from
 // first_chunk; Unsupported from it (asked for chunk 0) or a disk over
 // kMaxDiskChunks sends the disk ABSENT; any other error ends the exchange.
-// Each frame gets `per_frame` to go out (describing it included: frames are
-// sized so that reading their chunks takes seconds, not minutes).
+// Each frame gets `per_frame` to go out once described; the primary's
+// deadline per frame covers the describing too, so frames are small (64
+// chunks: 64 MiB of disk read per frame at most).
 using DescribeDiskFn = std::function<Status(size_t index, uint64_t first_chunk, std::span<ChunkHash> out)>;
 Status SendDiskDigests(FrameWriter* writer, std::span<const DiskInfo> disks, const DescribeDiskFn& describe,
                        std::chrono::milliseconds per_frame);
@@ -87,7 +88,8 @@ Status SendDiskDigests(FrameWriter* writer, std::span<const DiskInfo> disks, con
 // backup did not describe it). Frames must come in HELLO order, each
 // disk's chunks from 0 ascending without gaps, its LAST frame ending at its
 // last chunk; anything else is Corruption. An ERROR from the backup is
-// returned as its text; heartbeats are skipped. Memory: the tables, bounded
+// returned as its text; any other frame (a HEARTBEAT included) is
+// Corruption. Memory: the tables, bounded
 // by the disks' sizes (kMaxDiskChunks each).
 Result<std::vector<std::shared_ptr<const DiskChunkTable>>> ReceiveDiskDigests(
     FrameReader* reader, std::span<const DiskInfo> disks, std::chrono::milliseconds per_frame);

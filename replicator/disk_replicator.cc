@@ -114,7 +114,10 @@ Status DiskReplicator::Paused(uint64_t epoch, bool first, const DiskSessionCopy&
         // What the backup's copy holds, where it said (DISK.md §7.4): only
         // the chunks that differ are copied.
         std::shared_ptr<const protocol::DiskChunkTable> backup;
-        if (i < copy.digests.size() && d->can_compare()) backup = copy.digests[i];
+        if (i < copy.digests.size() && d->can_compare() && copy.digests[i] &&
+            copy.digests[i]->size() == protocol::DiskChunks(info.size_bytes)) {
+          backup = copy.digests[i];
+        }
         tag = d->Pause(mode, 0, 0, backup);
         if (tag.ok()) disks_copied_whole_.fetch_add(1, std::memory_order_relaxed);
         if (tag.ok() && backup && mode == disk::CopyMode::kInPause && d->walked_bytes() > 0) {

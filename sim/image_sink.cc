@@ -408,8 +408,19 @@ Status ImageSink::BeginSessionWithDisks(uint64_t guest_pages, const std::string&
       ds.digest = kept->digest;
       ds.lineage = kept->lineage;
       ds.tag = kept->tag;
-    } else if (::ftruncate(*fd, 0) != 0 || ::ftruncate(*fd, static_cast<off_t>(d.size_bytes)) != 0) {
-      return Status::StorageErrno("sizing disk " + disk_path(d.id), errno);
+    } else {
+      // Nothing committed to protect. A disk file of this size is kept as
+      // it is (an unfinished first sync, an old copy of the guest's disk):
+      // with DISK_DIGESTS the primary sends only the chunks that differ
+      // (docs/DISK.md §7.4), and without it its whole copy rewrites every
+      // byte (holes and zero blocks as ZERO records). Any other is started
+      // from zeros.
+      struct stat st {};
+      if (::fstat(*fd, &st) != 0) return Status::StorageErrno("sizing disk " + disk_path(d.id), errno);
+      if (static_cast<uint64_t>(st.st_size) != d.size_bytes &&
+          (::ftruncate(*fd, 0) != 0 || ::ftruncate(*fd, static_cast<off_t>(d.size_bytes)) != 0)) {
+        return Status::StorageErrno("sizing disk " + disk_path(d.id), errno);
+      }
     }
     session_disks_.push_back(std::move(ds));
   }

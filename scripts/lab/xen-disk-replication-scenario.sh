@@ -29,8 +29,11 @@
 #   reverse as random, but the backup runs with --reverse-to a second backup (restore --xen
 #           --disk-dir DIR2 --domain-name G--back): at the activation it serves the image through
 #           its own disk export and nbd-client (DISK.md §8b) and replicates the guest, disk
-#           included, to the second backup (a whole streaming copy: the old image is of another
-#           lineage). After 6 resumable commits there the reversed primary is SIGKILLed (its
+#           included, to the second backup, started after the primary died on a copy of the
+#           primary's own disk, as the old primary's host would hold it: the copy is whole (the
+#           image is of another lineage) but leaves out the chunks that image holds already
+#           (DISK_DIGESTS, DISK.md §7.4: at least one byte left out, counted). After 6
+#           resumable commits there the reversed primary is SIGKILLed (its
 #           export must live on) and the guest destroyed: the second backup, fenced until
 #           then, fails over. The checks below then apply to that second failover
 #           (its resumed guest, its image);
@@ -99,6 +102,12 @@ reverse_hop() {
     sleep 0.2
   done
   grep -q "copy to the backup complete" "$D/backup.log" || lab_fail "reverse: the reversed primary never completed its copy of the disk"
+  # Its export compared the copy with the old primary's disk: most of it was left out.
+  LEFT=$(cat "$D"/disks/*.export.log 2>/dev/null | grep -m1 'streaming copy complete with tag')
+  LEFTB=$(echo "$LEFT" | sed -n 's/.*: \([0-9]*\) of \([0-9]*\) left out.*/\1/p')
+  LEFTT=$(echo "$LEFT" | sed -n 's/.*: \([0-9]*\) of \([0-9]*\) left out.*/\2/p')
+  [ -n "$LEFTB" ] && [ "$LEFTB" -gt 0 ] || lab_fail "reverse: the reversed primary's copy left nothing out of the old primary's disk: '$(echo "$LEFT" | cut -c1-250)' $(grep -m1 'described' "$D/backup2.log" | cut -c1-200)"
+  lab_note "reverse: the copy to the old primary's disk left out $((LEFTB >> 20)) of $((LEFTT >> 20)) MiB (the rest differed: the guest's writes since the checkpoint and the old primary's beyond it)"
   COMMITTED2=$(grep '"event":"commit"' "$D/events2.jsonl" | grep -v not_resumable | tail -n1 | sed -n 's/.*"epoch":\([0-9]*\).*/\1/p')
   D1ID=$(sed -n 's/.*(domid \([0-9]*\)) running from epoch.*/\1/p' "$D/backup.log" | head -n1)
   [ -n "$D1ID" ] || lab_fail "reverse: no activated domid in the first backup's log"
@@ -129,7 +138,7 @@ reverse_hop() {
   IMGDIR=$D/disks2
   BP=$BP2
   FO_EPOCH=$FO2
-  lab_figure "drill=reverse export_device=$XDEV second_commits=$(grep -c '"event":"commit"' "$D/events2.jsonl") second_failover_epoch=$FO2"
+  lab_figure "drill=reverse export_device=$XDEV second_commits=$(grep -c '"event":"commit"' "$D/events2.jsonl") second_failover_epoch=$FO2 left_out_bytes=$LEFTB of=$LEFTT"
 }
 for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart reverse}; do
   case $KILL in random|s2|c|sync|restart|reverse) REC=DISK ;; fs) REC=FS ;; *) lab_fail "LAB_DISK_KILLS: unknown drill $KILL (random, s2, c, fs, sync, restart, reverse)" ;; esac
@@ -163,18 +172,12 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart reverse}; do
   P=$(cat "$D/domid"); C1=$(lab_console $G)
   i=0; until [ "$(dl "$C1")" -ge 5 ]; do i=$((i+1)); [ $i -le 1200 ] || lab_fail "$KILL: no 5 records"; sleep 0.2; done
   if [ $KILL = reverse ]; then
-    # The second backup (the old primary's host, in a real pair) listens from the start.
     mkdir -p "$D/disks2"; PORT2=$((PORT + 50)); REVERSE="--reverse-to 127.0.0.1:$PORT2"
-    # Its fence: the first hop's guest gone (the drill removes HOP1 once it destroyed it), so
-    # it never runs a second live copy, however the kill and the destroy are timed.
+    # The second backup's fence: the first hop's guest gone (the drill removes HOP1 once it
+    # destroyed it), so it never runs a second live copy, however the kill and the destroy
+    # are timed.
     : >"$D/hop1-alive"
     printf '#!/bin/sh\nwhile [ -e %s/hop1-alive ]; do sleep 0.2; done\n' "$D" >"$D/fence.sh"; chmod +x "$D/fence.sh"
-    romulus restore --xen --fence-cmd "$D/fence.sh" --fence-timeout 120s \
-      --listen "127.0.0.1:$PORT2" --psk-file "$W/psk" --failover-timeout 2s \
-      --disk-dir "$D/disks2" --domain-name $G--back --events-json "$D/events2.jsonl" >"$D/backup2.log" 2>&1 &
-    BP2=$!
-    lab_evidence "$D/backup2.log" "$D/events2.jsonl"
-    lab_wait_listening "$D/backup2.log" $BP2
   fi
   start_backup
   KILLAT=""; case $KILL in s2|c) KILLAT="--kill-at $KILL:$K" ;; esac
@@ -244,6 +247,19 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart reverse}; do
   [ -n "$W_COPY" ] || lab_fail "$KILL: the primary never completed its copy of the disk: $(grep -m1 'copying to the backup' "$D/primary.log" | cut -c1-200)"
   case $KILL in s2|c) [ "$W_COPY" -lt $((K - 1)) ] || lab_fail "$KILL: the copy completed only with epoch $W_COPY, not before the kill-point's epoch $K" ;; esac
   xl destroy "$P" >/dev/null 2>&1
+  if [ $KILL = reverse ]; then
+    # The second backup is the old primary's host, in a real pair: its disk is the primary's
+    # own, with the writes beyond the checkpoint. The reversed primary's copy leaves out the
+    # chunks it holds already (DISK_DIGESTS, DISK.md §7.4) and must overwrite the rest.
+    # (Started now, after the primary is gone; the reversed primary retries until it listens.)
+    cp --sparse=always "$IMG" "$D/disks2/$G--back.xvdb.img"
+    romulus restore --xen --fence-cmd "$D/fence.sh" --fence-timeout 120s \
+      --listen "127.0.0.1:$PORT2" --psk-file "$W/psk" --failover-timeout 2s \
+      --disk-dir "$D/disks2" --domain-name $G--back --events-json "$D/events2.jsonl" >"$D/backup2.log" 2>&1 &
+    BP2=$!
+    lab_evidence "$D/backup2.log" "$D/events2.jsonl"
+    lab_wait_listening "$D/backup2.log" $BP2
+  fi
   C1N=$(lab_lines "$C1")
   LASTP=$(dl "$C1")
   ACKED=$(rj_last_acked "$D/stats.jsonl")

@@ -177,6 +177,17 @@ TEST(DiskDigestsTest, AWrongTableIsRefused) {
   EXPECT_EQ(ReceiveRaw({frame(1, 0, 3, 0), absent2}, disks).code(), Code::kCorruption);
   EXPECT_EQ(ReceiveRaw({frame(1, 0, 2, 0), frame(1, 2, 1, L), frame(2, 0, 1, 0)}, disks).code(), Code::kCorruption);
   EXPECT_EQ(ReceiveRaw({frame(1, 0, 2, 0)}, disks).code(), Code::kClosed);
+  // A heartbeat in the table (it would restart the per-frame deadline).
+  {
+    Pair p = MakePair();
+    FrameWriter w(p.backup.get());
+    EXPECT_TRUE(w.Send(frame(1, 0, 2, 0), 0).ok());
+    Heartbeat hb;
+    EXPECT_TRUE(w.Send(hb, 0).ok());
+    buffer::ReusableBuffer rb(0, MaxPayloadFor(static_cast<uint8_t>(FrameType::kDiskDigests)));
+    FrameReader r(p.primary.get(), &rb);
+    EXPECT_EQ(ReceiveDiskDigests(&r, disks, 5s).status().code(), Code::kCorruption);
+  }
   // Absent after hashes.
   EXPECT_EQ(ReceiveRaw({frame(1, 0, 2, 0), frame(1, 0, 0, L | DiskDigests::kAbsent)}, disks).code(),
             Code::kCorruption);
