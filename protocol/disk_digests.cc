@@ -128,10 +128,8 @@ Result<std::vector<std::shared_ptr<const DiskChunkTable>>> ReceiveDiskDigests(
       // No HEARTBEAT here: the backup starts them after the table, and one
       // would restart the per-frame deadline.
       if (f->type() == FrameType::kError) {
-        auto err = Error::Decode(f->payload);
         return Status::Corruption("backup reported an error instead of its disk digests: " +
-                                  (err.ok() ? ErrorCodeName(err->code) + ": " + Printable(err->text)
-                                            : std::string("malformed ERROR")));
+                                  DescribeErrorPayload(f->payload));
       }
       if (f->type() != FrameType::kDiskDigests) {
         return Status::Corruption("expected DISK_DIGESTS, got " + FrameTypeName(f->header.type));

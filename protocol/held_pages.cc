@@ -40,10 +40,8 @@ Status ReceiveHeldPages(FrameReader* reader, MemoryDigest* into, std::chrono::mi
     if (!f.ok()) return f.status().With("reading the backup's HELD table");
     if (f->type() == FrameType::kHeartbeat) continue;
     if (f->type() == FrameType::kError) {
-      auto err = Error::Decode(f->payload);
       return Status::Corruption("backup reported an error instead of its HELD table: " +
-                                (err.ok() ? ErrorCodeName(err->code) + ": " + Printable(err->text)
-                                          : std::string("malformed ERROR")));
+                                DescribeErrorPayload(f->payload));
     }
     if (f->type() != FrameType::kHeld) {
       return Status::Corruption("expected HELD, got " + FrameTypeName(f->header.type));

@@ -155,6 +155,11 @@ std::string Printable(std::string_view text) {
   return out;
 }
 
+std::string DescribeErrorPayload(std::span<const uint8_t> payload) {
+  auto err = Error::Decode(payload);
+  return err.ok() ? ErrorCodeName(err->code) + ": " + Printable(err->text) : std::string("malformed ERROR");
+}
+
 // ---- HELLO ----------------------------------------------------------------
 
 Status Hello::EncodeTo(std::vector<uint8_t>* out) const {

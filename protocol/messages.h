@@ -296,5 +296,8 @@ Result<Ack> DecodeAckFrame(uint64_t header_epoch, std::span<const uint8_t> paylo
 // Text received from the peer, made safe for a log line: control and
 // non-ASCII bytes become '?'.
 std::string Printable(std::string_view text);
+// An ERROR frame's payload as text for a log or a Status: "CODE: text",
+// or "malformed ERROR" (the peer's words are made printable).
+std::string DescribeErrorPayload(std::span<const uint8_t> payload);
 
 }  // namespace romulus::protocol

@@ -407,11 +407,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
         return end;
       }
       case FrameType::kError: {
-        auto err = protocol::Error::Decode(f.payload);
-        return fail(Status::Closed("primary reported an error: " +
-                                   (err.ok() ? protocol::ErrorCodeName(static_cast<uint16_t>(err->code)) + ": " +
-                                                   protocol::Printable(err->text)
-                                             : std::string("malformed ERROR"))),
+        return fail(Status::Closed("primary reported an error: " + protocol::DescribeErrorPayload(f.payload)),
                     protocol::ErrorCode::kNone, EndCause::kPeerError);
       }
       case FrameType::kPages:

@@ -5,13 +5,12 @@
 #include "protocol/disk_digests.h"
 
 #include <gtest/gtest.h>
-#include <sys/socket.h>
 
 #include <thread>
 
 #include "buffer/reusable_buffer.h"
 #include "protocol/frame.h"
-#include "transport/fd_stream.h"
+#include "tests/engine/stream_pair.h"
 
 namespace romulus::protocol {
 namespace {
@@ -23,12 +22,8 @@ struct Pair {
 };
 
 Pair MakePair() {
-  int sv[2];
-  EXPECT_EQ(0, ::socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
-  Pair p;
-  p.backup = std::move(*transport::OpenFdStream(sv[0], sv[0], "backup", true));
-  p.primary = std::move(*transport::OpenFdStream(sv[1], sv[1], "primary", true));
-  return p;
+  auto p = test_engine::MakeStreamPair();
+  return Pair{std::move(p.backup), std::move(p.primary)};
 }
 
 DiskInfo Disk(uint32_t id, uint64_t size, const char* name) {
