@@ -45,6 +45,7 @@ void SyncRunner::Stop() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
     active_ = false;
+    backup_.reset();
     // An abandoned copy's failure is not the next session's.
     error_ = Status::Ok();
   }
@@ -153,6 +154,7 @@ void SyncRunner::Run() {
     if (copier.done()) {
       done_ = true;
       complete_tag_ = copier.complete_epoch();
+      backup_.reset();  // the copier's reference goes with it: the table is freed
       return;
     }
     if (!*stepped) {

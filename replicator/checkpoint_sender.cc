@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include <algorithm>
+#include <utility>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -273,8 +274,8 @@ bool CheckpointSender::can_resize_cache() const { return impl_->can_resize; }
 bool CheckpointSender::disk_sync_agreed() const { return impl_->disk_sync; }
 bool CheckpointSender::disk_delta_agreed() const { return impl_->disk_delta; }
 const std::vector<protocol::DiskHeld>& CheckpointSender::backup_disks_held() const { return impl_->disks_held; }
-const std::vector<std::shared_ptr<const protocol::DiskChunkTable>>& CheckpointSender::backup_disk_digests() const {
-  return impl_->disk_digests;
+std::vector<std::shared_ptr<const protocol::DiskChunkTable>> CheckpointSender::TakeBackupDiskDigests() {
+  return std::exchange(impl_->disk_digests, {});
 }
 uint64_t CheckpointSender::backup_max_cache_pages() const { return impl_->backup_max_cache_pages; }
 bool CheckpointSender::backup_sent_held() const { return impl_->held_epoch != 0; }

@@ -139,8 +139,10 @@ class CheckpointSender {
   bool disk_delta_agreed() const;
   const std::vector<protocol::DiskHeld>& backup_disks_held() const;
   // kCapDiskDigests agreed: what the backup's copy of each disk holds, in
-  // HELLO order (null: not described); empty when not agreed.
-  const std::vector<std::shared_ptr<const protocol::DiskChunkTable>>& backup_disk_digests() const;
+  // HELLO order (null: not described); empty when not agreed. Taken once,
+  // by the session's first copy (the tables are 16 MiB per TiB of disk:
+  // not kept for the session); later calls get none. Checkpoint thread.
+  std::vector<std::shared_ptr<const protocol::DiskChunkTable>> TakeBackupDiskDigests();
   uint64_t backup_max_cache_pages() const;  // HelloAck::kNoCacheLimit: unbounded
   // The backup sent its HELD table (§3.9): the first epoch sends only what differs.
   bool backup_sent_held() const;

@@ -439,7 +439,7 @@ Status PrimaryController::GuestPaused(uint64_t epoch) {
   if (first && sender_) {
     copy.stream = sender_->disk_sync_agreed();
     copy.held = sender_->backup_disks_held();
-    copy.digests = sender_->backup_disk_digests();
+    copy.digests = sender_->TakeBackupDiskDigests();
     if (sender_->disk_delta_agreed()) copy.lineages = session_disk_lineages_;
   }
   Status st = opts_.disks->Paused(epoch, first, copy);

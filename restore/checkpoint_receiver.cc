@@ -299,7 +299,9 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
     // What each disk holds, chunk by chunk, except a disk held as of the
     // session's own lineage: the primary copies only its changed regions
     // (§7.2) and needs no table for it.
-    uint64_t described = 0;
+    uint64_t described = 0, total = 0;
+    uint32_t logged_tenth = 0;
+    for (const protocol::DiskInfo& d : disks) total += protocol::DiskChunks(d.size_bytes);
     auto describe = [&](size_t i, uint64_t first_chunk, std::span<protocol::ChunkHash> out) -> Status {
       for (const protocol::DiskHeld& h : ack.disks_held) {
         if (h.disk_id == disks[i].id && i < hello->disk_lineages.size() && h.lineage == hello->disk_lineages[i]) {
@@ -308,6 +310,13 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       }
       Status st = sink.DescribeDisk(disks[i].id, first_chunk, out);
       if (st.ok()) described += out.size();
+      // Reading a large disk takes a while: a line per 10% of 4 GiB or more.
+      const uint32_t tenth = total == 0 ? 0 : static_cast<uint32_t>(described * 10 / total);
+      if (st.ok() && total >= 4096 && tenth > logged_tenth && tenth < 10) {
+        logged_tenth = tenth;
+        spdlog::info("describing its disks to the primary: {}0% of {} read", tenth,
+                     FormatSize(total * protocol::kDiskChunkBytes));
+      }
       return st;
     };
     Status sent_digests = protocol::SendDiskDigests(&writer, disks, describe, std::chrono::seconds(30));

@@ -350,15 +350,17 @@ TEST(DiskReplicator, AnInPauseCopyAgainstAnOldCopyCarriesOnlyWhatDiffers) {
   Status handshake = hs.get();
   ASSERT_TRUE(handshake.ok()) << handshake.ToString();
   ASSERT_TRUE(sender.ok()) << sender.status().ToString();
-  ASSERT_EQ((*sender)->backup_disk_digests().size(), 1u);
-  ASSERT_TRUE((*sender)->backup_disk_digests()[0]);
+  std::vector<std::shared_ptr<const protocol::DiskChunkTable>> tables = (*sender)->TakeBackupDiskDigests();
+  ASSERT_EQ(tables.size(), 1u);
+  ASSERT_TRUE(tables[0]);
+  EXPECT_TRUE((*sender)->TakeBackupDiskDigests().empty()) << "taken once";
   // The guest writes on before the pause: chunk 0 changes too.
   ASSERT_TRUE(p.guest->RunSteps(8).ok());
   ASSERT_TRUE((*sender)->BeginEpoch(1).ok());
   std::vector<uint8_t> state;
   ASSERT_TRUE(p.guest->CaptureState(&state).ok());
   replicator::DiskSessionCopy copy;
-  copy.digests = (*sender)->backup_disk_digests();
+  copy.digests = std::move(tables);
   ASSERT_TRUE(p.disks->Paused(1, true, copy).ok());
   ASSERT_TRUE((*sender)->AddState(state).ok());
   auto got = std::async(std::launch::async, [&] { return backup.ReadEpoch(); });
