@@ -255,21 +255,13 @@ Status TapServer::TakeDigests(const tap::Digests& d) {
   const uint64_t chunks = protocol::DiskChunks(t_.copy_store->size());
   if (d.first_chunk == 0) {
     // A new table (replacing one never used).
-    if (chunks > protocol::kMaxDiskChunks) {
-      return Status::Corruption("tap DIGESTS for a disk of " + std::to_string(chunks) + " chunks (at most " +
-                                std::to_string(protocol::kMaxDiskChunks) + " are compared)");
-    }
     table_ = std::make_shared<protocol::DiskChunkTable>();
-    table_->reserve(chunks);
     table_whole_ = false;
   }
-  if (!table_ || table_whole_ || d.first_chunk != table_->size() || d.hashes.size() > chunks - d.first_chunk ||
-      d.last != (d.first_chunk + d.hashes.size() == chunks)) {
-    return Status::Corruption("tap DIGESTS of " + std::to_string(d.hashes.size()) + " hashes at chunk " +
-                              std::to_string(d.first_chunk) + (d.last ? " (last)" : "") + " does not continue a table of " +
-                              std::to_string(chunks) + " chunks");
+  if (!table_ || table_whole_) {
+    return Status::Corruption("tap DIGESTS at chunk " + std::to_string(d.first_chunk) + " without a table to continue");
   }
-  table_->insert(table_->end(), d.hashes.begin(), d.hashes.end());
+  ROMULUS_RETURN_IF_ERROR(protocol::AppendChunkHashes(table_.get(), chunks, d.first_chunk, d.hashes, d.last, "tap DIGESTS"));
   table_whole_ = d.last;
   return Status::Ok();
 }

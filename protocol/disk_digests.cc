@@ -31,6 +31,19 @@ ChunkHash ZeroChunkHash(uint64_t length) {
   return DiskChunkHash(std::span<const uint8_t>(zeros).first(std::min(length, kDiskChunkBytes)));
 }
 
+Status AppendChunkHashes(DiskChunkTable* table, uint64_t chunks, uint64_t first_chunk,
+                         std::span<const ChunkHash> hashes, bool last, const std::string& what) {
+  if (chunks > kMaxDiskChunks || first_chunk != table->size() || hashes.size() > chunks - first_chunk ||
+      last != (first_chunk + hashes.size() == chunks)) {
+    return Status::Corruption(what + ": " + Str(hashes.size()) + " hashes at chunk " + Str(first_chunk) +
+                              (last ? " (last)" : "") + " do not continue a table of " + Str(table->size()) +
+                              " of " + Str(chunks) + " chunks");
+  }
+  if (table->empty()) table->reserve(chunks);
+  table->insert(table->end(), hashes.begin(), hashes.end());
+  return Status::Ok();
+}
+
 Status DiskDigests::EncodeTo(std::vector<uint8_t>* out) const {
   if ((flags & ~(kLast | kAbsent)) != 0) return Status::InvalidArgument("DISK_DIGESTS: unknown flags");
   if (absent() ? (!last() || !hashes.empty()) : (hashes.empty() || hashes.size() > kMaxChunkHashesPerFrame)) {
@@ -145,19 +158,8 @@ Result<std::vector<std::shared_ptr<const DiskChunkTable>>> ReceiveDiskDigests(
         table.reset();
         break;
       }
-      const uint64_t count = d->hashes.size();
-      if (chunks > kMaxDiskChunks || d->first_chunk != table->size() || count > chunks - d->first_chunk) {
-        return Status::Corruption("DISK_DIGESTS: " + Str(count) + " hashes at chunk " + Str(d->first_chunk) +
-                                  " of disk '" + disk.name + "' (" + Str(chunks) + " chunks, " +
-                                  Str(table->size()) + " described so far)");
-      }
-      if (table->empty()) table->reserve(chunks);
-      table->insert(table->end(), d->hashes.begin(), d->hashes.end());
-      if (d->last() != (table->size() == chunks)) {
-        return Status::Corruption("DISK_DIGESTS: disk '" + disk.name + "' has " + Str(chunks) +
-                                  " chunks, its table " + (d->last() ? "ends" : "goes on") + " after " +
-                                  Str(table->size()));
-      }
+      ROMULUS_RETURN_IF_ERROR(AppendChunkHashes(table.get(), chunks, d->first_chunk, d->hashes, d->last(),
+                                                "DISK_DIGESTS of disk '" + disk.name + "'"));
       if (d->last()) break;
     }
     tables.push_back(std::move(table));

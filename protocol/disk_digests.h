@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -72,6 +73,14 @@ struct DiskDigests {
   // out of range, a size that does not match the count.
   static Result<DiskDigests> Decode(std::span<const uint8_t> payload);
 };
+
+// The one rule for assembling a table from pieces (DISK_DIGESTS frames, the
+// tap's DIGESTS messages): `hashes` of chunks [first_chunk, …) continue
+// `table` exactly where it ends, stay within the disk's `chunks`, and
+// `last` is set on exactly the piece that reaches its end. Corruption
+// (naming `what`) otherwise; the table is left as it was.
+Status AppendChunkHashes(DiskChunkTable* table, uint64_t chunks, uint64_t first_chunk,
+                         std::span<const ChunkHash> hashes, bool last, const std::string& what);
 
 // The backup's side. For each disk of the HELLO, in order: `describe(i,
 // first_chunk, out)` fills out.size() hashes of disk i's chunks from
