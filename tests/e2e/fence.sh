@@ -54,11 +54,14 @@ grep -q "guest resumed from epoch" "$T/refuse-backup.log" &&
 verify_image "$T/refuse.img"
 
 # 1b. A fence that hangs: killed after --fence-timeout, counts as refused.
-run_pair hang "sleep 600" hold
+# A duration no other process on the host has (GNU sleep takes fractions), so the check
+# below sees only this fence's process (a bare "sleep 600" elsewhere once failed it).
+hang_cmd="sleep 600.$$"
+run_pair hang "$hang_cmd" hold
 held hang
 assert_grep "$T/hang-backup.log" "fence command failed .*did not finish within" "hanging fence: the backup says it timed out"
 grep -q "guest resumed from epoch" "$T/hang-backup.log" && check_fail "hanging fence: the guest was resumed anyway"
-pgrep -f "sleep 600" >/dev/null && check_fail "hanging fence: its process was left running"
+pgrep -f "^$hang_cmd\$" >/dev/null && check_fail "hanging fence: its process was left running"
 verify_image "$T/hang.img"
 
 # 2. An agreeing fence: it sees the reason and epoch, then the guest resumes.
