@@ -202,8 +202,11 @@ int RunRestore(int argc, char** argv) {
       ("events-json", po::value<std::string>(), "append events (sessions, commits, decisions, fence, failover) to FILE, one JSON object per line (docs/EVENTS.md)")
       ("max-cache-size", po::value<std::string>()->default_value("1G"), "largest mirror cache a primary may ask for")
       ("max-disk-staging", po::value<std::string>()->default_value("64M"),
-       "largest disk data one epoch may carry, staged in memory until its commit (a larger epoch is refused; "
-       "the first epoch of a new image is written directly and not bounded)")
+       "disk data of one epoch staged in memory until its commit; the rest of a larger epoch is spilled "
+       "(--max-disk-spill). The first epoch of a new image is written directly and not bounded")
+      ("max-disk-spill", po::value<std::string>()->default_value("16G"),
+       "disk data of one epoch beyond --max-disk-staging, spilled to an unlinked file beside the image (or in "
+       "--disk-dir) until its commit; an epoch larger than both is refused, the last checkpoint kept. 0 = no spilling")
       ("max-guest-size", po::value<std::string>()->default_value("64G"), "largest guest a primary may send")
       ("run-after-failover", po::value<std::string>()->default_value("0s"),
        "keep the activated simulated guest running this long before exiting (with --reverse-to: replicate it "
@@ -230,12 +233,13 @@ int RunRestore(int argc, char** argv) {
     return kExitUsage;
   }
   std::chrono::microseconds failover{}, run_after{}, fence_timeout{};
-  uint64_t max_cache = 0, max_guest = 0, max_disk_staging = 0;
+  uint64_t max_cache = 0, max_guest = 0, max_disk_staging = 0, max_disk_spill = 0;
   if (!GetDuration(kCmd, *vm, "failover-timeout", &failover) || !GetDuration(kCmd, *vm, "run-after-failover", &run_after) ||
       !GetDuration(kCmd, *vm, "fence-timeout", &fence_timeout) ||
       !GetSizeAtLeast(kCmd, *vm, "max-cache-size", 4096, &max_cache) ||
       !GetSizeAtLeast(kCmd, *vm, "max-guest-size", 4096, &max_guest) ||
-      !GetSizeAtLeast(kCmd, *vm, "max-disk-staging", 1 << 20, &max_disk_staging)) {
+      !GetSizeAtLeast(kCmd, *vm, "max-disk-staging", 1 << 20, &max_disk_staging) ||
+      !GetSizeAtLeast(kCmd, *vm, "max-disk-spill", 0, &max_disk_spill)) {
     return kExitUsage;
   }
   if (!CheckRange(kCmd, "failover-timeout", failover.count(), 20000, 600e6, "20ms", "10m")) return kExitUsage;
@@ -373,6 +377,7 @@ int RunRestore(int argc, char** argv) {
     if (vm->count("vif-script")) xopts.vif_script = (*vm)["vif-script"].as<std::string>();
     if (vm->count("disk-dir")) xopts.disk_dir = (*vm)["disk-dir"].as<std::string>();
     xopts.max_disk_staging = static_cast<size_t>(max_disk_staging);
+    xopts.max_disk_spill = max_disk_spill;
     xopts.disk_device = [&reverse_wanted, &reverse_taps](const std::string& image,
                                                          const std::string& vdev) -> std::unique_ptr<disk::BlockDevice> {
       if (!reverse_wanted || !reverse_wanted()) return nullptr;
@@ -409,6 +414,7 @@ int RunRestore(int argc, char** argv) {
     sink_opts.start_over = (*vm)["start-over"].as<bool>();
     sink_opts.durable = (*vm)["durable"].as<bool>();
     sink_opts.max_disk_staging_bytes = static_cast<size_t>(max_disk_staging);
+    sink_opts.max_disk_spill_bytes = max_disk_spill;
     sink_opts.open_activated_disk = [&](sim::SimGuest& guest, const std::string& path) -> Status {
       if (!reverse_wanted || !reverse_wanted()) return guest.OpenDisk(path);
       // Changes tracked from the guest's first write (the tap would start it

@@ -37,7 +37,7 @@ namespace romulus::disk {
 struct SyncCopierOptions {
   uint64_t chunk_bytes = uint64_t{1} << 20;
   // Bytes the copy may add to one epoch (the backup stages an epoch whole,
-  // bounded by its --max-disk-staging).
+  // bounded by its --max-disk-staging and --max-disk-spill).
   uint64_t epoch_allowance = uint64_t{64} << 20;
 };
 

@@ -8,12 +8,18 @@
 // bytes. Kinds: kWrite and kZero (a TRIM is a zero range: what it leaves
 // reads as zeros), and kFlush (length 0), which only a sink that orders its
 // apply by flushes stages; the image sink's journal never holds one.
+//
+// Staging is bounded twice: in memory (--max-disk-staging), then, for an
+// epoch larger than that, in an unlinked spill file on the backup's own
+// storage (--max-disk-spill), so a large epoch (a resync under a held
+// replica, a burst of guest writes) costs disk space, not memory. docs/DISK.md §6.2.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "buffer/reusable_buffer.h"
 #include "common/status.h"
@@ -36,9 +42,18 @@ struct DiskEntry {
 };
 
 void EncodeDiskEntryHead(const DiskEntry& e, uint8_t* out);
+using DiskEntryFn = std::function<Status(const DiskEntry&)>;
 // Walks a section; Corruption for a truncated or unknown entry (nothing of
 // a damaged section is trusted).
-Status ForEachDiskEntry(std::span<const uint8_t> section, const std::function<Status(const DiskEntry&)>& fn);
+Status ForEachDiskEntry(std::span<const uint8_t> section, const DiskEntryFn& fn);
+// The same walk over the `length` bytes at `offset` of a file (a journal's
+// disk section, a spill file), read through *window (grown once to one
+// largest entry, kDiskSectionWindow): a write longer than
+// protocol::kMaxDiskWriteChunk is Corruption, so nothing read sizes an
+// allocation. A failed read is Storage naming `what`.
+inline constexpr size_t kDiskSectionWindow = kDiskEntryHead + protocol::kMaxDiskWriteChunk;
+Status ForEachDiskEntryInFile(int fd, uint64_t offset, uint64_t length, std::vector<uint8_t>* window,
+                              const DiskEntryFn& fn, const std::string& what);
 
 // The entry for one record of a validated DISK frame, checked against the
 // disk it is for: Corruption for a kind other than WRITE/ZERO/FLUSH (the
@@ -52,26 +67,58 @@ Result<DiskEntry> DiskEntryFromRecord(uint32_t disk_id, uint64_t disk_size, cons
 // a flush as fdatasync. Storage (with errno's text) on failure.
 Status ApplyDiskEntry(int fd, const DiskEntry& e, const std::string& what);
 
-// The records of the epoch being received, in stream order, in one reused
-// buffer bounded by max_bytes (heads + write bytes). Not thread-safe: the
-// receiver's thread stages, commits and discards.
+// Where an epoch's records go once memory is full; max_bytes 0 or dir ""
+// = no spilling (an epoch over the memory bound is refused).
+struct DiskSpill {
+  std::string dir;         // a directory on the backup's storage (the image's, --disk-dir)
+  uint64_t max_bytes = 0;  // --max-disk-spill
+};
+
+// The records of the epoch being received, in stream order: in one reused
+// buffer bounded by max_memory_bytes (heads + write bytes), then, once an
+// entry does not fit there, this one and every later one of the epoch in
+// the spill file (an O_TMPFILE in spill.dir: a crash leaves nothing
+// behind), bounded by spill.max_bytes. Not thread-safe: the receiver's
+// thread stages, commits and discards.
 class DiskStaging {
  public:
-  explicit DiskStaging(size_t max_bytes) : buf_(0, max_bytes) {}
+  explicit DiskStaging(size_t max_memory_bytes, DiskSpill spill = {});
+  ~DiskStaging();
+  DiskStaging(const DiskStaging&) = delete;
+  DiskStaging& operator=(const DiskStaging&) = delete;
 
   // OutOfRange (nothing staged) when the entry would take the epoch over
-  // the bound: the caller refuses the epoch (ERROR resource), so memory
-  // stays bounded whatever the primary sends.
+  // both bounds, Storage when the spill file cannot be created or written
+  // (a full disk: nothing of the entry counts). Either way the caller
+  // refuses the epoch (ERROR resource) and keeps the previous checkpoint,
+  // so memory and disk stay bounded whatever the primary sends.
   Status Stage(uint64_t epoch, const DiskEntry& e);
-  std::span<const uint8_t> view() const { return buf_.view(); }
-  size_t size() const { return buf_.size(); }
+  // The staged entries in stream order (memory, then the spill file read
+  // back through a 1 MiB window); Storage if reading the spill fails.
+  Status ForEachEntry(const DiskEntryFn& fn);
+  // The staged bytes (the section encoding) in order, in pieces of at most
+  // kDiskSectionWindow: what the image sink's journal copies.
+  Status ForEachPiece(const std::function<Status(std::span<const uint8_t>)>& fn);
+  uint64_t size() const { return buf_.size() + spill_len_; }
+  uint64_t spilled_bytes() const { return spill_len_; }
+  uint64_t write_bytes() const { return write_bytes_; }  // data of the staged writes
   size_t max_bytes() const { return buf_.max_capacity(); }
-  bool empty() const { return buf_.size() == 0; }
-  void Clear() { buf_.Clear(); }  // keeps the capacity for the next epoch
+  bool empty() const { return size() == 0; }
+  // Keeps the memory for the next epoch; gives the spill file's blocks back.
+  void Clear();
   uint64_t reallocations() const { return buf_.reallocations(); }
+  uint64_t spilled_epochs() const { return spilled_epochs_; }
 
  private:
+  Status OpenSpill();
+
   buffer::ReusableBuffer buf_;
+  DiskSpill spill_;
+  int spill_fd_ = -1;
+  uint64_t spill_len_ = 0;
+  uint64_t spilled_epochs_ = 0;
+  uint64_t write_bytes_ = 0;
+  std::vector<uint8_t> window_;  // kDiskSectionWindow once the spill is read
 };
 
 }  // namespace romulus::restore

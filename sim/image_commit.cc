@@ -104,19 +104,14 @@ Status ImageSink::WriteRecord() {
     record_pfns_[i] = IsZeroImagePage(bytes + i * kPage) ? (pfn | kJournalZeroPage) : pfn;
   }
   EncodeStateFile(StagedStateFile(), &state_file_buf_);
-  const size_t disk_bytes = disk_staged_ ? disk_staged_->size() : 0;
+  const uint64_t disk_bytes = disk_staged_ ? disk_staged_->size() : 0;
   BuildJournalHead(staging_epoch_, pages_, record_pfns_, state_file_buf_, &layout_, disk_bytes,
                    !session_disks_.empty());
-  {
-    XXH3_state_t* h = XXH3_createState();
-    if (h == nullptr) return Status::Internal("journal: XXH3 state");
-    XXH3_64bits_reset(h);
-    XXH3_64bits_update(h, layout_.head.data(), layout_.head.size());
-    XXH3_64bits_update(h, bytes, staged_count_ * kPage);
-    if (disk_bytes > 0) XXH3_64bits_update(h, disk_staged_->view().data(), disk_bytes);
-    record_hash_ = XXH3_64bits_digest(h);
-    XXH3_freeState(h);
-  }
+  std::unique_ptr<XXH3_state_t, decltype(&XXH3_freeState)> h(XXH3_createState(), XXH3_freeState);
+  if (!h) return Status::Internal("journal: XXH3 state");
+  XXH3_64bits_reset(h.get());
+  XXH3_64bits_update(h.get(), layout_.head.data(), layout_.head.size());
+  XXH3_64bits_update(h.get(), bytes, staged_count_ * kPage);
   ROMULUS_RETURN_IF_ERROR(PwriteAll(journal_fd_, layout_.head.data(), layout_.head.size(), 0, "writing the journal"));
   const uint64_t half = staged_count_ / 2;
   ROMULUS_RETURN_IF_ERROR(PwriteAll(journal_fd_, bytes, half * kPage, layout_.pages_offset, "writing the journal"));
@@ -124,10 +119,17 @@ Status ImageSink::WriteRecord() {
   ROMULUS_RETURN_IF_ERROR(PwriteAll(journal_fd_, bytes + half * kPage, (staged_count_ - half) * kPage,
                                     layout_.pages_offset + half * kPage, "writing the journal"));
   if (disk_bytes > 0) {
-    // The epoch's disk records: the same record, the same marker.
-    ROMULUS_RETURN_IF_ERROR(
-        PwriteAll(journal_fd_, disk_staged_->view().data(), disk_bytes, layout_.disk_offset, "writing the journal"));
+    // The epoch's disk records: the same record, the same marker, hashed as
+    // they are copied (a spilled epoch is read back once, in pieces).
+    uint64_t at = layout_.disk_offset;
+    ROMULUS_RETURN_IF_ERROR(disk_staged_->ForEachPiece([&](std::span<const uint8_t> piece) -> Status {
+      XXH3_64bits_update(h.get(), piece.data(), piece.size());
+      ROMULUS_RETURN_IF_ERROR(PwriteAll(journal_fd_, piece.data(), piece.size(), at, "writing the journal"));
+      at += piece.size();
+      return Status::Ok();
+    }));
   }
+  record_hash_ = XXH3_64bits_digest(h.get());
   CrashIfAt(options_.crash_at, CommitStep::kJournalBody);
   return Status::Ok();
 }
@@ -145,13 +147,7 @@ Status ImageSink::ReserveImageBlocks() {
   }
   // Disk writes need their blocks too (those already allocated cost
   // nothing to reserve again).
-  uint64_t disk_need = 0;
-  const std::span<const uint8_t> section =
-      disk_staged_ ? disk_staged_->view() : std::span<const uint8_t>();
-  (void)ForEachDiskEntry(section, [&](const DiskEntry& e) {
-    if (e.kind == kDiskEntryWrite) disk_need += e.length;
-    return Status::Ok();
-  });
+  const uint64_t disk_need = disk_staged_ ? disk_staged_->write_bytes() : 0;
   if (sorted_pfns_.empty() && disk_need == 0) return Status::Ok();
   // Plenty of free space: the apply cannot run out, skip the fallocate calls
   // (each costs an extent update). Should another writer eat the margin
@@ -171,7 +167,7 @@ Status ImageSink::ReserveImageBlocks() {
     i = j;
   }
   if (disk_need > 0 && reserve_supported_) {
-    ROMULUS_RETURN_IF_ERROR(ForEachDiskEntry(section, [&](const DiskEntry& e) -> Status {
+    ROMULUS_RETURN_IF_ERROR(disk_staged_->ForEachEntry([&](const DiskEntry& e) -> Status {
       if (e.kind != kDiskEntryWrite || !reserve_supported_) return Status::Ok();
       return ReserveImageRange(disk_fd(e.disk_id), e.offset, e.length, &reserve_supported_)
           .With("disk " + disk_path(e.disk_id));
@@ -224,8 +220,8 @@ Status ImageSink::ApplyStaged() {
 }
 
 Status ImageSink::ApplyDiskSection() {
-  if (!disk_staged_ || disk_staged_->size() == 0) return Status::Ok();
-  return ForEachDiskEntry(disk_staged_->view(), [&](const DiskEntry& e) {
+  if (!disk_staged_ || disk_staged_->empty()) return Status::Ok();
+  return disk_staged_->ForEachEntry([&](const DiskEntry& e) {
     return ApplyDiskEntry(disk_fd(e.disk_id), e, "applying to disk " + disk_path(e.disk_id));
   });
 }
@@ -256,10 +252,10 @@ Status ImageSink::PrepareDiskDigests() {
     }
     return Status::Ok();
   }
-  if (!disk_staged_ || disk_staged_->size() == 0) return Status::Ok();
+  if (!disk_staged_ || disk_staged_->empty()) return Status::Ok();
   std::map<std::pair<size_t, uint64_t>, std::vector<uint8_t>> work;
   std::vector<uint64_t> delta(staged_disks_.size(), 0);  // mod 2^64, like the digest
-  ROMULUS_RETURN_IF_ERROR(ForEachDiskEntry(disk_staged_->view(), [&](const DiskEntry& e) -> Status {
+  ROMULUS_RETURN_IF_ERROR(disk_staged_->ForEachEntry([&](const DiskEntry& e) -> Status {
     size_t idx = 0;
     while (idx < staged_disks_.size() && staged_disks_[idx].id != e.disk_id) ++idx;
     if (idx == staged_disks_.size()) return Status::Corruption("staged record for unknown disk");

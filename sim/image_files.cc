@@ -120,9 +120,10 @@ Status ReplayJournalRecord(int image_fd, int journal_fd, const JournalRecord& re
     ROMULUS_RETURN_IF_ERROR(PwriteAll(image_fd, page.data(), kImagePage, pfn * kImagePage, "replaying the journal"));
   }
   if (durable && ::fdatasync(image_fd) != 0) return Status::StorageErrno("syncing the image", errno);
-  if (!rec.disk_section.empty()) {
+  if (rec.disk_len > 0) {
     std::vector<int> touched;
-    ROMULUS_RETURN_IF_ERROR(ForEachDiskEntry(rec.disk_section, [&](const DiskEntry& e) -> Status {
+    std::vector<uint8_t> window;
+    ROMULUS_RETURN_IF_ERROR(ForEachDiskEntryInFile(journal_fd, rec.disk_offset, rec.disk_len, &window, [&](const DiskEntry& e) -> Status {
       const int fd = disk_fd ? disk_fd(e.disk_id) : -1;
       if (fd < 0) {
         return Status::Corruption("journal record of epoch " + std::to_string(rec.epoch) + " writes disk " +
@@ -130,7 +131,7 @@ Status ReplayJournalRecord(int image_fd, int journal_fd, const JournalRecord& re
       }
       if (std::find(touched.begin(), touched.end(), fd) == touched.end()) touched.push_back(fd);
       return ApplyDiskEntry(fd, e, "replaying the journal to disk " + std::to_string(e.disk_id));
-    }));
+    }, "reading the journal's disk section"));
     for (int fd : touched) {
       if (durable && ::fdatasync(fd) != 0) return Status::StorageErrno("syncing a disk", errno);
     }

@@ -105,56 +105,6 @@ void CrashIfAt(CommitStep at, CommitStep step) {
   if (at != CommitStep::kNone && at == step) ::raise(SIGKILL);
 }
 
-Status PwriteAll(int fd, const uint8_t* p, size_t n, uint64_t off, const std::string& what) {
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(off));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Status::StorageErrno(what, errno);
-    }
-    if (w == 0) return Status::StorageErrno(what, EIO);
-    p += w;
-    off += static_cast<uint64_t>(w);
-    n -= static_cast<size_t>(w);
-  }
-  return Status::Ok();
-}
-
-Status PwritevAll(int fd, std::vector<struct iovec>& iov, uint64_t off, const std::string& what) {
-  size_t first = 0;
-  while (first < iov.size()) {
-    ssize_t w = ::pwritev(fd, iov.data() + first, static_cast<int>(iov.size() - first), static_cast<off_t>(off));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return Status::StorageErrno(what, errno);
-    }
-    if (w == 0) return Status::StorageErrno(what, EIO);
-    off += static_cast<uint64_t>(w);
-    size_t left = static_cast<size_t>(w);
-    while (first < iov.size() && left >= iov[first].iov_len) left -= iov[first++].iov_len;
-    if (left > 0) {  // part of one buffer went out
-      iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
-      iov[first].iov_len -= left;
-    }
-  }
-  return Status::Ok();
-}
-
-Status PreadAll(int fd, uint8_t* p, size_t n, uint64_t off, const std::string& what) {
-  while (n > 0) {
-    ssize_t r = ::pread(fd, p, n, static_cast<off_t>(off));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return Status::StorageErrno(what, errno);
-    }
-    if (r == 0) return Status::Storage(what + ": unexpected end of file");
-    p += r;
-    off += static_cast<uint64_t>(r);
-    n -= static_cast<size_t>(r);
-  }
-  return Status::Ok();
-}
-
 bool IsZeroImagePage(const uint8_t* page) {
   uint64_t acc = 0;
   for (size_t i = 0; i < kImagePage; i += 64) {
@@ -375,7 +325,7 @@ std::vector<uint8_t> BuildJournalMarker(uint64_t epoch, uint64_t body_hash) {
   return m;
 }
 
-Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* out, uint64_t max_disk) {
+Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* out) {
   *out = JournalRecord{};
   struct stat st;
   if (::fstat(fd, &st) != 0) return Status::StorageErrno("journal", errno);
@@ -393,8 +343,10 @@ Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* 
   const uint64_t state_len = LoadLE64(hdr + 40);
   const uint64_t disk_len = v2 ? LoadLE64(hdr + 48) : 0;
   const size_t state_limit = 64 + kMaxImageIdentity + max_state + kMaxDiskSection;
-  // Bounds first: a damaged header must not size an allocation.
-  if (n > max_pages || state_len > state_limit || disk_len > max_disk) return Status::Ok();
+  // Bounds first: a damaged header must not size an allocation (the disk
+  // section is never read whole; bounding it by the file keeps the offsets
+  // below from overflowing).
+  if (n > max_pages || state_len > state_limit || disk_len > size) return Status::Ok();
   out->present = true;
   out->epoch = LoadLE64(hdr + 16);
   out->guest_pages = LoadLE64(hdr + 24);
@@ -429,10 +381,8 @@ Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* 
   out->pfns.resize(n);
   for (uint64_t i = 0; i < n; ++i) out->pfns[i] = LoadLE64(head.data() + kImagePage + i * 8);
   out->state_file.assign(head.data() + kImagePage + n * 8, head.data() + kImagePage + n * 8 + state_len);
-  if (disk_len > 0) {
-    out->disk_section.resize(disk_len);
-    ROMULUS_RETURN_IF_ERROR(PreadAll(fd, out->disk_section.data(), disk_len, disk_off, "reading the journal"));
-  }
+  out->disk_offset = disk_off;
+  out->disk_len = disk_len;
   out->complete = true;
   return Status::Ok();
 }

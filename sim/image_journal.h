@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "common/positional_io.h"
 #include "common/status.h"
 #include "restore/disk_staging.h"
 
@@ -109,8 +110,11 @@ struct JournalRecord {
   std::vector<uint8_t> state_file;  // the PATH.state bytes of the epoch
   uint64_t pages_offset = 0;        // file offset of page i = pages_offset + i * 4096
   // Version 2: the epoch's disk records (the DiskEntry encoding below),
-  // after the pages, applied in order after them.
-  std::vector<uint8_t> disk_section;
+  // disk_len bytes at disk_offset, after the pages, applied in order after
+  // them. Read from the file when used (ForEachDiskEntryInFile): a section
+  // is as large as the epoch's disk data, spilled epochs included.
+  uint64_t disk_offset = 0;
+  uint64_t disk_len = 0;
 };
 
 // ---------------------------------------------------------------------------
@@ -120,6 +124,7 @@ struct JournalRecord {
 using restore::DiskEntry;
 using restore::EncodeDiskEntryHead;
 using restore::ForEachDiskEntry;
+using restore::ForEachDiskEntryInFile;
 using restore::kDiskEntryHead;
 using restore::kDiskEntryWrite;
 using restore::kDiskEntryZero;
@@ -144,19 +149,16 @@ std::vector<uint8_t> BuildJournalMarker(uint64_t epoch, uint64_t body_hash);
 // invalid header is present = false; a record whose marker or body hash does
 // not check out is present, not complete. Bounded by max_pages/max_state
 // before anything is allocated.
-// max_disk bounds the disk section read into memory (larger: not present).
-Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* out,
-                   uint64_t max_disk = uint64_t{1} << 30);
+Status ReadJournal(int fd, uint64_t max_pages, size_t max_state, JournalRecord* out);
 // Invalidates the record in place (zeroes its header), fdatasync if durable.
 Status ResetJournal(int fd, bool durable);
 
 // ---------------------------------------------------------------------------
 // Plumbing shared by the sink and the inspector.
 
-Status PwriteAll(int fd, const uint8_t* p, size_t n, uint64_t off, const std::string& what);
-// pwritev of whole buffers, resumed after short writes.
-Status PwritevAll(int fd, std::vector<struct iovec>& iov, uint64_t off, const std::string& what);
-Status PreadAll(int fd, uint8_t* p, size_t n, uint64_t off, const std::string& what);
+using romulus::PreadAll;  // common/positional_io.h
+using romulus::PwriteAll;
+using romulus::PwritevAll;
 bool IsZeroImagePage(const uint8_t* page);
 
 }  // namespace romulus::sim

@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <algorithm>
+#include <filesystem>
 #include <cstring>
 #include <map>
 #include <new>
@@ -424,7 +425,14 @@ Status ImageSink::BeginSessionWithDisks(uint64_t guest_pages, const std::string&
     }
     session_disks_.push_back(std::move(ds));
   }
-  if (!disk_staged_) disk_staged_ = std::make_unique<restore::DiskStaging>(options_.max_disk_staging_bytes);
+  if (!disk_staged_) {
+    restore::DiskSpill spill;
+    if (!options_.path.empty()) {
+      const std::string dir = std::filesystem::path(options_.path).parent_path().string();
+      spill = {dir.empty() ? "." : dir, options_.max_disk_spill_bytes};
+    }
+    disk_staged_ = std::make_unique<restore::DiskStaging>(options_.max_disk_staging_bytes, std::move(spill));
+  }
   if (!has_committed()) {
     // Nothing to protect. PATH.state says "no committed epoch" first, so a
     // crash from here on never presents the half-written image as a

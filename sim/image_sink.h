@@ -119,8 +119,11 @@ struct ImageSinkOptions {
   std::function<Status(SimGuest& guest, const std::string& path)> open_activated_disk;
   size_t max_state_bytes = size_t{1} << 20;  // per epoch; more is OutOfRange
   CommitStep crash_at = CommitStep::kNone;   // raise(SIGKILL) at this step of a commit (tests)
-  // Staged disk records of one epoch (heads + write bytes); more is refused.
+  // Staged disk records of one epoch (heads + write bytes) in memory; more
+  // is spilled to a file beside the image up to max_disk_spill_bytes (0 =
+  // no spilling, and never for an anonymous image); more than both is refused.
   size_t max_disk_staging_bytes = size_t{64} << 20;
+  uint64_t max_disk_spill_bytes = 0;
 };
 
 // Disks up to this size keep a whole-disk digest in PATH.state (its
@@ -207,6 +210,7 @@ class ImageSink : public restore::GuestSink {
   int disk_fd(uint32_t id) const;
   // Bytes of disk records staged for the epoch in progress.
   uint64_t staged_disk_bytes() const { return disk_staged_ ? disk_staged_->size() : 0; }
+  uint64_t spilled_disk_bytes() const { return disk_staged_ ? disk_staged_->spilled_bytes() : 0; }
   // Changes the kill-point of later commits (tests; see ImageSinkOptions).
   void set_crash_at(CommitStep step) { options_.crash_at = step; }
   // The guest Activate() resumed (nullptr before); owned by the sink.

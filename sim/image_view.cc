@@ -32,8 +32,14 @@ class Fd {
 
 }  // namespace
 
+// An index entry per pending disk record: 40 bytes for at least 24 of the
+// section, bounded so a view of a huge pending record fails with a clear
+// sentence (a restart applies it, then the view needs no index).
+constexpr size_t kMaxViewDiskEntries = size_t{1} << 22;
+
 ImageView::~ImageView() {
   if (image_ != nullptr) ::munmap(image_, pages_ * kImagePage);
+  if (journal_fd_ >= 0) ::close(journal_fd_);
 }
 
 Result<std::unique_ptr<ImageView>> ImageView::Open(const std::string& path, size_t max_state) {
@@ -99,7 +105,25 @@ Result<std::unique_ptr<ImageView>> ImageView::Open(const std::string& path, size
                                        "reading " + path + ".journal"));
     }
   }
-  if (rec.complete) v->disk_section_ = std::move(rec.disk_section);
+  if (rec.complete && rec.disk_len > 0) {
+    std::vector<uint8_t> window;
+    uint64_t at = rec.disk_offset;  // of the entry being walked
+    ROMULUS_RETURN_IF_ERROR(ForEachDiskEntryInFile(
+        journal.get(), rec.disk_offset, rec.disk_len, &window,
+        [&](const DiskEntry& e) -> Status {
+          if (v->pending_disk_.size() == kMaxViewDiskEntries) {
+            return Status::Unsupported(path + ".journal: the pending record holds more than " +
+                                       std::to_string(kMaxViewDiskEntries) +
+                                       " disk records; start the backup once (it applies the record), then verify");
+          }
+          v->pending_disk_.push_back({e.disk_id, e.kind, e.offset, e.length, at + kDiskEntryHead});
+          at += kDiskEntryHead + (e.kind == kDiskEntryWrite ? e.length : 0);
+          return Status::Ok();
+        },
+        "reading " + path + ".journal"));
+    v->journal_fd_ = ::dup(journal.get());
+    if (v->journal_fd_ < 0) return Status::StorageErrno("keeping " + path + ".journal open", errno);
+  }
   v->disks_ = sf.disks;
   v->path_ = path;
   for (const DiskState& d : v->disks_) {
@@ -133,17 +157,18 @@ Status ImageView::ReadDisk(uint32_t id, uint64_t offset, std::span<uint8_t> out)
   ROMULUS_RETURN_IF_ERROR(PreadAll(fd.get(), out.data(), out.size(), offset, "reading " + dp));
   // What a restart's replay would write, in its order, over this range.
   const uint64_t end = offset + out.size();
-  return ForEachDiskEntry(disk_section_, [&](const DiskEntry& e) {
-    if (e.disk_id != id) return Status::Ok();
+  for (const PendingDiskEntry& e : pending_disk_) {
+    if (e.disk_id != id) continue;
     const uint64_t lo = std::max(offset, e.offset), hi = std::min(end, e.offset + e.length);
-    if (lo >= hi) return Status::Ok();
+    if (lo >= hi) continue;
     if (e.kind == kDiskEntryWrite) {
-      std::memcpy(out.data() + (lo - offset), e.data + (lo - e.offset), hi - lo);
-    } else {
+      ROMULUS_RETURN_IF_ERROR(PreadAll(journal_fd_, out.data() + (lo - offset), static_cast<size_t>(hi - lo),
+                                       e.data_at + (lo - e.offset), "reading " + path_ + ".journal"));
+    } else if (e.kind == kDiskEntryZero) {
       std::memset(out.data() + (lo - offset), 0, hi - lo);
     }
-    return Status::Ok();
-  });
+  }
+  return Status::Ok();
 }
 
 Result<uint64_t> ImageView::DiskDigest(uint32_t id) const {

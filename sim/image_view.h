@@ -67,7 +67,17 @@ class ImageView {
   bool from_journal_ = false;
   std::string path_;
   std::vector<DiskState> disks_;
-  std::vector<uint8_t> disk_section_;  // of a complete pending record
+  // The disk records of a complete pending journal record, in order: where
+  // each applies and where its data lies in the journal (read when a
+  // ReadDisk overlaps it; the section itself may be far larger than memory).
+  struct PendingDiskEntry {
+    uint32_t disk_id = 0;
+    uint8_t kind = 0;
+    uint64_t offset = 0, length = 0;
+    uint64_t data_at = 0;  // journal offset of a write's bytes
+  };
+  std::vector<PendingDiskEntry> pending_disk_;
+  int journal_fd_ = -1;  // open while pending_disk_ has writes
 };
 
 }  // namespace romulus::sim

@@ -53,7 +53,7 @@ Status XenSink::CheckHostCanRestore(GuestType type, ReplicaSpec* spec) const {
 }
 
 XenSink::XenSink(const XenRestoreOptions& opts, std::unique_ptr<XenHandles> h, uint32_t xen_release)
-    : opts_(opts), h_(std::move(h)), xen_release_(xen_release), disks_(XenDiskOptions{opts.disk_dir, opts.max_disk_staging}) {}
+    : opts_(opts), h_(std::move(h)), xen_release_(xen_release), disks_(XenDiskOptions{opts.disk_dir, opts.max_disk_staging, opts.max_disk_spill}) {}
 
 XenSink::~XenSink() {
   // A replica never activated is destroyed by its destructor (EOF, wait,

@@ -131,7 +131,8 @@ void XenDiskSet::StageLineage(uint32_t disk_id, uint64_t lineage, uint64_t tag) 
 }
 
 XenDiskSet::XenDiskSet(XenDiskOptions options)
-    : options_(std::move(options)), staging_(options_.max_staging_bytes) {}
+    : options_(std::move(options)),
+      staging_(options_.max_staging_bytes, restore::DiskSpill{options_.dir, options_.max_spill_bytes}) {}
 
 XenDiskSet::~XenDiskSet() { CloseAll(); }
 
@@ -304,7 +305,7 @@ std::string XenDiskSet::activation_refusal() const {
 
 Status XenDiskSet::Commit(uint64_t epoch, bool whole) {
   std::string failed;
-  Status s = restore::ForEachDiskEntry(staging_.view(), [&](const restore::DiskEntry& e) -> Status {
+  Status s = staging_.ForEachEntry([&](const restore::DiskEntry& e) -> Status {
     XenDiskImage* im = Find(e.disk_id);
     if (im == nullptr) return Status::Internal("a staged record for unknown disk " + std::to_string(e.disk_id));
     failed = im->name;

@@ -4,9 +4,10 @@
 // activate. Xen-free: XenSink (xen/xen_backup.cc) drives it, tests drive it
 // alone (tests/xen/xen_disks_test.cc).
 //
-// Staging. The open epoch's records are staged in memory
-// (restore::DiskStaging, bounded by restore --max-disk-staging: an epoch
-// over it is refused OutOfRange → ERROR resource) and applied only by
+// Staging. The open epoch's records are staged (restore::DiskStaging: in
+// memory up to restore --max-disk-staging, the rest of a larger epoch in a
+// spill file in DIR up to --max-disk-spill; beyond both the epoch is
+// refused OutOfRange → ERROR resource) and applied only by
 // Commit, which XenSink calls after libxenguest took the memory checkpoint
 // (CommitMemoryThenDisks). Discard drops them.
 //
@@ -60,6 +61,7 @@ namespace romulus::xen {
 struct XenDiskOptions {
   std::string dir;  // --disk-dir; "" = this backup refuses a primary with disks
   size_t max_staging_bytes = size_t{64} << 20;  // --max-disk-staging
+  uint64_t max_spill_bytes = 0;                 // --max-disk-spill, into dir
 };
 
 struct XenDiskImage {
@@ -132,7 +134,8 @@ class XenDiskSet {
   const std::vector<XenDiskImage>& images() const { return images_; }
   bool has_disks() const { return !images_.empty(); }
   bool direct() const { return direct_; }
-  size_t staged_bytes() const { return staging_.size(); }
+  uint64_t staged_bytes() const { return staging_.size(); }
+  uint64_t spilled_bytes() const { return staging_.spilled_bytes(); }
   static std::string ImagePath(const std::string& dir, const std::string& replica_name, const std::string& disk);
 
  private:

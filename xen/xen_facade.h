@@ -60,6 +60,7 @@ struct XenRestoreOptions {
   // data of one epoch is bounded by max_disk_staging.
   std::string disk_dir;
   size_t max_disk_staging = size_t{64} << 20;
+  uint64_t max_disk_spill = 0;  // beyond max_disk_staging, into disk_dir
   // At activation, how long blkback may take to open each disk's device
   // before the activation fails with the guest still paused (a guest that
   // ran without its disk would see it empty).

@@ -75,6 +75,7 @@ class DiskReceive : public ::testing::Test {
     so.path = path_;
     so.run_activated = false;
     so.max_disk_staging_bytes = staging_;
+    so.max_disk_spill_bytes = spill_;
     auto s = sim::ImageSink::Open(so);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     sink_ = std::move(*s);
@@ -209,6 +210,7 @@ class DiskReceive : public ::testing::Test {
 
   std::string dir_, path_;
   size_t staging_ = size_t{64} << 20;
+  uint64_t spill_ = 0;
   std::unique_ptr<sim::ImageSink> sink_;
   test_engine::StreamPair pair_;
   std::unique_ptr<restore::CheckpointReceiver> receiver_;
@@ -383,9 +385,48 @@ TEST_F(DiskReceive, AnEpochBeyondTheStagingBoundIsAResourceError) {
   ASSERT_TRUE(b.AddWrite(0, w, false, false));
   Disk(2, b);
   ExpectError(ErrorCode::kResource);
-  EXPECT_NE(error_text_.find("staging bound"), std::string::npos) << error_text_;
+  EXPECT_NE(error_text_.find("--max-disk-staging"), std::string::npos) << error_text_;
   EXPECT_EQ(end_.cause, restore::EndCause::kCorruptStream) << "the backup is fine: no failover on this";
   ExpectEpoch1Kept();
+}
+
+// The same epoch with spilling allowed: staged past memory into the spill
+// file, committed with its memory, acked once, and applied exactly.
+TEST_F(DiskReceive, AnEpochBeyondMemoryIsSpilledCommittedAndAckedOnce) {
+  staging_ = 64 * 1024;
+  spill_ = uint64_t{1} << 20;
+  StartBackup();
+  CommitEpoch1();
+  Page(2, 0x52);
+  protocol::DiskFrameBuilder b;
+  b.Reset(kDiskId);
+  auto w = Block(0x77, 128 * 1024);
+  ASSERT_TRUE(b.AddWrite(0, w, false, false));
+  auto z = Block(0, 4096);
+  ASSERT_TRUE(b.AddZero(8 * 4096, 4096, false, false));
+  Disk(2, b);
+  DiskEnd(2);
+  EpochEnd(2);
+  ExpectAck(2);
+  EXPECT_EQ(sink_->last_committed_epoch(), 2u);
+  EXPECT_EQ(sink_->spilled_disk_bytes(), 0u) << "the spill outlived its commit";
+  auto want = w;  // the zero range came after the write: stream order
+  std::fill(want.begin() + 8 * 4096, want.begin() + 9 * 4096, 0);
+  EXPECT_EQ(ReadDisk(path_ + ".disk7", 0, 128 * 1024), want);
+  EXPECT_EQ(ReadDisk(path_ + ".disk7", 8 * 4096, 4096), z) << "the zero range after the spilled write";
+  // Beyond memory and spill: refused, epoch 2 kept.
+  committed_files_ = DirHashes(dir_);
+  Page(3, 0x53);
+  for (int i = 0; i < 8; ++i) {  // 8 x 128 KiB: the spill's 1 MiB cannot hold the last
+    protocol::DiskFrameBuilder big;
+    big.Reset(kDiskId);
+    ASSERT_TRUE(big.AddWrite(uint64_t(i) * 128 * 1024, w, false, false));
+    Disk(3, big);
+  }
+  ExpectError(ErrorCode::kResource);
+  EXPECT_NE(error_text_.find("--max-disk-spill"), std::string::npos) << error_text_;
+  EXPECT_EQ(sink_->last_committed_epoch(), 2u);
+  EXPECT_EQ(DirHashes(dir_), committed_files_) << "a refused epoch changed the checkpoint's files";
 }
 
 TEST_F(DiskReceive, DiskFramesWithoutTheCapabilityAreAProtocolError) {

@@ -121,6 +121,13 @@ void ExpectRecoversTo(const std::string& path, const std::vector<Model>& m, uint
   EXPECT_EQ(sink.committed_disks()[0].digest, DigestOf(m[e].disk));
 }
 
+// Staging that keeps an epoch's first record (the 4 KiB write) in memory
+// and spills the rest: the journal's disk section is then copied from both.
+void SpillAfterTheFirstRecord(ImageSinkOptions* o) {
+  o->max_disk_staging_bytes = kPage + 24 + 100;
+  o->max_disk_spill_bytes = uint64_t{1} << 20;
+}
+
 TEST(ImageDiskTest, StagedRecordsAreAppliedOnlyAtCommitAndTheDigestFollows) {
   const std::vector<Model> m = BuildModel(6);
   const std::string dir = MakeTempDir();
@@ -162,6 +169,65 @@ TEST(ImageDiskTest, StagedRecordsAreAppliedOnlyAtCommitAndTheDigestFollows) {
   EXPECT_EQ(sink.OnDisk(7, kId + 1, bad).code(), Code::kCorruption);
   r->reset();
   ExpectRecoversTo(path, m, 6);
+  fs::remove_all(dir);
+}
+
+// An epoch whose disk data exceeds the memory bound spills, commits with
+// one journal record (disk section copied from memory and spill), and the
+// spill is empty again afterwards; beyond the spill bound it is refused and
+// the previous checkpoint stays, exactly.
+TEST(ImageDiskTest, AnEpochBeyondMemoryIsSpilledAndCommittedWhole) {
+  const std::vector<Model> m = BuildModel(4);
+  const std::string dir = MakeTempDir();
+  const std::string path = dir + "/g.img";
+  ImageSinkOptions o;
+  o.path = path;
+  SpillAfterTheFirstRecord(&o);
+  auto r = ImageSink::Open(o);
+  ASSERT_TRUE(r.ok());
+  ImageSink& sink = **r;
+  ASSERT_TRUE(sink.BeginSessionWithDisks(kPages, kIdentity, Disks()).ok());
+  ASSERT_TRUE(SendEpoch(sink, m, 1).ok());  // direct: not staged
+  EXPECT_EQ(sink.spilled_disk_bytes(), 0u);
+  for (uint64_t e = 2; e <= 3; ++e) {
+    // The whole disk as of e first (it does not fit memory: spilled whole),
+    // then the model's records of e, which leave it so.
+    protocol::DiskRecord w;
+    w.kind = protocol::DiskRecordKind::kWrite;
+    w.offset = 0;
+    w.length = kDiskBytes;
+    w.data = m[e].disk;
+    ASSERT_TRUE(sink.OnDisk(e, kId, w).ok());
+    EXPECT_GE(sink.spilled_disk_bytes(), kDiskBytes);
+    EXPECT_EQ(ReadFile(path + ".disk3"), m[e - 1].disk) << "applied before the commit";
+    sink.Discard();
+    EXPECT_EQ(sink.spilled_disk_bytes(), 0u);
+    ASSERT_TRUE(sink.OnDisk(e, kId, w).ok());
+    ASSERT_TRUE(SendEpoch(sink, m, e).ok());
+    EXPECT_EQ(sink.spilled_disk_bytes(), 0u);
+    EXPECT_EQ(ReadFile(path + ".disk3"), m[e].disk) << "epoch " << e;
+    EXPECT_EQ(sink.committed_disks()[0].digest, DigestOf(m[e].disk));
+  }
+  // The spill bound (1 MiB): whole-disk writes until one is refused, which
+  // refuses the epoch; nothing of it is applied.
+  ASSERT_TRUE(sink.OnPage(4, 1, m[4].memory.data() + kPage).ok());
+  protocol::DiskRecord w;
+  w.kind = protocol::DiskRecordKind::kWrite;
+  w.offset = 0;
+  w.length = kDiskBytes;
+  w.data = m[4].disk;
+  Status st;
+  for (int i = 0; i < 6 && st.ok(); ++i) st = sink.OnDisk(4, kId, w);
+  ASSERT_EQ(st.code(), Code::kOutOfRange) << st.ToString();
+  EXPECT_NE(st.message().find("--max-disk-spill"), std::string::npos) << st.message();
+  EXPECT_LE(sink.spilled_disk_bytes(), uint64_t{1} << 20);
+  sink.Discard();
+  r->reset();
+  ExpectRecoversTo(path, m, 3);
+  EXPECT_TRUE(fs::exists(path + ".disk3"));
+  for (const auto& f : fs::directory_iterator(dir)) {
+    EXPECT_EQ(f.path().filename().string().find(".romulus-spill"), std::string::npos) << "a spill file was left";
+  }
   fs::remove_all(dir);
 }
 
@@ -265,7 +331,8 @@ TEST(ImageDiskTest, ADifferentDiskListIsRefusedWhileCommittedUnlessStartingOver)
 
 // Forks a backup that commits epochs 1..k with disks, then dies at `step`
 // inside the commit of k+1.
-void CrashChild(const std::string& path, const std::vector<Model>& m, uint64_t k, CommitStep step, bool durable) {
+void CrashChild(const std::string& path, const std::vector<Model>& m, uint64_t k, CommitStep step, bool durable,
+                bool spill = false) {
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
@@ -273,6 +340,7 @@ void CrashChild(const std::string& path, const std::vector<Model>& m, uint64_t k
     o.path = path;
     o.durable = durable;
     o.run_activated = false;
+    if (spill) SpillAfterTheFirstRecord(&o);
     auto r = ImageSink::Open(o);
     if (!r.ok() || !(*r)->BeginSessionWithDisks(kPages, kIdentity, Disks()).ok()) _exit(2);
     for (uint64_t e = 1; e <= k; ++e) {
@@ -291,14 +359,15 @@ void CrashChild(const std::string& path, const std::vector<Model>& m, uint64_t k
 TEST(ImageDiskTest, ACrashAtEveryCommitStepRecoversMemoryAndDiskToTheSameEpoch) {
   const uint64_t k = 3;
   const std::vector<Model> m = BuildModel(k + 2);
+  for (bool spill : {false, true})
   for (bool durable : {false, true}) {
     for (const std::string& name : CommitStepNames()) {
-      SCOPED_TRACE(name + (durable ? " (durable)" : ""));
+      SCOPED_TRACE(name + (durable ? " (durable)" : "") + (spill ? " (spilled epoch)" : ""));
       CommitStep step;
       ASSERT_TRUE(ParseCommitStep(name, &step));
       const std::string dir = MakeTempDir();
       const std::string path = dir + "/g.img";
-      CrashChild(path, m, k, step, durable);
+      CrashChild(path, m, k, step, durable, spill);
       const uint64_t expect = step < CommitStep::kJournalMarker ? k : k + 1;
       ExpectRecoversTo(path, m, expect);
       // Replay is idempotent: a second Open (nothing left to replay) agrees.
@@ -307,6 +376,7 @@ TEST(ImageDiskTest, ACrashAtEveryCommitStepRecoversMemoryAndDiskToTheSameEpoch) 
         ImageSinkOptions o;
         o.path = path;
         o.run_activated = false;
+        if (spill) SpillAfterTheFirstRecord(&o);
         auto r = ImageSink::Open(o);
         ASSERT_TRUE(r.ok());
         ASSERT_TRUE((*r)->BeginSessionWithDisks(kPages, kIdentity, Disks()).ok());
@@ -366,9 +436,11 @@ TEST(ImageDiskTest, VerifysViewSeesTheDiskOfAPendingJournalRecord) {
   // the journal holds N; the read-only view must show N (what a restart
   // replays) without writing anything.
   const std::vector<Model> m = BuildModel(3);
+  for (bool spill : {false, true}) {
+  SCOPED_TRACE(spill ? "spilled epoch" : "epoch staged in memory");
   const std::string dir = MakeTempDir();
   const std::string path = dir + "/g.img";
-  CrashChild(path, m, 2, CommitStep::kJournalMarker, false);
+  CrashChild(path, m, 2, CommitStep::kJournalMarker, false, spill);
   EXPECT_EQ(ReadFile(path + ".disk3"), m[2].disk) << "not applied yet";
   auto v = ImageView::Open(path);
   ASSERT_TRUE(v.ok()) << v.status().ToString();
@@ -386,6 +458,7 @@ TEST(ImageDiskTest, VerifysViewSeesTheDiskOfAPendingJournalRecord) {
   EXPECT_FALSE((*v)->ReadDisk(kId, kDiskBytes - 256, one).ok());
   EXPECT_FALSE((*v)->ReadDisk(kId + 1, 0, one).ok());
   fs::remove_all(dir);
+  }
 }
 
 // A full filesystem under the disk files: every failed commit keeps N-1

@@ -364,6 +364,35 @@ TEST_F(XenDisksTest, StagingIsBounded) {
   EXPECT_LE(set.staged_bytes(), size_t{1} << 20);
 }
 
+// With --max-disk-spill the same epoch spills into the disk directory and is
+// applied at the commit, after memory, in stream order.
+TEST_F(XenDisksTest, AnEpochBeyondMemorySpillsIntoTheDiskDirectory) {
+  XenDiskOptions o = Opts(1 << 20);
+  o.max_spill_bytes = uint64_t{8} << 20;
+  XenDiskSet set(o);
+  ASSERT_TRUE(set.BeginSession("g1--incoming", disks_, false).ok());
+  ASSERT_TRUE(set.Commit(1).ok());
+  const std::vector<uint8_t> a(600 << 10, 0x44), b(600 << 10, 0x45);
+  ASSERT_TRUE(set.OnDisk(2, 2, Write(0, a)).ok());
+  ASSERT_TRUE(set.OnDisk(2, 2, Write(1 << 20, b)).ok());
+  ASSERT_TRUE(set.OnDisk(2, 2, Write(300 << 10, b)).ok());  // overlaps a: order matters
+  EXPECT_GT(set.spilled_bytes(), 0u);
+  EXPECT_EQ(ReadFile(Image("xvdc"), 0, 4096), std::vector<uint8_t>(4096, 0)) << "applied before the commit";
+  ASSERT_TRUE(CommitMemoryThenDisks(2, [] { return Status::Ok(); }, &set).ok());
+  EXPECT_EQ(set.spilled_bytes(), 0u);
+  EXPECT_EQ(ReadFile(Image("xvdc"), 0, 300 << 10), std::vector<uint8_t>(300 << 10, 0x44));
+  EXPECT_EQ(ReadFile(Image("xvdc"), 300 << 10, 600 << 10), b);
+  EXPECT_EQ(ReadFile(Image("xvdc"), 1 << 20, 600 << 10), b);
+  // Beyond both bounds: refused, naming both flags.
+  const std::vector<uint8_t> mb(1 << 20, 0x46);
+  Status st;
+  for (int i = 0; i < 12 && st.ok(); ++i) st = set.OnDisk(3, 2, Write(0, mb));
+  EXPECT_EQ(st.code(), Code::kOutOfRange) << st.ToString();
+  EXPECT_NE(st.message().find("--max-disk-spill"), std::string::npos) << st.message();
+  set.Discard();
+  EXPECT_EQ(set.spilled_bytes(), 0u);
+}
+
 // A resync while a held replica exists: the images are its disks until the
 // new session's first commit, so its first epoch (a full copy) is staged.
 TEST_F(XenDisksTest, HeldReplicasImagesAreKeptUntilTheNewSessionCommits) {
