@@ -238,7 +238,7 @@ int RunRestore(int argc, char** argv) {
       !GetDuration(kCmd, *vm, "fence-timeout", &fence_timeout) ||
       !GetSizeAtLeast(kCmd, *vm, "max-cache-size", 4096, &max_cache) ||
       !GetSizeAtLeast(kCmd, *vm, "max-guest-size", 4096, &max_guest) ||
-      !GetSizeAtLeast(kCmd, *vm, "max-disk-staging", 1 << 20, &max_disk_staging) ||
+      !GetSizeAtLeast(kCmd, *vm, "max-disk-staging", 64 << 10, &max_disk_staging) ||
       !GetSizeAtLeast(kCmd, *vm, "max-disk-spill", 0, &max_disk_spill)) {
     return kExitUsage;
   }

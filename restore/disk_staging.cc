@@ -38,7 +38,14 @@ Status ParseDiskEntryHead(const uint8_t* p, DiskEntry* e) {
   e->data = nullptr;
   if (e->kind == kDiskEntryFlush) {
     if (e->length != 0 || e->offset != 0) return Status::Corruption("disk section: a flush with a range");
-  } else if (e->kind != kDiskEntryWrite && e->kind != kDiskEntryZero) {
+  } else if (e->kind == kDiskEntryWrite) {
+    // What Stage accepts (DiskEntryFromRecord), so a committed section is
+    // never one its own replay refuses; and the file walk's window bound.
+    if (e->length > protocol::kMaxDiskWriteChunk) {
+      return Status::Corruption("disk section: a write of " + std::to_string(e->length) + " bytes (at most " +
+                                std::to_string(protocol::kMaxDiskWriteChunk) + ")");
+    }
+  } else if (e->kind != kDiskEntryZero) {
     return Status::Corruption("disk section: unknown entry kind " + std::to_string(e->kind));
   }
   return Status::Ok();
@@ -89,10 +96,6 @@ Status ForEachDiskEntryInFile(int fd, uint64_t offset, uint64_t length, std::vec
     ROMULUS_RETURN_IF_ERROR(ParseDiskEntryHead(w + (pos - base), &e));
     uint64_t next = pos + kDiskEntryHead;
     if (e.kind == kDiskEntryWrite) {
-      if (e.length > protocol::kMaxDiskWriteChunk) {
-        return Status::Corruption("disk section: a write of " + std::to_string(e.length) + " bytes (at most " +
-                                  std::to_string(protocol::kMaxDiskWriteChunk) + ")");
-      }
       if (length - next < e.length) return Status::Corruption("disk section: truncated write");
       ROMULUS_RETURN_IF_ERROR(hold(kDiskEntryHead + static_cast<size_t>(e.length)));
       e.data = w + (next - base);
@@ -114,6 +117,7 @@ Result<DiskEntry> DiskEntryFromRecord(uint32_t disk_id, uint64_t disk_size, cons
   }
   const bool write = record.kind == protocol::DiskRecordKind::kWrite;
   if ((!write && record.kind != protocol::DiskRecordKind::kZero) || record.length == 0 ||
+      (write && record.length > protocol::kMaxDiskWriteChunk) ||
       record.offset > disk_size || record.length > disk_size - record.offset ||
       (write && record.data.size() != record.length)) {
     return Status::Corruption("disk " + std::to_string(disk_id) + " record (kind " +
@@ -171,6 +175,10 @@ Status DiskStaging::OpenSpill() {
 }
 
 Status DiskStaging::Stage(uint64_t epoch, const DiskEntry& e) {
+  if (e.kind == kDiskEntryWrite && e.length > protocol::kMaxDiskWriteChunk) {
+    return Status::InvalidArgument("staging a disk write of " + std::to_string(e.length) + " bytes (at most " +
+                                   std::to_string(protocol::kMaxDiskWriteChunk) + ")");
+  }
   const size_t need = kDiskEntryHead + (e.kind == kDiskEntryWrite ? e.length : 0);
   // In memory while it fits and nothing of the epoch is spilled yet (the
   // spill holds the epoch's tail, so memory then spill is stream order).
@@ -234,6 +242,21 @@ Status DiskStaging::ForEachPiece(const std::function<Status(std::span<const uint
     off += n;
   }
   return Status::Ok();
+}
+
+Status DiskStaging::ReserveWrites(const std::function<int(uint32_t)>& fd_of, bool* supported) {
+  if (write_bytes_ == 0) return Status::Ok();
+  return ForEachEntry([&](const DiskEntry& e) -> Status {
+    if (e.kind != kDiskEntryWrite || !*supported) return Status::Ok();
+    if (::fallocate(fd_of(e.disk_id), 0, static_cast<off_t>(e.offset), static_cast<off_t>(e.length)) == 0) {
+      return Status::Ok();
+    }
+    if (errno == EOPNOTSUPP) {
+      *supported = false;
+      return Status::Ok();
+    }
+    return Status::StorageErrno("reserving space for disk " + std::to_string(e.disk_id) + "'s writes", errno);
+  });
 }
 
 void DiskStaging::Clear() {

@@ -31,6 +31,9 @@ inline constexpr size_t kDiskEntryHead = 24;
 inline constexpr uint8_t kDiskEntryWrite = 1;
 inline constexpr uint8_t kDiskEntryZero = 3;
 inline constexpr uint8_t kDiskEntryFlush = 5;
+// Free space above twice a commit's need plus this lets a sink skip
+// reserving blocks before its commit point (ReserveWrites).
+inline constexpr uint64_t kReserveMargin = uint64_t{256} << 20;
 
 struct DiskEntry {
   uint32_t disk_id = 0;
@@ -43,14 +46,14 @@ struct DiskEntry {
 
 void EncodeDiskEntryHead(const DiskEntry& e, uint8_t* out);
 using DiskEntryFn = std::function<Status(const DiskEntry&)>;
-// Walks a section; Corruption for a truncated or unknown entry (nothing of
-// a damaged section is trusted).
+// Walks a section; Corruption for a truncated or unknown entry or a write
+// longer than protocol::kMaxDiskWriteChunk (nothing of a damaged section is
+// trusted; both walks accept exactly the same sections).
 Status ForEachDiskEntry(std::span<const uint8_t> section, const DiskEntryFn& fn);
 // The same walk over the `length` bytes at `offset` of a file (a journal's
-// disk section, a spill file), read through *window (grown once to one
-// largest entry, kDiskSectionWindow): a write longer than
-// protocol::kMaxDiskWriteChunk is Corruption, so nothing read sizes an
-// allocation. A failed read is Storage naming `what`.
+// disk section, a spill file), read through *window (sized once to one
+// largest entry, kDiskSectionWindow, whatever the section's size), so
+// nothing read sizes an allocation. A failed read is Storage naming `what`.
 inline constexpr size_t kDiskSectionWindow = kDiskEntryHead + protocol::kMaxDiskWriteChunk;
 Status ForEachDiskEntryInFile(int fd, uint64_t offset, uint64_t length, std::vector<uint8_t>* window,
                               const DiskEntryFn& fn, const std::string& what);
@@ -58,7 +61,8 @@ Status ForEachDiskEntryInFile(int fd, uint64_t offset, uint64_t length, std::vec
 // The entry for one record of a validated DISK frame, checked against the
 // disk it is for: Corruption for a kind other than WRITE/ZERO/FLUSH (the
 // receiver decompresses WRITE_LZ4), an empty range, a range beyond
-// disk_size, or a write whose data is not `length` bytes. data points into
+// disk_size, a write longer than protocol::kMaxDiskWriteChunk (what every
+// section reader accepts), or a write whose data is not `length` bytes. data points into
 // the record (valid only as long as the record's bytes).
 Result<DiskEntry> DiskEntryFromRecord(uint32_t disk_id, uint64_t disk_size, const protocol::DiskRecord& record);
 
@@ -87,7 +91,8 @@ class DiskStaging {
   DiskStaging(const DiskStaging&) = delete;
   DiskStaging& operator=(const DiskStaging&) = delete;
 
-  // OutOfRange (nothing staged) when the entry would take the epoch over
+  // InvalidArgument for a write longer than protocol::kMaxDiskWriteChunk
+  // (DiskEntryFromRecord never makes one); OutOfRange (nothing staged) when the entry would take the epoch over
   // both bounds, Storage when the spill file cannot be created or written
   // (a full disk: nothing of the entry counts). Either way the caller
   // refuses the epoch (ERROR resource) and keeps the previous checkpoint,
@@ -96,9 +101,16 @@ class DiskStaging {
   // The staged entries in stream order (memory, then the spill file read
   // back through a 1 MiB window); Storage if reading the spill fails.
   Status ForEachEntry(const DiskEntryFn& fn);
-  // The staged bytes (the section encoding) in order, in pieces of at most
-  // kDiskSectionWindow: what the image sink's journal copies.
+  // The staged bytes (the section encoding) in order: the memory part as
+  // one piece, then the spill in pieces of at most kDiskSectionWindow; what
+  // the image sink's journal copies.
   Status ForEachPiece(const std::function<Status(std::span<const uint8_t>)>& fn);
+  // Allocates the blocks the staged writes will fill (fallocate, content
+  // unchanged) in the file fd_of(disk_id) returns, so that running out of
+  // space fails before a commit point rather than half-way through an
+  // apply. *supported becomes false (and the rest is skipped) where the
+  // filesystem cannot; Storage (ENOSPC, EIO) otherwise.
+  Status ReserveWrites(const std::function<int(uint32_t)>& fd_of, bool* supported);
   uint64_t size() const { return buf_.size() + spill_len_; }
   uint64_t spilled_bytes() const { return spill_len_; }
   uint64_t write_bytes() const { return write_bytes_; }  // data of the staged writes

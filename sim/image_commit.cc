@@ -23,8 +23,7 @@ namespace romulus::sim {
 namespace {
 constexpr uint64_t kPage = kImagePage;
 constexpr size_t kMaxIov = 256;  // pages per pwritev (well below IOV_MAX)
-// Free space above which a commit does not reserve its image blocks.
-constexpr uint64_t kReserveMargin = uint64_t{256} << 20;
+using restore::kReserveMargin;  // free space above which a commit does not reserve blocks
 constexpr uint32_t kNoSlot = UINT32_MAX;
 }  // namespace
 
@@ -167,11 +166,8 @@ Status ImageSink::ReserveImageBlocks() {
     i = j;
   }
   if (disk_need > 0 && reserve_supported_) {
-    ROMULUS_RETURN_IF_ERROR(disk_staged_->ForEachEntry([&](const DiskEntry& e) -> Status {
-      if (e.kind != kDiskEntryWrite || !reserve_supported_) return Status::Ok();
-      return ReserveImageRange(disk_fd(e.disk_id), e.offset, e.length, &reserve_supported_)
-          .With("disk " + disk_path(e.disk_id));
-    }));
+    ROMULUS_RETURN_IF_ERROR(disk_staged_->ReserveWrites([&](uint32_t id) { return disk_fd(id); }, &reserve_supported_)
+                                .With("image " + options_.path));
   }
   return Status::Ok();
 }
@@ -253,6 +249,11 @@ Status ImageSink::PrepareDiskDigests() {
     return Status::Ok();
   }
   if (!disk_staged_ || disk_staged_->empty()) return Status::Ok();
+  // Only digested disks (at most kMaxDigestedDisk each) need the walk: a
+  // large spilled epoch of undigested disks is not read for it.
+  if (std::none_of(staged_disks_.begin(), staged_disks_.end(), [](const DiskState& d) { return d.has_digest; })) {
+    return Status::Ok();
+  }
   std::map<std::pair<size_t, uint64_t>, std::vector<uint8_t>> work;
   std::vector<uint64_t> delta(staged_disks_.size(), 0);  // mod 2^64, like the digest
   ROMULUS_RETURN_IF_ERROR(disk_staged_->ForEachEntry([&](const DiskEntry& e) -> Status {

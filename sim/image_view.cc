@@ -32,7 +32,7 @@ class Fd {
 
 }  // namespace
 
-// An index entry per pending disk record: 40 bytes for at least 24 of the
+// An index entry per pending disk record: 32 bytes for at least 24 of the
 // section, bounded so a view of a huge pending record fails with a clear
 // sentence (a restart applies it, then the view needs no index).
 constexpr size_t kMaxViewDiskEntries = size_t{1} << 22;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -351,8 +352,31 @@ Status XenDiskSet::Commit(uint64_t epoch, bool whole) {
   return Status::Ok();
 }
 
+Status XenDiskSet::ReserveForCommit() {
+  const uint64_t need = staging_.write_bytes();
+  if (need == 0 || !reserve_supported_ || options_.dir.empty()) return Status::Ok();
+  // Plenty of room: skip the fallocate calls (each an extent update). The
+  // image sink's rule (sim/image_commit.cc ReserveImageBlocks).
+  struct statvfs vfs;
+  if (::statvfs(options_.dir.c_str(), &vfs) == 0 && uint64_t{vfs.f_bavail} * vfs.f_frsize > 2 * need + restore::kReserveMargin) {
+    return Status::Ok();
+  }
+  return staging_.ReserveWrites(
+      [&](uint32_t id) {
+        XenDiskImage* im = Find(id);
+        return im == nullptr ? -1 : im->fd;
+      },
+      &reserve_supported_);
+}
+
 Status CommitMemoryThenDisks(uint64_t epoch, const std::function<Status()>& memory, XenDiskSet* disks,
                              bool whole) {
+  // A full disk found now fails the commit before memory N is taken.
+  Status r = disks->ReserveForCommit();
+  if (!r.ok()) {
+    disks->Discard();
+    return r.With("epoch " + std::to_string(epoch) + " (the images still hold the previous checkpoint)");
+  }
   Status m = memory();
   if (!m.ok()) {
     // Memory N was not taken: the images must stay the previous checkpoint's.

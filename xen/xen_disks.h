@@ -111,6 +111,11 @@ class XenDiskSet {
   // keeps writing its records as they arrive (no staging, no bound) and the
   // images stay refused until the first whole epoch commits.
   Status Commit(uint64_t epoch, bool whole = true);
+  // Before memory N is taken: when DIR's free space is short, allocates the
+  // blocks the staged writes will fill, so a full disk fails the commit
+  // while the images still are N-1's (ERROR resource, still resumable)
+  // instead of failing the apply after memory N (which refuses activation).
+  Status ReserveForCommit();
 
   // Lineage claims (see above). After BeginSession: each image's valid
   // claim. SetSessionLineages (one per disk of the session, 0: none; before
@@ -147,6 +152,7 @@ class XenDiskSet {
   XenDiskOptions options_;
   std::vector<XenDiskImage> images_;
   restore::DiskStaging staging_;
+  bool reserve_supported_ = true;  // false once DIR's filesystem refused fallocate
   bool direct_ = false;             // this session's first epoch is written as it arrives
   bool session_committed_ = false;  // a commit happened in this session
   bool dirty_direct_ = false;       // a direct epoch was written and not committed

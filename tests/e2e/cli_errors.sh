@@ -111,7 +111,7 @@ expect_usage "^romulus restore: --max-cache-size: must be at least 4 KiB \\(got 
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --max-cache-size 100 --image "$T/img"
 expect_usage "^romulus restore: --max-disk-spill: " \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --max-disk-spill -1 --image "$T/img"
-expect_usage "^romulus restore: --max-disk-staging: must be at least 1 MiB" \
+expect_usage "^romulus restore: --max-disk-staging: must be at least 64 KiB" \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --max-disk-staging 4K --image "$T/img"
 expect_usage "^romulus restore: unrecognised option" restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --frobnicate
 expect_usage "^romulus restore: --domain-name, --vif-script, --no-vifs and --disk-dir need --xen" \

@@ -14,8 +14,8 @@
 # 3. b3 restarts on a copy of the image taken before b2 ran: it holds an
 #    older tag than the primary kept changes for (b2's acks let it forget
 #    them), so the primary must not patch it with a delta: it copies the disk
-#    whole. b3 stages only 1 MiB of an epoch in memory
-#    (--max-disk-staging 1M): that copy spills to a file beside its image
+#    whole. b3 stages only 64 KiB of an epoch in memory
+#    (--max-disk-staging 64K, less than the records b2 already held): that copy spills to a file beside its image
 #    (docs/DISK.md §6.2) and must still commit as one checkpoint.
 # Each step ends with `romulus verify`: memory and disk are the same
 # checkpoint, every record the memory believes written is on the disk, none
@@ -70,7 +70,7 @@ verify_image "$T/img" || fail "b2's image"
 # ---- 3. an older copy than the primary kept changes for: the whole disk
 cp --sparse=always "$T"/old/img* "$T/"
 start_backup b3 "$T/backup3.log" --listen "127.0.0.1:$port" --psk-file "$T/key" \
-  --image "$T/img" --events-json "$T/events3.json" --failover-timeout 1s --max-disk-staging 1M
+  --image "$T/img" --events-json "$T/events3.json" --failover-timeout 1s --max-disk-staging 64K
 # (b1's last commit event may be one short: killed after the commit point of the
 # next epoch, whose event it never wrote; verify above saw which.)
 assert_grep "$T/backup3.log" "image holds committed epoch ($b1_epoch|$((b1_epoch + 1))) " "b3 finds b1's last epoch"
@@ -79,8 +79,8 @@ wait_until 30 "b3 commits 10 epochs" bash -c "[[ \$(grep -c '\"event\":\"commit\
 assert_grep "$T/primary.log" "disk xvda: the backup holds it as of tag [0-9]+, but .*are not known.*copying it whole" \
   "b3 (older than the primary's changes reach) gets the whole disk"
 [[ $(regions_line | wc -l) -eq 1 ]] || check_fail "b3 got a copy of changed regions: $(regions_line | tail -n1)"
-assert_grep "$T/backup3.log" "disk staging: epoch [0-9]+ holds more than the 1048576 bytes staged in memory; the rest is spilled to $T" \
-  "b3 spills the whole copy beyond its 1 MiB of staging memory"
+assert_grep "$T/backup3.log" "disk staging: epoch [0-9]+ holds more than the 65536 bytes staged in memory; the rest is spilled to $T" \
+  "b3 spills the whole copy beyond its 64 KiB of staging memory"
 ls -A "$T" | grep -q romulus-spill && check_fail "a spill file was left in $T: $(ls -A "$T" | grep romulus-spill)"
 
 # ---- the primary dies: b3 fails over to a checkpoint that verifies

@@ -400,6 +400,9 @@ TEST_F(DiskReceive, AnEpochBeyondMemoryIsSpilledCommittedAndAckedOnce) {
   Page(2, 0x52);
   protocol::DiskFrameBuilder b;
   b.Reset(kDiskId);
+  // A block in memory, then a write over it that spills: applied in that order.
+  auto early = Block(0x66, 4096);
+  ASSERT_TRUE(b.AddWrite(2 * 4096, early, false, false));
   auto w = Block(0x77, 128 * 1024);
   ASSERT_TRUE(b.AddWrite(0, w, false, false));
   auto z = Block(0, 4096);

@@ -216,7 +216,14 @@ TEST(DiskStagingTest, AFullDiskWhileSpillingIsAStorageErrorAndKeepsWhatWasStaged
 TEST(DiskStagingTest, TheFileWalkReadsASectionAndRefusesDamagedOnes) {
   const std::string dir = MakeTempDir();
   const std::string path = dir + "/section";
-  const std::vector<Rec> recs = MakeRecords(200, 9);
+  std::vector<Rec> recs = MakeRecords(200, 9);
+  // Entries of exactly the window (a largest write) among small ones, so
+  // the window refills at every alignment and holds a whole-window entry.
+  for (size_t at : {size_t{17}, size_t{18}, size_t{120}}) {
+    Rec big{2, kDiskEntryWrite, 0, protocol::kMaxDiskWriteChunk, std::vector<uint8_t>(protocol::kMaxDiskWriteChunk)};
+    for (size_t i = 0; i < big.data.size(); ++i) big.data[i] = static_cast<uint8_t>(i * 7 + at);
+    recs.insert(recs.begin() + static_cast<long>(at), std::move(big));
+  }
   std::vector<uint8_t> sec = Encoding(recs);
   auto walk = [&](const std::vector<uint8_t>& section, size_t* count) -> Status {
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
@@ -259,6 +266,19 @@ TEST(DiskStagingTest, TheFileWalkReadsASectionAndRefusesDamagedOnes) {
   for (int i = 0; i < 8; ++i) huge[at + 16 + i] = i == 7 ? 0x10 : 0;
   EXPECT_EQ(walk(huge, &n).code(), Code::kCorruption);
   EXPECT_EQ(n, first_write);
+  // A write one byte over the largest a record can carry, data present:
+  // both walks refuse it (a section they disagree on could commit and then
+  // not replay), and so does Stage.
+  {
+    Rec over{1, kDiskEntryWrite, 0, protocol::kMaxDiskWriteChunk + 1,
+             std::vector<uint8_t>(protocol::kMaxDiskWriteChunk + 1, 1)};
+    const std::vector<uint8_t> one = Encoding({over});
+    EXPECT_EQ(walk(one, &n).code(), Code::kCorruption);
+    EXPECT_EQ(ForEachDiskEntry(one, [](const DiskEntry&) { return Status::Ok(); }).code(), Code::kCorruption);
+    DiskStaging st(8 << 20);
+    EXPECT_EQ(st.Stage(1, EntryOf(over)).code(), Code::kInvalidArgument);
+    EXPECT_TRUE(st.empty());
+  }
   // An unknown kind, a flush with a range.
   std::vector<uint8_t> kind = sec;
   kind[at + 4] = 9;

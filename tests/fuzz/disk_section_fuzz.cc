@@ -2,8 +2,9 @@
 // section, a staging spill file; docs/IMAGE-FORMAT.md, restore/disk_staging.h),
 // read back after a crash or a commit. Invariants: the in-memory walk and
 // the file walk (through its bounded window) yield the same entries and stop
-// at the same damaged one with the same code; the file walk's window never
-// grows past one largest entry; and the entries of the valid prefix, staged
+// at the same damaged one with the same code; a valid section repeated past
+// the window (so the window refills at the input's alignments) walks as
+// the same entries repeated; and the entries of the valid prefix, staged
 // through a DiskStaging whose memory holds almost nothing (so they spill),
 // read back as exactly the same bytes and entries.
 #include <sys/mman.h>
@@ -77,6 +78,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       &file_st);
   if (!Same(mem, from_file) || mem_st.code() != file_st.code()) std::abort();
   if (window.size() > kDiskSectionWindow) std::abort();
+
+  // A whole section repeated past the window: the file walk refills its
+  // window at every alignment the input's entry sizes give, and must still
+  // yield the entries, in order, as many times as they were repeated.
+  if (mem_st.ok() && size >= kDiskEntryHead) {
+    const size_t reps = kDiskSectionWindow / size + 2;
+    if (::ftruncate(fd, 0) != 0) std::abort();
+    for (size_t r = 0; r < reps; ++r) {
+      if (::pwrite(fd, data, size, static_cast<off_t>(kAt + r * size)) != static_cast<ssize_t>(size)) std::abort();
+    }
+    size_t i = 0;
+    Status rep_st = ForEachDiskEntryInFile(
+        fd, kAt, reps * size, &window,
+        [&](const DiskEntry& e) {
+          const Seen& want = mem[i % mem.size()];
+          ++i;
+          if (e.disk_id != want.e.disk_id || e.kind != want.e.kind || e.offset != want.e.offset ||
+              e.length != want.e.length ||
+              (e.kind == kDiskEntryWrite && std::memcmp(e.data, want.data.data(), e.length) != 0)) {
+            std::abort();
+          }
+          return Status::Ok();
+        },
+        "fuzz section");
+    if (!rep_st.ok() || i != reps * mem.size() || window.size() > kDiskSectionWindow) std::abort();
+  }
 
   // The valid prefix through the staging, spilled: same entries, same bytes.
   staging.Clear();

@@ -423,6 +423,8 @@ TEST_F(XenDisksTest, HeldReplicasImagesAreKeptUntilTheNewSessionCommits) {
   EXPECT_EQ(ReadFile(Image("xvdb"), 0, 4096), new_data);
 }
 
+std::string Image2(const std::string& dir) { return XenDiskSet::ImagePath(dir, "g1--incoming", "xvdb"); }
+
 std::string MountSmallTmpfs(uint64_t bytes) {
   std::string dir = MakeTempDir("xendisks-enospc");
   const std::string opts = "size=" + std::to_string(bytes);
@@ -433,9 +435,11 @@ std::string MountSmallTmpfs(uint64_t bytes) {
   return dir;
 }
 
-// ENOSPC while applying epoch N after memory N was taken: memory and disk
-// differ, so Commit fails (no ACK) and activation is refused with the
-// reason, until a new session's first epoch (a full copy) commits whole.
+// ENOSPC: found by the reservation before memory N is taken, the commit
+// fails and nothing is lost; while applying epoch N after memory N was
+// taken, memory and disk differ, so Commit fails (no ACK) and activation is
+// refused with the reason, until a new session's first epoch (a full copy)
+// commits whole.
 TEST(XenDisksEnospcTest, AFailedApplyRefusesActivationUntilAFullCopyCommits) {
   const std::string dir = MountSmallTmpfs(2 << 20);
   if (dir.empty()) GTEST_SKIP() << "cannot mount a tmpfs here (" << std::strerror(errno) << "): needs root";
@@ -453,9 +457,28 @@ TEST(XenDisksEnospcTest, AFailedApplyRefusesActivationUntilAFullCopyCommits) {
     ASSERT_TRUE(set.Commit(1).ok());
     ASSERT_EQ(set.held().size(), 1u);
 
-    const std::vector<uint8_t> big(3 << 20, 0x88);  // more than the tmpfs holds
-    ASSERT_TRUE(set.OnDisk(2, 1, Write(1 << 20, big)).ok());
-    Status st = CommitMemoryThenDisks(2, [] { return Status::Ok(); }, &set);
+    const std::vector<uint8_t> mb(1 << 20, 0x88);  // 3 of them: more than the tmpfs holds
+    auto stage_big = [&] {
+      for (uint64_t i = 1; i <= 3; ++i) ASSERT_TRUE(set.OnDisk(2, 1, Write(i << 20, mb)).ok());
+    };
+    // Through CommitMemoryThenDisks the full disk is found before memory 2
+    // is taken: the commit fails, the images still are epoch 1's, and the
+    // held replica stays resumable (ReserveForCommit).
+    stage_big();
+    bool memory_taken = false;
+    Status st = CommitMemoryThenDisks(2, [&] { memory_taken = true; return Status::Ok(); }, &set);
+    ASSERT_EQ(st.code(), Code::kStorage) << st.ToString();
+    EXPECT_FALSE(memory_taken) << "memory 2 was taken although its disk writes cannot fit";
+    EXPECT_NE(st.message().find("still hold the previous checkpoint"), std::string::npos) << st.message();
+    EXPECT_EQ(set.activation_refusal(), "");
+    EXPECT_EQ(set.held().size(), 1u);
+    EXPECT_EQ(ReadFile(Image2(dir), 0, 4096), small);
+    EXPECT_EQ(ReadFile(Image2(dir), 1 << 20, 4096), std::vector<uint8_t>(4096, 0));
+
+    // An apply that fails anyway after memory 2 was taken (here: Commit
+    // called directly, past the reservation).
+    stage_big();
+    st = set.Commit(2);
     ASSERT_FALSE(st.ok());
     EXPECT_EQ(st.code(), Code::kStorage);
     EXPECT_NE(st.message().find("disk xvdb failed to apply epoch 2"), std::string::npos) << st.message();
