@@ -1,0 +1,67 @@
+// QmpClient: one connection to a QEMU Machine Protocol socket (QEMU started
+// with -qmp unix:PATH,server=on,wait=off), the control channel of an HVM
+// guest's device model (docs/DEVICE-MODEL.md). Romulus is the only client:
+// one command at a time, each tagged with an id and matched to its reply;
+// asynchronous events that arrive meanwhile are kept (the last 64) for
+// whoever asks.
+//
+// QEMU is a separate process that can die, hang or (in a test) be anything
+// at all on the other end of the socket, so: every call has a deadline, a
+// message is at most kMaxQmpMessage bytes (longer is Corruption, never an
+// allocation), anything that is not a JSON object is Corruption, and EOF is
+// Closed naming the socket. Not thread-safe.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "transport/stream.h"
+
+namespace romulus::devicemodel {
+
+inline constexpr size_t kMaxQmpMessage = size_t{1} << 20;
+inline constexpr size_t kMaxQmpEvents = 64;
+
+class QmpClient {
+ public:
+  // Connects, reads QEMU's greeting and leaves capabilities negotiation
+  // (qmp_capabilities), all by `deadline`.
+  static Result<std::unique_ptr<QmpClient>> Connect(const std::string& socket_path, transport::Deadline deadline);
+  // Over an already connected stream (tests); `name` names it in messages.
+  static Result<std::unique_ptr<QmpClient>> Open(std::unique_ptr<transport::Stream> stream, std::string name,
+                                                 transport::Deadline deadline);
+  ~QmpClient();
+
+  // Runs `command` with `arguments` (an object, or null for none) and
+  // returns its "return" value. A QMP error reply is Unsupported for
+  // CommandNotFound, InvalidArgument otherwise, with QEMU's class and text;
+  // Timeout when no reply came by the deadline (the connection is then
+  // unusable: a late reply cannot be told from the next one's).
+  Result<nlohmann::json> Execute(const std::string& command, const nlohmann::json& arguments,
+                                 transport::Deadline deadline);
+
+  // "7.2.22" from the greeting.
+  const std::string& qemu_version() const { return version_; }
+  // Events received so far (oldest first), and forgets them.
+  std::vector<nlohmann::json> TakeEvents();
+  const std::string& name() const { return name_; }
+
+ private:
+  QmpClient(std::unique_ptr<transport::Stream> stream, std::string name);
+  // The next complete message (one line of JSON) as an object.
+  Result<nlohmann::json> ReadMessage(transport::Deadline deadline);
+
+  std::unique_ptr<transport::Stream> stream_;
+  std::string name_;
+  std::string version_;
+  std::string buf_;  // bytes read past the last complete message
+  uint64_t next_id_ = 1;
+  bool broken_ = false;
+  std::deque<nlohmann::json> events_;
+};
+
+}  // namespace romulus::devicemodel

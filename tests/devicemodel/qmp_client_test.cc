@@ -1,0 +1,240 @@
+// devicemodel::QmpClient and DeviceModel (docs/DEVICE-MODEL.md) against a
+// real QEMU (Debian's qemu-system-x86, which scripts/setup installs; TCG,
+// no guest): greeting, run states, stop/cont, the device state saved to a
+// file, QEMU's dirty log switch, QMP errors, and a QEMU that dies. Then
+// against a scripted peer on a socketpair for what a broken or hostile peer
+// can do: no greeting, garbage, an endless line, a reply to another
+// command, a connection closed mid-answer. Every case ends in a clear
+// Status, never a crash or an unbounded allocation.
+#include "devicemodel/device_model.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "common/subprocess.h"
+#include "transport/fd_stream.h"
+
+namespace romulus::devicemodel {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using transport::DeadlineIn;
+
+std::string MakeTempDir() {
+  std::string dir = (fs::temp_directory_path() / "qmp.XXXXXX").string();
+  EXPECT_NE(mkdtemp(dir.data()), nullptr);
+  return dir;
+}
+
+bool HaveQemu() { return ::access("/usr/bin/qemu-system-x86_64", X_OK) == 0; }
+
+// A QEMU with no guest, held before it starts (-S), listening for QMP.
+class RealQemu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HaveQemu()) GTEST_SKIP() << "qemu-system-x86_64 is missing (scripts/setup installs qemu-system-x86)";
+    dir_ = MakeTempDir();
+    sock_ = dir_ + "/qmp.sock";
+    pid_ = Spawn({"qemu-system-x86_64", "-machine", "q35,accel=tcg", "-nodefaults", "-display", "none", "-m", "32",
+                  "-S", "-qmp", "unix:" + sock_ + ",server=on,wait=off"},
+                 dir_ + "/qemu.log");
+    ASSERT_GT(pid_, 0);
+    // QEMU creates the socket before it listens for QMP; connecting is
+    // retried until then (bounded).
+    const auto until = std::chrono::steady_clock::now() + 30s;
+    Result<std::unique_ptr<QmpClient>> c = Status::Closed("not tried");
+    while (std::chrono::steady_clock::now() < until) {
+      c = QmpClient::Connect(sock_, DeadlineIn(10000ms));
+      if (c.ok()) break;
+      int st = 0;
+      ASSERT_FALSE(WaitExit(pid_, 50ms, &st)) << "QEMU exited: " << Log();
+    }
+    ASSERT_TRUE(c.ok()) << c.status().ToString() << "\n" << Log();
+    dm_ = std::make_unique<DeviceModel>(std::move(*c));
+  }
+  void TearDown() override {
+    dm_.reset();
+    KillAndReap(pid_);
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+  std::string Log() const {
+    std::ifstream in(dir_ + "/qemu.log");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+
+  std::string dir_, sock_;
+  pid_t pid_ = -1;
+  std::unique_ptr<DeviceModel> dm_;
+};
+
+TEST_F(RealQemu, StopSaveTheDeviceStateAndContinue) {
+  EXPECT_FALSE(dm_->qmp().qemu_version().empty());
+  EXPECT_NE(dm_->qmp().qemu_version().find('.'), std::string::npos) << dm_->qmp().qemu_version();
+  auto st = dm_->RunState(DeadlineIn(10000ms));
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(*st, "prelaunch");
+  ASSERT_TRUE(dm_->Stop(DeadlineIn(10000ms)).ok());
+  const std::string state = dir_ + "/devices.state";
+  Status s = dm_->SaveDevicesState(state, DeadlineIn(30000ms));
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  // QEMU's migration stream: "QEVM", then version 3.
+  std::ifstream in(state, std::ios::binary);
+  char head[8] = {};
+  in.read(head, sizeof head);
+  ASSERT_EQ(in.gcount(), 8) << "the device state file is empty";
+  EXPECT_EQ(std::string(head, 4), "QEVM");
+  EXPECT_EQ(head[7], 3);
+  EXPECT_GT(fs::file_size(state), 1024u) << "no device sections";
+  ASSERT_TRUE(dm_->SetGlobalDirtyLog(true, DeadlineIn(10000ms)).ok());
+  ASSERT_TRUE(dm_->SetGlobalDirtyLog(false, DeadlineIn(10000ms)).ok());
+  ASSERT_TRUE(dm_->Continue(DeadlineIn(10000ms)).ok());
+  st = dm_->RunState(DeadlineIn(10000ms));
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(*st, "running");
+  ASSERT_TRUE(dm_->Stop(DeadlineIn(10000ms)).ok());
+  st = dm_->RunState(DeadlineIn(10000ms));
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(*st, "paused");
+  // The STOP/RESUME events arrived among the answers and were kept.
+  bool saw_stop = false;
+  for (const auto& e : dm_->qmp().TakeEvents()) saw_stop |= e.value("event", "") == "STOP";
+  EXPECT_TRUE(saw_stop);
+}
+
+TEST_F(RealQemu, QmpErrorsAreStatusesNamingQemusReason) {
+  Result<nlohmann::json> r = dm_->qmp().Execute("frobnicate", nullptr, DeadlineIn(10000ms));
+  ASSERT_EQ(r.status().code(), Code::kUnsupported) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("frobnicate"), std::string::npos);
+  EXPECT_NE(r.status().message().find("CommandNotFound"), std::string::npos);
+  // A state file QEMU cannot create: QEMU's own sentence, and the
+  // connection stays usable.
+  Status s = dm_->SaveDevicesState("/nonexistent/dir/state", DeadlineIn(10000ms));
+  ASSERT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
+  EXPECT_NE(s.message().find("xen-save-devices-state"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("/nonexistent/dir/state"), std::string::npos) << s.message();
+  EXPECT_TRUE(dm_->RunState(DeadlineIn(10000ms)).ok());
+}
+
+TEST_F(RealQemu, ADeadDeviceModelIsAClearError) {
+  KillAndReap(pid_);
+  pid_ = -1;
+  Status s = dm_->Stop(DeadlineIn(10000ms));
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(s.code() == Code::kClosed || s.code() == Code::kIoError) << s.ToString();
+  EXPECT_NE(s.message().find(sock_), std::string::npos) << s.message();
+  // And stays one.
+  EXPECT_EQ(dm_->Stop(DeadlineIn(1000ms)).code(), Code::kClosed);
+}
+
+// A scripted peer: writes `script` on one end of a socketpair (then closes
+// it unless keep_open), while the client reads the other.
+class FakePeer {
+ public:
+  FakePeer(std::string script, bool keep_open) {
+    int sv[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    client_fd_ = sv[0];
+    peer_fd_ = sv[1];
+    writer_ = std::thread([this, script = std::move(script), keep_open] {
+      size_t off = 0;
+      while (off < script.size()) {
+        ssize_t n = ::write(peer_fd_, script.data() + off, script.size() - off);
+        if (n <= 0) break;
+        off += static_cast<size_t>(n);
+      }
+      if (!keep_open) ::shutdown(peer_fd_, SHUT_WR);
+    });
+  }
+  ~FakePeer() {
+    ::shutdown(peer_fd_, SHUT_RDWR);
+    writer_.join();
+    ::close(peer_fd_);
+  }
+  Result<std::unique_ptr<QmpClient>> Open(std::chrono::milliseconds d) {
+    auto s = transport::OpenFdStream(client_fd_, client_fd_, "fake QMP", true);
+    if (!s.ok()) return s.status();
+    return QmpClient::Open(std::move(*s), "fake QMP", DeadlineIn(d));
+  }
+
+ private:
+  int client_fd_ = -1, peer_fd_ = -1;
+  std::thread writer_;
+};
+
+const char kGreeting[] = R"({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}})"
+                         "\n";
+
+TEST(QmpPeerTest, ABrokenOrHostilePeerIsAClearErrorNeverACrash) {
+  {  // silence: a timeout
+    FakePeer p("", true);
+    auto c = p.Open(200ms);
+    EXPECT_EQ(c.status().code(), Code::kTimeout) << c.status().ToString();
+  }
+  {  // not JSON
+    FakePeer p("SSH-2.0-OpenSSH_9.2\n", true);
+    auto c = p.Open(5000ms);
+    EXPECT_EQ(c.status().code(), Code::kCorruption) << c.status().ToString();
+  }
+  {  // JSON, but not a greeting; a greeting with fields of the wrong types
+    FakePeer p("[1,2,3]\n", true);
+    EXPECT_EQ(p.Open(5000ms).status().code(), Code::kCorruption);
+    FakePeer q("{\"hello\": 1}\n", true);
+    EXPECT_EQ(q.Open(5000ms).status().code(), Code::kCorruption);
+  }
+  {  // an endless line: refused at the bound, not buffered without end
+    FakePeer p(std::string(kMaxQmpMessage + 8192, 'x'), true);
+    auto c = p.Open(10000ms);
+    EXPECT_EQ(c.status().code(), Code::kCorruption) << c.status().ToString();
+    EXPECT_NE(c.status().message().find("longer than"), std::string::npos) << c.status().ToString();
+  }
+  {  // closed mid-answer
+    FakePeer p(std::string(kGreeting) + "{\"retu", false);
+    auto c = p.Open(5000ms);
+    EXPECT_EQ(c.status().code(), Code::kClosed) << c.status().ToString();
+  }
+  {  // an answer to another command; an error whose fields have wrong types
+    FakePeer p(std::string(kGreeting) + "{\"return\": {}, \"id\": 1}\n{\"return\": {}, \"id\": 99}\n", true);
+    auto c = p.Open(5000ms);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    EXPECT_EQ((*c)->qemu_version(), "7.2.0");
+    auto r = (*c)->Execute("stop", nullptr, DeadlineIn(5000ms));
+    EXPECT_EQ(r.status().code(), Code::kCorruption) << r.status().ToString();
+    EXPECT_EQ((*c)->Execute("stop", nullptr, DeadlineIn(100ms)).status().code(), Code::kClosed)
+        << "a connection out of step must not be reused";
+    FakePeer q(std::string(kGreeting) + "{\"return\": {}, \"id\": 1}\n{\"error\": {\"class\": 7, \"desc\": [1]}, \"id\": 2}\n",
+               true);
+    auto d = q.Open(5000ms);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    auto e = (*d)->Execute("stop", nullptr, DeadlineIn(5000ms));
+    EXPECT_EQ(e.status().code(), Code::kInvalidArgument) << e.status().ToString();
+  }
+  {  // events before the answer are kept, at most kMaxQmpEvents of them
+    std::string script = std::string(kGreeting) + "{\"return\": {}, \"id\": 1}\n";
+    for (size_t i = 0; i < kMaxQmpEvents + 10; ++i) script += "{\"event\": \"E" + std::to_string(i) + "\"}\n";
+    script += "{\"return\": {\"status\": \"paused\"}, \"id\": 2}\n";
+    FakePeer p(script, true);
+    auto c = p.Open(5000ms);
+    ASSERT_TRUE(c.ok());
+    DeviceModel dm(std::move(*c));
+    auto st = dm.RunState(DeadlineIn(5000ms));
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    EXPECT_EQ(*st, "paused");
+    auto ev = dm.qmp().TakeEvents();
+    ASSERT_EQ(ev.size(), kMaxQmpEvents);
+    EXPECT_EQ(ev.back()["event"], "E" + std::to_string(kMaxQmpEvents + 9)) << "not the newest kept";
+    EXPECT_TRUE(dm.qmp().TakeEvents().empty());
+  }
+}
+
+}  // namespace
+}  // namespace romulus::devicemodel
