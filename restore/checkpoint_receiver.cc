@@ -301,6 +301,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
     // (§7.2) and needs no table for it.
     uint64_t described = 0, total = 0;
     uint32_t logged_tenth = 0;
+    bool sink_failed = false;
     for (const protocol::DiskInfo& d : disks) total += protocol::DiskChunks(d.size_bytes);
     auto describe = [&](size_t i, uint64_t first_chunk, std::span<protocol::ChunkHash> out) -> Status {
       for (const protocol::DiskHeld& h : ack.disks_held) {
@@ -310,6 +311,10 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       }
       Status st = sink.DescribeDisk(disks[i].id, first_chunk, out);
       if (st.ok()) described += out.size();
+      // Unsupported before a disk's first frame is an answer (ABSENT: the
+      // disk is copied whole); any other failure is this backup's own,
+      // whatever its code.
+      if (!st.ok() && (st.code() != Code::kUnsupported || first_chunk != 0)) sink_failed = true;
       // Reading a large disk takes a while: a line per 10% of 4 GiB or more.
       const uint32_t tenth = total == 0 ? 0 : static_cast<uint32_t>(described * 10 / total);
       if (st.ok() && total >= 4096 && tenth > logged_tenth && tenth < 10) {
@@ -321,9 +326,9 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
     };
     Status sent_digests = protocol::SendDiskDigests(&writer, disks, describe, std::chrono::seconds(30));
     if (!sent_digests.ok()) {
-      // A disk this backup cannot read is its own failure (the primary
-      // hears ERROR resource); anything else is the connection's.
-      const bool local = sent_digests.code() == Code::kStorage;
+      // A disk this backup cannot read or describe is its own failure (the
+      // primary hears ERROR resource); anything else is the connection's.
+      const bool local = sink_failed;
       return fail(sent_digests, local ? protocol::ErrorCode::kResource : protocol::ErrorCode::kNone,
                   local ? EndCause::kLocalFailure : EndCause::kConnectionLost);
     }

@@ -55,6 +55,40 @@ std::map<std::string, uint64_t> DirHashes(const std::string& dir) {
 
 std::vector<uint8_t> Block(uint8_t fill, size_t n = 4096) { return std::vector<uint8_t>(n, fill); }
 
+// Forwards everything to an image sink except DescribeDisk, which fails with
+// `describe_error` from chunk `fail_at` on: a backup whose disk cannot be
+// described for another reason than a read error.
+class DescribeFailsSink final : public restore::GuestSink {
+ public:
+  DescribeFailsSink(restore::GuestSink& s, Status describe_error) : s_(s), err_(std::move(describe_error)) {}
+  Status BeginSession(uint64_t p, const std::string& id) override { return s_.BeginSession(p, id); }
+  bool supports_disks() const override { return s_.supports_disks(); }
+  Status BeginSessionWithDisks(uint64_t p, const std::string& id, std::span<const protocol::DiskInfo> d) override {
+    return s_.BeginSessionWithDisks(p, id, d);
+  }
+  Status OnDisk(uint64_t e, uint32_t id, const protocol::DiskRecord& r) override { return s_.OnDisk(e, id, r); }
+  bool supports_disk_sync() const override { return s_.supports_disk_sync(); }
+  Status CommitIncomplete(uint64_t e) override { return s_.CommitIncomplete(e); }
+  bool supports_disk_delta() const override { return s_.supports_disk_delta(); }
+  std::vector<protocol::DiskHeld> held_disks() const override { return s_.held_disks(); }
+  Status SetSessionDiskLineages(std::span<const uint64_t> l) override { return s_.SetSessionDiskLineages(l); }
+  void StageDiskLineage(uint32_t id, uint64_t l, uint64_t t) override { s_.StageDiskLineage(id, l, t); }
+  bool supports_disk_digests() const override { return true; }
+  Status DescribeDisk(uint32_t, uint64_t, std::span<protocol::ChunkHash>) override { return err_; }
+  Status OnPage(uint64_t e, uint64_t pfn, const uint8_t* page) override { return s_.OnPage(e, pfn, page); }
+  Status OnState(uint64_t e, std::span<const uint8_t> r) override { return s_.OnState(e, r); }
+  Status Commit(uint64_t e) override { return s_.Commit(e); }
+  void Discard() override { s_.Discard(); }
+  Status Activate(const std::string& r) override { return s_.Activate(r); }
+  bool has_committed() const override { return s_.has_committed(); }
+  const MemoryDigest* held_pages() const override { return s_.held_pages(); }
+  uint64_t last_committed_epoch() const override { return s_.last_committed_epoch(); }
+
+ private:
+  restore::GuestSink& s_;
+  Status err_;
+};
+
 class DiskReceive : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -83,8 +117,10 @@ class DiskReceive : public ::testing::Test {
     pair_ = test_engine::MakeStreamPair();
     ro.failover_timeout = 5000ms;
     receiver_ = std::make_unique<restore::CheckpointReceiver>(ro);
+    if (!describe_error_.ok()) serve_sink_ = std::make_unique<DescribeFailsSink>(*sink_, describe_error_);
     backup_ = std::thread([this] {
-      end_ = receiver_->Serve(*pair_.backup, *sink_, [this](const restore::CommitEvent& e) {
+      restore::GuestSink& served = serve_sink_ ? static_cast<restore::GuestSink&>(*serve_sink_) : *sink_;
+      end_ = receiver_->Serve(*pair_.backup, served, [this](const restore::CommitEvent& e) {
         std::lock_guard<std::mutex> lk(commits_mu_);
         commits_.push_back({e.epoch, e.incomplete});
       });
@@ -211,6 +247,8 @@ class DiskReceive : public ::testing::Test {
   std::string dir_, path_;
   size_t staging_ = size_t{64} << 20;
   uint64_t spill_ = 0;
+  Status describe_error_;                        // not ok: the served sink's DescribeDisk fails so
+  std::unique_ptr<restore::GuestSink> serve_sink_;
   std::unique_ptr<sim::ImageSink> sink_;
   test_engine::StreamPair pair_;
   std::unique_ptr<restore::CheckpointReceiver> receiver_;
@@ -430,6 +468,24 @@ TEST_F(DiskReceive, AnEpochBeyondMemoryIsSpilledCommittedAndAckedOnce) {
   EXPECT_NE(error_text_.find("--max-disk-spill"), std::string::npos) << error_text_;
   EXPECT_EQ(sink_->last_committed_epoch(), 2u);
   EXPECT_EQ(DirHashes(dir_), committed_files_) << "a refused epoch changed the checkpoint's files";
+}
+
+// A backup that cannot describe its disk (any failure but "cannot", which
+// is ABSENT) says so: ERROR resource, its own failure, not a lost
+// connection the primary would retry against the same fault.
+TEST_F(DiskReceive, ADiskTheBackupCannotDescribeIsItsOwnFailure) {
+  for (Status err : {Status::Storage("reading the disk image: EIO"), Status::InvalidArgument("chunks beyond the disk"),
+                     Status::Internal("something else")}) {
+    SCOPED_TRACE(err.ToString());
+    describe_error_ = err;
+    StartBackup();
+    Hello(protocol::kCapDisk | protocol::kCapDiskDigests, protocol::kCapDisk);
+    ExpectError(ErrorCode::kResource);
+    EXPECT_NE(error_text_.find(err.message()), std::string::npos) << error_text_;
+    EXPECT_EQ(end_.cause, restore::EndCause::kLocalFailure);
+    serve_sink_.reset();
+    sink_.reset();  // the next round's backup opens the same image
+  }
 }
 
 TEST_F(DiskReceive, DiskFramesWithoutTheCapabilityAreAProtocolError) {
