@@ -77,9 +77,11 @@ void StopAndReap(pid_t pid, std::chrono::milliseconds grace) {
   if (!WaitExit(pid, grace, &st)) KillAndReap(pid);
 }
 
-int RunToExit(const std::vector<std::string>& args, const std::string& log, std::chrono::milliseconds timeout) {
+int RunToExit(const std::vector<std::string>& args, const std::string& log, std::chrono::milliseconds timeout,
+              pid_t* ran) {
   std::string tmp = log.empty() ? "" : log + ".part";
   pid_t pid = Spawn(args, tmp);
+  if (ran != nullptr) *ran = pid;
   if (pid < 0) return -1;
   int st = -1;  // not "exited 0" if someone else reaped it (ECHILD)
   bool exited = false;

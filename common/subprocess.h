@@ -35,7 +35,9 @@ void StopAndReap(pid_t pid, std::chrono::milliseconds grace);
 // Runs args to completion; returns its exit code (-1 if it could not run,
 // was killed, or — timeout > 0 — was still running after `timeout`, then
 // SIGKILLed) and appends its output to `log`.
+// *ran (optional) is the child's pid (-1 if it could not be spawned), for a
+// caller that must tell what it left behind.
 int RunToExit(const std::vector<std::string>& args, const std::string& log,
-              std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+              std::chrono::milliseconds timeout = std::chrono::milliseconds(0), pid_t* ran = nullptr);
 
 }  // namespace romulus

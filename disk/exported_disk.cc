@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <fstream>
 #include <thread>
 
@@ -42,6 +43,13 @@ bool LogSaysReady(const std::string& path) {
 }
 
 }  // namespace
+
+pid_t NbdClientPid(const std::string& sysfs_block, int k) {
+  std::ifstream in(sysfs_block + "/nbd" + std::to_string(k) + "/pid");
+  long long v = -1;
+  if (!(in >> v) || v <= 0 || v > INT32_MAX) return -1;
+  return static_cast<pid_t>(v);
+}
 
 std::vector<int> FreeNbdDevices(const std::string& sysfs_block) {
   std::vector<int> free;
@@ -109,8 +117,9 @@ Result<std::unique_ptr<ExportedDisk>> ExportedDisk::Start(const std::string& ima
   for (int k : free_devices) {
     if (++tried > 4) break;
     const std::string dev = options.dev_dir + "/nbd" + std::to_string(k);
-    const int rc =
-        RunToExit({options.nbd_client, "-unix", d->nbd_socket_, dev, "-N", vdev}, client_log, options.client_timeout);
+    pid_t client = -1;
+    const int rc = RunToExit({options.nbd_client, "-unix", d->nbd_socket_, dev, "-N", vdev}, client_log,
+                             options.client_timeout, &client);
     if (rc == 0) {
       d->device_ = dev;
       d->connected_ = true;
@@ -118,6 +127,15 @@ Result<std::unique_ptr<ExportedDisk>> ExportedDisk::Start(const std::string& ima
     }
     last_error = options.nbd_client + " -unix " + d->nbd_socket_ + " " + dev + " -N " + vdev +
                  (rc < 0 ? ": did not run, was killed or hung" : ": exit " + std::to_string(rc)) + ": " + LastLine(client_log);
+    // A client killed (or failed) after the kernel took its configuration
+    // leaves the device connected to our export with nobody to use it: the
+    // device's pid attribute names our client then, and only then is it
+    // ours to disconnect (another client may have taken the device meanwhile).
+    if (client > 0 && NbdClientPid(options.sysfs_block, k) == client) {
+      const int drc = RunToExit({options.nbd_client, "-d", dev}, client_log, options.client_timeout);
+      last_error += drc == 0 ? " (" + dev + " disconnected again)"
+                             : " (" + dev + " stays connected: nbd-client -d " + dev + " failed; disconnect it by hand)";
+    }
   }
   if (!d->connected_) return Status::IoError(last_error);
   struct stat st;

@@ -76,6 +76,10 @@ class ExportedDisk final : public BlockDevice {
   uint32_t major_ = 0, minor_ = 0;
 };
 
+// The pid in sysfs_block/nbdK/pid (the client that configured the device),
+// -1 when the device is not connected or the attribute is unreadable.
+pid_t NbdClientPid(const std::string& sysfs_block, int k);
+
 // The numbers K of sysfs_block/nbdK that no client holds (no `pid`
 // attribute), in increasing order.
 std::vector<int> FreeNbdDevices(const std::string& sysfs_block);

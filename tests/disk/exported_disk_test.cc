@@ -224,6 +224,30 @@ TEST_F(ExportedDiskTest, AHungClientIsKilledAndTheNextDeviceTried) {
   EXPECT_TRUE(CheckUnixSocketPath(image_ + ".nbd", "NBD socket").ok()) << "the export still serves";
 }
 
+// A client killed after the kernel took its configuration: the device names
+// our client in its pid attribute and is disconnected again before the next
+// device is tried. A device another client took meanwhile (another pid) is
+// not ours to disconnect.
+TEST_F(ExportedDiskTest, ADeviceLeftConnectedByAKilledClientIsDisconnectedAndAnotherClientsIsNot) {
+  // nbd1: "configured" by this very client, which then hangs; nbd2: taken by
+  // another process (pid 1) while this client fails.
+  std::ofstream(client_) << "#!/bin/sh\necho \"$*\" >> " << dir_.path() << "/calls\n"
+                         << "[ \"$1\" = -d ] && exit 0\n"
+                         << "case \"$3\" in */nbd1) echo $$ > " << sysfs_ << "/nbd1/pid; exec sleep 30;; esac\n"
+                         << "echo 1 > " << sysfs_ << "/nbd2/pid\n"
+                         << "echo 'Error: Device or resource busy'; exit 1\n";
+  opts_.client_timeout = std::chrono::milliseconds(300);
+  auto d = ExportedDisk::Start(image_, "xvdb", opts_);
+  ASSERT_FALSE(d.ok());
+  const std::string calls = Calls();
+  EXPECT_NE(calls.find("-d " + devdir_ + "/nbd1\n"), std::string::npos) << "nbd1 left connected: " << calls;
+  EXPECT_EQ(calls.find("-d " + devdir_ + "/nbd2"), std::string::npos) << "another client's nbd2 disconnected: " << calls;
+  EXPECT_LT(calls.find("-d " + devdir_ + "/nbd1"), calls.find("/nbd2 -N xvdb")) << "not disconnected before moving on";
+  EXPECT_NE(d.status().message().find("exit 1"), std::string::npos) << d.status().ToString();
+  EXPECT_EQ(NbdClientPid(sysfs_, 2), 1);
+  EXPECT_EQ(NbdClientPid(sysfs_, 3), -1);
+}
+
 TEST_F(ExportedDiskTest, NoFreeDeviceIsSaidBeforeAnythingStarts) {
   std::ofstream(sysfs_ + "/nbd1/pid") << "1\n";
   std::ofstream(sysfs_ + "/nbd2/pid") << "1\n";
