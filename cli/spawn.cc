@@ -25,15 +25,6 @@ std::string SelfExe() {
   return buf;
 }
 
-std::string LastLineWith(const std::string& path, const std::string& needle) {
-  std::ifstream in(path);
-  std::string line, found;
-  while (std::getline(in, line)) {
-    if (line.find(needle) != std::string::npos) found = line;
-  }
-  return found;
-}
-
 std::string JsonField(const std::string& line, const std::string& key) {
   auto p = line.find("\"" + key + "\":");
   if (p == std::string::npos) return "";

@@ -18,8 +18,6 @@ namespace romulus::cli {
 std::string SelfExe();
 // Spawn, WaitExit, KillAndReap, StopAndReap, RunToExit: common/subprocess.h.
 
-// Last complete line of a file that contains `needle` ("" if none).
-std::string LastLineWith(const std::string& path, const std::string& needle);
 // Value of "key": in a flat JSON line: a string without quotes, or the raw
 // number/bool text ("" if absent).
 std::string JsonField(const std::string& line, const std::string& key);

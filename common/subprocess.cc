@@ -110,4 +110,13 @@ int RunToExit(const std::vector<std::string>& args, const std::string& log, std:
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+std::string LastLineWith(const std::string& path, const std::string& needle) {
+  std::ifstream in(path);
+  std::string line, found;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.find(needle) != std::string::npos) found = line;
+  }
+  return found;
+}
+
 }  // namespace romulus

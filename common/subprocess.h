@@ -40,4 +40,8 @@ void StopAndReap(pid_t pid, std::chrono::milliseconds grace);
 int RunToExit(const std::vector<std::string>& args, const std::string& log,
               std::chrono::milliseconds timeout = std::chrono::milliseconds(0), pid_t* ran = nullptr);
 
+// The last non-empty line of the file at `path` that contains `needle`
+// ("": any line), or "" — for reading a child's log.
+std::string LastLineWith(const std::string& path, const std::string& needle);
+
 }  // namespace romulus

@@ -23,24 +23,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The log's last line, for messages ("" if none).
-std::string LastLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line, last;
-  while (std::getline(in, line)) {
-    if (!line.empty()) last = line;
-  }
-  return last;
-}
-
-bool LogSaysReady(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find("' ready: ") != std::string::npos) return true;
-  }
-  return false;
-}
+// A log of the export's that says it serves.
+bool LogSaysReady(const std::string& path) { return !LastLineWith(path, "' ready: ").empty(); }
 
 }  // namespace
 
@@ -98,7 +82,7 @@ Result<std::unique_ptr<ExportedDisk>> ExportedDisk::Start(const std::string& ima
     int st = 0;
     if (WaitExit(d->export_pid_, std::chrono::milliseconds(0), &st)) {
       d->export_pid_ = -1;
-      return Status::IoError("the disk export of " + image + " exited before it was ready: " + LastLine(d->log_) +
+      return Status::IoError("the disk export of " + image + " exited before it was ready: " + LastLineWith(d->log_, "") +
                              " (" + d->log_ + ")");
     }
     if (Clock::now() >= deadline) {
@@ -126,7 +110,7 @@ Result<std::unique_ptr<ExportedDisk>> ExportedDisk::Start(const std::string& ima
       break;
     }
     last_error = options.nbd_client + " -unix " + d->nbd_socket_ + " " + dev + " -N " + vdev +
-                 (rc < 0 ? ": did not run, was killed or hung" : ": exit " + std::to_string(rc)) + ": " + LastLine(client_log);
+                 (rc < 0 ? ": did not run, was killed or hung" : ": exit " + std::to_string(rc)) + ": " + LastLineWith(client_log, "");
     // A client killed (or failed) after the kernel took its configuration
     // leaves the device connected to our export with nobody to use it: the
     // device's pid attribute names our client then, and only then is it
