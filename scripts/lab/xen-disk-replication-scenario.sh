@@ -41,6 +41,7 @@
 #           fsync (labdisk fswrite), 120 at 300 ms, then unmounts: the resumed guest must finish and
 #           unmount, the backup's image must pass `e2fsck -fn` (no journal to replay, no error)
 #           and its file hold exactly records 1..120 (read out with debugfs).
+# LAB_BACKUP_ARGS (by hand, e.g. "--max-disk-staging 64K"): more flags for each drill's backup.
 # Then, for each: the resumed guest must write on (DISKREC past the primary's last, never a
 # DISKERR), its first DISKREC be at most the primary's last + 1 (its memory never believes
 # less than the checkpoint holds), and the backup's image hold records 1..L with no hole, no
@@ -70,7 +71,7 @@ wait_acked() {
 }
 start_backup() {
   romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
-    --disk-dir "$D/disks" --events-json "$D/events.jsonl" $REVERSE >"$D/backup.log" 2>&1 &
+    --disk-dir "$D/disks" --events-json "$D/events.jsonl" $REVERSE ${LAB_BACKUP_ARGS:-} >"$D/backup.log" 2>&1 &
   BP=$!
   lab_evidence "$D/backup.log" "$D/events.jsonl" "$D/primary.log"
   lab_wait_listening "$D/backup.log" $BP
@@ -280,6 +281,9 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart reverse}; do
   done
   FIRST=$(tr -d '\r' <"$C2" | sed -n "s/.*${REC}REC \([0-9][0-9]*\).*/\1/p" | head -n1)
   grep -iE 'opened by blkback' "$D/backup.log" | tail -n 2 | cut -c1-250 | sed "s/^/LAB-NOTE $LAB_SCENARIO $KILL backup: /"
+  # Epochs staged past --max-disk-staging (DISK.md §6.2): how many spilled, if any.
+  SPILLS=$(grep -c 'holds more than the .* bytes staged in memory; the rest is spilled' "$D/backup.log")
+  [ "$SPILLS" -eq 0 ] || lab_note "$KILL: the backup spilled an epoch's disk data beyond its memory bound: $(grep -m1 'the rest is spilled' "$D/backup.log" | sed 's/.*disk staging: //' | cut -c1-160)"
   [ $KILL = reverse ] && reverse_hop
   xl destroy $G >/dev/null 2>&1
   [ $KILL = reverse ] && xl destroy $G--back >/dev/null 2>&1
