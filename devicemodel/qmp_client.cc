@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include <utility>
 
 #include "disk/export_socket.h"
@@ -19,6 +21,39 @@ std::string StringField(const json& o, const char* key) {
   auto it = o.find(key);
   return it != o.end() && it->is_string() ? it->get<std::string>() : "?";
 }
+
+// Deepest nesting of arrays and objects in `line` (strings skipped), so a
+// hostile line is refused before a parser, copy or dump could recurse on
+// it; stops counting past `limit`.
+size_t NestingDepth(const std::string& line, size_t limit) {
+  size_t depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char ch : line) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (ch == '\\') {
+        escaped = true;
+      } else if (ch == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (ch == '"') {
+      in_string = true;
+    } else if (ch == '[' || ch == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) return deepest;
+    } else if ((ch == ']' || ch == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+// What a message said, for an error: its first bytes as received (never a
+// re-serialisation of what the peer sent).
+std::string Excerpt(const std::string& line) { return line.substr(0, 200); }
 
 }  // namespace
 
@@ -44,12 +79,13 @@ Result<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string& socket_
 Result<std::unique_ptr<QmpClient>> QmpClient::Open(std::unique_ptr<transport::Stream> stream, std::string name,
                                                    transport::Deadline deadline) {
   std::unique_ptr<QmpClient> c(new QmpClient(std::move(stream), std::move(name)));
-  Result<json> greeting = c->ReadMessage(deadline);
+  std::string raw;
+  Result<json> greeting = c->ReadMessage(deadline, &raw);
   if (!greeting.ok()) return greeting.status().With("reading QEMU's greeting on " + c->name_);
   const json* qmp = greeting->contains("QMP") ? &(*greeting)["QMP"] : nullptr;
   if (qmp == nullptr || !qmp->is_object()) {
     return Status::Corruption(c->name_ + ": the peer's first message is not a QMP greeting: " +
-                              greeting->dump().substr(0, 200));
+                              Excerpt(raw));
   }
   auto v = qmp->find("version");
   if (v != qmp->end() && v->is_object()) {
@@ -67,25 +103,45 @@ Result<std::unique_ptr<QmpClient>> QmpClient::Open(std::unique_ptr<transport::St
   return c;
 }
 
-Result<json> QmpClient::ReadMessage(transport::Deadline deadline) {
+Result<json> QmpClient::ReadMessage(transport::Deadline deadline, std::string* raw) {
   while (true) {
-    const size_t nl = buf_.find('\n');
+    const size_t nl = buf_.find('\n', scanned_);
     if (nl != std::string::npos) {
       std::string line = buf_.substr(0, nl);
       buf_.erase(0, nl + 1);
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (line.empty()) continue;
-      json m = json::parse(line, nullptr, /*allow_exceptions=*/false);
-      if (m.is_discarded() || !m.is_object()) {
+      scanned_ = 0;
+      if (line.size() > kMaxQmpMessage) {
         broken_ = true;
-        return Status::Corruption(name_ + ": not a QMP message: " + line.substr(0, 200));
+        return Status::Corruption(name_ + ": a QMP message longer than " + std::to_string(kMaxQmpMessage) + " bytes");
       }
-      return m;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!line.empty()) {
+        if (NestingDepth(line, kMaxQmpDepth) > kMaxQmpDepth) {
+          broken_ = true;
+          return Status::Corruption(name_ + ": a QMP message nested deeper than " + std::to_string(kMaxQmpDepth) +
+                                    " levels: " + Excerpt(line));
+        }
+        json m = json::parse(line, nullptr, /*allow_exceptions=*/false);
+        if (m.is_discarded() || !m.is_object()) {
+          broken_ = true;
+          return Status::Corruption(name_ + ": not a QMP message: " + Excerpt(line));
+        }
+        if (raw != nullptr) *raw = std::move(line);
+        return m;
+      }
+    } else {
+      scanned_ = buf_.size();
+      if (buf_.size() > kMaxQmpMessage) {
+        broken_ = true;
+        return Status::Corruption(name_ + ": a QMP message longer than " + std::to_string(kMaxQmpMessage) + " bytes");
+      }
     }
-    if (buf_.size() > kMaxQmpMessage) {
-      broken_ = true;
-      return Status::Corruption(name_ + ": a QMP message longer than " + std::to_string(kMaxQmpMessage) + " bytes");
+    // Checked on every turn: a peer that never stops sending (events, blank
+    // lines) must not hold the caller past its deadline.
+    if (transport::Clock::now() >= deadline) {
+      return Status::Timeout(name_ + ": no complete answer by the deadline");
     }
+    if (nl != std::string::npos) continue;  // a blank line: look at what follows
     char chunk[4096];
     Result<size_t> n = stream_->ReadSome({reinterpret_cast<uint8_t*>(chunk), sizeof chunk}, deadline);
     if (!n.ok()) {
@@ -101,17 +157,24 @@ Result<json> QmpClient::ReadMessage(transport::Deadline deadline) {
 
 Result<json> QmpClient::Execute(const std::string& command, const json& arguments, transport::Deadline deadline) {
   if (broken_) return Status::Closed(name_ + ": the connection failed earlier; reconnect");
-  const uint64_t id = next_id_++;
+  const uint64_t id = next_id_;
   json req = {{"execute", command}, {"id", id}};
   if (!arguments.is_null()) req["arguments"] = arguments;
-  const std::string line = req.dump() + "\n";
+  std::string line;
+  try {
+    line = req.dump() + "\n";
+  } catch (const json::exception&) {  // a string that is not UTF-8 (a file name): nothing sent
+    return Status::InvalidArgument(name_ + ": " + command + ": an argument is not valid UTF-8");
+  }
+  ++next_id_;
   Status w = stream_->WriteAll({reinterpret_cast<const uint8_t*>(line.data()), line.size()}, deadline);
   if (!w.ok()) {
     broken_ = true;
     return w.With(name_ + ": sending " + command);
   }
+  std::string raw;
   while (true) {
-    Result<json> m = ReadMessage(deadline);
+    Result<json> m = ReadMessage(deadline, &raw);
     if (!m.ok()) {
       // A reply may still come after a timeout; it could not be told from
       // the next command's, so the connection is done with.
@@ -119,26 +182,34 @@ Result<json> QmpClient::Execute(const std::string& command, const json& argument
       return m.status().With("waiting for QEMU's answer to " + command);
     }
     if (m->contains("event")) {
-      if (events_.size() == kMaxQmpEvents) events_.pop_front();
+      if (raw.size() > kMaxQmpEventBytes) {
+        ++dropped_events_;
+        continue;
+      }
+      if (events_.size() == kMaxQmpEvents) {
+        events_.pop_front();
+        ++dropped_events_;
+      }
       events_.push_back(std::move(*m));
       continue;
     }
-    if (!m->contains("id") || (*m)["id"] != id) {
+    auto idv = m->find("id");
+    if (idv == m->end() || *idv != id) {
       broken_ = true;
-      return Status::Corruption(name_ + ": an answer to another command than " + command + ": " +
-                                m->dump().substr(0, 200));
+      return Status::Corruption(name_ + ": an answer to another command than " + command + ": " + Excerpt(raw));
     }
-    if (m->contains("return")) return (*m)["return"];
-    if (m->contains("error") && (*m)["error"].is_object()) {
-      const json& e = (*m)["error"];
-      const std::string cls = StringField(e, "class");
-      const std::string desc = StringField(e, "desc");
+    auto ret = m->find("return");
+    if (ret != m->end()) return std::move(*ret);
+    auto err = m->find("error");
+    if (err != m->end() && err->is_object()) {
+      const std::string cls = StringField(*err, "class");
+      const std::string desc = StringField(*err, "desc");
       const std::string text = name_ + ": " + command + ": " + cls + ": " + desc;
       if (cls == "CommandNotFound") return Status::Unsupported(text);
       return Status::InvalidArgument(text);
     }
     broken_ = true;
-    return Status::Corruption(name_ + ": an answer with neither return nor error: " + m->dump().substr(0, 200));
+    return Status::Corruption(name_ + ": an answer with neither return nor error: " + Excerpt(raw));
   }
 }
 

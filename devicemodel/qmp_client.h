@@ -3,13 +3,15 @@
 // guest's device model (docs/DEVICE-MODEL.md). Romulus is the only client:
 // one command at a time, each tagged with an id and matched to its reply;
 // asynchronous events that arrive meanwhile are kept (the last 64) for
-// whoever asks.
+// whoever asks (the last 64 of at most 64 KiB each; the rest are counted).
 //
 // QEMU is a separate process that can die, hang or (in a test) be anything
 // at all on the other end of the socket, so: every call has a deadline, a
-// message is at most kMaxQmpMessage bytes (longer is Corruption, never an
-// allocation), anything that is not a JSON object is Corruption, and EOF is
-// Closed naming the socket. Not thread-safe.
+// message is at most kMaxQmpMessage bytes and kMaxQmpDepth levels deep
+// (more is Corruption, never an allocation or a recursion), anything that
+// is not a JSON object is Corruption, a peer that never stops talking still
+// ends a call at its deadline, EOF is Closed naming the socket, and an
+// error quotes what the peer sent as it arrived. Not thread-safe.
 #pragma once
 
 #include <deque>
@@ -24,7 +26,12 @@
 namespace romulus::devicemodel {
 
 inline constexpr size_t kMaxQmpMessage = size_t{1} << 20;
+// Arrays and objects nested deeper than this refuse the message before it
+// is parsed (QEMU's answers nest a few levels; a hostile 1 MiB "[[[[…" must
+// not reach anything that recurses).
+inline constexpr size_t kMaxQmpDepth = 64;
 inline constexpr size_t kMaxQmpEvents = 64;
+inline constexpr size_t kMaxQmpEventBytes = size_t{64} << 10;  // larger events are dropped, counted
 
 class QmpClient {
  public:
@@ -48,20 +55,24 @@ class QmpClient {
   const std::string& qemu_version() const { return version_; }
   // Events received so far (oldest first), and forgets them.
   std::vector<nlohmann::json> TakeEvents();
+  uint64_t dropped_events() const { return dropped_events_; }
   const std::string& name() const { return name_; }
 
  private:
   QmpClient(std::unique_ptr<transport::Stream> stream, std::string name);
-  // The next complete message (one line of JSON) as an object.
-  Result<nlohmann::json> ReadMessage(transport::Deadline deadline);
+  // The next complete message (one line of JSON) as an object; *raw (if
+  // given) its line as received.
+  Result<nlohmann::json> ReadMessage(transport::Deadline deadline, std::string* raw = nullptr);
 
   std::unique_ptr<transport::Stream> stream_;
   std::string name_;
   std::string version_;
-  std::string buf_;  // bytes read past the last complete message
+  std::string buf_;     // bytes read past the last complete message
+  size_t scanned_ = 0;  // buf_[0, scanned_) holds no newline
   uint64_t next_id_ = 1;
   bool broken_ = false;
   std::deque<nlohmann::json> events_;
+  uint64_t dropped_events_ = 0;
 };
 
 }  // namespace romulus::devicemodel

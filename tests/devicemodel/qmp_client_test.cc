@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -148,7 +149,7 @@ class FakePeer {
     writer_ = std::thread([this, script = std::move(script), keep_open] {
       size_t off = 0;
       while (off < script.size()) {
-        ssize_t n = ::write(peer_fd_, script.data() + off, script.size() - off);
+        ssize_t n = ::send(peer_fd_, script.data() + off, script.size() - off, MSG_NOSIGNAL);
         if (n <= 0) break;
         off += static_cast<size_t>(n);
       }
@@ -174,6 +175,39 @@ class FakePeer {
 const char kGreeting[] = R"({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}})"
                          "\n";
 
+// A peer that never stops talking (an event storm) must not hold a call
+// past its deadline: the call ends with Timeout while the storm still runs
+// (it lasts 50 times the deadline).
+TEST(QmpPeerTest, AnEndlessStreamOfEventsEndsACallAtItsDeadline) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  std::atomic<bool> stop{false}, storm_over{false};
+  std::thread storm([&] {
+    const std::string hello = std::string(kGreeting) + "{\"return\": {}, \"id\": 1}\n";
+    (void)!::send(sv[1], hello.data(), hello.size(), MSG_NOSIGNAL);
+    const std::string ev = "{\"event\": \"RTC_CHANGE\", \"data\": {\"offset\": 1}}\n\n";
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (!stop && std::chrono::steady_clock::now() < until) {
+      if (::send(sv[1], ev.data(), ev.size(), MSG_NOSIGNAL) <= 0) break;
+    }
+    storm_over = true;
+  });
+  auto stream = transport::OpenFdStream(sv[0], sv[0], "storm", true);
+  ASSERT_TRUE(stream.ok());
+  auto c = QmpClient::Open(std::move(*stream), "storm", DeadlineIn(5000ms));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  auto r = (*c)->Execute("query-status", nullptr, DeadlineIn(200ms));
+  const bool over = storm_over;
+  EXPECT_EQ(r.status().code(), Code::kTimeout) << r.status().ToString();
+  EXPECT_FALSE(over) << "the call only ended when the peer stopped talking";
+  EXPECT_EQ((*c)->TakeEvents().size(), kMaxQmpEvents);
+  EXPECT_GT((*c)->dropped_events(), 0u);
+  stop = true;
+  c->reset();  // closes the client's end: the storm's next write fails
+  storm.join();
+  ::close(sv[1]);
+}
+
 TEST(QmpPeerTest, ABrokenOrHostilePeerIsAClearErrorNeverACrash) {
   {  // silence: a timeout
     FakePeer p("", true);
@@ -185,11 +219,36 @@ TEST(QmpPeerTest, ABrokenOrHostilePeerIsAClearErrorNeverACrash) {
     auto c = p.Open(5000ms);
     EXPECT_EQ(c.status().code(), Code::kCorruption) << c.status().ToString();
   }
-  {  // JSON, but not a greeting; a greeting with fields of the wrong types
+  {  // JSON but not an object; an object but not a greeting; a QMP member that is no object
     FakePeer p("[1,2,3]\n", true);
     EXPECT_EQ(p.Open(5000ms).status().code(), Code::kCorruption);
     FakePeer q("{\"hello\": 1}\n", true);
     EXPECT_EQ(q.Open(5000ms).status().code(), Code::kCorruption);
+    FakePeer r("{\"QMP\": 5}\n", true);
+    auto c = r.Open(5000ms);
+    EXPECT_EQ(c.status().code(), Code::kCorruption);
+    EXPECT_NE(c.status().message().find("not a QMP greeting: {\"QMP\": 5}"), std::string::npos)
+        << "the error quotes the line as received: " << c.status().ToString();
+  }
+  {  // nesting that would make a parser, a copy or a dump recurse: refused before parsing
+    const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+    FakePeer p("{\"QMP\": " + deep + "}\n", true);
+    auto c = p.Open(5000ms);
+    EXPECT_EQ(c.status().code(), Code::kCorruption) << c.status().ToString();
+    EXPECT_NE(c.status().message().find("nested deeper than"), std::string::npos) << c.status().ToString();
+    FakePeer q(std::string(kGreeting) + "{\"return\": {}, \"id\": 1}\n{\"return\": " + deep + ", \"id\": 2}\n", true);
+    auto d = q.Open(5000ms);
+    ASSERT_TRUE(d.ok()) << d.status().ToString();
+    EXPECT_EQ((*d)->Execute("query-status", nullptr, DeadlineIn(5000ms)).status().code(), Code::kCorruption);
+    // Brackets inside strings are text, not nesting.
+    FakePeer r(std::string(kGreeting) + "{\"return\": {}, \"id\": 1}\n{\"return\": \"" + std::string(1000, '[') +
+                   "\\\"[\", \"id\": 2}\n",
+               true);
+    auto e = r.Open(5000ms);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    auto ok = (*e)->Execute("query-status", nullptr, DeadlineIn(5000ms));
+    ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+    EXPECT_EQ(ok->get<std::string>().size(), 1002u);
   }
   {  // an endless line: refused at the bound, not buffered without end
     FakePeer p(std::string(kMaxQmpMessage + 8192, 'x'), true);
@@ -217,6 +276,29 @@ TEST(QmpPeerTest, ABrokenOrHostilePeerIsAClearErrorNeverACrash) {
     ASSERT_TRUE(d.ok()) << d.status().ToString();
     auto e = (*d)->Execute("stop", nullptr, DeadlineIn(5000ms));
     EXPECT_EQ(e.status().code(), Code::kInvalidArgument) << e.status().ToString();
+  }
+  {  // an event larger than kMaxQmpEventBytes is dropped and counted, not kept
+    FakePeer p(std::string(kGreeting) + "{\"return\": {}, \"id\": 1}\n{\"event\": \"BIG\", \"data\": \"" +
+                   std::string(kMaxQmpEventBytes, 'x') + "\"}\n{\"return\": {}, \"id\": 2}\n",
+               true);
+    auto c = p.Open(5000ms);
+    ASSERT_TRUE(c.ok());
+    ASSERT_TRUE((*c)->Execute("stop", nullptr, DeadlineIn(5000ms)).ok());
+    EXPECT_TRUE((*c)->TakeEvents().empty());
+    EXPECT_EQ((*c)->dropped_events(), 1u);
+  }
+  {  // an argument that is not UTF-8 (a file name): refused before sending, the connection usable
+    FakePeer p(std::string(kGreeting) + "{\"return\": {}, \"id\": 1}\n{\"return\": {\"status\": \"paused\"}, \"id\": 2}\n",
+               true);
+    auto c = p.Open(5000ms);
+    ASSERT_TRUE(c.ok());
+    DeviceModel dm(std::move(*c));
+    Status s = dm.SaveDevicesState("/tmp/state-\xff\xfe", DeadlineIn(5000ms));
+    EXPECT_EQ(s.code(), Code::kInvalidArgument) << s.ToString();
+    EXPECT_NE(s.message().find("UTF-8"), std::string::npos) << s.ToString();
+    auto st = dm.RunState(DeadlineIn(5000ms));
+    ASSERT_TRUE(st.ok()) << st.status().ToString();
+    EXPECT_EQ(*st, "paused");
   }
   {  // events before the answer are kept, at most kMaxQmpEvents of them
     std::string script = std::string(kGreeting) + "{\"return\": {}, \"id\": 1}\n";

@@ -55,9 +55,8 @@ std::map<std::string, uint64_t> DirHashes(const std::string& dir) {
 
 std::vector<uint8_t> Block(uint8_t fill, size_t n = 4096) { return std::vector<uint8_t>(n, fill); }
 
-// Forwards everything to an image sink except DescribeDisk, which fails with
-// `describe_error` from chunk `fail_at` on: a backup whose disk cannot be
-// described for another reason than a read error.
+// Forwards everything to an image sink except DescribeDisk, which always
+// fails with `describe_error`: a backup whose disk cannot be described.
 class DescribeFailsSink final : public restore::GuestSink {
  public:
   DescribeFailsSink(restore::GuestSink& s, Status describe_error) : s_(s), err_(std::move(describe_error)) {}
