@@ -238,7 +238,9 @@ TEST(DiskStagingTest, TheFileWalkReadsASectionAndRefusesDamagedOnes) {
       if (*count < recs.size()) {
         EXPECT_EQ(e.offset, recs[*count].offset);
         EXPECT_EQ(e.length, recs[*count].length);
-        if (e.kind == kDiskEntryWrite) EXPECT_EQ(std::memcmp(e.data, recs[*count].data.data(), e.length), 0);
+        if (e.kind == kDiskEntryWrite) {
+          EXPECT_EQ(std::memcmp(e.data, recs[*count].data.data(), e.length), 0);
+        }
       }
       ++*count;
       return Status::Ok();
