@@ -1,5 +1,6 @@
 #include "common/positional_io.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -54,6 +55,15 @@ Status PreadAll(int fd, uint8_t* p, size_t n, uint64_t off, const std::string& w
     n -= static_cast<size_t>(r);
   }
   return Status::Ok();
+}
+
+Status ReserveFileRange(int fd, uint64_t off, uint64_t len, bool* supported, const std::string& what) {
+  if (::fallocate(fd, 0, static_cast<off_t>(off), static_cast<off_t>(len)) == 0) return Status::Ok();
+  if (errno == EOPNOTSUPP) {
+    *supported = false;
+    return Status::Ok();
+  }
+  return Status::StorageErrno(what, errno);
 }
 
 }  // namespace romulus

@@ -248,14 +248,8 @@ Status DiskStaging::ReserveWrites(const std::function<int(uint32_t)>& fd_of, boo
   if (write_bytes_ == 0) return Status::Ok();
   return ForEachEntry([&](const DiskEntry& e) -> Status {
     if (e.kind != kDiskEntryWrite || !*supported) return Status::Ok();
-    if (::fallocate(fd_of(e.disk_id), 0, static_cast<off_t>(e.offset), static_cast<off_t>(e.length)) == 0) {
-      return Status::Ok();
-    }
-    if (errno == EOPNOTSUPP) {
-      *supported = false;
-      return Status::Ok();
-    }
-    return Status::StorageErrno("reserving space for disk " + std::to_string(e.disk_id) + "'s writes", errno);
+    return ReserveFileRange(fd_of(e.disk_id), e.offset, e.length, supported,
+                            "reserving space for disk " + std::to_string(e.disk_id) + "'s writes");
   });
 }
 

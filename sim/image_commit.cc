@@ -161,7 +161,7 @@ Status ImageSink::ReserveImageBlocks() {
   for (size_t i = 0; i < sorted_pfns_.size() && reserve_supported_;) {
     size_t j = i + 1;
     while (j < sorted_pfns_.size() && sorted_pfns_[j] == sorted_pfns_[j - 1] + 1) ++j;
-    ROMULUS_RETURN_IF_ERROR(ReserveImageRange(fd_, sorted_pfns_[i] * kPage, (j - i) * kPage, &reserve_supported_)
+    ROMULUS_RETURN_IF_ERROR(ReserveFileRange(fd_, sorted_pfns_[i] * kPage, (j - i) * kPage, &reserve_supported_, "reserving image space")
                                 .With("image " + options_.path));
     i = j;
   }

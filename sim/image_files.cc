@@ -62,15 +62,6 @@ Status PunchImagePage(int fd, uint64_t pfn) {
   return PwriteAll(fd, zero.data(), zero.size(), pfn * kImagePage, "zeroing page " + std::to_string(pfn));
 }
 
-Status ReserveImageRange(int fd, uint64_t off, uint64_t len, bool* supported) {
-  if (::fallocate(fd, 0, static_cast<off_t>(off), static_cast<off_t>(len)) == 0) return Status::Ok();
-  if (errno == EOPNOTSUPP) {
-    *supported = false;
-    return Status::Ok();
-  }
-  return Status::StorageErrno("reserving image space", errno);
-}
-
 void ForEachDataRange(int fd, uint64_t size, const std::function<void(uint64_t, uint64_t)>& fn) {
   if (fd < 0) {
     if (size > 0) fn(0, size);

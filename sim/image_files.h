@@ -23,10 +23,6 @@ Status LockImage(int fd, const std::string& path);
 // (or a written zero page where the filesystem cannot punch).
 Status PunchImagePage(int fd, uint64_t pfn);
 
-// Allocates the blocks of [off, off+len) (fallocate mode 0, data unchanged),
-// so a later pwrite there cannot hit ENOSPC. Filesystems without fallocate
-// are not an error: *supported is set false and the caller stops asking.
-Status ReserveImageRange(int fd, uint64_t off, uint64_t len, bool* supported);
 
 // Calls fn(offset, length) for each range of [0, size) that may hold data
 // (SEEK_DATA/SEEK_HOLE; the whole file when the filesystem cannot tell).
