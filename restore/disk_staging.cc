@@ -186,7 +186,7 @@ Status DiskStaging::Stage(uint64_t epoch, const DiskEntry& e) {
     Result<uint8_t*> dst = buf_.Append(need);
     if (!dst.ok()) return dst.status().With("staging a disk record");
     EncodeDiskEntryHead(e, *dst);
-    if (e.kind == kDiskEntryWrite) std::memcpy(*dst + kDiskEntryHead, e.data, e.length);
+    if (e.kind == kDiskEntryWrite && e.length > 0) std::memcpy(*dst + kDiskEntryHead, e.data, e.length);
     buf_.Commit(need);
     if (e.kind == kDiskEntryWrite) write_bytes_ += e.length;
     return Status::Ok();
