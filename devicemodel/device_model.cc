@@ -27,6 +27,21 @@ Status DeviceModel::SaveDevicesState(const std::string& path, transport::Deadlin
   return Run("xen-save-devices-state", {{"filename", path}, {"live", false}}, deadline);
 }
 
+Status DeviceModel::SaveDevicesStateToFd(int fd, transport::Deadline deadline) {
+  Result<json> added = qmp_->ExecuteWithFd("add-fd", {{"opaque", "romulus device state"}}, fd, deadline);
+  if (!added.ok()) return added.status();
+  auto id = added->is_object() ? added->find("fdset-id") : added->end();
+  if (!added->is_object() || id == added->end() || !id->is_number_integer() || id->get<int64_t>() < 0) {
+    return Status::Corruption(qmp_->name() + ": add-fd answered without an fd set: " + added->dump().substr(0, 200));
+  }
+  const int64_t set = id->get<int64_t>();
+  Status saved =
+      Run("xen-save-devices-state", {{"filename", "/dev/fdset/" + std::to_string(set)}, {"live", false}}, deadline);
+  Status removed = Run("remove-fd", {{"fdset-id", set}}, deadline);
+  if (!saved.ok()) return saved;
+  return removed;
+}
+
 Status DeviceModel::LoadDevicesState(const std::string& path, transport::Deadline deadline) {
   return Run("xen-load-devices-state", {{"filename", path}}, deadline);
 }

@@ -28,6 +28,17 @@ class DeviceModel {
   // Writes the device state (not RAM: the hypervisor's stream carries that)
   // to `path`, a file QEMU itself opens and creates. Stopped first.
   Status SaveDevicesState(const std::string& path, transport::Deadline deadline);
+  // The same into `fd`, handed to QEMU with QMP add-fd and named
+  // /dev/fdset/N, as libxl does: QEMU opens no path of ours, which is what
+  // works under dm_restrict (chroot, another uid). QEMU opens the set for
+  // writing only and takes only a descriptor of that access mode, so `fd`
+  // must be O_WRONLY (DeviceStateFile::write_fd). The set is removed
+  // afterwards whatever happened; a removal that fails is an error too (QEMU
+  // would keep one descriptor per epoch). QEMU closes a removed set's
+  // descriptor only while the guest runs: at once when removed then, else
+  // when a monitor disconnects after `cont` (a per-checkpoint connection).
+  // Tests: RealQemu.EverySaveRemovesItsFdSet and the epoch test.
+  Status SaveDevicesStateToFd(int fd, transport::Deadline deadline);
   // Loads a state SaveDevicesState wrote (a device model of the same
   // machine, started for an incoming guest).
   Status LoadDevicesState(const std::string& path, transport::Deadline deadline);

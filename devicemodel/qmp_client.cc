@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "disk/export_socket.h"
+#include "transport/fd_passing.h"
 #include "transport/fd_stream.h"
 
 namespace romulus::devicemodel {
@@ -57,8 +58,8 @@ std::string Excerpt(const std::string& line) { return line.substr(0, 200); }
 
 }  // namespace
 
-QmpClient::QmpClient(std::unique_ptr<transport::Stream> stream, std::string name)
-    : stream_(std::move(stream)), name_(std::move(name)) {}
+QmpClient::QmpClient(std::unique_ptr<transport::Stream> stream, std::string name, int socket_fd)
+    : stream_(std::move(stream)), name_(std::move(name)), socket_fd_(socket_fd) {}
 
 QmpClient::~QmpClient() {
   if (stream_) stream_->Close();
@@ -73,12 +74,12 @@ Result<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string& socket_
     ::close(*fd);
     return stream.status();
   }
-  return Open(std::move(*stream), what, deadline);
+  return Open(std::move(*stream), what, deadline, *fd);
 }
 
 Result<std::unique_ptr<QmpClient>> QmpClient::Open(std::unique_ptr<transport::Stream> stream, std::string name,
-                                                   transport::Deadline deadline) {
-  std::unique_ptr<QmpClient> c(new QmpClient(std::move(stream), std::move(name)));
+                                                   transport::Deadline deadline, int socket_fd) {
+  std::unique_ptr<QmpClient> c(new QmpClient(std::move(stream), std::move(name), socket_fd));
   std::string raw;
   Result<json> greeting = c->ReadMessage(deadline, &raw);
   if (!greeting.ok()) return greeting.status().With("reading QEMU's greeting on " + c->name_);
@@ -156,6 +157,20 @@ Result<json> QmpClient::ReadMessage(transport::Deadline deadline, std::string* r
 }
 
 Result<json> QmpClient::Execute(const std::string& command, const json& arguments, transport::Deadline deadline) {
+  return Exchange(command, arguments, -1, deadline);
+}
+
+Result<json> QmpClient::ExecuteWithFd(const std::string& command, const json& arguments, int pass_fd,
+                                      transport::Deadline deadline) {
+  if (socket_fd_ < 0) {
+    return Status::InvalidArgument(name_ + ": " + command + " passes a descriptor, which needs a Unix socket");
+  }
+  if (pass_fd < 0) return Status::InvalidArgument(name_ + ": " + command + ": no descriptor to pass");
+  return Exchange(command, arguments, pass_fd, deadline);
+}
+
+Result<json> QmpClient::Exchange(const std::string& command, const json& arguments, int pass_fd,
+                                 transport::Deadline deadline) {
   if (broken_) return Status::Closed(name_ + ": the connection failed earlier; reconnect");
   const uint64_t id = next_id_;
   json req = {{"execute", command}, {"id", id}};
@@ -167,7 +182,9 @@ Result<json> QmpClient::Execute(const std::string& command, const json& argument
     return Status::InvalidArgument(name_ + ": " + command + ": an argument is not valid UTF-8");
   }
   ++next_id_;
-  Status w = stream_->WriteAll({reinterpret_cast<const uint8_t*>(line.data()), line.size()}, deadline);
+  const std::span<const uint8_t> bytes{reinterpret_cast<const uint8_t*>(line.data()), line.size()};
+  Status w = pass_fd >= 0 ? transport::SendWithFd(socket_fd_, bytes, pass_fd, deadline, name_)
+                          : stream_->WriteAll(bytes, deadline);
   if (!w.ok()) {
     broken_ = true;
     return w.With(name_ + ": sending " + command);

@@ -39,8 +39,10 @@ class QmpClient {
   // (qmp_capabilities), all by `deadline`.
   static Result<std::unique_ptr<QmpClient>> Connect(const std::string& socket_path, transport::Deadline deadline);
   // Over an already connected stream (tests); `name` names it in messages.
+  // `socket_fd`, when the stream is a Unix socket, is its descriptor: it
+  // lets ExecuteWithFd pass descriptors (the stream still owns it).
   static Result<std::unique_ptr<QmpClient>> Open(std::unique_ptr<transport::Stream> stream, std::string name,
-                                                 transport::Deadline deadline);
+                                                 transport::Deadline deadline, int socket_fd = -1);
   ~QmpClient();
 
   // Runs `command` with `arguments` (an object, or null for none) and
@@ -50,6 +52,12 @@ class QmpClient {
   // unusable: a late reply cannot be told from the next one's).
   Result<nlohmann::json> Execute(const std::string& command, const nlohmann::json& arguments,
                                  transport::Deadline deadline);
+  // The same with `pass_fd` sent alongside the command's text (SCM_RIGHTS),
+  // as QMP's add-fd and getfd expect; QEMU gets its own copy, the caller
+  // keeps `pass_fd`. InvalidArgument when this connection is not a Unix
+  // socket.
+  Result<nlohmann::json> ExecuteWithFd(const std::string& command, const nlohmann::json& arguments, int pass_fd,
+                                       transport::Deadline deadline);
 
   // "7.2.22" from the greeting.
   const std::string& qemu_version() const { return version_; }
@@ -59,13 +67,16 @@ class QmpClient {
   const std::string& name() const { return name_; }
 
  private:
-  QmpClient(std::unique_ptr<transport::Stream> stream, std::string name);
+  QmpClient(std::unique_ptr<transport::Stream> stream, std::string name, int socket_fd);
+  Result<nlohmann::json> Exchange(const std::string& command, const nlohmann::json& arguments, int pass_fd,
+                                  transport::Deadline deadline);
   // The next complete message (one line of JSON) as an object; *raw (if
   // given) its line as received.
   Result<nlohmann::json> ReadMessage(transport::Deadline deadline, std::string* raw = nullptr);
 
   std::unique_ptr<transport::Stream> stream_;
   std::string name_;
+  int socket_fd_;  // the stream's Unix socket, or -1; owned by stream_
   std::string version_;
   std::string buf_;     // bytes read past the last complete message
   size_t scanned_ = 0;  // buf_[0, scanned_) holds no newline
