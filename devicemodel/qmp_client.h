@@ -64,6 +64,9 @@ class QmpClient {
   // Events received so far (oldest first), and forgets them.
   std::vector<nlohmann::json> TakeEvents();
   uint64_t dropped_events() const { return dropped_events_; }
+  // True once the connection is out of step or gone (a timeout, EOF, a
+  // reply that does not fit): every later call is Closed; reconnect.
+  bool broken() const { return broken_; }
   const std::string& name() const { return name_; }
 
  private:

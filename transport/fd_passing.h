@@ -13,7 +13,8 @@
 
 namespace romulus::transport {
 
-// Sends all of `bytes` on `socket_fd` (blocking or not), `pass_fd` attached
+// Sends all of `bytes` on `socket_fd` (REQUIRES: non-blocking, as an
+// FdStream leaves it: the deadline is kept by polling), `pass_fd` attached
 // to the first byte that leaves; the rest follows as plain bytes, waiting
 // for room until `deadline` (Timeout). A peer that went away is Closed; a
 // socket that cannot carry descriptors (not AF_UNIX) is the kernel's error.

@@ -35,7 +35,7 @@ xl info >/run/lab/xl-info.txt 2>&1 || { cat /run/lab/xl-info.txt; fatal "xl info
 caps=$(sed -n 's/^virt_caps *: *//p' /run/lab/xl-info.txt)
 echo "LAB-DOM0-READY uptime=$(cut -d' ' -f1 /proc/uptime) xen=$(sed -n 's/^xen_version *: //p' /run/lab/xl-info.txt) free_mb=$(sed -n 's/^free_memory *: //p' /run/lab/xl-info.txt) romulus=${LAB_ROMULUS:-none} guest=${LAB_GUEST_TYPE:-pv} virt_caps=$(echo $caps | tr ' ' ,)"
 case ${LAB_GUEST_TYPE:-pv} in
-  pvh) case " $caps " in *" hvm "*) ;; *) fatal "PVH guests need HVM support; this hypervisor has virt_caps '$caps'" ;; esac ;;
+  pvh|hvm) case " $caps " in *" hvm "*) ;; *) fatal "${LAB_GUEST_TYPE} guests need HVM support; this hypervisor has virt_caps '$caps'" ;; esac ;;
   pv) case " $caps " in *" shadow "*) ;; *) echo "LAB-NOTE dom0 no shadow paging (virt_caps '$caps'): PV log-dirty (xl remus, romulus) will fail" ;; esac ;;
 esac
 

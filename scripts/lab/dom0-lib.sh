@@ -3,7 +3,7 @@
 # A scenario sources it:   . /lab/dom0-lib.sh
 # and describes itself in its first lines, read by scripts/xen-lab on the host:
 #   #@ title: what it shows          #@ runs: baseline | romulus      #@ order: 30
-#   #@ guests: pv pvh (optional, default pv: the guest types it is written for; it runs only
+#   #@ guests: pv pvh hvm (optional, default pv: the guest types it is written for; it runs only
 #              in a boot of one of them, scripts/xen-lab --guest)
 #   #@ skip-if: LAB_NO_...  (optional)   #@ gate: no ... (optional: a comparison, never fails the lab)
 #   #@ only-if: VAR (optional: opt-in, runs only when VAR is set on the host or with --env VAR=...,
@@ -81,18 +81,22 @@ lab_elapsed() { awk -v a="$1" -v b="$(lab_now)" 'BEGIN{printf "%.2f", b-a}'; }
 
 # lab_guest_cfg NAME [MEM_MIB] [VCPUS] [EXTRA_CMDLINE] -> writes $LAB_WORK/NAME.cfg, prints path.
 # The guest: the lab's Debian kernel + the counter initramfs (see domu-init.sh), as a
-# $LAB_GUEST_TYPE guest (scripts/xen-lab --guest): pv (default), or pvh (the same bzImage
-# booted directly through its PVH entry point; console hvc0 and xen-netfront as for PV);
+# $LAB_GUEST_TYPE guest (scripts/xen-lab --guest): pv (default), pvh (the same bzImage
+# booted directly through its PVH entry point; console hvc0 and xen-netfront as for PV), or
+# hvm (qemu-xen boots the same bzImage; console ttyS0 into a file);
 # with LAB_GUEST_VIF set, also one PV NIC (its xl vif spec); with LAB_GUEST_DISK, one disk.
 lab_guest_cfg() {
   _n=$1; _m=${2:-128}; _v=${3:-1}; _x=${4:-}; _t=${LAB_GUEST_TYPE:-pv}
-  case $_t in pv|pvh) ;; *) echo "lab_guest_cfg: LAB_GUEST_TYPE=$_t (pv or pvh)" >&2; return 1 ;; esac
+  case $_t in pv|pvh|hvm) ;; *) echo "lab_guest_cfg: LAB_GUEST_TYPE=$_t (pv, pvh or hvm)" >&2; return 1 ;; esac
+  # An HVM guest's console is its emulated serial port, which QEMU writes to a file
+  # (lab_guest_serial); PV and PVH guests have the PV console (xenconsoled's log).
+  _con=hvc0; [ "$_t" = hvm ] && _con=ttyS0
   cat >"$LAB_WORK/$_n.cfg" <<EOC
 name = "$_n"
 type = "$_t"
 kernel = "$LAB_DOMU_KERNEL"
 ramdisk = "$LAB_DOMU_RAMDISK"
-extra = "console=hvc0 quiet $_x"
+extra = "console=$_con quiet $_x"
 memory = $_m
 maxmem = $_m
 vcpus = $_v
@@ -101,7 +105,17 @@ on_crash = "preserve"
 # xl list) for the evidence instead of having xl's monitor recreate it under the same name.
 on_reboot = "preserve"
 EOC
-  if [ "$_t" = pvh ]; then
+  if [ "$_t" = hvm ]; then
+    # qemu-xen boots the kernel directly (-kernel, QEMU's linuxboot ROM); no display
+    cat >>"$LAB_WORK/$_n.cfg" <<EOC
+device_model_version = "qemu-xen"
+vnc = 0
+sdl = 0
+vga = "none"
+serial = "file:$LAB_WORK/$_n.serial"
+EOC
+  fi
+  if [ "$_t" = pvh ] || [ "$_t" = hvm ]; then
     cat >>"$LAB_WORK/$_n.cfg" <<'EOC'
 # TCG lab artefact, not for real hosts: QEMU/TCG's TSC is not invariant, so Xen intercepts
 # RDTSCP; QEMU 7.2 reports it as an RDTSC exit, Xen (no NRIPS under TCG) sees an instruction
@@ -121,6 +135,9 @@ EOC
   [ -n "${LAB_GUEST_DISK:-}" ] && echo "disk = [ '$LAB_GUEST_DISK' ]" >>"$LAB_WORK/$_n.cfg"
   echo "$LAB_WORK/$_n.cfg"
 }
+
+# lab_guest_serial NAME : the file an HVM guest's serial console goes to (lab_guest_cfg).
+lab_guest_serial() { echo "$LAB_WORK/$1.serial"; }
 
 # lab_guest_create NAME [MEM_MIB] [VCPUS] [EXTRA_CMDLINE] : xl create; prints the domid.
 # (NAME is named for lab_guest_evidence: lab_fail shows its console and Xen's word on it.)

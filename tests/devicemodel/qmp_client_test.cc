@@ -13,20 +13,20 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
 
 #include "common/subprocess.h"
+#include "tests/devicemodel/real_qemu.h"
+#include "tests/devicemodel/recv_fds.h"
 #include "transport/fd_stream.h"
 
 namespace romulus::devicemodel {
@@ -35,53 +35,6 @@ namespace {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 using transport::DeadlineIn;
-
-std::string MakeTempDir() {
-  std::string dir = (fs::temp_directory_path() / "qmp.XXXXXX").string();
-  EXPECT_NE(mkdtemp(dir.data()), nullptr);
-  return dir;
-}
-
-bool HaveQemu() { return ::access("/usr/bin/qemu-system-x86_64", X_OK) == 0; }
-
-// A QEMU with no guest, held before it starts (-S), listening for QMP.
-class RealQemu : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!HaveQemu()) GTEST_SKIP() << "qemu-system-x86_64 is missing (scripts/setup installs qemu-system-x86)";
-    dir_ = MakeTempDir();
-    sock_ = dir_ + "/qmp.sock";
-    pid_ = Spawn({"qemu-system-x86_64", "-machine", "q35,accel=tcg", "-nodefaults", "-display", "none", "-m", "32",
-                  "-S", "-qmp", "unix:" + sock_ + ",server=on,wait=off"},
-                 dir_ + "/qemu.log");
-    ASSERT_GT(pid_, 0);
-    // QEMU creates the socket before it listens for QMP; connecting is
-    // retried until then (bounded).
-    const auto until = std::chrono::steady_clock::now() + 30s;
-    Result<std::unique_ptr<QmpClient>> c = Status::Closed("not tried");
-    while (std::chrono::steady_clock::now() < until) {
-      c = QmpClient::Connect(sock_, DeadlineIn(10000ms));
-      if (c.ok()) break;
-      int st = 0;
-      ASSERT_FALSE(WaitExit(pid_, 50ms, &st)) << "QEMU exited: " << Log();
-    }
-    ASSERT_TRUE(c.ok()) << c.status().ToString() << "\n" << Log();
-    dm_ = std::make_unique<DeviceModel>(std::move(*c));
-  }
-  void TearDown() override {
-    dm_.reset();
-    KillAndReap(pid_);
-    if (!dir_.empty()) fs::remove_all(dir_);
-  }
-  std::string Log() const {
-    std::ifstream in(dir_ + "/qemu.log");
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
-
-  std::string dir_, sock_;
-  pid_t pid_ = -1;
-  std::unique_ptr<DeviceModel> dm_;
-};
 
 TEST_F(RealQemu, StopSaveTheDeviceStateAndContinue) {
   EXPECT_FALSE(dm_->qmp().qemu_version().empty());
@@ -403,24 +356,16 @@ TEST(QmpPeerTest, ABrokenOrHostilePeerIsAClearErrorNeverACrash) {
     EXPECT_EQ((*r)["fdset-id"], 0);
     // The peer reads both lines; the descriptor came with the second.
     char buf[4096];
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
     std::string got;
     int passed = -1;
     while (std::count(got.begin(), got.end(), '\n') < 2) {
-      iovec iov{buf, sizeof buf};
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control;
-      msg.msg_controllen = sizeof control;
-      const ssize_t n = ::recvmsg(p.peer_fd(), &msg, MSG_CMSG_CLOEXEC);
+      std::vector<int> fds;
+      const ssize_t n = RecvWithFds(p.peer_fd(), buf, sizeof buf, &fds);
       ASSERT_GT(n, 0);
       const std::string chunk(buf, static_cast<size_t>(n));
-      for (cmsghdr* h = CMSG_FIRSTHDR(&msg); h != nullptr; h = CMSG_NXTHDR(&msg, h)) {
-        if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
-          std::memcpy(&passed, CMSG_DATA(h), sizeof(int));
-          EXPECT_NE(chunk.find("add-fd"), std::string::npos) << "the descriptor came without its command: " << chunk;
-        }
+      for (int f : fds) {
+        passed = f;
+        EXPECT_NE(chunk.find("add-fd"), std::string::npos) << "the descriptor came without its command: " << chunk;
       }
       got += chunk;
     }

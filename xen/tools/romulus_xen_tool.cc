@@ -4,6 +4,17 @@
 //   romulus-xen record-stream --domain D --out FILE [--checkpoints N] [--interval MS]
 //   romulus-xen verify-stream FILE             (tap -> split -> assemble == FILE)
 //   romulus-xen cut-fixture IN OUT             (a small real-record subset of IN)
+//   romulus-xen dm-pause --domain D [--count N] (an HVM guest's device model
+//                                               through N checkpoint pauses)
+//
+// dm-pause drives devicemodel::DeviceModelPause against the device model
+// libxl started for an HVM guest (qemu-xen, its QMP socket, libxl's lock):
+// per round the domain is paused (the stand-in for the suspend), the device
+// model stopped and its state saved into a memfd, then continued and the
+// domain unpaused; each round's times and the state's size are printed.
+// QEMU's dirty log is switched on before and off after, as libxenguest's
+// switch_qemu_logdirty callback will. docs/DEVICE-MODEL.md; the lab's
+// hvm-device-model scenario runs it.
 //
 // record-stream runs the Xen checkpoint driver (xen/xen_driver.cc) under a
 // minimal EpochSession of its own — every epoch "acked" at once, the split
@@ -14,18 +25,22 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "devicemodel/checkpoint_pause.h"
 #include "xen/stream_split.h"
 #include "xen/stream_v2.h"
 #include "replicator/checkpoint_driver.h"
+#include "xen/xen_env.h"
 #include "xen/xen_facade.h"
 
 using namespace romulus;
@@ -237,6 +252,83 @@ int CmdRecord(int argc, char** argv) {
   return v.ok() ? 0 : Fail(v);
 }
 
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+int CmdDmPause(int argc, char** argv) {
+  const std::string domain = Arg(argc, argv, "--domain");
+  const std::string count_arg = Arg(argc, argv, "--count", "10");
+  if (domain.empty()) return Fail(Status::InvalidArgument("dm-pause needs --domain NAME|DOMID"));
+  char* end = nullptr;
+  const unsigned long count = strtoul(count_arg.c_str(), &end, 10);
+  if (end == count_arg.c_str() || *end != '\0' || count == 0 || count > 100000) {
+    return Fail(Status::InvalidArgument("--count " + count_arg + ": want 1..100000"));
+  }
+  auto h = XenHandles::Open(false);
+  if (!h.ok()) return Fail(h.status());
+  auto dom = ResolveDomain(**h, domain);
+  if (!dom.ok()) return Fail(dom.status());
+  if (dom->type != GuestType::kHvm) {
+    return Fail(Status::InvalidArgument("domain " + dom->name + " is a " + GuestTypeName(dom->type) +
+                                        " guest: it has no device model"));
+  }
+  devicemodel::DeviceModelEndpoint ep;
+  ep.qmp_socket = "/var/run/xen/qmp-libxl-" + std::to_string(dom->domid);
+  ep.lock_path = devicemodel::LibxlQmpLockPath("/var/lib/xen", dom->domid, dom->uuid);
+  auto file = devicemodel::DeviceStateFile::Create(size_t{16} << 20);
+  if (!file.ok()) return Fail(file.status());
+  auto dirty_log = [&](bool on) -> Status {
+    auto lock = devicemodel::QmpLock::Acquire(ep.lock_path, transport::DeadlineIn(std::chrono::milliseconds(10000)));
+    if (!lock.ok()) return lock.status();
+    auto qmp = devicemodel::QmpClient::Connect(ep.qmp_socket, transport::DeadlineIn(std::chrono::milliseconds(10000)));
+    if (!qmp.ok()) return qmp.status();
+    devicemodel::DeviceModel dm(std::move(*qmp));
+    return dm.SetGlobalDirtyLog(on, transport::DeadlineIn(std::chrono::milliseconds(10000)));
+  };
+  Status st = dirty_log(true);
+  if (!st.ok()) return Fail(st.With("switching QEMU's dirty log on"));
+  // Off again however this ends (a failed round returns early).
+  struct DirtyLogOff {
+    std::function<Status(bool)> f;
+    bool done = false;
+    ~DirtyLogOff() {
+      if (!done) (void)f(false);
+    }
+  } off{dirty_log};
+  std::vector<uint8_t> state;
+  std::vector<double> begins, ends;
+  for (unsigned long i = 1; i <= count && !g_stop; ++i) {
+    if (xc_domain_pause((*h)->xch(), dom->domid) != 0) return Fail(Status::FromErrno("xc_domain_pause", errno));
+    const auto t0 = Clock::now();
+    auto p = devicemodel::DeviceModelPause::Begin(ep, &*file, transport::DeadlineIn(std::chrono::milliseconds(10000)));
+    const auto t1 = Clock::now();
+    Status read = p.ok() ? file->ReadInto(&state) : p.status();
+    Status ended = p.ok() ? (*p)->End(transport::DeadlineIn(std::chrono::milliseconds(10000))) : Status::Ok();
+    const auto t2 = Clock::now();
+    p = Status::Closed("done");  // lets go of an abandoned pause (continues QEMU) before the unpause
+    if (xc_domain_unpause((*h)->xch(), dom->domid) != 0) return Fail(Status::FromErrno("xc_domain_unpause", errno));
+    if (!read.ok()) return Fail(read.With("round " + std::to_string(i)));
+    if (!ended.ok()) return Fail(ended.With("round " + std::to_string(i)));
+    const bool qevm = state.size() >= 8 && memcmp(state.data(), "QEVM", 4) == 0;
+    printf("dm-pause round=%lu begin_ms=%.2f end_ms=%.2f state_bytes=%zu qevm=%d\n", i, Ms(t1 - t0), Ms(t2 - t1),
+           state.size(), qevm ? 1 : 0);
+    fflush(stdout);
+    if (!qevm) return Fail(Status::Corruption("round " + std::to_string(i) + ": the state is no QEVM stream"));
+    begins.push_back(Ms(t1 - t0));
+    ends.push_back(Ms(t2 - t1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the guest runs between checkpoints
+  }
+  off.done = true;
+  st = dirty_log(false);
+  if (!st.ok()) return Fail(st.With("switching QEMU's dirty log off"));
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  printf("dm-pause domain=%s rounds=%zu begin_median_ms=%.2f end_median_ms=%.2f state_bytes=%zu lock=%s\n",
+         dom->name.c_str(), begins.size(), median(begins), median(ends), state.size(), ep.lock_path.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -271,7 +363,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "record-stream") return CmdRecord(argc, argv);
-  fprintf(stderr, "usage: romulus-xen probe | record-stream | verify-stream FILE | cut-fixture IN OUT | "
+  if (cmd == "dm-pause") return CmdDmPause(argc, argv);
+  fprintf(stderr, "usage: romulus-xen probe | record-stream | verify-stream FILE | cut-fixture IN OUT | dm-pause | "
                   "replicate | restore (see the source header)\n");
   return 2;
 }

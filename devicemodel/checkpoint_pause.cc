@@ -1,0 +1,73 @@
+#include "devicemodel/checkpoint_pause.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+
+namespace romulus::devicemodel {
+
+namespace {
+// How long a pause that is being abandoned waits for `cont`.
+constexpr std::chrono::milliseconds kAbandonCont{2000};
+}  // namespace
+
+Result<std::unique_ptr<DeviceModelPause>> DeviceModelPause::Begin(const DeviceModelEndpoint& endpoint,
+                                                                  DeviceStateFile* file,
+                                                                  transport::Deadline deadline) {
+  std::unique_ptr<QmpLock> lock;
+  if (!endpoint.lock_path.empty()) {
+    // At most half the time for the wait: stop and save keep the rest.
+    const auto now = transport::Clock::now();
+    const transport::Deadline lock_deadline = deadline > now ? now + (deadline - now) / 2 : deadline;
+    Result<QmpLock> l = QmpLock::Acquire(endpoint.lock_path, lock_deadline);
+    if (!l.ok()) return l.status();
+    lock = std::make_unique<QmpLock>(std::move(*l));
+  }
+  Result<std::unique_ptr<QmpClient>> qmp = QmpClient::Connect(endpoint.qmp_socket, deadline);
+  if (!qmp.ok()) return qmp.status().With("the device model's QMP socket");
+  std::unique_ptr<DeviceModelPause> p(
+      new DeviceModelPause(endpoint, std::move(lock), std::make_unique<DeviceModel>(std::move(*qmp))));
+  // From here on the destructor continues the device model if a step fails.
+  p->stopped_ = true;
+  Status st = p->dm_->Stop(deadline);
+  if (!st.ok()) return st.With("stopping the device model");
+  st = file->Reset();
+  if (st.ok()) st = p->dm_->SaveDevicesStateToFd(file->write_fd(), deadline);
+  if (!st.ok()) return st.With("saving the device model's state");
+  return p;
+}
+
+Status DeviceModelPause::ContinueNow(transport::Deadline deadline) {
+  if (dm_ && !dm_->qmp().broken()) {
+    Status st = dm_->Continue(deadline);
+    // QEMU answered (an error of its own, or ok): another connection would
+    // get the same answer.
+    if (st.ok() || !dm_->qmp().broken()) return st;
+  }
+  // The pause's connection failed (a timeout, EOF): a new one, still under
+  // the lock, only for the cont.
+  dm_.reset();
+  Result<std::unique_ptr<QmpClient>> qmp = QmpClient::Connect(endpoint_.qmp_socket, deadline);
+  if (!qmp.ok()) return qmp.status().With("reconnecting to continue the device model");
+  dm_ = std::make_unique<DeviceModel>(std::move(*qmp));
+  return dm_->Continue(deadline);
+}
+
+Status DeviceModelPause::End(transport::Deadline deadline) {
+  if (ended_) return Status::Internal("DeviceModelPause::End called twice");
+  ended_ = true;
+  Status st = stopped_ ? ContinueNow(deadline) : Status::Ok();
+  if (st.ok()) stopped_ = false;
+  dm_.reset();
+  lock_.reset();
+  return st.ok() ? st : st.With("continuing the device model");
+}
+
+DeviceModelPause::~DeviceModelPause() {
+  if (stopped_ && !ended_) {
+    Status st = ContinueNow(transport::DeadlineIn(kAbandonCont));
+    if (!st.ok()) spdlog::error("the device model stays stopped after a failed checkpoint: {}", st.ToString());
+  }
+}
+
+}  // namespace romulus::devicemodel
