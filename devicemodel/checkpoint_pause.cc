@@ -11,22 +11,28 @@ namespace {
 constexpr std::chrono::milliseconds kAbandonCont{2000};
 }  // namespace
 
-Result<std::unique_ptr<DeviceModelPause>> DeviceModelPause::Begin(const DeviceModelEndpoint& endpoint,
-                                                                  DeviceStateFile* file,
-                                                                  transport::Deadline deadline) {
-  std::unique_ptr<QmpLock> lock;
+Result<LockedDeviceModel> OpenLockedDeviceModel(const DeviceModelEndpoint& endpoint, transport::Deadline deadline) {
+  LockedDeviceModel out;
   if (!endpoint.lock_path.empty()) {
-    // At most half the time for the wait: stop and save keep the rest.
+    // At most half the time for the wait: what the caller does next keeps the rest.
     const auto now = transport::Clock::now();
     const transport::Deadline lock_deadline = deadline > now ? now + (deadline - now) / 2 : deadline;
     Result<QmpLock> l = QmpLock::Acquire(endpoint.lock_path, lock_deadline);
     if (!l.ok()) return l.status();
-    lock = std::make_unique<QmpLock>(std::move(*l));
+    out.lock = std::make_unique<QmpLock>(std::move(*l));
   }
   Result<std::unique_ptr<QmpClient>> qmp = QmpClient::Connect(endpoint.qmp_socket, deadline);
   if (!qmp.ok()) return qmp.status().With("the device model's QMP socket");
-  std::unique_ptr<DeviceModelPause> p(
-      new DeviceModelPause(endpoint, std::move(lock), std::make_unique<DeviceModel>(std::move(*qmp))));
+  out.dm = std::make_unique<DeviceModel>(std::move(*qmp));
+  return out;
+}
+
+Result<std::unique_ptr<DeviceModelPause>> DeviceModelPause::Begin(const DeviceModelEndpoint& endpoint,
+                                                                  DeviceStateFile* file,
+                                                                  transport::Deadline deadline) {
+  Result<LockedDeviceModel> opened = OpenLockedDeviceModel(endpoint, deadline);
+  if (!opened.ok()) return opened.status();
+  std::unique_ptr<DeviceModelPause> p(new DeviceModelPause(endpoint, std::move(opened->lock), std::move(opened->dm)));
   // From here on the destructor continues the device model if a step fails.
   p->stopped_ = true;
   Status st = p->dm_->Stop(deadline);

@@ -26,6 +26,16 @@ struct DeviceModelEndpoint {
   std::string lock_path;   // LibxlQmpLockPath(...); empty: no lock (tests, a QEMU not started by libxl)
 };
 
+// A guest's device model as every use of its QMP socket takes it: libxl's
+// lock (when the endpoint names one; at most half of `deadline`'s time is
+// spent waiting for it, the rest is the caller's), then a connection. The
+// lock outlives the connection (member order).
+struct LockedDeviceModel {
+  std::unique_ptr<QmpLock> lock;
+  std::unique_ptr<DeviceModel> dm;
+};
+Result<LockedDeviceModel> OpenLockedDeviceModel(const DeviceModelEndpoint& endpoint, transport::Deadline deadline);
+
 class DeviceModelPause {
  public:
   // Everything by `deadline`. A failure before the save leaves the device

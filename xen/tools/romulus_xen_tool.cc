@@ -277,12 +277,10 @@ int CmdDmPause(int argc, char** argv) {
   auto file = devicemodel::DeviceStateFile::Create(size_t{16} << 20);
   if (!file.ok()) return Fail(file.status());
   auto dirty_log = [&](bool on) -> Status {
-    auto lock = devicemodel::QmpLock::Acquire(ep.lock_path, transport::DeadlineIn(std::chrono::milliseconds(10000)));
-    if (!lock.ok()) return lock.status();
-    auto qmp = devicemodel::QmpClient::Connect(ep.qmp_socket, transport::DeadlineIn(std::chrono::milliseconds(10000)));
-    if (!qmp.ok()) return qmp.status();
-    devicemodel::DeviceModel dm(std::move(*qmp));
-    return dm.SetGlobalDirtyLog(on, transport::DeadlineIn(std::chrono::milliseconds(10000)));
+    const auto deadline = transport::DeadlineIn(std::chrono::milliseconds(10000));
+    auto opened = devicemodel::OpenLockedDeviceModel(ep, deadline);
+    if (!opened.ok()) return opened.status();
+    return opened->dm->SetGlobalDirtyLog(on, deadline);
   };
   Status st = dirty_log(true);
   if (!st.ok()) return Fail(st.With("switching QEMU's dirty log on"));
