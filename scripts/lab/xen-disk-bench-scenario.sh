@@ -103,7 +103,7 @@ lab_note "export: $(grep -m1 -iE 'o_direct|buffered|store' "$D/export.log" | sed
 G=guest9; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"; chmod 600 "$W/psk"
 rm -f "$(lab_console $G)" "$(lab_console $G--incoming)"
 LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=xvdb, access=rw, script=/lab/block-lab, target=$NBD" \
-  lab_guest_create $G 128 1 "lab_disk=/dev/xvdb lab_disk_max=1" >"$D/domid" || lab_fail "create $G"
+  lab_guest_create $G "$LAB_GUEST_MEM" 1 "lab_disk=/dev/xvdb lab_disk_max=1" >"$D/domid" || lab_fail "create $G"
 # (one record written at boot, so that blkfront is loaded and the disk connected; then idle)
 i=0; until grep -q 'DISKDONE 1' "$(lab_console $G)" 2>/dev/null; do
   i=$((i+1)); [ $i -le 1500 ] || lab_fail "$G never wrote its one record"; sleep 0.2

@@ -169,7 +169,7 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart reverse}; do
   nbd-client -unix "$SOCK" "$NBD" -N xvdb >"$D/nbdc.log" 2>&1 || lab_fail "$KILL: nbd-client: $(cat "$D/nbdc.log")"
   rm -f "$(lab_console $G)" "$(lab_console $G--incoming)" "$(lab_console $G--back)"
   LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=xvdb, access=rw, script=/lab/block-lab, target=$NBD" \
-    lab_guest_create $G 128 1 "$WORK" >"$D/domid" || lab_fail "$KILL: create"
+    lab_guest_create $G "$LAB_GUEST_MEM" 1 "$WORK" >"$D/domid" || lab_fail "$KILL: create"
   P=$(cat "$D/domid"); C1=$(lab_console $G)
   i=0; until [ "$(dl "$C1")" -ge 5 ]; do i=$((i+1)); [ $i -le 1200 ] || lab_fail "$KILL: no 5 records"; sleep 0.2; done
   if [ $KILL = reverse ]; then

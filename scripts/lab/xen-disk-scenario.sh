@@ -122,7 +122,7 @@ diskrec_last() {
 guest_with_disk() {
   rm -f "$(lab_console "$1")"
   LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=xvdb, access=rw, script=/lab/block-lab, target=$NBD" \
-    lab_guest_create "$1" 128 1 "lab_disk=/dev/xvdb lab_disk_ms=$MS lab_disk_max=$2" >"$W/domid-$1" ||
+    lab_guest_create "$1" "$LAB_GUEST_MEM" 1 "lab_disk=/dev/xvdb lab_disk_ms=$MS lab_disk_max=$2" >"$W/domid-$1" ||
     lab_fail "xl create $1 with disk $NBD failed: $(tail -n 3 "$W/create-$1.log" | tr '\n' ' ')"
   lab_evidence "/run/lab/block-lab.log"
   _c=$(lab_console "$1"); _i=0

@@ -20,7 +20,7 @@ PORT=${LAB_ROMULUS_PORT:-7300}
 G=guest3
 
 rm -f "$(lab_console $G)" "$(lab_console $G--incoming)"
-lab_guest_create $G 128 1 >"$W/domid" || lab_fail "xl create $G failed"
+lab_guest_create $G "$LAB_GUEST_MEM" 1 >"$W/domid" || lab_fail "xl create $G failed"
 P=$(cat "$W/domid")
 lab_wait_counter "$(lab_console $G)" 3 240 || lab_fail "$G never counted to 3"
 

@@ -7,7 +7,7 @@
 # Scenario "guest-types-scenario" (the PVH boot, on Debian's stock hypervisor package, which
 # has no shadow paging: `xl info` virt_caps without "shadow"):
 #  1. romulus names what this host can protect (its probe line: "protects: pvh");
-#  2. create a PV counter guest (128 MiB like the other scenarios; a 64 MiB one failed xl create here), wait until it counts;
+#  2. create a PV counter guest ($LAB_GUEST_MEM MiB like the other scenarios; 64 MiB is too little for the kernel's segment), wait until it counts;
 #  3. `romulus replicate --domain pvguest` must exit non-zero at once with the reason
 #     ("no shadow paging") before any connection or save: it never suspends the guest and
 #     never turns log-dirty on;
@@ -30,7 +30,7 @@ esac
 rm -f "$(lab_console pvguest)"
 LAB_GUEST_TYPE=pv
 export LAB_GUEST_TYPE
-lab_guest_create pvguest 128 1 >"$W/domid" || { cat "$W/domid"; cat "$W/pvguest.cfg"; lab_fail "xl create pvguest (PV) failed"; }
+lab_guest_create pvguest "$LAB_GUEST_MEM" 1 >"$W/domid" || { cat "$W/domid"; cat "$W/pvguest.cfg"; lab_fail "xl create pvguest (PV) failed"; }
 P=$(cat "$W/domid")
 C=$(lab_console pvguest)
 lab_wait_counter "$C" 2 240 || { tail -n 20 "$C"; lab_fail "pvguest never counted"; }

@@ -27,7 +27,7 @@ for t in /usr/bin/romulus-xen /lab/extra/romulus-xen; do [ -x "$t" ] && TOOL=$t 
 SERIAL=$(lab_guest_serial $G)
 rm -f "$SERIAL"
 T0=$(lab_now)
-lab_guest_create $G 128 1 >"$W/domid" || lab_fail "xl create $G (HVM) failed: $(cat "$W/create-$G.log")"
+lab_guest_create $G "$LAB_GUEST_MEM" 1 >"$W/domid" || lab_fail "xl create $G (HVM) failed: $(cat "$W/create-$G.log")"
 D=$(cat "$W/domid")
 lab_evidence "$W/create-$G.log" "$SERIAL" "$W/dm-pause.log" "$W/xl-qmp.log" "/var/log/xen/qemu-dm-$G.log"
 lab_wait_counter "$SERIAL" 3 300 || lab_fail "$G (HVM) never counted to 3 on its serial console"

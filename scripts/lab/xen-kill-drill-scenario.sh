@@ -55,7 +55,7 @@ for PH in ${LAB_KILL_PHASES:-$PHASES_DEFAULT}; do
   # The "c" guest has a PV NIC: the backup must recreate it at activation (restore --vif-script).
   GIP=""; VIFSPEC=""
   [ "$PH" = c ] && { GIP=10.77.0.3; VIFSPEC="mac=00:16:3e:4c:00:03,script=/lab/vif-lab"; }
-  LAB_GUEST_VIF=$VIFSPEC lab_guest_create "$G" 128 1 ${GIP:+"lab_ip=$GIP/24"} >"$W/domid-$PH" || lab_fail "xl create $G failed"
+  LAB_GUEST_VIF=$VIFSPEC lab_guest_create "$G" "$LAB_GUEST_MEM" 1 ${GIP:+"lab_ip=$GIP/24"} >"$W/domid-$PH" || lab_fail "xl create $G failed"
   P=$(cat "$W/domid-$PH")
   C=$(lab_console "$G")
   lab_wait_counter "$C" 3 240 || { tail -n 20 "$C"; lab_fail "$G never counted to 3"; }

@@ -80,7 +80,7 @@ held_check() {
 
 rm -f /var/log/xen/console/guest-guest2.log /var/log/xen/console/guest-guest2--incoming.log
 LAB_GUEST_VIF="mac=00:16:3e:4c:00:02,script=/lab/vif-lab" \
-  lab_guest_create guest2 128 1 "lab_ip=$GIP/24" >"$W/domid" || lab_fail "xl create guest2 (with a vif) failed"
+  lab_guest_create guest2 "$LAB_GUEST_MEM" 1 "lab_ip=$GIP/24" >"$W/domid" || lab_fail "xl create guest2 (with a vif) failed"
 P=$(cat "$W/domid")
 VIF=vif$P.0
 C=$(lab_console guest2)

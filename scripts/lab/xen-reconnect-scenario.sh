@@ -86,7 +86,7 @@ wait_for() {
 
 # ---- 1. protected
 rm -f "$(lab_console $G)" "$(lab_console $G--incoming)"
-lab_guest_create $G 128 1 >"$W/domid" || lab_fail "xl create $G failed"
+lab_guest_create $G "$LAB_GUEST_MEM" 1 >"$W/domid" || lab_fail "xl create $G failed"
 P=$(cat "$W/domid")
 C=$(lab_console $G)
 lab_wait_counter "$C" 3 90 || { tail -n 20 "$C"; lab_fail "$G never counted to 3"; }
@@ -186,7 +186,7 @@ xl destroy "$G" >/dev/null 2>&1  # the failed-over copy: its CPU and memory go t
 G=guest6
 T4B=$(lab_now)
 rm -f "$(lab_console $G)" "$(lab_console $G--incoming)" "$(lab_console $G--held)"
-lab_guest_create $G 128 1 >"$W/domid6" || lab_fail "xl create $G failed"
+lab_guest_create $G "$LAB_GUEST_MEM" 1 >"$W/domid6" || lab_fail "xl create $G failed"
 P=$(cat "$W/domid6")
 C=$(lab_console $G)
 lab_wait_counter "$C" 3 90 || { tail -n 20 "$C"; lab_fail "$G never counted to 3"; }
@@ -194,7 +194,7 @@ PORT6=$((PORT + 2))
 # A leftover under the held name, as a backup killed during a resync leaves it (made here by xl,
 # paused): D owns NAME--incoming and NAME--held through its name lock and must destroy it when it
 # builds its first replica.
-xl create -p "$(lab_guest_cfg $G--held 128)" >"$W/create-leftover.log" 2>&1 ||
+xl create -p "$(lab_guest_cfg $G--held "$LAB_GUEST_MEM")" >"$W/create-leftover.log" 2>&1 ||
   { cat "$W/create-leftover.log"; lab_fail "could not create a leftover $G--held"; }
 romulus restore --xen --no-fence --listen "127.0.0.1:$PORT6" --psk-file "$W/psk" --failover-timeout 2s --no-vifs \
   --events-json "$W/events-d.jsonl" --control-socket "$W/ctl-d.sock" >"$W/backup-d.log" 2>&1 &
@@ -317,7 +317,7 @@ PLOG=$W/primary.log
 # ---- 5. a domain destroyed while its primary looks for a backup
 G=guest5
 rm -f "$(lab_console $G)"
-lab_guest_create $G 128 1 >"$W/domid5" || lab_fail "xl create $G failed"
+lab_guest_create $G "$LAB_GUEST_MEM" 1 >"$W/domid5" || lab_fail "xl create $G failed"
 P=$(cat "$W/domid5")
 lab_wait_counter "$(lab_console $G)" 3 90 || lab_fail "$G never counted to 3"
 PORT=$((PORT + 1))

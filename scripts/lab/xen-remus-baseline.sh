@@ -35,7 +35,7 @@ trap cleanup EXIT
 
 rm -f "$(lab_console guest1)" "$(lab_console guest1--incoming)"
 TC=$(lab_now)
-lab_guest_create guest1 128 1 >"$W/domid" || lab_fail "xl create guest1 failed"
+lab_guest_create guest1 "$LAB_GUEST_MEM" 1 >"$W/domid" || lab_fail "xl create guest1 failed"
 P=$(cat "$W/domid")
 C1=$(lab_console guest1)
 lab_wait_counter "$C1" 3 240 || { tail -n 20 "$C1"; lab_fail "guest1 never counted to 3"; }

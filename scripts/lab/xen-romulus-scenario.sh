@@ -47,7 +47,7 @@ lab_note "mode=cli (/usr/bin/romulus)"
 # (the baseline) would make the new guest look booted and counting before it is.
 rm -f "$(lab_console guest1)" "$(lab_console guest1--incoming)"
 TC=$(lab_now)
-lab_guest_create guest1 128 1 >"$W/domid" || lab_fail "xl create guest1 failed"
+lab_guest_create guest1 "$LAB_GUEST_MEM" 1 >"$W/domid" || lab_fail "xl create guest1 failed"
 P=$(cat "$W/domid")
 C1=$(lab_console guest1)
 # (a PVH guest takes longer to count than a PV one: 20-30 s after xl create under TCG)
