@@ -11,6 +11,13 @@ namespace {
 constexpr std::chrono::milliseconds kAbandonCont{2000};
 }  // namespace
 
+DeviceModelEndpoint LibxlDeviceModelEndpoint(uint32_t domid, const std::string& uuid) {
+  DeviceModelEndpoint ep;
+  ep.qmp_socket = "/var/run/xen/qmp-libxl-" + std::to_string(domid);
+  ep.lock_path = LibxlQmpLockPath("/var/lib/xen", domid, uuid);
+  return ep;
+}
+
 Result<LockedDeviceModel> OpenLockedDeviceModel(const DeviceModelEndpoint& endpoint, transport::Deadline deadline) {
   LockedDeviceModel out;
   if (!endpoint.lock_path.empty()) {
@@ -29,17 +36,24 @@ Result<LockedDeviceModel> OpenLockedDeviceModel(const DeviceModelEndpoint& endpo
 
 Result<std::unique_ptr<DeviceModelPause>> DeviceModelPause::Begin(const DeviceModelEndpoint& endpoint,
                                                                   DeviceStateFile* file,
-                                                                  transport::Deadline deadline) {
+                                                                  transport::Deadline deadline, bool* left_stopped) {
+  if (left_stopped) *left_stopped = false;
   Result<LockedDeviceModel> opened = OpenLockedDeviceModel(endpoint, deadline);
   if (!opened.ok()) return opened.status();
   std::unique_ptr<DeviceModelPause> p(new DeviceModelPause(endpoint, std::move(opened->lock), std::move(opened->dm)));
-  // From here on the destructor continues the device model if a step fails.
+  // From here on a failed step continues the device model before returning.
   p->stopped_ = true;
+  auto abandon = [&](Status why) -> Status {
+    Status cont = p->End(transport::DeadlineIn(kAbandonCont));
+    if (cont.ok()) return why;
+    if (left_stopped) *left_stopped = true;
+    return why.With("the device model may stay stopped (continuing it failed too: " + cont.message() + ")");
+  };
   Status st = p->dm_->Stop(deadline);
-  if (!st.ok()) return st.With("stopping the device model");
+  if (!st.ok()) return abandon(st.With("stopping the device model"));
   st = file->Reset();
   if (st.ok()) st = p->dm_->SaveDevicesStateToFd(file->write_fd(), deadline);
-  if (!st.ok()) return st.With("saving the device model's state");
+  if (!st.ok()) return abandon(st.With("saving the device model's state"));
   return p;
 }
 

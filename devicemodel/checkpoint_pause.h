@@ -10,6 +10,7 @@
 // guest must never run on stopped devices.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -26,6 +27,11 @@ struct DeviceModelEndpoint {
   std::string lock_path;   // LibxlQmpLockPath(...); empty: no lock (tests, a QEMU not started by libxl)
 };
 
+// The device model libxl started for domain `domid` (qemu-xen in dom0): its
+// libxl QMP socket and libxl's lock for it (Debian's XEN_RUN_DIR
+// /var/run/xen and XEN_LIB_DIR /var/lib/xen).
+DeviceModelEndpoint LibxlDeviceModelEndpoint(uint32_t domid, const std::string& uuid);
+
 // A guest's device model as every use of its QMP socket takes it: libxl's
 // lock (when the endpoint names one; at most half of `deadline`'s time is
 // spent waiting for it, the rest is the caller's), then a connection. The
@@ -38,11 +44,13 @@ Result<LockedDeviceModel> OpenLockedDeviceModel(const DeviceModelEndpoint& endpo
 
 class DeviceModelPause {
  public:
-  // Everything by `deadline`. A failure before the save leaves the device
-  // model as it was (continued again if this stopped it) and says which
-  // step failed; *file is then undefined.
+  // Everything by `deadline`. A failure leaves the device model as it was
+  // (continued again if this stopped it) and says which step failed; *file
+  // is then undefined. If even the cont failed, *left_stopped (optional)
+  // is set: the device model may still be stopped, and the caller must not
+  // run the guest as if all were well.
   static Result<std::unique_ptr<DeviceModelPause>> Begin(const DeviceModelEndpoint& endpoint, DeviceStateFile* file,
-                                                         transport::Deadline deadline);
+                                                         transport::Deadline deadline, bool* left_stopped = nullptr);
   // cont, then lets go of the connection and the lock. A connection that
   // failed during the pause (a timeout, EOF) is replaced for the cont, under
   // the same lock. An error means the device model may still be stopped:

@@ -67,7 +67,7 @@ QmpClient::~QmpClient() {
 
 Result<std::unique_ptr<QmpClient>> QmpClient::Connect(const std::string& socket_path, transport::Deadline deadline) {
   const std::string what = "QMP socket " + socket_path;
-  Result<int> fd = disk::ConnectUnix(socket_path, what);
+  Result<int> fd = disk::ConnectUnix(socket_path, "QMP socket", deadline);
   if (!fd.ok()) return fd.status();
   auto stream = transport::OpenFdStream(*fd, *fd, what, /*own_fds=*/true);
   if (!stream.ok()) {

@@ -1,12 +1,16 @@
 #include "disk/export_socket.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
@@ -75,23 +79,62 @@ Result<int> ListenUnix(const std::string& path, const std::string& what, int bac
   return fd;
 }
 
-Result<int> ConnectUnix(const std::string& path, const std::string& what) {
+namespace {
+
+// One connect: blocking, or (with a deadline) non-blocking attempts until
+// the listener's backlog has room or the deadline passed.
+Result<int> ConnectUnixUntil(const std::string& path, const std::string& what,
+                             const transport::Deadline* deadline) {
   sockaddr_un addr;
   if (!MakeAddr(path, &addr)) {
     return Status::InvalidArgument(what + " path '" + path + "' is empty or longer than " +
                                    std::to_string(MaxUnixSocketPath()) + " bytes");
   }
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (deadline ? SOCK_NONBLOCK : 0), 0);
   if (fd < 0) return Status::FromErrno(what + ": socket", errno);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  auto wait = std::chrono::milliseconds(1);
+  while (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int err = errno;
+    if (err == EINTR) continue;
+    // A Unix listener whose backlog is full makes a non-blocking connect
+    // fail with EAGAIN (a blocking one would sleep until someone accepts).
+    if (err == EAGAIN && deadline) {
+      const auto now = transport::Clock::now();
+      if (now < *deadline) {
+        std::this_thread::sleep_for(std::min<transport::Clock::duration>(wait, *deadline - now));
+        wait = std::min(wait * 2, std::chrono::milliseconds(16));
+        continue;
+      }
+      close(fd);
+      return Status::Timeout("connecting to " + what + " " + path +
+                             ": its listener accepts nobody (backlog full: another client holds it?)");
+    }
     close(fd);
     if (err == ENOENT || err == ECONNREFUSED) {
-      return Status::Closed("no " + what + " at " + path + " (" + std::strerror(err) + "): is the export running?");
+      return Status::Closed("nothing serves " + what + " " + path + " (" + std::strerror(err) +
+                            "): is its process running?");
     }
     return Status::FromErrno("connecting to " + what + " " + path, err);
   }
+  if (deadline) {
+    const int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+      const int err = errno;
+      close(fd);
+      return Status::FromErrno(what + ": making the socket blocking", err);
+    }
+  }
   return fd;
+}
+
+}  // namespace
+
+Result<int> ConnectUnix(const std::string& path, const std::string& what) {
+  return ConnectUnixUntil(path, what, nullptr);
+}
+
+Result<int> ConnectUnix(const std::string& path, const std::string& what, transport::Deadline deadline) {
+  return ConnectUnixUntil(path, what, &deadline);
 }
 
 Status CheckPeer(int fd, const std::string& what) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "transport/stream.h"
 
 namespace romulus::disk {
 
@@ -26,6 +27,11 @@ Result<int> ListenUnix(const std::string& path, const std::string& what, int bac
 
 // Connects to `path` (close-on-exec, blocking). IoError/Closed naming the path.
 Result<int> ConnectUnix(const std::string& path, const std::string& what);
+// The same, given up at `deadline` (Timeout naming the path) when the
+// listener's backlog is full: a peer that accepts nobody (QEMU's QMP socket
+// while it serves another client has a backlog of one) must not block a
+// caller that holds a guest paused. The descriptor returned is blocking.
+Result<int> ConnectUnix(const std::string& path, const std::string& what, transport::Deadline deadline);
 
 // The connected peer's credentials are acceptable: the same uid as this
 // process, or root. Unauthenticated otherwise (with its uid and pid).

@@ -168,10 +168,15 @@ bool CheckpointSender::Impl::ReadFrames() {
       }
       case FrameType::kError: {
         auto err = protocol::Error::Decode(frame->payload);
-        Fail(Status::Corruption("backup reported an error: " +
-                                (err.ok() ? protocol::ErrorCodeName(err->code) + ": " +
-                                                protocol::Printable(err->text)
-                                          : std::string("malformed ERROR frame"))));
+        const std::string what = err.ok() ? protocol::ErrorCodeName(err->code) + ": " + protocol::Printable(err->text)
+                                          : std::string("malformed ERROR frame");
+        // A backup that cannot hold this guest at all says so; anything
+        // else is a failed session the primary resynchronises.
+        if (err.ok() && err->code == uint16_t(protocol::ErrorCode::kCapabilities)) {
+          Fail(Status::Unsupported("backup refused the guest: " + what));
+        } else {
+          Fail(Status::Corruption("backup reported an error: " + what));
+        }
         return true;
       }
       default:

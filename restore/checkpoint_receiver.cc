@@ -125,9 +125,6 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, GuestSink& sink,
 
 namespace {
 
-// Which side a sink failure belongs to: bad data from the primary (it is
-// alive and will resynchronise) or this backup's own storage (never a
-// reason to activate: docs/FAILURE-MODEL.md §5).
 // Position of disk `id` in the HELLO's list; disks.size() if unknown.
 size_t DiskIndex(const std::vector<protocol::DiskInfo>& disks, uint32_t id) {
   for (size_t i = 0; i < disks.size(); ++i) {
@@ -136,6 +133,9 @@ size_t DiskIndex(const std::vector<protocol::DiskInfo>& disks, uint32_t id) {
   return disks.size();
 }
 
+// Which side a sink failure belongs to: bad data from the primary (it is
+// alive and will resynchronise) or this backup's own storage (never a
+// reason to activate: docs/FAILURE-MODEL.md §5).
 EndCause SinkFailureCause(const Status& st) {
   switch (st.code()) {
     case Code::kCorruption:
@@ -145,6 +145,13 @@ EndCause SinkFailureCause(const Status& st) {
     default:
       return EndCause::kLocalFailure;
   }
+}
+
+// The ERROR code a sink's failure is told to the primary with: a guest this
+// backup cannot hold (Unsupported, e.g. a guest type it cannot resume) is a
+// missing capability, not a shortage of resources.
+protocol::ErrorCode SinkErrorCode(const Status& st) {
+  return st.code() == Code::kUnsupported ? protocol::ErrorCode::kCapabilities : protocol::ErrorCode::kResource;
 }
 
 }  // namespace
@@ -562,7 +569,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
       state_open = (f.header.flags & protocol::kFlagMore) != 0;
       if (!state_open) {
         Status st = sink.OnState(epoch, im.state.view());
-        if (!st.ok()) return fail(st.With("state record"), protocol::ErrorCode::kResource, SinkFailureCause(st));
+        if (!st.ok()) return fail(st.With("state record"), SinkErrorCode(st), SinkFailureCause(st));
         ++states;
       }
       continue;

@@ -55,8 +55,13 @@ Result<GuestType> TypeFromInfo(const std::map<std::string, std::string>& info) {
   } else if (name == "pvh") {
     t = GuestType::kPvh;
   } else if (name == "hvm") {
-    return Status::Unsupported("the primary protects an HVM guest, which this backup cannot restore (an HVM "
-                               "guest's checkpoint needs its device model's state: not implemented)");
+    // The primary sends an HVM guest's device state every epoch (kind 6),
+    // but a failover must also start its device model from it (docs/
+    // DEVICE-MODEL.md §3): until this backup can, it holds no replica it
+    // could never resume, and the primary hears why.
+    return Status::Unsupported("the primary protects an HVM guest, which this backup cannot resume: its failover "
+                               "would have to start the guest's device model (qemu-xen) from the checkpoint's "
+                               "device state, which is not implemented yet (docs/DEVICE-MODEL.md §3)");
   } else {
     return Status::Unsupported("domain info: unknown guest type \"" + protocol::Printable(name) +
                                "\" (a newer primary? this backup restores pv and pvh guests)");

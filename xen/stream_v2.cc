@@ -481,6 +481,7 @@ Status DispatchEnvelope(std::span<const uint8_t> blob, StreamVisitor* v) {
     case EnvelopeKind::kSkeleton:
       return v->OnPageData(payload);
     case EnvelopeKind::kDomainInfo:
+    case EnvelopeKind::kDeviceModelState:
       return Status::Ok();
   }
   return Status::Corruption("envelope: unknown kind " + std::to_string(blob[2]));

@@ -222,10 +222,21 @@ Result<std::vector<uint64_t>> SkeletonDataPfns(std::span<const uint8_t> skeleton
 //   4 PAGE_DATA skeleton: record header + count/reserved + pfn words,
 //   5 Romulus domain info ("key=value\n" lines: name, uuid, max_vcpus,
 //     max_memkb, target_kb, ...), sent first in epoch 1 so the backup can
-//     create the domain before the stream starts; not part of the v2 stream.
+//     create the domain before the stream starts; not part of the v2 stream,
+//   6 device-model state: an HVM guest's QEMU device state of this epoch
+//     (QEMU's own stream, "QEVM"), once per epoch before its end, so the
+//     epoch digest covers it and the backup keeps it with memory N
+//     (docs/DEVICE-MODEL.md §4); not part of the v2 stream either.
 // CHECKPOINT is never shipped: the epoch end is the checkpoint, and the
 // backup writes the CHECKPOINT record itself when it commits the epoch.
-enum class EnvelopeKind : uint8_t { kImageHeader = 1, kDomainHeader = 2, kRecord = 3, kSkeleton = 4, kDomainInfo = 5 };
+enum class EnvelopeKind : uint8_t {
+  kImageHeader = 1,
+  kDomainHeader = 2,
+  kRecord = 3,
+  kSkeleton = 4,
+  kDomainInfo = 5,
+  kDeviceModelState = 6,
+};
 constexpr size_t kEnvelopeHeaderSize = 4;
 
 // Appends the envelope for (kind, payload) to `out` (cleared first).
@@ -233,7 +244,8 @@ void WrapEnvelope(EnvelopeKind kind, std::span<const uint8_t> payload, std::vect
 // Same for a record given as type + body.
 void WrapRecord(uint32_t type, std::span<const uint8_t> body, std::vector<uint8_t>* out);
 // Decodes one envelope and passes it to the visitor (OnImageHeader, ...).
-// A domain-info envelope is valid and ignored (the caller handles it).
+// Domain-info and device-model envelopes are valid and ignored: they are
+// not part of libxenguest's stream (the caller handles them).
 Status DispatchEnvelope(std::span<const uint8_t> blob, StreamVisitor* visitor);
 
 // The kind of a well-formed envelope, or 0.

@@ -218,6 +218,10 @@ Status XenSink::OnState(uint64_t epoch, std::span<const uint8_t> record) {
                               "(is the primary replicating a Xen domain?)");
   }
   (void)epoch;
+  if (EnvelopeKindOf(record) == uint8_t(EnvelopeKind::kDeviceModelState) && cur_->type() != GuestType::kHvm) {
+    return Status::Corruption(std::string("a device model's state in the stream of a ") + GuestTypeName(cur_->type()) +
+                              " guest, which has no device model");
+  }
   if (EnvelopeKindOf(record) == uint8_t(EnvelopeKind::kDomainHeader) &&
       record.size() >= kEnvelopeHeaderSize + kDomainHeaderSize) {
     // libxenguest restores with the ops of the *target* domain's type and

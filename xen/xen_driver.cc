@@ -8,6 +8,10 @@
 //    checkpoint: pacing          blocks: memcpy       EpochSession data path,
 //    and commit)                 speed only)          which may block on the network)
 //
+// An HVM guest's device model (qemu-xen) is stopped and saved inside the
+// pause and continued before the guest (docs/DEVICE-MODEL.md §2); its state
+// travels in the epoch as a STATE record of kind 6.
+//
 // The reader never touches the network, so the guest's suspended window
 // (libxenguest writes the dirty pages while the guest is suspended) costs a
 // memcpy of the dirty set, not a network transfer. Policy (when to
@@ -20,6 +24,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,9 +34,12 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "buffer/staging_queue.h"
+#include "devicemodel/checkpoint_pause.h"
+#include "devicemodel/device_state_file.h"
 #include "protocol/messages.h"
 #include "xen/hypervisor_log.h"
 #include "xen/stream_split.h"
@@ -89,10 +97,17 @@ std::string HypervisorSaysAbout(XenHandles& h, const DomainFacts& dom, const cha
 // One xc_domain_save run: one backup session.
 class Session : public EpochSink {
  public:
-  Session(const XenDriverOptions& opts, XenHandles* h, const DomainFacts& dom, EpochSession& s)
+  // `dm_file`: where an HVM guest's device model saves its state each epoch
+  // (the driver's, reused across sessions); null for PV and PVH guests.
+  // `dm_stopped`: the driver's "a cont failed, the device model may be
+  // stopped" flag, which outlives a session (the guest is then kept
+  // suspended until a checkpoint continues the device model again).
+  Session(const XenDriverOptions& opts, XenHandles* h, const DomainFacts& dom, EpochSession& s,
+          devicemodel::DeviceStateFile* dm_file, bool* dm_stopped)
       : opts_(opts), h_(h), dom_(dom), s_(s), base_(s.first_epoch() - 1),
         queue_(1u << 20, std::max<uint64_t>(opts.staging_bytes >> 20, 4)),
-        splitter_(this), parser_(&splitter_), checkpoints_(base_) {}
+        splitter_(this), parser_(&splitter_), dm_file_(dm_file), dm_stopped_(dm_stopped),
+        dm_endpoint_(devicemodel::LibxlDeviceModelEndpoint(dom.domid, dom.uuid)), checkpoints_(base_) {}
 
   Status Run();
 
@@ -114,10 +129,23 @@ class Session : public EpochSink {
   // libxenguest's HVM save asks the device model to start and stop tracking
   // its own writes to guest memory. A PVH guest has no device model: there
   // is nothing to switch (libxl answers the same way).
-  static int SwitchQemuLogdirtyCb(uint32_t, unsigned, void*) { return 0; }
+  static int SwitchQemuLogdirtyCb(uint32_t, unsigned enable, void* d) {
+    return static_cast<Session*>(d)->SwitchQemuLogdirty(enable != 0);
+  }
   int Suspend();
   int Postcopy();
   int Checkpoint();
+  int SwitchQemuLogdirty(bool enable);
+  // Inside the pause (xc_domain_save's thread): stop and save the device
+  // model, hand its state to the worker for `epoch`.
+  Status PauseDeviceModel(uint64_t epoch);
+  // Ends the open pause (cont, disconnect, unlock): before the guest resumes,
+  // and before anything else needs libxl's lock (libxenguest's clean-up
+  // switches QEMU's dirty log off). A failed cont marks the device model
+  // stopped. REQUIRES: dm_pause_.
+  Status ReleaseDeviceModel();
+  // The worker, at the epoch's end: the state of `epoch` as a kind-6 record.
+  Status AddDeviceModelState(uint64_t epoch);
 
   void ReaderLoop(int fd);
   void WorkerLoop();
@@ -140,12 +168,25 @@ class Session : public EpochSink {
   StreamSplitter splitter_;
   StreamParser parser_;
 
+  // HVM guests only (dm_file_ non-null). xc_domain_save's thread: the pause
+  // from Suspend to Postcopy, and the buffer the state is read into.
+  devicemodel::DeviceStateFile* const dm_file_;
+  bool* const dm_stopped_;
+  const devicemodel::DeviceModelEndpoint dm_endpoint_;
+  std::unique_ptr<devicemodel::DeviceModelPause> dm_pause_;
+  std::vector<uint8_t> dm_read_;
+  std::vector<uint8_t> dm_blob_;  // worker: the kind-6 envelope (capacity reused)
+
   mutable std::mutex mu_;
   std::condition_variable cv_;
   Status error_;                 // first failure anywhere
   uint64_t epoch_ended_ = 0;     // last epoch the worker sent EPOCH_END for
   replicator::EpochWireStats last_wire_;
   uint64_t read_bytes_ = 0;
+  // An HVM guest's device state, from Suspend(N) to the worker's EndEpoch(N)
+  // (swapped with dm_read_: no copy, both capacities kept).
+  std::vector<uint8_t> dm_state_;
+  uint64_t dm_state_epoch_ = 0;
 
   // Worker thread only: the epoch being streamed and its pages so far.
   uint64_t worker_epoch_ = 0;
@@ -199,6 +240,9 @@ Status Session::BeginEpoch(uint64_t stream_checkpoint) {
 }
 
 Status Session::EndEpoch(uint64_t stream_checkpoint) {
+  // Before the end, so the epoch digest covers it and the backup commits it
+  // with this epoch's memory or not at all.
+  if (dm_file_) ROMULUS_RETURN_IF_ERROR(AddDeviceModelState(base_ + stream_checkpoint));
   auto w = s_.EndEpoch();
   if (!w.ok()) return w.status();
   std::lock_guard<std::mutex> lock(mu_);
@@ -276,7 +320,15 @@ int Session::Suspend() {
   }
   DrainWatch();
   const std::string ctl = "/local/domain/" + std::to_string(dom_.domid) + "/control/shutdown";
-  Status w = XsWrite(h_->xsh(), XBT_NULL, ctl, "suspend");
+  // An HVM guest kept suspended because its device model could not be
+  // continued is asked nothing: a request it read once resumed would
+  // suspend it again behind our back.
+  bool already = false;
+  if (dm_stopped_ && *dm_stopped_) {
+    auto info = GetDomainInfo(h_->xch(), dom_.domid);
+    already = info.ok() && info->shutdown && info->shutdown_reason == SHUTDOWN_suspend;
+  }
+  Status w = already ? Status::Ok() : XsWrite(h_->xsh(), XBT_NULL, ctl, "suspend");
   if (!w.ok()) {
     SetError(w.With("asking the guest to suspend"));
     return 0;
@@ -320,6 +372,16 @@ int Session::Suspend() {
     DrainWatch();
   }
   cur_.suspended = Clock::now();
+  if (dm_file_) {
+    // The guest is stopped; its emulated devices now stop too (no DMA while
+    // the checkpoint is cut), and their state joins this epoch.
+    Status dm = PauseDeviceModel(epoch);
+    if (!dm.ok()) {
+      if (dm_pause_) (void)ReleaseDeviceModel();
+      SetError(dm);
+      return 0;
+    }
+  }
   // The guest's vCPUs are stopped: nothing it does can complete a disk
   // request in this epoch any more, so the disks' epoch clocks advance here
   // and the disk cut is the memory cut (docs/DISK.md §3, §4). A request
@@ -327,6 +389,7 @@ int Session::Suspend() {
   // re-issues it after a failover.
   Status gp = s_.GuestPaused(epoch);
   if (!gp.ok()) {
+    if (dm_pause_) (void)ReleaseDeviceModel();
     SetError(gp);
     return 0;
   }
@@ -340,6 +403,18 @@ int Session::Postcopy() {
   const uint64_t epoch = checkpoints_ + 1;  // Checkpoint() counts it next
   // The dirty pages are in the pipe (perhaps not yet on the wire).
   s_.Reached(Phase::kBeforeResume, epoch);
+  if (dm_pause_) {
+    // Devices before vCPUs: the guest must never run on a stopped device
+    // model. (After a final epoch too: that copy stays suspended, and its
+    // device model unlocked, until it is destroyed.)
+    const auto t0 = Clock::now();
+    Status dm = ReleaseDeviceModel();
+    cur_.dm_resume = duration_cast<microseconds>(Clock::now() - t0);
+    if (!dm.ok()) {
+      SetError(dm);
+      return 0;
+    }
+  }
   if (final_) {
     // Planned switchover: this copy must not run past the final checkpoint.
     cur_.resumed = Clock::now();
@@ -358,6 +433,70 @@ int Session::Postcopy() {
   cur_.resumed = Clock::now();
   s_.Reached(Phase::kAfterResume, epoch);
   return 1;
+}
+
+Status Session::PauseDeviceModel(uint64_t epoch) {
+  const auto t0 = Clock::now();
+  const std::string whose = "epoch " + std::to_string(epoch) + ", HVM guest " + dom_.name;
+  bool left_stopped = false;
+  auto p = devicemodel::DeviceModelPause::Begin(dm_endpoint_, dm_file_, transport::DeadlineIn(opts_.suspend_timeout),
+                                                &left_stopped);
+  if (!p.ok()) {
+    if (left_stopped) *dm_stopped_ = true;
+    return p.status().With(whose + ": pausing its device model");
+  }
+  dm_pause_ = std::move(*p);
+  Status rd = dm_file_->ReadInto(&dm_read_);
+  if (!rd.ok()) return rd.With(whose + ": the device model's state");
+  cur_.device_model = true;
+  cur_.dm_save = duration_cast<microseconds>(Clock::now() - t0);
+  cur_.dm_state_bytes = dm_read_.size();
+  std::lock_guard<std::mutex> lock(mu_);
+  dm_state_.swap(dm_read_);
+  dm_state_epoch_ = epoch;
+  return Status::Ok();
+}
+
+Status Session::ReleaseDeviceModel() {
+  Status st = dm_pause_->End(transport::DeadlineIn(opts_.suspend_timeout));
+  dm_pause_.reset();  // End ran: nothing is left for its destructor
+  *dm_stopped_ = !st.ok();
+  if (st.ok()) return st;
+  return st.With("HVM guest " + dom_.name + " stays suspended: its device model may be stopped");
+}
+
+Status Session::AddDeviceModelState(uint64_t epoch) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (dm_state_epoch_ != epoch) {
+      return Status::Internal("epoch " + std::to_string(epoch) + " of HVM guest " + dom_.name +
+                              " ends without its device model's state (last saved for epoch " +
+                              std::to_string(dm_state_epoch_) + ")");
+    }
+    WrapEnvelope(EnvelopeKind::kDeviceModelState, dm_state_, &dm_blob_);
+  }
+  return s_.AddState(dm_blob_);
+}
+
+int Session::SwitchQemuLogdirty(bool enable) {
+  if (!dm_file_) return 0;  // PVH: no device model
+  // libxenguest's clean-up after a checkpoint failed inside the pause: the
+  // pause still holds libxl's lock, which this connection needs too.
+  if (dm_pause_) (void)ReleaseDeviceModel();
+  const auto deadline = transport::DeadlineIn(std::max(opts_.suspend_timeout, milliseconds(10000)));
+  auto opened = devicemodel::OpenLockedDeviceModel(dm_endpoint_, deadline);
+  Status st = opened.ok() ? opened->dm->SetGlobalDirtyLog(enable, deadline) : opened.status();
+  if (st.ok()) return 0;
+  // Without it the pages QEMU writes (emulated DMA) would be missing from the
+  // checkpoints; at the end of a save a failure only costs QEMU's tracking.
+  const std::string what = std::string("switching the device model's dirty log ") + (enable ? "on" : "off") +
+                           " for HVM guest " + dom_.name;
+  if (!enable) {
+    spdlog::warn("{}: {}", what, st.ToString());
+    return 0;
+  }
+  SetError(st.With(what));
+  return -1;
 }
 
 Status Session::WaitSent(uint64_t n, bool first, replicator::EpochWireStats* wire) {
@@ -430,8 +569,17 @@ void Session::Cleanup(bool guest_may_be_suspended) {
   if (!info.ok()) return;  // domain gone: nothing to repair
   if (guest_may_be_suspended && info->shutdown && info->shutdown_reason == SHUTDOWN_suspend) {
     // LAB-NOTES pitfall 8: a save that died mid-checkpoint leaves the primary
-    // suspended (---ss-). Resume it so the guest keeps running unprotected.
-    if (xc_domain_resume(h_->xch(), dom_.domid, 1) == 0) {
+    // suspended (---ss-). Resume it so the guest keeps running unprotected,
+    // unless its device model could not be continued: a guest whose
+    // emulated devices are stopped (QEMU's ioreq server off) must not run
+    // (libxl does not resume it either). The next session's checkpoint
+    // continues the device model and then resumes the guest.
+    if (dm_stopped_ && *dm_stopped_) {
+      spdlog::error("domain {} stays suspended: its device model (QEMU, {}) could not be continued; the next "
+                    "checkpoint retries, or continue it by hand (xl qemu-monitor-command {} cont) and restart "
+                    "romulus, which resumes the guest",
+                    dom_.name, dm_endpoint_.qmp_socket, dom_.name);
+    } else if (xc_domain_resume(h_->xch(), dom_.domid, 1) == 0) {
       xs_resume_domain(h_->xsh(), dom_.domid);
       spdlog::warn("resumed domain {}, which the failed checkpoint left suspended", dom_.name);
     } else {
@@ -476,12 +624,15 @@ Status Session::Run() {
   cb.suspend = &Session::SuspendCb;
   cb.postcopy = &Session::PostcopyCb;
   cb.checkpoint = &Session::CheckpointCb;
-  if (dom_.type == GuestType::kPvh) cb.switch_qemu_logdirty = &Session::SwitchQemuLogdirtyCb;
+  if (dom_.type != GuestType::kPv) cb.switch_qemu_logdirty = &Session::SwitchQemuLogdirtyCb;
   cb.data = this;
   // XCFLAGS_LIVE is mandatory: without it log-dirty is never enabled and the
   // checkpointed stream carries no PAGE_DATA at all (LAB-NOTES).
   int rc = xc_domain_save(h_->xch(), fds[1], dom_.domid, XCFLAGS_LIVE, &cb, XC_STREAM_REMUS, -1);
   int save_errno = errno;
+  // A pause that a failed checkpoint left open continues the device model
+  // before the clean-up below may resume the guest.
+  if (dm_pause_) (void)ReleaseDeviceModel();
   close(fds[1]);  // the reader sees EOF once it drained everything
   reader.join();
   worker.join();
@@ -524,8 +675,10 @@ Status Session::Run() {
 
 class XenDriver final : public replicator::CheckpointDriver {
  public:
-  XenDriver(XenDriverOptions opts, std::unique_ptr<XenHandles> h, DomainFacts dom, uint32_t xen_release)
-      : opts_(std::move(opts)), h_(std::move(h)), dom_(std::move(dom)), xen_release_(xen_release) {}
+  XenDriver(XenDriverOptions opts, std::unique_ptr<XenHandles> h, DomainFacts dom, uint32_t xen_release,
+            std::optional<devicemodel::DeviceStateFile> dm_file)
+      : opts_(std::move(opts)), h_(std::move(h)), dom_(std::move(dom)), xen_release_(xen_release),
+        dm_file_(std::move(dm_file)) {}
 
   replicator::GuestFacts facts() const override {
     replicator::GuestFacts f;
@@ -547,7 +700,7 @@ class XenDriver final : public replicator::CheckpointDriver {
   }
 
   Status RunSession(EpochSession& s) override {
-    Session session(opts_, h_.get(), dom_, s);
+    Session session(opts_, h_.get(), dom_, s, dm_file_ ? &*dm_file_ : nullptr, &dm_stopped_);
     return session.Run();
   }
 
@@ -558,6 +711,8 @@ class XenDriver final : public replicator::CheckpointDriver {
   std::unique_ptr<XenHandles> h_;
   const DomainFacts dom_;
   const uint32_t xen_release_;
+  std::optional<devicemodel::DeviceStateFile> dm_file_;  // HVM guests: one memfd for every epoch
+  bool dm_stopped_ = false;  // a cont failed: the device model may be stopped (RunSession's thread only)
 };
 
 }  // namespace
@@ -570,14 +725,24 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
   if (!release.ok()) return release.status();
   auto dom = ResolveDomain(**h, opts.domain);
   if (!dom.ok()) return dom.status();
+  std::optional<devicemodel::DeviceStateFile> dm_file;
   if (dom->type == GuestType::kHvm) {
-    char flags[16];
-    snprintf(flags, sizeof flags, "0x%x", dom->emulation_flags);
-    return Status::Unsupported(
-        "domain " + dom->name + " is an HVM guest (emulation flags " + flags +
-        "): Romulus protects PV and PVH guests. An HVM guest's checkpoint must also carry its device "
-        "model's state (QEMU xen-save-devices-state) and QEMU's own writes to guest memory "
-        "(xen-set-global-dirty-log), which are not implemented yet (docs/XEN-STREAM.md, \"Guest types\")");
+    // Its device model must be libxl's qemu-xen in this dom0, reached over
+    // libxl's QMP socket (docs/DEVICE-MODEL.md §6): a stub-domain or
+    // qemu-traditional device model has none.
+    const std::string qmp = devicemodel::LibxlDeviceModelEndpoint(dom->domid, dom->uuid).qmp_socket;
+    struct stat st;
+    const bool found = stat(qmp.c_str(), &st) == 0;
+    const int stat_errno = errno;
+    if (!found || !S_ISSOCK(st.st_mode)) {
+      return Status::Unsupported("domain " + dom->name + " is an HVM guest whose device model has no QMP socket at " +
+                                 qmp + " (" + (found ? "not a socket" : strerror(stat_errno)) +
+                                 "): Romulus checkpoints an HVM guest's devices through the qemu-xen device model "
+                                 "libxl starts in dom0 (device_model_version=\"qemu-xen\", no stub domain)");
+    }
+    auto f = devicemodel::DeviceStateFile::Create(opts.max_device_state);
+    if (!f.ok()) return f.status().With("the device state file of HVM guest " + dom->name);
+    dm_file.emplace(std::move(*f));
   }
   {
     auto caps = GetHostCaps((*h)->xch());
@@ -594,7 +759,18 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
                                      " (romulus switchover): it must not run here again; destroy it (xl destroy " +
                                      std::to_string(dom->domid) + ")");
     }
-    // A previous replicator died with the guest suspended: resume it first.
+    // A previous replicator died with the guest suspended: resume it first
+    // (an HVM guest's device model before it: it may have been stopped too).
+    if (dm_file) {
+      const auto deadline = transport::DeadlineIn(milliseconds(10000));
+      auto opened = devicemodel::OpenLockedDeviceModel(devicemodel::LibxlDeviceModelEndpoint(dom->domid, dom->uuid),
+                                                       deadline);
+      Status cont = opened.ok() ? opened->dm->Continue(deadline) : opened.status();
+      if (!cont.ok()) {
+        return cont.With("domain " + dom->name +
+                         " is suspended and its device model cannot be continued: not resuming it on stopped devices");
+      }
+    }
     if (xc_domain_resume((*h)->xch(), dom->domid, 1) != 0) {
       return Status::FromErrno("domain " + dom->name + " is suspended and cannot be resumed", errno);
     }
@@ -602,7 +778,8 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
   }
   spdlog::info("protecting domain {} (domid {}, {}, {} vCPU, {} pages)", dom->name, dom->domid,
                GuestTypeName(dom->type), dom->max_vcpus, dom->guest_pages);
-  return std::unique_ptr<replicator::CheckpointDriver>(new XenDriver(opts, std::move(*h), std::move(*dom), *release));
+  return std::unique_ptr<replicator::CheckpointDriver>(
+      new XenDriver(opts, std::move(*h), std::move(*dom), *release, std::move(dm_file)));
 }
 
 }  // namespace romulus::xen

@@ -24,6 +24,12 @@ replicator::EpochStats MakeXenEpochStats(const replicator::EpochWireStats& w, co
   e.extra = {{"state_records", w.state_records},
              {"ack_wait_us", static_cast<uint64_t>(f.ack_wait.count() > 0 ? f.ack_wait.count() : 0)},
              {"xen_stream_bytes", f.stream_bytes}};
+  if (f.device_model) {
+    auto us = [](microseconds d) { return static_cast<uint64_t>(d.count() > 0 ? d.count() : 0); };
+    e.extra.emplace_back("dm_save_us", us(f.dm_save));
+    e.extra.emplace_back("dm_resume_us", us(f.dm_resume));
+    e.extra.emplace_back("dm_state_bytes", f.dm_state_bytes);
+  }
   return e;
 }
 

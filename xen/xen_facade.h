@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -32,12 +33,16 @@ struct XenDriverOptions {
   // The guest's disks replicated with its memory (GuestFacts::disks): the
   // same list the controller's DiskReplicator serves (`--disk-tap`).
   std::vector<protocol::DiskInfo> disks;
+  // An HVM guest's device state (QEMU's, per epoch) larger than this fails
+  // the checkpoint (OutOfRange): a bound on what one epoch may carry.
+  size_t max_device_state = size_t{16} << 20;
 };
 
 // Opens the hypervisor, resolves the domain and checks it can be protected:
-// a PV domain that is not shutting down, not handed over to a backup by an
-// earlier switchover (a domain left suspended by a dead replicator is
-// resumed). The driver runs xc_domain_save(XC_STREAM_REMUS) per session and
+// a PV, PVH or HVM domain (HVM: with libxl's qemu-xen device model in dom0,
+// stopped, saved and continued in every checkpoint) that is not shutting
+// down, not handed over to a backup by an earlier switchover (a domain left
+// suspended by a dead replicator is resumed). The driver runs xc_domain_save(XC_STREAM_REMUS) per session and
 // taps its v2 stream into the session's page path; the domain is left
 // running with log-dirty off after each session.
 Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDriverOptions& opts);

@@ -1,5 +1,5 @@
 #!/bin/sh
-#@ title: an HVM guest's device model through checkpoint pauses: libxl's QMP lock, stop, state into a passed descriptor, cont; the guest runs on
+#@ title: an HVM guest's device model through checkpoint pauses (libxl's QMP lock, stop, state into a passed descriptor, cont) and the Xen driver's checkpoints, each with its device state; a backup that cannot resume HVM refuses; the guest runs on
 #@ runs: romulus
 #@ guests: hvm
 #@ order: 5
@@ -16,7 +16,13 @@
 #     path, under the same lock): every one must be answered;
 #  3. the lock and the socket were let go (one more round gets both), QEMU runs (xl asks
 #     it), the lock Romulus took is libxl's file (xl's UUID) and none is left, and the guest counts on:
-#     its vCPUs and its devices were continued every time.
+#     its vCPUs and its devices were continued every time;
+#  4. the Xen driver checkpoints the guest 5 times (romulus-xen record-stream): each epoch
+#     carries exactly one device state (a QEVM stream, STATE kind 6), QEMU runs, no lock is
+#     left, the guest counts on;
+#  5. romulus replicate to romulus restore --xen: the backup refuses an HVM replica (it cannot
+#     start the device model at failover yet), the primary reports its reason, no replica
+#     domain is left, the guest and QEMU run on.
 . /lab/dom0-lib.sh
 W=$LAB_WORK
 G=guest1
@@ -70,6 +76,63 @@ lab_note "QMP lock: $USED (libxl's name for guest $G), unlinked after use as lib
 # The guest counts on: its vCPUs and its devices run again
 lab_wait_counter "$SERIAL" $((BEFORE + 3)) 120 || lab_fail "$G stopped counting after the rounds (last $(lab_counter_last "$SERIAL"), before $BEFORE)"
 lab_note "$G counted on: $BEFORE before the rounds, $(lab_counter_last "$SERIAL") after"
-lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p')"
+
+# ---- 4. the Xen driver checkpoints the HVM guest (romulus-xen record-stream: the driver under
+# an in-process session, every epoch acked at once): the guest suspends through its PV
+# drivers, the device model is stopped and saved inside every pause and continued before the
+# guest, QEMU's dirty log is on for the session, and every epoch carries one device state.
+N=5
+BEFORE=$(lab_counter_last "$SERIAL")
+"$TOOL" record-stream --domain $G --out "$W/hvm.stream" --checkpoints $N --interval 200 >"$W/record.log" 2>&1 ||
+  lab_fail "romulus-xen record-stream of HVM guest $G: $(grep -v '^ *$' "$W/record.log" | tail -n 2 | tr '\n' ' ')"
+lab_evidence "$W/record.log"
+grep -q "romulus-xen: $N epochs, $N with a device model state" "$W/record.log" ||
+  lab_fail "not every checkpoint carried the device model's state: $(grep 'device model state' "$W/record.log")"
+lab_note "record-stream: $(sed -n 's/^romulus-xen: \([0-9]* epochs, .*\)/\1/p' "$W/record.log")"
+grep '^romulus-xen: checkpoint ' "$W/record.log" | sed 's/^romulus-xen: //' | while read -r l; do lab_note "record-stream: $l"; done
+DMSAVE=$(sed -n 's/.*dm_save_us=\([0-9]*\).*/\1/p' "$W/record.log" | sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}')
+lab_figure "record_stream_checkpoints=$N dm_save_median_us=${DMSAVE:-none} dm_state_bytes=$(sed -n 's/.*dm_state_bytes=\([0-9]*\).*/\1/p' "$W/record.log" | tail -n1)"
+rm -f "$W/hvm.stream"
+xl qemu-monitor-command $G "info status" >"$W/xl-status.txt" 2>&1 && grep -q "running" "$W/xl-status.txt" ||
+  lab_fail "QEMU is not running after the checkpoints: $(cat "$W/xl-status.txt")"
+LEFT=$(ls /var/lib/xen/userdata-l.$D.*.qmp-socket-lock 2>/dev/null)
+[ -z "$LEFT" ] || lab_fail "a QMP lock file was left behind by the driver: $LEFT"
+lab_wait_counter "$SERIAL" $((BEFORE + 3)) 120 || lab_fail "$G stopped counting after $N checkpoints (last $(lab_counter_last "$SERIAL"), before $BEFORE)"
+lab_note "$G counted on after $N checkpoints: $BEFORE before, $(lab_counter_last "$SERIAL") after"
+
+# ---- 5. replicate to a backup that cannot resume an HVM guest yet (docs/DEVICE-MODEL.md §3):
+# the backup refuses the replica and says why, the primary hears it, no replica domain is
+# left, the guest runs on.
+command -v romulus >/dev/null 2>&1 || lab_fail "no romulus in dom0 (scripts/xen-lab --romulus PATH): step 5 needs it"
+if :; then
+  PORT=7350
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
+  chmod 600 "$W/psk"
+  romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
+    --events-json "$W/events.jsonl" >"$W/backup.log" 2>&1 &
+  BP=$!
+  lab_evidence "$W/backup.log" "$W/primary.log"
+  lab_wait_listening "$W/backup.log" $BP
+  romulus replicate --domain $G --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
+    --ack-timeout 15s >"$W/primary.log" 2>&1 &
+  RP=$!
+  T2=$(lab_now)
+  until grep -q "cannot resume" "$W/primary.log" || ! kill -0 $RP 2>/dev/null; do
+    [ "$(lab_elapsed "$T2" | cut -d. -f1)" -ge 300 ] && lab_fail "the primary never heard the backup's refusal within 300 s"
+    sleep 0.5
+  done
+  grep -q "cannot resume" "$W/primary.log" ||
+    lab_fail "the primary ended without the backup's reason: $(grep -v '^ *$' "$W/primary.log" | tail -n 2 | tr '\n' ' ')"
+  lab_note "primary: $(grep -m1 'cannot resume' "$W/primary.log" | cut -c1-240)"
+  kill $RP 2>/dev/null; wait $RP 2>/dev/null
+  kill $BP 2>/dev/null; wait $BP 2>/dev/null
+  xl list | grep -q -- "$G--" && lab_fail "a replica domain is left: $(xl list | grep -- "$G--")"
+  BEFORE=$(lab_counter_last "$SERIAL")
+  lab_wait_counter "$SERIAL" $((BEFORE + 2)) 120 || lab_fail "$G stopped counting after the refused replication"
+  xl qemu-monitor-command $G "info status" >"$W/xl-status.txt" 2>&1 && grep -q "running" "$W/xl-status.txt" ||
+    lab_fail "QEMU is not running after the refused replication: $(cat "$W/xl-status.txt")"
+  lab_note "refused replication: no replica left, QEMU running, $G counting ($(lab_counter_last "$SERIAL"))"
+fi
+lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state"
 xl destroy $G >/dev/null 2>&1
 exit 0

@@ -47,6 +47,9 @@ bool LockIsFree(const std::string& path) {
 TEST(QmpLockTest, TheLibxlPathAndAHolderMakesUsWaitUntilTheDeadline) {
   EXPECT_EQ(LibxlQmpLockPath("/var/lib/xen", 7, "4d1d6b28-0c2a-4e57-9b38-2f3c3c7c0b2e"),
             "/var/lib/xen/userdata-l.7.4d1d6b28-0c2a-4e57-9b38-2f3c3c7c0b2e.qmp-socket-lock");
+  const DeviceModelEndpoint ep = LibxlDeviceModelEndpoint(7, "4d1d6b28-0c2a-4e57-9b38-2f3c3c7c0b2e");
+  EXPECT_EQ(ep.qmp_socket, "/var/run/xen/qmp-libxl-7") << "libxl's monitor, not xenstat's";
+  EXPECT_EQ(ep.lock_path, LibxlQmpLockPath("/var/lib/xen", 7, "4d1d6b28-0c2a-4e57-9b38-2f3c3c7c0b2e"));
   const std::string dir = MakeTempDir();
   const std::string path = dir + "/userdata-l.7.u.qmp-socket-lock";
   {
@@ -192,8 +195,9 @@ TEST_F(PauseTest, AFailureAfterTheStopContinuesTheDeviceModelAndSaysWhichStep) {
 }
 
 // A QMP server on a Unix socket, one connection at a time as QEMU serves
-// them, that answers every command but `hang_on` (never answered, as a
-// QEMU that hangs in it) and records each connection's commands.
+// them, that answers every command but those in `hang_on` (comma-separated;
+// never answered, as a QEMU that hangs in them) and records each
+// connection's commands.
 class ScriptedQmpServer {
  public:
   ScriptedQmpServer(const std::string& path, std::string hang_on) : hang_on_(std::move(hang_on)) {
@@ -249,7 +253,7 @@ class ScriptedQmpServer {
             std::lock_guard<std::mutex> l(mu_);
             commands_.back().push_back(cmd);
           }
-          if (cmd == hang_on_) continue;
+          if (("," + hang_on_ + ",").find("," + cmd + ",") != std::string::npos) continue;
           nlohmann::json ret = nlohmann::json::object();
           if (cmd == "add-fd") ret = {{"fdset-id", 0}, {"fd", 9}};
           Send(c, nlohmann::json{{"return", ret}, {"id", req["id"]}}.dump() + "\n");
@@ -276,8 +280,10 @@ TEST(DeviceModelPauseTest, AConnectionThatFailedDuringThePauseIsReplacedForTheCo
   ScriptedQmpServer server(ep.qmp_socket, "xen-save-devices-state");
   auto file = DeviceStateFile::Create(4096);
   ASSERT_TRUE(file.ok());
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(500ms));
+  bool left_stopped = true;
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(500ms), &left_stopped);
   EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
+  EXPECT_FALSE(left_stopped) << "the cont went through";
   EXPECT_TRUE(LockIsFree(ep.lock_path));
   server.Stop();
   const auto cmds = server.commands();
@@ -301,6 +307,28 @@ TEST(DeviceModelPauseTest, AStopWithoutAnAnswerIsContinuedToo) {
   const auto cmds = server.commands();
   ASSERT_EQ(cmds.size(), 2u);
   EXPECT_EQ(cmds[0], (std::vector<std::string>{"qmp_capabilities", "stop"}));
+  EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
+  fs::remove_all(dir);
+}
+
+// A device model that hangs in the save and then in the cont too: Begin
+// says the device model may stay stopped (the driver then keeps the guest
+// suspended rather than run it on stopped devices), and lets go of the lock.
+TEST(DeviceModelPauseTest, AContThatFailsTooSaysTheDeviceModelMayStayStopped) {
+  const std::string dir = MakeTempDir();
+  const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
+  ScriptedQmpServer server(ep.qmp_socket, "xen-save-devices-state,cont");
+  auto file = DeviceStateFile::Create(4096);
+  ASSERT_TRUE(file.ok());
+  bool left_stopped = false;
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(300ms), &left_stopped);
+  EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
+  EXPECT_TRUE(left_stopped);
+  EXPECT_NE(p.status().message().find("may stay stopped"), std::string::npos) << p.status().ToString();
+  EXPECT_TRUE(LockIsFree(ep.lock_path));
+  server.Stop();
+  const auto cmds = server.commands();
+  ASSERT_EQ(cmds.size(), 2u);
   EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
   fs::remove_all(dir);
 }

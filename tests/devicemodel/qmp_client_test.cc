@@ -14,13 +14,17 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -250,6 +254,60 @@ TEST(QmpPeerTest, AnEndlessStreamOfEventsEndsACallAtItsDeadline) {
   c->reset();  // closes the client's end: the storm's next write fails
   storm.join();
   ::close(sv[1]);
+}
+
+// A device model that serves another client accepts nobody else, and
+// QEMU's socket has a backlog of one: once the backlog is full a plain
+// connect() would sleep until someone accepts, with the guest suspended
+// (Begin runs inside the checkpoint's pause). The connect ends at the
+// caller's deadline instead, naming the socket.
+TEST(QmpPeerTest, ASocketThatAcceptsNobodyEndsTheConnectAtItsDeadline) {
+  const fs::path dir = fs::temp_directory_path() / ("qmp_backlog." + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / "qmp.sock").string();
+  const int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(lfd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(path.size(), sizeof addr.sun_path);
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(lfd, 0), 0);  // never accepted: the backlog fills at once
+  std::vector<int> queued;
+  for (int i = 0; i < 16; ++i) {  // fill it (Linux queues backlog + 1)
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    ASSERT_GE(fd, 0);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ASSERT_EQ(errno, EAGAIN) << std::strerror(errno);
+      ::close(fd);
+      break;
+    }
+    queued.push_back(fd);
+  }
+  ASSERT_FALSE(queued.empty());
+  ASSERT_LT(queued.size(), 16u) << "the backlog never filled";
+  // On a thread of its own: a connect that blocks fails the test at once
+  // instead of hanging it (the thread is left behind, blocked, until exit).
+  auto done = std::make_shared<std::promise<Status>>();
+  std::future<Status> result = done->get_future();
+  std::thread([path, done] { done->set_value(QmpClient::Connect(path, DeadlineIn(300ms)).status()); }).detach();
+  ASSERT_EQ(result.wait_for(10s), std::future_status::ready) << "connect() blocked on a full backlog";
+  const Status c = result.get();
+  EXPECT_EQ(c.code(), Code::kTimeout) << c.ToString();
+  EXPECT_NE(c.message().find(path), std::string::npos) << c.ToString();
+  for (int fd : queued) ::close(fd);
+  // Accepted (and let go), the queue has room again: the connect goes
+  // through, then waits for a greeting nobody sends: a timeout of the
+  // greeting, not of the connect.
+  for (size_t i = 0; i < queued.size(); ++i) {
+    const int a = ::accept4(lfd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (a >= 0) ::close(a);
+  }
+  auto again = QmpClient::Connect(path, DeadlineIn(200ms));
+  EXPECT_EQ(again.status().code(), Code::kTimeout);
+  EXPECT_NE(again.status().message().find("greeting"), std::string::npos) << again.status().ToString();
+  ::close(lfd);
+  fs::remove_all(dir);
 }
 
 TEST(QmpPeerTest, ABrokenOrHostilePeerIsAClearErrorNeverACrash) {

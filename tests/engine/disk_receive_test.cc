@@ -55,11 +55,13 @@ std::map<std::string, uint64_t> DirHashes(const std::string& dir) {
 
 std::vector<uint8_t> Block(uint8_t fill, size_t n = 4096) { return std::vector<uint8_t>(n, fill); }
 
-// Forwards everything to an image sink except DescribeDisk, which always
-// fails with `describe_error`: a backup whose disk cannot be described.
-class DescribeFailsSink final : public restore::GuestSink {
+// Forwards everything to an image sink except, when their error is set,
+// DescribeDisk (a backup whose disk cannot be described) and OnState (a
+// backup that cannot hold what the state record describes).
+class FaultySink final : public restore::GuestSink {
  public:
-  DescribeFailsSink(restore::GuestSink& s, Status describe_error) : s_(s), err_(std::move(describe_error)) {}
+  FaultySink(restore::GuestSink& s, Status describe_error, Status state_error)
+      : s_(s), err_(std::move(describe_error)), state_err_(std::move(state_error)) {}
   Status BeginSession(uint64_t p, const std::string& id) override { return s_.BeginSession(p, id); }
   bool supports_disks() const override { return s_.supports_disks(); }
   Status BeginSessionWithDisks(uint64_t p, const std::string& id, std::span<const protocol::DiskInfo> d) override {
@@ -73,9 +75,13 @@ class DescribeFailsSink final : public restore::GuestSink {
   Status SetSessionDiskLineages(std::span<const uint64_t> l) override { return s_.SetSessionDiskLineages(l); }
   void StageDiskLineage(uint32_t id, uint64_t l, uint64_t t) override { s_.StageDiskLineage(id, l, t); }
   bool supports_disk_digests() const override { return true; }
-  Status DescribeDisk(uint32_t, uint64_t, std::span<protocol::ChunkHash>) override { return err_; }
+  Status DescribeDisk(uint32_t i, uint64_t l, std::span<protocol::ChunkHash> h) override {
+    return err_.ok() ? s_.DescribeDisk(i, l, h) : err_;
+  }
   Status OnPage(uint64_t e, uint64_t pfn, const uint8_t* page) override { return s_.OnPage(e, pfn, page); }
-  Status OnState(uint64_t e, std::span<const uint8_t> r) override { return s_.OnState(e, r); }
+  Status OnState(uint64_t e, std::span<const uint8_t> r) override {
+    return state_err_.ok() ? s_.OnState(e, r) : state_err_;
+  }
   Status Commit(uint64_t e) override { return s_.Commit(e); }
   void Discard() override { s_.Discard(); }
   Status Activate(const std::string& r) override { return s_.Activate(r); }
@@ -86,6 +92,7 @@ class DescribeFailsSink final : public restore::GuestSink {
  private:
   restore::GuestSink& s_;
   Status err_;
+  Status state_err_;
 };
 
 class DiskReceive : public ::testing::Test {
@@ -116,7 +123,9 @@ class DiskReceive : public ::testing::Test {
     pair_ = test_engine::MakeStreamPair();
     ro.failover_timeout = 5000ms;
     receiver_ = std::make_unique<restore::CheckpointReceiver>(ro);
-    if (!describe_error_.ok()) serve_sink_ = std::make_unique<DescribeFailsSink>(*sink_, describe_error_);
+    if (!describe_error_.ok() || !state_error_.ok()) {
+      serve_sink_ = std::make_unique<FaultySink>(*sink_, describe_error_, state_error_);
+    }
     backup_ = std::thread([this] {
       restore::GuestSink& served = serve_sink_ ? static_cast<restore::GuestSink&>(*serve_sink_) : *sink_;
       end_ = receiver_->Serve(*pair_.backup, served, [this](const restore::CommitEvent& e) {
@@ -247,6 +256,7 @@ class DiskReceive : public ::testing::Test {
   size_t staging_ = size_t{64} << 20;
   uint64_t spill_ = 0;
   Status describe_error_;                        // not ok: the served sink's DescribeDisk fails so
+  Status state_error_;                           // not ok: the served sink's OnState fails so
   std::unique_ptr<restore::GuestSink> serve_sink_;
   std::unique_ptr<sim::ImageSink> sink_;
   test_engine::StreamPair pair_;
@@ -484,6 +494,39 @@ TEST_F(DiskReceive, ADiskTheBackupCannotDescribeIsItsOwnFailure) {
     EXPECT_EQ(end_.cause, restore::EndCause::kLocalFailure);
     serve_sink_.reset();
     sink_.reset();  // the next round's backup opens the same image
+  }
+}
+
+// A state record the backup's sink cannot hold at all (Unsupported: a guest
+// type it cannot resume, say) is told to the primary as a missing
+// capability, with the sink's reason; any other sink failure stays ERROR
+// resource. The checkpoint the backup holds is untouched either way.
+TEST_F(DiskReceive, AStateTheSinkCannotHoldIsAMissingCapability) {
+  struct Case {
+    Status err;
+    ErrorCode want;
+  } cases[] = {{Status::Unsupported("the primary protects an HVM guest, which this backup cannot resume"),
+                ErrorCode::kCapabilities},
+               {Status::Storage("writing the state: No space left on device"), ErrorCode::kResource}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.err.ToString());
+    StartBackup();
+    CommitEpoch1();
+    protocol::Bye bye;  // the primary stops replicating; the backup holds epoch 1
+    bye.reason = protocol::ByeReason::kOperatorStop;
+    ASSERT_TRUE(writer_->Send(bye, 0).ok());
+    backup_.join();
+    sink_.reset();
+    state_error_ = c.err;  // a new session on the same image, whose sink refuses its state
+    StartBackup();
+    Hello(protocol::kCapDisk, protocol::kCapDisk, true, 2);
+    const std::vector<uint8_t> record = {'X', '2', 5, 0, 't', '=', 'h', 'v', 'm'};
+    ASSERT_TRUE(writer_->Write(FrameType::kState, 2, record).ok());
+    ExpectError(c.want);
+    EXPECT_NE(error_text_.find(c.err.message()), std::string::npos) << error_text_;
+    ExpectEpoch1Kept();
+    state_error_ = Status::Ok();
+    serve_sink_.reset();
   }
 }
 

@@ -328,6 +328,36 @@ TEST(SenderLiveness, AWriteFailureReportsTheBackupsLastWord) {
   }
 }
 
+// A backup that cannot hold the guest at all (ERROR capabilities: a guest
+// type it cannot resume) is a refusal, told as the backup's reason, not a
+// "backup reported an error" Corruption of the stream.
+TEST(SenderLiveness, ABackupThatCannotHoldTheGuestRefusesIt) {
+  auto pair = MakeTcpPair();
+  ScriptedBackup backup(std::move(pair.backup));
+  const auto mem = RandomPages(64, 4);
+  auto sender = StartSender(std::move(pair.primary), &backup, FastOptions(), 64);
+  ASSERT_TRUE(sender.ok()) << sender.status().ToString();
+  auto sent = std::async(std::launch::async, [&] { return SendEpoch(**sender, 1, mem); });
+  auto first = backup.Next();
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_TRUE(backup.SendError(protocol::ErrorCode::kCapabilities,
+                               "state record: the primary protects an HVM guest, which this backup cannot resume")
+                  .ok());
+  backup.Close();
+  ASSERT_EQ(sent.wait_for(kBound), std::future_status::ready);
+  (void)sent.get();  // the epoch may or may not have gone out whole before the close
+  // The ERROR is the reader's first failure: what the session failed with.
+  Status st = (*sender)->WaitAck(1, 5000ms);
+  ASSERT_FALSE(st.ok());
+  EXPECT_FALSE((*sender)->healthy());
+  st = (*sender)->failure();
+  EXPECT_EQ(st.code(), Code::kUnsupported) << st.ToString();
+  EXPECT_NE(st.message().find("backup refused the guest: capabilities: state record: the primary protects an HVM"),
+            std::string::npos)
+      << st.ToString();
+  AbandonPromptly(std::move(*sender));
+}
+
 TEST(SenderLiveness, BackupStalledMidFrameStillGetsWholeFramesThenResync) {
   auto pair = MakeTcpPair();
   ScriptedBackup backup(std::move(pair.backup));

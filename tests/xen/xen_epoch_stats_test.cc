@@ -96,6 +96,24 @@ TEST(XenEpochStats, JsonLineIsTheEngineLinePlusXenExtras) {
   EXPECT_EQ(Value(m, "xen_stream_bytes"), "1234567");
 }
 
+TEST(XenEpochStats, AGuestWithADeviceModelAddsItsShareOfThePause) {
+  const auto t0 = Clock::time_point() + 1000s;
+  XenEpochFacts f = SampleFacts(t0);
+  EXPECT_EQ(Keys(ParseFlatObject(replicator::EpochStatsJson(MakeXenEpochStats(SampleWire(), f)))), kXenKeys)
+      << "PV and PVH guests have no device model: no dm_* keys";
+  f.device_model = true;
+  f.dm_save = 182000us;
+  f.dm_resume = 23000us;
+  f.dm_state_bytes = 6159;
+  const auto m = ParseFlatObject(replicator::EpochStatsJson(MakeXenEpochStats(SampleWire(), f)));
+  std::vector<std::string> want = kXenKeys;
+  want.insert(want.end(), {"dm_save_us", "dm_resume_us", "dm_state_bytes"});
+  EXPECT_EQ(Keys(m), want);
+  EXPECT_EQ(Value(m, "dm_save_us"), "182000");
+  EXPECT_EQ(Value(m, "dm_resume_us"), "23000");
+  EXPECT_EQ(Value(m, "dm_state_bytes"), "6159");
+}
+
 TEST(XenEpochStats, TimesNotReachedClampToZero) {
   const auto t0 = Clock::time_point() + 1000s;
   XenEpochFacts f = SampleFacts(t0);

@@ -202,11 +202,27 @@ class RecordingSession final : public replicator::EpochSession {
     st_.state_records++;
     st_.raw_bytes += b.size();
     if (EnvelopeKindOf(b) == uint8_t(EnvelopeKind::kDomainInfo)) return Status::Ok();
+    if (EnvelopeKindOf(b) == uint8_t(EnvelopeKind::kDeviceModelState)) {
+      // An HVM guest's device state: QEMU's own stream, one per epoch.
+      const auto state = b.subspan(kEnvelopeHeaderSize);
+      if (state.size() < 8 || memcmp(state.data(), "QEVM", 4) != 0) {
+        return Status::Corruption("epoch " + std::to_string(st_.epoch) + ": the device model's state is no QEVM stream");
+      }
+      epoch_dm_states_++;
+      dm_state_bytes_ = state.size();
+    }
     return assembler_.OnState(b);
   }
   bool SkipKnownZeroPage(uint64_t) override { return false; }
   uint64_t epoch_pages_kept() const override { return 0; }
   Result<replicator::EpochWireStats> EndEpoch() override {
+    if (epoch_dm_states_ > 1) {
+      return Status::Corruption("epoch " + std::to_string(st_.epoch) + " carries " +
+                                std::to_string(epoch_dm_states_) + " device model states");
+    }
+    epochs_with_dm_state_ += epoch_dm_states_;
+    epoch_dm_states_ = 0;
+    epochs_++;
     ROMULUS_RETURN_IF_ERROR(assembler_.Commit());
     st_.wire_bytes = st_.raw_bytes;
     return st_;
@@ -216,12 +232,28 @@ class RecordingSession final : public replicator::EpochSession {
     return Status::Ok();
   }
   void Publish(const replicator::EpochStats& st) override {
-    fprintf(stderr, "romulus-xen: checkpoint %llu: %llu pages, paused %lld us\n", (unsigned long long)st.epoch,
-            (unsigned long long)st.dirty_pages, (long long)st.pause.count());
+    std::string dm;  // an HVM guest's device model: its share of the pause
+    for (const auto& [key, value] : st.extra) {
+      if (key.rfind("dm_", 0) == 0) dm += " " + key + "=" + std::to_string(value);
+    }
+    fprintf(stderr, "romulus-xen: checkpoint %llu: %llu pages, paused %lld us (suspending %lld us)%s\n",
+            (unsigned long long)st.epoch, (unsigned long long)st.dirty_pages, (long long)st.pause.count(),
+            (long long)st.suspend.count(), dm.c_str());
   }
   std::chrono::milliseconds ack_timeout() const override { return std::chrono::milliseconds(60000); }
 
+  // "N epochs, M with a device model state (B bytes, the last)": every
+  // epoch of an HVM guest has one, of a PV or PVH guest none.
+  std::string DeviceModelReport() const {
+    return std::to_string(epochs_) + " epochs, " + std::to_string(epochs_with_dm_state_) +
+           " with a device model state (" + std::to_string(dm_state_bytes_) + " bytes, the last)";
+  }
+
  private:
+  uint64_t epochs_ = 0;
+  uint64_t epochs_with_dm_state_ = 0;
+  uint64_t epoch_dm_states_ = 0;
+  size_t dm_state_bytes_ = 0;
   const uint64_t checkpoints_;
   const std::chrono::milliseconds interval_;
   uint64_t taken_ = 0;
@@ -249,6 +281,7 @@ int CmdRecord(int argc, char** argv) {
   std::string report;
   Status v = Verify(*raw, &report);
   fprintf(stderr, "romulus-xen: recorded %s: %s\n", o.tee_path.c_str(), report.c_str());
+  fprintf(stderr, "romulus-xen: %s\n", session.DeviceModelReport().c_str());
   return v.ok() ? 0 : Fail(v);
 }
 
@@ -271,9 +304,7 @@ int CmdDmPause(int argc, char** argv) {
     return Fail(Status::InvalidArgument("domain " + dom->name + " is a " + GuestTypeName(dom->type) +
                                         " guest: it has no device model"));
   }
-  devicemodel::DeviceModelEndpoint ep;
-  ep.qmp_socket = "/var/run/xen/qmp-libxl-" + std::to_string(dom->domid);
-  ep.lock_path = devicemodel::LibxlQmpLockPath("/var/lib/xen", dom->domid, dom->uuid);
+  const devicemodel::DeviceModelEndpoint ep = devicemodel::LibxlDeviceModelEndpoint(dom->domid, dom->uuid);
   auto file = devicemodel::DeviceStateFile::Create(size_t{16} << 20);
   if (!file.ok()) return Fail(file.status());
   auto dirty_log = [&](bool on) -> Status {
