@@ -50,7 +50,8 @@ TEST(QmpLockTest, TheLibxlPathAndAHolderMakesUsWaitUntilTheDeadline) {
   const DeviceModelEndpoint ep = LibxlDeviceModelEndpoint(7, "4d1d6b28-0c2a-4e57-9b38-2f3c3c7c0b2e");
   EXPECT_EQ(ep.qmp_socket, "/var/run/xen/qmp-libxl-7") << "libxl's monitor, not xenstat's";
   EXPECT_EQ(ep.lock_path, LibxlQmpLockPath("/var/lib/xen", 7, "4d1d6b28-0c2a-4e57-9b38-2f3c3c7c0b2e"));
-  const std::string dir = MakeTempDir();
+  const ScopedTempDir scoped;
+  const std::string& dir = scoped.path;
   const std::string path = dir + "/userdata-l.7.u.qmp-socket-lock";
   {
     auto a = QmpLock::Acquire(path, DeadlineIn(1000ms));  // created when missing
@@ -74,14 +75,14 @@ TEST(QmpLockTest, TheLibxlPathAndAHolderMakesUsWaitUntilTheDeadline) {
   auto c = QmpLock::Acquire(path, DeadlineIn(10000ms));
   release.join();
   EXPECT_TRUE(c.ok()) << c.status().ToString();
-  fs::remove_all(dir);
 }
 
 // libxl removes a destroyed domain's userdata, and a new file may appear
 // under the same name: the lock of the old, unlinked file excludes nobody,
 // so the waiter locks the file that is there when it gets its turn.
 TEST(QmpLockTest, ALockFileReplacedWhileWaitingIsTakenAnew) {
-  const std::string dir = MakeTempDir();
+  const ScopedTempDir scoped;
+  const std::string& dir = scoped.path;
   const std::string path = dir + "/lock";
   const int old_fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   ASSERT_EQ(::flock(old_fd, LOCK_EX), 0);
@@ -112,7 +113,6 @@ TEST(QmpLockTest, ALockFileReplacedWhileWaitingIsTakenAnew) {
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_FALSE(::flock(new_fd, LOCK_EX | LOCK_NB) == 0) << "the waiter holds the lock of the file now named";
   ::close(new_fd);
-  fs::remove_all(dir);
 }
 
 // A running guest's device model (cont out of -S first), the fixture's
@@ -275,7 +275,8 @@ class ScriptedQmpServer {
 // (and is unusable: a late answer could not be told from the next), yet
 // the device model must be continued, so the cont goes over a new one.
 TEST(DeviceModelPauseTest, AConnectionThatFailedDuringThePauseIsReplacedForTheCont) {
-  const std::string dir = MakeTempDir();
+  const ScopedTempDir scoped;
+  const std::string& dir = scoped.path;
   const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
   ScriptedQmpServer server(ep.qmp_socket, "xen-save-devices-state");
   auto file = DeviceStateFile::Create(4096);
@@ -290,13 +291,13 @@ TEST(DeviceModelPauseTest, AConnectionThatFailedDuringThePauseIsReplacedForTheCo
   ASSERT_EQ(cmds.size(), 2u) << "no second connection for the cont";
   EXPECT_EQ(cmds[0], (std::vector<std::string>{"qmp_capabilities", "stop", "add-fd", "xen-save-devices-state"}));
   EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
-  fs::remove_all(dir);
 }
 
 // A stop whose answer never comes may still have stopped QEMU: the
 // abandoned pause continues it all the same.
 TEST(DeviceModelPauseTest, AStopWithoutAnAnswerIsContinuedToo) {
-  const std::string dir = MakeTempDir();
+  const ScopedTempDir scoped;
+  const std::string& dir = scoped.path;
   const DeviceModelEndpoint ep{dir + "/qmp.sock", ""};
   ScriptedQmpServer server(ep.qmp_socket, "stop");
   auto file = DeviceStateFile::Create(4096);
@@ -308,14 +309,14 @@ TEST(DeviceModelPauseTest, AStopWithoutAnAnswerIsContinuedToo) {
   ASSERT_EQ(cmds.size(), 2u);
   EXPECT_EQ(cmds[0], (std::vector<std::string>{"qmp_capabilities", "stop"}));
   EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
-  fs::remove_all(dir);
 }
 
 // A device model that hangs in the save and then in the cont too: Begin
 // says the device model may stay stopped (the driver then keeps the guest
 // suspended rather than run it on stopped devices), and lets go of the lock.
 TEST(DeviceModelPauseTest, AContThatFailsTooSaysTheDeviceModelMayStayStopped) {
-  const std::string dir = MakeTempDir();
+  const ScopedTempDir scoped;
+  const std::string& dir = scoped.path;
   const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
   ScriptedQmpServer server(ep.qmp_socket, "xen-save-devices-state,cont");
   auto file = DeviceStateFile::Create(4096);
@@ -330,7 +331,6 @@ TEST(DeviceModelPauseTest, AContThatFailsTooSaysTheDeviceModelMayStayStopped) {
   const auto cmds = server.commands();
   ASSERT_EQ(cmds.size(), 2u);
   EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
-  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -262,9 +262,8 @@ TEST(QmpPeerTest, AnEndlessStreamOfEventsEndsACallAtItsDeadline) {
 // (Begin runs inside the checkpoint's pause). The connect ends at the
 // caller's deadline instead, naming the socket.
 TEST(QmpPeerTest, ASocketThatAcceptsNobodyEndsTheConnectAtItsDeadline) {
-  const fs::path dir = fs::temp_directory_path() / ("qmp_backlog." + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const std::string path = (dir / "qmp.sock").string();
+  const ScopedTempDir dir;
+  const std::string path = dir.path + "/qmp.sock";
   const int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   ASSERT_GE(lfd, 0);
   sockaddr_un addr{};
@@ -307,7 +306,6 @@ TEST(QmpPeerTest, ASocketThatAcceptsNobodyEndsTheConnectAtItsDeadline) {
   EXPECT_EQ(again.status().code(), Code::kTimeout);
   EXPECT_NE(again.status().message().find("greeting"), std::string::npos) << again.status().ToString();
   ::close(lfd);
-  fs::remove_all(dir);
 }
 
 TEST(QmpPeerTest, ABrokenOrHostilePeerIsAClearErrorNeverACrash) {

@@ -29,6 +29,16 @@ std::string MakeTempDir() {
   return dir;
 }
 
+// A MakeTempDir removed when the test ends, however it ends (a failed
+// ASSERT returns early).
+struct ScopedTempDir {
+  const std::string path = MakeTempDir();
+  ~ScopedTempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
 bool HaveQemu() { return ::access("/usr/bin/qemu-system-x86_64", X_OK) == 0; }
 
 // A QEMU with no guest, held before it starts (-S), listening for QMP.

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -77,6 +78,10 @@ TEST_P(EngineTest, EveryAckedEpochIsAnExactCheckpointOnTheBackup) {
   // Per process: the release and ASan builds run this case too, maybe at once.
   const std::string stats_path = ::testing::TempDir() + "/engine_stats_" +
                                  sim::WorkloadName(spec.workload) + "." + std::to_string(::getpid()) + ".json";
+  struct RemoveAtEnd {
+    const std::string& path;
+    ~RemoveAtEnd() { std::remove(path.c_str()); }
+  } remove_stats{stats_path};
   replicator::StatsWriter stats;
   ASSERT_TRUE(stats.OpenJson(stats_path));
   replicator::NoOutputCommit output;
