@@ -20,6 +20,9 @@
 #  4. the Xen driver checkpoints the guest 5 times (romulus-xen record-stream): each epoch
 #     carries exactly one device state (a QEVM stream, STATE kind 6), QEMU runs, no lock is
 #     left, the guest counts on;
+#  4b. QEMU SIGSTOPped: the driver's session fails by its deadline saying QEMU's dirty log could
+#     not be switched on, the guest is never left suspended, no lock file is left, and after
+#     SIGCONT the guest counts on;
 #  5. romulus replicate to romulus restore --xen: the backup refuses an HVM replica (it cannot
 #     start the device model at failover yet), the primary reports its reason, no replica
 #     domain is left, the guest and QEMU run on.
@@ -99,6 +102,31 @@ LEFT=$(ls /var/lib/xen/userdata-l.$D.*.qmp-socket-lock 2>/dev/null)
 [ -z "$LEFT" ] || lab_fail "a QMP lock file was left behind by the driver: $LEFT"
 lab_wait_counter "$SERIAL" $((BEFORE + 3)) 120 || lab_fail "$G stopped counting after $N checkpoints (last $(lab_counter_last "$SERIAL"), before $BEFORE)"
 lab_note "$G counted on after $N checkpoints: $BEFORE before, $(lab_counter_last "$SERIAL") after"
+
+# ---- 4b. a hung device model (QEMU SIGSTOPped, its socket still queueing connections): the
+# driver's session fails by its deadline with the reason (QEMU's greeting never came, QEMU's
+# dirty log could not be switched on), never suspends the guest, and once QEMU runs again the
+# guest counts on.
+QPID=$(xenstore-read "/local/domain/$D/image/device-model-pid" 2>/dev/null)
+[ -n "$QPID" ] || QPID=$(lab_pids_by_arg "-xen-domid $D " | head -n1)
+[ -n "$QPID" ] || lab_fail "no device model pid for domain $D"
+BEFORE=$(lab_counter_last "$SERIAL")
+kill -STOP "$QPID" || lab_fail "SIGSTOP $QPID"
+T3=$(lab_now)
+"$TOOL" record-stream --domain $G --out "$W/hung.stream" --checkpoints 3 --interval 200 >"$W/hung.log" 2>&1 && {
+  kill -CONT "$QPID"; lab_fail "record-stream succeeded with the device model stopped"; }
+STATE=$(xl list $G | awk 'NR == 2 { print $5 }')
+kill -CONT "$QPID"
+lab_evidence "$W/hung.log"
+grep -q "dirty log on for HVM guest $G" "$W/hung.log" ||
+  lab_fail "the hung device model's failure does not say what failed: $(grep -v '^ *$' "$W/hung.log" | tail -n 1)"
+case $STATE in *s*) lab_fail "$G was left suspended ($STATE) by a session that never checkpointed" ;; esac
+lab_note "hung device model: record-stream failed after $(lab_elapsed "$T3") s: $(grep -v '^ *$' "$W/hung.log" | tail -n 1 | cut -c1-200)"
+rm -f "$W/hung.stream"
+lab_wait_counter "$SERIAL" $((BEFORE + 3)) 120 || lab_fail "$G stopped counting after QEMU was continued (last $(lab_counter_last "$SERIAL"))"
+LEFT=$(ls /var/lib/xen/userdata-l.$D.*.qmp-socket-lock 2>/dev/null)
+[ -z "$LEFT" ] || lab_fail "a QMP lock file was left behind after the hung device model: $LEFT"
+lab_note "hung device model: $G ran on ($STATE), counts on after SIGCONT ($(lab_counter_last "$SERIAL"))"
 
 # ---- 5. replicate to a backup that cannot resume an HVM guest yet (docs/DEVICE-MODEL.md §3):
 # the backup refuses the replica and says why, the primary hears it, no replica domain is
