@@ -9,14 +9,13 @@ namespace romulus::devicemodel {
 namespace {
 // How long a pause that is being abandoned waits for `cont`.
 constexpr std::chrono::milliseconds kAbandonCont{2000};
-}  // namespace
 
-DeviceModelEndpoint LibxlDeviceModelEndpoint(uint32_t domid, const std::string& uuid) {
-  DeviceModelEndpoint ep;
-  ep.qmp_socket = "/var/run/xen/qmp-libxl-" + std::to_string(domid);
-  ep.lock_path = LibxlQmpLockPath("/var/lib/xen", domid, uuid);
-  return ep;
-}
+// A guest's device model as every use of its QMP socket takes it: the lock,
+// then a connection. The lock outlives the connection (member order).
+struct LockedDeviceModel {
+  std::unique_ptr<QmpLock> lock;
+  std::unique_ptr<DeviceModel> dm;
+};
 
 Result<LockedDeviceModel> OpenLockedDeviceModel(const DeviceModelEndpoint& endpoint, transport::Deadline deadline) {
   LockedDeviceModel out;
@@ -32,6 +31,22 @@ Result<LockedDeviceModel> OpenLockedDeviceModel(const DeviceModelEndpoint& endpo
   if (!qmp.ok()) return qmp.status().With("the device model's QMP socket");
   out.dm = std::make_unique<DeviceModel>(std::move(*qmp));
   return out;
+}
+
+}  // namespace
+
+DeviceModelEndpoint LibxlDeviceModelEndpoint(uint32_t domid, const std::string& uuid) {
+  DeviceModelEndpoint ep;
+  ep.qmp_socket = "/var/run/xen/qmp-libxl-" + std::to_string(domid);
+  ep.lock_path = LibxlQmpLockPath("/var/lib/xen", domid, uuid);
+  return ep;
+}
+
+Status WithLockedDeviceModel(const DeviceModelEndpoint& endpoint, transport::Deadline deadline,
+                             const std::function<Status(DeviceModel&)>& op) {
+  Result<LockedDeviceModel> opened = OpenLockedDeviceModel(endpoint, deadline);
+  if (!opened.ok()) return opened.status();
+  return op(*opened->dm);
 }
 
 Result<std::unique_ptr<DeviceModelPause>> DeviceModelPause::Begin(const DeviceModelEndpoint& endpoint,

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -32,15 +33,12 @@ struct DeviceModelEndpoint {
 // /var/run/xen and XEN_LIB_DIR /var/lib/xen).
 DeviceModelEndpoint LibxlDeviceModelEndpoint(uint32_t domid, const std::string& uuid);
 
-// A guest's device model as every use of its QMP socket takes it: libxl's
-// lock (when the endpoint names one; at most half of `deadline`'s time is
-// spent waiting for it, the rest is the caller's), then a connection. The
-// lock outlives the connection (member order).
-struct LockedDeviceModel {
-  std::unique_ptr<QmpLock> lock;
-  std::unique_ptr<DeviceModel> dm;
-};
-Result<LockedDeviceModel> OpenLockedDeviceModel(const DeviceModelEndpoint& endpoint, transport::Deadline deadline);
+// One operation as libxl does each: libxl's lock (when the endpoint names
+// one; at most half of `deadline`'s time is spent waiting for it), a
+// connection, `op`, then both let go (so `xl` gets the one-client socket
+// again). Everything by `deadline`.
+Status WithLockedDeviceModel(const DeviceModelEndpoint& endpoint, transport::Deadline deadline,
+                             const std::function<Status(DeviceModel&)>& op);
 
 class DeviceModelPause {
  public:

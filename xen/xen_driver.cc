@@ -142,7 +142,7 @@ class Session : public EpochSink {
   // Ends the open pause (cont, disconnect, unlock): before the guest resumes,
   // and before anything else needs libxl's lock (libxenguest's clean-up
   // switches QEMU's dirty log off). A failed cont marks the device model
-  // stopped. REQUIRES: dm_pause_.
+  // stopped. Without an open pause: nothing to do.
   Status ReleaseDeviceModel();
   // The worker, at the epoch's end: the state of `epoch` as a kind-6 record.
   Status AddDeviceModelState(uint64_t epoch);
@@ -377,7 +377,7 @@ int Session::Suspend() {
     // the checkpoint is cut), and their state joins this epoch.
     Status dm = PauseDeviceModel(epoch);
     if (!dm.ok()) {
-      if (dm_pause_) (void)ReleaseDeviceModel();
+      (void)ReleaseDeviceModel();
       SetError(dm);
       return 0;
     }
@@ -389,7 +389,7 @@ int Session::Suspend() {
   // re-issues it after a failover.
   Status gp = s_.GuestPaused(epoch);
   if (!gp.ok()) {
-    if (dm_pause_) (void)ReleaseDeviceModel();
+    (void)ReleaseDeviceModel();
     SetError(gp);
     return 0;
   }
@@ -458,6 +458,7 @@ Status Session::PauseDeviceModel(uint64_t epoch) {
 }
 
 Status Session::ReleaseDeviceModel() {
+  if (!dm_pause_) return Status::Ok();
   Status st = dm_pause_->End(transport::DeadlineIn(opts_.suspend_timeout));
   dm_pause_.reset();  // End ran: nothing is left for its destructor
   *dm_stopped_ = !st.ok();
@@ -482,10 +483,10 @@ int Session::SwitchQemuLogdirty(bool enable) {
   if (!dm_file_) return 0;  // PVH: no device model
   // libxenguest's clean-up after a checkpoint failed inside the pause: the
   // pause still holds libxl's lock, which this connection needs too.
-  if (dm_pause_) (void)ReleaseDeviceModel();
+  (void)ReleaseDeviceModel();
   const auto deadline = transport::DeadlineIn(std::max(opts_.suspend_timeout, milliseconds(10000)));
-  auto opened = devicemodel::OpenLockedDeviceModel(dm_endpoint_, deadline);
-  Status st = opened.ok() ? opened->dm->SetGlobalDirtyLog(enable, deadline) : opened.status();
+  Status st = devicemodel::WithLockedDeviceModel(
+      dm_endpoint_, deadline, [&](devicemodel::DeviceModel& dm) { return dm.SetGlobalDirtyLog(enable, deadline); });
   if (st.ok()) return 0;
   // Without it the pages QEMU writes (emulated DMA) would be missing from the
   // checkpoints; at the end of a save a failure only costs QEMU's tracking.
@@ -632,7 +633,7 @@ Status Session::Run() {
   int save_errno = errno;
   // A pause that a failed checkpoint left open continues the device model
   // before the clean-up below may resume the guest.
-  if (dm_pause_) (void)ReleaseDeviceModel();
+  (void)ReleaseDeviceModel();
   close(fds[1]);  // the reader sees EOF once it drained everything
   reader.join();
   worker.join();
@@ -726,11 +727,12 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
   auto dom = ResolveDomain(**h, opts.domain);
   if (!dom.ok()) return dom.status();
   std::optional<devicemodel::DeviceStateFile> dm_file;
+  const devicemodel::DeviceModelEndpoint dm_endpoint = devicemodel::LibxlDeviceModelEndpoint(dom->domid, dom->uuid);
   if (dom->type == GuestType::kHvm) {
     // Its device model must be libxl's qemu-xen in this dom0, reached over
     // libxl's QMP socket (docs/DEVICE-MODEL.md §6): a stub-domain or
     // qemu-traditional device model has none.
-    const std::string qmp = devicemodel::LibxlDeviceModelEndpoint(dom->domid, dom->uuid).qmp_socket;
+    const std::string& qmp = dm_endpoint.qmp_socket;
     struct stat st;
     const bool found = stat(qmp.c_str(), &st) == 0;
     const int stat_errno = errno;
@@ -763,9 +765,8 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
     // (an HVM guest's device model before it: it may have been stopped too).
     if (dm_file) {
       const auto deadline = transport::DeadlineIn(milliseconds(10000));
-      auto opened = devicemodel::OpenLockedDeviceModel(devicemodel::LibxlDeviceModelEndpoint(dom->domid, dom->uuid),
-                                                       deadline);
-      Status cont = opened.ok() ? opened->dm->Continue(deadline) : opened.status();
+      Status cont = devicemodel::WithLockedDeviceModel(
+          dm_endpoint, deadline, [&](devicemodel::DeviceModel& dm) { return dm.Continue(deadline); });
       if (!cont.ok()) {
         return cont.With("domain " + dom->name +
                          " is suspended and its device model cannot be continued: not resuming it on stopped devices");

@@ -309,9 +309,8 @@ int CmdDmPause(int argc, char** argv) {
   if (!file.ok()) return Fail(file.status());
   auto dirty_log = [&](bool on) -> Status {
     const auto deadline = transport::DeadlineIn(std::chrono::milliseconds(10000));
-    auto opened = devicemodel::OpenLockedDeviceModel(ep, deadline);
-    if (!opened.ok()) return opened.status();
-    return opened->dm->SetGlobalDirtyLog(on, deadline);
+    return devicemodel::WithLockedDeviceModel(
+        ep, deadline, [&](devicemodel::DeviceModel& dm) { return dm.SetGlobalDirtyLog(on, deadline); });
   };
   Status st = dirty_log(true);
   if (!st.ok()) return Fail(st.With("switching QEMU's dirty log on"));
