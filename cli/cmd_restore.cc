@@ -8,6 +8,7 @@
 // process, with the same channel security; see docs/CONTROL.md.
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -185,6 +186,15 @@ int RunRestore(int argc, char** argv) {
        "with --xen: keep the guest's replicated disks here, one sparse image per disk (DIR/REPLICA.xvdb.img, "
        "committed with memory); at activation each is attached to a loop device and given to the guest as its "
        "VBD. Without it a primary that replicates disks is refused")
+      ("device-model", po::value<std::string>(),
+       "with --xen: the device model started for an HVM guest at activation, from the last checkpoint's device "
+       "state (default /usr/libexec/xen-qemu-system-i386, libxl's path for Debian's qemu-system-xen)")
+      ("guest-kernel-dir", po::value<std::vector<std::string>>(),
+       "with --xen, HVM guests booted directly (kernel= in their config): the device model may load the kernel "
+       "the primary names only from here (repeatable; default /boot)")
+      ("max-device-state", po::value<std::string>()->default_value("16M"),
+       "with --xen: largest device model state of one HVM epoch; a larger one is refused and the last "
+       "checkpoint kept")
       ("start-over", po::bool_switch(), "discard whatever an existing --image holds")
       ("durable", po::bool_switch(), "fsync the image at every commit (survives host power loss)")
       ("failover-timeout", po::value<std::string>()->default_value("1s"),
@@ -233,13 +243,14 @@ int RunRestore(int argc, char** argv) {
     return kExitUsage;
   }
   std::chrono::microseconds failover{}, run_after{}, fence_timeout{};
-  uint64_t max_cache = 0, max_guest = 0, max_disk_staging = 0, max_disk_spill = 0;
+  uint64_t max_cache = 0, max_guest = 0, max_disk_staging = 0, max_disk_spill = 0, max_device_state = 0;
   if (!GetDuration(kCmd, *vm, "failover-timeout", &failover) || !GetDuration(kCmd, *vm, "run-after-failover", &run_after) ||
       !GetDuration(kCmd, *vm, "fence-timeout", &fence_timeout) ||
       !GetSizeAtLeast(kCmd, *vm, "max-cache-size", 4096, &max_cache) ||
       !GetSizeAtLeast(kCmd, *vm, "max-guest-size", 4096, &max_guest) ||
       !GetSizeAtLeast(kCmd, *vm, "max-disk-staging", 64 << 10, &max_disk_staging) ||
-      !GetSizeAtLeast(kCmd, *vm, "max-disk-spill", 0, &max_disk_spill)) {
+      !GetSizeAtLeast(kCmd, *vm, "max-disk-spill", 0, &max_disk_spill) ||
+      !GetSizeAtLeast(kCmd, *vm, "max-device-state", 4096, &max_device_state)) {
     return kExitUsage;
   }
   if (!CheckRange(kCmd, "failover-timeout", failover.count(), 20000, 600e6, "20ms", "10m")) return kExitUsage;
@@ -286,8 +297,27 @@ int RunRestore(int argc, char** argv) {
     return kExitUsage;
   }
   if (!xen && (vm->count("vif-script") || (*vm)["no-vifs"].as<bool>() || vm->count("domain-name") ||
-               vm->count("disk-dir"))) {
-    UsageError(kCmd, "--domain-name, --vif-script, --no-vifs and --disk-dir need --xen");
+               vm->count("disk-dir") || vm->count("device-model") || vm->count("guest-kernel-dir"))) {
+    UsageError(kCmd,
+               "--domain-name, --vif-script, --no-vifs, --disk-dir, --device-model and --guest-kernel-dir need --xen");
+    return kExitUsage;
+  }
+  if (vm->count("device-model") && access((*vm)["device-model"].as<std::string>().c_str(), X_OK) != 0) {
+    UsageError(kCmd, "--device-model " + (*vm)["device-model"].as<std::string>() + ": " + std::strerror(errno) +
+                         " (an executable qemu-system-xen is needed)");
+    return kExitUsage;
+  }
+  if (vm->count("guest-kernel-dir")) {
+    for (const std::string& d : (*vm)["guest-kernel-dir"].as<std::vector<std::string>>()) {
+      struct stat st;
+      if (::stat(d.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+        UsageError(kCmd, "--guest-kernel-dir " + d + ": not a directory");
+        return kExitUsage;
+      }
+    }
+  }
+  if (max_device_state > (uint64_t{1} << 30)) {
+    UsageError(kCmd, "--max-device-state above 1G: a device model's state is kilobytes to a few megabytes");
     return kExitUsage;
   }
   if (vm->count("vif-script") && access((*vm)["vif-script"].as<std::string>().c_str(), X_OK) != 0) {
@@ -376,6 +406,9 @@ int RunRestore(int argc, char** argv) {
     xopts.create_vifs = !(*vm)["no-vifs"].as<bool>();
     if (vm->count("vif-script")) xopts.vif_script = (*vm)["vif-script"].as<std::string>();
     if (vm->count("disk-dir")) xopts.disk_dir = (*vm)["disk-dir"].as<std::string>();
+    if (vm->count("device-model")) xopts.device_model = (*vm)["device-model"].as<std::string>();
+    xopts.max_device_state = static_cast<size_t>(max_device_state);
+    if (vm->count("guest-kernel-dir")) xopts.guest_kernel_dirs = (*vm)["guest-kernel-dir"].as<std::vector<std::string>>();
     xopts.max_disk_staging = static_cast<size_t>(max_disk_staging);
     xopts.max_disk_spill = max_disk_spill;
     xopts.disk_device = [&reverse_wanted, &reverse_taps](const std::string& image,

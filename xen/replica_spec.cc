@@ -55,16 +55,10 @@ Result<GuestType> TypeFromInfo(const std::map<std::string, std::string>& info) {
   } else if (name == "pvh") {
     t = GuestType::kPvh;
   } else if (name == "hvm") {
-    // The primary sends an HVM guest's device state every epoch (kind 6),
-    // but a failover must also start its device model from it (docs/
-    // DEVICE-MODEL.md §3): until this backup can, it holds no replica it
-    // could never resume, and the primary hears why.
-    return Status::Unsupported("the primary protects an HVM guest, which this backup cannot resume: its failover "
-                               "would have to start the guest's device model (qemu-xen) from the checkpoint's "
-                               "device state, which is not implemented yet (docs/DEVICE-MODEL.md §3)");
+    t = GuestType::kHvm;
   } else {
     return Status::Unsupported("domain info: unknown guest type \"" + protocol::Printable(name) +
-                               "\" (a newer primary? this backup restores pv and pvh guests)");
+                               "\" (a newer primary? this backup restores pv, pvh and hvm guests)");
   }
   if ((t == GuestType::kPv) != (hvm != "1")) {
     return Status::Corruption("domain info: guest type " + name + " with hvm=\"" + protocol::Printable(hvm) + "\"");
@@ -86,11 +80,17 @@ Status ContainerFromInfo(const std::map<std::string, std::string>& info, Replica
   // A pool over 1 TiB is a damaged record, not a guest.
   auto pool = Number(info, "paging_pool_kb", uint64_t{1} << 30);
   if (!pool.ok()) return pool.status();
-  // Xen accepts exactly LAPIC emulation for a PVH domU; anything else is an
-  // HVM guest or a damaged record.
-  if (*emu != XEN_X86_EMU_LAPIC) {
+  // Xen accepts exactly LAPIC emulation for a PVH domU and everything but
+  // vPCI for an HVM domU (libxl may leave out PIRQ use); anything else is a
+  // damaged record.
+  constexpr uint32_t kHvmEmulation = XEN_X86_EMU_ALL & ~XEN_X86_EMU_VPCI;
+  if (spec->type == GuestType::kPvh && *emu != XEN_X86_EMU_LAPIC) {
     return Status::Corruption("domain info: a PVH guest with emulation flags " + std::to_string(*emu) +
                               " (PVH emulates the local APIC only, flags " + std::to_string(XEN_X86_EMU_LAPIC) + ")");
+  }
+  if (spec->type == GuestType::kHvm && (*emu | XEN_X86_EMU_USE_PIRQ) != kHvmEmulation) {
+    return Status::Corruption("domain info: an HVM guest with emulation flags " + std::to_string(*emu) +
+                              " (HVM emulates everything but vPCI, flags " + std::to_string(kHvmEmulation) + ")");
   }
   if (*misc & ~uint64_t(XEN_X86_MSR_RELAXED)) {
     return Status::Unsupported("domain info: misc flags " + std::to_string(*misc) + " unknown to this backup");
@@ -100,6 +100,26 @@ Status ContainerFromInfo(const std::map<std::string, std::string>& info, Replica
   spec->misc_flags = uint32_t(*misc);
   spec->timer_mode = *timer;
   spec->paging_pool_kb = *pool;
+  if (spec->type != GuestType::kHvm) return Status::Ok();
+  auto hpet = Number(info, "hpet", 1);
+  if (!hpet.ok()) return hpet.status();
+  auto vpt = Number(info, "vpt_align", 1);
+  if (!vpt.ok()) return vpt.status();
+  spec->hpet = *hpet == 1;
+  spec->vpt_align = *vpt == 1;
+  auto dm = devicemodel::DeviceModelConfigFromInfo(info);
+  if (!dm.ok()) return dm.status();
+  // QEMU binds one ioreq event channel per possible vCPU and sizes its RAM
+  // from -m: facts that disagree with the domain's are a damaged record.
+  if (dm->maxcpus != spec->max_vcpus) {
+    return Status::Corruption("domain info: the device model has " + std::to_string(dm->maxcpus) +
+                              " possible vCPUs, the domain " + std::to_string(spec->max_vcpus));
+  }
+  if (dm->memory_mib * 1024 > spec->max_memkb) {
+    return Status::Corruption("domain info: the device model's memory (" + std::to_string(dm->memory_mib) +
+                              " MiB) exceeds the domain's (" + std::to_string(spec->max_memkb) + " KiB)");
+  }
+  spec->device_model = *dm;
   return Status::Ok();
 }
 

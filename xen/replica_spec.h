@@ -6,11 +6,13 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "devicemodel/device_model_config.h"
 #include "xen/vif_spec.h"
 #include "xen/xen_env.h"
 
@@ -24,22 +26,27 @@ struct ReplicaSpec {
   unsigned max_vcpus = 1;
   uint64_t max_memkb = 0, target_kb = 0;
   std::vector<VifSpec> vifs;
-  // PV, or an HVM container for a PVH guest (never HVM: refused before).
+  // PV, or an HVM container: a PVH guest, or an HVM guest with its device
+  // model (started at activation from the typed facts below).
   GuestType type = GuestType::kPv;
   // HVM containers only: built as the primary's was.
   bool hap = true;
   uint32_t emulation_flags = 0, misc_flags = 0;
   uint64_t timer_mode = 1;      // HVM_PARAM_TIMER_MODE (the stream does not carry it)
   uint64_t paging_pool_kb = 0;  // at least MinPagingPoolKb
+  // HVM guests only: params the stream does not carry, and the device model.
+  bool hpet = false, vpt_align = false;
+  std::optional<devicemodel::DeviceModelConfig> device_model;
 };
 
 // The record's "key=value" lines (later keys win; lines without '=' are
 // skipped).
 std::map<std::string, std::string> ParseDomainInfo(std::span<const uint8_t> payload);
 
-// Everything but the name: uuid, vCPUs, memory, NICs, guest type and (PVH)
-// the HVM container's settings. kCorruption for a damaged record,
-// kUnsupported for a guest type this backup cannot restore (HVM, unknown).
+// Everything but the name: uuid, vCPUs, memory, NICs, guest type, (PVH,
+// HVM) the HVM container's settings and (HVM) the device model's facts.
+// kCorruption for a damaged record, kUnsupported for a guest type this
+// backup does not know.
 Result<ReplicaSpec> ReplicaSpecFromInfo(const std::map<std::string, std::string>& info);
 
 // Free hypervisor memory the replica needs: its pages plus, for an HVM

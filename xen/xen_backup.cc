@@ -49,6 +49,24 @@ Status XenSink::CheckHostCanRestore(GuestType type, ReplicaSpec* spec) const {
     spdlog::warn("the primary runs the guest with shadow paging, this host has none: the replica uses HAP");
     spec->hap = true;
   }
+  if (type == GuestType::kHvm) {
+    // Said when the primary connects, not at failover: a replica whose
+    // devices cannot be started is no checkpoint.
+    if (access(opts_.device_model.c_str(), X_OK) != 0) {
+      return Status::Unsupported("this backup cannot resume an HVM guest: no device model at " + opts_.device_model +
+                                 " (" + strerror(errno) + "; Debian: apt install qemu-system-xen, or restore "
+                                 "--device-model PATH)");
+    }
+    if (access(opts_.device_model_log_dir.c_str(), W_OK | X_OK) != 0) {
+      return Status::Unsupported("this backup cannot resume an HVM guest: its device model's log directory " +
+                                 opts_.device_model_log_dir + " is not writable (" + strerror(errno) + ")");
+    }
+    if (spec->device_model && !spec->device_model->kernel.empty()) {
+      auto kernel = devicemodel::AllowedGuestKernel(spec->device_model->kernel, opts_.guest_kernel_dirs);
+      if (!kernel.ok()) return kernel.status().With("this backup cannot resume an HVM guest");
+      spec->device_model->kernel = *kernel;
+    }
+  }
   return Status::Ok();
 }
 
@@ -217,10 +235,9 @@ Status XenSink::OnState(uint64_t epoch, std::span<const uint8_t> record) {
     return Status::Corruption("Xen sink: the stream starts without Romulus' domain-info record "
                               "(is the primary replicating a Xen domain?)");
   }
-  (void)epoch;
-  if (EnvelopeKindOf(record) == uint8_t(EnvelopeKind::kDeviceModelState) && cur_->type() != GuestType::kHvm) {
-    return Status::Corruption(std::string("a device model's state in the stream of a ") + GuestTypeName(cur_->type()) +
-                              " guest, which has no device model");
+  if (EnvelopeKindOf(record) == uint8_t(EnvelopeKind::kDeviceModelState)) {
+    // Not part of libxenguest's stream: kept beside it, committed with it.
+    return cur_->StageDeviceState(epoch, record.subspan(kEnvelopeHeaderSize));
   }
   if (EnvelopeKindOf(record) == uint8_t(EnvelopeKind::kDomainHeader) &&
       record.size() >= kEnvelopeHeaderSize + kDomainHeaderSize) {
@@ -255,9 +272,14 @@ Status XenSink::CommitEpoch(uint64_t epoch, bool disks_partial) {
   Status st = CommitMemoryThenDisks(
       epoch,
       [&]() -> Status {
+        // An HVM checkpoint is its memory and its devices, or nothing.
+        if (cur_->type() == GuestType::kHvm && !cur_->HasStagedDeviceState(epoch)) {
+          return Status::Corruption("HVM epoch " + std::to_string(epoch) + " without its device model's state");
+        }
         ROMULUS_RETURN_IF_ERROR(asm_->Commit());
         ROMULUS_RETURN_IF_ERROR(cur_->Flush());
         ROMULUS_RETURN_IF_ERROR(cur_->WaitCheckpoint(committed_ + 1, epoch));
+        if (cur_->type() == GuestType::kHvm) cur_->CommitDeviceState();
         last_epoch_ = epoch;  // before committed_: a reader never sees the count without its epoch
         // Before committed_ too: a partial epoch never shows as a checkpoint.
         if (disks_partial) disks_partial_ = true;
@@ -296,6 +318,7 @@ Status XenSink::OnDisk(uint64_t epoch, uint32_t disk_id, const protocol::DiskRec
 
 void XenSink::Discard() {
   if (asm_) asm_->Discard();
+  if (cur_) cur_->DiscardDeviceState();
   disks_.Discard();
 }
 

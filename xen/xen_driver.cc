@@ -231,6 +231,10 @@ Status Session::BeginEpoch(uint64_t stream_checkpoint) {
             "\nmisc_flags=" + std::to_string(dom_.misc_flags) + "\ntimer_mode=" + std::to_string(dom_.timer_mode) +
             "\npaging_pool_kb=" + std::to_string(dom_.paging_pool_kb) + "\n";
   }
+  if (dom_.device_model) {
+    info += "hpet=" + std::to_string(dom_.hpet_enabled ? 1 : 0) + "\nvpt_align=" +
+            std::to_string(dom_.vpt_align ? 1 : 0) + "\n" + devicemodel::DeviceModelInfoLines(*dom_.device_model);
+  }
   // The NICs, for the backup to recreate at activation (validated by ReadVifs).
   if (auto vifs = VifInfoLines(dom_.vifs); vifs.ok()) info += *vifs;
   std::vector<uint8_t> blob;
@@ -742,6 +746,12 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
                                  "): Romulus checkpoints an HVM guest's devices through the qemu-xen device model "
                                  "libxl starts in dom0 (device_model_version=\"qemu-xen\", no stub domain)");
     }
+    // The backup starts the same devices at failover, from these facts: a
+    // device it could not start (an emulated NIC or disk, a display) is
+    // refused here, before any checkpoint nobody could resume.
+    auto config = ReadDeviceModelConfig(**h, dom->domid);
+    if (!config.ok()) return config.status().With("cannot protect HVM guest " + dom->name);
+    dom->device_model = *config;
     auto f = devicemodel::DeviceStateFile::Create(opts.max_device_state);
     if (!f.ok()) return f.status().With("the device state file of HVM guest " + dom->name);
     dm_file.emplace(std::move(*f));

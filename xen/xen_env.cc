@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <cstdarg>
 
 #include "xen/xen_facade.h"
@@ -327,6 +328,10 @@ Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_o
     if (xc_hvm_param_get(h.xch(), domid, HVM_PARAM_TIMER_MODE, &v) == 0) f.timer_mode = v;
     uint64_t pool = 0;
     if (xc_get_paging_mempool_size(h.xch(), domid, &pool) == 0) f.paging_pool_kb = pool / 1024;
+    if (f.type == GuestType::kHvm) {
+      if (xc_hvm_param_get(h.xch(), domid, HVM_PARAM_HPET_ENABLED, &v) == 0) f.hpet_enabled = v;
+      if (xc_hvm_param_get(h.xch(), domid, HVM_PARAM_VPT_ALIGN, &v) == 0) f.vpt_align = v;
+    }
   }
   f.vifs = ReadVifs(h, domid);
   xen_pfn_t gpfn = 0;
@@ -344,6 +349,32 @@ Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_o
   // larger of the two.
   f.guest_pages = std::max<uint64_t>(uint64_t(gpfn) + 1, (f.max_memkb + 3) / 4);
   return f;
+}
+
+Result<devicemodel::DeviceModelConfig> ReadDeviceModelConfig(const XenHandles& h, uint32_t domid) {
+  const std::string node = "/local/domain/" + std::to_string(domid) + "/image/device-model-pid";
+  const std::string pid = XsRead(h.xsh(), node);
+  if (pid.empty() || pid.size() > 10 || pid.find_first_not_of("0123456789") != std::string::npos) {
+    return Status::Unsupported("no device model process named at " + node + " (\"" + pid + "\")");
+  }
+  const std::string path = "/proc/" + pid + "/cmdline";
+  std::ifstream in(path, std::ios::binary);
+  std::string raw;
+  raw.resize(1 << 20);  // far above any libxl command line
+  in.read(raw.data(), std::streamsize(raw.size()));
+  raw.resize(size_t(in.gcount()));
+  if (raw.empty()) return Status::IoError("reading " + path + ": the device model (pid " + pid + ") is gone");
+  std::vector<std::string> argv;
+  size_t start = 0;
+  while (start < raw.size()) {
+    const size_t end = raw.find('\0', start);
+    argv.push_back(raw.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  auto c = devicemodel::ParseDeviceModelArgs(argv);
+  if (!c.ok()) return c.status().With("the device model (pid " + pid + ")");
+  return c;
 }
 
 Result<std::string> HypervisorVersion(xc_interface* xch) {
@@ -388,7 +419,7 @@ Result<std::string> ProbeXen() {
     // What the operator wants to know first: which guests this host can protect.
     std::string can;
     if (caps->shadow) can += "pv ";
-    if (caps->hvm && (caps->hap || caps->shadow)) can += "pvh ";
+    if (caps->hvm && (caps->hap || caps->shadow)) can += "pvh hvm ";
     out += "; paging:" + std::string(caps->hap ? " hap" : "") + (caps->shadow ? " shadow" : "") +
            "; protects: " + (can.empty() ? "none" : can.substr(0, can.size() - 1));
     if (!caps->shadow) out += " (no shadow paging: PV guests cannot be protected on this hypervisor)";

@@ -15,10 +15,12 @@ extern "C" {
 #include <initializer_list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "devicemodel/device_model_config.h"
 #include "xen/vif_spec.h"
 
 namespace romulus::xen {
@@ -83,6 +85,11 @@ struct DomainFacts {
   uint32_t misc_flags = 0;        // XEN_X86_MSR_RELAXED ...
   uint64_t timer_mode = 0;        // HVM_PARAM_TIMER_MODE (HVM containers)
   uint64_t paging_pool_kb = 0;    // HAP/shadow pool (xc_get_paging_mempool_size)
+  // HVM guests: the params libxl sets before a restore and the stream does
+  // not carry, and the device model as typed facts (OpenXenDriver reads
+  // them from its command line: docs/DEVICE-MODEL.md §3.1).
+  uint64_t hpet_enabled = 0, vpt_align = 0;
+  std::optional<devicemodel::DeviceModelConfig> device_model;
   unsigned max_vcpus = 1;      // max_vcpu_id + 1
   uint64_t max_memkb = 0;
   uint64_t target_kb = 0;      // xenstore memory/target (falls back to max)
@@ -113,6 +120,11 @@ Status CheckCanProtect(const HostCaps& caps, GuestType type, bool hap, const std
 uint64_t MinPagingPoolKb(uint64_t max_memkb, unsigned vcpus);
 // Resolves "guest1" or "7" (a name is looked up in xenstore /local/domain/*/name).
 Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_or_id);
+// An HVM guest's device model as typed facts, from the command line of the
+// process xenstore names (/local/domain/D/image/device-model-pid): what the
+// backup needs to start the same devices. kUnsupported naming a device it
+// could not reproduce (devicemodel::ParseDeviceModelArgs).
+Result<devicemodel::DeviceModelConfig> ReadDeviceModelConfig(const XenHandles& h, uint32_t domid);
 
 // xenstore helpers: "" when the key is missing.
 std::string XsRead(struct xs_handle* xsh, const std::string& path);

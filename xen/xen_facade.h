@@ -73,6 +73,20 @@ struct XenRestoreOptions {
   // At activation, the block device each disk image is served from; null
   // (or a factory returning null): a loop device over the image.
   disk::BlockDeviceFactory disk_device;
+  // HVM guests (docs/DEVICE-MODEL.md §3): each epoch's device state is kept
+  // with its memory, bounded by max_device_state (more: the epoch is
+  // refused, ERROR resource); at activation device_model (Debian's
+  // qemu-system-xen, at libxl's path) is started from the last committed
+  // one, logging into device_model_log_dir, and must run within
+  // device_model_wait or the replica stays paused.
+  size_t max_device_state = size_t{16} << 20;
+  std::string device_model = "/usr/libexec/xen-qemu-system-i386";
+  std::string device_model_log_dir = "/var/log/xen";
+  std::chrono::milliseconds device_model_wait{60000};
+  // A directly booted HVM guest's device model must load a kernel to have
+  // the primary's devices (devicemodel::DeviceModelConfig::kernel): the
+  // path the primary names is used only if it resolves into one of these.
+  std::vector<std::string> guest_kernel_dirs{"/boot"};
   bool verbose = false;
 };
 

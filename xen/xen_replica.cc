@@ -1,5 +1,6 @@
 #include "xen/xen_replica.h"
 
+#include "xen/incoming_device_model.h"
 #include "xen/loop_device.h"
 
 #include <spdlog/spdlog.h>
@@ -84,6 +85,15 @@ Status XenReplica::PrepareHvmContainer() {
   // Not in the migration stream (libxl sets it before every restore).
   if (xc_hvm_param_set(h_->xch(), domid_, HVM_PARAM_TIMER_MODE, spec_.timer_mode) != 0) {
     return Status::FromErrno("setting HVM_PARAM_TIMER_MODE", errno);
+  }
+  if (spec_.type == GuestType::kHvm) {
+    // libxl's hvm_set_conf_params for HVM, which the stream leaves out too.
+    if (xc_hvm_param_set(h_->xch(), domid_, HVM_PARAM_HPET_ENABLED, spec_.hpet ? 1 : 0) != 0) {
+      return Status::FromErrno("setting HVM_PARAM_HPET_ENABLED", errno);
+    }
+    if (xc_hvm_param_set(h_->xch(), domid_, HVM_PARAM_VPT_ALIGN, spec_.vpt_align ? 1 : 0) != 0) {
+      return Status::FromErrno("setting HVM_PARAM_VPT_ALIGN", errno);
+    }
   }
   return Status::Ok();
 }
@@ -240,8 +250,35 @@ Status XenReplica::Finish() {
   return Status::Ok();
 }
 
+Status XenReplica::StageDeviceState(uint64_t epoch, std::span<const uint8_t> state) {
+  if (spec_.type != GuestType::kHvm) {
+    return Status::Corruption(std::string("a device model's state in the stream of a ") + GuestTypeName(spec_.type) +
+                              " guest, which has no device model");
+  }
+  return dm_state_.Stage(epoch, state);
+}
+
+Status XenReplica::StartDeviceModel() {
+  if (!spec_.device_model || dm_state_.committed().empty()) {
+    return Status::Internal("HVM replica " + spec_.name + " has no committed device state to start from");
+  }
+  IncomingDeviceModelOptions o;
+  o.binary = opts_.device_model;
+  o.log_dir = opts_.device_model_log_dir;
+  o.wait = opts_.device_model_wait;
+  o.kernel = spec_.device_model->kernel;  // resolved and allowed when the session began
+  auto pid = StartIncomingDeviceModel(h_, domid_, spec_.name, *spec_.device_model, dm_state_.committed(), o);
+  if (!pid.ok()) return pid.status();
+  dm_pid_ = *pid;
+  return Status::Ok();
+}
+
 void XenReplica::Destroy() {
   if (!created_) return;
+  if (dm_pid_ > 0) {
+    StopIncomingDeviceModel(h_, domid_, dm_pid_);
+    dm_pid_ = -1;
+  }
   xc_domain_destroy(h_->xch(), domid_);
   std::string dom = "/local/domain/" + std::to_string(domid_);
   xs_rm(h_->xsh(), XBT_NULL, dom.c_str());
@@ -287,6 +324,10 @@ Status XenReplica::Resume(const std::vector<VbdDevice>& disks) {
   // (blkfront re-issues the requests it had outstanding, docs/DISK.md §4).
   ROMULUS_RETURN_IF_ERROR(CreateVbds(disks));
   CreateVifs();
+  // An HVM guest's emulated devices run before its vCPUs do: Xen forwards
+  // its port and MMIO accesses to QEMU's ioreq server, which is on only
+  // while QEMU runs (libxl unpauses after the device model too).
+  if (spec_.type == GuestType::kHvm) ROMULUS_RETURN_IF_ERROR(StartDeviceModel());
   if (xc_domain_unpause(h_->xch(), domid_) != 0) return Status::FromErrno("xc_domain_unpause", errno);
   activated_ = true;
   // Only now does a running guest depend on its disks' devices: whatever

@@ -10,6 +10,8 @@
 // commits (docs/XEN-STREAM.md §4).
 #pragma once
 
+#include <sys/types.h>
+
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "devicemodel/device_state_slot.h"
 #include "disk/block_device.h"
 #include "xen/replica_spec.h"
 #include "xen/vbd_spec.h"
@@ -30,7 +33,8 @@ namespace romulus::xen {
 
 class XenReplica {
  public:
-  XenReplica(XenHandles* h, const XenRestoreOptions& opts) : h_(h), opts_(opts) {}
+  XenReplica(XenHandles* h, const XenRestoreOptions& opts)
+      : h_(h), opts_(opts), dm_state_(opts.max_device_state) {}
   // Destroys the domain unless it was activated.
   ~XenReplica();
   XenReplica(const XenReplica&) = delete;
@@ -60,6 +64,13 @@ class XenReplica {
   // and fails the activation, a guest must not run without its disks), the
   // NICs (best effort), unpause.
   Status Resume(const std::vector<VbdDevice>& disks = {});
+  // HVM replicas: the device model's state (STATE kind 6) of the open epoch,
+  // kept as the committed one once its memory is libxenguest's
+  // (devicemodel::DeviceStateSlot). A PV or PVH replica refuses one.
+  Status StageDeviceState(uint64_t epoch, std::span<const uint8_t> state);
+  bool HasStagedDeviceState(uint64_t epoch) const { return dm_state_.HasStaged(epoch); }
+  void CommitDeviceState() { dm_state_.Commit(); }
+  void DiscardDeviceState() { dm_state_.Discard(); }
   // After Resume: take `final_name` once no other domain holds it (waits up
   // to opts.rename_wait; still held then: a warning, the old name stays).
   Status TakeName(const std::string& final_name);
@@ -89,6 +100,8 @@ class XenReplica {
   Status WriteVifNodes(const VifSpec& v);
   Status RunVifHotplug(const VifSpec& v);
   static int CheckpointCb(void* data);
+  // HVM: the device model, from the committed device state (Resume).
+  Status StartDeviceModel();
 
   XenHandles* h_;
   XenRestoreOptions opts_;
@@ -117,6 +130,10 @@ class XenReplica {
   // autoclear then detaches it when the guest's disk goes away; an exported
   // disk was told Served() and outlives this process).
   std::vector<std::unique_ptr<disk::BlockDevice>> devices_;
+  // HVM: see StageDeviceState. The committed state is what activation
+  // starts the device model from; dm_pid_ the one it started.
+  devicemodel::DeviceStateSlot dm_state_;
+  pid_t dm_pid_ = -1;
 };
 
 }  // namespace romulus::xen

@@ -1,5 +1,5 @@
 #!/bin/sh
-#@ title: an HVM guest's device model through checkpoint pauses (libxl's QMP lock, stop, state into a passed descriptor, cont) and the Xen driver's checkpoints, each with its device state; a backup that cannot resume HVM refuses; the guest runs on
+#@ title: an HVM guest's device model through checkpoint pauses (libxl's QMP lock, stop, state into a passed descriptor, cont) and the Xen driver's checkpoints, each with its device state; protected by romulus and failed over: the backup starts the device model from the checkpoint and the guest counts on
 #@ runs: romulus
 #@ guests: hvm
 #@ order: 5
@@ -23,9 +23,10 @@
 #  4b. QEMU SIGSTOPped: the driver's session fails by its deadline saying QEMU's dirty log could
 #     not be switched on, the guest is never left suspended, no lock file is left, and after
 #     SIGCONT the guest counts on;
-#  5. romulus replicate to romulus restore --xen: the backup refuses an HVM replica (it cannot
-#     start the device model at failover yet), the primary reports its reason, no replica
-#     domain is left, the guest and QEMU run on.
+#  5. romulus replicate to romulus restore --xen, then the primary dies (replicator killed,
+#     guest destroyed): the backup starts a device model from the last committed epoch's
+#     device state and resumes the guest, which counts on from that checkpoint on the serial
+#     port of the backup's QEMU; `xl` sees that QEMU running.
 . /lab/dom0-lib.sh
 W=$LAB_WORK
 G=guest1
@@ -128,39 +129,64 @@ LEFT=$(ls /var/lib/xen/userdata-l.$D.*.qmp-socket-lock 2>/dev/null)
 [ -z "$LEFT" ] || lab_fail "a QMP lock file was left behind after the hung device model: $LEFT"
 lab_note "hung device model: $G ran on ($STATE), counts on after SIGCONT ($(lab_counter_last "$SERIAL"))"
 
-# ---- 5. replicate to a backup that cannot resume an HVM guest yet (docs/DEVICE-MODEL.md §3):
-# the backup refuses the replica and says why, the primary hears it, no replica domain is
-# left, the guest runs on.
+# ---- 5. protect and fail over (docs/DEVICE-MODEL.md §3): romulus replicate to romulus
+# restore --xen; once 5 epochs were acked, the replicator is killed (-9) and the guest
+# destroyed (its device model with it: the primary host dies). The backup starts a device
+# model of its own from the last committed epoch's device state, then the guest: it counts on
+# from the last committed checkpoint, through its emulated serial port (the backup's QEMU
+# writes it to its own file), with that QEMU running.
 command -v romulus >/dev/null 2>&1 || lab_fail "no romulus in dom0 (scripts/xen-lab --romulus PATH): step 5 needs it"
-if :; then
-  PORT=7350
-  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
-  chmod 600 "$W/psk"
-  romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
-    --events-json "$W/events.jsonl" >"$W/backup.log" 2>&1 &
-  BP=$!
-  lab_evidence "$W/backup.log" "$W/primary.log"
-  lab_wait_listening "$W/backup.log" $BP
-  romulus replicate --domain $G --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
-    --ack-timeout 15s >"$W/primary.log" 2>&1 &
-  RP=$!
-  T2=$(lab_now)
-  until grep -q "cannot resume" "$W/primary.log" || ! kill -0 $RP 2>/dev/null; do
-    [ "$(lab_elapsed "$T2" | cut -d. -f1)" -ge 300 ] && lab_fail "the primary never heard the backup's refusal within 300 s"
-    sleep 0.5
-  done
-  grep -q "cannot resume" "$W/primary.log" ||
-    lab_fail "the primary ended without the backup's reason: $(grep -v '^ *$' "$W/primary.log" | tail -n 2 | tr '\n' ' ')"
-  lab_note "primary: $(grep -m1 'cannot resume' "$W/primary.log" | cut -c1-240)"
-  kill $RP 2>/dev/null; wait $RP 2>/dev/null
-  kill $BP 2>/dev/null; wait $BP 2>/dev/null
-  xl list | grep -q -- "$G--" && lab_fail "a replica domain is left: $(xl list | grep -- "$G--")"
-  BEFORE=$(lab_counter_last "$SERIAL")
-  lab_wait_counter "$SERIAL" $((BEFORE + 2)) 120 || lab_fail "$G stopped counting after the refused replication"
-  xl qemu-monitor-command $G "info status" >"$W/xl-status.txt" 2>&1 && grep -q "running" "$W/xl-status.txt" ||
-    lab_fail "QEMU is not running after the refused replication: $(cat "$W/xl-status.txt")"
-  lab_note "refused replication: no replica left, QEMU running, $G counting ($(lab_counter_last "$SERIAL"))"
-fi
-lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state"
+PORT=7350
+head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
+chmod 600 "$W/psk"
+# The lab's guest boots its kernel directly (kernel= in its config): the backup's device model
+# loads the same file, from a directory the backup allows.
+romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
+  --guest-kernel-dir "$(dirname "$LAB_DOMU_KERNEL")" --events-json "$W/events.jsonl" >"$W/backup.log" 2>&1 &
+BP=$!
+lab_evidence "$W/backup.log" "$W/primary.log" "/var/log/xen/qemu-dm-$G--incoming.log"
+lab_wait_listening "$W/backup.log" $BP
+romulus replicate --domain $G --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
+  --ack-timeout 15s --stats-json "$W/stats.jsonl" --events-json "$W/pevents.jsonl" >"$W/primary.log" 2>&1 &
+RP=$!
+T2=$(lab_now)
+until [ "$(rj_count "$W/stats.jsonl" acked true)" -ge 5 ] 2>/dev/null; do
+  kill -0 $RP 2>/dev/null || lab_fail "the replicator exited before 5 acked epochs: $(grep -v '^ *$' "$W/primary.log" | tail -n 1 | cut -c1-240)"
+  kill -0 $BP 2>/dev/null || lab_fail "the backup exited before 5 acked epochs: $(grep -v '^ *$' "$W/backup.log" | tail -n 1 | cut -c1-240)"
+  [ "$(lab_elapsed "$T2" | cut -d. -f1)" -ge 600 ] && lab_fail "fewer than 5 acked epochs after 600 s"
+  sleep 0.5
+done
+lab_note "5 epochs acked $(lab_elapsed "$T2") s after replicate started"
+LAST_PRIMARY=$(lab_counter_last "$SERIAL")
+kill -9 $RP 2>/dev/null
+TK=$(lab_now)
+xl destroy $G >/dev/null 2>&1
+LAST_ACKED=$(rj_last_acked "$W/stats.jsonl")
+DMSAVE=$(rj_csv "$W/stats.jsonl" acked true dm_save_us | sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}')
+lab_wait_failover "$W/events.jsonl" "$W/backup.log"
+FO_EPOCH=$(rj_get "$LAB_FO" last_committed_epoch)
+[ -n "$FO_EPOCH" ] && [ "$FO_EPOCH" -ge "$LAST_ACKED" ] && [ "$FO_EPOCH" -le $((LAST_ACKED + 1)) ] ||
+  lab_fail "the backup resumed from epoch '$FO_EPOCH'; the primary's last acked epoch was $LAST_ACKED"
+RSERIAL=$(sed -n 's/.*serial port into \([^ ,]*\).*/\1/p' "$W/backup.log" | tail -n 1)
+[ -n "$RSERIAL" ] || lab_fail "the backup never said where its device model writes the serial port"
+lab_evidence "$RSERIAL"
+lab_wait_counter "$RSERIAL" $((LAST_PRIMARY + 2)) 300 ||
+  lab_fail "the failed-over HVM guest does not count on (its serial port: last $(lab_counter_last "$RSERIAL"), primary was $LAST_PRIMARY)"
+RESUMED=$(lab_elapsed "$TK")
+FIRST_BACKUP=$(lab_counter_first "$RSERIAL")
+[ "$FIRST_BACKUP" -gt 1 ] || lab_fail "the failed-over guest restarted its counter (first $FIRST_BACKUP)"
+[ "$FIRST_BACKUP" -le $((LAST_PRIMARY + 1)) ] || lab_fail "the failed-over guest skipped ahead ($FIRST_BACKUP > $LAST_PRIMARY + 1)"
+i=0
+until xl list 2>/dev/null | awk 'NR>1 {print $1}' | grep -qx $G; do
+  i=$((i+1)); [ $i -le 300 ] || { xl list; lab_fail "the backup domain was not renamed $G"; }
+  sleep 0.1
+done
+xl qemu-monitor-command $G "info status" >"$W/xl-status.txt" 2>&1 && grep -q "running" "$W/xl-status.txt" ||
+  lab_fail "the failed-over guest's device model is not running: $(cat "$W/xl-status.txt")"
+DMSTART=$(sed -n "s/.*runs the checkpoint's devices (\([0-9]*\) ms).*/\1/p" "$W/backup.log" | tail -n 1)
+lab_note "failover from epoch $FO_EPOCH (primary's last acked $LAST_ACKED); counter $LAST_PRIMARY -> $FIRST_BACKUP on the backup's serial port $RSERIAL; device model started in ${DMSTART:-?} ms; counting after $RESUMED s"
+lab_figure "hvm_failover_s=$RESUMED dm_start_ms=${DMSTART:-none} failover_primary_counter=$LAST_PRIMARY failover_backup_min_counter=$FIRST_BACKUP replicate_dm_save_median_us=${DMSAVE:-none}"
+kill $BP 2>/dev/null; wait $BP 2>/dev/null
+lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s"
 xl destroy $G >/dev/null 2>&1
 exit 0

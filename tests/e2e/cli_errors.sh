@@ -114,8 +114,14 @@ expect_usage "^romulus restore: --max-disk-spill: " \
 expect_usage "^romulus restore: --max-disk-staging: must be at least 64 KiB" \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --max-disk-staging 4K --image "$T/img"
 expect_usage "^romulus restore: unrecognised option" restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --frobnicate
-expect_usage "^romulus restore: --domain-name, --vif-script, --no-vifs and --disk-dir need --xen" \
+expect_usage "^romulus restore: --domain-name, --vif-script, --no-vifs, --disk-dir, --device-model and --guest-kernel-dir need --xen" \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --image "$T/img" --no-vifs
+expect_usage "^romulus restore: --device-model $T/no-such-qemu: No such file" \
+  restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --xen --device-model "$T/no-such-qemu"
+expect_usage "^romulus restore: --guest-kernel-dir $T/no-such-dir: not a directory" \
+  restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --xen --guest-kernel-dir "$T/no-such-dir"
+expect_usage "^romulus restore: --max-device-state: must be at least 4 KiB" \
+  restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --xen --max-device-state 100
 expect_usage "^romulus restore: --vif-script $T/no-such-script: No such file" \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --xen --vif-script "$T/no-such-script"
 expect_usage "^romulus restore: --reverse-to: " \

@@ -18,12 +18,35 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto info = ParseDomainInfo(std::span(data, size));
   auto spec = ReplicaSpecFromInfo(info);
   if (!spec.ok()) return 0;
-  if (spec->type != GuestType::kPv && spec->type != GuestType::kPvh) abort();
+  if (spec->type != GuestType::kPv && spec->type != GuestType::kPvh && spec->type != GuestType::kHvm) abort();
+  // Exactly an HVM guest has a device model, and its facts agree with the
+  // domain; the backup's command line for it is built without a comma
+  // smuggled in (its values are numbers and fixed words).
+  if (spec->device_model.has_value() != (spec->type == GuestType::kHvm)) abort();
+  if (spec->device_model) {
+    const auto& dm = *spec->device_model;
+    if (dm.maxcpus != spec->max_vcpus || dm.vcpus == 0 || dm.vcpus > dm.maxcpus) abort();
+    if (dm.memory_mib == 0 || dm.memory_mib * 1024 > spec->max_memkb) abort();
+    if (dm.serials.size() > 4) abort();
+    if ((spec->emulation_flags | XEN_X86_EMU_USE_PIRQ) != (XEN_X86_EMU_ALL & ~XEN_X86_EMU_VPCI)) abort();
+    devicemodel::IncomingDeviceModel where;
+    where.domid = 1;
+    where.name = "n";
+    where.serial_files.assign(dm.serials.size(), "/s");
+    if (!dm.kernel.empty() && !devicemodel::PlainAbsolutePath(dm.kernel)) abort();
+    where.kernel = "/k";
+    where.state_fd = 3;
+    auto args = devicemodel::IncomingDeviceModelArgs(dm, where);
+    if (!args.ok()) abort();
+    for (size_t i = 0; i + 1 < args->size(); i++) {
+      if ((*args)[i] == "-m" && (*args)[i + 1].find_first_not_of("0123456789") != std::string::npos) abort();
+    }
+  }
   if (spec->max_vcpus == 0 || spec->max_vcpus > 512) abort();
   if (spec->max_memkb == 0 || spec->max_memkb > (uint64_t{1} << 40)) abort();
   if (spec->target_kb == 0 || spec->target_kb > spec->max_memkb) abort();
-  if (spec->type == GuestType::kPvh) {
-    if (spec->emulation_flags != XEN_X86_EMU_LAPIC) abort();
+  if (spec->type != GuestType::kPv) {
+    if (spec->type == GuestType::kPvh && spec->emulation_flags != XEN_X86_EMU_LAPIC) abort();
     if (spec->misc_flags & ~uint32_t(XEN_X86_MSR_RELAXED)) abort();
     if (spec->timer_mode > 3) abort();
     if (spec->paging_pool_kb > (uint64_t{1} << 30)) abort();

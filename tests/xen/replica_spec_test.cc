@@ -60,13 +60,62 @@ TEST(ReplicaSpecTest, PagingPoolNeverBelowTheFloor) {
   EXPECT_EQ(ReplicaMemoryKb(*s), 131072u + MinPagingPoolKb(131072, 1));
 }
 
-TEST(ReplicaSpecTest, HvmIsRefusedWithAReason) {
-  std::string t = kPvh;
-  t.replace(t.find("type=pvh"), 8, "type=hvm");
-  auto s = ReplicaSpecFromInfo(Info(t));
-  ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.status().code(), Code::kUnsupported);
-  EXPECT_NE(s.status().ToString().find("device model"), std::string::npos) << s.status().ToString();
+// What a primary sends for the Xen lab's HVM guest (XenDriver::BeginEpoch):
+// the container (everything but vPCI emulated), HPET and VPT params, and the
+// device model's facts.
+const std::string kHvm =
+    "name=g3\nuuid=0011aabb-ccdd-eeff-0011-223344556677\nmax_vcpus=2\nmax_memkb=131072\ntarget_kb=131072\n"
+    "guest_pages=1044480\nhvm=1\ntype=hvm\nhap=0\nemu_flags=1023\nmisc_flags=0\ntimer_mode=0\npaging_pool_kb=2048\n"
+    "hpet=1\nvpt_align=1\ndm_version=1\ndm_machine=xenfv\ndm_suppress_vmdesc=1\ndm_max_ram_below_4g=0\n"
+    "dm_memory_mib=128\ndm_vcpus=2\ndm_maxcpus=2\ndm_acpi=1\ndm_serials=file\ndm_kernel=/lab/domu/vmlinuz\n";
+
+TEST(ReplicaSpecTest, HvmCarriesItsDeviceModel) {
+  auto s = ReplicaSpecFromInfo(Info(kHvm));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(s->type, GuestType::kHvm);
+  EXPECT_FALSE(s->hap);
+  EXPECT_EQ(s->emulation_flags, 1023u);
+  EXPECT_TRUE(s->hpet);
+  EXPECT_TRUE(s->vpt_align);
+  ASSERT_TRUE(s->device_model.has_value());
+  EXPECT_EQ(s->device_model->memory_mib, 128u);
+  EXPECT_EQ(s->device_model->maxcpus, 2u);
+  ASSERT_EQ(s->device_model->serials.size(), 1u);
+  // libxl may leave PIRQ use out (pirq=0).
+  std::string t = kHvm;
+  t.replace(t.find("emu_flags=1023"), 14, "emu_flags=511");
+  EXPECT_TRUE(ReplicaSpecFromInfo(Info(t)).ok());
+  // A PVH record gets no device model.
+  auto pvh = ReplicaSpecFromInfo(Info(kPvh));
+  ASSERT_TRUE(pvh.ok());
+  EXPECT_FALSE(pvh->device_model.has_value());
+}
+
+TEST(ReplicaSpecTest, DamagedHvmRecordsAreRefused) {
+  struct Case {
+    std::string from, to;
+    Code code;
+  } cases[] = {
+      {"emu_flags=1023", "emu_flags=1", Code::kCorruption},     // a PVH guest posing as HVM
+      {"emu_flags=1023", "emu_flags=2047", Code::kCorruption},  // vPCI: not a domU's
+      {"emu_flags=1023", "emu_flags=1022", Code::kCorruption},  // no LAPIC
+      {"hpet=1\n", "", Code::kCorruption},
+      {"vpt_align=1", "vpt_align=7", Code::kCorruption},
+      {"dm_version=1\n", "", Code::kCorruption},                // an HVM guest without its device model
+      {"dm_version=1", "dm_version=9", Code::kUnsupported},     // a newer primary
+      {"dm_maxcpus=2", "dm_maxcpus=3", Code::kCorruption},      // disagrees with the domain
+      {"dm_memory_mib=128", "dm_memory_mib=129", Code::kCorruption},
+      {"dm_machine=xenfv", "dm_machine=q35", Code::kCorruption},
+  };
+  for (const Case& c : cases) {
+    std::string t = kHvm;
+    auto at = t.find(c.from);
+    ASSERT_NE(at, std::string::npos) << c.from;
+    t.replace(at, c.from.size(), c.to);
+    auto s = ReplicaSpecFromInfo(Info(t));
+    ASSERT_FALSE(s.ok()) << c.from << " -> " << c.to;
+    EXPECT_EQ(s.status().code(), c.code) << c.from << " -> " << c.to << ": " << s.status().ToString();
+  }
 }
 
 TEST(ReplicaSpecTest, DamagedRecordsAreRefused) {

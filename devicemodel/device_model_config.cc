@@ -1,0 +1,380 @@
+#include "devicemodel/device_model_config.h"
+
+#include <limits.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace romulus::devicemodel {
+
+namespace {
+
+constexpr unsigned kMaxVcpus = 512;         // far above HVM_MAX_VCPUS (128)
+constexpr uint64_t kMaxMemoryMib = 1u << 24;  // 16 TiB
+constexpr size_t kMaxSerials = 4;           // COM1-COM4
+
+// Digits only, no sign, no suffix, at most `max`.
+bool ParseNumber(const std::string& s, uint64_t max, uint64_t* out) {
+  if (s.empty() || s.size() > 20 || s.find_first_not_of("0123456789") != std::string::npos) return false;
+  errno = 0;
+  const unsigned long long v = strtoull(s.c_str(), nullptr, 10);
+  if (errno == ERANGE || v > max) return false;
+  *out = v;
+  return true;
+}
+
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    const size_t at = s.find(sep, start);
+    out.push_back(s.substr(start, at == std::string::npos ? std::string::npos : at - start));
+    if (at == std::string::npos) return out;
+    start = at + 1;
+  }
+}
+
+// At most 80 printable characters of a value, for a message.
+std::string Quote(const std::string& s) {
+  std::string out = "\"";
+  for (size_t i = 0; i < s.size() && i < 80; i++) out += (s[i] >= 0x20 && s[i] < 0x7f) ? s[i] : '?';
+  if (s.size() > 80) out += "…";
+  return out + "\"";
+}
+
+Status Malformed(const std::string& opt, const std::string& value) {
+  return Status::Corruption("device model option -" + opt + " " + Quote(value) + " is malformed");
+}
+
+Status ParseMachine(const std::string& v, DeviceModelConfig* c) {
+  const std::vector<std::string> parts = Split(v, ',');
+  bool accel_xen = false;
+  if (parts[0] == "xenfv") {
+    c->platform_pci = true;
+    accel_xen = true;
+  } else if (parts[0] == "pc") {
+    c->platform_pci = false;
+  } else {
+    return Status::Unsupported("device model machine " + Quote(parts[0]) +
+                               " (Romulus replicates libxl's HVM machines, xenfv and pc with accel=xen)");
+  }
+  c->suppress_vmdesc = false;
+  for (size_t i = 1; i < parts.size(); i++) {
+    const size_t eq = parts[i].find('=');
+    const std::string k = parts[i].substr(0, eq), val = eq == std::string::npos ? "" : parts[i].substr(eq + 1);
+    if (k == "accel" && val == "xen") {
+      accel_xen = true;
+    } else if (k == "suppress-vmdesc" && (val == "on" || val == "off")) {
+      c->suppress_vmdesc = val == "on";
+    } else if (k == "max-ram-below-4g") {
+      if (!ParseNumber(val, uint64_t{1} << 32, &c->max_ram_below_4g) || c->max_ram_below_4g == 0) {
+        return Malformed("machine", v);
+      }
+    } else {
+      return Status::Unsupported("device model machine option " + Quote(parts[i]) + " is not replicated");
+    }
+  }
+  if (!accel_xen) return Status::Unsupported("device model machine " + Quote(v) + " without accel=xen");
+  return Status::Ok();
+}
+
+Status ParseSmp(const std::string& v, DeviceModelConfig* c) {
+  const std::vector<std::string> parts = Split(v, ',');
+  uint64_t n = 0, max = 0;
+  if (parts.size() > 2 || !ParseNumber(parts[0], kMaxVcpus, &n) || n == 0) return Malformed("smp", v);
+  max = n;
+  if (parts.size() == 2) {
+    if (parts[1].rfind("maxcpus=", 0) != 0 || !ParseNumber(parts[1].substr(8), kMaxVcpus, &max) || max < n) {
+      return Malformed("smp", v);
+    }
+  }
+  c->vcpus = unsigned(n);
+  c->maxcpus = unsigned(max);
+  return Status::Ok();
+}
+
+Status ParseSerial(const std::string& v, DeviceModelConfig* c) {
+  if (v == "none") return Status::Ok();  // no port at all
+  DeviceModelConfig::Serial s;
+  if (v == "pty") {
+    s = DeviceModelConfig::Serial::kPty;
+  } else if (v.rfind("file:", 0) == 0 && v.size() > 5) {
+    s = DeviceModelConfig::Serial::kFile;
+  } else if (v == "null" || v == "/dev/null") {
+    s = DeviceModelConfig::Serial::kNull;
+  } else {
+    return Status::Unsupported("device model serial port " + Quote(v) +
+                               " (Romulus replicates pty, file: and null serial ports)");
+  }
+  if (c->serials.size() == kMaxSerials) return Status::Unsupported("more than 4 serial ports");
+  c->serials.push_back(s);
+  return Status::Ok();
+}
+
+// The one chardev/monitor pair libxl adds per QMP socket; anything else
+// could back a device.
+bool IsLibxlQmp(const std::string& opt, const std::string& v) {
+  for (const char* id : {"libxl-cmd", "libxenstat-cmd"}) {
+    if (opt == "chardev" && v.rfind(std::string("socket,id=") + id + ",", 0) == 0) return true;
+    if (opt == "mon" && v == std::string("chardev=") + id + ",mode=control") return true;
+  }
+  return false;
+}
+
+// Options that only matter when the guest boots or for how dom0 runs the
+// process, never for the devices the state describes: the backup sets its
+// own (or none).
+bool IgnoredWithValue(const std::string& opt) {
+  for (const char* o : {"xen-domid", "name", "boot", "initrd", "append", "incoming", "runas", "chroot", "sandbox",
+                        "pidfile"}) {
+    if (opt == o) return true;
+  }
+  return false;
+}
+
+bool IgnoredFlag(const std::string& opt) {
+  for (const char* o : {"no-shutdown", "nodefaults", "no-user-config", "S", "xen-domid-restrict"}) {
+    if (opt == o) return true;
+  }
+  return false;
+}
+
+std::string Why(const std::string& opt) {
+  if (opt == "device") return "an emulated device";
+  if (opt == "drive" || opt == "hda" || opt == "hdb" || opt == "hdc" || opt == "hdd" || opt == "cdrom") {
+    return "an emulated disk";
+  }
+  if (opt == "net" || opt == "netdev" || opt == "nic") return "an emulated NIC";
+  if (opt == "vga" || opt == "vnc" || opt == "display" || opt == "spice" || opt == "sdl" || opt == "nographic") {
+    return "a display";
+  }
+  if (opt == "usb" || opt == "usbdevice") return "USB";
+  if (opt == "soundhw" || opt == "audiodev") return "sound";
+  return "an option Romulus does not know";
+}
+
+}  // namespace
+
+Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv) {
+  DeviceModelConfig c;
+  bool have_machine = false, have_memory = false;
+  for (size_t i = 1; i < argv.size(); i++) {
+    const std::string& a = argv[i];
+    if (a.size() < 2 || a[0] != '-') {
+      return Status::Unsupported("device model argument " + Quote(a) + " (a disk image?) is not replicated");
+    }
+    const std::string opt = a.substr(a[1] == '-' ? 2 : 1);
+    if (IgnoredFlag(opt)) continue;
+    if (opt == "no-acpi") {
+      c.acpi = false;
+      continue;
+    }
+    const bool typed =
+        opt == "machine" || opt == "M" || opt == "m" || opt == "smp" || opt == "serial" || opt == "kernel";
+    const bool none_only = opt == "vnc" || opt == "display" || opt == "net";
+    if (!typed && !none_only && !IgnoredWithValue(opt) && opt != "chardev" && opt != "mon") {
+      return Status::Unsupported("the device model has " + Why(opt) + " (-" + opt + (i + 1 < argv.size() ? " " + Quote(argv[i + 1]) : "") +
+                                 "), which Romulus cannot yet start on the backup: protect HVM guests whose "
+                                 "disks and NICs are PV (xvd*, vif) and that have no display (vga=\"none\", vnc=0)");
+    }
+    if (i + 1 == argv.size()) return Status::Corruption("device model option -" + opt + " without its value");
+    const std::string& v = argv[++i];
+    if (opt == "machine" || opt == "M") {
+      ROMULUS_RETURN_IF_ERROR(ParseMachine(v, &c));
+      have_machine = true;
+    } else if (opt == "m") {
+      const std::string n = v.rfind("size=", 0) == 0 ? v.substr(5) : v;
+      if (!ParseNumber(n, kMaxMemoryMib, &c.memory_mib) || c.memory_mib == 0) return Malformed(opt, v);
+      have_memory = true;
+    } else if (opt == "smp") {
+      ROMULUS_RETURN_IF_ERROR(ParseSmp(v, &c));
+    } else if (opt == "serial") {
+      ROMULUS_RETURN_IF_ERROR(ParseSerial(v, &c));
+    } else if (opt == "kernel") {
+      if (!PlainAbsolutePath(v)) return Malformed(opt, v);
+      c.kernel = v;
+    } else if (none_only) {
+      if (v != "none") {
+        return Status::Unsupported("the device model has " + Why(opt) + " (-" + opt + " " + Quote(v) +
+                                   "), which Romulus cannot yet start on the backup");
+      }
+    } else if ((opt == "chardev" || opt == "mon") && !IsLibxlQmp(opt, v)) {
+      return Status::Unsupported("device model -" + opt + " " + Quote(v) +
+                                 " is not one of libxl's QMP sockets and is not replicated");
+    }
+  }
+  if (!have_machine) return Status::Unsupported("the device model has no -machine: not one libxl started for an HVM guest");
+  if (!have_memory) return Status::Corruption("the device model has no -m (memory size)");
+  return c;
+}
+
+std::string DeviceModelInfoLines(const DeviceModelConfig& c) {
+  std::string serials;
+  for (DeviceModelConfig::Serial s : c.serials) {
+    if (!serials.empty()) serials += ',';
+    serials += s == DeviceModelConfig::Serial::kPty ? "pty" : s == DeviceModelConfig::Serial::kFile ? "file" : "null";
+  }
+  return "dm_version=1\ndm_machine=" + std::string(c.platform_pci ? "xenfv" : "pc") +
+         "\ndm_suppress_vmdesc=" + (c.suppress_vmdesc ? "1" : "0") +
+         "\ndm_max_ram_below_4g=" + std::to_string(c.max_ram_below_4g) +
+         "\ndm_memory_mib=" + std::to_string(c.memory_mib) + "\ndm_vcpus=" + std::to_string(c.vcpus) +
+         "\ndm_maxcpus=" + std::to_string(c.maxcpus) + "\ndm_acpi=" + (c.acpi ? "1" : "0") +
+         "\ndm_serials=" + serials + "\ndm_kernel=" + c.kernel + "\n";
+}
+
+Result<std::string> AllowedGuestKernel(const std::string& named, const std::vector<std::string>& dirs) {
+  // The primary names the path; QEMU, running as root here, would read it
+  // into the guest's firmware interface. Resolved (symlinks, "..") before
+  // the check, so only files inside an allowed directory are ever read.
+  char resolved[PATH_MAX];
+  if (realpath(named.c_str(), resolved) == nullptr) {
+    return Status::Unsupported("the HVM guest was booted directly from kernel " + named +
+                               ", which its device model needs on this backup too (" + strerror(errno) +
+                               "; install the same kernel file here)");
+  }
+  struct stat st;
+  const bool regular = ::stat(resolved, &st) == 0 && S_ISREG(st.st_mode);
+  for (const std::string& dir : dirs) {
+    char d[PATH_MAX];
+    if (realpath(dir.c_str(), d) == nullptr) continue;
+    const std::string prefix = std::string(d) == "/" ? "/" : std::string(d) + "/";
+    if (regular && std::string(resolved).rfind(prefix, 0) == 0) return std::string(resolved);
+  }
+  std::string allowed;
+  for (const std::string& dir : dirs) allowed += (allowed.empty() ? "" : ", ") + dir;
+  return Status::Unsupported("the HVM guest was booted directly from kernel " + named +
+                             (regular ? "" : " (not a regular file)") + ", outside the directories its device model may "
+                             "load a kernel from (" + (allowed.empty() ? "none" : allowed) +
+                             "; restore --guest-kernel-dir DIR)");
+}
+
+bool PlainAbsolutePath(const std::string& path) {
+  if (path.size() < 2 || path.size() > 4096 || path[0] != '/') return false;
+  for (char ch : path) {
+    if (ch < 0x20 || ch == 0x7f || ch == ',') return false;
+  }
+  return path.find("/../") == std::string::npos && !path.ends_with("/..");
+}
+
+Result<DeviceModelConfig> DeviceModelConfigFromInfo(const std::map<std::string, std::string>& info) {
+  auto get = [&](const char* k) -> const std::string* {
+    auto it = info.find(k);
+    return it == info.end() ? nullptr : &it->second;
+  };
+  const std::string* version = get("dm_version");
+  if (!version) return Status::Corruption("domain info: an HVM guest without its device model's facts (dm_version)");
+  if (*version != "1") {
+    return Status::Unsupported("domain info: device model facts of version " + Quote(*version) +
+                               " (a newer primary? this backup knows version 1)");
+  }
+  DeviceModelConfig c;
+  auto number = [&](const char* k, uint64_t min, uint64_t max, uint64_t* out) -> Status {
+    const std::string* v = get(k);
+    if (!v || !ParseNumber(*v, max, out) || *out < min) {
+      return Status::Corruption(std::string("domain info: missing or bad ") + k + (v ? " " + Quote(*v) : ""));
+    }
+    return Status::Ok();
+  };
+  auto flag = [&](const char* k, bool* out) -> Status {
+    uint64_t v = 0;
+    ROMULUS_RETURN_IF_ERROR(number(k, 0, 1, &v));
+    *out = v == 1;
+    return Status::Ok();
+  };
+  const std::string* machine = get("dm_machine");
+  if (!machine || (*machine != "xenfv" && *machine != "pc")) {
+    return Status::Corruption("domain info: bad dm_machine" + (machine ? " " + Quote(*machine) : std::string()));
+  }
+  c.platform_pci = *machine == "xenfv";
+  ROMULUS_RETURN_IF_ERROR(flag("dm_suppress_vmdesc", &c.suppress_vmdesc));
+  ROMULUS_RETURN_IF_ERROR(flag("dm_acpi", &c.acpi));
+  ROMULUS_RETURN_IF_ERROR(number("dm_max_ram_below_4g", 0, uint64_t{1} << 32, &c.max_ram_below_4g));
+  ROMULUS_RETURN_IF_ERROR(number("dm_memory_mib", 1, kMaxMemoryMib, &c.memory_mib));
+  uint64_t vcpus = 0, maxcpus = 0;
+  ROMULUS_RETURN_IF_ERROR(number("dm_vcpus", 1, kMaxVcpus, &vcpus));
+  ROMULUS_RETURN_IF_ERROR(number("dm_maxcpus", 1, kMaxVcpus, &maxcpus));
+  if (vcpus > maxcpus) return Status::Corruption("domain info: dm_vcpus above dm_maxcpus");
+  c.vcpus = unsigned(vcpus);
+  c.maxcpus = unsigned(maxcpus);
+  const std::string* kernel = get("dm_kernel");
+  if (!kernel || (!kernel->empty() && !PlainAbsolutePath(*kernel))) {
+    return Status::Corruption("domain info: missing or bad dm_kernel" + (kernel ? " " + Quote(*kernel) : std::string()));
+  }
+  c.kernel = *kernel;
+  const std::string* serials = get("dm_serials");
+  if (!serials) return Status::Corruption("domain info: missing dm_serials");
+  if (!serials->empty()) {
+    const std::vector<std::string> kinds = Split(*serials, ',');
+    if (kinds.size() > kMaxSerials) return Status::Corruption("domain info: more than 4 dm_serials");
+    for (const std::string& k : kinds) {
+      if (k == "pty") {
+        c.serials.push_back(DeviceModelConfig::Serial::kPty);
+      } else if (k == "file") {
+        c.serials.push_back(DeviceModelConfig::Serial::kFile);
+      } else if (k == "null") {
+        c.serials.push_back(DeviceModelConfig::Serial::kNull);
+      } else {
+        return Status::Corruption("domain info: bad dm_serials " + Quote(*serials));
+      }
+    }
+  }
+  return c;
+}
+
+Result<std::vector<std::string>> IncomingDeviceModelArgs(const DeviceModelConfig& c,
+                                                         const IncomingDeviceModel& where) {
+  // QEMU splits option values at commas: a name or path with one would
+  // smuggle in options of its own.
+  auto plain = [](const std::string& s) { return !s.empty() && s.find(',') == std::string::npos; };
+  if (!plain(where.name) || !plain(where.qmp_dir)) {
+    return Status::InvalidArgument("device model name or QMP directory empty or with a comma");
+  }
+  if (where.state_fd < 0) return Status::InvalidArgument("no device state descriptor for -incoming");
+  const std::string d = std::to_string(where.domid);
+  std::vector<std::string> a = {"-xen-domid", d, "-no-shutdown"};
+  // libxl's two QMP sockets: xl (and Romulus) talk to qmp-libxl-D.
+  struct { const char* id; const char* socket; } qmp[] = {{"libxl-cmd", "qmp-libxl-"},
+                                                          {"libxenstat-cmd", "qmp-libxenstat-"}};
+  for (const auto& q : qmp) {
+    a.insert(a.end(), {"-chardev",
+                       std::string("socket,id=") + q.id + ",path=" + where.qmp_dir + "/" + q.socket + d +
+                           ",server=on,wait=off",
+                       "-mon", std::string("chardev=") + q.id + ",mode=control"});
+  }
+  a.insert(a.end(), {"-nodefaults", "-no-user-config", "-name", where.name, "-vnc", "none", "-display", "none"});
+  size_t file = 0;
+  for (DeviceModelConfig::Serial s : c.serials) {
+    std::string v;
+    switch (s) {
+      case DeviceModelConfig::Serial::kPty: v = "pty"; break;
+      case DeviceModelConfig::Serial::kNull: v = "null"; break;
+      case DeviceModelConfig::Serial::kFile:
+        if (file == where.serial_files.size() || !plain(where.serial_files[file])) {
+          return Status::InvalidArgument("no usable file for serial port " + std::to_string(file));
+        }
+        v = "file:" + where.serial_files[file++];
+        break;
+    }
+    a.insert(a.end(), {"-serial", v});
+  }
+  a.insert(a.end(), {"-net", "none"});
+  if (!c.kernel.empty()) {
+    if (!PlainAbsolutePath(where.kernel)) return Status::InvalidArgument("no usable kernel for a directly booted guest");
+    a.insert(a.end(), {"-kernel", where.kernel});
+  }
+  if (!c.acpi) a.push_back("-no-acpi");
+  if (c.maxcpus > 1) {
+    a.insert(a.end(), {"-smp", c.vcpus == c.maxcpus ? std::to_string(c.vcpus)
+                                                     : std::to_string(c.vcpus) + ",maxcpus=" + std::to_string(c.maxcpus)});
+  }
+  a.insert(a.end(), {"-incoming", "fd:" + std::to_string(where.state_fd)});
+  std::string machine = c.platform_pci ? "xenfv" : "pc,accel=xen";
+  if (c.suppress_vmdesc) machine += ",suppress-vmdesc=on";
+  if (c.max_ram_below_4g) machine += ",max-ram-below-4g=" + std::to_string(c.max_ram_below_4g);
+  a.insert(a.end(), {"-machine", machine, "-m", std::to_string(c.memory_mib)});
+  return a;
+}
+
+}  // namespace romulus::devicemodel

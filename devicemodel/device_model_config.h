@@ -1,0 +1,95 @@
+// An HVM guest's device model as typed facts (docs/DEVICE-MODEL.md §3.1).
+//
+// The backup must start a device model whose devices are exactly the
+// primary's, or the checkpoint's QEVM state does not load. The primary
+// reads what its device model was started with (libxl's command line) and
+// describes it here, in typed fields; the backup builds its own command
+// line from those fields. A command line never travels: one taken from the
+// network would let a hostile primary run anything with the backup's
+// privileges. Whatever the parser does not know is refused with its name,
+// so an unsupported device (an emulated NIC or disk, a VGA card) is a clear
+// refusal on the primary, never a replica that cannot resume.
+//
+// Pure functions: parsed, validated and fuzzed without a Xen host.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace romulus::devicemodel {
+
+struct DeviceModelConfig {
+  // libxl's two HVM machines: "xenfv" (with the Xen platform PCI device,
+  // the default) or "pc,accel=xen" (xen_platform_pci=0).
+  bool platform_pci = true;
+  bool suppress_vmdesc = true;     // libxl always sets it; the state then has no vmdescription
+  uint64_t max_ram_below_4g = 0;   // mmio_hole; 0: QEMU's default
+  uint64_t memory_mib = 0;         // -m: the guest's RAM minus video memory
+  unsigned vcpus = 1;              // -smp N (online at boot)
+  unsigned maxcpus = 1;            // -smp …,maxcpus=M (QEMU binds an ioreq channel per vCPU)
+  bool acpi = true;                // -no-acpi clears it (no PIIX4 power management)
+  // The emulated serial ports, in order (each one is a device in the state).
+  enum class Serial { kPty, kFile, kNull };
+  std::vector<Serial> serials;
+  // A guest booted directly (xl's kernel= for HVM: -kernel): QEMU then has
+  // a fw_cfg device, which the state carries, so the backup's must have one
+  // too, and QEMU creates it only while loading a kernel. Its contents do
+  // not matter after boot; the backup loads the same path only from a
+  // directory it allows (restore --guest-kernel-dir). "" when not.
+  std::string kernel;
+};
+
+inline bool operator==(const DeviceModelConfig& a, const DeviceModelConfig& b) {
+  return a.platform_pci == b.platform_pci && a.suppress_vmdesc == b.suppress_vmdesc &&
+         a.max_ram_below_4g == b.max_ram_below_4g && a.memory_mib == b.memory_mib && a.vcpus == b.vcpus &&
+         a.maxcpus == b.maxcpus && a.acpi == b.acpi && a.serials == b.serials && a.kernel == b.kernel;
+}
+
+// The facts in a running device model's argument vector (as
+// /proc/PID/cmdline gives it, argv[0] included). kUnsupported naming the
+// first option this replicator cannot reproduce on the backup (an emulated
+// NIC, disk, display, sound or USB device, or anything unknown);
+// kCorruption for a malformed value.
+Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv);
+
+// The domain-info lines ("dm_…=value\n") and their strict inverse (every
+// value checked, bounded: the record comes from the network). FromInfo
+// returns kCorruption for a damaged record, kUnsupported for a newer
+// primary's facts this backup does not know (dm_version).
+std::string DeviceModelInfoLines(const DeviceModelConfig& c);
+Result<DeviceModelConfig> DeviceModelConfigFromInfo(const std::map<std::string, std::string>& info);
+
+// Where the backup's device model runs and what it writes.
+struct IncomingDeviceModel {
+  uint32_t domid = 0;
+  std::string name;             // the replica's name (-name)
+  std::string qmp_dir = "/var/run/xen";  // libxl's sockets: qmp-libxl-D, qmp-libxenstat-D
+  std::vector<std::string> serial_files;  // one per kFile port, the backup's own paths
+  std::string kernel;           // the file -kernel loads when the config has one (the backup's choice)
+  int state_fd = -1;            // the checkpoint's QEVM state, read by -incoming fd:N
+};
+
+// The argument vector (without argv[0]) for a device model that loads the
+// checkpoint's device state and then runs the guest's devices: libxl's
+// arguments for an incoming HVM guest, from the typed facts only.
+// kInvalidArgument when `where` lacks a serial file a kFile port needs or
+// the kernel a directly booted guest's device model needs.
+Result<std::vector<std::string>> IncomingDeviceModelArgs(const DeviceModelConfig& c,
+                                                         const IncomingDeviceModel& where);
+
+// A path a primary may name and QEMU may be given: absolute, at most 4096
+// printable characters, no comma (QEMU's option separator), no "..".
+bool PlainAbsolutePath(const std::string& path);
+
+// The backup's policy for the kernel a directly booted guest's device model
+// loads: `named` (the primary's path) resolved, a regular file inside one
+// of `dirs` (also resolved); else kUnsupported saying which directories
+// are allowed (restore --guest-kernel-dir).
+Result<std::string> AllowedGuestKernel(const std::string& named, const std::vector<std::string>& dirs);
+
+}  // namespace romulus::devicemodel

@@ -1,0 +1,141 @@
+#include "devicemodel/device_model_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace romulus::devicemodel {
+
+namespace {
+
+// Between fork and exec only async-signal-safe calls (the parent has
+// threads): everything the child needs is prepared before the fork.
+[[noreturn]] void Fail(int report_fd, int err) {
+  (void)!write(report_fd, &err, sizeof err);
+  _exit(127);
+}
+
+void CloseFrom(unsigned first, unsigned last) {
+  if (first > last) return;
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, first, last, 0) == 0) return;
+#endif
+  const long max = sysconf(_SC_OPEN_MAX);
+  for (long fd = first; fd <= last && fd < max; fd++) close(int(fd));
+}
+
+bool ReadAll(int fd, void* buf, size_t n, int timeout_ms) {
+  auto* p = static_cast<uint8_t*>(buf);
+  size_t got = 0;
+  while (got < n) {
+    struct pollfd pfd = {fd, POLLIN, 0};
+    const int r = poll(&pfd, 1, timeout_ms);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    const ssize_t k = read(fd, p + got, n - got);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) return false;
+    got += size_t(k);
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<pid_t> SpawnDetached(const SpawnSpec& spec) {
+  if (spec.binary.empty() || spec.binary[0] != '/') {
+    return Status::InvalidArgument("device model binary \"" + spec.binary + "\" is not an absolute path");
+  }
+  if (spec.inherit_fd >= 0 && spec.inherit_fd < 3) {
+    return Status::InvalidArgument("a descriptor below 3 cannot be handed on (it is stdin/out/err)");
+  }
+  std::vector<char*> argv, envp;
+  argv.push_back(const_cast<char*>(spec.binary.c_str()));
+  for (const std::string& a : spec.args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  for (const std::string& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+
+  // Two report pipes: the middle process sends the device model's pid (or
+  // -errno when it could not start it); the device model itself sends its
+  // errno only if exec failed (exec success closes it, O_CLOEXEC: EOF).
+  // Two, because the device model may fail before its pid was sent.
+  int pid_pipe[2], err_pipe[2];
+  if (pipe2(pid_pipe, O_CLOEXEC) != 0) return Status::FromErrno("pipe2", errno);
+  if (pipe2(err_pipe, O_CLOEXEC) != 0) {
+    const int err = errno;
+    close(pid_pipe[0]);
+    close(pid_pipe[1]);
+    return Status::FromErrno("pipe2", err);
+  }
+  const pid_t child = fork();
+  if (child < 0) {
+    const int err = errno;
+    for (int fd : {pid_pipe[0], pid_pipe[1], err_pipe[0], err_pipe[1]}) close(fd);
+    return Status::FromErrno("fork", err);
+  }
+  if (child == 0) {
+    close(pid_pipe[0]);
+    close(err_pipe[0]);
+    pid_t grandchild = -1;
+    if (setsid() >= 0) grandchild = fork();
+    if (grandchild != 0) {
+      // The middle process: say who runs, then go, so init adopts it.
+      if (grandchild < 0) grandchild = -errno;
+      (void)!write(pid_pipe[1], &grandchild, sizeof grandchild);
+      _exit(0);
+    }
+    const int w = err_pipe[1];
+    const int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    const int log = open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (in < 0 || log < 0) Fail(w, errno);
+    if (dup2(in, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0) Fail(w, errno);
+    // Nothing of the backup's leaks into the device model but the state
+    // (and the error pipe, close-on-exec, until exec).
+    unsigned keep_a = unsigned(w), keep_b = spec.inherit_fd >= 0 ? unsigned(spec.inherit_fd) : unsigned(w);
+    if (keep_a > keep_b) std::swap(keep_a, keep_b);
+    CloseFrom(3, keep_a - 1);
+    CloseFrom(keep_a + 1, keep_b - 1);
+    CloseFrom(keep_b + 1, ~0U);
+    if (spec.inherit_fd >= 0) {
+      const int flags = fcntl(spec.inherit_fd, F_GETFD);
+      if (flags < 0 || fcntl(spec.inherit_fd, F_SETFD, flags & ~FD_CLOEXEC) < 0) Fail(w, errno);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execve(spec.binary.c_str(), argv.data(), envp.data());
+    Fail(w, errno);
+  }
+  close(pid_pipe[1]);
+  close(err_pipe[1]);
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  pid_t pid = 0;
+  int err = 0;
+  const bool got_pid = ReadAll(pid_pipe[0], &pid, sizeof pid, 10000);
+  // Blocks until exec (EOF) or its failure: bounded for a binary that hangs
+  // in the kernel's exec.
+  const bool got_err = got_pid && pid > 0 && ReadAll(err_pipe[0], &err, sizeof err, 10000);
+  close(pid_pipe[0]);
+  close(err_pipe[0]);
+  if (!got_pid) return Status::IoError("starting " + spec.binary + ": the starter process died");
+  if (pid < 0) return Status::FromErrno("starting " + spec.binary + " (setsid/fork)", -pid);
+  if (got_err) return Status::FromErrno("starting the device model " + spec.binary, err);
+  return pid;
+}
+
+bool ProcessAlive(pid_t pid) {
+  if (pid <= 0) return false;
+  if (kill(pid, 0) == 0) return true;
+  return errno == EPERM;
+}
+
+}  // namespace romulus::devicemodel

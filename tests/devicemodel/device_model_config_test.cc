@@ -1,0 +1,294 @@
+// devicemodel::DeviceModelConfig (docs/DEVICE-MODEL.md §3.1): the typed
+// facts the primary reads from its device model's command line, carried in
+// the domain info, and the backup's own command line built from them.
+#include "devicemodel/device_model_config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/devicemodel/real_qemu.h"
+
+namespace romulus::devicemodel {
+namespace {
+
+// What libxl 4.17 started for the Xen lab's HVM guest (xl create; an
+// `xl restore` adds "-incoming fd:15"), read from /proc/PID/cmdline in the
+// lab on 2026-12-06.
+std::vector<std::string> LabArgs() {
+  return {"/usr/libexec/xen-qemu-system-i386", "-xen-domid", "1", "-no-shutdown", "-chardev",
+          "socket,id=libxl-cmd,path=/var/run/xen/qmp-libxl-1,server=on,wait=off", "-mon",
+          "chardev=libxl-cmd,mode=control", "-chardev",
+          "socket,id=libxenstat-cmd,path=/var/run/xen/qmp-libxenstat-1,server=on,wait=off", "-mon",
+          "chardev=libxenstat-cmd,mode=control", "-nodefaults", "-no-user-config", "-name", "guest1", "-vnc", "none",
+          "-display", "none", "-kernel", "/lab/domu/vmlinuz", "-initrd", "/lab/domu/initrd.gz", "-append",
+          "console=ttyS0 quiet ", "-serial", "file:/run/lab/hvm-probe/guest1.serial", "-boot", "order=cda", "-net",
+          "none", "-machine", "xenfv,suppress-vmdesc=on", "-m", "128"};
+}
+
+std::map<std::string, std::string> Info(const std::string& lines) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(lines);
+  std::string l;
+  while (std::getline(in, l)) {
+    auto eq = l.find('=');
+    if (eq != std::string::npos) out[l.substr(0, eq)] = l.substr(eq + 1);
+  }
+  return out;
+}
+
+TEST(DeviceModelConfig, ParsesTheLabsLibxlCommandLine) {
+  const auto argv = LabArgs();
+  auto c = ParseDeviceModelArgs(argv);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(c->platform_pci);
+  EXPECT_TRUE(c->suppress_vmdesc);
+  EXPECT_EQ(c->max_ram_below_4g, 0u);
+  EXPECT_EQ(c->memory_mib, 128u);
+  EXPECT_EQ(c->vcpus, 1u);
+  EXPECT_EQ(c->maxcpus, 1u);
+  EXPECT_TRUE(c->acpi);
+  ASSERT_EQ(c->serials.size(), 1u);
+  EXPECT_EQ(c->serials[0], DeviceModelConfig::Serial::kFile);
+  EXPECT_EQ(c->kernel, "/lab/domu/vmlinuz");  // booted directly: QEMU has a fw_cfg device
+}
+
+TEST(DeviceModelConfig, ARestoredDeviceModelsIncomingIsIgnored) {
+  auto argv = LabArgs();
+  argv.insert(argv.end() - 4, {"-incoming", "fd:15"});
+  auto a = ParseDeviceModelArgs(argv);
+  auto b = ParseDeviceModelArgs(LabArgs());
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(*a == *b);
+}
+
+TEST(DeviceModelConfig, TypedOptions) {
+  auto argv = LabArgs();
+  argv.insert(argv.end(), {"-smp", "2,maxcpus=4", "-no-acpi", "-serial", "pty", "-serial", "/dev/null", "-serial",
+                           "none", "-machine", "pc,accel=xen,suppress-vmdesc=off,max-ram-below-4g=3221225472"});
+  auto c = ParseDeviceModelArgs(argv);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_FALSE(c->platform_pci);
+  EXPECT_FALSE(c->suppress_vmdesc);
+  EXPECT_EQ(c->max_ram_below_4g, 3221225472u);
+  EXPECT_EQ(c->vcpus, 2u);
+  EXPECT_EQ(c->maxcpus, 4u);
+  EXPECT_FALSE(c->acpi);
+  ASSERT_EQ(c->serials.size(), 3u);  // "none" is no port
+  EXPECT_EQ(c->serials[1], DeviceModelConfig::Serial::kPty);
+  EXPECT_EQ(c->serials[2], DeviceModelConfig::Serial::kNull);
+}
+
+// Devices the backup cannot reproduce yet are refused, naming them, so the
+// primary says why instead of sending checkpoints nobody can resume.
+TEST(DeviceModelConfig, RefusesWhatTheBackupCannotReproduce) {
+  const struct {
+    std::vector<std::string> extra;
+    const char* said;
+  } cases[] = {
+      {{"-device", "rtl8139,id=nic0,netdev=net0,mac=00:16:3e:00:00:01"}, "an emulated device"},
+      {{"-drive", "file=/dev/vg/disk,if=ide,index=0,media=disk,format=raw"}, "an emulated disk"},
+      {{"-netdev", "type=tap,id=net0,ifname=vif1.0-emu"}, "an emulated NIC"},
+      {{"-vnc", "127.0.0.1:0,to=99"}, "a display"},
+      {{"-vga", "std"}, "a display"},
+      {{"-usb"}, "USB"},
+      {{"-soundhw", "ac97"}, "sound"},
+      {{"-chardev", "socket,id=serial0,path=/tmp/x,server=on"}, "not one of libxl's QMP sockets"},
+      {{"-serial", "tcp:127.0.0.1:4555"}, "serial port"},
+      {{"-machine", "q35"}, "machine"},
+      {{"-machine", "xenfv,igd-passthru=on"}, "igd-passthru"},
+      {{"-machine", "pc"}, "without accel=xen"},
+      {{"/var/lib/disk.img"}, "a disk image?"},
+      {{"-frobnicate"}, "an option Romulus does not know"},
+  };
+  for (const auto& c : cases) {
+    auto argv = LabArgs();
+    argv.insert(argv.end(), c.extra.begin(), c.extra.end());
+    auto r = ParseDeviceModelArgs(argv);
+    ASSERT_FALSE(r.ok()) << c.extra[0];
+    EXPECT_EQ(r.status().code(), Code::kUnsupported) << r.status().ToString();
+    EXPECT_NE(r.status().message().find(c.said), std::string::npos) << r.status().ToString();
+  }
+  std::vector<std::string> five = LabArgs();
+  for (int i = 0; i < 4; i++) five.insert(five.end(), {"-serial", "pty"});
+  EXPECT_EQ(ParseDeviceModelArgs(five).status().code(), Code::kUnsupported);
+}
+
+TEST(DeviceModelConfig, MalformedValuesAreCorruption) {
+  for (const std::vector<std::string>& extra : std::vector<std::vector<std::string>>{
+           {"-m", "12x"}, {"-m", "0"}, {"-m", "99999999999"}, {"-smp", "0"}, {"-smp", "4,maxcpus=2"},
+           {"-smp", "2,cores=2"}, {"-smp", "9999"}, {"-machine", "xenfv,max-ram-below-4g=lots"},
+           {"-kernel", "vmlinuz"}, {"-kernel", "/boot/a,b"}, {"-kernel", "/boot/../etc/shadow"}, {"-m"}}) {
+    auto argv = LabArgs();
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto r = ParseDeviceModelArgs(argv);
+    ASSERT_FALSE(r.ok()) << extra[0] << " " << (extra.size() > 1 ? extra[1] : "");
+    EXPECT_EQ(r.status().code(), Code::kCorruption) << r.status().ToString();
+  }
+  auto argv = LabArgs();
+  argv.erase(argv.end() - 2, argv.end());  // no -m
+  EXPECT_EQ(ParseDeviceModelArgs(argv).status().code(), Code::kCorruption);
+  argv = LabArgs();
+  argv.erase(argv.end() - 4, argv.end() - 2);  // no -machine
+  EXPECT_EQ(ParseDeviceModelArgs(argv).status().code(), Code::kUnsupported);
+}
+
+TEST(DeviceModelConfig, InfoLinesRoundTrip) {
+  DeviceModelConfig c;
+  c.platform_pci = false;
+  c.suppress_vmdesc = true;
+  c.max_ram_below_4g = 1u << 30;
+  c.memory_mib = 4096;
+  c.vcpus = 3;
+  c.maxcpus = 8;
+  c.acpi = false;
+  c.serials = {DeviceModelConfig::Serial::kFile, DeviceModelConfig::Serial::kNull, DeviceModelConfig::Serial::kPty};
+  c.kernel = "/k";  // short paths too (found by domain_info_fuzz: a 2-byte path once threw)
+  auto back = DeviceModelConfigFromInfo(Info(DeviceModelInfoLines(c)));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(*back == c);
+  c.serials.clear();
+  c.kernel.clear();
+  back = DeviceModelConfigFromInfo(Info(DeviceModelInfoLines(c)));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(back->serials.empty());
+  EXPECT_TRUE(back->kernel.empty());
+}
+
+// The record comes from the network: every field checked.
+TEST(DeviceModelConfig, DamagedInfoIsRefused) {
+  DeviceModelConfig c;
+  c.memory_mib = 128;
+  c.serials = {DeviceModelConfig::Serial::kFile};
+  const std::string good = DeviceModelInfoLines(c);
+  EXPECT_EQ(DeviceModelConfigFromInfo(Info("name=x\n")).status().code(), Code::kCorruption);
+  EXPECT_EQ(DeviceModelConfigFromInfo(Info(good + "dm_version=2\n")).status().code(), Code::kUnsupported);
+  for (const char* bad : {"dm_machine=q35", "dm_machine=", "dm_suppress_vmdesc=2", "dm_acpi=yes",
+                          "dm_memory_mib=0", "dm_memory_mib=-1", "dm_memory_mib=99999999999999",
+                          "dm_vcpus=0", "dm_vcpus=3", "dm_maxcpus=600", "dm_max_ram_below_4g=8589934592",
+                          "dm_serials=pty,tcp", "dm_serials=pty,pty,pty,pty,pty", "dm_serials=,",
+                          "dm_kernel=vmlinuz", "dm_kernel=/boot/x,if=none", "dm_kernel=/boot/../etc/shadow",
+                          "dm_kernel=/..", "dm_kernel=/", "dm_kernel=/boot/.."}) {
+    auto r = DeviceModelConfigFromInfo(Info(good + bad + "\n"));
+    EXPECT_EQ(r.status().code(), Code::kCorruption) << bad << ": " << r.status().ToString();
+  }
+  for (const char* key :
+       {"dm_machine", "dm_memory_mib", "dm_vcpus", "dm_maxcpus", "dm_serials", "dm_acpi", "dm_kernel"}) {
+    auto info = Info(good);
+    info.erase(key);
+    EXPECT_EQ(DeviceModelConfigFromInfo(info).status().code(), Code::kCorruption) << key;
+  }
+}
+
+TEST(DeviceModelConfig, IncomingArgsAreLibxlsForARestore) {
+  auto c = ParseDeviceModelArgs(LabArgs());
+  ASSERT_TRUE(c.ok());
+  IncomingDeviceModel where;
+  where.domid = 7;
+  where.name = "guest1--incoming";
+  where.serial_files = {"/var/log/xen/serial-guest1.log"};
+  where.kernel = "/lab/domu/vmlinuz";
+  where.state_fd = 9;
+  auto a = IncomingDeviceModelArgs(*c, where);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const std::vector<std::string> want = {
+      "-xen-domid", "7", "-no-shutdown", "-chardev",
+      "socket,id=libxl-cmd,path=/var/run/xen/qmp-libxl-7,server=on,wait=off", "-mon",
+      "chardev=libxl-cmd,mode=control", "-chardev",
+      "socket,id=libxenstat-cmd,path=/var/run/xen/qmp-libxenstat-7,server=on,wait=off", "-mon",
+      "chardev=libxenstat-cmd,mode=control", "-nodefaults", "-no-user-config", "-name", "guest1--incoming", "-vnc",
+      "none", "-display", "none", "-serial", "file:/var/log/xen/serial-guest1.log", "-net", "none", "-kernel", "/lab/domu/vmlinuz", "-incoming",
+      "fd:9", "-machine", "xenfv,suppress-vmdesc=on", "-m", "128"};
+  EXPECT_EQ(*a, want);
+  // What the backup builds parses back to the same facts (argv[0] added).
+  std::vector<std::string> argv = {"qemu"};
+  argv.insert(argv.end(), a->begin(), a->end());
+  auto again = ParseDeviceModelArgs(argv);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(*again == *c);
+  // Several vCPUs, no ACPI, the other machine.
+  c->vcpus = 2;
+  c->maxcpus = 4;
+  c->acpi = false;
+  c->platform_pci = false;
+  a = IncomingDeviceModelArgs(*c, where);
+  ASSERT_TRUE(a.ok());
+  argv = {"qemu"};
+  argv.insert(argv.end(), a->begin(), a->end());
+  again = ParseDeviceModelArgs(argv);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(*again == *c);
+}
+
+TEST(DeviceModelConfig, IncomingArgsRefuseWhatQemuWouldMisread) {
+  auto c = ParseDeviceModelArgs(LabArgs());
+  ASSERT_TRUE(c.ok());
+  IncomingDeviceModel where;
+  where.domid = 7;
+  where.name = "guest1";
+  where.serial_files = {"/var/log/xen/serial-guest1.log"};
+  where.kernel = "/lab/domu/vmlinuz";
+  where.state_fd = 9;
+  IncomingDeviceModel w = where;
+  w.name = "a,b";  // QEMU would read ",b" as an option of -name
+  EXPECT_EQ(IncomingDeviceModelArgs(*c, w).status().code(), Code::kInvalidArgument);
+  w = where;
+  w.serial_files = {"/tmp/x,append=on"};
+  EXPECT_EQ(IncomingDeviceModelArgs(*c, w).status().code(), Code::kInvalidArgument);
+  w = where;
+  w.serial_files.clear();  // a file port needs a file
+  EXPECT_EQ(IncomingDeviceModelArgs(*c, w).status().code(), Code::kInvalidArgument);
+  w = where;
+  w.kernel.clear();  // a directly booted guest's QEMU needs a kernel to have its fw_cfg device
+  EXPECT_EQ(IncomingDeviceModelArgs(*c, w).status().code(), Code::kInvalidArgument);
+  w = where;
+  w.state_fd = -1;
+  EXPECT_EQ(IncomingDeviceModelArgs(*c, w).status().code(), Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace romulus::devicemodel
+
+namespace romulus::devicemodel {
+namespace {
+
+// The kernel path comes from the primary; QEMU runs as root on the backup.
+TEST(AllowedGuestKernel, OnlyRegularFilesInsideAnAllowedDirectory) {
+  ScopedTempDir t;
+  namespace fs = std::filesystem;
+  fs::create_directories(t.path + "/boot");
+  fs::create_directories(t.path + "/secret");
+  std::ofstream(t.path + "/boot/vmlinuz") << "kernel";
+  std::ofstream(t.path + "/secret/shadow") << "root:x";
+  fs::create_symlink(t.path + "/secret/shadow", t.path + "/boot/link-out");
+  fs::create_symlink(t.path + "/boot/vmlinuz", t.path + "/secret/link-in");
+  const std::vector<std::string> dirs = {t.path + "/boot"};
+
+  auto ok = AllowedGuestKernel(t.path + "/boot/vmlinuz", dirs);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(*ok, fs::canonical(t.path + "/boot/vmlinuz").string());
+  // A link from elsewhere to an allowed file is that file.
+  auto in = AllowedGuestKernel(t.path + "/secret/link-in", dirs);
+  ASSERT_TRUE(in.ok()) << in.status().ToString();
+  EXPECT_EQ(*in, *ok);
+
+  for (const std::string& bad : {t.path + "/secret/shadow", t.path + "/boot/link-out",
+                                 t.path + "/boot/../secret/shadow", t.path + "/boot", t.path + "/boot/missing",
+                                 t.path + "/bootx/vmlinuz"}) {
+    auto r = AllowedGuestKernel(bad, dirs);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), Code::kUnsupported) << r.status().ToString();
+  }
+  auto r = AllowedGuestKernel(t.path + "/secret/shadow", dirs);
+  EXPECT_NE(r.status().message().find("--guest-kernel-dir"), std::string::npos) << r.status().ToString();
+  EXPECT_FALSE(AllowedGuestKernel(t.path + "/boot/vmlinuz", {}).ok()) << "no directory allows nothing";
+  // A prefix that is not a directory boundary allows nothing more.
+  EXPECT_FALSE(AllowedGuestKernel(t.path + "/boot/vmlinuz", {t.path + "/bo"}).ok());
+}
+
+}  // namespace
+}  // namespace romulus::devicemodel

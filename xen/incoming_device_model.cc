@@ -1,0 +1,175 @@
+#include "xen/incoming_device_model.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include "devicemodel/device_model.h"
+#include "devicemodel/device_model_process.h"
+#include "devicemodel/qmp_client.h"
+
+namespace romulus::xen {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+std::string DmDir(uint32_t domid) { return "/local/domain/0/device-model/" + std::to_string(domid); }
+
+// The checkpoint's state in an anonymous file QEMU reads from the start.
+Result<int> StateMemfd(std::span<const uint8_t> state) {
+  const int fd = memfd_create("romulus-device-state", MFD_CLOEXEC);
+  if (fd < 0) return Status::FromErrno("memfd_create for the device state", errno);
+  size_t off = 0;
+  while (off < state.size()) {
+    const ssize_t n = write(fd, state.data() + off, state.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      close(fd);
+      return Status::FromErrno("writing the device state into its memfd", err);
+    }
+    off += size_t(n);
+  }
+  if (lseek(fd, 0, SEEK_SET) != 0) {
+    const int err = errno;
+    close(fd);
+    return Status::FromErrno("rewinding the device state's memfd", err);
+  }
+  return fd;
+}
+
+// The last lines of the device model's log, for an error.
+std::string LogTail(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) {
+    lines.push_back(l);
+    if (lines.size() > 6) lines.erase(lines.begin());
+  }
+  std::string out;
+  for (const std::string& l : lines) out += (out.empty() ? "" : " | ") + l.substr(0, 200);
+  return out.empty() ? "(empty)" : out;
+}
+
+Status WaitRunning(XenHandles* h, uint32_t domid, pid_t pid, Clock::time_point until) {
+  const std::string node = DmDir(domid) + "/state";
+  for (;;) {
+    if (XsRead(h->xsh(), node) == "running") return Status::Ok();
+    if (!devicemodel::ProcessAlive(pid)) return Status::IoError("the device model exited while starting");
+    if (Clock::now() >= until) return Status::Timeout("the device model never reported \"running\" at " + node);
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+// QEMU loads the state and starts the machine itself (no -S); a QEMU that
+// ended up paused (an older one, or a load still settling) is continued.
+Status RunDevices(uint32_t domid, Clock::time_point until) {
+  const std::string sock = "/var/run/xen/qmp-libxl-" + std::to_string(domid);
+  const transport::Deadline deadline = until;
+  auto qmp = devicemodel::QmpClient::Connect(sock, deadline);
+  if (!qmp.ok()) return qmp.status().With("connecting to its QMP socket " + sock);
+  devicemodel::DeviceModel dm(std::move(*qmp));
+  for (;;) {
+    auto state = dm.RunState(deadline);
+    if (!state.ok()) return state.status().With("asking its run state");
+    if (*state == "running") return Status::Ok();
+    if (*state != "inmigrate") {
+      ROMULUS_RETURN_IF_ERROR(dm.Continue(deadline).With("continuing it (run state \"" + *state + "\")"));
+      continue;
+    }
+    if (Clock::now() >= until) return Status::Timeout("the device model is still loading the device state");
+    std::this_thread::sleep_for(20ms);
+  }
+}
+
+}  // namespace
+
+Result<pid_t> StartIncomingDeviceModel(XenHandles* h, uint32_t domid, const std::string& name,
+                                       const devicemodel::DeviceModelConfig& config,
+                                       std::span<const uint8_t> state, const IncomingDeviceModelOptions& opts) {
+  const auto t0 = Clock::now();
+  const auto until = t0 + opts.wait;
+  if (state.empty()) return Status::Internal("no device state to start HVM domain " + std::to_string(domid) + " from");
+  auto fd = StateMemfd(state);
+  if (!fd.ok()) return fd.status();
+  devicemodel::IncomingDeviceModel where;
+  where.domid = domid;
+  where.name = name;
+  where.state_fd = *fd;
+  where.kernel = opts.kernel;
+  size_t files = 0;
+  for (auto s : config.serials) {
+    if (s != devicemodel::DeviceModelConfig::Serial::kFile) continue;
+    where.serial_files.push_back(opts.log_dir + "/serial-" + name + (files ? "-" + std::to_string(files) : "") + ".log");
+    files++;
+  }
+  auto args = devicemodel::IncomingDeviceModelArgs(config, where);
+  if (!args.ok()) {
+    close(*fd);
+    return args.status();
+  }
+  // libxl's nodes for a device model it started: QEMU reports its state
+  // under device-model/D; xl finds it (QMP, `xl destroy`) through /libxl/D
+  // and the guest's image/device-model-pid. A stale state is removed first:
+  // only this QEMU's "running" counts.
+  const std::string dom = "/local/domain/" + std::to_string(domid);
+  const struct xs_permissions owner{0, XS_PERM_NONE}, guest_reads{domid, XS_PERM_READ};
+  Status xs = XsTransact(h->xsh(), "the device model's xenstore nodes", [&](XsTxn& t) {
+    t.Remove(DmDir(domid));
+    t.MakeDir(DmDir(domid), {owner, guest_reads});
+    t.Write("/libxl/" + std::to_string(domid) + "/dm-version", "qemu_xen");
+    t.Write("/libxl/" + std::to_string(domid) + "/type", "hvm");
+  });
+  if (!xs.ok()) {
+    close(*fd);
+    return xs;
+  }
+  devicemodel::SpawnSpec spec;
+  spec.binary = opts.binary;
+  spec.args = std::move(*args);
+  spec.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "XEN_QEMU_CONSOLE_LIMIT=1048576",
+              "XEN_DOMAIN_ID=" + std::to_string(domid)};
+  spec.log_path = opts.log_dir + "/qemu-dm-" + name + ".log";
+  spec.inherit_fd = *fd;
+  auto pid = devicemodel::SpawnDetached(spec);
+  close(*fd);  // QEMU has its own copy
+  if (!pid.ok()) {
+    StopIncomingDeviceModel(h, domid, -1);
+    return pid.status();
+  }
+  (void)XsWrite(h->xsh(), XBT_NULL, dom + "/image/device-model-pid", std::to_string(*pid));
+  spdlog::info("device model of {} (domid {}): {} pid {}, {} bytes of device state, log {}{}", name, domid,
+               opts.binary, *pid, state.size(), spec.log_path,
+               where.serial_files.empty() ? "" : ", serial port into " + where.serial_files[0]);
+  Status st = WaitRunning(h, domid, *pid, until);
+  if (st.ok()) st = RunDevices(domid, until);
+  if (!st.ok()) {
+    StopIncomingDeviceModel(h, domid, *pid);
+    return st.With("starting the device model of " + name + " (log " + spec.log_path + ": " +
+                   LogTail(spec.log_path) + ")");
+  }
+  spdlog::info("device model of {} runs the checkpoint's devices ({} ms)", name,
+               std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count());
+  return *pid;
+}
+
+void StopIncomingDeviceModel(XenHandles* h, uint32_t domid, pid_t pid) {
+  if (pid > 0 && devicemodel::ProcessAlive(pid)) kill(pid, SIGKILL);
+  xs_rm(h->xsh(), XBT_NULL, DmDir(domid).c_str());
+  xs_rm(h->xsh(), XBT_NULL, ("/libxl/" + std::to_string(domid)).c_str());
+  for (const char* sock : {"qmp-libxl-", "qmp-libxenstat-"}) {
+    unlink(("/var/run/xen/" + std::string(sock) + std::to_string(domid)).c_str());
+  }
+}
+
+}  // namespace romulus::xen

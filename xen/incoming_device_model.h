@@ -1,0 +1,44 @@
+// The replica's device model, started at activation (docs/DEVICE-MODEL.md
+// §3): an HVM guest's emulated devices run in a qemu-xen process in dom0,
+// which the backup starts from the primary's typed facts and the last
+// committed epoch's device state, the way libxl starts one for an incoming
+// HVM guest (`xl restore`). Only xen/*.cc include this (Xen headers).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "common/status.h"
+#include "devicemodel/device_model_config.h"
+#include "xen/xen_env.h"
+
+namespace romulus::xen {
+
+struct IncomingDeviceModelOptions {
+  std::string binary;    // qemu-system-xen, as libxl runs it
+  std::string log_dir;   // its log (qemu-dm-NAME.log) and file serial ports (serial-NAME[-i].log)
+  std::chrono::milliseconds wait{60000};  // until it loaded the state and runs
+  std::string kernel;    // a directly booted guest's (already allowed by the backup's policy)
+};
+
+// Starts the device model of paused HVM domain `domid`, hands it `state`
+// (the checkpoint's QEVM stream, through an inherited memfd: -incoming
+// fd:N), waits until it reports "running" in xenstore (device-model/D/
+// state) and QEMU's run state is running (continued if it is not), all
+// within opts.wait. On success the domain may be unpaused; the process
+// outlives the backup (xl destroy ends it, as libxl's). On failure it is
+// killed, its nodes removed, and the error names its log.
+// REQUIRES: the domain paused, restored, introduced to xenstore.
+Result<pid_t> StartIncomingDeviceModel(XenHandles* h, uint32_t domid, const std::string& name,
+                                       const devicemodel::DeviceModelConfig& config,
+                                       std::span<const uint8_t> state, const IncomingDeviceModelOptions& opts);
+
+// Kills a device model StartIncomingDeviceModel started and removes its
+// xenstore nodes (a replica destroyed before or after a failed activation).
+void StopIncomingDeviceModel(XenHandles* h, uint32_t domid, pid_t pid);
+
+}  // namespace romulus::xen
