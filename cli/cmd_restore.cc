@@ -162,6 +162,11 @@ class BackupRecorder : public restore::BackupObserver {
     // A failover that was decided and not carried out.
     events::Failover(events_, reason + " (fence: " + result.message() + ")", epoch, digest, false);
   }
+  void OnActivationFailed(const Status& result, const std::string& reason, uint64_t epoch,
+                          uint64_t digest) override {
+    if (metrics_) metrics_->Add("romulus_activation_failures_total", "Activations that failed (checkpoint kept).", 1);
+    events::Failover(events_, reason + " (activation: " + result.message() + ")", epoch, digest, false);
+  }
 
  private:
   bool syncing_ = false;
@@ -300,6 +305,10 @@ int RunRestore(int argc, char** argv) {
                vm->count("disk-dir") || vm->count("device-model") || vm->count("guest-kernel-dir"))) {
     UsageError(kCmd,
                "--domain-name, --vif-script, --no-vifs, --disk-dir, --device-model and --guest-kernel-dir need --xen");
+    return kExitUsage;
+  }
+  if (vm->count("device-model") && (*vm)["device-model"].as<std::string>().rfind('/', 0) != 0) {
+    UsageError(kCmd, "--device-model " + (*vm)["device-model"].as<std::string>() + ": an absolute path is needed");
     return kExitUsage;
   }
   if (vm->count("device-model") && access((*vm)["device-model"].as<std::string>().c_str(), X_OK) != 0) {

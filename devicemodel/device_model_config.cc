@@ -127,15 +127,14 @@ bool IsLibxlQmp(const std::string& opt, const std::string& v) {
 // process, never for the devices the state describes: the backup sets its
 // own (or none).
 bool IgnoredWithValue(const std::string& opt) {
-  for (const char* o : {"xen-domid", "name", "boot", "initrd", "append", "incoming", "runas", "chroot", "sandbox",
-                        "pidfile"}) {
+  for (const char* o : {"xen-domid", "name", "boot", "initrd", "append", "incoming", "pidfile"}) {
     if (opt == o) return true;
   }
   return false;
 }
 
 bool IgnoredFlag(const std::string& opt) {
-  for (const char* o : {"no-shutdown", "nodefaults", "no-user-config", "S", "xen-domid-restrict"}) {
+  for (const char* o : {"no-shutdown", "nodefaults", "no-user-config", "S"}) {
     if (opt == o) return true;
   }
   return false;
@@ -152,6 +151,11 @@ std::string Why(const std::string& opt) {
   }
   if (opt == "usb" || opt == "usbdevice") return "USB";
   if (opt == "soundhw" || opt == "audiodev") return "sound";
+  if (opt == "xen-domid-restrict" || opt == "runas" || opt == "chroot" || opt == "sandbox") {
+    // The backup would run it as root, unconfined: refused rather than
+    // silently weakened.
+    return "libxl's dm_restrict confinement, which the backup's device model does not reproduce yet";
+  }
   return "an option Romulus does not know";
 }
 
@@ -240,7 +244,10 @@ Result<std::string> AllowedGuestKernel(const std::string& named, const std::vect
     char d[PATH_MAX];
     if (realpath(dir.c_str(), d) == nullptr) continue;
     const std::string prefix = std::string(d) == "/" ? "/" : std::string(d) + "/";
-    if (regular && std::string(resolved).rfind(prefix, 0) == 0) return std::string(resolved);
+    // QEMU reads the resolved path: it must be one QEMU reads as given.
+    if (regular && std::string(resolved).rfind(prefix, 0) == 0 && PlainAbsolutePath(resolved)) {
+      return std::string(resolved);
+    }
   }
   std::string allowed;
   for (const std::string& dir : dirs) allowed += (allowed.empty() ? "" : ", ") + dir;

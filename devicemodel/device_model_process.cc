@@ -74,6 +74,21 @@ Result<pid_t> SpawnDetached(const SpawnSpec& spec) {
     close(pid_pipe[1]);
     return Status::FromErrno("pipe2", err);
   }
+  // A process started with 0-2 closed gets pipes there, which the child's
+  // dup2 onto 0-2 would clobber: move them above.
+  for (int* fd : {&pid_pipe[0], &pid_pipe[1], &err_pipe[0], &err_pipe[1]}) {
+    if (*fd > 2) continue;
+    const int moved = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+    const int err = errno;
+    close(*fd);
+    *fd = moved;
+    if (moved < 0) {
+      for (int f : {pid_pipe[0], pid_pipe[1], err_pipe[0], err_pipe[1]}) {
+        if (f >= 0) close(f);
+      }
+      return Status::FromErrno("moving a pipe above stdin/stdout/stderr", err);
+    }
+  }
   const pid_t child = fork();
   if (child < 0) {
     const int err = errno;
@@ -92,9 +107,11 @@ Result<pid_t> SpawnDetached(const SpawnSpec& spec) {
       _exit(0);
     }
     const int w = err_pipe[1];
-    const int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    const int log = open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (in < 0 || log < 0) Fail(w, errno);
+    // Above 2, so the dup2s below always make a copy without O_CLOEXEC.
+    int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (in < 0 || (in = fcntl(in, F_DUPFD_CLOEXEC, 3)) < 0) Fail(w, errno);
+    int log = open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (log < 0 || (log = fcntl(log, F_DUPFD_CLOEXEC, 3)) < 0) Fail(w, errno);
     if (dup2(in, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0) Fail(w, errno);
     // Nothing of the backup's leaks into the device model but the state
     // (and the error pipe, close-on-exec, until exec).
@@ -106,6 +123,10 @@ Result<pid_t> SpawnDetached(const SpawnSpec& spec) {
     if (spec.inherit_fd >= 0) {
       const int flags = fcntl(spec.inherit_fd, F_GETFD);
       if (flags < 0 || fcntl(spec.inherit_fd, F_SETFD, flags & ~FD_CLOEXEC) < 0) Fail(w, errno);
+    }
+    // Default dispositions (ours may ignore SIGPIPE) and no blocked signal.
+    for (int sig = 1; sig < NSIG; sig++) {
+      if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
     }
     sigset_t none;
     sigemptyset(&none);

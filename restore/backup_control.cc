@@ -55,8 +55,10 @@ ControlReply BackupControl::Failover() {
   lock.unlock();
   if (service_) service_->RequestFailover();
   lock.lock();
-  if (!cv_.wait_for(lock, std::chrono::seconds(60), [&]() REQUIRES(mu_) { return activation_done_; })) {
-    return ControlReply::Fail("activation did not finish within 60 s");
+  // Bounded above the activation's own bounds (an HVM guest's device model
+  // may take up to a minute to load its state).
+  if (!cv_.wait_for(lock, std::chrono::seconds(150), [&]() REQUIRES(mu_) { return activation_done_; })) {
+    return ControlReply::Fail("activation did not finish within 150 s");
   }
   if (!activation_.ok()) return ControlReply::Fail("activation failed: " + activation_.message());
   return ControlReply::Ok(control::FailoverJson(sink_->last_committed_epoch()));
@@ -179,6 +181,17 @@ void BackupControl::OnFence(const Status& result, const std::string& reason, uin
     cv_.notify_all();
   }
   if (next_) next_->OnFence(result, reason, epoch, digest);
+}
+void BackupControl::OnActivationFailed(const Status& result, const std::string& reason, uint64_t epoch,
+                                       uint64_t digest) {
+  {
+    // A waiting `ctl failover` learns why; a later one retries.
+    std::lock_guard<std::mutex> lock(mu_);
+    activation_done_ = true;
+    activation_ = result;
+  }
+  cv_.notify_all();
+  if (next_) next_->OnActivationFailed(result, reason, epoch, digest);
 }
 
 }  // namespace romulus::restore

@@ -53,6 +53,8 @@ class BackupControl : public BackupObserver {
   void OnSessionEnd(const SessionEnd& end) override;
   void OnDecision(const Decision& d) override;
   void OnFence(const Status& result, const std::string& reason, uint64_t epoch, uint64_t digest) override;
+  void OnActivationFailed(const Status& result, const std::string& reason, uint64_t epoch,
+                          uint64_t digest) override;
 
  private:
   replicator::ControlReply Dispatch(const control::Request& r);

@@ -243,6 +243,19 @@ BackupOutcome BackupService::Run() {
         spdlog::info("fence command confirmed: the primary is fenced");
       }
       outcome = Activate(d);
+      if (outcome.kind == BackupOutcome::kActivationFailed && sink_->has_committed()) {
+        // First law: a failed activation must not cost the checkpoint. The
+        // sink still holds it, not running (an HVM guest's device model that
+        // did not start, a disk blkback did not take): hold it, say why, and
+        // let the operator retry once the cause is fixed, or the primary
+        // come back.
+        spdlog::error("activation failed: {}; holding checkpoint {}, not running: `romulus ctl failover` retries",
+                      outcome.status.ToString(), outcome.epoch);
+        observer_->OnActivationFailed(outcome.status, d.why, outcome.epoch, outcome.digest);
+        judge.ActivationFailed(outcome.status.message());
+        SetState("holding", "");
+        continue;
+      }
       break;
     }
 

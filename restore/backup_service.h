@@ -63,6 +63,11 @@ class BackupObserver {
   // The fence command ran for `reason`, before activating `epoch` (digest).
   virtual void OnFence(const Status& /*result*/, const std::string& /*reason*/, uint64_t /*epoch*/,
                        uint64_t /*digest*/) {}
+  // Activating `epoch` for `reason` failed with `result`, and the sink still
+  // holds the checkpoint: the backup holds it, not running, until the
+  // operator retries or the primary is back.
+  virtual void OnActivationFailed(const Status& /*result*/, const std::string& /*reason*/, uint64_t /*epoch*/,
+                                  uint64_t /*digest*/) {}
 };
 
 struct BackupOutcome {
@@ -70,7 +75,7 @@ struct BackupOutcome {
     kStopped,           // Stop() (a signal): the guest is not activated
     kCleanStop,         // the primary said BYE: not activated
     kActivated,         // the guest runs here now
-    kActivationFailed,  // the sink could not resume it
+    kActivationFailed,  // the sink could not resume it, nor does it hold the checkpoint any more
   };
   Kind kind = kStopped;
   std::string reason;

@@ -53,6 +53,8 @@ void FailoverJudge::SessionStarted(Duration now) {
   // resumed) is over once the primary is back.
   handover_ = false;
   session_committed_ = false;
+  // The primary is back: it is protected again, the failed activation moot.
+  activation_failed_.clear();
   PrimaryHeard(now);
   if (has_checkpoint_ && trusted_) {
     // A new session means the primary lost the previous one and ran
@@ -137,11 +139,17 @@ std::string FailoverJudge::OperatorFailover() {
   }
   operator_failover_ = true;
   fence_failed_.clear();
+  activation_failed_.clear();
   return "";
 }
 
 void FailoverJudge::FenceFailed(const std::string& detail) {
   fence_failed_ = detail;
+  operator_failover_ = false;
+}
+
+void FailoverJudge::ActivationFailed(const std::string& detail) {
+  activation_failed_ = detail;
   operator_failover_ = false;
 }
 
@@ -168,6 +176,12 @@ Decision FailoverJudge::Decide(Duration now) const {
     d.kind = Decision::kHold;
     d.why = "the fence command did not confirm (" + fence_failed_ +
             "): not activating, the primary may still run; `romulus ctl failover` retries";
+    return d;
+  }
+  if (!activation_failed_.empty()) {
+    d.kind = Decision::kHold;
+    d.why = "activating " + held + " failed (" + activation_failed_ +
+            "): the checkpoint is kept, not running; `romulus ctl failover` retries";
     return d;
   }
   if (has_checkpoint_ && !incomplete_.empty()) {

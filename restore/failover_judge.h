@@ -84,6 +84,11 @@ class FailoverJudge {
   std::string OperatorFailover();
   // The fence command did not confirm (non-zero exit, timeout, not runnable).
   void FenceFailed(const std::string& detail);
+  // Activating the checkpoint failed and the sink still holds it (an HVM
+  // guest's device model that did not start, a disk blkback did not take):
+  // hold it and say why until the operator retries (`romulus ctl failover`)
+  // or the primary is back (a new session).
+  void ActivationFailed(const std::string& detail);
 
   Decision Decide(Duration now) const;
 
@@ -109,6 +114,7 @@ class FailoverJudge {
   bool guest_stopped_ = false;  // with stopped_: BYE guest-shutdown, not the operator's stop
   std::string stop_detail_;     // with stopped_: what the primary said
   std::string fence_failed_;  // non-empty once the fence refused
+  std::string activation_failed_;  // non-empty once an activation failed
   EndCause last_end_ = EndCause::kNotEstablished;
   std::string last_detail_;
   std::string untrusted_why_;

@@ -164,7 +164,15 @@ Result<pid_t> StartIncomingDeviceModel(XenHandles* h, uint32_t domid, const std:
 }
 
 void StopIncomingDeviceModel(XenHandles* h, uint32_t domid, pid_t pid) {
-  if (pid > 0 && devicemodel::ProcessAlive(pid)) kill(pid, SIGKILL);
+  if (pid > 0 && devicemodel::ProcessAlive(pid)) {
+    // SIGTERM first: QEMU then takes down its ioreq server, which a retried
+    // activation's QEMU would otherwise find beside its own. Bounded.
+    kill(pid, SIGTERM);
+    const auto until = Clock::now() + 3s;
+    while (devicemodel::ProcessAlive(pid) && Clock::now() < until) std::this_thread::sleep_for(20ms);
+    if (devicemodel::ProcessAlive(pid)) kill(pid, SIGKILL);
+  }
+  xs_rm(h->xsh(), XBT_NULL, ("/local/domain/" + std::to_string(domid) + "/image/device-model-pid").c_str());
   xs_rm(h->xsh(), XBT_NULL, DmDir(domid).c_str());
   xs_rm(h->xsh(), XBT_NULL, ("/libxl/" + std::to_string(domid)).c_str());
   for (const char* sock : {"qmp-libxl-", "qmp-libxenstat-"}) {

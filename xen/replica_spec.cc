@@ -109,16 +109,15 @@ Status ContainerFromInfo(const std::map<std::string, std::string>& info, Replica
   spec->vpt_align = *vpt == 1;
   auto dm = devicemodel::DeviceModelConfigFromInfo(info);
   if (!dm.ok()) return dm.status();
-  // QEMU binds one ioreq event channel per possible vCPU and sizes its RAM
-  // from -m: facts that disagree with the domain's are a damaged record.
+  // QEMU binds one ioreq event channel per possible vCPU: facts that
+  // disagree with the domain's are a damaged record.
   if (dm->maxcpus != spec->max_vcpus) {
     return Status::Corruption("domain info: the device model has " + std::to_string(dm->maxcpus) +
                               " possible vCPUs, the domain " + std::to_string(spec->max_vcpus));
   }
-  if (dm->memory_mib * 1024 > spec->max_memkb) {
-    return Status::Corruption("domain info: the device model's memory (" + std::to_string(dm->memory_mib) +
-                              " MiB) exceeds the domain's (" + std::to_string(spec->max_memkb) + " KiB)");
-  }
+  // Not compared with max_memkb: that is Xen's current limit (libxl's
+  // target plus slack, lowered by `xl mem-set`), while -m is the static
+  // maximum minus video memory; DeviceModelConfigFromInfo bounds it.
   spec->device_model = *dm;
   return Status::Ok();
 }

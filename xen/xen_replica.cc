@@ -307,6 +307,30 @@ Status XenReplica::Resume(const std::vector<VbdDevice>& disks) {
     store_mfn = store_mfn_;
     console_mfn = console_mfn_;
   }
+  // A retried activation (the first failed after some of these steps: an
+  // HVM guest's device model that did not start) does each step once.
+  if (!introduced_) ROMULUS_RETURN_IF_ERROR(WireStoreAndConsole(store_mfn, console_mfn));
+  if (!devices_attached_) {
+    // Before the guest runs: its blkfront and netfront reconnect on resume
+    // (blkfront re-issues the requests it had outstanding, docs/DISK.md §4).
+    ROMULUS_RETURN_IF_ERROR(CreateVbds(disks));
+    CreateVifs();
+    devices_attached_ = true;
+  }
+  // An HVM guest's emulated devices run before its vCPUs do: Xen forwards
+  // its port and MMIO accesses to QEMU's ioreq server, which is on only
+  // while QEMU runs (libxl unpauses after the device model too).
+  if (spec_.type == GuestType::kHvm && dm_pid_ <= 0) ROMULUS_RETURN_IF_ERROR(StartDeviceModel());
+  if (xc_domain_unpause(h_->xch(), domid_) != 0) return Status::FromErrno("xc_domain_unpause", errno);
+  activated_ = true;
+  // Only now does a running guest depend on its disks' devices: whatever
+  // serves them must outlive this process (a failed activation above tears
+  // them down with the replica).
+  for (auto& d : devices_) d->Served();
+  return Status::Ok();
+}
+
+Status XenReplica::WireStoreAndConsole(unsigned long store_mfn, unsigned long console_mfn) {
   struct xs_handle* xs = h_->xsh();
   const std::string dom = "/local/domain/" + std::to_string(domid_);
   ROMULUS_RETURN_IF_ERROR(XsWrite(xs, XBT_NULL, dom + "/store/port", std::to_string(store_port_)));
@@ -320,20 +344,7 @@ Status XenReplica::Resume(const std::vector<VbdDevice>& disks) {
   if (!xs_introduce_domain(xs, domid_, store_mfn, unsigned(store_port_))) {
     return Status::FromErrno("xs_introduce_domain(" + std::to_string(domid_) + ")", errno);
   }
-  // Before the guest runs: its blkfront and netfront reconnect on resume
-  // (blkfront re-issues the requests it had outstanding, docs/DISK.md §4).
-  ROMULUS_RETURN_IF_ERROR(CreateVbds(disks));
-  CreateVifs();
-  // An HVM guest's emulated devices run before its vCPUs do: Xen forwards
-  // its port and MMIO accesses to QEMU's ioreq server, which is on only
-  // while QEMU runs (libxl unpauses after the device model too).
-  if (spec_.type == GuestType::kHvm) ROMULUS_RETURN_IF_ERROR(StartDeviceModel());
-  if (xc_domain_unpause(h_->xch(), domid_) != 0) return Status::FromErrno("xc_domain_unpause", errno);
-  activated_ = true;
-  // Only now does a running guest depend on its disks' devices: whatever
-  // serves them must outlive this process (a failed activation above tears
-  // them down with the replica).
-  for (auto& d : devices_) d->Served();
+  introduced_ = true;
   return Status::Ok();
 }
 

@@ -102,12 +102,16 @@ class XenReplica {
   static int CheckpointCb(void* data);
   // HVM: the device model, from the committed device state (Resume).
   Status StartDeviceModel();
+  // Resume's store and console nodes and xs_introduce_domain.
+  Status WireStoreAndConsole(unsigned long store_mfn, unsigned long console_mfn);
 
   XenHandles* h_;
   XenRestoreOptions opts_;
   ReplicaSpec spec_;
   uint32_t domid_ = 0;
   bool created_ = false, activated_ = false, finished_ = false;
+  // Resume's steps done by an activation that failed later (a retry skips them).
+  bool introduced_ = false, devices_attached_ = false;
   // /vm/UUID-DOMID, not /vm/UUID: the held replica, the new one and (on a
   // shared host) the primary carry the same UUID, and each must be able to
   // go away without removing another's node. libxl and xl follow

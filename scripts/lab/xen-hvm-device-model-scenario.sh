@@ -27,6 +27,9 @@
 #     guest destroyed): the backup starts a device model from the last committed epoch's
 #     device state and resumes the guest, which counts on from that checkpoint on the serial
 #     port of the backup's QEMU; `xl` sees that QEMU running.
+#  6. the failed-over guest protected again, to a backup whose device model fails its first
+#     start: the activation fails and says why, the replica is kept paused and the backup holds;
+#     `romulus ctl failover` retries and the guest counts on from the last committed epoch.
 . /lab/dom0-lib.sh
 W=$LAB_WORK
 G=guest1
@@ -187,6 +190,62 @@ DMSTART=$(sed -n "s/.*runs the checkpoint's devices (\([0-9]*\) ms).*/\1/p" "$W/
 lab_note "failover from epoch $FO_EPOCH (primary's last acked $LAST_ACKED); counter $LAST_PRIMARY -> $FIRST_BACKUP on the backup's serial port $RSERIAL; device model started in ${DMSTART:-?} ms; counting after $RESUMED s"
 lab_figure "hvm_failover_s=$RESUMED dm_start_ms=${DMSTART:-none} failover_primary_counter=$LAST_PRIMARY failover_backup_min_counter=$FIRST_BACKUP replicate_dm_save_median_us=${DMSAVE:-none}"
 kill $BP 2>/dev/null; wait $BP 2>/dev/null
-lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s"
+
+# ---- 6. a device model that fails at failover (first law: the checkpoint is never lost to a
+# failed activation). The failed-over guest is protected again, to a backup whose device model
+# refuses to start once. At failover the activation fails and says why; the backup keeps the
+# checkpoint (its replica domain paused, the backup serving) and holds; `romulus ctl failover`
+# retries, the device model starts, and the guest counts on from that checkpoint.
+cat >"$W/flaky-qemu" <<EOF
+#!/bin/sh
+if [ ! -e "$W/flaky-once" ]; then
+  : >"$W/flaky-once"
+  echo "flaky-qemu: refusing to start, once (a lab fault)" >&2
+  exit 1
+fi
+exec /usr/libexec/xen-qemu-system-i386 "\$@"
+EOF
+chmod +x "$W/flaky-qemu"
+rm -f "$W/flaky-once" "$W/events6.jsonl" "$W/stats6.jsonl"
+romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
+  --guest-kernel-dir "$(dirname "$LAB_DOMU_KERNEL")" --device-model "$W/flaky-qemu" \
+  --control-socket "$W/ctl6.sock" --events-json "$W/events6.jsonl" >"$W/backup6.log" 2>&1 &
+BP=$!
+lab_evidence "$W/backup6.log" "$W/primary6.log" "$W/events6.jsonl"
+lab_wait_listening "$W/backup6.log" $BP
+romulus replicate --domain $G --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
+  --ack-timeout 15s --stats-json "$W/stats6.jsonl" >"$W/primary6.log" 2>&1 &
+RP=$!
+T6=$(lab_now)
+until [ "$(rj_count "$W/stats6.jsonl" acked true)" -ge 3 ] 2>/dev/null; do
+  kill -0 $RP 2>/dev/null || lab_fail "protecting the failed-over guest: the replicator exited: $(grep -v '^ *$' "$W/primary6.log" | tail -n 1 | cut -c1-240)"
+  [ "$(lab_elapsed "$T6" | cut -d. -f1)" -ge 600 ] && lab_fail "protecting the failed-over guest: fewer than 3 acked epochs after 600 s"
+  sleep 0.5
+done
+LAST6=$(lab_counter_last "$RSERIAL")
+kill -9 $RP 2>/dev/null
+xl destroy $G >/dev/null 2>&1
+LAST_ACKED6=$(rj_last_acked "$W/stats6.jsonl")
+FO6=$(rj_wait_event "$W/events6.jsonl" failover 120) || lab_fail "the backup never tried to fail over"
+[ "$(rj_get "$FO6" activated)" = false ] || lab_fail "the flaky device model's first start did not fail the activation: $FO6"
+case "$(rj_get "$FO6" reason)" in *flaky-qemu*) ;; *) lab_fail "the failed activation does not say why: $FO6" ;; esac
+kill -0 $BP 2>/dev/null || lab_fail "the backup exited after a failed activation: its checkpoint is gone"
+STATE6=$(xl list | awk -v n="$G--incoming" '$1 == n { print $5 }')
+case $STATE6 in *p*) ;; *) xl list; lab_fail "the replica $G--incoming is not kept paused after the failed activation ('$STATE6')" ;; esac
+rj_ctl "$W/ctl6.sock" status >/dev/null || lab_fail "ctl status after the failed activation: $RJ_ERROR"
+case "$(rj_get "$RJ_REPLY" decision_reason)" in *ctl\ failover*) ;; *) lab_fail "the backup does not say it holds the checkpoint: $RJ_REPLY" ;; esac
+lab_note "failed activation: $(rj_get "$FO6" reason | cut -c1-200); replica $G--incoming kept ($STATE6), backup holding"
+rj_ctl "$W/ctl6.sock" failover >/dev/null || lab_fail "ctl failover (the retry): $RJ_ERROR"
+[ "$(rj_get "$RJ_REPLY" activated)" = true ] || lab_fail "ctl failover did not activate: $RJ_REPLY"
+EPOCH6=$(rj_get "$RJ_REPLY" epoch)
+[ "$EPOCH6" -ge "$LAST_ACKED6" ] && [ "$EPOCH6" -le $((LAST_ACKED6 + 1)) ] ||
+  lab_fail "the retry resumed epoch $EPOCH6; the primary's last acked was $LAST_ACKED6"
+lab_wait_counter "$RSERIAL" $((LAST6 + 2)) 300 ||
+  lab_fail "after the retried activation the guest does not count on (last $(lab_counter_last "$RSERIAL"), primary was $LAST6)"
+FIRST6=$(lab_counter_first "$RSERIAL")
+[ "$FIRST6" -gt 1 ] && [ "$FIRST6" -le $((LAST6 + 1)) ] || lab_fail "after the retry the counter went from $LAST6 to $FIRST6"
+lab_note "ctl failover retried: epoch $EPOCH6 (primary's last acked $LAST_ACKED6), counter $LAST6 -> $FIRST6"
+kill $BP 2>/dev/null; wait $BP 2>/dev/null
+lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6"
 xl destroy $G >/dev/null 2>&1
 exit 0

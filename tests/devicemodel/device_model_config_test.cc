@@ -104,6 +104,9 @@ TEST(DeviceModelConfig, RefusesWhatTheBackupCannotReproduce) {
       {{"-machine", "pc"}, "without accel=xen"},
       {{"/var/lib/disk.img"}, "a disk image?"},
       {{"-frobnicate"}, "an option Romulus does not know"},
+      {{"-xen-domid-restrict"}, "dm_restrict"},
+      {{"-runas", "1234:1234"}, "dm_restrict"},
+      {{"-sandbox", "on,obsolete=deny"}, "dm_restrict"},
   };
   for (const auto& c : cases) {
     auto argv = LabArgs();
@@ -184,15 +187,21 @@ TEST(DeviceModelConfig, DamagedInfoIsRefused) {
   }
 }
 
-TEST(DeviceModelConfig, IncomingArgsAreLibxlsForARestore) {
-  auto c = ParseDeviceModelArgs(LabArgs());
-  ASSERT_TRUE(c.ok());
+// Where the backup runs the lab guest's device model (domid 7, state on fd 9).
+IncomingDeviceModel LabWhere() {
   IncomingDeviceModel where;
   where.domid = 7;
   where.name = "guest1--incoming";
   where.serial_files = {"/var/log/xen/serial-guest1.log"};
   where.kernel = "/lab/domu/vmlinuz";
   where.state_fd = 9;
+  return where;
+}
+
+TEST(DeviceModelConfig, IncomingArgsAreLibxlsForARestore) {
+  auto c = ParseDeviceModelArgs(LabArgs());
+  ASSERT_TRUE(c.ok());
+  const IncomingDeviceModel where = LabWhere();
   auto a = IncomingDeviceModelArgs(*c, where);
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   const std::vector<std::string> want = {
@@ -227,12 +236,7 @@ TEST(DeviceModelConfig, IncomingArgsAreLibxlsForARestore) {
 TEST(DeviceModelConfig, IncomingArgsRefuseWhatQemuWouldMisread) {
   auto c = ParseDeviceModelArgs(LabArgs());
   ASSERT_TRUE(c.ok());
-  IncomingDeviceModel where;
-  where.domid = 7;
-  where.name = "guest1";
-  where.serial_files = {"/var/log/xen/serial-guest1.log"};
-  where.kernel = "/lab/domu/vmlinuz";
-  where.state_fd = 9;
+  const IncomingDeviceModel where = LabWhere();
   IncomingDeviceModel w = where;
   w.name = "a,b";  // QEMU would read ",b" as an option of -name
   EXPECT_EQ(IncomingDeviceModelArgs(*c, w).status().code(), Code::kInvalidArgument);

@@ -118,6 +118,8 @@ expect_usage "^romulus restore: --domain-name, --vif-script, --no-vifs, --disk-d
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --image "$T/img" --no-vifs
 expect_usage "^romulus restore: --device-model $T/no-such-qemu: No such file" \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --xen --device-model "$T/no-such-qemu"
+expect_usage "^romulus restore: --device-model qemu: an absolute path is needed" \
+  restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --xen --device-model qemu
 expect_usage "^romulus restore: --guest-kernel-dir $T/no-such-dir: not a directory" \
   restore --listen "127.0.0.1:$dead" --no-fence --psk-file "$T/key" --xen --guest-kernel-dir "$T/no-such-dir"
 expect_usage "^romulus restore: --max-device-state: must be at least 4 KiB" \

@@ -15,7 +15,7 @@ namespace {
 using std::chrono::milliseconds;
 
 struct Ev {
-  enum Kind { kLoad, kStart, kHeard, kCommit, kEnd, kOperator, kFenceFailed, kRefused } kind;
+  enum Kind { kLoad, kStart, kHeard, kCommit, kEnd, kOperator, kFenceFailed, kRefused, kActivationFailed } kind;
   long at_ms = 0;
   uint64_t epoch = 0;
   EndCause cause = EndCause::kConnectionLost;
@@ -27,6 +27,7 @@ Ev Commit(long t, uint64_t e) { return {Ev::kCommit, t, e}; }
 Ev End(long t, EndCause c) { return {Ev::kEnd, t, 0, c}; }
 Ev Operator() { return {Ev::kOperator}; }
 Ev FenceFailed() { return {Ev::kFenceFailed}; }
+Ev ActivationFailed() { return {Ev::kActivationFailed}; }
 Ev Refused(long t) { return {Ev::kRefused, t}; }
 
 struct Row {
@@ -54,6 +55,7 @@ Decision Judge(const Row& r) {
       case Ev::kEnd: j.SessionEnded(e.cause, "detail", t); break;
       case Ev::kOperator: j.OperatorFailover(); break;
       case Ev::kFenceFailed: j.FenceFailed("exit 1"); break;
+      case Ev::kActivationFailed: j.ActivationFailed("device model did not start"); break;
       case Ev::kRefused: j.PrimaryRefused(t, "Xen 4.20 > 4.17"); break;
     }
   }
@@ -155,6 +157,19 @@ TEST(FailoverJudgeTest, Table) {
       {"fence failed, operator retries", kCmd,
        {Start(0), Commit(10, 1), End(20, EndCause::kConnectionLost), FenceFailed(), Operator()}, 99999,
        Decision::kActivate, true},
+      // A failed activation that left the checkpoint intact: held (never
+      // retried on silence alone, however long), the reason said.
+      {"activation failed: hold", kNoFence,
+       {Start(0), Commit(10, 4), End(20, EndCause::kConnectionLost), ActivationFailed()}, 99999, Decision::kHold,
+       false, "activating checkpoint 4 failed (device model did not start): the checkpoint is kept"},
+      {"activation failed, operator retries (fencing again)", kCmd,
+       {Start(0), Commit(10, 4), End(20, EndCause::kConnectionLost), ActivationFailed(), Operator()}, 99999,
+       Decision::kActivate, true},
+      // The primary came back: it is served again, and its later silence
+      // activates as usual.
+      {"activation failed, then the primary is back", kNoFence,
+       {Start(0), Commit(10, 4), End(20, EndCause::kConnectionLost), ActivationFailed(), Start(30), Commit(40, 5)},
+       45, Decision::kWait},
   };
   for (const Row& r : rows) {
     Decision d = Judge(r);
