@@ -18,8 +18,8 @@ class DeviceStateSlot {
   explicit DeviceStateSlot(size_t max_bytes) : max_bytes_(max_bytes) {}
 
   // The open epoch's state. kCorruption for a second one in the same epoch
-  // or an empty one; kStorage over the bound (this backup's limit, the
-  // primary's state is not at fault).
+  // or one that is not a QEMU migration stream ("QEVM"); kStorage over the
+  // bound (this backup's limit, the primary's state is not at fault).
   Status Stage(uint64_t epoch, std::span<const uint8_t> state);
   bool HasStaged(uint64_t epoch) const { return staged_epoch_ == epoch && !staged_.empty(); }
   // The staged state becomes the committed one (buffers swapped: no copy,

@@ -262,6 +262,17 @@ Status XenReplica::StartDeviceModel() {
   if (!spec_.device_model || dm_state_.committed().empty()) {
     return Status::Internal("HVM replica " + spec_.name + " has no committed device state to start from");
   }
+  {
+    // Memory and devices of one epoch, or the guest does not run.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (restore_checkpoints_ != device_states_committed_) {
+      return Status::Corruption("HVM replica " + spec_.name + ": libxenguest applied checkpoint " +
+                                std::to_string(restore_checkpoints_) + " but the device state of checkpoint " +
+                                std::to_string(device_states_committed_) +
+                                " is the last committed (a commit gave up waiting for libxenguest): memory and "
+                                "devices would be of different epochs");
+    }
+  }
   IncomingDeviceModelOptions o;
   o.binary = opts_.device_model;
   o.log_dir = opts_.device_model_log_dir;

@@ -69,7 +69,10 @@ class XenReplica {
   // (devicemodel::DeviceStateSlot). A PV or PVH replica refuses one.
   Status StageDeviceState(uint64_t epoch, std::span<const uint8_t> state);
   bool HasStagedDeviceState(uint64_t epoch) const { return dm_state_.HasStaged(epoch); }
-  void CommitDeviceState() { dm_state_.Commit(); }
+  void CommitDeviceState() {
+    dm_state_.Commit();
+    device_states_committed_++;
+  }
   void DiscardDeviceState() { dm_state_.Discard(); }
   // After Resume: take `final_name` once no other domain holds it (waits up
   // to opts.rename_wait; still held then: a warning, the old name stays).
@@ -137,6 +140,10 @@ class XenReplica {
   // HVM: see StageDeviceState. The committed state is what activation
   // starts the device model from; dm_pid_ the one it started.
   devicemodel::DeviceStateSlot dm_state_;
+  // Checkpoints whose device state was committed with them: libxenguest
+  // may take a CHECKPOINT after Commit gave up waiting for it (its memory is
+  // then a newer epoch's than the committed state's); Resume compares.
+  uint64_t device_states_committed_ = 0;
   pid_t dm_pid_ = -1;
 };
 

@@ -10,7 +10,12 @@
 namespace romulus::devicemodel {
 namespace {
 
-std::vector<uint8_t> State(size_t n, uint8_t v) { return std::vector<uint8_t>(n, v); }
+// A QEMU migration stream's magic, then `v` (n bytes in all).
+std::vector<uint8_t> State(size_t n, uint8_t v) {
+  std::vector<uint8_t> s(n, v);
+  for (size_t i = 0; i < 4 && i < n; i++) s[i] = uint8_t("QEVM"[i]);
+  return s;
+}
 
 TEST(DeviceStateSlot, CommitsWithItsEpochOnly) {
   DeviceStateSlot slot(1 << 20);
@@ -23,7 +28,7 @@ TEST(DeviceStateSlot, CommitsWithItsEpochOnly) {
   slot.Commit();
   EXPECT_EQ(slot.committed_epoch(), 1u);
   ASSERT_EQ(slot.committed().size(), 6159u);
-  EXPECT_EQ(slot.committed()[0], 1);
+  EXPECT_EQ(slot.committed()[6158], 1);
   EXPECT_FALSE(slot.HasStaged(1));
 
   // Epoch 2 is staged, then dropped (its memory never committed): the
@@ -33,7 +38,7 @@ TEST(DeviceStateSlot, CommitsWithItsEpochOnly) {
   EXPECT_FALSE(slot.HasStaged(2));
   EXPECT_EQ(slot.committed_epoch(), 1u);
   ASSERT_EQ(slot.committed().size(), 6159u);
-  EXPECT_EQ(slot.committed()[0], 1);
+  EXPECT_EQ(slot.committed()[6158], 1);
 
   ASSERT_TRUE(slot.Stage(3, State(200, 3)).ok());
   slot.Commit();
@@ -48,8 +53,10 @@ TEST(DeviceStateSlot, RefusesDamagedAndOversizeStates) {
   Status twice = slot.Stage(1, State(10, 9));
   EXPECT_EQ(twice.code(), Code::kCorruption) << twice.ToString();
   slot.Commit();
-  EXPECT_EQ(slot.committed()[0], 1) << "the second state of epoch 1 replaced nothing";
+  EXPECT_EQ(slot.committed()[9], 1) << "the second state of epoch 1 replaced nothing";
   EXPECT_EQ(slot.Stage(2, {}).code(), Code::kCorruption);
+  EXPECT_EQ(slot.Stage(2, std::vector<uint8_t>(100, 'Q')).code(), Code::kCorruption) << "no QEVM magic";
+  EXPECT_EQ(slot.Stage(2, State(3, 2)).code(), Code::kCorruption) << "shorter than the magic";
   Status big = slot.Stage(2, State(4097, 2));
   EXPECT_EQ(big.code(), Code::kStorage) << big.ToString();
   EXPECT_NE(big.ToString().find("--max-device-state"), std::string::npos) << big.ToString();
