@@ -189,7 +189,8 @@ BackupOutcome BackupService::Activate(const Decision& d) {
   out.status = sink_->Activate(d.why);
   out.activation_time = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0);
   out.kind = out.status.ok() ? BackupOutcome::kActivated : BackupOutcome::kActivationFailed;
-  SetState(out.status.ok() ? "activated" : "stopped", "");
+  // A failure's state is Run's to say: holding (the checkpoint kept) or stopped.
+  if (out.status.ok()) SetState("activated", "");
   return out;
 }
 
@@ -256,6 +257,7 @@ BackupOutcome BackupService::Run() {
         SetState("holding", "");
         continue;
       }
+      if (outcome.kind == BackupOutcome::kActivationFailed) SetState("stopped", "");
       break;
     }
 

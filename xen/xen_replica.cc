@@ -1,5 +1,6 @@
 #include "xen/xen_replica.h"
 
+#include "devicemodel/device_model_process.h"
 #include "xen/incoming_device_model.h"
 #include "xen/loop_device.h"
 
@@ -331,6 +332,12 @@ Status XenReplica::Resume(const std::vector<VbdDevice>& disks) {
   // An HVM guest's emulated devices run before its vCPUs do: Xen forwards
   // its port and MMIO accesses to QEMU's ioreq server, which is on only
   // while QEMU runs (libxl unpauses after the device model too).
+  if (spec_.type == GuestType::kHvm && dm_pid_ > 0 && !devicemodel::ProcessAlive(dm_pid_)) {
+    // Started by an attempt that failed later, gone since: start it again.
+    spdlog::warn("the device model of {} (pid {}) is gone: starting it again", spec_.name, dm_pid_);
+    StopIncomingDeviceModel(h_, domid_, dm_pid_);
+    dm_pid_ = -1;
+  }
   if (spec_.type == GuestType::kHvm && dm_pid_ <= 0) ROMULUS_RETURN_IF_ERROR(StartDeviceModel());
   if (xc_domain_unpause(h_->xch(), domid_) != 0) return Status::FromErrno("xc_domain_unpause", errno);
   activated_ = true;

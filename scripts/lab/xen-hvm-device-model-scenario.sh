@@ -233,7 +233,12 @@ kill -0 $BP 2>/dev/null || lab_fail "the backup exited after a failed activation
 STATE6=$(xl list | awk -v n="$G--incoming" '$1 == n { print $5 }')
 case $STATE6 in *p*) ;; *) xl list; lab_fail "the replica $G--incoming is not kept paused after the failed activation ('$STATE6')" ;; esac
 rj_ctl "$W/ctl6.sock" status >/dev/null || lab_fail "ctl status after the failed activation: $RJ_ERROR"
-case "$(rj_get "$RJ_REPLY" decision_reason)" in *ctl\ failover*) ;; *) lab_fail "the backup does not say it holds the checkpoint: $RJ_REPLY" ;; esac
+[ "$(rj_get "$RJ_REPLY" state)" = holding ] && [ "$(rj_get "$RJ_REPLY" decision)" = hold ] ||
+  lab_fail "the backup is not holding after the failed activation: $RJ_REPLY"
+case "$(rj_get "$RJ_REPLY" decision_reason)" in "activating checkpoint"*"ctl failover"*) ;; *) lab_fail "the backup does not say it holds the checkpoint after a failed activation: $RJ_REPLY" ;; esac
+# No copy of the guest runs anywhere: the primary was destroyed, the replica is paused.
+RUNNING6=$(xl list | awk -v g="$G" 'NR > 1 && index($1, g) == 1 && $5 !~ /p/ { print $1 }')
+[ -z "$RUNNING6" ] || lab_fail "a copy of $G runs while the backup holds: $RUNNING6"
 lab_note "failed activation: $(rj_get "$FO6" reason | cut -c1-200); replica $G--incoming kept ($STATE6), backup holding"
 rj_ctl "$W/ctl6.sock" failover >/dev/null || lab_fail "ctl failover (the retry): $RJ_ERROR"
 [ "$(rj_get "$RJ_REPLY" activated)" = true ] || lab_fail "ctl failover did not activate: $RJ_REPLY"

@@ -165,6 +165,20 @@ TEST(FailoverJudgeTest, Table) {
       {"activation failed, operator retries (fencing again)", kCmd,
        {Start(0), Commit(10, 4), End(20, EndCause::kConnectionLost), ActivationFailed(), Operator()}, 99999,
        Decision::kActivate, true},
+      {"activation failed again after the operator's retry: hold", kNoFence,
+       {Start(0), Commit(10, 4), End(20, EndCause::kConnectionLost), ActivationFailed(), Operator(),
+        ActivationFailed()},
+       99999, Decision::kHold, false, "activating checkpoint 4 failed"},
+      // A handover whose activation failed is held too, not retried every tick.
+      {"handover whose activation failed: hold", kNoFence,
+       {Start(0), Commit(10, 3), End(20, EndCause::kByeHandover), ActivationFailed()}, 21, Decision::kHold, false,
+       "activating checkpoint 3 failed"},
+      // Back, then gone again before its new session committed: the primary
+      // ran unprotected in between, so its silence activates nothing.
+      {"activation failed, the primary back and gone before committing: hold", kNoFence,
+       {Start(0), Commit(10, 4), End(20, EndCause::kConnectionLost), ActivationFailed(), Start(30),
+        End(40, EndCause::kConnectionLost)},
+       99999, Decision::kHold, false, "has not committed yet"},
       // The primary came back: it is served again, and its later silence
       // activates as usual.
       {"activation failed, then the primary is back", kNoFence,
