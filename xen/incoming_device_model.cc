@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/positional_io.h"
 #include "devicemodel/device_model.h"
 #include "devicemodel/device_model_process.h"
 #include "devicemodel/qmp_client.h"
@@ -25,25 +26,14 @@ using namespace std::chrono_literals;
 
 std::string DmDir(uint32_t domid) { return "/local/domain/0/device-model/" + std::to_string(domid); }
 
-// The checkpoint's state in an anonymous file QEMU reads from the start.
+// The checkpoint's state in an anonymous file QEMU reads from the start
+// (pwrite leaves the offset QEMU inherits at 0).
 Result<int> StateMemfd(std::span<const uint8_t> state) {
   const int fd = memfd_create("romulus-device-state", MFD_CLOEXEC);
   if (fd < 0) return Status::FromErrno("memfd_create for the device state", errno);
-  size_t off = 0;
-  while (off < state.size()) {
-    const ssize_t n = write(fd, state.data() + off, state.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int err = n < 0 ? errno : EIO;
-      close(fd);
-      return Status::FromErrno("writing the device state into its memfd", err);
-    }
-    off += size_t(n);
-  }
-  if (lseek(fd, 0, SEEK_SET) != 0) {
-    const int err = errno;
+  if (Status st = PwriteAll(fd, state.data(), state.size(), 0, "the device state's memfd"); !st.ok()) {
     close(fd);
-    return Status::FromErrno("rewinding the device state's memfd", err);
+    return st;
   }
   return fd;
 }
