@@ -193,7 +193,8 @@ int RunRestore(int argc, char** argv) {
        "VBD. Without it a primary that replicates disks is refused")
       ("device-model", po::value<std::string>(),
        "with --xen: the device model started for an HVM guest at activation, from the last checkpoint's device "
-       "state (default /usr/libexec/xen-qemu-system-i386, libxl's path for Debian's qemu-system-xen)")
+       "state (default /usr/libexec/xen-qemu-system-i386, libxl's path for Debian's qemu-system-xen); its QEMU "
+       "release must be the primary's or newer (checked when a session starts)")
       ("guest-kernel-dir", po::value<std::vector<std::string>>(),
        "with --xen, HVM guests booted directly (kernel= in their config): the device model may load the kernel "
        "the primary names only from here (repeatable; default /boot)")

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <tuple>
 
 namespace romulus::devicemodel {
 
@@ -225,7 +226,61 @@ std::string DeviceModelInfoLines(const DeviceModelConfig& c) {
          "\ndm_max_ram_below_4g=" + std::to_string(c.max_ram_below_4g) +
          "\ndm_memory_mib=" + std::to_string(c.memory_mib) + "\ndm_vcpus=" + std::to_string(c.vcpus) +
          "\ndm_maxcpus=" + std::to_string(c.maxcpus) + "\ndm_acpi=" + (c.acpi ? "1" : "0") +
-         "\ndm_serials=" + serials + "\ndm_kernel=" + c.kernel + "\n";
+         "\ndm_serials=" + serials + "\ndm_kernel=" + c.kernel + "\n" +
+         (c.qemu.known() ? "dm_qemu=" + c.qemu.ToString() + "\n" : std::string());
+}
+
+std::string QemuVersion::ToString() const {
+  return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(micro);
+}
+
+Result<QemuVersion> ParseQemuVersion(const std::string& text) {
+  QemuVersion v;
+  unsigned* parts[3] = {&v.major, &v.minor, &v.micro};
+  size_t pos = 0;
+  for (int i = 0; i < 3; i++) {
+    size_t end = pos;
+    while (end < text.size() && end - pos < 5 && text[end] >= '0' && text[end] <= '9') end++;
+    const size_t len = end - pos;
+    const bool last = i == 2;
+    if (len == 0 || len > 4 || (last ? end != text.size() : (end >= text.size() || text[end] != '.'))) {
+      return Status::InvalidArgument("not a QEMU version: " + Quote(text.substr(0, 40)));
+    }
+    *parts[i] = unsigned(std::stoul(text.substr(pos, len)));
+    pos = end + 1;
+  }
+  return v;
+}
+
+Result<QemuVersion> QemuVersionFromBanner(const std::string& banner) {
+  static const std::string kPrefix = "QEMU emulator version ";
+  const size_t at = banner.find(kPrefix);
+  if (at == std::string::npos) return Status::InvalidArgument("no \"" + kPrefix + "\" in " + Quote(banner.substr(0, 80)));
+  const size_t from = at + kPrefix.size();
+  size_t end = from;
+  while (end < banner.size() && end - from < 16 && (banner[end] == '.' || (banner[end] >= '0' && banner[end] <= '9'))) {
+    end++;
+  }
+  return ParseQemuVersion(banner.substr(from, end - from));
+}
+
+Status CheckDeviceModelVersions(const QemuVersion& primary, bool pinned_machine, const QemuVersion& backup) {
+  if (!primary.known() || !backup.known()) return Status::Ok();
+  const auto mine = std::tie(backup.major, backup.minor), theirs = std::tie(primary.major, primary.minor);
+  if (!pinned_machine && mine != theirs) {
+    return Status::Unsupported("the primary's device model is QEMU " + primary.ToString() + ", this backup's (" +
+                               "restore --device-model) is QEMU " + backup.ToString() +
+                               ": the guest's machine is \"pc\" (xen_platform_pci=0), which each QEMU release "
+                               "defines anew, so its device state loads only into the same release; install QEMU " +
+                               std::to_string(primary.major) + "." + std::to_string(primary.minor) +
+                               " on the backup");
+  }
+  if (mine >= theirs) return Status::Ok();
+  return Status::Unsupported("the primary's device model is QEMU " + primary.ToString() + ", this backup's (" +
+                             "restore --device-model) is QEMU " + backup.ToString() +
+                             ": an older QEMU cannot load a newer one's device state, so this guest could not "
+                             "fail over here; install QEMU " + std::to_string(primary.major) + "." +
+                             std::to_string(primary.minor) + " or later on the backup");
 }
 
 Result<std::string> AllowedGuestKernel(const std::string& named, const std::vector<std::string>& dirs) {
@@ -310,6 +365,11 @@ Result<DeviceModelConfig> DeviceModelConfigFromInfo(const std::map<std::string, 
     return Status::Corruption("domain info: missing or bad dm_kernel" + (kernel ? " " + Quote(*kernel) : std::string()));
   }
   c.kernel = *kernel;
+  if (const std::string* qemu = get("dm_qemu")) {
+    auto v = ParseQemuVersion(*qemu);
+    if (!v.ok() || !v->known()) return Status::Corruption("domain info: bad dm_qemu " + Quote(*qemu));
+    c.qemu = *v;
+  }
   const std::string* serials = get("dm_serials");
   if (!serials) return Status::Corruption("domain info: missing dm_serials");
   if (!serials->empty()) {

@@ -23,6 +23,30 @@
 
 namespace romulus::devicemodel {
 
+// A QEMU release, as its QMP greeting and `--version` give it. All zero:
+// unknown (a primary that did not say).
+struct QemuVersion {
+  unsigned major = 0, minor = 0, micro = 0;
+  bool known() const { return major != 0 || minor != 0 || micro != 0; }
+  std::string ToString() const;
+  friend bool operator==(const QemuVersion&, const QemuVersion&) = default;
+};
+
+// "7.2.19" (each part at most 9999); kInvalidArgument otherwise.
+Result<QemuVersion> ParseQemuVersion(const std::string& text);
+// The release in `qemu-system-i386 --version`'s first line ("QEMU emulator
+// version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)"); kInvalidArgument if none.
+Result<QemuVersion> QemuVersionFromBanner(const std::string& banner);
+// Whether the backup's device model can load a state the primary's saves:
+// QEMU loads states of its own release and older ones, not newer ones, so
+// a backup whose QEMU (major.minor) is older than the primary's is refused
+// at session start (kUnsupported, saying what to install) instead of
+// failing at failover. That holds for a pinned machine type only: libxl's
+// "xenfv" is one (an alias of xenfv-4.2), but "pc" (xen_platform_pci=0) is
+// each QEMU's newest i440fx machine, so then the releases must be equal
+// (major.minor). Unknown on either side: Ok (nothing to compare).
+Status CheckDeviceModelVersions(const QemuVersion& primary, bool pinned_machine, const QemuVersion& backup);
+
 struct DeviceModelConfig {
   // libxl's two HVM machines: "xenfv" (with the Xen platform PCI device,
   // the default) or "pc,accel=xen" (xen_platform_pci=0).
@@ -42,12 +66,17 @@ struct DeviceModelConfig {
   // not matter after boot; the backup loads the same path only from a
   // directory it allows (restore --guest-kernel-dir). "" when not.
   std::string kernel;
+  // The primary's running QEMU (its QMP greeting), compared with the
+  // backup's at session start. Not from the command line: the parser leaves
+  // it unknown. Optional in the domain info (dm_qemu).
+  QemuVersion qemu;
 };
 
 inline bool operator==(const DeviceModelConfig& a, const DeviceModelConfig& b) {
   return a.platform_pci == b.platform_pci && a.suppress_vmdesc == b.suppress_vmdesc &&
          a.max_ram_below_4g == b.max_ram_below_4g && a.memory_mib == b.memory_mib && a.vcpus == b.vcpus &&
-         a.maxcpus == b.maxcpus && a.acpi == b.acpi && a.serials == b.serials && a.kernel == b.kernel;
+         a.maxcpus == b.maxcpus && a.acpi == b.acpi && a.serials == b.serials && a.kernel == b.kernel &&
+         a.qemu == b.qemu;
 }
 
 // The facts in a running device model's argument vector (as

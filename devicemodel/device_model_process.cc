@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 namespace romulus::devicemodel {
 
@@ -157,6 +158,41 @@ bool ProcessAlive(pid_t pid) {
   if (pid <= 0) return false;
   if (kill(pid, 0) == 0) return true;
   return errno == EPERM;
+}
+
+Result<pid_t> ParsePid(const std::string& text) {
+  if (text.empty() || text.size() > 10 || text.find_first_not_of("0123456789") != std::string::npos) {
+    return Status::InvalidArgument("not a pid: \"" + text.substr(0, 32) + "\"");
+  }
+  const unsigned long long n = std::stoull(text);
+  if (n == 0 || n > 0x7fffffffULL) return Status::InvalidArgument("not a pid: " + text);
+  return pid_t(n);
+}
+
+Result<std::vector<std::string>> ReadProcessArgv(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/cmdline";
+  std::ifstream in(path, std::ios::binary);
+  std::string raw;
+  raw.resize(1 << 20);  // far above any libxl command line
+  in.read(raw.data(), std::streamsize(raw.size()));
+  raw.resize(size_t(in.gcount()));
+  if (raw.empty()) return Status::IoError("reading " + path + ": process " + std::to_string(pid) + " is gone");
+  std::vector<std::string> argv;
+  size_t start = 0;
+  while (start < raw.size()) {
+    const size_t end = raw.find('\0', start);
+    argv.push_back(raw.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return argv;
+}
+
+bool ArgvServesDomain(const std::vector<std::string>& argv, uint32_t domid) {
+  for (size_t i = 0; i + 1 < argv.size(); i++) {
+    if (argv[i] == "-xen-domid" && argv[i + 1] == std::to_string(domid)) return true;
+  }
+  return false;
 }
 
 }  // namespace romulus::devicemodel

@@ -9,6 +9,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -32,5 +33,18 @@ Result<pid_t> SpawnDetached(const SpawnSpec& spec);
 // Whether `pid` still runs (a detached process is reaped by init, so a dead
 // one is gone, never a zombie of ours).
 bool ProcessAlive(pid_t pid);
+
+// A pid as xenstore's image/device-model-pid holds it: decimal digits only,
+// 1..INT32_MAX; kInvalidArgument otherwise.
+Result<pid_t> ParsePid(const std::string& text);
+
+// The command line of process `pid` as /proc/PID/cmdline gives it (argv[0]
+// included; at most 1 MiB read). kIoError when the process is gone.
+Result<std::vector<std::string>> ReadProcessArgv(pid_t pid);
+
+// Whether a device model's command line serves domain `domid` (libxl's
+// "-xen-domid D"): a pid read from xenstore is killed only if it does, as
+// the number may have been reused since.
+bool ArgvServesDomain(const std::vector<std::string>& argv, uint32_t domid);
 
 }  // namespace romulus::devicemodel

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "control/replies.h"
 
 namespace romulus::restore {
@@ -48,19 +50,31 @@ ControlReply BackupControl::Status_() {
 }
 
 ControlReply BackupControl::Failover() {
-  std::unique_lock<std::mutex> lock(mu_);
-  if (state_ == "activated") return ControlReply::Fail("already activated");
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ == "activated") return ControlReply::Fail("already activated");
+    if (service_ended_) return ControlReply::Fail("the backup stopped: " + activation_.message());
+  }
   if (!sink_->has_committed()) return ControlReply::Fail("nothing committed yet: no checkpoint to activate");
-  activation_done_ = false;
-  lock.unlock();
-  if (service_) service_->RequestFailover();
-  lock.lock();
+  if (!service_) return ControlReply::Fail("the backup is not serving yet");
+  const uint64_t ticket = service_->RequestFailover();
+  std::unique_lock<std::mutex> lock(mu_);
   // Bounded above the activation's own bounds (an HVM guest's device model
   // may take up to a minute to load its state).
-  if (!cv_.wait_for(lock, std::chrono::seconds(150), [&]() REQUIRES(mu_) { return activation_done_; })) {
+  if (!cv_.wait_for(lock, std::chrono::seconds(150),
+                    [&]() REQUIRES(mu_) { return service_ended_ || failover_answered() >= ticket; })) {
     return ControlReply::Fail("activation did not finish within 150 s");
   }
-  if (!activation_.ok()) return ControlReply::Fail("activation failed: " + activation_.message());
+  const FailoverAnswer* mine = nullptr;
+  for (const FailoverAnswer& a : failover_answers_) {
+    if (a.upto >= ticket) {
+      mine = &a;
+      break;
+    }
+  }
+  if (mine && mine->refused) return ControlReply::Fail("failover refused: " + mine->status.message());
+  const Status answer = mine ? mine->status : activation_;
+  if (!answer.ok()) return ControlReply::Fail("activation failed: " + answer.message());
   return ControlReply::Ok(control::FailoverJson(sink_->last_committed_epoch()));
 }
 
@@ -116,7 +130,7 @@ void BackupControl::SetReverseTo(const std::string& target) {
 void BackupControl::ActivationDone(const Status& st, const std::string& reason) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    activation_done_ = true;
+    service_ended_ = true;
     activation_ = st;
     state_ = st.ok() ? "activated" : "stopped";
     failover_reason_ = reason;
@@ -173,25 +187,42 @@ void BackupControl::OnDecision(const Decision& d) {
   if (next_) next_->OnDecision(d);
 }
 void BackupControl::OnFence(const Status& result, const std::string& reason, uint64_t epoch, uint64_t digest) {
-  if (!result.ok()) {
-    // A waiting `ctl failover` learns that the fence refused.
-    std::lock_guard<std::mutex> lock(mu_);
-    activation_done_ = true;
-    activation_ = result.With("fence command");
-    cv_.notify_all();
-  }
+  if (!result.ok()) AnswerAccepted(result.With("fence command"));
   if (next_) next_->OnFence(result, reason, epoch, digest);
 }
 void BackupControl::OnActivationFailed(const Status& result, const std::string& reason, uint64_t epoch,
                                        uint64_t digest) {
+  AnswerAccepted(result);  // a waiting `ctl failover` learns why; a later one retries
+  if (next_) next_->OnActivationFailed(result, reason, epoch, digest);
+}
+
+void BackupControl::AnswerAccepted(const Status& result) {
   {
-    // A waiting `ctl failover` learns why; a later one retries.
+    // Only the requests this activation was started for: one the primary's
+    // silence started answers nobody (a request taken later retries).
     std::lock_guard<std::mutex> lock(mu_);
-    activation_done_ = true;
-    activation_ = result;
+    if (failover_accepted_ <= failover_answered()) return;
+    AddFailoverAnswer({failover_accepted_, result, false});
   }
   cv_.notify_all();
-  if (next_) next_->OnActivationFailed(result, reason, epoch, digest);
+}
+
+void BackupControl::AddFailoverAnswer(FailoverAnswer a) {
+  failover_answers_.push_back(std::move(a));
+  while (failover_answers_.size() > 16) failover_answers_.pop_front();
+}
+
+void BackupControl::OnFailoverRequest(uint64_t ticket, const std::string& refused) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (refused.empty()) {
+      failover_accepted_ = std::max(failover_accepted_, ticket);
+    } else if (ticket > failover_answered()) {
+      AddFailoverAnswer({ticket, Status::InvalidArgument(refused), true});
+    }
+  }
+  cv_.notify_all();
+  if (next_) next_->OnFailoverRequest(ticket, refused);
 }
 
 }  // namespace romulus::restore

@@ -13,6 +13,7 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -55,6 +56,7 @@ class BackupControl : public BackupObserver {
   void OnFence(const Status& result, const std::string& reason, uint64_t epoch, uint64_t digest) override;
   void OnActivationFailed(const Status& result, const std::string& reason, uint64_t epoch,
                           uint64_t digest) override;
+  void OnFailoverRequest(uint64_t ticket, const std::string& refused) override;
 
  private:
   replicator::ControlReply Dispatch(const control::Request& r);
@@ -62,6 +64,8 @@ class BackupControl : public BackupObserver {
   replicator::ControlReply Failover();
   replicator::ControlReply Digest(const control::DigestReq& r);
   replicator::ControlReply SetReverse(const control::SetReverseToReq& r);
+  // The activation the operator's accepted requests started ended with `result`.
+  void AnswerAccepted(const Status& result);
 
   GuestSink* sink_;
   RegionDigestFn digest_fn_;
@@ -72,7 +76,23 @@ class BackupControl : public BackupObserver {
   std::mutex mu_;
   std::condition_variable cv_;
   std::string state_ GUARDED_BY(mu_) = "waiting";
-  bool activation_done_ GUARDED_BY(mu_) = false;
+  // `failover` requests by ticket (BackupService::RequestFailover): each
+  // waits for an answer to its own ticket, never for the end of an
+  // activation it did not ask for (one started by the primary's silence).
+  uint64_t failover_accepted_ GUARDED_BY(mu_) = 0;  // taken, an activation follows
+  struct FailoverAnswer {
+    uint64_t upto = 0;     // answers every request from the previous answer's upto + 1
+    Status status;
+    bool refused = false;  // the judge's refusal, not an activation's end
+  };
+  // The latest answers, oldest first (bounded: a waiter finds its own even
+  // if later ones came before it woke).
+  std::deque<FailoverAnswer> failover_answers_ GUARDED_BY(mu_);
+  uint64_t failover_answered() const REQUIRES(mu_) {
+    return failover_answers_.empty() ? 0 : failover_answers_.back().upto;
+  }
+  void AddFailoverAnswer(FailoverAnswer a) REQUIRES(mu_);
+  bool service_ended_ GUARDED_BY(mu_) = false;  // ActivationDone: activation_ answers every request
   Status activation_ GUARDED_BY(mu_);
   std::string failover_reason_ GUARDED_BY(mu_);
   std::string reverse_to_ GUARDED_BY(mu_);

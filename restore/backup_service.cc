@@ -54,11 +54,13 @@ void BackupService::Stop() {
   cv_.notify_all();
 }
 
-void BackupService::RequestFailover() {
+uint64_t BackupService::RequestFailover() {
   std::lock_guard<std::mutex> lock(mu_);
   failover_requested_ = true;
+  const uint64_t ticket = ++failover_ticket_;
   if (session_stream_) session_stream_->Shutdown();
   cv_.notify_all();
+  return ticket;
 }
 
 BackupService::View BackupService::view() const {
@@ -205,6 +207,8 @@ BackupOutcome BackupService::Run() {
 
   while (true) {
     const auto now = clock.Advance(Clock::now());
+    uint64_t taken = 0;  // the operator's requests up to this one are answered by this round
+    std::string refused;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) {
@@ -213,12 +217,13 @@ BackupOutcome BackupService::Run() {
       }
       if (failover_requested_) {
         failover_requested_ = false;
+        taken = failover_ticket_;
         spdlog::warn("control: operator requested failover");
-        if (const std::string refused = judge.OperatorFailover(); !refused.empty()) {
-          spdlog::warn("control: operator failover refused: {}", refused);
-        }
+        refused = judge.OperatorFailover();
+        if (!refused.empty()) spdlog::warn("control: operator failover refused: {}", refused);
       }
     }
+    if (taken != 0) observer_->OnFailoverRequest(taken, refused);
     Decision d = judge.Decide(now);
     Publish(d);
     if (d.kind == Decision::kStop) {

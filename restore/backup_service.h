@@ -68,6 +68,11 @@ class BackupObserver {
   // operator retries or the primary is back.
   virtual void OnActivationFailed(const Status& /*result*/, const std::string& /*reason*/, uint64_t /*epoch*/,
                                   uint64_t /*digest*/) {}
+  // The operator's failover requests up to `ticket` (RequestFailover) were
+  // taken: `refused` says why the judge turned them down, or is empty and
+  // an activation follows at once (its end answers them: OnFence with a
+  // failure, OnActivationFailed, or the service's end).
+  virtual void OnFailoverRequest(uint64_t /*ticket*/, const std::string& /*refused*/) {}
 };
 
 struct BackupOutcome {
@@ -96,9 +101,10 @@ class BackupService {
   BackupOutcome Run();
 
   // Thread-safe. Stop(): leave without activating. RequestFailover(): the
-  // operator's `ctl failover` (fence if configured, then activate).
+  // operator's `ctl failover` (fence if configured, then activate); returns
+  // the request's ticket, which OnFailoverRequest reports as taken.
   void Stop();
-  void RequestFailover();
+  uint64_t RequestFailover();
 
   // Thread-safe snapshot for `ctl status`.
   struct View {
@@ -134,6 +140,7 @@ class BackupService {
   std::condition_variable cv_;
   bool stop_ GUARDED_BY(mu_) = false;
   bool failover_requested_ GUARDED_BY(mu_) = false;
+  uint64_t failover_ticket_ GUARDED_BY(mu_) = 0;  // the latest request's
   struct Ready {
     std::unique_ptr<transport::Stream> stream;
     protocol::Hello hello;

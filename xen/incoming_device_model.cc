@@ -8,11 +8,13 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 #include <vector>
 
 #include "common/positional_io.h"
+#include "common/subprocess.h"
 #include "devicemodel/device_model.h"
 #include "devicemodel/device_model_process.h"
 #include "devicemodel/qmp_client.h"
@@ -168,6 +170,40 @@ void StopIncomingDeviceModel(XenHandles* h, uint32_t domid, pid_t pid) {
   for (const char* sock : {"qmp-libxl-", "qmp-libxenstat-"}) {
     unlink(("/var/run/xen/" + std::string(sock) + std::to_string(domid)).c_str());
   }
+}
+
+void StopLeftoverDeviceModel(XenHandles* h, uint32_t domid) {
+  const std::string node = "/local/domain/" + std::to_string(domid) + "/image/device-model-pid";
+  const std::string text = XsRead(h->xsh(), node);
+  pid_t pid = -1;
+  if (auto num = devicemodel::ParsePid(text); num.ok()) {
+    auto argv = devicemodel::ReadProcessArgv(*num);
+    if (argv.ok() && devicemodel::ArgvServesDomain(*argv, domid)) {
+      spdlog::warn("stopping the device model (pid {}) a stopped predecessor left for domid {}", *num, domid);
+      pid = *num;
+    }
+  }
+  StopIncomingDeviceModel(h, domid, pid);
+}
+
+Result<devicemodel::QemuVersion> DeviceModelBinaryVersion(const std::string& binary) {
+  // Its output into a directory of our own (RunToExit writes beside the
+  // log's name, which must not be one another user could plant a link at).
+  char dir[] = "/tmp/romulus-qemu-version-XXXXXX";
+  if (mkdtemp(dir) == nullptr) return Status::FromErrno("a temporary directory for the device model's --version", errno);
+  const std::string log = std::string(dir) + "/version.log";
+  const int rc = RunToExit({binary, "--version"}, log, 10s);
+  std::string banner;
+  {
+    std::ifstream in(log);
+    std::getline(in, banner);
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (rc != 0) {
+    return Status::InvalidArgument(binary + " --version exited " + std::to_string(rc) + " (" + banner.substr(0, 120) + ")");
+  }
+  return devicemodel::QemuVersionFromBanner(banner);
 }
 
 }  // namespace romulus::xen

@@ -37,8 +37,18 @@ Result<pid_t> StartIncomingDeviceModel(XenHandles* h, uint32_t domid, const std:
                                        const devicemodel::DeviceModelConfig& config,
                                        std::span<const uint8_t> state, const IncomingDeviceModelOptions& opts);
 
+// The release of the device model binary the backup would start (its
+// `--version`, bounded to 10 s); kInvalidArgument when it says none.
+Result<devicemodel::QemuVersion> DeviceModelBinaryVersion(const std::string& binary);
+
 // Kills a device model StartIncomingDeviceModel started and removes its
 // xenstore nodes (a replica destroyed before or after a failed activation).
 void StopIncomingDeviceModel(XenHandles* h, uint32_t domid, pid_t pid);
+
+// The device model a killed predecessor started for domain `domid` (its
+// image/device-model-pid), before that domain is destroyed: stopped only if
+// that pid still runs a device model of this domain (a pid can be reused);
+// its nodes and QMP sockets are removed either way.
+void StopLeftoverDeviceModel(XenHandles* h, uint32_t domid);
 
 }  // namespace romulus::xen

@@ -163,4 +163,19 @@ uint64_t ReplicaMemoryKb(const ReplicaSpec& spec) {
   return spec.target_kb + std::max(spec.paging_pool_kb, MinPagingPoolKb(spec.max_memkb, spec.max_vcpus));
 }
 
+Status CheckReplicaEpochs(GuestType type, bool has_disks, uint64_t applied, uint64_t committed, uint64_t epoch) {
+  if (applied == committed) return Status::Ok();
+  const std::string counts = "libxenguest applied " + std::to_string(applied) + " checkpoints, " +
+                             std::to_string(committed) + " were committed (the last as epoch " +
+                             std::to_string(epoch) + ")";
+  if (applied < committed) return Status::Internal(counts + ": a committed epoch was never applied");
+  if (type == GuestType::kHvm || has_disks) {
+    return Status::Corruption(counts + ": its memory is of a later epoch than its " +
+                              (type == GuestType::kHvm ? std::string("device model's state") : std::string("disks")) +
+                              " (libxenguest took a checkpoint after the commit gave up waiting); the replica "
+                              "cannot run");
+  }
+  return Status::Ok();
+}
+
 }  // namespace romulus::xen

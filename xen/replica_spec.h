@@ -53,4 +53,16 @@ Result<ReplicaSpec> ReplicaSpecFromInfo(const std::map<std::string, std::string>
 // container, its paging pool.
 uint64_t ReplicaMemoryKb(const ReplicaSpec& spec);
 
+// Whether a finished replica may run (docs/FAILURE-MODEL.md §4): libxenguest
+// applied `applied` checkpoints, the sink committed `committed`, the last as
+// `epoch`. Equal: the domain holds exactly that epoch. More applied (it took
+// a CHECKPOINT after the commit gave up waiting): its memory is the next,
+// never committed, epoch; refused (kCorruption) when that would pair it with
+// disks (has_disks) or an HVM device state of the committed epoch, allowed
+// for a guest whose memory is its whole state (the caller says so: the
+// guest resumes past the last acknowledged epoch, whose output the primary
+// never released). Fewer applied: kInternal (a commit waits for its
+// CHECKPOINT).
+Status CheckReplicaEpochs(GuestType type, bool has_disks, uint64_t applied, uint64_t committed, uint64_t epoch);
+
 }  // namespace romulus::xen

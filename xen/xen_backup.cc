@@ -15,6 +15,7 @@
 
 #include "common/little_endian.h"
 #include "protocol/messages.h"
+#include "xen/incoming_device_model.h"
 
 namespace romulus::xen {
 
@@ -61,6 +62,21 @@ Status XenSink::CheckHostCanRestore(GuestType type, ReplicaSpec* spec) const {
       return Status::Unsupported("this backup cannot resume an HVM guest: its device model's log directory " +
                                  opts_.device_model_log_dir + " is not writable (" + strerror(errno) + ")");
     }
+    if (spec->device_model) {
+      // An older QEMU here cannot load the primary's device state: refused
+      // now rather than at failover. A binary that does not say its
+      // release (a wrapper) is only a warning.
+      auto mine = DeviceModelBinaryVersion(opts_.device_model);
+      if (!mine.ok()) {
+        spdlog::warn("cannot tell the release of the device model {} ({}): not compared with the primary's QEMU {}",
+                     opts_.device_model, mine.status().ToString(),
+                     spec->device_model->qemu.known() ? spec->device_model->qemu.ToString() : "(unknown)");
+      } else {
+        ROMULUS_RETURN_IF_ERROR(devicemodel::CheckDeviceModelVersions(spec->device_model->qemu,
+                                                                      spec->device_model->platform_pci, *mine)
+                                    .With("this backup cannot resume an HVM guest"));
+      }
+    }
     if (spec->device_model && !spec->device_model->kernel.empty()) {
       auto kernel = devicemodel::AllowedGuestKernel(spec->device_model->kernel, opts_.guest_kernel_dirs);
       if (!kernel.ok()) return kernel.status().With("this backup cannot resume an HVM guest");
@@ -105,8 +121,10 @@ Status XenSink::ReclaimReplicaName() {
   ROMULUS_RETURN_IF_ERROR(LockReplicaName());
   // We own the name (and the held name derived from it): any domain of
   // either name that is not ours was left by a predecessor that died
-  // (killed, crashed) before destroying it. It is paused and was never
-  // activated (activation renames it), so it holds nothing anyone runs.
+  // (killed, crashed) before destroying it. Destroyed only if it is paused
+  // and was never activated: an activated replica may keep the name (its
+  // predecessor was killed before the rename, or the original name stayed
+  // taken), and it may be the only running copy of the guest.
   struct xs_handle* xs = h_->xsh();
   unsigned int num = 0;
   char** ents = xs_directory(xs, XBT_NULL, "/local/domain", &num);
@@ -119,8 +137,23 @@ Status XenSink::ReclaimReplicaName() {
     if ((cur_ && cur_->created() && cur_->domid() == old) || (held_ && held_->created() && held_->domid() == old)) {
       continue;  // ours
     }
+    auto info = GetDomainInfo(h_->xch(), old);
+    const bool activated = !XsRead(xs, XenReplica::ActivatedMarkPath(old)).empty();
+    if (activated || !info.ok() || !info->paused) {
+      free(ents);
+      return Status::InvalidArgument(
+          "a domain named " + name + " (domid " + std::to_string(old) + ") exists and " +
+          (activated ? std::string("was activated by an earlier backup")
+                     : !info.ok() ? "cannot be inspected (" + info.status().ToString() + ")"
+                                  : std::string("is not paused")) +
+          ": it may run the guest, so it is not destroyed; rename or destroy it by hand, or give this backup "
+          "another --domain-name");
+    }
     spdlog::warn("a replica domain {} (domid {}) left by a stopped predecessor exists: destroying it", name, old);
     const std::string vm = XsRead(xs, dom + "/vm");
+    // An HVM replica's predecessor may have died while activating it: its
+    // device model goes first, as libxl's does before the domain.
+    StopLeftoverDeviceModel(h_.get(), old);
     if (xc_domain_destroy(h_->xch(), old) != 0) {
       int err = errno;
       free(ents);
@@ -169,6 +202,9 @@ Status XenSink::BeginSessionWithDisks(uint64_t guest_pages, const std::string& i
     FixNames(ValidName(identity) ? identity : "romulus-replica");
   }
   if (!disks.empty()) ROMULUS_RETURN_IF_ERROR(LockReplicaName());
+  // Whether the checkpoint kept below has disks: asked before the disks
+  // switch to the new session's list.
+  const bool checkpoint_has_disks = !disks_.images().empty();
   ROMULUS_RETURN_IF_ERROR(disks_.BeginSession(name_, disks, has_committed()));
   if (cur_) {
     // A new primary session starts a new migration stream (new image
@@ -182,7 +218,7 @@ Status XenSink::BeginSessionWithDisks(uint64_t guest_pages, const std::string& i
       const uint64_t epoch = last_epoch_;
       // EOF: libxenguest applies the last complete checkpoint and returns;
       // the paused domain then holds exactly epoch N.
-      Status fin = cur_->Finish();
+      Status fin = FinishReplica(cur_.get(), epoch, checkpoint_has_disks);
       // A held replica is dropped by the first commit of a session, so none
       // can exist here; if one did, a completed current replica is newer
       // (and a failed one leaves the held one as the newest checkpoint).
@@ -279,7 +315,7 @@ Status XenSink::CommitEpoch(uint64_t epoch, bool disks_partial) {
         ROMULUS_RETURN_IF_ERROR(asm_->Commit());
         ROMULUS_RETURN_IF_ERROR(cur_->Flush());
         ROMULUS_RETURN_IF_ERROR(cur_->WaitCheckpoint(committed_ + 1, epoch));
-        if (cur_->type() == GuestType::kHvm) cur_->CommitDeviceState();
+        cur_->CheckpointCommitted();
         last_epoch_ = epoch;  // before committed_: a reader never sees the count without its epoch
         // Before committed_ too: a partial epoch never shows as a checkpoint.
         if (disks_partial) disks_partial_ = true;
@@ -413,27 +449,37 @@ Status XenSink::Activate(const std::string& reason) {
   spdlog::info("failover ({}): activating domain {} from epoch {}{}", reason,
           r->name(), epoch,
           r == held_.get() ? " (the held replica: the new session had committed nothing)" : "");
-  if (r == held_.get()) {
-    DropCurrent("failover to the held replica: the new session's replica is half-built");
-    // Back to the replica name, as any activated replica has until it takes
-    // the original name (xenconsoled names the log after it at activation).
-    Status rn = held_->Rename(name_);
-    if (!rn.ok()) spdlog::warn("renaming the held replica: {}", rn.ToString());
-  } else {
-    DropHeld("failover to a newer checkpoint");
-  }
+  const bool from_held = r == held_.get();
+  if (from_held) DropCurrent("failover to the held replica: the new session's replica is half-built");
   // EOF (done already for a held replica): libxenguest applies the last
   // complete checkpoint (a partial epoch in its buffer is dropped) and returns.
-  ROMULUS_RETURN_IF_ERROR(r->Finish());
-  std::vector<VbdDevice> vbds;
-  for (const XenDiskImage& im : disks_.images()) {
-    VbdDevice v;
-    v.vdev = im.name;
-    v.devid = im.devid;
-    v.params = im.path;
-    vbds.push_back(std::move(v));
+  if (Status fin = FinishReplica(r, epoch, !disks_.images().empty()); !fin.ok()) {
+    // The domain can never run: no checkpoint is held any more, and the
+    // backup must say so rather than hold one (has_committed() false).
+    spdlog::error("the replica of epoch {} cannot run: {}", epoch, fin.ToString());
+    if (from_held) {
+      DropHeld("its restore failed");
+    } else {
+      DropCurrent("its restore failed");
+      committed_ = 0;
+    }
+    return fin.With("activating the Xen replica of epoch " + std::to_string(epoch) + ": no checkpoint is left");
   }
-  ROMULUS_RETURN_IF_ERROR(r->Resume(vbds));
+  if (!from_held) DropHeld("failover to a newer checkpoint");
+  // Back to the replica name, as any activated replica has until it takes
+  // the original name (xenconsoled names the log after it at activation);
+  // a failed activation gives the held one its name back, so that a new
+  // session's replica can take NAME--incoming.
+  if (from_held) {
+    Status rn = held_->Rename(name_);
+    if (!rn.ok()) spdlog::warn("renaming the held replica: {}", rn.ToString());
+  }
+  Status st = ResumeReplica(r);
+  if (!st.ok() && from_held && held_ && !held_->activated()) {
+    Status rn = held_->Rename(held_name_);
+    if (!rn.ok()) spdlog::warn("renaming the held replica back to {}: {}", held_name_, rn.ToString());
+  }
+  ROMULUS_RETURN_IF_ERROR(st);
   activated_name_ = r->name();
   activated_ = true;
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
@@ -447,6 +493,31 @@ Status XenSink::Activate(const std::string& reason) {
   }
   activated_name_ = r->name();
   return Status::Ok();
+}
+
+Status XenSink::FinishReplica(XenReplica* r, uint64_t epoch, bool has_disks) {
+  ROMULUS_RETURN_IF_ERROR(r->Finish());
+  const uint64_t applied = r->checkpoints_applied(), committed = r->checkpoints_committed();
+  ROMULUS_RETURN_IF_ERROR(CheckReplicaEpochs(r->type(), has_disks, applied, committed, epoch));
+  if (applied > committed) {
+    spdlog::warn("replica {}: libxenguest took {} checkpoint(s) after epoch {}, the last committed (a commit gave "
+                 "up waiting for it): the domain holds the next epoch's memory, whose output the primary never "
+                 "released; a guest without disks or devices resumes from it",
+                 r->name(), applied - committed, epoch);
+  }
+  return Status::Ok();
+}
+
+Status XenSink::ResumeReplica(XenReplica* r) {
+  std::vector<VbdDevice> vbds;
+  for (const XenDiskImage& im : disks_.images()) {
+    VbdDevice v;
+    v.vdev = im.name;
+    v.devid = im.devid;
+    v.params = im.path;
+    vbds.push_back(std::move(v));
+  }
+  return r->Resume(vbds);
 }
 
 std::string ActivatedDomainName(const restore::GuestSink& sink) {

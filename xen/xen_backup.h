@@ -119,6 +119,12 @@ class XenSink final : public restore::GuestSink {
   // The current replica will never be activated: EOF, wait, destroy.
   void DropCurrent(const char* why);
   void DropHeld(const char* why);
+  // Finish (EOF, libxenguest returns) and CheckReplicaEpochs: Ok when the
+  // paused domain holds a checkpoint it may run from (epoch: the last
+  // committed, for messages; has_disks: whether that checkpoint has disks).
+  Status FinishReplica(XenReplica* r, uint64_t epoch, bool has_disks);
+  // The finished replica's disks, NICs, device model; unpause.
+  Status ResumeReplica(XenReplica* r);
 
   XenRestoreOptions opts_;
   std::unique_ptr<XenHandles> h_;

@@ -787,6 +787,24 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
     }
     xs_resume_domain((*h)->xsh(), dom->domid);
   }
+  if (dm_file) {
+    // Its release, from its QMP greeting, for the backup to compare with
+    // its own (an older QEMU cannot load the state): libxl's lock, bounded.
+    // After the checks above, whose refusals say more than a hung QEMU.
+    const auto deadline = transport::DeadlineIn(milliseconds(10000));
+    Status greeted = devicemodel::WithLockedDeviceModel(dm_endpoint, deadline, [&](devicemodel::DeviceModel& dm) {
+      auto v = devicemodel::ParseQemuVersion(dm.qmp().qemu_version());
+      if (v.ok()) dom->device_model->qemu = *v;
+      return Status::Ok();
+    });
+    if (!greeted.ok()) {
+      return greeted.With("cannot protect HVM guest " + dom->name + ": asking its device model's release");
+    }
+    if (!dom->device_model->qemu.known()) {
+      spdlog::warn("HVM guest {}: its device model's QMP greeting names no QEMU release ({}): the backup cannot "
+                   "compare its own", dom->name, dm_endpoint.qmp_socket);
+    }
+  }
   spdlog::info("protecting domain {} (domid {}, {}, {} vCPU, {} pages)", dom->name, dom->domid,
                GuestTypeName(dom->type), dom->max_vcpus, dom->guest_pages);
   return std::unique_ptr<replicator::CheckpointDriver>(

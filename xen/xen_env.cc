@@ -11,6 +11,7 @@
 #include <fstream>
 #include <cstdarg>
 
+#include "devicemodel/device_model_process.h"
 #include "xen/xen_facade.h"
 
 #ifndef ROMULUS_XEN_TOOLS_VERSION
@@ -354,25 +355,11 @@ Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_o
 Result<devicemodel::DeviceModelConfig> ReadDeviceModelConfig(const XenHandles& h, uint32_t domid) {
   const std::string node = "/local/domain/" + std::to_string(domid) + "/image/device-model-pid";
   const std::string pid = XsRead(h.xsh(), node);
-  if (pid.empty() || pid.size() > 10 || pid.find_first_not_of("0123456789") != std::string::npos) {
-    return Status::Unsupported("no device model process named at " + node + " (\"" + pid + "\")");
-  }
-  const std::string path = "/proc/" + pid + "/cmdline";
-  std::ifstream in(path, std::ios::binary);
-  std::string raw;
-  raw.resize(1 << 20);  // far above any libxl command line
-  in.read(raw.data(), std::streamsize(raw.size()));
-  raw.resize(size_t(in.gcount()));
-  if (raw.empty()) return Status::IoError("reading " + path + ": the device model (pid " + pid + ") is gone");
-  std::vector<std::string> argv;
-  size_t start = 0;
-  while (start < raw.size()) {
-    const size_t end = raw.find('\0', start);
-    argv.push_back(raw.substr(start, end == std::string::npos ? std::string::npos : end - start));
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  auto c = devicemodel::ParseDeviceModelArgs(argv);
+  auto num = devicemodel::ParsePid(pid);
+  if (!num.ok()) return Status::Unsupported("no device model process named at " + node + " (" + num.status().message() + ")");
+  auto argv = devicemodel::ReadProcessArgv(*num);
+  if (!argv.ok()) return argv.status().With("the device model (pid " + pid + ")");
+  auto c = devicemodel::ParseDeviceModelArgs(*argv);
   if (!c.ok()) return c.status().With("the device model (pid " + pid + ")");
   return c;
 }

@@ -214,7 +214,7 @@ Status XenReplica::WaitCheckpoint(uint64_t count, uint64_t epoch) {
   // applied right after the callback.)
   std::unique_lock<std::mutex> lock(mu_);
   bool ok = cv_.wait_for(lock, std::chrono::seconds(120),
-                         [&] { return restore_checkpoints_ >= count || restore_done_; });
+                         [&]() REQUIRES(mu_) { return restore_checkpoints_ >= count || restore_done_; });
   if (restore_checkpoints_ >= count) return Status::Ok();
   if (restore_done_) {
     lock.unlock();
@@ -251,6 +251,26 @@ Status XenReplica::Finish() {
   return Status::Ok();
 }
 
+std::string XenReplica::ActivatedMarkPath(uint32_t domid) {
+  return "/local/domain/" + std::to_string(domid) + "/romulus-activated";
+}
+
+void XenReplica::CheckpointCommitted() {
+  if (spec_.type == GuestType::kHvm) dm_state_.Commit();
+  std::lock_guard<std::mutex> lock(mu_);
+  checkpoints_committed_++;
+}
+
+uint64_t XenReplica::checkpoints_applied() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return restore_checkpoints_;
+}
+
+uint64_t XenReplica::checkpoints_committed() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return checkpoints_committed_;
+}
+
 Status XenReplica::StageDeviceState(uint64_t epoch, std::span<const uint8_t> state) {
   if (spec_.type != GuestType::kHvm) {
     return Status::Corruption(std::string("a device model's state in the stream of a ") + GuestTypeName(spec_.type) +
@@ -260,19 +280,10 @@ Status XenReplica::StageDeviceState(uint64_t epoch, std::span<const uint8_t> sta
 }
 
 Status XenReplica::StartDeviceModel() {
+  // Memory and devices of one epoch: XenSink::Activate checked the counts
+  // (CheckReplicaEpochs) before Resume.
   if (!spec_.device_model || dm_state_.committed().empty()) {
     return Status::Internal("HVM replica " + spec_.name + " has no committed device state to start from");
-  }
-  {
-    // Memory and devices of one epoch, or the guest does not run.
-    std::lock_guard<std::mutex> lock(mu_);
-    if (restore_checkpoints_ != device_states_committed_) {
-      return Status::Corruption("HVM replica " + spec_.name + ": libxenguest applied checkpoint " +
-                                std::to_string(restore_checkpoints_) + " but the device state of checkpoint " +
-                                std::to_string(device_states_committed_) +
-                                " is the last committed (a commit gave up waiting for libxenguest): memory and "
-                                "devices would be of different epochs");
-    }
   }
   IncomingDeviceModelOptions o;
   o.binary = opts_.device_model;
@@ -339,6 +350,10 @@ Status XenReplica::Resume(const std::vector<VbdDevice>& disks) {
     dm_pid_ = -1;
   }
   if (spec_.type == GuestType::kHvm && dm_pid_ <= 0) ROMULUS_RETURN_IF_ERROR(StartDeviceModel());
+  // Marked before it may run: a backup killed from here on leaves a domain
+  // that ReclaimReplicaName must never destroy (it may be the only copy).
+  ROMULUS_RETURN_IF_ERROR(XsWrite(h_->xsh(), XBT_NULL, ActivatedMarkPath(domid_), "1")
+                              .With("marking replica " + spec_.name + " as activated"));
   if (xc_domain_unpause(h_->xch(), domid_) != 0) return Status::FromErrno("xc_domain_unpause", errno);
   activated_ = true;
   // Only now does a running guest depend on its disks' devices: whatever
@@ -417,20 +432,33 @@ Status XenReplica::WriteVbdNodes(const VbdDevice& d) {
 
 Status XenReplica::CreateVbds(const std::vector<VbdDevice>& disks) {
   std::vector<VbdDevice> attached;
-  for (VbdDevice d : disks) {
-    std::unique_ptr<disk::BlockDevice> dev = opts_.disk_device ? opts_.disk_device(d.params, d.vdev) : nullptr;
-    if (!dev) {
-      auto loop = LoopDevice::Attach(d.params);
-      if (!loop.ok()) return loop.status().With("disk " + d.vdev + " of the activated guest");
-      dev = std::move(*loop);
+  Status st = [&]() -> Status {
+    for (VbdDevice d : disks) {
+      std::unique_ptr<disk::BlockDevice> dev = opts_.disk_device ? opts_.disk_device(d.params, d.vdev) : nullptr;
+      if (!dev) {
+        auto loop = LoopDevice::Attach(d.params);
+        if (!loop.ok()) return loop.status().With("disk " + d.vdev + " of the activated guest");
+        dev = std::move(*loop);
+      }
+      d.major = dev->dev_major();
+      d.minor = dev->dev_minor();
+      devices_.push_back(std::move(dev));
+      attached.push_back(d);
+      ROMULUS_RETURN_IF_ERROR(WriteVbdNodes(d).With("disk " + d.vdev + " of the activated guest"));
     }
-    d.major = dev->dev_major();
-    d.minor = dev->dev_minor();
-    devices_.push_back(std::move(dev));
-    ROMULUS_RETURN_IF_ERROR(WriteVbdNodes(d).With("disk " + d.vdev + " of the activated guest"));
-    attached.push_back(d);
+    return WaitVbdsServed(attached);
+  }();
+  if (!st.ok()) {
+    // A retried activation starts the disks over: this attempt's nodes go
+    // (blkback lets its devices go) and so do its block devices, or a retry
+    // would add a second device per image and wait on the stale one.
+    for (const VbdDevice& d : attached) {
+      xs_rm(h_->xsh(), XBT_NULL, VbdBackendPath(domid_, d.devid).c_str());
+      xs_rm(h_->xsh(), XBT_NULL, VbdFrontendPath(domid_, d.devid).c_str());
+    }
+    devices_.clear();
   }
-  return WaitVbdsServed(attached);
+  return st;
 }
 
 Status XenReplica::WaitVbdsServed(const std::vector<VbdDevice>& disks) {

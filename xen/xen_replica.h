@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "devicemodel/device_state_slot.h"
 #include "disk/block_device.h"
 #include "xen/replica_spec.h"
@@ -69,14 +70,25 @@ class XenReplica {
   // (devicemodel::DeviceStateSlot). A PV or PVH replica refuses one.
   Status StageDeviceState(uint64_t epoch, std::span<const uint8_t> state);
   bool HasStagedDeviceState(uint64_t epoch) const { return dm_state_.HasStaged(epoch); }
-  void CommitDeviceState() {
-    dm_state_.Commit();
-    device_states_committed_++;
-  }
+  // The sink committed the epoch whose CHECKPOINT libxenguest just took
+  // (WaitCheckpoint): counted, and an HVM replica's staged device state
+  // becomes the committed one.
+  void CheckpointCommitted();
+  // CHECKPOINT records libxenguest took, and those the sink committed. They
+  // differ when libxenguest took one after Commit gave up waiting for it:
+  // after Finish the domain's memory is then of an epoch never committed
+  // (CheckReplicaEpochs says whether it may run).
+  uint64_t checkpoints_applied() const;
+  uint64_t checkpoints_committed() const;
   void DiscardDeviceState() { dm_state_.Discard(); }
   // After Resume: take `final_name` once no other domain holds it (waits up
   // to opts.rename_wait; still held then: a warning, the old name stays).
   Status TakeName(const std::string& final_name);
+
+  // The node an activation writes under the domain's xenstore directory
+  // right before it unpauses it (only dom0 can write it; it goes with the
+  // domain): a later backup never takes such a domain for a leftover replica.
+  static std::string ActivatedMarkPath(uint32_t domid);
 
   uint32_t domid() const { return domid_; }
   bool created() const { return created_; }
@@ -125,9 +137,9 @@ class XenReplica {
   int out_fd_ = -1, in_fd_ = -1;
   std::vector<uint8_t> out_buf_;
   std::thread restore_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
-  uint64_t restore_checkpoints_ = 0;  // CHECKPOINT records libxenguest took
+  uint64_t restore_checkpoints_ GUARDED_BY(mu_) = 0;  // CHECKPOINT records libxenguest took
   bool restore_done_ = false;
   int restore_rc_ = 0;
   int restore_errno_ = 0;
@@ -140,10 +152,9 @@ class XenReplica {
   // HVM: see StageDeviceState. The committed state is what activation
   // starts the device model from; dm_pid_ the one it started.
   devicemodel::DeviceStateSlot dm_state_;
-  // Checkpoints whose device state was committed with them: libxenguest
-  // may take a CHECKPOINT after Commit gave up waiting for it (its memory is
-  // then a newer epoch's than the committed state's); Resume compares.
-  uint64_t device_states_committed_ = 0;
+  // Checkpoints the sink committed (CheckpointCommitted), against
+  // restore_checkpoints_.
+  uint64_t checkpoints_committed_ GUARDED_BY(mu_) = 0;
   pid_t dm_pid_ = -1;
 };
 

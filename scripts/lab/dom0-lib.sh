@@ -224,6 +224,25 @@ lab_wait_listening() {
   done
 }
 
+# lab_wait_exit PID SECONDS MESSAGE : wait (SECONDS) until our child PID exits, then reap it;
+# its exit status in LAB_RC. Fails the scenario with MESSAGE if it is still running then.
+lab_wait_exit() {
+  _t0=$(lab_now)
+  while kill -0 "$1" 2>/dev/null; do
+    [ "$(lab_elapsed "$_t0" | cut -d. -f1)" -lt "$2" ] || lab_fail "$3"
+    sleep 0.2
+  done
+  wait "$1"; LAB_RC=$?
+}
+
+# lab_session_committed EVENTS : whether a backup's newest session (its --events-json EVENTS)
+# has committed an epoch. A backup whose newest session committed nothing holds its older
+# checkpoint rather than activate it (docs/FAILURE-MODEL.md), so a drill that kills the
+# primary must wait for this (a loaded host can lose a session and resync it).
+lab_session_committed() {
+  _ss=$(rj_last_event "$1" session_start) && rj_last_event "$1" commit "$(rj_get "$_ss" seq)" >/dev/null
+}
+
 # lab_wait_failover EVENTS LOG : wait (60 s) for the failover event in a backup's
 # --events-json file EVENTS (LOG: its output, shown on failure); sets LAB_FO to the event's
 # line. Fails the scenario unless the guest was activated.

@@ -1,5 +1,5 @@
 #!/bin/sh
-#@ title: an HVM guest's device model through checkpoint pauses (libxl's QMP lock, stop, state into a passed descriptor, cont) and the Xen driver's checkpoints, each with its device state; protected by romulus and failed over: the backup starts the device model from the checkpoint and the guest counts on
+#@ title: an HVM guest's device model through checkpoint pauses (libxl's QMP lock, stop, state into a passed descriptor, cont) and the Xen driver's checkpoints, each with its device state; protected by romulus and failed over: the backup starts the device model from the checkpoint and the guest counts on; kill drills s2 and c resume from exactly the right epoch; a planned switchover with --reverse
 #@ runs: romulus
 #@ guests: hvm
 #@ order: 5
@@ -29,7 +29,12 @@
 #     port of the backup's QEMU; `xl` sees that QEMU running.
 #  6. the failed-over guest protected again, to a backup whose device model fails its first
 #     start: the activation fails and says why, the replica is kept paused and the backup holds;
-#     `romulus ctl failover` retries and the guest counts on from the last committed epoch.
+#     `romulus ctl failover` retries and the guest counts on from the last committed epoch;
+#  7. kill drills on that guest (s2: suspended at the kill, c: EPOCH_END unacked): the backup
+#     resumes from exactly epoch K-1 (s2) and K (c), memory and device state of that epoch;
+#  8. a planned switchover with --reverse: the backup activates the final epoch, the guest
+#     counts on from where the primary stopped, is replicated back, and the old host's backup
+#     takes over when the new primary dies.
 . /lab/dom0-lib.sh
 W=$LAB_WORK
 G=guest1
@@ -108,9 +113,9 @@ lab_wait_counter "$SERIAL" $((BEFORE + 3)) 120 || lab_fail "$G stopped counting 
 lab_note "$G counted on after $N checkpoints: $BEFORE before, $(lab_counter_last "$SERIAL") after"
 
 # ---- 4b. a hung device model (QEMU SIGSTOPped, its socket still queueing connections): the
-# driver's session fails by its deadline with the reason (QEMU's greeting never came, QEMU's
-# dirty log could not be switched on), never suspends the guest, and once QEMU runs again the
-# guest counts on.
+# driver refuses by its deadline with the reason (QEMU's greeting never came when the driver
+# asked its release, before any session), never suspends the guest, and once QEMU runs again
+# the guest counts on.
 QPID=$(xenstore-read "/local/domain/$D/image/device-model-pid" 2>/dev/null)
 [ -n "$QPID" ] || QPID=$(lab_pids_by_arg "-xen-domid $D " | head -n1)
 [ -n "$QPID" ] || lab_fail "no device model pid for domain $D"
@@ -122,7 +127,7 @@ T3=$(lab_now)
 STATE=$(xl list $G | awk 'NR == 2 { print $5 }')
 kill -CONT "$QPID"
 lab_evidence "$W/hung.log"
-grep -q "dirty log on for HVM guest $G" "$W/hung.log" ||
+grep -q "cannot protect HVM guest $G: asking its device model's release: .*QEMU's greeting" "$W/hung.log" ||
   lab_fail "the hung device model's failure does not say what failed: $(grep -v '^ *$' "$W/hung.log" | tail -n 1)"
 case $STATE in *s*) lab_fail "$G was left suspended ($STATE) by a session that never checkpointed" ;; esac
 lab_note "hung device model: record-stream failed after $(lab_elapsed "$T3") s: $(grep -v '^ *$' "$W/hung.log" | tail -n 1 | cut -c1-200)"
@@ -142,16 +147,33 @@ command -v romulus >/dev/null 2>&1 || lab_fail "no romulus in dom0 (scripts/xen-
 PORT=7350
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$W/psk"
 chmod 600 "$W/psk"
+# hvm_backup PORT LOG [restore args...]: a backup for this guest (its kernel from the directory
+# the lab's guest boots it from), listening; its pid in BP.
+hvm_backup() {
+  _port=$1 _log=$2; shift 2
+  romulus restore --xen --no-fence --listen "127.0.0.1:$_port" --psk-file "$W/psk" --failover-timeout 2s \
+    --guest-kernel-dir "$(dirname "$LAB_DOMU_KERNEL")" "$@" >"$_log" 2>&1 &
+  BP=$!
+  lab_evidence "$_log"
+  lab_wait_listening "$_log" $BP
+}
+# hvm_serial LOG: the file the device model a backup started writes the guest's serial port
+# into (from the backup's log; "" if it said none).
+hvm_serial() { sed -n 's/.*serial port into \([^ ,]*\).*/\1/p' "$1" | tail -n 1; }
+# hvm_replicate PORT LOG [replicate args...]: guest $G replicated to the backup at PORT every
+# 200 ms; its pid in RP.
+hvm_replicate() {
+  _port=$1 _log=$2; shift 2
+  romulus replicate --domain $G --to "127.0.0.1:$_port" --psk-file "$W/psk" --interval 200ms \
+    --ack-timeout 15s "$@" >"$_log" 2>&1 &
+  RP=$!
+  lab_evidence "$_log"
+}
 # The lab's guest boots its kernel directly (kernel= in its config): the backup's device model
 # loads the same file, from a directory the backup allows.
-romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
-  --guest-kernel-dir "$(dirname "$LAB_DOMU_KERNEL")" --events-json "$W/events.jsonl" >"$W/backup.log" 2>&1 &
-BP=$!
-lab_evidence "$W/backup.log" "$W/primary.log" "/var/log/xen/qemu-dm-$G--incoming.log"
-lab_wait_listening "$W/backup.log" $BP
-romulus replicate --domain $G --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
-  --ack-timeout 15s --stats-json "$W/stats.jsonl" --events-json "$W/pevents.jsonl" >"$W/primary.log" 2>&1 &
-RP=$!
+lab_evidence "/var/log/xen/qemu-dm-$G--incoming.log"
+hvm_backup $PORT "$W/backup.log" --events-json "$W/events.jsonl"
+hvm_replicate $PORT "$W/primary.log" --stats-json "$W/stats.jsonl" --events-json "$W/pevents.jsonl"
 T2=$(lab_now)
 until [ "$(rj_count "$W/stats.jsonl" acked true)" -ge 5 ] 2>/dev/null; do
   kill -0 $RP 2>/dev/null || lab_fail "the replicator exited before 5 acked epochs: $(grep -v '^ *$' "$W/primary.log" | tail -n 1 | cut -c1-240)"
@@ -160,6 +182,10 @@ until [ "$(rj_count "$W/stats.jsonl" acked true)" -ge 5 ] 2>/dev/null; do
   sleep 0.5
 done
 lab_note "5 epochs acked $(lab_elapsed "$T2") s after replicate started"
+# The backup compared the QEMU releases (the primary's from its QMP greeting, its own from
+# --version): no warning that it could not.
+! grep -q "cannot tell the release\|names no QEMU release" "$W/backup.log" "$W/primary.log" ||
+  lab_fail "the QEMU releases were not compared: $(grep -h "cannot tell the release\|names no QEMU release" "$W/backup.log" "$W/primary.log" | head -n 1 | cut -c1-240)"
 LAST_PRIMARY=$(lab_counter_last "$SERIAL")
 kill -9 $RP 2>/dev/null
 TK=$(lab_now)
@@ -170,7 +196,7 @@ lab_wait_failover "$W/events.jsonl" "$W/backup.log"
 FO_EPOCH=$(rj_get "$LAB_FO" last_committed_epoch)
 [ -n "$FO_EPOCH" ] && [ "$FO_EPOCH" -ge "$LAST_ACKED" ] && [ "$FO_EPOCH" -le $((LAST_ACKED + 1)) ] ||
   lab_fail "the backup resumed from epoch '$FO_EPOCH'; the primary's last acked epoch was $LAST_ACKED"
-RSERIAL=$(sed -n 's/.*serial port into \([^ ,]*\).*/\1/p' "$W/backup.log" | tail -n 1)
+RSERIAL=$(hvm_serial "$W/backup.log")
 [ -n "$RSERIAL" ] || lab_fail "the backup never said where its device model writes the serial port"
 lab_evidence "$RSERIAL"
 lab_wait_counter "$RSERIAL" $((LAST_PRIMARY + 2)) 300 ||
@@ -198,6 +224,8 @@ kill $BP 2>/dev/null; wait $BP 2>/dev/null
 # retries, the device model starts, and the guest counts on from that checkpoint.
 cat >"$W/flaky-qemu" <<EOF
 #!/bin/sh
+# The backup asks its device model's release at session start (compared with the primary's).
+[ "\$1" = --version ] && exec /usr/libexec/xen-qemu-system-i386 --version
 if [ ! -e "$W/flaky-once" ]; then
   : >"$W/flaky-once"
   echo "flaky-qemu: refusing to start, once (a lab fault)" >&2
@@ -207,15 +235,10 @@ exec /usr/libexec/xen-qemu-system-i386 "\$@"
 EOF
 chmod +x "$W/flaky-qemu"
 rm -f "$W/flaky-once" "$W/events6.jsonl" "$W/stats6.jsonl"
-romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 2s \
-  --guest-kernel-dir "$(dirname "$LAB_DOMU_KERNEL")" --device-model "$W/flaky-qemu" \
-  --control-socket "$W/ctl6.sock" --events-json "$W/events6.jsonl" >"$W/backup6.log" 2>&1 &
-BP=$!
-lab_evidence "$W/backup6.log" "$W/primary6.log" "$W/events6.jsonl"
-lab_wait_listening "$W/backup6.log" $BP
-romulus replicate --domain $G --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
-  --ack-timeout 15s --stats-json "$W/stats6.jsonl" >"$W/primary6.log" 2>&1 &
-RP=$!
+lab_evidence "$W/events6.jsonl"
+hvm_backup $PORT "$W/backup6.log" --device-model "$W/flaky-qemu" --control-socket "$W/ctl6.sock" \
+  --events-json "$W/events6.jsonl"
+hvm_replicate $PORT "$W/primary6.log" --stats-json "$W/stats6.jsonl"
 T6=$(lab_now)
 until [ "$(rj_count "$W/stats6.jsonl" acked true)" -ge 3 ] 2>/dev/null; do
   kill -0 $RP 2>/dev/null || lab_fail "protecting the failed-over guest: the replicator exited: $(grep -v '^ *$' "$W/primary6.log" | tail -n 1 | cut -c1-240)"
@@ -251,6 +274,136 @@ FIRST6=$(lab_counter_first "$RSERIAL")
 [ "$FIRST6" -gt 1 ] && [ "$FIRST6" -le $((LAST6 + 1)) ] || lab_fail "after the retry the counter went from $LAST6 to $FIRST6"
 lab_note "ctl failover retried: epoch $EPOCH6 (primary's last acked $LAST_ACKED6), counter $LAST6 -> $FIRST6"
 kill $BP 2>/dev/null; wait $BP 2>/dev/null
-lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6"
+
+# ---- 7. kill drills on the HVM guest (the kill-drill scenario's checks, on the guest that
+# runs now, so no new boot): `replicate --kill-at PHASE:K` SIGKILLs the primary at that phase,
+# the primary host dies with it, and the backup must resume from exactly the right epoch, its
+# memory and its device model's state of that one epoch: K-1 for s2 (the guest and its device
+# model suspended at the kill, epoch K never completed), K for c (EPOCH_END K written, not
+# acked: the backup commits it).
+# Each drill's backup has its own replica name, so its device model writes its own serial file
+# (the primary's last line and the copy's first are read without a race).
+K7=4
+DRILLS=""
+CUR_SERIAL=$RSERIAL
+for PH in s2 c; do
+  case $PH in c) WANT=$K7 ;; *) WANT=$((K7 - 1)) ;; esac
+  PORT=$((PORT + 1))
+  rm -f "$W/events7-$PH.jsonl" "$W/stats7-$PH.jsonl"
+  lab_evidence "$W/events7-$PH.jsonl"
+  hvm_backup $PORT "$W/backup7-$PH.log" --domain-name "$G-$PH" --events-json "$W/events7-$PH.jsonl"
+  hvm_replicate $PORT "$W/primary7-$PH.log" --kill-at "$PH:$K7" --stats-json "$W/stats7-$PH.jsonl"
+  lab_wait_exit $RP 600 "$PH: the primary never reached epoch $K7"
+  RC=$LAB_RC
+  TK=$(lab_now)
+  LAST7=$(lab_counter_last "$CUR_SERIAL")
+  xl destroy $G >/dev/null 2>&1
+  [ "$RC" -eq 137 ] || lab_fail "$PH: the primary exited $RC, not by SIGKILL: $(grep -v '^ *$' "$W/primary7-$PH.log" | tail -n 1 | cut -c1-240)"
+  grep -q "drill: killing the primary at .* of epoch $K7" "$W/primary7-$PH.log" || lab_fail "$PH: no kill-point line for epoch $K7"
+  LAST_ACKED7=$(rj_last_acked "$W/stats7-$PH.jsonl")
+  [ "$LAST_ACKED7" = $((K7 - 1)) ] || lab_fail "$PH: the primary's last acked epoch is $LAST_ACKED7, want $((K7 - 1))"
+  lab_wait_failover "$W/events7-$PH.jsonl" "$W/backup7-$PH.log"
+  FO7=$(rj_get "$LAB_FO" last_committed_epoch)
+  [ "$FO7" = "$WANT" ] || lab_fail "$PH: the backup resumed from epoch $FO7, want $WANT"
+  NEW_SERIAL=$(hvm_serial "$W/backup7-$PH.log")
+  [ -n "$NEW_SERIAL" ] && [ "$NEW_SERIAL" != "$CUR_SERIAL" ] || lab_fail "$PH: the backup's device model writes '$NEW_SERIAL'"
+  lab_evidence "$NEW_SERIAL"
+  lab_wait_counter "$NEW_SERIAL" $((LAST7 + 2)) 300 ||
+    lab_fail "$PH: the resumed HVM guest does not count on (last $(lab_counter_last "$NEW_SERIAL"), primary was $LAST7)"
+  FIRST7=$(lab_counter_first "$NEW_SERIAL")
+  CUR_SERIAL=$NEW_SERIAL
+  [ "$FIRST7" -gt 1 ] && [ "$FIRST7" -le $((LAST7 + 1)) ] || lab_fail "$PH: the counter went from $LAST7 to $FIRST7"
+  i=0
+  until xl list 2>/dev/null | awk 'NR>1 {print $1}' | grep -qx $G; do
+    i=$((i+1)); [ $i -le 300 ] || { xl list; lab_fail "$PH: the backup domain was not renamed $G"; }
+    sleep 0.1
+  done
+  lab_note "$PH: killed at epoch $K7 (primary last acked $LAST_ACKED7), backup resumed from epoch $FO7 with its device state; counter $LAST7 -> $FIRST7 after $(lab_elapsed "$TK") s"
+  lab_figure "hvm_phase=$PH kill_epoch=$K7 resumed_epoch=$FO7 failover_to_output_s=$(lab_elapsed "$TK")"
+  DRILLS="$DRILLS $PH:$FO7"
+  kill $BP 2>/dev/null; wait $BP 2>/dev/null
+done
+
+# ---- 8. a planned switchover of the HVM guest, with --reverse (the kill-drill scenario's
+# "switchover", on the guest that runs now): once 3 epochs are acked, `romulus switchover`
+# hands the guest over: the primary exits 0 leaving its domain suspended and marked (a new
+# replicate --domain of it refuses), the backup starts its device model from the final epoch's
+# device state and the guest counts on from exactly where the primary's stopped, then it is
+# replicated back to the old host's backup, which takes over when the new primary dies too.
+# Each backup has its own replica name (--domain-name), so each device model writes its own
+# serial file: the primary's last line and each copy's first are read without a race.
+PORT=$((PORT + 1))
+RPORT=$((PORT + 50))
+rm -f "$W/events8.jsonl" "$W/events8r.jsonl" "$W/stats8.jsonl"
+P8=$(xl domid $G) || lab_fail "switchover: no domain $G"
+lab_evidence "$W/events8.jsonl" "$W/switchover8.err"
+hvm_backup $PORT "$W/backup8.log" --domain-name "$G-sw" --control-socket "$W/bctl8.sock" \
+  --events-json "$W/events8.jsonl"
+hvm_replicate $PORT "$W/primary8.log" --stats-json "$W/stats8.jsonl" --control-socket "$W/ctl8.sock"
+T8=$(lab_now)
+until [ "$(rj_count "$W/stats8.jsonl" acked true)" -ge 3 ] 2>/dev/null; do
+  kill -0 $RP 2>/dev/null || lab_fail "switchover: the replicator exited before 3 acked epochs"
+  [ "$(lab_elapsed "$T8" | cut -d. -f1)" -lt 600 ] || lab_fail "switchover: fewer than 3 acked epochs after 600 s"
+  sleep 0.2
+done
+# The old host's new backup, for --reverse (the same dom0 here).
+SWBP=$BP
+hvm_backup $RPORT "$W/backup8r.log" --domain-name "$G-back" --events-json "$W/events8r.jsonl"
+B2=$BP
+BP=$SWBP
+# In the background: it returns once the reverse replication is PROTECTED, which on this shared
+# host needs the old domain gone (the new copy takes the name $G first).
+romulus switchover --socket "$W/ctl8.sock" --backup-socket "$W/bctl8.sock" --reverse "127.0.0.1:$RPORT" \
+  --timeout 300s --json >"$W/switchover8.json" 2>"$W/switchover8.err" &
+SWP=$!
+lab_wait_exit $RP 600 "switchover: the primary never handed over"
+RC=$LAB_RC
+[ "$RC" -eq 0 ] || lab_fail "switchover: the primary exited $RC: $(grep -v '^ *$' "$W/primary8.log" | tail -n 1 | cut -c1-240)"
+LAST8=$(lab_counter_last "$CUR_SERIAL")
+xl list "$P8" 2>/dev/null | awk 'NR == 2 { exit !($5 ~ /s/) }' || { xl list; lab_fail "switchover: the primary domain is not left suspended"; }
+if romulus replicate --domain "$P8" --to "127.0.0.1:1" --psk-file "$W/psk" >"$W/stale8.log" 2>&1; then
+  lab_fail "switchover: replicate --domain accepted the handed-over domain"
+fi
+grep -q "handed over to its backup" "$W/stale8.log" || lab_fail "switchover: no clear refusal for the handed-over domain: $(tail -n 1 "$W/stale8.log")"
+xl destroy "$P8" >/dev/null 2>&1
+wait $SWP; SRC=$?
+SW=$(tail -n 1 "$W/switchover8.json")
+[ "$SRC" -eq 0 ] && [ "$(rj_get "$SW" ok)" = true ] && [ "$(rj_get "$SW" lost_epochs)" = 0 ] &&
+  [ "$(rj_get "$SW" reverse_protection)" = PROTECTED ] || lab_fail "switchover: rc $SRC $SW $(tail -n 2 "$W/switchover8.err")"
+FINAL8=$(rj_get "$SW" final_epoch)
+[ "$(rj_last_acked "$W/stats8.jsonl")" = "$FINAL8" ] || lab_fail "switchover: the primary's last acked epoch is not the final one ($FINAL8)"
+lab_wait_failover "$W/events8.jsonl" "$W/backup8.log"
+[ "$(rj_get "$LAB_FO" last_committed_epoch)" = "$FINAL8" ] || lab_fail "switchover: the backup activated epoch $(rj_get "$LAB_FO" last_committed_epoch), the final epoch was $FINAL8"
+rj_get "$LAB_FO" reason | grep -q 'planned switchover' || lab_fail "switchover: not a planned switchover: $LAB_FO"
+SWSERIAL=$(hvm_serial "$W/backup8.log")
+[ -n "$SWSERIAL" ] && [ "$SWSERIAL" != "$CUR_SERIAL" ] || lab_fail "switchover: the backup's device model writes '$SWSERIAL'"
+lab_evidence "$SWSERIAL"
+lab_wait_counter "$SWSERIAL" $((LAST8 + 2)) 300 || lab_fail "switchover: the HVM guest does not count on (last $(lab_counter_last "$SWSERIAL"), primary was $LAST8)"
+FIRST8=$(lab_counter_first "$SWSERIAL")
+# Nothing ran after the final checkpoint: the new copy's first line follows the primary's last.
+[ "$FIRST8" -ge "$LAST8" ] && [ "$FIRST8" -le $((LAST8 + 1)) ] || lab_fail "switchover: the primary's counter ended at $LAST8, the backup's began at $FIRST8"
+lab_note "switchover: final epoch $FINAL8, activated with its device state; counter $LAST8 -> $FIRST8"
+# The reverse replication: the new primary (the restore that activated the guest) dies with its
+# host once the old host's backup committed; that backup takes over and the guest counts on.
+i=0
+until lab_session_committed "$W/events8r.jsonl" && [ "$(rj_status "$W/bctl8.sock" protection)" = PROTECTED ]; do
+  i=$((i+1)); [ $i -le 1500 ] || lab_fail "switchover --reverse: the reverse session never committed while protected (300 s)"
+  sleep 0.2
+done
+kill -9 $BP 2>/dev/null; wait $BP 2>/dev/null
+# After the kill: no checkpoint follows, so the last committed one is at most this line.
+RC8=$(lab_counter_last "$SWSERIAL")
+NEW8=$(xl domid $G 2>/dev/null || xl domid "$G-sw" 2>/dev/null)
+[ -n "$NEW8" ] && xl destroy "$NEW8" >/dev/null 2>&1
+lab_wait_failover "$W/events8r.jsonl" "$W/backup8r.log"
+BACKSERIAL=$(hvm_serial "$W/backup8r.log")
+[ -n "$BACKSERIAL" ] || lab_fail "switchover --reverse: the old host's backup never said where its device model writes"
+lab_evidence "$BACKSERIAL"
+lab_wait_counter "$BACKSERIAL" 2 300 || lab_fail "switchover --reverse: the guest does not count on the old host"
+FR8=$(lab_counter_first "$BACKSERIAL")
+[ "$FR8" -gt "$FIRST8" ] && [ "$FR8" -le $((RC8 + 1)) ] || lab_fail "switchover --reverse: counter $FR8 after $FIRST8..$RC8"
+lab_note "switchover --reverse: replicated back ($(rj_event_count "$W/events8r.jsonl" commit) commits); new primary killed at counter $RC8, the old host's backup resumed at $FR8 (epoch $(rj_get "$LAB_FO" last_committed_epoch))"
+kill $B2 2>/dev/null; wait $B2 2>/dev/null
+lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8)"
 xl destroy $G >/dev/null 2>&1
 exit 0

@@ -96,11 +96,8 @@ for PH in ${LAB_KILL_PHASES:-$PHASES_DEFAULT}; do
       --reverse "127.0.0.1:$RPORT" --timeout 300s --json >"$W/switchover.json" 2>"$W/switchover.err" &
     SWP=$!
   fi
-  while kill -0 $RP 2>/dev/null; do
-    [ "$(lab_elapsed "$T0" | cut -d. -f1)" -lt 600 ] || lab_fail "$PH: the primary never reached epoch $K"
-    sleep 0.2
-  done
-  wait $RP; RC=$?
+  lab_wait_exit $RP 600 "$PH: the primary never reached epoch $K"
+  RC=$LAB_RC
   TK=$(lab_now)
   LAST_PRIMARY=$(lab_counter_last "$C")
   if [ "$PH" = switchover ]; then
@@ -189,12 +186,8 @@ for PH in ${LAB_KILL_PHASES:-$PHASES_DEFAULT}; do
     # instead of activating it (the primary ran unprotected in between, docs/FAILURE-MODEL.md),
     # which is right, and a loaded host can lose the reverse session and resync it (seen
     # 2026-12-03, load 8: "epoch 2 not sent within 1000 ms", killed mid-resync, the backup held).
-    rev_committed() {
-      _ss=$(rj_last_event "$W/events-rev.jsonl" session_start) &&
-        rj_last_event "$W/events-rev.jsonl" commit "$(rj_get "$_ss" seq)" >/dev/null
-    }
     i=0
-    until rev_committed && [ "$(rj_status "$W/bctl-$PH.sock" protection)" = PROTECTED ]; do
+    until lab_session_committed "$W/events-rev.jsonl" && [ "$(rj_status "$W/bctl-$PH.sock" protection)" = PROTECTED ]; do
       i=$((i+1)); [ $i -le 1500 ] || lab_fail "switchover --reverse: the reverse session never committed while protected (300 s)"
       sleep 0.2
     done

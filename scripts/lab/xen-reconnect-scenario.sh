@@ -334,11 +334,8 @@ xl destroy "$G--incoming" >/dev/null 2>&1
 wait_for 120 "the primary of $G did not notice the lost backup" lost_since "$PEV5" 0
 xl destroy "$P" >/dev/null 2>&1
 TD=$(lab_now)
-while kill -0 $RP 2>/dev/null; do
-  [ "$(lab_elapsed "$TD" | cut -d. -f1)" -lt 60 ] || lab_fail "the primary kept looking for a backup for a destroyed domain"
-  sleep 0.2
-done
-wait $RP; RC=$?
+lab_wait_exit $RP 60 "the primary kept looking for a backup for a destroyed domain"
+RC=$LAB_RC
 [ "$RC" -ne 0 ] && grep -q 'went away while unprotected' "$PLOG" ||
   lab_fail "the primary of the destroyed $G exited $RC without saying why"
 lab_note "$G destroyed while unprotected: its primary exited $RC after $(lab_elapsed "$TD")s ($(grep -m1 'went away' "$PLOG" | cut -c1-80))"

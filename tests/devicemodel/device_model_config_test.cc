@@ -151,15 +151,65 @@ TEST(DeviceModelConfig, InfoLinesRoundTrip) {
   c.acpi = false;
   c.serials = {DeviceModelConfig::Serial::kFile, DeviceModelConfig::Serial::kNull, DeviceModelConfig::Serial::kPty};
   c.kernel = "/k";  // short paths too (found by domain_info_fuzz: a 2-byte path once threw)
+  c.qemu = {7, 2, 19};
   auto back = DeviceModelConfigFromInfo(Info(DeviceModelInfoLines(c)));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_TRUE(*back == c);
   c.serials.clear();
   c.kernel.clear();
+  c.qemu = {};  // unknown: no dm_qemu line, read back as unknown
+  EXPECT_EQ(DeviceModelInfoLines(c).find("dm_qemu"), std::string::npos);
   back = DeviceModelConfigFromInfo(Info(DeviceModelInfoLines(c)));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_TRUE(back->serials.empty());
   EXPECT_TRUE(back->kernel.empty());
+  EXPECT_FALSE(back->qemu.known());
+}
+
+TEST(QemuVersion, ParsedFromGreetingAndBanner) {
+  auto v = ParseQemuVersion("7.2.19");
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ(*v, (QemuVersion{7, 2, 19}));
+  EXPECT_EQ(v->ToString(), "7.2.19");
+  for (const char* bad : {"", "7", "7.2", "7.2.", "7..2", "7.2.19.1", "7.2.x", "-7.2.1", "12345.0.0", "?.?.?",
+                          "7.2.19 "}) {
+    EXPECT_EQ(ParseQemuVersion(bad).status().code(), Code::kInvalidArgument) << bad;
+  }
+  // Debian 12's qemu-system-xen (the lab's), and a build without a package suffix.
+  auto deb = QemuVersionFromBanner("QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)");
+  ASSERT_TRUE(deb.ok()) << deb.status().ToString();
+  EXPECT_EQ(*deb, (QemuVersion{7, 2, 19}));
+  EXPECT_EQ(*QemuVersionFromBanner("QEMU emulator version 9.2.0"), (QemuVersion{9, 2, 0}));
+  EXPECT_FALSE(QemuVersionFromBanner("flaky-qemu: refusing to start").ok());
+  EXPECT_FALSE(QemuVersionFromBanner("QEMU emulator version (unknown)").ok());
+}
+
+// QEMU loads its own and older releases' device state, not newer ones.
+TEST(QemuVersion, AnOlderBackupQemuIsRefused) {
+  const QemuVersion v72{7, 2, 19}, v72old{7, 2, 5}, v80{8, 0, 0}, v92{9, 2, 0}, unknown{};
+  EXPECT_TRUE(CheckDeviceModelVersions(v72, true, v72).ok());
+  EXPECT_TRUE(CheckDeviceModelVersions(v72, true, v72old).ok());  // a stable update: same machine versions
+  EXPECT_TRUE(CheckDeviceModelVersions(v72, true, v92).ok());
+  Status older = CheckDeviceModelVersions(v92, true, v72);
+  EXPECT_EQ(older.code(), Code::kUnsupported);
+  EXPECT_NE(older.message().find("QEMU 9.2.0"), std::string::npos) << older.ToString();
+  EXPECT_NE(older.message().find("QEMU 7.2.19"), std::string::npos) << older.ToString();
+  EXPECT_NE(older.message().find("9.2 or later"), std::string::npos) << older.ToString();
+  EXPECT_EQ(CheckDeviceModelVersions(v80, true, v72).code(), Code::kUnsupported);
+  EXPECT_TRUE(CheckDeviceModelVersions(unknown, true, v72).ok());
+  EXPECT_TRUE(CheckDeviceModelVersions(v92, true, unknown).ok());
+}
+
+// Machine "pc" (xen_platform_pci=0) is each release's newest i440fx: only
+// the same major.minor loads its state.
+TEST(QemuVersion, AnUnpinnedMachineNeedsTheSameRelease) {
+  const QemuVersion v72{7, 2, 19}, v72old{7, 2, 5}, v92{9, 2, 0};
+  EXPECT_TRUE(CheckDeviceModelVersions(v72, false, v72old).ok());
+  Status newer = CheckDeviceModelVersions(v72, false, v92);
+  EXPECT_EQ(newer.code(), Code::kUnsupported);
+  EXPECT_NE(newer.message().find("\"pc\""), std::string::npos) << newer.ToString();
+  EXPECT_NE(newer.message().find("install QEMU 7.2 on the backup"), std::string::npos) << newer.ToString();
+  EXPECT_EQ(CheckDeviceModelVersions(v92, false, v72).code(), Code::kUnsupported);
 }
 
 // The record comes from the network: every field checked.
@@ -175,7 +225,8 @@ TEST(DeviceModelConfig, DamagedInfoIsRefused) {
                           "dm_vcpus=0", "dm_vcpus=3", "dm_maxcpus=600", "dm_max_ram_below_4g=8589934592",
                           "dm_serials=pty,tcp", "dm_serials=pty,pty,pty,pty,pty", "dm_serials=,",
                           "dm_kernel=vmlinuz", "dm_kernel=/boot/x,if=none", "dm_kernel=/boot/../etc/shadow",
-                          "dm_kernel=/..", "dm_kernel=/", "dm_kernel=/boot/.."}) {
+                          "dm_kernel=/..", "dm_kernel=/", "dm_kernel=/boot/..", "dm_qemu=", "dm_qemu=7.2",
+                          "dm_qemu=0.0.0", "dm_qemu=7.2.19-deb", "dm_qemu=99999.1.1"}) {
     auto r = DeviceModelConfigFromInfo(Info(good + bad + "\n"));
     EXPECT_EQ(r.status().code(), Code::kCorruption) << bad << ": " << r.status().ToString();
   }

@@ -133,20 +133,60 @@ TEST(SpawnDetached, AFailedExecIsAnErrorNamingTheBinary) {
   EXPECT_NE(pid.status().ToString().find("No such file"), std::string::npos) << pid.status().ToString();
 }
 
-TEST(SpawnDetached, ProcessAliveFollowsTheProcess) {
-  ScopedTempDir dir;
+// A detached `sleep 30`, its log in `dir`.
+Result<pid_t> SpawnSleeper(const ScopedTempDir& dir) {
   SpawnSpec spec;
   spec.binary = "/bin/sleep";
   spec.args = {"30"};
   spec.log_path = dir.path + "/log";
-  auto pid = SpawnDetached(spec);
+  return SpawnDetached(spec);
+}
+
+// Reaped by init (or the subreaper), not by us: a bounded wait until gone.
+bool GoneWithin20s(pid_t pid) {
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (ProcessAlive(pid) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+  return !ProcessAlive(pid);
+}
+
+TEST(SpawnDetached, ProcessAliveFollowsTheProcess) {
+  ScopedTempDir dir;
+  auto pid = SpawnSleeper(dir);
   ASSERT_TRUE(pid.ok()) << pid.status().ToString();
   EXPECT_TRUE(ProcessAlive(*pid));
   ASSERT_EQ(::kill(*pid, SIGKILL), 0);
-  // Reaped by init (or the subreaper), not by us: bounded wait.
-  const auto until = std::chrono::steady_clock::now() + 20s;
-  while (ProcessAlive(*pid) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
-  EXPECT_FALSE(ProcessAlive(*pid));
+  EXPECT_TRUE(GoneWithin20s(*pid));
+}
+
+TEST(ProcessArgv, ReadsAnotherProcesssCommandLine) {
+  ScopedTempDir dir;
+  auto pid = SpawnSleeper(dir);
+  ASSERT_TRUE(pid.ok()) << pid.status().ToString();
+  auto argv = ReadProcessArgv(*pid);
+  ::kill(*pid, SIGKILL);
+  ASSERT_TRUE(argv.ok()) << argv.status().ToString();
+  EXPECT_EQ(*argv, (std::vector<std::string>{"/bin/sleep", "30"}));
+  // Gone: an error, not an empty command line.
+  ASSERT_TRUE(GoneWithin20s(*pid));
+  EXPECT_EQ(ReadProcessArgv(*pid).status().code(), Code::kIoError);
+}
+
+TEST(ProcessArgv, ServesOnlyTheDomainItNames) {
+  const std::vector<std::string> qemu = {"/usr/bin/qemu-system-i386", "-xen-domid", "12", "-no-shutdown"};
+  EXPECT_TRUE(ArgvServesDomain(qemu, 12));
+  EXPECT_FALSE(ArgvServesDomain(qemu, 1));    // "12" is not "1"
+  EXPECT_FALSE(ArgvServesDomain(qemu, 120));
+  EXPECT_FALSE(ArgvServesDomain({"/bin/sleep", "12"}, 12));     // a reused pid
+  EXPECT_FALSE(ArgvServesDomain({"qemu", "-xen-domid"}, 12));   // no value
+  EXPECT_FALSE(ArgvServesDomain({}, 0));
+}
+
+TEST(ProcessArgv, PidsAsXenstoreHoldsThem) {
+  EXPECT_EQ(*ParsePid("4242"), 4242);
+  EXPECT_EQ(*ParsePid("2147483647"), 2147483647);
+  for (const char* bad : {"", "0", "-1", "12a", " 12", "2147483648", "99999999999", "0x10"}) {
+    EXPECT_EQ(ParsePid(bad).status().code(), Code::kInvalidArgument) << bad;
+  }
 }
 
 }  // namespace

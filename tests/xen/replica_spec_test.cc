@@ -180,5 +180,36 @@ TEST(GuestTypeTest, WhatEachHostCanProtect) {
   EXPECT_FALSE(CheckCanProtect(nohap, GuestType::kPvh, false, "g").ok());
 }
 
+// A replica's memory and the rest of its checkpoint must be of one epoch.
+TEST(ReplicaEpochsTest, EqualCountsRunForEveryGuestType) {
+  for (GuestType t : {GuestType::kPv, GuestType::kPvh, GuestType::kHvm}) {
+    EXPECT_TRUE(CheckReplicaEpochs(t, true, 5, 5, 40).ok());
+    EXPECT_TRUE(CheckReplicaEpochs(t, false, 1, 1, 1).ok());
+  }
+}
+
+TEST(ReplicaEpochsTest, LateCheckpointWithDisksOrDevicesCannotRun) {
+  // libxenguest took checkpoint 6 after the commit of epoch 40 (the 5th)
+  // gave up waiting: memory of epoch 41, disks or device state of 40.
+  Status disks = CheckReplicaEpochs(GuestType::kPv, /*has_disks=*/true, 6, 5, 40);
+  EXPECT_EQ(disks.code(), Code::kCorruption);
+  EXPECT_NE(disks.message().find("disks"), std::string::npos) << disks.ToString();
+  EXPECT_NE(disks.message().find("epoch 40"), std::string::npos) << disks.ToString();
+  EXPECT_EQ(CheckReplicaEpochs(GuestType::kPvh, true, 6, 5, 40).code(), Code::kCorruption);
+  Status hvm = CheckReplicaEpochs(GuestType::kHvm, /*has_disks=*/false, 6, 5, 40);
+  EXPECT_EQ(hvm.code(), Code::kCorruption);
+  EXPECT_NE(hvm.message().find("device model"), std::string::npos) << hvm.ToString();
+}
+
+TEST(ReplicaEpochsTest, LateCheckpointOfAMemoryOnlyGuestRuns) {
+  // Its memory is its whole state: the next epoch's is a whole guest.
+  EXPECT_TRUE(CheckReplicaEpochs(GuestType::kPv, false, 6, 5, 40).ok());
+  EXPECT_TRUE(CheckReplicaEpochs(GuestType::kPvh, false, 7, 5, 40).ok());
+}
+
+TEST(ReplicaEpochsTest, ACommittedEpochNeverAppliedIsInternal) {
+  EXPECT_EQ(CheckReplicaEpochs(GuestType::kPv, false, 4, 5, 40).code(), Code::kInternal);
+}
+
 }  // namespace
 }  // namespace romulus::xen
