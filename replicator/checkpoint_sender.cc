@@ -171,6 +171,12 @@ Status CheckpointSender::Impl::AppendFrame(FrameType type, std::span<const uint8
 
 Result<std::unique_ptr<CheckpointSender>> CheckpointSender::Start(
     std::unique_ptr<transport::Stream> stream, const SenderOptions& opts, const GuestInfo& guest) {
+  auto given = std::make_shared<std::unique_ptr<transport::Stream>>(std::move(stream));
+  return Start([given]() -> Result<std::unique_ptr<transport::Stream>> { return std::move(*given); }, opts, guest);
+}
+
+Result<std::unique_ptr<CheckpointSender>> CheckpointSender::Start(const Connector& connect, const SenderOptions& opts,
+                                                                  const GuestInfo& guest) {
   if (opts.max_batch_bytes < compress::kMaxEntryBytes ||
       opts.max_batch_bytes > protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kPages)) ||
       opts.outbuf_bytes < opts.max_batch_bytes + kFrameHeaderSize) {
@@ -179,10 +185,8 @@ Result<std::unique_ptr<CheckpointSender>> CheckpointSender::Start(
   std::unique_ptr<CheckpointSender> s(new CheckpointSender());
   s->impl_ = std::make_unique<Impl>();
   Impl& im = *s->impl_;
-  im.stream = std::move(stream);
   im.opts = opts;
   im.guest = guest;
-  im.writer = std::make_unique<protocol::FrameWriter>(im.stream.get());
   auto enc = compress::PageEncoder::Create(opts.codec, guest.guest_pages);
   if (!enc.ok()) return enc.status();
   im.encoder = std::move(*enc);
@@ -196,6 +200,10 @@ Result<std::unique_ptr<CheckpointSender>> CheckpointSender::Start(
   if (!out.ok()) return out.status();
   im.out = std::move(*out);
 
+  auto stream = connect();
+  if (!stream.ok()) return stream.status();
+  im.stream = std::move(*stream);
+  im.writer = std::make_unique<protocol::FrameWriter>(im.stream.get());
   Status hs = im.Handshake();
   if (!hs.ok()) {
     im.stream->Shutdown();

@@ -118,6 +118,13 @@ class CheckpointSender {
   static Result<std::unique_ptr<CheckpointSender>> Start(std::unique_ptr<transport::Stream> stream,
                                                          const SenderOptions& opts,
                                                          const GuestInfo& guest);
+  // The same, connecting only once the session's page cache, digest and
+  // outbuf are allocated: the backup gives a connection a bounded time (its
+  // pre-authentication deadline) to present its HELLO, which the
+  // allocations of a large guest must not eat into.
+  using Connector = std::function<Result<std::unique_ptr<transport::Stream>>()>;
+  static Result<std::unique_ptr<CheckpointSender>> Start(const Connector& connect, const SenderOptions& opts,
+                                                         const GuestInfo& guest);
   ~CheckpointSender();
 
   Status BeginEpoch(uint64_t epoch);

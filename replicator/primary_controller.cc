@@ -103,9 +103,7 @@ void PrimaryController::LoseBackup(const Status& why) {
 }
 
 Status PrimaryController::StartSender(const GuestInfo& info) {
-  auto stream = connect_();
-  if (!stream.ok()) return stream.status();
-  auto sender = CheckpointSender::Start(std::move(*stream), sender_opts_, info);
+  auto sender = CheckpointSender::Start(connect_, sender_opts_, info);
   if (!sender.ok()) return sender.status();
   sender_ = std::move(*sender);
   return Status::Ok();

@@ -80,7 +80,7 @@ void CheckpointSender::Impl::Cut() {
     stopping = true;
   }
   cv.notify_all();
-  stream->Shutdown();
+  if (stream) stream->Shutdown();  // none when the connection itself failed (Start)
 }
 
 void CheckpointSender::Impl::JoinThreads() {
