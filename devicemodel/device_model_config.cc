@@ -267,20 +267,18 @@ Result<QemuVersion> QemuVersionFromBanner(const std::string& banner) {
 Status CheckDeviceModelVersions(const QemuVersion& primary, bool pinned_machine, const QemuVersion& backup) {
   if (!primary.known() || !backup.known()) return Status::Ok();
   const auto mine = std::tie(backup.major, backup.minor), theirs = std::tie(primary.major, primary.minor);
-  if (!pinned_machine && mine != theirs) {
-    return Status::Unsupported("the primary's device model is QEMU " + primary.ToString() + ", this backup's (" +
-                               "restore --device-model) is QEMU " + backup.ToString() +
-                               ": the guest's machine is \"pc\" (xen_platform_pci=0), which each QEMU release "
+  const bool refused = pinned_machine ? mine < theirs : mine != theirs;
+  if (!refused) return Status::Ok();
+  const std::string pair = "the primary's device model is QEMU " + primary.ToString() +
+                           ", this backup's (restore --device-model) is QEMU " + backup.ToString();
+  const std::string wanted = std::to_string(primary.major) + "." + std::to_string(primary.minor);
+  if (!pinned_machine) {
+    return Status::Unsupported(pair + ": the guest's machine is \"pc\" (xen_platform_pci=0), which each QEMU release "
                                "defines anew, so its device state loads only into the same release; install QEMU " +
-                               std::to_string(primary.major) + "." + std::to_string(primary.minor) +
-                               " on the backup");
+                               wanted + " on the backup");
   }
-  if (mine >= theirs) return Status::Ok();
-  return Status::Unsupported("the primary's device model is QEMU " + primary.ToString() + ", this backup's (" +
-                             "restore --device-model) is QEMU " + backup.ToString() +
-                             ": an older QEMU cannot load a newer one's device state, so this guest could not "
-                             "fail over here; install QEMU " + std::to_string(primary.major) + "." +
-                             std::to_string(primary.minor) + " or later on the backup");
+  return Status::Unsupported(pair + ": an older QEMU cannot load a newer one's device state, so this guest could not "
+                             "fail over here; install QEMU " + wanted + " or later on the backup");
 }
 
 Result<std::string> AllowedGuestKernel(const std::string& named, const std::vector<std::string>& dirs) {
