@@ -205,7 +205,8 @@ int RunRestore(int argc, char** argv) {
       ("durable", po::bool_switch(), "fsync the image at every commit (survives host power loss)")
       ("failover-timeout", po::value<std::string>()->default_value("1s"),
        "fail over when the primary is silent this long, counted while this backup runs (a stall of the "
-       "backup itself is not primary silence)")
+       "backup itself is not primary silence); a primary whose last word was an ERROR or a corrupt frame "
+       "is alive and unprotected: the backup holds instead, until a new session commits or ctl failover")
       ("fence-cmd", po::value<std::string>(),
        "before activating on silence, run this command; activate only if it exits 0 within --fence-timeout "
        "(env: ROMULUS_REASON, ROMULUS_EPOCH). It must make the primary unable to reach the world (power off, "

@@ -111,8 +111,25 @@ void FailoverJudge::SessionEnded(EndCause cause, const std::string& detail, Dura
       break;
     case EndCause::kPeerError:
     case EndCause::kCorruptStream:
+      // The primary sent these bytes just now: it is alive, and its session is
+      // over. It goes on without this backup (UNPROTECTED, its buffered output
+      // released, FAILURE-MODEL.md §7) until a new session commits, so the
+      // checkpoint held is older than what the world has seen, exactly as
+      // once a new session begins (SessionStarted). Its silence from now on is
+      // a primary that cannot reach us, not proof of its death: activating on
+      // it would run a second, older copy beside the live guest (--no-fence)
+      // or kill the live guest for an older one (a fence).
+      PrimaryHeard(now);
+      if (has_checkpoint_ && trusted_) {
+        trusted_ = false;
+        untrusted_why_ = "the primary ended the session alive (" + std::string(EndCauseName(cause)) +
+                         (detail.empty() ? "" : ": " + detail) + ") and runs unprotected until a new session commits, so " +
+                         "checkpoint " + std::to_string(checkpoint_epoch_) + " is older than the guest's visible state";
+      }
+      break;
     case EndCause::kSuperseded:
-      // The primary sent these bytes just now: it is alive.
+      // The primary sent these bytes just now: it is alive (SessionStarted
+      // follows and says what that means for the checkpoint).
       PrimaryHeard(now);
       break;
     case EndCause::kLocalFailure:

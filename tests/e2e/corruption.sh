@@ -13,9 +13,12 @@
 #   truncate       EOF in the middle of a frame: EOF proves nothing about the
 #        primary (docs/FAILURE-MODEL.md §2), so the backup waits for it; the
 #        primary reconnects and resynchronises (no failover).
-#   flip, and the primary cannot reconnect (proxy --single) -> the backup
-#        waits its --failover-timeout (2 s, not the primary's 1 s) of silence
-#        for it, fences (the fence SIGKILLs the primary), then fails over.
+#   flip, and the primary cannot reconnect (proxy --single) -> the primary
+#        was alive at the corruption and runs UNPROTECTED since, so its
+#        silence never activates the older checkpoint: the backup holds and
+#        says why (however long it waits); `romulus ctl failover` (the
+#        operator's word) then fences (the fence SIGKILLs the primary) and
+#        fails over.
 #   stall          nothing forwarded for 4 s (sockets open): a partition.
 #        "primary silent" -> fence (SIGKILL the primary) -> failover to the
 #        last complete epoch. Without the fence this would be a split brain;
@@ -34,7 +37,7 @@ PROXY="$E2E_LIB/faultproxy.py"
 GUEST="sim:size=16M,workload=hotset"
 python3 "$PROXY" --selftest --to x:0 >/dev/null || fail "faultproxy's XXH3 implementation fails its self-test"
 
-# proxy_case NAME EXPECT(resync|failover) BACKUP_LOG_REGEX PROXY_ARGS...
+# proxy_case NAME EXPECT(resync|failover|hold) BACKUP_LOG_REGEX PROXY_ARGS...
 proxy_case() {
   local name=$1 expect=$2 reason_rx=$3
   shift 3
@@ -46,7 +49,8 @@ proxy_case() {
   local fence="kill -9 \$(cat $d/primary.pid)"
   [[ $expect == resync ]] && fence="false"
   start_backup bpid "$T/$name-backup.log" --listen "127.0.0.1:$bport" --insecure \
-    --image "$d/img" --events-json "$d/events.json" --failover-timeout 2s --fence-cmd "$fence"
+    --image "$d/img" --events-json "$d/events.json" --failover-timeout 2s --fence-cmd "$fence" \
+    --control-socket "$d/b.sock"
   bg xpid "$T/$name-proxy.log" python3 "$PROXY" --to "127.0.0.1:$bport" --port-file "$d/proxy.port" "$@"
   wait_until 10 "$name: faultproxy listening" test -s "$d/proxy.port"
   pport=$(cat "$d/proxy.port")
@@ -93,6 +97,24 @@ for l in open(sys.argv[1]):
     fi
     out=$(jcheck join "$d/stats.json" "$d/events.json" --require-stop) || check_fail "$name: whole run: $out"
   else
+    if [[ $expect == hold ]]; then
+      # The primary ended the session alive: however long it stays silent,
+      # the backup holds and says why; only the operator's word activates.
+      wait_until 30 "$name: the backup holds" grep -q "not activating: .*ended the session alive" \
+        "$T/$name-backup.log"
+      # Three failover timeouts of the primary's silence: a backup that
+      # activated on silence would have done so by now. (An observation
+      # window for something that must NOT happen; nothing waits on it.)
+      sleep 6
+      "$ROMULUS" ctl --json --socket "$d/b.sock" status 2>&1 | grep -q '"decision":"hold"' ||
+        check_fail "$name: the backup's status is not holding after 6 s: $("$ROMULUS" ctl --json --socket "$d/b.sock" status 2>&1)"
+      has_event "$d/events.json" failover && check_fail "$name: the backup ACTIVATED on the silence of a primary that ended the session alive"
+      alive "$ppid" || check_fail "$name: the primary died before the operator's failover"
+      alive "$bpid" || check_fail "$name: the backup exited while holding"
+      log "$name: holding: $(grep -m1 -o "not activating: .*ended the session alive.*" "$T/$name-backup.log")"
+      "$ROMULUS" ctl --json --socket "$d/b.sock" failover >"$d/ctl.out" 2>&1 ||
+        check_fail "$name: ctl failover failed: $(cat "$d/ctl.out")"
+    fi
     # The backup fails over to its last complete epoch.
     wait_exit "$bpid" 20
     [[ $EXIT_CODE -eq 0 ]] || check_fail "$name: backup exited $EXIT_CODE after failover, expected 0"
@@ -130,8 +152,9 @@ proxy_case oversize resync "(OutOfRange|Out of range): frame length 67108864 exc
 proxy_case truncate resync "truncated frame|supersedes the open one" \
   --fault truncate --after 200000 --min-epoch 5
 # The primary is alive but cannot reach the backup again after the corrupt
-# frame: the backup keeps its epoch for --failover-timeout, then fails over.
-proxy_case flip-noreturn failover "primary silent for [0-9]+ ms .* after corrupt-stream" \
+# frame: it runs unprotected, so the backup holds its epoch until the
+# operator says otherwise, then fences and fails over.
+proxy_case flip-noreturn hold "failover requested by the operator" \
   --fault flip --after 200000 --min-epoch 5 --single
 # A stalled connection is not a partition: the primary gives up on it after
 # its 1 s ack timeout and reconnects; the backup takes the new session.

@@ -81,13 +81,30 @@ TEST(FailoverJudgeTest, Table) {
       {"no fencing choice: hold", Fencing::kUnset,
        {Start(0), Commit(10, 1), End(20, EndCause::kConnectionLost)}, 5000, Decision::kHold, false,
        "no fencing choice"},
-      // --- the primary is alive: ERROR, corruption, supersession restart the wait
+      // --- the primary ended the session alive (ERROR, corruption): it runs
+      // unprotected from then on, so its silence never activates the older
+      // checkpoint; the operator may, and a new session that commits restores
+      // the usual rule
       {"primary error: it is alive", kNoFence,
-       {Start(0), Commit(10, 1), End(900, EndCause::kPeerError)}, 1500, Decision::kWait},
-      {"corrupt stream: alive at the corruption", kNoFence,
-       {Start(0), Commit(10, 1), End(900, EndCause::kCorruptStream)}, 1899, Decision::kWait},
-      {"corrupt stream, never back", kNoFence,
-       {Start(0), Commit(10, 1), End(900, EndCause::kCorruptStream)}, 1900, Decision::kActivate},
+       {Start(0), Commit(10, 1), End(900, EndCause::kPeerError)}, 1500, Decision::kHold, false,
+       "ended the session alive (primary-error: detail) and runs unprotected"},
+      {"primary error, never back: hold, not activate on its silence", kNoFence,
+       {Start(0), Commit(10, 1), End(900, EndCause::kPeerError)}, 99999, Decision::kHold, false,
+       "checkpoint 1 is older than the guest's visible state"},
+      {"corrupt stream, never back: hold", kCmd,
+       {Start(0), Commit(10, 1), End(900, EndCause::kCorruptStream)}, 99999, Decision::kHold, false,
+       "corrupt-stream"},
+      {"primary error: the operator may still activate", kCmd,
+       {Start(0), Commit(10, 1), End(900, EndCause::kPeerError), Operator()}, 1000, Decision::kActivate, true},
+      {"primary error, then a session that commits: trusted again", kNoFence,
+       {Start(0), Commit(10, 1), End(900, EndCause::kPeerError), Start(950), Commit(990, 2),
+        End(1000, EndCause::kConnectionLost)},
+       2000, Decision::kActivate},
+      {"primary error, then a session that never commits: hold", kNoFence,
+       {Start(0), Commit(10, 1), End(900, EndCause::kPeerError), Start(950), End(1000, EndCause::kConnectionLost)},
+       99999, Decision::kHold},
+      {"primary error before anything was committed: nothing to hold", kNoFence,
+       {Start(0), End(900, EndCause::kPeerError)}, 99999, Decision::kHold, false, "nothing committed"},
       {"bytes heard late in the session count", kNoFence,
        {Start(0), Commit(10, 1), Heard(800), End(850, EndCause::kConnectionLost)}, 1700, Decision::kWait},
       // --- strays never move anything
