@@ -20,6 +20,8 @@
 #
 # Environment:
 #   ROMULUS_LAB_CACHE  cache directory (default: <repo>/build/lab-cache, gitignored)
+#   LAB_QEMU           host (default) | trixie (Debian 13's QEMU 10, trixie.sh) | PATH: the emulator
+#   LAB_QEMU_CPU, LAB_QEMU_ACCEL  the -cpu model and -accel (see LAB_QEMU_BASE)
 #   LAB_VERBOSE=1      echo commands' noisy output instead of hiding it
 #
 # Conventions inside a guest initramfs built here:
@@ -390,17 +392,42 @@ lab_stage_pack() {
 LAB_QEMU_BASE=(-accel "${LAB_QEMU_ACCEL:-tcg,thread=multi}" -cpu "${LAB_QEMU_CPU:-max,-smap,-smep}" -display none -monitor none
   -no-reboot -device isa-debug-exit,iobase=0xf4,iosize=0x04)
 
-# lab_qemu_start LOG ARGS... : start qemu-system-x86_64 in the background with the serial
+# LAB_QEMU picks the emulator: "host" (default: the host's qemu-system-x86_64, Debian 12's
+# QEMU 7.2), "trixie" (Debian 13's QEMU 10.0, fetched by name through the trixie root and run
+# with its ld.so: trixie.sh lab_trixie_qemu; needs root), or the path of a qemu-system-x86_64.
+# lab_qemu_resolve sets LAB_QEMU_CMD (the command) and LAB_QEMU_VERSION (its --version line);
+# lab_qemu_start calls it, a script may call it earlier to fail before its other work.
+LAB_QEMU_CMD=()
+lab_qemu_resolve() {
+  [ ${#LAB_QEMU_CMD[@]} -eq 0 ] || return 0
+  case ${LAB_QEMU:-host} in
+    host)
+      command -v qemu-system-x86_64 >/dev/null || lab_need_host_pkgs qemu-system-x86
+      LAB_QEMU_CMD=(qemu-system-x86_64) ;;
+    trixie)
+      # shellcheck source=trixie.sh
+      [ -n "${_LAB_TRIXIE_SOURCED:-}" ] || . "$LAB_REPO/scripts/lab/trixie.sh"
+      lab_trixie_qemu || { lab_log "LAB_QEMU=trixie: no QEMU from trixie"; return 1; }
+      LAB_QEMU_CMD=("${LAB_TRIXIE_QEMU[@]}") ;;
+    /*) [ -x "$LAB_QEMU" ] || { lab_log "LAB_QEMU=$LAB_QEMU is not an executable"; return 1; }
+      LAB_QEMU_CMD=("$LAB_QEMU") ;;
+    *) lab_log "LAB_QEMU=$LAB_QEMU: want host, trixie or a path"; return 1 ;;
+  esac
+  LAB_QEMU_VERSION=$("${LAB_QEMU_CMD[@]}" --version 2>/dev/null | head -n1)
+  LAB_QEMU_VERSION=${LAB_QEMU_VERSION#QEMU emulator version }
+}
+
+# lab_qemu_start LOG ARGS... : start QEMU (LAB_QEMU) in the background with the serial
 # port written to LOG. Sets LAB_QEMU_PID. Killed at exit whatever happens.
 lab_qemu_start() {
   local log=$1; shift
-  command -v qemu-system-x86_64 >/dev/null || lab_need_host_pkgs qemu-system-x86
+  lab_qemu_resolve || lab_die "no QEMU (LAB_QEMU=${LAB_QEMU:-host})"
   : >"$log"
   LAB_QEMU_LOG=$log
-  qemu-system-x86_64 "${LAB_QEMU_BASE[@]}" -serial "file:$log" "$@" \
+  "${LAB_QEMU_CMD[@]}" "${LAB_QEMU_BASE[@]}" -serial "file:$log" "$@" \
     </dev/null >"$log.qemu-stdout" 2>&1 &
   LAB_QEMU_PID=$!
-  lab_log "qemu started (pid $LAB_QEMU_PID), serial log $log"
+  lab_log "qemu started (pid $LAB_QEMU_PID, QEMU ${LAB_QEMU_VERSION:-?}, LAB_QEMU=${LAB_QEMU:-host}), serial log $log"
 }
 
 lab_qemu_alive() { [ -n "$LAB_QEMU_PID" ] && kill -0 "$LAB_QEMU_PID" 2>/dev/null; }

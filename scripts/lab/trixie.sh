@@ -395,3 +395,52 @@ lab_trixie_stage_add_tree() {
     done < <(find "$root/$p" -type f 2>/dev/null)
   done
 }
+
+# ---------------------------------------------------------------- trixie's QEMU
+
+# lab_trixie_qemu : sets LAB_TRIXIE_QEMU, the command (an argv prefix: ARGS... follow it) that
+# runs Debian 13's qemu-system-x86_64 (QEMU 10.0.13+ds-0+deb13u1 on 2026-12-06) on this Debian
+# 12 host, for LAB_QEMU=trixie (lib.sh lab_qemu_start; docs/XEN-420.md "Outer QEMU"). Nothing
+# is installed: qemu-system-x86 and the packages it needs beyond the trixie root (apt's own
+# answer: `apt-get install -s --no-install-recommends` in the root, nothing changed there; 40
+# packages, qemu-system-common/-data, seabios, ipxe-qemu and libraries) are fetched by name
+# and unpacked with lab_trixie_pkg_root. It runs on the host (its paths, files, /dev as the
+# host's QEMU sees them), loaded by the root's ld.so (trixie's glibc) with the package root's
+# and the root's libraries only (--inhibit-cache: never the host's ld.so.cache). Its firmware
+# (SeaBIOS, option ROMs: multiboot_dma.bin for Xen's -kernel) comes with -L from the package
+# root. Its modules too: QEMU also looks in its built-in /usr/lib/x86_64-linux-gnu/qemu, where
+# the host's QEMU 7.2 keeps its own (which it loads, then refuses: "Only modules from the same
+# build can be loaded", after having pulled their host libraries into the process), so in a
+# private mount namespace the package root's module directory is bound over that path.
+# unshare (no --fork), sh and ld.so each exec the next: the PID lab_qemu_start records is
+# QEMU's. Also sets LAB_TRIXIE_QEMU_VERSION (`--version`'s first line). Needs root.
+LAB_TRIXIE_QEMU=()
+lab_trixie_qemu() {
+  [ ${#LAB_TRIXIE_QEMU[@]} -eq 0 ] || return 0
+  local root specs q ld lp mods hostmods=/usr/lib/$LAB_MULTIARCH/qemu
+  [ "$(id -u)" -eq 0 ] || { lab_log "lab_trixie_qemu: needs root (the trixie root, a mount namespace)"; return 1; }
+  root=$(lab_trixie_root) || return 1
+  _lab_trixie_apt_ready "$root"
+  specs=$(lab_trixie_run "$root" -- apt-get install -s -qq --no-install-recommends qemu-system-x86 2>/dev/null |
+    awk '$1 == "Inst" { v = $3; gsub(/[()]/, "", v); print $2 "=" v }')
+  grep -q '^qemu-system-x86=' <<<"$specs" ||
+    { lab_log "lab_trixie_qemu: apt in the trixie root offers no qemu-system-x86 to install"; return 1; }
+  # shellcheck disable=SC2086
+  q=$(lab_trixie_pkg_root qemu-x86 $specs) || { lab_log "cannot fetch trixie's qemu-system-x86"; return 1; }
+  ld=$root/usr/lib64/ld-linux-x86-64.so.2
+  lp=$q/usr/lib/$LAB_MULTIARCH:$q/lib/$LAB_MULTIARCH:$root/usr/lib/$LAB_MULTIARCH
+  mods=$q/usr/lib/$LAB_MULTIARCH/qemu
+  if [ ! -x "$q/usr/bin/qemu-system-x86_64" ] || [ ! -e "$ld" ]; then
+    lab_log "lab_trixie_qemu: no usr/bin/qemu-system-x86_64 in $q or no $ld"; return 1
+  fi
+  # shellcheck disable=SC2016  # (the script's $1 $2 $@ are its own arguments)
+  LAB_TRIXIE_QEMU=(unshare --mount --propagation private -- /bin/sh -c
+    '[ ! -d "$2" ] || mount --bind "$1" "$2" || exit 1; shift 2; exec "$@"' lab-trixie-qemu "$mods" "$hostmods"
+    /usr/bin/env QEMU_MODULE_DIR="$mods" "$ld" --inhibit-cache --library-path "$lp" "$q/usr/bin/qemu-system-x86_64"
+    -L "$q/usr/share/qemu" -L "$q/usr/share/seabios" -L "$q/usr/lib/ipxe/qemu")
+  LAB_TRIXIE_QEMU_VERSION=$("${LAB_TRIXIE_QEMU[@]}" --version 2>&1 | head -n1)
+  case $LAB_TRIXIE_QEMU_VERSION in
+    "QEMU emulator version"*) lab_log "trixie's QEMU: $LAB_TRIXIE_QEMU_VERSION ($q)" ;;
+    *) lab_log "lab_trixie_qemu: $q/usr/bin/qemu-system-x86_64 --version says: $LAB_TRIXIE_QEMU_VERSION"; LAB_TRIXIE_QEMU=(); return 1 ;;
+  esac
+}
