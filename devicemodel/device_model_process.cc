@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 
@@ -49,7 +50,7 @@ bool ReadAll(int fd, void* buf, size_t n, int timeout_ms) {
 
 }  // namespace
 
-Result<pid_t> SpawnDetached(const SpawnSpec& spec) {
+Result<ProcessRef> SpawnDetached(const SpawnSpec& spec) {
   if (spec.binary.empty() || spec.binary[0] != '/') {
     return Status::InvalidArgument("device model binary \"" + spec.binary + "\" is not an absolute path");
   }
@@ -143,6 +144,9 @@ Result<pid_t> SpawnDetached(const SpawnSpec& spec) {
   pid_t pid = 0;
   int err = 0;
   const bool got_pid = ReadAll(pid_pipe[0], &pid, sizeof pid, 10000);
+  // Held from before its exec completes: it cannot have been reaped and its
+  // number reused yet unless it already failed (then the error says so).
+  ProcessRef ref = got_pid && pid > 0 ? ProcessRef::Open(pid) : ProcessRef();
   // Blocks until exec (EOF) or its failure: bounded for a binary that hangs
   // in the kernel's exec.
   const bool got_err = got_pid && pid > 0 && ReadAll(err_pipe[0], &err, sizeof err, 10000);
@@ -151,13 +155,86 @@ Result<pid_t> SpawnDetached(const SpawnSpec& spec) {
   if (!got_pid) return Status::IoError("starting " + spec.binary + ": the starter process died");
   if (pid < 0) return Status::FromErrno("starting " + spec.binary + " (setsid/fork)", -pid);
   if (got_err) return Status::FromErrno("starting the device model " + spec.binary, err);
-  return pid;
+  if (!ref.valid()) return Status::IoError("starting " + spec.binary + ": pid " + std::to_string(pid) + " exited at once");
+  return ref;
 }
 
-bool ProcessAlive(pid_t pid) {
-  if (pid <= 0) return false;
-  if (kill(pid, 0) == 0) return true;
-  return errno == EPERM;
+ProcessRef ProcessRef::Open(pid_t pid) {
+  ProcessRef ref;
+  if (pid <= 0) return ref;
+#ifdef SYS_pidfd_open
+  const long fd = syscall(SYS_pidfd_open, pid, 0);
+  if (fd >= 0) {
+    ref.pid_ = pid;
+    ref.fd_ = int(fd);
+    // pidfd_open's descriptor is close-on-exec already.
+    return ref;
+  }
+  if (errno != ENOSYS) return ref;  // ESRCH: no such process
+#endif
+  if (kill(pid, 0) == 0 || errno == EPERM) ref.pid_ = pid;
+  return ref;
+}
+
+ProcessRef::ProcessRef(ProcessRef&& other) noexcept : pid_(other.pid_), fd_(other.fd_) {
+  other.pid_ = -1;
+  other.fd_ = -1;
+}
+
+ProcessRef& ProcessRef::operator=(ProcessRef&& other) noexcept {
+  if (this != &other) {
+    Reset();
+    pid_ = other.pid_;
+    fd_ = other.fd_;
+    other.pid_ = -1;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+ProcessRef::~ProcessRef() { Reset(); }
+
+void ProcessRef::Reset() {
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
+  pid_ = -1;
+}
+
+bool ProcessRef::Alive() const {
+  if (pid_ <= 0) return false;
+  if (fd_ >= 0) {
+    // A pidfd polls readable once its process has exited.
+    struct pollfd pfd = {fd_, POLLIN, 0};
+    int r;
+    while ((r = poll(&pfd, 1, 0)) < 0 && errno == EINTR) {
+    }
+    return r == 0;
+  }
+  return kill(pid_, 0) == 0 || errno == EPERM;
+}
+
+bool ProcessRef::Signal(int sig) const {
+  if (pid_ <= 0) return false;
+#ifdef SYS_pidfd_send_signal
+  // An exited process not yet reaped (a zombie) still takes signals: gone.
+  if (fd_ >= 0) return Alive() && syscall(SYS_pidfd_send_signal, fd_, sig, nullptr, 0) == 0;
+#endif
+  return kill(pid_, sig) == 0;
+}
+
+void ProcessRef::Stop(std::chrono::milliseconds grace) const {
+  if (!Alive()) return;
+  (void)Signal(SIGTERM);
+  const auto until = std::chrono::steady_clock::now() + grace;
+  while (Alive() && std::chrono::steady_clock::now() < until) {
+    if (fd_ >= 0) {
+      struct pollfd pfd = {fd_, POLLIN, 0};
+      (void)poll(&pfd, 1, 20);  // wakes at the exit
+    } else {
+      usleep(20000);
+    }
+  }
+  if (Alive()) (void)Signal(SIGKILL);
 }
 
 Result<pid_t> ParsePid(const std::string& text) {

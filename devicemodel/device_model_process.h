@@ -9,6 +9,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -16,6 +17,39 @@
 #include "common/status.h"
 
 namespace romulus::devicemodel {
+
+// A process that is not our child (a detached device model), held by a
+// pidfd: every later liveness check and signal reaches that process, never
+// one that was given its pid after it exited (init reaps a detached process,
+// so its number can be reused while we still hold it). Without pidfd support
+// (kernels before 5.3) it falls back to the bare pid, with that race. Move-only.
+class ProcessRef {
+ public:
+  ProcessRef() = default;
+  // The process that runs as `pid` now; invalid (pid() -1) when none does.
+  static ProcessRef Open(pid_t pid);
+  ProcessRef(ProcessRef&& other) noexcept;
+  ProcessRef& operator=(ProcessRef&& other) noexcept;
+  ProcessRef(const ProcessRef&) = delete;
+  ProcessRef& operator=(const ProcessRef&) = delete;
+  ~ProcessRef();
+
+  bool valid() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+  // It has not exited (a zombie counts as exited).
+  bool Alive() const;
+  // False when it is gone (or the signal was refused).
+  bool Signal(int sig) const;
+  // SIGTERM, then up to `grace` for it to exit, then SIGKILL. Not reaped:
+  // not ours to reap.
+  void Stop(std::chrono::milliseconds grace) const;
+  // Forgets the process (invalid afterwards).
+  void Reset();
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;  // the pidfd; -1 without pidfd support
+};
 
 struct SpawnSpec {
   std::string binary;              // absolute path; never searched in PATH
@@ -25,14 +59,11 @@ struct SpawnSpec {
   int inherit_fd = -1;             // stays open under its number (>= 3); -1: none
 };
 
-// The device model's pid once exec succeeded; the exec's own failure
-// (ENOENT, EACCES, …) is returned as an error naming the binary. The
-// process is not our child: nothing to reap, and it outlives us.
-Result<pid_t> SpawnDetached(const SpawnSpec& spec);
+// The device model once exec succeeded; the exec's own failure (ENOENT,
+// EACCES, …) is returned as an error naming the binary. The process is not
+// our child: nothing to reap, and it outlives us.
+Result<ProcessRef> SpawnDetached(const SpawnSpec& spec);
 
-// Whether `pid` still runs (a detached process is reaped by init, so a dead
-// one is gone, never a zombie of ours).
-bool ProcessAlive(pid_t pid);
 
 // A pid as xenstore's image/device-model-pid holds it: decimal digits only,
 // 1..INT32_MAX; kInvalidArgument otherwise.

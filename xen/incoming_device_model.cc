@@ -53,11 +53,11 @@ std::string LogTail(const std::string& path) {
   return out.empty() ? "(empty)" : out;
 }
 
-Status WaitRunning(XenHandles* h, uint32_t domid, pid_t pid, Clock::time_point until) {
+Status WaitRunning(XenHandles* h, uint32_t domid, const devicemodel::ProcessRef& dm, Clock::time_point until) {
   const std::string node = DmDir(domid) + "/state";
   for (;;) {
     if (XsRead(h->xsh(), node) == "running") return Status::Ok();
-    if (!devicemodel::ProcessAlive(pid)) return Status::IoError("the device model exited while starting");
+    if (!dm.Alive()) return Status::IoError("the device model exited while starting");
     if (Clock::now() >= until) return Status::Timeout("the device model never reported \"running\" at " + node);
     std::this_thread::sleep_for(20ms);
   }
@@ -86,7 +86,7 @@ Status RunDevices(uint32_t domid, Clock::time_point until) {
 
 }  // namespace
 
-Result<pid_t> StartIncomingDeviceModel(XenHandles* h, uint32_t domid, const std::string& name,
+Result<devicemodel::ProcessRef> StartIncomingDeviceModel(XenHandles* h, uint32_t domid, const std::string& name,
                                        const devicemodel::DeviceModelConfig& config,
                                        std::span<const uint8_t> state, const IncomingDeviceModelOptions& opts) {
   const auto t0 = Clock::now();
@@ -133,37 +133,32 @@ Result<pid_t> StartIncomingDeviceModel(XenHandles* h, uint32_t domid, const std:
               "XEN_DOMAIN_ID=" + std::to_string(domid)};
   spec.log_path = opts.log_dir + "/qemu-dm-" + name + ".log";
   spec.inherit_fd = *fd;
-  auto pid = devicemodel::SpawnDetached(spec);
+  auto dm = devicemodel::SpawnDetached(spec);
   close(*fd);  // QEMU has its own copy
-  if (!pid.ok()) {
-    StopIncomingDeviceModel(h, domid, -1);
-    return pid.status();
+  if (!dm.ok()) {
+    StopIncomingDeviceModel(h, domid, devicemodel::ProcessRef());
+    return dm.status();
   }
-  (void)XsWrite(h->xsh(), XBT_NULL, dom + "/image/device-model-pid", std::to_string(*pid));
+  (void)XsWrite(h->xsh(), XBT_NULL, dom + "/image/device-model-pid", std::to_string(dm->pid()));
   spdlog::info("device model of {} (domid {}): {} pid {}, {} bytes of device state, log {}{}", name, domid,
-               opts.binary, *pid, state.size(), spec.log_path,
+               opts.binary, dm->pid(), state.size(), spec.log_path,
                where.serial_files.empty() ? "" : ", serial port into " + where.serial_files[0]);
-  Status st = WaitRunning(h, domid, *pid, until);
+  Status st = WaitRunning(h, domid, *dm, until);
   if (st.ok()) st = RunDevices(domid, until);
   if (!st.ok()) {
-    StopIncomingDeviceModel(h, domid, *pid);
+    StopIncomingDeviceModel(h, domid, *dm);
     return st.With("starting the device model of " + name + " (log " + spec.log_path + ": " +
                    LogTail(spec.log_path) + ")");
   }
   spdlog::info("device model of {} runs the checkpoint's devices ({} ms)", name,
                std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count());
-  return *pid;
+  return std::move(*dm);
 }
 
-void StopIncomingDeviceModel(XenHandles* h, uint32_t domid, pid_t pid) {
-  if (pid > 0 && devicemodel::ProcessAlive(pid)) {
-    // SIGTERM first: QEMU then takes down its ioreq server, which a retried
-    // activation's QEMU would otherwise find beside its own. Bounded.
-    kill(pid, SIGTERM);
-    const auto until = Clock::now() + 3s;
-    while (devicemodel::ProcessAlive(pid) && Clock::now() < until) std::this_thread::sleep_for(20ms);
-    if (devicemodel::ProcessAlive(pid)) kill(pid, SIGKILL);
-  }
+void StopIncomingDeviceModel(XenHandles* h, uint32_t domid, const devicemodel::ProcessRef& dm) {
+  // SIGTERM first: QEMU then takes down its ioreq server, which a retried
+  // activation's QEMU would otherwise find beside its own. Bounded.
+  dm.Stop(3s);
   xs_rm(h->xsh(), XBT_NULL, ("/local/domain/" + std::to_string(domid) + "/image/device-model-pid").c_str());
   xs_rm(h->xsh(), XBT_NULL, DmDir(domid).c_str());
   xs_rm(h->xsh(), XBT_NULL, ("/libxl/" + std::to_string(domid)).c_str());
@@ -175,15 +170,20 @@ void StopIncomingDeviceModel(XenHandles* h, uint32_t domid, pid_t pid) {
 void StopLeftoverDeviceModel(XenHandles* h, uint32_t domid) {
   const std::string node = "/local/domain/" + std::to_string(domid) + "/image/device-model-pid";
   const std::string text = XsRead(h->xsh(), node);
-  pid_t pid = -1;
+  devicemodel::ProcessRef dm;
   if (auto num = devicemodel::ParsePid(text); num.ok()) {
+    // Held first, its command line read second, and still running third:
+    // then the command line read was of the process held (a number reused
+    // after the hold would be another process, and the held one gone).
+    dm = devicemodel::ProcessRef::Open(*num);
     auto argv = devicemodel::ReadProcessArgv(*num);
-    if (argv.ok() && devicemodel::ArgvServesDomain(*argv, domid)) {
+    if (dm.Alive() && argv.ok() && devicemodel::ArgvServesDomain(*argv, domid)) {
       spdlog::warn("stopping the device model (pid {}) a stopped predecessor left for domid {}", *num, domid);
-      pid = *num;
+    } else {
+      dm.Reset();
     }
   }
-  StopIncomingDeviceModel(h, domid, pid);
+  StopIncomingDeviceModel(h, domid, dm);
 }
 
 Result<devicemodel::QemuVersion> DeviceModelBinaryVersion(const std::string& binary) {

@@ -14,6 +14,7 @@
 
 #include "common/status.h"
 #include "devicemodel/device_model_config.h"
+#include "devicemodel/device_model_process.h"
 #include "xen/xen_env.h"
 
 namespace romulus::xen {
@@ -33,7 +34,7 @@ struct IncomingDeviceModelOptions {
 // outlives the backup (xl destroy ends it, as libxl's). On failure it is
 // killed, its nodes removed, and the error names its log.
 // REQUIRES: the domain paused, restored, introduced to xenstore.
-Result<pid_t> StartIncomingDeviceModel(XenHandles* h, uint32_t domid, const std::string& name,
+Result<devicemodel::ProcessRef> StartIncomingDeviceModel(XenHandles* h, uint32_t domid, const std::string& name,
                                        const devicemodel::DeviceModelConfig& config,
                                        std::span<const uint8_t> state, const IncomingDeviceModelOptions& opts);
 
@@ -41,9 +42,10 @@ Result<pid_t> StartIncomingDeviceModel(XenHandles* h, uint32_t domid, const std:
 // `--version`, bounded to 10 s); kInvalidArgument when it says none.
 Result<devicemodel::QemuVersion> DeviceModelBinaryVersion(const std::string& binary);
 
-// Kills a device model StartIncomingDeviceModel started and removes its
-// xenstore nodes (a replica destroyed before or after a failed activation).
-void StopIncomingDeviceModel(XenHandles* h, uint32_t domid, pid_t pid);
+// Stops a device model StartIncomingDeviceModel started (SIGTERM, 3 s, then
+// SIGKILL; an invalid `dm` stops nothing) and removes its xenstore nodes and
+// QMP sockets (a replica destroyed before or after a failed activation).
+void StopIncomingDeviceModel(XenHandles* h, uint32_t domid, const devicemodel::ProcessRef& dm);
 
 // The device model a killed predecessor started for domain `domid` (its
 // image/device-model-pid), before that domain is destroyed: stopped only if

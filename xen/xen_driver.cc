@@ -136,6 +136,7 @@ class Session : public EpochSink {
   int Postcopy();
   int Checkpoint();
   int SwitchQemuLogdirty(bool enable);
+  SuspendWay HowToSuspend() const;
   // Inside the pause (xc_domain_save's thread): stop and save the device
   // model, hand its state to the worker for `epoch`.
   Status PauseDeviceModel(uint64_t epoch);
@@ -198,6 +199,11 @@ class Session : public EpochSink {
   uint64_t stream_bytes_at_checkpoint_ = 0;  // read_bytes_ at the previous checkpoint
   bool clean_stop_ = false;
   bool final_ = false;        // planned switchover: this epoch is the last, the domain stays suspended
+  // How this epoch's suspend was done (Resume must match it: a guest the
+  // hypervisor suspended is resumed without touching its registers), and
+  // how the last one was, to log a change once.
+  SuspendWay way_ = SuspendWay::kAskGuest;
+  bool way_logged_ = false;
   bool handed_over_ = false;  // the final epoch was acked
 };
 
@@ -309,6 +315,18 @@ void Session::DrainWatch() {
   }
 }
 
+SuspendWay Session::HowToSuspend() const {
+  uint64_t callback_irq = 0, acpi_s_state = 0;
+  bool announces = false;
+  if (dom_.type == GuestType::kHvm) {
+    // A parameter that cannot be read counts as absent: libxl's reading.
+    (void)xc_hvm_param_get(h_->xch(), dom_.domid, HVM_PARAM_CALLBACK_IRQ, &callback_irq);
+    (void)xc_hvm_param_get(h_->xch(), dom_.domid, HVM_PARAM_ACPI_S_STATE, &acpi_s_state);
+    announces = XsRead(h_->xsh(), "/local/domain/" + std::to_string(dom_.domid) + "/control/feature-suspend") == "1";
+  }
+  return ChooseSuspendWay(dom_.type, announces, callback_irq, acpi_s_state);
+}
+
 int Session::Suspend() {
   const uint64_t epoch = checkpoints_ + 1;
   s_.Reached(Phase::kBeforeSuspend, epoch);
@@ -324,6 +342,18 @@ int Session::Suspend() {
   }
   DrainWatch();
   const std::string ctl = "/local/domain/" + std::to_string(dom_.domid) + "/control/shutdown";
+  // Read at every epoch, as libxl does: an HVM guest's PV drivers come up
+  // during its boot (or never), long after the session began.
+  const SuspendWay way = HowToSuspend();
+  if (!way_logged_ || way != way_) {
+    spdlog::info("{} guest {}: {}", GuestTypeName(dom_.type), dom_.name,
+                 way == SuspendWay::kHypervisor
+                     ? "no PV drivers answer (no control/feature-suspend, HVM_PARAM_CALLBACK_IRQ 0; or asleep "
+                       "in an ACPI S state): the hypervisor suspends it at each checkpoint (xc_domain_shutdown)"
+                     : "suspended by its own kernel at each checkpoint (control/shutdown)");
+    way_logged_ = true;
+  }
+  way_ = way;
   // An HVM guest kept suspended because its device model could not be
   // continued is asked nothing: a request it read once resumed would
   // suspend it again behind our back.
@@ -332,9 +362,17 @@ int Session::Suspend() {
     auto info = GetDomainInfo(h_->xch(), dom_.domid);
     already = info.ok() && info->shutdown && info->shutdown_reason == SHUTDOWN_suspend;
   }
-  Status w = already ? Status::Ok() : XsWrite(h_->xsh(), XBT_NULL, ctl, "suspend");
+  Status w = Status::Ok();
+  if (already) {
+  } else if (way == SuspendWay::kHypervisor) {
+    if (xc_domain_shutdown(h_->xch(), dom_.domid, SHUTDOWN_suspend) != 0) {
+      w = Status::FromErrno("xc_domain_shutdown(" + std::to_string(dom_.domid) + ", SHUTDOWN_suspend)", errno);
+    }
+  } else {
+    w = XsWrite(h_->xsh(), XBT_NULL, ctl, "suspend");
+  }
   if (!w.ok()) {
-    SetError(w.With("asking the guest to suspend"));
+    SetError(w.With("suspending the guest"));
     return 0;
   }
   const auto deadline = cur_.suspend_requested + opts_.suspend_timeout;
@@ -425,9 +463,12 @@ int Session::Postcopy() {
     return 1;
   }
   // Cooperative resume: the guest sees its suspend hypercall return "cancelled"
-  // and runs on with its devices connected.
-  if (xc_domain_resume(h_->xch(), dom_.domid, 1) != 0) {
-    SetError(Status::FromErrno("xc_domain_resume(" + std::to_string(dom_.domid) + ", fast)", errno));
+  // and runs on with its devices connected. A guest the hypervisor suspended
+  // made no hypercall: it is only unpaused (libxenguest's HVM resume), its
+  // registers untouched, even if PV drivers came up in between.
+  const int fast = way_ == SuspendWay::kHypervisor ? 0 : 1;
+  if (xc_domain_resume(h_->xch(), dom_.domid, fast) != 0) {
+    SetError(Status::FromErrno("xc_domain_resume(" + std::to_string(dom_.domid) + (fast ? ", fast)" : ")"), errno));
     return 0;
   }
   // Without XS_RESUME, xenstored would fire no @releaseDomain at the next suspend.
@@ -584,7 +625,7 @@ void Session::Cleanup(bool guest_may_be_suspended) {
                     "checkpoint retries, or continue it by hand (xl qemu-monitor-command {} cont) and restart "
                     "romulus, which resumes the guest",
                     dom_.name, dm_endpoint_.qmp_socket, dom_.name);
-    } else if (xc_domain_resume(h_->xch(), dom_.domid, 1) == 0) {
+    } else if (xc_domain_resume(h_->xch(), dom_.domid, way_ == SuspendWay::kHypervisor ? 0 : 1) == 0) {
       xs_resume_domain(h_->xsh(), dom_.domid);
       spdlog::warn("resumed domain {}, which the failed checkpoint left suspended", dom_.name);
     } else {

@@ -175,6 +175,16 @@ std::string ReadConsoleRing(xc_interface* xch, size_t max_bytes) {
   return tail;
 }
 
+SuspendWay ChooseSuspendWay(GuestType type, bool announces_suspend, uint64_t callback_irq, uint64_t acpi_s_state) {
+  if (type != GuestType::kHvm) return SuspendWay::kAskGuest;
+  if (acpi_s_state != 0) return SuspendWay::kHypervisor;  // asleep: nothing in it would answer
+  return announces_suspend || callback_irq != 0 ? SuspendWay::kAskGuest : SuspendWay::kHypervisor;
+}
+
+const char* SuspendWayName(SuspendWay w) {
+  return w == SuspendWay::kHypervisor ? "hypervisor" : "ask-guest";
+}
+
 const char* GuestTypeName(GuestType t) {
   switch (t) {
     case GuestType::kPv: return "pv";

@@ -55,6 +55,24 @@ class XenHandles {
 enum class GuestType { kPv, kPvh, kHvm };
 const char* GuestTypeName(GuestType t);  // "pv", "pvh", "hvm"
 
+// How the primary stops its guest for a checkpoint (docs/DEVICE-MODEL.md
+// §2.1). Asking (control/shutdown = suspend) lets the guest's PV drivers
+// suspend it: they disconnect and reconnect, which is what lets its front
+// ends find the backup's devices after a failover. An HVM guest without PV
+// drivers never answers, and one asleep in an ACPI S state cannot: the
+// hypervisor suspends those (xc_domain_shutdown SHUTDOWN_suspend), with no
+// guest involvement, and they are resumed without touching their registers.
+// A guest has PV drivers when they announced that they handle a suspend
+// (control/feature-suspend = 1, written by Linux's and Windows' drivers) or
+// when it set up the global event channel callback (HVM_PARAM_CALLBACK_IRQ
+// non-zero). libxl looks at the callback alone, which misses Linux 6.x on
+// Xen 4.17+: it takes per-vCPU upcall vectors and leaves the parameter 0
+// (seen in the lab: asked the hypervisor's way, such a guest did not stop
+// within 5 s). PV and PVH guests are always asked (no other consistent way).
+enum class SuspendWay { kAskGuest, kHypervisor };
+SuspendWay ChooseSuspendWay(GuestType type, bool announces_suspend, uint64_t callback_irq, uint64_t acpi_s_state);
+const char* SuspendWayName(SuspendWay w);  // "ask-guest", "hypervisor"
+
 // One domain as XEN_DOMCTL_getdomaininfo reports it. Read through
 // xc_domain_getinfolist, which Xen 4.17 and 4.20 both have
 // (xc_domain_getinfo and xc_dominfo_t are gone from 4.18 on).

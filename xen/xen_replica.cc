@@ -290,17 +290,17 @@ Status XenReplica::StartDeviceModel() {
   o.log_dir = opts_.device_model_log_dir;
   o.wait = opts_.device_model_wait;
   o.kernel = spec_.device_model->kernel;  // resolved and allowed when the session began
-  auto pid = StartIncomingDeviceModel(h_, domid_, spec_.name, *spec_.device_model, dm_state_.committed(), o);
-  if (!pid.ok()) return pid.status();
-  dm_pid_ = *pid;
+  auto dm = StartIncomingDeviceModel(h_, domid_, spec_.name, *spec_.device_model, dm_state_.committed(), o);
+  if (!dm.ok()) return dm.status();
+  dm_ = std::move(*dm);
   return Status::Ok();
 }
 
 void XenReplica::Destroy() {
   if (!created_) return;
-  if (dm_pid_ > 0) {
-    StopIncomingDeviceModel(h_, domid_, dm_pid_);
-    dm_pid_ = -1;
+  if (dm_.valid()) {
+    StopIncomingDeviceModel(h_, domid_, dm_);
+    dm_.Reset();
   }
   xc_domain_destroy(h_->xch(), domid_);
   std::string dom = "/local/domain/" + std::to_string(domid_);
@@ -343,13 +343,13 @@ Status XenReplica::Resume(const std::vector<VbdDevice>& disks) {
   // An HVM guest's emulated devices run before its vCPUs do: Xen forwards
   // its port and MMIO accesses to QEMU's ioreq server, which is on only
   // while QEMU runs (libxl unpauses after the device model too).
-  if (spec_.type == GuestType::kHvm && dm_pid_ > 0 && !devicemodel::ProcessAlive(dm_pid_)) {
+  if (spec_.type == GuestType::kHvm && dm_.valid() && !dm_.Alive()) {
     // Started by an attempt that failed later, gone since: start it again.
-    spdlog::warn("the device model of {} (pid {}) is gone: starting it again", spec_.name, dm_pid_);
-    StopIncomingDeviceModel(h_, domid_, dm_pid_);
-    dm_pid_ = -1;
+    spdlog::warn("the device model of {} (pid {}) is gone: starting it again", spec_.name, dm_.pid());
+    StopIncomingDeviceModel(h_, domid_, dm_);
+    dm_.Reset();
   }
-  if (spec_.type == GuestType::kHvm && dm_pid_ <= 0) ROMULUS_RETURN_IF_ERROR(StartDeviceModel());
+  if (spec_.type == GuestType::kHvm && !dm_.valid()) ROMULUS_RETURN_IF_ERROR(StartDeviceModel());
   // Marked before it may run: a backup killed from here on leaves a domain
   // that ReclaimReplicaName must never destroy (it may be the only copy).
   ROMULUS_RETURN_IF_ERROR(XsWrite(h_->xsh(), XBT_NULL, ActivatedMarkPath(domid_), "1")

@@ -23,6 +23,7 @@
 
 #include "common/status.h"
 #include "common/thread_annotations.h"
+#include "devicemodel/device_model_process.h"
 #include "devicemodel/device_state_slot.h"
 #include "disk/block_device.h"
 #include "xen/replica_spec.h"
@@ -150,12 +151,12 @@ class XenReplica {
   // disk was told Served() and outlives this process).
   std::vector<std::unique_ptr<disk::BlockDevice>> devices_;
   // HVM: see StageDeviceState. The committed state is what activation
-  // starts the device model from; dm_pid_ the one it started.
+  // starts the device model from; dm_ the one it started.
   devicemodel::DeviceStateSlot dm_state_;
   // Checkpoints the sink committed (CheckpointCommitted), against
   // restore_checkpoints_.
   uint64_t checkpoints_committed_ GUARDED_BY(mu_) = 0;
-  pid_t dm_pid_ = -1;
+  devicemodel::ProcessRef dm_;
 };
 
 }  // namespace romulus::xen

@@ -34,7 +34,12 @@
 #     resumes from exactly epoch K-1 (s2) and K (c), memory and device state of that epoch;
 #  8. a planned switchover with --reverse: the backup activates the final epoch, the guest
 #     counts on from where the primary stopped, is replicated back, and the old host's backup
-#     takes over when the new primary dies.
+#     takes over when the new primary dies;
+#  9. an HVM guest without PV drivers (its kernel booted with `nopv`: HVM_PARAM_CALLBACK_IRQ
+#     stays 0, so control/shutdown goes unanswered): the primary has the hypervisor suspend it
+#     at every checkpoint (xc_domain_shutdown, libxl's way) and resumes it without touching its
+#     registers; the guest counts on through the checkpoints, and the backup resumes it from
+#     the last committed epoch when the primary dies.
 . /lab/dom0-lib.sh
 W=$LAB_WORK
 G=guest1
@@ -95,9 +100,9 @@ lab_note "$G counted on: $BEFORE before the rounds, $(lab_counter_last "$SERIAL"
 # guest, QEMU's dirty log is on for the session, and every epoch carries one device state.
 N=5
 BEFORE=$(lab_counter_last "$SERIAL")
+lab_evidence "$W/record.log"
 "$TOOL" record-stream --domain $G --out "$W/hvm.stream" --checkpoints $N --interval 200 >"$W/record.log" 2>&1 ||
   lab_fail "romulus-xen record-stream of HVM guest $G: $(grep -v '^ *$' "$W/record.log" | tail -n 2 | tr '\n' ' ')"
-lab_evidence "$W/record.log"
 grep -q "romulus-xen: $N epochs, $N with a device model state" "$W/record.log" ||
   lab_fail "not every checkpoint carried the device model's state: $(grep 'device model state' "$W/record.log")"
 lab_note "record-stream: $(sed -n 's/^romulus-xen: \([0-9]* epochs, .*\)/\1/p' "$W/record.log")"
@@ -301,7 +306,11 @@ for PH in s2 c; do
   [ "$RC" -eq 137 ] || lab_fail "$PH: the primary exited $RC, not by SIGKILL: $(grep -v '^ *$' "$W/primary7-$PH.log" | tail -n 1 | cut -c1-240)"
   grep -q "drill: killing the primary at .* of epoch $K7" "$W/primary7-$PH.log" || lab_fail "$PH: no kill-point line for epoch $K7"
   LAST_ACKED7=$(rj_last_acked "$W/stats7-$PH.jsonl")
-  [ "$LAST_ACKED7" = $((K7 - 1)) ] || lab_fail "$PH: the primary's last acked epoch is $LAST_ACKED7, want $((K7 - 1))"
+  # The primary never saw an ack beyond K-1 (epoch K never completed, or its ack never came);
+  # it may have seen less: the ack of K-1 can still be on its way when epoch K is cut (on a
+  # loaded host it was). What the backup resumes is checked exactly below.
+  [ -n "$LAST_ACKED7" ] && [ "$LAST_ACKED7" -le $((K7 - 1)) ] ||
+    lab_fail "$PH: the primary's last acked epoch is '$LAST_ACKED7', beyond $((K7 - 1))"
   lab_wait_failover "$W/events7-$PH.jsonl" "$W/backup7-$PH.log"
   FO7=$(rj_get "$LAB_FO" last_committed_epoch)
   [ "$FO7" = "$WANT" ] || lab_fail "$PH: the backup resumed from epoch $FO7, want $WANT"
@@ -404,6 +413,58 @@ FR8=$(lab_counter_first "$BACKSERIAL")
 [ "$FR8" -gt "$FIRST8" ] && [ "$FR8" -le $((RC8 + 1)) ] || lab_fail "switchover --reverse: counter $FR8 after $FIRST8..$RC8"
 lab_note "switchover --reverse: replicated back ($(rj_event_count "$W/events8r.jsonl" commit) commits); new primary killed at counter $RC8, the old host's backup resumed at $FR8 (epoch $(rj_get "$LAB_FO" last_committed_epoch))"
 kill $B2 2>/dev/null; wait $B2 2>/dev/null
-lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8)"
+
+# ---- 9. an HVM guest without PV drivers. Its kernel is told `nopv`: it runs as on bare
+# hardware, registers no event channel callback (HVM_PARAM_CALLBACK_IRQ stays 0) and never
+# reads control/shutdown. Before Romulus asked every guest and refused this one ("guest will
+# not suspend"); now the hypervisor suspends it (docs/DEVICE-MODEL.md §2.1). Its serial port
+# is emulated by QEMU as before; it has no PV device to reconnect.
+lab_destroy_all
+G9=guest9
+S9=$(lab_guest_serial $G9)
+rm -f "$S9"
+T9=$(lab_now)
+lab_guest_create $G9 "$LAB_GUEST_MEM" 1 nopv >"$W/domid9" || lab_fail "xl create $G9 (HVM, nopv) failed: $(cat "$W/create-$G9.log")"
+D9=$(cat "$W/domid9")
+lab_evidence "$S9" "/var/log/xen/qemu-dm-$G9.log"
+lab_wait_counter "$S9" 3 300 || lab_fail "$G9 (HVM, nopv) never counted to 3 on its serial console"
+PORT=$((PORT + 100))
+rm -f "$W/events9.jsonl" "$W/stats9.jsonl"
+hvm_backup $PORT "$W/backup9.log" --domain-name "$G9-copy" --events-json "$W/events9.jsonl"
+B9=$BP
+romulus replicate --domain $G9 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
+  --ack-timeout 15s --stats-json "$W/stats9.jsonl" >"$W/primary9.log" 2>&1 &
+R9=$!
+lab_evidence "$W/primary9.log"
+C9=$(lab_counter_last "$S9")
+until [ "$(rj_count "$W/stats9.jsonl" acked true)" -ge 8 ] 2>/dev/null; do
+  kill -0 $R9 2>/dev/null || lab_fail "nopv: the replicator exited before 8 acked epochs: $(grep -v '^ *$' "$W/primary9.log" | tail -n 1 | cut -c1-240)"
+  [ "$(lab_elapsed "$T9" | cut -d. -f1)" -lt 900 ] || lab_fail "nopv: fewer than 8 acked epochs"
+  sleep 0.2
+done
+grep -q "no PV drivers answer .*the hypervisor suspends it" "$W/primary9.log" ||
+  lab_fail "nopv: the primary did not suspend the guest through the hypervisor: $(grep -m1 "suspend" "$W/primary9.log" | cut -c1-240)"
+# The guest runs between the checkpoints: suspended and resumed 8 times, it counts on.
+lab_wait_counter "$S9" $((C9 + 3)) 120 || lab_fail "nopv: the guest stopped counting while replicated (at $(lab_counter_last "$S9"))"
+LAST9=$(lab_counter_last "$S9")
+kill -9 $R9 2>/dev/null; wait $R9 2>/dev/null
+xl destroy $G9 >/dev/null 2>&1
+ACK9=$(rj_last_acked "$W/stats9.jsonl")
+lab_wait_failover "$W/events9.jsonl" "$W/backup9.log"
+FO9=$(rj_get "$LAB_FO" last_committed_epoch)
+[ -n "$FO9" ] && [ "$FO9" -ge "$ACK9" ] && [ "$FO9" -le $((ACK9 + 1)) ] ||
+  lab_fail "nopv: the backup resumed epoch '$FO9'; the primary's last acked was $ACK9"
+RS9=$(hvm_serial "$W/backup9.log")
+[ -n "$RS9" ] && [ "$RS9" != "$S9" ] || lab_fail "nopv: the backup's device model writes '$RS9'"
+lab_evidence "$RS9"
+lab_wait_counter "$RS9" $((LAST9 + 2)) 300 || lab_fail "nopv: the failed-over guest does not count on (last $(lab_counter_last "$RS9"), primary was $LAST9)"
+FIRST9=$(lab_counter_first "$RS9")
+[ "$FIRST9" -gt 1 ] && [ "$FIRST9" -le $((LAST9 + 1)) ] || lab_fail "nopv: the copy's counter began at $FIRST9, the primary's ended at $LAST9"
+SUSP9=$(rj_csv "$W/stats9.jsonl" acked true suspend_us | sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}')
+lab_note "nopv (HVM without PV drivers, domid $D9): $(rj_count "$W/stats9.jsonl" acked true) epochs acked, suspended by the hypervisor (suspend_us median ${SUSP9:-?}); failover from epoch $FO9, counter $LAST9 -> $FIRST9"
+lab_figure "hvm_nopv_suspend_median_us=${SUSP9:-none} hvm_nopv_failover_counter=$LAST9->$FIRST9"
+kill $B9 2>/dev/null; wait $B9 2>/dev/null
+xl destroy "$G9-copy" >/dev/null 2>&1; xl destroy $G9 >/dev/null 2>&1
+lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8); without PV drivers: hypervisor suspend, failover $LAST9->$FIRST9"
 xl destroy $G >/dev/null 2>&1
 exit 0

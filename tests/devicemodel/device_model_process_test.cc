@@ -92,13 +92,13 @@ TEST(SpawnDetached, HandsOnOneDescriptorAndOutlivesItsStarter) {
   const std::string fds = report.substr(report.find("fds=") + 4, report.find('\n', report.find("fds=")) - report.find("fds=") - 4);
   EXPECT_EQ(fds.find(" " + std::to_string(leak) + " "), std::string::npos) << fds;
   EXPECT_NE(fds.find(" " + std::to_string(state) + " "), std::string::npos) << fds;
-  EXPECT_NE(report.find("pid=" + std::to_string(*pid) + "\n"), std::string::npos) << report;
+  EXPECT_NE(report.find("pid=" + std::to_string(pid->pid()) + "\n"), std::string::npos) << report;
   EXPECT_EQ(report.find("ppid=" + std::to_string(::getpid()) + "\n"), std::string::npos) << "not our child: " << report;
   // A session of its own (its starter's: a non-leader never gets a
   // controlling terminal), not ours: a signal to our process group or a
   // hang-up of our terminal does not reach it.
   EXPECT_EQ(report.find("sid=" + std::to_string(::getsid(0)) + "\n"), std::string::npos) << report;
-  EXPECT_EQ(report.find("sid=" + std::to_string(*pid) + "\n"), std::string::npos) << "not a leader: " << report;
+  EXPECT_EQ(report.find("sid=" + std::to_string(pid->pid()) + "\n"), std::string::npos) << "not a leader: " << report;
   // stdout and stderr went to the log (written before the report's rename).
   const std::string log = Slurp(spec.log_path);
   EXPECT_NE(log.find("to-stdout\n"), std::string::npos) << log;
@@ -133,8 +133,17 @@ TEST(SpawnDetached, AFailedExecIsAnErrorNamingTheBinary) {
   EXPECT_NE(pid.status().ToString().find("No such file"), std::string::npos) << pid.status().ToString();
 }
 
+// A detached `sh -c SCRIPT`, its log in `dir`.
+Result<ProcessRef> SpawnShell(const ScopedTempDir& dir, const std::string& script) {
+  SpawnSpec spec;
+  spec.binary = "/bin/sh";
+  spec.args = {"-c", script};
+  spec.log_path = dir.path + "/log";
+  return SpawnDetached(spec);
+}
+
 // A detached `sleep 30`, its log in `dir`.
-Result<pid_t> SpawnSleeper(const ScopedTempDir& dir) {
+Result<ProcessRef> SpawnSleeper(const ScopedTempDir& dir) {
   SpawnSpec spec;
   spec.binary = "/bin/sleep";
   spec.args = {"30"};
@@ -143,32 +152,78 @@ Result<pid_t> SpawnSleeper(const ScopedTempDir& dir) {
 }
 
 // Reaped by init (or the subreaper), not by us: a bounded wait until gone.
-bool GoneWithin20s(pid_t pid) {
+bool GoneWithin20s(const ProcessRef& p) {
   const auto until = std::chrono::steady_clock::now() + 20s;
-  while (ProcessAlive(pid) && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
-  return !ProcessAlive(pid);
+  while (p.Alive() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+  return !p.Alive();
 }
 
-TEST(SpawnDetached, ProcessAliveFollowsTheProcess) {
+TEST(ProcessRefTest, FollowsTheProcessItHolds) {
   ScopedTempDir dir;
-  auto pid = SpawnSleeper(dir);
-  ASSERT_TRUE(pid.ok()) << pid.status().ToString();
-  EXPECT_TRUE(ProcessAlive(*pid));
-  ASSERT_EQ(::kill(*pid, SIGKILL), 0);
-  EXPECT_TRUE(GoneWithin20s(*pid));
+  auto p = SpawnSleeper(dir);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  ASSERT_TRUE(p->valid());
+  EXPECT_TRUE(p->Alive());
+  EXPECT_TRUE(p->Signal(0));
+  // A second hold on the same process sees the same.
+  ProcessRef again = ProcessRef::Open(p->pid());
+  ASSERT_TRUE(again.valid());
+  EXPECT_TRUE(again.Alive());
+  ASSERT_TRUE(p->Signal(SIGKILL));
+  EXPECT_TRUE(GoneWithin20s(*p));
+  EXPECT_TRUE(GoneWithin20s(again));
+  // Gone: no signal reaches anything, whatever runs under that number now.
+  EXPECT_FALSE(p->Signal(0));
+  // Moved: the new owner holds it, the old one nothing.
+  ProcessRef moved = std::move(again);
+  EXPECT_FALSE(again.valid());
+  EXPECT_TRUE(moved.valid());
+  moved.Reset();
+  EXPECT_FALSE(moved.valid());
+  EXPECT_FALSE(moved.Alive());
+  EXPECT_FALSE(moved.Signal(0));
+}
+
+TEST(ProcessRefTest, NoProcessNoHold) {
+  EXPECT_FALSE(ProcessRef::Open(0).valid());
+  EXPECT_FALSE(ProcessRef::Open(-1).valid());
+  // Past the kernel's pid_max (at most 2^22): never a process.
+  EXPECT_FALSE(ProcessRef::Open(0x7ffffff0).valid());
+  ProcessRef none;
+  none.Stop(10ms);  // nothing to stop, nothing waited for
+  EXPECT_FALSE(none.Alive());
+}
+
+TEST(ProcessRefTest, StopEndsAProcessThatIgnoresSigterm) {
+  ScopedTempDir dir;
+  // Exits on SIGTERM: ended by it, well before the grace.
+  auto polite = SpawnSleeper(dir);
+  ASSERT_TRUE(polite.ok()) << polite.status().ToString();
+  polite->Stop(20s);
+  EXPECT_FALSE(polite->Alive()) << "SIGTERM did not end sleep within the 20 s grace";
+  // Ignores SIGTERM (the trap is set before the ready file is written, so
+  // the SIGTERM cannot arrive first): SIGKILL after the grace.
+  const std::string ready = dir.path + "/ready";
+  auto stubborn = SpawnShell(dir, "trap '' TERM; : > " + ready + "; while :; do sleep 1; done");
+  ASSERT_TRUE(stubborn.ok()) << stubborn.status().ToString();
+  ASSERT_TRUE(WaitForFile(ready));
+  ASSERT_TRUE(stubborn->Signal(SIGTERM));
+  EXPECT_TRUE(stubborn->Alive()) << "the trap did not hold: the test proves nothing";
+  stubborn->Stop(100ms);
+  EXPECT_TRUE(GoneWithin20s(*stubborn)) << "still running after Stop's SIGKILL";
 }
 
 TEST(ProcessArgv, ReadsAnotherProcesssCommandLine) {
   ScopedTempDir dir;
-  auto pid = SpawnSleeper(dir);
-  ASSERT_TRUE(pid.ok()) << pid.status().ToString();
-  auto argv = ReadProcessArgv(*pid);
-  ::kill(*pid, SIGKILL);
+  auto p = SpawnSleeper(dir);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  auto argv = ReadProcessArgv(p->pid());
+  p->Signal(SIGKILL);
   ASSERT_TRUE(argv.ok()) << argv.status().ToString();
   EXPECT_EQ(*argv, (std::vector<std::string>{"/bin/sleep", "30"}));
   // Gone: an error, not an empty command line.
-  ASSERT_TRUE(GoneWithin20s(*pid));
-  EXPECT_EQ(ReadProcessArgv(*pid).status().code(), Code::kIoError);
+  ASSERT_TRUE(GoneWithin20s(*p));
+  EXPECT_EQ(ReadProcessArgv(p->pid()).status().code(), Code::kIoError);
 }
 
 TEST(ProcessArgv, ServesOnlyTheDomainItNames) {

@@ -180,6 +180,29 @@ TEST(GuestTypeTest, WhatEachHostCanProtect) {
   EXPECT_FALSE(CheckCanProtect(nohap, GuestType::kPvh, false, "g").ok());
 }
 
+// Only an HVM guest without PV drivers (none announced a suspend handler,
+// no global callback) or asleep in an ACPI S state is suspended by the
+// hypervisor; everything else is asked, so its front ends reconnect after a
+// failover.
+TEST(GuestTypeTest, WhoSuspendsTheGuest) {
+  const GuestType hvm = GuestType::kHvm;
+  EXPECT_EQ(ChooseSuspendWay(hvm, false, 0, 0), SuspendWay::kHypervisor);  // no PV drivers
+  // Linux 6.x on Xen 4.17+: per-vCPU upcall vectors, the parameter left 0,
+  // but its drivers announce the suspend (the lab's HVM guest).
+  EXPECT_EQ(ChooseSuspendWay(hvm, true, 0, 0), SuspendWay::kAskGuest);
+  EXPECT_EQ(ChooseSuspendWay(hvm, false, 0x0100000000000005ULL, 0), SuspendWay::kAskGuest);  // a vector callback
+  EXPECT_EQ(ChooseSuspendWay(hvm, false, 28, 0), SuspendWay::kAskGuest);                     // a GSI callback
+  EXPECT_EQ(ChooseSuspendWay(hvm, true, 28, 3), SuspendWay::kHypervisor);                    // asleep in S3
+  // PV and PVH guests have no other consistent way: always asked, whatever
+  // the parameters say.
+  for (GuestType t : {GuestType::kPv, GuestType::kPvh}) {
+    EXPECT_EQ(ChooseSuspendWay(t, false, 0, 0), SuspendWay::kAskGuest) << GuestTypeName(t);
+    EXPECT_EQ(ChooseSuspendWay(t, false, 0, 3), SuspendWay::kAskGuest) << GuestTypeName(t);
+  }
+  EXPECT_STREQ(SuspendWayName(SuspendWay::kHypervisor), "hypervisor");
+  EXPECT_STREQ(SuspendWayName(SuspendWay::kAskGuest), "ask-guest");
+}
+
 // A replica's memory and the rest of its checkpoint must be of one epoch.
 TEST(ReplicaEpochsTest, EqualCountsRunForEveryGuestType) {
   for (GuestType t : {GuestType::kPv, GuestType::kPvh, GuestType::kHvm}) {
