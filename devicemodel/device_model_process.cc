@@ -170,7 +170,10 @@ ProcessRef ProcessRef::Open(pid_t pid) {
     // pidfd_open's descriptor is close-on-exec already.
     return ref;
   }
-  if (errno != ENOSYS) return ref;  // ESRCH: no such process
+  // Only ESRCH says the process is gone. Anything else (no pidfd support,
+  // a seccomp filter's EPERM, no descriptor left) must not make a running
+  // device model look dead: fall back to the bare pid.
+  if (errno == ESRCH) return ref;
 #endif
   if (kill(pid, 0) == 0 || errno == EPERM) ref.pid_ = pid;
   return ref;
@@ -217,7 +220,13 @@ bool ProcessRef::Signal(int sig) const {
   if (pid_ <= 0) return false;
 #ifdef SYS_pidfd_send_signal
   // An exited process not yet reaped (a zombie) still takes signals: gone.
-  if (fd_ >= 0) return Alive() && syscall(SYS_pidfd_send_signal, fd_, sig, nullptr, 0) == 0;
+  if (fd_ >= 0) {
+    if (!Alive()) return false;
+    if (syscall(SYS_pidfd_send_signal, fd_, sig, nullptr, 0) == 0) return true;
+    if (errno != ENOSYS && errno != EPERM) return false;  // ESRCH: it exited meanwhile
+    // A kernel with pidfd_open but a filter against pidfd_send_signal: the
+    // pidfd still says it lives, so the pid is still its own.
+  }
 #endif
   return kill(pid_, sig) == 0;
 }

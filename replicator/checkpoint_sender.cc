@@ -464,7 +464,22 @@ Status CheckpointSender::failure() const {
 
 Status CheckpointSender::Stop(protocol::ByeReason reason, std::string text) {
   Impl& im = *impl_;
-  ROMULUS_RETURN_IF_ERROR(im.CurrentFailure());
+  if (Status failed = im.CurrentFailure(); !failed.ok()) {
+    if (reason == protocol::ByeReason::kHandover) {
+      // The guest is paused here for good and this primary never comes
+      // back: the backup must not read ERROR resync (the drain's word for
+      // "alive, reconnecting"), on which it would hold, and no copy of the
+      // guest would run. The connection is cut instead: the backup fails
+      // over from the final epoch after its timeout, fencing as configured.
+      {
+        std::lock_guard<std::mutex> lock(im.mu);
+        im.stopping = true;
+      }
+      im.cv.notify_all();
+      if (im.stream) im.stream->Shutdown();
+    }
+    return failed;
+  }
   protocol::Bye bye;
   bye.reason = reason;
   if (text.empty()) {

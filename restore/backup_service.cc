@@ -350,8 +350,15 @@ BackupOutcome BackupService::Run() {
     } else if (!end.clean_stop && end.cause != EndCause::kShutdown) {
       spdlog::error("primary connection lost ({}): {}", EndCauseName(end.cause), end.reason.ToString());
       if (sink_->has_committed()) {
-        spdlog::warn("keeping epoch {}; waiting up to {} ms (running time) for the primary",
-                     sink_->last_committed_epoch(), options_.receiver.failover_timeout.count());
+        if (end.cause == EndCause::kPeerError || end.cause == EndCause::kCorruptStream) {
+          // The judge holds: its silence is never taken for its death.
+          spdlog::warn("keeping epoch {}; waiting for the primary, which ended the session alive (not activated "
+                       "on its silence; ctl failover activates)",
+                       sink_->last_committed_epoch());
+        } else {
+          spdlog::warn("keeping epoch {}; waiting up to {} ms (running time) for the primary",
+                       sink_->last_committed_epoch(), options_.receiver.failover_timeout.count());
+        }
       }
     }
     SetState("waiting", "");

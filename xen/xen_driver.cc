@@ -397,6 +397,17 @@ int Session::Suspend() {
     }
     auto now = Clock::now();
     if (now >= deadline) {
+      if (way == SuspendWay::kHypervisor) {
+        // Xen defers the shutdown while a vCPU waits for an emulated I/O:
+        // cancel it, or it completes later and leaves the guest stopped.
+        (void)xc_domain_resume(h_->xch(), dom_.domid, 0);
+        SetError(Status::Timeout("guest will not suspend: domain " + dom_.name +
+                                 " did not reach SHUTDOWN_suspend within " +
+                                 std::to_string(opts_.suspend_timeout.count()) +
+                                 " ms of the hypervisor's suspend (a vCPU stuck in emulated I/O? its device "
+                                 "model hung?); the suspend was cancelled"));
+        return 0;
+      }
       // Withdraw the request so the guest does not suspend later on its own.
       (void)XsWrite(h_->xsh(), XBT_NULL, ctl, "");
       SetError(Status::Timeout(

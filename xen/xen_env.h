@@ -62,13 +62,15 @@ const char* GuestTypeName(GuestType t);  // "pv", "pvh", "hvm"
 // drivers never answers, and one asleep in an ACPI S state cannot: the
 // hypervisor suspends those (xc_domain_shutdown SHUTDOWN_suspend), with no
 // guest involvement, and they are resumed without touching their registers.
-// A guest has PV drivers when they announced that they handle a suspend
-// (control/feature-suspend = 1, written by Linux's and Windows' drivers) or
-// when it set up the global event channel callback (HVM_PARAM_CALLBACK_IRQ
-// non-zero). libxl looks at the callback alone, which misses Linux 6.x on
-// Xen 4.17+: it takes per-vCPU upcall vectors and leaves the parameter 0
-// (seen in the lab: asked the hypervisor's way, such a guest did not stop
-// within 5 s). PV and PVH guests are always asked (no other consistent way).
+// A guest has PV drivers when it set up the event channel callback
+// (HVM_PARAM_CALLBACK_IRQ non-zero: libxl's test; Linux 6.0+ with per-vCPU
+// upcall vectors sets it to 1 for the toolstack's sake) or when its drivers
+// announced that they handle a suspend (control/feature-suspend = 1, which
+// Linux's xenbus writes; a second signal, for drivers that take upcall
+// vectors without setting the parameter). The guest owns that node: by
+// writing it without PV drivers it only makes itself unsuspendable, i.e.
+// unprotected, never anything worse. PV and PVH guests are always asked
+// (no other consistent way).
 enum class SuspendWay { kAskGuest, kHypervisor };
 SuspendWay ChooseSuspendWay(GuestType type, bool announces_suspend, uint64_t callback_irq, uint64_t acpi_s_state);
 const char* SuspendWayName(SuspendWay w);  // "ask-guest", "hypervisor"

@@ -444,6 +444,8 @@ until [ "$(rj_count "$W/stats9.jsonl" acked true)" -ge 8 ] 2>/dev/null; do
 done
 grep -q "no PV drivers answer .*the hypervisor suspends it" "$W/primary9.log" ||
   lab_fail "nopv: the primary did not suspend the guest through the hypervisor: $(grep -m1 "suspend" "$W/primary9.log" | cut -c1-240)"
+! grep -q "suspended by its own kernel" "$W/primary9.log" ||
+  lab_fail "nopv: the primary asked the guest to suspend at some epoch: $(grep -m1 "suspended by its own kernel" "$W/primary9.log" | cut -c1-240)"
 # The guest runs between the checkpoints: suspended and resumed 8 times, it counts on.
 lab_wait_counter "$S9" $((C9 + 3)) 120 || lab_fail "nopv: the guest stopped counting while replicated (at $(lab_counter_last "$S9"))"
 LAST9=$(lab_counter_last "$S9")

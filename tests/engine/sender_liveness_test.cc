@@ -292,6 +292,45 @@ void StallBetweenEpochsThenResume(TcpPair pair) {
 
 TEST(SenderLiveness, StalledBackupReadsResyncAndEofNotReset) { StallBetweenEpochsThenResume(MakeTcpPair()); }
 
+// A planned switchover whose session had already failed: the primary's
+// guest is paused for good, so the backup must not read "resync" (it would
+// hold its checkpoint for a primary that never comes back, and no copy
+// would run); it reads the end of the connection and fails over on its own.
+TEST(SenderLiveness, AHandoverOnAFailedSessionCutsWithoutResync) {
+  auto pair = MakeTcpPair();
+  ScriptedBackup backup(std::move(pair.backup));
+  const auto mem = RandomPages(64, 3);
+  auto sender = StartSender(std::move(pair.primary), &backup, FastOptions(), 64);
+  ASSERT_TRUE(sender.ok()) << sender.status().ToString();
+  backup.StartHeartbeats(50ms);
+  ASSERT_TRUE(SendEpoch(**sender, 1, mem).ok());
+  auto d1 = backup.ReadEpoch();
+  ASSERT_TRUE(d1.ok()) << d1.status().ToString();
+  ASSERT_TRUE(backup.SendAck(1, *d1).ok());
+  ASSERT_TRUE((*sender)->WaitAck(1, 5000ms).ok());
+  // The backup falls silent; the primary's peer timeout (300 ms) fails the
+  // session.
+  backup.StopHeartbeats();
+  const auto until = std::chrono::steady_clock::now() + kBound;
+  while ((*sender)->healthy() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+  ASSERT_FALSE((*sender)->healthy()) << "the session never failed";
+  EXPECT_FALSE((*sender)->Stop(protocol::ByeReason::kHandover).ok());
+  AbandonPromptly(std::move(*sender));
+  for (int frames = 0;; ++frames) {
+    ASSERT_LT(frames, 100000) << "no end in sight";
+    auto f = backup.Next();
+    if (!f.ok()) {
+      // EOF, or a reset if the primary closed with our heartbeats unread:
+      // either is a lost connection to the backup, never "alive".
+      EXPECT_TRUE(f.status().code() == Code::kClosed || f.status().code() == Code::kIoError) << f.status().ToString();
+      break;
+    }
+    ASSERT_NE(f->type(), FrameType::kError)
+        << "a primary that handed over told its backup to expect a resync: "
+        << protocol::Printable(protocol::Error::Decode(f->payload).ok() ? protocol::Error::Decode(f->payload)->text : "");
+  }
+}
+
 // The same over TLS 1.3 (PSK): the half-close is a close_notify, and the
 // primary keeps decrypting what the backup writes after it.
 TEST(SenderLiveness, StalledBackupOverTlsReadsResyncAndEof) {
