@@ -471,12 +471,7 @@ Status CheckpointSender::Stop(protocol::ByeReason reason, std::string text) {
       // "alive, reconnecting"), on which it would hold, and no copy of the
       // guest would run. The connection is cut instead: the backup fails
       // over from the final epoch after its timeout, fencing as configured.
-      {
-        std::lock_guard<std::mutex> lock(im.mu);
-        im.stopping = true;
-      }
-      im.cv.notify_all();
-      if (im.stream) im.stream->Shutdown();
+      im.Cut();
     }
     return failed;
   }

@@ -261,6 +261,15 @@ void ExpectResyncThenEof(ScriptedBackup& b) {
   EXPECT_TRUE(hb.ok() || hb.code() == Code::kClosed) << hb.ToString();
 }
 
+// Epoch 1 sent, read by the backup and acked, the ack seen by the primary.
+void CommitFirstEpoch(replicator::CheckpointSender& sender, ScriptedBackup& backup, const std::vector<uint8_t>& mem) {
+  ASSERT_TRUE(SendEpoch(sender, 1, mem).ok());
+  auto d1 = backup.ReadEpoch();
+  ASSERT_TRUE(d1.ok()) << d1.status().ToString();
+  ASSERT_TRUE(backup.SendAck(1, *d1).ok());
+  ASSERT_TRUE(sender.WaitAck(1, 5000ms).ok());
+}
+
 // The backup is SIGSTOPped between two epochs, the primary gives up on the
 // missing ack, then the backup resumes.
 void StallBetweenEpochsThenResume(TcpPair pair) {
@@ -269,12 +278,7 @@ void StallBetweenEpochsThenResume(TcpPair pair) {
   auto sender = StartSender(std::move(pair.primary), &backup, FastOptions(), 64);
   ASSERT_TRUE(sender.ok()) << sender.status().ToString();
   backup.StartHeartbeats(50ms);
-
-  ASSERT_TRUE(SendEpoch(**sender, 1, mem).ok());
-  auto d1 = backup.ReadEpoch();
-  ASSERT_TRUE(d1.ok()) << d1.status().ToString();
-  ASSERT_TRUE(backup.SendAck(1, *d1).ok());
-  ASSERT_TRUE((*sender)->WaitAck(1, 5000ms).ok());
+  ASSERT_NO_FATAL_FAILURE(CommitFirstEpoch(**sender, backup, mem));
 
   // SIGSTOP: no heartbeat, no read. Epoch 2 fits the socket buffers; its ack
   // never comes, and the primary gives up.
@@ -303,11 +307,7 @@ TEST(SenderLiveness, AHandoverOnAFailedSessionCutsWithoutResync) {
   auto sender = StartSender(std::move(pair.primary), &backup, FastOptions(), 64);
   ASSERT_TRUE(sender.ok()) << sender.status().ToString();
   backup.StartHeartbeats(50ms);
-  ASSERT_TRUE(SendEpoch(**sender, 1, mem).ok());
-  auto d1 = backup.ReadEpoch();
-  ASSERT_TRUE(d1.ok()) << d1.status().ToString();
-  ASSERT_TRUE(backup.SendAck(1, *d1).ok());
-  ASSERT_TRUE((*sender)->WaitAck(1, 5000ms).ok());
+  ASSERT_NO_FATAL_FAILURE(CommitFirstEpoch(**sender, backup, mem));
   // The backup falls silent; the primary's peer timeout (300 ms) fails the
   // session.
   backup.StopHeartbeats();
@@ -326,8 +326,7 @@ TEST(SenderLiveness, AHandoverOnAFailedSessionCutsWithoutResync) {
       break;
     }
     ASSERT_NE(f->type(), FrameType::kError)
-        << "a primary that handed over told its backup to expect a resync: "
-        << protocol::Printable(protocol::Error::Decode(f->payload).ok() ? protocol::Error::Decode(f->payload)->text : "");
+        << "a primary that handed over told its backup to expect a resync: " << protocol::DescribeErrorPayload(f->payload);
   }
 }
 
