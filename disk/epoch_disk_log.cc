@@ -323,6 +323,11 @@ bool EpochDiskLog::ChangesKnownSince(uint64_t since) const {
   return changes_ != nullptr && since >= changes_->forgotten_through();
 }
 
+uint64_t EpochDiskLog::changes_forgotten_through() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return changes_ != nullptr ? changes_->forgotten_through() : 0;
+}
+
 void EpochDiskLog::MarkChanged(uint64_t tag, uint64_t offset, uint64_t length) {
   std::lock_guard<std::mutex> lk(mu_);
   MarkLocked(tag, offset, length);

@@ -125,6 +125,9 @@ class EpochDiskLog final : public DiskWriteSink {
   // Whether CaptureChangedSince(since) could answer now (changes tracked,
   // none after `since` forgotten).
   bool ChangesKnownSince(uint64_t since) const;
+  // The least `since` ChangesKnownSince accepts (marks of tags up to it
+  // were forgotten); 0 when nothing was forgotten or no changes are tracked.
+  uint64_t changes_forgotten_through() const;
   // The backup committed `tag`: change marks of tags <= tag are dropped.
   void ForgetChangesThrough(uint64_t tag);
   // Data bytes the open epochs hold now (the copier's pacing reads it).

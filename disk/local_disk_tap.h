@@ -33,6 +33,7 @@ class LocalDiskTap final : public DiskTap {
   bool can_stream() const override { return sync_ != nullptr; }
   uint64_t lineage() const override { return lineage_; }
   void Acked(uint64_t tag) override { log_->ForgetChangesThrough(tag); }
+  uint64_t change_floor() const override { return log_->changes_forgotten_through(); }
   uint64_t copied_regions() const override { return copied_regions_; }
   bool can_compare() const override { return true; }
   uint64_t walked_bytes() const override;

@@ -80,6 +80,10 @@ class RemoteDiskTap final : public DiskTap {
   // Sent as ACKED before the next PAUSE (never from this call: the tap's
   // connection is used by the engine's own sequence of calls only).
   void Acked(uint64_t tag) override;
+  // The latest ack of this export instance passed to Acked: the export
+  // forgets through it (ACKED goes out before the next PAUSE, the session's
+  // first included). It may have forgotten more for an earlier replicator.
+  uint64_t change_floor() const override { return ack_pending_.load(std::memory_order_relaxed); }
   uint64_t copied_regions() const override { return copied_regions_; }
   Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0, uint64_t lineage = 0,
                          std::shared_ptr<const protocol::DiskChunkTable> backup = nullptr) override;

@@ -162,6 +162,18 @@ std::string DescribeErrorPayload(std::span<const uint8_t> payload) {
 
 // ---- HELLO ----------------------------------------------------------------
 
+size_t Hello::EncodedSize() const {
+  size_t n = kHelloFixedSize + identity.size();
+  if ((capabilities & kCapDisk) != 0) {
+    n += 2;
+    for (const DiskInfo& d : disks) n += kDiskEntryFixed + d.name.size();
+  }
+  if ((capabilities & kCapDiskDelta) != 0) n += 8 * disk_lineages.size();
+  if ((capabilities & kCapXenRelease) != 0) n += 4;
+  if ((capabilities & kCapDiskFloor) != 0) n += 8 * disk_change_floors.size();
+  return n;
+}
+
 Status Hello::EncodeTo(std::vector<uint8_t>* out) const {
   if (identity.empty() || identity.size() > kMaxIdentity || !IsCleanText(identity)) {
     return Status::InvalidArgument("guest identity must be 1.." + Str(kMaxIdentity) +
@@ -181,22 +193,29 @@ Status Hello::EncodeTo(std::vector<uint8_t>* out) const {
   if (!with_lineages && !disk_lineages.empty()) {
     return Status::InvalidArgument("HELLO names disk lineages without offering kCapDiskDelta");
   }
-  size_t disk_bytes = 0;
   if (with_disks) {
     if (Status s = CheckDiskList(disks); !s.ok()) return Status::InvalidArgument(s.message());
-    disk_bytes = 2;
-    for (const DiskInfo& d : disks) disk_bytes += kDiskEntryFixed + d.name.size();
   }
   if (with_lineages) {
     if (Status s = CheckLineages(disk_lineages, disks.size()); !s.ok()) return Status::InvalidArgument(s.message());
-    disk_bytes += 8 * disk_lineages.size();
   }
   const bool with_release = (capabilities & kCapXenRelease) != 0;
   if (with_release != (xen_release != 0)) {
     return Status::InvalidArgument("HELLO: a Xen release is sent exactly when kCapXenRelease is offered");
   }
-  if (with_release) disk_bytes += 4;
-  return EncodeExact(out, kHelloFixedSize + identity.size() + disk_bytes, [&](Writer& w) {
+  const bool with_floors = (capabilities & kCapDiskFloor) != 0;
+  if (with_floors && !with_lineages) {
+    return Status::InvalidArgument("HELLO offers disk change floors without kCapDiskDelta");
+  }
+  if (with_floors ? disk_change_floors.size() != disks.size() : !disk_change_floors.empty()) {
+    return Status::InvalidArgument("HELLO: one disk change floor per disk, exactly when kCapDiskFloor is offered");
+  }
+  const size_t size = EncodedSize();
+  if (size > MaxPayloadFor(static_cast<uint8_t>(kType))) {
+    return Status::InvalidArgument("HELLO of " + Str(size) + " bytes exceeds its bound of " +
+                                   Str(MaxPayloadFor(static_cast<uint8_t>(kType))));
+  }
+  return EncodeExact(out, size, [&](Writer& w) {
     w.Bytes(std::span<const uint8_t>(kHelloMagic, sizeof kHelloMagic));
     w.U16(version_min);
     w.U16(version_max);
@@ -227,6 +246,9 @@ Status Hello::EncodeTo(std::vector<uint8_t>* out) const {
     }
     if (with_release) {
       w.U32(xen_release);
+    }
+    if (with_floors) {
+      for (uint64_t f : disk_change_floors) w.U64(f);
     }
   });
 }
@@ -296,6 +318,15 @@ Result<Hello> Hello::Decode(std::span<const uint8_t> payload) {
   if ((h.capabilities & kCapXenRelease) != 0) {
     if (!r.U32(&h.xen_release)) return Truncated("HELLO Xen release");
     if (h.xen_release == 0) return Status::Corruption("HELLO offers kCapXenRelease with release 0");
+  }
+  if ((h.capabilities & kCapDiskFloor) != 0) {
+    if ((h.capabilities & kCapDiskDelta) == 0) {
+      return Status::Corruption("HELLO offers disk change floors without disk lineages");
+    }
+    h.disk_change_floors.resize(h.disks.size());
+    for (uint64_t& f : h.disk_change_floors) {
+      if (!r.U64(&f)) return Truncated("HELLO disk change floors");
+    }
   }
   // Bytes after the last known field: extensions from later versions, ignored.
   return h;

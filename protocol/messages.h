@@ -72,11 +72,18 @@ inline constexpr uint64_t kCapXenRelease = uint64_t{1} << 8;
 // (§3.11, docs/DISK.md §7.4). Offered by a primary whose disks can compare,
 // never required.
 inline constexpr uint64_t kCapDiskDigests = uint64_t{1} << 9;
+// The HELLO names, per disk, the oldest tag its front end can still bring up
+// to date by its changed regions (Hello::disk_change_floors), so a backup
+// holding a disk of the session's own lineage as of an older tag (restored
+// from an old copy) describes it in DISK_DIGESTS too: its whole copy then
+// carries only the chunks that differ (docs/DISK.md §7.4). Needs
+// kCapDiskDelta; offered by the primary, never required.
+inline constexpr uint64_t kCapDiskFloor = uint64_t{1} << 10;
 // kCapDisk: the receiver applies DISK frames (restore/checkpoint_receiver.cc),
 // agreed only when its sink holds disks (GuestSink::supports_disks).
 inline constexpr uint64_t kCapAllKnown =
     kCapXenStream | kCapLz4Pages | kCapSimGuest | kCapCacheResize | kCapHeldPages | kCapDisk | kCapDiskSync |
-    kCapDiskDelta | kCapXenRelease | kCapDiskDigests;
+    kCapDiskDelta | kCapXenRelease | kCapDiskDigests | kCapDiskFloor;
 
 // A Xen release as xc_version(XENVER_version) gives it: major << 16 | minor.
 constexpr uint32_t XenRelease(uint16_t major, uint16_t minor) { return uint32_t{major} << 16 | minor; }
@@ -170,7 +177,17 @@ struct Hello {
   // wire exactly when `capabilities` has kCapXenRelease: the Xen release
   // (XenRelease) whose libxenguest saves the guest; non-zero.
   uint32_t xen_release = 0;
+  // Extension after the Xen release (or whatever came before it), on the
+  // wire exactly when `capabilities` has kCapDiskFloor (which needs
+  // kCapDiskDelta): one u64 per disk, in the list's order: the front end
+  // can name the regions changed after any of its tags >= this one
+  // (docs/DISK.md §7.2); a copy held as of an older tag is copied whole.
+  std::vector<uint64_t> disk_change_floors;
 
+  // The payload's size, when EncodeTo succeeds: at most
+  // MaxPayloadFor(kHello), which EncodeTo enforces (a primary drops its
+  // optional extensions rather than send more).
+  size_t EncodedSize() const;
   Status EncodeTo(std::vector<uint8_t>* out) const;
   // Syntax only: magic, identity length 1..256 and printable, reserved 0,
   // resync reason known, required ⊆ capabilities; with kCapDisk a disk list

@@ -78,6 +78,22 @@ Status CheckpointSender::Impl::Handshake() {
     hello.capabilities |= protocol::kCapXenRelease;
     hello.xen_release = guest.xen_release;
   }
+  // Offered, never required, and only where the HELLO still fits its
+  // 1024 bytes (eight disks with long names and a long identity do not):
+  // without it a backup restored from an older copy than the changes reach
+  // is copied whole, uncompared (DISK.md §7.4).
+  if ((hello.capabilities & protocol::kCapDiskDelta) != 0 && !guest.disk_change_floors.empty() &&
+      guest.disk_change_floors.size() == guest.disks.size()) {
+    protocol::Hello with_floors = hello;
+    with_floors.capabilities |= protocol::kCapDiskFloor;
+    with_floors.disk_change_floors = guest.disk_change_floors;
+    if (with_floors.EncodedSize() <= protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kHello))) {
+      hello = std::move(with_floors);
+    } else {
+      spdlog::info("the HELLO has no room for the disks' change floors: a backup holding an older copy of a disk "
+                   "than its changes reach gets it whole, uncompared");
+    }
+  }
   ROMULUS_RETURN_IF_ERROR(writer->Send(hello, 0));
 
   buffer::ReusableBuffer rb(1024, std::max(protocol::MaxPayloadFor(static_cast<uint8_t>(FrameType::kHeld)),

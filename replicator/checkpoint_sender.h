@@ -83,6 +83,10 @@ struct GuestInfo {
   // Offer kCapDiskDelta (docs/DISK.md §7.2) with these lineages, one per
   // disk (empty: not offered).
   std::vector<uint64_t> disk_lineages;
+  // With disk_lineages: offer kCapDiskFloor with these floors, one per disk
+  // (empty: not offered), so a backup holding a disk as of an older tag
+  // describes it (docs/DISK.md §7.4). Left out when the HELLO would not fit.
+  std::vector<uint64_t> disk_change_floors;
   // Offer kCapXenRelease with this release (0: not offered).
   uint32_t xen_release = 0;
 };

@@ -53,6 +53,13 @@ std::vector<uint64_t> DiskReplicator::lineages() const {
   return out;
 }
 
+std::vector<uint64_t> DiskReplicator::change_floors() const {
+  if (lineages().empty()) return {};
+  std::vector<uint64_t> out;
+  for (const disk::DiskTap* d : disks_) out.push_back(d->change_floor());
+  return out;
+}
+
 bool DiskReplicator::WholeAt(uint64_t epoch) const {
   if (disks_.empty()) return true;
   const uint64_t w = first_whole_.load(std::memory_order_acquire);

@@ -92,6 +92,9 @@ class DiskReplicator {
   // Each disk's lineage (disk/disk_tap.h), in infos() order; empty unless
   // every disk has one (the HELLO offers kCapDiskDelta).
   std::vector<uint64_t> lineages() const;
+  // Each disk's change floor (DiskTap::change_floor), in infos() order;
+  // empty when lineages() is (the HELLO offers kCapDiskFloor).
+  std::vector<uint64_t> change_floors() const;
   // Before lineages() for a session's HELLO: every tap reconnects what
   // broke (DiskTap::Refresh).
   void Refresh();

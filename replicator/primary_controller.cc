@@ -122,6 +122,7 @@ Status PrimaryController::Connect() {
     info.offer_disk_sync = opts_.disks->can_stream();
     opts_.disks->Refresh();
     info.disk_lineages = opts_.disks->lineages();
+    info.disk_change_floors = opts_.disks->change_floors();
     info.offer_disk_digests = opts_.disks->can_compare();
   }
   session_disk_lineages_ = info.disk_lineages;

@@ -231,7 +231,14 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   }
   const bool with_disks = ack.accepted && (ack.capabilities & protocol::kCapDisk) != 0;
   // A disk's sync state means nothing without disks.
-  if (!with_disks) ack.capabilities &= ~(protocol::kCapDiskSync | protocol::kCapDiskDelta | protocol::kCapDiskDigests);
+  if (!with_disks) {
+    ack.capabilities &=
+        ~(protocol::kCapDiskSync | protocol::kCapDiskDelta | protocol::kCapDiskDigests | protocol::kCapDiskFloor);
+  }
+  // The floors only say which disks to describe.
+  if ((ack.capabilities & protocol::kCapDiskDelta) == 0 || (ack.capabilities & protocol::kCapDiskDigests) == 0) {
+    ack.capabilities &= ~protocol::kCapDiskFloor;
+  }
   const bool sync_agreed = (ack.capabilities & protocol::kCapDiskSync) != 0;
   const bool delta_agreed = (ack.capabilities & protocol::kCapDiskDelta) != 0;
   const std::vector<protocol::DiskInfo> no_disks;
@@ -304,18 +311,31 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
   }
   if ((ack.capabilities & protocol::kCapDiskDigests) != 0) {
     // What each disk holds, chunk by chunk, except a disk held as of the
-    // session's own lineage: the primary copies only its changed regions
-    // (§7.2) and needs no table for it.
+    // session's own lineage at a tag its front end still knows the changes
+    // since (kCapDiskFloor; without it, at any tag): the primary copies only
+    // its changed regions (§7.2) and needs no table for it.
+    const bool floors = (ack.capabilities & protocol::kCapDiskFloor) != 0;
+    std::vector<bool> needs_table(disks.size(), true);
+    for (size_t i = 0; i < disks.size(); ++i) {
+      for (const protocol::DiskHeld& h : ack.disks_held) {
+        if (h.disk_id != disks[i].id || i >= hello->disk_lineages.size() || h.lineage != hello->disk_lineages[i]) {
+          continue;
+        }
+        if (!floors || h.tag >= hello->disk_change_floors[i]) {
+          needs_table[i] = false;
+        } else {
+          spdlog::info("disk {}: held as of tag {}, older than the primary's changes reach (tag {}): describing it, "
+                       "so that its whole copy carries only what differs",
+                       protocol::Printable(disks[i].name), h.tag, hello->disk_change_floors[i]);
+        }
+      }
+    }
     uint64_t described = 0, total = 0;
     uint32_t logged_tenth = 0;
     bool sink_failed = false;
-    for (const protocol::DiskInfo& d : disks) total += protocol::DiskChunks(d.size_bytes);
+    for (size_t i = 0; i < disks.size(); ++i) total += needs_table[i] ? protocol::DiskChunks(disks[i].size_bytes) : 0;
     auto describe = [&](size_t i, uint64_t first_chunk, std::span<protocol::ChunkHash> out) -> Status {
-      for (const protocol::DiskHeld& h : ack.disks_held) {
-        if (h.disk_id == disks[i].id && i < hello->disk_lineages.size() && h.lineage == hello->disk_lineages[i]) {
-          return Status::Unsupported("held as of the session's lineage");
-        }
-      }
+      if (!needs_table[i]) return Status::Unsupported("held as of the session's lineage");
       Status st = sink.DescribeDisk(disks[i].id, first_chunk, out);
       if (st.ok()) described += out.size();
       // Unsupported before a disk's first frame is an answer (ABSENT: the

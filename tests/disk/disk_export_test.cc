@@ -354,7 +354,9 @@ TEST_F(DiskExportTest, AReplicatorBackAfterItsBackupAckedGetsOnlyTheRegionsChang
     ASSERT_TRUE(tap->Seal(*t2, Soon()).ok());
     Apply(Sealed(*tap), &backup);
     held = *t2;
+    EXPECT_EQ(tap->change_floor(), 0u);
     tap->Acked(held);
+    EXPECT_EQ(tap->change_floor(), held) << "the HELLO's change floor (kCapDiskFloor)";
     // The ACKED travels with the next PAUSE; that epoch never reaches the
     // backup (the replicator dies with it open).
     ASSERT_TRUE(tap->Pause(disk::CopyMode::kNone).ok());
@@ -370,6 +372,9 @@ TEST_F(DiskExportTest, AReplicatorBackAfterItsBackupAckedGetsOnlyTheRegionsChang
 
   auto tap = Attach();
   ASSERT_TRUE(tap);
+  // A replicator knows only the acks it passed on: its floor is a lower
+  // bound of the export's (a copy held between the two is copied whole).
+  EXPECT_EQ(tap->change_floor(), 0u);
   // Another lineage, or a tag older than the ack: not known, nothing done,
   // the connection stays usable.
   auto other = tap->Pause(disk::CopyMode::kChanged, held, lineage + 1);

@@ -14,7 +14,9 @@
 # 3. b3 restarts on a copy of the image taken before b2 ran: it holds an
 #    older tag than the primary kept changes for (b2's acks let it forget
 #    them), so the primary must not patch it with a delta: it copies the disk
-#    whole. b3 stages only 64 KiB of an epoch in memory
+#    whole. The HELLO's change floor (kCapDiskFloor, docs/DISK.md §7.4)
+#    tells b3 so, and b3 describes its copy: the whole copy leaves out the
+#    chunks b3 holds already (most of the disk). b3 stages only 64 KiB of an epoch in memory
 #    (--max-disk-staging 64K, less than the records b2 already held): that copy spills to a file beside its image
 #    (docs/DISK.md §6.2) and must still commit as one checkpoint.
 # Each step ends with `romulus verify`: memory and disk are the same
@@ -79,6 +81,13 @@ wait_until 30 "b3 commits 10 epochs" bash -c "[[ \$(grep -c '\"event\":\"commit\
 assert_grep "$T/primary.log" "disk xvda: the backup holds it as of tag [0-9]+, but .*are not known.*copying it whole" \
   "b3 (older than the primary's changes reach) gets the whole disk"
 [[ $(regions_line | wc -l) -eq 1 ]] || check_fail "b3 got a copy of changed regions: $(regions_line | tail -n1)"
+assert_grep "$T/backup3.log" "disk xvda: held as of tag [0-9]+, older than the primary's changes reach \\(tag [0-9]+\\): describing it" \
+  "b3 describes its copy, older than the primary's changes reach"
+line=$(grep -E "disk xvda: the backup's copy held .* of its 64 MiB already" "$T/primary.log" | tail -n1)
+[[ -n $line ]] || check_fail "b3's whole copy was not compared with what b3 holds: $(grep -E 'disk xvda' "$T/primary.log" | tail -n3)"
+held=$(sed -E "s/.*copy held ([0-9]+)(\.[0-9]+)? MiB of its.*/\1/" <<<"$line")
+log "b3: $line"
+[[ $held =~ ^[0-9]+$ && $held -ge 32 ]] || check_fail "b3: only '$held' MiB of 64 left out of the whole copy; the writer changed far less"
 assert_grep "$T/backup3.log" "disk staging: epoch [0-9]+ holds more than the 65536 bytes staged in memory; the rest is spilled to $T" \
   "b3 spills the whole copy beyond its 64 KiB of staging memory"
 ls -A "$T" | grep -q romulus-spill && check_fail "a spill file was left in $T: $(ls -A "$T" | grep romulus-spill)"

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <thread>
 
@@ -18,6 +19,7 @@
 #include "common/digest.h"
 #include "common/little_endian.h"
 #include "compress/page_batch.h"
+#include "protocol/disk_digests.h"
 #include "protocol/disk_records.h"
 #include "protocol/frame_io.h"
 #include "protocol/messages.h"
@@ -184,9 +186,12 @@ class DiskReceive : public ::testing::Test {
       while (parser.Next(&r)) dd_.Add(r);
     }
   }
-  void DiskEnd(uint64_t epoch, uint32_t id = kDiskId, uint64_t digest_xor = 0, uint32_t sync_state = 0) {
+  void DiskEnd(uint64_t epoch, uint32_t id = kDiskId, uint64_t digest_xor = 0, uint32_t sync_state = 0,
+               uint64_t tag = 0) {
     protocol::DiskEnd e;
     e.disk_id = id;
+    e.has_tag = tag != 0;
+    e.tag = tag;
     e.sync_state = sync_state;
     e.record_count = dd_.records();
     e.data_bytes = dd_.data_bytes();
@@ -528,6 +533,98 @@ TEST_F(DiskReceive, AStateTheSinkCannotHoldIsAMissingCapability) {
     state_error_ = Status::Ok();
     serve_sink_.reset();
   }
+}
+
+// kCapDiskFloor (docs/DISK.md §7.4): a backup that holds the disk as of
+// the session's own lineage describes it in DISK_DIGESTS exactly when its
+// tag is older than the primary's change floor (the primary cannot bring it
+// up to date by changed regions, so it copies the disk whole and leaves out
+// what matches); at or after the floor it sends ABSENT; without the
+// capability, ABSENT as before.
+TEST_F(DiskReceive, ADiskHeldOlderThanThePrimarysChangesReachIsDescribed) {
+  constexpr uint64_t kLineage = 0xABCD;
+  constexpr uint64_t kTag = 7;
+  const uint64_t caps = protocol::kCapDisk | protocol::kCapDiskDelta | protocol::kCapDiskDigests;
+  // Sends a HELLO of lineage kLineage (with `floor` when given) and returns
+  // the agreed capabilities, what the backup says it holds and its table.
+  struct Answer {
+    uint64_t capabilities = 0;
+    std::vector<protocol::DiskHeld> held;
+    std::shared_ptr<const protocol::DiskChunkTable> table;
+  };
+  auto hello = [&](uint64_t first_epoch, std::optional<uint64_t> floor) -> Answer {
+    protocol::Hello h;
+    h.first_epoch = first_epoch;
+    h.capabilities = caps | (floor ? protocol::kCapDiskFloor : 0);
+    h.required = protocol::kCapDisk;
+    h.cache_pages = 16;
+    h.guest_pages = 16;
+    h.session_id = 3 + first_epoch;
+    h.identity = "sim:size=64K,disk=1M";
+    h.disks = {{kDiskId, kDiskSize, "xvda"}};
+    h.disk_lineages = {kLineage};
+    if (floor) h.disk_change_floors = {*floor};
+    EXPECT_TRUE(writer_->Send(h, 0).ok());
+    auto f = Next();
+    EXPECT_TRUE(f.ok() && f->type() == FrameType::kHelloAck);
+    if (!f.ok()) return {};
+    auto ack = protocol::HelloAck::Decode(f->payload);
+    EXPECT_TRUE(ack.ok() && ack->accepted);
+    if (!ack.ok()) return {};
+    Answer a{ack->capabilities, ack->disks_held, nullptr};
+    EXPECT_NE(a.capabilities & protocol::kCapDiskDigests, 0u);
+    auto tables = protocol::ReceiveDiskDigests(reader_.get(), h.disks, 5000ms);
+    EXPECT_TRUE(tables.ok()) << tables.status().ToString();
+    if (tables.ok() && tables->size() == 1) a.table = (*tables)[0];
+    return a;
+  };
+  auto restart = [&](uint64_t epoch) {
+    ASSERT_TRUE(writer_->Send(protocol::Bye{}, epoch).ok());
+    backup_.join();
+    sink_.reset();
+    StartBackup();
+  };
+
+  // Session 1: epoch 1 commits the disk as of tag kTag of kLineage.
+  StartBackup();
+  Answer first = hello(1, 0);
+  EXPECT_TRUE(first.held.empty());
+  ASSERT_TRUE(first.table) << "a disk held as of no lineage is described";
+  Page(1, 0x51);
+  protocol::DiskFrameBuilder b;
+  b.Reset(kDiskId);
+  auto d = Block(0x11, 4 * 4096);
+  ASSERT_TRUE(b.AddWrite(0, d, false, false));
+  Disk(1, b);
+  DiskEnd(1, kDiskId, 0, 0, kTag);
+  EpochEnd(1);
+  ExpectAck(1);
+  const protocol::ChunkHash committed = protocol::DiskChunkHash(ReadDisk(path_ + ".disk7", 0, kDiskSize));
+
+  // The primary still knows the changes since kTag (floor == kTag): no table.
+  restart(1);
+  Answer at_floor = hello(2, kTag);
+  ASSERT_EQ(at_floor.held.size(), 1u);
+  EXPECT_EQ(at_floor.held[0].lineage, kLineage);
+  EXPECT_EQ(at_floor.held[0].tag, kTag);
+  EXPECT_NE(at_floor.capabilities & protocol::kCapDiskFloor, 0u);
+  EXPECT_FALSE(at_floor.table) << "described a disk the primary can update by its changed regions";
+
+  // It has forgotten them (floor after kTag): the disk is described, as it is.
+  restart(2);
+  Answer past_floor = hello(2, kTag + 1);
+  ASSERT_EQ(past_floor.held.size(), 1u);
+  ASSERT_TRUE(past_floor.table) << "a copy older than the primary's changes reach was not described";
+  ASSERT_EQ(past_floor.table->size(), 1u);
+  EXPECT_EQ((*past_floor.table)[0], committed);
+
+  // A primary that names no floors: no table, as before the capability.
+  restart(2);
+  Answer no_floor = hello(2, std::nullopt);
+  EXPECT_EQ(no_floor.capabilities & protocol::kCapDiskFloor, 0u);
+  EXPECT_FALSE(no_floor.table);
+  ASSERT_TRUE(writer_->Send(protocol::Bye{}, 2).ok());  // not a lost primary
+  backup_.join();
 }
 
 TEST_F(DiskReceive, DiskFramesWithoutTheCapabilityAreAProtocolError) {

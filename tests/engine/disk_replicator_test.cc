@@ -761,6 +761,59 @@ TEST(DiskReplicatorDelta, ABackupHoldingTheTapsLineageGetsTheChangesElseTheWhole
   EXPECT_EQ(r.resync_regions(), 0u);
 }
 
+// kCapDiskFloor (docs/DISK.md §7.4): the HELLO names how far back each
+// disk's changes reach (the tap forgets through the tag it was told the
+// backup holds), so a backup holding an older copy describes it; a HELLO
+// with no room for the floors goes without them rather than oversized.
+TEST(DiskReplicatorDelta, TheHelloNamesHowFarEachDisksChangesReach) {
+  Primary p("sim:size=1M,workload=sequential,seed=3,disk=1M");
+  ASSERT_TRUE(p.guest->RunSteps(4 * 8).ok());
+  EXPECT_EQ(p.disks->change_floors(), std::vector<uint64_t>{0}) << "nothing forgotten yet";
+  p.tap->Acked(5);
+  EXPECT_EQ(p.disks->change_floors(), std::vector<uint64_t>{5});
+  p.tap->Acked(3);
+  EXPECT_EQ(p.disks->change_floors(), std::vector<uint64_t>{5}) << "an older ack moved the floor back";
+  auto handshake = [](GuestInfo gi) -> std::pair<Status, protocol::Hello> {
+    auto pair = test_engine::MakeStreamPair();
+    DiskBackup backup(std::move(pair.backup));
+    auto hs = std::async(std::launch::async, [&] { return backup.Handshake(true); });
+    auto sender = CheckpointSender::Start(std::move(pair.primary), Options(), gi);
+    Status st = hs.get();
+    if (st.ok() && !sender.ok()) st = sender.status();
+    return {st, backup.hello()};
+  };
+  GuestInfo gi;
+  gi.guest_pages = p.guest->guest_pages();
+  gi.identity = p.spec.ToString();
+  gi.disks = p.disks->infos();
+  gi.disk_lineages = p.disks->lineages();
+  gi.disk_change_floors = p.disks->change_floors();
+  auto [st, hello] = handshake(gi);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_NE(hello.capabilities & protocol::kCapDiskFloor, 0u);
+  EXPECT_EQ(hello.disk_change_floors, std::vector<uint64_t>{5});
+  EXPECT_EQ(hello.disk_lineages, p.disks->lineages());
+
+  // Eight disks with the longest names and the longest identity: the floors
+  // do not fit the HELLO's 1024 bytes, so they are left out; the rest of
+  // the offer (lineages) stands.
+  GuestInfo big = gi;
+  big.identity.assign(protocol::kMaxIdentity, 'i');
+  big.disks.clear();
+  big.disk_lineages.clear();
+  big.disk_change_floors.clear();
+  for (uint32_t i = 0; i < protocol::kMaxDisks; ++i) {
+    big.disks.push_back({i + 1, 4096, std::string(protocol::kMaxDiskName - 1, 'd') + char('a' + i)});
+    big.disk_lineages.push_back(0x100 + i);
+    big.disk_change_floors.push_back(i);
+  }
+  auto [big_st, big_hello] = handshake(big);
+  ASSERT_TRUE(big_st.ok()) << big_st.ToString();
+  EXPECT_EQ(big_hello.capabilities & protocol::kCapDiskFloor, 0u);
+  EXPECT_TRUE(big_hello.disk_change_floors.empty());
+  EXPECT_EQ(big_hello.disk_lineages, big.disk_lineages);
+}
+
 TEST(DiskReplicatorDelta, AFrontEndRestartedSinceTheHelloEndsTheSession) {
   ScriptedTap tap(0xAA);
   DiskReplicator r({&tap});

@@ -140,6 +140,67 @@ TEST(DiskRecords, LineagesAndHeldDisksTravelOnlyWithKCapDiskDelta) {
   EXPECT_FALSE(a.EncodeTo(&buf).ok()) << "held disks without the capability";
 }
 
+// kCapDiskFloor (PROTOCOL.md §3.1): one change floor per disk after the
+// Xen release, only with the capability, which needs kCapDiskDelta; a HELLO
+// that would exceed its frame bound is refused at encoding (the primary then
+// drops the floors).
+TEST(DiskRecords, ChangeFloorsTravelOnlyWithKCapDiskFloor) {
+  Hello h;
+  h.identity = "g";
+  h.capabilities = kCapDisk | kCapDiskDelta | kCapXenRelease | kCapDiskFloor;
+  h.disks = TwoDisks();
+  h.disk_lineages = {0xAAAA, 0xBBBB};
+  h.xen_release = XenRelease(4, 17);
+  h.disk_change_floors = {0, 41};
+  Bytes buf;
+  ASSERT_TRUE(h.EncodeTo(&buf).ok());
+  EXPECT_EQ(buf.size(), h.EncodedSize());
+  auto d = Hello::Decode(buf);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->disk_change_floors, h.disk_change_floors);
+  EXPECT_EQ(d->xen_release, h.xen_release) << "the floors come after the release";
+  // Truncated floors: refused.
+  Bytes cut(buf.begin(), buf.end() - 1);
+  EXPECT_FALSE(Hello::Decode(cut).ok());
+  // The capability without lineages, on the wire and at encoding.
+  Bytes no_delta = buf;
+  StoreLE64(&no_delta[16], LoadLE64(&no_delta[16]) & ~kCapDiskDelta);
+  EXPECT_FALSE(Hello::Decode(no_delta).ok());
+  Hello bad = h;
+  bad.disk_change_floors = {0};
+  EXPECT_FALSE(bad.EncodeTo(&buf).ok()) << "one floor too few";
+  bad = h;
+  bad.capabilities &= ~kCapDiskFloor;
+  EXPECT_FALSE(bad.EncodeTo(&buf).ok()) << "floors without the capability";
+  bad = h;
+  bad.capabilities &= ~kCapDiskDelta;
+  bad.disk_lineages.clear();
+  EXPECT_FALSE(bad.EncodeTo(&buf).ok()) << "floors without lineages";
+  // An older receiver stops after the release: the floors are trailing
+  // bytes it ignores (the same HELLO without the capability bit decodes).
+  Bytes old;
+  ASSERT_TRUE(h.EncodeTo(&old).ok());
+  StoreLE64(&old[16], LoadLE64(&old[16]) & ~kCapDiskFloor);
+  auto od = Hello::Decode(old);
+  ASSERT_TRUE(od.ok()) << od.status().ToString();
+  EXPECT_TRUE(od->disk_change_floors.empty());
+  // The largest HELLO has no room for floors: refused at encoding, not sent
+  // oversized; EncodedSize says so beforehand.
+  Hello big = h;
+  big.identity.assign(kMaxIdentity, 'i');
+  big.disks.clear();
+  big.disk_lineages.clear();
+  big.disk_change_floors.clear();
+  for (uint32_t i = 0; i < kMaxDisks; ++i) {
+    big.disks.push_back({i, 512, std::string(kMaxDiskName, 'd')});
+    big.disk_lineages.push_back(i + 1);
+    big.disk_change_floors.push_back(i);
+  }
+  EXPECT_GT(big.EncodedSize(), MaxPayloadFor(static_cast<uint8_t>(FrameType::kHello)));
+  Status st = big.EncodeTo(&buf);
+  EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
+}
+
 TEST(DiskRecords, HelloRejectsBadDiskLists) {
   Hello h;
   h.identity = "g";
