@@ -82,7 +82,9 @@ class RemoteDiskTap final : public DiskTap {
   void Acked(uint64_t tag) override;
   // The latest ack of this export instance passed to Acked: the export
   // forgets through it (ACKED goes out before the next PAUSE, the session's
-  // first included). It may have forgotten more for an earlier replicator.
+  // first included). It may have forgotten more for an earlier replicator,
+  // or less (it ignores an ACKED of a tag it never paused): either costs a
+  // whole copy or a needless description, never a wrong delta.
   uint64_t change_floor() const override { return ack_pending_.load(std::memory_order_relaxed); }
   uint64_t copied_regions() const override { return copied_regions_; }
   Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0, uint64_t lineage = 0,

@@ -82,8 +82,10 @@ Status CheckpointSender::Impl::Handshake() {
   // 1024 bytes (eight disks with long names and a long identity do not):
   // without it a backup restored from an older copy than the changes reach
   // is copied whole, uncompared (DISK.md §7.4).
-  if ((hello.capabilities & protocol::kCapDiskDelta) != 0 && !guest.disk_change_floors.empty() &&
-      guest.disk_change_floors.size() == guest.disks.size()) {
+  // Only with DISK_DIGESTS offered: the floors only say which disks to
+  // describe.
+  if ((hello.capabilities & protocol::kCapDiskDelta) != 0 && (hello.capabilities & protocol::kCapDiskDigests) != 0 &&
+      !guest.disk_change_floors.empty() && guest.disk_change_floors.size() == guest.disks.size()) {
     protocol::Hello with_floors = hello;
     with_floors.capabilities |= protocol::kCapDiskFloor;
     with_floors.disk_change_floors = guest.disk_change_floors;

@@ -321,7 +321,7 @@ SessionEnd CheckpointReceiver::Serve(transport::Stream& stream, const protocol::
         if (h.disk_id != disks[i].id || i >= hello->disk_lineages.size() || h.lineage != hello->disk_lineages[i]) {
           continue;
         }
-        if (!floors || h.tag >= hello->disk_change_floors[i]) {
+        if (!floors || i >= hello->disk_change_floors.size() || h.tag >= hello->disk_change_floors[i]) {
           needs_table[i] = false;
         } else {
           spdlog::info("disk {}: held as of tag {}, older than the primary's changes reach (tag {}): describing it, "

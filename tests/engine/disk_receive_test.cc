@@ -585,7 +585,8 @@ TEST_F(DiskReceive, ADiskHeldOlderThanThePrimarysChangesReachIsDescribed) {
     StartBackup();
   };
 
-  // Session 1: epoch 1 commits the disk as of tag kTag of kLineage.
+  // Session 1: epoch 1 commits the disk as of tag kTag of kLineage (a
+  // first session offering floors too: the backup holds nothing to skip).
   StartBackup();
   Answer first = hello(1, 0);
   EXPECT_TRUE(first.held.empty());

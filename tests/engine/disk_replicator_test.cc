@@ -788,6 +788,8 @@ TEST(DiskReplicatorDelta, TheHelloNamesHowFarEachDisksChangesReach) {
   gi.disks = p.disks->infos();
   gi.disk_lineages = p.disks->lineages();
   gi.disk_change_floors = p.disks->change_floors();
+  gi.offer_disk_digests = p.disks->can_compare();
+  ASSERT_TRUE(gi.offer_disk_digests);
   auto [st, hello] = handshake(gi);
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_NE(hello.capabilities & protocol::kCapDiskFloor, 0u);
@@ -812,6 +814,34 @@ TEST(DiskReplicatorDelta, TheHelloNamesHowFarEachDisksChangesReach) {
   EXPECT_EQ(big_hello.capabilities & protocol::kCapDiskFloor, 0u);
   EXPECT_TRUE(big_hello.disk_change_floors.empty());
   EXPECT_EQ(big_hello.disk_lineages, big.disk_lineages);
+  // Without DISK_DIGESTS the floors would say nothing: not offered.
+  gi.offer_disk_digests = false;
+  auto [plain_st, plain_hello] = handshake(gi);
+  ASSERT_TRUE(plain_st.ok()) << plain_st.ToString();
+  EXPECT_EQ(plain_hello.capabilities & protocol::kCapDiskFloor, 0u);
+}
+
+// The floor is exactly where the tap's changes stop being known: a copy of
+// what changed since the floor is answered, one since the tag before it is
+// not (the backup's ">= floor" rule relies on this, DISK.md §7.4).
+TEST(DiskReplicatorDelta, TheChangeFloorIsTheOldestTagWhoseChangesAreKnown) {
+  Primary p("sim:size=1M,workload=sequential,seed=4,disk=1M");
+  const uint64_t lineage = p.tap->lineage();
+  std::vector<uint64_t> tags;
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(p.guest->RunSteps(4 * 3).ok());
+    auto t = p.tap->Pause(disk::CopyMode::kNone);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    ASSERT_TRUE(p.tap->Seal(*t, std::chrono::steady_clock::now() + kBound).ok());
+    tags.push_back(*t);
+  }
+  p.tap->Acked(tags[2]);
+  ASSERT_EQ(p.tap->change_floor(), tags[2]);
+  auto before = p.tap->Pause(disk::CopyMode::kChanged, tags[2] - 1, lineage);
+  EXPECT_EQ(before.status().code(), Code::kUnsupported) << "changes since a tag before the floor were forgotten";
+  auto at = p.tap->Pause(disk::CopyMode::kChanged, tags[2], lineage);
+  ASSERT_TRUE(at.ok()) << at.status().ToString();
+  EXPECT_GE(p.tap->copied_regions(), 1u) << "the guest wrote after the floor's tag";
 }
 
 TEST(DiskReplicatorDelta, AFrontEndRestartedSinceTheHelloEndsTheSession) {

@@ -199,6 +199,10 @@ TEST(DiskRecords, ChangeFloorsTravelOnlyWithKCapDiskFloor) {
   EXPECT_GT(big.EncodedSize(), MaxPayloadFor(static_cast<uint8_t>(FrameType::kHello)));
   Status st = big.EncodeTo(&buf);
   EXPECT_EQ(st.code(), Code::kInvalidArgument) << st.ToString();
+  EXPECT_NE(st.message().find("exceeds its bound"), std::string::npos) << st.ToString();
+  big.capabilities &= ~kCapDiskFloor;
+  big.disk_change_floors.clear();
+  EXPECT_TRUE(big.EncodeTo(&buf).ok()) << "the same HELLO without floors fits";
 }
 
 TEST(DiskRecords, HelloRejectsBadDiskLists) {
