@@ -95,6 +95,24 @@ std::string HypervisorSaysAbout(XenHandles& h, const DomainFacts& dom, const cha
 }
 
 // One xc_domain_save run: one backup session.
+// How the guest is suspended now (ChooseSuspendWay over what the hypervisor
+// and xenstore say), and so how a suspended one is resumed: a guest the
+// hypervisor suspended made no suspend hypercall, so a cooperative resume
+// (fast), which sets that hypercall's return value in its registers, would
+// corrupt it wherever an event channel callback is set (an HVM guest with
+// PV drivers asleep in an ACPI S state).
+SuspendWay ReadSuspendWay(XenHandles& h, const DomainFacts& dom) {
+  uint64_t callback_irq = 0, acpi_s_state = 0;
+  bool announces = false;
+  if (dom.type == GuestType::kHvm) {
+    // A parameter that cannot be read counts as absent: libxl's reading.
+    (void)xc_hvm_param_get(h.xch(), dom.domid, HVM_PARAM_CALLBACK_IRQ, &callback_irq);
+    (void)xc_hvm_param_get(h.xch(), dom.domid, HVM_PARAM_ACPI_S_STATE, &acpi_s_state);
+    announces = XsRead(h.xsh(), "/local/domain/" + std::to_string(dom.domid) + "/control/feature-suspend") == "1";
+  }
+  return ChooseSuspendWay(dom.type, announces, callback_irq, acpi_s_state);
+}
+
 class Session : public EpochSink {
  public:
   // `dm_file`: where an HVM guest's device model saves its state each epoch
@@ -315,17 +333,7 @@ void Session::DrainWatch() {
   }
 }
 
-SuspendWay Session::HowToSuspend() const {
-  uint64_t callback_irq = 0, acpi_s_state = 0;
-  bool announces = false;
-  if (dom_.type == GuestType::kHvm) {
-    // A parameter that cannot be read counts as absent: libxl's reading.
-    (void)xc_hvm_param_get(h_->xch(), dom_.domid, HVM_PARAM_CALLBACK_IRQ, &callback_irq);
-    (void)xc_hvm_param_get(h_->xch(), dom_.domid, HVM_PARAM_ACPI_S_STATE, &acpi_s_state);
-    announces = XsRead(h_->xsh(), "/local/domain/" + std::to_string(dom_.domid) + "/control/feature-suspend") == "1";
-  }
-  return ChooseSuspendWay(dom_.type, announces, callback_irq, acpi_s_state);
-}
+SuspendWay Session::HowToSuspend() const { return ReadSuspendWay(*h_, dom_); }
 
 int Session::Suspend() {
   const uint64_t epoch = checkpoints_ + 1;
@@ -834,10 +842,16 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
                          " is suspended and its device model cannot be continued: not resuming it on stopped devices");
       }
     }
-    if (xc_domain_resume((*h)->xch(), dom->domid, 1) != 0) {
+    // Resumed as it would have been suspended now: its registers untouched
+    // when the hypervisor suspended it (no hypercall to return from).
+    const bool by_hypervisor = ReadSuspendWay(**h, *dom) == SuspendWay::kHypervisor;
+    if (xc_domain_resume((*h)->xch(), dom->domid, by_hypervisor ? 0 : 1) != 0) {
       return Status::FromErrno("domain " + dom->name + " is suspended and cannot be resumed", errno);
     }
     xs_resume_domain((*h)->xsh(), dom->domid);
+    spdlog::warn("resumed domain {}, which a previous replicator left suspended ({})", dom->name,
+                 by_hypervisor ? "suspended by the hypervisor: resumed without touching its registers"
+                               : "suspended by its kernel: resumed as from a cancelled suspend");
   }
   if (dm_file) {
     // Its release, from its QMP greeting, for the backup to compare with
