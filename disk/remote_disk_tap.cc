@@ -98,6 +98,7 @@ Status RemoteDiskTap::Open() {
   }
   hello_ = std::move(*hello);
   ack_sent_ = 0;  // tell this connection again
+  export_floor_.store(0, std::memory_order_relaxed);  // asked (FLOOR?) by Refresh
   info_.id = options_.disk_id;
   info_.size_bytes = hello_.disk_size;
   info_.name = hello_.name;
@@ -122,7 +123,7 @@ Result<tap::Header> RemoteDiskTap::ReadMessage(Deadline deadline) {
   auto h = tap::DecodeHeader(std::span<const uint8_t, tap::kHeaderSize>(hdr));
   if (!h.ok()) return h.status();
   if (h->type == tap::MsgType::kPause || h->type == tap::MsgType::kSeal || h->type == tap::MsgType::kAcked ||
-      h->type == tap::MsgType::kDigests) {
+      h->type == tap::MsgType::kDigests || h->type == tap::MsgType::kFloorQuery) {
     return Status::Corruption(std::string("the export sent ") + tap::MsgTypeName(h->type) +
                               ", which only the replicator sends");
   }
@@ -148,18 +149,40 @@ void RemoteDiskTap::Acked(uint64_t tag) {
 }
 
 void RemoteDiskTap::Refresh() {
+  bool alive = false;
   if (connected()) {
     // Nothing is due from the export between our requests: a readable
     // connection is one the export closed (it restarted, or detached us) or
     // one it misuses. Silent means alive.
     uint8_t b = 0;
     auto r = stream_->ReadSome(std::span<uint8_t>(&b, 1), transport::Clock::now());
-    if (!r.ok() && r.status().code() == Code::kTimeout) return;
-    (void)Break(r.ok() ? Status::Corruption("disk tap " + path_ + ": the export sent bytes between requests")
-                       : r.status().With("disk tap " + path_));
+    alive = !r.ok() && r.status().code() == Code::kTimeout;
+    if (!alive) {
+      (void)Break(r.ok() ? Status::Corruption("disk tap " + path_ + ": the export sent bytes between requests")
+                         : r.status().With("disk tap " + path_));
+    }
   }
-  Status st = Open();
+  Status st = alive ? Status::Ok() : Open();
+  if (st.ok()) st = QueryFloor();
   if (!st.ok()) spdlog::warn("disk tap {}: {} (the session's first pause tries again)", path_, st.ToString());
+}
+
+Status RemoteDiskTap::QueryFloor() {
+  if ((hello_.features & tap::kFeatureFloor) == 0 || lineage() == 0) return Status::Ok();
+  const Deadline deadline = DeadlineIn(options_.pause_timeout);
+  ROMULUS_RETURN_IF_ERROR(Send(tap::MsgType::kFloorQuery, {}, deadline));
+  auto hdr = ReadMessage(deadline);
+  if (!hdr.ok()) return Break(hdr.status().With("disk tap " + path_ + ": waiting for FLOOR"));
+  std::span<const uint8_t> body(rx_.data(), hdr->length);
+  if (hdr->type == tap::MsgType::kError) return Break(RemoteError(body).With("disk tap " + path_ + ": FLOOR?"));
+  if (hdr->type != tap::MsgType::kFloor) {
+    return Break(Status::Corruption("disk tap " + path_ + ": the export answered FLOOR? with " +
+                                    tap::MsgTypeName(hdr->type)));
+  }
+  auto floor = tap::DecodeFloor(body);
+  if (!floor.ok()) return Break(floor.status().With("disk tap " + path_));
+  export_floor_.store(*floor, std::memory_order_relaxed);
+  return Status::Ok();
 }
 
 Result<uint64_t> RemoteDiskTap::Pause(CopyMode copy, uint64_t since, uint64_t lineage,

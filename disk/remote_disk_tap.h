@@ -17,6 +17,7 @@
 // thread only, except Acked (any thread: it only records the tag).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -80,12 +81,17 @@ class RemoteDiskTap final : public DiskTap {
   // Sent as ACKED before the next PAUSE (never from this call: the tap's
   // connection is used by the engine's own sequence of calls only).
   void Acked(uint64_t tag) override;
-  // The latest ack of this export instance passed to Acked: the export
-  // forgets through it (ACKED goes out before the next PAUSE, the session's
-  // first included). It may have forgotten more for an earlier replicator,
-  // or less (it ignores an ACKED of a tag it never paused): either costs a
-  // whole copy or a needless description, never a wrong delta.
-  uint64_t change_floor() const override { return ack_pending_.load(std::memory_order_relaxed); }
+  // The later of the export's own floor (FLOOR?, asked by Refresh where the
+  // export has kFeatureFloor: it counts the acks of replicators before this
+  // one) and the latest ack of this export instance passed to Acked (the
+  // export forgets through it: ACKED goes out before the next PAUSE, the
+  // session's first included). An older export answers nothing, so a floor
+  // it reached for an earlier replicator is not known: a whole copy,
+  // uncompared. One above the export's own (it ignores an ACKED of a tag
+  // it never paused) costs a needless description. Never a wrong delta.
+  uint64_t change_floor() const override {
+    return std::max(export_floor_.load(std::memory_order_relaxed), ack_pending_.load(std::memory_order_relaxed));
+  }
   uint64_t copied_regions() const override { return copied_regions_; }
   Result<uint64_t> Pause(CopyMode copy, uint64_t since = 0, uint64_t lineage = 0,
                          std::shared_ptr<const protocol::DiskChunkTable> backup = nullptr) override;
@@ -103,6 +109,8 @@ class RemoteDiskTap final : public DiskTap {
  private:
   RemoteDiskTap(std::string path, RemoteDiskTapOptions options);
   Status Open();
+  // FLOOR? to an export that answers it (kFeatureFloor): its change floor.
+  Status QueryFloor();
   // Reads one message; its payload lands in rx_ (valid until the next read).
   Result<tap::Header> ReadMessage(transport::Deadline deadline);
   Status Send(tap::MsgType type, std::span<const uint8_t> payload, transport::Deadline deadline);
@@ -134,6 +142,7 @@ class RemoteDiskTap final : public DiskTap {
   RemoteDiskTapStats stats_;
   // ACKED: the latest tag the backup committed, and the latest sent.
   std::atomic<uint64_t> ack_pending_{0};
+  std::atomic<uint64_t> export_floor_{0};  // FLOOR's answer on this connection
   uint64_t ack_sent_ = 0;
   uint64_t copied_regions_ = 0;
   uint32_t sealed_sync_state_ = protocol::kSyncWhole;

@@ -172,7 +172,8 @@ Status TapServer::ServeAttached(transport::Stream* s) {
     h.disk_size = t_.copy_store->size();
     h.log_budget = t_.log_budget;
     h.next_tag = t_.clock->current();
-    h.features = tap::kFeatureStream | tap::kFeatureDigests | (t_.log->tracks_changes() ? tap::kFeatureChanges : 0);
+    h.features = tap::kFeatureStream | tap::kFeatureDigests |
+                 (t_.log->tracks_changes() ? tap::kFeatureChanges | tap::kFeatureFloor : 0);
     h.name = t_.name;
     const size_t n = tap::EncodeHello(h, buf);
     ROMULUS_RETURN_IF_ERROR(WriteMessage(s, tap::MsgType::kHello, std::span<const uint8_t>(buf, n),
@@ -198,9 +199,18 @@ Status TapServer::ServeAttached(transport::Stream* s) {
     if (!rd.ok()) return rd.With("reading a tap message header (" + std::to_string(got + 1) + " of 16 bytes)");
     auto header = tap::DecodeHeader(std::span<const uint8_t, tap::kHeaderSize>(hdr));
     if (!header.ok()) return header.status();
-    // Only PAUSE, SEAL, ACKED and DIGESTS travel this way; their payloads are
-    // bounded (DIGESTS by 64 KiB, read into one reused buffer), so nothing
-    // else is ever read (or allocated) for a hostile length.
+    // Only PAUSE, SEAL, ACKED, DIGESTS and FLOOR? travel this way; their
+    // payloads are bounded (DIGESTS by 64 KiB, read into one reused buffer;
+    // FLOOR? has none), so nothing else is ever read (or allocated) for a
+    // hostile length.
+    if (header->type == tap::MsgType::kFloorQuery) {
+      // Through which tag the changes were forgotten (ACKED, from this
+      // replicator or one before it).
+      uint8_t f[tap::kFloorSize];
+      tap::EncodeFloor(f, t_.log->changes_forgotten_through());
+      ROMULUS_RETURN_IF_ERROR(WriteMessage(s, tap::MsgType::kFloor, f, DeadlineIn(options_.reply_timeout)));
+      continue;
+    }
     if (header->type == tap::MsgType::kDigests) {
       digests_buf_.resize(tap::MaxPayload(tap::MsgType::kDigests));
       rd = s->ReadExact(std::span<uint8_t>(digests_buf_.data(), header->length), deadline, &got);

@@ -40,8 +40,28 @@ const char* MsgTypeName(MsgType t) {
     case MsgType::kError: return "ERROR";
     case MsgType::kAcked: return "ACKED";
     case MsgType::kDigests: return "DIGESTS";
+    case MsgType::kFloorQuery: return "FLOOR?";
+    case MsgType::kFloor: return "FLOOR";
   }
   return "unknown";
+}
+
+bool IsKnownType(MsgType t) {
+  switch (t) {
+    case MsgType::kHello:
+    case MsgType::kPause:
+    case MsgType::kPaused:
+    case MsgType::kSeal:
+    case MsgType::kRecords:
+    case MsgType::kSealed:
+    case MsgType::kError:
+    case MsgType::kAcked:
+    case MsgType::kDigests:
+    case MsgType::kFloorQuery:
+    case MsgType::kFloor:
+      return true;
+  }
+  return false;
 }
 
 size_t MaxPayload(MsgType t) {
@@ -55,6 +75,8 @@ size_t MaxPayload(MsgType t) {
     case MsgType::kError: return kErrorFixed + kMaxErrorText;
     case MsgType::kAcked: return kAckedSize;
     case MsgType::kDigests: return kDigestsFixed + 16 * kMaxDigestsPerMessage;
+    case MsgType::kFloorQuery: return 0;
+    case MsgType::kFloor: return kFloorSize;
   }
   return 0;
 }
@@ -70,6 +92,8 @@ size_t MinPayload(MsgType t) {
     case MsgType::kError: return kErrorFixed;
     case MsgType::kAcked: return kAckedSize;
     case MsgType::kDigests: return kDigestsFixed + 16;
+    case MsgType::kFloorQuery: return 0;
+    case MsgType::kFloor: return kFloorSize;
   }
   return 0;
 }
@@ -98,8 +122,8 @@ Result<Header> DecodeHeader(std::span<const uint8_t, kHeaderSize> in) {
   if (LoadLE32(in.data() + 12) != 0) return Status::Corruption("tap header reserved bytes are not zero");
   const uint16_t raw_type = LoadLE16(in.data() + 6);
   const MsgType type = static_cast<MsgType>(raw_type);
+  if (!IsKnownType(type)) return Status::Corruption("unknown tap message type " + Str(raw_type));
   const size_t max = MaxPayload(type);
-  if (max == 0) return Status::Corruption("unknown tap message type " + Str(raw_type));
   const uint32_t length = LoadLE32(in.data() + 8);
   if (length > max || length < MinPayload(type)) {
     return Status::OutOfRange(std::string("tap ") + MsgTypeName(type) + " of " + Str(length) +
@@ -203,6 +227,15 @@ Result<uint64_t> DecodeAcked(std::span<const uint8_t> p) {
   const uint64_t tag = LoadLE64(p.data());
   if (tag == 0) return Status::Corruption("tap ACKED tag is 0");
   return tag;
+}
+
+void EncodeFloor(std::span<uint8_t, kFloorSize> out, uint64_t forgotten_through) {
+  StoreLE64(out.data(), forgotten_through);
+}
+
+Result<uint64_t> DecodeFloor(std::span<const uint8_t> p) {
+  ROMULUS_RETURN_IF_ERROR(ExactSize("FLOOR", p, kFloorSize));
+  return LoadLE64(p.data());
 }
 
 size_t EncodeDigests(const Digests& d, std::span<uint8_t> out) {

@@ -39,6 +39,8 @@ enum class MsgType : uint16_t {
   kError = 7,    // export → replicator: a request failed (or the connection is refused)
   kAcked = 8,    // replicator → export: the backup committed this tag (no reply)
   kDigests = 9,  // replicator → export: the backup's chunk hashes, before a copy PAUSE (no reply)
+  kFloorQuery = 10,  // replicator → export: how far back are the changes known? (no payload)
+  kFloor = 11,       // export → replicator: the tag through which it forgot its change marks
 };
 const char* MsgTypeName(MsgType t);
 
@@ -50,6 +52,7 @@ inline constexpr size_t kPauseChangedSize = 24;  // mode 3: + since, lineage
 inline constexpr size_t kPausedSize = 8;
 inline constexpr size_t kPausedChangedSize = 16;  // answering mode 3: + regions
 inline constexpr size_t kAckedSize = 8;
+inline constexpr size_t kFloorSize = 8;
 inline constexpr size_t kSealSize = 16;
 inline constexpr size_t kSealedSize = 32;
 inline constexpr size_t kSealedSyncSize = 40;  // with the sync state (a streaming attachment)
@@ -59,7 +62,10 @@ inline constexpr size_t kMaxRecordsPayload = size_t{8} << 20;  // = protocol::kM
 // The longest SEAL wait the export grants (a larger timeout is refused).
 inline constexpr uint32_t kMaxSealTimeoutMs = 600'000;
 
-// The largest payload a message of this type may carry; 0 for unknown types.
+// Whether the type is one of MsgType's.
+bool IsKnownType(MsgType t);
+// The largest payload a message of this type may carry (0 for unknown types,
+// and for FLOOR?, which has none).
 size_t MaxPayload(MsgType t);
 // The smallest payload a message of this type may carry.
 size_t MinPayload(MsgType t);
@@ -83,6 +89,10 @@ inline constexpr uint8_t kFeatureChanges = 2;
 // DIGESTS: the export's whole copies (PAUSE mode 1 and 2) leave out the
 // chunks the backup's copy holds already (DISK.md §7.4).
 inline constexpr uint8_t kFeatureDigests = 4;
+// FLOOR?: the export says through which tag it forgot its change marks, so a
+// replicator that did not send every ACKED itself (it restarted) still knows
+// which backup copies a delta can bring up to date (DISK.md §7.4).
+inline constexpr uint8_t kFeatureFloor = 8;
 
 struct Hello {
   uint64_t instance_id = 0;
@@ -146,6 +156,11 @@ Result<Digests> DecodeDigests(std::span<const uint8_t> payload);
 // the changes up to it. Tag > 0.
 void EncodeAcked(std::span<uint8_t, kAckedSize> out, uint64_t tag);
 Result<uint64_t> DecodeAcked(std::span<const uint8_t> payload);
+
+// FLOOR: the answer to FLOOR?: the export's changes since any tag >= this
+// one are known (PAUSE mode 3 answers); 0 when none were forgotten.
+void EncodeFloor(std::span<uint8_t, kFloorSize> out, uint64_t forgotten_through);
+Result<uint64_t> DecodeFloor(std::span<const uint8_t> payload);
 
 struct Seal {
   uint64_t tag = 0;

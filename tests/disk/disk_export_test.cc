@@ -372,9 +372,13 @@ TEST_F(DiskExportTest, AReplicatorBackAfterItsBackupAckedGetsOnlyTheRegionsChang
 
   auto tap = Attach();
   ASSERT_TRUE(tap);
-  // A replicator knows only the acks it passed on: its floor is a lower
-  // bound of the export's (a copy held between the two is copied whole).
-  EXPECT_EQ(tap->change_floor(), 0u);
+  // A new replicator never passed that ack on: the export says its floor
+  // (FLOOR?, asked when a session begins), so a backup holding an older
+  // copy than `held` is described, one holding `held` is not.
+  EXPECT_EQ(tap->change_floor(), 0u) << "asked only by Refresh";
+  tap->Refresh();
+  EXPECT_TRUE(tap->connected());
+  EXPECT_EQ(tap->change_floor(), held);
   // Another lineage, or a tag older than the ack: not known, nothing done,
   // the connection stays usable.
   auto other = tap->Pause(disk::CopyMode::kChanged, held, lineage + 1);
@@ -490,6 +494,10 @@ TEST_F(DiskExportTest, GarbageTapClientsAreDroppedNbdGoesOn) {
       {0x52, 0x54, 0x41, 0x50, 1, 0, 9, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0,
        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
        0x52, 0x54, 0x41, 0x50, 1, 0, 2, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0},
+      // FLOOR, which only the export sends.
+      {0x52, 0x54, 0x41, 0x50, 1, 0, 11, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0},
+      // FLOOR? with a payload.
+      {0x52, 0x54, 0x41, 0x50, 1, 0, 10, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0},
   };
   for (size_t i = 0; i < garbage.size(); ++i) {
     RawClient c(RawTap(dir_.path() + "/tap.sock"));

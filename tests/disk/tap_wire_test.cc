@@ -48,8 +48,8 @@ TEST(TapWire, HeaderRefusals) {
   // Reserved bytes.
   st = Decode(Le({{0x50415452, 4}, {1, 2}, {2, 2}, {8, 4}, {1, 4}}));
   EXPECT_EQ(st.status().code(), Code::kCorruption);
-  // Unknown types, 0 and 10.
-  for (uint64_t type : {0, 10, 0xffff}) {
+  // Unknown types, 0 and 12 (10 and 11 are FLOOR? and FLOOR).
+  for (uint64_t type : {0, 12, 0xffff}) {
     st = Decode(Le({{0x50415452, 4}, {1, 2}, {type, 2}, {8, 4}, {0, 4}}));
     EXPECT_EQ(st.status().code(), Code::kCorruption) << type;
     EXPECT_NE(st.status().message().find("unknown tap message type"), std::string::npos);
@@ -165,6 +165,22 @@ TEST(TapWire, PausePausedSealSealed) {
   EXPECT_EQ(*DecodeAcked(a), 77u);
   EXPECT_EQ(DecodeAcked(Le({{0, 8}})).status().code(), Code::kCorruption);
   EXPECT_EQ(DecodeAcked(Le({{1, 4}})).status().code(), Code::kCorruption);
+  // FLOOR? has no payload; FLOOR exactly 8 bytes (0: nothing forgotten).
+  uint8_t fl[kFloorSize];
+  EncodeFloor(fl, 41);
+  EXPECT_EQ(*DecodeFloor(fl), 41u);
+  EncodeFloor(fl, 0);
+  EXPECT_EQ(*DecodeFloor(fl), 0u);
+  EXPECT_EQ(DecodeFloor(Le({{1, 4}})).status().code(), Code::kCorruption);
+  uint8_t fh[kHeaderSize];
+  EncodeHeader(fh, MsgType::kFloorQuery, 0);
+  EXPECT_EQ(DecodeHeader(fh)->type, MsgType::kFloorQuery);
+  EncodeHeader(fh, MsgType::kFloorQuery, 1);
+  EXPECT_EQ(DecodeHeader(fh).status().code(), Code::kOutOfRange) << "FLOOR? with a payload";
+  EncodeHeader(fh, MsgType::kFloor, 16);
+  EXPECT_EQ(DecodeHeader(fh).status().code(), Code::kOutOfRange);
+  EncodeHeader(fh, static_cast<MsgType>(12), 0);
+  EXPECT_EQ(DecodeHeader(fh).status().code(), Code::kCorruption) << "an unknown type with no payload";
   EXPECT_EQ(DecodePaused(Le({{0, 8}})).status().code(), Code::kCorruption);
   EXPECT_EQ(DecodePaused(Le({{1, 4}})).status().code(), Code::kCorruption);
 

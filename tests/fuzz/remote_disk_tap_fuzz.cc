@@ -5,7 +5,9 @@
 // failed Seal yields nothing and leaves the tap disconnected unless the
 // export answered with one well-formed ERROR; a successful Seal yields only
 // records inside the disk, writes with exactly `length` bytes, within the
-// budget.
+// budget. An input starting with 'F' is instead the rest of it as the
+// export's answer to FLOOR? (its HELLO announces kFeatureFloor): Refresh
+// never crashes or hangs, and a tap it left disconnected reports floor 0.
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -81,16 +83,20 @@ struct Env {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Env env;
-  std::vector<uint8_t> reply(data, data + size);
+  const bool floor_mode = size > 0 && data[0] == 'F';
+  std::vector<uint8_t> reply(floor_mode ? data + 1 : data, data + size);
   std::thread fake([&] {
     int c = ::accept(env.listen_fd, nullptr, nullptr);
     if (c < 0) std::abort();
     timeval tv{5, 0};
     ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     tap::Hello h{42, kDisk, 64 << 20, 1, 0, "xvda"};
+    if (floor_mode) h.features = tap::kFeatureChanges | tap::kFeatureFloor;
     uint8_t hb[tap::kHelloFixed + tap::kMaxName];
     SendAll(c, Msg(tap::MsgType::kHello, std::span<const uint8_t>(hb, tap::EncodeHello(h, hb))));
-    if (RecvN(c, tap::kHeaderSize + tap::kPauseSize)) {
+    if (floor_mode) {
+      if (RecvN(c, tap::kHeaderSize)) SendAll(c, reply);
+    } else if (RecvN(c, tap::kHeaderSize + tap::kPauseSize)) {
       uint8_t p[tap::kPausedChangedSize];
       const size_t pn = tap::EncodePaused(p, tap::Paused{1});
       SendAll(c, Msg(tap::MsgType::kPaused, std::span<const uint8_t>(p, pn)));
@@ -107,6 +113,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   o.transfer_timeout = std::chrono::milliseconds(2000);
   auto tap = RemoteDiskTap::Connect(env.path, o);
   if (!tap.ok()) std::abort();
+  if (floor_mode) {
+    (*tap)->Refresh();
+    if (!(*tap)->connected() && (*tap)->change_floor() != 0) std::abort();
+    (*tap)->Disconnect();
+    fake.join();
+    return 0;
+  }
   auto tag = (*tap)->Pause(disk::CopyMode::kInPause);
   if (!tag.ok() || *tag != 1) std::abort();
   Status st = (*tap)->Seal(1, std::chrono::steady_clock::now() + std::chrono::seconds(1));

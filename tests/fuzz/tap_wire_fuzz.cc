@@ -48,6 +48,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     EncodeAcked(back, *acked);
     if (*acked == 0 || std::memcmp(back, p.data(), kAckedSize) != 0) std::abort();
   }
+  if (auto floor = DecodeFloor(p); floor.ok()) {
+    uint8_t back[kFloorSize];
+    EncodeFloor(back, *floor);
+    if (p.size() != kFloorSize || std::memcmp(back, p.data(), kFloorSize) != 0) std::abort();
+  }
   if (auto digests = DecodeDigests(p); digests.ok()) {
     if (digests->hashes.empty() || digests->hashes.size() > kMaxDigestsPerMessage) std::abort();
     std::vector<uint8_t> back(kDigestsFixed + 16 * digests->hashes.size());
