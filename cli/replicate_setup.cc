@@ -42,6 +42,9 @@ void AddReplicateTuningOptions(po::options_description* desc) {
       ("ack-timeout", po::value<std::string>()->default_value("1s"),
        "backup lost when an epoch's ack takes longer")
       ("heartbeat", po::value<std::string>()->default_value("100ms"), "heartbeat period")
+      ("suspend-timeout", po::value<std::string>()->default_value("5s"),
+       "Xen: how long the guest may take to suspend at a checkpoint before that checkpoint fails (\"guest "
+       "will not suspend\"; the guest runs on unprotected and the next session retries) (100ms .. 10m)")
       ("stats-json", po::value<std::string>(), "write one JSON object per epoch to FILE")
       ("events-json", po::value<std::string>(),
        "append events (session, protected/unprotected and why, pause, switchover, stop) to FILE, one JSON "
@@ -58,10 +61,11 @@ void AddReplicateTuningOptions(po::options_description* desc) {
 }
 
 bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, ReplicateSetup* out) {
-  microseconds interval{}, ack{}, hb{}, duration{};
+  microseconds interval{}, ack{}, hb{}, duration{}, suspend{};
   uint64_t cache = 0, outbuf = 0, lz4 = 0;
   if (!GetDuration(cmd, vm, "interval", &interval) || !GetDuration(cmd, vm, "ack-timeout", &ack) ||
       !GetDuration(cmd, vm, "heartbeat", &hb) || !GetDuration(cmd, vm, "duration", &duration) ||
+      !GetDuration(cmd, vm, "suspend-timeout", &suspend) ||
       !GetSize(cmd, vm, "cache-size", &cache) || !GetSize(cmd, vm, "outbuf-size", &outbuf) ||
       !GetSize(cmd, vm, "lz4-min-saving", &lz4)) {
     return false;
@@ -69,6 +73,7 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
   if (!CheckRange(cmd, "interval", interval.count(), 5000, 60e6, "5ms", "60s") ||
       !CheckRange(cmd, "ack-timeout", ack.count(), 10000, 600e6, "10ms", "10m") ||
       !CheckRange(cmd, "heartbeat", hb.count(), 10000, 10e6, "10ms", "10s") ||
+      !CheckRange(cmd, "suspend-timeout", suspend.count(), 100000, 600e6, "100ms", "10m") ||
       !CheckRange(cmd, "cache-size", static_cast<double>(cache), 0, 64.0 * (1ull << 30), "0", "64G") ||
       !CheckRange(cmd, "outbuf-size", static_cast<double>(outbuf), 2 << 20, 1024.0 * (1 << 20), "2M", "1G") ||
       !CheckRange(cmd, "lz4-min-saving", static_cast<double>(lz4), 0, 4095, "0", "4095")) {
@@ -92,6 +97,7 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
   }
   out->loop.interval = interval;
   out->loop.ack_timeout = std::chrono::duration_cast<milliseconds>(ack);
+  out->suspend_timeout = std::chrono::duration_cast<milliseconds>(suspend);
   out->loop.max_epochs = epochs;
   out->progress_bar = isatty(STDERR_FILENO);
   out->duration = duration;

@@ -25,6 +25,9 @@ struct ReplicateSetup {
   std::string stats_json;
   std::string events_json;  // --events-json (docs/EVENTS.md); "" = none
   std::chrono::microseconds duration{0};  // 0 = until stopped
+  // Xen: a guest not suspended this long after the request fails the
+  // checkpoint (--suspend-timeout; xen::XenDriverOptions::suspend_timeout).
+  std::chrono::milliseconds suspend_timeout{5000};
   std::string netbuf_dev;
   std::string netbuf_vif;  // Xen: buffer this vif's guest transmit through an IFB
   bool no_net_buffering = false;

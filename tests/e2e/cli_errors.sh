@@ -64,6 +64,9 @@ expect_usage "^romulus replicate: --kill-at: unknown phase 'zz'" "${R[@]}" --kil
 expect_usage "^romulus replicate: --kill-at: .*positive integer" "${R[@]}" --kill-at c:0
 expect_usage "^romulus replicate: --kill-at: .*positive integer" "${R[@]}" --kill-at m:x
 expect_usage "^romulus replicate: --ack-timeout" "${R[@]}" --ack-timeout 150ms --heartbeat 100ms
+expect_usage "^romulus replicate: --suspend-timeout: .*between 100ms and 10m" "${R[@]}" --suspend-timeout 10ms
+expect_usage "^romulus replicate: --suspend-timeout: .*between 100ms and 10m" "${R[@]}" --suspend-timeout 11m
+expect_usage "^romulus replicate: --suspend-timeout: bad duration" "${R[@]}" --suspend-timeout soon
 # Counts: Boost would wrap "-1" into 2^64-1 ("run for ever"); a count is digits only.
 expect_usage "^romulus replicate: --epochs: '-1' is not a whole number from 0 to " "${R[@]}" --epochs -1
 expect_usage "^romulus replicate: --epochs: '-1' is not a whole number" "${R[@]}" --epochs=-1
