@@ -164,6 +164,12 @@ void RemoteDiskTap::Refresh() {
   }
   Status st = alive ? Status::Ok() : Open();
   if (st.ok()) st = QueryFloor();
+  // A kept connection the export dropped just now (its idle timeout) fails
+  // the question: once more on a new one.
+  if (!st.ok() && alive) {
+    st = Open();
+    if (st.ok()) st = QueryFloor();
+  }
   if (!st.ok()) spdlog::warn("disk tap {}: {} (the session's first pause tries again)", path_, st.ToString());
 }
 

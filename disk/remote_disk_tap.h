@@ -76,7 +76,8 @@ class RemoteDiskTap final : public DiskTap {
   // Reconnects a broken connection (its HELLO names the export's instance
   // now): a restarted export is known before the session's HELLO, not at
   // its first pause, which would copy the disk whole twice (once for the
-  // stale lineage's session, ended at once, once for the next).
+  // stale lineage's session, ended at once, once for the next). Then asks
+  // the export its change floor (FLOOR?, where it answers: change_floor).
   void Refresh() override;
   // Sent as ACKED before the next PAUSE (never from this call: the tap's
   // connection is used by the engine's own sequence of calls only).

@@ -360,6 +360,12 @@ TEST_F(DiskExportTest, AReplicatorBackAfterItsBackupAckedGetsOnlyTheRegionsChang
     // The ACKED travels with the next PAUSE; that epoch never reaches the
     // backup (the replicator dies with it open).
     ASSERT_TRUE(tap->Pause(disk::CopyMode::kNone).ok());
+    // FLOOR? on the kept connection, between two requests: answered, the
+    // connection stays (the export forgot through `held` on the ACKED).
+    tap->Refresh();
+    EXPECT_TRUE(tap->connected());
+    EXPECT_EQ(tap->change_floor(), held);
+    EXPECT_EQ(tap->stats().connects, 1u) << "Refresh reconnected a live connection";
     Write(5 * R + 512, Pattern(1024, 2));
   }
   ASSERT_TRUE(Eventually([&] { return !exp_->tap()->attached(); }));
