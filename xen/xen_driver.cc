@@ -78,6 +78,15 @@ std::string HandedOverPath(uint32_t domid) {
   return "/local/domain/" + std::to_string(domid) + "/" + kHandedOverNode;
 }
 
+// How the replicator suspends a guest ("hypervisor" or "guest"), written
+// before the first suspend and whenever it changes, keyed by the guest's
+// UUID (a reused domid is another guest) under dom0's own directory (the
+// guest cannot write it): a replicator that finds the guest left suspended
+// resumes it the way it was suspended, not the way a fresh reading says
+// (PV drivers that came up between the two would say "guest" of a guest the
+// hypervisor suspended).
+std::string SuspendWayPath(const std::string& uuid) { return "/local/domain/0/romulus/suspend-way/" + uuid; }
+
 // A domain worth protecting further: not gone, dying or shutting down (a
 // suspended one is resumed by the session's clean-up).
 bool DomainLives(XenHandles& h, uint32_t domid) {
@@ -360,6 +369,12 @@ int Session::Suspend() {
                        "in an ACPI S state): the hypervisor suspends it at each checkpoint (xc_domain_shutdown)"
                      : "suspended by its own kernel at each checkpoint (control/shutdown)");
     way_logged_ = true;
+    Status rec = XsWrite(h_->xsh(), XBT_NULL, SuspendWayPath(dom_.uuid),
+                         way == SuspendWay::kHypervisor ? "hypervisor" : "guest");
+    if (!rec.ok()) {
+      spdlog::warn("could not record how domain {} is suspended ({}): a replicator that finds it left suspended "
+                   "reads it anew", dom_.name, rec.ToString());
+    }
   }
   way_ = way;
   // An HVM guest kept suspended because its device model could not be
@@ -503,7 +518,7 @@ Status Session::PauseDeviceModel(uint64_t epoch) {
   const auto t0 = Clock::now();
   const std::string whose = "epoch " + std::to_string(epoch) + ", HVM guest " + dom_.name;
   bool left_stopped = false;
-  auto p = devicemodel::DeviceModelPause::Begin(dm_endpoint_, dm_file_, transport::DeadlineIn(opts_.suspend_timeout),
+  auto p = devicemodel::DeviceModelPause::Begin(dm_endpoint_, dm_file_, transport::DeadlineIn(opts_.device_model_timeout),
                                                 &left_stopped);
   if (!p.ok()) {
     if (left_stopped) *dm_stopped_ = true;
@@ -523,7 +538,7 @@ Status Session::PauseDeviceModel(uint64_t epoch) {
 
 Status Session::ReleaseDeviceModel() {
   if (!dm_pause_) return Status::Ok();
-  Status st = dm_pause_->End(transport::DeadlineIn(opts_.suspend_timeout));
+  Status st = dm_pause_->End(transport::DeadlineIn(opts_.device_model_timeout));
   dm_pause_.reset();  // End ran: nothing is left for its destructor
   *dm_stopped_ = !st.ok();
   if (st.ok()) return st;
@@ -548,7 +563,7 @@ int Session::SwitchQemuLogdirty(bool enable) {
   // libxenguest's clean-up after a checkpoint failed inside the pause: the
   // pause still holds libxl's lock, which this connection needs too.
   (void)ReleaseDeviceModel();
-  const auto deadline = transport::DeadlineIn(std::max(opts_.suspend_timeout, milliseconds(10000)));
+  const auto deadline = transport::DeadlineIn(std::max(opts_.device_model_timeout, milliseconds(10000)));
   Status st = devicemodel::WithLockedDeviceModel(
       dm_endpoint_, deadline, [&](devicemodel::DeviceModel& dm) { return dm.SetGlobalDirtyLog(enable, deadline); });
   if (st.ok()) return 0;
@@ -842,16 +857,20 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
                          " is suspended and its device model cannot be continued: not resuming it on stopped devices");
       }
     }
-    // Resumed as it would have been suspended now: its registers untouched
-    // when the hypervisor suspended it (no hypercall to return from).
-    const bool by_hypervisor = ReadSuspendWay(**h, *dom) == SuspendWay::kHypervisor;
+    // Resumed the way it was suspended (as recorded; else as it would be
+    // now): its registers untouched when the hypervisor suspended it (no
+    // hypercall to return from).
+    const std::string recorded = XsRead((*h)->xsh(), SuspendWayPath(dom->uuid));
+    const bool by_hypervisor = recorded == "hypervisor" ||
+                               (recorded != "guest" && ReadSuspendWay(**h, *dom) == SuspendWay::kHypervisor);
     if (xc_domain_resume((*h)->xch(), dom->domid, by_hypervisor ? 0 : 1) != 0) {
       return Status::FromErrno("domain " + dom->name + " is suspended and cannot be resumed", errno);
     }
     xs_resume_domain((*h)->xsh(), dom->domid);
-    spdlog::warn("resumed domain {}, which a previous replicator left suspended ({})", dom->name,
+    spdlog::warn("resumed domain {}, which a previous replicator left suspended ({}, {})", dom->name,
                  by_hypervisor ? "suspended by the hypervisor: resumed without touching its registers"
-                               : "suspended by its kernel: resumed as from a cancelled suspend");
+                               : "suspended by its kernel: resumed as from a cancelled suspend",
+                 recorded.empty() ? "read now: no record" : "as recorded");
   }
   if (dm_file) {
     // Its release, from its QMP greeting, for the backup to compare with

@@ -25,6 +25,9 @@ namespace romulus::xen {
 struct XenDriverOptions {
   std::string domain;                               // name or numeric domid
   std::chrono::milliseconds suspend_timeout{5000};  // "guest will not suspend" after this
+  // An HVM guest's device model: its stop and state save, and its cont, each
+  // within this (a hung QEMU; apart from the guest's own suspend time).
+  std::chrono::milliseconds device_model_timeout{5000};
   // Raw stream bytes staged between the pipe and the sender, so the guest's
   // suspended window never waits on the network (blocks of 1 MiB, reused).
   uint64_t staging_bytes = 256ull << 20;
