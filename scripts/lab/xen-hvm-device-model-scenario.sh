@@ -39,7 +39,8 @@
 #     stays 0, so control/shutdown goes unanswered): the primary has the hypervisor suspend it
 #     at every checkpoint (xc_domain_shutdown, libxl's way) and resumes it without touching its
 #     registers; the guest counts on through the checkpoints, and the backup resumes it from
-#     the last committed epoch when the primary dies.
+#     the last committed epoch when the primary dies. Before that, a replicator killed at s2
+#     leaves it suspended by the hypervisor, and the next one resumes it the same way (fast=0).
 . /lab/dom0-lib.sh
 W=$LAB_WORK
 G=guest1
@@ -428,10 +429,36 @@ lab_guest_create $G9 "$LAB_GUEST_MEM" 1 nopv >"$W/domid9" || lab_fail "xl create
 D9=$(cat "$W/domid9")
 lab_evidence "$S9" "/var/log/xen/qemu-dm-$G9.log"
 lab_wait_counter "$S9" 3 300 || lab_fail "$G9 (HVM, nopv) never counted to 3 on its serial console"
+# 9a. A replicator SIGKILLed at s2 leaves the guest suspended by the hypervisor. The next
+# one resumes it before protecting it, as recorded in dom0's xenstore: without touching its
+# registers (fast=0: the guest made no suspend hypercall whose return value a cooperative
+# resume would set). Its own backup waits 600 s before failing over and is stopped (SIGTERM:
+# no failover) first. (This guest has no event channel callback, so a cooperative resume
+# would not hurt it either: what is proved is the path, the record and the resumed guest.)
 PORT=$((PORT + 100))
+romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 600s \
+  --guest-kernel-dir "$(dirname "$LAB_DOMU_KERNEL")" --domain-name "$G9-a" --events-json "$W/events9a.jsonl" >"$W/backup9a.log" 2>&1 &
+B9A=$!
+lab_evidence "$W/backup9a.log"
+lab_wait_listening "$W/backup9a.log" $B9A
+romulus replicate --domain $G9 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
+  --ack-timeout 15s --kill-at s2:3 >"$W/primary9a.log" 2>&1 &
+R9A=$!
+lab_evidence "$W/primary9a.log"
+lab_wait_exit $R9A 600 "nopv: the primary never reached epoch 3"
+[ "$LAB_RC" -eq 137 ] || lab_fail "nopv: the primary killed at s2 exited $LAB_RC: $(grep -v '^ *$' "$W/primary9a.log" | tail -n 1 | cut -c1-240)"
+grep -q "drill: killing the primary at .* of epoch 3" "$W/primary9a.log" || lab_fail "nopv: no kill-point line for epoch 3"
+xl list $G9 2>/dev/null | awk 'NR == 2 { s = $5 } END { exit !(s ~ /s/) }' ||
+  { xl list; lab_fail "nopv: the replicator killed at s2 did not leave $G9 suspended"; }
+kill $B9A 2>/dev/null
+lab_wait_exit $B9A 60 "nopv: the backup of step 9a did not stop on SIGTERM"
+grep -q '"event":"failover"' "$W/events9a.jsonl" 2>/dev/null && lab_fail "nopv: the stopped backup failed over"
+xl destroy "$G9-a" >/dev/null 2>&1
+PORT=$((PORT + 1))
 rm -f "$W/events9.jsonl" "$W/stats9.jsonl"
 hvm_backup $PORT "$W/backup9.log" --domain-name "$G9-copy" --events-json "$W/events9.jsonl"
 B9=$BP
+T9=$(lab_now)
 romulus replicate --domain $G9 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
   --ack-timeout 15s --stats-json "$W/stats9.jsonl" >"$W/primary9.log" 2>&1 &
 R9=$!
@@ -442,6 +469,9 @@ until [ "$(rj_count "$W/stats9.jsonl" acked true)" -ge 8 ] 2>/dev/null; do
   [ "$(lab_elapsed "$T9" | cut -d. -f1)" -lt 900 ] || lab_fail "nopv: fewer than 8 acked epochs"
   sleep 0.2
 done
+grep -q "resumed domain $G9, which a previous replicator left suspended (suspended by the hypervisor.*as recorded" "$W/primary9.log" ||
+  lab_fail "nopv: the guest left suspended at s2 was not resumed as one the hypervisor suspended: $(grep -m1 "resumed domain" "$W/primary9.log" | cut -c1-240)"
+lab_note "nopv, killed at s2:3 and left suspended: $(grep -m1 "resumed domain" "$W/primary9.log" | sed 's/.*\(resumed domain\)/\1/' | cut -c1-200)"
 grep -q "no PV drivers answer .*the hypervisor suspends it" "$W/primary9.log" ||
   lab_fail "nopv: the primary did not suspend the guest through the hypervisor: $(grep -m1 "suspend" "$W/primary9.log" | cut -c1-240)"
 ! grep -q "suspended by its own kernel" "$W/primary9.log" ||
