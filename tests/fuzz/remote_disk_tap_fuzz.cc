@@ -8,10 +8,15 @@
 // budget. An input starting with 'F' is instead the rest of it as the
 // export's answer to FLOOR? (its HELLO announces kFeatureFloor): Refresh
 // never crashes or hangs, and a tap it left disconnected reports floor 0.
+// (Refresh asks once more on a new connection after a failed answer: the
+// export closes every further connection unanswered until Refresh returns,
+// so none is left waiting for the next input's export.)
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -85,6 +90,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Env env;
   const bool floor_mode = size > 0 && data[0] == 'F';
   std::vector<uint8_t> reply(floor_mode ? data + 1 : data, data + size);
+  std::atomic<bool> refreshed{false};
   std::thread fake([&] {
     int c = ::accept(env.listen_fd, nullptr, nullptr);
     if (c < 0) std::abort();
@@ -107,6 +113,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     while (::recv(c, &b, 1, 0) > 0) {
     }
     ::close(c);
+    // A second connection (Refresh's retry) gets EOF at once.
+    while (floor_mode && !refreshed.load()) {
+      pollfd p{env.listen_fd, POLLIN, 0};
+      if (::poll(&p, 1, 10) == 1) {
+        const int extra = ::accept(env.listen_fd, nullptr, nullptr);
+        if (extra >= 0) ::close(extra);
+      }
+    }
   });
   RemoteDiskTapOptions o;
   o.budget_bytes = kBudget;
@@ -117,6 +131,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (*tap)->Refresh();
     if (!(*tap)->connected() && (*tap)->change_floor() != 0) std::abort();
     (*tap)->Disconnect();
+    refreshed.store(true);
     fake.join();
     return 0;
   }
