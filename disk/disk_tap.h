@@ -76,9 +76,9 @@ class DiskTap {
   // With a lineage: a tag F such that Pause(kChanged, since) can answer for
   // every since >= F (the marks before F are forgotten, Acked): a backup
   // holding the disk as of an older tag needs the whole disk, and is asked
-  // to describe it (the HELLO's change floor, docs/DISK.md §7.4). A lower
-  // bound where the front end is remote: a replicator knows the acks it
-  // passed on, not those of a replicator before it.
+  // to describe it (the HELLO's change floor, docs/DISK.md §7.4). Where the
+  // front end is remote, as its export says (FLOOR?) or, from an export too
+  // old to say, a lower bound: the acks this replicator passed on.
   virtual uint64_t change_floor() const { return 0; }
   // After a successful Pause(kChanged): how many regions it copied.
   virtual uint64_t copied_regions() const { return 0; }

@@ -162,11 +162,10 @@ void RemoteDiskTap::Refresh() {
                          : r.status().With("disk tap " + path_));
     }
   }
-  Status st = alive ? Status::Ok() : Open();
-  if (st.ok()) st = QueryFloor();
   // A kept connection the export dropped just now (its idle timeout) fails
-  // the question: once more on a new one.
-  if (!st.ok() && alive) {
+  // the question: then once more on a new one, as a broken one.
+  Status st = alive ? QueryFloor() : Status::Closed("disk tap " + path_ + ": not connected");
+  if (!st.ok()) {
     st = Open();
     if (st.ok()) st = QueryFloor();
   }

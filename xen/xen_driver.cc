@@ -163,7 +163,6 @@ class Session : public EpochSink {
   int Postcopy();
   int Checkpoint();
   int SwitchQemuLogdirty(bool enable);
-  SuspendWay HowToSuspend() const;
   // Inside the pause (xc_domain_save's thread): stop and save the device
   // model, hand its state to the worker for `epoch`.
   Status PauseDeviceModel(uint64_t epoch);
@@ -342,7 +341,6 @@ void Session::DrainWatch() {
   }
 }
 
-SuspendWay Session::HowToSuspend() const { return ReadSuspendWay(*h_, dom_); }
 
 int Session::Suspend() {
   const uint64_t epoch = checkpoints_ + 1;
@@ -361,7 +359,7 @@ int Session::Suspend() {
   const std::string ctl = "/local/domain/" + std::to_string(dom_.domid) + "/control/shutdown";
   // Read at every epoch, as libxl does: an HVM guest's PV drivers come up
   // during its boot (or never), long after the session began.
-  const SuspendWay way = HowToSuspend();
+  const SuspendWay way = ReadSuspendWay(*h_, dom_);
   if (!way_logged_ || way != way_) {
     spdlog::info("{} guest {}: {}", GuestTypeName(dom_.type), dom_.name,
                  way == SuspendWay::kHypervisor
