@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <thread>
@@ -50,7 +51,9 @@ void AddReplicateTuningOptions(po::options_description* desc) {
        "append events (session, protected/unprotected and why, pause, switchover, stop) to FILE, one JSON "
        "object per line (docs/EVENTS.md)")
       ("netbuf-dev", po::value<std::string>(), "buffer this interface's egress until each epoch is acked (sch_plug)")
-      ("netbuf-vif", po::value<std::string>(), "Xen: buffer the guest's transmit on this vif (e.g. vif3.0) via an IFB")
+      ("netbuf-vif", po::value<std::vector<std::string>>(),
+       "Xen: buffer the guest's transmit on this vif (e.g. vif3.0) via an IFB; repeat for every interface the guest "
+       "sends on (more vifs, an HVM guest's emulated NIC tap vif3.0-emu)")
       ("no-net-buffering", po::bool_switch(), "do not buffer guest output (stats say: output not committed)")
       ("control-socket", po::value<std::string>(),
        "live control (romulus ctl) on this UNIX socket; default /run/romulus/GUEST.sock if writable, 'none' = off")
@@ -117,7 +120,7 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
   }
   // An empty path would quietly switch the feature off (no stats, no
   // output buffering): say so instead.
-  for (const char* flag : {"stats-json", "events-json", "metrics-textfile", "netbuf-dev", "netbuf-vif"}) {
+  for (const char* flag : {"stats-json", "events-json", "metrics-textfile", "netbuf-dev"}) {
     if (vm.count(flag) && vm[flag].as<std::string>().empty()) {
       UsageError(cmd, std::string("--") + flag + ": empty value");
       return false;
@@ -146,7 +149,17 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
       UsageError(cmd, "--netbuf-vif cannot be combined with --netbuf-dev or --no-net-buffering");
       return false;
     }
-    out->netbuf_vif = vm["netbuf-vif"].as<std::string>();
+    for (const std::string& vif : vm["netbuf-vif"].as<std::vector<std::string>>()) {
+      if (vif.empty()) {
+        UsageError(cmd, "--netbuf-vif: empty value");
+        return false;
+      }
+      if (std::find(out->netbuf_vifs.begin(), out->netbuf_vifs.end(), vif) != out->netbuf_vifs.end()) {
+        UsageError(cmd, "--netbuf-vif " + vif + " given twice");
+        return false;
+      }
+      out->netbuf_vifs.push_back(vif);
+    }
   }
   if (vm.count("kill-at")) {
     std::string spec = vm["kill-at"].as<std::string>();

@@ -29,7 +29,7 @@ struct ReplicateSetup {
   // checkpoint (--suspend-timeout; xen::XenDriverOptions::suspend_timeout).
   std::chrono::milliseconds suspend_timeout{5000};
   std::string netbuf_dev;
-  std::string netbuf_vif;  // Xen: buffer this vif's guest transmit through an IFB
+  std::vector<std::string> netbuf_vifs;  // Xen: buffer these interfaces' guest transmit, each through an IFB
   bool no_net_buffering = false;
   bool kill_enabled = false;
   replicator::Phase kill_phase = replicator::Phase::kBeforeSuspend;

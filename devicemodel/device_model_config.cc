@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <tuple>
 
@@ -15,6 +16,40 @@ namespace {
 constexpr unsigned kMaxVcpus = 512;         // far above HVM_MAX_VCPUS (128)
 constexpr uint64_t kMaxMemoryMib = 1u << 24;  // 16 TiB
 constexpr size_t kMaxSerials = 4;           // COM1-COM4
+constexpr size_t kMaxNics = 16;             // xen/vif_spec.h's kMaxVifs
+constexpr unsigned kMaxNicDevid = 255;      // and its kMaxVifDevid
+constexpr uint64_t kMaxVgaMemMib = 256;     // libxl allows up to 256 MiB of video memory
+
+// QEMU's NIC models an HVM guest may have (xl's model=). A model names the
+// device QEMU creates on the backup, so only these travel.
+constexpr const char* kNicModels[] = {"e1000", "e1000e", "rtl8139", "ne2k_pci", "pcnet", "i82551",
+                                      "i82557b", "i82559er", "virtio-net-pci", "vmxnet3"};
+
+bool KnownNicModel(const std::string& m) {
+  for (const char* k : kNicModels) {
+    if (m == k) return true;
+  }
+  return false;
+}
+
+// "xx:xx:xx:xx:xx:xx", lower-case hex (libxl's format).
+bool IsMac(const std::string& s) {
+  if (s.size() != 17) return false;
+  for (size_t i = 0; i < s.size(); i++) {
+    const char ch = s[i];
+    if (i % 3 == 2 ? ch != ':' : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
+  }
+  return true;
+}
+
+// A VNC keyboard layout as QEMU names its keymap files: "en-us", "de", "fr-ch".
+bool IsKeymap(const std::string& s) {
+  if (s.size() < 2 || s.size() > 8) return false;
+  for (char ch : s) {
+    if (!((ch >= 'a' && ch <= 'z') || ch == '-')) return false;
+  }
+  return s.front() != '-' && s.back() != '-';
+}
 
 // Digits only, no sign, no suffix, at most `max`.
 bool ParseNumber(const std::string& s, uint64_t max, uint64_t* out) {
@@ -114,6 +149,116 @@ Status ParseSerial(const std::string& v, DeviceModelConfig* c) {
   return Status::Ok();
 }
 
+
+// key=value options after a device's driver name; false on a part without '='
+// or a key given twice.
+bool Options(const std::vector<std::string>& parts, size_t from, std::map<std::string, std::string>* out) {
+  for (size_t i = from; i < parts.size(); i++) {
+    const size_t eq = parts[i].find('=');
+    if (eq == std::string::npos || eq == 0) return false;
+    if (!out->emplace(parts[i].substr(0, eq), parts[i].substr(eq + 1)).second) return false;
+  }
+  return true;
+}
+
+// "nic3" / "net3" -> 3 (at most kMaxNicDevid).
+bool DevidAfter(const std::string& v, const char* prefix, unsigned* devid) {
+  const std::string p = prefix;
+  uint64_t n = 0;
+  if (v.rfind(p, 0) != 0 || !ParseNumber(v.substr(p.size()), kMaxNicDevid, &n)) return false;
+  *devid = unsigned(n);
+  return true;
+}
+
+// -device: the display adapter libxl adds for vga="cirrus"/"stdvga", or an
+// emulated NIC (MODEL,id=nicN,netdev=netN,mac=M). Anything else is a device
+// the backup cannot reproduce.
+Status ParseDevice(const std::string& v, DeviceModelConfig* c) {
+  const std::vector<std::string> parts = Split(v, ',');
+  const std::string& driver = parts[0];
+  std::map<std::string, std::string> o;
+  if (driver == "cirrus-vga" || driver == "VGA") {
+    if (!Options(parts, 1, &o) || o.size() != 1 || !o.count("vgamem_mb")) return Malformed("device", v);
+    uint64_t mib = 0;
+    if (!ParseNumber(o["vgamem_mb"], kMaxVgaMemMib, &mib) || mib == 0) return Malformed("device", v);
+    if (c->vga != DeviceModelConfig::Vga::kNone) return Status::Unsupported("the device model has two display adapters");
+    // QEMU numbers PCI slots in the order of -device: the backup adds the
+    // adapter first, as libxl does, so one after a NIC would not line up.
+    if (!c->nics.empty()) {
+      return Status::Unsupported("the device model's display adapter comes after an emulated NIC (not libxl's order)");
+    }
+    c->vga = driver == "VGA" ? DeviceModelConfig::Vga::kStd : DeviceModelConfig::Vga::kCirrus;
+    c->vgamem_mib = unsigned(mib);
+    return Status::Ok();
+  }
+  if (!KnownNicModel(driver)) {
+    return Status::Unsupported("the device model has an emulated device (-device " + Quote(v) +
+                               "), which Romulus cannot yet start on the backup: protect HVM guests whose disks "
+                               "are PV (xvd*) and whose other devices are a VGA adapter and NICs");
+  }
+  DeviceModelConfig::Nic nic;
+  unsigned netdev = 0;
+  if (!Options(parts, 1, &o) || o.size() != 3 || !DevidAfter(o["id"], "nic", &nic.devid) ||
+      !DevidAfter(o["netdev"], "net", &netdev) || netdev != nic.devid || !IsMac(o["mac"])) {
+    return Malformed("device", v);
+  }
+  nic.model = driver;
+  nic.mac = o["mac"];
+  for (const auto& n : c->nics) {
+    if (n.devid == nic.devid) return Malformed("device", v);
+  }
+  if (c->nics.size() == kMaxNics) return Status::Unsupported("more than 16 emulated NICs");
+  c->nics.push_back(nic);
+  return Status::Ok();
+}
+
+// -netdev: the tap of an emulated NIC, as libxl gives it
+// (type=tap,id=netN,ifname=…,br=…,script=…,downscript=…). Only its id
+// matters: the backup names its own tap and attaches it with its own
+// hotplug script.
+Status ParseNetdev(const std::string& v, std::vector<unsigned>* taps) {
+  std::map<std::string, std::string> o;
+  if (!Options(Split(v, ','), 0, &o)) return Malformed("netdev", v);
+  if (o["type"] != "tap") {
+    return Status::Unsupported("the device model has an emulated NIC on a " + Quote(o["type"]) +
+                               " network backend (Romulus replicates libxl's tap backends)");
+  }
+  unsigned devid = 0;
+  if (!DevidAfter(o["id"], "net", &devid) || o["ifname"].empty()) return Malformed("netdev", v);
+  for (const auto& [k, val] : o) {
+    if (k != "type" && k != "id" && k != "ifname" && k != "br" && k != "script" && k != "downscript") {
+      return Status::Unsupported("device model -netdev option " + Quote(k + "=" + val) + " is not replicated");
+    }
+  }
+  for (unsigned t : *taps) {
+    if (t == devid) return Malformed("netdev", v);
+  }
+  taps->push_back(devid);
+  return Status::Ok();
+}
+
+// -vnc ADDR:DISPLAY[,password=on][,to=N] (libxl's), or none.
+Status ParseVnc(const std::string& v, DeviceModelConfig* c) {
+  if (v == "none") return Status::Ok();
+  const std::vector<std::string> parts = Split(v, ',');
+  if (parts[0].find(':') == std::string::npos) return Malformed("vnc", v);
+  std::map<std::string, std::string> o;
+  if (!Options(parts, 1, &o)) return Malformed("vnc", v);
+  c->vnc = DeviceModelConfig::Vnc::kOpen;
+  for (const auto& [k, val] : o) {
+    uint64_t n = 0;
+    if (k == "password" && val == "on") {
+      c->vnc = DeviceModelConfig::Vnc::kPassword;
+    } else if (k == "to" && ParseNumber(val, 65535, &n)) {
+      // findunused: which port the backup's server gets is its own business
+    } else {
+      return Status::Unsupported("device model -vnc option " + Quote(k + "=" + val) +
+                                 " is not replicated (Romulus replicates libxl's VNC: password and to=)");
+    }
+  }
+  return Status::Ok();
+}
+
 // The one chardev/monitor pair libxl adds per QMP socket; anything else
 // could back a device.
 bool IsLibxlQmp(const std::string& opt, const std::string& v) {
@@ -147,7 +292,7 @@ std::string Why(const std::string& opt) {
     return "an emulated disk";
   }
   if (opt == "net" || opt == "netdev" || opt == "nic") return "an emulated NIC";
-  if (opt == "vga" || opt == "vnc" || opt == "display" || opt == "spice" || opt == "sdl" || opt == "nographic") {
+  if (opt == "vga" || opt == "display" || opt == "spice" || opt == "sdl" || opt == "nographic") {
     return "a display";
   }
   if (opt == "usb" || opt == "usbdevice") return "USB";
@@ -165,6 +310,7 @@ std::string Why(const std::string& opt) {
 Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv) {
   DeviceModelConfig c;
   bool have_machine = false, have_memory = false;
+  std::vector<unsigned> taps;  // the -netdev ids seen
   for (size_t i = 1; i < argv.size(); i++) {
     const std::string& a = argv[i];
     if (a.size() < 2 || a[0] != '-') {
@@ -176,13 +322,13 @@ Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv
       c.acpi = false;
       continue;
     }
-    const bool typed =
-        opt == "machine" || opt == "M" || opt == "m" || opt == "smp" || opt == "serial" || opt == "kernel";
-    const bool none_only = opt == "vnc" || opt == "display" || opt == "net";
+    const bool typed = opt == "machine" || opt == "M" || opt == "m" || opt == "smp" || opt == "serial" ||
+                       opt == "kernel" || opt == "device" || opt == "netdev" || opt == "vnc" || opt == "k";
+    const bool none_only = opt == "display" || opt == "net";
     if (!typed && !none_only && !IgnoredWithValue(opt) && opt != "chardev" && opt != "mon") {
       return Status::Unsupported("the device model has " + Why(opt) + " (-" + opt + (i + 1 < argv.size() ? " " + Quote(argv[i + 1]) : "") +
                                  "), which Romulus cannot yet start on the backup: protect HVM guests whose "
-                                 "disks and NICs are PV (xvd*, vif) and that have no display (vga=\"none\", vnc=0)");
+                                 "disks are PV (xvd*) and whose display, if any, is VNC");
     }
     if (i + 1 == argv.size()) return Status::Corruption("device model option -" + opt + " without its value");
     const std::string& v = argv[++i];
@@ -200,6 +346,15 @@ Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv
     } else if (opt == "kernel") {
       if (!PlainAbsolutePath(v)) return Malformed(opt, v);
       c.kernel = v;
+    } else if (opt == "device") {
+      ROMULUS_RETURN_IF_ERROR(ParseDevice(v, &c));
+    } else if (opt == "netdev") {
+      ROMULUS_RETURN_IF_ERROR(ParseNetdev(v, &taps));
+    } else if (opt == "vnc") {
+      ROMULUS_RETURN_IF_ERROR(ParseVnc(v, &c));
+    } else if (opt == "k") {
+      if (!IsKeymap(v)) return Malformed(opt, v);
+      c.keymap = v;
     } else if (none_only) {
       if (v != "none") {
         return Status::Unsupported("the device model has " + Why(opt) + " (-" + opt + " " + Quote(v) +
@@ -212,7 +367,22 @@ Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv
   }
   if (!have_machine) return Status::Unsupported("the device model has no -machine: not one libxl started for an HVM guest");
   if (!have_memory) return Status::Corruption("the device model has no -m (memory size)");
+  // Each NIC on its own tap, each tap behind a NIC.
+  if (taps.size() != c.nics.size()) {
+    return Status::Unsupported("the device model's emulated NICs and tap netdevs do not pair up (" +
+                               std::to_string(c.nics.size()) + " NICs, " + std::to_string(taps.size()) + " taps)");
+  }
+  for (const auto& n : c.nics) {
+    if (std::find(taps.begin(), taps.end(), n.devid) == taps.end()) {
+      return Status::Unsupported("emulated NIC nic" + std::to_string(n.devid) + " has no tap netdev net" +
+                                 std::to_string(n.devid));
+    }
+  }
   return c;
+}
+
+std::string EmulatedNicTap(uint32_t domid, unsigned devid) {
+  return "vif" + std::to_string(domid) + "." + std::to_string(devid) + "-emu";
 }
 
 std::string DeviceModelInfoLines(const DeviceModelConfig& c) {
@@ -221,13 +391,30 @@ std::string DeviceModelInfoLines(const DeviceModelConfig& c) {
     if (!serials.empty()) serials += ',';
     serials += s == DeviceModelConfig::Serial::kPty ? "pty" : s == DeviceModelConfig::Serial::kFile ? "file" : "null";
   }
-  return "dm_version=1\ndm_machine=" + std::string(c.platform_pci ? "xenfv" : "pc") +
+  // Version 2 only when it says more than version 1 could: a guest without
+  // a display or an emulated NIC still fails over to an older backup.
+  const bool v2 = c.vga != DeviceModelConfig::Vga::kNone || c.vnc != DeviceModelConfig::Vnc::kNone ||
+                  !c.keymap.empty() || !c.nics.empty();
+  std::string more;
+  if (v2) {
+    std::string nics;
+    for (const auto& n : c.nics) {
+      if (!nics.empty()) nics += ',';
+      nics += std::to_string(n.devid) + "/" + n.model + "/" + n.mac;
+    }
+    more = std::string("dm_vga=") +
+           (c.vga == DeviceModelConfig::Vga::kNone ? "none" : c.vga == DeviceModelConfig::Vga::kStd ? "std" : "cirrus") +
+           "\ndm_vgamem_mib=" + std::to_string(c.vgamem_mib) + "\ndm_vnc=" +
+           (c.vnc == DeviceModelConfig::Vnc::kNone ? "none" : c.vnc == DeviceModelConfig::Vnc::kOpen ? "open" : "password") +
+           "\ndm_keymap=" + c.keymap + "\ndm_nics=" + nics + "\n";
+  }
+  return std::string(v2 ? "dm_version=2" : "dm_version=1") + "\ndm_machine=" + std::string(c.platform_pci ? "xenfv" : "pc") +
          "\ndm_suppress_vmdesc=" + (c.suppress_vmdesc ? "1" : "0") +
          "\ndm_max_ram_below_4g=" + std::to_string(c.max_ram_below_4g) +
          "\ndm_memory_mib=" + std::to_string(c.memory_mib) + "\ndm_vcpus=" + std::to_string(c.vcpus) +
          "\ndm_maxcpus=" + std::to_string(c.maxcpus) + "\ndm_acpi=" + (c.acpi ? "1" : "0") +
          "\ndm_serials=" + serials + "\ndm_kernel=" + c.kernel + "\n" +
-         (c.qemu.known() ? "dm_qemu=" + c.qemu.ToString() + "\n" : std::string());
+         (c.qemu.known() ? "dm_qemu=" + c.qemu.ToString() + "\n" : std::string()) + more;
 }
 
 std::string QemuVersion::ToString() const {
@@ -318,6 +505,65 @@ bool PlainAbsolutePath(const std::string& path) {
   return path.find("/../") == std::string::npos && !path.ends_with("/..");
 }
 
+// Version 2's facts: the display adapter, VNC, the keymap, emulated NICs.
+template <typename Get>
+Status DisplayAndNicsFromInfo(const Get& get, DeviceModelConfig* c) {
+  const std::string* vga = get("dm_vga");
+  const std::string* vgamem = get("dm_vgamem_mib");
+  const std::string* vnc = get("dm_vnc");
+  const std::string* keymap = get("dm_keymap");
+  const std::string* nics = get("dm_nics");
+  if (!vga || !vgamem || !vnc || !keymap || !nics) {
+    return Status::Corruption("domain info: device model facts of version 2 without dm_vga, dm_vgamem_mib, dm_vnc, "
+                              "dm_keymap or dm_nics");
+  }
+  if (*vga == "none") {
+    c->vga = DeviceModelConfig::Vga::kNone;
+  } else if (*vga == "cirrus") {
+    c->vga = DeviceModelConfig::Vga::kCirrus;
+  } else if (*vga == "std") {
+    c->vga = DeviceModelConfig::Vga::kStd;
+  } else {
+    return Status::Corruption("domain info: bad dm_vga " + Quote(*vga));
+  }
+  uint64_t mib = 0;
+  const bool adapter = c->vga != DeviceModelConfig::Vga::kNone;
+  if (!ParseNumber(*vgamem, kMaxVgaMemMib, &mib) || (mib == 0) == adapter) {
+    return Status::Corruption("domain info: bad dm_vgamem_mib " + Quote(*vgamem) + " for dm_vga " + Quote(*vga));
+  }
+  c->vgamem_mib = unsigned(mib);
+  if (*vnc == "none") {
+    c->vnc = DeviceModelConfig::Vnc::kNone;
+  } else if (*vnc == "open") {
+    c->vnc = DeviceModelConfig::Vnc::kOpen;
+  } else if (*vnc == "password") {
+    c->vnc = DeviceModelConfig::Vnc::kPassword;
+  } else {
+    return Status::Corruption("domain info: bad dm_vnc " + Quote(*vnc));
+  }
+  if (!keymap->empty() && !IsKeymap(*keymap)) return Status::Corruption("domain info: bad dm_keymap " + Quote(*keymap));
+  c->keymap = *keymap;
+  if (nics->empty()) return Status::Ok();
+  const std::vector<std::string> list = Split(*nics, ',');
+  if (list.size() > kMaxNics) return Status::Corruption("domain info: more than 16 dm_nics");
+  for (const std::string& item : list) {
+    const std::vector<std::string> f = Split(item, '/');
+    DeviceModelConfig::Nic n;
+    uint64_t devid = 0;
+    if (f.size() != 3 || !ParseNumber(f[0], kMaxNicDevid, &devid) || !KnownNicModel(f[1]) || !IsMac(f[2])) {
+      return Status::Corruption("domain info: bad dm_nics entry " + Quote(item));
+    }
+    n.devid = unsigned(devid);
+    n.model = f[1];
+    n.mac = f[2];
+    for (const auto& other : c->nics) {
+      if (other.devid == n.devid) return Status::Corruption("domain info: dm_nics names nic" + f[0] + " twice");
+    }
+    c->nics.push_back(n);
+  }
+  return Status::Ok();
+}
+
 Result<DeviceModelConfig> DeviceModelConfigFromInfo(const std::map<std::string, std::string>& info) {
   auto get = [&](const char* k) -> const std::string* {
     auto it = info.find(k);
@@ -325,9 +571,9 @@ Result<DeviceModelConfig> DeviceModelConfigFromInfo(const std::map<std::string, 
   };
   const std::string* version = get("dm_version");
   if (!version) return Status::Corruption("domain info: an HVM guest without its device model's facts (dm_version)");
-  if (*version != "1") {
+  if (*version != "1" && *version != "2") {
     return Status::Unsupported("domain info: device model facts of version " + Quote(*version) +
-                               " (a newer primary? this backup knows version 1)");
+                               " (a newer primary? this backup knows versions 1 and 2)");
   }
   DeviceModelConfig c;
   auto number = [&](const char* k, uint64_t min, uint64_t max, uint64_t* out) -> Status {
@@ -368,6 +614,7 @@ Result<DeviceModelConfig> DeviceModelConfigFromInfo(const std::map<std::string, 
     if (!v.ok() || !v->known()) return Status::Corruption("domain info: bad dm_qemu " + Quote(*qemu));
     c.qemu = *v;
   }
+  if (*version == "2") ROMULUS_RETURN_IF_ERROR(DisplayAndNicsFromInfo(get, &c));
   const std::string* serials = get("dm_serials");
   if (!serials) return Status::Corruption("domain info: missing dm_serials");
   if (!serials->empty()) {
@@ -408,7 +655,14 @@ Result<std::vector<std::string>> IncomingDeviceModelArgs(const DeviceModelConfig
                            ",server=on,wait=off",
                        "-mon", std::string("chardev=") + q.id + ",mode=control"});
   }
-  a.insert(a.end(), {"-nodefaults", "-no-user-config", "-name", where.name, "-vnc", "none", "-display", "none"});
+  // VNC on loopback only, whatever the primary listened on: an address
+  // from the network is not opened here (DEVICE-MODEL.md §3.1).
+  std::string vnc = "none";
+  if (c.vnc != DeviceModelConfig::Vnc::kNone) {
+    vnc = std::string("127.0.0.1:0") + (c.vnc == DeviceModelConfig::Vnc::kPassword ? ",password=on" : "") + ",to=99";
+  }
+  a.insert(a.end(), {"-nodefaults", "-no-user-config", "-name", where.name, "-vnc", vnc, "-display", "none"});
+  if (!c.keymap.empty()) a.insert(a.end(), {"-k", c.keymap});
   size_t file = 0;
   for (DeviceModelConfig::Serial s : c.serials) {
     std::string v;
@@ -424,7 +678,17 @@ Result<std::vector<std::string>> IncomingDeviceModelArgs(const DeviceModelConfig
     }
     a.insert(a.end(), {"-serial", v});
   }
-  a.insert(a.end(), {"-net", "none"});
+  if (c.vga != DeviceModelConfig::Vga::kNone) {
+    a.insert(a.end(), {"-device", std::string(c.vga == DeviceModelConfig::Vga::kStd ? "VGA" : "cirrus-vga") +
+                                      ",vgamem_mb=" + std::to_string(c.vgamem_mib)});
+  }
+  for (const auto& n : c.nics) {
+    const std::string id = std::to_string(n.devid);
+    a.insert(a.end(), {"-device", n.model + ",id=nic" + id + ",netdev=net" + id + ",mac=" + n.mac, "-netdev",
+                       "type=tap,id=net" + id + ",ifname=" + EmulatedNicTap(where.domid, n.devid) +
+                           ",script=no,downscript=no"});
+  }
+  if (c.nics.empty()) a.insert(a.end(), {"-net", "none"});
   if (!c.kernel.empty()) {
     if (!PlainAbsolutePath(where.kernel)) return Status::InvalidArgument("no usable kernel for a directly booted guest");
     a.insert(a.end(), {"-kernel", where.kernel});

@@ -7,7 +7,7 @@
 // line from those fields. A command line never travels: one taken from the
 // network would let a hostile primary run anything with the backup's
 // privileges. Whatever the parser does not know is refused with its name,
-// so an unsupported device (an emulated NIC or disk, a VGA card) is a clear
+// so an unsupported device (an emulated disk, USB, sound, …) is a clear
 // refusal on the primary, never a replica that cannot resume.
 //
 // Pure functions: parsed, validated and fuzzed without a Xen host.
@@ -66,6 +66,31 @@ struct DeviceModelConfig {
   // not matter after boot; the backup loads the same path only from a
   // directory it allows (restore --guest-kernel-dir). "" when not.
   std::string kernel;
+  // The display adapter (xl's vga=): a device in the state. Its video RAM
+  // is guest memory on Xen (libxenguest carries it with the rest), so only
+  // its size travels. libxl adds it before any emulated NIC.
+  enum class Vga { kNone, kCirrus, kStd };
+  Vga vga = Vga::kNone;
+  unsigned vgamem_mib = 0;  // -device cirrus-vga|VGA,vgamem_mb=N; 0 with kNone
+  // A VNC server (xl's vnc=1) is no device, so it is not in the state: the
+  // backup serves its own, on loopback only (a listen address from the
+  // network is never used), with a password required when the primary's
+  // had one (the password itself never appears on a command line).
+  enum class Vnc { kNone, kOpen, kPassword };
+  Vnc vnc = Vnc::kNone;
+  std::string keymap;  // -k LANG (xl's keymap=), "" when none
+  // Emulated NICs (xl's type=ioemu vifs, an HVM guest's default): each a
+  // -device MODEL with a tap netdev that QEMU creates as
+  // vif<domid>.<devid>-emu. The tap shares vif <devid>'s backend nodes
+  // (its bridge), so the backup attaches it with the same hotplug script.
+  // A guest with PV drivers unplugs them at boot; one without uses them.
+  struct Nic {
+    unsigned devid = 0;
+    std::string model;  // one of the QEMU NIC models Romulus knows (e1000, rtl8139, …)
+    std::string mac;    // "xx:xx:xx:xx:xx:xx", lower case
+    friend bool operator==(const Nic&, const Nic&) = default;
+  };
+  std::vector<Nic> nics;  // in the primary's order (QEMU's PCI slots follow it)
   // The primary's running QEMU (its QMP greeting), compared with the
   // backup's at session start. Not from the command line: the parser leaves
   // it unknown. Optional in the domain info (dm_qemu).
@@ -76,20 +101,27 @@ inline bool operator==(const DeviceModelConfig& a, const DeviceModelConfig& b) {
   return a.platform_pci == b.platform_pci && a.suppress_vmdesc == b.suppress_vmdesc &&
          a.max_ram_below_4g == b.max_ram_below_4g && a.memory_mib == b.memory_mib && a.vcpus == b.vcpus &&
          a.maxcpus == b.maxcpus && a.acpi == b.acpi && a.serials == b.serials && a.kernel == b.kernel &&
-         a.qemu == b.qemu;
+         a.qemu == b.qemu && a.vga == b.vga && a.vgamem_mib == b.vgamem_mib && a.vnc == b.vnc &&
+         a.keymap == b.keymap && a.nics == b.nics;
 }
+
+// The tap QEMU creates for emulated NIC `devid` of domain `domid` (libxl's
+// name; the vif's with "-emu").
+std::string EmulatedNicTap(uint32_t domid, unsigned devid);
 
 // The facts in a running device model's argument vector (as
 // /proc/PID/cmdline gives it, argv[0] included). kUnsupported naming the
 // first option this replicator cannot reproduce on the backup (an emulated
-// NIC, disk, display, sound or USB device, or anything unknown);
+// disk, a display other than VNC, sound or USB, or anything unknown);
 // kCorruption for a malformed value.
 Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv);
 
 // The domain-info lines ("dm_…=value\n") and their strict inverse (every
 // value checked, bounded: the record comes from the network). FromInfo
 // returns kCorruption for a damaged record, kUnsupported for a newer
-// primary's facts this backup does not know (dm_version).
+// primary's facts this backup does not know (dm_version). Version 1 is
+// written when the guest has no display and no emulated NIC (what every
+// backup understands), version 2 otherwise.
 std::string DeviceModelInfoLines(const DeviceModelConfig& c);
 Result<DeviceModelConfig> DeviceModelConfigFromInfo(const std::map<std::string, std::string>& info);
 

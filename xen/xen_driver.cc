@@ -820,11 +820,19 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
                                  "libxl starts in dom0 (device_model_version=\"qemu-xen\", no stub domain)");
     }
     // The backup starts the same devices at failover, from these facts: a
-    // device it could not start (an emulated NIC or disk, a display) is
-    // refused here, before any checkpoint nobody could resume.
+    // device it could not start (an emulated disk, a display other than
+    // VNC) is refused here, before any checkpoint nobody could resume.
     auto config = ReadDeviceModelConfig(**h, dom->domid);
     if (!config.ok()) return config.status().With("cannot protect HVM guest " + dom->name);
     dom->device_model = *config;
+    // The replicator's output commit is set up by the operator's flags, not
+    // here: say which interface each emulated NIC sends on.
+    for (const auto& nic : config->nics) {
+      const std::string tap = devicemodel::EmulatedNicTap(dom->domid, nic.devid);
+      spdlog::info("HVM guest {}: emulated NIC {} ({}, mac {}) sends on tap {}: its output is held until the ack "
+                   "only with --netbuf-vif {} too",
+                   dom->name, nic.devid, nic.model, nic.mac, tap, tap);
+    }
     auto f = devicemodel::DeviceStateFile::Create(opts.max_device_state);
     if (!f.ok()) return f.status().With("the device state file of HVM guest " + dom->name);
     dm_file.emplace(std::move(*f));

@@ -293,6 +293,7 @@ Status XenReplica::StartDeviceModel() {
   auto dm = StartIncomingDeviceModel(h_, domid_, spec_.name, *spec_.device_model, dm_state_.committed(), o);
   if (!dm.ok()) return dm.status();
   dm_ = std::move(*dm);
+  AttachEmulatedNics();
   return Status::Ok();
 }
 
@@ -529,23 +530,18 @@ Status XenReplica::WriteVifNodes(const VifSpec& v) {
   });
 }
 
-// Runs `vif_script online` as libxl would, once netback created the netdev,
-// and waits for the script's hotplug-status (netback connects only then).
-Status XenReplica::RunVifHotplug(const VifSpec& v) {
-  const std::string vif = "vif" + std::to_string(domid_) + "." + std::to_string(v.devid);
-  const std::string be_rel = "backend/vif/" + std::to_string(domid_) + "/" + std::to_string(v.devid);
-  const auto deadline = Clock::now() + std::chrono::seconds(10);
-  while (access(("/sys/class/net/" + vif).c_str(), F_OK) != 0) {
-    if (Clock::now() >= deadline) return Status::Timeout("netback did not create " + vif + " within 10 s (is xen-netback loaded?)");
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  std::vector<std::string> env = {"vif=" + vif, "XENBUS_PATH=" + be_rel, "XENBUS_TYPE=vif",
-                                  "XENBUS_BASE_PATH=backend", "script=" + opts_.vif_script, "type_if=vif",
-                                  "PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
+// Runs the operator's vif hotplug script on `ifname` as libxl does: `online`
+// with type_if=vif for netback's vif, `add` with type_if=tap for an
+// emulated NIC's tap; both read vif `devid`'s backend nodes (its bridge).
+Status XenReplica::RunVifScript(const std::string& ifname, unsigned devid, const char* command, const char* type_if) {
+  const std::string be_rel = "backend/vif/" + std::to_string(domid_) + "/" + std::to_string(devid);
+  std::vector<std::string> env = {"vif=" + ifname, "XENBUS_PATH=" + be_rel, "XENBUS_TYPE=vif",
+                                  "XENBUS_BASE_PATH=backend", "script=" + opts_.vif_script,
+                                  std::string("type_if=") + type_if, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
-  std::string script = opts_.vif_script, arg = "online";
+  std::string script = opts_.vif_script, arg = command;
   char* argv[] = {script.data(), arg.data(), nullptr};
   pid_t pid = fork();
   if (pid < 0) return Status::FromErrno("fork", errno);
@@ -562,14 +558,28 @@ Status XenReplica::RunVifHotplug(const VifSpec& v) {
     if (Clock::now() >= script_deadline) {
       kill(pid, SIGKILL);
       waitpid(pid, &st, 0);
-      return Status::Timeout(opts_.vif_script + " online " + vif + " took more than 30 s");
+      return Status::Timeout(opts_.vif_script + " " + command + " " + ifname + " took more than 30 s");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-    return Status::IoError(opts_.vif_script + " online " + vif + " failed (" +
+    return Status::IoError(opts_.vif_script + " " + command + " " + ifname + " failed (" +
                            (WIFEXITED(st) ? "exit " + std::to_string(WEXITSTATUS(st)) : std::string("signal")) + ")");
   }
+  return Status::Ok();
+}
+
+// Runs `vif_script online` as libxl would, once netback created the netdev,
+// and waits for the script's hotplug-status (netback connects only then).
+Status XenReplica::RunVifHotplug(const VifSpec& v) {
+  const std::string vif = "vif" + std::to_string(domid_) + "." + std::to_string(v.devid);
+  const std::string be_rel = "backend/vif/" + std::to_string(domid_) + "/" + std::to_string(v.devid);
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (access(("/sys/class/net/" + vif).c_str(), F_OK) != 0) {
+    if (Clock::now() >= deadline) return Status::Timeout("netback did not create " + vif + " within 10 s (is xen-netback loaded?)");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ROMULUS_RETURN_IF_ERROR(RunVifScript(vif, v.devid, "online", "vif"));
   const std::string hs = "/local/domain/0/" + be_rel + "/hotplug-status";
   while (XsRead(h_->xsh(), hs) != "connected") {
     if (Clock::now() >= deadline + std::chrono::seconds(30)) {
@@ -578,6 +588,36 @@ Status XenReplica::RunVifHotplug(const VifSpec& v) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return Status::Ok();
+}
+
+// An HVM guest's emulated NICs: QEMU created their taps when it started;
+// each is attached like its vif (same backend nodes, same script), as libxl
+// does once the device model runs. Like a vif that fails, a tap that fails
+// leaves that NIC without network and the guest running (the operator sees
+// why in the log).
+void XenReplica::AttachEmulatedNics() {
+  if (!spec_.device_model || spec_.device_model->nics.empty()) return;
+  if (!opts_.create_vifs) {
+    spdlog::warn("the guest's {} emulated NIC(s) are not attached (--no-vifs): they have no network",
+                 spec_.device_model->nics.size());
+    return;
+  }
+  for (const auto& nic : spec_.device_model->nics) {
+    const std::string tap = devicemodel::EmulatedNicTap(domid_, nic.devid);
+    Status s;
+    if (std::none_of(spec_.vifs.begin(), spec_.vifs.end(), [&](const VifSpec& v) { return v.devid == nic.devid; })) {
+      s = Status::InvalidArgument("no vif " + std::to_string(nic.devid) + " to take its bridge from");
+    } else if (access(("/sys/class/net/" + tap).c_str(), F_OK) != 0) {
+      s = Status::IoError("the device model created no " + tap);
+    } else {
+      s = RunVifScript(tap, nic.devid, "add", "tap");
+    }
+    if (s.ok()) {
+      spdlog::info("{} (emulated {}, mac {}) attached for the activated guest", tap, nic.model, nic.mac);
+    } else {
+      spdlog::warn("emulated NIC {} ({}) of the activated guest: {}", nic.devid, tap, s.ToString());
+    }
+  }
 }
 
 void XenReplica::CreateVifs() {

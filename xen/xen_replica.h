@@ -113,6 +113,8 @@ class XenReplica {
   // only then may the devices be let go and the guest run.
   Status WaitVbdsServed(const std::vector<VbdDevice>& disks);
   void CreateVifs();
+  void AttachEmulatedNics();
+  Status RunVifScript(const std::string& ifname, unsigned devid, const char* command, const char* type_if);
   Status WriteVifNodes(const VifSpec& v);
   Status RunVifHotplug(const VifSpec& v);
   static int CheckpointCb(void* data);

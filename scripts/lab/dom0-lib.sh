@@ -111,12 +111,15 @@ on_crash = "preserve"
 on_reboot = "preserve"
 EOC
   if [ "$_t" = hvm ]; then
-    # qemu-xen boots the kernel directly (-kernel, QEMU's linuxboot ROM); no display
+    # qemu-xen boots the kernel directly (-kernel, QEMU's linuxboot ROM); no display unless
+    # LAB_HVM_VGA names an adapter (e.g. "stdvga"): then a VNC server too, on loopback, as
+    # xl's defaults give most HVM guests
+    if [ -n "${LAB_HVM_VGA:-}" ]; then _vga=$LAB_HVM_VGA; _vnc=1; else _vga=none; _vnc=0; fi
     cat >>"$LAB_WORK/$_n.cfg" <<EOC
 device_model_version = "qemu-xen"
-vnc = 0
+vnc = $_vnc
 sdl = 0
-vga = "none"
+vga = "$_vga"
 serial = "file:$LAB_WORK/$_n.serial"
 EOC
   fi
@@ -133,7 +136,8 @@ EOC
     # hypervisor built with shadow paging, --xen auto/source).
     [ "${LAB_GUEST_HAP:-}" = 0 ] && echo "hap = 0" >>"$LAB_WORK/$_n.cfg"
   fi
-  # LAB_GUEST_VIF: one PV NIC, e.g. "mac=00:16:3e:4c:00:02,script=/lab/vif-lab"
+  # LAB_GUEST_VIF: one PV NIC, e.g. "mac=00:16:3e:4c:00:02,script=/lab/vif-lab" (an HVM
+  # guest's with "type=ioemu,model=e1000": an emulated NIC too, on the tap vifD.0-emu)
   [ -n "${LAB_GUEST_VIF:-}" ] && echo "vif = [ '$LAB_GUEST_VIF' ]" >>"$LAB_WORK/$_n.cfg"
   # LAB_GUEST_DISK: one xl disk spec, e.g. "vdev=xvdb, access=rw, script=/lab/block-lab,
   # target=/dev/nbd0" (blkback in dom0, xen-blkfront in the guest: domu-init.sh lab_disk=)

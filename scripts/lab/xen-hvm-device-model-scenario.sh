@@ -41,6 +41,11 @@
 #     registers; the guest counts on through the checkpoints, and the backup resumes it from
 #     the last committed epoch when the primary dies. Before that, a replicator killed at s2
 #     leaves it suspended by the hypervisor, and the next one resumes it the same way (fast=0).
+#     This guest has xl's usual devices for an OS without PV drivers: a VGA adapter with a
+#     VNC server and an emulated e1000 NIC (its only network): the output it sends on the
+#     NIC's tap is held until the ack (none reaches dom0 while the backup is stopped, all of
+#     it once the backup runs), and the backup's device model recreates adapter and NIC
+#     (its own tap, attached by the hotplug script) so the failed-over guest answers ping.
 . /lab/dom0-lib.sh
 W=$LAB_WORK
 G=guest1
@@ -425,10 +430,26 @@ G9=guest9
 S9=$(lab_guest_serial $G9)
 rm -f "$S9"
 T9=$(lab_now)
-lab_guest_create $G9 "$LAB_GUEST_MEM" 1 nopv >"$W/domid9" || lab_fail "xl create $G9 (HVM, nopv) failed: $(cat "$W/create-$G9.log")"
+G9IP=10.78.0.2
+LAB_HVM_VGA=stdvga LAB_GUEST_VIF="type=ioemu,model=e1000,mac=00:16:3e:4c:00:09,script=/lab/vif-lab" \
+  lab_guest_create $G9 "$LAB_GUEST_MEM" 1 "nopv lab_ip=$G9IP/24" >"$W/domid9" ||
+  lab_fail "xl create $G9 (HVM, nopv) failed: $(cat "$W/create-$G9.log")"
 D9=$(cat "$W/domid9")
 lab_evidence "$S9" "/var/log/xen/qemu-dm-$G9.log"
 lab_wait_counter "$S9" 3 300 || lab_fail "$G9 (HVM, nopv) never counted to 3 on its serial console"
+grep -q "DOMU-NET eth0" "$S9" || lab_fail "$G9 did not bring up its emulated NIC: $(grep -m1 "DOMU-NET\|e1000" "$S9" | cut -c1-200)"
+[ -e "/sys/class/net/vif$D9.0-emu" ] || { ls /sys/class/net; lab_fail "no tap vif$D9.0-emu for $G9's emulated NIC"; }
+# g9_replies FILE: ping replies in a busybox ping log. g9_ping FILE N LIMIT_S: ping the guest
+# every 0.2 s until N replies came or LIMIT_S s passed (its pid ends with it).
+g9_replies() { _r=$(grep -c 'time=' "$1" 2>/dev/null); echo "${_r:-0}"; }
+g9_ping() {
+  ping -i 0.2 "$G9IP" >"$1" 2>&1 &
+  _pp=$!; _t=$(lab_now)
+  until [ "$(g9_replies "$1")" -ge "$2" ] || [ "$(lab_elapsed "$_t" | cut -d. -f1)" -ge "$3" ]; do sleep 0.2; done
+  kill $_pp 2>/dev/null; wait $_pp 2>/dev/null
+}
+g9_ping "$W/ping9-unprotected.txt" 3 60
+[ "$(g9_replies "$W/ping9-unprotected.txt")" -ge 3 ] || { cat "$W/ping9-unprotected.txt"; lab_fail "$G9 does not answer ping on its emulated NIC"; }
 # 9a. A replicator SIGKILLed at s2 leaves the guest suspended by the hypervisor. The next
 # one resumes it before protecting it, as recorded in dom0's xenstore: without touching its
 # registers (fast=0: the guest made no suspend hypercall whose return value a cooperative
@@ -456,11 +477,13 @@ grep -q '"event":"failover"' "$W/events9a.jsonl" 2>/dev/null && lab_fail "nopv: 
 xl destroy "$G9-a" >/dev/null 2>&1
 PORT=$((PORT + 1))
 rm -f "$W/events9.jsonl" "$W/stats9.jsonl"
-hvm_backup $PORT "$W/backup9.log" --domain-name "$G9-copy" --events-json "$W/events9.jsonl"
+hvm_backup $PORT "$W/backup9.log" --domain-name "$G9-copy" --events-json "$W/events9.jsonl" --vif-script /lab/vif-lab
 B9=$BP
 T9=$(lab_now)
+# Both interfaces the guest could send on are plugged: its vif (unused without PV drivers)
+# and its emulated NIC's tap.
 romulus replicate --domain $G9 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
-  --ack-timeout 15s --stats-json "$W/stats9.jsonl" >"$W/primary9.log" 2>&1 &
+  --ack-timeout 15s --stats-json "$W/stats9.jsonl" --netbuf-vif "vif$D9.0" --netbuf-vif "vif$D9.0-emu" >"$W/primary9.log" 2>&1 &
 R9=$!
 lab_evidence "$W/primary9.log"
 C9=$(lab_counter_last "$S9")
@@ -478,6 +501,27 @@ grep -q "no PV drivers answer .*the hypervisor suspends it" "$W/primary9.log" ||
   lab_fail "nopv: the primary asked the guest to suspend at some epoch: $(grep -m1 "suspended by its own kernel" "$W/primary9.log" | cut -c1-240)"
 # The guest runs between the checkpoints: suspended and resumed 8 times, it counts on.
 lab_wait_counter "$S9" $((C9 + 3)) 120 || lab_fail "nopv: the guest stopped counting while replicated (at $(lab_counter_last "$S9"))"
+# Output commit on the emulated NIC: the IFB on its tap, replies flow while epochs are acked;
+# with the backup SIGSTOPped (no epoch can be acked) none reaches dom0 in a 3 s look, and
+# once it runs again they arrive (held, not dropped).
+[ -e "/sys/class/net/$(printf 'rmb-vif%s.0-emu' "$D9")" ] || { ls /sys/class/net; lab_fail "nopv: no IFB on the emulated NIC's tap"; }
+grep -q "output commit: .*vif$D9.0-emu" "$W/primary9.log" || lab_fail "nopv: the primary does not say it buffers vif$D9.0-emu"
+g9_ping "$W/ping9-protected.txt" 3 120
+[ "$(g9_replies "$W/ping9-protected.txt")" -ge 3 ] || { cat "$W/ping9-protected.txt"; lab_fail "nopv: no ping replies on the emulated NIC while protected"; }
+kill -STOP $B9
+ping -i 0.2 "$G9IP" >"$W/ping9-held.txt" 2>&1 &
+PP9=$!
+sleep 3
+HELD9=$(g9_replies "$W/ping9-held.txt")
+kill -CONT $B9
+[ "$HELD9" -eq 0 ] || { kill $PP9; cat "$W/ping9-held.txt"; lab_fail "nopv: $HELD9 replies left the emulated NIC while the backup could ack nothing"; }
+T9H=$(lab_now)
+until [ "$(g9_replies "$W/ping9-held.txt")" -ge 10 ] || [ "$(lab_elapsed "$T9H" | cut -d. -f1)" -ge 60 ]; do sleep 0.2; done
+kill $PP9 2>/dev/null; wait $PP9 2>/dev/null
+grep -q 'seq=0 ' "$W/ping9-held.txt" && [ "$(g9_replies "$W/ping9-held.txt")" -ge 10 ] ||
+  { cat "$W/ping9-held.txt"; lab_fail "nopv: the replies held while the backup was stopped did not arrive once it ran again"; }
+lab_note "nopv, emulated e1000: 0 replies on vif$D9.0-emu while the backup was stopped 3 s; then $(g9_replies "$W/ping9-held.txt"), the first request's included"
+kill -0 $R9 2>/dev/null || lab_fail "nopv: the replicator exited during the held-output check: $(grep -v '^ *$' "$W/primary9.log" | tail -n 1 | cut -c1-240)"
 # The primary host dies: no checkpoint after the kill, so the last line read after it is at
 # least what the last committed checkpoint had printed (read before, an epoch committed in
 # between could be ahead of it).
@@ -495,11 +539,21 @@ lab_evidence "$RS9"
 lab_wait_counter "$RS9" $((LAST9 + 2)) 300 || lab_fail "nopv: the failed-over guest does not count on (last $(lab_counter_last "$RS9"), primary was $LAST9)"
 FIRST9=$(lab_counter_first "$RS9")
 [ "$FIRST9" -gt 1 ] && [ "$FIRST9" -le $((LAST9 + 1)) ] || lab_fail "nopv: the copy's counter began at $FIRST9, the primary's ended at $LAST9"
+# The backup's device model recreated the adapter and the NIC; its tap was attached by the
+# hotplug script, and the failed-over guest answers on it.
+N9=$(xl domid "$G9-copy" 2>/dev/null)
+grep -q "vif$N9.0-emu (emulated e1000, mac 00:16:3e:4c:00:09) attached" "$W/backup9.log" ||
+  lab_fail "nopv: the backup did not attach the emulated NIC's tap vif$N9.0-emu: $(grep -m1 "emulated NIC\|-emu" "$W/backup9.log" | cut -c1-240)"
+tr '\0' ' ' </proc/"$(xenstore-read /local/domain/$N9/image/device-model-pid)"/cmdline 2>/dev/null | grep -q -- "-device VGA,vgamem_mb=" ||
+  lab_fail "nopv: the backup's device model has no VGA adapter"
+g9_ping "$W/ping9-failedover.txt" 3 120
+[ "$(g9_replies "$W/ping9-failedover.txt")" -ge 3 ] || { cat "$W/ping9-failedover.txt"; lab_fail "nopv: the failed-over guest does not answer ping on its emulated NIC"; }
+lab_note "nopv: the failed-over guest answers ping on vif$N9.0-emu ($(g9_replies "$W/ping9-failedover.txt") replies)"
 SUSP9=$(rj_csv "$W/stats9.jsonl" acked true suspend_us | sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}')
 lab_note "nopv (HVM without PV drivers, domid $D9): $(rj_count "$W/stats9.jsonl" acked true) epochs acked, suspended by the hypervisor (suspend_us median ${SUSP9:-?}); failover from epoch $FO9, counter $LAST9 -> $FIRST9"
 lab_figure "hvm_nopv_suspend_median_us=${SUSP9:-none} hvm_nopv_failover_counter=$LAST9->$FIRST9"
 kill $B9 2>/dev/null; wait $B9 2>/dev/null
 xl destroy "$G9-copy" >/dev/null 2>&1; xl destroy $G9 >/dev/null 2>&1
-lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8); without PV drivers: hypervisor suspend, failover $LAST9->$FIRST9"
+lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8); without PV drivers (VGA, emulated e1000 held until the ack): hypervisor suspend, failover $LAST9->$FIRST9"
 xl destroy $G >/dev/null 2>&1
 exit 0

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -90,10 +91,21 @@ TEST(DeviceModelConfig, RefusesWhatTheBackupCannotReproduce) {
     std::vector<std::string> extra;
     const char* said;
   } cases[] = {
-      {{"-device", "rtl8139,id=nic0,netdev=net0,mac=00:16:3e:00:00:01"}, "an emulated device"},
+      {{"-device", "ivshmem-plain,memdev=hostmem"}, "an emulated device"},
+      {{"-device", "qxl-vga,vram_size_mb=64,ram_size_mb=64"}, "an emulated device"},
       {{"-drive", "file=/dev/vg/disk,if=ide,index=0,media=disk,format=raw"}, "an emulated disk"},
-      {{"-netdev", "type=tap,id=net0,ifname=vif1.0-emu"}, "an emulated NIC"},
-      {{"-vnc", "127.0.0.1:0,to=99"}, "a display"},
+      {{"-netdev", "type=tap,id=net0,ifname=vif1.0-emu"}, "do not pair up"},
+      {{"-device", "rtl8139,id=nic0,netdev=net0,mac=00:16:3e:00:00:01"}, "do not pair up"},
+      {{"-device", "rtl8139,id=nic0,netdev=net0,mac=00:16:3e:00:00:01", "-netdev", "type=tap,id=net1,ifname=x"},
+       "has no tap netdev net0"},
+      {{"-netdev", "type=user,id=net0"}, "network backend"},
+      {{"-netdev", "type=tap,id=net0,ifname=vif1.0-emu,vhost=on"}, "vhost=on"},
+      {{"-device", "e1000,id=nic0,netdev=net0,mac=00:16:3e:00:00:01", "-netdev", "type=tap,id=net0,ifname=t",
+        "-device", "VGA,vgamem_mb=8"},
+       "after an emulated NIC"},
+      {{"-device", "VGA,vgamem_mb=8", "-device", "cirrus-vga,vgamem_mb=8"}, "two display adapters"},
+      {{"-vnc", "127.0.0.1:0,websocket=on"}, "websocket=on"},
+      {{"-display", "sdl"}, "a display"},
       {{"-vga", "std"}, "a display"},
       {{"-usb"}, "USB"},
       {{"-soundhw", "ac97"}, "sound"},
@@ -125,7 +137,15 @@ TEST(DeviceModelConfig, MalformedValuesAreCorruption) {
   for (const std::vector<std::string>& extra : std::vector<std::vector<std::string>>{
            {"-m", "12x"}, {"-m", "0"}, {"-m", "99999999999"}, {"-smp", "0"}, {"-smp", "4,maxcpus=2"},
            {"-smp", "2,cores=2"}, {"-smp", "9999"}, {"-machine", "xenfv,max-ram-below-4g=lots"},
-           {"-kernel", "vmlinuz"}, {"-kernel", "/boot/a,b"}, {"-kernel", "/boot/../etc/shadow"}, {"-m"}}) {
+           {"-kernel", "vmlinuz"}, {"-kernel", "/boot/a,b"}, {"-kernel", "/boot/../etc/shadow"}, {"-m"},
+           {"-device", "VGA,vgamem_mb=0"}, {"-device", "VGA,vgamem_mb=1024"}, {"-device", "VGA"},
+           {"-device", "cirrus-vga,vgamem_mb=8,vgamem_mb=8"}, {"-device", "VGA,vgamem_mb=8,addr=3"},
+           {"-device", "e1000,id=nic0,netdev=net1,mac=00:16:3e:00:00:01"},
+           {"-device", "e1000,id=nic0,netdev=net0,mac=00:16:3E:00:00:01"},
+           {"-device", "e1000,id=nic0,netdev=net0"}, {"-device", "e1000,id=nic999,netdev=net999,mac=00:16:3e:00:00:01"},
+           {"-device", "e1000,id=nic0,netdev=net0,mac=00:16:3e:00:00:01,addr=4"},
+           {"-netdev", "type=tap,id=net0"}, {"-netdev", "type=tap,id=eth0,ifname=t"}, {"-netdev", "tap,id=net0"},
+           {"-vnc", "nowhere"}, {"-vnc", "127.0.0.1:0,to"}, {"-k", "EN-US"}, {"-k", "en_us;rm"}, {"-k", "-"}}) {
     auto argv = LabArgs();
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto r = ParseDeviceModelArgs(argv);
@@ -138,6 +158,133 @@ TEST(DeviceModelConfig, MalformedValuesAreCorruption) {
   argv = LabArgs();
   argv.erase(argv.end() - 4, argv.end() - 2);  // no -machine
   EXPECT_EQ(ParseDeviceModelArgs(argv).status().code(), Code::kUnsupported);
+}
+
+// What libxl 4.17 starts for an HVM guest with xl's defaults for the
+// display and an emulated NIC (vnc=1, keymap="en-us", vga="cirrus"
+// videoram=8, vif=['model=e1000,mac=…']): libxl_dm.c's order.
+std::vector<std::string> DisplayArgs() {
+  std::vector<std::string> a = LabArgs();
+  auto vnc = std::find(a.begin(), a.end(), "-vnc");
+  *(vnc + 1) = "127.0.0.1:0,to=99";
+  a.insert(vnc + 4, {"-k", "en-us"});  // after -display none
+  auto boot = std::find(a.begin(), a.end(), "-boot");
+  boot = a.insert(boot, {"-device", "cirrus-vga,vgamem_mb=8"}) + 2;
+  auto net = std::find(boot, a.end(), "-net");
+  a.erase(net, net + 2);  // libxl's "-net none" is only for a guest without emulated NICs
+  a.insert(a.end() - 4, {"-device", "e1000,id=nic0,netdev=net0,mac=00:16:3e:4c:00:02", "-netdev",
+                         "type=tap,id=net0,ifname=vif1.0-emu,br=xenbr0,script=no,downscript=no", "-device",
+                         "rtl8139,id=nic2,netdev=net2,mac=00:16:3e:4c:00:04", "-netdev",
+                         "type=tap,id=net2,ifname=vif1.2-emu,br=xenbr1,script=no,downscript=no"});
+  return a;
+}
+
+TEST(DeviceModelConfig, ParsesLibxlsDisplayAndEmulatedNics) {
+  auto c = ParseDeviceModelArgs(DisplayArgs());
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->vga, DeviceModelConfig::Vga::kCirrus);
+  EXPECT_EQ(c->vgamem_mib, 8u);
+  EXPECT_EQ(c->vnc, DeviceModelConfig::Vnc::kOpen);
+  EXPECT_EQ(c->keymap, "en-us");
+  ASSERT_EQ(c->nics.size(), 2u);
+  EXPECT_EQ(c->nics[0], (DeviceModelConfig::Nic{0, "e1000", "00:16:3e:4c:00:02"}));
+  EXPECT_EQ(c->nics[1], (DeviceModelConfig::Nic{2, "rtl8139", "00:16:3e:4c:00:04"}));
+  EXPECT_EQ(c->memory_mib, 128u);
+  // A password on the primary's VNC, and the standard adapter.
+  auto argv = DisplayArgs();
+  *(std::find(argv.begin(), argv.end(), "-vnc") + 1) = "0.0.0.0:5,password=on,to=99";
+  *(std::find(argv.begin(), argv.end(), "cirrus-vga,vgamem_mb=8")) = "VGA,vgamem_mb=16";
+  c = ParseDeviceModelArgs(argv);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->vnc, DeviceModelConfig::Vnc::kPassword);
+  EXPECT_EQ(c->vga, DeviceModelConfig::Vga::kStd);
+  EXPECT_EQ(c->vgamem_mib, 16u);
+}
+
+// Where the backup's device model serves the display and the NICs: its own
+// taps (named for the replica's domid), VNC on loopback whatever the
+// primary listened on, a password still required; the facts parse back.
+TEST(DeviceModelConfig, IncomingArgsRecreateTheDisplayAndNics) {
+  auto argv = DisplayArgs();
+  *(std::find(argv.begin(), argv.end(), "-vnc") + 1) = "0.0.0.0:5,password=on,to=99";
+  auto c = ParseDeviceModelArgs(argv);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  IncomingDeviceModel where;
+  where.domid = 7;
+  where.name = "guest1--incoming";
+  where.serial_files = {"/var/log/xen/serial-guest1.log"};
+  where.kernel = "/lab/domu/vmlinuz";
+  where.state_fd = 9;
+  auto a = IncomingDeviceModelArgs(*c, where);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto has = [&](const std::vector<std::string>& seq) {
+    return std::search(a->begin(), a->end(), seq.begin(), seq.end()) != a->end();
+  };
+  EXPECT_TRUE(has({"-vnc", "127.0.0.1:0,password=on,to=99"}));
+  EXPECT_TRUE(has({"-k", "en-us"}));
+  EXPECT_TRUE(has({"-device", "cirrus-vga,vgamem_mb=8", "-device", "e1000,id=nic0,netdev=net0,mac=00:16:3e:4c:00:02",
+                   "-netdev", "type=tap,id=net0,ifname=vif7.0-emu,script=no,downscript=no", "-device",
+                   "rtl8139,id=nic2,netdev=net2,mac=00:16:3e:4c:00:04", "-netdev",
+                   "type=tap,id=net2,ifname=vif7.2-emu,script=no,downscript=no"}));
+  EXPECT_FALSE(has({"-net", "none"}));
+  EXPECT_EQ(EmulatedNicTap(7, 2), "vif7.2-emu");
+  std::vector<std::string> back = {"qemu"};
+  back.insert(back.end(), a->begin(), a->end());
+  auto again = ParseDeviceModelArgs(back);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(*again == *c);
+}
+
+// Version 2 only when there is something version 1 cannot say: a guest
+// without display or emulated NICs still fails over to an older backup.
+TEST(DeviceModelConfig, DisplayAndNicsTravelAsVersion2) {
+  auto c = ParseDeviceModelArgs(DisplayArgs());
+  ASSERT_TRUE(c.ok());
+  const std::string lines = DeviceModelInfoLines(*c);
+  EXPECT_NE(lines.find("dm_version=2\n"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("dm_nics=0/e1000/00:16:3e:4c:00:02,2/rtl8139/00:16:3e:4c:00:04\n"), std::string::npos) << lines;
+  auto back = DeviceModelConfigFromInfo(Info(lines));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(*back == *c);
+  auto plain = ParseDeviceModelArgs(LabArgs());
+  ASSERT_TRUE(plain.ok());
+  const std::string v1 = DeviceModelInfoLines(*plain);
+  EXPECT_NE(v1.find("dm_version=1\n"), std::string::npos) << v1;
+  EXPECT_EQ(v1.find("dm_vga"), std::string::npos) << v1;
+  // Each of the new facts alone makes it version 2.
+  for (int i = 0; i < 4; i++) {
+    DeviceModelConfig d = *plain;
+    if (i == 0) d.vnc = DeviceModelConfig::Vnc::kOpen;
+    if (i == 1) d.keymap = "de";
+    if (i == 2) d.vga = DeviceModelConfig::Vga::kStd, d.vgamem_mib = 8;
+    if (i == 3) d.nics = {{5, "e1000", "00:16:3e:00:00:05"}};
+    const std::string l = DeviceModelInfoLines(d);
+    EXPECT_NE(l.find("dm_version=2\n"), std::string::npos) << i;
+    auto r = DeviceModelConfigFromInfo(Info(l));
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status().ToString();
+    EXPECT_TRUE(*r == d) << i;
+  }
+  // Damaged version-2 facts.
+  for (const char* bad : {"dm_vga=qxl", "dm_vga=none", "dm_vgamem_mib=0", "dm_vgamem_mib=999", "dm_vnc=on",
+                          "dm_keymap=EN", "dm_keymap=../../etc", "dm_nics=0/e1000", "dm_nics=0/ivshmem/00:16:3e:00:00:01",
+                          "dm_nics=0/e1000/00:16:3E:00:00:01", "dm_nics=256/e1000/00:16:3e:00:00:01",
+                          "dm_nics=1/e1000/00:16:3e:00:00:01,1/e1000/00:16:3e:00:00:02", "dm_nics=,",
+                          "dm_nics=0/e1000/00:16:3e:00:00:01/x"}) {
+    auto info = Info(lines);
+    const std::string b = bad;
+    info[b.substr(0, b.find('='))] = b.substr(b.find('=') + 1);
+    EXPECT_EQ(DeviceModelConfigFromInfo(info).status().code(), Code::kCorruption) << bad;
+  }
+  for (const char* key : {"dm_vga", "dm_vgamem_mib", "dm_vnc", "dm_keymap", "dm_nics"}) {
+    auto info = Info(lines);
+    info.erase(key);
+    EXPECT_EQ(DeviceModelConfigFromInfo(info).status().code(), Code::kCorruption) << key;
+  }
+  std::string many = "dm_nics=";
+  for (int i = 0; i < 17; i++) many += (i ? "," : "") + std::to_string(i) + "/e1000/00:16:3e:00:00:01";
+  auto info = Info(lines);
+  info["dm_nics"] = many.substr(8);
+  EXPECT_EQ(DeviceModelConfigFromInfo(info).status().code(), Code::kCorruption);
 }
 
 TEST(DeviceModelConfig, InfoLinesRoundTrip) {
@@ -219,7 +366,7 @@ TEST(DeviceModelConfig, DamagedInfoIsRefused) {
   c.serials = {DeviceModelConfig::Serial::kFile};
   const std::string good = DeviceModelInfoLines(c);
   EXPECT_EQ(DeviceModelConfigFromInfo(Info("name=x\n")).status().code(), Code::kCorruption);
-  EXPECT_EQ(DeviceModelConfigFromInfo(Info(good + "dm_version=2\n")).status().code(), Code::kUnsupported);
+  EXPECT_EQ(DeviceModelConfigFromInfo(Info(good + "dm_version=3\n")).status().code(), Code::kUnsupported);
   for (const char* bad : {"dm_machine=q35", "dm_machine=", "dm_suppress_vmdesc=2", "dm_acpi=yes",
                           "dm_memory_mib=0", "dm_memory_mib=-1", "dm_memory_mib=99999999999999",
                           "dm_vcpus=0", "dm_vcpus=3", "dm_maxcpus=600", "dm_max_ram_below_4g=8589934592",

@@ -79,6 +79,9 @@ expect_usage "^romulus replicate: --kill-at: .*positive integer" "${R[@]}" --kil
 expect_usage "^romulus replicate: --duration: must be positive" "${R[@]}" --duration 0s
 expect_usage "^romulus replicate: --stats-json: empty value" "${R[@]}" --stats-json ""
 expect_usage "^romulus replicate: --netbuf-dev: empty value" "${R[@]}" --netbuf-dev ""
+expect_usage "^romulus replicate: --netbuf-vif: empty value" "${R[@]}" --netbuf-vif vif3.0 --netbuf-vif ""
+expect_usage "^romulus replicate: --netbuf-vif vif3.0 given twice" "${R[@]}" --netbuf-vif vif3.0 --netbuf-vif vif3.0
+expect_usage "^romulus replicate: --netbuf-vif cannot be combined" "${R[@]}" --netbuf-dev eth9 --netbuf-vif vif3.0
 # Addresses: port 0 and a missing host are refused before any connect.
 expect_usage "^romulus replicate: --to: '127.0.0.1:0' needs a non-zero port" \
   replicate --guest sim:size=16M --to 127.0.0.1:0 --psk-file "$T/key"
