@@ -19,6 +19,33 @@ Result<std::string> DeviceModel::RunState(transport::Deadline deadline) {
   return it->get<std::string>();
 }
 
+Result<DeviceModel::VncServer> DeviceModel::QueryVnc(transport::Deadline deadline) {
+  Result<json> r = qmp_->Execute("query-vnc", nullptr, deadline);
+  if (!r.ok()) return r.status();
+  if (!r->is_object() || !r->contains("enabled") || !(*r)["enabled"].is_boolean()) {
+    return Status::Corruption(qmp_->name() + ": query-vnc answered " + r->dump().substr(0, 200));
+  }
+  if (!(*r)["enabled"].get<bool>()) return Status::Unsupported(qmp_->name() + " has no VNC server");
+  VncServer v;
+  const json& host = (*r)["host"];
+  const json& service = (*r)["service"];
+  if (!host.is_string() || !service.is_string()) {
+    return Status::Corruption(qmp_->name() + ": query-vnc without host and service: " + r->dump().substr(0, 200));
+  }
+  v.host = host.get<std::string>();
+  const std::string port = service.get<std::string>();
+  // Both go into xenstore: bounded, printable, a port in range.
+  const bool plain_host = !v.host.empty() && v.host.size() <= 64 &&
+                          v.host.find_first_not_of("0123456789abcdefABCDEF.:") == std::string::npos;
+  if (!plain_host || port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port) == 0 || std::stoul(port) > 65535) {
+    return Status::Corruption(qmp_->name() + ": query-vnc names host " + v.host.substr(0, 64) + " port " +
+                              port.substr(0, 16));
+  }
+  v.port = unsigned(std::stoul(port));
+  return v;
+}
+
 Status DeviceModel::Stop(transport::Deadline deadline) { return Run("stop", nullptr, deadline); }
 
 Status DeviceModel::Continue(transport::Deadline deadline) { return Run("cont", nullptr, deadline); }

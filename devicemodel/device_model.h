@@ -43,6 +43,14 @@ class DeviceModel {
   // machine, started for an incoming guest).
   Status LoadDevicesState(const std::string& path, transport::Deadline deadline);
   Status SetGlobalDirtyLog(bool enable, transport::Deadline deadline);
+  // Where its VNC server listens (query-vnc), for the guest's console/vnc-*
+  // nodes that `xl vncviewer` reads. kUnsupported when VNC is off;
+  // kCorruption for an answer without a plain host and a numeric port.
+  struct VncServer {
+    std::string host;
+    unsigned port = 0;
+  };
+  Result<VncServer> QueryVnc(transport::Deadline deadline);
 
   QmpClient& qmp() { return *qmp_; }
 

@@ -84,6 +84,33 @@ Status RunDevices(uint32_t domid, Clock::time_point until) {
   }
 }
 
+// Where the replica's VNC server listens, in the guest's console/vnc-listen
+// and console/vnc-port as libxl writes them (`xl vncviewer` reads them).
+// Not an activation failure: the devices run; only the viewer's shortcut
+// is missing, and the log says where the server is, or why not.
+void PublishVnc(XenHandles* h, uint32_t domid, const std::string& name, Clock::time_point until) {
+  const std::string sock = "/var/run/xen/qmp-libxl-" + std::to_string(domid);
+  const transport::Deadline deadline = until;
+  auto qmp = devicemodel::QmpClient::Connect(sock, deadline);
+  Result<devicemodel::DeviceModel::VncServer> vnc = Status::Closed("not asked");
+  if (qmp.ok()) {
+    devicemodel::DeviceModel dm(std::move(*qmp));
+    vnc = dm.QueryVnc(deadline);
+  } else {
+    vnc = qmp.status();
+  }
+  if (!vnc.ok()) {
+    spdlog::warn("device model of {}: where its VNC server listens is unknown ({}): xl vncviewer will not find it",
+                 name, vnc.status().ToString());
+    return;
+  }
+  const std::string console = "/local/domain/" + std::to_string(domid) + "/console";
+  Status st = XsWrite(h->xsh(), XBT_NULL, console + "/vnc-listen", vnc->host);
+  if (st.ok()) st = XsWrite(h->xsh(), XBT_NULL, console + "/vnc-port", std::to_string(vnc->port));
+  if (!st.ok()) spdlog::warn("device model of {}: its VNC address not written to xenstore: {}", name, st.ToString());
+  spdlog::info("device model of {}: VNC on {}:{} (loopback only; xl vncviewer {})", name, vnc->host, vnc->port, name);
+}
+
 }  // namespace
 
 Result<devicemodel::ProcessRef> StartIncomingDeviceModel(XenHandles* h, uint32_t domid, const std::string& name,
@@ -152,6 +179,7 @@ Result<devicemodel::ProcessRef> StartIncomingDeviceModel(XenHandles* h, uint32_t
   }
   spdlog::info("device model of {} runs the checkpoint's devices ({} ms)", name,
                std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count());
+  if (config.vnc != devicemodel::DeviceModelConfig::Vnc::kNone) PublishVnc(h, domid, name, Clock::now() + 5s);
   return std::move(*dm);
 }
 

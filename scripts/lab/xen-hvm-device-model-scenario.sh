@@ -546,9 +546,12 @@ grep -q "vif$N9.0-emu (emulated e1000, mac 00:16:3e:4c:00:09) attached" "$W/back
   lab_fail "nopv: the backup did not attach the emulated NIC's tap vif$N9.0-emu: $(grep -m1 "emulated NIC\|-emu" "$W/backup9.log" | cut -c1-240)"
 tr '\0' ' ' </proc/"$(xenstore-read /local/domain/$N9/image/device-model-pid)"/cmdline 2>/dev/null | grep -q -- "-device VGA,vgamem_mb=" ||
   lab_fail "nopv: the backup's device model has no VGA adapter"
+# Its VNC server on loopback, published where xl vncviewer looks.
+VNC9="$(xenstore-read /local/domain/$N9/console/vnc-listen 2>/dev/null):$(xenstore-read /local/domain/$N9/console/vnc-port 2>/dev/null)"
+case $VNC9 in 127.0.0.1:59[0-9][0-9]) ;; *) lab_fail "nopv: the replica's VNC server is at '$VNC9', not on loopback: $(grep -m1 "VNC" "$W/backup9.log" | cut -c1-200)" ;; esac
 g9_ping "$W/ping9-failedover.txt" 3 120
 [ "$(g9_replies "$W/ping9-failedover.txt")" -ge 3 ] || { cat "$W/ping9-failedover.txt"; lab_fail "nopv: the failed-over guest does not answer ping on its emulated NIC"; }
-lab_note "nopv: the failed-over guest answers ping on vif$N9.0-emu ($(g9_replies "$W/ping9-failedover.txt") replies)"
+lab_note "nopv: the failed-over guest answers ping on vif$N9.0-emu ($(g9_replies "$W/ping9-failedover.txt") replies); its VNC server at $VNC9"
 SUSP9=$(rj_csv "$W/stats9.jsonl" acked true suspend_us | sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}')
 lab_note "nopv (HVM without PV drivers, domid $D9): $(rj_count "$W/stats9.jsonl" acked true) epochs acked, suspended by the hypervisor (suspend_us median ${SUSP9:-?}); failover from epoch $FO9, counter $LAST9 -> $FIRST9"
 lab_figure "hvm_nopv_suspend_median_us=${SUSP9:-none} hvm_nopv_failover_counter=$LAST9->$FIRST9"

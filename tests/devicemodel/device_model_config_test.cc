@@ -287,6 +287,62 @@ TEST(DeviceModelConfig, DisplayAndNicsTravelAsVersion2) {
   EXPECT_EQ(DeviceModelConfigFromInfo(info).status().code(), Code::kCorruption);
 }
 
+// The display and NIC options the backup builds, given to a real QEMU
+// (Debian's qemu-system-x86_64, no Xen: the taps become user-mode
+// netdevs, which need no privileges): QEMU accepts them, its VNC server
+// is on loopback, and the PCI devices are in the order of the options
+// (the slots the checkpoint's device state names).
+class RealQemuWithDisplayAndNics : public RealQemu {
+ protected:
+  std::vector<std::string> ExtraArgs() const override {
+    auto c = ParseDeviceModelArgs(DisplayArgs());
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    IncomingDeviceModel where;
+    where.domid = 7;
+    where.name = "guest1";
+    where.serial_files = {"/dev/null"};
+    where.kernel = "/lab/domu/vmlinuz";
+    where.state_fd = 9;
+    auto a = IncomingDeviceModelArgs(*c, where);
+    EXPECT_TRUE(a.ok()) << a.status().ToString();
+    std::vector<std::string> out;
+    for (size_t i = 0; a.ok() && i + 1 < a->size(); i++) {
+      const std::string& opt = (*a)[i];
+      std::string v = (*a)[i + 1];
+      if (opt == "-netdev") v = v.substr(0, v.find(",ifname=")).replace(0, 8, "type=user");
+      if (opt == "-device" || opt == "-netdev" || opt == "-vnc" || opt == "-k") out.insert(out.end(), {opt, v});
+    }
+    return out;
+  }
+};
+
+TEST_F(RealQemuWithDisplayAndNics, QemuTakesTheBackupsDisplayAndNicOptions) {
+  auto vnc = dm_->QueryVnc(DeadlineIn(10000ms));
+  ASSERT_TRUE(vnc.ok()) << vnc.status().ToString() << "\n" << Log();
+  EXPECT_EQ(vnc->host, "127.0.0.1");
+  EXPECT_GE(vnc->port, 5900u);
+  auto pci = dm_->qmp().Execute("query-pci", nullptr, DeadlineIn(10000ms));
+  ASSERT_TRUE(pci.ok()) << pci.status().ToString();
+  // Vendor:device of the adapter and NICs, in slot order.
+  std::vector<std::string> seen;
+  for (const auto& bus : *pci) {
+    for (const auto& d : bus["devices"]) {
+      const int vendor = d["id"]["vendor"].get<int>(), device = d["id"]["device"].get<int>();
+      if (vendor == 0x1013 && device == 0x00b8) seen.push_back("cirrus-vga");
+      if (vendor == 0x8086 && device == 0x100e) seen.push_back("e1000");
+      if (vendor == 0x10ec && device == 0x8139) seen.push_back("rtl8139");
+    }
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"cirrus-vga", "e1000", "rtl8139"})) << pci->dump().substr(0, 400);
+}
+
+// A primary without VNC: QueryVnc says so (the backup then writes no
+// console/vnc-* nodes).
+TEST_F(RealQemu, QueryVncWithoutAServerIsUnsupported) {
+  auto vnc = dm_->QueryVnc(DeadlineIn(10000ms));
+  EXPECT_EQ(vnc.status().code(), Code::kUnsupported) << vnc.status().ToString();
+}
+
 TEST(DeviceModelConfig, InfoLinesRoundTrip) {
   DeviceModelConfig c;
   c.platform_pci = false;

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/subprocess.h"
 #include "devicemodel/device_model.h"
@@ -48,9 +49,11 @@ class RealQemu : public ::testing::Test {
     if (!HaveQemu()) GTEST_SKIP() << "qemu-system-x86_64 is missing (scripts/setup installs qemu-system-x86)";
     dir_ = MakeTempDir();
     sock_ = dir_ + "/qmp.sock";
-    pid_ = Spawn({"qemu-system-x86_64", "-machine", "q35,accel=tcg", "-nodefaults", "-display", "none", "-m", "32",
-                  "-S", "-qmp", "unix:" + sock_ + ",server=on,wait=off"},
-                 dir_ + "/qemu.log");
+    std::vector<std::string> argv = {"qemu-system-x86_64", "-machine", "q35,accel=tcg", "-nodefaults", "-display",
+                                     "none", "-m", "32", "-S", "-qmp", "unix:" + sock_ + ",server=on,wait=off"};
+    const std::vector<std::string> extra = ExtraArgs();
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    pid_ = Spawn(argv, dir_ + "/qemu.log");
     ASSERT_GT(pid_, 0);
     // QEMU creates the socket before it listens for QMP; connecting is
     // retried until then (bounded).
@@ -65,6 +68,8 @@ class RealQemu : public ::testing::Test {
     ASSERT_TRUE(c.ok()) << c.status().ToString() << "\n" << Log();
     dm_ = std::make_unique<DeviceModel>(std::move(*c));
   }
+  // More options for the QEMU a fixture starts (devices, a display).
+  virtual std::vector<std::string> ExtraArgs() const { return {}; }
   void TearDown() override {
     dm_.reset();
     KillAndReap(pid_);
