@@ -18,7 +18,7 @@ constexpr uint64_t kMaxMemoryMib = 1u << 24;  // 16 TiB
 constexpr size_t kMaxSerials = 4;           // COM1-COM4
 constexpr size_t kMaxNics = 16;             // xen/vif_spec.h's kMaxVifs
 constexpr unsigned kMaxNicDevid = 255;      // and its kMaxVifDevid
-constexpr uint64_t kMaxVgaMemMib = 256;     // libxl allows up to 256 MiB of video memory
+constexpr uint64_t kMaxVgaMemMib = 512;     // QEMU's VGA takes at most 512 MiB (vgamem_mb)
 
 // QEMU's NIC models an HVM guest may have (xl's model=). A model names the
 // device QEMU creates on the backup, so only these travel.
@@ -177,6 +177,12 @@ Status ParseDevice(const std::string& v, DeviceModelConfig* c) {
   const std::vector<std::string> parts = Split(v, ',');
   const std::string& driver = parts[0];
   std::map<std::string, std::string> o;
+  if (driver == "ide-cd" || driver == "ide-hd" || driver == "ahci" || driver == "scsi-hd" || driver == "lsi53c895a") {
+    return Status::Unsupported("the device model has an emulated " +
+                               std::string(driver == "ide-cd" ? "CD-ROM drive" : "AHCI or SCSI disk") + " (-device " +
+                               Quote(v) + "): Romulus replicates libxl's IDE disks (hdtype=\"ide\", the default) "
+                               "and no CD-ROM");
+  }
   if (driver == "cirrus-vga" || driver == "VGA") {
     if (!Options(parts, 1, &o) || o.size() != 1 || !o.count("vgamem_mb")) return Malformed("device", v);
     uint64_t mib = 0;
@@ -193,8 +199,8 @@ Status ParseDevice(const std::string& v, DeviceModelConfig* c) {
   }
   if (!KnownNicModel(driver)) {
     return Status::Unsupported("the device model has an emulated device (-device " + Quote(v) +
-                               "), which Romulus cannot yet start on the backup: protect HVM guests whose disks "
-                               "are PV (xvd*) and whose other devices are a VGA adapter and NICs");
+                               "), which Romulus cannot yet start on the backup: protect HVM guests whose emulated "
+                               "devices are libxl's IDE disks, NICs and a VGA adapter with VNC");
   }
   DeviceModelConfig::Nic nic;
   unsigned netdev = 0;
@@ -212,6 +218,51 @@ Status ParseDevice(const std::string& v, DeviceModelConfig* c) {
   return Status::Ok();
 }
 
+// -drive: an emulated IDE disk as libxl gives it
+// (file=PATH,if=ide,index=I,media=disk,format=raw,cache=writeback).
+// AHCI disks and CD-ROMs (if=none, with a -device) are not replicated.
+Status ParseDrive(const std::string& v, DeviceModelConfig* c) {
+  std::map<std::string, std::string> o;
+  if (!Options(Split(v, ','), 0, &o)) return Malformed("drive", v);
+  auto get = [&](const char* k) {
+    auto it = o.find(k);
+    return it == o.end() ? std::string() : it->second;
+  };
+  const std::string media = get("media"), iface = get("if"), format = get("format"), cache = get("cache");
+  if (media == "cdrom" || get("readonly") == "on") {
+    return Status::Unsupported("the device model has an emulated CD-ROM or read-only disk (-drive " + Quote(v) +
+                               "), which Romulus does not replicate: remove it from the guest's config");
+  }
+  if (iface != "ide") {
+    return Status::Unsupported("the device model has an emulated disk on " + Quote(iface) + " (-drive " + Quote(v) +
+                               "): Romulus replicates libxl's IDE disks (hdtype=\"ide\", the default), not AHCI or SCSI");
+  }
+  if (format != "raw") {
+    return Status::Unsupported("the device model has an emulated disk of format " + Quote(format) +
+                               ": Romulus replicates raw disks (phy: on the disk export's NBD device)");
+  }
+  // cache=unsafe ignores flushes: the device model's stop at each checkpoint
+  // would then not put its completed writes on the disk before the cut.
+  if (cache != "writeback" && cache != "none" && cache != "writethrough" && cache != "directsync") {
+    return Status::Unsupported("the device model has an emulated disk with cache=" + Quote(cache) +
+                               ", which does not honour flushes");
+  }
+  uint64_t index = 0;
+  if (media != "disk" || !ParseNumber(get("index"), 3, &index) || !PlainAbsolutePath(get("file"))) {
+    return Malformed("drive", v);
+  }
+  for (const auto& [k, val] : o) {
+    if (k != "file" && k != "if" && k != "index" && k != "media" && k != "format" && k != "cache" && k != "readonly") {
+      return Status::Unsupported("device model -drive option " + Quote(k + "=" + val) + " is not replicated");
+    }
+  }
+  if (std::find(c->ide_disks.begin(), c->ide_disks.end(), unsigned(index)) != c->ide_disks.end()) {
+    return Malformed("drive", v);
+  }
+  c->ide_disks.push_back(unsigned(index));
+  return Status::Ok();
+}
+
 // -netdev: the tap of an emulated NIC, as libxl gives it
 // (type=tap,id=netN,ifname=…,br=…,script=…,downscript=…). Only its id
 // matters: the backup names its own tap and attaches it with its own
@@ -219,6 +270,7 @@ Status ParseDevice(const std::string& v, DeviceModelConfig* c) {
 Status ParseNetdev(const std::string& v, std::vector<unsigned>* taps) {
   std::map<std::string, std::string> o;
   if (!Options(Split(v, ','), 0, &o)) return Malformed("netdev", v);
+  if (!o.count("type")) return Malformed("netdev", v);
   if (o["type"] != "tap") {
     return Status::Unsupported("the device model has an emulated NIC on a " + Quote(o["type"]) +
                                " network backend (Romulus replicates libxl's tap backends)");
@@ -323,12 +375,13 @@ Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv
       continue;
     }
     const bool typed = opt == "machine" || opt == "M" || opt == "m" || opt == "smp" || opt == "serial" ||
-                       opt == "kernel" || opt == "device" || opt == "netdev" || opt == "vnc" || opt == "k";
+                       opt == "kernel" || opt == "device" || opt == "netdev" || opt == "vnc" || opt == "k" ||
+                       opt == "drive";
     const bool none_only = opt == "display" || opt == "net";
     if (!typed && !none_only && !IgnoredWithValue(opt) && opt != "chardev" && opt != "mon") {
       return Status::Unsupported("the device model has " + Why(opt) + " (-" + opt + (i + 1 < argv.size() ? " " + Quote(argv[i + 1]) : "") +
                                  "), which Romulus cannot yet start on the backup: protect HVM guests whose "
-                                 "disks are PV (xvd*) and whose display, if any, is VNC");
+                                 "emulated devices are libxl's IDE disks, NICs and a VGA adapter with VNC");
     }
     if (i + 1 == argv.size()) return Status::Corruption("device model option -" + opt + " without its value");
     const std::string& v = argv[++i];
@@ -350,6 +403,8 @@ Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv
       ROMULUS_RETURN_IF_ERROR(ParseDevice(v, &c));
     } else if (opt == "netdev") {
       ROMULUS_RETURN_IF_ERROR(ParseNetdev(v, &taps));
+    } else if (opt == "drive") {
+      ROMULUS_RETURN_IF_ERROR(ParseDrive(v, &c));
     } else if (opt == "vnc") {
       ROMULUS_RETURN_IF_ERROR(ParseVnc(v, &c));
     } else if (opt == "k") {
@@ -381,6 +436,32 @@ Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv
   return c;
 }
 
+Result<std::string> IdeDiskVdev(unsigned index, std::span<const std::string> vdevs) {
+  const char letter = char('a' + index);
+  std::string found;
+  for (const std::string& v : vdevs) {
+    if (index > 3 || (v != std::string("hd") + letter && v != std::string("xvd") + letter)) continue;
+    if (!found.empty()) {
+      return Status::Unsupported("emulated IDE disk " + std::to_string(index) + " could be " + found + " or " + v);
+    }
+    found = v;
+  }
+  if (found.empty()) {
+    return Status::Unsupported("the HVM guest's emulated IDE disk " + std::to_string(index) + " (hd" + letter + "/xvd" +
+                               letter + ") is not among the disks this session replicates: QEMU on the backup "
+                               "would have no copy of it (replicate --disk-tap for that disk)");
+  }
+  return found;
+}
+
+Status CheckEmulatedDisks(const DeviceModelConfig& c, std::span<const std::string> vdevs) {
+  for (unsigned i : c.ide_disks) {
+    auto v = IdeDiskVdev(i, vdevs);
+    if (!v.ok()) return v.status();
+  }
+  return Status::Ok();
+}
+
 std::string EmulatedNicTap(uint32_t domid, unsigned devid) {
   return "vif" + std::to_string(domid) + "." + std::to_string(devid) + "-emu";
 }
@@ -394,9 +475,11 @@ std::string DeviceModelInfoLines(const DeviceModelConfig& c) {
   // Version 2 only when it says more than version 1 could: a guest without
   // a display or an emulated NIC still fails over to an older backup.
   const bool v2 = c.vga != DeviceModelConfig::Vga::kNone || c.vnc != DeviceModelConfig::Vnc::kNone ||
-                  !c.keymap.empty() || !c.nics.empty();
+                  !c.keymap.empty() || !c.nics.empty() || !c.ide_disks.empty();
   std::string more;
   if (v2) {
+    std::string ide;
+    for (unsigned i : c.ide_disks) ide += (ide.empty() ? "" : ",") + std::to_string(i);
     std::string nics;
     for (const auto& n : c.nics) {
       if (!nics.empty()) nics += ',';
@@ -406,7 +489,7 @@ std::string DeviceModelInfoLines(const DeviceModelConfig& c) {
            (c.vga == DeviceModelConfig::Vga::kNone ? "none" : c.vga == DeviceModelConfig::Vga::kStd ? "std" : "cirrus") +
            "\ndm_vgamem_mib=" + std::to_string(c.vgamem_mib) + "\ndm_vnc=" +
            (c.vnc == DeviceModelConfig::Vnc::kNone ? "none" : c.vnc == DeviceModelConfig::Vnc::kOpen ? "open" : "password") +
-           "\ndm_keymap=" + c.keymap + "\ndm_nics=" + nics + "\n";
+           "\ndm_keymap=" + c.keymap + "\ndm_nics=" + nics + "\ndm_ide=" + ide + "\n";
   }
   return std::string(v2 ? "dm_version=2" : "dm_version=1") + "\ndm_machine=" + std::string(c.platform_pci ? "xenfv" : "pc") +
          "\ndm_suppress_vmdesc=" + (c.suppress_vmdesc ? "1" : "0") +
@@ -513,9 +596,22 @@ Status DisplayAndNicsFromInfo(const Get& get, DeviceModelConfig* c) {
   const std::string* vnc = get("dm_vnc");
   const std::string* keymap = get("dm_keymap");
   const std::string* nics = get("dm_nics");
-  if (!vga || !vgamem || !vnc || !keymap || !nics) {
+  const std::string* ide = get("dm_ide");
+  if (!vga || !vgamem || !vnc || !keymap || !nics || !ide) {
     return Status::Corruption("domain info: device model facts of version 2 without dm_vga, dm_vgamem_mib, dm_vnc, "
-                              "dm_keymap or dm_nics");
+                              "dm_keymap, dm_nics or dm_ide");
+  }
+  if (!ide->empty()) {
+    if (std::count(ide->begin(), ide->end(), ',') >= 4) return Status::Corruption("domain info: more than 4 dm_ide slots");
+    const std::vector<std::string> slots = Split(*ide, ',');
+    for (const std::string& slot : slots) {
+      uint64_t i = 0;
+      if (!ParseNumber(slot, 3, &i) ||
+          std::find(c->ide_disks.begin(), c->ide_disks.end(), unsigned(i)) != c->ide_disks.end()) {
+        return Status::Corruption("domain info: bad dm_ide " + Quote(*ide));
+      }
+      c->ide_disks.push_back(unsigned(i));
+    }
   }
   if (*vga == "none") {
     c->vga = DeviceModelConfig::Vga::kNone;
@@ -544,8 +640,11 @@ Status DisplayAndNicsFromInfo(const Get& get, DeviceModelConfig* c) {
   if (!keymap->empty() && !IsKeymap(*keymap)) return Status::Corruption("domain info: bad dm_keymap " + Quote(*keymap));
   c->keymap = *keymap;
   if (nics->empty()) return Status::Ok();
+  // Counted before splitting: the record may be megabytes of commas.
+  if (size_t(std::count(nics->begin(), nics->end(), ',')) >= kMaxNics) {
+    return Status::Corruption("domain info: more than 16 dm_nics");
+  }
   const std::vector<std::string> list = Split(*nics, ',');
-  if (list.size() > kMaxNics) return Status::Corruption("domain info: more than 16 dm_nics");
   for (const std::string& item : list) {
     const std::vector<std::string> f = Split(item, '/');
     DeviceModelConfig::Nic n;
@@ -618,8 +717,10 @@ Result<DeviceModelConfig> DeviceModelConfigFromInfo(const std::map<std::string, 
   const std::string* serials = get("dm_serials");
   if (!serials) return Status::Corruption("domain info: missing dm_serials");
   if (!serials->empty()) {
+    if (size_t(std::count(serials->begin(), serials->end(), ',')) >= kMaxSerials) {
+      return Status::Corruption("domain info: more than 4 dm_serials");
+    }
     const std::vector<std::string> kinds = Split(*serials, ',');
-    if (kinds.size() > kMaxSerials) return Status::Corruption("domain info: more than 4 dm_serials");
     for (const std::string& k : kinds) {
       if (k == "pty") {
         c.serials.push_back(DeviceModelConfig::Serial::kPty);
@@ -689,6 +790,14 @@ Result<std::vector<std::string>> IncomingDeviceModelArgs(const DeviceModelConfig
                            ",script=no,downscript=no"});
   }
   if (c.nics.empty()) a.insert(a.end(), {"-net", "none"});
+  for (unsigned i : c.ide_disks) {
+    auto it = where.ide_paths.find(i);
+    if (it == where.ide_paths.end() || !PlainAbsolutePath(it->second)) {
+      return Status::InvalidArgument("no usable block device for emulated IDE disk " + std::to_string(i));
+    }
+    a.insert(a.end(), {"-drive", "file=" + it->second + ",if=ide,index=" + std::to_string(i) +
+                                     ",media=disk,format=raw,cache=writeback"});
+  }
   if (!c.kernel.empty()) {
     if (!PlainAbsolutePath(where.kernel)) return Status::InvalidArgument("no usable kernel for a directly booted guest");
     a.insert(a.end(), {"-kernel", where.kernel});

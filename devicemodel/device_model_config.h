@@ -91,6 +91,13 @@ struct DeviceModelConfig {
     friend bool operator==(const Nic&, const Nic&) = default;
   };
   std::vector<Nic> nics;  // in the primary's order (QEMU's PCI slots follow it)
+  // Emulated IDE disks (xl gives every HVM disk numbered 0..3, hd[a-d] or
+  // xvd[a-d], an IDE slot too, which the guest uses until its PV drivers
+  // unplug it): the slots, in the primary's order. The primary's path is
+  // its own (the replicated disk's NBD device); the backup gives QEMU its
+  // copy of the same disk, so each slot must be one of the session's
+  // replicated disks (CheckEmulatedDisks). Raw images only.
+  std::vector<unsigned> ide_disks;
   // The primary's running QEMU (its QMP greeting), compared with the
   // backup's at session start. Not from the command line: the parser leaves
   // it unknown. Optional in the domain info (dm_qemu).
@@ -102,8 +109,17 @@ inline bool operator==(const DeviceModelConfig& a, const DeviceModelConfig& b) {
          a.max_ram_below_4g == b.max_ram_below_4g && a.memory_mib == b.memory_mib && a.vcpus == b.vcpus &&
          a.maxcpus == b.maxcpus && a.acpi == b.acpi && a.serials == b.serials && a.kernel == b.kernel &&
          a.qemu == b.qemu && a.vga == b.vga && a.vgamem_mib == b.vgamem_mib && a.vnc == b.vnc &&
-         a.keymap == b.keymap && a.nics == b.nics;
+         a.keymap == b.keymap && a.nics == b.nics && a.ide_disks == b.ide_disks;
 }
+
+// The session disk (its vdev, one of `vdevs`) behind emulated IDE slot
+// `index`: libxl gives disk number I (hda…hdd, xvda…xvdd) slot I.
+// kUnsupported when none of them is, or when two are (hda and xvda).
+Result<std::string> IdeDiskVdev(unsigned index, std::span<const std::string> vdevs);
+// Every emulated IDE disk of `c` has its replicated disk among `vdevs` (a
+// backup refuses at session start a guest whose emulated disk it could
+// not give QEMU at failover).
+Status CheckEmulatedDisks(const DeviceModelConfig& c, std::span<const std::string> vdevs);
 
 // The tap QEMU creates for emulated NIC `devid` of domain `domid` (libxl's
 // name; the vif's with "-emu").
@@ -132,6 +148,7 @@ struct IncomingDeviceModel {
   std::string qmp_dir = "/var/run/xen";  // libxl's sockets: qmp-libxl-D, qmp-libxenstat-D
   std::vector<std::string> serial_files;  // one per kFile port, the backup's own paths
   std::string kernel;           // the file -kernel loads when the config has one (the backup's choice)
+  std::map<unsigned, std::string> ide_paths;  // emulated IDE slot -> the block device of the backup's copy
   int state_fd = -1;            // the checkpoint's QEVM state, read by -incoming fd:N
 };
 

@@ -126,6 +126,7 @@ Result<devicemodel::ProcessRef> StartIncomingDeviceModel(XenHandles* h, uint32_t
   where.name = name;
   where.state_fd = *fd;
   where.kernel = opts.kernel;
+  where.ide_paths = opts.ide_paths;
   size_t files = 0;
   for (auto s : config.serials) {
     if (s != devicemodel::DeviceModelConfig::Serial::kFile) continue;

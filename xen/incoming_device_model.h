@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 
@@ -24,6 +25,7 @@ struct IncomingDeviceModelOptions {
   std::string log_dir;   // its log (qemu-dm-NAME.log) and file serial ports (serial-NAME[-i].log)
   std::chrono::milliseconds wait{60000};  // until it loaded the state and runs
   std::string kernel;    // a directly booted guest's (already allowed by the backup's policy)
+  std::map<unsigned, std::string> ide_paths;  // emulated IDE slot -> the block device of the replica's disk
 };
 
 // Starts the device model of paused HVM domain `domid`, hands it `state`

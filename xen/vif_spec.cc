@@ -73,4 +73,27 @@ Result<std::vector<VifSpec>> VifSpecsFromInfo(const std::map<std::string, std::s
   return out;
 }
 
+std::vector<std::string> GuestInterfaces(uint32_t domid, const std::vector<VifSpec>& vifs,
+                                         const std::vector<unsigned>& emulated_nics) {
+  std::vector<std::string> out;
+  const std::string prefix = "vif" + std::to_string(domid) + ".";
+  for (const VifSpec& v : vifs) out.push_back(prefix + std::to_string(v.devid));
+  for (unsigned n : emulated_nics) out.push_back(prefix + std::to_string(n) + "-emu");
+  return out;
+}
+
+Status CheckEveryInterfaceBuffered(const std::vector<std::string>& guest, const std::vector<std::string>& buffered) {
+  if (buffered.empty()) return Status::Ok();  // output commit is off, and said so loudly
+  for (const std::string& i : guest) {
+    if (std::find(buffered.begin(), buffered.end(), i) == buffered.end()) {
+      std::string given;
+      for (const std::string& b : buffered) given += (given.empty() ? "" : ", ") + b;
+      return Status::InvalidArgument("the guest also sends on " + i + ", which is not buffered (--netbuf-vif " + given +
+                                     "): its output there would leave before the backup holds its epoch; add "
+                                     "--netbuf-vif " + i);
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace romulus::xen

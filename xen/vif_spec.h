@@ -9,6 +9,7 @@
 // hotplug script is its own operator's choice (restore --vif-script).
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -35,5 +36,17 @@ Result<std::string> VifInfoLines(const std::vector<VifSpec>& vifs);
 // a well-formed MAC, a bridge of 1..15 characters [A-Za-z0-9_.-], devid <=
 // kMaxVifDevid, at most kMaxVifs. Corruption names the offending entry.
 Result<std::vector<VifSpec>> VifSpecsFromInfo(const std::map<std::string, std::string>& info);
+
+// The dom0 interfaces a guest's transmit arrives on: vif<domid>.<devid>
+// for each vif (netback) and vif<domid>.<devid>-emu for each emulated NIC
+// (the tap of an HVM guest's device model; devicemodel::EmulatedNicTap).
+std::vector<std::string> GuestInterfaces(uint32_t domid, const std::vector<VifSpec>& vifs,
+                                         const std::vector<unsigned>& emulated_nics);
+// Output commit is all or nothing (docs/OUTPUT-COMMIT.md): when some
+// interfaces are buffered (`buffered`, the --netbuf-vif list, not empty),
+// every interface in `guest` must be, or the guest's output on one that is
+// not would leave before its epoch is acked while the stats say "committed".
+// InvalidArgument naming the first one missing and the flag that adds it.
+Status CheckEveryInterfaceBuffered(const std::vector<std::string>& guest, const std::vector<std::string>& buffered);
 
 }  // namespace romulus::xen

@@ -77,6 +77,14 @@ Status XenSink::CheckHostCanRestore(GuestType type, ReplicaSpec* spec) const {
                                     .With("this backup cannot resume an HVM guest"));
       }
     }
+    if (spec->device_model) {
+      // QEMU here gives each emulated IDE disk this backup's copy: the disk
+      // must be one the session replicates.
+      std::vector<std::string> vdevs;
+      for (const auto& img : disks_.images()) vdevs.push_back(img.name);
+      ROMULUS_RETURN_IF_ERROR(devicemodel::CheckEmulatedDisks(*spec->device_model, vdevs)
+                                  .With("this backup cannot resume an HVM guest"));
+    }
     if (spec->device_model && !spec->device_model->kernel.empty()) {
       auto kernel = devicemodel::AllowedGuestKernel(spec->device_model->kernel, opts_.guest_kernel_dirs);
       if (!kernel.ok()) return kernel.status().With("this backup cannot resume an HVM guest");

@@ -825,14 +825,15 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
     auto config = ReadDeviceModelConfig(**h, dom->domid);
     if (!config.ok()) return config.status().With("cannot protect HVM guest " + dom->name);
     dom->device_model = *config;
-    // The replicator's output commit is set up by the operator's flags, not
-    // here: say which interface each emulated NIC sends on.
     for (const auto& nic : config->nics) {
-      const std::string tap = devicemodel::EmulatedNicTap(dom->domid, nic.devid);
-      spdlog::info("HVM guest {}: emulated NIC {} ({}, mac {}) sends on tap {}: its output is held until the ack "
-                   "only with --netbuf-vif {} too",
-                   dom->name, nic.devid, nic.model, nic.mac, tap, tap);
+      spdlog::info("HVM guest {}: emulated NIC {} ({}, mac {}) on tap {}", dom->name, nic.devid, nic.model, nic.mac,
+                   devicemodel::EmulatedNicTap(dom->domid, nic.devid));
     }
+    // QEMU on the backup gives each emulated IDE disk the backup's copy of
+    // it: one that is not replicated could not be started there.
+    std::vector<std::string> replicated;
+    for (const auto& d : opts.disks) replicated.push_back(d.name);
+    ROMULUS_RETURN_IF_ERROR(devicemodel::CheckEmulatedDisks(*config, replicated).With("cannot protect HVM guest " + dom->name));
     auto f = devicemodel::DeviceStateFile::Create(opts.max_device_state);
     if (!f.ok()) return f.status().With("the device state file of HVM guest " + dom->name);
     dm_file.emplace(std::move(*f));
@@ -841,6 +842,16 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
     auto caps = GetHostCaps((*h)->xch());
     if (!caps.ok()) return caps.status();
     ROMULUS_RETURN_IF_ERROR(CheckCanProtect(*caps, dom->type, dom->hap, dom->name));
+  }
+  {
+    // Output commit covers every interface the guest sends on, or none.
+    std::vector<unsigned> emulated;
+    if (dom->device_model) {
+      for (const auto& nic : dom->device_model->nics) emulated.push_back(nic.devid);
+    }
+    ROMULUS_RETURN_IF_ERROR(CheckEveryInterfaceBuffered(GuestInterfaces(dom->domid, dom->vifs, emulated),
+                                                        opts.buffered_interfaces)
+                                .With("cannot protect domain " + dom->name));
   }
   if (dom->dying || (dom->shutdown && dom->shutdown_reason != SHUTDOWN_suspend)) {
     return Status::InvalidArgument("domain " + dom->name + " is shutting down");

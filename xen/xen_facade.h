@@ -39,6 +39,10 @@ struct XenDriverOptions {
   // An HVM guest's device state (QEMU's, per epoch) larger than this fails
   // the checkpoint (OutOfRange): a bound on what one epoch may carry.
   size_t max_device_state = size_t{16} << 20;
+  // The interfaces whose output is buffered (replicate --netbuf-vif): when
+  // any is, every interface the guest sends on must be (its vifs, an HVM
+  // guest's emulated NIC taps), or the start is refused.
+  std::vector<std::string> buffered_interfaces;
 };
 
 // Opens the hypervisor, resolves the domain and checks it can be protected:

@@ -290,6 +290,15 @@ Status XenReplica::StartDeviceModel() {
   o.log_dir = opts_.device_model_log_dir;
   o.wait = opts_.device_model_wait;
   o.kernel = spec_.device_model->kernel;  // resolved and allowed when the session began
+  // Each emulated IDE disk on the block device blkback serves the same
+  // disk from (the replica's copy), as the primary's QEMU and blkback
+  // share its NBD device.
+  for (unsigned slot : spec_.device_model->ide_disks) {
+    auto vdev = devicemodel::IdeDiskVdev(slot, device_vdevs_);
+    if (!vdev.ok()) return vdev.status().With("the device model of " + spec_.name);
+    const size_t i = size_t(std::find(device_vdevs_.begin(), device_vdevs_.end(), *vdev) - device_vdevs_.begin());
+    o.ide_paths[slot] = devices_[i]->path();
+  }
   auto dm = StartIncomingDeviceModel(h_, domid_, spec_.name, *spec_.device_model, dm_state_.committed(), o);
   if (!dm.ok()) return dm.status();
   dm_ = std::move(*dm);
@@ -444,6 +453,7 @@ Status XenReplica::CreateVbds(const std::vector<VbdDevice>& disks) {
       d.major = dev->dev_major();
       d.minor = dev->dev_minor();
       devices_.push_back(std::move(dev));
+      device_vdevs_.push_back(d.vdev);
       attached.push_back(d);
       ROMULUS_RETURN_IF_ERROR(WriteVbdNodes(d).With("disk " + d.vdev + " of the activated guest"));
     }
@@ -458,6 +468,7 @@ Status XenReplica::CreateVbds(const std::vector<VbdDevice>& disks) {
       xs_rm(h_->xsh(), XBT_NULL, VbdFrontendPath(domid_, d.devid).c_str());
     }
     devices_.clear();
+    device_vdevs_.clear();
   }
   return st;
 }
@@ -530,19 +541,27 @@ Status XenReplica::WriteVifNodes(const VifSpec& v) {
   });
 }
 
-// Runs the operator's vif hotplug script on `ifname` as libxl does: `online`
-// with type_if=vif for netback's vif, `add` with type_if=tap for an
-// emulated NIC's tap; both read vif `devid`'s backend nodes (its bridge).
-Status XenReplica::RunVifScript(const std::string& ifname, unsigned devid, const char* command, const char* type_if) {
-  const std::string be_rel = "backend/vif/" + std::to_string(domid_) + "/" + std::to_string(devid);
-  std::vector<std::string> env = {"vif=" + ifname, "XENBUS_PATH=" + be_rel, "XENBUS_TYPE=vif",
-                                  "XENBUS_BASE_PATH=backend", "script=" + opts_.vif_script,
-                                  std::string("type_if=") + type_if, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
+// Runs the operator's vif hotplug script for vif `devid` as libxl does
+// (libxl_linux.c): `online type_if=vif` for netback's vif, `add
+// type_if=tap` for an emulated NIC's tap, the type as an argument; `vif`
+// names netback's interface and, for a tap, `INTERFACE` the tap (Xen's
+// vif-common.sh takes the device from there). Both read vif `devid`'s
+// backend nodes (its bridge).
+Status XenReplica::RunVifScript(unsigned devid, bool tap) {
+  const std::string id = std::to_string(devid);
+  const std::string vif = "vif" + std::to_string(domid_) + "." + id;
+  const std::string ifname = tap ? devicemodel::EmulatedNicTap(domid_, devid) : vif;
+  const std::string be_rel = "backend/vif/" + std::to_string(domid_) + "/" + id;
+  std::vector<std::string> env = {"vif=" + vif, "XENBUS_PATH=" + be_rel, "XENBUS_TYPE=vif",
+                                  "XENBUS_BASE_PATH=backend", "script=" + opts_.vif_script, "netdev=",
+                                  "PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
+  if (tap) env.push_back("INTERFACE=" + ifname);
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
-  std::string script = opts_.vif_script, arg = command;
-  char* argv[] = {script.data(), arg.data(), nullptr};
+  const char* command = tap ? "add" : "online";
+  std::string script = opts_.vif_script, arg = command, type = tap ? "type_if=tap" : "type_if=vif";
+  char* argv[] = {script.data(), arg.data(), type.data(), nullptr};
   pid_t pid = fork();
   if (pid < 0) return Status::FromErrno("fork", errno);
   if (pid == 0) {
@@ -579,7 +598,7 @@ Status XenReplica::RunVifHotplug(const VifSpec& v) {
     if (Clock::now() >= deadline) return Status::Timeout("netback did not create " + vif + " within 10 s (is xen-netback loaded?)");
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ROMULUS_RETURN_IF_ERROR(RunVifScript(vif, v.devid, "online", "vif"));
+  ROMULUS_RETURN_IF_ERROR(RunVifScript(v.devid, /*tap=*/false));
   const std::string hs = "/local/domain/0/" + be_rel + "/hotplug-status";
   while (XsRead(h_->xsh(), hs) != "connected") {
     if (Clock::now() >= deadline + std::chrono::seconds(30)) {
@@ -610,7 +629,7 @@ void XenReplica::AttachEmulatedNics() {
     } else if (access(("/sys/class/net/" + tap).c_str(), F_OK) != 0) {
       s = Status::IoError("the device model created no " + tap);
     } else {
-      s = RunVifScript(tap, nic.devid, "add", "tap");
+      s = RunVifScript(nic.devid, /*tap=*/true);
     }
     if (s.ok()) {
       spdlog::info("{} (emulated {}, mac {}) attached for the activated guest", tap, nic.model, nic.mac);

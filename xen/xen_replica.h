@@ -114,7 +114,7 @@ class XenReplica {
   Status WaitVbdsServed(const std::vector<VbdDevice>& disks);
   void CreateVifs();
   void AttachEmulatedNics();
-  Status RunVifScript(const std::string& ifname, unsigned devid, const char* command, const char* type_if);
+  Status RunVifScript(unsigned devid, bool tap);
   Status WriteVifNodes(const VifSpec& v);
   Status RunVifHotplug(const VifSpec& v);
   static int CheckpointCb(void* data);
@@ -152,6 +152,7 @@ class XenReplica {
   // autoclear then detaches it when the guest's disk goes away; an exported
   // disk was told Served() and outlives this process).
   std::vector<std::unique_ptr<disk::BlockDevice>> devices_;
+  std::vector<std::string> device_vdevs_;  // devices_[i] serves this disk
   // HVM: see StageDeviceState. The committed state is what activation
   // starts the device model from; dm_ the one it started.
   devicemodel::DeviceStateSlot dm_state_;

@@ -3,14 +3,16 @@
 # libxl runs it with "online"/"offline" and the vif's name in $vif. No bridge: dom0 gets
 # 10.77.0.1/24 on the vif itself, the guest 10.77.0.2/24 (domu-init.sh, lab_ip=).
 # xen-netback connects the vif only once hotplug-status says "connected".
-# An HVM guest's emulated NIC (type=ioemu): libxl (and a Romulus backup) runs it with "add"
-# and type_if=tap for QEMU's tap vifD.N-emu, which gets 10.78.0.1/24 (the guest 10.78.0.2),
-# a subnet of its own so that dom0 routes to the tap, not to the vif beside it.
+# An HVM guest's emulated NIC (type=ioemu): libxl (and a Romulus backup, the same way) runs it
+# with "add type_if=tap" as arguments and the tap vifD.N-emu in $INTERFACE ($vif still names
+# the netback vif); the tap gets 10.78.0.1/24 (the guest 10.78.0.2), a subnet of its own so
+# that dom0 routes to the tap, not to the vif beside it.
+for _a in "$@"; do case $_a in type_if=*) type_if=${_a#type_if=} ;; esac; done
 case ${1:-} in
   add)
     [ "${type_if:-}" = tap ] || exit 0
-    ip link set "$vif" up || exit 1
-    ip addr add 10.78.0.1/24 dev "$vif" 2>/dev/null
+    ip link set "$INTERFACE" up || exit 1
+    ip addr add 10.78.0.1/24 dev "$INTERFACE" 2>/dev/null
     ;;
   online)
     ip link set "$vif" up || exit 1

@@ -139,6 +139,7 @@ TEST(DeviceModelConfig, MalformedValuesAreCorruption) {
            {"-smp", "2,cores=2"}, {"-smp", "9999"}, {"-machine", "xenfv,max-ram-below-4g=lots"},
            {"-kernel", "vmlinuz"}, {"-kernel", "/boot/a,b"}, {"-kernel", "/boot/../etc/shadow"}, {"-m"},
            {"-device", "VGA,vgamem_mb=0"}, {"-device", "VGA,vgamem_mb=1024"}, {"-device", "VGA"},
+           {"-netdev", "id=net0,ifname=t"},
            {"-device", "cirrus-vga,vgamem_mb=8,vgamem_mb=8"}, {"-device", "VGA,vgamem_mb=8,addr=3"},
            {"-device", "e1000,id=nic0,netdev=net1,mac=00:16:3e:00:00:01"},
            {"-device", "e1000,id=nic0,netdev=net0,mac=00:16:3E:00:00:01"},
@@ -336,11 +337,94 @@ TEST_F(RealQemuWithDisplayAndNics, QemuTakesTheBackupsDisplayAndNicOptions) {
   EXPECT_EQ(seen, (std::vector<std::string>{"cirrus-vga", "e1000", "rtl8139"})) << pci->dump().substr(0, 400);
 }
 
-// A primary without VNC: QueryVnc says so (the backup then writes no
-// console/vnc-* nodes).
-TEST_F(RealQemu, QueryVncWithoutAServerIsUnsupported) {
-  auto vnc = dm_->QueryVnc(DeadlineIn(10000ms));
-  EXPECT_EQ(vnc.status().code(), Code::kUnsupported) << vnc.status().ToString();
+// libxl gives every HVM disk numbered 0..3 an emulated IDE slot as well
+// (file=…,if=ide,index=I,media=disk,format=raw,cache=writeback).
+TEST(DeviceModelConfig, IdeDisksAreSlotsOfReplicatedDisks) {
+  auto argv = LabArgs();
+  argv.insert(argv.end() - 4, {"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback", "-drive",
+                               "file=/dev/nbd1,if=ide,index=2,media=disk,format=raw,cache=writeback"});
+  auto c = ParseDeviceModelArgs(argv);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->ide_disks, (std::vector<unsigned>{0, 2}));
+  const std::string lines = DeviceModelInfoLines(*c);
+  EXPECT_NE(lines.find("dm_version=2\n"), std::string::npos);
+  EXPECT_NE(lines.find("dm_ide=0,2\n"), std::string::npos) << lines;
+  auto back = DeviceModelConfigFromInfo(Info(lines));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(*back == *c);
+  // The backup gives QEMU its copies, never the primary's paths.
+  IncomingDeviceModel where;
+  where.domid = 7;
+  where.name = "guest1--incoming";
+  where.serial_files = {"/var/log/xen/serial-guest1.log"};
+  where.kernel = "/lab/domu/vmlinuz";
+  where.state_fd = 9;
+  where.ide_paths = {{0, "/dev/loop3"}, {2, "/dev/loop4"}};
+  auto a = IncomingDeviceModelArgs(*c, where);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_NE(std::find(a->begin(), a->end(), "file=/dev/loop3,if=ide,index=0,media=disk,format=raw,cache=writeback"),
+            a->end());
+  EXPECT_NE(std::find(a->begin(), a->end(), "file=/dev/loop4,if=ide,index=2,media=disk,format=raw,cache=writeback"),
+            a->end());
+  std::vector<std::string> re = {"qemu"};
+  re.insert(re.end(), a->begin(), a->end());
+  auto again = ParseDeviceModelArgs(re);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(*again == *c);
+  where.ide_paths.erase(2);
+  EXPECT_EQ(IncomingDeviceModelArgs(*c, where).status().code(), Code::kInvalidArgument);
+  where.ide_paths[2] = "/dev/loop4,if=none";  // a comma would add options of its own
+  EXPECT_EQ(IncomingDeviceModelArgs(*c, where).status().code(), Code::kInvalidArgument);
+  // Slot I is disk number I of the session: hdX or xvdX, exactly one.
+  const std::vector<std::string> session = {"xvda", "hdc", "xvdb"};
+  EXPECT_EQ(*IdeDiskVdev(0, session), "xvda");
+  EXPECT_EQ(*IdeDiskVdev(2, session), "hdc");
+  EXPECT_TRUE(CheckEmulatedDisks(*c, session).ok());
+  Status missing = CheckEmulatedDisks(*c, std::vector<std::string>{"xvda"});
+  EXPECT_EQ(missing.code(), Code::kUnsupported);
+  EXPECT_NE(missing.message().find("emulated IDE disk 2 (hdc/xvdc)"), std::string::npos) << missing.ToString();
+  EXPECT_EQ(IdeDiskVdev(0, std::vector<std::string>{"hda", "xvda"}).status().code(), Code::kUnsupported);
+  EXPECT_EQ(IdeDiskVdev(1, std::vector<std::string>{"sdb", "xvdbb"}).status().code(), Code::kUnsupported);
+  for (const char* bad : {"dm_ide=4", "dm_ide=0,0", "dm_ide=x", "dm_ide=0,1,2,3,0", "dm_ide=,"}) {
+    auto info = Info(lines);
+    info["dm_ide"] = std::string(bad).substr(7);
+    EXPECT_EQ(DeviceModelConfigFromInfo(info).status().code(), Code::kCorruption) << bad;
+  }
+}
+
+// What the backup could not give QEMU, or that would not be consistent.
+TEST(DeviceModelConfig, OtherEmulatedDisksAreRefused) {
+  const struct {
+    std::vector<std::string> extra;
+    const char* said;
+  } cases[] = {
+      {{"-drive", "if=none,readonly=on,id=ide-5632", "-device", "ide-cd,id=ide-5632,drive=ide-5632,bus=ide.1,unit=0"},
+       "CD-ROM"},
+      {{"-drive", "file=/dev/nbd0,if=ide,index=1,media=cdrom,format=raw"}, "CD-ROM"},
+      {{"-device", "ahci,id=ahci0"}, "AHCI"},
+      {{"-drive", "file=/dev/nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback"}, "not AHCI"},
+      {{"-drive", "file=/var/lib/g.qcow2,if=ide,index=0,media=disk,format=qcow2,cache=writeback"}, "raw disks"},
+      {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=unsafe"}, "does not honour flushes"},
+      {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback,aio=native"}, "aio=native"},
+  };
+  for (const auto& c : cases) {
+    auto argv = LabArgs();
+    argv.insert(argv.end(), c.extra.begin(), c.extra.end());
+    auto r = ParseDeviceModelArgs(argv);
+    ASSERT_FALSE(r.ok()) << c.extra[1];
+    EXPECT_EQ(r.status().code(), Code::kUnsupported) << r.status().ToString();
+    EXPECT_NE(r.status().message().find(c.said), std::string::npos) << r.status().ToString();
+  }
+  for (const std::vector<std::string>& extra : std::vector<std::vector<std::string>>{
+           {"-drive", "file=/dev/nbd0,if=ide,index=4,media=disk,format=raw,cache=writeback"},
+           {"-drive", "file=nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback"},
+           {"-drive", "if=ide,index=0,media=disk,format=raw,cache=writeback"},
+           {"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback", "-drive",
+            "file=/dev/nbd1,if=ide,index=0,media=disk,format=raw,cache=writeback"}}) {
+    auto argv = LabArgs();
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    EXPECT_EQ(ParseDeviceModelArgs(argv).status().code(), Code::kCorruption) << extra[1];
+  }
 }
 
 TEST(DeviceModelConfig, InfoLinesRoundTrip) {

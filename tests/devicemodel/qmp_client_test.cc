@@ -91,6 +91,13 @@ void ExpectNoFdSetsOnceRunningAndDisconnected(std::unique_ptr<DeviceModel>& dm, 
 
 // As libxl does it: the state goes into a descriptor handed over with
 // add-fd, epoch after epoch into the same reused in-memory file.
+// A device model without VNC: QueryVnc says so (the backup then writes no
+// console/vnc-* nodes).
+TEST_F(RealQemu, QueryVncWithoutAServerIsUnsupported) {
+  auto vnc = dm_->QueryVnc(DeadlineIn(10000ms));
+  EXPECT_EQ(vnc.status().code(), Code::kUnsupported) << vnc.status().ToString();
+}
+
 TEST_F(RealQemu, TheDeviceStateGoesIntoADescriptorEpochAfterEpoch) {
   ASSERT_TRUE(dm_->Stop(DeadlineIn(10000ms)).ok());
   auto file = DeviceStateFile::Create(size_t{16} << 20);

@@ -66,5 +66,27 @@ TEST(VifSpecTest, WriterRefusesWhatTheReaderWould) {
   EXPECT_TRUE(VifInfoLines({}).ok());
 }
 
+// Output commit is all or nothing: with --netbuf-vif given, every interface
+// the guest sends on must be buffered (a guest without PV drivers sends on
+// its emulated NIC's tap, not on the vif beside it).
+TEST(GuestInterfaces, EveryVifAndEmulatedNicTap) {
+  const std::vector<VifSpec> vifs = {{0, "00:16:3e:00:00:01", ""}, {2, "00:16:3e:00:00:02", "xenbr0"}};
+  EXPECT_EQ(GuestInterfaces(7, vifs, {0}), (std::vector<std::string>{"vif7.0", "vif7.2", "vif7.0-emu"}));
+  EXPECT_TRUE(GuestInterfaces(7, {}, {}).empty());
+}
+
+TEST(GuestInterfaces, BufferingSomeButNotAllIsRefused) {
+  const std::vector<std::string> guest = {"vif7.0", "vif7.0-emu"};
+  EXPECT_TRUE(CheckEveryInterfaceBuffered(guest, {}).ok());  // off: warned about elsewhere
+  EXPECT_TRUE(CheckEveryInterfaceBuffered(guest, {"vif7.0-emu", "vif7.0"}).ok());
+  Status s = CheckEveryInterfaceBuffered(guest, {"vif7.0"});
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("add --netbuf-vif vif7.0-emu"), std::string::npos) << s.ToString();
+  EXPECT_EQ(CheckEveryInterfaceBuffered(guest, {"vif7.0-emu"}).code(), Code::kInvalidArgument);
+  // An interface buffered that the guest does not have is the plug's own
+  // business (it fails to install, naming it), not this check's.
+  EXPECT_TRUE(CheckEveryInterfaceBuffered({"vif7.0"}, {"vif7.0", "eth9"}).ok());
+}
+
 }  // namespace
 }  // namespace romulus::xen
