@@ -46,6 +46,10 @@
 #     NIC's tap is held until the ack (none reaches dom0 while the backup is stopped, all of
 #     it once the backup runs), and the backup's device model recreates adapter and NIC
 #     (its own tap, attached by the hotplug script) so the failed-over guest answers ping.
+#     Its data disk hda is replicated (disk-export + nbd-client, --disk-tap): libxl gives it an
+#     emulated IDE slot too, which this guest uses (ata_piix, /dev/sda), writing a numbered,
+#     checksummed record every 300 ms; the backup's QEMU gets the backup's copy in the same
+#     slot, and after failover the copy's records end where the resumed guest's memory says.
 . /lab/dom0-lib.sh
 W=$LAB_WORK
 G=guest1
@@ -431,13 +435,29 @@ S9=$(lab_guest_serial $G9)
 rm -f "$S9"
 T9=$(lab_now)
 G9IP=10.78.0.2
+# Its disk: a sparse 64 MiB image behind a disk export, the guest's phy:/dev/nbd0 (hda).
+NBD9=/dev/nbd0
+IMG9=$W/guest9-hda.img; SOCK9=$W/guest9-hda.nbd; TAP9=$W/guest9-hda.tap
+rm -f "$IMG9"; truncate -s 64M "$IMG9"
+romulus disk-export --store "$IMG9" --name hda --nbd-socket "$SOCK9" --tap-socket "$TAP9" >"$W/export9.log" 2>&1 &
+EP9=$!
+lab_evidence "$W/export9.log"
+i=0; until grep -q ready "$W/export9.log"; do i=$((i+1)); [ $i -le 300 ] || lab_fail "nopv: the disk export is not ready"; sleep 0.1; done
+nbd-client -unix "$SOCK9" "$NBD9" -N hda >"$W/nbdc9.log" 2>&1 || lab_fail "nopv: nbd-client: $(cat "$W/nbdc9.log")"
 LAB_HVM_VGA=stdvga LAB_GUEST_VIF="type=ioemu,model=e1000,mac=00:16:3e:4c:00:09,script=/lab/vif-lab" \
-  lab_guest_create $G9 "$LAB_GUEST_MEM" 1 "nopv lab_ip=$G9IP/24" >"$W/domid9" ||
+  LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=hda, access=rw, script=/lab/block-lab, target=$NBD9" \
+  lab_guest_create $G9 "$LAB_GUEST_MEM" 1 "nopv lab_ip=$G9IP/24 lab_disk=/dev/sda lab_disk_ms=300" >"$W/domid9" ||
   lab_fail "xl create $G9 (HVM, nopv) failed: $(cat "$W/create-$G9.log")"
 D9=$(cat "$W/domid9")
 lab_evidence "$S9" "/var/log/xen/qemu-dm-$G9.log"
 lab_wait_counter "$S9" 3 300 || lab_fail "$G9 (HVM, nopv) never counted to 3 on its serial console"
 grep -q "DOMU-NET eth0" "$S9" || lab_fail "$G9 did not bring up its emulated NIC: $(grep -m1 "DOMU-NET\|e1000" "$S9" | cut -c1-200)"
+# dr FILE: the last DISKREC a console shows (0: none).
+dr() { _v=$(tr -d '\r' <"$1" 2>/dev/null | sed -n 's/.*DISKREC \([0-9][0-9]*\).*/\1/p' | tail -n1); echo "${_v:-0}"; }
+i=0; until [ "$(dr "$S9")" -ge 3 ]; do
+  i=$((i+1)); [ $i -le 600 ] || lab_fail "$G9 wrote no 3 records through its emulated IDE disk: $(grep -m1 "DISKERR\|ata\|sda" "$S9" | cut -c1-200)"
+  sleep 0.2
+done
 [ -e "/sys/class/net/vif$D9.0-emu" ] || { ls /sys/class/net; lab_fail "no tap vif$D9.0-emu for $G9's emulated NIC"; }
 # g9_replies FILE: ping replies in a busybox ping log. g9_ping FILE N LIMIT_S: ping the guest
 # every 0.2 s until N replies came or LIMIT_S s passed (its pid ends with it).
@@ -457,12 +477,14 @@ g9_ping "$W/ping9-unprotected.txt" 3 60
 # no failover) first. (This guest has no event channel callback, so a cooperative resume
 # would not hurt it either: what is proved is the path, the record and the resumed guest.)
 PORT=$((PORT + 100))
+mkdir -p "$W/disks9a" "$W/disks9"
 romulus restore --xen --no-fence --listen "127.0.0.1:$PORT" --psk-file "$W/psk" --failover-timeout 600s \
-  --guest-kernel-dir "$(dirname "$LAB_DOMU_KERNEL")" --domain-name "$G9-a" --events-json "$W/events9a.jsonl" >"$W/backup9a.log" 2>&1 &
+  --guest-kernel-dir "$(dirname "$LAB_DOMU_KERNEL")" --domain-name "$G9-a" --events-json "$W/events9a.jsonl" \
+  --disk-dir "$W/disks9a" >"$W/backup9a.log" 2>&1 &
 B9A=$!
 lab_evidence "$W/backup9a.log"
 lab_wait_listening "$W/backup9a.log" $B9A
-romulus replicate --domain $G9 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
+romulus replicate --domain $G9 --disk-tap "$TAP9" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
   --ack-timeout 15s --kill-at s2:3 >"$W/primary9a.log" 2>&1 &
 R9A=$!
 lab_evidence "$W/primary9a.log"
@@ -477,19 +499,22 @@ grep -q '"event":"failover"' "$W/events9a.jsonl" 2>/dev/null && lab_fail "nopv: 
 xl destroy "$G9-a" >/dev/null 2>&1
 PORT=$((PORT + 1))
 rm -f "$W/events9.jsonl" "$W/stats9.jsonl"
-hvm_backup $PORT "$W/backup9.log" --domain-name "$G9-copy" --events-json "$W/events9.jsonl" --vif-script /lab/vif-lab
+hvm_backup $PORT "$W/backup9.log" --domain-name "$G9-copy" --events-json "$W/events9.jsonl" --vif-script /lab/vif-lab \
+  --disk-dir "$W/disks9"
 B9=$BP
 T9=$(lab_now)
 # Both interfaces the guest could send on are plugged: its vif (unused without PV drivers)
 # and its emulated NIC's tap.
-romulus replicate --domain $G9 --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
+romulus replicate --domain $G9 --disk-tap "$TAP9" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
   --ack-timeout 15s --stats-json "$W/stats9.jsonl" --netbuf-vif "vif$D9.0" --netbuf-vif "vif$D9.0-emu" >"$W/primary9.log" 2>&1 &
 R9=$!
 lab_evidence "$W/primary9.log"
 C9=$(lab_counter_last "$S9")
-until [ "$(rj_count "$W/stats9.jsonl" acked true)" -ge 8 ] 2>/dev/null; do
+# 8 acked epochs, and the disk's first copy complete (until then the backup holds no
+# checkpoint it could resume: it would not fail over).
+until [ "$(rj_count "$W/stats9.jsonl" acked true)" -ge 8 ] 2>/dev/null && grep -q "copy to the backup complete with epoch" "$W/primary9.log"; do
   kill -0 $R9 2>/dev/null || lab_fail "nopv: the replicator exited before 8 acked epochs: $(grep -v '^ *$' "$W/primary9.log" | tail -n 1 | cut -c1-240)"
-  [ "$(lab_elapsed "$T9" | cut -d. -f1)" -lt 900 ] || lab_fail "nopv: fewer than 8 acked epochs"
+  [ "$(lab_elapsed "$T9" | cut -d. -f1)" -lt 900 ] || lab_fail "nopv: fewer than 8 acked epochs, or the disk never copied"
   sleep 0.2
 done
 grep -q "resumed domain $G9, which a previous replicator left suspended (suspended by the hypervisor.*as recorded" "$W/primary9.log" ||
@@ -529,6 +554,7 @@ kill -0 $R9 2>/dev/null || lab_fail "nopv: the replicator exited during the held
 kill -9 $R9 2>/dev/null; wait $R9 2>/dev/null
 LAST9=$(lab_counter_last "$S9")
 xl destroy $G9 >/dev/null 2>&1
+LASTREC9=$(dr "$S9")
 ACK9=$(rj_last_acked "$W/stats9.jsonl")
 lab_wait_failover "$W/events9.jsonl" "$W/backup9.log"
 FO9=$(rj_get "$LAB_FO" last_committed_epoch)
@@ -553,11 +579,35 @@ case $VNC9 in 127.0.0.1:59[0-9][0-9]) ;; *) lab_fail "nopv: the replica's VNC se
 g9_ping "$W/ping9-failedover.txt" 3 120
 [ "$(g9_replies "$W/ping9-failedover.txt")" -ge 3 ] || { cat "$W/ping9-failedover.txt"; lab_fail "nopv: the failed-over guest does not answer ping on its emulated NIC"; }
 lab_note "nopv: the failed-over guest answers ping on vif$N9.0-emu ($(g9_replies "$W/ping9-failedover.txt") replies); its VNC server at $VNC9"
+# Its emulated IDE disk is the backup's copy: it writes on, its first record after the
+# checkpoint is at most the primary's last + 1, and the copy's records end where the
+# resumed guest's memory says (the last it printed, or one more in flight), no hole.
+tr '\0' ' ' </proc/"$(xenstore-read /local/domain/$N9/image/device-model-pid)"/cmdline 2>/dev/null | grep -q "file=/dev/loop[0-9]*,if=ide,index=0" ||
+  lab_fail "nopv: the backup's device model has no IDE disk on the replica's copy"
+i=0; until [ "$(dr "$RS9")" -ge $((LASTREC9 + 3)) ]; do
+  i=$((i+1)); [ $i -le 600 ] || lab_fail "nopv: the failed-over guest does not write on through its IDE disk (last $(dr "$RS9"), primary $LASTREC9): $(grep -m1 DISKERR "$RS9")"
+  sleep 0.2
+done
+FREC9=$(tr -d '\r' <"$RS9" | sed -n 's/.*DISKREC \([0-9][0-9]*\).*/\1/p' | head -n1)
+[ -n "$FREC9" ] && [ "$FREC9" -le $((LASTREC9 + 1)) ] || lab_fail "nopv: the resumed guest's first record $FREC9 is beyond the primary's last $LASTREC9 + 1"
+! grep -q DISKERR "$RS9" || lab_fail "nopv: $(grep -m1 DISKERR "$RS9")"
+xl destroy "$G9-copy" >/dev/null 2>&1
+L9=$(dr "$RS9")
+IMGS9=$(ls "$W/disks9"/*.img 2>/dev/null)
+[ "$(echo "$IMGS9" | grep -c .)" -eq 1 ] || lab_fail "nopv: images in the backup's disk dir: '$IMGS9'"
+OUT9=$(labdisk check "$IMGS9" 2>&1) || lab_fail "nopv: the backup's copy of hda: $OUT9"
+CL9=$(echo "$OUT9" | sed -n 's/.*last=\([0-9]*\).*/\1/p')
+i=0
+while [ "$CL9" -gt $((L9 + 1)) ] && [ $i -lt 25 ]; do sleep 0.2; L9=$(dr "$RS9"); i=$((i + 1)); done
+case $CL9 in "$L9"|"$((L9 + 1))") ;; *) lab_fail "nopv: the backup's copy ends at record $CL9, the resumed guest's last is $L9" ;; esac
+lab_note "nopv, emulated IDE disk hda: primary's last record $LASTREC9, resumed guest's $FREC9..$L9; the copy: $OUT9"
 SUSP9=$(rj_csv "$W/stats9.jsonl" acked true suspend_us | sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}')
 lab_note "nopv (HVM without PV drivers, domid $D9): $(rj_count "$W/stats9.jsonl" acked true) epochs acked, suspended by the hypervisor (suspend_us median ${SUSP9:-?}); failover from epoch $FO9, counter $LAST9 -> $FIRST9"
 lab_figure "hvm_nopv_suspend_median_us=${SUSP9:-none} hvm_nopv_failover_counter=$LAST9->$FIRST9"
 kill $B9 2>/dev/null; wait $B9 2>/dev/null
 xl destroy "$G9-copy" >/dev/null 2>&1; xl destroy $G9 >/dev/null 2>&1
-lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8); without PV drivers (VGA, emulated e1000 held until the ack): hypervisor suspend, failover $LAST9->$FIRST9"
+nbd-client -d $NBD9 >/dev/null 2>&1
+kill $EP9 2>/dev/null; wait $EP9 2>/dev/null
+lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8); without PV drivers (VGA, emulated e1000 held until the ack, emulated IDE disk replicated): hypervisor suspend, failover $LAST9->$FIRST9"
 xl destroy $G >/dev/null 2>&1
 exit 0
