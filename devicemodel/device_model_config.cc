@@ -7,7 +7,9 @@
 #include <cstdlib>
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <tuple>
+#include <utility>
 
 namespace romulus::devicemodel {
 
@@ -28,6 +30,39 @@ constexpr const char* kNicModels[] = {"e1000", "e1000e", "rtl8139", "ne2k_pci", 
 bool KnownNicModel(const std::string& m) {
   for (const char* k : kNicModels) {
     if (m == k) return true;
+  }
+  return false;
+}
+
+// The domain info's words for the enumerations: one table each, read by
+// both directions (DeviceModelInfoLines writes them, FromInfo parses them).
+template <typename E>
+using Words = std::initializer_list<std::pair<E, const char*>>;
+const Words<DeviceModelConfig::Serial> kSerialWords = {
+    {DeviceModelConfig::Serial::kPty, "pty"}, {DeviceModelConfig::Serial::kFile, "file"},
+    {DeviceModelConfig::Serial::kNull, "null"}};
+const Words<DeviceModelConfig::Vga> kVgaWords = {
+    {DeviceModelConfig::Vga::kNone, "none"}, {DeviceModelConfig::Vga::kCirrus, "cirrus"},
+    {DeviceModelConfig::Vga::kStd, "std"}};
+const Words<DeviceModelConfig::Vnc> kVncWords = {
+    {DeviceModelConfig::Vnc::kNone, "none"}, {DeviceModelConfig::Vnc::kOpen, "open"},
+    {DeviceModelConfig::Vnc::kPassword, "password"}};
+
+template <typename E>
+std::string WordOf(const Words<E>& words, E e) {
+  for (const auto& [v, w] : words) {
+    if (v == e) return w;
+  }
+  return "?";
+}
+
+template <typename E>
+bool FromWord(const Words<E>& words, const std::string& w, E* out) {
+  for (const auto& [v, word] : words) {
+    if (w == word) {
+      *out = v;
+      return true;
+    }
   }
   return false;
 }
@@ -470,7 +505,7 @@ std::string DeviceModelInfoLines(const DeviceModelConfig& c) {
   std::string serials;
   for (DeviceModelConfig::Serial s : c.serials) {
     if (!serials.empty()) serials += ',';
-    serials += s == DeviceModelConfig::Serial::kPty ? "pty" : s == DeviceModelConfig::Serial::kFile ? "file" : "null";
+    serials += WordOf(kSerialWords, s);
   }
   // Version 2 only when it says more than version 1 could: a guest without
   // a display or an emulated NIC still fails over to an older backup.
@@ -485,10 +520,8 @@ std::string DeviceModelInfoLines(const DeviceModelConfig& c) {
       if (!nics.empty()) nics += ',';
       nics += std::to_string(n.devid) + "/" + n.model + "/" + n.mac;
     }
-    more = std::string("dm_vga=") +
-           (c.vga == DeviceModelConfig::Vga::kNone ? "none" : c.vga == DeviceModelConfig::Vga::kStd ? "std" : "cirrus") +
-           "\ndm_vgamem_mib=" + std::to_string(c.vgamem_mib) + "\ndm_vnc=" +
-           (c.vnc == DeviceModelConfig::Vnc::kNone ? "none" : c.vnc == DeviceModelConfig::Vnc::kOpen ? "open" : "password") +
+    more = "dm_vga=" + WordOf(kVgaWords, c.vga) + "\ndm_vgamem_mib=" + std::to_string(c.vgamem_mib) +
+           "\ndm_vnc=" + WordOf(kVncWords, c.vnc) +
            "\ndm_keymap=" + c.keymap + "\ndm_nics=" + nics + "\ndm_ide=" + ide + "\n";
   }
   return std::string(v2 ? "dm_version=2" : "dm_version=1") + "\ndm_machine=" + std::string(c.platform_pci ? "xenfv" : "pc") +
@@ -613,30 +646,14 @@ Status DisplayAndNicsFromInfo(const Get& get, DeviceModelConfig* c) {
       c->ide_disks.push_back(unsigned(i));
     }
   }
-  if (*vga == "none") {
-    c->vga = DeviceModelConfig::Vga::kNone;
-  } else if (*vga == "cirrus") {
-    c->vga = DeviceModelConfig::Vga::kCirrus;
-  } else if (*vga == "std") {
-    c->vga = DeviceModelConfig::Vga::kStd;
-  } else {
-    return Status::Corruption("domain info: bad dm_vga " + Quote(*vga));
-  }
+  if (!FromWord(kVgaWords, *vga, &c->vga)) return Status::Corruption("domain info: bad dm_vga " + Quote(*vga));
   uint64_t mib = 0;
   const bool adapter = c->vga != DeviceModelConfig::Vga::kNone;
   if (!ParseNumber(*vgamem, kMaxVgaMemMib, &mib) || (mib == 0) == adapter) {
     return Status::Corruption("domain info: bad dm_vgamem_mib " + Quote(*vgamem) + " for dm_vga " + Quote(*vga));
   }
   c->vgamem_mib = unsigned(mib);
-  if (*vnc == "none") {
-    c->vnc = DeviceModelConfig::Vnc::kNone;
-  } else if (*vnc == "open") {
-    c->vnc = DeviceModelConfig::Vnc::kOpen;
-  } else if (*vnc == "password") {
-    c->vnc = DeviceModelConfig::Vnc::kPassword;
-  } else {
-    return Status::Corruption("domain info: bad dm_vnc " + Quote(*vnc));
-  }
+  if (!FromWord(kVncWords, *vnc, &c->vnc)) return Status::Corruption("domain info: bad dm_vnc " + Quote(*vnc));
   if (!keymap->empty() && !IsKeymap(*keymap)) return Status::Corruption("domain info: bad dm_keymap " + Quote(*keymap));
   c->keymap = *keymap;
   if (nics->empty()) return Status::Ok();
@@ -722,15 +739,9 @@ Result<DeviceModelConfig> DeviceModelConfigFromInfo(const std::map<std::string, 
     }
     const std::vector<std::string> kinds = Split(*serials, ',');
     for (const std::string& k : kinds) {
-      if (k == "pty") {
-        c.serials.push_back(DeviceModelConfig::Serial::kPty);
-      } else if (k == "file") {
-        c.serials.push_back(DeviceModelConfig::Serial::kFile);
-      } else if (k == "null") {
-        c.serials.push_back(DeviceModelConfig::Serial::kNull);
-      } else {
-        return Status::Corruption("domain info: bad dm_serials " + Quote(*serials));
-      }
+      DeviceModelConfig::Serial port;
+      if (!FromWord(kSerialWords, k, &port)) return Status::Corruption("domain info: bad dm_serials " + Quote(*serials));
+      c.serials.push_back(port);
     }
   }
   return c;

@@ -266,3 +266,43 @@ lab_wait_resumed() {
     sleep 0.2
   done
 }
+
+# ---- ping checks of a guest's output (output commit)
+# lab_ping_replies FILE -> the replies in a busybox ping log ("... time=1.234 ms")
+lab_ping_replies() { _r=$(grep -c 'time=' "$1" 2>/dev/null); echo "${_r:-0}"; }
+# lab_ping_lost FILE -> requests never answered among those up to the last one answered
+# (busybox "seq=N ... time="): held output is delayed, never dropped
+lab_ping_lost() {
+  sed -n 's/.*seq=\([0-9]*\) .*time=.*/\1/p' "$1" | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1; n++ }
+    END { print n ? hi - lo + 1 - n : 0 }'
+}
+# lab_pings FILE IP N LIMIT_S: ping IP every 0.2 s until N replies came (at most LIMIT_S s).
+# Not `ping -c`: once one reply came, busybox waits only ~2 RTT after the last request, and
+# on a loaded host an epoch's ack (hence its held replies) can take longer than that.
+lab_pings() {
+  ping -i 0.2 "$2" >"$1" 2>&1 &
+  _pp=$!; _t=$(lab_now)
+  until [ "$(lab_ping_replies "$1")" -ge "$3" ] || [ "$(lab_elapsed "$_t" | cut -d. -f1)" -ge "$4" ]; do sleep 0.2; done
+  kill $_pp 2>/dev/null; wait $_pp 2>/dev/null
+}
+# lab_held_check LABEL IP BACKUP_PID FILE: SIGSTOP the backup, so that no epoch from now on
+# can be acked. Every reply the guest at IP sends to the pings from then on belongs to such an
+# epoch and must stay in the plug: none may reach dom0 in a 3 s look (a plug that let output
+# through would show it in milliseconds; the session itself lasts the 15 s ack timeout). Then
+# SIGCONT: the held replies must all arrive, the first request's among them (delayed, never
+# dropped). FILE: the ping log.
+lab_held_check() {
+  kill -STOP "$3"
+  ping -i 0.2 "$2" >"$4" 2>&1 &
+  _pp=$!
+  sleep 3
+  _held=$(lab_ping_replies "$4")
+  kill -CONT "$3"
+  [ "$_held" -eq 0 ] || { kill $_pp; cat "$4"; lab_fail "$1: $_held replies reached dom0 while the backup could ack nothing: output is not held until the ack"; }
+  _t=$(lab_now)
+  until [ "$(lab_ping_replies "$4")" -ge 10 ] || [ "$(lab_elapsed "$_t" | cut -d. -f1)" -ge 60 ]; do sleep 0.2; done
+  kill $_pp 2>/dev/null; wait $_pp 2>/dev/null
+  grep -q 'seq=0 ' "$4" && [ "$(lab_ping_replies "$4")" -ge 10 ] && [ "$(lab_ping_lost "$4")" -le 1 ] ||
+    { cat "$4"; lab_fail "$1: the replies held while the backup was stopped did not all arrive once it ran again"; }
+  lab_note "$1: 0 replies while the backup was stopped 3 s; then $(lab_ping_replies "$4") (first request's included, $(lab_ping_lost "$4") lost)"
+}

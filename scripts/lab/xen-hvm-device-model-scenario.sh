@@ -459,15 +459,9 @@ i=0; until [ "$(dr "$S9")" -ge 3 ]; do
   sleep 0.2
 done
 [ -e "/sys/class/net/vif$D9.0-emu" ] || { ls /sys/class/net; lab_fail "no tap vif$D9.0-emu for $G9's emulated NIC"; }
-# g9_replies FILE: ping replies in a busybox ping log. g9_ping FILE N LIMIT_S: ping the guest
-# every 0.2 s until N replies came or LIMIT_S s passed (its pid ends with it).
-g9_replies() { _r=$(grep -c 'time=' "$1" 2>/dev/null); echo "${_r:-0}"; }
-g9_ping() {
-  ping -i 0.2 "$G9IP" >"$1" 2>&1 &
-  _pp=$!; _t=$(lab_now)
-  until [ "$(g9_replies "$1")" -ge "$2" ] || [ "$(lab_elapsed "$_t" | cut -d. -f1)" -ge "$3" ]; do sleep 0.2; done
-  kill $_pp 2>/dev/null; wait $_pp 2>/dev/null
-}
+# (dom0-lib.sh's ping checks: lab_pings, lab_ping_replies, lab_held_check)
+g9_replies() { lab_ping_replies "$1"; }
+g9_ping() { lab_pings "$1" "$G9IP" "$2" "$3"; }
 g9_ping "$W/ping9-unprotected.txt" 3 60
 [ "$(g9_replies "$W/ping9-unprotected.txt")" -ge 3 ] || { cat "$W/ping9-unprotected.txt"; lab_fail "$G9 does not answer ping on its emulated NIC"; }
 # 9a. A replicator SIGKILLed at s2 leaves the guest suspended by the hypervisor. The next
@@ -534,19 +528,7 @@ lab_wait_counter "$S9" $((C9 + 3)) 120 || lab_fail "nopv: the guest stopped coun
 grep -q "output commit: .*vif$D9.0-emu" "$W/primary9.log" || lab_fail "nopv: the primary does not say it buffers vif$D9.0-emu"
 g9_ping "$W/ping9-protected.txt" 3 120
 [ "$(g9_replies "$W/ping9-protected.txt")" -ge 3 ] || { cat "$W/ping9-protected.txt"; lab_fail "nopv: no ping replies on the emulated NIC while protected"; }
-kill -STOP $B9
-ping -i 0.2 "$G9IP" >"$W/ping9-held.txt" 2>&1 &
-PP9=$!
-sleep 3
-HELD9=$(g9_replies "$W/ping9-held.txt")
-kill -CONT $B9
-[ "$HELD9" -eq 0 ] || { kill $PP9; cat "$W/ping9-held.txt"; lab_fail "nopv: $HELD9 replies left the emulated NIC while the backup could ack nothing"; }
-T9H=$(lab_now)
-until [ "$(g9_replies "$W/ping9-held.txt")" -ge 10 ] || [ "$(lab_elapsed "$T9H" | cut -d. -f1)" -ge 60 ]; do sleep 0.2; done
-kill $PP9 2>/dev/null; wait $PP9 2>/dev/null
-grep -q 'seq=0 ' "$W/ping9-held.txt" && [ "$(g9_replies "$W/ping9-held.txt")" -ge 10 ] ||
-  { cat "$W/ping9-held.txt"; lab_fail "nopv: the replies held while the backup was stopped did not arrive once it ran again"; }
-lab_note "nopv, emulated e1000: 0 replies on vif$D9.0-emu while the backup was stopped 3 s; then $(g9_replies "$W/ping9-held.txt"), the first request's included"
+lab_held_check "nopv, emulated e1000 (vif$D9.0-emu)" "$G9IP" "$B9" "$W/ping9-held.txt"
 kill -0 $R9 2>/dev/null || lab_fail "nopv: the replicator exited during the held-output check: $(grep -v '^ *$' "$W/primary9.log" | tail -n 1 | cut -c1-240)"
 # The primary host dies: no checkpoint after the kill, so the last line read after it is at
 # least what the last committed checkpoint had printed (read before, an epoch committed in

@@ -40,43 +40,12 @@ rtt() {
   sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' "$1" | sort -n | awk '{v[NR]=$1} END {
     if (NR == 0) { print "0 0"; exit } printf "%d %.2f\n", NR, v[int((NR+1)/2)] }'
 }
-replies() { _r=$(grep -c 'time=' "$1" 2>/dev/null); echo "${_r:-0}"; }
-# lost FILE -> requests never answered among those up to the last one answered (busybox
-# "seq=N ... time="): held output is delayed, never dropped
-lost() {
-  sed -n 's/.*seq=\([0-9]*\) .*time=.*/\1/p' "$1" | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1; n++ }
-    END { print n ? hi - lo + 1 - n : 0 }'
-}
-# pings FILE N LIMIT_S: ping the guest every 0.2 s until N replies came (at most LIMIT_S s).
-# Not `ping -c`: once one reply came, busybox waits only ~2 RTT after the last request, and
-# on a loaded host an epoch's ack (hence its held replies) can take longer than that.
-pings() {
-  ping -i 0.2 "$GIP" >"$1" 2>&1 &
-  _pp=$!; _t=$(lab_now)
-  until [ "$(replies "$1")" -ge "$2" ] || [ "$(lab_elapsed "$_t" | cut -d. -f1)" -ge "$3" ]; do sleep 0.2; done
-  kill $_pp 2>/dev/null; wait $_pp 2>/dev/null
-}
+# (dom0-lib.sh: lab_ping_replies, lab_ping_lost, lab_pings, lab_held_check)
+replies() { lab_ping_replies "$1"; }
+lost() { lab_ping_lost "$1"; }
+pings() { lab_pings "$1" "$GIP" "$2" "$3"; }
 ifbs() { ls /sys/class/net 2>/dev/null | grep '^rmb-' | tr '\n' ' '; }
-# held_check LABEL: SIGSTOP the backup, so that no epoch from now on can be acked. Every reply
-# the guest sends to the pings from then on belongs to such an epoch and must stay in the
-# plug: none may reach dom0 in a 3 s look (a plug that let output through would show it in
-# milliseconds; the session itself lasts the 15 s ack timeout). Then SIGCONT: the held
-# replies must all arrive, the first request's among them (delayed, never dropped).
-held_check() {
-  kill -STOP $BP
-  ping -i 0.2 "$GIP" >"$W/ping-$1.txt" 2>&1 &
-  _pp=$!
-  sleep 3
-  _held=$(replies "$W/ping-$1.txt")
-  kill -CONT $BP
-  [ "$_held" -eq 0 ] || { kill $_pp; cat "$W/ping-$1.txt"; lab_fail "$1: $_held replies reached dom0 while the backup could ack nothing: output is not held until the ack"; }
-  _t=$(lab_now)
-  until [ "$(replies "$W/ping-$1.txt")" -ge 10 ] || [ "$(lab_elapsed "$_t" | cut -d. -f1)" -ge 60 ]; do sleep 0.2; done
-  kill $_pp 2>/dev/null; wait $_pp 2>/dev/null
-  grep -q 'seq=0 ' "$W/ping-$1.txt" && [ "$(replies "$W/ping-$1.txt")" -ge 10 ] && [ "$(lost "$W/ping-$1.txt")" -le 1 ] ||
-    { cat "$W/ping-$1.txt"; lab_fail "$1: the replies held while the backup was stopped did not all arrive once it ran again"; }
-  lab_note "$1: 0 replies while the backup was stopped 3 s; then $(replies "$W/ping-$1.txt") (first request's included, $(lost "$W/ping-$1.txt") lost)"
-}
+held_check() { lab_held_check "$1" "$GIP" "$BP" "$W/ping-$1.txt"; }
 
 rm -f /var/log/xen/console/guest-guest2.log /var/log/xen/console/guest-guest2--incoming.log
 LAB_GUEST_VIF="mac=00:16:3e:4c:00:02,script=/lab/vif-lab" \

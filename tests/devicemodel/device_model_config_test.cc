@@ -42,6 +42,24 @@ std::map<std::string, std::string> Info(const std::string& lines) {
   return out;
 }
 
+// Where the backup runs the lab guest's device model (domid 7, state on fd 9).
+IncomingDeviceModel LabWhere() {
+  IncomingDeviceModel where = LabWhere();
+  return where;
+}
+
+// The lab's command line with `extra` appended must be refused with `code`,
+// the message naming `said` ("" : any message).
+void ExpectRefused(const std::vector<std::string>& extra, Code code, const std::string& said = "") {
+  auto argv = LabArgs();
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto r = ParseDeviceModelArgs(argv);
+  const std::string what = extra[0] + (extra.size() > 1 ? " " + extra[1] : "");
+  ASSERT_FALSE(r.ok()) << what;
+  EXPECT_EQ(r.status().code(), code) << what << ": " << r.status().ToString();
+  EXPECT_NE(r.status().message().find(said), std::string::npos) << r.status().ToString();
+}
+
 TEST(DeviceModelConfig, ParsesTheLabsLibxlCommandLine) {
   const auto argv = LabArgs();
   auto c = ParseDeviceModelArgs(argv);
@@ -120,14 +138,7 @@ TEST(DeviceModelConfig, RefusesWhatTheBackupCannotReproduce) {
       {{"-runas", "1234:1234"}, "dm_restrict"},
       {{"-sandbox", "on,obsolete=deny"}, "dm_restrict"},
   };
-  for (const auto& c : cases) {
-    auto argv = LabArgs();
-    argv.insert(argv.end(), c.extra.begin(), c.extra.end());
-    auto r = ParseDeviceModelArgs(argv);
-    ASSERT_FALSE(r.ok()) << c.extra[0];
-    EXPECT_EQ(r.status().code(), Code::kUnsupported) << r.status().ToString();
-    EXPECT_NE(r.status().message().find(c.said), std::string::npos) << r.status().ToString();
-  }
+  for (const auto& c : cases) ExpectRefused(c.extra, Code::kUnsupported, c.said);
   std::vector<std::string> five = LabArgs();
   for (int i = 0; i < 4; i++) five.insert(five.end(), {"-serial", "pty"});
   EXPECT_EQ(ParseDeviceModelArgs(five).status().code(), Code::kUnsupported);
@@ -147,11 +158,7 @@ TEST(DeviceModelConfig, MalformedValuesAreCorruption) {
            {"-device", "e1000,id=nic0,netdev=net0,mac=00:16:3e:00:00:01,addr=4"},
            {"-netdev", "type=tap,id=net0"}, {"-netdev", "type=tap,id=eth0,ifname=t"}, {"-netdev", "tap,id=net0"},
            {"-vnc", "nowhere"}, {"-vnc", "127.0.0.1:0,to"}, {"-k", "EN-US"}, {"-k", "en_us;rm"}, {"-k", "-"}}) {
-    auto argv = LabArgs();
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    auto r = ParseDeviceModelArgs(argv);
-    ASSERT_FALSE(r.ok()) << extra[0] << " " << (extra.size() > 1 ? extra[1] : "");
-    EXPECT_EQ(r.status().code(), Code::kCorruption) << r.status().ToString();
+    ExpectRefused(extra, Code::kCorruption);
   }
   auto argv = LabArgs();
   argv.erase(argv.end() - 2, argv.end());  // no -m
@@ -210,12 +217,7 @@ TEST(DeviceModelConfig, IncomingArgsRecreateTheDisplayAndNics) {
   *(std::find(argv.begin(), argv.end(), "-vnc") + 1) = "0.0.0.0:5,password=on,to=99";
   auto c = ParseDeviceModelArgs(argv);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  IncomingDeviceModel where;
-  where.domid = 7;
-  where.name = "guest1--incoming";
-  where.serial_files = {"/var/log/xen/serial-guest1.log"};
-  where.kernel = "/lab/domu/vmlinuz";
-  where.state_fd = 9;
+  IncomingDeviceModel where = LabWhere();
   auto a = IncomingDeviceModelArgs(*c, where);
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   auto has = [&](const std::vector<std::string>& seq) {
@@ -298,12 +300,8 @@ class RealQemuWithDisplayAndNics : public RealQemu {
   std::vector<std::string> ExtraArgs() const override {
     auto c = ParseDeviceModelArgs(DisplayArgs());
     EXPECT_TRUE(c.ok()) << c.status().ToString();
-    IncomingDeviceModel where;
-    where.domid = 7;
-    where.name = "guest1";
+    IncomingDeviceModel where = LabWhere();
     where.serial_files = {"/dev/null"};
-    where.kernel = "/lab/domu/vmlinuz";
-    where.state_fd = 9;
     auto a = IncomingDeviceModelArgs(*c, where);
     EXPECT_TRUE(a.ok()) << a.status().ToString();
     std::vector<std::string> out;
@@ -353,12 +351,7 @@ TEST(DeviceModelConfig, IdeDisksAreSlotsOfReplicatedDisks) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_TRUE(*back == *c);
   // The backup gives QEMU its copies, never the primary's paths.
-  IncomingDeviceModel where;
-  where.domid = 7;
-  where.name = "guest1--incoming";
-  where.serial_files = {"/var/log/xen/serial-guest1.log"};
-  where.kernel = "/lab/domu/vmlinuz";
-  where.state_fd = 9;
+  IncomingDeviceModel where = LabWhere();
   where.ide_paths = {{0, "/dev/loop3"}, {2, "/dev/loop4"}};
   auto a = IncomingDeviceModelArgs(*c, where);
   ASSERT_TRUE(a.ok()) << a.status().ToString();
@@ -407,23 +400,14 @@ TEST(DeviceModelConfig, OtherEmulatedDisksAreRefused) {
       {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=unsafe"}, "does not honour flushes"},
       {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback,aio=native"}, "aio=native"},
   };
-  for (const auto& c : cases) {
-    auto argv = LabArgs();
-    argv.insert(argv.end(), c.extra.begin(), c.extra.end());
-    auto r = ParseDeviceModelArgs(argv);
-    ASSERT_FALSE(r.ok()) << c.extra[1];
-    EXPECT_EQ(r.status().code(), Code::kUnsupported) << r.status().ToString();
-    EXPECT_NE(r.status().message().find(c.said), std::string::npos) << r.status().ToString();
-  }
+  for (const auto& c : cases) ExpectRefused(c.extra, Code::kUnsupported, c.said);
   for (const std::vector<std::string>& extra : std::vector<std::vector<std::string>>{
            {"-drive", "file=/dev/nbd0,if=ide,index=4,media=disk,format=raw,cache=writeback"},
            {"-drive", "file=nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback"},
            {"-drive", "if=ide,index=0,media=disk,format=raw,cache=writeback"},
            {"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback", "-drive",
             "file=/dev/nbd1,if=ide,index=0,media=disk,format=raw,cache=writeback"}}) {
-    auto argv = LabArgs();
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    EXPECT_EQ(ParseDeviceModelArgs(argv).status().code(), Code::kCorruption) << extra[1];
+    ExpectRefused(extra, Code::kCorruption);
   }
 }
 
@@ -525,16 +509,6 @@ TEST(DeviceModelConfig, DamagedInfoIsRefused) {
   }
 }
 
-// Where the backup runs the lab guest's device model (domid 7, state on fd 9).
-IncomingDeviceModel LabWhere() {
-  IncomingDeviceModel where;
-  where.domid = 7;
-  where.name = "guest1--incoming";
-  where.serial_files = {"/var/log/xen/serial-guest1.log"};
-  where.kernel = "/lab/domu/vmlinuz";
-  where.state_fd = 9;
-  return where;
-}
 
 TEST(DeviceModelConfig, IncomingArgsAreLibxlsForARestore) {
   auto c = ParseDeviceModelArgs(LabArgs());
