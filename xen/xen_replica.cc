@@ -532,7 +532,12 @@ Status XenReplica::WriteVifNodes(const VifSpec& v) {
     t.Write(be + "/mac", v.mac);
     if (!v.bridge.empty()) t.Write(be + "/bridge", v.bridge);
     t.Write(be + "/handle", id);
-    t.Write(be + "/type", "vif");
+    // libxl's nic type: "vif_ioemu" when an emulated NIC shares this vif's
+    // nodes, so xl treats the pair as libxl would (hotplug of the tap too).
+    const bool emulated = spec_.device_model &&
+                          std::any_of(spec_.device_model->nics.begin(), spec_.device_model->nics.end(),
+                                      [&](const auto& n) { return n.devid == v.devid; });
+    t.Write(be + "/type", emulated ? "vif_ioemu" : "vif");
     t.Write(fe + "/backend", be);
     t.Write(fe + "/backend-id", "0");
     t.Write(fe + "/state", "1");

@@ -555,6 +555,9 @@ grep -q "vif$N9.0-emu (emulated e1000, mac 00:16:3e:4c:00:09) attached" "$W/back
   lab_fail "nopv: the backup did not attach the emulated NIC's tap vif$N9.0-emu: $(grep -m1 "emulated NIC\|-emu" "$W/backup9.log" | cut -c1-240)"
 tr '\0' ' ' </proc/"$(xenstore-read /local/domain/$N9/image/device-model-pid)"/cmdline 2>/dev/null | grep -q -- "-device VGA,vgamem_mb=" ||
   lab_fail "nopv: the backup's device model has no VGA adapter"
+# Its vif's nodes say what libxl's would: a NIC with an emulated twin.
+[ "$(xenstore-read /local/domain/0/backend/vif/$N9/0/type 2>/dev/null)" = vif_ioemu ] ||
+  lab_fail "nopv: the replica's vif 0 is of type '$(xenstore-read /local/domain/0/backend/vif/$N9/0/type 2>/dev/null)', not vif_ioemu"
 # Its VNC server on loopback, published where xl vncviewer looks.
 VNC9="$(xenstore-read /local/domain/$N9/console/vnc-listen 2>/dev/null):$(xenstore-read /local/domain/$N9/console/vnc-port 2>/dev/null)"
 case $VNC9 in 127.0.0.1:59[0-9][0-9]) ;; *) lab_fail "nopv: the replica's VNC server is at '$VNC9', not on loopback: $(grep -m1 "VNC" "$W/backup9.log" | cut -c1-200)" ;; esac
