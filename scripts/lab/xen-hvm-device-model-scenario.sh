@@ -60,7 +60,11 @@ for t in /usr/bin/romulus-xen /lab/extra/romulus-xen; do [ -x "$t" ] && TOOL=$t 
 SERIAL=$(lab_guest_serial $G)
 rm -f "$SERIAL"
 T0=$(lab_now)
-lab_guest_create $G "$LAB_GUEST_MEM" 1 >"$W/domid" || lab_fail "xl create $G (HVM) failed: $(cat "$W/create-$G.log")"
+# xl's default NIC for an HVM guest (type=ioemu: a PV vif and an emulated rtl8139 on the tap
+# vifD.0-emu). The guest's PV drivers unplug the emulated one at boot, so its device state
+# lacks it; the backup's device model has it all the same, as libxl's on a migration target.
+LAB_GUEST_VIF="type=ioemu,mac=00:16:3e:4c:00:01,script=/lab/vif-lab" \
+  lab_guest_create $G "$LAB_GUEST_MEM" 1 >"$W/domid" || lab_fail "xl create $G (HVM) failed: $(cat "$W/create-$G.log")"
 D=$(cat "$W/domid")
 lab_evidence "$W/create-$G.log" "$SERIAL" "$W/dm-pause.log" "$W/xl-qmp.log" "/var/log/xen/qemu-dm-$G.log"
 lab_wait_counter "$SERIAL" 3 300 || lab_fail "$G (HVM) never counted to 3 on its serial console"
@@ -227,6 +231,10 @@ until xl list 2>/dev/null | awk 'NR>1 {print $1}' | grep -qx $G; do
 done
 xl qemu-monitor-command $G "info status" >"$W/xl-status.txt" 2>&1 && grep -q "running" "$W/xl-status.txt" ||
   lab_fail "the failed-over guest's device model is not running: $(cat "$W/xl-status.txt")"
+# Its emulated NIC came with the facts (the PV drivers had unplugged it on the primary).
+tr '\0' ' ' </proc/"$(xenstore-read /local/domain/$(xl domid $G)/image/device-model-pid)"/cmdline 2>/dev/null |
+  grep -q -- "-device rtl8139,id=nic0,netdev=net0,mac=00:16:3e:4c:00:01" ||
+  lab_fail "the failed-over guest's device model has no emulated rtl8139 (the primary's had one)"
 DMSTART=$(sed -n "s/.*runs the checkpoint's devices (\([0-9]*\) ms).*/\1/p" "$W/backup.log" | tail -n 1)
 lab_note "failover from epoch $FO_EPOCH (primary's last acked $LAST_ACKED); counter $LAST_PRIMARY -> $FIRST_BACKUP on the backup's serial port $RSERIAL; device model started in ${DMSTART:-?} ms; counting after $RESUMED s"
 lab_figure "hvm_failover_s=$RESUMED dm_start_ms=${DMSTART:-none} failover_primary_counter=$LAST_PRIMARY failover_backup_min_counter=$FIRST_BACKUP replicate_dm_save_median_us=${DMSAVE:-none}"
