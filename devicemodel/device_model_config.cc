@@ -264,7 +264,7 @@ Status ParseDrive(const std::string& v, DeviceModelConfig* c) {
     return it == o.end() ? std::string() : it->second;
   };
   const std::string media = get("media"), iface = get("if"), format = get("format"), cache = get("cache");
-  if (media == "cdrom" || get("readonly") == "on") {
+  if (media == "cdrom" || (o.count("readonly") && get("readonly") != "off")) {
     return Status::Unsupported("the device model has an emulated CD-ROM or read-only disk (-drive " + Quote(v) +
                                "), which Romulus does not replicate: remove it from the guest's config");
   }
@@ -279,8 +279,10 @@ Status ParseDrive(const std::string& v, DeviceModelConfig* c) {
   // cache=unsafe ignores flushes: the device model's stop at each checkpoint
   // would then not put its completed writes on the disk before the cut.
   if (cache != "writeback" && cache != "none" && cache != "writethrough" && cache != "directsync") {
-    return Status::Unsupported("the device model has an emulated disk with cache=" + Quote(cache) +
-                               ", which does not honour flushes");
+    return Status::Unsupported("the device model has an emulated disk with " +
+                               (cache.empty() ? std::string("QEMU's default cache mode") : "cache=" + Quote(cache)) +
+                               ": Romulus replicates libxl's cache=writeback (and none, writethrough, directsync), "
+                               "whose flushes QEMU honours at every checkpoint");
   }
   uint64_t index = 0;
   if (media != "disk" || !ParseNumber(get("index"), 3, &index) || !PlainAbsolutePath(get("file"))) {
@@ -295,6 +297,7 @@ Status ParseDrive(const std::string& v, DeviceModelConfig* c) {
     return Malformed("drive", v);
   }
   c->ide_disks.push_back(unsigned(index));
+  c->ide_files.push_back(get("file"));
   return Status::Ok();
 }
 

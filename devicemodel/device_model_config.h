@@ -98,6 +98,10 @@ struct DeviceModelConfig {
   // copy of the same disk, so each slot must be one of the session's
   // replicated disks (CheckEmulatedDisks). Raw images only.
   std::vector<unsigned> ide_disks;
+  // The primary's own file for each of ide_disks (its NBD device), kept to
+  // check it is the device blkback serves that disk from. Never sent, not
+  // compared: the backup's are its own.
+  std::vector<std::string> ide_files;
   // The primary's running QEMU (its QMP greeting), compared with the
   // backup's at session start. Not from the command line: the parser leaves
   // it unknown. Optional in the domain info (dm_qemu).

@@ -25,6 +25,7 @@
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +33,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -44,6 +46,7 @@
 #include "xen/hypervisor_log.h"
 #include "xen/stream_split.h"
 #include "xen/stream_v2.h"
+#include "xen/vbd_spec.h"
 #include "xen/xen_env.h"
 #include "xen/xen_epoch_stats.h"
 #include "xen/xen_facade.h"
@@ -110,6 +113,34 @@ std::string HypervisorSaysAbout(XenHandles& h, const DomainFacts& dom, const cha
 // (fast), which sets that hypercall's return value in its registers, would
 // corrupt it wherever an event channel callback is set (an HVM guest with
 // PV drivers asleep in an ACPI S state).
+// Each emulated IDE disk's file (the primary QEMU's -drive) is the block
+// device blkback serves the same disk from (the vbd's physical-device,
+// major:minor in hex as libxl and the block scripts write it): then QEMU and
+// the PV path are one disk, the replicated one, as on the backup.
+Status CheckIdeFilesAreTheVbds(XenHandles& h, uint32_t domid, const devicemodel::DeviceModelConfig& c,
+                               const std::vector<std::string>& vdevs) {
+  for (size_t k = 0; k < c.ide_disks.size() && k < c.ide_files.size(); k++) {
+    auto vdev = devicemodel::IdeDiskVdev(c.ide_disks[k], vdevs);
+    if (!vdev.ok()) return vdev.status();
+    auto devid = VbdDevid(*vdev);
+    if (!devid.ok()) return devid.status();
+    const std::string node = VbdBackendPath(domid, *devid) + "/physical-device";
+    const std::string pd = XsRead(h.xsh(), node);
+    unsigned maj = 0, mnr = 0;
+    char tail = 0;
+    struct stat st;
+    const std::string& file = c.ide_files[k];
+    const bool read = std::sscanf(pd.c_str(), "%x:%x%c", &maj, &mnr, &tail) == 2;
+    if (!read || ::stat(file.c_str(), &st) != 0 || !S_ISBLK(st.st_mode) || major(st.st_rdev) != maj ||
+        minor(st.st_rdev) != mnr) {
+      return Status::Unsupported("emulated IDE disk " + std::to_string(c.ide_disks[k]) + " is " + file +
+                                 ", not the block device vbd " + *vdev + " is served from (" + node + " = \"" +
+                                 pd.substr(0, 32) + "\"): QEMU and blkback must share the replicated disk");
+    }
+  }
+  return Status::Ok();
+}
+
 SuspendWay ReadSuspendWay(XenHandles& h, const DomainFacts& dom) {
   uint64_t callback_irq = 0, acpi_s_state = 0;
   bool announces = false;
@@ -819,39 +850,9 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
                                  "): Romulus checkpoints an HVM guest's devices through the qemu-xen device model "
                                  "libxl starts in dom0 (device_model_version=\"qemu-xen\", no stub domain)");
     }
-    // The backup starts the same devices at failover, from these facts: a
-    // device it could not start (an emulated disk, a display other than
-    // VNC) is refused here, before any checkpoint nobody could resume.
-    auto config = ReadDeviceModelConfig(**h, dom->domid);
-    if (!config.ok()) return config.status().With("cannot protect HVM guest " + dom->name);
-    dom->device_model = *config;
-    for (const auto& nic : config->nics) {
-      spdlog::info("HVM guest {}: emulated NIC {} ({}, mac {}) on tap {}", dom->name, nic.devid, nic.model, nic.mac,
-                   devicemodel::EmulatedNicTap(dom->domid, nic.devid));
-    }
-    // QEMU on the backup gives each emulated IDE disk the backup's copy of
-    // it: one that is not replicated could not be started there.
-    std::vector<std::string> replicated;
-    for (const auto& d : opts.disks) replicated.push_back(d.name);
-    ROMULUS_RETURN_IF_ERROR(devicemodel::CheckEmulatedDisks(*config, replicated).With("cannot protect HVM guest " + dom->name));
     auto f = devicemodel::DeviceStateFile::Create(opts.max_device_state);
     if (!f.ok()) return f.status().With("the device state file of HVM guest " + dom->name);
     dm_file.emplace(std::move(*f));
-  }
-  {
-    auto caps = GetHostCaps((*h)->xch());
-    if (!caps.ok()) return caps.status();
-    ROMULUS_RETURN_IF_ERROR(CheckCanProtect(*caps, dom->type, dom->hap, dom->name));
-  }
-  {
-    // Output commit covers every interface the guest sends on, or none.
-    std::vector<unsigned> emulated;
-    if (dom->device_model) {
-      for (const auto& nic : dom->device_model->nics) emulated.push_back(nic.devid);
-    }
-    ROMULUS_RETURN_IF_ERROR(CheckEveryInterfaceBuffered(GuestInterfaces(dom->domid, dom->vifs, emulated),
-                                                        opts.buffered_interfaces)
-                                .With("cannot protect domain " + dom->name));
   }
   if (dom->dying || (dom->shutdown && dom->shutdown_reason != SHUTDOWN_suspend)) {
     return Status::InvalidArgument("domain " + dom->name + " is shutting down");
@@ -888,6 +889,45 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
                  by_hypervisor ? "suspended by the hypervisor: resumed without touching its registers"
                                : "suspended by its kernel: resumed as from a cancelled suspend",
                  recorded.empty() ? "read now: no record" : "as recorded");
+  }
+  // The refusals an operator can fix come after that resume: a guest left
+  // suspended by a dead replicator must not stay suspended because this
+  // one was given a wrong flag.
+  {
+    auto caps = GetHostCaps((*h)->xch());
+    if (!caps.ok()) return caps.status();
+    ROMULUS_RETURN_IF_ERROR(CheckCanProtect(*caps, dom->type, dom->hap, dom->name));
+  }
+  if (dm_file) {
+    // The backup starts the same devices at failover, from these facts: a
+    // device it could not start (AHCI, a CD-ROM, a display other than VNC)
+    // is refused here, before any checkpoint nobody could resume.
+    auto config = ReadDeviceModelConfig(**h, dom->domid);
+    if (!config.ok()) return config.status().With("cannot protect HVM guest " + dom->name);
+    dom->device_model = *config;
+    for (const auto& nic : config->nics) {
+      spdlog::info("HVM guest {}: emulated NIC {} ({}, mac {}) on tap {}", dom->name, nic.devid, nic.model, nic.mac,
+                   devicemodel::EmulatedNicTap(dom->domid, nic.devid));
+    }
+    // QEMU on the backup gives each emulated IDE disk the backup's copy of
+    // it: one that is not replicated could not be started there, and one
+    // whose file is not the block device blkback serves that disk from
+    // would be another disk's copy.
+    std::vector<std::string> replicated;
+    for (const auto& d : opts.disks) replicated.push_back(d.name);
+    ROMULUS_RETURN_IF_ERROR(devicemodel::CheckEmulatedDisks(*config, replicated).With("cannot protect HVM guest " + dom->name));
+    ROMULUS_RETURN_IF_ERROR(CheckIdeFilesAreTheVbds(**h, dom->domid, *config, replicated)
+                                .With("cannot protect HVM guest " + dom->name));
+  }
+  {
+    // Output commit covers every interface the guest sends on, or none.
+    std::vector<unsigned> emulated;
+    if (dom->device_model) {
+      for (const auto& nic : dom->device_model->nics) emulated.push_back(nic.devid);
+    }
+    ROMULUS_RETURN_IF_ERROR(CheckEveryInterfaceBuffered(GuestInterfaces(dom->domid, dom->vifs, emulated),
+                                                        opts.buffered_interfaces)
+                                .With("cannot protect domain " + dom->name));
   }
   if (dm_file) {
     // Its release, from its QMP greeting, for the backup to compare with

@@ -501,6 +501,7 @@ grep -q '"event":"failover"' "$W/events9a.jsonl" 2>/dev/null && lab_fail "nopv: 
 xl destroy "$G9-a" >/dev/null 2>&1
 PORT=$((PORT + 1))
 rm -f "$W/events9.jsonl" "$W/stats9.jsonl"
+IFB9=$(ls /sys/class/net | grep -c '^rmb-')
 hvm_backup $PORT "$W/backup9.log" --domain-name "$G9-copy" --events-json "$W/events9.jsonl" --vif-script /lab/vif-lab \
   --disk-dir "$W/disks9"
 B9=$BP
@@ -532,7 +533,7 @@ lab_wait_counter "$S9" $((C9 + 3)) 120 || lab_fail "nopv: the guest stopped coun
 # with the backup SIGSTOPped (no epoch can be acked) none reaches dom0 in a 3 s look, and
 # once it runs again they arrive (held, not dropped).
 # (IFBs are named rmb-<interface>, or rmb-<hash> past 15 characters: counted, not named.)
-[ "$(ls /sys/class/net | grep -c '^rmb-')" -ge 2 ] || { ls /sys/class/net; lab_fail "nopv: not one IFB per buffered interface (vif and tap)"; }
+[ "$(ls /sys/class/net | grep -c '^rmb-')" -ge $((IFB9 + 2)) ] || { ls /sys/class/net; lab_fail "nopv: not one IFB per buffered interface (vif and tap)"; }
 grep -q "output commit: .*vif$D9.0-emu" "$W/primary9.log" || lab_fail "nopv: the primary does not say it buffers vif$D9.0-emu"
 g9_ping "$W/ping9-protected.txt" 3 120
 [ "$(g9_replies "$W/ping9-protected.txt")" -ge 3 ] || { cat "$W/ping9-protected.txt"; lab_fail "nopv: no ping replies on the emulated NIC while protected"; }
@@ -558,7 +559,9 @@ FIRST9=$(lab_counter_first "$RS9")
 [ "$FIRST9" -gt 1 ] && [ "$FIRST9" -le $((LAST9 + 1)) ] || lab_fail "nopv: the copy's counter began at $FIRST9, the primary's ended at $LAST9"
 # The backup's device model recreated the adapter and the NIC; its tap was attached by the
 # hotplug script, and the failed-over guest answers on it.
-N9=$(xl domid "$G9-copy" 2>/dev/null)
+# (Once the primary is gone the replica takes the guest's own name.)
+N9=$(xl domid $G9 2>/dev/null || xl domid "$G9-copy" 2>/dev/null)
+[ -n "$N9" ] || { xl list; lab_fail "nopv: no failed-over copy of $G9 in xl list"; }
 grep -q "vif$N9.0-emu (emulated e1000, mac 00:16:3e:4c:00:09) attached" "$W/backup9.log" ||
   lab_fail "nopv: the backup did not attach the emulated NIC's tap vif$N9.0-emu: $(grep -m1 "emulated NIC\|-emu" "$W/backup9.log" | cut -c1-240)"
 tr '\0' ' ' </proc/"$(xenstore-read /local/domain/$N9/image/device-model-pid)"/cmdline 2>/dev/null | grep -q -- "-device VGA,vgamem_mb=" ||
@@ -584,7 +587,9 @@ done
 FREC9=$(tr -d '\r' <"$RS9" | sed -n 's/.*DISKREC \([0-9][0-9]*\).*/\1/p' | head -n1)
 [ -n "$FREC9" ] && [ "$FREC9" -le $((LASTREC9 + 1)) ] || lab_fail "nopv: the resumed guest's first record $FREC9 is beyond the primary's last $LASTREC9 + 1"
 ! grep -q DISKERR "$RS9" || lab_fail "nopv: $(grep -m1 DISKERR "$RS9")"
-xl destroy "$G9-copy" >/dev/null 2>&1
+# The copy destroyed (its QEMU with it) before its image is read: nothing writes it any more.
+xl destroy "$N9" >/dev/null 2>&1
+i=0; while xl list "$N9" >/dev/null 2>&1; do i=$((i+1)); [ $i -le 150 ] || lab_fail "nopv: domain $N9 does not go away"; sleep 0.2; done
 L9=$(dr "$RS9")
 IMGS9=$(ls "$W/disks9"/*.img 2>/dev/null)
 [ "$(echo "$IMGS9" | grep -c .)" -eq 1 ] || lab_fail "nopv: images in the backup's disk dir: '$IMGS9'"

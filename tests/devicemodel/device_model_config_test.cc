@@ -44,7 +44,12 @@ std::map<std::string, std::string> Info(const std::string& lines) {
 
 // Where the backup runs the lab guest's device model (domid 7, state on fd 9).
 IncomingDeviceModel LabWhere() {
-  IncomingDeviceModel where = LabWhere();
+  IncomingDeviceModel where;
+  where.domid = 7;
+  where.name = "guest1--incoming";
+  where.serial_files = {"/var/log/xen/serial-guest1.log"};
+  where.kernel = "/lab/domu/vmlinuz";
+  where.state_fd = 9;
   return where;
 }
 
@@ -344,6 +349,7 @@ TEST(DeviceModelConfig, IdeDisksAreSlotsOfReplicatedDisks) {
   auto c = ParseDeviceModelArgs(argv);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->ide_disks, (std::vector<unsigned>{0, 2}));
+  EXPECT_EQ(c->ide_files, (std::vector<std::string>{"/dev/nbd0", "/dev/nbd1"}));  // the primary's own, never sent
   const std::string lines = DeviceModelInfoLines(*c);
   EXPECT_NE(lines.find("dm_version=2\n"), std::string::npos);
   EXPECT_NE(lines.find("dm_ide=0,2\n"), std::string::npos) << lines;
@@ -394,10 +400,12 @@ TEST(DeviceModelConfig, OtherEmulatedDisksAreRefused) {
       {{"-drive", "if=none,readonly=on,id=ide-5632", "-device", "ide-cd,id=ide-5632,drive=ide-5632,bus=ide.1,unit=0"},
        "CD-ROM"},
       {{"-drive", "file=/dev/nbd0,if=ide,index=1,media=cdrom,format=raw"}, "CD-ROM"},
+      {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback,readonly=yes"}, "read-only"},
+      {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw"}, "default cache mode"},
       {{"-device", "ahci,id=ahci0"}, "AHCI"},
       {{"-drive", "file=/dev/nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback"}, "not AHCI"},
       {{"-drive", "file=/var/lib/g.qcow2,if=ide,index=0,media=disk,format=qcow2,cache=writeback"}, "raw disks"},
-      {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=unsafe"}, "does not honour flushes"},
+      {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=unsafe"}, "cache=\"unsafe\""},
       {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback,aio=native"}, "aio=native"},
   };
   for (const auto& c : cases) ExpectRefused(c.extra, Code::kUnsupported, c.said);
