@@ -63,6 +63,7 @@ T0=$(lab_now)
 # xl's default NIC for an HVM guest (type=ioemu: a PV vif and an emulated rtl8139 on the tap
 # vifD.0-emu). The guest's PV drivers unplug the emulated one at boot, so its device state
 # lacks it; the backup's device model has it all the same, as libxl's on a migration target.
+lab_evidence "/var/log/xen/qemu-dm-$G.log"
 LAB_GUEST_VIF="type=ioemu,mac=00:16:3e:4c:00:01,script=/lab/vif-lab" \
   lab_guest_create $G "$LAB_GUEST_MEM" 1 >"$W/domid" || lab_fail "xl create $G (HVM) failed: $(cat "$W/create-$G.log")"
 D=$(cat "$W/domid")
@@ -452,12 +453,13 @@ EP9=$!
 lab_evidence "$W/export9.log"
 i=0; until grep -q ready "$W/export9.log"; do i=$((i+1)); [ $i -le 300 ] || lab_fail "nopv: the disk export is not ready"; sleep 0.1; done
 nbd-client -unix "$SOCK9" "$NBD9" -N hda >"$W/nbdc9.log" 2>&1 || lab_fail "nopv: nbd-client: $(cat "$W/nbdc9.log")"
+lab_evidence "/var/log/xen/qemu-dm-$G9.log"
 LAB_HVM_VGA=stdvga LAB_GUEST_VIF="type=ioemu,model=e1000,mac=00:16:3e:4c:00:09,script=/lab/vif-lab" \
   LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=hda, access=rw, script=/lab/block-lab, target=$NBD9" \
   lab_guest_create $G9 "$LAB_GUEST_MEM" 1 "nopv lab_ip=$G9IP/24 lab_disk=/dev/sda lab_disk_ms=300" >"$W/domid9" ||
   lab_fail "xl create $G9 (HVM, nopv) failed: $(cat "$W/create-$G9.log")"
 D9=$(cat "$W/domid9")
-lab_evidence "$S9" "/var/log/xen/qemu-dm-$G9.log"
+lab_evidence "$S9"
 lab_wait_counter "$S9" 3 300 || lab_fail "$G9 (HVM, nopv) never counted to 3 on its serial console"
 grep -q "DOMU-NET eth0" "$S9" || lab_fail "$G9 did not bring up its emulated NIC: $(grep -m1 "DOMU-NET\|e1000" "$S9" | cut -c1-200)"
 # dr FILE: the last DISKREC a console shows (0: none).
