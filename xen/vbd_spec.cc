@@ -1,6 +1,7 @@
 #include "xen/vbd_spec.h"
 
 #include <cstdio>
+#include <cstdlib>
 
 namespace romulus::xen {
 
@@ -135,6 +136,19 @@ VbdBackendProgress JudgeVbdBackend(const VbdDevice& d, const VbdBackendLook& loo
   }
   why->clear();
   return VbdBackendProgress::kServed;
+}
+
+bool PhysicalDeviceIs(const std::string& node_value, uint32_t major, uint32_t minor) {
+  const size_t colon = node_value.find(':');
+  if (colon == std::string::npos) return false;
+  auto hex = [](const std::string& s, uint32_t* out) {
+    if (s.empty() || s.size() > 8 || s.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) return false;
+    *out = static_cast<uint32_t>(std::strtoul(s.c_str(), nullptr, 16));
+    return true;
+  };
+  uint32_t ma = 0, mi = 0;
+  return hex(node_value.substr(0, colon), &ma) && hex(node_value.substr(colon + 1), &mi) && ma == major &&
+         mi == minor;
 }
 
 }  // namespace romulus::xen

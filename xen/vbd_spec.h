@@ -66,6 +66,12 @@ std::string VbdFrontendPath(uint32_t domid, uint32_t devid);
 // announce 0 sectors, and the resumed guest's blkfront would shrink the
 // disk to nothing (every write ENOSPC; found in the lab, docs/DISK.md §8).
 std::string VbdBackendSysfsPhysicalDevice(uint32_t domid, uint32_t devid);
+// Whether a vbd backend's physical-device node ("<major hex>:<minor hex>",
+// as libxl and the block scripts write it) names the block device
+// major:minor: how the primary checks that an HVM guest's emulated IDE disk
+// is the device blkback serves the same disk from. Strict: hex digits only,
+// one colon, nothing else.
+bool PhysicalDeviceIs(const std::string& node_value, uint32_t major, uint32_t minor);
 // Where blkback writes why it gave up on a disk (xenbus' fatal-error node).
 std::string VbdBackendErrorPath(uint32_t domid, uint32_t devid);
 

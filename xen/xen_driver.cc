@@ -33,7 +33,6 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
-#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <optional>
@@ -126,13 +125,10 @@ Status CheckIdeFilesAreTheVbds(XenHandles& h, uint32_t domid, const devicemodel:
     if (!devid.ok()) return devid.status();
     const std::string node = VbdBackendPath(domid, *devid) + "/physical-device";
     const std::string pd = XsRead(h.xsh(), node);
-    unsigned maj = 0, mnr = 0;
-    char tail = 0;
     struct stat st;
     const std::string& file = c.ide_files[k];
-    const bool read = std::sscanf(pd.c_str(), "%x:%x%c", &maj, &mnr, &tail) == 2;
-    if (!read || ::stat(file.c_str(), &st) != 0 || !S_ISBLK(st.st_mode) || major(st.st_rdev) != maj ||
-        minor(st.st_rdev) != mnr) {
+    if (::stat(file.c_str(), &st) != 0 || !S_ISBLK(st.st_mode) ||
+        !PhysicalDeviceIs(pd, major(st.st_rdev), minor(st.st_rdev))) {
       return Status::Unsupported("emulated IDE disk " + std::to_string(c.ide_disks[k]) + " is " + file +
                                  ", not the block device vbd " + *vdev + " is served from (" + node + " = \"" +
                                  pd.substr(0, 32) + "\"): QEMU and blkback must share the replicated disk");

@@ -139,5 +139,18 @@ TEST(VbdSpecTest, JudgesBlkbackBeforeTheGuestRuns) {
   EXPECT_NE(why.find("unreadable"), std::string::npos) << why;
 }
 
+// The primary's check that an emulated IDE disk is the vbd's own device.
+TEST(PhysicalDeviceIs, OnlyTheExactMajorMinor) {
+  EXPECT_TRUE(PhysicalDeviceIs("2b:0", 43, 0));    // /dev/nbd0, as block-lab and libxl write it
+  EXPECT_TRUE(PhysicalDeviceIs("7:1f", 7, 31));    // a loop device
+  EXPECT_TRUE(PhysicalDeviceIs("FE:10", 254, 16));
+  EXPECT_FALSE(PhysicalDeviceIs("2b:1", 43, 0));   // another nbd device
+  EXPECT_FALSE(PhysicalDeviceIs("2c:0", 43, 0));
+  for (const char* bad : {"", "2b", ":0", "2b:", "2b:0:0", "2b:0 ", " 2b:0", "0x2b:0", "2b:0\n", "-1:0",
+                          "123456789:0", "/dev/nbd0"}) {
+    EXPECT_FALSE(PhysicalDeviceIs(bad, 43, 0)) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace romulus::xen
