@@ -53,7 +53,7 @@ void AddReplicateTuningOptions(po::options_description* desc) {
       ("netbuf-dev", po::value<std::string>(), "buffer this interface's egress until each epoch is acked (sch_plug)")
       ("netbuf-vif", po::value<std::vector<std::string>>(),
        "Xen: buffer the guest's transmit on this vif (e.g. vif3.0) via an IFB; repeat for every interface the guest "
-       "sends on (more vifs, an HVM guest's emulated NIC tap vif3.0-emu)")
+       "sends on (more vifs, an HVM guest's emulated NIC tap vif3.0-emu): buffering some but not all is refused")
       ("no-net-buffering", po::bool_switch(), "do not buffer guest output (stats say: output not committed)")
       ("control-socket", po::value<std::string>(),
        "live control (romulus ctl) on this UNIX socket; default /run/romulus/GUEST.sock if writable, 'none' = off")
