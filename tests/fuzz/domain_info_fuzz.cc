@@ -8,6 +8,7 @@
 // that does not overflow.
 #include <cstdint>
 #include <cstdlib>
+#include <string>
 
 #include "xen/replica_spec.h"
 
@@ -36,6 +37,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!dm.kernel.empty() && !devicemodel::PlainAbsolutePath(dm.kernel)) abort();
     where.kernel = "/k";
     where.state_fd = 3;
+    // Emulated IDE slots name the backup's own devices, never a path from
+    // the record: at most the four IDE slots, each once.
+    if (dm.ide_disks.size() > 4) abort();
+    for (unsigned slot : dm.ide_disks) {
+      if (slot > 3 || where.ide_paths.count(slot)) abort();
+      where.ide_paths[slot] = "/dev/loop" + std::to_string(slot);
+    }
+    if (dm.nics.size() > 16) abort();
     auto args = devicemodel::IncomingDeviceModelArgs(dm, where);
     if (!args.ok()) abort();
     for (size_t i = 0; i + 1 < args->size(); i++) {

@@ -48,6 +48,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // The typed layer over whatever is left: a Status, whatever the answer's shape.
     DeviceModel dm(std::move(*c));
     (void)dm.RunState(transport::DeadlineIn(std::chrono::seconds(5)));
+    // What the backup writes into xenstore from query-vnc: bounded, a port.
+    auto vnc = dm.QueryVnc(transport::DeadlineIn(std::chrono::seconds(5)));
+    if (vnc.ok() && (vnc->host.empty() || vnc->host.size() > 64 || vnc->port == 0 || vnc->port > 65535)) std::abort();
   }
   ::close(sv[1]);
   return 0;
