@@ -365,7 +365,7 @@ int RunPrimary(const ReplicateSetup& setup, std::unique_ptr<replicator::Checkpoi
   }
   if (engine.handed_over()) {
     spdlog::warn("switchover complete: the backup runs the guest from epoch {}; this copy stays paused",
-                 engine.current_epoch());
+                 engine.last_acked_epoch());
   }
   stats.Totals(engine.totals());
   events::PrimaryStop(opts.events, engine.last_acked_epoch(),

@@ -123,13 +123,14 @@ class PlugQdisc final : public replicator::OutputCommit {
   Status Checkpoint(uint64_t epoch) override;
   Status Release(uint64_t epoch) override;
   Status ReleaseAll() override;
+  // Failover / fencing, or a guest relinquished to its backup: every packet
+  // not yet released is dropped and never leaves; the device stays plugged
+  // (a fresh plug is swapped in atomically, so not even a packet sent during
+  // the swap escapes).
+  Status Discard() override;
   std::string Describe() const override;
   bool commits_output() const override { return true; }
 
-  // Failover / fencing: every packet not yet released is dropped and never
-  // leaves; the device stays plugged (a fresh plug is swapped in atomically, so
-  // not even a packet sent during the swap escapes).
-  Status Discard();
   // Removes everything Romulus installed. Output not released by then is
   // dropped (after ReleaseAll, the queue gets opts.drain_ms to drain first).
   // Idempotent.

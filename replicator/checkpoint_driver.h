@@ -107,6 +107,20 @@ class EpochSession {
   virtual void Publish(const EpochStats& st) = 0;
   // --ack-timeout: also the bound on sending a small epoch.
   virtual std::chrono::milliseconds ack_timeout() const = 0;
+
+  // ---- The guest cannot go on here (checkpoint thread) ----
+  // Epoch `epoch` (suspended, not yet streamed) cannot be committed, and
+  // the guest must never run on from this copy: e.g. an emulated disk lost
+  // a write the guest saw complete (devicemodel/writeback_watch.h), so its
+  // memory believes data its disk lacks. The driver keeps the guest
+  // suspended for good and ends the session with `why`. The controller
+  // then drops the output of every unacked epoch (OutputCommit::Discard)
+  // and, if the backup holds a checkpoint of this session taken while
+  // protected (nothing the world saw is newer), hands the guest over to it
+  // (BYE handover: the backup resumes that checkpoint); otherwise it ends
+  // replication and the guest waits for the operator. Replication ends
+  // either way, with `why`.
+  virtual void Relinquish(uint64_t epoch, Status why) = 0;
 };
 
 // What a driver says about its guest (status, handshake).

@@ -23,6 +23,10 @@ class OutputCommit {
   virtual Status Release(uint64_t epoch) = 0;
   // Replication stops or the backup is gone: stop buffering, let everything through.
   virtual Status ReleaseAll() = 0;
+  // The epochs not released yet will never be acked (the guest's copy here
+  // must not go on: PrimaryController::Relinquish): their output is dropped,
+  // never sent, and the device stays plugged.
+  virtual Status Discard() = 0;
   // "sch_plug on eth0", "none (output not committed)".
   virtual std::string Describe() const = 0;
   virtual bool commits_output() const = 0;
@@ -34,6 +38,7 @@ class NoOutputCommit final : public OutputCommit {
   Status Checkpoint(uint64_t) override { return Status::Ok(); }
   Status Release(uint64_t) override { return Status::Ok(); }
   Status ReleaseAll() override { return Status::Ok(); }
+  Status Discard() override { return Status::Ok(); }
   std::string Describe() const override { return "none (output not committed)"; }
   bool commits_output() const override { return false; }
 };

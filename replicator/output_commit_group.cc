@@ -31,6 +31,10 @@ Status OutputCommitGroup::ReleaseAll() {
   return ForEach([](OutputCommit& m) { return m.ReleaseAll(); });
 }
 
+Status OutputCommitGroup::Discard() {
+  return ForEach([](OutputCommit& m) { return m.Discard(); });
+}
+
 std::string OutputCommitGroup::Describe() const {
   std::string out;
   for (const auto& m : members_) out += (out.empty() ? "" : " + ") + m->Describe();

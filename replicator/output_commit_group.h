@@ -22,6 +22,7 @@ class OutputCommitGroup final : public OutputCommit {
   Status Checkpoint(uint64_t epoch) override;
   Status Release(uint64_t epoch) override;
   Status ReleaseAll() override;
+  Status Discard() override;
   // The members' descriptions joined by " + ".
   std::string Describe() const override;
   // Only when every member commits: one that does not leaks output.

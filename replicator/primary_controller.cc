@@ -217,6 +217,10 @@ Status PrimaryController::Run(const std::atomic<bool>& stop) {
     }
     backoff = opts_.reconnect_min;
     Status s = driver_->RunSession(*this);
+    if (relinquished_epoch_ != 0) {
+      result = FinishRelinquish();
+      break;
+    }
     if (final_committed_) {
       result = FinishHandover(last_epoch_used_.load());
       break;
@@ -275,6 +279,7 @@ Status PrimaryController::Run(const std::atomic<bool>& stop) {
     SetSession(nullptr);
   }
   protected_.store(false);
+  if (relinquished_epoch_ != 0) return result;  // its output was dropped; the device stays plugged
   Status rel = output_.ReleaseAll();
   {
     std::lock_guard<std::mutex> lock(ops_mu_);
@@ -282,6 +287,61 @@ Status PrimaryController::Run(const std::atomic<bool>& stop) {
   }
   if (!result.ok()) return result;
   return rel;
+}
+
+void PrimaryController::Relinquish(uint64_t epoch, Status why) {
+  if (relinquished_epoch_ != 0) return;  // the first word stands
+  relinquished_epoch_ = epoch;
+  relinquish_why_ = std::move(why);
+  spdlog::error("epoch {} cannot be committed and the guest must not run on here: {}", epoch,
+                relinquish_why_.ToString());
+}
+
+Status PrimaryController::FinishRelinquish() {
+  const uint64_t epoch = relinquished_epoch_;
+  const int64_t acked = last_acked_.load();
+  // Nothing the guest produced after its last acked epoch may leave: this
+  // copy never runs on, and a backup that takes over resumes before it.
+  Status dropped = output_.Discard();
+  if (!dropped.ok()) {
+    spdlog::error("output commit: dropping the output of the epochs after {}: {} (the plug still holds it, and "
+                  "removing the plug at exit drops it)",
+                  acked, dropped.ToString());
+  }
+  // The backup's checkpoint is the guest only if nothing the world saw is
+  // newer: acked in this session, every release since then protected.
+  const bool hand_over = sender_ && protected_.load() && acked >= static_cast<int64_t>(session_first_epoch_);
+  const std::string text = "epoch " + std::to_string(epoch) + " cannot be committed: " + relinquish_why_.message();
+  std::string outcome;
+  if (hand_over) {
+    // On a session that failed meanwhile the sender cuts instead of saying
+    // BYE, and the backup fails over on the silence: the same outcome.
+    Status bye = sender_->Stop(protocol::ByeReason::kHandover, text);
+    handed_over_.store(true);
+    outcome = "handed over to the backup, which resumes the guest from epoch " + std::to_string(acked) +
+              " (taken before the failure; the output of later epochs was dropped)" +
+              (bye.ok() ? "" : "; the handover message was not delivered (" + bye.ToString() +
+                                   "), so the backup fails over on its own after its timeout");
+    events::Switchover(opts_.events, static_cast<uint64_t>(acked), bye.ok(), "relinquished: " + text);
+  } else {
+    if (sender_) (void)sender_->Stop(protocol::ByeReason::kGuestShutdown, text);
+    outcome = acked < 0 ? "the backup holds no checkpoint"
+                        : "the backup's checkpoint (epoch " + std::to_string(acked) +
+                              ") is older than what the guest's output already showed the world";
+    outcome += ", so it does not take over: the guest stays suspended here for the operator "
+               "(docs/FAILURE-MODEL.md §7a)";
+  }
+  sender_.reset();
+  SetSession(nullptr);
+  protected_.store(false);
+  SetUnprotected(text + "; " + outcome);
+  {
+    std::lock_guard<std::mutex> lock(ops_mu_);
+    output_state_ = output_.Describe() + (dropped.ok() ? " (unacked output dropped: relinquished)"
+                                                       : " (dropping the unacked output failed: relinquished)");
+  }
+  spdlog::error("RELINQUISHED: {}; {}", text, outcome);
+  return Status::Error(relinquish_why_.code(), text + "; " + outcome);
 }
 
 void PrimaryController::FailPendingOps(const Status& why) {

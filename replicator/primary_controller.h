@@ -188,6 +188,7 @@ class PrimaryController final : private EpochSession {
   Status Commit(uint64_t epoch, EpochStats* st) override;
   void Publish(const EpochStats& st) override;
   std::chrono::milliseconds ack_timeout() const override { return opts_.ack_timeout; }
+  void Relinquish(uint64_t epoch, Status why) override;
 
   // Connects and performs the handshake (with the cache fallback); on
   // failure waits the back-off. Ok: sender_ is a fresh session.
@@ -200,6 +201,7 @@ class PrimaryController final : private EpochSession {
   void ServeOps();                            // at a boundary: a pending RegionDigestsAt
   void FailPendingOps(const Status& why);
   Status FinishHandover(uint64_t epoch);      // after the final epoch was committed
+  Status FinishRelinquish();                  // after a session whose driver called Relinquish
   void WaitOrStop(std::chrono::milliseconds d) const;
   void UseEpoch(uint64_t epoch);              // last_epoch_used_ = max(last_epoch_used_, epoch)
   void PausedWait();                          // one step of an operator pause (logs and releases once)
@@ -227,6 +229,9 @@ class PrimaryController final : private EpochSession {
   std::atomic<bool> backup_failed_{false};  // the session's error came from the backup (either thread)
   bool final_taken_ = false;       // NextEpoch answered kFinal in this session
   bool final_committed_ = false;
+  // Relinquish: the epoch that could not be committed (0: none) and why.
+  uint64_t relinquished_epoch_ = 0;
+  Status relinquish_why_;
   bool unprotected_event_ = false;  // an "unprotected" event since the last "protected"
   bool paused_logged_ = false;
   std::chrono::steady_clock::time_point last_suspend_;

@@ -107,6 +107,7 @@ void FailoverJudge::SessionEnded(EndCause cause, const std::string& detail, Dura
       break;
     case EndCause::kByeHandover:
       handover_ = true;
+      handover_detail_ = detail;  // a planned switchover, or why the primary relinquished its guest
       PrimaryHeard(now);
       break;
     case EndCause::kPeerError:
@@ -214,7 +215,8 @@ Decision FailoverJudge::Decide(Duration now) const {
   }
   if (handover_ && has_checkpoint_) {
     d.kind = Decision::kActivate;
-    d.why = "planned switchover: the primary handed over after epoch " + std::to_string(checkpoint_epoch_);
+    d.why = "the primary handed over after epoch " + std::to_string(checkpoint_epoch_) + ": " +
+            (handover_detail_.empty() ? std::string("planned switchover") : handover_detail_);
     return d;  // the primary paused its guest for good and said so: no fence
   }
   if (operator_failover_) {  // taken only with a checkpoint to resume

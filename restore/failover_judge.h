@@ -110,6 +110,7 @@ class FailoverJudge {
   bool session_committed_ = false;
   bool operator_failover_ = false;
   bool handover_ = false;
+  std::string handover_detail_;  // the BYE's text
   bool stopped_ = false;
   bool guest_stopped_ = false;  // with stopped_: BYE guest-shutdown, not the operator's stop
   std::string stop_detail_;     // with stopped_: what the primary said

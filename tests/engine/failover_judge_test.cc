@@ -164,7 +164,8 @@ TEST(FailoverJudgeTest, Table) {
       {"bye guest stopped, nothing committed", kCmd, {Start(0), End(20, EndCause::kByeGuestStopped)}, 99999,
        Decision::kStop, false, "nothing was committed"},
       {"bye handover activates at once, no fence", kCmd,
-       {Start(0), Commit(10, 3), End(20, EndCause::kByeHandover)}, 20, Decision::kActivate, false, "switchover"},
+       {Start(0), Commit(10, 3), End(20, EndCause::kByeHandover)}, 20, Decision::kActivate, false,
+       "the primary handed over after epoch 3: detail"},
       {"operator failover", kNoFence, {Start(0), Commit(10, 3), Operator()}, 11, Decision::kActivate},
       // Refused (OperatorFailover says why) and not remembered: still serving.
       {"operator failover with nothing committed", kNoFence, {Start(0), Operator()}, 11, Decision::kWait},
@@ -233,6 +234,28 @@ TEST(FailoverJudgeTest, AGuestThatDiedIsNotAnOperatorStop) {
 // A checkpoint whose disk is still being copied (docs/DISK.md §7.1) is
 // never resumed: not on silence, not on the operator's word, not at a
 // handover; the first whole one is.
+
+// A primary that relinquished its guest (an epoch it could not commit, a
+// copy that must not run on) hands over like a switchover; the decision
+// says why, in the primary's words.
+TEST(FailoverJudgeTest, AHandoverSaysWhyThePrimaryHandedOver) {
+  JudgeConfig cfg;
+  cfg.fencing = Fencing::kCommand;
+  FailoverJudge j(cfg);
+  j.SessionStarted(std::chrono::seconds(0));
+  j.Committed(4, std::chrono::seconds(1), "");
+  j.SessionEnded(EndCause::kByeHandover, "epoch 5 cannot be committed: flushing /dev/nbd0: EIO",
+                 std::chrono::seconds(2));
+  Decision d = j.Decide(std::chrono::seconds(2));
+  EXPECT_EQ(d.kind, Decision::kActivate);
+  EXPECT_FALSE(d.run_fence) << "the primary keeps its copy suspended and said so";
+  EXPECT_EQ(d.why, "the primary handed over after epoch 4: epoch 5 cannot be committed: flushing /dev/nbd0: EIO");
+  FailoverJudge planned(cfg);
+  planned.SessionStarted(std::chrono::seconds(0));
+  planned.Committed(7, std::chrono::seconds(1), "");
+  planned.SessionEnded(EndCause::kByeHandover, "", std::chrono::seconds(2));
+  EXPECT_EQ(planned.Decide(std::chrono::seconds(2)).why, "the primary handed over after epoch 7: planned switchover");
+}
 TEST(FailoverJudgeTest, ACheckpointWithAPartialDiskIsNeverActivated) {
   JudgeConfig cfg;
   cfg.failover_timeout = std::chrono::seconds(1);

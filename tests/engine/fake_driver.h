@@ -69,6 +69,13 @@ class FakeDriver final : public replicator::CheckpointDriver {
         paused_.store(false);
         return oc;
       }
+      if (lose_writes_ && lose_writes_(epoch, first)) {
+        // As the Xen driver does when an emulated disk lost a write: the
+        // epoch is not streamed, the guest stays suspended for good.
+        Status why = Status::Storage(lose_why_);
+        s.Relinquish(epoch, why);
+        return why;
+      }
       s.Reached(replicator::Phase::kAfterSuspend, epoch);
       auto snap = Copy(dirty_);
       dirty_.clear();
@@ -128,6 +135,13 @@ class FakeDriver final : public replicator::CheckpointDriver {
   void DieAt(uint64_t epoch, std::string why) {
     die_why_ = std::move(why);
     die_at_.store(epoch);
+  }
+  // At the suspend of the first epoch for which when(epoch, the session's
+  // first epoch) holds, the guest "loses a write": the driver relinquishes
+  // it (EpochSession::Relinquish) and keeps it paused. Set before Run.
+  void LoseWritesWhen(std::function<bool(uint64_t, uint64_t)> when, std::string why) {
+    lose_writes_ = std::move(when);
+    lose_why_ = std::move(why);
   }
 
  private:
@@ -214,6 +228,8 @@ class FakeDriver final : public replicator::CheckpointDriver {
   std::atomic<bool> paused_{false}, handed_over_{false}, lives_{true};
   std::atomic<uint64_t> die_at_{0};  // 0: never
   std::string die_why_;
+  std::function<bool(uint64_t, uint64_t)> lose_writes_;
+  std::string lose_why_;
   uint64_t committed_ = 0;
 };
 

@@ -19,6 +19,7 @@ class Member final : public OutputCommit {
   Status Checkpoint(uint64_t e) override { return Do("checkpoint " + std::to_string(e)); }
   Status Release(uint64_t e) override { return Do("release " + std::to_string(e)); }
   Status ReleaseAll() override { return Do("release-all"); }
+  Status Discard() override { return Do("discard"); }
   std::string Describe() const override { return name_; }
   bool commits_output() const override { return commits_; }
 
@@ -48,8 +49,10 @@ TEST(OutputCommitGroup, EveryPlugGetsEveryCommandInOrder) {
   EXPECT_TRUE(g->Checkpoint(7).ok());
   EXPECT_TRUE(g->Release(7).ok());
   EXPECT_TRUE(g->ReleaseAll().ok());
+  EXPECT_TRUE(g->Discard().ok());
   const std::vector<std::string> want = {"vif3.0 checkpoint 7", "vif3.0-emu checkpoint 7", "vif3.0 release 7",
-                                         "vif3.0-emu release 7", "vif3.0 release-all", "vif3.0-emu release-all"};
+                                         "vif3.0-emu release 7", "vif3.0 release-all", "vif3.0-emu release-all",
+                                         "vif3.0 discard",       "vif3.0-emu discard"};
   EXPECT_EQ(log, want);
   EXPECT_EQ(g->Describe(), "vif3.0 + vif3.0-emu");
   EXPECT_TRUE(g->commits_output());
@@ -71,6 +74,11 @@ TEST(OutputCommitGroup, AFailedPlugStillLetsTheOthersPlaceTheirBoundary) {
   EXPECT_FALSE(h->Release(3).ok());
   EXPECT_TRUE(h->ReleaseAll().ok());
   EXPECT_EQ(log.size(), 4u);
+  // A discard one plug refused still drops the other's epochs.
+  log.clear();
+  auto d = Group(&log, "discard");
+  EXPECT_FALSE(d->Discard().ok());
+  EXPECT_EQ(log, (std::vector<std::string>{"vif3.0 discard", "vif3.0-emu discard"}));
 }
 
 // One member that does not commit output means the guest's output is not

@@ -231,6 +231,12 @@ class RecordingSession final : public replicator::EpochSession {
     st->acked = true;
     return Status::Ok();
   }
+  // Nobody to hand over to: the driver keeps the guest suspended and the
+  // session's error says why.
+  void Relinquish(uint64_t epoch, Status why) override {
+    fprintf(stderr, "romulus-xen: epoch %llu cannot be committed, the guest stays suspended: %s\n",
+            (unsigned long long)epoch, why.ToString().c_str());
+  }
   void Publish(const replicator::EpochStats& st) override {
     std::string dm;  // an HVM guest's device model: its share of the pause
     for (const auto& [key, value] : st.extra) {
