@@ -41,6 +41,7 @@
 #include "buffer/staging_queue.h"
 #include "devicemodel/checkpoint_pause.h"
 #include "devicemodel/device_state_file.h"
+#include "devicemodel/writeback_watch.h"
 #include "protocol/messages.h"
 #include "xen/hypervisor_log.h"
 #include "xen/stream_split.h"
@@ -80,6 +81,15 @@ std::string HandedOverPath(uint32_t domid) {
   return "/local/domain/" + std::to_string(domid) + "/" + kHandedOverNode;
 }
 
+// Under the domain's xenstore directory, written when a checkpoint found
+// that the guest lost a write it saw complete (Session::Relinquish): why
+// this copy is kept suspended. A later replicator refuses to resume it.
+const char kKeptSuspendedNode[] = "romulus-kept-suspended";
+
+std::string KeptSuspendedPath(uint32_t domid) {
+  return "/local/domain/" + std::to_string(domid) + "/" + kKeptSuspendedNode;
+}
+
 // How the replicator suspends a guest ("hypervisor" or "guest"), written
 // before the first suspend and whenever it changes, keyed by the guest's
 // UUID (a reused domid is another guest) under dom0's own directory (the
@@ -105,13 +115,6 @@ std::string HypervisorSaysAbout(XenHandles& h, const DomainFacts& dom, const cha
   return ExplainUnexpectedShutdown(ex, dom.domid, reason);
 }
 
-// One xc_domain_save run: one backup session.
-// How the guest is suspended now (ChooseSuspendWay over what the hypervisor
-// and xenstore say), and so how a suspended one is resumed: a guest the
-// hypervisor suspended made no suspend hypercall, so a cooperative resume
-// (fast), which sets that hypercall's return value in its registers, would
-// corrupt it wherever an event channel callback is set (an HVM guest with
-// PV drivers asleep in an ACPI S state).
 // Each emulated IDE disk's file (the primary QEMU's -drive) is the block
 // device blkback serves the same disk from (the vbd's physical-device,
 // major:minor in hex as libxl and the block scripts write it): then QEMU and
@@ -137,6 +140,12 @@ Status CheckIdeFilesAreTheVbds(XenHandles& h, uint32_t domid, const devicemodel:
   return Status::Ok();
 }
 
+// How the guest is suspended now (ChooseSuspendWay over what the hypervisor
+// and xenstore say), and so how a suspended one is resumed: a guest the
+// hypervisor suspended made no suspend hypercall, so a cooperative resume
+// (fast), which sets that hypercall's return value in its registers, would
+// corrupt it wherever an event channel callback is set (an HVM guest with
+// PV drivers asleep in an ACPI S state).
 SuspendWay ReadSuspendWay(XenHandles& h, const DomainFacts& dom) {
   uint64_t callback_irq = 0, acpi_s_state = 0;
   bool announces = false;
@@ -149,6 +158,7 @@ SuspendWay ReadSuspendWay(XenHandles& h, const DomainFacts& dom) {
   return ChooseSuspendWay(dom.type, announces, callback_irq, acpi_s_state);
 }
 
+// One xc_domain_save run: one backup session.
 class Session : public EpochSink {
  public:
   // `dm_file`: where an HVM guest's device model saves its state each epoch
@@ -156,11 +166,16 @@ class Session : public EpochSink {
   // `dm_stopped`: the driver's "a cont failed, the device model may be
   // stopped" flag, which outlives a session (the guest is then kept
   // suspended until a checkpoint continues the device model again).
+  // `writeback`: an HVM guest's emulated IDE disks (null: none).
+  // `kept_suspended`: the driver's "this copy must never run on" reason
+  // (empty: none), which outlives the session.
   Session(const XenDriverOptions& opts, XenHandles* h, const DomainFacts& dom, EpochSession& s,
-          devicemodel::DeviceStateFile* dm_file, bool* dm_stopped)
+          devicemodel::DeviceStateFile* dm_file, bool* dm_stopped, devicemodel::WritebackWatch* writeback,
+          std::string* kept_suspended)
       : opts_(opts), h_(h), dom_(dom), s_(s), base_(s.first_epoch() - 1),
         queue_(1u << 20, std::max<uint64_t>(opts.staging_bytes >> 20, 4)),
-        splitter_(this), parser_(&splitter_), dm_file_(dm_file), dm_stopped_(dm_stopped),
+        splitter_(this), parser_(&splitter_), dm_file_(dm_file), dm_stopped_(dm_stopped), writeback_(writeback),
+        kept_suspended_(kept_suspended),
         dm_endpoint_(devicemodel::LibxlDeviceModelEndpoint(dom.domid, dom.uuid)), checkpoints_(base_) {}
 
   Status Run();
@@ -200,6 +215,10 @@ class Session : public EpochSink {
   Status ReleaseDeviceModel();
   // The worker, at the epoch's end: the state of `epoch` as a kind-6 record.
   Status AddDeviceModelState(uint64_t epoch);
+  // Inside the pause, after the device model's stop: did every write the
+  // guest saw complete through an emulated disk reach it? If not, the
+  // guest is relinquished (kept suspended for good) and false returned.
+  bool EmulatedWritesReachedTheDisks(uint64_t epoch);
 
   void ReaderLoop(int fd);
   void WorkerLoop();
@@ -226,6 +245,8 @@ class Session : public EpochSink {
   // from Suspend to Postcopy, and the buffer the state is read into.
   devicemodel::DeviceStateFile* const dm_file_;
   bool* const dm_stopped_;
+  devicemodel::WritebackWatch* const writeback_;
+  std::string* const kept_suspended_;
   const devicemodel::DeviceModelEndpoint dm_endpoint_;
   std::unique_ptr<devicemodel::DeviceModelPause> dm_pause_;
   std::vector<uint8_t> dm_read_;
@@ -482,6 +503,7 @@ int Session::Suspend() {
       SetError(dm);
       return 0;
     }
+    if (!EmulatedWritesReachedTheDisks(epoch)) return 0;
   }
   // The guest's vCPUs are stopped: nothing it does can complete a disk
   // request in this epoch any more, so the disks' epoch clocks advance here
@@ -559,6 +581,29 @@ Status Session::PauseDeviceModel(uint64_t epoch) {
   dm_state_.swap(dm_read_);
   dm_state_epoch_ = epoch;
   return Status::Ok();
+}
+
+bool Session::EmulatedWritesReachedTheDisks(uint64_t epoch) {
+  if (!writeback_ || writeback_->size() == 0) return true;
+  const auto t0 = Clock::now();
+  Status wb = writeback_->Check();
+  cur_.dm_flush = duration_cast<microseconds>(Clock::now() - t0);
+  if (wb.ok()) return true;
+  // The guest's memory now believes data its disk lacks: this epoch must
+  // never be committed, and this copy must never run on (it would build on
+  // the lost write). The backup's last checkpoint, taken before the write,
+  // is the guest (docs/DEVICE-MODEL.md §2.2).
+  const Status why = wb.With("HVM guest " + dom_.name + ", epoch " + std::to_string(epoch) + ", emulated IDE disk");
+  *kept_suspended_ = why.ToString();
+  if (!XsWrite(h_->xsh(), XBT_NULL, KeptSuspendedPath(dom_.domid), kept_suspended_->substr(0, 1024)).ok()) {
+    spdlog::warn("could not record why domain {} is kept suspended ({})", dom_.name, KeptSuspendedPath(dom_.domid));
+  }
+  // QEMU runs on (its devices idle: the vCPUs stay suspended), so `xl`
+  // can still manage or destroy the domain.
+  (void)ReleaseDeviceModel();
+  s_.Relinquish(epoch, why);
+  SetError(why);
+  return false;
 }
 
 Status Session::ReleaseDeviceModel() {
@@ -672,7 +717,11 @@ int Session::Checkpoint() {
 void Session::Cleanup(bool guest_may_be_suspended) {
   auto info = GetDomainInfo(h_->xch(), dom_.domid);
   if (!info.ok()) return;  // domain gone: nothing to repair
-  if (guest_may_be_suspended && info->shutdown && info->shutdown_reason == SHUTDOWN_suspend) {
+  if (!kept_suspended_->empty() && info->shutdown && info->shutdown_reason == SHUTDOWN_suspend) {
+    spdlog::error("domain {} stays suspended for good: {}. If its backup took over (RELINQUISHED ... handed over, "
+                  "above), destroy this copy (xl destroy {}); see docs/FAILURE-MODEL.md §7a",
+                  dom_.name, *kept_suspended_, dom_.domid);
+  } else if (guest_may_be_suspended && info->shutdown && info->shutdown_reason == SHUTDOWN_suspend) {
     // LAB-NOTES pitfall 8: a save that died mid-checkpoint leaves the primary
     // suspended (---ss-). Resume it so the guest keeps running unprotected,
     // unless its device model could not be continued: a guest whose
@@ -781,9 +830,9 @@ Status Session::Run() {
 class XenDriver final : public replicator::CheckpointDriver {
  public:
   XenDriver(XenDriverOptions opts, std::unique_ptr<XenHandles> h, DomainFacts dom, uint32_t xen_release,
-            std::optional<devicemodel::DeviceStateFile> dm_file)
+            std::optional<devicemodel::DeviceStateFile> dm_file, std::optional<devicemodel::WritebackWatch> writeback)
       : opts_(std::move(opts)), h_(std::move(h)), dom_(std::move(dom)), xen_release_(xen_release),
-        dm_file_(std::move(dm_file)) {}
+        dm_file_(std::move(dm_file)), writeback_(std::move(writeback)) {}
 
   replicator::GuestFacts facts() const override {
     replicator::GuestFacts f;
@@ -805,7 +854,9 @@ class XenDriver final : public replicator::CheckpointDriver {
   }
 
   Status RunSession(EpochSession& s) override {
-    Session session(opts_, h_.get(), dom_, s, dm_file_ ? &*dm_file_ : nullptr, &dm_stopped_);
+    if (!kept_suspended_.empty()) return Status::Storage(kept_suspended_ + ": the guest is kept suspended");
+    Session session(opts_, h_.get(), dom_, s, dm_file_ ? &*dm_file_ : nullptr, &dm_stopped_,
+                    writeback_ ? &*writeback_ : nullptr, &kept_suspended_);
     return session.Run();
   }
 
@@ -818,6 +869,10 @@ class XenDriver final : public replicator::CheckpointDriver {
   const uint32_t xen_release_;
   std::optional<devicemodel::DeviceStateFile> dm_file_;  // HVM guests: one memfd for every epoch
   bool dm_stopped_ = false;  // a cont failed: the device model may be stopped (RunSession's thread only)
+  // HVM guests with emulated IDE disks: opened before the first checkpoint,
+  // so every later write-back error reaches it.
+  std::optional<devicemodel::WritebackWatch> writeback_;
+  std::string kept_suspended_;  // why this copy must never run on (empty: it may)
 };
 
 }  // namespace
@@ -831,6 +886,7 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
   auto dom = ResolveDomain(**h, opts.domain);
   if (!dom.ok()) return dom.status();
   std::optional<devicemodel::DeviceStateFile> dm_file;
+  std::optional<devicemodel::WritebackWatch> writeback;
   const devicemodel::DeviceModelEndpoint dm_endpoint = devicemodel::LibxlDeviceModelEndpoint(dom->domid, dom->uuid);
   if (dom->type == GuestType::kHvm) {
     // Its device model must be libxl's qemu-xen in this dom0, reached over
@@ -854,6 +910,14 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
     return Status::InvalidArgument("domain " + dom->name + " is shutting down");
   }
   if (dom->shutdown && dom->shutdown_reason == SHUTDOWN_suspend) {
+    const std::string kept = XsRead((*h)->xsh(), KeptSuspendedPath(dom->domid));
+    if (!kept.empty()) {
+      return Status::InvalidArgument(
+          "domain " + dom->name + " was kept suspended by a replicator: " + kept +
+          ". If its backup took over, destroy this copy (xl destroy " + std::to_string(dom->domid) +
+          "); if none did and the loss is accepted, remove the record (xenstore-rm " +
+          KeptSuspendedPath(dom->domid) + ") and start romulus again, which resumes it (docs/FAILURE-MODEL.md §7a)");
+    }
     const std::string handed = XsRead((*h)->xsh(), HandedOverPath(dom->domid));
     if (!handed.empty()) {
       return Status::InvalidArgument("domain " + dom->name + " was handed over to its backup at epoch " + handed +
@@ -914,6 +978,11 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
     ROMULUS_RETURN_IF_ERROR(devicemodel::CheckEmulatedDisks(*config, replicated).With("cannot protect HVM guest " + dom->name));
     ROMULUS_RETURN_IF_ERROR(CheckIdeFilesAreTheVbds(**h, dom->domid, *config, replicated)
                                 .With("cannot protect HVM guest " + dom->name));
+    if (!config->ide_files.empty()) {
+      auto w = devicemodel::WritebackWatch::Open(config->ide_files);
+      if (!w.ok()) return w.status().With("cannot protect HVM guest " + dom->name);
+      writeback.emplace(std::move(*w));
+    }
   }
   {
     // Output commit covers every interface the guest sends on, or none.
@@ -946,7 +1015,7 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
   spdlog::info("protecting domain {} (domid {}, {}, {} vCPU, {} pages)", dom->name, dom->domid,
                GuestTypeName(dom->type), dom->max_vcpus, dom->guest_pages);
   return std::unique_ptr<replicator::CheckpointDriver>(
-      new XenDriver(opts, std::move(*h), std::move(*dom), *release, std::move(dm_file)));
+      new XenDriver(opts, std::move(*h), std::move(*dom), *release, std::move(dm_file), std::move(writeback)));
 }
 
 }  // namespace romulus::xen

@@ -29,6 +29,7 @@ replicator::EpochStats MakeXenEpochStats(const replicator::EpochWireStats& w, co
     e.extra.emplace_back("dm_save_us", us(f.dm_save));
     e.extra.emplace_back("dm_resume_us", us(f.dm_resume));
     e.extra.emplace_back("dm_state_bytes", f.dm_state_bytes);
+    e.extra.emplace_back("dm_flush_us", us(f.dm_flush));
   }
   return e;
 }

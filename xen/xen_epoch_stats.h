@@ -25,13 +25,16 @@ struct XenEpochFacts {
   std::chrono::microseconds dm_save{0};
   std::chrono::microseconds dm_resume{0};
   uint64_t dm_state_bytes = 0;
+  // Flushing its emulated IDE disks' files after the stop, to hear of a
+  // write-back error QEMU's own flush swallowed (devicemodel/writeback_watch.h).
+  std::chrono::microseconds dm_flush{0};
 };
 
 // The engine's per-epoch record of a Xen epoch: pause_us from the suspend
 // request to the guest running again (suspend_us is the part until the
 // guest stopped), dirty_pages the pages libxenguest sent, and the Xen-only
 // extras state_records, ack_wait_us and xen_stream_bytes, and for a guest
-// with a device model dm_save_us, dm_resume_us and dm_state_bytes
+// with a device model dm_save_us, dm_resume_us, dm_state_bytes and dm_flush_us
 // (docs/STATS.md).
 // The controller adds what it knows (acked, ack latency, protected,
 // output_commit, period).

@@ -1,5 +1,5 @@
 #!/bin/sh
-#@ title: an HVM guest's device model through checkpoint pauses (libxl's QMP lock, stop, state into a passed descriptor, cont) and the Xen driver's checkpoints, each with its device state; protected by romulus and failed over: the backup starts the device model from the checkpoint and the guest counts on; kill drills s2 and c resume from exactly the right epoch; a planned switchover with --reverse
+#@ title: an HVM guest's device model through checkpoint pauses (libxl's QMP lock, stop, state into a passed descriptor, cont) and the Xen driver's checkpoints, each with its device state; protected by romulus and failed over: the backup starts the device model from the checkpoint and the guest counts on; kill drills s2 and c resume from exactly the right epoch; a planned switchover with --reverse; a lost write (the primary's store full): the guest relinquished to the backup
 #@ runs: romulus
 #@ guests: hvm
 #@ order: 5
@@ -50,6 +50,11 @@
 #     emulated IDE slot too, which this guest uses (ata_piix, /dev/sda), writing a numbered,
 #     checksummed record every 300 ms; the backup's QEMU gets the backup's copy in the same
 #     slot, and after failover the copy's records end where the resumed guest's memory says.
+# 10. a lost write: a nopv guest whose IDE disk's store (behind the export) runs out of room
+#     while it is protected. The write-back of QEMU's page cache fails; the replicator hears
+#     of it inside the next pause (its own descriptor of /dev/nbd1), never commits that epoch,
+#     keeps the guest suspended for good and hands it to the backup, which resumes the epoch
+#     before; the guest counts and writes on there; a second replicator refuses the kept copy.
 . /lab/dom0-lib.sh
 W=$LAB_WORK
 G=guest1
@@ -608,6 +613,103 @@ kill $B9 2>/dev/null; wait $B9 2>/dev/null
 xl destroy "$G9-copy" >/dev/null 2>&1; xl destroy $G9 >/dev/null 2>&1
 nbd-client -d $NBD9 >/dev/null 2>&1
 kill $EP9 2>/dev/null; wait $EP9 2>/dev/null
-lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8); without PV drivers (VGA, emulated e1000 held until the ack, emulated IDE disk replicated): hypervisor suspend, failover $LAST9->$FIRST9"
+# ---- 10. a write the guest saw complete is lost on the primary (docs/DEVICE-MODEL.md §2.2,
+# FAILURE-MODEL §7a). The export's store is on a small tmpfs; once it is protected and its
+# disk copied, dom0 fills that tmpfs, so the export's next write fails (ENOSPC), the kernel's
+# write-back of QEMU's page cache of /dev/nbd1 fails, and the replicator's own descriptor
+# hears of it at the next checkpoint, after QEMU's stop. That epoch is never committed: the
+# primary keeps the guest suspended for good and hands it to the backup, which resumes the
+# epoch before; the guest counts and writes on there, its copy's records without a hole, and
+# a second replicator refuses to resume the kept copy.
+G10=guest10
+S10=$(lab_guest_serial $G10)
+rm -f "$S10"
+NBD10=/dev/nbd1
+FS10=$W/tmpfs10; mkdir -p "$FS10"
+mount -t tmpfs -o size=24m tmpfs "$FS10" || lab_fail "lost write: cannot mount a tmpfs for the store"
+IMG10=$FS10/hda.img; SOCK10=$W/guest10-hda.nbd; TAP10=$W/guest10-hda.tap
+truncate -s 64M "$IMG10"
+romulus disk-export --store "$IMG10" --name hda --nbd-socket "$SOCK10" --tap-socket "$TAP10" >"$W/export10.log" 2>&1 &
+EP10=$!
+lab_evidence "$W/export10.log"
+i=0; until grep -q ready "$W/export10.log"; do i=$((i+1)); [ $i -le 300 ] || lab_fail "lost write: the disk export is not ready"; sleep 0.1; done
+nbd-client -unix "$SOCK10" "$NBD10" -N hda >"$W/nbdc10.log" 2>&1 || lab_fail "lost write: nbd-client: $(cat "$W/nbdc10.log")"
+LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=hda, access=rw, script=/lab/block-lab, target=$NBD10" \
+  lab_guest_create $G10 "$LAB_GUEST_MEM" 1 "nopv lab_disk=/dev/sda lab_disk_ms=200" >"$W/domid10" ||
+  lab_fail "xl create $G10 (HVM, nopv) failed: $(cat "$W/create-$G10.log")"
+D10=$(cat "$W/domid10")
+lab_evidence "$S10"
+lab_wait_counter "$S10" 3 300 || lab_fail "$G10 (HVM, nopv) never counted to 3"
+i=0; until [ "$(dr "$S10")" -ge 3 ]; do
+  i=$((i+1)); [ $i -le 600 ] || lab_fail "$G10 wrote no 3 records through its emulated IDE disk"
+  sleep 0.2
+done
+PORT=$((PORT + 1))
+mkdir -p "$W/disks10"
+hvm_backup $PORT "$W/backup10.log" --domain-name "$G10-copy" --events-json "$W/events10.jsonl" --disk-dir "$W/disks10"
+B10=$BP
+T10=$(lab_now)
+romulus replicate --domain $G10 --disk-tap "$TAP10" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
+  --ack-timeout 15s --stats-json "$W/stats10.jsonl" >"$W/primary10.log" 2>&1 &
+R10=$!
+lab_evidence "$W/primary10.log"
+until [ "$(rj_count "$W/stats10.jsonl" acked true)" -ge 5 ] 2>/dev/null && grep -q "copy to the backup complete with epoch" "$W/primary10.log"; do
+  kill -0 $R10 2>/dev/null || lab_fail "lost write: the replicator exited before 5 acked epochs: $(grep -v '^ *$' "$W/primary10.log" | tail -n 1 | cut -c1-240)"
+  [ "$(lab_elapsed "$T10" | cut -d. -f1)" -lt 900 ] || lab_fail "lost write: fewer than 5 acked epochs, or the disk never copied"
+  sleep 0.2
+done
+# The primary's disk fails: no room left under the export's store.
+dd if=/dev/zero of="$FS10/filler" bs=64k >/dev/null 2>&1
+lab_wait_exit $R10 120 "lost write: the replicator did not end after its store filled up"
+[ "$LAB_RC" -ne 0 ] || lab_fail "lost write: the replicator exited 0"
+grep -q "RELINQUISHED: epoch [0-9]* cannot be committed: .*emulated IDE disk: flushing $NBD10: a write the guest saw complete .*did not reach the disk.*handed over to the backup" "$W/primary10.log" ||
+  lab_fail "lost write: the primary did not relinquish the guest to the backup: $(grep -m1 "RELINQUISHED\|error" "$W/primary10.log" | cut -c1-300)"
+xl list $G10 2>/dev/null | awk 'NR == 2 { s = $5 } END { exit !(s ~ /s/) }' ||
+  { xl list; lab_fail "lost write: $G10 is not kept suspended"; }
+[ -n "$(xenstore-read /local/domain/$D10/romulus-kept-suspended 2>/dev/null)" ] ||
+  lab_fail "lost write: no romulus-kept-suspended record for domain $D10"
+ACK10=$(rj_last_acked "$W/stats10.jsonl")
+lab_wait_failover "$W/events10.jsonl" "$W/backup10.log"
+FO10=$(rj_get "$LAB_FO" last_committed_epoch)
+[ "$FO10" = "$ACK10" ] || lab_fail "lost write: the backup resumed epoch '$FO10', the primary's last acked was $ACK10"
+rj_get "$LAB_FO" reason | grep -q "handed over after epoch $ACK10: epoch $((ACK10 + 1)) cannot be committed" ||
+  lab_fail "lost write: the failover's reason: $(rj_get "$LAB_FO" reason | cut -c1-240)"
+# A second replicator refuses the kept copy, and leaves it suspended.
+romulus replicate --domain $G10 --to "127.0.0.1:$PORT" --psk-file "$W/psk" >"$W/primary10b.log" 2>&1 &&
+  lab_fail "lost write: a second replicator accepted the kept copy"
+grep -q "was kept suspended by a replicator" "$W/primary10b.log" ||
+  lab_fail "lost write: the second replicator's refusal: $(grep -v '^ *$' "$W/primary10b.log" | tail -n 1 | cut -c1-240)"
+xl list $G10 2>/dev/null | awk 'NR == 2 { s = $5 } END { exit !(s ~ /s/) }' || lab_fail "lost write: $G10 was resumed"
+LAST10=$(lab_counter_last "$S10")
+LASTREC10=$(dr "$S10")
+RS10=$(hvm_serial "$W/backup10.log")
+[ -n "$RS10" ] && [ "$RS10" != "$S10" ] || lab_fail "lost write: the backup's device model writes '$RS10'"
+lab_evidence "$RS10"
+lab_wait_counter "$RS10" $((LAST10 + 2)) 300 || lab_fail "lost write: the resumed guest does not count on (last $(lab_counter_last "$RS10"), primary was $LAST10)"
+FIRST10=$(lab_counter_first "$RS10")
+[ "$FIRST10" -gt 1 ] && [ "$FIRST10" -le $((LAST10 + 1)) ] || lab_fail "lost write: the copy's counter began at $FIRST10, the primary's ended at $LAST10"
+i=0; until [ "$(dr "$RS10")" -ge $((LASTREC10 + 3)) ]; do
+  i=$((i+1)); [ $i -le 600 ] || lab_fail "lost write: the resumed guest does not write on (last $(dr "$RS10"), primary $LASTREC10): $(grep -m1 DISKERR "$RS10")"
+  sleep 0.2
+done
+! grep -q DISKERR "$RS10" || lab_fail "lost write: the resumed guest saw a disk error: $(grep -m1 DISKERR "$RS10")"
+N10=$(xl domid "$G10-copy" 2>/dev/null)
+[ -n "$N10" ] || { xl list; lab_fail "lost write: no $G10-copy in xl list"; }
+xl destroy "$N10" >/dev/null 2>&1
+i=0; while xl list "$N10" >/dev/null 2>&1; do i=$((i+1)); [ $i -le 150 ] || lab_fail "lost write: domain $N10 does not go away"; sleep 0.2; done
+L10=$(dr "$RS10")
+IMGS10=$(ls "$W/disks10"/*.img 2>/dev/null)
+[ "$(echo "$IMGS10" | grep -c .)" -eq 1 ] || lab_fail "lost write: images in the backup's disk dir: '$IMGS10'"
+OUT10=$(labdisk check "$IMGS10" 2>&1) || lab_fail "lost write: the backup's copy of hda: $OUT10"
+CL10=$(echo "$OUT10" | sed -n 's/.*last=\([0-9]*\).*/\1/p')
+case $CL10 in "$L10"|"$((L10 + 1))") ;; *) lab_fail "lost write: the backup's copy ends at record $CL10, the resumed guest's last is $L10" ;; esac
+DERR10=$(grep -c DISKERR "$S10")
+lab_note "lost write: $(grep -m1 "RELINQUISHED" "$W/primary10.log" | sed 's/.*RELINQUISHED: //' | cut -c1-260); primary kept suspended (its console: $DERR10 DISKERR lines), backup resumed epoch $FO10, counter $LAST10 -> $FIRST10, records $LASTREC10 -> $L10; the copy: $OUT10"
+kill $B10 2>/dev/null; wait $B10 2>/dev/null
+xl destroy $G10 >/dev/null 2>&1
+nbd-client -d $NBD10 >/dev/null 2>&1
+kill $EP10 2>/dev/null; wait $EP10 2>/dev/null
+umount "$FS10" 2>/dev/null
+lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8); without PV drivers (VGA, emulated e1000 held until the ack, emulated IDE disk replicated): hypervisor suspend, failover $LAST9->$FIRST9; a lost write relinquished to the backup at epoch $FO10 ($LAST10->$FIRST10)"
 xl destroy $G >/dev/null 2>&1
 exit 0

@@ -105,13 +105,15 @@ TEST(XenEpochStats, AGuestWithADeviceModelAddsItsShareOfThePause) {
   f.dm_save = 182000us;
   f.dm_resume = 23000us;
   f.dm_state_bytes = 6159;
+  f.dm_flush = 1400us;
   const auto m = ParseFlatObject(replicator::EpochStatsJson(MakeXenEpochStats(SampleWire(), f)));
   std::vector<std::string> want = kXenKeys;
-  want.insert(want.end(), {"dm_save_us", "dm_resume_us", "dm_state_bytes"});
+  want.insert(want.end(), {"dm_save_us", "dm_resume_us", "dm_state_bytes", "dm_flush_us"});
   EXPECT_EQ(Keys(m), want);
   EXPECT_EQ(Value(m, "dm_save_us"), "182000");
   EXPECT_EQ(Value(m, "dm_resume_us"), "23000");
   EXPECT_EQ(Value(m, "dm_state_bytes"), "6159");
+  EXPECT_EQ(Value(m, "dm_flush_us"), "1400");
 }
 
 TEST(XenEpochStats, TimesNotReachedClampToZero) {
