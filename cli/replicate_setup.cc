@@ -363,7 +363,7 @@ int RunPrimary(const ReplicateSetup& setup, std::unique_ptr<replicator::Checkpoi
     metrics->SetLiveState(false, engine.paused());
     metrics->Close();
   }
-  if (engine.handed_over()) {
+  if (engine.handed_over() && st.ok()) {
     spdlog::warn("switchover complete: the backup runs the guest from epoch {}; this copy stays paused",
                  engine.last_acked_epoch());
   }

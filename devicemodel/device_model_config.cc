@@ -302,10 +302,11 @@ Status ParseDrive(const std::string& v, DeviceModelConfig* c) {
 }
 
 // -netdev: the tap of an emulated NIC, as libxl gives it
-// (type=tap,id=netN,ifname=…,br=…,script=…,downscript=…). Only its id
-// matters: the backup names its own tap and attaches it with its own
-// hotplug script.
-Status ParseNetdev(const std::string& v, std::vector<unsigned>* taps) {
+// (type=tap,id=netN,ifname=…,br=…,script=…,downscript=…). Its id pairs it
+// with its NIC; its ifname is where the NIC's output comes out on the
+// primary (output commit must plug it). The backup names its own tap and
+// attaches it with its own hotplug script.
+Status ParseNetdev(const std::string& v, std::vector<std::pair<unsigned, std::string>>* taps) {
   std::map<std::string, std::string> o;
   if (!Options(Split(v, ','), 0, &o)) return Malformed("netdev", v);
   if (!o.count("type")) return Malformed("netdev", v);
@@ -314,16 +315,21 @@ Status ParseNetdev(const std::string& v, std::vector<unsigned>* taps) {
                                " network backend (Romulus replicates libxl's tap backends)");
   }
   unsigned devid = 0;
-  if (!DevidAfter(o["id"], "net", &devid) || o["ifname"].empty()) return Malformed("netdev", v);
+  // An interface name: 1..15 characters, none of them '/', ':' or space (the kernel's dev_valid_name).
+  const std::string& ifname = o["ifname"];
+  if (!DevidAfter(o["id"], "net", &devid) || ifname.empty() || ifname.size() > 15 ||
+      ifname.find_first_of("/: \t\n") != std::string::npos || ifname == "." || ifname == "..") {
+    return Malformed("netdev", v);
+  }
   for (const auto& [k, val] : o) {
     if (k != "type" && k != "id" && k != "ifname" && k != "br" && k != "script" && k != "downscript") {
       return Status::Unsupported("device model -netdev option " + Quote(k + "=" + val) + " is not replicated");
     }
   }
-  for (unsigned t : *taps) {
-    if (t == devid) return Malformed("netdev", v);
+  for (const auto& t : *taps) {
+    if (t.first == devid) return Malformed("netdev", v);
   }
-  taps->push_back(devid);
+  taps->emplace_back(devid, ifname);
   return Status::Ok();
 }
 
@@ -400,7 +406,7 @@ std::string Why(const std::string& opt) {
 Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv) {
   DeviceModelConfig c;
   bool have_machine = false, have_memory = false;
-  std::vector<unsigned> taps;  // the -netdev ids seen
+  std::vector<std::pair<unsigned, std::string>> taps;  // the -netdev ids seen, with their ifnames
   for (size_t i = 1; i < argv.size(); i++) {
     const std::string& a = argv[i];
     if (a.size() < 2 || a[0] != '-') {
@@ -466,10 +472,12 @@ Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv
                                std::to_string(c.nics.size()) + " NICs, " + std::to_string(taps.size()) + " taps)");
   }
   for (const auto& n : c.nics) {
-    if (std::find(taps.begin(), taps.end(), n.devid) == taps.end()) {
+    auto t = std::find_if(taps.begin(), taps.end(), [&](const auto& p) { return p.first == n.devid; });
+    if (t == taps.end()) {
       return Status::Unsupported("emulated NIC nic" + std::to_string(n.devid) + " has no tap netdev net" +
                                  std::to_string(n.devid));
     }
+    c.nic_taps.push_back(t->second);
   }
   return c;
 }

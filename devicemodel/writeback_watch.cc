@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <utility>
 
 namespace romulus::devicemodel {
@@ -48,10 +49,10 @@ Status WritebackWatch::Check() {
       rc = ::fdatasync(f.fd);
     } while (rc != 0 && errno == EINTR);
     if (rc != 0 && first.ok()) {
-      first = Status::StorageErrno("flushing " + f.path +
-                                       ": a write the guest saw complete since the last checkpoint did not reach "
-                                       "the disk (its device model's own flush at stop ignored the error)",
-                                   errno);
+      // Short, the errno early: it travels in a BYE of at most 256 bytes.
+      first = Status::Storage(f.path + ": " + std::strerror(errno) +
+                              ": a write the guest saw complete never reached it (QEMU's flush at stop ignored "
+                              "the error)");
     }
   }
   return first;

@@ -16,7 +16,7 @@
 // flushes them inside each pause, after QEMU's stop: an error means a write
 // the guest saw complete since the last check never reached the disk.
 // Mechanism only: what that means for the checkpoint is the driver's
-// (docs/DEVICE-MODEL.md §2.3).
+// (docs/DEVICE-MODEL.md §2.2).
 #pragma once
 
 #include <string>

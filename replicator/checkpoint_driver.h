@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -109,18 +110,24 @@ class EpochSession {
   virtual std::chrono::milliseconds ack_timeout() const = 0;
 
   // ---- The guest cannot go on here (checkpoint thread) ----
+  // The epoch the backup would resume if the guest were handed over now: a
+  // checkpoint of this session, taken while PROTECTED (nothing the world
+  // saw is newer). nullopt: none.
+  virtual std::optional<uint64_t> HandOverPoint() const = 0;
   // Epoch `epoch` (suspended, not yet streamed) cannot be committed, and
   // the guest must never run on from this copy: e.g. an emulated disk lost
   // a write the guest saw complete (devicemodel/writeback_watch.h), so its
   // memory believes data its disk lacks. The driver keeps the guest
   // suspended for good and ends the session with `why`. The controller
   // then drops the output of every unacked epoch (OutputCommit::Discard)
-  // and, if the backup holds a checkpoint of this session taken while
-  // protected (nothing the world saw is newer), hands the guest over to it
-  // (BYE handover: the backup resumes that checkpoint); otherwise it ends
-  // replication and the guest waits for the operator. Replication ends
-  // either way, with `why`.
-  virtual void Relinquish(uint64_t epoch, Status why) = 0;
+  // and, if `hand_over` and HandOverPoint() still names an epoch, hands
+  // the guest over (BYE handover: the backup resumes that checkpoint);
+  // otherwise it ends replication and the guest waits for the operator.
+  // `hand_over` is the driver's word that it recorded, where any later
+  // replicator looks, that this copy must never run again: without that
+  // record a later one could resume it beside the backup's. Replication
+  // ends either way, with `why`.
+  virtual void Relinquish(uint64_t epoch, Status why, bool hand_over) = 0;
 };
 
 // What a driver says about its guest (status, handshake).

@@ -289,10 +289,19 @@ Status PrimaryController::Run(const std::atomic<bool>& stop) {
   return rel;
 }
 
-void PrimaryController::Relinquish(uint64_t epoch, Status why) {
+std::optional<uint64_t> PrimaryController::HandOverPoint() const {
+  // The backup's checkpoint is the guest only if nothing the world saw is
+  // newer: acked in this session, every release since then protected.
+  const int64_t acked = last_acked_.load();
+  if (!sender_ || !protected_.load() || acked < static_cast<int64_t>(session_first_epoch_)) return std::nullopt;
+  return static_cast<uint64_t>(acked);
+}
+
+void PrimaryController::Relinquish(uint64_t epoch, Status why, bool hand_over) {
   if (relinquished_epoch_ != 0) return;  // the first word stands
   relinquished_epoch_ = epoch;
   relinquish_why_ = std::move(why);
+  relinquish_hand_over_ = hand_over;
   spdlog::error("epoch {} cannot be committed and the guest must not run on here: {}", epoch,
                 relinquish_why_.ToString());
 }
@@ -308,9 +317,7 @@ Status PrimaryController::FinishRelinquish() {
                   "removing the plug at exit drops it)",
                   acked, dropped.ToString());
   }
-  // The backup's checkpoint is the guest only if nothing the world saw is
-  // newer: acked in this session, every release since then protected.
-  const bool hand_over = sender_ && protected_.load() && acked >= static_cast<int64_t>(session_first_epoch_);
+  const bool hand_over = relinquish_hand_over_ && HandOverPoint().has_value();
   const std::string text = "epoch " + std::to_string(epoch) + " cannot be committed: " + relinquish_why_.message();
   std::string outcome;
   if (hand_over) {
@@ -325,9 +332,14 @@ Status PrimaryController::FinishRelinquish() {
     events::Switchover(opts_.events, static_cast<uint64_t>(acked), bye.ok(), "relinquished: " + text);
   } else {
     if (sender_) (void)sender_->Stop(protocol::ByeReason::kGuestShutdown, text);
-    outcome = acked < 0 ? "the backup holds no checkpoint"
-                        : "the backup's checkpoint (epoch " + std::to_string(acked) +
-                              ") is older than what the guest's output already showed the world";
+    if (HandOverPoint().has_value()) {
+      outcome = "this copy could not be marked as one that must never run again, so a later replicator could "
+                "resume it beside the backup's";
+    } else {
+      outcome = acked < 0 ? "the backup holds no checkpoint"
+                          : "the backup's checkpoint (epoch " + std::to_string(acked) +
+                                ") is older than what the guest's output already showed the world";
+    }
     outcome += ", so it does not take over: the guest stays suspended here for the operator "
                "(docs/FAILURE-MODEL.md §7a)";
   }

@@ -188,7 +188,8 @@ class PrimaryController final : private EpochSession {
   Status Commit(uint64_t epoch, EpochStats* st) override;
   void Publish(const EpochStats& st) override;
   std::chrono::milliseconds ack_timeout() const override { return opts_.ack_timeout; }
-  void Relinquish(uint64_t epoch, Status why) override;
+  std::optional<uint64_t> HandOverPoint() const override;
+  void Relinquish(uint64_t epoch, Status why, bool hand_over) override;
 
   // Connects and performs the handshake (with the cache fallback); on
   // failure waits the back-off. Ok: sender_ is a fresh session.
@@ -232,6 +233,7 @@ class PrimaryController final : private EpochSession {
   // Relinquish: the epoch that could not be committed (0: none) and why.
   uint64_t relinquished_epoch_ = 0;
   Status relinquish_why_;
+  bool relinquish_hand_over_ = false;  // the driver recorded that its copy never runs again
   bool unprotected_event_ = false;  // an "unprotected" event since the last "protected"
   bool paused_logged_ = false;
   std::chrono::steady_clock::time_point last_suspend_;

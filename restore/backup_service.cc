@@ -182,7 +182,7 @@ BackupOutcome BackupService::Activate(const Decision& d) {
   out.epoch = sink_->last_committed_epoch();
   out.digest = last_digest_;
   out.reason = d.why;
-  out.handover = d.why.rfind("planned switchover", 0) == 0;
+  out.handover = d.handover;
   SetState("activating", "");
   if (out.handover) spdlog::info("handover from the primary: activating (no epoch lost)");
   spdlog::warn("FAILOVER: {}; activating the guest from epoch {} (digest {})", d.why, out.epoch,

@@ -215,6 +215,7 @@ Decision FailoverJudge::Decide(Duration now) const {
   }
   if (handover_ && has_checkpoint_) {
     d.kind = Decision::kActivate;
+    d.handover = true;
     d.why = "the primary handed over after epoch " + std::to_string(checkpoint_epoch_) + ": " +
             (handover_detail_.empty() ? std::string("planned switchover") : handover_detail_);
     return d;  // the primary paused its guest for good and said so: no fence

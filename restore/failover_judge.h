@@ -52,6 +52,7 @@ struct Decision {
   Kind kind = kWait;
   std::chrono::nanoseconds deadline{0};  // with kWait: when silence reaches the timeout
   bool run_fence = false;                // with kActivate
+  bool handover = false;                 // with kActivate: on the primary's BYE handover (no epoch lost)
   std::string why;                       // the evidence, for logs, events and status
 };
 const char* DecisionName(Decision::Kind kind);

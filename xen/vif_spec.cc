@@ -73,24 +73,35 @@ Result<std::vector<VifSpec>> VifSpecsFromInfo(const std::map<std::string, std::s
   return out;
 }
 
-std::vector<std::string> GuestInterfaces(uint32_t domid, const std::vector<VifSpec>& vifs,
-                                         const std::vector<unsigned>& emulated_nics) {
-  std::vector<std::string> out;
-  const std::string prefix = "vif" + std::to_string(domid) + ".";
-  for (const VifSpec& v : vifs) out.push_back(prefix + std::to_string(v.devid));
-  for (unsigned n : emulated_nics) out.push_back(prefix + std::to_string(n) + "-emu");
+std::vector<GuestInterface> GuestInterfaces(uint32_t domid, const std::vector<VifPlace>& vifs,
+                                            const std::vector<std::string>& emulated_taps) {
+  std::vector<GuestInterface> out;
+  for (const VifPlace& v : vifs) {
+    std::string name = "vif" + std::to_string(domid) + "." + std::to_string(v.devid);
+    // A driver domain's netback names its own interface; only dom0's vifname matters here.
+    if (v.backend_domid == 0 && !v.vifname.empty()) name = v.vifname;
+    out.push_back(GuestInterface{std::move(name), v.backend_domid});
+  }
+  for (const std::string& tap : emulated_taps) out.push_back(GuestInterface{tap, 0});
   return out;
 }
 
-Status CheckEveryInterfaceBuffered(const std::vector<std::string>& guest, const std::vector<std::string>& buffered) {
+Status CheckEveryInterfaceBuffered(const std::vector<GuestInterface>& guest, const std::vector<std::string>& buffered) {
   if (buffered.empty()) return Status::Ok();  // output commit is off, and said so loudly
-  for (const std::string& i : guest) {
-    if (std::find(buffered.begin(), buffered.end(), i) == buffered.end()) {
-      std::string given;
-      for (const std::string& b : buffered) given += (given.empty() ? "" : ", ") + b;
-      return Status::InvalidArgument("the guest also sends on " + i + ", which is not buffered (--netbuf-vif " + given +
-                                     "): its output there would leave before the backup holds its epoch; add "
-                                     "--netbuf-vif " + i);
+  std::string given;
+  for (const std::string& b : buffered) given += (given.empty() ? "" : ", ") + b;
+  for (const GuestInterface& i : guest) {
+    if (i.backend_domid != 0) {
+      return Status::InvalidArgument("the guest also sends on " + i.name + ", whose netback runs in domain " +
+                                     std::to_string(i.backend_domid) +
+                                     ", not dom0: its output never passes this host's plugs (--netbuf-vif " + given +
+                                     ") and would leave before the backup holds its epoch; output commit needs "
+                                     "every NIC served by dom0");
+    }
+    if (std::find(buffered.begin(), buffered.end(), i.name) == buffered.end()) {
+      return Status::InvalidArgument("the guest also sends on " + i.name + ", which is not buffered (--netbuf-vif " +
+                                     given + "): its output there would leave before the backup holds its epoch; add "
+                                     "--netbuf-vif " + i.name);
     }
   }
   return Status::Ok();

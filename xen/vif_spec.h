@@ -37,16 +37,34 @@ Result<std::string> VifInfoLines(const std::vector<VifSpec>& vifs);
 // kMaxVifDevid, at most kMaxVifs. Corruption names the offending entry.
 Result<std::vector<VifSpec>> VifSpecsFromInfo(const std::map<std::string, std::string>& info);
 
-// The dom0 interfaces a guest's transmit arrives on: vif<domid>.<devid>
-// for each vif (netback) and vif<domid>.<devid>-emu for each emulated NIC
-// (the tap of an HVM guest's device model; devicemodel::EmulatedNicTap).
-std::vector<std::string> GuestInterfaces(uint32_t domid, const std::vector<VifSpec>& vifs,
-                                         const std::vector<unsigned>& emulated_nics);
+// Where one PV NIC's transmit comes out (the primary's own reading, never
+// sent): every vif of the guest, recreated on the backup or not.
+struct VifPlace {
+  unsigned devid = 0;
+  std::string vifname;         // the backend's vifname= (xl's vifname=); "" for the default name
+  uint32_t backend_domid = 0;  // the domain whose netback serves it (0: dom0)
+};
+
+// One interface the guest transmits on, as output commit sees it.
+struct GuestInterface {
+  std::string name;            // dom0's interface; for a vif served elsewhere, "vif<domid>.<devid>"
+  uint32_t backend_domid = 0;  // 0: in dom0, where --netbuf-vif can plug it
+  bool operator==(const GuestInterface&) const = default;
+};
+
+// The interfaces a guest's transmit arrives on: for each vif (netback)
+// vif<domid>.<devid>, or its vifname= (libxl's hotplug script renames the
+// interface to it), and each emulated NIC's tap (its device model's
+// -netdev ifname=: vif<domid>.<devid>-emu, or vifname-emu).
+std::vector<GuestInterface> GuestInterfaces(uint32_t domid, const std::vector<VifPlace>& vifs,
+                                            const std::vector<std::string>& emulated_taps);
 // Output commit is all or nothing (docs/OUTPUT-COMMIT.md): when some
 // interfaces are buffered (`buffered`, the --netbuf-vif list, not empty),
 // every interface in `guest` must be, or the guest's output on one that is
 // not would leave before its epoch is acked while the stats say "committed".
-// InvalidArgument naming the first one missing and the flag that adds it.
-Status CheckEveryInterfaceBuffered(const std::vector<std::string>& guest, const std::vector<std::string>& buffered);
+// InvalidArgument naming the first one missing and the flag that adds it;
+// for a vif whose netback runs in another domain (a driver domain), whose
+// output never passes through this dom0's plugs, saying so.
+Status CheckEveryInterfaceBuffered(const std::vector<GuestInterface>& guest, const std::vector<std::string>& buffered);
 
 }  // namespace romulus::xen

@@ -593,15 +593,27 @@ bool Session::EmulatedWritesReachedTheDisks(uint64_t epoch) {
   // never be committed, and this copy must never run on (it would build on
   // the lost write). The backup's last checkpoint, taken before the write,
   // is the guest (docs/DEVICE-MODEL.md §2.2).
-  const Status why = wb.With("HVM guest " + dom_.name + ", epoch " + std::to_string(epoch) + ", emulated IDE disk");
-  *kept_suspended_ = why.ToString();
-  if (!XsWrite(h_->xsh(), XBT_NULL, KeptSuspendedPath(dom_.domid), kept_suspended_->substr(0, 1024)).ok()) {
-    spdlog::warn("could not record why domain {} is kept suspended ({})", dom_.name, KeptSuspendedPath(dom_.domid));
+  const Status why = wb.With("emulated IDE disk of " + dom_.name);
+  // Recorded before the backup may run the guest, where any later
+  // replicator looks first: it must never resume this copy beside the
+  // backup's. Without the record the guest is not handed over.
+  const std::optional<uint64_t> point = s_.HandOverPoint();
+  bool recorded = !point || XsWrite(h_->xsh(), XBT_NULL, HandedOverPath(dom_.domid), std::to_string(*point)).ok();
+  const bool hand_over = point && recorded;
+  *kept_suspended_ = why.ToString() + (hand_over ? "; handed over to its backup, which resumes epoch " +
+                                                       std::to_string(*point)
+                                                 : "; not handed over to a backup");
+  recorded = XsWrite(h_->xsh(), XBT_NULL, KeptSuspendedPath(dom_.domid), kept_suspended_->substr(0, 1024)).ok() &&
+             recorded;
+  if (!recorded) {
+    spdlog::error("could not record in xenstore that domain {} must never run again ({}, {}){}", dom_.name,
+                  HandedOverPath(dom_.domid), KeptSuspendedPath(dom_.domid),
+                  point ? ": not handing it over to the backup" : "");
   }
   // QEMU runs on (its devices idle: the vCPUs stay suspended), so `xl`
   // can still manage or destroy the domain.
   (void)ReleaseDeviceModel();
-  s_.Relinquish(epoch, why);
+  s_.Relinquish(epoch, why, hand_over);
   SetError(why);
   return false;
 }
@@ -718,9 +730,9 @@ void Session::Cleanup(bool guest_may_be_suspended) {
   auto info = GetDomainInfo(h_->xch(), dom_.domid);
   if (!info.ok()) return;  // domain gone: nothing to repair
   if (!kept_suspended_->empty() && info->shutdown && info->shutdown_reason == SHUTDOWN_suspend) {
-    spdlog::error("domain {} stays suspended for good: {}. If its backup took over (RELINQUISHED ... handed over, "
-                  "above), destroy this copy (xl destroy {}); see docs/FAILURE-MODEL.md §7a",
-                  dom_.name, *kept_suspended_, dom_.domid);
+    spdlog::error("domain {} stays suspended for good: {} (the RELINQUISHED line below says what the backup does; "
+                  "docs/FAILURE-MODEL.md §7a)",
+                  dom_.name, *kept_suspended_);
   } else if (guest_may_be_suspended && info->shutdown && info->shutdown_reason == SHUTDOWN_suspend) {
     // LAB-NOTES pitfall 8: a save that died mid-checkpoint leaves the primary
     // suspended (---ss-). Resume it so the guest keeps running unprotected,
@@ -911,14 +923,17 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
   }
   if (dom->shutdown && dom->shutdown_reason == SHUTDOWN_suspend) {
     const std::string kept = XsRead((*h)->xsh(), KeptSuspendedPath(dom->domid));
-    if (!kept.empty()) {
-      return Status::InvalidArgument(
-          "domain " + dom->name + " was kept suspended by a replicator: " + kept +
-          ". If its backup took over, destroy this copy (xl destroy " + std::to_string(dom->domid) +
-          "); if none did and the loss is accepted, remove the record (xenstore-rm " +
-          KeptSuspendedPath(dom->domid) + ") and start romulus again, which resumes it (docs/FAILURE-MODEL.md §7a)");
-    }
     const std::string handed = XsRead((*h)->xsh(), HandedOverPath(dom->domid));
+    if (!kept.empty()) {
+      const std::string d = std::to_string(dom->domid);
+      return Status::InvalidArgument(
+          "domain " + dom->name + " was kept suspended by a replicator: " + kept + ". " +
+          (!handed.empty()
+               ? "Its backup took over from epoch " + handed + ": destroy this copy (xl destroy " + d + ")"
+               : "No backup took it over: destroy it, or, to run it on with the loss, remove the record "
+                 "(xenstore-rm " + KeptSuspendedPath(dom->domid) + ") and start romulus again, which resumes it") +
+          " (docs/FAILURE-MODEL.md §7a)");
+    }
     if (!handed.empty()) {
       return Status::InvalidArgument("domain " + dom->name + " was handed over to its backup at epoch " + handed +
                                      " (romulus switchover): it must not run here again; destroy it (xl destroy " +
@@ -965,9 +980,10 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
     auto config = ReadDeviceModelConfig(**h, dom->domid);
     if (!config.ok()) return config.status().With("cannot protect HVM guest " + dom->name);
     dom->device_model = *config;
-    for (const auto& nic : config->nics) {
+    for (size_t k = 0; k < config->nics.size() && k < config->nic_taps.size(); k++) {
+      const auto& nic = config->nics[k];
       spdlog::info("HVM guest {}: emulated NIC {} ({}, mac {}) on tap {}", dom->name, nic.devid, nic.model, nic.mac,
-                   devicemodel::EmulatedNicTap(dom->domid, nic.devid));
+                   config->nic_taps[k]);
     }
     // QEMU on the backup gives each emulated IDE disk the backup's copy of
     // it: one that is not replicated could not be started there, and one
@@ -986,11 +1002,8 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
   }
   {
     // Output commit covers every interface the guest sends on, or none.
-    std::vector<unsigned> emulated;
-    if (dom->device_model) {
-      for (const auto& nic : dom->device_model->nics) emulated.push_back(nic.devid);
-    }
-    ROMULUS_RETURN_IF_ERROR(CheckEveryInterfaceBuffered(GuestInterfaces(dom->domid, dom->vifs, emulated),
+    const std::vector<std::string> taps = dom->device_model ? dom->device_model->nic_taps : std::vector<std::string>{};
+    ROMULUS_RETURN_IF_ERROR(CheckEveryInterfaceBuffered(GuestInterfaces(dom->domid, dom->vif_places, taps),
                                                         opts.buffered_interfaces)
                                 .With("cannot protect domain " + dom->name));
   }

@@ -260,8 +260,10 @@ uint64_t MinPagingPoolKb(uint64_t max_memkb, unsigned vcpus) {
 namespace {
 
 // The domain's PV NICs as its frontend directory names them.
-std::vector<VifSpec> ReadVifs(const XenHandles& h, uint32_t domid) {
-  std::vector<VifSpec> out;
+// Fills f->vifs (dom0's, describable: the backup recreates them) and
+// f->vif_places (every one: output commit must see them all).
+void ReadVifs(const XenHandles& h, uint32_t domid, DomainFacts* f) {
+  std::vector<VifSpec>& out = f->vifs;
   const std::string dir = "/local/domain/" + std::to_string(domid) + "/device/vif";
   unsigned int num = 0;
   char** ents = xs_directory(h.xsh(), XBT_NULL, dir.c_str(), &num);
@@ -270,7 +272,15 @@ std::vector<VifSpec> ReadVifs(const XenHandles& h, uint32_t domid) {
     VifSpec v;
     v.devid = unsigned(strtoul(ents[i], nullptr, 10));
     const std::string backend = XsRead(h.xsh(), fe + "/backend");
-    if (XsRead(h.xsh(), fe + "/backend-id") != "0" || backend.empty()) {
+    const std::string backend_id = XsRead(h.xsh(), fe + "/backend-id");
+    VifPlace place;
+    place.devid = v.devid;
+    // (libxl writes backend-id with the vif; one not dom0's is a driver domain's)
+    place.backend_domid =
+        backend_id.empty() || backend_id == "0" ? 0 : uint32_t(std::max(1ul, strtoul(backend_id.c_str(), nullptr, 10)));
+    if (place.backend_domid == 0 && !backend.empty()) place.vifname = XsRead(h.xsh(), backend + "/vifname");
+    f->vif_places.push_back(place);
+    if (backend_id != "0" || backend.empty()) {
       spdlog::warn("vif {} of domain {} is not served by dom0: the backup will not recreate it",
               ents[i], domid);
       continue;
@@ -285,7 +295,6 @@ std::vector<VifSpec> ReadVifs(const XenHandles& h, uint32_t domid) {
     out.push_back(v);
   }
   free(ents);
-  return out;
 }
 
 }  // namespace
@@ -344,7 +353,7 @@ Result<DomainFacts> ResolveDomain(const XenHandles& h, const std::string& name_o
       if (xc_hvm_param_get(h.xch(), domid, HVM_PARAM_VPT_ALIGN, &v) == 0) f.vpt_align = v;
     }
   }
-  f.vifs = ReadVifs(h, domid);
+  ReadVifs(h, domid, &f);
   xen_pfn_t gpfn = 0;
   if (xc_domain_maximum_gpfn(h.xch(), domid, &gpfn) < 0) {
     return Status::FromErrno("xc_domain_maximum_gpfn(" + std::to_string(domid) + ")", errno);

@@ -120,6 +120,9 @@ struct DomainFacts {
   // PV NICs served by dom0 (device/vif/N with backend-id 0), for the backup
   // to recreate; others are skipped with a warning on stderr.
   std::vector<VifSpec> vifs;
+  // Every PV NIC, wherever served and recreated or not: where its transmit
+  // comes out, for output commit (CheckEveryInterfaceBuffered).
+  std::vector<VifPlace> vif_places;
 };
 
 // One domain's hypervisor info; kInvalidArgument if it does not exist.

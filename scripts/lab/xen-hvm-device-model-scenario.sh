@@ -662,7 +662,7 @@ done
 dd if=/dev/zero of="$FS10/filler" bs=64k >/dev/null 2>&1
 lab_wait_exit $R10 120 "lost write: the replicator did not end after its store filled up"
 [ "$LAB_RC" -ne 0 ] || lab_fail "lost write: the replicator exited 0"
-grep -q "RELINQUISHED: epoch [0-9]* cannot be committed: .*emulated IDE disk: flushing $NBD10: a write the guest saw complete .*did not reach the disk.*handed over to the backup" "$W/primary10.log" ||
+grep -q "RELINQUISHED: epoch [0-9]* cannot be committed: .*emulated IDE disk of $G10: $NBD10: .*: a write the guest saw complete never reached it.*handed over to the backup" "$W/primary10.log" ||
   lab_fail "lost write: the primary did not relinquish the guest to the backup: $(grep -m1 "RELINQUISHED\|error" "$W/primary10.log" | cut -c1-300)"
 xl list $G10 2>/dev/null | awk 'NR == 2 { s = $5 } END { exit !(s ~ /s/) }' ||
   { xl list; lab_fail "lost write: $G10 is not kept suspended"; }

@@ -162,6 +162,8 @@ TEST(DeviceModelConfig, MalformedValuesAreCorruption) {
            {"-device", "e1000,id=nic0,netdev=net0"}, {"-device", "e1000,id=nic999,netdev=net999,mac=00:16:3e:00:00:01"},
            {"-device", "e1000,id=nic0,netdev=net0,mac=00:16:3e:00:00:01,addr=4"},
            {"-netdev", "type=tap,id=net0"}, {"-netdev", "type=tap,id=eth0,ifname=t"}, {"-netdev", "tap,id=net0"},
+           {"-netdev", "type=tap,id=net0,ifname=a-name-far-too-long"}, {"-netdev", "type=tap,id=net0,ifname=a/b"},
+           {"-netdev", "type=tap,id=net0,ifname=.."},
            {"-vnc", "nowhere"}, {"-vnc", "127.0.0.1:0,to"}, {"-k", "EN-US"}, {"-k", "en_us;rm"}, {"-k", "-"}}) {
     ExpectRefused(extra, Code::kCorruption);
   }
@@ -202,13 +204,19 @@ TEST(DeviceModelConfig, ParsesLibxlsDisplayAndEmulatedNics) {
   ASSERT_EQ(c->nics.size(), 2u);
   EXPECT_EQ(c->nics[0], (DeviceModelConfig::Nic{0, "e1000", "00:16:3e:4c:00:02"}));
   EXPECT_EQ(c->nics[1], (DeviceModelConfig::Nic{2, "rtl8139", "00:16:3e:4c:00:04"}));
+  // Where each NIC's output comes out on the primary: its tap, in the NICs' order.
+  EXPECT_EQ(c->nic_taps, (std::vector<std::string>{"vif1.0-emu", "vif1.2-emu"}));
   EXPECT_EQ(c->memory_mib, 128u);
   // A password on the primary's VNC, and the standard adapter.
   auto argv = DisplayArgs();
   *(std::find(argv.begin(), argv.end(), "-vnc") + 1) = "0.0.0.0:5,password=on,to=99";
   *(std::find(argv.begin(), argv.end(), "cirrus-vga,vgamem_mb=8")) = "VGA,vgamem_mb=16";
+  // xl's vifname=web0: libxl names the tap after it.
+  *(std::find(argv.begin(), argv.end(), "type=tap,id=net0,ifname=vif1.0-emu,br=xenbr0,script=no,downscript=no")) =
+      "type=tap,id=net0,ifname=web0-emu,br=xenbr0,script=no,downscript=no";
   c = ParseDeviceModelArgs(argv);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->nic_taps, (std::vector<std::string>{"web0-emu", "vif1.2-emu"}));
   EXPECT_EQ(c->vnc, DeviceModelConfig::Vnc::kPassword);
   EXPECT_EQ(c->vga, DeviceModelConfig::Vga::kStd);
   EXPECT_EQ(c->vgamem_mib, 16u);

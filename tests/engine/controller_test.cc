@@ -543,6 +543,29 @@ TEST(ControllerRelinquish, WithNothingCommittedTheGuestWaitsForTheOperator) {
   EXPECT_NE(ends[0].bye_text.find("epoch 1 cannot be committed"), std::string::npos) << ends[0].bye_text;
 }
 
+// A driver that could not record that its copy must never run again (so a
+// later replicator might resume it) does not get its guest handed over:
+// the backup must not run a second copy.
+TEST(ControllerRelinquish, WithoutTheDriversRecordTheBackupDoesNotTakeOver) {
+  auto fake = std::make_unique<testing::FakeDriver>(testing::FakeDriver::XenLike());
+  fake->LoseWritesWhen([](uint64_t epoch, uint64_t) { return epoch == 5; }, "flushing /dev/nbd0: EIO", true);
+  Backups backups;
+  RecordingOutput output;
+  replicator::PrimaryController c(std::move(fake), output, backups.Connect(), FastSender(), FastController(),
+                                  nullptr);
+  std::atomic<bool> stop{false};
+  Status st = c.Run(stop);
+  backups.JoinAll();
+  ASSERT_FALSE(st.ok());
+  EXPECT_FALSE(c.handed_over());
+  EXPECT_NE(st.message().find("could not be marked"), std::string::npos) << st.ToString();
+  EXPECT_EQ(output.discards.load(), 1);
+  EXPECT_EQ(output.release_all.load(), 0);
+  const std::vector<restore::SessionEnd> ends = backups.Ends();
+  ASSERT_EQ(ends.size(), 1u);
+  EXPECT_EQ(ends[0].cause, restore::EndCause::kByeGuestStopped);
+}
+
 // A checkpoint from an earlier session is not the guest: between the
 // sessions it ran unprotected and its output went out. Relinquished at the
 // new session's first epoch, the guest is not handed over to it.

@@ -231,10 +231,6 @@ TEST(FailoverJudgeTest, AGuestThatDiedIsNotAnOperatorStop) {
   EXPECT_EQ(std::string(EndCauseName(EndCause::kByeGuestStopped)), "bye-guest-stopped");
 }
 
-// A checkpoint whose disk is still being copied (docs/DISK.md §7.1) is
-// never resumed: not on silence, not on the operator's word, not at a
-// handover; the first whole one is.
-
 // A primary that relinquished its guest (an epoch it could not commit, a
 // copy that must not run on) hands over like a switchover; the decision
 // says why, in the primary's words.
@@ -248,6 +244,7 @@ TEST(FailoverJudgeTest, AHandoverSaysWhyThePrimaryHandedOver) {
                  std::chrono::seconds(2));
   Decision d = j.Decide(std::chrono::seconds(2));
   EXPECT_EQ(d.kind, Decision::kActivate);
+  EXPECT_TRUE(d.handover);
   EXPECT_FALSE(d.run_fence) << "the primary keeps its copy suspended and said so";
   EXPECT_EQ(d.why, "the primary handed over after epoch 4: epoch 5 cannot be committed: flushing /dev/nbd0: EIO");
   FailoverJudge planned(cfg);
@@ -256,6 +253,10 @@ TEST(FailoverJudgeTest, AHandoverSaysWhyThePrimaryHandedOver) {
   planned.SessionEnded(EndCause::kByeHandover, "", std::chrono::seconds(2));
   EXPECT_EQ(planned.Decide(std::chrono::seconds(2)).why, "the primary handed over after epoch 7: planned switchover");
 }
+
+// A checkpoint whose disk is still being copied (docs/DISK.md §7.1) is
+// never resumed: not on silence, not on the operator's word, not at a
+// handover; the first whole one is.
 TEST(FailoverJudgeTest, ACheckpointWithAPartialDiskIsNeverActivated) {
   JudgeConfig cfg;
   cfg.failover_timeout = std::chrono::seconds(1);

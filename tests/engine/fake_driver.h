@@ -73,7 +73,7 @@ class FakeDriver final : public replicator::CheckpointDriver {
         // As the Xen driver does when an emulated disk lost a write: the
         // epoch is not streamed, the guest stays suspended for good.
         Status why = Status::Storage(lose_why_);
-        s.Relinquish(epoch, why);
+        s.Relinquish(epoch, why, s.HandOverPoint().has_value() && !lose_unrecorded_);
         return why;
       }
       s.Reached(replicator::Phase::kAfterSuspend, epoch);
@@ -139,9 +139,12 @@ class FakeDriver final : public replicator::CheckpointDriver {
   // At the suspend of the first epoch for which when(epoch, the session's
   // first epoch) holds, the guest "loses a write": the driver relinquishes
   // it (EpochSession::Relinquish) and keeps it paused. Set before Run.
-  void LoseWritesWhen(std::function<bool(uint64_t, uint64_t)> when, std::string why) {
+  // `unrecorded`: the driver could not record that its copy must never
+  // run again (it passes hand_over = false).
+  void LoseWritesWhen(std::function<bool(uint64_t, uint64_t)> when, std::string why, bool unrecorded = false) {
     lose_writes_ = std::move(when);
     lose_why_ = std::move(why);
+    lose_unrecorded_ = unrecorded;
   }
 
  private:
@@ -230,6 +233,7 @@ class FakeDriver final : public replicator::CheckpointDriver {
   std::string die_why_;
   std::function<bool(uint64_t, uint64_t)> lose_writes_;
   std::string lose_why_;
+  bool lose_unrecorded_ = false;
   uint64_t committed_ = 0;
 };
 

@@ -69,14 +69,50 @@ TEST(VifSpecTest, WriterRefusesWhatTheReaderWould) {
 // Output commit is all or nothing: with --netbuf-vif given, every interface
 // the guest sends on must be buffered (a guest without PV drivers sends on
 // its emulated NIC's tap, not on the vif beside it).
+std::vector<std::string> Names(const std::vector<GuestInterface>& g) {
+  std::vector<std::string> out;
+  for (const auto& i : g) out.push_back(i.name);
+  return out;
+}
+
+std::vector<GuestInterface> InDom0(const std::vector<std::string>& names) {
+  std::vector<GuestInterface> out;
+  for (const auto& n : names) out.push_back(GuestInterface{n, 0});
+  return out;
+}
+
 TEST(GuestInterfaces, EveryVifAndEmulatedNicTap) {
-  const std::vector<VifSpec> vifs = {{0, "00:16:3e:00:00:01", ""}, {2, "00:16:3e:00:00:02", "xenbr0"}};
-  EXPECT_EQ(GuestInterfaces(7, vifs, {0}), (std::vector<std::string>{"vif7.0", "vif7.2", "vif7.0-emu"}));
+  const std::vector<VifPlace> vifs = {{0, "", 0}, {2, "", 0}};
+  EXPECT_EQ(Names(GuestInterfaces(7, vifs, {"vif7.0-emu"})), (std::vector<std::string>{"vif7.0", "vif7.2", "vif7.0-emu"}));
   EXPECT_TRUE(GuestInterfaces(7, {}, {}).empty());
 }
 
+// xl's vifname=: the hotplug script renames the vif, and the device model's
+// tap is named after it (libxl: vifname-emu).
+TEST(GuestInterfaces, AVifnameNamesTheInterface) {
+  const std::vector<VifPlace> vifs = {{0, "web0", 0}, {1, "", 0}};
+  const auto g = GuestInterfaces(7, vifs, {"web0-emu"});
+  EXPECT_EQ(Names(g), (std::vector<std::string>{"web0", "vif7.1", "web0-emu"}));
+  EXPECT_TRUE(CheckEveryInterfaceBuffered(g, {"web0", "web0-emu", "vif7.1"}).ok());
+  Status s = CheckEveryInterfaceBuffered(g, {"vif7.0", "vif7.0-emu", "vif7.1"});
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("add --netbuf-vif web0"), std::string::npos) << s.ToString();
+}
+
+// A vif served by a driver domain's netback never passes dom0's plugs: with
+// buffering on, refused whatever is buffered; with it off, nothing to check.
+TEST(GuestInterfaces, AVifServedByAnotherDomainCannotBeBuffered) {
+  const std::vector<VifPlace> vifs = {{0, "", 0}, {1, "ignored", 3}};
+  const auto g = GuestInterfaces(7, vifs, {});
+  EXPECT_EQ(g[1], (GuestInterface{"vif7.1", 3}));
+  EXPECT_TRUE(CheckEveryInterfaceBuffered(g, {}).ok());
+  Status s = CheckEveryInterfaceBuffered(g, {"vif7.0", "vif7.1"});
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("netback runs in domain 3"), std::string::npos) << s.ToString();
+}
+
 TEST(GuestInterfaces, BufferingSomeButNotAllIsRefused) {
-  const std::vector<std::string> guest = {"vif7.0", "vif7.0-emu"};
+  const std::vector<GuestInterface> guest = InDom0({"vif7.0", "vif7.0-emu"});
   EXPECT_TRUE(CheckEveryInterfaceBuffered(guest, {}).ok());  // off: warned about elsewhere
   EXPECT_TRUE(CheckEveryInterfaceBuffered(guest, {"vif7.0-emu", "vif7.0"}).ok());
   Status s = CheckEveryInterfaceBuffered(guest, {"vif7.0"});
@@ -85,7 +121,7 @@ TEST(GuestInterfaces, BufferingSomeButNotAllIsRefused) {
   EXPECT_EQ(CheckEveryInterfaceBuffered(guest, {"vif7.0-emu"}).code(), Code::kInvalidArgument);
   // An interface buffered that the guest does not have is the plug's own
   // business (it fails to install, naming it), not this check's.
-  EXPECT_TRUE(CheckEveryInterfaceBuffered({"vif7.0"}, {"vif7.0", "eth9"}).ok());
+  EXPECT_TRUE(CheckEveryInterfaceBuffered(InDom0({"vif7.0"}), {"vif7.0", "eth9"}).ok());
 }
 
 }  // namespace

@@ -233,7 +233,8 @@ class RecordingSession final : public replicator::EpochSession {
   }
   // Nobody to hand over to: the driver keeps the guest suspended and the
   // session's error says why.
-  void Relinquish(uint64_t epoch, Status why) override {
+  std::optional<uint64_t> HandOverPoint() const override { return std::nullopt; }
+  void Relinquish(uint64_t epoch, Status why, bool) override {
     fprintf(stderr, "romulus-xen: epoch %llu cannot be committed, the guest stays suspended: %s\n",
             (unsigned long long)epoch, why.ToString().c_str());
   }
