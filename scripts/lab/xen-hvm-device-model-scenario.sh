@@ -185,6 +185,34 @@ hvm_backup() {
 # hvm_serial LOG: the file the device model a backup started writes the guest's serial port
 # into (from the backup's log; "" if it said none).
 hvm_serial() { sed -n 's/.*serial port into \([^ ,]*\).*/\1/p' "$1" | tail -n 1; }
+# dr FILE: the last DISKREC a console shows (0: none).
+dr() { _v=$(tr -d '\r' <"$1" 2>/dev/null | sed -n 's/.*DISKREC \([0-9][0-9]*\).*/\1/p' | tail -n1); echo "${_v:-0}"; }
+# copy_records WHAT DOMID CONSOLE DISKDIR LASTREC: the resumed copy DOMID writes 3 records past
+# the primary's last LASTREC through its IDE disk, its first at most LASTREC + 1, and sees no
+# disk error; then it is destroyed (its QEMU with it: nothing writes the image any more) and
+# the backup's copy in DISKDIR must end where its memory says: the last record its console
+# printed, or one more in flight (the console may lag the image: read again for up to 5 s).
+# Sets COPY_FIRST, COPY_LAST and COPY_OUT (labdisk check's verdict).
+copy_records() {
+  _what=$1 _dom=$2 _con=$3 _dir=$4 _last=$5
+  i=0; until [ "$(dr "$_con")" -ge $((_last + 3)) ]; do
+    i=$((i+1)); [ $i -le 600 ] || lab_fail "$_what: the resumed guest does not write on through its IDE disk (last $(dr "$_con"), primary $_last): $(grep -m1 DISKERR "$_con")"
+    sleep 0.2
+  done
+  COPY_FIRST=$(tr -d '\r' <"$_con" | sed -n 's/.*DISKREC \([0-9][0-9]*\).*/\1/p' | head -n1)
+  [ -n "$COPY_FIRST" ] && [ "$COPY_FIRST" -le $((_last + 1)) ] || lab_fail "$_what: the resumed guest's first record $COPY_FIRST is beyond the primary's last $_last + 1"
+  ! grep -q DISKERR "$_con" || lab_fail "$_what: the resumed guest saw a disk error: $(grep -m1 DISKERR "$_con")"
+  xl destroy "$_dom" >/dev/null 2>&1
+  i=0; while xl list "$_dom" >/dev/null 2>&1; do i=$((i+1)); [ $i -le 150 ] || lab_fail "$_what: domain $_dom does not go away"; sleep 0.2; done
+  COPY_LAST=$(dr "$_con")
+  _imgs=$(ls "$_dir"/*.img 2>/dev/null)
+  [ "$(echo "$_imgs" | grep -c .)" -eq 1 ] || lab_fail "$_what: images in the backup's disk dir: '$_imgs'"
+  COPY_OUT=$(labdisk check "$_imgs" 2>&1) || lab_fail "$_what: the backup's copy: $COPY_OUT"
+  _cl=$(echo "$COPY_OUT" | sed -n 's/.*last=\([0-9]*\).*/\1/p')
+  i=0
+  while [ "$_cl" -gt $((COPY_LAST + 1)) ] && [ $i -lt 25 ]; do sleep 0.2; COPY_LAST=$(dr "$_con"); i=$((i + 1)); done
+  case $_cl in "$COPY_LAST"|"$((COPY_LAST + 1))") ;; *) lab_fail "$_what: the backup's copy ends at record $_cl, the resumed guest's last is $COPY_LAST" ;; esac
+}
 # hvm_replicate PORT LOG [replicate args...]: guest $G replicated to the backup at PORT every
 # 200 ms; its pid in RP.
 hvm_replicate() {
@@ -467,8 +495,6 @@ D9=$(cat "$W/domid9")
 lab_evidence "$S9"
 lab_wait_counter "$S9" 3 300 || lab_fail "$G9 (HVM, nopv) never counted to 3 on its serial console"
 grep -q "DOMU-NET eth0" "$S9" || lab_fail "$G9 did not bring up its emulated NIC: $(grep -m1 "DOMU-NET\|e1000" "$S9" | cut -c1-200)"
-# dr FILE: the last DISKREC a console shows (0: none).
-dr() { _v=$(tr -d '\r' <"$1" 2>/dev/null | sed -n 's/.*DISKREC \([0-9][0-9]*\).*/\1/p' | tail -n1); echo "${_v:-0}"; }
 i=0; until [ "$(dr "$S9")" -ge 3 ]; do
   i=$((i+1)); [ $i -le 600 ] || lab_fail "$G9 wrote no 3 records through its emulated IDE disk: $(grep -m1 "DISKERR\|ata\|sda" "$S9" | cut -c1-200)"
   sleep 0.2
@@ -587,25 +613,8 @@ lab_note "nopv: the failed-over guest answers ping on vif$N9.0-emu ($(g9_replies
 # resumed guest's memory says (the last it printed, or one more in flight), no hole.
 tr '\0' ' ' </proc/"$(xenstore-read /local/domain/$N9/image/device-model-pid)"/cmdline 2>/dev/null | grep -q "file=/dev/loop[0-9]*,if=ide,index=0" ||
   lab_fail "nopv: the backup's device model has no IDE disk on the replica's copy"
-i=0; until [ "$(dr "$RS9")" -ge $((LASTREC9 + 3)) ]; do
-  i=$((i+1)); [ $i -le 600 ] || lab_fail "nopv: the failed-over guest does not write on through its IDE disk (last $(dr "$RS9"), primary $LASTREC9): $(grep -m1 DISKERR "$RS9")"
-  sleep 0.2
-done
-FREC9=$(tr -d '\r' <"$RS9" | sed -n 's/.*DISKREC \([0-9][0-9]*\).*/\1/p' | head -n1)
-[ -n "$FREC9" ] && [ "$FREC9" -le $((LASTREC9 + 1)) ] || lab_fail "nopv: the resumed guest's first record $FREC9 is beyond the primary's last $LASTREC9 + 1"
-! grep -q DISKERR "$RS9" || lab_fail "nopv: $(grep -m1 DISKERR "$RS9")"
-# The copy destroyed (its QEMU with it) before its image is read: nothing writes it any more.
-xl destroy "$N9" >/dev/null 2>&1
-i=0; while xl list "$N9" >/dev/null 2>&1; do i=$((i+1)); [ $i -le 150 ] || lab_fail "nopv: domain $N9 does not go away"; sleep 0.2; done
-L9=$(dr "$RS9")
-IMGS9=$(ls "$W/disks9"/*.img 2>/dev/null)
-[ "$(echo "$IMGS9" | grep -c .)" -eq 1 ] || lab_fail "nopv: images in the backup's disk dir: '$IMGS9'"
-OUT9=$(labdisk check "$IMGS9" 2>&1) || lab_fail "nopv: the backup's copy of hda: $OUT9"
-CL9=$(echo "$OUT9" | sed -n 's/.*last=\([0-9]*\).*/\1/p')
-i=0
-while [ "$CL9" -gt $((L9 + 1)) ] && [ $i -lt 25 ]; do sleep 0.2; L9=$(dr "$RS9"); i=$((i + 1)); done
-case $CL9 in "$L9"|"$((L9 + 1))") ;; *) lab_fail "nopv: the backup's copy ends at record $CL9, the resumed guest's last is $L9" ;; esac
-lab_note "nopv, emulated IDE disk hda: primary's last record $LASTREC9, resumed guest's $FREC9..$L9; the copy: $OUT9"
+copy_records nopv "$N9" "$RS9" "$W/disks9" "$LASTREC9"
+lab_note "nopv, emulated IDE disk hda: primary's last record $LASTREC9, resumed guest's $COPY_FIRST..$COPY_LAST; the copy: $COPY_OUT"
 SUSP9=$(rj_csv "$W/stats9.jsonl" acked true suspend_us | sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}')
 lab_note "nopv (HVM without PV drivers, domid $D9): $(rj_count "$W/stats9.jsonl" acked true) epochs acked, suspended by the hypervisor (suspend_us median ${SUSP9:-?}); failover from epoch $FO9, counter $LAST9 -> $FIRST9"
 lab_figure "hvm_nopv_suspend_median_us=${SUSP9:-none} hvm_nopv_failover_counter=$LAST9->$FIRST9"
@@ -688,23 +697,11 @@ lab_evidence "$RS10"
 lab_wait_counter "$RS10" $((LAST10 + 2)) 300 || lab_fail "lost write: the resumed guest does not count on (last $(lab_counter_last "$RS10"), primary was $LAST10)"
 FIRST10=$(lab_counter_first "$RS10")
 [ "$FIRST10" -gt 1 ] && [ "$FIRST10" -le $((LAST10 + 1)) ] || lab_fail "lost write: the copy's counter began at $FIRST10, the primary's ended at $LAST10"
-i=0; until [ "$(dr "$RS10")" -ge $((LASTREC10 + 3)) ]; do
-  i=$((i+1)); [ $i -le 600 ] || lab_fail "lost write: the resumed guest does not write on (last $(dr "$RS10"), primary $LASTREC10): $(grep -m1 DISKERR "$RS10")"
-  sleep 0.2
-done
-! grep -q DISKERR "$RS10" || lab_fail "lost write: the resumed guest saw a disk error: $(grep -m1 DISKERR "$RS10")"
 N10=$(xl domid "$G10-copy" 2>/dev/null)
 [ -n "$N10" ] || { xl list; lab_fail "lost write: no $G10-copy in xl list"; }
-xl destroy "$N10" >/dev/null 2>&1
-i=0; while xl list "$N10" >/dev/null 2>&1; do i=$((i+1)); [ $i -le 150 ] || lab_fail "lost write: domain $N10 does not go away"; sleep 0.2; done
-L10=$(dr "$RS10")
-IMGS10=$(ls "$W/disks10"/*.img 2>/dev/null)
-[ "$(echo "$IMGS10" | grep -c .)" -eq 1 ] || lab_fail "lost write: images in the backup's disk dir: '$IMGS10'"
-OUT10=$(labdisk check "$IMGS10" 2>&1) || lab_fail "lost write: the backup's copy of hda: $OUT10"
-CL10=$(echo "$OUT10" | sed -n 's/.*last=\([0-9]*\).*/\1/p')
-case $CL10 in "$L10"|"$((L10 + 1))") ;; *) lab_fail "lost write: the backup's copy ends at record $CL10, the resumed guest's last is $L10" ;; esac
+copy_records "lost write" "$N10" "$RS10" "$W/disks10" "$LASTREC10"
 DERR10=$(grep -c DISKERR "$S10")
-lab_note "lost write: $(grep -m1 "RELINQUISHED" "$W/primary10.log" | sed 's/.*RELINQUISHED: //' | cut -c1-260); primary kept suspended (its console: $DERR10 DISKERR lines), backup resumed epoch $FO10, counter $LAST10 -> $FIRST10, records $LASTREC10 -> $L10; the copy: $OUT10"
+lab_note "lost write: $(grep -m1 "RELINQUISHED" "$W/primary10.log" | sed 's/.*RELINQUISHED: //' | cut -c1-260); primary kept suspended (its console: $DERR10 DISKERR lines), backup resumed epoch $FO10, counter $LAST10 -> $FIRST10, records $LASTREC10 -> $COPY_FIRST..$COPY_LAST; the copy: $COPY_OUT"
 kill $B10 2>/dev/null; wait $B10 2>/dev/null
 xl destroy $G10 >/dev/null 2>&1
 nbd-client -d $NBD10 >/dev/null 2>&1

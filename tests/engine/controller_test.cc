@@ -483,120 +483,122 @@ TEST(ControllerXen, AGuestThatDiesTellsTheBackupWhy) {
   EXPECT_EQ(end.bye_text.find("operator"), std::string::npos) << end.bye_text;
 }
 
+// One replication whose driver relinquishes its guest (FakeDriver::
+// LoseWritesWhen), run to its end: what the primary, its output and the
+// backups saw.
+struct Relinquished {
+  Status status;
+  bool handed_over = false, paused = false;
+  uint64_t committed = 0, released = 0;
+  int sessions = 0, discards = 0, release_all = 0;
+  std::vector<restore::SessionEnd> ends;
+};
+
+Relinquished RunRelinquished(std::function<bool(uint64_t, uint64_t)> when, const std::string& why,
+                             bool unrecorded = false,
+                             std::function<void(replicator::ControllerOptions&, Backups&)> tune = nullptr) {
+  auto fake = std::make_unique<testing::FakeDriver>(testing::FakeDriver::XenLike());
+  testing::FakeDriver* driver = fake.get();
+  fake->LoseWritesWhen(std::move(when), why, unrecorded);
+  Backups backups;
+  RecordingOutput output;
+  auto opts = FastController();
+  if (tune) tune(opts, backups);
+  replicator::PrimaryController c(std::move(fake), output, backups.Connect(), FastSender(), opts, nullptr);
+  std::atomic<bool> stop{false};
+  Relinquished r;
+  r.status = c.Run(stop);
+  backups.JoinAll();
+  r.handed_over = c.handed_over();
+  r.paused = driver->paused();
+  r.committed = backups.sink.last_committed_epoch();
+  r.sessions = backups.sink.Sessions();
+  r.released = output.released.load();
+  r.discards = output.discards.load();
+  r.release_all = output.release_all.load();
+  r.ends = backups.Ends();
+  return r;
+}
+
 // An epoch the driver cannot commit, whose guest must not run on (an
 // emulated disk lost a write the guest saw complete): the backup, which
 // holds the epoch before it, taken while protected, takes the guest over;
 // the unacked output is dropped, never released; no reconnection.
 TEST(ControllerRelinquish, TheBackupTakesOverFromTheEpochBefore) {
-  auto fake = std::make_unique<testing::FakeDriver>(testing::FakeDriver::XenLike());
-  testing::FakeDriver* driver = fake.get();
-  const std::string why = "flushing /dev/nbd0: a write the guest saw complete did not reach the disk";
-  fake->LoseWritesWhen([](uint64_t epoch, uint64_t) { return epoch == 5; }, why);
-  Backups backups;
-  RecordingOutput output;
-  replicator::PrimaryController c(std::move(fake), output, backups.Connect(), FastSender(), FastController(),
-                                  nullptr);
-  std::atomic<bool> stop{false};
-  Status st = c.Run(stop);
-  backups.JoinAll();
-  ASSERT_FALSE(st.ok()) << "a relinquished guest is not a clean end of replication";
-  EXPECT_EQ(st.code(), Code::kStorage) << st.ToString();
-  EXPECT_NE(st.message().find("epoch 5 cannot be committed"), std::string::npos) << st.ToString();
-  EXPECT_NE(st.message().find("from epoch 4"), std::string::npos) << st.ToString();
-  EXPECT_TRUE(c.handed_over());
-  EXPECT_TRUE(driver->paused()) << "the guest must stay suspended here";
-  EXPECT_EQ(backups.sink.last_committed_epoch(), 4u);
-  EXPECT_EQ(backups.sink.Sessions(), 1) << "no reconnection";
-  EXPECT_EQ(output.released.load(), 4u);
-  EXPECT_EQ(output.discards.load(), 1) << "epoch 5's output must be dropped";
-  EXPECT_EQ(output.release_all.load(), 0) << "epoch 5's output must never be released";
-  const std::vector<restore::SessionEnd> ends = backups.Ends();
-  ASSERT_EQ(ends.size(), 1u);
-  EXPECT_EQ(ends[0].bye_reason, protocol::ByeReason::kHandover);
-  EXPECT_EQ(ends[0].cause, restore::EndCause::kByeHandover);
-  EXPECT_NE(ends[0].bye_text.find("epoch 5 cannot be committed"), std::string::npos) << ends[0].bye_text;
+  const auto r = RunRelinquished([](uint64_t epoch, uint64_t) { return epoch == 5; },
+                                 "flushing /dev/nbd0: a write the guest saw complete did not reach the disk");
+  ASSERT_FALSE(r.status.ok()) << "a relinquished guest is not a clean end of replication";
+  EXPECT_EQ(r.status.code(), Code::kStorage) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("epoch 5 cannot be committed"), std::string::npos) << r.status.ToString();
+  EXPECT_NE(r.status.message().find("from epoch 4"), std::string::npos) << r.status.ToString();
+  EXPECT_TRUE(r.handed_over);
+  EXPECT_TRUE(r.paused) << "the guest must stay suspended here";
+  EXPECT_EQ(r.committed, 4u);
+  EXPECT_EQ(r.sessions, 1) << "no reconnection";
+  EXPECT_EQ(r.released, 4u);
+  EXPECT_EQ(r.discards, 1) << "epoch 5's output must be dropped";
+  EXPECT_EQ(r.release_all, 0) << "epoch 5's output must never be released";
+  ASSERT_EQ(r.ends.size(), 1u);
+  EXPECT_EQ(r.ends[0].bye_reason, protocol::ByeReason::kHandover);
+  EXPECT_EQ(r.ends[0].cause, restore::EndCause::kByeHandover);
+  EXPECT_NE(r.ends[0].bye_text.find("epoch 5 cannot be committed"), std::string::npos) << r.ends[0].bye_text;
 }
 
 // Nothing committed yet: no checkpoint to hand over. The backup is told the
 // guest stopped (it does not fail over) and the guest waits, suspended.
 TEST(ControllerRelinquish, WithNothingCommittedTheGuestWaitsForTheOperator) {
-  auto fake = std::make_unique<testing::FakeDriver>(testing::FakeDriver::XenLike());
-  testing::FakeDriver* driver = fake.get();
-  fake->LoseWritesWhen([](uint64_t epoch, uint64_t) { return epoch == 1; }, "flushing /dev/nbd0: EIO");
-  Backups backups;
-  RecordingOutput output;
-  replicator::PrimaryController c(std::move(fake), output, backups.Connect(), FastSender(), FastController(),
-                                  nullptr);
-  std::atomic<bool> stop{false};
-  Status st = c.Run(stop);
-  backups.JoinAll();
-  ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("holds no checkpoint"), std::string::npos) << st.ToString();
-  EXPECT_FALSE(c.handed_over());
-  EXPECT_TRUE(driver->paused());
-  EXPECT_EQ(backups.sink.Sessions(), 1);
-  EXPECT_EQ(output.discards.load(), 1);
-  EXPECT_EQ(output.release_all.load(), 0);
-  const std::vector<restore::SessionEnd> ends = backups.Ends();
-  ASSERT_EQ(ends.size(), 1u);
-  EXPECT_EQ(ends[0].cause, restore::EndCause::kByeGuestStopped) << "the backup must not fail over";
-  EXPECT_NE(ends[0].bye_text.find("epoch 1 cannot be committed"), std::string::npos) << ends[0].bye_text;
+  const auto r = RunRelinquished([](uint64_t epoch, uint64_t) { return epoch == 1; }, "flushing /dev/nbd0: EIO");
+  ASSERT_FALSE(r.status.ok());
+  EXPECT_NE(r.status.message().find("holds no checkpoint"), std::string::npos) << r.status.ToString();
+  EXPECT_FALSE(r.handed_over);
+  EXPECT_TRUE(r.paused);
+  EXPECT_EQ(r.sessions, 1);
+  EXPECT_EQ(r.discards, 1);
+  EXPECT_EQ(r.release_all, 0);
+  ASSERT_EQ(r.ends.size(), 1u);
+  EXPECT_EQ(r.ends[0].cause, restore::EndCause::kByeGuestStopped) << "the backup must not fail over";
+  EXPECT_NE(r.ends[0].bye_text.find("epoch 1 cannot be committed"), std::string::npos) << r.ends[0].bye_text;
 }
 
 // A driver that could not record that its copy must never run again (so a
 // later replicator might resume it) does not get its guest handed over:
 // the backup must not run a second copy.
 TEST(ControllerRelinquish, WithoutTheDriversRecordTheBackupDoesNotTakeOver) {
-  auto fake = std::make_unique<testing::FakeDriver>(testing::FakeDriver::XenLike());
-  fake->LoseWritesWhen([](uint64_t epoch, uint64_t) { return epoch == 5; }, "flushing /dev/nbd0: EIO", true);
-  Backups backups;
-  RecordingOutput output;
-  replicator::PrimaryController c(std::move(fake), output, backups.Connect(), FastSender(), FastController(),
-                                  nullptr);
-  std::atomic<bool> stop{false};
-  Status st = c.Run(stop);
-  backups.JoinAll();
-  ASSERT_FALSE(st.ok());
-  EXPECT_FALSE(c.handed_over());
-  EXPECT_NE(st.message().find("could not be marked"), std::string::npos) << st.ToString();
-  EXPECT_EQ(output.discards.load(), 1);
-  EXPECT_EQ(output.release_all.load(), 0);
-  const std::vector<restore::SessionEnd> ends = backups.Ends();
-  ASSERT_EQ(ends.size(), 1u);
-  EXPECT_EQ(ends[0].cause, restore::EndCause::kByeGuestStopped);
+  const auto r = RunRelinquished([](uint64_t epoch, uint64_t) { return epoch == 5; }, "flushing /dev/nbd0: EIO",
+                                 /*unrecorded=*/true);
+  ASSERT_FALSE(r.status.ok());
+  EXPECT_FALSE(r.handed_over);
+  EXPECT_NE(r.status.message().find("could not be marked"), std::string::npos) << r.status.ToString();
+  EXPECT_EQ(r.discards, 1);
+  EXPECT_EQ(r.release_all, 0);
+  ASSERT_EQ(r.ends.size(), 1u);
+  EXPECT_EQ(r.ends[0].cause, restore::EndCause::kByeGuestStopped);
 }
 
 // A checkpoint from an earlier session is not the guest: between the
 // sessions it ran unprotected and its output went out. Relinquished at the
 // new session's first epoch, the guest is not handed over to it.
 TEST(ControllerRelinquish, ACheckpointOfAnEarlierSessionIsNotHandedOver) {
-  auto fake = std::make_unique<testing::FakeDriver>(testing::FakeDriver::XenLike());
   std::atomic<uint64_t> sessions{0};
-  fake->LoseWritesWhen(
+  const auto r = RunRelinquished(
       [&](uint64_t epoch, uint64_t first) {
         if (epoch == first) sessions++;
         return sessions.load() == 2 && epoch == first;
       },
-      "flushing /dev/nbd0: EIO");
-  Backups backups;
-  RecordingOutput output;
-  auto opts = FastController();
-  opts.phase_hook = [&](Phase p, uint64_t e) {
-    if (p == Phase::kAfterCommit && e == 3 && sessions.load() == 1) backups.Cut();
-  };
-  replicator::PrimaryController c(std::move(fake), output, backups.Connect(), FastSender(), opts, nullptr);
-  std::atomic<bool> stop{false};
-  Status st = c.Run(stop);
-  backups.JoinAll();
-  ASSERT_FALSE(st.ok());
+      "flushing /dev/nbd0: EIO", false,
+      [&](replicator::ControllerOptions& opts, Backups& backups) {
+        opts.phase_hook = [&](Phase p, uint64_t e) {
+          if (p == Phase::kAfterCommit && e == 3 && sessions.load() == 1) backups.Cut();
+        };
+      });
+  ASSERT_FALSE(r.status.ok());
   EXPECT_EQ(sessions.load(), 2u);
-  EXPECT_GE(backups.sink.last_committed_epoch(), 3u);
-  EXPECT_FALSE(c.handed_over()) << "the backup's checkpoint predates output the world saw";
-  EXPECT_NE(st.message().find("older than what the guest's output already showed"), std::string::npos)
-      << st.ToString();
-  const std::vector<restore::SessionEnd> ends = backups.Ends();
-  ASSERT_EQ(ends.size(), 2u);
-  EXPECT_EQ(ends[1].cause, restore::EndCause::kByeGuestStopped);
+  EXPECT_GE(r.committed, 3u);
+  EXPECT_FALSE(r.handed_over) << "the backup's checkpoint predates output the world saw";
+  EXPECT_NE(r.status.message().find("older than what the guest's output already showed"), std::string::npos)
+      << r.status.ToString();
+  ASSERT_EQ(r.ends.size(), 2u);
+  EXPECT_EQ(r.ends[1].cause, restore::EndCause::kByeGuestStopped);
 }
 
 // A longer account than BYE's 256 bytes is cut (at a character boundary),
