@@ -185,6 +185,19 @@ hvm_backup() {
 # hvm_serial LOG: the file the device model a backup started writes the guest's serial port
 # into (from the backup's log; "" if it said none).
 hvm_serial() { sed -n 's/.*serial port into \([^ ,]*\).*/\1/p' "$1" | tail -n 1; }
+# hda_export WHAT IMG N NBD: a disk export of the image IMG named hda (its sockets and log
+# $W/guestN-hda.*, $W/exportN.log) behind the kernel NBD device NBD; its pid in EP, its tap
+# socket in TAP.
+hda_export() {
+  _what=$1 _img=$2 _n=$3 _nbd=$4
+  TAP=$W/guest$_n-hda.tap
+  romulus disk-export --store "$_img" --name hda --nbd-socket "$W/guest$_n-hda.nbd" --tap-socket "$TAP" \
+    >"$W/export$_n.log" 2>&1 &
+  EP=$!
+  lab_evidence "$W/export$_n.log"
+  i=0; until grep -q ready "$W/export$_n.log"; do i=$((i+1)); [ $i -le 300 ] || lab_fail "$_what: the disk export is not ready"; sleep 0.1; done
+  nbd-client -unix "$W/guest$_n-hda.nbd" "$_nbd" -N hda >"$W/nbdc$_n.log" 2>&1 || lab_fail "$_what: nbd-client: $(cat "$W/nbdc$_n.log")"
+}
 # dr FILE: the last DISKREC a console shows (0: none).
 dr() { _v=$(tr -d '\r' <"$1" 2>/dev/null | sed -n 's/.*DISKREC \([0-9][0-9]*\).*/\1/p' | tail -n1); echo "${_v:-0}"; }
 # copy_records WHAT DOMID CONSOLE DISKDIR LASTREC: the resumed copy DOMID writes 3 records past
@@ -479,13 +492,10 @@ T9=$(lab_now)
 G9IP=10.78.0.2
 # Its disk: a sparse 64 MiB image behind a disk export, the guest's phy:/dev/nbd0 (hda).
 NBD9=/dev/nbd0
-IMG9=$W/guest9-hda.img; SOCK9=$W/guest9-hda.nbd; TAP9=$W/guest9-hda.tap
+IMG9=$W/guest9-hda.img
 rm -f "$IMG9"; truncate -s 64M "$IMG9"
-romulus disk-export --store "$IMG9" --name hda --nbd-socket "$SOCK9" --tap-socket "$TAP9" >"$W/export9.log" 2>&1 &
-EP9=$!
-lab_evidence "$W/export9.log"
-i=0; until grep -q ready "$W/export9.log"; do i=$((i+1)); [ $i -le 300 ] || lab_fail "nopv: the disk export is not ready"; sleep 0.1; done
-nbd-client -unix "$SOCK9" "$NBD9" -N hda >"$W/nbdc9.log" 2>&1 || lab_fail "nopv: nbd-client: $(cat "$W/nbdc9.log")"
+hda_export nopv "$IMG9" 9 "$NBD9"
+EP9=$EP TAP9=$TAP
 lab_evidence "/var/log/xen/qemu-dm-$G9.log"
 LAB_HVM_VGA=stdvga LAB_GUEST_VIF="type=ioemu,model=e1000,mac=00:16:3e:4c:00:09,script=/lab/vif-lab" \
   LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=hda, access=rw, script=/lab/block-lab, target=$NBD9" \
@@ -636,13 +646,10 @@ rm -f "$S10"
 NBD10=/dev/nbd1
 FS10=$W/tmpfs10; mkdir -p "$FS10"
 mount -t tmpfs -o size=24m tmpfs "$FS10" || lab_fail "lost write: cannot mount a tmpfs for the store"
-IMG10=$FS10/hda.img; SOCK10=$W/guest10-hda.nbd; TAP10=$W/guest10-hda.tap
+IMG10=$FS10/hda.img
 truncate -s 64M "$IMG10"
-romulus disk-export --store "$IMG10" --name hda --nbd-socket "$SOCK10" --tap-socket "$TAP10" >"$W/export10.log" 2>&1 &
-EP10=$!
-lab_evidence "$W/export10.log"
-i=0; until grep -q ready "$W/export10.log"; do i=$((i+1)); [ $i -le 300 ] || lab_fail "lost write: the disk export is not ready"; sleep 0.1; done
-nbd-client -unix "$SOCK10" "$NBD10" -N hda >"$W/nbdc10.log" 2>&1 || lab_fail "lost write: nbd-client: $(cat "$W/nbdc10.log")"
+hda_export "lost write" "$IMG10" 10 "$NBD10"
+EP10=$EP TAP10=$TAP
 LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=hda, access=rw, script=/lab/block-lab, target=$NBD10" \
   lab_guest_create $G10 "$LAB_GUEST_MEM" 1 "nopv lab_disk=/dev/sda lab_disk_ms=200" >"$W/domid10" ||
   lab_fail "xl create $G10 (HVM, nopv) failed: $(cat "$W/create-$G10.log")"
