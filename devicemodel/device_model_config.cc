@@ -208,15 +208,47 @@ bool DevidAfter(const std::string& v, const char* prefix, unsigned* devid) {
 // -device: the display adapter libxl adds for vga="cirrus"/"stdvga", or an
 // emulated NIC (MODEL,id=nicN,netdev=netN,mac=M). Anything else is a device
 // the backup cannot reproduce.
-Status ParseDevice(const std::string& v, DeviceModelConfig* c) {
+// What the options of libxl's AHCI disks said, put together at the end
+// (hdtype="ahci": -device ahci,id=ahci0, then per disk N a -drive
+// if=none,id=ahcidisk-N and a -device ide-hd,bus=ahci0.N,unit=0,drive=ahcidisk-N).
+struct AhciSeen {
+  bool controller = false;
+  std::vector<unsigned> ports;                              // from the ide-hd devices
+  std::vector<std::pair<unsigned, std::string>> drives;     // slot, file
+};
+
+Status ParseDevice(const std::string& v, DeviceModelConfig* c, AhciSeen* ahci) {
   const std::vector<std::string> parts = Split(v, ',');
   const std::string& driver = parts[0];
   std::map<std::string, std::string> o;
-  if (driver == "ide-cd" || driver == "ide-hd" || driver == "ahci" || driver == "scsi-hd" || driver == "lsi53c895a") {
+  if (driver == "ahci") {
+    if (v != "ahci,id=ahci0" || ahci->controller) return Malformed("device", v);
+    ahci->controller = true;
+    return Status::Ok();
+  }
+  if (driver == "ide-hd") {
+    // On the AHCI controller only: libxl's IDE disks are -drive if=ide.
+    unsigned port = 0, drive = 0;
+    if (!Options(parts, 1, &o) || o.size() != 3 || o["unit"] != "0" || !DevidAfter(o["bus"], "ahci0.", &port) ||
+        !DevidAfter(o["drive"], "ahcidisk-", &drive) || port != drive ||
+        port > MaxEmulatedDiskSlot(DeviceModelConfig::DiskBus::kAhci) || !ahci->controller ||
+        std::find(ahci->ports.begin(), ahci->ports.end(), port) != ahci->ports.end()) {
+      return Malformed("device", v);
+    }
+    ahci->ports.push_back(port);
+    return Status::Ok();
+  }
+  if (driver == "ide-cd" || driver == "scsi-hd" || driver == "lsi53c895a") {
     return Status::Unsupported("the device model has an emulated " +
-                               std::string(driver == "ide-cd" ? "CD-ROM drive" : "AHCI or SCSI disk") + " (-device " +
-                               Quote(v) + "): Romulus replicates libxl's IDE disks (hdtype=\"ide\", the default) "
-                               "and no CD-ROM");
+                               std::string(driver == "ide-cd" ? "CD-ROM drive" : "SCSI disk") + " (-device " +
+                               Quote(v) + "): Romulus replicates libxl's IDE and AHCI disks (hdtype=\"ide\" or "
+                               "\"ahci\") and no CD-ROM");
+  }
+  // QEMU numbers PCI slots in the order of -device: the backup adds the
+  // adapter, the NICs and then the AHCI controller, as libxl does.
+  if (ahci->controller) {
+    return Status::Unsupported("the device model has a device after its AHCI controller (-device " + Quote(v) +
+                               "): not libxl's order, and the backup's PCI slots would not line up");
   }
   if (driver == "cirrus-vga" || driver == "VGA") {
     if (!Options(parts, 1, &o) || o.size() != 1 || !o.count("vgamem_mb")) return Malformed("device", v);
@@ -254,9 +286,10 @@ Status ParseDevice(const std::string& v, DeviceModelConfig* c) {
 }
 
 // -drive: an emulated IDE disk as libxl gives it
-// (file=PATH,if=ide,index=I,media=disk,format=raw,cache=writeback).
-// AHCI disks and CD-ROMs (if=none, with a -device) are not replicated.
-Status ParseDrive(const std::string& v, DeviceModelConfig* c) {
+// (file=PATH,if=ide,index=I,media=disk,format=raw,cache=writeback), or an
+// AHCI disk's (file=PATH,if=none,id=ahcidisk-N,format=raw,cache=writeback,
+// its port a -device ide-hd). CD-ROMs are not replicated.
+Status ParseDrive(const std::string& v, DeviceModelConfig* c, AhciSeen* ahci) {
   std::map<std::string, std::string> o;
   if (!Options(Split(v, ','), 0, &o)) return Malformed("drive", v);
   auto get = [&](const char* k) {
@@ -268,9 +301,10 @@ Status ParseDrive(const std::string& v, DeviceModelConfig* c) {
     return Status::Unsupported("the device model has an emulated CD-ROM or read-only disk (-drive " + Quote(v) +
                                "), which Romulus does not replicate: remove it from the guest's config");
   }
-  if (iface != "ide") {
+  const bool on_ahci = iface == "none" && get("id").rfind("ahcidisk-", 0) == 0;
+  if (iface != "ide" && !on_ahci) {
     return Status::Unsupported("the device model has an emulated disk on " + Quote(iface) + " (-drive " + Quote(v) +
-                               "): Romulus replicates libxl's IDE disks (hdtype=\"ide\", the default), not AHCI or SCSI");
+                               "): Romulus replicates libxl's IDE and AHCI disks, not SCSI");
   }
   if (format != "raw") {
     return Status::Unsupported("the device model has an emulated disk of format " + Quote(format) +
@@ -284,14 +318,28 @@ Status ParseDrive(const std::string& v, DeviceModelConfig* c) {
                                ": Romulus replicates libxl's cache=writeback (and none, writethrough, directsync), "
                                "whose flushes QEMU honours at every checkpoint");
   }
-  uint64_t index = 0;
-  if (media != "disk" || !ParseNumber(get("index"), 3, &index) || !PlainAbsolutePath(get("file"))) {
-    return Malformed("drive", v);
-  }
   for (const auto& [k, val] : o) {
-    if (k != "file" && k != "if" && k != "index" && k != "media" && k != "format" && k != "cache" && k != "readonly") {
+    if (k != "file" && k != "if" && k != "index" && k != "media" && k != "format" && k != "cache" && k != "readonly" &&
+        k != "id") {
       return Status::Unsupported("device model -drive option " + Quote(k + "=" + val) + " is not replicated");
     }
+  }
+  if (on_ahci) {
+    unsigned slot = 0;
+    if (o.count("index") || o.count("media") || !DevidAfter(get("id"), "ahcidisk-", &slot) ||
+        slot > MaxEmulatedDiskSlot(DeviceModelConfig::DiskBus::kAhci) || !PlainAbsolutePath(get("file"))) {
+      return Malformed("drive", v);
+    }
+    for (const auto& d : ahci->drives) {
+      if (d.first == slot) return Malformed("drive", v);
+    }
+    ahci->drives.emplace_back(slot, get("file"));
+    return Status::Ok();
+  }
+  uint64_t index = 0;
+  if (o.count("id") || media != "disk" || !ParseNumber(get("index"), MaxEmulatedDiskSlot(DeviceModelConfig::DiskBus::kIde), &index) ||
+      !PlainAbsolutePath(get("file"))) {
+    return Malformed("drive", v);
   }
   if (std::find(c->ide_disks.begin(), c->ide_disks.end(), unsigned(index)) != c->ide_disks.end()) {
     return Malformed("drive", v);
@@ -407,6 +455,7 @@ Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv
   DeviceModelConfig c;
   bool have_machine = false, have_memory = false;
   std::vector<std::pair<unsigned, std::string>> taps;  // the -netdev ids seen, with their ifnames
+  AhciSeen ahci;
   for (size_t i = 1; i < argv.size(); i++) {
     const std::string& a = argv[i];
     if (a.size() < 2 || a[0] != '-') {
@@ -444,11 +493,11 @@ Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv
       if (!PlainAbsolutePath(v)) return Malformed(opt, v);
       c.kernel = v;
     } else if (opt == "device") {
-      ROMULUS_RETURN_IF_ERROR(ParseDevice(v, &c));
+      ROMULUS_RETURN_IF_ERROR(ParseDevice(v, &c, &ahci));
     } else if (opt == "netdev") {
       ROMULUS_RETURN_IF_ERROR(ParseNetdev(v, &taps));
     } else if (opt == "drive") {
-      ROMULUS_RETURN_IF_ERROR(ParseDrive(v, &c));
+      ROMULUS_RETURN_IF_ERROR(ParseDrive(v, &c, &ahci));
     } else if (opt == "vnc") {
       ROMULUS_RETURN_IF_ERROR(ParseVnc(v, &c));
     } else if (opt == "k") {
@@ -466,6 +515,26 @@ Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv
   }
   if (!have_machine) return Status::Unsupported("the device model has no -machine: not one libxl started for an HVM guest");
   if (!have_memory) return Status::Corruption("the device model has no -m (memory size)");
+  // libxl's AHCI disks: the controller, and each drive with its port.
+  if (ahci.controller || !ahci.ports.empty() || !ahci.drives.empty()) {
+    if (!c.ide_disks.empty()) {
+      return Status::Unsupported("the device model has IDE and AHCI disks both (not libxl's: hdtype is one or the other)");
+    }
+    if (!ahci.controller || ahci.ports.size() != ahci.drives.size() || ahci.drives.empty()) {
+      return Status::Unsupported("the device model's AHCI controller, drives and ports do not pair up (" +
+                                 std::to_string(ahci.drives.size()) + " drives, " + std::to_string(ahci.ports.size()) +
+                                 " ports)");
+    }
+    for (const auto& [slot, file] : ahci.drives) {
+      if (std::find(ahci.ports.begin(), ahci.ports.end(), slot) == ahci.ports.end()) {
+        return Status::Unsupported("AHCI drive ahcidisk-" + std::to_string(slot) + " has no port ahci0." +
+                                   std::to_string(slot));
+      }
+      c.ide_disks.push_back(slot);
+      c.ide_files.push_back(file);
+    }
+    c.disk_bus = DeviceModelConfig::DiskBus::kAhci;
+  }
   // Each NIC on its own tap, each tap behind a NIC.
   if (taps.size() != c.nics.size()) {
     return Status::Unsupported("the device model's emulated NICs and tap netdevs do not pair up (" +
@@ -482,19 +551,26 @@ Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv
   return c;
 }
 
+unsigned MaxEmulatedDiskSlot(DeviceModelConfig::DiskBus bus) {
+  return bus == DeviceModelConfig::DiskBus::kAhci ? 5 : 3;
+}
+
 Result<std::string> IdeDiskVdev(unsigned index, std::span<const std::string> vdevs) {
   const char letter = char('a' + index);
   std::string found;
   for (const std::string& v : vdevs) {
-    if (index > 3 || (v != std::string("hd") + letter && v != std::string("xvd") + letter)) continue;
+    // libxl's hd names stop at hdd; xvd names go on (an AHCI port 4 or 5 is xvde or xvdf).
+    const bool hd = index <= 3 && v == std::string("hd") + letter;
+    if (index > 5 || (!hd && v != std::string("xvd") + letter)) continue;
     if (!found.empty()) {
       return Status::Unsupported("emulated IDE disk " + std::to_string(index) + " could be " + found + " or " + v);
     }
     found = v;
   }
   if (found.empty()) {
-    return Status::Unsupported("the HVM guest's emulated IDE disk " + std::to_string(index) + " (hd" + letter + "/xvd" +
-                               letter + ") is not among the disks this session replicates: QEMU on the backup "
+    return Status::Unsupported("the HVM guest's emulated disk " + std::to_string(index) + " (" +
+                               (index <= 3 ? std::string("hd") + letter + "/" : std::string()) + "xvd" + letter +
+                               ") is not among the disks this session replicates: QEMU on the backup "
                                "would have no copy of it (replicate --disk-tap for that disk)");
   }
   return found;
@@ -522,6 +598,8 @@ std::string DeviceModelInfoLines(const DeviceModelConfig& c) {
   // a display or an emulated NIC still fails over to an older backup.
   const bool v2 = c.vga != DeviceModelConfig::Vga::kNone || c.vnc != DeviceModelConfig::Vnc::kNone ||
                   !c.keymap.empty() || !c.nics.empty() || !c.ide_disks.empty();
+  // Version 3 only for AHCI disks: an older backup would start them on IDE.
+  const bool v3 = c.disk_bus == DeviceModelConfig::DiskBus::kAhci;
   std::string more;
   if (v2) {
     std::string ide;
@@ -534,8 +612,9 @@ std::string DeviceModelInfoLines(const DeviceModelConfig& c) {
     more = "dm_vga=" + WordOf(kVgaWords, c.vga) + "\ndm_vgamem_mib=" + std::to_string(c.vgamem_mib) +
            "\ndm_vnc=" + WordOf(kVncWords, c.vnc) +
            "\ndm_keymap=" + c.keymap + "\ndm_nics=" + nics + "\ndm_ide=" + ide + "\n";
+    if (v3) more += "dm_disk_bus=ahci\n";
   }
-  return std::string(v2 ? "dm_version=2" : "dm_version=1") + "\ndm_machine=" + std::string(c.platform_pci ? "xenfv" : "pc") +
+  return std::string(v3 ? "dm_version=3" : v2 ? "dm_version=2" : "dm_version=1") + "\ndm_machine=" + std::string(c.platform_pci ? "xenfv" : "pc") +
          "\ndm_suppress_vmdesc=" + (c.suppress_vmdesc ? "1" : "0") +
          "\ndm_max_ram_below_4g=" + std::to_string(c.max_ram_below_4g) +
          "\ndm_memory_mib=" + std::to_string(c.memory_mib) + "\ndm_vcpus=" + std::to_string(c.vcpus) +
@@ -645,12 +724,15 @@ Status DisplayAndNicsFromInfo(const Get& get, DeviceModelConfig* c) {
     return Status::Corruption("domain info: device model facts of version 2 without dm_vga, dm_vgamem_mib, dm_vnc, "
                               "dm_keymap, dm_nics or dm_ide");
   }
+  const unsigned max_slot = MaxEmulatedDiskSlot(c->disk_bus);
   if (!ide->empty()) {
-    if (std::count(ide->begin(), ide->end(), ',') >= 4) return Status::Corruption("domain info: more than 4 dm_ide slots");
+    if (size_t(std::count(ide->begin(), ide->end(), ',')) > max_slot) {
+      return Status::Corruption("domain info: more than " + std::to_string(max_slot + 1) + " dm_ide slots");
+    }
     const std::vector<std::string> slots = Split(*ide, ',');
     for (const std::string& slot : slots) {
       uint64_t i = 0;
-      if (!ParseNumber(slot, 3, &i) ||
+      if (!ParseNumber(slot, max_slot, &i) ||
           std::find(c->ide_disks.begin(), c->ide_disks.end(), unsigned(i)) != c->ide_disks.end()) {
         return Status::Corruption("domain info: bad dm_ide " + Quote(*ide));
       }
@@ -698,11 +780,17 @@ Result<DeviceModelConfig> DeviceModelConfigFromInfo(const std::map<std::string, 
   };
   const std::string* version = get("dm_version");
   if (!version) return Status::Corruption("domain info: an HVM guest without its device model's facts (dm_version)");
-  if (*version != "1" && *version != "2") {
+  if (*version != "1" && *version != "2" && *version != "3") {
     return Status::Unsupported("domain info: device model facts of version " + Quote(*version) +
-                               " (a newer primary? this backup knows versions 1 and 2)");
+                               " (a newer primary? this backup knows versions 1 to 3)");
   }
   DeviceModelConfig c;
+  if (*version == "3") {
+    // Version 3: version 2 and the bus of the emulated disks.
+    const std::string* bus = get("dm_disk_bus");
+    if (!bus || *bus != "ahci") return Status::Corruption("domain info: device model facts of version 3 without dm_disk_bus=ahci");
+    c.disk_bus = DeviceModelConfig::DiskBus::kAhci;
+  }
   auto number = [&](const char* k, uint64_t min, uint64_t max, uint64_t* out) -> Status {
     const std::string* v = get(k);
     if (!v || !ParseNumber(*v, max, out) || *out < min) {
@@ -741,7 +829,7 @@ Result<DeviceModelConfig> DeviceModelConfigFromInfo(const std::map<std::string, 
     if (!v.ok() || !v->known()) return Status::Corruption("domain info: bad dm_qemu " + Quote(*qemu));
     c.qemu = *v;
   }
-  if (*version == "2") ROMULUS_RETURN_IF_ERROR(DisplayAndNicsFromInfo(get, &c));
+  if (*version != "1") ROMULUS_RETURN_IF_ERROR(DisplayAndNicsFromInfo(get, &c));
   const std::string* serials = get("dm_serials");
   if (!serials) return Status::Corruption("domain info: missing dm_serials");
   if (!serials->empty()) {
@@ -812,13 +900,20 @@ Result<std::vector<std::string>> IncomingDeviceModelArgs(const DeviceModelConfig
                            ",script=no,downscript=no"});
   }
   if (c.nics.empty()) a.insert(a.end(), {"-net", "none"});
+  const bool ahci = c.disk_bus == DeviceModelConfig::DiskBus::kAhci;
+  if (ahci && !c.ide_disks.empty()) a.insert(a.end(), {"-device", "ahci,id=ahci0"});  // after the NICs, as libxl
   for (unsigned i : c.ide_disks) {
     auto it = where.ide_paths.find(i);
     if (it == where.ide_paths.end() || !PlainAbsolutePath(it->second)) {
-      return Status::InvalidArgument("no usable block device for emulated IDE disk " + std::to_string(i));
+      return Status::InvalidArgument("no usable block device for emulated disk " + std::to_string(i));
     }
-    a.insert(a.end(), {"-drive", "file=" + it->second + ",if=ide,index=" + std::to_string(i) +
-                                     ",media=disk,format=raw,cache=writeback"});
+    const std::string n = std::to_string(i);
+    if (ahci) {
+      a.insert(a.end(), {"-drive", "file=" + it->second + ",if=none,id=ahcidisk-" + n + ",format=raw,cache=writeback",
+                         "-device", "ide-hd,bus=ahci0." + n + ",unit=0,drive=ahcidisk-" + n});
+    } else {
+      a.insert(a.end(), {"-drive", "file=" + it->second + ",if=ide,index=" + n + ",media=disk,format=raw,cache=writeback"});
+    }
   }
   if (!c.kernel.empty()) {
     if (!PlainAbsolutePath(where.kernel)) return Status::InvalidArgument("no usable kernel for a directly booted guest");

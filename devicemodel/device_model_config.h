@@ -91,12 +91,16 @@ struct DeviceModelConfig {
     friend bool operator==(const Nic&, const Nic&) = default;
   };
   std::vector<Nic> nics;  // in the primary's order (QEMU's PCI slots follow it)
-  // Emulated IDE disks (xl gives every HVM disk numbered 0..3, hd[a-d] or
+  // Emulated disks (xl gives every HVM disk numbered 0..3, hd[a-d] or
   // xvd[a-d], an IDE slot too, which the guest uses until its PV drivers
-  // unplug it): the slots, in the primary's order. The primary's path is
-  // its own (the replicated disk's NBD device); the backup gives QEMU its
-  // copy of the same disk, so each slot must be one of the session's
-  // replicated disks (CheckEmulatedDisks). Raw images only.
+  // unplug it; with hdtype="ahci", disks 0..5, xvd[a-f] too, get a port of
+  // one AHCI controller instead): the slots or ports, in the primary's
+  // order. The primary's path is its own (the replicated disk's NBD
+  // device); the backup gives QEMU its copy of the same disk, so each slot
+  // must be one of the session's replicated disks (CheckEmulatedDisks).
+  // Raw images only.
+  enum class DiskBus { kIde, kAhci };
+  DiskBus disk_bus = DiskBus::kIde;
   std::vector<unsigned> ide_disks;
   // The primary's own file for each of ide_disks (its NBD device), kept to
   // check it is the device blkback serves that disk from. Never sent, not
@@ -118,12 +122,16 @@ inline bool operator==(const DeviceModelConfig& a, const DeviceModelConfig& b) {
          a.max_ram_below_4g == b.max_ram_below_4g && a.memory_mib == b.memory_mib && a.vcpus == b.vcpus &&
          a.maxcpus == b.maxcpus && a.acpi == b.acpi && a.serials == b.serials && a.kernel == b.kernel &&
          a.qemu == b.qemu && a.vga == b.vga && a.vgamem_mib == b.vgamem_mib && a.vnc == b.vnc &&
-         a.keymap == b.keymap && a.nics == b.nics && a.ide_disks == b.ide_disks;
+         a.keymap == b.keymap && a.nics == b.nics && a.ide_disks == b.ide_disks && a.disk_bus == b.disk_bus;
 }
 
-// The session disk (its vdev, one of `vdevs`) behind emulated IDE slot
-// `index`: libxl gives disk number I (hda…hdd, xvda…xvdd) slot I.
-// kUnsupported when none of them is, or when two are (hda and xvda).
+// The highest emulated disk slot of a bus: IDE 3 (hda…hdd), AHCI 5 (libxl's six ports).
+unsigned MaxEmulatedDiskSlot(DeviceModelConfig::DiskBus bus);
+
+// The session disk (its vdev, one of `vdevs`) behind emulated disk slot
+// `index` (an IDE slot or an AHCI port): libxl gives disk number I
+// (hda…hdd, xvda…xvdf) slot I. kUnsupported when none of them is, or
+// when two are (hda and xvda).
 Result<std::string> IdeDiskVdev(unsigned index, std::span<const std::string> vdevs);
 // Every emulated IDE disk of `c` has its replicated disk among `vdevs` (a
 // backup refuses at session start a guest whose emulated disk it could

@@ -115,7 +115,7 @@ std::string HypervisorSaysAbout(XenHandles& h, const DomainFacts& dom, const cha
   return ExplainUnexpectedShutdown(ex, dom.domid, reason);
 }
 
-// Each emulated IDE disk's file (the primary QEMU's -drive) is the block
+// Each emulated disk (IDE or AHCI)'s file (the primary QEMU's -drive) is the block
 // device blkback serves the same disk from (the vbd's physical-device,
 // major:minor in hex as libxl and the block scripts write it): then QEMU and
 // the PV path are one disk, the replicated one, as on the backup.
@@ -132,7 +132,7 @@ Status CheckIdeFilesAreTheVbds(XenHandles& h, uint32_t domid, const devicemodel:
     const std::string& file = c.ide_files[k];
     if (::stat(file.c_str(), &st) != 0 || !S_ISBLK(st.st_mode) ||
         !PhysicalDeviceIs(pd, major(st.st_rdev), minor(st.st_rdev))) {
-      return Status::Unsupported("emulated IDE disk " + std::to_string(c.ide_disks[k]) + " is " + file +
+      return Status::Unsupported("emulated disk " + std::to_string(c.ide_disks[k]) + " is " + file +
                                  ", not the block device vbd " + *vdev + " is served from (" + node + " = \"" +
                                  pd.substr(0, 32) + "\"): QEMU and blkback must share the replicated disk");
     }
@@ -166,7 +166,7 @@ class Session : public EpochSink {
   // `dm_stopped`: the driver's "a cont failed, the device model may be
   // stopped" flag, which outlives a session (the guest is then kept
   // suspended until a checkpoint continues the device model again).
-  // `writeback`: an HVM guest's emulated IDE disks (null: none).
+  // `writeback`: an HVM guest's emulated disks (IDE or AHCI) (null: none).
   // `kept_suspended`: the driver's "this copy must never run on" reason
   // (empty: none), which outlives the session.
   Session(const XenDriverOptions& opts, XenHandles* h, const DomainFacts& dom, EpochSession& s,
@@ -593,7 +593,7 @@ bool Session::EmulatedWritesReachedTheDisks(uint64_t epoch) {
   // never be committed, and this copy must never run on (it would build on
   // the lost write). The backup's last checkpoint, taken before the write,
   // is the guest (docs/DEVICE-MODEL.md §2.2).
-  const Status why = wb.With("emulated IDE disk of " + dom_.name);
+  const Status why = wb.With("emulated disk of " + dom_.name);
   // Recorded before the backup may run the guest, where any later
   // replicator looks first: it must never resume this copy beside the
   // backup's. Without the record the guest is not handed over.
@@ -881,7 +881,7 @@ class XenDriver final : public replicator::CheckpointDriver {
   const uint32_t xen_release_;
   std::optional<devicemodel::DeviceStateFile> dm_file_;  // HVM guests: one memfd for every epoch
   bool dm_stopped_ = false;  // a cont failed: the device model may be stopped (RunSession's thread only)
-  // HVM guests with emulated IDE disks: opened before the first checkpoint,
+  // HVM guests with emulated disks: opened before the first checkpoint,
   // so every later write-back error reaches it.
   std::optional<devicemodel::WritebackWatch> writeback_;
   std::string kept_suspended_;  // why this copy must never run on (empty: it may)
@@ -985,7 +985,7 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
       spdlog::info("HVM guest {}: emulated NIC {} ({}, mac {}) on tap {}", dom->name, nic.devid, nic.model, nic.mac,
                    config->nic_taps[k]);
     }
-    // QEMU on the backup gives each emulated IDE disk the backup's copy of
+    // QEMU on the backup gives each emulated disk the backup's copy of
     // it: one that is not replicated could not be started there, and one
     // whose file is not the block device blkback serves that disk from
     // would be another disk's copy.

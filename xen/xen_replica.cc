@@ -290,7 +290,7 @@ Status XenReplica::StartDeviceModel() {
   o.log_dir = opts_.device_model_log_dir;
   o.wait = opts_.device_model_wait;
   o.kernel = spec_.device_model->kernel;  // resolved and allowed when the session began
-  // Each emulated IDE disk on the block device blkback serves the same
+  // Each emulated disk (IDE slot or AHCI port) on the block device blkback serves the same
   // disk from (the replica's copy), as the primary's QEMU and blkback
   // share its NBD device.
   for (unsigned slot : spec_.device_model->ide_disks) {

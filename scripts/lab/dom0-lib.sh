@@ -113,10 +113,11 @@ EOC
   if [ "$_t" = hvm ]; then
     # qemu-xen boots the kernel directly (-kernel, QEMU's linuxboot ROM); no display unless
     # LAB_HVM_VGA names an adapter (e.g. "stdvga"): then a VNC server too, on loopback, as
-    # xl's defaults give most HVM guests
+    # xl's defaults give most HVM guests; LAB_HVM_HDTYPE=ahci: its disks on an AHCI controller
     if [ -n "${LAB_HVM_VGA:-}" ]; then _vga=$LAB_HVM_VGA; _vnc=1; else _vga=none; _vnc=0; fi
     cat >>"$LAB_WORK/$_n.cfg" <<EOC
 device_model_version = "qemu-xen"
+hdtype = "${LAB_HVM_HDTYPE:-ide}"
 vnc = $_vnc
 sdl = 0
 vga = "$_vga"

@@ -633,7 +633,8 @@ xl destroy "$G9-copy" >/dev/null 2>&1; xl destroy $G9 >/dev/null 2>&1
 nbd-client -d $NBD9 >/dev/null 2>&1
 kill $EP9 2>/dev/null; wait $EP9 2>/dev/null
 # ---- 10. a write the guest saw complete is lost on the primary (docs/DEVICE-MODEL.md §2.2,
-# FAILURE-MODEL §7a). The export's store is on a small tmpfs; once it is protected and its
+# FAILURE-MODEL §7a). This guest's disk is on an AHCI controller (hdtype="ahci"): the backup
+# starts the same controller and port on its copy. The export's store is on a small tmpfs; once it is protected and its
 # disk copied, dom0 fills that tmpfs, so the export's next write fails (ENOSPC), the kernel's
 # write-back of QEMU's page cache of /dev/nbd1 fails, and the replicator's own descriptor
 # hears of it at the next checkpoint, after QEMU's stop. That epoch is never committed: the
@@ -650,14 +651,14 @@ IMG10=$FS10/hda.img
 truncate -s 64M "$IMG10"
 hda_export "lost write" "$IMG10" 10 "$NBD10"
 EP10=$EP TAP10=$TAP
-LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=hda, access=rw, script=/lab/block-lab, target=$NBD10" \
+LAB_HVM_HDTYPE=ahci LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=hda, access=rw, script=/lab/block-lab, target=$NBD10" \
   lab_guest_create $G10 "$LAB_GUEST_MEM" 1 "nopv lab_disk=/dev/sda lab_disk_ms=200" >"$W/domid10" ||
   lab_fail "xl create $G10 (HVM, nopv) failed: $(cat "$W/create-$G10.log")"
 D10=$(cat "$W/domid10")
 lab_evidence "$S10"
-lab_wait_counter "$S10" 3 300 || lab_fail "$G10 (HVM, nopv) never counted to 3"
+lab_wait_counter "$S10" 3 300 || lab_fail "$G10 (HVM, nopv, AHCI) never counted to 3"
 i=0; until [ "$(dr "$S10")" -ge 3 ]; do
-  i=$((i+1)); [ $i -le 600 ] || lab_fail "$G10 wrote no 3 records through its emulated IDE disk"
+  i=$((i+1)); [ $i -le 600 ] || lab_fail "$G10 wrote no 3 records through its AHCI disk: $(grep -m1 "DISKERR\|ahci\|sda" "$S10" | cut -c1-200)"
   sleep 0.2
 done
 PORT=$((PORT + 1))
@@ -678,7 +679,7 @@ done
 dd if=/dev/zero of="$FS10/filler" bs=64k >/dev/null 2>&1
 lab_wait_exit $R10 120 "lost write: the replicator did not end after its store filled up"
 [ "$LAB_RC" -ne 0 ] || lab_fail "lost write: the replicator exited 0"
-grep -q "RELINQUISHED: epoch [0-9]* cannot be committed: .*emulated IDE disk of $G10: $NBD10: .*: a write the guest saw complete never reached it.*handed over to the backup" "$W/primary10.log" ||
+grep -q "RELINQUISHED: epoch [0-9]* cannot be committed: .*emulated disk of $G10: $NBD10: .*: a write the guest saw complete never reached it.*handed over to the backup" "$W/primary10.log" ||
   lab_fail "lost write: the primary did not relinquish the guest to the backup: $(grep -m1 "RELINQUISHED\|error" "$W/primary10.log" | cut -c1-300)"
 xl list $G10 2>/dev/null | awk 'NR == 2 { s = $5 } END { exit !(s ~ /s/) }' ||
   { xl list; lab_fail "lost write: $G10 is not kept suspended"; }
@@ -706,6 +707,9 @@ FIRST10=$(lab_counter_first "$RS10")
 [ "$FIRST10" -gt 1 ] && [ "$FIRST10" -le $((LAST10 + 1)) ] || lab_fail "lost write: the copy's counter began at $FIRST10, the primary's ended at $LAST10"
 N10=$(xl domid "$G10-copy" 2>/dev/null)
 [ -n "$N10" ] || { xl list; lab_fail "lost write: no $G10-copy in xl list"; }
+tr '\0' ' ' </proc/"$(xenstore-read /local/domain/$N10/image/device-model-pid)"/cmdline 2>/dev/null |
+  grep -q "ahci,id=ahci0 .*file=/dev/loop[0-9]*,if=none,id=ahcidisk-0,.*ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0" ||
+  lab_fail "lost write: the backup's device model has no AHCI port 0 on the replica's copy"
 copy_records "lost write" "$N10" "$RS10" "$W/disks10" "$LASTREC10"
 DERR10=$(grep -c DISKERR "$S10")
 lab_note "lost write: $(grep -m1 "RELINQUISHED" "$W/primary10.log" | sed 's/.*RELINQUISHED: //' | cut -c1-260); primary kept suspended (its console: $DERR10 DISKERR lines), backup resumed epoch $FO10, counter $LAST10 -> $FIRST10, records $LASTREC10 -> $COPY_FIRST..$COPY_LAST; the copy: $COPY_OUT"

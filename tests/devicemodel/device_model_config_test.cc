@@ -5,9 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -348,6 +351,77 @@ TEST_F(RealQemuWithDisplayAndNics, QemuTakesTheBackupsDisplayAndNicOptions) {
   EXPECT_EQ(seen, (std::vector<std::string>{"cirrus-vga", "e1000", "rtl8139"})) << pci->dump().substr(0, 400);
 }
 
+// The same with AHCI disks: QEMU takes the backup's controller and ports on
+// real files, and the controller's PCI slot comes after the NICs, as on the
+// primary (libxl's order).
+class RealQemuWithAhciDisks : public RealQemu {
+ protected:
+  void SetUp() override {
+    for (int k = 0; k < 2; k++) {
+      char tmpl[] = "/tmp/romulus-ahci-XXXXXX";
+      int fd = ::mkstemp(tmpl);
+      ASSERT_GE(fd, 0);
+      ASSERT_EQ(::ftruncate(fd, 1 << 20), 0);
+      ::close(fd);
+      images_.push_back(tmpl);
+    }
+    RealQemu::SetUp();
+  }
+  void TearDown() override {
+    RealQemu::TearDown();
+    for (const auto& i : images_) ::unlink(i.c_str());
+  }
+  std::vector<std::string> ExtraArgs() const override {
+    auto argv = DisplayArgs();
+    argv.insert(argv.end() - 4, {"-device", "ahci,id=ahci0", "-drive",
+                                 "file=/dev/nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback", "-device",
+                                 "ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0", "-drive",
+                                 "file=/dev/nbd1,if=none,id=ahcidisk-3,format=raw,cache=writeback", "-device",
+                                 "ide-hd,bus=ahci0.3,unit=0,drive=ahcidisk-3"});
+    auto c = ParseDeviceModelArgs(argv);
+    EXPECT_TRUE(c.ok()) << c.status().ToString();
+    IncomingDeviceModel where = LabWhere();
+    where.serial_files = {"/dev/null"};
+    where.ide_paths = {{0, images_[0]}, {3, images_[1]}};
+    auto a = IncomingDeviceModelArgs(*c, where);
+    EXPECT_TRUE(a.ok()) << a.status().ToString();
+    std::vector<std::string> out;
+    for (size_t i = 0; a.ok() && i + 1 < a->size(); i++) {
+      const std::string& opt = (*a)[i];
+      std::string v = (*a)[i + 1];
+      if (opt == "-netdev") v = v.substr(0, v.find(",ifname=")).replace(0, 8, "type=user");
+      if (opt == "-device" || opt == "-netdev" || opt == "-drive") out.insert(out.end(), {opt, v});
+    }
+    return out;
+  }
+  std::vector<std::string> images_;
+};
+
+TEST_F(RealQemuWithAhciDisks, QemuTakesTheBackupsAhciControllerAndPorts) {
+  auto pci = dm_->qmp().Execute("query-pci", nullptr, DeadlineIn(10000ms));
+  ASSERT_TRUE(pci.ok()) << pci.status().ToString() << "\n" << Log();
+  std::vector<std::string> seen;
+  for (const auto& bus : *pci) {
+    for (const auto& d : bus["devices"]) {
+      const int vendor = d["id"]["vendor"].get<int>(), device = d["id"]["device"].get<int>();
+      if (vendor == 0x1013 && device == 0x00b8) seen.push_back("cirrus-vga");
+      if (vendor == 0x8086 && device == 0x100e) seen.push_back("e1000");
+      if (vendor == 0x10ec && device == 0x8139) seen.push_back("rtl8139");
+      // (the test machine may have an AHCI controller of its own: ours is ahci0)
+      if (vendor == 0x8086 && device == 0x2922 && d.value("qdev_id", "") == "ahci0") seen.push_back("ahci");
+    }
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"cirrus-vga", "e1000", "rtl8139", "ahci"})) << pci->dump().substr(0, 400);
+  auto block = dm_->qmp().Execute("query-block", nullptr, DeadlineIn(10000ms));
+  ASSERT_TRUE(block.ok()) << block.status().ToString();
+  std::map<std::string, std::string> files;
+  for (const auto& b : *block) {
+    if (b.contains("inserted")) files[b["device"].get<std::string>()] = b["inserted"]["file"].get<std::string>();
+  }
+  EXPECT_EQ(files["ahcidisk-0"], images_[0]) << block->dump().substr(0, 600);
+  EXPECT_EQ(files["ahcidisk-3"], images_[1]) << block->dump().substr(0, 600);
+}
+
 // libxl gives every HVM disk numbered 0..3 an emulated IDE slot as well
 // (file=…,if=ide,index=I,media=disk,format=raw,cache=writeback).
 TEST(DeviceModelConfig, IdeDisksAreSlotsOfReplicatedDisks) {
@@ -389,7 +463,7 @@ TEST(DeviceModelConfig, IdeDisksAreSlotsOfReplicatedDisks) {
   EXPECT_TRUE(CheckEmulatedDisks(*c, session).ok());
   Status missing = CheckEmulatedDisks(*c, std::vector<std::string>{"xvda"});
   EXPECT_EQ(missing.code(), Code::kUnsupported);
-  EXPECT_NE(missing.message().find("emulated IDE disk 2 (hdc/xvdc)"), std::string::npos) << missing.ToString();
+  EXPECT_NE(missing.message().find("emulated disk 2 (hdc/xvdc)"), std::string::npos) << missing.ToString();
   EXPECT_EQ(IdeDiskVdev(0, std::vector<std::string>{"hda", "xvda"}).status().code(), Code::kUnsupported);
   EXPECT_EQ(IdeDiskVdev(1, std::vector<std::string>{"sdb", "xvdbb"}).status().code(), Code::kUnsupported);
   for (const char* bad : {"dm_ide=4", "dm_ide=0,0", "dm_ide=x", "dm_ide=0,1,2,3,0", "dm_ide=,"}) {
@@ -410,8 +484,19 @@ TEST(DeviceModelConfig, OtherEmulatedDisksAreRefused) {
       {{"-drive", "file=/dev/nbd0,if=ide,index=1,media=cdrom,format=raw"}, "CD-ROM"},
       {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback,readonly=yes"}, "read-only"},
       {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw"}, "default cache mode"},
-      {{"-device", "ahci,id=ahci0"}, "AHCI"},
-      {{"-drive", "file=/dev/nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback"}, "not AHCI"},
+      {{"-device", "ahci,id=ahci0"}, "do not pair up (0 drives, 0 ports)"},
+      {{"-drive", "file=/dev/nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback"}, "do not pair up"},
+      {{"-device", "ahci,id=ahci0", "-drive", "file=/dev/nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback"},
+       "do not pair up (1 drives, 0 ports)"},
+      {{"-device", "ahci,id=ahci0", "-drive", "file=/dev/nbd0,if=none,id=ahcidisk-1,format=raw,cache=writeback",
+        "-device", "ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0"},
+       "ahcidisk-1 has no port"},
+      {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback", "-device", "ahci,id=ahci0",
+        "-drive", "file=/dev/nbd1,if=none,id=ahcidisk-1,format=raw,cache=writeback", "-device",
+        "ide-hd,bus=ahci0.1,unit=0,drive=ahcidisk-1"},
+       "IDE and AHCI disks both"},
+      {{"-drive", "file=/dev/nbd0,if=none,id=scsi0,format=raw,cache=writeback"}, "not SCSI"},
+      {{"-device", "scsi-hd,drive=scsi0,scsi-id=0"}, "SCSI disk"},
       {{"-drive", "file=/var/lib/g.qcow2,if=ide,index=0,media=disk,format=qcow2,cache=writeback"}, "raw disks"},
       {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=unsafe"}, "cache=\"unsafe\""},
       {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback,aio=native"}, "aio=native"},
@@ -422,9 +507,88 @@ TEST(DeviceModelConfig, OtherEmulatedDisksAreRefused) {
            {"-drive", "file=nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback"},
            {"-drive", "if=ide,index=0,media=disk,format=raw,cache=writeback"},
            {"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback", "-drive",
-            "file=/dev/nbd1,if=ide,index=0,media=disk,format=raw,cache=writeback"}}) {
+            "file=/dev/nbd1,if=ide,index=0,media=disk,format=raw,cache=writeback"},
+           // AHCI as libxl never writes it
+           {"-device", "ahci,id=ahci1"}, {"-device", "ahci,id=ahci0", "-device", "ahci,id=ahci0"},
+           {"-device", "ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0"},  // before the controller
+           {"-device", "ahci,id=ahci0", "-device", "ide-hd,bus=ahci0.0,unit=1,drive=ahcidisk-0"},
+           {"-device", "ahci,id=ahci0", "-device", "ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-1"},
+           {"-device", "ahci,id=ahci0", "-device", "ide-hd,bus=ahci0.6,unit=0,drive=ahcidisk-6"},
+           {"-device", "ahci,id=ahci0", "-device", "ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0", "-device",
+            "ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0"},
+           {"-drive", "file=/dev/nbd0,if=none,id=ahcidisk-6,format=raw,cache=writeback"},
+           {"-drive", "file=/dev/nbd0,if=none,id=ahcidisk-0,index=0,format=raw,cache=writeback"},
+           {"-drive", "file=nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback"},
+           {"-drive", "file=/dev/nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback", "-drive",
+            "file=/dev/nbd1,if=none,id=ahcidisk-0,format=raw,cache=writeback"},
+           {"-drive", "file=/dev/nbd0,if=ide,index=0,id=x,media=disk,format=raw,cache=writeback"}}) {
     ExpectRefused(extra, Code::kCorruption);
   }
+}
+
+// hdtype="ahci": libxl gives disks 0..5 a port each of one AHCI controller
+// (libxl_dm.c: -device ahci,id=ahci0 after the NICs, then per disk N
+// -drive if=none,id=ahcidisk-N and -device ide-hd,bus=ahci0.N). They
+// travel as version 3 (an older backup would start them on IDE), and the
+// backup starts the same controller and ports on its copies.
+TEST(DeviceModelConfig, AhciDisksArePortsOfReplicatedDisks) {
+  auto argv = DisplayArgs();
+  argv.insert(argv.end() - 4, {"-device", "ahci,id=ahci0", "-drive",
+                               "file=/dev/nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback", "-device",
+                               "ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0", "-drive",
+                               "file=/dev/nbd1,if=none,id=ahcidisk-5,format=raw,cache=writeback", "-device",
+                               "ide-hd,bus=ahci0.5,unit=0,drive=ahcidisk-5"});
+  auto c = ParseDeviceModelArgs(argv);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->disk_bus, DeviceModelConfig::DiskBus::kAhci);
+  EXPECT_EQ(c->ide_disks, (std::vector<unsigned>{0, 5}));
+  EXPECT_EQ(c->ide_files, (std::vector<std::string>{"/dev/nbd0", "/dev/nbd1"}));
+  const std::string lines = DeviceModelInfoLines(*c);
+  EXPECT_NE(lines.find("dm_version=3\n"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("dm_disk_bus=ahci\n"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("dm_ide=0,5\n"), std::string::npos) << lines;
+  auto back = DeviceModelConfigFromInfo(Info(lines));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_TRUE(*back == *c);
+  // The same facts on IDE are a different guest.
+  DeviceModelConfig ide = *c;
+  ide.disk_bus = DeviceModelConfig::DiskBus::kIde;
+  EXPECT_FALSE(ide == *c);
+  // The backup: the controller after the NICs, each port on its own copy.
+  IncomingDeviceModel where = LabWhere();
+  where.ide_paths = {{0, "/dev/loop3"}, {5, "/dev/loop4"}};
+  auto a = IncomingDeviceModelArgs(*c, where);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto ctl = std::find(a->begin(), a->end(), "ahci,id=ahci0");
+  ASSERT_NE(ctl, a->end());
+  EXPECT_GT(ctl - a->begin(), std::find(a->begin(), a->end(), "-netdev") - a->begin()) << "after the NICs";
+  EXPECT_NE(std::find(a->begin(), a->end(), "file=/dev/loop4,if=none,id=ahcidisk-5,format=raw,cache=writeback"),
+            a->end());
+  EXPECT_NE(std::find(a->begin(), a->end(), "ide-hd,bus=ahci0.5,unit=0,drive=ahcidisk-5"), a->end());
+  std::vector<std::string> re = {"qemu"};
+  re.insert(re.end(), a->begin(), a->end());
+  auto again = ParseDeviceModelArgs(re);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(*again == *c);
+  // Port 5 is disk number 5: only xvdf (libxl's hd names stop at hdd).
+  EXPECT_EQ(*IdeDiskVdev(5, std::vector<std::string>{"xvda", "xvdf"}), "xvdf");
+  EXPECT_FALSE(IdeDiskVdev(5, std::vector<std::string>{"hdf"}).ok());
+  EXPECT_TRUE(CheckEmulatedDisks(*c, std::vector<std::string>{"xvda", "xvdf"}).ok());
+  // A device after the controller would shift the backup's PCI slots.
+  auto late = argv;
+  late.insert(late.end() - 4, {"-device", "rtl8139,id=nic3,netdev=net3,mac=00:16:3e:4c:00:05", "-netdev",
+                               "type=tap,id=net3,ifname=vif1.3-emu"});
+  EXPECT_EQ(ParseDeviceModelArgs(late).status().code(), Code::kUnsupported);
+  // From the network: slots up to 5 on AHCI, up to 3 on IDE.
+  for (const char* bad : {"dm_ide=6", "dm_ide=0,1,2,3,4,5,0", "dm_disk_bus=sata", "dm_disk_bus="}) {
+    auto info = Info(lines);
+    const std::string kv = bad;
+    info[kv.substr(0, kv.find('='))] = kv.substr(kv.find('=') + 1);
+    EXPECT_EQ(DeviceModelConfigFromInfo(info).status().code(), Code::kCorruption) << bad;
+  }
+  auto v2 = Info(lines);
+  v2["dm_version"] = "2";
+  EXPECT_EQ(DeviceModelConfigFromInfo(v2).status().code(), Code::kCorruption) << "slot 5 on IDE";
 }
 
 TEST(DeviceModelConfig, InfoLinesRoundTrip) {
@@ -506,7 +670,9 @@ TEST(DeviceModelConfig, DamagedInfoIsRefused) {
   c.serials = {DeviceModelConfig::Serial::kFile};
   const std::string good = DeviceModelInfoLines(c);
   EXPECT_EQ(DeviceModelConfigFromInfo(Info("name=x\n")).status().code(), Code::kCorruption);
-  EXPECT_EQ(DeviceModelConfigFromInfo(Info(good + "dm_version=3\n")).status().code(), Code::kUnsupported);
+  EXPECT_EQ(DeviceModelConfigFromInfo(Info(good + "dm_version=4\n")).status().code(), Code::kUnsupported);
+  EXPECT_EQ(DeviceModelConfigFromInfo(Info(good + "dm_version=3\n")).status().code(), Code::kCorruption)
+      << "version 3 says its disk bus";
   for (const char* bad : {"dm_machine=q35", "dm_machine=", "dm_suppress_vmdesc=2", "dm_acpi=yes",
                           "dm_memory_mib=0", "dm_memory_mib=-1", "dm_memory_mib=99999999999999",
                           "dm_vcpus=0", "dm_vcpus=3", "dm_maxcpus=600", "dm_max_ram_below_4g=8589934592",

@@ -37,11 +37,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!dm.kernel.empty() && !devicemodel::PlainAbsolutePath(dm.kernel)) abort();
     where.kernel = "/k";
     where.state_fd = 3;
-    // Emulated IDE slots name the backup's own devices, never a path from
-    // the record: at most the four IDE slots, each once.
-    if (dm.ide_disks.size() > 4) abort();
+    // Emulated disk slots name the backup's own devices, never a path from
+    // the record: at most the bus's slots (four IDE, six AHCI ports), each once.
+    const unsigned max_slot = devicemodel::MaxEmulatedDiskSlot(dm.disk_bus);
+    if (dm.ide_disks.size() > max_slot + 1 || max_slot > 5) abort();
     for (unsigned slot : dm.ide_disks) {
-      if (slot > 3 || where.ide_paths.count(slot)) abort();
+      if (slot > max_slot || where.ide_paths.count(slot)) abort();
       where.ide_paths[slot] = "/dev/loop" + std::to_string(slot);
     }
     if (dm.nics.size() > 16) abort();
