@@ -246,11 +246,12 @@ Status ParseDevice(const std::string& v, DeviceModelConfig* c, AhciSeen* ahci) {
   }
   // QEMU numbers PCI slots in the order of -device: the backup adds the
   // adapter, the NICs and then the AHCI controller, as libxl does.
-  if (ahci->controller) {
+  auto after_controller = [&] {
     return Status::Unsupported("the device model has a device after its AHCI controller (-device " + Quote(v) +
                                "): not libxl's order, and the backup's PCI slots would not line up");
-  }
+  };
   if (driver == "cirrus-vga" || driver == "VGA") {
+    if (ahci->controller) return after_controller();
     if (!Options(parts, 1, &o) || o.size() != 1 || !o.count("vgamem_mb")) return Malformed("device", v);
     uint64_t mib = 0;
     if (!ParseNumber(o["vgamem_mb"], kMaxVgaMemMib, &mib) || mib == 0) return Malformed("device", v);
@@ -269,6 +270,7 @@ Status ParseDevice(const std::string& v, DeviceModelConfig* c, AhciSeen* ahci) {
                                "), which Romulus cannot yet start on the backup: protect HVM guests whose emulated "
                                "devices are libxl's IDE disks, NICs and a VGA adapter with VNC");
   }
+  if (ahci->controller) return after_controller();
   DeviceModelConfig::Nic nic;
   unsigned netdev = 0;
   if (!Options(parts, 1, &o) || o.size() != 3 || !DevidAfter(o["id"], "nic", &nic.devid) ||
@@ -520,7 +522,8 @@ Result<DeviceModelConfig> ParseDeviceModelArgs(std::span<const std::string> argv
     if (!c.ide_disks.empty()) {
       return Status::Unsupported("the device model has IDE and AHCI disks both (not libxl's: hdtype is one or the other)");
     }
-    if (!ahci.controller || ahci.ports.size() != ahci.drives.size() || ahci.drives.empty()) {
+    // (libxl adds the controller for hdtype="ahci" even without a disk on it)
+    if (!ahci.controller || ahci.ports.size() != ahci.drives.size()) {
       return Status::Unsupported("the device model's AHCI controller, drives and ports do not pair up (" +
                                  std::to_string(ahci.drives.size()) + " drives, " + std::to_string(ahci.ports.size()) +
                                  " ports)");
@@ -597,7 +600,8 @@ std::string DeviceModelInfoLines(const DeviceModelConfig& c) {
   // Version 2 only when it says more than version 1 could: a guest without
   // a display or an emulated NIC still fails over to an older backup.
   const bool v2 = c.vga != DeviceModelConfig::Vga::kNone || c.vnc != DeviceModelConfig::Vnc::kNone ||
-                  !c.keymap.empty() || !c.nics.empty() || !c.ide_disks.empty();
+                  !c.keymap.empty() || !c.nics.empty() || !c.ide_disks.empty() ||
+                  c.disk_bus != DeviceModelConfig::DiskBus::kIde;
   // Version 3 only for AHCI disks: an older backup would start them on IDE.
   const bool v3 = c.disk_bus == DeviceModelConfig::DiskBus::kAhci;
   std::string more;
@@ -901,7 +905,7 @@ Result<std::vector<std::string>> IncomingDeviceModelArgs(const DeviceModelConfig
   }
   if (c.nics.empty()) a.insert(a.end(), {"-net", "none"});
   const bool ahci = c.disk_bus == DeviceModelConfig::DiskBus::kAhci;
-  if (ahci && !c.ide_disks.empty()) a.insert(a.end(), {"-device", "ahci,id=ahci0"});  // after the NICs, as libxl
+  if (ahci) a.insert(a.end(), {"-device", "ahci,id=ahci0"});  // after the NICs, with or without disks, as libxl
   for (unsigned i : c.ide_disks) {
     auto it = where.ide_paths.find(i);
     if (it == where.ide_paths.end() || !PlainAbsolutePath(it->second)) {

@@ -106,10 +106,11 @@ struct DeviceModelConfig {
   // check it is the device blkback serves that disk from. Never sent, not
   // compared: the backup's are its own.
   std::vector<std::string> ide_files;
-  // The primary's tap for each of nics, in that order (its -netdev ifname=:
-  // vif<domid>.<devid>-emu, or the vif's vifname with -emu): where that
-  // NIC's output comes out, which output commit must plug. Never sent, not
-  // compared: the backup names its own.
+  // The primary's tap for each of nics, in that order, as its device model
+  // was started with it (-netdev ifname=; libxl's vif<domid>.<devid>-emu,
+  // which the hotplug script renames after a vifname=:
+  // xen::EmulatedNicInterface). Never sent, not compared: the backup names
+  // its own.
   std::vector<std::string> nic_taps;
   // The primary's running QEMU (its QMP greeting), compared with the
   // backup's at session start. Not from the command line: the parser leaves

@@ -73,6 +73,29 @@ Result<std::vector<VifSpec>> VifSpecsFromInfo(const std::map<std::string, std::s
   return out;
 }
 
+std::optional<uint32_t> VifBackendDomain(const std::string& backend_path, uint32_t domid, unsigned devid) {
+  const std::string prefix = "/local/domain/";
+  const std::string tail = "/backend/vif/" + std::to_string(domid) + "/" + std::to_string(devid);
+  if (backend_path.size() <= prefix.size() + tail.size() || backend_path.rfind(prefix, 0) != 0 ||
+      !backend_path.ends_with(tail)) {
+    return std::nullopt;
+  }
+  const std::string b = backend_path.substr(prefix.size(), backend_path.size() - prefix.size() - tail.size());
+  if (b.empty() || b.size() > 5 || b.find_first_not_of("0123456789") != std::string::npos || (b.size() > 1 && b[0] == '0')) {
+    return std::nullopt;
+  }
+  const unsigned long n = std::stoul(b);
+  if (n >= 0x7ff0) return std::nullopt;  // DOMID_FIRST_RESERVED: not a domain
+  return uint32_t(n);
+}
+
+std::string EmulatedNicInterface(const std::string& qemu_tap, unsigned devid, const std::vector<VifPlace>& vifs) {
+  for (const VifPlace& v : vifs) {
+    if (v.devid == devid && v.backend_domid == 0 && !v.vifname.empty()) return v.vifname + "-emu";
+  }
+  return qemu_tap;
+}
+
 std::vector<GuestInterface> GuestInterfaces(uint32_t domid, const std::vector<VifPlace>& vifs,
                                             const std::vector<std::string>& emulated_taps) {
   std::vector<GuestInterface> out;
@@ -92,9 +115,11 @@ Status CheckEveryInterfaceBuffered(const std::vector<GuestInterface>& guest, con
   for (const std::string& b : buffered) given += (given.empty() ? "" : ", ") + b;
   for (const GuestInterface& i : guest) {
     if (i.backend_domid != 0) {
-      return Status::InvalidArgument("the guest also sends on " + i.name + ", whose netback runs in domain " +
-                                     std::to_string(i.backend_domid) +
-                                     ", not dom0: its output never passes this host's plugs (--netbuf-vif " + given +
+      const std::string where = i.backend_domid == kUnknownBackendDomain
+                                    ? "whose backend dom0's xenstore does not name"
+                                    : "whose netback runs in domain " + std::to_string(i.backend_domid) + ", not dom0";
+      return Status::InvalidArgument("the guest also sends on " + i.name + ", " + where +
+                                     ": its output never passes this host's plugs (--netbuf-vif " + given +
                                      ") and would leave before the backup holds its epoch; output commit needs "
                                      "every NIC served by dom0");
     }

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,11 +40,25 @@ Result<std::vector<VifSpec>> VifSpecsFromInfo(const std::map<std::string, std::s
 
 // Where one PV NIC's transmit comes out (the primary's own reading, never
 // sent): every vif of the guest, recreated on the backup or not.
+inline constexpr uint32_t kUnknownBackendDomain = UINT32_MAX;
 struct VifPlace {
   unsigned devid = 0;
   std::string vifname;         // the backend's vifname= (xl's vifname=); "" for the default name
-  uint32_t backend_domid = 0;  // the domain whose netback serves it (0: dom0)
+  uint32_t backend_domid = 0;  // the domain whose netback serves it (0: dom0; kUnknownBackendDomain)
 };
+
+// The domain whose netback serves vif `devid` of domain `domid`, from the
+// backend path libxl records for it in dom0's own
+// /libxl/<domid>/device/vif/<devid>/backend: exactly
+// "/local/domain/<B>/backend/vif/<domid>/<devid>". nullopt for anything
+// else.
+std::optional<uint32_t> VifBackendDomain(const std::string& backend_path, uint32_t domid, unsigned devid);
+
+// The interface an emulated NIC's output leaves dom0 by: the tap its device
+// model was started with (libxl's vif<domid>.<devid>-emu), which the
+// hotplug script renames to <vifname>-emu when vif `devid` has a vifname
+// (vif-common.sh, type_if=tap).
+std::string EmulatedNicInterface(const std::string& qemu_tap, unsigned devid, const std::vector<VifPlace>& vifs);
 
 // One interface the guest transmits on, as output commit sees it.
 struct GuestInterface {
@@ -54,8 +69,7 @@ struct GuestInterface {
 
 // The interfaces a guest's transmit arrives on: for each vif (netback)
 // vif<domid>.<devid>, or its vifname= (libxl's hotplug script renames the
-// interface to it), and each emulated NIC's tap (its device model's
-// -netdev ifname=: vif<domid>.<devid>-emu, or vifname-emu).
+// interface to it), and each emulated NIC's (EmulatedNicInterface).
 std::vector<GuestInterface> GuestInterfaces(uint32_t domid, const std::vector<VifPlace>& vifs,
                                             const std::vector<std::string>& emulated_taps);
 // Output commit is all or nothing (docs/OUTPUT-COMMIT.md): when some

@@ -983,7 +983,7 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
     for (size_t k = 0; k < config->nics.size() && k < config->nic_taps.size(); k++) {
       const auto& nic = config->nics[k];
       spdlog::info("HVM guest {}: emulated NIC {} ({}, mac {}) on tap {}", dom->name, nic.devid, nic.model, nic.mac,
-                   config->nic_taps[k]);
+                   EmulatedNicInterface(config->nic_taps[k], nic.devid, dom->vif_places));
     }
     // QEMU on the backup gives each emulated disk the backup's copy of
     // it: one that is not replicated could not be started there, and one
@@ -1002,7 +1002,13 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
   }
   {
     // Output commit covers every interface the guest sends on, or none.
-    const std::vector<std::string> taps = dom->device_model ? dom->device_model->nic_taps : std::vector<std::string>{};
+    std::vector<std::string> taps;
+    if (dom->device_model) {
+      const auto& dm = *dom->device_model;
+      for (size_t k = 0; k < dm.nics.size() && k < dm.nic_taps.size(); k++) {
+        taps.push_back(EmulatedNicInterface(dm.nic_taps[k], dm.nics[k].devid, dom->vif_places));
+      }
+    }
     ROMULUS_RETURN_IF_ERROR(CheckEveryInterfaceBuffered(GuestInterfaces(dom->domid, dom->vif_places, taps),
                                                         opts.buffered_interfaces)
                                 .With("cannot protect domain " + dom->name));

@@ -261,35 +261,44 @@ namespace {
 
 // The domain's PV NICs as its frontend directory names them.
 // Fills f->vifs (dom0's, describable: the backup recreates them) and
-// f->vif_places (every one: output commit must see them all).
+// f->vif_places (every one: output commit must see them all). From dom0's
+// own records only: the guest can write its frontend directory
+// (device/vif/N, its backend and backend-id too), so a path read there
+// could make dom0 read another vif's nodes, or recreate its NIC on a
+// bridge of the guest's choosing. libxl records each vif's backend in
+// /libxl/<domid>/device/vif/<devid>/backend; a domain libxl did not start
+// has its dom0-served vifs under dom0's backend directory.
 void ReadVifs(const XenHandles& h, uint32_t domid, DomainFacts* f) {
   std::vector<VifSpec>& out = f->vifs;
-  const std::string dir = "/local/domain/" + std::to_string(domid) + "/device/vif";
+  const std::string d = std::to_string(domid);
+  const std::string libxl_dir = "/libxl/" + d + "/device/vif";
+  const std::string dom0_dir = "/local/domain/0/backend/vif/" + d;
   unsigned int num = 0;
-  char** ents = xs_directory(h.xsh(), XBT_NULL, dir.c_str(), &num);
+  char** ents = xs_directory(h.xsh(), XBT_NULL, libxl_dir.c_str(), &num);
+  const bool from_libxl = ents != nullptr;
+  if (!from_libxl) ents = xs_directory(h.xsh(), XBT_NULL, dom0_dir.c_str(), &num);
   for (unsigned i = 0; ents && i < num; i++) {
-    const std::string fe = dir + "/" + ents[i];
+    const std::string e = ents[i];
+    if (e.empty() || e.size() > 3 || e.find_first_not_of("0123456789") != std::string::npos) continue;
     VifSpec v;
-    v.devid = unsigned(strtoul(ents[i], nullptr, 10));
-    const std::string backend = XsRead(h.xsh(), fe + "/backend");
-    const std::string backend_id = XsRead(h.xsh(), fe + "/backend-id");
+    v.devid = unsigned(std::stoul(e));
+    const std::string backend = from_libxl ? XsRead(h.xsh(), libxl_dir + "/" + e + "/backend") : dom0_dir + "/" + e;
+    const std::optional<uint32_t> bdom = VifBackendDomain(backend, domid, v.devid);
     VifPlace place;
     place.devid = v.devid;
-    // (libxl writes backend-id with the vif; one not dom0's is a driver domain's)
-    place.backend_domid =
-        backend_id.empty() || backend_id == "0" ? 0 : uint32_t(std::max(1ul, strtoul(backend_id.c_str(), nullptr, 10)));
-    if (place.backend_domid == 0 && !backend.empty()) place.vifname = XsRead(h.xsh(), backend + "/vifname");
+    place.backend_domid = bdom.value_or(kUnknownBackendDomain);
+    if (place.backend_domid == 0) place.vifname = XsRead(h.xsh(), backend + "/vifname");
     f->vif_places.push_back(place);
-    if (backend_id != "0" || backend.empty()) {
-      spdlog::warn("vif {} of domain {} is not served by dom0: the backup will not recreate it",
-              ents[i], domid);
+    if (place.backend_domid != 0) {
+      spdlog::warn("vif {} of domain {} is not served by dom0 (backend \"{}\"): the backup will not recreate it",
+                   e, domid, backend.substr(0, 80));
       continue;
     }
     v.mac = XsRead(h.xsh(), backend + "/mac");
-    if (v.mac.empty()) v.mac = XsRead(h.xsh(), fe + "/mac");
     v.bridge = XsRead(h.xsh(), backend + "/bridge");
     if (!VifInfoLines({v}).ok() || out.size() == kMaxVifs) {
-      spdlog::warn("vif {} of domain {} (mac \"{}\", bridge \"{}\") cannot be described to the backup: it will not be recreated there", ents[i], domid, v.mac, v.bridge);
+      spdlog::warn("vif {} of domain {} (mac \"{}\", bridge \"{}\") cannot be described to the backup: it will not "
+                   "be recreated there", e, domid, v.mac, v.bridge);
       continue;
     }
     out.push_back(v);

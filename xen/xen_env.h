@@ -117,8 +117,9 @@ struct DomainFacts {
   bool shutdown = false;
   unsigned shutdown_reason = 0;
   bool dying = false;
-  // PV NICs served by dom0 (device/vif/N with backend-id 0), for the backup
-  // to recreate; others are skipped with a warning on stderr.
+  // PV NICs served by dom0 (read from dom0's own xenstore records, never
+  // the guest's frontend directory), for the backup to recreate; others are
+  // skipped with a warning on stderr.
   std::vector<VifSpec> vifs;
   // Every PV NIC, wherever served and recreated or not: where its transmit
   // comes out, for output commit (CheckEveryInterfaceBuffered).

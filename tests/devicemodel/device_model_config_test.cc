@@ -214,12 +214,8 @@ TEST(DeviceModelConfig, ParsesLibxlsDisplayAndEmulatedNics) {
   auto argv = DisplayArgs();
   *(std::find(argv.begin(), argv.end(), "-vnc") + 1) = "0.0.0.0:5,password=on,to=99";
   *(std::find(argv.begin(), argv.end(), "cirrus-vga,vgamem_mb=8")) = "VGA,vgamem_mb=16";
-  // xl's vifname=web0: libxl names the tap after it.
-  *(std::find(argv.begin(), argv.end(), "type=tap,id=net0,ifname=vif1.0-emu,br=xenbr0,script=no,downscript=no")) =
-      "type=tap,id=net0,ifname=web0-emu,br=xenbr0,script=no,downscript=no";
   c = ParseDeviceModelArgs(argv);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
-  EXPECT_EQ(c->nic_taps, (std::vector<std::string>{"web0-emu", "vif1.2-emu"}));
   EXPECT_EQ(c->vnc, DeviceModelConfig::Vnc::kPassword);
   EXPECT_EQ(c->vga, DeviceModelConfig::Vga::kStd);
   EXPECT_EQ(c->vgamem_mib, 16u);
@@ -484,7 +480,6 @@ TEST(DeviceModelConfig, OtherEmulatedDisksAreRefused) {
       {{"-drive", "file=/dev/nbd0,if=ide,index=1,media=cdrom,format=raw"}, "CD-ROM"},
       {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw,cache=writeback,readonly=yes"}, "read-only"},
       {{"-drive", "file=/dev/nbd0,if=ide,index=0,media=disk,format=raw"}, "default cache mode"},
-      {{"-device", "ahci,id=ahci0"}, "do not pair up (0 drives, 0 ports)"},
       {{"-drive", "file=/dev/nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback"}, "do not pair up"},
       {{"-device", "ahci,id=ahci0", "-drive", "file=/dev/nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback"},
        "do not pair up (1 drives, 0 ports)"},
@@ -589,6 +584,28 @@ TEST(DeviceModelConfig, AhciDisksArePortsOfReplicatedDisks) {
   auto v2 = Info(lines);
   v2["dm_version"] = "2";
   EXPECT_EQ(DeviceModelConfigFromInfo(v2).status().code(), Code::kCorruption) << "slot 5 on IDE";
+  // hdtype="ahci" without a disk on the controller: libxl still adds it, and
+  // so must the backup (its PCI slot).
+  auto bare = LabArgs();
+  bare.insert(bare.end() - 4, {"-device", "ahci,id=ahci0"});
+  auto b = ParseDeviceModelArgs(bare);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(b->disk_bus, DeviceModelConfig::DiskBus::kAhci);
+  EXPECT_TRUE(b->ide_disks.empty());
+  const std::string bare_lines = DeviceModelInfoLines(*b);
+  EXPECT_NE(bare_lines.find("dm_version=3\n"), std::string::npos) << bare_lines;
+  auto bare_back = DeviceModelConfigFromInfo(Info(bare_lines));
+  ASSERT_TRUE(bare_back.ok()) << bare_back.status().ToString();
+  EXPECT_TRUE(*bare_back == *b);
+  auto bare_args = IncomingDeviceModelArgs(*b, LabWhere());
+  ASSERT_TRUE(bare_args.ok()) << bare_args.status().ToString();
+  EXPECT_NE(std::find(bare_args->begin(), bare_args->end(), "ahci,id=ahci0"), bare_args->end());
+  // An unknown device after the controller is refused as what it is.
+  auto pv = bare;
+  pv.insert(pv.end() - 4, {"-device", "xen-pvdevice,device-id=0xc000"});
+  auto refused = ParseDeviceModelArgs(pv);
+  EXPECT_EQ(refused.status().code(), Code::kUnsupported);
+  EXPECT_NE(refused.status().message().find("emulated device"), std::string::npos) << refused.status().ToString();
 }
 
 TEST(DeviceModelConfig, InfoLinesRoundTrip) {

@@ -87,11 +87,15 @@ TEST(GuestInterfaces, EveryVifAndEmulatedNicTap) {
   EXPECT_TRUE(GuestInterfaces(7, {}, {}).empty());
 }
 
-// xl's vifname=: the hotplug script renames the vif, and the device model's
-// tap is named after it (libxl: vifname-emu).
+// xl's vifname=: the hotplug script renames the vif to it, and the device
+// model's tap (started as vif7.0-emu) to vifname-emu (vif-common.sh).
 TEST(GuestInterfaces, AVifnameNamesTheInterface) {
-  const std::vector<VifPlace> vifs = {{0, "web0", 0}, {1, "", 0}};
-  const auto g = GuestInterfaces(7, vifs, {"web0-emu"});
+  const std::vector<VifPlace> vifs = {{0, "web0", 0}, {1, "", 0}, {2, "far", 3}};
+  EXPECT_EQ(EmulatedNicInterface("vif7.0-emu", 0, vifs), "web0-emu");
+  EXPECT_EQ(EmulatedNicInterface("vif7.1-emu", 1, vifs), "vif7.1-emu");
+  EXPECT_EQ(EmulatedNicInterface("vif7.2-emu", 2, vifs), "vif7.2-emu") << "a driver domain's vifname is not dom0's";
+  EXPECT_EQ(EmulatedNicInterface("vif7.5-emu", 5, vifs), "vif7.5-emu");
+  const auto g = GuestInterfaces(7, {vifs[0], vifs[1]}, {EmulatedNicInterface("vif7.0-emu", 0, vifs)});
   EXPECT_EQ(Names(g), (std::vector<std::string>{"web0", "vif7.1", "web0-emu"}));
   EXPECT_TRUE(CheckEveryInterfaceBuffered(g, {"web0", "web0-emu", "vif7.1"}).ok());
   Status s = CheckEveryInterfaceBuffered(g, {"vif7.0", "vif7.0-emu", "vif7.1"});
@@ -109,6 +113,24 @@ TEST(GuestInterfaces, AVifServedByAnotherDomainCannotBeBuffered) {
   Status s = CheckEveryInterfaceBuffered(g, {"vif7.0", "vif7.1"});
   EXPECT_EQ(s.code(), Code::kInvalidArgument);
   EXPECT_NE(s.message().find("netback runs in domain 3"), std::string::npos) << s.ToString();
+}
+
+// Which domain serves a vif: only from the exact backend path libxl records
+// in dom0's /libxl tree (the guest's own frontend nodes are not read).
+TEST(GuestInterfaces, TheBackendDomainIsReadFromLibxlsPathOnly) {
+  EXPECT_EQ(VifBackendDomain("/local/domain/0/backend/vif/7/0", 7, 0), std::optional<uint32_t>(0));
+  EXPECT_EQ(VifBackendDomain("/local/domain/3/backend/vif/7/1", 7, 1), std::optional<uint32_t>(3));
+  for (const char* bad : {"", "/local/domain/0/backend/vif/7/1", "/local/domain/0/backend/vif/8/0",
+                          "/local/domain//backend/vif/7/0", "/local/domain/x/backend/vif/7/0",
+                          "/local/domain/00/backend/vif/7/0", "/local/domain/32752/backend/vif/7/0",
+                          "/local/domain/0/backend/vbd/7/0", "local/domain/0/backend/vif/7/0",
+                          "/local/domain/0/../1/backend/vif/7/0", "/local/domain/123456/backend/vif/7/0"}) {
+    EXPECT_EQ(VifBackendDomain(bad, 7, 0), std::nullopt) << bad;
+  }
+  // Unknown is refused when buffering, as a driver domain's is.
+  Status s = CheckEveryInterfaceBuffered(GuestInterfaces(7, {{0, "", kUnknownBackendDomain}}, {}), {"vif7.0"});
+  EXPECT_EQ(s.code(), Code::kInvalidArgument);
+  EXPECT_NE(s.message().find("does not name"), std::string::npos) << s.ToString();
 }
 
 TEST(GuestInterfaces, BufferingSomeButNotAllIsRefused) {
