@@ -347,6 +347,23 @@ TEST_F(RealQemuWithDisplayAndNics, QemuTakesTheBackupsDisplayAndNicOptions) {
   EXPECT_EQ(seen, (std::vector<std::string>{"cirrus-vga", "e1000", "rtl8139"})) << pci->dump().substr(0, 400);
 }
 
+// DisplayArgs with libxl's AHCI disks (hdtype="ahci") on ports `a` and `b`
+// (files /dev/nbd0 and /dev/nbd1): the controller after the NICs, then per
+// disk its -drive and its ide-hd port.
+std::vector<std::string> AhciArgs(unsigned a, unsigned b) {
+  std::vector<std::string> argv = DisplayArgs();
+  std::vector<std::string> disks = {"-device", "ahci,id=ahci0"};
+  const std::pair<unsigned, const char*> ports[] = {{a, "/dev/nbd0"}, {b, "/dev/nbd1"}};
+  for (const auto& [n, file] : ports) {
+    const std::string id = std::to_string(n);
+    disks.insert(disks.end(), {"-drive", std::string("file=") + file + ",if=none,id=ahcidisk-" + id +
+                                             ",format=raw,cache=writeback",
+                               "-device", "ide-hd,bus=ahci0." + id + ",unit=0,drive=ahcidisk-" + id});
+  }
+  argv.insert(argv.end() - 4, disks.begin(), disks.end());
+  return argv;
+}
+
 // The same with AHCI disks: QEMU takes the backup's controller and ports on
 // real files, and the controller's PCI slot comes after the NICs, as on the
 // primary (libxl's order).
@@ -368,13 +385,7 @@ class RealQemuWithAhciDisks : public RealQemu {
     for (const auto& i : images_) ::unlink(i.c_str());
   }
   std::vector<std::string> ExtraArgs() const override {
-    auto argv = DisplayArgs();
-    argv.insert(argv.end() - 4, {"-device", "ahci,id=ahci0", "-drive",
-                                 "file=/dev/nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback", "-device",
-                                 "ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0", "-drive",
-                                 "file=/dev/nbd1,if=none,id=ahcidisk-3,format=raw,cache=writeback", "-device",
-                                 "ide-hd,bus=ahci0.3,unit=0,drive=ahcidisk-3"});
-    auto c = ParseDeviceModelArgs(argv);
+    auto c = ParseDeviceModelArgs(AhciArgs(0, 3));
     EXPECT_TRUE(c.ok()) << c.status().ToString();
     IncomingDeviceModel where = LabWhere();
     where.serial_files = {"/dev/null"};
@@ -527,12 +538,7 @@ TEST(DeviceModelConfig, OtherEmulatedDisksAreRefused) {
 // travel as version 3 (an older backup would start them on IDE), and the
 // backup starts the same controller and ports on its copies.
 TEST(DeviceModelConfig, AhciDisksArePortsOfReplicatedDisks) {
-  auto argv = DisplayArgs();
-  argv.insert(argv.end() - 4, {"-device", "ahci,id=ahci0", "-drive",
-                               "file=/dev/nbd0,if=none,id=ahcidisk-0,format=raw,cache=writeback", "-device",
-                               "ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0", "-drive",
-                               "file=/dev/nbd1,if=none,id=ahcidisk-5,format=raw,cache=writeback", "-device",
-                               "ide-hd,bus=ahci0.5,unit=0,drive=ahcidisk-5"});
+  const auto argv = AhciArgs(0, 5);
   auto c = ParseDeviceModelArgs(argv);
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->disk_bus, DeviceModelConfig::DiskBus::kAhci);
