@@ -15,14 +15,22 @@
 // first checkpoint, so every later error is reported to them too) and
 // flushes them inside each pause, after QEMU's stop: an error means a write
 // the guest saw complete since the last check never reached the disk.
-// Mechanism only: what that means for the checkpoint is the driver's
-// (docs/DEVICE-MODEL.md §2.2).
+//
+// The flush runs on a thread of the watch's own, so a device that stops
+// answering costs the pause a deadline, not forever: fdatasync cannot be
+// interrupted (the thread sleeps uninterruptibly until the device answers;
+// even the process's exit waits for it). Mechanism only: what an error or a
+// timeout means for the checkpoint is the driver's (docs/DEVICE-MODEL.md
+// §2.2).
 #pragma once
 
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/status.h"
+#include "transport/stream.h"
 
 namespace romulus::devicemodel {
 
@@ -37,6 +45,8 @@ class WritebackWatch {
   WritebackWatch& operator=(WritebackWatch&& o) noexcept;
   WritebackWatch(const WritebackWatch&) = delete;
   WritebackWatch& operator=(const WritebackWatch&) = delete;
+  // Joins the flush thread, or leaves it to finish alone (it owns what it
+  // uses) when a flush still waits for its device.
   ~WritebackWatch();
 
   // fdatasync of every file (which also flushes the device's cache, as
@@ -45,17 +55,22 @@ class WritebackWatch {
   // kStorage naming the file and the error. Every file is checked even
   // after one failed (each error is reported once: one not read now would
   // be lost).
-  Status Check();
+  // kTimeout when the flushes have not all returned by `deadline`: whether
+  // the writes reached the device is unknown. Until that flush returns,
+  // every Check is kTimeout at once; an error it returns late is reported
+  // by the first Check after it.
+  Status Check(transport::Deadline deadline);
 
-  size_t size() const { return files_.size(); }
+  size_t size() const { return paths_.size(); }
 
  private:
-  struct File {
-    std::string path;
-    int fd = -1;
-  };
-  void CloseAll();
-  std::vector<File> files_;
+  struct Flusher;  // the files, and what the thread and Check share
+
+  void Stop();
+
+  std::vector<std::string> paths_;
+  std::shared_ptr<Flusher> flusher_;
+  std::thread thread_;
 };
 
 }  // namespace romulus::devicemodel

@@ -586,7 +586,9 @@ Status Session::PauseDeviceModel(uint64_t epoch) {
 bool Session::EmulatedWritesReachedTheDisks(uint64_t epoch) {
   if (!writeback_ || writeback_->size() == 0) return true;
   const auto t0 = Clock::now();
-  Status wb = writeback_->Check();
+  // Bounded like the device model's own stop: a device that hangs must not
+  // hold the guest suspended for ever.
+  Status wb = writeback_->Check(transport::DeadlineIn(opts_.device_model_timeout));
   cur_.dm_flush = duration_cast<microseconds>(Clock::now() - t0);
   if (wb.ok()) return true;
   // The guest's memory now believes data its disk lacks: this epoch must

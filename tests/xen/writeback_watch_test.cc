@@ -8,16 +8,26 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "xen/loop_device.h"
+
+// <linux/fs.h>'s, which clashes with <sys/mount.h> in glibc 2.36.
+#ifndef FIFREEZE
+#define FIFREEZE _IOWR('X', 119, int)
+#define FITHAW _IOWR('X', 120, int)
+#endif
 
 namespace romulus::devicemodel {
 namespace {
@@ -67,6 +77,10 @@ std::unique_ptr<xen::LoopDevice> LoopOver(const SmallTmpfs& fs, uint64_t image_b
   return loop.ok() ? std::move(*loop) : nullptr;
 }
 
+// A bound for flushes that must return (the test's safety net, never what
+// it asserts).
+transport::Deadline Soon() { return transport::DeadlineIn(std::chrono::seconds(30)); }
+
 // Writes `bytes` of non-zero data at 0 through the page cache.
 bool BufferedWrite(int fd, size_t bytes) {
   std::vector<uint8_t> data(bytes, 0xa5);
@@ -84,7 +98,7 @@ TEST(WritebackWatchTest, ReportsTheErrorTheDeviceModelsOwnFlushSwallowed) {
   auto watch = WritebackWatch::Open({loop->path()});
   ASSERT_TRUE(watch.ok()) << watch.status().ToString();
   EXPECT_EQ(watch->size(), 1u);
-  ASSERT_TRUE(watch->Check().ok()) << "nothing written yet";
+  ASSERT_TRUE(watch->Check(Soon()).ok()) << "nothing written yet";
 
   // QEMU: the guest's write completes into the page cache...
   int qemu = ::open(loop->path().c_str(), O_RDWR | O_CLOEXEC);
@@ -98,12 +112,12 @@ TEST(WritebackWatchTest, ReportsTheErrorTheDeviceModelsOwnFlushSwallowed) {
   ::close(qemu);
 
   // The watch's own descriptor still hears of it, once.
-  Status st = watch->Check();
+  Status st = watch->Check(Soon());
   ASSERT_FALSE(st.ok()) << "the lost write went unnoticed";
   EXPECT_EQ(st.code(), Code::kStorage) << st.ToString();
   EXPECT_NE(st.message().find(loop->path()), std::string::npos) << st.ToString();
   EXPECT_NE(st.message().find("a write the guest saw complete never reached it"), std::string::npos) << st.ToString();
-  EXPECT_TRUE(watch->Check().ok()) << "each error is reported once";
+  EXPECT_TRUE(watch->Check(Soon()).ok()) << "each error is reported once";
 }
 
 TEST(WritebackWatchTest, WritesThatReachTheDiskAreNoError) {
@@ -120,7 +134,7 @@ TEST(WritebackWatchTest, WritesThatReachTheDiskAreNoError) {
   ASSERT_TRUE(BufferedWrite(qemu, 512 << 10));
   EXPECT_EQ(::fdatasync(qemu), 0);
   ::close(qemu);
-  EXPECT_TRUE(watch->Check().ok());
+  EXPECT_TRUE(watch->Check(Soon()).ok());
 }
 
 // Every file is checked even after one fails: an error not read now is
@@ -140,7 +154,7 @@ TEST(WritebackWatchTest, ChecksEveryFileAfterAFailure) {
   int qa = ::open(a->path().c_str(), O_RDWR | O_CLOEXEC);
   ASSERT_GE(qa, 0);
   ASSERT_TRUE(BufferedWrite(qa, 2 << 20));
-  Status first = watch->Check();
+  Status first = watch->Check(Soon());
   ASSERT_FALSE(first.ok());
   EXPECT_NE(first.message().find(a->path()), std::string::npos) << first.ToString();
   ::close(qa);
@@ -152,12 +166,129 @@ TEST(WritebackWatchTest, ChecksEveryFileAfterAFailure) {
   ASSERT_GE(qb, 0);
   ASSERT_TRUE(BufferedWrite(qa2, 2 << 20));
   ASSERT_TRUE(BufferedWrite(qb, 6 << 20));  // 6 MiB into 4 MiB of room
-  Status both = watch->Check();
+  Status both = watch->Check(Soon());
   ASSERT_FALSE(both.ok());
   EXPECT_NE(both.message().find(a->path()), std::string::npos) << both.ToString();
-  EXPECT_TRUE(watch->Check().ok()) << "b's error was consumed by the failed check, not left for later";
+  EXPECT_TRUE(watch->Check(Soon()).ok()) << "b's error was consumed by the failed check, not left for later";
   ::close(qa2);
   ::close(qb);
+}
+
+// A device that stops answering, for real: a loop device whose image lives
+// on an ext4 that is frozen (FIFREEZE). The loop driver's writes of a
+// flushed page then wait until the thaw, and so does every fdatasync of
+// the device, uninterruptibly, as with a hung NBD server.
+class HangingDevice {
+ public:
+  HangingDevice() : fs_(64 << 20) { Make(); }
+  ~HangingDevice() {
+    Thaw();
+    upper_.reset();
+    if (mounted_) ::umount2(mnt_.c_str(), MNT_DETACH);
+    if (!mnt_.empty()) ::rmdir(mnt_.c_str());
+  }
+  bool ok() const { return upper_ != nullptr; }
+  const std::string& why() const { return why_; }
+  const std::string& path() const { return upper_->path(); }
+  bool Freeze() { return Ioctl(FIFREEZE) && (frozen_ = true); }
+  void Thaw() {
+    if (frozen_ && Ioctl(FITHAW)) frozen_ = false;
+  }
+
+ private:
+  void Make() {
+    if (!CanUseLoop(&why_)) return;
+    if (!fs_.ok()) {
+      why_ = "cannot mount a tmpfs here: " + fs_.why();
+      return;
+    }
+    const std::string image = fs_.dir() + "/ext4.img";
+    int fd = ::open(image.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || ::ftruncate(fd, 32 << 20) != 0) return fail("cannot make the ext4 image");
+    ::close(fd);
+    if (std::system(("mkfs.ext4 -q -F " + image + " >/dev/null 2>&1").c_str()) != 0) {
+      return fail("mkfs.ext4 failed (e2fsprogs, scripts/setup)");
+    }
+    auto lower = xen::LoopDevice::Attach(image);
+    if (!lower.ok()) return fail(lower.status().ToString());
+    lower_ = std::move(*lower);
+    mnt_ = fs_.dir() + "/m";
+    if (::mkdir(mnt_.c_str(), 0700) != 0) return fail("mkdir");
+    if (::mount(lower_->path().c_str(), mnt_.c_str(), "ext4", 0, nullptr) != 0) {
+      return fail(std::string("mounting the ext4: ") + std::strerror(errno));
+    }
+    mounted_ = true;
+    const std::string disk = mnt_ + "/disk.img";
+    fd = ::open(disk.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || ::ftruncate(fd, 8 << 20) != 0) return fail("cannot make the disk image");
+    ::close(fd);
+    auto upper = xen::LoopDevice::Attach(disk);
+    if (!upper.ok()) return fail(upper.status().ToString());
+    upper_ = std::move(*upper);
+  }
+  void fail(const std::string& why) { why_ = why; }
+  bool Ioctl(unsigned long op) {
+    int d = ::open(mnt_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d < 0) return false;
+    const bool ok = ::ioctl(d, op, 0) == 0;
+    ::close(d);
+    return ok;
+  }
+  SmallTmpfs fs_;
+  std::unique_ptr<xen::LoopDevice> lower_, upper_;
+  std::string mnt_, why_;
+  bool mounted_ = false, frozen_ = false;
+};
+
+// A hung device costs the pause the deadline, not forever; the watch says
+// so at once until the flush returns, and then works again.
+TEST(WritebackWatchTest, AHungDeviceTimesOutAndIsNamed) {
+  HangingDevice dev;
+  if (!dev.ok()) GTEST_SKIP() << dev.why();
+  auto watch = WritebackWatch::Open({dev.path()});
+  ASSERT_TRUE(watch.ok()) << watch.status().ToString();
+  int qemu = ::open(dev.path().c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(qemu, 0) << std::strerror(errno);
+  ASSERT_TRUE(BufferedWrite(qemu, 1 << 20)) << std::strerror(errno);
+  ::close(qemu);
+  ASSERT_TRUE(dev.Freeze()) << std::strerror(errno);
+
+  Status st = watch->Check(transport::DeadlineIn(std::chrono::milliseconds(300)));
+  ASSERT_FALSE(st.ok()) << "a flush of a frozen device returned";
+  EXPECT_EQ(st.code(), Code::kTimeout) << st.ToString();
+  EXPECT_NE(st.message().find(dev.path()), std::string::npos) << st.ToString();
+  EXPECT_NE(st.message().find("whether the guest's writes reached it is unknown"), std::string::npos)
+      << st.ToString();
+  // Still hung: answered at once, no second flush stacked behind the first.
+  Status again = watch->Check(Soon());
+  EXPECT_EQ(again.code(), Code::kTimeout) << again.ToString();
+
+  dev.Thaw();
+  // The device answers again: the stuck flush returns, and the next round
+  // (the data is on the device now) is clean.
+  Status after = Status::Timeout("not yet");
+  for (int i = 0; i < 300 && after.code() == Code::kTimeout; ++i) {
+    after = watch->Check(Soon());
+    if (after.code() == Code::kTimeout) ::usleep(100 * 1000);
+  }
+  EXPECT_TRUE(after.ok()) << after.ToString();
+}
+
+// A watch destroyed while its flush hangs does not wait for the device.
+TEST(WritebackWatchTest, DestroyingAWatchDoesNotWaitForAHungDevice) {
+  HangingDevice dev;
+  if (!dev.ok()) GTEST_SKIP() << dev.why();
+  {
+    auto watch = WritebackWatch::Open({dev.path()});
+    ASSERT_TRUE(watch.ok()) << watch.status().ToString();
+    int qemu = ::open(dev.path().c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(qemu, 0);
+    ASSERT_TRUE(BufferedWrite(qemu, 1 << 20));
+    ::close(qemu);
+    ASSERT_TRUE(dev.Freeze());
+    EXPECT_EQ(watch->Check(transport::DeadlineIn(std::chrono::milliseconds(200))).code(), Code::kTimeout);
+  }  // the destructor returns with the flush still stuck (else this test hangs until ctest's timeout)
+  dev.Thaw();
 }
 
 TEST(WritebackWatchTest, AFileThatCannotBeOpenedIsNamed) {
