@@ -351,7 +351,16 @@ Status PrimaryController::FinishRelinquish() {
     std::lock_guard<std::mutex> lock(ops_mu_);
     output_state_ = output_.Describe() + (dropped.ok() ? " (unacked output dropped: relinquished)"
                                                        : " (dropping the unacked output failed: relinquished)");
+    // A switchover asked for meanwhile (perhaps this was its final epoch)
+    // did not happen as asked: the operator hears what did.
+    if (handover_req_.pending && !handover_req_.done) {
+      handover_req_.done = true;
+      handover_req_.status =
+          Status::Error(relinquish_why_.code(), "no switchover: the guest was relinquished instead (" + text + "); " +
+                                                    outcome);
+    }
   }
+  ops_cv_.notify_all();
   spdlog::error("RELINQUISHED: {}; {}", text, outcome);
   return Status::Error(relinquish_why_.code(), text + "; " + outcome);
 }

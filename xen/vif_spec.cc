@@ -42,7 +42,11 @@ Result<std::string> VifInfoLines(const std::vector<VifSpec>& vifs) {
     if (!v.bridge.empty() && !ValidBridge(v.bridge)) {
       return Status::InvalidArgument("vif " + std::to_string(v.devid) + ": bad bridge name \"" + v.bridge + "\"");
     }
+    if (!v.vifname.empty() && !ValidBridge(v.vifname)) {
+      return Status::InvalidArgument("vif " + std::to_string(v.devid) + ": bad vifname \"" + v.vifname + "\"");
+    }
     out += "vif." + std::to_string(v.devid) + "=" + Lower(v.mac) + (v.bridge.empty() ? "" : " " + v.bridge) + "\n";
+    if (!v.vifname.empty()) out += "vifname." + std::to_string(v.devid) + "=" + v.vifname + "\n";
   }
   return out;
 }
@@ -66,7 +70,18 @@ Result<std::vector<VifSpec>> VifSpecsFromInfo(const std::map<std::string, std::s
     if (sp != std::string::npos && !ValidBridge(v.bridge)) {
       return Status::Corruption("domain info: " + it->first + ": bad bridge name");
     }
+    if (auto n = info.find("vifname." + num); n != info.end()) {
+      if (!ValidBridge(n->second)) return Status::Corruption("domain info: " + n->first + ": bad interface name");
+      v.vifname = n->second;
+    }
     out.push_back(std::move(v));
+  }
+  // A vifname for no vif is a damaged record, not a name to drop silently.
+  for (auto it = info.lower_bound("vifname."); it != info.end() && it->first.rfind("vifname.", 0) == 0; ++it) {
+    const std::string num = it->first.substr(8);
+    if (info.count("vif." + num) == 0) {
+      return Status::Corruption("domain info: \"" + it->first.substr(0, 20) + "\" names no vif");
+    }
   }
   // The map orders "vif.10" before "vif.2".
   std::sort(out.begin(), out.end(), [](const VifSpec& a, const VifSpec& b) { return a.devid < b.devid; });

@@ -5,6 +5,9 @@
 //
 // One info line per vif:  vif.<devid>=<mac>[ <bridge>]
 //   e.g.  vif.0=00:16:3e:4c:00:03 xenbr0
+// and for a vif with xl's vifname= a second:  vifname.<devid>=<name>
+// (a line of its own: a backup that predates it ignores it and names the
+// interface vif<domid>.<devid>).
 // The backup never takes a script path or any command from the stream: the
 // hotplug script is its own operator's choice (restore --vif-script).
 #pragma once
@@ -26,6 +29,7 @@ struct VifSpec {
   unsigned devid = 0;
   std::string mac;     // "xx:xx:xx:xx:xx:xx", lower case
   std::string bridge;  // "" = none (the hotplug script decides)
+  std::string vifname;  // xl's vifname= ("" = the default vif<domid>.<devid>)
 
   bool operator==(const VifSpec&) const = default;
 };
@@ -35,7 +39,9 @@ struct VifSpec {
 Result<std::string> VifInfoLines(const std::vector<VifSpec>& vifs);
 // Every "vif.N" entry of a parsed domain-info record, by devid, validated:
 // a well-formed MAC, a bridge of 1..15 characters [A-Za-z0-9_.-], devid <=
-// kMaxVifDevid, at most kMaxVifs. Corruption names the offending entry.
+// kMaxVifDevid, at most kMaxVifs; with its "vifname.N", a name by the
+// bridge's rules. Corruption names the offending entry (a vifname.N
+// without its vif.N too).
 Result<std::vector<VifSpec>> VifSpecsFromInfo(const std::map<std::string, std::string>& info);
 
 // Where one PV NIC's transmit comes out (the primary's own reading, never

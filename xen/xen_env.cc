@@ -296,9 +296,10 @@ void ReadVifs(const XenHandles& h, uint32_t domid, DomainFacts* f) {
     }
     v.mac = XsRead(h.xsh(), backend + "/mac");
     v.bridge = XsRead(h.xsh(), backend + "/bridge");
+    v.vifname = place.vifname;
     if (!VifInfoLines({v}).ok() || out.size() == kMaxVifs) {
-      spdlog::warn("vif {} of domain {} (mac \"{}\", bridge \"{}\") cannot be described to the backup: it will not "
-                   "be recreated there", e, domid, v.mac, v.bridge);
+      spdlog::warn("vif {} of domain {} (mac \"{}\", bridge \"{}\", vifname \"{}\") cannot be described to the "
+                   "backup: it will not be recreated there", e, domid, v.mac, v.bridge, v.vifname);
       continue;
     }
     out.push_back(v);

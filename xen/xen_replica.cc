@@ -520,6 +520,27 @@ Status XenReplica::WriteVifNodes(const VifSpec& v) {
   const std::string id = std::to_string(v.devid);
   const std::string fe = "/local/domain/" + std::to_string(domid_) + "/device/vif/" + id;
   const std::string be = "/local/domain/0/backend/vif/" + std::to_string(domid_) + "/" + id;
+  const bool emulated = spec_.device_model &&
+                        std::any_of(spec_.device_model->nics.begin(), spec_.device_model->nics.end(),
+                                    [&](const auto& n) { return n.devid == v.devid; });
+  // The primary's vifname= (firewall rules and accounting key on it): the
+  // hotplug script renames the interface, as on the primary. Not when this
+  // host already has an interface of that name: the script would then act
+  // on it (Xen's vif-common.sh skips the rename and takes the existing one
+  // as the guest's), so the guest keeps the default name and the log says why.
+  std::string vifname = v.vifname;
+  if (!vifname.empty()) {
+    auto exists = [](const std::string& n) { return access(("/sys/class/net/" + n).c_str(), F_OK) == 0; };
+    const std::string taken = exists(vifname)                         ? vifname
+                              : emulated && exists(vifname + "-emu") ? vifname + "-emu"
+                                                                      : "";
+    if (!taken.empty()) {
+      spdlog::warn("vif {} of the activated guest: this host already has an interface {}, so it keeps the default "
+                   "name vif{}.{} instead of the primary's vifname {}",
+                   id, taken, domid_, id, v.vifname);
+      vifname.clear();
+    }
+  }
   return XsTransact(xs, "vif " + id + "'s xenstore nodes", [&](XsTxn& t) {
     t.Remove(be);
     t.MakeDir(be, {{0, XS_PERM_NONE}, {domid_, XS_PERM_READ}});
@@ -532,11 +553,9 @@ Status XenReplica::WriteVifNodes(const VifSpec& v) {
     t.Write(be + "/mac", v.mac);
     if (!v.bridge.empty()) t.Write(be + "/bridge", v.bridge);
     t.Write(be + "/handle", id);
+    if (!vifname.empty()) t.Write(be + "/vifname", vifname);
     // libxl's nic type: "vif_ioemu" when an emulated NIC shares this vif's
     // nodes, so xl treats the pair as libxl would (hotplug of the tap too).
-    const bool emulated = spec_.device_model &&
-                          std::any_of(spec_.device_model->nics.begin(), spec_.device_model->nics.end(),
-                                      [&](const auto& n) { return n.devid == v.devid; });
     t.Write(be + "/type", emulated ? "vif_ioemu" : "vif");
     t.Write(fe + "/backend", be);
     t.Write(fe + "/backend-id", "0");

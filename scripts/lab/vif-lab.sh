@@ -7,20 +7,29 @@
 # with "add type_if=tap" as arguments and the tap vifD.N-emu in $INTERFACE ($vif still names
 # the netback vif); the tap gets 10.78.0.1/24 (the guest 10.78.0.2), a subnet of its own so
 # that dom0 routes to the tap, not to the vif beside it.
+# A vif with xl's vifname= (the backend's vifname node) is renamed to it, its tap to
+# <vifname>-emu, as Xen's vif-common.sh does: only while no interface has that name.
 for _a in "$@"; do case $_a in type_if=*) type_if=${_a#type_if=} ;; esac; done
+vifname=$(xenstore-read "$XENBUS_PATH/vifname" 2>/dev/null)
+# rename DEV NAME -> the interface's name afterwards
+rename() {
+  if [ -n "$2" ] && ! ip link show "$2" >/dev/null 2>&1 && ip link set "$1" name "$2"; then echo "$2"; else echo "$1"; fi
+}
 case ${1:-} in
   add)
     [ "${type_if:-}" = tap ] || exit 0
-    ip link set "$INTERFACE" up || exit 1
-    ip addr add 10.78.0.1/24 dev "$INTERFACE" 2>/dev/null
+    dev=$(rename "$INTERFACE" "${vifname:+$vifname-emu}")
+    ip link set "$dev" up || exit 1
+    ip addr add 10.78.0.1/24 dev "$dev" 2>/dev/null
     ;;
   online)
-    ip link set "$vif" up || exit 1
-    ip addr add 10.77.0.1/24 dev "$vif" 2>/dev/null
+    dev=$(rename "$vif" "$vifname")
+    ip link set "$dev" up || exit 1
+    ip addr add 10.77.0.1/24 dev "$dev" 2>/dev/null
     xenstore-write "$XENBUS_PATH/hotplug-status" connected || exit 1
     ;;
   offline)
-    ip link set "$vif" down 2>/dev/null
+    ip link set "$vif" down 2>/dev/null  # (a renamed one is gone with its guest)
     ;;
 esac
 exit 0

@@ -497,7 +497,11 @@ rm -f "$IMG9"; truncate -s 64M "$IMG9"
 hda_export nopv "$IMG9" 9 "$NBD9"
 EP9=$EP TAP9=$TAP
 lab_evidence "/var/log/xen/qemu-dm-$G9.log"
-LAB_HVM_VGA=stdvga LAB_GUEST_VIF="type=ioemu,model=e1000,mac=00:16:3e:4c:00:09,script=/lab/vif-lab" \
+# Its NIC has xl's vifname=: /lab/vif-lab renames the vif and the device model's tap
+# (vif<D>.0-emu) to g9net and g9net-emu as Xen's vif-common.sh would; output commit buffers
+# those, and the backup gives its copy the same names.
+VN9=g9net
+LAB_HVM_VGA=stdvga LAB_GUEST_VIF="type=ioemu,model=e1000,mac=00:16:3e:4c:00:09,script=/lab/vif-lab,vifname=$VN9" \
   LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=hda, access=rw, script=/lab/block-lab, target=$NBD9" \
   lab_guest_create $G9 "$LAB_GUEST_MEM" 1 "nopv lab_ip=$G9IP/24 lab_disk=/dev/sda lab_disk_ms=300" >"$W/domid9" ||
   lab_fail "xl create $G9 (HVM, nopv) failed: $(cat "$W/create-$G9.log")"
@@ -509,7 +513,8 @@ i=0; until [ "$(dr "$S9")" -ge 3 ]; do
   i=$((i+1)); [ $i -le 600 ] || lab_fail "$G9 wrote no 3 records through its emulated IDE disk: $(grep -m1 "DISKERR\|ata\|sda" "$S9" | cut -c1-200)"
   sleep 0.2
 done
-[ -e "/sys/class/net/vif$D9.0-emu" ] || { ls /sys/class/net; lab_fail "no tap vif$D9.0-emu for $G9's emulated NIC"; }
+[ -e "/sys/class/net/$VN9-emu" ] && [ -e "/sys/class/net/$VN9" ] ||
+  { ls /sys/class/net; lab_fail "no $VN9 and $VN9-emu (vifname=$VN9) for $G9's vif and emulated NIC"; }
 # (dom0-lib.sh's ping checks: lab_pings, lab_ping_replies, lab_held_check)
 g9_replies() { lab_ping_replies "$1"; }
 g9_ping() { lab_pings "$1" "$G9IP" "$2" "$3"; }
@@ -550,9 +555,9 @@ hvm_backup $PORT "$W/backup9.log" --domain-name "$G9-copy" --events-json "$W/eve
 B9=$BP
 T9=$(lab_now)
 # Both interfaces the guest could send on are plugged: its vif (unused without PV drivers)
-# and its emulated NIC's tap.
+# and its emulated NIC's tap, by the names its vifname gave them.
 romulus replicate --domain $G9 --disk-tap "$TAP9" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
-  --ack-timeout 15s --stats-json "$W/stats9.jsonl" --netbuf-vif "vif$D9.0" --netbuf-vif "vif$D9.0-emu" >"$W/primary9.log" 2>&1 &
+  --ack-timeout 15s --stats-json "$W/stats9.jsonl" --netbuf-vif "$VN9" --netbuf-vif "$VN9-emu" >"$W/primary9.log" 2>&1 &
 R9=$!
 lab_evidence "$W/primary9.log"
 C9=$(lab_counter_last "$S9")
@@ -577,10 +582,10 @@ lab_wait_counter "$S9" $((C9 + 3)) 120 || lab_fail "nopv: the guest stopped coun
 # once it runs again they arrive (held, not dropped).
 # (IFBs are named rmb-<interface>, or rmb-<hash> past 15 characters: counted, not named.)
 [ "$(ls /sys/class/net | grep -c '^rmb-')" -ge $((IFB9 + 2)) ] || { ls /sys/class/net; lab_fail "nopv: not one IFB per buffered interface (vif and tap)"; }
-grep -q "output commit: .*vif$D9.0-emu" "$W/primary9.log" || lab_fail "nopv: the primary does not say it buffers vif$D9.0-emu"
+grep -q "output commit: .*$VN9-emu" "$W/primary9.log" || lab_fail "nopv: the primary does not say it buffers $VN9-emu"
 g9_ping "$W/ping9-protected.txt" 3 120
 [ "$(g9_replies "$W/ping9-protected.txt")" -ge 3 ] || { cat "$W/ping9-protected.txt"; lab_fail "nopv: no ping replies on the emulated NIC while protected"; }
-lab_held_check "nopv, emulated e1000 (vif$D9.0-emu)" "$G9IP" "$B9" "$W/ping9-held.txt"
+lab_held_check "nopv, emulated e1000 ($VN9-emu)" "$G9IP" "$B9" "$W/ping9-held.txt"
 kill -0 $R9 2>/dev/null || lab_fail "nopv: the replicator exited during the held-output check: $(grep -v '^ *$' "$W/primary9.log" | tail -n 1 | cut -c1-240)"
 # The primary host dies: no checkpoint after the kill, so the last line read after it is at
 # least what the last committed checkpoint had printed (read before, an epoch committed in
@@ -617,7 +622,17 @@ VNC9="$(xenstore-read /local/domain/$N9/console/vnc-listen 2>/dev/null):$(xensto
 case $VNC9 in 127.0.0.1:59[0-9][0-9]) ;; *) lab_fail "nopv: the replica's VNC server is at '$VNC9', not on loopback: $(grep -m1 "VNC" "$W/backup9.log" | cut -c1-200)" ;; esac
 g9_ping "$W/ping9-failedover.txt" 3 120
 [ "$(g9_replies "$W/ping9-failedover.txt")" -ge 3 ] || { cat "$W/ping9-failedover.txt"; lab_fail "nopv: the failed-over guest does not answer ping on its emulated NIC"; }
-lab_note "nopv: the failed-over guest answers ping on vif$N9.0-emu ($(g9_replies "$W/ping9-failedover.txt") replies); its VNC server at $VNC9"
+# The primary's vifname came along: the copy's vif and tap are g9net and g9net-emu again (or,
+# had the dead primary's interfaces still held the names, the backup says it kept the defaults).
+if [ -e "/sys/class/net/$VN9" ] && [ -e "/sys/class/net/$VN9-emu" ] &&
+  [ "$(xenstore-read /local/domain/0/backend/vif/$N9/0/vifname 2>/dev/null)" = "$VN9" ]; then
+  VNOTE9="its vif and tap named $VN9 and $VN9-emu as on the primary"
+elif grep -q "already has an interface $VN9.*instead of the primary's vifname $VN9" "$W/backup9.log"; then
+  VNOTE9="the names $VN9/$VN9-emu still taken when it was activated: defaults kept, as logged"
+else
+  ls /sys/class/net; lab_fail "nopv: the copy's interfaces are not named $VN9 and $VN9-emu (vifname node '$(xenstore-read /local/domain/0/backend/vif/$N9/0/vifname 2>/dev/null)')"
+fi
+lab_note "nopv: the failed-over guest answers ping ($(g9_replies "$W/ping9-failedover.txt") replies), $VNOTE9; its VNC server at $VNC9"
 # Its emulated IDE disk is the backup's copy: it writes on, its first record after the
 # checkpoint is at most the primary's last + 1, and the copy's records end where the
 # resumed guest's memory says (the last it printed, or one more in flight), no hole.

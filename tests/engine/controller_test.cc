@@ -544,6 +544,38 @@ TEST(ControllerRelinquish, TheBackupTakesOverFromTheEpochBefore) {
   EXPECT_NE(r.ends[0].bye_text.find("epoch 5 cannot be committed"), std::string::npos) << r.ends[0].bye_text;
 }
 
+// A switchover whose final epoch loses a write: the operator's request is
+// answered with what happened (relinquished, handed over from the epoch
+// before), not "replication stopped".
+TEST(ControllerRelinquish, ASwitchoverInFlightIsToldTheGuestWasRelinquished) {
+  auto fake = std::make_unique<testing::FakeDriver>(testing::FakeDriver::XenLike());
+  testing::FakeDriver* driver = fake.get();
+  driver->LoseWritesInTheFinalEpoch("flushing /dev/nbd0: EIO");
+  Backups backups;
+  RecordingOutput output;
+  replicator::PrimaryController c(std::move(fake), output, backups.Connect(), FastSender(), FastController(),
+                                  nullptr);
+  Running r(c);
+  ASSERT_TRUE(Running::WaitFor([&] { return c.last_acked_epoch() >= 2; }));
+  auto fin = c.Handover(20000ms);
+  ASSERT_FALSE(fin.ok()) << "the final epoch was never committed, yet the switchover reports epoch " << *fin;
+  const std::string& m = fin.status().message();
+  EXPECT_NE(m.find("relinquished"), std::string::npos) << m;
+  EXPECT_NE(m.find("cannot be committed: flushing /dev/nbd0: EIO"), std::string::npos) << m;
+  EXPECT_NE(m.find("handed over to the backup, which resumes the guest from epoch " +
+                   std::to_string(backups.sink.last_committed_epoch())),
+            std::string::npos)
+      << m;
+  EXPECT_EQ(m.find("replication stopped"), std::string::npos) << m;
+  Status st = r.Stop();
+  backups.JoinAll();
+  EXPECT_FALSE(st.ok());
+  EXPECT_TRUE(c.handed_over());
+  EXPECT_TRUE(driver->paused());
+  ASSERT_EQ(backups.Ends().size(), 1u);
+  EXPECT_EQ(backups.Ends()[0].bye_reason, protocol::ByeReason::kHandover);
+}
+
 // Nothing committed yet: no checkpoint to hand over. The backup is told the
 // guest stopped (it does not fail over) and the guest waits, suspended.
 TEST(ControllerRelinquish, WithNothingCommittedTheGuestWaitsForTheOperator) {

@@ -69,7 +69,7 @@ class FakeDriver final : public replicator::CheckpointDriver {
         paused_.store(false);
         return oc;
       }
-      if (lose_writes_ && lose_writes_(epoch, first)) {
+      if ((lose_writes_ && lose_writes_(epoch, first)) || (final && lose_final_.load())) {
         // As the Xen driver does when an emulated disk lost a write: the
         // epoch is not streamed, the guest stays suspended for good.
         Status why = Status::Storage(lose_why_);
@@ -141,6 +141,11 @@ class FakeDriver final : public replicator::CheckpointDriver {
   // it (EpochSession::Relinquish) and keeps it paused. Set before Run.
   // `unrecorded`: the driver could not record that its copy must never
   // run again (it passes hand_over = false).
+  // The final epoch of a switchover loses a write (why: as LoseWritesWhen).
+  void LoseWritesInTheFinalEpoch(std::string why) {
+    lose_why_ = std::move(why);
+    lose_final_.store(true);
+  }
   void LoseWritesWhen(std::function<bool(uint64_t, uint64_t)> when, std::string why, bool unrecorded = false) {
     lose_writes_ = std::move(when);
     lose_why_ = std::move(why);
@@ -234,6 +239,7 @@ class FakeDriver final : public replicator::CheckpointDriver {
   std::function<bool(uint64_t, uint64_t)> lose_writes_;
   std::string lose_why_;
   bool lose_unrecorded_ = false;
+  std::atomic<bool> lose_final_{false};
   uint64_t committed_ = 0;
 };
 

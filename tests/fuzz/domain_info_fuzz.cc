@@ -52,6 +52,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if ((*args)[i] == "-m" && (*args)[i + 1].find_first_not_of("0123456789") != std::string::npos) abort();
     }
   }
+  // Vif names reach xenstore and the hotplug script: plain interface names.
+  if (spec->vifs.size() > kMaxVifs) abort();
+  for (const VifSpec& v : spec->vifs) {
+    for (const std::string* name : {&v.bridge, &v.vifname}) {
+      if (name->size() > 15 || name->find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+                                   std::string::npos) {
+        abort();
+      }
+    }
+  }
   if (spec->max_vcpus == 0 || spec->max_vcpus > 512) abort();
   if (spec->max_memkb == 0 || spec->max_memkb > (uint64_t{1} << 40)) abort();
   if (spec->target_kb == 0 || spec->target_kb > spec->max_memkb) abort();

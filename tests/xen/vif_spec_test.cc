@@ -38,6 +38,30 @@ TEST(VifSpecTest, RoundTripsInDevidOrder) {
   EXPECT_EQ(*back, vifs);  // 10 after 2, although "vif.10" sorts before "vif.2"
 }
 
+// xl's vifname= travels on a line of its own (an older backup ignores it).
+TEST(VifSpecTest, AVifnameTravelsWithItsVif) {
+  std::vector<VifSpec> vifs = {{0, "00:16:3e:4c:00:03", "xenbr0", "web-0"}, {1, "00:16:3e:4c:00:04", "", ""}};
+  auto lines = VifInfoLines(vifs);
+  ASSERT_TRUE(lines.ok()) << lines.status().ToString();
+  EXPECT_NE(lines->find("vif.0=00:16:3e:4c:00:03 xenbr0\nvifname.0=web-0\n"), std::string::npos) << *lines;
+  EXPECT_EQ(lines->find("vifname.1"), std::string::npos) << "no line for the default name: " << *lines;
+  auto back = VifSpecsFromInfo(ParseLines(*lines));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, vifs);
+}
+
+TEST(VifSpecTest, RefusesABadOrOrphanVifname) {
+  for (const char* bad : {"vif.0=00:16:3e:4c:00:03\nvifname.0=eth0;reboot\n",
+                          "vif.0=00:16:3e:4c:00:03\nvifname.0=\n",
+                          "vif.0=00:16:3e:4c:00:03\nvifname.0=a-name-far-too-long\n",
+                          "vif.0=00:16:3e:4c:00:03\nvifname.1=web-1\n", "vifname.0=web-0\n"}) {
+    auto r = VifSpecsFromInfo(ParseLines(bad));
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_EQ(r.status().code(), Code::kCorruption) << bad;
+  }
+  EXPECT_FALSE(VifInfoLines({{0, "00:16:3e:4c:00:03", "", "bad name"}}).ok()) << "never sent";
+}
+
 TEST(VifSpecTest, NoVifsIsEmpty) {
   auto back = VifSpecsFromInfo(ParseLines("name=g\nvifs=3\nvi=1\n"));
   ASSERT_TRUE(back.ok());
