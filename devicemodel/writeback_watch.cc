@@ -1,6 +1,8 @@
 #include "devicemodel/writeback_watch.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -100,7 +102,14 @@ Result<WritebackWatch> WritebackWatch::Open(const std::vector<std::string>& path
   w.paths_ = paths;
   if (paths.empty()) return w;
   w.flusher_ = flusher;
+  // No signal for this thread: a SIGTERM meant for the process's signal
+  // watcher (`replicate` starts it later) must not take the default action
+  // here, which would end the process in the middle of an epoch.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, &old);
   w.thread_ = std::thread([f = std::move(flusher)] { f->Run(); });
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
   return w;
 }
 
@@ -157,7 +166,10 @@ Status WritebackWatch::Check(transport::Deadline deadline) {
     f.abandoned = true;
     return late.ok() ? f.Hung() : late;
   }
-  return late.ok() ? f.result : late;
+  if (late.ok()) return f.result;
+  if (f.result.ok()) return late;
+  // Both rounds lost writes; each error is read once, so neither is dropped.
+  return Status::Storage(late.message() + "; then " + f.result.message());
 }
 
 }  // namespace romulus::devicemodel

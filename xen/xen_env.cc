@@ -297,6 +297,14 @@ void ReadVifs(const XenHandles& h, uint32_t domid, DomainFacts* f) {
     v.mac = XsRead(h.xsh(), backend + "/mac");
     v.bridge = XsRead(h.xsh(), backend + "/bridge");
     v.vifname = place.vifname;
+    if (!v.vifname.empty() && !VifInfoLines({v}).ok()) {
+      // A name Linux accepts but the record does not carry: the NIC is
+      // still recreated, under the default name.
+      spdlog::warn("vif {} of domain {}: its vifname \"{}\" is not carried to the backup (1 to 15 of "
+                   "[A-Za-z0-9_.-]); the backup names it vif<domid>.{}",
+                   e, domid, v.vifname.substr(0, 32), e);
+      v.vifname.clear();
+    }
     if (!VifInfoLines({v}).ok() || out.size() == kMaxVifs) {
       spdlog::warn("vif {} of domain {} (mac \"{}\", bridge \"{}\", vifname \"{}\") cannot be described to the "
                    "backup: it will not be recreated there", e, domid, v.mac, v.bridge, v.vifname);

@@ -16,8 +16,12 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <csignal>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -289,6 +293,42 @@ TEST(WritebackWatchTest, DestroyingAWatchDoesNotWaitForAHungDevice) {
     EXPECT_EQ(watch->Check(transport::DeadlineIn(std::chrono::milliseconds(200))).code(), Code::kTimeout);
   }  // the destructor returns with the flush still stuck (else this test hangs until ctest's timeout)
   dev.Thaw();
+}
+
+// The threads of this process, by /proc/self/task.
+std::set<std::string> Tasks() {
+  std::set<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) out.insert(e.path().filename());
+  return out;
+}
+
+// The flush thread takes no signal: `replicate` opens the watch before its
+// signal watcher blocks SIGINT/SIGTERM, and a default action taken on this
+// thread would end the process in the middle of an epoch.
+TEST(WritebackWatchTest, TheFlushThreadTakesNoSignal) {
+  char path[] = "/tmp/romulus-wbw-file-XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  const std::set<std::string> before = Tasks();
+  auto watch = WritebackWatch::Open({path});
+  ASSERT_TRUE(watch.ok()) << watch.status().ToString();
+  int checked = 0;
+  for (const std::string& tid : Tasks()) {
+    if (before.count(tid)) continue;
+    std::ifstream status("/proc/self/task/" + tid + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("SigBlk:", 0) != 0) continue;
+      const unsigned long long blocked = std::stoull(line.substr(7), nullptr, 16);
+      EXPECT_TRUE(blocked & (1ull << (SIGTERM - 1))) << "thread " << tid << ": " << line;
+      EXPECT_TRUE(blocked & (1ull << (SIGINT - 1))) << "thread " << tid << ": " << line;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 1) << "one flush thread per watch";
+  EXPECT_TRUE(watch->Check(Soon()).ok());
+  ::unlink(path);
 }
 
 TEST(WritebackWatchTest, AFileThatCannotBeOpenedIsNamed) {
