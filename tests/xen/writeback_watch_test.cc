@@ -194,7 +194,15 @@ class HangingDevice {
   bool ok() const { return upper_ != nullptr; }
   const std::string& why() const { return why_; }
   const std::string& path() const { return upper_->path(); }
-  bool Freeze() { return Ioctl(FIFREEZE) && (frozen_ = true); }
+  // What QEMU does with a guest's write (a buffered write of 1 MiB, not yet
+  // on the device), then the freeze: the next flush of the device hangs.
+  bool DirtyThenFreeze() {
+    int qemu = ::open(path().c_str(), O_RDWR | O_CLOEXEC);
+    if (qemu < 0) return false;
+    const bool written = BufferedWrite(qemu, 1 << 20);
+    ::close(qemu);
+    return written && Ioctl(FIFREEZE) && (frozen_ = true);
+  }
   void Thaw() {
     if (frozen_ && Ioctl(FITHAW)) frozen_ = false;
   }
@@ -251,11 +259,7 @@ TEST(WritebackWatchTest, AHungDeviceTimesOutAndIsNamed) {
   if (!dev.ok()) GTEST_SKIP() << dev.why();
   auto watch = WritebackWatch::Open({dev.path()});
   ASSERT_TRUE(watch.ok()) << watch.status().ToString();
-  int qemu = ::open(dev.path().c_str(), O_RDWR | O_CLOEXEC);
-  ASSERT_GE(qemu, 0) << std::strerror(errno);
-  ASSERT_TRUE(BufferedWrite(qemu, 1 << 20)) << std::strerror(errno);
-  ::close(qemu);
-  ASSERT_TRUE(dev.Freeze()) << std::strerror(errno);
+  ASSERT_TRUE(dev.DirtyThenFreeze()) << std::strerror(errno);
 
   Status st = watch->Check(transport::DeadlineIn(std::chrono::milliseconds(300)));
   ASSERT_FALSE(st.ok()) << "a flush of a frozen device returned";
@@ -285,11 +289,7 @@ TEST(WritebackWatchTest, DestroyingAWatchDoesNotWaitForAHungDevice) {
   {
     auto watch = WritebackWatch::Open({dev.path()});
     ASSERT_TRUE(watch.ok()) << watch.status().ToString();
-    int qemu = ::open(dev.path().c_str(), O_RDWR | O_CLOEXEC);
-    ASSERT_GE(qemu, 0);
-    ASSERT_TRUE(BufferedWrite(qemu, 1 << 20));
-    ::close(qemu);
-    ASSERT_TRUE(dev.Freeze());
+    ASSERT_TRUE(dev.DirtyThenFreeze()) << std::strerror(errno);
     EXPECT_EQ(watch->Check(transport::DeadlineIn(std::chrono::milliseconds(200))).code(), Code::kTimeout);
   }  // the destructor returns with the flush still stuck (else this test hangs until ctest's timeout)
   dev.Thaw();
