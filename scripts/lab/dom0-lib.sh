@@ -277,6 +277,10 @@ lab_ping_lost() {
   sed -n 's/.*seq=\([0-9]*\) .*time=.*/\1/p' "$1" | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1; n++ }
     END { print n ? hi - lo + 1 - n : 0 }'
 }
+# lab_ping_missing FILE -> those requests' seq numbers (the first 8), for the notes
+lab_ping_missing() {
+  sed -n 's/.*seq=\([0-9]*\) .*time=.*/\1/p' "$1" | sort -n | awk 'NR > 1 { for (s = prev + 1; s < $1; s++) if (n++ < 8) printf "%s%d", (n > 1 ? " " : ""), s } { prev = $1 }'
+}
 # lab_pings FILE IP N LIMIT_S: ping IP every 0.2 s until N replies came (at most LIMIT_S s).
 # Not `ping -c`: once one reply came, busybox waits only ~2 RTT after the last request, and
 # on a loaded host an epoch's ack (hence its held replies) can take longer than that.
@@ -314,6 +318,6 @@ lab_held_check() {
   kill $_pp 2>/dev/null; wait $_pp 2>/dev/null
   arp -i "${_nb%% *}" -d "$2" 2>/dev/null
   grep -q 'seq=0 ' "$4" && [ "$(lab_ping_replies "$4")" -ge 10 ] && [ "$(lab_ping_lost "$4")" -le 1 ] ||
-    { cat "$4"; lab_fail "$1: the replies held while the backup was stopped did not all arrive once it ran again ($(lab_ping_replies "$4") replies in 60 s, the first request's $(grep -q 'seq=0 ' "$4" && echo among them || echo missing), $(lab_ping_lost "$4") lost, $(grep -ci unreachable "$4") unreachable; backup $(kill -0 "$3" 2>/dev/null && echo running || echo gone))"; }
-  lab_note "$1: 0 replies while the backup was stopped 3 s; then $(lab_ping_replies "$4") (first request's included, $(lab_ping_lost "$4") lost)"
+    { cat "$4"; lab_fail "$1: the replies held while the backup was stopped did not all arrive once it ran again ($(lab_ping_replies "$4") replies in 60 s, the first request's $(grep -q 'seq=0 ' "$4" && echo among them || echo missing), $(lab_ping_lost "$4") lost (seq $(lab_ping_missing "$4")), $(grep -ci unreachable "$4") unreachable; backup $(kill -0 "$3" 2>/dev/null && echo running || echo gone))"; }
+  lab_note "$1: 0 replies while the backup was stopped 3 s; then $(lab_ping_replies "$4") (first request's included, $(lab_ping_lost "$4") lost$([ "$(lab_ping_lost "$4")" -eq 0 ] || echo ": seq $(lab_ping_missing "$4")"))"
 }
