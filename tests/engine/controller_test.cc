@@ -559,7 +559,7 @@ TEST(ControllerRelinquish, ASwitchoverInFlightIsToldTheGuestWasRelinquished) {
   ASSERT_TRUE(Running::WaitFor([&] { return c.last_acked_epoch() >= 2; }));
   auto fin = c.Handover(20000ms);
   ASSERT_FALSE(fin.ok()) << "the final epoch was never committed, yet the switchover reports epoch " << *fin;
-  const std::string& m = fin.status().message();
+  const std::string m = fin.status().message();  // a copy: status() returns a temporary
   EXPECT_NE(m.find("relinquished"), std::string::npos) << m;
   EXPECT_NE(m.find("cannot be committed: flushing /dev/nbd0: EIO"), std::string::npos) << m;
   EXPECT_NE(m.find("handed over to the backup, which resumes the guest from epoch " +
