@@ -99,7 +99,6 @@ Result<WritebackWatch> WritebackWatch::Open(const std::vector<std::string>& path
     flusher->files.push_back(Flusher::File{p, fd});
   }
   WritebackWatch w;
-  w.paths_ = paths;
   if (paths.empty()) return w;
   w.flusher_ = flusher;
   // No signal for this thread: a SIGTERM meant for the process's signal
@@ -114,12 +113,11 @@ Result<WritebackWatch> WritebackWatch::Open(const std::vector<std::string>& path
 }
 
 WritebackWatch::WritebackWatch(WritebackWatch&& o) noexcept
-    : paths_(std::move(o.paths_)), flusher_(std::move(o.flusher_)), thread_(std::move(o.thread_)) {}
+    : flusher_(std::move(o.flusher_)), thread_(std::move(o.thread_)) {}
 
 WritebackWatch& WritebackWatch::operator=(WritebackWatch&& o) noexcept {
   if (this != &o) {
     Stop();
-    paths_ = std::move(o.paths_);
     flusher_ = std::move(o.flusher_);
     thread_ = std::move(o.thread_);
   }
@@ -127,6 +125,8 @@ WritebackWatch& WritebackWatch::operator=(WritebackWatch&& o) noexcept {
 }
 
 WritebackWatch::~WritebackWatch() { Stop(); }
+
+size_t WritebackWatch::size() const { return flusher_ ? flusher_->files.size() : 0; }
 
 void WritebackWatch::Stop() {
   if (!thread_.joinable()) return;

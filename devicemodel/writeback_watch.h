@@ -61,14 +61,13 @@ class WritebackWatch {
   // by the first Check after it.
   Status Check(transport::Deadline deadline);
 
-  size_t size() const { return paths_.size(); }
+  size_t size() const;  // the files watched
 
  private:
   struct Flusher;  // the files, and what the thread and Check share
 
   void Stop();
 
-  std::vector<std::string> paths_;
   std::shared_ptr<Flusher> flusher_;
   std::thread thread_;
 };
