@@ -6,6 +6,7 @@
 //   romulus disk-export --store /dev/vg/guest1-root --name xvda
 //       --nbd-socket /run/romulus/guest1-xvda.nbd --tap-socket /run/romulus/guest1-xvda.tap &
 //   nbd-client -unix /run/romulus/guest1-xvda.nbd /dev/nbd0 -N xvda
+//   echo 1024 > /sys/block/nbd0/queue/max_sectors_kb   # 1 MiB requests
 //
 // Foreground; one log line with "ready" once both sockets listen; exit 0 on
 // SIGTERM/SIGINT, 1 with a message on a fatal error, 2 on a usage error.
@@ -17,6 +18,7 @@
 #include "cli/options.h"
 #include "common/units.h"
 #include "disk/disk_export.h"
+#include "disk/exported_disk.h"
 #include "disk/tap_wire.h"
 
 namespace romulus::cli {
@@ -77,8 +79,10 @@ int RunDiskExport(int argc, char** argv) {
     UsageError(kCmd, st.ToString());
     return kExitFailure;
   }
-  spdlog::info("disk-export '{}' ready: nbd-client -unix {} /dev/nbdN -N {}; replicator tap {} (instance {:016x})",
-               o.name, o.nbd_socket, o.name, o.tap_socket, (*exp)->instance_id());
+  spdlog::info(
+      "disk-export '{}' ready: nbd-client -unix {} /dev/nbdN -N {}, then echo {} > /sys/block/nbdN/queue/max_sectors_kb "
+      "(nbd.ko's default splits writes into 128 KiB requests); replicator tap {} (instance {:016x})",
+      o.name, o.nbd_socket, o.name, disk::kNbdMaxRequestKib, o.tap_socket, (*exp)->instance_id());
   int sig = 0;
   sigwait(&set, &sig);
   spdlog::info("disk-export '{}': {}: stopping", o.name, sig == SIGINT ? "SIGINT" : "SIGTERM");

@@ -14,6 +14,8 @@
 #include <fstream>
 #include <thread>
 
+#include <spdlog/spdlog.h>
+
 #include "common/subprocess.h"
 #include "disk/export_socket.h"
 
@@ -52,6 +54,40 @@ std::vector<int> FreeNbdDevices(const std::string& sysfs_block) {
   ::closedir(d);
   std::sort(free.begin(), free.end());
   return free;
+}
+
+namespace {
+
+Result<uint32_t> ReadKib(const std::string& path) {
+  std::ifstream in(path);
+  long long v = -1;
+  if (!(in >> v) || v <= 0 || v > UINT32_MAX) return Status::IoError("cannot read a size in KiB from " + path);
+  return static_cast<uint32_t>(v);
+}
+
+}  // namespace
+
+Result<uint32_t> RaiseNbdMaxRequest(const std::string& sysfs_block, int k, uint32_t kib) {
+  const std::string queue = sysfs_block + "/nbd" + std::to_string(k) + "/queue/";
+  auto now = ReadKib(queue + "max_sectors_kb");
+  if (!now.ok()) return now.status();
+  auto hw = ReadKib(queue + "max_hw_sectors_kb");
+  if (!hw.ok()) return hw.status();
+  const uint32_t want = std::min(kib, *hw);
+  if (*now >= want) return *now;
+  {
+    std::ofstream out(queue + "max_sectors_kb");
+    out << want << "\n";
+    out.flush();
+    if (!out) return Status::IoError("cannot write " + std::to_string(want) + " to " + queue + "max_sectors_kb");
+  }
+  auto after = ReadKib(queue + "max_sectors_kb");
+  if (!after.ok()) return after.status();
+  if (*after != want) {
+    return Status::IoError(queue + "max_sectors_kb is " + std::to_string(*after) + " after writing " +
+                           std::to_string(want));
+  }
+  return *after;
 }
 
 Result<std::unique_ptr<ExportedDisk>> ExportedDisk::Start(const std::string& image, const std::string& vdev,
@@ -107,6 +143,15 @@ Result<std::unique_ptr<ExportedDisk>> ExportedDisk::Start(const std::string& ima
     if (rc == 0) {
       d->device_ = dev;
       d->connected_ = true;
+      if (options.max_request_kib > 0) {
+        // Only throughput depends on it: the guest's disk works either way.
+        auto kib = RaiseNbdMaxRequest(options.sysfs_block, k, options.max_request_kib);
+        if (!kib.ok()) {
+          spdlog::warn("{}: requests stay at the kernel's size limit: {}", dev, kib.status().message());
+        } else {
+          spdlog::info("{}: requests of up to {} KiB", dev, *kib);
+        }
+      }
       break;
     }
     last_error = options.nbd_client + " -unix " + d->nbd_socket_ + " " + dev + " -N " + vdev +

@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,6 +27,10 @@
 #include "disk/block_device.h"
 
 namespace romulus::disk {
+
+// What a connected /dev/nbdK should let the kernel send in one request:
+// 1 MiB, one DISK record's largest chunk (protocol::kMaxDiskWriteChunk).
+inline constexpr uint32_t kNbdMaxRequestKib = 1024;
 
 struct ExportedDiskOptions {
   std::string romulus;                  // the romulus binary that runs `disk-export`
@@ -36,6 +41,9 @@ struct ExportedDiskOptions {
   // Each nbd-client run (connect, disconnect): killed after this, so a hung
   // handshake cannot keep the paused guest waiting for ever.
   std::chrono::milliseconds client_timeout{15000};
+  // The largest request the kernel client may send (RaiseNbdMaxRequest);
+  // 0 leaves nbd.ko's 128 KiB.
+  uint32_t max_request_kib = kNbdMaxRequestKib;
 };
 
 class ExportedDisk final : public BlockDevice {
@@ -83,5 +91,15 @@ pid_t NbdClientPid(const std::string& sysfs_block, int k);
 // The numbers K of sysfs_block/nbdK that no client holds (no `pid`
 // attribute), in increasing order.
 std::vector<int> FreeNbdDevices(const std::string& sysfs_block);
+
+// Raises the largest request the kernel's NBD client sends to /dev/nbdK
+// (sysfs_block/nbdK/queue/max_sectors_kb) to `kib`, capped by the device's
+// max_hw_sectors_kb; never lowers it. Why: nbd.ko creates every device with
+// 128 KiB, so a 1 MiB write reaches the export as 8 requests, each a round
+// trip through the socket and the export, served one after the other; in the
+// Xen lab's dom0 1 MiB requests carried 1.4x the sequential throughput
+// (docs/benchmarks.md). Returns the value in force afterwards. IoError when
+// an attribute is missing or unreadable, or the kernel kept another value.
+Result<uint32_t> RaiseNbdMaxRequest(const std::string& sysfs_block, int k, uint32_t kib);
 
 }  // namespace romulus::disk

@@ -15,13 +15,15 @@
 #            on fresh zeroed backings (new-current-uuid --clear-bitmap: no initial sync);
 #   nbd      /dev/nbd0 served by `romulus disk-export` (the store: a loop device) with no
 #            replicator attached: the NBD path's own cost (the export logs nothing then);
+#            requests of up to 1 MiB (lab_nbd_requests, as DISK.md §8 tells operators);
+#   nbd128   the same with nbd.ko's default 128 KiB requests (a 1 MiB write = 8 requests);
 #   romulus  the same /dev/nbd0 while `romulus replicate --domain --disk-tap` checkpoints the
 #            guest below at --interval 100ms to `restore --xen --disk-dir` in the same dom0,
 #            after the streaming copy completed: every epoch seals and ships its writes.
 # The guest (128 MiB counter guest, the disk is its xvdb: it writes one 4 KiB record at boot
 # and then leaves it alone) runs through every measurement, protected only in phase B, so all
 # share the same background. Phase A (nothing replicated): LAB_BENCH_ROUNDS rounds (default 3)
-# of raw, drbd, nbd; phase B (the guest replicated): as many rounds of raw_rep (the raw device
+# of raw, drbd, nbd, nbd128; phase B (the guest replicated): as many rounds of raw_rep (the raw device
 # again, now beside the replicator: what its CPU costs dom0 under TCG) and romulus. Figures:
 # medians over the rounds. A 5 s fio run first warms TCG's translation cache (not reported).
 # Workloads (fio 3.33, psync, iodepth 1, --direct=1): rand4k = 4 KiB random writes over the
@@ -52,8 +54,12 @@ lab_note "fio: $(fio --version 2>&1); drbd: $(head -n1 /proc/drbd); load: $(cat 
 loop_attach() {
   _d=$(losetup -f) && losetup "$_d" "$1" && echo "$_d"
 }
-# fio_job NAME DEV rand4k|seq1m : fio's JSON report in $W/NAME.json; fails on an error or no writes
+# ticks PID: the process's user + system CPU time so far in USER_HZ (1/100 s) ticks; 0 without one
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# fio_job NAME DEV rand4k|seq1m : fio's JSON report in $W/NAME.json; fails on an error or no writes.
+# Also the CPU time the export ($EP), the replicator ($RP) and the backup ($BP) spent meanwhile.
 fio_job() {
+  _t0="$(ticks "$EP") $(ticks "$RP") $(ticks "$BP")"
   case $3 in
     rand4k) _a="--rw=randwrite --bs=4k --size=${MB}M --time_based --runtime=$SECS" ;;
     seq1m) _a="--rw=write --bs=1M --size=${SEQMB}M" ;;
@@ -65,7 +71,9 @@ fio_job() {
   _r=$(fio_parse "$W/$1.json")
   [ "$(kv "$_r" err)" = 0 ] || lab_fail "fio $1: error $(kv "$_r" err)"
   [ "$(kv "$_r" io)" -gt 0 ] 2>/dev/null || lab_fail "fio $1 wrote nothing: $_r"
-  echo "$1 $_r" >>"$W/results.txt"
+  _c=$(echo "$_t0 $(ticks "$EP") $(ticks "$RP") $(ticks "$BP")" |
+    awk '{ printf "cpu_export=%d cpu_replicator=%d cpu_backup=%d", $4 - $1, $5 - $2, $6 - $3 }')
+  echo "$1 $_r $_c" >>"$W/results.txt"
 }
 # fio_parse JSON -> "err= io= bw= iops= mean_ns= p50_ns= p99_ns=" of the job's writes (completion
 # latency: psync has no submission part)
@@ -97,6 +105,10 @@ EP=$!
 lab_evidence "$D/export.log"
 i=0; until grep -q ready "$D/export.log"; do i=$((i+1)); [ $i -le 300 ] || lab_fail "export not ready"; sleep 0.1; done
 nbd-client -unix "$SOCK" "$NBD" -N xvdb >"$D/nbdc.log" 2>&1 || lab_fail "nbd-client: $(cat "$D/nbdc.log")"
+NBDQ=/sys/block/${NBD#/dev/}/queue/max_sectors_kb
+MS0=$(cat $NBDQ)
+lab_nbd_requests "$NBD"
+lab_note "$NBD: max_sectors_kb $MS0 as connected (nbd.ko's default), raised to $(cat $NBDQ) (max_hw_sectors_kb $(cat /sys/block/${NBD#/dev/}/queue/max_hw_sectors_kb))"
 lab_note "export: $(grep -m1 -iE 'o_direct|buffered|store' "$D/export.log" | sed 's/.*disk export/disk export/' | cut -c1-120)"
 
 # the guest, protected only in phase B: its disk is xvdb on /dev/nbd0
@@ -163,6 +175,10 @@ while [ $r -le "$ROUNDS" ]; do
     fio_job raw-$wl-r$r "$LR" $wl
     fio_job drbd-$wl-r$r /dev/drbd0 $wl
     fio_job nbd-$wl-r$r "$NBD" $wl
+    # the same export with the kernel's default request size (8 requests per 1 MiB write)
+    echo "$MS0" >$NBDQ; [ "$(cat $NBDQ)" = "$MS0" ] || lab_fail "$NBD: max_sectors_kb not back to $MS0"
+    fio_job nbd128-$wl-r$r "$NBD" $wl
+    lab_nbd_requests "$NBD"
   done
   r=$((r + 1))
 done
@@ -290,6 +306,13 @@ agg() {
     END { b = med("bw"); printf "bw=%d iops=%.1f p50_ns=%d p99_ns=%d io=%d bw_min=%d bw_max=%d n=%d\n",
       b, med("iops"), med("p50_ns"), med("p99_ns"), io, v["bw", 1], v["bw", c["bw"]], c["bw"] }'
 }
+# cpu TARGET WORKLOAD -> CPU ms per MiB fio wrote, over all rounds: the export, the replicator, the backup
+cpu() {
+  grep "^$1-$2-r" "$W/results.txt" | tr ' ' '\n' | awk -F= '$1 == "io" { io += $2 } $1 ~ /^cpu_/ { c[$1] += $2 }
+    END { m = io / 1048576; if (m <= 0) m = 1
+      printf "export_ms_per_mib=%.1f replicator_ms_per_mib=%.1f backup_ms_per_mib=%.1f\n",
+        c["cpu_export"] * 10 / m, c["cpu_replicator"] * 10 / m, c["cpu_backup"] * 10 / m }'
+}
 row() {  # row TARGET WORKLOAD REFERENCE
   echo "$(agg "$1" "$2") $(agg "$3" "$2" | sed 's/\([a-z0-9_]*\)=/ref_\1=/g')" | tr ' ' '\n' | awk -F= -v t="$1" -v w="$2" -v r="$3" '
     { v[$1] = $2 } END {
@@ -301,12 +324,16 @@ row() {  # row TARGET WORKLOAD REFERENCE
   echo "| target  | load   | MiB/s median (min-max) | IOPS | p50 (us) | p99 (us) | MiB written | vs | MiB/s vs | p99 vs |"
   echo "|---------|--------|------------------------|------|----------|----------|-------------|----|----------|--------|"
   for wl in rand4k seq1m; do
-    row raw $wl raw; row drbd $wl raw; row nbd $wl raw; row raw_rep $wl raw; row romulus $wl raw; row romulus $wl raw_rep
+    row raw $wl raw; row drbd $wl raw; row nbd128 $wl raw; row nbd $wl raw; row raw_rep $wl raw; row romulus $wl raw; row romulus $wl raw_rep
   done
 } >"$W/table.md"
 sed "s/^/LAB-NOTE $LAB_SCENARIO table /" "$W/table.md"
-for wl in rand4k seq1m; do for t in raw drbd nbd raw_rep romulus; do
+for wl in rand4k seq1m; do for t in raw drbd nbd128 nbd raw_rep romulus; do
   lab_figure "target=$t load=$wl $(agg $t $wl)"
+done; done
+for wl in rand4k seq1m; do for t in nbd128 nbd raw_rep romulus; do
+  lab_note "cpu $t $wl: $(cpu $t $wl)"
+  lab_figure "cpu target=$t load=$wl $(cpu $t $wl)"
 done; done
 lab_note "romulus epochs: copy complete with epoch $C; $(tr '\n' ';' <"$D/windows.txt" | cut -c1-400)"
 for m in pause stopped pages; do

@@ -167,6 +167,7 @@ for KILL in ${LAB_DISK_KILLS:-random s2 c fs sync restart reverse}; do
   lab_evidence "$D/export.log"
   i=0; until grep -q ready "$D/export.log"; do i=$((i+1)); [ $i -le 300 ] || lab_fail "$KILL: export not ready"; sleep 0.1; done
   nbd-client -unix "$SOCK" "$NBD" -N xvdb >"$D/nbdc.log" 2>&1 || lab_fail "$KILL: nbd-client: $(cat "$D/nbdc.log")"
+  lab_nbd_requests "$NBD"
   rm -f "$(lab_console $G)" "$(lab_console $G--incoming)" "$(lab_console $G--back)"
   LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=xvdb, access=rw, script=/lab/block-lab, target=$NBD" \
     lab_guest_create $G "$LAB_GUEST_MEM" 1 "$WORK" >"$D/domid" || lab_fail "$KILL: create"

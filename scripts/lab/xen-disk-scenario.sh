@@ -73,6 +73,7 @@ nbd_connect() {
   nbd-client -unix "$SOCK" "$NBD" -N xvdb >"$W/nbd-client.log" 2>&1 || {
     cat "$W/nbd-client.log"; lab_fail "nbd-client -unix $SOCK $NBD -N xvdb failed"; }
   lab_evidence "$W/nbd-client.log"
+  lab_nbd_requests "$NBD"
   _want=$(( $(stat -c %s "$IMG") / 512 ))
   _i=0
   until [ "$(cat /sys/block/$NBDN/size 2>/dev/null)" = "$_want" ]; do
@@ -235,7 +236,7 @@ if [ -n "${LAB_DISK_KILL_EXPORT:-}" ]; then
   lab_note "kill: nbd-client -d with the guest attached: exit $DRC; guest DISKREC $(diskrec_last "$C2") DISKERR lines $(grep -c DISKERR "$C2"); $NBDN size=$(cat /sys/block/$NBDN/size 2>/dev/null)"
   nbd-client -unix "$SOCK" "$NBD" -N xvdb >"$W/nbd-reconnect2.log" 2>&1; RRC=$?
   R0=$(diskrec_last "$C2")
-  lab_note "kill: nbd-client after -d: exit $RRC: $(tr '\n' ' ' <"$W/nbd-reconnect2.log" | cut -c1-160)"
+  lab_note "kill: nbd-client after -d: exit $RRC: $(tr '\n' ' ' <"$W/nbd-reconnect2.log" | cut -c1-160); max_sectors_kb after the reconnect $(cat /sys/block/$NBDN/queue/max_sectors_kb 2>/dev/null) (1024 before)"
   TR=$(lab_now)
   until [ "$(diskrec_last "$C2")" -ge $((R0 + 5)) ] || [ "$(lab_elapsed "$TR" | cut -d. -f1)" -ge 30 ]; do sleep 1; done
   lab_note "kill: $(lab_elapsed "$TR") s later: guest DISKREC $R0 -> $(diskrec_last "$C2"), DISKERR lines $(grep -c DISKERR "$C2"), blkback state=$(xenstore-read $BE/state 2>/dev/null)"

@@ -197,6 +197,7 @@ hda_export() {
   lab_evidence "$W/export$_n.log"
   i=0; until grep -q ready "$W/export$_n.log"; do i=$((i+1)); [ $i -le 300 ] || lab_fail "$_what: the disk export is not ready"; sleep 0.1; done
   nbd-client -unix "$W/guest$_n-hda.nbd" "$_nbd" -N hda >"$W/nbdc$_n.log" 2>&1 || lab_fail "$_what: nbd-client: $(cat "$W/nbdc$_n.log")"
+  lab_nbd_requests "$_nbd"
 }
 # dr FILE: the last DISKREC a console shows (0: none).
 dr() { _v=$(tr -d '\r' <"$1" 2>/dev/null | sed -n 's/.*DISKREC \([0-9][0-9]*\).*/\1/p' | tail -n1); echo "${_v:-0}"; }

@@ -97,6 +97,11 @@ class ExportedDiskTest : public ::testing::Test {
     sysfs_ = dir_.path() + "/sys";
     for (const char* d : {"", "/nbd0", "/nbd1", "/nbd2", "/loop0"}) ::mkdir((sysfs_ + d).c_str(), 0755);
     std::ofstream(sysfs_ + "/nbd0/pid") << "123\n";
+    // nbd1's request queue as nbd.ko creates it (nbd2 has none: a kernel
+    // without the attributes).
+    ::mkdir((sysfs_ + "/nbd1/queue").c_str(), 0755);
+    std::ofstream(sysfs_ + "/nbd1/queue/max_sectors_kb") << "128\n";
+    std::ofstream(sysfs_ + "/nbd1/queue/max_hw_sectors_kb") << "32768\n";
     devdir_ = dir_.path() + "/dev";
     ::mkdir(devdir_.c_str(), 0755);
     opts_.romulus = std::string(ROMULUS_BINARY_DIR) + "/cli/romulus";
@@ -125,6 +130,53 @@ TEST(FreeNbdDevicesTest, OnlyUnconnectedNbdDevicesInNumberOrder) {
   EXPECT_TRUE(FreeNbdDevices(sys + "/absent").empty());
 }
 
+TEST(RaiseNbdMaxRequestTest, RaisesToTheWantedSizeCappedByTheDeviceAndNeverLowers) {
+  TempDir dir;
+  const std::string sys = dir.path();
+  auto queue = [&](int k, const char* now, const char* hw) {
+    const std::string q = sys + "/nbd" + std::to_string(k) + "/queue";
+    ::mkdir((sys + "/nbd" + std::to_string(k)).c_str(), 0755);
+    ::mkdir(q.c_str(), 0755);
+    std::ofstream(q + "/max_sectors_kb") << now;
+    std::ofstream(q + "/max_hw_sectors_kb") << hw;
+  };
+  auto value = [&](int k) { return Slurp(sys + "/nbd" + std::to_string(k) + "/queue/max_sectors_kb"); };
+  queue(0, "128\n", "32768\n");
+  auto got = RaiseNbdMaxRequest(sys, 0, 1024);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, 1024u);
+  EXPECT_EQ(value(0), "1024\n");
+  // A device whose hardware limit is lower gets its limit.
+  queue(1, "128\n", "512\n");
+  got = RaiseNbdMaxRequest(sys, 1, 1024);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, 512u);
+  EXPECT_EQ(value(1), "512\n");
+  // One an operator already raised further is left alone.
+  queue(2, "4096\n", "32768\n");
+  got = RaiseNbdMaxRequest(sys, 2, 1024);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, 4096u);
+  EXPECT_EQ(value(2), "4096\n");
+}
+
+TEST(RaiseNbdMaxRequestTest, AMissingOrUnreadableAttributeIsAnError) {
+  TempDir dir;
+  const std::string sys = dir.path();
+  auto got = RaiseNbdMaxRequest(sys, 3, 1024);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), Code::kIoError);
+  EXPECT_NE(got.status().message().find("nbd3/queue/max_sectors_kb"), std::string::npos) << got.status().message();
+  ::mkdir((sys + "/nbd3").c_str(), 0755);
+  ::mkdir((sys + "/nbd3/queue").c_str(), 0755);
+  std::ofstream(sys + "/nbd3/queue/max_sectors_kb") << "128\n";
+  std::ofstream(sys + "/nbd3/queue/max_hw_sectors_kb") << "lots\n";
+  got = RaiseNbdMaxRequest(sys, 3, 1024);
+  ASSERT_FALSE(got.ok());
+  EXPECT_NE(got.status().message().find("max_hw_sectors_kb"), std::string::npos) << got.status().message();
+  EXPECT_EQ(Slurp(sys + "/nbd3/queue/max_sectors_kb"), "128\n") << "nothing written without the limit";
+}
+
 TEST_F(ExportedDiskTest, ServesTheImageOnTheFirstFreeDeviceAndOutlivesItsOwnerOnceServed) {
   // A descriptor of ours without close-on-exec must not reach the export
   // (a listening socket of restore's would stay bound after it exits).
@@ -149,6 +201,7 @@ TEST_F(ExportedDiskTest, ServesTheImageOnTheFirstFreeDeviceAndOutlivesItsOwnerOn
     EXPECT_EQ((*d)->path(), devdir_ + "/nbd1");
     EXPECT_EQ((*d)->tap_socket(), image_ + ".tap");
     EXPECT_EQ(Calls(), "-unix " + image_ + ".nbd " + devdir_ + "/nbd1 -N xvdb\n");
+    EXPECT_EQ(Slurp(sysfs_ + "/nbd1/queue/max_sectors_kb"), "1024\n") << "1 MiB requests (kNbdMaxRequestKib)";
     EXPECT_EQ(::getsid(pid), pid) << "the export runs in its own session";
     pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
     ::sigaction(SIGHUP, &old_hup, nullptr);
@@ -162,7 +215,9 @@ TEST_F(ExportedDiskTest, ServesTheImageOnTheFirstFreeDeviceAndOutlivesItsOwnerOn
       char buf[256];
       const std::string link = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
       const ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
-      if (n > 0) EXPECT_NE(std::string(buf, n), pipe_name) << "fd " << fd << " of the export is ours";
+      if (n > 0) {
+        EXPECT_NE(std::string(buf, n), pipe_name) << "fd " << fd << " of the export is ours";
+      }
     }
 
     // The real export serves the image over NBD under the disk's name...
