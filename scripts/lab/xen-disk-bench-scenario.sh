@@ -55,11 +55,12 @@ loop_attach() {
   _d=$(losetup -f) && losetup "$_d" "$1" && echo "$_d"
 }
 # ticks PID: the process's user + system CPU time so far in USER_HZ (1/100 s) ticks; 0 without one
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# (an empty PID is no process: "/proc//stat" would be the system's own statistics)
+ticks() { [ -n "$1" ] && awk 'NR == 1 { print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # fio_job NAME DEV rand4k|seq1m : fio's JSON report in $W/NAME.json; fails on an error or no writes.
 # Also the CPU time the export ($EP), the replicator ($RP) and the backup ($BP) spent meanwhile.
 fio_job() {
-  _t0="$(ticks "$EP") $(ticks "$RP") $(ticks "$BP")"
+  _t0="$(ticks "$EP") $(ticks "$RP") $(ticks "$BP")"; _w0=$(lab_now)
   case $3 in
     rand4k) _a="--rw=randwrite --bs=4k --size=${MB}M --time_based --runtime=$SECS" ;;
     seq1m) _a="--rw=write --bs=1M --size=${SEQMB}M" ;;
@@ -72,7 +73,7 @@ fio_job() {
   [ "$(kv "$_r" err)" = 0 ] || lab_fail "fio $1: error $(kv "$_r" err)"
   [ "$(kv "$_r" io)" -gt 0 ] 2>/dev/null || lab_fail "fio $1 wrote nothing: $_r"
   _c=$(echo "$_t0 $(ticks "$EP") $(ticks "$RP") $(ticks "$BP")" |
-    awk '{ printf "cpu_export=%d cpu_replicator=%d cpu_backup=%d", $4 - $1, $5 - $2, $6 - $3 }')
+    awk -v w="$(lab_elapsed "$_w0")" '{ printf "cpu_export=%d cpu_replicator=%d cpu_backup=%d wall_cs=%d", $4 - $1, $5 - $2, $6 - $3, w * 100 }')
   echo "$1 $_r $_c" >>"$W/results.txt"
 }
 # fio_parse JSON -> "err= io= bw= iops= mean_ns= p50_ns= p99_ns=" of the job's writes (completion
@@ -306,12 +307,14 @@ agg() {
     END { b = med("bw"); printf "bw=%d iops=%.1f p50_ns=%d p99_ns=%d io=%d bw_min=%d bw_max=%d n=%d\n",
       b, med("iops"), med("p50_ns"), med("p99_ns"), io, v["bw", 1], v["bw", c["bw"]], c["bw"] }'
 }
-# cpu TARGET WORKLOAD -> CPU ms per MiB fio wrote, over all rounds: the export, the replicator, the backup
+# cpu TARGET WORKLOAD -> the CPU time of the export, the replicator and the backup over all the
+# rounds' fio runs (fio's start-up included): ms per MiB fio wrote, and % of one CPU
 cpu() {
-  grep "^$1-$2-r" "$W/results.txt" | tr ' ' '\n' | awk -F= '$1 == "io" { io += $2 } $1 ~ /^cpu_/ { c[$1] += $2 }
-    END { m = io / 1048576; if (m <= 0) m = 1
-      printf "export_ms_per_mib=%.1f replicator_ms_per_mib=%.1f backup_ms_per_mib=%.1f\n",
-        c["cpu_export"] * 10 / m, c["cpu_replicator"] * 10 / m, c["cpu_backup"] * 10 / m }'
+  grep "^$1-$2-r" "$W/results.txt" | tr ' ' '\n' | awk -F= '$1 == "io" { io += $2 } $1 ~ /^(cpu_|wall_)/ { c[$1] += $2 }
+    END { m = io / 1048576; if (m <= 0) m = 1; w = c["wall_cs"]; if (w <= 0) w = 1
+      printf "export_ms_per_mib=%.1f replicator_ms_per_mib=%.1f backup_ms_per_mib=%.1f export_pct=%.0f replicator_pct=%.0f backup_pct=%.0f wall_s=%.1f\n",
+        c["cpu_export"] * 10 / m, c["cpu_replicator"] * 10 / m, c["cpu_backup"] * 10 / m,
+        100 * c["cpu_export"] / w, 100 * c["cpu_replicator"] / w, 100 * c["cpu_backup"] / w, w / 100 }'
 }
 row() {  # row TARGET WORKLOAD REFERENCE
   echo "$(agg "$1" "$2") $(agg "$3" "$2" | sed 's/\([a-z0-9_]*\)=/ref_\1=/g')" | tr ' ' '\n' | awk -F= -v t="$1" -v w="$2" -v r="$3" '
