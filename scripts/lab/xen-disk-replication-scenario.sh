@@ -96,6 +96,9 @@ reverse_hop() {
   XDEV=$(echo "$SERVED" | sed -n 's/.*served by a disk export (pid [0-9]*) on \(\/dev\/nbd[0-9]*\).*/\1/p')
   [ -n "$XP" ] && [ -n "$XDEV" ] || lab_fail "reverse: cannot read the export's pid and device: $(echo "$SERVED" | cut -c1-300)"
   lab_note "reverse: $(echo "$SERVED" | sed 's/.*\] //' | cut -c1-250)"
+  # the backup raised the device's request size itself (disk::RaiseNbdMaxRequest, DISK.md §8b)
+  MSK=$(cat "/sys/block/${XDEV#/dev/}/queue/max_sectors_kb" 2>/dev/null)
+  [ "$MSK" = 1024 ] || lab_fail "reverse: $XDEV takes requests of '$MSK' KiB, want 1024 (the backup raises it): $(grep -m1 -E 'requests (of up to|stay)' "$D/backup.log" | cut -c1-200)"
   T=$(lab_now)
   until [ "$(grep '"event":"commit"' "$D/events2.jsonl" 2>/dev/null | grep -vc not_resumable)" -ge 6 ]; do
     kill -0 $BP 2>/dev/null || lab_fail "reverse: the reversed primary exited: $(grep -E ' (error|critical) ' "$D/backup.log" | tail -n1 | cut -c1-300)"
