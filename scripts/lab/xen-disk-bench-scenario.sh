@@ -205,6 +205,15 @@ lab_wait_listening "$D/backup.log" $BP
 romulus replicate --domain $G --disk-tap "$TAP" --to 127.0.0.1:7390 --psk-file "$W/psk" --interval 100ms \
   --ack-timeout 30s --stats-json "$D/stats.jsonl" --control-socket "$D/ctl.sock" >"$D/primary.log" 2>&1 &
 RP=$!
+# Memory while replicating, every 2 s: dom0's MemAvailable and Shmem (tmpfs), and the resident
+# set of the export, the replicator and the backup (kB), to mem.txt; the peaks are noted.
+rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+( while :; do
+    echo "$(lab_now) avail=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo) shmem=$(awk '/^Shmem:/ { print $2 }' /proc/meminfo) export=$(rss $EP) replicator=$(rss $RP) backup=$(rss $BP)"
+    sleep 2
+  done ) >"$D/mem.txt" 2>/dev/null &
+MP=$!
+lab_evidence "$D/mem.txt"
 acked() { rj_last_acked "$D/stats.jsonl"; }
 # the epoch the replicator started last (its stats line comes only after the ack, epochs later)
 epoch_now() {
@@ -237,10 +246,12 @@ wait_acked $((C + 5)) 120
 idle_window
 # bjob NAME DEV WORKLOAD: fio_job, and the epochs it ran in (started last at its start .. at its
 # end, + 1) into windows.txt
+# (epoch_now's lab_fail runs in the command substitution: its output is printed and we exit)
 bjob() {
-  alive; _s=$(epoch_now)
+  alive; _s=$(epoch_now) || { echo "$_s"; exit 1; }
   fio_job "$@"
-  echo "${1%%-*} $_s $(( $(epoch_now) + 1 ))" >>"$D/windows.txt"
+  alive; _e=$(epoch_now) || { echo "$_e"; exit 1; }
+  echo "${1%%-*} $_s $((_e + 1))" >>"$D/windows.txt"
 }
 r=1
 while [ $r -le "$ROUNDS" ]; do
@@ -264,6 +275,10 @@ done
 lab_note "romulus: the backup's image equals the primary's store (md5 $A) after epoch $E2 acked"
 idle_window
 alive
+kill $MP 2>/dev/null
+lab_note "memory while replicating (kB): $(awk '{ for (i = 2; i <= NF; i++) { split($i, f, "="); k = f[1]; v = f[2] + 0
+    if (k == "avail") { if (!(k in m) || v < m[k]) m[k] = v } else if (v > m[k]) m[k] = v } }
+  END { printf "MemAvailable min %d, Shmem max %d, RSS max: export %d, replicator %d, backup %d", m["avail"], m["shmem"], m["export"], m["replicator"], m["backup"] }' "$D/mem.txt")"
 kill $RP; wait $RP 2>/dev/null
 kill $BP 2>/dev/null; wait $BP 2>/dev/null
 xl destroy $G--incoming >/dev/null 2>&1
