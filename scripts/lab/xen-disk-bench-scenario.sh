@@ -292,6 +292,7 @@ losetup -d "$LR"; rm -f "$W/raw.img"
 rj_csv "$D/stats.jsonl" acked true epoch pause_us suspend_us disk_records disk_bytes disk_wire_bytes wire_bytes dirty_pages >"$D/stats.csv"
 sed "s/^/LAB-DATA $LAB_SCENARIO stats.csv /" "$D/stats.csv"
 sed "s/^/LAB-DATA $LAB_SCENARIO windows.txt /" "$D/windows.txt"
+sed "s/^/LAB-DATA $LAB_SCENARIO mem.txt /" "$D/mem.txt"
 # each acked epoch after the copy with its label: "romulus" if it carries disk data (nothing but
 # fio writes /dev/nbd0 then), else the window it lies in: idle, raw_rep (fio on the raw device
 # while replicating), romulus (fio starting or ending: not counted), or - (between the windows)
