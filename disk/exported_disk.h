@@ -97,7 +97,7 @@ std::vector<int> FreeNbdDevices(const std::string& sysfs_block);
 // max_hw_sectors_kb; never lowers it. Why: nbd.ko creates every device with
 // 128 KiB, so a 1 MiB write reaches the export as 8 requests, each a round
 // trip through the socket and the export, served one after the other; in the
-// Xen lab's dom0 1 MiB requests carried 1.4x the sequential throughput
+// Xen lab's dom0 1 MiB requests carried 1.4-2.2x the sequential throughput
 // (docs/benchmarks.md). Returns the value in force afterwards. IoError when
 // an attribute is missing or unreadable, or the kernel kept another value.
 Result<uint32_t> RaiseNbdMaxRequest(const std::string& sysfs_block, int k, uint32_t kib);

@@ -196,7 +196,6 @@ lab_counter_first() {
   echo "${_v:-0}"
 }
 
-# lab_wait_counter FILE MIN TIMEOUT_S : wait until the console log shows COUNTER >= MIN.
 # lab_nbd_requests DEV: a connected /dev/nbdK takes requests of up to 1 MiB, as docs/DISK.md §8
 # tells operators (nbd.ko makes every device with 128 KiB); fails if the kernel keeps another value.
 lab_nbd_requests() {
@@ -204,6 +203,7 @@ lab_nbd_requests() {
   echo 1024 >"$_q" 2>/dev/null
   [ "$(cat "$_q" 2>/dev/null)" = 1024 ] || lab_fail "$1: max_sectors_kb is '$(cat "$_q" 2>/dev/null)' after writing 1024"
 }
+# lab_wait_counter FILE MIN TIMEOUT_S : wait until the console log shows COUNTER >= MIN.
 lab_wait_counter() {
   _i=0
   while [ "$(lab_counter_last "$1")" -lt "$2" ]; do

@@ -208,7 +208,7 @@ RP=$!
 # Memory while replicating, every 2 s: dom0's MemAvailable and Shmem (tmpfs), and the resident
 # set of the export, the replicator and the backup (kB), to mem.txt; the peaks are noted.
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
-( while :; do
+( while kill -0 $RP 2>/dev/null; do
     echo "$(lab_now) avail=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo) shmem=$(awk '/^Shmem:/ { print $2 }' /proc/meminfo) export=$(rss $EP) replicator=$(rss $RP) backup=$(rss $BP)"
     sleep 2
   done ) >"$D/mem.txt" 2>/dev/null &
@@ -222,9 +222,12 @@ epoch_now() {
   echo "$_v"
 }
 # idle_window: IDLE epochs with no fio running, into windows.txt
+# (epoch_now's lab_fail runs in the command substitution: its output is printed and we exit)
 idle_window() {
-  _s=$(epoch_now); wait_acked $((_s + IDLE)) 300
-  echo "idle $_s $(epoch_now)" >>"$D/windows.txt"
+  _s=$(epoch_now) || { echo "$_s"; exit 1; }
+  wait_acked $((_s + IDLE)) 300
+  _e=$(epoch_now) || { echo "$_e"; exit 1; }
+  echo "idle $_s $_e" >>"$D/windows.txt"
 }
 alive() { kill -0 $RP 2>/dev/null || lab_fail "the replicator exited: $(grep -E ' (error|critical) ' "$D/primary.log" | tail -n1 | cut -c1-300)"; }
 # wait_acked N SECONDS: until epoch N is acked
@@ -246,7 +249,6 @@ wait_acked $((C + 5)) 120
 idle_window
 # bjob NAME DEV WORKLOAD: fio_job, and the epochs it ran in (started last at its start .. at its
 # end, + 1) into windows.txt
-# (epoch_now's lab_fail runs in the command substitution: its output is printed and we exit)
 bjob() {
   alive; _s=$(epoch_now) || { echo "$_s"; exit 1; }
   fio_job "$@"
@@ -264,7 +266,8 @@ done
 alive
 # every epoch that can hold fio's writes must be acked (the last write's epoch ends at the next
 # suspend): then the backup's image must equal the store
-E1=$(epoch_now); wait_acked $((E1 + 2)) 120
+E1=$(epoch_now) || { echo "$E1"; exit 1; }
+wait_acked $((E1 + 2)) 120
 E2=$(acked)
 A=$(data_md5 "$D/store.img"); n=0
 for f in "$D"/disks/*.img; do

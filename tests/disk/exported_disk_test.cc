@@ -303,6 +303,17 @@ TEST_F(ExportedDiskTest, ADeviceLeftConnectedByAKilledClientIsDisconnectedAndAno
   EXPECT_EQ(NbdClientPid(sysfs_, 3), -1);
 }
 
+TEST_F(ExportedDiskTest, ADeviceWhoseRequestSizeCannotBeRaisedStillServes) {
+  // nbd1 taken: the first free device is nbd2, which has no queue attributes.
+  std::ofstream(sysfs_ + "/nbd1/pid") << "1\n";
+  auto d = ExportedDisk::Start(image_, "xvdb", opts_);
+  ASSERT_TRUE(d.ok()) << "only throughput depends on the request size: " << d.status().ToString();
+  leftover_.push_back((*d)->export_pid());
+  EXPECT_EQ((*d)->path(), devdir_ + "/nbd2");
+  const std::vector<uint8_t> got = ReadThroughNbd((*d)->nbd_socket());
+  EXPECT_TRUE(got.size() == 8192 && std::equal(got.begin(), got.end(), content_.begin() + 65536));
+}
+
 TEST_F(ExportedDiskTest, NoFreeDeviceIsSaidBeforeAnythingStarts) {
   std::ofstream(sysfs_ + "/nbd1/pid") << "1\n";
   std::ofstream(sysfs_ + "/nbd2/pid") << "1\n";
