@@ -19,6 +19,7 @@
 #include "common/units.h"
 #include "disk/disk_export.h"
 #include "disk/exported_disk.h"
+#include "disk/io_flusher.h"
 #include "disk/tap_wire.h"
 
 namespace romulus::cli {
@@ -68,6 +69,14 @@ int RunDiskExport(int argc, char** argv) {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  // Also before any thread starts: they inherit the mark (disk/io_flusher.h).
+  if (Status flusher = disk::MarkIoFlusher(); flusher.ok()) {
+    spdlog::info("disk-export '{}': marked as an I/O flusher (PR_SET_IO_FLUSHER)", o.name);
+  } else {
+    spdlog::warn("disk-export '{}': not marked as an I/O flusher: {}; short of memory, the kernel may make this export "
+                 "wait for writeback that only it can complete",
+                 o.name, flusher.message());
+  }
 
   auto exp = disk::DiskExport::Open(o);
   if (!exp.ok()) {

@@ -141,6 +141,9 @@ rm -f "$IMG"; truncate -s 64M "$IMG" || lab_fail "cannot create $IMG"
 disk_export_start "$IMG"
 lab_note "export: $(grep -m1 "disk export 'xvdb'" "$W/export.log" | cut -c1-200)"
 lab_note "export: $(grep -m1 ready "$W/export.log" | cut -c1-200)"
+# dom0's root has CAP_SYS_RESOURCE: the export must have marked itself (disk/io_flusher.h)
+grep -q 'marked as an I/O flusher' "$W/export.log" ||
+  lab_fail "the export is not marked as an I/O flusher: $(grep -m1 'I/O flusher' "$W/export.log" | cut -c1-240)"
 nbd_connect
 
 # ---- 3. the guest and its writer
