@@ -25,12 +25,13 @@
 
 #include "common/status.h"
 #include "disk/block_device.h"
+#include "protocol/disk_records.h"
 
 namespace romulus::disk {
 
 // What a connected /dev/nbdK should let the kernel send in one request:
 // 1 MiB, one DISK record's largest chunk (protocol::kMaxDiskWriteChunk).
-inline constexpr uint32_t kNbdMaxRequestKib = 1024;
+inline constexpr uint32_t kNbdMaxRequestKib = protocol::kMaxDiskWriteChunk / 1024;
 
 struct ExportedDiskOptions {
   std::string romulus;                  // the romulus binary that runs `disk-export`
