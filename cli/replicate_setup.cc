@@ -11,6 +11,7 @@
 
 #include "cli/commands.h"
 #include "cli/kill_point.h"
+#include "common/thread_name.h"
 #include "common/units.h"
 #include "compress/page.h"
 #include "compress/xbzrle.h"
@@ -221,6 +222,7 @@ class SignalWatcher {
     sigaddset(&set, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     thread_ = std::thread([set, on_signal = std::move(on_signal)] {
+      NameThisThread("signal-wait");
       int sig = 0;
       sigwait(&set, &sig);
       if (!on_signal) {
@@ -347,6 +349,7 @@ int RunPrimary(const ReplicateSetup& setup, std::unique_ptr<replicator::Checkpoi
   std::thread timer;
   if (setup.duration.count() > 0) {
     timer = std::thread([d = setup.duration] {
+      NameThisThread("duration");
       auto until = std::chrono::steady_clock::now() + d;
       while (!g_stop.load() && std::chrono::steady_clock::now() < until) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "common/thread_annotations.h"
+#include "common/thread_name.h"
 
 namespace romulus::devicemodel {
 
@@ -107,7 +108,10 @@ Result<WritebackWatch> WritebackWatch::Open(const std::vector<std::string>& path
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
-  w.thread_ = std::thread([f = std::move(flusher)] { f->Run(); });
+  w.thread_ = std::thread([f = std::move(flusher)] {
+    NameThisThread("dm-flush");
+    f->Run();
+  });
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   return w;
 }

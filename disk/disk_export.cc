@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/random_id.h"
+#include "common/thread_name.h"
 #include "disk/export_socket.h"
 #include "disk/tap_wire.h"
 
@@ -114,7 +115,10 @@ Status DiskExport::Start() {
   spdlog::info("disk export '{}': {} ({} bytes, {}), NBD socket {}, tap socket {}, log budget {} bytes",
                options_.name, options_.store_path, store_->size(), store_->io_mode(), options_.nbd_socket,
                options_.tap_socket, options_.budget_bytes);
-  accept_thread_ = std::thread([this] { AcceptLoop(); });
+  accept_thread_ = std::thread([this] {
+    NameThisThread("export-accept");
+    AcceptLoop();
+  });
   return Status::Ok();
 }
 
@@ -167,6 +171,7 @@ void DiskExport::Spawn(int fd, bool nbd) {
   auto c = std::make_unique<Conn>();
   Conn* raw = c.get();
   c->thread = std::thread([this, fd, nbd, raw] {
+    NameThisThread(nbd ? "export-nbd" : "export-tap");
     if (nbd) {
       const std::string peer = PeerName(fd);
       Status cred = CheckPeer(fd, "NBD socket of export '" + options_.name + "'");

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "common/thread_name.h"
+
 namespace romulus::disk {
 
 namespace {
@@ -37,7 +39,10 @@ void SyncRunner::Start(std::shared_ptr<const protocol::DiskChunkTable> backup) {
     sealed_permille_ = 0;
     error_ = Status::Ok();
   }
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("disk-sync");
+    Run();
+  });
 }
 
 void SyncRunner::Stop() {

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/thread_name.h"
 #include "common/units.h"
 #include "control/replies.h"
 #include "events/event_log.h"
@@ -162,7 +163,10 @@ Result<std::unique_ptr<ControlServer>> ControlServer::Start(const std::string& p
     return Status::FromErrno("listening on control socket " + path, err);
   }
   ControlServer* raw = s.get();
-  im.thread = std::thread([raw] { raw->Loop(); });
+  im.thread = std::thread([raw] {
+    NameThisThread("ctl-accept");
+    raw->Loop();
+  });
   spdlog::info("control socket {} (romulus ctl --socket {} status)", path, path);
   return s;
 }
@@ -216,6 +220,7 @@ void ControlServer::Loop() {
     auto client = std::make_shared<Impl::Client>();
     im.clients.push_back(client);
     client->thread = std::thread([this, fd, client] {
+      NameThisThread("ctl-client");
       Serve(fd);
       std::lock_guard<std::mutex> done_lock(impl_->mu);
       client->done = true;

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/thread_name.h"
+
 namespace romulus::replicator {
 
 namespace {
@@ -58,6 +60,7 @@ Result<std::unique_ptr<MetricsTextfile>> MetricsTextfile::Open(const std::string
   m->pause_buckets_.assign(kNumPauseBuckets, 0);
   MetricsTextfile* raw = m.get();
   m->writer_ = std::thread([raw] {
+    NameThisThread("metrics");
     std::unique_lock<std::mutex> lock(raw->mu_);
     while (!raw->closed_) {
       raw->cv_.wait_for(lock, std::chrono::seconds(1));

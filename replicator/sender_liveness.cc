@@ -17,6 +17,7 @@
 #include <list>
 
 #include "common/clock.h"
+#include "common/thread_name.h"
 #include "protocol/messages.h"
 #include "replicator/checkpoint_sender_impl.h"
 
@@ -69,9 +70,18 @@ void CheckpointSender::Impl::FailAfterWriteError(const Status& st) {
 }
 
 void CheckpointSender::Impl::StartThreads() {
-  reader = std::thread([this] { ReadLoop(); });
-  heartbeat = std::thread([this] { HeartbeatLoop(); });
-  wire = std::thread([this] { WireLoop(); });
+  reader = std::thread([this] {
+    NameThisThread("ack-reader");
+    ReadLoop();
+  });
+  heartbeat = std::thread([this] {
+    NameThisThread("heartbeat");
+    HeartbeatLoop();
+  });
+  wire = std::thread([this] {
+    NameThisThread("wire");
+    WireLoop();
+  });
 }
 
 void CheckpointSender::Impl::Cut() {
@@ -406,6 +416,7 @@ class DrainSet {
     CheckpointSender::Impl* raw = e.impl.get();
     std::atomic<bool>* done = &e.done;
     e.thread = std::thread([raw, done] {
+      NameThisThread("drain");
       raw->Drain();
       done->store(true);
     });

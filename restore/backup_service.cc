@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/digest.h"
+#include "common/thread_name.h"
 #include "protocol/messages.h"
 #include "restore/fence.h"
 #include "restore/running_clock.h"
@@ -116,7 +117,10 @@ void BackupService::AcceptLoop() {
     p->stream = std::move(*s);
     p->since = Clock::now();
     pending_.push_back(p);
-    p->thread = std::thread([this, p] { ReadHelloOf(p); });
+    p->thread = std::thread([this, p] {
+      NameThisThread("hello-reader");
+      ReadHelloOf(p);
+    });
   }
 }
 
@@ -198,7 +202,10 @@ BackupOutcome BackupService::Activate(const Decision& d) {
 
 BackupOutcome BackupService::Run() {
   if (sink_->has_committed()) last_digest_ = options_.loaded_digest;
-  acceptor_ = std::thread([this] { AcceptLoop(); });
+  acceptor_ = std::thread([this] {
+    NameThisThread("backup-accept");
+    AcceptLoop();
+  });
   RunningClock clock(Clock::now());
   FailoverJudge judge(options_.judge);
   if (sink_->has_committed()) judge.CheckpointLoaded(sink_->last_committed_epoch());

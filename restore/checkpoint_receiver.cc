@@ -14,6 +14,7 @@
 #include "common/clock.h"
 #include "common/digest.h"
 #include "common/thread_annotations.h"
+#include "common/thread_name.h"
 #include "common/units.h"
 #include "compress/page_batch.h"
 #include "protocol/disk_records.h"
@@ -58,7 +59,10 @@ class HeartbeatSender {
  public:
   HeartbeatSender(protocol::FrameWriter* writer, std::chrono::milliseconds every,
                   const std::atomic<uint64_t>* committed)
-      : writer_(writer), every_(every), committed_(committed), thread_([this] { Loop(); }) {}
+      : writer_(writer), every_(every), committed_(committed), thread_([this] {
+          NameThisThread("heartbeat");
+          Loop();
+        }) {}
   ~HeartbeatSender() {
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -15,6 +15,7 @@
 
 #include "common/digest.h"
 #include "common/little_endian.h"
+#include "common/thread_name.h"
 #include "compress/page.h"
 #include "disk/backing_store.h"
 #include "disk/request_executor.h"
@@ -396,7 +397,10 @@ Status SimGuest::Start() {
   if (spec_.disk_bytes != 0 && !disk_exec_) return Status::InvalidArgument("sim guest: the disk is not open (OpenDisk)");
   started_ = true;
   stop_ = false;
-  worker_ = std::thread([this] { WorkerLoop(); });
+  worker_ = std::thread([this] {
+    NameThisThread("sim-guest");
+    WorkerLoop();
+  });
   return Status::Ok();
 }
 

@@ -34,6 +34,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/thread_annotations.h"
+#include "common/thread_name.h"
 #include "transport/drop_log.h"
 #include "transport/io_util.h"
 #include "transport/tcp.h"
@@ -376,7 +377,10 @@ Result<std::unique_ptr<Listener>> Listener::Bind(const std::string& addr, uint16
   std::string name = internal::SockaddrToString(reinterpret_cast<sockaddr*>(&ss), len);
   auto state = std::make_unique<State>(*fd, wake, std::move(sec), options);
   try {
-    state->acceptor = std::thread([s = state.get()] { s->Run(); });
+    state->acceptor = std::thread([s = state.get()] {
+      NameThisThread("tls-accept");
+      s->Run();
+    });
   } catch (const std::system_error& e) {
     return Status::IoError(std::string("cannot start the listener thread: ") + e.what());
   }

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "common/thread_annotations.h"
+#include "common/thread_name.h"
 
 namespace romulus::transport::internal {
 namespace {
@@ -74,6 +75,7 @@ Result<AddrList> ResolveWithin(const std::string& host, uint16_t port,
   g_outstanding.fetch_add(1);
   try {
     std::thread([lookup, resolver, host, port] {
+      NameThisThread("resolver");
       Result<AddrList> r = resolver(host, port);
       {
         std::lock_guard<std::mutex> lock(lookup->mu);

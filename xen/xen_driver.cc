@@ -39,6 +39,7 @@
 #include <thread>
 
 #include "buffer/staging_queue.h"
+#include "common/thread_name.h"
 #include "devicemodel/checkpoint_pause.h"
 #include "devicemodel/device_state_file.h"
 #include "devicemodel/writeback_watch.h"
@@ -784,8 +785,16 @@ Status Session::Run() {
     if (fcntl(fds[1], F_SETPIPE_SZ, sz) >= 0) break;
   }
 
-  std::thread reader([&] { ReaderLoop(fds[0]); });
-  std::thread worker([&] { WorkerLoop(); });
+  // The calling thread runs libxenguest's save (log-dirty, mapping, the
+  // stream's writes); these two read and parse that stream.
+  std::thread reader([&] {
+    NameThisThread("save-reader");
+    ReaderLoop(fds[0]);
+  });
+  std::thread worker([&] {
+    NameThisThread("save-parser");
+    WorkerLoop();
+  });
 
   struct save_callbacks cb;
   memset(&cb, 0, sizeof cb);

@@ -1,5 +1,6 @@
 #include "xen/xen_replica.h"
 
+#include "common/thread_name.h"
 #include "devicemodel/device_model_process.h"
 #include "xen/incoming_device_model.h"
 #include "xen/loop_device.h"
@@ -137,6 +138,7 @@ Status XenReplica::StartRestore() {
   setsockopt(out_fd_, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
   setsockopt(in_fd_, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
   restore_ = std::thread([this] {
+    NameThisThread("xc-restore");
     struct restore_callbacks cb;
     memset(&cb, 0, sizeof cb);
     cb.checkpoint = &XenReplica::CheckpointCb;

@@ -28,6 +28,15 @@ start_pair() {  # start_pair NAME BACKUP_ARGS...: sets bpid, ppid, port
 
 # --- short: silence shorter than the backup's failover timeout
 start_pair short --failover-timeout 10s --no-fence
+# Where an operator looks first at a stalled process (ps -L, top -H): each
+# thread says what it does.
+for who in "primary:$ppid:wire ack-reader heartbeat sim-guest" "backup:$bpid:backup-accept heartbeat"; do
+  IFS=: read -r side pid want <<<"$who"
+  names=" $(cat /proc/"$pid"/task/*/comm 2>/dev/null | sort -u | tr '\n' ' ') "
+  for n in $want; do
+    [[ $names == *" $n "* ]] || check_fail "the $side has no thread named $n (threads:$names)"
+  done
+done
 before=$(last_commit "$T/short-events.json")
 kill -STOP "$ppid"
 sleep 2.5  # the stall itself

@@ -8,8 +8,15 @@ Romulus' own encoders.
                                         "attached tag=N records=R", then waits forever (to be killed)
   tap-refused SOCK                      expects ERROR instead of HELLO; prints its text
   tap-garbage SOCK                      HELLO, then 16 bytes of garbage; expects the export to close
+  load SOCK NAME TAPSOCK PID EPOCHS MIB  EPOCHS epochs, each MIB MiB of writes (256 of 4 KiB, the rest
+                                        1 MiB, random places) then PAUSE, SEAL (reading every
+                                        record), ACKED; every 25th epoch twice the export's log
+                                        budget, so the export drops it and the next PAUSE is a
+                                        full copy. Prints the export's (PID) VmRSS after the
+                                        first 50 epochs and at the end, and its VmHWM
 Exit 0 on success, 1 with a message otherwise. Every read has a 20 s timeout.
 """
+import random
 import socket
 import struct
 import sys
@@ -132,6 +139,78 @@ def tap_garbage(path):
     print("dropped")
 
 
+def vm_kib(pid, key):
+    for line in open("/proc/%d/status" % pid):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise RuntimeError("no %s for pid %d" % (key, pid))
+
+
+def nbd_open(path, name):
+    s = connect(path)
+    g = recv_exact(s, 18)
+    if g[:8] != b"NBDMAGIC" or g[8:16] != b"IHAVEOPT":
+        raise RuntimeError("not an NBD greeting")
+    s.sendall(struct.pack(">I", 3))
+    n = name.encode()
+    s.sendall(b"IHAVEOPT" + struct.pack(">II", 1, len(n)) + n)
+    size, _flags = struct.unpack(">QH", recv_exact(s, 10))
+    return s, size
+
+
+def load(path, name, tap_path, pid, epochs, mib):
+    rnd = random.Random(7)
+    s, size = nbd_open(path, name)
+    t = connect(tap_path)
+    kind, body = tap_read(t)
+    if kind != 1:
+        raise RuntimeError("expected HELLO, got type %d" % kind)
+    (budget,) = struct.unpack("<Q", body[16:24])
+    data = bytes(rnd.getrandbits(8) for _ in range(1 << 20))
+    cookie = 0
+    full_copy = True
+    sealed = dropped = 0
+    warm = None
+    for e in range(1, epochs + 1):
+        t.sendall(tap_header(2, 8) + bytes([1 if full_copy else 0]) + bytes(7))
+        kind, body = tap_read(t)
+        if kind != 3:
+            raise RuntimeError("epoch %d: expected PAUSED, got type %d: %r" % (e, kind, body[4:]))
+        (tag,) = struct.unpack("<Q", body[:8])
+        full_copy = False
+        # The writes of the epoch that PAUSE just opened.
+        want = (2 * budget + (1 << 20)) if e % 25 == 0 else mib << 20
+        done = 0
+        while done < want:
+            n = 4096 if done < 256 * 4096 else min(1 << 20, want - done)
+            off = rnd.randrange((size - n) // 4096 + 1) * 4096
+            cookie += 1
+            s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, cookie, off, n) + data[:n])
+            magic, err, c = struct.unpack(">IIQ", recv_exact(s, 16))
+            if magic != 0x67446698 or err != 0 or c != cookie:
+                raise RuntimeError("WRITE failed: error %d" % err)
+            done += n
+        # Seal the epoch PAUSE ended (its records were written before it).
+        t.sendall(tap_header(4, 16) + struct.pack("<QII", tag, 10000, 0))
+        while True:
+            kind, body = tap_read(t)
+            if kind == 6:
+                sealed += 1
+                t.sendall(tap_header(8, 8) + struct.pack("<Q", tag))
+                break
+            if kind == 7:
+                dropped += 1
+                full_copy = True
+                break
+            if kind != 5:
+                raise RuntimeError("epoch %d: unexpected type %d" % (e, kind))
+        if e == 50:
+            warm = vm_kib(pid, "VmRSS")
+    end = vm_kib(pid, "VmRSS")
+    print("load sealed=%d dropped=%d rss_warm_kib=%d rss_end_kib=%d hwm_kib=%d budget=%d"
+          % (sealed, dropped, warm, end, vm_kib(pid, "VmHWM"), budget), flush=True)
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "nbd-write":
@@ -142,6 +221,8 @@ def main(argv):
         tap_refused(argv[2])
     elif cmd == "tap-garbage":
         tap_garbage(argv[2])
+    elif cmd == "load":
+        load(argv[2], argv[3], argv[4], int(argv[5]), int(argv[6]), int(argv[7]))
     else:
         raise SystemExit("unknown command " + cmd)
 
