@@ -58,6 +58,20 @@ loop_attach() {
 # ticks PID: the process's user + system CPU time so far in USER_HZ (1/100 s) ticks; 0 without one
 # (an empty PID is no process: "/proc//stat" would be the system's own statistics)
 ticks() { [ -n "$1" ] && awk 'NR == 1 { print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# threads PID: "TID NAME USER SYS" per thread of PID (USER_HZ ticks; the names: docs/STATS.md)
+threads() {
+  for _t in /proc/$1/task/*; do
+    [ -r "$_t/stat" ] && echo "${_t##*/} $(cat "$_t/comm" 2>/dev/null) $(awk '{ print $14, $15 }' "$_t/stat" 2>/dev/null)"
+  done
+}
+# thread_cpu BEFORE AFTER: the CPU each thread name used between two `threads` listings, summed by
+# name, busiest first: "name=USER+SYS" in ticks (a thread started meanwhile counts from 0)
+thread_cpu() {
+  awk 'NR == FNR { u[$1] = $3; s[$1] = $4; next }
+    { du[$2] += $3 - u[$1]; ds[$2] += $4 - s[$1] }
+    END { for (n in du) if (du[n] + ds[n] > 0) printf "%d %s=%d+%d\n", du[n] + ds[n], n, du[n], ds[n] }' "$1" "$2" |
+    sort -rn | cut -d' ' -f2 | tr '\n' ' '
+}
 # fio_job NAME DEV rand4k|seq1m : fio's JSON report in $W/NAME.json; fails on an error or no writes.
 # Also the CPU time the export ($EP), the replicator ($RP) and the backup ($BP) spent meanwhile.
 fio_job() {
@@ -223,11 +237,19 @@ epoch_now() {
 }
 # idle_window: IDLE epochs with no fio running, into windows.txt
 # (epoch_now's lab_fail runs in the command substitution: its output is printed and we exit)
+# Each also notes where the replicator's and the backup's CPU went, by thread (memory alone: the
+# guest idles, no disk writes).
 idle_window() {
+  threads $RP >"$D/thr-r0"; threads $BP >"$D/thr-b0"; _w=$(lab_now); _k0=$(head -n1 /proc/stat)
   _s=$(epoch_now) || { echo "$_s"; exit 1; }
   wait_acked $((_s + IDLE)) 300
   _e=$(epoch_now) || { echo "$_e"; exit 1; }
   echo "idle $_s $_e" >>"$D/windows.txt"
+  threads $RP >"$D/thr-r1"; threads $BP >"$D/thr-b1"
+  _k=$(echo "$_k0 $(head -n1 /proc/stat)" | awk '{ n = (NF / 2); printf "user %d sys %d irq+softirq %d idle %d iowait %d steal %d",
+    $(n+2) + $(n+3) - $2 - $3, $(n+4) - $4, $(n+7) + $(n+8) - $7 - $8, $(n+5) - $5, $(n+6) - $6, $(n+9) - $9 }')
+  lab_note "idle window, dom0 all CPUs (ticks): $_k"
+  lab_note "idle window, epochs $_s..$_e in $(lab_elapsed "$_w") s, CPU ticks (1/100 s) user+sys by thread: replicator $(thread_cpu "$D/thr-r0" "$D/thr-r1")| backup $(thread_cpu "$D/thr-b0" "$D/thr-b1")"
 }
 alive() { kill -0 $RP 2>/dev/null || lab_fail "the replicator exited: $(grep -E ' (error|critical) ' "$D/primary.log" | tail -n1 | cut -c1-300)"; }
 # wait_acked N SECONDS: until epoch N is acked
