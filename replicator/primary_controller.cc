@@ -496,6 +496,7 @@ EpochSession::Next PrimaryController::NextEpoch() {
 Status PrimaryController::Suspended(uint64_t epoch) {
   const auto now = Clock::now();
   cur_period_ = duration_cast<microseconds>(now - last_suspend_);
+  cur_disk_cut_ = microseconds(0);
   cur_protected_ = protected_.load();
   cur_output_ = output_.Describe();
   last_suspend_ = now;
@@ -522,7 +523,9 @@ Status PrimaryController::GuestPaused(uint64_t epoch) {
     copy.digests = sender_->TakeBackupDiskDigests();
     if (sender_->disk_delta_agreed()) copy.lineages = session_disk_lineages_;
   }
+  const auto t0 = Clock::now();
   Status st = opts_.disks->Paused(epoch, first, copy);
+  cur_disk_cut_ = duration_cast<microseconds>(Clock::now() - t0);
   if (!st.ok()) {
     // Not the backup's fault, but the session cannot go on: a resync.
     backup_failed_.store(true);
@@ -642,6 +645,7 @@ void PrimaryController::Publish(const EpochStats& taken) {
     st.protected_ = cur_protected_;
     st.output_commit = cur_output_;
     st.period = cur_period_;
+    st.disk_cut = cur_disk_cut_;
   }
   st.has_disks = opts_.disks != nullptr && !opts_.disks->empty();
   if (stats_) stats_->Epoch(st);

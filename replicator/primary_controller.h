@@ -241,6 +241,7 @@ class PrimaryController final : private EpochSession {
   bool cur_protected_ = false;
   std::string cur_output_;
   std::chrono::microseconds cur_period_{0};
+  std::chrono::microseconds cur_disk_cut_{0};  // GuestPaused of epoch_
 
   std::atomic<int64_t> interval_us_;
   std::atomic<bool> protected_{false};

@@ -64,6 +64,7 @@ std::string EpochStatsJson(const EpochStats& e) {
     j["disk_records"] = e.disk_records;
     j["disk_bytes"] = e.disk_bytes;
     j["disk_wire_bytes"] = e.disk_wire_bytes;
+    j["disk_cut_us"] = static_cast<int64_t>(e.disk_cut.count());
   }
   // Backend extras after the stable keys; a key that repeats a stable one
   // would overwrite it in place, which no backend does.

@@ -37,6 +37,9 @@ struct EpochStats {
   // uncompressed write bytes, wire bytes of DISK + DISK_END frames.
   bool has_disks = false;
   uint64_t disk_records = 0, disk_bytes = 0, disk_wire_bytes = 0;
+  // Part of `pause` spent cutting the disks' epoch (each tap's Pause: one
+  // round trip to a disk-export, or a session's in-pause copy).
+  std::chrono::microseconds disk_cut{0};
   // Backend-specific integer members rendered after the stable keys, in this
   // order (the Xen path: "state_records", ...; docs/STATS.md). Empty for the
   // engine. Keys are plain identifiers.

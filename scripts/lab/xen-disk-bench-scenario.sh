@@ -314,7 +314,7 @@ losetup -d "$LS" 2>/dev/null
 losetup -d "$LR"; rm -f "$W/raw.img"
 
 # ---------------------------------------------------------------- the epochs
-rj_csv "$D/stats.jsonl" acked true epoch pause_us suspend_us disk_records disk_bytes disk_wire_bytes wire_bytes dirty_pages >"$D/stats.csv"
+rj_csv "$D/stats.jsonl" acked true epoch pause_us suspend_us disk_records disk_bytes disk_wire_bytes wire_bytes dirty_pages disk_cut_us >"$D/stats.csv"
 sed "s/^/LAB-DATA $LAB_SCENARIO stats.csv /" "$D/stats.csv"
 sed "s/^/LAB-DATA $LAB_SCENARIO windows.txt /" "$D/windows.txt"
 sed "s/^/LAB-DATA $LAB_SCENARIO mem.txt /" "$D/mem.txt"
@@ -325,10 +325,11 @@ awk -F, -v c="$C" 'NR == FNR { split($0, f, " "); n++; L[n] = f[1]; S[n] = f[2] 
   $1 + 0 <= c { next }
   { l = "-"; if ($4 > 0) l = "romulus"; else for (i = 1; i <= n; i++) if ($1 + 0 >= S[i] && $1 + 0 <= E[i]) l = L[i]
     print $0 "," l }' "$D/windows.txt" "$D/stats.csv" >"$D/epochs.csv"
-# pstat LABEL DISK(0: no disk records, 1: some) pause|stopped|pages -> "n= p50= p90=" (ms; pages)
+# pstat LABEL DISK(0: no disk records, 1: some) pause|stopped|pages|cut -> "n= p50= p90=" (ms; pages)
+# (cut: the part of the pause spent on the disk's PAUSE round trip, `disk_cut_us`)
 pstat() {
-  awk -F, -v l="$1" -v d="$2" -v m="$3" '$9 == l && (d ? $4 > 0 : $4 == 0) {
-      print (m == "stopped" ? ($2 - $3) / 1000 : m == "pause" ? $2 / 1000 : $8) }' "$D/epochs.csv" |
+  awk -F, -v l="$1" -v d="$2" -v m="$3" '$10 == l && (d ? $4 > 0 : $4 == 0) {
+      print (m == "stopped" ? ($2 - $3) / 1000 : m == "pause" ? $2 / 1000 : m == "cut" ? $9 / 1000 : $8) }' "$D/epochs.csv" |
     sort -n | awk '{ v[NR] = $1 } END { if (!NR) { print "n=0 p50=- p90=-"; exit }
       i = int((NR + 1) / 2); j = int(NR * 0.9 + 0.999); if (j < 1) j = 1
       printf "n=%d p50=%.1f p90=%.1f\n", NR, v[i], v[j] }'
@@ -381,7 +382,7 @@ for wl in rand4k seq1m; do for t in nbd128 nbd raw_rep romulus; do
   lab_figure "cpu target=$t load=$wl $(cpu $t $wl)"
 done; done
 lab_note "romulus epochs: copy complete with epoch $C; $(tr '\n' ';' <"$D/windows.txt" | cut -c1-400)"
-for m in pause stopped pages; do
+for m in pause stopped cut pages; do
   lab_note "romulus $m: idle $(pstat idle 0 $m); fio on raw (no disk data) $(pstat raw_rep 0 $m); fio through romulus (epochs with disk data) $(pstat romulus 1 $m)"
   lab_figure "romulus_$m idle: $(pstat idle 0 $m) raw_rep: $(pstat raw_rep 0 $m) romulus: $(pstat romulus 1 $m)"
 done

@@ -620,12 +620,47 @@ TEST(DiskReplicator, OverBudgetEpochEndsTheSessionWithoutPartialData) {
   EXPECT_NE(st.message().find("resync"), std::string::npos) << st.message();
 }
 
+// A tap whose Pause takes at least `delay` (a disk-export slow to answer
+// PAUSE), delegating everything to a real tap.
+class SlowPauseTap final : public disk::DiskTap {
+ public:
+  SlowPauseTap(disk::DiskTap* real, std::chrono::milliseconds delay) : real_(real), delay_(delay) {}
+  const protocol::DiskInfo& info() const override { return real_->info(); }
+  bool can_stream() const override { return real_->can_stream(); }
+  uint64_t lineage() const override { return real_->lineage(); }
+  void Refresh() override { real_->Refresh(); }
+  void Acked(uint64_t tag) override { real_->Acked(tag); }
+  uint64_t change_floor() const override { return real_->change_floor(); }
+  uint64_t copied_regions() const override { return real_->copied_regions(); }
+  Result<uint64_t> Pause(disk::CopyMode copy, uint64_t since, uint64_t lineage,
+                         std::shared_ptr<const protocol::DiskChunkTable> backup) override {
+    std::this_thread::sleep_for(delay_);
+    return real_->Pause(copy, since, lineage, std::move(backup));
+  }
+  Status Seal(uint64_t tag, std::chrono::steady_clock::time_point deadline) override {
+    return real_->Seal(tag, deadline);
+  }
+  void ForEachSealed(const std::function<void(const protocol::DiskRecord&)>& fn) const override {
+    real_->ForEachSealed(fn);
+  }
+  uint32_t sealed_sync_state() const override { return real_->sealed_sync_state(); }
+
+ private:
+  disk::DiskTap* real_;
+  std::chrono::milliseconds delay_;
+};
+
 // The whole primary: PrimaryController + TimerDriver on a running simulated
 // guest with a disk. Every epoch the backup receives carries the disk part,
 // and the disk copy it builds holds exactly the records the epoch's state
 // says were written, although the guest keeps writing while epochs stream.
+// The tap answers PAUSE 2 ms late: each epoch's stats count that time as its
+// disk cut, inside its pause.
 TEST(DiskReplicator, TheControllerReplicatesTheDiskWithEveryEpoch) {
   Primary p("sim:size=4M,workload=sequential,seed=11,rate=2000,disk=64K");
+  constexpr auto kPauseDelay = 2ms;
+  SlowPauseTap slow(p.tap.get(), kPauseDelay);
+  DiskReplicator disks({&slow});
   auto pair = test_engine::MakeStreamPair();
   DiskBackup backup(std::move(pair.backup));
   uint64_t checked = 0, last_records = 0;
@@ -666,7 +701,7 @@ TEST(DiskReplicator, TheControllerReplicatesTheDiskWithEveryEpoch) {
   lopt.interval = 5ms;
   lopt.max_epochs = 25;
   lopt.ack_timeout = kBound;
-  lopt.disks = p.disks.get();
+  lopt.disks = &disks;
   std::vector<EpochStats> seen;
   lopt.on_epoch = [&](const EpochStats& st) { seen.push_back(st); };
   std::unique_ptr<transport::Stream> primary_end = std::move(pair.primary);
@@ -676,7 +711,7 @@ TEST(DiskReplicator, TheControllerReplicatesTheDiskWithEveryEpoch) {
   };
   ASSERT_TRUE(p.guest->Start().ok());
   TimerDriverOptions topts;
-  topts.disks = p.disks->infos();
+  topts.disks = disks.infos();
   PrimaryController loop(MakeTimerDriver(*p.guest, topts), output, connect, sopt, lopt, nullptr);
   std::atomic<bool> stop{false};
   Status st = loop.Run(stop);
@@ -691,10 +726,14 @@ TEST(DiskReplicator, TheControllerReplicatesTheDiskWithEveryEpoch) {
   for (const EpochStats& e : seen) {
     EXPECT_TRUE(e.has_disks);
     EXPECT_GT(e.disk_wire_bytes, 0u);  // a DISK_END at least, every epoch
+    EXPECT_GE(e.disk_cut, kPauseDelay) << "epoch " << e.epoch;
+    EXPECT_LE(e.disk_cut, e.pause) << "epoch " << e.epoch << ": the cut is inside the pause";
     records += e.disk_records;
   }
   EXPECT_GT(records, 0u);
-  EXPECT_NE(EpochStatsJson(seen.back()).find("\"disk_wire_bytes\""), std::string::npos);
+  const std::string json = EpochStatsJson(seen.back());
+  EXPECT_NE(json.find("\"disk_wire_bytes\""), std::string::npos);
+  EXPECT_NE(json.find("\"disk_cut_us\":" + std::to_string(seen.back().disk_cut.count())), std::string::npos) << json;
 }
 
 // A tap that records how it was paused; its lineage can change under the
