@@ -20,6 +20,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "common/thread_name.h"
 #include "common/units.h"
 #include "compress/page.h"
 #include "replicator/primary_controller.h"
@@ -97,7 +98,10 @@ Result<RunResult> RunOnce(const sim::SimSpec& spec, microseconds interval, micro
   std::unique_ptr<transport::Stream> b = std::move(pair->second);
   restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
   restore::SessionEnd end;
-  std::thread backup([&] { end = receiver.Serve(*b, **sink, nullptr); });
+  std::thread backup([&] {
+    NameThisThread("bench-backup");
+    end = receiver.Serve(*b, **sink, nullptr);
+  });
 
   replicator::SenderOptions sopt;
   sopt.codec.cache_pages = cache_pages;
@@ -206,7 +210,10 @@ Result<FirstSyncResult> RunFirstSync(const sim::SimSpec& spec, const std::string
   std::unique_ptr<transport::Stream> a = std::move(pair->first);
   std::unique_ptr<transport::Stream> b = std::move(pair->second);
   restore::CheckpointReceiver receiver(restore::ReceiverOptions{});
-  std::thread backup([&] { (void)receiver.Serve(*b, **sink, nullptr); });
+  std::thread backup([&] {
+    NameThisThread("bench-backup");
+    (void)receiver.Serve(*b, **sink, nullptr);
+  });
 
   replicator::SenderOptions sopt;
   sopt.codec.cache_pages = cache_pages;

@@ -38,6 +38,7 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "cli/spawn.h"
+#include "common/thread_name.h"
 #include "replicator/control.h"
 #include "replicator/primary_controller.h"
 #include "replicator/timer_driver.h"
@@ -267,8 +268,12 @@ int RunDrillVerify(int argc, char** argv) {
       return kExitFailure;
     }
     const uint64_t n = static_cast<uint64_t>(acked) + a;
-    auto fb = std::async(std::launch::async, AskDigest, bsock, n, want_regions);
-    auto fp = std::async(std::launch::async, AskDigest, psock, n, want_regions);
+    auto ask = [want_regions, n](const char* name, std::string sock) {
+      NameThisThread(name);
+      return AskDigest(sock, n, want_regions);
+    };
+    auto fb = std::async(std::launch::async, ask, "ask-backup", bsock);
+    auto fp = std::async(std::launch::async, ask, "ask-primary", psock);
     Digest b = fb.get(), p = fp.get();
     if (!p.ok || !b.ok) {
       const std::string err = !p.ok ? "primary: " + p.error : "backup: " + b.error;

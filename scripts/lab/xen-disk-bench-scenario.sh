@@ -32,8 +32,10 @@
 # ran the lab's 1 GiB dom0 out of memory while replicating: docs/benchmarks.md). For romulus also, from
 # its --stats-json: the guest's pause (pause_us; pause_us - suspend_us, the guest stopped) and
 # dirty pages in idle epochs (LAB_BENCH_IDLE_EPOCHS before and after the fio runs), in epochs
-# of fio on the raw device and in epochs carrying fio's writes through the export; and the
-# DISK frames' wire bytes (disk_wire_bytes) against the bytes fio wrote.
+# of fio on the raw device and in epochs carrying fio's writes through the export, and the
+# part of the pause the disk's cut took (disk_cut_us); the DISK frames' wire bytes
+# (disk_wire_bytes) against the bytes fio wrote; in the idle windows, each thread's CPU
+# (docs/STATS.md, "Thread names") and dom0's.
 # Asserts only what can fail: fio ran without error and wrote; DRBD was Connected and
 # UpToDate/UpToDate around its runs and both backings hold the same data after; the Romulus
 # backup's image equals the primary's store after the run. No timing is a pass criterion.
@@ -65,9 +67,10 @@ threads() {
   done
 }
 # thread_cpu BEFORE AFTER: the CPU each thread name used between two `threads` listings, summed by
-# name, busiest first: "name=USER+SYS" in ticks (a thread started meanwhile counts from 0)
+# name, busiest first: "name=USER+SYS" in ticks (a thread started meanwhile counts from 0; one
+# that ended meanwhile, such as a control client's, is not counted)
 thread_cpu() {
-  awk 'NR == FNR { u[$1] = $3; s[$1] = $4; next }
+  awk 'FILENAME == ARGV[1] { u[$1] = $3; s[$1] = $4; next }
     { du[$2] += $3 - u[$1]; ds[$2] += $4 - s[$1] }
     END { for (n in du) if (du[n] + ds[n] > 0) printf "%d %s=%d+%d\n", du[n] + ds[n], n, du[n], ds[n] }' "$1" "$2" |
     sort -rn | cut -d' ' -f2 | tr '\n' ' '

@@ -632,6 +632,9 @@ class SlowPauseTap final : public disk::DiskTap {
   void Acked(uint64_t tag) override { real_->Acked(tag); }
   uint64_t change_floor() const override { return real_->change_floor(); }
   uint64_t copied_regions() const override { return real_->copied_regions(); }
+  bool can_compare() const override { return real_->can_compare(); }
+  uint64_t walked_bytes() const override { return real_->walked_bytes(); }
+  uint64_t skipped_bytes() const override { return real_->skipped_bytes(); }
   Result<uint64_t> Pause(disk::CopyMode copy, uint64_t since, uint64_t lineage,
                          std::shared_ptr<const protocol::DiskChunkTable> backup) override {
     std::this_thread::sleep_for(delay_);

@@ -166,6 +166,10 @@ def load(path, name, tap_path, pid, epochs, mib):
     if kind != 1:
         raise RuntimeError("expected HELLO, got type %d" % kind)
     (budget,) = struct.unpack("<Q", body[16:24])
+    if not body[34] & 2:
+        raise RuntimeError("the export does not take ACKED (HELLO feature bit 1)")
+    if epochs < 50:
+        raise RuntimeError("load needs at least 50 epochs (the first RSS sample)")
     data = bytes(rnd.getrandbits(8) for _ in range(1 << 20))
     cookie = 0
     full_copy = True
@@ -199,6 +203,9 @@ def load(path, name, tap_path, pid, epochs, mib):
                 t.sendall(tap_header(8, 8) + struct.pack("<Q", tag))
                 break
             if kind == 7:
+                text = body[4:].decode(errors="replace")
+                if "resync" not in text:
+                    raise RuntimeError("epoch %d: SEAL refused for another reason: %s" % (e, text))
                 dropped += 1
                 full_copy = True
                 break
