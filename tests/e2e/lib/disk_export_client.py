@@ -51,7 +51,8 @@ def pattern(n, seed):
     return bytes(out)
 
 
-def nbd_write(path, name, offset, length, seed):
+def nbd_open(path, name):
+    """Connects and negotiates (fixed newstyle, NBD_OPT_EXPORT_NAME): (socket, export size)."""
     s = connect(path)
     g = recv_exact(s, 18)
     if g[:8] != b"NBDMAGIC" or g[8:16] != b"IHAVEOPT":
@@ -60,6 +61,11 @@ def nbd_write(path, name, offset, length, seed):
     n = name.encode()
     s.sendall(b"IHAVEOPT" + struct.pack(">II", 1, len(n)) + n)  # NBD_OPT_EXPORT_NAME
     size, _flags = struct.unpack(">QH", recv_exact(s, 10))
+    return s, size
+
+
+def nbd_write(path, name, offset, length, seed):
+    s, size = nbd_open(path, name)
     if offset + length > size:
         raise RuntimeError("export is %d bytes" % size)
     data = pattern(length, seed)
@@ -144,18 +150,6 @@ def vm_kib(pid, key):
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise RuntimeError("no %s for pid %d" % (key, pid))
-
-
-def nbd_open(path, name):
-    s = connect(path)
-    g = recv_exact(s, 18)
-    if g[:8] != b"NBDMAGIC" or g[8:16] != b"IHAVEOPT":
-        raise RuntimeError("not an NBD greeting")
-    s.sendall(struct.pack(">I", 3))
-    n = name.encode()
-    s.sendall(b"IHAVEOPT" + struct.pack(">II", 1, len(n)) + n)
-    size, _flags = struct.unpack(">QH", recv_exact(s, 10))
-    return s, size
 
 
 def load(path, name, tap_path, pid, epochs, mib):
