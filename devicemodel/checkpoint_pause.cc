@@ -17,7 +17,10 @@ struct LockedDeviceModel {
   std::unique_ptr<DeviceModel> dm;
 };
 
-Result<LockedDeviceModel> OpenLockedDeviceModel(const DeviceModelEndpoint& endpoint, transport::Deadline deadline) {
+// *connect_failed (optional): the lock was had (or none is used), the
+// connection or QEMU's greeting was not.
+Result<LockedDeviceModel> OpenLockedDeviceModel(const DeviceModelEndpoint& endpoint, transport::Deadline deadline,
+                                                bool* connect_failed = nullptr) {
   LockedDeviceModel out;
   if (!endpoint.lock_path.empty()) {
     // At most half the time for the wait: what the caller does next keeps the rest.
@@ -28,7 +31,10 @@ Result<LockedDeviceModel> OpenLockedDeviceModel(const DeviceModelEndpoint& endpo
     out.lock = std::make_unique<QmpLock>(std::move(*l));
   }
   Result<std::unique_ptr<QmpClient>> qmp = QmpClient::Connect(endpoint.qmp_socket, deadline);
-  if (!qmp.ok()) return qmp.status().With("the device model's QMP socket");
+  if (!qmp.ok()) {
+    if (connect_failed) *connect_failed = true;
+    return qmp.status().With("the device model's QMP socket");
+  }
   out.dm = std::make_unique<DeviceModel>(std::move(*qmp));
   return out;
 }
@@ -51,9 +57,12 @@ Status WithLockedDeviceModel(const DeviceModelEndpoint& endpoint, transport::Dea
 
 Result<std::unique_ptr<DeviceModelPause>> DeviceModelPause::Begin(const DeviceModelEndpoint& endpoint,
                                                                   DeviceStateFile* file,
-                                                                  transport::Deadline deadline, bool* left_stopped) {
-  if (left_stopped) *left_stopped = false;
-  Result<LockedDeviceModel> opened = OpenLockedDeviceModel(endpoint, deadline);
+                                                                  transport::Deadline deadline,
+                                                                  PauseFailure* failure) {
+  PauseFailure ignored;
+  if (failure == nullptr) failure = &ignored;
+  *failure = PauseFailure{};
+  Result<LockedDeviceModel> opened = OpenLockedDeviceModel(endpoint, deadline, &failure->unresponsive);
   if (!opened.ok()) return opened.status();
   std::unique_ptr<DeviceModelPause> p(new DeviceModelPause(endpoint, std::move(opened->lock), std::move(opened->dm)));
   // From here on a failed step continues the device model before returning.
@@ -61,7 +70,11 @@ Result<std::unique_ptr<DeviceModelPause>> DeviceModelPause::Begin(const DeviceMo
   auto abandon = [&](Status why) -> Status {
     Status cont = p->End(transport::DeadlineIn(kAbandonCont));
     if (cont.ok()) return why;
-    if (left_stopped) *left_stopped = true;
+    // Neither the step nor the cont went through: whatever QEMU was doing
+    // (a drain that waits for a hung disk, a crash), it is not running the
+    // guest's devices, and nothing says it will again.
+    failure->left_stopped = true;
+    failure->unresponsive = true;
     return why.With("the device model may stay stopped (continuing it failed too: " + cont.message() + ")");
   };
   Status st = p->dm_->Stop(deadline);

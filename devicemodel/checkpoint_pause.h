@@ -40,15 +40,31 @@ DeviceModelEndpoint LibxlDeviceModelEndpoint(uint32_t domid, const std::string& 
 Status WithLockedDeviceModel(const DeviceModelEndpoint& endpoint, transport::Deadline deadline,
                              const std::function<Status(DeviceModel&)>& op);
 
+// What a failed DeviceModelPause::Begin left behind, for the caller's
+// policy (docs/DEVICE-MODEL.md §2.3).
+struct PauseFailure {
+  // A stop was sent and even the cont that followed failed: the device
+  // model may still be stopped, and the guest must not run as if all were
+  // well.
+  bool left_stopped = false;
+  // The device model itself did not answer, once libxl's lock was ours:
+  // no connection or greeting by the deadline, a connection it closed, or a
+  // stop or save it never finished, and it was not seen running again (no
+  // cont went through; left_stopped implies this). A stuck or dead device
+  // model: the guest cannot run on from this copy. Not set for a lock held
+  // elsewhere (libxl busy) or an error QEMU answered with before it was
+  // continued: QEMU is there and runs the guest's devices.
+  bool unresponsive = false;
+};
+
 class DeviceModelPause {
  public:
   // Everything by `deadline`. A failure leaves the device model as it was
   // (continued again if this stopped it) and says which step failed; *file
-  // is then undefined. If even the cont failed, *left_stopped (optional)
-  // is set: the device model may still be stopped, and the caller must not
-  // run the guest as if all were well.
+  // is then undefined, and *failure (optional) says what was left behind.
   static Result<std::unique_ptr<DeviceModelPause>> Begin(const DeviceModelEndpoint& endpoint, DeviceStateFile* file,
-                                                         transport::Deadline deadline, bool* left_stopped = nullptr);
+                                                         transport::Deadline deadline,
+                                                         PauseFailure* failure = nullptr);
   // cont, then lets go of the connection and the lock. A connection that
   // failed during the pause (a timeout, EOF) is replaced for the cont, under
   // the same lock. An error means the device model may still be stopped:

@@ -207,8 +207,10 @@ class Session : public EpochSink {
   int Checkpoint();
   int SwitchQemuLogdirty(bool enable);
   // Inside the pause (xc_domain_save's thread): stop and save the device
-  // model, hand its state to the worker for `epoch`.
-  Status PauseDeviceModel(uint64_t epoch);
+  // model, hand its state to the worker for `epoch`. On failure
+  // *unresponsive says whether the device model itself did not answer
+  // (devicemodel::PauseFailure): then this copy must not run on.
+  Status PauseDeviceModel(uint64_t epoch, bool* unresponsive);
   // Ends the open pause (cont, disconnect, unlock): before the guest resumes,
   // and before anything else needs libxl's lock (libxenguest's clean-up
   // switches QEMU's dirty log off). A failed cont marks the device model
@@ -220,6 +222,11 @@ class Session : public EpochSink {
   // guest saw complete through an emulated disk reach it? If not, the
   // guest is relinquished (kept suspended for good) and false returned.
   bool EmulatedWritesReachedTheDisks(uint64_t epoch);
+  // Inside the pause: this copy must never run again (`why`), so `epoch` is
+  // never committed, the guest stays suspended for good (recorded in
+  // xenstore) and, if the record was written and the backup holds a
+  // checkpoint of this session, it is handed over (FAILURE-MODEL §7a).
+  void RelinquishGuest(uint64_t epoch, const Status& why);
 
   void ReaderLoop(int fd);
   void WorkerLoop();
@@ -246,6 +253,9 @@ class Session : public EpochSink {
   // from Suspend to Postcopy, and the buffer the state is read into.
   devicemodel::DeviceStateFile* const dm_file_;
   bool* const dm_stopped_;
+  // This session's pause found the device model unresponsive (the guest is
+  // relinquished): nothing more is asked of it.
+  bool dm_unresponsive_ = false;
   devicemodel::WritebackWatch* const writeback_;
   std::string* const kept_suspended_;
   const devicemodel::DeviceModelEndpoint dm_endpoint_;
@@ -498,8 +508,21 @@ int Session::Suspend() {
   if (dm_file_) {
     // The guest is stopped; its emulated devices now stop too (no DMA while
     // the checkpoint is cut), and their state joins this epoch.
-    Status dm = PauseDeviceModel(epoch);
+    bool unresponsive = false;
+    Status dm = PauseDeviceModel(epoch, &unresponsive);
     if (!dm.ok()) {
+      if (unresponsive) {
+        dm_unresponsive_ = true;
+        // A device model stuck in its stop (a disk that hangs its drain or
+        // flush) or gone: the guest cannot run on here, and whether the
+        // writes it saw complete in this epoch reached its disks is
+        // unknown. The backup's last checkpoint predates them (the previous
+        // stop flushed everything completed until then): it is the guest.
+        RelinquishGuest(epoch, dm);
+        return 0;
+      }
+      // QEMU answered (an error), or libxl held its lock: the device model
+      // was continued and the guest may run on, unprotected (Cleanup).
       (void)ReleaseDeviceModel();
       SetError(dm);
       return 0;
@@ -562,14 +585,15 @@ int Session::Postcopy() {
   return 1;
 }
 
-Status Session::PauseDeviceModel(uint64_t epoch) {
+Status Session::PauseDeviceModel(uint64_t epoch, bool* unresponsive) {
   const auto t0 = Clock::now();
   const std::string whose = "epoch " + std::to_string(epoch) + ", HVM guest " + dom_.name;
-  bool left_stopped = false;
+  devicemodel::PauseFailure failure;
   auto p = devicemodel::DeviceModelPause::Begin(dm_endpoint_, dm_file_, transport::DeadlineIn(opts_.device_model_timeout),
-                                                &left_stopped);
+                                                &failure);
   if (!p.ok()) {
-    if (left_stopped) *dm_stopped_ = true;
+    if (failure.left_stopped) *dm_stopped_ = true;
+    *unresponsive = failure.unresponsive;
     return p.status().With(whose + ": pausing its device model");
   }
   dm_pause_ = std::move(*p);
@@ -596,7 +620,11 @@ bool Session::EmulatedWritesReachedTheDisks(uint64_t epoch) {
   // never be committed, and this copy must never run on (it would build on
   // the lost write). The backup's last checkpoint, taken before the write,
   // is the guest (docs/DEVICE-MODEL.md §2.2).
-  const Status why = wb.With("emulated disk of " + dom_.name);
+  RelinquishGuest(epoch, wb.With("emulated disk of " + dom_.name));
+  return false;
+}
+
+void Session::RelinquishGuest(uint64_t epoch, const Status& why) {
   // Recorded before the backup may run the guest, where any later
   // replicator looks first: it must never resume this copy beside the
   // backup's. Without the record the guest is not handed over.
@@ -613,12 +641,11 @@ bool Session::EmulatedWritesReachedTheDisks(uint64_t epoch) {
                   HandedOverPath(dom_.domid), KeptSuspendedPath(dom_.domid),
                   point ? ": not handing it over to the backup" : "");
   }
-  // QEMU runs on (its devices idle: the vCPUs stay suspended), so `xl`
-  // can still manage or destroy the domain.
+  // A pause still open is ended: QEMU runs on (its devices idle: the vCPUs
+  // stay suspended), so `xl` can still manage or destroy the domain.
   (void)ReleaseDeviceModel();
   s_.Relinquish(epoch, why, hand_over);
   SetError(why);
-  return false;
 }
 
 Status Session::ReleaseDeviceModel() {
@@ -645,6 +672,13 @@ Status Session::AddDeviceModelState(uint64_t epoch) {
 
 int Session::SwitchQemuLogdirty(bool enable) {
   if (!dm_file_) return 0;  // PVH: no device model
+  if (!enable && dm_unresponsive_) {
+    // libxenguest's clean-up after the pause that found the device model
+    // unresponsive: asking again would only hold the handover back by the
+    // whole deadline. The guest stays suspended; QEMU's tracking is moot.
+    spdlog::warn("not switching the device model's dirty log off for HVM guest {}: it did not answer", dom_.name);
+    return 0;
+  }
   // libxenguest's clean-up after a checkpoint failed inside the pause: the
   // pause still holds libxl's lock, which this connection needs too.
   (void)ReleaseDeviceModel();

@@ -1,8 +1,9 @@
 #!/bin/sh
-#@ title: an HVM guest's device model through checkpoint pauses (libxl's QMP lock, stop, state into a passed descriptor, cont) and the Xen driver's checkpoints, each with its device state; protected by romulus and failed over: the backup starts the device model from the checkpoint and the guest counts on; kill drills s2 and c resume from exactly the right epoch; a planned switchover with --reverse; a lost write (the primary's store full): the guest relinquished to the backup
+#@ title: an HVM guest's device model through checkpoint pauses (libxl's QMP lock, stop, state into a passed descriptor, cont) and the Xen driver's checkpoints, each with its device state; protected by romulus and failed over: the backup starts the device model from the checkpoint and the guest counts on; kill drills s2 and c resume from exactly the right epoch; a planned switchover with --reverse; a lost write (the primary's store full) and a disk that hangs QEMU's stop (the primary's store frozen): each time the guest relinquished to the backup
 #@ runs: romulus
 #@ guests: hvm
 #@ order: 5
+#@ skip-if: LAB_NO_HVM_DEVICE_MODEL
 # Scenario "hvm-device-model-scenario" (HVM boot, by hand: scripts/xen-lab --guest hvm
 # --romulus PATH --extra build/<tree>/xen/romulus-xen --env LAB_GUEST_HAP=0 --no-baseline;
 # docs/DEVICE-MODEL.md). What Romulus'
@@ -55,6 +56,12 @@
 #     of it inside the next pause (its own descriptor of /dev/nbd1), never commits that epoch,
 #     keeps the guest suspended for good and hands it to the backup, which resumes the epoch
 #     before; the guest counts and writes on there; a second replicator refuses the kept copy.
+# 11. a disk that hangs: the same kind of guest, its store on an ext4 that dom0 freezes while it
+#     is protected. The guest's next write waits in QEMU, so QEMU's stop at the next pause
+#     waits for it and answers nothing, not even the cont: the replicator finds the device
+#     model unresponsive by its deadline, never commits that epoch, keeps the guest suspended
+#     for good and hands it to the backup, which resumes the epoch before; once thawed, the
+#     guest counts and writes on there, its copy's records without a hole.
 . /lab/dom0-lib.sh
 W=$LAB_WORK
 G=guest1
@@ -738,6 +745,99 @@ xl destroy $G10 >/dev/null 2>&1
 nbd-client -d $NBD10 >/dev/null 2>&1
 kill $EP10 2>/dev/null; wait $EP10 2>/dev/null
 umount "$FS10" 2>/dev/null
-lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8); without PV drivers (VGA, emulated e1000 held until the ack, emulated IDE disk replicated): hypervisor suspend, failover $LAST9->$FIRST9; a lost write relinquished to the backup at epoch $FO10 ($LAST10->$FIRST10)"
+# ---- 11. a disk that hangs QEMU's stop (docs/DEVICE-MODEL.md §2.3, FAILURE-MODEL §7a). The
+# export's store is on an ext4 (a loop mount in dom0); once the guest is protected and its disk
+# copied, dom0 freezes that file system: the export's next write to it waits, so the guest's
+# write waits in QEMU, and QEMU's stop (which drains and flushes its disks) never returns. The
+# replicator gives up on the device model by its deadline, cannot continue it either, and
+# relinquishes the guest: suspended for good, handed to the backup, which resumes the last
+# acked epoch. The export's tap is untouched by the freeze (its log is in memory), so nothing
+# else fails first.
+G11=guest11
+S11=$(lab_guest_serial $G11)
+rm -f "$S11"
+NBD11=/dev/nbd2
+FS11=$W/ext4-11; mkdir -p "$FS11"
+truncate -s 96M "$W/ext4-11.img"
+/lab/e2fs/mke2fs -F -q -t ext4 "$W/ext4-11.img" >"$W/mkfs11.log" 2>&1 || lab_fail "hung disk: mke2fs: $(cat "$W/mkfs11.log")"
+mount -t ext4 -o loop "$W/ext4-11.img" "$FS11" || lab_fail "hung disk: cannot mount the store's ext4"
+IMG11=$FS11/hda.img
+truncate -s 64M "$IMG11"
+hda_export "hung disk" "$IMG11" 11 "$NBD11"
+EP11=$EP TAP11=$TAP
+LAB_GUEST_DISK="backendtype=phy, format=raw, vdev=hda, access=rw, script=/lab/block-lab, target=$NBD11" \
+  lab_guest_create $G11 "$LAB_GUEST_MEM" 1 "nopv lab_disk=/dev/sda lab_disk_ms=200" >"$W/domid11" ||
+  lab_fail "xl create $G11 (HVM, nopv) failed: $(cat "$W/create-$G11.log")"
+D11=$(cat "$W/domid11")
+lab_evidence "$S11"
+lab_wait_counter "$S11" 3 300 || lab_fail "$G11 (HVM, nopv) never counted to 3"
+i=0; until [ "$(dr "$S11")" -ge 3 ]; do
+  i=$((i+1)); [ $i -le 600 ] || lab_fail "$G11 wrote no 3 records through its IDE disk: $(grep -m1 "DISKERR" "$S11" | cut -c1-200)"
+  sleep 0.2
+done
+PORT=$((PORT + 1))
+mkdir -p "$W/disks11"
+hvm_backup $PORT "$W/backup11.log" --domain-name "$G11-copy" --events-json "$W/events11.jsonl" --disk-dir "$W/disks11"
+B11=$BP
+T11=$(lab_now)
+romulus replicate --domain $G11 --disk-tap "$TAP11" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
+  --ack-timeout 15s --stats-json "$W/stats11.jsonl" >"$W/primary11.log" 2>&1 &
+R11=$!
+lab_evidence "$W/primary11.log"
+until [ "$(rj_count "$W/stats11.jsonl" acked true)" -ge 5 ] 2>/dev/null && grep -q "copy to the backup complete with epoch" "$W/primary11.log"; do
+  kill -0 $R11 2>/dev/null || lab_fail "hung disk: the replicator exited before 5 acked epochs: $(grep -v '^ *$' "$W/primary11.log" | tail -n 1 | cut -c1-240)"
+  [ "$(lab_elapsed "$T11" | cut -d. -f1)" -lt 900 ] || lab_fail "hung disk: fewer than 5 acked epochs, or the disk never copied"
+  sleep 0.2
+done
+# The primary's disk hangs: its store's file system is frozen (writes wait, nothing fails).
+fsfreeze --freeze "$FS11" || lab_fail "hung disk: fsfreeze --freeze $FS11"
+TF11=$(lab_now)
+# (thawed whatever happens: a frozen mount would hang the rest of the boot's work)
+thaw11() { fsfreeze --unfreeze "$FS11" 2>/dev/null; }
+trap thaw11 EXIT
+lab_wait_exit $R11 120 "hung disk: the replicator did not end after its store froze"
+GAVEUP11=$(lab_elapsed "$TF11")
+[ "$LAB_RC" -ne 0 ] || lab_fail "hung disk: the replicator exited 0"
+grep -q "RELINQUISHED: epoch [0-9]* cannot be committed: epoch [0-9]*, HVM guest $G11: pausing its device model: .*handed over to the backup" "$W/primary11.log" ||
+  lab_fail "hung disk: the primary did not relinquish the guest to the backup: $(grep -m1 "RELINQUISHED\|error" "$W/primary11.log" | cut -c1-300)"
+xl list $G11 2>/dev/null | awk 'NR == 2 { s = $5 } END { exit !(s ~ /s/) }' ||
+  { xl list; lab_fail "hung disk: $G11 is not kept suspended"; }
+[ -n "$(xenstore-read /local/domain/$D11/romulus-kept-suspended 2>/dev/null)" ] ||
+  lab_fail "hung disk: no romulus-kept-suspended record for domain $D11"
+ACK11=$(rj_last_acked "$W/stats11.jsonl")
+lab_wait_failover "$W/events11.jsonl" "$W/backup11.log"
+FO11=$(rj_get "$LAB_FO" last_committed_epoch)
+[ "$FO11" = "$ACK11" ] || lab_fail "hung disk: the backup resumed epoch '$FO11', the primary's last acked was $ACK11"
+rj_get "$LAB_FO" reason | grep -q "handed over after epoch $ACK11: epoch $((ACK11 + 1)) cannot be committed" ||
+  lab_fail "hung disk: the failover's reason: $(rj_get "$LAB_FO" reason | cut -c1-240)"
+# Thawed, QEMU's stop completes on the primary and its monitor answers again: it stays paused
+# (the replicator's cont was never delivered), and the guest stays suspended there.
+thaw11
+trap - EXIT
+i=0; until xl qemu-monitor-command $G11 "info status" >"$W/status11.txt" 2>&1; do
+  i=$((i+1)); [ $i -le 150 ] || lab_fail "hung disk: $G11's device model does not answer after the thaw: $(cat "$W/status11.txt")"
+  sleep 0.2
+done
+grep -q "paused" "$W/status11.txt" || lab_fail "hung disk: $G11's device model after the thaw: $(cat "$W/status11.txt")"
+xl list $G11 2>/dev/null | awk 'NR == 2 { s = $5 } END { exit !(s ~ /s/) }' || lab_fail "hung disk: $G11 runs again after the thaw"
+LAST11=$(lab_counter_last "$S11")
+LASTREC11=$(dr "$S11")
+RS11=$(hvm_serial "$W/backup11.log")
+[ -n "$RS11" ] && [ "$RS11" != "$S11" ] || lab_fail "hung disk: the backup's device model writes '$RS11'"
+lab_evidence "$RS11"
+lab_wait_counter "$RS11" $((LAST11 + 2)) 300 || lab_fail "hung disk: the resumed guest does not count on (last $(lab_counter_last "$RS11"), primary was $LAST11)"
+FIRST11=$(lab_counter_first "$RS11")
+[ "$FIRST11" -gt 1 ] && [ "$FIRST11" -le $((LAST11 + 1)) ] || lab_fail "hung disk: the copy's counter began at $FIRST11, the primary's ended at $LAST11"
+N11=$(xl domid "$G11-copy" 2>/dev/null)
+[ -n "$N11" ] || { xl list; lab_fail "hung disk: no $G11-copy in xl list"; }
+copy_records "hung disk" "$N11" "$RS11" "$W/disks11" "$LASTREC11"
+lab_note "hung disk: $(grep -m1 "RELINQUISHED: " "$W/primary11.log" | sed 's/.*RELINQUISHED: //' | cut -c1-400); given up ${GAVEUP11} s after the freeze; backup resumed epoch $FO11, counter $LAST11 -> $FIRST11, records $LASTREC11 -> $COPY_FIRST..$COPY_LAST; the copy: $COPY_OUT"
+lab_figure "hvm_hung_disk_giveup_s=$GAVEUP11 hvm_hung_disk_handover_epoch=$FO11"
+kill $B11 2>/dev/null; wait $B11 2>/dev/null
+xl destroy $G11 >/dev/null 2>&1
+nbd-client -d $NBD11 >/dev/null 2>&1
+kill $EP11 2>/dev/null; wait $EP11 2>/dev/null
+umount "$FS11" 2>/dev/null
+lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8); without PV drivers (VGA, emulated e1000 held until the ack, emulated IDE disk replicated): hypervisor suspend, failover $LAST9->$FIRST9; a lost write relinquished to the backup at epoch $FO10 ($LAST10->$FIRST10); a hung disk relinquished at epoch $FO11 ($LAST11->$FIRST11)"
 xl destroy $G >/dev/null 2>&1
 exit 0

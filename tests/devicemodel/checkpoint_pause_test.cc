@@ -170,15 +170,22 @@ TEST_F(PauseTest, AnAbandonedPauseStillContinuesTheDeviceModel) {
 TEST_F(PauseTest, ALockHeldElsewhereIsATimeoutAndTheDeviceModelIsUntouched) {
   const int holder = ::open(endpoint_.lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   ASSERT_EQ(::flock(holder, LOCK_EX), 0);
-  auto p = DeviceModelPause::Begin(endpoint_, file_.get(), DeadlineIn(200ms));
+  PauseFailure failure{true, true};
+  auto p = DeviceModelPause::Begin(endpoint_, file_.get(), DeadlineIn(200ms), &failure);
   EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
+  // libxl busy is not a device model that fails: the guest may run on.
+  EXPECT_FALSE(failure.unresponsive);
+  EXPECT_FALSE(failure.left_stopped);
   ::close(holder);
   EXPECT_EQ(RunStateFromANewClient(), "running");
-  // A socket nobody serves: a clear error naming it, nothing stopped.
+  // A socket nobody serves (a device model that is gone): a clear error
+  // naming it, nothing stopped, and the device model reported unresponsive.
   DeviceModelEndpoint nowhere{dir_ + "/absent.sock", ""};
-  auto q = DeviceModelPause::Begin(nowhere, file_.get(), DeadlineIn(1000ms));
+  auto q = DeviceModelPause::Begin(nowhere, file_.get(), DeadlineIn(1000ms), &failure);
   ASSERT_FALSE(q.ok());
   EXPECT_NE(q.status().message().find("absent.sock"), std::string::npos) << q.status().ToString();
+  EXPECT_TRUE(failure.unresponsive);
+  EXPECT_FALSE(failure.left_stopped);
 }
 
 TEST_F(PauseTest, AFailureAfterTheStopContinuesTheDeviceModelAndSaysWhichStep) {
@@ -186,10 +193,13 @@ TEST_F(PauseTest, AFailureAfterTheStopContinuesTheDeviceModelAndSaysWhichStep) {
   // one): Begin has stopped QEMU by then, fails at the save, and leaves the
   // device model running again.
   DeviceStateFile moved = std::move(*file_);
-  auto p = DeviceModelPause::Begin(endpoint_, file_.get(), DeadlineIn(30000ms));
+  PauseFailure failure{true, true};
+  auto p = DeviceModelPause::Begin(endpoint_, file_.get(), DeadlineIn(30000ms), &failure);
   ASSERT_FALSE(p.ok());
   EXPECT_NE(p.status().message().find("saving the device model's state"), std::string::npos)
       << p.status().ToString();
+  EXPECT_FALSE(failure.unresponsive) << "QEMU answered and was continued";
+  EXPECT_FALSE(failure.left_stopped);
   EXPECT_TRUE(LockIsFree(endpoint_.lock_path));
   EXPECT_EQ(RunStateFromANewClient(), "running");
 }
@@ -281,10 +291,11 @@ TEST(DeviceModelPauseTest, AConnectionThatFailedDuringThePauseIsReplacedForTheCo
   ScriptedQmpServer server(ep.qmp_socket, "xen-save-devices-state");
   auto file = DeviceStateFile::Create(4096);
   ASSERT_TRUE(file.ok());
-  bool left_stopped = true;
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(500ms), &left_stopped);
+  PauseFailure failure{true, true};
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(500ms), &failure);
   EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
-  EXPECT_FALSE(left_stopped) << "the cont went through";
+  EXPECT_FALSE(failure.left_stopped) << "the cont went through";
+  EXPECT_FALSE(failure.unresponsive) << "QEMU answered the cont: it runs the guest's devices again";
   EXPECT_TRUE(LockIsFree(ep.lock_path));
   server.Stop();
   const auto cmds = server.commands();
@@ -302,8 +313,11 @@ TEST(DeviceModelPauseTest, AStopWithoutAnAnswerIsContinuedToo) {
   ScriptedQmpServer server(ep.qmp_socket, "stop");
   auto file = DeviceStateFile::Create(4096);
   ASSERT_TRUE(file.ok());
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(300ms));
+  PauseFailure failure{true, true};
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(300ms), &failure);
   EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
+  EXPECT_FALSE(failure.left_stopped);
+  EXPECT_FALSE(failure.unresponsive);
   server.Stop();
   const auto cmds = server.commands();
   ASSERT_EQ(cmds.size(), 2u);
@@ -321,16 +335,63 @@ TEST(DeviceModelPauseTest, AContThatFailsTooSaysTheDeviceModelMayStayStopped) {
   ScriptedQmpServer server(ep.qmp_socket, "xen-save-devices-state,cont");
   auto file = DeviceStateFile::Create(4096);
   ASSERT_TRUE(file.ok());
-  bool left_stopped = false;
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(300ms), &left_stopped);
+  PauseFailure failure;
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(300ms), &failure);
   EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
-  EXPECT_TRUE(left_stopped);
+  EXPECT_TRUE(failure.left_stopped);
+  EXPECT_TRUE(failure.unresponsive);
   EXPECT_NE(p.status().message().find("may stay stopped"), std::string::npos) << p.status().ToString();
   EXPECT_TRUE(LockIsFree(ep.lock_path));
   server.Stop();
   const auto cmds = server.commands();
   ASSERT_EQ(cmds.size(), 2u);
   EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
+}
+
+// A disk that hangs QEMU's drain or flush hangs its `stop`, and its main
+// loop with it: neither the stop nor the cont is ever answered. Begin says
+// the device model is unresponsive and may stay stopped (the driver then
+// relinquishes the guest, docs/DEVICE-MODEL.md §2.3), and lets go of the lock.
+TEST(DeviceModelPauseTest, AStopAndAContThatHangSayTheDeviceModelIsUnresponsive) {
+  const ScopedTempDir scoped;
+  const std::string& dir = scoped.path;
+  const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
+  ScriptedQmpServer server(ep.qmp_socket, "stop,cont");
+  auto file = DeviceStateFile::Create(4096);
+  ASSERT_TRUE(file.ok());
+  PauseFailure failure;
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(300ms), &failure);
+  EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
+  EXPECT_TRUE(failure.unresponsive);
+  EXPECT_TRUE(failure.left_stopped);
+  EXPECT_NE(p.status().message().find("stopping the device model"), std::string::npos) << p.status().ToString();
+  EXPECT_TRUE(LockIsFree(ep.lock_path));
+  server.Stop();
+  const auto cmds = server.commands();
+  ASSERT_EQ(cmds.size(), 2u);
+  EXPECT_EQ(cmds[0], (std::vector<std::string>{"qmp_capabilities", "stop"}));
+  EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
+}
+
+// A device model that accepts connections (the kernel queues them) but never
+// greets, as a SIGSTOPped or wedged QEMU: unresponsive, nothing was stopped,
+// the lock is let go.
+TEST(DeviceModelPauseTest, ADeviceModelThatNeverGreetsIsUnresponsive) {
+  const ScopedTempDir scoped;
+  const std::string& dir = scoped.path;
+  const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
+  auto listener = disk::ListenUnix(ep.qmp_socket, "silent QMP", 4);
+  ASSERT_TRUE(listener.ok()) << listener.status().ToString();
+  auto file = DeviceStateFile::Create(4096);
+  ASSERT_TRUE(file.ok());
+  PauseFailure failure;
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(300ms), &failure);
+  ::close(*listener);
+  ASSERT_FALSE(p.ok());
+  EXPECT_TRUE(failure.unresponsive);
+  EXPECT_FALSE(failure.left_stopped) << "no stop was ever sent";
+  EXPECT_NE(p.status().message().find("QMP socket"), std::string::npos) << p.status().ToString();
+  EXPECT_TRUE(LockIsFree(ep.lock_path));
 }
 
 }  // namespace
