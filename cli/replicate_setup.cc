@@ -47,6 +47,11 @@ void AddReplicateTuningOptions(po::options_description* desc) {
       ("suspend-timeout", po::value<std::string>()->default_value("5s"),
        "Xen: how long the guest may take to suspend at a checkpoint before that checkpoint fails (\"guest "
        "will not suspend\"; the guest runs on unprotected and the next session retries) (100ms .. 10m)")
+      ("device-model-timeout", po::value<std::string>()->default_value("5s"),
+       "Xen, HVM guests: how long the device model (QEMU) may take to stop and save its state at a "
+       "checkpoint. One that stays silent (a disk that hangs its stop, a QEMU gone) has the guest kept "
+       "suspended and handed to the backup when it holds a checkpoint of this session (docs/DEVICE-MODEL.md "
+       "2.3); raise it for storage that stalls this long and recovers (1s .. 10m)")
       ("stats-json", po::value<std::string>(), "write one JSON object per epoch to FILE")
       ("events-json", po::value<std::string>(),
        "append events (session, protected/unprotected and why, pause, switchover, stop) to FILE, one JSON "
@@ -65,11 +70,11 @@ void AddReplicateTuningOptions(po::options_description* desc) {
 }
 
 bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, ReplicateSetup* out) {
-  microseconds interval{}, ack{}, hb{}, duration{}, suspend{};
+  microseconds interval{}, ack{}, hb{}, duration{}, suspend{}, dm{};
   uint64_t cache = 0, outbuf = 0, lz4 = 0;
   if (!GetDuration(cmd, vm, "interval", &interval) || !GetDuration(cmd, vm, "ack-timeout", &ack) ||
       !GetDuration(cmd, vm, "heartbeat", &hb) || !GetDuration(cmd, vm, "duration", &duration) ||
-      !GetDuration(cmd, vm, "suspend-timeout", &suspend) ||
+      !GetDuration(cmd, vm, "suspend-timeout", &suspend) || !GetDuration(cmd, vm, "device-model-timeout", &dm) ||
       !GetSize(cmd, vm, "cache-size", &cache) || !GetSize(cmd, vm, "outbuf-size", &outbuf) ||
       !GetSize(cmd, vm, "lz4-min-saving", &lz4)) {
     return false;
@@ -78,6 +83,7 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
       !CheckRange(cmd, "ack-timeout", ack.count(), 10000, 600e6, "10ms", "10m") ||
       !CheckRange(cmd, "heartbeat", hb.count(), 10000, 10e6, "10ms", "10s") ||
       !CheckRange(cmd, "suspend-timeout", suspend.count(), 100000, 600e6, "100ms", "10m") ||
+      !CheckRange(cmd, "device-model-timeout", dm.count(), 1e6, 600e6, "1s", "10m") ||
       !CheckRange(cmd, "cache-size", static_cast<double>(cache), 0, 64.0 * (1ull << 30), "0", "64G") ||
       !CheckRange(cmd, "outbuf-size", static_cast<double>(outbuf), 2 << 20, 1024.0 * (1 << 20), "2M", "1G") ||
       !CheckRange(cmd, "lz4-min-saving", static_cast<double>(lz4), 0, 4095, "0", "4095")) {
@@ -102,6 +108,7 @@ bool ParseReplicateTuning(const std::string& cmd, const po::variables_map& vm, R
   out->loop.interval = interval;
   out->loop.ack_timeout = std::chrono::duration_cast<milliseconds>(ack);
   out->suspend_timeout = std::chrono::duration_cast<milliseconds>(suspend);
+  out->device_model_timeout = std::chrono::duration_cast<milliseconds>(dm);
   out->loop.max_epochs = epochs;
   out->progress_bar = isatty(STDERR_FILENO);
   out->duration = duration;

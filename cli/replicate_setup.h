@@ -28,6 +28,9 @@ struct ReplicateSetup {
   // Xen: a guest not suspended this long after the request fails the
   // checkpoint (--suspend-timeout; xen::XenDriverOptions::suspend_timeout).
   std::chrono::milliseconds suspend_timeout{5000};
+  // How long an HVM guest's device model may take at a checkpoint
+  // (--device-model-timeout; xen::XenDriverOptions::device_model_timeout).
+  std::chrono::milliseconds device_model_timeout{5000};
   std::string netbuf_dev;
   std::vector<std::string> netbuf_vifs;  // Xen: buffer these interfaces' guest transmit, each through an IFB
   bool no_net_buffering = false;

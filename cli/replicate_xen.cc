@@ -29,6 +29,7 @@ int RunReplicateXen(const ReplicateSetup& setup, const std::string& domain, cons
   xen::XenDriverOptions opts;
   opts.domain = domain;
   opts.suspend_timeout = setup.suspend_timeout;
+  opts.device_model_timeout = setup.device_model_timeout;
   opts.buffered_interfaces = setup.netbuf_vifs;
   // The guest's disks: each served by a long-lived `romulus disk-export`
   // (the guest's phy:/dev/nbdN), reached over its tap socket. The export

@@ -10,6 +10,11 @@ namespace {
 // How long a pause that is being abandoned waits for `cont`.
 constexpr std::chrono::milliseconds kAbandonCont{2000};
 
+// A failure that is the device model's silence: no answer by the deadline,
+// or no one (any more) at its socket. An answer, even an error or garbage,
+// means QEMU's main loop runs.
+bool IsSilence(const Status& st) { return st.code() == Code::kTimeout || st.code() == Code::kClosed; }
+
 // A guest's device model as every use of its QMP socket takes it: the lock,
 // then a connection. The lock outlives the connection (member order).
 struct LockedDeviceModel {
@@ -62,19 +67,23 @@ Result<std::unique_ptr<DeviceModelPause>> DeviceModelPause::Begin(const DeviceMo
   PauseFailure ignored;
   if (failure == nullptr) failure = &ignored;
   *failure = PauseFailure{};
-  Result<LockedDeviceModel> opened = OpenLockedDeviceModel(endpoint, deadline, &failure->unresponsive);
-  if (!opened.ok()) return opened.status();
+  bool connect_failed = false;
+  Result<LockedDeviceModel> opened = OpenLockedDeviceModel(endpoint, deadline, &connect_failed);
+  if (!opened.ok()) {
+    failure->unresponsive = connect_failed && IsSilence(opened.status());
+    return opened.status();
+  }
   std::unique_ptr<DeviceModelPause> p(new DeviceModelPause(endpoint, std::move(opened->lock), std::move(opened->dm)));
   // From here on a failed step continues the device model before returning.
   p->stopped_ = true;
   auto abandon = [&](Status why) -> Status {
     Status cont = p->End(transport::DeadlineIn(kAbandonCont));
     if (cont.ok()) return why;
-    // Neither the step nor the cont went through: whatever QEMU was doing
-    // (a drain that waits for a hung disk, a crash), it is not running the
-    // guest's devices, and nothing says it will again.
     failure->left_stopped = true;
-    failure->unresponsive = true;
+    // Silent for the step and for the cont: whatever QEMU is doing (a drain
+    // that waits for a hung disk, a crash), it is not running the guest's
+    // devices, and nothing says it will again.
+    failure->unresponsive = IsSilence(why) && IsSilence(cont);
     return why.With("the device model may stay stopped (continuing it failed too: " + cont.message() + ")");
   };
   Status st = p->dm_->Stop(deadline);

@@ -43,17 +43,16 @@ Status WithLockedDeviceModel(const DeviceModelEndpoint& endpoint, transport::Dea
 // What a failed DeviceModelPause::Begin left behind, for the caller's
 // policy (docs/DEVICE-MODEL.md §2.3).
 struct PauseFailure {
-  // A stop was sent and even the cont that followed failed: the device
-  // model may still be stopped, and the guest must not run as if all were
-  // well.
+  // A stop was sent and the cont that followed failed: the device model
+  // may still be stopped, and the guest must not run as if all were well.
   bool left_stopped = false;
-  // The device model itself did not answer, once libxl's lock was ours:
-  // no connection or greeting by the deadline, a connection it closed, or a
-  // stop or save it never finished, and it was not seen running again (no
-  // cont went through; left_stopped implies this). A stuck or dead device
-  // model: the guest cannot run on from this copy. Not set for a lock held
-  // elsewhere (libxl busy) or an error QEMU answered with before it was
-  // continued: QEMU is there and runs the guest's devices.
+  // The device model was silent (kTimeout: no answer by the deadline;
+  // kClosed: nothing at its socket, or it hung up) once libxl's lock was
+  // ours: at the connection, the greeting or qmp_capabilities; or in the
+  // stop or the save and then in the cont as well (left_stopped too). A
+  // stuck or dead device model. Never set for a lock held elsewhere
+  // (libxl busy), for anything QEMU answered (an error, garbage: its main
+  // loop runs), or when a cont went through.
   bool unresponsive = false;
 };
 

@@ -511,18 +511,24 @@ int Session::Suspend() {
     bool unresponsive = false;
     Status dm = PauseDeviceModel(epoch, &unresponsive);
     if (!dm.ok()) {
-      if (unresponsive) {
-        dm_unresponsive_ = true;
+      // Nothing more is asked of a silent device model in this session (the
+      // dirty-log clean-up would wait out another deadline).
+      dm_unresponsive_ = unresponsive;
+      if (unresponsive && s_.HandOverPoint()) {
         // A device model stuck in its stop (a disk that hangs its drain or
         // flush) or gone: the guest cannot run on here, and whether the
         // writes it saw complete in this epoch reached its disks is
-        // unknown. The backup's last checkpoint predates them (the previous
-        // stop flushed everything completed until then): it is the guest.
+        // unknown. The backup's last checkpoint of this session predates
+        // them (the previous stop flushed everything completed until
+        // then): it is the guest (docs/DEVICE-MODEL.md §2.3).
         RelinquishGuest(epoch, dm);
         return 0;
       }
-      // QEMU answered (an error), or libxl held its lock: the device model
-      // was continued and the guest may run on, unprotected (Cleanup).
+      // QEMU answered (an error), libxl held its lock, or there is no
+      // checkpoint of this session to hand over: the session ends. A
+      // device model that could not be continued keeps the guest suspended
+      // and the next session's pause retries it (a stall that passes costs
+      // no failover); otherwise the guest runs on, unprotected (Cleanup).
       (void)ReleaseDeviceModel();
       SetError(dm);
       return 0;
@@ -629,17 +635,23 @@ void Session::RelinquishGuest(uint64_t epoch, const Status& why) {
   // replicator looks first: it must never resume this copy beside the
   // backup's. Without the record the guest is not handed over.
   const std::optional<uint64_t> point = s_.HandOverPoint();
-  bool recorded = !point || XsWrite(h_->xsh(), XBT_NULL, HandedOverPath(dom_.domid), std::to_string(*point)).ok();
-  const bool hand_over = point && recorded;
+  const bool handed_recorded =
+      point && XsWrite(h_->xsh(), XBT_NULL, HandedOverPath(dom_.domid), std::to_string(*point)).ok();
+  // The handed-over record alone makes a later replicator refuse this copy.
+  const bool hand_over = handed_recorded;
   *kept_suspended_ = why.ToString() + (hand_over ? "; handed over to its backup, which resumes epoch " +
                                                        std::to_string(*point)
                                                  : "; not handed over to a backup");
-  recorded = XsWrite(h_->xsh(), XBT_NULL, KeptSuspendedPath(dom_.domid), kept_suspended_->substr(0, 1024)).ok() &&
-             recorded;
-  if (!recorded) {
-    spdlog::error("could not record in xenstore that domain {} must never run again ({}, {}){}", dom_.name,
-                  HandedOverPath(dom_.domid), KeptSuspendedPath(dom_.domid),
-                  point ? ": not handing it over to the backup" : "");
+  const bool kept_recorded =
+      XsWrite(h_->xsh(), XBT_NULL, KeptSuspendedPath(dom_.domid), kept_suspended_->substr(0, 1024)).ok();
+  if (point && !handed_recorded) {
+    spdlog::error("could not record in xenstore ({}) that domain {} was handed over: not handing it over to the "
+                  "backup, which would otherwise run it beside this copy",
+                  HandedOverPath(dom_.domid), dom_.name);
+  }
+  if (!kept_recorded) {
+    spdlog::error("could not record in xenstore ({}) why domain {} must never run again{}", KeptSuspendedPath(dom_.domid),
+                  dom_.name, hand_over ? " (the handed-over record keeps a later replicator from resuming it)" : "");
   }
   // A pause still open is ended: QEMU runs on (its devices idle: the vCPUs
   // stay suspended), so `xl` can still manage or destroy the domain.
@@ -975,7 +987,8 @@ Result<std::unique_ptr<replicator::CheckpointDriver>> OpenXenDriver(const XenDri
           "domain " + dom->name + " was kept suspended by a replicator: " + kept + ". " +
           (!handed.empty()
                ? "Its backup took over from epoch " + handed + ": destroy this copy (xl destroy " + d + ")"
-               : "No backup took it over: destroy it, or, to run it on with the loss, remove the record "
+               : "No backup took it over: destroy it, or, to run it on as it is (with whatever it lost), remove "
+                 "the record "
                  "(xenstore-rm " + KeptSuspendedPath(dom->domid) + ") and start romulus again, which resumes it") +
           " (docs/FAILURE-MODEL.md §7a)");
     }

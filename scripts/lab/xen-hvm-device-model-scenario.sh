@@ -790,11 +790,13 @@ until [ "$(rj_count "$W/stats11.jsonl" acked true)" -ge 5 ] 2>/dev/null && grep 
   sleep 0.2
 done
 # The primary's disk hangs: its store's file system is frozen (writes wait, nothing fails).
-fsfreeze --freeze "$FS11" || lab_fail "hung disk: fsfreeze --freeze $FS11"
-TF11=$(lab_now)
-# (thawed whatever happens: a frozen mount would hang the rest of the boot's work)
+# (Thawed however this ends, a failure or the runner's timeout: a frozen mount would hang the
+# rest of the boot's work.)
 thaw11() { fsfreeze --unfreeze "$FS11" 2>/dev/null; }
 trap thaw11 EXIT
+trap 'thaw11; exit 1' INT TERM HUP
+fsfreeze --freeze "$FS11" || lab_fail "hung disk: fsfreeze --freeze $FS11"
+TF11=$(lab_now)
 lab_wait_exit $R11 120 "hung disk: the replicator did not end after its store froze"
 GAVEUP11=$(lab_elapsed "$TF11")
 [ "$LAB_RC" -ne 0 ] || lab_fail "hung disk: the replicator exited 0"
@@ -802,9 +804,11 @@ grep -q "RELINQUISHED: epoch [0-9]* cannot be committed: epoch [0-9]*, HVM guest
   lab_fail "hung disk: the primary did not relinquish the guest to the backup: $(grep -m1 "RELINQUISHED\|error" "$W/primary11.log" | cut -c1-300)"
 xl list $G11 2>/dev/null | awk 'NR == 2 { s = $5 } END { exit !(s ~ /s/) }' ||
   { xl list; lab_fail "hung disk: $G11 is not kept suspended"; }
-[ -n "$(xenstore-read /local/domain/$D11/romulus-kept-suspended 2>/dev/null)" ] ||
-  lab_fail "hung disk: no romulus-kept-suspended record for domain $D11"
+xenstore-read /local/domain/$D11/romulus-kept-suspended 2>/dev/null | grep -q "pausing its device model" ||
+  lab_fail "hung disk: domain $D11's romulus-kept-suspended record: '$(xenstore-read /local/domain/$D11/romulus-kept-suspended 2>/dev/null | cut -c1-200)'"
 ACK11=$(rj_last_acked "$W/stats11.jsonl")
+[ "$(xenstore-read /local/domain/$D11/romulus-handed-over 2>/dev/null)" = "$ACK11" ] ||
+  lab_fail "hung disk: domain $D11's romulus-handed-over record is '$(xenstore-read /local/domain/$D11/romulus-handed-over 2>/dev/null)', the last acked epoch $ACK11"
 lab_wait_failover "$W/events11.jsonl" "$W/backup11.log"
 FO11=$(rj_get "$LAB_FO" last_committed_epoch)
 [ "$FO11" = "$ACK11" ] || lab_fail "hung disk: the backup resumed epoch '$FO11', the primary's last acked was $ACK11"
@@ -813,13 +817,18 @@ rj_get "$LAB_FO" reason | grep -q "handed over after epoch $ACK11: epoch $((ACK1
 # Thawed, QEMU's stop completes on the primary and its monitor answers again: it stays paused
 # (the replicator's cont was never delivered), and the guest stays suspended there.
 thaw11
-trap - EXIT
+trap - EXIT INT TERM HUP
 i=0; until xl qemu-monitor-command $G11 "info status" >"$W/status11.txt" 2>&1; do
   i=$((i+1)); [ $i -le 150 ] || lab_fail "hung disk: $G11's device model does not answer after the thaw: $(cat "$W/status11.txt")"
   sleep 0.2
 done
 grep -q "paused" "$W/status11.txt" || lab_fail "hung disk: $G11's device model after the thaw: $(cat "$W/status11.txt")"
 xl list $G11 2>/dev/null | awk 'NR == 2 { s = $5 } END { exit !(s ~ /s/) }' || lab_fail "hung disk: $G11 runs again after the thaw"
+# ... and a second replicator refuses it, naming the backup that took over.
+romulus replicate --domain $G11 --to "127.0.0.1:$PORT" --psk-file "$W/psk" >"$W/primary11b.log" 2>&1 &&
+  lab_fail "hung disk: a second replicator accepted the kept copy"
+grep -q "was kept suspended by a replicator: .*Its backup took over from epoch $ACK11" "$W/primary11b.log" ||
+  lab_fail "hung disk: the second replicator's refusal: $(grep -v '^ *$' "$W/primary11b.log" | tail -n 1 | cut -c1-240)"
 LAST11=$(lab_counter_last "$S11")
 LASTREC11=$(dr "$S11")
 RS11=$(hvm_serial "$W/backup11.log")
@@ -838,6 +847,6 @@ xl destroy $G11 >/dev/null 2>&1
 nbd-client -d $NBD11 >/dev/null 2>&1
 kill $EP11 2>/dev/null; wait $EP11 2>/dev/null
 umount "$FS11" 2>/dev/null
-lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8); without PV drivers (VGA, emulated e1000 held until the ack, emulated IDE disk replicated): hypervisor suspend, failover $LAST9->$FIRST9; a lost write relinquished to the backup at epoch $FO10 ($LAST10->$FIRST10); a hung disk relinquished at epoch $FO11 ($LAST11->$FIRST11)"
+lab_summary "hvm device model: 21 pauses, $(echo "$SUM" | sed -n 's/.*begin_median_ms=\([0-9.]*\).*/stop+save median \1 ms/p'); $N checkpoints by the driver, each with its device state; failover counter $LAST_PRIMARY->$FIRST_BACKUP in $RESUMED s; a failed activation held, retried: $LAST6->$FIRST6; kill drills (phase:epoch)$DRILLS; switchover at epoch $FINAL8 ($LAST8->$FIRST8), --reverse back ($RC8->$FR8); without PV drivers (VGA, emulated e1000 held until the ack, emulated IDE disk replicated): hypervisor suspend, failover $LAST9->$FIRST9; a lost write relinquished to the backup at epoch $FO10 ($LAST10->$FIRST10); a hung disk handed over at epoch $FO11 ($LAST11->$FIRST11)"
 xl destroy $G >/dev/null 2>&1
 exit 0

@@ -206,11 +206,12 @@ TEST_F(PauseTest, AFailureAfterTheStopContinuesTheDeviceModelAndSaysWhichStep) {
 
 // A QMP server on a Unix socket, one connection at a time as QEMU serves
 // them, that answers every command but those in `hang_on` (comma-separated;
-// never answered, as a QEMU that hangs in them) and records each
-// connection's commands.
+// never answered, as a QEMU that hangs in them) and those in `error_on`
+// (answered with a GenericError), and records each connection's commands.
 class ScriptedQmpServer {
  public:
-  ScriptedQmpServer(const std::string& path, std::string hang_on) : hang_on_(std::move(hang_on)) {
+  ScriptedQmpServer(const std::string& path, std::string hang_on, std::string error_on = "")
+      : hang_on_(std::move(hang_on)), error_on_(std::move(error_on)) {
     auto fd = disk::ListenUnix(path, "scripted QMP", 4);
     EXPECT_TRUE(fd.ok()) << fd.status().ToString();
     listen_fd_ = fd.ok() ? *fd : -1;
@@ -264,6 +265,11 @@ class ScriptedQmpServer {
             commands_.back().push_back(cmd);
           }
           if (("," + hang_on_ + ",").find("," + cmd + ",") != std::string::npos) continue;
+          if (("," + error_on_ + ",").find("," + cmd + ",") != std::string::npos) {
+            const nlohmann::json err = {{"class", "GenericError"}, {"desc", "scripted refusal of " + cmd}};
+            Send(c, nlohmann::json{{"error", err}, {"id", req["id"]}}.dump() + "\n");
+            continue;
+          }
           nlohmann::json ret = nlohmann::json::object();
           if (cmd == "add-fd") ret = {{"fdset-id", 0}, {"fd", 9}};
           Send(c, nlohmann::json{{"return", ret}, {"id", req["id"]}}.dump() + "\n");
@@ -274,6 +280,7 @@ class ScriptedQmpServer {
   }
 
   std::string hang_on_;
+  std::string error_on_;
   int listen_fd_ = -1;
   std::atomic<bool> stop_{false};
   std::mutex mu_;
@@ -292,7 +299,7 @@ TEST(DeviceModelPauseTest, AConnectionThatFailedDuringThePauseIsReplacedForTheCo
   auto file = DeviceStateFile::Create(4096);
   ASSERT_TRUE(file.ok());
   PauseFailure failure{true, true};
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(500ms), &failure);
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
   EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
   EXPECT_FALSE(failure.left_stopped) << "the cont went through";
   EXPECT_FALSE(failure.unresponsive) << "QEMU answered the cont: it runs the guest's devices again";
@@ -314,7 +321,7 @@ TEST(DeviceModelPauseTest, AStopWithoutAnAnswerIsContinuedToo) {
   auto file = DeviceStateFile::Create(4096);
   ASSERT_TRUE(file.ok());
   PauseFailure failure{true, true};
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(300ms), &failure);
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
   EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
   EXPECT_FALSE(failure.left_stopped);
   EXPECT_FALSE(failure.unresponsive);
@@ -336,7 +343,7 @@ TEST(DeviceModelPauseTest, AContThatFailsTooSaysTheDeviceModelMayStayStopped) {
   auto file = DeviceStateFile::Create(4096);
   ASSERT_TRUE(file.ok());
   PauseFailure failure;
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(300ms), &failure);
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
   EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
   EXPECT_TRUE(failure.left_stopped);
   EXPECT_TRUE(failure.unresponsive);
@@ -360,7 +367,7 @@ TEST(DeviceModelPauseTest, AStopAndAContThatHangSayTheDeviceModelIsUnresponsive)
   auto file = DeviceStateFile::Create(4096);
   ASSERT_TRUE(file.ok());
   PauseFailure failure;
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(300ms), &failure);
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
   EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
   EXPECT_TRUE(failure.unresponsive);
   EXPECT_TRUE(failure.left_stopped);
@@ -385,13 +392,78 @@ TEST(DeviceModelPauseTest, ADeviceModelThatNeverGreetsIsUnresponsive) {
   auto file = DeviceStateFile::Create(4096);
   ASSERT_TRUE(file.ok());
   PauseFailure failure;
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(300ms), &failure);
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
   ::close(*listener);
   ASSERT_FALSE(p.ok());
   EXPECT_TRUE(failure.unresponsive);
   EXPECT_FALSE(failure.left_stopped) << "no stop was ever sent";
   EXPECT_NE(p.status().message().find("QMP socket"), std::string::npos) << p.status().ToString();
   EXPECT_TRUE(LockIsFree(ep.lock_path));
+}
+
+// QEMU's monitor greets from its own I/O thread even while its main loop is
+// blocked (a drain that waits for a hung disk), and then never answers
+// qmp_capabilities: unresponsive, nothing stopped.
+TEST(DeviceModelPauseTest, ACapabilitiesNegotiationThatHangsIsUnresponsive) {
+  const ScopedTempDir scoped;
+  const std::string& dir = scoped.path;
+  const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
+  ScriptedQmpServer server(ep.qmp_socket, "qmp_capabilities");
+  auto file = DeviceStateFile::Create(4096);
+  ASSERT_TRUE(file.ok());
+  PauseFailure failure;
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
+  EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
+  EXPECT_TRUE(failure.unresponsive);
+  EXPECT_FALSE(failure.left_stopped);
+  EXPECT_TRUE(LockIsFree(ep.lock_path));
+  server.Stop();
+  const auto cmds = server.commands();
+  ASSERT_EQ(cmds.size(), 1u);
+  EXPECT_EQ(cmds[0], (std::vector<std::string>{"qmp_capabilities"}));
+}
+
+// libxl busy (its lock held past half the deadline) is not a device model
+// that fails: not unresponsive, and QEMU is never asked anything.
+TEST(DeviceModelPauseTest, ALockHeldElsewhereIsNotUnresponsive) {
+  const ScopedTempDir scoped;
+  const std::string& dir = scoped.path;
+  const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
+  ScriptedQmpServer server(ep.qmp_socket, "");
+  const int holder = ::open(ep.lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_EQ(::flock(holder, LOCK_EX), 0);
+  auto file = DeviceStateFile::Create(4096);
+  ASSERT_TRUE(file.ok());
+  PauseFailure failure{true, true};
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(400ms), &failure);
+  ::close(holder);
+  EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
+  EXPECT_FALSE(failure.unresponsive);
+  EXPECT_FALSE(failure.left_stopped);
+  server.Stop();
+  EXPECT_TRUE(server.commands().empty()) << "QEMU was asked something without the lock";
+}
+
+// A stop that hangs, then a cont QEMU answers with an error: QEMU's main loop
+// runs, so it is not unresponsive, but it may stay stopped (the driver keeps
+// the guest suspended for the next session to retry).
+TEST(DeviceModelPauseTest, AContQemuRefusesLeavesItStoppedButNotUnresponsive) {
+  const ScopedTempDir scoped;
+  const std::string& dir = scoped.path;
+  const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
+  ScriptedQmpServer server(ep.qmp_socket, "stop", "cont");
+  auto file = DeviceStateFile::Create(4096);
+  ASSERT_TRUE(file.ok());
+  PauseFailure failure;
+  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
+  EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
+  EXPECT_TRUE(failure.left_stopped);
+  EXPECT_FALSE(failure.unresponsive);
+  EXPECT_NE(p.status().message().find("scripted refusal of cont"), std::string::npos) << p.status().ToString();
+  server.Stop();
+  const auto cmds = server.commands();
+  ASSERT_EQ(cmds.size(), 2u);
+  EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
 }
 
 }  // namespace

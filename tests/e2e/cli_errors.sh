@@ -67,6 +67,9 @@ expect_usage "^romulus replicate: --ack-timeout" "${R[@]}" --ack-timeout 150ms -
 expect_usage "^romulus replicate: --suspend-timeout: .*between 100ms and 10m" "${R[@]}" --suspend-timeout 10ms
 expect_usage "^romulus replicate: --suspend-timeout: .*between 100ms and 10m" "${R[@]}" --suspend-timeout 11m
 expect_usage "^romulus replicate: --suspend-timeout: bad duration" "${R[@]}" --suspend-timeout soon
+expect_usage "^romulus replicate: --device-model-timeout: .*between 1s and 10m" "${R[@]}" --device-model-timeout 500ms
+expect_usage "^romulus replicate: --device-model-timeout: .*between 1s and 10m" "${R[@]}" --device-model-timeout 11m
+expect_usage "^romulus replicate: --device-model-timeout: bad duration" "${R[@]}" --device-model-timeout soon
 # Counts: Boost would wrap "-1" into 2^64-1 ("run for ever"); a count is digits only.
 expect_usage "^romulus replicate: --epochs: '-1' is not a whole number from 0 to " "${R[@]}" --epochs -1
 expect_usage "^romulus replicate: --epochs: '-1' is not a whole number" "${R[@]}" --epochs=-1
