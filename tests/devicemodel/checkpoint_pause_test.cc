@@ -288,71 +288,85 @@ class ScriptedQmpServer {
   std::thread thread_;
 };
 
+// One DeviceModelPause::Begin against a ScriptedQmpServer, and what it
+// returned and left behind: whether libxl's lock is free afterwards, and
+// each connection's commands. The failure starts as {true, true}: Begin
+// resets it first, so a flag still set was set by Begin.
+struct ScriptedPause {
+  Status status;
+  PauseFailure failure{true, true};
+  bool lock_free = false;
+  std::vector<std::vector<std::string>> commands;
+};
+struct Script {
+  std::string hang_on;                         // never answered (comma-separated)
+  std::string error_on;                        // answered with an error
+  bool lock = true;                            // libxl's lock file in the endpoint
+  bool lock_held = false;                      // someone else holds it throughout
+  std::chrono::milliseconds deadline{1000};
+};
+ScriptedPause RunScriptedPause(const Script& script) {
+  const ScopedTempDir scoped;
+  const DeviceModelEndpoint ep{scoped.path + "/qmp.sock", script.lock ? scoped.path + "/lock" : ""};
+  ScriptedQmpServer server(ep.qmp_socket, script.hang_on, script.error_on);
+  ScriptedPause r;
+  int holder = -1;
+  if (script.lock_held) {
+    holder = ::open(ep.lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    EXPECT_EQ(::flock(holder, LOCK_EX), 0);
+  }
+  auto file = DeviceStateFile::Create(4096);
+  EXPECT_TRUE(file.ok());
+  if (file.ok()) {
+    auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(script.deadline), &r.failure);
+    r.status = p.status();
+  }  // (a pause that began is ended here, before the lock is looked at)
+  if (holder >= 0) ::close(holder);
+  r.lock_free = ep.lock_path.empty() || LockIsFree(ep.lock_path);
+  server.Stop();
+  r.commands = server.commands();
+  return r;
+}
+using Commands = std::vector<std::string>;
+
 // A device model that hangs in the save: the pause's connection times out
 // (and is unusable: a late answer could not be told from the next), yet
 // the device model must be continued, so the cont goes over a new one.
 TEST(DeviceModelPauseTest, AConnectionThatFailedDuringThePauseIsReplacedForTheCont) {
-  const ScopedTempDir scoped;
-  const std::string& dir = scoped.path;
-  const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
-  ScriptedQmpServer server(ep.qmp_socket, "xen-save-devices-state");
-  auto file = DeviceStateFile::Create(4096);
-  ASSERT_TRUE(file.ok());
-  PauseFailure failure{true, true};
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
-  EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
-  EXPECT_FALSE(failure.left_stopped) << "the cont went through";
-  EXPECT_FALSE(failure.unresponsive) << "QEMU answered the cont: it runs the guest's devices again";
-  EXPECT_TRUE(LockIsFree(ep.lock_path));
-  server.Stop();
-  const auto cmds = server.commands();
-  ASSERT_EQ(cmds.size(), 2u) << "no second connection for the cont";
-  EXPECT_EQ(cmds[0], (std::vector<std::string>{"qmp_capabilities", "stop", "add-fd", "xen-save-devices-state"}));
-  EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
+  const ScriptedPause r = RunScriptedPause({.hang_on = "xen-save-devices-state"});
+  EXPECT_EQ(r.status.code(), Code::kTimeout) << r.status.ToString();
+  EXPECT_FALSE(r.failure.left_stopped) << "the cont went through";
+  EXPECT_FALSE(r.failure.unresponsive) << "QEMU answered the cont: it runs the guest's devices again";
+  EXPECT_TRUE(r.lock_free);
+  ASSERT_EQ(r.commands.size(), 2u) << "no second connection for the cont";
+  EXPECT_EQ(r.commands[0], (Commands{"qmp_capabilities", "stop", "add-fd", "xen-save-devices-state"}));
+  EXPECT_EQ(r.commands[1], (Commands{"qmp_capabilities", "cont"}));
 }
 
 // A stop whose answer never comes may still have stopped QEMU: the
 // abandoned pause continues it all the same.
 TEST(DeviceModelPauseTest, AStopWithoutAnAnswerIsContinuedToo) {
-  const ScopedTempDir scoped;
-  const std::string& dir = scoped.path;
-  const DeviceModelEndpoint ep{dir + "/qmp.sock", ""};
-  ScriptedQmpServer server(ep.qmp_socket, "stop");
-  auto file = DeviceStateFile::Create(4096);
-  ASSERT_TRUE(file.ok());
-  PauseFailure failure{true, true};
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
-  EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
-  EXPECT_FALSE(failure.left_stopped);
-  EXPECT_FALSE(failure.unresponsive);
-  server.Stop();
-  const auto cmds = server.commands();
-  ASSERT_EQ(cmds.size(), 2u);
-  EXPECT_EQ(cmds[0], (std::vector<std::string>{"qmp_capabilities", "stop"}));
-  EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
+  const ScriptedPause r = RunScriptedPause({.hang_on = "stop", .lock = false});
+  EXPECT_EQ(r.status.code(), Code::kTimeout) << r.status.ToString();
+  EXPECT_FALSE(r.failure.left_stopped);
+  EXPECT_FALSE(r.failure.unresponsive);
+  ASSERT_EQ(r.commands.size(), 2u);
+  EXPECT_EQ(r.commands[0], (Commands{"qmp_capabilities", "stop"}));
+  EXPECT_EQ(r.commands[1], (Commands{"qmp_capabilities", "cont"}));
 }
 
 // A device model that hangs in the save and then in the cont too: Begin
 // says the device model may stay stopped (the driver then keeps the guest
 // suspended rather than run it on stopped devices), and lets go of the lock.
 TEST(DeviceModelPauseTest, AContThatFailsTooSaysTheDeviceModelMayStayStopped) {
-  const ScopedTempDir scoped;
-  const std::string& dir = scoped.path;
-  const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
-  ScriptedQmpServer server(ep.qmp_socket, "xen-save-devices-state,cont");
-  auto file = DeviceStateFile::Create(4096);
-  ASSERT_TRUE(file.ok());
-  PauseFailure failure;
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
-  EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
-  EXPECT_TRUE(failure.left_stopped);
-  EXPECT_TRUE(failure.unresponsive);
-  EXPECT_NE(p.status().message().find("may stay stopped"), std::string::npos) << p.status().ToString();
-  EXPECT_TRUE(LockIsFree(ep.lock_path));
-  server.Stop();
-  const auto cmds = server.commands();
-  ASSERT_EQ(cmds.size(), 2u);
-  EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
+  const ScriptedPause r = RunScriptedPause({.hang_on = "xen-save-devices-state,cont"});
+  EXPECT_EQ(r.status.code(), Code::kTimeout) << r.status.ToString();
+  EXPECT_TRUE(r.failure.left_stopped);
+  EXPECT_TRUE(r.failure.unresponsive);
+  EXPECT_NE(r.status.message().find("may stay stopped"), std::string::npos) << r.status.ToString();
+  EXPECT_TRUE(r.lock_free);
+  ASSERT_EQ(r.commands.size(), 2u);
+  EXPECT_EQ(r.commands[1], (Commands{"qmp_capabilities", "cont"}));
 }
 
 // A disk that hangs QEMU's drain or flush hangs its `stop`, and its main
@@ -360,24 +374,15 @@ TEST(DeviceModelPauseTest, AContThatFailsTooSaysTheDeviceModelMayStayStopped) {
 // the device model is unresponsive and may stay stopped (the driver then
 // relinquishes the guest, docs/DEVICE-MODEL.md §2.3), and lets go of the lock.
 TEST(DeviceModelPauseTest, AStopAndAContThatHangSayTheDeviceModelIsUnresponsive) {
-  const ScopedTempDir scoped;
-  const std::string& dir = scoped.path;
-  const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
-  ScriptedQmpServer server(ep.qmp_socket, "stop,cont");
-  auto file = DeviceStateFile::Create(4096);
-  ASSERT_TRUE(file.ok());
-  PauseFailure failure;
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
-  EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
-  EXPECT_TRUE(failure.unresponsive);
-  EXPECT_TRUE(failure.left_stopped);
-  EXPECT_NE(p.status().message().find("stopping the device model"), std::string::npos) << p.status().ToString();
-  EXPECT_TRUE(LockIsFree(ep.lock_path));
-  server.Stop();
-  const auto cmds = server.commands();
-  ASSERT_EQ(cmds.size(), 2u);
-  EXPECT_EQ(cmds[0], (std::vector<std::string>{"qmp_capabilities", "stop"}));
-  EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
+  const ScriptedPause r = RunScriptedPause({.hang_on = "stop,cont"});
+  EXPECT_EQ(r.status.code(), Code::kTimeout) << r.status.ToString();
+  EXPECT_TRUE(r.failure.unresponsive);
+  EXPECT_TRUE(r.failure.left_stopped);
+  EXPECT_NE(r.status.message().find("stopping the device model"), std::string::npos) << r.status.ToString();
+  EXPECT_TRUE(r.lock_free);
+  ASSERT_EQ(r.commands.size(), 2u);
+  EXPECT_EQ(r.commands[0], (Commands{"qmp_capabilities", "stop"}));
+  EXPECT_EQ(r.commands[1], (Commands{"qmp_capabilities", "cont"}));
 }
 
 // A device model that accepts connections (the kernel queues them) but never
@@ -405,65 +410,36 @@ TEST(DeviceModelPauseTest, ADeviceModelThatNeverGreetsIsUnresponsive) {
 // blocked (a drain that waits for a hung disk), and then never answers
 // qmp_capabilities: unresponsive, nothing stopped.
 TEST(DeviceModelPauseTest, ACapabilitiesNegotiationThatHangsIsUnresponsive) {
-  const ScopedTempDir scoped;
-  const std::string& dir = scoped.path;
-  const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
-  ScriptedQmpServer server(ep.qmp_socket, "qmp_capabilities");
-  auto file = DeviceStateFile::Create(4096);
-  ASSERT_TRUE(file.ok());
-  PauseFailure failure;
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
-  EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
-  EXPECT_TRUE(failure.unresponsive);
-  EXPECT_FALSE(failure.left_stopped);
-  EXPECT_TRUE(LockIsFree(ep.lock_path));
-  server.Stop();
-  const auto cmds = server.commands();
-  ASSERT_EQ(cmds.size(), 1u);
-  EXPECT_EQ(cmds[0], (std::vector<std::string>{"qmp_capabilities"}));
+  const ScriptedPause r = RunScriptedPause({.hang_on = "qmp_capabilities"});
+  EXPECT_EQ(r.status.code(), Code::kTimeout) << r.status.ToString();
+  EXPECT_TRUE(r.failure.unresponsive);
+  EXPECT_FALSE(r.failure.left_stopped);
+  EXPECT_TRUE(r.lock_free);
+  ASSERT_EQ(r.commands.size(), 1u);
+  EXPECT_EQ(r.commands[0], (Commands{"qmp_capabilities"}));
 }
 
 // libxl busy (its lock held past half the deadline) is not a device model
 // that fails: not unresponsive, and QEMU is never asked anything.
 TEST(DeviceModelPauseTest, ALockHeldElsewhereIsNotUnresponsive) {
-  const ScopedTempDir scoped;
-  const std::string& dir = scoped.path;
-  const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
-  ScriptedQmpServer server(ep.qmp_socket, "");
-  const int holder = ::open(ep.lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  ASSERT_EQ(::flock(holder, LOCK_EX), 0);
-  auto file = DeviceStateFile::Create(4096);
-  ASSERT_TRUE(file.ok());
-  PauseFailure failure{true, true};
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(400ms), &failure);
-  ::close(holder);
-  EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
-  EXPECT_FALSE(failure.unresponsive);
-  EXPECT_FALSE(failure.left_stopped);
-  server.Stop();
-  EXPECT_TRUE(server.commands().empty()) << "QEMU was asked something without the lock";
+  const ScriptedPause r = RunScriptedPause({.lock_held = true, .deadline = 400ms});
+  EXPECT_EQ(r.status.code(), Code::kTimeout) << r.status.ToString();
+  EXPECT_FALSE(r.failure.unresponsive);
+  EXPECT_FALSE(r.failure.left_stopped);
+  EXPECT_TRUE(r.commands.empty()) << "QEMU was asked something without the lock";
 }
 
 // A stop that hangs, then a cont QEMU answers with an error: QEMU's main loop
 // runs, so it is not unresponsive, but it may stay stopped (the driver keeps
 // the guest suspended for the next session to retry).
 TEST(DeviceModelPauseTest, AContQemuRefusesLeavesItStoppedButNotUnresponsive) {
-  const ScopedTempDir scoped;
-  const std::string& dir = scoped.path;
-  const DeviceModelEndpoint ep{dir + "/qmp.sock", dir + "/lock"};
-  ScriptedQmpServer server(ep.qmp_socket, "stop", "cont");
-  auto file = DeviceStateFile::Create(4096);
-  ASSERT_TRUE(file.ok());
-  PauseFailure failure;
-  auto p = DeviceModelPause::Begin(ep, &*file, DeadlineIn(1000ms), &failure);
-  EXPECT_EQ(p.status().code(), Code::kTimeout) << p.status().ToString();
-  EXPECT_TRUE(failure.left_stopped);
-  EXPECT_FALSE(failure.unresponsive);
-  EXPECT_NE(p.status().message().find("scripted refusal of cont"), std::string::npos) << p.status().ToString();
-  server.Stop();
-  const auto cmds = server.commands();
-  ASSERT_EQ(cmds.size(), 2u);
-  EXPECT_EQ(cmds[1], (std::vector<std::string>{"qmp_capabilities", "cont"}));
+  const ScriptedPause r = RunScriptedPause({.hang_on = "stop", .error_on = "cont"});
+  EXPECT_EQ(r.status.code(), Code::kTimeout) << r.status.ToString();
+  EXPECT_TRUE(r.failure.left_stopped);
+  EXPECT_FALSE(r.failure.unresponsive);
+  EXPECT_NE(r.status.message().find("scripted refusal of cont"), std::string::npos) << r.status.ToString();
+  ASSERT_EQ(r.commands.size(), 2u);
+  EXPECT_EQ(r.commands[1], (Commands{"qmp_capabilities", "cont"}));
 }
 
 }  // namespace
