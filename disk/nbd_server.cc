@@ -40,7 +40,7 @@ Result<std::unique_ptr<NbdServer>> NbdServer::Create(BackingStore* store, EpochC
 
 NbdServer::NbdServer(BackingStore* store, EpochClock* clock, DiskWriteSink* sink,
                      NbdServerOptions options)
-    : store_(store), clock_(clock), sink_(sink), exec_(store, clock, sink), options_(std::move(options)),
+    : store_(store), exec_(store, clock, sink), options_(std::move(options)),
       option_buf_(new uint8_t[nbd::kMaxOptionData]),
       reply_buf_(new uint8_t[kReplyBufSize]),
       discard_buf_(new uint8_t[kDiscardBufSize]) {

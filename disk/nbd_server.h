@@ -114,9 +114,7 @@ class NbdServer final : public FrontEndHold {
   Status Discard(NbdSocket* s, uint64_t bytes);
 
   BackingStore* store_;
-  EpochClock* clock_;
-  DiskWriteSink* sink_;
-  RequestExecutor exec_;  // the write path: tag, store, report (request_executor.h)
+  RequestExecutor exec_;  // the write path: tag, store, report (request_executor.h); it holds the clock and the sink
   NbdServerOptions options_;
   uint16_t tx_flags_ = 0;
   std::chrono::steady_clock::time_point handshake_deadline_;
