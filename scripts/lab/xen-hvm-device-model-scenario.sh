@@ -234,6 +234,26 @@ copy_records() {
   while [ "$_cl" -gt $((COPY_LAST + 1)) ] && [ $i -lt 25 ]; do sleep 0.2; COPY_LAST=$(dr "$_con"); i=$((i + 1)); done
   case $_cl in "$COPY_LAST"|"$((COPY_LAST + 1))") ;; *) lab_fail "$_what: the backup's copy ends at record $_cl, the resumed guest's last is $COPY_LAST" ;; esac
 }
+# protect_with_disk WHAT N GUEST TAP: a backup for GUEST on the next port (the replica named
+# GUEST-copy, its disks in $W/disksN, its events $W/eventsN.jsonl; its pid in BP), and GUEST
+# replicated to it every 200 ms through its disk export's TAP (log $W/primaryN.log, stats
+# $W/statsN.jsonl; its pid in RP), until 5 epochs are acked and the disk is copied.
+protect_with_disk() {
+  _what=$1 _n=$2 _g=$3 _tap=$4
+  PORT=$((PORT + 1))
+  mkdir -p "$W/disks$_n"
+  hvm_backup $PORT "$W/backup$_n.log" --domain-name "$_g-copy" --events-json "$W/events$_n.jsonl" --disk-dir "$W/disks$_n"
+  _t=$(lab_now)
+  romulus replicate --domain "$_g" --disk-tap "$_tap" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
+    --ack-timeout 15s --stats-json "$W/stats$_n.jsonl" >"$W/primary$_n.log" 2>&1 &
+  RP=$!
+  lab_evidence "$W/primary$_n.log"
+  until [ "$(rj_count "$W/stats$_n.jsonl" acked true)" -ge 5 ] 2>/dev/null && grep -q "copy to the backup complete with epoch" "$W/primary$_n.log"; do
+    kill -0 $RP 2>/dev/null || lab_fail "$_what: the replicator exited before 5 acked epochs: $(grep -v '^ *$' "$W/primary$_n.log" | tail -n 1 | cut -c1-240)"
+    [ "$(lab_elapsed "$_t" | cut -d. -f1)" -lt 900 ] || lab_fail "$_what: fewer than 5 acked epochs, or the disk never copied"
+    sleep 0.2
+  done
+}
 # hvm_replicate PORT LOG [replicate args...]: guest $G replicated to the backup at PORT every
 # 200 ms; its pid in RP.
 hvm_replicate() {
@@ -684,20 +704,8 @@ i=0; until [ "$(dr "$S10")" -ge 3 ]; do
   i=$((i+1)); [ $i -le 600 ] || lab_fail "$G10 wrote no 3 records through its AHCI disk: $(grep -m1 "DISKERR\|ahci\|sda" "$S10" | cut -c1-200)"
   sleep 0.2
 done
-PORT=$((PORT + 1))
-mkdir -p "$W/disks10"
-hvm_backup $PORT "$W/backup10.log" --domain-name "$G10-copy" --events-json "$W/events10.jsonl" --disk-dir "$W/disks10"
-B10=$BP
-T10=$(lab_now)
-romulus replicate --domain $G10 --disk-tap "$TAP10" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
-  --ack-timeout 15s --stats-json "$W/stats10.jsonl" >"$W/primary10.log" 2>&1 &
-R10=$!
-lab_evidence "$W/primary10.log"
-until [ "$(rj_count "$W/stats10.jsonl" acked true)" -ge 5 ] 2>/dev/null && grep -q "copy to the backup complete with epoch" "$W/primary10.log"; do
-  kill -0 $R10 2>/dev/null || lab_fail "lost write: the replicator exited before 5 acked epochs: $(grep -v '^ *$' "$W/primary10.log" | tail -n 1 | cut -c1-240)"
-  [ "$(lab_elapsed "$T10" | cut -d. -f1)" -lt 900 ] || lab_fail "lost write: fewer than 5 acked epochs, or the disk never copied"
-  sleep 0.2
-done
+protect_with_disk "lost write" 10 $G10 "$TAP10"
+B10=$BP R10=$RP
 # The primary's disk fails: no room left under the export's store.
 dd if=/dev/zero of="$FS10/filler" bs=64k >/dev/null 2>&1
 lab_wait_exit $R10 120 "lost write: the replicator did not end after its store filled up"
@@ -775,20 +783,8 @@ i=0; until [ "$(dr "$S11")" -ge 3 ]; do
   i=$((i+1)); [ $i -le 600 ] || lab_fail "$G11 wrote no 3 records through its IDE disk: $(grep -m1 "DISKERR" "$S11" | cut -c1-200)"
   sleep 0.2
 done
-PORT=$((PORT + 1))
-mkdir -p "$W/disks11"
-hvm_backup $PORT "$W/backup11.log" --domain-name "$G11-copy" --events-json "$W/events11.jsonl" --disk-dir "$W/disks11"
-B11=$BP
-T11=$(lab_now)
-romulus replicate --domain $G11 --disk-tap "$TAP11" --to "127.0.0.1:$PORT" --psk-file "$W/psk" --interval 200ms \
-  --ack-timeout 15s --stats-json "$W/stats11.jsonl" >"$W/primary11.log" 2>&1 &
-R11=$!
-lab_evidence "$W/primary11.log"
-until [ "$(rj_count "$W/stats11.jsonl" acked true)" -ge 5 ] 2>/dev/null && grep -q "copy to the backup complete with epoch" "$W/primary11.log"; do
-  kill -0 $R11 2>/dev/null || lab_fail "hung disk: the replicator exited before 5 acked epochs: $(grep -v '^ *$' "$W/primary11.log" | tail -n 1 | cut -c1-240)"
-  [ "$(lab_elapsed "$T11" | cut -d. -f1)" -lt 900 ] || lab_fail "hung disk: fewer than 5 acked epochs, or the disk never copied"
-  sleep 0.2
-done
+protect_with_disk "hung disk" 11 $G11 "$TAP11"
+B11=$BP R11=$RP
 # The primary's disk hangs: its store's file system is frozen (writes wait, nothing fails).
 # (Thawed however this ends, a failure or the runner's timeout: a frozen mount would hang the
 # rest of the boot's work.)
