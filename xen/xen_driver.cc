@@ -253,8 +253,8 @@ class Session : public EpochSink {
   // from Suspend to Postcopy, and the buffer the state is read into.
   devicemodel::DeviceStateFile* const dm_file_;
   bool* const dm_stopped_;
-  // This session's pause found the device model unresponsive (the guest is
-  // relinquished): nothing more is asked of it.
+  // This session's pause found the device model silent (devicemodel::
+  // PauseFailure::unresponsive): nothing more is asked of it.
   bool dm_unresponsive_ = false;
   devicemodel::WritebackWatch* const writeback_;
   std::string* const kept_suspended_;
@@ -635,16 +635,15 @@ void Session::RelinquishGuest(uint64_t epoch, const Status& why) {
   // replicator looks first: it must never resume this copy beside the
   // backup's. Without the record the guest is not handed over.
   const std::optional<uint64_t> point = s_.HandOverPoint();
-  const bool handed_recorded =
-      point && XsWrite(h_->xsh(), XBT_NULL, HandedOverPath(dom_.domid), std::to_string(*point)).ok();
   // The handed-over record alone makes a later replicator refuse this copy.
-  const bool hand_over = handed_recorded;
+  const bool hand_over =
+      point && XsWrite(h_->xsh(), XBT_NULL, HandedOverPath(dom_.domid), std::to_string(*point)).ok();
   *kept_suspended_ = why.ToString() + (hand_over ? "; handed over to its backup, which resumes epoch " +
                                                        std::to_string(*point)
                                                  : "; not handed over to a backup");
   const bool kept_recorded =
       XsWrite(h_->xsh(), XBT_NULL, KeptSuspendedPath(dom_.domid), kept_suspended_->substr(0, 1024)).ok();
-  if (point && !handed_recorded) {
+  if (point && !hand_over) {
     spdlog::error("could not record in xenstore ({}) that domain {} was handed over: not handing it over to the "
                   "backup, which would otherwise run it beside this copy",
                   HandedOverPath(dom_.domid), dom_.name);

@@ -254,6 +254,26 @@ protect_with_disk() {
     sleep 0.2
   done
 }
+# resumed_copy WHAT N GUEST CONSOLE: after the handover of GUEST (console CONSOLE) to the backup
+# of protect_with_disk N, its copy GUEST-copy counts on from the primary's last counter + 1 at
+# most, on the serial port of the backup's device model. Sets RC_LAST, RC_LASTREC (the primary's
+# last counter and disk record), RC_SERIAL, RC_FIRST (the copy's console, its first counter) and
+# RC_DOM (the copy's domid).
+resumed_copy() {
+  _what=$1 _n=$2 _g=$3 _con=$4
+  RC_LAST=$(lab_counter_last "$_con")
+  RC_LASTREC=$(dr "$_con")
+  RC_SERIAL=$(hvm_serial "$W/backup$_n.log")
+  [ -n "$RC_SERIAL" ] && [ "$RC_SERIAL" != "$_con" ] || lab_fail "$_what: the backup's device model writes '$RC_SERIAL'"
+  lab_evidence "$RC_SERIAL"
+  lab_wait_counter "$RC_SERIAL" $((RC_LAST + 2)) 300 ||
+    lab_fail "$_what: the resumed guest does not count on (last $(lab_counter_last "$RC_SERIAL"), primary was $RC_LAST)"
+  RC_FIRST=$(lab_counter_first "$RC_SERIAL")
+  [ "$RC_FIRST" -gt 1 ] && [ "$RC_FIRST" -le $((RC_LAST + 1)) ] ||
+    lab_fail "$_what: the copy's counter began at $RC_FIRST, the primary's ended at $RC_LAST"
+  RC_DOM=$(xl domid "$_g-copy" 2>/dev/null)
+  [ -n "$RC_DOM" ] || { xl list; lab_fail "$_what: no $_g-copy in xl list"; }
+}
 # hvm_replicate PORT LOG [replicate args...]: guest $G replicated to the backup at PORT every
 # 200 ms; its pid in RP.
 hvm_replicate() {
@@ -728,16 +748,8 @@ romulus replicate --domain $G10 --to "127.0.0.1:$PORT" --psk-file "$W/psk" >"$W/
 grep -q "was kept suspended by a replicator" "$W/primary10b.log" ||
   lab_fail "lost write: the second replicator's refusal: $(grep -v '^ *$' "$W/primary10b.log" | tail -n 1 | cut -c1-240)"
 xl list $G10 2>/dev/null | awk 'NR == 2 { s = $5 } END { exit !(s ~ /s/) }' || lab_fail "lost write: $G10 was resumed"
-LAST10=$(lab_counter_last "$S10")
-LASTREC10=$(dr "$S10")
-RS10=$(hvm_serial "$W/backup10.log")
-[ -n "$RS10" ] && [ "$RS10" != "$S10" ] || lab_fail "lost write: the backup's device model writes '$RS10'"
-lab_evidence "$RS10"
-lab_wait_counter "$RS10" $((LAST10 + 2)) 300 || lab_fail "lost write: the resumed guest does not count on (last $(lab_counter_last "$RS10"), primary was $LAST10)"
-FIRST10=$(lab_counter_first "$RS10")
-[ "$FIRST10" -gt 1 ] && [ "$FIRST10" -le $((LAST10 + 1)) ] || lab_fail "lost write: the copy's counter began at $FIRST10, the primary's ended at $LAST10"
-N10=$(xl domid "$G10-copy" 2>/dev/null)
-[ -n "$N10" ] || { xl list; lab_fail "lost write: no $G10-copy in xl list"; }
+resumed_copy "lost write" 10 $G10 "$S10"
+LAST10=$RC_LAST LASTREC10=$RC_LASTREC RS10=$RC_SERIAL FIRST10=$RC_FIRST N10=$RC_DOM
 tr '\0' ' ' </proc/"$(xenstore-read /local/domain/$N10/image/device-model-pid)"/cmdline 2>/dev/null |
   grep -q "ahci,id=ahci0 .*file=/dev/loop[0-9]*,if=none,id=ahcidisk-0,.*ide-hd,bus=ahci0.0,unit=0,drive=ahcidisk-0" ||
   lab_fail "lost write: the backup's device model has no AHCI port 0 on the replica's copy"
@@ -825,16 +837,8 @@ romulus replicate --domain $G11 --to "127.0.0.1:$PORT" --psk-file "$W/psk" >"$W/
   lab_fail "hung disk: a second replicator accepted the kept copy"
 grep -q "was kept suspended by a replicator: .*Its backup took over from epoch $ACK11" "$W/primary11b.log" ||
   lab_fail "hung disk: the second replicator's refusal: $(grep -v '^ *$' "$W/primary11b.log" | tail -n 1 | cut -c1-240)"
-LAST11=$(lab_counter_last "$S11")
-LASTREC11=$(dr "$S11")
-RS11=$(hvm_serial "$W/backup11.log")
-[ -n "$RS11" ] && [ "$RS11" != "$S11" ] || lab_fail "hung disk: the backup's device model writes '$RS11'"
-lab_evidence "$RS11"
-lab_wait_counter "$RS11" $((LAST11 + 2)) 300 || lab_fail "hung disk: the resumed guest does not count on (last $(lab_counter_last "$RS11"), primary was $LAST11)"
-FIRST11=$(lab_counter_first "$RS11")
-[ "$FIRST11" -gt 1 ] && [ "$FIRST11" -le $((LAST11 + 1)) ] || lab_fail "hung disk: the copy's counter began at $FIRST11, the primary's ended at $LAST11"
-N11=$(xl domid "$G11-copy" 2>/dev/null)
-[ -n "$N11" ] || { xl list; lab_fail "hung disk: no $G11-copy in xl list"; }
+resumed_copy "hung disk" 11 $G11 "$S11"
+LAST11=$RC_LAST LASTREC11=$RC_LASTREC RS11=$RC_SERIAL FIRST11=$RC_FIRST N11=$RC_DOM
 copy_records "hung disk" "$N11" "$RS11" "$W/disks11" "$LASTREC11"
 lab_note "hung disk: $(grep -m1 "RELINQUISHED: " "$W/primary11.log" | sed 's/.*RELINQUISHED: //' | cut -c1-400); given up ${GAVEUP11} s after the freeze; backup resumed epoch $FO11, counter $LAST11 -> $FIRST11, records $LASTREC11 -> $COPY_FIRST..$COPY_LAST; the copy: $COPY_OUT"
 lab_figure "hvm_hung_disk_giveup_s=$GAVEUP11 hvm_hung_disk_handover_epoch=$FO11"
